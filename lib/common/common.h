@@ -1,0 +1,65 @@
+/* diskfarm: small shared pieces (logging, sizes, MAC and address parsing).
+ * Everything here validates untrusted text from the command line, the
+ * config file or the farm DB and reports one precise GError per failure. */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define DF_ERROR (df_error_quark ())
+GQuark df_error_quark (void);
+
+typedef enum {
+  DF_ERROR_INVALID,     /* malformed input (name, MAC, size, address, file) */
+  DF_ERROR_NOT_FOUND,   /* unknown vdisk, device, version, export */
+  DF_ERROR_EXISTS,      /* duplicate name or MAC */
+  DF_ERROR_BUSY,        /* in use (live session, maintenance lock) */
+  DF_ERROR_NOSPC,       /* quota reached */
+  DF_ERROR_UNSUPPORTED, /* image feature we refuse (encryption, ...) */
+  DF_ERROR_CORRUPT,     /* on-disk structure out of range */
+  DF_ERROR_IO,          /* system call failed: message carries strerror */
+} DfErrorCode;
+
+/* Logging: route g_log structured output to journald when stderr is the
+ * journal, else to stderr with a timestamp.  verbose enables debug. */
+void df_log_init (const char *progname, bool verbose);
+
+/* "512", "4K", "10MiB", "2G", "1T" (binary units; "KB"/"MB" also binary).
+ * Rejects empty, negative, overflow and trailing garbage. */
+bool df_parse_size (const char *s, uint64_t *out, GError **err);
+/* Human size "1.5 GiB" into a new string. */
+char *df_format_size (uint64_t bytes);
+
+/* MAC in any of aa:bb:cc:dd:ee:ff, aa-bb-..., aabb.ccdd.eeff, aabbccddeeff
+ * (any case) -> canonical lower-case colon form in out[18]. */
+bool df_parse_mac (const char *s, char out[18], GError **err);
+
+/* Object names (vdisk, device, collection): 1-63 chars of [A-Za-z0-9._-],
+ * not starting with '.' or '-'.  what is "vdisk", "device"... for messages. */
+bool df_validate_name (const char *what, const char *s, GError **err);
+
+/* Listen address: "HOST:PORT", "[v6]:PORT", ":PORT" (all addresses) or
+ * "unix:PATH".  Results are newly allocated; *port is 0 for unix. */
+typedef struct {
+  char *host;       /* NULL for unix or wildcard */
+  char *unix_path;  /* non-NULL for unix: */
+  uint16_t port;
+} DfListenAddr;
+bool df_parse_listen (const char *s, uint16_t default_port, DfListenAddr *out,
+                      GError **err);
+void df_listen_addr_clear (DfListenAddr *a);
+
+/* Set *err from errno with "what: strerror" (DF_ERROR_IO, or NOSPC). */
+void df_set_error_errno (GError **err, int errnum, const char *fmt, ...)
+  G_GNUC_PRINTF (3, 4);
+
+/* Write a whole buffer at offset / read exactly; EINTR-safe.  -1 + errno. */
+int df_pwrite_all (int fd, const void *buf, size_t len, uint64_t off);
+int df_pread_all (int fd, void *buf, size_t len, uint64_t off);
+
+/* fsync the directory containing path (after a rename). */
+bool df_fsync_dir_of (const char *path, GError **err);
+
+/* SHA-256 of a whole file as 64 lower-case hex chars + NUL. */
+bool df_file_sha256 (const char *path, char out[65], GError **err);

@@ -1,0 +1,167 @@
+/* diskfarm: the farm directory and its database (SQLite, WAL mode).
+ *
+ * A farm directory holds farm.db, store/, cache/, boot/, run/.  The schema
+ * is created and upgraded by numbered migrations (migrations.c).  Every
+ * mutating accessor runs in one transaction together with its audit-log
+ * row, so a failed call changes nothing.
+ *
+ * Ownership: every DfXxx returned by a getter is newly allocated; free it
+ * with df_xxx_free (g_autoptr works).  Lists are GPtrArray with the free
+ * function set.  A DfFarm is used by one thread at a time (open one per
+ * thread, SQLite handles locking between them and between processes).
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct DfFarm DfFarm;
+
+/* Open <dir>/farm.db.  create: make the directory tree and the DB when
+ * missing (init); otherwise a missing farm is DF_ERROR_NOT_FOUND with a
+ * message telling to run `diskfarm init`.  Applies pending migrations.
+ * who: the actor recorded in the audit log ("console:root", "streamsvc"). */
+DfFarm *df_farm_open (const char *dir, bool create, const char *who,
+                      GError **err);
+void df_farm_close (DfFarm *farm);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfFarm, df_farm_close)
+
+const char *df_farm_dir (DfFarm *farm);
+int df_farm_schema_version (DfFarm *farm);
+/* Paths inside the farm (newly allocated). */
+char *df_farm_store_dir (DfFarm *farm, const char *vdisk);
+char *df_farm_version_path (DfFarm *farm, const char *vdisk, int number);
+char *df_farm_cache_dir (DfFarm *farm, const char *device);
+
+/* ---- vdisks and versions --------------------------------------------- */
+
+typedef enum {
+  DF_VSTATE_MAINTENANCE, DF_VSTATE_TEST, DF_VSTATE_PRODUCTION,
+  DF_VSTATE_PENDING,
+} DfVersionState;
+const char *df_version_state_name (DfVersionState s);
+bool df_version_state_parse (const char *s, DfVersionState *out, GError **err);
+
+typedef struct {
+  gint64 id;
+  char *name;
+  uint64_t virtual_size;
+  char *description;
+  char *created;        /* ISO 8601 UTC */
+} DfVdisk;
+void df_vdisk_free (DfVdisk *v);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfVdisk, df_vdisk_free)
+
+typedef struct {
+  gint64 id;
+  char *vdisk;          /* vdisk name */
+  int number;           /* 0 = base */
+  int parent;           /* -1 for a base */
+  char *file;           /* file name relative to store/<vdisk>/ */
+  char *sha256;         /* 64 hex, or NULL while maintenance */
+  uint64_t virtual_size;
+  uint64_t file_size;
+  DfVersionState state;
+  char *pending_state;  /* target state when state == PENDING, else NULL */
+  char *pending_at;     /* ISO 8601 or NULL */
+  char *created;
+} DfVersion;
+void df_version_free (DfVersion *v);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfVersion, df_version_free)
+
+/* Add a vdisk together with its base version 0 (state production).
+ * DF_ERROR_EXISTS when the name is taken. */
+bool df_farm_vdisk_add (DfFarm *farm, const char *name, uint64_t virtual_size,
+                        const char *base_file, const char *sha256,
+                        uint64_t file_size, GError **err);
+DfVdisk *df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err);
+GPtrArray *df_farm_vdisk_list (DfFarm *farm, GError **err);   /* DfVdisk */
+/* Refused (DF_ERROR_BUSY) while a device is assigned to it. */
+bool df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err);
+
+bool df_farm_version_add (DfFarm *farm, const char *vdisk, int number,
+                          int parent, const char *file, const char *sha256,
+                          uint64_t virtual_size, uint64_t file_size,
+                          DfVersionState state, GError **err);
+DfVersion *df_farm_version_get (DfFarm *farm, const char *vdisk, int number,
+                                GError **err);
+GPtrArray *df_farm_version_list (DfFarm *farm, const char *vdisk,
+                                 GError **err);                /* DfVersion */
+/* Newest version whose state is production (types production), test or
+ * production (type test), or the maintenance version (type maintenance). */
+DfVersion *df_farm_version_for_type (DfFarm *farm, const char *vdisk,
+                                     const char *device_type, GError **err);
+bool df_farm_version_set_state (DfFarm *farm, const char *vdisk, int number,
+                                DfVersionState state, GError **err);
+
+/* ---- collections ------------------------------------------------------ */
+
+typedef struct {
+  gint64 id;
+  char *name;
+  char *description;
+  char *vdisk;          /* default vdisk for new devices, or NULL */
+  char *created;
+} DfCollection;
+void df_collection_free (DfCollection *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfCollection, df_collection_free)
+
+bool df_farm_collection_add (DfFarm *farm, const char *name,
+                             const char *description, const char *vdisk,
+                             GError **err);
+DfCollection *df_farm_collection_get (DfFarm *farm, const char *name,
+                                      GError **err);
+GPtrArray *df_farm_collection_list (DfFarm *farm, GError **err);
+
+/* ---- devices ---------------------------------------------------------- */
+
+typedef struct {
+  gint64 id;
+  char *name;
+  char *mac;            /* canonical aa:bb:cc:dd:ee:ff */
+  char *collection;     /* may be NULL */
+  char *type;           /* production | test | maintenance */
+  char *vdisk;          /* assigned vdisk name */
+  char *cache_mode;     /* as df_cache_mode_parse accepts */
+  uint64_t quota;       /* bytes, 0 = none */
+  gint64 generation;    /* boot generation, bumped by reset */
+  char *created;
+} DfDevice;
+void df_device_free (DfDevice *d);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfDevice, df_device_free)
+
+/* Checks: valid name, unique name and MAC, vdisk and collection exist. */
+bool df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err);
+/* By name, or by MAC when key parses as a MAC. */
+DfDevice *df_farm_device_get (DfFarm *farm, const char *key, GError **err);
+GPtrArray *df_farm_device_list (DfFarm *farm, const char *collection,
+                                GError **err);                 /* DfDevice */
+/* Replace the mutable fields (mac, collection, type, vdisk, cache_mode,
+ * quota) of the device named d->name; same checks as add. */
+bool df_farm_device_update (DfFarm *farm, const DfDevice *d, GError **err);
+bool df_farm_device_remove (DfFarm *farm, const char *name, GError **err);
+/* Start a new boot generation; *generation receives the new value. */
+bool df_farm_device_new_generation (DfFarm *farm, const char *name,
+                                    gint64 *generation, GError **err);
+
+/* ---- audit log -------------------------------------------------------- */
+
+typedef struct {
+  gint64 id;
+  char *at;             /* ISO 8601 UTC */
+  char *who;
+  char *action;         /* "device.add", "vdisk.import", ... */
+  char *object;         /* name of the object changed */
+  char *detail;         /* free text / JSON */
+} DfAudit;
+void df_audit_free (DfAudit *a);
+/* Record one entry (mutators call this inside their own transaction). */
+bool df_farm_audit (DfFarm *farm, const char *action, const char *object,
+                    const char *detail, GError **err);
+GPtrArray *df_farm_audit_list (DfFarm *farm, guint limit, GError **err);
+
+/* ---- transactions for multi-step console work ------------------------- */
+bool df_farm_begin (DfFarm *farm, GError **err);     /* BEGIN IMMEDIATE */
+bool df_farm_commit (DfFarm *farm, GError **err);
+void df_farm_rollback (DfFarm *farm);

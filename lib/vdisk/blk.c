@@ -1,0 +1,92 @@
+/* diskfarm: df_blk refcounting and dispatchers (see blk.h). */
+#include "blk.h"
+
+void
+df_blk_init (df_blk *b, const df_blk_ops *ops, uint64_t size, bool readonly)
+{
+  g_assert (ops != NULL && ops->pread != NULL && ops->destroy != NULL);
+  b->ops = ops;
+  b->refcount = 1;
+  b->size = size;
+  b->readonly = readonly;
+  b->can_flush = ops->flush != NULL;
+  b->can_trim = !readonly && ops->trim != NULL;
+  b->can_zero = !readonly && ops->zero != NULL;
+  b->can_fast_zero = false;
+}
+
+df_blk *
+df_blk_ref (df_blk *b)
+{
+  g_atomic_int_inc (&b->refcount);
+  return b;
+}
+
+void
+df_blk_unref (df_blk *b)
+{
+  if (b != NULL && g_atomic_int_dec_and_test (&b->refcount))
+    b->ops->destroy (b);
+}
+
+static inline void
+assert_range (df_blk *b, uint32_t count, uint64_t offset)
+{
+  g_assert (count > 0 && count <= DF_BLK_MAX_REQUEST);
+  g_assert (offset <= b->size && count <= b->size - offset);
+}
+
+int
+df_blk_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
+{
+  assert_range (b, count, offset);
+  return b->ops->pread (b, buf, count, offset, err);
+}
+
+int
+df_blk_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
+               uint32_t flags, int *err)
+{
+  assert_range (b, count, offset);
+  g_assert (!b->readonly && b->ops->pwrite != NULL);
+  return b->ops->pwrite (b, buf, count, offset, flags, err);
+}
+
+int
+df_blk_flush (df_blk *b, int *err)
+{
+  if (b->ops->flush == NULL)
+    return 0;
+  return b->ops->flush (b, err);
+}
+
+int
+df_blk_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
+             int *err)
+{
+  assert_range (b, count, offset);
+  g_assert (b->can_trim);
+  return b->ops->trim (b, count, offset, flags, err);
+}
+
+int
+df_blk_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
+             int *err)
+{
+  assert_range (b, count, offset);
+  g_assert (b->can_zero);
+  return b->ops->zero (b, count, offset, flags, err);
+}
+
+int
+df_blk_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
+                void *opaque, int *err)
+{
+  assert_range (b, count, offset);
+  if (b->ops->extents == NULL)
+    {
+      cb (opaque, offset, count, 0);
+      return 0;
+    }
+  return b->ops->extents (b, count, offset, cb, opaque, err);
+}

@@ -1,0 +1,136 @@
+/* diskfarm: vDisk engine public API (images, chains, qcow2 layers, caches).
+ * See blk.h for the data-path contract. */
+#pragma once
+
+#include <glib.h>
+#include "blk.h"
+
+/* ---- image probing and chains (chain.c, qcow2.c, raw.c) ---------------- */
+
+typedef enum { DF_FMT_UNKNOWN = 0, DF_FMT_RAW, DF_FMT_QCOW2 } DfImageFormat;
+
+/* "raw" | "qcow2" | "auto" -> format (auto returns DF_FMT_UNKNOWN). */
+bool df_image_format_parse (const char *s, DfImageFormat *out, GError **err);
+const char *df_image_format_name (DfImageFormat f);
+
+/* Look at the first bytes: QFI\xfb -> qcow2, else raw. */
+bool df_image_probe (const char *path, DfImageFormat *out, GError **err);
+
+/* One file of an opened chain, top (index 0) to base. */
+typedef struct {
+  char *path;              /* as opened (absolute or relative to cwd) */
+  char *backing;           /* backing file name as stored, or NULL */
+  DfImageFormat format;
+  uint64_t virtual_size;
+  uint64_t file_size;      /* st_size */
+  uint32_t cluster_size;   /* 0 for raw */
+  uint32_t qcow2_version;  /* 2 or 3, 0 for raw */
+} DfChainLayer;
+
+/* Open an image and its whole backing chain read-only, every header and
+ * table range-checked, and flatten it into an extent map (guest range ->
+ * file + offset | zero | compressed) so a read costs the same at any chain
+ * depth.  Backing names are resolved relative to the image's directory.
+ * format: DF_FMT_UNKNOWN probes the top file; backing files are always
+ * probed unless the qcow2 header names a backing format.
+ * Refuses encrypted images, external data files, extended L2, loops and
+ * chains deeper than 256 with DF_ERROR_UNSUPPORTED / DF_ERROR_CORRUPT.
+ * Returns a new read-only df_blk (refcount 1), or NULL + err. */
+df_blk *df_chain_open (const char *path, DfImageFormat format, GError **err);
+
+/* Layers of a chain opened by df_chain_open (borrowed; valid while the
+ * df_blk lives).  *n_layers receives the count. */
+const DfChainLayer *df_chain_layers (df_blk *chain, guint *n_layers);
+
+/* Number of extents in the flattened map (for tests and `vdisk show`). */
+gsize df_chain_extent_count (df_blk *chain);
+
+/* ---- qcow2 layer writer (qcow2_write.c) -------------------------------- */
+
+typedef struct df_qcow2_writer df_qcow2_writer;
+
+/* Create a new qcow2 v3 file at path (O_EXCL; caller picks a temp name and
+ * renames).  backing: file name stored in the header (relative to the new
+ * file's directory), NULL for a standalone image; backing format "qcow2" is
+ * recorded when backing is set.  cluster_bits 16 is the usual choice. */
+df_qcow2_writer *df_qcow2_writer_new (const char *path, uint64_t virtual_size,
+                                      unsigned cluster_bits,
+                                      const char *backing, GError **err);
+/* Write one whole guest cluster (cluster_size bytes).  Clusters may come in
+ * any order but each at most once. */
+bool df_qcow2_writer_put (df_qcow2_writer *w, uint64_t cluster_index,
+                          const void *data, GError **err);
+/* Mark a cluster as reading zero (v3 zero flag; hides the backing file). */
+bool df_qcow2_writer_put_zero (df_qcow2_writer *w, uint64_t cluster_index,
+                               GError **err);
+/* Write L1/L2/refcount tables, header, fsync.  Frees w in every case. */
+bool df_qcow2_writer_finish (df_qcow2_writer *w, GError **err);
+/* Abandon: close and unlink the file, free w. */
+void df_qcow2_writer_abort (df_qcow2_writer *w);
+
+/* Progress callback for long work: done/total bytes.  May be NULL. */
+typedef void (*df_progress_cb) (void *opaque, uint64_t done, uint64_t total);
+
+/* Copy any readable df_blk into a new standalone sparse qcow2 v3 file
+ * (all-zero clusters stay unallocated).  Writes to path.tmp.XXXXXX, fsyncs,
+ * renames to path (never overwrites an existing path: DF_ERROR_EXISTS). */
+bool df_qcow2_write_from_blk (df_blk *src, const char *path,
+                              df_progress_cb progress, void *opaque,
+                              GError **err);
+
+/* Copy a df_blk into a sparse raw file (zero runs left as holes), same
+ * temp + rename rule. */
+bool df_raw_write_from_blk (df_blk *src, const char *path,
+                            df_progress_cb progress, void *opaque,
+                            GError **err);
+
+/* ---- write caches (cache_*.c) ------------------------------------------ */
+
+typedef enum {
+  DF_CACHE_SERVER = 0,      /* sparse file on the server, reset each boot */
+  DF_CACHE_RAM,             /* RAM up to ram_limit, overflow to disk */
+  DF_CACHE_PERSISTENT,      /* server disk, durable on FLUSH/FUA */
+} DfCacheKind;
+
+typedef struct {
+  DfCacheKind kind;
+  uint64_t ram_limit;       /* bytes, DF_CACHE_RAM only */
+} DfCacheMode;
+
+/* "server" | "ram:<MiB>" | "server-persistent" */
+bool df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err);
+char *df_cache_mode_to_string (const DfCacheMode *m);
+bool df_cache_mode_is_persistent (const DfCacheMode *m);
+
+typedef struct {
+  uint64_t cached_bytes;    /* bytes held by the cache (RAM + disk) */
+  uint64_t ram_bytes;       /* of which in RAM */
+  uint64_t quota_bytes;     /* 0 = unlimited */
+  uint64_t quota_hits;      /* writes refused with ENOSPC */
+} DfCacheStats;
+
+/* Open a write cache over base (takes its own ref on base).  dir is the
+ * device's cache directory (<farm>/cache/<device>/), created if missing.
+ * Non-persistent modes keep their data in an unlinked temporary file in dir
+ * (nothing survives a restart, nothing is left behind by kill -9);
+ * server-persistent keeps "persistent.data" + "persistent.map" in dir and
+ * reopens them.  Granularity 4 KiB; smaller writes read-modify-write.
+ * quota: bytes, 0 = none; a write that would pass it fails with ENOSPC.
+ * Returns a new writable df_blk (refcount 1) or NULL + err. */
+df_blk *df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
+                       uint64_t quota, GError **err);
+void df_cache_get_stats (df_blk *cache, DfCacheStats *out);
+/* Remove a device's persistent cache files (device reset --discard,
+ * device remove).  Missing files are not an error. */
+bool df_cache_discard_dir (const char *dir, GError **err);
+
+/* ---- import (import.c) ------------------------------------------------- */
+
+/* Import src_path (format or auto) as a new standalone sparse qcow2 base at
+ * dest_path.  Raw and qcow2 are read natively; any other format ("vhdx",
+ * "vmdk", "vpc", "vdi") goes through `qemu-img convert` into a temporary
+ * raw/qcow2 first (DF_ERROR_UNSUPPORTED when qemu-img is missing).
+ * On success *virtual_size receives the disk size. */
+bool df_vdisk_import (const char *src_path, const char *format,
+                      const char *dest_path, df_progress_cb progress,
+                      void *opaque, uint64_t *virtual_size, GError **err);

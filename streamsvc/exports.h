@@ -1,0 +1,56 @@
+/* streamsvc: export names -> opened block stacks.
+ *
+ *   vdisk/<name>        read-only, newest production version
+ *   vdisk/<name>@<N>    read-only, version N
+ *   device/<name>       writable: the device's write cache over the version
+ *   device/<mac>          its type selects (production/test/maintenance)
+ *
+ * The registry keeps one chain per (vdisk, version) and one cache per
+ * (device, boot generation), shared by every session that opens them.  A
+ * device whose generation in the farm DB has moved on (diskfarm device
+ * reset) gets a fresh cache at its next open; sessions still holding the old
+ * one keep it until they close.  Non-persistent caches stay in the registry
+ * between sessions of the same generation (a target reconnecting keeps its
+ * writes).
+ *
+ * Thread safety: all functions may be called from any worker thread.
+ */
+#pragma once
+
+#include <glib.h>
+#include "vdisk.h"
+
+typedef struct DfExports DfExports;
+typedef struct DfExport DfExport;
+
+/* farm_dir must hold an initialised farm. */
+DfExports *df_exports_new (const char *farm_dir, GError **err);
+/* Flush every persistent cache (SIGTERM path) then free.  Sessions must be
+ * closed first. */
+void df_exports_free (DfExports *ex);
+
+/* Open an export by name.  Errors: DF_ERROR_NOT_FOUND (message names the
+ * export), DF_ERROR_INVALID (malformed name), DF_ERROR_BUSY, DF_ERROR_IO.
+ * Returns a new handle; close with df_export_close. */
+DfExport *df_exports_open (DfExports *ex, const char *name, GError **err);
+void df_export_close (DfExport *e);
+
+df_blk *df_export_blk (DfExport *e);          /* borrowed */
+const char *df_export_name (DfExport *e);     /* as requested */
+const char *df_export_device (DfExport *e);   /* device name or NULL */
+bool df_export_readonly (DfExport *e);
+/* Short human description for NBD_INFO_DESCRIPTION ("vdisk base v3"). */
+const char *df_export_description (DfExport *e);
+
+/* Names for NBD_OPT_LIST: "vdisk/<name>" for each vdisk (never devices).
+ * Newly allocated NULL-terminated array (g_strfreev). */
+char **df_exports_list (DfExports *ex, GError **err);
+
+/* Flush all persistent caches (called on SIGTERM). */
+void df_exports_flush_all (DfExports *ex);
+
+/* For metrics: call fn for each live device cache. */
+typedef void (*df_cache_visit_fn) (void *opaque, const char *device,
+                                   const char *mode, const DfCacheStats *st);
+void df_exports_foreach_cache (DfExports *ex, df_cache_visit_fn fn,
+                               void *opaque);

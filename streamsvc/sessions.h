@@ -1,0 +1,41 @@
+/* streamsvc: live sessions and metrics (read by the admin HTTP server).
+ *
+ * Counters are updated by worker threads with atomics; the session list is
+ * protected by one mutex taken only at session start/end and by readers.
+ */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stdint.h>
+
+typedef struct DfSessions DfSessions;
+typedef struct DfSession DfSession;
+
+typedef enum {
+  DF_OP_READ, DF_OP_WRITE, DF_OP_FLUSH, DF_OP_TRIM, DF_OP_ZERO,
+  DF_OP_BLOCK_STATUS, DF_OP__COUNT
+} DfOp;
+
+DfSessions *df_sessions_new (void);
+void df_sessions_free (DfSessions *s);
+
+/* proto: "nbd" or "iscsi"; client: "127.0.0.1:4242" or "unix".
+ * The session starts without an export; set it when negotiated. */
+DfSession *df_session_start (DfSessions *s, const char *proto,
+                             const char *client);
+void df_session_set_export (DfSession *ss, const char *export_name,
+                            const char *device /* nullable */);
+/* Account one finished request (bytes moved, latency in ns, error 0/1). */
+void df_session_account (DfSession *ss, DfOp op, uint64_t bytes,
+                         uint64_t latency_ns, bool failed);
+/* Count one ENOSPC from a quota (metric diskfarm_quota_refusals_total). */
+void df_session_quota_hit (DfSession *ss);
+void df_session_end (DfSession *ss);
+
+/* JSON array of sessions: id, proto, client, export, device, started,
+ * bytes_read, bytes_written, ops.  cache_bytes filled by the caller. */
+JsonNode *df_sessions_to_json (DfSessions *s);
+/* Append Prometheus text (ops, bytes, latency histogram per export). */
+void df_sessions_metrics (DfSessions *s, GString *out);
+guint df_sessions_count (DfSessions *s);
