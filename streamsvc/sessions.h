@@ -39,3 +39,7 @@ JsonNode *df_sessions_to_json (DfSessions *s);
 /* Append Prometheus text (ops, bytes, latency histogram per export). */
 void df_sessions_metrics (DfSessions *s, GString *out);
 guint df_sessions_count (DfSessions *s);
+
+/* Prometheus label value escaping (\\, \", \n) for the exposition format.
+ * Appends the escaped value, without quotes, to out. */
+void df_prom_append_escaped (GString *out, const char *value);

@@ -1,0 +1,39 @@
+#!/bin/sh
+# Install the Debian 12 packages diskfarm needs to build, test or demo.
+# Usage: dist/install-deps.sh [build|test|demo]...   (default: build)
+# Installs only what is missing; runs apt-get update at most once.
+set -eu
+
+build_pkgs="meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
+  libsoup-3.0-dev libsqlite3-dev libssl-dev libbsd-dev zlib1g-dev"
+test_pkgs="qemu-utils libnbd-bin python3 python3-libnbd nbdkit fio curl
+  clang libclang-rt-14-dev procps"
+demo_pkgs="qemu-utils libnbd-bin curl"
+
+want=""
+[ $# -eq 0 ] && set -- build
+for what in "$@"; do
+  case "$what" in
+    build) want="$want $build_pkgs" ;;
+    test) want="$want $build_pkgs $test_pkgs" ;;
+    demo) want="$want $build_pkgs $demo_pkgs" ;;
+    *) echo "install-deps: unknown set '$what' (build, test, demo)" >&2; exit 2 ;;
+  esac
+done
+
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+    missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages:$missing; run as root to install them" >&2
+  exit 1
+fi
+echo "install-deps: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
