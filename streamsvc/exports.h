@@ -23,6 +23,16 @@
 typedef struct DfExports DfExports;
 typedef struct DfExport DfExport;
 
+/* Export name grammar, checked before any farm access (also used by the
+ * unit tests).  "vdisk/<name>", "vdisk/<name>@<N>" (N decimal, no sign, no
+ * leading zero, <= INT_MAX), "device/<name>" or "device/<mac>".  On success
+ * *object receives a new string (vdisk name, device name or MAC as given)
+ * and *version the number or -1.  Anything else: DF_ERROR_NOT_FOUND
+ * "unknown export 'X'". */
+typedef enum { DF_EXPORT_KIND_VDISK, DF_EXPORT_KIND_DEVICE } DfExportKind;
+bool df_export_name_parse (const char *name, DfExportKind *kind,
+                           char **object, int *version, GError **err);
+
 /* farm_dir must hold an initialised farm. */
 DfExports *df_exports_new (const char *farm_dir, GError **err);
 /* Flush every persistent cache (SIGTERM path) then free.  Sessions must be

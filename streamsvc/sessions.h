@@ -7,6 +7,7 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct DfSessions DfSessions;

@@ -1,1 +1,195 @@
-/* placeholder: being written */
+/* diskfarm: farm DB schema, as numbered migrations.
+ *
+ * Never edit a migration that has shipped: add a new one.  Each runs in its
+ * own transaction together with the PRAGMA user_version that records it,
+ * so a farm is always at exactly one schema version. */
+#include "farm-private.h"
+#include "common.h"
+
+#define STR_(x) #x
+#define STR(x) STR_ (x)
+
+/* 1: vdisks, versions, collections, devices, audit, settings. */
+static const char migration_1[] =
+  "PRAGMA application_id = " STR (DF_FARM_APPLICATION_ID) ";\n"
+  "CREATE TABLE vdisks (\n"
+  "  id           INTEGER PRIMARY KEY,\n"
+  "  name         TEXT NOT NULL UNIQUE,\n"
+  "  virtual_size INTEGER NOT NULL CHECK (virtual_size > 0),\n"
+  "  description  TEXT,\n"
+  "  created      TEXT NOT NULL\n"
+  ");\n"
+  "CREATE TABLE versions (\n"
+  "  id            INTEGER PRIMARY KEY,\n"
+  "  vdisk_id      INTEGER NOT NULL REFERENCES vdisks (id) ON DELETE CASCADE,\n"
+  "  number        INTEGER NOT NULL CHECK (number >= 0),\n"
+  "  parent        INTEGER CHECK (parent IS NULL OR parent < number),\n"
+  "  file          TEXT NOT NULL CHECK (file <> ''),\n"
+  "  sha256        TEXT CHECK (sha256 IS NULL OR (length (sha256) = 64\n"
+  "                  AND sha256 NOT GLOB '*[^0-9a-f]*')),\n"
+  "  virtual_size  INTEGER NOT NULL CHECK (virtual_size > 0),\n"
+  "  file_size     INTEGER NOT NULL CHECK (file_size >= 0),\n"
+  "  state         TEXT NOT NULL CHECK (state IN\n"
+  "                  ('maintenance', 'test', 'production', 'pending')),\n"
+  "  pending_state TEXT CHECK (pending_state IS NULL OR pending_state IN\n"
+  "                  ('maintenance', 'test', 'production')),\n"
+  "  pending_at    TEXT,\n"
+  "  created       TEXT NOT NULL,\n"
+  "  UNIQUE (vdisk_id, number),\n"
+  "  FOREIGN KEY (vdisk_id, parent) REFERENCES versions (vdisk_id, number)\n"
+  ");\n"
+  /* At most one maintenance version per vdisk. */
+  "CREATE UNIQUE INDEX versions_one_maintenance ON versions (vdisk_id)\n"
+  "  WHERE state = 'maintenance';\n"
+  "CREATE TABLE collections (\n"
+  "  id          INTEGER PRIMARY KEY,\n"
+  "  name        TEXT NOT NULL UNIQUE,\n"
+  "  description TEXT,\n"
+  "  vdisk_id    INTEGER REFERENCES vdisks (id),\n"
+  "  created     TEXT NOT NULL\n"
+  ");\n"
+  "CREATE TABLE devices (\n"
+  "  id            INTEGER PRIMARY KEY,\n"
+  "  name          TEXT NOT NULL UNIQUE,\n"
+  "  mac           TEXT NOT NULL UNIQUE CHECK (length (mac) = 17),\n"
+  "  collection_id INTEGER REFERENCES collections (id),\n"
+  "  type          TEXT NOT NULL CHECK (type IN\n"
+  "                  ('production', 'test', 'maintenance')),\n"
+  "  vdisk_id      INTEGER NOT NULL REFERENCES vdisks (id),\n"
+  "  cache_mode    TEXT NOT NULL DEFAULT 'server',\n"
+  "  quota         INTEGER NOT NULL DEFAULT 0 CHECK (quota >= 0),\n"
+  "  generation    INTEGER NOT NULL DEFAULT 1,\n"
+  "  created       TEXT NOT NULL\n"
+  ");\n"
+  "CREATE INDEX devices_vdisk ON devices (vdisk_id);\n"
+  "CREATE INDEX devices_collection ON devices (collection_id);\n"
+  "CREATE INDEX collections_vdisk ON collections (vdisk_id);\n"
+  "CREATE TABLE audit (\n"
+  "  id     INTEGER PRIMARY KEY,\n"
+  "  at     TEXT NOT NULL,\n"
+  "  who    TEXT NOT NULL,\n"
+  "  action TEXT NOT NULL,\n"
+  "  object TEXT NOT NULL,\n"
+  "  detail TEXT\n"
+  ");\n"
+  "CREATE TABLE settings (\n"
+  "  key   TEXT PRIMARY KEY,\n"
+  "  value TEXT NOT NULL\n"
+  ");\n";
+
+const DfMigration df_farm_migrations[] = {
+  { 1, "initial schema", migration_1 },
+};
+const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
+
+/* Run one statement list; on failure set *err naming what. */
+static bool
+exec_sql (sqlite3 *db, const char *sql, const char *what, GError **err)
+{
+  int rc = sqlite3_exec (db, sql, NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    return true;
+  df_farm_set_sqlite_error (err, db, rc, what);
+  return false;
+}
+
+static bool
+read_int_pragma (sqlite3 *db, const char *sql, int *out, GError **err)
+{
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2 (db, sql, -1, &st, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_step (st);
+  if (rc != SQLITE_ROW)
+    {
+      df_farm_set_sqlite_error (err, db, rc, "farm.db");
+      sqlite3_finalize (st);
+      return false;
+    }
+  *out = sqlite3_column_int (st, 0);
+  sqlite3_finalize (st);
+  return true;
+}
+
+/* A DB we may migrate: ours (application_id), or still empty. */
+static bool
+check_is_farm_db (sqlite3 *db, int user_version, GError **err)
+{
+  int app_id = 0, objects = 0;
+  if (!read_int_pragma (db, "PRAGMA application_id", &app_id, err)
+      || !read_int_pragma (db, "SELECT count(*) FROM sqlite_master", &objects,
+                           err))
+    return false;
+  if (app_id == DF_FARM_APPLICATION_ID
+      || (app_id == 0 && user_version == 0 && objects == 0))
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
+               "farm.db is an SQLite database but not a diskfarm farm DB "
+               "(application_id 0x%08x, user_version %d)",
+               (unsigned) app_id, user_version);
+  return false;
+}
+
+/* Called inside BEGIN IMMEDIATE: apply the next step if one is pending.
+ * *done is set when the DB is already at latest. */
+static bool
+migrate_step (sqlite3 *db, const DfMigration *list, guint n, int *version,
+              bool *done, GError **err)
+{
+  int latest = (int) n, uv = 0;
+  if (!read_int_pragma (db, "PRAGMA user_version", &uv, err)
+      || !check_is_farm_db (db, uv, err))
+    return false;
+  *version = uv;
+  if (uv > latest)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED,
+                   "farm.db has schema version %d, newer than this diskfarm "
+                   "understands (%d): upgrade diskfarm", uv, latest);
+      return false;
+    }
+  if (uv < 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
+                   "farm.db has a negative schema version %d", uv);
+      return false;
+    }
+  *done = uv == latest;
+  if (*done)
+    return true;
+  const DfMigration *m = &list[uv];
+  g_assert (m->version == uv + 1);
+  g_autofree char *what = g_strdup_printf ("schema migration %d (%s)",
+                                           m->version, m->name);
+  g_autofree char *set = g_strdup_printf ("PRAGMA user_version = %d",
+                                          m->version);
+  if (!exec_sql (db, m->sql, what, err) || !exec_sql (db, set, what, err))
+    return false;
+  *version = m->version;
+  g_info ("farm.db: applied %s", what);
+  return true;
+}
+
+bool
+df_farm_migrate (sqlite3 *db, const DfMigration *list, guint n, int *version,
+                 GError **err)
+{
+  for (;;)
+    {
+      bool done = false;
+      if (!exec_sql (db, "BEGIN IMMEDIATE", "farm.db: begin migration", err))
+        return false;
+      if (!migrate_step (db, list, n, version, &done, err))
+        {
+          sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
+          return false;
+        }
+      if (!exec_sql (db, "COMMIT", "farm.db: commit migration", err))
+        {
+          sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
+          return false;
+        }
+      if (done)
+        return true;
+    }
+}

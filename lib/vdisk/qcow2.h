@@ -51,6 +51,7 @@ typedef struct {
   uint64_t host;        /* DATA / COMPRESSED: byte offset in the file */
   uint32_t csize;       /* COMPRESSED: bytes of deflate data at host */
   uint32_t cluster;     /* COMPRESSED: inflated cluster size */
+  uint32_t coff;        /* COMPRESSED: offset of guest in that cluster */
   uint16_t file;        /* index of the layer's file (0 = top) */
   uint8_t kind;         /* DfRunKind */
 } DfRun;

@@ -1,0 +1,35 @@
+/* diskfarm: lib/farm internals shared by farm.c, migrations.c and the unit
+ * test.  Not installed, not for other layers. */
+#pragma once
+
+#include <glib.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+
+/* PRAGMA application_id of a farm DB: "dfrm". */
+#define DF_FARM_APPLICATION_ID 0x6466726d
+
+/* One schema step.  version is the user_version the DB has after it;
+ * the list is ordered and dense: list[i].version == i + 1. */
+typedef struct {
+  int version;
+  const char *name;
+  const char *sql;
+} DfMigration;
+
+extern const DfMigration df_farm_migrations[];
+extern const guint df_farm_n_migrations;
+
+/* Bring db up to the last migration of list[0..n): each pending step runs
+ * in its own BEGIN IMMEDIATE transaction and sets PRAGMA user_version.
+ * Refuses (DF_ERROR_UNSUPPORTED) a DB newer than the list and
+ * (DF_ERROR_CORRUPT) a DB that is not a farm DB.  *version receives the
+ * schema version reached. */
+bool df_farm_migrate (sqlite3 *db, const DfMigration *list, guint n,
+                      int *version, GError **err);
+
+/* Set *err from the last SQLite error of db: "what: message".  Maps
+ * BUSY/LOCKED -> DF_ERROR_BUSY, CORRUPT/NOTADB -> DF_ERROR_CORRUPT,
+ * UNIQUE constraints -> DF_ERROR_EXISTS, anything else -> DF_ERROR_IO. */
+void df_farm_set_sqlite_error (GError **err, sqlite3 *db, int rc,
+                               const char *what);

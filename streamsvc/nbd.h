@@ -1,0 +1,87 @@
+/* streamsvc: NBD protocol engine (fixed newstyle, no sockets).
+ *
+ * The engine turns input bytes into output bytes.  A transport (server.c,
+ * the fuzzer, a test) owns the socket and drives it:
+ *
+ *   nbd_conn *c = nbd_conn_new (exports, sessions, "127.0.0.1:4242");
+ *   loop:
+ *     buf = nbd_conn_input_space (c, &room);  read (fd, buf, room) -> n
+ *     nbd_conn_input_commit (c, n);           n == 0: EOF, free the conn
+ *     nbd_conn_process (c);                   runs every complete request
+ *     out = nbd_conn_output (c, &len);        write (fd, out, len) -> m
+ *     nbd_conn_output_consume (c, m);
+ *     if (nbd_conn_should_close (c) && len == m) close
+ *
+ * The greeting is queued by nbd_conn_new.  Replies to reads are built by
+ * reading the block layer straight into the output buffer (no extra copy).
+ * nbd_conn_process stops early when the output backlog is large; call it
+ * again after draining (nbd_conn_has_work tells whether it has more to do).
+ *
+ * Thread safety: one nbd_conn is driven by one thread at a time.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exports.h"
+#include "sessions.h"
+
+typedef struct nbd_conn nbd_conn;
+
+typedef enum {
+  NBD_STATE_SEND_GREETING,  /* greeting queued, waiting for client flags */
+  NBD_STATE_OPTIONS,        /* option haggling */
+  NBD_STATE_TRANSMISSION,   /* requests and replies */
+  NBD_STATE_CLOSED,         /* drain the output, then close */
+} nbd_state;
+
+/* Limits enforced at the edge. */
+#define NBD_MAX_OPTION_LEN   (64u * 1024)        /* beyond: close */
+#define NBD_MAX_STRING       4096u               /* export names, queries */
+#define NBD_MAX_BLOCK        (32u * 1024 * 1024) /* READ/WRITE payload */
+#define NBD_PREF_BLOCK       4096u
+#define NBD_OUTPUT_HIGH_WATER (4u * 1024 * 1024) /* stop processing above */
+
+/* Start a connection: opens a session in ss (kept until nbd_conn_free) and
+ * queues the greeting.  ex and ss are borrowed and must outlive the conn.
+ * client is copied ("127.0.0.1:4242", "unix"). */
+nbd_conn *nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client);
+/* Close the export and end the session. NULL is allowed. */
+void nbd_conn_free (nbd_conn *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (nbd_conn, nbd_conn_free)
+
+nbd_state nbd_conn_state (const nbd_conn *c);
+const char *nbd_state_name (nbd_state s);
+
+/* Room to read into: returns a pointer into the conn's input buffer with
+ * *room >= 1 bytes free (more when a large write payload is pending).
+ * The pointer is valid until the next call on c. */
+uint8_t *nbd_conn_input_space (nbd_conn *c, size_t *room);
+/* n bytes were written at the pointer from nbd_conn_input_space. */
+void nbd_conn_input_commit (nbd_conn *c, size_t n);
+/* Copy len bytes in and process (for --stdio, fuzzing and tests).  Returns
+ * false once the connection is closed. */
+bool nbd_conn_feed (nbd_conn *c, const void *buf, size_t len);
+
+/* Run the engine over every complete message in the input (stopping when
+ * the output backlog passes NBD_OUTPUT_HIGH_WATER or the conn closes). */
+void nbd_conn_process (nbd_conn *c);
+/* True when complete input is waiting that process() has not run yet. */
+bool nbd_conn_has_work (const nbd_conn *c);
+
+/* Pending output (borrowed, valid until the next call on c); *len 0 when
+ * there is nothing to send. */
+const uint8_t *nbd_conn_output (nbd_conn *c, size_t *len);
+/* n bytes of the pending output were sent. */
+void nbd_conn_output_consume (nbd_conn *c, size_t n);
+
+/* True when the engine wants the connection closed once the output is
+ * drained (protocol violation, NBD_CMD_DISC, NBD_OPT_ABORT, failed
+ * EXPORT_NAME). */
+bool nbd_conn_should_close (const nbd_conn *c);
+/* Transport-side shutdown (SIGTERM): requests still in the input that were
+ * not processed get no reply; the conn enters CLOSED. */
+void nbd_conn_shutdown (nbd_conn *c);
