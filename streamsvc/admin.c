@@ -1,1 +1,380 @@
-/* placeholder: being written */
+/* streamsvc: admin HTTP server (see admin.h).
+ *
+ * Runs on a GLib main context (the main thread's); handlers only read the
+ * session table and the export registry, both of which lock internally. */
+#include "admin.h"
+
+#include <gio/gunixsocketaddress.h>
+#include <glib/gstdio.h>
+#include <libsoup/soup.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+
+#define CT_JSON "application/json"
+#define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+struct DfAdmin
+{
+  SoupServer *server;
+  DfSessions *sessions; /* borrowed */
+  DfExports *exports;   /* borrowed, nullable */
+  char *unix_path;      /* unlinked at stop; NULL for TCP */
+};
+
+/* ---- responses -------------------------------------------------------- */
+
+/* Takes body. */
+static void
+reply (SoupServerMessage *msg, guint status, const char *content_type,
+       char *body)
+{
+  soup_server_message_set_status (msg, status, NULL);
+  soup_server_message_set_response (msg, content_type, SOUP_MEMORY_TAKE, body,
+                                    strlen (body));
+}
+
+/* Takes node. */
+static void
+reply_json (SoupServerMessage *msg, JsonNode *node)
+{
+  char *text = json_to_string (node, FALSE);
+
+  json_node_unref (node);
+  reply (msg, SOUP_STATUS_OK, CT_JSON, text);
+}
+
+static void
+handle_health (DfAdmin *a, SoupServerMessage *msg)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "status");
+  json_builder_add_string_value (b, "ok");
+  json_builder_set_member_name (b, "sessions");
+  json_builder_add_int_value (b, df_sessions_count (a->sessions));
+  json_builder_set_member_name (b, "version");
+  json_builder_add_string_value (b, DF_VERSION);
+  json_builder_end_object (b);
+  reply_json (msg, json_builder_get_root (b));
+}
+
+/* ---- cache figures ---------------------------------------------------- */
+
+typedef struct
+{
+  char *device;
+  char *mode;
+  DfCacheStats st;
+} CacheRow;
+
+static void
+cache_row_free (CacheRow *r)
+{
+  g_free (r->device);
+  g_free (r->mode);
+  g_free (r);
+}
+
+static void
+collect_cache (void *opaque, const char *device, const char *mode,
+               const DfCacheStats *st)
+{
+  CacheRow *r = g_new0 (CacheRow, 1);
+
+  r->device = g_strdup (device);
+  r->mode = g_strdup (mode);
+  r->st = *st;
+  g_ptr_array_add (opaque, r);
+}
+
+static gint
+cache_row_cmp (gconstpointer a, gconstpointer b)
+{
+  const CacheRow *x = *(CacheRow *const *)a;
+  const CacheRow *y = *(CacheRow *const *)b;
+
+  return strcmp (x->device, y->device);
+}
+
+/* Live device caches sorted by device.  Returns a new array. */
+static GPtrArray *
+cache_rows (DfAdmin *a)
+{
+  GPtrArray *rows
+      = g_ptr_array_new_with_free_func ((GDestroyNotify)cache_row_free);
+
+  if (a->exports != NULL)
+    df_exports_foreach_cache (a->exports, collect_cache, rows);
+  g_ptr_array_sort (rows, cache_row_cmp);
+  return rows;
+}
+
+static const CacheRow *
+cache_row_find (GPtrArray *rows, const char *device)
+{
+  for (guint i = 0; i < rows->len; i++)
+    {
+      const CacheRow *r = g_ptr_array_index (rows, i);
+
+      if (strcmp (r->device, device) == 0)
+        return r;
+    }
+  return NULL;
+}
+
+/* ---- /v1/sessions ----------------------------------------------------- */
+
+static void
+add_cache_bytes (JsonArray *array, guint index, JsonNode *element,
+                 gpointer user_data)
+{
+  JsonObject *o = json_node_get_object (element);
+  const char *device
+      = json_object_get_string_member_with_default (o, "device", NULL);
+  const CacheRow *r = device ? cache_row_find (user_data, device) : NULL;
+
+  if (device == NULL)
+    json_object_set_null_member (o, "cache_bytes");
+  else
+    json_object_set_int_member (o, "cache_bytes",
+                                r ? (gint64)r->st.cached_bytes : 0);
+}
+
+static void
+handle_sessions (DfAdmin *a, SoupServerMessage *msg)
+{
+  JsonNode *node = df_sessions_to_json (a->sessions);
+  g_autoptr (GPtrArray) rows = cache_rows (a);
+
+  json_array_foreach_element (json_node_get_array (node), add_cache_bytes,
+                              rows);
+  reply_json (msg, node);
+}
+
+/* ---- /metrics --------------------------------------------------------- */
+
+static void
+family_header (GString *out, const char *name, const char *type,
+               const char *help)
+{
+  g_string_append_printf (out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
+                          name, type);
+}
+
+/* name{device="...",mode="..."} value  (mode omitted when NULL) */
+static void
+cache_sample (GString *out, const char *name, const CacheRow *r,
+              bool with_mode, uint64_t value)
+{
+  g_string_append_printf (out, "%s{device=\"", name);
+  df_prom_append_escaped (out, r->device);
+  if (with_mode)
+    {
+      g_string_append (out, "\",mode=\"");
+      df_prom_append_escaped (out, r->mode);
+    }
+  g_string_append_printf (out, "\"} %" G_GUINT64_FORMAT "\n", value);
+}
+
+static void
+metrics_caches (DfAdmin *a, GString *out)
+{
+  g_autoptr (GPtrArray) rows = cache_rows (a);
+
+  family_header (out, "diskfarm_cache_bytes", "gauge",
+                 "Bytes held by the device's write cache (RAM + disk).");
+  for (guint i = 0; i < rows->len; i++)
+    {
+      const CacheRow *r = g_ptr_array_index (rows, i);
+
+      cache_sample (out, "diskfarm_cache_bytes", r, true, r->st.cached_bytes);
+    }
+  family_header (out, "diskfarm_cache_ram_bytes", "gauge",
+                 "Bytes of the device's write cache held in RAM.");
+  for (guint i = 0; i < rows->len; i++)
+    {
+      const CacheRow *r = g_ptr_array_index (rows, i);
+
+      cache_sample (out, "diskfarm_cache_ram_bytes", r, false,
+                    r->st.ram_bytes);
+    }
+  family_header (out, "diskfarm_cache_quota_bytes", "gauge",
+                 "Write cache quota of the device in bytes (0: none).");
+  for (guint i = 0; i < rows->len; i++)
+    {
+      const CacheRow *r = g_ptr_array_index (rows, i);
+
+      cache_sample (out, "diskfarm_cache_quota_bytes", r, false,
+                    r->st.quota_bytes);
+    }
+}
+
+static void
+handle_metrics (DfAdmin *a, SoupServerMessage *msg)
+{
+  GString *out = g_string_new (NULL);
+
+  df_sessions_metrics (a->sessions, out);
+  metrics_caches (a, out);
+  reply (msg, SOUP_STATUS_OK, CT_METRICS, g_string_free (out, FALSE));
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+typedef void (*route_fn) (DfAdmin *a, SoupServerMessage *msg);
+
+static const struct
+{
+  const char *path;
+  route_fn fn;
+} routes[] = {
+  { "/v1/health", handle_health },
+  { "/v1/sessions", handle_sessions },
+  { "/metrics", handle_metrics },
+};
+
+static void
+handle_request (SoupServer *server, SoupServerMessage *msg, const char *path,
+                GHashTable *query, gpointer user_data)
+{
+  const char *method = soup_server_message_get_method (msg);
+
+  for (guint i = 0; i < G_N_ELEMENTS (routes); i++)
+    {
+      if (strcmp (path, routes[i].path) != 0)
+        continue;
+      if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0)
+        {
+          soup_message_headers_replace (
+              soup_server_message_get_response_headers (msg), "Allow",
+              "GET, HEAD");
+          reply (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "text/plain",
+                 g_strdup ("method not allowed\n"));
+          return;
+        }
+      routes[i].fn (user_data, msg);
+      return;
+    }
+  reply (msg, SOUP_STATUS_NOT_FOUND, "text/plain", g_strdup ("not found\n"));
+}
+
+/* ---- listening -------------------------------------------------------- */
+
+static bool
+listen_unix (DfAdmin *a, const char *path, GError **err)
+{
+  g_autoptr (GSocket) sock = NULL;
+  g_autoptr (GSocketAddress) sa = g_unix_socket_address_new (path);
+  GStatBuf st;
+
+  if (g_lstat (path, &st) == 0 && S_ISSOCK (st.st_mode))
+    g_unlink (path); /* stale socket of an earlier run */
+  sock = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
+                       G_SOCKET_PROTOCOL_DEFAULT, err);
+  if (sock == NULL || !g_socket_bind (sock, sa, FALSE, err)
+      || !g_socket_listen (sock, err))
+    return false;
+  if (!soup_server_listen_socket (a->server, sock, 0, err))
+    return false;
+  a->unix_path = g_strdup (path);
+  return true;
+}
+
+/* host is an address literal or a name resolved now (every address). */
+static bool
+listen_host (DfAdmin *a, const char *host, guint16 port, GError **err)
+{
+  g_autoptr (GInetAddress) literal = g_inet_address_new_from_string (host);
+  g_autolist (GInetAddress) addrs = NULL;
+
+  if (literal != NULL)
+    addrs = g_list_prepend (NULL, g_steal_pointer (&literal));
+  else
+    addrs = g_resolver_lookup_by_name (g_resolver_get_default (), host, NULL,
+                                       err);
+  if (addrs == NULL)
+    return false;
+  for (GList *l = addrs; l != NULL; l = l->next)
+    {
+      g_autoptr (GSocketAddress) sa
+          = g_inet_socket_address_new (l->data, port);
+
+      if (!soup_server_listen (a->server, sa, 0, err))
+        return false;
+      if (port == 0) /* the other addresses share the chosen port */
+        port = df_admin_port (a);
+    }
+  return true;
+}
+
+static bool
+admin_listen (DfAdmin *a, const DfListenAddr *addr, GError **err)
+{
+  if (addr->unix_path != NULL)
+    return listen_unix (a, addr->unix_path, err);
+  if (addr->host == NULL)
+    return soup_server_listen_all (a->server, addr->port, 0, err);
+  return listen_host (a, addr->host, addr->port, err);
+}
+
+DfAdmin *
+df_admin_start (const DfListenAddr *addr, DfSessions *sessions,
+                DfExports *exports, GMainContext *ctx, GError **err)
+{
+  DfAdmin *a = g_new0 (DfAdmin, 1);
+  GError *cause = NULL;
+  bool ok;
+
+  a->sessions = sessions;
+  a->exports = exports;
+  /* SoupServer attaches its sources to the thread-default context. */
+  g_main_context_push_thread_default (ctx);
+  a->server
+      = soup_server_new ("server-header", "diskfarm/" DF_VERSION " ", NULL);
+  soup_server_add_handler (a->server, NULL, handle_request, a, NULL);
+  ok = admin_listen (a, addr, &cause);
+  g_main_context_pop_thread_default (ctx);
+  if (!ok)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO, "admin HTTP: cannot listen: %s",
+                   cause->message);
+      g_error_free (cause);
+      df_admin_stop (a);
+      return NULL;
+    }
+  return a;
+}
+
+void
+df_admin_stop (DfAdmin *a)
+{
+  if (a == NULL)
+    return;
+  soup_server_disconnect (a->server);
+  g_object_unref (a->server);
+  if (a->unix_path != NULL)
+    g_unlink (a->unix_path);
+  g_free (a->unix_path);
+  g_free (a);
+}
+
+guint16
+df_admin_port (DfAdmin *a)
+{
+  GSList *listeners = soup_server_get_listeners (a->server);
+  guint16 port = 0;
+
+  for (GSList *l = listeners; l != NULL && port == 0; l = l->next)
+    {
+      g_autoptr (GSocketAddress) sa
+          = g_socket_get_local_address (l->data, NULL);
+
+      if (sa != NULL && G_IS_INET_SOCKET_ADDRESS (sa))
+        port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (sa));
+    }
+  g_slist_free (listeners);
+  return port;
+}

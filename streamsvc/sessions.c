@@ -12,56 +12,60 @@
 /* Latency buckets (upper bounds, inclusive, in ns) and their "le" labels.
  * The last bucket is +Inf. */
 static const uint64_t bucket_bound_ns[] = {
-  50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
-  25000000, 50000000, 100000000, 250000000, 1000000000, UINT64_MAX,
+  50000,    100000,   250000,   500000,    1000000,   2500000,    5000000,
+  10000000, 25000000, 50000000, 100000000, 250000000, 1000000000, UINT64_MAX,
 };
 static const char *const bucket_le[] = {
   "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
-  "0.01", "0.025", "0.05", "0.1", "0.25", "1", "+Inf",
+  "0.01",    "0.025",  "0.05",    "0.1",    "0.25",  "1",      "+Inf",
 };
 #define N_BUCKETS G_N_ELEMENTS (bucket_bound_ns)
 G_STATIC_ASSERT (G_N_ELEMENTS (bucket_le) == N_BUCKETS);
 
 static const char *const op_names[DF_OP__COUNT] = {
-  [DF_OP_READ] = "read", [DF_OP_WRITE] = "write", [DF_OP_FLUSH] = "flush",
-  [DF_OP_TRIM] = "trim", [DF_OP_ZERO] = "zero",
-  [DF_OP_BLOCK_STATUS] = "block_status",
+  [DF_OP_READ] = "read",   [DF_OP_WRITE] = "write",
+  [DF_OP_FLUSH] = "flush", [DF_OP_TRIM] = "trim",
+  [DF_OP_ZERO] = "zero",   [DF_OP_BLOCK_STATUS] = "block_status",
 };
 
 /* Counters of one export name; updated with atomics only. */
-typedef struct {
+typedef struct
+{
   uint64_t ops[DF_OP__COUNT];
   uint64_t errors;
   uint64_t bytes_read;
   uint64_t bytes_written;
-  uint64_t buckets[N_BUCKETS];   /* per bucket, not cumulative */
+  uint64_t buckets[N_BUCKETS]; /* per bucket, not cumulative */
   uint64_t latency_sum_ns;
 } ExportCounters;
 
 /* Counters of one device. */
-typedef struct {
+typedef struct
+{
   uint64_t quota_refusals;
 } DeviceCounters;
 
-struct DfSessions {
+struct DfSessions
+{
   GMutex lock;
-  GHashTable *live;        /* DfSession* set; sessions owned here */
-  GHashTable *exports;     /* name -> ExportCounters* (owned) */
-  GHashTable *devices;     /* name -> DeviceCounters* (owned) */
-  uint64_t next_id;        /* under lock */
+  GHashTable *live;    /* DfSession* set; sessions owned here */
+  GHashTable *exports; /* name -> ExportCounters* (owned) */
+  GHashTable *devices; /* name -> DeviceCounters* (owned) */
+  uint64_t next_id;    /* under lock */
 };
 
-struct DfSession {
+struct DfSession
+{
   DfSessions *owner;
   uint64_t id;
   char *proto;
   char *client;
-  char *export_name;       /* under owner->lock; NULL until negotiated */
-  char *device;            /* under owner->lock; nullable */
+  char *export_name; /* under owner->lock; NULL until negotiated */
+  char *device;      /* under owner->lock; nullable */
   GDateTime *started;
-  ExportCounters *counters;  /* atomic pointer; NULL until set_export */
-  DeviceCounters *dev;       /* atomic pointer; nullable */
-  uint64_t bytes_read;       /* atomics */
+  ExportCounters *counters; /* atomic pointer; NULL until set_export */
+  DeviceCounters *dev;      /* atomic pointer; nullable */
+  uint64_t bytes_read;      /* atomics */
   uint64_t bytes_written;
   uint64_t ops;
 };
@@ -86,8 +90,8 @@ df_sessions_new (void)
   DfSessions *s = g_new0 (DfSessions, 1);
 
   g_mutex_init (&s->lock);
-  s->live = g_hash_table_new_full (NULL, NULL, (GDestroyNotify) session_free,
-                                   NULL);
+  s->live
+      = g_hash_table_new_full (NULL, NULL, (GDestroyNotify)session_free, NULL);
   s->exports = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   s->devices = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   s->next_id = 1;
@@ -179,7 +183,7 @@ bucket_index (uint64_t latency_ns)
 
   while (latency_ns > bucket_bound_ns[i])
     i++;
-  return i;   /* the last bound is UINT64_MAX */
+  return i; /* the last bound is UINT64_MAX */
 }
 
 /* Hot path: atomics only, no lock. */
@@ -189,14 +193,14 @@ df_session_account (DfSession *ss, DfOp op, uint64_t bytes,
 {
   ExportCounters *c = __atomic_load_n (&ss->counters, __ATOMIC_ACQUIRE);
 
-  g_assert ((guint) op < DF_OP__COUNT);
+  g_assert ((guint)op < DF_OP__COUNT);
   ATOMIC_ADD (&ss->ops, 1);
   if (op == DF_OP_READ && !failed)
     ATOMIC_ADD (&ss->bytes_read, bytes);
   else if (op == DF_OP_WRITE && !failed)
     ATOMIC_ADD (&ss->bytes_written, bytes);
   if (c == NULL)
-    return;   /* no export negotiated: nothing to attribute it to */
+    return; /* no export negotiated: nothing to attribute it to */
   ATOMIC_ADD (&c->ops[op], 1);
   if (failed)
     ATOMIC_ADD (&c->errors, 1);
@@ -247,8 +251,8 @@ df_sessions_count (DfSessions *s)
 static gint
 session_cmp_id (gconstpointer a, gconstpointer b)
 {
-  const DfSession *x = *(DfSession *const *) a;
-  const DfSession *y = *(DfSession *const *) b;
+  const DfSession *x = *(DfSession *const *)a;
+  const DfSession *y = *(DfSession *const *)b;
 
   return x->id < y->id ? -1 : x->id > y->id;
 }
@@ -261,7 +265,7 @@ session_to_json (JsonBuilder *b, DfSession *ss)
 
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "id");
-  json_builder_add_int_value (b, (gint64) ss->id);
+  json_builder_add_int_value (b, (gint64)ss->id);
   json_builder_set_member_name (b, "proto");
   json_builder_add_string_value (b, ss->proto);
   json_builder_set_member_name (b, "client");
@@ -279,11 +283,11 @@ session_to_json (JsonBuilder *b, DfSession *ss)
   json_builder_set_member_name (b, "started");
   json_builder_add_string_value (b, started);
   json_builder_set_member_name (b, "bytes_read");
-  json_builder_add_int_value (b, (gint64) ATOMIC_GET (&ss->bytes_read));
+  json_builder_add_int_value (b, (gint64)ATOMIC_GET (&ss->bytes_read));
   json_builder_set_member_name (b, "bytes_written");
-  json_builder_add_int_value (b, (gint64) ATOMIC_GET (&ss->bytes_written));
+  json_builder_add_int_value (b, (gint64)ATOMIC_GET (&ss->bytes_written));
   json_builder_set_member_name (b, "ops");
-  json_builder_add_int_value (b, (gint64) ATOMIC_GET (&ss->ops));
+  json_builder_add_int_value (b, (gint64)ATOMIC_GET (&ss->ops));
   json_builder_end_object (b);
 }
 
@@ -298,8 +302,8 @@ df_sessions_to_json (DfSessions *s)
   json_builder_begin_array (b);
   g_mutex_lock (&s->lock);
   list = g_hash_table_get_keys_as_array (s->live, &n);
-  qsort (list, n, sizeof *list, (int (*) (const void *, const void *))
-         session_cmp_id);
+  qsort (list, n, sizeof *list,
+         (int (*) (const void *, const void *))session_cmp_id);
   for (guint i = 0; i < n; i++)
     session_to_json (b, list[i]);
   g_mutex_unlock (&s->lock);
@@ -346,7 +350,7 @@ sample_open (GString *out, const char *name, const char *key,
 static int
 strcmp_ptr (const void *a, const void *b)
 {
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
+  return strcmp (*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Sorted names of a counter table; caller holds the lock.  The strings
@@ -354,7 +358,7 @@ strcmp_ptr (const void *a, const void *b)
 static const char **
 sorted_keys (GHashTable *t, guint *n)
 {
-  const char **keys = (const char **) g_hash_table_get_keys_as_array (t, n);
+  const char **keys = (const char **)g_hash_table_get_keys_as_array (t, n);
 
   qsort (keys, *n, sizeof *keys, strcmp_ptr);
   return keys;
@@ -399,11 +403,13 @@ metrics_bytes (GString *out, GHashTable *exports, const char **names, guint n)
       ExportCounters *c = g_hash_table_lookup (exports, names[i]);
 
       sample_open (out, "diskfarm_bytes_total", "export", names[i]);
-      g_string_append_printf (out, ",direction=\"read\"} %" G_GUINT64_FORMAT
-                              "\n", ATOMIC_GET (&c->bytes_read));
+      g_string_append_printf (out,
+                              ",direction=\"read\"} %" G_GUINT64_FORMAT "\n",
+                              ATOMIC_GET (&c->bytes_read));
       sample_open (out, "diskfarm_bytes_total", "export", names[i]);
-      g_string_append_printf (out, ",direction=\"write\"} %" G_GUINT64_FORMAT
-                              "\n", ATOMIC_GET (&c->bytes_written));
+      g_string_append_printf (out,
+                              ",direction=\"write\"} %" G_GUINT64_FORMAT "\n",
+                              ATOMIC_GET (&c->bytes_written));
     }
 }
 
@@ -424,8 +430,9 @@ metrics_histogram_one (GString *out, const char *name, ExportCounters *c)
                               bucket_le[b], cumulative);
     }
   sample_open (out, "diskfarm_request_duration_seconds_sum", "export", name);
-  g_string_append_printf (out, "} %" G_GUINT64_FORMAT ".%09" G_GUINT64_FORMAT
-                          "\n", sum_ns / 1000000000u, sum_ns % 1000000000u);
+  g_string_append_printf (out,
+                          "} %" G_GUINT64_FORMAT ".%09" G_GUINT64_FORMAT "\n",
+                          sum_ns / 1000000000u, sum_ns % 1000000000u);
   sample_open (out, "diskfarm_request_duration_seconds_count", "export", name);
   g_string_append_printf (out, "} %" G_GUINT64_FORMAT "\n", cumulative);
 }

@@ -1,1 +1,1778 @@
-/* placeholder: being written */
+/* diskfarm: the farm directory and its SQLite database.
+ *
+ * Layout: every public mutator checks its arguments first (no DB access),
+ * then opens a write scope (BEGIN IMMEDIATE, or a SAVEPOINT when the caller
+ * already holds a df_farm_begin transaction), does its reads and writes
+ * plus exactly one audit row, and closes the scope: commit on success,
+ * roll back to the scope start on any failure.
+ *
+ * Prepared statements are cached per DfFarm, keyed by their SQL text; a
+ * statement is reset when the FarmStmt holding it goes out of scope. */
+#include "farm.h"
+#include "farm-private.h"
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
+#include <string.h>
+
+struct DfFarm {
+  char *dir;
+  char *db_path;
+  char *who;            /* actor recorded in audit rows */
+  sqlite3 *db;
+  GHashTable *stmts;    /* SQL text (static) -> sqlite3_stmt*, owned */
+  int schema_version;
+  guint tx_depth;       /* df_farm_begin nesting */
+};
+
+static const char *const farm_subdirs[] = { "store", "cache", "boot", "run" };
+
+/* ---- errors ----------------------------------------------------------- */
+
+void
+df_farm_set_sqlite_error (GError **err, sqlite3 *db, int rc, const char *what)
+{
+  int code = DF_ERROR_IO;
+  switch (rc & 0xff)
+    {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      code = DF_ERROR_BUSY;
+      break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      code = DF_ERROR_CORRUPT;
+      break;
+    case SQLITE_CONSTRAINT:
+      code = rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY
+               ? DF_ERROR_EXISTS : DF_ERROR_INVALID;
+      break;
+    case SQLITE_FULL:
+      code = DF_ERROR_NOSPC;
+      break;
+    default:
+      break;
+    }
+  const char *msg = db ? sqlite3_errmsg (db) : sqlite3_errstr (rc);
+  g_set_error (err, DF_ERROR, code, "%s: %s", what, msg);
+}
+
+/* ---- statements ------------------------------------------------------- */
+
+/* A cached statement borrowed for one scope: reset on scope exit. */
+typedef sqlite3_stmt FarmStmt;
+
+static void
+farm_stmt_done (FarmStmt *st)
+{
+  sqlite3_reset (st);
+  sqlite3_clear_bindings (st);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (FarmStmt, farm_stmt_done)
+
+static void
+stmt_finalize (gpointer st)
+{
+  sqlite3_finalize (st);
+}
+
+/* sql must be a string literal (it keys the cache).  Borrowed result. */
+static FarmStmt *
+stmt_get (DfFarm *farm, const char *sql, GError **err)
+{
+  sqlite3_stmt *st = g_hash_table_lookup (farm->stmts, sql);
+  if (st)
+    {
+      g_assert (!sqlite3_stmt_busy (st));
+      return st;
+    }
+  int rc = sqlite3_prepare_v3 (farm->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                               &st, NULL);
+  if (rc != SQLITE_OK)
+    {
+      df_farm_set_sqlite_error (err, farm->db, rc, "farm.db: prepare");
+      return NULL;
+    }
+  g_hash_table_insert (farm->stmts, (gpointer) sql, st);
+  return st;
+}
+
+static void
+bind_text (FarmStmt *st, int i, const char *s)
+{
+  if (s)
+    sqlite3_bind_text (st, i, s, -1, SQLITE_TRANSIENT);
+  else
+    sqlite3_bind_null (st, i);
+}
+
+/* Step once: 1 = row, 0 = done, -1 = error (set). */
+static int
+stmt_step (DfFarm *farm, FarmStmt *st, GError **err)
+{
+  int rc = sqlite3_step (st);
+  if (rc == SQLITE_ROW)
+    return 1;
+  if (rc == SQLITE_DONE)
+    return 0;
+  df_farm_set_sqlite_error (err, farm->db, rc, "farm.db");
+  return -1;
+}
+
+static bool
+stmt_exec (DfFarm *farm, FarmStmt *st, GError **err)
+{
+  return stmt_step (farm, st, err) == 0;
+}
+
+static char *
+col_dup (FarmStmt *st, int i)
+{
+  const unsigned char *s = sqlite3_column_text (st, i);
+  return s ? g_strdup ((const char *) s) : NULL;
+}
+
+static bool
+exec_simple (DfFarm *farm, const char *sql, GError **err)
+{
+  int rc = sqlite3_exec (farm->db, sql, NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    return true;
+  g_autofree char *what = g_strdup_printf ("farm.db: %s", sql);
+  df_farm_set_sqlite_error (err, farm->db, rc, what);
+  return false;
+}
+
+/* ---- write scopes ----------------------------------------------------- */
+
+typedef struct {
+  DfFarm *farm;
+  bool outer;   /* we opened the transaction (else a savepoint) */
+} WriteScope;
+
+static bool
+scope_begin (DfFarm *farm, WriteScope *ws, GError **err)
+{
+  ws->farm = farm;
+  ws->outer = sqlite3_get_autocommit (farm->db) != 0;
+  return exec_simple (farm, ws->outer ? "BEGIN IMMEDIATE" : "SAVEPOINT df_mut",
+                      err);
+}
+
+/* Close the scope: keep the work when ok, else undo it.  Returns the final
+ * success (a failed COMMIT is rolled back and reported). */
+static bool
+scope_end (WriteScope *ws, bool ok, GError **err)
+{
+  DfFarm *farm = ws->farm;
+  if (ok)
+    {
+      if (exec_simple (farm, ws->outer ? "COMMIT" : "RELEASE df_mut", err))
+        return true;
+    }
+  if (ws->outer)
+    sqlite3_exec (farm->db, "ROLLBACK", NULL, NULL, NULL);
+  else
+    sqlite3_exec (farm->db, "ROLLBACK TO df_mut; RELEASE df_mut", NULL, NULL,
+                  NULL);
+  return false;
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static char *
+now_iso (void)
+{
+  g_autoptr (GDateTime) dt = g_date_time_new_now_utc ();
+  return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
+}
+
+/* Append s as a JSON string literal (or null). */
+static void
+json_str (GString *gs, const char *s)
+{
+  if (!s)
+    {
+      g_string_append (gs, "null");
+      return;
+    }
+  g_string_append_c (gs, '"');
+  for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+    {
+      if (*p == '"' || *p == '\\')
+        g_string_append_printf (gs, "\\%c", *p);
+      else if (*p < 0x20)
+        g_string_append_printf (gs, "\\u%04x", *p);
+      else
+        g_string_append_c (gs, (char) *p);
+    }
+  g_string_append_c (gs, '"');
+}
+
+/* Append "key":"value" (with a leading comma unless first). */
+static void
+json_kv (GString *gs, const char *key, const char *val)
+{
+  if (gs->len > 1)
+    g_string_append_c (gs, ',');
+  json_str (gs, key);
+  g_string_append_c (gs, ':');
+  json_str (gs, val);
+}
+
+static void
+json_kv_int (GString *gs, const char *key, gint64 val)
+{
+  if (gs->len > 1)
+    g_string_append_c (gs, ',');
+  json_str (gs, key);
+  g_string_append_printf (gs, ":%" G_GINT64_FORMAT, val);
+}
+
+static char *
+json_close (GString *gs)
+{
+  g_string_append_c (gs, '}');
+  return g_string_free (gs, FALSE);
+}
+
+static bool
+check_size (const char *what, uint64_t v, bool zero_ok, GError **err)
+{
+  if (v > (uint64_t) G_MAXINT64 || (!zero_ok && v == 0))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "%s %" G_GUINT64_FORMAT " is out of range", what, v);
+      return false;
+    }
+  return true;
+}
+
+/* A file name inside store/<vdisk>/: one path component. */
+static bool
+check_file_name (const char *file, GError **err)
+{
+  if (!file || !*file || strlen (file) > 255 || strchr (file, '/')
+      || strcmp (file, ".") == 0 || strcmp (file, "..") == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version file name '%s' must be one path component",
+                   file ? file : "");
+      return false;
+    }
+  for (const char *p = file; *p; p++)
+    if ((unsigned char) *p < 0x20)
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "version file name contains a control character");
+        return false;
+      }
+  return true;
+}
+
+/* sha256: NULL (allowed only when null_ok) or 64 hex digits; *out receives
+ * the lower-case form (newly allocated) or NULL. */
+static bool
+check_sha256 (const char *s, bool null_ok, char **out, GError **err)
+{
+  *out = NULL;
+  if (!s)
+    {
+      if (null_ok)
+        return true;
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "a published version needs its sha256");
+      return false;
+    }
+  size_t n = strlen (s);
+  for (size_t i = 0; i < n; i++)
+    if (!g_ascii_isxdigit (s[i]))
+      n = 0;
+  if (n != 64)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "sha256 '%s' is not 64 hexadecimal digits", s);
+      return false;
+    }
+  *out = g_ascii_strdown (s, -1);
+  return true;
+}
+
+static const char *const device_types[] = { "production", "test",
+                                            "maintenance" };
+
+static bool
+check_device_type (const char *type, GError **err)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (device_types); i++)
+    if (type && strcmp (type, device_types[i]) == 0)
+      return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "device type '%s' is not production, test or maintenance",
+               type ? type : "");
+  return false;
+}
+
+/* "server", "server-persistent" or "ram:<MiB>" with MiB a positive decimal
+ * below 2^32.  The vdisk engine checks the mode fully when it opens a cache;
+ * this keeps nonsense out of the DB.  *out: canonical form (new string). */
+static bool
+check_cache_mode (const char *mode, char **out, GError **err)
+{
+  if (mode && (strcmp (mode, "server") == 0
+               || strcmp (mode, "server-persistent") == 0))
+    {
+      *out = g_strdup (mode);
+      return true;
+    }
+  if (mode && g_str_has_prefix (mode, "ram:"))
+    {
+      const char *p = mode + 4, *end = p + strlen (p);
+      guint64 mib = 0;
+      const char *q = p;
+      for (; q < end && g_ascii_isdigit (*q) && mib <= G_MAXUINT32; q++)
+        mib = mib * 10 + (guint64) (*q - '0');
+      if (q == end && q > p && mib > 0 && mib <= G_MAXUINT32)
+        {
+          *out = g_strdup_printf ("ram:%" G_GUINT64_FORMAT, mib);
+          return true;
+        }
+    }
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "cache mode '%s' is not server, server-persistent or "
+               "ram:<MiB> (a positive number of MiB)", mode ? mode : "");
+  return false;
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static bool
+make_tree (const char *dir, GError **err)
+{
+  if (g_mkdir_with_parents (dir, 0750) != 0)
+    {
+      df_set_error_errno (err, errno, "create farm directory %s", dir);
+      return false;
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (farm_subdirs); i++)
+    {
+      g_autofree char *sub = g_build_filename (dir, farm_subdirs[i], NULL);
+      if (g_mkdir (sub, 0750) != 0 && errno != EEXIST)
+        {
+          df_set_error_errno (err, errno, "create %s", sub);
+          return false;
+        }
+    }
+  return true;
+}
+
+/* Create an empty farm.db readable by the farm's group only (SQLite gives
+ * its -wal and -shm files the same mode). */
+static bool
+make_db_file (const char *path, GError **err)
+{
+  int fd = g_open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0)
+    {
+      df_set_error_errno (err, errno, "create %s", path);
+      return false;
+    }
+  close (fd);
+  return true;
+}
+
+static bool
+configure_db (DfFarm *farm, GError **err)
+{
+  sqlite3_extended_result_codes (farm->db, 1);
+  sqlite3_busy_timeout (farm->db, 5000);
+  if (!exec_simple (farm, "PRAGMA foreign_keys = ON", err))
+    return false;
+  g_autoptr (FarmStmt) st = stmt_get (farm, "PRAGMA journal_mode = WAL", err);
+  if (!st || stmt_step (farm, st, err) != 1)
+    return false;
+  const char *mode = (const char *) sqlite3_column_text (st, 0);
+  if (!mode || g_ascii_strcasecmp (mode, "wal") != 0)
+    g_warning ("%s: journal mode is %s, not WAL (file system without "
+               "shared memory?)", farm->db_path, mode ? mode : "unknown");
+  return exec_simple (farm, "PRAGMA synchronous = NORMAL", err);
+}
+
+static bool
+open_db (DfFarm *farm, bool create, GError **err)
+{
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX
+              | (create ? SQLITE_OPEN_CREATE : 0);
+  int rc = sqlite3_open_v2 (farm->db_path, &farm->db, flags, NULL);
+  if (rc != SQLITE_OK)
+    {
+      g_autofree char *what = g_strdup_printf ("open %s", farm->db_path);
+      df_farm_set_sqlite_error (err, farm->db, rc, what);
+      return false;
+    }
+  if (!configure_db (farm, err))
+    {
+      g_prefix_error (err, "%s: ", farm->db_path);
+      return false;
+    }
+  return df_farm_migrate (farm->db, df_farm_migrations, df_farm_n_migrations,
+                          &farm->schema_version, err);
+}
+
+DfFarm *
+df_farm_open (const char *dir, bool create, const char *who, GError **err)
+{
+  g_return_val_if_fail (dir && *dir, NULL);
+  g_autoptr (DfFarm) farm = g_new0 (DfFarm, 1);
+  farm->dir = g_strdup (dir);
+  farm->db_path = g_build_filename (dir, "farm.db", NULL);
+  farm->who = g_strdup (who && *who ? who : "unknown");
+  farm->stmts = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
+                                       stmt_finalize);
+  if (create && (!make_tree (dir, err) || !make_db_file (farm->db_path, err)))
+    return NULL;
+  if (!create && !g_file_test (farm->db_path, G_FILE_TEST_IS_REGULAR))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "no farm at %s (run 'diskfarm init')", dir);
+      return NULL;
+    }
+  if (!open_db (farm, create, err))
+    return NULL;
+  return g_steal_pointer (&farm);
+}
+
+void
+df_farm_close (DfFarm *farm)
+{
+  if (!farm)
+    return;
+  if (farm->stmts)
+    g_hash_table_destroy (farm->stmts);
+  if (farm->db)
+    {
+      if (!sqlite3_get_autocommit (farm->db))
+        sqlite3_exec (farm->db, "ROLLBACK", NULL, NULL, NULL);
+      sqlite3_close (farm->db);
+    }
+  g_free (farm->dir);
+  g_free (farm->db_path);
+  g_free (farm->who);
+  g_free (farm);
+}
+
+const char *
+df_farm_dir (DfFarm *farm)
+{
+  return farm->dir;
+}
+
+int
+df_farm_schema_version (DfFarm *farm)
+{
+  return farm->schema_version;
+}
+
+char *
+df_farm_store_dir (DfFarm *farm, const char *vdisk)
+{
+  g_return_val_if_fail (df_validate_name ("vdisk", vdisk, NULL), NULL);
+  return g_build_filename (farm->dir, "store", vdisk, NULL);
+}
+
+char *
+df_farm_version_path (DfFarm *farm, const char *vdisk, int number)
+{
+  g_return_val_if_fail (df_validate_name ("vdisk", vdisk, NULL), NULL);
+  g_return_val_if_fail (number >= 0, NULL);
+  g_autofree char *file = g_strdup_printf ("%s.%d.qcow2", vdisk, number);
+  return g_build_filename (farm->dir, "store", vdisk, file, NULL);
+}
+
+char *
+df_farm_cache_dir (DfFarm *farm, const char *device)
+{
+  g_return_val_if_fail (df_validate_name ("device", device, NULL), NULL);
+  return g_build_filename (farm->dir, "cache", device, NULL);
+}
+
+/* ---- transactions ----------------------------------------------------- */
+
+bool
+df_farm_begin (DfFarm *farm, GError **err)
+{
+  if (farm->tx_depth == 0 && !sqlite3_get_autocommit (farm->db))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "farm.db: a transaction is already open");
+      return false;
+    }
+  g_autofree char *sql = farm->tx_depth == 0
+    ? g_strdup ("BEGIN IMMEDIATE")
+    : g_strdup_printf ("SAVEPOINT df_tx%u", farm->tx_depth);
+  if (!exec_simple (farm, sql, err))
+    return false;
+  farm->tx_depth++;
+  return true;
+}
+
+bool
+df_farm_commit (DfFarm *farm, GError **err)
+{
+  g_return_val_if_fail (farm->tx_depth > 0, false);
+  guint level = farm->tx_depth - 1;
+  g_autofree char *sql = level == 0
+    ? g_strdup ("COMMIT")
+    : g_strdup_printf ("RELEASE df_tx%u", level);
+  if (!exec_simple (farm, sql, err))
+    {
+      df_farm_rollback (farm);
+      return false;
+    }
+  farm->tx_depth = level;
+  return true;
+}
+
+void
+df_farm_rollback (DfFarm *farm)
+{
+  g_return_if_fail (farm->tx_depth > 0);
+  guint level = farm->tx_depth - 1;
+  g_autofree char *sql = level == 0
+    ? g_strdup ("ROLLBACK")
+    : g_strdup_printf ("ROLLBACK TO df_tx%u; RELEASE df_tx%u", level, level);
+  int rc = sqlite3_exec (farm->db, sql, NULL, NULL, NULL);
+  if (rc != SQLITE_OK && level == 0 && !sqlite3_get_autocommit (farm->db))
+    g_warning ("farm.db: rollback failed: %s", sqlite3_errmsg (farm->db));
+  farm->tx_depth = level;
+}
+
+/* ---- audit ------------------------------------------------------------ */
+
+static bool
+audit_insert (DfFarm *farm, const char *action, const char *object,
+              const char *detail, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "INSERT INTO audit (at, who, action, object, detail) "
+    "VALUES (?, ?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *at = now_iso ();
+  bind_text (st, 1, at);
+  bind_text (st, 2, farm->who);
+  bind_text (st, 3, action);
+  bind_text (st, 4, object);
+  bind_text (st, 5, detail);
+  return stmt_exec (farm, st, err);
+}
+
+bool
+df_farm_audit (DfFarm *farm, const char *action, const char *object,
+               const char *detail, GError **err)
+{
+  if (!action || !*action || !object)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "an audit entry needs an action and an object");
+      return false;
+    }
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, audit_insert (farm, action, object, detail, err),
+                    err);
+}
+
+void
+df_audit_free (DfAudit *a)
+{
+  if (!a)
+    return;
+  g_free (a->at);
+  g_free (a->who);
+  g_free (a->action);
+  g_free (a->object);
+  g_free (a->detail);
+  g_free (a);
+}
+
+GPtrArray *
+df_farm_audit_list (DfFarm *farm, guint limit, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT id, at, who, action, object, detail FROM audit "
+    "ORDER BY id DESC LIMIT ?", err);
+  if (!st)
+    return NULL;
+  sqlite3_bind_int64 (st, 1, limit ? (gint64) limit : -1);
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
+    (GDestroyNotify) df_audit_free);
+  int r;
+  while ((r = stmt_step (farm, st, err)) == 1)
+    {
+      DfAudit *a = g_new0 (DfAudit, 1);
+      a->id = sqlite3_column_int64 (st, 0);
+      a->at = col_dup (st, 1);
+      a->who = col_dup (st, 2);
+      a->action = col_dup (st, 3);
+      a->object = col_dup (st, 4);
+      a->detail = col_dup (st, 5);
+      g_ptr_array_add (out, a);
+    }
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+/* ---- lookups by name -------------------------------------------------- */
+
+/* Id of the row named name in a table; NOT_FOUND names it.  The SQL is
+ * chosen among literals so the statement cache keys stay static. */
+static bool
+lookup_id (DfFarm *farm, const char *what, const char *sql, const char *name,
+           gint64 *id, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm, sql, err);
+  if (!st)
+    return false;
+  bind_text (st, 1, name);
+  int r = stmt_step (farm, st, err);
+  if (r < 0)
+    return false;
+  if (r == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no %s named '%s'",
+                   what, name);
+      return false;
+    }
+  *id = sqlite3_column_int64 (st, 0);
+  return true;
+}
+
+static bool
+vdisk_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
+{
+  return lookup_id (farm, "vdisk", "SELECT id FROM vdisks WHERE name = ?",
+                    name, id, err);
+}
+
+static bool
+collection_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
+{
+  return lookup_id (farm, "collection",
+                    "SELECT id FROM collections WHERE name = ?", name, id,
+                    err);
+}
+
+/* Names of rows (one column) selected by an id, joined with ", ". */
+static bool
+names_using (DfFarm *farm, const char *sql, gint64 id, char **out,
+             GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm, sql, err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, id);
+  g_autoptr (GString) gs = g_string_new (NULL);
+  int r;
+  while ((r = stmt_step (farm, st, err)) == 1)
+    g_string_append_printf (gs, "%s%s", gs->len ? ", " : "",
+                            (const char *) sqlite3_column_text (st, 0));
+  if (r < 0)
+    return false;
+  *out = gs->len ? g_string_free (g_steal_pointer (&gs), FALSE) : NULL;
+  return true;
+}
+
+/* ---- vdisks ----------------------------------------------------------- */
+
+void
+df_vdisk_free (DfVdisk *v)
+{
+  if (!v)
+    return;
+  g_free (v->name);
+  g_free (v->description);
+  g_free (v->created);
+  g_free (v);
+}
+
+static DfVdisk *
+vdisk_from_row (FarmStmt *st)
+{
+  DfVdisk *v = g_new0 (DfVdisk, 1);
+  v->id = sqlite3_column_int64 (st, 0);
+  v->name = col_dup (st, 1);
+  v->virtual_size = (uint64_t) sqlite3_column_int64 (st, 2);
+  v->description = col_dup (st, 3);
+  v->created = col_dup (st, 4);
+  return v;
+}
+
+static bool
+version_insert (DfFarm *farm, gint64 vid, int number, int parent,
+                const char *file, const char *sha256, uint64_t virtual_size,
+                uint64_t file_size, DfVersionState state, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "INSERT INTO versions (vdisk_id, number, parent, file, sha256, "
+    "virtual_size, file_size, state, created) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *now = now_iso ();
+  sqlite3_bind_int64 (st, 1, vid);
+  sqlite3_bind_int (st, 2, number);
+  if (parent >= 0)
+    sqlite3_bind_int (st, 3, parent);
+  bind_text (st, 4, file);
+  bind_text (st, 5, sha256);
+  sqlite3_bind_int64 (st, 6, (gint64) virtual_size);
+  sqlite3_bind_int64 (st, 7, (gint64) file_size);
+  bind_text (st, 8, df_version_state_name (state));
+  bind_text (st, 9, now);
+  return stmt_exec (farm, st, err);
+}
+
+static bool
+vdisk_add_locked (DfFarm *farm, const char *name, uint64_t virtual_size,
+                  const char *base_file, const char *sha256,
+                  uint64_t file_size, GError **err)
+{
+  gint64 id;
+  if (vdisk_id (farm, name, &id, NULL))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS, "vdisk '%s' already exists",
+                   name);
+      return false;
+    }
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "INSERT INTO vdisks (name, virtual_size, created) VALUES (?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *now = now_iso ();
+  bind_text (st, 1, name);
+  sqlite3_bind_int64 (st, 2, (gint64) virtual_size);
+  bind_text (st, 3, now);
+  if (!stmt_exec (farm, st, err))
+    return false;
+  gint64 vid = sqlite3_last_insert_rowid (farm->db);
+  if (!version_insert (farm, vid, 0, -1, base_file, sha256, virtual_size,
+                       file_size, DF_VSTATE_PRODUCTION, err))
+    return false;
+  GString *gs = g_string_new ("{");
+  json_kv_int (gs, "virtual_size", (gint64) virtual_size);
+  json_kv (gs, "file", base_file);
+  json_kv (gs, "sha256", sha256);
+  g_autofree char *detail = json_close (gs);
+  return audit_insert (farm, "vdisk.add", name, detail, err);
+}
+
+bool
+df_farm_vdisk_add (DfFarm *farm, const char *name, uint64_t virtual_size,
+                   const char *base_file, const char *sha256,
+                   uint64_t file_size, GError **err)
+{
+  g_autofree char *sha = NULL;
+  if (!df_validate_name ("vdisk", name, err)
+      || !check_size ("virtual size", virtual_size, false, err)
+      || !check_size ("file size", file_size, true, err)
+      || !check_file_name (base_file, err)
+      || !check_sha256 (sha256, false, &sha, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, vdisk_add_locked (farm, name, virtual_size,
+                                           base_file, sha, file_size, err),
+                    err);
+}
+
+DfVdisk *
+df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err)
+{
+  if (!df_validate_name ("vdisk", name, err))
+    return NULL;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT id, name, virtual_size, description, created FROM vdisks "
+    "WHERE name = ?", err);
+  if (!st)
+    return NULL;
+  bind_text (st, 1, name);
+  int r = stmt_step (farm, st, err);
+  if (r == 0)
+    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no vdisk named '%s'",
+                 name);
+  return r == 1 ? vdisk_from_row (st) : NULL;
+}
+
+GPtrArray *
+df_farm_vdisk_list (DfFarm *farm, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT id, name, virtual_size, description, created FROM vdisks "
+    "ORDER BY name", err);
+  if (!st)
+    return NULL;
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
+    (GDestroyNotify) df_vdisk_free);
+  int r;
+  while ((r = stmt_step (farm, st, err)) == 1)
+    g_ptr_array_add (out, vdisk_from_row (st));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+static bool
+vdisk_remove_locked (DfFarm *farm, const char *name, GError **err)
+{
+  gint64 id;
+  g_autofree char *devices = NULL, *collections = NULL;
+  if (!vdisk_id (farm, name, &id, err)
+      || !names_using (farm,
+                       "SELECT name FROM devices WHERE vdisk_id = ? "
+                       "ORDER BY name", id, &devices, err)
+      || !names_using (farm,
+                       "SELECT name FROM collections WHERE vdisk_id = ? "
+                       "ORDER BY name", id, &collections, err))
+    return false;
+  if (devices || collections)
+    {
+      g_autoptr (GString) users = g_string_new (NULL);
+      if (devices)
+        g_string_append_printf (users, "devices %s", devices);
+      if (collections)
+        g_string_append_printf (users, "%scollections %s (default vdisk)",
+                                users->len ? "; " : "", collections);
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY, "vdisk '%s' is in use by %s",
+                   name, users->str);
+      return false;
+    }
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "DELETE FROM vdisks WHERE id = ?", err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, id);
+  return stmt_exec (farm, st, err)
+         && audit_insert (farm, "vdisk.remove", name, NULL, err);
+}
+
+bool
+df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err)
+{
+  if (!df_validate_name ("vdisk", name, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, vdisk_remove_locked (farm, name, err), err);
+}
+
+/* ---- versions --------------------------------------------------------- */
+
+static const char *const vstate_names[] = {
+  [DF_VSTATE_MAINTENANCE] = "maintenance",
+  [DF_VSTATE_TEST] = "test",
+  [DF_VSTATE_PRODUCTION] = "production",
+  [DF_VSTATE_PENDING] = "pending",
+};
+
+const char *
+df_version_state_name (DfVersionState s)
+{
+  g_return_val_if_fail ((guint) s < G_N_ELEMENTS (vstate_names), "unknown");
+  return vstate_names[s];
+}
+
+bool
+df_version_state_parse (const char *s, DfVersionState *out, GError **err)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (vstate_names); i++)
+    if (s && strcmp (s, vstate_names[i]) == 0)
+      {
+        *out = (DfVersionState) i;
+        return true;
+      }
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "version state '%s' is not maintenance, test, production or "
+               "pending", s ? s : "");
+  return false;
+}
+
+void
+df_version_free (DfVersion *v)
+{
+  if (!v)
+    return;
+  g_free (v->vdisk);
+  g_free (v->file);
+  g_free (v->sha256);
+  g_free (v->pending_state);
+  g_free (v->pending_at);
+  g_free (v->created);
+  g_free (v);
+}
+
+#define VERSION_COLUMNS \
+  "SELECT r.id, v.name, r.number, r.parent, r.file, r.sha256, " \
+  "r.virtual_size, r.file_size, r.state, r.pending_state, r.pending_at, " \
+  "r.created FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
+
+static DfVersion *
+version_from_row (FarmStmt *st)
+{
+  DfVersion *v = g_new0 (DfVersion, 1);
+  v->id = sqlite3_column_int64 (st, 0);
+  v->vdisk = col_dup (st, 1);
+  v->number = sqlite3_column_int (st, 2);
+  v->parent = sqlite3_column_type (st, 3) == SQLITE_NULL
+                ? -1 : sqlite3_column_int (st, 3);
+  v->file = col_dup (st, 4);
+  v->sha256 = col_dup (st, 5);
+  v->virtual_size = (uint64_t) sqlite3_column_int64 (st, 6);
+  v->file_size = (uint64_t) sqlite3_column_int64 (st, 7);
+  const char *state = (const char *) sqlite3_column_text (st, 8);
+  if (!df_version_state_parse (state, &v->state, NULL))
+    g_assert_not_reached ();   /* the CHECK constraint forbids it */
+  v->pending_state = col_dup (st, 9);
+  v->pending_at = col_dup (st, 10);
+  v->created = col_dup (st, 11);
+  return v;
+}
+
+/* The row (vdisk, number), or NULL with *err unset when absent. */
+static DfVersion *
+version_find (DfFarm *farm, gint64 vid, int number, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    VERSION_COLUMNS "WHERE r.vdisk_id = ? AND r.number = ?", err);
+  if (!st)
+    return NULL;
+  sqlite3_bind_int64 (st, 1, vid);
+  sqlite3_bind_int (st, 2, number);
+  return stmt_step (farm, st, err) == 1 ? version_from_row (st) : NULL;
+}
+
+/* Number of the maintenance version of vid, or -1. */
+static int
+maintenance_number (DfFarm *farm, gint64 vid, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT number FROM versions WHERE vdisk_id = ? "
+    "AND state = 'maintenance'", err);
+  if (!st)
+    return -2;
+  sqlite3_bind_int64 (st, 1, vid);
+  int r = stmt_step (farm, st, err);
+  return r == 1 ? sqlite3_column_int (st, 0) : r == 0 ? -1 : -2;
+}
+
+static bool
+check_one_maintenance (DfFarm *farm, const char *vdisk, gint64 vid,
+                       GError **err)
+{
+  int m = maintenance_number (farm, vid, err);
+  if (m == -2)
+    return false;
+  if (m >= 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "vdisk '%s' already has maintenance version %d", vdisk, m);
+      return false;
+    }
+  return true;
+}
+
+typedef struct {
+  const char *vdisk;
+  int number, parent;
+  const char *file;
+  char *sha256;
+  uint64_t virtual_size, file_size;
+  DfVersionState state;
+} VersionIn;
+
+static bool
+version_add_locked (DfFarm *farm, const VersionIn *in, GError **err)
+{
+  gint64 vid;
+  if (!vdisk_id (farm, in->vdisk, &vid, err))
+    return false;
+  g_autoptr (DfVersion) dup = version_find (farm, vid, in->number, NULL);
+  if (dup)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "vdisk '%s' already has version %d", in->vdisk, in->number);
+      return false;
+    }
+  g_autoptr (DfVersion) parent = in->parent >= 0
+    ? version_find (farm, vid, in->parent, NULL) : NULL;
+  if (in->parent >= 0 && !parent)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "vdisk '%s' has no version %d (parent of %d)", in->vdisk,
+                   in->parent, in->number);
+      return false;
+    }
+  if (in->state == DF_VSTATE_MAINTENANCE
+      && !check_one_maintenance (farm, in->vdisk, vid, err))
+    return false;
+  if (!version_insert (farm, vid, in->number, in->parent, in->file,
+                       in->sha256, in->virtual_size, in->file_size, in->state,
+                       err))
+    return false;
+  GString *gs = g_string_new ("{");
+  json_kv_int (gs, "parent", in->parent);
+  json_kv (gs, "file", in->file);
+  json_kv (gs, "sha256", in->sha256);
+  json_kv (gs, "state", df_version_state_name (in->state));
+  g_autofree char *detail = json_close (gs);
+  g_autofree char *object = g_strdup_printf ("%s@%d", in->vdisk, in->number);
+  return audit_insert (farm, "version.add", object, detail, err);
+}
+
+static bool
+check_version_numbers (int number, int parent, GError **err)
+{
+  if (number < 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version number %d is negative", number);
+      return false;
+    }
+  if (parent < -1 || parent >= number)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "parent %d of version %d must be an older version or -1",
+                   parent, number);
+      return false;
+    }
+  return true;
+}
+
+static bool
+check_settable_state (DfVersionState state, GError **err)
+{
+  if ((guint) state >= G_N_ELEMENTS (vstate_names))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "unknown version state %d",
+                   (int) state);
+      return false;
+    }
+  if (state == DF_VSTATE_PENDING)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "a version becomes pending only through a schedule "
+                   "(target state and time)");
+      return false;
+    }
+  return true;
+}
+
+bool
+df_farm_version_add (DfFarm *farm, const char *vdisk, int number, int parent,
+                     const char *file, const char *sha256,
+                     uint64_t virtual_size, uint64_t file_size,
+                     DfVersionState state, GError **err)
+{
+  VersionIn in = { vdisk, number, parent, file, NULL, virtual_size,
+                   file_size, state };
+  g_autofree char *sha = NULL;
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !check_version_numbers (number, parent, err)
+      || !check_file_name (file, err)
+      || !check_size ("virtual size", virtual_size, false, err)
+      || !check_size ("file size", file_size, true, err)
+      || !check_settable_state (state, err)
+      || !check_sha256 (sha256, state == DF_VSTATE_MAINTENANCE, &sha, err))
+    return false;
+  in.sha256 = sha;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, version_add_locked (farm, &in, err), err);
+}
+
+DfVersion *
+df_farm_version_get (DfFarm *farm, const char *vdisk, int number,
+                     GError **err)
+{
+  gint64 vid;
+  if (!df_validate_name ("vdisk", vdisk, err))
+    return NULL;
+  if (number < 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version number %d is negative", number);
+      return NULL;
+    }
+  if (!vdisk_id (farm, vdisk, &vid, err))
+    return NULL;
+  GError *local = NULL;
+  DfVersion *v = version_find (farm, vid, number, &local);
+  if (!v && !local)
+    g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND,
+                 "vdisk '%s' has no version %d", vdisk, number);
+  if (local)
+    g_propagate_error (err, local);
+  return v;
+}
+
+GPtrArray *
+df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
+{
+  gint64 vid;
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !vdisk_id (farm, vdisk, &vid, err))
+    return NULL;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    VERSION_COLUMNS "WHERE r.vdisk_id = ? ORDER BY r.number", err);
+  if (!st)
+    return NULL;
+  sqlite3_bind_int64 (st, 1, vid);
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
+    (GDestroyNotify) df_version_free);
+  int r;
+  while ((r = stmt_step (farm, st, err)) == 1)
+    g_ptr_array_add (out, version_from_row (st));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+/* Newest version of vid in one of the states allowed by the mask
+ * (bit per DfVersionState); NULL with *err unset when there is none. */
+static DfVersion *
+newest_in_states (DfFarm *farm, gint64 vid, guint mask, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    VERSION_COLUMNS "WHERE r.vdisk_id = ? AND ("
+    "(r.state = 'maintenance' AND ?2 & 1) OR (r.state = 'test' AND ?2 & 2) "
+    "OR (r.state = 'production' AND ?2 & 4)) "
+    "ORDER BY r.number DESC LIMIT 1", err);
+  if (!st)
+    return NULL;
+  G_STATIC_ASSERT (DF_VSTATE_MAINTENANCE == 0 && DF_VSTATE_TEST == 1
+                   && DF_VSTATE_PRODUCTION == 2);
+  sqlite3_bind_int64 (st, 1, vid);
+  sqlite3_bind_int (st, 2, (int) mask);
+  return stmt_step (farm, st, err) == 1 ? version_from_row (st) : NULL;
+}
+
+#define VMASK(s) (1u << (s))
+
+DfVersion *
+df_farm_version_for_type (DfFarm *farm, const char *vdisk,
+                          const char *device_type, GError **err)
+{
+  gint64 vid;
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !check_device_type (device_type, err)
+      || !vdisk_id (farm, vdisk, &vid, err))
+    return NULL;
+  guint published = VMASK (DF_VSTATE_TEST) | VMASK (DF_VSTATE_PRODUCTION);
+  guint mask = strcmp (device_type, "production") == 0
+                 ? VMASK (DF_VSTATE_PRODUCTION) : published;
+  GError *local = NULL;
+  DfVersion *v = NULL;
+  if (strcmp (device_type, "maintenance") == 0)
+    v = newest_in_states (farm, vid, VMASK (DF_VSTATE_MAINTENANCE), &local);
+  if (!v && !local)
+    v = newest_in_states (farm, vid, mask, &local);
+  if (!v && !local)
+    g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND,
+                 "vdisk '%s' has no version a %s device can boot (%s)",
+                 vdisk, device_type,
+                 mask == published ? "none in test or production"
+                                   : "none in production");
+  if (local)
+    g_propagate_error (err, local);
+  return v;
+}
+
+static bool
+version_set_state_locked (DfFarm *farm, const char *vdisk, int number,
+                          DfVersionState state, GError **err)
+{
+  gint64 vid;
+  if (!vdisk_id (farm, vdisk, &vid, err))
+    return false;
+  g_autoptr (DfVersion) v = version_find (farm, vid, number, err);
+  if (!v)
+    {
+      if (err && !*err)
+        g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                     "vdisk '%s' has no version %d", vdisk, number);
+      return false;
+    }
+  if (state == DF_VSTATE_MAINTENANCE && v->state != DF_VSTATE_MAINTENANCE)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version %s@%d is published and cannot return to "
+                   "maintenance", vdisk, number);
+      return false;
+    }
+  if (state != DF_VSTATE_MAINTENANCE && !v->sha256)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version %s@%d has no sha256 yet (seal it first)", vdisk,
+                   number);
+      return false;
+    }
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "UPDATE versions SET state = ?, pending_state = NULL, pending_at = NULL "
+    "WHERE id = ?", err);
+  if (!st)
+    return false;
+  bind_text (st, 1, df_version_state_name (state));
+  sqlite3_bind_int64 (st, 2, v->id);
+  if (!stmt_exec (farm, st, err))
+    return false;
+  GString *gs = g_string_new ("{");
+  json_kv (gs, "from", df_version_state_name (v->state));
+  json_kv (gs, "to", df_version_state_name (state));
+  g_autofree char *detail = json_close (gs);
+  g_autofree char *object = g_strdup_printf ("%s@%d", vdisk, number);
+  return audit_insert (farm, "version.state", object, detail, err);
+}
+
+bool
+df_farm_version_set_state (DfFarm *farm, const char *vdisk, int number,
+                           DfVersionState state, GError **err)
+{
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !check_version_numbers (number, -1, err)
+      || !check_settable_state (state, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, version_set_state_locked (farm, vdisk, number, state,
+                                                   err), err);
+}
+
+/* ---- collections ------------------------------------------------------ */
+
+void
+df_collection_free (DfCollection *c)
+{
+  if (!c)
+    return;
+  g_free (c->name);
+  g_free (c->description);
+  g_free (c->vdisk);
+  g_free (c->created);
+  g_free (c);
+}
+
+#define COLLECTION_COLUMNS \
+  "SELECT c.id, c.name, c.description, v.name, c.created FROM collections c " \
+  "LEFT JOIN vdisks v ON v.id = c.vdisk_id "
+
+static DfCollection *
+collection_from_row (FarmStmt *st)
+{
+  DfCollection *c = g_new0 (DfCollection, 1);
+  c->id = sqlite3_column_int64 (st, 0);
+  c->name = col_dup (st, 1);
+  c->description = col_dup (st, 2);
+  c->vdisk = col_dup (st, 3);
+  c->created = col_dup (st, 4);
+  return c;
+}
+
+static bool
+collection_add_locked (DfFarm *farm, const char *name,
+                       const char *description, const char *vdisk,
+                       GError **err)
+{
+  gint64 cid, vid = 0;
+  if (collection_id (farm, name, &cid, NULL))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "collection '%s' already exists", name);
+      return false;
+    }
+  if (vdisk && !vdisk_id (farm, vdisk, &vid, err))
+    return false;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "INSERT INTO collections (name, description, vdisk_id, created) "
+    "VALUES (?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *now = now_iso ();
+  bind_text (st, 1, name);
+  bind_text (st, 2, description);
+  if (vdisk)
+    sqlite3_bind_int64 (st, 3, vid);
+  bind_text (st, 4, now);
+  if (!stmt_exec (farm, st, err))
+    return false;
+  GString *gs = g_string_new ("{");
+  json_kv (gs, "description", description);
+  json_kv (gs, "vdisk", vdisk);
+  g_autofree char *detail = json_close (gs);
+  return audit_insert (farm, "collection.add", name, detail, err);
+}
+
+bool
+df_farm_collection_add (DfFarm *farm, const char *name,
+                        const char *description, const char *vdisk,
+                        GError **err)
+{
+  if (!df_validate_name ("collection", name, err)
+      || (vdisk && !df_validate_name ("vdisk", vdisk, err)))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, collection_add_locked (farm, name, description,
+                                                vdisk, err), err);
+}
+
+DfCollection *
+df_farm_collection_get (DfFarm *farm, const char *name, GError **err)
+{
+  if (!df_validate_name ("collection", name, err))
+    return NULL;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    COLLECTION_COLUMNS "WHERE c.name = ?", err);
+  if (!st)
+    return NULL;
+  bind_text (st, 1, name);
+  int r = stmt_step (farm, st, err);
+  if (r == 0)
+    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                 "no collection named '%s'", name);
+  return r == 1 ? collection_from_row (st) : NULL;
+}
+
+GPtrArray *
+df_farm_collection_list (DfFarm *farm, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    COLLECTION_COLUMNS "ORDER BY c.name", err);
+  if (!st)
+    return NULL;
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
+    (GDestroyNotify) df_collection_free);
+  int r;
+  while ((r = stmt_step (farm, st, err)) == 1)
+    g_ptr_array_add (out, collection_from_row (st));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+/* ---- devices ---------------------------------------------------------- */
+
+void
+df_device_free (DfDevice *d)
+{
+  if (!d)
+    return;
+  g_free (d->name);
+  g_free (d->mac);
+  g_free (d->collection);
+  g_free (d->type);
+  g_free (d->vdisk);
+  g_free (d->cache_mode);
+  g_free (d->created);
+  g_free (d);
+}
+
+#define DEVICE_COLUMNS \
+  "SELECT d.id, d.name, d.mac, c.name, d.type, v.name, d.cache_mode, " \
+  "d.quota, d.generation, d.created FROM devices d " \
+  "JOIN vdisks v ON v.id = d.vdisk_id " \
+  "LEFT JOIN collections c ON c.id = d.collection_id "
+
+static DfDevice *
+device_from_row (FarmStmt *st)
+{
+  DfDevice *d = g_new0 (DfDevice, 1);
+  d->id = sqlite3_column_int64 (st, 0);
+  d->name = col_dup (st, 1);
+  d->mac = col_dup (st, 2);
+  d->collection = col_dup (st, 3);
+  d->type = col_dup (st, 4);
+  d->vdisk = col_dup (st, 5);
+  d->cache_mode = col_dup (st, 6);
+  d->quota = (uint64_t) sqlite3_column_int64 (st, 7);
+  d->generation = sqlite3_column_int64 (st, 8);
+  d->created = col_dup (st, 9);
+  return d;
+}
+
+/* A device as checked at the edge, before any DB access. */
+typedef struct {
+  const char *name;
+  char mac[18];
+  const char *collection;   /* or NULL */
+  const char *type;
+  const char *vdisk;        /* NULL: the collection's default */
+  char *vdisk_default;      /* owned copy of that default, or NULL */
+  char *cache_mode;         /* canonical, owned */
+  uint64_t quota;
+} DeviceIn;
+
+static void
+device_in_clear (DeviceIn *in)
+{
+  g_free (in->cache_mode);
+  g_free (in->vdisk_default);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DeviceIn, device_in_clear)
+
+static bool
+check_device_name (const char *name, GError **err)
+{
+  char mac[18];
+  if (!df_validate_name ("device", name, err))
+    return false;
+  if (df_parse_mac (name, mac, NULL))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "device name '%s' reads as a MAC address; choose another",
+                   name);
+      return false;
+    }
+  return true;
+}
+
+static bool
+device_check (const DfDevice *d, DeviceIn *in, GError **err)
+{
+  in->name = d->name;
+  in->collection = d->collection;
+  in->type = d->type ? d->type : "production";
+  in->vdisk = d->vdisk;
+  in->quota = d->quota;
+  if (!check_device_name (d->name, err))
+    return false;
+  if (!d->mac)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "device '%s' needs a MAC address", d->name);
+      return false;
+    }
+  return df_parse_mac (d->mac, in->mac, err)
+         && (!d->collection
+             || df_validate_name ("collection", d->collection, err))
+         && (!d->vdisk || df_validate_name ("vdisk", d->vdisk, err))
+         && check_device_type (in->type, err)
+         && check_cache_mode (d->cache_mode ? d->cache_mode : "server",
+                              &in->cache_mode, err)
+         && check_size ("quota", d->quota, true, err);
+}
+
+/* Device row found by one column; NULL with *err unset when absent. */
+static DfDevice *
+device_find_by_name (DfFarm *farm, const char *name, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    DEVICE_COLUMNS "WHERE d.name = ?", err);
+  if (!st)
+    return NULL;
+  bind_text (st, 1, name);
+  return stmt_step (farm, st, err) == 1 ? device_from_row (st) : NULL;
+}
+
+static DfDevice *
+device_find_by_mac (DfFarm *farm, const char *mac, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    DEVICE_COLUMNS "WHERE d.mac = ?", err);
+  if (!st)
+    return NULL;
+  bind_text (st, 1, mac);
+  return stmt_step (farm, st, err) == 1 ? device_from_row (st) : NULL;
+}
+
+/* Resolve names to ids and check uniqueness of the MAC against every device
+ * other than self_id (0 for a new device). */
+static bool
+device_resolve (DfFarm *farm, DeviceIn *in, gint64 self_id, gint64 *vid,
+                gint64 *cid, GError **err)
+{
+  g_autoptr (DfDevice) other = device_find_by_mac (farm, in->mac, NULL);
+  if (other && other->id != self_id)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "MAC %s is already used by device '%s'", in->mac,
+                   other->name);
+      return false;
+    }
+  *cid = 0;
+  g_autoptr (DfCollection) coll = NULL;
+  if (in->collection)
+    {
+      if (!(coll = df_farm_collection_get (farm, in->collection, err)))
+        return false;
+      *cid = coll->id;
+    }
+  if (!in->vdisk && coll && coll->vdisk)
+    in->vdisk = in->vdisk_default = g_strdup (coll->vdisk);
+  if (!in->vdisk)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "device '%s' needs a vdisk (none given and no collection "
+                   "default)", in->name);
+      return false;
+    }
+  return vdisk_id (farm, in->vdisk, vid, err);
+}
+
+static char *
+device_detail (const DeviceIn *in)
+{
+  GString *gs = g_string_new ("{");
+  json_kv (gs, "mac", in->mac);
+  json_kv (gs, "vdisk", in->vdisk);
+  json_kv (gs, "type", in->type);
+  json_kv (gs, "cache_mode", in->cache_mode);
+  json_kv (gs, "collection", in->collection);
+  json_kv_int (gs, "quota", (gint64) in->quota);
+  return json_close (gs);
+}
+
+static bool
+device_add_locked (DfFarm *farm, DeviceIn *in, GError **err)
+{
+  gint64 vid, cid;
+  g_autoptr (DfDevice) dup = device_find_by_name (farm, in->name, NULL);
+  if (dup)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "device '%s' already exists (MAC %s)", in->name, dup->mac);
+      return false;
+    }
+  if (!device_resolve (farm, in, 0, &vid, &cid, err))
+    return false;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "INSERT INTO devices (name, mac, collection_id, type, vdisk_id, "
+    "cache_mode, quota, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *now = now_iso ();
+  bind_text (st, 1, in->name);
+  bind_text (st, 2, in->mac);
+  if (cid)
+    sqlite3_bind_int64 (st, 3, cid);
+  bind_text (st, 4, in->type);
+  sqlite3_bind_int64 (st, 5, vid);
+  bind_text (st, 6, in->cache_mode);
+  sqlite3_bind_int64 (st, 7, (gint64) in->quota);
+  bind_text (st, 8, now);
+  if (!stmt_exec (farm, st, err))
+    return false;
+  g_autofree char *detail = device_detail (in);
+  return audit_insert (farm, "device.add", in->name, detail, err);
+}
+
+bool
+df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err)
+{
+  g_auto (DeviceIn) in = { 0 };
+  if (!device_check (d, &in, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, device_add_locked (farm, &in, err), err);
+}
+
+DfDevice *
+df_farm_device_get (DfFarm *farm, const char *key, GError **err)
+{
+  char mac[18];
+  GError *local = NULL;
+  DfDevice *d = NULL;
+  if (key && df_parse_mac (key, mac, NULL))
+    d = device_find_by_mac (farm, mac, &local);
+  else if (!df_validate_name ("device", key, err))
+    return NULL;
+  else
+    d = device_find_by_name (farm, key, &local);
+  if (!d && !local)
+    g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND,
+                 "no device with %s '%s'",
+                 df_parse_mac (key, mac, NULL) ? "MAC" : "name", key);
+  if (local)
+    g_propagate_error (err, local);
+  return d;
+}
+
+GPtrArray *
+df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
+{
+  gint64 cid = 0;
+  if (collection && (!df_validate_name ("collection", collection, err)
+                     || !collection_id (farm, collection, &cid, err)))
+    return NULL;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    DEVICE_COLUMNS "WHERE ?1 IS NULL OR d.collection_id = ?1 "
+    "ORDER BY d.name", err);
+  if (!st)
+    return NULL;
+  if (collection)
+    sqlite3_bind_int64 (st, 1, cid);
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
+    (GDestroyNotify) df_device_free);
+  int r;
+  while ((r = stmt_step (farm, st, err)) == 1)
+    g_ptr_array_add (out, device_from_row (st));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+/* Append {"field":{"from":a,"to":b}} members for fields that changed. */
+static void
+json_change (GString *gs, const char *key, const char *from, const char *to)
+{
+  if (g_strcmp0 (from, to) == 0)
+    return;
+  if (gs->len > 1)
+    g_string_append_c (gs, ',');
+  json_str (gs, key);
+  g_string_append (gs, ":{\"from\":");
+  json_str (gs, from);
+  g_string_append (gs, ",\"to\":");
+  json_str (gs, to);
+  g_string_append_c (gs, '}');
+}
+
+static char *
+device_change_detail (const DfDevice *old, const DeviceIn *in)
+{
+  GString *gs = g_string_new ("{");
+  json_change (gs, "mac", old->mac, in->mac);
+  json_change (gs, "collection", old->collection, in->collection);
+  json_change (gs, "type", old->type, in->type);
+  json_change (gs, "vdisk", old->vdisk, in->vdisk);
+  json_change (gs, "cache_mode", old->cache_mode, in->cache_mode);
+  if (old->quota != in->quota)
+    {
+      if (gs->len > 1)
+        g_string_append_c (gs, ',');
+      g_string_append_printf (gs, "\"quota\":{\"from\":%" G_GUINT64_FORMAT
+                              ",\"to\":%" G_GUINT64_FORMAT "}",
+                              old->quota, in->quota);
+    }
+  return json_close (gs);
+}
+
+static bool
+device_update_locked (DfFarm *farm, DeviceIn *in, GError **err)
+{
+  gint64 vid, cid;
+  g_autoptr (DfDevice) old = device_find_by_name (farm, in->name, err);
+  if (!old)
+    {
+      if (err && !*err)
+        g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                     "no device with name '%s'", in->name);
+      return false;
+    }
+  if (!device_resolve (farm, in, old->id, &vid, &cid, err))
+    return false;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "UPDATE devices SET mac = ?, collection_id = ?, type = ?, vdisk_id = ?, "
+    "cache_mode = ?, quota = ? WHERE id = ?", err);
+  if (!st)
+    return false;
+  bind_text (st, 1, in->mac);
+  if (cid)
+    sqlite3_bind_int64 (st, 2, cid);
+  bind_text (st, 3, in->type);
+  sqlite3_bind_int64 (st, 4, vid);
+  bind_text (st, 5, in->cache_mode);
+  sqlite3_bind_int64 (st, 6, (gint64) in->quota);
+  sqlite3_bind_int64 (st, 7, old->id);
+  if (!stmt_exec (farm, st, err))
+    return false;
+  g_autofree char *detail = device_change_detail (old, in);
+  return audit_insert (farm, "device.set", in->name, detail, err);
+}
+
+bool
+df_farm_device_update (DfFarm *farm, const DfDevice *d, GError **err)
+{
+  g_auto (DeviceIn) in = { 0 };
+  if (!device_check (d, &in, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, device_update_locked (farm, &in, err), err);
+}
+
+static bool
+device_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
+{
+  return lookup_id (farm, "device", "SELECT id FROM devices WHERE name = ?",
+                    name, id, err);
+}
+
+static bool
+device_remove_locked (DfFarm *farm, const char *name, GError **err)
+{
+  gint64 id;
+  if (!device_id (farm, name, &id, err))
+    return false;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "DELETE FROM devices WHERE id = ?", err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, id);
+  return stmt_exec (farm, st, err)
+         && audit_insert (farm, "device.remove", name, NULL, err);
+}
+
+bool
+df_farm_device_remove (DfFarm *farm, const char *name, GError **err)
+{
+  if (!df_validate_name ("device", name, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, device_remove_locked (farm, name, err), err);
+}
+
+static bool
+device_generation_locked (DfFarm *farm, const char *name, gint64 *generation,
+                          GError **err)
+{
+  gint64 id;
+  if (!device_id (farm, name, &id, err))
+    return false;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "UPDATE devices SET generation = generation + 1 WHERE id = ? "
+    "RETURNING generation", err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, id);
+  if (stmt_step (farm, st, err) != 1)
+    return false;
+  gint64 gen = sqlite3_column_int64 (st, 0);
+  if (stmt_step (farm, st, err) != 0)
+    return false;
+  g_autofree char *detail = g_strdup_printf ("{\"generation\":%"
+                                             G_GINT64_FORMAT "}", gen);
+  if (!audit_insert (farm, "device.reset", name, detail, err))
+    return false;
+  if (generation)
+    *generation = gen;
+  return true;
+}
+
+bool
+df_farm_device_new_generation (DfFarm *farm, const char *name,
+                               gint64 *generation, GError **err)
+{
+  if (!df_validate_name ("device", name, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, device_generation_locked (farm, name, generation,
+                                                   err), err);
+}

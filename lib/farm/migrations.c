@@ -174,6 +174,16 @@ bool
 df_farm_migrate (sqlite3 *db, const DfMigration *list, guint n, int *version,
                  GError **err)
 {
+  /* Fast path without a write lock: most opens find the DB current. */
+  int uv = 0;
+  if (!read_int_pragma (db, "PRAGMA user_version", &uv, err)
+      || !check_is_farm_db (db, uv, err))
+    return false;
+  if (uv == (int) n)
+    {
+      *version = uv;
+      return true;
+    }
   for (;;)
     {
       bool done = false;

@@ -1,0 +1,803 @@
+/* Unit tests: export names, the export registry over a real farm built
+ * here (farm DB + qcow2 chain + write caches), and the admin HTTP server
+ * (health, sessions, metrics) fetched with a SoupSession. */
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <gio/gunixsocketaddress.h>
+#include <libsoup/soup.h>
+#include <string.h>
+
+#include "admin.h"
+#include "common.h"
+#include "exports.h"
+#include "farm.h"
+#include "sessions.h"
+
+#define MiB (1024u * 1024)
+#define DISK_SIZE (1 * MiB)
+#define CLUSTER_BITS 16
+#define CLUSTER (1u << CLUSTER_BITS)
+
+/* ---- export name grammar (no farm) ------------------------------------ */
+
+static const struct
+{
+  const char *name;
+  bool ok;
+  DfExportKind kind;
+  const char *object;
+  int version;
+} name_cases[] = {
+  { "vdisk/web", true, DF_EXPORT_KIND_VDISK, "web", -1 },
+  { "vdisk/web@0", true, DF_EXPORT_KIND_VDISK, "web", 0 },
+  { "vdisk/web@12", true, DF_EXPORT_KIND_VDISK, "web", 12 },
+  { "vdisk/w.e_b-1@2147483647", true, DF_EXPORT_KIND_VDISK, "w.e_b-1",
+    2147483647 },
+  { "device/pc01", true, DF_EXPORT_KIND_DEVICE, "pc01", -1 },
+  { "device/52:54:00:12:34:56", true, DF_EXPORT_KIND_DEVICE,
+    "52:54:00:12:34:56", -1 },
+  { "device/52-54-00-12-34-56", true, DF_EXPORT_KIND_DEVICE,
+    "52-54-00-12-34-56", -1 },
+  { "", false, 0, NULL, 0 },
+  { "web", false, 0, NULL, 0 },
+  { "vdisk", false, 0, NULL, 0 },
+  { "vdisk/", false, 0, NULL, 0 },
+  { "vdisk/@1", false, 0, NULL, 0 },
+  { "vdisk/web@", false, 0, NULL, 0 },
+  { "vdisk/web@-1", false, 0, NULL, 0 },
+  { "vdisk/web@+1", false, 0, NULL, 0 },
+  { "vdisk/web@01", false, 0, NULL, 0 },
+  { "vdisk/web@ 1", false, 0, NULL, 0 },
+  { "vdisk/web@1 ", false, 0, NULL, 0 },
+  { "vdisk/web@1x", false, 0, NULL, 0 },
+  { "vdisk/web@0x10", false, 0, NULL, 0 },
+  { "vdisk/web@2147483648", false, 0, NULL, 0 },
+  { "vdisk/web@99999999999999999999", false, 0, NULL, 0 },
+  { "vdisk/web@1@2", false, 0, NULL, 0 },
+  { "vdisk/../etc", false, 0, NULL, 0 },
+  { "vdisk/a/b", false, 0, NULL, 0 },
+  { "vdisk/.hidden", false, 0, NULL, 0 },
+  { "vdisk/-dash", false, 0, NULL, 0 },
+  { "VDISK/web", false, 0, NULL, 0 },
+  { "/vdisk/web", false, 0, NULL, 0 },
+  { "vdisk//web", false, 0, NULL, 0 },
+  { "device/", false, 0, NULL, 0 },
+  { "device/pc01@1", false, 0, NULL, 0 },
+  { "device/pc 01", false, 0, NULL, 0 },
+  { "device/../pc01", false, 0, NULL, 0 },
+  { "device/52:54:00:12:34", false, 0, NULL, 0 },
+  { "device/52:54:00:12:34:5g", false, 0, NULL, 0 },
+  { "iqn.2026-11.org.diskfarm:pc01", false, 0, NULL, 0 },
+  { "vdisk/0123456789012345678901234567890123456789012345678901234567890123",
+    false, 0, NULL, 0 }, /* 64 chars: over the name limit */
+};
+
+static void
+test_name_parse (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (name_cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_autofree char *object = NULL;
+      DfExportKind kind = 0;
+      int version = -7;
+      bool ok = df_export_name_parse (name_cases[i].name, &kind, &object,
+                                      &version, &err);
+
+      g_test_message ("%s", name_cases[i].name);
+      g_assert_cmpint (ok, ==, name_cases[i].ok);
+      if (!ok)
+        {
+          g_autofree char *msg
+              = g_strdup_printf ("unknown export '%s'", name_cases[i].name);
+
+          g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+          g_assert_cmpstr (err->message, ==, msg);
+          g_assert_null (object);
+          continue;
+        }
+      g_assert_no_error (err);
+      g_assert_cmpint (kind, ==, name_cases[i].kind);
+      g_assert_cmpstr (object, ==, name_cases[i].object);
+      g_assert_cmpint (version, ==, name_cases[i].version);
+    }
+}
+
+/* ---- a real farm ------------------------------------------------------ */
+
+typedef struct
+{
+  char *dir;
+  DfFarm *farm; /* the test's own handle (console side) */
+  DfExports *ex;
+} Fixture;
+
+/* Version N of vdisk web: cluster 0 filled with fill, backing N-1. */
+static void
+make_version (Fixture *f, const char *vdisk, int number, char fill,
+              DfVersionState state)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *path = df_farm_version_path (f->farm, vdisk, number);
+  g_autofree char *base = g_path_get_basename (path);
+  g_autofree char *backing
+      = number > 0 ? g_strdup_printf ("%s.%d.qcow2", vdisk, number - 1) : NULL;
+  g_autofree char *store = df_farm_store_dir (f->farm, vdisk);
+  g_autofree guint8 *data = g_malloc (CLUSTER);
+  df_qcow2_writer *w;
+  char sha[65];
+  GStatBuf st;
+
+  g_assert_cmpint (g_mkdir_with_parents (store, 0755), ==, 0);
+  memset (data, fill, CLUSTER);
+  w = df_qcow2_writer_new (path, DISK_SIZE, CLUSTER_BITS, backing, &err);
+  g_assert_no_error (err);
+  g_assert_true (df_qcow2_writer_put (w, 0, data, &err));
+  g_assert_true (df_qcow2_writer_finish (w, &err));
+  g_assert_no_error (err);
+  g_assert_true (df_file_sha256 (path, sha, &err));
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  if (number == 0)
+    g_assert_true (df_farm_vdisk_add (f->farm, vdisk, DISK_SIZE, base, sha,
+                                      st.st_size, &err));
+  else
+    g_assert_true (df_farm_version_add (f->farm, vdisk, number, number - 1,
+                                        base, sha, DISK_SIZE, st.st_size,
+                                        state, &err));
+  g_assert_no_error (err);
+}
+
+static void
+add_device (Fixture *f, const char *name, const char *mac, const char *type,
+            const char *cache_mode, uint64_t quota)
+{
+  g_autoptr (GError) err = NULL;
+  DfDevice d = {
+    .name = (char *)name,
+    .mac = (char *)mac,
+    .type = (char *)type,
+    .vdisk = (char *)"web",
+    .cache_mode = (char *)cache_mode,
+    .quota = quota,
+  };
+
+  g_assert_true (df_farm_device_add (f->farm, &d, &err));
+  g_assert_no_error (err);
+}
+
+/* web: v0 'A' (production), v1 'B' (production), v2 'C' (test).
+ * pc01 production/server, pc02 test/ram:16, pc03 production/persistent,
+ * pc04 production/server with a 64 KiB quota. */
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+
+  f->dir = g_dir_make_tmp ("df-exports-XXXXXX", &err);
+  g_assert_no_error (err);
+  f->farm = df_farm_open (f->dir, true, "test", &err);
+  g_assert_no_error (err);
+  make_version (f, "web", 0, 'A', DF_VSTATE_PRODUCTION);
+  make_version (f, "web", 1, 'B', DF_VSTATE_PRODUCTION);
+  make_version (f, "web", 2, 'C', DF_VSTATE_TEST);
+  add_device (f, "pc01", "52:54:00:00:00:01", "production", "server", 0);
+  add_device (f, "pc02", "52:54:00:00:00:02", "test", "ram:16", 0);
+  add_device (f, "pc03", "52:54:00:00:00:03", "production",
+              "server-persistent", 0);
+  add_device (f, "pc04", "52:54:00:00:00:04", "production", "server",
+              64 * 1024);
+  f->ex = df_exports_new (f->dir, &err);
+  g_assert_no_error (err);
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  g_autofree char *argv_rm = NULL;
+
+  df_exports_free (f->ex);
+  df_farm_close (f->farm);
+  argv_rm = g_strdup_printf ("rm -rf '%s'", f->dir);
+  g_assert_cmpint (system (argv_rm), ==, 0);
+  g_free (f->dir);
+}
+
+static DfExport *
+open_ok (Fixture *f, const char *name)
+{
+  g_autoptr (GError) err = NULL;
+  DfExport *e = df_exports_open (f->ex, name, &err);
+
+  g_assert_no_error (err);
+  g_assert_nonnull (e);
+  return e;
+}
+
+/* First byte of the export at offset (asserts every byte of 512 is it). */
+static char
+first_byte (DfExport *e, uint64_t offset)
+{
+  char buf[512];
+  int errnum = 0;
+
+  g_assert_cmpint (
+      df_blk_pread (df_export_blk (e), buf, sizeof buf, offset, &errnum), ==,
+      0);
+  for (guint i = 1; i < sizeof buf; i++)
+    g_assert_cmpint (buf[i], ==, buf[0]);
+  return buf[0];
+}
+
+static void
+write_fill (DfExport *e, uint64_t offset, char fill, uint32_t len)
+{
+  g_autofree char *buf = g_malloc (len);
+  int errnum = 0;
+
+  memset (buf, fill, len);
+  g_assert_cmpint (
+      df_blk_pwrite (df_export_blk (e), buf, len, offset, 0, &errnum), ==, 0);
+}
+
+static void
+open_fails (Fixture *f, const char *name, int code, const char *needle)
+{
+  g_autoptr (GError) err = NULL;
+
+  g_assert_null (df_exports_open (f->ex, name, &err));
+  g_assert_error (err, DF_ERROR, code);
+  g_assert_nonnull (strstr (err->message, needle));
+}
+
+/* ---- registry tests --------------------------------------------------- */
+
+static void
+test_vdisk (Fixture *f, gconstpointer data)
+{
+  DfExport *top = open_ok (f, "vdisk/web");
+  DfExport *top2 = open_ok (f, "vdisk/web@1");
+  DfExport *v0 = open_ok (f, "vdisk/web@0");
+  DfExport *v2 = open_ok (f, "vdisk/web@2");
+
+  g_assert_true (df_export_readonly (top));
+  g_assert_null (df_export_device (top));
+  g_assert_cmpstr (df_export_name (top), ==, "vdisk/web");
+  g_assert_cmpstr (df_export_description (top), ==,
+                   "vdisk web v1 (production)");
+  g_assert_cmpstr (df_export_description (v2), ==, "vdisk web v2 (test)");
+  g_assert_cmpuint (df_export_blk (top)->size, ==, DISK_SIZE);
+  g_assert_cmpint (first_byte (top, 0), ==, 'B');
+  g_assert_cmpint (first_byte (v0, 0), ==, 'A');
+  g_assert_cmpint (first_byte (v2, 0), ==, 'C');
+  g_assert_cmpint (first_byte (v2, CLUSTER), ==, 0);
+  /* one chain per version file, shared */
+  g_assert_true (df_export_blk (top) == df_export_blk (top2));
+  g_assert_true (df_export_blk (top) != df_export_blk (v0));
+  df_export_close (top);
+  df_export_close (top2);
+  df_export_close (v0);
+  df_export_close (v2);
+
+  open_fails (f, "vdisk/web@3", DF_ERROR_NOT_FOUND, "'vdisk/web@3'");
+  open_fails (f, "vdisk/nope", DF_ERROR_NOT_FOUND, "'vdisk/nope'");
+  open_fails (f, "device/nope", DF_ERROR_NOT_FOUND, "'device/nope'");
+  open_fails (f, "device/52:54:00:00:00:99", DF_ERROR_NOT_FOUND,
+              "'device/52:54:00:00:00:99'");
+  open_fails (f, "vdisk/web@01", DF_ERROR_NOT_FOUND,
+              "unknown export 'vdisk/web@01'");
+  open_fails (f, "nbd", DF_ERROR_NOT_FOUND, "unknown export 'nbd'");
+}
+
+static void
+test_device_isolation (Fixture *f, gconstpointer data)
+{
+  DfExport *a = open_ok (f, "device/pc01");
+  DfExport *by_mac = open_ok (f, "device/52-54-00-00-00-01");
+  DfExport *b = open_ok (f, "device/pc02");
+  DfExport *base = open_ok (f, "vdisk/web");
+
+  g_assert_false (df_export_readonly (a));
+  g_assert_cmpstr (df_export_device (a), ==, "pc01");
+  g_assert_cmpstr (df_export_device (by_mac), ==, "pc01");
+  g_assert_cmpstr (df_export_name (by_mac), ==, "device/52-54-00-00-00-01");
+  g_assert_true (g_str_has_prefix (df_export_description (a),
+                                   "device pc01 cache server gen "));
+  g_assert_nonnull (strstr (df_export_description (a), "vdisk web v1"));
+  g_assert_nonnull (strstr (df_export_description (b), "cache ram:16"));
+  g_assert_true (df_export_blk (a) == df_export_blk (by_mac));
+  g_assert_cmpint (first_byte (a, 0), ==, 'B');
+  g_assert_cmpint (first_byte (b, 0), ==, 'C'); /* test device: v2 */
+  write_fill (a, 0, 'X', 4096);
+  g_assert_cmpint (first_byte (by_mac, 0), ==, 'X');
+  g_assert_cmpint (first_byte (b, 0), ==, 'C');
+  g_assert_cmpint (first_byte (base, 0), ==, 'B');
+  df_export_close (a);
+  df_export_close (by_mac);
+  df_export_close (b);
+  df_export_close (base);
+  /* same boot generation: a reconnecting target keeps its writes */
+  a = open_ok (f, "device/pc01");
+  g_assert_cmpint (first_byte (a, 0), ==, 'X');
+  df_export_close (a);
+}
+
+static void
+test_generation (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfExport *old = open_ok (f, "device/pc01");
+  DfExport *fresh;
+  gint64 gen = 0;
+
+  write_fill (old, 0, 'X', 4096);
+  g_assert_true (df_farm_device_new_generation (f->farm, "pc01", &gen, &err));
+  g_assert_no_error (err);
+  fresh = open_ok (f, "device/pc01");
+  g_assert_true (df_export_blk (fresh) != df_export_blk (old));
+  g_assert_cmpint (first_byte (fresh, 0), ==, 'B');
+  g_assert_cmpint (first_byte (old, 0), ==, 'X'); /* old session keeps it */
+  {
+    g_autofree char *want
+        = g_strdup_printf (" gen %" G_GINT64_FORMAT ",", gen);
+    g_assert_nonnull (strstr (df_export_description (fresh), want));
+  }
+  df_export_close (old);
+  df_export_close (fresh);
+}
+
+static void
+test_version_change_same_generation (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfExport *e = open_ok (f, "device/pc01");
+  gint64 gen;
+
+  df_export_close (e);
+  /* v2 promoted: running targets keep v1 until their next boot */
+  g_assert_true (df_farm_version_set_state (f->farm, "web", 2,
+                                            DF_VSTATE_PRODUCTION, &err));
+  g_assert_no_error (err);
+  e = open_ok (f, "device/pc01");
+  g_assert_cmpint (first_byte (e, 0), ==, 'B');
+  g_assert_nonnull (strstr (df_export_description (e), "vdisk web v1"));
+  df_export_close (e);
+  e = open_ok (f, "vdisk/web"); /* the vdisk export follows at once */
+  g_assert_cmpint (first_byte (e, 0), ==, 'C');
+  df_export_close (e);
+  g_assert_true (df_farm_device_new_generation (f->farm, "pc01", &gen, &err));
+  e = open_ok (f, "device/pc01");
+  g_assert_cmpint (first_byte (e, 0), ==, 'C');
+  g_assert_nonnull (strstr (df_export_description (e), "vdisk web v2"));
+  df_export_close (e);
+}
+
+static void
+test_persistent (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfExport *a = open_ok (f, "device/pc03");
+  DfExport *b = open_ok (f, "device/52:54:00:00:00:03");
+  gint64 gen;
+  int errnum = 0;
+
+  g_assert_true (df_export_blk (a) == df_export_blk (b));
+  write_fill (a, CLUSTER, 'P', 8192);
+  g_assert_cmpint (df_blk_flush (df_export_blk (a), &errnum), ==, 0);
+  g_assert_true (df_farm_device_new_generation (f->farm, "pc03", &gen, &err));
+  /* never two caches over the same persistent files */
+  open_fails (f, "device/pc03", DF_ERROR_BUSY, "pc03");
+  df_export_close (a);
+  open_fails (f, "device/pc03", DF_ERROR_BUSY, "pc03");
+  df_export_close (b);
+  a = open_ok (f, "device/pc03");
+  g_assert_cmpint (first_byte (a, CLUSTER), ==, 'P'); /* it persisted */
+  g_assert_cmpint (first_byte (a, 0), ==, 'B');
+  df_export_close (a);
+}
+
+static void
+test_list (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_auto (GStrv) names = NULL;
+
+  make_version (f, "db", 0, 'D', DF_VSTATE_PRODUCTION);
+  names = df_exports_list (f->ex, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (g_strv_length (names), ==, 2);
+  g_assert_true (g_strv_contains ((const char *const *)names, "vdisk/web"));
+  g_assert_true (g_strv_contains ((const char *const *)names, "vdisk/db"));
+}
+
+typedef struct
+{
+  char *device;
+  char *mode;
+  DfCacheStats st;
+} Visit;
+
+static void
+visit (void *opaque, const char *device, const char *mode,
+       const DfCacheStats *st)
+{
+  GArray *seen = opaque;
+  Visit v = { g_strdup (device), g_strdup (mode), *st };
+
+  g_array_append_val (seen, v);
+}
+
+static const Visit *
+find_visit (GArray *seen, const char *device)
+{
+  for (guint i = 0; i < seen->len; i++)
+    if (strcmp (g_array_index (seen, Visit, i).device, device) == 0)
+      return &g_array_index (seen, Visit, i);
+  return NULL;
+}
+
+static void
+visit_clear (gpointer p)
+{
+  Visit *v = p;
+
+  g_free (v->device);
+  g_free (v->mode);
+}
+
+static void
+test_foreach_cache_and_quota (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GArray) seen = g_array_new (FALSE, TRUE, sizeof (Visit));
+  DfExport *a = open_ok (f, "device/pc01");
+  DfExport *b = open_ok (f, "device/pc02");
+  DfExport *q = open_ok (f, "device/pc04");
+  g_autofree char *big = g_malloc0 (128 * 1024);
+  const Visit *v;
+  int errnum = 0;
+
+  g_array_set_clear_func (seen, visit_clear);
+  memset (big, 'Q', 128 * 1024);
+  write_fill (a, 0, 'X', 8192);
+  /* past the 64 KiB quota: ENOSPC, not corruption (the cache logs a
+   * warning, which g_test makes fatal: not here) */
+  g_log_set_always_fatal (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
+  g_assert_cmpint (
+      df_blk_pwrite (df_export_blk (q), big, 128 * 1024, 0, 0, &errnum), ==,
+      -1);
+  g_assert_cmpint (errnum, ==, ENOSPC);
+  g_log_set_always_fatal (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL
+                          | G_LOG_LEVEL_WARNING);
+  df_exports_foreach_cache (f->ex, visit, seen);
+  g_assert_cmpuint (seen->len, ==, 3);
+  v = find_visit (seen, "pc01");
+  g_assert_nonnull (v);
+  g_assert_cmpstr (v->mode, ==, "server");
+  g_assert_cmpuint (v->st.cached_bytes, >=, 8192);
+  v = find_visit (seen, "pc02");
+  g_assert_cmpstr (v->mode, ==, "ram:16");
+  v = find_visit (seen, "pc04");
+  g_assert_cmpuint (v->st.quota_bytes, ==, 64 * 1024);
+  g_assert_cmpuint (v->st.quota_hits, >=, 1);
+  df_exports_flush_all (f->ex);
+  df_export_close (a);
+  df_export_close (b);
+  df_export_close (q);
+}
+
+/* Opening is on every NBD connection: 1000 must be quick. */
+static void
+test_many_opens (Fixture *f, gconstpointer data)
+{
+  gint64 t0 = g_get_monotonic_time ();
+  double secs;
+
+  for (guint i = 0; i < 1000; i++)
+    {
+      DfExport *e = open_ok (f, i % 2 ? "device/pc01" : "vdisk/web@0");
+
+      df_export_close (e);
+    }
+  secs = (g_get_monotonic_time () - t0) / 1e6;
+  g_test_message ("1000 opens in %.3f s", secs);
+  g_assert_cmpfloat (secs, <, 5.0);
+}
+
+typedef struct
+{
+  Fixture *f;
+  df_blk *expect;
+} OpenThread;
+
+static gpointer
+open_thread (gpointer data)
+{
+  OpenThread *t = data;
+
+  for (guint i = 0; i < 200; i++)
+    {
+      DfExport *e = open_ok (t->f, "device/pc03");
+
+      g_assert_true (df_export_blk (e) == t->expect);
+      df_export_close (e);
+    }
+  return NULL;
+}
+
+static void
+test_concurrent_opens (Fixture *f, gconstpointer data)
+{
+  DfExport *keep = open_ok (f, "device/pc03");
+  OpenThread t = { f, df_export_blk (keep) };
+  GThread *th[4];
+
+  for (guint i = 0; i < G_N_ELEMENTS (th); i++)
+    th[i] = g_thread_new ("open", open_thread, &t);
+  for (guint i = 0; i < G_N_ELEMENTS (th); i++)
+    g_thread_join (th[i]);
+  df_export_close (keep);
+}
+
+/* ---- admin HTTP ------------------------------------------------------- */
+
+typedef struct
+{
+  DfSessions *sessions;
+  DfExports *ex;
+  GMainContext *ctx;
+  GMainLoop *loop;
+  GMutex lock;
+  GCond cond;
+  const char *unix_path; /* listen there instead of 127.0.0.1:0 */
+  gint started;          /* 0 until started, 1 ok, -1 failed */
+  guint16 port;
+} AdminThread;
+
+static gpointer
+admin_thread (gpointer data)
+{
+  AdminThread *t = data;
+  g_autoptr (GError) err = NULL;
+  DfListenAddr addr = { .host = (char *)"127.0.0.1", .port = 0 };
+  DfAdmin *a;
+
+  if (t->unix_path != NULL)
+    addr = (DfListenAddr){ .unix_path = (char *)t->unix_path };
+  g_main_context_push_thread_default (t->ctx);
+  a = df_admin_start (&addr, t->sessions, t->ex, t->ctx, &err);
+  g_assert_no_error (err);
+  g_mutex_lock (&t->lock);
+  t->port = a ? df_admin_port (a) : 0;
+  t->started = a ? 1 : -1;
+  g_cond_signal (&t->cond);
+  g_mutex_unlock (&t->lock);
+  if (a != NULL)
+    g_main_loop_run (t->loop);
+  df_admin_stop (a);
+  while (g_main_context_iteration (t->ctx, FALSE))
+    ; /* let closed connections finish */
+  g_main_context_pop_thread_default (t->ctx);
+  return NULL;
+}
+
+/* GET/POST url; returns the body, *status and *ctype (new string). */
+static GBytes *
+http (SoupSession *session, const char *method, guint16 port, const char *path,
+      guint *status, char **ctype)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%u%s", port, path);
+  g_autoptr (SoupMessage) msg = soup_message_new (method, url);
+  GBytes *body = soup_session_send_and_read (session, msg, NULL, &err);
+
+  g_assert_no_error (err);
+  *status = soup_message_get_status (msg);
+  *ctype = g_strdup (soup_message_headers_get_content_type (
+      soup_message_get_response_headers (msg), NULL));
+  return body;
+}
+
+static JsonNode *
+parse_json (GBytes *body)
+{
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autoptr (GError) err = NULL;
+  gsize len;
+  const char *data = g_bytes_get_data (body, &len);
+
+  g_assert_true (json_parser_load_from_data (p, data, len, &err));
+  g_assert_no_error (err);
+  return json_node_copy (json_parser_get_root (p));
+}
+
+static void
+check_health (SoupSession *c, guint16 port)
+{
+  guint status;
+  g_autofree char *ctype = NULL;
+  g_autoptr (GBytes) body
+      = http (c, "GET", port, "/v1/health", &status, &ctype);
+  g_autoptr (JsonNode) root = parse_json (body);
+  JsonObject *o = json_node_get_object (root);
+
+  g_assert_cmpuint (status, ==, 200);
+  g_assert_cmpstr (ctype, ==, "application/json");
+  g_assert_cmpstr (json_object_get_string_member (o, "status"), ==, "ok");
+  g_assert_cmpint (json_object_get_int_member (o, "sessions"), ==, 2);
+  g_assert_nonnull (json_object_get_string_member (o, "version"));
+}
+
+static void
+check_sessions (SoupSession *c, guint16 port)
+{
+  guint status;
+  g_autofree char *ctype = NULL;
+  g_autoptr (GBytes) body
+      = http (c, "GET", port, "/v1/sessions", &status, &ctype);
+  g_autoptr (JsonNode) root = parse_json (body);
+  JsonArray *arr = json_node_get_array (root);
+  JsonObject *dev, *vd;
+
+  g_assert_cmpuint (status, ==, 200);
+  g_assert_cmpstr (ctype, ==, "application/json");
+  g_assert_cmpuint (json_array_get_length (arr), ==, 2);
+  dev = json_array_get_object_element (arr, 0);
+  vd = json_array_get_object_element (arr, 1);
+  g_assert_cmpstr (json_object_get_string_member (dev, "device"), ==, "pc01");
+  g_assert_cmpstr (json_object_get_string_member (dev, "export"), ==,
+                   "device/pc01");
+  g_assert_cmpstr (json_object_get_string_member (dev, "client"), ==,
+                   "127.0.0.1:5555");
+  g_assert_cmpint (json_object_get_int_member (dev, "bytes_written"), ==,
+                   8192);
+  g_assert_cmpint (json_object_get_int_member (dev, "cache_bytes"), >=, 8192);
+  g_assert_true (json_object_get_null_member (vd, "cache_bytes"));
+  g_assert_cmpstr (json_object_get_string_member (vd, "proto"), ==, "nbd");
+}
+
+static void
+check_metrics (SoupSession *c, guint16 port)
+{
+  guint status;
+  g_autofree char *ctype = NULL;
+  g_autoptr (GBytes) body = http (c, "GET", port, "/metrics", &status, &ctype);
+  g_autofree char *text
+      = g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body));
+
+  g_assert_cmpuint (status, ==, 200);
+  g_assert_cmpstr (ctype, ==, "text/plain");
+  g_assert_nonnull (strstr (text, "# TYPE diskfarm_cache_bytes gauge\n"));
+  g_assert_nonnull (strstr (text, "diskfarm_cache_bytes{device=\"pc01\","
+                                  "mode=\"server\"} "));
+  g_assert_nonnull (strstr (text, "diskfarm_cache_quota_bytes{device="
+                                  "\"pc01\"} 0\n"));
+  g_assert_nonnull (strstr (text, "diskfarm_ops_total{export=\"device/pc01\""
+                                  ",op=\"write\"} 2\n"));
+  g_assert_nonnull (strstr (text, "diskfarm_request_duration_seconds_count{"
+                                  "export=\"vdisk/web\"} 1\n"));
+  g_assert_nonnull (strstr (text, "diskfarm_sessions 2\n"));
+}
+
+static void
+check_errors (SoupSession *c, guint16 port)
+{
+  guint status;
+  g_autofree char *ct1 = NULL, *ct2 = NULL;
+  g_autoptr (GBytes) b1 = http (c, "GET", port, "/v1/nothing", &status, &ct1);
+
+  g_assert_cmpuint (status, ==, 404);
+  g_autoptr (GBytes) b2 = http (c, "POST", port, "/metrics", &status, &ct2);
+  g_assert_cmpuint (status, ==, 405);
+}
+
+static void
+test_admin (Fixture *f, gconstpointer data)
+{
+  DfSessions *sessions = df_sessions_new ();
+  DfSession *s1 = df_session_start (sessions, "nbd", "127.0.0.1:5555");
+  DfSession *s2 = df_session_start (sessions, "nbd", "unix");
+  DfExport *e = open_ok (f, "device/pc01");
+  AdminThread t = { .sessions = sessions, .ex = f->ex };
+  g_autoptr (SoupSession) client = soup_session_new ();
+  GThread *th;
+
+  df_session_set_export (s1, "device/pc01", "pc01");
+  df_session_set_export (s2, "vdisk/web", NULL);
+  write_fill (e, 0, 'X', 4096);
+  write_fill (e, 8192, 'Y', 4096);
+  df_session_account (s1, DF_OP_WRITE, 4096, 30000, false);
+  df_session_account (s1, DF_OP_WRITE, 4096, 30000, false);
+  df_session_account (s2, DF_OP_READ, 512, 30000, false);
+
+  t.ctx = g_main_context_new ();
+  t.loop = g_main_loop_new (t.ctx, FALSE);
+  g_mutex_init (&t.lock);
+  g_cond_init (&t.cond);
+  th = g_thread_new ("admin", admin_thread, &t);
+  g_mutex_lock (&t.lock);
+  while (t.started == 0)
+    g_cond_wait (&t.cond, &t.lock);
+  g_mutex_unlock (&t.lock);
+  g_assert_cmpint (t.started, ==, 1);
+  g_assert_cmpuint (t.port, !=, 0);
+
+  check_health (client, t.port);
+  check_sessions (client, t.port);
+  check_metrics (client, t.port);
+  check_errors (client, t.port);
+
+  soup_session_abort (client);
+  g_usleep (100000); /* the server sees the clients go */
+  g_main_loop_quit (t.loop);
+  g_thread_join (th);
+  g_main_loop_unref (t.loop);
+  g_main_context_unref (t.ctx);
+  df_session_end (s1);
+  df_session_end (s2);
+  df_sessions_free (sessions);
+  df_export_close (e);
+}
+
+/* unix:PATH listener, reached through a SoupSession whose remote
+ * connectable is the socket. */
+static void
+test_admin_unix (Fixture *f, gconstpointer data)
+{
+  g_autofree char *path = g_build_filename (f->dir, "admin.sock", NULL);
+  g_autoptr (GSocketAddress) sa = g_unix_socket_address_new (path);
+  DfSessions *sessions = df_sessions_new ();
+  AdminThread t = { .sessions = sessions, .ex = f->ex, .unix_path = path };
+  g_autoptr (SoupSession) client
+      = soup_session_new_with_options ("remote-connectable", sa, NULL);
+  g_autofree char *ctype = NULL;
+  g_autoptr (GBytes) body = NULL;
+  g_autoptr (JsonNode) root = NULL;
+  GThread *th;
+  guint status;
+
+  t.ctx = g_main_context_new ();
+  t.loop = g_main_loop_new (t.ctx, FALSE);
+  g_mutex_init (&t.lock);
+  g_cond_init (&t.cond);
+  th = g_thread_new ("admin", admin_thread, &t);
+  g_mutex_lock (&t.lock);
+  while (t.started == 0)
+    g_cond_wait (&t.cond, &t.lock);
+  g_mutex_unlock (&t.lock);
+  g_assert_cmpint (t.started, ==, 1);
+  g_assert_cmpuint (t.port, ==, 0);
+  body = http (client, "GET", 80, "/v1/health", &status, &ctype);
+  g_assert_cmpuint (status, ==, 200);
+  root = parse_json (body);
+  g_assert_cmpint (
+      json_object_get_int_member (json_node_get_object (root), "sessions"), ==,
+      0);
+  soup_session_abort (client);
+  g_main_loop_quit (t.loop);
+  g_thread_join (th);
+  g_assert_false (g_file_test (path, G_FILE_TEST_EXISTS)); /* unlinked */
+  g_main_loop_unref (t.loop);
+  g_main_context_unref (t.ctx);
+  df_sessions_free (sessions);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/exports/name-parse", test_name_parse);
+#define FARM_TEST(path, fn)                                                   \
+  g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+  FARM_TEST ("/exports/vdisk", test_vdisk);
+  FARM_TEST ("/exports/device-isolation", test_device_isolation);
+  FARM_TEST ("/exports/generation", test_generation);
+  FARM_TEST ("/exports/version-change-same-generation",
+             test_version_change_same_generation);
+  FARM_TEST ("/exports/persistent", test_persistent);
+  FARM_TEST ("/exports/list", test_list);
+  FARM_TEST ("/exports/foreach-cache-and-quota", test_foreach_cache_and_quota);
+  FARM_TEST ("/exports/many-opens", test_many_opens);
+  FARM_TEST ("/exports/concurrent-opens", test_concurrent_opens);
+  FARM_TEST ("/admin/endpoints", test_admin);
+  FARM_TEST ("/admin/unix", test_admin_unix);
+  return g_test_run ();
+}

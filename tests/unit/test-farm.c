@@ -1,0 +1,1214 @@
+/* Unit tests for lib/farm: open/create, migrations, accessors, bad inputs
+ * leaving the DB unchanged, audit rows, transactions, version selection by
+ * device type, and two handles on one DB (WAL). */
+#include "farm.h"
+#include "farm-private.h"
+#include "common.h"
+
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define SHA_B "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* ---- helpers ---------------------------------------------------------- */
+
+typedef struct {
+  char *dir;   /* temporary farm directory, removed at teardown */
+  DfFarm *farm;
+} Fixture;
+
+static void
+rm_rf (const char *path)
+{
+  GDir *d = g_dir_open (path, 0, NULL);
+  if (d)
+    {
+      const char *n;
+      while ((n = g_dir_read_name (d)))
+        {
+          g_autofree char *p = g_build_filename (path, n, NULL);
+          rm_rf (p);
+        }
+      g_dir_close (d);
+      g_rmdir (path);
+    }
+  else
+    g_unlink (path);
+}
+
+static char *
+make_tmpdir (void)
+{
+  g_autoptr (GError) err = NULL;
+  char *dir = g_dir_make_tmp ("test-farm-XXXXXX", &err);
+  g_assert_no_error (err);
+  return dir;
+}
+
+static char *
+farm_subdir (const char *tmp)
+{
+  return g_build_filename (tmp, "farm", NULL);
+}
+
+static DfFarm *
+open_ok (const char *dir, bool create)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = df_farm_open (dir, create, "test:unit", &err);
+  g_assert_no_error (err);
+  g_assert_nonnull (f);
+  return f;
+}
+
+static void
+fx_setup (Fixture *fx, gconstpointer data)
+{
+  g_autofree char *tmp = make_tmpdir ();
+  fx->dir = farm_subdir (tmp);
+  fx->farm = open_ok (fx->dir, true);
+}
+
+static void
+fx_teardown (Fixture *fx, gconstpointer data)
+{
+  df_farm_close (fx->farm);
+  g_autofree char *tmp = g_path_get_dirname (fx->dir);
+  rm_rf (tmp);
+  g_free (fx->dir);
+}
+
+/* Raw connection to the farm DB of dir (for dumps and tampering). */
+static sqlite3 *
+raw_open (const char *dir)
+{
+  g_autofree char *path = g_build_filename (dir, "farm.db", NULL);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE, NULL),
+                   ==, SQLITE_OK);
+  sqlite3_busy_timeout (db, 5000);
+  return db;
+}
+
+static void
+raw_exec (const char *dir, const char *sql)
+{
+  sqlite3 *db = raw_open (dir);
+  char *msg = NULL;
+  int rc = sqlite3_exec (db, sql, NULL, NULL, &msg);
+  if (rc != SQLITE_OK)
+    g_error ("%s: %s", sql, msg);
+  sqlite3_close (db);
+}
+
+static char *
+raw_text (const char *dir, const char *sql)
+{
+  sqlite3 *db = raw_open (dir);
+  sqlite3_stmt *st = NULL;
+  g_assert_cmpint (sqlite3_prepare_v2 (db, sql, -1, &st, NULL), ==, SQLITE_OK);
+  char *out = NULL;
+  if (sqlite3_step (st) == SQLITE_ROW && sqlite3_column_text (st, 0))
+    out = g_strdup ((const char *) sqlite3_column_text (st, 0));
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+  return out;
+}
+
+/* Every row of every table plus user_version and the schema, as text. */
+static char *
+dump_db (const char *dir)
+{
+  sqlite3 *db = raw_open (dir);
+  GString *gs = g_string_new (NULL);
+  sqlite3_stmt *tables = NULL;
+  g_assert_cmpint (sqlite3_prepare_v2 (db,
+    "SELECT name, sql FROM sqlite_master ORDER BY name", -1, &tables, NULL),
+    ==, SQLITE_OK);
+  while (sqlite3_step (tables) == SQLITE_ROW)
+    {
+      const char *name = (const char *) sqlite3_column_text (tables, 0);
+      const char *sql = (const char *) sqlite3_column_text (tables, 1);
+      g_string_append_printf (gs, "== %s\n%s\n", name, sql ? sql : "");
+      if (!sql || !g_str_has_prefix (sql, "CREATE TABLE"))
+        continue;
+      g_autofree char *q = g_strdup_printf ("SELECT * FROM \"%s\" "
+                                            "ORDER BY rowid", name);
+      sqlite3_stmt *rows = NULL;
+      g_assert_cmpint (sqlite3_prepare_v2 (db, q, -1, &rows, NULL), ==,
+                       SQLITE_OK);
+      while (sqlite3_step (rows) == SQLITE_ROW)
+        {
+          for (int c = 0; c < sqlite3_column_count (rows); c++)
+            {
+              const unsigned char *t = sqlite3_column_text (rows, c);
+              g_string_append_printf (gs, "%s|", t ? (const char *) t : "∅");
+            }
+          g_string_append_c (gs, '\n');
+        }
+      sqlite3_finalize (rows);
+    }
+  sqlite3_finalize (tables);
+  sqlite3_close (db);
+  g_autofree char *uv = raw_text (dir, "PRAGMA user_version");
+  g_string_append_printf (gs, "user_version %s\n", uv);
+  return g_string_free (gs, FALSE);
+}
+
+static int
+count_rows (const char *dir, const char *table)
+{
+  g_autofree char *sql = g_strdup_printf ("SELECT count(*) FROM %s", table);
+  g_autofree char *n = raw_text (dir, sql);
+  return atoi (n);
+}
+
+static bool
+is_iso_utc (const char *s)
+{
+  return s && g_regex_match_simple (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$", s, 0, 0);
+}
+
+static void
+add_vdisk (DfFarm *f, const char *name)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *file = g_strdup_printf ("%s.0.qcow2", name);
+  g_assert_true (df_farm_vdisk_add (f, name, 1 << 30, file, SHA_A, 4096,
+                                    &err));
+  g_assert_no_error (err);
+}
+
+static void
+add_version (DfFarm *f, const char *vdisk, int n, DfVersionState state)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *file = g_strdup_printf ("%s.%d.qcow2", vdisk, n);
+  g_assert_true (df_farm_version_add (f, vdisk, n, n - 1, file,
+                                      state == DF_VSTATE_MAINTENANCE
+                                        ? NULL : SHA_B,
+                                      1 << 30, 8192, state, &err));
+  g_assert_no_error (err);
+}
+
+static void
+add_device (DfFarm *f, const char *name, const char *mac, const char *vdisk,
+            const char *collection, const char *type)
+{
+  g_autoptr (GError) err = NULL;
+  DfDevice d = { .name = (char *) name, .mac = (char *) mac,
+                 .vdisk = (char *) vdisk, .collection = (char *) collection,
+                 .type = (char *) type };
+  g_assert_true (df_farm_device_add (f, &d, &err));
+  g_assert_no_error (err);
+}
+
+/* ---- open / create / migrations --------------------------------------- */
+
+static void
+test_open_create (void)
+{
+  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *dir = farm_subdir (tmp);
+  g_autoptr (GError) err = NULL;
+
+  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  g_assert_null (f);
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_assert_nonnull (strstr (err->message, "run 'diskfarm init'"));
+  g_assert_nonnull (strstr (err->message, dir));
+  g_assert_false (g_file_test (dir, G_FILE_TEST_EXISTS));
+  g_clear_error (&err);
+
+  f = open_ok (dir, true);
+  g_assert_cmpstr (df_farm_dir (f), ==, dir);
+  g_assert_cmpint (df_farm_schema_version (f), ==, df_farm_n_migrations);
+  const char *subs[] = { "", "store", "cache", "boot", "run" };
+  for (gsize i = 0; i < G_N_ELEMENTS (subs); i++)
+    {
+      g_autofree char *p = g_build_filename (dir, subs[i], NULL);
+      GStatBuf sb;
+      g_assert_cmpint (g_stat (p, &sb), ==, 0);
+      g_assert_true (S_ISDIR (sb.st_mode));
+      g_assert_cmpint (sb.st_mode & 0777, ==, 0750);
+    }
+  g_autofree char *dbpath = g_build_filename (dir, "farm.db", NULL);
+  GStatBuf dbst;
+  g_assert_cmpint (g_stat (dbpath, &dbst), ==, 0);
+  g_assert_cmpint (dbst.st_mode & 0777, ==, 0640);
+  g_autofree char *mode = raw_text (dir, "PRAGMA journal_mode");
+  g_assert_cmpstr (mode, ==, "wal");
+
+  g_autofree char *sp = df_farm_store_dir (f, "win11");
+  g_autofree char *vp = df_farm_version_path (f, "win11", 3);
+  g_autofree char *cp = df_farm_cache_dir (f, "pc1");
+  g_autofree char *want_sp = g_build_filename (dir, "store", "win11", NULL);
+  g_autofree char *want_vp = g_build_filename (dir, "store", "win11",
+                                               "win11.3.qcow2", NULL);
+  g_autofree char *want_cp = g_build_filename (dir, "cache", "pc1", NULL);
+  g_assert_cmpstr (sp, ==, want_sp);
+  g_assert_cmpstr (vp, ==, want_vp);
+  g_assert_cmpstr (cp, ==, want_cp);
+  add_vdisk (f, "win11");
+  df_farm_close (f);
+
+  /* Reopen without create: data is there; create again is harmless. */
+  f = open_ok (dir, false);
+  g_autoptr (DfVdisk) v = df_farm_vdisk_get (f, "win11", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (v->name, ==, "win11");
+  df_farm_close (f);
+  f = open_ok (dir, true);
+  g_autoptr (GPtrArray) all = df_farm_vdisk_list (f, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (all->len, ==, 1);
+  df_farm_close (f);
+  rm_rf (tmp);
+}
+
+static void
+test_migrations_idempotent (void)
+{
+  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *dir = farm_subdir (tmp);
+  df_farm_close (open_ok (dir, true));
+  g_autofree char *first = dump_db (dir);
+  for (int i = 0; i < 3; i++)
+    df_farm_close (open_ok (dir, i == 0));
+  g_autofree char *again = dump_db (dir);
+  g_assert_cmpstr (first, ==, again);
+  g_autofree char *uv = raw_text (dir, "PRAGMA user_version");
+  g_autofree char *want = g_strdup_printf ("%u", df_farm_n_migrations);
+  g_assert_cmpstr (uv, ==, want);
+  g_autofree char *app = raw_text (dir, "PRAGMA application_id");
+  g_assert_cmpint (atoi (app), ==, DF_FARM_APPLICATION_ID);
+
+  /* A failing step leaves the DB at the previous version, with nothing of
+   * the step applied; a good step then applies once. */
+  DfMigration list[8];
+  g_assert_cmpuint (df_farm_n_migrations + 1, <=, G_N_ELEMENTS (list));
+  memcpy (list, df_farm_migrations, df_farm_n_migrations * sizeof list[0]);
+  guint n = df_farm_n_migrations;
+  list[n] = (DfMigration) { (int) n + 1, "broken",
+    "CREATE TABLE half (x INTEGER); INSERT INTO nosuchtable VALUES (1);" };
+  sqlite3 *db = raw_open (dir);
+  int version = -1;
+  g_autoptr (GError) err = NULL;
+  g_assert_false (df_farm_migrate (db, list, n + 1, &version, &err));
+  g_assert_nonnull (err);
+  g_assert_nonnull (strstr (err->message, "broken"));
+  g_clear_error (&err);
+  g_autofree char *after_bad = dump_db (dir);
+  g_assert_cmpstr (after_bad, ==, first);
+
+  list[n].sql = "CREATE TABLE extra (x INTEGER);";
+  g_assert_true (df_farm_migrate (db, list, n + 1, &version, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (version, ==, (int) n + 1);
+  g_assert_true (df_farm_migrate (db, list, n + 1, &version, &err));
+  g_assert_cmpint (version, ==, (int) n + 1);
+  sqlite3_close (db);
+  g_autofree char *uv2 = raw_text (dir, "PRAGMA user_version");
+  g_assert_cmpint (atoi (uv2), ==, (int) n + 1);
+
+  /* This code now sees a DB newer than itself. */
+  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  g_assert_null (f);
+  g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
+  g_assert_nonnull (strstr (err->message, "newer"));
+  rm_rf (tmp);
+}
+
+static void
+test_newer_refused (void)
+{
+  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *dir = farm_subdir (tmp);
+  df_farm_close (open_ok (dir, true));
+  raw_exec (dir, "PRAGMA user_version = 999");
+  g_autofree char *before = dump_db (dir);
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  g_assert_null (f);
+  g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
+  g_test_message ("%s", err->message);
+  g_assert_nonnull (strstr (err->message, "999"));
+  g_assert_nonnull (strstr (err->message, "upgrade diskfarm"));
+  g_clear_error (&err);
+  f = df_farm_open (dir, true, "t", &err);
+  g_assert_null (f);
+  g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
+  g_autofree char *after = dump_db (dir);
+  g_assert_cmpstr (before, ==, after);
+  rm_rf (tmp);
+}
+
+static void
+test_not_a_farm (void)
+{
+  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *dir = farm_subdir (tmp);
+  g_autofree char *db = g_build_filename (dir, "farm.db", NULL);
+  g_autoptr (GError) err = NULL;
+  g_assert_cmpint (g_mkdir (dir, 0750), ==, 0);
+
+  /* Another program's SQLite DB. */
+  sqlite3 *raw = NULL;
+  g_assert_cmpint (sqlite3_open (db, &raw), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (raw, "CREATE TABLE t (x)", NULL, NULL, NULL),
+                   ==, SQLITE_OK);
+  sqlite3_close (raw);
+  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  g_assert_null (f);
+  g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
+  g_assert_nonnull (strstr (err->message, "not a diskfarm"));
+  g_clear_error (&err);
+
+  /* Not SQLite at all. */
+  g_assert_true (g_file_set_contents (db, "this is not a database, really "
+                                      "not, it is only text of some length",
+                                      -1, NULL));
+  f = df_farm_open (dir, false, "t", &err);
+  g_assert_null (f);
+  g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
+  rm_rf (tmp);
+}
+
+/* ---- accessors -------------------------------------------------------- */
+
+static void
+test_vdisks_versions (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  g_assert_true (df_farm_vdisk_add (f, "win11", 10ULL << 30, "win11.0.qcow2",
+                                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                                    "AAAAAAAAAAAAAAAAAAAAAAAA", 12345, &err));
+  g_assert_no_error (err);
+  add_vdisk (f, "alpine");
+
+  g_autoptr (DfVdisk) v = df_farm_vdisk_get (f, "win11", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (v->name, ==, "win11");
+  g_assert_cmpuint (v->virtual_size, ==, 10ULL << 30);
+  g_assert_null (v->description);
+  g_assert_true (is_iso_utc (v->created));
+
+  g_autoptr (GPtrArray) list = df_farm_vdisk_list (f, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (list->len, ==, 2);
+  g_assert_cmpstr (((DfVdisk *) list->pdata[0])->name, ==, "alpine");
+  g_assert_cmpstr (((DfVdisk *) list->pdata[1])->name, ==, "win11");
+
+  g_autoptr (DfVersion) base = df_farm_version_get (f, "win11", 0, &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (base->vdisk, ==, "win11");
+  g_assert_cmpint (base->number, ==, 0);
+  g_assert_cmpint (base->parent, ==, -1);
+  g_assert_cmpstr (base->file, ==, "win11.0.qcow2");
+  g_assert_cmpuint (strlen (base->sha256), ==, 64);
+  g_assert_cmpstr (base->sha256, ==, SHA_A);   /* stored lower-case */
+  g_assert_cmpuint (base->virtual_size, ==, 10ULL << 30);
+  g_assert_cmpuint (base->file_size, ==, 12345);
+  g_assert_cmpint (base->state, ==, DF_VSTATE_PRODUCTION);
+  g_assert_null (base->pending_state);
+  g_assert_null (base->pending_at);
+  g_assert_true (is_iso_utc (base->created));
+
+  add_version (f, "win11", 1, DF_VSTATE_TEST);
+  add_version (f, "win11", 2, DF_VSTATE_MAINTENANCE);
+  g_autoptr (DfVersion) m = df_farm_version_get (f, "win11", 2, &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (m->parent, ==, 1);
+  g_assert_null (m->sha256);
+  g_assert_cmpint (m->state, ==, DF_VSTATE_MAINTENANCE);
+
+  g_autoptr (GPtrArray) vl = df_farm_version_list (f, "win11", &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (vl->len, ==, 3);
+  for (guint i = 0; i < vl->len; i++)
+    g_assert_cmpint (((DfVersion *) vl->pdata[i])->number, ==, (int) i);
+
+  g_assert_true (df_farm_version_set_state (f, "win11", 1,
+                                            DF_VSTATE_PRODUCTION, &err));
+  g_assert_no_error (err);
+  g_autoptr (DfVersion) one = df_farm_version_get (f, "win11", 1, &err);
+  g_assert_cmpint (one->state, ==, DF_VSTATE_PRODUCTION);
+  /* Demote back to test is allowed. */
+  g_assert_true (df_farm_version_set_state (f, "win11", 1, DF_VSTATE_TEST,
+                                            &err));
+
+  /* State names round-trip. */
+  for (int s = DF_VSTATE_MAINTENANCE; s <= DF_VSTATE_PENDING; s++)
+    {
+      DfVersionState out;
+      g_assert_true (df_version_state_parse (df_version_state_name (s), &out,
+                                             &err));
+      g_assert_cmpint (out, ==, s);
+    }
+  DfVersionState out;
+  g_assert_false (df_version_state_parse ("Production", &out, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+
+  /* Remove: the store files are the console's business; rows go. */
+  g_assert_true (df_farm_vdisk_remove (f, "alpine", &err));
+  g_assert_no_error (err);
+  g_assert_null (df_farm_vdisk_get (f, "alpine", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_assert_cmpint (count_rows (fx->dir, "versions"), ==, 3);
+}
+
+static void
+test_collections_devices (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  add_vdisk (f, "win11");
+  add_vdisk (f, "alpine");
+  g_assert_true (df_farm_collection_add (f, "lab", "the lab", "alpine",
+                                         &err));
+  g_assert_no_error (err);
+  g_assert_true (df_farm_collection_add (f, "office", NULL, NULL, &err));
+  g_assert_no_error (err);
+
+  g_autoptr (DfCollection) c = df_farm_collection_get (f, "lab", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (c->name, ==, "lab");
+  g_assert_cmpstr (c->description, ==, "the lab");
+  g_assert_cmpstr (c->vdisk, ==, "alpine");
+  g_assert_true (is_iso_utc (c->created));
+  g_autoptr (GPtrArray) cl = df_farm_collection_list (f, &err);
+  g_assert_cmpuint (cl->len, ==, 2);
+  g_assert_null (((DfCollection *) cl->pdata[1])->vdisk);
+
+  /* Full device, MAC given in another spelling, stored canonical. */
+  DfDevice d = { .name = "pc1", .mac = "52-54-00-AB-CD-01", .vdisk = "win11",
+                 .collection = "office", .type = "test",
+                 .cache_mode = "ram:0512", .quota = 1 << 30 };
+  g_assert_true (df_farm_device_add (f, &d, &err));
+  g_assert_no_error (err);
+  /* Defaults: production, server cache, vdisk from the collection. */
+  add_device (f, "pc2", "5254.00ab.cd02", NULL, "lab", NULL);
+  add_device (f, "pc3", "525400abcd03", "win11", NULL, "maintenance");
+
+  const char *keys[] = { "pc1", "52:54:00:ab:cd:01", "52-54-00-AB-CD-01",
+                         "5254.00ab.cd01", "525400ABCD01" };
+  for (gsize i = 0; i < G_N_ELEMENTS (keys); i++)
+    {
+      g_autoptr (DfDevice) got = df_farm_device_get (f, keys[i], &err);
+      g_assert_no_error (err);
+      g_assert_cmpstr (got->name, ==, "pc1");
+      g_assert_cmpstr (got->mac, ==, "52:54:00:ab:cd:01");
+      g_assert_cmpstr (got->vdisk, ==, "win11");
+      g_assert_cmpstr (got->collection, ==, "office");
+      g_assert_cmpstr (got->type, ==, "test");
+      g_assert_cmpstr (got->cache_mode, ==, "ram:512");
+      g_assert_cmpuint (got->quota, ==, 1 << 30);
+      g_assert_cmpint (got->generation, ==, 1);
+      g_assert_true (is_iso_utc (got->created));
+    }
+  g_autoptr (DfDevice) pc2 = df_farm_device_get (f, "pc2", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (pc2->mac, ==, "52:54:00:ab:cd:02");
+  g_assert_cmpstr (pc2->vdisk, ==, "alpine");
+  g_assert_cmpstr (pc2->type, ==, "production");
+  g_assert_cmpstr (pc2->cache_mode, ==, "server");
+  g_assert_cmpuint (pc2->quota, ==, 0);
+  g_assert_null (df_farm_device_get (f, "52:54:00:00:00:99", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_assert_nonnull (strstr (err->message, "52:54:00:00:00:99"));
+  g_clear_error (&err);
+  g_assert_null (df_farm_device_get (f, "../etc", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+
+  g_autoptr (GPtrArray) all = df_farm_device_list (f, NULL, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (all->len, ==, 3);
+  g_autoptr (GPtrArray) lab = df_farm_device_list (f, "lab", &err);
+  g_assert_cmpuint (lab->len, ==, 1);
+  g_assert_cmpstr (((DfDevice *) lab->pdata[0])->name, ==, "pc2");
+  g_assert_null (df_farm_device_list (f, "nolab", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+
+  /* Update: move pc2 out of lab to win11 with a new MAC and cache. */
+  pc2->vdisk = (g_free (pc2->vdisk), g_strdup ("win11"));
+  pc2->collection = (g_free (pc2->collection), NULL);
+  pc2->mac = (g_free (pc2->mac), g_strdup ("52:54:00:ab:cd:22"));
+  pc2->cache_mode = (g_free (pc2->cache_mode), g_strdup ("server-persistent"));
+  pc2->quota = 4096;
+  g_assert_true (df_farm_device_update (f, pc2, &err));
+  g_assert_no_error (err);
+  g_autoptr (DfDevice) pc2b = df_farm_device_get (f, "52:54:00:ab:cd:22",
+                                                  &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (pc2b->name, ==, "pc2");
+  g_assert_cmpstr (pc2b->vdisk, ==, "win11");
+  g_assert_null (pc2b->collection);
+  g_assert_cmpstr (pc2b->cache_mode, ==, "server-persistent");
+  g_assert_cmpuint (pc2b->quota, ==, 4096);
+  g_assert_null (df_farm_device_get (f, "52:54:00:ab:cd:02", &err));
+  g_clear_error (&err);
+
+  gint64 gen = 0;
+  g_assert_true (df_farm_device_new_generation (f, "pc1", &gen, &err));
+  g_assert_cmpint (gen, ==, 2);
+  g_assert_true (df_farm_device_new_generation (f, "pc1", &gen, &err));
+  g_assert_cmpint (gen, ==, 3);
+  g_autoptr (DfDevice) pc1 = df_farm_device_get (f, "pc1", &err);
+  g_assert_cmpint (pc1->generation, ==, 3);
+
+  /* vdisk in use: BUSY naming the devices; free after removing them. */
+  g_assert_false (df_farm_vdisk_remove (f, "win11", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
+  g_test_message ("%s", err->message);
+  g_assert_nonnull (strstr (err->message, "pc1, pc2, pc3"));
+  g_clear_error (&err);
+  g_assert_false (df_farm_vdisk_remove (f, "alpine", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
+  g_assert_nonnull (strstr (err->message, "lab"));
+  g_clear_error (&err);
+  for (int i = 1; i <= 3; i++)
+    {
+      g_autofree char *n = g_strdup_printf ("pc%d", i);
+      g_assert_true (df_farm_device_remove (f, n, &err));
+      g_assert_no_error (err);
+    }
+  g_assert_true (df_farm_vdisk_remove (f, "win11", &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (count_rows (fx->dir, "devices"), ==, 0);
+}
+
+/* ---- bad inputs ------------------------------------------------------- */
+
+typedef enum {
+  OP_DEVICE_ADD, OP_DEVICE_UPDATE, OP_DEVICE_REMOVE, OP_DEVICE_RESET,
+  OP_VDISK_ADD, OP_VDISK_REMOVE, OP_VERSION_ADD, OP_VERSION_STATE,
+  OP_COLLECTION_ADD, OP_AUDIT,
+} Op;
+
+typedef struct {
+  Op op;
+  const char *name, *mac, *vdisk, *collection, *type, *cache;
+  uint64_t num;        /* quota, size, or version number */
+  int parent;
+  const char *sha;
+  int state;
+  int code;
+  const char *in_message;   /* must appear in the error message */
+} BadRow;
+
+#define Q64 ((uint64_t) G_MAXINT64 + 1)
+#define LONG64 "a123456789012345678901234567890123456789012345678901234567890123"
+
+static const BadRow bad_rows[] = {
+  /* device add: names */
+  { OP_DEVICE_ADD, "", "52:54:00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, NULL, "52:54:00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "-pc", "52:54:00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, ".pc", "52:54:00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "a/b", "52:54:00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "a b", "52:54:00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, LONG64, "52:54:00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "525400000101", "52:54:00:00:01:01", "base",
+    .code = DF_ERROR_INVALID, .in_message = "MAC" },
+  /* device add: MACs */
+  { OP_DEVICE_ADD, "pcx", NULL, "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:zz", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01:02", "base",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54-00:00:01:01", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "5254.0000.0101x", "base", .code = DF_ERROR_INVALID },
+  /* device add: duplicates */
+  { OP_DEVICE_ADD, "pc1", "52:54:00:00:01:09", "base", .code = DF_ERROR_EXISTS,
+    .in_message = "pc1" },
+  { OP_DEVICE_ADD, "pcx", "52-54-00-00-00-01", "base", .code = DF_ERROR_EXISTS,
+    .in_message = "device 'pc1'" },
+  { OP_DEVICE_ADD, "pcx", "525400000001", "base", .code = DF_ERROR_EXISTS,
+    .in_message = "device 'pc1'" },
+  /* device add: references */
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "nosuch",
+    .code = DF_ERROR_NOT_FOUND, .in_message = "vdisk named 'nosuch'" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", "nolab",
+    .code = DF_ERROR_NOT_FOUND, .in_message = "collection named 'nolab'" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", NULL, NULL,
+    .code = DF_ERROR_INVALID, .in_message = "needs a vdisk" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", NULL, "empty",
+    .code = DF_ERROR_INVALID, .in_message = "needs a vdisk" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "bad/vdisk",
+    .code = DF_ERROR_INVALID },
+  /* device add: type, cache mode, quota */
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .type = "prod",
+    .code = DF_ERROR_INVALID, .in_message = "prod" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .type = "",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .type = "Production",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "disk",
+    .code = DF_ERROR_INVALID, .in_message = "disk" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:0",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:-5",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:+5",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:12x",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram: 12",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base",
+    .cache = "ram:99999999999999999999999", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:4294967296",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "server ",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .num = Q64,
+    .code = DF_ERROR_INVALID },
+  /* device update / remove / reset */
+  { OP_DEVICE_UPDATE, "nosuch", "52:54:00:00:01:01", "base",
+    .code = DF_ERROR_NOT_FOUND, .in_message = "nosuch" },
+  { OP_DEVICE_UPDATE, "pc1", "52:54:00:00:00:02", "base",
+    .code = DF_ERROR_EXISTS, .in_message = "device 'pc2'" },
+  { OP_DEVICE_UPDATE, "pc1", "52:54:00:00:00:01", "nosuch",
+    .code = DF_ERROR_NOT_FOUND, .in_message = "nosuch" },
+  { OP_DEVICE_UPDATE, "pc1", "52:54:00:00:00:01", "base", "nolab",
+    .code = DF_ERROR_NOT_FOUND, .in_message = "nolab" },
+  { OP_DEVICE_UPDATE, "pc1", "52:54:00:00:00:01", "base", .type = "x",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_UPDATE, "pc1", "52:54:00:00:00:01", "base", .cache = "ram:0",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_UPDATE, "pc1", "bad", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_REMOVE, "nosuch", .code = DF_ERROR_NOT_FOUND },
+  { OP_DEVICE_REMOVE, "a/b", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_RESET, "nosuch", .code = DF_ERROR_NOT_FOUND },
+  /* vdisk add / remove */
+  { OP_VDISK_ADD, "base", .num = 1 << 20, .sha = SHA_A, .code = DF_ERROR_EXISTS,
+    .in_message = "base" },
+  { OP_VDISK_ADD, "", .num = 1 << 20, .sha = SHA_A, .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "..", .num = 1 << 20, .sha = SHA_A, .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v/x", .num = 1 << 20, .sha = SHA_A, .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", .num = 0, .sha = SHA_A, .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", .num = Q64, .sha = SHA_A, .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", .num = 1 << 20, .sha = NULL, .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", .num = 1 << 20, .sha = "abc", .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", .num = 1 << 20, .sha = SHA_A "0",
+    .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", .num = 1 << 20,
+    .sha = "g123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", "../x.qcow2", .num = 1 << 20, .sha = SHA_A,
+    .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", "..", .num = 1 << 20, .sha = SHA_A,
+    .code = DF_ERROR_INVALID },
+  { OP_VDISK_ADD, "v2", "", .num = 1 << 20, .sha = SHA_A,
+    .code = DF_ERROR_INVALID },
+  { OP_VDISK_REMOVE, "base", .code = DF_ERROR_BUSY, .in_message = "pc1, pc2" },
+  { OP_VDISK_REMOVE, "nosuch", .code = DF_ERROR_NOT_FOUND },
+  { OP_VDISK_REMOVE, "", .code = DF_ERROR_INVALID },
+  /* version add / set state (base has 0 production, 1 maintenance) */
+  { OP_VERSION_ADD, .vdisk = "nosuch", .num = 2, .parent = 1, .sha = SHA_B,
+    .state = DF_VSTATE_TEST, .code = DF_ERROR_NOT_FOUND,
+    .in_message = "nosuch" },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 1, .parent = 0, .sha = SHA_B,
+    .state = DF_VSTATE_TEST, .code = DF_ERROR_EXISTS },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 5, .parent = 4, .sha = SHA_B,
+    .state = DF_VSTATE_TEST, .code = DF_ERROR_NOT_FOUND,
+    .in_message = "no version 4" },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 5, .parent = 5, .sha = SHA_B,
+    .state = DF_VSTATE_TEST, .code = DF_ERROR_INVALID },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 5, .parent = -2, .sha = SHA_B,
+    .state = DF_VSTATE_TEST, .code = DF_ERROR_INVALID },
+  { OP_VERSION_ADD, .vdisk = "base", .num = (uint64_t) -1, .parent = -1,
+    .sha = SHA_B, .state = DF_VSTATE_TEST, .code = DF_ERROR_INVALID },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 2, .parent = 1, .sha = SHA_B,
+    .state = DF_VSTATE_PENDING, .code = DF_ERROR_INVALID },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 2, .parent = 1, .sha = SHA_B,
+    .state = 17, .code = DF_ERROR_INVALID },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 2, .parent = 1, .sha = NULL,
+    .state = DF_VSTATE_TEST, .code = DF_ERROR_INVALID },
+  { OP_VERSION_ADD, .vdisk = "base", .num = 2, .parent = 1, .sha = NULL,
+    .state = DF_VSTATE_MAINTENANCE, .code = DF_ERROR_BUSY,
+    .in_message = "maintenance version 1" },
+  { OP_VERSION_ADD, "a/b", .vdisk = "base", .num = 2, .parent = 1,
+    .sha = SHA_B, .state = DF_VSTATE_TEST, .code = DF_ERROR_INVALID },
+  { OP_VERSION_STATE, .vdisk = "base", .num = 0,
+    .state = DF_VSTATE_MAINTENANCE, .code = DF_ERROR_INVALID,
+    .in_message = "published" },
+  { OP_VERSION_STATE, .vdisk = "base", .num = 1, .state = DF_VSTATE_TEST,
+    .code = DF_ERROR_INVALID, .in_message = "sha256" },
+  { OP_VERSION_STATE, .vdisk = "base", .num = 9, .state = DF_VSTATE_TEST,
+    .code = DF_ERROR_NOT_FOUND },
+  { OP_VERSION_STATE, .vdisk = "base", .num = 0, .state = DF_VSTATE_PENDING,
+    .code = DF_ERROR_INVALID },
+  { OP_VERSION_STATE, .vdisk = "nosuch", .num = 0, .state = DF_VSTATE_TEST,
+    .code = DF_ERROR_NOT_FOUND },
+  /* collection add */
+  { OP_COLLECTION_ADD, "lab", .code = DF_ERROR_EXISTS, .in_message = "lab" },
+  { OP_COLLECTION_ADD, "bad name", .code = DF_ERROR_INVALID },
+  { OP_COLLECTION_ADD, "lab2", .vdisk = "nosuch", .code = DF_ERROR_NOT_FOUND,
+    .in_message = "nosuch" },
+  { OP_COLLECTION_ADD, "lab2", .vdisk = "a/b", .code = DF_ERROR_INVALID },
+  /* audit */
+  { OP_AUDIT, NULL, .code = DF_ERROR_INVALID },
+};
+
+static bool
+run_bad (DfFarm *f, const BadRow *r, GError **err)
+{
+  DfDevice d = { .name = (char *) r->name, .mac = (char *) r->mac,
+                 .vdisk = (char *) r->vdisk,
+                 .collection = (char *) r->collection,
+                 .type = (char *) r->type, .cache_mode = (char *) r->cache,
+                 .quota = r->num };
+  switch (r->op)
+    {
+    case OP_DEVICE_ADD:
+      return df_farm_device_add (f, &d, err);
+    case OP_DEVICE_UPDATE:
+      return df_farm_device_update (f, &d, err);
+    case OP_DEVICE_REMOVE:
+      return df_farm_device_remove (f, r->name, err);
+    case OP_DEVICE_RESET:
+      return df_farm_device_new_generation (f, r->name, NULL, err);
+    case OP_VDISK_ADD:
+      return df_farm_vdisk_add (f, r->name, r->num,
+                                r->mac ? r->mac : "v2.0.qcow2", r->sha, 10,
+                                err);
+    case OP_VDISK_REMOVE:
+      return df_farm_vdisk_remove (f, r->name, err);
+    case OP_VERSION_ADD:
+      return df_farm_version_add (f, r->vdisk, (int) r->num, r->parent,
+                                  r->name ? r->name : "f.qcow2", r->sha,
+                                  1 << 20, 10, r->state, err);
+    case OP_VERSION_STATE:
+      return df_farm_version_set_state (f, r->vdisk, (int) r->num, r->state,
+                                        err);
+    case OP_COLLECTION_ADD:
+      return df_farm_collection_add (f, r->name, NULL, r->vdisk, err);
+    case OP_AUDIT:
+      return df_farm_audit (f, r->name, "x", NULL, err);
+    }
+  g_assert_not_reached ();
+}
+
+static void
+setup_bad_farm (DfFarm *f)
+{
+  g_autoptr (GError) err = NULL;
+  add_vdisk (f, "base");
+  add_version (f, "base", 1, DF_VSTATE_MAINTENANCE);
+  g_assert_true (df_farm_collection_add (f, "lab", NULL, "base", &err));
+  g_assert_true (df_farm_collection_add (f, "empty", NULL, NULL, &err));
+  add_device (f, "pc1", "52:54:00:00:00:01", "base", "lab", NULL);
+  add_device (f, "pc2", "52:54:00:00:00:02", "base", NULL, "test");
+}
+
+static void
+test_bad_inputs (Fixture *fx, gconstpointer data)
+{
+  setup_bad_farm (fx->farm);
+  g_autofree char *before = dump_db (fx->dir);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_rows); i++)
+    {
+      const BadRow *r = &bad_rows[i];
+      g_autoptr (GError) err = NULL;
+      bool ok = run_bad (fx->farm, r, &err);
+      g_test_message ("row %zu: op %d name '%s' mac '%s' -> %s", i, r->op,
+                      r->name ? r->name : "(null)",
+                      r->mac ? r->mac : "(null)",
+                      err ? err->message : "success");
+      g_assert_false (ok);
+      g_assert_error (err, DF_ERROR, r->code);
+      if (r->in_message)
+        g_assert_nonnull (strstr (err->message, r->in_message));
+      g_autofree char *after = dump_db (fx->dir);
+      g_assert_cmpstr (before, ==, after);
+    }
+}
+
+/* The same failures inside an open df_farm_begin transaction roll back only
+ * their own savepoint: earlier work in the transaction survives. */
+static void
+test_bad_inputs_nested (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  setup_bad_farm (fx->farm);
+  g_assert_true (df_farm_begin (fx->farm, &err));
+  add_vdisk (fx->farm, "inside");
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_rows); i++)
+    {
+      g_autoptr (GError) e = NULL;
+      g_assert_false (run_bad (fx->farm, &bad_rows[i], &e));
+      g_assert_error (e, DF_ERROR, bad_rows[i].code);
+    }
+  g_assert_true (df_farm_commit (fx->farm, &err));
+  g_assert_no_error (err);
+  g_autoptr (DfVdisk) v = df_farm_vdisk_get (fx->farm, "inside", &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (count_rows (fx->dir, "vdisks"), ==, 2);
+  g_assert_cmpint (count_rows (fx->dir, "devices"), ==, 2);
+}
+
+/* A failure after the row was written (injected in the audit insert by a
+ * trigger) undoes the row too: every mutator is all or nothing, alone and
+ * inside an open transaction. */
+static void
+test_failure_after_write (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  setup_bad_farm (f);
+  add_vdisk (f, "unused");
+  add_version (f, "base", 2, DF_VSTATE_TEST);
+  raw_exec (fx->dir, "CREATE TRIGGER audit_fail BEFORE INSERT ON audit "
+                     "BEGIN SELECT RAISE (ABORT, 'injected'); END");
+  g_autofree char *before = dump_db (fx->dir);
+  DfDevice nd = { .name = "pc9", .mac = "52:54:00:00:00:09", .vdisk = "base" };
+  DfDevice up = { .name = "pc1", .mac = "52:54:00:00:00:19", .vdisk = "unused",
+                  .type = "test" };
+  for (int nested = 0; nested < 2; nested++)
+    for (int step = 0; step < 9; step++)
+      {
+        g_autoptr (GError) err = NULL;
+        if (nested)
+          g_assert_true (df_farm_begin (f, &err));
+        bool ok = true;
+        switch (step)
+          {
+          case 0: ok = df_farm_vdisk_add (f, "v9", 1 << 20, "v9.0.qcow2",
+                                          SHA_A, 1, &err); break;
+          case 1: ok = df_farm_version_add (f, "base", 3, 2, "b.3.qcow2",
+                                            SHA_B, 1 << 20, 1, DF_VSTATE_TEST,
+                                            &err); break;
+          case 2: ok = df_farm_version_set_state (f, "base", 2,
+                                                  DF_VSTATE_PRODUCTION, &err);
+                  break;
+          case 3: ok = df_farm_collection_add (f, "c9", NULL, "base", &err);
+                  break;
+          case 4: ok = df_farm_device_add (f, &nd, &err); break;
+          case 5: ok = df_farm_device_update (f, &up, &err); break;
+          case 6: ok = df_farm_device_remove (f, "pc2", &err); break;
+          case 7: ok = df_farm_device_new_generation (f, "pc1", NULL, &err);
+                  break;
+          case 8: ok = df_farm_vdisk_remove (f, "unused", &err); break;
+          }
+        g_test_message ("step %d nested %d: %s", step, nested,
+                        err ? err->message : "ok");
+        g_assert_false (ok);
+        g_assert_nonnull (err);
+        g_assert_nonnull (strstr (err->message, "injected"));
+        if (nested)
+          g_assert_true (df_farm_commit (f, NULL));
+        g_autofree char *after = dump_db (fx->dir);
+        g_assert_cmpstr (before, ==, after);
+      }
+}
+
+/* ---- audit ------------------------------------------------------------ */
+
+static void
+assert_json_object (const char *s)
+{
+  if (!s)
+    return;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autoptr (GError) err = NULL;
+  g_assert_true (json_parser_load_from_data (p, s, -1, &err));
+  g_assert_no_error (err);
+  g_assert_true (JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)));
+}
+
+static void
+test_audit_rows (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  add_vdisk (f, "win11");
+  add_version (f, "win11", 1, DF_VSTATE_TEST);
+  g_assert_true (df_farm_version_set_state (f, "win11", 1,
+                                            DF_VSTATE_PRODUCTION, &err));
+  g_assert_true (df_farm_collection_add (f, "lab", "a \"quoted\"\n\tlab",
+                                         NULL, &err));
+  add_device (f, "pc1", "52:54:00:00:00:01", "win11", "lab", NULL);
+  g_autoptr (DfDevice) d = df_farm_device_get (f, "pc1", &err);
+  d->type = (g_free (d->type), g_strdup ("test"));
+  g_assert_true (df_farm_device_update (f, d, &err));
+  g_assert_true (df_farm_device_new_generation (f, "pc1", NULL, &err));
+  g_assert_true (df_farm_device_remove (f, "pc1", &err));
+  g_assert_true (df_farm_audit (f, "vdisk.export", "win11", "to /tmp/x",
+                                &err));
+  g_assert_true (df_farm_vdisk_remove (f, "win11", &err));
+  g_assert_no_error (err);
+  /* A failed call writes no audit row. */
+  g_assert_false (df_farm_device_remove (f, "pc1", &err));
+  g_clear_error (&err);
+
+  static const struct { const char *action, *object, *in_detail; } want[] = {
+    { "vdisk.add", "win11", "\"sha256\":\"" SHA_A "\"" },
+    { "version.add", "win11@1", "\"state\":\"test\"" },
+    { "version.state", "win11@1", "\"to\":\"production\"" },
+    { "collection.add", "lab", "quoted" },
+    { "device.add", "pc1", "\"mac\":\"52:54:00:00:00:01\"" },
+    { "device.set", "pc1", "\"type\":{\"from\":\"production\",\"to\":\"test\"}" },
+    { "device.reset", "pc1", "\"generation\":2" },
+    { "device.remove", "pc1", NULL },
+    { "vdisk.export", "win11", "to /tmp/x" },
+    { "vdisk.remove", "win11", NULL },
+  };
+  g_autoptr (GPtrArray) all = df_farm_audit_list (f, 0, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (all->len, ==, G_N_ELEMENTS (want));
+  for (guint i = 0; i < all->len; i++)
+    {
+      /* Newest first. */
+      DfAudit *a = all->pdata[all->len - 1 - i];
+      g_test_message ("%s %s %s %s %s", a->at, a->who, a->action, a->object,
+                      a->detail ? a->detail : "");
+      g_assert_cmpstr (a->action, ==, want[i].action);
+      g_assert_cmpstr (a->object, ==, want[i].object);
+      g_assert_cmpstr (a->who, ==, "test:unit");
+      g_assert_true (is_iso_utc (a->at));
+      if (want[i].in_detail)
+        g_assert_nonnull (strstr (a->detail, want[i].in_detail));
+      if (a->detail && a->detail[0] == '{')
+        assert_json_object (a->detail);
+    }
+  g_autoptr (GPtrArray) two = df_farm_audit_list (f, 2, &err);
+  g_assert_cmpuint (two->len, ==, 2);
+  g_assert_cmpstr (((DfAudit *) two->pdata[0])->action, ==, "vdisk.remove");
+}
+
+/* ---- transactions ----------------------------------------------------- */
+
+static void
+test_transactions (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  add_vdisk (f, "base");
+  g_autofree char *start = dump_db (fx->dir);
+
+  /* Rollback undoes every mutator of the transaction. */
+  g_assert_true (df_farm_begin (f, &err));
+  add_vdisk (f, "v1");
+  add_device (f, "pc1", "52:54:00:00:00:01", "v1", NULL, NULL);
+  g_assert_true (df_farm_device_new_generation (f, "pc1", NULL, &err));
+  df_farm_rollback (f);
+  g_autofree char *after_rb = dump_db (fx->dir);
+  g_assert_cmpstr (start, ==, after_rb);
+
+  /* Nested: inner rollback drops only inner work; outer commit keeps. */
+  g_assert_true (df_farm_begin (f, &err));
+  add_vdisk (f, "outer");
+  g_assert_true (df_farm_begin (f, &err));
+  add_vdisk (f, "inner");
+  /* Uncommitted work is visible to this handle, not to others. */
+  g_autoptr (DfVdisk) seen = df_farm_vdisk_get (f, "inner", &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (count_rows (fx->dir, "vdisks"), ==, 1);
+  df_farm_rollback (f);
+  g_assert_true (df_farm_begin (f, &err));
+  add_vdisk (f, "inner2");
+  g_assert_true (df_farm_commit (f, &err));
+  g_assert_true (df_farm_commit (f, &err));
+  g_assert_no_error (err);
+  g_autoptr (GPtrArray) all = df_farm_vdisk_list (f, &err);
+  g_assert_cmpuint (all->len, ==, 3);
+  g_assert_cmpstr (((DfVdisk *) all->pdata[0])->name, ==, "base");
+  g_assert_cmpstr (((DfVdisk *) all->pdata[1])->name, ==, "inner2");
+  g_assert_cmpstr (((DfVdisk *) all->pdata[2])->name, ==, "outer");
+  g_assert_cmpint (count_rows (fx->dir, "audit"), ==, 3);
+
+  /* Committed data survives a reopen. */
+  df_farm_close (fx->farm);
+  fx->farm = open_ok (fx->dir, false);
+  g_autoptr (DfVdisk) o = df_farm_vdisk_get (fx->farm, "outer", &err);
+  g_assert_no_error (err);
+
+  /* Closing with an open transaction rolls it back. */
+  g_assert_true (df_farm_begin (fx->farm, &err));
+  add_vdisk (fx->farm, "lost");
+  df_farm_close (fx->farm);
+  fx->farm = open_ok (fx->dir, false);
+  g_assert_null (df_farm_vdisk_get (fx->farm, "lost", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+}
+
+/* ---- version selection by device type --------------------------------- */
+
+typedef struct {
+  const char *label;
+  /* states of versions 1..n after the production base 0; -1 ends */
+  int states[6];
+  bool base_to_test;       /* demote version 0 to test first */
+  int want_production, want_test, want_maintenance;   /* -1: NOT_FOUND */
+} ForTypeRow;
+
+#define P DF_VSTATE_PRODUCTION
+#define T DF_VSTATE_TEST
+#define M DF_VSTATE_MAINTENANCE
+
+static const ForTypeRow for_type_rows[] = {
+  { "base only", { -1 }, false, 0, 0, 0 },
+  { "test on top", { T, -1 }, false, 0, 1, 1 },
+  { "mixed", { P, T, P, T, M, -1 }, false, 3, 4, 5 },
+  { "maintenance only on top", { M, -1 }, false, 0, 0, 1 },
+  { "maintenance below test", { P, M, -1 }, false, 1, 1, 2 },
+  { "no production", { -1 }, true, -1, 0, 0 },
+  { "nothing usable but maintenance", { M, -1 }, true, -1, 0, 1 },
+};
+
+static void
+test_version_for_type (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  for (gsize i = 0; i < G_N_ELEMENTS (for_type_rows); i++)
+    {
+      const ForTypeRow *r = &for_type_rows[i];
+      g_autoptr (GError) err = NULL;
+      g_autofree char *vd = g_strdup_printf ("v%zu", i);
+      g_test_message ("for_type: %s", r->label);
+      add_vdisk (f, vd);
+      if (r->base_to_test)
+        g_assert_true (df_farm_version_set_state (f, vd, 0, T, &err));
+      for (int n = 1; r->states[n - 1] >= 0; n++)
+        add_version (f, vd, n, r->states[n - 1]);
+      const char *types[] = { "production", "test", "maintenance" };
+      int want[] = { r->want_production, r->want_test, r->want_maintenance };
+      for (int t = 0; t < 3; t++)
+        {
+          g_autoptr (DfVersion) v = df_farm_version_for_type (f, vd, types[t],
+                                                              &err);
+          if (want[t] < 0)
+            {
+              g_assert_null (v);
+              g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+              g_assert_nonnull (strstr (err->message, vd));
+              g_clear_error (&err);
+              continue;
+            }
+          g_assert_no_error (err);
+          g_assert_nonnull (v);
+          g_assert_cmpint (v->number, ==, want[t]);
+          g_assert_cmpstr (v->vdisk, ==, vd);
+        }
+    }
+  g_autoptr (GError) err = NULL;
+  g_assert_null (df_farm_version_for_type (f, "v0", "prod", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_null (df_farm_version_for_type (f, "nosuch", "test", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+}
+
+/* ---- two handles (WAL) ------------------------------------------------ */
+
+typedef struct {
+  const char *dir;
+  gint64 t_start, t_done;
+  GError *err;
+} Writer;
+
+/* Runs in its own thread with its own DfFarm: blocks on the other
+ * handle's write transaction (busy_timeout), then succeeds. */
+static gpointer
+writer_thread (gpointer data)
+{
+  Writer *w = data;
+  DfFarm *f = df_farm_open (w->dir, false, "test:writer", &w->err);
+  if (!f)
+    return NULL;
+  w->t_start = g_get_monotonic_time ();
+  df_farm_vdisk_add (f, "from-thread", 1 << 20, "t.0.qcow2", SHA_A, 1,
+                     &w->err);
+  w->t_done = g_get_monotonic_time ();
+  df_farm_close (f);
+  return NULL;
+}
+
+static void
+test_two_handles (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *a = fx->farm;
+  DfFarm *b = open_ok (fx->dir, false);
+  add_vdisk (a, "base");
+
+  /* A writes inside an open transaction; B reads the committed state
+   * without blocking, then sees A's work after the commit. */
+  g_assert_true (df_farm_begin (a, &err));
+  add_device (a, "pc1", "52:54:00:00:00:01", "base", NULL, NULL);
+  gint64 t0 = g_get_monotonic_time ();
+  g_assert_null (df_farm_device_get (b, "pc1", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_autoptr (GPtrArray) vl = df_farm_vdisk_list (b, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (vl->len, ==, 1);
+  g_assert_cmpint (g_get_monotonic_time () - t0, <, G_USEC_PER_SEC);
+  g_assert_true (df_farm_commit (a, &err));
+  g_autoptr (DfDevice) d = df_farm_device_get (b, "52:54:00:00:00:01", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (d->name, ==, "pc1");
+
+  /* B writes, A sees it. */
+  g_assert_true (df_farm_device_new_generation (b, "pc1", NULL, &err));
+  g_autoptr (DfDevice) d2 = df_farm_device_get (a, "pc1", &err);
+  g_assert_cmpint (d2->generation, ==, 2);
+
+  /* A third handle in another thread waits for A's write transaction
+   * (busy timeout) instead of failing, then commits. */
+  g_assert_true (df_farm_begin (a, &err));
+  add_vdisk (a, "held");
+  Writer w = { .dir = fx->dir };
+  GThread *th = g_thread_new ("writer", writer_thread, &w);
+  g_usleep (300 * 1000);
+  g_assert_true (df_farm_commit (a, &err));
+  gint64 t_commit = g_get_monotonic_time ();
+  g_thread_join (th);
+  g_assert_no_error (w.err);
+  g_assert_cmpint (w.t_done, >=, t_commit - 50 * 1000);
+  g_autoptr (DfVdisk) ft = df_farm_vdisk_get (b, "from-thread", &err);
+  g_assert_no_error (err);
+  g_autoptr (GPtrArray) audit = df_farm_audit_list (b, 1, &err);
+  g_assert_cmpstr (((DfAudit *) audit->pdata[0])->who, ==, "test:writer");
+  df_farm_close (b);
+}
+
+int
+main (int argc, char **argv)
+{
+  umask (022);
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/farm/open-create", test_open_create);
+  g_test_add_func ("/farm/migrations-idempotent", test_migrations_idempotent);
+  g_test_add_func ("/farm/newer-schema-refused", test_newer_refused);
+  g_test_add_func ("/farm/not-a-farm", test_not_a_farm);
+#define FX(path, fn) \
+  g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
+  FX ("/farm/vdisks-versions", test_vdisks_versions);
+  FX ("/farm/collections-devices", test_collections_devices);
+  FX ("/farm/bad-inputs", test_bad_inputs);
+  FX ("/farm/bad-inputs-nested", test_bad_inputs_nested);
+  FX ("/farm/failure-after-write", test_failure_after_write);
+  FX ("/farm/audit", test_audit_rows);
+  FX ("/farm/transactions", test_transactions);
+  FX ("/farm/version-for-type", test_version_for_type);
+  FX ("/farm/two-handles", test_two_handles);
+  return g_test_run ();
+}
