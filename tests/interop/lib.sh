@@ -31,6 +31,9 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 need() { for t in "$@"; do command -v "$t" >/dev/null || skip "$t not installed"; done; }
 pass() { echo "ok: $*"; }
 
+# Debian's python3 carries the nbd module nbdsh needs; prefer it.
+export PATH=/usr/bin:/bin:$PATH
+
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 
 # Start streamsvc on a unix socket ($SOCK) and a loopback admin port.

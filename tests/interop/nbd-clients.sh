@@ -25,7 +25,7 @@ fi
 pass "vdisk export is read-only"
 
 # qemu-io writes through the device cache, unaligned and FUA included
-qemu-io -f raw -c 'write -P 0x5a 1000 70000' -c 'write -P 0x11 -F 1M 64k' \
+qemu-io -f raw -c 'write -P 0x5a 1000 70000' -c 'write -f -P 0x11 1M 64k' \
   -c 'write -z 2M 1M' -c 'discard 3M 1M' -c flush "$(uri device/pc01)" >/dev/null
 qemu-io -f raw -c 'read -P 0x5a 1000 70000' -c 'read -P 0x11 1M 64k' \
   -c 'read -P 0 2M 1M' "$(uri device/52:54:00:00:00:01)" | grep -q 'read 70000/70000' ||
@@ -62,7 +62,7 @@ try:
 except nbd.Error as e:
     assert e.errnum in (errno.EINVAL, errno.ENOSPC), e
 ' || fail "nbdsh device checks"
-nbdsh -u "$(uri vdisk/golden)" -c '
+nbdsh --base-allocation -u "$(uri vdisk/golden)" -c '
 assert h.is_read_only()
 assert h.can_meta_context("base:allocation")
 ents = []
