@@ -121,7 +121,8 @@ overlay_hole (GArray *out, const GArray *lower, uint64_t lower_size,
 
   if (lower->len > 0 && a < end)
     {
-      if (*cur >= lower->len || lr[*cur].guest > a)
+      if (*cur >= lower->len || lr[*cur].guest > a
+          || lr[*cur].guest + lr[*cur].length <= a)
         *cur = runs_find (lr, lower->len, a);
       while (a < end && *cur < lower->len)
         {
@@ -135,7 +136,9 @@ overlay_hole (GArray *out, const GArray *lower, uint64_t lower_size,
     }
   if (a < b)
     {
-      DfRun u = { .guest = a, .length = b - a, .kind = DF_RUN_UNALLOC };
+      /* past the end of the lower layer: zeros, and nothing further down
+       * shows through (as qemu reads a short backing file) */
+      DfRun u = { .guest = a, .length = b - a, .kind = DF_RUN_ZERO };
       df_runs_append (out, &u);
     }
 }
@@ -199,7 +202,7 @@ builder_clear (Builder *b)
 static int
 open_layer_fd (const char *path, bool top, const char *child, GError **err)
 {
-  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);  /* no FIFO hang */
 
   if (fd >= 0)
     return fd;

@@ -315,10 +315,47 @@ load_header (int fd, Qcow2Header *h, char **backing, char **backing_fmt,
 /* ---- L1 / L2 walk ----------------------------------------------------- */
 
 typedef struct {
+  uint64_t start, end;
+} Range;
+
+typedef struct {
   const Qcow2Header *h;
   GArray *runs;
   uint16_t file;
+  GArray *meta;             /* Range, sorted: header, L1, refcount, L2s */
 } MapCtx;
+
+static gint
+range_cmp (gconstpointer a, gconstpointer b)
+{
+  const Range *x = a, *y = b;
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static void
+meta_add (MapCtx *c, uint64_t start, uint64_t len)
+{
+  Range r = { start, start + len };
+  g_array_append_val (c->meta, r);
+}
+
+/* Does [host, host + len) overlap a metadata range? */
+static bool
+hits_metadata (const MapCtx *c, uint64_t host, uint64_t len)
+{
+  const Range *m = (const Range *) c->meta->data;
+  guint lo = 0, hi = c->meta->len;
+
+  while (lo < hi)       /* first range starting at or after host + len */
+    {
+      guint mid = lo + (hi - lo) / 2;
+      if (m[mid].start < host + len)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+  return lo > 0 && m[lo - 1].end > host;
+}
 
 static void
 add_run (MapCtx *c, DfRunKind kind, uint64_t guest, uint64_t len,
@@ -350,6 +387,10 @@ map_compressed (MapCtx *c, uint64_t e, uint64_t guest, uint64_t len,
                     G_GINT64_MODIFIER "x)", guest, host);
   if (csize > h->file_size - host)
     csize = h->file_size - host;   /* last sector may run past EOF */
+  if (hits_metadata (c, host, csize))
+    return CORRUPT (h, "compressed L2 entry for guest offset %"
+                    G_GUINT64_FORMAT " points into metadata (0x%"
+                    G_GINT64_MODIFIER "x)", guest, host);
   add_run (c, DF_RUN_COMPRESSED, guest, len, host, (uint32_t) csize);
   return true;
 }
@@ -383,6 +424,10 @@ map_l2_entry (MapCtx *c, uint64_t e, uint64_t guest, uint64_t len,
         return CORRUPT (h, "L2 entry for guest offset %" G_GUINT64_FORMAT
                         " points past end of file (0x%" G_GINT64_MODIFIER
                         "x)", guest, host);
+      if (hits_metadata (c, host, h->cluster_size))
+        return CORRUPT (h, "L2 entry for guest offset %" G_GUINT64_FORMAT
+                        " points into metadata (0x%" G_GINT64_MODIFIER "x)",
+                        guest, host);
     }
   if (e & DF_QCOW2_OFLAG_ZERO)
     add_run (c, DF_RUN_ZERO, guest, len, 0, 0);
@@ -414,6 +459,25 @@ map_l2 (int fd, MapCtx *c, uint64_t l2_off, uint64_t guest0, uint8_t *buf,
   return true;
 }
 
+/* Check L1 entry idx and record its L2 table as metadata. */
+static bool
+check_l1_entry (MapCtx *c, uint32_t idx, uint64_t e, GError **err)
+{
+  const Qcow2Header *h = c->h;
+  uint64_t l2_off = e & DF_QCOW2_OFFSET_MASK;
+
+  if (e & DF_QCOW2_L1_RESERVED)
+    return CORRUPT (h, "L1 entry %u has reserved bits set (0x%016"
+                    G_GINT64_MODIFIER "x)", idx, e);
+  if (l2_off == 0)
+    return true;
+  g_autofree char *field = g_strdup_printf ("L1 entry %u (L2 table)", idx);
+  if (!check_region (h, field, l2_off, h->cluster_size, err))
+    return false;
+  meta_add (c, l2_off, h->cluster_size);
+  return true;
+}
+
 static bool
 map_l1_entry (int fd, MapCtx *c, uint32_t idx, uint64_t e, uint8_t *buf,
               GError **err)
@@ -423,18 +487,49 @@ map_l1_entry (int fd, MapCtx *c, uint32_t idx, uint64_t e, uint8_t *buf,
   uint64_t guest0 = (uint64_t) idx * cover;
   uint64_t l2_off = e & DF_QCOW2_OFFSET_MASK;
 
-  if (e & DF_QCOW2_L1_RESERVED)
-    return CORRUPT (h, "L1 entry %u has reserved bits set (0x%016"
-                    G_GINT64_MODIFIER "x)", idx, e);
   if (l2_off == 0)
     {
       add_run (c, DF_RUN_UNALLOC, guest0, MIN (cover, h->size - guest0), 0, 0);
       return true;
     }
-  g_autofree char *field = g_strdup_printf ("L1 entry %u (L2 table)", idx);
-  if (!check_region (h, field, l2_off, h->cluster_size, err))
-    return false;
   return map_l2 (fd, c, l2_off, guest0, buf, err);
+}
+
+/* Tables may not overlap; two L1 entries sharing one L2 table would also
+ * multiply the work and the map size of a small file. */
+static bool
+check_meta_overlap (const MapCtx *c, GError **err)
+{
+  const Range *m = (const Range *) c->meta->data;
+
+  for (guint i = 1; i < c->meta->len; i++)
+    if (m[i].start < m[i - 1].end)
+      return CORRUPT (c->h, "metadata tables overlap at 0x%"
+                      G_GINT64_MODIFIER "x (shared or misplaced L2 table?)",
+                      m[i].start);
+  return true;
+}
+
+static bool
+map_walk (int fd, MapCtx *c, const uint8_t *l1, uint32_t need, GError **err)
+{
+  const Qcow2Header *h = c->h;
+  g_autofree uint8_t *buf = g_malloc (h->cluster_size);
+
+  meta_add (c, 0, h->cluster_size);
+  meta_add (c, h->l1_offset, (uint64_t) h->l1_size * 8);
+  meta_add (c, h->refcount_offset,
+            (uint64_t) h->refcount_clusters * h->cluster_size);
+  for (uint32_t i = 0; i < need; i++)
+    if (!check_l1_entry (c, i, be64 (l1 + (size_t) i * 8), err))
+      return false;
+  g_array_sort (c->meta, range_cmp);
+  if (!check_meta_overlap (c, err))
+    return false;
+  for (uint32_t i = 0; i < need; i++)
+    if (!map_l1_entry (fd, c, i, be64 (l1 + (size_t) i * 8), buf, err))
+      return false;
+  return true;
 }
 
 static bool
@@ -443,18 +538,15 @@ map_tables (int fd, const Qcow2Header *h, uint16_t file, GArray *runs,
 {
   uint64_t cover = (uint64_t) h->cluster_size * (h->cluster_size / 8);
   uint32_t need = (uint32_t) ((h->size + cover - 1) / cover);
-  MapCtx c = { .h = h, .runs = runs, .file = file };
+  g_autoptr (GArray) meta = g_array_new (FALSE, FALSE, sizeof (Range));
+  MapCtx c = { .h = h, .runs = runs, .file = file, .meta = meta };
 
   if (need == 0)
     return true;
   g_autofree uint8_t *l1 = g_malloc ((size_t) need * 8);
-  g_autofree uint8_t *buf = g_malloc (h->cluster_size);
   if (!read_at (fd, h->path, l1, (size_t) need * 8, h->l1_offset, err))
     return false;
-  for (uint32_t i = 0; i < need; i++)
-    if (!map_l1_entry (fd, &c, i, be64 (l1 + (size_t) i * 8), buf, err))
-      return false;
-  return true;
+  return map_walk (fd, &c, l1, need, err);
 }
 
 bool

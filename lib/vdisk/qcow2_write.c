@@ -1,1 +1,611 @@
-/* placeholder: being written */
+/* diskfarm: qcow2 v3 layer writer and whole-disk copies.
+ *
+ * Layout of a written file, in cluster order:
+ *   0            header + extensions (backing format) + backing name
+ *   1..          data clusters, in the order they were put
+ *   then         L2 tables, L1 table, refcount table, refcount blocks
+ * Only data clusters are written while putting; the metadata is computed and
+ * written at finish, so an abandoned file is never mistaken for an image
+ * (its header stays zero until the very end).  refcount_order is 4 and every
+ * used cluster has refcount 1, so L1/L2 entries carry the COPIED flag. */
+#include "config.h"
+#include "common.h"
+#include "qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COPY_CHUNK (4u * 1024 * 1024)
+
+struct df_qcow2_writer {
+  int fd;                   /* owned */
+  char *path;               /* owned */
+  uint64_t virtual_size;
+  unsigned cluster_bits;
+  uint32_t cluster_size;
+  uint64_t n_clusters;      /* guest clusters */
+  char *backing;            /* owned, or NULL */
+  uint32_t l1_size;
+  uint64_t **l2;            /* l1_size tables of host-endian entries */
+  uint64_t next_free;       /* host offset of the next free cluster */
+};
+
+static void
+writer_free (df_qcow2_writer *w)
+{
+  if (w->fd >= 0)
+    close (w->fd);
+  for (uint32_t i = 0; i < w->l1_size; i++)
+    g_free (w->l2[i]);
+  g_free (w->l2);
+  g_free (w->backing);
+  g_free (w->path);
+  g_free (w);
+}
+
+static bool
+writer_check_args (uint64_t virtual_size, unsigned cluster_bits,
+                   const char *backing, GError **err)
+{
+  if (cluster_bits < 9 || cluster_bits > 21)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "cluster_bits %u out of range 9..21", cluster_bits);
+      return false;
+    }
+  if (virtual_size > DF_QCOW2_MAX_VIRTUAL_SIZE)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "virtual size %" G_GUINT64_FORMAT " too large",
+                   virtual_size);
+      return false;
+    }
+  size_t blen = backing != NULL ? strlen (backing) : 0;
+  /* header 104 + backing format ext 16 + end ext 8 + name */
+  if (blen > DF_QCOW2_MAX_BACKING_NAME
+      || 104 + 16 + 8 + blen > (1u << cluster_bits))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "backing file name of %zu bytes does not fit the header",
+                   blen);
+      return false;
+    }
+  return true;
+}
+
+/* Takes ownership of fd. */
+static df_qcow2_writer *
+writer_new_fd (int fd, const char *path, uint64_t virtual_size,
+               unsigned cluster_bits, const char *backing, GError **err)
+{
+  if (!writer_check_args (virtual_size, cluster_bits, backing, err))
+    {
+      close (fd);
+      return NULL;
+    }
+  df_qcow2_writer *w = g_new0 (df_qcow2_writer, 1);
+  w->fd = fd;
+  w->path = g_strdup (path);
+  w->virtual_size = virtual_size;
+  w->cluster_bits = cluster_bits;
+  w->cluster_size = 1u << cluster_bits;
+  w->n_clusters = (virtual_size + w->cluster_size - 1) >> cluster_bits;
+  uint64_t per_l2 = w->cluster_size / 8;
+  w->l1_size = (uint32_t) MAX (1, (w->n_clusters + per_l2 - 1) / per_l2);
+  if ((uint64_t) w->l1_size * 8 > DF_QCOW2_MAX_L1_BYTES)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "virtual size %" G_GUINT64_FORMAT " needs too large an "
+                   "L1 table at cluster_bits %u", virtual_size, cluster_bits);
+      writer_free (w);
+      return NULL;
+    }
+  w->l2 = g_new0 (uint64_t *, w->l1_size);
+  w->backing = g_strdup (backing);
+  w->next_free = w->cluster_size;   /* cluster 0: header */
+  return w;
+}
+
+df_qcow2_writer *
+df_qcow2_writer_new (const char *path, uint64_t virtual_size,
+                     unsigned cluster_bits, const char *backing,
+                     GError **err)
+{
+  if (!writer_check_args (virtual_size, cluster_bits, backing, err))
+    return NULL;
+  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0)
+    {
+      if (errno == EEXIST)
+        g_set_error (err, DF_ERROR, DF_ERROR_EXISTS, "%s already exists",
+                     path);
+      else
+        df_set_error_errno (err, errno, "create %s", path);
+      return NULL;
+    }
+  return writer_new_fd (fd, path, virtual_size, cluster_bits, backing, err);
+}
+
+/* L2 slot of a guest cluster, allocating its table. */
+static uint64_t *
+writer_slot (df_qcow2_writer *w, uint64_t idx, GError **err)
+{
+  if (idx >= w->n_clusters)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "cluster %" G_GUINT64_FORMAT " beyond the virtual size",
+                   idx);
+      return NULL;
+    }
+  uint64_t per_l2 = w->cluster_size / 8;
+  uint64_t **t = &w->l2[idx / per_l2];
+  if (*t == NULL)
+    *t = g_new0 (uint64_t, per_l2);
+  uint64_t *slot = &(*t)[idx % per_l2];
+  if (*slot != 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "cluster %" G_GUINT64_FORMAT " written twice", idx);
+      return NULL;
+    }
+  return slot;
+}
+
+bool
+df_qcow2_writer_put (df_qcow2_writer *w, uint64_t cluster_index,
+                     const void *data, GError **err)
+{
+  uint64_t *slot = writer_slot (w, cluster_index, err);
+
+  if (slot == NULL)
+    return false;
+  if (df_pwrite_all (w->fd, data, w->cluster_size, w->next_free) < 0)
+    {
+      df_set_error_errno (err, errno, "write %s", w->path);
+      return false;
+    }
+  *slot = w->next_free | DF_QCOW2_OFLAG_COPIED;
+  w->next_free += w->cluster_size;
+  return true;
+}
+
+bool
+df_qcow2_writer_put_zero (df_qcow2_writer *w, uint64_t cluster_index,
+                          GError **err)
+{
+  uint64_t *slot = writer_slot (w, cluster_index, err);
+
+  if (slot == NULL)
+    return false;
+  *slot = DF_QCOW2_OFLAG_ZERO;
+  return true;
+}
+
+/* ---- finish ------------------------------------------------------------ */
+
+typedef struct {
+  uint64_t *l2_off;         /* per L1 entry, 0 when no table */
+  uint64_t l1_off;
+  uint64_t rt_off;
+  uint64_t rt_clusters;
+  uint64_t rb_off;
+  uint64_t rb_count;
+  uint64_t total;           /* clusters in the file */
+} Layout;
+
+static uint64_t
+div_up (uint64_t a, uint64_t b)
+{
+  return (a + b - 1) / b;
+}
+
+static void
+plan_layout (df_qcow2_writer *w, Layout *lo)
+{
+  uint64_t cs = w->cluster_size;
+  uint64_t per_block = cs / 2;         /* 16-bit refcounts */
+  uint64_t pos = w->next_free;
+
+  lo->l2_off = g_new0 (uint64_t, w->l1_size);
+  for (uint32_t i = 0; i < w->l1_size; i++)
+    if (w->l2[i] != NULL)
+      {
+        lo->l2_off[i] = pos;
+        pos += cs;
+      }
+  lo->l1_off = pos;
+  pos += div_up ((uint64_t) w->l1_size * 8, cs) * cs;
+
+  uint64_t n0 = pos / cs, rb = 1, rt = 1;
+  for (;;)
+    {
+      uint64_t nrb = div_up (n0 + rb + rt, per_block);
+      uint64_t nrt = div_up (nrb * 8, cs);
+      if (nrb <= rb && nrt <= rt)
+        break;
+      rb = MAX (rb, nrb);
+      rt = MAX (rt, nrt);
+    }
+  lo->rt_off = pos;
+  lo->rt_clusters = rt;
+  lo->rb_off = pos + rt * cs;
+  lo->rb_count = rb;
+  lo->total = n0 + rt + rb;
+}
+
+static bool
+write_be64_table (df_qcow2_writer *w, const uint64_t *v, uint64_t n,
+                  uint64_t flag_nonzero, uint64_t off, GError **err)
+{
+  uint64_t bytes = div_up (n * 8, w->cluster_size) * w->cluster_size;
+  g_autofree uint64_t *be = g_malloc0 (bytes);
+
+  for (uint64_t i = 0; i < n; i++)
+    be[i] = GUINT64_TO_BE (v[i] != 0 ? v[i] | flag_nonzero : 0);
+  if (df_pwrite_all (w->fd, be, bytes, off) < 0)
+    {
+      df_set_error_errno (err, errno, "write %s", w->path);
+      return false;
+    }
+  return true;
+}
+
+static bool
+write_tables (df_qcow2_writer *w, const Layout *lo, GError **err)
+{
+  uint64_t per_l2 = w->cluster_size / 8;
+
+  for (uint32_t i = 0; i < w->l1_size; i++)
+    if (w->l2[i] != NULL
+        && !write_be64_table (w, w->l2[i], per_l2, 0, lo->l2_off[i], err))
+      return false;
+  if (!write_be64_table (w, lo->l2_off, w->l1_size, DF_QCOW2_OFLAG_COPIED,
+                         lo->l1_off, err))
+    return false;
+  g_autofree uint64_t *rt = g_new0 (uint64_t, lo->rb_count);
+  for (uint64_t j = 0; j < lo->rb_count; j++)
+    rt[j] = lo->rb_off + j * w->cluster_size;
+  return write_be64_table (w, rt, lo->rb_count, 0, lo->rt_off, err);
+}
+
+static bool
+write_refcounts (df_qcow2_writer *w, const Layout *lo, GError **err)
+{
+  uint64_t per_block = w->cluster_size / 2;
+  g_autofree uint16_t *blk = g_malloc (w->cluster_size);
+
+  for (uint64_t j = 0; j < lo->rb_count; j++)
+    {
+      for (uint64_t k = 0; k < per_block; k++)
+        blk[k] = GUINT16_TO_BE (j * per_block + k < lo->total ? 1 : 0);
+      if (df_pwrite_all (w->fd, blk, w->cluster_size,
+                         lo->rb_off + j * w->cluster_size) < 0)
+        {
+          df_set_error_errno (err, errno, "write %s", w->path);
+          return false;
+        }
+    }
+  return true;
+}
+
+static void
+put_be32 (uint8_t *p, uint32_t v)
+{
+  v = GUINT32_TO_BE (v);
+  memcpy (p, &v, 4);
+}
+
+static void
+put_be64 (uint8_t *p, uint64_t v)
+{
+  v = GUINT64_TO_BE (v);
+  memcpy (p, &v, 8);
+}
+
+static bool
+write_header (df_qcow2_writer *w, const Layout *lo, GError **err)
+{
+  g_autofree uint8_t *h = g_malloc0 (w->cluster_size);
+  size_t pos = 104;
+
+  put_be32 (h, DF_QCOW2_MAGIC);
+  put_be32 (h + 4, 3);
+  put_be32 (h + 20, w->cluster_bits);
+  put_be64 (h + 24, w->virtual_size);
+  put_be32 (h + 36, w->l1_size);
+  put_be64 (h + 40, lo->l1_off);
+  put_be64 (h + 48, lo->rt_off);
+  put_be32 (h + 56, (uint32_t) lo->rt_clusters);
+  put_be32 (h + 96, 4);                       /* refcount_order */
+  put_be32 (h + 100, 104);                    /* header_length */
+  if (w->backing != NULL)
+    {
+      put_be32 (h + pos, DF_QCOW2_EXT_BACKING_FMT);
+      put_be32 (h + pos + 4, 5);
+      memcpy (h + pos + 8, "qcow2", 5);
+      pos += 16;
+    }
+  pos += 8;                                   /* end extension: zeros */
+  if (w->backing != NULL)
+    {
+      size_t len = strlen (w->backing);
+      put_be64 (h + 8, pos);
+      put_be32 (h + 16, (uint32_t) len);
+      memcpy (h + pos, w->backing, len);
+    }
+  if (df_pwrite_all (w->fd, h, w->cluster_size, 0) < 0)
+    {
+      df_set_error_errno (err, errno, "write %s", w->path);
+      return false;
+    }
+  return true;
+}
+
+static bool
+writer_finish_inner (df_qcow2_writer *w, GError **err)
+{
+  Layout lo = { 0 };
+  bool ok;
+
+  plan_layout (w, &lo);
+  ok = write_tables (w, &lo, err) && write_refcounts (w, &lo, err)
+       && write_header (w, &lo, err);
+  g_free (lo.l2_off);
+  if (!ok)
+    return false;
+  if (ftruncate (w->fd, (off_t) (lo.total * w->cluster_size)) < 0
+      || fsync (w->fd) < 0)
+    {
+      df_set_error_errno (err, errno, "sync %s", w->path);
+      return false;
+    }
+  return true;
+}
+
+bool
+df_qcow2_writer_finish (df_qcow2_writer *w, GError **err)
+{
+  bool ok = writer_finish_inner (w, err);
+
+  if (ok && close (w->fd) < 0)
+    {
+      df_set_error_errno (err, errno, "close %s", w->path);
+      ok = false;
+    }
+  else if (!ok)
+    close (w->fd);
+  w->fd = -1;
+  writer_free (w);
+  return ok;
+}
+
+void
+df_qcow2_writer_abort (df_qcow2_writer *w)
+{
+  if (w == NULL)
+    return;
+  unlink (w->path);
+  writer_free (w);
+}
+
+/* ---- copies of a whole df_blk ------------------------------------------ */
+
+/* A sink receives the non-zero units of the source (len < unit only for
+ * the last one). */
+typedef bool (*SinkFn) (void *sink, uint64_t off, const uint8_t *data,
+                        uint32_t len, GError **err);
+
+static int
+note_data (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
+{
+  bool *has_data = opaque;
+
+  if (!(flags & DF_EXTENT_ZERO))
+    {
+      *has_data = true;
+      return -1;
+    }
+  return 0;
+}
+
+static bool
+is_zero (const uint8_t *p, size_t len)
+{
+  return len == 0 || (p[0] == 0 && memcmp (p, p + 1, len - 1) == 0);
+}
+
+static bool
+range_has_data (df_blk *src, uint64_t pos, uint32_t n, GError **err)
+{
+  bool has_data = false;
+  int e = 0;
+
+  if (df_blk_extents (src, n, pos, note_data, &has_data, &e) < 0)
+    return true;   /* unknown: read it */
+  return has_data;
+}
+
+static bool
+copy_chunk (df_blk *src, uint8_t *buf, uint64_t pos, uint32_t n,
+            uint32_t unit, SinkFn sink, void *s, GError **err)
+{
+  int e = 0;
+
+  if (!range_has_data (src, pos, n, err))
+    return true;
+  if (df_blk_pread (src, buf, n, pos, &e) < 0)
+    {
+      df_set_error_errno (err, e, "read source at %" G_GUINT64_FORMAT, pos);
+      return false;
+    }
+  for (uint32_t u = 0; u < n; u += unit)
+    {
+      uint32_t len = MIN (unit, n - u);
+      if (!is_zero (buf + u, len) && !sink (s, pos + u, buf + u, len, err))
+        return false;
+    }
+  return true;
+}
+
+static bool
+copy_blk (df_blk *src, uint32_t unit, SinkFn sink, void *s,
+          df_progress_cb progress, void *opaque, GError **err)
+{
+  g_autofree uint8_t *buf = g_malloc (COPY_CHUNK);
+
+  for (uint64_t pos = 0; pos < src->size;)
+    {
+      uint32_t n = (uint32_t) MIN ((uint64_t) COPY_CHUNK, src->size - pos);
+      if (!copy_chunk (src, buf, pos, n, unit, sink, s, err))
+        return false;
+      pos += n;
+      if (progress != NULL)
+        progress (opaque, pos, src->size);
+    }
+  return true;
+}
+
+typedef struct {
+  df_qcow2_writer *w;
+  uint8_t *pad;             /* one cluster, for the short last one */
+} QcowSink;
+
+static bool
+qcow2_sink (void *s, uint64_t off, const uint8_t *data, uint32_t len,
+            GError **err)
+{
+  QcowSink *q = s;
+
+  if (len < q->w->cluster_size)
+    {
+      memset (q->pad, 0, q->w->cluster_size);
+      memcpy (q->pad, data, len);
+      data = q->pad;
+    }
+  return df_qcow2_writer_put (q->w, off >> q->w->cluster_bits, data, err);
+}
+
+static bool
+raw_sink (void *s, uint64_t off, const uint8_t *data, uint32_t len,
+          GError **err)
+{
+  int fd = *(int *) s;
+
+  if (df_pwrite_all (fd, data, len, off) < 0)
+    {
+      df_set_error_errno (err, errno, "write");
+      return false;
+    }
+  return true;
+}
+
+/* Make a temp file next to path; refuse when path exists. */
+static int
+make_temp (const char *path, char **tmp, GError **err)
+{
+  if (g_file_test (path, G_FILE_TEST_EXISTS))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS, "%s already exists", path);
+      return -1;
+    }
+  *tmp = g_strdup_printf ("%s.tmp.XXXXXX", path);
+  int fd = g_mkstemp_full (*tmp, O_RDWR | O_CLOEXEC, 0644);
+  if (fd < 0)
+    {
+      df_set_error_errno (err, errno, "create %s", *tmp);
+      g_clear_pointer (tmp, g_free);
+    }
+  return fd;
+}
+
+/* Rename tmp to path without replacing anything, then sync the dir. */
+static bool
+publish (const char *tmp, const char *path, GError **err)
+{
+  int r = renameat2 (AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
+
+  if (r < 0 && (errno == EINVAL || errno == ENOSYS))
+    {
+      r = link (tmp, path);
+      if (r == 0)
+        unlink (tmp);
+    }
+  if (r < 0)
+    {
+      if (errno == EEXIST)
+        g_set_error (err, DF_ERROR, DF_ERROR_EXISTS, "%s already exists",
+                     path);
+      else
+        df_set_error_errno (err, errno, "rename %s to %s", tmp, path);
+      unlink (tmp);
+      return false;
+    }
+  return df_fsync_dir_of (path, err);
+}
+
+bool
+df_qcow2_write_from_blk (df_blk *src, const char *path,
+                         df_progress_cb progress, void *opaque, GError **err)
+{
+  g_autofree char *tmp = NULL;
+  int fd = make_temp (path, &tmp, err);
+
+  if (fd < 0)
+    return false;
+  df_qcow2_writer *w = writer_new_fd (fd, tmp, src->size, 16, NULL, err);
+  if (w == NULL)
+    {
+      unlink (tmp);
+      return false;
+    }
+  g_autofree uint8_t *pad = g_malloc (w->cluster_size);
+  QcowSink q = { .w = w, .pad = pad };
+  if (!copy_blk (src, w->cluster_size, qcow2_sink, &q, progress, opaque,
+                 err))
+    {
+      df_qcow2_writer_abort (w);
+      return false;
+    }
+  if (!df_qcow2_writer_finish (w, err))
+    {
+      unlink (tmp);
+      return false;
+    }
+  return publish (tmp, path, err);
+}
+
+bool
+df_raw_write_from_blk (df_blk *src, const char *path,
+                       df_progress_cb progress, void *opaque, GError **err)
+{
+  g_autofree char *tmp = NULL;
+  int fd = make_temp (path, &tmp, err);
+  bool ok;
+
+  if (fd < 0)
+    return false;
+  ok = ftruncate (fd, (off_t) src->size) == 0;
+  if (!ok)
+    df_set_error_errno (err, errno, "truncate %s", tmp);
+  ok = ok && copy_blk (src, 4096, raw_sink, &fd, progress, opaque, err);
+  if (ok && fsync (fd) < 0)
+    {
+      df_set_error_errno (err, errno, "sync %s", tmp);
+      ok = false;
+    }
+  if (close (fd) < 0 && ok)
+    {
+      df_set_error_errno (err, errno, "close %s", tmp);
+      ok = false;
+    }
+  if (!ok)
+    {
+      unlink (tmp);
+      return false;
+    }
+  return publish (tmp, path, err);
+}
