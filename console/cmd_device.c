@@ -1,1 +1,417 @@
-/* placeholder: being written */
+/* diskfarm console: `device add|list|show|set|remove|reset`.
+ * Every option is validated here, before the farm is opened; the farm
+ * accessors then check names, uniqueness and references in one
+ * transaction, so a refused command changes nothing. */
+#include "console.h"
+
+#include <glib/gstdio.h>
+#include <string.h>
+
+static const char *const device_types[] = {
+  "production", "test", "maintenance", NULL
+};
+
+/* ---- option validation ------------------------------------------------ */
+
+static bool
+parse_type (const char *s, GError **err)
+{
+  if (g_strv_contains (device_types, s))
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "invalid device type '%s': expected production, test or "
+               "maintenance", s);
+  return false;
+}
+
+/* Cache mode in canonical spelling (new string), or NULL + err. */
+static char *
+parse_cache (const char *s, GError **err)
+{
+  DfCacheMode mode;
+  if (!df_cache_mode_parse (s, &mode, err))
+    return NULL;
+  return df_cache_mode_to_string (&mode);
+}
+
+/* Quota: a size, or "none" / "0" for no limit. */
+static bool
+parse_quota (const char *s, uint64_t *out, GError **err)
+{
+  if (g_str_equal (s, "none"))
+    {
+      *out = 0;
+      return true;
+    }
+  return df_parse_size (s, out, err);
+}
+
+/* Options shared by add and set; NULL when not given.  Owned strings. */
+typedef struct {
+  char *mac;
+  char *vdisk;
+  char *cache;
+  char *type;
+  char *collection;
+  char *quota;
+} DeviceOpts;
+
+static void
+device_opts_clear (DeviceOpts *o)
+{
+  g_free (o->mac);
+  g_free (o->vdisk);
+  g_free (o->cache);
+  g_free (o->type);
+  g_free (o->collection);
+  g_free (o->quota);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DeviceOpts, device_opts_clear)
+
+static void
+device_opts_entries (DeviceOpts *o, GOptionEntry out[7])
+{
+  const GOptionEntry e[7] = {
+    { "mac", 'm', 0, G_OPTION_ARG_STRING, &o->mac,
+      "MAC address (aa:bb:cc:dd:ee:ff, aa-bb-.., aabb.ccdd.eeff)", "MAC" },
+    { "vdisk", 0, 0, G_OPTION_ARG_STRING, &o->vdisk,
+      "vDisk the device boots", "VDISK" },
+    { "cache", 'c', 0, G_OPTION_ARG_STRING, &o->cache,
+      "Write cache: server (default), ram:<MiB>, server-persistent",
+      "MODE" },
+    { "type", 't', 0, G_OPTION_ARG_STRING, &o->type,
+      "production (default), test or maintenance", "TYPE" },
+    { "collection", 0, 0, G_OPTION_ARG_STRING, &o->collection,
+      "Collection the device belongs to ('' for none)", "NAME" },
+    { "quota", 'q', 0, G_OPTION_ARG_STRING, &o->quota,
+      "Write cache limit, e.g. 10G ('none' or 0 for no limit)", "SIZE" },
+    G_OPTION_ENTRY_NULL
+  };
+  memcpy (out, e, sizeof e);
+}
+
+/* Apply the given options to d (validated; d owns its strings). */
+static bool
+device_apply_opts (DfDevice *d, const DeviceOpts *o, GError **err)
+{
+  if (o->mac != NULL)
+    {
+      char mac[18];
+      if (!df_parse_mac (o->mac, mac, err))
+        return false;
+      g_free (d->mac);
+      d->mac = g_strdup (mac);
+    }
+  if (o->cache != NULL)
+    {
+      char *cache = parse_cache (o->cache, err);
+      if (cache == NULL)
+        return false;
+      g_free (d->cache_mode);
+      d->cache_mode = cache;
+    }
+  if (o->type != NULL)
+    {
+      if (!parse_type (o->type, err))
+        return false;
+      g_free (d->type);
+      d->type = g_strdup (o->type);
+    }
+  if (o->quota != NULL && !parse_quota (o->quota, &d->quota, err))
+    return false;
+  if (o->vdisk != NULL)
+    {
+      g_free (d->vdisk);
+      d->vdisk = g_strdup (o->vdisk);
+    }
+  if (o->collection != NULL)
+    {
+      g_free (d->collection);
+      d->collection = *o->collection ? g_strdup (o->collection) : NULL;
+    }
+  return true;
+}
+
+/* ---- records ---------------------------------------------------------- */
+
+DfRecord *
+df_device_record (const DfDevice *d)
+{
+  DfRecord *r = df_record_new ();
+  df_record_str (r, "name", "name", d->name);
+  df_record_str (r, "mac", "mac", d->mac);
+  df_record_str (r, "vdisk", "vdisk", d->vdisk);
+  df_record_str (r, "type", "type", d->type);
+  df_record_str (r, "cache_mode", "cache", d->cache_mode);
+  df_record_limit (r, "quota", "quota", d->quota);
+  df_record_str (r, "collection", "collection", d->collection);
+  df_record_int (r, "generation", "generation", d->generation);
+  df_record_str (r, "created", NULL, d->created);
+  return r;
+}
+
+/* ---- add -------------------------------------------------------------- */
+
+/* Without --vdisk, a device takes its collection's default vDisk. */
+static bool
+default_vdisk (DfFarm *farm, DfDevice *d, GError **err)
+{
+  if (d->vdisk != NULL)
+    return true;
+  if (d->collection == NULL)
+    {
+      df_usage_error (err, "device add: missing --vdisk");
+      return false;
+    }
+  g_autoptr(DfCollection) c = df_farm_collection_get (farm, d->collection,
+                                                      err);
+  if (c == NULL)
+    return false;
+  if (c->vdisk == NULL)
+    {
+      df_usage_error (err, "device add: missing --vdisk (collection '%s' "
+                      "has no default vdisk)", c->name);
+      return false;
+    }
+  d->vdisk = g_strdup (c->vdisk);
+  return true;
+}
+
+/* Print a device as stored (re-read, so defaults and canonical forms show). */
+static bool
+print_device (DfFarm *farm, const char *name, bool json, const char *verb,
+              GError **err)
+{
+  g_autoptr(DfDevice) d = df_farm_device_get (farm, name, err);
+  if (d == NULL)
+    return false;
+  g_autoptr(DfRecord) r = df_device_record (d);
+  df_print_result (r, json, "%s device '%s' (%s): vdisk '%s', %s, %s cache",
+                   verb, d->name, d->mac, d->vdisk, d->type, d->cache_mode);
+  return true;
+}
+
+static bool
+device_add (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "device add", "NAME", 1, 1,
+    "Register a device (a target that boots from a vDisk) with its MAC "
+    "address, vDisk, write cache mode, type, collection and cache quota.  "
+    "--vdisk may be left out when the collection has a default vDisk.",
+    "  diskfarm device add pc01 --mac 52:54:00:12:34:56 --vdisk win10 "
+    "--cache ram:512 --quota 20G --collection lab\n",
+  };
+  g_auto(DeviceOpts) o = { 0 };
+  GOptionEntry entries[7];
+  device_opts_entries (&o, entries);
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (o.mac == NULL)
+    {
+      df_usage_error (err, "device add: missing --mac");
+      return false;
+    }
+  g_autoptr(DfDevice) d = g_new0 (DfDevice, 1);
+  d->name = g_strdup (argv[1]);
+  d->type = g_strdup ("production");
+  d->cache_mode = g_strdup ("server");
+  if (!df_validate_name ("device", d->name, err)
+      || !device_apply_opts (d, &o, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  return farm != NULL && default_vdisk (farm, d, err)
+    && df_farm_device_add (farm, d, err)
+    && print_device (farm, d->name, ctx->json, "added", err);
+}
+
+/* ---- list / show ------------------------------------------------------ */
+
+static bool
+device_list (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "device list", "", 0, 0,
+    "List the devices, or those of one collection.",
+    "  diskfarm device list --collection lab\n",
+  };
+  g_autofree char *collection = NULL;
+  const GOptionEntry entries[] = {
+    { "collection", 0, 0, G_OPTION_ARG_STRING, &collection,
+      "Only devices of this collection", "NAME" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  if (collection != NULL)
+    {
+      g_autoptr(DfCollection) c = df_farm_collection_get (farm, collection,
+                                                          err);
+      if (c == NULL)
+        return false;
+    }
+  g_autoptr(GPtrArray) devices = df_farm_device_list (farm, collection, err);
+  if (devices == NULL)
+    return false;
+  g_autoptr(GPtrArray) records = df_record_list_new ();
+  for (guint i = 0; i < devices->len; i++)
+    g_ptr_array_add (records, df_device_record (devices->pdata[i]));
+  df_print_list (records, ctx->json, "no devices");
+  return true;
+}
+
+static bool
+device_show (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "device show", "NAME|MAC", 1, 1,
+    "Show one device, found by name or MAC address: its settings, boot "
+    "generation, cache directory and the vDisk version its type boots.",
+    "  diskfarm device show pc01\n  diskfarm device show 52:54:00:12:34:56\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  if (d == NULL)
+    return false;
+  g_autoptr(DfVersion) boots = df_farm_version_for_type (farm, d->vdisk,
+                                                         d->type, NULL);
+  g_autofree char *cache_dir = df_farm_cache_dir (farm, d->name);
+  DfRecord *r = df_device_record (d);
+  df_record_opt_int (r, "boot_version", "boot version", boots != NULL,
+                     boots ? boots->number : 0);
+  df_record_str (r, "cache_dir", "cache dir", cache_dir);
+  g_autoptr(DfReport) rep = df_report_new (r);
+  df_report_print (rep, ctx->json);
+  return true;
+}
+
+/* ---- set -------------------------------------------------------------- */
+
+static bool
+device_set (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "device set", "NAME|MAC", 1, 1,
+    "Change the settings of a device.  Options not given keep their value; "
+    "a new vDisk or cache mode applies from the device's next boot.",
+    "  diskfarm device set pc01 --vdisk win11 --type test\n"
+    "  diskfarm device set pc01 --quota none --collection ''\n",
+  };
+  g_auto(DeviceOpts) o = { 0 };
+  GOptionEntry entries[7];
+  device_opts_entries (&o, entries);
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (!o.mac && !o.vdisk && !o.cache && !o.type && !o.collection && !o.quota)
+    {
+      df_usage_error (err, "device set: nothing to change");
+      return false;
+    }
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  return d != NULL && device_apply_opts (d, &o, err)
+    && df_farm_device_update (farm, d, err)
+    && print_device (farm, d->name, ctx->json, "updated", err);
+}
+
+/* ---- remove / reset --------------------------------------------------- */
+
+static bool
+device_remove (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "device remove", "NAME|MAC", 1, 1,
+    "Remove a device and delete its write cache files.",
+    "  diskfarm device remove pc01\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  if (d == NULL || !df_farm_device_remove (farm, d->name, err))
+    return false;
+  g_autofree char *dir = df_farm_cache_dir (farm, d->name);
+  if (!df_cache_discard_dir (dir, err))
+    {
+      g_prefix_error (err, "device '%s' removed, but its cache was not "
+                      "deleted: ", d->name);
+      return false;
+    }
+  g_rmdir (dir);
+  g_autoptr(DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", d->name);
+  df_record_str (r, "mac", "mac", d->mac);
+  df_print_result (r, ctx->json, "removed device '%s' (%s)", d->name,
+                   d->mac);
+  return true;
+}
+
+static bool
+device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "device reset", "NAME|MAC", 1, 1,
+    "Start a new boot generation for a device: the stream service gives it "
+    "a fresh non-persistent write cache at its next connection.  With "
+    "--discard a server-persistent cache is deleted too.  Prints the new "
+    "generation.",
+    "  diskfarm device reset pc01\n  diskfarm device reset pc01 --discard\n",
+  };
+  gboolean discard = FALSE;
+  const GOptionEntry entries[] = {
+    { "discard", 0, 0, G_OPTION_ARG_NONE, &discard,
+      "Also delete a server-persistent cache", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  gint64 generation = 0;
+  if (d == NULL
+      || !df_farm_device_new_generation (farm, d->name, &generation, err))
+    return false;
+  if (discard)
+    {
+      g_autofree char *dir = df_farm_cache_dir (farm, d->name);
+      if (!df_cache_discard_dir (dir, err))
+        {
+          g_prefix_error (err, "device '%s': new boot generation %"
+                          G_GINT64_FORMAT ", but the cache was not deleted: ",
+                          d->name, generation);
+          return false;
+        }
+    }
+  g_autoptr(DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", d->name);
+  df_record_int (r, "generation", "generation", generation);
+  df_record_bool (r, "discarded", "discarded", discard);
+  df_print_result (r, ctx->json, "device '%s': boot generation %"
+                   G_GINT64_FORMAT "%s", d->name, generation,
+                   discard ? " (persistent cache deleted)" : "");
+  return true;
+}
+
+const DfCmd df_device_cmds[] = {
+  { "add", "register a device", device_add },
+  { "list", "list devices", device_list },
+  { "show", "show one device by name or MAC", device_show },
+  { "set", "change a device's settings", device_set },
+  { "remove", "remove a device and its cache", device_remove },
+  { "reset", "start a new boot generation", device_reset },
+  { NULL, NULL, NULL }
+};

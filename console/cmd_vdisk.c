@@ -1,1 +1,607 @@
-/* placeholder: being written */
+/* diskfarm console: `vdisk import|list|show|export|remove`. */
+#include "console.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* Highest version number of a version list (DfVersion), -1 when empty. */
+static int
+newest_version (GPtrArray *versions)
+{
+  int n = -1;
+  for (guint i = 0; i < versions->len; i++)
+    n = MAX (n, ((DfVersion *) versions->pdata[i])->number);
+  return n;
+}
+
+/* The source of an import must be a readable regular file or block device. */
+static bool
+check_source (const char *path, GError **err)
+{
+  GStatBuf st;
+  if (g_stat (path, &st) != 0)
+    {
+      df_set_error_errno (err, errno, "cannot read '%s'", path);
+      return false;
+    }
+  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "'%s' is not a regular file or block device", path);
+      return false;
+    }
+  if (g_access (path, R_OK) != 0)
+    {
+      df_set_error_errno (err, errno, "cannot read '%s'", path);
+      return false;
+    }
+  return true;
+}
+
+/* Remove a private temporary directory and the files in it (flat). */
+static void
+remove_tmpdir (const char *dir)
+{
+  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
+  if (d != NULL)
+    for (const char *f; (f = g_dir_read_name (d)) != NULL;)
+      {
+        g_autofree char *p = g_build_filename (dir, f, NULL);
+        g_unlink (p);
+      }
+  g_rmdir (dir);
+}
+
+/* ---- import ----------------------------------------------------------- */
+
+typedef struct {
+  char *store_dir;     /* store/<name> */
+  char *final_path;    /* store/<name>/<name>.0.qcow2 */
+  char *tmp_dir;       /* store/<name>/.import-<pid>-XXXXXX, or NULL */
+  bool created_store;  /* store/<name> made by this import */
+  bool placed;         /* final_path is ours */
+  uint64_t virtual_size;
+  uint64_t file_size;
+  char sha256[65];
+} ImportJob;
+
+/* Undo what a failed import made, and free the job's strings. */
+static void
+import_job_clear (ImportJob *j, bool failed)
+{
+  if (failed && j->placed)
+    g_unlink (j->final_path);
+  if (j->tmp_dir != NULL)
+    remove_tmpdir (j->tmp_dir);
+  if (failed && j->created_store)
+    g_rmdir (j->store_dir);
+  g_free (j->store_dir);
+  g_free (j->final_path);
+  g_free (j->tmp_dir);
+}
+
+/* Remove ".import-<pid>-*" directories left in dir by an import that was
+ * killed (its pid no longer runs). */
+static void
+remove_stale_imports (const char *dir)
+{
+  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
+  if (d == NULL)
+    return;
+  for (const char *f; (f = g_dir_read_name (d)) != NULL;)
+    {
+      char *end = NULL;
+      if (!g_str_has_prefix (f, ".import-"))
+        continue;
+      guint64 pid = g_ascii_strtoull (f + strlen (".import-"), &end, 10);
+      if (end == NULL || *end != '-' || pid == 0 || pid > G_MAXINT
+          || (kill ((pid_t) pid, 0) != 0 && errno == ESRCH))
+        {
+          g_autofree char *p = g_build_filename (dir, f, NULL);
+          g_debug ("removing stale import directory %s", p);
+          remove_tmpdir (p);
+        }
+    }
+}
+
+/* Make store/<name>/ and a private temporary directory inside it. */
+static bool
+import_prepare (ImportJob *j, GError **err)
+{
+  if (g_mkdir (j->store_dir, 0755) == 0)
+    j->created_store = true;
+  else if (errno != EEXIST)
+    {
+      df_set_error_errno (err, errno, "cannot create %s", j->store_dir);
+      return false;
+    }
+  GStatBuf st;
+  if (g_lstat (j->final_path, &st) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "%s already exists (not in the farm DB); move it away "
+                   "first", j->final_path);
+      return false;
+    }
+  remove_stale_imports (j->store_dir);
+  g_autofree char *base = g_strdup_printf (".import-%d-XXXXXX", (int) getpid ());
+  g_autofree char *tmpl = g_build_filename (j->store_dir, base, NULL);
+  if (g_mkdtemp (tmpl) == NULL)
+    {
+      df_set_error_errno (err, errno, "cannot create a directory in %s",
+                          j->store_dir);
+      return false;
+    }
+  j->tmp_dir = g_steal_pointer (&tmpl);
+  return true;
+}
+
+/* Convert src into the temp dir, hash it, then link it into place (never
+ * replacing a file) and fsync the directory. */
+static bool
+import_write (ImportJob *j, const char *src, const char *format,
+              GError **err)
+{
+  g_autofree char *base = g_path_get_basename (j->final_path);
+  g_autofree char *tmp = g_build_filename (j->tmp_dir, base, NULL);
+  DfProgress progress;
+  df_progress_init (&progress, "importing");
+  bool ok = df_vdisk_import (src, format, tmp, df_progress_update, &progress,
+                             &j->virtual_size, err);
+  df_progress_end (&progress);
+  if (!ok || !df_file_sha256 (tmp, j->sha256, err))
+    return false;
+  GStatBuf st;
+  if (g_stat (tmp, &st) != 0)
+    {
+      df_set_error_errno (err, errno, "stat %s", tmp);
+      return false;
+    }
+  j->file_size = (uint64_t) st.st_size;
+  if (link (tmp, j->final_path) != 0)
+    {
+      df_set_error_errno (err, errno, "cannot create %s", j->final_path);
+      return false;
+    }
+  j->placed = true;
+  return df_fsync_dir_of (j->final_path, err);
+}
+
+/* One DB call: the vdisk row, its version 0 and the audit entry. */
+static bool
+register_vdisk (DfFarm *farm, const char *name, const ImportJob *j,
+                const char *base, GError **err)
+{
+  return df_farm_vdisk_add (farm, name, j->virtual_size, base, j->sha256,
+                            j->file_size, err);
+}
+
+static bool
+vdisk_import (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk import", "NAME FILE", 2, 2,
+    "Import a disk image as the base version (0) of a new vDisk, stored as "
+    "a sparse qcow2 file store/NAME/NAME.0.qcow2.  raw and qcow2 (with its "
+    "backing chain flattened) are read natively; vhdx, vmdk, vpc, vdi and "
+    "other formats go through qemu-img convert.  On any failure nothing is "
+    "left behind.",
+    "  diskfarm vdisk import win10 win10.raw\n"
+    "  diskfarm vdisk import win10 pvs-export.vhdx --format vhdx\n",
+  };
+  g_autofree char *format = NULL;
+  g_autofree char *description = NULL;
+  const GOptionEntry entries[] = {
+    { "format", 'f', 0, G_OPTION_ARG_STRING, &format,
+      "Image format: auto (default), raw, qcow2, vhdx, vmdk, vpc, vdi",
+      "FMT" },
+    { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
+      "Free text describing the vDisk (refused for now: the farm DB "
+      "cannot store it yet)", "TEXT" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  const char *name = argv[1], *src = argv[2];
+  if (description != NULL)
+    {
+      /* lib/farm has no accessor that stores a vdisk description yet. */
+      g_set_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED,
+                   "--description cannot be stored yet: the farm DB has no "
+                   "accessor for vdisk descriptions");
+      return false;
+    }
+  if (!df_validate_name ("vdisk", name, err) || !check_source (src, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(GError) lookup_err = NULL;
+  g_autoptr(DfVdisk) existing = df_farm_vdisk_get (farm, name, &lookup_err);
+  if (existing != NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "vdisk '%s' already exists", name);
+      return false;
+    }
+  if (!g_error_matches (lookup_err, DF_ERROR, DF_ERROR_NOT_FOUND))
+    {
+      g_propagate_error (err, g_steal_pointer (&lookup_err));
+      return false;
+    }
+
+  ImportJob j = { 0 };
+  j.store_dir = df_farm_store_dir (farm, name);
+  j.final_path = df_farm_version_path (farm, name, 0);
+  g_autofree char *base = g_path_get_basename (j.final_path);
+  bool ok = import_prepare (&j, err)
+    && import_write (&j, src, format ? format : "auto", err)
+    && register_vdisk (farm, name, &j, base, err);
+  g_autoptr(DfRecord) r = df_record_new ();
+  if (ok)
+    {
+      df_record_str (r, "name", "name", name);
+      df_record_int (r, "version", "version", 0);
+      df_record_str (r, "file", "file", base);
+      df_record_size (r, "virtual_size", "virtual size", j.virtual_size);
+      df_record_size (r, "file_size", "file size", j.file_size);
+      df_record_str (r, "sha256", "sha256", j.sha256);
+      g_autofree char *vs = df_format_size (j.virtual_size);
+      g_autofree char *fs = df_format_size (j.file_size);
+      df_print_result (r, ctx->json,
+                       "imported vdisk '%s': version 0, %s virtual, %s "
+                       "stored, sha256 %s", name, vs, fs, j.sha256);
+    }
+  import_job_clear (&j, !ok);
+  return ok;
+}
+
+/* ---- list ------------------------------------------------------------- */
+
+static DfRecord *
+vdisk_record (const DfVdisk *v, GPtrArray *versions)
+{
+  uint64_t stored = 0;
+  for (guint i = 0; i < versions->len; i++)
+    stored += ((DfVersion *) versions->pdata[i])->file_size;
+  DfRecord *r = df_record_new ();
+  df_record_str (r, "name", "name", v->name);
+  df_record_int (r, "versions", "versions", versions->len);
+  df_record_opt_int (r, "latest_version", "latest", versions->len > 0,
+                     newest_version (versions));
+  df_record_size (r, "virtual_size", "virtual size", v->virtual_size);
+  df_record_size (r, "stored_size", "stored", stored);
+  df_record_str (r, "description", "description", v->description);
+  df_record_str (r, "created", NULL, v->created);
+  return r;
+}
+
+static bool
+vdisk_list (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk list", "", 0, 0,
+    "List the vDisks of the farm with their version count, sizes and "
+    "description.",
+    "  diskfarm vdisk list\n  diskfarm --json vdisk list\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(GPtrArray) vdisks = df_farm_vdisk_list (farm, err);
+  if (vdisks == NULL)
+    return false;
+  g_autoptr(GPtrArray) records = df_record_list_new ();
+  for (guint i = 0; i < vdisks->len; i++)
+    {
+      DfVdisk *v = vdisks->pdata[i];
+      g_autoptr(GPtrArray) versions = df_farm_version_list (farm, v->name,
+                                                            err);
+      if (versions == NULL)
+        return false;
+      g_ptr_array_add (records, vdisk_record (v, versions));
+    }
+  df_print_list (records, ctx->json, "no vdisks (add one with 'diskfarm "
+                 "vdisk import NAME FILE')");
+  return true;
+}
+
+/* ---- show ------------------------------------------------------------- */
+
+static DfRecord *
+version_record (const DfVersion *v)
+{
+  DfRecord *r = df_record_new ();
+  df_record_int (r, "number", "version", v->number);
+  df_record_opt_int (r, "parent", "parent", v->parent >= 0, v->parent);
+  df_record_str (r, "state", "state", df_version_state_name (v->state));
+  df_record_str (r, "file", "file", v->file);
+  df_record_size (r, "file_size", "size", v->file_size);
+  df_record_size (r, "virtual_size", "virtual size", v->virtual_size);
+  df_record_str (r, "sha256", "sha256", v->sha256);
+  df_record_str (r, "pending_state", NULL, v->pending_state);
+  df_record_str (r, "pending_at", NULL, v->pending_at);
+  df_record_str (r, "created", NULL, v->created);
+  return r;
+}
+
+static DfRecord *
+layer_record (const DfChainLayer *l, guint depth)
+{
+  g_autofree char *file = g_path_get_basename (l->path);
+  DfRecord *r = df_record_new ();
+  df_record_int (r, "depth", "depth", depth);
+  df_record_str (r, "file", "file", file);
+  df_record_str (r, "format", "format", df_image_format_name (l->format));
+  df_record_str (r, "backing", "backing", l->backing);
+  df_record_size (r, "file_size", "size", l->file_size);
+  df_record_size (r, "virtual_size", "virtual size", l->virtual_size);
+  df_record_int (r, "cluster_size", "cluster", l->cluster_size);
+  df_record_int (r, "qcow2_version", NULL, l->qcow2_version);
+  df_record_str (r, "path", NULL, l->path);
+  return r;
+}
+
+/* The chain of the newest version as df_chain_open sees it.  A chain that
+ * does not open is reported in *chain_error, not as a failure of show. */
+static GPtrArray *
+chain_records (DfFarm *farm, const char *name, int newest,
+               gsize *extent_count, char **chain_error)
+{
+  GPtrArray *records = df_record_list_new ();
+  *extent_count = 0;
+  if (newest < 0)
+    return records;
+  g_autofree char *path = df_farm_version_path (farm, name, newest);
+  g_autoptr(GError) err = NULL;
+  g_autoptr(df_blk) chain = df_chain_open (path, DF_FMT_QCOW2, &err);
+  if (chain == NULL)
+    {
+      *chain_error = g_strdup (err->message);
+      return records;
+    }
+  guint n = 0;
+  const DfChainLayer *layers = df_chain_layers (chain, &n);
+  for (guint i = 0; i < n; i++)
+    g_ptr_array_add (records, layer_record (&layers[i], i));
+  *extent_count = df_chain_extent_count (chain);
+  return records;
+}
+
+static bool
+vdisk_show (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk show", "NAME", 1, 1,
+    "Show one vDisk: its versions (number, state, file, size, virtual size, "
+    "sha256) and the backing chain of its newest version as the stream "
+    "engine opens it, with the number of extents of its flattened map.",
+    "  diskfarm vdisk show win10\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfVdisk) v = df_farm_vdisk_get (farm, argv[1], err);
+  if (v == NULL)
+    return false;
+  g_autoptr(GPtrArray) versions = df_farm_version_list (farm, v->name, err);
+  if (versions == NULL)
+    return false;
+  int newest = newest_version (versions);
+  gsize extents = 0;
+  g_autofree char *chain_error = NULL;
+  GPtrArray *chain = chain_records (farm, v->name, newest, &extents,
+                                    &chain_error);
+  g_autofree char *store = df_farm_store_dir (farm, v->name);
+
+  DfRecord *r = df_record_new ();
+  df_record_str (r, "name", "name", v->name);
+  df_record_size (r, "virtual_size", "virtual size", v->virtual_size);
+  df_record_str (r, "description", "description", v->description);
+  df_record_str (r, "created", "created", v->created);
+  df_record_str (r, "store", "store", store);
+  df_record_opt_int (r, "latest_version", "latest version", newest >= 0,
+                     newest);
+  df_record_int (r, "extent_count", "extents", (gint64) extents);
+  df_record_str (r, "chain_error", "chain error", chain_error);
+  g_autoptr(DfReport) rep = df_report_new (r);
+  GPtrArray *vrecs = df_record_list_new ();
+  for (guint i = 0; i < versions->len; i++)
+    g_ptr_array_add (vrecs, version_record (versions->pdata[i]));
+  df_report_add_list (rep, "versions", "Versions", vrecs);
+  df_report_add_list (rep, "chain", "Backing chain of the latest version "
+                      "(top first)", chain);
+  df_report_print (rep, ctx->json);
+  return true;
+}
+
+/* ---- export ----------------------------------------------------------- */
+
+/* "NAME" or "NAME@N" -> name (new string) and *number (-1 when absent). */
+static bool
+parse_version_ref (const char *ref, char **name, int *number, GError **err)
+{
+  const char *at = strchr (ref, '@');
+  if (at == NULL)
+    {
+      *name = g_strdup (ref);
+      *number = -1;
+      return true;
+    }
+  guint64 n = 0;
+  g_autoptr(GError) num_err = NULL;
+  if (!g_ascii_string_to_unsigned (at + 1, 10, 0, G_MAXINT, &n, &num_err))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "invalid version in '%s': %s", ref, num_err->message);
+      return false;
+    }
+  *name = g_strndup (ref, (gsize) (at - ref));
+  *number = (int) n;
+  return true;
+}
+
+/* The version to export: NAME@N, or the one production devices boot. */
+static DfVersion *
+export_version (DfFarm *farm, const char *name, int number, GError **err)
+{
+  g_autoptr(DfVdisk) v = df_farm_vdisk_get (farm, name, err);
+  if (v == NULL)
+    return NULL;
+  if (number >= 0)
+    return df_farm_version_get (farm, name, number, err);
+  return df_farm_version_for_type (farm, name, "production", err);
+}
+
+static bool
+vdisk_export (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk export", "NAME[@N] FILE", 2, 2,
+    "Write one version of a vDisk (default: the newest production version) "
+    "with its whole backing chain flattened into a standalone raw or qcow2 "
+    "file.  An existing FILE is never overwritten.",
+    "  diskfarm vdisk export win10@3 win10-v3.qcow2 --format qcow2\n"
+    "  diskfarm vdisk export win10 win10.raw --format raw\n",
+  };
+  g_autofree char *format = NULL;
+  const GOptionEntry entries[] = {
+    { "format", 'f', 0, G_OPTION_ARG_STRING, &format,
+      "Output format: raw or qcow2 (required)", "FMT" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  DfImageFormat fmt = DF_FMT_UNKNOWN;
+  if (format == NULL)
+    {
+      df_usage_error (err, "vdisk export: missing --format raw|qcow2");
+      return false;
+    }
+  if (!df_image_format_parse (format, &fmt, err))
+    return false;
+  if (fmt == DF_FMT_UNKNOWN)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "export format must be raw or qcow2, not '%s'", format);
+      return false;
+    }
+  const char *out = argv[2];
+  GStatBuf st;
+  if (g_lstat (out, &st) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "'%s' already exists; not overwriting it", out);
+      return false;
+    }
+  g_autofree char *name = NULL;
+  int number = -1;
+  if (!parse_version_ref (argv[1], &name, &number, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfVersion) ver = export_version (farm, name, number, err);
+  if (ver == NULL)
+    return false;
+  g_autofree char *path = df_farm_version_path (farm, name, ver->number);
+  g_autoptr(df_blk) chain = df_chain_open (path, DF_FMT_QCOW2, err);
+  if (chain == NULL)
+    return false;
+
+  DfProgress progress;
+  df_progress_init (&progress, "exporting");
+  bool ok = fmt == DF_FMT_RAW
+    ? df_raw_write_from_blk (chain, out, df_progress_update, &progress, err)
+    : df_qcow2_write_from_blk (chain, out, df_progress_update, &progress, err);
+  df_progress_end (&progress);
+  if (!ok)
+    return false;
+  uint64_t file_size = g_stat (out, &st) == 0 ? (uint64_t) st.st_size : 0;
+  g_autoptr(DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", name);
+  df_record_int (r, "version", "version", ver->number);
+  df_record_str (r, "file", "file", out);
+  df_record_str (r, "format", "format", df_image_format_name (fmt));
+  df_record_size (r, "virtual_size", "virtual size", chain->size);
+  df_record_size (r, "file_size", "file size", file_size);
+  g_autofree char *vs = df_format_size (chain->size);
+  df_print_result (r, ctx->json, "exported vdisk '%s' version %d to %s "
+                   "(%s, %s)", name, ver->number, out,
+                   df_image_format_name (fmt), vs);
+  return true;
+}
+
+/* ---- remove ----------------------------------------------------------- */
+
+/* Delete the store files of removed versions, then the store directory if
+ * it is empty.  The first failure is reported; the DB rows are gone. */
+static bool
+remove_store_files (DfFarm *farm, const char *name, GPtrArray *versions,
+                    GError **err)
+{
+  bool ok = true;
+  for (guint i = 0; i < versions->len; i++)
+    {
+      DfVersion *v = versions->pdata[i];
+      g_autofree char *p = df_farm_version_path (farm, name, v->number);
+      if (g_unlink (p) != 0 && errno != ENOENT && ok)
+        {
+          df_set_error_errno (err, errno, "vdisk '%s' removed from the farm "
+                              "but %s could not be deleted", name, p);
+          ok = false;
+        }
+    }
+  g_autofree char *dir = df_farm_store_dir (farm, name);
+  g_rmdir (dir);
+  return ok;
+}
+
+static bool
+vdisk_remove (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk remove", "NAME", 1, 1,
+    "Remove a vDisk, all its versions and their store files.  Refused while "
+    "a device is assigned to it.",
+    "  diskfarm vdisk remove old-image\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfVdisk) v = df_farm_vdisk_get (farm, argv[1], err);
+  if (v == NULL)
+    return false;
+  g_autoptr(GPtrArray) versions = df_farm_version_list (farm, v->name, err);
+  if (versions == NULL || !df_farm_vdisk_remove (farm, v->name, err))
+    return false;
+  if (!remove_store_files (farm, v->name, versions, err))
+    return false;
+  g_autoptr(DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", v->name);
+  df_record_int (r, "versions_removed", "versions removed", versions->len);
+  df_print_result (r, ctx->json, "removed vdisk '%s' (%u version%s)",
+                   v->name, versions->len, versions->len == 1 ? "" : "s");
+  return true;
+}
+
+const DfCmd df_vdisk_cmds[] = {
+  { "import", "import a disk image as a new vDisk", vdisk_import },
+  { "list", "list the vDisks", vdisk_list },
+  { "show", "show versions, backing chain and sizes", vdisk_show },
+  { "export", "write a version out as raw or qcow2", vdisk_export },
+  { "remove", "remove a vDisk no device uses", vdisk_remove },
+  { NULL, NULL, NULL }
+};

@@ -1,1 +1,428 @@
-/* placeholder: being written */
+/* diskfarm console: global options, command dispatch, `init` and `audit`.
+ *
+ *   diskfarm [--farm DIR] [--json] [--verbose] COMMAND [SUBCOMMAND] ...
+ *
+ * Each level has its own GOptionContext, so `--help` works at every level.
+ * Errors end as one line "diskfarm: <message>" on stderr and exit 1. */
+#include "console.h"
+#include "config.h"
+
+#include <locale.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+G_DEFINE_QUARK (diskfarm-usage-error-quark, df_usage_error)
+
+void
+df_usage_error (GError **err, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error_literal (err, DF_USAGE_ERROR, 0, msg);
+}
+
+/* ---- farm ------------------------------------------------------------- */
+
+const char *
+df_ctx_farm_dir (const DfCtx *ctx)
+{
+  if (ctx->farm_opt != NULL)
+    return ctx->farm_opt;
+  const char *env = g_getenv ("DISKFARM_FARM");
+  return env != NULL && *env != '\0' ? env : DF_DEFAULT_FARM;
+}
+
+/* Logging starts here, once every option (--verbose) has been parsed:
+ * each command opens the farm after parsing its options. */
+DfFarm *
+df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err)
+{
+  static bool log_ready;
+  if (!log_ready)
+    {
+      df_log_init ("diskfarm", ctx->verbose);
+      log_ready = true;
+    }
+  g_autofree char *who = g_strdup_printf ("console:%s", g_get_user_name ());
+  return df_farm_open (df_ctx_farm_dir (ctx), create, who, err);
+}
+
+/* ---- option parsing --------------------------------------------------- */
+
+/* Global options, accepted before the command and by every leaf.  The
+ * arg_data pointers are filled in by global_entries_for. */
+static void
+global_entries_for (DfCtx *ctx, GOptionEntry out[4])
+{
+  const GOptionEntry e[4] = {
+    { "farm", 0, 0, G_OPTION_ARG_FILENAME, &ctx->farm_opt,
+      "Farm directory (default: $DISKFARM_FARM or " DF_DEFAULT_FARM ")",
+      "DIR" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &ctx->json,
+      "Print results as JSON (sizes in bytes)", NULL },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &ctx->verbose,
+      "Log debug messages", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  memcpy (out, e, sizeof e);
+}
+
+/* GOption replaces a string option without freeing the old value: free a
+ * --farm given both before and after the command. */
+static bool
+parse_keeping_farm (DfCtx *ctx, GOptionContext *oc, int *argc, char ***argv,
+                    GError **err)
+{
+  char *old_farm = ctx->farm_opt;
+  if (!g_option_context_parse (oc, argc, argv, err))
+    return false;
+  if (old_farm != NULL && ctx->farm_opt != old_farm)
+    g_free (old_farm);
+  return true;
+}
+
+/* Turn any parse error into a usage error. */
+static void
+to_usage_error (GError **err)
+{
+  if (err != NULL && *err != NULL && (*err)->domain != DF_USAGE_ERROR)
+    {
+      (*err)->domain = DF_USAGE_ERROR;
+      (*err)->code = 0;
+    }
+}
+
+/* Name of the positional argument number i (0-based) from "NAME FILE". */
+static char *
+arg_name (const char *args, guint i)
+{
+  g_auto(GStrv) words = g_strsplit (args, " ", -1);
+  if (i < g_strv_length (words))
+    return g_strdup (words[i]);
+  return g_strdup ("argument");
+}
+
+/* Word-wrap a paragraph at width columns for --help (new string). */
+static char *
+wrap_text (const char *text, gsize width)
+{
+  g_auto(GStrv) words = g_strsplit (text, " ", -1);
+  GString *out = g_string_new (NULL);
+  gsize col = 0;
+  for (guint i = 0; words[i] != NULL; i++)
+    {
+      gsize len = strlen (words[i]);
+      if (len == 0)
+        continue;                     /* "  " between sentences */
+      if (col > 0 && col + 1 + len > width)
+        {
+          g_string_append_c (out, '\n');
+          col = 0;
+        }
+      else if (col > 0)
+        {
+          g_string_append_c (out, ' ');
+          col++;
+        }
+      g_string_append (out, words[i]);
+      col += len;
+    }
+  return g_string_free (out, FALSE);
+}
+
+bool
+df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec, const GOptionEntry *entries,
+              int *argc, char ***argv, GError **err)
+{
+  g_autofree char *prgname = g_strdup_printf ("diskfarm %s", spec->path);
+  g_set_prgname (prgname);
+  g_autoptr(GOptionContext) oc = g_option_context_new (spec->args);
+  g_autofree char *summary = wrap_text (spec->summary, 78);
+  g_option_context_set_summary (oc, summary);
+  g_autofree char *examples = g_strdup_printf ("Example:\n%s", spec->examples);
+  g_option_context_set_description (oc, examples);
+  if (entries != NULL)
+    g_option_context_add_main_entries (oc, entries, NULL);
+  GOptionEntry global[4];
+  global_entries_for (ctx, global);
+  g_option_context_add_main_entries (oc, global, NULL);
+
+  if (!parse_keeping_farm (ctx, oc, argc, argv, err))
+    {
+      to_usage_error (err);
+      return false;
+    }
+  guint n = (guint) *argc - 1;
+  if (n < spec->min_args)
+    {
+      g_autofree char *what = arg_name (spec->args, n);
+      df_usage_error (err, "%s: missing %s", spec->path, what);
+      return false;
+    }
+  if (n > spec->max_args)
+    {
+      df_usage_error (err, "%s: unexpected argument '%s'", spec->path,
+                      (*argv)[spec->max_args + 1]);
+      return false;
+    }
+  return true;
+}
+
+/* ---- init ------------------------------------------------------------- */
+
+static bool
+cmd_init (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "init", "", 0, 0,
+    "Create the farm directory (farm.db, store/, cache/, boot/, run/) or "
+    "upgrade the schema of an existing one.",
+    "  diskfarm --farm /srv/farm init\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, true, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfRecord) r = df_record_new ();
+  df_record_str (r, "farm", "farm", df_farm_dir (farm));
+  df_record_int (r, "schema_version", "schema version",
+                 df_farm_schema_version (farm));
+  df_print_result (r, ctx->json, "farm ready at %s (schema version %d)",
+                   df_farm_dir (farm), df_farm_schema_version (farm));
+  return true;
+}
+
+/* ---- audit ------------------------------------------------------------ */
+
+static DfRecord *
+audit_record (const DfAudit *a)
+{
+  DfRecord *r = df_record_new ();
+  df_record_int (r, "id", "id", a->id);
+  df_record_str (r, "at", "at", a->at);
+  df_record_str (r, "who", "who", a->who);
+  df_record_str (r, "action", "action", a->action);
+  df_record_str (r, "object", "object", a->object);
+  df_record_str (r, "detail", "detail", a->detail);
+  return r;
+}
+
+static bool
+cmd_audit (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "audit", "", 0, 0,
+    "Show the audit log: every change made to the farm, who made it and "
+    "when, newest first.",
+    "  diskfarm audit --limit 20\n  diskfarm --json audit --limit 0\n",
+  };
+  gint limit = 50;
+  const GOptionEntry entries[] = {
+    { "limit", 'n', 0, G_OPTION_ARG_INT, &limit,
+      "Show at most N entries, 0 for all (default 50)", "N" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (limit < 0)
+    {
+      df_usage_error (err, "--limit must be 0 or more, not %d", limit);
+      return false;
+    }
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(GPtrArray) rows =
+    df_farm_audit_list (farm, (guint) limit, err);   /* 0: all */
+  if (rows == NULL)
+    return false;
+  g_autoptr(GPtrArray) records = df_record_list_new ();
+  for (guint i = 0; i < rows->len; i++)
+    g_ptr_array_add (records, audit_record (rows->pdata[i]));
+  df_print_list (records, ctx->json, "the audit log is empty");
+  return true;
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+static const DfCmd top_cmds[] = {
+  { "init", "create or upgrade a farm", cmd_init },
+  { "audit", "show the audit log", cmd_audit },
+  { NULL, NULL, NULL }
+};
+
+typedef struct {
+  const char *name;
+  const char *summary;
+  const char *examples;
+  const DfCmd *cmds;
+} DfGroup;
+
+static const DfGroup groups[] = {
+  { "vdisk", "Manage vDisks: the golden images streamed to devices, and "
+    "their versions.",
+    "  diskfarm vdisk import win10 win10.vhdx --format vhdx\n"
+    "  diskfarm vdisk show win10\n", df_vdisk_cmds },
+  { "device", "Manage devices: the targets that boot from a vDisk, each "
+    "with its own write cache.",
+    "  diskfarm device add pc01 --mac 52:54:00:12:34:56 --vdisk win10\n"
+    "  diskfarm device reset pc01\n", df_device_cmds },
+  { "collection", "Manage collections: named groups of devices with a "
+    "default vDisk.",
+    "  diskfarm collection add lab --vdisk win10\n"
+    "  diskfarm collection show lab\n", df_collection_cmds },
+};
+
+static const DfCmd *
+find_cmd (const DfCmd *cmds, const char *name)
+{
+  for (const DfCmd *c = cmds; c->name != NULL; c++)
+    if (g_str_equal (c->name, name))
+      return c;
+  return NULL;
+}
+
+/* Run one group ("vdisk ...").  argv[0] is the group name.  *path receives
+ * the command path for the usage hint. */
+static bool
+run_group (DfCtx *ctx, const DfGroup *g, int argc, char **argv, char **path,
+           GError **err)
+{
+  g_autofree char *prgname = g_strdup_printf ("diskfarm %s", g->name);
+  g_set_prgname (prgname);
+  g_autoptr(GOptionContext) oc = g_option_context_new ("COMMAND ...");
+  g_option_context_set_strict_posix (oc, TRUE);
+  g_option_context_set_summary (oc, g->summary);
+  g_autoptr(GString) desc = g_string_new ("Commands:\n");
+  for (const DfCmd *c = g->cmds; c->name != NULL; c++)
+    g_string_append_printf (desc, "  %-10s %s\n", c->name, c->summary);
+  g_string_append_printf (desc, "\nRun 'diskfarm %s COMMAND --help' for the "
+                          "options of one command.\n\nExample:\n%s",
+                          g->name, g->examples);
+  g_option_context_set_description (oc, desc->str);
+  GOptionEntry global[4];
+  global_entries_for (ctx, global);
+  g_option_context_add_main_entries (oc, global, NULL);
+  *path = g_strdup (g->name);
+  if (!parse_keeping_farm (ctx, oc, &argc, &argv, err))
+    {
+      to_usage_error (err);
+      return false;
+    }
+  if (argc < 2)
+    {
+      df_usage_error (err, "%s: missing command", g->name);
+      return false;
+    }
+  const DfCmd *c = find_cmd (g->cmds, argv[1]);
+  if (c == NULL)
+    {
+      df_usage_error (err, "%s: unknown command '%s'", g->name, argv[1]);
+      return false;
+    }
+  g_free (*path);
+  *path = g_strdup_printf ("%s %s", g->name, c->name);
+  return c->func (ctx, argc - 1, argv + 1, err);
+}
+
+static const char main_description[] =
+  "Commands:\n"
+  "  init                   create or upgrade the farm\n"
+  "  vdisk import|list|show|export|remove\n"
+  "                         vDisks (golden images) and their versions\n"
+  "  device add|list|show|set|remove|reset\n"
+  "                         devices, their vDisk and write cache\n"
+  "  collection add|list|show\n"
+  "                         groups of devices\n"
+  "  audit                  the log of every change\n"
+  "\n"
+  "Run 'diskfarm COMMAND --help' for the commands of a group and their "
+  "options.\n"
+  "Exit status: 0 on success, 1 on any error (one line on stderr).\n"
+  "\n"
+  "Example:\n"
+  "  diskfarm --farm /srv/farm init\n"
+  "  diskfarm vdisk import base disk.raw\n"
+  "  diskfarm device add pc01 --mac 52:54:00:12:34:56 --vdisk base\n"
+  "  diskfarm --json device list\n";
+
+/* Parse the global options and run the command.  *path receives the
+ * command path for the usage hint ("" for the top level). */
+static bool
+run (DfCtx *ctx, int argc, char **argv, char **path, GError **err)
+{
+  g_autoptr(GOptionContext) oc = g_option_context_new ("COMMAND ...");
+  g_option_context_set_strict_posix (oc, TRUE);
+  g_option_context_set_summary (oc, "Manage a diskfarm: vDisks streamed "
+                                "over NBD to devices, each with its own "
+                                "write cache.");
+  g_option_context_set_description (oc, main_description);
+  gboolean version = FALSE;
+  const GOptionEntry entries[] = {
+    { "version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version",
+      NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  GOptionEntry global[4];
+  global_entries_for (ctx, global);
+  g_option_context_add_main_entries (oc, global, NULL);
+  g_option_context_add_main_entries (oc, entries, NULL);
+  *path = g_strdup ("");
+  if (!g_option_context_parse (oc, &argc, &argv, err))
+    {
+      to_usage_error (err);
+      return false;
+    }
+  if (version)
+    {
+      printf ("diskfarm %s\n", DF_VERSION);
+      return true;
+    }
+  if (argc < 2)
+    {
+      df_usage_error (err, "missing command");
+      return false;
+    }
+  const DfCmd *c = find_cmd (top_cmds, argv[1]);
+  if (c != NULL)
+    {
+      g_free (*path);
+      *path = g_strdup (c->name);
+      return c->func (ctx, argc - 1, argv + 1, err);
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (groups); i++)
+    if (g_str_equal (groups[i].name, argv[1]))
+      {
+        g_free (*path);
+        return run_group (ctx, &groups[i], argc - 1, argv + 1, path, err);
+      }
+  df_usage_error (err, "unknown command '%s'", argv[1]);
+  return false;
+}
+
+int
+main (int argc, char **argv)
+{
+  setlocale (LC_ALL, "");
+  setlocale (LC_NUMERIC, "C");
+  g_set_prgname ("diskfarm");
+
+  DfCtx ctx = { 0 };
+  g_autoptr(GError) err = NULL;
+  g_autofree char *path = NULL;
+  bool ok = run (&ctx, argc, argv, &path, &err);
+  g_free (ctx.farm_opt);
+  if (ok)
+    return 0;
+  if (err->domain == DF_USAGE_ERROR)
+    fprintf (stderr, "diskfarm: %s; see 'diskfarm%s%s --help'\n",
+             err->message, *path ? " " : "", path);
+  else
+    fprintf (stderr, "diskfarm: %s\n", err->message);
+  return 1;
+}

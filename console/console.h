@@ -1,0 +1,142 @@
+/* diskfarm console: declarations shared by the `diskfarm` command files.
+ *
+ * main.c parses the global options and dispatches to one leaf command
+ * (DfCmd).  A leaf parses its own options with df_cmd_parse, does its work
+ * against the farm and prints through the helpers of output.c, so every
+ * command formats tables and JSON the same way.  A leaf returns false with
+ * a GError; main prints it as one line "diskfarm: <message>" and exits 1.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "farm.h"
+#include "vdisk.h"
+
+/* ---- global options and command dispatch (main.c) --------------------- */
+
+/* Options given before (or after) the command.  Owned by main. */
+typedef struct {
+  char *farm_opt;     /* --farm, or NULL: then $DISKFARM_FARM or default */
+  gboolean json;      /* --json */
+  gboolean verbose;   /* --verbose */
+} DfCtx;
+
+/* Errors in the command line itself: main adds the hint
+ * "see 'diskfarm <command> --help'" to their message. */
+#define DF_USAGE_ERROR (df_usage_error_quark ())
+GQuark df_usage_error_quark (void);
+
+/* A leaf command.  argv[0] is the leaf's name; options are not yet parsed. */
+typedef bool (*DfCmdFunc) (DfCtx *ctx, int argc, char **argv, GError **err);
+
+typedef struct {
+  const char *name;      /* "import" */
+  const char *summary;   /* one line for the group's --help */
+  DfCmdFunc func;
+} DfCmd;
+
+/* Leaf commands of each group, terminated by { NULL }. */
+extern const DfCmd df_vdisk_cmds[];
+extern const DfCmd df_device_cmds[];
+extern const DfCmd df_collection_cmds[];
+
+/* What a leaf's --help says about it. */
+typedef struct {
+  const char *path;      /* "vdisk import" */
+  const char *args;      /* positional arguments, "NAME FILE" */
+  guint min_args;        /* positional arguments required */
+  guint max_args;        /* positional arguments accepted */
+  const char *summary;   /* what the command does (a paragraph) */
+  const char *examples;  /* example command lines, one per line */
+} DfCmdSpec;
+
+/* Parse a leaf's options (entries, plus --json, --farm, --verbose) and check
+ * the positional count.  On success argc and argv hold the program name
+ * followed by the positional arguments only.  --help prints and exits 0.
+ * Errors are DF_USAGE_ERROR. */
+bool df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec,
+                   const GOptionEntry *entries, int *argc, char ***argv,
+                   GError **err);
+
+/* Make a DF_USAGE_ERROR ("missing --mac", "nothing to change"). */
+void df_usage_error (GError **err, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+
+/* The farm directory in force (borrowed from ctx or the environment). */
+const char *df_ctx_farm_dir (const DfCtx *ctx);
+/* Open the farm (create: `init` only).  New handle, or NULL + err. */
+DfFarm *df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err);
+
+/* ---- records, tables and JSON (output.c) ------------------------------ */
+
+/* A record is an ordered list of typed fields.  Printed as one table row,
+ * as "label: value" lines (show) or as one JSON object.  key is the JSON
+ * member name; label the column header / show label (lower case; NULL:
+ * the field is in JSON and show output but not in tables).  Sizes are
+ * bytes in JSON and humanised (df_format_size) for people. */
+typedef struct DfRecord DfRecord;
+DfRecord *df_record_new (void);
+void df_record_free (DfRecord *r);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfRecord, df_record_free)
+
+void df_record_str (DfRecord *r, const char *key, const char *label,
+                    const char *value);           /* NULL -> null / "-" */
+void df_record_int (DfRecord *r, const char *key, const char *label,
+                    gint64 value);
+/* An integer that may be absent (null / "-"). */
+void df_record_opt_int (DfRecord *r, const char *key, const char *label,
+                        bool present, gint64 value);
+void df_record_size (DfRecord *r, const char *key, const char *label,
+                     uint64_t bytes);
+/* A size where 0 means "no limit" ("none" for people, 0 in JSON). */
+void df_record_limit (DfRecord *r, const char *key, const char *label,
+                      uint64_t bytes);
+void df_record_bool (DfRecord *r, const char *key, const char *label,
+                     bool value);
+
+/* New empty array of DfRecord (frees its records). */
+GPtrArray *df_record_list_new (void);
+
+/* A list command's output: a JSON array of objects, or an aligned table
+ * (empty_msg when there is no record).  Takes nothing. */
+void df_print_list (GPtrArray *records, bool json, const char *empty_msg);
+
+/* A show command's output: the main record as "label: value" lines then
+ * each attached list as a titled, indented table; in JSON one object with
+ * the lists as array members. */
+typedef struct DfReport DfReport;
+DfReport *df_report_new (DfRecord *main);        /* takes main */
+/* Attach a list (takes records). */
+void df_report_add_list (DfReport *rep, const char *key, const char *title,
+                         GPtrArray *records);
+void df_report_print (const DfReport *rep, bool json);
+void df_report_free (DfReport *rep);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfReport, df_report_free)
+
+/* The result of a change (add, import, reset): the record as a JSON object,
+ * or for people the message line built from fmt. */
+void df_print_result (const DfRecord *r, bool json, const char *fmt, ...)
+  G_GNUC_PRINTF (3, 4);
+
+/* Progress bar on stderr with percentage and MiB/s, drawn only when
+ * stderr is a terminal.  Use df_progress_update as a df_progress_cb with the
+ * DfProgress as opaque; df_progress_end clears the line. */
+typedef struct {
+  bool enabled;
+  const char *what;      /* "importing", "exporting" (borrowed) */
+  gint64 start_us;
+  gint64 last_draw_us;
+  bool drawn;
+} DfProgress;
+void df_progress_init (DfProgress *p, const char *what);
+void df_progress_update (void *opaque, uint64_t done, uint64_t total);
+void df_progress_end (DfProgress *p);
+
+/* ---- records shared by several commands ------------------------------- */
+
+/* A device as listed by `device list` and `collection show`
+ * (cmd_device.c).  New record. */
+DfRecord *df_device_record (const DfDevice *d);
