@@ -1,1 +1,305 @@
-/* placeholder: being written */
+/* streamsvc: the stream service daemon (NBD front end + admin HTTP).
+ *
+ *   streamsvc [--farm DIR] [--config FILE] [--nbd-listen ADDR]...
+ *             [--admin-listen ADDR|none] [--threads N] [--stdio]
+ *             [--pidfile FILE] [--verbose] [--version]
+ *
+ * Ready when every "streamsvc: ... listening on ..." line is on stderr.
+ */
+#define G_LOG_DOMAIN "streamsvc"
+
+#include <bsd/libutil.h>
+#include <errno.h>
+#include <glib-unix.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "common.h"
+#include "config.h"
+#include "exports.h"
+#include "server.h"
+#include "sessions.h"
+
+#define NBD_DEFAULT_PORT 10809
+#define NBD_DEFAULT_LISTEN "0.0.0.0:10809"
+#define ADMIN_DEFAULT_LISTEN "127.0.0.1:8001"
+#define ADMIN_DEFAULT_PORT 8001
+#define CONFIG_GROUP "streamsvc"
+
+typedef struct {
+  char *farm;
+  char *config;
+  char **nbd_listen;
+  char *admin_listen;
+  int threads;
+  gboolean stdio;
+  char *pidfile;
+  gboolean verbose;
+  gboolean version;
+} Options;
+
+static void
+options_clear (Options *o)
+{
+  g_free (o->farm);
+  g_free (o->config);
+  g_strfreev (o->nbd_listen);
+  g_free (o->admin_listen);
+  g_free (o->pidfile);
+}
+
+static bool
+parse_cli (Options *o, int *argc, char ***argv, GError **err)
+{
+  const GOptionEntry entries[] = {
+    { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o->farm,
+      "Farm directory (default " DF_DEFAULT_FARM ")", "DIR" },
+    { "config", 0, 0, G_OPTION_ARG_FILENAME, &o->config,
+      "Configuration file ([streamsvc] nbd-listen, admin-listen, threads)",
+      "FILE" },
+    { "nbd-listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->nbd_listen,
+      "NBD listen address HOST:PORT or unix:PATH (repeatable; default "
+      NBD_DEFAULT_LISTEN ")", "ADDR" },
+    { "admin-listen", 0, 0, G_OPTION_ARG_STRING, &o->admin_listen,
+      "Admin HTTP address (default " ADMIN_DEFAULT_LISTEN "; none disables)",
+      "ADDR" },
+    { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads,
+      "Worker threads (default: number of CPUs)", "N" },
+    { "stdio", 0, 0, G_OPTION_ARG_NONE, &o->stdio,
+      "Serve one NBD connection on stdin/stdout and exit", NULL },
+    { "pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o->pidfile,
+      "Write the process id to FILE (locked)", "FILE" },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
+      "Debug logging", NULL },
+    { "version", 0, 0, G_OPTION_ARG_NONE, &o->version,
+      "Print the version and exit", NULL },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) ctx =
+    g_option_context_new ("- diskfarm stream service (NBD)");
+
+  o->threads = -1;
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if (!g_option_context_parse (ctx, argc, argv, err))
+    return false;
+  if (*argc > 1)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "unexpected argument '%s'", (*argv)[1]);
+      return false;
+    }
+  return true;
+}
+
+/* Fill what the command line left unset from the config file. */
+static bool
+apply_config (Options *o, GError **err)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autoptr (GError) e = NULL;
+
+  if (o->config == NULL)
+    return true;
+  if (!g_key_file_load_from_file (kf, o->config, G_KEY_FILE_NONE, err))
+    {
+      g_prefix_error (err, "%s: ", o->config);
+      return false;
+    }
+  if (o->nbd_listen == NULL)
+    o->nbd_listen = g_key_file_get_string_list (kf, CONFIG_GROUP,
+                                                "nbd-listen", NULL, NULL);
+  if (o->admin_listen == NULL)
+    o->admin_listen = g_key_file_get_string (kf, CONFIG_GROUP,
+                                             "admin-listen", NULL);
+  if (o->farm == NULL)
+    o->farm = g_key_file_get_string (kf, CONFIG_GROUP, "farm", NULL);
+  if (o->threads < 0 && g_key_file_has_key (kf, CONFIG_GROUP, "threads", NULL))
+    {
+      o->threads = g_key_file_get_integer (kf, CONFIG_GROUP, "threads", &e);
+      if (e != NULL)
+        {
+          g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "%s: threads: %s",
+                       o->config, e->message);
+          return false;
+        }
+    }
+  return true;
+}
+
+static bool
+check_options (Options *o, GError **err)
+{
+  if (o->farm == NULL)
+    o->farm = g_strdup (DF_DEFAULT_FARM);
+  if (o->admin_listen == NULL)
+    o->admin_listen = g_strdup (ADMIN_DEFAULT_LISTEN);
+  if (o->nbd_listen == NULL || o->nbd_listen[0] == NULL)
+    {
+      g_strfreev (o->nbd_listen);
+      o->nbd_listen = g_strsplit (NBD_DEFAULT_LISTEN, ",", -1);
+    }
+  if (o->threads < 0)
+    o->threads = 0;
+  if (o->threads > 256)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--threads %d: at most 256", o->threads);
+      return false;
+    }
+  if (!g_file_test (o->farm, G_FILE_TEST_IS_DIR))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "farm directory %s does not exist (diskfarm --farm %s "
+                   "init creates it)", o->farm, o->farm);
+      return false;
+    }
+  return true;
+}
+
+/* ---- daemon ------------------------------------------------------------- */
+
+typedef struct {
+  GMainLoop *loop;
+  int signum;
+} SignalState;
+
+static gboolean
+on_signal (gpointer data)
+{
+  SignalState *st = data;
+
+  g_main_loop_quit (st->loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static bool
+start_nbd (DfNbdServer *srv, char **addrs, GError **err)
+{
+  for (char **a = addrs; *a != NULL; a++)
+    {
+      DfListenAddr la = { 0 };
+      g_autofree char *bound = NULL;
+      g_auto (GStrv) lines = NULL;
+      bool ok = df_parse_listen (*a, NBD_DEFAULT_PORT, &la, err)
+                && df_nbd_server_listen (srv, &la, &bound, err);
+
+      df_listen_addr_clear (&la);
+      if (!ok)
+        return false;
+      lines = g_strsplit (bound, "\n", -1);
+      for (char **l = lines; *l != NULL; l++)
+        fprintf (stderr, "streamsvc: nbd listening on %s\n", *l);
+    }
+  return df_nbd_server_start (srv, err);
+}
+
+static DfAdmin *
+start_admin (const char *addr, DfSessions *ss, DfExports *ex, GError **err)
+{
+  DfListenAddr la = { 0 };
+  DfAdmin *a = NULL;
+
+  if (df_parse_listen (addr, ADMIN_DEFAULT_PORT, &la, err))
+    a = df_admin_start (&la, ss, ex, NULL, err);
+  if (a != NULL && la.unix_path != NULL)
+    fprintf (stderr, "streamsvc: admin listening on unix:%s\n", la.unix_path);
+  else if (a != NULL)
+    fprintf (stderr, "streamsvc: admin listening on http://%s:%u\n",
+             la.host ? la.host : "0.0.0.0", df_admin_port (a));
+  df_listen_addr_clear (&la);
+  return a;
+}
+
+static struct pidfh *
+open_pidfile (const char *path, GError **err)
+{
+  pid_t other = 0;
+  struct pidfh *pfh = pidfile_open (path, 0644, &other);
+
+  if (pfh == NULL)
+    {
+      if (errno == EEXIST)
+        g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                     "streamsvc already running with pid %ld (%s)",
+                     (long) other, path);
+      else
+        df_set_error_errno (err, errno, "pidfile %s", path);
+      return NULL;
+    }
+  pidfile_write (pfh);
+  return pfh;
+}
+
+static int
+run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
+{
+  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+  SignalState st = { loop, 0 };
+  DfNbdServer *srv = df_nbd_server_new (ex, ss, (guint) o->threads);
+  DfAdmin *admin = NULL;
+  struct pidfh *pfh = NULL;
+  int rc = 1;
+
+  if (!start_nbd (srv, o->nbd_listen, err))
+    goto out;
+  if (g_strcmp0 (o->admin_listen, "none") != 0
+      && (admin = start_admin (o->admin_listen, ss, ex, err)) == NULL)
+    goto out;
+  if (o->pidfile != NULL && (pfh = open_pidfile (o->pidfile, err)) == NULL)
+    goto out;
+  g_unix_signal_add (SIGTERM, on_signal, &st);
+  g_unix_signal_add (SIGINT, on_signal, &st);
+  g_main_loop_run (loop);
+  g_message ("stopping: finishing in-flight requests");
+  rc = 0;
+out:
+  df_nbd_server_free (srv); /* stops accepting, drains, closes sessions */
+  if (admin != NULL)
+    df_admin_stop (admin);
+  if (pfh != NULL)
+    pidfile_remove (pfh);
+  return rc;
+}
+
+int
+main (int argc, char **argv)
+{
+  Options o = { 0 };
+  g_autoptr (GError) err = NULL;
+  DfExports *ex = NULL;
+  DfSessions *ss = NULL;
+  int rc = 1;
+
+  signal (SIGPIPE, SIG_IGN);
+  if (!parse_cli (&o, &argc, &argv, &err) || !apply_config (&o, &err))
+    goto out;
+  if (o.version)
+    {
+      printf ("streamsvc %s\n", DF_VERSION);
+      rc = 0;
+      goto out;
+    }
+  df_log_init ("streamsvc", o.verbose);
+  if (!check_options (&o, &err))
+    goto out;
+  if ((ex = df_exports_new (o.farm, &err)) == NULL)
+    goto out;
+  ss = df_sessions_new ();
+  if (o.stdio)
+    rc = df_nbd_serve_stdio (ex, ss, STDIN_FILENO, STDOUT_FILENO);
+  else
+    rc = run_daemon (&o, ex, ss, &err);
+  df_exports_flush_all (ex);
+out:
+  if (err != NULL)
+    fprintf (stderr, "streamsvc: %s\n", err->message);
+  if (ss != NULL)
+    df_sessions_free (ss);
+  if (ex != NULL)
+    df_exports_free (ex);
+  options_clear (&o);
+  return rc;
+}

@@ -1,1 +1,654 @@
-/* placeholder: being written */
+/* streamsvc: NBD transport (see server.h).
+ *
+ * Threads: one acceptor (epoll over the listening sockets + a stop
+ * eventfd) and N workers (epoll over their connections + a wake eventfd).
+ * A new connection is created by the acceptor and pushed on a worker's
+ * queue; from then on only that worker touches it.
+ */
+#define G_LOG_DOMAIN "streamsvc-server"
+
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "nbd.h"
+
+#define MAX_EVENTS 64
+#define SHUTDOWN_DRAIN_MS 5000
+
+typedef struct {
+  int fd;
+  char *unix_path; /* owned; unlinked at free */
+} listener;
+
+/* One client connection (owned by its worker). */
+typedef struct {
+  int fd;
+  nbd_conn *nc;
+  uint32_t interest; /* events registered with epoll */
+} srv_conn;
+
+typedef struct {
+  DfNbdServer *srv;
+  GThread *thread;
+  int epfd, wakefd;
+  GAsyncQueue *incoming; /* srv_conn *, pushed by the acceptor */
+  GHashTable *conns;     /* srv_conn * set, worker-only */
+} worker;
+
+struct DfNbdServer {
+  DfExports *exports;   /* borrowed */
+  DfSessions *sessions; /* borrowed */
+  GArray *listeners;    /* listener */
+  worker *workers;
+  guint n_workers, next_worker;
+  GThread *acceptor;
+  int stopfd;           /* eventfd: acceptor stop */
+  gint stopping;
+  bool running;
+};
+
+/* ---- connections ----------------------------------------------------------- */
+
+static void
+srv_conn_free (srv_conn *sc)
+{
+  nbd_conn_free (sc->nc);
+  close (sc->fd);
+  g_free (sc);
+}
+
+static void
+worker_drop (worker *w, srv_conn *sc)
+{
+  epoll_ctl (w->epfd, EPOLL_CTL_DEL, sc->fd, NULL);
+  g_hash_table_remove (w->conns, sc);
+  srv_conn_free (sc);
+}
+
+static void
+set_interest (worker *w, srv_conn *sc, uint32_t ev)
+{
+  struct epoll_event e = { .events = ev, .data.ptr = sc };
+
+  if (sc->interest == ev)
+    return;
+  if (epoll_ctl (w->epfd, EPOLL_CTL_MOD, sc->fd, &e) == 0)
+    sc->interest = ev;
+}
+
+/* Send pending output, re-running the engine when it held requests back
+ * for backpressure.  Returns false when the connection must go. */
+static bool
+conn_flush (srv_conn *sc)
+{
+  for (;;)
+    {
+      size_t len;
+      const uint8_t *out = nbd_conn_output (sc->nc, &len);
+      ssize_t n;
+
+      if (len == 0)
+        {
+          if (!nbd_conn_has_work (sc->nc))
+            return true;
+          nbd_conn_process (sc->nc);
+          if (nbd_conn_output (sc->nc, &len), len == 0)
+            return true;
+          continue;
+        }
+      n = send (sc->fd, out, len, MSG_NOSIGNAL);
+      if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+      nbd_conn_output_consume (sc->nc, (size_t) n);
+    }
+}
+
+/* Read what is there, run the engine.  false: close the connection. */
+static bool
+conn_read (srv_conn *sc)
+{
+  size_t room;
+  uint8_t *buf = nbd_conn_input_space (sc->nc, &room);
+  ssize_t n = read (sc->fd, buf, room);
+
+  if (n == 0)
+    return false;
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+  nbd_conn_input_commit (sc->nc, (size_t) n);
+  nbd_conn_process (sc->nc);
+  return true;
+}
+
+static void
+conn_event (worker *w, srv_conn *sc, uint32_t ev)
+{
+  size_t pending;
+
+  if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
+      && !nbd_conn_should_close (sc->nc) && !conn_read (sc))
+    {
+      worker_drop (w, sc);
+      return;
+    }
+  if (!conn_flush (sc))
+    {
+      worker_drop (w, sc);
+      return;
+    }
+  nbd_conn_output (sc->nc, &pending);
+  if (pending == 0 && nbd_conn_should_close (sc->nc))
+    {
+      worker_drop (w, sc);
+      return;
+    }
+  /* Backpressure: stop reading while replies are queued. */
+  set_interest (w, sc, pending > 0 ? EPOLLOUT : EPOLLIN);
+}
+
+static void
+worker_adopt (worker *w, srv_conn *sc)
+{
+  struct epoll_event e = { .events = EPOLLIN, .data.ptr = sc };
+
+  if (epoll_ctl (w->epfd, EPOLL_CTL_ADD, sc->fd, &e) < 0)
+    {
+      g_warning ("epoll_ctl: %s", g_strerror (errno));
+      srv_conn_free (sc);
+      return;
+    }
+  sc->interest = EPOLLIN;
+  g_hash_table_add (w->conns, sc);
+  /* The greeting is already queued. */
+  conn_event (w, sc, 0);
+}
+
+/* Shutdown: reply to what was received (blocking, bounded), then close. */
+static void
+conn_finish (srv_conn *sc)
+{
+  gint64 deadline = g_get_monotonic_time () + SHUTDOWN_DRAIN_MS * 1000;
+
+  for (;;)
+    {
+      size_t len;
+      struct pollfd pfd = { .fd = sc->fd, .events = POLLOUT };
+      int left = (int) ((deadline - g_get_monotonic_time ()) / 1000);
+
+      if (!conn_flush (sc))
+        break;
+      nbd_conn_output (sc->nc, &len);
+      if (len == 0 || left <= 0 || poll (&pfd, 1, left) <= 0)
+        break;
+    }
+}
+
+static void
+worker_shutdown (worker *w)
+{
+  GHashTableIter it;
+  gpointer key;
+  srv_conn *sc;
+
+  while ((sc = g_async_queue_try_pop (w->incoming)) != NULL)
+    srv_conn_free (sc);
+  g_hash_table_iter_init (&it, w->conns);
+  while (g_hash_table_iter_next (&it, &key, NULL))
+    {
+      sc = key;
+      conn_finish (sc);
+      g_hash_table_iter_remove (&it);
+      srv_conn_free (sc);
+    }
+}
+
+static gpointer
+worker_main (gpointer data)
+{
+  worker *w = data;
+  struct epoll_event ev[MAX_EVENTS];
+
+  while (!g_atomic_int_get (&w->srv->stopping))
+    {
+      int n = epoll_wait (w->epfd, ev, MAX_EVENTS, -1);
+
+      if (n < 0 && errno != EINTR)
+        {
+          g_warning ("epoll_wait: %s", g_strerror (errno));
+          break;
+        }
+      for (int i = 0; i < n; i++)
+        {
+          if (ev[i].data.ptr == NULL)
+            {
+              uint64_t v;
+              srv_conn *sc;
+              if (read (w->wakefd, &v, sizeof v) < 0 && errno != EAGAIN)
+                g_warning ("eventfd read: %s", g_strerror (errno));
+              while ((sc = g_async_queue_try_pop (w->incoming)) != NULL)
+                worker_adopt (w, sc);
+            }
+          else
+            conn_event (w, ev[i].data.ptr, ev[i].events);
+        }
+    }
+  worker_shutdown (w);
+  return NULL;
+}
+
+/* ---- acceptor ------------------------------------------------------------- */
+
+static char *
+peer_name (int fd)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+  if (getpeername (fd, (struct sockaddr *) &ss, &len) < 0
+      || ss.ss_family == AF_UNIX)
+    return g_strdup ("unix");
+  if (getnameinfo ((struct sockaddr *) &ss, len, host, sizeof host, serv,
+                   sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return g_strdup ("?");
+  return ss.ss_family == AF_INET6 ? g_strdup_printf ("[%s]:%s", host, serv)
+                                  : g_strdup_printf ("%s:%s", host, serv);
+}
+
+static void
+hand_over (DfNbdServer *s, int fd)
+{
+  worker *w = &s->workers[s->next_worker++ % s->n_workers];
+  g_autofree char *client = peer_name (fd);
+  srv_conn *sc = g_new0 (srv_conn, 1);
+  uint64_t one = 1;
+  int on = 1;
+
+  setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); /* ENOTSUP on unix */
+  sc->fd = fd;
+  sc->nc = nbd_conn_new (s->exports, s->sessions, client);
+  g_debug ("connection from %s", client);
+  g_async_queue_push (w->incoming, sc);
+  if (write (w->wakefd, &one, sizeof one) < 0)
+    g_warning ("eventfd write: %s", g_strerror (errno));
+}
+
+static void
+accept_all (DfNbdServer *s, int lfd)
+{
+  for (;;)
+    {
+      int fd = accept4 (lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+      if (fd < 0)
+        {
+          if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
+              && errno != ECONNABORTED)
+            g_warning ("accept: %s", g_strerror (errno));
+          if (errno == EMFILE || errno == ENFILE)
+            g_usleep (100 * 1000); /* do not spin on fd exhaustion */
+          return;
+        }
+      hand_over (s, fd);
+    }
+}
+
+static gpointer
+acceptor_main (gpointer data)
+{
+  DfNbdServer *s = data;
+  int epfd = epoll_create1 (EPOLL_CLOEXEC);
+  struct epoll_event e = { .events = EPOLLIN, .data.fd = s->stopfd };
+
+  epoll_ctl (epfd, EPOLL_CTL_ADD, s->stopfd, &e);
+  for (guint i = 0; i < s->listeners->len; i++)
+    {
+      e.data.fd = g_array_index (s->listeners, listener, i).fd;
+      epoll_ctl (epfd, EPOLL_CTL_ADD, e.data.fd, &e);
+    }
+  while (!g_atomic_int_get (&s->stopping))
+    {
+      struct epoll_event ev[8];
+      int n = epoll_wait (epfd, ev, G_N_ELEMENTS (ev), -1);
+
+      for (int i = 0; i < n; i++)
+        if (ev[i].data.fd != s->stopfd)
+          accept_all (s, ev[i].data.fd);
+    }
+  close (epfd);
+  return NULL;
+}
+
+/* ---- listeners ------------------------------------------------------------ */
+
+static int
+listen_unix (const char *path, GError **err)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  struct stat st;
+  int fd;
+
+  if (strlen (path) >= sizeof sun.sun_path)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "unix socket path too long: %s", path);
+      return -1;
+    }
+  strcpy (sun.sun_path, path);
+  if (lstat (path, &st) == 0 && S_ISSOCK (st.st_mode))
+    unlink (path); /* stale socket of a previous run */
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind (fd, (struct sockaddr *) &sun, sizeof sun) < 0
+      || listen (fd, SOMAXCONN) < 0)
+    {
+      df_set_error_errno (err, errno, "cannot listen on unix:%s", path);
+      if (fd >= 0)
+        close (fd);
+      return -1;
+    }
+  return fd;
+}
+
+static int
+listen_inet (const struct addrinfo *ai, GError **err)
+{
+  int on = 1;
+  int fd = socket (ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK
+                   | SOCK_CLOEXEC, ai->ai_protocol);
+
+  if (fd < 0)
+    {
+      df_set_error_errno (err, errno, "socket");
+      return -1;
+    }
+  setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  if (ai->ai_family == AF_INET6)
+    setsockopt (fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+  if (bind (fd, ai->ai_addr, ai->ai_addrlen) < 0
+      || listen (fd, SOMAXCONN) < 0)
+    {
+      df_set_error_errno (err, errno, "cannot listen");
+      close (fd);
+      return -1;
+    }
+  return fd;
+}
+
+static char *
+sock_name (int fd)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+  if (getsockname (fd, (struct sockaddr *) &ss, &len) < 0
+      || getnameinfo ((struct sockaddr *) &ss, len, host, sizeof host, serv,
+                      sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return g_strdup ("?");
+  return ss.ss_family == AF_INET6 ? g_strdup_printf ("[%s]:%s", host, serv)
+                                  : g_strdup_printf ("%s:%s", host, serv);
+}
+
+static void
+add_listener (DfNbdServer *s, int fd, const char *unix_path)
+{
+  listener l = { fd, g_strdup (unix_path) };
+
+  g_array_append_val (s->listeners, l);
+}
+
+static bool
+listen_host (DfNbdServer *s, const DfListenAddr *addr, GString *bound,
+             GError **err)
+{
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+  struct addrinfo *res = NULL;
+  char port[8];
+  int rc;
+
+  g_snprintf (port, sizeof port, "%u", addr->port);
+  rc = getaddrinfo (addr->host, port, &hints, &res);
+  if (rc != 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "address %s:%s: %s",
+                   addr->host ? addr->host : "*", port, gai_strerror (rc));
+      return false;
+    }
+  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
+    {
+      int fd = listen_inet (ai, err);
+      g_autofree char *name = NULL;
+
+      if (fd < 0)
+        {
+          g_prefix_error (err, "%s:%s: ", addr->host ? addr->host : "*",
+                          port);
+          freeaddrinfo (res);
+          return false;
+        }
+      add_listener (s, fd, NULL);
+      name = sock_name (fd);
+      g_string_append_printf (bound, "%s%s", bound->len ? "\n" : "", name);
+      if (addr->port == 0)
+        break; /* one socket: several would get different ports */
+    }
+  freeaddrinfo (res);
+  return true;
+}
+
+bool
+df_nbd_server_listen (DfNbdServer *s, const DfListenAddr *addr, char **bound,
+                      GError **err)
+{
+  g_autoptr (GString) b = g_string_new (NULL);
+
+  g_return_val_if_fail (!s->running, false);
+  if (addr->unix_path != NULL)
+    {
+      int fd = listen_unix (addr->unix_path, err);
+      if (fd < 0)
+        return false;
+      add_listener (s, fd, addr->unix_path);
+      g_string_append_printf (b, "unix:%s", addr->unix_path);
+    }
+  else if (!listen_host (s, addr, b, err))
+    return false;
+  *bound = g_string_free (g_steal_pointer (&b), FALSE);
+  return true;
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+DfNbdServer *
+df_nbd_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
+{
+  DfNbdServer *s = g_new0 (DfNbdServer, 1);
+
+  s->exports = ex;
+  s->sessions = ss;
+  s->listeners = g_array_new (FALSE, FALSE, sizeof (listener));
+  s->n_workers = n_threads ? n_threads : MAX (1u, g_get_num_processors ());
+  s->stopfd = -1;
+  return s;
+}
+
+static bool
+worker_init (worker *w, DfNbdServer *s, guint i, GError **err)
+{
+  struct epoll_event e = { .events = EPOLLIN, .data.ptr = NULL };
+  g_autofree char *name = g_strdup_printf ("nbd-worker-%u", i);
+
+  w->srv = s;
+  w->epfd = epoll_create1 (EPOLL_CLOEXEC);
+  w->wakefd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (w->epfd < 0 || w->wakefd < 0
+      || epoll_ctl (w->epfd, EPOLL_CTL_ADD, w->wakefd, &e) < 0)
+    {
+      df_set_error_errno (err, errno, "worker %u setup", i);
+      return false;
+    }
+  w->incoming = g_async_queue_new ();
+  w->conns = g_hash_table_new (NULL, NULL);
+  w->thread = g_thread_new (name, worker_main, w);
+  return true;
+}
+
+bool
+df_nbd_server_start (DfNbdServer *s, GError **err)
+{
+  g_return_val_if_fail (!s->running, false);
+  s->stopfd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (s->stopfd < 0)
+    {
+      df_set_error_errno (err, errno, "eventfd");
+      return false;
+    }
+  s->workers = g_new0 (worker, s->n_workers);
+  for (guint i = 0; i < s->n_workers; i++)
+    if (!worker_init (&s->workers[i], s, i, err))
+      {
+        s->n_workers = i; /* join only what started */
+        s->running = true;
+        df_nbd_server_stop (s);
+        return false;
+      }
+  s->acceptor = g_thread_new ("nbd-accept", acceptor_main, s);
+  s->running = true;
+  return true;
+}
+
+static void
+wake (int fd)
+{
+  uint64_t one = 1;
+
+  if (fd >= 0 && write (fd, &one, sizeof one) < 0)
+    g_warning ("eventfd write: %s", g_strerror (errno));
+}
+
+void
+df_nbd_server_stop (DfNbdServer *s)
+{
+  if (!s->running)
+    return;
+  g_atomic_int_set (&s->stopping, 1);
+  wake (s->stopfd);
+  if (s->acceptor != NULL)
+    g_thread_join (s->acceptor);
+  s->acceptor = NULL;
+  for (guint i = 0; i < s->n_workers; i++)
+    {
+      worker *w = &s->workers[i];
+      wake (w->wakefd);
+      if (w->thread != NULL)
+        g_thread_join (w->thread);
+      close (w->epfd);
+      close (w->wakefd);
+      if (w->incoming != NULL)
+        g_async_queue_unref (w->incoming);
+      if (w->conns != NULL)
+        g_hash_table_unref (w->conns);
+    }
+  g_clear_pointer (&s->workers, g_free);
+  s->n_workers = 0;
+  s->running = false;
+}
+
+void
+df_nbd_server_free (DfNbdServer *s)
+{
+  if (s == NULL)
+    return;
+  df_nbd_server_stop (s);
+  for (guint i = 0; i < s->listeners->len; i++)
+    {
+      listener *l = &g_array_index (s->listeners, listener, i);
+      close (l->fd);
+      if (l->unix_path != NULL)
+        unlink (l->unix_path);
+      g_free (l->unix_path);
+    }
+  g_array_unref (s->listeners);
+  if (s->stopfd >= 0)
+    close (s->stopfd);
+  g_free (s);
+}
+
+/* ---- --stdio ----------------------------------------------------------------- */
+
+static bool
+write_all (int fd, const uint8_t *p, size_t len)
+{
+  while (len > 0)
+    {
+      ssize_t n = write (fd, p, len);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return false;
+      p += n;
+      len -= (size_t) n;
+    }
+  return true;
+}
+
+static bool
+stdio_drain (nbd_conn *nc, int out_fd)
+{
+  for (;;)
+    {
+      size_t len;
+      const uint8_t *out = nbd_conn_output (nc, &len);
+
+      if (len == 0 && nbd_conn_has_work (nc))
+        {
+          nbd_conn_process (nc);
+          continue;
+        }
+      if (len == 0)
+        return true;
+      if (!write_all (out_fd, out, len))
+        return false;
+      nbd_conn_output_consume (nc, len);
+    }
+}
+
+int
+df_nbd_serve_stdio (DfExports *ex, DfSessions *ss, int in_fd, int out_fd)
+{
+  g_autoptr (nbd_conn) nc = nbd_conn_new (ex, ss, "stdio");
+
+  for (;;)
+    {
+      size_t room;
+      uint8_t *buf;
+      ssize_t n;
+
+      if (!stdio_drain (nc, out_fd))
+        return 1;
+      if (nbd_conn_should_close (nc))
+        return 0;
+      buf = nbd_conn_input_space (nc, &room);
+      n = read (in_fd, buf, room);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return n == 0 ? 0 : 1;
+      nbd_conn_input_commit (nc, (size_t) n);
+      nbd_conn_process (nc);
+    }
+}

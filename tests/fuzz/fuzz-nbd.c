@@ -1,0 +1,208 @@
+/* libFuzzer harness: the NBD engine (handshake, options, requests) over a
+ * small real farm built at start-up: a 1 MiB qcow2 vdisk "fz" and a device
+ * "d1" with a server cache, in a temporary directory.
+ *
+ * The first input byte picks a prefix so that the fuzzer reaches every
+ * state quickly:
+ *   0: raw input from the first byte (greeting, client flags, options)
+ *   1: negotiated GO on vdisk/fz with structured replies + base:allocation
+ *   2: negotiated GO on device/d1, simple replies
+ *   3: negotiated GO on device/d1 with structured replies + base:allocation
+ * The rest of the input is fed in pieces whose sizes come from the input.
+ */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "exports.h"
+#include "farm.h"
+#include "nbd.h"
+#include "sessions.h"
+#include "vdisk.h"
+
+int LLVMFuzzerInitialize (int *argc, char ***argv);
+int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
+
+static DfExports *exports;
+static DfSessions *sessions;
+static GByteArray *prefixes[4];
+
+static void
+die (const char *what, GError *err)
+{
+  fprintf (stderr, "fuzz-nbd init: %s: %s\n", what,
+           err ? err->message : "failed");
+  exit (1);
+}
+
+static void
+make_farm (const char *dir)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfFarm) farm = df_farm_open (dir, true, "fuzz", &err);
+  g_autofree char *raw = g_build_filename (dir, "src.raw", NULL);
+  g_autofree char *store = NULL, *dest = NULL, *base = NULL;
+  g_autofree uint8_t *buf = g_malloc0 (1 << 20);
+  char sha[65];
+  uint64_t vsize = 0;
+  GStatBuf st;
+  DfDevice d = { 0 };
+
+  if (farm == NULL)
+    die ("farm", err);
+  for (int i = 0; i < 64; i++) /* some data, some zero clusters */
+    memset (buf + i * 16384, i % 3 ? 0 : 'A' + i, 16384);
+  if (!g_file_set_contents (raw, (char *) buf, 1 << 20, &err))
+    die ("raw", err);
+  store = df_farm_store_dir (farm, "fz");
+  dest = df_farm_version_path (farm, "fz", 0);
+  base = g_path_get_basename (dest);
+  g_mkdir_with_parents (store, 0755);
+  if (!df_vdisk_import (raw, "raw", dest, NULL, NULL, &vsize, &err)
+      || !df_file_sha256 (dest, sha, &err))
+    die ("import", err);
+  g_stat (dest, &st);
+  if (!df_farm_vdisk_add (farm, "fz", vsize, base, sha, st.st_size, &err))
+    die ("vdisk add", err);
+  d.name = (char *) "d1";
+  d.mac = (char *) "52:54:00:00:00:01";
+  d.type = (char *) "production";
+  d.vdisk = (char *) "fz";
+  d.cache_mode = (char *) "server";
+  if (!df_farm_device_add (farm, &d, &err))
+    die ("device add", err);
+}
+
+static void
+put32 (GByteArray *b, uint32_t v)
+{
+  uint8_t p[4] = { v >> 24, v >> 16, v >> 8, v };
+  g_byte_array_append (b, p, 4);
+}
+
+static void
+put_opt (GByteArray *b, uint32_t opt, const void *data, uint32_t len)
+{
+  static const uint8_t magic[8] = { 'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T' };
+
+  g_byte_array_append (b, magic, 8);
+  put32 (b, opt);
+  put32 (b, len);
+  g_byte_array_append (b, data, len);
+}
+
+static GByteArray *
+make_prefix (const char *export, bool structured)
+{
+  GByteArray *b = g_byte_array_new ();
+  g_autoptr (GByteArray) body = g_byte_array_new ();
+
+  put32 (b, 3); /* client flags: fixed newstyle, no zeroes */
+  if (structured)
+    {
+      put_opt (b, 8, NULL, 0);
+      put32 (body, strlen (export));
+      g_byte_array_append (body, (const uint8_t *) export, strlen (export));
+      put32 (body, 1);
+      put32 (body, strlen ("base:allocation"));
+      g_byte_array_append (body, (const uint8_t *) "base:allocation", 15);
+      put_opt (b, 10, body->data, body->len);
+      g_byte_array_set_size (body, 0);
+    }
+  put32 (body, strlen (export));
+  g_byte_array_append (body, (const uint8_t *) export, strlen (export));
+  g_byte_array_append (body, (const uint8_t *) "\0\0", 2);
+  put_opt (b, 7, body->data, body->len);
+  return b;
+}
+
+static GLogWriterOutput
+quiet_writer (GLogLevelFlags level, const GLogField *fields, gsize n,
+              gpointer data)
+{
+  return G_LOG_WRITER_HANDLED;
+}
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("fuzz-nbd-XXXXXX", &err);
+
+  if (dir == NULL)
+    die ("tmpdir", err);
+  g_log_set_writer_func (quiet_writer, NULL, NULL);
+  make_farm (dir);
+  exports = df_exports_new (dir, &err);
+  if (exports == NULL)
+    die ("exports", err);
+  sessions = df_sessions_new ();
+  prefixes[0] = g_byte_array_new ();
+  prefixes[1] = make_prefix ("vdisk/fz", true);
+  prefixes[2] = make_prefix ("device/d1", false);
+  prefixes[3] = make_prefix ("device/d1", true);
+  /* The farm directory stays for the process lifetime (caches live in it). */
+  return 0;
+}
+
+static void
+drain (nbd_conn *c)
+{
+  size_t len;
+
+  nbd_conn_output (c, &len);
+  nbd_conn_output_consume (c, len);
+}
+
+/* Feed like a transport would: through input_space, then drain, repeat
+ * while the engine has work held back. */
+static bool
+feed (nbd_conn *c, const uint8_t *p, size_t len)
+{
+  while (len > 0)
+    {
+      size_t room;
+      uint8_t *dst = nbd_conn_input_space (c, &room);
+      size_t n = MIN (room, len);
+
+      memcpy (dst, p, n);
+      nbd_conn_input_commit (c, n);
+      p += n;
+      len -= n;
+      do
+        {
+          nbd_conn_process (c);
+          drain (c);
+        }
+      while (nbd_conn_has_work (c));
+      if (nbd_conn_should_close (c))
+        return false;
+    }
+  return true;
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  g_autoptr (nbd_conn) c = NULL;
+  uint8_t mode, split;
+
+  if (size < 2)
+    return 0;
+  mode = data[0] % G_N_ELEMENTS (prefixes);
+  split = data[1];
+  data += 2;
+  size -= 2;
+  c = nbd_conn_new (exports, sessions, "fuzz");
+  drain (c);
+  if (!feed (c, prefixes[mode]->data, prefixes[mode]->len))
+    return 0;
+  /* Split the rest at a data-chosen point to exercise partial input. */
+  size_t cut = split ? MIN (size, (size_t) split * 7) : size;
+  if (feed (c, data, cut))
+    feed (c, data + cut, size - cut);
+  return 0;
+}
