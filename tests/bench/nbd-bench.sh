@@ -10,9 +10,9 @@
 # Usage: tests/bench/nbd-bench.sh [BUILD_DIR]   (default build)
 set -eu
 cd "$(dirname "$0")/../.."
-build=${1:-build}
-STREAMSVC=$PWD/$build/streamsvc/streamsvc
-DISKFARM=$PWD/$build/console/diskfarm
+build=$(realpath "${1:-build}")
+STREAMSVC=$build/streamsvc/streamsvc
+DISKFARM=$build/console/diskfarm
 secs=${BENCH_SECONDS:-10}
 for t in fio nbdkit qemu-nbd nbdcopy qemu-img; do
   command -v $t >/dev/null || { echo "bench: $t missing"; exit 77; }
@@ -41,7 +41,7 @@ nbdkit -f -U "$T/kit.sock" file "$T/disk.raw" &
 kit_pid=$!; pids="$pids $kit_pid"
 nbdkit -f -U "$T/kitcow.sock" --filter=cow file "$T/disk.raw" &
 kitcow_pid=$!; pids="$pids $kitcow_pid"
-qemu-nbd -k "$T/qn.sock" -f qcow2 -t --cache=writeback --aio=threads -e 4 "$base" &
+qemu-nbd -r -k "$T/qn.sock" -f qcow2 -t --cache=writeback --aio=threads -e 4 "$base" &
 qn_pid=$!; pids="$pids $qn_pid"
 qemu-nbd -k "$T/qnw.sock" -f qcow2 -t --cache=writeback -e 4 "$T/overlay.qcow2" &
 qnw_pid=$!; pids="$pids $qnw_pid"
@@ -53,7 +53,7 @@ fio_run() { # pid uri rw
   c0=$(cpu_ticks "$pid")
   iops=$(fio --name=b --ioengine=nbd --uri="$uri" --rw="$rw" --bs=4k --iodepth=16 \
     --size=1G --runtime="$secs" --time_based --output-format=json 2>/dev/null |
-    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(int(j["read"]["iops"] + j["write"]["iops"]))')
+    python3 -c 'import json,sys; t=sys.stdin.read(); j=json.loads(t[t.index("{"):])["jobs"][0]; print(int(j["read"]["iops"] + j["write"]["iops"]))')
   c1=$(cpu_ticks "$pid")
   echo "$iops $((c1 - c0))"
 }
