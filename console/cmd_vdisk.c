@@ -174,12 +174,22 @@ import_write (ImportJob *j, const char *src, const char *format,
 }
 
 /* One DB call: the vdisk row, its version 0 and the audit entry. */
+/* One transaction: the vdisk, its base version and its description. */
 static bool
 register_vdisk (DfFarm *farm, const char *name, const ImportJob *j,
-                const char *base, GError **err)
+                const char *base, const char *description, GError **err)
 {
-  return df_farm_vdisk_add (farm, name, j->virtual_size, base, j->sha256,
-                            j->file_size, err);
+  if (!df_farm_begin (farm, err))
+    return false;
+  if (!df_farm_vdisk_add (farm, name, j->virtual_size, base, j->sha256,
+                          j->file_size, err)
+      || (description != NULL
+          && !df_farm_vdisk_set_description (farm, name, description, err)))
+    {
+      df_farm_rollback (farm);
+      return false;
+    }
+  return df_farm_commit (farm, err);
 }
 
 static bool
@@ -202,19 +212,16 @@ vdisk_import (DfCtx *ctx, int argc, char **argv, GError **err)
       "Image format: auto (default), raw, qcow2, vhdx, vmdk, vpc, vdi",
       "FMT" },
     { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
-      "Free text describing the vDisk (refused for now: the farm DB "
-      "cannot store it yet)", "TEXT" },
+      "Free text describing the vDisk (at most 1024 bytes)", "TEXT" },
     G_OPTION_ENTRY_NULL
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
   const char *name = argv[1], *src = argv[2];
-  if (description != NULL)
+  if (description != NULL && strlen (description) > 1024)
     {
-      /* lib/farm has no accessor that stores a vdisk description yet. */
-      g_set_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED,
-                   "--description cannot be stored yet: the farm DB has no "
-                   "accessor for vdisk descriptions");
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--description is longer than 1024 bytes");
       return false;
     }
   if (!df_validate_name ("vdisk", name, err) || !check_source (src, err))
@@ -242,7 +249,7 @@ vdisk_import (DfCtx *ctx, int argc, char **argv, GError **err)
   g_autofree char *base = g_path_get_basename (j.final_path);
   bool ok = import_prepare (&j, err)
     && import_write (&j, src, format ? format : "auto", err)
-    && register_vdisk (farm, name, &j, base, err);
+    && register_vdisk (farm, name, &j, base, description, err);
   g_autoptr(DfRecord) r = df_record_new ();
   if (ok)
     {

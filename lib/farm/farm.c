@@ -465,6 +465,12 @@ df_farm_close (DfFarm *farm)
   g_free (farm);
 }
 
+sqlite3 *
+df_farm_sqlite (DfFarm *farm)
+{
+  return farm->db;
+}
+
 const char *
 df_farm_dir (DfFarm *farm)
 {
@@ -868,6 +874,47 @@ df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err)
   if (!scope_begin (farm, &ws, err))
     return false;
   return scope_end (&ws, vdisk_remove_locked (farm, name, err), err);
+}
+
+static bool
+vdisk_set_description_locked (DfFarm *farm, const char *name,
+                              const char *text, GError **err)
+{
+  gint64 id;
+  if (!vdisk_id (farm, name, &id, err))
+    return false;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "UPDATE vdisks SET description = ? WHERE id = ?", err);
+  if (!st)
+    return false;
+  bind_text (st, 1, text);
+  sqlite3_bind_int64 (st, 2, id);
+  GString *gs = g_string_new ("{");
+  json_kv (gs, "description", text);
+  g_autofree char *detail = json_close (gs);
+  return stmt_exec (farm, st, err)
+         && audit_insert (farm, "vdisk.set", name, detail, err);
+}
+
+bool
+df_farm_vdisk_set_description (DfFarm *farm, const char *name,
+                               const char *text, GError **err)
+{
+  if (!df_validate_name ("vdisk", name, err))
+    return false;
+  if (text != NULL && strlen (text) > 1024)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "description of vdisk '%s' is longer than 1024 bytes",
+                   name);
+      return false;
+    }
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws,
+                    vdisk_set_description_locked (farm, name, text, err),
+                    err);
 }
 
 /* ---- versions --------------------------------------------------------- */

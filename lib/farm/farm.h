@@ -77,6 +77,9 @@ bool df_farm_vdisk_add (DfFarm *farm, const char *name, uint64_t virtual_size,
                         uint64_t file_size, GError **err);
 DfVdisk *df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err);
 GPtrArray *df_farm_vdisk_list (DfFarm *farm, GError **err);   /* DfVdisk */
+/* Set (or clear, with NULL) a vdisk's free-text description (<= 1024 B). */
+bool df_farm_vdisk_set_description (DfFarm *farm, const char *name,
+                                    const char *text, GError **err);
 /* Refused (DF_ERROR_BUSY) while a device is assigned to it. */
 bool df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err);
 
@@ -94,6 +97,37 @@ DfVersion *df_farm_version_for_type (DfFarm *farm, const char *vdisk,
                                      const char *device_type, GError **err);
 bool df_farm_version_set_state (DfFarm *farm, const char *vdisk, int number,
                                 DfVersionState state, GError **err);
+
+/* ---- versioning (versions.c) ---- */
+
+/* Seal maintenance version N: record its sha256 (64 lower-case hex) and
+ * file size, state test.  DF_ERROR_INVALID when N is not maintenance. */
+bool df_farm_version_seal (DfFarm *farm, const char *vdisk, int number,
+                           const char *sha256, uint64_t file_size,
+                           GError **err);
+/* Schedule a sealed version's promotion to target (test|production) at
+ * `at` (UTC "YYYY-MM-DDTHH:MM:SSZ"): state pending until then. */
+bool df_farm_version_schedule (DfFarm *farm, const char *vdisk, int number,
+                               DfVersionState target, const char *at,
+                               GError **err);
+/* Apply every schedule due now (of vdisk, or of all vdisks when NULL);
+ * *applied (nullable) receives the count.  Audit "version.promote". */
+bool df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
+                                     guint *applied, GError **err);
+/* Names of the devices whose type selects this version now (new array of
+ * strings). */
+GPtrArray *df_farm_version_devices (DfFarm *farm, const char *vdisk,
+                                    int number, GError **err);
+/* Delete a version row.  DF_ERROR_BUSY while a device selects it, it has a
+ * pending promotion, or another version is stacked on it.  The caller
+ * removes the file afterwards. */
+bool df_farm_version_delete (DfFarm *farm, const char *vdisk, int number,
+                             GError **err);
+/* Farm settings (key: [A-Za-z0-9._-]).  get: new string, or NULL with *err
+ * unset when absent.  set: value NULL removes.  Audited. */
+char *df_farm_setting_get (DfFarm *farm, const char *key, GError **err);
+bool df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
+                          GError **err);
 
 /* ---- collections ------------------------------------------------------ */
 
@@ -165,3 +199,61 @@ GPtrArray *df_farm_audit_list (DfFarm *farm, guint limit, GError **err);
 bool df_farm_begin (DfFarm *farm, GError **err);     /* BEGIN IMMEDIATE */
 bool df_farm_commit (DfFarm *farm, GError **err);
 void df_farm_rollback (DfFarm *farm);
+
+/* ---- servers (servers.c) ---------------------------------------------- */
+
+/* A stream server of the farm, as the bootstrap service lists it in boot
+ * scripts.  Health is not stored: it is asked live from
+ * http://address:admin_port/v1/health. */
+typedef struct {
+  gint64 id;
+  char *name;
+  char *address;        /* IPv4/IPv6 literal or host name */
+  guint16 iscsi_port;
+  guint16 nbd_port;
+  guint16 admin_port;
+  int power;            /* relative capacity 1-1000: load = sessions/power */
+  char *created;
+} DfServer;
+void df_server_free (DfServer *s);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfServer, df_server_free)
+
+/* Checks: valid name, non-empty address without spaces, ports 1-65535,
+ * power 1-1000; DF_ERROR_EXISTS when the name is taken. */
+bool df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err);
+DfServer *df_farm_server_get (DfFarm *farm, const char *name, GError **err);
+GPtrArray *df_farm_server_list (DfFarm *farm, GError **err);  /* DfServer */
+bool df_farm_server_remove (DfFarm *farm, const char *name, GError **err);
+
+/* Auto-add of unknown devices booting through bootstrap (kept with
+ * df_farm_setting_get/set of versions.c): when enabled, a
+ * device whose MAC is unknown is added to collection (which must have a
+ * default vdisk) under a name made from name_template: "{mac}" becomes the
+ * MAC as 12 hex digits, "{n}" the smallest number >= 1 giving a free name.
+ * Settings keys: auto-add.enabled, auto-add.collection, auto-add.template. */
+typedef struct {
+  bool enabled;
+  char *collection;     /* NULL when unset */
+  char *name_template;  /* default DF_AUTO_ADD_TEMPLATE */
+} DfAutoAdd;
+#define DF_AUTO_ADD_TEMPLATE "pc-{mac}"
+void df_auto_add_free (DfAutoAdd *a);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfAutoAdd, df_auto_add_free)
+DfAutoAdd *df_farm_auto_add_get (DfFarm *farm, GError **err);
+/* Validates the collection (exists, has a vdisk) and template when
+ * enabling; stores all three settings in one transaction. */
+bool df_farm_auto_add_set (DfFarm *farm, const DfAutoAdd *a, GError **err);
+/* Expand a template for mac (canonical) and number n: new string, or NULL
+ * + err when the template is invalid or the result is not a valid name. */
+char *df_auto_add_name (const char *name_template, const char *mac, guint n,
+                        GError **err);
+/* Add the device for mac as auto-add says; *name receives its name.
+ * DF_ERROR_UNSUPPORTED when auto-add is disabled. */
+bool df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
+                              GError **err);
+
+/* CHAP credentials of a device when the schema has them (columns added by
+ * the iSCSI migration): *user and *secret receive new strings, or NULL when
+ * the device has none or the schema has no CHAP columns. */
+bool df_farm_device_chap (DfFarm *farm, const char *device, char **user,
+                          char **secret, GError **err);

@@ -80,7 +80,9 @@ qemu-img convert -q -f raw -O qcow2 "$T/disk.raw" "$T/lower.qcow2"
 qemu-img create -q -f qcow2 -b lower.qcow2 -F qcow2 "$T/top.qcow2"
 command -v qemu-io >/dev/null &&
   qemu-io -f qcow2 -c 'write -P 0xab 2M 128k' -c 'write -z 0 64k' "$T/top.qcow2" >/dev/null
-df vdisk import layered "$T/top.qcow2" >/dev/null || fail "qcow2 import"
+df vdisk import layered "$T/top.qcow2" --description "layered test" >/dev/null || fail "qcow2 import"
+json vdisk show layered
+jcheck "$T/j.json" "d['description'] == 'layered test'"
 L=$FARM/store/layered/layered.0.qcow2
 qemu-img compare -q "$T/top.qcow2" "$L" || fail "layered import differs from its source chain"
 qemu-img check -q "$L" || fail "layered import not clean"
