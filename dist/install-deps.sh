@@ -7,7 +7,7 @@ set -eu
 build_pkgs="meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
   libsoup-3.0-dev libsqlite3-dev libssl-dev libbsd-dev zlib1g-dev"
 test_pkgs="qemu-utils libnbd-bin python3 python3-libnbd nbdkit fio curl
-  clang libclang-rt-14-dev procps bc"
+  clang libclang-rt-14-dev procps bc valgrind"
 demo_pkgs="qemu-utils libnbd-bin curl"
 
 want=""
