@@ -546,10 +546,15 @@ transmission_flags (nbd_conn *c, DfExport *e)
   return f;
 }
 
-/* Enter transmission with e (ownership moves to c). */
+/* Enter transmission with e (ownership moves to c).  Meta contexts chosen
+ * by SET_META_CONTEXT for another export name do not carry over (GO and
+ * EXPORT_NAME alike). */
 static void
 enter_transmission (nbd_conn *c, DfExport *e)
 {
+  if (c->meta_export != NULL
+      && strcmp (c->meta_export, df_export_name (e)) != 0)
+    c->meta_allocation = false;
   c->export = e;
   c->blk = df_export_blk (e);
   c->state = NBD_STATE_TRANSMISSION;
@@ -733,8 +738,6 @@ nbd_opt_info_go (nbd_conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
       df_export_close (e);
       return;
     }
-  if (c->meta_export != NULL && strcmp (c->meta_export, name) != 0)
-    c->meta_allocation = false; /* contexts were set for another export */
   enter_transmission (c, e);
 }
 

@@ -555,6 +555,38 @@ case_transmission_device (const char *device)
   close (fd);
 }
 
+/* SET_META_CONTEXT chosen for export A must not carry over when the
+ * client then enters transmission on export B with NBD_OPT_EXPORT_NAME:
+ * BLOCK_STATUS on B has no context and fails with EINVAL. */
+static void
+case_meta_context_other_export (const char *other)
+{
+  int fd = handshake (3);
+  uint8_t b[512];
+  uint32_t n = strlen (vdisk_export), q = strlen ("base:allocation");
+
+  send_opt (fd, OPT_STRUCTURED, NULL, 0, 0);
+  check (opt_result (fd, NULL, 0) == REP_ACK, "structured replies");
+  put32 (b, n);
+  memcpy (b + 4, vdisk_export, n);
+  put32 (b + 4 + n, 1);
+  put32 (b + 8 + n, q);
+  memcpy (b + 12 + n, "base:allocation", q);
+  send_opt (fd, OPT_SET_META, b, 12 + n + q, 12 + n + q);
+  check (opt_result (fd, NULL, 0) == REP_ACK, "SET_META_CONTEXT for %s",
+         vdisk_export);
+  /* EXPORT_NAME has no reply header: size (8) + flags (2), no zeroes. */
+  send_opt (fd, OPT_EXPORT_NAME, other, strlen (other), strlen (other));
+  uint8_t r[10], h[20], p[256];
+  check (recv_all (fd, r, 10), "EXPORT_NAME %s", other);
+  send_req (fd, 0, CMD_BLOCK_STATUS, 1, 0, 4096);
+  bool ok = recv_all (fd, h, 20) && get32 (h) == STRUCT_MAGIC
+            && (h[6] << 8 | h[7]) == 0x8001 && get32 (h + 16) <= sizeof p
+            && recv_all (fd, p, get32 (h + 16)) && get32 (p) == E_INVAL;
+  check (ok, "meta context of another export not used after EXPORT_NAME");
+  close (fd);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -580,6 +612,7 @@ main (int argc, char **argv)
   case_transmission_vdisk ();
   case_structured_read_error ();
   case_transmission_device (argv[3]);
+  case_meta_context_other_export (argv[3]);
 
   long before = reader_ok;
   usleep (200 * 1000);
