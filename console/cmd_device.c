@@ -295,22 +295,138 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
 
 /* ---- set -------------------------------------------------------------- */
 
+/* iSCSI CHAP options of `device set` (secrets come from files so they
+ * never show in ps or shell history, and are never printed). */
+typedef struct {
+  char *user;
+  char *secret_file;
+  char *mutual_file;
+  gboolean none;
+} ChapOpts;
+
+static void
+chap_opts_clear (ChapOpts *o)
+{
+  g_free (o->user);
+  g_free (o->secret_file);
+  g_free (o->mutual_file);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ChapOpts, chap_opts_clear)
+
+static bool
+chap_opts_given (const ChapOpts *o)
+{
+  return o->user || o->secret_file || o->mutual_file || o->none;
+}
+
+/* The secret in path: the whole file minus one final newline.  New
+ * string (wiped by the caller) or NULL + err. */
+static char *
+read_secret_file (const char *what, const char *path, GError **err)
+{
+  g_autofree char *buf = NULL;
+  gsize len;
+
+  if (!g_file_get_contents (path, &buf, &len, err))
+    return NULL;
+  if (len > 0 && buf[len - 1] == '\n')
+    buf[--len] = '\0';
+  if (len > 0 && buf[len - 1] == '\r')
+    buf[--len] = '\0';
+  if (!df_chap_validate_secret (what, buf, len, err))
+    {
+      memset (buf, 0, len);
+      g_prefix_error (err, "%s: ", path);
+      return NULL;
+    }
+  return g_steal_pointer (&buf);
+}
+
+static void
+wipe_free (char *s)
+{
+  if (s != NULL)
+    memset (s, 0, strlen (s));
+  g_free (s);
+}
+
+static bool
+device_set_chap (DfFarm *farm, const char *device, const ChapOpts *o,
+                 GError **err)
+{
+  char *secret = NULL, *mutual = NULL;
+  bool ok;
+
+  if (o->none)
+    {
+      if (o->user || o->secret_file || o->mutual_file)
+        {
+          df_usage_error (err, "device set: --no-chap excludes the other "
+                          "CHAP options");
+          return false;
+        }
+      return df_farm_chap_set (farm, device, NULL, NULL, NULL, err);
+    }
+  if (o->user == NULL || o->secret_file == NULL)
+    {
+      df_usage_error (err, "device set: CHAP needs --chap-user and "
+                      "--chap-secret-file");
+      return false;
+    }
+  secret = read_secret_file ("CHAP secret", o->secret_file, err);
+  if (secret == NULL)
+    return false;
+  if (o->mutual_file != NULL)
+    {
+      mutual = read_secret_file ("mutual CHAP secret", o->mutual_file, err);
+      if (mutual == NULL)
+        {
+          wipe_free (secret);
+          return false;
+        }
+    }
+  ok = df_farm_chap_set (farm, device, o->user, secret, mutual, err);
+  wipe_free (secret);
+  wipe_free (mutual);
+  return ok;
+}
+
 static bool
 device_set (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "device set", "NAME|MAC", 1, 1,
     "Change the settings of a device.  Options not given keep their value; "
-    "a new vDisk or cache mode applies from the device's next boot.",
+    "a new vDisk or cache mode applies from the device's next boot.  "
+    "iSCSI CHAP: secrets are read from files (12-255 bytes, one final "
+    "newline ignored); the mutual (target) secret must differ from the "
+    "initiator's.",
     "  diskfarm device set pc01 --vdisk win11 --type test\n"
-    "  diskfarm device set pc01 --quota none --collection ''\n",
+    "  diskfarm device set pc01 --quota none --collection ''\n"
+    "  diskfarm device set pc01 --chap-user pc01 --chap-secret-file s.txt\n"
+    "  diskfarm device set pc01 --no-chap\n",
   };
   g_auto(DeviceOpts) o = { 0 };
-  GOptionEntry entries[7];
+  g_auto(ChapOpts) co = { 0 };
+  GOptionEntry entries[11];
   device_opts_entries (&o, entries);
+  const GOptionEntry chap[5] = {
+    { "chap-user", 0, 0, G_OPTION_ARG_STRING, &co.user,
+      "iSCSI CHAP user name of the device", "USER" },
+    { "chap-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &co.secret_file,
+      "File holding the CHAP secret (initiator -> target)", "FILE" },
+    { "mutual-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &co.mutual_file,
+      "File holding the mutual CHAP secret (target -> initiator)", "FILE" },
+    { "no-chap", 0, 0, G_OPTION_ARG_NONE, &co.none,
+      "Remove the device's CHAP credentials", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  memcpy (entries + 6, chap, sizeof chap);
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  if (!o.mac && !o.vdisk && !o.cache && !o.type && !o.collection && !o.quota)
+  if (!o.mac && !o.vdisk && !o.cache && !o.type && !o.collection && !o.quota
+      && !chap_opts_given (&co))
     {
       df_usage_error (err, "device set: nothing to change");
       return false;
@@ -319,9 +435,15 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
   if (farm == NULL)
     return false;
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
-  return d != NULL && device_apply_opts (d, &o, err)
-    && df_farm_device_update (farm, d, err)
-    && print_device (farm, d->name, ctx->json, "updated", err);
+  if (d == NULL)
+    return false;
+  if ((o.mac || o.vdisk || o.cache || o.type || o.collection || o.quota)
+      && (!device_apply_opts (d, &o, err)
+          || !df_farm_device_update (farm, d, err)))
+    return false;
+  if (chap_opts_given (&co) && !device_set_chap (farm, d->name, &co, err))
+    return false;
+  return print_device (farm, d->name, ctx->json, "updated", err);
 }
 
 /* ---- remove / reset --------------------------------------------------- */

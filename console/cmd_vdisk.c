@@ -604,11 +604,21 @@ vdisk_remove (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* verify, inspect, set: cmd_version.c */
+bool df_cmd_vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err);
+bool df_cmd_vdisk_inspect (DfCtx *ctx, int argc, char **argv, GError **err);
+bool df_cmd_vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err);
+
 const DfCmd df_vdisk_cmds[] = {
   { "import", "import a disk image as a new vDisk", vdisk_import },
   { "list", "list the vDisks", vdisk_list },
   { "show", "show versions, backing chain and sizes", vdisk_show },
   { "export", "write a version out as raw or qcow2", vdisk_export },
   { "remove", "remove a vDisk no device uses", vdisk_remove },
+  { "verify", "check every version file against its SHA-256",
+    df_cmd_vdisk_verify },
+  { "inspect", "OS, hostname, filesystems of a version (libguestfs)",
+    df_cmd_vdisk_inspect },
+  { "set", "change settings (--auto-merge-depth)", df_cmd_vdisk_set },
   { NULL, NULL, NULL }
 };

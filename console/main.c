@@ -263,6 +263,15 @@ typedef struct {
   const DfCmd *cmds;
 } DfGroup;
 
+/* `version ...` (cmd_version.c) */
+extern const DfCmd df_version_cmds[];
+
+/* `server ...` (cmd_server.c), `bootstrap ...` and `farm ...`
+ * (cmd_bootstrap.c) */
+extern const DfCmd df_server_cmds[];
+extern const DfCmd df_bootstrap_cmds[];
+extern const DfCmd df_farm_cmds[];
+
 static const DfGroup groups[] = {
   { "vdisk", "Manage vDisks: the golden images streamed to devices, and "
     "their versions.",
@@ -276,6 +285,24 @@ static const DfGroup groups[] = {
     "default vDisk.",
     "  diskfarm collection add lab --vdisk win10\n"
     "  diskfarm collection show lab\n", df_collection_cmds },
+  { "version", "Manage the versions of a vDisk: maintenance -> test -> "
+    "production, seal, merge, rollback.",
+    "  diskfarm version new win10\n"
+    "  diskfarm version seal win10\n"
+    "  diskfarm version promote win10 1 --to production\n",
+    df_version_cmds },
+  { "server", "Manage the stream servers that boot scripts list, with "
+    "their live health.",
+    "  diskfarm server add ss1 --address 10.0.0.11\n"
+    "  diskfarm server list\n", df_server_cmds },
+  { "bootstrap", "Prepare network boot: iPXE binaries and site DHCP "
+    "settings.",
+    "  diskfarm bootstrap sync\n"
+    "  diskfarm bootstrap dhcp-config --address 10.0.0.5\n",
+    df_bootstrap_cmds },
+  { "farm", "Farm-wide settings (auto-add of unknown devices).",
+    "  diskfarm farm set auto-add on --collection lab\n"
+    "  diskfarm farm show\n", df_farm_cmds },
 };
 
 static const DfCmd *
@@ -338,7 +365,14 @@ static const char main_description[] =
   "  device add|list|show|set|remove|reset\n"
   "                         devices, their vDisk and write cache\n"
   "  collection add|list|show\n"
+  "  version new|seal|promote|revert|delete|list|merge|diff\n"
+  "                         versions: maintenance -> test -> production\n"
   "                         groups of devices\n"
+  "  server add|list|show|remove\n"
+  "                         stream servers and their health\n"
+  "  bootstrap sync|dhcp-config\n"
+  "                         iPXE binaries, site DHCP settings\n"
+  "  farm set|show          farm settings (auto-add)\n"
   "  audit                  the log of every change\n"
   "\n"
   "Run 'diskfarm COMMAND --help' for the commands of a group and their "

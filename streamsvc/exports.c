@@ -36,6 +36,7 @@ typedef struct
   int version;
   char *mode; /* df_cache_mode_to_string */
   bool persistent;
+  bool maint;    /* the maintenance version's cache in the store */
   df_blk *cache; /* owned ref */
   guint users;
 } CacheEntry;
@@ -337,6 +338,33 @@ device_base_path (DfFarm *farm, const DfVersion *v, GError **err)
   return version_file_path (farm, parent);
 }
 
+/* Where a device's writes go.  A maintenance device on an unsealed
+ * maintenance version writes to a server-persistent cache dedicated to that
+ * version, <store>/<vdisk>/<vdisk>.<N>.maint/, which `diskfarm version seal`
+ * turns into the version's qcow2 layer (it is flock()ed while open, so seal
+ * and a second session are refused while one holds it).  Every other
+ * device writes to its own cache directory in its own mode.  Fills *mode
+ * and returns the directory (new string) or NULL + err. */
+static char *
+device_cache_dir (DfFarm *farm, const DfDevice *dev, const DfVersion *v,
+                  DfCacheMode *mode, bool *maint, GError **err)
+{
+  *maint = v->state == DF_VSTATE_MAINTENANCE
+           && strcmp (dev->type, "maintenance") == 0;
+  if (!*maint)
+    {
+      if (!df_cache_mode_parse (dev->cache_mode, mode, err))
+        return NULL;
+      return df_farm_cache_dir (farm, dev->name);
+    }
+  g_autofree char *store = df_farm_store_dir (farm, v->vdisk);
+  g_autofree char *name = g_strdup_printf ("%s.%d.maint", v->vdisk,
+                                           v->number);
+  mode->kind = DF_CACHE_PERSISTENT;
+  mode->ram_limit = 0;
+  return g_build_filename (store, name, NULL);
+}
+
 /* A new cache entry for dev's current generation.  Caller holds ex->lock.
  * Returns a new entry (refcount 1) or NULL + err. */
 static CacheEntry *
@@ -348,13 +376,23 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
   g_autofree char *dir = NULL;
   g_autoptr (df_blk) chain = NULL;
   DfCacheMode mode;
+  bool maint;
   df_blk *cache;
   CacheEntry *ce;
+  GError *local = NULL;
 
-  if (!df_cache_mode_parse (dev->cache_mode, &mode, err))
-    return NULL;
+  /* Scheduled promotions take effect at the first boot after their time. */
+  if (!df_farm_versions_apply_pending (farm, dev->vdisk, NULL, &local))
+    {
+      g_warning ("vdisk %s: applying scheduled promotions: %s", dev->vdisk,
+                 local->message);
+      g_clear_error (&local);
+    }
   v = df_farm_version_for_type (farm, dev->vdisk, dev->type, err);
   if (v == NULL)
+    return NULL;
+  dir = device_cache_dir (farm, dev, v, &mode, &maint, err);
+  if (dir == NULL)
     return NULL;
   base_path = device_base_path (farm, v, err);
   if (base_path == NULL)
@@ -362,10 +400,22 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
   chain = chain_get_locked (ex, base_path, err);
   if (chain == NULL)
     return NULL;
-  dir = df_farm_cache_dir (farm, dev->name);
-  cache = df_cache_open (chain, dir, &mode, dev->quota, err);
+  cache = df_cache_open (chain, dir, &mode, dev->quota, &local);
+  if (cache == NULL && maint
+      && g_error_matches (local, DF_ERROR, DF_ERROR_BUSY))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "maintenance version %s@%d is already open (another "
+                   "maintenance session, or a seal in progress)", v->vdisk,
+                   v->number);
+      g_error_free (local);
+      return NULL;
+    }
   if (cache == NULL)
-    return NULL;
+    {
+      g_propagate_error (err, local);
+      return NULL;
+    }
   ce = g_new0 (CacheEntry, 1);
   ce->refcount = 1;
   ce->device = g_strdup (dev->name);
@@ -374,6 +424,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
   ce->version = v->number;
   ce->mode = df_cache_mode_to_string (&mode);
   ce->persistent = df_cache_mode_is_persistent (&mode);
+  ce->maint = maint;
   ce->cache = cache;
   return ce;
 }
@@ -389,7 +440,15 @@ cache_entry_get_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
   CacheEntry *old = g_hash_table_lookup (ex->caches, dev->name);
   CacheEntry *ce;
 
-  if (old != NULL && old->generation == dev->generation)
+  if (old != NULL && old->maint && old->users > 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "maintenance version %s@%d is already open by another "
+                   "session of device %s: one maintenance session at a time",
+                   old->vdisk, old->version, dev->name);
+      return NULL;
+    }
+  if (old != NULL && old->generation == dev->generation && !old->maint)
     ce = old;
   else
     {
@@ -476,6 +535,12 @@ df_export_close (DfExport *e)
       g_mutex_lock (&e->ex->lock);
       g_assert (e->entry->users > 0);
       e->entry->users--;
+      /* The maintenance cache is released with its last session, so that
+       * `version seal` (another process) can take it. */
+      if (e->entry->users == 0 && e->entry->maint
+          && g_hash_table_lookup (e->ex->caches, e->entry->device)
+                 == e->entry)
+        g_hash_table_remove (e->ex->caches, e->entry->device);
       g_mutex_unlock (&e->ex->lock);
       cache_entry_unref (e->entry);
     }
@@ -587,4 +652,115 @@ df_exports_foreach_cache (DfExports *ex, df_cache_visit_fn fn, void *opaque)
       df_cache_get_stats (ce->cache, &st);
       fn (opaque, ce->device, ce->mode, &st);
     }
+}
+
+/* ---- iSCSI ------------------------------------------------------------- */
+
+DfChap *
+df_exports_chap (DfExports *ex, const char *export_name, GError **err)
+{
+  DfExportKind kind;
+  g_autofree char *object = NULL;
+  int version;
+  DfFarm *farm;
+  DfChap *c;
+
+  if (!df_export_name_parse (export_name, &kind, &object, &version, err))
+    return NULL;
+  if (kind == DF_EXPORT_KIND_VDISK)
+    {
+      c = g_new0 (DfChap, 1);
+      return c;
+    }
+  farm = farm_acquire (ex, err);
+  if (farm == NULL)
+    return NULL;
+  c = df_farm_chap_get (farm, object, err);
+  farm_release (ex, farm);
+  return c;
+}
+
+DfChap *
+df_exports_chap_by_user (DfExports *ex, const char *user, GError **err)
+{
+  DfFarm *farm = farm_acquire (ex, err);
+  DfChap *c;
+
+  if (farm == NULL)
+    return NULL;
+  c = df_farm_chap_find_user (farm, user, err);
+  farm_release (ex, farm);
+  return c;
+}
+
+static bool
+visible_collect (DfFarm *farm, const char *chap_user, GPtrArray *names,
+                 GError **err)
+{
+  g_autoptr (GPtrArray) open = df_farm_chap_open_devices (farm, err);
+  g_autoptr (GPtrArray) vdisks = NULL;
+
+  if (open == NULL)
+    return false;
+  for (guint i = 0; i < open->len; i++)
+    g_ptr_array_add (names, g_strdup_printf ("device/%s",
+                                             (char *) open->pdata[i]));
+  if (chap_user != NULL)
+    {
+      g_autoptr (DfChap) c = df_farm_chap_find_user (farm, chap_user, NULL);
+      if (c != NULL)
+        g_ptr_array_add (names, g_strdup_printf ("device/%s", c->device));
+    }
+  vdisks = df_farm_vdisk_list (farm, err);
+  if (vdisks == NULL)
+    return false;
+  for (guint i = 0; i < vdisks->len; i++)
+    g_ptr_array_add (names, g_strdup_printf (
+                                "vdisk/%s",
+                                ((DfVdisk *) vdisks->pdata[i])->name));
+  return true;
+}
+
+char **
+df_exports_iscsi_visible (DfExports *ex, const char *chap_user, GError **err)
+{
+  DfFarm *farm = farm_acquire (ex, err);
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  bool ok;
+
+  if (farm == NULL)
+    return NULL;
+  ok = visible_collect (farm, chap_user, names, err);
+  farm_release (ex, farm);
+  if (!ok)
+    return NULL;
+  g_ptr_array_set_free_func (names, NULL);
+  g_ptr_array_add (names, NULL);
+  return (char **)g_ptr_array_free (g_steal_pointer (&names), FALSE);
+}
+
+bool
+df_export_is_current (DfExport *e, GError **err)
+{
+  DfFarm *farm;
+  g_autoptr (DfChap) c = NULL;
+
+  if (e->entry == NULL)
+    return true;
+  farm = farm_acquire (e->ex, err);
+  if (farm == NULL)
+    return false;
+  c = df_farm_chap_get (farm, e->entry->device, err);
+  farm_release (e->ex, farm);
+  if (c == NULL)
+    return false;
+  if (c->generation != e->entry->generation)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "device %s was reset (boot generation %" G_GINT64_FORMAT
+                   " -> %" G_GINT64_FORMAT ")",
+                   e->entry->device, e->entry->generation, c->generation);
+      return false;
+    }
+  return true;
 }

@@ -19,6 +19,7 @@
 
 #include <glib.h>
 #include "vdisk.h"
+#include "farm.h" /* DfChap */
 
 typedef struct DfExports DfExports;
 typedef struct DfExport DfExport;
@@ -64,3 +65,25 @@ typedef void (*df_cache_visit_fn) (void *opaque, const char *device,
                                    const char *mode, const DfCacheStats *st);
 void df_exports_foreach_cache (DfExports *ex, df_cache_visit_fn fn,
                                void *opaque);
+
+/* ---- iSCSI (added by the iSCSI front end) ---------------------------------- */
+
+/* CHAP credentials for an export name: "device/<name|mac>" -> that
+ * device's (fields NULL when it has none); "vdisk/..." -> a DfChap with
+ * all fields NULL.  DF_ERROR_NOT_FOUND for an unknown device.  New
+ * DfChap (df_chap_free wipes the secrets). */
+DfChap *df_exports_chap (DfExports *ex, const char *export_name,
+                         GError **err);
+/* The device whose CHAP user is user (discovery sessions). */
+DfChap *df_exports_chap_by_user (DfExports *ex, const char *user,
+                                 GError **err);
+/* Export names an initiator may reach, for SendTargets: every device
+ * without CHAP, the device of chap_user (nullable) and every vdisk
+ * ("vdisk/<name>").  New NULL-terminated array (g_strfreev). */
+char **df_exports_iscsi_visible (DfExports *ex, const char *chap_user,
+                                 GError **err);
+/* False (with *err) when the export's device has started a new boot
+ * generation (diskfarm device reset) since this handle was opened: the
+ * old session must not do I/O on a cache the device has left.  Always
+ * true for vdisk exports.  Costs one farm DB query. */
+bool df_export_is_current (DfExport *e, GError **err);

@@ -1,6 +1,7 @@
 /* streamsvc: the stream service daemon (NBD front end + admin HTTP).
  *
  *   streamsvc [--farm DIR] [--config FILE] [--nbd-listen ADDR]...
+ *             [--iscsi-listen HOST:PORT]...
  *             [--admin-listen ADDR|none] [--threads N] [--stdio]
  *             [--pidfile FILE] [--verbose] [--version]
  *
@@ -25,6 +26,7 @@
 
 #define NBD_DEFAULT_PORT 10809
 #define NBD_DEFAULT_LISTEN "0.0.0.0:10809"
+#define ISCSI_DEFAULT_PORT 3260
 #define ADMIN_DEFAULT_LISTEN "127.0.0.1:8001"
 #define ADMIN_DEFAULT_PORT 8001
 #define CONFIG_GROUP "streamsvc"
@@ -33,6 +35,7 @@ typedef struct {
   char *farm;
   char *config;
   char **nbd_listen;
+  char **iscsi_listen;
   char *admin_listen;
   int threads;
   gboolean stdio;
@@ -47,6 +50,7 @@ options_clear (Options *o)
   g_free (o->farm);
   g_free (o->config);
   g_strfreev (o->nbd_listen);
+  g_strfreev (o->iscsi_listen);
   g_free (o->admin_listen);
   g_free (o->pidfile);
 }
@@ -58,11 +62,15 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o->farm,
       "Farm directory (default " DF_DEFAULT_FARM ")", "DIR" },
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &o->config,
-      "Configuration file ([streamsvc] nbd-listen, admin-listen, threads)",
+      "Configuration file ([streamsvc] nbd-listen, iscsi-listen, "
+      "admin-listen, threads)",
       "FILE" },
     { "nbd-listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->nbd_listen,
       "NBD listen address HOST:PORT or unix:PATH (repeatable; default "
       NBD_DEFAULT_LISTEN ")", "ADDR" },
+    { "iscsi-listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->iscsi_listen,
+      "iSCSI listen address HOST[:PORT] (repeatable; default port 3260; "
+      "no iSCSI unless given)", "ADDR" },
     { "admin-listen", 0, 0, G_OPTION_ARG_STRING, &o->admin_listen,
       "Admin HTTP address (default " ADMIN_DEFAULT_LISTEN "; none disables)",
       "ADDR" },
@@ -79,7 +87,7 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { NULL },
   };
   g_autoptr (GOptionContext) ctx =
-    g_option_context_new ("- diskfarm stream service (NBD)");
+    g_option_context_new ("- diskfarm stream service (NBD, iSCSI)");
 
   o->threads = -1;
   g_option_context_add_main_entries (ctx, entries, NULL);
@@ -111,6 +119,9 @@ apply_config (Options *o, GError **err)
   if (o->nbd_listen == NULL)
     o->nbd_listen = g_key_file_get_string_list (kf, CONFIG_GROUP,
                                                 "nbd-listen", NULL, NULL);
+  if (o->iscsi_listen == NULL)
+    o->iscsi_listen = g_key_file_get_string_list (kf, CONFIG_GROUP,
+                                                  "iscsi-listen", NULL, NULL);
   if (o->admin_listen == NULL)
     o->admin_listen = g_key_file_get_string (kf, CONFIG_GROUP,
                                              "admin-listen", NULL);
@@ -193,7 +204,28 @@ start_nbd (DfNbdServer *srv, char **addrs, GError **err)
       for (char **l = lines; *l != NULL; l++)
         fprintf (stderr, "streamsvc: nbd listening on %s\n", *l);
     }
-  return df_nbd_server_start (srv, err);
+  return true;
+}
+
+static bool
+listen_iscsi (DfNbdServer *srv, char **addrs, GError **err)
+{
+  for (char **a = addrs; a != NULL && *a != NULL; a++)
+    {
+      DfListenAddr la = { 0 };
+      g_autofree char *bound = NULL;
+      g_auto (GStrv) lines = NULL;
+      bool ok = df_parse_listen (*a, ISCSI_DEFAULT_PORT, &la, err)
+                && df_nbd_server_listen_iscsi (srv, &la, &bound, err);
+
+      df_listen_addr_clear (&la);
+      if (!ok)
+        return false;
+      lines = g_strsplit (bound, "\n", -1);
+      for (char **l = lines; *l != NULL; l++)
+        fprintf (stderr, "streamsvc: iscsi listening on %s\n", *l);
+    }
+  return true;
 }
 
 static DfAdmin *
@@ -243,7 +275,9 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   struct pidfh *pfh = NULL;
   int rc = 1;
 
-  if (!start_nbd (srv, o->nbd_listen, err))
+  if (!start_nbd (srv, o->nbd_listen, err)
+      || !listen_iscsi (srv, o->iscsi_listen, err)
+      || !df_nbd_server_start (srv, err))
     goto out;
   if (g_strcmp0 (o->admin_listen, "none") != 0
       && (admin = start_admin (o->admin_listen, ss, ex, err)) == NULL)

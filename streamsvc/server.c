@@ -23,20 +23,52 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "iscsi.h"
 #include "nbd.h"
 
 #define MAX_EVENTS 64
 #define SHUTDOWN_DRAIN_MS 5000
 
+typedef enum { PROTO_NBD, PROTO_ISCSI } proto;
+
 typedef struct {
   int fd;
   char *unix_path; /* owned; unlinked at free */
+  proto proto;
 } listener;
+
+/* A protocol engine as the transport sees it (nbd.h, iscsi.h). */
+typedef struct {
+  uint8_t *(*input_space) (void *e, size_t *room);
+  void (*input_commit) (void *e, size_t n);
+  void (*process) (void *e);
+  bool (*has_work) (const void *e);
+  const uint8_t *(*output) (void *e, size_t *len);
+  void (*output_consume) (void *e, size_t n);
+  bool (*should_close) (const void *e);
+  void (*free) (void *e);
+} engine_ops;
+
+#define ENGINE_OPS(pfx)                                                      \
+  {                                                                          \
+    (uint8_t * (*) (void *, size_t *)) pfx##_input_space,                    \
+    (void (*) (void *, size_t)) pfx##_input_commit,                          \
+    (void (*) (void *)) pfx##_process,                                       \
+    (bool (*) (const void *)) pfx##_has_work,                                \
+    (const uint8_t *(*) (void *, size_t *)) pfx##_output,                    \
+    (void (*) (void *, size_t)) pfx##_output_consume,                        \
+    (bool (*) (const void *)) pfx##_should_close,                            \
+    (void (*) (void *)) pfx##_free,                                          \
+  }
+
+static const engine_ops nbd_ops = ENGINE_OPS (nbd_conn);
+static const engine_ops iscsi_ops = ENGINE_OPS (iscsi_conn);
 
 /* One client connection (owned by its worker). */
 typedef struct {
   int fd;
-  nbd_conn *nc;
+  const engine_ops *ops;
+  void *nc;          /* nbd_conn or iscsi_conn */
   uint32_t interest; /* events registered with epoll */
 } srv_conn;
 
@@ -65,7 +97,7 @@ struct DfNbdServer {
 static void
 srv_conn_free (srv_conn *sc)
 {
-  nbd_conn_free (sc->nc);
+  sc->ops->free (sc->nc); /* before close: iSCSI reinstatement uses fd */
   close (sc->fd);
   g_free (sc);
 }
@@ -97,22 +129,22 @@ conn_flush (srv_conn *sc)
   for (;;)
     {
       size_t len;
-      const uint8_t *out = nbd_conn_output (sc->nc, &len);
+      const uint8_t *out = sc->ops->output (sc->nc, &len);
       ssize_t n;
 
       if (len == 0)
         {
-          if (!nbd_conn_has_work (sc->nc))
+          if (!sc->ops->has_work (sc->nc))
             return true;
-          nbd_conn_process (sc->nc);
-          if (nbd_conn_output (sc->nc, &len), len == 0)
+          sc->ops->process (sc->nc);
+          if (sc->ops->output (sc->nc, &len), len == 0)
             return true;
           continue;
         }
       n = send (sc->fd, out, len, MSG_NOSIGNAL);
       if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-      nbd_conn_output_consume (sc->nc, (size_t) n);
+      sc->ops->output_consume (sc->nc, (size_t) n);
     }
 }
 
@@ -121,15 +153,15 @@ static bool
 conn_read (srv_conn *sc)
 {
   size_t room;
-  uint8_t *buf = nbd_conn_input_space (sc->nc, &room);
+  uint8_t *buf = sc->ops->input_space (sc->nc, &room);
   ssize_t n = read (sc->fd, buf, room);
 
   if (n == 0)
     return false;
   if (n < 0)
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-  nbd_conn_input_commit (sc->nc, (size_t) n);
-  nbd_conn_process (sc->nc);
+  sc->ops->input_commit (sc->nc, (size_t) n);
+  sc->ops->process (sc->nc);
   return true;
 }
 
@@ -139,7 +171,7 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
   size_t pending;
 
   if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
-      && !nbd_conn_should_close (sc->nc) && !conn_read (sc))
+      && !sc->ops->should_close (sc->nc) && !conn_read (sc))
     {
       worker_drop (w, sc);
       return;
@@ -149,8 +181,8 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
       worker_drop (w, sc);
       return;
     }
-  nbd_conn_output (sc->nc, &pending);
-  if (pending == 0 && nbd_conn_should_close (sc->nc))
+  sc->ops->output (sc->nc, &pending);
+  if (pending == 0 && sc->ops->should_close (sc->nc))
     {
       worker_drop (w, sc);
       return;
@@ -190,7 +222,7 @@ conn_finish (srv_conn *sc)
 
       if (!conn_flush (sc))
         break;
-      nbd_conn_output (sc->nc, &len);
+      sc->ops->output (sc->nc, &len);
       if (len == 0 || left <= 0 || poll (&pfd, 1, left) <= 0)
         break;
     }
@@ -268,8 +300,10 @@ peer_name (int fd)
                                   : g_strdup_printf ("%s:%s", host, serv);
 }
 
+static char *sock_name (int fd);
+
 static void
-hand_over (DfNbdServer *s, int fd)
+hand_over (DfNbdServer *s, int fd, proto pr)
 {
   worker *w = &s->workers[s->next_worker++ % s->n_workers];
   g_autofree char *client = peer_name (fd);
@@ -279,7 +313,20 @@ hand_over (DfNbdServer *s, int fd)
 
   setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); /* ENOTSUP on unix */
   sc->fd = fd;
-  sc->nc = nbd_conn_new (s->exports, s->sessions, client);
+  if (pr == PROTO_ISCSI)
+    {
+      g_autofree char *local = sock_name (fd);
+      iscsi_conn *ic = iscsi_conn_new (s->exports, s->sessions, client,
+                                       local);
+      iscsi_conn_set_fd (ic, fd);
+      sc->ops = &iscsi_ops;
+      sc->nc = ic;
+    }
+  else
+    {
+      sc->ops = &nbd_ops;
+      sc->nc = nbd_conn_new (s->exports, s->sessions, client);
+    }
   g_debug ("connection from %s", client);
   g_async_queue_push (w->incoming, sc);
   if (write (w->wakefd, &one, sizeof one) < 0)
@@ -287,7 +334,7 @@ hand_over (DfNbdServer *s, int fd)
 }
 
 static void
-accept_all (DfNbdServer *s, int lfd)
+accept_all (DfNbdServer *s, int lfd, proto pr)
 {
   for (;;)
     {
@@ -302,8 +349,17 @@ accept_all (DfNbdServer *s, int lfd)
             g_usleep (100 * 1000); /* do not spin on fd exhaustion */
           return;
         }
-      hand_over (s, fd);
+      hand_over (s, fd, pr);
     }
+}
+
+static proto
+listener_proto (DfNbdServer *s, int fd)
+{
+  for (guint i = 0; i < s->listeners->len; i++)
+    if (g_array_index (s->listeners, listener, i).fd == fd)
+      return g_array_index (s->listeners, listener, i).proto;
+  return PROTO_NBD;
 }
 
 static gpointer
@@ -326,7 +382,7 @@ acceptor_main (gpointer data)
 
       for (int i = 0; i < n; i++)
         if (ev[i].data.fd != s->stopfd)
-          accept_all (s, ev[i].data.fd);
+          accept_all (s, ev[i].data.fd, listener_proto (s, ev[i].data.fd));
     }
   close (epfd);
   return NULL;
@@ -403,16 +459,16 @@ sock_name (int fd)
 }
 
 static void
-add_listener (DfNbdServer *s, int fd, const char *unix_path)
+add_listener (DfNbdServer *s, int fd, const char *unix_path, proto pr)
 {
-  listener l = { fd, g_strdup (unix_path) };
+  listener l = { fd, g_strdup (unix_path), pr };
 
   g_array_append_val (s->listeners, l);
 }
 
 static bool
-listen_host (DfNbdServer *s, const DfListenAddr *addr, GString *bound,
-             GError **err)
+listen_host (DfNbdServer *s, const DfListenAddr *addr, proto pr,
+             GString *bound, GError **err)
 {
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
@@ -440,7 +496,7 @@ listen_host (DfNbdServer *s, const DfListenAddr *addr, GString *bound,
           freeaddrinfo (res);
           return false;
         }
-      add_listener (s, fd, NULL);
+      add_listener (s, fd, NULL, pr);
       name = sock_name (fd);
       g_string_append_printf (bound, "%s%s", bound->len ? "\n" : "", name);
       if (addr->port == 0)
@@ -462,10 +518,30 @@ df_nbd_server_listen (DfNbdServer *s, const DfListenAddr *addr, char **bound,
       int fd = listen_unix (addr->unix_path, err);
       if (fd < 0)
         return false;
-      add_listener (s, fd, addr->unix_path);
+      add_listener (s, fd, addr->unix_path, PROTO_NBD);
       g_string_append_printf (b, "unix:%s", addr->unix_path);
     }
-  else if (!listen_host (s, addr, b, err))
+  else if (!listen_host (s, addr, PROTO_NBD, b, err))
+    return false;
+  *bound = g_string_free (g_steal_pointer (&b), FALSE);
+  return true;
+}
+
+bool
+df_nbd_server_listen_iscsi (DfNbdServer *s, const DfListenAddr *addr,
+                            char **bound, GError **err)
+{
+  g_autoptr (GString) b = g_string_new (NULL);
+
+  g_return_val_if_fail (!s->running, false);
+  if (addr->unix_path != NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "iSCSI listens on TCP only (unix:%s given)",
+                   addr->unix_path);
+      return false;
+    }
+  if (!listen_host (s, addr, PROTO_ISCSI, b, err))
     return false;
   *bound = g_string_free (g_steal_pointer (&b), FALSE);
   return true;

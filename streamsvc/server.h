@@ -26,6 +26,10 @@ DfNbdServer *df_nbd_server_new (DfExports *ex, DfSessions *ss,
  * several).  An existing socket file at a unix path is replaced. */
 bool df_nbd_server_listen (DfNbdServer *s, const DfListenAddr *addr,
                            char **bound, GError **err);
+/* Same for iSCSI (iscsi.h engine, TCP only), served by the same
+ * workers. */
+bool df_nbd_server_listen_iscsi (DfNbdServer *s, const DfListenAddr *addr,
+                                 char **bound, GError **err);
 /* Start the acceptor and worker threads. */
 bool df_nbd_server_start (DfNbdServer *s, GError **err);
 /* Stop accepting, finish the requests already received, send their

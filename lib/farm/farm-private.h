@@ -6,6 +6,8 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 
+typedef struct DfFarm DfFarm;
+
 /* PRAGMA application_id of a farm DB: "dfrm". */
 #define DF_FARM_APPLICATION_ID 0x6466726d
 
@@ -33,3 +35,7 @@ bool df_farm_migrate (sqlite3 *db, const DfMigration *list, guint n,
  * UNIQUE constraints -> DF_ERROR_EXISTS, anything else -> DF_ERROR_IO. */
 void df_farm_set_sqlite_error (GError **err, sqlite3 *db, int rc,
                                const char *what);
+
+/* The farm's SQLite connection (borrowed), for accessors kept in other
+ * files of lib/farm (servers.c).  Same thread rules as the DfFarm. */
+sqlite3 *df_farm_sqlite (DfFarm *farm);

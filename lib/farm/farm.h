@@ -257,3 +257,37 @@ bool df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
  * the device has none or the schema has no CHAP columns. */
 bool df_farm_device_chap (DfFarm *farm, const char *device, char **user,
                           char **secret, GError **err);
+
+/* ---- CHAP (chap.c) ---- */
+/* Per-device iSCSI CHAP credentials (schema migration 3).  Secrets are
+ * 12-255 bytes without NUL (RFC 7143 12.1.3: >= 96 bits); the mutual
+ * (target) secret must differ from the initiator secret.  Never logged:
+ * the audit row records the mode only. */
+#define DF_CHAP_SECRET_MIN 12u
+#define DF_CHAP_SECRET_MAX 255u
+
+typedef struct {
+  char *device;          /* device name */
+  char *user;            /* NULL: no CHAP for this device */
+  char *secret;          /* NULL when user is */
+  char *mutual_secret;   /* NULL: one-way CHAP */
+  gint64 generation;     /* device boot generation */
+} DfChap;
+void df_chap_free (DfChap *c);  /* wipes the secrets */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfChap, df_chap_free)
+
+bool df_chap_validate_secret (const char *what, const char *secret,
+                              size_t len, GError **err);
+bool df_chap_validate_user (const char *user, GError **err);
+/* Set (user non-NULL) or clear (user, secret, mutual all NULL) a device's
+ * credentials.  DF_ERROR_NOT_FOUND, DF_ERROR_EXISTS (user taken),
+ * DF_ERROR_INVALID (rules above). */
+bool df_farm_chap_set (DfFarm *farm, const char *device, const char *user,
+                       const char *secret, const char *mutual, GError **err);
+/* By device name or MAC; DF_ERROR_NOT_FOUND for an unknown device. */
+DfChap *df_farm_chap_get (DfFarm *farm, const char *key, GError **err);
+/* The device whose CHAP user is user; DF_ERROR_NOT_FOUND when none. */
+DfChap *df_farm_chap_find_user (DfFarm *farm, const char *user,
+                                GError **err);
+/* Names of devices without CHAP (new array of strings). */
+GPtrArray *df_farm_chap_open_devices (DfFarm *farm, GError **err);

@@ -77,8 +77,37 @@ static const char migration_1[] =
   "  value TEXT NOT NULL\n"
   ");\n";
 
+/* 2: stream servers known to the bootstrap service (servers.c).  Farm
+ * settings (auto-add of unknown devices) live in the settings table of 1. */
+static const char migration_2[] =
+  "CREATE TABLE servers (\n"
+  "  id         INTEGER PRIMARY KEY,\n"
+  "  name       TEXT NOT NULL UNIQUE,\n"
+  "  address    TEXT NOT NULL CHECK (address <> ''),\n"
+  "  iscsi_port INTEGER NOT NULL DEFAULT 3260\n"
+  "               CHECK (iscsi_port BETWEEN 1 AND 65535),\n"
+  "  nbd_port   INTEGER NOT NULL DEFAULT 10809\n"
+  "               CHECK (nbd_port BETWEEN 1 AND 65535),\n"
+  "  admin_port INTEGER NOT NULL DEFAULT 8001\n"
+  "               CHECK (admin_port BETWEEN 1 AND 65535),\n"
+  "  power      INTEGER NOT NULL DEFAULT 1 CHECK (power BETWEEN 1 AND 1000),\n"
+  "  created    TEXT NOT NULL\n"
+  ");\n";
+
+/* 3: per-device iSCSI CHAP credentials (chap.c).  NULL = no CHAP.
+ * Secrets are stored as given (binary-safe text of 12-255 bytes); the DB
+ * file is the secret store, readable by the farm's owner only. */
+static const char migration_3[] =
+  "ALTER TABLE devices ADD COLUMN chap_user TEXT;\n"
+  "ALTER TABLE devices ADD COLUMN chap_secret TEXT;\n"
+  "ALTER TABLE devices ADD COLUMN mutual_secret TEXT;\n"
+  "CREATE UNIQUE INDEX devices_chap_user ON devices (chap_user)\n"
+  "  WHERE chap_user IS NOT NULL;\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1 },
+  { 2, "stream servers", migration_2 },
+  { 3, "iSCSI CHAP credentials", migration_3 },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

@@ -84,6 +84,27 @@ bool df_raw_write_from_blk (df_blk *src, const char *path,
                             df_progress_cb progress, void *opaque,
                             GError **err);
 
+/* ---- version layers (merge.c) ------------------------------------------ */
+
+/* Seal: write the blocks of the server-persistent cache in maint_dir (the
+ * maintenance session's writes over base, the parent version's chain) as
+ * a new qcow2 v3 layer at path (O_EXCL, 64 KiB clusters, fsynced; the
+ * caller renames it).  Partially written clusters are completed from base.
+ * backing: name stored in the header.  DF_ERROR_BUSY while a session holds
+ * the cache.  *written (nullable): bytes of clusters written. */
+bool df_vdisk_seal_layer (df_blk *base, const char *maint_dir,
+                          const char *path, const char *backing,
+                          df_progress_cb progress, void *opaque,
+                          uint64_t *written, GError **err);
+/* Merge: a new layer at path equal to the top n_layers files of
+ * top_path's chain stacked on the rest: every cluster those files allocate,
+ * read through the whole chain.  backing: the name of the file below them,
+ * or NULL with n_layers = the whole chain (a new standalone base). */
+bool df_vdisk_merge_layers (const char *top_path, guint n_layers,
+                            const char *path, const char *backing,
+                            df_progress_cb progress, void *opaque,
+                            GError **err);
+
 /* ---- write caches (cache_*.c) ------------------------------------------ */
 
 typedef enum {

@@ -1,0 +1,244 @@
+/* bdm: Boot Device Manager CLI.
+ *
+ *   bdm iso OUT.iso        | bdm partition OUT.img | bdm inject DISK
+ *   [--server HOST[:PORT]]... [--farm DIR] [--ip A.B.C.D/NN ...] ...
+ *
+ * Errors end as one line "bdm: <message>" and exit 1. */
+#include "bdm.h"
+#include "config.h"
+#include "farm.h"
+
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  char **servers;
+  char *farm;
+  gint http_port;
+  gint iscsi_port;
+  char *ip;
+  char *gateway;
+  char *dns;
+  gint timeout;
+  gint retries;
+  gboolean verbose;
+  gboolean local;
+  gboolean efi;
+  char *ipxe_dir;
+  char *isolinux_dir;
+  char *syslinux_dir;
+} CliOpts;
+
+static void
+cli_opts_clear (CliOpts *o)
+{
+  g_strfreev (o->servers);
+  g_free (o->farm);
+  g_free (o->ip);
+  g_free (o->gateway);
+  g_free (o->dns);
+  g_free (o->ipxe_dir);
+  g_free (o->isolinux_dir);
+  g_free (o->syslinux_dir);
+}
+
+/* Servers of the farm DB (servers table) in name order. */
+static bool
+add_farm_servers (BdmConfig *c, const CliOpts *o, GError **err)
+{
+  g_autoptr(DfFarm) farm = df_farm_open (o->farm, false, "bdm", err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(GPtrArray) list = df_farm_server_list (farm, err);
+  if (list == NULL)
+    return false;
+  for (guint i = 0; i < list->len; i++)
+    {
+      const DfServer *s = list->pdata[i];
+      bool v6 = strchr (s->address, ':') != NULL;
+      g_autofree char *spec = v6 ? g_strdup_printf ("[%s]", s->address)
+                                 : g_strdup (s->address);
+      if (!bdm_config_add_server (c, spec, (guint16) o->http_port,
+                                  s->iscsi_port, err))
+        return false;
+    }
+  return true;
+}
+
+static bool
+replace_str (char **dst, const char *src)
+{
+  if (src == NULL)
+    return false;
+  g_free (*dst);
+  *dst = g_strdup (src);
+  return true;
+}
+
+static bool
+build_config (BdmConfig *c, const CliOpts *o, GError **err)
+{
+  if (!bdm_config_init (c, err))
+    return false;
+  if (o->http_port < 1 || o->http_port > 65535 || o->iscsi_port < 1
+      || o->iscsi_port > 65535 || o->timeout < 0 || o->retries < 1)
+    {
+      g_set_error (err, BDM_ERROR, BDM_ERROR_INVALID, "ports must be "
+                   "1-65535, --timeout >= 0, --retries >= 1");
+      return false;
+    }
+  for (guint i = 0; o->servers != NULL && o->servers[i] != NULL; i++)
+    if (!bdm_config_add_server (c, o->servers[i], (guint16) o->http_port,
+                                (guint16) o->iscsi_port, err))
+      return false;
+  if (o->farm != NULL && !add_farm_servers (c, o, err))
+    return false;
+  if (o->ip != NULL && !bdm_config_set_ip (c, o->ip, err))
+    return false;
+  c->gateway = g_strdup (o->gateway);
+  c->dns = g_strdup (o->dns);
+  c->timeout_s = (guint) o->timeout;
+  c->retries = (guint) o->retries;
+  c->verbose = o->verbose;
+  c->local_fallback = o->local;
+  c->efi = o->efi;
+  replace_str (&c->ipxe_dir, o->ipxe_dir);
+  replace_str (&c->isolinux_dir, o->isolinux_dir);
+  replace_str (&c->syslinux_dir, o->syslinux_dir);
+  return bdm_config_check (c, err);
+}
+
+static bool
+do_inject (const BdmConfig *c, const char *disk, GError **err)
+{
+  BdmInjectResult r = { 0 };
+  if (!bdm_inject (c, disk, &r, err))
+    return false;
+  printf ("bdm: added boot partition %d (%s, sectors %" G_GUINT64_FORMAT
+          "-%" G_GUINT64_FORMAT ") to %s\n", r.partnum, r.format,
+          r.start_sector, r.start_sector + r.sectors - 1, disk);
+  bdm_inject_result_clear (&r);
+  return true;
+}
+
+static bool
+run (const char *cmd, const char *arg, const CliOpts *o, GError **err)
+{
+  BdmConfig c;
+  bool ok = build_config (&c, o, err);
+  if (ok && g_str_equal (cmd, "iso"))
+    ok = bdm_make_iso (&c, arg, err);
+  else if (ok && g_str_equal (cmd, "partition"))
+    ok = bdm_make_partition_disk (&c, arg, err);
+  else if (ok && g_str_equal (cmd, "inject"))
+    ok = do_inject (&c, arg, err);
+  else if (ok && g_str_equal (cmd, "script"))
+    {
+      g_autofree char *s = g_str_equal (arg, "-")
+        ? bdm_render_script (&c) : NULL;
+      if (s == NULL)
+        {
+          g_set_error (err, BDM_ERROR, BDM_ERROR_INVALID,
+                       "script: give '-' to print on stdout");
+          ok = false;
+        }
+      else
+        fputs (s, stdout);
+    }
+  else if (ok)
+    {
+      g_set_error (err, BDM_ERROR, BDM_ERROR_INVALID,
+                   "unknown command '%s' (iso, partition, inject, script)",
+                   cmd);
+      ok = false;
+    }
+  bdm_config_clear (&c);
+  return ok;
+}
+
+static const char description[] =
+  "Commands:\n"
+  "  iso OUT.iso        bootable hybrid ISO (CD or disk)\n"
+  "  partition OUT.img  raw disk: syslinux MBR + one active 8 MiB FAT\n"
+  "                     boot partition\n"
+  "  inject DISK        add that partition to an existing template disk\n"
+  "                     (any format qemu reads; refuses when full)\n"
+  "  script -           print the iPXE script\n"
+  "\n"
+  "Example:\n"
+  "  bdm iso boot.iso --server 10.0.0.5 --server 10.0.0.6:8080\n"
+  "  bdm partition boot.img --farm /var/lib/diskfarm --timeout 5\n"
+  "  bdm inject template.qcow2 --server 10.0.0.5 --ip 10.0.0.50/24 "
+  "--gateway 10.0.0.1\n";
+
+int
+main (int argc, char **argv)
+{
+  setlocale (LC_ALL, "");
+  CliOpts o = { .http_port = 80, .iscsi_port = 3260, .retries = 1 };
+  gboolean version = FALSE;
+  const GOptionEntry entries[] = {
+    { "server", 's', 0, G_OPTION_ARG_STRING_ARRAY, &o.servers,
+      "Bootstrap + stream server, up to 4, in failover order", "HOST[:PORT]" },
+    { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o.farm,
+      "Add the servers of this farm's DB (after any --server)", "DIR" },
+    { "http-port", 0, 0, G_OPTION_ARG_INT, &o.http_port,
+      "Bootstrap HTTP port when a server has none (default 80)", "PORT" },
+    { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &o.iscsi_port,
+      "iSCSI port of --server stream servers (default 3260)", "PORT" },
+    { "ip", 0, 0, G_OPTION_ARG_STRING, &o.ip,
+      "Static address instead of DHCP", "A.B.C.D/NN" },
+    { "gateway", 0, 0, G_OPTION_ARG_STRING, &o.gateway,
+      "Static gateway", "A.B.C.D" },
+    { "dns", 0, 0, G_OPTION_ARG_STRING, &o.dns, "Static DNS server",
+      "A.B.C.D" },
+    { "timeout", 't', 0, G_OPTION_ARG_INT, &o.timeout,
+      "Boot menu timeout in seconds (0: no menu, default)", "SECONDS" },
+    { "retries", 'r', 0, G_OPTION_ARG_INT, &o.retries,
+      "Rounds over all servers before giving up (default 1)", "N" },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o.verbose,
+      "The boot script prints its network and every attempt", NULL },
+    { "local-fallback", 'l', 0, G_OPTION_ARG_NONE, &o.local,
+      "Boot from the local disk when no server answers", NULL },
+    { "efi", 0, 0, G_OPTION_ARG_NONE, &o.efi,
+      "iso: add a UEFI El Torito entry (ipxe.efi; no script, see bdm(8))",
+      NULL },
+    { "ipxe-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.ipxe_dir,
+      "Where ipxe.lkrn/ipxe.efi are (default /usr/lib/ipxe)", "DIR" },
+    { "isolinux-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.isolinux_dir,
+      "Where isolinux.bin/isohdpfx.bin are (default /usr/lib/ISOLINUX)",
+      "DIR" },
+    { "syslinux-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.syslinux_dir,
+      "syslinux data (default /usr/lib/syslinux)", "DIR" },
+    { "version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version",
+      NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(GOptionContext) oc = g_option_context_new ("COMMAND TARGET");
+  g_option_context_set_summary (oc, "Boot Device Manager: boot media "
+    "(ISO, 8 MiB boot partition) that bring targets to the diskfarm.");
+  g_option_context_set_description (oc, description);
+  g_option_context_add_main_entries (oc, entries, NULL);
+  g_autoptr(GError) err = NULL;
+  bool ok = g_option_context_parse (oc, &argc, &argv, &err);
+  if (ok && version)
+    {
+      printf ("bdm (diskfarm) %s\n", DF_VERSION);
+      cli_opts_clear (&o);
+      return 0;
+    }
+  if (ok && argc != 3)
+    {
+      g_set_error (&err, BDM_ERROR, BDM_ERROR_INVALID, argc < 3
+                   ? "missing COMMAND TARGET (see bdm --help)"
+                   : "unexpected argument '%s'", argv[argc > 3 ? 3 : 0]);
+      ok = false;
+    }
+  ok = ok && run (argv[1], argv[2], &o, &err);
+  if (!ok)
+    fprintf (stderr, "bdm: %s\n", err->message);
+  cli_opts_clear (&o);
+  return ok ? 0 : 1;
+}

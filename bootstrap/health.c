@@ -1,0 +1,271 @@
+/* diskfarm bootstrap: stream server health.  See health.h. */
+#include "health.h"
+#include "common.h"
+
+#include <json-glib/json-glib.h>
+#include <libsoup/soup.h>
+#include <string.h>
+
+#define HEALTH_TIMEOUT_S 2
+
+struct DfHealth {
+  DfFarm *farm;               /* borrowed */
+  SoupSession *session;
+  GHashTable *views;          /* name -> DfServerView (owned) */
+  bool farm_ok;
+  guint rounds;
+  guint timer;
+  GCancellable *cancel;
+};
+
+/* One pending /v1/health request. */
+typedef struct {
+  DfHealth *h;
+  char *name;
+  SoupMessage *msg;
+} Probe;
+
+void
+df_server_view_free (DfServerView *v)
+{
+  if (!v)
+    return;
+  g_free (v->name);
+  g_free (v->address);
+  g_free (v->error);
+  g_free (v);
+}
+
+static DfServerView *
+view_copy (const DfServerView *v)
+{
+  DfServerView *c = g_memdup2 (v, sizeof *v);
+  c->name = g_strdup (v->name);
+  c->address = g_strdup (v->address);
+  c->error = g_strdup (v->error);
+  return c;
+}
+
+gint
+df_server_view_compare (gconstpointer pa, gconstpointer pb)
+{
+  const DfServerView *a = *(DfServerView *const *) pa;
+  const DfServerView *b = *(DfServerView *const *) pb;
+  if (a->healthy != b->healthy)
+    return a->healthy ? -1 : 1;
+  /* a.sessions / a.power < b.sessions / b.power, without division */
+  gint64 la = MAX (a->sessions, 0) * b->power;
+  gint64 lb = MAX (b->sessions, 0) * a->power;
+  if (la != lb)
+    return la < lb ? -1 : 1;
+  return g_strcmp0 (a->name, b->name);
+}
+
+/* "status":"ok" and the sessions count from a health body. */
+static bool
+parse_health (GBytes *body, gint64 *sessions, char **error)
+{
+  g_autoptr (JsonParser) p = json_parser_new ();
+  gsize len;
+  const char *data = g_bytes_get_data (body, &len);
+  g_autoptr (GError) err = NULL;
+  if (!json_parser_load_from_data (p, data, (gssize) len, &err))
+    {
+      *error = g_strdup_printf ("health answer is not JSON: %s",
+                                err->message);
+      return false;
+    }
+  JsonNode *root = json_parser_get_root (p);
+  if (!JSON_NODE_HOLDS_OBJECT (root))
+    {
+      *error = g_strdup ("health answer is not a JSON object");
+      return false;
+    }
+  JsonObject *o = json_node_get_object (root);
+  const char *status = json_object_get_string_member_with_default (
+    o, "status", "");
+  if (!g_str_equal (status, "ok"))
+    {
+      *error = g_strdup_printf ("health status is '%s'", status);
+      return false;
+    }
+  *sessions = json_object_get_int_member_with_default (o, "sessions", 0);
+  return true;
+}
+
+static void
+probe_done (GObject *src, GAsyncResult *res, gpointer data)
+{
+  Probe *pr = data;
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (
+    SOUP_SESSION (src), res, &err);
+  if (!g_error_matches (err, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    {
+      DfServerView *v = g_hash_table_lookup (pr->h->views, pr->name);
+      if (v)
+        {
+          g_clear_pointer (&v->error, g_free);
+          guint status = soup_message_get_status (pr->msg);
+          if (!body)
+            v->error = g_strdup (err->message);
+          else if (status != SOUP_STATUS_OK)
+            v->error = g_strdup_printf ("health answer HTTP %u", status);
+          bool ok = body && status == SOUP_STATUS_OK
+                    && parse_health (body, &v->sessions, &v->error);
+          if (ok != v->healthy)
+            g_message ("health: stream server %s is now %s%s%s", v->name,
+                       ok ? "healthy" : "unhealthy", ok ? "" : ": ",
+                       ok ? "" : v->error);
+          v->healthy = ok;
+          if (!ok)
+            v->sessions = -1;
+        }
+    }
+  g_object_unref (pr->msg);
+  g_free (pr->name);
+  g_free (pr);
+}
+
+static void
+probe_start (DfHealth *h, const DfServerView *v, guint16 admin_port)
+{
+  bool v6 = strchr (v->address, ':') != NULL;
+  g_autofree char *url = g_strdup_printf ("http://%s%s%s:%u/v1/health",
+                                          v6 ? "[" : "", v->address,
+                                          v6 ? "]" : "", admin_port);
+  SoupMessage *msg = soup_message_new ("GET", url);
+  if (!msg)
+    {
+      DfServerView *cur = g_hash_table_lookup (h->views, v->name);
+      cur->healthy = false;
+      g_free (cur->error);
+      cur->error = g_strdup_printf ("invalid health URL %s", url);
+      return;
+    }
+  Probe *pr = g_new0 (Probe, 1);
+  pr->h = h;
+  pr->name = g_strdup (v->name);
+  pr->msg = msg;
+  soup_session_send_and_read_async (h->session, msg, G_PRIORITY_DEFAULT,
+                                    h->cancel, probe_done, pr);
+}
+
+/* Replace the views by the DB's list, keeping known health until the
+ * new probes answer. */
+static void
+refresh_views (DfHealth *h, GPtrArray *servers)
+{
+  g_autoptr (GHashTable) old = g_steal_pointer (&h->views);
+  h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
+                                    (GDestroyNotify) df_server_view_free);
+  for (guint i = 0; i < servers->len; i++)
+    {
+      const DfServer *s = servers->pdata[i];
+      DfServerView *v = g_new0 (DfServerView, 1);
+      DfServerView *prev = g_hash_table_lookup (old, s->name);
+      v->name = g_strdup (s->name);
+      v->address = g_strdup (s->address);
+      v->iscsi_port = s->iscsi_port;
+      v->nbd_port = s->nbd_port;
+      v->power = s->power;
+      v->healthy = prev ? prev->healthy : false;
+      v->sessions = prev ? prev->sessions : -1;
+      v->error = prev ? g_strdup (prev->error) : g_strdup ("not checked yet");
+      g_hash_table_insert (h->views, v->name, v);
+      probe_start (h, v, s->admin_port);
+    }
+}
+
+static gboolean
+round_start (gpointer data)
+{
+  DfHealth *h = data;
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GPtrArray) servers = df_farm_server_list (h->farm, &err);
+  bool ok = servers != NULL;
+  if (ok != h->farm_ok)
+    g_message ("health: farm DB is %s%s%s", ok ? "readable" : "unreadable",
+               ok ? "" : ": ", ok ? "" : err->message);
+  h->farm_ok = ok;
+  if (servers)
+    refresh_views (h, servers);
+  h->rounds++;
+  return G_SOURCE_CONTINUE;
+}
+
+DfHealth *
+df_health_new (DfFarm *farm, guint interval_ms)
+{
+  DfHealth *h = g_new0 (DfHealth, 1);
+  h->farm = farm;
+  h->farm_ok = true;
+  h->session = soup_session_new_with_options ("timeout", HEALTH_TIMEOUT_S,
+                                              "idle-timeout", 30,
+                                              "user-agent", "diskfarm-bootstrap",
+                                              NULL);
+  h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
+                                    (GDestroyNotify) df_server_view_free);
+  h->cancel = g_cancellable_new ();
+  round_start (h);
+  h->timer = g_timeout_add (interval_ms, round_start, h);
+  return h;
+}
+
+void
+df_health_free (DfHealth *h)
+{
+  if (!h)
+    return;
+  g_source_remove (h->timer);
+  g_cancellable_cancel (h->cancel);
+  /* Let cancelled probes finish before the table goes away. */
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  g_object_unref (h->cancel);
+  g_object_unref (h->session);
+  g_hash_table_destroy (h->views);
+  g_free (h);
+}
+
+bool
+df_health_ok (DfHealth *h, const char **why)
+{
+  const char *w = NULL;
+  if (!h->farm_ok)
+    w = "farm DB unreadable";
+  else
+    {
+      GHashTableIter it;
+      gpointer k, v;
+      w = "no healthy stream server";
+      g_hash_table_iter_init (&it, h->views);
+      while (g_hash_table_iter_next (&it, &k, &v))
+        if (((DfServerView *) v)->healthy)
+          w = NULL;
+    }
+  if (why)
+    *why = w;
+  return w == NULL;
+}
+
+GPtrArray *
+df_health_healthy (DfHealth *h)
+{
+  GPtrArray *out =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) df_server_view_free);
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init (&it, h->views);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    if (((DfServerView *) v)->healthy)
+      g_ptr_array_add (out, view_copy (v));
+  g_ptr_array_sort (out, df_server_view_compare);
+  return out;
+}
+
+guint
+df_health_rounds (DfHealth *h)
+{
+  return h->rounds;
+}

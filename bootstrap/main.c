@@ -1,0 +1,361 @@
+/* bootstrapsvc: the diskfarm bootstrap service (ProxyDHCP + TFTP + HTTP).
+ *
+ *   bootstrapsvc --farm DIR --address IP [--interface IF] [--http-port 80]
+ *                [--tftp-port 69] [--dhcp-port 67] [--pxe-port 4011]
+ *                [--no-proxydhcp] [--chain-ipxe] [--user USER]
+ *
+ * Binds every socket first, then (started as root) drops to an
+ * unprivileged user, then serves everything from one GLib main loop. */
+#include "config.h"
+#include "common.h"
+#include "farm.h"
+#include "health.h"
+#include "http.h"
+#include "proxydhcp.h"
+#include "tftp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <glib-unix.h>
+#include <grp.h>
+#include <locale.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct {
+  char *farm;
+  char *address;
+  char *interface;
+  char *user;
+  gint http_port, tftp_port, dhcp_port, pxe_port;
+  gint health_interval;
+  gboolean no_proxydhcp, chain_ipxe, verbose, version;
+} Options;
+
+static void
+options_clear (Options *o)
+{
+  g_free (o->farm);
+  g_free (o->address);
+  g_free (o->interface);
+  g_free (o->user);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Options, options_clear)
+
+static bool
+parse_options (Options *o, int *argc, char ***argv, GError **err)
+{
+  o->http_port = 80;
+  o->tftp_port = 69;
+  o->dhcp_port = 67;
+  o->pxe_port = 4011;
+  o->health_interval = 2000;
+  const GOptionEntry entries[] = {
+    { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o->farm,
+      "Farm directory (default " DF_DEFAULT_FARM ")", "DIR" },
+    { "address", 0, 0, G_OPTION_ARG_STRING, &o->address,
+      "This server's IPv4 address: next-server, HTTP and TFTP", "IP" },
+    { "interface", 0, 0, G_OPTION_ARG_STRING, &o->interface,
+      "Answer DHCP only on this interface", "IF" },
+    { "http-port", 0, 0, G_OPTION_ARG_INT, &o->http_port,
+      "HTTP port (default 80, 0: any)", "PORT" },
+    { "tftp-port", 0, 0, G_OPTION_ARG_INT, &o->tftp_port,
+      "TFTP port (default 69, 0: any)", "PORT" },
+    { "dhcp-port", 0, 0, G_OPTION_ARG_INT, &o->dhcp_port,
+      "ProxyDHCP port (default 67)", "PORT" },
+    { "pxe-port", 0, 0, G_OPTION_ARG_INT, &o->pxe_port,
+      "PXE boot server port (default 4011)", "PORT" },
+    { "no-proxydhcp", 0, 0, G_OPTION_ARG_NONE, &o->no_proxydhcp,
+      "Do not answer DHCP (the site DHCP sends options 66/67)", NULL },
+    { "chain-ipxe", 0, 0, G_OPTION_ARG_NONE, &o->chain_ipxe,
+      "Make iPXE ROMs chain-load our iPXE binary first", NULL },
+    { "user", 0, 0, G_OPTION_ARG_STRING, &o->user,
+      "User to run as after binding (default: diskfarm if it exists, "
+      "else nobody)", "USER" },
+    { "health-interval", 0, 0, G_OPTION_ARG_INT, &o->health_interval,
+      "Milliseconds between stream server health checks (default 2000)",
+      "MS" },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
+      "Log every transfer and debug messages", NULL },
+    { "version", 0, 0, G_OPTION_ARG_NONE, &o->version, "Print the version",
+      NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr (GOptionContext) oc = g_option_context_new ("");
+  g_option_context_set_summary (oc, "diskfarm bootstrap service: ProxyDHCP, "
+                                "TFTP and HTTP iPXE boot scripts.");
+  g_option_context_add_main_entries (oc, entries, NULL);
+  if (!g_option_context_parse (oc, argc, argv, err))
+    return false;
+  if (o->version)
+    return true;
+  if (!o->address)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "--address is required");
+      return false;
+    }
+  gint ports[] = { o->http_port, o->tftp_port, o->dhcp_port, o->pxe_port };
+  for (guint i = 0; i < G_N_ELEMENTS (ports); i++)
+    if (ports[i] < 0 || ports[i] > 65535)
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "port %d is outside 0-65535", ports[i]);
+        return false;
+      }
+  if (o->health_interval < 100 || o->health_interval > 600000)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--health-interval must be 100-600000 ms");
+      return false;
+    }
+  return true;
+}
+
+/* ---- sockets ---------------------------------------------------------- */
+
+static int
+udp_socket (guint32 addr, guint16 port, const char *ifname, GError **err)
+{
+  int fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    {
+      df_set_error_errno (err, errno, "socket");
+      return -1;
+    }
+  int one = 1;
+  setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ifname && setsockopt (fd, SOL_SOCKET, SO_BINDTODEVICE, ifname,
+                            strlen (ifname) + 1) < 0)
+    {
+      df_set_error_errno (err, errno, "bind to interface %s", ifname);
+      close (fd);
+      return -1;
+    }
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons (port),
+                            .sin_addr.s_addr = addr };
+  if (bind (fd, (struct sockaddr *) &sa, sizeof sa) < 0)
+    {
+      df_set_error_errno (err, errno, "bind UDP %s:%u",
+                          inet_ntoa (sa.sin_addr), port);
+      close (fd);
+      return -1;
+    }
+  return fd;
+}
+
+static guint16
+bound_port (int fd)
+{
+  struct sockaddr_in sa;
+  socklen_t l = sizeof sa;
+  getsockname (fd, (struct sockaddr *) &sa, &l);
+  return ntohs (sa.sin_port);
+}
+
+/* ---- privileges ------------------------------------------------------- */
+
+static bool
+drop_privileges (const char *user, GError **err)
+{
+  if (geteuid () != 0)
+    return true;
+  const char *name = user;
+  struct passwd *pw = NULL;
+  if (!name)
+    {
+      pw = getpwnam ("diskfarm");
+      name = pw ? "diskfarm" : "nobody";
+    }
+  if (g_str_equal (name, "root"))
+    {
+      g_warning ("--user root: keeping root privileges");
+      return true;
+    }
+  if (!pw)
+    pw = getpwnam (name);
+  if (!pw)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no user '%s'", name);
+      return false;
+    }
+  if (setgroups (0, NULL) < 0 || setgid (pw->pw_gid) < 0
+      || setuid (pw->pw_uid) < 0)
+    {
+      df_set_error_errno (err, errno, "drop privileges to %s", name);
+      return false;
+    }
+  if (setuid (0) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO,
+                   "privileges could not be dropped (setuid 0 still works)");
+      return false;
+    }
+  g_message ("running as %s (uid %u)", name, (unsigned) pw->pw_uid);
+  return true;
+}
+
+/* ---- the service ------------------------------------------------------ */
+
+typedef struct {
+  Options *o;
+  guint32 addr;
+  DfFarm *farm;
+  DfHealth *health;
+  DfBootHttp *http;
+  DfTftpServer *tftp;
+  DfProxyDhcp *dhcp;
+  GMainLoop *loop;
+} Service;
+
+static bool
+service_healthy (gpointer data)
+{
+  Service *s = data;
+  return df_health_ok (s->health, NULL);
+}
+
+static bool
+start_tftp (Service *s, const char *boot_dir, GError **err)
+{
+  int fd = udp_socket (s->addr, (guint16) s->o->tftp_port, NULL, err);
+  if (fd < 0)
+    return false;
+  guint16 port = bound_port (fd);
+  DfTftpConfig cfg = { .root = boot_dir };
+  s->tftp = df_tftp_server_new (&cfg, fd, err);
+  if (!s->tftp)
+    return false;
+  g_message ("tftp listening on %s:%u", s->o->address, port);
+  return true;
+}
+
+static bool
+start_dhcp (Service *s, guint16 http_port, GError **err)
+{
+  int fd67 = udp_socket (INADDR_ANY, (guint16) s->o->dhcp_port,
+                         s->o->interface, err);
+  if (fd67 < 0)
+    return false;
+  int fd4011 = udp_socket (INADDR_ANY, (guint16) s->o->pxe_port,
+                           s->o->interface, err);
+  if (fd4011 < 0)
+    {
+      close (fd67);
+      return false;
+    }
+  guint16 p67 = bound_port (fd67), p4011 = bound_port (fd4011);
+  g_autofree char *url = g_strdup_printf (
+    "http://%s:%u/boot.ipxe?mac=${net0/mac}&uuid=${uuid}", s->o->address,
+    http_port);
+  DfProxyConfig cfg = {
+    .address = s->addr, .script_url = url, .chain_ipxe = s->o->chain_ipxe,
+    .healthy = service_healthy, .healthy_data = s,
+  };
+  s->dhcp = df_proxydhcp_new (&cfg, fd67, fd4011);
+  g_message ("proxydhcp listening on ports %u and %u", p67, p4011);
+  return true;
+}
+
+static bool
+service_start (Service *s, GError **err)
+{
+  struct in_addr ia;
+  if (inet_pton (AF_INET, s->o->address, &ia) != 1)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--address '%s' is not an IPv4 address", s->o->address);
+      return false;
+    }
+  s->addr = ia.s_addr;
+  s->farm = df_farm_open (s->o->farm, false, "bootstrapsvc", err);
+  if (!s->farm)
+    return false;
+  g_autofree char *boot_dir = g_build_filename (s->o->farm, "boot", NULL);
+  s->health = df_health_new (s->farm, (guint) s->o->health_interval);
+  s->http = df_boot_http_new (s->farm, s->health, boot_dir, s->o->address,
+                              err);
+  guint16 http_port = 0;
+  if (!s->http
+      || !df_boot_http_listen (s->http, s->o->address,
+                               (guint16) s->o->http_port, &http_port, err))
+    return false;
+  g_message ("http listening on http://%s:%u", s->o->address, http_port);
+  if (!start_tftp (s, boot_dir, err))
+    return false;
+  if (!s->o->no_proxydhcp && !start_dhcp (s, http_port, err))
+    return false;
+  return drop_privileges (s->o->user, err);
+}
+
+static void
+service_stop (Service *s)
+{
+  if (s->tftp)
+    {
+      DfTftpStats st;
+      df_tftp_server_stats (s->tftp, &st);
+      g_message ("tftp: %" G_GUINT64_FORMAT " transfers done, %"
+                 G_GUINT64_FORMAT " failed, %" G_GUINT64_FORMAT " refused, %"
+                 G_GUINT64_FORMAT " retransmits; cache %" G_GUINT64_FORMAT
+                 " hits, %" G_GUINT64_FORMAT " files read",
+                 st.transfers_done, st.transfers_failed, st.requests_refused,
+                 st.retransmits, st.cache_hits, st.cache_misses);
+    }
+  g_clear_pointer (&s->dhcp, df_proxydhcp_free);
+  g_clear_pointer (&s->tftp, df_tftp_server_free);
+  g_clear_pointer (&s->http, df_boot_http_free);
+  g_clear_pointer (&s->health, df_health_free);
+  g_clear_pointer (&s->farm, df_farm_close);
+}
+
+static gboolean
+on_signal (gpointer data)
+{
+  g_main_loop_quit (data);
+  return G_SOURCE_CONTINUE;
+}
+
+int
+main (int argc, char **argv)
+{
+  setlocale (LC_ALL, "");
+  g_set_prgname ("bootstrapsvc");
+  g_auto (Options) o = { 0 };
+  g_autoptr (GError) err = NULL;
+  if (!parse_options (&o, &argc, &argv, &err))
+    {
+      fprintf (stderr, "bootstrapsvc: %s\n", err->message);
+      return 2;
+    }
+  if (o.version)
+    {
+      printf ("bootstrapsvc %s\n", DF_VERSION);
+      return 0;
+    }
+  if (!o.farm)
+    o.farm = g_strdup (DF_DEFAULT_FARM);
+  df_log_init ("bootstrapsvc", o.verbose);
+  Service s = { .o = &o };
+  s.loop = g_main_loop_new (NULL, FALSE);
+  int rc = 0;
+  if (!service_start (&s, &err))
+    {
+      fprintf (stderr, "bootstrapsvc: %s\n", err->message);
+      rc = 1;
+    }
+  else
+    {
+      g_message ("ready");
+      g_unix_signal_add (SIGTERM, on_signal, s.loop);
+      g_unix_signal_add (SIGINT, on_signal, s.loop);
+      g_main_loop_run (s.loop);
+    }
+  service_stop (&s);
+  g_main_loop_unref (s.loop);
+  return rc;
+}

@@ -1,0 +1,34 @@
+/* diskfarm bootstrap: iPXE boot scripts.
+ *
+ * Pure text rendering, no I/O: the caller (http.c) resolves the device,
+ * starts its boot generation and picks the healthy stream servers. */
+#pragma once
+
+#include <glib.h>
+
+#define DF_IQN_PREFIX "iqn.2026-11.org.diskfarm:"
+
+typedef struct {
+  const char *address;      /* IPv4 literal, [IPv6] literal or host name */
+  guint16 port;             /* iSCSI port */
+} DfScriptTarget;
+
+typedef struct {
+  const char *device;       /* device name */
+  const char *vdisk;        /* for the on-screen line (nullable) */
+  gint64 generation;
+  const char *chap_user;    /* both NULL: no CHAP */
+  const char *chap_secret;
+  const DfScriptTarget *targets;   /* least loaded first */
+  guint n_targets;          /* >= 1 */
+  const char *rendered_by;  /* this bootstrap server's address */
+} DfScriptParams;
+
+/* The sanboot script (new string).  CHAP values that iPXE could not take
+ * literally (anything outside [A-Za-z0-9._:@+=/-]) are left out and
+ * *chap_dropped set. */
+char *df_script_render (const DfScriptParams *p, gboolean *chap_dropped);
+
+/* A script that shows message on screen, waits and reboots (new string).
+ * Used for unknown devices and refusals; message is sanitised. */
+char *df_script_message (const char *title, const char *message);

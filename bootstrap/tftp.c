@@ -1,0 +1,793 @@
+/* diskfarm bootstrap: TFTP server.  See tftp.h.
+ *
+ * Transfer states:
+ *   WAIT_OACK_ACK  options were acknowledged with an OACK; waiting for
+ *                  ACK 0 (or an ERROR refusing them)
+ *   SENDING        a window of DATA blocks [base, next) is outstanding
+ * A transfer ends when the ACK of its last block arrives, on a client
+ * ERROR, an illegal packet, or after max_retries timeouts in a row.
+ *
+ * Blocks are counted with 64-bit numbers (block k is sent as k mod 65536,
+ * so 65535 is followed by 0).  An ACK is mapped back into [base-1, next-1];
+ * an ACK of base-1 (a duplicate) is ignored: DATA is only ever resent on a
+ * timeout, never because of a duplicate ACK (Sorcerer's Apprentice, RFC
+ * 1123 4.2.3.1).  A partial ACK inside the window (RFC 7440: the client
+ * saw a gap) restarts the window after the acknowledged block. */
+#include "tftp.h"
+#include "tftp_proto.h"
+#include "beneath.h"
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <glib-unix.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define RTO_INITIAL_MS 1000
+#define RTO_MIN_MS 200
+#define RTO_MAX_MS 5000
+
+/* ---- file cache ------------------------------------------------------- */
+
+typedef struct {
+  dev_t dev;
+  ino_t ino;
+  gint64 mtime_ns;
+  gint64 size;
+} FileKey;
+
+typedef struct {
+  FileKey key;
+  GBytes *data;         /* owned */
+  gint64 last_use_us;
+} CacheEntry;
+
+static guint
+file_key_hash (gconstpointer p)
+{
+  const FileKey *k = p;
+  return (guint) (k->ino ^ (k->ino >> 32) ^ k->dev ^ (guint64) k->mtime_ns
+                  ^ (guint64) k->size);
+}
+
+static gboolean
+file_key_equal (gconstpointer a, gconstpointer b)
+{
+  const FileKey *x = a, *y = b;
+  return x->dev == y->dev && x->ino == y->ino && x->mtime_ns == y->mtime_ns
+         && x->size == y->size;
+}
+
+static void
+cache_entry_free (gpointer p)
+{
+  CacheEntry *e = p;
+  g_bytes_unref (e->data);
+  g_free (e);
+}
+
+/* ---- server and transfers --------------------------------------------- */
+
+struct DfTftpServer {
+  DfTftpConfig cfg;
+  char *root;
+  int root_fd;
+  int listen_fd;
+  guint listen_source;
+  GHashTable *xfers;        /* Xfer* set, owned */
+  GHashTable *cache;        /* FileKey* -> CacheEntry* (owned) */
+  guint64 cache_used;
+  DfTftpStats stats;
+};
+
+typedef enum {
+  XFER_WAIT_OACK_ACK,
+  XFER_SENDING,
+} XferState;
+
+typedef struct {
+  GSource source;           /* socket readiness + retransmit deadline */
+  DfTftpServer *srv;        /* borrowed */
+  int fd;                   /* connected to the client, owned */
+  gpointer fd_tag;
+  char peer[64];            /* "addr:port" for logs */
+  char path[DF_TFTP_NAME_MAX + 1];
+  XferState state;
+  bool finished;            /* xfer_finish ran: only the source ref left */
+  GBytes *data;             /* cached file, or NULL */
+  int file_fd;              /* uncached file, or -1 */
+  guint64 size;
+  guint32 blksize;
+  guint16 windowsize;
+  DfTftpOptions oack;       /* options acknowledged */
+  bool has_oack;
+  guint64 nblocks;          /* last block number (always >= 1) */
+  guint64 base;             /* oldest unacknowledged block */
+  guint64 next;             /* next block to send */
+  guint retries;            /* timeouts in a row */
+  guint fixed_timeout_ms;   /* timeout option, 0: adaptive */
+  double srtt_ms, rttvar_ms;
+  guint rto_ms;
+  gint64 window_sent_us;    /* when the window was first sent */
+  bool window_resent;       /* Karn: no RTT sample after a resend */
+  guint8 *buf;              /* 4 + blksize, owned */
+  gint64 started_us;
+} Xfer;
+
+static void xfer_finish (Xfer *x, bool ok, const char *why);
+
+/* ---- sending ---------------------------------------------------------- */
+
+static void
+xfer_send (Xfer *x, const guint8 *pkt, size_t len)
+{
+  if (send (x->fd, pkt, len, MSG_DONTWAIT) < 0 && errno != EAGAIN
+      && errno != ECONNREFUSED)
+    g_debug ("tftp %s: send: %s", x->peer, g_strerror (errno));
+}
+
+static void
+xfer_send_error (Xfer *x, int code, const char *msg)
+{
+  guint8 pkt[256];
+  size_t n = df_tftp_build_error (pkt, sizeof pkt, code, msg);
+  xfer_send (x, pkt, n);
+}
+
+/* Bytes of block k (1-based). */
+static size_t
+block_len (const Xfer *x, guint64 k)
+{
+  guint64 off = (k - 1) * x->blksize;
+  if (off >= x->size)
+    return 0;
+  return (size_t) MIN ((guint64) x->blksize, x->size - off);
+}
+
+static bool
+xfer_send_block (Xfer *x, guint64 k)
+{
+  size_t n = block_len (x, k);
+  guint64 off = (k - 1) * x->blksize;
+  df_tftp_build_data_header (x->buf, 4, (guint16) (k & 0xffff));
+  if (x->data)
+    {
+      const guint8 *d = g_bytes_get_data (x->data, NULL);
+      struct iovec iov[2] = { { x->buf, 4 }, { (void *) (d + off), n } };
+      struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+      if (sendmsg (x->fd, &mh, MSG_DONTWAIT) < 0 && errno != EAGAIN
+          && errno != ECONNREFUSED)
+        g_debug ("tftp %s: send: %s", x->peer, g_strerror (errno));
+      return true;
+    }
+  if (n > 0 && df_pread_all (x->file_fd, x->buf + 4, n, off) < 0)
+    {
+      g_message ("tftp %s: %s: read error: %s", x->peer, x->path,
+                 g_strerror (errno));
+      xfer_send_error (x, DF_TFTP_EUNDEF, "read error");
+      return false;
+    }
+  xfer_send (x, x->buf, 4 + n);
+  return true;
+}
+
+static guint
+xfer_rto (const Xfer *x)
+{
+  guint rto = x->fixed_timeout_ms ? x->fixed_timeout_ms : x->rto_ms;
+  for (guint i = 0; i < x->retries && rto < RTO_MAX_MS * 4; i++)
+    rto *= 2;                 /* exponential back-off */
+  return rto;
+}
+
+static void
+xfer_arm (Xfer *x)
+{
+  g_source_set_ready_time (&x->source,
+                           g_get_monotonic_time () + xfer_rto (x) * 1000);
+}
+
+/* Send blocks [next, base + windowsize) up to the last one. */
+static bool
+xfer_send_window (Xfer *x)
+{
+  guint64 end = MIN (x->base + x->windowsize, x->nblocks + 1);
+  if (x->next == x->base)
+    x->window_sent_us = g_get_monotonic_time ();
+  for (; x->next < end; x->next++)
+    if (!xfer_send_block (x, x->next))
+      return false;
+  xfer_arm (x);
+  return true;
+}
+
+static void
+xfer_send_oack (Xfer *x)
+{
+  guint8 pkt[256];
+  size_t n = df_tftp_build_oack (pkt, sizeof pkt, &x->oack, x->size);
+  x->window_sent_us = g_get_monotonic_time ();
+  xfer_send (x, pkt, n);
+  xfer_arm (x);
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+/* RFC 6298 estimator on one sample. */
+static void
+xfer_rtt_sample (Xfer *x, double ms)
+{
+  if (x->srtt_ms == 0)
+    {
+      x->srtt_ms = ms;
+      x->rttvar_ms = ms / 2;
+    }
+  else
+    {
+      x->rttvar_ms = 0.75 * x->rttvar_ms + 0.25 * ABS (x->srtt_ms - ms);
+      x->srtt_ms = 0.875 * x->srtt_ms + 0.125 * ms;
+    }
+  double rto = x->srtt_ms + 4 * x->rttvar_ms;
+  x->rto_ms = (guint) CLAMP (rto, RTO_MIN_MS, RTO_MAX_MS);
+}
+
+static void
+xfer_progress (Xfer *x)
+{
+  if (!x->window_resent)
+    xfer_rtt_sample (x, (g_get_monotonic_time () - x->window_sent_us)
+                        / 1000.0);
+  x->window_resent = false;
+  x->retries = 0;
+}
+
+static void
+xfer_rx_ack_oack (Xfer *x, guint16 block)
+{
+  if (block != 0)
+    return;                   /* stray: wait for ACK 0 or the timeout */
+  xfer_progress (x);
+  x->state = XFER_SENDING;
+  x->base = x->next = 1;
+  if (!xfer_send_window (x))
+    xfer_finish (x, false, "read error");
+}
+
+static void
+xfer_rx_ack_data (Xfer *x, guint16 block)
+{
+  guint64 prev = x->base - 1;
+  guint64 k = prev + (guint16) (block - (guint16) (prev & 0xffff));
+  if (k == prev || k >= x->next)
+    return;                   /* duplicate or outside the window: ignore */
+  xfer_progress (x);
+  x->base = k + 1;
+  if (x->base > x->nblocks)
+    {
+      xfer_finish (x, true, NULL);
+      return;
+    }
+  x->next = x->base;          /* RFC 7440: next window after block k */
+  if (!xfer_send_window (x))
+    xfer_finish (x, false, "read error");
+}
+
+/* Handle one packet; false when the transfer ended (x is freed). */
+static bool
+xfer_rx (Xfer *x, const guint8 *buf, size_t len)
+{
+  DfTftpClientPacket pkt;
+  int code;
+  g_autoptr (GError) err = NULL;
+  if (!df_tftp_parse_client (buf, len, &pkt, &code, &err))
+    {
+      if (code == DF_TFTP_SILENT)
+        return true;
+      xfer_send_error (x, code, err->message);
+      xfer_finish (x, false, err->message);
+      return false;
+    }
+  if (pkt.opcode == DF_TFTP_ERROR)
+    {
+      g_autofree char *why = g_strdup_printf ("client error %u '%s'",
+                                              pkt.error_code, pkt.message);
+      xfer_finish (x, false, why);
+      return false;
+    }
+  if (x->state == XFER_WAIT_OACK_ACK)
+    xfer_rx_ack_oack (x, pkt.block);
+  else
+    xfer_rx_ack_data (x, pkt.block);
+  return !x->finished;
+}
+
+static bool
+xfer_read_socket (Xfer *x)
+{
+  guint8 buf[1024];
+  for (guint i = 0; i < 64; i++)
+    {
+      ssize_t n = recv (x->fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+      if (n < 0)
+        return true;          /* EAGAIN, or ICMP refusal: timer handles */
+      if (!xfer_rx (x, buf, MIN ((size_t) n, sizeof buf)))
+        return false;
+    }
+  return true;
+}
+
+static void
+xfer_timeout (Xfer *x)
+{
+  DfTftpServer *srv = x->srv;
+  if (++x->retries > srv->cfg.max_retries)
+    {
+      xfer_send_error (x, DF_TFTP_EUNDEF, "timed out");
+      xfer_finish (x, false, "timed out");
+      return;
+    }
+  srv->stats.retransmits++;
+  x->window_resent = true;
+  if (x->state == XFER_WAIT_OACK_ACK)
+    {
+      xfer_send_oack (x);
+      return;
+    }
+  x->next = x->base;
+  if (!xfer_send_window (x))
+    xfer_finish (x, false, "read error");
+}
+
+static gboolean
+xfer_dispatch (GSource *source, GSourceFunc cb, gpointer data)
+{
+  Xfer *x = (Xfer *) source;
+  if (g_source_query_unix_fd (source, x->fd_tag) & G_IO_IN)
+    if (!xfer_read_socket (x))
+      return G_SOURCE_CONTINUE; /* finished: source already destroyed */
+  gint64 ready = g_source_get_ready_time (source);
+  if (ready >= 0 && g_get_monotonic_time () >= ready)
+    xfer_timeout (x);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+xfer_source_finalize (GSource *source)
+{
+  Xfer *x = (Xfer *) source;
+  if (x->fd >= 0)
+    close (x->fd);
+  if (x->file_fd >= 0)
+    close (x->file_fd);
+  g_clear_pointer (&x->data, g_bytes_unref);
+  g_free (x->buf);
+}
+
+static GSourceFuncs xfer_funcs = {
+  .dispatch = xfer_dispatch,
+  .finalize = xfer_source_finalize,
+};
+
+static void
+xfer_finish (Xfer *x, bool ok, const char *why)
+{
+  DfTftpServer *srv = x->srv;
+  x->finished = true;
+  double secs = (g_get_monotonic_time () - x->started_us) / 1e6;
+  if (ok)
+    {
+      srv->stats.transfers_done++;
+      g_info ("tftp %s: sent %s (%" G_GUINT64_FORMAT " bytes, blksize %u, "
+              "windowsize %u) in %.3f s", x->peer, x->path, x->size,
+              x->blksize, x->windowsize, secs);
+    }
+  else
+    {
+      srv->stats.transfers_failed++;
+      g_message ("tftp %s: %s: transfer ended: %s", x->peer, x->path, why);
+    }
+  g_hash_table_remove (srv->xfers, x);   /* destroys and unrefs the source */
+}
+
+static void
+xfer_destroy (gpointer p)
+{
+  GSource *s = p;
+  g_source_destroy (s);
+  g_source_unref (s);
+}
+
+/* ---- opening files ---------------------------------------------------- */
+
+static int
+open_errno_code (int e)
+{
+  return e == ENOENT || e == ENOTDIR ? DF_TFTP_ENOTFOUND : DF_TFTP_EACCESS;
+}
+
+static void
+cache_evict (DfTftpServer *srv, guint64 need)
+{
+  while (srv->cache_used + need > srv->cfg.cache_bytes
+         && g_hash_table_size (srv->cache) > 0)
+    {
+      GHashTableIter it;
+      gpointer k, v;
+      CacheEntry *oldest = NULL;
+      g_hash_table_iter_init (&it, srv->cache);
+      while (g_hash_table_iter_next (&it, &k, &v))
+        if (!oldest || ((CacheEntry *) v)->last_use_us < oldest->last_use_us)
+          oldest = v;
+      srv->cache_used -= oldest->key.size;
+      g_hash_table_remove (srv->cache, &oldest->key);
+    }
+}
+
+/* The file's bytes from the cache, reading it once when it fits; NULL when
+ * it is not cacheable (too large) or on a read error (errno set). */
+static GBytes *
+cache_lookup (DfTftpServer *srv, int fd, const struct stat *st)
+{
+  FileKey key = {
+    .dev = st->st_dev, .ino = st->st_ino,
+    .mtime_ns = (gint64) st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+    .size = st->st_size,
+  };
+  CacheEntry *e = g_hash_table_lookup (srv->cache, &key);
+  if (e)
+    {
+      srv->stats.cache_hits++;
+      e->last_use_us = g_get_monotonic_time ();
+      return g_bytes_ref (e->data);
+    }
+  if ((guint64) st->st_size > srv->cfg.cache_file_max)
+    {
+      errno = 0;
+      return NULL;
+    }
+  guint8 *buf = g_malloc (MAX (st->st_size, 1));
+  if (st->st_size && df_pread_all (fd, buf, st->st_size, 0) < 0)
+    {
+      int saved = errno;
+      g_free (buf);
+      errno = saved;
+      return NULL;
+    }
+  srv->stats.cache_misses++;
+  cache_evict (srv, st->st_size);
+  e = g_new0 (CacheEntry, 1);
+  e->key = key;
+  e->data = g_bytes_new_take (buf, st->st_size);
+  e->last_use_us = g_get_monotonic_time ();
+  srv->cache_used += st->st_size;
+  g_hash_table_insert (srv->cache, &e->key, e);
+  return g_bytes_ref (e->data);
+}
+
+/* Open and check the requested file for x; on failure *code and *msg. */
+static bool
+xfer_open_file (Xfer *x, int *code, const char **msg)
+{
+  int fd = df_open_beneath (x->srv->root_fd, x->path);
+  if (fd < 0)
+    {
+      *code = open_errno_code (errno);
+      *msg = *code == DF_TFTP_ENOTFOUND ? "file not found" : "access violation";
+      g_message ("tftp %s: %s: refused: %s", x->peer, x->path,
+                 g_strerror (errno));
+      return false;
+    }
+  struct stat st;
+  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode))
+    {
+      close (fd);
+      *code = DF_TFTP_EACCESS;
+      *msg = "not a regular file";
+      g_message ("tftp %s: %s: refused: not a regular file", x->peer,
+                 x->path);
+      return false;
+    }
+  x->size = st.st_size;
+  x->data = cache_lookup (x->srv, fd, &st);
+  if (x->data)
+    close (fd);
+  else if (errno != 0)
+    {
+      close (fd);
+      *code = DF_TFTP_EUNDEF;
+      *msg = "read error";
+      return false;
+    }
+  else
+    x->file_fd = fd;
+  return true;
+}
+
+/* ---- new transfers ---------------------------------------------------- */
+
+static void
+format_peer (const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+  char ip[INET6_ADDRSTRLEN] = "?";
+  guint port = 0;
+  if (ss->ss_family == AF_INET)
+    {
+      const struct sockaddr_in *in = (const struct sockaddr_in *) ss;
+      inet_ntop (AF_INET, &in->sin_addr, ip, sizeof ip);
+      port = ntohs (in->sin_port);
+    }
+  else if (ss->ss_family == AF_INET6)
+    {
+      const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) ss;
+      inet_ntop (AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+      port = ntohs (in6->sin6_port);
+    }
+  g_snprintf (out, cap, "%s:%u", ip, port);
+}
+
+/* Answer a refused request from the listening socket. */
+static void
+send_error_to (DfTftpServer *srv, const struct sockaddr_storage *peer,
+               socklen_t plen, int code, const char *msg)
+{
+  guint8 pkt[256];
+  size_t n = df_tftp_build_error (pkt, sizeof pkt, code, msg);
+  if (n && sendto (srv->listen_fd, pkt, n, MSG_DONTWAIT,
+                   (const struct sockaddr *) peer, plen) < 0)
+    g_debug ("tftp: sendto: %s", g_strerror (errno));
+}
+
+/* A socket bound to local (port 0) and connected to peer; -1 + errno. */
+static int
+transfer_socket (const struct sockaddr_storage *local,
+                 const struct sockaddr_storage *peer, socklen_t plen)
+{
+  int fd = socket (peer->ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                   0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_storage l = *local;
+  if (l.ss_family == AF_INET)
+    ((struct sockaddr_in *) &l)->sin_port = 0;
+  else
+    ((struct sockaddr_in6 *) &l)->sin6_port = 0;
+  socklen_t llen = l.ss_family == AF_INET ? sizeof (struct sockaddr_in)
+                                          : sizeof (struct sockaddr_in6);
+  if (bind (fd, (struct sockaddr *) &l, llen) < 0
+      || connect (fd, (const struct sockaddr *) peer, plen) < 0)
+    {
+      int e = errno;
+      close (fd);
+      errno = e;
+      return -1;
+    }
+  return fd;
+}
+
+static void
+xfer_negotiate (Xfer *x, const DfTftpRequest *req)
+{
+  const DfTftpConfig *cfg = &x->srv->cfg;
+  x->blksize = DF_TFTP_BLKSIZE_DEFAULT;
+  x->windowsize = 1;
+  if (req->opt.blksize)
+    x->blksize = x->oack.blksize = MIN (req->opt.blksize, cfg->max_blksize);
+  if (req->opt.windowsize)
+    x->windowsize = x->oack.windowsize =
+      MIN (req->opt.windowsize, cfg->max_windowsize);
+  if (req->opt.timeout)
+    {
+      x->oack.timeout = req->opt.timeout;
+      x->fixed_timeout_ms = req->opt.timeout * 1000u;
+    }
+  x->oack.tsize = req->opt.tsize;
+  x->has_oack = x->oack.blksize || x->oack.windowsize || x->oack.timeout
+                || x->oack.tsize;
+}
+
+static Xfer *
+xfer_new (DfTftpServer *srv, const char *path, const char *peer)
+{
+  Xfer *x = (Xfer *) g_source_new (&xfer_funcs, sizeof (Xfer));
+  x->srv = srv;
+  x->fd = -1;
+  x->file_fd = -1;
+  x->rto_ms = RTO_INITIAL_MS;
+  x->started_us = g_get_monotonic_time ();
+  g_strlcpy (x->path, path, sizeof x->path);
+  g_strlcpy (x->peer, peer, sizeof x->peer);
+  g_source_set_name (&x->source, "tftp transfer");
+  return x;
+}
+
+static void
+xfer_start (Xfer *x)
+{
+  DfTftpServer *srv = x->srv;
+  x->buf = g_malloc (4 + x->blksize);
+  x->nblocks = x->size / x->blksize + 1;
+  x->fd_tag = g_source_add_unix_fd (&x->source, x->fd, G_IO_IN);
+  g_hash_table_add (srv->xfers, x);
+  g_source_attach (&x->source, NULL);
+  srv->stats.transfers_started++;
+  if (x->has_oack)
+    {
+      x->state = XFER_WAIT_OACK_ACK;
+      xfer_send_oack (x);
+      return;
+    }
+  x->state = XFER_SENDING;
+  x->base = x->next = 1;
+  if (!xfer_send_window (x))
+    xfer_finish (x, false, "read error");
+}
+
+/* Check and start one request; refusals answered from the listen socket. */
+static void
+handle_request (DfTftpServer *srv, const guint8 *buf, size_t len,
+                const struct sockaddr_storage *peer, socklen_t plen,
+                const struct sockaddr_storage *local)
+{
+  char peer_s[64];
+  format_peer (peer, peer_s, sizeof peer_s);
+  DfTftpRequest req;
+  int code = DF_TFTP_EUNDEF;
+  const char *msg = NULL;
+  g_autoptr (GError) err = NULL;
+  char path[DF_TFTP_NAME_MAX + 1];
+  if (!df_tftp_parse_request (buf, len, &req, &code, &err))
+    msg = err->message;
+  else if (req.opcode == DF_TFTP_WRQ)
+    code = DF_TFTP_EACCESS, msg = "write requests are refused";
+  else if (!df_tftp_clean_path (req.filename, path, &err))
+    code = DF_TFTP_EACCESS, msg = err->message;
+  else if (g_hash_table_size (srv->xfers) >= srv->cfg.max_transfers)
+    code = DF_TFTP_EUNDEF, msg = "server busy, try again";
+  if (msg)
+    {
+      srv->stats.requests_refused++;
+      if (code == DF_TFTP_SILENT)
+        g_debug ("tftp %s: ignored: %s", peer_s, msg);
+      else
+        g_message ("tftp %s: request refused: %s", peer_s, msg);
+      if (code != DF_TFTP_SILENT)
+        send_error_to (srv, peer, plen, code, msg);
+      return;
+    }
+  Xfer *x = xfer_new (srv, path, peer_s);
+  if (!xfer_open_file (x, &code, &msg))
+    {
+      srv->stats.requests_refused++;
+      send_error_to (srv, peer, plen, code, msg);
+      g_source_unref (&x->source);
+      return;
+    }
+  x->fd = transfer_socket (local, peer, plen);
+  if (x->fd < 0)
+    {
+      g_message ("tftp %s: transfer socket: %s", peer_s, g_strerror (errno));
+      send_error_to (srv, peer, plen, DF_TFTP_EUNDEF, "server error");
+      g_source_unref (&x->source);
+      return;
+    }
+  xfer_negotiate (x, &req);
+  xfer_start (x);
+}
+
+/* The local address a datagram arrived on (IP_PKTINFO), else the
+ * listening socket's own address. */
+static void
+local_address (DfTftpServer *srv, struct msghdr *mh,
+               struct sockaddr_storage *local)
+{
+  socklen_t l = sizeof *local;
+  getsockname (srv->listen_fd, (struct sockaddr *) local, &l);
+  for (struct cmsghdr *c = CMSG_FIRSTHDR (mh); c; c = CMSG_NXTHDR (mh, c))
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO
+        && local->ss_family == AF_INET)
+      {
+        struct in_pktinfo pi;
+        memcpy (&pi, CMSG_DATA (c), sizeof pi);
+        ((struct sockaddr_in *) local)->sin_addr = pi.ipi_addr;
+      }
+}
+
+static gboolean
+on_listen (gint fd, GIOCondition cond, gpointer data)
+{
+  DfTftpServer *srv = data;
+  for (guint i = 0; i < 64; i++)
+    {
+      guint8 buf[DF_TFTP_REQ_MAX + 1];
+      union { char c[CMSG_SPACE (sizeof (struct in_pktinfo))];
+              struct cmsghdr align; } cbuf;
+      struct sockaddr_storage peer, local;
+      struct iovec iov = { buf, sizeof buf };
+      struct msghdr mh = {
+        .msg_name = &peer, .msg_namelen = sizeof peer,
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = cbuf.c, .msg_controllen = sizeof cbuf.c,
+      };
+      ssize_t n = recvmsg (fd, &mh, MSG_DONTWAIT);
+      if (n < 0)
+        break;
+      local_address (srv, &mh, &local);
+      /* A request longer than DF_TFTP_REQ_MAX arrives truncated (MSG_TRUNC
+       * in msg_flags): the parser refuses len > DF_TFTP_REQ_MAX. */
+      size_t len = (mh.msg_flags & MSG_TRUNC) ? sizeof buf : (size_t) n;
+      handle_request (srv, buf, len, &peer, mh.msg_namelen, &local);
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+/* ---- server ----------------------------------------------------------- */
+
+static void
+config_defaults (DfTftpConfig *c)
+{
+  if (!c->max_transfers)
+    c->max_transfers = 1024;
+  if (!c->max_blksize || c->max_blksize > DF_TFTP_BLKSIZE_MAX)
+    c->max_blksize = DF_TFTP_BLKSIZE_MAX;
+  if (!c->max_windowsize)
+    c->max_windowsize = 256;
+  if (!c->cache_bytes)
+    c->cache_bytes = 128 << 20;
+  if (!c->cache_file_max)
+    c->cache_file_max = 64 << 20;
+  if (!c->max_retries)
+    c->max_retries = 6;
+}
+
+DfTftpServer *
+df_tftp_server_new (const DfTftpConfig *cfg, int listen_fd, GError **err)
+{
+  int root_fd = open (cfg->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0)
+    {
+      df_set_error_errno (err, errno, "tftp root %s", cfg->root);
+      close (listen_fd);
+      return NULL;
+    }
+  DfTftpServer *srv = g_new0 (DfTftpServer, 1);
+  srv->cfg = *cfg;
+  config_defaults (&srv->cfg);
+  srv->root = g_strdup (cfg->root);
+  srv->cfg.root = srv->root;
+  srv->root_fd = root_fd;
+  srv->listen_fd = listen_fd;
+  int one = 1;
+  setsockopt (listen_fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+  srv->xfers = g_hash_table_new_full (NULL, NULL, xfer_destroy, NULL);
+  srv->cache = g_hash_table_new_full (file_key_hash, file_key_equal, NULL,
+                                      cache_entry_free);
+  srv->listen_source = g_unix_fd_add (listen_fd, G_IO_IN, on_listen, srv);
+  return srv;
+}
+
+void
+df_tftp_server_free (DfTftpServer *srv)
+{
+  if (!srv)
+    return;
+  g_source_remove (srv->listen_source);
+  g_hash_table_destroy (srv->xfers);
+  g_hash_table_destroy (srv->cache);
+  close (srv->listen_fd);
+  close (srv->root_fd);
+  g_free (srv->root);
+  g_free (srv);
+}
+
+void
+df_tftp_server_stats (DfTftpServer *srv, DfTftpStats *out)
+{
+  *out = srv->stats;
+  out->active = g_hash_table_size (srv->xfers);
+}

@@ -1,0 +1,317 @@
+/* diskfarm console: `bootstrap sync|dhcp-config` and `farm set|show`.
+ *
+ * bootstrap sync copies Debian's iPXE binaries into <farm>/boot/ (each
+ * through a temporary file and a rename, so a TFTP or HTTP transfer in
+ * progress keeps the old file whole).  bootstrap dhcp-config prints what to
+ * put into the site's DHCP server instead of running ProxyDHCP.  farm set
+ * auto-add decides what the bootstrap service does with unknown MACs. */
+#include "console.h"
+
+#include <errno.h>
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <string.h>
+
+#define IPXE_DIR "/usr/lib/ipxe"
+
+static const char *const boot_files[] = {
+  "undionly.kpxe", "ipxe.efi", "ipxe.lkrn", NULL
+};
+
+/* ---- bootstrap sync --------------------------------------------------- */
+
+/* Copy src to dir/name through dir/.name.tmp + rename. */
+static bool
+copy_boot_file (const char *src, const char *dir, const char *name,
+                GError **err)
+{
+  g_autofree char *dst = g_build_filename (dir, name, NULL);
+  g_autofree char *tmpname = g_strdup_printf (".%s.tmp", name);
+  g_autofree char *tmp = g_build_filename (dir, tmpname, NULL);
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents (src, &data, &len, err)
+      || !g_file_set_contents_full (tmp, data, (gssize) len,
+                                    G_FILE_SET_CONTENTS_CONSISTENT, 0644, err))
+    return false;
+  if (g_rename (tmp, dst) < 0)
+    {
+      df_set_error_errno (err, errno, "rename %s to %s", tmp, dst);
+      g_unlink (tmp);
+      return false;
+    }
+  return true;
+}
+
+static bool
+bootstrap_sync (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "bootstrap sync", "", 0, 0,
+    "Copy the iPXE binaries (undionly.kpxe for BIOS, ipxe.efi for x86-64 "
+    "UEFI, ipxe.lkrn for boot media) from Debian's ipxe package into "
+    "<farm>/boot/, where bootstrapsvc serves them over TFTP and HTTP.",
+    "  diskfarm bootstrap sync\n  diskfarm bootstrap sync --from /srv/ipxe\n",
+  };
+  g_autofree char *from = NULL;
+  const GOptionEntry entries[] = {
+    { "from", 0, 0, G_OPTION_ARG_FILENAME, &from,
+      "Directory holding the binaries (default " IPXE_DIR ")", "DIR" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm)
+    return false;
+  g_autofree char *boot = g_build_filename (df_farm_dir (farm), "boot", NULL);
+  if (g_mkdir_with_parents (boot, 0755) < 0)
+    {
+      df_set_error_errno (err, errno, "create %s", boot);
+      return false;
+    }
+  g_autoptr (GPtrArray) records = df_record_list_new ();
+  for (guint i = 0; boot_files[i]; i++)
+    {
+      g_autofree char *src = g_build_filename (from ? from : IPXE_DIR,
+                                               boot_files[i], NULL);
+      if (!copy_boot_file (src, boot, boot_files[i], err))
+        {
+          g_prefix_error (err, "bootstrap sync (is the ipxe package "
+                          "installed?): ");
+          return false;
+        }
+      g_autofree char *dst = g_build_filename (boot, boot_files[i], NULL);
+      char sha[65];
+      GStatBuf st;
+      if (g_stat (dst, &st) < 0 || !df_file_sha256 (dst, sha, err))
+        return false;
+      DfRecord *r = df_record_new ();
+      df_record_str (r, "file", "file", boot_files[i]);
+      df_record_size (r, "size", "size", (uint64_t) st.st_size);
+      df_record_str (r, "sha256", "sha256", sha);
+      g_ptr_array_add (records, r);
+    }
+  g_autofree char *detail = g_strdup_printf ("{\"from\":\"%s\"}",
+                                             from ? from : IPXE_DIR);
+  if (!df_farm_audit (farm, "bootstrap.sync", "boot", detail, err))
+    return false;
+  df_print_list (records, ctx->json, "nothing copied");
+  return true;
+}
+
+/* ---- bootstrap dhcp-config -------------------------------------------- */
+
+static void
+print_dnsmasq (const char *addr, const char *url)
+{
+  printf ("# dnsmasq: PXE through the site DHCP (no ProxyDHCP needed).\n"
+          "# Options 66/67: next-server %s, boot file by architecture;\n"
+          "# iPXE clients (option 175 / user class iPXE) get the script.\n"
+          "dhcp-match=set:ipxe,175\n"
+          "dhcp-userclass=set:ipxe,iPXE\n"
+          "dhcp-match=set:efi64,option:client-arch,7\n"
+          "dhcp-match=set:efi64,option:client-arch,9\n"
+          "dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,%s\n"
+          "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,%s\n"
+          "dhcp-boot=tag:ipxe,%s\n", addr, addr, addr, url);
+}
+
+static void
+print_isc (const char *addr, const char *url)
+{
+  printf ("# ISC dhcpd: PXE through the site DHCP (no ProxyDHCP needed).\n"
+          "option client-arch code 93 = unsigned integer 16;\n"
+          "next-server %s;\n"
+          "option tftp-server-name \"%s\";                  # option 66\n"
+          "if exists user-class and option user-class = \"iPXE\" {\n"
+          "  filename \"%s\";\n"
+          "  option bootfile-name \"%s\";                    # option 67\n"
+          "} elsif option client-arch = 7 or option client-arch = 9 {\n"
+          "  filename \"ipxe.efi\";\n"
+          "  option bootfile-name \"ipxe.efi\";\n"
+          "} else {\n"
+          "  filename \"undionly.kpxe\";\n"
+          "  option bootfile-name \"undionly.kpxe\";\n"
+          "}\n", addr, addr, url, url);
+}
+
+static bool
+bootstrap_dhcp_config (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "bootstrap dhcp-config", "", 0, 0,
+    "Print the options the site's DHCP server needs to send PXE clients to "
+    "a bootstrap server without ProxyDHCP (options 66 next-server and 67 "
+    "boot file; the HTTP script URL for iPXE), as dnsmasq and ISC dhcpd "
+    "configuration.  Run bootstrapsvc with --no-proxydhcp then.",
+    "  diskfarm bootstrap dhcp-config --address 10.0.0.5\n"
+    "  diskfarm bootstrap dhcp-config --address 10.0.0.5 --format isc\n",
+  };
+  g_autofree char *address = NULL, *format = NULL;
+  gint http_port = 80;
+  const GOptionEntry entries[] = {
+    { "address", 'a', 0, G_OPTION_ARG_STRING, &address,
+      "Address of the bootstrap server (its --address)", "IP" },
+    { "http-port", 0, 0, G_OPTION_ARG_INT, &http_port,
+      "Its HTTP port (default 80)", "PORT" },
+    { "format", 0, 0, G_OPTION_ARG_STRING, &format,
+      "dnsmasq, isc or both (default both)", "FORMAT" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  GInetAddress *ia = address ? g_inet_address_new_from_string (address) : NULL;
+  if (!ia || g_inet_address_get_family (ia) != G_SOCKET_FAMILY_IPV4)
+    {
+      g_clear_object (&ia);
+      df_usage_error (err, "bootstrap dhcp-config: --address must be an "
+                      "IPv4 address");
+      return false;
+    }
+  g_object_unref (ia);
+  if (http_port < 1 || http_port > 65535)
+    {
+      df_usage_error (err, "--http-port must be 1-65535");
+      return false;
+    }
+  const char *f = format ? format : "both";
+  if (!g_str_equal (f, "dnsmasq") && !g_str_equal (f, "isc")
+      && !g_str_equal (f, "both"))
+    {
+      df_usage_error (err, "--format must be dnsmasq, isc or both");
+      return false;
+    }
+  g_autofree char *url = g_strdup_printf (
+    "http://%s:%d/boot.ipxe?mac=${net0/mac}&uuid=${uuid}", address,
+    http_port);
+  if (!g_str_equal (f, "isc"))
+    print_dnsmasq (address, url);
+  if (g_str_equal (f, "both"))
+    printf ("\n");
+  if (!g_str_equal (f, "dnsmasq"))
+    print_isc (address, url);
+  return true;
+}
+
+const DfCmd df_bootstrap_cmds[] = {
+  { "sync", "copy the iPXE binaries into <farm>/boot/", bootstrap_sync },
+  { "dhcp-config", "print site DHCP settings instead of ProxyDHCP",
+    bootstrap_dhcp_config },
+  { NULL, NULL, NULL }
+};
+
+/* ---- farm set / show -------------------------------------------------- */
+
+static DfRecord *
+auto_add_record (const DfAutoAdd *a)
+{
+  DfRecord *r = df_record_new ();
+  df_record_bool (r, "auto_add", "auto-add", a->enabled);
+  df_record_str (r, "auto_add_collection", "auto-add collection",
+                 a->collection);
+  df_record_str (r, "auto_add_template", "auto-add name template",
+                 a->name_template);
+  return r;
+}
+
+static bool
+parse_on_off (const char *s, bool *out, GError **err)
+{
+  if (g_str_equal (s, "on") || g_str_equal (s, "true") || g_str_equal (s, "yes"))
+    *out = true;
+  else if (g_str_equal (s, "off") || g_str_equal (s, "false")
+           || g_str_equal (s, "no"))
+    *out = false;
+  else
+    {
+      df_usage_error (err, "expected on or off, not '%s'", s);
+      return false;
+    }
+  return true;
+}
+
+static bool
+farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "farm set", "SETTING VALUE", 2, 2,
+    "Change a farm setting.  auto-add on|off: a machine whose MAC is unknown "
+    "and that boots through bootstrap is added as a device of --collection "
+    "(which must have a default vDisk), named by --template where {mac} is "
+    "the MAC as 12 hex digits and {n} the first free number.  With auto-add "
+    "off such machines are shown a 'not registered' message.",
+    "  diskfarm farm set auto-add on --collection lab --template 'lab-{n}'\n"
+    "  diskfarm farm set auto-add off\n",
+  };
+  g_autofree char *collection = NULL, *tmpl = NULL;
+  const GOptionEntry entries[] = {
+    { "collection", 'c', 0, G_OPTION_ARG_STRING, &collection,
+      "Collection new devices join (auto-add)", "NAME" },
+    { "template", 't', 0, G_OPTION_ARG_STRING, &tmpl,
+      "Device name template with {mac} or {n} (default "
+      DF_AUTO_ADD_TEMPLATE ")", "TEMPLATE" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (!g_str_equal (argv[1], "auto-add"))
+    {
+      df_usage_error (err, "farm set: unknown setting '%s' (known: auto-add)",
+                      argv[1]);
+      return false;
+    }
+  bool on;
+  if (!parse_on_off (argv[2], &on, err))
+    return false;
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm)
+    return false;
+  g_autoptr (DfAutoAdd) a = df_farm_auto_add_get (farm, err);
+  if (!a)
+    return false;
+  a->enabled = on;
+  if (collection)
+    g_free (a->collection), a->collection = g_strdup (collection);
+  if (tmpl)
+    g_free (a->name_template), a->name_template = g_strdup (tmpl);
+  if (!df_farm_auto_add_set (farm, a, err))
+    return false;
+  g_autoptr (DfRecord) r = auto_add_record (a);
+  df_print_result (r, ctx->json, "auto-add %s%s%s%s%s", on ? "on" : "off",
+                   on ? ": collection " : "", on ? a->collection : "",
+                   on ? ", names " : "", on ? a->name_template : "");
+  return true;
+}
+
+static bool
+farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "farm show", "", 0, 0,
+    "Show the farm directory, its schema version and its settings.",
+    "  diskfarm farm show\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm)
+    return false;
+  g_autoptr (DfAutoAdd) a = df_farm_auto_add_get (farm, err);
+  if (!a)
+    return false;
+  DfRecord *r = auto_add_record (a);
+  df_record_str (r, "farm", "farm", df_farm_dir (farm));
+  df_record_int (r, "schema_version", "schema version",
+                 df_farm_schema_version (farm));
+  g_autoptr (DfReport) rep = df_report_new (r);
+  df_report_print (rep, ctx->json);
+  return true;
+}
+
+const DfCmd df_farm_cmds[] = {
+  { "set", "change a farm setting (auto-add)", farm_set },
+  { "show", "show the farm and its settings", farm_show },
+  { NULL, NULL, NULL }
+};

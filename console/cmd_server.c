@@ -1,0 +1,280 @@
+/* diskfarm console: `server add|list|show|remove`: the stream servers the
+ * bootstrap service lists in boot scripts.
+ *
+ * list and show ask each server's admin endpoint (GET /v1/health) live,
+ * with a short timeout, so a dead server shows as such at once. */
+#include "console.h"
+
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+#include <string.h>
+
+#define HEALTH_TIMEOUT_S 2
+
+/* ---- health ----------------------------------------------------------- */
+
+typedef struct {
+  bool healthy;
+  gint64 sessions;      /* -1 unknown */
+  char *detail;         /* "ok" or why not */
+} Health;
+
+static void
+health_clear (Health *h)
+{
+  g_free (h->detail);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Health, health_clear)
+
+/* Body of an HTTP/1.0 answer with status 200, or NULL + why. */
+static char *
+http_body_200 (const char *resp, char **why)
+{
+  if (!g_str_has_prefix (resp, "HTTP/1."))
+    {
+      *why = g_strdup ("not an HTTP answer");
+      return NULL;
+    }
+  const char *sp = strchr (resp, ' ');
+  if (!sp || strncmp (sp + 1, "200", 3) != 0)
+    {
+      *why = g_strdup_printf ("HTTP status %.3s", sp ? sp + 1 : "?");
+      return NULL;
+    }
+  const char *body = strstr (resp, "\r\n\r\n");
+  if (!body)
+    {
+      *why = g_strdup ("HTTP answer without a body");
+      return NULL;
+    }
+  return g_strdup (body + 4);
+}
+
+static void
+health_from_body (Health *h, const char *body)
+{
+  g_autoptr (JsonParser) p = json_parser_new ();
+  if (!json_parser_load_from_data (p, body, -1, NULL)
+      || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
+    {
+      h->detail = g_strdup ("health answer is not a JSON object");
+      return;
+    }
+  JsonObject *o = json_node_get_object (json_parser_get_root (p));
+  const char *status = json_object_get_string_member_with_default (
+    o, "status", "");
+  h->healthy = g_str_equal (status, "ok");
+  h->sessions = json_object_get_int_member_with_default (o, "sessions", -1);
+  h->detail = h->healthy ? g_strdup ("ok")
+                         : g_strdup_printf ("status '%s'", status);
+}
+
+/* Ask http://address:admin_port/v1/health (HTTP/1.0, bounded read). */
+static void
+health_check (const DfServer *s, Health *h)
+{
+  h->healthy = false;
+  h->sessions = -1;
+  g_autoptr (GSocketClient) c = g_socket_client_new ();
+  g_socket_client_set_timeout (c, HEALTH_TIMEOUT_S);
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GSocketConnection) conn = g_socket_client_connect_to_host (
+    c, s->address, s->admin_port, NULL, &err);
+  if (!conn)
+    {
+      h->detail = g_strdup (err->message);
+      return;
+    }
+  g_autofree char *req = g_strdup_printf (
+    "GET /v1/health HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
+    s->address);
+  GOutputStream *out = g_io_stream_get_output_stream (G_IO_STREAM (conn));
+  GInputStream *in = g_io_stream_get_input_stream (G_IO_STREAM (conn));
+  char buf[65536];
+  gsize got = 0;
+  if (!g_output_stream_write_all (out, req, strlen (req), NULL, NULL, &err)
+      || !g_input_stream_read_all (in, buf, sizeof buf - 1, &got, NULL, &err))
+    {
+      h->detail = g_strdup (err->message);
+      return;
+    }
+  buf[got] = '\0';
+  g_autofree char *body = http_body_200 (buf, &h->detail);
+  if (body)
+    health_from_body (h, body);
+}
+
+/* ---- records ---------------------------------------------------------- */
+
+static DfRecord *
+server_record (const DfServer *s, const Health *h)
+{
+  DfRecord *r = df_record_new ();
+  df_record_str (r, "name", "name", s->name);
+  df_record_str (r, "address", "address", s->address);
+  df_record_int (r, "iscsi_port", "iscsi", s->iscsi_port);
+  df_record_int (r, "nbd_port", "nbd", s->nbd_port);
+  df_record_int (r, "admin_port", "admin", s->admin_port);
+  df_record_int (r, "power", "power", s->power);
+  if (h)
+    {
+      df_record_str (r, "health", "health", h->healthy ? "healthy"
+                                                       : "unhealthy");
+      df_record_opt_int (r, "sessions", "sessions", h->sessions >= 0,
+                         h->sessions);
+      df_record_str (r, "health_detail", NULL, h->detail);
+    }
+  df_record_str (r, "created", NULL, s->created);
+  return r;
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static bool
+check_port (const char *what, gint v, GError **err)
+{
+  if (v >= 1 && v <= 65535)
+    return true;
+  df_usage_error (err, "--%s must be 1-65535, not %d", what, v);
+  return false;
+}
+
+static bool
+server_add (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "server add", "NAME", 1, 1,
+    "Register a stream server (streamsvc) of the farm.  The bootstrap "
+    "service lists the healthy ones, least loaded first, in every boot "
+    "script; load is sessions / power.",
+    "  diskfarm server add ss1 --address 10.0.0.11\n"
+    "  diskfarm server add ss2 --address 10.0.0.12 --power 2\n",
+  };
+  g_autofree char *address = NULL;
+  gint iscsi = 3260, nbd = 10809, admin = 8001, power = 1;
+  const GOptionEntry entries[] = {
+    { "address", 'a', 0, G_OPTION_ARG_STRING, &address,
+      "Address targets and bootstrap servers reach it at", "IP" },
+    { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &iscsi,
+      "iSCSI port (default 3260)", "PORT" },
+    { "nbd-port", 0, 0, G_OPTION_ARG_INT, &nbd, "NBD port (default 10809)",
+      "PORT" },
+    { "admin-port", 0, 0, G_OPTION_ARG_INT, &admin,
+      "Admin HTTP port serving /v1/health (default 8001)", "PORT" },
+    { "power", 0, 0, G_OPTION_ARG_INT, &power,
+      "Relative capacity 1-1000 (default 1)", "N" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (!address)
+    {
+      df_usage_error (err, "server add: missing --address");
+      return false;
+    }
+  if (!check_port ("iscsi-port", iscsi, err) || !check_port ("nbd-port", nbd, err)
+      || !check_port ("admin-port", admin, err))
+    return false;
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm)
+    return false;
+  DfServer s = { .name = argv[1], .address = address,
+                 .iscsi_port = (guint16) iscsi, .nbd_port = (guint16) nbd,
+                 .admin_port = (guint16) admin, .power = power };
+  if (!df_farm_server_add (farm, &s, err))
+    return false;
+  g_autoptr (DfServer) got = df_farm_server_get (farm, argv[1], err);
+  if (!got)
+    return false;
+  g_autoptr (DfRecord) r = server_record (got, NULL);
+  df_print_result (r, ctx->json, "server %s added (%s, iSCSI %u, admin %u)",
+                   got->name, got->address, got->iscsi_port, got->admin_port);
+  return true;
+}
+
+static bool
+server_list (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "server list", "", 0, 0,
+    "List the stream servers with their live health (GET /v1/health, "
+    "2 s timeout each) and session counts.",
+    "  diskfarm server list\n  diskfarm --json server list --no-health\n",
+  };
+  gboolean no_health = FALSE;
+  const GOptionEntry entries[] = {
+    { "no-health", 0, 0, G_OPTION_ARG_NONE, &no_health,
+      "Do not ask the servers for their health", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm)
+    return false;
+  g_autoptr (GPtrArray) rows = df_farm_server_list (farm, err);
+  if (!rows)
+    return false;
+  g_autoptr (GPtrArray) records = df_record_list_new ();
+  for (guint i = 0; i < rows->len; i++)
+    {
+      g_auto (Health) h = { 0 };
+      if (!no_health)
+        health_check (rows->pdata[i], &h);
+      g_ptr_array_add (records, server_record (rows->pdata[i],
+                                               no_health ? NULL : &h));
+    }
+  df_print_list (records, ctx->json,
+                 "no stream server (add one with 'diskfarm server add')");
+  return true;
+}
+
+static bool
+server_show (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "server show", "NAME", 1, 1,
+    "Show one stream server and its live health.",
+    "  diskfarm server show ss1\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm)
+    return false;
+  g_autoptr (DfServer) s = df_farm_server_get (farm, argv[1], err);
+  if (!s)
+    return false;
+  g_auto (Health) h = { 0 };
+  health_check (s, &h);
+  g_autoptr (DfReport) rep = df_report_new (server_record (s, &h));
+  df_report_print (rep, ctx->json);
+  return true;
+}
+
+static bool
+server_remove (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "server remove", "NAME", 1, 1,
+    "Forget a stream server: boot scripts stop listing it at once.",
+    "  diskfarm server remove ss2\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm || !df_farm_server_remove (farm, argv[1], err))
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", argv[1]);
+  df_print_result (r, ctx->json, "server %s removed", argv[1]);
+  return true;
+}
+
+const DfCmd df_server_cmds[] = {
+  { "add", "register a stream server", server_add },
+  { "list", "list stream servers and their health", server_list },
+  { "show", "show one stream server", server_show },
+  { "remove", "forget a stream server", server_remove },
+  { NULL, NULL, NULL }
+};

@@ -1,0 +1,519 @@
+/* diskfarm: stream servers and the auto-add settings in the farm DB.
+ *
+ * Same rules as farm.c: arguments are checked before the DB is touched;
+ * every mutator runs in one transaction (df_farm_begin nests as a
+ * savepoint) together with its audit row, so a refused call changes
+ * nothing.  Statements here are prepared per call: these are console and
+ * boot-time paths, not the data path. */
+#include "farm.h"
+#include "farm-private.h"
+#include "common.h"
+
+#include <string.h>
+
+#define SETTING_AUTO_ENABLED "auto-add.enabled"
+#define SETTING_AUTO_COLLECTION "auto-add.collection"
+#define SETTING_AUTO_TEMPLATE "auto-add.template"
+
+/* ---- statements ------------------------------------------------------- */
+
+typedef sqlite3_stmt SrvStmt;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SrvStmt, sqlite3_finalize)
+
+static SrvStmt *
+prepare (DfFarm *farm, const char *sql, GError **err)
+{
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2 (df_farm_sqlite (farm), sql, -1, &st, NULL);
+  if (rc == SQLITE_OK)
+    return st;
+  df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc, "farm.db: prepare");
+  return NULL;
+}
+
+static void
+bind_text (SrvStmt *st, int i, const char *s)
+{
+  if (s)
+    sqlite3_bind_text (st, i, s, -1, SQLITE_TRANSIENT);
+  else
+    sqlite3_bind_null (st, i);
+}
+
+/* 1 = row, 0 = done, -1 = error (set). */
+static int
+step (DfFarm *farm, SrvStmt *st, GError **err)
+{
+  int rc = sqlite3_step (st);
+  if (rc == SQLITE_ROW)
+    return 1;
+  if (rc == SQLITE_DONE)
+    return 0;
+  df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc, "farm.db");
+  return -1;
+}
+
+static char *
+col_dup (SrvStmt *st, int i)
+{
+  const unsigned char *s = sqlite3_column_text (st, i);
+  return s ? g_strdup ((const char *) s) : NULL;
+}
+
+static char *
+now_iso (void)
+{
+  g_autoptr (GDateTime) dt = g_date_time_new_now_utc ();
+  return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
+}
+
+/* ---- servers ---------------------------------------------------------- */
+
+void
+df_server_free (DfServer *s)
+{
+  if (!s)
+    return;
+  g_free (s->name);
+  g_free (s->address);
+  g_free (s->created);
+  g_free (s);
+}
+
+static DfServer *
+server_from_row (SrvStmt *st)
+{
+  DfServer *s = g_new0 (DfServer, 1);
+  s->id = sqlite3_column_int64 (st, 0);
+  s->name = col_dup (st, 1);
+  s->address = col_dup (st, 2);
+  s->iscsi_port = (guint16) sqlite3_column_int (st, 3);
+  s->nbd_port = (guint16) sqlite3_column_int (st, 4);
+  s->admin_port = (guint16) sqlite3_column_int (st, 5);
+  s->power = sqlite3_column_int (st, 6);
+  s->created = col_dup (st, 7);
+  return s;
+}
+
+#define SERVER_COLS \
+  "id, name, address, iscsi_port, nbd_port, admin_port, power, created"
+
+static bool
+check_address (const char *a, GError **err)
+{
+  if (!a || !*a)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "a server needs an address");
+      return false;
+    }
+  if (strlen (a) > 253)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "server address too long (%zu characters, at most 253)",
+                   strlen (a));
+      return false;
+    }
+  for (const char *p = a; *p; p++)
+    if (!g_ascii_isalnum (*p) && !strchr (".-:_", *p))
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "invalid server address '%s': character '%c' is not "
+                     "allowed", a, g_ascii_isprint (*p) ? *p : '?');
+        return false;
+      }
+  return true;
+}
+
+static bool
+check_server (const DfServer *s, GError **err)
+{
+  if (!df_validate_name ("server", s->name, err) || !check_address (s->address, err))
+    return false;
+  if (s->iscsi_port == 0 || s->nbd_port == 0 || s->admin_port == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "server ports must be 1-65535");
+      return false;
+    }
+  if (s->power < 1 || s->power > 1000)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "server power must be 1-1000, not %d", s->power);
+      return false;
+    }
+  return true;
+}
+
+static bool
+server_insert (DfFarm *farm, const DfServer *s, GError **err)
+{
+  g_autoptr (SrvStmt) st = prepare (farm,
+    "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
+    "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *at = now_iso ();
+  bind_text (st, 1, s->name);
+  bind_text (st, 2, s->address);
+  sqlite3_bind_int (st, 3, s->iscsi_port);
+  sqlite3_bind_int (st, 4, s->nbd_port);
+  sqlite3_bind_int (st, 5, s->admin_port);
+  sqlite3_bind_int (st, 6, s->power);
+  bind_text (st, 7, at);
+  if (step (farm, st, err) == 0)
+    return true;
+  if (err && *err && (*err)->code == DF_ERROR_EXISTS)
+    {
+      g_clear_error (err);
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "a server named '%s' already exists", s->name);
+    }
+  return false;
+}
+
+/* Run fn inside one transaction with its audit row. */
+static bool
+in_transaction (DfFarm *farm, bool ok_so_far, GError **err)
+{
+  if (ok_so_far)
+    return df_farm_commit (farm, err);
+  df_farm_rollback (farm);
+  return false;
+}
+
+bool
+df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
+{
+  if (!check_server (s, err))
+    return false;
+  if (!df_farm_begin (farm, err))
+    return false;
+  g_autofree char *detail = g_strdup_printf (
+    "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
+    "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
+    s->nbd_port, s->admin_port, s->power);
+  bool ok = server_insert (farm, s, err)
+            && df_farm_audit (farm, "server.add", s->name, detail, err);
+  return in_transaction (farm, ok, err);
+}
+
+DfServer *
+df_farm_server_get (DfFarm *farm, const char *name, GError **err)
+{
+  if (!df_validate_name ("server", name, err))
+    return NULL;
+  g_autoptr (SrvStmt) st = prepare (farm,
+    "SELECT " SERVER_COLS " FROM servers WHERE name = ?", err);
+  if (!st)
+    return NULL;
+  bind_text (st, 1, name);
+  int r = step (farm, st, err);
+  if (r == 1)
+    return server_from_row (st);
+  if (r == 0)
+    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
+                 name);
+  return NULL;
+}
+
+GPtrArray *
+df_farm_server_list (DfFarm *farm, GError **err)
+{
+  g_autoptr (SrvStmt) st = prepare (farm,
+    "SELECT " SERVER_COLS " FROM servers ORDER BY name", err);
+  if (!st)
+    return NULL;
+  g_autoptr (GPtrArray) out =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) df_server_free);
+  int r;
+  while ((r = step (farm, st, err)) == 1)
+    g_ptr_array_add (out, server_from_row (st));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+static bool
+server_delete (DfFarm *farm, const char *name, GError **err)
+{
+  g_autoptr (SrvStmt) st = prepare (farm,
+    "DELETE FROM servers WHERE name = ?", err);
+  if (!st)
+    return false;
+  bind_text (st, 1, name);
+  if (step (farm, st, err) != 0)
+    return false;
+  if (sqlite3_changes (df_farm_sqlite (farm)) == 1)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
+               name);
+  return false;
+}
+
+bool
+df_farm_server_remove (DfFarm *farm, const char *name, GError **err)
+{
+  if (!df_validate_name ("server", name, err))
+    return false;
+  if (!df_farm_begin (farm, err))
+    return false;
+  bool ok = server_delete (farm, name, err)
+            && df_farm_audit (farm, "server.remove", name, NULL, err);
+  return in_transaction (farm, ok, err);
+}
+
+/* ---- auto-add --------------------------------------------------------- */
+
+void
+df_auto_add_free (DfAutoAdd *a)
+{
+  if (!a)
+    return;
+  g_free (a->collection);
+  g_free (a->name_template);
+  g_free (a);
+}
+
+DfAutoAdd *
+df_farm_auto_add_get (DfFarm *farm, GError **err)
+{
+  GError *e = NULL;
+  g_autoptr (DfAutoAdd) a = g_new0 (DfAutoAdd, 1);
+  g_autofree char *en = df_farm_setting_get (farm, SETTING_AUTO_ENABLED, &e);
+  if (!e)
+    a->collection = df_farm_setting_get (farm, SETTING_AUTO_COLLECTION, &e);
+  if (!e)
+    a->name_template = df_farm_setting_get (farm, SETTING_AUTO_TEMPLATE, &e);
+  if (e)
+    {
+      g_propagate_error (err, e);
+      return NULL;
+    }
+  a->enabled = en && g_str_equal (en, "true");
+  if (!a->name_template)
+    a->name_template = g_strdup (DF_AUTO_ADD_TEMPLATE);
+  return g_steal_pointer (&a);
+}
+
+char *
+df_auto_add_name (const char *tmpl, const char *mac, guint n, GError **err)
+{
+  g_autoptr (GString) out = g_string_new (NULL);
+  for (const char *p = tmpl; *p;)
+    {
+      if (g_str_has_prefix (p, "{mac}"))
+        {
+          for (const char *m = mac; *m; m++)
+            if (*m != ':')
+              g_string_append_c (out, *m);
+          p += 5;
+        }
+      else if (g_str_has_prefix (p, "{n}"))
+        {
+          g_string_append_printf (out, "%u", n);
+          p += 3;
+        }
+      else if (*p == '{' || *p == '}')
+        {
+          g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                       "name template '%s': only {mac} and {n} may stand "
+                       "in braces", tmpl);
+          return NULL;
+        }
+      else
+        g_string_append_c (out, *p++);
+    }
+  if (!df_validate_name ("device", out->str, err))
+    {
+      g_prefix_error (err, "name template '%s': ", tmpl);
+      return NULL;
+    }
+  return g_string_free (g_steal_pointer (&out), FALSE);
+}
+
+static bool
+setting_write (DfFarm *farm, const char *key, const char *value, GError **err)
+{
+  return df_farm_setting_set (farm, key, value, err);
+}
+
+static bool
+check_auto_add (DfFarm *farm, const DfAutoAdd *a, GError **err)
+{
+  if (!a->enabled)
+    return true;
+  if (!a->collection)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "auto-add needs a collection (its default vdisk is what "
+                   "new devices boot)");
+      return false;
+    }
+  g_autoptr (DfCollection) c = df_farm_collection_get (farm, a->collection,
+                                                       err);
+  if (!c)
+    return false;
+  if (!c->vdisk)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "collection '%s' has no default vdisk: auto-added "
+                   "devices would have nothing to boot", c->name);
+      return false;
+    }
+  g_autofree char *probe = df_auto_add_name (
+    a->name_template ? a->name_template : DF_AUTO_ADD_TEMPLATE,
+    "52:54:00:00:00:01", 1, err);
+  return probe != NULL;
+}
+
+bool
+df_farm_auto_add_set (DfFarm *farm, const DfAutoAdd *a, GError **err)
+{
+  if (!check_auto_add (farm, a, err))
+    return false;
+  if (!df_farm_begin (farm, err))
+    return false;
+  bool ok = setting_write (farm, SETTING_AUTO_ENABLED,
+                           a->enabled ? "true" : "false", err)
+            && setting_write (farm, SETTING_AUTO_COLLECTION, a->collection,
+                              err)
+            && setting_write (farm, SETTING_AUTO_TEMPLATE, a->name_template,
+                              err);
+  return in_transaction (farm, ok, err);
+}
+
+/* First free name from the template (numbers 1..9999 when it has {n}). */
+static char *
+free_device_name (DfFarm *farm, const char *tmpl, const char *mac,
+                  GError **err)
+{
+  bool numbered = strstr (tmpl, "{n}") != NULL;
+  for (guint n = 1; n < 10000; n++)
+    {
+      g_autofree char *name = df_auto_add_name (tmpl, mac, n, err);
+      if (!name)
+        return NULL;
+      GError *e = NULL;
+      g_autoptr (DfDevice) d = df_farm_device_get (farm, name, &e);
+      if (!d && e && e->code == DF_ERROR_NOT_FOUND)
+        {
+          g_error_free (e);
+          return g_steal_pointer (&name);
+        }
+      if (e)
+        {
+          g_propagate_error (err, e);
+          return NULL;
+        }
+      if (!numbered)
+        break;
+    }
+  g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+               "auto-add: no free device name from template '%s'", tmpl);
+  return NULL;
+}
+
+static bool
+auto_add_locked (DfFarm *farm, const DfAutoAdd *a, const char *mac,
+                 char **name, GError **err)
+{
+  g_autoptr (DfCollection) c = df_farm_collection_get (farm, a->collection,
+                                                       err);
+  if (!c)
+    return false;
+  g_autofree char *dname = free_device_name (farm, a->name_template, mac,
+                                             err);
+  if (!dname)
+    return false;
+  DfDevice d = {
+    .name = dname, .mac = (char *) mac, .collection = c->name,
+    .type = (char *) "production", .vdisk = c->vdisk,
+    .cache_mode = (char *) "server",
+  };
+  if (!df_farm_device_add (farm, &d, err))
+    return false;
+  *name = g_steal_pointer (&dname);
+  return true;
+}
+
+bool
+df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
+                         GError **err)
+{
+  char canon[18];
+  if (!df_parse_mac (mac, canon, err))
+    return false;
+  g_autoptr (DfAutoAdd) a = df_farm_auto_add_get (farm, err);
+  if (!a)
+    return false;
+  if (!a->enabled || !a->collection)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED,
+                   "auto-add is disabled");
+      return false;
+    }
+  if (!df_farm_begin (farm, err))
+    return false;
+  return in_transaction (farm, auto_add_locked (farm, a, canon, name, err),
+                         err);
+}
+
+/* ---- CHAP (columns owned by the iSCSI migration) ---------------------- */
+
+/* Name of the first column of devices among candidates, or NULL. */
+static char *
+devices_column (DfFarm *farm, const char *const *candidates, GError **err)
+{
+  g_autoptr (SrvStmt) st = prepare (farm,
+    "SELECT name FROM pragma_table_info ('devices')", err);
+  if (!st)
+    return NULL;
+  g_autoptr (GPtrArray) cols = g_ptr_array_new_with_free_func (g_free);
+  int r;
+  while ((r = step (farm, st, err)) == 1)
+    g_ptr_array_add (cols, col_dup (st, 0));
+  if (r < 0)
+    return NULL;
+  for (guint i = 0; candidates[i]; i++)
+    for (guint j = 0; j < cols->len; j++)
+      if (g_str_equal (candidates[i], cols->pdata[j]))
+        return g_strdup (candidates[i]);
+  return NULL;
+}
+
+bool
+df_farm_device_chap (DfFarm *farm, const char *device, char **user,
+                     char **secret, GError **err)
+{
+  static const char *const users[] = {
+    "chap_user", "chap_username", "chap_name", NULL };
+  static const char *const secrets[] = {
+    "chap_secret", "chap_password", NULL };
+  *user = *secret = NULL;
+  GError *e = NULL;
+  g_autofree char *ucol = devices_column (farm, users, &e);
+  g_autofree char *scol = e ? NULL : devices_column (farm, secrets, &e);
+  if (e)
+    {
+      g_propagate_error (err, e);
+      return false;
+    }
+  if (!ucol || !scol)
+    return true;              /* schema without CHAP: no credentials */
+  /* Column names come from the fixed lists above, never from input. */
+  g_autofree char *sql = g_strdup_printf (
+    "SELECT %s, %s FROM devices WHERE name = ?", ucol, scol);
+  g_autoptr (SrvStmt) st = prepare (farm, sql, err);
+  if (!st)
+    return false;
+  bind_text (st, 1, device);
+  int r = step (farm, st, err);
+  if (r < 0)
+    return false;
+  if (r == 1 && sqlite3_column_type (st, 0) != SQLITE_NULL
+      && sqlite3_column_type (st, 1) != SQLITE_NULL)
+    {
+      *user = col_dup (st, 0);
+      *secret = col_dup (st, 1);
+    }
+  return true;
+}

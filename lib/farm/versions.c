@@ -1,0 +1,496 @@
+/* diskfarm: version lifecycle accessors (seal, schedules, delete, users)
+ * and farm settings.
+ *
+ * Same rules as farm.c: arguments are checked before any DB access; each
+ * mutator runs in one write scope (BEGIN IMMEDIATE, or a SAVEPOINT inside a
+ * caller's df_farm_begin transaction) together with its audit row(s).
+ *
+ * Scheduled promotions: `version promote --at T` stores state 'pending'
+ * with pending_state and pending_at (UTC, "YYYY-MM-DDTHH:MM:SSZ", so text
+ * order is time order).  A pending version is booted by nobody.  Due
+ * schedules are applied by df_farm_versions_apply_pending, which streamsvc
+ * calls before it resolves a device's version and every `diskfarm version`
+ * command calls first: the first of them to run after T applies it. */
+#include "farm.h"
+#include "farm-private.h"
+#include "common.h"
+
+#include <string.h>
+
+/* ---- scopes and statements ------------------------------------------- */
+
+typedef struct {
+  sqlite3 *db;
+  bool outer;
+} VScope;
+
+static bool
+vexec (sqlite3 *db, const char *sql, GError **err)
+{
+  int rc = sqlite3_exec (db, sql, NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    return true;
+  df_farm_set_sqlite_error (err, db, rc, "farm.db");
+  return false;
+}
+
+static bool
+vscope_begin (DfFarm *farm, VScope *s, GError **err)
+{
+  s->db = df_farm_sqlite (farm);
+  s->outer = sqlite3_get_autocommit (s->db) != 0;
+  return vexec (s->db, s->outer ? "BEGIN IMMEDIATE" : "SAVEPOINT df_ver", err);
+}
+
+static bool
+vscope_end (VScope *s, bool ok, GError **err)
+{
+  if (ok && vexec (s->db, s->outer ? "COMMIT" : "RELEASE df_ver", err))
+    return true;
+  sqlite3_exec (s->db, s->outer ? "ROLLBACK"
+                                : "ROLLBACK TO df_ver; RELEASE df_ver",
+                NULL, NULL, NULL);
+  return false;
+}
+
+/* A new prepared statement (sqlite3_finalize), or NULL + err. */
+static sqlite3_stmt *
+vprepare (sqlite3 *db, const char *sql, GError **err)
+{
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2 (db, sql, -1, &st, NULL);
+  if (rc == SQLITE_OK)
+    return st;
+  df_farm_set_sqlite_error (err, db, rc, "farm.db: prepare");
+  return NULL;
+}
+
+typedef sqlite3_stmt VStmt;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (VStmt, sqlite3_finalize)
+
+static int
+vstep (sqlite3 *db, sqlite3_stmt *st, GError **err)
+{
+  int rc = sqlite3_step (st);
+  if (rc == SQLITE_ROW)
+    return 1;
+  if (rc == SQLITE_DONE)
+    return 0;
+  df_farm_set_sqlite_error (err, db, rc, "farm.db");
+  return -1;
+}
+
+static char *
+now_utc (void)
+{
+  g_autoptr (GDateTime) dt = g_date_time_new_now_utc ();
+  return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
+}
+
+/* "YYYY-MM-DDTHH:MM:SSZ" exactly. */
+static bool
+check_utc_time (const char *at, GError **err)
+{
+  static const char shape[] = "dddd-dd-ddTdd:dd:ddZ";
+  bool ok = at && strlen (at) == sizeof shape - 1;
+  for (gsize i = 0; ok && i < sizeof shape - 1; i++)
+    ok = shape[i] == 'd' ? g_ascii_isdigit (at[i]) : at[i] == shape[i];
+  if (!ok)
+    g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                 "time '%s' is not UTC YYYY-MM-DDTHH:MM:SSZ", at ? at : "");
+  return ok;
+}
+
+static char *
+object_name (const char *vdisk, int number)
+{
+  return g_strdup_printf ("%s@%d", vdisk, number);
+}
+
+/* ---- seal -------------------------------------------------------------- */
+
+static bool
+seal_locked (DfFarm *farm, const char *vdisk, int number, const char *sha256,
+             uint64_t file_size, GError **err)
+{
+  sqlite3 *db = df_farm_sqlite (farm);
+  g_autoptr (DfVersion) v = df_farm_version_get (farm, vdisk, number, err);
+  if (!v)
+    return false;
+  if (v->state != DF_VSTATE_MAINTENANCE)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version %s@%d is %s, not maintenance: nothing to seal",
+                   vdisk, number, df_version_state_name (v->state));
+      return false;
+    }
+  g_autoptr (VStmt) st = vprepare (db,
+    "UPDATE versions SET sha256 = ?, file_size = ?, state = 'test' "
+    "WHERE id = ? AND state = 'maintenance'", err);
+  if (!st)
+    return false;
+  sqlite3_bind_text (st, 1, sha256, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64 (st, 2, (gint64) file_size);
+  sqlite3_bind_int64 (st, 3, v->id);
+  if (vstep (db, st, err) != 0)
+    return false;
+  g_autofree char *detail = g_strdup_printf (
+    "{\"sha256\":\"%s\",\"file_size\":%" G_GUINT64_FORMAT
+    ",\"from\":\"maintenance\",\"to\":\"test\"}", sha256, file_size);
+  g_autofree char *object = object_name (vdisk, number);
+  return df_farm_audit (farm, "version.seal", object, detail, err);
+}
+
+bool
+df_farm_version_seal (DfFarm *farm, const char *vdisk, int number,
+                      const char *sha256, uint64_t file_size, GError **err)
+{
+  gsize n = sha256 ? strlen (sha256) : 0;
+  for (gsize i = 0; i < n; i++)
+    if (!g_ascii_isxdigit (sha256[i]) || g_ascii_isupper (sha256[i]))
+      n = 0;
+  if (n != 64)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "sha256 must be 64 lower-case hexadecimal digits");
+      return false;
+    }
+  if (!df_validate_name ("vdisk", vdisk, err))
+    return false;
+  VScope s;
+  if (!vscope_begin (farm, &s, err))
+    return false;
+  return vscope_end (&s, seal_locked (farm, vdisk, number, sha256, file_size,
+                                      err), err);
+}
+
+/* ---- schedules --------------------------------------------------------- */
+
+static bool
+schedule_locked (DfFarm *farm, const char *vdisk, int number,
+                 DfVersionState target, const char *at, GError **err)
+{
+  sqlite3 *db = df_farm_sqlite (farm);
+  g_autoptr (DfVersion) v = df_farm_version_get (farm, vdisk, number, err);
+  if (!v)
+    return false;
+  if (!v->sha256)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version %s@%d has no sha256 yet (seal it first)", vdisk,
+                   number);
+      return false;
+    }
+  g_autoptr (VStmt) st = vprepare (db,
+    "UPDATE versions SET state = 'pending', pending_state = ?, "
+    "pending_at = ? WHERE id = ?", err);
+  if (!st)
+    return false;
+  sqlite3_bind_text (st, 1, df_version_state_name (target), -1, SQLITE_STATIC);
+  sqlite3_bind_text (st, 2, at, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64 (st, 3, v->id);
+  if (vstep (db, st, err) != 0)
+    return false;
+  g_autofree char *detail = g_strdup_printf (
+    "{\"from\":\"%s\",\"to\":\"%s\",\"at\":\"%s\"}",
+    df_version_state_name (v->state), df_version_state_name (target), at);
+  g_autofree char *object = object_name (vdisk, number);
+  return df_farm_audit (farm, "version.schedule", object, detail, err);
+}
+
+bool
+df_farm_version_schedule (DfFarm *farm, const char *vdisk, int number,
+                          DfVersionState target, const char *at, GError **err)
+{
+  if (!df_validate_name ("vdisk", vdisk, err) || !check_utc_time (at, err))
+    return false;
+  if (target != DF_VSTATE_TEST && target != DF_VSTATE_PRODUCTION)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "a promotion goes to test or production");
+      return false;
+    }
+  VScope s;
+  if (!vscope_begin (farm, &s, err))
+    return false;
+  return vscope_end (&s, schedule_locked (farm, vdisk, number, target, at,
+                                          err), err);
+}
+
+typedef struct {
+  gint64 id;
+  char *object;
+  char *to;
+  char *at;
+} DueRow;
+
+static void
+due_row_free (DueRow *r)
+{
+  g_free (r->object);
+  g_free (r->to);
+  g_free (r->at);
+  g_free (r);
+}
+
+/* Rows whose schedule is due (new array of DueRow). */
+static GPtrArray *
+due_rows (sqlite3 *db, const char *vdisk, const char *now, GError **err)
+{
+  g_autoptr (VStmt) st = vprepare (db,
+    "SELECT r.id, v.name || '@' || r.number, r.pending_state, r.pending_at "
+    "FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
+    "WHERE r.state = 'pending' AND r.pending_at <= ?1 "
+    "AND (?2 IS NULL OR v.name = ?2) ORDER BY r.number", err);
+  if (!st)
+    return NULL;
+  sqlite3_bind_text (st, 1, now, -1, SQLITE_TRANSIENT);
+  if (vdisk)
+    sqlite3_bind_text (st, 2, vdisk, -1, SQLITE_TRANSIENT);
+  g_autoptr (GPtrArray) rows
+    = g_ptr_array_new_with_free_func ((GDestroyNotify) due_row_free);
+  int r;
+  while ((r = vstep (db, st, err)) == 1)
+    {
+      DueRow *d = g_new0 (DueRow, 1);
+      d->id = sqlite3_column_int64 (st, 0);
+      d->object = g_strdup ((const char *) sqlite3_column_text (st, 1));
+      d->to = g_strdup ((const char *) sqlite3_column_text (st, 2));
+      d->at = g_strdup ((const char *) sqlite3_column_text (st, 3));
+      g_ptr_array_add (rows, d);
+    }
+  return r == 0 ? g_steal_pointer (&rows) : NULL;
+}
+
+static bool
+apply_locked (DfFarm *farm, const char *vdisk, guint *applied, GError **err)
+{
+  sqlite3 *db = df_farm_sqlite (farm);
+  g_autofree char *now = now_utc ();
+  g_autoptr (GPtrArray) rows = due_rows (db, vdisk, now, err);
+  if (!rows)
+    return false;
+  for (guint i = 0; i < rows->len; i++)
+    {
+      const DueRow *d = rows->pdata[i];
+      g_autoptr (VStmt) st = vprepare (db,
+        "UPDATE versions SET state = pending_state, pending_state = NULL, "
+        "pending_at = NULL WHERE id = ? AND state = 'pending'", err);
+      if (!st)
+        return false;
+      sqlite3_bind_int64 (st, 1, d->id);
+      if (vstep (db, st, err) != 0)
+        return false;
+      g_autofree char *detail = g_strdup_printf (
+        "{\"from\":\"pending\",\"to\":\"%s\",\"scheduled\":\"%s\"}", d->to,
+        d->at);
+      if (!df_farm_audit (farm, "version.promote", d->object, detail, err))
+        return false;
+    }
+  *applied = rows->len;
+  return true;
+}
+
+bool
+df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
+                                guint *applied, GError **err)
+{
+  guint dummy = 0;
+  if (!applied)
+    applied = &dummy;
+  *applied = 0;
+  if (vdisk && !df_validate_name ("vdisk", vdisk, err))
+    return false;
+  /* Cheap read first: most calls find nothing due and take no lock. */
+  g_autofree char *now = now_utc ();
+  g_autoptr (GPtrArray) due = due_rows (df_farm_sqlite (farm), vdisk, now,
+                                        err);
+  if (!due)
+    return false;
+  if (due->len == 0)
+    return true;
+  VScope s;
+  if (!vscope_begin (farm, &s, err))
+    return false;
+  return vscope_end (&s, apply_locked (farm, vdisk, applied, err), err);
+}
+
+/* ---- users of a version ------------------------------------------------ */
+
+GPtrArray *
+df_farm_version_devices (DfFarm *farm, const char *vdisk, int number,
+                         GError **err)
+{
+  static const char *const types[] = { "production", "test", "maintenance" };
+  int selected[G_N_ELEMENTS (types)];
+  for (guint t = 0; t < G_N_ELEMENTS (types); t++)
+    {
+      g_autoptr (GError) local = NULL;
+      g_autoptr (DfVersion) v
+        = df_farm_version_for_type (farm, vdisk, types[t], &local);
+      if (!v && !g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
+        {
+          g_propagate_error (err, g_steal_pointer (&local));
+          return NULL;
+        }
+      selected[t] = v ? v->number : -1;
+    }
+  g_autoptr (GPtrArray) devices = df_farm_device_list (farm, NULL, err);
+  if (!devices)
+    return NULL;
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < devices->len; i++)
+    {
+      const DfDevice *d = devices->pdata[i];
+      if (strcmp (d->vdisk, vdisk) != 0)
+        continue;
+      for (guint t = 0; t < G_N_ELEMENTS (types); t++)
+        if (strcmp (d->type, types[t]) == 0 && selected[t] == number)
+          g_ptr_array_add (out, g_strdup (d->name));
+    }
+  return out;
+}
+
+/* ---- delete ------------------------------------------------------------ */
+
+static bool
+check_no_children (sqlite3 *db, const DfVersion *v, GError **err)
+{
+  g_autoptr (VStmt) st = vprepare (db,
+    "SELECT group_concat (c.number, ', ') FROM versions c "
+    "JOIN versions p ON p.vdisk_id = c.vdisk_id AND c.parent = p.number "
+    "WHERE p.id = ?", err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, v->id);
+  if (vstep (db, st, err) != 1)
+    return false;
+  const char *kids = (const char *) sqlite3_column_text (st, 0);
+  if (!kids)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+               "version %s@%d is the backing file of version(s) %s; delete "
+               "or merge those first", v->vdisk, v->number, kids);
+  return false;
+}
+
+static bool
+check_no_devices (DfFarm *farm, const DfVersion *v, GError **err)
+{
+  g_autoptr (GPtrArray) devs
+    = df_farm_version_devices (farm, v->vdisk, v->number, err);
+  if (!devs)
+    return false;
+  if (devs->len == 0)
+    return true;
+  g_ptr_array_add (devs, NULL);
+  g_autofree char *names = g_strjoinv (", ", (char **) devs->pdata);
+  g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+               "version %s@%d is the version device(s) %s boot", v->vdisk,
+               v->number, names);
+  return false;
+}
+
+static bool
+delete_locked (DfFarm *farm, const char *vdisk, int number, GError **err)
+{
+  sqlite3 *db = df_farm_sqlite (farm);
+  g_autoptr (DfVersion) v = df_farm_version_get (farm, vdisk, number, err);
+  if (!v)
+    return false;
+  if (v->state == DF_VSTATE_PENDING)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "version %s@%d has a pending promotion to %s at %s",
+                   vdisk, number, v->pending_state, v->pending_at);
+      return false;
+    }
+  if (!check_no_children (db, v, err) || !check_no_devices (farm, v, err))
+    return false;
+  g_autoptr (VStmt) st = vprepare (db, "DELETE FROM versions WHERE id = ?",
+                                   err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, v->id);
+  if (vstep (db, st, err) != 0)
+    return false;
+  g_autofree char *detail = g_strdup_printf (
+    "{\"file\":\"%s\",\"state\":\"%s\"}", v->file,
+    df_version_state_name (v->state));
+  g_autofree char *object = object_name (vdisk, number);
+  return df_farm_audit (farm, "version.delete", object, detail, err);
+}
+
+bool
+df_farm_version_delete (DfFarm *farm, const char *vdisk, int number,
+                        GError **err)
+{
+  if (!df_validate_name ("vdisk", vdisk, err))
+    return false;
+  VScope s;
+  if (!vscope_begin (farm, &s, err))
+    return false;
+  return vscope_end (&s, delete_locked (farm, vdisk, number, err), err);
+}
+
+/* ---- settings ---------------------------------------------------------- */
+
+static bool
+check_setting_key (const char *key, GError **err)
+{
+  bool ok = key && *key && strlen (key) <= 200;
+  for (const char *p = key; ok && *p; p++)
+    ok = g_ascii_isalnum (*p) || strchr ("._-", *p);
+  if (!ok)
+    g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                 "setting name '%s' must be 1-200 chars of [A-Za-z0-9._-]",
+                 key ? key : "");
+  return ok;
+}
+
+char *
+df_farm_setting_get (DfFarm *farm, const char *key, GError **err)
+{
+  if (!check_setting_key (key, err))
+    return NULL;
+  sqlite3 *db = df_farm_sqlite (farm);
+  g_autoptr (VStmt) st = vprepare (db,
+    "SELECT value FROM settings WHERE key = ?", err);
+  if (!st)
+    return NULL;
+  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
+  return vstep (db, st, err) == 1
+           ? g_strdup ((const char *) sqlite3_column_text (st, 0)) : NULL;
+}
+
+static bool
+setting_set_locked (DfFarm *farm, const char *key, const char *value,
+                    GError **err)
+{
+  sqlite3 *db = df_farm_sqlite (farm);
+  g_autoptr (VStmt) st = vprepare (db, value
+    ? "INSERT INTO settings (key, value) VALUES (?1, ?2) "
+      "ON CONFLICT (key) DO UPDATE SET value = ?2"
+    : "DELETE FROM settings WHERE key = ?1", err);
+  if (!st)
+    return false;
+  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
+  if (value)
+    sqlite3_bind_text (st, 2, value, -1, SQLITE_TRANSIENT);
+  if (vstep (db, st, err) != 0)
+    return false;
+  return df_farm_audit (farm, value ? "setting.set" : "setting.unset", key,
+                        value, err);
+}
+
+bool
+df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
+                     GError **err)
+{
+  if (!check_setting_key (key, err))
+    return false;
+  VScope s;
+  if (!vscope_begin (farm, &s, err))
+    return false;
+  return vscope_end (&s, setting_set_locked (farm, key, value, err), err);
+}

@@ -1,0 +1,103 @@
+#!/bin/bash
+# e2e (qemu TCG): the three BDM media boot a target through iPXE to its
+# vDisk over iSCSI: `bdm iso` (CD), `bdm partition` (raw disk), and a qcow2
+# template with an existing partition after `bdm inject`.  The first
+# bootstrap server of the script is a closed port, so each boot also proves
+# the failover to the direct iSCSI sanboot (target by MAC).  The test MBR
+# prints DFMBR-LBA1 <marker> (int13 read) and DFMBR-LBA2 (write read back).
+# iSCSI target: streamsvc --iscsi-listen; tgt only when streamsvc has no
+# iSCSI front end (said in the output).
+set -eu
+. "$(dirname "$0")/lib/e2e.sh"
+: "${STREAMSVC:?STREAMSVC not set}"
+: "${DISKFARM:?DISKFARM not set}"
+BDM=${BDM:?BDM not set}
+e2e_init
+e2e_need qemu-img qemu-system-x86_64 python3 sfdisk
+for f in /usr/lib/ISOLINUX/isolinux.bin /usr/lib/ipxe/ipxe.lkrn /usr/lib/syslinux/mbr/mbr.bin; do
+  [ -f "$f" ] || e2e_skip "$f missing"
+done
+T=$E2E_TMP
+FARM=$T/farm
+df() { "$DISKFARM" --farm "$FARM" "$@"; }
+MACS="52:54:00:bd:00:01 52:54:00:bd:00:02 52:54:00:bd:00:03"
+hexhyp() { echo "$1" | tr : -; }
+
+e2e_make_test_disk "$T/disk.img" DFLBA1-BDM 16
+if "$STREAMSVC" --help 2>&1 | grep -q -- --iscsi-listen; then
+  target=streamsvc
+  df init >/dev/null
+  df vdisk import golden "$T/disk.img" >/dev/null
+  n=1
+  for m in $MACS; do
+    df device add "bdm0$n" --mac "$m" --vdisk golden --cache server >/dev/null
+    n=$((n + 1))
+  done
+  "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
+    --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
+  E2E_PIDS="$E2E_PIDS $!"
+  for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
+  port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+  [ -n "$port" ] || e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
+else
+  target=tgt
+  echo "NOTE: streamsvc has no --iscsi-listen: using tgt as the iSCSI target"
+  port=$(e2e_free_port)
+  e2e_need tgtd tgtadm
+  first=1
+  for m in $MACS; do
+    cp "$T/disk.img" "$T/lun-$(hexhyp "$m").img"
+  done
+  set -- $MACS
+  e2e_start_tgt "$port" "iqn.2026-11.org.diskfarm:$(hexhyp "$1")" "$T/lun-$(hexhyp "$1").img"
+  # more targets on the same tgtd
+  ctl=$(( (port % 10000) + 10000 )); tid=2
+  for m in $2 $3; do
+    tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid $tid -T "iqn.2026-11.org.diskfarm:$(hexhyp "$m")"
+    tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid $tid --lun 1 -b "$T/lun-$(hexhyp "$m").img"
+    tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid $tid -I ALL
+    tid=$((tid + 1))
+  done
+fi
+closed=$(e2e_free_port)     # nothing listens there: bootstrap failover
+opts="--server 10.0.2.2:$closed --iscsi-port $port"
+
+boot() { # NAME MAC QEMU-ARGS...
+  local name=$1 mac=$2 t0 t1; shift 2
+  t0=$(date +%s.%N)
+  if ! e2e_qemu_boot "$T/$name.log" 240 DFMBR-DONE -- "$@" \
+       -nic "user,model=e1000,mac=$mac"; then
+    echo "--- serial ($name)"; cat "$T/$name.log"
+    [ -f "$T/streamsvc.log" ] && { echo "--- streamsvc"; tail -20 "$T/streamsvc.log"; }
+    e2e_fail "$name: no DFMBR-DONE on serial"
+  fi
+  t1=$(date +%s.%N)
+  grep -q 'DFMBR-LBA1 DFLBA1-BDM' "$T/$name.log" || e2e_fail "$name: int13 read wrong"
+  grep -q 'DFMBR-LBA2 DFMBR-WRITTEN' "$T/$name.log" || e2e_fail "$name: int13 write not read back"
+  e2e_pass "$name boots through iPXE -> $target iSCSI ($(hexhyp "$mac")) in $(python3 -c "print(round($t1-$t0,1))") s"
+}
+set -- $MACS
+
+"$BDM" iso "$T/boot.iso" $opts
+boot iso "$1" -cdrom "$T/boot.iso" -boot d
+
+"$BDM" partition "$T/boot.img" $opts
+boot partition "$2" -drive "file=$T/boot.img,format=raw,if=ide" -boot c
+
+if command -v guestfish >/dev/null 2>&1; then
+  export LIBGUESTFS_BACKEND=${LIBGUESTFS_BACKEND:-direct}
+  export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}
+  qemu-img create -q -f raw "$T/tpl.raw" 64M
+  echo 'start=2048, size=32M, type=83, bootable' | sfdisk -q "$T/tpl.raw"
+  qemu-img convert -O qcow2 "$T/tpl.raw" "$T/tpl.qcow2"
+  "$BDM" inject "$T/tpl.qcow2" $opts >/dev/null || e2e_fail "bdm inject"
+  boot inject "$3" -drive "file=$T/tpl.qcow2,format=qcow2,if=ide" -boot c
+else
+  echo "SKIP: inject boot (libguestfs tools not installed)"
+fi
+if [ "$target" = streamsvc ]; then
+  for m in $MACS; do
+    grep -q "iSCSI login: .* -> iqn.2026-11.org.diskfarm:$(hexhyp "$m")" "$T/streamsvc.log" ||
+      e2e_fail "no streamsvc login for $m"
+  done
+fi

@@ -1,0 +1,48 @@
+#!/bin/bash
+# e2e (qemu TCG): a vDisk holding a Debian kernel + busybox initramfs
+# (tests/e2e/lib/make-linux-disk.sh) is sanbooted by iPXE over iSCSI from
+# streamsvc; syslinux loads kernel and initramfs through iPXE's int13 and
+# /init prints DISKFARM-LINUX-UP on serial.
+set -eu
+. "$(dirname "$0")/lib/e2e.sh"
+: "${STREAMSVC:?STREAMSVC not set}"
+: "${DISKFARM:?DISKFARM not set}"
+e2e_init
+e2e_need xorriso qemu-system-x86_64
+ISOLINUX=/usr/lib/ISOLINUX/isolinux.bin
+LDLINUX=/usr/lib/syslinux/modules/bios/ldlinux.c32
+IPXE=/usr/lib/ipxe/ipxe.lkrn
+for f in $ISOLINUX $LDLINUX $IPXE; do [ -f "$f" ] || e2e_skip "$f missing"; done
+T=$E2E_TMP
+FARM=$T/farm
+df() { "$DISKFARM" --farm "$FARM" "$@"; }
+
+rc=0; "$E2E_LIB/make-linux-disk.sh" "$T/linux.img" 64 || rc=$?
+[ $rc -eq 77 ] && e2e_skip "cannot build the Linux disk"
+[ $rc -eq 0 ] || e2e_fail "make-linux-disk.sh failed"
+df init >/dev/null
+df vdisk import linux "$T/linux.img" >/dev/null
+df device add vm01 --mac 52:54:00:00:10:01 --vdisk linux >/dev/null
+"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
+  --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
+E2E_PIDS="$E2E_PIDS $!"
+for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
+port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+[ -n "$port" ] || e2e_fail "streamsvc did not start"
+
+mkdir -p "$T/iso"
+cp "$ISOLINUX" "$LDLINUX" "$IPXE" "$T/iso/"
+printf 'DEFAULT ipxe\nLABEL ipxe\n  KERNEL ipxe.lkrn\n  INITRD boot.ipxe\n' >"$T/iso/isolinux.cfg"
+printf '#!ipxe\ndhcp\nsanboot iscsi:10.0.2.2::%s:1:iqn.2026-11.org.diskfarm:vm01\n' \
+  "$port" >"$T/iso/boot.ipxe"
+xorriso -as mkisofs -quiet -o "$T/boot.iso" -b isolinux.bin -c boot.cat \
+  -no-emul-boot -boot-load-size 4 -boot-info-table "$T/iso" 2>/dev/null \
+  || e2e_fail "xorriso failed"
+start=$(date +%s)
+if ! e2e_qemu_boot "$T/serial.log" 300 DISKFARM-LINUX-UP -- -cdrom "$T/boot.iso" \
+     -boot d -nic user,model=e1000,mac=52:54:00:00:10:01; then
+  echo "--- serial (tail)"; tail -20 "$T/serial.log"
+  e2e_fail "Linux did not come up over iSCSI"
+fi
+grep -m1 DISKFARM-LINUX-UP "$T/serial.log"
+e2e_pass "Linux kernel + initramfs loaded over iSCSI, up in $(( $(date +%s) - start )) s"

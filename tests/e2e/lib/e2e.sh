@@ -1,0 +1,83 @@
+# README: tests/e2e/lib/e2e.sh: shared e2e helpers, sourced by tests/e2e/*.sh:
+#   e2e_init (temp dir $E2E_TMP + cleanup trap), e2e_need TOOL..., e2e_free_port,
+#   e2e_start_tgt PORT IQN LUN1-FILE (tgtd on 127.0.0.1:PORT, private control port),
+#   e2e_qemu_boot LOG TIMEOUT MARKER -- QEMU-ARGS... (TCG, serial to LOG, user net,
+#   waits for MARKER), e2e_make_test_disk OUT [MARKER] (the test MBR, see testmbr.sh).
+# Exit codes: 0 pass, 1 fail, 77 skip.
+E2E_LIB=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
+E2E_PIDS=""
+E2E_KILL9=""     # processes that ignore SIGTERM (tgtd)
+
+e2e_skip() { echo "SKIP: $*"; exit 77; }
+e2e_fail() { echo "FAIL: $*"; exit 1; }
+e2e_pass() { echo "PASS: $*"; }
+
+e2e_cleanup() {
+  local p
+  for p in $E2E_PIDS; do kill "$p" 2>/dev/null; done
+  for p in $E2E_KILL9; do kill -9 "$p" 2>/dev/null; done
+  for p in $E2E_PIDS; do wait "$p" 2>/dev/null; done
+  [ -n "${E2E_TMP:-}" ] && [ -z "${E2E_KEEP:-}" ] && rm -rf "$E2E_TMP"
+  return 0
+}
+
+e2e_init() {
+  E2E_TMP=$(mktemp -d /tmp/df-e2e.XXXXXX)
+  trap e2e_cleanup EXIT
+}
+
+e2e_need() {
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null 2>&1 || e2e_skip "$t not installed"
+  done
+}
+
+# A TCP port free on 127.0.0.1 now (small race accepted in tests).
+e2e_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# e2e_start_tgt PORT IQN FILE: tgtd serving FILE as LUN 1 of IQN, open to
+# every initiator.  Adds tgtd to E2E_PIDS.
+e2e_start_tgt() {
+  local port=$1 iqn=$2 file=$3 ctl
+  e2e_need tgtd tgtadm
+  ctl=$(( (port % 10000) + 10000 ))
+  mkdir -p /var/run/tgtd 2>/dev/null
+  tgtd -f -C "$ctl" --iscsi portal="127.0.0.1:$port" >"$E2E_TMP/tgtd.log" 2>&1 &
+  E2E_PIDS="$E2E_PIDS $!"
+  E2E_KILL9="$E2E_KILL9 $!"
+  local i
+  for i in $(seq 50); do
+    tgtadm -C "$ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid 1 -T "$iqn" &&
+  tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$file" &&
+  tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL ||
+    e2e_fail "tgtd setup failed: $(cat "$E2E_TMP/tgtd.log")"
+}
+
+e2e_make_test_disk() {
+  "$E2E_LIB/testmbr.sh" "$@" || { rc=$?; [ $rc -eq 77 ] && e2e_skip "binutils missing"; e2e_fail "testmbr.sh failed"; }
+}
+
+# e2e_qemu_boot LOG TIMEOUT MARKER -- ARGS...: boot qemu (TCG, no display,
+# serial to LOG, user networking with 10.0.2.2 = host loopback) and wait for
+# MARKER in LOG.  Returns 0 when seen, 1 on timeout; qemu is killed either way.
+e2e_qemu_boot() {
+  local log=$1 timeout=$2 marker=$3; shift 4
+  e2e_need qemu-system-x86_64
+  : >"$log"
+  qemu-system-x86_64 -accel tcg -m 256 -display none -monitor none \
+    -serial "file:$log" -no-reboot "$@" >"$log.qemu" 2>&1 &
+  local qpid=$! t=0 rc=1
+  while [ "$t" -lt $((timeout * 2)) ]; do
+    if grep -q "$marker" "$log" 2>/dev/null; then rc=0; break; fi
+    kill -0 "$qpid" 2>/dev/null || break
+    sleep 0.5; t=$((t + 1))
+  done
+  kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null
+  return $rc
+}

@@ -1,0 +1,110 @@
+#!/bin/bash
+# HTTP boot scripts with curl: a registered device gets a sanboot script
+# listing only the healthy stream servers, least loaded first, with its
+# initiator IQN and a new boot generation each fetch; an unknown MAC gets
+# the "not registered" script or is auto-added; static files with Range.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/bootstrap-lib.sh"
+need curl
+
+df init >/dev/null
+make_raw "$T/base.raw" 8
+df vdisk import base "$T/base.raw" >/dev/null
+df collection add lab --vdisk base >/dev/null
+df device add pc01 --mac 52:54:00:12:34:56 --vdisk base >/dev/null
+cp /usr/lib/ipxe/undionly.kpxe "$FARM/boot/" 2>/dev/null || head -c 70000 /dev/urandom >"$FARM/boot/undionly.kpxe"
+
+start_streamsvc
+add_streamsvc_server ss1 3260
+# ss2: registered but down (nothing listens on its admin port)
+df server add ss2 --address 127.0.0.2 --admin-port 9 --iscsi-port 3261 >/dev/null
+start_bootstrapsvc
+wait_log "stream server ss1 is now healthy" || { cat "$BS_LOG"; fail "ss1 never healthy"; }
+URL="http://127.0.0.1:$HTTP_PORT"
+
+curl -sS -D "$T/h1" "$URL/boot.ipxe?mac=52:54:00:12:34:56&uuid=1234" -o "$T/s1"
+cat "$T/s1"
+head -1 "$T/s1" | grep -q '^#!ipxe' || fail "not an iPXE script"
+grep -q '^set initiator-iqn iqn.2026-11.org.diskfarm:pc01$' "$T/s1" || fail "initiator IQN"
+grep -q '^sanboot iscsi:127.0.0.1::3260:1:iqn.2026-11.org.diskfarm:pc01 || goto failed$' "$T/s1" ||
+  fail "sanboot line should list ss1 only"
+grep -q 127.0.0.2 "$T/s1" && fail "the down server is listed"
+pass "script for pc01: initiator IQN, sanboot on the healthy server only"
+
+g1=$(df --json device show pc01 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p' | head -1)
+curl -sS "$URL/boot.ipxe?mac=52-54-00-12-34-56" -o "$T/s2"
+g2=$(df --json device show pc01 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p' | head -1)
+[ "$g2" -eq $((g1 + 1)) ] || fail "boot generation $g1 -> $g2"
+pass "each fetch starts a new boot generation ($g1 -> $g2)"
+
+# Two healthy servers: ss3 is a second streamsvc; a live NBD session on ss1
+# makes ss1 the more loaded one.
+SOCK1=$SOCK
+"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd2.sock" --admin-listen 127.0.0.1:0 >"$T/ss3.log" 2>&1 &
+SS3_PID=$!
+_df_pids="$_df_pids $SS3_PID"
+for _ in $(seq 50); do grep -q "admin listening" "$T/ss3.log" && break; sleep 0.1; done
+ADMIN3=$(grep -o 'admin[^ ]* listening on http://[0-9.:]*' "$T/ss3.log" | sed 's|.*http://||')
+df server add ss3 --address 127.0.0.1 --admin-port "${ADMIN3##*:}" --iscsi-port 3263 >/dev/null
+if command -v nbdsh >/dev/null; then
+  nbdsh -u "nbd+unix:///device/pc01?socket=$SOCK1" -c 'import time; time.sleep(6)' &
+  NBDSH=$!
+fi
+wait_log "stream server ss3 is now healthy" || fail "ss3 never healthy"
+sleep 0.8
+curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s3"
+grep '^sanboot' "$T/s3"
+n=$(grep -o 'iscsi:' "$T/s3" | wc -l)
+[ "$n" -eq 2 ] || fail "expected 2 iSCSI URIs, got $n"
+if [ -n "${NBDSH:-}" ]; then
+  grep -q '^sanboot iscsi:127.0.0.1::3263:1:.* iscsi:127.0.0.1::3260:1:' "$T/s3" ||
+    fail "least loaded (ss3, 0 sessions) should come first"
+  pass "two healthy servers listed, least loaded first, down server left out"
+  wait "$NBDSH" 2>/dev/null || true
+else
+  pass "two healthy servers listed, down server left out (nbdsh missing: load order not checked)"
+fi
+
+# Unknown MAC: the not-registered script, then auto-add.
+curl -sS -D "$T/h4" "$URL/boot.ipxe?mac=52:54:00:aa:bb:cc" -o "$T/s4"
+grep -q "not registered" "$T/s4" || fail "no not-registered message"
+grep -q '^reboot' "$T/s4" || fail "not-registered script does not reboot"
+df device show 52:54:00:aa:bb:cc >/dev/null 2>&1 && fail "unknown device was added with auto-add off"
+pass "unknown MAC: 'not registered' script"
+df farm set auto-add on --collection lab --template 'auto-{n}' >/dev/null
+curl -sS "$URL/boot.ipxe?mac=52:54:00:aa:bb:cc" -o "$T/s5"
+grep -q 'iqn.2026-11.org.diskfarm:auto-1$' "$T/s5" || { cat "$T/s5"; fail "auto-add script"; }
+df device show auto-1 | grep -q "52:54:00:aa:bb:cc" || fail "auto-added device missing"
+pass "auto-add: unknown MAC added as auto-1 in collection lab"
+
+# Bad requests.
+code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/boot.ipxe")
+[ "$code" = 400 ] || fail "no mac: HTTP $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/boot.ipxe?mac=zz:zz")
+[ "$code" = 400 ] || fail "bad mac: HTTP $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$URL/boot.ipxe?mac=52:54:00:12:34:56")
+[ "$code" = 405 ] || fail "POST: HTTP $code"
+pass "missing/invalid MAC -> 400, POST -> 405"
+
+# Static files, Range, confinement.
+curl -sS "$URL/undionly.kpxe" -o "$T/u"
+cmp "$FARM/boot/undionly.kpxe" "$T/u" || fail "static file differs"
+curl -sS -r 1000-1999 "$URL/undionly.kpxe" -o "$T/r"
+dd if="$FARM/boot/undionly.kpxe" bs=1000 skip=1 count=1 status=none | cmp - "$T/r" || fail "Range"
+ln -s /etc/passwd "$FARM/boot/escape"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/escape")
+[ "$code" = 403 ] || fail "symlink out of the root: HTTP $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' --path-as-is "$URL/../farm.db")
+[ "$code" = 404 ] || [ "$code" = 403 ] || fail "../farm.db: HTTP $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/nope")
+[ "$code" = 404 ] || fail "missing file: HTTP $code"
+pass "static files byte-identical, Range, symlink/.. refused, 404"
+
+# No healthy stream server: 503.
+stop_streamsvc
+kill -TERM "$SS3_PID" 2>/dev/null || true
+wait_log "stream server ss3 is now unhealthy" 60 || true
+wait_log "stream server ss1 is now unhealthy" 60 || fail "ss1 never seen unhealthy"
+code=$(curl -s -o "$T/s6" -w '%{http_code}' "$URL/boot.ipxe?mac=52:54:00:12:34:56")
+[ "$code" = 503 ] || fail "no healthy server: HTTP $code"
+pass "no healthy stream server -> 503 with an on-screen message"

@@ -1,0 +1,86 @@
+#!/bin/bash
+# TFTP interop: tftp-hpa's tftp and curl fetch byte-identical files from
+# bootstrapsvc; our windowsize client negotiates windowsize, survives a lost
+# block and block-number rollover; duplicate ACKs never double DATA
+# (Sorcerer's Apprentice); every TFTP bad input of BAD-INPUTS.md is answered
+# while another transfer goes on; a 50-client storm reads each file once.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/bootstrap-lib.sh"
+need curl tftp cmp
+: "${TFTP_CLIENT:?TFTP_CLIENT not set}"
+
+df init >/dev/null
+B=$FARM/boot
+cp /usr/lib/ipxe/undionly.kpxe "$B/" 2>/dev/null || head -c 70000 /dev/urandom >"$B/undionly.kpxe"
+head -c 3000000 /dev/urandom >"$B/medium.bin"
+# 40 MiB at blksize 512 = 81921 blocks: the block number wraps past 65535.
+head -c $((40 * 1024 * 1024)) /dev/urandom >"$B/big.bin"
+head -c 1024 /dev/urandom >"$B/exact.bin"            # multiple of 512
+: >"$B/empty.bin"
+mkdir -p "$B/sub/dir" && cp "$B/exact.bin" "$B/sub/dir/file.bin"
+ln -s /etc/passwd "$B/escape"
+mkfifo "$B/fifo"
+start_bootstrapsvc -v
+O=$T/out; mkdir -p "$O"
+P=$TFTP_PORT
+
+# tftp-hpa
+for f in undionly.kpxe medium.bin exact.bin empty.bin sub/dir/file.bin; do
+  rm -f "$O/x"
+  (cd "$O" && tftp -m binary 127.0.0.1 "$P" -c get "$f" x) >"$T/tftp.out" 2>&1
+  cmp "$B/$f" "$O/x" || { cat "$T/tftp.out"; fail "tftp-hpa get $f differs"; }
+done
+pass "tftp-hpa: 5 files byte-identical (incl. empty, exact multiple of 512, subdir)"
+(cd "$O" && tftp -m binary 127.0.0.1 "$P" -c get '\sub\dir\file.bin' y) >/dev/null 2>&1
+cmp "$B/sub/dir/file.bin" "$O/y" || fail "backslash path not served"
+pass "tftp-hpa: Windows-style backslash path"
+
+# curl with blksize
+for bs in 512 1468 8192 65464; do
+  curl -sS --tftp-blksize "$bs" "tftp://127.0.0.1:$P/medium.bin" -o "$O/c.$bs"
+  cmp "$B/medium.bin" "$O/c.$bs" || fail "curl blksize $bs differs"
+done
+pass "curl: blksize 512, 1468, 8192, 65464 byte-identical"
+curl -sS --tftp-no-options "tftp://127.0.0.1:$P/undionly.kpxe" -o "$O/c.noopt"
+cmp "$B/undionly.kpxe" "$O/c.noopt" || fail "curl without options differs"
+pass "curl: no options (no OACK) byte-identical"
+
+# windowsize client
+"$TFTP_CLIENT" get 127.0.0.1 "$P" medium.bin "$O/w16" --blksize 1468 --windowsize 16 --tsize | tee "$T/w16.out"
+cmp "$B/medium.bin" "$O/w16" || fail "windowsize 16 differs"
+grep -q "windowsize 16 tsize 3000000" "$T/w16.out" || fail "windowsize/tsize not negotiated"
+pass "windowsize 16 + tsize negotiated, byte-identical"
+"$TFTP_CLIENT" get 127.0.0.1 "$P" medium.bin "$O/wdrop" --blksize 1024 --windowsize 8 --drop 21 | tee "$T/wdrop.out"
+cmp "$B/medium.bin" "$O/wdrop" || fail "windowsize with a lost block differs"
+pass "windowsize 8 with a lost block: recovered, byte-identical"
+"$TFTP_CLIENT" get 127.0.0.1 "$P" medium.bin "$O/ldrop" --drop 5 --timeout 1 >/dev/null
+cmp "$B/medium.bin" "$O/ldrop" || fail "lock-step with a lost block differs"
+pass "lock-step with a lost block: retransmitted on timeout"
+"$TFTP_CLIENT" get 127.0.0.1 "$P" big.bin "$O/big" --windowsize 4 | tee "$T/big.out"
+cmp "$B/big.bin" "$O/big" || fail "40 MiB at blksize 512 (block rollover) differs"
+pass "block-number rollover past 65535 (81921 blocks), byte-identical"
+"$TFTP_CLIENT" get 127.0.0.1 "$P" medium.bin "$O/dup" --dup-acks || fail "Sorcerer's Apprentice"
+cmp "$B/medium.bin" "$O/dup" || fail "dup-ack transfer differs"
+pass "duplicate ACKs: no DATA sent twice (Sorcerer's Apprentice)"
+
+# bad inputs while a transfer runs
+"$TFTP_CLIENT" badinput 127.0.0.1 "$P" medium.bin "$O/bad" | tee "$T/bad.out"
+cmp "$B/medium.bin" "$O/bad" || fail "transfer during bad inputs differs"
+grep -q FAIL "$T/bad.out" && fail "bad input answered wrongly"
+curl -sS "tftp://127.0.0.1:$P/fifo" -o /dev/null 2>/dev/null && fail "a FIFO was served"
+pass "every TFTP bad input answered, concurrent transfer intact; FIFO refused"
+
+# storm: 50 concurrent clients, one file read
+for i in $(seq 50); do
+  curl -sS --tftp-blksize 1428 "tftp://127.0.0.1:$P/undionly.kpxe" -o "$O/s.$i" &
+done
+wait
+for i in $(seq 50); do cmp -s "$B/undionly.kpxe" "$O/s.$i" || fail "storm client $i differs"; done
+pass "50 concurrent clients byte-identical"
+
+kill -TERM "$BS_PID"; wait "$BS_PID" 2>/dev/null || true
+grep "cache" "$BS_LOG" | tail -1
+files_read=$(sed -n 's/.*cache [0-9]* hits, \([0-9]*\) files read.*/\1/p' "$BS_LOG" | tail -1)
+# Distinct files fetched: undionly, medium, exact, empty, sub/dir/file, big (too large: not cached)
+[ -n "$files_read" ] && [ "$files_read" -le 5 ] || fail "cache read files $files_read times"
+pass "hot files read once into the cache ($files_read files read for all transfers)"

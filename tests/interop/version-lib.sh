@@ -1,0 +1,45 @@
+# Helpers shared by the version-*.sh tests (sourced after lib.sh).
+
+# jcheck FILE EXPR...: every Python expression (d = the parsed JSON) holds.
+jcheck() {
+  python3 - "$@" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for expr in sys.argv[2:]:
+    if not eval(expr):
+        sys.exit("JSON check failed: %s\n%s" % (expr, json.dumps(d, indent=1)))
+PY
+}
+
+# json CMD...: run diskfarm --json CMD into $T/j.json (must exit 0).
+json() { df --json "$@" >"$T/j.json" || fail "diskfarm --json $* failed"; }
+
+# state VDISK N: the state of version N from `version list --json`.
+vstate() {
+  df --json version list "$1" --admin 127.0.0.1:1 | python3 -c "
+import json,sys
+for v in json.load(sys.stdin):
+    if v['number'] == $2: print(v['state'])"
+}
+
+# Every file a version row names passes qemu-img check, and verify agrees.
+check_store() { # vdisk
+  local f
+  for f in "$FARM/store/$1/$1".*.qcow2; do
+    [ -e "$f" ] || continue
+    qemu-img check -q "$f" || fail "qemu-img check $f"
+  done
+  df vdisk verify "$1" >/dev/null || fail "vdisk verify $1"
+}
+
+# qio EXPORT CMD...: qemu-io on an export over NBD (must succeed).
+qio() {
+  local e=$1; shift
+  local args=()
+  case $e in vdisk/*) args+=(-r) ;; esac
+  for c in "$@"; do args+=(-c "$c"); done
+  qemu-io -f raw "${args[@]}" "$(uri "$e")" >"$T/qio.out" 2>&1 ||
+    { cat "$T/qio.out"; fail "qemu-io $e $*"; }
+  ! grep -q "Pattern verification failed\|failed" "$T/qio.out" ||
+    { cat "$T/qio.out"; fail "qemu-io $e $*"; }
+}

@@ -1,0 +1,848 @@
+/* Unit tests: iSCSI PDU framing, text keys, binary values, CHAP, target
+ * names (tables with malformed input), and the engine driven by hand-made
+ * PDUs over a real farm for every iSCSI case of BAD-INPUTS.md:
+ * oversize data segments, oversize CHAP_R, CHAP_I above 255, reflected
+ * CHAP_C, bad hex/base64, CmdSN too high/low, DataSN out of order, task
+ * management during I/O, commands to another LUN and unknown opcodes. */
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "exports.h"
+#include "farm.h"
+#include "iscsi.h"
+#include "qcow2.h"
+#include "sessions.h"
+
+#define IQN ISCSI_IQN_PREFIX
+#define DISK_SIZE (1024u * 1024)
+
+/* ---- framing ---------------------------------------------------------------- */
+
+static void
+test_crc32c (void)
+{
+  /* RFC 3720 B.4 vectors: 32 zero bytes, 32 0xff bytes. */
+  uint8_t z[32] = { 0 }, f[32];
+
+  memset (f, 0xff, sizeof f);
+  g_assert_cmphex (iscsi_crc32c (0, z, sizeof z), ==, 0x8a9136aa);
+  g_assert_cmphex (iscsi_crc32c (0, f, sizeof f), ==, 0x62a8ab43);
+  g_assert_cmphex (iscsi_crc32c (0, "123456789", 9), ==, 0xe3069283);
+}
+
+static void
+test_pdu_parse (void)
+{
+  uint8_t buf[48 + 8 + 4] = { 0x01 };
+  iscsi_pdu pdu;
+  size_t used;
+
+  g_assert_cmpint (iscsi_pdu_parse (buf, 47, 8192, false, false, &pdu, &used),
+                   ==, ISCSI_PARSE_NEED_MORE);
+  iscsi_put24 (buf + 5, 5);
+  g_assert_cmpint (iscsi_pdu_parse (buf, 50, 8192, false, false, &pdu, &used),
+                   ==, ISCSI_PARSE_NEED_MORE);
+  g_assert_cmpuint (used, ==, 56); /* padded to 8 */
+  g_assert_cmpint (iscsi_pdu_parse (buf, 56, 8192, false, false, &pdu, &used),
+                   ==, ISCSI_PARSE_OK);
+  g_assert_cmpuint (pdu.data_len, ==, 5);
+  /* longer than the negotiated size: refused before waiting (tgt 093d2bf) */
+  iscsi_put24 (buf + 5, 8193);
+  g_assert_cmpint (iscsi_pdu_parse (buf, 48, 8192, false, false, &pdu, &used),
+                   ==, ISCSI_PARSE_DATA_TOO_LONG);
+  iscsi_put24 (buf + 5, 0xffffff);
+  g_assert_cmpint (iscsi_pdu_parse (buf, 48, 8192, false, false, &pdu, &used),
+                   ==, ISCSI_PARSE_DATA_TOO_LONG);
+  /* header digest mismatch */
+  iscsi_put24 (buf + 5, 0);
+  memset (buf + 48, 0, 4);
+  g_assert_cmpint (iscsi_pdu_parse (buf, 52, 8192, true, false, &pdu, &used),
+                   ==, ISCSI_PARSE_HEADER_DIGEST);
+}
+
+static void
+test_out_roundtrip (void)
+{
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  size_t off = iscsi_out_begin (out, 3, true, true);
+  iscsi_pdu pdu;
+  size_t used;
+
+  out->data[off] = ISCSI_OP_NOP_IN;
+  memcpy (iscsi_out_data (out, off, true), "abc", 3);
+  iscsi_out_end (out, off, 3, true, true);
+  g_assert_cmpuint (out->len, ==, 48 + 4 + 4 + 4);
+  g_assert_cmpint (iscsi_pdu_parse (out->data, out->len, 8192, true, true,
+                                    &pdu, &used), ==, ISCSI_PARSE_OK);
+  g_assert_cmpmem (pdu.data, 3, "abc", 3);
+  out->data[48 + 4] ^= 1;
+  g_assert_cmpint (iscsi_pdu_parse (out->data, out->len, 8192, true, true,
+                                    &pdu, &used), ==, ISCSI_PARSE_DATA_DIGEST);
+}
+
+/* ---- text keys ----------------------------------------------------------------- */
+
+static const struct {
+  const char *text;
+  size_t len;
+  int pairs; /* -1: refused */
+} text_cases[] = {
+  { "A=1\0B=2\0", 8, 2 },
+  { "A=1\0B=2", 7, 2 },              /* last NUL missing: tolerated */
+  { "A=1\0\0\0\0", 7, 1 },           /* NUL padding */
+  { "A=\0", 3, 1 },                  /* empty value */
+  { "", 0, 0 },
+  { "=1\0", 3, -1 },                 /* empty key */
+  { "A1\0", 3, -1 },                 /* no '=' */
+  { "A=1\0\0B=2\0", 9, -1 },         /* empty pair in the middle */
+  { "A b=1\0", 6, -1 },              /* space in key */
+  { "A\x01=1\0", 5, -1 },            /* control byte in key */
+  { "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=1\0",
+    67, -1 },                        /* 64-byte key */
+};
+
+static void
+test_text_parse (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (text_cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_autoptr (GPtrArray) kv = iscsi_text_parse (
+          (const uint8_t *) text_cases[i].text, text_cases[i].len, &err);
+
+      g_test_message ("case %u", i);
+      if (text_cases[i].pairs < 0)
+        {
+          g_assert_null (kv);
+          g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+        }
+      else
+        {
+          g_assert_no_error (err);
+          g_assert_cmpint ((int) kv->len, ==, text_cases[i].pairs);
+        }
+    }
+}
+
+static void
+test_long_value (void)
+{
+  g_autoptr (GString) s = g_string_new ("K=");
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GPtrArray) kv = NULL;
+
+  for (int i = 0; i < 8193; i++)
+    g_string_append_c (s, 'x');
+  kv = iscsi_text_parse ((const uint8_t *) s->str, s->len, &err);
+  g_assert_null (kv);
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+}
+
+static const struct {
+  const char *in;
+  size_t max;
+  int len; /* -1: refused */
+} bin_cases[] = {
+  { "0x00ff", 16, 2 },
+  { "0XABcd", 16, 2 },
+  { "0bAAE=", 16, 2 },
+  { "0bAAEC", 16, 3 },
+  { "0x", 16, -1 },          /* empty (edk2 BZ 3356) */
+  { "0b", 16, -1 },
+  { "0xabc", 16, -1 },       /* odd length */
+  { "0xzz", 16, -1 },
+  { "0bAA=E", 16, -1 },      /* padding in the middle */
+  { "0bAAE", 16, -1 },       /* not a multiple of 4 */
+  { "0b====", 16, -1 },
+  { "0b*AAA", 16, -1 },
+  { "00ff", 16, -1 },        /* no prefix */
+  { "0x0011223344556677889900112233445566", 16, -1 }, /* > max */
+};
+
+static void
+test_binary (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (bin_cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_autoptr (GBytes) b = iscsi_decode_binary (bin_cases[i].in,
+                                                  bin_cases[i].max, &err);
+      g_test_message ("case %s", bin_cases[i].in);
+      if (bin_cases[i].len < 0)
+        g_assert_null (b);
+      else
+        {
+          g_assert_no_error (err);
+          g_assert_cmpuint (g_bytes_get_size (b), ==, bin_cases[i].len);
+        }
+    }
+}
+
+static void
+test_number (void)
+{
+  uint64_t v;
+
+  g_assert_true (iscsi_decode_number ("255", 255, &v, NULL));
+  g_assert_cmpuint (v, ==, 255);
+  g_assert_true (iscsi_decode_number ("0x10", 255, &v, NULL));
+  g_assert_cmpuint (v, ==, 16);
+  g_assert_false (iscsi_decode_number ("256", 255, &v, NULL)); /* CHAP_I */
+  g_assert_false (iscsi_decode_number ("", 255, &v, NULL));
+  g_assert_false (iscsi_decode_number ("-1", 255, &v, NULL));
+  g_assert_false (iscsi_decode_number ("1a", 255, &v, NULL));
+  g_assert_false (iscsi_decode_number ("99999999999999999999999", UINT64_MAX,
+                                       &v, NULL));
+}
+
+/* ---- CHAP ------------------------------------------------------------------------ */
+
+static void
+test_chap_md5 (void)
+{
+  /* MD5(id || secret || challenge) cross-checked with GLib's MD5. */
+  const uint8_t chal[4] = { 1, 2, 3, 4 };
+  uint8_t out[16], want[16], msg[1 + 16 + 4];
+  gsize n = 16;
+  g_autoptr (GChecksum) ck = g_checksum_new (G_CHECKSUM_MD5);
+
+  msg[0] = 7;
+  memcpy (msg + 1, "secretsecret1234", 16);
+  memcpy (msg + 17, chal, 4);
+  g_checksum_update (ck, msg, sizeof msg);
+  g_checksum_get_digest (ck, want, &n);
+  iscsi_chap_response (7, (const uint8_t *) "secretsecret1234", 16, chal, 4,
+                       out);
+  g_assert_cmpmem (out, 16, want, 16);
+}
+
+static void
+test_chap_challenges (void)
+{
+  g_autoptr (GHashTable) seen = g_hash_table_new_full (
+      g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref, NULL);
+
+  for (int i = 0; i < 2000; i++)
+    {
+      uint8_t c[ISCSI_CHAP_CHALLENGE_LEN];
+      iscsi_chap_new_challenge (c);
+      g_assert_true (iscsi_chap_is_ours (c, sizeof c));
+      g_assert_true (g_hash_table_add (seen, g_bytes_new (c, sizeof c)));
+    }
+}
+
+static void
+test_target_names (void)
+{
+  static const struct { const char *iqn, *export_name; } cases[] = {
+    { IQN "pc01", "device/pc01" },
+    { IQN "52-54-00-12-34-56", "device/52:54:00:12:34:56" },
+    { IQN "52:54:00:12:34:56", "device/52:54:00:12:34:56" },
+    { "IQN.2026-11.ORG.DISKFARM:pc01", "device/pc01" },
+    { IQN "vdisk.web", "vdisk/web" },
+    { IQN "vdisk.", NULL },
+    { IQN "vdisk.../x", NULL },
+    { IQN "", NULL },
+    { IQN "../etc", NULL },
+    { "iqn.2026-11.org.other:pc01", NULL },
+    { "pc01", NULL },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_autofree char *e = iscsi_target_to_export (cases[i].iqn, &err);
+      g_assert_cmpstr (e, ==, cases[i].export_name);
+      if (e == NULL)
+        g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+    }
+}
+
+/* ---- engine over a farm ------------------------------------------------------------ */
+
+typedef struct {
+  char *dir;
+  DfExports *ex;
+  DfSessions *ss;
+  iscsi_conn *c;
+  uint32_t cmd_sn;
+  GByteArray *got;  /* output collected */
+} Fx;
+
+static void
+make_farm (Fx *f)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfFarm) farm = df_farm_open (f->dir, true, "test", &err);
+  g_autofree char *path = NULL, *store = NULL, *base = NULL;
+  g_autofree uint8_t *data = g_malloc0 (65536);
+  df_qcow2_writer *w;
+  char sha[65];
+  GStatBuf st;
+  DfDevice d = { .name = (char *) "pc01", .mac = (char *) "52:54:00:00:00:01",
+                 .type = (char *) "production", .vdisk = (char *) "web",
+                 .cache_mode = (char *) "server" };
+  DfDevice d2 = { .name = (char *) "pc02",
+                  .mac = (char *) "52:54:00:00:00:02",
+                  .type = (char *) "production", .vdisk = (char *) "web",
+                  .cache_mode = (char *) "server" };
+
+  g_assert_no_error (err);
+  store = df_farm_store_dir (farm, "web");
+  g_assert_cmpint (g_mkdir_with_parents (store, 0755), ==, 0);
+  path = df_farm_version_path (farm, "web", 0);
+  base = g_path_get_basename (path);
+  memset (data, 'A', 65536);
+  w = df_qcow2_writer_new (path, DISK_SIZE, 16, NULL, &err);
+  g_assert_no_error (err);
+  g_assert_true (df_qcow2_writer_put (w, 0, data, &err));
+  g_assert_true (df_qcow2_writer_finish (w, &err));
+  g_assert_true (df_file_sha256 (path, sha, &err));
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  g_assert_true (df_farm_vdisk_add (farm, "web", DISK_SIZE, base, sha,
+                                    st.st_size, &err));
+  g_assert_true (df_farm_device_add (farm, &d, &err));
+  g_assert_true (df_farm_device_add (farm, &d2, &err));
+  g_assert_true (df_farm_chap_set (farm, "pc02", "user2", "secret-pc02-xx",
+                                   "mutual-pc02-yy", &err));
+  g_assert_no_error (err);
+}
+
+static void
+fx_setup (Fx *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+
+  (void) data;
+  f->dir = g_dir_make_tmp ("df-iscsi-XXXXXX", &err);
+  g_assert_no_error (err);
+  make_farm (f);
+  f->ex = df_exports_new (f->dir, &err);
+  g_assert_no_error (err);
+  f->ss = df_sessions_new ();
+  f->c = iscsi_conn_new (f->ex, f->ss, "test", "127.0.0.1:3260");
+  f->got = g_byte_array_new ();
+}
+
+static void
+fx_teardown (Fx *f, gconstpointer data)
+{
+  g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", f->dir);
+
+  (void) data;
+  iscsi_conn_free (f->c);
+  df_sessions_free (f->ss);
+  df_exports_free (f->ex);
+  g_assert_cmpint (system (cmd), ==, 0);
+  g_free (f->dir);
+  g_byte_array_unref (f->got);
+}
+
+/* Feed one PDU; move the output into f->got. */
+static void
+send_pdu (Fx *f, const uint8_t *bhs, const void *data, uint32_t dlen)
+{
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  size_t off = iscsi_out_begin (b, dlen, false, false);
+  size_t len;
+  const uint8_t *out;
+
+  memcpy (b->data + off, bhs, 48);
+  if (dlen)
+    memcpy (iscsi_out_data (b, off, false), data, dlen);
+  iscsi_out_end (b, off, dlen, false, false);
+  iscsi_conn_feed (f->c, b->data, b->len);
+  out = iscsi_conn_output (f->c, &len);
+  g_byte_array_append (f->got, out, (guint) len);
+  iscsi_conn_output_consume (f->c, len);
+}
+
+/* Pop the next response PDU from f->got into bhs (+ text into *text). */
+static bool
+next_pdu (Fx *f, uint8_t bhs[48], GString *text)
+{
+  iscsi_pdu pdu;
+  size_t used;
+
+  if (iscsi_pdu_parse (f->got->data, f->got->len, 1u << 24, false, false,
+                       &pdu, &used) != ISCSI_PARSE_OK)
+    return false;
+  memcpy (bhs, pdu.bhs, 48);
+  if (text)
+    {
+      g_string_truncate (text, 0);
+      g_string_append_len (text, (const char *) pdu.data, pdu.data_len);
+    }
+  g_byte_array_remove_range (f->got, 0, (guint) used);
+  return true;
+}
+
+static uint16_t
+login (Fx *f, const char *keys, size_t klen, int csg, int nsg, bool transit,
+       GString *text)
+{
+  uint8_t bhs[48] = { ISCSI_OP_LOGIN_REQ | 0x40 };
+
+  bhs[1] = (uint8_t) ((transit ? 0x80 : 0) | csg << 2 | (transit ? nsg : 0));
+  bhs[8] = 0x80; /* ISID */
+  bhs[13] = 1;
+  iscsi_put32 (bhs + 16, 0x1234);
+  iscsi_put32 (bhs + 24, f->cmd_sn);
+  send_pdu (f, bhs, keys, (uint32_t) klen);
+  if (!next_pdu (f, bhs, text))
+    return 0xffff;
+  g_assert_cmpuint (bhs[0], ==, ISCSI_OP_LOGIN_RSP);
+  return (uint16_t) (bhs[36] << 8 | bhs[37]);
+}
+
+#define KEYS(s) s, sizeof s - 1
+
+static void
+login_full (Fx *f, const char *target)
+{
+  g_autoptr (GString) k = g_string_new (NULL);
+  g_autoptr (GString) text = g_string_new (NULL);
+
+  iscsi_text_add (k, "InitiatorName", "iqn.2000-01.test:init");
+  iscsi_text_add (k, "TargetName", target);
+  iscsi_text_add (k, "AuthMethod", "None");
+  g_assert_cmphex (login (f, k->str, k->len, 0, 1, true, text), ==, 0);
+  g_string_truncate (k, 0);
+  iscsi_text_add (k, "ImmediateData", "No");
+  iscsi_text_add (k, "MaxRecvDataSegmentLength", "65536");
+  g_assert_cmphex (login (f, k->str, k->len, 1, 3, true, text), ==, 0);
+  g_assert_true (iscsi_conn_should_close (f->c) == false);
+}
+
+static void
+scsi_cmd (Fx *f, const uint8_t cdb[16], uint32_t edtl, bool read,
+          bool write, bool immediate_sn_skip, const uint8_t *lun)
+{
+  uint8_t bhs[48] = { ISCSI_OP_SCSI_CMD, 0x80 };
+
+  bhs[1] |= (read ? 0x40 : 0) | (write ? 0x20 : 0);
+  if (lun)
+    memcpy (bhs + 8, lun, 8);
+  else
+    bhs[9] = 1;
+  iscsi_put32 (bhs + 16, 0x100 + f->cmd_sn);
+  iscsi_put32 (bhs + 20, edtl);
+  iscsi_put32 (bhs + 24, f->cmd_sn);
+  if (!immediate_sn_skip)
+    f->cmd_sn++;
+  memcpy (bhs + 32, cdb, 16);
+  send_pdu (f, bhs, NULL, 0);
+}
+
+static void
+test_login_oversize (Fx *f, gconstpointer data)
+{
+  g_autofree uint8_t *big = g_malloc0 (9000);
+
+  (void) data;
+  memcpy (big, "InitiatorName=x", 15);
+  login (f, (const char *) big, 9000, 0, 1, true, NULL);
+  g_assert_true (iscsi_conn_should_close (f->c));
+}
+
+static void
+test_login_missing_target (Fx *f, gconstpointer data)
+{
+  (void) data;
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0AuthMethod=None\0"),
+                          0, 1, true, NULL), ==, ISCSI_LOGIN_MISSING_PARAM);
+  g_assert_true (iscsi_conn_should_close (f->c));
+}
+
+static void
+test_login_unknown_target (Fx *f, gconstpointer data)
+{
+  (void) data;
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0TargetName="
+                                   IQN "nope\0"), 0, 1, true, NULL),
+                   ==, ISCSI_LOGIN_NOT_FOUND);
+}
+
+/* Start CHAP on pc02; returns the challenge id and fills chal. */
+static void
+chap_start (Fx *f, uint8_t *id, GBytes **chal)
+{
+  g_autoptr (GString) text = g_string_new (NULL);
+  g_autoptr (GPtrArray) kv = NULL;
+
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0TargetName=" IQN
+                                   "pc02\0AuthMethod=CHAP,None\0"),
+                          0, 1, false, text), ==, 0);
+  g_assert_nonnull (strstr (text->str, "AuthMethod=CHAP"));
+  g_assert_cmphex (login (f, KEYS ("CHAP_A=7,5\0"), 0, 1, false, text), ==, 0);
+  kv = iscsi_text_parse ((const uint8_t *) text->str, text->len, NULL);
+  g_assert_nonnull (kv);
+  for (guint i = 0; i < kv->len; i++)
+    {
+      iscsi_kv *p = kv->pdata[i];
+      uint64_t v;
+      if (strcmp (p->key, "CHAP_I") == 0)
+        {
+          g_assert_true (iscsi_decode_number (p->value, 255, &v, NULL));
+          *id = (uint8_t) v;
+        }
+      if (strcmp (p->key, "CHAP_C") == 0)
+        *chal = iscsi_decode_binary (p->value, 1024, NULL);
+    }
+  g_assert_nonnull (*chal);
+}
+
+static char *
+chap_answer (uint8_t id, GBytes *chal, const char *secret)
+{
+  uint8_t r[16];
+  gsize n;
+  const uint8_t *c = g_bytes_get_data (chal, &n);
+
+  iscsi_chap_response (id, (const uint8_t *) secret, strlen (secret), c, n, r);
+  return iscsi_encode_hex (r, 16);
+}
+
+static void
+test_chap_ok (Fx *f, gconstpointer data)
+{
+  g_autoptr (GBytes) chal = NULL;
+  g_autoptr (GString) k = g_string_new (NULL);
+  g_autofree char *r = NULL;
+  uint8_t id = 0;
+
+  (void) data;
+  chap_start (f, &id, &chal);
+  r = chap_answer (id, chal, "secret-pc02-xx");
+  iscsi_text_add (k, "CHAP_N", "user2");
+  iscsi_text_add (k, "CHAP_R", r);
+  g_assert_cmphex (login (f, k->str, k->len, 0, 3, true, NULL), ==, 0);
+  g_assert_false (iscsi_conn_should_close (f->c));
+}
+
+/* One refused CHAP_R/CHAP_I/CHAP_C value per case. */
+static const struct {
+  const char *why;
+  const char *r;     /* NULL: the right answer */
+  const char *i, *c; /* mutual part */
+} chap_bad[] = {
+  { "wrong response", "0x00112233445566778899aabbccddeeff", NULL, NULL },
+  { "oversize CHAP_R", "0x0011223344556677889900112233445566778899", NULL,
+    NULL },
+  { "empty CHAP_R", "0x", NULL, NULL },
+  { "odd CHAP_R", "0x001", NULL, NULL },
+  { "bad base64 CHAP_R", "0b!!!!", NULL, NULL },
+  { "CHAP_I above 255", NULL, "256", "0x0102030405060708" },
+  { "empty CHAP_C", NULL, "1", "0x" },
+  { "reflected CHAP_C", NULL, "1", "REFLECT" },
+};
+
+static void
+test_chap_bad (Fx *f, gconstpointer data)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (chap_bad); i++)
+    {
+      g_autoptr (GBytes) chal = NULL;
+      g_autoptr (GString) k = g_string_new (NULL);
+      g_autofree char *good = NULL, *ours = NULL;
+      uint8_t id = 0;
+
+      g_test_message ("%s", chap_bad[i].why);
+      iscsi_conn_free (f->c);
+      f->c = iscsi_conn_new (f->ex, f->ss, "test", "127.0.0.1:3260");
+      g_byte_array_set_size (f->got, 0);
+      chap_start (f, &id, &chal);
+      good = chap_answer (id, chal, "secret-pc02-xx");
+      ours = iscsi_encode_hex (g_bytes_get_data (chal, NULL),
+                               g_bytes_get_size (chal));
+      iscsi_text_add (k, "CHAP_N", "user2");
+      iscsi_text_add (k, "CHAP_R", chap_bad[i].r ? chap_bad[i].r : good);
+      if (chap_bad[i].i)
+        {
+          iscsi_text_add (k, "CHAP_I", chap_bad[i].i);
+          iscsi_text_add (k, "CHAP_C", strcmp (chap_bad[i].c, "REFLECT") == 0
+                                           ? ours : chap_bad[i].c);
+        }
+      g_assert_cmphex (login (f, k->str, k->len, 0, 3, true, NULL), ==,
+                       ISCSI_LOGIN_AUTH_FAILED);
+      g_assert_true (iscsi_conn_should_close (f->c));
+    }
+  (void) data;
+}
+
+static void
+test_cmdsn_window (Fx *f, gconstpointer data)
+{
+  const uint8_t tur[16] = { 0x00 };
+  uint8_t bhs[48];
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  f->cmd_sn += 1000; /* too high */
+  scsi_cmd (f, tur, 0, false, false, true, NULL);
+  g_assert_false (next_pdu (f, bhs, NULL));
+  f->cmd_sn -= 1001; /* too low */
+  scsi_cmd (f, tur, 0, false, false, true, NULL);
+  g_assert_false (next_pdu (f, bhs, NULL));
+  f->cmd_sn += 1; /* right */
+  scsi_cmd (f, tur, 0, false, false, false, NULL);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
+  g_assert_cmphex (bhs[3], ==, SCSI_GOOD);
+}
+
+static void
+test_other_lun_and_opcode (Fx *f, gconstpointer data)
+{
+  const uint8_t tur[16] = { 0x00 };
+  const uint8_t xcopy[16] = { 0x83 };
+  const uint8_t lun0[8] = { 0 };
+  uint8_t bhs[48];
+  g_autoptr (GString) d = g_string_new (NULL);
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  scsi_cmd (f, tur, 0, false, false, false, lun0);
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[3], ==, SCSI_CHECK_CONDITION);
+  g_assert_cmphex (d->str[2 + 2], ==, 0x05);
+  g_assert_cmphex ((uint8_t) d->str[2 + 12], ==, 0x25);
+  scsi_cmd (f, xcopy, 0, false, true, false, NULL); /* EXTENDED COPY */
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[3], ==, SCSI_CHECK_CONDITION);
+  g_assert_cmphex ((uint8_t) d->str[2 + 12], ==, 0x20);
+}
+
+/* WRITE(10) of 2 blocks without immediate data: R2T, then Data-Out. */
+static uint32_t
+start_write (Fx *f, uint32_t *ttt)
+{
+  uint8_t cdb[16] = { 0x2a, 0, 0, 0, 0, 8, 0, 0, 2 };
+  uint8_t bhs[48];
+  uint32_t itt = 0x100 + f->cmd_sn;
+
+  scsi_cmd (f, cdb, 1024, false, true, false, NULL);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_R2T);
+  g_assert_cmpuint (iscsi_get32 (bhs + 44), ==, 1024);
+  *ttt = iscsi_get32 (bhs + 20);
+  return itt;
+}
+
+static void
+data_out (Fx *f, uint32_t itt, uint32_t ttt, uint32_t sn, uint32_t off,
+          bool final)
+{
+  uint8_t bhs[48] = { ISCSI_OP_DATA_OUT, final ? 0x80 : 0 };
+  uint8_t buf[512];
+
+  memset (buf, 'Z', sizeof buf);
+  bhs[9] = 1;
+  iscsi_put32 (bhs + 16, itt);
+  iscsi_put32 (bhs + 20, ttt);
+  iscsi_put32 (bhs + 36, sn);
+  iscsi_put32 (bhs + 40, off);
+  send_pdu (f, bhs, buf, sizeof buf);
+}
+
+static void
+test_datasn (Fx *f, gconstpointer data)
+{
+  uint8_t bhs[48];
+  g_autoptr (GString) d = g_string_new (NULL);
+  uint32_t ttt, itt;
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  itt = start_write (f, &ttt);
+  data_out (f, itt, ttt, 0, 0, false);
+  data_out (f, itt, ttt, 0, 512, true); /* DataSN repeated */
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
+  g_assert_cmphex (bhs[3], ==, SCSI_CHECK_CONDITION);
+  g_assert_cmphex (d->str[2 + 2], ==, 0x0b);
+  g_assert_false (iscsi_conn_should_close (f->c));
+  /* and in order it works */
+  itt = start_write (f, &ttt);
+  data_out (f, itt, ttt, 0, 0, false);
+  data_out (f, itt, ttt, 1, 512, true);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[3], ==, SCSI_GOOD);
+}
+
+static void
+test_tmf_during_io (Fx *f, gconstpointer data)
+{
+  uint8_t bhs[48], tmf[48] = { ISCSI_OP_TMF_REQ | 0x40, 0x80 | 1 };
+  uint32_t ttt, itt;
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  itt = start_write (f, &ttt);
+  tmf[9] = 1;
+  iscsi_put32 (tmf + 16, 0x9999);
+  iscsi_put32 (tmf + 20, itt);
+  iscsi_put32 (tmf + 24, f->cmd_sn);
+  send_pdu (f, tmf, NULL, 0);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_TMF_RSP);
+  g_assert_cmphex (bhs[2], ==, 0); /* function complete */
+  data_out (f, itt, ttt, 0, 0, true); /* late data: discarded */
+  g_assert_false (next_pdu (f, bhs, NULL));
+  send_pdu (f, tmf, NULL, 0); /* task gone now */
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[2], ==, 1);
+  tmf[1] = 0x80 | 5; /* LUN RESET */
+  send_pdu (f, tmf, NULL, 0);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[2], ==, 0);
+  tmf[1] = 0x80 | 7; /* TARGET COLD RESET: refused */
+  send_pdu (f, tmf, NULL, 0);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[2], ==, 6);
+}
+
+/* Text segments hold NULs: search the whole buffer. */
+static bool
+text_has (const GString *t, const char *what)
+{
+  size_t n = strlen (what);
+
+  for (size_t i = 0; i + n <= t->len; i++)
+    if (memcmp (t->str + i, what, n) == 0)
+      return true;
+  return false;
+}
+
+static void
+test_discovery_filter (Fx *f, gconstpointer data)
+{
+  uint8_t bhs[48] = { ISCSI_OP_TEXT_REQ | 0x40, 0x80 };
+  g_autoptr (GString) text = g_string_new (NULL);
+
+  (void) data;
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
+                                   "Discovery\0AuthMethod=None\0"),
+                          0, 3, true, NULL), ==, 0);
+  iscsi_put32 (bhs + 16, 7);
+  iscsi_put32 (bhs + 20, 0xffffffff);
+  send_pdu (f, bhs, KEYS ("SendTargets=All\0"));
+  g_assert_true (next_pdu (f, bhs, text));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_TEXT_RSP);
+  g_assert_true (text_has (text, "TargetName=" IQN "pc01"));
+  g_assert_true (text_has (text, "TargetName=" IQN "vdisk.web"));
+  g_assert_true (text_has (text, "TargetAddress=127.0.0.1:3260,1"));
+  g_assert_false (text_has (text, IQN "pc02"));
+}
+
+static void
+test_nop_logout (Fx *f, gconstpointer data)
+{
+  uint8_t nop[48] = { ISCSI_OP_NOP_OUT | 0x40, 0x80 };
+  uint8_t lo[48] = { ISCSI_OP_LOGOUT_REQ | 0x40, 0x80 };
+  uint8_t bhs[48];
+  g_autoptr (GString) d = g_string_new (NULL);
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  iscsi_put32 (nop + 16, 42);
+  iscsi_put32 (nop + 20, 0xffffffff);
+  iscsi_put32 (nop + 24, f->cmd_sn);
+  send_pdu (f, nop, "ping-data", 9);
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_NOP_IN);
+  g_assert_cmpuint (iscsi_get32 (bhs + 16), ==, 42);
+  g_assert_cmpuint (iscsi_get32 (bhs + 20), ==, 0xffffffff);
+  g_assert_cmpstr (d->str, ==, "ping-data");
+  iscsi_put32 (lo + 16, 43);
+  iscsi_put32 (lo + 24, f->cmd_sn);
+  send_pdu (f, lo, NULL, 0);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_LOGOUT_RSP);
+  g_assert_cmphex (bhs[2], ==, 0);
+  g_assert_true (iscsi_conn_should_close (f->c));
+}
+
+/* Same initiator, ISID and target again: the old connection's socket is
+ * shut down (session reinstatement); the device cache is the same. */
+static void
+test_reinstatement (Fx *f, gconstpointer data)
+{
+  int sv[2];
+  char b;
+  iscsi_conn *old;
+
+  (void) data;
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  iscsi_conn_set_fd (f->c, sv[0]);
+  login_full (f, IQN "pc01");
+  old = f->c;
+  f->c = iscsi_conn_new (f->ex, f->ss, "test2", "127.0.0.1:3260");
+  f->cmd_sn = 0;
+  login_full (f, IQN "pc01");
+  g_assert_cmpint (read (sv[1], &b, 1), ==, 0); /* peer sees EOF */
+  iscsi_conn_free (old);
+  close (sv[0]);
+  close (sv[1]);
+}
+
+/* diskfarm device reset while a session lives: its I/O is refused. */
+static void
+test_reset_refuses_io (Fx *f, gconstpointer data)
+{
+  const uint8_t read10[16] = { 0x28, 0, 0, 0, 0, 0, 0, 0, 1 };
+  uint8_t bhs[48];
+  g_autoptr (GString) d = g_string_new (NULL);
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfFarm) farm = NULL;
+  gint64 gen;
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  scsi_cmd (f, read10, 512, true, false, false, NULL);
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_DATA_IN);
+  farm = df_farm_open (f->dir, false, "test", &err);
+  g_assert_true (df_farm_device_new_generation (farm, "pc01", &gen, &err));
+  g_usleep (1100 * 1000); /* the session checks at most once a second */
+  scsi_cmd (f, read10, 512, true, false, false, NULL);
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
+  g_assert_cmphex (bhs[3], ==, SCSI_CHECK_CONDITION);
+  g_assert_cmphex (d->str[2 + 2], ==, 0x02); /* NOT READY */
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/iscsi/crc32c", test_crc32c);
+  g_test_add_func ("/iscsi/pdu-parse", test_pdu_parse);
+  g_test_add_func ("/iscsi/out-roundtrip", test_out_roundtrip);
+  g_test_add_func ("/iscsi/text-parse", test_text_parse);
+  g_test_add_func ("/iscsi/text-long-value", test_long_value);
+  g_test_add_func ("/iscsi/binary", test_binary);
+  g_test_add_func ("/iscsi/number", test_number);
+  g_test_add_func ("/iscsi/chap-md5", test_chap_md5);
+  g_test_add_func ("/iscsi/chap-challenges", test_chap_challenges);
+  g_test_add_func ("/iscsi/target-names", test_target_names);
+#define FX(path, fn) \
+  g_test_add ("/iscsi/engine/" path, Fx, NULL, fx_setup, fn, fx_teardown)
+  FX ("login-oversize", test_login_oversize);
+  FX ("login-missing-target", test_login_missing_target);
+  FX ("login-unknown-target", test_login_unknown_target);
+  FX ("chap-ok", test_chap_ok);
+  FX ("chap-bad", test_chap_bad);
+  FX ("cmdsn-window", test_cmdsn_window);
+  FX ("other-lun-opcode", test_other_lun_and_opcode);
+  FX ("datasn", test_datasn);
+  FX ("tmf-during-io", test_tmf_during_io);
+  FX ("discovery-filter", test_discovery_filter);
+  FX ("reset-refuses-io", test_reset_refuses_io);
+  FX ("nop-logout", test_nop_logout);
+  FX ("reinstatement", test_reinstatement);
+  return g_test_run ();
+}
