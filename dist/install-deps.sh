@@ -6,9 +6,15 @@ set -eu
 
 build_pkgs="meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
   libsoup-3.0-dev libsqlite3-dev libssl-dev libbsd-dev zlib1g-dev"
-test_pkgs="qemu-utils libnbd-bin python3 python3-libnbd nbdkit fio curl
-  clang libclang-rt-14-dev procps bc valgrind"
-demo_pkgs="qemu-utils libnbd-bin curl"
+# boot: what e2e tests and the demo need to build boot media and disks and
+# to boot them under qemu (TCG)
+boot_pkgs="qemu-utils qemu-system-x86 ipxe isolinux syslinux syslinux-common
+  xorriso busybox-static mtools dosfstools e2fsprogs"
+# libguestfs (vdisk inspect, version diff) needs a kernel for its appliance
+guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64"
+test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
+  fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind"
+demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
 
 want=""
 [ $# -eq 0 ] && set -- build
