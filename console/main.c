@@ -271,8 +271,15 @@ extern const DfCmd df_version_cmds[];
 extern const DfCmd df_server_cmds[];
 extern const DfCmd df_bootstrap_cmds[];
 extern const DfCmd df_farm_cmds[];
+/* `vm ...` (cmd_vm.c): libvirt domains, boot media, provisioning */
+extern const DfCmd df_vm_cmds[];
 
 static const DfGroup groups[] = {
+  { "vm", "Hypervisor domains through libvirt: attach boot media, "
+    "provision devices from a template.",
+    "  diskfarm vm attach-media tpl --iso /srv/bdm.iso\n"
+    "  diskfarm vm provision --template tpl --count 3 --collection web "
+    "--name-template 'web{02}'\n", df_vm_cmds },
   { "vdisk", "Manage vDisks: the golden images streamed to devices, and "
     "their versions.",
     "  diskfarm vdisk import win10 win10.vhdx --format vhdx\n"
@@ -373,6 +380,8 @@ static const char main_description[] =
   "  bootstrap sync|dhcp-config\n"
   "                         iPXE binaries, site DHCP settings\n"
   "  farm set|show          farm settings (auto-add)\n"
+  "  vm attach-media|provision|list\n"
+  "                         libvirt domains: boot media, provisioning\n"
   "  audit                  the log of every change\n"
   "\n"
   "Run 'diskfarm COMMAND --help' for the commands of a group and their "

@@ -5,7 +5,8 @@
 set -eu
 
 build_pkgs="meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
-  libsoup-3.0-dev libsqlite3-dev libssl-dev libbsd-dev zlib1g-dev"
+  libsoup-3.0-dev libsqlite3-dev libssl-dev libbsd-dev zlib1g-dev
+  libisofs-dev libvirt-dev libxml2-dev libguestfs-dev"
 # boot: what e2e tests and the demo need to build boot media and disks and
 # to boot them under qemu (TCG)
 boot_pkgs="qemu-utils qemu-system-x86 ipxe isolinux syslinux syslinux-common
@@ -13,7 +14,8 @@ boot_pkgs="qemu-utils qemu-system-x86 ipxe isolinux syslinux syslinux-common
 # libguestfs (vdisk inspect, version diff) needs a kernel for its appliance
 guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64"
 test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
-  fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind"
+  fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind
+  libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
 
 want=""

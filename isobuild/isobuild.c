@@ -5,6 +5,7 @@
 #include "isobuild.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
@@ -33,7 +34,9 @@ libisofs_ready (GError **err)
     {
       rc = iso_init ();
       if (rc >= 0)
-        iso_set_msgs_severities ((char *) "NEVER", (char *) "FATAL",
+        iso_set_msgs_severities ((char *) "NEVER",
+                                 g_getenv ("ISOBUILD_DEBUG") != NULL
+                                 ? (char *) "DEBUG" : (char *) "FATAL",
                                  (char *) "isobuild");
       g_once_init_leave (&once, 1);
     }
@@ -356,6 +359,11 @@ make_write_opts (gint64 epoch, GError **err)
   iso_write_opts_set_rockridge (o, 1);
   iso_write_opts_set_joliet (o, 1);
   iso_write_opts_set_hardlinks (o, 0);
+  /* RRIP 1.10 PX entries carry no inode number: libisofs draws those from
+   * a process-wide counter, which would make two builds in one process
+   * differ. */
+  iso_write_opts_set_rrip_version_1_10 (o, 1);
+  iso_write_opts_set_rrip_1_10_px_ino (o, 0);
   iso_write_opts_set_aaip (o, 0);
   iso_write_opts_set_dir_rec_mtime (o, 1);
   iso_write_opts_set_sort_files (o, 1);
@@ -476,29 +484,40 @@ write_all (int fd, const unsigned char *buf, size_t len)
   return true;
 }
 
-/* Drain the libisofs burn source into fd. */
+/* Drain the libisofs burn source into fd.  libisofs' ring buffer answers
+ * only whole requests (a read larger than what is left returns 0), so read
+ * 2 KiB blocks, gathered into 1 MiB writes. */
 static bool
 pump (struct burn_source *src, int fd, const char *tmp, GError **err)
 {
-  unsigned char buf[64 * 2048];
+  enum { BLOCK = 2048, CHUNK = 512 * BLOCK };
+  g_autofree unsigned char *buf = g_malloc (CHUNK);
+  off_t want = src->get_size (src), done = 0;
+  size_t fill = 0;
   for (;;)
     {
-      int n = src->read_xt (src, buf, sizeof buf);
-      if (n == 0)
-        return true;
-      if (n < 0)
+      int n = src->read_xt (src, buf + fill, BLOCK);
+      if (n < 0 || (n == 0 && done != want))
         {
+          /* the writer thread stopped early: an error, not the end */
           g_set_error (err, ISOBUILD_ERROR, ISOBUILD_ERROR_LIBISOFS,
-                       "libisofs failed while writing the image (an input "
-                       "file changed or became unreadable?)");
+                       "libisofs stopped after %jd of %jd bytes (an input "
+                       "file changed or became unreadable?)",
+                       (intmax_t) done, (intmax_t) want);
           return false;
         }
-      if (!write_all (fd, buf, (size_t) n))
+      fill += (size_t) n;
+      done += n;
+      if ((n == 0 || fill == CHUNK) && !write_all (fd, buf, fill))
         {
           g_set_error (err, ISOBUILD_ERROR, ISOBUILD_ERROR_WRITE,
                        "cannot write '%s': %s", tmp, g_strerror (errno));
           return false;
         }
+      if (n == 0)
+        return true;
+      if (fill == CHUNK)
+        fill = 0;
     }
 }
 
