@@ -367,14 +367,14 @@ run_group (DfCtx *ctx, const DfGroup *g, int argc, char **argv, char **path,
 static const char main_description[] =
   "Commands:\n"
   "  init                   create or upgrade the farm\n"
-  "  vdisk import|list|show|export|remove\n"
-  "                         vDisks (golden images) and their versions\n"
+  "  vdisk import|list|show|export|remove|verify|inspect|set\n"
+  "                         vDisks (golden images)\n"
   "  device add|list|show|set|remove|reset\n"
   "                         devices, their vDisk and write cache\n"
   "  collection add|list|show\n"
+  "                         groups of devices\n"
   "  version new|seal|promote|revert|delete|list|merge|diff\n"
   "                         versions: maintenance -> test -> production\n"
-  "                         groups of devices\n"
   "  server add|list|show|remove\n"
   "                         stream servers and their health\n"
   "  bootstrap sync|dhcp-config\n"
@@ -402,7 +402,7 @@ run (DfCtx *ctx, int argc, char **argv, char **path, GError **err)
   g_autoptr(GOptionContext) oc = g_option_context_new ("COMMAND ...");
   g_option_context_set_strict_posix (oc, TRUE);
   g_option_context_set_summary (oc, "Manage a diskfarm: vDisks streamed "
-                                "over NBD to devices, each with its own "
+                                "over NBD and iSCSI to devices, each with its own "
                                 "write cache.");
   g_option_context_set_description (oc, main_description);
   gboolean version = FALSE;
