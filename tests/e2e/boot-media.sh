@@ -5,8 +5,7 @@
 # bootstrap server of the script is a closed port, so each boot also proves
 # the failover to the direct iSCSI sanboot (target by MAC).  The test MBR
 # prints DFMBR-LBA1 <marker> (int13 read) and DFMBR-LBA2 (write read back).
-# iSCSI target: streamsvc --iscsi-listen; tgt only when streamsvc has no
-# iSCSI front end (said in the output).
+# iSCSI target: streamsvc --iscsi-listen.
 set -eu
 . "$(dirname "$0")/lib/e2e.sh"
 : "${STREAMSVC:?STREAMSVC not set}"
@@ -24,41 +23,20 @@ MACS="52:54:00:bd:00:01 52:54:00:bd:00:02 52:54:00:bd:00:03"
 hexhyp() { echo "$1" | tr : -; }
 
 e2e_make_test_disk "$T/disk.img" DFLBA1-BDM 16
-if "$STREAMSVC" --help 2>&1 | grep -q -- --iscsi-listen; then
-  target=streamsvc
-  df init >/dev/null
-  df vdisk import golden "$T/disk.img" >/dev/null
-  n=1
-  for m in $MACS; do
-    df device add "bdm0$n" --mac "$m" --vdisk golden --cache server >/dev/null
-    n=$((n + 1))
-  done
-  "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
-    --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
-  E2E_PIDS="$E2E_PIDS $!"
-  for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
-  port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
-  [ -n "$port" ] || e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
-else
-  target=tgt
-  echo "NOTE: streamsvc has no --iscsi-listen: using tgt as the iSCSI target"
-  port=$(e2e_free_port)
-  e2e_need tgtd tgtadm
-  first=1
-  for m in $MACS; do
-    cp "$T/disk.img" "$T/lun-$(hexhyp "$m").img"
-  done
-  set -- $MACS
-  e2e_start_tgt "$port" "iqn.2026-11.org.diskfarm:$(hexhyp "$1")" "$T/lun-$(hexhyp "$1").img"
-  # more targets on the same tgtd
-  ctl=$(( (port % 10000) + 10000 )); tid=2
-  for m in $2 $3; do
-    tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid $tid -T "iqn.2026-11.org.diskfarm:$(hexhyp "$m")"
-    tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid $tid --lun 1 -b "$T/lun-$(hexhyp "$m").img"
-    tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid $tid -I ALL
-    tid=$((tid + 1))
-  done
-fi
+target=streamsvc
+df init >/dev/null
+df vdisk import golden "$T/disk.img" >/dev/null
+n=1
+for m in $MACS; do
+  df device add "bdm0$n" --mac "$m" --vdisk golden --cache server >/dev/null
+  n=$((n + 1))
+done
+"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
+  --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
+E2E_PIDS="$E2E_PIDS $!"
+for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
+port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+[ -n "$port" ] || e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
 closed=$(e2e_free_port)     # nothing listens there: bootstrap failover
 opts="--server 10.0.2.2:$closed --iscsi-port $port"
 
