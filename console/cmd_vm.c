@@ -118,12 +118,57 @@ remove_nodes (xmlDoc *doc, const char *expr)
     }
 }
 
-/* Make room for a new first boot device: <os><boot dev> cannot be mixed
- * with per-device boot order, so drop it and shift every order by one. */
+/* The device <os><boot dev='D'/> names: its first disk of that kind, or
+ * interface; NULL for an unknown name or no such device. */
+static xmlNode *
+legacy_boot_device (xmlDoc *doc, const char *dev)
+{
+  const char *expr =
+    g_strcmp0 (dev, "hd") == 0
+      ? "/domain/devices/disk[(not(@device) or @device='disk') and not(boot)]"
+    : g_strcmp0 (dev, "cdrom") == 0
+      ? "/domain/devices/disk[@device='cdrom' and not(boot)]"
+    : g_strcmp0 (dev, "fd") == 0
+      ? "/domain/devices/disk[@device='floppy' and not(boot)]"
+    : g_strcmp0 (dev, "network") == 0
+      ? "/domain/devices/interface[not(boot)]" : NULL;
+  if (expr == NULL)
+    return NULL;
+  g_autoptr(xmlXPathObject) o = xpath (doc, expr);
+  return nodes_len (o) > 0 ? o->nodesetval->nodeTab[0] : NULL;
+}
+
+/* <os><boot dev> cannot be mixed with per-device boot order: turn the
+ * list into orders 1..n on the devices it names (libvirt starts qemu with
+ * strict boot, so a device without an order would never boot) and drop
+ * it. */
+static void
+os_boot_to_device_order (xmlDoc *doc)
+{
+  g_autoptr(xmlXPathObject) o = xpath (doc, "/domain/os/boot");
+  int order = 1;
+  for (guint i = 0; i < nodes_len (o); i++)
+    {
+      xmlChar *dev = xmlGetProp (o->nodesetval->nodeTab[i],
+                                 (const xmlChar *) "dev");
+      xmlNode *target = legacy_boot_device (doc, (const char *) dev);
+      xmlFree (dev);
+      if (target == NULL)
+        continue;
+      g_autofree char *num = g_strdup_printf ("%d", order++);
+      xmlNode *boot = xmlNewChild (target, NULL, (const xmlChar *) "boot",
+                                   NULL);
+      xmlSetProp (boot, (const xmlChar *) "order", (const xmlChar *) num);
+    }
+  remove_nodes (doc, "/domain/os/boot");
+}
+
+/* Make room for a new first boot device: the legacy list becomes device
+ * orders, then every order moves up by one. */
 static void
 shift_boot_order (xmlDoc *doc)
 {
-  remove_nodes (doc, "/domain/os/boot");
+  os_boot_to_device_order (doc);
   g_autoptr(xmlXPathObject) o = xpath (doc, "/domain/devices/*/boot[@order]");
   for (guint i = 0; i < nodes_len (o); i++)
     {
