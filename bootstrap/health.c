@@ -200,9 +200,13 @@ df_health_new (DfFarm *farm, guint interval_ms)
   DfHealth *h = g_new0 (DfHealth, 1);
   h->farm = farm;
   h->farm_ok = true;
+  /* Stream servers are reached directly: a proxy-less resolver also keeps
+   * GIO from loading libproxy/gsettings (dconf) after privileges drop. */
+  g_autoptr (GProxyResolver) direct = g_simple_proxy_resolver_new (NULL, NULL);
   h->session = soup_session_new_with_options ("timeout", HEALTH_TIMEOUT_S,
                                               "idle-timeout", 30,
                                               "user-agent", "diskfarm-bootstrap",
+                                              "proxy-resolver", direct,
                                               NULL);
   h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                     (GDestroyNotify) df_server_view_free);

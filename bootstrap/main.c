@@ -209,6 +209,7 @@ typedef struct {
   DfBootHttp *http;
   DfTftpServer *tftp;
   DfProxyDhcp *dhcp;
+  guint16 tftp_port;        /* bound TFTP port */
   GMainLoop *loop;
 } Service;
 
@@ -226,6 +227,7 @@ start_tftp (Service *s, const char *boot_dir, GError **err)
   if (fd < 0)
     return false;
   guint16 port = bound_port (fd);
+  s->tftp_port = port;
   DfTftpConfig cfg = { .root = boot_dir };
   s->tftp = df_tftp_server_new (&cfg, fd, err);
   if (!s->tftp)
@@ -252,8 +254,15 @@ start_dhcp (Service *s, guint16 http_port, GError **err)
   g_autofree char *url = g_strdup_printf (
     "http://%s:%u/boot.ipxe?mac=${net0/mac}&uuid=${uuid}", s->o->address,
     http_port);
+  g_autofree char *tftp_port = s->tftp_port == 69 ? g_strdup ("")
+    : g_strdup_printf (":%u", s->tftp_port);
+  g_autofree char *bios = g_strdup_printf ("tftp://%s%s/undionly.kpxe",
+                                           s->o->address, tftp_port);
+  g_autofree char *efi = g_strdup_printf ("tftp://%s%s/ipxe.efi",
+                                          s->o->address, tftp_port);
   DfProxyConfig cfg = {
     .address = s->addr, .script_url = url, .chain_ipxe = s->o->chain_ipxe,
+    .chain_url_bios = bios, .chain_url_efi = efi,
     .healthy = service_healthy, .healthy_data = s,
   };
   s->dhcp = df_proxydhcp_new (&cfg, fd67, fd4011);

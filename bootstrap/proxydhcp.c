@@ -20,7 +20,7 @@
 
 struct DfProxyDhcp {
   DfProxyConfig cfg;
-  char *script_url;
+  char *script_url, *chain_url_bios, *chain_url_efi;
   int fd67, fd4011;
   guint src67, src4011;
   GHashTable *memos;            /* MAC string -> DfChainMemo (owned) */
@@ -90,9 +90,13 @@ df_proxydhcp_decide (const DfProxyConfig *cfg, const DfDhcpRequest *req,
       *why = "no boot file for this client architecture (option 93)";
       return 0;
     }
+  bool efi = arch != DF_DHCP_ARCH_BIOS;
+  const char *chain_url = efi ? cfg->chain_url_efi : cfg->chain_url_bios;
   if (req->ipxe && !(cfg->chain_ipxe && memo && chain_first (memo, req,
                                                              now_us)))
     file = cfg->script_url;
+  else if (req->ipxe && chain_url)
+    file = chain_url;
   else if (!req->ipxe && cfg->chain_ipxe && memo)
     {
       memo->chain_xid = req->xid;     /* a plain PXE ROM chains too */
@@ -120,7 +124,7 @@ log_allowed (DfProxyDhcp *p)
 static void
 send_reply (DfProxyDhcp *p, int fd, const guint8 *pkt, size_t len,
             const DfDhcpRequest *req, const struct sockaddr_in *src,
-            int ifindex, bool pxe_port)
+            int ifindex)
 {
   struct sockaddr_in dst = { .sin_family = AF_INET };
   if (req->giaddr)
@@ -155,7 +159,6 @@ send_reply (DfProxyDhcp *p, int fd, const guint8 *pkt, size_t len,
   if (sendmsg (fd, &mh, MSG_DONTWAIT) < 0)
     g_message ("proxydhcp: send to %s:%u: %s", inet_ntoa (dst.sin_addr),
                ntohs (dst.sin_port), g_strerror (errno));
-  (void) pxe_port;
 }
 
 static DfChainMemo *
@@ -214,7 +217,7 @@ handle_packet (DfProxyDhcp *p, int fd, const guint8 *buf, size_t len,
                  req.mac);
       return;
     }
-  send_reply (p, fd, out, n, &req, src, ifindex, pxe_port);
+  send_reply (p, fd, out, n, &req, src, ifindex);
   p->answered++;
   g_message ("proxydhcp: %s %s (arch %u%s) -> %s", req.mac,
              type == DF_DHCP_OFFER ? "offer" : "ack", req.arch,
@@ -281,6 +284,10 @@ df_proxydhcp_new (const DfProxyConfig *cfg, int fd67, int fd4011)
   p->cfg = *cfg;
   p->script_url = g_strdup (cfg->script_url);
   p->cfg.script_url = p->script_url;
+  p->chain_url_bios = g_strdup (cfg->chain_url_bios);
+  p->cfg.chain_url_bios = p->chain_url_bios;
+  p->chain_url_efi = g_strdup (cfg->chain_url_efi);
+  p->cfg.chain_url_efi = p->chain_url_efi;
   p->fd67 = fd67;
   p->fd4011 = fd4011;
   p->memos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
@@ -302,6 +309,8 @@ df_proxydhcp_free (DfProxyDhcp *p)
   close (p->fd4011);
   g_hash_table_destroy (p->memos);
   g_free (p->script_url);
+  g_free (p->chain_url_bios);
+  g_free (p->chain_url_efi);
   g_free (p);
 }
 

@@ -21,6 +21,11 @@ typedef struct {
   guint32 address;          /* ours, network order: 54, siaddr, 66 */
   const char *script_url;   /* "http://A:P/boot.ipxe?mac=${net0/mac}&..." */
   bool chain_ipxe;          /* iPXE ROMs also chain our own iPXE first */
+  /* Boot files as full tftp:// URLs for iPXE ROMs that chain (an iPXE ROM
+   * may take next-server from the site DHCP's ACK, not from us); NULL: the
+   * plain names. */
+  const char *chain_url_bios;
+  const char *chain_url_efi;
   DfHealthyFunc healthy;
   gpointer healthy_data;
 } DfProxyConfig;

@@ -177,6 +177,42 @@ xfer_send_block (Xfer *x, guint64 k)
   return true;
 }
 
+/* Send cached blocks [next, end) with one sendmmsg per batch: a window
+ * costs one system call, not one per block. */
+#define SEND_BATCH 64
+static void
+xfer_send_cached (Xfer *x, guint64 end)
+{
+  const guint8 *d = g_bytes_get_data (x->data, NULL);
+  while (x->next < end)
+    {
+      struct mmsghdr mm[SEND_BATCH];
+      struct iovec iov[SEND_BATCH][2];
+      guint8 hdr[SEND_BATCH][4];
+      guint n = 0;
+      for (guint64 k = x->next; k < end && n < SEND_BATCH; k++, n++)
+        {
+          df_tftp_build_data_header (hdr[n], 4, (guint16) (k & 0xffff));
+          iov[n][0] = (struct iovec) { hdr[n], 4 };
+          iov[n][1] = (struct iovec) { (void *) (d + (k - 1) * x->blksize),
+                                       block_len (x, k) };
+          memset (&mm[n], 0, sizeof mm[n]);
+          mm[n].msg_hdr.msg_iov = iov[n];
+          mm[n].msg_hdr.msg_iovlen = 2;
+        }
+      int sent = sendmmsg (x->fd, mm, n, MSG_DONTWAIT);
+      if (sent <= 0)
+        {
+          /* Full socket buffer or ICMP refusal: the rest goes out on the
+           * retransmission timeout, as if lost. */
+          g_debug ("tftp %s: sendmmsg: %s", x->peer, g_strerror (errno));
+          x->next = end;
+          return;
+        }
+      x->next += (guint) sent;
+    }
+}
+
 static guint
 xfer_rto (const Xfer *x)
 {
@@ -200,6 +236,8 @@ xfer_send_window (Xfer *x)
   guint64 end = MIN (x->base + x->windowsize, x->nblocks + 1);
   if (x->next == x->base)
     x->window_sent_us = g_get_monotonic_time ();
+  if (x->data)
+    xfer_send_cached (x, end);
   for (; x->next < end; x->next++)
     if (!xfer_send_block (x, x->next))
       return false;
@@ -310,16 +348,14 @@ xfer_rx (Xfer *x, const guint8 *buf, size_t len)
 static bool
 xfer_read_socket (Xfer *x)
 {
+  /* One datagram per wake-up: a transfer receives one ACK per window, and
+   * poll reports the socket again when more is queued (saves the recv that
+   * would only return EAGAIN). */
   guint8 buf[1024];
-  for (guint i = 0; i < 64; i++)
-    {
-      ssize_t n = recv (x->fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
-      if (n < 0)
-        return true;          /* EAGAIN, or ICMP refusal: timer handles */
-      if (!xfer_rx (x, buf, MIN ((size_t) n, sizeof buf)))
-        return false;
-    }
-  return true;
+  ssize_t n = recv (x->fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+  if (n < 0)
+    return true;              /* EAGAIN, or ICMP refusal: timer handles */
+  return xfer_rx (x, buf, MIN ((size_t) n, sizeof buf));
 }
 
 static void
@@ -383,7 +419,7 @@ xfer_finish (Xfer *x, bool ok, const char *why)
   if (ok)
     {
       srv->stats.transfers_done++;
-      g_info ("tftp %s: sent %s (%" G_GUINT64_FORMAT " bytes, blksize %u, "
+      g_message ("tftp %s: sent %s (%" G_GUINT64_FORMAT " bytes, blksize %u, "
               "windowsize %u) in %.3f s", x->peer, x->path, x->size,
               x->blksize, x->windowsize, secs);
     }
@@ -612,6 +648,11 @@ xfer_start (Xfer *x)
   DfTftpServer *srv = x->srv;
   x->buf = g_malloc (4 + x->blksize);
   x->nblocks = x->size / x->blksize + 1;
+  /* Room for a whole window in the socket buffer (the kernel caps it). */
+  int sndbuf = (int) MIN ((guint64) x->windowsize * (x->blksize + 64),
+                          8u << 20);
+  if (sndbuf > 212992)
+    setsockopt (x->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
   x->fd_tag = g_source_add_unix_fd (&x->source, x->fd, G_IO_IN);
   g_hash_table_add (srv->xfers, x);
   g_source_attach (&x->source, NULL);

@@ -15,7 +15,8 @@ boot_pkgs="qemu-utils qemu-system-x86 ipxe isolinux syslinux syslinux-common
 guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64"
 test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
   fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind
-  libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
+  libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  tftp-hpa tftpd-hpa dnsmasq-base iproute2"
 demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
 
 want=""
@@ -45,3 +46,13 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# tftpd-hpa's package starts a daemon on port 69; the benchmark runs its own
+# tftpd-hpa and the tests their own servers, so keep the system one off.
+case " $missing " in
+  *" tftpd-hpa "*)
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now tftpd-hpa >/dev/null 2>&1 || true
+    else
+      service tftpd-hpa stop >/dev/null 2>&1 || true
+    fi ;;
+esac

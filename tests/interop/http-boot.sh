@@ -21,6 +21,12 @@ df server add ss2 --address 127.0.0.2 --admin-port 9 --iscsi-port 3261 >/dev/nul
 start_bootstrapsvc
 wait_log "stream server ss1 is now healthy" || { cat "$BS_LOG"; fail "ss1 never healthy"; }
 URL="http://127.0.0.1:$HTTP_PORT"
+df server list >"$T/servers"
+cat "$T/servers"
+grep -q '^ss1 .* healthy ' "$T/servers" || fail "server list: ss1 not healthy"
+grep -q '^ss2 .* unhealthy' "$T/servers" || fail "server list: ss2 not unhealthy"
+df --json server show ss1 | grep -q '"health" : "healthy"' || fail "server show --json"
+pass "server list/show report live health"
 
 curl -sS -D "$T/h1" "$URL/boot.ipxe?mac=52:54:00:12:34:56&uuid=1234" -o "$T/s1"
 cat "$T/s1"
@@ -63,6 +69,25 @@ if [ -n "${NBDSH:-}" ]; then
   wait "$NBDSH" 2>/dev/null || true
 else
   pass "two healthy servers listed, down server left out (nbdsh missing: load order not checked)"
+fi
+
+# CHAP: credentials in the device row (migration 3 columns) reach the script.
+if python3 -c "import sqlite3" 2>/dev/null; then
+  python3 - "$FARM/farm.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+cols = [r[1] for r in db.execute("PRAGMA table_info(devices)")]
+if "chap_user" in cols and "chap_secret" in cols:
+    db.execute("UPDATE devices SET chap_user='pc01-in', chap_secret='Secret-1234567' WHERE name='pc01'")
+    db.commit()
+PY
+  curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s7"
+  if grep -q '^set username pc01-in$' "$T/s7"; then
+    grep -q '^set password Secret-1234567$' "$T/s7" || fail "CHAP password missing"
+    pass "CHAP username/password from the device row in the script"
+  else
+    echo "SKIP: schema without CHAP columns: no CHAP in the script"
+  fi
 fi
 
 # Unknown MAC: the not-registered script, then auto-add.

@@ -135,30 +135,56 @@ send_ack (Xfer *x, uint16_t block, bool twice)
     sendto (x->fd, a, 4, 0, (struct sockaddr *) &x->server, sizeof x->server);
 }
 
+/* Received datagrams not yet handed out: recvmmsg fills a batch, so a
+ * window costs one system call, not one per block. */
+#define BATCH 32
+static uint8_t batch_buf[BATCH][MAXPKT];
+static struct sockaddr_in batch_from[BATCH];
+static unsigned batch_len[BATCH], batch_n, batch_i;
+
 /* Wait up to ms for a packet from the server (any port until the TID is
- * known).  Returns its length, 0 on timeout. */
+ * known), copy it to buf.  Returns its length, 0 on timeout. */
 static ssize_t
 recv_pkt (Xfer *x, uint8_t *buf, int ms)
 {
-  struct pollfd p = { .fd = x->fd, .events = POLLIN };
   for (;;)
     {
-      if (poll (&p, 1, ms) <= 0)
-        return 0;
-      struct sockaddr_in from;
-      socklen_t fl = sizeof from;
-      ssize_t n = recvfrom (x->fd, buf, MAXPKT, 0, (struct sockaddr *) &from,
-                            &fl);
-      if (n < 4)
+      if (batch_i == batch_n)
+        {
+          struct pollfd p = { .fd = x->fd, .events = POLLIN };
+          if (poll (&p, 1, ms) <= 0)
+            return 0;
+          struct mmsghdr mm[BATCH];
+          struct iovec iov[BATCH];
+          memset (mm, 0, sizeof mm);
+          for (unsigned i = 0; i < BATCH; i++)
+            {
+              iov[i] = (struct iovec) { batch_buf[i], MAXPKT };
+              mm[i].msg_hdr.msg_iov = &iov[i];
+              mm[i].msg_hdr.msg_iovlen = 1;
+              mm[i].msg_hdr.msg_name = &batch_from[i];
+              mm[i].msg_hdr.msg_namelen = sizeof batch_from[i];
+            }
+          int n = recvmmsg (x->fd, mm, BATCH, MSG_DONTWAIT, NULL);
+          if (n <= 0)
+            continue;
+          for (int i = 0; i < n; i++)
+            batch_len[i] = mm[i].msg_len;
+          batch_n = (unsigned) n;
+          batch_i = 0;
+        }
+      unsigned i = batch_i++;
+      if (batch_len[i] < 4)
         continue;
-      if (x->have_tid && from.sin_port != x->server.sin_port)
+      if (x->have_tid && batch_from[i].sin_port != x->server.sin_port)
         continue;             /* another TID: not ours */
       if (!x->have_tid)
         {
-          x->server = from;
+          x->server = batch_from[i];
           x->have_tid = true;
         }
-      return n;
+      memcpy (buf, batch_buf[i], batch_len[i]);
+      return batch_len[i];
     }
 }
 
@@ -279,7 +305,7 @@ do_get (const char *host, const char *port, const char *file,
   double secs = now_s () - t0;
   fclose (x.out);
   /* Linger briefly: with --dup-acks, duplicates would arrive now. */
-  for (ssize_t n; (n = recv_pkt (&x, pkt, 300)) > 0;)
+  for (ssize_t n; o->dup_acks && (n = recv_pkt (&x, pkt, 300)) > 0;)
     if (((pkt[0] << 8) | pkt[1]) == 3)
       x.duplicates++;
   if (!o->quiet)

@@ -1,0 +1,125 @@
+#!/bin/bash
+# TFTP benchmark: bootstrapsvc vs tftpd-hpa (in.tftpd, started here on
+# loopback, never the packaged daemon) serving the same files in the same
+# run.  Not a pass/fail test: it prints times, CPU and ratios.
+#   - 32 MiB at blksize 1468, lock-step (curl for both servers), best of 3
+#   - 32 MiB at blksize 1468, windowsize 16 (tests/interop/tftp-client.c;
+#     tftpd-hpa has no windowsize, its lock-step time is the reference)
+#   - a boot storm: N concurrent clients (default 200) fetch undionly.kpxe,
+#     total wall time and failures
+# For each server: CPU time (utime+stime+cutime+cstime from /proc/PID/stat,
+# so tftpd-hpa's forked children count) per MiB sent.
+# Usage: tests/bench/tftp-bench.sh [BUILD_DIR]   (default build)
+set -eu
+cd "$(dirname "$0")/../.."
+build=$(realpath "${1:-build}")
+BOOTSTRAPSVC=$build/bootstrap/bootstrapsvc
+DISKFARM=$build/console/diskfarm
+TFTP_CLIENT=$build/tests/interop/tftp-client
+STORM=${BENCH_STORM:-200}
+for t in curl /usr/sbin/in.tftpd "$BOOTSTRAPSVC" "$TFTP_CLIENT"; do
+  command -v "$t" >/dev/null || { echo "bench: $t missing"; exit 77; }
+done
+T=$(mktemp -d /tmp/df-tftp-bench.XXXXXX)
+chmod 755 "$T"
+pids=""
+CG=/sys/fs/cgroup/cpuacct/df-tftp-bench.$$
+trap 'for p in $pids; do kill $p 2>/dev/null || true; done; sleep 0.3; rmdir "$CG" 2>/dev/null || true; rm -rf "$T"' EXIT
+tck=$(getconf CLK_TCK)
+# CPU milliseconds of a server.  tftpd-hpa forks a child per transfer and
+# does not wait for it, so its children's time is read from a cpuacct
+# cgroup made for it when possible; bootstrapsvc is one process.
+cpu_ms() {
+  if [ "$1" = "$hpa_pid" ] && [ -f "$CG/cpuacct.usage" ]; then
+    echo "$(cat "$CG/cpuacct.usage") / 1000000" | bc
+  elif [ "$1" = "$hpa_pid" ]; then
+    echo -1
+  else
+    awk -v t="$tck" '{print int(($14 + $15) * 1000 / t)}' "/proc/$1/stat"
+  fi
+}
+per_mib() { [ "$1" -lt 0 ] && echo "n/a" || printf '%.3f ms' "$(echo "$1 / $2" | bc -l)"; }
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+
+export DISKFARM_FARM=$T/farm
+"$DISKFARM" init >/dev/null
+chmod -R a+rX "$T/farm"
+B=$T/farm/boot
+head -c 32M /dev/urandom >"$B/big.bin"
+cp /usr/lib/ipxe/undionly.kpxe "$B/" 2>/dev/null || head -c 70000 /dev/urandom >"$B/undionly.kpxe"
+chmod 644 "$B"/*
+
+P_DF=$(free_port)
+"$BOOTSTRAPSVC" --farm "$T/farm" --address 127.0.0.1 --http-port 0 --tftp-port "$P_DF" \
+  --no-proxydhcp --user "$(id -un)" 2>"$T/df.log" &
+df_pid=$!; pids="$pids $df_pid"
+P_HPA=$(free_port)
+hpa_user=$( [ "$(id -u)" = 0 ] && echo nobody || id -un )
+/usr/sbin/in.tftpd --foreground --address "127.0.0.1:$P_HPA" --user "$hpa_user" \
+  --secure "$B" 2>"$T/hpa.log" &
+hpa_pid=$!; pids="$pids $hpa_pid"
+{ mkdir -p "$CG" && echo "$hpa_pid" >"$CG/tasks"; } 2>/dev/null ||
+  echo "(no cpuacct cgroup: tftpd-hpa CPU not measured)"
+for _ in $(seq 50); do grep -q ": ready" "$T/df.log" && break; sleep 0.1; done
+sleep 0.3
+
+# time_get PORT FILE OUT [curl args]: seconds of one curl fetch
+time_get() {
+  local port=$1 f=$2 out=$3; shift 3
+  local t0; t0=$(now)
+  curl -sS --max-time 60 "$@" "tftp://127.0.0.1:$port/$f" -o "$out"
+  cmp -s "$B/$f" "$out" || { echo "bench: $f from port $port differs"; exit 1; }
+  echo "$(now) - $t0" | bc -l
+}
+best_of3() { local b=999; for _ in 1 2 3; do t=$("$@"); b=$(echo "if ($t < $b) $t else $b" | bc -l); done; printf '%.3f' "$b"; }
+
+c0_df=$(cpu_ms $df_pid); c0_hpa=$(cpu_ms $hpa_pid)
+
+echo "== 32 MiB, blksize 1468, lock-step (curl), best of 3"
+t_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --tftp-blksize 1468)
+t_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --tftp-blksize 1468)
+printf '  bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' "$t_df" "$t_hpa" "$(echo "$t_hpa / $t_df" | bc -l)"
+
+echo "== 32 MiB, blksize 1468, windowsize 16 (bootstrapsvc) vs tftpd-hpa lock-step"
+bw=999
+for _ in 1 2 3; do
+  t0=$(now)
+  "$TFTP_CLIENT" get 127.0.0.1 "$P_DF" big.bin "$T/o3" --blksize 1468 --windowsize 16 --quiet
+  t=$(echo "$(now) - $t0" | bc -l)
+  bw=$(echo "if ($t < $bw) $t else $bw" | bc -l)
+done
+cmp -s "$B/big.bin" "$T/o3" || { echo "bench: windowsize transfer differs"; exit 1; }
+printf '  bootstrapsvc w16 %6.3f s   tftpd-hpa lock-step %6.3f s   ratio %.2fx\n' "$bw" "$t_hpa" "$(echo "$t_hpa / $bw" | bc -l)"
+
+c_df=$(( $(cpu_ms $df_pid) - c0_df ))
+c_hpa=$(cpu_ms $hpa_pid); [ "$c_hpa" -ge 0 ] && c_hpa=$(( c_hpa - c0_hpa ))
+# bootstrapsvc sent 6 x 32 MiB, tftpd-hpa 3 x 32 MiB
+echo "  server CPU per MiB: bootstrapsvc $(per_mib "$c_df" 192)   tftpd-hpa $(per_mib "$c_hpa" 96)"
+
+storm() {
+  local port=$1 tag=$2 fails=0 list=""
+  mkdir -p "$T/storm-$tag"
+  local c0; c0=$(cpu_ms "$3")
+  local t0; t0=$(now)
+  for i in $(seq "$STORM"); do
+    curl -sS --max-time 60 --tftp-blksize 1428 "tftp://127.0.0.1:$port/undionly.kpxe" \
+      -o "$T/storm-$tag/$i" 2>/dev/null &
+    list="$list $!"
+  done
+  for p in $list; do wait "$p" || fails=$((fails + 1)); done
+  local t; t=$(echo "$(now) - $t0" | bc -l)
+  for i in $(seq "$STORM"); do cmp -s "$B/undionly.kpxe" "$T/storm-$tag/$i" || fails=$((fails + 1)); done
+  local c; c=$(cpu_ms "$3"); [ "$c" -ge 0 ] && c=$(( c - c0 ))
+  local mib; mib=$(echo "$STORM * $(stat -c %s "$B/undionly.kpxe") / 1048576" | bc -l)
+  printf '  %-12s %6.2f s  failures %d  server CPU %s/MiB\n' "$tag" "$t" "$fails" \
+    "$(per_mib "$c" "$mib")" >&2
+  echo "$t"
+}
+
+echo "== storm: $STORM concurrent clients fetch undionly.kpxe (blksize 1428)"
+s_df=$(storm "$P_DF" bootstrapsvc "$df_pid")
+s_hpa=$(storm "$P_HPA" tftpd-hpa "$hpa_pid")
+printf '  storm time ratio (tftpd-hpa / bootstrapsvc) %.2fx\n' "$(echo "$s_hpa / $s_df" | bc -l)"
+kill -TERM "$df_pid"; wait "$df_pid" 2>/dev/null || true
+grep -o "tftp: .*files read" "$T/df.log" | sed 's/^/  bootstrapsvc /'
