@@ -60,9 +60,8 @@ bootstrap_sync (DfCtx *ctx, int argc, char **argv, GError **err)
       "Directory holding the binaries (default " IPXE_DIR ")", "DIR" },
     G_OPTION_ENTRY_NULL
   };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
-    return false;
-  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
+                                              err);
   if (!farm)
     return false;
   g_autofree char *boot = g_build_filename (df_farm_dir (farm), "boot", NULL);
@@ -293,9 +292,8 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "Show the farm directory, its schema version and its settings.",
     "  diskfarm farm show\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (!farm)
     return false;
   g_autoptr (DfAutoAdd) a = df_farm_auto_add_get (farm, err);

@@ -54,9 +54,8 @@ collection_list (DfCtx *ctx, int argc, char **argv, GError **err)
     "List the collections with their default vDisk and device count.",
     "  diskfarm collection list\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(GPtrArray) cols = df_farm_collection_list (farm, err);
@@ -83,9 +82,8 @@ collection_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "Show one collection and its devices.",
     "  diskfarm collection show lab\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(DfCollection) c = df_farm_collection_get (farm, argv[1], err);

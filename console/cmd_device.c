@@ -242,9 +242,8 @@ device_list (DfCtx *ctx, int argc, char **argv, GError **err)
       "Only devices of this collection", "NAME" },
     G_OPTION_ENTRY_NULL
   };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
+                                              err);
   if (farm == NULL)
     return false;
   if (collection != NULL)
@@ -273,9 +272,8 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "generation, cache directory and the vDisk version its type boots.",
     "  diskfarm device show pc01\n  diskfarm device show 52:54:00:12:34:56\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
@@ -456,9 +454,8 @@ device_remove (DfCtx *ctx, int argc, char **argv, GError **err)
     "Remove a device and delete its write cache files.",
     "  diskfarm device remove pc01\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
@@ -497,9 +494,8 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
       "Also delete a server-persistent cache", NULL },
     G_OPTION_ENTRY_NULL
   };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
+                                              err);
   if (farm == NULL)
     return false;
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);

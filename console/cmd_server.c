@@ -207,9 +207,8 @@ server_list (DfCtx *ctx, int argc, char **argv, GError **err)
       "Do not ask the servers for their health", NULL },
     G_OPTION_ENTRY_NULL
   };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
-    return false;
-  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
+                                              err);
   if (!farm)
     return false;
   g_autoptr (GPtrArray) rows = df_farm_server_list (farm, err);
@@ -237,9 +236,8 @@ server_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "Show one stream server and its live health.",
     "  diskfarm server show ss1\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (!farm)
     return false;
   g_autoptr (DfServer) s = df_farm_server_get (farm, argv[1], err);
@@ -260,9 +258,8 @@ server_remove (DfCtx *ctx, int argc, char **argv, GError **err)
     "Forget a stream server: boot scripts stop listing it at once.",
     "  diskfarm server remove ss2\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (!farm || !df_farm_server_remove (farm, argv[1], err))
     return false;
   g_autoptr (DfRecord) r = df_record_new ();

@@ -298,9 +298,8 @@ vdisk_list (DfCtx *ctx, int argc, char **argv, GError **err)
     "description.",
     "  diskfarm vdisk list\n  diskfarm --json vdisk list\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(GPtrArray) vdisks = df_farm_vdisk_list (farm, err);
@@ -393,9 +392,8 @@ vdisk_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "engine opens it, with the number of extents of its flattened map.",
     "  diskfarm vdisk show win10\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(DfVdisk) v = df_farm_vdisk_get (farm, argv[1], err);
@@ -583,9 +581,8 @@ vdisk_remove (DfCtx *ctx, int argc, char **argv, GError **err)
     "a device is assigned to it.",
     "  diskfarm vdisk remove old-image\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(DfVdisk) v = df_farm_vdisk_get (farm, argv[1], err);

@@ -188,6 +188,50 @@ publish_file (const char *tmp, const char *final, GError **err)
   return df_fsync_dir_of (final, err);
 }
 
+/* The last steps of writing a new version file (seal and merge): crash
+ * point "<step>-written", publish tmp as final, hash final into sha (hex,
+ * NUL-terminated), crash point "<step>-renamed", then stat final into
+ * *size. */
+static bool
+publish_layer (const char *step, const char *tmp, const char *final,
+               char sha[65], uint64_t *size, GError **err)
+{
+  g_autofree char *written = g_strdup_printf ("%s-written", step);
+  g_autofree char *renamed = g_strdup_printf ("%s-renamed", step);
+  GStatBuf st;
+  crash_point (written);
+  if (!publish_file (tmp, final, err) || !df_file_sha256 (final, sha, err))
+    return false;
+  crash_point (renamed);
+  if (g_stat (final, &st) != 0)
+    {
+      df_set_error_errno (err, errno, "stat %s", final);
+      return false;
+    }
+  *size = (uint64_t) st.st_size;
+  return true;
+}
+
+/* End the df_farm_begin transaction of a version step: roll back when the
+ * step's DB work failed (!ok, err already set); else crash point
+ * "<step>-in-tx", commit, crash point "<step>-committed". */
+static bool
+tx_finish (DfFarm *farm, const char *step, bool ok, GError **err)
+{
+  if (!ok)
+    {
+      df_farm_rollback (farm);
+      return false;
+    }
+  g_autofree char *in_tx = g_strdup_printf ("%s-in-tx", step);
+  g_autofree char *committed = g_strdup_printf ("%s-committed", step);
+  crash_point (in_tx);
+  if (!df_farm_commit (farm, err))
+    return false;
+  crash_point (committed);
+  return true;
+}
+
 /* ---- progress with ETA ------------------------------------------------ */
 
 typedef struct {
@@ -570,17 +614,10 @@ merge_run (VJob *j, const MergeReq *req, int *out_number, GError **err)
   df_progress_end (&eta.base);
   if (!ok)
     return false;
-  crash_point ("merge-written");
   char sha[65];
-  GStatBuf st;
-  if (!publish_file (tmp, final, err) || !df_file_sha256 (final, sha, err))
+  uint64_t size;
+  if (!publish_layer ("merge", tmp, final, sha, &size, err))
     return false;
-  crash_point ("merge-renamed");
-  if (g_stat (final, &st) != 0)
-    {
-      df_set_error_errno (err, errno, "stat %s", final);
-      return false;
-    }
   g_autofree char *object = g_strdup_printf ("%s@%d", vd, number);
   g_autofree char *detail = g_strdup_printf (
     "{\"kind\":\"%s\",\"from\":%d,\"to\":%d,\"layers\":%u}",
@@ -588,18 +625,11 @@ merge_run (VJob *j, const MergeReq *req, int *out_number, GError **err)
     ((DfVersion *) chain->pdata[n_layers - 1])->number, to->number, n_layers);
   if (!df_farm_begin (j->farm, err))
     return false;
-  if (!df_farm_version_add (j->farm, vd, number, below ? below->number : -1,
-                            file, sha, to->virtual_size, (uint64_t) st.st_size,
-                            state, err)
-      || !df_farm_audit (j->farm, "version.merge", object, detail, err))
-    {
-      df_farm_rollback (j->farm);
-      return false;
-    }
-  crash_point ("merge-in-tx");
-  if (!df_farm_commit (j->farm, err))
+  ok = df_farm_version_add (j->farm, vd, number, below ? below->number : -1,
+                            file, sha, to->virtual_size, size, state, err)
+       && df_farm_audit (j->farm, "version.merge", object, detail, err);
+  if (!tx_finish (j->farm, "merge", ok, err))
     return false;
-  crash_point ("merge-committed");
   *out_number = number;
   return vjob_reload (j, err);
 }
@@ -735,29 +765,15 @@ seal_write (VJob *j, DfVersion *m, GError **err)
   df_progress_end (&eta.base);
   if (!ok)
     return false;
-  crash_point ("seal-written");
   char sha[65];
-  GStatBuf st;
-  if (!publish_file (tmp, final, err) || !df_file_sha256 (final, sha, err))
+  uint64_t size;
+  if (!publish_layer ("seal", tmp, final, sha, &size, err))
     return false;
-  crash_point ("seal-renamed");
-  if (g_stat (final, &st) != 0)
-    {
-      df_set_error_errno (err, errno, "stat %s", final);
-      return false;
-    }
   if (!df_farm_begin (j->farm, err))
     return false;
-  if (!df_farm_version_seal (j->farm, vd, m->number, sha,
-                             (uint64_t) st.st_size, err))
-    {
-      df_farm_rollback (j->farm);
-      return false;
-    }
-  crash_point ("seal-in-tx");
-  if (!df_farm_commit (j->farm, err))
+  ok = df_farm_version_seal (j->farm, vd, m->number, sha, size, err);
+  if (!tx_finish (j->farm, "seal", ok, err))
     return false;
-  crash_point ("seal-committed");
   return remove_flat_dir (maint, err);
 }
 
@@ -868,15 +884,8 @@ version_promote (DfCtx *ctx, int argc, char **argv, GError **err)
                                              target, when, err)
                  : df_farm_version_set_state (j.farm, j.vdisk->name, number,
                                               target, err);
-  if (!ok)
-    {
-      df_farm_rollback (j.farm);
-      return false;
-    }
-  crash_point ("promote-in-tx");
-  if (!df_farm_commit (j.farm, err))
+  if (!tx_finish (j.farm, "promote", ok, err))
     return false;
-  crash_point ("promote-committed");
   if (!df_farm_versions_apply_pending (j.farm, j.vdisk->name, NULL, err))
     return false;
   return print_version (&j, number, "promote", ctx->json,
@@ -1513,9 +1522,8 @@ df_cmd_vdisk_inspect (DfCtx *ctx, int argc, char **argv, GError **err)
     "TCG).",
     "  diskfarm vdisk inspect win10@3\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
-    return false;
-  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
   g_autoptr (DfVersion) v = farm ? resolve_ref (farm, argv[1], err) : NULL;
   return v && inspect_run (ctx, farm, v, err);
 }

@@ -716,9 +716,8 @@ vm_list (DfCtx *ctx, int argc, char **argv, GError **err)
     { "connect", 'c', 0, G_OPTION_ARG_STRING, &uri, "libvirt URI", "URI" },
     G_OPTION_ENTRY_NULL
   };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
-    return false;
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
+                                              err);
   if (farm == NULL)
     return false;
   g_autoptr(VmConn) conn = vm_connect (uri, err);

@@ -62,6 +62,13 @@ bool df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec,
                    const GOptionEntry *entries, int *argc, char ***argv,
                    GError **err);
 
+/* df_cmd_parse, then df_ctx_open_farm (ctx, false): the start of most
+ * leaves.  New farm handle (caller closes), or NULL + err from whichever
+ * step failed (the farm is not opened when parsing fails). */
+DfFarm *df_cmd_open_farm (DfCtx *ctx, const DfCmdSpec *spec,
+                          const GOptionEntry *entries, int *argc,
+                          char ***argv, GError **err);
+
 /* Make a DF_USAGE_ERROR ("missing --mac", "nothing to change"). */
 void df_usage_error (GError **err, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 

@@ -172,6 +172,16 @@ df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec, const GOptionEntry *entries,
   return true;
 }
 
+DfFarm *
+df_cmd_open_farm (DfCtx *ctx, const DfCmdSpec *spec,
+                  const GOptionEntry *entries, int *argc, char ***argv,
+                  GError **err)
+{
+  if (!df_cmd_parse (ctx, spec, entries, argc, argv, err))
+    return NULL;
+  return df_ctx_open_farm (ctx, false, err);
+}
+
 /* ---- init ------------------------------------------------------------- */
 
 static bool

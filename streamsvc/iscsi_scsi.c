@@ -350,9 +350,14 @@ cmd_sync (iscsi_lu *lu, const uint8_t *cdb, iscsi_scsi_result *r)
   df_session_account (lu->sess, DF_OP_FLUSH, 0, now_ns () - t0, false);
 }
 
-/* Deallocate (reads back zero) lba..+n; n > 0, range checked. */
+/* Make lba..+n read back zero, in requests of at most DF_BLK_MAX_REQUEST
+ * bytes, each accounted as op: DF_OP_ZERO zeroes (the device must
+ * can_zero); DF_OP_TRIM deallocates (zero that may trim where the device
+ * can zero, else trim).  n > 0, range checked.  On a failed request sets r
+ * (io_failed) and returns false. */
 static bool
-unmap_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
+clear_range (iscsi_lu *lu, uint64_t lba, uint64_t n, DfOp op,
+             iscsi_scsi_result *r)
 {
   uint64_t off = lba * ISCSI_BLOCK, left = n * ISCSI_BLOCK;
 
@@ -361,13 +366,14 @@ unmap_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
       uint32_t chunk = (uint32_t) MIN (left, (uint64_t) DF_BLK_MAX_REQUEST);
       uint64_t t0 = now_ns ();
       int errnum = 0;
-      int rc = lu->blk->can_zero
+      int rc = op == DF_OP_ZERO
+                   ? df_blk_zero (lu->blk, chunk, off, 0, &errnum)
+                 : lu->blk->can_zero
                    ? df_blk_zero (lu->blk, chunk, off, DF_BLK_MAY_TRIM,
                                   &errnum)
                    : df_blk_trim (lu->blk, chunk, off, 0, &errnum);
 
-      df_session_account (lu->sess, DF_OP_TRIM, chunk, now_ns () - t0,
-                          rc < 0);
+      df_session_account (lu->sess, op, chunk, now_ns () - t0, rc < 0);
       if (rc < 0)
         {
           io_failed (lu, r, errnum, true);
@@ -377,6 +383,13 @@ unmap_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
       left -= chunk;
     }
   return true;
+}
+
+/* Deallocate (reads back zero) lba..+n; n > 0, range checked. */
+static bool
+unmap_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
+{
+  return clear_range (lu, lba, n, DF_OP_TRIM, r);
 }
 
 static void
@@ -461,28 +474,10 @@ static bool
 zero_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
 {
   static const uint8_t zeros[ISCSI_BLOCK];
-  uint64_t off = lba * ISCSI_BLOCK, left = n * ISCSI_BLOCK;
 
   if (!lu->blk->can_zero)
     return write_pattern (lu, zeros, lba, n, r);
-  while (left > 0)
-    {
-      uint32_t chunk = (uint32_t) MIN (left, (uint64_t) DF_BLK_MAX_REQUEST);
-      uint64_t t0 = now_ns ();
-      int errnum = 0;
-      int rc = df_blk_zero (lu->blk, chunk, off, 0, &errnum);
-
-      df_session_account (lu->sess, DF_OP_ZERO, chunk, now_ns () - t0,
-                          rc < 0);
-      if (rc < 0)
-        {
-          io_failed (lu, r, errnum, true);
-          return false;
-        }
-      off += chunk;
-      left -= chunk;
-    }
-  return true;
+  return clear_range (lu, lba, n, DF_OP_ZERO, r);
 }
 
 static void

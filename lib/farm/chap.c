@@ -14,9 +14,6 @@
 
 #include <string.h>
 
-typedef sqlite3_stmt ChapStmt;
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (ChapStmt, sqlite3_finalize)
-
 void
 df_chap_free (DfChap *c)
 {
@@ -110,50 +107,21 @@ validate_chap (const char *user, const char *secret, const char *mutual,
   return true;
 }
 
-static ChapStmt *
-prepare (DfFarm *farm, const char *sql, GError **err)
-{
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2 (df_farm_sqlite (farm), sql, -1, &st, NULL);
-
-  if (rc == SQLITE_OK)
-    return st;
-  df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc,
-                            "farm.db: prepare");
-  return NULL;
-}
-
-static void
-bind_text (ChapStmt *st, int i, const char *s)
-{
-  if (s)
-    sqlite3_bind_text (st, i, s, -1, SQLITE_TRANSIENT);
-  else
-    sqlite3_bind_null (st, i);
-}
-
-static char *
-col_dup (ChapStmt *st, int i)
-{
-  const unsigned char *s = sqlite3_column_text (st, i);
-  return s ? g_strdup ((const char *) s) : NULL;
-}
-
 static bool
 chap_update (DfFarm *farm, const char *device, const char *user,
              const char *secret, const char *mutual, GError **err)
 {
-  g_autoptr (ChapStmt) st = prepare (farm,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "UPDATE devices SET chap_user = ?, chap_secret = ?, mutual_secret = ? "
     "WHERE name = ?", err);
   int rc;
 
   if (st == NULL)
     return false;
-  bind_text (st, 1, user);
-  bind_text (st, 2, secret);
-  bind_text (st, 3, mutual);
-  bind_text (st, 4, device);
+  df_sql_bind_text (st, 1, user);
+  df_sql_bind_text (st, 2, secret);
+  df_sql_bind_text (st, 3, mutual);
+  df_sql_bind_text (st, 4, device);
   rc = sqlite3_step (st);
   if (rc != SQLITE_DONE)
     {
@@ -204,13 +172,13 @@ df_farm_chap_set (DfFarm *farm, const char *device, const char *user,
 static DfChap *
 chap_query (DfFarm *farm, const char *sql, const char *key, GError **err)
 {
-  g_autoptr (ChapStmt) st = prepare (farm, sql, err);
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, sql, err);
   DfChap *c;
   int rc;
 
   if (st == NULL)
     return NULL;
-  bind_text (st, 1, key);
+  df_sql_bind_text (st, 1, key);
   rc = sqlite3_step (st);
   if (rc == SQLITE_DONE)
     {
@@ -224,10 +192,10 @@ chap_query (DfFarm *farm, const char *sql, const char *key, GError **err)
       return NULL;
     }
   c = g_new0 (DfChap, 1);
-  c->device = col_dup (st, 0);
-  c->user = col_dup (st, 1);
-  c->secret = col_dup (st, 2);
-  c->mutual_secret = col_dup (st, 3);
+  c->device = df_sql_col_dup (st, 0);
+  c->user = df_sql_col_dup (st, 1);
+  c->secret = df_sql_col_dup (st, 2);
+  c->mutual_secret = df_sql_col_dup (st, 3);
   c->generation = sqlite3_column_int64 (st, 4);
   if (c->user == NULL || c->secret == NULL)
     {
@@ -264,7 +232,7 @@ df_farm_chap_find_user (DfFarm *farm, const char *user, GError **err)
 GPtrArray *
 df_farm_chap_open_devices (DfFarm *farm, GError **err)
 {
-  g_autoptr (ChapStmt) st = prepare (farm,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "SELECT name FROM devices WHERE chap_user IS NULL ORDER BY name", err);
   g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
   int rc;
@@ -272,7 +240,7 @@ df_farm_chap_open_devices (DfFarm *farm, GError **err)
   if (st == NULL)
     return NULL;
   while ((rc = sqlite3_step (st)) == SQLITE_ROW)
-    g_ptr_array_add (names, col_dup (st, 0));
+    g_ptr_array_add (names, df_sql_col_dup (st, 0));
   if (rc != SQLITE_DONE)
     {
       df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc,

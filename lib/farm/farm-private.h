@@ -39,3 +39,22 @@ void df_farm_set_sqlite_error (GError **err, sqlite3 *db, int rc,
 /* The farm's SQLite connection (borrowed), for accessors kept in other
  * files of lib/farm (servers.c).  Same thread rules as the DfFarm. */
 sqlite3 *df_farm_sqlite (DfFarm *farm);
+
+/* ---- SQL helpers shared by the files of lib/farm (farm-sql.c) -------- */
+
+/* A statement the caller owns: g_autoptr (DfFarmStmt) finalizes it.
+ * (farm.c's cached statements use their own borrowed FarmStmt type.) */
+typedef sqlite3_stmt DfFarmStmt;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfFarmStmt, sqlite3_finalize)
+
+/* A new prepared statement (caller finalizes), or NULL with *err set
+ * ("farm.db: prepare: ..."). */
+sqlite3_stmt *df_farm_prepare (DfFarm *farm, const char *sql, GError **err);
+/* Step st once: 1 = row, 0 = done, -1 = error (*err "farm.db: ..."). */
+int df_farm_step (DfFarm *farm, sqlite3_stmt *st, GError **err);
+/* Bind s (copied) at i, or NULL when s is NULL. */
+void df_sql_bind_text (sqlite3_stmt *st, int i, const char *s);
+/* Column i as a new string (caller frees), or NULL for SQL NULL. */
+char *df_sql_col_dup (sqlite3_stmt *st, int i);
+/* The current UTC time as "YYYY-MM-DDTHH:MM:SSZ" (caller frees). */
+char *df_farm_now (void);

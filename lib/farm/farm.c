@@ -101,39 +101,55 @@ stmt_get (DfFarm *farm, const char *sql, GError **err)
   return st;
 }
 
-static void
-bind_text (FarmStmt *st, int i, const char *s)
-{
-  if (s)
-    sqlite3_bind_text (st, i, s, -1, SQLITE_TRANSIENT);
-  else
-    sqlite3_bind_null (st, i);
-}
-
-/* Step once: 1 = row, 0 = done, -1 = error (set). */
-static int
-stmt_step (DfFarm *farm, FarmStmt *st, GError **err)
-{
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_ROW)
-    return 1;
-  if (rc == SQLITE_DONE)
-    return 0;
-  df_farm_set_sqlite_error (err, farm->db, rc, "farm.db");
-  return -1;
-}
-
 static bool
 stmt_exec (DfFarm *farm, FarmStmt *st, GError **err)
 {
-  return stmt_step (farm, st, err) == 0;
+  return df_farm_step (farm, st, err) == 0;
 }
 
-static char *
-col_dup (FarmStmt *st, int i)
+/* Builds one element (caller owns) from the current row of st. */
+typedef gpointer (*RowFn) (FarmStmt *st);
+
+/* Every remaining row of st, each built by from_row: a new array (caller
+ * owns; free_fn frees its elements), or NULL + err on a step error. */
+static GPtrArray *
+rows_collect (DfFarm *farm, FarmStmt *st, RowFn from_row,
+              GDestroyNotify free_fn, GError **err)
 {
-  const unsigned char *s = sqlite3_column_text (st, i);
-  return s ? g_strdup ((const char *) s) : NULL;
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (free_fn);
+  int r;
+  while ((r = df_farm_step (farm, st, err)) == 1)
+    g_ptr_array_add (out, from_row (st));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+/* The first row sql selects for key (bound at 1), built by from_row
+ * (caller owns); NULL with *err set on an SQLite error and unset when
+ * there is no such row.  sql must be a literal (stmt_get). */
+static gpointer
+row_find (DfFarm *farm, const char *sql, const char *key, RowFn from_row,
+          GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm, sql, err);
+  if (!st)
+    return NULL;
+  df_sql_bind_text (st, 1, key);
+  return df_farm_step (farm, st, err) == 1 ? from_row (st) : NULL;
+}
+
+/* row_find, but a missing row is NOT_FOUND "no <what> named '<name>'". */
+static gpointer
+row_named (DfFarm *farm, const char *sql, const char *what, const char *name,
+           RowFn from_row, GError **err)
+{
+  GError *local = NULL;
+  gpointer row = row_find (farm, sql, name, from_row, &local);
+  if (!row && !local)
+    g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND, "no %s named '%s'",
+                 what, name);
+  if (local)
+    g_propagate_error (err, local);
+  return row;
 }
 
 static bool
@@ -183,13 +199,6 @@ scope_end (WriteScope *ws, bool ok, GError **err)
 }
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static char *
-now_iso (void)
-{
-  g_autoptr (GDateTime) dt = g_date_time_new_now_utc ();
-  return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
-}
 
 /* Append s as a JSON string literal (or null). */
 static void
@@ -393,7 +402,7 @@ configure_db (DfFarm *farm, GError **err)
   if (!exec_simple (farm, "PRAGMA foreign_keys = ON", err))
     return false;
   g_autoptr (FarmStmt) st = stmt_get (farm, "PRAGMA journal_mode = WAL", err);
-  if (!st || stmt_step (farm, st, err) != 1)
+  if (!st || df_farm_step (farm, st, err) != 1)
     return false;
   const char *mode = (const char *) sqlite3_column_text (st, 0);
   if (!mode || g_ascii_strcasecmp (mode, "wal") != 0)
@@ -568,12 +577,12 @@ audit_insert (DfFarm *farm, const char *action, const char *object,
     "VALUES (?, ?, ?, ?, ?)", err);
   if (!st)
     return false;
-  g_autofree char *at = now_iso ();
-  bind_text (st, 1, at);
-  bind_text (st, 2, farm->who);
-  bind_text (st, 3, action);
-  bind_text (st, 4, object);
-  bind_text (st, 5, detail);
+  g_autofree char *at = df_farm_now ();
+  df_sql_bind_text (st, 1, at);
+  df_sql_bind_text (st, 2, farm->who);
+  df_sql_bind_text (st, 3, action);
+  df_sql_bind_text (st, 4, object);
+  df_sql_bind_text (st, 5, detail);
   return stmt_exec (farm, st, err);
 }
 
@@ -594,6 +603,20 @@ df_farm_audit (DfFarm *farm, const char *action, const char *object,
                     err);
 }
 
+/* Run the DELETE sql (a literal, id bound at 1) and record action on
+ * object with no detail.  Inside the caller's write scope. */
+static bool
+delete_audited (DfFarm *farm, const char *sql, gint64 id, const char *action,
+                const char *object, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm, sql, err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, id);
+  return stmt_exec (farm, st, err)
+         && audit_insert (farm, action, object, NULL, err);
+}
+
 void
 df_audit_free (DfAudit *a)
 {
@@ -607,6 +630,19 @@ df_audit_free (DfAudit *a)
   g_free (a);
 }
 
+static gpointer
+audit_from_row (FarmStmt *st)
+{
+  DfAudit *a = g_new0 (DfAudit, 1);
+  a->id = sqlite3_column_int64 (st, 0);
+  a->at = df_sql_col_dup (st, 1);
+  a->who = df_sql_col_dup (st, 2);
+  a->action = df_sql_col_dup (st, 3);
+  a->object = df_sql_col_dup (st, 4);
+  a->detail = df_sql_col_dup (st, 5);
+  return a;
+}
+
 GPtrArray *
 df_farm_audit_list (DfFarm *farm, guint limit, GError **err)
 {
@@ -616,21 +652,8 @@ df_farm_audit_list (DfFarm *farm, guint limit, GError **err)
   if (!st)
     return NULL;
   sqlite3_bind_int64 (st, 1, limit ? (gint64) limit : -1);
-  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
-    (GDestroyNotify) df_audit_free);
-  int r;
-  while ((r = stmt_step (farm, st, err)) == 1)
-    {
-      DfAudit *a = g_new0 (DfAudit, 1);
-      a->id = sqlite3_column_int64 (st, 0);
-      a->at = col_dup (st, 1);
-      a->who = col_dup (st, 2);
-      a->action = col_dup (st, 3);
-      a->object = col_dup (st, 4);
-      a->detail = col_dup (st, 5);
-      g_ptr_array_add (out, a);
-    }
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  return rows_collect (farm, st, audit_from_row,
+                       (GDestroyNotify) df_audit_free, err);
 }
 
 /* ---- lookups by name -------------------------------------------------- */
@@ -644,8 +667,8 @@ lookup_id (DfFarm *farm, const char *what, const char *sql, const char *name,
   g_autoptr (FarmStmt) st = stmt_get (farm, sql, err);
   if (!st)
     return false;
-  bind_text (st, 1, name);
-  int r = stmt_step (farm, st, err);
+  df_sql_bind_text (st, 1, name);
+  int r = df_farm_step (farm, st, err);
   if (r < 0)
     return false;
   if (r == 0)
@@ -684,7 +707,7 @@ names_using (DfFarm *farm, const char *sql, gint64 id, char **out,
   sqlite3_bind_int64 (st, 1, id);
   g_autoptr (GString) gs = g_string_new (NULL);
   int r;
-  while ((r = stmt_step (farm, st, err)) == 1)
+  while ((r = df_farm_step (farm, st, err)) == 1)
     g_string_append_printf (gs, "%s%s", gs->len ? ", " : "",
                             (const char *) sqlite3_column_text (st, 0));
   if (r < 0)
@@ -706,15 +729,15 @@ df_vdisk_free (DfVdisk *v)
   g_free (v);
 }
 
-static DfVdisk *
+static gpointer
 vdisk_from_row (FarmStmt *st)
 {
   DfVdisk *v = g_new0 (DfVdisk, 1);
   v->id = sqlite3_column_int64 (st, 0);
-  v->name = col_dup (st, 1);
+  v->name = df_sql_col_dup (st, 1);
   v->virtual_size = (uint64_t) sqlite3_column_int64 (st, 2);
-  v->description = col_dup (st, 3);
-  v->created = col_dup (st, 4);
+  v->description = df_sql_col_dup (st, 3);
+  v->created = df_sql_col_dup (st, 4);
   return v;
 }
 
@@ -729,17 +752,17 @@ version_insert (DfFarm *farm, gint64 vid, int number, int parent,
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
   if (!st)
     return false;
-  g_autofree char *now = now_iso ();
+  g_autofree char *now = df_farm_now ();
   sqlite3_bind_int64 (st, 1, vid);
   sqlite3_bind_int (st, 2, number);
   if (parent >= 0)
     sqlite3_bind_int (st, 3, parent);
-  bind_text (st, 4, file);
-  bind_text (st, 5, sha256);
+  df_sql_bind_text (st, 4, file);
+  df_sql_bind_text (st, 5, sha256);
   sqlite3_bind_int64 (st, 6, (gint64) virtual_size);
   sqlite3_bind_int64 (st, 7, (gint64) file_size);
-  bind_text (st, 8, df_version_state_name (state));
-  bind_text (st, 9, now);
+  df_sql_bind_text (st, 8, df_version_state_name (state));
+  df_sql_bind_text (st, 9, now);
   return stmt_exec (farm, st, err);
 }
 
@@ -759,10 +782,10 @@ vdisk_add_locked (DfFarm *farm, const char *name, uint64_t virtual_size,
     "INSERT INTO vdisks (name, virtual_size, created) VALUES (?, ?, ?)", err);
   if (!st)
     return false;
-  g_autofree char *now = now_iso ();
-  bind_text (st, 1, name);
+  g_autofree char *now = df_farm_now ();
+  df_sql_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, (gint64) virtual_size);
-  bind_text (st, 3, now);
+  df_sql_bind_text (st, 3, now);
   if (!stmt_exec (farm, st, err))
     return false;
   gint64 vid = sqlite3_last_insert_rowid (farm->db);
@@ -802,17 +825,10 @@ df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("vdisk", name, err))
     return NULL;
-  g_autoptr (FarmStmt) st = stmt_get (farm,
-    "SELECT id, name, virtual_size, description, created FROM vdisks "
-    "WHERE name = ?", err);
-  if (!st)
-    return NULL;
-  bind_text (st, 1, name);
-  int r = stmt_step (farm, st, err);
-  if (r == 0)
-    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no vdisk named '%s'",
-                 name);
-  return r == 1 ? vdisk_from_row (st) : NULL;
+  return row_named (farm,
+                    "SELECT id, name, virtual_size, description, created "
+                    "FROM vdisks WHERE name = ?", "vdisk", name,
+                    vdisk_from_row, err);
 }
 
 GPtrArray *
@@ -823,12 +839,8 @@ df_farm_vdisk_list (DfFarm *farm, GError **err)
     "ORDER BY name", err);
   if (!st)
     return NULL;
-  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
-    (GDestroyNotify) df_vdisk_free);
-  int r;
-  while ((r = stmt_step (farm, st, err)) == 1)
-    g_ptr_array_add (out, vdisk_from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  return rows_collect (farm, st, vdisk_from_row,
+                       (GDestroyNotify) df_vdisk_free, err);
 }
 
 static bool
@@ -856,13 +868,8 @@ vdisk_remove_locked (DfFarm *farm, const char *name, GError **err)
                    name, users->str);
       return false;
     }
-  g_autoptr (FarmStmt) st = stmt_get (farm,
-    "DELETE FROM vdisks WHERE id = ?", err);
-  if (!st)
-    return false;
-  sqlite3_bind_int64 (st, 1, id);
-  return stmt_exec (farm, st, err)
-         && audit_insert (farm, "vdisk.remove", name, NULL, err);
+  return delete_audited (farm, "DELETE FROM vdisks WHERE id = ?", id,
+                         "vdisk.remove", name, err);
 }
 
 bool
@@ -887,7 +894,7 @@ vdisk_set_description_locked (DfFarm *farm, const char *name,
     "UPDATE vdisks SET description = ? WHERE id = ?", err);
   if (!st)
     return false;
-  bind_text (st, 1, text);
+  df_sql_bind_text (st, 1, text);
   sqlite3_bind_int64 (st, 2, id);
   GString *gs = g_string_new ("{");
   json_kv (gs, "description", text);
@@ -967,25 +974,25 @@ df_version_free (DfVersion *v)
   "r.virtual_size, r.file_size, r.state, r.pending_state, r.pending_at, " \
   "r.created FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
 
-static DfVersion *
+static gpointer
 version_from_row (FarmStmt *st)
 {
   DfVersion *v = g_new0 (DfVersion, 1);
   v->id = sqlite3_column_int64 (st, 0);
-  v->vdisk = col_dup (st, 1);
+  v->vdisk = df_sql_col_dup (st, 1);
   v->number = sqlite3_column_int (st, 2);
   v->parent = sqlite3_column_type (st, 3) == SQLITE_NULL
                 ? -1 : sqlite3_column_int (st, 3);
-  v->file = col_dup (st, 4);
-  v->sha256 = col_dup (st, 5);
+  v->file = df_sql_col_dup (st, 4);
+  v->sha256 = df_sql_col_dup (st, 5);
   v->virtual_size = (uint64_t) sqlite3_column_int64 (st, 6);
   v->file_size = (uint64_t) sqlite3_column_int64 (st, 7);
   const char *state = (const char *) sqlite3_column_text (st, 8);
   if (!df_version_state_parse (state, &v->state, NULL))
     g_assert_not_reached ();   /* the CHECK constraint forbids it */
-  v->pending_state = col_dup (st, 9);
-  v->pending_at = col_dup (st, 10);
-  v->created = col_dup (st, 11);
+  v->pending_state = df_sql_col_dup (st, 9);
+  v->pending_at = df_sql_col_dup (st, 10);
+  v->created = df_sql_col_dup (st, 11);
   return v;
 }
 
@@ -999,7 +1006,7 @@ version_find (DfFarm *farm, gint64 vid, int number, GError **err)
     return NULL;
   sqlite3_bind_int64 (st, 1, vid);
   sqlite3_bind_int (st, 2, number);
-  return stmt_step (farm, st, err) == 1 ? version_from_row (st) : NULL;
+  return df_farm_step (farm, st, err) == 1 ? version_from_row (st) : NULL;
 }
 
 /* Number of the maintenance version of vid, or -1. */
@@ -1012,7 +1019,7 @@ maintenance_number (DfFarm *farm, gint64 vid, GError **err)
   if (!st)
     return -2;
   sqlite3_bind_int64 (st, 1, vid);
-  int r = stmt_step (farm, st, err);
+  int r = df_farm_step (farm, st, err);
   return r == 1 ? sqlite3_column_int (st, 0) : r == 0 ? -1 : -2;
 }
 
@@ -1179,12 +1186,8 @@ df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
   if (!st)
     return NULL;
   sqlite3_bind_int64 (st, 1, vid);
-  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
-    (GDestroyNotify) df_version_free);
-  int r;
-  while ((r = stmt_step (farm, st, err)) == 1)
-    g_ptr_array_add (out, version_from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  return rows_collect (farm, st, version_from_row,
+                       (GDestroyNotify) df_version_free, err);
 }
 
 /* Newest version of vid in one of the states allowed by the mask
@@ -1203,7 +1206,7 @@ newest_in_states (DfFarm *farm, gint64 vid, guint mask, GError **err)
                    && DF_VSTATE_PRODUCTION == 2);
   sqlite3_bind_int64 (st, 1, vid);
   sqlite3_bind_int (st, 2, (int) mask);
-  return stmt_step (farm, st, err) == 1 ? version_from_row (st) : NULL;
+  return df_farm_step (farm, st, err) == 1 ? version_from_row (st) : NULL;
 }
 
 #define VMASK(s) (1u << (s))
@@ -1271,7 +1274,7 @@ version_set_state_locked (DfFarm *farm, const char *vdisk, int number,
     "WHERE id = ?", err);
   if (!st)
     return false;
-  bind_text (st, 1, df_version_state_name (state));
+  df_sql_bind_text (st, 1, df_version_state_name (state));
   sqlite3_bind_int64 (st, 2, v->id);
   if (!stmt_exec (farm, st, err))
     return false;
@@ -1316,15 +1319,15 @@ df_collection_free (DfCollection *c)
   "SELECT c.id, c.name, c.description, v.name, c.created FROM collections c " \
   "LEFT JOIN vdisks v ON v.id = c.vdisk_id "
 
-static DfCollection *
+static gpointer
 collection_from_row (FarmStmt *st)
 {
   DfCollection *c = g_new0 (DfCollection, 1);
   c->id = sqlite3_column_int64 (st, 0);
-  c->name = col_dup (st, 1);
-  c->description = col_dup (st, 2);
-  c->vdisk = col_dup (st, 3);
-  c->created = col_dup (st, 4);
+  c->name = df_sql_col_dup (st, 1);
+  c->description = df_sql_col_dup (st, 2);
+  c->vdisk = df_sql_col_dup (st, 3);
+  c->created = df_sql_col_dup (st, 4);
   return c;
 }
 
@@ -1347,12 +1350,12 @@ collection_add_locked (DfFarm *farm, const char *name,
     "VALUES (?, ?, ?, ?)", err);
   if (!st)
     return false;
-  g_autofree char *now = now_iso ();
-  bind_text (st, 1, name);
-  bind_text (st, 2, description);
+  g_autofree char *now = df_farm_now ();
+  df_sql_bind_text (st, 1, name);
+  df_sql_bind_text (st, 2, description);
   if (vdisk)
     sqlite3_bind_int64 (st, 3, vid);
-  bind_text (st, 4, now);
+  df_sql_bind_text (st, 4, now);
   if (!stmt_exec (farm, st, err))
     return false;
   GString *gs = g_string_new ("{");
@@ -1382,16 +1385,8 @@ df_farm_collection_get (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("collection", name, err))
     return NULL;
-  g_autoptr (FarmStmt) st = stmt_get (farm,
-    COLLECTION_COLUMNS "WHERE c.name = ?", err);
-  if (!st)
-    return NULL;
-  bind_text (st, 1, name);
-  int r = stmt_step (farm, st, err);
-  if (r == 0)
-    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
-                 "no collection named '%s'", name);
-  return r == 1 ? collection_from_row (st) : NULL;
+  return row_named (farm, COLLECTION_COLUMNS "WHERE c.name = ?",
+                    "collection", name, collection_from_row, err);
 }
 
 GPtrArray *
@@ -1401,12 +1396,8 @@ df_farm_collection_list (DfFarm *farm, GError **err)
     COLLECTION_COLUMNS "ORDER BY c.name", err);
   if (!st)
     return NULL;
-  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
-    (GDestroyNotify) df_collection_free);
-  int r;
-  while ((r = stmt_step (farm, st, err)) == 1)
-    g_ptr_array_add (out, collection_from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  return rows_collect (farm, st, collection_from_row,
+                       (GDestroyNotify) df_collection_free, err);
 }
 
 /* ---- devices ---------------------------------------------------------- */
@@ -1432,20 +1423,20 @@ df_device_free (DfDevice *d)
   "JOIN vdisks v ON v.id = d.vdisk_id " \
   "LEFT JOIN collections c ON c.id = d.collection_id "
 
-static DfDevice *
+static gpointer
 device_from_row (FarmStmt *st)
 {
   DfDevice *d = g_new0 (DfDevice, 1);
   d->id = sqlite3_column_int64 (st, 0);
-  d->name = col_dup (st, 1);
-  d->mac = col_dup (st, 2);
-  d->collection = col_dup (st, 3);
-  d->type = col_dup (st, 4);
-  d->vdisk = col_dup (st, 5);
-  d->cache_mode = col_dup (st, 6);
+  d->name = df_sql_col_dup (st, 1);
+  d->mac = df_sql_col_dup (st, 2);
+  d->collection = df_sql_col_dup (st, 3);
+  d->type = df_sql_col_dup (st, 4);
+  d->vdisk = df_sql_col_dup (st, 5);
+  d->cache_mode = df_sql_col_dup (st, 6);
   d->quota = (uint64_t) sqlite3_column_int64 (st, 7);
   d->generation = sqlite3_column_int64 (st, 8);
-  d->created = col_dup (st, 9);
+  d->created = df_sql_col_dup (st, 9);
   return d;
 }
 
@@ -1515,23 +1506,15 @@ device_check (const DfDevice *d, DeviceIn *in, GError **err)
 static DfDevice *
 device_find_by_name (DfFarm *farm, const char *name, GError **err)
 {
-  g_autoptr (FarmStmt) st = stmt_get (farm,
-    DEVICE_COLUMNS "WHERE d.name = ?", err);
-  if (!st)
-    return NULL;
-  bind_text (st, 1, name);
-  return stmt_step (farm, st, err) == 1 ? device_from_row (st) : NULL;
+  return row_find (farm, DEVICE_COLUMNS "WHERE d.name = ?", name,
+                   device_from_row, err);
 }
 
 static DfDevice *
 device_find_by_mac (DfFarm *farm, const char *mac, GError **err)
 {
-  g_autoptr (FarmStmt) st = stmt_get (farm,
-    DEVICE_COLUMNS "WHERE d.mac = ?", err);
-  if (!st)
-    return NULL;
-  bind_text (st, 1, mac);
-  return stmt_step (farm, st, err) == 1 ? device_from_row (st) : NULL;
+  return row_find (farm, DEVICE_COLUMNS "WHERE d.mac = ?", mac,
+                   device_from_row, err);
 }
 
 /* Resolve names to ids and check uniqueness of the MAC against every device
@@ -1599,16 +1582,16 @@ device_add_locked (DfFarm *farm, DeviceIn *in, GError **err)
     "cache_mode, quota, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", err);
   if (!st)
     return false;
-  g_autofree char *now = now_iso ();
-  bind_text (st, 1, in->name);
-  bind_text (st, 2, in->mac);
+  g_autofree char *now = df_farm_now ();
+  df_sql_bind_text (st, 1, in->name);
+  df_sql_bind_text (st, 2, in->mac);
   if (cid)
     sqlite3_bind_int64 (st, 3, cid);
-  bind_text (st, 4, in->type);
+  df_sql_bind_text (st, 4, in->type);
   sqlite3_bind_int64 (st, 5, vid);
-  bind_text (st, 6, in->cache_mode);
+  df_sql_bind_text (st, 6, in->cache_mode);
   sqlite3_bind_int64 (st, 7, (gint64) in->quota);
-  bind_text (st, 8, now);
+  df_sql_bind_text (st, 8, now);
   if (!stmt_exec (farm, st, err))
     return false;
   g_autofree char *detail = device_detail (in);
@@ -1662,12 +1645,8 @@ df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
     return NULL;
   if (collection)
     sqlite3_bind_int64 (st, 1, cid);
-  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (
-    (GDestroyNotify) df_device_free);
-  int r;
-  while ((r = stmt_step (farm, st, err)) == 1)
-    g_ptr_array_add (out, device_from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  return rows_collect (farm, st, device_from_row,
+                       (GDestroyNotify) df_device_free, err);
 }
 
 /* Append {"field":{"from":a,"to":b}} members for fields that changed. */
@@ -1725,12 +1704,12 @@ device_update_locked (DfFarm *farm, DeviceIn *in, GError **err)
     "cache_mode = ?, quota = ? WHERE id = ?", err);
   if (!st)
     return false;
-  bind_text (st, 1, in->mac);
+  df_sql_bind_text (st, 1, in->mac);
   if (cid)
     sqlite3_bind_int64 (st, 2, cid);
-  bind_text (st, 3, in->type);
+  df_sql_bind_text (st, 3, in->type);
   sqlite3_bind_int64 (st, 4, vid);
-  bind_text (st, 5, in->cache_mode);
+  df_sql_bind_text (st, 5, in->cache_mode);
   sqlite3_bind_int64 (st, 6, (gint64) in->quota);
   sqlite3_bind_int64 (st, 7, old->id);
   if (!stmt_exec (farm, st, err))
@@ -1764,13 +1743,8 @@ device_remove_locked (DfFarm *farm, const char *name, GError **err)
   gint64 id;
   if (!device_id (farm, name, &id, err))
     return false;
-  g_autoptr (FarmStmt) st = stmt_get (farm,
-    "DELETE FROM devices WHERE id = ?", err);
-  if (!st)
-    return false;
-  sqlite3_bind_int64 (st, 1, id);
-  return stmt_exec (farm, st, err)
-         && audit_insert (farm, "device.remove", name, NULL, err);
+  return delete_audited (farm, "DELETE FROM devices WHERE id = ?", id,
+                         "device.remove", name, err);
 }
 
 bool
@@ -1797,10 +1771,10 @@ device_generation_locked (DfFarm *farm, const char *name, gint64 *generation,
   if (!st)
     return false;
   sqlite3_bind_int64 (st, 1, id);
-  if (stmt_step (farm, st, err) != 1)
+  if (df_farm_step (farm, st, err) != 1)
     return false;
   gint64 gen = sqlite3_column_int64 (st, 0);
-  if (stmt_step (farm, st, err) != 0)
+  if (df_farm_step (farm, st, err) != 0)
     return false;
   g_autofree char *detail = g_strdup_printf ("{\"generation\":%"
                                              G_GINT64_FORMAT "}", gen);

@@ -15,58 +15,6 @@
 #define SETTING_AUTO_COLLECTION "auto-add.collection"
 #define SETTING_AUTO_TEMPLATE "auto-add.template"
 
-/* ---- statements ------------------------------------------------------- */
-
-typedef sqlite3_stmt SrvStmt;
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (SrvStmt, sqlite3_finalize)
-
-static SrvStmt *
-prepare (DfFarm *farm, const char *sql, GError **err)
-{
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2 (df_farm_sqlite (farm), sql, -1, &st, NULL);
-  if (rc == SQLITE_OK)
-    return st;
-  df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc, "farm.db: prepare");
-  return NULL;
-}
-
-static void
-bind_text (SrvStmt *st, int i, const char *s)
-{
-  if (s)
-    sqlite3_bind_text (st, i, s, -1, SQLITE_TRANSIENT);
-  else
-    sqlite3_bind_null (st, i);
-}
-
-/* 1 = row, 0 = done, -1 = error (set). */
-static int
-step (DfFarm *farm, SrvStmt *st, GError **err)
-{
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_ROW)
-    return 1;
-  if (rc == SQLITE_DONE)
-    return 0;
-  df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc, "farm.db");
-  return -1;
-}
-
-static char *
-col_dup (SrvStmt *st, int i)
-{
-  const unsigned char *s = sqlite3_column_text (st, i);
-  return s ? g_strdup ((const char *) s) : NULL;
-}
-
-static char *
-now_iso (void)
-{
-  g_autoptr (GDateTime) dt = g_date_time_new_now_utc ();
-  return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
-}
-
 /* ---- servers ---------------------------------------------------------- */
 
 void
@@ -81,17 +29,17 @@ df_server_free (DfServer *s)
 }
 
 static DfServer *
-server_from_row (SrvStmt *st)
+server_from_row (DfFarmStmt *st)
 {
   DfServer *s = g_new0 (DfServer, 1);
   s->id = sqlite3_column_int64 (st, 0);
-  s->name = col_dup (st, 1);
-  s->address = col_dup (st, 2);
+  s->name = df_sql_col_dup (st, 1);
+  s->address = df_sql_col_dup (st, 2);
   s->iscsi_port = (guint16) sqlite3_column_int (st, 3);
   s->nbd_port = (guint16) sqlite3_column_int (st, 4);
   s->admin_port = (guint16) sqlite3_column_int (st, 5);
   s->power = sqlite3_column_int (st, 6);
-  s->created = col_dup (st, 7);
+  s->created = df_sql_col_dup (st, 7);
   return s;
 }
 
@@ -148,20 +96,20 @@ check_server (const DfServer *s, GError **err)
 static bool
 server_insert (DfFarm *farm, const DfServer *s, GError **err)
 {
-  g_autoptr (SrvStmt) st = prepare (farm,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
     "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", err);
   if (!st)
     return false;
-  g_autofree char *at = now_iso ();
-  bind_text (st, 1, s->name);
-  bind_text (st, 2, s->address);
+  g_autofree char *at = df_farm_now ();
+  df_sql_bind_text (st, 1, s->name);
+  df_sql_bind_text (st, 2, s->address);
   sqlite3_bind_int (st, 3, s->iscsi_port);
   sqlite3_bind_int (st, 4, s->nbd_port);
   sqlite3_bind_int (st, 5, s->admin_port);
   sqlite3_bind_int (st, 6, s->power);
-  bind_text (st, 7, at);
-  if (step (farm, st, err) == 0)
+  df_sql_bind_text (st, 7, at);
+  if (df_farm_step (farm, st, err) == 0)
     return true;
   if (err && *err && (*err)->code == DF_ERROR_EXISTS)
     {
@@ -203,12 +151,12 @@ df_farm_server_get (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("server", name, err))
     return NULL;
-  g_autoptr (SrvStmt) st = prepare (farm,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "SELECT " SERVER_COLS " FROM servers WHERE name = ?", err);
   if (!st)
     return NULL;
-  bind_text (st, 1, name);
-  int r = step (farm, st, err);
+  df_sql_bind_text (st, 1, name);
+  int r = df_farm_step (farm, st, err);
   if (r == 1)
     return server_from_row (st);
   if (r == 0)
@@ -220,14 +168,14 @@ df_farm_server_get (DfFarm *farm, const char *name, GError **err)
 GPtrArray *
 df_farm_server_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (SrvStmt) st = prepare (farm,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "SELECT " SERVER_COLS " FROM servers ORDER BY name", err);
   if (!st)
     return NULL;
   g_autoptr (GPtrArray) out =
     g_ptr_array_new_with_free_func ((GDestroyNotify) df_server_free);
   int r;
-  while ((r = step (farm, st, err)) == 1)
+  while ((r = df_farm_step (farm, st, err)) == 1)
     g_ptr_array_add (out, server_from_row (st));
   return r == 0 ? g_steal_pointer (&out) : NULL;
 }
@@ -235,12 +183,12 @@ df_farm_server_list (DfFarm *farm, GError **err)
 static bool
 server_delete (DfFarm *farm, const char *name, GError **err)
 {
-  g_autoptr (SrvStmt) st = prepare (farm,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "DELETE FROM servers WHERE name = ?", err);
   if (!st)
     return false;
-  bind_text (st, 1, name);
-  if (step (farm, st, err) != 0)
+  df_sql_bind_text (st, 1, name);
+  if (df_farm_step (farm, st, err) != 0)
     return false;
   if (sqlite3_changes (df_farm_sqlite (farm)) == 1)
     return true;
@@ -463,14 +411,14 @@ df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
 static char *
 devices_column (DfFarm *farm, const char *const *candidates, GError **err)
 {
-  g_autoptr (SrvStmt) st = prepare (farm,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "SELECT name FROM pragma_table_info ('devices')", err);
   if (!st)
     return NULL;
   g_autoptr (GPtrArray) cols = g_ptr_array_new_with_free_func (g_free);
   int r;
-  while ((r = step (farm, st, err)) == 1)
-    g_ptr_array_add (cols, col_dup (st, 0));
+  while ((r = df_farm_step (farm, st, err)) == 1)
+    g_ptr_array_add (cols, df_sql_col_dup (st, 0));
   if (r < 0)
     return NULL;
   for (guint i = 0; candidates[i]; i++)
@@ -502,18 +450,18 @@ df_farm_device_chap (DfFarm *farm, const char *device, char **user,
   /* Column names come from the fixed lists above, never from input. */
   g_autofree char *sql = g_strdup_printf (
     "SELECT %s, %s FROM devices WHERE name = ?", ucol, scol);
-  g_autoptr (SrvStmt) st = prepare (farm, sql, err);
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, sql, err);
   if (!st)
     return false;
-  bind_text (st, 1, device);
-  int r = step (farm, st, err);
+  df_sql_bind_text (st, 1, device);
+  int r = df_farm_step (farm, st, err);
   if (r < 0)
     return false;
   if (r == 1 && sqlite3_column_type (st, 0) != SQLITE_NULL
       && sqlite3_column_type (st, 1) != SQLITE_NULL)
     {
-      *user = col_dup (st, 0);
-      *secret = col_dup (st, 1);
+      *user = df_sql_col_dup (st, 0);
+      *secret = df_sql_col_dup (st, 1);
     }
   return true;
 }

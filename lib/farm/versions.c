@@ -53,40 +53,6 @@ vscope_end (VScope *s, bool ok, GError **err)
   return false;
 }
 
-/* A new prepared statement (sqlite3_finalize), or NULL + err. */
-static sqlite3_stmt *
-vprepare (sqlite3 *db, const char *sql, GError **err)
-{
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2 (db, sql, -1, &st, NULL);
-  if (rc == SQLITE_OK)
-    return st;
-  df_farm_set_sqlite_error (err, db, rc, "farm.db: prepare");
-  return NULL;
-}
-
-typedef sqlite3_stmt VStmt;
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (VStmt, sqlite3_finalize)
-
-static int
-vstep (sqlite3 *db, sqlite3_stmt *st, GError **err)
-{
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_ROW)
-    return 1;
-  if (rc == SQLITE_DONE)
-    return 0;
-  df_farm_set_sqlite_error (err, db, rc, "farm.db");
-  return -1;
-}
-
-static char *
-now_utc (void)
-{
-  g_autoptr (GDateTime) dt = g_date_time_new_now_utc ();
-  return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
-}
-
 /* "YYYY-MM-DDTHH:MM:SSZ" exactly. */
 static bool
 check_utc_time (const char *at, GError **err)
@@ -113,7 +79,6 @@ static bool
 seal_locked (DfFarm *farm, const char *vdisk, int number, const char *sha256,
              uint64_t file_size, GError **err)
 {
-  sqlite3 *db = df_farm_sqlite (farm);
   g_autoptr (DfVersion) v = df_farm_version_get (farm, vdisk, number, err);
   if (!v)
     return false;
@@ -124,7 +89,7 @@ seal_locked (DfFarm *farm, const char *vdisk, int number, const char *sha256,
                    vdisk, number, df_version_state_name (v->state));
       return false;
     }
-  g_autoptr (VStmt) st = vprepare (db,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "UPDATE versions SET sha256 = ?, file_size = ?, state = 'test' "
     "WHERE id = ? AND state = 'maintenance'", err);
   if (!st)
@@ -132,7 +97,7 @@ seal_locked (DfFarm *farm, const char *vdisk, int number, const char *sha256,
   sqlite3_bind_text (st, 1, sha256, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64 (st, 2, (gint64) file_size);
   sqlite3_bind_int64 (st, 3, v->id);
-  if (vstep (db, st, err) != 0)
+  if (df_farm_step (farm, st, err) != 0)
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"sha256\":\"%s\",\"file_size\":%" G_GUINT64_FORMAT
@@ -170,7 +135,6 @@ static bool
 schedule_locked (DfFarm *farm, const char *vdisk, int number,
                  DfVersionState target, const char *at, GError **err)
 {
-  sqlite3 *db = df_farm_sqlite (farm);
   g_autoptr (DfVersion) v = df_farm_version_get (farm, vdisk, number, err);
   if (!v)
     return false;
@@ -181,7 +145,7 @@ schedule_locked (DfFarm *farm, const char *vdisk, int number,
                    number);
       return false;
     }
-  g_autoptr (VStmt) st = vprepare (db,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "UPDATE versions SET state = 'pending', pending_state = ?, "
     "pending_at = ? WHERE id = ?", err);
   if (!st)
@@ -189,7 +153,7 @@ schedule_locked (DfFarm *farm, const char *vdisk, int number,
   sqlite3_bind_text (st, 1, df_version_state_name (target), -1, SQLITE_STATIC);
   sqlite3_bind_text (st, 2, at, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64 (st, 3, v->id);
-  if (vstep (db, st, err) != 0)
+  if (df_farm_step (farm, st, err) != 0)
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"from\":\"%s\",\"to\":\"%s\",\"at\":\"%s\"}",
@@ -235,9 +199,9 @@ due_row_free (DueRow *r)
 
 /* Rows whose schedule is due (new array of DueRow). */
 static GPtrArray *
-due_rows (sqlite3 *db, const char *vdisk, const char *now, GError **err)
+due_rows (DfFarm *farm, const char *vdisk, const char *now, GError **err)
 {
-  g_autoptr (VStmt) st = vprepare (db,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "SELECT r.id, v.name || '@' || r.number, r.pending_state, r.pending_at "
     "FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
     "WHERE r.state = 'pending' AND r.pending_at <= ?1 "
@@ -250,7 +214,7 @@ due_rows (sqlite3 *db, const char *vdisk, const char *now, GError **err)
   g_autoptr (GPtrArray) rows
     = g_ptr_array_new_with_free_func ((GDestroyNotify) due_row_free);
   int r;
-  while ((r = vstep (db, st, err)) == 1)
+  while ((r = df_farm_step (farm, st, err)) == 1)
     {
       DueRow *d = g_new0 (DueRow, 1);
       d->id = sqlite3_column_int64 (st, 0);
@@ -265,21 +229,20 @@ due_rows (sqlite3 *db, const char *vdisk, const char *now, GError **err)
 static bool
 apply_locked (DfFarm *farm, const char *vdisk, guint *applied, GError **err)
 {
-  sqlite3 *db = df_farm_sqlite (farm);
-  g_autofree char *now = now_utc ();
-  g_autoptr (GPtrArray) rows = due_rows (db, vdisk, now, err);
+  g_autofree char *now = df_farm_now ();
+  g_autoptr (GPtrArray) rows = due_rows (farm, vdisk, now, err);
   if (!rows)
     return false;
   for (guint i = 0; i < rows->len; i++)
     {
       const DueRow *d = rows->pdata[i];
-      g_autoptr (VStmt) st = vprepare (db,
+      g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
         "UPDATE versions SET state = pending_state, pending_state = NULL, "
         "pending_at = NULL WHERE id = ? AND state = 'pending'", err);
       if (!st)
         return false;
       sqlite3_bind_int64 (st, 1, d->id);
-      if (vstep (db, st, err) != 0)
+      if (df_farm_step (farm, st, err) != 0)
         return false;
       g_autofree char *detail = g_strdup_printf (
         "{\"from\":\"pending\",\"to\":\"%s\",\"scheduled\":\"%s\"}", d->to,
@@ -302,9 +265,8 @@ df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
   if (vdisk && !df_validate_name ("vdisk", vdisk, err))
     return false;
   /* Cheap read first: most calls find nothing due and take no lock. */
-  g_autofree char *now = now_utc ();
-  g_autoptr (GPtrArray) due = due_rows (df_farm_sqlite (farm), vdisk, now,
-                                        err);
+  g_autofree char *now = df_farm_now ();
+  g_autoptr (GPtrArray) due = due_rows (farm, vdisk, now, err);
   if (!due)
     return false;
   if (due->len == 0)
@@ -354,16 +316,16 @@ df_farm_version_devices (DfFarm *farm, const char *vdisk, int number,
 /* ---- delete ------------------------------------------------------------ */
 
 static bool
-check_no_children (sqlite3 *db, const DfVersion *v, GError **err)
+check_no_children (DfFarm *farm, const DfVersion *v, GError **err)
 {
-  g_autoptr (VStmt) st = vprepare (db,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "SELECT group_concat (c.number, ', ') FROM versions c "
     "JOIN versions p ON p.vdisk_id = c.vdisk_id AND c.parent = p.number "
     "WHERE p.id = ?", err);
   if (!st)
     return false;
   sqlite3_bind_int64 (st, 1, v->id);
-  if (vstep (db, st, err) != 1)
+  if (df_farm_step (farm, st, err) != 1)
     return false;
   const char *kids = (const char *) sqlite3_column_text (st, 0);
   if (!kids)
@@ -394,7 +356,6 @@ check_no_devices (DfFarm *farm, const DfVersion *v, GError **err)
 static bool
 delete_locked (DfFarm *farm, const char *vdisk, int number, GError **err)
 {
-  sqlite3 *db = df_farm_sqlite (farm);
   g_autoptr (DfVersion) v = df_farm_version_get (farm, vdisk, number, err);
   if (!v)
     return false;
@@ -405,14 +366,14 @@ delete_locked (DfFarm *farm, const char *vdisk, int number, GError **err)
                    vdisk, number, v->pending_state, v->pending_at);
       return false;
     }
-  if (!check_no_children (db, v, err) || !check_no_devices (farm, v, err))
+  if (!check_no_children (farm, v, err) || !check_no_devices (farm, v, err))
     return false;
-  g_autoptr (VStmt) st = vprepare (db, "DELETE FROM versions WHERE id = ?",
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, "DELETE FROM versions WHERE id = ?",
                                    err);
   if (!st)
     return false;
   sqlite3_bind_int64 (st, 1, v->id);
-  if (vstep (db, st, err) != 0)
+  if (df_farm_step (farm, st, err) != 0)
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"file\":\"%s\",\"state\":\"%s\"}", v->file,
@@ -453,13 +414,12 @@ df_farm_setting_get (DfFarm *farm, const char *key, GError **err)
 {
   if (!check_setting_key (key, err))
     return NULL;
-  sqlite3 *db = df_farm_sqlite (farm);
-  g_autoptr (VStmt) st = vprepare (db,
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "SELECT value FROM settings WHERE key = ?", err);
   if (!st)
     return NULL;
   sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
-  return vstep (db, st, err) == 1
+  return df_farm_step (farm, st, err) == 1
            ? g_strdup ((const char *) sqlite3_column_text (st, 0)) : NULL;
 }
 
@@ -467,8 +427,7 @@ static bool
 setting_set_locked (DfFarm *farm, const char *key, const char *value,
                     GError **err)
 {
-  sqlite3 *db = df_farm_sqlite (farm);
-  g_autoptr (VStmt) st = vprepare (db, value
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, value
     ? "INSERT INTO settings (key, value) VALUES (?1, ?2) "
       "ON CONFLICT (key) DO UPDATE SET value = ?2"
     : "DELETE FROM settings WHERE key = ?1", err);
@@ -477,7 +436,7 @@ setting_set_locked (DfFarm *farm, const char *key, const char *value,
   sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
   if (value)
     sqlite3_bind_text (st, 2, value, -1, SQLITE_TRANSIENT);
-  if (vstep (db, st, err) != 0)
+  if (df_farm_step (farm, st, err) != 0)
     return false;
   return df_farm_audit (farm, value ? "setting.set" : "setting.unset", key,
                         value, err);

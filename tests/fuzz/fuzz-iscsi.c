@@ -11,17 +11,11 @@
  * The rest is fed in pieces whose size comes from the second byte.
  */
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "exports.h"
-#include "farm.h"
+#include "fuzz-farm.h"
 #include "iscsi.h"
-#include "sessions.h"
-#include "vdisk.h"
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
@@ -30,57 +24,21 @@ static DfExports *exports;
 static DfSessions *sessions;
 static GByteArray *prefixes[4];
 
+/* Vdisk "fz" (64 KiB of 'A', then zeroes), device "d1" without CHAP
+ * and device "d2" with CHAP user "u2". */
 static void
-die (const char *what, GError *err)
-{
-  fprintf (stderr, "fuzz-iscsi init: %s: %s\n", what,
-           err ? err->message : "failed");
-  exit (1);
-}
-
-static void
-add_device (DfFarm *farm, const char *name, const char *mac)
+make_farm (char **dir)
 {
   g_autoptr (GError) err = NULL;
-  DfDevice d = { .name = (char *) name, .mac = (char *) mac,
-                 .type = (char *) "production", .vdisk = (char *) "fz",
-                 .cache_mode = (char *) "server" };
+  g_autofree uint8_t *image = g_malloc0 (FUZZ_IMAGE_SIZE);
+  g_autoptr (DfFarm) farm = NULL;
 
-  if (!df_farm_device_add (farm, &d, &err))
-    die ("device add", err);
-}
-
-static void
-make_farm (const char *dir)
-{
-  g_autoptr (GError) err = NULL;
-  g_autoptr (DfFarm) farm = df_farm_open (dir, true, "fuzz", &err);
-  g_autofree char *raw = g_build_filename (dir, "src.raw", NULL);
-  g_autofree char *store = NULL, *dest = NULL, *base = NULL;
-  g_autofree uint8_t *buf = g_malloc0 (1 << 20);
-  char sha[65];
-  uint64_t vsize = 0;
-  GStatBuf st;
-
-  if (farm == NULL)
-    die ("farm", err);
-  memset (buf, 'A', 65536);
-  if (!g_file_set_contents (raw, (char *) buf, 1 << 20, &err))
-    die ("raw", err);
-  store = df_farm_store_dir (farm, "fz");
-  dest = df_farm_version_path (farm, "fz", 0);
-  base = g_path_get_basename (dest);
-  g_mkdir_with_parents (store, 0755);
-  if (!df_vdisk_import (raw, "raw", dest, NULL, NULL, &vsize, &err)
-      || !df_file_sha256 (dest, sha, &err))
-    die ("import", err);
-  g_stat (dest, &st);
-  if (!df_farm_vdisk_add (farm, "fz", vsize, base, sha, st.st_size, &err))
-    die ("vdisk add", err);
-  add_device (farm, "d1", "52:54:00:00:00:01");
-  add_device (farm, "d2", "52:54:00:00:00:02");
+  memset (image, 'A', 65536);
+  farm = fuzz_farm_start ("fuzz-iscsi", image, dir);
+  fuzz_farm_add_device (farm, "d1", "52:54:00:00:00:01");
+  fuzz_farm_add_device (farm, "d2", "52:54:00:00:00:02");
   if (!df_farm_chap_set (farm, "d2", "u2", "fuzz-secret-12", NULL, &err))
-    die ("chap", err);
+    fuzz_die ("chap", err);
 }
 
 /* Append one login request PDU (no digests). */
@@ -114,29 +72,14 @@ make_prefix (const char *target)
   return b;
 }
 
-static GLogWriterOutput
-quiet_writer (GLogLevelFlags level, const GLogField *fields, gsize n,
-              gpointer data)
-{
-  (void) level; (void) fields; (void) n; (void) data;
-  return G_LOG_WRITER_HANDLED;
-}
-
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  g_autoptr (GError) err = NULL;
-  g_autofree char *dir = g_dir_make_tmp ("fuzz-iscsi-XXXXXX", &err);
+  g_autofree char *dir = NULL;
 
   (void) argc; (void) argv;
-  if (dir == NULL)
-    die ("tmpdir", err);
-  g_log_set_writer_func (quiet_writer, NULL, NULL);
-  make_farm (dir);
-  exports = df_exports_new (dir, &err);
-  if (exports == NULL)
-    die ("exports", err);
-  sessions = df_sessions_new ();
+  make_farm (&dir);
+  fuzz_farm_finish (dir, &exports, &sessions);
   prefixes[0] = g_byte_array_new ();
   prefixes[1] = make_prefix (ISCSI_IQN_PREFIX "d1");
   prefixes[2] = make_prefix (ISCSI_IQN_PREFIX "vdisk.fz");

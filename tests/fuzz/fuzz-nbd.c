@@ -11,17 +11,11 @@
  * The rest of the input is fed in pieces whose sizes come from the input.
  */
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "exports.h"
-#include "farm.h"
+#include "fuzz-farm.h"
 #include "nbd.h"
-#include "sessions.h"
-#include "vdisk.h"
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
@@ -30,50 +24,17 @@ static DfExports *exports;
 static DfSessions *sessions;
 static GByteArray *prefixes[4];
 
+/* Vdisk "fz" (some data, some zero clusters) and device "d1". */
 static void
-die (const char *what, GError *err)
+make_farm (char **dir)
 {
-  fprintf (stderr, "fuzz-nbd init: %s: %s\n", what,
-           err ? err->message : "failed");
-  exit (1);
-}
+  g_autofree uint8_t *image = g_malloc0 (FUZZ_IMAGE_SIZE);
+  g_autoptr (DfFarm) farm = NULL;
 
-static void
-make_farm (const char *dir)
-{
-  g_autoptr (GError) err = NULL;
-  g_autoptr (DfFarm) farm = df_farm_open (dir, true, "fuzz", &err);
-  g_autofree char *raw = g_build_filename (dir, "src.raw", NULL);
-  g_autofree char *store = NULL, *dest = NULL, *base = NULL;
-  g_autofree uint8_t *buf = g_malloc0 (1 << 20);
-  char sha[65];
-  uint64_t vsize = 0;
-  GStatBuf st;
-  DfDevice d = { 0 };
-
-  if (farm == NULL)
-    die ("farm", err);
   for (int i = 0; i < 64; i++) /* some data, some zero clusters */
-    memset (buf + i * 16384, i % 3 ? 0 : 'A' + i, 16384);
-  if (!g_file_set_contents (raw, (char *) buf, 1 << 20, &err))
-    die ("raw", err);
-  store = df_farm_store_dir (farm, "fz");
-  dest = df_farm_version_path (farm, "fz", 0);
-  base = g_path_get_basename (dest);
-  g_mkdir_with_parents (store, 0755);
-  if (!df_vdisk_import (raw, "raw", dest, NULL, NULL, &vsize, &err)
-      || !df_file_sha256 (dest, sha, &err))
-    die ("import", err);
-  g_stat (dest, &st);
-  if (!df_farm_vdisk_add (farm, "fz", vsize, base, sha, st.st_size, &err))
-    die ("vdisk add", err);
-  d.name = (char *) "d1";
-  d.mac = (char *) "52:54:00:00:00:01";
-  d.type = (char *) "production";
-  d.vdisk = (char *) "fz";
-  d.cache_mode = (char *) "server";
-  if (!df_farm_device_add (farm, &d, &err))
-    die ("device add", err);
+    memset (image + i * 16384, i % 3 ? 0 : 'A' + i, 16384);
+  farm = fuzz_farm_start ("fuzz-nbd", image, dir);
+  fuzz_farm_add_device (farm, "d1", "52:54:00:00:00:01");
 }
 
 static void
@@ -119,27 +80,13 @@ make_prefix (const char *export, bool structured)
   return b;
 }
 
-static GLogWriterOutput
-quiet_writer (GLogLevelFlags level, const GLogField *fields, gsize n,
-              gpointer data)
-{
-  return G_LOG_WRITER_HANDLED;
-}
-
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  g_autoptr (GError) err = NULL;
-  g_autofree char *dir = g_dir_make_tmp ("fuzz-nbd-XXXXXX", &err);
+  g_autofree char *dir = NULL;
 
-  if (dir == NULL)
-    die ("tmpdir", err);
-  g_log_set_writer_func (quiet_writer, NULL, NULL);
-  make_farm (dir);
-  exports = df_exports_new (dir, &err);
-  if (exports == NULL)
-    die ("exports", err);
-  sessions = df_sessions_new ();
+  make_farm (&dir);
+  fuzz_farm_finish (dir, &exports, &sessions);
   prefixes[0] = g_byte_array_new ();
   prefixes[1] = make_prefix ("vdisk/fz", true);
   prefixes[2] = make_prefix ("device/d1", false);

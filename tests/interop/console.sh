@@ -11,20 +11,6 @@ need qemu-img python3 sha256sum cmp
 
 MiB=$((1024 * 1024))
 
-# jcheck FILE EXPR...: every Python expression (d = the parsed JSON) holds.
-jcheck() {
-  python3 - "$@" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for expr in sys.argv[2:]:
-    if not eval(expr):
-        sys.exit("JSON check failed: %s\n%s" % (expr, json.dumps(d, indent=1)))
-PY
-}
-
-# json CMD...: run diskfarm --json CMD into $T/j.json (must exit 0).
-json() { df --json "$@" >"$T/j.json" || fail "diskfarm --json $* failed"; }
-
 # Everything a refused command must leave as it was.
 snapshot() {
   df --json vdisk list

@@ -36,6 +36,20 @@ export PATH=/usr/bin:/bin:$PATH
 
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 
+# jcheck FILE EXPR...: every Python expression (d = the parsed JSON) holds.
+jcheck() {
+  python3 - "$@" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for expr in sys.argv[2:]:
+    if not eval(expr):
+        sys.exit("JSON check failed: %s\n%s" % (expr, json.dumps(d, indent=1)))
+PY
+}
+
+# json CMD...: run diskfarm --json CMD into $T/j.json (must exit 0).
+json() { df --json "$@" >"$T/j.json" || fail "diskfarm --json $* failed"; }
+
 # Start streamsvc on a unix socket ($SOCK) and a loopback admin port.
 # Extra arguments go to streamsvc.  Sets STREAMSVC_PID, SOCK, ADMIN.
 start_streamsvc() {

@@ -1,19 +1,5 @@
 # Helpers shared by the version-*.sh tests (sourced after lib.sh).
 
-# jcheck FILE EXPR...: every Python expression (d = the parsed JSON) holds.
-jcheck() {
-  python3 - "$@" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for expr in sys.argv[2:]:
-    if not eval(expr):
-        sys.exit("JSON check failed: %s\n%s" % (expr, json.dumps(d, indent=1)))
-PY
-}
-
-# json CMD...: run diskfarm --json CMD into $T/j.json (must exit 0).
-json() { df --json "$@" >"$T/j.json" || fail "diskfarm --json $* failed"; }
-
 # state VDISK N: the state of version N from `version list --json`.
 vstate() {
   df --json version list "$1" --admin 127.0.0.1:1 | python3 -c "
