@@ -190,17 +190,18 @@ publish_file (const char *tmp, const char *final, GError **err)
 
 /* The last steps of writing a new version file (seal and merge): crash
  * point "<step>-written", publish tmp as final, hash final into sha (hex,
- * NUL-terminated), crash point "<step>-renamed", then stat final into
- * *size. */
+ * NUL-terminated) unless the writer already did (hashed), crash point
+ * "<step>-renamed", then stat final into *size. */
 static bool
 publish_layer (const char *step, const char *tmp, const char *final,
-               char sha[65], uint64_t *size, GError **err)
+               bool hashed, char sha[65], uint64_t *size, GError **err)
 {
   g_autofree char *written = g_strdup_printf ("%s-written", step);
   g_autofree char *renamed = g_strdup_printf ("%s-renamed", step);
   GStatBuf st;
   crash_point (written);
-  if (!publish_file (tmp, final, err) || !df_file_sha256 (final, sha, err))
+  if (!publish_file (tmp, final, err)
+      || (!hashed && !df_file_sha256 (final, sha, err)))
     return false;
   crash_point (renamed);
   if (g_stat (final, &st) != 0)
@@ -608,15 +609,15 @@ merge_run (VJob *j, const MergeReq *req, int *out_number, GError **err)
   g_autofree char *final = df_farm_version_path (j->farm, vd, number);
   Eta eta;
   df_progress_init (&eta.base, below ? "merging updates" : "merging base");
-  bool ok = df_vdisk_merge_layers (top_path, n_layers, tmp,
-                                   below ? below->file : NULL, eta_update,
-                                   &eta, err);
+  char sha[65];
+  bool ok = df_vdisk_merge_layers_sha256 (top_path, n_layers, tmp,
+                                          below ? below->file : NULL,
+                                          eta_update, &eta, sha, err);
   df_progress_end (&eta.base);
   if (!ok)
     return false;
-  char sha[65];
   uint64_t size;
-  if (!publish_layer ("merge", tmp, final, sha, &size, err))
+  if (!publish_layer ("merge", tmp, final, true, sha, &size, err))
     return false;
   g_autofree char *object = g_strdup_printf ("%s@%d", vd, number);
   g_autofree char *detail = g_strdup_printf (
@@ -767,7 +768,7 @@ seal_write (VJob *j, DfVersion *m, GError **err)
     return false;
   char sha[65];
   uint64_t size;
-  if (!publish_layer ("seal", tmp, final, sha, &size, err))
+  if (!publish_layer ("seal", tmp, final, false, sha, &size, err))
     return false;
   if (!df_farm_begin (j->farm, err))
     return false;

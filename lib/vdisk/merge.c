@@ -2,12 +2,19 @@
  * merge the top layers of a chain into one layer (or a standalone base).
  *
  * Both build a set of output clusters (64 KiB) that must be written, then
- * read each of them whole through a block stack that already gives the
- * right guest content (the cache over the parent chain, or the flattened
- * chain), so partially written clusters are filled from below.  A cluster
- * that reads all zeroes gets the qcow2 v3 zero flag (it must still hide
- * the backing file).  Output goes to a new file (O_EXCL) that the writer
- * fsyncs; the caller renames it into place and records it in the farm DB.
+ * read them through a block stack that already gives the right guest
+ * content (the cache over the parent chain, or the flattened chain), so
+ * partially written clusters are filled from below.  Output goes to a new
+ * file (O_EXCL) that the writer fsyncs; the caller renames it into place
+ * and records it in the farm DB.
+ *
+ * Seal reads each cluster and gives those that read all zeroes the qcow2 v3
+ * zero flag (it must still hide the backing file).  Merge decides from the
+ * chain's extent map instead: a cluster the map says reads zero gets the
+ * zero flag without being read, the others are data.  So the whole layout
+ * is known before any data is read; the file is written front to back
+ * (planned writer) in 4 MiB batches of consecutive clusters and hashed as
+ * it goes, and the map's holes cost nothing.
  */
 #include "cache_int.h"
 #include "qcow2.h"
@@ -174,10 +181,149 @@ mark_layer (const DfChainLayer *in, ClusterSet *s, GError **err)
   return true;
 }
 
+#define MERGE_BATCH 64u   /* clusters per read and write: 4 MiB */
+
+static int
+mark_data_extent (void *opaque, uint64_t offset, uint64_t length,
+                  uint32_t flags)
+{
+  if (!(flags & DF_EXTENT_ZERO))
+    cset_mark_range (opaque, offset, length);
+  return 0;
+}
+
+/* Mark the clusters where the flattened chain holds any data. */
+static bool
+mark_chain_data (df_blk *chain, ClusterSet *d, GError **err)
+{
+  for (uint64_t pos = 0; pos < chain->size;)
+    {
+      uint32_t n = (uint32_t) MIN ((uint64_t) DF_BLK_MAX_REQUEST,
+                                   chain->size - pos);
+      int errnum = 0;
+      if (df_blk_extents (chain, n, pos, mark_data_extent, d, &errnum) < 0)
+        {
+          df_set_error_errno (err, errnum, "map guest offset %"
+                              G_GUINT64_FORMAT, pos);
+          return false;
+        }
+      pos += n;
+    }
+  return true;
+}
+
+/* Keep in s only the clusters also in d (s: to write; d: holding data);
+ * declare the dropped ones zero and the kept ones data.  *n_data receives
+ * the number kept. */
+static bool
+plan_clusters (ClusterSet *s, const ClusterSet *d, df_qcow2_writer *w,
+               uint64_t *n_data, GError **err)
+{
+  *n_data = 0;
+  for (uint64_t c = 0; c < s->n; c++)
+    {
+      if (s->bits[c / 8] == 0)
+        {
+          c |= 7;                     /* skip the empty byte */
+          continue;
+        }
+      if (!cset_has (s, c))
+        continue;
+      if (!cset_has (d, c))
+        {
+          s->bits[c / 8] &= (guint8) ~(1u << (c % 8));
+          if (!df_qcow2_writer_put_zero (w, c, err))
+            return false;
+          continue;
+        }
+      if (!df_qcow2_writer_plan_data (w, c, err))
+        return false;
+      (*n_data)++;
+    }
+  return true;
+}
+
+/* Read count clusters from first on through src into buf (zero-padded
+ * past the virtual size; from df_qcow2_writer_run_buffer) and put them. */
+static bool
+copy_batch (df_blk *src, df_qcow2_writer *w, uint8_t *buf, uint64_t first,
+            uint32_t count, GError **err)
+{
+  uint64_t off = first << OUT_CLUSTER_BITS;
+  size_t want = (size_t) count << OUT_CLUSTER_BITS;
+  uint32_t len = (uint32_t) MIN ((uint64_t) want, src->size - off);
+  int errnum = 0;
+
+  memset (buf + len, 0, want - len);
+  if (df_blk_pread (src, buf, len, off, &errnum) < 0)
+    {
+      df_set_error_errno (err, errnum, "read guest offset %" G_GUINT64_FORMAT,
+                          off);
+      return false;
+    }
+  return df_qcow2_writer_put_run (w, first, count, buf, err);
+}
+
+/* Write the data clusters of s (all planned) in order, in batches of up to
+ * MERGE_BATCH consecutive clusters. */
+static bool
+copy_planned (df_blk *src, const ClusterSet *s, uint64_t n_data,
+              df_qcow2_writer *w, df_progress_cb progress, void *opaque,
+              GError **err)
+{
+  uint64_t done = 0, total = n_data << OUT_CLUSTER_BITS;
+
+  for (uint64_t c = 0; c < s->n;)
+    {
+      if (!cset_has (s, c))
+        {
+          c++;
+          continue;
+        }
+      uint32_t max = 0;
+      uint8_t *buf = df_qcow2_writer_run_buffer (w, &max);
+      uint32_t count = 1;
+      while (count < MIN (MERGE_BATCH, max) && c + count < s->n
+             && cset_has (s, c + count))
+        count++;
+      if (!copy_batch (src, w, buf, c, count, err))
+        return false;
+      c += count;
+      done += (uint64_t) count << OUT_CLUSTER_BITS;
+      if (progress)
+        progress (opaque, done, total);
+    }
+  return true;
+}
+
+/* Plan, write and finish w from chain; frees w in every case. */
+static bool
+merge_write (df_blk *chain, ClusterSet *s, df_qcow2_writer *w,
+             df_progress_cb progress, void *opaque, char sha256[65],
+             GError **err)
+{
+  ClusterSet d;
+  uint64_t n_data = 0;
+
+  cset_init (&d, chain->size);
+  bool ok = mark_chain_data (chain, &d, err)
+            && plan_clusters (s, &d, w, &n_data, err)
+            && df_qcow2_writer_start_data (w, err)
+            && copy_planned (chain, s, n_data, w, progress, opaque, err);
+  g_free (d.bits);
+  if (!ok)
+    {
+      df_qcow2_writer_abort (w);
+      return false;
+    }
+  return df_qcow2_writer_finish_sha256 (w, sha256, err);
+}
+
 bool
-df_vdisk_merge_layers (const char *top_path, guint n_layers, const char *path,
-                       const char *backing, df_progress_cb progress,
-                       void *opaque, GError **err)
+df_vdisk_merge_layers_sha256 (const char *top_path, guint n_layers,
+                              const char *path, const char *backing,
+                              df_progress_cb progress, void *opaque,
+                              char sha256[65], GError **err)
 {
   g_autoptr (df_blk) chain = df_chain_open (top_path, DF_FMT_UNKNOWN, err);
   if (!chain)
@@ -199,7 +345,18 @@ df_vdisk_merge_layers (const char *top_path, guint n_layers, const char *path,
   df_qcow2_writer *w = ok ? df_qcow2_writer_new (path, chain->size,
                                                  OUT_CLUSTER_BITS, backing,
                                                  err) : NULL;
-  ok = w && copy_marked (chain, &s, w, progress, opaque, err);
+  ok = w && merge_write (chain, &s, w, progress, opaque, sha256, err);
   g_free (s.bits);
   return ok;
+}
+
+bool
+df_vdisk_merge_layers (const char *top_path, guint n_layers, const char *path,
+                       const char *backing, df_progress_cb progress,
+                       void *opaque, GError **err)
+{
+  char sha256[65];
+
+  return df_vdisk_merge_layers_sha256 (top_path, n_layers, path, backing,
+                                       progress, opaque, sha256, err);
 }

@@ -7,19 +7,51 @@
  * Only data clusters are written while putting; the metadata is computed and
  * written at finish, so an abandoned file is never mistaken for an image
  * (its header stays zero until the very end).  refcount_order is 4 and every
- * used cluster has refcount 1, so L1/L2 entries carry the COPIED flag. */
+ * used cluster has refcount 1, so L1/L2 entries carry the COPIED flag.
+ *
+ * Planned writers (df_qcow2_writer_plan_data, used by merge) declare every
+ * cluster before writing any data, so the layout is known up front and the
+ * file goes out front to back, hashed (SHA-256) in file order as it is
+ * written: no second pass to hash it.  Their layout is
+ *   0            header (hashed at start_data, written last, so an
+ *                abandoned file still has a zero header)
+ *   1..          L1 table, refcount table, refcount blocks, L2 tables
+ *   then         data clusters, in increasing guest cluster order
+ * Writeback of the data is started as it goes (sync_file_range), so the
+ * final fsync mostly waits for what is already in flight. */
 #include "config.h"
 #include "common.h"
 #include "qcow2.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define COPY_CHUNK (4u * 1024 * 1024)
+#define WRITEBACK_CHUNK (32u * 1024 * 1024)  /* start writeback this often */
+#define RING_SLOTS 6                          /* run buffers in flight */
+#define RING_BYTES (4u * 1024 * 1024)
+#define DIRECT_ALIGN 4096
+
+/* A run buffer: filled by the caller, then written (writer thread) and
+ * hashed (hasher thread) at the same time; free again when both are done. */
+typedef struct {
+  uint8_t *buf;             /* owned, ring_bytes, DIRECT_ALIGN-aligned */
+  size_t len;               /* bytes to write and hash */
+  uint64_t off;             /* file offset */
+  gint pending;             /* stages still using buf */
+} RingSlot;
+
+static RingSlot ring_stop;  /* ends a stage thread */
+
+typedef struct {
+  GThread *thread;          /* owned, or NULL */
+  GAsyncQueue *q;           /* owned: RingSlot* in file order */
+} Stage;
 
 struct df_qcow2_writer {
   int fd;                   /* owned */
@@ -32,16 +64,73 @@ struct df_qcow2_writer {
   uint32_t l1_size;
   uint64_t **l2;            /* l1_size tables of host-endian entries */
   uint64_t next_free;       /* host offset of the next free cluster */
+  /* planned writers only */
+  bool planned;             /* plan_data was called */
+  bool started;             /* start_data done: data clusters go out */
+  uint64_t planned_last;    /* last planned data cluster + 1 */
+  uint64_t planned_end;     /* host end of the planned data */
+  uint64_t data_start;      /* host offset of the first data cluster */
+  uint8_t *header;          /* owned: hashed at start, written at finish */
+  EVP_MD_CTX *sha;          /* owned: file bytes [0, hashed_to) */
+  uint64_t hashed_to;
+  uint64_t synced_to;       /* writeback started for [0, synced_to) */
+  /* put_run data is written and hashed by two worker threads; the hasher
+   * alone touches sha, the writer alone dfd and synced_to while they run;
+   * the caller fills the buffers run_buffer hands out */
+  RingSlot ring[RING_SLOTS];
+  size_t ring_bytes;
+  GAsyncQueue *free_q;      /* owned: RingSlot* ready to fill */
+  Stage hasher;
+  Stage writer;
+  RingSlot *filling;        /* handed out by run_buffer, not yet put */
+  int dfd;                  /* owned O_DIRECT fd for the data, or -1 */
+  gint hash_failed;
+  gint write_errno;         /* first failed data write, 0 if none */
 };
+
+/* Wait for a stage to finish what is queued and end it. */
+static void
+stage_stop (Stage *st)
+{
+  if (st->thread == NULL)
+    return;
+  g_async_queue_push (st->q, &ring_stop);
+  g_thread_join (st->thread);
+  st->thread = NULL;
+}
+
+/* The first failed data write, as an error. */
+static bool
+check_write_errno (df_qcow2_writer *w, GError **err)
+{
+  int e = g_atomic_int_get (&w->write_errno);
+
+  if (e == 0)
+    return true;
+  df_set_error_errno (err, e, "write %s", w->path);
+  return false;
+}
 
 static void
 writer_free (df_qcow2_writer *w)
 {
+  stage_stop (&w->writer);
+  stage_stop (&w->hasher);
   if (w->fd >= 0)
     close (w->fd);
+  if (w->dfd >= 0)
+    close (w->dfd);
+  for (guint i = 0; i < RING_SLOTS; i++)
+    g_aligned_free (w->ring[i].buf);
+  g_clear_pointer (&w->free_q, g_async_queue_unref);
+  g_clear_pointer (&w->hasher.q, g_async_queue_unref);
+  g_clear_pointer (&w->writer.q, g_async_queue_unref);
   for (uint32_t i = 0; i < w->l1_size; i++)
     g_free (w->l2[i]);
   g_free (w->l2);
+  g_free (w->header);
+  if (w->sha != NULL)
+    EVP_MD_CTX_free (w->sha);
   g_free (w->backing);
   g_free (w->path);
   g_free (w);
@@ -89,6 +178,7 @@ writer_new_fd (int fd, const char *path, uint64_t virtual_size,
     }
   df_qcow2_writer *w = g_new0 (df_qcow2_writer, 1);
   w->fd = fd;
+  w->dfd = -1;
   w->path = g_strdup (path);
   w->virtual_size = virtual_size;
   w->cluster_bits = cluster_bits;
@@ -159,6 +249,7 @@ bool
 df_qcow2_writer_put (df_qcow2_writer *w, uint64_t cluster_index,
                      const void *data, GError **err)
 {
+  g_assert (!w->planned);
   uint64_t *slot = writer_slot (w, cluster_index, err);
 
   if (slot == NULL)
@@ -177,6 +268,7 @@ bool
 df_qcow2_writer_put_zero (df_qcow2_writer *w, uint64_t cluster_index,
                           GError **err)
 {
+  g_assert (!w->started);
   uint64_t *slot = writer_slot (w, cluster_index, err);
 
   if (slot == NULL)
@@ -203,38 +295,103 @@ div_up (uint64_t a, uint64_t b)
   return (a + b - 1) / b;
 }
 
+/* Refcount table and blocks covering n_other clusters plus themselves. */
 static void
-plan_layout (df_qcow2_writer *w, Layout *lo)
+refcount_sizes (uint64_t n_other, uint64_t cs, uint64_t *rt_out,
+                uint64_t *rb_out)
 {
-  uint64_t cs = w->cluster_size;
   uint64_t per_block = cs / 2;         /* 16-bit refcounts */
-  uint64_t pos = w->next_free;
+  uint64_t rb = 1, rt = 1;
 
-  lo->l2_off = g_new0 (uint64_t, w->l1_size);
-  for (uint32_t i = 0; i < w->l1_size; i++)
-    if (w->l2[i] != NULL)
-      {
-        lo->l2_off[i] = pos;
-        pos += cs;
-      }
-  lo->l1_off = pos;
-  pos += div_up ((uint64_t) w->l1_size * 8, cs) * cs;
-
-  uint64_t n0 = pos / cs, rb = 1, rt = 1;
   for (;;)
     {
-      uint64_t nrb = div_up (n0 + rb + rt, per_block);
+      uint64_t nrb = div_up (n_other + rb + rt, per_block);
       uint64_t nrt = div_up (nrb * 8, cs);
       if (nrb <= rb && nrt <= rt)
         break;
       rb = MAX (rb, nrb);
       rt = MAX (rt, nrt);
     }
+  *rt_out = rt;
+  *rb_out = rb;
+}
+
+/* Give each L2 table a cluster from pos on; returns the end. */
+static uint64_t
+place_l2 (df_qcow2_writer *w, Layout *lo, uint64_t pos)
+{
+  lo->l2_off = g_new0 (uint64_t, w->l1_size);
+  for (uint32_t i = 0; i < w->l1_size; i++)
+    if (w->l2[i] != NULL)
+      {
+        lo->l2_off[i] = pos;
+        pos += w->cluster_size;
+      }
+  return pos;
+}
+
+/* Unplanned: L2 tables, L1, refcount table, refcount blocks after data. */
+static void
+plan_layout (df_qcow2_writer *w, Layout *lo)
+{
+  uint64_t cs = w->cluster_size;
+  uint64_t pos = place_l2 (w, lo, w->next_free);
+
+  lo->l1_off = pos;
+  pos += div_up ((uint64_t) w->l1_size * 8, cs) * cs;
+  uint64_t n0 = pos / cs, rt, rb;
+  refcount_sizes (n0, cs, &rt, &rb);
   lo->rt_off = pos;
   lo->rt_clusters = rt;
   lo->rb_off = pos + rt * cs;
   lo->rb_count = rb;
   lo->total = n0 + rt + rb;
+}
+
+/* Planned: header, L1, refcount table and blocks, L2 tables, then the
+ * data clusters (n_data of them).  Returns where the data starts. */
+static uint64_t
+plan_layout_front (df_qcow2_writer *w, uint64_t n_data, Layout *lo)
+{
+  uint64_t cs = w->cluster_size;
+  uint64_t l1_clusters = div_up ((uint64_t) w->l1_size * 8, cs);
+  uint64_t n_l2 = 0, rt, rb;
+
+  for (uint32_t i = 0; i < w->l1_size; i++)
+    n_l2 += w->l2[i] != NULL;
+  refcount_sizes (1 + l1_clusters + n_l2 + n_data, cs, &rt, &rb);
+  lo->l1_off = cs;
+  lo->rt_off = lo->l1_off + l1_clusters * cs;
+  lo->rt_clusters = rt;
+  lo->rb_off = lo->rt_off + rt * cs;
+  lo->rb_count = rb;
+  uint64_t data_start = place_l2 (w, lo, lo->rb_off + rb * cs);
+  lo->total = data_start / cs + n_data;
+  return data_start;
+}
+
+/* Write len bytes at off.  A planned writer also hashes them, so they must
+ * continue the bytes hashed so far (front-to-back order). */
+static bool
+emit (df_qcow2_writer *w, const void *buf, size_t len, uint64_t off,
+      GError **err)
+{
+  if (w->sha != NULL)
+    {
+      g_assert (off == w->hashed_to);
+      if (EVP_DigestUpdate (w->sha, buf, len) != 1)
+        {
+          g_set_error (err, DF_ERROR, DF_ERROR_IO, "SHA-256 update failed");
+          return false;
+        }
+      w->hashed_to += len;
+    }
+  if (df_pwrite_all (w->fd, buf, len, off) < 0)
+    {
+      df_set_error_errno (err, errno, "write %s", w->path);
+      return false;
+    }
+  return true;
 }
 
 static bool
@@ -246,12 +403,7 @@ write_be64_table (df_qcow2_writer *w, const uint64_t *v, uint64_t n,
 
   for (uint64_t i = 0; i < n; i++)
     be[i] = GUINT64_TO_BE (v[i] != 0 ? v[i] | flag_nonzero : 0);
-  if (df_pwrite_all (w->fd, be, bytes, off) < 0)
-    {
-      df_set_error_errno (err, errno, "write %s", w->path);
-      return false;
-    }
-  return true;
+  return emit (w, be, bytes, off, err);
 }
 
 static bool
@@ -282,12 +434,9 @@ write_refcounts (df_qcow2_writer *w, const Layout *lo, GError **err)
     {
       for (uint64_t k = 0; k < per_block; k++)
         blk[k] = GUINT16_TO_BE (j * per_block + k < lo->total ? 1 : 0);
-      if (df_pwrite_all (w->fd, blk, w->cluster_size,
-                         lo->rb_off + j * w->cluster_size) < 0)
-        {
-          df_set_error_errno (err, errno, "write %s", w->path);
-          return false;
-        }
+      if (!emit (w, blk, w->cluster_size, lo->rb_off + j * w->cluster_size,
+                 err))
+        return false;
     }
   return true;
 }
@@ -306,10 +455,11 @@ put_be64 (uint8_t *p, uint64_t v)
   memcpy (p, &v, 8);
 }
 
-static bool
-write_header (df_qcow2_writer *w, const Layout *lo, GError **err)
+/* The header cluster for layout lo (newly allocated). */
+static uint8_t *
+build_header (df_qcow2_writer *w, const Layout *lo)
 {
-  g_autofree uint8_t *h = g_malloc0 (w->cluster_size);
+  uint8_t *h = g_malloc0 (w->cluster_size);
   size_t pos = 104;
 
   put_be32 (h, DF_QCOW2_MAGIC);
@@ -337,6 +487,14 @@ write_header (df_qcow2_writer *w, const Layout *lo, GError **err)
       put_be32 (h + 16, (uint32_t) len);
       memcpy (h + pos, w->backing, len);
     }
+  return h;
+}
+
+/* The header goes to disk last, unhashed (a planned writer hashed it at
+ * start_data). */
+static bool
+write_header (df_qcow2_writer *w, const uint8_t *h, GError **err)
+{
   if (df_pwrite_all (w->fd, h, w->cluster_size, 0) < 0)
     {
       df_set_error_errno (err, errno, "write %s", w->path);
@@ -345,19 +503,55 @@ write_header (df_qcow2_writer *w, const Layout *lo, GError **err)
   return true;
 }
 
+/* Unplanned writer: tables after the data, then the header. */
 static bool
-writer_finish_inner (df_qcow2_writer *w, GError **err)
+finish_tables_last (df_qcow2_writer *w, uint64_t *total, GError **err)
 {
   Layout lo = { 0 };
   bool ok;
 
   plan_layout (w, &lo);
-  ok = write_tables (w, &lo, err) && write_refcounts (w, &lo, err)
-       && write_header (w, &lo, err);
+  ok = write_tables (w, &lo, err) && write_refcounts (w, &lo, err);
+  if (ok)
+    {
+      g_autofree uint8_t *h = build_header (w, &lo);
+      ok = write_header (w, h, err);
+    }
   g_free (lo.l2_off);
+  *total = lo.total;
+  return ok;
+}
+
+/* Planned writer: every planned cluster written, then the header. */
+static bool
+finish_planned (df_qcow2_writer *w, uint64_t *total, GError **err)
+{
+  stage_stop (&w->writer);  /* every data write done */
+  if (!check_write_errno (w, err))
+    return false;
+  if (!w->started || w->next_free != w->hashed_to
+      || w->next_free != w->planned_end)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "%s: %" G_GUINT64_FORMAT " planned data bytes were not "
+                   "written", w->path,
+                   w->started ? w->planned_end - w->next_free : 0);
+      return false;
+    }
+  *total = w->next_free / w->cluster_size;
+  return write_header (w, w->header, err);
+}
+
+static bool
+writer_finish_inner (df_qcow2_writer *w, GError **err)
+{
+  uint64_t total = 0;
+  bool ok = w->planned ? finish_planned (w, &total, err)
+                       : finish_tables_last (w, &total, err);
+
   if (!ok)
     return false;
-  if (ftruncate (w->fd, (off_t) (lo.total * w->cluster_size)) < 0
+  if (ftruncate (w->fd, (off_t) (total * w->cluster_size)) < 0
       || fsync (w->fd) < 0)
     {
       df_set_error_errno (err, errno, "sync %s", w->path);
@@ -366,11 +560,10 @@ writer_finish_inner (df_qcow2_writer *w, GError **err)
   return true;
 }
 
-bool
-df_qcow2_writer_finish (df_qcow2_writer *w, GError **err)
+/* Close w->fd (once w is finished) and free w. */
+static bool
+writer_close (df_qcow2_writer *w, bool ok, GError **err)
 {
-  bool ok = writer_finish_inner (w, err);
-
   if (ok && close (w->fd) < 0)
     {
       df_set_error_errno (err, errno, "close %s", w->path);
@@ -383,6 +576,38 @@ df_qcow2_writer_finish (df_qcow2_writer *w, GError **err)
   return ok;
 }
 
+bool
+df_qcow2_writer_finish_sha256 (df_qcow2_writer *w, char sha256[65],
+                               GError **err)
+{
+  g_assert (w->planned);
+  bool ok = writer_finish_inner (w, err);
+  unsigned char md[32];
+
+  stage_stop (&w->hasher);  /* it hashed while the fsync waited */
+  if (ok && (g_atomic_int_get (&w->hash_failed)
+             || EVP_DigestFinal_ex (w->sha, md, NULL) != 1))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO, "SHA-256 final failed");
+      ok = false;
+    }
+  if (ok)
+    for (int i = 0; i < 32; i++)
+      g_snprintf (sha256 + 2 * i, 3, "%02x", md[i]);
+  return writer_close (w, ok, err);
+}
+
+bool
+df_qcow2_writer_finish (df_qcow2_writer *w, GError **err)
+{
+  if (w->planned)
+    {
+      char sha[65];
+      return df_qcow2_writer_finish_sha256 (w, sha, err);
+    }
+  return writer_close (w, writer_finish_inner (w, err), err);
+}
+
 void
 df_qcow2_writer_abort (df_qcow2_writer *w)
 {
@@ -390,6 +615,259 @@ df_qcow2_writer_abort (df_qcow2_writer *w)
     return;
   unlink (w->path);
   writer_free (w);
+}
+
+/* ---- planned writers: front to back, hashed ---------------------------- */
+
+bool
+df_qcow2_writer_plan_data (df_qcow2_writer *w, uint64_t cluster_index,
+                           GError **err)
+{
+  g_assert (!w->started);
+  if (cluster_index < w->planned_last)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "data cluster %" G_GUINT64_FORMAT " planned out of order",
+                   cluster_index);
+      return false;
+    }
+  uint64_t *slot = writer_slot (w, cluster_index, err);
+  if (slot == NULL)
+    return false;
+  /* provisional host offset, moved past the metadata by start_data */
+  *slot = w->next_free | DF_QCOW2_OFLAG_COPIED;
+  w->next_free += w->cluster_size;
+  w->planned_last = cluster_index + 1;
+  w->planned = true;
+  return true;
+}
+
+/* Move the provisional data offsets (from cluster 1 on) by delta. */
+static void
+relocate_data (df_qcow2_writer *w, uint64_t delta)
+{
+  uint64_t per_l2 = w->cluster_size / 8;
+
+  for (uint32_t i = 0; i < w->l1_size; i++)
+    for (uint64_t k = 0; w->l2[i] != NULL && k < per_l2; k++)
+      if (w->l2[i][k] & DF_QCOW2_OFLAG_COPIED)
+        w->l2[i][k] += delta;
+}
+
+/* L1, refcount table, refcount blocks and L2 tables, in file order. */
+static bool
+write_front_tables (df_qcow2_writer *w, const Layout *lo, GError **err)
+{
+  uint64_t per_l2 = w->cluster_size / 8;
+
+  if (!write_be64_table (w, lo->l2_off, w->l1_size, DF_QCOW2_OFLAG_COPIED,
+                         lo->l1_off, err))
+    return false;
+  g_autofree uint64_t *rt = g_new0 (uint64_t, lo->rb_count);
+  for (uint64_t j = 0; j < lo->rb_count; j++)
+    rt[j] = lo->rb_off + j * w->cluster_size;
+  if (!write_be64_table (w, rt, lo->rb_count, 0, lo->rt_off, err)
+      || !write_refcounts (w, lo, err))
+    return false;
+  for (uint32_t i = 0; i < w->l1_size; i++)
+    if (w->l2[i] != NULL
+        && !write_be64_table (w, w->l2[i], per_l2, 0, lo->l2_off[i], err))
+      return false;
+  return true;
+}
+
+bool
+df_qcow2_writer_start_data (df_qcow2_writer *w, GError **err)
+{
+  g_assert (!w->started);
+  uint64_t n_data = (w->next_free - w->cluster_size) / w->cluster_size;
+  Layout lo = { 0 };
+
+  w->planned = true;
+  w->data_start = plan_layout_front (w, n_data, &lo);
+  relocate_data (w, w->data_start - w->cluster_size);
+  w->planned_end = w->data_start + n_data * w->cluster_size;
+  w->header = build_header (w, &lo);
+  w->sha = EVP_MD_CTX_new ();
+  bool ok = w->sha != NULL
+            && EVP_DigestInit_ex (w->sha, EVP_sha256 (), NULL) == 1
+            && EVP_DigestUpdate (w->sha, w->header, w->cluster_size) == 1;
+  if (!ok)
+    g_set_error (err, DF_ERROR, DF_ERROR_IO, "SHA-256 init failed");
+  w->hashed_to = w->cluster_size;
+  ok = ok && write_front_tables (w, &lo, err);
+  g_free (lo.l2_off);
+  w->next_free = w->data_start;
+  w->synced_to = 0;
+  w->started = ok;
+  return ok;
+}
+
+/* The planned slot of cluster idx, or 0. */
+static uint64_t
+planned_slot (const df_qcow2_writer *w, uint64_t idx)
+{
+  uint64_t per_l2 = w->cluster_size / 8;
+
+  if (idx >= w->n_clusters || w->l2[idx / per_l2] == NULL)
+    return 0;
+  return w->l2[idx / per_l2][idx % per_l2];
+}
+
+/* Start writing back what the writer thread wrote through the page cache
+ * since the last call, without waiting: the final fsync then mostly waits
+ * for I/O already in flight. */
+static void
+start_writeback (df_qcow2_writer *w, uint64_t end)
+{
+  if (end - w->synced_to < WRITEBACK_CHUNK)
+    return;
+  /* advisory: a failure here shows up at fsync */
+  (void) sync_file_range (w->fd, (off64_t) w->synced_to,
+                          (off64_t) (end - w->synced_to),
+                          SYNC_FILE_RANGE_WRITE);
+  w->synced_to = end;
+}
+
+static void
+slot_release (df_qcow2_writer *w, RingSlot *r)
+{
+  if (g_atomic_int_dec_and_test (&r->pending))
+    g_async_queue_push (w->free_q, r);
+}
+
+static gpointer
+hasher_main (gpointer data)
+{
+  df_qcow2_writer *w = data;
+
+  for (;;)
+    {
+      RingSlot *r = g_async_queue_pop (w->hasher.q);
+      if (r == &ring_stop)
+        return NULL;
+      if (EVP_DigestUpdate (w->sha, r->buf, r->len) != 1)
+        g_atomic_int_set (&w->hash_failed, 1);
+      slot_release (w, r);
+    }
+}
+
+/* Write one run: O_DIRECT when the file system takes it (no page cache
+ * copy, no writeback left for fsync), else through the page cache.
+ * 0 or an errno. */
+static int
+write_slot (df_qcow2_writer *w, const RingSlot *r)
+{
+  if (w->dfd >= 0)
+    {
+      if (df_pwrite_all (w->dfd, r->buf, r->len, r->off) == 0)
+        return 0;
+      if (errno != EINVAL)
+        return errno;
+      close (w->dfd);               /* alignment refused: buffered now */
+      w->dfd = -1;
+    }
+  if (df_pwrite_all (w->fd, r->buf, r->len, r->off) < 0)
+    return errno;
+  start_writeback (w, r->off + r->len);
+  return 0;
+}
+
+static gpointer
+writer_main (gpointer data)
+{
+  df_qcow2_writer *w = data;
+
+  for (;;)
+    {
+      RingSlot *r = g_async_queue_pop (w->writer.q);
+      if (r == &ring_stop)
+        return NULL;
+      if (g_atomic_int_get (&w->write_errno) == 0)
+        {
+          int e = write_slot (w, r);
+          if (e != 0)
+            g_atomic_int_set (&w->write_errno, e);
+        }
+      slot_release (w, r);
+    }
+}
+
+static void
+stage_start (Stage *st, const char *name, GThreadFunc fn, df_qcow2_writer *w)
+{
+  st->q = g_async_queue_new ();
+  st->thread = g_thread_new (name, fn, w);
+}
+
+static void
+start_pipeline (df_qcow2_writer *w)
+{
+  w->ring_bytes = MAX (RING_BYTES, w->cluster_size);
+  w->free_q = g_async_queue_new ();
+  for (guint i = 0; i < RING_SLOTS; i++)
+    {
+      w->ring[i].buf = g_aligned_alloc (w->ring_bytes, 1, DIRECT_ALIGN);
+      g_async_queue_push (w->free_q, &w->ring[i]);
+    }
+  /* data offsets are cluster-aligned; EINVAL on open or on a write (tmpfs,
+   * 512-byte clusters on a 4K device) falls back to the page cache */
+  w->dfd = open (w->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+  stage_start (&w->hasher, "qcow2-sha256", hasher_main, w);
+  stage_start (&w->writer, "qcow2-write", writer_main, w);
+}
+
+void *
+df_qcow2_writer_run_buffer (df_qcow2_writer *w, uint32_t *max_clusters)
+{
+  g_assert (w->started && w->filling == NULL);
+  if (w->writer.thread == NULL)
+    start_pipeline (w);
+  w->filling = g_async_queue_pop (w->free_q);
+  *max_clusters = (uint32_t) (w->ring_bytes / w->cluster_size);
+  return w->filling->buf;
+}
+
+/* Check that clusters [first, first + n) are the next planned ones. */
+static bool
+check_run (df_qcow2_writer *w, uint64_t first, uint32_t n, GError **err)
+{
+  for (uint32_t k = 0; k < n; k++)
+    if (planned_slot (w, first + k)
+        != ((w->next_free + (uint64_t) k * w->cluster_size)
+            | DF_QCOW2_OFLAG_COPIED))
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "cluster %" G_GUINT64_FORMAT " is not the next planned "
+                     "data cluster", first + k);
+        return false;
+      }
+  return true;
+}
+
+bool
+df_qcow2_writer_put_run (df_qcow2_writer *w, uint64_t first, uint32_t n,
+                         const void *data, GError **err)
+{
+  RingSlot *r = w->filling;
+  size_t len = (size_t) n * w->cluster_size;
+
+  g_assert (w->started && n > 0);
+  g_assert (r != NULL && data == r->buf && len <= w->ring_bytes);
+  w->filling = NULL;
+  if (!check_write_errno (w, err) || !check_run (w, first, n, err))
+    {
+      g_async_queue_push (w->free_q, r);
+      return false;
+    }
+  r->len = len;
+  r->off = w->next_free;
+  g_atomic_int_set (&r->pending, 2);
+  g_async_queue_push (w->writer.q, r);
+  g_async_queue_push (w->hasher.q, r);  /* hashed in file order */
+  w->hashed_to += len;
+  w->next_free += len;
+  return true;
 }
 
 /* ---- copies of a whole df_blk ------------------------------------------ */

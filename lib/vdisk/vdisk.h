@@ -68,6 +68,25 @@ bool df_qcow2_writer_finish (df_qcow2_writer *w, GError **err);
 /* Abandon: close and unlink the file, free w. */
 void df_qcow2_writer_abort (df_qcow2_writer *w);
 
+/* Planned writing (front to back, hashed while written; no put()):
+ * declare every data cluster with plan_data in increasing index order and
+ * the zero clusters with put_zero; start_data then writes the metadata
+ * before the data; put_run writes n planned data clusters (n clusters of
+ * data, zero-padded) from first on, in the planned order.  finish_sha256
+ * (or finish) writes the header last and fsyncs; sha256 (64 lower-case
+ * hex + NUL) receives the SHA-256 of the whole file. */
+bool df_qcow2_writer_plan_data (df_qcow2_writer *w, uint64_t cluster_index,
+                                GError **err);
+bool df_qcow2_writer_start_data (df_qcow2_writer *w, GError **err);
+/* The buffer to fill for the next put_run (owned by w; blocks while all
+ * are still being hashed): up to *max_clusters clusters.  put_run takes
+ * only that buffer, hands it to a hashing thread and returns at once. */
+void *df_qcow2_writer_run_buffer (df_qcow2_writer *w, uint32_t *max_clusters);
+bool df_qcow2_writer_put_run (df_qcow2_writer *w, uint64_t first, uint32_t n,
+                              const void *data, GError **err);
+bool df_qcow2_writer_finish_sha256 (df_qcow2_writer *w, char sha256[65],
+                                    GError **err);
+
 /* Progress callback for long work: done/total bytes.  May be NULL. */
 typedef void (*df_progress_cb) (void *opaque, uint64_t done, uint64_t total);
 
@@ -104,6 +123,13 @@ bool df_vdisk_merge_layers (const char *top_path, guint n_layers,
                             const char *path, const char *backing,
                             df_progress_cb progress, void *opaque,
                             GError **err);
+/* The same, and sha256 (64 lower-case hex + NUL) receives the SHA-256 of
+ * the file written, hashed in file order as it was written (no second
+ * read of the file). */
+bool df_vdisk_merge_layers_sha256 (const char *top_path, guint n_layers,
+                                   const char *path, const char *backing,
+                                   df_progress_cb progress, void *opaque,
+                                   char sha256[65], GError **err);
 
 /* ---- write caches (cache_*.c) ------------------------------------------ */
 

@@ -235,12 +235,185 @@ test_import_formats (void)
   tu_rmrf (dir);
 }
 
+/* SHA-256 of a file, as recorded for a published version. */
+static void
+assert_file_sha256 (const char *path, const char *want)
+{
+  g_autoptr (GError) err = NULL;
+  char sha[65];
+
+  g_assert_true (df_file_sha256 (path, sha, &err));
+  g_assert_no_error (err);
+  g_assert_cmpstr (sha, ==, want);
+}
+
+/* Fill the next run buffer with byte v and put clusters [first, first+n). */
+static bool
+put_pattern_run (df_qcow2_writer *w, uint64_t first, uint32_t n, int v,
+                 GError **err)
+{
+  uint32_t max = 0;
+  uint8_t *buf = df_qcow2_writer_run_buffer (w, &max);
+  g_assert_cmpuint (n, <=, max);
+  memset (buf, v, (size_t) n << 16);
+  return df_qcow2_writer_put_run (w, first, n, buf, err);
+}
+
+/* Planned writer: layout front to back, zero clusters hide the backing
+ * file, the returned SHA-256 is that of the file, order is enforced. */
+static void
+test_writer_planned (void)
+{
+  if (!need_qemu ())
+    return;
+  g_autofree char *dir = tu_tmpdir ();
+  g_autofree char *base = g_build_filename (dir, "v.0.qcow2", NULL);
+  g_autofree char *top = g_build_filename (dir, "v.1.qcow2", NULL);
+  g_autoptr (GError) err = NULL;
+  uint8_t buf[4];
+  char sha[65];
+
+  tu_sh ("qemu-img create -q -f qcow2 '%s' 10M && qemu-io -f qcow2 -c "
+         "'write -P 0x33 0 10M' '%s' >/dev/null", base, base);
+  df_qcow2_writer *w = df_qcow2_writer_new (top, 10 << 20, 16, "v.0.qcow2",
+                                            &err);
+  g_assert_no_error (err);
+  g_assert_true (df_qcow2_writer_plan_data (w, 3, &err));
+  g_assert_true (df_qcow2_writer_put_zero (w, 4, &err));
+  g_assert_true (df_qcow2_writer_plan_data (w, 150, &err));  /* 2nd L2 */
+  g_assert_true (df_qcow2_writer_plan_data (w, 151, &err));
+  g_assert_false (df_qcow2_writer_plan_data (w, 100, &err)); /* backwards */
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_false (df_qcow2_writer_plan_data (w, 160, &err)); /* too far */
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_true (df_qcow2_writer_start_data (w, &err));
+  g_assert_no_error (err);
+  g_assert_false (put_pattern_run (w, 150, 1, 0x55, &err));  /* skips 3 */
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_true (put_pattern_run (w, 3, 1, 0x44, &err));
+  g_assert_false (put_pattern_run (w, 150, 3, 0x55, &err));  /* 152 unplanned */
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_true (put_pattern_run (w, 150, 2, 0x55, &err));
+  g_assert_true (df_qcow2_writer_finish_sha256 (w, sha, &err));
+  g_assert_no_error (err);
+  assert_file_sha256 (top, sha);
+  tu_qemu_check (top);
+
+  g_autoptr (df_blk) b = df_chain_open (top, DF_FMT_UNKNOWN, &err);
+  g_assert_no_error (err);
+  int e = 0;
+  static const struct { uint64_t off; uint8_t v; } want[] = {
+    { 3 << 16, 0x44 }, { 4 << 16, 0 }, { 5 << 16, 0x33 },
+    { 150 << 16, 0x55 }, { (152 << 16) - 1, 0x55 }, { 152 << 16, 0x33 },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (want); i++)
+    {
+      g_assert_cmpint (df_blk_pread (b, buf, 1, want[i].off, &e), ==, 0);
+      g_assert_cmpuint (buf[0], ==, want[i].v);
+    }
+  tu_compare_with_qemu (b, top, dir);
+
+  /* finishing before every planned cluster is written fails */
+  g_autofree char *part = g_build_filename (dir, "part.qcow2", NULL);
+  w = df_qcow2_writer_new (part, 1 << 20, 16, NULL, &err);
+  g_assert_true (df_qcow2_writer_plan_data (w, 0, &err));
+  g_assert_true (df_qcow2_writer_plan_data (w, 1, &err));
+  g_assert_true (df_qcow2_writer_start_data (w, &err));
+  g_assert_true (put_pattern_run (w, 0, 1, 1, &err));
+  g_assert_false (df_qcow2_writer_finish_sha256 (w, sha, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_cmpint (unlink (part), ==, 0);
+
+  /* abort while the hasher holds buffers: file removed, nothing leaks */
+  w = df_qcow2_writer_new (part, 1 << 20, 16, NULL, &err);
+  for (uint64_t c = 0; c < 16; c++)
+    g_assert_true (df_qcow2_writer_plan_data (w, c, &err));
+  g_assert_true (df_qcow2_writer_start_data (w, &err));
+  for (uint64_t c = 0; c < 8; c++)
+    g_assert_true (put_pattern_run (w, c, 1, (int) c + 1, &err));
+  df_qcow2_writer_abort (w);
+  g_assert_false (g_file_test (part, G_FILE_TEST_EXISTS));
+  tu_rmrf (dir);
+}
+
+/* Merge the top layers of a qemu-made chain (data, zero clusters hiding
+ * the base, compressed clusters, unaligned writes, a short last cluster):
+ * the updates layer equals the chain, the base equals qemu-img convert,
+ * the SHA-256 is the file's. */
+static void
+test_merge_layers (void)
+{
+  if (!need_qemu ())
+    return;
+  g_autofree char *dir = tu_tmpdir ();
+  g_autoptr (GError) err = NULL;
+  char sha[65];
+
+  g_free (tu_make_pattern_raw (dir, "p.raw", (9 << 20) + 4096));
+  tu_sh ("cd '%s' && qemu-img convert -q -c -f raw -O qcow2 p.raw v.0.qcow2 "
+         "&& qemu-img create -q -f qcow2 -b v.0.qcow2 -F qcow2 v.1.qcow2 && "
+         "qemu-io -f qcow2 -c 'write -P 1 1M 3M' -c 'write -z 6M 1M' "
+         "-c 'write -P 7 9M 4k' v.1.qcow2 >/dev/null && "
+         "qemu-img create -q -f qcow2 -b v.1.qcow2 -F qcow2 v.2.qcow2 && "
+         "qemu-io -f qcow2 -c 'write -P 2 1052672 4k' -c 'write -z 2M 64k' "
+         "-c 'write -P 3 8M 100k' v.2.qcow2 >/dev/null", dir);
+  g_autofree char *top = g_build_filename (dir, "v.2.qcow2", NULL);
+  g_autofree char *upd = g_build_filename (dir, "v.3.qcow2", NULL);
+  g_autofree char *flat = g_build_filename (dir, "v.4.qcow2", NULL);
+
+  Progress p = { 0 };
+  g_assert_true (df_vdisk_merge_layers_sha256 (top, 2, upd, "v.0.qcow2",
+                                               on_progress, &p, sha, &err));
+  g_assert_no_error (err);
+  g_assert_cmpuint (p.calls, >=, 2);
+  assert_file_sha256 (upd, sha);
+  tu_qemu_check (upd);
+  compare_images (top, upd);
+  g_autofree char *info = tu_sh_out ("qemu-img info '%s'", upd);
+  g_assert_nonnull (strstr (info, "backing file: v.0.qcow2"));
+  /* only what layers 1..2 allocate: about 4.2 MiB of data + 1 MiB zero */
+  g_assert_cmpuint (allocated_bytes (upd), <, 6 << 20);
+
+  g_assert_true (df_vdisk_merge_layers_sha256 (top, 3, flat, NULL, NULL, NULL,
+                                               sha, &err));
+  g_assert_no_error (err);
+  assert_file_sha256 (flat, sha);
+  tu_qemu_check (flat);
+  compare_images (top, flat);
+  info = (g_free (info), tu_sh_out ("qemu-img info '%s'", flat));
+  g_assert_null (strstr (info, "backing file"));
+
+  /* the plain variant writes the same file */
+  g_autofree char *again = g_build_filename (dir, "v.5.qcow2", NULL);
+  g_assert_true (df_vdisk_merge_layers (top, 3, again, NULL, NULL, NULL,
+                                        &err));
+  assert_file_sha256 (again, sha);
+
+  /* refusals: layer count against the backing, existing output */
+  g_assert_false (df_vdisk_merge_layers_sha256 (top, 3, upd, "v.0.qcow2",
+                                                NULL, NULL, sha, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_false (df_vdisk_merge_layers_sha256 (top, 2, upd, "v.0.qcow2",
+                                                NULL, NULL, sha, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_clear_error (&err);
+  tu_rmrf (dir);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/qcow2-write/layer", test_writer_layer);
   g_test_add_func ("/qcow2-write/from-chain", test_write_from_chain);
+  g_test_add_func ("/qcow2-write/planned", test_writer_planned);
+  g_test_add_func ("/merge/layers", test_merge_layers);
   g_test_add_func ("/import/raw-sparse", test_import_raw_sparse);
   g_test_add_func ("/import/errors", test_import_errors);
   g_test_add_func ("/import/formats", test_import_formats);
