@@ -19,14 +19,14 @@
 # versions written over NBD through streamsvc and sealed.
 # Usage: tests/bench/merge-bench.sh [BUILD_DIR]   (default build)
 #   BENCH_LAYER_MIB: MiB written per version (default 48)
-#   BENCH_REPS: repetitions of the measurements (default 2)
+#   BENCH_REPS: repetitions of the measurements (default 3)
 set -eu
 cd "$(dirname "$0")/../.."
 build=$(realpath "${1:-build}")
 STREAMSVC=$build/streamsvc/streamsvc
 DISKFARM=$build/console/diskfarm
 mib=${BENCH_LAYER_MIB:-48}
-reps=${BENCH_REPS:-2}
+reps=${BENCH_REPS:-3}
 for t in qemu-img qemu-io python3; do
   command -v $t >/dev/null || { echo "bench: $t missing"; exit 77; }
 done
@@ -147,7 +147,8 @@ for i, t in enumerate(rounds, 1):
               "ratio %.2fx (+fsync %.2fx)  CPU s/GiB written: qemu %.2f "
               "diskfarm %.2f" % ((i, label) + row))
 for label, rs in rows.items():
-    med = [sorted(c)[len(c) // 2] for c in zip(*rs)]
+    # the round with the median ratio, whole (columns stay consistent)
+    med = list(sorted(rs, key=lambda r: r[3])[(len(rs) - 1) // 2])
     print("median  %-24s qemu %.2f s (+fsync %.2f s)  diskfarm %.2f s  "
           "ratio %.2fx (+fsync %.2fx)  CPU s/GiB written: qemu %.2f "
           "diskfarm %.2f" % tuple([label] + med))
