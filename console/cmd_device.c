@@ -78,7 +78,9 @@ device_opts_entries (DeviceOpts *o, GOptionEntry out[7])
     { "vdisk", 0, 0, G_OPTION_ARG_STRING, &o->vdisk,
       "vDisk the device boots", "VDISK" },
     { "cache", 'c', 0, G_OPTION_ARG_STRING, &o->cache,
-      "Write cache: server (default), ram:<MiB>, server-persistent",
+      "Write cache: server (default), ram:<MiB>, server-persistent, "
+      "hypervisor (a qcow2 overlay on the hypervisor; the device export is "
+      "read-only)",
       "MODE" },
     { "type", 't', 0, G_OPTION_ARG_STRING, &o->type,
       "production (default), test or maintenance", "TYPE" },
@@ -484,8 +486,10 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
     "device reset", "NAME|MAC", 1, 1,
     "Start a new boot generation for a device: the stream service gives it "
     "a fresh non-persistent write cache at its next connection.  With "
-    "--discard a server-persistent cache is deleted too.  Prints the new "
-    "generation.",
+    "--discard a server-persistent cache is deleted too.  A device in cache "
+    "mode hypervisor gets the version its type selects now, read-only: its "
+    "qcow2 overlay must be recreated before it boots again (the libvirt "
+    "hook does that on prepare).  Prints the new generation.",
     "  diskfarm device reset pc01\n  diskfarm device reset pc01 --discard\n",
   };
   gboolean discard = FALSE;

@@ -452,10 +452,11 @@ prov_opts_clear (ProvOpts *o)
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ProvOpts, prov_opts_clear)
 
 /* cache hypervisor: a qcow2 overlay whose backing is the device's NBD
- * export, as the VM's first disk.  qemu-img -u: the server need not run. */
+ * export, as the VM's first disk.  qemu-img -u: the server need not run,
+ * so the size (the vDisk's) is given. */
 static bool
 add_hypervisor_overlay (xmlDoc *doc, const ProvOpts *o, const char *name,
-                        GError **err)
+                        uint64_t size, GError **err)
 {
   if (o->nbd == NULL || o->disk_dir == NULL)
     {
@@ -466,8 +467,9 @@ add_hypervisor_overlay (xmlDoc *doc, const ProvOpts *o, const char *name,
   g_autofree char *file = g_strdup_printf ("%s/%s.qcow2", o->disk_dir, name);
   g_autofree char *backing = g_strdup_printf ("nbd://%s/device/%s", o->nbd,
                                               name);
+  g_autofree char *bytes = g_strdup_printf ("%" G_GUINT64_FORMAT, size);
   const char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-u",
-                         "-F", "raw", "-b", backing, file, NULL };
+                         "-F", "raw", "-b", backing, file, bytes, NULL };
   gint status = 0;
   g_autofree char *errs = NULL;
   if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH
@@ -501,7 +503,7 @@ add_hypervisor_overlay (xmlDoc *doc, const ProvOpts *o, const char *name,
  * clone boots the streamed vDisk), boot device as asked. */
 static xmlDoc *
 clone_xml (const char *tpl_xml, const ProvOpts *o, const char *name,
-           const char *mac, GError **err)
+           const char *mac, uint64_t size, GError **err)
 {
   g_autoptr(xmlDoc) doc = parse_xml (tpl_xml, err);
   if (doc == NULL)
@@ -533,7 +535,7 @@ clone_xml (const char *tpl_xml, const ProvOpts *o, const char *name,
                                                              : MEDIA_PARTITION,
                            o->media, err);
   if (ok && o->cache != NULL && g_str_equal (o->cache, "hypervisor"))
-    ok = add_hypervisor_overlay (doc, o, name, err);
+    ok = add_hypervisor_overlay (doc, o, name, size, err);
   return ok ? g_steal_pointer (&doc) : NULL;
 }
 
@@ -563,6 +565,15 @@ prov_check (const ProvOpts *o, GError **err)
       df_usage_error (err, "--boot %s needs --media /absolute/FILE", o->boot);
       return false;
     }
+  /* the overlay path goes into the domain XML: it must be absolute */
+  if (o->cache != NULL && g_str_equal (o->cache, "hypervisor")
+      && (o->nbd == NULL || o->disk_dir == NULL
+          || !g_path_is_absolute (o->disk_dir)))
+    {
+      df_usage_error (err, "--cache hypervisor needs --nbd HOST:PORT and "
+                      "--disk-dir /absolute/DIR");
+      return false;
+    }
   return true;
 }
 
@@ -570,21 +581,20 @@ prov_check (const ProvOpts *o, GError **err)
  * when libvirt refuses the definition. */
 static bool
 provision_one (DfFarm *farm, VmConn *conn, const ProvOpts *o,
-               const char *tpl_xml, const char *vdisk, guint i,
+               const char *tpl_xml, const DfVdisk *vdisk, guint i,
                GPtrArray *records, GError **err)
 {
   g_autofree char *name = expand_name (o->name_tpl, i, err);
   if (name == NULL)
     return false;
   g_autofree char *mac = new_mac (farm);
-  bool hyp = o->cache != NULL && g_str_equal (o->cache, "hypervisor");
   DfDevice d = { .name = name, .mac = mac, .collection = o->collection,
-                 .type = (char *) "production", .vdisk = (char *) vdisk,
-                 .cache_mode = hyp ? (char *) "server"
-                               : o->cache ? o->cache : (char *) "server" };
+                 .type = (char *) "production", .vdisk = vdisk->name,
+                 .cache_mode = o->cache ? o->cache : (char *) "server" };
   if (!df_farm_device_add (farm, &d, err))
     return false;
-  g_autoptr(xmlDoc) doc = clone_xml (tpl_xml, o, name, mac, err);
+  g_autoptr(xmlDoc) doc = clone_xml (tpl_xml, o, name, mac,
+                                     vdisk->virtual_size, err);
   if (doc == NULL || !redefine (conn, doc, o->print_xml, err))
     {
       df_farm_device_remove (farm, name, NULL);
@@ -594,7 +604,7 @@ provision_one (DfFarm *farm, VmConn *conn, const ProvOpts *o,
   DfRecord *r = df_record_new ();
   df_record_str (r, "name", "name", name);
   df_record_str (r, "mac", "mac", mac);
-  df_record_str (r, "vdisk", "vdisk", vdisk);
+  df_record_str (r, "vdisk", "vdisk", vdisk->name);
   df_record_str (r, "boot", "boot", o->boot);
   g_ptr_array_add (records, r);
   return true;
@@ -662,8 +672,11 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
   if (tpl_xml == NULL)
     return false;
   g_autoptr(GPtrArray) records = df_record_list_new ();
+  g_autoptr(DfVdisk) vdisk = df_farm_vdisk_get (farm, col->vdisk, err);
+  if (vdisk == NULL)
+    return false;
   for (guint i = 1; i <= (guint) o.count; i++)
-    if (!provision_one (farm, conn, &o, tpl_xml, col->vdisk, i, records, err))
+    if (!provision_one (farm, conn, &o, tpl_xml, vdisk, i, records, err))
       {
         if (records->len > 0)
           g_prefix_error (err, "%u domain(s) made before: ", records->len);

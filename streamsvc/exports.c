@@ -5,6 +5,10 @@
  *           registry holds one ref, every user takes its own);
  *   caches: device name -> CacheEntry (one write cache per device and boot
  *           generation; one DfCache per device directory at any time).
+ *           A device in cache mode hypervisor has an entry too, but no
+ *           cache: its blk is the chain of the version the generation
+ *           pinned, read-only (the hypervisor's qcow2 overlay takes the
+ *           writes), so a promotion reaches it only at the next generation.
  * Both tables are protected by ex->lock, which is held for the whole of an
  * open so that two sessions of one device can never open two caches over
  * the same persistent files.
@@ -37,7 +41,8 @@ typedef struct
   char *mode; /* df_cache_mode_to_string */
   bool persistent;
   bool maint;    /* the maintenance version's cache in the store */
-  df_blk *cache; /* owned ref */
+  bool hypervisor; /* no server-side cache: cache is the read-only chain */
+  df_blk *cache; /* owned ref: the write cache, or the chain (hypervisor) */
   guint users;
 } CacheEntry;
 
@@ -400,7 +405,10 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
   chain = chain_get_locked (ex, base_path, err);
   if (chain == NULL)
     return NULL;
-  cache = df_cache_open (chain, dir, &mode, dev->quota, &local);
+  if (!maint && mode.kind == DF_CACHE_HYPERVISOR)
+    cache = df_blk_ref (chain); /* read-only; nothing in dir */
+  else
+    cache = df_cache_open (chain, dir, &mode, dev->quota, &local);
   if (cache == NULL && maint
       && g_error_matches (local, DF_ERROR, DF_ERROR_BUSY))
     {
@@ -425,6 +433,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
   ce->mode = df_cache_mode_to_string (&mode);
   ce->persistent = df_cache_mode_is_persistent (&mode);
   ce->maint = maint;
+  ce->hypervisor = !maint && mode.kind == DF_CACHE_HYPERVISOR;
   ce->cache = cache;
   return ce;
 }
@@ -494,10 +503,11 @@ open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
       return NULL;
     }
   e = export_new (ex, name, df_blk_ref (ce->cache),
-                  g_strdup_printf ("device %s cache %s gen %" G_GINT64_FORMAT
+                  g_strdup_printf ("device %s cache %s%s gen %" G_GINT64_FORMAT
                                    ", vdisk %s v%d",
-                                   ce->device, ce->mode, ce->generation,
-                                   ce->vdisk, ce->version));
+                                   ce->device, ce->mode,
+                                   ce->hypervisor ? " (read-only)" : "",
+                                   ce->generation, ce->vdisk, ce->version));
   e->device = g_strdup (ce->device);
   e->entry = ce;
   return e;
@@ -633,6 +643,8 @@ df_exports_flush_all (DfExports *ex)
       CacheEntry *ce = g_ptr_array_index (all, i);
       int errnum = 0;
 
+      if (ce->hypervisor)
+        continue;
       if (df_blk_flush (ce->cache, &errnum) < 0)
         g_warning ("device %s: flushing the write cache failed: %s",
                    ce->device, g_strerror (errnum));
@@ -649,6 +661,8 @@ df_exports_foreach_cache (DfExports *ex, df_cache_visit_fn fn, void *opaque)
       CacheEntry *ce = g_ptr_array_index (all, i);
       DfCacheStats st;
 
+      if (ce->hypervisor) /* no cache on this server */
+        continue;
       df_cache_get_stats (ce->cache, &st);
       fn (opaque, ce->device, ce->mode, &st);
     }

@@ -4,6 +4,8 @@
  *   vdisk/<name>@<N>    read-only, version N
  *   device/<name>       writable: the device's write cache over the version
  *   device/<mac>          its type selects (production/test/maintenance)
+ *                       (cache mode hypervisor: that version's chain itself,
+ *                       read-only; the hypervisor's overlay takes the writes)
  *
  * The registry keeps one chain per (vdisk, version) and one cache per
  * (device, boot generation), shared by every session that opens them.  A

@@ -326,14 +326,15 @@ check_device_type (const char *type, GError **err)
   return false;
 }
 
-/* "server", "server-persistent" or "ram:<MiB>" with MiB a positive decimal
- * below 2^32.  The vdisk engine checks the mode fully when it opens a cache;
+/* "server", "server-persistent", "hypervisor" or "ram:<MiB>" with MiB a
+ * positive decimal below 2^32.  The vdisk engine checks the mode fully when it opens a cache;
  * this keeps nonsense out of the DB.  *out: canonical form (new string). */
 static bool
 check_cache_mode (const char *mode, char **out, GError **err)
 {
   if (mode && (strcmp (mode, "server") == 0
-               || strcmp (mode, "server-persistent") == 0))
+               || strcmp (mode, "server-persistent") == 0
+               || strcmp (mode, "hypervisor") == 0))
     {
       *out = g_strdup (mode);
       return true;
@@ -352,8 +353,9 @@ check_cache_mode (const char *mode, char **out, GError **err)
         }
     }
   g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-               "cache mode '%s' is not server, server-persistent or "
-               "ram:<MiB> (a positive number of MiB)", mode ? mode : "");
+               "cache mode '%s' is not server, server-persistent, "
+               "hypervisor or ram:<MiB> (a positive number of MiB)",
+               mode ? mode : "");
   return false;
 }
 

@@ -68,14 +68,16 @@ df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err)
   if (s == NULL || *s == '\0')
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "empty cache mode (expected server, ram:<MiB> or "
-                   "server-persistent)");
+                   "empty cache mode (expected server, ram:<MiB>, "
+                   "server-persistent or hypervisor)");
       return false;
     }
   if (strcmp (s, "server") == 0)
     m.kind = DF_CACHE_SERVER;
   else if (strcmp (s, "server-persistent") == 0)
     m.kind = DF_CACHE_PERSISTENT;
+  else if (strcmp (s, "hypervisor") == 0)
+    m.kind = DF_CACHE_HYPERVISOR;
   else if (g_str_has_prefix (s, "ram:"))
     {
       m.kind = DF_CACHE_RAM;
@@ -85,8 +87,8 @@ df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err)
   else
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "unknown cache mode \"%s\" (expected server, ram:<MiB> "
-                   "or server-persistent)", s);
+                   "unknown cache mode \"%s\" (expected server, ram:<MiB>, "
+                   "server-persistent or hypervisor)", s);
       return false;
     }
   *out = m;
@@ -105,6 +107,8 @@ df_cache_mode_to_string (const DfCacheMode *m)
       return g_strdup_printf ("ram:%" G_GUINT64_FORMAT, m->ram_limit >> 20);
     case DF_CACHE_PERSISTENT:
       return g_strdup ("server-persistent");
+    case DF_CACHE_HYPERVISOR:
+      return g_strdup ("hypervisor");
     }
   g_return_val_if_reached (NULL);
 }
@@ -735,6 +739,8 @@ open_store (df_cache *c, GError **err)
       return df_cache_ram_open (c, err);
     case DF_CACHE_PERSISTENT:
       return df_cache_persistent_open (c, err);
+    case DF_CACHE_HYPERVISOR:
+      break; /* refused in df_cache_open */
     }
   g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "invalid cache mode");
   return false;
@@ -747,6 +753,15 @@ df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
   df_cache *c;
 
   g_return_val_if_fail (base != NULL && dir != NULL && mode != NULL, NULL);
+  if (mode->kind == DF_CACHE_HYPERVISOR)
+    {
+      /* The hypervisor's overlay holds the writes; the caller serves the
+       * chain itself, read-only.  Nothing is created in dir. */
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "cache mode hypervisor has no server-side cache (%s): "
+                   "serve the version read-only instead", dir);
+      return NULL;
+    }
   if (g_mkdir_with_parents (dir, 0700) < 0)
     {
       df_set_error_errno (err, errno, "create cache directory %s", dir);

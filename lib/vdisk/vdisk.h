@@ -137,6 +137,10 @@ typedef enum {
   DF_CACHE_SERVER = 0,      /* sparse file on the server, reset each boot */
   DF_CACHE_RAM,             /* RAM up to ram_limit, overflow to disk */
   DF_CACHE_PERSISTENT,      /* server disk, durable on FLUSH/FUA */
+  DF_CACHE_HYPERVISOR,      /* no server-side cache: the hypervisor's qcow2
+                             * overlay takes the writes; the device export
+                             * is the version's chain, read-only.
+                             * df_cache_open refuses it. */
 } DfCacheKind;
 
 typedef struct {
@@ -144,7 +148,7 @@ typedef struct {
   uint64_t ram_limit;       /* bytes, DF_CACHE_RAM only */
 } DfCacheMode;
 
-/* "server" | "ram:<MiB>" | "server-persistent" */
+/* "server" | "ram:<MiB>" | "server-persistent" | "hypervisor" */
 bool df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err);
 char *df_cache_mode_to_string (const DfCacheMode *m);
 bool df_cache_mode_is_persistent (const DfCacheMode *m);

@@ -101,3 +101,55 @@ g2=$(df --json device show vm7 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p'
 [ -n "$g1" ] && [ "$g2" -eq $((g1 + 1)) ] || fail "generation $g1 -> $g2"
 echo "<domain/>" | hook x prepare begin - || fail "hook on a domain without NIC"
 pass "hook: unknown domain left alone, auto-add on prepare, new generation on release"
+
+# provision --cache hypervisor: the device is registered with mode
+# hypervisor and its overlay's backing is its NBD export
+need qemu-img qemu-io
+mkdir -p "$T/disks"
+out=$(df vm provision --template tpl --count 1 --collection web --name-template 'hr{n}' \
+      --cache hypervisor --nbd 127.0.0.1:10809 --disk-dir disks --connect "$NODE" 2>&1) &&
+  fail "relative --disk-dir accepted"
+echo "$out" | grep -q "absolute" || fail "message: $out"
+df --json device show hr1 >/dev/null 2>&1 && fail "device left registered after a refused --disk-dir"
+x=$(df vm provision --template tpl --count 1 --collection web --name-template 'hv{n}' \
+     --cache hypervisor --nbd 127.0.0.1:10809 --disk-dir "$T/disks" --connect "$NODE" --print-xml) ||
+  fail "provision --cache hypervisor"
+df --json device show hv1 | grep -q '"cache_mode" *: *"hypervisor"' || fail "hv1 not in mode hypervisor"
+OV=$T/disks/hv1.qcow2
+[ "$(echo "$x" | xmllint --xpath 'string(//disk[source/@file="'"$OV"'"]/boot/@order)' -)" = 1 ] ||
+  fail "overlay disk not first: $x"
+qemu-img info --output=json "$OV" >"$T/ov.json" || fail "no overlay at $OV"
+jcheck "$T/ov.json" 'd["format"] == "qcow2"' \
+  'd["backing-filename"] == "nbd://127.0.0.1:10809/device/hv1"' \
+  'd["backing-filename-format"] == "raw"' 'd["virtual-size"] == 1 << 20'
+pass "provision --cache hypervisor: device mode hypervisor, overlay backed by nbd://127.0.0.1:10809/device/hv1"
+
+# the hook on prepare: a fresh overlay (same file, backing, size); a disk
+# whose backing is another device's export is left alone; release: nothing
+# rw FILE CMD: qemu-io on the overlay alone (backing null: no NBD server here)
+rw() { qemu-io -c "$2" "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"$1\"},\"backing\":null}" >"$T/rw.out" 2>&1 &&
+       ! grep -q "failed" "$T/rw.out"; }
+OTHER=$T/disks/other.qcow2
+qemu-img create -q -f qcow2 -u -F raw -b nbd://127.0.0.1:10809/device/web01 "$OTHER" 1M
+rw "$OV" "write -P 0xcd 64k 4k" || fail "write into the overlay: $(cat "$T/rw.out")"
+rw "$OTHER" "write -P 0xce 64k 4k" || fail "write into the other overlay"
+rw "$OV" "read -P 0xcd 64k 4k" || fail "overlay write not there"
+ino=$(stat -c %i "$OV")
+XH=$(echo "$x" | sed "s|</devices>|<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$OTHER'/><target dev='vdy' bus='virtio'/></disk></devices>|")
+g1=$(df --json device show hv1 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p')
+echo "$XH" | hook hv1 prepare begin - 2>"$T/hook.err" || fail "hook prepare hv1: $(cat "$T/hook.err")"
+g2=$(df --json device show hv1 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p')
+[ "$g2" -eq $((g1 + 1)) ] || fail "hv1 generation $g1 -> $g2 on prepare"
+rw "$OV" "read -P 0 64k 4k" || fail "prepare kept the overlay's old writes: $(cat "$T/rw.out")"
+rw "$OTHER" "read -P 0xce 64k 4k" || fail "prepare touched a disk backed by another device"
+grep -q "other.qcow2: backing .* is not device/hv1; left alone" "$T/hook.err" || fail "hook log: $(cat "$T/hook.err")"
+[ "$(stat -c %i "$OV")" = "$ino" ] || fail "overlay replaced by another file"
+qemu-img info --output=json "$OV" >"$T/ov2.json"
+jcheck "$T/ov2.json" 'd["backing-filename"] == "nbd://127.0.0.1:10809/device/hv1"' \
+  'd["backing-filename-format"] == "raw"' 'd["virtual-size"] == 1 << 20'
+rw "$OV" "write -P 0xcf 64k 4k" || fail "write after prepare"
+echo "$XH" | hook hv1 release end - 2>"$T/hook.err" || fail "hook release hv1"
+g3=$(df --json device show hv1 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p')
+[ "$g3" -eq "$g2" ] || fail "release changed hv1's generation ($g2 -> $g3)"
+rw "$OV" "read -P 0xcf 64k 4k" || fail "release touched the overlay"
+pass "hook: prepare recreates hv1's overlay (old writes gone, same file/backing/size), other backings untouched; release keeps it"

@@ -216,13 +216,15 @@ test_mode_parse (void)
     { "ram:512", DF_CACHE_RAM, 512ull * MiB, "ram:512" },
     { "ram:1048576", DF_CACHE_RAM, 1048576ull * MiB, "ram:1048576" },
     { "ram:007", DF_CACHE_RAM, 7ull * MiB, "ram:7" },
+    { "hypervisor", DF_CACHE_HYPERVISOR, 0, "hypervisor" },
   };
   static const char *const bad[] = {
     "", "ram", "ram:", "ram:0", "ram:-1", "ram:abc", "ram:12abc", "ram: 12",
     "ram:+12", "ram:1.5", "ram:0x10", "ram:1048577",
     "ram:18446744073709551615", "ram:99999999999999999999999",
     "server-persistentx", "Server", "server ", " server", "serverx",
-    "hypervisor", "private", "RAM:12",
+    "private", "RAM:12", "Hypervisor", "hypervisor ", "hypervisor:1",
+    "hypervisorx", "hyper",
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS (good); i++)
@@ -251,6 +253,26 @@ test_mode_parse (void)
       g_assert_cmpuint (m.ram_limit, ==, 42); /* untouched */
     }
   g_assert_false (df_cache_mode_parse (NULL, &(DfCacheMode) { 0 }, NULL));
+}
+
+/* hypervisor: no server-side cache; df_cache_open refuses it and creates
+ * nothing (streamsvc serves the chain read-only instead). */
+static void
+test_hypervisor_refused (void)
+{
+  g_autofree char *top = make_tmpdir ();
+  g_autofree char *dir = g_build_filename (top, "dev", NULL);
+  g_autoptr (df_blk) base = mem_base_new (1 * MiB, 3);
+  g_autoptr (GError) err = NULL;
+  DfCacheMode mode;
+
+  g_assert_true (df_cache_mode_parse ("hypervisor", &mode, &err));
+  g_assert_false (df_cache_mode_is_persistent (&mode));
+  g_assert_null (df_cache_open (base, dir, &mode, 0, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_assert_nonnull (strstr (err->message, "hypervisor"));
+  g_assert_false (g_file_test (dir, G_FILE_TEST_EXISTS));
+  g_assert_cmpint (g_rmdir (top), ==, 0);
 }
 
 /* ---- random operations against a reference buffer ------------------------- */
@@ -936,6 +958,7 @@ main (int argc, char **argv)
   g_log_set_writer_func (test_log_writer, NULL, NULL);
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/cache/mode-parse", test_mode_parse);
+  g_test_add_func ("/cache/hypervisor-refused", test_hypervisor_refused);
   for (gsize i = 0; i < G_N_ELEMENTS (modes); i++)
     {
       g_autofree char *p1 = g_strdup_printf ("/cache/random-ops/%s", modes[i]);

@@ -444,6 +444,58 @@ visit_clear (gpointer p)
   g_free (v->mode);
 }
 
+/* Cache mode hypervisor: the device export is the chain of the version
+ * the generation pinned, read-only, with no cache on the server. */
+static void
+test_hypervisor (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GArray) seen = g_array_new (FALSE, TRUE, sizeof (Visit));
+  g_autofree char *cache_dir = NULL;
+  DfExport *e, *by_mac, *v1;
+  gint64 gen;
+
+  add_device (f, "pc05", "52:54:00:00:00:05", "production", "hypervisor", 0);
+  cache_dir = df_farm_cache_dir (f->farm, "pc05");
+  e = open_ok (f, "device/pc05");
+  by_mac = open_ok (f, "device/52:54:00:00:00:05");
+  v1 = open_ok (f, "vdisk/web@1");
+  g_assert_true (df_export_readonly (e));
+  g_assert_true (df_export_blk (e)->readonly);
+  g_assert_cmpstr (df_export_device (e), ==, "pc05");
+  g_assert_nonnull (strstr (df_export_description (e),
+                            "cache hypervisor (read-only)"));
+  g_assert_nonnull (strstr (df_export_description (e), "vdisk web v1"));
+  /* the version's own chain, shared with the vdisk export */
+  g_assert_true (df_export_blk (e) == df_export_blk (v1));
+  g_assert_true (df_export_blk (e) == df_export_blk (by_mac));
+  g_assert_cmpint (first_byte (e, 0), ==, 'B');
+  g_assert_false (g_file_test (cache_dir, G_FILE_TEST_EXISTS));
+  g_array_set_clear_func (seen, visit_clear);
+  df_exports_foreach_cache (f->ex, visit, seen);
+  g_assert_null (find_visit (seen, "pc05"));
+  df_exports_flush_all (f->ex);
+  df_export_close (by_mac);
+  df_export_close (v1);
+
+  /* a promotion is seen at the next generation only */
+  g_assert_true (df_farm_version_set_state (f->farm, "web", 2,
+                                            DF_VSTATE_PRODUCTION, &err));
+  g_assert_no_error (err);
+  df_export_close (e);
+  e = open_ok (f, "device/pc05");
+  g_assert_cmpint (first_byte (e, 0), ==, 'B');
+  df_export_close (e);
+  g_assert_true (df_farm_device_new_generation (f->farm, "pc05", &gen, &err));
+  g_assert_no_error (err);
+  e = open_ok (f, "device/pc05");
+  g_assert_cmpint (first_byte (e, 0), ==, 'C');
+  g_assert_nonnull (strstr (df_export_description (e), "vdisk web v2"));
+  g_assert_true (df_export_readonly (e));
+  df_export_close (e);
+  g_assert_false (g_file_test (cache_dir, G_FILE_TEST_EXISTS));
+}
+
 static void
 test_foreach_cache_and_quota (Fixture *f, gconstpointer data)
 {
@@ -795,6 +847,7 @@ main (int argc, char **argv)
   FARM_TEST ("/exports/persistent", test_persistent);
   FARM_TEST ("/exports/list", test_list);
   FARM_TEST ("/exports/foreach-cache-and-quota", test_foreach_cache_and_quota);
+  FARM_TEST ("/exports/hypervisor", test_hypervisor);
   FARM_TEST ("/exports/many-opens", test_many_opens);
   FARM_TEST ("/exports/concurrent-opens", test_concurrent_opens);
   FARM_TEST ("/admin/endpoints", test_admin);

@@ -558,6 +558,16 @@ test_collections_devices (Fixture *fx, gconstpointer data)
   g_assert_null (df_farm_device_get (f, "52:54:00:ab:cd:02", &err));
   g_clear_error (&err);
 
+  /* The hypervisor mode (no server-side cache) is stored as given. */
+  g_autoptr (DfDevice) pc3 = df_farm_device_get (f, "pc3", &err);
+  g_assert_no_error (err);
+  pc3->cache_mode = (g_free (pc3->cache_mode), g_strdup ("hypervisor"));
+  g_assert_true (df_farm_device_update (f, pc3, &err));
+  g_assert_no_error (err);
+  g_autoptr (DfDevice) pc3b = df_farm_device_get (f, "pc3", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (pc3b->cache_mode, ==, "hypervisor");
+
   gint64 gen = 0;
   g_assert_true (df_farm_device_new_generation (f, "pc1", &gen, &err));
   g_assert_cmpint (gen, ==, 2);
@@ -677,6 +687,12 @@ static const BadRow bad_rows[] = {
   { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:4294967296",
     .code = DF_ERROR_INVALID },
   { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "server ",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "Hypervisor",
+    .code = DF_ERROR_INVALID, .in_message = "Hypervisor" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "hypervisor:1",
+    .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "hypervisorx",
     .code = DF_ERROR_INVALID },
   { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .num = Q64,
     .code = DF_ERROR_INVALID },
