@@ -12,7 +12,20 @@
  * an ACK of base-1 (a duplicate) is ignored: DATA is only ever resent on a
  * timeout, never because of a duplicate ACK (Sorcerer's Apprentice, RFC
  * 1123 4.2.3.1).  A partial ACK inside the window (RFC 7440: the client
- * saw a gap) restarts the window after the acknowledged block. */
+ * saw a gap) restarts the window after the acknowledged block.
+ *
+ * Data path: the server runs in a thread of its own ("tftp") around one
+ * epoll set holding the listening socket, a stop eventfd and every
+ * transfer's connected socket; the listening socket, the transfers and the
+ * file cache are touched by that thread only (the counters are shared under
+ * stats_lock).  Per ACK: epoll_wait, one recvmmsg (an ACK burst costs one
+ * call), one send of the next window.  A window of cached blocks goes out as
+ * UDP GSO super-datagrams whose iovecs point into the cache (header, data,
+ * header, data...; the kernel cuts them every 4 + blksize bytes), falling
+ * back to sendmmsg when the route refuses GSO; no block is copied in user
+ * space.  Retransmission deadlines are plain numbers: arming one is a store,
+ * and the loop scans the transfers only when the earliest deadline may have
+ * passed. */
 #include "tftp.h"
 #include "tftp_proto.h"
 #include "beneath.h"
@@ -23,7 +36,10 @@
 #include <glib-unix.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -79,12 +95,29 @@ struct DfTftpServer {
   char *root;
   int root_fd;
   int listen_fd;
-  guint listen_source;
+  int epoll_fd;
+  int wake_fd;              /* eventfd: df_tftp_server_free stops the thread */
+  GThread *thread;
+  /* Owned by the tftp thread while it runs: */
   GHashTable *xfers;        /* Xfer* set, owned */
+  GPtrArray *dead;          /* finished Xfer*, freed after the event batch */
   GHashTable *cache;        /* FileKey* -> CacheEntry* (owned) */
   guint64 cache_used;
-  DfTftpStats stats;
+  gint64 next_scan_us;      /* no deadline passes before; G_MAXINT64: none */
+  bool gso_refused;         /* a route refused UDP GSO: use sendmmsg */
+  /* Shared with the caller's thread: */
+  GMutex stats_lock;
+  DfTftpStats stats;        /* under stats_lock */
 };
+
+/* Count one event in a DfTftpStats field (any thread). */
+static void
+stat_add (DfTftpServer *srv, guint64 *field, gint64 delta)
+{
+  g_mutex_lock (&srv->stats_lock);
+  *field += delta;
+  g_mutex_unlock (&srv->stats_lock);
+}
 
 typedef enum {
   XFER_WAIT_OACK_ACK,
@@ -92,19 +125,19 @@ typedef enum {
 } XferState;
 
 typedef struct {
-  GSource source;           /* socket readiness + retransmit deadline */
   DfTftpServer *srv;        /* borrowed */
   int fd;                   /* connected to the client, owned */
-  gpointer fd_tag;
+  gint64 deadline_us;       /* retransmission due */
   char peer[64];            /* "addr:port" for logs */
   char path[DF_TFTP_NAME_MAX + 1];
   XferState state;
-  bool finished;            /* xfer_finish ran: only the source ref left */
+  bool finished;            /* xfer_finish ran: on srv->dead, fd closed */
   GBytes *data;             /* cached file, or NULL */
   int file_fd;              /* uncached file, or -1 */
   guint64 size;
   guint32 blksize;
   guint16 windowsize;
+  bool gso;                 /* socket has UDP_SEGMENT = 4 + blksize */
   DfTftpOptions oack;       /* options acknowledged */
   bool has_oack;
   guint64 nblocks;          /* last block number (always >= 1) */
@@ -116,7 +149,7 @@ typedef struct {
   guint rto_ms;
   gint64 window_sent_us;    /* when the window was first sent */
   bool window_resent;       /* Karn: no RTT sample after a resend */
-  guint8 *buf;              /* 4 + blksize, owned */
+  guint8 *buf;              /* 4 + blksize, uncached files only, owned */
   gint64 started_us;
 } Xfer;
 
@@ -150,22 +183,14 @@ block_len (const Xfer *x, guint64 k)
   return (size_t) MIN ((guint64) x->blksize, x->size - off);
 }
 
+/* Send block k of an uncached file (read into x->buf). */
 static bool
 xfer_send_block (Xfer *x, guint64 k)
 {
   size_t n = block_len (x, k);
   guint64 off = (k - 1) * x->blksize;
+  g_assert (!x->data);
   df_tftp_build_data_header (x->buf, 4, (guint16) (k & 0xffff));
-  if (x->data)
-    {
-      const guint8 *d = g_bytes_get_data (x->data, NULL);
-      struct iovec iov[2] = { { x->buf, 4 }, { (void *) (d + off), n } };
-      struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-      if (sendmsg (x->fd, &mh, MSG_DONTWAIT) < 0 && errno != EAGAIN
-          && errno != ECONNREFUSED)
-        g_debug ("tftp %s: send: %s", x->peer, g_strerror (errno));
-      return true;
-    }
   if (n > 0 && df_pread_all (x->file_fd, x->buf + 4, n, off) < 0)
     {
       g_message ("tftp %s: %s: read error: %s", x->peer, x->path,
@@ -177,13 +202,91 @@ xfer_send_block (Xfer *x, guint64 k)
   return true;
 }
 
+/* Point iov[0..1] at block k of the cached file behind header hdr. */
+static void
+cached_block_iov (const Xfer *x, guint64 k, guint8 hdr[4], struct iovec *iov)
+{
+  const guint8 *d = g_bytes_get_data (x->data, NULL);
+  df_tftp_build_data_header (hdr, 4, (guint16) (k & 0xffff));
+  iov[0] = (struct iovec) { hdr, 4 };
+  iov[1] = (struct iovec) { (void *) (d + (k - 1) * x->blksize),
+                            block_len (x, k) };
+}
+
+/* UDP GSO: at most this many segments and payload bytes per send. */
+#define GSO_SEGS_MAX 64
+#define GSO_BYTES_MAX 65000
+
+static guint
+gso_segments (guint32 blksize)
+{
+  return MIN (GSO_SEGS_MAX, GSO_BYTES_MAX / (4 + blksize));
+}
+
+/* Ask the kernel to cut this transfer's sends every 4 + blksize bytes, when
+ * a window holds several blocks that fit one GSO send. */
+static void
+xfer_enable_gso (Xfer *x)
+{
+  int seg = (int) (4 + x->blksize);
+  if (x->srv->gso_refused || x->windowsize < 2 || gso_segments (x->blksize) < 2)
+    return;
+  x->gso = setsockopt (x->fd, SOL_UDP, UDP_SEGMENT, &seg, sizeof seg) == 0;
+}
+
+static void
+xfer_disable_gso (Xfer *x, int e)
+{
+  int zero = 0;
+  g_message ("tftp %s: UDP GSO refused (%s): sending windows with sendmmsg",
+             x->peer, g_strerror (e));
+  x->srv->gso_refused = true;
+  x->gso = false;
+  setsockopt (x->fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero);
+}
+
+/* Send cached blocks [next, end) as GSO super-datagrams: one sendmsg per
+ * gso_segments blocks, iovecs into the cache.  False when the kernel
+ * refuses GSO on this route (x->next tells what is left to send). */
+static bool
+xfer_send_gso (Xfer *x, guint64 end)
+{
+  guint max = gso_segments (x->blksize);
+  while (x->next < end)
+    {
+      struct iovec iov[2 * GSO_SEGS_MAX];
+      guint8 hdr[GSO_SEGS_MAX][4];
+      guint n = 0;
+      for (guint64 k = x->next; k < end && n < max; k++, n++)
+        cached_block_iov (x, k, hdr[n], &iov[2 * n]);
+      struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 * n };
+      if (sendmsg (x->fd, &mh, MSG_DONTWAIT) < 0)
+        {
+          int e = errno;
+          if (e == EIO || e == EINVAL || e == EMSGSIZE || e == EOPNOTSUPP)
+            {
+              xfer_disable_gso (x, e);
+              return false;
+            }
+          /* Full socket buffer or ICMP refusal: the rest goes out on the
+           * retransmission timeout, as if lost. */
+          g_debug ("tftp %s: send: %s", x->peer, g_strerror (e));
+          x->next = end;
+          return true;
+        }
+      x->next += n;
+    }
+  return true;
+}
+
 /* Send cached blocks [next, end) with one sendmmsg per batch: a window
  * costs one system call, not one per block. */
 #define SEND_BATCH 64
 static void
 xfer_send_cached (Xfer *x, guint64 end)
 {
-  const guint8 *d = g_bytes_get_data (x->data, NULL);
+  if (x->gso && end - x->next > 1 && xfer_send_gso (x, end))
+    return;
   while (x->next < end)
     {
       struct mmsghdr mm[SEND_BATCH];
@@ -192,10 +295,7 @@ xfer_send_cached (Xfer *x, guint64 end)
       guint n = 0;
       for (guint64 k = x->next; k < end && n < SEND_BATCH; k++, n++)
         {
-          df_tftp_build_data_header (hdr[n], 4, (guint16) (k & 0xffff));
-          iov[n][0] = (struct iovec) { hdr[n], 4 };
-          iov[n][1] = (struct iovec) { (void *) (d + (k - 1) * x->blksize),
-                                       block_len (x, k) };
+          cached_block_iov (x, k, hdr[n], iov[n]);
           memset (&mm[n], 0, sizeof mm[n]);
           mm[n].msg_hdr.msg_iov = iov[n];
           mm[n].msg_hdr.msg_iovlen = 2;
@@ -222,11 +322,13 @@ xfer_rto (const Xfer *x)
   return rto;
 }
 
+/* Set the retransmission deadline: a store, plus pulling the next scan
+ * earlier when needed. */
 static void
 xfer_arm (Xfer *x)
 {
-  g_source_set_ready_time (&x->source,
-                           g_get_monotonic_time () + xfer_rto (x) * 1000);
+  x->deadline_us = g_get_monotonic_time () + xfer_rto (x) * 1000;
+  x->srv->next_scan_us = MIN (x->srv->next_scan_us, x->deadline_us);
 }
 
 /* Send blocks [next, base + windowsize) up to the last one. */
@@ -345,17 +447,26 @@ xfer_rx (Xfer *x, const guint8 *buf, size_t len)
   return !x->finished;
 }
 
-static bool
-xfer_read_socket (Xfer *x)
+/* Read what the client sent: one recvmmsg takes a burst of ACKs. */
+#define RX_BATCH 8
+#define RX_PKT 1024
+static void
+xfer_on_readable (Xfer *x)
 {
-  /* One datagram per wake-up: a transfer receives one ACK per window, and
-   * poll reports the socket again when more is queued (saves the recv that
-   * would only return EAGAIN). */
-  guint8 buf[1024];
-  ssize_t n = recv (x->fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
-  if (n < 0)
-    return true;              /* EAGAIN, or ICMP refusal: timer handles */
-  return xfer_rx (x, buf, MIN ((size_t) n, sizeof buf));
+  guint8 buf[RX_BATCH][RX_PKT];
+  struct iovec iov[RX_BATCH];
+  struct mmsghdr mm[RX_BATCH];
+  memset (mm, 0, sizeof mm);
+  for (guint i = 0; i < RX_BATCH; i++)
+    {
+      iov[i] = (struct iovec) { buf[i], RX_PKT };
+      mm[i].msg_hdr.msg_iov = &iov[i];
+      mm[i].msg_hdr.msg_iovlen = 1;
+    }
+  int n = recvmmsg (x->fd, mm, RX_BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
+  /* n < 0: EAGAIN, or an ICMP refusal; the timeout handles both. */
+  for (int i = 0; i < n && !x->finished; i++)
+    xfer_rx (x, buf[i], MIN ((size_t) mm[i].msg_len, RX_PKT));
 }
 
 static void
@@ -368,7 +479,7 @@ xfer_timeout (Xfer *x)
       xfer_finish (x, false, "timed out");
       return;
     }
-  srv->stats.retransmits++;
+  stat_add (srv, &srv->stats.retransmits, 1);
   x->window_resent = true;
   if (x->state == XFER_WAIT_OACK_ACK)
     {
@@ -380,63 +491,46 @@ xfer_timeout (Xfer *x)
     xfer_finish (x, false, "read error");
 }
 
-static gboolean
-xfer_dispatch (GSource *source, GSourceFunc cb, gpointer data)
-{
-  Xfer *x = (Xfer *) source;
-  if (g_source_query_unix_fd (source, x->fd_tag) & G_IO_IN)
-    if (!xfer_read_socket (x))
-      return G_SOURCE_CONTINUE; /* finished: source already destroyed */
-  gint64 ready = g_source_get_ready_time (source);
-  if (ready >= 0 && g_get_monotonic_time () >= ready)
-    xfer_timeout (x);
-  return G_SOURCE_CONTINUE;
-}
-
+/* Frees a transfer (GDestroyNotify for srv->xfers and srv->dead). */
 static void
-xfer_source_finalize (GSource *source)
+xfer_free (gpointer p)
 {
-  Xfer *x = (Xfer *) source;
+  Xfer *x = p;
   if (x->fd >= 0)
     close (x->fd);
   if (x->file_fd >= 0)
     close (x->file_fd);
   g_clear_pointer (&x->data, g_bytes_unref);
   g_free (x->buf);
+  g_free (x);
 }
 
-static GSourceFuncs xfer_funcs = {
-  .dispatch = xfer_dispatch,
-  .finalize = xfer_source_finalize,
-};
-
+/* End a transfer: log it once, close its socket (which leaves the epoll
+ * set) and park it on srv->dead until the event batch is over, so nothing
+ * in the batch points at freed memory. */
 static void
 xfer_finish (Xfer *x, bool ok, const char *why)
 {
   DfTftpServer *srv = x->srv;
   x->finished = true;
   double secs = (g_get_monotonic_time () - x->started_us) / 1e6;
+  g_mutex_lock (&srv->stats_lock);
   if (ok)
-    {
-      srv->stats.transfers_done++;
-      g_message ("tftp %s: sent %s (%" G_GUINT64_FORMAT " bytes, blksize %u, "
-              "windowsize %u) in %.3f s", x->peer, x->path, x->size,
-              x->blksize, x->windowsize, secs);
-    }
+    srv->stats.transfers_done++;
   else
-    {
-      srv->stats.transfers_failed++;
-      g_message ("tftp %s: %s: transfer ended: %s", x->peer, x->path, why);
-    }
-  g_hash_table_remove (srv->xfers, x);   /* destroys and unrefs the source */
-}
-
-static void
-xfer_destroy (gpointer p)
-{
-  GSource *s = p;
-  g_source_destroy (s);
-  g_source_unref (s);
+    srv->stats.transfers_failed++;
+  srv->stats.active--;
+  g_mutex_unlock (&srv->stats_lock);
+  if (ok)
+    g_message ("tftp %s: sent %s (%" G_GUINT64_FORMAT " bytes, blksize %u, "
+               "windowsize %u) in %.3f s", x->peer, x->path, x->size,
+               x->blksize, x->windowsize, secs);
+  else
+    g_message ("tftp %s: %s: transfer ended: %s", x->peer, x->path, why);
+  close (x->fd);
+  x->fd = -1;
+  g_hash_table_steal (srv->xfers, x);
+  g_ptr_array_add (srv->dead, x);
 }
 
 /* ---- opening files ---------------------------------------------------- */
@@ -478,7 +572,7 @@ cache_lookup (DfTftpServer *srv, int fd, const struct stat *st)
   CacheEntry *e = g_hash_table_lookup (srv->cache, &key);
   if (e)
     {
-      srv->stats.cache_hits++;
+      stat_add (srv, &srv->stats.cache_hits, 1);
       e->last_use_us = g_get_monotonic_time ();
       return g_bytes_ref (e->data);
     }
@@ -495,7 +589,7 @@ cache_lookup (DfTftpServer *srv, int fd, const struct stat *st)
       errno = saved;
       return NULL;
     }
-  srv->stats.cache_misses++;
+  stat_add (srv, &srv->stats.cache_misses, 1);
   cache_evict (srv, st->st_size);
   e = g_new0 (CacheEntry, 1);
   e->key = key;
@@ -630,7 +724,7 @@ xfer_negotiate (Xfer *x, const DfTftpRequest *req)
 static Xfer *
 xfer_new (DfTftpServer *srv, const char *path, const char *peer)
 {
-  Xfer *x = (Xfer *) g_source_new (&xfer_funcs, sizeof (Xfer));
+  Xfer *x = g_new0 (Xfer, 1);
   x->srv = srv;
   x->fd = -1;
   x->file_fd = -1;
@@ -638,7 +732,6 @@ xfer_new (DfTftpServer *srv, const char *path, const char *peer)
   x->started_us = g_get_monotonic_time ();
   g_strlcpy (x->path, path, sizeof x->path);
   g_strlcpy (x->peer, peer, sizeof x->peer);
-  g_source_set_name (&x->source, "tftp transfer");
   return x;
 }
 
@@ -646,17 +739,21 @@ static void
 xfer_start (Xfer *x)
 {
   DfTftpServer *srv = x->srv;
-  x->buf = g_malloc (4 + x->blksize);
+  if (!x->data)
+    x->buf = g_malloc (4 + x->blksize);
   x->nblocks = x->size / x->blksize + 1;
   /* Room for a whole window in the socket buffer (the kernel caps it). */
   int sndbuf = (int) MIN ((guint64) x->windowsize * (x->blksize + 64),
                           8u << 20);
   if (sndbuf > 212992)
     setsockopt (x->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-  x->fd_tag = g_source_add_unix_fd (&x->source, x->fd, G_IO_IN);
+  if (x->data)
+    xfer_enable_gso (x);
   g_hash_table_add (srv->xfers, x);
-  g_source_attach (&x->source, NULL);
+  g_mutex_lock (&srv->stats_lock);
   srv->stats.transfers_started++;
+  srv->stats.active++;
+  g_mutex_unlock (&srv->stats_lock);
   if (x->has_oack)
     {
       x->state = XFER_WAIT_OACK_ACK;
@@ -692,7 +789,7 @@ handle_request (DfTftpServer *srv, const guint8 *buf, size_t len,
     code = DF_TFTP_EUNDEF, msg = "server busy, try again";
   if (msg)
     {
-      srv->stats.requests_refused++;
+      stat_add (srv, &srv->stats.requests_refused, 1);
       if (code == DF_TFTP_SILENT)
         g_debug ("tftp %s: ignored: %s", peer_s, msg);
       else
@@ -704,17 +801,18 @@ handle_request (DfTftpServer *srv, const guint8 *buf, size_t len,
   Xfer *x = xfer_new (srv, path, peer_s);
   if (!xfer_open_file (x, &code, &msg))
     {
-      srv->stats.requests_refused++;
+      stat_add (srv, &srv->stats.requests_refused, 1);
       send_error_to (srv, peer, plen, code, msg);
-      g_source_unref (&x->source);
+      xfer_free (x);
       return;
     }
   x->fd = transfer_socket (local, peer, plen);
-  if (x->fd < 0)
+  struct epoll_event ev = { .events = EPOLLIN, .data.ptr = x };
+  if (x->fd < 0 || epoll_ctl (srv->epoll_fd, EPOLL_CTL_ADD, x->fd, &ev) < 0)
     {
       g_message ("tftp %s: transfer socket: %s", peer_s, g_strerror (errno));
       send_error_to (srv, peer, plen, DF_TFTP_EUNDEF, "server error");
-      g_source_unref (&x->source);
+      xfer_free (x);
       return;
     }
   xfer_negotiate (x, &req);
@@ -739,10 +837,11 @@ local_address (DfTftpServer *srv, struct msghdr *mh,
       }
 }
 
-static gboolean
-on_listen (gint fd, GIOCondition cond, gpointer data)
+/* Take the queued requests (up to 64 per wake-up, fair to transfers). */
+static void
+on_listen (DfTftpServer *srv)
 {
-  DfTftpServer *srv = data;
+  int fd = srv->listen_fd;
   for (guint i = 0; i < 64; i++)
     {
       guint8 buf[DF_TFTP_REQ_MAX + 1];
@@ -764,7 +863,98 @@ on_listen (gint fd, GIOCondition cond, gpointer data)
       size_t len = (mh.msg_flags & MSG_TRUNC) ? sizeof buf : (size_t) n;
       handle_request (srv, buf, len, &peer, mh.msg_namelen, &local);
     }
-  return G_SOURCE_CONTINUE;
+}
+
+/* ---- the tftp thread -------------------------------------------------- */
+
+/* Retransmit for every transfer whose deadline passed and set
+ * next_scan_us to the earliest deadline left. */
+static void
+scan_deadlines (DfTftpServer *srv, gint64 now)
+{
+  g_autoptr (GPtrArray) due = g_ptr_array_new ();
+  GHashTableIter it;
+  gpointer k;
+  srv->next_scan_us = G_MAXINT64;
+  g_hash_table_iter_init (&it, srv->xfers);
+  while (g_hash_table_iter_next (&it, &k, NULL))
+    {
+      Xfer *x = k;
+      if (x->deadline_us <= now)
+        g_ptr_array_add (due, x);
+      else
+        srv->next_scan_us = MIN (srv->next_scan_us, x->deadline_us);
+    }
+  for (guint i = 0; i < due->len; i++)
+    xfer_timeout (due->pdata[i]);   /* re-arms, or finishes */
+}
+
+/* Milliseconds epoll_wait may sleep: until the next scan, rounded up. */
+static int
+wait_ms (const DfTftpServer *srv)
+{
+  if (srv->next_scan_us == G_MAXINT64)
+    return -1;
+  gint64 left = srv->next_scan_us - g_get_monotonic_time ();
+  return left <= 0 ? 0 : (int) MIN ((left + 999) / 1000, G_MAXINT);
+}
+
+#define EVENT_BATCH 64
+static gpointer
+tftp_thread (gpointer data)
+{
+  DfTftpServer *srv = data;
+  for (;;)
+    {
+      struct epoll_event ev[EVENT_BATCH];
+      int n = epoll_wait (srv->epoll_fd, ev, EVENT_BATCH, wait_ms (srv));
+      if (n < 0 && errno != EINTR)
+        g_error ("tftp: epoll_wait: %s", g_strerror (errno));
+      for (int i = 0; i < n; i++)
+        if (ev[i].data.ptr == &srv->wake_fd)
+          return NULL;
+        else if (ev[i].data.ptr == &srv->listen_fd)
+          on_listen (srv);
+        else
+          xfer_on_readable (ev[i].data.ptr);
+      gint64 now = g_get_monotonic_time ();
+      if (now >= srv->next_scan_us)
+        scan_deadlines (srv, now);
+      g_ptr_array_set_size (srv->dead, 0);   /* frees finished transfers */
+    }
+}
+
+static bool
+epoll_watch (DfTftpServer *srv, int fd, gpointer tag, GError **err)
+{
+  struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tag };
+  if (epoll_ctl (srv->epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0)
+    return true;
+  df_set_error_errno (err, errno, "tftp: epoll_ctl");
+  return false;
+}
+
+/* The epoll set, the stop eventfd and the thread. */
+static bool
+server_start_thread (DfTftpServer *srv, GError **err)
+{
+  srv->epoll_fd = epoll_create1 (EPOLL_CLOEXEC);
+  if (srv->epoll_fd < 0)
+    {
+      df_set_error_errno (err, errno, "tftp: epoll_create1");
+      return false;
+    }
+  srv->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (srv->wake_fd < 0)
+    {
+      df_set_error_errno (err, errno, "tftp: eventfd");
+      return false;
+    }
+  if (!epoll_watch (srv, srv->listen_fd, &srv->listen_fd, err)
+      || !epoll_watch (srv, srv->wake_fd, &srv->wake_fd, err))
+    return false;
+  srv->thread = g_thread_try_new ("tftp", tftp_thread, srv, err);
+  return srv->thread != NULL;
 }
 
 /* ---- server ----------------------------------------------------------- */
@@ -805,10 +995,18 @@ df_tftp_server_new (const DfTftpConfig *cfg, int listen_fd, GError **err)
   srv->listen_fd = listen_fd;
   int one = 1;
   setsockopt (listen_fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
-  srv->xfers = g_hash_table_new_full (NULL, NULL, xfer_destroy, NULL);
+  srv->epoll_fd = srv->wake_fd = -1;
+  g_mutex_init (&srv->stats_lock);
+  srv->next_scan_us = G_MAXINT64;
+  srv->xfers = g_hash_table_new_full (NULL, NULL, xfer_free, NULL);
+  srv->dead = g_ptr_array_new_with_free_func (xfer_free);
   srv->cache = g_hash_table_new_full (file_key_hash, file_key_equal, NULL,
                                       cache_entry_free);
-  srv->listen_source = g_unix_fd_add (listen_fd, G_IO_IN, on_listen, srv);
+  if (!server_start_thread (srv, err))
+    {
+      df_tftp_server_free (srv);
+      return NULL;
+    }
   return srv;
 }
 
@@ -817,11 +1015,23 @@ df_tftp_server_free (DfTftpServer *srv)
 {
   if (!srv)
     return;
-  g_source_remove (srv->listen_source);
+  if (srv->thread)
+    {
+      guint64 one = 1;
+      if (write (srv->wake_fd, &one, sizeof one) < 0)
+        g_error ("tftp: cannot stop the thread: %s", g_strerror (errno));
+      g_thread_join (srv->thread);
+    }
   g_hash_table_destroy (srv->xfers);
+  g_ptr_array_unref (srv->dead);
   g_hash_table_destroy (srv->cache);
+  if (srv->epoll_fd >= 0)
+    close (srv->epoll_fd);
+  if (srv->wake_fd >= 0)
+    close (srv->wake_fd);
   close (srv->listen_fd);
   close (srv->root_fd);
+  g_mutex_clear (&srv->stats_lock);
   g_free (srv->root);
   g_free (srv);
 }
@@ -829,6 +1039,7 @@ df_tftp_server_free (DfTftpServer *srv)
 void
 df_tftp_server_stats (DfTftpServer *srv, DfTftpStats *out)
 {
+  g_mutex_lock (&srv->stats_lock);
   *out = srv->stats;
-  out->active = g_hash_table_size (srv->xfers);
+  g_mutex_unlock (&srv->stats_lock);
 }

@@ -2,7 +2,9 @@
 # TFTP benchmark: bootstrapsvc vs tftpd-hpa (in.tftpd, started here on
 # loopback, never the packaged daemon) serving the same files in the same
 # run.  Not a pass/fail test: it prints times, CPU and ratios.
-#   - 32 MiB at blksize 1468, lock-step (curl for both servers), best of 3
+#   - 32 MiB at blksize 1468, lock-step (curl for both servers), best of 3:
+#     unpinned, then (with taskset) servers and curl on the same CPU and on
+#     two CPUs
 #   - 32 MiB at blksize 1468, windowsize 16 (tests/interop/tftp-client.c;
 #     tftpd-hpa has no windowsize, its lock-step time is the reference)
 #   - a boot storm: N concurrent clients (default 200) fetch undionly.kpxe,
@@ -67,8 +69,10 @@ sleep 0.3
 # time_get PORT FILE OUT [curl args]: seconds of one curl fetch
 time_get() {
   local port=$1 f=$2 out=$3; shift 3
+  local pre=()
+  if [ "${1:-}" = --taskset-cpu ]; then pre=(taskset -c "$2"); shift 2; fi
   local t0; t0=$(now)
-  curl -sS --max-time 60 "$@" "tftp://127.0.0.1:$port/$f" -o "$out"
+  "${pre[@]}" curl -sS --max-time 60 "$@" "tftp://127.0.0.1:$port/$f" -o "$out"
   cmp -s "$B/$f" "$out" || { echo "bench: $f from port $port differs"; exit 1; }
   echo "$(now) - $t0" | bc -l
 }
@@ -80,6 +84,26 @@ echo "== 32 MiB, blksize 1468, lock-step (curl), best of 3"
 t_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --tftp-blksize 1468)
 t_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --tftp-blksize 1468)
 printf '  bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' "$t_df" "$t_hpa" "$(echo "$t_hpa / $t_df" | bc -l)"
+mib_df=96 mib_hpa=96      # MiB each server sent so far
+
+# Lock-step over loopback is one wake-up per packet on each side: its time
+# depends mostly on whether the scheduler put the server and curl on the
+# same CPU (a local switch) or on two (a cross-CPU wake-up each way), which
+# varies from run to run.  Pin both (all server threads; tftpd-hpa's
+# per-transfer children inherit the mask) to compare like with like.
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  pin() { taskset -a -p -c "$1" "$df_pid" >/dev/null; taskset -a -p -c "$1" "$hpa_pid" >/dev/null; }
+  for place in same:0 cross:1; do
+    pin 0
+    c=${place#*:}
+    p_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --taskset-cpu "$c" --tftp-blksize 1468)
+    p_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --taskset-cpu "$c" --tftp-blksize 1468)
+    printf '  pinned, %-5s CPU: bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' \
+      "${place%%:*}" "$p_df" "$p_hpa" "$(echo "$p_hpa / $p_df" | bc -l)"
+    mib_df=$((mib_df + 96)) mib_hpa=$((mib_hpa + 96))
+  done
+  pin 0-$(( $(nproc) - 1 ))
+fi
 
 echo "== 32 MiB, blksize 1468, windowsize 16 (bootstrapsvc) vs tftpd-hpa lock-step"
 bw=999
@@ -94,8 +118,8 @@ printf '  bootstrapsvc w16 %6.3f s   tftpd-hpa lock-step %6.3f s   ratio %.2fx\n
 
 c_df=$(( $(cpu_ms $df_pid) - c0_df ))
 c_hpa=$(cpu_ms $hpa_pid); [ "$c_hpa" -ge 0 ] && c_hpa=$(( c_hpa - c0_hpa ))
-# bootstrapsvc sent 6 x 32 MiB, tftpd-hpa 3 x 32 MiB
-echo "  server CPU per MiB: bootstrapsvc $(per_mib "$c_df" 192)   tftpd-hpa $(per_mib "$c_hpa" 96)"
+mib_df=$((mib_df + 96))   # the three windowsize transfers
+echo "  server CPU per MiB: bootstrapsvc $(per_mib "$c_df" "$mib_df")   tftpd-hpa $(per_mib "$c_hpa" "$mib_hpa")"
 
 storm() {
   local port=$1 tag=$2 fails=0 list=""

@@ -261,6 +261,9 @@ do_get (const char *host, const char *port, const char *file,
       perror (outpath);
       return 2;
     }
+  /* One write(2) per MiB, not one per 4 KiB (two or three blocks). */
+  static char outbuf[1 << 20];
+  setvbuf (x.out, outbuf, _IOFBF, sizeof outbuf);
   static uint8_t pkt[MAXPKT];
   size_t rn = build_rrq (pkt, file, o);
   double t0 = now_s ();

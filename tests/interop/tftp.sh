@@ -53,6 +53,10 @@ pass "windowsize 16 + tsize negotiated, byte-identical"
 "$TFTP_CLIENT" get 127.0.0.1 "$P" medium.bin "$O/wdrop" --blksize 1024 --windowsize 8 --drop 21 | tee "$T/wdrop.out"
 cmp "$B/medium.bin" "$O/wdrop" || fail "windowsize with a lost block differs"
 pass "windowsize 8 with a lost block: recovered, byte-identical"
+# blksize 65464: two blocks exceed one UDP GSO send, windows go by sendmmsg.
+"$TFTP_CLIENT" get 127.0.0.1 "$P" medium.bin "$O/wbig" --blksize 65464 --windowsize 4 >/dev/null
+cmp "$B/medium.bin" "$O/wbig" || fail "windowsize 4 at blksize 65464 differs"
+pass "windowsize 4 at blksize 65464 (sendmmsg windows), byte-identical"
 "$TFTP_CLIENT" get 127.0.0.1 "$P" medium.bin "$O/ldrop" --drop 5 --timeout 1 >/dev/null
 cmp "$B/medium.bin" "$O/ldrop" || fail "lock-step with a lost block differs"
 pass "lock-step with a lost block: retransmitted on timeout"
