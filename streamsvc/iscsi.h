@@ -231,6 +231,9 @@ typedef struct {
   char *value;
 } iscsi_kv;
 GPtrArray *iscsi_text_parse (const uint8_t *data, size_t len, GError **err);
+/* True when a key occurs twice (RFC 7143 6.2: a key is sent at most once
+ * in a login or text negotiation; a protocol error otherwise). */
+bool iscsi_text_has_duplicates (const GPtrArray *kvs);
 void iscsi_text_add (GString *out, const char *key, const char *value);
 
 /* Binary values of CHAP keys: "0x<hex>" or "0b<base64>" (case of the

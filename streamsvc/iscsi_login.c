@@ -619,20 +619,6 @@ collect_key (login_ctx *x, const iscsi_kv *kv, bool first)
     iscsi_text_add (x->out, k, "NotUnderstood");
 }
 
-static bool
-has_duplicates (GPtrArray *kvs)
-{
-  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
-
-  for (guint i = 0; i < kvs->len; i++)
-    {
-      const iscsi_kv *kv = kvs->pdata[i];
-      if (!g_hash_table_add (seen, kv->key))
-        return true;
-    }
-  return false;
-}
-
 /* ---- stage transitions ---------------------------------------------------------- */
 
 static bool
@@ -844,7 +830,7 @@ iscsi_login_rx (iscsi_conn *c, const iscsi_pdu *pdu)
   kvs = iscsi_text_parse (text->data, text->len, &err);
   if (kvs == NULL)
     return login_fail (c, bhs, ISCSI_LOGIN_INITIATOR_ERROR, err->message);
-  if (has_duplicates (kvs))
+  if (iscsi_text_has_duplicates (kvs))
     return login_fail (c, bhs, ISCSI_LOGIN_INITIATOR_ERROR,
                        "key sent twice");
   login_negotiate (c, pdu, kvs, !c->login.keys_seen_target);

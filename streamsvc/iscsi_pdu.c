@@ -288,6 +288,20 @@ iscsi_text_parse (const uint8_t *data, size_t len, GError **err)
   return g_steal_pointer (&kvs);
 }
 
+bool
+iscsi_text_has_duplicates (const GPtrArray *kvs)
+{
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
+
+  for (guint i = 0; i < kvs->len; i++)
+    {
+      const iscsi_kv *kv = kvs->pdata[i];
+      if (!g_hash_table_add (seen, kv->key))
+        return true;
+    }
+  return false;
+}
+
 void
 iscsi_text_add (GString *out, const char *key, const char *value)
 {

@@ -473,6 +473,18 @@ execute (iscsi_conn *c, const cmd_info *ci, const uint8_t *cdb,
                     din);
 }
 
+/* A fresh Target Transfer Tag: never the reserved 0xffffffff (RFC 7143
+ * 11.7.4, 11.8.1), whichever PDU type took the previous one. */
+static uint32_t
+new_ttt (iscsi_conn *c)
+{
+  uint32_t ttt = c->next_ttt++;
+
+  if (ttt == NO_TAG)
+    ttt = c->next_ttt++;
+  return ttt;
+}
+
 static void
 send_r2t (iscsi_conn *c, iscsi_task *t, const uint8_t *lun)
 {
@@ -518,9 +530,7 @@ start_write_task (iscsi_conn *c, const iscsi_pdu *pdu, const cmd_info *ci,
     }
   t = g_new0 (iscsi_task, 1);
   t->itt = ci->itt;
-  t->ttt = c->next_ttt++;
-  if (c->next_ttt == NO_TAG)
-    c->next_ttt = 1;
+  t->ttt = new_ttt (c);
   t->cmd_sn = iscsi_get32 (pdu->bhs + 24);
   t->buffered = &c->buffered;
   memcpy (t->cdb, pdu->bhs + 32, 16);
@@ -681,7 +691,7 @@ text_respond (iscsi_conn *c, uint32_t itt, const uint8_t *lun)
   memcpy (bhs + 8, lun, 8);
   fill_sns (c, bhs, itt, true);
   if (more)
-    c->text_ttt = c->next_ttt++;
+    c->text_ttt = new_ttt (c);
   iscsi_put32 (bhs + 20, more ? c->text_ttt : NO_TAG);
   iscsi_send (c, bhs, c->text_rest->data, n);
   g_byte_array_remove_range (c->text_rest, 0, n);
@@ -706,6 +716,11 @@ rx_text (iscsi_conn *c, const iscsi_pdu *pdu)
   if (kvs == NULL)
     {
       g_message ("iSCSI %s: bad Text Request: %s", c->client, err->message);
+      return send_reject (c, req, ISCSI_REJECT_PROTOCOL);
+    }
+  if (iscsi_text_has_duplicates (kvs))
+    {
+      g_message ("iSCSI %s: bad Text Request: a key sent twice", c->client);
       return send_reject (c, req, ISCSI_REJECT_PROTOCOL);
     }
   for (guint i = 0; i < kvs->len; i++)

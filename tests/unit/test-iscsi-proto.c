@@ -815,6 +815,81 @@ test_reset_refuses_io (Fx *f, gconstpointer data)
   g_assert_cmphex (d->str[2 + 2], ==, 0x02); /* NOT READY */
 }
 
+
+/* Normal-session login with MaxRecvDataSegmentLength=512 (small Text
+ * Response PDUs, so that a response needs continuation). */
+static void
+login_small (Fx *f, const char *target)
+{
+  g_autoptr (GString) k = g_string_new (NULL);
+
+  iscsi_text_add (k, "InitiatorName", "iqn.2000-01.test:init");
+  iscsi_text_add (k, "TargetName", target);
+  iscsi_text_add (k, "AuthMethod", "None");
+  iscsi_text_add (k, "ImmediateData", "No");
+  iscsi_text_add (k, "MaxRecvDataSegmentLength", "512");
+  g_assert_cmphex (login (f, k->str, k->len, 0, 3, true, NULL), ==, 0);
+}
+
+/* Target Transfer Tags are never the reserved 0xffffffff, also when the
+ * counter wraps in a Text Response continuation (RFC 7143 11.8.1). */
+static void
+test_ttt_wrap (Fx *f, gconstpointer data)
+{
+  uint8_t bhs[48] = { ISCSI_OP_TEXT_REQ | 0x40, 0x80 };
+  const uint8_t cdb[16] = { 0x2a, 0, 0, 0, 0, 8, 0, 0, 1 };
+  g_autoptr (GString) k = g_string_new (NULL);
+  uint32_t ttt;
+
+  (void) data;
+  login_small (f, IQN "pc01");
+  /* 16 answers of ~34 bytes plus our target: over 512, so continued. */
+  f->c->next_ttt = 0xfffffffeu;
+  iscsi_text_add (k, "SendTargets", IQN "pc01");
+  for (int i = 0; i < 16; i++)
+    {
+      g_autofree char *key = g_strdup_printf ("X-org.test.filler%02d", i);
+      iscsi_text_add (k, key, "v");
+    }
+  iscsi_put32 (bhs + 16, 7);
+  iscsi_put32 (bhs + 20, 0xffffffff);
+  iscsi_put32 (bhs + 24, f->cmd_sn);
+  send_pdu (f, bhs, k->str, (uint32_t) k->len);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_TEXT_RSP);
+  g_assert_cmphex (bhs[1] & 0x40, ==, 0x40); /* continued */
+  g_assert_cmphex (iscsi_get32 (bhs + 20), !=, 0xffffffff);
+  /* The next tag handed out (an R2T's) skips the reserved value too. */
+  scsi_cmd (f, cdb, 512, false, true, false, NULL);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_R2T);
+  ttt = iscsi_get32 (bhs + 20);
+  g_assert_cmphex (ttt, !=, 0xffffffff);
+}
+
+/* A key sent twice in one Text Request is a protocol error (RFC 7143
+ * 6.2): repeated SendTargets=All would multiply one PDU of request into
+ * hundreds of target lists held in memory at once. */
+static void
+test_text_duplicate_key (Fx *f, gconstpointer data)
+{
+  uint8_t bhs[48] = { ISCSI_OP_TEXT_REQ | 0x40, 0x80 };
+  g_autoptr (GString) k = g_string_new (NULL);
+
+  (void) data;
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
+                                   "Discovery\0AuthMethod=None\0"),
+                          0, 3, true, NULL), ==, 0);
+  for (int i = 0; i < 400; i++)
+    iscsi_text_add (k, "SendTargets", "All");
+  iscsi_put32 (bhs + 16, 7);
+  iscsi_put32 (bhs + 20, 0xffffffff);
+  send_pdu (f, bhs, k->str, (uint32_t) k->len);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_REJECT);
+  g_assert_false (iscsi_conn_should_close (f->c));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -844,5 +919,7 @@ main (int argc, char **argv)
   FX ("reset-refuses-io", test_reset_refuses_io);
   FX ("nop-logout", test_nop_logout);
   FX ("reinstatement", test_reinstatement);
+  FX ("ttt-wrap", test_ttt_wrap);
+  FX ("text-duplicate-key", test_text_duplicate_key);
   return g_test_run ();
 }
