@@ -6,7 +6,9 @@
 #include <libsoup/soup.h>
 #include <string.h>
 
-#define HEALTH_TIMEOUT_S 2
+#define HEALTH_TIMEOUT_S 2         /* socket I/O */
+#define HEALTH_DEADLINE_S 3        /* whole request, connect to last byte */
+#define HEALTH_BODY_MAX 65536
 
 struct DfHealth {
   DfFarm *farm;               /* borrowed */
@@ -15,14 +17,22 @@ struct DfHealth {
   bool farm_ok;
   guint rounds;
   guint timer;
-  GCancellable *cancel;
+  GHashTable *pending;        /* name -> Probe* (owned by the probe) */
+  bool stopping;              /* df_health_free: outcomes are dropped */
 };
 
-/* One pending /v1/health request. */
+/* One pending /v1/health request.  A probe has a total deadline (an I/O
+ * timeout alone lets a server that trickles its answer stay "healthy"
+ * forever), reads at most HEALTH_BODY_MAX bytes, and a server gets no new
+ * probe while one is pending. */
 typedef struct {
   DfHealth *h;
   char *name;
   SoupMessage *msg;
+  GCancellable *cancel;       /* owned: deadline and shutdown */
+  guint deadline;             /* timeout source, 0 once fired */
+  bool timed_out;
+  guint8 *buf;                /* HEALTH_BODY_MAX + 1 bytes */
 } Probe;
 
 void
@@ -93,43 +103,108 @@ parse_health (GBytes *body, gint64 *sessions, char **error)
   return true;
 }
 
+/* Record the outcome (body NULL: failed with error) and free the probe. */
 static void
-probe_done (GObject *src, GAsyncResult *res, gpointer data)
+probe_finish (Probe *pr, GBytes *body, const char *error)
+{
+  DfHealth *h = pr->h;
+  DfServerView *v = h->stopping ? NULL
+                                  : g_hash_table_lookup (h->views, pr->name);
+  if (v)
+    {
+      g_clear_pointer (&v->error, g_free);
+      guint status = soup_message_get_status (pr->msg);
+      if (!body)
+        v->error = g_strdup (error);
+      else if (status != SOUP_STATUS_OK)
+        v->error = g_strdup_printf ("health answer HTTP %u", status);
+      bool ok = body && status == SOUP_STATUS_OK
+                && parse_health (body, &v->sessions, &v->error);
+      if (ok != v->healthy)
+        g_message ("health: stream server %s is now %s%s%s", v->name,
+                   ok ? "healthy" : "unhealthy", ok ? "" : ": ",
+                   ok ? "" : v->error);
+      v->healthy = ok;
+      if (!ok)
+        v->sessions = -1;
+    }
+  g_hash_table_remove (h->pending, pr->name);
+  if (pr->deadline)
+    g_source_remove (pr->deadline);
+  g_object_unref (pr->cancel);
+  g_object_unref (pr->msg);
+  g_free (pr->buf);
+  g_free (pr->name);
+  g_free (pr);
+}
+
+static const char *
+probe_error (Probe *pr, const GError *err)
+{
+  if (pr->timed_out)
+    return "no complete health answer within " G_STRINGIFY (
+      HEALTH_DEADLINE_S) " s";
+  return err->message;
+}
+
+static void
+probe_read (GObject *src, GAsyncResult *res, gpointer data)
 {
   Probe *pr = data;
   g_autoptr (GError) err = NULL;
-  g_autoptr (GBytes) body = soup_session_send_and_read_finish (
-    SOUP_SESSION (src), res, &err);
-  if (!g_error_matches (err, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+  gsize n = 0;
+  bool ok = g_input_stream_read_all_finish (G_INPUT_STREAM (src), res, &n,
+                                            &err);
+  g_input_stream_close (G_INPUT_STREAM (src), NULL, NULL);
+  g_object_unref (src);
+  if (!ok)
     {
-      DfServerView *v = g_hash_table_lookup (pr->h->views, pr->name);
-      if (v)
-        {
-          g_clear_pointer (&v->error, g_free);
-          guint status = soup_message_get_status (pr->msg);
-          if (!body)
-            v->error = g_strdup (err->message);
-          else if (status != SOUP_STATUS_OK)
-            v->error = g_strdup_printf ("health answer HTTP %u", status);
-          bool ok = body && status == SOUP_STATUS_OK
-                    && parse_health (body, &v->sessions, &v->error);
-          if (ok != v->healthy)
-            g_message ("health: stream server %s is now %s%s%s", v->name,
-                       ok ? "healthy" : "unhealthy", ok ? "" : ": ",
-                       ok ? "" : v->error);
-          v->healthy = ok;
-          if (!ok)
-            v->sessions = -1;
-        }
+      probe_finish (pr, NULL, probe_error (pr, err));
+      return;
     }
-  g_object_unref (pr->msg);
-  g_free (pr->name);
-  g_free (pr);
+  if (n > HEALTH_BODY_MAX)
+    {
+      probe_finish (pr, NULL, "health answer larger than "
+                    G_STRINGIFY (HEALTH_BODY_MAX) " bytes");
+      return;
+    }
+  g_autoptr (GBytes) body = g_bytes_new (pr->buf, n);
+  probe_finish (pr, body, NULL);
+}
+
+static void
+probe_sent (GObject *src, GAsyncResult *res, gpointer data)
+{
+  Probe *pr = data;
+  g_autoptr (GError) err = NULL;
+  GInputStream *in = soup_session_send_finish (SOUP_SESSION (src), res,
+                                               &err);
+  if (!in)
+    {
+      probe_finish (pr, NULL, probe_error (pr, err));
+      return;
+    }
+  pr->buf = g_malloc (HEALTH_BODY_MAX + 1);
+  g_input_stream_read_all_async (in, pr->buf, HEALTH_BODY_MAX + 1,
+                                 G_PRIORITY_DEFAULT, pr->cancel, probe_read,
+                                 pr);       /* in: unreffed by probe_read */
+}
+
+static gboolean
+probe_deadline (gpointer data)
+{
+  Probe *pr = data;
+  pr->deadline = 0;
+  pr->timed_out = true;
+  g_cancellable_cancel (pr->cancel);
+  return G_SOURCE_REMOVE;
 }
 
 static void
 probe_start (DfHealth *h, const DfServerView *v, guint16 admin_port)
 {
+  if (g_hash_table_contains (h->pending, v->name))
+    return;                   /* the pending probe's deadline decides */
   bool v6 = strchr (v->address, ':') != NULL;
   g_autofree char *url = g_strdup_printf ("http://%s%s%s:%u/v1/health",
                                           v6 ? "[" : "", v->address,
@@ -147,8 +222,12 @@ probe_start (DfHealth *h, const DfServerView *v, guint16 admin_port)
   pr->h = h;
   pr->name = g_strdup (v->name);
   pr->msg = msg;
-  soup_session_send_and_read_async (h->session, msg, G_PRIORITY_DEFAULT,
-                                    h->cancel, probe_done, pr);
+  pr->cancel = g_cancellable_new ();
+  pr->deadline = g_timeout_add_seconds (HEALTH_DEADLINE_S, probe_deadline,
+                                        pr);
+  g_hash_table_insert (h->pending, pr->name, pr);
+  soup_session_send_async (h->session, msg, G_PRIORITY_DEFAULT, pr->cancel,
+                           probe_sent, pr);
 }
 
 /* Replace the views by the DB's list, keeping known health until the
@@ -210,7 +289,7 @@ df_health_new (DfFarm *farm, guint interval_ms)
                                               NULL);
   h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                     (GDestroyNotify) df_server_view_free);
-  h->cancel = g_cancellable_new ();
+  h->pending = g_hash_table_new (g_str_hash, g_str_equal);
   round_start (h);
   h->timer = g_timeout_add (interval_ms, round_start, h);
   return h;
@@ -222,11 +301,17 @@ df_health_free (DfHealth *h)
   if (!h)
     return;
   g_source_remove (h->timer);
-  g_cancellable_cancel (h->cancel);
-  /* Let cancelled probes finish before the table goes away. */
-  while (g_main_context_iteration (NULL, FALSE))
-    ;
-  g_object_unref (h->cancel);
+  h->stopping = true;
+  /* Cancel the pending probes and let each finish (a cancelled operation
+   * always completes) before the tables go away. */
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init (&it, h->pending);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    g_cancellable_cancel (((Probe *) v)->cancel);
+  while (g_hash_table_size (h->pending) > 0)
+    g_main_context_iteration (NULL, TRUE);
+  g_hash_table_destroy (h->pending);
   g_object_unref (h->session);
   g_hash_table_destroy (h->views);
   g_free (h);

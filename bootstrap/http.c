@@ -102,10 +102,51 @@ render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
   };
   gboolean dropped = FALSE;
   char *script = df_script_render (&p, &dropped);
+  if (!script)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "device %s: its name or a stream server address has "
+                   "characters that cannot go into an iPXE script", d->name);
+      return NULL;
+    }
   if (dropped)
     g_message ("http: %s: CHAP credentials have characters iPXE cannot "
                "take literally; left out of the script", d->name);
   return script;
+}
+
+/* How many times key appears in the request's query string. */
+static guint
+query_count (SoupServerMessage *msg, const char *key)
+{
+  const char *q = g_uri_get_query (soup_server_message_get_uri (msg));
+  GUriParamsIter it;
+  char *k = NULL;
+  guint n = 0;
+  if (!q)
+    return 0;
+  g_uri_params_iter_init (&it, q, -1, "&;", G_URI_PARAMS_WWW_FORM);
+  while (g_uri_params_iter_next (&it, &k, NULL, NULL))
+    {
+      n += g_str_equal (k, key);
+      g_free (k);
+    }
+  return n;
+}
+
+/* The uuid parameter for the log: a UUID as iPXE's ${uuid} prints it
+ * (hex digits and dashes), else a marker; never raw client text. */
+static const char *
+uuid_for_log (const char *uuid)
+{
+  if (!uuid)
+    return NULL;
+  if (!*uuid || strlen (uuid) > 36)
+    return "(invalid)";
+  for (const char *c = uuid; *c; c++)
+    if (!g_ascii_isxdigit (*c) && *c != '-')
+      return "(invalid)";
+  return uuid;
 }
 
 static void
@@ -121,6 +162,12 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
   const char *mac_s = query ? g_hash_table_lookup (query, "mac") : NULL;
   char mac[18];
   g_autoptr (GError) err = NULL;
+  if (query_count (msg, "mac") > 1 || query_count (msg, "uuid") > 1)
+    {
+      reply_message (msg, 400, "bad request",
+                     "boot.ipxe takes one mac= and at most one uuid=");
+      return;
+    }
   if (!mac_s || !df_parse_mac (mac_s, mac, &err))
     {
       reply_message (msg, 400, "bad request",
@@ -147,10 +194,12 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
   char *script = render_for (h, d, gen, servers, &err);
   if (!script)
     {
-      reply_message (msg, 500, "farm database error", err->message);
+      g_message ("http: boot.ipxe for %s: %s", d->name, err->message);
+      reply_message (msg, 500, "cannot render the boot script", err->message);
       return;
     }
-  const char *uuid = query ? g_hash_table_lookup (query, "uuid") : NULL;
+  const char *uuid = uuid_for_log (query ? g_hash_table_lookup (query, "uuid")
+                                          : NULL);
   g_message ("http: boot.ipxe for %s (%s%s%s) generation %" G_GINT64_FORMAT
              ", %u stream server%s, first %s", d->name, mac,
              uuid ? ", uuid " : "", uuid ? uuid : "", gen, servers->len,

@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <grp.h>
 #include <locale.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -159,8 +161,46 @@ bound_port (int fd)
 
 /* ---- privileges ------------------------------------------------------- */
 
+/* What the service still needs after the drop: the boot directory is
+ * searched (TFTP/HTTP open files below it by name) and the farm's group
+ * (owner group of the farm directory) grants that on a 0750 farm. */
+typedef struct {
+  int boot_fd;              /* O_PATH, borrowed */
+  const char *boot_dir;
+  gid_t farm_gid;
+} DropNeeds;
+
+/* Become pw with its primary group plus the farm's group. */
 static bool
-drop_privileges (const char *user, GError **err)
+become_user (const struct passwd *pw, const DropNeeds *needs, GError **err)
+{
+  gid_t groups[1] = { needs->farm_gid };
+  int ngroups = needs->farm_gid != 0 && needs->farm_gid != pw->pw_gid;
+  if (setgroups ((size_t) ngroups, groups) < 0 || setgid (pw->pw_gid) < 0
+      || setuid (pw->pw_uid) < 0)
+    {
+      df_set_error_errno (err, errno, "drop privileges to %s", pw->pw_name);
+      return false;
+    }
+  if (setuid (0) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO,
+                   "privileges could not be dropped (setuid 0 still works)");
+      return false;
+    }
+  if (faccessat (needs->boot_fd, ".", X_OK, 0) < 0)
+    {
+      df_set_error_errno (err, errno, "after dropping privileges to %s, "
+                          "bootstrapsvc cannot search %s (give the farm "
+                          "directory a group, e.g. chgrp -R diskfarm, or "
+                          "use --user)", pw->pw_name, needs->boot_dir);
+      return false;
+    }
+  return true;
+}
+
+static bool
+drop_privileges (const char *user, const DropNeeds *needs, GError **err)
 {
   if (geteuid () != 0)
     return true;
@@ -183,18 +223,8 @@ drop_privileges (const char *user, GError **err)
       g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no user '%s'", name);
       return false;
     }
-  if (setgroups (0, NULL) < 0 || setgid (pw->pw_gid) < 0
-      || setuid (pw->pw_uid) < 0)
-    {
-      df_set_error_errno (err, errno, "drop privileges to %s", name);
-      return false;
-    }
-  if (setuid (0) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_IO,
-                   "privileges could not be dropped (setuid 0 still works)");
-      return false;
-    }
+  if (!become_user (pw, needs, err))
+    return false;
   g_message ("running as %s (uid %u)", name, (unsigned) pw->pw_uid);
   return true;
 }
@@ -270,6 +300,29 @@ start_dhcp (Service *s, guint16 http_port, GError **err)
   return true;
 }
 
+/* Drop privileges, checking the boot directory stays reachable. */
+static bool
+drop_for_service (Service *s, const char *boot_dir, GError **err)
+{
+  struct stat st;
+  if (stat (s->o->farm, &st) < 0)
+    {
+      df_set_error_errno (err, errno, "farm directory %s", s->o->farm);
+      return false;
+    }
+  int boot_fd = open (boot_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (boot_fd < 0)
+    {
+      df_set_error_errno (err, errno, "boot directory %s", boot_dir);
+      return false;
+    }
+  DropNeeds needs = { .boot_fd = boot_fd, .boot_dir = boot_dir,
+                      .farm_gid = st.st_gid };
+  bool ok = drop_privileges (s->o->user, &needs, err);
+  close (boot_fd);
+  return ok;
+}
+
 static bool
 service_start (Service *s, GError **err)
 {
@@ -298,7 +351,7 @@ service_start (Service *s, GError **err)
     return false;
   if (!s->o->no_proxydhcp && !start_dhcp (s, http_port, err))
     return false;
-  return drop_privileges (s->o->user, err);
+  return drop_for_service (s, boot_dir, err);
 }
 
 static void

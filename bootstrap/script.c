@@ -18,29 +18,74 @@ chap_value_ok (const char *s)
   return TRUE;
 }
 
-/* Text safe inside an iPXE echo: no ${ expansion, no newline, no '#'. */
+/* Text safe inside an iPXE echo: no ${ expansion, no newline, no '#', no
+ * quote that would unbalance iPXE's argument quoting. */
 static char *
 sanitize (const char *s)
 {
   char *out = g_strdup (s ? s : "");
   for (char *c = out; *c; c++)
-    if (!g_ascii_isprint (*c) || strchr ("$#\\{}|&;", *c))
+    if (!g_ascii_isprint (*c) || strchr ("$#\\{}|&;\"'`", *c))
       *c = '_';
   return out;
 }
 
+/* Non-empty, at most max bytes, every byte alphanumeric or in extra. */
+static gboolean
+word_ok (const char *s, size_t max, const char *extra)
+{
+  if (!s || !*s || strlen (s) > max)
+    return FALSE;
+  for (; *s; s++)
+    if (!g_ascii_isalnum (*s) && !strchr (extra, *s))
+      return FALSE;
+  return TRUE;
+}
+
+/* Device names and server addresses go into commands unquoted: refuse
+ * anything that could carry iPXE syntax (space, newline, ${, ||, #). */
+static gboolean
+device_ok (const char *device)
+{
+  return word_ok (device, 200, "._-");
+}
+
+static gboolean
+address_ok (const char *a)
+{
+  size_t n = a ? strlen (a) : 0;
+  if (n > 2 && a[0] == '[' && a[n - 1] == ']')
+    {
+      g_autofree char *inner = g_strndup (a + 1, n - 2);
+      return word_ok (inner, 253, ":.") && strchr (inner, ':');
+    }
+  return word_ok (a, 253, ".-_:");
+}
+
+/* iscsi:<server>::... : an IPv6 literal needs brackets, or its colons
+ * would be read as the URI's field separators. */
 static void
 append_uris (GString *gs, const DfScriptParams *p)
 {
   for (guint i = 0; i < p->n_targets; i++)
-    g_string_append_printf (gs, " iscsi:%s::%u:1:" DF_IQN_PREFIX "%s",
-                            p->targets[i].address, p->targets[i].port,
-                            p->device);
+    {
+      const char *a = p->targets[i].address;
+      gboolean v6 = a[0] != '[' && strchr (a, ':') != NULL;
+      g_string_append_printf (gs, " iscsi:%s%s%s::%u:1:" DF_IQN_PREFIX "%s",
+                              v6 ? "[" : "", a, v6 ? "]" : "",
+                              p->targets[i].port, p->device);
+    }
 }
 
 char *
 df_script_render (const DfScriptParams *p, gboolean *chap_dropped)
 {
+  *chap_dropped = FALSE;
+  if (!device_ok (p->device))
+    return NULL;
+  for (guint i = 0; i < p->n_targets; i++)
+    if (!address_ok (p->targets[i].address))
+      return NULL;
   GString *gs = g_string_new ("#!ipxe\n");
   g_autofree char *vdisk = sanitize (p->vdisk);
   g_autofree char *by = sanitize (p->rendered_by);
@@ -48,7 +93,6 @@ df_script_render (const DfScriptParams *p, gboolean *chap_dropped)
                           p->device, by);
   g_string_append_printf (gs, "set initiator-iqn " DF_IQN_PREFIX "%s\n",
                           p->device);
-  *chap_dropped = FALSE;
   if (p->chap_user || p->chap_secret)
     {
       if (chap_value_ok (p->chap_user) && chap_value_ok (p->chap_secret))

@@ -26,7 +26,10 @@ typedef struct {
 
 /* The sanboot script (new string).  CHAP values that iPXE could not take
  * literally (anything outside [A-Za-z0-9._:@+=/-]) are left out and
- * *chap_dropped set. */
+ * *chap_dropped set.  NULL when the device name (outside [A-Za-z0-9._-])
+ * or a target address (outside [A-Za-z0-9._:-], or a [IPv6] literal) could
+ * inject iPXE syntax: those go into commands unquoted.  IPv6 literals are
+ * bracketed in the iscsi: URIs. */
 char *df_script_render (const DfScriptParams *p, gboolean *chap_dropped);
 
 /* A script that shows message on screen, waits and reboots (new string).

@@ -111,6 +111,18 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$URL/boot.ipxe?mac=52:54:
 [ "$code" = 405 ] || fail "POST: HTTP $code"
 pass "missing/invalid MAC -> 400, POST -> 405"
 
+# Query values never reach the log raw (a newline would forge a log line),
+# and a repeated mac= or uuid= is ambiguous: refused.
+curl -sS -o /dev/null "$URL/boot.ipxe?mac=52:54:00:12:34:56&uuid=1%0Anotice:%20FORGED"
+sleep 0.2
+grep -q '^notice: FORGED' "$BS_LOG" && fail "uuid query parameter forged a log line"
+grep -q 'uuid (invalid)' "$BS_LOG" || fail "invalid uuid not marked in the log"
+code=$(curl -s -o "$T/dup" -w '%{http_code}' "$URL/boot.ipxe?mac=52:54:00:aa:bb:cc&mac=52:54:00:12:34:56")
+[ "$code" = 400 ] || fail "repeated mac=: HTTP $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/boot.ipxe?mac=52:54:00:12:34:56&uuid=1&uuid=2")
+[ "$code" = 400 ] || fail "repeated uuid=: HTTP $code"
+pass "uuid sanitised in the log; repeated mac=/uuid= -> 400"
+
 # Static files, Range, confinement.
 curl -sS "$URL/undionly.kpxe" -o "$T/u"
 cmp "$FARM/boot/undionly.kpxe" "$T/u" || fail "static file differs"
@@ -124,6 +136,82 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --path-as-is "$URL/../farm.db")
 code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/nope")
 [ "$code" = 404 ] || fail "missing file: HTTP $code"
 pass "static files byte-identical, Range, symlink/.. refused, 404"
+
+# Started as root with --user nobody: a boot directory nobody cannot search
+# is fatal at start (not a 403 on every file later); once the farm belongs
+# to a group, the dropped process joins it and serves files and scripts.
+if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1 && getent group daemon >/dev/null; then
+  MAIN_LOG=$BS_LOG
+  "$BOOTSTRAPSVC" --farm "$FARM" --address 127.0.0.1 --http-port 0 --tftp-port 0 \
+    --dhcp-port 0 --pxe-port 0 --user nobody >"$T/drop.log" 2>&1 &
+  DROP_PID=$!
+  _df_pids="$_df_pids $DROP_PID"
+  for _ in $(seq 50); do kill -0 "$DROP_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$DROP_PID" 2>/dev/null; then
+    cat "$T/drop.log"; fail "--user nobody with a root-only boot directory: still running"
+  fi
+  grep -q "cannot search" "$T/drop.log" || { cat "$T/drop.log"; fail "no precise error"; }
+  chgrp daemon "$FARM" "$FARM/boot"
+  start_bootstrapsvc --user nobody
+  grep -q "running as nobody" "$BS_LOG" || fail "did not drop to nobody"
+  wait_log "stream server ss1 is now healthy" || fail "ss1 never healthy after the drop"
+  curl -sS "http://127.0.0.1:$HTTP_PORT/undionly.kpxe" -o "$T/u2"
+  cmp "$FARM/boot/undionly.kpxe" "$T/u2" || fail "static file after the drop"
+  curl -sS "http://127.0.0.1:$HTTP_PORT/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s8"
+  grep -q '^sanboot ' "$T/s8" || { cat "$T/s8"; fail "boot script after the drop"; }
+  kill -TERM "$BS_PID"
+  BS_LOG=$MAIN_LOG
+  pass "privilege drop: unreadable boot dir fatal at start; farm group joined"
+else
+  echo "SKIP: privilege drop (needs root, user nobody, group daemon)"
+fi
+
+# A stream server that answers its first health checks, then trickles its
+# answer a byte at a time (or sends an endless body): each probe has a
+# total deadline, so it turns unhealthy and scripts stay fast.
+python3 - "$T/trickle.port" <<'PY' >"$T/trickle.log" 2>&1 &
+import http.server, sys, time
+served = [0]
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        served[0] += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if served[0] <= 3:
+            body = b'{"status":"ok","sessions":0}'
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_header("Content-Length", "100000000")
+        self.end_headers()
+        try:
+            for _ in range(600):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+s.daemon_threads = True
+open(sys.argv[1], "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+TRICKLE_PID=$!
+_df_pids="$_df_pids $TRICKLE_PID"
+for _ in $(seq 50); do [ -s "$T/trickle.port" ] && break; sleep 0.1; done
+df server add sst --address 127.0.0.1 --admin-port "$(cat "$T/trickle.port")" --iscsi-port 3269 >/dev/null
+wait_log "stream server sst is now healthy" 60 || fail "sst never healthy"
+wait_log "stream server sst is now unhealthy" 80 || fail "a trickling health answer keeps sst healthy"
+t0=$(date +%s%N)
+curl -sS --max-time 5 "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s9"
+t1=$(date +%s%N)
+grep -q '3269' "$T/s9" && fail "trickling server listed"
+[ $(( (t1 - t0) / 1000000 )) -lt 2000 ] || fail "script took $(( (t1 - t0) / 1000000 )) ms"
+df server remove sst >/dev/null
+kill "$TRICKLE_PID" 2>/dev/null || true
+pass "health probes have a total deadline: a trickling server turns unhealthy"
 
 # No healthy stream server: 503.
 stop_streamsvc

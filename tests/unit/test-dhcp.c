@@ -413,6 +413,62 @@ test_script (void)
   g_autofree char *m = df_script_message ("not registered", "mac ${x}\n#y");
   g_assert_null (strstr (m, "${"));
   g_assert_nonnull (strstr (m, "\nreboot\n"));
+  /* Quotes would unbalance iPXE's argument quoting. */
+  g_autofree char *q = df_script_message ("it's", "say \"hi\"");
+  g_assert_null (strchr (q, '"'));
+  g_assert_null (strchr (q, '\''));
+}
+
+/* IPv6 stream servers need brackets in iPXE's iscsi: URI. */
+static void
+test_script_ipv6 (void)
+{
+  DfScriptTarget t[2] = { { "fd00::11", 3260 }, { "10.0.0.12", 3260 } };
+  DfScriptParams p = { .device = "pc01", .generation = 1, .targets = t,
+                       .n_targets = 2, .rendered_by = "10.0.0.5" };
+  gboolean dropped;
+  g_autofree char *s = df_script_render (&p, &dropped);
+  g_assert_nonnull (s);
+  g_assert_nonnull (strstr (s, " iscsi:[fd00::11]::3260:1:"
+                               "iqn.2026-11.org.diskfarm:pc01 "
+                               "iscsi:10.0.0.12::3260:1:"));
+}
+
+/* Values that reach script commands unquoted (device name, server
+ * addresses) are refused when they could inject iPXE syntax. */
+static void
+test_script_injection (void)
+{
+  static const char *const bad_devices[] = {
+    "pc01\nshell", "pc ${x}", "pc01 || shell", "", "a\"b", "pc#1", NULL };
+  static const char *const bad_addresses[] = {
+    "10.0.0.1\nshell", "10.0.0.1 || shell", "${ip}", "", "[::1]]x",
+    "h/..", NULL };
+  DfScriptTarget t[1] = { { "10.0.0.11", 3260 } };
+  DfScriptParams p = { .device = "pc01", .generation = 1, .targets = t,
+                       .n_targets = 1, .rendered_by = "10.0.0.5" };
+  gboolean dropped;
+  for (guint i = 0; bad_devices[i]; i++)
+    {
+      p.device = bad_devices[i];
+      g_autofree char *s = df_script_render (&p, &dropped);
+      if (s)
+        g_error ("device '%s' rendered:\n%s", bad_devices[i], s);
+    }
+  p.device = "pc01";
+  for (guint i = 0; bad_addresses[i]; i++)
+    {
+      t[0].address = bad_addresses[i];
+      g_autofree char *s = df_script_render (&p, &dropped);
+      if (s)
+        g_error ("address '%s' rendered:\n%s", bad_addresses[i], s);
+    }
+  /* The rendering server's own address only reaches a comment: sanitised. */
+  t[0].address = "10.0.0.11";
+  p.rendered_by = "10.0.0.5\nshell";
+  g_autofree char *s = df_script_render (&p, &dropped);
+  g_assert_nonnull (s);
+  g_assert_null (strstr (s, "\nshell"));
 }
 
 static void
@@ -449,6 +505,8 @@ main (int argc, char **argv)
   g_test_add_func ("/dhcp/decide-chain", test_decide_chain);
   g_test_add_func ("/dhcp/build-reply", test_build_reply);
   g_test_add_func ("/dhcp/script", test_script);
+  g_test_add_func ("/dhcp/script-ipv6", test_script_ipv6);
+  g_test_add_func ("/dhcp/script-injection", test_script_injection);
   g_test_add_func ("/dhcp/server-order", test_server_order);
   return g_test_run ();
 }
