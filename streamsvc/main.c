@@ -187,7 +187,7 @@ on_signal (gpointer data)
 }
 
 static bool
-start_nbd (DfNbdServer *srv, char **addrs, GError **err)
+start_nbd (DfStreamServer *srv, char **addrs, GError **err)
 {
   for (char **a = addrs; *a != NULL; a++)
     {
@@ -195,7 +195,7 @@ start_nbd (DfNbdServer *srv, char **addrs, GError **err)
       g_autofree char *bound = NULL;
       g_auto (GStrv) lines = NULL;
       bool ok = df_parse_listen (*a, NBD_DEFAULT_PORT, &la, err)
-                && df_nbd_server_listen (srv, &la, &bound, err);
+                && df_stream_server_listen_nbd (srv, &la, &bound, err);
 
       df_listen_addr_clear (&la);
       if (!ok)
@@ -208,7 +208,7 @@ start_nbd (DfNbdServer *srv, char **addrs, GError **err)
 }
 
 static bool
-listen_iscsi (DfNbdServer *srv, char **addrs, GError **err)
+listen_iscsi (DfStreamServer *srv, char **addrs, GError **err)
 {
   for (char **a = addrs; a != NULL && *a != NULL; a++)
     {
@@ -216,7 +216,7 @@ listen_iscsi (DfNbdServer *srv, char **addrs, GError **err)
       g_autofree char *bound = NULL;
       g_auto (GStrv) lines = NULL;
       bool ok = df_parse_listen (*a, ISCSI_DEFAULT_PORT, &la, err)
-                && df_nbd_server_listen_iscsi (srv, &la, &bound, err);
+                && df_stream_server_listen_iscsi (srv, &la, &bound, err);
 
       df_listen_addr_clear (&la);
       if (!ok)
@@ -270,14 +270,14 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
 {
   g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
   SignalState st = { loop, 0 };
-  DfNbdServer *srv = df_nbd_server_new (ex, ss, (guint) o->threads);
+  DfStreamServer *srv = df_stream_server_new (ex, ss, (guint) o->threads);
   DfAdmin *admin = NULL;
   struct pidfh *pfh = NULL;
   int rc = 1;
 
   if (!start_nbd (srv, o->nbd_listen, err)
       || !listen_iscsi (srv, o->iscsi_listen, err)
-      || !df_nbd_server_start (srv, err))
+      || !df_stream_server_start (srv, err))
     goto out;
   if (g_strcmp0 (o->admin_listen, "none") != 0
       && (admin = start_admin (o->admin_listen, ss, ex, err)) == NULL)
@@ -290,7 +290,7 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   g_message ("stopping: finishing in-flight requests");
   rc = 0;
 out:
-  df_nbd_server_free (srv); /* stops accepting, drains, closes sessions */
+  df_stream_server_free (srv); /* stops accepting, drains, closes sessions */
   if (admin != NULL)
     df_admin_stop (admin);
   if (pfh != NULL)

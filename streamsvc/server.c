@@ -73,14 +73,14 @@ typedef struct {
 } srv_conn;
 
 typedef struct {
-  DfNbdServer *srv;
+  DfStreamServer *srv;
   GThread *thread;
   int epfd, wakefd;
   GAsyncQueue *incoming; /* srv_conn *, pushed by the acceptor */
   GHashTable *conns;     /* srv_conn * set, worker-only */
 } worker;
 
-struct DfNbdServer {
+struct DfStreamServer {
   DfExports *exports;   /* borrowed */
   DfSessions *sessions; /* borrowed */
   GArray *listeners;    /* listener */
@@ -303,7 +303,7 @@ peer_name (int fd)
 static char *sock_name (int fd);
 
 static void
-hand_over (DfNbdServer *s, int fd, proto pr)
+hand_over (DfStreamServer *s, int fd, proto pr)
 {
   worker *w = &s->workers[s->next_worker++ % s->n_workers];
   g_autofree char *client = peer_name (fd);
@@ -334,7 +334,7 @@ hand_over (DfNbdServer *s, int fd, proto pr)
 }
 
 static void
-accept_all (DfNbdServer *s, int lfd, proto pr)
+accept_all (DfStreamServer *s, int lfd, proto pr)
 {
   for (;;)
     {
@@ -354,7 +354,7 @@ accept_all (DfNbdServer *s, int lfd, proto pr)
 }
 
 static proto
-listener_proto (DfNbdServer *s, int fd)
+listener_proto (DfStreamServer *s, int fd)
 {
   for (guint i = 0; i < s->listeners->len; i++)
     if (g_array_index (s->listeners, listener, i).fd == fd)
@@ -365,7 +365,7 @@ listener_proto (DfNbdServer *s, int fd)
 static gpointer
 acceptor_main (gpointer data)
 {
-  DfNbdServer *s = data;
+  DfStreamServer *s = data;
   int epfd = epoll_create1 (EPOLL_CLOEXEC);
   struct epoll_event e = { .events = EPOLLIN, .data.fd = s->stopfd };
 
@@ -459,7 +459,7 @@ sock_name (int fd)
 }
 
 static void
-add_listener (DfNbdServer *s, int fd, const char *unix_path, proto pr)
+add_listener (DfStreamServer *s, int fd, const char *unix_path, proto pr)
 {
   listener l = { fd, g_strdup (unix_path), pr };
 
@@ -467,7 +467,7 @@ add_listener (DfNbdServer *s, int fd, const char *unix_path, proto pr)
 }
 
 static bool
-listen_host (DfNbdServer *s, const DfListenAddr *addr, proto pr,
+listen_host (DfStreamServer *s, const DfListenAddr *addr, proto pr,
              GString *bound, GError **err)
 {
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
@@ -507,8 +507,8 @@ listen_host (DfNbdServer *s, const DfListenAddr *addr, proto pr,
 }
 
 bool
-df_nbd_server_listen (DfNbdServer *s, const DfListenAddr *addr, char **bound,
-                      GError **err)
+df_stream_server_listen_nbd (DfStreamServer *s, const DfListenAddr *addr,
+                             char **bound, GError **err)
 {
   g_autoptr (GString) b = g_string_new (NULL);
 
@@ -528,8 +528,8 @@ df_nbd_server_listen (DfNbdServer *s, const DfListenAddr *addr, char **bound,
 }
 
 bool
-df_nbd_server_listen_iscsi (DfNbdServer *s, const DfListenAddr *addr,
-                            char **bound, GError **err)
+df_stream_server_listen_iscsi (DfStreamServer *s, const DfListenAddr *addr,
+                               char **bound, GError **err)
 {
   g_autoptr (GString) b = g_string_new (NULL);
 
@@ -549,10 +549,10 @@ df_nbd_server_listen_iscsi (DfNbdServer *s, const DfListenAddr *addr,
 
 /* ---- lifecycle -------------------------------------------------------------- */
 
-DfNbdServer *
-df_nbd_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
+DfStreamServer *
+df_stream_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
 {
-  DfNbdServer *s = g_new0 (DfNbdServer, 1);
+  DfStreamServer *s = g_new0 (DfStreamServer, 1);
 
   s->exports = ex;
   s->sessions = ss;
@@ -563,7 +563,7 @@ df_nbd_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
 }
 
 static bool
-worker_init (worker *w, DfNbdServer *s, guint i, GError **err)
+worker_init (worker *w, DfStreamServer *s, guint i, GError **err)
 {
   struct epoll_event e = { .events = EPOLLIN, .data.ptr = NULL };
   g_autofree char *name = g_strdup_printf ("nbd-worker-%u", i);
@@ -584,7 +584,7 @@ worker_init (worker *w, DfNbdServer *s, guint i, GError **err)
 }
 
 bool
-df_nbd_server_start (DfNbdServer *s, GError **err)
+df_stream_server_start (DfStreamServer *s, GError **err)
 {
   g_return_val_if_fail (!s->running, false);
   s->stopfd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -599,7 +599,7 @@ df_nbd_server_start (DfNbdServer *s, GError **err)
       {
         s->n_workers = i; /* join only what started */
         s->running = true;
-        df_nbd_server_stop (s);
+        df_stream_server_stop (s);
         return false;
       }
   s->acceptor = g_thread_new ("nbd-accept", acceptor_main, s);
@@ -617,7 +617,7 @@ wake (int fd)
 }
 
 void
-df_nbd_server_stop (DfNbdServer *s)
+df_stream_server_stop (DfStreamServer *s)
 {
   if (!s->running)
     return;
@@ -645,11 +645,11 @@ df_nbd_server_stop (DfNbdServer *s)
 }
 
 void
-df_nbd_server_free (DfNbdServer *s)
+df_stream_server_free (DfStreamServer *s)
 {
   if (s == NULL)
     return;
-  df_nbd_server_stop (s);
+  df_stream_server_stop (s);
   for (guint i = 0; i < s->listeners->len; i++)
     {
       listener *l = &g_array_index (s->listeners, listener, i);

@@ -1,9 +1,10 @@
-/* streamsvc: NBD transport (listeners, epoll worker threads, --stdio).
+/* streamsvc: the stream transport (listeners, epoll worker threads,
+ * --stdio).
  *
  * One acceptor thread hands accepted connections round-robin to a small
  * pool of worker threads; each worker owns an epoll set and drives its
- * connections' nbd_conn engines with non-blocking sockets.  No thread per
- * connection.
+ * connections' protocol engines (nbd_conn or iscsi_conn) with non-blocking
+ * sockets.  No thread per connection.
  */
 #pragma once
 
@@ -14,29 +15,31 @@
 #include "exports.h"
 #include "sessions.h"
 
-typedef struct DfNbdServer DfNbdServer;
+typedef struct DfStreamServer DfStreamServer;
 
 /* ex and ss are borrowed and must outlive the server.  n_threads 0 = one
  * worker per CPU. */
-DfNbdServer *df_nbd_server_new (DfExports *ex, DfSessions *ss,
-                                guint n_threads);
+DfStreamServer *df_stream_server_new (DfExports *ex, DfSessions *ss,
+                                      guint n_threads);
 /* Bind and listen (before start).  On success *bound receives a new string
  * naming what is really bound ("127.0.0.1:10809", "[::1]:4000",
  * "unix:/run/x.sock"; one line per address when a wildcard host resolves to
  * several).  An existing socket file at a unix path is replaced. */
-bool df_nbd_server_listen (DfNbdServer *s, const DfListenAddr *addr,
-                           char **bound, GError **err);
+bool df_stream_server_listen_nbd (DfStreamServer *s,
+                                  const DfListenAddr *addr, char **bound,
+                                  GError **err);
 /* Same for iSCSI (iscsi.h engine, TCP only), served by the same
  * workers. */
-bool df_nbd_server_listen_iscsi (DfNbdServer *s, const DfListenAddr *addr,
-                                 char **bound, GError **err);
+bool df_stream_server_listen_iscsi (DfStreamServer *s,
+                                    const DfListenAddr *addr, char **bound,
+                                    GError **err);
 /* Start the acceptor and worker threads. */
-bool df_nbd_server_start (DfNbdServer *s, GError **err);
+bool df_stream_server_start (DfStreamServer *s, GError **err);
 /* Stop accepting, finish the requests already received, send their
  * replies (bounded wait), close every connection, join the threads. */
-void df_nbd_server_stop (DfNbdServer *s);
+void df_stream_server_stop (DfStreamServer *s);
 /* Stop if running, close listeners (unlinking unix sockets), free. */
-void df_nbd_server_free (DfNbdServer *s);
+void df_stream_server_free (DfStreamServer *s);
 
 /* Serve one connection on in_fd/out_fd (blocking) until it ends.
  * Returns 0 when the client ended cleanly, 1 on a transport error. */
