@@ -155,7 +155,9 @@ device_counters_locked (DfSessions *s, const char *name)
   return c;
 }
 
-/* May be called again (NBD_OPT_INFO then GO); the last call wins. */
+/* May be called again (NBD_OPT_INFO then GO); the last call wins.  The
+ * per-export metrics of a device are labelled "device/<name>" whichever
+ * spelling (name or MAC) the client used, so one device is one series. */
 void
 df_session_set_export (DfSession *ss, const char *export_name,
                        const char *device)
@@ -163,12 +165,15 @@ df_session_set_export (DfSession *ss, const char *export_name,
   DfSessions *s = ss->owner;
 
   g_return_if_fail (export_name != NULL);
+  g_autofree char *label = device && g_str_has_prefix (export_name, "device/")
+                           ? g_strconcat ("device/", device, NULL)
+                           : g_strdup (export_name);
   g_mutex_lock (&s->lock);
   g_free (ss->export_name);
   ss->export_name = g_strdup (export_name);
   g_free (ss->device);
   ss->device = g_strdup (device);
-  __atomic_store_n (&ss->counters, export_counters_locked (s, export_name),
+  __atomic_store_n (&ss->counters, export_counters_locked (s, label),
                     __ATOMIC_RELEASE);
   __atomic_store_n (&ss->dev,
                     device ? device_counters_locked (s, device) : NULL,

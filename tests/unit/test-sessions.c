@@ -373,6 +373,34 @@ test_no_export_yet (void)
   df_sessions_free (s);
 }
 
+/* A device reached by MAC and by name is one metrics series, labelled by
+ * its name; the session itself keeps the export name the client used. */
+static void
+test_device_label (void)
+{
+  DfSessions *s = df_sessions_new ();
+  DfSession *a = df_session_start (s, "nbd", "127.0.0.1:1");
+  DfSession *b = df_session_start (s, "iscsi", "127.0.0.1:2");
+  g_autoptr (GString) out = g_string_new (NULL);
+
+  df_session_set_export (a, "device/52:54:00:12:34:56", "pc01");
+  df_session_set_export (b, "device/pc01", "pc01");
+  df_session_account (a, DF_OP_READ, 4096, 1000, false);
+  df_session_account (b, DF_OP_READ, 4096, 1000, false);
+  df_sessions_metrics (s, out);
+  check_exposition_format (out->str);
+  g_assert_cmpint (metric_value (out->str, "diskfarm_ops_total{export="
+                                           "\"device/pc01\",op=\"read\"}"),
+                   ==, 2);
+  g_assert_null (strstr (out->str, "device/52:54"));
+  g_autoptr (JsonNode) j = df_sessions_to_json (s);
+  g_autofree char *text = json_to_string (j, FALSE);
+  g_assert_nonnull (strstr (text, "\"device/52:54:00:12:34:56\""));
+  df_session_end (a);
+  df_session_end (b);
+  df_sessions_free (s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -384,5 +412,6 @@ main (int argc, char **argv)
   g_test_add_func ("/sessions/concurrent-accounting",
                    test_concurrent_accounting);
   g_test_add_func ("/sessions/no-export-yet", test_no_export_yet);
+  g_test_add_func ("/sessions/device-label", test_device_label);
   return g_test_run ();
 }
