@@ -22,27 +22,42 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/socket.h>
 
+#include "blk_fence.h"
 #include "common.h"
 #include "farm.h"
 
 #define FARM_POOL_MAX 8
 #define WHO "streamsvc"
+/* How stale a live session may be at most (between FLUSHes). */
+#define CHECK_INTERVAL_US (500 * 1000)
+
+/* What one device cache is bound to: the farm facts it was opened for.
+ * Immutable; owned by the entry's fence (opaque of its check). */
+typedef struct
+{
+  DfExports *ex; /* borrowed: outlives every fence */
+  char *device;
+  gint64 generation;
+  char *type;
+  char *vdisk;
+  int version;
+  char *mode; /* df_cache_mode_to_string of the mode in use */
+  bool maint; /* the maintenance version's cache in the store */
+} Binding;
 
 /* One device cache.  Refcounted: the registry and every open DfExport hold
- * a ref.  users (open DfExports) is protected by ex->lock. */
+ * a ref.  users (open DfExports) and cache are protected by ex->lock. */
 typedef struct
 {
   gint refcount;
-  char *device;
-  gint64 generation;
-  char *vdisk;
-  int version;
-  char *mode; /* df_cache_mode_to_string */
+  const Binding *b; /* owned by fence */
   bool persistent;
-  bool maint;    /* the maintenance version's cache in the store */
   bool hypervisor; /* no server-side cache: cache is the read-only chain */
-  df_blk *cache; /* owned ref: the write cache, or the chain (hypervisor) */
+  df_blk *cache;   /* owned ref: the write cache, or the chain (hypervisor);
+                    * NULL once retired */
+  DfFence *fence;  /* owned ref: every session's layer over cache */
   guint users;
 } CacheEntry;
 
@@ -54,6 +69,10 @@ struct DfExports
   GHashTable *caches; /* device name -> CacheEntry* (owned ref) */
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
+  GThread *checker;     /* df_exports_check every CHECK_INTERVAL_US */
+  GMutex check_lock;
+  GCond check_cond;
+  bool check_stop; /* under check_lock */
 };
 
 struct DfExport
@@ -62,8 +81,11 @@ struct DfExport
   char *name;   /* as requested */
   char *device; /* NULL for vdisk exports */
   char *description;
-  df_blk *blk;       /* owned ref */
+  char *vdisk;       /* vdisk exports: the vdisk and version served */
+  int version;
+  df_blk *blk;       /* owned ref; a fence layer for device exports */
   CacheEntry *entry; /* owned ref; NULL for vdisk exports */
+  guint watch_id;    /* df_fence_watch id, 0 = none */
 };
 
 /* ---- name grammar ------------------------------------------------------ */
@@ -179,6 +201,137 @@ farm_release (DfExports *ex, DfFarm *farm)
     df_farm_close (farm);
 }
 
+/* ---- bindings ---------------------------------------------------------- */
+
+static void
+binding_free (gpointer p)
+{
+  Binding *b = p;
+
+  g_free (b->device);
+  g_free (b->type);
+  g_free (b->vdisk);
+  g_free (b->mode);
+  g_free (b);
+}
+
+/* What the farm says a device's sessions must be bound to now. */
+typedef struct
+{
+  DfDevice *dev;
+  DfVersion *v;
+  DfCacheMode mode;
+  char *mode_str;
+  char *dir; /* where its writes go */
+  bool maint;
+} Resolved;
+
+static void
+resolved_clear (Resolved *r)
+{
+  g_clear_pointer (&r->dev, df_device_free);
+  g_clear_pointer (&r->v, df_version_free);
+  g_clear_pointer (&r->mode_str, g_free);
+  g_clear_pointer (&r->dir, g_free);
+}
+
+static char *device_cache_dir (DfFarm *farm, const DfDevice *dev,
+                               const DfVersion *v, DfCacheMode *mode,
+                               bool *maint, GError **err);
+
+/* Resolve device key (name or MAC) as a new open would.  False + err
+ * (r cleared) when the device or a version it can boot is missing. */
+static bool
+resolve_device (DfFarm *farm, const char *key, Resolved *r, GError **err)
+{
+  *r = (Resolved) { 0 };
+  r->dev = df_farm_device_get (farm, key, err);
+  if (r->dev != NULL)
+    r->v = df_farm_version_for_type (farm, r->dev->vdisk, r->dev->type, err);
+  if (r->v != NULL)
+    r->dir = device_cache_dir (farm, r->dev, r->v, &r->mode, &r->maint, err);
+  if (r->dir == NULL)
+    {
+      resolved_clear (r);
+      return false;
+    }
+  r->mode_str = df_cache_mode_to_string (&r->mode);
+  return true;
+}
+
+static const char *
+maint_suffix (bool maint)
+{
+  return maint ? " (maintenance version cache)" : "";
+}
+
+/* NULL when b is what the farm says now (r), else a new string naming the
+ * first difference.  The version counts for maintenance devices only: a
+ * production or test device keeps the version its boot generation pinned
+ * until its next boot (new versions never disturb running targets). */
+static char *
+binding_mismatch (const Binding *b, const Resolved *r)
+{
+  const DfDevice *d = r->dev;
+
+  if (d->generation != b->generation)
+    return g_strdup_printf ("device %s started boot generation %"
+                            G_GINT64_FORMAT " (sessions are of %"
+                            G_GINT64_FORMAT ")",
+                            b->device, d->generation, b->generation);
+  if (strcmp (d->vdisk, b->vdisk) != 0)
+    return g_strdup_printf ("device %s now uses vdisk %s (was %s)", b->device,
+                            d->vdisk, b->vdisk);
+  if (strcmp (d->type, b->type) != 0)
+    return g_strdup_printf ("device %s is now of type %s (was %s)", b->device,
+                            d->type, b->type);
+  if (r->maint != b->maint || strcmp (r->mode_str, b->mode) != 0)
+    return g_strdup_printf ("device %s: write cache is now %s%s (was %s%s)",
+                            b->device, r->mode_str, maint_suffix (r->maint),
+                            b->mode, maint_suffix (b->maint));
+  if (strcmp (d->type, "maintenance") == 0 && r->v->number != b->version)
+    return g_strdup_printf ("maintenance device %s now selects %s@%d (was "
+                            "@%d)", b->device, r->v->vdisk, r->v->number,
+                            b->version);
+  return NULL;
+}
+
+/* NULL while b matches the farm, or when the farm cannot say (DB
+ * unreachable: offline mode keeps serving); else a new string. */
+static char *
+binding_stale_reason (const Binding *b)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *farm = farm_acquire (b->ex, &err);
+  Resolved r;
+  char *why = NULL;
+
+  if (farm == NULL)
+    {
+      g_debug ("device %s: cannot check its binding: %s", b->device,
+               err->message);
+      return NULL;
+    }
+  if (resolve_device (farm, b->device, &r, &err))
+    why = binding_mismatch (b, &r);
+  else if (g_error_matches (err, DF_ERROR, DF_ERROR_NOT_FOUND))
+    why = g_strdup_printf ("device %s: %s", b->device, err->message);
+  else
+    g_debug ("device %s: cannot check its binding: %s", b->device,
+             err->message);
+  farm_release (b->ex, farm);
+  resolved_clear (&r);
+  return why;
+}
+
+/* DfFenceCheck: run before a FLUSH or FUA write is acknowledged. */
+static bool
+binding_check (void *opaque, char **reason)
+{
+  *reason = binding_stale_reason (opaque);
+  return *reason == NULL;
+}
+
 /* ---- cache entries ---------------------------------------------------- */
 
 static CacheEntry *
@@ -188,19 +341,34 @@ cache_entry_ref (CacheEntry *ce)
   return ce;
 }
 
+/* Drop ce's cache, flushed first when persistent (its acknowledged
+ * flushes are durable already; this saves what came after). */
+static void
+cache_entry_release_cache (CacheEntry *ce)
+{
+  int errnum = 0;
+
+  if (ce->cache == NULL)
+    return;
+  if (ce->persistent && df_blk_flush (ce->cache, &errnum) < 0)
+    g_warning ("device %s: flushing the write cache failed: %s",
+               ce->b->device, g_strerror (errnum));
+  g_clear_pointer (&ce->cache, df_blk_unref);
+}
+
 static void
 cache_entry_unref (CacheEntry *ce)
 {
   if (ce == NULL || !g_atomic_int_dec_and_test (&ce->refcount))
     return;
-  df_blk_unref (ce->cache);
-  g_free (ce->device);
-  g_free (ce->vdisk);
-  g_free (ce->mode);
+  cache_entry_release_cache (ce);
+  df_fence_unref (ce->fence);
   g_free (ce);
 }
 
 /* ---- registry --------------------------------------------------------- */
+
+static gpointer checker_main (gpointer data);
 
 DfExports *
 df_exports_new (const char *farm_dir, GError **err)
@@ -214,6 +382,8 @@ df_exports_new (const char *farm_dir, GError **err)
   ex->farm_dir = g_strdup (farm_dir);
   g_mutex_init (&ex->lock);
   g_mutex_init (&ex->pool_lock);
+  g_mutex_init (&ex->check_lock);
+  g_cond_init (&ex->check_cond);
   ex->chains = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                       (GDestroyNotify)df_blk_unref);
   ex->caches = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
@@ -221,6 +391,7 @@ df_exports_new (const char *farm_dir, GError **err)
   ex->farm_pool
       = g_ptr_array_new_with_free_func ((GDestroyNotify)df_farm_close);
   g_ptr_array_add (ex->farm_pool, farm);
+  ex->checker = g_thread_new ("binding-check", checker_main, ex);
   return ex;
 }
 
@@ -229,12 +400,19 @@ df_exports_free (DfExports *ex)
 {
   if (ex == NULL)
     return;
+  g_mutex_lock (&ex->check_lock);
+  ex->check_stop = true;
+  g_cond_signal (&ex->check_cond);
+  g_mutex_unlock (&ex->check_lock);
+  g_thread_join (ex->checker);
   df_exports_flush_all (ex);
   g_hash_table_destroy (ex->caches);
   g_hash_table_destroy (ex->chains);
   g_ptr_array_free (ex->farm_pool, TRUE);
   g_mutex_clear (&ex->lock);
   g_mutex_clear (&ex->pool_lock);
+  g_mutex_clear (&ex->check_lock);
+  g_cond_clear (&ex->check_cond);
   g_free (ex->farm_dir);
   g_free (ex);
 }
@@ -304,6 +482,7 @@ open_vdisk (DfExports *ex, DfFarm *farm, const char *name, const char *vdisk,
   g_autoptr (DfVersion) v = NULL;
   g_autofree char *path = NULL;
   df_blk *chain;
+  DfExport *e;
 
   if (number < 0)
     v = df_farm_version_for_type (farm, vdisk, "production", &cause);
@@ -320,9 +499,12 @@ open_vdisk (DfExports *ex, DfFarm *farm, const char *name, const char *vdisk,
   g_mutex_unlock (&ex->lock);
   if (chain == NULL)
     return NULL;
-  return export_new (ex, name, chain,
-                     g_strdup_printf ("vdisk %s v%d (%s)", v->vdisk, v->number,
-                                      df_version_state_name (v->state)));
+  e = export_new (ex, name, chain,
+                  g_strdup_printf ("vdisk %s v%d (%s)", v->vdisk, v->number,
+                                   df_version_state_name (v->state)));
+  e->vdisk = g_strdup (v->vdisk);
+  e->version = v->number;
+  return e;
 }
 
 /* The file a device cache stacks on.  An unsealed maintenance version has
@@ -370,52 +552,50 @@ device_cache_dir (DfFarm *farm, const DfDevice *dev, const DfVersion *v,
   return g_build_filename (store, name, NULL);
 }
 
-/* A new cache entry for dev's current generation.  Caller holds ex->lock.
- * Returns a new entry (refcount 1) or NULL + err. */
+/* The fence of a new entry: its label names the binding. */
+static DfFence *
+binding_fence_new (Binding *b)
+{
+  g_autofree char *label
+      = g_strdup_printf ("device %s generation %" G_GINT64_FORMAT
+                         " (vdisk %s v%d, cache %s%s)",
+                         b->device, b->generation, b->vdisk, b->version,
+                         b->mode, maint_suffix (b->maint));
+
+  return df_fence_new (label, binding_check, b, binding_free);
+}
+
+/* A new cache entry for what r says.  Caller holds ex->lock.  Returns a
+ * new entry (refcount 1) or NULL + err. */
 static CacheEntry *
-cache_entry_open_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
+cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
                          GError **err)
 {
-  g_autoptr (DfVersion) v = NULL;
   g_autofree char *base_path = NULL;
-  g_autofree char *dir = NULL;
   g_autoptr (df_blk) chain = NULL;
-  DfCacheMode mode;
-  bool maint;
+  bool hypervisor = !r->maint && r->mode.kind == DF_CACHE_HYPERVISOR;
   df_blk *cache;
   CacheEntry *ce;
+  Binding *b;
   GError *local = NULL;
 
-  /* Scheduled promotions take effect at the first boot after their time. */
-  if (!df_farm_versions_apply_pending (farm, dev->vdisk, NULL, &local))
-    {
-      g_warning ("vdisk %s: applying scheduled promotions: %s", dev->vdisk,
-                 local->message);
-      g_clear_error (&local);
-    }
-  v = df_farm_version_for_type (farm, dev->vdisk, dev->type, err);
-  if (v == NULL)
-    return NULL;
-  dir = device_cache_dir (farm, dev, v, &mode, &maint, err);
-  if (dir == NULL)
-    return NULL;
-  base_path = device_base_path (farm, v, err);
+  base_path = device_base_path (farm, r->v, err);
   if (base_path == NULL)
     return NULL;
   chain = chain_get_locked (ex, base_path, err);
   if (chain == NULL)
     return NULL;
-  if (!maint && mode.kind == DF_CACHE_HYPERVISOR)
+  if (hypervisor)
     cache = df_blk_ref (chain); /* read-only; nothing in dir */
   else
-    cache = df_cache_open (chain, dir, &mode, dev->quota, &local);
-  if (cache == NULL && maint
+    cache = df_cache_open (chain, r->dir, &r->mode, r->dev->quota, &local);
+  if (cache == NULL && r->maint
       && g_error_matches (local, DF_ERROR, DF_ERROR_BUSY))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
                    "maintenance version %s@%d is already open (another "
-                   "maintenance session, or a seal in progress)", v->vdisk,
-                   v->number);
+                   "maintenance session, or a seal in progress)",
+                   r->v->vdisk, r->v->number);
       g_error_free (local);
       return NULL;
     }
@@ -424,57 +604,103 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
       g_propagate_error (err, local);
       return NULL;
     }
+  b = g_new0 (Binding, 1);
+  b->ex = ex;
+  b->device = g_strdup (r->dev->name);
+  b->generation = r->dev->generation;
+  b->type = g_strdup (r->dev->type);
+  b->vdisk = g_strdup (r->v->vdisk);
+  b->version = r->v->number;
+  b->mode = g_strdup (r->mode_str);
+  b->maint = r->maint;
   ce = g_new0 (CacheEntry, 1);
   ce->refcount = 1;
-  ce->device = g_strdup (dev->name);
-  ce->generation = dev->generation;
-  ce->vdisk = g_strdup (v->vdisk);
-  ce->version = v->number;
-  ce->mode = df_cache_mode_to_string (&mode);
-  ce->persistent = df_cache_mode_is_persistent (&mode);
-  ce->maint = maint;
-  ce->hypervisor = !maint && mode.kind == DF_CACHE_HYPERVISOR;
+  ce->b = b;
+  ce->fence = binding_fence_new (b);
+  ce->persistent = df_cache_mode_is_persistent (&r->mode);
+  ce->hypervisor = hypervisor;
   ce->cache = cache;
   return ce;
 }
 
-/* The registry's entry for dev, replaced when the boot generation moved
- * on.  A persistent cache still used by a session of an older generation
- * is never opened a second time: DF_ERROR_BUSY until it closes.
- * Caller holds ex->lock.  Returns a new ref (users counted) or NULL + err. */
+/* Fence ce's sessions, wait for their requests in flight, release its
+ * cache (flushed) and drop it from the registry, so that a new entry can
+ * take the same files.  Caller holds ex->lock; ce may be freed. */
+static void
+cache_entry_retire_locked (DfExports *ex, CacheEntry *ce, const char *why)
+{
+  df_fence_trip (ce->fence, why);
+  df_fence_drain (ce->fence);
+  cache_entry_release_cache (ce);
+  if (g_hash_table_lookup (ex->caches, ce->b->device) == ce)
+    g_hash_table_remove (ex->caches, ce->b->device);
+}
+
+/* Why old (nullable) cannot serve r: NULL when it can, else a new string. */
+static char *
+entry_unfit (CacheEntry *old, const Resolved *r)
+{
+  if (old == NULL)
+    return NULL;
+  if (df_fence_tripped (old->fence))
+    return g_strdup (df_fence_reason (old->fence));
+  return binding_mismatch (old->b, r);
+}
+
+/* Scheduled promotions take effect at the first boot after their time:
+ * applied when a new entry is about to be opened, then r is resolved
+ * again.  False + err when the device is no longer resolvable. */
+static bool
+apply_pending (DfFarm *farm, const char *key, Resolved *r, GError **err)
+{
+  g_autofree char *vdisk = g_strdup (r->dev->vdisk);
+  GError *local = NULL;
+
+  if (!df_farm_versions_apply_pending (farm, vdisk, NULL, &local))
+    {
+      g_warning ("vdisk %s: applying scheduled promotions: %s", vdisk,
+                 local->message);
+      g_clear_error (&local);
+    }
+  resolved_clear (r);
+  return resolve_device (farm, key, r, err);
+}
+
+/* The registry's entry for device key, reused only when its whole binding
+ * is what the farm says now.  Otherwise the old entry's sessions are
+ * fenced and drained (whatever its cache mode: a newer boot generation
+ * takes over) and a new entry is opened.  Caller holds ex->lock.  Returns
+ * a new ref (users counted) or NULL + err. */
 static CacheEntry *
-cache_entry_get_locked (DfExports *ex, DfFarm *farm, const DfDevice *dev,
+cache_entry_get_locked (DfExports *ex, DfFarm *farm, const char *key,
                         GError **err)
 {
-  CacheEntry *old = g_hash_table_lookup (ex->caches, dev->name);
-  CacheEntry *ce;
+  Resolved r;
+  CacheEntry *old, *ce = NULL;
+  g_autofree char *why = NULL;
 
-  if (old != NULL && old->maint && old->users > 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-                   "maintenance version %s@%d is already open by another "
-                   "session of device %s: one maintenance session at a time",
-                   old->vdisk, old->version, dev->name);
-      return NULL;
-    }
-  if (old != NULL && old->generation == dev->generation && !old->maint)
+  if (!resolve_device (farm, key, &r, err))
+    return NULL;
+  old = g_hash_table_lookup (ex->caches, r.dev->name);
+  why = entry_unfit (old, &r);
+  if (old != NULL && why == NULL && old->b->maint && old->users > 0)
+    g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                 "maintenance version %s@%d is already open by another "
+                 "session of device %s: one maintenance session at a time",
+                 old->b->vdisk, old->b->version, r.dev->name);
+  else if (old != NULL && why == NULL)
     ce = old;
-  else
+  else if (apply_pending (farm, key, &r, err))
     {
-      if (old != NULL && old->persistent && old->users > 0)
-        {
-          g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-                       "device %s: persistent cache still in use by a "
-                       "session of boot generation %" G_GINT64_FORMAT,
-                       dev->name, old->generation);
-          return NULL;
-        }
-      g_hash_table_remove (ex->caches, dev->name); /* sessions keep refs */
-      ce = cache_entry_open_locked (ex, farm, dev, err);
-      if (ce == NULL)
-        return NULL;
-      g_hash_table_insert (ex->caches, g_strdup (dev->name), ce);
+      if (old != NULL)
+        cache_entry_retire_locked (ex, old, why);
+      ce = cache_entry_open_locked (ex, farm, &r, err);
+      if (ce != NULL)
+        g_hash_table_insert (ex->caches, g_strdup (ce->b->device), ce);
     }
+  resolved_clear (&r);
+  if (ce == NULL)
+    return NULL;
   ce->users++;
   return cache_entry_ref (ce);
 }
@@ -485,30 +711,30 @@ open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
              GError **err)
 {
   GError *cause = NULL;
-  g_autoptr (DfDevice) dev = df_farm_device_get (farm, key, &cause);
   CacheEntry *ce;
   DfExport *e;
+  df_blk *blk = NULL;
 
-  if (dev == NULL)
-    {
-      resolve_error (name, cause, err);
-      return NULL;
-    }
   g_mutex_lock (&ex->lock);
-  ce = cache_entry_get_locked (ex, farm, dev, &cause);
+  ce = cache_entry_get_locked (ex, farm, key, &cause);
+  if (ce != NULL)
+    blk = df_fence_blk_new (ce->fence, ce->cache);
   g_mutex_unlock (&ex->lock);
   if (ce == NULL)
     {
       resolve_error (name, cause, err);
       return NULL;
     }
-  e = export_new (ex, name, df_blk_ref (ce->cache),
+  e = export_new (ex, name, blk,
                   g_strdup_printf ("device %s cache %s%s gen %" G_GINT64_FORMAT
                                    ", vdisk %s v%d",
-                                   ce->device, ce->mode,
+                                   ce->b->device, ce->b->mode,
                                    ce->hypervisor ? " (read-only)" : "",
-                                   ce->generation, ce->vdisk, ce->version));
-  e->device = g_strdup (ce->device);
+                                   ce->b->generation, ce->b->vdisk,
+                                   ce->b->version));
+  e->device = g_strdup (ce->b->device);
+  e->vdisk = g_strdup (ce->b->vdisk);
+  e->version = ce->b->version;
   e->entry = ce;
   return e;
 }
@@ -540,23 +766,28 @@ df_export_close (DfExport *e)
 {
   if (e == NULL)
     return;
+  if (e->watch_id != 0)
+    df_fence_unwatch (e->entry->fence, e->watch_id);
   if (e->entry != NULL)
     {
+      CacheEntry *ce = e->entry;
+
       g_mutex_lock (&e->ex->lock);
-      g_assert (e->entry->users > 0);
-      e->entry->users--;
+      g_assert (ce->users > 0);
+      ce->users--;
       /* The maintenance cache is released with its last session, so that
-       * `version seal` (another process) can take it. */
-      if (e->entry->users == 0 && e->entry->maint
-          && g_hash_table_lookup (e->ex->caches, e->entry->device)
-                 == e->entry)
-        g_hash_table_remove (e->ex->caches, e->entry->device);
+       * `version seal` (another process) can take it; a fenced one too,
+       * so that a new entry can take its files. */
+      if (ce->users == 0 && (ce->b->maint || df_fence_tripped (ce->fence))
+          && g_hash_table_lookup (e->ex->caches, ce->b->device) == ce)
+        g_hash_table_remove (e->ex->caches, ce->b->device);
       g_mutex_unlock (&e->ex->lock);
-      cache_entry_unref (e->entry);
+      cache_entry_unref (ce);
     }
   df_blk_unref (e->blk);
   g_free (e->name);
   g_free (e->device);
+  g_free (e->vdisk);
   g_free (e->description);
   g_free (e);
 }
@@ -615,20 +846,50 @@ df_exports_list (DfExports *ex, GError **err)
   return (char **)g_ptr_array_free (names, FALSE);
 }
 
-/* Refs of every registry cache entry, so callers can work without the
- * lock.  Returns a new array (unref frees the refs). */
-static GPtrArray *
-cache_entries_snapshot (DfExports *ex)
+/* One live cache as seen without the lock. */
+typedef struct
 {
-  GPtrArray *all
-      = g_ptr_array_new_with_free_func ((GDestroyNotify)cache_entry_unref);
+  char *device;
+  char *mode;
+  df_blk *cache; /* owned ref */
+} CacheSnap;
+
+static void
+cache_snap_free (gpointer p)
+{
+  CacheSnap *cs = p;
+
+  df_blk_unref (cs->cache);
+  g_free (cs->device);
+  g_free (cs->mode);
+  g_free (cs);
+}
+
+/* Refs of every server-side cache in the registry (not hypervisor entries,
+ * not retired ones), so callers can work without the lock.  Returns a new
+ * array (unref frees the refs). */
+static GPtrArray *
+cache_snapshot (DfExports *ex)
+{
+  GPtrArray *all = g_ptr_array_new_with_free_func (cache_snap_free);
   GHashTableIter it;
   gpointer value;
 
   g_mutex_lock (&ex->lock);
   g_hash_table_iter_init (&it, ex->caches);
   while (g_hash_table_iter_next (&it, NULL, &value))
-    g_ptr_array_add (all, cache_entry_ref (value));
+    {
+      CacheEntry *ce = value;
+      CacheSnap *cs;
+
+      if (ce->hypervisor || ce->cache == NULL)
+        continue;
+      cs = g_new0 (CacheSnap, 1);
+      cs->device = g_strdup (ce->b->device);
+      cs->mode = g_strdup (ce->b->mode);
+      cs->cache = df_blk_ref (ce->cache);
+      g_ptr_array_add (all, cs);
+    }
   g_mutex_unlock (&ex->lock);
   return all;
 }
@@ -636,36 +897,127 @@ cache_entries_snapshot (DfExports *ex)
 void
 df_exports_flush_all (DfExports *ex)
 {
-  g_autoptr (GPtrArray) all = cache_entries_snapshot (ex);
+  g_autoptr (GPtrArray) all = cache_snapshot (ex);
 
   for (guint i = 0; i < all->len; i++)
     {
-      CacheEntry *ce = g_ptr_array_index (all, i);
+      CacheSnap *cs = g_ptr_array_index (all, i);
       int errnum = 0;
 
-      if (ce->hypervisor)
-        continue;
-      if (df_blk_flush (ce->cache, &errnum) < 0)
+      if (df_blk_flush (cs->cache, &errnum) < 0)
         g_warning ("device %s: flushing the write cache failed: %s",
-                   ce->device, g_strerror (errnum));
+                   cs->device, g_strerror (errnum));
     }
 }
 
 void
 df_exports_foreach_cache (DfExports *ex, df_cache_visit_fn fn, void *opaque)
 {
-  g_autoptr (GPtrArray) all = cache_entries_snapshot (ex);
+  g_autoptr (GPtrArray) all = cache_snapshot (ex);
 
   for (guint i = 0; i < all->len; i++)
     {
-      CacheEntry *ce = g_ptr_array_index (all, i);
+      CacheSnap *cs = g_ptr_array_index (all, i);
       DfCacheStats st;
 
-      if (ce->hypervisor) /* no cache on this server */
-        continue;
-      df_cache_get_stats (ce->cache, &st);
-      fn (opaque, ce->device, ce->mode, &st);
+      df_cache_get_stats (cs->cache, &st);
+      fn (opaque, cs->device, cs->mode, &st);
     }
+}
+
+/* ---- bindings of live sessions ---------------------------------------- */
+
+/* Entries with sessions and not yet fenced (new refs); tripped entries
+ * without sessions leave the registry here. */
+static GPtrArray *
+live_entries (DfExports *ex)
+{
+  GPtrArray *live
+      = g_ptr_array_new_with_free_func ((GDestroyNotify)cache_entry_unref);
+  GHashTableIter it;
+  gpointer value;
+
+  g_mutex_lock (&ex->lock);
+  g_hash_table_iter_init (&it, ex->caches);
+  while (g_hash_table_iter_next (&it, NULL, &value))
+    {
+      CacheEntry *ce = value;
+
+      if (df_fence_tripped (ce->fence) && ce->users == 0)
+        g_hash_table_iter_remove (&it);
+      else if (!df_fence_tripped (ce->fence) && ce->users > 0)
+        g_ptr_array_add (live, cache_entry_ref (ce));
+    }
+  g_mutex_unlock (&ex->lock);
+  return live;
+}
+
+void
+df_exports_check (DfExports *ex)
+{
+  g_autoptr (GPtrArray) live = live_entries (ex);
+
+  for (guint i = 0; i < live->len; i++)
+    df_fence_check (((CacheEntry *) live->pdata[i])->fence);
+}
+
+static gpointer
+checker_main (gpointer data)
+{
+  DfExports *ex = data;
+
+  g_mutex_lock (&ex->check_lock);
+  while (!ex->check_stop)
+    {
+      gint64 until = g_get_monotonic_time () + CHECK_INTERVAL_US;
+
+      while (!ex->check_stop
+             && g_cond_wait_until (&ex->check_cond, &ex->check_lock, until))
+        ;
+      if (ex->check_stop)
+        break;
+      g_mutex_unlock (&ex->check_lock);
+      df_exports_check (ex);
+      g_mutex_lock (&ex->check_lock);
+    }
+  g_mutex_unlock (&ex->check_lock);
+  return NULL;
+}
+
+void
+df_export_binding (DfExport *e, DfExportBinding *out)
+{
+  const Binding *b = e->entry != NULL ? e->entry->b : NULL;
+
+  *out = (DfExportBinding) {
+    .device = e->device,
+    .generation = b != NULL ? b->generation : -1,
+    .vdisk = e->vdisk,
+    .version = e->version,
+    .cache = b != NULL ? b->mode : NULL,
+    .maintenance = b != NULL && b->maint,
+  };
+}
+
+const char *
+df_export_fence_reason (DfExport *e)
+{
+  return e->entry != NULL ? df_fence_reason (e->entry->fence) : NULL;
+}
+
+static void
+kick_shutdown (void *data)
+{
+  shutdown (GPOINTER_TO_INT (data), SHUT_RDWR);
+}
+
+void
+df_export_shutdown_when_fenced (DfExport *e, int fd)
+{
+  g_assert (e->watch_id == 0 && fd >= 0);
+  if (e->entry != NULL)
+    e->watch_id = df_fence_watch (e->entry->fence, kick_shutdown,
+                                  GINT_TO_POINTER (fd));
 }
 
 /* ---- iSCSI ------------------------------------------------------------- */
@@ -751,30 +1103,4 @@ df_exports_iscsi_visible (DfExports *ex, const char *chap_user, GError **err)
   g_ptr_array_set_free_func (names, NULL);
   g_ptr_array_add (names, NULL);
   return (char **)g_ptr_array_free (g_steal_pointer (&names), FALSE);
-}
-
-bool
-df_export_is_current (DfExport *e, GError **err)
-{
-  DfFarm *farm;
-  g_autoptr (DfChap) c = NULL;
-
-  if (e->entry == NULL)
-    return true;
-  farm = farm_acquire (e->ex, err);
-  if (farm == NULL)
-    return false;
-  c = df_farm_chap_get (farm, e->entry->device, err);
-  farm_release (e->ex, farm);
-  if (c == NULL)
-    return false;
-  if (c->generation != e->entry->generation)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-                   "device %s was reset (boot generation %" G_GINT64_FORMAT
-                   " -> %" G_GINT64_FORMAT ")",
-                   e->entry->device, e->entry->generation, c->generation);
-      return false;
-    }
-  return true;
 }

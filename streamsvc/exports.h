@@ -7,13 +7,26 @@
  *                       (cache mode hypervisor: that version's chain itself,
  *                       read-only; the hypervisor's overlay takes the writes)
  *
- * The registry keeps one chain per (vdisk, version) and one cache per
- * (device, boot generation), shared by every session that opens them.  A
- * device whose generation in the farm DB has moved on (diskfarm device
- * reset) gets a fresh cache at its next open; sessions still holding the old
- * one keep it until they close.  Non-persistent caches stay in the registry
- * between sessions of the same generation (a target reconnecting keeps its
- * writes).
+ * The registry keeps one chain per (vdisk, version) and one cache entry per
+ * device, shared by every session that opens it.  A session is bound at
+ * open to the entry's binding: (device, boot generation, device type,
+ * vdisk, version, cache mode, maintenance cache or not).  The entry is
+ * reused only while that whole binding is what the farm DB says now (the
+ * version counts for maintenance devices only: production and test devices
+ * keep the version their boot generation pinned until the next boot).
+ * Otherwise the next open fences the old entry's sessions, waits for their
+ * requests in flight, releases the old cache (flushed) and opens a new one:
+ * a newer boot generation always takes over, in every cache mode.
+ *
+ * Fencing (blk_fence.h) is one layer under both front ends: every device
+ * export's blk is a fence layer over the entry's cache.  A background check
+ * (every 0.5 s, once per live entry) and a synchronous check after every
+ * FLUSH and FUA write trip the fence when the binding went stale (device
+ * reset, set --vdisk/--type/--cache, removed, a new maintenance version):
+ * from then on every request fails with ESHUTDOWN and the connection's
+ * socket is shut down (df_export_shutdown_when_fenced).  Non-persistent
+ * caches stay in the registry between sessions of the same binding (a
+ * target reconnecting keeps its writes).
  *
  * Thread safety: all functions may be called from any worker thread.
  */
@@ -52,6 +65,29 @@ df_blk *df_export_blk (DfExport *e);          /* borrowed */
 const char *df_export_name (DfExport *e);     /* as requested */
 const char *df_export_device (DfExport *e);   /* device name or NULL */
 bool df_export_readonly (DfExport *e);
+/* What a session of e is bound to (borrowed strings, valid while e). */
+typedef struct
+{
+  const char *device; /* NULL for vdisk exports */
+  gint64 generation;  /* boot generation; -1 for vdisk exports */
+  const char *vdisk;
+  int version;
+  const char *cache;  /* cache mode string ("server", "ram:64", ...); NULL
+                       * for vdisk exports */
+  bool maintenance;   /* writes go to the maintenance version's cache */
+} DfExportBinding;
+void df_export_binding (DfExport *e, DfExportBinding *out);
+/* NULL while e's binding is current; once fenced, why (borrowed).  One
+ * atomic load. */
+const char *df_export_fence_reason (DfExport *e);
+/* When e is fenced, shutdown(fd, SHUT_RDWR) so that the front end's
+ * worker drops the connection, idle or not.  At most once per export;
+ * df_export_close stops watching (call it before closing fd).  No-op for
+ * vdisk exports. */
+void df_export_shutdown_when_fenced (DfExport *e, int fd);
+/* Check the binding of every live device cache against the farm now and
+ * fence the stale ones (a background thread does this periodically). */
+void df_exports_check (DfExports *ex);
 /* Short human description for NBD_INFO_DESCRIPTION ("vdisk base v3"). */
 const char *df_export_description (DfExport *e);
 
@@ -84,8 +120,3 @@ DfChap *df_exports_chap_by_user (DfExports *ex, const char *user,
  * ("vdisk/<name>").  New NULL-terminated array (g_strfreev). */
 char **df_exports_iscsi_visible (DfExports *ex, const char *chap_user,
                                  GError **err);
-/* False (with *err) when the export's device has started a new boot
- * generation (diskfarm device reset) since this handle was opened: the
- * old session must not do I/O on a cache the device has left.  Always
- * true for vdisk exports.  Costs one farm DB query. */
-bool df_export_is_current (DfExport *e, GError **err);

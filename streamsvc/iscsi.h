@@ -397,8 +397,6 @@ struct iscsi_conn {
   size_t buffered;           /* bytes held by tasks */
   uint32_t next_ttt;
   iscsi_sess_entry *entry;   /* reinstatement registry, owned ref */
-  gint64 gen_checked_at;     /* monotonic us of the last generation check */
-  bool stale;                /* device reset under us: refuse I/O */
   uint8_t *scratch;          /* data-in buffer (owned) */
   size_t scratch_len;
 };

@@ -633,6 +633,7 @@ static bool
 enter_full_feature (iscsi_conn *c, GError **err)
 {
   g_autofree char *export_name = NULL;
+  DfExportBinding binding;
 
   if (c->discovery)
     return true;
@@ -644,6 +645,10 @@ enter_full_feature (iscsi_conn *c, GError **err)
     return false;
   df_session_set_export (c->sess, df_export_name (c->export),
                          df_export_device (c->export));
+  df_export_binding (c->export, &binding);
+  df_session_set_binding (c->sess, &binding);
+  if (c->fd >= 0)
+    df_export_shutdown_when_fenced (c->export, c->fd);
   c->lu.blk = df_export_blk (c->export);
   c->lu.readonly = df_export_readonly (c->export);
   c->lu.serial = df_export_device (c->export)

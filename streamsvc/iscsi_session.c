@@ -26,7 +26,6 @@
 #include "common.h"
 
 #define INPUT_CHUNK (64u * 1024)
-#define GEN_CHECK_US (1000 * 1000)
 #define NO_TAG 0xffffffffu
 
 /* ---- session registry (reinstatement) ---------------------------------------- */
@@ -431,22 +430,20 @@ scratch (iscsi_conn *c, size_t n)
   return c->scratch;
 }
 
-/* A device reset while this session lives: refuse further I/O. */
+/* The export's binding went stale (device reset or changed, superseded by
+ * a newer boot generation): the fence layer refuses its I/O; this session
+ * answers NOT READY and closes after the reply.  Logs once. */
 static bool
-generation_stale (iscsi_conn *c)
+fenced (iscsi_conn *c)
 {
-  gint64 now = g_get_monotonic_time ();
-  g_autoptr (GError) err = NULL;
+  const char *why = df_export_fence_reason (c->export);
 
-  if (c->stale || now - c->gen_checked_at < GEN_CHECK_US)
-    return c->stale;
-  c->gen_checked_at = now;
-  if (!df_export_is_current (c->export, &err))
-    {
-      g_message ("iSCSI %s: refusing I/O: %s", c->client, err->message);
-      c->stale = true;
-    }
-  return c->stale;
+  if (why == NULL)
+    return false;
+  if (c->state != ISCSI_CONN_CLOSED)
+    g_message ("iSCSI %s: session fenced, closing: %s", c->client, why);
+  iscsi_conn_close (c, "fenced");
+  return true;
 }
 
 static void
@@ -463,10 +460,14 @@ execute (iscsi_conn *c, const cmd_info *ci, const uint8_t *cdb,
   din = scratch (c, MAX (cap, 512u));
   if (!lun_is_ours (ci->lun))
     foreign_lun (c, cdb, &r, din, cap);
-  else if (generation_stale (c))
+  else if (fenced (c))
     iscsi_scsi_sense (&r, 0x02, 0x04, 0x03); /* NOT READY, intervention */
   else
-    iscsi_scsi_exec (&c->lu, cdb, dout, dout_len, din, cap, &r);
+    {
+      iscsi_scsi_exec (&c->lu, cdb, dout, dout_len, din, cap, &r);
+      if (r.status != SCSI_GOOD && fenced (c))
+        iscsi_scsi_sense (&r, 0x02, 0x04, 0x03);
+    }
   complete_command (c, ci, &r,
                     dir == SCSI_DIR_WRITE ? len
                     : r.status == SCSI_GOOD ? r.data_len : 0,

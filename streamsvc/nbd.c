@@ -222,6 +222,7 @@ struct nbd_conn {
   DfExports *exports;      /* borrowed */
   DfSession *session;      /* owned: ended in nbd_conn_free */
   char *client;            /* owned */
+  int fd;                  /* socket, -1 if unknown (stdio, tests) */
   DfExport *export;        /* owned after GO / EXPORT_NAME */
   df_blk *blk;             /* borrowed from export */
   bool no_zeroes;
@@ -280,6 +281,30 @@ send_greeting (nbd_conn *c)
   put16 (p + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 }
 
+/* "export device/pc01 device pc01 generation 3 vdisk base version 2 cache
+ * server" for the session log lines.  New string. */
+static char *
+binding_text (DfExport *e)
+{
+  DfExportBinding b;
+
+  df_export_binding (e, &b);
+  if (b.device == NULL)
+    return g_strdup_printf ("export %s vdisk %s version %d",
+                            df_export_name (e), b.vdisk, b.version);
+  return g_strdup_printf ("export %s device %s generation %" G_GINT64_FORMAT
+                          " vdisk %s version %d cache %s%s",
+                          df_export_name (e), b.device, b.generation, b.vdisk,
+                          b.version, b.cache,
+                          b.maintenance ? " (maintenance)" : "");
+}
+
+void
+nbd_conn_set_fd (nbd_conn *c, int fd)
+{
+  c->fd = fd;
+}
+
 nbd_conn *
 nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client)
 {
@@ -287,6 +312,7 @@ nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client)
 
   c->exports = ex;
   c->client = g_strdup (client);
+  c->fd = -1;
   c->session = df_session_start (ss, "nbd", client);
   c->runs = g_array_new (FALSE, FALSE, sizeof (nbd_run));
   send_greeting (c);
@@ -300,7 +326,11 @@ nbd_conn_free (nbd_conn *c)
   if (c == NULL)
     return;
   if (c->export != NULL)
-    df_export_close (c->export);
+    {
+      g_autofree char *b = binding_text (c->export);
+      g_message ("nbd %s: session closed: %s", c->client, b);
+      df_export_close (c->export);
+    }
   df_session_end (c->session);
   buf_clear (&c->in);
   buf_clear (&c->out);
@@ -517,6 +547,8 @@ open_export_or_reply (nbd_conn *c, uint32_t opt, const char *name)
 
   if (e != NULL)
     return e;
+  g_message ("nbd %s: refused export '%s': %s", c->client, name,
+             err->message);
   if (g_error_matches (err, DF_ERROR, DF_ERROR_BUSY))
     opt_error (c, opt, NBD_REP_ERR_POLICY, "%s", err->message);
   else if (g_error_matches (err, DF_ERROR, DF_ERROR_NOT_FOUND)
@@ -558,10 +590,17 @@ enter_transmission (nbd_conn *c, DfExport *e)
   c->export = e;
   c->blk = df_export_blk (e);
   c->state = NBD_STATE_TRANSMISSION;
+  DfExportBinding binding;
+  g_autofree char *text = binding_text (e);
+
+  df_export_binding (e, &binding);
   df_session_set_export (c->session, df_export_name (e),
                          df_export_device (e));
-  g_debug ("nbd %s: export %s (%" G_GUINT64_FORMAT " bytes)", c->client,
-           df_export_name (e), c->blk->size);
+  df_session_set_binding (c->session, &binding);
+  if (c->fd >= 0)
+    df_export_shutdown_when_fenced (e, c->fd);
+  g_message ("nbd %s: session open: %s (%" G_GUINT64_FORMAT " bytes)",
+             c->client, text, c->blk->size);
 }
 
 /* ---- option handlers ----------------------------------------------------- */
@@ -587,7 +626,8 @@ nbd_opt_export_name (nbd_conn *c, uint32_t opt, const uint8_t *data,
   e = df_exports_open (c->exports, name, &err);
   if (e == NULL)
     {
-      g_message ("nbd %s: NBD_OPT_EXPORT_NAME: %s", c->client, err->message);
+      g_message ("nbd %s: refused export '%s' (NBD_OPT_EXPORT_NAME): %s",
+                 c->client, name, err->message);
       conn_close (c, NULL);
       return;
     }
@@ -1338,6 +1378,19 @@ now_ns (void)
 
 static const nbd_cmd_desc unknown_cmd = { "UNKNOWN", NULL, 0, 0, -1, 0 };
 
+/* The export's binding went stale: the fence layer refused the request
+ * (ESHUTDOWN, replied); nothing more is read and the connection closes
+ * once the reply is out.  Logs once. */
+static void
+fenced_close (nbd_conn *c)
+{
+  g_autofree char *why
+      = g_strdup_printf ("session fenced: %s",
+                         df_export_fence_reason (c->export));
+
+  conn_close (c, why);
+}
+
 /* Validate, run, reply, account. */
 static void
 run_request (nbd_conn *c, const nbd_req *rq)
@@ -1357,6 +1410,8 @@ run_request (nbd_conn *c, const nbd_req *rq)
     error = d->fn (c, rq);
   if (error != 0)
     error_reply (c, rq, error);
+  if (error == NBD_ESHUTDOWN && df_export_fence_reason (c->export) != NULL)
+    fenced_close (c);
   if (d->op >= 0)
     df_session_account (c->session, (DfOp) d->op,
                         error ? 0 : rq->count, now_ns () - t0, error != 0);

@@ -49,6 +49,9 @@ typedef enum {
  * queues the greeting.  ex and ss are borrowed and must outlive the conn.
  * client is copied ("127.0.0.1:4242", "unix"). */
 nbd_conn *nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client);
+/* The connection's socket (server.c), so that a fenced export can shut it
+ * down (df_export_shutdown_when_fenced).  Optional: -1 by default. */
+void nbd_conn_set_fd (nbd_conn *c, int fd);
 /* Close the export and end the session. NULL is allowed. */
 void nbd_conn_free (nbd_conn *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (nbd_conn, nbd_conn_free)

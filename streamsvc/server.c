@@ -326,6 +326,7 @@ hand_over (DfStreamServer *s, int fd, proto pr)
     {
       sc->ops = &nbd_ops;
       sc->nc = nbd_conn_new (s->exports, s->sessions, client);
+      nbd_conn_set_fd (sc->nc, fd);
     }
   g_debug ("connection from %s", client);
   g_async_queue_push (w->incoming, sc);

@@ -62,6 +62,11 @@ struct DfSession
   char *client;
   char *export_name; /* under owner->lock; NULL until negotiated */
   char *device;      /* under owner->lock; nullable */
+  char *vdisk;       /* binding, under owner->lock; NULL until bound */
+  int version;
+  gint64 generation; /* -1: none (vdisk export) */
+  char *cache;       /* nullable */
+  bool maintenance;
   GDateTime *started;
   ExportCounters *counters; /* atomic pointer; NULL until set_export */
   DeviceCounters *dev;      /* atomic pointer; nullable */
@@ -80,6 +85,8 @@ session_free (DfSession *ss)
   g_free (ss->client);
   g_free (ss->export_name);
   g_free (ss->device);
+  g_free (ss->vdisk);
+  g_free (ss->cache);
   g_date_time_unref (ss->started);
   g_free (ss);
 }
@@ -121,6 +128,7 @@ df_session_start (DfSessions *s, const char *proto, const char *client)
   ss->proto = g_strdup (proto);
   ss->client = g_strdup (client);
   ss->started = g_date_time_new_now_utc ();
+  ss->generation = -1;
   g_mutex_lock (&s->lock);
   ss->id = s->next_id++;
   g_hash_table_add (s->live, ss);
@@ -178,6 +186,22 @@ df_session_set_export (DfSession *ss, const char *export_name,
   __atomic_store_n (&ss->dev,
                     device ? device_counters_locked (s, device) : NULL,
                     __ATOMIC_RELEASE);
+  g_mutex_unlock (&s->lock);
+}
+
+void
+df_session_set_binding (DfSession *ss, const DfExportBinding *b)
+{
+  DfSessions *s = ss->owner;
+
+  g_mutex_lock (&s->lock);
+  g_free (ss->vdisk);
+  ss->vdisk = g_strdup (b->vdisk);
+  ss->version = b->version;
+  ss->generation = b->generation;
+  g_free (ss->cache);
+  ss->cache = g_strdup (b->cache);
+  ss->maintenance = b->maintenance;
   g_mutex_unlock (&s->lock);
 }
 
@@ -262,6 +286,16 @@ session_cmp_id (gconstpointer a, gconstpointer b)
   return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static void
+add_nullable_string (JsonBuilder *b, const char *member, const char *value)
+{
+  json_builder_set_member_name (b, member);
+  if (value != NULL)
+    json_builder_add_string_value (b, value);
+  else
+    json_builder_add_null_value (b);
+}
+
 /* Caller holds s->lock. */
 static void
 session_to_json (JsonBuilder *b, DfSession *ss)
@@ -285,6 +319,20 @@ session_to_json (JsonBuilder *b, DfSession *ss)
     json_builder_add_string_value (b, ss->device);
   else
     json_builder_add_null_value (b);
+  add_nullable_string (b, "vdisk", ss->vdisk);
+  json_builder_set_member_name (b, "version");
+  if (ss->vdisk)
+    json_builder_add_int_value (b, ss->version);
+  else
+    json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "generation");
+  if (ss->generation >= 0)
+    json_builder_add_int_value (b, ss->generation);
+  else
+    json_builder_add_null_value (b);
+  add_nullable_string (b, "cache", ss->cache);
+  json_builder_set_member_name (b, "maintenance");
+  json_builder_add_boolean_value (b, ss->maintenance);
   json_builder_set_member_name (b, "started");
   json_builder_add_string_value (b, started);
   json_builder_set_member_name (b, "bytes_read");

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "exports.h" /* DfExportBinding */
+
 typedef struct DfSessions DfSessions;
 typedef struct DfSession DfSession;
 
@@ -27,6 +29,8 @@ DfSession *df_session_start (DfSessions *s, const char *proto,
                              const char *client);
 void df_session_set_export (DfSession *ss, const char *export_name,
                             const char *device /* nullable */);
+/* What the session is bound to (copied); call after set_export. */
+void df_session_set_binding (DfSession *ss, const DfExportBinding *b);
 /* Account one finished request (bytes moved, latency in ns, error 0/1). */
 void df_session_account (DfSession *ss, DfOp op, uint64_t bytes,
                          uint64_t latency_ns, bool failed);
@@ -34,8 +38,11 @@ void df_session_account (DfSession *ss, DfOp op, uint64_t bytes,
 void df_session_quota_hit (DfSession *ss);
 void df_session_end (DfSession *ss);
 
-/* JSON array of sessions: id, proto, client, export, device, started,
- * bytes_read, bytes_written, ops.  cache_bytes filled by the caller. */
+/* JSON array of sessions: id, proto, client, export, device (null for
+ * vdisk exports), generation (int; null for vdisk exports), vdisk,
+ * version (int), cache (mode string; null for vdisk exports), maintenance
+ * (bool), started, bytes_read, bytes_written, ops.  Binding fields are null
+ * until the export is negotiated.  cache_bytes filled by the caller. */
 JsonNode *df_sessions_to_json (DfSessions *s);
 /* Append Prometheus text (ops, bytes, latency histogram per export). */
 void df_sessions_metrics (DfSessions *s, GString *out);
