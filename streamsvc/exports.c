@@ -57,7 +57,9 @@ typedef struct
   bool hypervisor; /* no server-side cache: cache is the read-only chain */
   df_blk *cache;   /* owned ref: the write cache, or the chain (hypervisor);
                     * NULL once retired */
-  DfFence *fence;  /* owned ref: every session's layer over cache */
+  DfFence *fence;  /* owned ref */
+  df_blk *fenced;  /* owned ref: the fence layer over cache, the blk of
+                    * every session of this entry */
   guint users;
 } CacheEntry;
 
@@ -362,6 +364,7 @@ cache_entry_unref (CacheEntry *ce)
   if (ce == NULL || !g_atomic_int_dec_and_test (&ce->refcount))
     return;
   cache_entry_release_cache (ce);
+  df_blk_unref (ce->fenced);
   df_fence_unref (ce->fence);
   g_free (ce);
 }
@@ -620,6 +623,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   ce->persistent = df_cache_mode_is_persistent (&r->mode);
   ce->hypervisor = hypervisor;
   ce->cache = cache;
+  ce->fenced = df_fence_blk_new (ce->fence, cache);
   return ce;
 }
 
@@ -718,7 +722,7 @@ open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
   g_mutex_lock (&ex->lock);
   ce = cache_entry_get_locked (ex, farm, key, &cause);
   if (ce != NULL)
-    blk = df_fence_blk_new (ce->fence, ce->cache);
+    blk = df_blk_ref (ce->fenced);
   g_mutex_unlock (&ex->lock);
   if (ce == NULL)
     {
@@ -1005,10 +1009,13 @@ df_export_fence_reason (DfExport *e)
   return e->entry != NULL ? df_fence_reason (e->entry->fence) : NULL;
 }
 
+/* Stop reading only: the worker sees end of input and drops an idle
+ * connection, while a request being refused right now (this very fence
+ * check) still gets its error reply out before the close. */
 static void
 kick_shutdown (void *data)
 {
-  shutdown (GPOINTER_TO_INT (data), SHUT_RDWR);
+  shutdown (GPOINTER_TO_INT (data), SHUT_RD);
 }
 
 void

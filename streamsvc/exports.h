@@ -80,8 +80,8 @@ void df_export_binding (DfExport *e, DfExportBinding *out);
 /* NULL while e's binding is current; once fenced, why (borrowed).  One
  * atomic load. */
 const char *df_export_fence_reason (DfExport *e);
-/* When e is fenced, shutdown(fd, SHUT_RDWR) so that the front end's
- * worker drops the connection, idle or not.  At most once per export;
+/* When e is fenced, shutdown(fd, SHUT_RD) so that the front end's worker
+ * drops the connection, idle or not (a reply being sent goes out first).  At most once per export;
  * df_export_close stops watching (call it before closing fd).  No-op for
  * vdisk exports. */
 void df_export_shutdown_when_fenced (DfExport *e, int fd);

@@ -114,8 +114,7 @@ df_fence_trip (DfFence *f, const char *reason)
     }
   f->reason = g_strdup (reason);
   g_atomic_int_set (&f->tripped, 1);
-  g_message ("%s: fencing its sessions (%u): %s", f->label,
-             f->watchers->len, reason);
+  g_message ("%s: sessions fenced: %s", f->label, reason);
   for (guint i = 0; i < f->watchers->len; i++)
     {
       Watcher *w = &g_array_index (f->watchers, Watcher, i);
@@ -335,4 +334,17 @@ df_fence_blk_new (DfFence *f, df_blk *inner)
   g_ptr_array_add (f->layers, l);
   g_mutex_unlock (&f->layers_lock);
   return &l->blk;
+}
+
+df_blk *
+df_fence_blk_inner (df_blk *b)
+{
+  FenceLayer *l = (FenceLayer *) b;
+  df_blk *inner;
+
+  g_assert (b->ops == &fence_ops);
+  g_rw_lock_reader_lock (&l->lock);
+  inner = l->inner;
+  g_rw_lock_reader_unlock (&l->lock);
+  return inner;
 }

@@ -2,9 +2,9 @@
  *
  * A fence is one policy shared by every session bound to the same thing
  * (for streamsvc: one device cache, i.e. one binding of device, boot
- * generation, vdisk, version and cache mode).  Each session stacks its own
- * fence layer (df_fence_blk_new) over the shared inner df_blk; all layers of
- * one DfFence trip together:
+ * generation, vdisk, version and cache mode).  Its sessions use a fence
+ * layer (df_fence_blk_new) over the shared inner df_blk, one layer shared
+ * by all of them or one each; all layers of one DfFence trip together:
  *
  *   - df_fence_trip (reason): from then on every request on every layer
  *     fails with ESHUTDOWN, and every watcher's kick runs once (the front
@@ -18,9 +18,9 @@
  *     the binding is stale the fence trips and the request fails, so an
  *     acknowledged flush always went to the current binding.
  *
- * Cost on the data path: one atomic load, plus an uncontended per-layer
- * reader lock (a layer belongs to one session) that drain uses to wait for
- * requests in flight.
+ * Cost on the data path: one atomic load, plus the layer's reader lock
+ * (shared only by the sessions of one layer, i.e. of one device) that drain
+ * uses to wait for requests in flight.  No farm access.
  *
  * Thread safety: everything may be called from any thread.  The check
  * callback and the kicks run without any fence lock held by the caller's
@@ -73,6 +73,9 @@ void df_fence_unwatch (DfFence *f, guint id);
  * from inside a request of one of its layers. */
 void df_fence_drain (DfFence *f);
 
-/* A new layer over inner for one session (refcount 1): it takes its own ref
+/* A new layer over inner (refcount 1): it takes its own ref
  * of inner and of f.  Same size, read-only flag and capabilities as inner. */
 df_blk *df_fence_blk_new (DfFence *f, df_blk *inner);
+/* The layer under a fence layer b (borrowed; NULL once drained).  For
+ * tests and diagnostics: requests must go through b. */
+df_blk *df_fence_blk_inner (df_blk *b);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "blk_fence.h"
 #include "common.h"
 #include "exports.h"
 #include "farm.h"
@@ -328,6 +329,8 @@ test_generation (Fixture *f, gconstpointer data)
   DfExport *old = open_ok (f, "device/pc01");
   DfExport *fresh;
   gint64 gen = 0;
+  char buf[512];
+  int errnum = 0;
 
   write_fill (old, 0, 'X', 4096);
   g_assert_true (df_farm_device_new_generation (f->farm, "pc01", &gen, &err));
@@ -335,7 +338,12 @@ test_generation (Fixture *f, gconstpointer data)
   fresh = open_ok (f, "device/pc01");
   g_assert_true (df_export_blk (fresh) != df_export_blk (old));
   g_assert_cmpint (first_byte (fresh, 0), ==, 'B');
-  g_assert_cmpint (first_byte (old, 0), ==, 'X'); /* old session keeps it */
+  /* the new generation took over: the old session is fenced */
+  g_assert_nonnull (strstr (df_export_fence_reason (old),
+                            "started boot generation"));
+  g_assert_cmpint (df_blk_pread (df_export_blk (old), buf, sizeof buf, 0,
+                                 &errnum), ==, -1);
+  g_assert_cmpint (errnum, ==, ESHUTDOWN);
   {
     g_autofree char *want
         = g_strdup_printf (" gen %" G_GINT64_FORMAT ",", gen);
@@ -377,21 +385,32 @@ test_persistent (Fixture *f, gconstpointer data)
   g_autoptr (GError) err = NULL;
   DfExport *a = open_ok (f, "device/pc03");
   DfExport *b = open_ok (f, "device/52:54:00:00:00:03");
+  DfExport *fresh;
   gint64 gen;
   int errnum = 0;
 
   g_assert_true (df_export_blk (a) == df_export_blk (b));
   write_fill (a, CLUSTER, 'P', 8192);
   g_assert_cmpint (df_blk_flush (df_export_blk (a), &errnum), ==, 0);
+  write_fill (b, 3 * CLUSTER, 'Q', 4096); /* not flushed by the session */
   g_assert_true (df_farm_device_new_generation (f->farm, "pc03", &gen, &err));
-  /* never two caches over the same persistent files */
-  open_fails (f, "device/pc03", DF_ERROR_BUSY, "pc03");
+  /* never two caches over the same persistent files: the new generation
+   * takes over, the old sessions are fenced and drained first (their
+   * cache flushed and released, so the new open gets its lock) */
+  fresh = open_ok (f, "device/pc03");
+  g_assert_nonnull (df_export_fence_reason (a));
+  g_assert_nonnull (df_export_fence_reason (b));
+  g_assert_null (df_export_fence_reason (fresh));
+  g_assert_cmpint (df_blk_flush (df_export_blk (b), &errnum), ==, -1);
+  g_assert_cmpint (errnum, ==, ESHUTDOWN);
+  g_assert_cmpint (first_byte (fresh, CLUSTER), ==, 'P'); /* it persisted */
+  g_assert_cmpint (first_byte (fresh, 3 * CLUSTER), ==, 'Q');
+  g_assert_cmpint (first_byte (fresh, 0), ==, 'B');
   df_export_close (a);
-  open_fails (f, "device/pc03", DF_ERROR_BUSY, "pc03");
   df_export_close (b);
+  df_export_close (fresh);
   a = open_ok (f, "device/pc03");
-  g_assert_cmpint (first_byte (a, CLUSTER), ==, 'P'); /* it persisted */
-  g_assert_cmpint (first_byte (a, 0), ==, 'B');
+  g_assert_cmpint (first_byte (a, CLUSTER), ==, 'P');
   df_export_close (a);
 }
 
@@ -467,7 +486,7 @@ test_hypervisor (Fixture *f, gconstpointer data)
                             "cache hypervisor (read-only)"));
   g_assert_nonnull (strstr (df_export_description (e), "vdisk web v1"));
   /* the version's own chain, shared with the vdisk export */
-  g_assert_true (df_export_blk (e) == df_export_blk (v1));
+  g_assert_true (df_fence_blk_inner (df_export_blk (e)) == df_export_blk (v1));
   g_assert_true (df_export_blk (e) == df_export_blk (by_mac));
   g_assert_cmpint (first_byte (e, 0), ==, 'B');
   g_assert_false (g_file_test (cache_dir, G_FILE_TEST_EXISTS));
