@@ -287,14 +287,14 @@ binding_mismatch (const Binding *b, const Resolved *r)
   if (strcmp (d->type, b->type) != 0)
     return g_strdup_printf ("device %s is now of type %s (was %s)", b->device,
                             d->type, b->type);
-  if (r->maint != b->maint || strcmp (r->mode_str, b->mode) != 0)
-    return g_strdup_printf ("device %s: write cache is now %s%s (was %s%s)",
-                            b->device, r->mode_str, maint_suffix (r->maint),
-                            b->mode, maint_suffix (b->maint));
   if (strcmp (d->type, "maintenance") == 0 && r->v->number != b->version)
     return g_strdup_printf ("maintenance device %s now selects %s@%d (was "
                             "@%d)", b->device, r->v->vdisk, r->v->number,
                             b->version);
+  if (r->maint != b->maint || strcmp (r->mode_str, b->mode) != 0)
+    return g_strdup_printf ("device %s: write cache is now %s%s (was %s%s)",
+                            b->device, r->mode_str, maint_suffix (r->maint),
+                            b->mode, maint_suffix (b->maint));
   return NULL;
 }
 

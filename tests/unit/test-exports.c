@@ -414,6 +414,174 @@ test_persistent (Fixture *f, gconstpointer data)
   df_export_close (a);
 }
 
+/* Change one device row field through the console-side handle. */
+static void
+device_set (Fixture *f, const char *name, const char *field,
+            const char *value)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfDevice) d = df_farm_device_get (f->farm, name, &err);
+
+  g_assert_no_error (err);
+  if (strcmp (field, "cache") == 0)
+    {
+      g_free (d->cache_mode);
+      d->cache_mode = g_strdup (value);
+    }
+  else if (strcmp (field, "type") == 0)
+    {
+      g_free (d->type);
+      d->type = g_strdup (value);
+    }
+  else
+    g_assert_not_reached ();
+  g_assert_true (df_farm_device_update (f->farm, d, &err));
+  g_assert_no_error (err);
+}
+
+static void
+assert_fenced (DfExport *e, const char *needle)
+{
+  char buf[512];
+  int errnum = 0;
+
+  g_assert_nonnull (df_export_fence_reason (e));
+  if (strstr (df_export_fence_reason (e), needle) == NULL)
+    g_error ("fence reason '%s' lacks '%s'", df_export_fence_reason (e),
+             needle);
+  g_assert_cmpint (df_blk_pread (df_export_blk (e), buf, sizeof buf, 0,
+                                 &errnum), ==, -1);
+  g_assert_cmpint (errnum, ==, ESHUTDOWN);
+}
+
+/* The periodic check fences a live session whose binding the farm left,
+ * without any new open; a promotion does not (pinned per generation). */
+static void
+test_binding_check (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfExport *a = open_ok (f, "device/pc01");
+  DfExport *t = open_ok (f, "device/pc02");
+  DfExport *v = open_ok (f, "vdisk/web@2");
+  DfExportBinding b;
+  DfExport *fresh;
+
+  df_export_binding (a, &b);
+  g_assert_cmpstr (b.device, ==, "pc01");
+  g_assert_cmpint (b.generation, ==, 1);
+  g_assert_cmpstr (b.vdisk, ==, "web");
+  g_assert_cmpint (b.version, ==, 1);
+  g_assert_cmpstr (b.cache, ==, "server");
+  g_assert_false (b.maintenance);
+  df_export_binding (v, &b);
+  g_assert_null (b.device);
+  g_assert_cmpint (b.generation, ==, -1);
+  g_assert_cmpint (b.version, ==, 2);
+  g_assert_null (b.cache);
+  g_assert_true (df_farm_version_set_state (f->farm, "web", 2,
+                                            DF_VSTATE_PRODUCTION, &err));
+  df_exports_check (f->ex);
+  g_assert_null (df_export_fence_reason (a)); /* keeps v1 until reboot */
+  g_assert_cmpint (first_byte (a, 0), ==, 'B');
+  device_set (f, "pc01", "cache", "ram:64");
+  write_fill (a, 0, 'X', 4096); /* acknowledged: the check has not run */
+  df_exports_check (f->ex);
+  assert_fenced (a, "write cache is now ram:64 (was server)");
+  g_assert_null (df_export_fence_reason (t));
+  g_assert_null (df_export_fence_reason (v));
+  fresh = open_ok (f, "device/pc01");
+  g_assert_null (df_export_fence_reason (fresh));
+  g_assert_nonnull (strstr (df_export_description (fresh), "cache ram:64"));
+  g_assert_cmpint (first_byte (fresh, 0), ==, 'C'); /* a new boot's view */
+  df_export_close (fresh);
+  device_set (f, "pc02", "type", "production");
+  df_exports_check (f->ex);
+  assert_fenced (t, "is now of type production (was test)");
+  df_export_close (t);
+  t = open_ok (f, "device/pc02");
+  g_assert_true (df_farm_device_remove (f->farm, "pc02", &err));
+  g_assert_no_error (err);
+  df_exports_check (f->ex);
+  assert_fenced (t, "pc02");
+  open_fails (f, "device/pc02", DF_ERROR_NOT_FOUND, "pc02");
+  df_export_close (t);
+  df_export_close (a);
+  df_export_close (v);
+}
+
+/* The background checker needs no call: a reset reaches a live session
+ * within about a second. */
+static void
+test_binding_checker_thread (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfExport *a = open_ok (f, "device/pc01");
+  gint64 gen, deadline;
+
+  g_assert_true (df_farm_device_new_generation (f->farm, "pc01", &gen, &err));
+  deadline = g_get_monotonic_time () + 3 * G_USEC_PER_SEC;
+  while (df_export_fence_reason (a) == NULL
+         && g_get_monotonic_time () < deadline)
+    g_usleep (20 * 1000);
+  assert_fenced (a, "started boot generation 2");
+  df_export_close (a);
+}
+
+/* A FLUSH after the farm moved on is refused, not acknowledged, even
+ * before any periodic check ran. */
+static void
+test_binding_flush (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfExport *a = open_ok (f, "device/pc01");
+  int errnum = 0;
+  gint64 gen;
+
+  write_fill (a, 0, 'X', 4096);
+  g_assert_cmpint (df_blk_flush (df_export_blk (a), &errnum), ==, 0);
+  g_assert_true (df_farm_device_new_generation (f->farm, "pc01", &gen, &err));
+  g_assert_cmpint (df_blk_flush (df_export_blk (a), &errnum), ==, -1);
+  g_assert_cmpint (errnum, ==, ESHUTDOWN);
+  assert_fenced (a, "started boot generation 2");
+  df_export_close (a);
+}
+
+/* A maintenance device opened before `version new` (bound to the old
+ * version's own cache) gets the new maintenance version's cache at its
+ * next open; the old session is fenced. */
+static void
+test_maintenance_version_new (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *maint = NULL;
+  DfExport *old, *e;
+  DfExportBinding b;
+
+  add_device (f, "m1", "52:54:00:00:00:11", "maintenance", "server", 0);
+  old = open_ok (f, "device/m1");
+  df_export_binding (old, &b);
+  g_assert_cmpint (b.version, ==, 2); /* newest published */
+  g_assert_false (b.maintenance);
+  g_assert_true (df_farm_version_add (f->farm, "web", 3, 2, "web.3.qcow2",
+                                      NULL, DISK_SIZE, 0,
+                                      DF_VSTATE_MAINTENANCE, &err));
+  g_assert_no_error (err);
+  e = open_ok (f, "device/m1");
+  assert_fenced (old, "now selects web@3 (was @2)");
+  df_export_binding (e, &b);
+  g_assert_cmpint (b.version, ==, 3);
+  g_assert_true (b.maintenance);
+  g_assert_cmpstr (b.cache, ==, "server-persistent");
+  write_fill (e, 0, 'M', 4096);
+  df_export_close (e);
+  df_export_close (old);
+  maint = g_build_filename (f->dir, "store", "web", "web.3.maint", NULL);
+  g_assert_true (g_file_test (maint, G_FILE_TEST_IS_DIR));
+  e = open_ok (f, "device/m1"); /* the same maintenance cache again */
+  g_assert_cmpint (first_byte (e, 0), ==, 'M');
+  df_export_close (e);
+}
+
 static void
 test_list (Fixture *f, gconstpointer data)
 {
@@ -865,6 +1033,11 @@ main (int argc, char **argv)
              test_version_change_same_generation);
   FARM_TEST ("/exports/persistent", test_persistent);
   FARM_TEST ("/exports/list", test_list);
+  FARM_TEST ("/exports/binding-check", test_binding_check);
+  FARM_TEST ("/exports/binding-checker-thread", test_binding_checker_thread);
+  FARM_TEST ("/exports/binding-flush", test_binding_flush);
+  FARM_TEST ("/exports/maintenance-version-new",
+             test_maintenance_version_new);
   FARM_TEST ("/exports/foreach-cache-and-quota", test_foreach_cache_and_quota);
   FARM_TEST ("/exports/hypervisor", test_hypervisor);
   FARM_TEST ("/exports/many-opens", test_many_opens);

@@ -813,6 +813,38 @@ test_reset_refuses_io (Fx *f, gconstpointer data)
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
   g_assert_cmphex (bhs[3], ==, SCSI_CHECK_CONDITION);
   g_assert_cmphex (d->str[2 + 2], ==, 0x02); /* NOT READY */
+  g_assert_true (iscsi_conn_should_close (f->c)); /* then the conn closes */
+}
+
+/* A SYNCHRONIZE CACHE right after a reset (before any periodic check) is
+ * refused, never acknowledged into the cache the device left; the
+ * connection closes. */
+static void
+test_reset_refuses_flush (Fx *f, gconstpointer data)
+{
+  const uint8_t sync10[16] = { 0x35 };
+  uint8_t bhs[48];
+  g_autoptr (GString) d = g_string_new (NULL);
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfFarm) farm = NULL;
+  gint64 gen;
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  scsi_cmd (f, sync10, 0, false, false, false, NULL);
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
+  g_assert_cmphex (bhs[3], ==, SCSI_GOOD);
+  farm = df_farm_open (f->dir, false, "test", &err);
+  g_assert_true (df_farm_device_new_generation (farm, "pc01", &gen, &err));
+  scsi_cmd (f, sync10, 0, false, false, false, NULL);
+  g_assert_true (next_pdu (f, bhs, d));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
+  g_assert_cmphex (bhs[3], ==, SCSI_CHECK_CONDITION);
+  g_assert_cmphex (d->str[2 + 2], ==, 0x02); /* NOT READY */
+  g_assert_cmphex (d->str[2 + 12], ==, 0x04);
+  g_assert_cmphex (d->str[2 + 13], ==, 0x03);
+  g_assert_true (iscsi_conn_should_close (f->c));
 }
 
 
@@ -917,6 +949,7 @@ main (int argc, char **argv)
   FX ("tmf-during-io", test_tmf_during_io);
   FX ("discovery-filter", test_discovery_filter);
   FX ("reset-refuses-io", test_reset_refuses_io);
+  FX ("reset-refuses-flush", test_reset_refuses_flush);
   FX ("nop-logout", test_nop_logout);
   FX ("reinstatement", test_reinstatement);
   FX ("ttt-wrap", test_ttt_wrap);
