@@ -3,8 +3,13 @@
  * The registry (DfExports) holds:
  *   chains: version file path -> df_blk (df_chain_open once, shared; the
  *           registry holds one ref, every user takes its own);
- *   caches: device name -> CacheEntry (one write cache per device and boot
- *           generation; one DfCache per device directory at any time).
+ *   caches: device name -> CacheEntry (one write cache per device and
+ *           binding: boot generation, type, vdisk, version, cache mode;
+ *           one DfCache per device directory at any time).  Its fence
+ *           layer (blk_fence.h) is the blk of every session of the entry;
+ *           an entry whose binding went stale is fenced, then retired by
+ *           the next open (drained, cache flushed and released) or dropped
+ *           when its last session closes.
  *           A device in cache mode hypervisor has an entry too, but no
  *           cache: its blk is the chain of the version the generation
  *           pinned, read-only (the hypervisor's qcow2 overlay takes the
@@ -12,6 +17,10 @@
  * Both tables are protected by ex->lock, which is held for the whole of an
  * open so that two sessions of one device can never open two caches over
  * the same persistent files.
+ *
+ * A checker thread compares every entry with sessions against the farm
+ * every CHECK_INTERVAL_US (one look-up per entry, not per session); the
+ * fence layer checks again after each FLUSH and FUA request.
  *
  * Farm DB handles come from a small pool: a DfFarm is used by one thread
  * at a time, and pooling them keeps opens cheap (no SQLite open and
