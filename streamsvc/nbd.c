@@ -328,7 +328,10 @@ nbd_conn_free (nbd_conn *c)
   if (c->export != NULL)
     {
       g_autofree char *b = binding_text (c->export);
-      g_message ("nbd %s: session closed: %s", c->client, b);
+      const char *fenced = df_export_fence_reason (c->export);
+      g_message ("nbd %s: session closed: %s%s%s%s", c->client, b,
+                 fenced ? " (fenced: " : "", fenced ? fenced : "",
+                 fenced ? ")" : "");
       df_export_close (c->export);
     }
   df_session_end (c->session);

@@ -188,8 +188,8 @@ grep -q "device d1 generation .*sessions fenced: device d1 started boot generati
   "$T/streamsvc.log" || fail "no fence log line for d1"
 grep -q "nbd unix: session open: export device/d1 device d1 generation [0-9]* vdisk g version 0 cache server" \
   "$T/streamsvc.log" || fail "no session open log line"
-grep -q "nbd unix: session closed: export device/d1" "$T/streamsvc.log" ||
-  fail "no session close log line"
+grep -q "nbd unix: session closed: export device/d1 .*(fenced: device d1 started boot generation" \
+  "$T/streamsvc.log" || fail "no session close log line naming the fence"
 pass "device reset: live sessions fenced and closed, next session clean"
 
 # (c) device set --cache and device remove
