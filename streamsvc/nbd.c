@@ -587,15 +587,15 @@ transmission_flags (nbd_conn *c, DfExport *e)
 static void
 enter_transmission (nbd_conn *c, DfExport *e)
 {
+  DfExportBinding binding;
+  g_autofree char *text = binding_text (e);
+
   if (c->meta_export != NULL
       && strcmp (c->meta_export, df_export_name (e)) != 0)
     c->meta_allocation = false;
   c->export = e;
   c->blk = df_export_blk (e);
   c->state = NBD_STATE_TRANSMISSION;
-  DfExportBinding binding;
-  g_autofree char *text = binding_text (e);
-
   df_export_binding (e, &binding);
   df_session_set_export (c->session, df_export_name (e),
                          df_export_device (e));
@@ -1381,19 +1381,6 @@ now_ns (void)
 
 static const nbd_cmd_desc unknown_cmd = { "UNKNOWN", NULL, 0, 0, -1, 0 };
 
-/* The export's binding went stale: the fence layer refused the request
- * (ESHUTDOWN, replied); nothing more is read and the connection closes
- * once the reply is out.  Logs once. */
-static void
-fenced_close (nbd_conn *c)
-{
-  g_autofree char *why
-      = g_strdup_printf ("session fenced: %s",
-                         df_export_fence_reason (c->export));
-
-  conn_close (c, why);
-}
-
 /* Validate, run, reply, account. */
 static void
 run_request (nbd_conn *c, const nbd_req *rq)
@@ -1413,8 +1400,10 @@ run_request (nbd_conn *c, const nbd_req *rq)
     error = d->fn (c, rq);
   if (error != 0)
     error_reply (c, rq, error);
+  /* Fenced (the binding went stale): nothing more is read; the connection
+   * closes once this reply is out, and its close line names the fence. */
   if (error == NBD_ESHUTDOWN && df_export_fence_reason (c->export) != NULL)
-    fenced_close (c);
+    conn_close (c, NULL);
   if (d->op >= 0)
     df_session_account (c->session, (DfOp) d->op,
                         error ? 0 : rq->count, now_ns () - t0, error != 0);
