@@ -433,6 +433,11 @@ device_set (Fixture *f, const char *name, const char *field,
       g_free (d->type);
       d->type = g_strdup (value);
     }
+  else if (strcmp (field, "vdisk") == 0)
+    {
+      g_free (d->vdisk);
+      d->vdisk = g_strdup (value);
+    }
   else
     g_assert_not_reached ();
   g_assert_true (df_farm_device_update (f->farm, d, &err));
@@ -504,6 +509,15 @@ test_binding_check (Fixture *f, gconstpointer data)
   df_exports_check (f->ex);
   assert_fenced (t, "pc02");
   open_fails (f, "device/pc02", DF_ERROR_NOT_FOUND, "pc02");
+  df_export_close (t);
+  t = open_ok (f, "device/pc04");
+  make_version (f, "db", 0, 'D', DF_VSTATE_PRODUCTION);
+  device_set (f, "pc04", "vdisk", "db");
+  df_exports_check (f->ex);
+  assert_fenced (t, "now uses vdisk db (was web)");
+  df_export_close (t);
+  t = open_ok (f, "device/pc04");
+  g_assert_cmpint (first_byte (t, 0), ==, 'D');
   df_export_close (t);
   df_export_close (a);
   df_export_close (v);

@@ -401,6 +401,61 @@ test_device_label (void)
   df_sessions_free (s);
 }
 
+/* The binding fields of /v1/sessions: a device session, a vdisk session,
+ * a session not bound yet. */
+static void
+test_binding_json (void)
+{
+  DfSessions *s = df_sessions_new ();
+  DfSession *d = df_session_start (s, "nbd", "unix");
+  DfSession *v = df_session_start (s, "iscsi", "10.0.0.9:3260");
+  DfSession *n = df_session_start (s, "nbd", "unix");
+  const DfExportBinding bd = { "m1", 7, "win10", 3, "server-persistent",
+                               true };
+  const DfExportBinding bv = { NULL, -1, "win10", 2, NULL, false };
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autoptr (GError) err = NULL;
+  g_autofree char *text = NULL;
+  JsonNode *node;
+  JsonArray *arr;
+  JsonObject *o;
+
+  df_session_set_export (d, "device/m1", "m1");
+  df_session_set_binding (d, &bd);
+  df_session_set_export (v, "vdisk/win10@2", NULL);
+  df_session_set_binding (v, &bv);
+  node = df_sessions_to_json (s);
+  text = json_to_string (node, FALSE);
+  json_node_unref (node);
+  g_assert_true (json_parser_load_from_data (p, text, -1, &err));
+  arr = json_node_get_array (json_parser_get_root (p));
+  g_assert_cmpuint (json_array_get_length (arr), ==, 3);
+  o = json_array_get_object_element (arr, 0);
+  g_assert_cmpstr (json_object_get_string_member (o, "device"), ==, "m1");
+  g_assert_cmpint (json_object_get_int_member (o, "generation"), ==, 7);
+  g_assert_cmpstr (json_object_get_string_member (o, "vdisk"), ==, "win10");
+  g_assert_cmpint (json_object_get_int_member (o, "version"), ==, 3);
+  g_assert_cmpstr (json_object_get_string_member (o, "cache"), ==,
+                   "server-persistent");
+  g_assert_true (json_object_get_boolean_member (o, "maintenance"));
+  o = json_array_get_object_element (arr, 1);
+  g_assert_true (json_object_get_null_member (o, "device"));
+  g_assert_true (json_object_get_null_member (o, "generation"));
+  g_assert_cmpstr (json_object_get_string_member (o, "vdisk"), ==, "win10");
+  g_assert_cmpint (json_object_get_int_member (o, "version"), ==, 2);
+  g_assert_true (json_object_get_null_member (o, "cache"));
+  g_assert_false (json_object_get_boolean_member (o, "maintenance"));
+  o = json_array_get_object_element (arr, 2);
+  g_assert_true (json_object_get_null_member (o, "vdisk"));
+  g_assert_true (json_object_get_null_member (o, "version"));
+  g_assert_true (json_object_get_null_member (o, "generation"));
+  g_assert_false (json_object_get_boolean_member (o, "maintenance"));
+  df_session_end (d);
+  df_session_end (v);
+  df_session_end (n);
+  df_sessions_free (s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -413,5 +468,6 @@ main (int argc, char **argv)
                    test_concurrent_accounting);
   g_test_add_func ("/sessions/no-export-yet", test_no_export_yet);
   g_test_add_func ("/sessions/device-label", test_device_label);
+  g_test_add_func ("/sessions/binding-json", test_binding_json);
   return g_test_run ();
 }
