@@ -18,14 +18,14 @@
 struct DfFence
 {
   gint refcount;
-  gint tripped;      /* atomic; set once, under watch_lock */
+  gint tripped; /* atomic; set once, under watch_lock */
   char *label;
-  char *reason;      /* written once before tripped is set */
+  char *reason; /* written once before tripped is set */
   DfFenceCheck check;
   void *opaque;
   GDestroyNotify opaque_free;
   GMutex watch_lock;
-  GArray *watchers;  /* Watcher, under watch_lock */
+  GArray *watchers; /* Watcher, under watch_lock */
   guint next_watch_id;
   GMutex layers_lock;
   GPtrArray *layers; /* FenceLayer* (not owned), under layers_lock */
@@ -221,7 +221,7 @@ leave (FenceLayer *l, int r, bool durable, int *err)
 static int
 fence_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
   df_blk *in = enter (l, err);
 
   if (in == NULL)
@@ -233,7 +233,7 @@ static int
 fence_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
               uint32_t flags, int *err)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
   df_blk *in = enter (l, err);
 
   if (in == NULL)
@@ -245,7 +245,7 @@ fence_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
 static int
 fence_flush (df_blk *b, int *err)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
   df_blk *in = enter (l, err);
 
   if (in == NULL)
@@ -257,7 +257,7 @@ static int
 fence_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
             int *err)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
   df_blk *in = enter (l, err);
 
   if (in == NULL)
@@ -270,7 +270,7 @@ static int
 fence_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
             int *err)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
   df_blk *in = enter (l, err);
 
   if (in == NULL)
@@ -283,19 +283,19 @@ static int
 fence_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
                void *opaque, int *err)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
   df_blk *in = enter (l, err);
 
   if (in == NULL)
     return -1;
-  return leave (l, df_blk_extents (in, count, offset, cb, opaque, err),
-                false, err);
+  return leave (l, df_blk_extents (in, count, offset, cb, opaque, err), false,
+                err);
 }
 
 static void
 fence_destroy (df_blk *b)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
 
   g_mutex_lock (&l->fence->layers_lock);
   g_ptr_array_remove_fast (l->fence->layers, l);
@@ -339,7 +339,7 @@ df_fence_blk_new (DfFence *f, df_blk *inner)
 df_blk *
 df_fence_blk_inner (df_blk *b)
 {
-  FenceLayer *l = (FenceLayer *) b;
+  FenceLayer *l = (FenceLayer *)b;
   df_blk *inner;
 
   g_assert (b->ops == &fence_ops);

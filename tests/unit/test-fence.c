@@ -22,7 +22,7 @@ typedef struct
 static int
 mem_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
 {
-  Mem *m = (Mem *) b;
+  Mem *m = (Mem *)b;
 
   g_mutex_lock (&m->gate_lock);
   m->in_read = true;
@@ -40,7 +40,7 @@ static int
 mem_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
             uint32_t flags, int *err)
 {
-  Mem *m = (Mem *) b;
+  Mem *m = (Mem *)b;
 
   memcpy (m->data + offset, buf, count);
   g_atomic_int_inc (&m->writes);
@@ -50,15 +50,14 @@ mem_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
 static int
 mem_flush (df_blk *b, int *err)
 {
-  g_atomic_int_inc (&((Mem *) b)->flushes);
+  g_atomic_int_inc (&((Mem *)b)->flushes);
   return 0;
 }
 
 static int
-mem_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
-          int *err)
+mem_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  Mem *m = (Mem *) b;
+  Mem *m = (Mem *)b;
 
   memset (m->data + offset, 0, count);
   g_atomic_int_inc (&m->zeroes);
@@ -66,17 +65,16 @@ mem_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
 }
 
 static int
-mem_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
-          int *err)
+mem_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  g_atomic_int_inc (&((Mem *) b)->trims);
+  g_atomic_int_inc (&((Mem *)b)->trims);
   return 0;
 }
 
 static void
 mem_destroy (df_blk *b)
 {
-  Mem *m = (Mem *) b;
+  Mem *m = (Mem *)b;
 
   if (m->destroyed != NULL)
     g_atomic_int_set (m->destroyed, 1);
@@ -87,8 +85,12 @@ mem_destroy (df_blk *b)
 }
 
 static const df_blk_ops mem_ops = {
-  .name = "mem", .pread = mem_pread, .pwrite = mem_pwrite,
-  .flush = mem_flush, .trim = mem_trim, .zero = mem_zero,
+  .name = "mem",
+  .pread = mem_pread,
+  .pwrite = mem_pwrite,
+  .flush = mem_flush,
+  .trim = mem_trim,
+  .zero = mem_zero,
   .destroy = mem_destroy,
 };
 
@@ -127,7 +129,7 @@ check_fn (void *opaque, char **reason)
 static void
 count_kick (void *data)
 {
-  g_atomic_int_inc ((gint *) data);
+  g_atomic_int_inc ((gint *)data);
 }
 
 static void
@@ -206,7 +208,8 @@ test_stale_flush (void)
   df_fence_watch (f, count_kick, &kicks);
   g_assert_cmpint (df_blk_pwrite (b, buf, 512, 0, 0, &err), ==, 0);
   ck.stale = true;
-  g_assert_cmpint (df_blk_pwrite (b, buf, 512, 0, 0, &err), ==, 0); /* no check */
+  g_assert_cmpint (df_blk_pwrite (b, buf, 512, 0, 0, &err), ==,
+                   0); /* no check */
   g_assert_false (df_fence_tripped (f));
   g_assert_cmpint (df_blk_pwrite (b, buf, 512, 0, DF_BLK_FUA, &err), ==, -1);
   g_assert_cmpint (err, ==, ESHUTDOWN);
@@ -347,8 +350,8 @@ storm_thread (gpointer p)
     {
       bool tripped_before = df_fence_tripped (s->f);
       int err = 0;
-      int rc = df_blk_pwrite (s->b, buf, 512, (uint64_t) (i % 64) * 512, 0,
-                              &err);
+      int rc
+          = df_blk_pwrite (s->b, buf, 512, (uint64_t)(i % 64) * 512, 0, &err);
 
       if (rc == 0 && tripped_before)
         g_atomic_int_inc (&s->after_trip_ok);
