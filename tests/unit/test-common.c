@@ -1,5 +1,8 @@
-/* Unit tests for lib/common: sizes, MACs, names, listen addresses, sha256. */
+/* Unit tests for lib/common: sizes, MACs, names, listen addresses, sha256,
+ * diskfarm.conf. */
 #include "common.h"
+#include "conf.h"
+#include "config.h"
 #include <glib/gstdio.h>
 
 static void
@@ -131,6 +134,179 @@ test_sha256 (void)
   g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
 }
 
+/* ---- diskfarm.conf ---------------------------------------------------- */
+
+/* Malformed files: each refused with exactly this message. */
+static void
+test_conf_bad (void)
+{
+  static const struct { const char *text, *msg; } rows[] = {
+    { "[streamsvc]\nnbd_listen=1.2.3.4:5\n",
+      "t.conf:2: unknown key 'nbd_listen' in group [streamsvc]" },
+    { "# c\n\n[streamsv]\nthreads=1\n", "t.conf:3: unknown group [streamsv]" },
+    { "threads=1\n", "t.conf:1: key 'threads' before any [group]" },
+    { "[farm]\njust words\n",
+      "t.conf:2: not a [group], a key=value or a # comment: 'just words'" },
+    { "[farm\n", "t.conf:1: malformed group header '[farm'" },
+    { "[farm]\ndir=/a\n[streamsvc]\nthreads=2\n[farm]\ndir=/b\n",
+      "t.conf:6: [farm] dir is already set on line 2" },
+    { "[farm]\ndir=/a\n[streamsvc]\nfarm=/b\n",
+      "t.conf:4: [streamsvc] farm and [farm] dir (line 2) are two spellings "
+      "of one key" },
+    { "[streamsvc]\nthreads=many\n",
+      "t.conf:2: [streamsvc] threads: 'many' is not an integer from 0 to 256" },
+    { "[streamsvc]\nthreads=257\n",
+      "t.conf:2: [streamsvc] threads: '257' is not an integer from 0 to 256" },
+    { "[streamsvc]\nthreads=-1\n",
+      "t.conf:2: [streamsvc] threads: '-1' is not an integer from 0 to 256" },
+    { "[streamsvc]\nthreads=4x\n",
+      "t.conf:2: [streamsvc] threads: '4x' is not an integer from 0 to 256" },
+    { "[streamsvc]\nthreads=\n",
+      "t.conf:2: [streamsvc] threads: empty value (remove the line to get "
+      "the default)" },
+    { "[streamsvc]\nnbd-listen=127.0.0.1:0;1.2.3:80\n",
+      "t.conf:2: [streamsvc] nbd-listen: invalid address '1.2.3:80': "
+      "'1.2.3' is not an IP address" },
+    { "[streamsvc]\nnbd-listen=127.0.0.1:0;;unix:/x\n",
+      "t.conf:2: [streamsvc] nbd-listen: empty item in the list" },
+    { "[streamsvc]\nadmin-listen=127.0.0.1:99999\n",
+      "t.conf:2: [streamsvc] admin-listen: invalid address "
+      "'127.0.0.1:99999': port '99999' is not a number in 0-65535" },
+    { "[bootstrapsvc]\naddress=10.0.0.300\n",
+      "t.conf:2: [bootstrapsvc] address: '10.0.0.300' is not an IPv4 "
+      "address" },
+    { "[bootstrapsvc]\naddress=::1\n",
+      "t.conf:2: [bootstrapsvc] address: '::1' is not an IPv4 address" },
+    { "[bootstrapsvc]\nchain-ipxe=yes\n",
+      "t.conf:2: [bootstrapsvc] chain-ipxe: 'yes' is not true or false" },
+    { "[bootstrapsvc]\nhealth-interval=50\n",
+      "t.conf:2: [bootstrapsvc] health-interval: '50' is not an integer "
+      "from 100 to 600000" },
+    { "[bdm]\nserver[fr]=x\n", "t.conf:2: unknown key 'server[fr]' in group [bdm]" },
+    { "[console]\nadmin = \n",
+      "t.conf:2: [console] admin: empty value (remove the line to get the "
+      "default)" },
+    { "[farm]\ndir=\xff\n", "t.conf: not UTF-8 text" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (rows); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_test_message ("conf %s", rows[i].text);
+      g_autoptr (DfConf) c = df_conf_load_data (rows[i].text, "t.conf", &err);
+      g_assert_null (c);
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+      g_assert_cmpstr (err->message, ==, rows[i].msg);
+    }
+}
+
+/* Well-formed files: typed values, defaults, aliases, lines. */
+static void
+test_conf_good (void)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfConf) c = df_conf_load_data (
+    "# comment\n"
+    "  [streamsvc]  \n"
+    "farm = /srv/farm\n"
+    "nbd-listen=127.0.0.1:0;unix:/run/x.sock\n"
+    "threads = 8 \n"
+    "admin-listen=none\n"
+    "[bootstrapsvc]\n"
+    "address=10.0.0.5\n"
+    "no-proxydhcp=true\n"
+    "[bdm]\n"
+    "server=10.0.0.5;10.0.0.6:8080\n", "t.conf", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (df_conf_string (c, "farm", "dir"), ==, "/srv/farm");
+  g_assert_true (df_conf_is_set (c, "farm", "dir"));
+  char *const *l = df_conf_list (c, "streamsvc", "nbd-listen");
+  g_assert_cmpuint (g_strv_length ((char **) l), ==, 2);
+  g_assert_cmpstr (l[1], ==, "unix:/run/x.sock");
+  g_assert_null (df_conf_list (c, "streamsvc", "iscsi-listen"));
+  g_assert_cmpint (df_conf_int (c, "streamsvc", "threads"), ==, 8);
+  g_assert_cmpstr (df_conf_string (c, "streamsvc", "admin-listen"), ==,
+                   "none");
+  g_assert_true (df_conf_bool (c, "bootstrapsvc", "no-proxydhcp"));
+  g_assert_false (df_conf_bool (c, "bootstrapsvc", "chain-ipxe"));
+  g_assert_cmpint (df_conf_int (c, "bootstrapsvc", "http-port"), ==, 80);
+  g_assert_false (df_conf_is_set (c, "bootstrapsvc", "http-port"));
+  g_autofree char *t = df_conf_get_text (c, "bdm.server", &err);
+  g_assert_cmpstr (t, ==, "10.0.0.5;10.0.0.6:8080");
+  g_autofree char *t2 = df_conf_get_text (c, "streamsvc.farm", &err);
+  g_assert_cmpstr (t2, ==, "/srv/farm");
+  g_assert_null (df_conf_get_text (c, "bootstrapsvc.user", &err));
+  g_assert_no_error (err);
+  g_assert_null (df_conf_get_text (c, "farm.nodir", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_set_error (&err, DF_ERROR, DF_ERROR_INVALID, "bad server");
+  df_conf_prefix_error (c, "bdm", "server", &err);
+  g_assert_cmpstr (err->message, ==, "t.conf:11: [bdm] server: bad server");
+}
+
+/* An empty file gives every default; every default parses; every alias
+ * points at a real key. */
+static void
+test_conf_defaults (void)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfConf) c = df_conf_load_data ("", "empty", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (df_conf_string (c, "farm", "dir"), ==, DF_DEFAULT_FARM);
+  g_assert_cmpstr (df_conf_list (c, "streamsvc", "nbd-listen")[0], ==,
+                   DF_NBD_DEFAULT_LISTEN);
+  g_assert_cmpint (df_conf_int (c, "bootstrapsvc", "pxe-port"), ==, 4011);
+  g_assert_null (df_conf_string (c, "bootstrapsvc", "address"));
+  for (const DfConfKey *k = df_conf_schema; k->group != NULL; k++)
+    {
+      g_assert_nonnull (k->help);
+      g_assert_true (df_conf_key_find (k->group, k->key) == k);
+      if (k->alias_of != NULL)
+        {
+          g_autofree char *t = df_conf_get_text (c, k->alias_of, &err);
+          g_assert_no_error (err);
+        }
+    }
+}
+
+/* The file in force: --config, then $DISKFARM_CONFIG, then the default;
+ * a missing default is fine, a missing explicit file is not. */
+static void
+test_conf_files (void)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("df-conf-XXXXXX", NULL);
+  g_autofree char *path = g_build_filename (dir, "d.conf", NULL);
+  g_autofree char *missing = g_build_filename (dir, "none.conf", NULL);
+  g_assert_true (g_file_set_contents (path, "[farm]\ndir=/x\n", -1, NULL));
+  bool expl;
+
+  g_unsetenv ("DISKFARM_CONFIG");
+  g_assert_cmpstr (df_conf_choose_path (NULL, &expl), ==, DF_DEFAULT_CONFIG);
+  g_assert_false (expl);
+  g_setenv ("DISKFARM_CONFIG", path, TRUE);
+  g_assert_cmpstr (df_conf_choose_path (NULL, &expl), ==, path);
+  g_assert_true (expl);
+  g_autoptr (DfConf) c = df_conf_load (NULL, &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (df_conf_string (c, "farm", "dir"), ==, "/x");
+  g_assert_cmpstr (df_conf_file (c), ==, path);
+
+  g_assert_null (df_conf_load (missing, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_autofree char *want = g_strdup_printf (
+    "configuration file %s does not exist", missing);
+  g_assert_cmpstr (err->message, ==, want);
+  g_clear_error (&err);
+  g_setenv ("DISKFARM_CONFIG", missing, TRUE);
+  g_assert_null (df_conf_load (NULL, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_unsetenv ("DISKFARM_CONFIG");
+  g_unlink (path);
+  g_rmdir (dir);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -140,5 +316,9 @@ main (int argc, char **argv)
   g_test_add_func ("/common/names", test_names);
   g_test_add_func ("/common/listen", test_listen);
   g_test_add_func ("/common/sha256", test_sha256);
+  g_test_add_func ("/common/conf/bad", test_conf_bad);
+  g_test_add_func ("/common/conf/good", test_conf_good);
+  g_test_add_func ("/common/conf/defaults", test_conf_defaults);
+  g_test_add_func ("/common/conf/files", test_conf_files);
   return g_test_run ();
 }
