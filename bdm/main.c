@@ -5,6 +5,7 @@
  *
  * Errors end as one line "bdm: <message>" and exit 1. */
 #include "bdm.h"
+#include "conf.h"
 #include "config.h"
 #include "farm.h"
 
@@ -14,6 +15,7 @@
 #include <string.h>
 
 typedef struct {
+  char *config;
   char **servers;
   char *farm;
   gint http_port;
@@ -34,6 +36,7 @@ typedef struct {
 static void
 cli_opts_clear (CliOpts *o)
 {
+  g_free (o->config);
   g_strfreev (o->servers);
   g_free (o->farm);
   g_free (o->ip);
@@ -77,8 +80,58 @@ replace_str (char **dst, const char *src)
   return true;
 }
 
+static void
+conf_str (char **dst, const DfConf *conf, const char *key)
+{
+  if (*dst == NULL)
+    *dst = g_strdup (df_conf_string (conf, "bdm", key));
+}
+
+static void
+conf_int (gint *dst, const DfConf *conf, const char *key)
+{
+  if (*dst < 0)
+    *dst = (gint) df_conf_int (conf, "bdm", key);
+}
+
+/* Fill what the command line left unset from diskfarm.conf [bdm] (and
+ * [farm] dir for farm-servers=true).  [bdm] server is added by
+ * build_config, which knows the grammar of a server. */
+static void
+apply_config (CliOpts *o, const DfConf *conf)
+{
+  conf_int (&o->http_port, conf, "http-port");
+  conf_int (&o->iscsi_port, conf, "iscsi-port");
+  conf_int (&o->timeout, conf, "timeout");
+  conf_int (&o->retries, conf, "retries");
+  o->local = o->local || df_conf_bool (conf, "bdm", "local-fallback");
+  conf_str (&o->ipxe_dir, conf, "ipxe-dir");
+  conf_str (&o->isolinux_dir, conf, "isolinux-dir");
+  conf_str (&o->syslinux_dir, conf, "syslinux-dir");
+  if (o->farm == NULL && df_conf_bool (conf, "bdm", "farm-servers"))
+    o->farm = g_strdup (df_conf_string (conf, "farm", "dir"));
+}
+
+/* The servers of [bdm] server, when no --server was given; a bad one is
+ * reported at its line. */
 static bool
-build_config (BdmConfig *c, const CliOpts *o, GError **err)
+add_conf_servers (BdmConfig *c, const CliOpts *o, const DfConf *conf,
+                  GError **err)
+{
+  char *const *list = df_conf_list (conf, "bdm", "server");
+  for (guint i = 0; o->servers == NULL && list && list[i] != NULL; i++)
+    if (!bdm_config_add_server (c, list[i], (guint16) o->http_port,
+                                (guint16) o->iscsi_port, err))
+      {
+        df_conf_prefix_error (conf, "bdm", "server", err);
+        return false;
+      }
+  return true;
+}
+
+static bool
+build_config (BdmConfig *c, const CliOpts *o, const DfConf *conf,
+              GError **err)
 {
   if (!bdm_config_init (c, err))
     return false;
@@ -93,6 +146,8 @@ build_config (BdmConfig *c, const CliOpts *o, GError **err)
     if (!bdm_config_add_server (c, o->servers[i], (guint16) o->http_port,
                                 (guint16) o->iscsi_port, err))
       return false;
+  if (!add_conf_servers (c, o, conf, err))
+    return false;
   if (o->farm != NULL && !add_farm_servers (c, o, err))
     return false;
   if (o->ip != NULL && !bdm_config_set_ip (c, o->ip, err))
@@ -124,10 +179,14 @@ do_inject (const BdmConfig *c, const char *disk, GError **err)
 }
 
 static bool
-run (const char *cmd, const char *arg, const CliOpts *o, GError **err)
+run (const char *cmd, const char *arg, CliOpts *o, GError **err)
 {
-  BdmConfig c;
-  bool ok = build_config (&c, o, err);
+  BdmConfig c = { 0 };
+  g_autoptr (DfConf) conf = df_conf_load (o->config, err);
+  if (conf == NULL)
+    return false;
+  apply_config (o, conf);
+  bool ok = build_config (&c, o, conf, err);
   if (ok && g_str_equal (cmd, "iso"))
     ok = bdm_make_iso (&c, arg, err);
   else if (ok && g_str_equal (cmd, "partition"))
@@ -170,6 +229,7 @@ static const char description[] =
   "Example:\n"
   "  bdm iso boot.iso --server 10.0.0.5 --server 10.0.0.6:8080\n"
   "  bdm partition boot.img --farm /var/lib/diskfarm --timeout 5\n"
+  "  bdm script - --config site.conf    # [bdm] server=... in the file\n"
   "  bdm inject template.qcow2 --server 10.0.0.5 --ip 10.0.0.50/24 "
   "--gateway 10.0.0.1\n";
 
@@ -177,9 +237,13 @@ int
 main (int argc, char **argv)
 {
   setlocale (LC_ALL, "");
-  CliOpts o = { .http_port = 80, .iscsi_port = 3260, .retries = 1 };
+  CliOpts o = { .http_port = -1, .iscsi_port = -1, .timeout = -1,
+                .retries = -1 };
   gboolean version = FALSE;
   const GOptionEntry entries[] = {
+    { "config", 0, 0, G_OPTION_ARG_FILENAME, &o.config,
+      "Configuration file (default $DISKFARM_CONFIG, else "
+      DF_DEFAULT_CONFIG "); options given here win over it", "FILE" },
     { "server", 's', 0, G_OPTION_ARG_STRING_ARRAY, &o.servers,
       "Bootstrap + stream server, up to 4, in failover order", "HOST[:PORT]" },
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o.farm,

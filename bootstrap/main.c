@@ -1,6 +1,7 @@
 /* bootstrapsvc: the diskfarm bootstrap service (ProxyDHCP + TFTP + HTTP).
  *
- *   bootstrapsvc --farm DIR --address IP [--interface IF] [--http-port 80]
+ *   bootstrapsvc [--config FILE] [--farm DIR] --address IP [--interface IF]
+ *                [--http-port 80]
  *                [--tftp-port 69] [--dhcp-port 67] [--pxe-port 4011]
  *                [--no-proxydhcp] [--chain-ipxe] [--user USER]
  *
@@ -8,6 +9,7 @@
  * unprivileged user, then serves everything from one GLib main loop. */
 #include "config.h"
 #include "common.h"
+#include "conf.h"
 #include "farm.h"
 #include "health.h"
 #include "http.h"
@@ -30,6 +32,7 @@
 #include <unistd.h>
 
 typedef struct {
+  char *config;
   char *farm;
   char *address;
   char *interface;
@@ -42,6 +45,7 @@ typedef struct {
 static void
 options_clear (Options *o)
 {
+  g_free (o->config);
   g_free (o->farm);
   g_free (o->address);
   g_free (o->interface);
@@ -49,17 +53,85 @@ options_clear (Options *o)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Options, options_clear)
 
+#define GROUP "bootstrapsvc"
+
+/* A string option the command line left unset, from diskfarm.conf. */
+static void
+conf_str (char **dst, const DfConf *c, const char *group, const char *key)
+{
+  if (*dst == NULL)
+    *dst = g_strdup (df_conf_string (c, group, key));
+}
+
+/* An integer option the command line left at -1, from diskfarm.conf. */
+static void
+conf_int (gint *dst, const DfConf *c, const char *key)
+{
+  if (*dst < 0)
+    *dst = (gint) df_conf_int (c, GROUP, key);
+}
+
+/* Fill what the command line left unset from diskfarm.conf ([farm] dir,
+ * [bootstrapsvc]), which holds the built-in defaults too. */
+static bool
+apply_config (Options *o, GError **err)
+{
+  g_autoptr (DfConf) c = df_conf_load (o->config, err);
+  if (c == NULL)
+    return false;
+  conf_str (&o->farm, c, "farm", "dir");
+  conf_str (&o->address, c, GROUP, "address");
+  conf_str (&o->interface, c, GROUP, "interface");
+  conf_str (&o->user, c, GROUP, "user");
+  conf_int (&o->http_port, c, "http-port");
+  conf_int (&o->tftp_port, c, "tftp-port");
+  conf_int (&o->dhcp_port, c, "dhcp-port");
+  conf_int (&o->pxe_port, c, "pxe-port");
+  conf_int (&o->health_interval, c, "health-interval");
+  o->no_proxydhcp = o->no_proxydhcp || df_conf_bool (c, GROUP, "no-proxydhcp");
+  o->chain_ipxe = o->chain_ipxe || df_conf_bool (c, GROUP, "chain-ipxe");
+  return true;
+}
+
+static bool
+check_options (const Options *o, GError **err)
+{
+  if (!o->address)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "--address (or "
+                   "[bootstrapsvc] address in diskfarm.conf) is required");
+      return false;
+    }
+  gint ports[] = { o->http_port, o->tftp_port, o->dhcp_port, o->pxe_port };
+  for (guint i = 0; i < G_N_ELEMENTS (ports); i++)
+    if (ports[i] > 65535)
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "port %d is outside 0-65535", ports[i]);
+        return false;
+      }
+  if (o->health_interval < 100 || o->health_interval > 600000)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--health-interval must be 100-600000 ms");
+      return false;
+    }
+  return true;
+}
+
+/* Command line, then diskfarm.conf for what it left unset. */
 static bool
 parse_options (Options *o, int *argc, char ***argv, GError **err)
 {
-  o->http_port = 80;
-  o->tftp_port = 69;
-  o->dhcp_port = 67;
-  o->pxe_port = 4011;
-  o->health_interval = 2000;
+  o->http_port = o->tftp_port = o->dhcp_port = o->pxe_port = -1;
+  o->health_interval = -1;
   const GOptionEntry entries[] = {
+    { "config", 0, 0, G_OPTION_ARG_FILENAME, &o->config,
+      "Configuration file (default $DISKFARM_CONFIG, else "
+      DF_DEFAULT_CONFIG "); options given here win over it", "FILE" },
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o->farm,
-      "Farm directory (default " DF_DEFAULT_FARM ")", "DIR" },
+      "Farm directory (default: [farm] dir, else " DF_DEFAULT_FARM ")",
+      "DIR" },
     { "address", 0, 0, G_OPTION_ARG_STRING, &o->address,
       "This server's IPv4 address: next-server, HTTP and TFTP", "IP" },
     { "interface", 0, 0, G_OPTION_ARG_STRING, &o->interface,
@@ -94,28 +166,17 @@ parse_options (Options *o, int *argc, char ***argv, GError **err)
   g_option_context_add_main_entries (oc, entries, NULL);
   if (!g_option_context_parse (oc, argc, argv, err))
     return false;
-  if (o->version)
-    return true;
-  if (!o->address)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "--address is required");
-      return false;
-    }
   gint ports[] = { o->http_port, o->tftp_port, o->dhcp_port, o->pxe_port };
   for (guint i = 0; i < G_N_ELEMENTS (ports); i++)
-    if (ports[i] < 0 || ports[i] > 65535)
+    if (ports[i] < -1)
       {
         g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                      "port %d is outside 0-65535", ports[i]);
         return false;
       }
-  if (o->health_interval < 100 || o->health_interval > 600000)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "--health-interval must be 100-600000 ms");
-      return false;
-    }
-  return true;
+  if (o->version)
+    return true;
+  return apply_config (o, err) && check_options (o, err);
 }
 
 /* ---- sockets ---------------------------------------------------------- */
@@ -399,8 +460,6 @@ main (int argc, char **argv)
       printf ("bootstrapsvc %s\n", DF_VERSION);
       return 0;
     }
-  if (!o.farm)
-    o.farm = g_strdup (DF_DEFAULT_FARM);
   df_log_init ("bootstrapsvc", o.verbose);
   Service s = { .o = &o };
   s.loop = g_main_loop_new (NULL, FALSE);

@@ -19,15 +19,14 @@
 
 #include "admin.h"
 #include "common.h"
+#include "conf.h"
 #include "config.h"
 #include "exports.h"
 #include "server.h"
 #include "sessions.h"
 
 #define NBD_DEFAULT_PORT 10809
-#define NBD_DEFAULT_LISTEN "0.0.0.0:10809"
 #define ISCSI_DEFAULT_PORT 3260
-#define ADMIN_DEFAULT_LISTEN "127.0.0.1:8001"
 #define ADMIN_DEFAULT_PORT 8001
 #define CONFIG_GROUP "streamsvc"
 
@@ -60,19 +59,20 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
 {
   const GOptionEntry entries[] = {
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o->farm,
-      "Farm directory (default " DF_DEFAULT_FARM ")", "DIR" },
+      "Farm directory (default: diskfarm.conf [farm] dir, else "
+      DF_DEFAULT_FARM ")", "DIR" },
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &o->config,
-      "Configuration file ([streamsvc] nbd-listen, iscsi-listen, "
-      "admin-listen, threads)",
-      "FILE" },
+      "Configuration file (default $DISKFARM_CONFIG, else "
+      DF_DEFAULT_CONFIG "); options given here win over it", "FILE" },
     { "nbd-listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->nbd_listen,
       "NBD listen address HOST:PORT or unix:PATH (repeatable; default "
-      NBD_DEFAULT_LISTEN ")", "ADDR" },
+      DF_NBD_DEFAULT_LISTEN ")", "ADDR" },
     { "iscsi-listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->iscsi_listen,
       "iSCSI listen address HOST[:PORT] (repeatable; default port 3260; "
       "no iSCSI unless given)", "ADDR" },
     { "admin-listen", 0, 0, G_OPTION_ARG_STRING, &o->admin_listen,
-      "Admin HTTP address (default " ADMIN_DEFAULT_LISTEN "; none disables)",
+      "Admin HTTP address (default " DF_ADMIN_DEFAULT_LISTEN "; none "
+      "disables)",
       "ADDR" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads,
       "Worker threads (default: number of CPUs)", "N" },
@@ -102,58 +102,35 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
   return true;
 }
 
-/* Fill what the command line left unset from the config file. */
+/* Fill what the command line left unset from diskfarm.conf ([farm] dir,
+ * [streamsvc]), which holds the built-in defaults of what it does not
+ * set.  Every value of the file was checked when it was loaded. */
 static bool
 apply_config (Options *o, GError **err)
 {
-  g_autoptr (GKeyFile) kf = g_key_file_new ();
-  g_autoptr (GError) e = NULL;
+  g_autoptr (DfConf) c = df_conf_load (o->config, err);
+  if (c == NULL)
+    return false;
+  char *const *iscsi = df_conf_list (c, CONFIG_GROUP, "iscsi-listen");
 
-  if (o->config == NULL)
-    return true;
-  if (!g_key_file_load_from_file (kf, o->config, G_KEY_FILE_NONE, err))
-    {
-      g_prefix_error (err, "%s: ", o->config);
-      return false;
-    }
-  if (o->nbd_listen == NULL)
-    o->nbd_listen = g_key_file_get_string_list (kf, CONFIG_GROUP,
-                                                "nbd-listen", NULL, NULL);
-  if (o->iscsi_listen == NULL)
-    o->iscsi_listen = g_key_file_get_string_list (kf, CONFIG_GROUP,
-                                                  "iscsi-listen", NULL, NULL);
-  if (o->admin_listen == NULL)
-    o->admin_listen = g_key_file_get_string (kf, CONFIG_GROUP,
-                                             "admin-listen", NULL);
   if (o->farm == NULL)
-    o->farm = g_key_file_get_string (kf, CONFIG_GROUP, "farm", NULL);
-  if (o->threads < 0 && g_key_file_has_key (kf, CONFIG_GROUP, "threads", NULL))
-    {
-      o->threads = g_key_file_get_integer (kf, CONFIG_GROUP, "threads", &e);
-      if (e != NULL)
-        {
-          g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "%s: threads: %s",
-                       o->config, e->message);
-          return false;
-        }
-    }
+    o->farm = g_strdup (df_conf_string (c, "farm", "dir"));
+  if (o->nbd_listen == NULL)
+    o->nbd_listen = g_strdupv ((char **) df_conf_list (c, CONFIG_GROUP,
+                                                       "nbd-listen"));
+  if (o->iscsi_listen == NULL && iscsi != NULL)
+    o->iscsi_listen = g_strdupv ((char **) iscsi);
+  if (o->admin_listen == NULL)
+    o->admin_listen = g_strdup (df_conf_string (c, CONFIG_GROUP,
+                                                "admin-listen"));
+  if (o->threads < 0)
+    o->threads = (int) df_conf_int (c, CONFIG_GROUP, "threads");
   return true;
 }
 
 static bool
 check_options (Options *o, GError **err)
 {
-  if (o->farm == NULL)
-    o->farm = g_strdup (DF_DEFAULT_FARM);
-  if (o->admin_listen == NULL)
-    o->admin_listen = g_strdup (ADMIN_DEFAULT_LISTEN);
-  if (o->nbd_listen == NULL || o->nbd_listen[0] == NULL)
-    {
-      g_strfreev (o->nbd_listen);
-      o->nbd_listen = g_strsplit (NBD_DEFAULT_LISTEN, ",", -1);
-    }
-  if (o->threads < 0)
-    o->threads = 0;
   if (o->threads > 256)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
@@ -308,7 +285,7 @@ main (int argc, char **argv)
   int rc = 1;
 
   signal (SIGPIPE, SIG_IGN);
-  if (!parse_cli (&o, &argc, &argv, &err) || !apply_config (&o, &err))
+  if (!parse_cli (&o, &argc, &argv, &err))
     goto out;
   if (o.version)
     {
@@ -316,6 +293,8 @@ main (int argc, char **argv)
       rc = 0;
       goto out;
     }
+  if (!apply_config (&o, &err))
+    goto out;
   df_log_init ("streamsvc", o.verbose);
   if (!check_options (&o, &err))
     goto out;
