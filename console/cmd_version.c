@@ -36,7 +36,7 @@
 #include <guestfs.h>
 #endif
 
-#define ADMIN_DEFAULT "127.0.0.1:8001"
+#define ADMIN_DEFAULT DF_ADMIN_DEFAULT_LISTEN
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -478,13 +478,6 @@ live_sessions (DfFarm *farm, const char *vdisk, const char *admin)
         }
     }
   return counts;
-}
-
-static const char *
-admin_addr (const char *opt)
-{
-  const char *env = g_getenv ("DISKFARM_ADMIN");
-  return opt ? opt : env && *env ? env : ADMIN_DEFAULT;
 }
 
 /* ---- new -------------------------------------------------------------- */
@@ -975,7 +968,8 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
     "Delete version N and its file.  Refused while a device boots it, a "
     "promotion is pending on it, another version is stacked on it, or a "
     "live session uses it (asked to streamsvc's admin HTTP: --admin, "
-    "$DISKFARM_ADMIN, default " ADMIN_DEFAULT ").  Deleting the maintenance "
+    "$DISKFARM_ADMIN, diskfarm.conf [console] admin, default "
+    ADMIN_DEFAULT ").  Deleting the maintenance "
     "version throws its writes away.",
     "  diskfarm version delete win10 2\n",
   };
@@ -1008,7 +1002,7 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
   else
     {
       g_autoptr (GHashTable) live = live_sessions (j.farm, v->vdisk,
-                                                   admin_addr (admin));
+                                                   df_ctx_admin (ctx, admin));
       guint n = live ? GPOINTER_TO_UINT (g_hash_table_lookup (
                          live, GINT_TO_POINTER (number))) : 0;
       if (n)
@@ -1020,7 +1014,7 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
         }
       if (!live)
         g_printerr ("diskfarm: warning: streamsvc admin at %s not reachable:"
-                    " live sessions unknown\n", admin_addr (admin));
+                    " live sessions unknown\n", df_ctx_admin (ctx, admin));
       g_autofree char *path = version_path (j.farm, v);
       if (!df_farm_version_delete (j.farm, v->vdisk, number, err))
         return false;
@@ -1079,8 +1073,8 @@ version_list (DfCtx *ctx, int argc, char **argv, GError **err)
   g_autofree char *admin = NULL;
   const GOptionEntry entries[] = {
     { "admin", 0, 0, G_OPTION_ARG_STRING, &admin,
-      "streamsvc admin address HOST:PORT (default $DISKFARM_ADMIN or "
-      ADMIN_DEFAULT ")", "ADDR" },
+      "streamsvc admin address HOST:PORT (default $DISKFARM_ADMIN, else "
+      "[console] admin, else " ADMIN_DEFAULT ")", "ADDR" },
     G_OPTION_ENTRY_NULL
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
@@ -1089,7 +1083,7 @@ version_list (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!vjob_open (ctx, argv[1], false, &j, err))
     return false;
   g_autoptr (GHashTable) live = live_sessions (j.farm, j.vdisk->name,
-                                               admin_addr (admin));
+                                               df_ctx_admin (ctx, admin));
   g_autoptr (GPtrArray) records = df_record_list_new ();
   for (guint i = 0; i < j.versions->len; i++)
     {

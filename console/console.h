@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "conf.h"
 #include "farm.h"
 #include "vdisk.h"
 
@@ -20,7 +21,9 @@
 
 /* Options given before (or after) the command.  Owned by main. */
 typedef struct {
-  char *farm_opt;     /* --farm, or NULL: then $DISKFARM_FARM or default */
+  char *farm_opt;     /* --farm, or NULL: then $DISKFARM_FARM or the conf */
+  char *config_opt;   /* --config, or NULL: $DISKFARM_CONFIG or default */
+  DfConf *conf;       /* diskfarm.conf, loaded by df_cmd_parse; owned */
   gboolean json;      /* --json */
   gboolean verbose;   /* --verbose */
 } DfCtx;
@@ -54,8 +57,9 @@ typedef struct {
   const char *examples;  /* example command lines, one per line */
 } DfCmdSpec;
 
-/* Parse a leaf's options (entries, plus --json, --farm, --verbose) and check
- * the positional count.  On success argc and argv hold the program name
+/* Parse a leaf's options (entries, plus --json, --farm, --config,
+ * --verbose), check the positional count and load diskfarm.conf into
+ * ctx->conf (errors there are DF_ERROR, with file and line).  On success argc and argv hold the program name
  * followed by the positional arguments only.  --help prints and exits 0.
  * Errors are DF_USAGE_ERROR. */
 bool df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec,
@@ -74,6 +78,9 @@ void df_usage_error (GError **err, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
 /* The farm directory in force (borrowed from ctx or the environment). */
 const char *df_ctx_farm_dir (const DfCtx *ctx);
+/* streamsvc's admin address for live fields: opt (--admin), else
+ * $DISKFARM_ADMIN, else diskfarm.conf [console] admin.  Borrowed. */
+const char *df_ctx_admin (const DfCtx *ctx, const char *opt);
 /* Open the farm (create: `init` only).  New handle, or NULL + err. */
 DfFarm *df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err);
 

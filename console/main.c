@@ -1,6 +1,7 @@
 /* diskfarm console: global options, command dispatch, `init` and `audit`.
  *
- *   diskfarm [--farm DIR] [--json] [--verbose] COMMAND [SUBCOMMAND] ...
+ *   diskfarm [--farm DIR] [--config FILE] [--json] [--verbose] COMMAND
+ *            [SUBCOMMAND] ...
  *
  * Each level has its own GOptionContext, so `--help` works at every level.
  * Errors end as one line "diskfarm: <message>" on stderr and exit 1. */
@@ -27,13 +28,41 @@ df_usage_error (GError **err, const char *fmt, ...)
 
 /* ---- farm ------------------------------------------------------------- */
 
+/* --farm, then $DISKFARM_FARM, then diskfarm.conf [farm] dir (which
+ * holds the built-in default). */
 const char *
 df_ctx_farm_dir (const DfCtx *ctx)
 {
   if (ctx->farm_opt != NULL)
     return ctx->farm_opt;
   const char *env = g_getenv ("DISKFARM_FARM");
-  return env != NULL && *env != '\0' ? env : DF_DEFAULT_FARM;
+  if (env != NULL && *env != '\0')
+    return env;
+  return ctx->conf != NULL ? df_conf_string (ctx->conf, "farm", "dir")
+                           : DF_DEFAULT_FARM;
+}
+
+/* --admin, then $DISKFARM_ADMIN, then diskfarm.conf [console] admin. */
+const char *
+df_ctx_admin (const DfCtx *ctx, const char *opt)
+{
+  const char *env = g_getenv ("DISKFARM_ADMIN");
+  if (opt != NULL)
+    return opt;
+  if (env != NULL && *env != '\0')
+    return env;
+  return ctx->conf != NULL ? df_conf_string (ctx->conf, "console", "admin")
+                           : DF_ADMIN_DEFAULT_LISTEN;
+}
+
+/* Load diskfarm.conf once, when the leaf's options (--config) are
+ * parsed: every command checks it before doing anything. */
+static bool
+ctx_load_conf (DfCtx *ctx, GError **err)
+{
+  if (ctx->conf == NULL)
+    ctx->conf = df_conf_load (ctx->config_opt, err);
+  return ctx->conf != NULL;
 }
 
 /* Logging starts here, once every option (--verbose) has been parsed:
@@ -55,13 +84,17 @@ df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err)
 
 /* Global options, accepted before the command and by every leaf.  The
  * arg_data pointers are filled in by global_entries_for. */
+#define N_GLOBAL 5
 static void
-global_entries_for (DfCtx *ctx, GOptionEntry out[4])
+global_entries_for (DfCtx *ctx, GOptionEntry out[N_GLOBAL])
 {
-  const GOptionEntry e[4] = {
+  const GOptionEntry e[N_GLOBAL] = {
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &ctx->farm_opt,
-      "Farm directory (default: $DISKFARM_FARM or " DF_DEFAULT_FARM ")",
-      "DIR" },
+      "Farm directory (default: $DISKFARM_FARM, else diskfarm.conf [farm] "
+      "dir, else " DF_DEFAULT_FARM ")", "DIR" },
+    { "config", 0, 0, G_OPTION_ARG_FILENAME, &ctx->config_opt,
+      "Configuration file (default: $DISKFARM_CONFIG, else "
+      DF_DEFAULT_CONFIG ")", "FILE" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &ctx->json,
       "Print results as JSON (sizes in bytes)", NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &ctx->verbose,
@@ -72,16 +105,18 @@ global_entries_for (DfCtx *ctx, GOptionEntry out[4])
 }
 
 /* GOption replaces a string option without freeing the old value: free a
- * --farm given both before and after the command. */
+ * --farm or --config given both before and after the command. */
 static bool
 parse_keeping_farm (DfCtx *ctx, GOptionContext *oc, int *argc, char ***argv,
                     GError **err)
 {
-  char *old_farm = ctx->farm_opt;
+  char *old_farm = ctx->farm_opt, *old_config = ctx->config_opt;
   if (!g_option_context_parse (oc, argc, argv, err))
     return false;
   if (old_farm != NULL && ctx->farm_opt != old_farm)
     g_free (old_farm);
+  if (old_config != NULL && ctx->config_opt != old_config)
+    g_free (old_config);
   return true;
 }
 
@@ -147,7 +182,7 @@ df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec, const GOptionEntry *entries,
   g_option_context_set_description (oc, examples);
   if (entries != NULL)
     g_option_context_add_main_entries (oc, entries, NULL);
-  GOptionEntry global[4];
+  GOptionEntry global[N_GLOBAL];
   global_entries_for (ctx, global);
   g_option_context_add_main_entries (oc, global, NULL);
 
@@ -169,7 +204,7 @@ df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec, const GOptionEntry *entries,
                       (*argv)[spec->max_args + 1]);
       return false;
     }
-  return true;
+  return ctx_load_conf (ctx, err);
 }
 
 DfFarm *
@@ -283,6 +318,8 @@ extern const DfCmd df_bootstrap_cmds[];
 extern const DfCmd df_farm_cmds[];
 /* `vm ...` (cmd_vm.c): libvirt domains, boot media, provisioning */
 extern const DfCmd df_vm_cmds[];
+/* `config ...` (cmd_config.c): diskfarm.conf */
+extern const DfCmd df_config_cmds[];
 
 static const DfGroup groups[] = {
   { "vm", "Hypervisor domains through libvirt: attach boot media, "
@@ -320,6 +357,10 @@ static const DfGroup groups[] = {
   { "farm", "Farm-wide settings (auto-add of unknown devices).",
     "  diskfarm farm set auto-add on --collection lab\n"
     "  diskfarm farm show\n", df_farm_cmds },
+  { "config", "What diskfarm.conf says: one value, or every key with its "
+    "source.",
+    "  diskfarm config get farm.dir\n"
+    "  diskfarm config show\n", df_config_cmds },
 };
 
 static const DfCmd *
@@ -349,7 +390,7 @@ run_group (DfCtx *ctx, const DfGroup *g, int argc, char **argv, char **path,
                           "options of one command.\n\nExample:\n%s",
                           g->name, g->examples);
   g_option_context_set_description (oc, desc->str);
-  GOptionEntry global[4];
+  GOptionEntry global[N_GLOBAL];
   global_entries_for (ctx, global);
   g_option_context_add_main_entries (oc, global, NULL);
   *path = g_strdup (g->name);
@@ -393,6 +434,7 @@ static const char main_description[] =
   "  vm attach-media|provision|list\n"
   "                         libvirt domains: boot media, provisioning\n"
   "  audit                  the log of every change\n"
+  "  config get|show        what diskfarm.conf says\n"
   "\n"
   "Run 'diskfarm COMMAND --help' for the commands of a group and their "
   "options.\n"
@@ -421,7 +463,7 @@ run (DfCtx *ctx, int argc, char **argv, char **path, GError **err)
       NULL },
     G_OPTION_ENTRY_NULL
   };
-  GOptionEntry global[4];
+  GOptionEntry global[N_GLOBAL];
   global_entries_for (ctx, global);
   g_option_context_add_main_entries (oc, global, NULL);
   g_option_context_add_main_entries (oc, entries, NULL);
@@ -470,6 +512,8 @@ main (int argc, char **argv)
   g_autofree char *path = NULL;
   bool ok = run (&ctx, argc, argv, &path, &err);
   g_free (ctx.farm_opt);
+  g_free (ctx.config_opt);
+  g_clear_pointer (&ctx.conf, df_conf_free);
   if (ok)
     return 0;
   if (err->domain == DF_USAGE_ERROR)

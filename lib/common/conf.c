@@ -570,6 +570,12 @@ df_conf_is_set (const DfConf *c, const char *group, const char *key)
   return value_of (c, group, key)->line > 0;
 }
 
+int
+df_conf_line (const DfConf *c, const char *group, const char *key)
+{
+  return value_of (c, group, key)->line;
+}
+
 const char *
 df_conf_string (const DfConf *c, const char *group, const char *key)
 {

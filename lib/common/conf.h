@@ -75,6 +75,8 @@ const char *df_conf_file (const DfConf *c);
 
 /* Whether the file sets group.key (or an alias of it). */
 bool df_conf_is_set (const DfConf *c, const char *group, const char *key);
+/* The line of the file that sets group.key, or 0. */
+int df_conf_line (const DfConf *c, const char *group, const char *key);
 
 /* Typed values: the file's value, else the schema default.  group.key
  * must be a schema row of that type (asserted).  Strings are borrowed
