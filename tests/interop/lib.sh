@@ -9,6 +9,9 @@ set -eu
 T=$(mktemp -d "${TMPDIR:-/tmp}/df-test.XXXXXX")
 FARM=$T/farm
 export DISKFARM_FARM=$FARM
+# an empty diskfarm.conf of the test's own: nothing on the host applies
+: >"$T/empty.conf"
+export DISKFARM_CONFIG=$T/empty.conf
 _df_pids=""
 
 df_cleanup() {

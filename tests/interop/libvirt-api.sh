@@ -102,6 +102,20 @@ g2=$(df --json device show vm7 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p'
 echo "<domain/>" | hook x prepare begin - || fail "hook on a domain without NIC"
 pass "hook: unknown domain left alone, auto-add on prepare, new generation on release"
 
+# the hook finds the farm through diskfarm.conf alone (no DISKFARM_FARM):
+# [farm] dir, read by the console it calls; a broken file fails prepare
+printf '[farm]\ndir=%s\n' "$FARM" >"$T/hook.conf"
+conf_hook() { env -u DISKFARM_FARM DISKFARM=$DISKFARM DISKFARM_CONFIG=$1 "$HOOK" vm7 "$2" begin -; }
+echo "$X" | conf_hook "$T/hook.conf" prepare 2>"$T/hook.err" || fail "hook prepare via diskfarm.conf: $(cat "$T/hook.err")"
+g3=$(df --json device show vm7 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p')
+[ "$g3" -eq $((g2 + 1)) ] || fail "hook via diskfarm.conf: generation $g2 -> $g3"
+printf '[farm]\ndir=%s\n[streamsvc]\nnbd_listen=:1\n' "$FARM" >"$T/bad-hook.conf"
+if echo "$X" | conf_hook "$T/bad-hook.conf" prepare 2>"$T/hook.err"; then fail "hook prepare ran with a broken diskfarm.conf"; fi
+grep -q "bad-hook.conf:4: unknown key 'nbd_listen' in group \[streamsvc\]" "$T/hook.err" || fail "hook error: $(cat "$T/hook.err")"
+g4=$(df --json device show vm7 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p')
+[ "$g4" -eq "$g3" ] || fail "hook with a broken diskfarm.conf changed the generation"
+pass "hook: farm from diskfarm.conf [farm] dir; a broken diskfarm.conf fails prepare ($(cat "$T/hook.err"))"
+
 # provision --cache hypervisor: the device is registered with mode
 # hypervisor and its overlay's backing is its NBD export
 need qemu-img qemu-io
