@@ -102,38 +102,73 @@ bootstrap_sync (DfCtx *ctx, int argc, char **argv, GError **err)
 
 /* ---- bootstrap dhcp-config -------------------------------------------- */
 
-static void
-print_dnsmasq (const char *addr, const char *url)
+#define BIOS_BOOT_FILE "undionly.kpxe"
+#define EFI_BOOT_FILE "ipxe.efi"
+
+/* dnsmasq settings for PXE through the site DHCP (new string). */
+static char *
+dnsmasq_text (const char *addr, const char *url)
 {
-  printf ("# dnsmasq: PXE through the site DHCP (no ProxyDHCP needed).\n"
-          "# Options 66/67: next-server %s, boot file by architecture;\n"
-          "# iPXE clients (option 175 / user class iPXE) get the script.\n"
-          "dhcp-match=set:ipxe,175\n"
-          "dhcp-userclass=set:ipxe,iPXE\n"
-          "dhcp-match=set:efi64,option:client-arch,7\n"
-          "dhcp-match=set:efi64,option:client-arch,9\n"
-          "dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,%s\n"
-          "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,%s\n"
-          "dhcp-boot=tag:ipxe,%s\n", addr, addr, addr, url);
+  return g_strdup_printf (
+    "# dnsmasq: PXE through the site DHCP (no ProxyDHCP needed).\n"
+    "# Options 66/67: next-server %s, boot file by architecture;\n"
+    "# iPXE clients (option 175 / user class iPXE) get the script.\n"
+    "dhcp-match=set:ipxe,175\n"
+    "dhcp-userclass=set:ipxe,iPXE\n"
+    "dhcp-match=set:efi64,option:client-arch,7\n"
+    "dhcp-match=set:efi64,option:client-arch,9\n"
+    "dhcp-boot=tag:!ipxe,tag:!efi64," BIOS_BOOT_FILE ",,%s\n"
+    "dhcp-boot=tag:!ipxe,tag:efi64," EFI_BOOT_FILE ",,%s\n"
+    "dhcp-boot=tag:ipxe,%s\n", addr, addr, addr, url);
 }
 
-static void
-print_isc (const char *addr, const char *url)
+/* ISC dhcpd settings for the same (new string). */
+static char *
+isc_text (const char *addr, const char *url)
 {
-  printf ("# ISC dhcpd: PXE through the site DHCP (no ProxyDHCP needed).\n"
-          "option client-arch code 93 = unsigned integer 16;\n"
-          "next-server %s;\n"
-          "option tftp-server-name \"%s\";                  # option 66\n"
-          "if exists user-class and option user-class = \"iPXE\" {\n"
-          "  filename \"%s\";\n"
-          "  option bootfile-name \"%s\";                    # option 67\n"
-          "} elsif option client-arch = 7 or option client-arch = 9 {\n"
-          "  filename \"ipxe.efi\";\n"
-          "  option bootfile-name \"ipxe.efi\";\n"
-          "} else {\n"
-          "  filename \"undionly.kpxe\";\n"
-          "  option bootfile-name \"undionly.kpxe\";\n"
-          "}\n", addr, addr, url, url);
+  return g_strdup_printf (
+    "# ISC dhcpd: PXE through the site DHCP (no ProxyDHCP needed).\n"
+    "option client-arch code 93 = unsigned integer 16;\n"
+    "next-server %s;\n"
+    "option tftp-server-name \"%s\";                  # option 66\n"
+    "if exists user-class and option user-class = \"iPXE\" {\n"
+    "  filename \"%s\";\n"
+    "  option bootfile-name \"%s\";                    # option 67\n"
+    "} elsif option client-arch = 7 or option client-arch = 9 {\n"
+    "  filename \"" EFI_BOOT_FILE "\";\n"
+    "  option bootfile-name \"" EFI_BOOT_FILE "\";\n"
+    "} else {\n"
+    "  filename \"" BIOS_BOOT_FILE "\";\n"
+    "  option bootfile-name \"" BIOS_BOOT_FILE "\";\n"
+    "}\n", addr, addr, url, url);
+}
+
+/* The settings as text for people, or one JSON object: the facts (next
+ * server, boot files, script URL) and each requested configuration text
+ * (null when not requested). */
+static void
+print_dhcp_config (const char *addr, int http_port, const char *url,
+                   const char *format, bool json)
+{
+  g_autofree char *dnsmasq = g_str_equal (format, "isc") ? NULL
+                             : dnsmasq_text (addr, url);
+  g_autofree char *isc = g_str_equal (format, "dnsmasq") ? NULL
+                         : isc_text (addr, url);
+  if (!json)
+    {
+      printf ("%s%s%s", dnsmasq ? dnsmasq : "", dnsmasq && isc ? "\n" : "",
+              isc ? isc : "");
+      return;
+    }
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "next_server", "next server", addr);
+  df_record_int (r, "http_port", "http port", http_port);
+  df_record_str (r, "bios_boot_file", "bios boot file", BIOS_BOOT_FILE);
+  df_record_str (r, "efi_boot_file", "efi boot file", EFI_BOOT_FILE);
+  df_record_str (r, "script_url", "script url", url);
+  df_record_str (r, "dnsmasq", "dnsmasq", dnsmasq);
+  df_record_str (r, "isc", "isc", isc);
+  df_print_result (r, true, "%s", "");
 }
 
 static bool
@@ -144,7 +179,9 @@ bootstrap_dhcp_config (DfCtx *ctx, int argc, char **argv, GError **err)
     "Print the options the site's DHCP server needs to send PXE clients to "
     "a bootstrap server without ProxyDHCP (options 66 next-server and 67 "
     "boot file; the HTTP script URL for iPXE), as dnsmasq and ISC dhcpd "
-    "configuration.  Run bootstrapsvc with --no-proxydhcp then.",
+    "configuration (--json: one object with the next server, boot files, "
+    "script URL and each configuration text).  Run bootstrapsvc with "
+    "--no-proxydhcp then.",
     "  diskfarm bootstrap dhcp-config --address 10.0.0.5\n"
     "  diskfarm bootstrap dhcp-config --address 10.0.0.5 --format isc\n",
   };
@@ -185,12 +222,7 @@ bootstrap_dhcp_config (DfCtx *ctx, int argc, char **argv, GError **err)
   g_autofree char *url = g_strdup_printf (
     "http://%s:%d/boot.ipxe?mac=${net0/mac}&uuid=${uuid}", address,
     http_port);
-  if (!g_str_equal (f, "isc"))
-    print_dnsmasq (address, url);
-  if (g_str_equal (f, "both"))
-    printf ("\n");
-  if (!g_str_equal (f, "dnsmasq"))
-    print_isc (address, url);
+  print_dhcp_config (address, http_port, url, f, ctx->json);
   return true;
 }
 

@@ -7,7 +7,7 @@ collection_record (const DfCollection *c, guint n_devices)
   DfRecord *r = df_record_new ();
   df_record_str (r, "name", "name", c->name);
   df_record_str (r, "vdisk", "vdisk", c->vdisk);
-  df_record_int (r, "devices", "devices", n_devices);
+  df_record_int (r, "device_count", "devices", n_devices);
   df_record_str (r, "description", "description", c->description);
   df_record_str (r, "created", NULL, c->created);
   return r;
@@ -96,7 +96,7 @@ collection_show (DfCtx *ctx, int argc, char **argv, GError **err)
   GPtrArray *records = df_record_list_new ();
   for (guint i = 0; i < devs->len; i++)
     g_ptr_array_add (records, df_device_record (devs->pdata[i]));
-  df_report_add_list (rep, "device_list", "Devices", records);
+  df_report_add_list (rep, "devices", "Devices", records);
   df_report_print (rep, ctx->json);
   return true;
 }

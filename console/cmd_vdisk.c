@@ -279,7 +279,7 @@ vdisk_record (const DfVdisk *v, GPtrArray *versions)
     stored += ((DfVersion *) versions->pdata[i])->file_size;
   DfRecord *r = df_record_new ();
   df_record_str (r, "name", "name", v->name);
-  df_record_int (r, "versions", "versions", versions->len);
+  df_record_int (r, "version_count", "versions", versions->len);
   df_record_opt_int (r, "latest_version", "latest", versions->len > 0,
                      newest_version (versions));
   df_record_size (r, "virtual_size", "virtual size", v->virtual_size);
@@ -326,7 +326,7 @@ static DfRecord *
 version_record (const DfVersion *v)
 {
   DfRecord *r = df_record_new ();
-  df_record_int (r, "number", "version", v->number);
+  df_record_int (r, "version", "version", v->number);
   df_record_opt_int (r, "parent", "parent", v->parent >= 0, v->parent);
   df_record_str (r, "state", "state", df_version_state_name (v->state));
   df_record_str (r, "file", "file", v->file);

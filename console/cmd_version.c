@@ -488,7 +488,7 @@ version_result (const DfVersion *v, const char *action)
   DfRecord *r = df_record_new ();
   df_record_str (r, "action", "action", action);
   df_record_str (r, "vdisk", "vdisk", v->vdisk);
-  df_record_int (r, "number", "version", v->number);
+  df_record_int (r, "version", "version", v->number);
   df_record_opt_int (r, "parent", "parent", v->parent >= 0, v->parent);
   df_record_str (r, "state", "state", df_version_state_name (v->state));
   df_record_str (r, "file", "file", v->file);
@@ -1042,16 +1042,15 @@ list_record (DfFarm *farm, const DfVersion *v, GHashTable *live, GError **err)
   if (!devs)
     return NULL;
   g_ptr_array_add (devs, NULL);
-  g_autofree char *names = g_strjoinv (",", (char **) devs->pdata);
   DfRecord *r = df_record_new ();
-  df_record_int (r, "number", "version", v->number);
+  df_record_int (r, "version", "version", v->number);
   df_record_opt_int (r, "parent", "parent", v->parent >= 0, v->parent);
   df_record_str (r, "state", "state", df_version_state_name (v->state));
   df_record_str (r, "pending_state", "pending", v->pending_state);
   df_record_str (r, "pending_at", "at", v->pending_at);
   df_record_size (r, "file_size", "size", v->file_size);
   df_record_str (r, "sha256", "sha256", v->sha256);
-  df_record_str (r, "devices", "devices", *names ? names : NULL);
+  df_record_strv (r, "devices", "devices", (const char *const *) devs->pdata);
   df_record_opt_int (r, "sessions", "sessions", live != NULL,
                      live ? GPOINTER_TO_INT (g_hash_table_lookup (
                               live, GINT_TO_POINTER (v->number))) : 0);
@@ -1131,7 +1130,7 @@ df_cmd_vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err)
       bad += strcmp (result, "ok") != 0;
       checked++;
       DfRecord *r = df_record_new ();
-      df_record_int (r, "number", "version", v->number);
+      df_record_int (r, "version", "version", v->number);
       df_record_str (r, "file", "file", v->file);
       df_record_str (r, "result", "result", result);
       df_record_str (r, "expected", NULL, v->sha256);

@@ -110,6 +110,15 @@ void df_record_limit (DfRecord *r, const char *key, const char *label,
                       uint64_t bytes);
 void df_record_bool (DfRecord *r, const char *key, const char *label,
                      bool value);
+/* A list of strings: a JSON array (empty: []), comma-joined for people
+ * ("-" when empty).  values is copied; NULL is the empty list. */
+void df_record_strv (DfRecord *r, const char *key, const char *label,
+                     const char *const *values);
+/* A JSON object given as text (the farm's audit detail): the object in
+ * JSON output, or {"text": json_text} when the text is not one; null when
+ * json_text is NULL or empty.  The text as given for people. */
+void df_record_object (DfRecord *r, const char *key, const char *label,
+                       const char *json_text);
 
 /* New empty array of DfRecord (frees its records). */
 GPtrArray *df_record_list_new (void);

@@ -253,7 +253,7 @@ audit_record (const DfAudit *a)
   df_record_str (r, "who", "who", a->who);
   df_record_str (r, "action", "action", a->action);
   df_record_str (r, "object", "object", a->object);
-  df_record_str (r, "detail", "detail", a->detail);
+  df_record_object (r, "detail", "detail", a->detail);
   return r;
 }
 

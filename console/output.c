@@ -11,14 +11,17 @@
 
 typedef enum {
   FIELD_STR, FIELD_INT, FIELD_SIZE, FIELD_LIMIT, FIELD_BOOL, FIELD_NULL,
+  FIELD_STRV, FIELD_OBJECT,
 } FieldType;
 
 typedef struct {
   const char *key;    /* static strings from the commands */
   const char *label;  /* NULL: not in tables */
   FieldType type;
-  char *str;          /* FIELD_STR, owned; NULL = null */
+  char *str;          /* FIELD_STR, FIELD_OBJECT's text; owned; NULL = null */
   gint64 num;
+  char **strv;        /* FIELD_STRV, owned, never NULL */
+  JsonNode *node;     /* FIELD_OBJECT: a JSON object, owned */
 } Field;
 
 struct DfRecord {
@@ -30,6 +33,9 @@ field_clear (gpointer p)
 {
   Field *f = p;
   g_free (f->str);
+  g_strfreev (f->strv);
+  if (f->node != NULL)
+    json_node_unref (f->node);
 }
 
 DfRecord *
@@ -60,7 +66,45 @@ static void
 record_add (DfRecord *r, const char *key, const char *label, FieldType type,
             const char *str, gint64 num)
 {
-  Field f = { key, label, type, g_strdup (str), num };
+  Field f = { key, label, type, g_strdup (str), num, NULL, NULL };
+  g_array_append_val (r->fields, f);
+}
+
+void
+df_record_strv (DfRecord *r, const char *key, const char *label,
+                const char *const *values)
+{
+  Field f = { key, label, FIELD_STRV, NULL, 0, NULL, NULL };
+  f.strv = values != NULL ? g_strdupv ((char **) values) : g_new0 (char *, 1);
+  g_array_append_val (r->fields, f);
+}
+
+/* text as a JSON object: itself when it is one, else {"text": text}. */
+static JsonNode *
+object_node (const char *text)
+{
+  g_autoptr (JsonParser) p = json_parser_new ();
+  if (json_parser_load_from_data (p, text, -1, NULL)
+      && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
+    return json_node_copy (json_parser_get_root (p));
+  g_autoptr (JsonObject) o = json_object_new ();
+  json_object_set_string_member (o, "text", text);
+  JsonNode *n = json_node_new (JSON_NODE_OBJECT);
+  json_node_set_object (n, o);
+  return n;
+}
+
+void
+df_record_object (DfRecord *r, const char *key, const char *label,
+                  const char *json_text)
+{
+  if (json_text == NULL || *json_text == '\0')
+    {
+      record_add (r, key, label, FIELD_NULL, NULL, 0);
+      return;
+    }
+  Field f = { key, label, FIELD_OBJECT, g_strdup (json_text), 0, NULL,
+              object_node (json_text) };
   g_array_append_val (r->fields, f);
 }
 
@@ -122,6 +166,10 @@ field_text (const Field *f)
       return f->num == 0 ? g_strdup ("none") : df_format_size ((uint64_t) f->num);
     case FIELD_BOOL:
       return g_strdup (f->num ? "yes" : "no");
+    case FIELD_STRV:
+      return f->strv[0] != NULL ? g_strjoinv (",", f->strv) : g_strdup ("-");
+    case FIELD_OBJECT:
+      return g_strdup (f->str);     /* as the farm wrote it */
     case FIELD_NULL:
     default:
       return g_strdup ("-");
@@ -222,6 +270,15 @@ json_add_record_members (JsonBuilder *b, const DfRecord *r)
           break;
         case FIELD_BOOL:
           json_builder_add_boolean_value (b, f->num != 0);
+          break;
+        case FIELD_STRV:
+          json_builder_begin_array (b);
+          for (char **s = f->strv; *s != NULL; s++)
+            json_builder_add_string_value (b, *s);
+          json_builder_end_array (b);
+          break;
+        case FIELD_OBJECT:
+          json_builder_add_value (b, json_node_copy (f->node));
           break;
         case FIELD_NULL:
         default:

@@ -99,13 +99,13 @@ pass "stale temporary directory of a killed import removed"
 json vdisk list
 jcheck "$T/j.json" "isinstance(d, list)" \
   "sorted(v['name'] for v in d) == ['autovhdx', 'base', 'fromvhdx', 'layered']" \
-  "all(v['virtual_size'] == 64 * $MiB and v['versions'] == 1 for v in d)" \
+  "all(v['virtual_size'] == 64 * $MiB and v['version_count'] == 1 for v in d)" \
   "[v for v in d if v['name'] == 'base'][0]['stored_size'] == $size"
 df vdisk list >"$T/out"
 grep -Eq '^base +1 +0 +64\.0 MiB' "$T/out" || fail "human vdisk list: $(cat "$T/out")"
 json vdisk show base
 jcheck "$T/j.json" "d['name'] == 'base'" "d['virtual_size'] == 64 * $MiB" \
-  "len(d['versions']) == 1" "d['versions'][0]['number'] == 0" \
+  "len(d['versions']) == 1" "d['versions'][0]['version'] == 0" \
   "d['versions'][0]['sha256'] == '$sum'" "d['versions'][0]['file_size'] == $size" \
   "d['versions'][0]['state'] == 'production'" \
   "d['versions'][0]['file'] == 'base.0.qcow2'" \
@@ -145,10 +145,10 @@ jcheck "$T/j.json" "sorted(x['name'] for x in d) == ['pc1', 'pc2', 'solo']"
 json device list --collection lab
 jcheck "$T/j.json" "sorted(x['name'] for x in d) == ['pc1', 'pc2']"
 json collection show lab
-jcheck "$T/j.json" "d['devices'] == 2" "len(d['device_list']) == 2" \
-  "{x['mac'] for x in d['device_list']} == {'52:54:00:12:34:56', '52:54:00:ab:cd:ef'}"
+jcheck "$T/j.json" "d['device_count'] == 2" "len(d['devices']) == 2" \
+  "{x['mac'] for x in d['devices']} == {'52:54:00:12:34:56', '52:54:00:ab:cd:ef'}"
 json collection list
-jcheck "$T/j.json" "d == [dict(d[0], name='lab', devices=2, vdisk='base')]"
+jcheck "$T/j.json" "d == [dict(d[0], name='lab', device_count=2, vdisk='base')]"
 df device list >"$T/out"
 grep -Eq '^pc1 +52:54:00:12:34:56 +base +production +ram:256 +1\.0 GiB +lab' "$T/out" ||
   fail "human device list: $(cat "$T/out")"

@@ -37,7 +37,7 @@ start_streamsvc --iscsi-listen 127.0.0.1:0
 # v1 (test): 0x5a at 3M, sealed but not yet production
 qio device/mnt "write -P 0x5a 3M 64k" "flush"
 json version seal vd
-jcheck "$T/j.json" 'd["number"] == 1' 'd["state"] == "test"'
+jcheck "$T/j.json" 'd["version"] == 1' 'd["state"] == "test"'
 
 # the export: read-only NBD, version 0
 nbdinfo --json "$(uri device/hv)" >"$T/info.json" || fail "nbdinfo device/hv"

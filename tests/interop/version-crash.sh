@@ -24,7 +24,7 @@ crashed() {
 pat=16
 for step in seal-written seal-renamed seal-in-tx seal-committed; do
   df version new vd >/dev/null
-  n=$(df --json version list vd --admin 127.0.0.1:1 | python3 -c 'import json,sys; print(max(v["number"] for v in json.load(sys.stdin)))')
+  n=$(df --json version list vd --admin 127.0.0.1:1 | python3 -c 'import json,sys; print(max(v["version"] for v in json.load(sys.stdin)))')
   pat=$((pat + 1))
   qio device/mnt "write -P $pat 2M 64k" "write -P $pat 6M 4k" "flush"
   crashed "$step" version seal vd
@@ -57,7 +57,7 @@ for step in merge-written merge-renamed merge-in-tx merge-committed; do
   [ "$after" -eq "$want" ] || fail "$step: $after versions, want $want"
   check_store vd
   json version merge vd --base
-  n=$(python3 -c 'import json; print(json.load(open("'"$T/j.json"'"))["number"])')
+  n=$(python3 -c 'import json; print(json.load(open("'"$T/j.json"'"))["version"])')
   ls "$FARM/store/vd" | grep -q tmp && fail "$step: temporary file left"
   # every merge since version 4 (the last seal) has its content
   qemu-img compare -q "$FARM/store/vd/vd.4.qcow2" "$FARM/store/vd/vd.$n.qcow2" ||

@@ -5,7 +5,7 @@ vstate() {
   df --json version list "$1" --admin 127.0.0.1:1 | python3 -c "
 import json,sys
 for v in json.load(sys.stdin):
-    if v['number'] == $2: print(v['state'])"
+    if v['version'] == $2: print(v['state'])"
 }
 
 # Every file a version row names passes qemu-img check, and verify agrees.

@@ -16,7 +16,7 @@ json device add tst --mac 52:54:00:00:00:02 --vdisk vd --type test
 json device add mnt --mac 52:54:00:00:00:03 --vdisk vd --type maintenance
 
 json version new vd
-jcheck "$T/j.json" 'd["number"] == 1' 'd["state"] == "maintenance"' 'd["parent"] == 0'
+jcheck "$T/j.json" 'd["version"] == 1' 'd["state"] == "maintenance"' 'd["parent"] == 0'
 df version new vd 2>/dev/null && fail "second maintenance version accepted"
 pass "version new"
 
@@ -38,7 +38,7 @@ qemu-io -f raw -r -c "read 0 4k" "$(uri device/mnt)" >"$T/second.out" 2>&1 &&
 df version seal vd 2>"$T/seal.err" && fail "seal accepted during a session"
 grep -q "in use by a session" "$T/seal.err" || { cat "$T/seal.err"; fail "seal refusal text"; }
 json version list vd --admin "$ADMIN"
-jcheck "$T/j.json" '[v["sessions"] for v in d if v["number"] == 1] == [1]'
+jcheck "$T/j.json" '[v["sessions"] for v in d if v["version"] == 1] == [1]'
 wait $holder
 pass "one maintenance session at a time, seal refused meanwhile, sessions listed"
 
@@ -65,7 +65,7 @@ qio device/prod "read -P 0x00 3M 64k"        # running boot keeps version 0
 df device reset prod >/dev/null
 qio device/prod "read -P 0x11 3M 64k"        # next boot sees version 1
 json version revert vd
-jcheck "$T/j.json" 'd["number"] == 0'
+jcheck "$T/j.json" 'd["version"] == 0'
 [ "$(vstate vd 1)" = test ] || fail "revert did not put version 1 back to test"
 df device reset prod >/dev/null
 qio device/prod "read -P 0x00 3M 64k"
@@ -85,11 +85,11 @@ qio device/mnt "write -P 0x33 9M 128k" "write -P 0x44 3M 4k" "flush"
 json version seal vd
 cp "$FARM/store/vd/vd.2.qcow2" "$T/v2.before"
 json version merge vd --updates 1..2
-jcheck "$T/j.json" 'd["number"] == 3' 'd["parent"] == 0' 'd["state"] == "test"'
+jcheck "$T/j.json" 'd["version"] == 3' 'd["parent"] == 0' 'd["state"] == "test"'
 qemu-img compare -q "$FARM/store/vd/vd.2.qcow2" "$FARM/store/vd/vd.3.qcow2" ||
   fail "merged updates differ from the chain they replace"
 json version merge vd --base
-jcheck "$T/j.json" 'd["number"] == 4' 'd["parent"] is None'
+jcheck "$T/j.json" 'd["version"] == 4' 'd["parent"] is None'
 qemu-img convert -O raw "$FARM/store/vd/vd.3.qcow2" "$T/chain.raw"
 qemu-img compare -q -F raw "$FARM/store/vd/vd.4.qcow2" "$T/chain.raw" ||
   fail "merged base differs from qemu-img convert of the chain"
