@@ -231,12 +231,25 @@ parse_bool (const char *raw, Value *v, GError **err)
   return false;
 }
 
+/* GKeyFile may return a value and set an error (an invalid escape): the
+ * error decides. */
+static bool
+escape_error (GError *e, GError **err)
+{
+  if (e == NULL)
+    return false;
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "invalid escape sequence (write a backslash as \\\\)");
+  return true;
+}
+
 static bool
 parse_list (const DfConfKey *k, GKeyFile *kf, const char *group,
             const char *key, Value *v, GError **err)
 {
-  v->list = g_key_file_get_string_list (kf, group, key, NULL, err);
-  if (v->list == NULL)
+  g_autoptr (GError) e = NULL;
+  v->list = g_key_file_get_string_list (kf, group, key, NULL, &e);
+  if (escape_error (e, err) || v->list == NULL)
     return false;
   for (char **s = v->list; *s != NULL; s++)
     {
@@ -284,8 +297,9 @@ parse_value (const DfConfKey *k, GKeyFile *kf, const char *group,
     default:
       break;
     }
-  v->str = g_key_file_get_string (kf, group, key, err);
-  if (v->str == NULL)
+  g_autoptr (GError) e = NULL;
+  v->str = g_key_file_get_string (kf, group, key, &e);
+  if (escape_error (e, err) || v->str == NULL)
     return false;
   if (k->type == DF_CONF_IPV4)
     return check_ipv4 (v->str, err);

@@ -187,6 +187,12 @@ test_conf_bad (void)
       "t.conf:2: [console] admin: empty value (remove the line to get the "
       "default)" },
     { "[farm]\ndir=\xff\n", "t.conf: not UTF-8 text" },
+    { "[farm]\ndir=/a\\qb\n",
+      "t.conf:2: [farm] dir: invalid escape sequence (write a backslash as "
+      "\\\\)" },
+    { "[bdm]\nserver=a;b\\q\n",
+      "t.conf:2: [bdm] server: invalid escape sequence (write a backslash "
+      "as \\\\)" },
   };
   for (gsize i = 0; i < G_N_ELEMENTS (rows); i++)
     {
