@@ -58,3 +58,6 @@ void df_sql_bind_text (sqlite3_stmt *st, int i, const char *s);
 char *df_sql_col_dup (sqlite3_stmt *st, int i);
 /* The current UTC time as "YYYY-MM-DDTHH:MM:SSZ" (caller frees). */
 char *df_farm_now (void);
+/* Append s to gs as a JSON string literal, or null when s is NULL (audit
+ * details are JSON objects). */
+void df_farm_json_str (GString *gs, const char *s);

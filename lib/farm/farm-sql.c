@@ -50,3 +50,25 @@ df_farm_now (void)
   g_autoptr (GDateTime) dt = g_date_time_new_now_utc ();
   return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
 }
+
+/* Append s as a JSON string literal (or null). */
+void
+df_farm_json_str (GString *gs, const char *s)
+{
+  if (!s)
+    {
+      g_string_append (gs, "null");
+      return;
+    }
+  g_string_append_c (gs, '"');
+  for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+    {
+      if (*p == '"' || *p == '\\')
+        g_string_append_printf (gs, "\\%c", *p);
+      else if (*p < 0x20)
+        g_string_append_printf (gs, "\\u%04x", *p);
+      else
+        g_string_append_c (gs, (char) *p);
+    }
+  g_string_append_c (gs, '"');
+}

@@ -200,37 +200,15 @@ scope_end (WriteScope *ws, bool ok, GError **err)
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* Append s as a JSON string literal (or null). */
-static void
-json_str (GString *gs, const char *s)
-{
-  if (!s)
-    {
-      g_string_append (gs, "null");
-      return;
-    }
-  g_string_append_c (gs, '"');
-  for (const unsigned char *p = (const unsigned char *) s; *p; p++)
-    {
-      if (*p == '"' || *p == '\\')
-        g_string_append_printf (gs, "\\%c", *p);
-      else if (*p < 0x20)
-        g_string_append_printf (gs, "\\u%04x", *p);
-      else
-        g_string_append_c (gs, (char) *p);
-    }
-  g_string_append_c (gs, '"');
-}
-
 /* Append "key":"value" (with a leading comma unless first). */
 static void
 json_kv (GString *gs, const char *key, const char *val)
 {
   if (gs->len > 1)
     g_string_append_c (gs, ',');
-  json_str (gs, key);
+  df_farm_json_str (gs, key);
   g_string_append_c (gs, ':');
-  json_str (gs, val);
+  df_farm_json_str (gs, val);
 }
 
 static void
@@ -238,7 +216,7 @@ json_kv_int (GString *gs, const char *key, gint64 val)
 {
   if (gs->len > 1)
     g_string_append_c (gs, ',');
-  json_str (gs, key);
+  df_farm_json_str (gs, key);
   g_string_append_printf (gs, ":%" G_GINT64_FORMAT, val);
 }
 
@@ -1659,11 +1637,11 @@ json_change (GString *gs, const char *key, const char *from, const char *to)
     return;
   if (gs->len > 1)
     g_string_append_c (gs, ',');
-  json_str (gs, key);
+  df_farm_json_str (gs, key);
   g_string_append (gs, ":{\"from\":");
-  json_str (gs, from);
+  df_farm_json_str (gs, from);
   g_string_append (gs, ",\"to\":");
-  json_str (gs, to);
+  df_farm_json_str (gs, to);
   g_string_append_c (gs, '}');
 }
 

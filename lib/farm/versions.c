@@ -438,8 +438,11 @@ setting_set_locked (DfFarm *farm, const char *key, const char *value,
     sqlite3_bind_text (st, 2, value, -1, SQLITE_TRANSIENT);
   if (df_farm_step (farm, st, err) != 0)
     return false;
+  g_autoptr (GString) detail = g_string_new ("{\"value\":");
+  df_farm_json_str (detail, value);
+  g_string_append_c (detail, '}');
   return df_farm_audit (farm, value ? "setting.set" : "setting.unset", key,
-                        value, err);
+                        detail->str, err);
 }
 
 bool

@@ -60,6 +60,10 @@ j object bootstrap dhcp-config --address 10.0.0.5
 j object config get farm.dir
 j list config show
 j object device remove pc3
+# an audit row as older versions wrote settings: a plain-text detail
+if command -v sqlite3 >/dev/null; then
+  sqlite3 "$FARM/farm.db" "INSERT INTO audit (at, who, action, object, detail) VALUES ('2026-01-01T00:00:00Z', 'old', 'setting.set', 'legacy', 'on')"
+fi
 j list audit --limit 0
 if "$DISKFARM" vm --help >/dev/null 2>&1; then
   j list vm list --connect test:///default
@@ -68,9 +72,10 @@ if [ -f /usr/lib/ipxe/undionly.kpxe ]; then
   j list bootstrap sync
 fi
 
-python3 - "$OUT" <<'PY' || fail "--json shapes"
+python3 - "$OUT" "$(command -v sqlite3 || true)" <<'PY' || fail "--json shapes"
 import glob, json, os, sys
 out = sys.argv[1]
+have_sqlite3 = sys.argv[2] != ""
 bad = []
 def walk(cmd, x, path):
     if isinstance(x, list):
@@ -124,8 +129,10 @@ checks = [
         and [x["name"] for x in by["collection show lab"]["devices"]] == ["pc1"]),
     ("audit: device.reset detail is an object", lambda: any(a["action"] == "device.reset" and a["object"] == "pc1"
         and isinstance(a["detail"]["generation"], int) for a in by["audit --limit 0"])),
-    ("audit: a plain-text detail (setting.set) is wrapped as {text}", lambda: any(a["action"] == "setting.set"
-        and isinstance(a["detail"].get("text"), str) for a in by["audit --limit 0"])),
+    ("audit: setting.set detail is {value}", lambda: any(a["action"] == "setting.set"
+        and a["object"] == "auto-add.collection" and a["detail"] == {"value": "lab"} for a in by["audit --limit 0"])),
+    ("audit: a plain-text detail of an old row is wrapped as {text}", lambda: not have_sqlite3
+        or [a["detail"] for a in by["audit --limit 0"] if a["object"] == "legacy"] == [{"text": "on"}]),
     ("dhcp-config: one object with both texts", lambda: by["bootstrap dhcp-config --address 10.0.0.5"]["next_server"] == "10.0.0.5"
         and "dhcp-boot=tag:ipxe," in by["bootstrap dhcp-config --address 10.0.0.5"]["dnsmasq"]
         and "next-server 10.0.0.5;" in by["bootstrap dhcp-config --address 10.0.0.5"]["isc"]),
