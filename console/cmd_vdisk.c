@@ -595,7 +595,7 @@ vdisk_remove (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", v->name);
-  df_record_int (r, "versions_removed", "versions removed", versions->len);
+  df_record_int (r, "version_count", "versions removed", versions->len);
   df_print_result (r, ctx->json, "removed vdisk '%s' (%u version%s)",
                    v->name, versions->len, versions->len == 1 ? "" : "s");
   return true;

@@ -124,6 +124,7 @@ checks = [
     ("version list: device names", lambda: all(isinstance(n, str) for v in vl for n in v["devices"])),
     ("version list: a version nobody boots", lambda: [v["devices"] for v in by["version list other --admin 127.0.0.1:1"]] == [[]]),
     ("vdisk list: version_count", lambda: {v["name"]: v["version_count"] for v in by["vdisk list"]} == {"base": 1, "other": 1}),
+    ("vdisk remove: version_count removed", lambda: by["vdisk remove other"] == {"name": "other", "version_count": 1}),
     ("vdisk show: versions is the list", lambda: [v["version"] for v in by["vdisk show base"]["versions"]] == [0, 2]),
     ("collection show: device_count and devices", lambda: by["collection show lab"]["device_count"] == 1
         and [x["name"] for x in by["collection show lab"]["devices"]] == ["pc1"]),
