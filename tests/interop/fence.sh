@@ -151,7 +151,7 @@ gen() { df --json device show "$1" | python3 -c 'import json,sys; print(json.loa
 # writes after it must land in the new version's layer.
 nbdinfo --size "$(uri device/m1)" >/dev/null || fail "nbdinfo device/m1"
 json version new g
-jcheck "$T/j.json" 'd["number"] == 1'
+jcheck "$T/j.json" 'd["version"] == 1'
 qio device/m1 "write -P 0x77 0 64k" "flush"
 json version seal g
 qio vdisk/g@1 "read -P 0x77 0 64k"
