@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 #include <openssl/evp.h>
 
 G_DEFINE_QUARK (diskfarm-error-quark, df_error)
@@ -63,54 +64,105 @@ df_log_init (const char *progname, bool verbose)
 
 /* ---- sizes ------------------------------------------------------------- */
 
+/* Suffix after the number -> power of two; "" is bytes. */
 static bool
 unit_shift (const char *u, unsigned *shift)
 {
-  static const struct { const char *names[4]; unsigned shift; } units[] = {
-    { { "", "b", NULL, NULL }, 0 },
-    { { "k", "kb", "kib", NULL }, 10 },
-    { { "m", "mb", "mib", NULL }, 20 },
-    { { "g", "gb", "gib", NULL }, 30 },
-    { { "t", "tb", "tib", NULL }, 40 },
-  };
-  for (gsize i = 0; i < G_N_ELEMENTS (units); i++)
-    for (gsize j = 0; j < 4 && units[i].names[j]; j++)
-      if (g_ascii_strcasecmp (u, units[i].names[j]) == 0)
-        {
-          *shift = units[i].shift;
-          return true;
-        }
+  static const char letters[] = "bkmgtpe";
+  if (u[0] == '\0')
+    {
+      *shift = 0;
+      return true;
+    }
+  const char *l = strchr (letters, g_ascii_tolower (u[0]));
+  if (l == NULL)
+    return false;
+  *shift = 10 * (unsigned) (l - letters);
+  /* "K", or the older "KB" / "KiB" spellings (not "BB", "BiB") */
+  return u[1] == '\0'
+         || (*shift > 0 && (g_ascii_strcasecmp (u + 1, "b") == 0
+                            || g_ascii_strcasecmp (u + 1, "ib") == 0));
+}
+
+/* Decimal digits at *p into *v; false on overflow.  Advances *p. */
+static bool
+parse_digits (const char **p, uint64_t *v, unsigned *n_digits)
+{
+  *v = 0;
+  *n_digits = 0;
+  for (; g_ascii_isdigit (**p); (*p)++, (*n_digits)++)
+    {
+      unsigned d = (unsigned) (**p - '0');
+      if (*v > (G_MAXUINT64 - d) / 10)
+        return false;
+      *v = *v * 10 + d;
+    }
+  return true;
+}
+
+/* floor (frac / 10^n_digits * 2^shift) by long division (frac < 10^n, n at
+ * most 18, so nothing overflows); *exact: no remainder. */
+static uint64_t
+fraction_bytes (uint64_t frac, unsigned n_digits, unsigned shift, bool *exact)
+{
+  uint64_t den = 1, q = 0, r = frac;
+  for (unsigned i = 0; i < n_digits; i++)
+    den *= 10;
+  for (unsigned i = 0; i < shift; i++)
+    {
+      r <<= 1;
+      q = (q << 1) | (r >= den);
+      if (r >= den)
+        r -= den;
+    }
+  *exact = r == 0;
+  return q;
+}
+
+static bool
+size_error (GError **err, const char *s, const char *why)
+{
+  g_autofree char *shown = df_display_text (s, 64);
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "invalid size '%s': %s",
+               shown, why);
   return false;
 }
 
 bool
 df_parse_size (const char *s, uint64_t *out, GError **err)
 {
-  if (s == NULL || !g_ascii_isdigit (s[0]))
+  if (s == NULL || s[0] == '\0')
+    return size_error (err, "", "empty");
+  if (!g_ascii_isdigit (s[0]))
+    return size_error (err, s, "expected a number such as 512, 4096M or "
+                       "1.5G");
+  const char *p = s;
+  uint64_t whole, frac = 0;
+  unsigned n_whole, n_frac = 0, shift;
+  bool fraction = false, exact = true;
+  if (!parse_digits (&p, &whole, &n_whole))
+    return size_error (err, s, "too large");
+  if (*p == '.')
     {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "invalid size '%s': expected a number with an optional "
-                   "unit (K, M, G, T)", s ? s : "");
-      return false;
+      p++;
+      fraction = true;
+      if (!g_ascii_isdigit (*p))
+        return size_error (err, s, "expected digits after the '.'");
+      if (!parse_digits (&p, &frac, &n_frac) || n_frac > 18)
+        return size_error (err, s, "more than 18 decimal places");
     }
-  char *end;
-  errno = 0;
-  guint64 n = g_ascii_strtoull (s, &end, 10);
-  unsigned shift;
-  if (errno != 0 || !unit_shift (end, &shift))
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "invalid size '%s': expected a number with an optional "
-                   "unit (K, M, G, T)", s);
-      return false;
-    }
-  if (shift > 0 && n > (G_MAXUINT64 >> shift))
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "size '%s' is too large",
-                   s);
-      return false;
-    }
-  *out = n << shift;
+  if (!unit_shift (p, &shift))
+    return size_error (err, s, "unknown unit suffix (use B, K, M, G, T, P "
+                       "or E)");
+  if (fraction && shift == 0)
+    return size_error (err, s, "a fraction needs a unit, as in 1.5G");
+  uint64_t part = fraction_bytes (frac, n_frac, shift, &exact);
+  if (!exact)
+    return size_error (err, s, "not a whole number of bytes");
+  if (whole > (G_MAXUINT64 >> shift)
+      || (whole << shift) > G_MAXUINT64 - part)
+    return size_error (err, s, "too large (the limit is 16 EiB - 1 byte)");
+  *out = (whole << shift) + part;
   return true;
 }
 
@@ -174,9 +226,10 @@ df_parse_mac (const char *s, char out[18], GError **err)
     }
   if (!ok || nibbles != 12)
     {
+      g_autofree char *shown = df_display_text (s, 64);
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                    "invalid MAC address '%s': expected six hex bytes like "
-                   "52:54:00:12:34:56", s ? s : "");
+                   "52:54:00:12:34:56", shown);
       return false;
     }
   g_snprintf (out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2],
@@ -184,32 +237,244 @@ df_parse_mac (const char *s, char out[18], GError **err)
   return true;
 }
 
+/* MACs a device cannot have, or NULL (b: the six bytes). */
+static const char *
+mac_not_unicast (const guint8 b[6])
+{
+  static const guint8 zero[6] = { 0 };
+  static const guint8 bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+  if (memcmp (b, zero, 6) == 0)
+    return "is all zeros";
+  if (memcmp (b, bcast, 6) == 0)
+    return "is the broadcast address";
+  if (b[0] & 1)
+    return "is a multicast address (low bit of the first byte set)";
+  return NULL;
+}
+
+bool
+df_parse_device_mac (const char *s, char out[18], GError **err)
+{
+  if (!df_parse_mac (s, out, err))
+    return false;
+  guint8 b[6];
+  for (int i = 0; i < 6; i++)
+    b[i] = (guint8) (g_ascii_xdigit_value (out[3 * i]) << 4
+                     | g_ascii_xdigit_value (out[3 * i + 1]));
+  const char *why = mac_not_unicast (b);
+  if (why == NULL)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "MAC address %s %s; a device needs its own unicast MAC", out,
+               why);
+  return false;
+}
+
+/* The character at p as text for a message: itself when printable UTF-8,
+ * else "U+XXXX" or "byte 0xNN" (new string). */
+static char *
+describe_char (const char *p)
+{
+  gunichar c = g_utf8_get_char_validated (p, -1);
+  if (c == (gunichar) -1 || c == (gunichar) -2)
+    return g_strdup_printf ("byte 0x%02x", (guint8) *p);
+  if (!g_unichar_isprint (c))
+    return g_strdup_printf ("U+%04X", c);
+  char buf[7] = { 0 };
+  g_unichar_to_utf8 (c, buf);
+  return g_strdup_printf ("'%s'", buf);
+}
+
 bool
 df_validate_name (const char *what, const char *s, GError **err)
 {
   gsize len = s ? strlen (s) : 0;
+  g_autofree char *shown = df_display_text (s ? s : "", 64);
   if (len == 0 || len > 63)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                    "invalid %s name '%s': must be 1 to 63 characters", what,
-                   s ? s : "");
+                   shown);
       return false;
     }
   if (s[0] == '.' || s[0] == '-')
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "invalid %s name '%s': must not start with '%c'", what, s,
-                   s[0]);
+                   "invalid %s name '%s': must not start with '%c'", what,
+                   shown, s[0]);
       return false;
     }
   for (gsize i = 0; i < len; i++)
     if (!g_ascii_isalnum (s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
       {
+        g_autofree char *c = describe_char (s + i);
         g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                     "invalid %s name '%s': character '%c' not allowed "
-                     "(use letters, digits, '.', '_', '-')", what, s, s[i]);
+                     "invalid %s name '%s': character %s not allowed "
+                     "(use letters, digits, '.', '_', '-')", what, shown, c);
         return false;
       }
+  return true;
+}
+
+char *
+df_display_text (const char *s, gsize max_chars)
+{
+  g_autofree char *valid = g_utf8_make_valid (s ? s : "", -1);
+  GString *out = g_string_new (NULL);
+  gsize n = 0;
+  for (const char *p = valid; *p; p = g_utf8_next_char (p), n++)
+    {
+      if (n == max_chars)
+        {
+          g_string_append (out, "...");
+          break;
+        }
+      gunichar c = g_utf8_get_char (p);
+      if (g_unichar_iscntrl (c))
+        g_string_append_c (out, '?');
+      else
+        g_string_append_unichar (out, c);
+    }
+  return g_string_free (out, FALSE);
+}
+
+/* ---- host names --------------------------------------------------------- */
+
+static bool
+host_error (GError **err, const char *what, const char *s, const char *fmt,
+            ...) G_GNUC_PRINTF (4, 5);
+
+static bool
+host_error (GError **err, const char *what, const char *s, const char *fmt,
+            ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *why = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_autofree char *shown = df_display_text (s, 64);
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "invalid %s '%s': %s", what,
+               shown, why);
+  return false;
+}
+
+static bool
+all_digits (const char *s, gsize len)
+{
+  for (gsize i = 0; i < len; i++)
+    if (!g_ascii_isdigit (s[i]))
+      return false;
+  return len > 0;
+}
+
+/* One RFC 1123 label of len bytes at l. */
+static bool
+check_label (const char *what, const char *s, const char *l, gsize len,
+             GError **err)
+{
+  if (len == 0)
+    return host_error (err, what, s, "empty label (two dots, or a leading "
+                       "dot)");
+  if (len > 63)
+    return host_error (err, what, s, "a label is longer than 63 characters");
+  if (l[0] == '-' || l[len - 1] == '-')
+    return host_error (err, what, s, "a label starts or ends with '-'");
+  for (gsize i = 0; i < len; i++)
+    if (!g_ascii_isalnum (l[i]) && l[i] != '-')
+      {
+        g_autofree char *c = describe_char (l + i);
+        return host_error (err, what, s, "character %s is not allowed in a "
+                           "host name (letters, digits, '-' and '.')", c);
+      }
+  return true;
+}
+
+bool
+df_validate_host (const char *what, const char *s, GError **err)
+{
+  guint8 addr[16];
+  if (s == NULL || s[0] == '\0')
+    return host_error (err, what, "", "empty");
+  if (strchr (s, ':') != NULL)
+    return inet_pton (AF_INET6, s, addr) == 1
+           || host_error (err, what, s, "not a valid IPv6 address");
+  /* one trailing dot: a fully qualified name ("example.com.") */
+  gsize len = strlen (s);
+  const char *end = s + len - (len > 1 && s[len - 1] == '.');
+  if (end - s > 253)
+    return host_error (err, what, s, "longer than 253 characters");
+  const char *last = g_strrstr_len (s, end - s, ".");
+  last = last ? last + 1 : s;
+  if (all_digits (last, (gsize) (end - last)))
+    return inet_pton (AF_INET, s, addr) == 1
+           || host_error (err, what, s, "not a valid IPv4 address (four "
+                          "numbers 0-255 separated by dots)");
+  for (const char *l = s;;)
+    {
+      const char *dot = memchr (l, '.', (gsize) (end - l));
+      gsize n = dot ? (gsize) (dot - l) : (gsize) (end - l);
+      if (!check_label (what, s, l, n, err))
+        return false;
+      if (dot == NULL)
+        return true;
+      l = dot + 1;
+    }
+}
+
+/* ---- option values ------------------------------------------------------ */
+
+static bool
+blank (const char *v)
+{
+  for (; *v; v++)
+    if (!g_ascii_isspace (*v))
+      return false;
+  return true;
+}
+
+static bool
+entry_value_blank (const GOptionEntry *e)
+{
+  switch (e->arg)
+    {
+    case G_OPTION_ARG_STRING:
+    case G_OPTION_ARG_FILENAME:
+      {
+        const char *v = *(char **) e->arg_data;
+        return v != NULL && blank (v);
+      }
+    case G_OPTION_ARG_STRING_ARRAY:
+    case G_OPTION_ARG_FILENAME_ARRAY:
+      {
+        char **v = *(char ***) e->arg_data;
+        for (; v != NULL && *v != NULL; v++)
+          if (blank (*v))
+            return true;
+        return false;
+      }
+    default:
+      return false;
+    }
+}
+
+bool
+df_options_check_values (const GOptionEntry *entries,
+                         const char *const *may_be_empty, GError **err)
+{
+  for (const GOptionEntry *e = entries; e->long_name != NULL; e++)
+    {
+      if (e->arg_data == NULL || !entry_value_blank (e))
+        continue;
+      if (may_be_empty != NULL
+          && g_strv_contains ((const char *const *) may_be_empty,
+                              e->long_name)
+          && (e->arg == G_OPTION_ARG_STRING || e->arg == G_OPTION_ARG_FILENAME)
+          && **(char **) e->arg_data == '\0')
+        continue;
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "option --%s: empty value", e->long_name);
+      return false;
+    }
   return true;
 }
 

@@ -25,8 +25,12 @@ typedef enum {
  * journal, else to stderr with a timestamp.  verbose enables debug. */
 void df_log_init (const char *progname, bool verbose);
 
-/* "512", "4K", "10MiB", "2G", "1T" (binary units; "KB"/"MB" also binary).
- * Rejects empty, negative, overflow and trailing garbage. */
+/* Sizes as qemu-img reads them: a decimal number and an optional suffix
+ * B (bytes) or K, M, G, T, P, E (binary powers, any case; "KiB"/"KB" read
+ * as K too).  A fraction needs a suffix other than B and must come to a
+ * whole number of bytes: "1.5G", "4096M", "512K", "1T", "512", "512B".
+ * Rejects empty, signs, spaces, hex, overflow and trailing garbage, each
+ * with its own message. */
 bool df_parse_size (const char *s, uint64_t *out, GError **err);
 /* Human size "1.5 GiB" into a new string. */
 char *df_format_size (uint64_t bytes);
@@ -34,10 +38,34 @@ char *df_format_size (uint64_t bytes);
 /* MAC in any of aa:bb:cc:dd:ee:ff, aa-bb-..., aabb.ccdd.eeff, aabbccddeeff
  * (any case) -> canonical lower-case colon form in out[18]. */
 bool df_parse_mac (const char *s, char out[18], GError **err);
+/* df_parse_mac, then refuse what cannot be one device's address: all
+ * zeros, broadcast ff:ff:ff:ff:ff:ff and multicast (low bit of the first
+ * byte set).  For MACs being assigned; lookups use df_parse_mac. */
+bool df_parse_device_mac (const char *s, char out[18], GError **err);
 
 /* Object names (vdisk, device, collection): 1-63 chars of [A-Za-z0-9._-],
  * not starting with '.' or '-'.  what is "vdisk", "device"... for messages. */
 bool df_validate_name (const char *what, const char *s, GError **err);
+
+/* A host as written into boot media and scripts: an IPv4 literal, an IPv6
+ * literal or a DNS host name per RFC 1123 (labels of letters, digits and
+ * '-', 1-63 characters, not starting or ending with '-', at most 253 in
+ * all; a name whose last label is all digits must be a valid IPv4
+ * literal, so "999.1.1.1" is refused).  what: "server address"... */
+bool df_validate_host (const char *what, const char *s, GError **err);
+
+/* Untrusted text made fit for a one-line message (new string): invalid
+ * UTF-8 replaced by U+FFFD, control characters by '?', and cut after
+ * max_chars characters (never inside one) with "..." appended. */
+char *df_display_text (const char *s, gsize max_chars);
+
+/* After g_option_context_parse: refuse an empty or blank value given to a
+ * string, file name or string-array option of entries ("--farm ''"), with
+ * the one-line error "option --farm: empty value".  may_be_empty: NULL or a
+ * NULL-terminated list of long names for which '' means "none".  Entries
+ * still holding NULL were not given. */
+bool df_options_check_values (const GOptionEntry *entries,
+                              const char *const *may_be_empty, GError **err);
 
 /* Listen address: "HOST:PORT", "[v6]:PORT", ":PORT" (all addresses) or
  * "unix:PATH".  Results are newly allocated; *port is 0 for unix. */

@@ -4,35 +4,220 @@
 #include "conf.h"
 #include "config.h"
 #include <glib/gstdio.h>
+#include <string.h>
 
+/* qemu-img's size syntax; each malformed kind has its own message. */
 static void
 test_sizes (void)
 {
-  static const struct { const char *in; bool ok; uint64_t v; } rows[] = {
-    { "0", true, 0 },          { "512", true, 512 },
-    { "4K", true, 4096 },      { "4k", true, 4096 },
-    { "10MiB", true, 10 << 20 }, { "2G", true, 2ULL << 30 },
-    { "1T", true, 1ULL << 40 }, { "3GB", true, 3ULL << 30 },
-    { "", false, 0 },          { "-1", false, 0 },
-    { "1.5G", false, 0 },      { "12Q", false, 0 },
-    { "G", false, 0 },         { " 1", false, 0 },
-    { "1 G", false, 0 },       { "99999999999999999999", false, 0 },
-    { "20000000T", false, 0 },
+  static const struct {
+    const char *in; bool ok; uint64_t v; const char *msg;
+  } rows[] = {
+    { "0", true, 0, NULL },             { "512", true, 512, NULL },
+    { "512B", true, 512, NULL },        { "512b", true, 512, NULL },
+    { "4K", true, 4096, NULL },         { "4k", true, 4096, NULL },
+    { "512K", true, 512 << 10, NULL },  { "4096M", true, 4096ULL << 20, NULL },
+    { "10MiB", true, 10 << 20, NULL },  { "2G", true, 2ULL << 30, NULL },
+    { "1.5G", true, 3ULL << 29, NULL }, { "1.5g", true, 3ULL << 29, NULL },
+    { "0.5K", true, 512, NULL },        { "1.25M", true, 1310720, NULL },
+    { "1T", true, 1ULL << 40, NULL },   { "3GB", true, 3ULL << 30, NULL },
+    { "2P", true, 2ULL << 50, NULL },   { "15E", true, 15ULL << 60, NULL },
+    { "15.5E", true, 31ULL << 59, NULL },
+    { "18446744073709551615", true, G_MAXUINT64, NULL },
+    { "", false, 0, "empty" },
+    { "-1", false, 0, "expected a number" },
+    { "+1", false, 0, "expected a number" },
+    { " 1", false, 0, "expected a number" },
+    { "G", false, 0, "expected a number" },
+    { ".5G", false, 0, "expected a number" },
+    { "0x10", false, 0, "unknown unit suffix" },
+    { "12Q", false, 0, "unknown unit suffix" },
+    { "1 G", false, 0, "unknown unit suffix" },
+    { "1G ", false, 0, "unknown unit suffix" },
+    { "1GG", false, 0, "unknown unit suffix" },
+    { "1BB", false, 0, "unknown unit suffix" },
+    { "1BiB", false, 0, "unknown unit suffix" },
+    { "1.5", false, 0, "a fraction needs a unit" },
+    { "1.5B", false, 0, "a fraction needs a unit" },
+    { "1.G", false, 0, "digits after the '.'" },
+    { "1.2.3G", false, 0, "unknown unit suffix" },
+    { "0.1K", false, 0, "not a whole number of bytes" },
+    { "1.0000000000000000001G", false, 0, "decimal places" },
+    { "99999999999999999999", false, 0, "too large" },
+    { "18446744073709551616", false, 0, "too large" },
+    { "16E", false, 0, "too large" },
+    { "15.99999E", false, 0, "not a whole number" },
+    { "20000000T", false, 0, "too large" },
   };
   for (gsize i = 0; i < G_N_ELEMENTS (rows); i++)
     {
       uint64_t v = 12345;
       g_autoptr (GError) err = NULL;
-      bool ok = df_parse_size (rows[i].in, &v, &err);
       g_test_message ("size '%s'", rows[i].in);
+      bool ok = df_parse_size (rows[i].in, &v, &err);
       g_assert_cmpint (ok, ==, rows[i].ok);
       if (ok)
-        g_assert_cmpuint (v, ==, rows[i].v);
-      else
-        g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+        {
+          g_assert_cmpuint (v, ==, rows[i].v);
+          continue;
+        }
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+      g_assert_nonnull (strstr (err->message, rows[i].msg));
+      g_assert_cmpuint (v, ==, 12345);
     }
   g_autofree char *h = df_format_size (3 << 20);
   g_assert_cmpstr (h, ==, "3.0 MiB");
+}
+
+/* Syntax is df_parse_mac's; a device's MAC must be unicast. */
+static void
+test_device_macs (void)
+{
+  static const struct { const char *in, *msg; } rows[] = {
+    { "52:54:00:12:34:56", NULL },
+    { "02:00:00:00:00:01", NULL },   /* locally administered: fine */
+    { "ff:ff:ff:ff:ff:ff", "is the broadcast address" },
+    { "FFFF.FFFF.FFFF", "is the broadcast address" },
+    { "00:00:00:00:00:00", "is all zeros" },
+    { "000000000000", "is all zeros" },
+    { "01:00:5e:00:00:01", "is a multicast address" },
+    { "33:33:00:00:00:01", "is a multicast address" },
+    { "03:00:00:00:00:00", "is a multicast address" },
+    { "zz:00:00:00:00:00", "invalid MAC address" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (rows); i++)
+    {
+      char out[18] = "";
+      g_autoptr (GError) err = NULL;
+      g_test_message ("device mac '%s'", rows[i].in);
+      bool ok = df_parse_device_mac (rows[i].in, out, &err);
+      g_assert_cmpint (ok, ==, rows[i].msg == NULL);
+      if (ok)
+        continue;
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+      g_assert_nonnull (strstr (err->message, rows[i].msg));
+      g_assert_null (strchr (err->message, '\n'));
+    }
+  /* lookups still parse any MAC */
+  char out[18];
+  g_assert_true (df_parse_mac ("ff:ff:ff:ff:ff:ff", out, NULL));
+}
+
+static void
+test_hosts (void)
+{
+  static const struct { const char *in, *msg; } rows[] = {
+    { "10.0.0.11", NULL }, { "0.0.0.0", NULL }, { "255.255.255.255", NULL },
+    { "::1", NULL }, { "fe80::1", NULL }, { "2001:db8::5", NULL },
+    { "ss1", NULL }, { "ss1.example.com", NULL }, { "a-b.c0", NULL },
+    { "1.example.com", NULL }, { "3com.net", NULL }, { "example.com.", NULL },
+    { "", "empty" },
+    { "999.1.1.1", "not a valid IPv4 address" },
+    { "1.2.3", "not a valid IPv4 address" },
+    { "1.2.3.4.5", "not a valid IPv4 address" },
+    { "01.2.3.4", "not a valid IPv4 address" },
+    { "256.0.0.1", "not a valid IPv4 address" },
+    { "12345", "not a valid IPv4 address" },
+    { "::g", "not a valid IPv6 address" },
+    { "1.2.3.4:80", "not a valid IPv6 address" },
+    { "a..b", "empty label" }, { ".a", "empty label" },
+    { "-a.com", "starts or ends with '-'" },
+    { "a-.com", "starts or ends with '-'" },
+    { "a_b.com", "character '_' is not allowed" },
+    { "a b", "character ' ' is not allowed" },
+    { "caf\xc3\xa9.fr", "character '\xc3\xa9' is not allowed" },
+    { "bad\xff.fr", "character byte 0xff is not allowed" },
+    { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com",
+      "longer than 63" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (rows); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_autofree char *esc = g_strescape (rows[i].in, NULL);
+      g_test_message ("host '%s'", esc);
+      bool ok = df_validate_host ("server address", rows[i].in, &err);
+      g_assert_cmpint (ok, ==, rows[i].msg == NULL);
+      if (ok)
+        continue;
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+      g_assert_nonnull (strstr (err->message, rows[i].msg));
+      g_assert_true (g_utf8_validate (err->message, -1, NULL));
+    }
+  g_autofree char *longest = g_strnfill (254, 'a');
+  for (int i = 63; i < 254; i += 64)
+    longest[i] = '.';
+  g_assert_false (df_validate_host ("server address", longest, NULL));
+}
+
+/* Messages quote untrusted text without cutting a UTF-8 character. */
+static void
+test_display_text (void)
+{
+  g_autofree char *a = df_display_text ("\xc3\xa9\xc3\xa9\xc3\xa9", 2);
+  g_assert_cmpstr (a, ==, "\xc3\xa9\xc3\xa9...");
+  g_autofree char *b = df_display_text ("a\xff" "b\nc", 10);
+  g_assert_cmpstr (b, ==, "a\xef\xbf\xbd" "b?c");
+  g_autofree char *c = df_display_text ("short", 64);
+  g_assert_cmpstr (c, ==, "short");
+
+  /* a long name of 2-byte characters: the message is valid UTF-8 */
+  GString *name = g_string_new (NULL);
+  for (int i = 0; i < 200; i++)
+    g_string_append (name, "\xc3\xa9");
+  g_autoptr (GError) err = NULL;
+  g_assert_false (df_validate_name ("device", name->str, &err));
+  g_assert_true (g_utf8_validate (err->message, -1, NULL));
+  g_assert_cmpuint (strlen (err->message), <, 300);
+  g_clear_error (&err);
+  g_assert_false (df_validate_name ("device", "pc\xc3\xa9", &err));
+  g_assert_true (g_utf8_validate (err->message, -1, NULL));
+  g_assert_nonnull (strstr (err->message, "character '\xc3\xa9' not allowed"));
+  g_string_free (name, TRUE);
+}
+
+/* Empty or blank option values are refused, except where '' means none. */
+static void
+test_option_values (void)
+{
+  char *farm = NULL, *coll = NULL;
+  char **listen = NULL;
+  gint n = 0;
+  const GOptionEntry entries[] = {
+    { "farm", 0, 0, G_OPTION_ARG_FILENAME, &farm, "", "DIR" },
+    { "collection", 0, 0, G_OPTION_ARG_STRING, &coll, "", "NAME" },
+    { "listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &listen, "", "ADDR" },
+    { "n", 0, 0, G_OPTION_ARG_INT, &n, "", "N" },
+    G_OPTION_ENTRY_NULL
+  };
+  static const char *const none_ok[] = { "collection", NULL };
+  static const struct { const char *args[3]; const char *msg; } rows[] = {
+    { { NULL }, NULL },
+    { { "--farm=/srv/farm", "--collection=", NULL }, NULL },
+    { { "--farm=", NULL }, "option --farm: empty value" },
+    { { "--farm=  ", NULL }, "option --farm: empty value" },
+    { { "--collection= ", NULL }, "option --collection: empty value" },
+    { { "--listen=a:1", "--listen=", NULL }, "option --listen: empty value" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (rows); i++)
+    {
+      g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+      g_ptr_array_add (argv, (char *) "prog");
+      for (int j = 0; j < 3 && rows[i].args[j]; j++)
+        g_ptr_array_add (argv, (char *) rows[i].args[j]);
+      int argc = (int) argv->len;
+      char **av = (char **) argv->pdata;
+      g_autoptr (GOptionContext) oc = g_option_context_new (NULL);
+      g_option_context_add_main_entries (oc, entries, NULL);
+      g_assert_true (g_option_context_parse (oc, &argc, &av, NULL));
+      g_autoptr (GError) err = NULL;
+      bool ok = df_options_check_values (entries, none_ok, &err);
+      g_assert_cmpint (ok, ==, rows[i].msg == NULL);
+      if (!ok)
+        g_assert_cmpstr (err->message, ==, rows[i].msg);
+      g_clear_pointer (&farm, g_free);
+      g_clear_pointer (&coll, g_free);
+      g_clear_pointer (&listen, g_strfreev);
+    }
 }
 
 static void
@@ -319,6 +504,10 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/common/sizes", test_sizes);
   g_test_add_func ("/common/macs", test_macs);
+  g_test_add_func ("/common/device-macs", test_device_macs);
+  g_test_add_func ("/common/hosts", test_hosts);
+  g_test_add_func ("/common/display-text", test_display_text);
+  g_test_add_func ("/common/option-values", test_option_values);
   g_test_add_func ("/common/names", test_names);
   g_test_add_func ("/common/listen", test_listen);
   g_test_add_func ("/common/sha256", test_sha256);
