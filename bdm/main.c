@@ -8,6 +8,7 @@
 #include "conf.h"
 #include "config.h"
 #include "farm.h"
+#include "common.h"
 
 #include <locale.h>
 #include <stdio.h>
@@ -286,7 +287,8 @@ main (int argc, char **argv)
   g_option_context_set_description (oc, description);
   g_option_context_add_main_entries (oc, entries, NULL);
   g_autoptr(GError) err = NULL;
-  bool ok = g_option_context_parse (oc, &argc, &argv, &err);
+  bool ok = g_option_context_parse (oc, &argc, &argv, &err)
+            && df_options_check_values (entries, NULL, &err);
   if (ok && version)
     {
       printf ("bdm (diskfarm) %s\n", DF_VERSION);

@@ -164,7 +164,8 @@ parse_options (Options *o, int *argc, char ***argv, GError **err)
   g_option_context_set_summary (oc, "diskfarm bootstrap service: ProxyDHCP, "
                                 "TFTP and HTTP iPXE boot scripts.");
   g_option_context_add_main_entries (oc, entries, NULL);
-  if (!g_option_context_parse (oc, argc, argv, err))
+  if (!g_option_context_parse (oc, argc, argv, err)
+      || !df_options_check_values (entries, NULL, err))
     return false;
   gint ports[] = { o->http_port, o->tftp_port, o->dhcp_port, o->pxe_port };
   for (guint i = 0; i < G_N_ELEMENTS (ports); i++)

@@ -120,6 +120,20 @@ parse_keeping_farm (DfCtx *ctx, GOptionContext *oc, int *argc, char ***argv,
   return true;
 }
 
+/* Options where '' means "none" (device set --collection '', free text). */
+static const char *const empty_means_none[] = { "collection", "description",
+                                               NULL };
+
+/* Refuse empty values of the options just parsed (entries may be NULL). */
+static bool
+check_values (const GOptionEntry *entries, const GOptionEntry *global,
+              GError **err)
+{
+  return (entries == NULL
+          || df_options_check_values (entries, empty_means_none, err))
+         && df_options_check_values (global, NULL, err);
+}
+
 /* Turn any parse error into a usage error. */
 static void
 to_usage_error (GError **err)
@@ -186,7 +200,8 @@ df_cmd_parse (DfCtx *ctx, const DfCmdSpec *spec, const GOptionEntry *entries,
   global_entries_for (ctx, global);
   g_option_context_add_main_entries (oc, global, NULL);
 
-  if (!parse_keeping_farm (ctx, oc, argc, argv, err))
+  if (!parse_keeping_farm (ctx, oc, argc, argv, err)
+      || !check_values (entries, global, err))
     {
       to_usage_error (err);
       return false;
@@ -394,7 +409,8 @@ run_group (DfCtx *ctx, const DfGroup *g, int argc, char **argv, char **path,
   global_entries_for (ctx, global);
   g_option_context_add_main_entries (oc, global, NULL);
   *path = g_strdup (g->name);
-  if (!parse_keeping_farm (ctx, oc, &argc, &argv, err))
+  if (!parse_keeping_farm (ctx, oc, &argc, &argv, err)
+      || !check_values (NULL, global, err))
     {
       to_usage_error (err);
       return false;
@@ -468,7 +484,8 @@ run (DfCtx *ctx, int argc, char **argv, char **path, GError **err)
   g_option_context_add_main_entries (oc, global, NULL);
   g_option_context_add_main_entries (oc, entries, NULL);
   *path = g_strdup ("");
-  if (!g_option_context_parse (oc, &argc, &argv, err))
+  if (!g_option_context_parse (oc, &argc, &argv, err)
+      || !check_values (entries, global, err))
     {
       to_usage_error (err);
       return false;

@@ -4,6 +4,7 @@
  *
  * Errors end as one line "isobuild: <message>" and exit 1. */
 #include "isobuild.h"
+#include "common.h"
 #include "config.h"
 
 #include <locale.h>
@@ -132,7 +133,8 @@ main (int argc, char **argv)
     "/usr/lib/ISOLINUX/isohdpfx.bin tree/\n");
   g_option_context_add_main_entries (oc, entries, NULL);
   g_autoptr(GError) err = NULL;
-  bool ok = g_option_context_parse (oc, &argc, &argv, &err);
+  bool ok = g_option_context_parse (oc, &argc, &argv, &err)
+            && df_options_check_values (entries, NULL, &err);
   if (ok && o.version)
     {
       printf ("isobuild (diskfarm) %s\n", DF_VERSION);

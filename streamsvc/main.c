@@ -91,7 +91,8 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
 
   o->threads = -1;
   g_option_context_add_main_entries (ctx, entries, NULL);
-  if (!g_option_context_parse (ctx, argc, argv, err))
+  if (!g_option_context_parse (ctx, argc, argv, err)
+      || !df_options_check_values (entries, NULL, err))
     return false;
   if (*argc > 1)
     {

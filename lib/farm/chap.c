@@ -113,7 +113,7 @@ chap_update (DfFarm *farm, const char *device, const char *user,
 {
   g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
     "UPDATE devices SET chap_user = ?, chap_secret = ?, mutual_secret = ? "
-    "WHERE name = ?", err);
+    "WHERE name = ? COLLATE NOCASE", err);
   int rc;
 
   if (st == NULL)
@@ -217,7 +217,8 @@ df_farm_chap_get (DfFarm *farm, const char *key, GError **err)
                        "generation FROM devices WHERE mac = ?", mac, err);
   return chap_query (farm,
                      "SELECT name, chap_user, chap_secret, mutual_secret, "
-                     "generation FROM devices WHERE name = ?", key, err);
+                     "generation FROM devices WHERE name = ? COLLATE NOCASE",
+                     key, err);
 }
 
 DfChap *

@@ -11,6 +11,7 @@
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
+#include "vdisk.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -304,37 +305,35 @@ check_device_type (const char *type, GError **err)
   return false;
 }
 
-/* "server", "server-persistent", "hypervisor" or "ram:<MiB>" with MiB a
- * positive decimal below 2^32.  The vdisk engine checks the mode fully when it opens a cache;
- * this keeps nonsense out of the DB.  *out: canonical form (new string). */
+/* The vdisk engine's own grammar (df_cache_mode_parse), so the DB never
+ * holds a mode streamsvc would refuse at open.  *out: canonical form (new
+ * string). */
 static bool
 check_cache_mode (const char *mode, char **out, GError **err)
 {
-  if (mode && (strcmp (mode, "server") == 0
-               || strcmp (mode, "server-persistent") == 0
-               || strcmp (mode, "hypervisor") == 0))
+  DfCacheMode m;
+  if (!df_cache_mode_parse (mode, &m, err))
+    return false;
+  *out = df_cache_mode_to_string (&m);
+  return true;
+}
+
+/* 0 (no quota) or at least one cache block: a smaller quota could hold no
+ * block at all. */
+static bool
+check_quota (uint64_t quota, GError **err)
+{
+  if (!check_size ("quota", quota, true, err))
+    return false;
+  if (quota != 0 && quota < DF_CACHE_BLOCK_SIZE)
     {
-      *out = g_strdup (mode);
-      return true;
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "quota %" G_GUINT64_FORMAT " bytes is below one cache "
+                   "block (%u bytes); use at least 4K, or none", quota,
+                   DF_CACHE_BLOCK_SIZE);
+      return false;
     }
-  if (mode && g_str_has_prefix (mode, "ram:"))
-    {
-      const char *p = mode + 4, *end = p + strlen (p);
-      guint64 mib = 0;
-      const char *q = p;
-      for (; q < end && g_ascii_isdigit (*q) && mib <= G_MAXUINT32; q++)
-        mib = mib * 10 + (guint64) (*q - '0');
-      if (q == end && q > p && mib > 0 && mib <= G_MAXUINT32)
-        {
-          *out = g_strdup_printf ("ram:%" G_GUINT64_FORMAT, mib);
-          return true;
-        }
-    }
-  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-               "cache mode '%s' is not server, server-persistent, "
-               "hypervisor or ram:<MiB> (a positive number of MiB)",
-               mode ? mode : "");
-  return false;
+  return true;
 }
 
 /* ---- open / close ----------------------------------------------------- */
@@ -415,7 +414,13 @@ open_db (DfFarm *farm, bool create, GError **err)
 DfFarm *
 df_farm_open (const char *dir, bool create, const char *who, GError **err)
 {
-  g_return_val_if_fail (dir && *dir, NULL);
+  g_autofree char *stripped = g_strstrip (g_strdup (dir ? dir : ""));
+  if (stripped[0] == '\0')
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "the farm directory is an empty string");
+      return NULL;
+    }
   g_autoptr (DfFarm) farm = g_new0 (DfFarm, 1);
   farm->dir = g_strdup (dir);
   farm->db_path = g_build_filename (dir, "farm.db", NULL);
@@ -1472,22 +1477,24 @@ device_check (const DfDevice *d, DeviceIn *in, GError **err)
                    "device '%s' needs a MAC address", d->name);
       return false;
     }
-  return df_parse_mac (d->mac, in->mac, err)
+  return df_parse_device_mac (d->mac, in->mac, err)
          && (!d->collection
              || df_validate_name ("collection", d->collection, err))
          && (!d->vdisk || df_validate_name ("vdisk", d->vdisk, err))
          && check_device_type (in->type, err)
          && check_cache_mode (d->cache_mode ? d->cache_mode : "server",
                               &in->cache_mode, err)
-         && check_size ("quota", d->quota, true, err);
+         && check_quota (d->quota, err);
 }
 
-/* Device row found by one column; NULL with *err unset when absent. */
+/* Device row found by one column; NULL with *err unset when absent.
+ * Device names are iSCSI target names, which are case-insensitive: a name
+ * matches whatever its case (ASCII, as names are), so "PC01" finds pc01. */
 static DfDevice *
 device_find_by_name (DfFarm *farm, const char *name, GError **err)
 {
-  return row_find (farm, DEVICE_COLUMNS "WHERE d.name = ?", name,
-                   device_from_row, err);
+  return row_find (farm, DEVICE_COLUMNS "WHERE d.name = ? COLLATE NOCASE",
+                   name, device_from_row, err);
 }
 
 static DfDevice *
@@ -1549,6 +1556,13 @@ device_add_locked (DfFarm *farm, DeviceIn *in, GError **err)
 {
   gint64 vid, cid;
   g_autoptr (DfDevice) dup = device_find_by_name (farm, in->name, NULL);
+  if (dup && strcmp (dup->name, in->name) != 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "device '%s' already exists as '%s' (MAC %s; device names "
+                   "are case-insensitive)", in->name, dup->name, dup->mac);
+      return false;
+    }
   if (dup)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
@@ -1713,7 +1727,8 @@ df_farm_device_update (DfFarm *farm, const DfDevice *d, GError **err)
 static bool
 device_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
 {
-  return lookup_id (farm, "device", "SELECT id FROM devices WHERE name = ?",
+  return lookup_id (farm, "device",
+                    "SELECT id FROM devices WHERE name = ? COLLATE NOCASE",
                     name, id, err);
 }
 

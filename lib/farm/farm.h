@@ -165,9 +165,13 @@ typedef struct {
 void df_device_free (DfDevice *d);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfDevice, df_device_free)
 
-/* Checks: valid name, unique name and MAC, vdisk and collection exist. */
+/* Checks: valid name, unique name (case-insensitive: iSCSI names are; "PC01"
+ * is refused while pc01 exists) and MAC, a unicast MAC (not zero,
+ * broadcast or multicast), a cache mode df_cache_mode_parse accepts, a
+ * quota of 0 or at least DF_CACHE_BLOCK_SIZE, vdisk and collection exist. */
 bool df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err);
-/* By name, or by MAC when key parses as a MAC. */
+/* By name in any case, or by MAC when key parses as a MAC.  The device
+ * returned carries its name as stored. */
 DfDevice *df_farm_device_get (DfFarm *farm, const char *key, GError **err);
 GPtrArray *df_farm_device_list (DfFarm *farm, const char *collection,
                                 GError **err);                 /* DfDevice */
@@ -218,7 +222,7 @@ typedef struct {
 void df_server_free (DfServer *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfServer, df_server_free)
 
-/* Checks: valid name, non-empty address without spaces, ports 1-65535,
+/* Checks: valid name, an address df_validate_host accepts, ports 1-65535,
  * power 1-1000; DF_ERROR_EXISTS when the name is taken. */
 bool df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err);
 DfServer *df_farm_server_get (DfFarm *farm, const char *name, GError **err);

@@ -46,6 +46,8 @@ server_from_row (DfFarmStmt *st)
 #define SERVER_COLS \
   "id, name, address, iscsi_port, nbd_port, admin_port, power, created"
 
+/* The address goes into boot scripts and media: an IP literal or an RFC
+ * 1123 host name, nothing else. */
 static bool
 check_address (const char *a, GError **err)
 {
@@ -55,22 +57,7 @@ check_address (const char *a, GError **err)
                    "a server needs an address");
       return false;
     }
-  if (strlen (a) > 253)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "server address too long (%zu characters, at most 253)",
-                   strlen (a));
-      return false;
-    }
-  for (const char *p = a; *p; p++)
-    if (!g_ascii_isalnum (*p) && !strchr (".-:_", *p))
-      {
-        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                     "invalid server address '%s': character '%c' is not "
-                     "allowed", a, g_ascii_isprint (*p) ? *p : '?');
-        return false;
-      }
-  return true;
+  return df_validate_host ("server address", a, err);
 }
 
 static bool
@@ -449,7 +436,7 @@ df_farm_device_chap (DfFarm *farm, const char *device, char **user,
     return true;              /* schema without CHAP: no credentials */
   /* Column names come from the fixed lists above, never from input. */
   g_autofree char *sql = g_strdup_printf (
-    "SELECT %s, %s FROM devices WHERE name = ?", ucol, scol);
+    "SELECT %s, %s FROM devices WHERE name = ? COLLATE NOCASE", ucol, scol);
   g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, sql, err);
   if (!st)
     return false;

@@ -14,49 +14,53 @@
 #define SHIFT DF_CACHE_BLOCK_SHIFT
 #define MASK  DF_CACHE_BLOCK_MASK
 
-/* ram:<MiB> upper bound: 1 TiB of RAM cache per device is already absurd. */
-#define RAM_MAX_MIB (1024u * 1024)
+/* ram:<size> bounds: 1 TiB of RAM cache per device is already absurd. */
+#define RAM_MIN ((uint64_t) 1 << 20)
+#define RAM_MAX ((uint64_t) 1 << 40)
 #define QUOTA_WARN_INTERVAL_US (60 * G_USEC_PER_SEC)
 
 /* ---- mode strings ------------------------------------------------------ */
 
 static bool
-parse_ram_mib (const char *s, const char *whole, uint64_t *out, GError **err)
+all_digits (const char *s)
 {
-  char *end = NULL;
-  guint64 v;
+  for (; *s; s++)
+    if (!g_ascii_isdigit (*s))
+      return false;
+  return true;
+}
 
-  if (!g_ascii_isdigit (s[0]))
+/* "512" (MiB, the historical spelling) or a df_parse_size size. */
+static bool
+parse_ram_size (const char *s, const char *whole, uint64_t *out, GError **err)
+{
+  g_autoptr (GError) e = NULL;
+  uint64_t v;
+  bool mib = s[0] != '\0' && all_digits (s);
+  if (!df_parse_size (s, &v, &e))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "cache mode \"%s\": ram size must be a positive number "
-                   "of MiB, as in ram:512", whole);
+                   "cache mode \"%s\": %s (ram:<MiB> as in ram:512, or a "
+                   "size as in ram:1.5G)", whole, e->message);
       return false;
     }
-  errno = 0;
-  v = g_ascii_strtoull (s, &end, 10);
-  if (*end != '\0')
+  if (mib)
+    v = v > (RAM_MAX >> 20) ? RAM_MAX + 1 : v << 20;
+  if (v > RAM_MAX)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "cache mode \"%s\": trailing characters after the MiB "
-                   "count", whole);
+                   "cache mode \"%s\": ram size above the maximum of 1T "
+                   "(%" G_GUINT64_FORMAT " MiB)", whole, RAM_MAX >> 20);
       return false;
     }
-  if (errno == ERANGE || v > RAM_MAX_MIB)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "cache mode \"%s\": ram size above the maximum of %u MiB",
-                   whole, RAM_MAX_MIB);
-      return false;
-    }
-  if (v == 0)
+  if (v < RAM_MIN)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                    "cache mode \"%s\": ram size must be at least 1 MiB",
                    whole);
       return false;
     }
-  *out = (uint64_t) v << 20;
+  *out = v;
   return true;
 }
 
@@ -68,7 +72,7 @@ df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err)
   if (s == NULL || *s == '\0')
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "empty cache mode (expected server, ram:<MiB>, "
+                   "empty cache mode (expected server, ram:<size>, "
                    "server-persistent or hypervisor)");
       return false;
     }
@@ -81,13 +85,13 @@ df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err)
   else if (g_str_has_prefix (s, "ram:"))
     {
       m.kind = DF_CACHE_RAM;
-      if (!parse_ram_mib (s + 4, s, &m.ram_limit, err))
+      if (!parse_ram_size (s + 4, s, &m.ram_limit, err))
         return false;
     }
   else
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "unknown cache mode \"%s\" (expected server, ram:<MiB>, "
+                   "unknown cache mode \"%s\" (expected server, ram:<size>, "
                    "server-persistent or hypervisor)", s);
       return false;
     }
@@ -103,8 +107,13 @@ df_cache_mode_to_string (const DfCacheMode *m)
     {
     case DF_CACHE_SERVER:
       return g_strdup ("server");
-    case DF_CACHE_RAM:
-      return g_strdup_printf ("ram:%" G_GUINT64_FORMAT, m->ram_limit >> 20);
+    case DF_CACHE_RAM: /* whole MiB as before; else the exact size */
+      if ((m->ram_limit & ((1u << 20) - 1)) == 0)
+        return g_strdup_printf ("ram:%" G_GUINT64_FORMAT, m->ram_limit >> 20);
+      if ((m->ram_limit & ((1u << 10) - 1)) == 0)
+        return g_strdup_printf ("ram:%" G_GUINT64_FORMAT "K",
+                                m->ram_limit >> 10);
+      return g_strdup_printf ("ram:%" G_GUINT64_FORMAT "B", m->ram_limit);
     case DF_CACHE_PERSISTENT:
       return g_strdup ("server-persistent");
     case DF_CACHE_HYPERVISOR:

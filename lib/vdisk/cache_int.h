@@ -19,8 +19,6 @@
 #include "common.h"
 #include "vdisk.h"
 
-#define DF_CACHE_BLOCK_SHIFT 12
-#define DF_CACHE_BLOCK_SIZE  (1u << DF_CACHE_BLOCK_SHIFT)
 #define DF_CACHE_BLOCK_MASK  ((uint64_t) DF_CACHE_BLOCK_SIZE - 1)
 
 /* Block states.  Also the on-disk map entry values of server-persistent. */

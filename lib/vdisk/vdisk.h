@@ -133,6 +133,11 @@ bool df_vdisk_merge_layers_sha256 (const char *top_path, guint n_layers,
 
 /* ---- write caches (cache_*.c) ------------------------------------------ */
 
+/* Granularity of every write cache: the smallest quota that can hold
+ * anything (lib/farm refuses smaller ones). */
+#define DF_CACHE_BLOCK_SHIFT 12
+#define DF_CACHE_BLOCK_SIZE  (1u << DF_CACHE_BLOCK_SHIFT)
+
 typedef enum {
   DF_CACHE_SERVER = 0,      /* sparse file on the server, reset each boot */
   DF_CACHE_RAM,             /* RAM up to ram_limit, overflow to disk */
@@ -148,7 +153,11 @@ typedef struct {
   uint64_t ram_limit;       /* bytes, DF_CACHE_RAM only */
 } DfCacheMode;
 
-/* "server" | "ram:<MiB>" | "server-persistent" | "hypervisor" */
+/* The one grammar of cache modes (the farm DB stores only what this
+ * accepts, in df_cache_mode_to_string's canonical spelling):
+ * "server" | "server-persistent" | "hypervisor" | "ram:<SIZE>", SIZE a
+ * plain number of MiB ("ram:512", as before) or a size with a unit in
+ * df_parse_size syntax ("ram:1.5G", "ram:1536M"), 1 MiB to 1 TiB. */
 bool df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err);
 char *df_cache_mode_to_string (const DfCacheMode *m);
 bool df_cache_mode_is_persistent (const DfCacheMode *m);

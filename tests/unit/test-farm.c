@@ -4,6 +4,7 @@
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
+#include "vdisk.h"
 
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -597,12 +598,93 @@ test_collections_devices (Fixture *fx, gconstpointer data)
   g_assert_cmpint (count_rows (fx->dir, "devices"), ==, 0);
 }
 
+/* ---- one cache-mode grammar ---------------------------------------------- */
+
+/* The farm takes exactly the modes the vdisk engine opens, and stores them
+ * in a spelling the engine reads back to the same mode. */
+static void
+test_cache_modes_one_grammar (Fixture *fx, gconstpointer data)
+{
+  static const char *const modes[] = {
+    "server", "server-persistent", "hypervisor", "ram:1", "ram:512",
+    "ram:1.5G", "ram:1536M", "ram:1536m", "ram:1025K", "ram:1048576",
+    "ram:1T", "ram:1048577", "ram:4294967295", "ram:2T", "ram:0",
+    "ram:1023K", "ram:", "ram:x", "ram:1.5", "ram:-1", "RAM:5", "server ",
+    "",
+  };
+  add_vdisk (fx->farm, "base");
+  for (gsize i = 0; i < G_N_ELEMENTS (modes); i++)
+    {
+      DfCacheMode want, back;
+      g_autoptr (GError) verr = NULL, ferr = NULL;
+      g_test_message ("mode '%s'", modes[i]);
+      bool engine_ok = df_cache_mode_parse (modes[i], &want, &verr);
+      DfDevice d = { .name = (char *) "pcm", .mac = (char *) "52:54:00:aa:00:01",
+                     .vdisk = (char *) "base", .cache_mode = (char *) modes[i] };
+      bool farm_ok = df_farm_device_add (fx->farm, &d, &ferr);
+      g_assert_cmpint (farm_ok, ==, engine_ok);
+      if (!farm_ok)
+        {
+          g_assert_cmpstr (ferr->message, ==, verr->message);
+          continue;
+        }
+      g_autoptr (DfDevice) got = df_farm_device_get (fx->farm, "pcm", &ferr);
+      g_assert_no_error (ferr);
+      g_assert_true (df_cache_mode_parse (got->cache_mode, &back, &verr));
+      g_assert_cmpint (back.kind, ==, want.kind);
+      g_assert_cmpuint (back.ram_limit, ==, want.ram_limit);
+      g_assert_true (df_farm_device_remove (fx->farm, "pcm", &ferr));
+    }
+}
+
+/* Device names are case-insensitive everywhere the farm looks them up. */
+static void
+test_device_names_nocase (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  add_vdisk (fx->farm, "base");
+  add_device (fx->farm, "pc01", "52:54:00:00:00:01", "base", NULL, NULL);
+  g_autoptr (DfDevice) d = df_farm_device_get (fx->farm, "PC01", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (d->name, ==, "pc01");
+  gint64 gen = 0;
+  g_assert_true (df_farm_device_new_generation (fx->farm, "Pc01", &gen, &err));
+  g_assert_cmpint (gen, ==, d->generation + 1);
+  g_free (d->type);
+  d->type = g_strdup ("test");
+  g_free (d->name);
+  d->name = g_strdup ("PC01");
+  g_assert_true (df_farm_device_update (fx->farm, d, &err));
+  g_autoptr (DfDevice) d2 = df_farm_device_get (fx->farm, "pc01", &err);
+  g_assert_cmpstr (d2->type, ==, "test");
+  g_assert_cmpstr (d2->name, ==, "pc01");
+  g_assert_true (df_farm_device_remove (fx->farm, "PC01", &err));
+  g_autoptr (DfDevice) gone = df_farm_device_get (fx->farm, "pc01", &err);
+  g_assert_null (gone);
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+}
+
+/* An empty farm directory is an error, not an assertion. */
+static void
+test_open_empty_dir (void)
+{
+  static const char *const dirs[] = { "", " ", NULL };
+  for (gsize i = 0; i < G_N_ELEMENTS (dirs); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_assert_null (df_farm_open (dirs[i], true, "test:unit", &err));
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+      g_assert_cmpstr (err->message, ==,
+                       "the farm directory is an empty string");
+    }
+}
+
 /* ---- bad inputs ------------------------------------------------------- */
 
 typedef enum {
   OP_DEVICE_ADD, OP_DEVICE_UPDATE, OP_DEVICE_REMOVE, OP_DEVICE_RESET,
   OP_VDISK_ADD, OP_VDISK_REMOVE, OP_VERSION_ADD, OP_VERSION_STATE,
-  OP_COLLECTION_ADD, OP_AUDIT,
+  OP_COLLECTION_ADD, OP_AUDIT, OP_SERVER_ADD,
 } Op;
 
 typedef struct {
@@ -639,9 +721,19 @@ static const BadRow bad_rows[] = {
     .code = DF_ERROR_INVALID },
   { OP_DEVICE_ADD, "pcx", "52:54-00:00:01:01", "base", .code = DF_ERROR_INVALID },
   { OP_DEVICE_ADD, "pcx", "5254.0000.0101x", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "ff:ff:ff:ff:ff:ff", "base",
+    .code = DF_ERROR_INVALID, .in_message = "broadcast" },
+  { OP_DEVICE_ADD, "pcx", "01:00:5e:00:00:01", "base",
+    .code = DF_ERROR_INVALID, .in_message = "multicast" },
+  { OP_DEVICE_ADD, "pcx", "00:00:00:00:00:00", "base",
+    .code = DF_ERROR_INVALID, .in_message = "all zeros" },
   /* device add: duplicates */
   { OP_DEVICE_ADD, "pc1", "52:54:00:00:01:09", "base", .code = DF_ERROR_EXISTS,
     .in_message = "pc1" },
+  { OP_DEVICE_ADD, "PC1", "52:54:00:00:01:09", "base", .code = DF_ERROR_EXISTS,
+    .in_message = "device 'PC1' already exists as 'pc1'" },
+  { OP_DEVICE_ADD, "Pc2", "52:54:00:00:01:09", "base", .code = DF_ERROR_EXISTS,
+    .in_message = "as 'pc2'" },
   { OP_DEVICE_ADD, "pcx", "52-54-00-00-00-01", "base", .code = DF_ERROR_EXISTS,
     .in_message = "device 'pc1'" },
   { OP_DEVICE_ADD, "pcx", "525400000001", "base", .code = DF_ERROR_EXISTS,
@@ -696,6 +788,21 @@ static const BadRow bad_rows[] = {
     .code = DF_ERROR_INVALID },
   { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .num = Q64,
     .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .num = 1,
+    .code = DF_ERROR_INVALID, .in_message = "below one cache block" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .num = 4095,
+    .code = DF_ERROR_INVALID, .in_message = "below one cache block" },
+  /* modes lib/farm took and lib/vdisk refused at open (above 1 TiB) */
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:1048577",
+    .code = DF_ERROR_INVALID, .in_message = "maximum" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base",
+    .cache = "ram:4294967295", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:2T",
+    .code = DF_ERROR_INVALID, .in_message = "maximum" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:512K",
+    .code = DF_ERROR_INVALID, .in_message = "at least 1 MiB" },
+  { OP_DEVICE_ADD, "pcx", "52:54:00:00:01:01", "base", .cache = "ram:1.5",
+    .code = DF_ERROR_INVALID },
   /* device update / remove / reset */
   { OP_DEVICE_UPDATE, "nosuch", "52:54:00:00:01:01", "base",
     .code = DF_ERROR_NOT_FOUND, .in_message = "nosuch" },
@@ -710,6 +817,12 @@ static const BadRow bad_rows[] = {
   { OP_DEVICE_UPDATE, "pc1", "52:54:00:00:00:01", "base", .cache = "ram:0",
     .code = DF_ERROR_INVALID },
   { OP_DEVICE_UPDATE, "pc1", "bad", "base", .code = DF_ERROR_INVALID },
+  { OP_DEVICE_UPDATE, "pc1", "ff:ff:ff:ff:ff:ff", "base",
+    .code = DF_ERROR_INVALID, .in_message = "broadcast" },
+  { OP_DEVICE_UPDATE, "PC1", "52:54:00:00:00:02", "base",
+    .code = DF_ERROR_EXISTS, .in_message = "device 'pc2'" },
+  { OP_DEVICE_UPDATE, "pc1", "52:54:00:00:00:01", "base", .num = 512,
+    .code = DF_ERROR_INVALID, .in_message = "below one cache block" },
   { OP_DEVICE_REMOVE, "nosuch", .code = DF_ERROR_NOT_FOUND },
   { OP_DEVICE_REMOVE, "a/b", .code = DF_ERROR_INVALID },
   { OP_DEVICE_RESET, "nosuch", .code = DF_ERROR_NOT_FOUND },
@@ -782,6 +895,17 @@ static const BadRow bad_rows[] = {
   { OP_COLLECTION_ADD, "lab2", .vdisk = "a/b", .code = DF_ERROR_INVALID },
   /* audit */
   { OP_AUDIT, NULL, .code = DF_ERROR_INVALID },
+  /* server add: the address goes into boot media (.mac is the address) */
+  { OP_SERVER_ADD, "ss9", "999.1.1.1", .code = DF_ERROR_INVALID,
+    .in_message = "not a valid IPv4 address" },
+  { OP_SERVER_ADD, "ss9", "10.0.0", .code = DF_ERROR_INVALID },
+  { OP_SERVER_ADD, "ss9", "a_b.example", .code = DF_ERROR_INVALID,
+    .in_message = "'_'" },
+  { OP_SERVER_ADD, "ss9", "-ss.example", .code = DF_ERROR_INVALID },
+  { OP_SERVER_ADD, "ss9", "ss..example", .code = DF_ERROR_INVALID },
+  { OP_SERVER_ADD, "ss9", "fe80::1::2", .code = DF_ERROR_INVALID,
+    .in_message = "IPv6" },
+  { OP_SERVER_ADD, "ss9", "", .code = DF_ERROR_INVALID },
 };
 
 static bool
@@ -819,6 +943,13 @@ run_bad (DfFarm *f, const BadRow *r, GError **err)
       return df_farm_collection_add (f, r->name, NULL, r->vdisk, err);
     case OP_AUDIT:
       return df_farm_audit (f, r->name, "x", NULL, err);
+    case OP_SERVER_ADD:
+      {
+        DfServer srv = { .name = (char *) r->name, .address = (char *) r->mac,
+                         .iscsi_port = 3260, .nbd_port = 10809,
+                         .admin_port = 8080, .power = 1 };
+        return df_farm_server_add (f, &srv, err);
+      }
     }
   g_assert_not_reached ();
 }
@@ -1215,11 +1346,14 @@ main (int argc, char **argv)
   g_test_add_func ("/farm/migrations-idempotent", test_migrations_idempotent);
   g_test_add_func ("/farm/newer-schema-refused", test_newer_refused);
   g_test_add_func ("/farm/not-a-farm", test_not_a_farm);
+  g_test_add_func ("/farm/open-empty-dir", test_open_empty_dir);
 #define FX(path, fn) \
   g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
   FX ("/farm/vdisks-versions", test_vdisks_versions);
   FX ("/farm/collections-devices", test_collections_devices);
   FX ("/farm/bad-inputs", test_bad_inputs);
+  FX ("/farm/cache-modes-one-grammar", test_cache_modes_one_grammar);
+  FX ("/farm/device-names-nocase", test_device_names_nocase);
   FX ("/farm/bad-inputs-nested", test_bad_inputs_nested);
   FX ("/farm/failure-after-write", test_failure_after_write);
   FX ("/farm/audit", test_audit_rows);
