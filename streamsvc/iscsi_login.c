@@ -121,9 +121,10 @@ iscsi_target_to_export (const char *iqn, GError **err)
     return g_strdup_printf ("device/%s", mac);
   if (df_validate_name ("device", rest, NULL))
     return g_strdup_printf ("device/%s", rest);
-unknown:
-  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "unknown target '%.300s'",
-               iqn ? iqn : "(none)");
+unknown:;
+  g_autofree char *shown = df_display_text (iqn ? iqn : "(none)", 224);
+  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "unknown target '%s'",
+               shown);
   return NULL;
 }
 

@@ -467,8 +467,9 @@ iscsi_decode_number (const char *s, uint64_t max, uint64_t *out,
         {
           if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
             {
+              g_autofree char *shown = df_display_text (s, 20);
               g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                           "invalid number '%.20s'", s);
+                           "invalid number '%s'", shown);
               return false;
             }
           v = v * 10 + (uint64_t) (*p - '0');

@@ -261,6 +261,28 @@ test_target_names (void)
     }
 }
 
+/* Messages quoting a long name never cut a UTF-8 character in half. */
+static void
+test_messages_utf8 (void)
+{
+  GString *iqn = g_string_new (IQN);
+  GString *num = g_string_new ("1");
+  for (int i = 0; i < 400; i++)
+    g_string_append (iqn, "\xc3\xa9");
+  for (int i = 0; i < 40; i++)
+    g_string_append (num, "\xc3\xa9");
+  g_autoptr (GError) err = NULL;
+  g_assert_null (iscsi_target_to_export (iqn->str, &err));
+  g_assert_true (g_utf8_validate (err->message, -1, NULL));
+  g_assert_nonnull (strstr (err->message, "..."));
+  g_clear_error (&err);
+  uint64_t v;
+  g_assert_false (iscsi_decode_number (num->str, 255, &v, &err));
+  g_assert_true (g_utf8_validate (err->message, -1, NULL));
+  g_string_free (iqn, TRUE);
+  g_string_free (num, TRUE);
+}
+
 /* ---- engine over a farm ------------------------------------------------------------ */
 
 typedef struct {
@@ -926,6 +948,7 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/iscsi/messages-utf8", test_messages_utf8);
   g_test_add_func ("/iscsi/crc32c", test_crc32c);
   g_test_add_func ("/iscsi/pdu-parse", test_pdu_parse);
   g_test_add_func ("/iscsi/out-roundtrip", test_out_roundtrip);
