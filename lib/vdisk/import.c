@@ -88,6 +88,28 @@ resolve_format (const char *src, const char *format, const char **out,
   return true;
 }
 
+/* A disk is whole sectors: streamsvc and initiators address 512-byte
+ * blocks, and a tail shorter than one could never be read or written. */
+static bool
+check_disk_size (const char *src, uint64_t size, GError **err)
+{
+  if (size == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "%s: the disk image is empty", src);
+      return false;
+    }
+  if (size % DF_SECTOR_SIZE != 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "%s: disk size %" G_GUINT64_FORMAT " bytes is not a "
+                   "multiple of %u (whole sectors)", src, size,
+                   DF_SECTOR_SIZE);
+      return false;
+    }
+  return true;
+}
+
 static bool
 import_native (const char *src, DfImageFormat fmt, const char *dest,
                df_progress_cb progress, void *opaque, uint64_t *virtual_size,
@@ -95,7 +117,7 @@ import_native (const char *src, DfImageFormat fmt, const char *dest,
 {
   g_autoptr (df_blk) chain = df_chain_open (src, fmt, err);
 
-  if (chain == NULL)
+  if (chain == NULL || !check_disk_size (src, chain->size, err))
     return false;
   if (virtual_size != NULL)
     *virtual_size = chain->size;

@@ -186,10 +186,15 @@ bool df_cache_discard_dir (const char *dir, GError **err);
 
 /* ---- import (import.c) ------------------------------------------------- */
 
+/* A vDisk is whole sectors: df_vdisk_import refuses other sizes. */
+#define DF_SECTOR_SIZE 512u
+
 /* Import src_path (format or auto) as a new standalone sparse qcow2 base at
  * dest_path.  Raw and qcow2 are read natively; any other format ("vhdx",
  * "vmdk", "vpc", "vdi") goes through `qemu-img convert` into a temporary
  * raw/qcow2 first (DF_ERROR_UNSUPPORTED when qemu-img is missing).
+ * An empty disk or one whose size is not a multiple of DF_SECTOR_SIZE is
+ * refused (DF_ERROR_INVALID) before anything is written.
  * On success *virtual_size receives the disk size. */
 bool df_vdisk_import (const char *src_path, const char *format,
                       const char *dest_path, df_progress_cb progress,

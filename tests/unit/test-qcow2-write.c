@@ -199,6 +199,25 @@ test_import_errors (void)
                                    &err));
   g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
   g_assert_false (g_file_test (dest, G_FILE_TEST_EXISTS));
+  g_clear_error (&err);
+
+  /* a disk is whole sectors: 6 bytes, 513 bytes and 0 bytes are refused
+   * and leave nothing in the directory */
+  static const gsize sizes[] = { 6, 513, 1023, 0 };
+  for (gsize i = 0; i < G_N_ELEMENTS (sizes); i++)
+    {
+      g_autofree char *data = g_malloc0 (sizes[i] + 1);
+      g_assert_true (g_file_set_contents (missing, data, sizes[i], NULL));
+      g_assert_false (df_vdisk_import (missing, "raw", dest, NULL, NULL,
+                                       NULL, &err));
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+      g_assert_nonnull (strstr (err->message, sizes[i] ? "not a multiple of 512"
+                                                       : "is empty"));
+      g_clear_error (&err);
+      g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+      g_assert_cmpstr (g_dir_read_name (d), ==, "nope.raw");
+      g_assert_null (g_dir_read_name (d));
+    }
   tu_rmrf (dir);
 }
 
