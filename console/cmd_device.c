@@ -78,7 +78,8 @@ device_opts_entries (DeviceOpts *o, GOptionEntry out[7])
     { "vdisk", 0, 0, G_OPTION_ARG_STRING, &o->vdisk,
       "vDisk the device boots", "VDISK" },
     { "cache", 'c', 0, G_OPTION_ARG_STRING, &o->cache,
-      "Write cache: server (default), ram:<MiB>, server-persistent, "
+      "Write cache: server (default), ram:<size> (ram:512 is 512 MiB; "
+      "ram:1.5G), server-persistent, "
       "hypervisor (a qcow2 overlay on the hypervisor; the device export is "
       "read-only)",
       "MODE" },
@@ -87,7 +88,8 @@ device_opts_entries (DeviceOpts *o, GOptionEntry out[7])
     { "collection", 0, 0, G_OPTION_ARG_STRING, &o->collection,
       "Collection the device belongs to ('' for none)", "NAME" },
     { "quota", 'q', 0, G_OPTION_ARG_STRING, &o->quota,
-      "Write cache limit, e.g. 10G ('none' or 0 for no limit)", "SIZE" },
+      "Write cache limit, qemu-img syntax: 10G, 1.5G, 4096M, at least 4K "
+      "('none' or 0 for no limit)", "SIZE" },
     G_OPTION_ENTRY_NULL
   };
   memcpy (out, e, sizeof e);
@@ -100,7 +102,7 @@ device_apply_opts (DfDevice *d, const DeviceOpts *o, GError **err)
   if (o->mac != NULL)
     {
       char mac[18];
-      if (!df_parse_mac (o->mac, mac, err))
+      if (!df_parse_device_mac (o->mac, mac, err))
         return false;
       g_free (d->mac);
       d->mac = g_strdup (mac);

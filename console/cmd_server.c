@@ -154,7 +154,8 @@ server_add (DfCtx *ctx, int argc, char **argv, GError **err)
   gint iscsi = 3260, nbd = 10809, admin = 8001, power = 1;
   const GOptionEntry entries[] = {
     { "address", 'a', 0, G_OPTION_ARG_STRING, &address,
-      "Address targets and bootstrap servers reach it at", "IP" },
+      "Address targets and bootstrap servers reach it at: an IPv4/IPv6 "
+      "literal or an RFC 1123 host name", "IP" },
     { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &iscsi,
       "iSCSI port (default 3260)", "PORT" },
     { "nbd-port", 0, 0, G_OPTION_ARG_INT, &nbd, "NBD port (default 10809)",
