@@ -78,7 +78,12 @@ import_job_clear (ImportJob *j, bool failed)
   if (failed && j->placed)
     g_unlink (j->final_path);
   if (j->tmp_dir != NULL)
-    remove_tmpdir (j->tmp_dir);
+    {
+      df_temp_unregister (j->tmp_dir);
+      remove_tmpdir (j->tmp_dir);
+    }
+  if (j->created_store)
+    df_temp_unregister (j->store_dir);
   if (failed && j->created_store)
     g_rmdir (j->store_dir);
   g_free (j->store_dir);
@@ -110,12 +115,32 @@ remove_stale_imports (const char *dir)
     }
 }
 
+/* Sweep the killed imports of every vdisk: each store/<vdisk>/ is looked
+ * at (cheap: one directory listing each); only .import-<dead pid>-* go. */
+static void
+remove_stale_imports_everywhere (const char *store_dir)
+{
+  g_autofree char *root = g_path_get_dirname (store_dir);
+  g_autoptr(GDir) d = g_dir_open (root, 0, NULL);
+  if (d == NULL)
+    return;
+  for (const char *f; (f = g_dir_read_name (d)) != NULL;)
+    {
+      g_autofree char *sub = g_build_filename (root, f, NULL);
+      if (g_file_test (sub, G_FILE_TEST_IS_DIR))
+        remove_stale_imports (sub);
+    }
+}
+
 /* Make store/<name>/ and a private temporary directory inside it. */
 static bool
 import_prepare (ImportJob *j, GError **err)
 {
   if (g_mkdir (j->store_dir, 0755) == 0)
-    j->created_store = true;
+    {
+      j->created_store = true;
+      df_temp_register (j->store_dir);
+    }
   else if (errno != EEXIST)
     {
       df_set_error_errno (err, errno, "cannot create %s", j->store_dir);
@@ -129,7 +154,7 @@ import_prepare (ImportJob *j, GError **err)
                    "first", j->final_path);
       return false;
     }
-  remove_stale_imports (j->store_dir);
+  remove_stale_imports_everywhere (j->store_dir);
   g_autofree char *base = g_strdup_printf (".import-%d-XXXXXX", (int) getpid ());
   g_autofree char *tmpl = g_build_filename (j->store_dir, base, NULL);
   if (g_mkdtemp (tmpl) == NULL)
@@ -139,6 +164,7 @@ import_prepare (ImportJob *j, GError **err)
       return false;
     }
   j->tmp_dir = g_steal_pointer (&tmpl);
+  df_temp_register (j->tmp_dir);
   return true;
 }
 
@@ -155,7 +181,11 @@ import_write (ImportJob *j, const char *src, const char *format,
   bool ok = df_vdisk_import (src, format, tmp, df_progress_update, &progress,
                              &j->virtual_size, err);
   df_progress_end (&progress);
-  if (!ok || !df_file_sha256 (tmp, j->sha256, err))
+  df_temp_register (tmp);
+  ok = ok && df_file_sha256 (tmp, j->sha256, err)
+       && df_interrupt_check (err);
+  df_temp_unregister (tmp);
+  if (!ok)
     return false;
   GStatBuf st;
   if (g_stat (tmp, &st) != 0)
@@ -247,9 +277,11 @@ vdisk_import (DfCtx *ctx, int argc, char **argv, GError **err)
   j.store_dir = df_farm_store_dir (farm, name);
   j.final_path = df_farm_version_path (farm, name, 0);
   g_autofree char *base = g_path_get_basename (j.final_path);
+  df_interrupt_begin ();   /* Ctrl-C: nothing is left in the store */
   bool ok = import_prepare (&j, err)
     && import_write (&j, src, format ? format : "auto", err)
     && register_vdisk (farm, name, &j, base, description, err);
+  df_interrupt_end ();
   g_autoptr(DfRecord) r = df_record_new ();
   if (ok)
     {
@@ -526,9 +558,11 @@ vdisk_export (DfCtx *ctx, int argc, char **argv, GError **err)
 
   DfProgress progress;
   df_progress_init (&progress, "exporting");
+  df_interrupt_begin ();   /* Ctrl-C: no temp file is left next to FILE */
   bool ok = fmt == DF_FMT_RAW
     ? df_raw_write_from_blk (chain, out, df_progress_update, &progress, err)
     : df_qcow2_write_from_blk (chain, out, df_progress_update, &progress, err);
+  df_interrupt_end ();
   df_progress_end (&progress);
   if (!ok)
     return false;

@@ -233,37 +233,6 @@ tx_finish (DfFarm *farm, const char *step, bool ok, GError **err)
   return true;
 }
 
-/* ---- progress with ETA ------------------------------------------------ */
-
-typedef struct {
-  DfProgress base;
-} Eta;
-
-static void
-eta_update (void *opaque, uint64_t done, uint64_t total)
-{
-  Eta *p = opaque;
-  if (!p->base.enabled || total == 0)
-    return;
-  gint64 now = g_get_monotonic_time ();
-  if (p->base.drawn && done < total && now - p->base.last_draw_us < 100000)
-    return;
-  p->base.last_draw_us = now;
-  p->base.drawn = true;
-  double frac = done >= total ? 1.0 : (double) done / (double) total;
-  double secs = (double) (now - p->base.start_us) / G_USEC_PER_SEC;
-  double mibs = secs > 0 ? (double) done / 1048576.0 / secs : 0.0;
-  double eta = frac > 0 ? secs / frac - secs : 0;
-  char bar[31];
-  for (int i = 0; i < 30; i++)
-    bar[i] = i < (int) (frac * 30) ? '#' : '.';
-  bar[30] = '\0';
-  fprintf (stderr, "\r%s [%s] %3d%%  %.1f MiB/s  ETA %d:%02d\033[K",
-           p->base.what, bar, (int) (frac * 100), mibs, (int) eta / 60,
-           (int) eta % 60);
-  fflush (stderr);
-}
-
 /* ---- the per-vdisk lock and leftovers of interrupted commands ---------- */
 
 typedef struct {
@@ -600,13 +569,16 @@ merge_run (VJob *j, const MergeReq *req, int *out_number, GError **err)
   g_autofree char *tmp = tmp_path (j->farm, vd, number);
   g_autofree char *top_path = version_path (j->farm, to);
   g_autofree char *final = df_farm_version_path (j->farm, vd, number);
-  Eta eta;
-  df_progress_init (&eta.base, below ? "merging updates" : "merging base");
+  DfProgress progress;
+  df_progress_init (&progress, below ? "merging updates" : "merging base");
   char sha[65];
+  df_interrupt_begin ();   /* Ctrl-C: the .tmp in the store is removed */
   bool ok = df_vdisk_merge_layers_sha256 (top_path, n_layers, tmp,
                                           below ? below->file : NULL,
-                                          eta_update, &eta, sha, err);
-  df_progress_end (&eta.base);
+                                          df_progress_update, &progress, sha,
+                                          err);
+  df_interrupt_end ();
+  df_progress_end (&progress);
   if (!ok)
     return false;
   uint64_t size;
@@ -751,12 +723,15 @@ seal_write (VJob *j, DfVersion *m, GError **err)
       df_set_error_errno (err, errno, "remove %s", final);
       return false;
     }
-  Eta eta;
-  df_progress_init (&eta.base, "sealing");
+  DfProgress progress;
+  df_progress_init (&progress, "sealing");
   uint64_t written = 0;
-  bool ok = df_vdisk_seal_layer (base, maint, tmp, parent->file, eta_update,
-                                 &eta, &written, err);
-  df_progress_end (&eta.base);
+  df_interrupt_begin ();   /* Ctrl-C: the .tmp in the store is removed */
+  bool ok = df_vdisk_seal_layer (base, maint, tmp, parent->file,
+                                 df_progress_update, &progress, &written,
+                                 err);
+  df_interrupt_end ();
+  df_progress_end (&progress);
   if (!ok)
     return false;
   char sha[65];

@@ -144,9 +144,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfReport, df_report_free)
 void df_print_result (const DfRecord *r, bool json, const char *fmt, ...)
   G_GNUC_PRINTF (3, 4);
 
-/* Progress bar on stderr with percentage and MiB/s, drawn only when
- * stderr is a terminal.  Use df_progress_update as a df_progress_cb with the
- * DfProgress as opaque; df_progress_end clears the line. */
+/* Progress bar on stderr with percentage, MiB/s and ETA (m:ss), drawn
+ * only when stderr is a terminal; import, export, seal and merge all use
+ * it.  Use df_progress_update as a df_progress_cb with the DfProgress as
+ * opaque; df_progress_end clears the line. */
 typedef struct {
   bool enabled;
   const char *what;      /* "importing", "exporting" (borrowed) */

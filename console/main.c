@@ -533,6 +533,11 @@ main (int argc, char **argv)
   g_clear_pointer (&ctx.conf, df_conf_free);
   if (ok)
     return 0;
+  if (g_error_matches (err, DF_ERROR, DF_ERROR_INTERRUPTED))
+    {
+      fprintf (stderr, "diskfarm: %s\n", err->message);
+      return 128 + df_interrupt_signal ();   /* 130 for SIGINT */
+    }
   if (err->domain == DF_USAGE_ERROR)
     fprintf (stderr, "diskfarm: %s; see 'diskfarm%s%s --help'\n",
              err->message, *path ? " " : "", path);

@@ -456,13 +456,14 @@ df_progress_update (void *opaque, uint64_t done, uint64_t total)
   double frac = done >= total ? 1.0 : (double) done / (double) total;
   double secs = (double) (now - p->start_us) / G_USEC_PER_SEC;
   double mibs = secs > 0 ? (double) done / (1024.0 * 1024.0) / secs : 0.0;
+  int eta = frac > 0 ? (int) (secs / frac - secs + 0.5) : 0;
   char bar[BAR_WIDTH + 1];
   int filled = (int) (frac * BAR_WIDTH);
   for (int i = 0; i < BAR_WIDTH; i++)
     bar[i] = i < filled ? '#' : '.';
   bar[BAR_WIDTH] = '\0';
-  fprintf (stderr, "\r%s [%s] %3d%%  %.1f MiB/s\033[K", p->what, bar,
-           (int) (frac * 100), mibs);
+  fprintf (stderr, "\r%s [%s] %3d%%  %.1f MiB/s  ETA %d:%02d\033[K", p->what,
+           bar, (int) (frac * 100), mibs, eta / 60, eta % 60);
   fflush (stderr);
 }
 

@@ -651,6 +651,12 @@ df_file_sha256 (const char *path, char out[65], GError **err)
           return false;
         }
       EVP_DigestUpdate (ctx, buf, r);
+      if (!df_interrupt_check (err))
+        {
+          EVP_MD_CTX_free (ctx);
+          close (fd);
+          return false;
+        }
     }
   close (fd);
   unsigned char md[32];

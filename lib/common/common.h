@@ -19,6 +19,7 @@ typedef enum {
   DF_ERROR_UNSUPPORTED, /* image feature we refuse (encryption, ...) */
   DF_ERROR_CORRUPT,     /* on-disk structure out of range */
   DF_ERROR_IO,          /* system call failed: message carries strerror */
+  DF_ERROR_INTERRUPTED, /* SIGINT/SIGTERM/SIGHUP during long work */
 } DfErrorCode;
 
 /* Logging: route g_log structured output to journald when stderr is the
@@ -91,3 +92,27 @@ bool df_fsync_dir_of (const char *path, GError **err);
 
 /* SHA-256 of a whole file as 64 lower-case hex chars + NUL. */
 bool df_file_sha256 (const char *path, char out[65], GError **err);
+
+/* ---- interruption (interrupt.c) --------------------------------------- */
+
+/* Long work (import, export, merge, seal) stops cleanly on SIGINT, SIGTERM
+ * or SIGHUP.  Between df_interrupt_begin and df_interrupt_end (nestable;
+ * main thread; the previous handlers come back at the end) a handler only
+ * records the signal (a signal ignored before, as under nohup, stays
+ * ignored); copy loops call df_interrupt_check between chunks
+ * and fail with DF_ERROR_INTERRUPTED, so their normal error path removes
+ * the partial output.  Outside begin/end signals keep their usual effect.
+ * A second signal does not wait for a loop: the handler unlinks the
+ * files registered with df_temp_register and _exits with 128 + signal. */
+void df_interrupt_begin (void);
+void df_interrupt_end (void);
+/* The signal received since df_interrupt_begin, or 0. */
+int df_interrupt_signal (void);
+/* false + DF_ERROR_INTERRUPTED "interrupted by SIGINT; ..." once a signal
+ * came; true otherwise. */
+bool df_interrupt_check (GError **err);
+/* Temporary files or (empty once those are gone) directories for the
+ * second-signal handler (at most 8 at once).  path is borrowed: it must
+ * stay valid until df_temp_unregister (same pointer). */
+void df_temp_register (const char *path);
+void df_temp_unregister (const char *path);

@@ -104,8 +104,24 @@ copy_marked (df_blk *src, const ClusterSet *s, df_qcow2_writer *w,
       done += OUT_CLUSTER_SIZE;
       if (progress)
         progress (opaque, done, total);
+      if (!df_interrupt_check (err))
+        {
+          df_qcow2_writer_abort (w);
+          return false;
+        }
     }
   return df_qcow2_writer_finish (w, err);
+}
+
+/* A signal that came while the finished file was being synced still
+ * cancels: remove it (the caller has not published it yet). */
+static bool
+finished_uninterrupted (const char *path, GError **err)
+{
+  if (df_interrupt_check (err))
+    return true;
+  unlink (path);
+  return false;
 }
 
 /* ---- seal ---------------------------------------------------------------- */
@@ -142,7 +158,8 @@ df_vdisk_seal_layer (df_blk *base, const char *maint_dir, const char *path,
   mark_cache_blocks ((const df_cache *) cache, &s);
   df_qcow2_writer *w = df_qcow2_writer_new (path, cache->size,
                                             OUT_CLUSTER_BITS, backing, err);
-  bool ok = w && copy_marked (cache, &s, w, progress, opaque, err);
+  bool ok = w && copy_marked (cache, &s, w, progress, opaque, err)
+            && finished_uninterrupted (path, err);
   if (ok && written)
     *written = s.marked * OUT_CLUSTER_SIZE;
   g_free (s.bits);
@@ -292,6 +309,8 @@ copy_planned (df_blk *src, const ClusterSet *s, uint64_t n_data,
       done += (uint64_t) count << OUT_CLUSTER_BITS;
       if (progress)
         progress (opaque, done, total);
+      if (!df_interrupt_check (err))
+        return false;
     }
   return true;
 }
@@ -345,7 +364,8 @@ df_vdisk_merge_layers_sha256 (const char *top_path, guint n_layers,
   df_qcow2_writer *w = ok ? df_qcow2_writer_new (path, chain->size,
                                                  OUT_CLUSTER_BITS, backing,
                                                  err) : NULL;
-  ok = w && merge_write (chain, &s, w, progress, opaque, sha256, err);
+  ok = w && merge_write (chain, &s, w, progress, opaque, sha256, err)
+       && finished_uninterrupted (path, err);
   g_free (s.bits);
   return ok;
 }

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -132,6 +133,7 @@ writer_free (df_qcow2_writer *w)
   if (w->sha != NULL)
     EVP_MD_CTX_free (w->sha);
   g_free (w->backing);
+  df_temp_unregister (w->path);
   g_free (w->path);
   g_free (w);
 }
@@ -180,6 +182,7 @@ writer_new_fd (int fd, const char *path, uint64_t virtual_size,
   w->fd = fd;
   w->dfd = -1;
   w->path = g_strdup (path);
+  df_temp_register (w->path);
   w->virtual_size = virtual_size;
   w->cluster_bits = cluster_bits;
   w->cluster_size = 1u << cluster_bits;
@@ -943,6 +946,8 @@ copy_blk (df_blk *src, uint32_t unit, SinkFn sink, void *s,
       pos += n;
       if (progress != NULL)
         progress (opaque, pos, src->size);
+      if (!df_interrupt_check (err))
+        return false;
     }
   return true;
 }
@@ -981,6 +986,39 @@ raw_sink (void *s, uint64_t off, const uint8_t *data, uint32_t len,
   return true;
 }
 
+/* Temp files are "<path>.tmp.<pid>.XXXXXX": a pid that no longer runs
+ * marks one left by a kill -9. */
+static bool
+stale_temp_of (const char *name, const char *prefix)
+{
+  if (!g_str_has_prefix (name, prefix))
+    return false;
+  char *end = NULL;
+  guint64 pid = g_ascii_strtoull (name + strlen (prefix), &end, 10);
+  return end != NULL && end[0] == '.' && strlen (end + 1) == 6 && pid > 0
+         && pid <= G_MAXINT && kill ((pid_t) pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Remove the temp files of earlier writes of path whose process is gone:
+ * only this naming, only dead owners, so a concurrent write is safe. */
+static void
+sweep_stale_temps (const char *path)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *base = g_path_get_basename (path);
+  g_autofree char *prefix = g_strdup_printf ("%s.tmp.", base);
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  if (d == NULL)
+    return;
+  for (const char *f; (f = g_dir_read_name (d)) != NULL;)
+    if (stale_temp_of (f, prefix))
+      {
+        g_autofree char *p = g_build_filename (dir, f, NULL);
+        g_info ("removing %s, left by an earlier write that was killed", p);
+        unlink (p);
+      }
+}
+
 /* Make a temp file next to path; refuse when path exists. */
 static int
 make_temp (const char *path, char **tmp, GError **err)
@@ -990,7 +1028,8 @@ make_temp (const char *path, char **tmp, GError **err)
       g_set_error (err, DF_ERROR, DF_ERROR_EXISTS, "%s already exists", path);
       return -1;
     }
-  *tmp = g_strdup_printf ("%s.tmp.XXXXXX", path);
+  sweep_stale_temps (path);
+  *tmp = g_strdup_printf ("%s.tmp.%d.XXXXXX", path, (int) getpid ());
   int fd = g_mkstemp_full (*tmp, O_RDWR | O_CLOEXEC, 0644);
   if (fd < 0)
     {
@@ -1004,6 +1043,11 @@ make_temp (const char *path, char **tmp, GError **err)
 static bool
 publish (const char *tmp, const char *path, GError **err)
 {
+  if (!df_interrupt_check (err))
+    {
+      unlink (tmp);
+      return false;
+    }
   int r = renameat2 (AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
 
   if (r < 0 && (errno == EINVAL || errno == ENOSYS))
@@ -1040,20 +1084,22 @@ df_qcow2_write_from_blk (df_blk *src, const char *path,
       unlink (tmp);
       return false;
     }
+  df_temp_register (tmp);   /* from the finish until the rename */
   g_autofree uint8_t *pad = g_malloc (w->cluster_size);
   QcowSink q = { .w = w, .pad = pad };
   if (!copy_blk (src, w->cluster_size, qcow2_sink, &q, progress, opaque,
                  err))
     {
+      df_temp_unregister (tmp);
       df_qcow2_writer_abort (w);
       return false;
     }
-  if (!df_qcow2_writer_finish (w, err))
-    {
-      unlink (tmp);
-      return false;
-    }
-  return publish (tmp, path, err);
+  bool ok = df_qcow2_writer_finish (w, err);
+  if (!ok)
+    unlink (tmp);
+  ok = ok && publish (tmp, path, err);
+  df_temp_unregister (tmp);
+  return ok;
 }
 
 bool
@@ -1066,6 +1112,7 @@ df_raw_write_from_blk (df_blk *src, const char *path,
 
   if (fd < 0)
     return false;
+  df_temp_register (tmp);
   ok = ftruncate (fd, (off_t) src->size) == 0;
   if (!ok)
     df_set_error_errno (err, errno, "truncate %s", tmp);
@@ -1081,9 +1128,8 @@ df_raw_write_from_blk (df_blk *src, const char *path,
       ok = false;
     }
   if (!ok)
-    {
-      unlink (tmp);
-      return false;
-    }
-  return publish (tmp, path, err);
+    unlink (tmp);
+  ok = ok && publish (tmp, path, err);
+  df_temp_unregister (tmp);
+  return ok;
 }

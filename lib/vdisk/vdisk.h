@@ -87,12 +87,19 @@ bool df_qcow2_writer_put_run (df_qcow2_writer *w, uint64_t first, uint32_t n,
 bool df_qcow2_writer_finish_sha256 (df_qcow2_writer *w, char sha256[65],
                                     GError **err);
 
-/* Progress callback for long work: done/total bytes.  May be NULL. */
+/* Progress callback for long work: done/total bytes.  May be NULL.
+ * Every long copy below (import, export, seal, merge) polls
+ * df_interrupt_check between chunks: after SIGINT/SIGTERM/SIGHUP (inside
+ * df_interrupt_begin/end) it fails with DF_ERROR_INTERRUPTED and removes
+ * its partial output, and its temp files are registered for the second-
+ * signal handler. */
 typedef void (*df_progress_cb) (void *opaque, uint64_t done, uint64_t total);
 
 /* Copy any readable df_blk into a new standalone sparse qcow2 v3 file
- * (all-zero clusters stay unallocated).  Writes to path.tmp.XXXXXX, fsyncs,
- * renames to path (never overwrites an existing path: DF_ERROR_EXISTS). */
+ * (all-zero clusters stay unallocated).  Writes to path.tmp.<pid>.XXXXXX,
+ * fsyncs, renames to path (never overwrites an existing path:
+ * DF_ERROR_EXISTS).  Temp files of earlier writes of path whose process
+ * is gone (kill -9) are removed first. */
 bool df_qcow2_write_from_blk (df_blk *src, const char *path,
                               df_progress_cb progress, void *opaque,
                               GError **err);
