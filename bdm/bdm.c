@@ -1,6 +1,7 @@
 /* bdm: configuration, iPXE script and syslinux config rendering, ISO. */
 #include "bdm.h"
 #include "isobuild.h"
+#include "common.h"
 
 #include <errno.h>
 #include <gio/gio.h>
@@ -40,17 +41,21 @@ bdm_config_clear (BdmConfig *c)
   memset (c, 0, sizeof *c);
 }
 
-/* A host usable in an iPXE URL and script: no spaces, quotes, '$', '/'. */
+/* A host for the iPXE URL and script: the farm's rule (df_validate_host:
+ * IP literal or RFC 1123 name), so no spaces, quotes, '$' or '/'.  host is
+ * "[v6]" when v6. */
 static bool
-host_ok (const char *h)
+host_ok (const char *host, bool v6, GError **err)
 {
-  if (*h == '\0' || strlen (h) > 253)
-    return false;
-  for (const char *p = h; *p; p++)
-    if (!(g_ascii_isalnum (*p) || *p == '.' || *p == '-' || *p == ':'
-          || *p == '[' || *p == ']'))
+  g_autofree char *bare = v6 ? g_strndup (host + 1, strlen (host) - 2)
+                             : g_strdup (host);
+  if (v6 && strchr (bare, ':') == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "'%s' in brackets is not an IPv6 address", bare);
       return false;
-  return true;
+    }
+  return df_validate_host ("server address", bare, err);
 }
 
 static bool
@@ -77,6 +82,7 @@ bdm_config_add_server (BdmConfig *c, const char *spec, guint16 default_http,
       return false;
     }
   g_autofree char *host = NULL;
+  g_autoptr (GError) why = NULL;
   guint16 port = default_http;
   const char *colon = strrchr (spec, ':');
   bool v6 = spec[0] == '[';
@@ -96,8 +102,14 @@ bdm_config_add_server (BdmConfig *c, const char *spec, guint16 default_http,
     }
   else
     host = g_strdup (spec);
-  if (!host_ok (host) || (!v6 && strchr (host, ':') != NULL))
+  if (!v6 && strchr (host, ':') != NULL)
     goto bad;
+  if (!host_ok (host, v6, &why))
+    {
+      g_set_error (err, BDM_ERROR, BDM_ERROR_INVALID, "bad server '%s': %s",
+                   spec, why->message);
+      return false;
+    }
   BdmServer *s = &c->servers[c->n_servers++];
   s->host = g_steal_pointer (&host);
   s->http_port = port;

@@ -38,7 +38,10 @@ http_body_200 (const char *resp, char **why)
   const char *sp = strchr (resp, ' ');
   if (!sp || strncmp (sp + 1, "200", 3) != 0)
     {
-      *why = g_strdup_printf ("HTTP status %.3s", sp ? sp + 1 : "?");
+      const char *code = sp ? sp + 1 : "?";
+      g_autofree char *word = g_strndup (code, strcspn (code, " \r\n"));
+      g_autofree char *status = df_display_text (word, 8);
+      *why = g_strdup_printf ("HTTP status %s", status);
       return NULL;
     }
   const char *body = strstr (resp, "\r\n\r\n");

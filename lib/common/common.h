@@ -106,6 +106,9 @@ bool df_file_sha256 (const char *path, char out[65], GError **err);
  * files registered with df_temp_register and _exits with 128 + signal. */
 void df_interrupt_begin (void);
 void df_interrupt_end (void);
+/* While a child does the long work (qemu-img convert), pass it the
+ * signals too (pid; 0 to stop). */
+void df_interrupt_forward (int pid);
 /* The signal received since df_interrupt_begin, or 0. */
 int df_interrupt_signal (void);
 /* false + DF_ERROR_INTERRUPTED "interrupted by SIGINT; ..." once a signal

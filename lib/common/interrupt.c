@@ -17,6 +17,7 @@
 static const int handled[] = { SIGINT, SIGTERM, SIGHUP };
 static struct sigaction saved[G_N_ELEMENTS (handled)];
 static volatile sig_atomic_t received;
+static volatile sig_atomic_t child;   /* gets our signals too, or 0 */
 static char twice_msg[128];   /* "<program>: interrupted twice; ..." */
 static const char *volatile temps[MAX_TEMPS];
 static int depth;
@@ -24,6 +25,8 @@ static int depth;
 static void
 on_signal (int sig)
 {
+  if (child > 0)
+    kill ((pid_t) child, sig);
   if (received == 0)
     {
       received = sig;
@@ -78,6 +81,12 @@ df_interrupt_end (void)
     return;
   for (gsize i = 0; i < G_N_ELEMENTS (handled); i++)
     sigaction (handled[i], &saved[i], NULL);
+}
+
+void
+df_interrupt_forward (int pid)
+{
+  child = pid;
 }
 
 int

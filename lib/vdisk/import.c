@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <gio/gio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -124,24 +126,34 @@ import_native (const char *src, DfImageFormat fmt, const char *dest,
   return df_qcow2_write_from_blk (chain, dest, progress, opaque, err);
 }
 
-/* qemu-img convert src (format fmt) into the new file tmp. */
+/* qemu-img convert src (format fmt) into the new file tmp.  A signal
+ * during the conversion reaches qemu-img too (df_interrupt_forward). */
 static bool
 run_qemu_img (const char *qemu_img, const char *src, const char *fmt,
               const char *tmp, GError **err)
 {
   const char *argv[] = { qemu_img, "convert", "-q", "-f", fmt, "-O", "qcow2",
                          src, tmp, NULL };
-  g_autofree char *errout = NULL;
-  gint status = 0;
-
-  if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL,
-                     NULL, NULL, NULL, &errout, &status, err))
+  g_autoptr (GSubprocess) p = g_subprocess_newv (
+    argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
+    err);
+  if (p == NULL)
     return false;
-  if (!g_spawn_check_wait_status (status, NULL))
+  const char *id = g_subprocess_get_identifier (p);
+  df_interrupt_forward (id ? atoi (id) : 0);
+  g_autoptr (GBytes) errout = NULL;
+  bool ok = g_subprocess_communicate (p, NULL, NULL, NULL, &errout, err);
+  df_interrupt_forward (0);
+  if (!ok || !df_interrupt_check (err))
+    return false;
+  if (!g_subprocess_get_successful (p))
     {
+      gsize n = 0;
+      const char *data = errout ? g_bytes_get_data (errout, &n) : NULL;
+      g_autofree char *raw = g_strndup (data ? data : "", n);
+      g_autofree char *msg = df_display_text (g_strstrip (raw), 400);
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "qemu-img convert -f %s %s failed: %s", fmt, src,
-                   g_strstrip (errout));
+                   "qemu-img convert -f %s %s failed: %s", fmt, src, msg);
       return false;
     }
   return true;

@@ -39,7 +39,7 @@ interrupted() {
 # no_temps LABEL: no temp file of ours anywhere in the store or in $T/out.
 no_temps() {
   local left
-  left=$(find "$FARM/store" "$T/out" \( -name '.import-*' -o -name '*.tmp' -o -name '*.tmp.*' \) 2>/dev/null)
+  left=$(find "$FARM/store" "$T/out" \( -name '.import-*' -o -name '*.tmp' -o -name '*.tmp.*' -o -name '*.import.*' \) 2>/dev/null)
   [ -z "$left" ] || fail "$1: temp files left: $left"
 }
 
@@ -64,6 +64,15 @@ for sig in INT TERM; do
   [ "$(df --json vdisk list)" = "$before" ] || fail "import SIG$sig changed the vdisk list"
   pass "import: SIG$sig removes the partial import (rc $rc)"
 done
+# a foreign format: the signal reaches qemu-img convert too
+qemu-img convert -q -f raw -O vhdx "$T/src.raw" "$T/src.vhdx"
+bgdf vdisk import big "$T/src.vhdx" --format vhdx >/dev/null 2>"$T/err"
+wait_for "$FARM/store" 'big.0.qcow2.import.*' $((4 * MiB))
+interrupted TERM 143 "vhdx import"
+no_temps "vhdx import SIGTERM"
+[ ! -e "$FARM/store/big" ] || fail "vhdx import SIGTERM left $(ls -A "$FARM/store/big")"
+rm -f "$T/src.vhdx"
+pass "import vhdx: SIGTERM stops qemu-img convert and removes its output (rc 143)"
 df vdisk import big "$T/src.raw" >/dev/null || fail "import after the interrupted ones"
 qemu-img compare -q -f raw -F qcow2 "$T/src.raw" "$FARM/store/big/big.0.qcow2" || fail "imported image differs"
 pass "import after an interrupted import"

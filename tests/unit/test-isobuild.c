@@ -115,6 +115,11 @@ test_server_specs (void)
     { "fd00::1", false, NULL, 0 }, { "[fd00::1", false, NULL, 0 },
     { "[fd00::1]x", false, NULL, 0 }, { "h/ost", false, NULL, 0 },
     { "h$x", false, NULL, 0 }, { "10.0.0.1:80x", false, NULL, 0 },
+    /* the farm's host rule (df_validate_host) */
+    { "999.1.1.1", false, NULL, 0 }, { "999.1.1.1:80", false, NULL, 0 },
+    { "ss_1.lan", false, NULL, 0 }, { "-ss.lan", false, NULL, 0 },
+    { "[fd00::1::2]", false, NULL, 0 }, { "[10.0.0.1]", false, NULL, 0 },
+    { "[]", false, NULL, 0 },
   };
   for (guint i = 0; i < G_N_ELEMENTS (t); i++)
     {
