@@ -17,8 +17,8 @@
 static const int handled[] = { SIGINT, SIGTERM, SIGHUP };
 static struct sigaction saved[G_N_ELEMENTS (handled)];
 static volatile sig_atomic_t received;
-static volatile sig_atomic_t child;   /* gets our signals too, or 0 */
-static char twice_msg[128];   /* "<program>: interrupted twice; ..." */
+static volatile sig_atomic_t child; /* gets our signals too, or 0 */
+static char twice_msg[128];         /* "<program>: interrupted twice; ..." */
 static const char *volatile temps[MAX_TEMPS];
 static int depth;
 
@@ -26,26 +26,27 @@ static void
 on_signal (int sig)
 {
   if (child > 0)
-    kill ((pid_t) child, sig);
+    kill ((pid_t)child, sig);
   if (received == 0)
     {
       received = sig;
       return;
     }
-  for (int i = 0; i < MAX_TEMPS; i++)   /* files, then their directories */
+  for (int i = 0; i < MAX_TEMPS; i++) /* files, then their directories */
     {
       const char *p = temps[i];
       if (p != NULL)
         unlink (p);
     }
-  for (int i = MAX_TEMPS - 1; i >= 0; i--)   /* inner ones came later */
+  for (int i = MAX_TEMPS - 1; i >= 0; i--) /* inner ones came later */
     {
       const char *p = temps[i];
       if (p != NULL)
         rmdir (p);
     }
   if (write (STDERR_FILENO, twice_msg, strlen (twice_msg)) < 0)
-    { /* nothing left to do */ }
+    { /* nothing left to do */
+    }
   _exit (128 + sig);
 }
 
@@ -57,8 +58,10 @@ df_interrupt_begin (void)
   received = 0;
   /* the message is made here: the handler may not allocate */
   const char *prg = g_get_prgname () ? g_get_prgname () : "diskfarm";
-  g_snprintf (twice_msg, sizeof twice_msg, "%.*s: interrupted twice; "
-              "temporary files removed\n", (int) strcspn (prg, " "), prg);
+  g_snprintf (twice_msg, sizeof twice_msg,
+              "%.*s: interrupted twice; "
+              "temporary files removed\n",
+              (int)strcspn (prg, " "), prg);
   struct sigaction sa;
   memset (&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -100,10 +103,14 @@ signal_name (int sig)
 {
   switch (sig)
     {
-    case SIGINT: return "SIGINT";
-    case SIGTERM: return "SIGTERM";
-    case SIGHUP: return "SIGHUP";
-    default: return "a signal";
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return "a signal";
     }
 }
 
@@ -129,7 +136,8 @@ df_temp_register (const char *path)
         return;
       }
   g_warning ("more than %d temporary files at once: %s is not removed by a "
-             "second signal", MAX_TEMPS, path);
+             "second signal",
+             MAX_TEMPS, path);
 }
 
 void
