@@ -14,7 +14,10 @@
  *   iscsi_pdu.c      PDU framing (BHS, AHS, data segment, CRC32C digests),
  *                    text key=value parsing, output PDU building
  *   iscsi_login.c    login state machine, key negotiation, CHAP
- *   iscsi_scsi.c     SBC-3 command set over a df_blk (LUN 1)
+ *   iscsi_scsi.c     SBC-3 command set over a df_blk (LUN 1): one
+ *                    descriptor table of the opcodes
+ *   iscsi_pr.c       state shared by the sessions of one LU: persistent
+ *                    and SPC-2 reservations, the COMPARE AND WRITE lock
  *   iscsi_session.c  connections, CmdSN window, R2T/Data-Out, task
  *                    management, NOP, Text/SendTargets, Logout,
  *                    session reinstatement
@@ -274,7 +277,11 @@ char *iscsi_target_to_export (const char *iqn, GError **err);
 /* SCSI status and sense keys used. */
 #define SCSI_GOOD 0x00
 #define SCSI_CHECK_CONDITION 0x02
+#define SCSI_RESERVATION_CONFLICT 0x18
 #define SCSI_SENSE_LEN 18u
+
+typedef struct iscsi_lu_shared iscsi_lu_shared;
+typedef struct iscsi_scsi_result iscsi_scsi_result;
 
 typedef struct {
   df_blk *blk;          /* borrowed from the DfExport */
@@ -284,7 +291,36 @@ typedef struct {
   DfSession *sess;      /* accounting, borrowed */
   uint8_t last_sense[SCSI_SENSE_LEN]; /* for REQUEST SENSE */
   bool have_sense;
+  iscsi_lu_shared *shared; /* per-LU state (iscsi_pr.c), process-wide */
+  char *nexus;          /* I_T nexus "<initiator>,i,0x<isid>" (owned) */
 } iscsi_lu;
+
+/* iscsi_pr.c: state shared by every session of one LU (persistent and
+ * SPC-2 reservations, the COMPARE AND WRITE lock), in memory only.
+ * name: the LU's identity ("device/pc01"); initiator + isid: this I_T
+ * nexus.  Every conn in the full feature phase of a normal session is
+ * attached; detach is the loss of the I_T nexus (drops its SPC-2
+ * reservation; persistent registrations stay, as SPC-4 says). */
+void iscsi_lu_attach (iscsi_lu *lu, const char *name, const char *initiator,
+                      const uint8_t isid[6]);
+void iscsi_lu_detach (iscsi_lu *lu);
+/* LOGICAL UNIT RESET: releases the SPC-2 reservation. */
+void iscsi_lu_reset (iscsi_lu *lu);
+
+/* What a command does to the medium, for reservation conflicts. */
+enum { ISCSI_PR_ALLOWED, ISCSI_PR_READ, ISCSI_PR_WRITE };
+/* True when this nexus may not run a command of that access class now
+ * (SPC-4 5.7.1 table, SPC-2 reservations unless spc2_exempt). */
+bool iscsi_lu_conflict (iscsi_lu *lu, unsigned access, bool spc2_exempt);
+/* The commands themselves (CDB validated by iscsi_scsi.c). */
+void iscsi_lu_reserve (iscsi_lu *lu, bool reserve, iscsi_scsi_result *r);
+void iscsi_lu_pr_out (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *p,
+                      uint32_t len, iscsi_scsi_result *r);
+void iscsi_lu_pr_in (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
+                     uint32_t din_cap, iscsi_scsi_result *r);
+/* Held around medium writes and COMPARE AND WRITE's compare + write. */
+void iscsi_lu_io_lock (iscsi_lu *lu);
+void iscsi_lu_io_unlock (iscsi_lu *lu);
 
 typedef enum { SCSI_DIR_NONE, SCSI_DIR_READ, SCSI_DIR_WRITE } scsi_dir;
 
@@ -294,12 +330,12 @@ typedef enum { SCSI_DIR_NONE, SCSI_DIR_READ, SCSI_DIR_WRITE } scsi_dir;
 void iscsi_scsi_plan (const iscsi_lu *lu, const uint8_t cdb[16],
                       scsi_dir *dir, uint32_t *len);
 
-typedef struct {
+struct iscsi_scsi_result {
   uint8_t status;
   uint8_t sense[SCSI_SENSE_LEN];
   uint32_t sense_len;
   uint32_t data_len;    /* data-in bytes produced (<= din_cap) */
-} iscsi_scsi_result;
+};
 
 /* Execute one command.  dout/dout_len: the data-out received (writes);
  * din/din_cap: room for data-in (reads).  Never fails: errors are

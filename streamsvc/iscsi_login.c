@@ -630,11 +630,22 @@ auth_complete (const iscsi_login *l)
   return l->auth != ISCSI_AUTH_CHAP_A && l->auth != ISCSI_AUTH_CHAP_R;
 }
 
+/* The LU's identity for state shared across its sessions: the device
+ * whichever spelling (name, MAC) reached it, else the vdisk export. */
+static char *
+lu_name (DfExport *e)
+{
+  return df_export_device (e) ? g_strconcat ("device/", df_export_device (e),
+                                             NULL)
+                              : g_strdup (df_export_name (e));
+}
+
 static bool
 enter_full_feature (iscsi_conn *c, GError **err)
 {
   g_autofree char *export_name = NULL;
   DfExportBinding binding;
+  g_autofree char *lu = NULL;
 
   if (c->discovery)
     return true;
@@ -657,6 +668,8 @@ enter_full_feature (iscsi_conn *c, GError **err)
                      : df_export_name (c->export) + strlen ("vdisk/");
   c->lu.target = c->target;
   c->lu.sess = c->sess;
+  lu = lu_name (c->export);
+  iscsi_lu_attach (&c->lu, lu, c->initiator, c->isid);
   return true;
 }
 

@@ -26,11 +26,30 @@
 #define MAX_UNMAP_BLOCKS (1u << 20)
 #define MAX_UNMAP_DESC 64u
 #define WS_CHUNK (1024u * 1024)
+#define ISCSI_MAX_CAW_BLOCKS 255u           /* VPD B0 byte 5 */
 
 enum {
   KEY_NO_SENSE = 0x00, KEY_NOT_READY = 0x02, KEY_MEDIUM_ERROR = 0x03,
   KEY_ILLEGAL_REQUEST = 0x05, KEY_DATA_PROTECT = 0x07,
   KEY_MISCOMPARE = 0x0e,
+};
+
+/* Operation codes (SPC-4, SBC-3): used by the table below only. */
+enum {
+  OP_TEST_UNIT_READY = 0x00, OP_REQUEST_SENSE = 0x03, OP_READ6 = 0x08,
+  OP_WRITE6 = 0x0a, OP_INQUIRY = 0x12, OP_RESERVE6 = 0x16,
+  OP_RELEASE6 = 0x17, OP_MODE_SENSE6 = 0x1a, OP_START_STOP_UNIT = 0x1b,
+  OP_PREVENT_ALLOW = 0x1e, OP_READ_CAPACITY10 = 0x25, OP_READ10 = 0x28,
+  OP_WRITE10 = 0x2a, OP_WRITE_VERIFY10 = 0x2e, OP_VERIFY10 = 0x2f,
+  OP_PREFETCH10 = 0x34, OP_SYNC_CACHE10 = 0x35, OP_WRITE_SAME10 = 0x41,
+  OP_UNMAP = 0x42, OP_RESERVE10 = 0x56, OP_RELEASE10 = 0x57,
+  OP_MODE_SENSE10 = 0x5a, OP_PR_IN = 0x5e, OP_PR_OUT = 0x5f,
+  OP_READ16 = 0x88, OP_COMPARE_AND_WRITE = 0x89, OP_WRITE16 = 0x8a,
+  OP_WRITE_VERIFY16 = 0x8e, OP_VERIFY16 = 0x8f, OP_PREFETCH16 = 0x90,
+  OP_SYNC_CACHE16 = 0x91, OP_WRITE_SAME16 = 0x93,
+  OP_SERVICE_ACTION_IN16 = 0x9e, OP_REPORT_LUNS = 0xa0,
+  OP_MAINTENANCE_IN = 0xa3, OP_READ12 = 0xa8, OP_WRITE12 = 0xaa,
+  OP_WRITE_VERIFY12 = 0xae, OP_VERIFY12 = 0xaf,
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -120,129 +139,131 @@ now_ns (void)
   return (uint64_t) g_get_monotonic_time () * 1000u;
 }
 
-/* ---- CDB decoding ------------------------------------------------------- */
+/* ---- the request, decoded at the edge ------------------------------------ */
 
+/* What a handler gets: the CDB, the data buffers and, for CMD_LBA rows,
+ * the LBA range, already checked against the medium. */
 typedef struct {
+  const uint8_t *cdb;
+  const uint8_t *dout;
+  uint32_t dout_len;
+  uint8_t *din;
+  uint32_t din_cap;
   uint64_t lba;
   uint32_t blocks;
   bool fua;
-  uint8_t protect;  /* RDPROTECT / WRPROTECT / VRPROTECT */
-} rw_args;
+} scsi_req;
 
-static bool
-decode_rw (const uint8_t *cdb, rw_args *a)
+typedef void (*scsi_exec_fn) (iscsi_lu *lu, const scsi_req *q,
+                              iscsi_scsi_result *r);
+typedef uint32_t (*scsi_plan_fn) (const uint8_t *cdb, const scsi_req *q);
+
+/* Row flags. */
+enum {
+  CMD_LBA = 1 << 0,      /* LBA + transfer length where the CDB length
+                            puts them; range checked before exec */
+  CMD_PROTECT = 1 << 1,  /* RD/WR/VRPROTECT in cdb[1] 7:5 must be 0 */
+  CMD_WRITES = 1 << 2,   /* changes the medium: refused on read-only LUs,
+                            run under the LU's io lock */
+  CMD_XFER = 1 << 3,     /* transfer length x block <= ISCSI_MAX_XFER */
+  CMD_SA = 1 << 4,       /* one row per service action (cdb[1] 4:0) */
+  CMD_SPC2_OK = 1 << 5,  /* allowed under another nexus's RESERVE(6) */
+  CMD_NLB13 = 1 << 6,    /* COMPARE AND WRITE: blocks in cdb[13] only */
+};
+
+/* One row per supported command: the only place an opcode appears. */
+typedef struct {
+  uint8_t opcode;
+  uint8_t sa;            /* CMD_SA rows */
+  const char *name;
+  uint8_t cdb_len;
+  scsi_dir dir;
+  uint8_t len_off, len_size; /* allocation / parameter list length field */
+  scsi_plan_fn plan;     /* data length when not len_* nor CMD_LBA blocks */
+  scsi_exec_fn exec;
+  unsigned flags;
+  uint8_t access;        /* ISCSI_PR_ALLOWED / READ / WRITE */
+} scsi_cmd;
+
+static void
+decode_lba (const scsi_cmd *d, const uint8_t *cdb, scsi_req *q)
 {
-  memset (a, 0, sizeof *a);
-  switch (cdb[0])
+  switch (d->cdb_len)
     {
-    case 0x08: case 0x0a: /* 6-byte: 21-bit LBA, 0 blocks = 256 */
-      a->lba = (uint64_t) (cdb[1] & 0x1f) << 16 | iscsi_get16 (cdb + 2);
-      a->blocks = cdb[4] ? cdb[4] : 256;
-      return true;
-    case 0x28: case 0x2a: case 0x2f: case 0x35:
-      a->lba = iscsi_get32 (cdb + 2);
-      a->blocks = iscsi_get16 (cdb + 7);
+    case 6: /* 21-bit LBA, 0 blocks = 256 */
+      q->lba = (uint64_t) (cdb[1] & 0x1f) << 16 | iscsi_get16 (cdb + 2);
+      q->blocks = cdb[4] ? cdb[4] : 256;
+      return;
+    case 10:
+      q->lba = iscsi_get32 (cdb + 2);
+      q->blocks = iscsi_get16 (cdb + 7);
       break;
-    case 0x88: case 0x8a: case 0x8f: case 0x91:
-      a->lba = iscsi_get64 (cdb + 2);
-      a->blocks = iscsi_get32 (cdb + 10);
+    case 12:
+      q->lba = iscsi_get32 (cdb + 2);
+      q->blocks = iscsi_get32 (cdb + 6);
       break;
     default:
-      return false;
+      q->lba = iscsi_get64 (cdb + 2);
+      q->blocks = (d->flags & CMD_NLB13) ? cdb[13] : iscsi_get32 (cdb + 10);
+      break;
     }
-  a->fua = (cdb[1] & 0x08) != 0;
-  a->protect = cdb[1] >> 5;
-  return true;
+  q->fua = (cdb[1] & 0x08) != 0;
 }
 
-void
-iscsi_scsi_plan (const iscsi_lu *lu, const uint8_t cdb[16], scsi_dir *dir,
-                 uint32_t *len)
+static uint32_t
+block_bytes (uint64_t blocks)
 {
-  rw_args a;
+  return (uint32_t) MIN (blocks * ISCSI_BLOCK, (uint64_t) UINT32_MAX);
+}
 
-  (void) lu;
-  *dir = SCSI_DIR_NONE;
-  *len = 0;
-  switch (cdb[0])
-    {
-    case 0x08: case 0x28: case 0x88:
-      decode_rw (cdb, &a);
-      *dir = SCSI_DIR_READ;
-      *len = (uint32_t) MIN ((uint64_t) a.blocks * ISCSI_BLOCK,
-                             (uint64_t) UINT32_MAX);
-      break;
-    case 0x0a: case 0x2a: case 0x8a:
-      decode_rw (cdb, &a);
-      *dir = SCSI_DIR_WRITE;
-      *len = (uint32_t) MIN ((uint64_t) a.blocks * ISCSI_BLOCK,
-                             (uint64_t) UINT32_MAX);
-      break;
-    case 0x2f: case 0x8f: /* VERIFY: data-out only with BYTCHK */
-      decode_rw (cdb, &a);
-      if (((cdb[1] >> 1) & 3) == 1)
-        *len = (uint32_t) MIN ((uint64_t) a.blocks * ISCSI_BLOCK,
-                               (uint64_t) UINT32_MAX);
-      else if (((cdb[1] >> 1) & 3) == 3)
-        *len = ISCSI_BLOCK;
-      *dir = *len ? SCSI_DIR_WRITE : SCSI_DIR_NONE;
-      break;
-    case 0x41: case 0x93: /* WRITE SAME: one block unless NDOB */
-      *dir = (cdb[0] == 0x93 && (cdb[1] & 1)) ? SCSI_DIR_NONE : SCSI_DIR_WRITE;
-      *len = *dir == SCSI_DIR_WRITE ? ISCSI_BLOCK : 0;
-      break;
-    case 0x42: /* UNMAP */
-      *dir = SCSI_DIR_WRITE;
-      *len = iscsi_get16 (cdb + 7);
-      break;
-    case 0x03: case 0x12: case 0x1a:
-      *dir = SCSI_DIR_READ;
-      *len = cdb[0] == 0x12 ? iscsi_get16 (cdb + 3) : cdb[4];
-      break;
-    case 0x5a:
-      *dir = SCSI_DIR_READ;
-      *len = iscsi_get16 (cdb + 7);
-      break;
-    case 0x25:
-      *dir = SCSI_DIR_READ;
-      *len = 8;
-      break;
-    case 0x9e:
-      *dir = SCSI_DIR_READ;
-      *len = iscsi_get32 (cdb + 10);
-      break;
-    case 0xa0:
-      *dir = SCSI_DIR_READ;
-      *len = iscsi_get32 (cdb + 6);
-      break;
-    default:
-      break;
-    }
+/* VERIFY: data-out only with BYTCHK (01b: the blocks, 11b: one block). */
+static uint32_t
+plan_verify (const uint8_t *cdb, const scsi_req *q)
+{
+  int bytchk = (cdb[1] >> 1) & 3;
+
+  return bytchk == 1 ? block_bytes (q->blocks)
+         : bytchk == 3 ? ISCSI_BLOCK : 0;
+}
+
+/* WRITE SAME: one block, none with NDOB (16 only). */
+static uint32_t
+plan_write_same (const uint8_t *cdb, const scsi_req *q)
+{
+  (void) q;
+  return cdb[0] == OP_WRITE_SAME16 && (cdb[1] & 1) ? 0 : ISCSI_BLOCK;
+}
+
+/* COMPARE AND WRITE: the verify blocks then the write blocks. */
+static uint32_t
+plan_compare_and_write (const uint8_t *cdb, const scsi_req *q)
+{
+  (void) cdb;
+  return block_bytes (2u * q->blocks);
+}
+
+static uint32_t
+plan_capacity10 (const uint8_t *cdb, const scsi_req *q)
+{
+  (void) cdb;
+  (void) q;
+  return 8;
 }
 
 /* ---- reads and writes --------------------------------------------------- */
 
 static void
-cmd_read (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din, uint32_t din_cap,
-          iscsi_scsi_result *r)
+cmd_read (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  rw_args a;
   uint64_t t0 = now_ns ();
-  uint32_t bytes;
+  uint32_t bytes = q->blocks * ISCSI_BLOCK;
   int errnum = 0;
 
-  decode_rw (cdb, &a);
-  if (a.protect != 0)
-    return invalid_field (r);
-  if (!range_ok (lu, a.lba, a.blocks))
-    return lba_out_of_range (r);
-  if ((uint64_t) a.blocks * ISCSI_BLOCK > ISCSI_MAX_XFER)
-    return invalid_field (r);
-  bytes = a.blocks * ISCSI_BLOCK;
   if (bytes == 0)
     return;
-  g_assert (bytes <= din_cap);
-  if (df_blk_pread (lu->blk, din, bytes, a.lba * ISCSI_BLOCK, &errnum) < 0)
+  g_assert (bytes <= q->din_cap);
+  if (df_blk_pread (lu->blk, q->din, bytes, q->lba * ISCSI_BLOCK, &errnum)
+      < 0)
     {
       df_session_account (lu->sess, DF_OP_READ, 0, now_ns () - t0, true);
       return io_failed (lu, r, errnum, false);
@@ -251,95 +272,155 @@ cmd_read (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din, uint32_t din_cap,
   df_session_account (lu->sess, DF_OP_READ, bytes, now_ns () - t0, false);
 }
 
-static void
-cmd_write (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *dout,
-           uint32_t dout_len, iscsi_scsi_result *r)
+/* Write the whole blocks of data that came (EDTL shorter than the
+ * transfer: the overflow residual tells the initiator). */
+static bool
+write_blocks (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  rw_args a;
   uint64_t t0 = now_ns ();
-  uint32_t bytes;
+  uint32_t bytes = MIN (q->blocks, q->dout_len / ISCSI_BLOCK) * ISCSI_BLOCK;
   int errnum = 0;
 
-  decode_rw (cdb, &a);
-  if (a.protect != 0)
-    return invalid_field (r);
-  if (lu->readonly)
-    return write_protected (r);
-  if (!range_ok (lu, a.lba, a.blocks))
-    return lba_out_of_range (r);
-  if ((uint64_t) a.blocks * ISCSI_BLOCK > ISCSI_MAX_XFER)
-    return invalid_field (r);
-  /* EDTL shorter than the transfer: write what came, whole blocks only
-   * (the overflow residual tells the initiator). */
-  bytes = MIN (a.blocks, dout_len / ISCSI_BLOCK) * ISCSI_BLOCK;
   if (bytes == 0)
-    return;
-  if (df_blk_pwrite (lu->blk, dout, bytes, a.lba * ISCSI_BLOCK,
-                     a.fua ? DF_BLK_FUA : 0, &errnum) < 0)
+    return true;
+  if (df_blk_pwrite (lu->blk, q->dout, bytes, q->lba * ISCSI_BLOCK,
+                     q->fua ? DF_BLK_FUA : 0, &errnum) < 0)
     {
       df_session_account (lu->sess, DF_OP_WRITE, 0, now_ns () - t0, true);
-      return io_failed (lu, r, errnum, true);
+      io_failed (lu, r, errnum, true);
+      return false;
     }
   df_session_account (lu->sess, DF_OP_WRITE, bytes, now_ns () - t0, false);
+  return true;
 }
 
-/* Compare dout against the medium in 64 KiB steps. */
 static void
-verify_compare (iscsi_lu *lu, const rw_args *a, int bytchk,
-                const uint8_t *dout, uint32_t dout_len, iscsi_scsi_result *r)
+cmd_write (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  write_blocks (lu, q, r);
+}
+
+/* WRITE AND VERIFY: what was written reads back (the block layer
+ * returns only once the write is done), so BYTCHK has nothing more to
+ * compare; the write is made stable as a verification against the
+ * medium implies. */
+static void
+cmd_write_verify (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  scsi_req w = *q;
+
+  w.fua = true;
+  write_blocks (lu, &w, r);
+}
+
+/* MISCOMPARE DURING VERIFY OPERATION, the INFORMATION field holding the
+ * offset in the data-out of the first byte that differs. */
+static void
+miscompare (iscsi_scsi_result *r, uint32_t offset)
+{
+  iscsi_scsi_sense (r, KEY_MISCOMPARE, 0x1d, 0x00);
+  r->sense[0] |= 0x80; /* VALID */
+  iscsi_put32 (r->sense + 3, offset);
+}
+
+static uint32_t
+first_difference (const uint8_t *a, const uint8_t *b, uint32_t n)
+{
+  uint32_t i = 0;
+
+  while (i < n && a[i] == b[i])
+    i++;
+  return i;
+}
+
+/* Compare blocks at lba with want (blocks x 512 bytes, or one block
+ * repeated when one_block), in 64 KiB steps.  false + sense in r when
+ * they differ or the read fails. */
+static bool
+compare_medium (iscsi_lu *lu, uint64_t lba, uint32_t blocks,
+                const uint8_t *want, bool one_block, iscsi_scsi_result *r)
 {
   g_autofree uint8_t *buf = g_malloc (64 * 1024);
-  uint64_t off = a->lba * ISCSI_BLOCK;
-  uint32_t total = a->blocks * ISCSI_BLOCK, done = 0;
+  uint64_t off = lba * ISCSI_BLOCK;
+  uint32_t total = blocks * ISCSI_BLOCK, done = 0;
 
-  if (dout_len < (bytchk == 1 ? total : ISCSI_BLOCK))
-    return invalid_field (r);
   while (done < total)
     {
       uint32_t n = MIN (64u * 1024, total - done);
       int errnum = 0;
 
       if (df_blk_pread (lu->blk, buf, n, off + done, &errnum) < 0)
-        return io_failed (lu, r, errnum, false);
+        {
+          io_failed (lu, r, errnum, false);
+          return false;
+        }
       for (uint32_t i = 0; i < n; i += ISCSI_BLOCK)
         {
-          const uint8_t *want = bytchk == 1 ? dout + done + i : dout;
-          if (memcmp (buf + i, want, ISCSI_BLOCK) != 0)
-            return iscsi_scsi_sense (r, KEY_MISCOMPARE, 0x1d, 0x00);
+          const uint8_t *w = one_block ? want : want + done + i;
+          uint32_t d = first_difference (buf + i, w, ISCSI_BLOCK);
+          if (d < ISCSI_BLOCK)
+            {
+              miscompare (r, (one_block ? 0 : done + i) + d);
+              return false;
+            }
         }
       done += n;
     }
+  return true;
 }
 
 static void
-cmd_verify (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *dout,
-            uint32_t dout_len, iscsi_scsi_result *r)
+cmd_verify (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  rw_args a;
-  int bytchk = (cdb[1] >> 1) & 3;
+  int bytchk = (q->cdb[1] >> 1) & 3;
 
-  decode_rw (cdb, &a);
-  if (a.protect != 0 || bytchk == 2)
+  if (bytchk == 2)
     return invalid_field (r);
-  if (!range_ok (lu, a.lba, a.blocks))
-    return lba_out_of_range (r);
-  if ((uint64_t) a.blocks * ISCSI_BLOCK > ISCSI_MAX_XFER)
-    return invalid_field (r);
-  if (bytchk == 0 || a.blocks == 0)
+  if (bytchk == 0 || q->blocks == 0)
     return; /* medium verification: our media always read back */
-  verify_compare (lu, &a, bytchk, dout, dout_len, r);
+  if (q->dout_len < (bytchk == 1 ? q->blocks * ISCSI_BLOCK : ISCSI_BLOCK))
+    return invalid_field (r);
+  compare_medium (lu, q->lba, q->blocks, q->dout, bytchk == 3, r);
+}
+
+/* COMPARE AND WRITE (SBC-3 5.2): atomic against every other write of the
+ * LU (the dispatcher holds the io lock around the whole command). */
+static void
+cmd_compare_and_write (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  uint32_t bytes = q->blocks * ISCSI_BLOCK;
+  scsi_req w = *q;
+
+  if (q->blocks > ISCSI_MAX_CAW_BLOCKS)
+    return invalid_field (r);
+  if (q->dout_len != 2 * bytes)
+    return invalid_field (r); /* data-out must be exactly 2 x NLB blocks */
+  if (q->blocks == 0)
+    return;
+  if (!compare_medium (lu, q->lba, q->blocks, q->dout, false, r))
+    return;
+  w.dout = q->dout + bytes;
+  w.dout_len = bytes;
+  write_blocks (lu, &w, r);
+}
+
+/* PRE-FETCH: the range was checked; our layers have no read-ahead to
+ * start, so there is nothing more to do (GOOD, not CONDITION MET). */
+static void
+cmd_prefetch (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  (void) lu;
+  (void) q;
+  (void) r;
 }
 
 static void
-cmd_sync (iscsi_lu *lu, const uint8_t *cdb, iscsi_scsi_result *r)
+cmd_sync (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  rw_args a;
   uint64_t t0 = now_ns ();
   int errnum = 0;
 
-  decode_rw (cdb, &a);
-  if (!range_ok (lu, a.lba, a.blocks))
-    return lba_out_of_range (r);
+  (void) q;
   /* IMMED or not, return only once data is stable (BAD-INPUTS.md). */
   if (!lu->readonly && lu->blk->can_flush
       && df_blk_flush (lu->blk, &errnum) < 0)
@@ -393,16 +474,15 @@ unmap_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
 }
 
 static void
-cmd_unmap (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *p,
-           uint32_t len, iscsi_scsi_result *r)
+cmd_unmap (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  uint32_t plen = iscsi_get16 (cdb + 7);
+  const uint8_t *p = q->dout;
+  uint32_t len = q->dout_len;
+  uint32_t plen = iscsi_get16 (q->cdb + 7);
   uint32_t dlen;
 
-  if (cdb[1] & 0x01) /* ANCHOR */
+  if (q->cdb[1] & 0x01) /* ANCHOR */
     return invalid_field (r);
-  if (lu->readonly)
-    return write_protected (r);
   if (plen == 0)
     return;
   if (plen < 8 || len < plen)
@@ -481,36 +561,29 @@ zero_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
 }
 
 static void
-cmd_write_same (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *dout,
-                uint32_t dout_len, iscsi_scsi_result *r)
+cmd_write_same (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  bool ws16 = cdb[0] == 0x93;
+  const uint8_t *cdb = q->cdb;
   bool unmap = (cdb[1] & 0x08) != 0;
-  bool ndob = ws16 && (cdb[1] & 0x01);
-  uint64_t lba = ws16 ? iscsi_get64 (cdb + 2) : iscsi_get32 (cdb + 2);
-  uint32_t n = ws16 ? iscsi_get32 (cdb + 10) : iscsi_get16 (cdb + 7);
+  bool ndob = cdb[0] == OP_WRITE_SAME16 && (cdb[1] & 0x01);
   static const uint8_t zeros[ISCSI_BLOCK];
-  const uint8_t *pat = ndob ? zeros : dout;
+  const uint8_t *pat = ndob ? zeros : q->dout;
 
-  if ((cdb[1] >> 5) != 0 || (cdb[1] & 0x10)) /* WRPROTECT, ANCHOR */
+  if (cdb[1] & 0x10) /* ANCHOR */
     return invalid_field (r);
-  if (lu->readonly)
-    return write_protected (r);
-  if (!range_ok (lu, lba, n))
-    return lba_out_of_range (r);
-  if (n == 0 || n > MAX_WS_BLOCKS) /* WSNZ=1 in VPD B0 */
+  if (q->blocks == 0 || q->blocks > MAX_WS_BLOCKS) /* WSNZ=1 in VPD B0 */
     return invalid_field (r);
-  if (!ndob && dout_len != ISCSI_BLOCK)
+  if (!ndob && q->dout_len != ISCSI_BLOCK)
     return invalid_field (r); /* the data-out is exactly one block */
   if (all_zero (pat, ISCSI_BLOCK))
     {
       if (unmap)
-        unmap_range (lu, lba, n, r);
+        unmap_range (lu, q->lba, q->blocks, r);
       else
-        zero_range (lu, lba, n, r);
+        zero_range (lu, q->lba, q->blocks, r);
       return;
     }
-  write_pattern (lu, pat, lba, n, r);
+  write_pattern (lu, pat, q->lba, q->blocks, r);
 }
 
 /* ---- INQUIRY -------------------------------------------------------------- */
@@ -608,6 +681,7 @@ vpd_block_limits (const iscsi_lu *lu, uint8_t *b)
   b[1] = 0xb0;
   iscsi_put16 (b + 2, 0x3c);
   b[4] = 0x01;                                   /* WSNZ */
+  b[5] = ISCSI_MAX_CAW_BLOCKS;  /* maximum COMPARE AND WRITE length */
   iscsi_put16 (b + 6, 1u << LBPPBE);             /* opt. granularity */
   iscsi_put32 (b + 8, ISCSI_MAX_XFER / ISCSI_BLOCK);
   iscsi_put32 (b + 12, 128 * 1024 / ISCSI_BLOCK); /* optimal transfer */
@@ -644,9 +718,11 @@ vpd_provisioning (const iscsi_lu *lu, uint8_t *b)
 }
 
 static void
-cmd_inquiry (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
-             uint32_t din_cap, iscsi_scsi_result *r)
+cmd_inquiry (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
+  const uint8_t *cdb = q->cdb;
+  uint8_t *din = q->din;
+  uint32_t din_cap = q->din_cap;
   uint8_t b[512] = { 0 };
   uint32_t alloc = iscsi_get16 (cdb + 3), len;
 
@@ -673,9 +749,9 @@ cmd_inquiry (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
 /* ---- capacity, LUNs, mode pages, sense ------------------------------------ */
 
 static void
-cmd_read_capacity10 (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
-                     uint32_t din_cap, iscsi_scsi_result *r)
+cmd_read_capacity10 (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
+  const uint8_t *cdb = q->cdb;
   uint8_t b[8];
   uint64_t last = num_blocks (lu) - 1;
 
@@ -683,39 +759,37 @@ cmd_read_capacity10 (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
     return invalid_field (r); /* LBA without PMI */
   iscsi_put32 (b, last > 0xffffffffu ? 0xffffffffu : (uint32_t) last);
   iscsi_put32 (b + 4, ISCSI_BLOCK);
-  copy_out (r, din, din_cap, b, 8, 8);
+  copy_out (r, q->din, q->din_cap, b, 8, 8);
 }
 
 static void
-cmd_service_action_in (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
-                       uint32_t din_cap, iscsi_scsi_result *r)
+cmd_read_capacity16 (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
   uint8_t b[32] = { 0 };
 
-  if ((cdb[1] & 0x1f) != 0x10) /* only READ CAPACITY (16) */
-    return invalid_opcode (r);
   iscsi_put64 (b, num_blocks (lu) - 1);
   iscsi_put32 (b + 8, ISCSI_BLOCK);
   b[13] = LBPPBE;
   if (!lu->readonly)
     b[14] = 0x80 | 0x40; /* LBPME, LBPRZ */
-  copy_out (r, din, din_cap, b, sizeof b, iscsi_get32 (cdb + 10));
+  copy_out (r, q->din, q->din_cap, b, sizeof b, iscsi_get32 (q->cdb + 10));
 }
 
 static void
-cmd_report_luns (const uint8_t *cdb, uint8_t *din, uint32_t din_cap,
-                 iscsi_scsi_result *r)
+cmd_report_luns (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
+  const uint8_t *cdb = q->cdb;
   uint8_t b[16] = { 0 };
   uint32_t alloc = iscsi_get32 (cdb + 6);
 
+  (void) lu;
   if (cdb[2] > 0x02 && cdb[2] != 0x10 && cdb[2] != 0x11 && cdb[2] != 0x12)
     return invalid_field (r);
   if (alloc < 16)
     return invalid_field (r); /* SPC-4: allocation length below 16 */
   iscsi_put32 (b, 8);
   b[9] = ISCSI_LUN; /* peripheral addressing, LUN 1 */
-  copy_out (r, din, din_cap, b, sizeof b, alloc);
+  copy_out (r, q->din, q->din_cap, b, sizeof b, alloc);
 }
 
 /* Append one mode page (current or changeable values) at b+o. */
@@ -746,9 +820,9 @@ mode_page (const iscsi_lu *lu, uint8_t page, bool changeable, uint8_t *b)
 }
 
 static void
-cmd_mode_sense (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
-                uint32_t din_cap, iscsi_scsi_result *r)
+cmd_mode_sense (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
+  const uint8_t *cdb = q->cdb;
   bool ms10 = cdb[0] == 0x5a;
   bool dbd = (cdb[1] & 0x08) != 0;
   uint8_t pc = cdb[2] >> 6, page = cdb[2] & 0x3f, sub = cdb[3];
@@ -794,13 +868,13 @@ cmd_mode_sense (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
       b[2] = (lu->readonly ? 0x80 : 0) | 0x10;
       b[3] = dbd ? 0 : 8;
     }
-  copy_out (r, din, din_cap, b, o, alloc);
+  copy_out (r, q->din, q->din_cap, b, o, alloc);
 }
 
 static void
-cmd_request_sense (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
-                   uint32_t din_cap, iscsi_scsi_result *r)
+cmd_request_sense (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
+  const uint8_t *cdb = q->cdb;
   uint8_t b[SCSI_SENSE_LEN] = { 0x70, 0, KEY_NO_SENSE, 0, 0, 0, 0,
                                 SCSI_SENSE_LEN - 8 };
 
@@ -809,43 +883,472 @@ cmd_request_sense (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
   if (lu->have_sense)
     memcpy (b, lu->last_sense, sizeof b);
   lu->have_sense = false;
-  copy_out (r, din, din_cap, b, sizeof b, cdb[4]);
+  copy_out (r, q->din, q->din_cap, b, sizeof b, cdb[4]);
 }
 
-/* ---- dispatch ------------------------------------------------------------- */
+/* ---- GET LBA STATUS ------------------------------------------------------- */
+
+#define LBA_STATUS_MAX_DESC 64u
+
+typedef struct {
+  uint8_t *b;           /* descriptors start here */
+  uint32_t n, max;      /* descriptors written / room */
+} lba_status;
+
+/* One extent -> a descriptor, merged with the previous one when the
+ * provisioning status is the same (SBC-3 5.7: mapped 0, deallocated 1). */
+static int
+lba_status_extent (void *opaque, uint64_t offset, uint64_t length,
+                   uint32_t flags)
+{
+  lba_status *st = opaque;
+  uint8_t status = (flags & DF_EXTENT_HOLE) ? 1 : 0;
+  uint64_t lba = offset / ISCSI_BLOCK;
+  uint64_t end = (offset + length + ISCSI_BLOCK - 1) / ISCSI_BLOCK;
+  uint8_t *last = st->n ? st->b + 16 * (st->n - 1) : NULL;
+
+  if (last != NULL && last[12] == status
+      && iscsi_get64 (last) + iscsi_get32 (last + 8) == lba)
+    {
+      iscsi_put32 (last + 8, (uint32_t) (end - iscsi_get64 (last)));
+      return 0;
+    }
+  if (last != NULL && iscsi_get64 (last) + iscsi_get32 (last + 8) > lba)
+    lba = iscsi_get64 (last) + iscsi_get32 (last + 8); /* sub-block extent */
+  if (end <= lba)
+    return 0;
+  if (st->n == st->max)
+    return -1;
+  last = st->b + 16 * st->n++;
+  memset (last, 0, 16);
+  iscsi_put64 (last, lba);
+  iscsi_put32 (last + 8, (uint32_t) (end - lba));
+  last[12] = status;
+  return 0;
+}
+
+static void
+cmd_get_lba_status (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  uint64_t lba = iscsi_get64 (q->cdb + 2), nb = num_blocks (lu);
+  uint32_t alloc = iscsi_get32 (q->cdb + 10);
+  uint8_t b[8 + 16 * LBA_STATUS_MAX_DESC] = { 0 };
+  lba_status st = { b + 8, 0, LBA_STATUS_MAX_DESC };
+  uint64_t left;
+  int errnum = 0;
+
+  if (lba >= nb)
+    return lba_out_of_range (r);
+  if (alloc < 24) /* SBC-3: room for the header and one descriptor */
+    st.max = 1;
+  left = MIN ((nb - lba) * ISCSI_BLOCK, (uint64_t) DF_BLK_MAX_REQUEST);
+  if (df_blk_extents (lu->blk, (uint32_t) left, lba * ISCSI_BLOCK,
+                      lba_status_extent, &st, &errnum) < 0)
+    return io_failed (lu, r, errnum, false);
+  iscsi_put32 (b, 4 + 16 * st.n);
+  copy_out (r, q->din, q->din_cap, b, 8 + 16 * st.n, alloc);
+}
+
+/* ---- reservations (state in iscsi_pr.c) ------------------------------------ */
+
+static void
+cmd_reserve (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  /* (10): 3RDPTY, LONGID and a parameter list are not supported */
+  if (q->cdb[0] == OP_RESERVE10 && (q->cdb[1] & 0x12))
+    return invalid_field (r);
+  iscsi_lu_reserve (lu, true, r);
+}
+
+static void
+cmd_release (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  if (q->cdb[0] == OP_RELEASE10 && (q->cdb[1] & 0x12))
+    return invalid_field (r);
+  iscsi_lu_reserve (lu, false, r);
+}
+
+static void
+cmd_pr_in (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  iscsi_lu_pr_in (lu, q->cdb, q->din, q->din_cap, r);
+}
+
+static void
+cmd_pr_out (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  iscsi_lu_pr_out (lu, q->cdb, q->dout, q->dout_len, r);
+}
+
+/* ---- small commands -------------------------------------------------------- */
+
+static void
+cmd_nothing (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  (void) lu;
+  (void) q;
+  (void) r;
+}
+
+static void
+cmd_prevent_allow (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  (void) lu;
+  if ((q->cdb[4] & 0x03) > 1)
+    invalid_field (r);
+}
+
+static void cmd_report_opcodes (iscsi_lu *lu, const scsi_req *q,
+                                iscsi_scsi_result *r);
+
+/* ---- the command table ----------------------------------------------------- */
+
+#define RD SCSI_DIR_READ
+#define WR SCSI_DIR_WRITE
+#define NO SCSI_DIR_NONE
+#define A_OK ISCSI_PR_ALLOWED
+#define A_RD ISCSI_PR_READ
+#define A_WR ISCSI_PR_WRITE
+#define RW_IN (CMD_LBA | CMD_PROTECT | CMD_XFER)
+#define RW_OUT (CMD_LBA | CMD_PROTECT | CMD_XFER | CMD_WRITES)
+
+/* opcode, SA, name, CDB length, data direction, length field (offset,
+ * size), plan, exec, flags, access class. */
+static const scsi_cmd scsi_cmds[] = {
+  { OP_TEST_UNIT_READY, 0, "TEST UNIT READY", 6, NO, 0, 0, NULL,
+    cmd_nothing, 0, A_OK },
+  { OP_REQUEST_SENSE, 0, "REQUEST SENSE", 6, RD, 4, 1, NULL,
+    cmd_request_sense, CMD_SPC2_OK, A_OK },
+  { OP_READ6, 0, "READ(6)", 6, RD, 0, 0, NULL, cmd_read,
+    CMD_LBA | CMD_XFER, A_RD },
+  { OP_WRITE6, 0, "WRITE(6)", 6, WR, 0, 0, NULL, cmd_write,
+    CMD_LBA | CMD_XFER | CMD_WRITES, A_WR },
+  { OP_INQUIRY, 0, "INQUIRY", 6, RD, 3, 2, NULL, cmd_inquiry,
+    CMD_SPC2_OK, A_OK },
+  { OP_RESERVE6, 0, "RESERVE(6)", 6, NO, 0, 0, NULL, cmd_reserve,
+    CMD_SPC2_OK, A_OK },
+  { OP_RELEASE6, 0, "RELEASE(6)", 6, NO, 0, 0, NULL, cmd_release,
+    CMD_SPC2_OK, A_OK },
+  { OP_MODE_SENSE6, 0, "MODE SENSE(6)", 6, RD, 4, 1, NULL, cmd_mode_sense,
+    0, A_RD },
+  { OP_START_STOP_UNIT, 0, "START STOP UNIT", 6, NO, 0, 0, NULL,
+    cmd_nothing, 0, A_OK },
+  { OP_PREVENT_ALLOW, 0, "PREVENT ALLOW MEDIUM REMOVAL", 6, NO, 0, 0, NULL,
+    cmd_prevent_allow, 0, A_OK },
+  { OP_READ_CAPACITY10, 0, "READ CAPACITY(10)", 10, RD, 0, 0,
+    plan_capacity10, cmd_read_capacity10, 0, A_OK },
+  { OP_READ10, 0, "READ(10)", 10, RD, 0, 0, NULL, cmd_read, RW_IN, A_RD },
+  { OP_WRITE10, 0, "WRITE(10)", 10, WR, 0, 0, NULL, cmd_write, RW_OUT,
+    A_WR },
+  { OP_WRITE_VERIFY10, 0, "WRITE AND VERIFY(10)", 10, WR, 0, 0, NULL,
+    cmd_write_verify, RW_OUT, A_WR },
+  { OP_VERIFY10, 0, "VERIFY(10)", 10, WR, 0, 0, plan_verify, cmd_verify,
+    RW_IN, A_RD },
+  { OP_PREFETCH10, 0, "PRE-FETCH(10)", 10, NO, 0, 0, NULL, cmd_prefetch,
+    CMD_LBA, A_RD },
+  { OP_SYNC_CACHE10, 0, "SYNCHRONIZE CACHE(10)", 10, NO, 0, 0, NULL,
+    cmd_sync, CMD_LBA, A_WR },
+  { OP_WRITE_SAME10, 0, "WRITE SAME(10)", 10, WR, 0, 0, plan_write_same,
+    cmd_write_same, CMD_LBA | CMD_PROTECT | CMD_WRITES, A_WR },
+  { OP_UNMAP, 0, "UNMAP", 10, WR, 7, 2, NULL, cmd_unmap, CMD_WRITES, A_WR },
+  { OP_RESERVE10, 0, "RESERVE(10)", 10, NO, 0, 0, NULL, cmd_reserve,
+    CMD_SPC2_OK, A_OK },
+  { OP_RELEASE10, 0, "RELEASE(10)", 10, NO, 0, 0, NULL, cmd_release,
+    CMD_SPC2_OK, A_OK },
+  { OP_MODE_SENSE10, 0, "MODE SENSE(10)", 10, RD, 7, 2, NULL,
+    cmd_mode_sense, 0, A_RD },
+  { OP_PR_IN, 0x00, "PERSISTENT RESERVE IN / READ KEYS", 10, RD, 7, 2, NULL,
+    cmd_pr_in, CMD_SA, A_OK },
+  { OP_PR_IN, 0x01, "PERSISTENT RESERVE IN / READ RESERVATION", 10, RD, 7,
+    2, NULL, cmd_pr_in, CMD_SA, A_OK },
+  { OP_PR_IN, 0x02, "PERSISTENT RESERVE IN / REPORT CAPABILITIES", 10, RD,
+    7, 2, NULL, cmd_pr_in, CMD_SA, A_OK },
+  { OP_PR_IN, 0x03, "PERSISTENT RESERVE IN / READ FULL STATUS", 10, RD, 7,
+    2, NULL, cmd_pr_in, CMD_SA, A_OK },
+  { OP_PR_OUT, 0x00, "PERSISTENT RESERVE OUT / REGISTER", 10, WR, 5, 4,
+    NULL, cmd_pr_out, CMD_SA, A_OK },
+  { OP_PR_OUT, 0x01, "PERSISTENT RESERVE OUT / RESERVE", 10, WR, 5, 4, NULL,
+    cmd_pr_out, CMD_SA, A_OK },
+  { OP_PR_OUT, 0x02, "PERSISTENT RESERVE OUT / RELEASE", 10, WR, 5, 4, NULL,
+    cmd_pr_out, CMD_SA, A_OK },
+  { OP_PR_OUT, 0x03, "PERSISTENT RESERVE OUT / CLEAR", 10, WR, 5, 4, NULL,
+    cmd_pr_out, CMD_SA, A_OK },
+  { OP_PR_OUT, 0x04, "PERSISTENT RESERVE OUT / PREEMPT", 10, WR, 5, 4, NULL,
+    cmd_pr_out, CMD_SA, A_OK },
+  { OP_PR_OUT, 0x05, "PERSISTENT RESERVE OUT / PREEMPT AND ABORT", 10, WR,
+    5, 4, NULL, cmd_pr_out, CMD_SA, A_OK },
+  { OP_PR_OUT, 0x06,
+    "PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY", 10, WR, 5,
+    4, NULL, cmd_pr_out, CMD_SA, A_OK },
+  { OP_READ16, 0, "READ(16)", 16, RD, 0, 0, NULL, cmd_read, RW_IN, A_RD },
+  { OP_COMPARE_AND_WRITE, 0, "COMPARE AND WRITE", 16, WR, 0, 0,
+    plan_compare_and_write, cmd_compare_and_write,
+    CMD_LBA | CMD_PROTECT | CMD_WRITES | CMD_NLB13, A_WR },
+  { OP_WRITE16, 0, "WRITE(16)", 16, WR, 0, 0, NULL, cmd_write, RW_OUT,
+    A_WR },
+  { OP_WRITE_VERIFY16, 0, "WRITE AND VERIFY(16)", 16, WR, 0, 0, NULL,
+    cmd_write_verify, RW_OUT, A_WR },
+  { OP_VERIFY16, 0, "VERIFY(16)", 16, WR, 0, 0, plan_verify, cmd_verify,
+    RW_IN, A_RD },
+  { OP_PREFETCH16, 0, "PRE-FETCH(16)", 16, NO, 0, 0, NULL, cmd_prefetch,
+    CMD_LBA, A_RD },
+  { OP_SYNC_CACHE16, 0, "SYNCHRONIZE CACHE(16)", 16, NO, 0, 0, NULL,
+    cmd_sync, CMD_LBA, A_WR },
+  { OP_WRITE_SAME16, 0, "WRITE SAME(16)", 16, WR, 0, 0, plan_write_same,
+    cmd_write_same, CMD_LBA | CMD_PROTECT | CMD_WRITES, A_WR },
+  { OP_SERVICE_ACTION_IN16, 0x10, "READ CAPACITY(16)", 16, RD, 10, 4, NULL,
+    cmd_read_capacity16, CMD_SA, A_OK },
+  { OP_SERVICE_ACTION_IN16, 0x12, "GET LBA STATUS", 16, RD, 10, 4, NULL,
+    cmd_get_lba_status, CMD_SA, A_RD },
+  { OP_REPORT_LUNS, 0, "REPORT LUNS", 12, RD, 6, 4, NULL, cmd_report_luns,
+    CMD_SPC2_OK, A_OK },
+  { OP_MAINTENANCE_IN, 0x0c, "REPORT SUPPORTED OPERATION CODES", 12, RD, 6,
+    4, NULL, cmd_report_opcodes, CMD_SA | CMD_SPC2_OK, A_OK },
+  { OP_READ12, 0, "READ(12)", 12, RD, 0, 0, NULL, cmd_read, RW_IN, A_RD },
+  { OP_WRITE12, 0, "WRITE(12)", 12, WR, 0, 0, NULL, cmd_write, RW_OUT,
+    A_WR },
+  { OP_WRITE_VERIFY12, 0, "WRITE AND VERIFY(12)", 12, WR, 0, 0, NULL,
+    cmd_write_verify, RW_OUT, A_WR },
+  { OP_VERIFY12, 0, "VERIFY(12)", 12, WR, 0, 0, plan_verify, cmd_verify,
+    RW_IN, A_RD },
+};
+
+#undef RD
+#undef WR
+#undef NO
+#undef A_OK
+#undef A_RD
+#undef A_WR
+#undef RW_IN
+#undef RW_OUT
+
+static bool
+has_service_actions (uint8_t opcode)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (scsi_cmds); i++)
+    if (scsi_cmds[i].opcode == opcode)
+      return (scsi_cmds[i].flags & CMD_SA) != 0;
+  return false;
+}
+
+/* The row for (opcode, service action); *known: the opcode exists (so a
+ * NULL answer is an unsupported service action). */
+static const scsi_cmd *
+find_cmd (uint8_t opcode, uint8_t sa, bool *known)
+{
+  *known = false;
+  for (guint i = 0; i < G_N_ELEMENTS (scsi_cmds); i++)
+    {
+      const scsi_cmd *d = &scsi_cmds[i];
+      if (d->opcode != opcode)
+        continue;
+      *known = true;
+      if (!(d->flags & CMD_SA) || d->sa == sa)
+        return d;
+    }
+  return NULL;
+}
+
+static const scsi_cmd *
+lookup (const uint8_t *cdb, bool *known)
+{
+  return find_cmd (cdb[0], cdb[1] & 0x1f, known);
+}
+
+/* ---- REPORT SUPPORTED OPERATION CODES (SPC-4 6.35), from the table ----- */
+
+#define RSOC_TIMEOUTS_LEN 12u
+
+static uint32_t
+rsoc_timeouts (uint8_t *b)
+{
+  memset (b, 0, RSOC_TIMEOUTS_LEN);
+  iscsi_put16 (b, RSOC_TIMEOUTS_LEN - 2); /* no timeouts given (0) */
+  return RSOC_TIMEOUTS_LEN;
+}
+
+/* CDB usage data: the opcode, the service action, and every bit of the
+ * other fields marked usable except the CONTROL byte (no NACA). */
+static void
+rsoc_usage (const scsi_cmd *d, uint8_t *u)
+{
+  memset (u, 0xff, d->cdb_len);
+  u[0] = d->opcode;
+  if (d->flags & CMD_SA)
+    u[1] = (uint8_t) (0xe0 | d->sa);
+  u[d->cdb_len - 1] = 0x00;
+}
+
+static uint32_t
+rsoc_all (bool rctd, GByteArray *b)
+{
+  uint8_t d[8 + RSOC_TIMEOUTS_LEN];
+
+  g_byte_array_set_size (b, 4);
+  for (guint i = 0; i < G_N_ELEMENTS (scsi_cmds); i++)
+    {
+      const scsi_cmd *c = &scsi_cmds[i];
+      uint32_t n = 8;
+
+      memset (d, 0, sizeof d);
+      d[0] = c->opcode;
+      if (c->flags & CMD_SA)
+        iscsi_put16 (d + 2, c->sa);
+      d[5] = (rctd ? 0x02 : 0) | ((c->flags & CMD_SA) ? 0x01 : 0);
+      iscsi_put16 (d + 6, c->cdb_len);
+      if (rctd)
+        n += rsoc_timeouts (d + 8);
+      g_byte_array_append (b, d, n);
+    }
+  iscsi_put32 (b->data, b->len - 4);
+  return b->len;
+}
+
+static void
+rsoc_one (const scsi_cmd *d, bool rctd, GByteArray *b)
+{
+  uint8_t h[4 + 16 + RSOC_TIMEOUTS_LEN] = { 0 };
+  uint32_t n = 4;
+
+  if (d == NULL)
+    {
+      h[1] = 0x01; /* SUPPORT: not supported */
+      g_byte_array_append (b, h, 4);
+      return;
+    }
+  h[1] = (rctd ? 0x80 : 0) | 0x03; /* supported as the standard says */
+  iscsi_put16 (h + 2, d->cdb_len);
+  rsoc_usage (d, h + 4);
+  n += d->cdb_len;
+  if (rctd)
+    n += rsoc_timeouts (h + n);
+  g_byte_array_append (b, h, n);
+}
+
+static void
+cmd_report_opcodes (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  const uint8_t *cdb = q->cdb;
+  bool rctd = (cdb[2] & 0x80) != 0, known;
+  uint8_t options = cdb[2] & 0x07, op = cdb[3];
+  uint16_t sa = iscsi_get16 (cdb + 4);
+  g_autoptr (GByteArray) b = g_byte_array_new ();
+  bool has_sa = has_service_actions (op);
+
+  (void) lu;
+  switch (options)
+    {
+    case 0: rsoc_all (rctd, b); break;
+    case 1: /* opcode without service actions */
+      if (has_sa)
+        return invalid_field (r);
+      rsoc_one (find_cmd (op, 0, &known), rctd, b);
+      break;
+    case 2: /* opcode + service action */
+      if (!has_sa || sa > 0x1f)
+        return invalid_field (r);
+      rsoc_one (find_cmd (op, (uint8_t) sa, &known), rctd, b);
+      break;
+    case 3: /* either: the service action counts where the opcode has any */
+      rsoc_one (has_sa && sa > 0x1f ? NULL
+                : find_cmd (op, has_sa ? (uint8_t) sa : 0, &known),
+                rctd, b);
+      break;
+    default:
+      return invalid_field (r);
+    }
+  copy_out (r, q->din, q->din_cap, b->data, b->len, iscsi_get32 (cdb + 6));
+}
+
+/* ---- planning and dispatch -------------------------------------------------- */
+
+void
+iscsi_scsi_plan (const iscsi_lu *lu, const uint8_t cdb[16], scsi_dir *dir,
+                 uint32_t *len)
+{
+  bool known;
+  const scsi_cmd *d = lookup (cdb, &known);
+  scsi_req q = { .cdb = cdb };
+
+  (void) lu;
+  *dir = SCSI_DIR_NONE;
+  *len = 0;
+  if (d == NULL || d->dir == SCSI_DIR_NONE)
+    return;
+  if (d->flags & CMD_LBA)
+    decode_lba (d, cdb, &q);
+  if (d->plan != NULL)
+    *len = d->plan (cdb, &q);
+  else if (d->len_size == 1)
+    *len = cdb[d->len_off];
+  else if (d->len_size == 2)
+    *len = iscsi_get16 (cdb + d->len_off);
+  else if (d->len_size == 4)
+    *len = iscsi_get32 (cdb + d->len_off);
+  else
+    *len = block_bytes (q.blocks);
+  *dir = *len ? d->dir : SCSI_DIR_NONE;
+}
+
+/* The checks every row gets, in SBC order.  false: r holds the answer. */
+static bool
+validate (iscsi_lu *lu, const scsi_cmd *d, scsi_req *q, iscsi_scsi_result *r)
+{
+  if (iscsi_lu_conflict (lu, d->access, (d->flags & CMD_SPC2_OK) != 0))
+    {
+      r->status = SCSI_RESERVATION_CONFLICT;
+      return false;
+    }
+  if ((d->flags & CMD_PROTECT) && (q->cdb[1] >> 5) != 0)
+    {
+      invalid_field (r); /* no protection information */
+      return false;
+    }
+  if ((d->flags & CMD_WRITES) && lu->readonly)
+    {
+      write_protected (r);
+      return false;
+    }
+  if (!(d->flags & CMD_LBA))
+    return true;
+  decode_lba (d, q->cdb, q);
+  if (!range_ok (lu, q->lba, q->blocks))
+    {
+      lba_out_of_range (r);
+      return false;
+    }
+  if ((d->flags & CMD_XFER)
+      && (uint64_t) q->blocks * ISCSI_BLOCK > ISCSI_MAX_XFER)
+    {
+      invalid_field (r);
+      return false;
+    }
+  return true;
+}
 
 void
 iscsi_scsi_exec (iscsi_lu *lu, const uint8_t cdb[16], const uint8_t *dout,
                  uint32_t dout_len, uint8_t *din, uint32_t din_cap,
                  iscsi_scsi_result *r)
 {
+  scsi_req q = { cdb, dout, dout_len, din, din_cap, 0, 0, false };
+  bool known;
+  const scsi_cmd *d = lookup (cdb, &known);
+
   memset (r, 0, sizeof *r);
-  switch (cdb[0])
+  if (d == NULL && known)
+    invalid_field (r); /* unsupported service action */
+  else if (d == NULL)
+    invalid_opcode (r);
+  else if (validate (lu, d, &q, r))
     {
-    case 0x00: break;                                  /* TEST UNIT READY */
-    case 0x03: cmd_request_sense (lu, cdb, din, din_cap, r); break;
-    case 0x08: case 0x28: case 0x88: cmd_read (lu, cdb, din, din_cap, r);
-      break;
-    case 0x0a: case 0x2a: case 0x8a:
-      cmd_write (lu, cdb, dout, dout_len, r);
-      break;
-    case 0x12: cmd_inquiry (lu, cdb, din, din_cap, r); break;
-    case 0x1a: case 0x5a: cmd_mode_sense (lu, cdb, din, din_cap, r); break;
-    case 0x1b: break;                                  /* START STOP UNIT */
-    case 0x1e:                                         /* PREVENT ALLOW */
-      if ((cdb[4] & 0x03) > 1)
-        invalid_field (r);
-      break;
-    case 0x25: cmd_read_capacity10 (lu, cdb, din, din_cap, r); break;
-    case 0x2f: case 0x8f: cmd_verify (lu, cdb, dout, dout_len, r); break;
-    case 0x35: case 0x91: cmd_sync (lu, cdb, r); break;
-    case 0x41: case 0x93: cmd_write_same (lu, cdb, dout, dout_len, r); break;
-    case 0x42: cmd_unmap (lu, cdb, dout, dout_len, r); break;
-    case 0x9e: cmd_service_action_in (lu, cdb, din, din_cap, r); break;
-    case 0xa0: cmd_report_luns (cdb, din, din_cap, r); break;
-    default: invalid_opcode (r); break;
+      if (d->flags & CMD_WRITES)
+        iscsi_lu_io_lock (lu);
+      d->exec (lu, &q, r);
+      if (d->flags & CMD_WRITES)
+        iscsi_lu_io_unlock (lu);
     }
-  if (r->status == SCSI_CHECK_CONDITION && cdb[0] != 0x03)
+  if (r->status == SCSI_CHECK_CONDITION && cdb[0] != OP_REQUEST_SENSE)
     {
       memcpy (lu->last_sense, r->sense, sizeof lu->last_sense);
       lu->have_sense = true;

@@ -127,6 +127,7 @@ iscsi_conn_free (iscsi_conn *c)
   if (c == NULL)
     return;
   session_unregister (c);
+  iscsi_lu_detach (&c->lu); /* I_T nexus loss */
   g_hash_table_destroy (c->tasks);
   if (c->export != NULL)
     df_export_close (c->export);
@@ -659,6 +660,8 @@ rx_tmf (iscsi_conn *c, const iscsi_pdu *pdu)
           break;
         }
       g_hash_table_remove_all (c->tasks);
+      if (fn == 5)
+        iscsi_lu_reset (&c->lu);
       resp = 0;
       break;
     case 3: /* CLEAR ACA: no ACA is ever established (NACA unsupported) */
