@@ -81,6 +81,16 @@ invalid_field (iscsi_scsi_result *r)
   iscsi_scsi_sense (r, KEY_ILLEGAL_REQUEST, 0x24, 0x00);
 }
 
+/* INVALID FIELD IN CDB with the sense-key specific field pointer (SPC-4
+ * 4.5.2.4.2): the CDB byte and the highest bit of the bad field. */
+static void
+invalid_field_at (iscsi_scsi_result *r, uint16_t byte, uint8_t bit)
+{
+  invalid_field (r);
+  r->sense[15] = (uint8_t) (0x80 | 0x40 | 0x08 | (bit & 7)); /* SKSV C/D BPV */
+  iscsi_put16 (r->sense + 16, byte);
+}
+
 static void
 lba_out_of_range (iscsi_scsi_result *r)
 {
@@ -1241,12 +1251,14 @@ cmd_report_opcodes (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
     case 0: rsoc_all (rctd, b); break;
     case 1: /* opcode without service actions */
       if (has_sa)
-        return invalid_field (r);
+        return invalid_field_at (r, 2, 2);
       rsoc_one (find_cmd (op, 0, &known), rctd, b);
       break;
     case 2: /* opcode + service action */
-      if (!has_sa || sa > 0x1f)
-        return invalid_field (r);
+      if (!has_sa)
+        return invalid_field_at (r, 2, 2);
+      if (sa > 0x1f)
+        return invalid_field_at (r, 4, 7);
       rsoc_one (find_cmd (op, (uint8_t) sa, &known), rctd, b);
       break;
     case 3: /* either: the service action counts where the opcode has any */
@@ -1255,7 +1267,7 @@ cmd_report_opcodes (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
                 rctd, b);
       break;
     default:
-      return invalid_field (r);
+      return invalid_field_at (r, 2, 2);
     }
   copy_out (r, q->din, q->din_cap, b->data, b->len, iscsi_get32 (cdb + 6));
 }
@@ -1337,7 +1349,7 @@ iscsi_scsi_exec (iscsi_lu *lu, const uint8_t cdb[16], const uint8_t *dout,
 
   memset (r, 0, sizeof *r);
   if (d == NULL && known)
-    invalid_field (r); /* unsupported service action */
+    invalid_field_at (r, 1, 4); /* unsupported service action */
   else if (d == NULL)
     invalid_opcode (r);
   else if (validate (lu, d, &q, r))
