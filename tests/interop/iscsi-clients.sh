@@ -1,10 +1,9 @@
 #!/bin/bash
 # iSCSI front end against libiscsi's tools: discovery (with and without
 # CHAP), inquiry, capacity, one-way and mutual CHAP, a device reached by
-# name and by MAC, read-only vdisk targets, and the iscsi-test-cu families
-# of issue 3.  Families missing from the installed libiscsi are reported
-# as skipped (libiscsi 1.19 has no iSCSI.iSCSINop, iSCSISendTargets or
-# iSCSICHAP suites: NOP, SendTargets and CHAP are covered by the checks
+# name and by MAC, read-only vdisk targets, and the whole iscsi-test-cu
+# suite in one run (libiscsi 1.19 has no iSCSI.iSCSINop, iSCSISendTargets
+# or iSCSICHAP suites: NOP, SendTargets and CHAP are covered by the checks
 # above and by tests/unit/test-iscsi-*.c).
 . "$TESTS_SRCDIR/lib.sh"
 need iscsi-ls iscsi-inq iscsi-readcapacity16 iscsi-test-cu
@@ -64,37 +63,46 @@ timeout 30 iscsi-inq "iscsi://userb%initiatorsecret1@$H/$IQN:b/1?target_user=$IQ
 grep -q 'initiatorsecret1\|targetsecret-22' "$T/streamsvc.log" && fail "secret in the log"
 pass "CHAP one-way and mutual"
 
-# iscsi-test-cu families (destructive: device a's cache only)
-families="SCSI.Inquiry SCSI.ReadCapacity10 SCSI.ReadCapacity16 SCSI.Read6
-SCSI.Read10 SCSI.Read16 SCSI.Write10 SCSI.Write16 SCSI.TestUnitReady
-SCSI.ReportLUNs SCSI.Unmap SCSI.WriteSame10 SCSI.WriteSame16 SCSI.ModeSense6
-SCSI.Verify10 SCSI.Verify16 iSCSI.iSCSIcmdsn iSCSI.iSCSIdatasn
-iSCSI.iSCSIResiduals iSCSI.iSCSINop iSCSI.iSCSISendTargets iSCSI.iSCSITMF
-iSCSI.iSCSICHAP"
-list=$(iscsi-test-cu --list)
-bad=""
-for f in $families; do
-  if ! echo "$list" | grep -qx "$f"; then
-    echo "skip: $f (not in this libiscsi's iscsi-test-cu)"
-    continue
-  fi
-  if ! echo "$list" | grep -q "^$f\."; then
-    echo "skip: $f (no tests in this libiscsi)"
-    continue
-  fi
-  if timeout 600 iscsi-test-cu -d -s -t "$f" "iscsi://$H/$IQN:a/1" >"$T/cu.log" 2>&1 \
-     && grep -qE 'tests +[0-9]+ +[0-9]+ +[0-9]+ +0 ' "$T/cu.log"; then
-    echo "ok: $f $(grep -E '^ +tests ' "$T/cu.log" | tr -s ' ')"
-  else
-    echo "FAIL: $f"; grep -E 'FAILED|tests ' "$T/cu.log" | head -10
-    bad="$bad $f"
-  fi
-done
-[ -z "$bad" ] || fail "iscsi-test-cu families failed:$bad"
+# The whole iscsi-test-cu suite, once, in one run (issue 9): whatever a
+# test leaves behind (reservations, registrations, written blocks, a
+# test's own PDU hooks) reaches the tests after it, as families run one
+# by one never showed.  Destructive: device a's cache only.  Normal mode
+# names each failed test ("Suite S, Test T had failures:").
+# One defect of the test tool is tolerated, by name and message only:
+# GetLBAStatus.UnmapSingle asks for the status of LBA i+1 and wants the
+# first descriptor to start at i+LBPPB (libiscsi 1.19 and upstream), where
+# SBC-4 5.7.2.3 wants the requested LBA, which is what we return; the test
+# holds only on LUs with one logical block per physical block (ours: 8).
+# Its exit status is non-zero when a test failed: judged below, test by
+# test; only a timeout (124) or a crash (>= 128) is fatal here.
+rc=0
+timeout 240 iscsi-test-cu -n --dataloss -t ALL "iscsi://$H/$IQN:a/1" >"$T/cu.log" 2>&1 \
+  || rc=$?
+[ "$rc" -lt 124 ] || { tail -20 "$T/cu.log"; fail "iscsi-test-cu -t ALL did not finish (rc $rc)"; }
+read -r _ total ran passed failed _ < <(grep -E '^ +tests ' "$T/cu.log") \
+  || { tail -20 "$T/cu.log"; fail "no CUnit summary"; }
+skips=$(sed -n '/CUnit - A unit testing/,$p' "$T/cu.log" | grep -o '\[SKIPPED\]' | wc -l)
+echo "iscsi-test-cu -t ALL: $total tests, $ran run, $passed passed, $failed failed, $skips skipped inside"
+echo "skip reasons (commands or features this target does not offer, or -S/multipath not given):"
+sed -n '/CUnit - A unit testing/,$p' "$T/cu.log" | grep -o '\[SKIPPED\][^.]*' | sort | uniq -c | sort -rn
+[ "$ran" = "$total" ] || fail "iscsi-test-cu ran $ran of $total tests"
+bad=$(awk '
+  /^Suite .*, Test .* had failures:/ { t = $2 "." $4; sub(/,/, "", t); next }
+  /^ +[0-9]+\. / && t != "" {
+    if (!(t == "GetLBAStatus.UnmapSingle" && $0 ~ /lba offset in first descriptor does not/))
+      print t
+    next }
+  { t = "" }' "$T/cu.log" | sort -u)
+known=$(grep -c '^Suite GetLBAStatus, Test UnmapSingle had failures' "$T/cu.log" || true)
+[ "$failed" -le "$known" ] && [ -z "$bad" ] || {
+  grep -A3 'had failures' "$T/cu.log" | head -40
+  fail "iscsi-test-cu -t ALL: failures:" $bad
+}
+pass "iscsi-test-cu -t ALL: $failed failure(s), all the known GetLBAStatus.UnmapSingle defect"
 
 # the base never changed; a's writes live in a's cache only
 qemu-img compare -f raw -F raw "$T/disk.raw" "$(uri vdisk/golden)" >/dev/null \
   || fail "vdisk changed"
 qemu-img compare -f raw -F raw "$T/disk.raw" "$(uri device/b)" >/dev/null \
   || fail "device b sees a's writes"
-pass "iscsi-test-cu families; base and other devices untouched"
+pass "iscsi-test-cu: base and other devices untouched"
