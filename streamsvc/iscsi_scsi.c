@@ -26,7 +26,7 @@
 #define MAX_UNMAP_BLOCKS (1u << 20)
 #define MAX_UNMAP_DESC 64u
 #define WS_CHUNK (1024u * 1024)
-#define ISCSI_MAX_CAW_BLOCKS 255u           /* VPD B0 byte 5 */
+#define ISCSI_MAX_CAW_BLOCKS 128u      /* VPD B0 byte 5 */
 
 enum {
   KEY_NO_SENSE = 0x00, KEY_NOT_READY = 0x02, KEY_MEDIUM_ERROR = 0x03,

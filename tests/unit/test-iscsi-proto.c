@@ -944,6 +944,634 @@ test_text_duplicate_key (Fx *f, gconstpointer data)
   g_assert_false (iscsi_conn_should_close (f->c));
 }
 
+/* ---- SCSI command set over an in-memory block device ----------------------- */
+
+/* A df_blk in memory that knows which 4 KiB chunks are allocated, so that
+ * GET LBA STATUS has something to report. */
+#define MEM_BLOCKS 2048u
+#define MEM_CHUNK 4096u
+
+typedef struct {
+  df_blk blk;
+  uint8_t *data;
+  bool alloc[MEM_BLOCKS * ISCSI_BLOCK / MEM_CHUNK];
+} MemBlk;
+
+static int
+mem_pread (df_blk *b, void *buf, uint32_t n, uint64_t off, int *err)
+{
+  (void) err;
+  memcpy (buf, ((MemBlk *) b)->data + off, n);
+  return 0;
+}
+
+static void
+mem_mark (MemBlk *m, uint64_t off, uint32_t n, bool alloc)
+{
+  for (uint64_t c = off / MEM_CHUNK; c * MEM_CHUNK < off + n; c++)
+    if (alloc || (c * MEM_CHUNK >= off && (c + 1) * MEM_CHUNK <= off + n))
+      m->alloc[c] = alloc;
+}
+
+static int
+mem_pwrite (df_blk *b, const void *buf, uint32_t n, uint64_t off,
+            uint32_t flags, int *err)
+{
+  (void) flags;
+  (void) err;
+  memcpy (((MemBlk *) b)->data + off, buf, n);
+  mem_mark ((MemBlk *) b, off, n, true);
+  return 0;
+}
+
+static int
+mem_trim (df_blk *b, uint32_t n, uint64_t off, uint32_t flags, int *err)
+{
+  (void) flags;
+  (void) err;
+  memset (((MemBlk *) b)->data + off, 0, n);
+  mem_mark ((MemBlk *) b, off, n, false);
+  return 0;
+}
+
+static int
+mem_extents (df_blk *b, uint32_t n, uint64_t off, df_extent_cb cb,
+             void *opaque, int *err)
+{
+  MemBlk *m = (MemBlk *) b;
+
+  (void) err;
+  for (uint64_t o = off; o < off + n;)
+    {
+      uint64_t end = MIN ((o / MEM_CHUNK + 1) * MEM_CHUNK, off + n);
+      bool a = m->alloc[o / MEM_CHUNK];
+      if (cb (opaque, o, end - o, a ? 0 : DF_EXTENT_HOLE | DF_EXTENT_ZERO) < 0)
+        break;
+      o = end;
+    }
+  return 0;
+}
+
+static void
+mem_destroy (df_blk *b)
+{
+  g_free (((MemBlk *) b)->data);
+  g_free (b);
+}
+
+static const df_blk_ops mem_ops = {
+  .name = "test-mem", .pread = mem_pread, .pwrite = mem_pwrite,
+  .trim = mem_trim, .extents = mem_extents, .destroy = mem_destroy,
+};
+
+typedef struct {
+  df_blk *blk;
+  DfSessions *ss;
+  DfSession *sess;
+  iscsi_lu lu, lu2;       /* two I_T nexuses on the same LU */
+  uint8_t *din;
+  iscsi_scsi_result r;
+} LuFx;
+
+static void
+lu_setup (LuFx *f, gconstpointer data)
+{
+  static int seq;
+  g_autofree char *name = g_strdup_printf ("test/lu%d", ++seq);
+  static const uint8_t isid1[6] = { 0x80, 0, 0, 0, 0, 1 };
+  static const uint8_t isid2[6] = { 0x80, 0, 0, 0, 0, 2 };
+  MemBlk *m = g_new0 (MemBlk, 1);
+
+  (void) data;
+  m->data = g_malloc0 (MEM_BLOCKS * ISCSI_BLOCK);
+  df_blk_init (&m->blk, &mem_ops, MEM_BLOCKS * ISCSI_BLOCK, false);
+  m->blk.can_trim = true;
+  f->blk = &m->blk;
+  f->ss = df_sessions_new ();
+  f->sess = df_session_start (f->ss, "iscsi", "test");
+  for (int i = 0; i < 2; i++)
+    {
+      iscsi_lu *lu = i ? &f->lu2 : &f->lu;
+      lu->blk = f->blk;
+      lu->serial = "pc01";
+      lu->target = IQN "pc01";
+      lu->sess = f->sess;
+      iscsi_lu_attach (lu, name, i ? "iqn.2000-01.test:two"
+                                   : "iqn.2000-01.test:one",
+                       i ? isid2 : isid1);
+    }
+  f->din = g_malloc0 (ISCSI_MAX_XFER);
+}
+
+static void
+lu_teardown (LuFx *f, gconstpointer data)
+{
+  (void) data;
+  iscsi_lu_detach (&f->lu);
+  iscsi_lu_detach (&f->lu2);
+  df_session_end (f->sess);
+  df_sessions_free (f->ss);
+  df_blk_unref (f->blk);
+  g_free (f->din);
+}
+
+/* CDB builders: the LBA and length fields where each CDB size has them. */
+static void
+cdb10 (uint8_t *c, uint8_t op, uint32_t lba, uint16_t n)
+{
+  memset (c, 0, 16);
+  c[0] = op;
+  iscsi_put32 (c + 2, lba);
+  iscsi_put16 (c + 7, n);
+}
+
+static void
+cdb12 (uint8_t *c, uint8_t op, uint32_t lba, uint32_t n)
+{
+  memset (c, 0, 16);
+  c[0] = op;
+  iscsi_put32 (c + 2, lba);
+  iscsi_put32 (c + 6, n);
+}
+
+static void
+cdb16 (uint8_t *c, uint8_t op, uint64_t lba, uint32_t n)
+{
+  memset (c, 0, 16);
+  c[0] = op;
+  iscsi_put64 (c + 2, lba);
+  iscsi_put32 (c + 10, n);
+}
+
+static iscsi_scsi_result *
+run_on (LuFx *f, iscsi_lu *lu, const uint8_t *cdb, const void *dout,
+        uint32_t dout_len)
+{
+  scsi_dir dir;
+  uint32_t len;
+
+  iscsi_scsi_plan (lu, cdb, &dir, &len);
+  iscsi_scsi_exec (lu, cdb, dout, dout_len, f->din,
+                   dir == SCSI_DIR_READ ? MIN (len, ISCSI_MAX_XFER) : 0,
+                   &f->r);
+  return &f->r;
+}
+
+static iscsi_scsi_result *
+run (LuFx *f, const uint8_t *cdb, const void *dout, uint32_t dout_len)
+{
+  return run_on (f, &f->lu, cdb, dout, dout_len);
+}
+
+static void
+expect_good (const iscsi_scsi_result *r)
+{
+  if (r->status != SCSI_GOOD)
+    g_error ("status 0x%02x sense %x/%02x/%02x", r->status, r->sense[2],
+             r->sense[12], r->sense[13]);
+}
+
+static void
+expect_sense (const iscsi_scsi_result *r, uint8_t key, uint8_t asc,
+              uint8_t ascq)
+{
+  g_assert_cmphex (r->status, ==, SCSI_CHECK_CONDITION);
+  g_assert_cmphex (r->sense[2] & 0x0f, ==, key);
+  g_assert_cmphex (r->sense[12], ==, asc);
+  g_assert_cmphex (r->sense[13], ==, ascq);
+}
+
+static void
+expect_plan (const uint8_t *cdb, scsi_dir want_dir, uint32_t want_len)
+{
+  scsi_dir dir;
+  uint32_t len;
+
+  iscsi_scsi_plan (NULL, cdb, &dir, &len);
+  g_assert_cmpint (dir, ==, want_dir);
+  g_assert_cmpuint (len, ==, want_len);
+}
+
+static void
+test_scsi_rw12 (LuFx *f, gconstpointer data)
+{
+  uint8_t cdb[16], buf[2 * ISCSI_BLOCK];
+
+  (void) data;
+  memset (buf, 0x5a, sizeof buf);
+  cdb12 (cdb, 0xaa, 10, 2);
+  expect_plan (cdb, SCSI_DIR_WRITE, 2 * ISCSI_BLOCK);
+  expect_good (run (f, cdb, buf, sizeof buf));
+  cdb12 (cdb, 0xa8, 10, 2);
+  expect_plan (cdb, SCSI_DIR_READ, 2 * ISCSI_BLOCK);
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmpuint (f->r.data_len, ==, sizeof buf);
+  g_assert_cmpmem (f->din, sizeof buf, buf, sizeof buf);
+  /* VERIFY(12), BYTCHK=1: equal, then one byte off in the second block */
+  cdb12 (cdb, 0xaf, 10, 2);
+  cdb[1] = 0x02;
+  expect_plan (cdb, SCSI_DIR_WRITE, 2 * ISCSI_BLOCK);
+  expect_good (run (f, cdb, buf, sizeof buf));
+  buf[ISCSI_BLOCK + 7] ^= 1;
+  expect_sense (run (f, cdb, buf, sizeof buf), 0x0e, 0x1d, 0x00);
+  g_assert_cmphex (f->r.sense[0] & 0x80, ==, 0x80); /* VALID */
+  g_assert_cmpuint (iscsi_get32 (f->r.sense + 3), ==, ISCSI_BLOCK + 7);
+  /* malformed: past the end, protection bits, BYTCHK 10b, read-only */
+  cdb12 (cdb, 0xa8, MEM_BLOCKS - 1, 2);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
+  cdb12 (cdb, 0xa8, 0xffffffffu, 1);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
+  cdb12 (cdb, 0xaa, 0, 1);
+  cdb[1] = 0x20; /* WRPROTECT */
+  expect_sense (run (f, cdb, buf, ISCSI_BLOCK), 0x05, 0x24, 0x00);
+  cdb12 (cdb, 0xaf, 0, 1);
+  cdb[1] = 0x04; /* BYTCHK 10b */
+  expect_sense (run (f, cdb, buf, ISCSI_BLOCK), 0x05, 0x24, 0x00);
+  f->lu.readonly = true;
+  cdb12 (cdb, 0xaa, 0, 1);
+  expect_sense (run (f, cdb, buf, ISCSI_BLOCK), 0x07, 0x27, 0x00);
+  cdb12 (cdb, 0xa8, 10, 1);
+  expect_good (run (f, cdb, NULL, 0)); /* reads still work */
+}
+
+static void
+test_scsi_write_verify (LuFx *f, gconstpointer data)
+{
+  uint8_t cdb[16], buf[3 * ISCSI_BLOCK], got[3 * ISCSI_BLOCK];
+  static const uint8_t ops[] = { 0x2e, 0xae, 0x8e };
+
+  (void) data;
+  for (guint i = 0; i < G_N_ELEMENTS (ops); i++)
+    {
+      memset (buf, 'a' + (int) i, sizeof buf);
+      if (ops[i] == 0x2e)
+        cdb10 (cdb, ops[i], 100, 3);
+      else if (ops[i] == 0xae)
+        cdb12 (cdb, ops[i], 100, 3);
+      else
+        cdb16 (cdb, ops[i], 100, 3);
+      cdb[1] = 0x02; /* BYTCHK: data-out is still the blocks to write */
+      expect_plan (cdb, SCSI_DIR_WRITE, sizeof buf);
+      expect_good (run (f, cdb, buf, sizeof buf));
+      g_assert_cmpint (df_blk_pread (f->blk, got, sizeof got,
+                                     100 * ISCSI_BLOCK, NULL), ==, 0);
+      g_assert_cmpmem (got, sizeof got, buf, sizeof buf);
+      cdb[1] = 0x22; /* WRPROTECT */
+      expect_sense (run (f, cdb, buf, sizeof buf), 0x05, 0x24, 0x00);
+    }
+  cdb16 (cdb, 0x8e, MEM_BLOCKS - 2, 3);
+  expect_sense (run (f, cdb, buf, sizeof buf), 0x05, 0x21, 0x00);
+  cdb10 (cdb, 0x2e, MEM_BLOCKS, 0); /* 0 blocks at the end: nothing */
+  expect_good (run (f, cdb, NULL, 0));
+}
+
+static void
+test_scsi_prefetch (LuFx *f, gconstpointer data)
+{
+  uint8_t cdb[16];
+
+  (void) data;
+  cdb10 (cdb, 0x34, 0, 16);
+  cdb[1] = 0x02; /* IMMED */
+  expect_plan (cdb, SCSI_DIR_NONE, 0);
+  expect_good (run (f, cdb, NULL, 0));
+  cdb16 (cdb, 0x90, MEM_BLOCKS - 16, 16);
+  expect_good (run (f, cdb, NULL, 0));
+  cdb16 (cdb, 0x90, MEM_BLOCKS, 0);
+  expect_good (run (f, cdb, NULL, 0));
+  cdb16 (cdb, 0x90, MEM_BLOCKS - 15, 16);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
+  cdb10 (cdb, 0x34, MEM_BLOCKS + 1, 0);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
+  cdb16 (cdb, 0x90, UINT64_MAX, 1);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
+}
+
+static void
+caw_cdb (uint8_t *cdb, uint64_t lba, uint8_t n)
+{
+  cdb16 (cdb, 0x89, lba, 0);
+  cdb[13] = n;
+}
+
+static void
+test_scsi_compare_and_write (LuFx *f, gconstpointer data)
+{
+  g_autofree uint8_t *buf = g_malloc (2 * 129 * ISCSI_BLOCK);
+  uint8_t cdb[16], got[2 * ISCSI_BLOCK];
+
+  (void) data;
+  memset (buf, 'A', 2 * ISCSI_BLOCK);
+  g_assert_cmpint (df_blk_pwrite (f->blk, buf, 2 * ISCSI_BLOCK,
+                                  5 * ISCSI_BLOCK, 0, NULL), ==, 0);
+  memset (buf + 2 * ISCSI_BLOCK, 'B', 2 * ISCSI_BLOCK);
+  caw_cdb (cdb, 5, 2);
+  expect_plan (cdb, SCSI_DIR_WRITE, 4 * ISCSI_BLOCK);
+  expect_good (run (f, cdb, buf, 4 * ISCSI_BLOCK));
+  g_assert_cmpint (df_blk_pread (f->blk, got, sizeof got, 5 * ISCSI_BLOCK,
+                                 NULL), ==, 0);
+  g_assert_cmpmem (got, sizeof got, buf + 2 * ISCSI_BLOCK, sizeof got);
+  /* the medium holds B now: comparing with A fails at byte 0, and the
+   * write half is not applied */
+  memset (buf + 2 * ISCSI_BLOCK, 'C', 2 * ISCSI_BLOCK);
+  expect_sense (run (f, cdb, buf, 4 * ISCSI_BLOCK), 0x0e, 0x1d, 0x00);
+  g_assert_cmpuint (iscsi_get32 (f->r.sense + 3), ==, 0);
+  g_assert_cmpint (df_blk_pread (f->blk, got, sizeof got, 5 * ISCSI_BLOCK,
+                                 NULL), ==, 0);
+  g_assert_cmphex (got[0], ==, 'B');
+  /* malformed: data-out not 2 x NLB, NLB over the VPD limit, past the
+   * end, WRPROTECT, read-only; NLB 0 is a no-op */
+  caw_cdb (cdb, 5, 1);
+  expect_sense (run (f, cdb, buf, 4 * ISCSI_BLOCK), 0x05, 0x24, 0x00);
+  caw_cdb (cdb, 5, 3);
+  expect_sense (run (f, cdb, buf, 4 * ISCSI_BLOCK), 0x05, 0x24, 0x00);
+  caw_cdb (cdb, 0, 129);
+  memset (buf, 0, 2 * 129 * ISCSI_BLOCK);
+  expect_sense (run (f, cdb, buf, 2 * 129 * ISCSI_BLOCK), 0x05, 0x24, 0x00);
+  caw_cdb (cdb, MEM_BLOCKS - 1, 2);
+  expect_sense (run (f, cdb, buf, 4 * ISCSI_BLOCK), 0x05, 0x21, 0x00);
+  caw_cdb (cdb, 5, 2);
+  cdb[1] = 0x20;
+  expect_sense (run (f, cdb, buf, 4 * ISCSI_BLOCK), 0x05, 0x24, 0x00);
+  caw_cdb (cdb, 5, 0);
+  expect_good (run (f, cdb, NULL, 0));
+  f->lu.readonly = true;
+  caw_cdb (cdb, 5, 2);
+  expect_sense (run (f, cdb, buf, 4 * ISCSI_BLOCK), 0x07, 0x27, 0x00);
+}
+
+static void
+gls_cdb (uint8_t *cdb, uint64_t lba, uint32_t alloc)
+{
+  cdb16 (cdb, 0x9e, lba, alloc);
+  cdb[1] = 0x12;
+}
+
+static void
+test_scsi_get_lba_status (LuFx *f, gconstpointer data)
+{
+  uint8_t cdb[16], buf[16 * ISCSI_BLOCK], unmap[24] = { 0, 22, 0, 16 };
+  const uint8_t *d = NULL;
+
+  (void) data;
+  memset (buf, 1, sizeof buf);
+  cdb10 (cdb, 0x2a, 0, 16);
+  expect_good (run (f, cdb, buf, sizeof buf));
+  iscsi_put64 (unmap + 8, 8);
+  iscsi_put32 (unmap + 16, 8);
+  cdb10 (cdb, 0x42, 0, sizeof unmap);
+  expect_good (run (f, cdb, unmap, sizeof unmap));
+  gls_cdb (cdb, 0, 4096);
+  expect_plan (cdb, SCSI_DIR_READ, 4096);
+  expect_good (run (f, cdb, NULL, 0));
+  d = f->din + 8;
+  g_assert_cmpuint (iscsi_get32 (f->din), ==, f->r.data_len - 4);
+  g_assert_cmpuint (iscsi_get64 (d), ==, 0);      /* mapped 0..7 */
+  g_assert_cmpuint (iscsi_get32 (d + 8), ==, 8);
+  g_assert_cmpuint (d[12], ==, 0);
+  g_assert_cmpuint (iscsi_get64 (d + 16), ==, 8); /* deallocated from 8 */
+  g_assert_cmpuint (iscsi_get32 (d + 24), ==, MEM_BLOCKS - 8);
+  g_assert_cmpuint (d[28], ==, 1);
+  g_assert_cmpuint (f->r.data_len, ==, 8 + 32);
+  /* the first descriptor starts at the requested LBA (SBC-4 5.7.2.3) */
+  gls_cdb (cdb, 3, 24);
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmpuint (iscsi_get64 (d), ==, 3);
+  g_assert_cmpuint (iscsi_get32 (d + 8), ==, 5);
+  g_assert_cmpuint (f->r.data_len, ==, 24);
+  gls_cdb (cdb, MEM_BLOCKS - 1, 24);
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmpuint (iscsi_get32 (d + 8), ==, 1);
+  gls_cdb (cdb, MEM_BLOCKS, 24);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
+  gls_cdb (cdb, UINT64_MAX, 24);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
+}
+
+/* Every row of the table answers the one-command forms, consistently
+ * with the all-commands list. */
+static void
+test_scsi_report_opcodes (LuFx *f, gconstpointer data)
+{
+  uint8_t cdb[16] = { 0xa3, 0x0c }, all[4096];
+  uint32_t n;
+  bool saw_caw = false, saw_full_status = false;
+
+  (void) data;
+  iscsi_put32 (cdb + 6, sizeof all);
+  expect_plan (cdb, SCSI_DIR_READ, sizeof all);
+  expect_good (run (f, cdb, NULL, 0));
+  n = f->r.data_len;
+  g_assert_cmpuint (iscsi_get32 (f->din), ==, n - 4);
+  g_assert_cmpuint ((n - 4) % 8, ==, 0);
+  memcpy (all, f->din, n);
+  for (uint32_t o = 4; o < n; o += 8)
+    {
+      uint8_t op = all[o], servactv = all[o + 5] & 1;
+      uint16_t sa = iscsi_get16 (all + o + 2);
+      uint8_t one[16] = { 0xa3, 0x0c, servactv ? 2 : 1, op };
+
+      saw_caw |= op == 0x89;
+      saw_full_status |= op == 0x5e && sa == 3;
+      g_assert_true (servactv || sa == 0);
+      iscsi_put16 (one + 4, sa);
+      iscsi_put32 (one + 6, 64);
+      expect_good (run (f, one, NULL, 0));
+      g_assert_cmphex (f->din[1] & 7, ==, 3); /* supported */
+      g_assert_cmpuint (iscsi_get16 (f->din + 2), ==, iscsi_get16 (all + o + 6));
+      g_assert_cmphex (f->din[4], ==, op);
+      one[2] = servactv ? 1 : 2; /* the other form is a bad field */
+      expect_sense (run (f, one, NULL, 0), 0x05, 0x24, 0x00);
+      g_assert_cmphex (f->r.sense[15], ==, 0x80 | 0x40 | 0x08 | 2);
+      g_assert_cmpuint (iscsi_get16 (f->r.sense + 16), ==, 2);
+    }
+  g_assert_true (saw_caw && saw_full_status);
+  /* RCTD: 20-byte descriptors with CTDP and a timeouts descriptor */
+  cdb[2] = 0x80;
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmpuint (iscsi_get32 (f->din) % 20, ==, 0);
+  g_assert_cmphex (f->din[4 + 5] & 0x02, ==, 0x02);
+  g_assert_cmpuint (iscsi_get16 (f->din + 4 + 8), ==, 0x0a);
+  /* an opcode we do not have: SUPPORT 001b, GOOD */
+  memset (cdb, 0, sizeof cdb);
+  cdb[0] = 0xa3; cdb[1] = 0x0c; cdb[2] = 1; cdb[3] = 0x04;
+  iscsi_put32 (cdb + 6, 64);
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmphex (f->din[1] & 7, ==, 1);
+  /* malformed: reporting options 4, a service action over 5 bits */
+  cdb[2] = 4;
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x24, 0x00);
+  cdb[2] = 2; cdb[3] = 0x9e; cdb[5] = 0x20;
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x24, 0x00);
+  /* truncated to the allocation length, the header still says it all */
+  memset (cdb, 0, sizeof cdb);
+  cdb[0] = 0xa3; cdb[1] = 0x0c;
+  iscsi_put32 (cdb + 6, 6);
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmpuint (f->r.data_len, ==, 6);
+  g_assert_cmpuint (iscsi_get32 (f->din), ==, n - 4);
+}
+
+/* PERSISTENT RESERVE OUT with the 24-byte parameter list. */
+static iscsi_scsi_result *
+prout (LuFx *f, iscsi_lu *lu, uint8_t sa, uint8_t type, uint64_t key,
+       uint64_t sa_key, uint8_t flags)
+{
+  uint8_t cdb[16] = { 0x5f, sa, type }, p[24] = { 0 };
+
+  iscsi_put32 (cdb + 5, sizeof p);
+  iscsi_put64 (p, key);
+  iscsi_put64 (p + 8, sa_key);
+  p[20] = flags;
+  return run_on (f, lu, cdb, p, sizeof p);
+}
+
+static iscsi_scsi_result *
+prin (LuFx *f, iscsi_lu *lu, uint8_t sa)
+{
+  uint8_t cdb[16] = { 0x5e, sa };
+
+  iscsi_put16 (cdb + 7, 1024);
+  return run_on (f, lu, cdb, NULL, 0);
+}
+
+static void
+expect_conflict (const iscsi_scsi_result *r)
+{
+  g_assert_cmphex (r->status, ==, SCSI_RESERVATION_CONFLICT);
+  g_assert_cmpuint (r->sense_len, ==, 0);
+}
+
+static void
+test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
+{
+  uint8_t rd[16], wr[16], blk[ISCSI_BLOCK] = { 0 }, cdb[16];
+
+  (void) data;
+  cdb10 (rd, 0x28, 0, 1);
+  cdb10 (wr, 0x2a, 0, 1);
+  expect_good (prin (f, &f->lu, 2)); /* REPORT CAPABILITIES */
+  g_assert_cmpuint (iscsi_get16 (f->din), ==, 8);
+  g_assert_cmphex (f->din[2] & 0x01, ==, 0); /* PTPL_C: not persisted */
+  g_assert_cmphex (f->din[4], ==, 0xea);
+  g_assert_cmphex (f->din[5], ==, 0x01);
+  /* registration: key 0 is a no-op; a key for an unregistered nexus must
+   * come with reservation key 0 */
+  expect_good (prout (f, &f->lu, 0, 0, 0, 0, 0));
+  expect_good (prout (f, &f->lu, 0, 0, 0, 0x1111, 0));
+  expect_conflict (prout (f, &f->lu2, 0, 0, 0x5, 0x2222, 0));
+  expect_good (prout (f, &f->lu2, 6, 0, 0x5, 0x2222, 0)); /* IGNORE */
+  expect_good (prin (f, &f->lu, 0));
+  g_assert_cmpuint (iscsi_get32 (f->din), ==, 2); /* PRgeneration */
+  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 16);
+  /* WRITE EXCLUSIVE by one: the other reads but does not write */
+  expect_conflict (prout (f, &f->lu, 1, 1, 0x9999, 0, 0));
+  expect_good (prout (f, &f->lu, 1, 1, 0x1111, 0, 0));
+  expect_good (prin (f, &f->lu2, 1));
+  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 16);
+  g_assert_cmpuint (iscsi_get64 (f->din + 8), ==, 0x1111);
+  g_assert_cmphex (f->din[8 + 13], ==, 1);
+  expect_good (run_on (f, &f->lu2, rd, NULL, 0));
+  expect_conflict (run_on (f, &f->lu2, wr, blk, sizeof blk));
+  expect_good (run_on (f, &f->lu, wr, blk, sizeof blk));
+  expect_conflict (prout (f, &f->lu2, 1, 1, 0x2222, 0, 0));
+  /* release with the wrong type; then right */
+  expect_sense (prout (f, &f->lu, 2, 3, 0x1111, 0, 0), 0x05, 0x26, 0x04);
+  expect_good (prout (f, &f->lu, 2, 1, 0x1111, 0, 0));
+  expect_good (run_on (f, &f->lu2, wr, blk, sizeof blk));
+  /* EXCLUSIVE ACCESS - REGISTRANTS ONLY: registrants read and write */
+  expect_good (prout (f, &f->lu, 1, 6, 0x1111, 0, 0));
+  expect_good (run_on (f, &f->lu2, wr, blk, sizeof blk));
+  /* PREEMPT the holder's key: its registration and reservation go */
+  expect_good (prout (f, &f->lu2, 4, 3, 0x2222, 0x1111, 0));
+  expect_good (prin (f, &f->lu, 0));
+  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 8);
+  g_assert_cmpuint (iscsi_get64 (f->din + 8), ==, 0x2222);
+  expect_conflict (run_on (f, &f->lu, rd, NULL, 0));
+  /* READ FULL STATUS: one holder, its iSCSI TransportID */
+  expect_good (prin (f, &f->lu, 3));
+  g_assert_cmphex (f->din[8 + 12], ==, 0x01);
+  g_assert_cmphex (f->din[8 + 13], ==, 3);
+  g_assert_cmphex (f->din[8 + 24], ==, 0x45);
+  g_assert_cmpstr ((const char *) f->din + 8 + 28, ==,
+                   "iqn.2000-01.test:two,i,0x800000000002");
+  /* CLEAR needs a registered key; it drops everything */
+  expect_conflict (prout (f, &f->lu, 3, 0, 0x1111, 0, 0));
+  expect_good (prout (f, &f->lu2, 3, 0, 0x2222, 0, 0));
+  expect_good (run_on (f, &f->lu, wr, blk, sizeof blk));
+  expect_good (prin (f, &f->lu, 0));
+  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 0);
+  /* malformed */
+  memset (cdb, 0, sizeof cdb);
+  cdb[0] = 0x5f;
+  iscsi_put32 (cdb + 5, 23);
+  expect_sense (run (f, cdb, blk, 24), 0x05, 0x1a, 0x00);
+  expect_sense (prout (f, &f->lu, 0, 0, 0, 1, 0x01), 0x05, 0x26, 0x00);
+  expect_sense (prout (f, &f->lu, 0, 0, 0, 1, 0x04), 0x05, 0x26, 0x00);
+  expect_good (prout (f, &f->lu, 0, 0, 0, 0x1111, 0));
+  expect_sense (prout (f, &f->lu, 1, 0x11, 0x1111, 0, 0), 0x05, 0x24, 0x00);
+  expect_sense (prout (f, &f->lu, 1, 2, 0x1111, 0, 0), 0x05, 0x24, 0x00);
+  expect_sense (prout (f, &f->lu, 7, 1, 0x1111, 0, 0), 0x05, 0x24, 0x00);
+  expect_sense (prin (f, &f->lu, 4), 0x05, 0x24, 0x00);
+  /* unregistering the holder of a WE reservation releases it */
+  expect_good (prout (f, &f->lu, 1, 1, 0x1111, 0, 0));
+  expect_good (prout (f, &f->lu, 0, 0, 0x1111, 0, 0));
+  expect_good (prin (f, &f->lu2, 1));
+  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 0);
+}
+
+static void
+test_scsi_reserve6 (LuFx *f, gconstpointer data)
+{
+  uint8_t res[16] = { 0x16 }, rel[16] = { 0x17 }, tur[16] = { 0 };
+  uint8_t inq[16] = { 0x12, 0, 0, 0, 96 }, res10[16] = { 0x56, 0x02 };
+
+  (void) data;
+  expect_good (run (f, res, NULL, 0));
+  expect_good (run (f, res, NULL, 0)); /* again by the holder */
+  expect_conflict (run_on (f, &f->lu2, res, NULL, 0));
+  expect_conflict (run_on (f, &f->lu2, tur, NULL, 0));
+  expect_good (run_on (f, &f->lu2, inq, NULL, 0));
+  expect_good (run_on (f, &f->lu2, rel, NULL, 0)); /* a no-op */
+  expect_conflict (run_on (f, &f->lu2, tur, NULL, 0));
+  expect_good (run (f, tur, NULL, 0));
+  iscsi_lu_reset (&f->lu);      /* LOGICAL UNIT RESET releases it */
+  expect_good (run_on (f, &f->lu2, res, NULL, 0));
+  expect_conflict (run (f, tur, NULL, 0));
+  iscsi_lu_detach (&f->lu2);    /* so does the loss of the nexus */
+  expect_good (run (f, tur, NULL, 0));
+  expect_sense (run (f, res10, NULL, 0), 0x05, 0x24, 0x00); /* LONGID */
+  /* with a persistent registration, RESERVE and RELEASE conflict */
+  expect_good (prout (f, &f->lu, 0, 0, 0, 0x77, 0));
+  expect_conflict (run (f, res, NULL, 0));
+  expect_conflict (run (f, rel, NULL, 0));
+  expect_good (prout (f, &f->lu, 0, 0, 0x77, 0, 0));
+}
+
+static void
+test_scsi_table (LuFx *f, gconstpointer data)
+{
+  uint8_t cdb[16] = { 0x04 };
+
+  (void) data;
+  expect_plan (cdb, SCSI_DIR_NONE, 0);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x20, 0x00);
+  cdb16 (cdb, 0x9e, 0, 32);
+  cdb[1] = 0x11; /* a service action of SERVICE ACTION IN we lack */
+  expect_plan (cdb, SCSI_DIR_NONE, 0);
+  expect_sense (run (f, cdb, NULL, 0), 0x05, 0x24, 0x00);
+  g_assert_cmpuint (iscsi_get16 (f->r.sense + 16), ==, 1);
+  cdb[1] = 0x10; /* READ CAPACITY (16) */
+  expect_plan (cdb, SCSI_DIR_READ, 32);
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmpuint (iscsi_get64 (f->din), ==, MEM_BLOCKS - 1);
+  /* VPD B0 declares the COMPARE AND WRITE limit enforced above */
+  memset (cdb, 0, sizeof cdb);
+  cdb[0] = 0x12; cdb[1] = 1; cdb[2] = 0xb0; cdb[4] = 64;
+  expect_good (run (f, cdb, NULL, 0));
+  g_assert_cmpuint (f->din[5], ==, 128);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -977,5 +1605,16 @@ main (int argc, char **argv)
   FX ("reinstatement", test_reinstatement);
   FX ("ttt-wrap", test_ttt_wrap);
   FX ("text-duplicate-key", test_text_duplicate_key);
+#define LU(path, fn) \
+  g_test_add ("/iscsi/scsi/" path, LuFx, NULL, lu_setup, fn, lu_teardown)
+  LU ("rw12-verify12", test_scsi_rw12);
+  LU ("write-and-verify", test_scsi_write_verify);
+  LU ("pre-fetch", test_scsi_prefetch);
+  LU ("compare-and-write", test_scsi_compare_and_write);
+  LU ("get-lba-status", test_scsi_get_lba_status);
+  LU ("report-supported-opcodes", test_scsi_report_opcodes);
+  LU ("persistent-reserve", test_scsi_persistent_reserve);
+  LU ("reserve6-release6", test_scsi_reserve6);
+  LU ("table", test_scsi_table);
   return g_test_run ();
 }
