@@ -25,29 +25,44 @@
 
 #include "common.h"
 
-struct iscsi_lu_shared {
-  GMutex io_lock;          /* COMPARE AND WRITE vs medium writes */
-  GMutex lock;             /* everything below */
-  uint32_t generation;     /* PRgeneration */
-  GHashTable *regs;        /* nexus (owned) -> uint64_t key (owned) */
-  uint8_t type;            /* PR type, 0 = not reserved */
-  char *holder;            /* nexus of the reservation (not for AR types) */
-  uint64_t res_key;        /* holder's key when reserved */
-  char *spc2_holder;       /* RESERVE(6)/(10) holder nexus, or NULL */
+struct iscsi_lu_shared
+{
+  GMutex io_lock;      /* COMPARE AND WRITE vs medium writes */
+  GMutex lock;         /* everything below */
+  uint32_t generation; /* PRgeneration */
+  GHashTable *regs;    /* nexus (owned) -> uint64_t key (owned) */
+  uint8_t type;        /* PR type, 0 = not reserved */
+  char *holder;        /* nexus of the reservation (not for AR types) */
+  uint64_t res_key;    /* holder's key when reserved */
+  char *spc2_holder;   /* RESERVE(6)/(10) holder nexus, or NULL */
 };
 
-enum {
-  PR_WE = 1, PR_EA = 3, PR_WE_RO = 5, PR_EA_RO = 6, PR_WE_AR = 7,
+enum
+{
+  PR_WE = 1,
+  PR_EA = 3,
+  PR_WE_RO = 5,
+  PR_EA_RO = 6,
+  PR_WE_AR = 7,
   PR_EA_AR = 8,
 };
 
-enum {
-  PRO_REGISTER = 0, PRO_RESERVE = 1, PRO_RELEASE = 2, PRO_CLEAR = 3,
-  PRO_PREEMPT = 4, PRO_PREEMPT_ABORT = 5, PRO_REGISTER_IGNORE = 6,
+enum
+{
+  PRO_REGISTER = 0,
+  PRO_RESERVE = 1,
+  PRO_RELEASE = 2,
+  PRO_CLEAR = 3,
+  PRO_PREEMPT = 4,
+  PRO_PREEMPT_ABORT = 5,
+  PRO_REGISTER_IGNORE = 6,
 };
 
-enum {
-  PRI_READ_KEYS = 0, PRI_READ_RESERVATION = 1, PRI_REPORT_CAPS = 2,
+enum
+{
+  PRI_READ_KEYS = 0,
+  PRI_READ_RESERVATION = 1,
+  PRI_REPORT_CAPS = 2,
   PRI_READ_FULL_STATUS = 3,
 };
 
@@ -70,8 +85,8 @@ shared_get (const char *name)
       s = g_new0 (iscsi_lu_shared, 1);
       g_mutex_init (&s->io_lock);
       g_mutex_init (&s->lock);
-      s->regs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
-                                       g_free);
+      s->regs
+          = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
       g_hash_table_insert (registry, g_strdup (name), s);
     }
   g_mutex_unlock (&registry_lock);
@@ -127,7 +142,8 @@ iscsi_lu_io_unlock (iscsi_lu *lu)
   g_mutex_unlock (&lu->shared->io_lock);
 }
 
-/* ---- conflicts (caller holds s->lock) ------------------------------------- */
+/* ---- conflicts (caller holds s->lock) -------------------------------------
+ */
 
 static bool
 type_all_registrants (uint8_t type)
@@ -138,8 +154,8 @@ type_all_registrants (uint8_t type)
 static bool
 type_valid (uint8_t type)
 {
-  return type == PR_WE || type == PR_EA || type == PR_WE_RO
-         || type == PR_EA_RO || type == PR_WE_AR || type == PR_EA_AR;
+  return type == PR_WE || type == PR_EA || type == PR_WE_RO || type == PR_EA_RO
+         || type == PR_WE_AR || type == PR_EA_AR;
 }
 
 static const uint64_t *
@@ -167,9 +183,12 @@ pr_conflict (const iscsi_lu_shared *s, const char *nexus, unsigned access)
     return false;
   switch (s->type)
     {
-    case PR_WE: return access == ISCSI_PR_WRITE;
-    case PR_EA: return true;
-    case PR_WE_RO: case PR_WE_AR:
+    case PR_WE:
+      return access == ISCSI_PR_WRITE;
+    case PR_EA:
+      return true;
+    case PR_WE_RO:
+    case PR_WE_AR:
       return access == ISCSI_PR_WRITE && !registrant;
     default: /* EA_RO, EA_AR */
       return !registrant;
@@ -198,7 +217,8 @@ reservation_conflict (iscsi_scsi_result *r)
   r->status = SCSI_RESERVATION_CONFLICT;
 }
 
-/* ---- RESERVE / RELEASE (6), (10) ------------------------------------------ */
+/* ---- RESERVE / RELEASE (6), (10) ------------------------------------------
+ */
 
 void
 iscsi_lu_reserve (iscsi_lu *lu, bool reserve, iscsi_scsi_result *r)
@@ -222,7 +242,8 @@ iscsi_lu_reserve (iscsi_lu *lu, bool reserve, iscsi_scsi_result *r)
   g_mutex_unlock (&s->lock);
 }
 
-/* ---- PERSISTENT RESERVE OUT ----------------------------------------------- */
+/* ---- PERSISTENT RESERVE OUT -----------------------------------------------
+ */
 
 static void
 param_invalid (iscsi_scsi_result *r)
@@ -248,8 +269,8 @@ unregister (iscsi_lu_shared *s, const char *nexus)
                 && strcmp (s->holder, nexus) == 0;
 
   g_hash_table_remove (s->regs, nexus);
-  if (holder || (type_all_registrants (s->type)
-                 && g_hash_table_size (s->regs) == 0))
+  if (holder
+      || (type_all_registrants (s->type) && g_hash_table_size (s->regs) == 0))
     release_reservation (s);
 }
 
@@ -300,7 +321,7 @@ pro_release (iscsi_lu_shared *s, const char *nexus, uint8_t type,
              iscsi_scsi_result *r)
 {
   if (!is_holder (s, nexus))
-    return; /* no reservation, or another nexus's: a no-op */
+    return;            /* no reservation, or another nexus's: a no-op */
   if (s->type != type) /* INVALID RELEASE OF PERSISTENT RESERVATION */
     return iscsi_scsi_sense (r, 0x05, 0x26, 0x04);
   release_reservation (s);
@@ -316,7 +337,7 @@ remove_key (iscsi_lu_shared *s, uint64_t key, const char *keep)
 
   g_hash_table_iter_init (&it, s->regs);
   while (g_hash_table_iter_next (&it, &k, &v))
-    if (*(uint64_t *) v == key && (keep == NULL || strcmp (k, keep) != 0))
+    if (*(uint64_t *)v == key && (keep == NULL || strcmp (k, keep) != 0))
       g_ptr_array_add (gone, g_strdup (k));
   for (guint i = 0; i < gone->len; i++)
     unregister (s, gone->pdata[i]);
@@ -411,7 +432,8 @@ iscsi_lu_pr_out (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *p,
   g_mutex_unlock (&s->lock);
 }
 
-/* ---- PERSISTENT RESERVE IN ------------------------------------------------ */
+/* ---- PERSISTENT RESERVE IN ------------------------------------------------
+ */
 
 /* Keys of every registration, sorted so the order is stable. */
 static GPtrArray *
@@ -424,7 +446,7 @@ sorted_nexuses (iscsi_lu_shared *s)
   g_hash_table_iter_init (&it, s->regs);
   while (g_hash_table_iter_next (&it, &k, NULL))
     g_ptr_array_add (a, k);
-  g_ptr_array_sort (a, (GCompareFunc) g_strcmp0);
+  g_ptr_array_sort (a, (GCompareFunc)g_strcmp0);
   return a;
 }
 
@@ -432,13 +454,13 @@ sorted_nexuses (iscsi_lu_shared *s)
 static uint32_t
 transport_id (const char *nexus, uint8_t *b)
 {
-  size_t n = strlen (nexus) + 1, padded = (n + 3) & ~(size_t) 3;
+  size_t n = strlen (nexus) + 1, padded = (n + 3) & ~(size_t)3;
 
   b[0] = 0x40 | 0x05;
-  iscsi_put16 (b + 2, (uint16_t) padded);
+  iscsi_put16 (b + 2, (uint16_t)padded);
   memset (b + 4, 0, padded);
   memcpy (b + 4, nexus, n);
-  return (uint32_t) (4 + padded);
+  return (uint32_t)(4 + padded);
 }
 
 /* Fill b (room bytes) with the response; returns its full length (which
@@ -495,8 +517,7 @@ iscsi_lu_pr_in (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
 
   if (sa == PRI_REPORT_CAPS)
     {
-      uint8_t c[8] = { 0, 8, 0x00, 0x80 /* TMV */, 0xe0 | 0x08 | 0x02,
-                       0x01 };
+      uint8_t c[8] = { 0, 8, 0x00, 0x80 /* TMV */, 0xe0 | 0x08 | 0x02, 0x01 };
       g_byte_array_append (b, c, sizeof c);
     }
   else
