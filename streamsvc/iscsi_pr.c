@@ -450,22 +450,36 @@ sorted_nexuses (iscsi_lu_shared *s)
   return a;
 }
 
-/* TransportID of an iSCSI initiator port (SPC-4 7.6.4.6, format 01b). */
-static uint32_t
-transport_id (const char *nexus, uint8_t *b)
+/* Append a full status descriptor (SPC-4 6.14.5) for nexus, with its
+ * TransportID (iSCSI initiator port, format 01b: the name, NUL, padded to
+ * a multiple of 4; SPC-4 7.6.4.6). */
+static void
+full_status (iscsi_lu_shared *s, const char *nexus, GByteArray *b)
 {
   size_t n = strlen (nexus) + 1, padded = (n + 3) & ~(size_t)3;
+  guint o = b->len;
+  uint8_t *d;
 
-  b[0] = 0x40 | 0x05;
-  iscsi_put16 (b + 2, (uint16_t)padded);
-  memset (b + 4, 0, padded);
-  memcpy (b + 4, nexus, n);
-  return (uint32_t)(4 + padded);
+  g_byte_array_set_size (b, (guint)(o + 24 + 4 + padded));
+  d = b->data + o;
+  memset (d, 0, 24 + 4 + padded);
+  iscsi_put64 (d, *reg_key (s, nexus));
+  if (is_holder (s, nexus))
+    {
+      d[12] = 0x01; /* R_HOLDER */
+      d[13] = s->type;
+    }
+  iscsi_put16 (d + 18, 1); /* relative target port identifier */
+  iscsi_put32 (d + 20, (uint32_t)(4 + padded));
+  d[24] = 0x40 | 0x05; /* format 01b, protocol iSCSI */
+  iscsi_put16 (d + 26, (uint16_t)padded);
+  memcpy (d + 28, nexus, n);
 }
 
-/* Fill b (room bytes) with the response; returns its full length (which
- * may exceed room: then only room bytes were written). */
-static uint32_t
+/* The PERSISTENT RESERVE IN data of service action sa (not REPORT
+ * CAPABILITIES), whole: the caller truncates it to the allocation
+ * length.  Caller holds s->lock. */
+static void
 pri_fill (iscsi_lu_shared *s, uint8_t sa, GByteArray *b)
 {
   g_autoptr (GPtrArray) ns = sorted_nexuses (s);
@@ -489,21 +503,8 @@ pri_fill (iscsi_lu_shared *s, uint8_t sa, GByteArray *b)
     }
   else if (sa == PRI_READ_FULL_STATUS)
     for (guint i = 0; i < ns->len; i++)
-      {
-        uint8_t d[24 + 4 + 264] = { 0 };
-        uint32_t tl = transport_id (ns->pdata[i], d + 24);
-        iscsi_put64 (d, *reg_key (s, ns->pdata[i]));
-        if (is_holder (s, ns->pdata[i]))
-          {
-            d[12] = 0x01; /* R_HOLDER */
-            d[13] = s->type;
-          }
-        iscsi_put16 (d + 18, 1); /* relative target port identifier */
-        iscsi_put32 (d + 20, tl);
-        g_byte_array_append (b, d, 24 + tl);
-      }
+      full_status (s, ns->pdata[i], b);
   iscsi_put32 (b->data + 4, b->len - 8);
-  return b->len;
 }
 
 void

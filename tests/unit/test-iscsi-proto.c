@@ -1520,6 +1520,31 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 0);
 }
 
+/* READ FULL STATUS carries each nexus's name whole, however long the
+ * InitiatorName the login accepted (text values go to 8192 bytes). */
+static void
+test_scsi_pr_long_name (LuFx *f, gconstpointer data)
+{
+  g_autofree char *name = g_strnfill (4000, 'n');
+  static const uint8_t isid[6] = { 0x80, 0, 0, 0, 0, 3 };
+  uint8_t cdb[16] = { 0x5e, 3 };
+  iscsi_lu lu = f->lu;
+
+  (void) data;
+  lu.shared = NULL;
+  lu.nexus = NULL;
+  iscsi_lu_attach (&lu, "test/long-name", name, isid);
+  expect_good (prout (f, &lu, 0, 0, 0, 0x42, 0));
+  iscsi_put16 (cdb + 7, 0xffff);
+  expect_good (run_on (f, &lu, cdb, NULL, 0));
+  g_assert_cmpuint (f->r.data_len, ==, 8 + 24 + 4 + 4020);
+  g_assert_cmpuint (iscsi_get16 (f->din + 8 + 26), ==, 4020);
+  g_assert_cmpuint (strlen ((const char *) f->din + 8 + 28), ==,
+                    4000 + strlen (",i,0x800000000003"));
+  expect_good (prout (f, &lu, 0, 0, 0x42, 0, 0));
+  iscsi_lu_detach (&lu);
+}
+
 static void
 test_scsi_reserve6 (LuFx *f, gconstpointer data)
 {
@@ -1614,6 +1639,7 @@ main (int argc, char **argv)
   LU ("get-lba-status", test_scsi_get_lba_status);
   LU ("report-supported-opcodes", test_scsi_report_opcodes);
   LU ("persistent-reserve", test_scsi_persistent_reserve);
+  LU ("persistent-reserve-long-name", test_scsi_pr_long_name);
   LU ("reserve6-release6", test_scsi_reserve6);
   LU ("table", test_scsi_table);
   return g_test_run ();
