@@ -1177,15 +1177,17 @@ rsoc_timeouts (uint8_t *b)
   return RSOC_TIMEOUTS_LEN;
 }
 
-/* CDB usage data: the opcode, the service action, and every bit of the
- * other fields marked usable except the CONTROL byte (no NACA). */
+/* CDB usage data: the opcode, the service action (the other bits of its
+ * byte are reserved in every SA command we have), and every bit of the
+ * other bytes marked as possibly used (a coarse map: the table does not
+ * record reserved bits) except the CONTROL byte (no NACA). */
 static void
 rsoc_usage (const scsi_cmd *d, uint8_t *u)
 {
   memset (u, 0xff, d->cdb_len);
   u[0] = d->opcode;
   if (d->flags & CMD_SA)
-    u[1] = (uint8_t) (0xe0 | d->sa);
+    u[1] = d->sa;
   u[d->cdb_len - 1] = 0x00;
 }
 

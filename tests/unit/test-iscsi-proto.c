@@ -1380,6 +1380,8 @@ test_scsi_report_opcodes (LuFx *f, gconstpointer data)
       g_assert_cmphex (f->din[1] & 7, ==, 3); /* supported */
       g_assert_cmpuint (iscsi_get16 (f->din + 2), ==, iscsi_get16 (all + o + 6));
       g_assert_cmphex (f->din[4], ==, op);
+      if (servactv)
+        g_assert_cmphex (f->din[5], ==, sa); /* usage: the SA itself */
       one[2] = servactv ? 1 : 2; /* the other form is a bad field */
       expect_sense (run (f, one, NULL, 0), 0x05, 0x24, 0x00);
       g_assert_cmphex (f->r.sense[15], ==, 0x80 | 0x40 | 0x08 | 2);
