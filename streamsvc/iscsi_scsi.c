@@ -45,6 +45,7 @@ enum {
   OP_UNMAP = 0x42, OP_RESERVE10 = 0x56, OP_RELEASE10 = 0x57,
   OP_MODE_SENSE10 = 0x5a, OP_PR_IN = 0x5e, OP_PR_OUT = 0x5f,
   OP_READ16 = 0x88, OP_COMPARE_AND_WRITE = 0x89, OP_WRITE16 = 0x8a,
+  OP_ORWRITE16 = 0x8b,
   OP_WRITE_VERIFY16 = 0x8e, OP_VERIFY16 = 0x8f, OP_PREFETCH16 = 0x90,
   OP_SYNC_CACHE16 = 0x91, OP_WRITE_SAME16 = 0x93,
   OP_SERVICE_ACTION_IN16 = 0x9e, OP_REPORT_LUNS = 0xa0,
@@ -410,6 +411,29 @@ cmd_compare_and_write (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   if (!compare_medium (lu, q->lba, q->blocks, q->dout, false, r))
     return;
   w.dout = q->dout + bytes;
+  w.dout_len = bytes;
+  write_blocks (lu, &w, r);
+}
+
+/* ORWRITE(16) (SBC-3 5.11): the medium becomes medium OR data-out, under
+ * the io lock like every write, so that it is atomic against the other
+ * iSCSI writes of the LU. */
+static void
+cmd_orwrite (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
+{
+  uint32_t bytes = MIN (q->blocks, q->dout_len / ISCSI_BLOCK) * ISCSI_BLOCK;
+  g_autofree uint8_t *buf = NULL;
+  scsi_req w = *q;
+  int errnum = 0;
+
+  if (bytes == 0)
+    return;
+  buf = g_malloc (bytes);
+  if (df_blk_pread (lu->blk, buf, bytes, q->lba * ISCSI_BLOCK, &errnum) < 0)
+    return io_failed (lu, r, errnum, false);
+  for (uint32_t i = 0; i < bytes; i++)
+    buf[i] |= q->dout[i];
+  w.dout = buf;
   w.dout_len = bytes;
   write_blocks (lu, &w, r);
 }
@@ -1096,6 +1120,8 @@ static const scsi_cmd scsi_cmds[] = {
     CMD_LBA | CMD_PROTECT | CMD_WRITES | CMD_NLB13, A_WR },
   { OP_WRITE16, 0, "WRITE(16)", 16, WR, 0, 0, NULL, cmd_write, RW_OUT,
     A_WR },
+  { OP_ORWRITE16, 0, "ORWRITE(16)", 16, WR, 0, 0, NULL, cmd_orwrite,
+    RW_OUT, A_WR },
   { OP_WRITE_VERIFY16, 0, "WRITE AND VERIFY(16)", 16, WR, 0, 0, NULL,
     cmd_write_verify, RW_OUT, A_WR },
   { OP_VERIFY16, 0, "VERIFY(16)", 16, WR, 0, 0, plan_verify, cmd_verify,

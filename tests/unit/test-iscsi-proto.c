@@ -1248,6 +1248,33 @@ test_scsi_prefetch (LuFx *f, gconstpointer data)
 }
 
 static void
+test_scsi_orwrite (LuFx *f, gconstpointer data)
+{
+  uint8_t cdb[16], a[2 * ISCSI_BLOCK], b[2 * ISCSI_BLOCK], got[sizeof a];
+
+  (void) data;
+  memset (a, 0x0f, sizeof a);
+  memset (b, 0x30, sizeof b);
+  g_assert_cmpint (df_blk_pwrite (f->blk, a, sizeof a, 40 * ISCSI_BLOCK, 0,
+                                  NULL), ==, 0);
+  cdb16 (cdb, 0x8b, 40, 2);
+  expect_plan (cdb, SCSI_DIR_WRITE, sizeof b);
+  expect_good (run (f, cdb, b, sizeof b));
+  g_assert_cmpint (df_blk_pread (f->blk, got, sizeof got, 40 * ISCSI_BLOCK,
+                                 NULL), ==, 0);
+  for (guint i = 0; i < sizeof got; i++)
+    g_assert_cmphex (got[i], ==, 0x3f);
+  cdb16 (cdb, 0x8b, MEM_BLOCKS - 1, 2);
+  expect_sense (run (f, cdb, b, sizeof b), 0x05, 0x21, 0x00);
+  cdb16 (cdb, 0x8b, 40, 2);
+  cdb[1] = 0x40; /* ORPROTECT */
+  expect_sense (run (f, cdb, b, sizeof b), 0x05, 0x24, 0x00);
+  f->lu.readonly = true;
+  cdb[1] = 0;
+  expect_sense (run (f, cdb, b, sizeof b), 0x07, 0x27, 0x00);
+}
+
+static void
 caw_cdb (uint8_t *cdb, uint64_t lba, uint8_t n)
 {
   cdb16 (cdb, 0x89, lba, 0);
@@ -1638,6 +1665,7 @@ main (int argc, char **argv)
   LU ("write-and-verify", test_scsi_write_verify);
   LU ("pre-fetch", test_scsi_prefetch);
   LU ("compare-and-write", test_scsi_compare_and_write);
+  LU ("orwrite", test_scsi_orwrite);
   LU ("get-lba-status", test_scsi_get_lba_status);
   LU ("report-supported-opcodes", test_scsi_report_opcodes);
   LU ("persistent-reserve", test_scsi_persistent_reserve);
