@@ -10,7 +10,8 @@
  *                             PROTECT
  *   I/O error                 MEDIUM ERROR / UNRECOVERED READ ERROR or
  *                             WRITE ERROR
- * Logical blocks are 512 bytes (BIOS int13 via iPXE), physical 4 KiB.
+ * Blocks are 512 bytes (BIOS int13 via iPXE); the 4 KiB cache block is the
+ * optimal granularity the Block Limits VPD page advertises.
  */
 #define G_LOG_DOMAIN "streamsvc-iscsi"
 
@@ -21,7 +22,7 @@
 
 #include "common.h"
 
-#define LBPPBE 3u                      /* 2^3 logical blocks per physical */
+#define LBPPBE 3u /* 2^3 blocks per cache block: the optimal granularity */
 #define MAX_WS_BLOCKS (1u << 22)       /* WRITE SAME: 2 GiB per command */
 #define MAX_UNMAP_BLOCKS (1u << 20)
 #define MAX_UNMAP_DESC 64u
@@ -803,7 +804,11 @@ cmd_read_capacity16 (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 
   iscsi_put64 (b, num_blocks (lu) - 1);
   iscsi_put32 (b + 8, ISCSI_BLOCK);
-  b[13] = LBPPBE;
+  /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 0: every 512-byte block
+   * can be unmapped and reported on its own (GET LBA STATUS, UNMAP);
+   * the 4 KiB cache block is advertised as the optimal granularities of
+   * the Block Limits VPD page, which is what Linux takes for io_min. */
+  b[13] = 0;
   if (!lu->readonly)
     b[14] = 0x80 | 0x40; /* LBPME, LBPRZ */
   copy_out (r, q->din, q->din_cap, b, sizeof b, iscsi_get32 (q->cdb + 10));
