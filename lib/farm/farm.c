@@ -28,6 +28,7 @@ struct DfFarm {
   GHashTable *stmts;    /* SQL text (static) -> sqlite3_stmt*, owned */
   int schema_version;
   guint tx_depth;       /* df_farm_begin nesting */
+  char *uuid;           /* farm_identity.uuid, read at open */
 };
 
 static const char *const farm_subdirs[] = { "store", "cache", "boot", "run" };
@@ -390,6 +391,28 @@ configure_db (DfFarm *farm, GError **err)
   return exec_simple (farm, "PRAGMA synchronous = NORMAL", err);
 }
 
+/* The farm's identity (migration 4), kept for df_farm_uuid. */
+static bool
+read_uuid (DfFarm *farm, GError **err)
+{
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT uuid FROM farm_identity WHERE id = 1", err);
+  if (!st)
+    return false;
+  int rc = df_farm_step (farm, st, err);
+  if (rc < 0)
+    return false;
+  if (rc == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
+                   "%s: the farm has no identity (farm_identity is empty)",
+                   farm->db_path);
+      return false;
+    }
+  farm->uuid = df_sql_col_dup (st, 0);
+  return true;
+}
+
 static bool
 open_db (DfFarm *farm, bool create, GError **err)
 {
@@ -408,7 +431,8 @@ open_db (DfFarm *farm, bool create, GError **err)
       return false;
     }
   return df_farm_migrate (farm->db, df_farm_migrations, df_farm_n_migrations,
-                          &farm->schema_version, err);
+                          &farm->schema_version, err)
+         && read_uuid (farm, err);
 }
 
 DfFarm *
@@ -456,6 +480,7 @@ df_farm_close (DfFarm *farm)
   g_free (farm->dir);
   g_free (farm->db_path);
   g_free (farm->who);
+  g_free (farm->uuid);
   g_free (farm);
 }
 
@@ -469,6 +494,12 @@ const char *
 df_farm_dir (DfFarm *farm)
 {
   return farm->dir;
+}
+
+const char *
+df_farm_uuid (DfFarm *farm)
+{
+  return farm->uuid;
 }
 
 int
@@ -1033,6 +1064,47 @@ typedef struct {
   DfVersionState state;
 } VersionIn;
 
+/* A new maintenance version: the vdisk's maintenance device(s) start a new
+ * boot generation, so their next open binds to the new version's cache and
+ * a session still bound to the old one is stale (streamsvc fences it).
+ * One audit row "device.generation" per device, cause = "vdisk@N". */
+static bool
+maintenance_new_generation (DfFarm *farm, gint64 vid, const char *cause,
+                            GError **err)
+{
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GArray) gens = g_array_new (FALSE, FALSE, sizeof (gint64));
+  {
+    g_autoptr (FarmStmt) st = stmt_get (farm,
+      "UPDATE devices SET generation = generation + 1 "
+      "WHERE vdisk_id = ? AND type = 'maintenance' "
+      "RETURNING name, generation", err);
+    if (!st)
+      return false;
+    sqlite3_bind_int64 (st, 1, vid);
+    int rc;
+    while ((rc = df_farm_step (farm, st, err)) == 1)
+      {
+        gint64 gen = sqlite3_column_int64 (st, 1);
+        g_ptr_array_add (names, df_sql_col_dup (st, 0));
+        g_array_append_val (gens, gen);
+      }
+    if (rc < 0)
+      return false;
+  }
+  for (guint i = 0; i < names->len; i++)
+    {
+      GString *gs = g_string_new ("{");
+      json_kv_int (gs, "generation", g_array_index (gens, gint64, i));
+      json_kv (gs, "cause", cause);
+      g_autofree char *detail = json_close (gs);
+      if (!audit_insert (farm, "device.generation", names->pdata[i], detail,
+                         err))
+        return false;
+    }
+  return true;
+}
+
 static bool
 version_add_locked (DfFarm *farm, const VersionIn *in, GError **err)
 {
@@ -1069,7 +1141,9 @@ version_add_locked (DfFarm *farm, const VersionIn *in, GError **err)
   json_kv (gs, "state", df_version_state_name (in->state));
   g_autofree char *detail = json_close (gs);
   g_autofree char *object = g_strdup_printf ("%s@%d", in->vdisk, in->number);
-  return audit_insert (farm, "version.add", object, detail, err);
+  return audit_insert (farm, "version.add", object, detail, err)
+         && (in->state != DF_VSTATE_MAINTENANCE
+             || maintenance_new_generation (farm, vid, object, err));
 }
 
 static bool
@@ -1504,6 +1578,36 @@ device_find_by_mac (DfFarm *farm, const char *mac, GError **err)
                    device_from_row, err);
 }
 
+/* PVS's rule: a vdisk has at most one maintenance device, the one that
+ * boots its maintenance version read-write.  in (of type maintenance) may
+ * be it when no device other than self_id (0: a new device) is.  Checked
+ * when a device becomes one or moves to another vdisk (so a farm that had
+ * two before the rule still edits them otherwise). */
+static bool
+check_maintenance_device (DfFarm *farm, const DeviceIn *in, gint64 self_id,
+                          gint64 vid, GError **err)
+{
+  if (strcmp (in->type, "maintenance") != 0)
+    return true;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT name FROM devices WHERE vdisk_id = ? AND type = 'maintenance' "
+    "AND id <> ? ORDER BY name LIMIT 1", err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, vid);
+  sqlite3_bind_int64 (st, 2, self_id);
+  int rc = df_farm_step (farm, st, err);
+  if (rc < 0)
+    return false;
+  if (rc == 0)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+               "vdisk '%s' already has maintenance device '%s' (one "
+               "maintenance device per vdisk): change its type first",
+               in->vdisk, (const char *) sqlite3_column_text (st, 0));
+  return false;
+}
+
 /* Resolve names to ids and check uniqueness of the MAC against every device
  * other than self_id (0 for a new device). */
 static bool
@@ -1569,7 +1673,8 @@ device_add_locked (DfFarm *farm, DeviceIn *in, GError **err)
                    "device '%s' already exists (MAC %s)", in->name, dup->mac);
       return false;
     }
-  if (!device_resolve (farm, in, 0, &vid, &cid, err))
+  if (!device_resolve (farm, in, 0, &vid, &cid, err)
+      || !check_maintenance_device (farm, in, 0, vid, err))
     return false;
   g_autoptr (FarmStmt) st = stmt_get (farm,
     "INSERT INTO devices (name, mac, collection_id, type, vdisk_id, "
@@ -1692,6 +1797,10 @@ device_update_locked (DfFarm *farm, DeviceIn *in, GError **err)
       return false;
     }
   if (!device_resolve (farm, in, old->id, &vid, &cid, err))
+    return false;
+  bool becomes = strcmp (old->type, "maintenance") != 0
+                 || strcmp (old->vdisk, in->vdisk) != 0;
+  if (becomes && !check_maintenance_device (farm, in, old->id, vid, err))
     return false;
   g_autoptr (FarmStmt) st = stmt_get (farm,
     "UPDATE devices SET mac = ?, collection_id = ?, type = ?, vdisk_id = ?, "

@@ -29,6 +29,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfFarm, df_farm_close)
 
 const char *df_farm_dir (DfFarm *farm);
 int df_farm_schema_version (DfFarm *farm);
+/* The farm's identity: an RFC 4122 UUID ("xxxxxxxx-xxxx-4xxx-...") made
+ * once when the farm was created (or upgraded to schema 4), never changed.
+ * streamsvc reports it in /v1/health ("farm") so a console can tell its
+ * own servers from another farm's.  Borrowed, valid while farm is open. */
+const char *df_farm_uuid (DfFarm *farm);
 /* Paths inside the farm (newly allocated). */
 char *df_farm_store_dir (DfFarm *farm, const char *vdisk);
 char *df_farm_version_path (DfFarm *farm, const char *vdisk, int number);
@@ -83,6 +88,9 @@ bool df_farm_vdisk_set_description (DfFarm *farm, const char *name,
 /* Refused (DF_ERROR_BUSY) while a device is assigned to it. */
 bool df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err);
 
+/* A version in state maintenance also starts a new boot generation for
+ * the vdisk's maintenance device(s), in the same transaction (audit
+ * "device.generation", cause "vdisk@N"). */
 bool df_farm_version_add (DfFarm *farm, const char *vdisk, int number,
                           int parent, const char *file, const char *sha256,
                           uint64_t virtual_size, uint64_t file_size,
@@ -168,7 +176,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfDevice, df_device_free)
 /* Checks: valid name, unique name (case-insensitive: iSCSI names are; "PC01"
  * is refused while pc01 exists) and MAC, a unicast MAC (not zero,
  * broadcast or multicast), a cache mode df_cache_mode_parse accepts, a
- * quota of 0 or at least DF_CACHE_BLOCK_SIZE, vdisk and collection exist. */
+ * quota of 0 or at least DF_CACHE_BLOCK_SIZE, vdisk and collection exist,
+ * and one maintenance device per vdisk (DF_ERROR_EXISTS naming the one
+ * there is; update checks it too when type or vdisk change). */
 bool df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err);
 /* By name in any case, or by MAC when key parses as a MAC.  The device
  * returned carries its name as stored. */

@@ -104,10 +104,44 @@ static const char migration_3[] =
   "CREATE UNIQUE INDEX devices_chap_user ON devices (chap_user)\n"
   "  WHERE chap_user IS NOT NULL;\n";
 
+/* 4: the farm's identity and one maintenance device per vdisk.
+ * farm_identity holds one row: a random RFC 4122 version 4 UUID made here
+ * (a new farm and an existing one alike), which streamsvc reports in
+ * /v1/health so a console never counts another farm's sessions.
+ * The maintenance rule is a pair of triggers rather than a partial unique
+ * index: an existing farm that already has two maintenance devices on one
+ * vdisk still opens (an index would make this migration fail), and every
+ * change from now on obeys the rule.  lib/farm checks it first with a
+ * message naming the existing device; the triggers are the backstop. */
+static const char migration_4[] =
+  "CREATE TABLE farm_identity (\n"
+  "  id   INTEGER PRIMARY KEY CHECK (id = 1),\n"
+  "  uuid TEXT NOT NULL CHECK (length (uuid) = 36)\n"
+  ");\n"
+  "INSERT INTO farm_identity (id, uuid)\n"
+  "  SELECT 1, lower (substr (h, 1, 8) || '-' || substr (h, 9, 4) || '-4'\n"
+  "    || substr (h, 14, 3) || '-'\n"
+  "    || substr ('89ab', 1 + (unicode (substr (h, 17, 1)) % 4), 1)\n"
+  "    || substr (h, 18, 3) || '-' || substr (h, 21, 12))\n"
+  "  FROM (SELECT hex (randomblob (16)) AS h);\n"
+  "CREATE TRIGGER devices_one_maintenance_insert\n"
+  "  BEFORE INSERT ON devices FOR EACH ROW\n"
+  "  WHEN NEW.type = 'maintenance' AND EXISTS (SELECT 1 FROM devices\n"
+  "    WHERE vdisk_id = NEW.vdisk_id AND type = 'maintenance')\n"
+  "  BEGIN SELECT RAISE (ABORT, 'one maintenance device per vdisk'); END;\n"
+  "CREATE TRIGGER devices_one_maintenance_update\n"
+  "  BEFORE UPDATE OF type, vdisk_id ON devices FOR EACH ROW\n"
+  "  WHEN NEW.type = 'maintenance'\n"
+  "    AND (OLD.type <> 'maintenance' OR OLD.vdisk_id <> NEW.vdisk_id)\n"
+  "    AND EXISTS (SELECT 1 FROM devices WHERE vdisk_id = NEW.vdisk_id\n"
+  "      AND type = 'maintenance' AND id <> NEW.id)\n"
+  "  BEGIN SELECT RAISE (ABORT, 'one maintenance device per vdisk'); END;\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1 },
   { 2, "stream servers", migration_2 },
   { 3, "iSCSI CHAP credentials", migration_3 },
+  { 4, "farm identity, one maintenance device per vdisk", migration_4 },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

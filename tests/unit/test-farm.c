@@ -1337,6 +1337,207 @@ test_two_handles (Fixture *fx, gconstpointer data)
   df_farm_close (b);
 }
 
+
+/* ---- farm identity, maintenance device rule (migration 4) ------------ */
+
+static bool
+is_uuid_v4 (const char *s)
+{
+  return s && g_regex_match_simple (
+    "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+    s, 0, 0);
+}
+
+/* A farm DB at schema 3 (before migration 4) in dir. */
+static void
+make_schema3_farm (const char *dir)
+{
+  g_assert_cmpint (g_mkdir_with_parents (dir, 0750), ==, 0);
+  g_autofree char *path = g_build_filename (dir, "farm.db", NULL);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+  int version = -1;
+  g_autoptr (GError) err = NULL;
+  g_assert_cmpuint (df_farm_n_migrations, >=, 4);
+  g_assert_true (df_farm_migrate (db, df_farm_migrations, 3, &version, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (version, ==, 3);
+  sqlite3_close (db);
+}
+
+static void
+test_uuid (void)
+{
+  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *a = g_build_filename (tmp, "a", NULL);
+  g_autofree char *b = g_build_filename (tmp, "b", NULL);
+  g_autofree char *old = g_build_filename (tmp, "old", NULL);
+
+  DfFarm *fa = open_ok (a, true);
+  g_autofree char *ua = g_strdup (df_farm_uuid (fa));
+  g_assert_true (is_uuid_v4 (ua));
+  df_farm_close (fa);
+  fa = open_ok (a, false);          /* stable across opens */
+  g_assert_cmpstr (df_farm_uuid (fa), ==, ua);
+  df_farm_close (fa);
+  DfFarm *fb = open_ok (b, true);   /* another farm, another identity */
+  g_assert_true (is_uuid_v4 (df_farm_uuid (fb)));
+  g_assert_cmpstr (df_farm_uuid (fb), !=, ua);
+  df_farm_close (fb);
+
+  /* An existing farm gets its identity from the migration, and keeps
+   * farms of schema 3 that break the maintenance rule openable. */
+  make_schema3_farm (old);
+  raw_exec (old,
+    "INSERT INTO vdisks (name, virtual_size, created) VALUES ('v', 1, 'x');"
+    "INSERT INTO devices (name, mac, type, vdisk_id, created) VALUES "
+    "('m1', '52:54:00:00:00:01', 'maintenance', 1, 'x'),"
+    "('m2', '52:54:00:00:00:02', 'maintenance', 1, 'x');");
+  g_autofree char *none = raw_text (old, "SELECT count(*) FROM sqlite_master "
+                                         "WHERE name = 'farm_identity'");
+  g_assert_cmpstr (none, ==, "0");
+  DfFarm *fo = open_ok (old, false);
+  g_assert_cmpint (df_farm_schema_version (fo), ==, df_farm_n_migrations);
+  g_assert_true (is_uuid_v4 (df_farm_uuid (fo)));
+  g_assert_cmpstr (df_farm_uuid (fo), !=, ua);
+  /* The legacy pair still changes in other ways. */
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfDevice) m2 = df_farm_device_get (fo, "m2", &err);
+  g_assert_no_error (err);
+  g_free (m2->cache_mode);
+  m2->cache_mode = g_strdup ("ram:64");
+  g_assert_true (df_farm_device_update (fo, m2, &err));
+  g_assert_no_error (err);
+  df_farm_close (fo);
+  g_autofree char *uo = raw_text (old, "SELECT uuid FROM farm_identity");
+  g_assert_true (is_uuid_v4 (uo));
+
+  /* A farm DB whose identity row was lost is refused, not given a new one. */
+  raw_exec (old, "DELETE FROM farm_identity");
+  DfFarm *fl = df_farm_open (old, false, "t", &err);
+  g_assert_null (fl);
+  g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
+  g_assert_nonnull (strstr (err->message, "identity"));
+  rm_rf (tmp);
+}
+
+static void
+assert_maintenance_refused (GError *err, const char *vdisk, const char *dev)
+{
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_autofree char *want = g_strdup_printf (
+    "vdisk '%s' already has maintenance device '%s'", vdisk, dev);
+  g_assert_nonnull (strstr (err->message, want));
+}
+
+static void
+test_one_maintenance (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  add_vdisk (f, "win11");
+  add_vdisk (f, "alpine");
+  add_device (f, "m1", "52:54:00:00:01:01", "win11", NULL, "maintenance");
+  add_device (f, "t1", "52:54:00:00:01:02", "win11", NULL, "test");
+  add_device (f, "m9", "52:54:00:00:01:09", "alpine", NULL, "maintenance");
+  g_autofree char *before = dump_db (fx->dir);
+
+  /* add */
+  DfDevice d = { .name = "m2", .mac = "52:54:00:00:01:03", .vdisk = "win11",
+                 .type = "maintenance" };
+  g_assert_false (df_farm_device_add (f, &d, &err));
+  assert_maintenance_refused (err, "win11", "m1");
+  g_clear_error (&err);
+  /* set --type maintenance */
+  g_autoptr (DfDevice) t1 = df_farm_device_get (f, "t1", &err);
+  g_free (t1->type);
+  t1->type = g_strdup ("maintenance");
+  g_assert_false (df_farm_device_update (f, t1, &err));
+  assert_maintenance_refused (err, "win11", "m1");
+  g_clear_error (&err);
+  /* --vdisk of a maintenance device onto a vdisk that has one */
+  g_autoptr (DfDevice) m9 = df_farm_device_get (f, "m9", &err);
+  g_free (m9->vdisk);
+  m9->vdisk = g_strdup ("win11");
+  g_assert_false (df_farm_device_update (f, m9, &err));
+  assert_maintenance_refused (err, "win11", "m1");
+  g_clear_error (&err);
+  g_autofree char *after = dump_db (fx->dir);
+  g_assert_cmpstr (after, ==, before);
+
+  /* The maintenance device itself may change; once it is no longer one,
+   * another device may take the role. */
+  g_autoptr (DfDevice) m1 = df_farm_device_get (f, "m1", &err);
+  g_free (m1->cache_mode);
+  m1->cache_mode = g_strdup ("ram:64");
+  g_assert_true (df_farm_device_update (f, m1, &err));
+  g_assert_no_error (err);
+  g_free (m1->type);
+  m1->type = g_strdup ("test");
+  g_assert_true (df_farm_device_update (f, m1, &err));
+  g_assert_no_error (err);
+  g_assert_true (df_farm_device_update (f, t1, &err));
+  g_assert_no_error (err);
+
+  /* The schema refuses a second one too (the library's backstop). */
+  sqlite3 *db = raw_open (fx->dir);
+  int rc = sqlite3_exec (db,
+    "INSERT INTO devices (name, mac, type, vdisk_id, created) SELECT 'raw', "
+    "'52:54:00:00:01:0a', 'maintenance', id, 'x' FROM vdisks "
+    "WHERE name = 'win11'", NULL, NULL, NULL);
+  g_assert_cmpint (rc, ==, SQLITE_CONSTRAINT);
+  g_assert_nonnull (strstr (sqlite3_errmsg (db), "one maintenance device"));
+  rc = sqlite3_exec (db, "UPDATE devices SET type = 'maintenance' "
+                         "WHERE name = 'm1'", NULL, NULL, NULL);
+  g_assert_cmpint (rc, ==, SQLITE_CONSTRAINT);
+  sqlite3_close (db);
+}
+
+/* A new maintenance version starts the maintenance device's next boot
+ * generation in the same transaction; other devices keep theirs. */
+static void
+test_version_new_generation (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  add_vdisk (f, "win11");
+  add_vdisk (f, "alpine");
+  add_device (f, "m1", "52:54:00:00:02:01", "win11", NULL, "maintenance");
+  add_device (f, "p1", "52:54:00:00:02:02", "win11", NULL, "production");
+  add_device (f, "m2", "52:54:00:00:02:03", "alpine", NULL, "maintenance");
+  add_version (f, "win11", 1, DF_VSTATE_MAINTENANCE);
+  g_autoptr (DfDevice) m1 = df_farm_device_get (f, "m1", &err);
+  g_autoptr (DfDevice) p1 = df_farm_device_get (f, "p1", &err);
+  g_autoptr (DfDevice) m2 = df_farm_device_get (f, "m2", &err);
+  g_assert_cmpint (m1->generation, ==, 2);
+  g_assert_cmpint (p1->generation, ==, 1);
+  g_assert_cmpint (m2->generation, ==, 1);
+  g_autoptr (GPtrArray) audit = df_farm_audit_list (f, 2, &err);
+  DfAudit *last = audit->pdata[0];
+  g_assert_cmpstr (last->action, ==, "device.generation");
+  g_assert_cmpstr (last->object, ==, "m1");
+  g_assert_cmpstr (last->detail, ==,
+                   "{\"generation\":2,\"cause\":\"win11@1\"}");
+  g_assert_cmpstr (((DfAudit *) audit->pdata[1])->action, ==, "version.add");
+
+  /* A sealed version does not touch generations. */
+  g_assert_true (df_farm_version_seal (f, "win11", 1, SHA_B, 8192, &err));
+  g_assert_no_error (err);
+  add_version (f, "win11", 2, DF_VSTATE_TEST);
+  g_autoptr (DfDevice) again = df_farm_device_get (f, "m1", &err);
+  g_assert_cmpint (again->generation, ==, 2);
+
+  /* All or nothing: a refused version leaves the generation alone. */
+  g_autofree char *before = dump_db (fx->dir);
+  g_assert_false (df_farm_version_add (f, "win11", 2, 1, "win11.2b.qcow2",
+                                       NULL, 1 << 30, 0,
+                                       DF_VSTATE_MAINTENANCE, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_clear_error (&err);
+  g_autofree char *after = dump_db (fx->dir);
+  g_assert_cmpstr (after, ==, before);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1347,6 +1548,7 @@ main (int argc, char **argv)
   g_test_add_func ("/farm/newer-schema-refused", test_newer_refused);
   g_test_add_func ("/farm/not-a-farm", test_not_a_farm);
   g_test_add_func ("/farm/open-empty-dir", test_open_empty_dir);
+  g_test_add_func ("/farm/uuid", test_uuid);
 #define FX(path, fn) \
   g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
   FX ("/farm/vdisks-versions", test_vdisks_versions);
@@ -1360,5 +1562,7 @@ main (int argc, char **argv)
   FX ("/farm/transactions", test_transactions);
   FX ("/farm/version-for-type", test_version_for_type);
   FX ("/farm/two-handles", test_two_handles);
+  FX ("/farm/one-maintenance-device", test_one_maintenance);
+  FX ("/farm/version-new-generation", test_version_new_generation);
   return g_test_run ();
 }
