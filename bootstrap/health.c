@@ -71,9 +71,14 @@ df_server_view_compare (gconstpointer pa, gconstpointer pb)
   return g_strcmp0 (a->name, b->name);
 }
 
-/* "status":"ok" and the sessions count from a health body. */
+/* "status":"ok" and the sessions count from a health body.  A server that
+ * says it serves another farm is not one of ours: never listed, its
+ * sessions never counted.  One that does not say (a streamsvc older than
+ * the farm identity) is still listed, so upgrading bootstrap first does
+ * not empty the boot scripts. */
 static bool
-parse_health (GBytes *body, gint64 *sessions, char **error)
+parse_health (GBytes *body, const char *farm_uuid, gint64 *sessions,
+              char **error)
 {
   g_autoptr (JsonParser) p = json_parser_new ();
   gsize len;
@@ -99,6 +104,16 @@ parse_health (GBytes *body, gint64 *sessions, char **error)
       *error = g_strdup_printf ("health status is '%s'", status);
       return false;
     }
+  JsonNode *farm = json_object_get_member (o, "farm");
+  const char *uuid = farm && JSON_NODE_HOLDS_VALUE (farm)
+                     && json_node_get_value_type (farm) == G_TYPE_STRING
+                     ? json_node_get_string (farm) : NULL;
+  if (uuid && g_strcmp0 (uuid, farm_uuid) != 0)
+    {
+      *error = g_strdup_printf ("it serves farm %s, not this farm (%s)",
+                                uuid, farm_uuid);
+      return false;
+    }
   *sessions = json_object_get_int_member_with_default (o, "sessions", 0);
   return true;
 }
@@ -119,7 +134,8 @@ probe_finish (Probe *pr, GBytes *body, const char *error)
       else if (status != SOUP_STATUS_OK)
         v->error = g_strdup_printf ("health answer HTTP %u", status);
       bool ok = body && status == SOUP_STATUS_OK
-                && parse_health (body, &v->sessions, &v->error);
+                && parse_health (body, df_farm_uuid (h->farm), &v->sessions,
+                                 &v->error);
       if (ok != v->healthy)
         g_message ("health: stream server %s is now %s%s%s", v->name,
                    ok ? "healthy" : "unhealthy", ok ? "" : ": ",

@@ -321,7 +321,8 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "farm show", "", 0, 0,
-    "Show the farm directory, its schema version and its settings.",
+    "Show the farm directory, its schema version, its identity (the UUID "
+    "its stream servers report in /v1/health) and its settings.",
     "  diskfarm farm show\n",
   };
   g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
@@ -335,6 +336,7 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
   df_record_int (r, "schema_version", "schema version",
                  df_farm_schema_version (farm));
+  df_record_str (r, "uuid", "uuid", df_farm_uuid (farm));
   g_autoptr (DfReport) rep = df_report_new (r);
   df_report_print (rep, ctx->json);
   return true;

@@ -57,6 +57,13 @@ handle_health (DfAdmin *a, SoupServerMessage *msg)
   json_builder_add_int_value (b, df_sessions_count (a->sessions));
   json_builder_set_member_name (b, "version");
   json_builder_add_string_value (b, DF_VERSION);
+  /* Which farm this server serves: a console counts only its own farm's
+   * servers (null when run without a farm, as some tests do). */
+  json_builder_set_member_name (b, "farm");
+  if (a->exports != NULL)
+    json_builder_add_string_value (b, df_exports_farm_uuid (a->exports));
+  else
+    json_builder_add_null_value (b);
   json_builder_end_object (b);
   reply_json (msg, json_builder_get_root (b));
 }

@@ -1,6 +1,7 @@
 /* streamsvc: admin HTTP server (libsoup 3) on the main thread's GLib loop.
  *
- *   GET /v1/health    {"status":"ok","sessions":N,"version":"..."}
+ *   GET /v1/health    {"status":"ok","sessions":N,"version":"...",
+ *                      "farm":"<farm UUID>"}
  *   GET /v1/sessions  JSON array of live sessions (+ cache_bytes)
  *   GET /metrics      Prometheus text exposition format 0.0.4
  * Other paths 404, methods other than GET/HEAD 405.

@@ -75,6 +75,7 @@ typedef struct
 struct DfExports
 {
   char *farm_dir;
+  char *farm_uuid; /* the farm's identity (df_farm_uuid), read at start */
   GMutex lock;
   GHashTable *chains; /* path -> df_blk* (owned ref) */
   GHashTable *caches; /* device name -> CacheEntry* (owned ref) */
@@ -392,6 +393,7 @@ df_exports_new (const char *farm_dir, GError **err)
     return NULL;
   ex = g_new0 (DfExports, 1);
   ex->farm_dir = g_strdup (farm_dir);
+  ex->farm_uuid = g_strdup (df_farm_uuid (farm));
   g_mutex_init (&ex->lock);
   g_mutex_init (&ex->pool_lock);
   g_mutex_init (&ex->check_lock);
@@ -405,6 +407,12 @@ df_exports_new (const char *farm_dir, GError **err)
   g_ptr_array_add (ex->farm_pool, farm);
   ex->checker = g_thread_new ("binding-check", checker_main, ex);
   return ex;
+}
+
+const char *
+df_exports_farm_uuid (DfExports *ex)
+{
+  return ex->farm_uuid;
 }
 
 void
@@ -426,6 +434,7 @@ df_exports_free (DfExports *ex)
   g_mutex_clear (&ex->check_lock);
   g_cond_clear (&ex->check_cond);
   g_free (ex->farm_dir);
+  g_free (ex->farm_uuid);
   g_free (ex);
 }
 

@@ -51,6 +51,8 @@ bool df_export_name_parse (const char *name, DfExportKind *kind,
 
 /* farm_dir must hold an initialised farm. */
 DfExports *df_exports_new (const char *farm_dir, GError **err);
+/* The UUID of the farm served (df_farm_uuid), borrowed. */
+const char *df_exports_farm_uuid (DfExports *ex);
 /* Flush every persistent cache (SIGTERM path) then free.  Sessions must be
  * closed first. */
 void df_exports_free (DfExports *ex);

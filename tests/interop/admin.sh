@@ -9,8 +9,10 @@ df vdisk import golden "$T/disk.raw" >/dev/null
 df device add pc01 --mac 52:54:00:00:00:01 --vdisk golden >/dev/null
 start_streamsvc
 
+uuid=$(df --json farm show | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
 curl -sf "http://$ADMIN/v1/health" | python3 -c '
-import json, sys; d = json.load(sys.stdin); assert d["status"] == "ok", d'
+import json, sys; d = json.load(sys.stdin); assert d["status"] == "ok", d
+assert d["farm"] == sys.argv[1], (d, sys.argv[1])' "$uuid" || fail "/v1/health farm"
 # hold a session open while we look at it
 nbdsh -u "$(uri device/pc01)" -c '
 import json, subprocess, urllib.request

@@ -71,6 +71,26 @@ else
   pass "two healthy servers listed, down server left out (nbdsh missing: load order not checked)"
 fi
 
+# Another farm's stream server registered by mistake: its health answer
+# names farm B, so it is never listed (nor its sessions counted).
+FB=$T/farmB
+"$DISKFARM" --farm "$FB" init >/dev/null
+"$STREAMSVC" --farm "$FB" --nbd-listen "unix:$T/nbdB.sock" --admin-listen 127.0.0.1:0 >"$T/ssB.log" 2>&1 &
+SSB_PID=$!
+_df_pids="$_df_pids $SSB_PID"
+for _ in $(seq 50); do grep -q "admin listening" "$T/ssB.log" && break; sleep 0.1; done
+ADMINB=$(grep -o 'admin[^ ]* listening on http://[0-9.:]*' "$T/ssB.log" | sed 's|.*http://||')
+df server add ssB --address 127.0.0.1 --admin-port "${ADMINB##*:}" --iscsi-port 3264 >/dev/null
+sleep 1.2   # a few health rounds (--health-interval 300 ms)
+curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/sB"
+grep -q ':3264:' "$T/sB" && { cat "$T/sB"; fail "another farm's server is listed"; }
+grep -q ':3263:' "$T/sB" || { cat "$T/sB"; fail "ss3 should still be listed"; }
+df --json server show ssB >"$T/j.json" 2>/dev/null
+jcheck "$T/j.json" 'd["health"] == "unhealthy"' '"not this farm" in d["health_detail"]'
+df server remove ssB >/dev/null
+kill "$SSB_PID"; wait "$SSB_PID" 2>/dev/null || true
+pass "another farm's stream server is not listed"
+
 # CHAP: credentials in the device row (migration 3 columns) reach the script.
 if python3 -c "import sqlite3" 2>/dev/null; then
   python3 - "$FARM/farm.db" <<'PY'
