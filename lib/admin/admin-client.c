@@ -1,0 +1,312 @@
+/* diskfarm: client of streamsvc's admin HTTP API (see admin-client.h). */
+#include "admin-client.h"
+#include "common.h"
+
+#include <gio/gio.h>
+#include <libsoup/soup.h>
+#include <string.h>
+
+/* A host name of [A-Za-z0-9.-_] or an IP address literal. */
+static bool
+host_ok (const char *h)
+{
+  if (*h == '\0')
+    return false;
+  if (g_hostname_is_ip_address (h))
+    return true;
+  for (const char *p = h; *p; p++)
+    if (!g_ascii_isalnum (*p) && *p != '.' && *p != '-' && *p != '_')
+      return false;
+  return true;
+}
+
+/* Decimal 1-65535, nothing else. */
+static bool
+port_ok (const char *s, guint16 *port)
+{
+  guint64 v = 0;
+  if (*s == '\0' || strlen (s) > 5)
+    return false;
+  for (const char *p = s; *p; p++)
+    {
+      if (!g_ascii_isdigit (*p))
+        return false;
+      v = v * 10 + (guint64) (*p - '0');
+    }
+  if (v < 1 || v > 65535)
+    return false;
+  *port = (guint16) v;
+  return true;
+}
+
+bool
+df_admin_addr_parse (const char *addr, char **host, guint16 *port,
+                     GError **err)
+{
+  const char *a = addr ? addr : "";
+  g_autofree char *h = NULL;
+  const char *colon = NULL;
+  if (a[0] == '[')
+    {
+      const char *close = strchr (a, ']');
+      if (close && (close[1] == '\0' || close[1] == ':'))
+        {
+          h = g_strndup (a + 1, close - a - 1);
+          colon = close[1] == ':' ? close + 1 : NULL;
+        }
+    }
+  else
+    {
+      colon = strrchr (a, ':');
+      if (colon && strchr (a, ':') != colon)
+        colon = NULL, h = g_strdup (a);          /* bare IPv6 */
+      else
+        h = colon ? g_strndup (a, colon - a) : g_strdup (a);
+    }
+  guint16 p = DF_ADMIN_PORT;
+  if (h == NULL || !host_ok (h) || (colon && !port_ok (colon + 1, &p))
+      || (strchr (h, ':') && !g_hostname_is_ip_address (h)))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "invalid admin address '%s': expected HOST:PORT (port "
+                   "1-65535, IPv6 as [ADDR]:PORT)", a);
+      return false;
+    }
+  *host = g_steal_pointer (&h);
+  *port = p;
+  return true;
+}
+
+/* "host:port", "[v6]:port" for messages (new string). */
+static char *
+addr_text (const char *host, guint16 port)
+{
+  return strchr (host, ':') ? g_strdup_printf ("[%s]:%u", host, port)
+                            : g_strdup_printf ("%s:%u", host, port);
+}
+
+/* The whole body of in, at most DF_ADMIN_MAX_BODY bytes (new bytes, NUL
+ * terminated), or NULL + err. */
+static GByteArray *
+read_body (GInputStream *in, GCancellable *cancel, GError **err)
+{
+  g_autoptr (GByteArray) body = g_byte_array_new ();
+  guint8 buf[16384];
+  for (;;)
+    {
+      gssize n = g_input_stream_read (in, buf, sizeof buf, cancel, err);
+      if (n < 0)
+        return NULL;
+      if (n == 0)
+        break;
+      if (body->len + (gsize) n > DF_ADMIN_MAX_BODY)
+        {
+          g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                       "answer larger than %u bytes", DF_ADMIN_MAX_BODY);
+          return NULL;
+        }
+      g_byte_array_append (body, buf, (guint) n);
+    }
+  g_byte_array_append (body, (const guint8 *) "", 1);
+  return g_steal_pointer (&body);
+}
+
+/* A whole-request deadline: an I/O timeout alone lets a server that
+ * trickles its answer a byte at a time hold the console forever.  A
+ * watcher thread cancels the request when DF_ADMIN_TIMEOUT_S have passed
+ * since deadline_start and deadline_stop has not been called. */
+typedef struct {
+  GMutex lock;
+  GCond cond;
+  bool done;
+  GCancellable *cancel;   /* owned */
+  GThread *thread;
+} Deadline;
+
+static gpointer
+deadline_watch (gpointer data)
+{
+  Deadline *d = data;
+  gint64 end = g_get_monotonic_time ()
+               + DF_ADMIN_TIMEOUT_S * G_TIME_SPAN_SECOND;
+  g_mutex_lock (&d->lock);
+  while (!d->done)
+    if (!g_cond_wait_until (&d->cond, &d->lock, end))
+      {
+        g_cancellable_cancel (d->cancel);
+        break;
+      }
+  g_mutex_unlock (&d->lock);
+  return NULL;
+}
+
+static void
+deadline_start (Deadline *d)
+{
+  g_mutex_init (&d->lock);
+  g_cond_init (&d->cond);
+  d->done = false;
+  d->cancel = g_cancellable_new ();
+  d->thread = g_thread_new ("admin-deadline", deadline_watch, d);
+}
+
+/* Stop the watcher; true when the deadline had passed. */
+static bool
+deadline_stop (Deadline *d)
+{
+  g_mutex_lock (&d->lock);
+  d->done = true;
+  g_cond_signal (&d->cond);
+  g_mutex_unlock (&d->lock);
+  g_thread_join (d->thread);
+  bool expired = g_cancellable_is_cancelled (d->cancel);
+  g_object_unref (d->cancel);
+  g_mutex_clear (&d->lock);
+  g_cond_clear (&d->cond);
+  return expired;
+}
+
+/* One GET within the deadline's cancellable; the body of a 200 answer, or
+ * NULL + err (unprefixed). */
+static GByteArray *
+http_get_within (const char *host, guint16 port, const char *path,
+                 GCancellable *cancel, GError **err)
+{
+  g_autoptr (GUri) uri = g_uri_build (G_URI_FLAGS_NONE, "http", NULL, host,
+                                      port, path, NULL, NULL);
+  g_autoptr (SoupSession) s = soup_session_new_with_options (
+    "timeout", DF_ADMIN_TIMEOUT_S, "proxy-resolver", NULL, NULL);
+  g_autoptr (SoupMessage) msg = soup_message_new_from_uri ("GET", uri);
+  g_autoptr (GError) cause = NULL;
+  g_autoptr (GInputStream) in = soup_session_send (s, msg, cancel, &cause);
+  if (in == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO, "%s", cause->message);
+      return NULL;
+    }
+  guint status = soup_message_get_status (msg);
+  if (status != SOUP_STATUS_OK)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "GET %s: HTTP %u %s",
+                   path, status, soup_message_get_reason_phrase (msg));
+      return NULL;
+    }
+  GByteArray *body = read_body (in, cancel, &cause);
+  if (body == NULL)
+    g_set_error (err, DF_ERROR, cause->domain == DF_ERROR ? cause->code
+                                                          : DF_ERROR_IO,
+                 "GET %s: %s", path, cause->message);
+  return body;
+}
+
+static GByteArray *
+http_get (const char *host, guint16 port, const char *path, GError **err)
+{
+  Deadline d;
+  g_autoptr (GError) local = NULL;
+  deadline_start (&d);
+  GByteArray *body = http_get_within (host, port, path, d.cancel, &local);
+  if (deadline_stop (&d) && body == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO,
+                   "GET %s: no complete answer within %d s", path,
+                   DF_ADMIN_TIMEOUT_S);
+      return NULL;
+    }
+  if (body == NULL)
+    g_propagate_error (err, g_steal_pointer (&local));
+  return body;
+}
+
+JsonNode *
+df_admin_get (const char *host, guint16 port, const char *path, GError **err)
+{
+  g_autofree char *where = addr_text (host, port);
+  g_autoptr (GByteArray) body = http_get (host, port, path, err);
+  if (body == NULL)
+    {
+      g_prefix_error (err, "admin API at %s: ", where);
+      return NULL;
+    }
+  g_autoptr (GError) cause = NULL;
+  JsonNode *root = json_from_string ((const char *) body->data, &cause);
+  if (root == NULL)
+    g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                 "admin API at %s: GET %s: not JSON (%s)", where, path,
+                 cause ? cause->message : "empty answer");
+  return root;
+}
+
+void
+df_admin_health_free (DfAdminHealth *h)
+{
+  if (h == NULL)
+    return;
+  g_free (h->status);
+  g_free (h->version);
+  g_free (h->farm);
+  g_free (h);
+}
+
+char *
+df_json_member_str (JsonObject *o, const char *name)
+{
+  JsonNode *n = json_object_get_member (o, name);
+  return n && JSON_NODE_HOLDS_VALUE (n)
+             && json_node_get_value_type (n) == G_TYPE_STRING
+           ? g_strdup (json_node_get_string (n)) : NULL;
+}
+
+gint64
+df_json_member_int (JsonObject *o, const char *name, gint64 absent)
+{
+  JsonNode *n = json_object_get_member (o, name);
+  return n && JSON_NODE_HOLDS_VALUE (n)
+             && json_node_get_value_type (n) == G_TYPE_INT64
+           ? json_node_get_int (n) : absent;
+}
+
+bool
+df_json_member_bool (JsonObject *o, const char *name, bool absent)
+{
+  JsonNode *n = json_object_get_member (o, name);
+  return n && JSON_NODE_HOLDS_VALUE (n)
+             && json_node_get_value_type (n) == G_TYPE_BOOLEAN
+           ? json_node_get_boolean (n) : absent;
+}
+
+DfAdminHealth *
+df_admin_health (const char *host, guint16 port, GError **err)
+{
+  g_autoptr (JsonNode) root = df_admin_get (host, port, "/v1/health", err);
+  if (root == NULL)
+    return NULL;
+  if (!JSON_NODE_HOLDS_OBJECT (root))
+    {
+      g_autofree char *where = addr_text (host, port);
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "admin API at %s: /v1/health is not a JSON object", where);
+      return NULL;
+    }
+  JsonObject *o = json_node_get_object (root);
+  DfAdminHealth *h = g_new0 (DfAdminHealth, 1);
+  h->status = df_json_member_str (o, "status");
+  h->version = df_json_member_str (o, "version");
+  h->farm = df_json_member_str (o, "farm");
+  h->sessions = df_json_member_int (o, "sessions", -1);
+  return h;
+}
+
+JsonNode *
+df_admin_sessions (const char *host, guint16 port, GError **err)
+{
+  JsonNode *root = df_admin_get (host, port, "/v1/sessions", err);
+  if (root != NULL && !JSON_NODE_HOLDS_ARRAY (root))
+    {
+      g_autofree char *where = addr_text (host, port);
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "admin API at %s: /v1/sessions is not a JSON array", where);
+      g_clear_pointer (&root, json_node_unref);
+    }
+  return root;
+}

@@ -1,0 +1,61 @@
+/* diskfarm: the one client of streamsvc's admin HTTP API (libsoup 3).
+ *
+ * Synchronous, for the console: each call opens its own SoupSession and
+ * has DF_ADMIN_TIMEOUT_S for the whole request (connect to last byte: a
+ * server trickling its answer cannot hold the caller), never goes through an HTTP
+ * proxy (the admin API is on loopback or the farm's LAN), reads at most
+ * DF_ADMIN_MAX_BODY bytes and returns the parsed JSON of a 200 answer.
+ * Errors name the address asked: "admin API at 127.0.0.1:8001: ...".
+ *
+ * The farm-wide view built on it (which server holds which session, and
+ * which servers belong to this farm) is live.h.
+ */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* streamsvc's admin port and the address a console asks when told none. */
+#define DF_ADMIN_PORT 8001
+#define DF_ADMIN_DEFAULT_ADDR "127.0.0.1:8001"
+#define DF_ADMIN_TIMEOUT_S 3
+#define DF_ADMIN_MAX_BODY (16u * 1024 * 1024)
+
+/* Split "HOST:PORT" ("[v6]:PORT"; PORT defaults to DF_ADMIN_PORT) into
+ * *host (new string) and *port.  DF_ERROR_INVALID on a malformed address. */
+bool df_admin_addr_parse (const char *addr, char **host, guint16 *port,
+                          GError **err);
+
+/* GET http://host:port<path>.  The parsed body of a 200 answer (new node,
+ * json_node_unref), or NULL + err: DF_ERROR_IO when the server cannot be
+ * reached or times out, DF_ERROR_INVALID for another status, a body over
+ * DF_ADMIN_MAX_BODY or one that is not JSON. */
+JsonNode *df_admin_get (const char *host, guint16 port, const char *path,
+                        GError **err);
+
+/* GET /v1/health. */
+typedef struct {
+  char *status;         /* "ok" when healthy */
+  gint64 sessions;      /* -1 when not said */
+  char *version;        /* streamsvc version, or NULL */
+  char *farm;           /* UUID of the farm it serves, NULL when not said
+                         * (a streamsvc older than the farm identity) */
+} DfAdminHealth;
+void df_admin_health_free (DfAdminHealth *h);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfAdminHealth, df_admin_health_free)
+/* New DfAdminHealth, or NULL + err (df_admin_get's, or DF_ERROR_INVALID
+ * when the answer is not a JSON object). */
+DfAdminHealth *df_admin_health (const char *host, guint16 port, GError **err);
+
+/* GET /v1/sessions: the JSON array (new node), or NULL + err
+ * (DF_ERROR_INVALID when the answer is not an array). */
+JsonNode *df_admin_sessions (const char *host, guint16 port, GError **err);
+
+/* Members of an answer, of the expected JSON type or else absent (a
+ * server of another version may lack them or type them otherwise):
+ * a new string or NULL; the integer or absent; the boolean or absent. */
+char *df_json_member_str (JsonObject *o, const char *name);
+gint64 df_json_member_int (JsonObject *o, const char *name, gint64 absent);
+bool df_json_member_bool (JsonObject *o, const char *name, bool absent);
