@@ -273,7 +273,10 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
   static const DfCmdSpec spec = {
     "device show", "NAME|MAC", 1, 1,
     "Show one device, found by name or MAC address: its settings, boot "
-    "generation, cache directory and the vDisk version its type boots.",
+    "generation, cache directory, the vDisk version its type boots, and "
+    "whether it is live: on which stream server(s) of the farm, and the "
+    "version, generation and cache each session is bound to (servers "
+    "that cannot be asked are warnings on stderr).",
     "  diskfarm device show pc01\n  diskfarm device show 52:54:00:12:34:56\n",
   };
   g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
@@ -286,11 +289,20 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
   g_autoptr(DfVersion) boots = df_farm_version_for_type (farm, d->vdisk,
                                                          d->type, NULL);
   g_autofree char *cache_dir = df_farm_cache_dir (farm, d->name);
+  g_autoptr(DfLive) live = df_ctx_live (ctx, farm, err);
+  if (live == NULL)
+    return false;
+  g_autoptr(GPtrArray) mine = df_live_device_sessions (live, d);
   DfRecord *r = df_device_record (d);
   df_record_opt_int (r, "boot_version", "boot version", boots != NULL,
                      boots ? boots->number : 0);
   df_record_str (r, "cache_dir", "cache dir", cache_dir);
+  df_record_bool (r, "live", "live", mine->len > 0);
+  GPtrArray *sessions = df_record_list_new ();
+  for (guint i = 0; i < mine->len; i++)
+    g_ptr_array_add (sessions, df_live_session_record (mine->pdata[i]));
   g_autoptr(DfReport) rep = df_report_new (r);
+  df_report_add_list (rep, "sessions", "live sessions", sessions);
   df_report_print (rep, ctx->json);
   return true;
 }
@@ -395,6 +407,28 @@ device_set_chap (DfFarm *farm, const char *device, const ChapOpts *o,
 }
 
 static bool
+update_fn (DfFarm *farm, gpointer d, GError **err)
+{
+  return df_farm_device_update (farm, d, err);
+}
+
+static bool
+remove_fn (DfFarm *farm, gpointer d, GError **err)
+{
+  return df_farm_device_remove (farm, ((DfDevice *) d)->name, err);
+}
+
+/* Whether a change from was to d swaps the disk under a running device:
+ * another vDisk, type (so version) or cache mode. */
+static bool
+disk_changes (const DfDevice *was, const DfDevice *d)
+{
+  return g_strcmp0 (was->vdisk, d->vdisk) != 0
+         || g_strcmp0 (was->type, d->type) != 0
+         || g_strcmp0 (was->cache_mode, d->cache_mode) != 0;
+}
+
+static bool
 device_set (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
@@ -403,7 +437,11 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "a new vDisk or cache mode applies from the device's next boot.  "
     "iSCSI CHAP: secrets are read from files (12-255 bytes, one final "
     "newline ignored); the mutual (target) secret must differ from the "
-    "initiator's.",
+    "initiator's.  A change of --vdisk, --type or --cache is refused while "
+    "the device is live on a stream server of the farm, unless --force "
+    "(its server then fences the session); when no server can be asked, it "
+    "goes ahead with a warning.  A vDisk has at most one maintenance "
+    "device.",
     "  diskfarm device set pc01 --vdisk win11 --type test\n"
     "  diskfarm device set pc01 --quota none --collection ''\n"
     "  diskfarm device set pc01 --chap-user pc01 --chap-secret-file s.txt\n"
@@ -411,9 +449,13 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
   };
   g_auto(DeviceOpts) o = { 0 };
   g_auto(ChapOpts) co = { 0 };
-  GOptionEntry entries[11];
+  gboolean force = FALSE;
+  GOptionEntry entries[12];
   device_opts_entries (&o, entries);
-  const GOptionEntry chap[5] = {
+  const GOptionEntry chap[6] = {
+    { "force", 0, 0, G_OPTION_ARG_NONE, &force,
+      "Change --vdisk, --type or --cache even while the device is live",
+      NULL },
     { "chap-user", 0, 0, G_OPTION_ARG_STRING, &co.user,
       "iSCSI CHAP user name of the device", "USER" },
     { "chap-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &co.secret_file,
@@ -439,9 +481,15 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
   if (d == NULL)
     return false;
+  g_autoptr(DfDevice) was = df_farm_device_get (farm, d->name, err);
+  if (was == NULL)
+    return false;
   if ((o.mac || o.vdisk || o.cache || o.type || o.collection || o.quota)
       && (!device_apply_opts (d, &o, err)
-          || !df_farm_device_update (farm, d, err)))
+          || !(disk_changes (was, d)
+               ? df_ctx_change_unless_live (ctx, farm, was, force, update_fn,
+                                            d, err)
+               : df_farm_device_update (farm, d, err))))
     return false;
   if (chap_opts_given (&co) && !device_set_chap (farm, d->name, &co, err))
     return false;
@@ -455,15 +503,25 @@ device_remove (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "device remove", "NAME|MAC", 1, 1,
-    "Remove a device and delete its write cache files.",
-    "  diskfarm device remove pc01\n",
+    "Remove a device and delete its write cache files.  Refused while the "
+    "device is live on a stream server of the farm, unless --force (its "
+    "server then fences the session); when no server can be asked, goes "
+    "ahead with a warning.",
+    "  diskfarm device remove pc01\n  diskfarm device remove pc01 --force\n",
   };
-  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+  gboolean force = FALSE;
+  const GOptionEntry entries[] = {
+    { "force", 0, 0, G_OPTION_ARG_NONE, &force,
+      "Remove the device even while it is live", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc,
                                               &argv, err);
   if (farm == NULL)
     return false;
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
-  if (d == NULL || !df_farm_device_remove (farm, d->name, err))
+  if (d == NULL
+      || !df_ctx_change_unless_live (ctx, farm, d, force, remove_fn, d, err))
     return false;
   g_autofree char *dir = df_farm_cache_dir (farm, d->name);
   if (!df_cache_discard_dir (dir, err))
@@ -481,6 +539,23 @@ device_remove (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* "; its live session(s) of the old generation are fenced: server s1
+ * (...), ..." or "" (new string). */
+static char *
+fenced_text (GPtrArray *sessions)
+{
+  if (sessions->len == 0)
+    return g_strdup ("");
+  GString *gs = g_string_new ("; its live session(s) of the old generation "
+                              "are fenced: ");
+  for (guint i = 0; i < sessions->len; i++)
+    {
+      g_autofree char *where = df_live_session_describe (sessions->pdata[i]);
+      g_string_append_printf (gs, "%s%s", i ? ", " : "", where);
+    }
+  return g_string_free (gs, FALSE);
+}
+
 static bool
 device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -491,7 +566,9 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
     "--discard a server-persistent cache is deleted too.  A device in cache "
     "mode hypervisor gets the version its type selects now, read-only: its "
     "qcow2 overlay must be recreated before it boots again (the libvirt "
-    "hook does that on prepare).  Prints the new generation.",
+    "hook does that on prepare).  Prints the new generation.  Allowed while "
+    "the device is live: its servers fence the sessions bound to the old "
+    "generation (the device must reconnect), and the message says which.",
     "  diskfarm device reset pc01\n  diskfarm device reset pc01 --discard\n",
   };
   gboolean discard = FALSE;
@@ -505,9 +582,14 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   if (farm == NULL)
     return false;
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  if (d == NULL)
+    return false;
+  g_autoptr(DfLive) live = df_ctx_live (ctx, farm, err);
+  if (live == NULL)
+    return false;
+  g_autoptr(GPtrArray) mine = df_live_device_sessions (live, d);
   gint64 generation = 0;
-  if (d == NULL
-      || !df_farm_device_new_generation (farm, d->name, &generation, err))
+  if (!df_farm_device_new_generation (farm, d->name, &generation, err))
     return false;
   if (discard)
     {
@@ -524,9 +606,11 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   df_record_str (r, "name", "name", d->name);
   df_record_int (r, "generation", "generation", generation);
   df_record_bool (r, "discarded", "discarded", discard);
+  df_record_int (r, "fenced_sessions", "fenced sessions", mine->len);
+  g_autofree char *fenced = fenced_text (mine);
   df_print_result (r, ctx->json, "device '%s': boot generation %"
-                   G_GINT64_FORMAT "%s", d->name, generation,
-                   discard ? " (persistent cache deleted)" : "");
+                   G_GINT64_FORMAT "%s%s", d->name, generation,
+                   discard ? " (persistent cache deleted)" : "", fenced);
   return true;
 }
 

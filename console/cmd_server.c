@@ -5,11 +5,7 @@
  * with a short timeout, so a dead server shows as such at once. */
 #include "console.h"
 
-#include <gio/gio.h>
-#include <json-glib/json-glib.h>
-#include <string.h>
-
-#define HEALTH_TIMEOUT_S 2
+#include "admin-client.h"
 
 /* ---- health ----------------------------------------------------------- */
 
@@ -26,85 +22,38 @@ health_clear (Health *h)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Health, health_clear)
 
-/* Body of an HTTP/1.0 answer with status 200, or NULL + why. */
-static char *
-http_body_200 (const char *resp, char **why)
-{
-  if (!g_str_has_prefix (resp, "HTTP/1."))
-    {
-      *why = g_strdup ("not an HTTP answer");
-      return NULL;
-    }
-  const char *sp = strchr (resp, ' ');
-  if (!sp || strncmp (sp + 1, "200", 3) != 0)
-    {
-      const char *code = sp ? sp + 1 : "?";
-      g_autofree char *word = g_strndup (code, strcspn (code, " \r\n"));
-      g_autofree char *status = df_display_text (word, 8);
-      *why = g_strdup_printf ("HTTP status %s", status);
-      return NULL;
-    }
-  const char *body = strstr (resp, "\r\n\r\n");
-  if (!body)
-    {
-      *why = g_strdup ("HTTP answer without a body");
-      return NULL;
-    }
-  return g_strdup (body + 4);
-}
-
+/* Ask http://address:admin_port/v1/health (lib/admin, bounded timeout).
+ * A server that answers for another farm (or does not say which) is not
+ * healthy for this farm, and its session count is not shown. */
 static void
-health_from_body (Health *h, const char *body)
-{
-  g_autoptr (JsonParser) p = json_parser_new ();
-  if (!json_parser_load_from_data (p, body, -1, NULL)
-      || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
-    {
-      h->detail = g_strdup ("health answer is not a JSON object");
-      return;
-    }
-  JsonObject *o = json_node_get_object (json_parser_get_root (p));
-  const char *status = json_object_get_string_member_with_default (
-    o, "status", "");
-  h->healthy = g_str_equal (status, "ok");
-  h->sessions = json_object_get_int_member_with_default (o, "sessions", -1);
-  h->detail = h->healthy ? g_strdup ("ok")
-                         : g_strdup_printf ("status '%s'", status);
-}
-
-/* Ask http://address:admin_port/v1/health (HTTP/1.0, bounded read). */
-static void
-health_check (const DfServer *s, Health *h)
+health_check (DfFarm *farm, const DfServer *s, Health *h)
 {
   h->healthy = false;
   h->sessions = -1;
-  g_autoptr (GSocketClient) c = g_socket_client_new ();
-  g_socket_client_set_timeout (c, HEALTH_TIMEOUT_S);
   g_autoptr (GError) err = NULL;
-  g_autoptr (GSocketConnection) conn = g_socket_client_connect_to_host (
-    c, s->address, s->admin_port, NULL, &err);
-  if (!conn)
+  g_autoptr (DfAdminHealth) ah = df_admin_health (s->address, s->admin_port,
+                                                  &err);
+  if (ah == NULL)
     {
       h->detail = g_strdup (err->message);
       return;
     }
-  g_autofree char *req = g_strdup_printf (
-    "GET /v1/health HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
-    s->address);
-  GOutputStream *out = g_io_stream_get_output_stream (G_IO_STREAM (conn));
-  GInputStream *in = g_io_stream_get_input_stream (G_IO_STREAM (conn));
-  char buf[65536];
-  gsize got = 0;
-  if (!g_output_stream_write_all (out, req, strlen (req), NULL, NULL, &err)
-      || !g_input_stream_read_all (in, buf, sizeof buf - 1, &got, NULL, &err))
+  if (g_strcmp0 (ah->farm, df_farm_uuid (farm)) != 0)
     {
-      h->detail = g_strdup (err->message);
+      g_autofree char *other = ah->farm ? df_display_text (ah->farm, 64)
+                                        : NULL;
+      h->detail = other
+        ? g_strdup_printf ("serves farm %s, not this farm (%s)", other,
+                           df_farm_uuid (farm))
+        : g_strdup ("does not say which farm it serves");
       return;
     }
-  buf[got] = '\0';
-  g_autofree char *body = http_body_200 (buf, &h->detail);
-  if (body)
-    health_from_body (h, body);
+  h->healthy = g_strcmp0 (ah->status, "ok") == 0;
+  h->sessions = ah->sessions;
+  g_autofree char *status = df_display_text (ah->status ? ah->status : "",
+                                             32);
+  h->detail = h->healthy ? g_strdup ("ok")
+                         : g_strdup_printf ("status '%s'", status);
 }
 
 /* ---- records ---------------------------------------------------------- */
@@ -202,7 +151,8 @@ server_list (DfCtx *ctx, int argc, char **argv, GError **err)
   static const DfCmdSpec spec = {
     "server list", "", 0, 0,
     "List the stream servers with their live health (GET /v1/health, "
-    "2 s timeout each) and session counts.",
+    "3 s timeout each) and session counts.  A server that answers for "
+    "another farm is unhealthy here (\"serves farm ..., not this farm\").",
     "  diskfarm server list\n  diskfarm --json server list --no-health\n",
   };
   gboolean no_health = FALSE;
@@ -223,7 +173,7 @@ server_list (DfCtx *ctx, int argc, char **argv, GError **err)
     {
       g_auto (Health) h = { 0 };
       if (!no_health)
-        health_check (rows->pdata[i], &h);
+        health_check (farm, rows->pdata[i], &h);
       g_ptr_array_add (records, server_record (rows->pdata[i],
                                                no_health ? NULL : &h));
     }
@@ -248,7 +198,7 @@ server_show (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!s)
     return false;
   g_auto (Health) h = { 0 };
-  health_check (s, &h);
+  health_check (farm, s, &h);
   g_autoptr (DfReport) rep = df_report_new (server_record (s, &h));
   df_report_print (rep, ctx->json);
   return true;

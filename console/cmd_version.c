@@ -22,9 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <gio/gio.h>
 #include <glib/gstdio.h>
-#include <json-glib/json-glib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,7 +34,6 @@
 #include <guestfs.h>
 #endif
 
-#define ADMIN_DEFAULT DF_ADMIN_DEFAULT_LISTEN
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -365,88 +362,77 @@ vjob_open (DfCtx *ctx, const char *vdisk, bool mutate, VJob *j, GError **err)
 
 /* ---- live sessions from streamsvc's admin HTTP ------------------------ */
 
-/* GET http://addr/v1/sessions: new parsed root, or NULL (unreachable). */
-static JsonNode *
-admin_sessions (const char *addr)
-{
-  g_autoptr (GSocketClient) sc = g_socket_client_new ();
-  g_socket_client_set_timeout (sc, 2);
-  g_autoptr (GSocketConnection) conn
-    = g_socket_client_connect_to_host (sc, addr, 8001, NULL, NULL);
-  if (!conn)
-    return NULL;
-  g_autofree char *req = g_strdup_printf (
-    "GET /v1/sessions HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
-    addr);
-  GOutputStream *out = g_io_stream_get_output_stream (G_IO_STREAM (conn));
-  if (!g_output_stream_write_all (out, req, strlen (req), NULL, NULL, NULL))
-    return NULL;
-  GInputStream *in = g_io_stream_get_input_stream (G_IO_STREAM (conn));
-  g_autoptr (GByteArray) body = g_byte_array_new ();
-  guint8 buf[8192];
-  gssize n;
-  while ((n = g_input_stream_read (in, buf, sizeof buf, NULL, NULL)) > 0
-         && body->len < 16 * 1024 * 1024)
-    g_byte_array_append (body, buf, (guint) n);
-  g_byte_array_append (body, (const guint8 *) "", 1);
-  const char *text = (const char *) body->data;
-  const char *start = strstr (text, "\r\n\r\n");
-  if (!g_str_has_prefix (text, "HTTP/1.") || !strstr (text, " 200 ")
-      || !start)
-    return NULL;
-  return json_from_string (start + 4, NULL);
-}
-
-/* Live sessions per version number of vdisk: the table number -> count,
- * or NULL when streamsvc's admin is unreachable.  A session names the
- * version through "version" when streamsvc reports it, else through its
+/* The version number a live session of vdisk reads, or -1 when it is not
+ * one of vdisk's: "vdisk"/"version" when streamsvc reports them, else its
  * export: vdisk/<v>@N is N; vdisk/<v> and device sessions count on the
  * version their type selects now. */
-static GHashTable *
-live_sessions (DfFarm *farm, const char *vdisk, const char *admin)
+static int
+session_version (DfFarm *farm, const char *vdisk, const DfLiveSession *s)
 {
-  g_autoptr (JsonNode) root = admin_sessions (admin);
-  if (!root || !JSON_NODE_HOLDS_ARRAY (root))
+  if (s->version >= 0 && s->vdisk)
+    return strcmp (s->vdisk, vdisk) == 0 ? (int) s->version : -1;
+  g_autofree char *prefix = g_strdup_printf ("vdisk/%s", vdisk);
+  const char *exp = s->export;
+  int number = -1;
+  g_autoptr (DfVersion) v = NULL;
+  if (exp && g_str_has_prefix (exp, prefix) && exp[strlen (prefix)] == '@')
+    parse_number ("n", exp + strlen (prefix) + 1, &number, NULL);
+  else if (g_strcmp0 (exp, prefix) == 0)
+    v = df_farm_version_for_type (farm, vdisk, "production", NULL);
+  else if (s->device)
+    {
+      g_autoptr (DfDevice) d = df_farm_device_get (farm, s->device, NULL);
+      if (d && strcmp (d->vdisk, vdisk) == 0)
+        v = df_farm_version_for_type (farm, vdisk, d->type, NULL);
+    }
+  return v ? v->number : number;
+}
+
+/* Live sessions per version number of vdisk, from every server of this
+ * farm (df_ctx_live: another farm's servers are ignored with a warning):
+ * the table number -> count, or NULL when no server could be asked. */
+static GHashTable *
+live_sessions (DfCtx *ctx, DfFarm *farm, const char *vdisk)
+{
+  g_autoptr (DfLive) live = df_ctx_live (ctx, farm, NULL);
+  if (live == NULL || df_live_unknown (live))
     return NULL;
   GHashTable *counts = g_hash_table_new (g_direct_hash, g_direct_equal);
-  JsonArray *a = json_node_get_array (root);
-  for (guint i = 0; i < json_array_get_length (a); i++)
+  for (guint i = 0; i < live->sessions->len; i++)
     {
-      JsonObject *o = json_array_get_object_element (a, i);
-      if (!o)
+      int number = session_version (farm, vdisk, live->sessions->pdata[i]);
+      if (number < 0)
         continue;
-      const char *exp = json_object_get_string_member_with_default (
-        o, "export", NULL);
-      const char *dev = json_object_get_string_member_with_default (
-        o, "device", NULL);
-      int number = -1;
-      g_autoptr (DfVersion) v = NULL;
-      g_autofree char *prefix = g_strdup_printf ("vdisk/%s", vdisk);
-      if (json_object_has_member (o, "version")
-          && g_strcmp0 (json_object_get_string_member_with_default (
-                          o, "vdisk", ""), vdisk) == 0)
-        number = (int) json_object_get_int_member (o, "version");
-      else if (exp && g_str_has_prefix (exp, prefix)
-               && exp[strlen (prefix)] == '@')
-        parse_number ("n", exp + strlen (prefix) + 1, &number, NULL);
-      else if (g_strcmp0 (exp, prefix) == 0)
-        v = df_farm_version_for_type (farm, vdisk, "production", NULL);
-      else if (dev)
-        {
-          g_autoptr (DfDevice) d = df_farm_device_get (farm, dev, NULL);
-          if (d && strcmp (d->vdisk, vdisk) == 0)
-            v = df_farm_version_for_type (farm, vdisk, d->type, NULL);
-        }
-      if (v)
-        number = v->number;
-      if (number >= 0)
-        {
-          gpointer key = GINT_TO_POINTER (number);
-          g_hash_table_insert (counts, key, GINT_TO_POINTER (
-            GPOINTER_TO_INT (g_hash_table_lookup (counts, key)) + 1));
-        }
+      gpointer key = GINT_TO_POINTER (number);
+      g_hash_table_insert (counts, key, GINT_TO_POINTER (
+        GPOINTER_TO_INT (g_hash_table_lookup (counts, key)) + 1));
     }
   return counts;
+}
+
+/* Refuse a new maintenance version while a maintenance device of vdisk is
+ * live: the new version's boot generation would pull its disk away. */
+static bool
+check_maintenance_not_live (DfCtx *ctx, DfFarm *farm, const char *vdisk,
+                            bool force, GError **err)
+{
+  g_autoptr (GPtrArray) devices = df_farm_device_list (farm, NULL, err);
+  if (devices == NULL)
+    return false;
+  g_autofree char *what = g_strdup_printf ("vdisk %s: maintenance ", vdisk);
+  g_autoptr (DfLive) live = NULL;
+  for (guint i = 0; i < devices->len; i++)
+    {
+      const DfDevice *d = devices->pdata[i];
+      if (strcmp (d->vdisk, vdisk) != 0
+          || strcmp (d->type, "maintenance") != 0)
+        continue;
+      if (live == NULL && !(live = df_ctx_live (ctx, farm, err)))
+        return false;
+      if (!df_ctx_check_not_live (live, d, force, what, err))
+        return false;
+    }
+  return true;
 }
 
 /* ---- new -------------------------------------------------------------- */
@@ -490,10 +476,20 @@ version_new (DfCtx *ctx, int argc, char **argv, GError **err)
     "version new", "VDISK", 1, 1,
     "Create a maintenance version on top of the newest version.  The "
     "maintenance device assigned to the vDisk boots it read-write (its "
-    "writes go to <store>/<vdisk>/<vdisk>.<N>.maint/) until `version seal`.",
-    "  diskfarm version new win10\n",
+    "writes go to <store>/<vdisk>/<vdisk>.<N>.maint/) until `version seal`: "
+    "the new version starts a new boot generation for that device, in the "
+    "same transaction.  Refused while the maintenance device is live on a "
+    "stream server of the farm, unless --force (its server then fences the "
+    "session); when no server can be asked, goes ahead with a warning.",
+    "  diskfarm version new win10\n  diskfarm version new win10 --force\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+  gboolean force = FALSE;
+  const GOptionEntry entries[] = {
+    { "force", 0, 0, G_OPTION_ARG_NONE, &force,
+      "Go ahead even while the maintenance device is live", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
   g_auto (VJob) j = { 0 };
   if (!vjob_open (ctx, argv[1], true, &j, err))
@@ -510,6 +506,7 @@ version_new (DfCtx *ctx, int argc, char **argv, GError **err)
   int number = max_number (j.versions) + 1;
   g_autofree char *file = version_file_name (j.vdisk->name, number);
   if (!parent
+      || !check_maintenance_not_live (ctx, j.farm, j.vdisk->name, force, err)
       || !df_farm_version_add (j.farm, j.vdisk->name, number, parent->number,
                                file, NULL, parent->virtual_size, 0,
                                DF_VSTATE_MAINTENANCE, err))
@@ -942,20 +939,14 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
     "version delete", "VDISK N", 2, 2,
     "Delete version N and its file.  Refused while a device boots it, a "
     "promotion is pending on it, another version is stacked on it, or a "
-    "live session uses it (asked to streamsvc's admin HTTP: --admin, "
+    "live session uses it (asked to the farm's stream servers and --admin: "
     "$DISKFARM_ADMIN, diskfarm.conf [console] admin, default "
-    ADMIN_DEFAULT ").  Deleting the maintenance "
-    "version throws its writes away.",
+    DF_ADMIN_DEFAULT_LISTEN ").  Deleting the maintenance version throws its "
+    "writes away.",
     "  diskfarm version delete win10 2\n",
   };
-  g_autofree char *admin = NULL;
-  const GOptionEntry entries[] = {
-    { "admin", 0, 0, G_OPTION_ARG_STRING, &admin,
-      "streamsvc admin address HOST:PORT", "ADDR" },
-    G_OPTION_ENTRY_NULL
-  };
   int number;
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err)
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err)
       || !parse_number ("version", argv[2], &number, err))
     return false;
   g_auto (VJob) j = { 0 };
@@ -976,8 +967,7 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
     }
   else
     {
-      g_autoptr (GHashTable) live = live_sessions (j.farm, v->vdisk,
-                                                   df_ctx_admin (ctx, admin));
+      g_autoptr (GHashTable) live = live_sessions (ctx, j.farm, v->vdisk);
       guint n = live ? GPOINTER_TO_UINT (g_hash_table_lookup (
                          live, GINT_TO_POINTER (number))) : 0;
       if (n)
@@ -988,8 +978,8 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
           return false;
         }
       if (!live)
-        g_printerr ("diskfarm: warning: streamsvc admin at %s not reachable:"
-                    " live sessions unknown\n", df_ctx_admin (ctx, admin));
+        g_printerr ("diskfarm: warning: no stream server of this farm could "
+                    "be asked: live sessions unknown\n");
       g_autofree char *path = version_path (j.farm, v);
       if (!df_farm_version_delete (j.farm, v->vdisk, number, err))
         return false;
@@ -1041,23 +1031,16 @@ version_list (DfCtx *ctx, int argc, char **argv, GError **err)
     "version list", "VDISK", 1, 1,
     "List the versions of a vDisk: state (and pending promotion), file "
     "size, SHA-256, the devices that boot each one and its live sessions "
-    "(from streamsvc's admin HTTP; '-' / null when it is not reachable).",
+    "(from the admin API of every stream server of this farm and --admin; "
+    "'-' / null when none is reachable).",
     "  diskfarm version list win10\n  diskfarm --json version list win10\n",
   };
-  g_autofree char *admin = NULL;
-  const GOptionEntry entries[] = {
-    { "admin", 0, 0, G_OPTION_ARG_STRING, &admin,
-      "streamsvc admin address HOST:PORT (default $DISKFARM_ADMIN, else "
-      "[console] admin, else " ADMIN_DEFAULT ")", "ADDR" },
-    G_OPTION_ENTRY_NULL
-  };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
   g_auto (VJob) j = { 0 };
   if (!vjob_open (ctx, argv[1], false, &j, err))
     return false;
-  g_autoptr (GHashTable) live = live_sessions (j.farm, j.vdisk->name,
-                                               df_ctx_admin (ctx, admin));
+  g_autoptr (GHashTable) live = live_sessions (ctx, j.farm, j.vdisk->name);
   g_autoptr (GPtrArray) records = df_record_list_new ();
   for (guint i = 0; i < j.versions->len; i++)
     {

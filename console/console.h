@@ -24,6 +24,7 @@ typedef struct {
   char *farm_opt;     /* --farm, or NULL: then $DISKFARM_FARM or the conf */
   char *config_opt;   /* --config, or NULL: $DISKFARM_CONFIG or default */
   DfConf *conf;       /* diskfarm.conf, loaded by df_cmd_parse; owned */
+  char *admin_opt;    /* --admin, or NULL: then $DISKFARM_ADMIN or the conf */
   gboolean json;      /* --json */
   gboolean verbose;   /* --verbose */
 } DfCtx;
@@ -78,11 +79,12 @@ void df_usage_error (GError **err, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
 /* The farm directory in force (borrowed from ctx or the environment). */
 const char *df_ctx_farm_dir (const DfCtx *ctx);
-/* streamsvc's admin address for live fields: opt (--admin), else
- * $DISKFARM_ADMIN, else diskfarm.conf [console] admin.  Borrowed. */
-const char *df_ctx_admin (const DfCtx *ctx, const char *opt);
 /* Open the farm (create: `init` only).  New handle, or NULL + err. */
 DfFarm *df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err);
+/* The admin address asked besides the farm's server table (borrowed):
+ * --admin, else $DISKFARM_ADMIN, else diskfarm.conf [console] admin
+ * (default DF_ADMIN_DEFAULT_LISTEN). */
+const char *df_ctx_admin (const DfCtx *ctx);
 
 /* ---- records, tables and JSON (output.c) ------------------------------ */
 
@@ -158,6 +160,38 @@ typedef struct {
 void df_progress_init (DfProgress *p, const char *what);
 void df_progress_update (void *opaque, uint64_t done, uint64_t total);
 void df_progress_end (DfProgress *p);
+
+/* ---- live sessions (cmd_session.c) ------------------------------------ */
+
+#include "live.h"
+
+/* The farm's live sessions (df_live_collect with df_ctx_admin).  The
+ * default admin address, asked only because none was given, is dropped
+ * from the unreachable list.  New DfLive, or NULL + err. */
+DfLive *df_ctx_live_quiet (const DfCtx *ctx, DfFarm *farm, GError **err);
+/* One warning line on stderr per server unreachable or ignored (another
+ * farm's). */
+void df_ctx_live_warn (const DfLive *live);
+/* df_ctx_live_quiet then df_ctx_live_warn. */
+DfLive *df_ctx_live (const DfCtx *ctx, DfFarm *farm, GError **err);
+/* The rule before a change to device d that its live sessions would not
+ * survive: refuse it while d is live (df_live_refuse) unless force; warn
+ * and go on when no server could be asked (the fence is the backstop);
+ * with force, warn which sessions get fenced.  what as df_live_refuse's. */
+bool df_ctx_check_not_live (const DfLive *live, const DfDevice *d,
+                            bool force, const char *what, GError **err);
+/* Ask the servers, then run change (a farm mutator, given data) in a
+ * transaction and keep it only when df_ctx_check_not_live allows for d
+ * (the device as it is before the change): bad input is refused by the
+ * farm first, with no warning about servers; a refused change is rolled
+ * back. */
+typedef bool (*DfChangeFn) (DfFarm *farm, gpointer data, GError **err);
+bool df_ctx_change_unless_live (const DfCtx *ctx, DfFarm *farm,
+                                const DfDevice *d, bool force,
+                                DfChangeFn change, gpointer data,
+                                GError **err);
+/* One session as `session list` and `device show` print it.  New record. */
+DfRecord *df_live_session_record (const DfLiveSession *s);
 
 /* ---- records shared by several commands ------------------------------- */
 

@@ -42,19 +42,6 @@ df_ctx_farm_dir (const DfCtx *ctx)
                            : DF_DEFAULT_FARM;
 }
 
-/* --admin, then $DISKFARM_ADMIN, then diskfarm.conf [console] admin. */
-const char *
-df_ctx_admin (const DfCtx *ctx, const char *opt)
-{
-  const char *env = g_getenv ("DISKFARM_ADMIN");
-  if (opt != NULL)
-    return opt;
-  if (env != NULL && *env != '\0')
-    return env;
-  return ctx->conf != NULL ? df_conf_string (ctx->conf, "console", "admin")
-                           : DF_ADMIN_DEFAULT_LISTEN;
-}
-
 /* Load diskfarm.conf once, when the leaf's options (--config) are
  * parsed: every command checks it before doing anything. */
 static bool
@@ -63,6 +50,20 @@ ctx_load_conf (DfCtx *ctx, GError **err)
   if (ctx->conf == NULL)
     ctx->conf = df_conf_load (ctx->config_opt, err);
   return ctx->conf != NULL;
+}
+
+/* --admin, then $DISKFARM_ADMIN, then diskfarm.conf [console] admin (whose
+ * default is DF_ADMIN_DEFAULT_LISTEN). */
+const char *
+df_ctx_admin (const DfCtx *ctx)
+{
+  if (ctx->admin_opt != NULL)
+    return ctx->admin_opt;
+  const char *env = g_getenv ("DISKFARM_ADMIN");
+  if (env != NULL && *env != '\0')
+    return env;
+  return ctx->conf != NULL ? df_conf_string (ctx->conf, "console", "admin")
+                           : DF_ADMIN_DEFAULT_LISTEN;
 }
 
 /* Logging starts here, once every option (--verbose) has been parsed:
@@ -84,7 +85,7 @@ df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err)
 
 /* Global options, accepted before the command and by every leaf.  The
  * arg_data pointers are filled in by global_entries_for. */
-#define N_GLOBAL 5
+#define N_GLOBAL 6
 static void
 global_entries_for (DfCtx *ctx, GOptionEntry out[N_GLOBAL])
 {
@@ -95,6 +96,10 @@ global_entries_for (DfCtx *ctx, GOptionEntry out[N_GLOBAL])
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &ctx->config_opt,
       "Configuration file (default: $DISKFARM_CONFIG, else "
       DF_DEFAULT_CONFIG ")", "FILE" },
+    { "admin", 0, 0, G_OPTION_ARG_STRING, &ctx->admin_opt,
+      "streamsvc admin API asked for live sessions besides the farm's "
+      "servers (default: $DISKFARM_ADMIN, else diskfarm.conf [console] "
+      "admin, else " DF_ADMIN_DEFAULT_LISTEN ")", "HOST:PORT" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &ctx->json,
       "Print results as JSON (sizes in bytes)", NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &ctx->verbose,
@@ -105,18 +110,21 @@ global_entries_for (DfCtx *ctx, GOptionEntry out[N_GLOBAL])
 }
 
 /* GOption replaces a string option without freeing the old value: free a
- * --farm or --config given both before and after the command. */
+ * --farm, --config or --admin given both before and after the command. */
 static bool
 parse_keeping_farm (DfCtx *ctx, GOptionContext *oc, int *argc, char ***argv,
                     GError **err)
 {
   char *old_farm = ctx->farm_opt, *old_config = ctx->config_opt;
+  char *old_admin = ctx->admin_opt;
   if (!g_option_context_parse (oc, argc, argv, err))
     return false;
   if (old_farm != NULL && ctx->farm_opt != old_farm)
     g_free (old_farm);
   if (old_config != NULL && ctx->config_opt != old_config)
     g_free (old_config);
+  if (old_admin != NULL && ctx->admin_opt != old_admin)
+    g_free (old_admin);
   return true;
 }
 
@@ -252,8 +260,10 @@ cmd_init (DfCtx *ctx, int argc, char **argv, GError **err)
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
   df_record_int (r, "schema_version", "schema version",
                  df_farm_schema_version (farm));
-  df_print_result (r, ctx->json, "farm ready at %s (schema version %d)",
-                   df_farm_dir (farm), df_farm_schema_version (farm));
+  df_record_str (r, "uuid", "uuid", df_farm_uuid (farm));
+  df_print_result (r, ctx->json, "farm ready at %s (schema version %d, "
+                   "uuid %s)", df_farm_dir (farm),
+                   df_farm_schema_version (farm), df_farm_uuid (farm));
   return true;
 }
 
@@ -325,6 +335,8 @@ typedef struct {
 
 /* `version ...` (cmd_version.c) */
 extern const DfCmd df_version_cmds[];
+/* `session ...` (cmd_session.c) */
+extern const DfCmd df_session_cmds[];
 
 /* `server ...` (cmd_server.c), `bootstrap ...` and `farm ...`
  * (cmd_bootstrap.c) */
@@ -360,6 +372,10 @@ static const DfGroup groups[] = {
     "  diskfarm version seal win10\n"
     "  diskfarm version promote win10 1 --to production\n",
     df_version_cmds },
+  { "session", "The live sessions of the farm's stream servers (only "
+    "servers whose /v1/health names this farm count).",
+    "  diskfarm session list\n"
+    "  diskfarm --json session list --device pc01\n", df_session_cmds },
   { "server", "Manage the stream servers that boot scripts list, with "
     "their live health.",
     "  diskfarm server add ss1 --address 10.0.0.11\n"
@@ -442,6 +458,7 @@ static const char main_description[] =
   "                         groups of devices\n"
   "  version new|seal|promote|revert|delete|list|merge|diff\n"
   "                         versions: maintenance -> test -> production\n"
+  "  session list           live sessions on the farm's stream servers\n"
   "  server add|list|show|remove\n"
   "                         stream servers and their health\n"
   "  bootstrap sync|dhcp-config\n"
@@ -533,6 +550,7 @@ main (int argc, char **argv)
   g_free (ctx.farm_opt);
   g_free (ctx.config_opt);
   g_clear_pointer (&ctx.conf, df_conf_free);
+  g_free (ctx.admin_opt);
   if (ok)
     return 0;
   if (g_error_matches (err, DF_ERROR, DF_ERROR_INTERRUPTED))

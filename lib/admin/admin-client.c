@@ -187,8 +187,10 @@ http_get_within (const char *host, guint16 port, const char *path,
   guint status = soup_message_get_status (msg);
   if (status != SOUP_STATUS_OK)
     {
+      const char *phrase = soup_message_get_reason_phrase (msg);
+      g_autofree char *reason = df_display_text (phrase ? phrase : "", 64);
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "GET %s: HTTP %u %s",
-                   path, status, soup_message_get_reason_phrase (msg));
+                   path, status, reason);
       return NULL;
     }
   GByteArray *body = read_body (in, cancel, &cause);
@@ -231,9 +233,12 @@ df_admin_get (const char *host, guint16 port, const char *path, GError **err)
   g_autoptr (GError) cause = NULL;
   JsonNode *root = json_from_string ((const char *) body->data, &cause);
   if (root == NULL)
-    g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                 "admin API at %s: GET %s: not JSON (%s)", where, path,
-                 cause ? cause->message : "empty answer");
+    {
+      g_autofree char *why = df_display_text (cause ? cause->message
+                                                    : "empty answer", 120);
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "admin API at %s: GET %s: not JSON (%s)", where, path, why);
+    }
   return root;
 }
 

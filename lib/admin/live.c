@@ -129,9 +129,21 @@ foreign_reason (const DfAdminHealth *h, const char *farm_uuid)
     return g_strdup ("it does not say which farm it serves (streamsvc "
                      "older than the farm identity?)");
   if (strcmp (h->farm, farm_uuid) != 0)
-    return g_strdup_printf ("it serves farm %s, not this farm (%s)", h->farm,
-                            farm_uuid);
+    {
+      g_autofree char *other = df_display_text (h->farm, 64);
+      return g_strdup_printf ("it serves farm %s, not this farm (%s)", other,
+                              farm_uuid);
+    }
   return NULL;
+}
+
+/* A text member of a server's answer, made fit for tables and messages
+ * (df_display_text), or NULL. */
+static char *
+member_text (JsonObject *o, const char *name)
+{
+  g_autofree char *raw = df_json_member_str (o, name);
+  return raw ? df_display_text (raw, 256) : NULL;
 }
 
 static DfLiveSession *
@@ -141,16 +153,16 @@ session_from_json (const Target *t, JsonObject *o)
   s->server = g_strdup (t->server);
   s->address = g_strdup (t->address);
   s->id = df_json_member_int (o, "id", -1);
-  s->proto = df_json_member_str (o, "proto");
-  s->client = df_json_member_str (o, "client");
-  s->export = df_json_member_str (o, "export");
-  s->device = df_json_member_str (o, "device");
+  s->proto = member_text (o, "proto");
+  s->client = member_text (o, "client");
+  s->export = member_text (o, "export");
+  s->device = member_text (o, "device");
   s->generation = df_json_member_int (o, "generation", -1);
-  s->vdisk = df_json_member_str (o, "vdisk");
+  s->vdisk = member_text (o, "vdisk");
   s->version = df_json_member_int (o, "version", -1);
-  s->cache = df_json_member_str (o, "cache");
+  s->cache = member_text (o, "cache");
   s->maintenance = df_json_member_bool (o, "maintenance", false);
-  s->started = df_json_member_str (o, "started");
+  s->started = member_text (o, "started");
   s->bytes_read = df_json_member_int (o, "bytes_read", 0);
   s->bytes_written = df_json_member_int (o, "bytes_written", 0);
   return s;

@@ -2,7 +2,7 @@
  *
  * Every server of the farm's server table (address + admin_port) is asked,
  * plus one extra admin address (the console's --admin, default
- * DF_ADMIN_DEFAULT_ADDR), without duplicates.  A server counts only when
+ * DF_ADMIN_DEFAULT_LISTEN), without duplicates.  A server counts only when
  * its /v1/health says it serves this farm ("farm" == df_farm_uuid): a
  * server of another farm, or one that does not say (an older streamsvc),
  * is set aside in DfLive.foreign and its sessions are never counted.

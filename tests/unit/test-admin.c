@@ -370,12 +370,16 @@ test_live (void)
                           "[{\"id\":1,\"device\":\"m1\"}]", 200);
   Fake *nofarm = fake_add (fs, "{\"status\":\"ok\",\"sessions\":1}",
                            "[{\"id\":1,\"device\":\"m1\"}]", 200);
+  /* control characters in what a server says never reach a message */
+  Fake *evil = fake_add (fs, "{\"status\":\"ok\",\"farm\":\"x\\u001b[2J\\ny\"}",
+                         "[]", 200);
   fakes_start (fs);
   guint16 closed = closed_port ();
   server_add (farm, "s1", own->port);
   server_add (farm, "sB", other->port);
   server_add (farm, "sOld", nofarm->port);
   server_add (farm, "sDead", closed);
+  server_add (farm, "sEvil", evil->port);
 
   /* The extra address names s1 again: asked once. */
   g_autofree char *extra = g_strdup_printf ("127.0.0.1:%u", own->port);
@@ -403,7 +407,10 @@ test_live (void)
   g_assert_false (b->maintenance);
   g_assert_null (((DfLiveSession *) live->sessions->pdata[2])->device);
 
-  g_assert_cmpuint (live->foreign->len, ==, 2);
+  g_assert_cmpuint (live->foreign->len, ==, 3);
+  const DfLiveSkip *ke = skip_named (live->foreign, "sEvil");
+  g_assert_nonnull (ke);
+  g_assert_nonnull (strstr (ke->reason, "it serves farm x?[2J?y, not this"));
   const DfLiveSkip *kb = skip_named (live->foreign, "sB");
   g_assert_nonnull (kb);
   g_autofree char *want_b = g_strdup_printf (
