@@ -606,7 +606,7 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   df_record_str (r, "name", "name", d->name);
   df_record_int (r, "generation", "generation", generation);
   df_record_bool (r, "discarded", "discarded", discard);
-  df_record_int (r, "fenced_sessions", "fenced sessions", mine->len);
+  df_record_int (r, "fenced_session_count", "fenced sessions", mine->len);
   g_autofree char *fenced = fenced_text (mine);
   df_print_result (r, ctx->json, "device '%s': boot generation %"
                    G_GINT64_FORMAT "%s%s", d->name, generation,

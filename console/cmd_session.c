@@ -196,7 +196,7 @@ session_list (DfCtx *ctx, int argc, char **argv, GError **err)
       return true;
     }
   DfRecord *main = df_record_new ();
-  df_record_int (main, "servers_answered", "servers answered",
+  df_record_int (main, "answered_server_count", "servers answered",
                  live->answered);
   g_autoptr (DfReport) rep = df_report_new (main);
   df_report_add_list (rep, "sessions", "sessions", records);

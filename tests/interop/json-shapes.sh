@@ -53,6 +53,8 @@ j object vdisk remove other
 j object server add ss1 --address 127.0.0.1 --admin-port 1
 j list server list --no-health
 j object server show ss1
+j object session list --admin 127.0.0.1:1
+j object session list --device pc1 --admin 127.0.0.1:1
 j object server remove ss1
 j object farm set auto-add on --collection lab
 j object farm show
@@ -134,6 +136,12 @@ checks = [
         and a["object"] == "auto-add.collection" and a["detail"] == {"value": "lab"} for a in by["audit --limit 0"])),
     ("audit: a plain-text detail of an old row is wrapped as {text}", lambda: not have_sqlite3
         or [a["detail"] for a in by["audit --limit 0"] if a["object"] == "legacy"] == [{"text": "on"}]),
+    ("session list: sessions, unreachable (ss1 once) and ignored lists", lambda: by["session list --admin 127.0.0.1:1"]["sessions"] == []
+        and [u["server"] for u in by["session list --admin 127.0.0.1:1"]["unreachable"]] == ["ss1"]
+        and by["session list --admin 127.0.0.1:1"]["ignored"] == []
+        and by["session list --admin 127.0.0.1:1"]["answered_server_count"] == 0),
+    ("device show: live and its sessions list", lambda: by["device show pc1"]["live"] is False and by["device show pc1"]["sessions"] == []),
+    ("device reset: fenced_session_count", lambda: by["device reset pc1"]["fenced_session_count"] == 0),
     ("dhcp-config: one object with both texts", lambda: by["bootstrap dhcp-config --address 10.0.0.5"]["next_server"] == "10.0.0.5"
         and "dhcp-boot=tag:ipxe," in by["bootstrap dhcp-config --address 10.0.0.5"]["dnsmasq"]
         and "next-server 10.0.0.5;" in by["bootstrap dhcp-config --address 10.0.0.5"]["isc"]),

@@ -47,7 +47,7 @@ run_df() { rc=0; df "$@" >"$T/out" 2>"$T/err" || rc=$?; }
 # ---- nothing live --------------------------------------------------------
 json session list
 jcheck "$T/j.json" 'd["sessions"] == []' 'd["unreachable"] == []' \
-  'd["ignored"] == []' 'd["servers_answered"] == 1'
+  'd["ignored"] == []' 'd["answered_server_count"] == 1'
 json device show p1
 jcheck "$T/j.json" 'd["live"] is False' 'd["sessions"] == []'
 pass "no session: session list empty, device not live"
@@ -132,13 +132,13 @@ run_df version new golden
 json device show m1
 jcheck "$T/j.json" 'd["generation"] == 1'
 json version new golden --force
-jcheck "$T/j.json" 'd["number"] == 1 and d["state"] == "maintenance"'
+jcheck "$T/j.json" 'd["version"] == 1 and d["state"] == "maintenance"'
 json device show m1
 jcheck "$T/j.json" 'd["generation"] == 2'
 json device show p1
 jcheck "$T/j.json" 'd["generation"] == 2'   # its own reset above, untouched here
 json audit --limit 3
-jcheck "$T/j.json" 'any(a["action"] == "device.generation" and a["object"] == "m1" and "golden@1" in a["detail"] for a in d)'
+jcheck "$T/j.json" 'any(a["action"] == "device.generation" and a["object"] == "m1" and a["detail"] == {"generation": 2, "cause": "golden@1"} for a in d)'
 release m1
 pass "version new refused while the maintenance device is live; --force starts its generation"
 
@@ -162,7 +162,7 @@ pass "one maintenance device per vDisk"
 # ---- unreachable servers are reported, not fatal --------------------------
 df server add s2 --address 127.0.0.1 --admin-port 1 >/dev/null
 json session list
-jcheck "$T/j.json" 'd["servers_answered"] == 1' \
+jcheck "$T/j.json" 'd["answered_server_count"] == 1' \
   'len(d["unreachable"]) == 1 and d["unreachable"][0]["server"] == "s2" and d["unreachable"][0]["address"] == "127.0.0.1:1"'
 run_df session list
 [ "$rc" = 0 ] && grep -q "warning: server s2 (127.0.0.1:1) not reachable" "$T/err" ||
@@ -194,7 +194,7 @@ jcheck "$T/j.json" 'd[0]["sessions"] is None or d[0]["sessions"] == 0'
 grep -qF "warning: ignoring server sA (127.0.0.1:$APORT): it serves farm $UA, not this farm ($UB)" "$T/err" ||
   { cat "$T/err"; fail "farm B: no warning about farm A's server"; }
 dfb --json session list >"$T/j.json" 2>"$T/err"
-jcheck "$T/j.json" 'd["sessions"] == []' 'd["servers_answered"] == 0' \
+jcheck "$T/j.json" 'd["sessions"] == []' 'd["answered_server_count"] == 0' \
   'len(d["ignored"]) == 1 and d["ignored"][0]["server"] == "sA"'
 dfb --json device show p1 >"$T/j.json" 2>/dev/null
 jcheck "$T/j.json" 'd["live"] is False'
