@@ -175,6 +175,16 @@ run_df session list --admin 127.0.0.1:1
 run_df session list --admin 127.0.0.1:0
 [ "$rc" = 1 ] && grep -q "invalid admin address '127.0.0.1:0'" "$T/err" ||
   { cat "$T/err"; fail "--admin 127.0.0.1:0 accepted"; }
+# [console] admin of diskfarm.conf is asked too; the default address, asked
+# only because nothing names another, is not worth a warning
+printf '[console]\nadmin=127.0.0.1:1\n' >"$T/df.conf"
+rc=0; env -u DISKFARM_ADMIN "$DISKFARM" --farm "$FARM" --config "$T/df.conf" session list >/dev/null 2>"$T/err" || rc=$?
+[ "$rc" = 0 ] && grep -q "warning: 127.0.0.1:1 not reachable" "$T/err" ||
+  { cat "$T/err"; fail "[console] admin not asked"; }
+printf '# nothing\n' >"$T/empty.conf"
+rc=0; env -u DISKFARM_ADMIN "$DISKFARM" --farm "$FARM" --config "$T/empty.conf" --json session list >"$T/j.json" 2>"$T/err" || rc=$?
+[ "$rc" = 0 ] && ! grep -q "127.0.0.1:8001 not reachable" "$T/err" || { cat "$T/err"; fail "warning about the default admin address"; }
+jcheck "$T/j.json" 'd["answered_server_count"] == 1' 'all(u["server"] is not None for u in d["unreachable"])'
 pass "unreachable server reported"
 
 # ---- another farm's server is never counted --------------------------------
