@@ -6,20 +6,6 @@
 #include <libsoup/soup.h>
 #include <string.h>
 
-/* A host name of [A-Za-z0-9.-_] or an IP address literal. */
-static bool
-host_ok (const char *h)
-{
-  if (*h == '\0')
-    return false;
-  if (g_hostname_is_ip_address (h))
-    return true;
-  for (const char *p = h; *p; p++)
-    if (!g_ascii_isalnum (*p) && *p != '.' && *p != '-' && *p != '_')
-      return false;
-  return true;
-}
-
 /* Decimal 1-65535, nothing else. */
 static bool
 port_ok (const char *s, guint16 *port)
@@ -64,8 +50,9 @@ df_admin_addr_parse (const char *addr, char **host, guint16 *port,
         h = colon ? g_strndup (a, colon - a) : g_strdup (a);
     }
   guint16 p = DF_ADMIN_PORT;
-  if (h == NULL || !host_ok (h) || (colon && !port_ok (colon + 1, &p))
-      || (strchr (h, ':') && !g_hostname_is_ip_address (h)))
+  /* the farm's one host rule (df_validate_host: RFC 1123 or a literal) */
+  if (h == NULL || !df_validate_host ("admin address", h, NULL)
+      || (colon && !port_ok (colon + 1, &p)))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                    "invalid admin address '%s': expected HOST:PORT (port "
