@@ -7,6 +7,9 @@
  *     (int 13h AH=42h extended read: proves reads reach the disk)
  *   writes LBA 2 with "DFMBR-WRITTEN" (int 13h AH=43h), then reads LBA 2
  *   back and prints "DFMBR-LBA2 <string read back>\r\n"
+ *   "DFMBR-BOOT <NN>\r\n": a boot counter, the first byte of LBA 3 read,
+ *     incremented, printed in hex and written back (01 on a fresh cache;
+ *     02, 03... when the writes of earlier boots survive)
  *   "DFMBR-DONE\r\n" and halts.
  * Any int 13h failure prints "DFMBR-ERR-<R|W|V> <AH in hex>\r\n" and halts.
  */
@@ -69,6 +72,22 @@ _start:
         call    puts_data
         movw    $msg_crlf, %si
         call    puts
+
+        /* boot counter: LBA 3 byte 0, incremented and written back */
+        movw    $3, dap_lba
+        movb    $0x42, %ah
+        call    disk_io
+        jc      err_read
+        incb    0x8000
+        movw    $msg_boot, %si
+        call    puts
+        movb    0x8000, %al
+        call    puthex
+        movw    $msg_crlf, %si
+        call    puts
+        movw    $0x4300, %ax
+        call    disk_io_al
+        jc      err_write
 
         movw    $msg_done, %si
         call    puts
@@ -168,6 +187,7 @@ msg_start:   .asciz "DFMBR-START\r\n"
 msg_lba1:    .asciz "DFMBR-LBA1 "
 msg_lba2:    .asciz "DFMBR-LBA2 "
 msg_written: .asciz "DFMBR-WRITTEN"
+msg_boot:    .asciz "DFMBR-BOOT "
 msg_done:    .asciz "DFMBR-DONE\r\n"
 msg_err:     .asciz "DFMBR-ERR-"
 msg_crlf:    .asciz "\r\n"

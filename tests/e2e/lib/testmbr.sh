@@ -2,7 +2,8 @@
 # README: testmbr.sh builds the diskfarm e2e test disk: `testmbr.sh OUT.img [LBA1-MARKER] [SIZE-MiB]`
 #   writes a raw disk whose MBR (tests/e2e/lib/testmbr.S, GNU as, no nasm) prints on COM1
 #   "DFMBR-START", "DFMBR-LBA1 <marker>" (int13 AH=42h read of LBA 1), writes LBA 2 (AH=43h),
-#   "DFMBR-LBA2 DFMBR-WRITTEN" (read back) and "DFMBR-DONE".  LBA 1 holds the marker
+#   "DFMBR-LBA2 DFMBR-WRITTEN" (read back), "DFMBR-BOOT <NN>" (a boot counter in LBA 3: read,
+#   incremented, written back) and "DFMBR-DONE".  LBA 1 holds the marker
 #   (default DFLBA1-OK), NUL-terminated.  `testmbr.sh --mbr OUT.bin` writes the 512-byte MBR only.
 #   Exit 77 when binutils (as, ld) are missing.  Shared by the BDM, iSCSI and bootstrap e2e tests.
 set -eu
