@@ -4,9 +4,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -665,4 +668,49 @@ df_file_sha256 (const char *path, char out[65], GError **err)
   for (int i = 0; i < 32; i++)
     g_snprintf (out + 2 * i, 3, "%02x", md[i]);
   return true;
+}
+
+/* ---- TCP keepalive ------------------------------------------------------ */
+
+bool
+df_check_tcp_keepalive (gint64 timeout_s, GError **err)
+{
+  if (timeout_s == 0 || (timeout_s >= DF_TCP_KEEPALIVE_MIN
+                         && timeout_s <= DF_TCP_KEEPALIVE_MAX))
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "tcp-keepalive %" G_GINT64_FORMAT ": 0 (off) or %u to %u "
+               "seconds", timeout_s, DF_TCP_KEEPALIVE_MIN,
+               DF_TCP_KEEPALIVE_MAX);
+  return false;
+}
+
+static bool
+set_int (int fd, int level, int name, const char *what, int v, GError **err)
+{
+  if (setsockopt (fd, level, name, &v, sizeof v) == 0)
+    return true;
+  df_set_error_errno (err, errno, "setsockopt %s %d", what, v);
+  return false;
+}
+
+bool
+df_tcp_set_keepalive (int fd, guint timeout_s, GError **err)
+{
+  int idle = (int) timeout_s / 3;
+  int intvl = (int) timeout_s / 6;
+
+  g_return_val_if_fail (df_check_tcp_keepalive (timeout_s, NULL), false);
+  if (timeout_s == 0)
+    return set_int (fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", 0, err)
+           && set_int (fd, IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT",
+                       0, err);
+  return set_int (fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", 1, err)
+         && set_int (fd, IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", idle, err)
+         && set_int (fd, IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", intvl,
+                     err)
+         && set_int (fd, IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT",
+                     DF_TCP_KEEPALIVE_PROBES, err)
+         && set_int (fd, IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT",
+                     (int) timeout_s * 1000, err);
 }

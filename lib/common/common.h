@@ -119,3 +119,18 @@ bool df_interrupt_check (GError **err);
  * stay valid until df_temp_unregister (same pointer). */
 void df_temp_register (const char *path);
 void df_temp_unregister (const char *path);
+
+/* TCP dead-peer detection on a connected socket.  timeout_s is the longest
+ * a connection whose peer vanished (reset, cable pulled, power lost) stays
+ * open; 0 turns it off.  Keepalive probes start after timeout_s / 3 of
+ * silence, one every timeout_s / 6, and DF_TCP_KEEPALIVE_PROBES unanswered
+ * ones end the connection; TCP_USER_TIMEOUT timeout_s ends a connection
+ * whose sent data stays unacknowledged that long.  Default 30 s: idle 10,
+ * interval 5, 4 probes.  timeout_s must be 0 or within
+ * [DF_TCP_KEEPALIVE_MIN, DF_TCP_KEEPALIVE_MAX] (df_check_tcp_keepalive). */
+#define DF_TCP_KEEPALIVE_DEFAULT 30u
+#define DF_TCP_KEEPALIVE_MIN 6u
+#define DF_TCP_KEEPALIVE_MAX 86400u
+#define DF_TCP_KEEPALIVE_PROBES 4
+bool df_check_tcp_keepalive (gint64 timeout_s, GError **err);
+bool df_tcp_set_keepalive (int fd, guint timeout_s, GError **err);
