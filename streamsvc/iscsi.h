@@ -62,6 +62,24 @@ const uint8_t *iscsi_conn_output (iscsi_conn *c, size_t *len);
 void iscsi_conn_output_consume (iscsi_conn *c, size_t n);
 bool iscsi_conn_should_close (const iscsi_conn *c);
 
+/* Dead-peer pings (RFC 7143 11.19).  In the full feature phase of a normal
+ * session, after interval_s without a byte from the initiator the target
+ * sends a NOP-In with a valid Target Transfer Tag (ITT 0xffffffff), which
+ * asks for a NOP-Out answer; when nothing at all arrives within timeout_s
+ * more, the peer is dead.  interval_s 0 turns pings off.  Discovery
+ * sessions and the login phase are never pinged (TCP keepalive covers
+ * them).  New conns use the defaults. */
+#define ISCSI_NOP_INTERVAL_DEFAULT 10u
+#define ISCSI_NOP_TIMEOUT_DEFAULT 15u
+#define ISCSI_NOP_MAX 3600u    /* largest interval or timeout accepted */
+void iscsi_conn_set_nop (iscsi_conn *c, guint interval_s, guint timeout_s);
+/* Drive the ping clock: call about once a second with the monotonic time
+ * in microseconds (g_get_monotonic_time ()); the precision of the
+ * interval and timeout is that period.  May queue a NOP-In (send the
+ * output).  false: the peer did not answer in time, the conn is closed;
+ * drop it now without draining its output (nobody reads it). */
+bool iscsi_conn_tick (iscsi_conn *c, gint64 now_us);
+
 /* ---- constants ------------------------------------------------------------ */
 
 #define ISCSI_BHS_LEN 48u
@@ -405,6 +423,11 @@ typedef struct {
 
 typedef struct iscsi_sess_entry iscsi_sess_entry;
 
+typedef enum {
+  ISCSI_PING_IDLE,        /* no NOP-In of ours outstanding */
+  ISCSI_PING_SENT,        /* NOP-In sent, waiting for any byte back */
+} iscsi_ping_state;
+
 struct iscsi_conn {
   DfExports *ex;             /* borrowed */
   DfSessions *ss;            /* borrowed */
@@ -435,6 +458,13 @@ struct iscsi_conn {
   iscsi_sess_entry *entry;   /* reinstatement registry, owned ref */
   uint8_t *scratch;          /* data-in buffer (owned) */
   size_t scratch_len;
+  gint64 nop_interval_us;    /* dead-peer pings; 0: off */
+  gint64 nop_timeout_us;
+  bool rx_seen;              /* bytes arrived since the last tick */
+  gint64 last_rx_us;         /* tick time of the last arrival; 0: none */
+  iscsi_ping_state ping;
+  uint32_t ping_ttt;         /* Target Transfer Tag of the NOP-In sent */
+  gint64 ping_sent_us;
 };
 
 /* iscsi_session.c helpers used by the login code. */

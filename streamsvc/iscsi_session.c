@@ -5,6 +5,7 @@
  *   rx_scsi_cmd     SCSI Command -> Data-In / R2T / SCSI Response
  *   rx_data_out     Data-Out of a write solicited by R2T
  *   rx_nop_out      NOP-Out -> NOP-In (ping echo)
+ *   rx_ping_answer  NOP-Out answering a NOP-In of ours (iscsi_conn_tick)
  *   rx_tmf          task management (ABORT TASK, LUN RESET, ...)
  *   rx_text         Text (SendTargets), with C-bit continuation
  *   rx_logout       Logout -> Logout Response, then close
@@ -118,6 +119,8 @@ iscsi_conn_new (DfExports *ex, DfSessions *ss, const char *client,
   c->p.first_burst = 65536;
   c->p.immediate_data = true;
   c->p.initial_r2t = true;
+  iscsi_conn_set_nop (c, ISCSI_NOP_INTERVAL_DEFAULT,
+                      ISCSI_NOP_TIMEOUT_DEFAULT);
   return c;
 }
 
@@ -199,6 +202,8 @@ iscsi_conn_input_commit (iscsi_conn *c, size_t n)
 {
   g_assert (c->in_len + n <= c->in_cap);
   c->in_len += n;
+  if (n > 0)
+    c->rx_seen = true;
 }
 
 bool
@@ -615,12 +620,82 @@ rx_nop_out (iscsi_conn *c, const iscsi_pdu *pdu)
   uint8_t bhs[ISCSI_BHS_LEN] = { ISCSI_OP_NOP_IN, 0x80 };
   uint32_t itt = iscsi_get32 (req + 16);
 
-  if (itt == NO_TAG)
-    return; /* answer to a NOP-In of ours (we send none): nothing to do */
   memcpy (bhs + 8, req + 8, 8);
   fill_sns (c, bhs, itt, true);
   iscsi_put32 (bhs + 20, NO_TAG);
   iscsi_send (c, bhs, pdu->data, MIN (pdu->data_len, c->p.max_send_dsl));
+}
+
+/* The initiator's answer to our NOP-In (ITT 0xffffffff, our TTT). */
+static void
+rx_ping_answer (iscsi_conn *c, const iscsi_pdu *pdu)
+{
+  uint32_t ttt = iscsi_get32 (pdu->bhs + 20);
+
+  if (c->ping == ISCSI_PING_SENT && ttt == c->ping_ttt)
+    c->ping = ISCSI_PING_IDLE;
+  else
+    g_debug ("iSCSI %s: NOP-Out for TTT 0x%08x we did not ask: ignored",
+             c->client, ttt);
+}
+
+/* ---- dead-peer pings ------------------------------------------------------------- */
+
+void
+iscsi_conn_set_nop (iscsi_conn *c, guint interval_s, guint timeout_s)
+{
+  g_return_if_fail (interval_s <= ISCSI_NOP_MAX && timeout_s <= ISCSI_NOP_MAX);
+  g_return_if_fail (interval_s == 0 || timeout_s > 0);
+  c->nop_interval_us = (gint64) interval_s * G_USEC_PER_SEC;
+  c->nop_timeout_us = (gint64) timeout_s * G_USEC_PER_SEC;
+}
+
+/* A NOP-In asking for an answer (RFC 7143 11.19: valid TTT, ITT
+ * 0xffffffff, StatSN not advanced, the LUN echoed back). */
+static void
+send_ping (iscsi_conn *c, gint64 now_us)
+{
+  uint8_t bhs[ISCSI_BHS_LEN] = { ISCSI_OP_NOP_IN, 0x80 };
+
+  bhs[9] = ISCSI_LUN;
+  c->ping_ttt = new_ttt (c);
+  fill_sns (c, bhs, NO_TAG, false);
+  iscsi_put32 (bhs + 20, c->ping_ttt);
+  iscsi_send (c, bhs, NULL, 0);
+  c->ping = ISCSI_PING_SENT;
+  c->ping_sent_us = now_us;
+  g_debug ("iSCSI %s: idle: NOP-In TTT 0x%08x", c->client, c->ping_ttt);
+}
+
+bool
+iscsi_conn_tick (iscsi_conn *c, gint64 now_us)
+{
+  if (c->rx_seen || c->last_rx_us == 0 || c->state != ISCSI_CONN_FULL
+      || c->discovery || c->nop_interval_us == 0)
+    {
+      c->rx_seen = false;
+      c->last_rx_us = now_us;
+      c->ping = ISCSI_PING_IDLE;
+      return true;
+    }
+  switch (c->ping)
+    {
+    case ISCSI_PING_IDLE:
+      if (now_us - c->last_rx_us >= c->nop_interval_us)
+        send_ping (c, now_us);
+      return true;
+    case ISCSI_PING_SENT:
+      if (now_us - c->ping_sent_us < c->nop_timeout_us)
+        return true;
+      g_message ("iSCSI %s: no answer to a NOP-In in %" G_GINT64_FORMAT
+                 " s (silent for %" G_GINT64_FORMAT " s): dropping the "
+                 "connection", c->client, c->nop_timeout_us / G_USEC_PER_SEC,
+                 (now_us - c->last_rx_us) / G_USEC_PER_SEC);
+      iscsi_conn_close (c, "NOP-In not answered");
+      return false;
+    default:
+      g_assert_not_reached ();
+    }
 }
 
 static uint8_t
@@ -794,7 +869,7 @@ dispatch_full (iscsi_conn *c, const iscsi_pdu *pdu)
       && op != ISCSI_OP_LOGOUT_REQ)
     return send_reject (c, pdu->bhs, ISCSI_REJECT_PROTOCOL);
   if (op == ISCSI_OP_NOP_OUT && iscsi_get32 (pdu->bhs + 16) == NO_TAG)
-    return; /* pings answering ours carry no CmdSN to count */
+    return rx_ping_answer (c, pdu); /* carries no CmdSN to count */
   if (!cmd_sn_accept (c, pdu))
     return;
   switch (op)

@@ -1626,6 +1626,158 @@ test_scsi_table (LuFx *f, gconstpointer data)
   g_assert_cmpuint (f->din[5], ==, 128);
 }
 
+/* ---- dead-peer pings (NOP-In) ------------------------------------------------------ */
+
+#define T0 (1000 * G_USEC_PER_SEC)
+#define SEC(n) ((gint64) (n) * G_USEC_PER_SEC)
+
+/* One clock tick; move the output into f->got. */
+static bool
+tick (Fx *f, gint64 now)
+{
+  bool alive = iscsi_conn_tick (f->c, now);
+  size_t len;
+  const uint8_t *out = iscsi_conn_output (f->c, &len);
+
+  g_byte_array_append (f->got, out, (guint) len);
+  iscsi_conn_output_consume (f->c, len);
+  return alive;
+}
+
+/* The NOP-In of an idle session: RFC 7143 11.19 ping asking an answer. */
+static uint32_t
+expect_ping (Fx *f, uint32_t *stat_sn)
+{
+  static const uint8_t lun1[8] = { 0, ISCSI_LUN };
+  uint8_t bhs[48];
+
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_NOP_IN);
+  g_assert_cmphex (bhs[1], ==, 0x80);
+  g_assert_cmpuint (iscsi_get24 (bhs + 5), ==, 0); /* no data */
+  g_assert_cmpmem (bhs + 8, 8, lun1, 8);
+  g_assert_cmphex (iscsi_get32 (bhs + 16), ==, 0xffffffff); /* ITT */
+  g_assert_cmphex (iscsi_get32 (bhs + 20), !=, 0xffffffff); /* TTT */
+  g_assert_cmpuint (iscsi_get32 (bhs + 28), ==, f->cmd_sn); /* ExpCmdSN */
+  *stat_sn = iscsi_get32 (bhs + 24);
+  g_assert_false (next_pdu (f, bhs, NULL));
+  return iscsi_get32 (bhs + 20);
+}
+
+/* The initiator's answer: NOP-Out, immediate, ITT 0xffffffff, our TTT
+ * and LUN, CmdSN not advanced (RFC 7143 11.18). */
+static void
+answer_ping (Fx *f, uint32_t ttt)
+{
+  uint8_t nop[48] = { ISCSI_OP_NOP_OUT | 0x40, 0x80 };
+
+  nop[9] = ISCSI_LUN;
+  iscsi_put32 (nop + 16, 0xffffffff);
+  iscsi_put32 (nop + 20, ttt);
+  iscsi_put32 (nop + 24, f->cmd_sn);
+  send_pdu (f, nop, NULL, 0);
+}
+
+static void
+test_nop_ping (Fx *f, gconstpointer data)
+{
+  const uint8_t tur[16] = { 0x00 };
+  uint8_t bhs[48];
+  uint32_t ttt, ttt2, stat_sn, stat_sn2;
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  g_assert_true (tick (f, T0));
+  g_assert_true (tick (f, T0 + SEC (ISCSI_NOP_INTERVAL_DEFAULT) - 1));
+  g_assert_cmpuint (f->got->len, ==, 0); /* not idle long enough */
+  g_assert_true (tick (f, T0 + SEC (ISCSI_NOP_INTERVAL_DEFAULT)));
+  ttt = expect_ping (f, &stat_sn);
+  g_assert_true (tick (f, T0 + SEC (12))); /* no second ping while waiting */
+  g_assert_cmpuint (f->got->len, ==, 0);
+  answer_ping (f, ttt);
+  g_assert_cmpuint (f->got->len, ==, 0); /* an answer gets no answer */
+  g_assert_true (tick (f, T0 + SEC (13)));
+  /* The ping did not advance StatSN; the answer used no CmdSN. */
+  scsi_cmd (f, tur, 0, false, false, false, NULL);
+  g_assert_true (next_pdu (f, bhs, NULL));
+  g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
+  g_assert_cmphex (bhs[3], ==, SCSI_GOOD);
+  g_assert_cmpuint (iscsi_get32 (bhs + 24), ==, stat_sn);
+  /* Idle again from the tick that saw the command: the next ping, with a
+   * new tag, comes one interval later. */
+  g_assert_true (tick (f, T0 + SEC (14)));
+  g_assert_true (tick (f, T0 + SEC (23)));
+  g_assert_cmpuint (f->got->len, ==, 0);
+  g_assert_true (tick (f, T0 + SEC (24)));
+  ttt2 = expect_ping (f, &stat_sn2);
+  g_assert_cmphex (ttt2, !=, ttt);
+  g_assert_cmpuint (stat_sn2, ==, stat_sn + 1);
+  g_assert_false (iscsi_conn_should_close (f->c));
+}
+
+/* No byte back within the timeout: the connection is dead. */
+static void
+test_nop_timeout (Fx *f, gconstpointer data)
+{
+  uint32_t stat_sn;
+  gint64 sent = T0 + SEC (ISCSI_NOP_INTERVAL_DEFAULT);
+
+  (void) data;
+  login_full (f, IQN "pc01");
+  g_assert_true (tick (f, T0));
+  g_assert_true (tick (f, sent));
+  expect_ping (f, &stat_sn);
+  g_assert_true (tick (f, sent + SEC (ISCSI_NOP_TIMEOUT_DEFAULT) - 1));
+  g_assert_false (iscsi_conn_should_close (f->c));
+  g_assert_false (tick (f, sent + SEC (ISCSI_NOP_TIMEOUT_DEFAULT)));
+  g_assert_true (iscsi_conn_should_close (f->c));
+}
+
+/* Any PDU proves the peer alive, also one that is not the answer (a
+ * wrong tag, a command); a configured interval and timeout are used. */
+static void
+test_nop_other_traffic (Fx *f, gconstpointer data)
+{
+  uint32_t ttt, stat_sn;
+
+  (void) data;
+  iscsi_conn_set_nop (f->c, 2, 3);
+  login_full (f, IQN "pc01");
+  g_assert_true (tick (f, T0));
+  g_assert_true (tick (f, T0 + SEC (2)));
+  ttt = expect_ping (f, &stat_sn);
+  answer_ping (f, ttt + 1); /* not our tag: ignored, but bytes came */
+  g_assert_cmpuint (f->got->len, ==, 0);
+  g_assert_true (tick (f, T0 + SEC (5)));
+  g_assert_true (tick (f, T0 + SEC (6)));
+  g_assert_cmpuint (f->got->len, ==, 0);
+  g_assert_true (tick (f, T0 + SEC (7)));
+  expect_ping (f, &stat_sn);
+  g_assert_false (tick (f, T0 + SEC (10)));
+}
+
+/* Never pinged: the login phase, discovery sessions, pings turned off. */
+static void
+test_nop_not_pinged (Fx *f, gconstpointer data)
+{
+  (void) data;
+  g_assert_true (tick (f, T0)); /* before any login */
+  g_assert_true (tick (f, T0 + SEC (3600)));
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
+                                   "Discovery\0AuthMethod=None\0"),
+                          0, 3, true, NULL), ==, 0);
+  for (int i = 1; i <= 100; i++)
+    g_assert_true (tick (f, T0 + SEC (3600 + 10 * i)));
+  g_assert_cmpuint (f->got->len, ==, 0);
+  iscsi_conn_free (f->c);
+  f->c = iscsi_conn_new (f->ex, f->ss, "test", "127.0.0.1:3260");
+  iscsi_conn_set_nop (f->c, 0, ISCSI_NOP_TIMEOUT_DEFAULT);
+  login_full (f, IQN "pc01");
+  for (int i = 0; i <= 100; i++)
+    g_assert_true (tick (f, T0 + SEC (10 * i)));
+  g_assert_cmpuint (f->got->len, ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1659,6 +1811,10 @@ main (int argc, char **argv)
   FX ("reinstatement", test_reinstatement);
   FX ("ttt-wrap", test_ttt_wrap);
   FX ("text-duplicate-key", test_text_duplicate_key);
+  FX ("nop-ping", test_nop_ping);
+  FX ("nop-timeout", test_nop_timeout);
+  FX ("nop-other-traffic", test_nop_other_traffic);
+  FX ("nop-not-pinged", test_nop_not_pinged);
 #define LU(path, fn) \
   g_test_add ("/iscsi/scsi/" path, LuFx, NULL, lu_setup, fn, lu_teardown)
   LU ("rw12-verify12", test_scsi_rw12);
