@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "conf.h"
 #include "exports.h"
 #include "sessions.h"
 
@@ -69,9 +70,9 @@ bool iscsi_conn_should_close (const iscsi_conn *c);
  * more, the peer is dead.  interval_s 0 turns pings off.  Discovery
  * sessions and the login phase are never pinged (TCP keepalive covers
  * them).  New conns use the defaults. */
-#define ISCSI_NOP_INTERVAL_DEFAULT 10u
-#define ISCSI_NOP_TIMEOUT_DEFAULT 15u
-#define ISCSI_NOP_MAX 3600u    /* largest interval or timeout accepted */
+#define ISCSI_NOP_INTERVAL_DEFAULT DF_ISCSI_NOP_INTERVAL_DEFAULT /* conf.h */
+#define ISCSI_NOP_TIMEOUT_DEFAULT DF_ISCSI_NOP_TIMEOUT_DEFAULT
+#define ISCSI_NOP_MAX DF_ISCSI_NOP_MAX /* largest interval or timeout */
 void iscsi_conn_set_nop (iscsi_conn *c, guint interval_s, guint timeout_s);
 /* Drive the ping clock: call about once a second with the monotonic time
  * in microseconds (g_get_monotonic_time ()); the precision of the

@@ -3,6 +3,8 @@
  *   streamsvc [--farm DIR] [--config FILE] [--nbd-listen ADDR]...
  *             [--iscsi-listen HOST:PORT]...
  *             [--admin-listen ADDR|none] [--threads N] [--stdio]
+ *             [--tcp-keepalive SECONDS] [--iscsi-nop-interval SECONDS]
+ *             [--iscsi-nop-timeout SECONDS]
  *             [--pidfile FILE] [--verbose] [--version]
  *
  * Ready when every "streamsvc: ... listening on ..." line is on stderr.
@@ -29,6 +31,7 @@
 #define ISCSI_DEFAULT_PORT 3260
 #define ADMIN_DEFAULT_PORT 8001
 #define CONFIG_GROUP "streamsvc"
+#define UNSET G_MININT /* integer option not given (negatives are errors) */
 
 typedef struct {
   char *farm;
@@ -37,6 +40,9 @@ typedef struct {
   char **iscsi_listen;
   char *admin_listen;
   int threads;
+  int tcp_keepalive;      /* UNSET: from diskfarm.conf */
+  int nop_interval;
+  int nop_timeout;
   gboolean stdio;
   char *pidfile;
   gboolean verbose;
@@ -76,6 +82,16 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
       "ADDR" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads,
       "Worker threads (default: number of CPUs)", "N" },
+    { "tcp-keepalive", 0, 0, G_OPTION_ARG_INT, &o->tcp_keepalive,
+      "Drop a TCP connection whose peer vanished within SECONDS (keepalive "
+      "probes + TCP_USER_TIMEOUT; default "
+      G_STRINGIFY (DF_TCP_KEEPALIVE_DEFAULT) "; 0 = off)", "SECONDS" },
+    { "iscsi-nop-interval", 0, 0, G_OPTION_ARG_INT, &o->nop_interval,
+      "Ping an idle iSCSI session with a NOP-In after SECONDS (default "
+      G_STRINGIFY (DF_ISCSI_NOP_INTERVAL_DEFAULT) "; 0 = off)", "SECONDS" },
+    { "iscsi-nop-timeout", 0, 0, G_OPTION_ARG_INT, &o->nop_timeout,
+      "Drop an iSCSI connection silent for SECONDS after a NOP-In (default "
+      G_STRINGIFY (DF_ISCSI_NOP_TIMEOUT_DEFAULT) ")", "SECONDS" },
     { "stdio", 0, 0, G_OPTION_ARG_NONE, &o->stdio,
       "Serve one NBD connection on stdin/stdout and exit", NULL },
     { "pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o->pidfile,
@@ -90,6 +106,7 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     g_option_context_new ("- diskfarm stream service (NBD, iSCSI)");
 
   o->threads = -1;
+  o->tcp_keepalive = o->nop_interval = o->nop_timeout = UNSET;
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, argc, argv, err)
       || !df_options_check_values (entries, NULL, err))
@@ -126,6 +143,48 @@ apply_config (Options *o, GError **err)
                                                 "admin-listen"));
   if (o->threads < 0)
     o->threads = (int) df_conf_int (c, CONFIG_GROUP, "threads");
+  if (o->nop_interval == UNSET)
+    o->nop_interval = (int) df_conf_int (c, CONFIG_GROUP,
+                                         "iscsi-nop-interval");
+  if (o->nop_timeout == UNSET)
+    o->nop_timeout = (int) df_conf_int (c, CONFIG_GROUP, "iscsi-nop-timeout");
+  if (o->tcp_keepalive == UNSET)
+    {
+      /* the schema has the range; the gap below the minimum is ours */
+      o->tcp_keepalive = (int) df_conf_int (c, CONFIG_GROUP, "tcp-keepalive");
+      if (!df_check_tcp_keepalive (o->tcp_keepalive, err))
+        {
+          df_conf_prefix_error (c, CONFIG_GROUP, "tcp-keepalive", err);
+          return false;
+        }
+    }
+  return true;
+}
+
+/* Dead-peer options given on the command line (the file's values were
+ * checked when it was loaded). */
+static bool
+check_liveness (const Options *o, GError **err)
+{
+  if (!df_check_tcp_keepalive (o->tcp_keepalive, err))
+    {
+      g_prefix_error (err, "--tcp-keepalive: ");
+      return false;
+    }
+  if (o->nop_interval < 0 || o->nop_interval > DF_ISCSI_NOP_MAX)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--iscsi-nop-interval %d: 0 (off) to %d seconds",
+                   o->nop_interval, DF_ISCSI_NOP_MAX);
+      return false;
+    }
+  if (o->nop_timeout < 1 || o->nop_timeout > DF_ISCSI_NOP_MAX)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--iscsi-nop-timeout %d: 1 to %d seconds", o->nop_timeout,
+                   DF_ISCSI_NOP_MAX);
+      return false;
+    }
   return true;
 }
 
@@ -138,6 +197,8 @@ check_options (Options *o, GError **err)
                    "--threads %d: at most 256", o->threads);
       return false;
     }
+  if (!check_liveness (o, err))
+    return false;
   if (!g_file_test (o->farm, G_FILE_TEST_IS_DIR))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
@@ -249,10 +310,13 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
   SignalState st = { loop, 0 };
   DfStreamServer *srv = df_stream_server_new (ex, ss, (guint) o->threads);
+  DfStreamLiveness live = { (guint) o->tcp_keepalive,
+                            (guint) o->nop_interval, (guint) o->nop_timeout };
   DfAdmin *admin = NULL;
   struct pidfh *pfh = NULL;
   int rc = 1;
 
+  df_stream_server_set_liveness (srv, &live);
   if (!start_nbd (srv, o->nbd_listen, err)
       || !listen_iscsi (srv, o->iscsi_listen, err)
       || !df_stream_server_start (srv, err))

@@ -1,9 +1,10 @@
 /* streamsvc: NBD transport (see server.h).
  *
  * Threads: one acceptor (epoll over the listening sockets + a stop
- * eventfd) and N workers (epoll over their connections + a wake eventfd).
- * A new connection is created by the acceptor and pushed on a worker's
- * queue; from then on only that worker touches it.
+ * eventfd) and N workers (epoll over their connections + a wake eventfd
+ * + a one-second timerfd that ticks the engines' clocks).  A new
+ * connection is created by the acceptor and pushed on a worker's queue;
+ * from then on only that worker touches it.
  */
 #define G_LOG_DOMAIN "streamsvc-server"
 
@@ -20,6 +21,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@
 
 #define MAX_EVENTS 64
 #define SHUTDOWN_DRAIN_MS 5000
+#define TICK_S 1  /* engine clock period (iSCSI NOP-In precision) */
 
 typedef enum { PROTO_NBD, PROTO_ISCSI } proto;
 
@@ -47,9 +50,10 @@ typedef struct {
   void (*output_consume) (void *e, size_t n);
   bool (*should_close) (const void *e);
   void (*free) (void *e);
+  bool (*tick) (void *e, gint64 now_us); /* NULL: no clock; false: drop */
 } engine_ops;
 
-#define ENGINE_OPS(pfx)                                                      \
+#define ENGINE_OPS(pfx, tick)                                                \
   {                                                                          \
     (uint8_t * (*) (void *, size_t *)) pfx##_input_space,                    \
     (void (*) (void *, size_t)) pfx##_input_commit,                          \
@@ -59,10 +63,12 @@ typedef struct {
     (void (*) (void *, size_t)) pfx##_output_consume,                        \
     (bool (*) (const void *)) pfx##_should_close,                            \
     (void (*) (void *)) pfx##_free,                                          \
+    tick,                                                                    \
   }
 
-static const engine_ops nbd_ops = ENGINE_OPS (nbd_conn);
-static const engine_ops iscsi_ops = ENGINE_OPS (iscsi_conn);
+static const engine_ops nbd_ops = ENGINE_OPS (nbd_conn, NULL);
+static const engine_ops iscsi_ops =
+  ENGINE_OPS (iscsi_conn, (bool (*) (void *, gint64)) iscsi_conn_tick);
 
 /* One client connection (owned by its worker). */
 typedef struct {
@@ -76,6 +82,7 @@ typedef struct {
   DfStreamServer *srv;
   GThread *thread;
   int epfd, wakefd;
+  int tickfd;            /* timerfd, TICK_S period */
   GAsyncQueue *incoming; /* srv_conn *, pushed by the acceptor */
   GHashTable *conns;     /* srv_conn * set, worker-only */
 } worker;
@@ -84,6 +91,7 @@ struct DfStreamServer {
   DfExports *exports;   /* borrowed */
   DfSessions *sessions; /* borrowed */
   GArray *listeners;    /* listener */
+  DfStreamLiveness liveness;
   worker *workers;
   guint n_workers, next_worker;
   GThread *acceptor;
@@ -208,6 +216,34 @@ worker_adopt (worker *w, srv_conn *sc)
   conn_event (w, sc, 0);
 }
 
+/* The worker's clock: tick every engine that has one; an engine whose
+ * peer is dead is dropped at once, the others get their new output (an
+ * iSCSI NOP-In) sent. */
+static void
+worker_tick (worker *w)
+{
+  uint64_t expirations;
+  gint64 now = g_get_monotonic_time ();
+  GList *conns;
+
+  if (read (w->tickfd, &expirations, sizeof expirations) < 0
+      && errno != EAGAIN)
+    g_warning ("timerfd read: %s", g_strerror (errno));
+  conns = g_hash_table_get_keys (w->conns); /* conn_event may drop */
+  for (GList *l = conns; l != NULL; l = l->next)
+    {
+      srv_conn *sc = l->data;
+
+      if (sc->ops->tick == NULL)
+        continue;
+      if (!sc->ops->tick (sc->nc, now))
+        worker_drop (w, sc);
+      else
+        conn_event (w, sc, 0);
+    }
+  g_list_free (conns);
+}
+
 /* Shutdown: reply to what was received (blocking, bounded), then close. */
 static void
 conn_finish (srv_conn *sc)
@@ -247,6 +283,8 @@ worker_shutdown (worker *w)
     }
 }
 
+static char tick_tag; /* epoll data.ptr of the timerfd */
+
 static gpointer
 worker_main (gpointer data)
 {
@@ -256,6 +294,7 @@ worker_main (gpointer data)
   while (!g_atomic_int_get (&w->srv->stopping))
     {
       int n = epoll_wait (w->epfd, ev, MAX_EVENTS, -1);
+      bool tick = false;
 
       if (n < 0 && errno != EINTR)
         {
@@ -264,7 +303,9 @@ worker_main (gpointer data)
         }
       for (int i = 0; i < n; i++)
         {
-          if (ev[i].data.ptr == NULL)
+          if (ev[i].data.ptr == &tick_tag)
+            tick = true; /* after the batch: it may drop any conn */
+          else if (ev[i].data.ptr == NULL)
             {
               uint64_t v;
               srv_conn *sc;
@@ -276,6 +317,8 @@ worker_main (gpointer data)
           else
             conn_event (w, ev[i].data.ptr, ev[i].events);
         }
+      if (tick)
+        worker_tick (w);
     }
   worker_shutdown (w);
   return NULL;
@@ -302,8 +345,18 @@ peer_name (int fd)
 
 static char *sock_name (int fd);
 
+/* Dead-peer detection on an accepted TCP connection (not unix). */
 static void
-hand_over (DfStreamServer *s, int fd, proto pr)
+set_keepalive (DfStreamServer *s, int fd, const char *client)
+{
+  g_autoptr (GError) err = NULL;
+
+  if (!df_tcp_set_keepalive (fd, s->liveness.tcp_keepalive_s, &err))
+    g_warning ("connection from %s: %s", client, err->message);
+}
+
+static void
+hand_over (DfStreamServer *s, int fd, const listener *l)
 {
   worker *w = &s->workers[s->next_worker++ % s->n_workers];
   g_autofree char *client = peer_name (fd);
@@ -312,13 +365,17 @@ hand_over (DfStreamServer *s, int fd, proto pr)
   int on = 1;
 
   setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); /* ENOTSUP on unix */
+  if (l->unix_path == NULL)
+    set_keepalive (s, fd, client);
   sc->fd = fd;
-  if (pr == PROTO_ISCSI)
+  if (l->proto == PROTO_ISCSI)
     {
       g_autofree char *local = sock_name (fd);
       iscsi_conn *ic = iscsi_conn_new (s->exports, s->sessions, client,
                                        local);
       iscsi_conn_set_fd (ic, fd);
+      iscsi_conn_set_nop (ic, s->liveness.nop_interval_s,
+                          s->liveness.nop_timeout_s);
       sc->ops = &iscsi_ops;
       sc->nc = ic;
     }
@@ -335,11 +392,11 @@ hand_over (DfStreamServer *s, int fd, proto pr)
 }
 
 static void
-accept_all (DfStreamServer *s, int lfd, proto pr)
+accept_all (DfStreamServer *s, const listener *l)
 {
   for (;;)
     {
-      int fd = accept4 (lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      int fd = accept4 (l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
       if (fd < 0)
         {
@@ -350,17 +407,17 @@ accept_all (DfStreamServer *s, int lfd, proto pr)
             g_usleep (100 * 1000); /* do not spin on fd exhaustion */
           return;
         }
-      hand_over (s, fd, pr);
+      hand_over (s, fd, l);
     }
 }
 
-static proto
-listener_proto (DfStreamServer *s, int fd)
+static const listener *
+listener_of (DfStreamServer *s, int fd)
 {
   for (guint i = 0; i < s->listeners->len; i++)
     if (g_array_index (s->listeners, listener, i).fd == fd)
-      return g_array_index (s->listeners, listener, i).proto;
-  return PROTO_NBD;
+      return &g_array_index (s->listeners, listener, i);
+  return NULL;
 }
 
 static gpointer
@@ -382,8 +439,11 @@ acceptor_main (gpointer data)
       int n = epoll_wait (epfd, ev, G_N_ELEMENTS (ev), -1);
 
       for (int i = 0; i < n; i++)
-        if (ev[i].data.fd != s->stopfd)
-          accept_all (s, ev[i].data.fd, listener_proto (s, ev[i].data.fd));
+        {
+          const listener *l = listener_of (s, ev[i].data.fd);
+          if (l != NULL)
+            accept_all (s, l);
+        }
     }
   close (epfd);
   return NULL;
@@ -560,20 +620,38 @@ df_stream_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
   s->listeners = g_array_new (FALSE, FALSE, sizeof (listener));
   s->n_workers = n_threads ? n_threads : MAX (1u, g_get_num_processors ());
   s->stopfd = -1;
+  s->liveness = (DfStreamLiveness) { DF_TCP_KEEPALIVE_DEFAULT,
+                                     ISCSI_NOP_INTERVAL_DEFAULT,
+                                     ISCSI_NOP_TIMEOUT_DEFAULT };
   return s;
+}
+
+void
+df_stream_server_set_liveness (DfStreamServer *s, const DfStreamLiveness *l)
+{
+  g_return_if_fail (!s->running);
+  g_return_if_fail (df_check_tcp_keepalive (l->tcp_keepalive_s, NULL));
+  g_return_if_fail (l->nop_interval_s <= ISCSI_NOP_MAX
+                    && l->nop_timeout_s <= ISCSI_NOP_MAX);
+  s->liveness = *l;
 }
 
 static bool
 worker_init (worker *w, DfStreamServer *s, guint i, GError **err)
 {
   struct epoll_event e = { .events = EPOLLIN, .data.ptr = NULL };
+  struct epoll_event te = { .events = EPOLLIN, .data.ptr = &tick_tag };
+  const struct itimerspec period = { { TICK_S, 0 }, { TICK_S, 0 } };
   g_autofree char *name = g_strdup_printf ("nbd-worker-%u", i);
 
   w->srv = s;
   w->epfd = epoll_create1 (EPOLL_CLOEXEC);
   w->wakefd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (w->epfd < 0 || w->wakefd < 0
-      || epoll_ctl (w->epfd, EPOLL_CTL_ADD, w->wakefd, &e) < 0)
+  w->tickfd = timerfd_create (CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (w->epfd < 0 || w->wakefd < 0 || w->tickfd < 0
+      || epoll_ctl (w->epfd, EPOLL_CTL_ADD, w->wakefd, &e) < 0
+      || timerfd_settime (w->tickfd, 0, &period, NULL) < 0
+      || epoll_ctl (w->epfd, EPOLL_CTL_ADD, w->tickfd, &te) < 0)
     {
       df_set_error_errno (err, errno, "worker %u setup", i);
       return false;
@@ -635,6 +713,7 @@ df_stream_server_stop (DfStreamServer *s)
         g_thread_join (w->thread);
       close (w->epfd);
       close (w->wakefd);
+      close (w->tickfd);
       if (w->incoming != NULL)
         g_async_queue_unref (w->incoming);
       if (w->conns != NULL)

@@ -21,6 +21,18 @@ typedef struct DfStreamServer DfStreamServer;
  * worker per CPU. */
 DfStreamServer *df_stream_server_new (DfExports *ex, DfSessions *ss,
                                       guint n_threads);
+/* Dead peers (before start).  tcp_keepalive_s: see df_tcp_set_keepalive
+ * (TCP connections; unix sockets have no dead peers); nop_*: see
+ * iscsi_conn_set_nop.  Defaults DF_TCP_KEEPALIVE_DEFAULT,
+ * ISCSI_NOP_INTERVAL_DEFAULT, ISCSI_NOP_TIMEOUT_DEFAULT; values checked
+ * at the edge (main.c). */
+typedef struct {
+  guint tcp_keepalive_s;
+  guint nop_interval_s;
+  guint nop_timeout_s;
+} DfStreamLiveness;
+void df_stream_server_set_liveness (DfStreamServer *s,
+                                    const DfStreamLiveness *l);
 /* Bind and listen (before start).  On success *bound receives a new string
  * naming what is really bound ("127.0.0.1:10809", "[::1]:4000",
  * "unix:/run/x.sock"; one line per address when a wildcard host resolves to

@@ -679,8 +679,8 @@ df_check_tcp_keepalive (gint64 timeout_s, GError **err)
                          && timeout_s <= DF_TCP_KEEPALIVE_MAX))
     return true;
   g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-               "tcp-keepalive %" G_GINT64_FORMAT ": 0 (off) or %u to %u "
-               "seconds", timeout_s, DF_TCP_KEEPALIVE_MIN,
+               "'%" G_GINT64_FORMAT "' is not 0 (off) or a number of seconds "
+               "from %d to %d", timeout_s, DF_TCP_KEEPALIVE_MIN,
                DF_TCP_KEEPALIVE_MAX);
   return false;
 }

@@ -128,9 +128,9 @@ void df_temp_unregister (const char *path);
  * whose sent data stays unacknowledged that long.  Default 30 s: idle 10,
  * interval 5, 4 probes.  timeout_s must be 0 or within
  * [DF_TCP_KEEPALIVE_MIN, DF_TCP_KEEPALIVE_MAX] (df_check_tcp_keepalive). */
-#define DF_TCP_KEEPALIVE_DEFAULT 30u
-#define DF_TCP_KEEPALIVE_MIN 6u
-#define DF_TCP_KEEPALIVE_MAX 86400u
+#define DF_TCP_KEEPALIVE_DEFAULT 30 /* plain numbers: G_STRINGIFY'd */
+#define DF_TCP_KEEPALIVE_MIN 6
+#define DF_TCP_KEEPALIVE_MAX 86400
 #define DF_TCP_KEEPALIVE_PROBES 4
 bool df_check_tcp_keepalive (gint64 timeout_s, GError **err);
 bool df_tcp_set_keepalive (int fd, guint timeout_s, GError **err);

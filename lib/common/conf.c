@@ -36,6 +36,18 @@ const DfConfKey df_conf_schema[] = {
        "Admin HTTP address, or none (--admin-listen)"),
   INT ("streamsvc", "threads", "0", 0, 256,
        "Worker threads, 0 = one per CPU (--threads)"),
+  INT ("streamsvc", "tcp-keepalive", G_STRINGIFY (DF_TCP_KEEPALIVE_DEFAULT),
+       0, DF_TCP_KEEPALIVE_MAX,
+       "Seconds within which a TCP connection whose peer vanished is "
+       "dropped; 0 = off, else at least 6 (--tcp-keepalive)"),
+  INT ("streamsvc", "iscsi-nop-interval",
+       G_STRINGIFY (DF_ISCSI_NOP_INTERVAL_DEFAULT), 0, DF_ISCSI_NOP_MAX,
+       "Seconds of silence before an iSCSI session gets a NOP-In ping; "
+       "0 = off (--iscsi-nop-interval)"),
+  INT ("streamsvc", "iscsi-nop-timeout",
+       G_STRINGIFY (DF_ISCSI_NOP_TIMEOUT_DEFAULT), 1, DF_ISCSI_NOP_MAX,
+       "Seconds a NOP-In waits for any answer before the connection is "
+       "dropped (--iscsi-nop-timeout)"),
 
   KEY ("bootstrapsvc", "address", DF_CONF_IPV4, NULL,
        "This server's IPv4 address: next-server, HTTP and TFTP "

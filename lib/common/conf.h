@@ -21,6 +21,11 @@
 /* Defaults that --help texts quote as well as the schema. */
 #define DF_NBD_DEFAULT_LISTEN "0.0.0.0:10809"
 #define DF_ADMIN_DEFAULT_LISTEN "127.0.0.1:8001"
+/* streamsvc's iSCSI dead-peer pings (seconds; iscsi_conn_set_nop); the TCP
+ * keepalive default is DF_TCP_KEEPALIVE_DEFAULT (common.h). */
+#define DF_ISCSI_NOP_INTERVAL_DEFAULT 10
+#define DF_ISCSI_NOP_TIMEOUT_DEFAULT 15
+#define DF_ISCSI_NOP_MAX 3600
 
 typedef enum {
   DF_CONF_STRING,       /* any non-empty text */

@@ -4,7 +4,11 @@
 #include "conf.h"
 #include "config.h"
 #include <glib/gstdio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* qemu-img's size syntax; each malformed kind has its own message. */
 static void
@@ -498,6 +502,96 @@ test_conf_files (void)
   g_rmdir (dir);
 }
 
+/* A connected TCP pair on loopback: *srv is the accepted end. */
+static void
+tcp_pair (int *cli, int *srv)
+{
+  struct sockaddr_in a = { .sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  socklen_t len = sizeof a;
+  int l = socket (AF_INET, SOCK_STREAM, 0);
+
+  g_assert_cmpint (l, >=, 0);
+  g_assert_cmpint (bind (l, (struct sockaddr *) &a, sizeof a), ==, 0);
+  g_assert_cmpint (listen (l, 1), ==, 0);
+  g_assert_cmpint (getsockname (l, (struct sockaddr *) &a, &len), ==, 0);
+  *cli = socket (AF_INET, SOCK_STREAM, 0);
+  g_assert_cmpint (connect (*cli, (struct sockaddr *) &a, sizeof a), ==, 0);
+  *srv = accept (l, NULL, NULL);
+  g_assert_cmpint (*srv, >=, 0);
+  close (l);
+}
+
+static int
+get_int (int fd, int level, int name)
+{
+  int v = -1;
+  socklen_t len = sizeof v;
+
+  g_assert_cmpint (getsockopt (fd, level, name, &v, &len), ==, 0);
+  return v;
+}
+
+/* The kernel holds what df_tcp_set_keepalive derives from its one knob. */
+static void
+test_keepalive (void)
+{
+  static const struct {
+    guint timeout_s;
+    int idle, intvl, user_ms;
+  } cases[] = {
+    { DF_TCP_KEEPALIVE_DEFAULT, 10, 5, 30000 },
+    { 6, 2, 1, 6000 },
+    { 3600, 1200, 600, 3600000 },
+  };
+  int cli, srv;
+  g_autoptr (GError) err = NULL;
+
+  tcp_pair (&cli, &srv);
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_assert_true (df_tcp_set_keepalive (srv, cases[i].timeout_s, &err));
+      g_assert_cmpint (get_int (srv, SOL_SOCKET, SO_KEEPALIVE), ==, 1);
+      g_assert_cmpint (get_int (srv, IPPROTO_TCP, TCP_KEEPIDLE), ==,
+                       cases[i].idle);
+      g_assert_cmpint (get_int (srv, IPPROTO_TCP, TCP_KEEPINTVL), ==,
+                       cases[i].intvl);
+      g_assert_cmpint (get_int (srv, IPPROTO_TCP, TCP_KEEPCNT), ==,
+                       DF_TCP_KEEPALIVE_PROBES);
+      g_assert_cmpint (get_int (srv, IPPROTO_TCP, TCP_USER_TIMEOUT), ==,
+                       cases[i].user_ms);
+      /* probes + their intervals fit in the timeout given */
+      g_assert_cmpint (cases[i].idle + DF_TCP_KEEPALIVE_PROBES
+                       * cases[i].intvl, <=, (int) cases[i].timeout_s);
+    }
+  g_assert_true (df_tcp_set_keepalive (srv, 0, &err));
+  g_assert_cmpint (get_int (srv, SOL_SOCKET, SO_KEEPALIVE), ==, 0);
+  g_assert_cmpint (get_int (srv, IPPROTO_TCP, TCP_USER_TIMEOUT), ==, 0);
+  close (cli);
+  close (srv);
+}
+
+static void
+test_keepalive_range (void)
+{
+  static const struct {
+    gint64 v;
+    bool ok;
+  } cases[] = {
+    { 0, true }, { 6, true }, { 30, true }, { 86400, true }, { 1, false },
+    { 5, false }, { -1, false }, { 86401, false }, { G_MAXINT64, false },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_assert_cmpint (df_check_tcp_keepalive (cases[i].v, &err), ==,
+                       cases[i].ok);
+      if (!cases[i].ok)
+        g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -515,5 +609,7 @@ main (int argc, char **argv)
   g_test_add_func ("/common/conf/good", test_conf_good);
   g_test_add_func ("/common/conf/defaults", test_conf_defaults);
   g_test_add_func ("/common/conf/files", test_conf_files);
+  g_test_add_func ("/common/tcp-keepalive", test_keepalive);
+  g_test_add_func ("/common/tcp-keepalive-range", test_keepalive_range);
   return g_test_run ();
 }
