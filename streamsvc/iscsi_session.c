@@ -28,6 +28,9 @@
 
 #define INPUT_CHUNK (64u * 1024)
 #define NO_TAG 0xffffffffu
+/* Ticks come a few ms early or late: an interval that ends within this of
+ * a tick ends at that tick, not one period later. */
+#define TICK_SLACK_US (100 * 1000)
 
 /* ---- session registry (reinstatement) ---------------------------------------- */
 
@@ -681,11 +684,11 @@ iscsi_conn_tick (iscsi_conn *c, gint64 now_us)
   switch (c->ping)
     {
     case ISCSI_PING_IDLE:
-      if (now_us - c->last_rx_us >= c->nop_interval_us)
+      if (now_us - c->last_rx_us + TICK_SLACK_US >= c->nop_interval_us)
         send_ping (c, now_us);
       return true;
     case ISCSI_PING_SENT:
-      if (now_us - c->ping_sent_us < c->nop_timeout_us)
+      if (now_us - c->ping_sent_us + TICK_SLACK_US < c->nop_timeout_us)
         return true;
       g_message ("iSCSI %s: no answer to a NOP-In in %" G_GINT64_FORMAT
                  " s (silent for %" G_GINT64_FORMAT " s): dropping the "
