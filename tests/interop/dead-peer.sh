@@ -82,7 +82,11 @@ keep=$(( KA > NOPI + NOPT ? KA : NOPI + NOPT ))
 sleep $((keep + 2))
 [ "$(established 10809)" -ge 1 ] || fail "idle live NBD client dropped"
 [ "$(established 3260)" -ge 1 ] || fail "idle live iSCSI client dropped: $(tail -5 "$T/streamsvc.log")"
-[ "$NOPI" = 0 ] || grep -q "NOP-In TTT" "$T/streamsvc.log" || fail "no NOP-In sent to the idle iSCSI session"
+# qemu's iSCSI driver sends a NOP-Out of its own every 5 s: only a shorter
+# interval finds the session idle (and proves libiscsi answers ours).
+if [ "$NOPI" -gt 0 ] && [ "$NOPI" -lt 5 ]; then
+  grep -q "NOP-In TTT" "$T/streamsvc.log" || fail "no NOP-In sent to the idle iSCSI session"
+fi
 pass "idle live clients kept for $((keep + 2)) s (NOP-Ins answered, keepalive probes answered)"
 
 # ---- 2. the client vanishes --------------------------------------------------------

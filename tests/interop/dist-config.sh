@@ -135,6 +135,18 @@ refused bdm "$T/bdmsrv.conf:2: [bdm] server: bad server 'a:b:c': expected HOST[:
 refused streamsvc "configuration file $T/none.conf does not exist" "$STREAMSVC" --config "$T/none.conf"
 refused diskfarm "configuration file $T/none.conf does not exist" \
   env DISKFARM_CONFIG="$T/none.conf" "$DISKFARM" config show
+# dead-peer settings: the schema's ranges, the gap below 6 s of
+# tcp-keepalive, the same on the command line
+printf '[streamsvc]\ntcp-keepalive=5\n' >"$T/ka.conf"
+refused streamsvc "$T/ka.conf:2: [streamsvc] tcp-keepalive: '5' is not 0 (off) or a number of seconds from 6 to 86400" \
+  timeout 10 "$STREAMSVC" --config "$T/ka.conf"
+printf '[streamsvc]\niscsi-nop-timeout=0\n' >"$T/nop.conf"
+refused streamsvc "$T/nop.conf:2: [streamsvc] iscsi-nop-timeout: '0' is not an integer from 1 to 3600" \
+  timeout 10 "$STREAMSVC" --config "$T/nop.conf"
+refused streamsvc "--tcp-keepalive: '-1' is not 0 (off) or a number of seconds from 6 to 86400" \
+  timeout 10 "$STREAMSVC" --config "$T/df.conf" --tcp-keepalive -1
+refused streamsvc "--iscsi-nop-interval 3601: 0 (off) to 3600 seconds" \
+  timeout 10 "$STREAMSVC" --config "$T/df.conf" --iscsi-nop-interval 3601
 pass "unknown key/group, bad values, missing explicit file: one exact line, exit 1, nothing done"
 
 # a missing default file is fine (when this host has none)
