@@ -9,6 +9,7 @@
 #                                  01 three times: boot 1's writes are gone)
 #   vm02, cache server-persistent: the cache survives (DFMBR-BOOT 01, 02, 03:
 #                                  boot 3 sees what boots 1 and 2 wrote)
+# and at the end streamsvc holds no connection of the boots before the last.
 # Both VMs run at once (one qemu each, two taps on the bridge).
 #
 #   netns LAN: bridge br0 10.78.0.1, dnsmasq (site DHCP), streamsvc (iSCSI +
@@ -80,13 +81,13 @@ chmod 666 "$FARM"/farm.db*; chmod 777 "$FARM"
 in_lan "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/ss1.sock" \
   --iscsi-listen 10.78.0.1:3260 --admin-listen 10.78.0.1:8001 >"$T/ss1.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
 grep -q 'iscsi listening' "$T/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$T/ss1.log")"
 
 ip netns exec "$BS" "$BOOTSTRAPSVC" --farm "$FARM" --address 10.78.0.11 \
   --interface eth0 --health-interval 500 >"$T/bs.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'is now healthy' "$T/bs.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs 'is now healthy' "$T/bs.log" && break; sleep 0.1; done
 grep -q 'is now healthy' "$T/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$T/bs.log")"
 
 # ---- VMs ---------------------------------------------------------------------
@@ -154,7 +155,20 @@ for n in 1 2 3; do
   done
 done
 
-# Each reset left the old session's connection open (no FIN from the VM).
+# Each reset left the old session's connection open (no FIN from the VM):
+# streamsvc must not keep them (fenced, or dropped as dead peers: NOP-In,
+# TCP keepalive).  At most the current session of each VM stays.
+vm_ip() { awk -v m="$1" '$2 == m { print $3 }' "$T/leases"; }
+conns() { in_lan ss -Htn state established "( sport = :3260 )" | grep -c " $1:" || true; }
+for vm in "vm01 52:54:00:77:00:01" "vm02 52:54:00:77:00:02"; do
+  set -- $vm
+  ip=$(vm_ip "$2")
+  [ -n "$ip" ] || e2e_fail "$1: no DHCP lease"
+  for t in $(seq 60); do [ "$(conns "$ip")" -le 1 ] && break; sleep 0.5; done
+  [ "$(conns "$ip")" -le 1 ] ||
+    e2e_fail "$1: streamsvc still holds $(conns "$ip") connections from $ip 30 s after boot 3"
+  echo "$1: old sessions gone $((t / 2)) s after boot 3"
+done
 boots() { grep -o 'DFMBR-BOOT [0-9A-F]*' "$T/serial-$1.log" | awk '{print $2}' | tr '\n' ' '; }
 [ "$(boots vm01)" = "01 01 01 " ] ||
   e2e_fail "vm01 (server): boot counters '$(boots vm01)', want '01 01 01' (cache reset at each boot)"
