@@ -26,12 +26,14 @@ NS=dfdp$$
 SRV=${NS}srv CLI=${NS}cli
 ip netns add "$SRV" 2>/dev/null || skip "cannot create network namespaces"
 ip netns add "$CLI"
+CLIENTS=""
 ns_cleanup() {
   local rc=$?
   set +e
-  for p in $_df_pids; do kill -KILL "$p" 2>/dev/null; done
+  for p in $CLIENTS; do kill -KILL "$p" 2>/dev/null; done
+  # the namespaces go once their last process exits
   ip netns del "$SRV"; ip netns del "$CLI"
-  (exit "$rc"); df_cleanup
+  (exit "$rc"); df_cleanup   # streamsvc: SIGTERM; exits with rc
 }
 trap ns_cleanup EXIT
 ip link add dpv0 netns "$SRV" type veth peer name dpv1 netns "$CLI"
@@ -48,7 +50,8 @@ ip netns exec "$SRV" "$STREAMSVC" --farm "$FARM" --verbose \
   --nbd-listen 10.79.0.1:10809 --iscsi-listen 10.79.0.1:3260 \
   --admin-listen none --tcp-keepalive "$KA" \
   --iscsi-nop-interval "$NOPI" --iscsi-nop-timeout "$NOPT" >"$T/streamsvc.log" 2>&1 &
-_df_pids="$_df_pids $!"
+SS_PID=$!
+_df_pids="$_df_pids $SS_PID"
 for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
 grep -q 'iscsi listening' "$T/streamsvc.log" || fail "streamsvc did not start"
 
@@ -66,12 +69,12 @@ wait_established() { # PORT WHAT
 # stdin that never ends (its event loop runs libiscsi meanwhile).
 ip netns exec "$CLI" nbdsh -u nbd://10.79.0.1/vdisk/golden \
   -c 'import time; time.sleep(600)' >"$T/nbdsh.log" 2>&1 &
-_df_pids="$_df_pids $!"
+CLIENTS="$CLIENTS $!"
 mkfifo "$T/qio.in"
 ip netns exec "$CLI" qemu-io -r -f raw \
   "iscsi://10.79.0.1:3260/iqn.2026-11.org.diskfarm:vdisk.golden/1" \
   <"$T/qio.in" >"$T/qemu-io.log" 2>&1 &
-_df_pids="$_df_pids $!"
+CLIENTS="$CLIENTS $!"
 exec 9>"$T/qio.in"   # held open: qemu-io's stdin never ends
 echo "read 0 512" >&9
 wait_established 10809 nbdsh
@@ -110,3 +113,5 @@ grep -q 'no answer to a NOP-In' "$T/streamsvc.log" || fail "iSCSI drop not logge
 [ "$nbd_ms" -le $(( (KA + 2) * 1000 )) ] ||
   fail "NBD peer dropped after $nbd_ms ms, want <= --tcp-keepalive $KA s + 2 s"
 pass "vanished peers dropped: iSCSI by NOP-In in $iscsi_ms ms, NBD by TCP keepalive in $nbd_ms ms"
+kill -TERM "$SS_PID"
+wait "$SS_PID" || fail "streamsvc exited $? after dropping the dead peers"
