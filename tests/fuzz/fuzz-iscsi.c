@@ -126,6 +126,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   g_autoptr (iscsi_conn) c = NULL;
   uint8_t mode, split;
+  gint64 now = G_USEC_PER_SEC;
 
   if (size < 2)
     return 0;
@@ -134,6 +135,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   data += 2;
   size -= 2;
   c = iscsi_conn_new (exports, sessions, "fuzz", "127.0.0.1:3260");
+  iscsi_conn_set_nop (c, 1, 1); /* pings and their timeouts between chunks */
   if (!feed (c, prefixes[mode]->data, prefixes[mode]->len))
     return 0;
   while (size > 0)
@@ -143,6 +145,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         break;
       data += n;
       size -= n;
+      /* the split byte's low bits: how many idle seconds follow */
+      for (int i = 0; i < (split & 3); i++)
+        if (!iscsi_conn_tick (c, now += G_USEC_PER_SEC))
+          return 0;
+      drain (c);
     }
   return 0;
 }
