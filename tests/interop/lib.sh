@@ -28,6 +28,10 @@ df_cleanup() {
   exit "$rc"
 }
 trap df_cleanup EXIT
+# bash runs no EXIT trap when a signal kills it (a meson timeout, ^C).
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }

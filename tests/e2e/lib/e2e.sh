@@ -24,6 +24,11 @@ e2e_cleanup() {
 e2e_init() {
   E2E_TMP=$(mktemp -d /tmp/df-e2e.XXXXXX)
   trap e2e_cleanup EXIT
+  # bash runs no EXIT trap when a signal kills it (a meson timeout, ^C):
+  # turn those into an exit so that qemu and the daemons are stopped.
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  trap 'exit 129' HUP
 }
 
 e2e_need() {
