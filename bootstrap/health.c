@@ -295,13 +295,16 @@ df_health_new (DfFarm *farm, guint interval_ms)
   DfHealth *h = g_new0 (DfHealth, 1);
   h->farm = farm;
   h->farm_ok = true;
-  /* Stream servers are reached directly: a proxy-less resolver also keeps
-   * GIO from loading libproxy/gsettings (dconf) after privileges drop. */
-  g_autoptr (GProxyResolver) direct = g_simple_proxy_resolver_new (NULL, NULL);
+  /* Stream servers are reached directly, never through a proxy.  A NULL
+   * resolver turns proxying off in soup's GSocketClient; any resolver at
+   * all (even a direct one) makes GIO's GProxyAddressEnumerator load the
+   * default one, glib-networking's GNOME resolver, whose GSettings open
+   * dconf under $HOME after the privilege drop: ten "unable to create
+   * directory '/root/.cache/dconf'" criticals at the first probe. */
   h->session = soup_session_new_with_options ("timeout", HEALTH_TIMEOUT_S,
                                               "idle-timeout", 30,
                                               "user-agent", "diskfarm-bootstrap",
-                                              "proxy-resolver", direct,
+                                              "proxy-resolver", NULL,
                                               NULL);
   h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                     (GDestroyNotify) df_server_view_free);
