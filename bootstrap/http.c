@@ -257,6 +257,8 @@ handle_file (DfBootHttp *h, SoupServerMessage *msg, const char *path)
     soup_server_message_get_response_headers (msg),
     "application/octet-stream", NULL);
   soup_server_message_set_status (msg, 200, NULL);
+  g_info ("http: sent %s (%" G_GINT64_FORMAT " bytes)", rel,
+          (gint64) st.st_size);
 }
 
 static void

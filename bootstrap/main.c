@@ -155,7 +155,7 @@ parse_options (Options *o, int *argc, char ***argv, GError **err)
       "Milliseconds between stream server health checks (default 2000)",
       "MS" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
-      "Log every transfer and debug messages", NULL },
+      "Also log every TFTP and HTTP file sent, and debug messages", NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &o->version, "Print the version",
       NULL },
     G_OPTION_ENTRY_NULL
@@ -467,7 +467,7 @@ main (int argc, char **argv)
   int rc = 0;
   if (!service_start (&s, &err))
     {
-      fprintf (stderr, "bootstrapsvc: %s\n", err->message);
+      df_log_fatal (err->message);
       rc = 1;
     }
   else

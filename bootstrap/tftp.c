@@ -521,10 +521,10 @@ xfer_finish (Xfer *x, bool ok, const char *why)
     srv->stats.transfers_failed++;
   srv->stats.active--;
   g_mutex_unlock (&srv->stats_lock);
-  if (ok)
-    g_message ("tftp %s: sent %s (%" G_GUINT64_FORMAT " bytes, blksize %u, "
-               "windowsize %u) in %.3f s", x->peer, x->path, x->size,
-               x->blksize, x->windowsize, secs);
+  if (ok) /* every transfer: only with --verbose (info) */
+    g_info ("tftp %s: sent %s (%" G_GUINT64_FORMAT " bytes, blksize %u, "
+            "windowsize %u) in %.3f s", x->peer, x->path, x->size,
+            x->blksize, x->windowsize, secs);
   else
     g_message ("tftp %s: %s: transfer ended: %s", x->peer, x->path, why);
   close (x->fd);

@@ -241,7 +241,7 @@ start_nbd (DfStreamServer *srv, char **addrs, GError **err)
         return false;
       lines = g_strsplit (bound, "\n", -1);
       for (char **l = lines; *l != NULL; l++)
-        fprintf (stderr, "streamsvc: nbd listening on %s\n", *l);
+        g_message ("nbd listening on %s", *l);
     }
   return true;
 }
@@ -262,7 +262,7 @@ listen_iscsi (DfStreamServer *srv, char **addrs, GError **err)
         return false;
       lines = g_strsplit (bound, "\n", -1);
       for (char **l = lines; *l != NULL; l++)
-        fprintf (stderr, "streamsvc: iscsi listening on %s\n", *l);
+        g_message ("iscsi listening on %s", *l);
     }
   return true;
 }
@@ -276,10 +276,10 @@ start_admin (const char *addr, DfSessions *ss, DfExports *ex, GError **err)
   if (df_parse_listen (addr, ADMIN_DEFAULT_PORT, &la, err))
     a = df_admin_start (&la, ss, ex, NULL, err);
   if (a != NULL && la.unix_path != NULL)
-    fprintf (stderr, "streamsvc: admin listening on unix:%s\n", la.unix_path);
+    g_message ("admin listening on unix:%s", la.unix_path);
   else if (a != NULL)
-    fprintf (stderr, "streamsvc: admin listening on http://%s:%u\n",
-             la.host ? la.host : "0.0.0.0", df_admin_port (a));
+    g_message ("admin listening on http://%s:%u",
+               la.host ? la.host : "0.0.0.0", df_admin_port (a));
   df_listen_addr_clear (&la);
   return a;
 }
@@ -348,6 +348,7 @@ main (int argc, char **argv)
   DfExports *ex = NULL;
   DfSessions *ss = NULL;
   int rc = 1;
+  bool logging = false;
 
   signal (SIGPIPE, SIG_IGN);
   if (!parse_cli (&o, &argc, &argv, &err))
@@ -361,6 +362,7 @@ main (int argc, char **argv)
   if (!apply_config (&o, &err))
     goto out;
   df_log_init ("streamsvc", o.verbose);
+  logging = true;
   if (!check_options (&o, &err))
     goto out;
   if ((ex = df_exports_new (o.farm, &err)) == NULL)
@@ -372,7 +374,9 @@ main (int argc, char **argv)
     rc = run_daemon (&o, ex, ss, &err);
   df_exports_flush_all (ex);
 out:
-  if (err != NULL)
+  if (err != NULL && logging)
+    df_log_fatal (err->message);
+  else if (err != NULL)
     fprintf (stderr, "streamsvc: %s\n", err->message);
   if (ss != NULL)
     df_sessions_free (ss);

@@ -36,6 +36,17 @@ level_name (GLogLevelFlags level)
     }
 }
 
+/* One stderr line: ISO-8601 UTC time with milliseconds, program, pid. */
+static void
+write_stderr_line (const char *label, const char *message)
+{
+  g_autoptr (GDateTime) now = g_date_time_new_now_utc ();
+  g_autofree char *ts = g_date_time_format (now, "%Y-%m-%dT%H:%M:%S");
+  fprintf (stderr, "%s.%03dZ %s[%d]: %s: %s\n", ts,
+           g_date_time_get_microsecond (now) / 1000, log_progname,
+           (int) getpid (), label, message ? message : "(no message)");
+}
+
 static GLogWriterOutput
 df_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields,
                gpointer user_data)
@@ -49,12 +60,27 @@ df_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields,
   for (gsize i = 0; i < n_fields; i++)
     if (g_strcmp0 (fields[i].key, "MESSAGE") == 0)
       message = fields[i].value;
-  g_autoptr (GDateTime) now = g_date_time_new_now_utc ();
-  g_autofree char *ts = g_date_time_format (now, "%H:%M:%S.%f");
-  ts[12] = '\0'; /* milliseconds */
-  fprintf (stderr, "%s %s[%d]: %s: %s\n", ts, log_progname, (int) getpid (),
-           level_name (level), message ? message : "(no message)");
+  write_stderr_line (level_name (level), message);
   return G_LOG_WRITER_HANDLED;
+}
+
+/* Not through g_log: G_LOG_LEVEL_ERROR aborts, and a critical may be made
+ * fatal by G_DEBUG; a fatal start-up error must just be told. */
+void
+df_log_fatal (const char *message)
+{
+  if (!g_log_writer_is_journald (fileno (stderr)))
+    {
+      write_stderr_line ("error", message);
+      return;
+    }
+  const GLogField fields[] = {
+    { "MESSAGE", message, -1 },
+    { "PRIORITY", "3", -1 },
+    { "SYSLOG_IDENTIFIER", log_progname, -1 },
+  };
+  g_log_writer_journald (G_LOG_LEVEL_CRITICAL, fields, G_N_ELEMENTS (fields),
+                         NULL);
 }
 
 void

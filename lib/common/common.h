@@ -23,8 +23,12 @@ typedef enum {
 } DfErrorCode;
 
 /* Logging: route g_log structured output to journald when stderr is the
- * journal, else to stderr with a timestamp.  verbose enables debug. */
+ * journal, else to stderr as one line each:
+ *   2026-12-01T10:00:15.722Z streamsvc[4242]: notice: ready
+ * (ISO-8601 UTC, milliseconds).  verbose enables info and debug. */
 void df_log_init (const char *progname, bool verbose);
+/* A daemon's fatal error, once logging is set up: "error: message". */
+void df_log_fatal (const char *message);
 
 /* Sizes as qemu-img reads them: a decimal number and an optional suffix
  * B (bytes) or K, M, G, T, P, E (binary powers, any case; "KiB"/"KB" read

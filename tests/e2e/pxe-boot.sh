@@ -95,7 +95,7 @@ start_bs() { # N [options]
   local ns; ns=$( [ "$n" = 1 ] && echo "$BS1" || echo "$BS2")
   : >"$T/bs$n.log"
   ip netns exec "$ns" "$BOOTSTRAPSVC" --farm "$FARM" --address "10.77.0.1$n" \
-    --interface eth0 --health-interval 500 "$@" >>"$T/bs$n.log" 2>&1 &
+    --interface eth0 --health-interval 500 -v "$@" >>"$T/bs$n.log" 2>&1 &
   eval "PID_BS$n=$!"
   E2E_PIDS="$E2E_PIDS $!"
   for _ in $(seq 100); do
