@@ -263,38 +263,13 @@ parse_on_off (const char *s, bool *out, GError **err)
   return true;
 }
 
+/* farm set auto-add on|off [--collection] [--template] */
 static bool
-farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
+farm_set_auto_add (DfCtx *ctx, const char *value, const char *collection,
+                   const char *tmpl, GError **err)
 {
-  static const DfCmdSpec spec = {
-    "farm set", "SETTING VALUE", 2, 2,
-    "Change a farm setting.  auto-add on|off: a machine whose MAC is unknown "
-    "and that boots through bootstrap is added as a device of --collection "
-    "(which must have a default vDisk), named by --template where {mac} is "
-    "the MAC as 12 hex digits and {n} the first free number.  With auto-add "
-    "off such machines are shown a 'not registered' message.",
-    "  diskfarm farm set auto-add on --collection lab --template 'lab-{n}'\n"
-    "  diskfarm farm set auto-add off\n",
-  };
-  g_autofree char *collection = NULL, *tmpl = NULL;
-  const GOptionEntry entries[] = {
-    { "collection", 'c', 0, G_OPTION_ARG_STRING, &collection,
-      "Collection new devices join (auto-add)", "NAME" },
-    { "template", 't', 0, G_OPTION_ARG_STRING, &tmpl,
-      "Device name template with {mac} or {n} (default "
-      DF_AUTO_ADD_TEMPLATE ")", "TEMPLATE" },
-    G_OPTION_ENTRY_NULL
-  };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
-    return false;
-  if (!g_str_equal (argv[1], "auto-add"))
-    {
-      df_usage_error (err, "farm set: unknown setting '%s' (known: auto-add)",
-                      argv[1]);
-      return false;
-    }
   bool on;
-  if (!parse_on_off (argv[2], &on, err))
+  if (!parse_on_off (value, &on, err))
     return false;
   g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
   if (!farm)
@@ -316,6 +291,74 @@ farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* farm set auto-merge-depth N: the default of every vDisk without its own */
+static bool
+farm_set_merge_depth (DfCtx *ctx, const char *value, GError **err)
+{
+  guint64 n;
+  if (!g_ascii_string_to_unsigned (value, 10, 0, DF_AUTO_MERGE_DEPTH_MAX, &n,
+                                   NULL) || n == 1)
+    {
+      df_usage_error (err, "auto-merge-depth must be 0 (off) or 2-%d, not "
+                      "'%s'", DF_AUTO_MERGE_DEPTH_MAX, value);
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm || !df_farm_auto_merge_depth_set (farm, NULL, (int) n, err))
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_int (r, "auto_merge_depth", "auto-merge depth", (gint64) n);
+  df_print_result (r, ctx->json, "auto-merge depth %d%s for vDisks without "
+                   "their own", (int) n, n ? "" : " (off)");
+  return true;
+}
+
+static bool
+farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "farm set", "SETTING VALUE", 2, 2,
+    "Change a farm setting.\n"
+    "auto-add on|off: a machine whose MAC is unknown "
+    "and that boots through bootstrap is added as a device of --collection "
+    "(which must have a default vDisk), named by --template where {mac} is "
+    "the MAC as 12 hex digits and {n} the first free number.  With auto-add "
+    "off such machines are shown a 'not registered' message.\n"
+    "auto-merge-depth N: after a seal that makes a chain longer than N "
+    "files, merge its updates into one layer (0: off, 2-256); the default "
+    "of every vDisk without its own ('diskfarm vdisk set --auto-merge-depth')."
+    "  auto_merge_depth is accepted too.",
+    "  diskfarm farm set auto-add on --collection lab --template 'lab-{n}'\n"
+    "  diskfarm farm set auto-add off\n"
+    "  diskfarm farm set auto-merge-depth 5\n",
+  };
+  g_autofree char *collection = NULL, *tmpl = NULL;
+  const GOptionEntry entries[] = {
+    { "collection", 'c', 0, G_OPTION_ARG_STRING, &collection,
+      "Collection new devices join (auto-add)", "NAME" },
+    { "template", 't', 0, G_OPTION_ARG_STRING, &tmpl,
+      "Device name template with {mac} or {n} (default "
+      DF_AUTO_ADD_TEMPLATE ")", "TEMPLATE" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (g_str_equal (argv[1], "auto-add"))
+    return farm_set_auto_add (ctx, argv[2], collection, tmpl, err);
+  if (collection || tmpl)
+    {
+      df_usage_error (err, "farm set: --collection and --template go with "
+                      "auto-add only");
+      return false;
+    }
+  if (g_str_equal (argv[1], "auto-merge-depth")
+      || g_str_equal (argv[1], "auto_merge_depth"))
+    return farm_set_merge_depth (ctx, argv[2], err);
+  df_usage_error (err, "farm set: unknown setting '%s' (known: auto-add, "
+                  "auto-merge-depth)", argv[1]);
+  return false;
+}
+
 static bool
 farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -333,6 +376,8 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!a)
     return false;
   DfRecord *r = auto_add_record (a);
+  df_record_int (r, "auto_merge_depth", "auto-merge depth",
+                 df_farm_auto_merge_depth (farm, NULL, NULL));
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
   df_record_int (r, "schema_version", "schema version",
                  df_farm_schema_version (farm));
@@ -343,7 +388,7 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
 }
 
 const DfCmd df_farm_cmds[] = {
-  { "set", "change a farm setting (auto-add)", farm_set },
+  { "set", "change a farm setting (auto-add, auto-merge-depth)", farm_set },
   { "show", "show the farm and its settings", farm_show },
   { NULL, NULL, NULL }
 };

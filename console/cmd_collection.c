@@ -1,4 +1,4 @@
-/* diskfarm console: `collection add|list|show`. */
+/* diskfarm console: `collection add|list|show|set|remove`. */
 #include "console.h"
 
 static DfRecord *
@@ -101,9 +101,98 @@ collection_show (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+static bool
+collection_set (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "collection set", "NAME", 1, 1,
+    "Change a collection: rename it (its devices stay in it, auto-add "
+    "follows), replace its description or its default vDisk ('' clears "
+    "either).  The default vDisk only applies to devices added later.",
+    "  diskfarm collection set lab --name lab-2f --description 'Lab, 2nd "
+    "floor'\n"
+    "  diskfarm collection set lab --vdisk win11\n",
+  };
+  g_autofree char *new_name = NULL, *description = NULL, *vdisk = NULL;
+  const GOptionEntry entries[] = {
+    { "name", 0, 0, G_OPTION_ARG_STRING, &new_name, "New name", "NEW" },
+    { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
+      "Free text describing the collection ('' clears it)", "TEXT" },
+    { "vdisk", 0, 0, G_OPTION_ARG_STRING, &vdisk,
+      "Default vDisk of devices added to it ('' clears it)", "VDISK" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (!new_name && !description && !vdisk)
+    {
+      df_usage_error (err, "collection set: nothing to change (give --name, "
+                      "--description or --vdisk)");
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm || !df_farm_collection_set (farm, argv[1], new_name, description,
+                                        vdisk, err))
+    return false;
+  const char *now_name = new_name ? new_name : argv[1];
+  g_autoptr (DfCollection) c = df_farm_collection_get (farm, now_name, err);
+  g_autoptr (GPtrArray) devs = c ? df_farm_device_list (farm, c->name, err)
+                                 : NULL;
+  if (!devs)
+    return false;
+  g_autoptr (DfRecord) r = collection_record (c, devs->len);
+  if (new_name && !g_str_equal (new_name, argv[1]))
+    df_print_result (r, ctx->json, "collection '%s' renamed to '%s'",
+                     argv[1], c->name);
+  else
+    df_print_result (r, ctx->json, "collection '%s' changed", c->name);
+  return true;
+}
+
+static bool
+collection_remove (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "collection remove", "NAME", 1, 1,
+    "Remove a collection.  Refused while devices are in it (move them with "
+    "'device set --collection' or remove them), unless --force: they then "
+    "stay, in no collection, and keep booting as before.  Always refused "
+    "while auto-add adds devices to it.",
+    "  diskfarm collection remove old-lab\n"
+    "  diskfarm collection remove old-lab --force\n",
+  };
+  gboolean force = FALSE;
+  const GOptionEntry entries[] = {
+    { "force", 'f', 0, G_OPTION_ARG_NONE, &force,
+      "Remove it even with devices in it (they keep no collection)", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc,
+                                              &argv, err);
+  if (!farm)
+    return false;
+  g_autoptr (GPtrArray) devs = df_farm_device_list (farm, argv[1], err);
+  if (!devs || !df_farm_collection_remove (farm, argv[1], force, err))
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", argv[1]);
+  df_record_int (r, "devices_left", "devices left", devs->len);
+  if (devs->len)
+    df_print_result (r, ctx->json, "collection '%s' removed (%u device%s "
+                     "now in no collection)", argv[1], devs->len,
+                     devs->len == 1 ? "" : "s");
+  else
+    df_print_result (r, ctx->json, "collection '%s' removed", argv[1]);
+  return true;
+}
+
 const DfCmd df_collection_cmds[] = {
   { "add", "create a collection", collection_add },
   { "list", "list collections", collection_list },
   { "show", "show a collection and its devices", collection_show },
+  { "set", "rename a collection, change its description or vDisk",
+    collection_set },
+  { "remove", "remove a collection (refused while devices are in it)",
+    collection_remove },
   { NULL, NULL, NULL }
 };

@@ -204,6 +204,70 @@ server_show (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* --PORT given (not -1): check it and store it in *port. */
+static bool
+take_port (const char *what, gint v, guint16 *port, GError **err)
+{
+  if (v == -1)
+    return true;
+  if (!check_port (what, v, err))
+    return false;
+  *port = (guint16) v;
+  return true;
+}
+
+static bool
+server_set (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "server set", "NAME", 1, 1,
+    "Change a stream server's address, ports or power.  Options not given "
+    "keep their value; boot scripts use the new values from their next "
+    "fetch.",
+    "  diskfarm server set ss1 --address 10.0.0.21\n"
+    "  diskfarm server set ss2 --power 4 --iscsi-port 3261\n",
+  };
+  g_autofree char *address = NULL;
+  gint iscsi = -1, nbd = -1, admin = -1, power = -1;
+  const GOptionEntry entries[] = {
+    { "address", 'a', 0, G_OPTION_ARG_STRING, &address,
+      "Address targets and bootstrap servers reach it at", "IP" },
+    { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &iscsi, "iSCSI port", "PORT" },
+    { "nbd-port", 0, 0, G_OPTION_ARG_INT, &nbd, "NBD port", "PORT" },
+    { "admin-port", 0, 0, G_OPTION_ARG_INT, &admin,
+      "Admin HTTP port serving /v1/health", "PORT" },
+    { "power", 0, 0, G_OPTION_ARG_INT, &power, "Relative capacity 1-1000",
+      "N" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (!address && iscsi == -1 && nbd == -1 && admin == -1 && power == -1)
+    {
+      df_usage_error (err, "server set: nothing to change (give --address, "
+                      "--iscsi-port, --nbd-port, --admin-port or --power)");
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfServer) s = farm ? df_farm_server_get (farm, argv[1], err)
+                                : NULL;
+  if (!s || !take_port ("iscsi-port", iscsi, &s->iscsi_port, err)
+      || !take_port ("nbd-port", nbd, &s->nbd_port, err)
+      || !take_port ("admin-port", admin, &s->admin_port, err))
+    return false;
+  if (address)
+    g_free (s->address), s->address = g_strdup (address);
+  if (power != -1)
+    s->power = power;
+  if (!df_farm_server_update (farm, s, err))
+    return false;
+  g_autoptr (DfRecord) r = server_record (s, NULL);
+  df_print_result (r, ctx->json, "server %s: %s, iSCSI %u, NBD %u, admin %u, "
+                   "power %d", s->name, s->address, s->iscsi_port,
+                   s->nbd_port, s->admin_port, s->power);
+  return true;
+}
+
 static bool
 server_remove (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -226,6 +290,7 @@ const DfCmd df_server_cmds[] = {
   { "add", "register a stream server", server_add },
   { "list", "list stream servers and their health", server_list },
   { "show", "show one stream server", server_show },
+  { "set", "change a stream server's address, ports or power", server_set },
   { "remove", "forget a stream server", server_remove },
   { NULL, NULL, NULL }
 };

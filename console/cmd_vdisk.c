@@ -447,6 +447,11 @@ vdisk_show (DfCtx *ctx, int argc, char **argv, GError **err)
   df_record_str (r, "description", "description", v->description);
   df_record_str (r, "created", "created", v->created);
   df_record_str (r, "store", "store", store);
+  bool own_depth;
+  df_record_int (r, "auto_merge_depth", "auto-merge depth",
+                 df_farm_auto_merge_depth (farm, v->name, &own_depth));
+  df_record_str (r, "auto_merge_depth_from", NULL,
+                 own_depth ? "vdisk" : "farm");
   df_record_opt_int (r, "latest_version", "latest version", newest >= 0,
                      newest);
   df_record_int (r, "extent_count", "extents", (gint64) extents);
@@ -650,6 +655,7 @@ const DfCmd df_vdisk_cmds[] = {
     df_cmd_vdisk_verify },
   { "inspect", "OS, hostname, filesystems of a version (libguestfs)",
     df_cmd_vdisk_inspect },
-  { "set", "change settings (--auto-merge-depth)", df_cmd_vdisk_set },
+  { "set", "change settings (--auto-merge-depth, --description)",
+    df_cmd_vdisk_set },
   { NULL, NULL, NULL }
 };

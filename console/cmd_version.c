@@ -670,25 +670,13 @@ version_merge (DfCtx *ctx, int argc, char **argv, GError **err)
 
 /* ---- seal ------------------------------------------------------------- */
 
-/* Depth limit for vdisk: its own setting, else the farm's, else 0 (off). */
-static int
-auto_merge_depth (DfFarm *farm, const char *vdisk)
-{
-  g_autofree char *key = g_strdup_printf ("vdisk.%s.auto_merge_depth", vdisk);
-  g_autofree char *v = df_farm_setting_get (farm, key, NULL);
-  if (!v)
-    v = df_farm_setting_get (farm, "auto_merge_depth", NULL);
-  int n = 0;
-  return v && parse_number ("depth", v, &n, NULL) ? n : 0;
-}
-
 /* After a seal: merge the updates into one layer when the chain of the new
  * version is deeper than the configured depth.  *merged: new number or -1. */
 static bool
 maybe_auto_merge (VJob *j, int sealed, int *merged, GError **err)
 {
   *merged = -1;
-  int depth = auto_merge_depth (j->farm, j->vdisk->name);
+  int depth = df_farm_auto_merge_depth (j->farm, j->vdisk->name, NULL);
   DfVersion *v = find_number (j->versions, sealed);
   g_autoptr (GPtrArray) chain = chain_of (j->versions, v);
   if (depth < 2 || (int) chain->len <= depth)
@@ -782,27 +770,10 @@ version_seal (DfCtx *ctx, int argc, char **argv, GError **err)
 
 /* ---- promote / revert ------------------------------------------------- */
 
-/* ISO 8601 with zone, or local "YYYY-MM-DD HH:MM[:SS]" -> UTC text. */
 static char *
 parse_when (const char *s, GError **err)
 {
-  g_autoptr (GTimeZone) local = g_time_zone_new_local ();
-  g_autofree char *t = g_strdelimit (g_strdup (s), " ", 'T');
-  if (strlen (t) == 16)
-    {
-      char *with_secs = g_strconcat (t, ":00", NULL);
-      g_free (t);
-      t = with_secs;
-    }
-  g_autoptr (GDateTime) dt = g_date_time_new_from_iso8601 (t, local);
-  if (!dt)
-    {
-      df_usage_error (err, "--at '%s' is not a time such as "
-                      "2026-12-01T02:00:00Z or '2026-12-01 02:00'", s);
-      return NULL;
-    }
-  g_autoptr (GDateTime) utc = g_date_time_to_utc (dt);
-  return g_date_time_format (utc, "%Y-%m-%dT%H:%M:%SZ");
+  return df_parse_when ("--at", s, err);
 }
 
 static bool
@@ -1104,7 +1075,29 @@ df_cmd_vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err)
   return bad == 0;
 }
 
-/* ---- vdisk set --auto-merge-depth ------------------------------------- */
+/* ---- vdisk set --------------------------------------------------------- */
+
+/* "--auto-merge-depth N|farm": the depth, or -1 for the farm's. */
+static bool
+parse_depth_arg (const char *s, int *out, GError **err)
+{
+  guint64 n;
+  if (g_str_equal (s, "farm"))
+    {
+      *out = -1;
+      return true;
+    }
+  if (!g_ascii_string_to_unsigned (s, 10, 0, DF_AUTO_MERGE_DEPTH_MAX, &n,
+                                   NULL) || n == 1)
+    {
+      df_usage_error (err, "--auto-merge-depth must be 0 (off), 2-%d or "
+                      "'farm' (use the farm's), not '%s'",
+                      DF_AUTO_MERGE_DEPTH_MAX, s);
+      return false;
+    }
+  *out = (int) n;
+  return true;
+}
 
 bool df_cmd_vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err);
 bool
@@ -1114,38 +1107,60 @@ df_cmd_vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "vdisk set", "NAME", 1, 1,
     "Change vDisk settings.  --auto-merge-depth N: after a seal that makes "
     "the chain deeper than N files, merge the updates into one layer "
-    "(PVS suggests 5; 0 turns it off; the farm-wide default is the setting "
-    "auto_merge_depth).",
-    "  diskfarm vdisk set win10 --auto-merge-depth 5\n",
+    "(PVS suggests 5; 0 turns it off for this vDisk; 'farm' follows the "
+    "farm-wide default, 'diskfarm farm set auto-merge-depth N').  "
+    "--description TEXT replaces the description ('' clears it).",
+    "  diskfarm vdisk set win10 --auto-merge-depth 5\n"
+    "  diskfarm vdisk set win10 --description 'Windows 10 22H2, Office'\n",
   };
-  gint depth = -1;
+  g_autofree char *depth_s = NULL, *description = NULL;
   const GOptionEntry entries[] = {
-    { "auto-merge-depth", 0, 0, G_OPTION_ARG_INT, &depth,
-      "Merge automatically past N chain files (0: off)", "N" },
+    { "auto-merge-depth", 0, 0, G_OPTION_ARG_STRING, &depth_s,
+      "Merge automatically past N chain files (0: off; farm: the farm's)",
+      "N" },
+    { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
+      "Free text describing the vDisk ('' clears it)", "TEXT" },
     G_OPTION_ENTRY_NULL
   };
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+  int depth = -2;
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err)
+      || (depth_s && !parse_depth_arg (depth_s, &depth, err)))
     return false;
-  if (depth < 0 || depth == 1 || depth > 256)
+  if (!depth_s && !description)
     {
-      df_usage_error (err, "--auto-merge-depth must be 0 (off) or 2-256");
+      df_usage_error (err, "vdisk set: nothing to change (give "
+                      "--auto-merge-depth or --description)");
       return false;
     }
   g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
   g_autoptr (DfVdisk) v = farm ? df_farm_vdisk_get (farm, argv[1], err)
                                : NULL;
-  if (!v)
+  if (!v || !df_farm_begin (farm, err))
     return false;
-  g_autofree char *key = g_strdup_printf ("vdisk.%s.auto_merge_depth",
-                                          v->name);
-  g_autofree char *val = g_strdup_printf ("%d", depth);
-  if (!df_farm_setting_set (farm, key, depth ? val : NULL, err))
+  bool ok = (!depth_s
+             || df_farm_auto_merge_depth_set (farm, v->name, depth, err))
+            && (!description
+                || df_farm_vdisk_set_description (
+                  farm, v->name, *description ? description : NULL, err));
+  if (!ok)
+    df_farm_rollback (farm);
+  if (!ok || !df_farm_commit (farm, err))
+    return false;
+  bool own;
+  int now = df_farm_auto_merge_depth (farm, v->name, &own);
+  g_autoptr (DfVdisk) after = df_farm_vdisk_get (farm, v->name, err);
+  if (!after)
     return false;
   g_autoptr (DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", v->name);
-  df_record_int (r, "auto_merge_depth", "auto-merge depth", depth);
-  df_print_result (r, ctx->json, "vdisk %s: auto-merge depth %d%s", v->name,
-                   depth, depth ? "" : " (off)");
+  df_record_int (r, "auto_merge_depth", "auto-merge depth", now);
+  df_record_str (r, "auto_merge_depth_from", NULL, own ? "vdisk" : "farm");
+  df_record_str (r, "description", "description", after->description);
+  df_print_result (r, ctx->json, "vdisk %s: auto-merge depth %d%s%s%s%s",
+                   v->name, now, now ? "" : " (off)",
+                   own ? "" : " (farm default)",
+                   description ? ", description " : "",
+                   description ? (*description ? "set" : "cleared") : "");
   return true;
 }
 

@@ -77,6 +77,14 @@ DfFarm *df_cmd_open_farm (DfCtx *ctx, const DfCmdSpec *spec,
 /* Make a DF_USAGE_ERROR ("missing --mac", "nothing to change"). */
 void df_usage_error (GError **err, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
+/* A time given on the command line (option opt, for messages): ISO 8601
+ * with a zone ("2026-12-01T02:00:00Z", "...+01:00"), local time
+ * "YYYY-MM-DD HH:MM[:SS]" or "YYYY-MM-DDTHH:MM[:SS]", a local date
+ * "YYYY-MM-DD" (midnight), or "-N" + s|m|h|d: that long ago.  New string
+ * "YYYY-MM-DDTHH:MM:SSZ" (UTC, as the farm DB stores times), or NULL and a
+ * usage error. */
+char *df_parse_when (const char *opt, const char *s, GError **err);
+
 /* The farm directory in force (borrowed from ctx or the environment). */
 const char *df_ctx_farm_dir (const DfCtx *ctx);
 /* Open the farm (create: `init` only).  New handle, or NULL + err. */

@@ -267,6 +267,68 @@ cmd_init (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* ---- times ------------------------------------------------------------ */
+
+/* "-90m" -> seconds ago; false when s is not of that shape. */
+static bool
+parse_ago (const char *s, gint64 *secs)
+{
+  static const struct { char unit; gint64 secs; } units[] = {
+    { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
+  };
+  gsize len = strlen (s);
+  guint64 n;
+  if (len < 3 || s[0] != '-')
+    return false;
+  g_autofree char *digits = g_strndup (s + 1, len - 2);
+  if (!g_ascii_string_to_unsigned (digits, 10, 0, 100 * 365 * 86400ull, &n,
+                                   NULL))
+    return false;
+  for (gsize i = 0; i < G_N_ELEMENTS (units); i++)
+    if (s[len - 1] == units[i].unit
+        && n * (guint64) units[i].secs <= 100 * 365 * 86400ull)
+      {
+        *secs = (gint64) n * units[i].secs;
+        return true;
+      }
+  return false;
+}
+
+/* Local or zoned ISO 8601 (date alone, minutes or seconds). */
+static GDateTime *
+parse_iso (const char *s)
+{
+  g_autoptr (GTimeZone) local = g_time_zone_new_local ();
+  g_autofree char *t = g_strdelimit (g_strdup (s), " ", 'T');
+  g_autofree char *full = strlen (t) == 10 ? g_strconcat (t, "T00:00:00", NULL)
+                          : strlen (t) == 16 ? g_strconcat (t, ":00", NULL)
+                          : g_strdup (t);
+  return g_date_time_new_from_iso8601 (full, local);
+}
+
+char *
+df_parse_when (const char *opt, const char *s, GError **err)
+{
+  gint64 ago;
+  g_autoptr (GDateTime) dt = NULL;
+  if (parse_ago (s, &ago))
+    {
+      g_autoptr (GDateTime) now = g_date_time_new_now_utc ();
+      dt = g_date_time_add_seconds (now, (gdouble) -ago);
+    }
+  else
+    dt = parse_iso (s);
+  if (!dt)
+    {
+      df_usage_error (err, "%s '%s' is not a time such as "
+                      "2026-12-01T02:00:00Z, '2026-12-01 02:00', 2026-12-01 "
+                      "or -1h (also -30s, -15m, -2d)", opt, s);
+      return NULL;
+    }
+  g_autoptr (GDateTime) utc = g_date_time_to_utc (dt);
+  return g_date_time_format (utc, "%Y-%m-%dT%H:%M:%SZ");
+}
+
 /* ---- audit ------------------------------------------------------------ */
 
 static DfRecord *
@@ -288,13 +350,28 @@ cmd_audit (DfCtx *ctx, int argc, char **argv, GError **err)
   static const DfCmdSpec spec = {
     "audit", "", 0, 0,
     "Show the audit log: every change made to the farm, who made it and "
-    "when, newest first.",
-    "  diskfarm audit --limit 20\n  diskfarm --json audit --limit 0\n",
+    "when, newest first.  --object NAME keeps the entries about NAME (and "
+    "about its versions NAME@N); --action A keeps action A, or the family "
+    "A.* when A has no dot (device, vdisk, version...); --since TIME keeps "
+    "entries from TIME on (2026-12-01T08:00:00Z, '2026-12-01 09:00' local, "
+    "2026-12-01, or -1h, -30m, -2d).  Filters combine; --limit applies "
+    "after them.",
+    "  diskfarm audit --limit 20\n"
+    "  diskfarm audit --object win10 --since -1d\n"
+    "  diskfarm audit --action device --since 2026-12-01\n"
+    "  diskfarm --json audit --limit 0\n",
   };
   gint limit = 50;
+  g_autofree char *object = NULL, *action = NULL, *since_s = NULL;
   const GOptionEntry entries[] = {
     { "limit", 'n', 0, G_OPTION_ARG_INT, &limit,
       "Show at most N entries, 0 for all (default 50)", "N" },
+    { "object", 'o', 0, G_OPTION_ARG_STRING, &object,
+      "Only entries about NAME (and NAME@N)", "NAME" },
+    { "action", 'a', 0, G_OPTION_ARG_STRING, &action,
+      "Only action A (device.add), or family A (device)", "A" },
+    { "since", 's', 0, G_OPTION_ARG_STRING, &since_s,
+      "Only entries at or after TIME (ISO 8601, or -1h, -2d)", "TIME" },
     G_OPTION_ENTRY_NULL
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
@@ -304,17 +381,24 @@ cmd_audit (DfCtx *ctx, int argc, char **argv, GError **err)
       df_usage_error (err, "--limit must be 0 or more, not %d", limit);
       return false;
     }
+  g_autofree char *since = since_s ? df_parse_when ("--since", since_s, err)
+                                   : NULL;
+  if (since_s && !since)
+    return false;
   g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
   if (farm == NULL)
     return false;
-  g_autoptr(GPtrArray) rows =
-    df_farm_audit_list (farm, (guint) limit, err);   /* 0: all */
+  DfAuditFilter f = { .limit = (guint) limit, .object = object,
+                      .action = action, .since = since };
+  g_autoptr(GPtrArray) rows = df_farm_audit_query (farm, &f, err);
   if (rows == NULL)
     return false;
   g_autoptr(GPtrArray) records = df_record_list_new ();
   for (guint i = 0; i < rows->len; i++)
     g_ptr_array_add (records, audit_record (rows->pdata[i]));
-  df_print_list (records, ctx->json, "the audit log is empty");
+  df_print_list (records, ctx->json,
+                 object || action || since ? "no audit entry matches"
+                                           : "the audit log is empty");
   return true;
 }
 

@@ -8,6 +8,12 @@
 
 typedef struct DfFarm DfFarm;
 
+/* Settings keys of auto-add (servers.c owns them; farm.c follows a
+ * collection rename or removal). */
+#define DF_SETTING_AUTO_ENABLED "auto-add.enabled"
+#define DF_SETTING_AUTO_COLLECTION "auto-add.collection"
+#define DF_SETTING_AUTO_TEMPLATE "auto-add.template"
+
 /* PRAGMA application_id of a farm DB: "dfrm". */
 #define DF_FARM_APPLICATION_ID 0x6466726d
 

@@ -660,16 +660,40 @@ audit_from_row (FarmStmt *st)
 }
 
 GPtrArray *
-df_farm_audit_list (DfFarm *farm, guint limit, GError **err)
+df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f, GError **err)
 {
+  if (f->since && (strlen (f->since) != 20 || f->since[10] != 'T'
+                   || f->since[19] != 'Z'))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "audit: time '%s' is not UTC YYYY-MM-DDTHH:MM:SSZ",
+                   f->since);
+      return NULL;
+    }
+  /* Times are stored as "YYYY-MM-DDTHH:MM:SSZ": text order is time order. */
   g_autoptr (FarmStmt) st = stmt_get (farm,
     "SELECT id, at, who, action, object, detail FROM audit "
-    "ORDER BY id DESC LIMIT ?", err);
+    "WHERE (?1 IS NULL OR object = ?1 "
+    "       OR substr (object, 1, length (?1) + 1) = ?1 || '@') "
+    "  AND (?2 IS NULL OR action = ?2 OR (instr (?2, '.') = 0 "
+    "       AND substr (action, 1, length (?2) + 1) = ?2 || '.')) "
+    "  AND (?3 IS NULL OR at >= ?3) "
+    "ORDER BY id DESC LIMIT ?4", err);
   if (!st)
     return NULL;
-  sqlite3_bind_int64 (st, 1, limit ? (gint64) limit : -1);
+  df_sql_bind_text (st, 1, f->object);
+  df_sql_bind_text (st, 2, f->action);
+  df_sql_bind_text (st, 3, f->since);
+  sqlite3_bind_int64 (st, 4, f->limit ? (gint64) f->limit : -1);
   return rows_collect (farm, st, audit_from_row,
                        (GDestroyNotify) df_audit_free, err);
+}
+
+GPtrArray *
+df_farm_audit_list (DfFarm *farm, guint limit, GError **err)
+{
+  DfAuditFilter f = { .limit = limit };
+  return df_farm_audit_query (farm, &f, err);
 }
 
 /* ---- lookups by name -------------------------------------------------- */
@@ -1457,6 +1481,149 @@ df_farm_collection_list (DfFarm *farm, GError **err)
     return NULL;
   return rows_collect (farm, st, collection_from_row,
                        (GDestroyNotify) df_collection_free, err);
+}
+
+/* Point auto-add at new_name when it names old_name (a rename). */
+static bool
+auto_add_follow_rename (DfFarm *farm, const char *old_name,
+                        const char *new_name, GError **err)
+{
+  g_autoptr (DfAutoAdd) a = df_farm_auto_add_get (farm, err);
+  if (!a)
+    return false;
+  if (g_strcmp0 (a->collection, old_name) != 0)
+    return true;
+  return df_farm_setting_set (farm, DF_SETTING_AUTO_COLLECTION, new_name,
+                              err);
+}
+
+static bool
+collection_set_locked (DfFarm *farm, const char *name, const char *new_name,
+                       const char *description, const char *vdisk,
+                       GError **err)
+{
+  gint64 cid, vid = 0, other;
+  if (!collection_id (farm, name, &cid, err)
+      || (vdisk && *vdisk && !vdisk_id (farm, vdisk, &vid, err)))
+    return false;
+  if (new_name && !g_str_equal (new_name, name)
+      && collection_id (farm, new_name, &other, NULL))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "collection '%s' already exists", new_name);
+      return false;
+    }
+  /* Each ?N IS NULL keeps the column; '' for text clears it. */
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "UPDATE collections SET "
+    "name = coalesce (?1, name), "
+    "description = CASE WHEN ?2 IS NULL THEN description "
+    "  ELSE nullif (?2, '') END, "
+    "vdisk_id = CASE WHEN ?3 IS NULL THEN vdisk_id "
+    "  WHEN ?3 = 0 THEN NULL ELSE ?3 END "
+    "WHERE id = ?4", err);
+  if (!st)
+    return false;
+  df_sql_bind_text (st, 1, new_name);
+  df_sql_bind_text (st, 2, description);
+  if (vdisk)
+    sqlite3_bind_int64 (st, 3, vid);
+  sqlite3_bind_int64 (st, 4, cid);
+  GString *gs = g_string_new ("{");
+  json_kv (gs, "name", new_name);
+  json_kv (gs, "description", description);
+  json_kv (gs, "vdisk", vdisk);
+  g_autofree char *detail = json_close (gs);
+  return stmt_exec (farm, st, err)
+         && (!new_name || auto_add_follow_rename (farm, name, new_name, err))
+         && audit_insert (farm, "collection.set", name, detail, err);
+}
+
+bool
+df_farm_collection_set (DfFarm *farm, const char *name, const char *new_name,
+                        const char *description, const char *vdisk,
+                        GError **err)
+{
+  if (!df_validate_name ("collection", name, err)
+      || (new_name && !df_validate_name ("collection", new_name, err))
+      || (vdisk && *vdisk && !df_validate_name ("vdisk", vdisk, err)))
+    return false;
+  if (description && strlen (description) > 1024)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "description of collection '%s' is longer than 1024 "
+                   "bytes", name);
+      return false;
+    }
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, collection_set_locked (farm, name, new_name,
+                                                description, vdisk, err),
+                    err);
+}
+
+static bool
+collection_remove_locked (DfFarm *farm, const char *name, bool force,
+                          GError **err)
+{
+  gint64 cid;
+  g_autofree char *devices = NULL;
+  g_autoptr (DfAutoAdd) a = NULL;
+  if (!collection_id (farm, name, &cid, err)
+      || !names_using (farm, "SELECT name FROM devices WHERE collection_id = ? "
+                       "ORDER BY name", cid, &devices, err)
+      || !(a = df_farm_auto_add_get (farm, err)))
+    return false;
+  if (a->enabled && g_strcmp0 (a->collection, name) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "collection '%s' receives auto-added devices: turn "
+                   "auto-add off or point it at another collection first",
+                   name);
+      return false;
+    }
+  if (devices && !force)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "collection '%s' still has devices (%s): move or remove "
+                   "them first, or --force to keep them without a "
+                   "collection", name, devices);
+      return false;
+    }
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "UPDATE devices SET collection_id = NULL WHERE collection_id = ?", err);
+  if (!st)
+    return false;
+  sqlite3_bind_int64 (st, 1, cid);
+  if (!stmt_exec (farm, st, err)
+      || (a->collection && g_str_equal (a->collection, name)
+          && !df_farm_setting_set (farm, DF_SETTING_AUTO_COLLECTION, NULL,
+                                   err)))
+    return false;
+  GString *gs = g_string_new ("{");
+  json_kv (gs, "devices_left_without_collection", devices);
+  g_autofree char *detail = json_close (gs);
+  g_autoptr (FarmStmt) del = stmt_get (farm,
+    "DELETE FROM collections WHERE id = ?", err);
+  if (!del)
+    return false;
+  sqlite3_bind_int64 (del, 1, cid);
+  return stmt_exec (farm, del, err)
+         && audit_insert (farm, "collection.remove", name, detail, err);
+}
+
+bool
+df_farm_collection_remove (DfFarm *farm, const char *name, bool force,
+                           GError **err)
+{
+  if (!df_validate_name ("collection", name, err))
+    return false;
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, collection_remove_locked (farm, name, force, err),
+                    err);
 }
 
 /* ---- devices ---------------------------------------------------------- */

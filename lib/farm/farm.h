@@ -137,6 +137,22 @@ char *df_farm_setting_get (DfFarm *farm, const char *key, GError **err);
 bool df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
                           GError **err);
 
+/* Auto-merge depth (versions.c): after a seal that makes a version's chain
+ * longer than N files, its updates are merged into one layer.  N is 0
+ * (off) or 2-DF_AUTO_MERGE_DEPTH_MAX.  A vDisk's own value, when it has
+ * one, wins over the farm-wide one; without either it is 0.  Stored in the
+ * settings auto_merge_depth and vdisk.<name>.auto_merge_depth. */
+#define DF_AUTO_MERGE_DEPTH_MAX 256
+bool df_auto_merge_depth_check (gint64 depth, GError **err);
+/* Depth in force for vdisk (NULL: the farm-wide value).  *own (nullable)
+ * is set when the vdisk has its own value.  Unreadable or malformed
+ * settings count as 0 (off). */
+int df_farm_auto_merge_depth (DfFarm *farm, const char *vdisk, bool *own);
+/* Set vdisk's own depth (vdisk NULL: the farm-wide one).  depth -1 drops
+ * the vdisk's own value so the farm's applies again (farm: back to 0). */
+bool df_farm_auto_merge_depth_set (DfFarm *farm, const char *vdisk,
+                                   int depth, GError **err);
+
 /* ---- collections ------------------------------------------------------ */
 
 typedef struct {
@@ -155,6 +171,17 @@ bool df_farm_collection_add (DfFarm *farm, const char *name,
 DfCollection *df_farm_collection_get (DfFarm *farm, const char *name,
                                       GError **err);
 GPtrArray *df_farm_collection_list (DfFarm *farm, GError **err);
+/* Change a collection.  Each of new_name, description and vdisk (its
+ * default vDisk) is kept when NULL; "" clears description or vdisk.  A
+ * rename keeps the devices in it and moves auto-add along with it. */
+bool df_farm_collection_set (DfFarm *farm, const char *name,
+                             const char *new_name, const char *description,
+                             const char *vdisk, GError **err);
+/* Remove a collection.  DF_ERROR_BUSY, naming them, while devices are in
+ * it, unless force: then they stay, in no collection.  Always DF_ERROR_BUSY
+ * while auto-add (enabled) adds devices to it. */
+bool df_farm_collection_remove (DfFarm *farm, const char *name, bool force,
+                                GError **err);
 
 /* ---- devices ---------------------------------------------------------- */
 
@@ -208,6 +235,15 @@ void df_audit_free (DfAudit *a);
 bool df_farm_audit (DfFarm *farm, const char *action, const char *object,
                     const char *detail, GError **err);
 GPtrArray *df_farm_audit_list (DfFarm *farm, guint limit, GError **err);
+/* Entries newest first, those matching every given field (borrowed). */
+typedef struct {
+  guint limit;          /* at most this many; 0 = all */
+  const char *object;   /* NULL: any; else this object and its "X@N" */
+  const char *action;   /* NULL: any; "device.add"; "device": device.* */
+  const char *since;    /* NULL, or UTC "YYYY-MM-DDTHH:MM:SSZ": at or after */
+} DfAuditFilter;
+GPtrArray *df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f,
+                                GError **err);
 
 /* ---- transactions for multi-step console work ------------------------- */
 bool df_farm_begin (DfFarm *farm, GError **err);     /* BEGIN IMMEDIATE */
@@ -237,6 +273,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfServer, df_server_free)
 bool df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err);
 DfServer *df_farm_server_get (DfFarm *farm, const char *name, GError **err);
 GPtrArray *df_farm_server_list (DfFarm *farm, GError **err);  /* DfServer */
+/* Replace address, ports and power of the server named s->name; same
+ * checks as add; DF_ERROR_NOT_FOUND when there is none.  Boot scripts
+ * use the new values from their next fetch. */
+bool df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err);
 bool df_farm_server_remove (DfFarm *farm, const char *name, GError **err);
 
 /* Auto-add of unknown devices booting through bootstrap (kept with

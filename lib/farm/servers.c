@@ -11,9 +11,9 @@
 
 #include <string.h>
 
-#define SETTING_AUTO_ENABLED "auto-add.enabled"
-#define SETTING_AUTO_COLLECTION "auto-add.collection"
-#define SETTING_AUTO_TEMPLATE "auto-add.template"
+#define SETTING_AUTO_ENABLED DF_SETTING_AUTO_ENABLED
+#define SETTING_AUTO_COLLECTION DF_SETTING_AUTO_COLLECTION
+#define SETTING_AUTO_TEMPLATE DF_SETTING_AUTO_TEMPLATE
 
 /* ---- servers ---------------------------------------------------------- */
 
@@ -165,6 +165,45 @@ df_farm_server_list (DfFarm *farm, GError **err)
   while ((r = df_farm_step (farm, st, err)) == 1)
     g_ptr_array_add (out, server_from_row (st));
   return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+static bool
+server_set_row (DfFarm *farm, const DfServer *s, GError **err)
+{
+  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+    "UPDATE servers SET address = ?, iscsi_port = ?, nbd_port = ?, "
+    "admin_port = ?, power = ? WHERE name = ?", err);
+  if (!st)
+    return false;
+  df_sql_bind_text (st, 1, s->address);
+  sqlite3_bind_int (st, 2, s->iscsi_port);
+  sqlite3_bind_int (st, 3, s->nbd_port);
+  sqlite3_bind_int (st, 4, s->admin_port);
+  sqlite3_bind_int (st, 5, s->power);
+  df_sql_bind_text (st, 6, s->name);
+  if (df_farm_step (farm, st, err) != 0)
+    return false;
+  if (sqlite3_changes (df_farm_sqlite (farm)) == 1)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
+               s->name);
+  return false;
+}
+
+bool
+df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
+{
+  if (!check_server (s, err))
+    return false;
+  if (!df_farm_begin (farm, err))
+    return false;
+  g_autofree char *detail = g_strdup_printf (
+    "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
+    "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
+    s->nbd_port, s->admin_port, s->power);
+  bool ok = server_set_row (farm, s, err)
+            && df_farm_audit (farm, "server.set", s->name, detail, err);
+  return in_transaction (farm, ok, err);
 }
 
 static bool

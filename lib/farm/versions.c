@@ -456,3 +456,74 @@ df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
     return false;
   return vscope_end (&s, setting_set_locked (farm, key, value, err), err);
 }
+
+/* ---- auto-merge depth ------------------------------------------------- */
+
+#define SETTING_MERGE_DEPTH "auto_merge_depth"
+
+bool
+df_auto_merge_depth_check (gint64 depth, GError **err)
+{
+  if (depth == 0 || (depth >= 2 && depth <= DF_AUTO_MERGE_DEPTH_MAX))
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "auto-merge depth must be 0 (off) or 2-%d, not %" G_GINT64_FORMAT,
+               DF_AUTO_MERGE_DEPTH_MAX, depth);
+  return false;
+}
+
+/* Settings key of vdisk's depth, or of the farm's (vdisk NULL). */
+static char *
+merge_depth_key (const char *vdisk)
+{
+  return vdisk ? g_strdup_printf ("vdisk.%s." SETTING_MERGE_DEPTH, vdisk)
+               : g_strdup (SETTING_MERGE_DEPTH);
+}
+
+/* The stored depth under key: true and *out when present and valid. */
+static bool
+merge_depth_read (DfFarm *farm, const char *key, int *out)
+{
+  g_autofree char *v = df_farm_setting_get (farm, key, NULL);
+  guint64 n;
+  if (!v || !g_ascii_string_to_unsigned (v, 10, 0, DF_AUTO_MERGE_DEPTH_MAX,
+                                          &n, NULL)
+      || !df_auto_merge_depth_check ((gint64) n, NULL))
+    return false;
+  *out = (int) n;
+  return true;
+}
+
+int
+df_farm_auto_merge_depth (DfFarm *farm, const char *vdisk, bool *own)
+{
+  int depth = 0;
+  g_autofree char *key = merge_depth_key (vdisk);
+  bool mine = vdisk && merge_depth_read (farm, key, &depth);
+  if (own)
+    *own = mine;
+  if (!mine && !merge_depth_read (farm, SETTING_MERGE_DEPTH, &depth))
+    depth = 0;
+  return depth;
+}
+
+bool
+df_farm_auto_merge_depth_set (DfFarm *farm, const char *vdisk, int depth,
+                              GError **err)
+{
+  if ((vdisk && !df_validate_name ("vdisk", vdisk, err))
+      || (depth != -1 && !df_auto_merge_depth_check (depth, err)))
+    return false;
+  if (vdisk)
+    {
+      g_autoptr (DfVdisk) v = df_farm_vdisk_get (farm, vdisk, err);
+      if (!v)
+        return false;
+    }
+  g_autofree char *key = merge_depth_key (vdisk);
+  g_autofree char *val = g_strdup_printf ("%d", depth);
+  /* The farm's 0 is the absence of the setting; a vdisk's 0 is stored:
+   * it turns auto-merge off for that vdisk whatever the farm says. */
+  bool drop = depth == -1 || (vdisk == NULL && depth == 0);
+  return df_farm_setting_set (farm, key, drop ? NULL : val, err);
+}

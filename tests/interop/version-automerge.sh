@@ -1,5 +1,6 @@
 #!/bin/bash
-# version-automerge: with --auto-merge-depth 3, the seal that makes the
+# version-automerge: with the farm's auto-merge depth 3 (the default of a
+# vDisk without its own), the seal that makes the
 # chain longer than 3 files (base included) merges the updates into one new layer over the
 # base; the new newest version reads exactly what the chain did, and
 # every store file passes qemu-img check.
@@ -11,7 +12,9 @@ df init >/dev/null
 make_raw "$T/base.raw" 32
 df vdisk import vd "$T/base.raw" >/dev/null
 df device add mnt --mac 52:54:00:00:00:03 --vdisk vd --type maintenance >/dev/null
-df vdisk set vd --auto-merge-depth 3 >/dev/null
+df farm set auto-merge-depth 3 >/dev/null
+json vdisk show vd
+jcheck "$T/j.json" 'd["auto_merge_depth"] == 3' 'd["auto_merge_depth_from"] == "farm"'
 start_streamsvc
 
 # chain length (files) of the newest version, from qemu-img
