@@ -556,19 +556,81 @@ fenced_text (GPtrArray *sessions)
   return g_string_free (gs, FALSE);
 }
 
+/* What a reset did to the device's writes, in words true for its cache
+ * mode: new string.  persistent_deleted: --discard removed a
+ * server-persistent cache (the device's own, or one left from an earlier
+ * mode). */
+static char *
+reset_effect (const DfDevice *d, const DfCacheMode *mode, bool discard,
+              bool persistent_deleted, const DfVersion *maint)
+{
+  GString *gs = g_string_new (NULL);
+  switch (mode->kind)
+    {
+    case DF_CACHE_PERSISTENT:
+      g_string_append (gs, persistent_deleted
+                       ? "its server-persistent cache was deleted: it boots "
+                         "the vDisk as published"
+                       : "its server-persistent cache is kept (--discard "
+                         "deletes it)");
+      break;
+    case DF_CACHE_HYPERVISOR:
+      g_string_append (gs, "cache mode hypervisor keeps nothing on the "
+                       "server: recreate the VM's qcow2 overlay before it "
+                       "boots again (the libvirt hook does it on prepare)");
+      if (discard)
+        g_string_append (gs, persistent_deleted
+                         ? "; a server-persistent cache left from an earlier "
+                           "mode was deleted"
+                         : "; --discard had nothing to delete");
+      break;
+    default:
+      g_string_append_printf (gs, "its %s cache starts empty at its next "
+                              "boot", d->cache_mode);
+      if (discard)
+        g_string_append (gs, persistent_deleted
+                         ? "; a server-persistent cache left from an earlier "
+                           "mode was deleted"
+                         : "; --discard had nothing more to delete");
+      break;
+    }
+  if (maint)
+    g_string_append_printf (gs, "; the writes to maintenance version %d are "
+                            "kept until 'diskfarm version seal %s' or "
+                            "'version delete %s %d'", maint->number,
+                            maint->vdisk, maint->vdisk, maint->number);
+  return g_string_free (gs, FALSE);
+}
+
+/* The unsealed maintenance version a maintenance device writes to, or
+ * NULL (new reference). */
+static DfVersion *
+maintenance_target (DfFarm *farm, const DfDevice *d)
+{
+  if (!g_str_equal (d->type, "maintenance"))
+    return NULL;
+  DfVersion *v = df_farm_version_for_type (farm, d->vdisk, d->type, NULL);
+  if (v && v->state != DF_VSTATE_MAINTENANCE)
+    g_clear_pointer (&v, df_version_free);
+  return v;
+}
+
 static bool
 device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "device reset", "NAME|MAC", 1, 1,
-    "Start a new boot generation for a device: the stream service gives it "
-    "a fresh non-persistent write cache at its next connection.  With "
-    "--discard a server-persistent cache is deleted too.  A device in cache "
-    "mode hypervisor gets the version its type selects now, read-only: its "
-    "qcow2 overlay must be recreated before it boots again (the libvirt "
-    "hook does that on prepare).  Prints the new generation.  Allowed while "
-    "the device is live: its servers fence the sessions bound to the old "
-    "generation (the device must reconnect), and the message says which.",
+    "Start a new boot generation for a device, and say what happens to its "
+    "writes: a server or ram cache starts empty at its next boot; a "
+    "server-persistent cache is kept, or deleted with --discard; a device "
+    "in cache mode hypervisor has nothing on the server and gets the "
+    "version its type selects now, read-only, so its qcow2 overlay must be "
+    "recreated before it boots again (the libvirt hook does that on "
+    "prepare); a maintenance device's writes to an unsealed maintenance "
+    "version are kept for 'version seal'.  Prints the new generation.  "
+    "Allowed while the device is live: its servers fence the sessions bound "
+    "to the old generation (the device must reconnect), and the message "
+    "says which.",
     "  diskfarm device reset pc01\n  diskfarm device reset pc01 --discard\n",
   };
   gboolean discard = FALSE;
@@ -582,7 +644,8 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   if (farm == NULL)
     return false;
   g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
-  if (d == NULL)
+  DfCacheMode mode;
+  if (d == NULL || !df_cache_mode_parse (d->cache_mode, &mode, err))
     return false;
   g_autoptr(DfLive) live = df_ctx_live (ctx, farm, err);
   if (live == NULL)
@@ -591,26 +654,29 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   gint64 generation = 0;
   if (!df_farm_device_new_generation (farm, d->name, &generation, err))
     return false;
-  if (discard)
+  g_autofree char *dir = df_farm_cache_dir (farm, d->name);
+  g_autofree char *data = g_build_filename (dir, "persistent.data", NULL);
+  bool deleted = discard && g_file_test (data, G_FILE_TEST_EXISTS);
+  if (discard && !df_cache_discard_dir (dir, err))
     {
-      g_autofree char *dir = df_farm_cache_dir (farm, d->name);
-      if (!df_cache_discard_dir (dir, err))
-        {
-          g_prefix_error (err, "device '%s': new boot generation %"
-                          G_GINT64_FORMAT ", but the cache was not deleted: ",
-                          d->name, generation);
-          return false;
-        }
+      g_prefix_error (err, "device '%s': new boot generation %"
+                      G_GINT64_FORMAT ", but the cache was not deleted: ",
+                      d->name, generation);
+      return false;
     }
+  g_autoptr (DfVersion) maint = maintenance_target (farm, d);
+  g_autofree char *effect = reset_effect (d, &mode, discard, deleted, maint);
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", d->name);
   df_record_int (r, "generation", "generation", generation);
-  df_record_bool (r, "discarded", "discarded", discard);
+  df_record_str (r, "cache_mode", "cache mode", d->cache_mode);
+  df_record_bool (r, "discarded", "discarded", deleted);
+  df_record_str (r, "effect", "effect", effect);
   df_record_int (r, "fenced_session_count", "fenced sessions", mine->len);
   g_autofree char *fenced = fenced_text (mine);
   df_print_result (r, ctx->json, "device '%s': boot generation %"
-                   G_GINT64_FORMAT "%s%s", d->name, generation,
-                   discard ? " (persistent cache deleted)" : "", fenced);
+                   G_GINT64_FORMAT "; %s%s", d->name, generation, effect,
+                   fenced);
   return true;
 }
 
