@@ -449,7 +449,8 @@ static const DfGroup groups[] = {
   { "collection", "Manage collections: named groups of devices with a "
     "default vDisk.",
     "  diskfarm collection add lab --vdisk win10\n"
-    "  diskfarm collection show lab\n", df_collection_cmds },
+    "  diskfarm collection show lab\n"
+    "  diskfarm collection set lab --name lab-2f\n", df_collection_cmds },
   { "version", "Manage the versions of a vDisk: maintenance -> test -> "
     "production, seal, merge, rollback.",
     "  diskfarm version new win10\n"
@@ -463,13 +464,15 @@ static const DfGroup groups[] = {
   { "server", "Manage the stream servers that boot scripts list, with "
     "their live health.",
     "  diskfarm server add ss1 --address 10.0.0.11\n"
-    "  diskfarm server list\n", df_server_cmds },
+    "  diskfarm server list\n"
+    "  diskfarm server set ss1 --power 2\n", df_server_cmds },
   { "bootstrap", "Prepare network boot: iPXE binaries and site DHCP "
     "settings.",
     "  diskfarm bootstrap sync\n"
     "  diskfarm bootstrap dhcp-config --address 10.0.0.5\n",
     df_bootstrap_cmds },
-  { "farm", "Farm-wide settings (auto-add of unknown devices).",
+  { "farm", "Farm-wide settings (auto-add of unknown devices, auto-merge "
+    "depth).",
     "  diskfarm farm set auto-add on --collection lab\n"
     "  diskfarm farm show\n", df_farm_cmds },
   { "config", "What diskfarm.conf says: one value, or every key with its "
@@ -547,7 +550,7 @@ static const char main_description[] =
   "                         stream servers and their health\n"
   "  bootstrap sync|dhcp-config\n"
   "                         iPXE binaries, site DHCP settings\n"
-  "  farm set|show          farm settings (auto-add)\n"
+  "  farm set|show          farm settings (auto-add, auto-merge-depth)\n"
   "  vm attach-media|provision|list\n"
   "                         libvirt domains: boot media, provisioning\n"
   "  audit                  the log of every change\n"
