@@ -588,17 +588,30 @@ vdisk_export (DfCtx *ctx, int argc, char **argv, GError **err)
 
 /* ---- remove ----------------------------------------------------------- */
 
+/* The store directory and version files of vdisk name, as the farm
+ * records them (taken before the rows go): new array of paths, the
+ * directory last. */
+static GPtrArray *
+store_paths (DfFarm *farm, const char *name, GPtrArray *versions)
+{
+  GPtrArray *paths = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < versions->len; i++)
+    g_ptr_array_add (paths, df_farm_version_path (
+                              farm, name,
+                              ((DfVersion *) versions->pdata[i])->number));
+  g_ptr_array_add (paths, df_farm_store_dir (farm, name));
+  return paths;
+}
+
 /* Delete the store files of removed versions, then the store directory if
  * it is empty.  The first failure is reported; the DB rows are gone. */
 static bool
-remove_store_files (DfFarm *farm, const char *name, GPtrArray *versions,
-                    GError **err)
+remove_store_files (const char *name, GPtrArray *paths, GError **err)
 {
   bool ok = true;
-  for (guint i = 0; i < versions->len; i++)
+  for (guint i = 0; i + 1 < paths->len; i++)
     {
-      DfVersion *v = versions->pdata[i];
-      g_autofree char *p = df_farm_version_path (farm, name, v->number);
+      const char *p = paths->pdata[i];
       if (g_unlink (p) != 0 && errno != ENOENT && ok)
         {
           df_set_error_errno (err, errno, "vdisk '%s' removed from the farm "
@@ -606,8 +619,7 @@ remove_store_files (DfFarm *farm, const char *name, GPtrArray *versions,
           ok = false;
         }
     }
-  g_autofree char *dir = df_farm_store_dir (farm, name);
-  g_rmdir (dir);
+  g_rmdir (paths->pdata[paths->len - 1]);
   return ok;
 }
 
@@ -628,15 +640,47 @@ vdisk_remove (DfCtx *ctx, int argc, char **argv, GError **err)
   if (v == NULL)
     return false;
   g_autoptr(GPtrArray) versions = df_farm_version_list (farm, v->name, err);
-  if (versions == NULL || !df_farm_vdisk_remove (farm, v->name, err))
+  if (versions == NULL)
     return false;
-  if (!remove_store_files (farm, v->name, versions, err))
+  g_autoptr (GPtrArray) paths = store_paths (farm, v->name, versions);
+  if (!df_farm_vdisk_remove (farm, v->name, err)
+      || !remove_store_files (v->name, paths, err))
     return false;
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", v->name);
   df_record_int (r, "version_count", "versions removed", versions->len);
   df_print_result (r, ctx->json, "removed vdisk '%s' (%u version%s)",
                    v->name, versions->len, versions->len == 1 ? "" : "s");
+  return true;
+}
+
+/* ---- rename ----------------------------------------------------------- */
+
+static bool
+vdisk_rename (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk rename", "NAME NEW", 2, 2,
+    "Rename a vDisk.  Nothing moves on disk: its store directory and "
+    "version files keep their names (published files are immutable and name "
+    "their backing files), so the rename is one database transaction and "
+    "sessions already open keep reading.  Devices and collections follow; "
+    "exports and iSCSI targets take the new name (vdisk/NEW, "
+    "...:vdisk.NEW) from the next connection.  Refused while it has a "
+    "maintenance version.",
+    "  diskfarm vdisk rename win10 win10-22h2\n",
+  };
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
+  if (farm == NULL || !df_farm_vdisk_rename (farm, argv[1], argv[2], err))
+    return false;
+  g_autofree char *store = df_farm_store_dir (farm, argv[2]);
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", argv[2]);
+  df_record_str (r, "old_name", "old name", argv[1]);
+  df_record_str (r, "store", "store", store);
+  df_print_result (r, ctx->json, "vdisk '%s' renamed to '%s' (store %s "
+                   "unchanged)", argv[1], argv[2], store);
   return true;
 }
 
@@ -651,6 +695,7 @@ const DfCmd df_vdisk_cmds[] = {
   { "show", "show versions, backing chain and sizes", vdisk_show },
   { "export", "write a version out as raw or qcow2", vdisk_export },
   { "remove", "remove a vDisk no device uses", vdisk_remove },
+  { "rename", "rename a vDisk (nothing moves on disk)", vdisk_rename },
   { "verify", "check every version file against its SHA-256",
     df_cmd_vdisk_verify },
   { "inspect", "OS, hostname, filesystems of a version (libguestfs)",

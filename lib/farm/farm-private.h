@@ -14,6 +14,10 @@ typedef struct DfFarm DfFarm;
 #define DF_SETTING_AUTO_COLLECTION "auto-add.collection"
 #define DF_SETTING_AUTO_TEMPLATE "auto-add.template"
 
+/* Settings key of a vdisk's own auto-merge depth, or of the farm's when
+ * vdisk is NULL (versions.c; new string). */
+char *df_farm_merge_depth_key (const char *vdisk);
+
 /* PRAGMA application_id of a farm DB: "dfrm". */
 #define DF_FARM_APPLICATION_ID 0x6466726d
 

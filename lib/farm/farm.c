@@ -508,11 +508,52 @@ df_farm_schema_version (DfFarm *farm)
   return farm->schema_version;
 }
 
+/* The store directory name of vdisk: its row's, or for a vdisk not yet
+ * added the one df_farm_vdisk_add will give it: the name itself unless a
+ * renamed vdisk still holds that directory, then "<name>~2", "~3"... ('~'
+ * is not allowed in names, so no later vdisk name can take it).  New
+ * string; on a DB error the name itself (logged). */
+static char *
+store_of (DfFarm *farm, const char *vdisk)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT coalesce (store, name) FROM vdisks WHERE name = ?", &err);
+  int r = -1;
+  if (st)
+    {
+      df_sql_bind_text (st, 1, vdisk);
+      r = df_farm_step (farm, st, &err);
+    }
+  if (r == 1)
+    return df_sql_col_dup (st, 0);
+  for (guint n = 1; r == 0 && n < 1000; n++)
+    {
+      g_autofree char *cand = n == 1 ? g_strdup (vdisk)
+                                     : g_strdup_printf ("%s~%u", vdisk, n);
+      g_autoptr (FarmStmt) taken = stmt_get (farm,
+        "SELECT 1 FROM vdisks WHERE store = ?", &err);
+      if (!taken)
+        break;
+      df_sql_bind_text (taken, 1, cand);
+      int t = df_farm_step (farm, taken, &err);
+      if (t == 0)
+        return g_steal_pointer (&cand);
+      if (t < 0)
+        break;
+    }
+  if (err)
+    g_warning ("farm.db: store directory of vdisk %s: %s", vdisk,
+               err->message);
+  return g_strdup (vdisk);
+}
+
 char *
 df_farm_store_dir (DfFarm *farm, const char *vdisk)
 {
   g_return_val_if_fail (df_validate_name ("vdisk", vdisk, NULL), NULL);
-  return g_build_filename (farm->dir, "store", vdisk, NULL);
+  g_autofree char *store = store_of (farm, vdisk);
+  return g_build_filename (farm->dir, "store", store, NULL);
 }
 
 char *
@@ -520,8 +561,23 @@ df_farm_version_path (DfFarm *farm, const char *vdisk, int number)
 {
   g_return_val_if_fail (df_validate_name ("vdisk", vdisk, NULL), NULL);
   g_return_val_if_fail (number >= 0, NULL);
-  g_autofree char *file = g_strdup_printf ("%s.%d.qcow2", vdisk, number);
-  return g_build_filename (farm->dir, "store", vdisk, file, NULL);
+  g_autofree char *store = df_farm_store_dir (farm, vdisk);
+  g_autofree char *file = NULL;
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "SELECT r.file FROM versions r JOIN vdisks d ON d.id = r.vdisk_id "
+    "WHERE d.name = ? AND r.number = ?", NULL);
+  if (st)
+    {
+      df_sql_bind_text (st, 1, vdisk);
+      sqlite3_bind_int (st, 2, number);
+      if (df_farm_step (farm, st, NULL) == 1)
+        file = df_sql_col_dup (st, 0);
+    }
+  if (file && g_path_is_absolute (file))
+    return g_steal_pointer (&file);
+  if (!file)
+    file = g_strdup_printf ("%s.%d.qcow2", vdisk, number);
+  return g_build_filename (store, file, NULL);
 }
 
 char *
@@ -818,14 +874,17 @@ vdisk_add_locked (DfFarm *farm, const char *name, uint64_t virtual_size,
                    name);
       return false;
     }
+  g_autofree char *store = store_of (farm, name);
   g_autoptr (FarmStmt) st = stmt_get (farm,
-    "INSERT INTO vdisks (name, virtual_size, created) VALUES (?, ?, ?)", err);
+    "INSERT INTO vdisks (name, virtual_size, created, store) "
+    "VALUES (?, ?, ?, ?)", err);
   if (!st)
     return false;
   g_autofree char *now = df_farm_now ();
   df_sql_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, (gint64) virtual_size);
   df_sql_bind_text (st, 3, now);
+  df_sql_bind_text (st, 4, store);
   if (!stmt_exec (farm, st, err))
     return false;
   gint64 vid = sqlite3_last_insert_rowid (farm->db);
@@ -961,6 +1020,79 @@ df_farm_vdisk_set_description (DfFarm *farm, const char *name,
     return false;
   return scope_end (&ws,
                     vdisk_set_description_locked (farm, name, text, err),
+                    err);
+}
+
+static int maintenance_number (DfFarm *farm, gint64 vid, GError **err);
+
+static bool
+vdisk_rename_locked (DfFarm *farm, const char *name, const char *new_name,
+                     GError **err)
+{
+  gint64 id, other;
+  if (!vdisk_id (farm, name, &id, err))
+    return false;
+  if (vdisk_id (farm, new_name, &other, NULL))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "vdisk '%s' already exists", new_name);
+      return false;
+    }
+  GError *e = NULL;
+  int maint = maintenance_number (farm, id, err);
+  if (maint == -2)
+    return false;
+  if (maint >= 0)
+    {
+      /* Its writes live in <store>/<name>.<N>.maint/, named by the vdisk. */
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "vdisk '%s' has maintenance version %d: seal or delete it "
+                   "before renaming", name, maint);
+      return false;
+    }
+  g_autoptr (FarmStmt) st = stmt_get (farm,
+    "UPDATE vdisks SET name = ?, store = coalesce (store, name) WHERE id = ?",
+    err);
+  if (!st)
+    return false;
+  df_sql_bind_text (st, 1, new_name);
+  sqlite3_bind_int64 (st, 2, id);
+  g_autofree char *old_key = df_farm_merge_depth_key (name);
+  g_autofree char *new_key = df_farm_merge_depth_key (new_name);
+  g_autofree char *depth = NULL;
+  if (!stmt_exec (farm, st, err))
+    return false;
+  depth = df_farm_setting_get (farm, old_key, &e);
+  if (e)
+    {
+      g_propagate_error (err, e);
+      return false;
+    }
+  GString *gs = g_string_new ("{");
+  json_kv (gs, "name", new_name);
+  g_autofree char *detail = json_close (gs);
+  return (!depth || (df_farm_setting_set (farm, old_key, NULL, err)
+                     && df_farm_setting_set (farm, new_key, depth, err)))
+         && audit_insert (farm, "vdisk.rename", name, detail, err);
+}
+
+bool
+df_farm_vdisk_rename (DfFarm *farm, const char *name, const char *new_name,
+                      GError **err)
+{
+  if (!df_validate_name ("vdisk", name, err)
+      || !df_validate_name ("vdisk", new_name, err))
+    return false;
+  if (g_str_equal (name, new_name))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "vdisk '%s' already has that name", name);
+      return false;
+    }
+  WriteScope ws;
+  if (!scope_begin (farm, &ws, err))
+    return false;
+  return scope_end (&ws, vdisk_rename_locked (farm, name, new_name, err),
                     err);
 }
 

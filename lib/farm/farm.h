@@ -34,7 +34,12 @@ int df_farm_schema_version (DfFarm *farm);
  * streamsvc reports it in /v1/health ("farm") so a console can tell its
  * own servers from another farm's.  Borrowed, valid while farm is open. */
 const char *df_farm_uuid (DfFarm *farm);
-/* Paths inside the farm (newly allocated). */
+/* Paths inside the farm (newly allocated).  store_dir: <farm>/store/<S>/
+ * where S is the vdisk's store directory, fixed when it was added (its
+ * name then; a rename keeps it); for a vdisk not yet added, the one
+ * df_farm_vdisk_add will give it.  version_path: the file of version N as
+ * its row records it, or <vdisk>.<N>.qcow2 in the store for a version not
+ * yet added. */
 char *df_farm_store_dir (DfFarm *farm, const char *vdisk);
 char *df_farm_version_path (DfFarm *farm, const char *vdisk, int number);
 char *df_farm_cache_dir (DfFarm *farm, const char *device);
@@ -85,6 +90,16 @@ GPtrArray *df_farm_vdisk_list (DfFarm *farm, GError **err);   /* DfVdisk */
 /* Set (or clear, with NULL) a vdisk's free-text description (<= 1024 B). */
 bool df_farm_vdisk_set_description (DfFarm *farm, const char *name,
                                     const char *text, GError **err);
+/* Rename a vdisk.  Its store directory and files keep their names (the
+ * store directory is fixed at creation, df_farm_store_dir follows it), so
+ * nothing moves on disk: one DB transaction, crash-safe, and sessions
+ * already open keep reading.  Devices and collections follow (they hold
+ * its id); its own auto-merge depth follows.  Exports and iSCSI targets
+ * take the new name (vdisk/NEW, ...:vdisk.NEW) from the next connection.
+ * DF_ERROR_EXISTS when new_name is taken; DF_ERROR_BUSY while it has a
+ * maintenance version (its writes are kept under the vdisk's name). */
+bool df_farm_vdisk_rename (DfFarm *farm, const char *name,
+                           const char *new_name, GError **err);
 /* Refused (DF_ERROR_BUSY) while a device is assigned to it. */
 bool df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err);
 

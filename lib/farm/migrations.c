@@ -137,11 +137,21 @@ static const char migration_4[] =
   "      AND type = 'maintenance' AND id <> NEW.id)\n"
   "  BEGIN SELECT RAISE (ABORT, 'one maintenance device per vdisk'); END;\n";
 
+/* 5: a vDisk's store directory (store/<store>/), fixed when the vDisk is
+ * created, so a rename changes its name and nothing on disk: published
+ * version files are immutable (their SHA-256 is recorded and each names
+ * its backing file), and open sessions keep their paths. */
+static const char migration_5[] =
+  "ALTER TABLE vdisks ADD COLUMN store TEXT;\n"
+  "UPDATE vdisks SET store = name;\n"
+  "CREATE UNIQUE INDEX vdisks_store ON vdisks (store);\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1 },
   { 2, "stream servers", migration_2 },
   { 3, "iSCSI CHAP credentials", migration_3 },
   { 4, "farm identity, one maintenance device per vdisk", migration_4 },
+  { 5, "vdisk store directory", migration_5 },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

@@ -472,9 +472,8 @@ df_auto_merge_depth_check (gint64 depth, GError **err)
   return false;
 }
 
-/* Settings key of vdisk's depth, or of the farm's (vdisk NULL). */
-static char *
-merge_depth_key (const char *vdisk)
+char *
+df_farm_merge_depth_key (const char *vdisk)
 {
   return vdisk ? g_strdup_printf ("vdisk.%s." SETTING_MERGE_DEPTH, vdisk)
                : g_strdup (SETTING_MERGE_DEPTH);
@@ -498,7 +497,7 @@ int
 df_farm_auto_merge_depth (DfFarm *farm, const char *vdisk, bool *own)
 {
   int depth = 0;
-  g_autofree char *key = merge_depth_key (vdisk);
+  g_autofree char *key = df_farm_merge_depth_key (vdisk);
   bool mine = vdisk && merge_depth_read (farm, key, &depth);
   if (own)
     *own = mine;
@@ -520,7 +519,7 @@ df_farm_auto_merge_depth_set (DfFarm *farm, const char *vdisk, int depth,
       if (!v)
         return false;
     }
-  g_autofree char *key = merge_depth_key (vdisk);
+  g_autofree char *key = df_farm_merge_depth_key (vdisk);
   g_autofree char *val = g_strdup_printf ("%d", depth);
   /* The farm's 0 is the absence of the setting; a vdisk's 0 is stored:
    * it turns auto-merge off for that vdisk whatever the farm says. */
