@@ -1538,6 +1538,136 @@ test_version_new_generation (Fixture *fx, gconstpointer data)
   g_assert_cmpstr (after, ==, before);
 }
 
+/* ---- issue 9: changing what exists ------------------------------------ */
+
+static void
+test_auto_merge_depth (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = fx->farm;
+  add_vdisk (f, "a");
+  bool own = true;
+  g_assert_cmpint (df_farm_auto_merge_depth (f, "a", &own), ==, 0);
+  g_assert_false (own);
+  g_assert_true (df_farm_auto_merge_depth_set (f, NULL, 5, &err));
+  g_assert_cmpint (df_farm_auto_merge_depth (f, "a", &own), ==, 5);
+  g_assert_false (own);
+  g_assert_true (df_farm_auto_merge_depth_set (f, "a", 0, &err));
+  g_assert_cmpint (df_farm_auto_merge_depth (f, "a", &own), ==, 0);
+  g_assert_true (own);
+  g_assert_true (df_farm_auto_merge_depth_set (f, "a", -1, &err));
+  g_assert_cmpint (df_farm_auto_merge_depth (f, "a", &own), ==, 5);
+  const int bad[] = { 1, 257, -3 };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_assert_false (df_farm_auto_merge_depth_set (f, NULL, bad[i], &err));
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+      g_clear_error (&err);
+    }
+  g_assert_false (df_farm_auto_merge_depth_set (f, "nosuch", 3, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  /* a malformed stored value counts as off */
+  g_assert_true (df_farm_setting_set (f, "auto_merge_depth", "x", &err));
+  g_assert_cmpint (df_farm_auto_merge_depth (f, NULL, NULL), ==, 0);
+}
+
+static void
+test_collection_set_remove (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = fx->farm;
+  add_vdisk (f, "a");
+  add_vdisk (f, "b");
+  g_assert_true (df_farm_collection_add (f, "lab", "x", "a", &err));
+  g_assert_true (df_farm_collection_add (f, "other", NULL, NULL, &err));
+  add_device (f, "pc1", "52:54:00:00:00:01", "a", "lab", NULL);
+  g_assert_true (df_farm_collection_set (f, "lab", "lab2", "", "b", &err));
+  g_assert_no_error (err);
+  g_autoptr (DfCollection) c = df_farm_collection_get (f, "lab2", &err);
+  g_assert_nonnull (c);
+  g_assert_null (c->description);
+  g_assert_cmpstr (c->vdisk, ==, "b");
+  g_autoptr (DfDevice) d = df_farm_device_get (f, "pc1", &err);
+  g_assert_cmpstr (d->collection, ==, "lab2");
+  g_assert_false (df_farm_collection_set (f, "lab2", "other", NULL, NULL,
+                                          &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_clear_error (&err);
+  g_assert_false (df_farm_collection_remove (f, "lab2", false, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
+  g_assert_nonnull (strstr (err->message, "pc1"));
+  g_clear_error (&err);
+  g_assert_true (df_farm_collection_remove (f, "lab2", true, &err));
+  g_autoptr (DfDevice) d2 = df_farm_device_get (f, "pc1", &err);
+  g_assert_null (d2->collection);
+  g_assert_false (df_farm_collection_remove (f, "lab2", true, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+}
+
+static void
+test_audit_query (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = fx->farm;
+  add_vdisk (f, "a");
+  add_vdisk (f, "ab");
+  add_version (f, "a", 1, DF_VSTATE_TEST);
+  add_device (f, "pc1", "52:54:00:00:00:01", "a", NULL, NULL);
+  DfAuditFilter byobj = { .object = "a" };
+  g_autoptr (GPtrArray) o = df_farm_audit_query (f, &byobj, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (o->len, ==, 2);   /* vdisk.add a, version.add a@1 */
+  for (guint i = 0; i < o->len; i++)
+    g_assert_true (g_str_has_prefix (((DfAudit *) o->pdata[i])->object, "a"));
+  DfAuditFilter fam = { .action = "vdisk" };
+  g_autoptr (GPtrArray) v = df_farm_audit_query (f, &fam, &err);
+  g_assert_cmpuint (v->len, ==, 2);
+  DfAuditFilter exact = { .action = "device.add", .limit = 5 };
+  g_autoptr (GPtrArray) e = df_farm_audit_query (f, &exact, &err);
+  g_assert_cmpuint (e->len, ==, 1);
+  DfAuditFilter future = { .since = "2999-01-01T00:00:00Z" };
+  g_autoptr (GPtrArray) none = df_farm_audit_query (f, &future, &err);
+  g_assert_cmpuint (none->len, ==, 0);
+  DfAuditFilter bad = { .since = "yesterday" };
+  g_assert_null (df_farm_audit_query (f, &bad, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+}
+
+static void
+test_vdisk_rename (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = fx->farm;
+  add_vdisk (f, "a");
+  add_version (f, "a", 1, DF_VSTATE_TEST);
+  add_device (f, "pc1", "52:54:00:00:00:01", "a", NULL, NULL);
+  g_assert_true (df_farm_auto_merge_depth_set (f, "a", 3, &err));
+  g_autofree char *store = df_farm_store_dir (f, "a");
+  g_autofree char *v1 = df_farm_version_path (f, "a", 1);
+  g_assert_true (df_farm_vdisk_rename (f, "a", "b", &err));
+  g_assert_no_error (err);
+  g_autofree char *store_b = df_farm_store_dir (f, "b");
+  g_autofree char *v1_b = df_farm_version_path (f, "b", 1);
+  g_assert_cmpstr (store_b, ==, store);
+  g_assert_cmpstr (v1_b, ==, v1);
+  g_autoptr (DfDevice) d = df_farm_device_get (f, "pc1", &err);
+  g_assert_cmpstr (d->vdisk, ==, "b");
+  g_assert_cmpint (df_farm_auto_merge_depth (f, "b", NULL), ==, 3);
+  /* a new "a" gets another directory; "a" as a name is free again */
+  g_autofree char *next = df_farm_store_dir (f, "a");
+  g_assert_true (g_str_has_suffix (next, "/store/a~2"));
+  add_vdisk (f, "a");
+  g_autofree char *again = df_farm_store_dir (f, "a");
+  g_assert_cmpstr (again, ==, next);
+  g_assert_false (df_farm_vdisk_rename (f, "b", "a", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_clear_error (&err);
+  add_version (f, "b", 2, DF_VSTATE_MAINTENANCE);
+  g_assert_false (df_farm_vdisk_rename (f, "b", "c", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1564,5 +1694,9 @@ main (int argc, char **argv)
   FX ("/farm/two-handles", test_two_handles);
   FX ("/farm/one-maintenance-device", test_one_maintenance);
   FX ("/farm/version-new-generation", test_version_new_generation);
+  FX ("/farm/auto-merge-depth", test_auto_merge_depth);
+  FX ("/farm/collection-set-remove", test_collection_set_remove);
+  FX ("/farm/audit-query", test_audit_query);
+  FX ("/farm/vdisk-rename", test_vdisk_rename);
   return g_test_run ();
 }
