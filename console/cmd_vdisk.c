@@ -228,7 +228,8 @@ vdisk_import (DfCtx *ctx, int argc, char **argv, GError **err)
   static const DfCmdSpec spec = {
     "vdisk import", "NAME FILE", 2, 2,
     "Import a disk image as the base version (0) of a new vDisk, stored as "
-    "a sparse qcow2 file store/NAME/NAME.0.qcow2.  raw and qcow2 (with its "
+    "a sparse qcow2 file store/NAME/NAME.0.qcow2 (store/NAME~2/ when a "
+    "renamed vDisk still holds store/NAME/).  raw and qcow2 (with its "
     "backing chain flattened) are read natively; vhdx, vmdk, vpc, vdi and "
     "other formats go through qemu-img convert.  On any failure nothing is "
     "left behind.",
