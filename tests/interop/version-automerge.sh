@@ -38,6 +38,9 @@ qio device/mnt "write -P 0x43 6M 1M" "flush"
 df version seal vd >"$T/seal.out" 2>"$T/seal.err" || fail "seal 3"
 grep -q "past the auto-merge depth, merged into version 4" "$T/seal.out" ||
   { cat "$T/seal.out" "$T/seal.err"; fail "no automatic merge after the 3rd seal"; }
+# the console's log line on stderr is timestamped like the daemons'
+grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z diskfarm\[[0-9]+\]: notice: vdisk vd: chain depth 4 is past 3' "$T/seal.err" ||
+  { cat "$T/seal.err"; fail "auto-merge log line not timestamped"; }
 [ "$(depth)" = 2 ] || fail "merged version should be one layer over the base, chain $(depth)"
 qemu-img compare -q "$FARM/store/vd/vd.3.qcow2" "$FARM/store/vd/vd.4.qcow2" ||
   fail "merged layer differs from the chain it replaces"
