@@ -620,7 +620,10 @@ remove_store_files (const char *name, GPtrArray *paths, GError **err)
           ok = false;
         }
     }
-  g_rmdir (paths->pdata[paths->len - 1]);
+  const char *dir = paths->pdata[paths->len - 1];
+  g_autofree char *lock = g_build_filename (dir, DF_VERSION_LOCK_FILE, NULL);
+  g_unlink (lock);
+  g_rmdir (dir);
   return ok;
 }
 

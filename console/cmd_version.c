@@ -249,7 +249,8 @@ static bool
 vlock_take (DfFarm *farm, const char *vdisk, VLock *l, GError **err)
 {
   g_autofree char *store = df_farm_store_dir (farm, vdisk);
-  g_autofree char *path = g_build_filename (store, ".version.lock", NULL);
+  g_autofree char *path = g_build_filename (store, DF_VERSION_LOCK_FILE,
+                                           NULL);
   if (g_mkdir_with_parents (store, 0755) != 0)
     {
       df_set_error_errno (err, errno, "create %s", store);

@@ -98,3 +98,13 @@ done
 after=$(df --json audit --limit 0 | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 [ "$before" = "$after" ] || fail "a refused rename changed the farm"
 pass "refused renames: one line each, nothing changed"
+
+# removing the renamed vDisk deletes its own directory, not the new one's
+df device remove pc01 >/dev/null
+df device remove mnt >/dev/null
+df collection remove lab >/dev/null
+df vdisk remove win10-22h2 >/dev/null
+[ ! -e "$FARM/store/win10" ] || fail "vdisk remove left $(ls -A "$FARM/store/win10")"
+qio vdisk/win10 "read -P 0 3M 1M"
+df vdisk verify win10 >/dev/null || fail "the other vdisk's files were touched"
+pass "vdisk remove after a rename deletes its store directory (lock file included)"
