@@ -50,7 +50,8 @@ typedef struct
   char *device;
   gint64 generation;
   char *type;
-  char *vdisk;
+  gint64 vdisk_id; /* the vDisk's identity: a rename is not a change */
+  char *vdisk;     /* its name at open (for logs and /v1/sessions) */
   int version;
   char *mode; /* df_cache_mode_to_string of the mode in use */
   bool maint; /* the maintenance version's cache in the store */
@@ -231,6 +232,7 @@ binding_free (gpointer p)
 typedef struct
 {
   DfDevice *dev;
+  gint64 vdisk_id; /* of dev->vdisk */
   DfVersion *v;
   DfCacheMode mode;
   char *mode_str;
@@ -258,8 +260,15 @@ resolve_device (DfFarm *farm, const char *key, Resolved *r, GError **err)
 {
   *r = (Resolved) { 0 };
   r->dev = df_farm_device_get (farm, key, err);
-  if (r->dev != NULL)
-    r->v = df_farm_version_for_type (farm, r->dev->vdisk, r->dev->type, err);
+  g_autoptr (DfVdisk) vd = r->dev != NULL
+                             ? df_farm_vdisk_get (farm, r->dev->vdisk, err)
+                             : NULL;
+  if (vd != NULL)
+    {
+      r->vdisk_id = vd->id;
+      r->v = df_farm_version_for_type (farm, r->dev->vdisk, r->dev->type,
+                                       err);
+    }
   if (r->v != NULL)
     r->dir = device_cache_dir (farm, r->dev, r->v, &r->mode, &r->maint, err);
   if (r->dir == NULL)
@@ -291,7 +300,7 @@ binding_mismatch (const Binding *b, const Resolved *r)
                             G_GINT64_FORMAT " (sessions are of %"
                             G_GINT64_FORMAT ")",
                             b->device, d->generation, b->generation);
-  if (strcmp (d->vdisk, b->vdisk) != 0)
+  if (r->vdisk_id != b->vdisk_id)
     return g_strdup_printf ("device %s now uses vdisk %s (was %s)", b->device,
                             d->vdisk, b->vdisk);
   if (strcmp (d->type, b->type) != 0)
@@ -630,6 +639,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   b->device = g_strdup (r->dev->name);
   b->generation = r->dev->generation;
   b->type = g_strdup (r->dev->type);
+  b->vdisk_id = r->vdisk_id;
   b->vdisk = g_strdup (r->v->vdisk);
   b->version = r->v->number;
   b->mode = g_strdup (r->mode_str);

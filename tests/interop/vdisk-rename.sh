@@ -28,14 +28,23 @@ df version seal win10 >/dev/null
 df version promote win10 1 --to production >/dev/null
 (cd "$FARM/store/win10" && sha256sum win10.*.qcow2) >"$T/sums"
 
-# a session opened before the rename, reading through it
+# sessions opened before the rename: the vdisk export, and a production
+# device writing to its server cache; both keep working well past the
+# fence checker's period (a rename is not a change of the device's vDisk)
 python3 - "$SOCK" >"$T/held.out" 2>&1 <<'PY' &
 import nbd, sys, time
-h = nbd.NBD()
-h.connect_uri("nbd+unix:///vdisk/win10?socket=" + sys.argv[1])
+v = nbd.NBD()
+v.connect_uri("nbd+unix:///vdisk/win10?socket=" + sys.argv[1])
+d = nbd.NBD()
+d.connect_uri("nbd+unix:///device/pc01?socket=" + sys.argv[1])
+d.pwrite(b"\x77" * 4096, 6 * 1024 * 1024)
 print("open", flush=True)
-time.sleep(1.5)
-print("read", h.pread(4, 3 * 1024 * 1024).hex(), flush=True)
+time.sleep(3)
+print("read", v.pread(4, 3 * 1024 * 1024).hex(), flush=True)
+d.pwrite(b"\x78" * 4096, 6 * 1024 * 1024 + 4096)
+d.flush()
+print("device", d.pread(4, 6 * 1024 * 1024).hex(),
+      d.pread(4, 6 * 1024 * 1024 + 4096).hex(), flush=True)
 PY
 HELD=$!
 for _ in $(seq 50); do grep -q open "$T/held.out" && break; sleep 0.1; done
@@ -46,7 +55,11 @@ jcheck "$T/j.json" "d['name'] == 'win10-22h2'" "d['old_name'] == 'win10'" \
   "d['store'] == '$FARM/store/win10'"
 wait "$HELD" || { cat "$T/held.out"; fail "held session failed"; }
 grep -q "read 61616161" "$T/held.out" || { cat "$T/held.out"; fail "held session read"; }
-pass "rename refused with a maintenance version; a session open across the rename keeps reading"
+grep -q "device 77777777 78787878" "$T/held.out" || { cat "$T/held.out"; fail "held device session"; }
+if grep -q "fenced" "$T/streamsvc.log"; then
+  cat "$T/streamsvc.log"; fail "the rename fenced a session"
+fi
+pass "rename refused with a maintenance version; sessions open across the rename keep working"
 
 (cd "$FARM/store/win10" && sha256sum -c --quiet "$T/sums") || fail "store files changed"
 qio vdisk/win10-22h2 "read -P 0x61 3M 1M"
