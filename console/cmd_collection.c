@@ -176,7 +176,7 @@ collection_remove (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   g_autoptr (DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", argv[1]);
-  df_record_int (r, "devices_left", "devices left", devs->len);
+  df_record_int (r, "device_count", "devices left", devs->len);
   if (devs->len)
     df_print_result (r, ctx->json, "collection '%s' removed (%u device%s "
                      "now in no collection)", argv[1], devs->len,

@@ -1733,8 +1733,18 @@ collection_remove_locked (DfFarm *farm, const char *name, bool force,
           && !df_farm_setting_set (farm, DF_SETTING_AUTO_COLLECTION, NULL,
                                    err)))
     return false;
+  /* {"devices": [...]}: those left in no collection */
   GString *gs = g_string_new ("{");
-  json_kv (gs, "devices_left_without_collection", devices);
+  df_farm_json_str (gs, "devices");
+  g_string_append (gs, ":[");
+  g_auto (GStrv) names = g_strsplit (devices ? devices : "", ", ", -1);
+  for (char **n = names; devices && *n; n++)
+    {
+      if (n != names)
+        g_string_append_c (gs, ',');
+      df_farm_json_str (gs, *n);
+    }
+  g_string_append_c (gs, ']');
   g_autofree char *detail = json_close (gs);
   g_autoptr (FarmStmt) del = stmt_get (farm,
     "DELETE FROM collections WHERE id = ?", err);

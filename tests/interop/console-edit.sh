@@ -33,7 +33,7 @@ df device add pc2 --mac 52:54:00:00:00:02 --collection lab --cache server-persis
 df farm set auto-add on --collection lab >/dev/null
 json collection set lab --name lab2 --description "2nd floor" --vdisk other
 jcheck "$T/j.json" "d['name'] == 'lab2'" "d['description'] == '2nd floor'" \
-  "d['vdisk'] == 'other'" "d['devices'] == 2"
+  "d['vdisk'] == 'other'" "d['device_count'] == 2"
 json device show pc1
 jcheck "$T/j.json" "d['collection'] == 'lab2'"
 json farm show
@@ -50,9 +50,9 @@ refused "receives auto-added devices"      collection remove lab2 --force
 df farm set auto-add off >/dev/null
 refused "collection 'lab2' still has devices \(pc1, pc2\).*--force" collection remove lab2
 json collection remove empty
-jcheck "$T/j.json" "d['devices_left'] == 0"
+jcheck "$T/j.json" "d['device_count'] == 0"
 json collection remove lab2 --force
-jcheck "$T/j.json" "d['devices_left'] == 2"
+jcheck "$T/j.json" "d['device_count'] == 2"
 json device show pc2
 jcheck "$T/j.json" "d['collection'] is None"
 json collection list
@@ -106,7 +106,8 @@ jcheck "$T/j.json" "[e['action'] for e in d] == ['server.set', 'server.set', 'se
 json audit --action collection --limit 0
 jcheck "$T/j.json" "len(d) >= 6" "all(e['action'].startswith('collection.') for e in d)"
 json audit --action collection.remove
-jcheck "$T/j.json" "sorted(e['object'] for e in d) == ['empty', 'lab2']"
+jcheck "$T/j.json" "sorted(e['object'] for e in d) == ['empty', 'lab2']" \
+  "[e['detail'] for e in d] == [{'devices': ['pc1', 'pc2']}, {'devices': []}]"
 json audit --since -1h --object pc1
 jcheck "$T/j.json" "[e['action'] for e in d] == ['device.add']"
 json audit --since 2099-01-01

@@ -57,7 +57,7 @@ done <"$T/tour"
 [ "$DISKFARM_FARM" = "$FARM" ] || fail "DISKFARM_FARM not exported by the tour"
 diskfarm --json version list win10 >"$T/v.json"
 jcheck "$T/v.json" \
-  "[(v['number'], v['state']) for v in d] == [(0, 'production'), (1, 'test'), (2, 'production')]" \
+  "[(v['version'], v['state']) for v in d] == [(0, 'production'), (1, 'test'), (2, 'production')]" \
   "[v['parent'] for v in d][2] is None"
 qemu-io -r -f raw -c 'read -P 0x55 0 1M' "nbd://127.0.0.1:$PORT/vdisk/win10" | grep -q 'read 1048576' ||
   fail "vdisk/win10 (production) lacks the update"
