@@ -107,27 +107,39 @@ collection_set (DfCtx *ctx, int argc, char **argv, GError **err)
   static const DfCmdSpec spec = {
     "collection set", "NAME", 1, 1,
     "Change a collection: rename it (its devices stay in it, auto-add "
-    "follows), replace its description or its default vDisk ('' clears "
-    "either).  The default vDisk only applies to devices added later.",
+    "follows), replace its description ('' clears it) or its default vDisk "
+    "(--no-vdisk clears it).  The default vDisk only applies to devices "
+    "added later.",
     "  diskfarm collection set lab --name lab-2f --description 'Lab, 2nd "
     "floor'\n"
     "  diskfarm collection set lab --vdisk win11\n",
   };
   g_autofree char *new_name = NULL, *description = NULL, *vdisk = NULL;
+  gboolean no_vdisk = FALSE;
   const GOptionEntry entries[] = {
     { "name", 0, 0, G_OPTION_ARG_STRING, &new_name, "New name", "NEW" },
     { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
       "Free text describing the collection ('' clears it)", "TEXT" },
     { "vdisk", 0, 0, G_OPTION_ARG_STRING, &vdisk,
-      "Default vDisk of devices added to it ('' clears it)", "VDISK" },
+      "Default vDisk of devices added to it", "VDISK" },
+    { "no-vdisk", 0, 0, G_OPTION_ARG_NONE, &no_vdisk,
+      "No default vDisk any more", NULL },
     G_OPTION_ENTRY_NULL
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
+  if (vdisk && no_vdisk)
+    {
+      df_usage_error (err, "collection set: --vdisk and --no-vdisk exclude "
+                      "each other");
+      return false;
+    }
+  if (no_vdisk)
+    vdisk = g_strdup ("");
   if (!new_name && !description && !vdisk)
     {
       df_usage_error (err, "collection set: nothing to change (give --name, "
-                      "--description or --vdisk)");
+                      "--description, --vdisk or --no-vdisk)");
       return false;
     }
   g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);

@@ -38,13 +38,14 @@ json device show pc1
 jcheck "$T/j.json" "d['collection'] == 'lab2'"
 json farm show
 jcheck "$T/j.json" "d['auto_add_collection'] == 'lab2'"
-json collection set lab2 --description '' --vdisk ''
+json collection set lab2 --description '' --no-vdisk
 jcheck "$T/j.json" "d['description'] is None" "d['vdisk'] is None"
 df collection add empty >/dev/null
 refused "nothing to change"                collection set lab2
 refused "no collection named 'nosuch'"     collection set nosuch --description x
 refused "collection 'empty' already exists" collection set lab2 --name empty
 refused "no vdisk named 'nosuch'"          collection set lab2 --vdisk nosuch
+refused "exclude each other"               collection set lab2 --vdisk base --no-vdisk
 refused "invalid collection name"          collection set lab2 --name ../x
 refused "receives auto-added devices"      collection remove lab2 --force
 df farm set auto-add off >/dev/null
