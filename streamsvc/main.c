@@ -362,9 +362,9 @@ main (int argc, char **argv)
   if (!apply_config (&o, &err))
     goto out;
   df_log_init ("streamsvc", o.verbose);
-  logging = true;
   if (!check_options (&o, &err))
-    goto out;
+    goto out; /* a bad option: "streamsvc: ..." like any command line */
+  logging = true; /* from here a fatal error is a log line */
   if ((ex = df_exports_new (o.farm, &err)) == NULL)
     goto out;
   ss = df_sessions_new ();

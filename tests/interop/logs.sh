@@ -1,7 +1,7 @@
 #!/bin/bash
 # What the daemons write to stderr when it is not the journal: every line
 # starts with an ISO-8601 UTC time, the program and its pid; a fatal
-# start-up error is one such "error:" line; one iSCSI login line per
+# error once running is one such "error:" line; one iSCSI login line per
 # session (iscsi-ls -s opens one session per target it lists);
 # bootstrapsvc logs each file sent only with -v, as its --help says.
 . "$(dirname "$0")/lib.sh"
@@ -24,10 +24,11 @@ for i in 1 2 3; do
   df device add "d$i" --mac "52:54:00:00:00:0$i" --vdisk golden >/dev/null
 done
 
-# streamsvc: a fatal error after logging is set up is one stamped line
-if "$STREAMSVC" --farm "$T/nope" --nbd-listen "unix:$T/x.sock" \
+# streamsvc: a fatal error once it runs (here: a socket it cannot bind) is
+# one stamped line; a bad option stays "streamsvc: ..." like any command
+if "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nodir/x.sock" \
      --admin-listen none >"$T/fatal.log" 2>&1; then
-  fail "streamsvc started on a missing farm"
+  fail "streamsvc started on an unbindable socket"
 fi
 cat "$T/fatal.log"
 all_stamped "$T/fatal.log" streamsvc
