@@ -1,27 +1,45 @@
 #!/bin/bash
 # TFTP benchmark: bootstrapsvc vs tftpd-hpa (in.tftpd, started here on
-# loopback, never the packaged daemon) serving the same files in the same
-# run.  Not a pass/fail test: it prints times, CPU and ratios.
+# loopback, never the packaged daemon) vs dnsmasq's TFTP server serving the
+# same files in the same run.  Not a pass/fail test: it prints times, CPU
+# and ratios.  dnsmasq serves TFTP on port 69 only, so as root the whole
+# benchmark re-runs itself in a network namespace of its own (unshare -n,
+# loopback up): every server and client runs there, and port 69 is that
+# namespace's.  Without root or unshare, dnsmasq is left out.
 #   - 32 MiB at blksize 1468, lock-step (curl for both servers), best of 3:
 #     unpinned, then (with taskset) servers and curl on the same CPU and on
 #     two CPUs
 #   - 32 MiB at blksize 1468, windowsize 16 (tests/interop/tftp-client.c;
 #     tftpd-hpa has no windowsize, its lock-step time is the reference)
-#   - a boot storm: N concurrent clients (default 200) fetch undionly.kpxe,
-#     total wall time and failures
+#   - a boot storm: N concurrent clients (default 500) fetch undionly.kpxe,
+#     total wall time and failures (each must be 0); dnsmasq runs with
+#     --tftp-max 1024 (its default, 50, would refuse most of the storm)
 # For each server: CPU time (utime+stime+cutime+cstime from /proc/PID/stat,
-# so tftpd-hpa's forked children count) per MiB sent.
+# so tftpd-hpa's forked children count) per MiB sent; dnsmasq serves TFTP
+# from its one process.
 # Usage: tests/bench/tftp-bench.sh [BUILD_DIR]   (default build)
 set -eu
+self=$(realpath "$0")
 cd "$(dirname "$0")/../.."
 build=$(realpath "${1:-build}")
 BOOTSTRAPSVC=$build/bootstrap/bootstrapsvc
 DISKFARM=$build/console/diskfarm
 TFTP_CLIENT=$build/tests/interop/tftp-client
-STORM=${BENCH_STORM:-200}
+STORM=${BENCH_STORM:-500}
 for t in curl /usr/sbin/in.tftpd "$BOOTSTRAPSVC" "$TFTP_CLIENT"; do
   command -v "$t" >/dev/null || { echo "bench: $t missing"; exit 77; }
 done
+if [ -z "${DF_TFTP_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null &&
+   command -v dnsmasq >/dev/null; then
+  exec env DF_TFTP_NETNS=1 unshare -n "$self" "$build"
+fi
+if [ -n "${DF_TFTP_NETNS:-}" ]; then
+  ip link set lo up
+  DNSMASQ=dnsmasq
+else
+  DNSMASQ=""
+  echo "(not root or no unshare/dnsmasq: dnsmasq, which needs port 69, is left out)"
+fi
 T=$(mktemp -d /tmp/df-tftp-bench.XXXXXX)
 chmod 755 "$T"
 pids=""
@@ -61,6 +79,14 @@ hpa_user=$( [ "$(id -u)" = 0 ] && echo nobody || id -un )
 /usr/sbin/in.tftpd --foreground --address "127.0.0.1:$P_HPA" --user "$hpa_user" \
   --secure "$B" 2>"$T/hpa.log" &
 hpa_pid=$!; pids="$pids $hpa_pid"
+dm_pid=""
+if [ -n "$DNSMASQ" ]; then
+  # no DNS (--port 0), no config file, TFTP on this namespace's 127.0.0.1:69
+  dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --pid-file= \
+    --listen-address=127.0.0.1 --bind-interfaces --enable-tftp --tftp-root="$B" \
+    --tftp-max=1024 --quiet-tftp --log-facility="$T/dnsmasq.log" &
+  dm_pid=$!; pids="$pids $dm_pid"
+fi
 { mkdir -p "$CG" && echo "$hpa_pid" >"$CG/tasks"; } 2>/dev/null ||
   echo "(no cpuacct cgroup: tftpd-hpa CPU not measured)"
 for _ in $(seq 50); do grep -q ": ready" "$T/df.log" && break; sleep 0.1; done
@@ -79,11 +105,18 @@ time_get() {
 best_of3() { local b=999; for _ in 1 2 3; do t=$("$@"); b=$(echo "if ($t < $b) $t else $b" | bc -l); done; printf '%.3f' "$b"; }
 
 c0_df=$(cpu_ms $df_pid); c0_hpa=$(cpu_ms $hpa_pid)
+[ -n "$dm_pid" ] && c0_dm=$(cpu_ms $dm_pid)
 
 echo "== 32 MiB, blksize 1468, lock-step (curl), best of 3"
 t_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --tftp-blksize 1468)
 t_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --tftp-blksize 1468)
 printf '  bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' "$t_df" "$t_hpa" "$(echo "$t_hpa / $t_df" | bc -l)"
+if [ -n "$dm_pid" ]; then
+  t_dm=$(best_of3 time_get 69 big.bin "$T/o4" --tftp-blksize 1468)
+  c_dm=$(( $(cpu_ms $dm_pid) - c0_dm ))
+  printf '  dnsmasq      %6.3f s   speed ratio bootstrapsvc/dnsmasq %.2fx   dnsmasq CPU %s/MiB\n' "$t_dm" \
+    "$(echo "$t_dm / $t_df" | bc -l)" "$(per_mib "$c_dm" 96)"
+fi
 mib_df=96 mib_hpa=96      # MiB each server sent so far
 
 # Lock-step over loopback is one wake-up per packet on each side: its time
@@ -145,5 +178,9 @@ echo "== storm: $STORM concurrent clients fetch undionly.kpxe (blksize 1428)"
 s_df=$(storm "$P_DF" bootstrapsvc "$df_pid")
 s_hpa=$(storm "$P_HPA" tftpd-hpa "$hpa_pid")
 printf '  storm time ratio (tftpd-hpa / bootstrapsvc) %.2fx\n' "$(echo "$s_hpa / $s_df" | bc -l)"
+if [ -n "$dm_pid" ]; then
+  s_dm=$(storm 69 dnsmasq "$dm_pid")
+  printf '  storm time ratio (dnsmasq / bootstrapsvc) %.2fx\n' "$(echo "$s_dm / $s_df" | bc -l)"
+fi
 kill -TERM "$df_pid"; wait "$df_pid" 2>/dev/null || true
 grep -o "tftp: .*files read" "$T/df.log" | sed 's/^/  bootstrapsvc /'
