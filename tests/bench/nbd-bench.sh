@@ -206,5 +206,5 @@ no_stalls() {
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 for mode in $tables; do
   table "$mode"
-  [ "$mode" = tcp ] && no_stalls
+  if [ "$mode" = tcp ]; then no_stalls; fi
 done

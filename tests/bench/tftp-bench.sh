@@ -35,6 +35,9 @@ if [ -z "${DF_TFTP_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev
 fi
 if [ -n "${DF_TFTP_NETNS:-}" ]; then
   ip link set lo up
+  # in.tftpd resolves --address with AI_ADDRCONFIG, which needs a
+  # non-loopback IPv4 address: a TEST-NET-1 one on this namespace's lo
+  ip addr add 192.0.2.1/32 dev lo
   DNSMASQ=dnsmasq
 else
   DNSMASQ=""
