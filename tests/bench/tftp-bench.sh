@@ -117,7 +117,7 @@ printf '  bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' "$t_df
 if [ -n "$dm_pid" ]; then
   t_dm=$(best_of3 time_get 69 big.bin "$T/o4" --tftp-blksize 1468)
   c_dm=$(( $(cpu_ms $dm_pid) - c0_dm ))
-  printf '  dnsmasq      %6.3f s   speed ratio bootstrapsvc/dnsmasq %.2fx   dnsmasq CPU %s/MiB\n' "$t_dm" \
+  printf '  dnsmasq      %6.3f s   speed ratio (dnsmasq / bootstrapsvc) %.2fx   dnsmasq CPU %s/MiB\n' "$t_dm" \
     "$(echo "$t_dm / $t_df" | bc -l)" "$(per_mib "$c_dm" 96)"
 fi
 mib_df=96 mib_hpa=96      # MiB each server sent so far
