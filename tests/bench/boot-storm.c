@@ -21,9 +21,11 @@
  * connections close and one line of results is printed:
  *   targets= failures= connect_s= wall_s= requests= bytes=
  *   req_p50_us= req_p99_us= boot_p50_ms= boot_p99_ms=
- * A request still unanswered at --deadline (default 120 s after start) is
- * a failure and its target stops.  Exit 0 when failures=0, 1 otherwise,
- * 2 on bad usage. */
+ * A target still replaying at --deadline (default 120 s after start)
+ * stops there and counts a failure; a request the server never answers
+ * blocks its target (the sync APIs have no per-request timeout), so the
+ * caller bounds the whole run (storm-bench.sh: timeout(1) per phase).
+ * Exit 0 when failures=0, 1 otherwise, 2 on bad usage. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -41,7 +43,13 @@
 
 #define MAX_CHUNK (256 * 1024) /* requests split to this size */
 
-enum op { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM };
+enum op
+{
+  OP_READ,
+  OP_WRITE,
+  OP_FLUSH,
+  OP_TRIM
+};
 
 struct req
 {
@@ -85,7 +93,8 @@ struct target
   int failures;
 };
 
-static struct options opt = { .think_scale = 1.0, .deadline_s = 120, .hold_ms = 0 };
+static struct options opt
+    = { .think_scale = 1.0, .deadline_s = 120, .hold_ms = 0 };
 static struct trace trace;
 static pthread_barrier_t connected_barrier, start_barrier, booted_barrier;
 static uint64_t t_start_us; /* of the program */
@@ -96,13 +105,13 @@ now_us (void)
 {
   struct timespec ts;
   clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+  return (uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static bool
 past_deadline (void)
 {
-  return now_us () - t_start_us > (uint64_t) (opt.deadline_s * 1e6);
+  return now_us () - t_start_us > (uint64_t)(opt.deadline_s * 1e6);
 }
 
 static void
@@ -122,11 +131,20 @@ parse_op (char c, enum op *op)
 {
   switch (c)
     {
-    case 'R': *op = OP_READ; return 0;
-    case 'W': *op = OP_WRITE; return 0;
-    case 'F': *op = OP_FLUSH; return 0;
-    case 'T': *op = OP_TRIM; return 0;
-    default: return -1;
+    case 'R':
+      *op = OP_READ;
+      return 0;
+    case 'W':
+      *op = OP_WRITE;
+      return 0;
+    case 'F':
+      *op = OP_FLUSH;
+      return 0;
+    case 'T':
+      *op = OP_TRIM;
+      return 0;
+    default:
+      return -1;
     }
 }
 
@@ -149,10 +167,15 @@ load_trace (const char *path)
         continue;
       struct req r;
       char opc;
-      if (sscanf (line, "%" SCNu64 " %c %" SCNu64 " %" SCNu32, &r.t_us, &opc, &r.offset, &r.length) != 4
+      if (sscanf (line, "%" SCNu64 " %c %" SCNu64 " %" SCNu32, &r.t_us, &opc,
+                  &r.offset, &r.length)
+              != 4
           || parse_op (opc, &r.op) < 0 || (r.op != OP_FLUSH && r.length == 0))
         {
-          fprintf (stderr, "boot-storm: %s:%zu: expected \"t_us R|W|F|T offset length\"\n", path, lineno);
+          fprintf (
+              stderr,
+              "boot-storm: %s:%zu: expected \"t_us R|W|F|T offset length\"\n",
+              path, lineno);
           exit (2);
         }
       if (trace.n == cap)
@@ -180,7 +203,8 @@ nbd_target_connect (struct target *t, const char *url)
   t->nbd = nbd_create ();
   if (!t->nbd || nbd_connect_uri (t->nbd, url) == -1)
     {
-      fprintf (stderr, "boot-storm: target %d: %s\n", t->number, nbd_get_error ());
+      fprintf (stderr, "boot-storm: target %d: %s\n", t->number,
+               nbd_get_error ());
       return -1;
     }
   return 0;
@@ -191,10 +215,14 @@ nbd_target_do (struct target *t, const struct req *r, char *buf)
 {
   switch (r->op)
     {
-    case OP_READ: return nbd_pread (t->nbd, buf, r->length, r->offset, 0);
-    case OP_WRITE: return nbd_pwrite (t->nbd, payload, r->length, r->offset, 0);
-    case OP_FLUSH: return nbd_flush (t->nbd, 0);
-    case OP_TRIM: return nbd_trim (t->nbd, r->length, r->offset, 0);
+    case OP_READ:
+      return nbd_pread (t->nbd, buf, r->length, r->offset, 0);
+    case OP_WRITE:
+      return nbd_pwrite (t->nbd, payload, r->length, r->offset, 0);
+    case OP_FLUSH:
+      return nbd_flush (t->nbd, 0);
+    case OP_TRIM:
+      return nbd_trim (t->nbd, r->length, r->offset, 0);
     }
   return -1;
 }
@@ -205,7 +233,8 @@ static int
 iscsi_target_connect (struct target *t, const char *url)
 {
   char iqn[128];
-  snprintf (iqn, sizeof iqn, "iqn.2026-11.org.diskfarm.bench:storm-%d", t->number);
+  snprintf (iqn, sizeof iqn, "iqn.2026-11.org.diskfarm.bench:storm-%d",
+            t->number);
   t->iscsi = iscsi_create_context (iqn);
   if (!t->iscsi)
     return -1;
@@ -234,7 +263,8 @@ iscsi_target_connect (struct target *t, const char *url)
   scsi_free_scsi_task (task);
   return 0;
 fail:
-  fprintf (stderr, "boot-storm: target %d: %s\n", t->number, iscsi_get_error (t->iscsi));
+  fprintf (stderr, "boot-storm: target %d: %s\n", t->number,
+           iscsi_get_error (t->iscsi));
   return -1;
 }
 
@@ -250,15 +280,20 @@ iscsi_target_do (struct target *t, const struct req *r, char *buf)
   switch (r->op)
     {
     case OP_READ:
-      task = iscsi_read16_sync (t->iscsi, t->lun, lba, r->length, bs, 0, 0, 0, 0, 0);
-      if (task && task->status == SCSI_STATUS_GOOD && task->datain.size == (int) r->length)
+      task = iscsi_read16_sync (t->iscsi, t->lun, lba, r->length, bs, 0, 0, 0,
+                                0, 0);
+      if (task && task->status == SCSI_STATUS_GOOD
+          && task->datain.size == (int)r->length)
         memcpy (buf, task->datain.data, r->length);
       break;
     case OP_WRITE:
-      task = iscsi_write16_sync (t->iscsi, t->lun, lba, (unsigned char *) payload, r->length, bs, 0, 0,
+      task = iscsi_write16_sync (t->iscsi, t->lun, lba,
+                                 (unsigned char *)payload, r->length, bs, 0, 0,
                                  0, 0, 0);
       break;
-    case OP_FLUSH: task = iscsi_synchronizecache16_sync (t->iscsi, t->lun, 0, 0, 0, 0); break;
+    case OP_FLUSH:
+      task = iscsi_synchronizecache16_sync (t->iscsi, t->lun, 0, 0, 0, 0);
+      break;
     case OP_TRIM:
       {
         struct unmap_list l = { lba, blocks };
@@ -290,8 +325,11 @@ target_do (struct target *t, const struct req *r, char *buf)
     {
       struct req part = *r;
       part.offset = r->offset + done;
-      part.length = r->length - done < MAX_CHUNK ? r->length - done : MAX_CHUNK;
-      if ((t->nbd ? nbd_target_do (t, &part, buf) : iscsi_target_do (t, &part, buf)) == -1)
+      part.length
+          = r->length - done < MAX_CHUNK ? r->length - done : MAX_CHUNK;
+      if ((t->nbd ? nbd_target_do (t, &part, buf)
+                  : iscsi_target_do (t, &part, buf))
+          == -1)
         return -1;
     }
   return 0;
@@ -304,7 +342,7 @@ target_replay (struct target *t, char *buf)
   for (size_t i = 0; i < trace.n; i++)
     {
       const struct req *r = &trace.reqs[i];
-      sleep_until_us (t0 + (uint64_t) (r->t_us * opt.think_scale));
+      sleep_until_us (t0 + (uint64_t)(r->t_us * opt.think_scale));
       if (past_deadline ())
         {
           t->failures++;
@@ -314,7 +352,8 @@ target_replay (struct target *t, char *buf)
       if (target_do (t, r, buf) == -1)
         {
           if (t->failures++ == 0)
-            fprintf (stderr, "boot-storm: target %d: request %zu failed: %s\n", t->number, i + 1,
+            fprintf (stderr, "boot-storm: target %d: request %zu failed: %s\n",
+                     t->number, i + 1,
                      t->nbd ? nbd_get_error () : iscsi_get_error (t->iscsi));
           continue;
         }
@@ -331,7 +370,9 @@ target_main (void *arg)
   struct target *t = arg;
   char url[512];
   snprintf (url, sizeof url, opt.url, t->number);
-  t->connected = (is_iscsi () ? iscsi_target_connect (t, url) : nbd_target_connect (t, url)) == 0;
+  t->connected = (is_iscsi () ? iscsi_target_connect (t, url)
+                              : nbd_target_connect (t, url))
+                 == 0;
   if (!t->connected)
     t->failures++;
   pthread_barrier_wait (&connected_barrier);
@@ -362,7 +403,7 @@ target_main (void *arg)
 static int
 cmp_u64 (const void *a, const void *b)
 {
-  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
 }
 
@@ -371,7 +412,7 @@ percentile (uint64_t *v, size_t n, double p)
 {
   if (n == 0)
     return 0;
-  size_t i = (size_t) (p * (n - 1) + 0.5);
+  size_t i = (size_t)(p * (n - 1) + 0.5);
   return v[i];
 }
 
@@ -401,10 +442,12 @@ print_results (struct target *ts, double connect_s, double wall_s)
     }
   qsort (lat, nreq, sizeof *lat, cmp_u64);
   qsort (boot, nboot, sizeof *boot, cmp_u64);
-  printf ("targets=%d failures=%d connect_s=%.3f wall_s=%.3f requests=%zu bytes=%" PRIu64
-          " req_p50_us=%" PRIu64 " req_p99_us=%" PRIu64 " boot_p50_ms=%.1f boot_p99_ms=%.1f\n",
-          opt.count, failures, connect_s, wall_s, nreq, bytes, percentile (lat, nreq, 0.50),
-          percentile (lat, nreq, 0.99), percentile (boot, nboot, 0.50) / 1000.0,
+  printf ("targets=%d failures=%d connect_s=%.3f wall_s=%.3f requests=%zu "
+          "bytes=%" PRIu64 " req_p50_us=%" PRIu64 " req_p99_us=%" PRIu64
+          " boot_p50_ms=%.1f boot_p99_ms=%.1f\n",
+          opt.count, failures, connect_s, wall_s, nreq, bytes,
+          percentile (lat, nreq, 0.50), percentile (lat, nreq, 0.99),
+          percentile (boot, nboot, 0.50) / 1000.0,
           percentile (boot, nboot, 0.99) / 1000.0);
   free (lat);
   free (boot);
@@ -413,8 +456,10 @@ print_results (struct target *ts, double connect_s, double wall_s)
 static void
 usage (void)
 {
-  fprintf (stderr, "usage: boot-storm --trace FILE --count N --url TEMPLATE-WITH-%%d\n"
-                   "                  [--think-scale F] [--deadline SECONDS] [--hold-ms MS]\n");
+  fprintf (stderr,
+           "usage: boot-storm --trace FILE --count N --url TEMPLATE-WITH-%%d\n"
+           "                  [--think-scale F] [--deadline SECONDS] "
+           "[--hold-ms MS]\n");
   exit (2);
 }
 
@@ -442,8 +487,8 @@ parse_args (int argc, char **argv)
         usage ();
       i++;
     }
-  if (!opt.trace_path || !opt.url || opt.count < 1 || opt.count > 10000 || opt.think_scale < 0
-      || opt.deadline_s <= 0 || opt.hold_ms < 0)
+  if (!opt.trace_path || !opt.url || opt.count < 1 || opt.count > 10000
+      || opt.think_scale < 0 || opt.deadline_s <= 0 || opt.hold_ms < 0)
     usage ();
   const char *pct = strstr (opt.url, "%d");
   if (!pct || strchr (pct + 2, '%') || strchr (opt.url, '%') != pct)
@@ -463,7 +508,7 @@ main (int argc, char **argv)
   if (!payload)
     abort ();
   for (int i = 0; i < MAX_CHUNK; i++)
-    payload[i] = (char) (i * 7 + 1);
+    payload[i] = (char)(i * 7 + 1);
   struct target *ts = calloc (opt.count, sizeof *ts);
   if (!ts)
     abort ();
@@ -477,7 +522,8 @@ main (int argc, char **argv)
     {
       ts[i].number = i + 1;
       ts[i].lat_us = calloc (trace.n, sizeof *ts[i].lat_us);
-      if (!ts[i].lat_us || pthread_create (&ts[i].thread, &attr, target_main, &ts[i]) != 0)
+      if (!ts[i].lat_us
+          || pthread_create (&ts[i].thread, &attr, target_main, &ts[i]) != 0)
         {
           fprintf (stderr, "boot-storm: cannot start target %d\n", i + 1);
           exit (1);
