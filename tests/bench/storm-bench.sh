@@ -1,16 +1,17 @@
 #!/bin/bash
 # Boot storm: N targets boot at once from one server, each on its own
-# connection, each replaying the recorded Linux boot trace
-# (traces/linux-boot.trace.gz) with tests/bench/boot-storm.  Not a
+# connection, each replaying a recorded Linux boot trace
+# (BENCH_TRACE, default traces/linux-boot-rw.trace.gz: reads, writes,
+# flushes; see traces/README) with tests/bench/boot-storm.  Not a
 # pass/fail test, but every phase must end with failures=0.
 #   streamsvc NBD    N device exports device/tN (each its own write cache)
 #   nbdkit           one nbdkit, file plugin + cow filter, N connections
 #                    (nbdkit's cow overlay is per instance: all N targets
 #                    share one overlay; no per-target cache exists there)
 #   streamsvc iSCSI  N targets iqn.2026-11.org.diskfarm:tN
-#   tgt              N targets, each LUN 1 on the same raw file (tgt has no
-#                    per-initiator cache: writes would land in the shared
-#                    file; the recorded trace only reads and flushes)
+#   tgt              N targets, each LUN 1 on the same raw file, a copy of
+#                    its own (tgt has no per-initiator cache: all N
+#                    targets' writes land in that one shared file)
 # Per phase: total time, per-request p50/p99, per-boot p50/p99, failures,
 # server CPU (utime+stime from /proc/PID/stat) per GiB and per op, server
 # RSS per connected target (VmRSS delta / N, after all connected and after
@@ -23,7 +24,7 @@ build=$(realpath "${1:-build}")
 STREAMSVC=$build/streamsvc/streamsvc
 DISKFARM=$build/console/diskfarm
 STORM=$build/tests/bench/boot-storm
-TRACE_GZ=tests/bench/traces/linux-boot.trace.gz
+TRACE_GZ=${BENCH_TRACE:-tests/bench/traces/linux-boot-rw.trace.gz}
 counts=${BENCH_STORM_N:-100}
 think=${BENCH_THINK_SCALE:-0.1}
 limit=${BENCH_STORM_TIMEOUT:-300}
@@ -72,10 +73,11 @@ mkdir -p /var/run/tgtd
 tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$tgt_port" >"$T/tgt.log" 2>&1 &
 tgt_pid=$!; pids="$pids $tgt_pid"; kill9="$kill9 $tgt_pid"
 for _ in $(seq 50); do tgtadm -C "$ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
+cp "$T/disk.raw" "$T/tgt.raw"
 echo "adding $max tgt targets"
 for i in $(seq "$max"); do
   tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid "$i" -T "iqn.2026-11.org.diskfarm.tgt:t$i"
-  tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid "$i" --lun 1 -b "$T/disk.raw"
+  tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid "$i" --lun 1 -b "$T/tgt.raw"
   tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid "$i" -I ALL
 done
 wait_port "$tgt_port"

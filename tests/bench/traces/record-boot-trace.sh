@@ -6,20 +6,36 @@
 #   qemu -drive nbd -> nbdkit --filter=log nbd -> streamsvc device/rec01
 # The log (per request: type, offset, count, timestamp) is converted to the
 # trace format of traces/README: "t_us op offset length" a line.
-# Usage: tests/bench/traces/record-boot-trace.sh [BUILD_DIR] [OUT]
-#   (defaults: build, tests/bench/traces/linux-boot.trace.gz; gzipped when OUT ends in .gz)
+# Usage: tests/bench/traces/record-boot-trace.sh [BUILD_DIR] [OUT] [ro|rw]
+#   (defaults: build, tests/bench/traces/linux-boot.trace.gz, ro; gzipped
+#   when OUT ends in .gz)
+# ro: the e2e disk as it is: its initramfs loads no disk driver, so the
+#   trace is the firmware's and syslinux's reads (BIOS int13).
+# rw: the same disk with a bigger initramfs: the running kernel's
+#   ata_piix, sd_mod and vfat modules (/lib/modules of the kernel used,
+#   DF_KERNEL or the newest /boot/vmlinuz-*); /init mounts the FAT
+#   partition, reads its files, writes a 4 KiB boot log and 256 KiB of
+#   state, syncs and unmounts (writes and flushes), then powers off.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 build=$(realpath "${1:-build}")
 out=${2:-$here/linux-boot.trace.gz}
+kind=${3:-ro}
 for t in nbdkit qemu-system-x86_64 python3; do
   command -v $t >/dev/null || { echo "record: $t missing"; exit 77; }
 done
 T=$(mktemp -d /tmp/df-trace.XXXXXX)
 pids=""
 trap 'for p in $pids; do kill $p 2>/dev/null; done; sleep 0.3; rm -rf $T' EXIT
-tests/e2e/lib/make-linux-disk.sh "$T/linux.img" 64
+case $kind in
+  ro) tests/e2e/lib/make-linux-disk.sh "$T/linux.img" 64 ;;
+  rw) export DF_KERNEL=${DF_KERNEL:-$(ls /boot/vmlinuz-* | tail -1)}
+      tests/e2e/lib/make-linux-disk.sh "$T/linux.img" 64
+      "$here/rw-initramfs.sh" "$DF_KERNEL" "$T/initrd.gz"
+      mcopy -o -i "$T/linux.img@@1M" "$T/initrd.gz" ::initrd.gz ;;
+  *) echo "record: kind is ro or rw"; exit 2 ;;
+esac
 export DISKFARM_FARM=$T/farm
 "$build/console/diskfarm" init >/dev/null
 "$build/console/diskfarm" vdisk import linux "$T/linux.img" >/dev/null
