@@ -36,8 +36,8 @@ max=0; for n in $counts; do [ "$n" -gt "$max" ] && max=$n; done
 T=$(mktemp -d /tmp/df-storm.XXXXXX)
 pids=""; kill9=""
 # tgtd ignores SIGTERM: it is in kill9 too
-trap 'for p in $pids; do kill $p 2>/dev/null; done; for p in $kill9; do kill -9 $p 2>/dev/null; done
-      for p in $pids; do { wait $p; } 2>/dev/null; done; rm -rf $T' EXIT
+trap 'rc=$?; for p in $pids; do kill $p 2>/dev/null; done; for p in $kill9; do kill -9 $p 2>/dev/null; done
+      for p in $pids; do { wait $p; } 2>/dev/null; done; rm -rf $T; exit $rc' EXIT
 tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
