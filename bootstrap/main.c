@@ -5,13 +5,15 @@
  *                [--tftp-port 69] [--dhcp-port 67] [--pxe-port 4011]
  *                [--no-proxydhcp] [--chain-ipxe] [--user USER]
  *
- * Binds every socket first, then (started as root) drops to an
- * unprivileged user, then serves everything from one GLib main loop. */
+ * Binds every socket first, then drops to an unprivileged user (started
+ * as root) and in every case to no capability at all, then serves
+ * everything from one GLib main loop. */
 #include "config.h"
 #include "common.h"
 #include "conf.h"
 #include "farm.h"
 #include "health.h"
+#include "privilege.h"
 #include "http.h"
 #include "proxydhcp.h"
 #include "tftp.h"
@@ -20,11 +22,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib-unix.h>
-#include <grp.h>
 #include <locale.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -224,71 +224,17 @@ bound_port (int fd)
 /* ---- privileges ------------------------------------------------------- */
 
 /* What the service still needs after the drop: the boot directory is
- * searched (TFTP/HTTP open files below it by name) and the farm's group
- * (owner group of the farm directory) grants that on a 0750 farm. */
-typedef struct {
-  int boot_fd;              /* O_PATH, borrowed */
-  const char *boot_dir;
-  gid_t farm_gid;
-} DropNeeds;
-
-/* Become pw with its primary group plus the farm's group. */
+ * searched (TFTP/HTTP open files below it by name, from an fd held
+ * across the drop) and the farm's group grants that on a 0750 farm. */
 static bool
-become_user (const struct passwd *pw, const DropNeeds *needs, GError **err)
+drop_privileges (const char *user, int boot_fd, const char *boot_dir,
+                 gid_t farm_gid, GError **err)
 {
-  gid_t groups[1] = { needs->farm_gid };
-  int ngroups = needs->farm_gid != 0 && needs->farm_gid != pw->pw_gid;
-  if (setgroups ((size_t) ngroups, groups) < 0 || setgid (pw->pw_gid) < 0
-      || setuid (pw->pw_uid) < 0)
-    {
-      df_set_error_errno (err, errno, "drop privileges to %s", pw->pw_name);
-      return false;
-    }
-  if (setuid (0) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_IO,
-                   "privileges could not be dropped (setuid 0 still works)");
-      return false;
-    }
-  if (faccessat (needs->boot_fd, ".", X_OK, 0) < 0)
-    {
-      df_set_error_errno (err, errno, "after dropping privileges to %s, "
-                          "bootstrapsvc cannot search %s (give the farm "
-                          "directory a group, e.g. chgrp -R diskfarm, or "
-                          "use --user)", pw->pw_name, needs->boot_dir);
-      return false;
-    }
-  return true;
-}
-
-static bool
-drop_privileges (const char *user, const DropNeeds *needs, GError **err)
-{
-  if (geteuid () != 0)
-    return true;
-  const char *name = user;
-  struct passwd *pw = NULL;
-  if (!name)
-    {
-      pw = getpwnam ("diskfarm");
-      name = pw ? "diskfarm" : "nobody";
-    }
-  if (g_str_equal (name, "root"))
-    {
-      g_warning ("--user root: keeping root privileges");
-      return true;
-    }
-  if (!pw)
-    pw = getpwnam (name);
-  if (!pw)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no user '%s'", name);
-      return false;
-    }
-  if (!become_user (pw, needs, err))
-    return false;
-  g_message ("running as %s (uid %u)", name, (unsigned) pw->pw_uid);
-  return true;
+  const DfAccessNeed needs[] = {
+    { boot_fd, ".", X_OK, boot_dir },
+  };
+  return df_drop_privileges (user, farm_gid, needs, G_N_ELEMENTS (needs),
+                             err);
 }
 
 /* ---- the service ------------------------------------------------------ */
@@ -378,9 +324,7 @@ drop_for_service (Service *s, const char *boot_dir, GError **err)
       df_set_error_errno (err, errno, "boot directory %s", boot_dir);
       return false;
     }
-  DropNeeds needs = { .boot_fd = boot_fd, .boot_dir = boot_dir,
-                      .farm_gid = st.st_gid };
-  bool ok = drop_privileges (s->o->user, &needs, err);
+  bool ok = drop_privileges (s->o->user, boot_fd, boot_dir, st.st_gid, err);
   close (boot_fd);
   return ok;
 }
@@ -448,6 +392,7 @@ int
 main (int argc, char **argv)
 {
   setlocale (LC_ALL, "");
+  umask (DF_UMASK);
   g_set_prgname ("bootstrapsvc");
   g_auto (Options) o = { 0 };
   g_autoptr (GError) err = NULL;

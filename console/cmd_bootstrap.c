@@ -33,7 +33,8 @@ copy_boot_file (const char *src, const char *dir, const char *name,
   gsize len = 0;
   if (!g_file_get_contents (src, &data, &len, err)
       || !g_file_set_contents_full (tmp, data, (gssize) len,
-                                    G_FILE_SET_CONTENTS_CONSISTENT, 0644, err))
+                                    G_FILE_SET_CONTENTS_CONSISTENT, 0644, err)
+      || !df_adopt_owner (-1, tmp, err))
     return false;
   if (g_rename (tmp, dst) < 0)
     {
@@ -70,6 +71,8 @@ bootstrap_sync (DfCtx *ctx, int argc, char **argv, GError **err)
       df_set_error_errno (err, errno, "create %s", boot);
       return false;
     }
+  if (!df_adopt_owner (-1, boot, err))
+    return false;
   g_autoptr (GPtrArray) records = df_record_list_new ();
   for (guint i = 0; boot_files[i]; i++)
     {

@@ -140,6 +140,8 @@ import_prepare (ImportJob *j, GError **err)
     {
       j->created_store = true;
       df_temp_register (j->store_dir);
+      if (!df_adopt_owner (-1, j->store_dir, err))
+        return false;
     }
   else if (errno != EEXIST)
     {
@@ -165,6 +167,8 @@ import_prepare (ImportJob *j, GError **err)
     }
   j->tmp_dir = g_steal_pointer (&tmpl);
   df_temp_register (j->tmp_dir);
+  if (!df_adopt_owner (-1, j->tmp_dir, err))   /* and so what it holds */
+    return false;
   return true;
 }
 

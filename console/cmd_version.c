@@ -262,6 +262,8 @@ vlock_take (DfFarm *farm, const char *vdisk, VLock *l, GError **err)
       df_set_error_errno (err, errno, "open %s", path);
       return false;
     }
+  if (!df_adopt_owner (-1, store, err) || !df_adopt_owner (l->fd, path, err))
+    return false;
   if (flock (l->fd, LOCK_EX | LOCK_NB) == 0)
     return true;
   vlock_release (l);

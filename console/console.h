@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "conf.h"
+#include "privilege.h"
 #include "farm.h"
 #include "vdisk.h"
 

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <locale.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,13 +249,15 @@ cmd_init (DfCtx *ctx, int argc, char **argv, GError **err)
   static const DfCmdSpec spec = {
     "init", "", 0, 0,
     "Create the farm directory (farm.db, store/, cache/, boot/, run/) or "
-    "upgrade the schema of an existing one.",
+    "upgrade the schema of an existing one.  Run as root, it also creates "
+    "the diskfarm system user and group if missing and gives them the farm "
+    "(setgid directories 2750, files 0640, nothing for others).",
     "  diskfarm --farm /srv/farm init\n",
   };
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
   g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, true, err);
-  if (farm == NULL)
+  if (farm == NULL || !df_farm_give_to_service_user (df_farm_dir (farm), err))
     return false;
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
@@ -628,6 +631,7 @@ main (int argc, char **argv)
 {
   setlocale (LC_ALL, "");
   setlocale (LC_NUMERIC, "C");
+  umask (DF_UMASK);
   g_set_prgname ("diskfarm");
 
   DfCtx ctx = { 0 };

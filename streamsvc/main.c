@@ -5,18 +5,22 @@
  *             [--admin-listen ADDR|none] [--threads N] [--stdio]
  *             [--tcp-keepalive SECONDS] [--iscsi-nop-interval SECONDS]
  *             [--iscsi-nop-timeout SECONDS]
- *             [--pidfile FILE] [--verbose] [--version]
+ *             [--pidfile FILE] [--user USER] [--verbose] [--version]
  *
- * Ready when every "streamsvc: ... listening on ..." line is on stderr.
+ * Binds every socket as root, then runs as the diskfarm user with no
+ * capability (privilege.h).  Ready when every "streamsvc: ... listening
+ * on ..." line is on stderr.
  */
 #define G_LOG_DOMAIN "streamsvc"
 
 #include <bsd/libutil.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -24,6 +28,7 @@
 #include "conf.h"
 #include "config.h"
 #include "exports.h"
+#include "privilege.h"
 #include "server.h"
 #include "sessions.h"
 
@@ -45,6 +50,7 @@ typedef struct {
   int nop_timeout;
   gboolean stdio;
   char *pidfile;
+  char *user;
   gboolean verbose;
   gboolean version;
 } Options;
@@ -58,6 +64,7 @@ options_clear (Options *o)
   g_strfreev (o->iscsi_listen);
   g_free (o->admin_listen);
   g_free (o->pidfile);
+  g_free (o->user);
 }
 
 static bool
@@ -96,6 +103,9 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
       "Serve one NBD connection on stdin/stdout and exit", NULL },
     { "pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o->pidfile,
       "Write the process id to FILE (locked)", "FILE" },
+    { "user", 0, 0, G_OPTION_ARG_STRING, &o->user,
+      "User to run as after binding (default: " DF_SERVICE_USER " if it "
+      "exists, else nobody; root keeps root)", "USER" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
       "Debug logging", NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &o->version,
@@ -209,6 +219,31 @@ check_options (Options *o, GError **err)
   return true;
 }
 
+/* ---- privileges ------------------------------------------------------- */
+
+/* Run as the farm's user from here on: it must still write farm.db and
+ * the caches and read the store, as the farm's group member. */
+static bool
+drop_privileges (const Options *o, GError **err)
+{
+  g_autofree char *db = g_build_filename (o->farm, "farm.db", NULL);
+  g_autofree char *cache = g_build_filename (o->farm, "cache", NULL);
+  g_autofree char *store = g_build_filename (o->farm, "store", NULL);
+  const DfAccessNeed needs[] = {
+    { AT_FDCWD, db, R_OK | W_OK, db },
+    { AT_FDCWD, cache, W_OK | X_OK, cache },
+    { AT_FDCWD, store, R_OK | X_OK, store },
+  };
+  struct stat st;
+  if (stat (o->farm, &st) < 0)
+    {
+      df_set_error_errno (err, errno, "farm directory %s", o->farm);
+      return false;
+    }
+  return df_drop_privileges (o->user, st.st_gid, needs, G_N_ELEMENTS (needs),
+                             err);
+}
+
 /* ---- daemon ------------------------------------------------------------- */
 
 typedef struct {
@@ -318,13 +353,14 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
 
   df_stream_server_set_liveness (srv, &live);
   if (!start_nbd (srv, o->nbd_listen, err)
-      || !listen_iscsi (srv, o->iscsi_listen, err)
-      || !df_stream_server_start (srv, err))
+      || !listen_iscsi (srv, o->iscsi_listen, err))
     goto out;
   if (g_strcmp0 (o->admin_listen, "none") != 0
       && (admin = start_admin (o->admin_listen, ss, ex, err)) == NULL)
     goto out;
   if (o->pidfile != NULL && (pfh = open_pidfile (o->pidfile, err)) == NULL)
+    goto out;
+  if (!drop_privileges (o, err) || !df_stream_server_start (srv, err))
     goto out;
   g_unix_signal_add (SIGTERM, on_signal, &st);
   g_unix_signal_add (SIGINT, on_signal, &st);
@@ -351,6 +387,7 @@ main (int argc, char **argv)
   bool logging = false;
 
   signal (SIGPIPE, SIG_IGN);
+  umask (DF_UMASK);
   if (!parse_cli (&o, &argc, &argv, &err))
     goto out;
   if (o.version)
@@ -368,9 +405,9 @@ main (int argc, char **argv)
   if ((ex = df_exports_new (o.farm, &err)) == NULL)
     goto out;
   ss = df_sessions_new ();
-  if (o.stdio)
+  if (o.stdio && drop_privileges (&o, &err))
     rc = df_nbd_serve_stdio (ex, ss, STDIN_FILENO, STDOUT_FILENO);
-  else
+  else if (!o.stdio)
     rc = run_daemon (&o, ex, ss, &err);
   df_exports_flush_all (ex);
 out:

@@ -25,6 +25,10 @@ typedef struct DfFarm DfFarm;
 DfFarm *df_farm_open (const char *dir, bool create, const char *who,
                       GError **err);
 void df_farm_close (DfFarm *farm);
+/* Run as root: create the diskfarm system user and group if missing and
+ * give them the farm at dir (setgid directories 02750, files 0640 or
+ * stricter, nothing for others).  A no-op when not root. */
+bool df_farm_give_to_service_user (const char *dir, GError **err);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfFarm, df_farm_close)
 
 const char *df_farm_dir (DfFarm *farm);

@@ -2,6 +2,7 @@
  * and the request logic (RMW, quota, trim/zero, extents).  See cache_int.h
  * for the model and the locking rules. */
 #include "cache_int.h"
+#include "privilege.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -776,6 +777,8 @@ df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
       df_set_error_errno (err, errno, "create cache directory %s", dir);
       return NULL;
     }
+  if (!df_adopt_owner (-1, dir, err))
+    return NULL;
   c = g_new0 (df_cache, 1);
   df_blk_init (&c->blk, &cache_ops, base->size, false);
   c->blk.can_fast_zero = true;

@@ -25,6 +25,7 @@
  * leaves no half-made cache.  The map is flock()ed while open: a second
  * opener gets DF_ERROR_BUSY. */
 #include "cache_int.h"
+#include "privilege.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -145,6 +146,11 @@ create_data (df_cache *c, const char *path, GError **err)
 
   if (fd < 0)
     return open_fail (err, "create", path);
+  if (!df_adopt_owner (fd, path, err))
+    {
+      close (fd);
+      return -1;
+    }
   if (ftruncate (fd, (off_t) (c->nblocks << SHIFT)) < 0 || fdatasync (fd) < 0)
     {
       open_fail (err, "size", path);
@@ -165,6 +171,11 @@ create_map (df_cache *c, const char *path, GError **err)
 
   if (fd < 0)
     return open_fail (err, "create", tmp);
+  if (!df_adopt_owner (fd, tmp, err))
+    {
+      close (fd);
+      return -1;
+    }
   header_encode (h, c->blk.size, c->nblocks);
   if (df_pwrite_all (fd, h, sizeof h, 0) < 0 || ftruncate (fd, total) < 0)
     {

@@ -21,6 +21,7 @@
  * final fsync mostly waits for what is already in flight. */
 #include "config.h"
 #include "common.h"
+#include "privilege.h"
 #include "qcow2.h"
 
 #include <errno.h>
@@ -218,6 +219,12 @@ df_qcow2_writer_new (const char *path, uint64_t virtual_size,
                      path);
       else
         df_set_error_errno (err, errno, "create %s", path);
+      return NULL;
+    }
+  if (!df_adopt_owner (fd, path, err))
+    {
+      close (fd);
+      unlink (path);
       return NULL;
     }
   return writer_new_fd (fd, path, virtual_size, cluster_bits, backing, err);
@@ -1035,6 +1042,13 @@ make_temp (const char *path, char **tmp, GError **err)
     {
       df_set_error_errno (err, errno, "create %s", *tmp);
       g_clear_pointer (tmp, g_free);
+    }
+  else if (!df_adopt_owner (fd, *tmp, err))
+    {
+      close (fd);
+      unlink (*tmp);
+      g_clear_pointer (tmp, g_free);
+      return -1;
     }
   return fd;
 }
