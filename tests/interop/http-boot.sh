@@ -162,6 +162,9 @@ pass "static files byte-identical, Range, symlink/.. refused, 404"
 # to a group, the dropped process joins it and serves files and scripts.
 if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1 && getent group daemon >/dev/null; then
   MAIN_LOG=$BS_LOG
+  # init as root gave the farm to diskfarm, whose group nobody would join:
+  # make the farm root's alone for this case.
+  chown root:root "$FARM" "$FARM/boot"
   "$BOOTSTRAPSVC" --farm "$FARM" --address 127.0.0.1 --http-port 0 --tftp-port 0 \
     --dhcp-port 0 --pxe-port 0 --user nobody >"$T/drop.log" 2>&1 &
   DROP_PID=$!

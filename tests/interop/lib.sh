@@ -7,6 +7,9 @@ set -eu
 : "${DISKFARM:?DISKFARM not set}"
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/df-test.XXXXXX")
+# The daemons, started as root, run as the diskfarm user that `diskfarm
+# init` gives the farm to: it must be able to search its way to $FARM.
+chmod 711 "$T"
 FARM=$T/farm
 export DISKFARM_FARM=$FARM
 # an empty diskfarm.conf of the test's own: nothing on the host applies
@@ -60,7 +63,9 @@ json() { df --json "$@" >"$T/j.json" || fail "diskfarm --json $* failed"; }
 # Start streamsvc on a unix socket ($SOCK) and a loopback admin port.
 # Extra arguments go to streamsvc.  Sets STREAMSVC_PID, SOCK, ADMIN.
 start_streamsvc() {
-  SOCK=$T/nbd.sock
+  # in the farm's run/: the diskfarm user streamsvc drops to removes it at exit
+  SOCK=$FARM/run/nbd.sock
+  [ -d "$FARM/run" ] || SOCK=$T/nbd.sock
   rm -f "$SOCK"
   "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$SOCK" \
     --admin-listen 127.0.0.1:0 "$@" >>"$T/streamsvc.log" 2>&1 &

@@ -23,6 +23,9 @@ e2e_cleanup() {
 
 e2e_init() {
   E2E_TMP=$(mktemp -d /tmp/df-e2e.XXXXXX)
+  # Daemons started as root drop to the diskfarm user `diskfarm init`
+  # gives the farm to: it must be able to search its way to the farm.
+  chmod 711 "$E2E_TMP"
   trap e2e_cleanup EXIT
   # bash runs no EXIT trap when a signal kills it (a meson timeout, ^C):
   # turn those into an exit so that qemu and the daemons are stopped.
