@@ -27,6 +27,7 @@
 
 #include "iscsi.h"
 #include "nbd.h"
+#include "privilege.h"
 
 #define MAX_EVENTS 64
 #define SHUTDOWN_DRAIN_MS 5000
@@ -474,6 +475,14 @@ listen_unix (const char *path, GError **err)
       df_set_error_errno (err, errno, "cannot listen on unix:%s", path);
       if (fd >= 0)
         close (fd);
+      return -1;
+    }
+  /* bound as root in a directory of the farm's user: the socket is the
+   * user's too, like everything else there */
+  if (!df_adopt_owner (-1, path, err))
+    {
+      close (fd);
+      unlink (path);
       return -1;
     }
   return fd;
