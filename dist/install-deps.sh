@@ -17,7 +17,7 @@ test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
   fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind
   libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   tftp-hpa tftpd-hpa dnsmasq-base iproute2 qemu-block-extra genisoimage fdisk
-  libnbd-dev libiscsi-dev"
+  libnbd-dev libiscsi-dev mmdebstrap debhelper lintian"
 demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
 
 want=""
