@@ -168,6 +168,8 @@ apply_config (Options *o, GError **err)
           return false;
         }
     }
+  if (o->user == NULL && df_conf_string (c, CONFIG_GROUP, "user") != NULL)
+    o->user = g_strdup (df_conf_string (c, CONFIG_GROUP, "user"));
   return true;
 }
 

@@ -48,6 +48,9 @@ const DfConfKey df_conf_schema[] = {
        G_STRINGIFY (DF_ISCSI_NOP_TIMEOUT_DEFAULT), 1, DF_ISCSI_NOP_MAX,
        "Seconds a NOP-In waits for any answer before the connection is "
        "dropped (--iscsi-nop-timeout)"),
+  KEY ("streamsvc", "user", DF_CONF_STRING, NULL,
+       "User to run as after binding; default diskfarm if it exists, "
+       "else nobody (--user)"),
 
   KEY ("bootstrapsvc", "address", DF_CONF_IPV4, NULL,
        "This server's IPv4 address: next-server, HTTP and TFTP "
