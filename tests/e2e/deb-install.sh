@@ -35,13 +35,15 @@ step "dpkg-buildpackage"
   >"$T/build.log" 2>&1 || { tail -40 "$T/build.log"; e2e_fail "dpkg-buildpackage failed"; }
 SERVER_DEB=$(ls "$T"/diskfarm-server_*.deb) CLI_DEB=$(ls "$T"/diskfarm_*.deb)
 e2e_pass "dpkg-buildpackage: $(basename "$SERVER_DEB") $(basename "$CLI_DEB")"
+dpkg-deb -c "$SERVER_DEB" >"$T/server.list"
+dpkg-deb -c "$CLI_DEB" >"$T/cli.list"
 for f in usr/sbin/streamsvc usr/sbin/bootstrapsvc usr/lib/systemd/system/streamsvc.service \
          etc/diskfarm/diskfarm.conf; do
-  dpkg-deb -c "$SERVER_DEB" | grep -q " ./$f$" || e2e_fail "diskfarm-server lacks /$f"
+  grep -q " ./$f$" "$T/server.list" || e2e_fail "diskfarm-server lacks /$f"
 done
 for f in usr/bin/diskfarm usr/bin/bdm usr/bin/isobuild etc/libvirt/hooks/qemu.d/diskfarm \
          usr/share/bash-completion/completions/diskfarm usr/share/man/man1/diskfarm.1.gz; do
-  dpkg-deb -c "$CLI_DEB" | grep -q " ./$f$" || e2e_fail "diskfarm lacks /$f"
+  grep -q " ./$f$" "$T/cli.list" || e2e_fail "diskfarm lacks /$f"
 done
 if command -v lintian >/dev/null; then
   lintian --tag-display-limit 0 "$T"/*.changes >"$T/lintian.log" 2>&1 || true
@@ -75,10 +77,11 @@ if [ ! -s "$TARBALL" ]; then
   sources >"$T/sources.list"
   [ -s "$T/sources.list" ] || e2e_skip "no apt sources on this machine"
   step "mmdebstrap bookworm (--variant=apt, $deps)"
-  timeout 1200 mmdebstrap --variant=apt --include="$deps" bookworm "$TARBALL.tmp" - \
+  part=$CACHE/.part-$key.tar               # mmdebstrap picks the format from .tar
+  timeout 1200 mmdebstrap --variant=apt --include="$deps" bookworm "$part" - \
     <"$T/sources.list" >"$T/mmdebstrap.log" 2>&1 ||
-    { tail -20 "$T/mmdebstrap.log"; rm -f "$TARBALL.tmp"; e2e_skip "mmdebstrap failed (archive unreachable?)"; }
-  mv "$TARBALL.tmp" "$TARBALL"
+    { tail -20 "$T/mmdebstrap.log"; rm -f "$part"; e2e_skip "mmdebstrap failed (archive unreachable?)"; }
+  mv "$part" "$TARBALL"
 fi
 R=$T/root
 mkdir "$R"
