@@ -133,5 +133,10 @@ nbdinfo --can read "nbd+unix:///vdisk/golden?socket=$SOCK" || e2e_fail "export n
 PATH=/usr/bin:/bin:$PATH nbdsh -u "nbd+unix:///vdisk/golden?socket=$SOCK" \
   -c 'assert h.pread(16, 4096) == b"DEB-INSTALL-MARK"' ||
   e2e_fail "reading the export's data"
+st=$(grep -E '^(Uid|Gid|CapPrm|CapEff):' "/proc/$SS_PID/status" | tr -s '\t' ' ' | paste -sd ';')
+echo "streamsvc in the chroot: $st"
+grep -q '^CapEff:[[:space:]]*0000000000000000$' "/proc/$SS_PID/status" || e2e_fail "streamsvc holds capabilities"
 kill -TERM "$SS_PID"; wait "$SS_PID" || e2e_fail "streamsvc did not exit 0 on SIGTERM"
+E2E_PIDS=""
+[ ! -e "$SOCK" ] || e2e_fail "streamsvc left /run/$run_dir/nbd.sock behind"
 e2e_pass "in the chroot: diskfarm init, vdisk import, streamsvc from the unit's ExecStart as diskfarm; nbdinfo read vdisk/golden ($(($(date +%s) - START)) s in all)"
