@@ -9,7 +9,7 @@ start_bootstrapsvc() {
   BS_LOG=$T/bootstrapsvc.log
   : >"$BS_LOG"
   "$BOOTSTRAPSVC" --farm "$FARM" --address 127.0.0.1 --http-port 0 \
-    --tftp-port 0 --dhcp-port 0 --pxe-port 0 --user "$(id -un)" \
+    --tftp-port 0 --dhcp-port 0 --pxe-port 0 \
     --health-interval 300 "$@" >>"$BS_LOG" 2>&1 &
   BS_PID=$!
   _df_pids="$_df_pids $BS_PID"
