@@ -19,7 +19,7 @@ static int
 cap_get (struct __user_cap_data_struct data[2])
 {
   struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
-  return (int) syscall (SYS_capget, &hdr, data);
+  return (int)syscall (SYS_capget, &hdr, data);
 }
 
 static bool
@@ -43,7 +43,7 @@ drop_all_capabilities (GError **err)
   struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
   struct __user_cap_data_struct none[2] = { { 0 } };
   if (prctl (PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0
-      && errno != EINVAL)                   /* EINVAL: kernel < 4.3 */
+      && errno != EINVAL) /* EINVAL: kernel < 4.3 */
     {
       df_set_error_errno (err, errno, "clear ambient capabilities");
       return false;
@@ -102,10 +102,10 @@ switch_user (const struct passwd *pw, const char *asked, gid_t extra_gid,
   if (geteuid () == 0)
     return become_user (pw, extra_gid, err);
   if (pw->pw_uid == geteuid () || asked == NULL)
-    return true;              /* systemd User=, or a developer's own run */
+    return true; /* systemd User=, or a developer's own run */
   g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                "cannot become user '%s': running as uid %u, not root",
-               pw->pw_name, (unsigned) geteuid ());
+               pw->pw_name, (unsigned)geteuid ());
   return false;
 }
 
@@ -116,8 +116,9 @@ check_needs (const char *name, const DfAccessNeed *needs, gsize n,
   for (gsize i = 0; i < n; i++)
     if (faccessat (needs[i].dirfd, needs[i].path, needs[i].mode, 0) < 0)
       {
-        const char *what = (needs[i].mode & W_OK) ? "write"
-          : (needs[i].mode & R_OK) ? "read" : "search";
+        const char *what = (needs[i].mode & W_OK)   ? "write"
+                           : (needs[i].mode & R_OK) ? "read"
+                                                    : "search";
         df_set_error_errno (err, errno,
                             "running as %s, cannot %s %s (the farm must "
                             "belong to the " DF_SERVICE_USER " user: run "
@@ -151,11 +152,11 @@ df_drop_privileges (const char *user, gid_t extra_gid,
   if (geteuid () == target)
     me = g_strdup (name);
   else
-    me = g_strdup_printf ("uid %u", (unsigned) geteuid ());
+    me = g_strdup_printf ("uid %u", (unsigned)geteuid ());
   if (!check_needs (me, needs, n_needs, err))
     return false;
   g_message ("running as %s (uid %u)%s, no capabilities", me,
-             (unsigned) geteuid (), before == 0 ? ", dropped from root" : "");
+             (unsigned)geteuid (), before == 0 ? ", dropped from root" : "");
   return true;
 }
 
@@ -166,7 +167,7 @@ run_tool (const char *const *argv, GError **err)
 {
   g_autofree char *out = NULL;
   gint status = 0;
-  if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
+  if (!g_spawn_sync (NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL,
                      NULL, NULL, &out, &status, err))
     return false;
   if (!g_spawn_check_wait_status (status, NULL))
@@ -192,10 +193,19 @@ df_ensure_service_user (const char *home, GError **err)
     }
   if (getpwnam (DF_SERVICE_USER) == NULL)
     {
-      const char *argv[] = { "useradd", "--system", "--gid", DF_SERVICE_USER,
-                             "--home-dir", home, "--no-create-home",
-                             "--shell", "/usr/sbin/nologin", "--comment",
-                             "diskfarm services", DF_SERVICE_USER, NULL };
+      const char *argv[] = { "useradd",
+                             "--system",
+                             "--gid",
+                             DF_SERVICE_USER,
+                             "--home-dir",
+                             home,
+                             "--no-create-home",
+                             "--shell",
+                             "/usr/sbin/nologin",
+                             "--comment",
+                             "diskfarm services",
+                             DF_SERVICE_USER,
+                             NULL };
       if (!run_tool (argv, err))
         return false;
       g_message ("created the %s system user", DF_SERVICE_USER);
@@ -222,7 +232,7 @@ df_adopt_owner (int fd, const char *path, GError **err)
   if (r < 0)
     {
       df_set_error_errno (err, errno, "give %s to uid %u", path,
-                          (unsigned) st.st_uid);
+                          (unsigned)st.st_uid);
       return false;
     }
   return true;

@@ -21,11 +21,12 @@
  * precise message.  path is relative to dirfd (AT_FDCWD for a plain
  * path; an fd opened before the drop works even when the path's parents
  * are closed to the user). */
-typedef struct {
-  int dirfd;          /* borrowed */
+typedef struct
+{
+  int dirfd; /* borrowed */
   const char *path;
-  int mode;           /* R_OK | W_OK | X_OK */
-  const char *shown;  /* the path as messages name it */
+  int mode;          /* R_OK | W_OK | X_OK */
+  const char *shown; /* the path as messages name it */
 } DfAccessNeed;
 
 /* Become user for good: NULL means diskfarm (nobody if there is no
