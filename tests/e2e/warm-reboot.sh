@@ -27,7 +27,6 @@ e2e_need ip dnsmasq qemu-system-x86_64 python3
 [ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
 e2e_init
 T=$E2E_TMP
-chmod 755 "$T"
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 BOOT_TIMEOUT=100              # seconds per boot (PXE under TCG: ~25 s)
@@ -74,9 +73,9 @@ df device add vm02 --mac 52:54:00:77:00:02 --vdisk golden \
   --cache server-persistent >/dev/null
 df bootstrap sync >/dev/null
 df server add ss1 --address 10.78.0.1 --admin-port 8001 --iscsi-port 3260 >/dev/null
-# bootstrapsvc drops to nobody: it must read boot/ and write farm.db.
-chmod 755 "$FARM" "$FARM/boot"; chmod 644 "$FARM"/boot/*
-chmod 666 "$FARM"/farm.db*; chmod 777 "$FARM"
+# No chmod: init (as root) gave the farm to the diskfarm user, which both
+# daemons drop to by default after binding.
+[ -z "$(find "$FARM" -perm /o+w)" ] || e2e_fail "the farm has world-writable entries"
 
 in_lan "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/ss1.sock" \
   --iscsi-listen 10.78.0.1:3260 --admin-listen 10.78.0.1:8001 >"$T/ss1.log" 2>&1 &
