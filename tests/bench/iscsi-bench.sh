@@ -20,6 +20,7 @@ for t in iscsi-perf tgtd tgtadm qemu-img; do
 done
 [ "$(id -u)" = 0 ] || { echo "bench: tgtd needs root"; exit 77; }
 T=$(mktemp -d /tmp/df-ibench.XXXXXX)
+chmod 711 "$T" # the daemons drop to the diskfarm user, which must reach the farm
 pids=""
 trap 'for p in $pids; do kill $p 2>/dev/null; done; sleep 0.5; rm -rf $T' EXIT
 tck=$(getconf CLK_TCK)

@@ -32,6 +32,7 @@ for t in fio nbdkit qemu-nbd nbdcopy qemu-img qemu-io python3; do
   command -v $t >/dev/null || { echo "bench: $t missing"; exit 77; }
 done
 T=$(mktemp -d /tmp/df-bench.XXXXXX)
+chmod 711 "$T" # the daemons drop to the diskfarm user, which must reach the farm
 pids=""; peers=""
 trap 'for p in $peers $pids; do kill $p 2>/dev/null; done; sleep 0.5; rm -rf $T' EXIT
 tck=$(getconf CLK_TCK)

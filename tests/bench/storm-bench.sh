@@ -34,6 +34,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "bench: tgtd needs root"; exit 77; }
 max=0; for n in $counts; do [ "$n" -gt "$max" ] && max=$n; done
 T=$(mktemp -d /tmp/df-storm.XXXXXX)
+chmod 711 "$T" # the daemons drop to the diskfarm user, which must reach the farm
 pids=""; kill9=""
 # tgtd ignores SIGTERM: it is in kill9 too
 trap 'rc=$?; for p in $pids; do kill $p 2>/dev/null; done; for p in $kill9; do kill -9 $p 2>/dev/null; done
