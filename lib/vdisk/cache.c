@@ -1,6 +1,7 @@
-/* diskfarm: write caches - mode parsing, df_cache_open, the shared block map
- * and the request logic (RMW, quota, trim/zero, extents).  See cache_int.h
- * for the model and the locking rules. */
+/* diskfarm: write caches - df_cache_open, the shared block map and the
+ * request logic (RMW, quota, trim/zero, extents).  The modes and their
+ * stores are rows of cache_modes.c.  See cache_int.h for the model and the
+ * locking rules. */
 #include "cache_int.h"
 #include "privilege.h"
 
@@ -15,119 +16,7 @@
 #define SHIFT DF_CACHE_BLOCK_SHIFT
 #define MASK  DF_CACHE_BLOCK_MASK
 
-/* ram:<size> bounds: 1 TiB of RAM cache per device is already absurd. */
-#define RAM_MIN ((uint64_t) 1 << 20)
-#define RAM_MAX ((uint64_t) 1 << 40)
 #define QUOTA_WARN_INTERVAL_US (60 * G_USEC_PER_SEC)
-
-/* ---- mode strings ------------------------------------------------------ */
-
-static bool
-all_digits (const char *s)
-{
-  for (; *s; s++)
-    if (!g_ascii_isdigit (*s))
-      return false;
-  return true;
-}
-
-/* "512" (MiB, the historical spelling) or a df_parse_size size. */
-static bool
-parse_ram_size (const char *s, const char *whole, uint64_t *out, GError **err)
-{
-  g_autoptr (GError) e = NULL;
-  uint64_t v;
-  bool mib = s[0] != '\0' && all_digits (s);
-  if (!df_parse_size (s, &v, &e))
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "cache mode \"%s\": %s (ram:<MiB> as in ram:512, or a "
-                   "size as in ram:1.5G)", whole, e->message);
-      return false;
-    }
-  if (mib)
-    v = v > (RAM_MAX >> 20) ? RAM_MAX + 1 : v << 20;
-  if (v > RAM_MAX)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "cache mode \"%s\": ram size above the maximum of 1T "
-                   "(%" G_GUINT64_FORMAT " MiB)", whole, RAM_MAX >> 20);
-      return false;
-    }
-  if (v < RAM_MIN)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "cache mode \"%s\": ram size must be at least 1 MiB",
-                   whole);
-      return false;
-    }
-  *out = v;
-  return true;
-}
-
-bool
-df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err)
-{
-  DfCacheMode m = { 0 };
-
-  if (s == NULL || *s == '\0')
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "empty cache mode (expected server, ram:<size>, "
-                   "server-persistent or hypervisor)");
-      return false;
-    }
-  if (strcmp (s, "server") == 0)
-    m.kind = DF_CACHE_SERVER;
-  else if (strcmp (s, "server-persistent") == 0)
-    m.kind = DF_CACHE_PERSISTENT;
-  else if (strcmp (s, "hypervisor") == 0)
-    m.kind = DF_CACHE_HYPERVISOR;
-  else if (g_str_has_prefix (s, "ram:"))
-    {
-      m.kind = DF_CACHE_RAM;
-      if (!parse_ram_size (s + 4, s, &m.ram_limit, err))
-        return false;
-    }
-  else
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "unknown cache mode \"%s\" (expected server, ram:<size>, "
-                   "server-persistent or hypervisor)", s);
-      return false;
-    }
-  *out = m;
-  return true;
-}
-
-/* Returns a new string (caller frees). */
-char *
-df_cache_mode_to_string (const DfCacheMode *m)
-{
-  switch (m->kind)
-    {
-    case DF_CACHE_SERVER:
-      return g_strdup ("server");
-    case DF_CACHE_RAM: /* whole MiB as before; else the exact size */
-      if ((m->ram_limit & ((1u << 20) - 1)) == 0)
-        return g_strdup_printf ("ram:%" G_GUINT64_FORMAT, m->ram_limit >> 20);
-      if ((m->ram_limit & ((1u << 10) - 1)) == 0)
-        return g_strdup_printf ("ram:%" G_GUINT64_FORMAT "K",
-                                m->ram_limit >> 10);
-      return g_strdup_printf ("ram:%" G_GUINT64_FORMAT "B", m->ram_limit);
-    case DF_CACHE_PERSISTENT:
-      return g_strdup ("server-persistent");
-    case DF_CACHE_HYPERVISOR:
-      return g_strdup ("hypervisor");
-    }
-  g_return_val_if_reached (NULL);
-}
-
-bool
-df_cache_mode_is_persistent (const DfCacheMode *m)
-{
-  return m->kind == DF_CACHE_PERSISTENT;
-}
 
 /* ---- range locks ------------------------------------------------------- */
 
@@ -736,40 +625,23 @@ static const df_blk_ops cache_ops = {
   .destroy = cache_destroy,
 };
 
-static bool
-open_store (df_cache *c, GError **err)
-{
-  switch (c->mode.kind)
-    {
-    case DF_CACHE_SERVER:
-      return df_cache_server_open (c, err);
-    case DF_CACHE_RAM:
-      if (c->mode.ram_limit == 0)
-        break;
-      return df_cache_ram_open (c, err);
-    case DF_CACHE_PERSISTENT:
-      return df_cache_persistent_open (c, err);
-    case DF_CACHE_HYPERVISOR:
-      break; /* refused in df_cache_open */
-    }
-  g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "invalid cache mode");
-  return false;
-}
-
 df_blk *
 df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
                uint64_t quota, GError **err)
 {
+  const DfCacheModeDesc *desc;
   df_cache *c;
 
   g_return_val_if_fail (base != NULL && dir != NULL && mode != NULL, NULL);
-  if (mode->kind == DF_CACHE_HYPERVISOR)
+  desc = df_cache_mode_desc (mode);
+  g_return_val_if_fail (desc != NULL, NULL);
+  if (desc->open_store == NULL)
     {
-      /* The hypervisor's overlay holds the writes; the caller serves the
-       * chain itself, read-only.  Nothing is created in dir. */
+      /* Its writes live elsewhere (hypervisor: the VM's overlay): nothing
+       * is created in dir; df_cache_mode_open serves the base. */
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "cache mode hypervisor has no server-side cache (%s): "
-                   "serve the version read-only instead", dir);
+                   "cache mode %s has no server-side cache (%s): serve the "
+                   "version read-only instead", desc->name, dir);
       return NULL;
     }
   if (g_mkdir_with_parents (dir, 0700) < 0)
@@ -798,13 +670,32 @@ df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
       cache_destroy (&c->blk);
       return NULL;
     }
-  if (!open_store (c, err))
+  if (!desc->open_store (c, err))
     {
       c->store = NULL;
       cache_destroy (&c->blk);
       return NULL;
     }
   return &c->blk;
+}
+
+df_blk *
+df_cache_mode_open (df_blk *base, const char *dir, const DfCacheMode *mode,
+                    uint64_t quota, GError **err)
+{
+  const DfCacheModeDesc *desc = df_cache_mode_desc (mode);
+
+  g_return_val_if_fail (desc != NULL, NULL);
+  if (desc->open_store != NULL)
+    return df_cache_open (base, dir, mode, quota, err);
+  g_return_val_if_fail (base->readonly, NULL);
+  return df_blk_ref (base);
+}
+
+bool
+df_cache_is_cache (df_blk *b)
+{
+  return b->ops == &cache_ops;
 }
 
 void
@@ -837,15 +728,16 @@ discard_one (const char *dir, const char *name, GError **err)
 bool
 df_cache_discard_dir (const char *dir, GError **err)
 {
-  static const char *const names[] = {
-    "persistent.data", "persistent.map", "persistent.map.tmp",
-  };
+  const DfCacheModeDesc *modes;
   g_autoptr (GDir) d = NULL;
   const char *name;
+  guint n;
 
-  for (gsize i = 0; i < G_N_ELEMENTS (names); i++)
-    if (!discard_one (dir, names[i], err))
-      return false;
+  modes = df_cache_modes (&n);
+  for (guint i = 0; i < n; i++)
+    for (const char *const *f = modes[i].files; f != NULL && *f != NULL; f++)
+      if (!discard_one (dir, *f, err))
+        return false;
   d = g_dir_open (dir, 0, NULL);
   if (d == NULL)
     return true; /* no directory: nothing to discard */

@@ -1,6 +1,7 @@
 /* diskfarm: write cache internals shared by cache.c (block map, locking,
- * request logic) and the stores that hold the cached data (cache_server.c:
- * server + ram, cache_persistent.c: server-persistent).
+ * request logic), the mode table (cache_modes.c) and the stores that hold
+ * the cached data (cache_server.c: server + ram, cache_persistent.c:
+ * server-persistent, cache_private.c: private).
  *
  * Model: the disk is cut in 4 KiB blocks; each block is BASE (read from the
  * base df_blk), CACHED (read from the store) or ZERO (reads zeros, holds no
@@ -24,7 +25,6 @@
 /* Block states.  Also the on-disk map entry values of server-persistent. */
 enum { DF_CB_BASE = 0, DF_CB_CACHED = 1, DF_CB_ZERO = 2, DF_CB_N_STATES };
 
-typedef struct df_cache df_cache;
 typedef struct df_cache_range df_cache_range;
 
 /* Where a mode keeps its data.  Data functions are called with the blocks'
@@ -48,7 +48,7 @@ typedef struct {
   void (*close) (df_cache *c);
 } df_cache_store_ops;
 
-struct df_cache {
+struct df_cache {   /* typedef in vdisk.h */
   df_blk blk;                 /* must be first */
   df_blk *base;               /* owned reference */
   char *dir;                  /* owned: device cache directory */
@@ -74,6 +74,12 @@ struct df_cache {
 bool df_cache_server_open (df_cache *c, GError **err);
 bool df_cache_ram_open (df_cache *c, GError **err);
 bool df_cache_persistent_open (df_cache *c, GError **err);
+bool df_cache_private_open (df_cache *c, GError **err);
+/* The durable data + map store (cache_persistent.c) under the names
+ * <prefix>.data and <prefix>.map in c->dir; what names it in messages
+ * ("persistent cache"). */
+bool df_cache_durable_open (df_cache *c, const char *prefix, const char *what,
+                            GError **err);
 
 /* Helpers for stores that keep blocks in a file at the guest offset. */
 /* An unlinked temporary file in dir (O_TMPFILE, else mkstemp + unlink)

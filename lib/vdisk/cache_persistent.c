@@ -23,7 +23,10 @@
  * The map file is created as persistent.map.tmp and renamed into place
  * after the data file is sized and synced, so a crash during creation
  * leaves no half-made cache.  The map is flock()ed while open: a second
- * opener gets DF_ERROR_BUSY. */
+ * opener gets DF_ERROR_BUSY.
+ *
+ * The same store, under the names private.data + private.map, holds the
+ * private images of cache_private.c (df_cache_durable_open). */
 #include "cache_int.h"
 #include "privilege.h"
 
@@ -484,26 +487,28 @@ static const df_cache_store_ops pers_store_ops = {
 /* ---- open --------------------------------------------------------------- */
 
 static bool
-lock_map (int fd, const char *path, GError **err)
+lock_map (int fd, const char *path, const char *what, GError **err)
 {
   if (flock (fd, LOCK_EX | LOCK_NB) == 0)
     return true;
   if (errno == EWOULDBLOCK)
     g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-                 "persistent cache %s is in use by another process", path);
+                 "%s %s is in use by another process", what, path);
   else
     df_set_error_errno (err, errno, "lock %s", path);
   return false;
 }
 
-/* Open or create the two files into s; fills c->state on reopen. */
+/* Open or create <prefix>.map + <prefix>.data into s; fills c->state on
+ * reopen.  what names the cache in messages. */
 static bool
-open_files (df_cache *c, pers_store *s, GError **err)
+open_files (df_cache *c, pers_store *s, const char *prefix, const char *what,
+            GError **err)
 {
-  g_autofree char *map_path = g_build_filename (c->dir, "persistent.map",
-                                                NULL);
-  g_autofree char *data_path = g_build_filename (c->dir, "persistent.data",
-                                                 NULL);
+  g_autofree char *map_name = g_strconcat (prefix, ".map", NULL);
+  g_autofree char *data_name = g_strconcat (prefix, ".data", NULL);
+  g_autofree char *map_path = g_build_filename (c->dir, map_name, NULL);
+  g_autofree char *data_path = g_build_filename (c->dir, data_name, NULL);
 
   s->map_fd = open (map_path, O_RDWR | O_CLOEXEC);
   if (s->map_fd < 0 && errno != ENOENT)
@@ -514,9 +519,9 @@ open_files (df_cache *c, pers_store *s, GError **err)
       if (s->data_fd < 0)
         return false;
       s->map_fd = create_map (c, map_path, err);
-      return s->map_fd >= 0 && lock_map (s->map_fd, map_path, err);
+      return s->map_fd >= 0 && lock_map (s->map_fd, map_path, what, err);
     }
-  if (!lock_map (s->map_fd, map_path, err)
+  if (!lock_map (s->map_fd, map_path, what, err)
       || !load_entries (c, s->map_fd, map_path, err))
     return false;
   s->data_fd = open_data (c, data_path, err);
@@ -527,7 +532,8 @@ open_files (df_cache *c, pers_store *s, GError **err)
 }
 
 bool
-df_cache_persistent_open (df_cache *c, GError **err)
+df_cache_durable_open (df_cache *c, const char *prefix, const char *what,
+                       GError **err)
 {
   pers_store *s = g_new0 (pers_store, 1);
 
@@ -541,7 +547,7 @@ df_cache_persistent_open (df_cache *c, GError **err)
       pers_free (s);
       return false;
     }
-  if (!open_files (c, s, err))
+  if (!open_files (c, s, prefix, what, err))
     {
       c->cached_blocks = 0;
       pers_free (s);
@@ -550,4 +556,10 @@ df_cache_persistent_open (df_cache *c, GError **err)
   c->store_priv = s;
   c->store = &pers_store_ops;
   return true;
+}
+
+bool
+df_cache_persistent_open (df_cache *c, GError **err)
+{
+  return df_cache_durable_open (c, "persistent", "persistent cache", err);
 }

@@ -228,9 +228,15 @@ static const df_cache_store_ops ram_store_ops = {
 bool
 df_cache_ram_open (df_cache *c, GError **err)
 {
-  int fd = df_cache_tmpfile (c->dir, c->nblocks << SHIFT, err);
   ram_store *s;
+  int fd;
 
+  if (c->mode.ram_limit == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "invalid cache mode");
+      return false;
+    }
+  fd = df_cache_tmpfile (c->dir, c->nblocks << SHIFT, err);
   if (fd < 0)
     return false;
   s = g_new0 (ram_store, 1);

@@ -145,14 +145,19 @@ bool df_vdisk_merge_layers_sha256 (const char *top_path, guint n_layers,
 #define DF_CACHE_BLOCK_SHIFT 12
 #define DF_CACHE_BLOCK_SIZE  (1u << DF_CACHE_BLOCK_SHIFT)
 
+/* The cache modes: the row ids of the one table (cache_modes.c) that
+ * says everything about a mode (spelling, argument, open, persistence,
+ * reset, files).  A new mode is one file + one row + one id here. */
 typedef enum {
   DF_CACHE_SERVER = 0,      /* sparse file on the server, reset each boot */
   DF_CACHE_RAM,             /* RAM up to ram_limit, overflow to disk */
   DF_CACHE_PERSISTENT,      /* server disk, durable on FLUSH/FUA */
   DF_CACHE_HYPERVISOR,      /* no server-side cache: the hypervisor's qcow2
                              * overlay takes the writes; the device export
-                             * is the version's chain, read-only.
-                             * df_cache_open refuses it. */
+                             * is the version's chain, read-only. */
+  DF_CACHE_PRIVATE,         /* private image: a permanent layer over the
+                             * version it was made over (cache_private.c) */
+  DF_CACHE_N_KINDS
 } DfCacheKind;
 
 typedef struct {
@@ -160,11 +165,47 @@ typedef struct {
   uint64_t ram_limit;       /* bytes, DF_CACHE_RAM only */
 } DfCacheMode;
 
+/* A server-side write cache (cache_int.h). */
+typedef struct df_cache df_cache;
+
+/* One row of the cache-mode table.  Static, never freed. */
+typedef struct {
+  DfCacheKind kind;         /* == its index in the table */
+  const char *name;         /* canonical spelling, or the part before ':' */
+  const char *syntax;       /* "server", "ram:<size>" (messages, help) */
+  const char *summary;      /* one line for --help and errors */
+  /* The part after "name:" (NULL: the mode takes no argument).  whole is
+   * the full string for messages.  Fills the mode's fields. */
+  bool (*parse_arg) (const char *arg, const char *whole, DfCacheMode *m,
+                     GError **err);
+  /* The canonical argument (new string); with parse_arg. */
+  char *(*format_arg) (const DfCacheMode *m);
+  /* Fill c's store (cache_int.h).  NULL: no server-side cache; the device
+   * is served its version's chain, read-only (df_cache_mode_open). */
+  bool (*open_store) (df_cache *c, GError **err);
+  /* Files the mode keeps in the device's cache directory (NULL-ended);
+   * df_cache_discard_dir removes them.  NULL: none. */
+  const char *const *files;
+  bool persistent;          /* writes outlive the process: durable on
+                             * FLUSH/FUA, flushed before release */
+  bool survives_reset;      /* `device reset` (no --discard) keeps them */
+  bool pins_base;           /* bound to the version it was first opened
+                             * over (df_cache_pin_*), not the newest */
+} DfCacheModeDesc;
+
+/* The row of m (never NULL for a mode df_cache_mode_parse filled). */
+const DfCacheModeDesc *df_cache_mode_desc (const DfCacheMode *m);
+/* The rows, table order; *n receives the count. */
+const DfCacheModeDesc *df_cache_modes (guint *n);
+/* "server, ram:<size>, server-persistent, hypervisor or private": the
+ * expected spellings for messages (static). */
+const char *df_cache_modes_expected (void);
+
 /* The one grammar of cache modes (the farm DB stores only what this
- * accepts, in df_cache_mode_to_string's canonical spelling):
- * "server" | "server-persistent" | "hypervisor" | "ram:<SIZE>", SIZE a
- * plain number of MiB ("ram:512", as before) or a size with a unit in
- * df_parse_size syntax ("ram:1.5G", "ram:1536M"), 1 MiB to 1 TiB. */
+ * accepts, in df_cache_mode_to_string's canonical spelling): a row's name,
+ * or "ram:<SIZE>", SIZE a plain number of MiB ("ram:512", as before) or a
+ * size with a unit in df_parse_size syntax ("ram:1.5G", "ram:1536M"),
+ * 1 MiB to 1 TiB. */
 bool df_cache_mode_parse (const char *s, DfCacheMode *out, GError **err);
 char *df_cache_mode_to_string (const DfCacheMode *m);
 bool df_cache_mode_is_persistent (const DfCacheMode *m);
@@ -181,15 +222,54 @@ typedef struct {
  * Non-persistent modes keep their data in an unlinked temporary file in dir
  * (nothing survives a restart, nothing is left behind by kill -9);
  * server-persistent keeps "persistent.data" + "persistent.map" in dir and
- * reopens them.  Granularity 4 KiB; smaller writes read-modify-write.
+ * reopens them, private "private.data" + "private.map" (after its pin,
+ * df_cache_pin_write).  Granularity 4 KiB; smaller writes read-modify-write.
  * quota: bytes, 0 = none; a write that would pass it fails with ENOSPC.
+ * A mode without a server-side cache (hypervisor) is refused
+ * (DF_ERROR_INVALID), nothing created.
  * Returns a new writable df_blk (refcount 1) or NULL + err. */
 df_blk *df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
                        uint64_t quota, GError **err);
+/* What a device in mode m is served over base: df_cache_open for a
+ * server-side mode; a new ref on base itself, read-only, for a mode
+ * without one (hypervisor: the pinned chain; base must be read-only).
+ * The caller learns which from the returned blk's readonly flag. */
+df_blk *df_cache_mode_open (df_blk *base, const char *dir,
+                            const DfCacheMode *mode, uint64_t quota,
+                            GError **err);
+/* True when b is a server-side cache made by df_cache_open. */
+bool df_cache_is_cache (df_blk *b);
 void df_cache_get_stats (df_blk *cache, DfCacheStats *out);
-/* Remove a device's persistent cache files (device reset --discard,
- * device remove).  Missing files are not an error. */
+/* Remove the files every mode keeps in a device's cache directory (device
+ * reset --discard, device remove).  Missing files are not an error. */
 bool df_cache_discard_dir (const char *dir, GError **err);
+
+/* ---- private images (cache_private.c) ---------------------------------- */
+
+/* The version a pins_base cache (private) was first opened over, recorded
+ * in its directory ("private.base"), so later versions never move it. */
+typedef struct {
+  char *vdisk;              /* owned */
+  int version;
+} DfCachePin;
+
+void df_cache_pin_clear (DfCachePin *pin);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DfCachePin, df_cache_pin_clear)
+/* Read dir's pin.  False + DF_ERROR_NOT_FOUND when there is none yet
+ * (a private image not made yet), DF_ERROR_CORRUPT when unreadable. */
+bool df_cache_pin_read (const char *dir, DfCachePin *out, GError **err);
+/* Record the pin (temp file, fsync, rename, fsync dir; dir created).
+ * Refuses to replace an existing pin (DF_ERROR_EXISTS). */
+bool df_cache_pin_write (const char *dir, const DfCachePin *pin,
+                         GError **err);
+/* Write the private image in dir over base (its pinned version's chain)
+ * as one standalone file at path, fmt raw or qcow2: base + the device's
+ * writes flattened (temp file, fsync, rename; never overwrites path).
+ * DF_ERROR_BUSY while a stream service holds the image (its flock),
+ * DF_ERROR_NOT_FOUND when dir holds no private image. */
+bool df_cache_private_export (df_blk *base, const char *dir, const char *path,
+                              DfImageFormat fmt, df_progress_cb progress,
+                              void *opaque, GError **err);
 
 /* ---- import (import.c) ------------------------------------------------- */
 
