@@ -10,10 +10,13 @@
  *           an entry whose binding went stale is fenced, then retired by
  *           the next open (drained, cache flushed and released) or dropped
  *           when its last session closes.
- *           A device in cache mode hypervisor has an entry too, but no
- *           cache: its blk is the chain of the version the generation
- *           pinned, read-only (the hypervisor's qcow2 overlay takes the
- *           writes), so a promotion reaches it only at the next generation.
+ *           The mode's row (df_cache_mode_desc) decides what the entry
+ *           serves: df_cache_mode_open gives a write cache, or for a mode
+ *           without a server-side one (hypervisor) the chain of the
+ *           version the generation pinned, read-only, so a promotion
+ *           reaches it only at the next generation.  A mode that pins its
+ *           base (private) is served the version recorded in its cache
+ *           directory (df_cache_pin_*), whatever the newest one is.
  * Both tables are protected by ex->lock, which is held for the whole of an
  * open so that two sessions of one device can never open two caches over
  * the same persistent files.
@@ -63,10 +66,9 @@ typedef struct
 {
   gint refcount;
   const Binding *b; /* owned by fence */
-  bool persistent;
-  bool hypervisor; /* no server-side cache: cache is the read-only chain */
-  df_blk *cache;   /* owned ref: the write cache, or the chain (hypervisor);
-                    * NULL once retired */
+  bool persistent;  /* the row's: flush before release */
+  df_blk *cache;    /* owned ref: what df_cache_mode_open gave (a write
+                     * cache, or the read-only chain); NULL once retired */
   DfFence *fence;  /* owned ref */
   df_blk *fenced;  /* owned ref: the fence layer over cache, the blk of
                     * every session of this entry */
@@ -238,6 +240,8 @@ typedef struct
   char *mode_str;
   char *dir; /* where its writes go */
   bool maint;
+  bool pinned;     /* v is the version recorded by the mode's pin */
+  char *pin_error; /* the pin names another vdisk: why it cannot open */
 } Resolved;
 
 static void
@@ -247,11 +251,54 @@ resolved_clear (Resolved *r)
   g_clear_pointer (&r->v, df_version_free);
   g_clear_pointer (&r->mode_str, g_free);
   g_clear_pointer (&r->dir, g_free);
+  g_clear_pointer (&r->pin_error, g_free);
 }
 
 static char *device_cache_dir (DfFarm *farm, const DfDevice *dev,
                                const DfVersion *v, DfCacheMode *mode,
                                bool *maint, GError **err);
+
+/* A mode that pins its base (private) is served the version its pin
+ * records, once there is one; a pin over another vdisk than the device's
+ * leaves r->v alone (so the binding sees the vdisk change) and says why
+ * no cache can open.  False + err when the pin or its version is bad. */
+static bool
+apply_pin (DfFarm *farm, Resolved *r, GError **err)
+{
+  g_auto (DfCachePin) pin = { 0 };
+  g_autoptr (GError) local = NULL;
+  DfVersion *v;
+
+  if (r->maint || !df_cache_mode_desc (&r->mode)->pins_base)
+    return true;
+  if (!df_cache_pin_read (r->dir, &pin, &local))
+    {
+      if (g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
+        return true; /* a new private image: pinned at its first open */
+      g_propagate_error (err, g_steal_pointer (&local));
+      return false;
+    }
+  if (strcmp (pin.vdisk, r->dev->vdisk) != 0)
+    {
+      r->pin_error = g_strdup_printf (
+          "device %s has a private image over vdisk %s v%d but now uses "
+          "vdisk %s: export it (device export) and delete it (device reset "
+          "--discard) first", r->dev->name, pin.vdisk, pin.version,
+          r->dev->vdisk);
+      return true;
+    }
+  v = df_farm_version_get (farm, pin.vdisk, pin.version, err);
+  if (v == NULL)
+    {
+      g_prefix_error (err, "device %s: private image over %s v%d: ",
+                      r->dev->name, pin.vdisk, pin.version);
+      return false;
+    }
+  df_version_free (r->v);
+  r->v = v;
+  r->pinned = true;
+  return true;
+}
 
 /* Resolve device key (name or MAC) as a new open would.  False + err
  * (r cleared) when the device or a version it can boot is missing. */
@@ -271,7 +318,7 @@ resolve_device (DfFarm *farm, const char *key, Resolved *r, GError **err)
     }
   if (r->v != NULL)
     r->dir = device_cache_dir (farm, r->dev, r->v, &r->mode, &r->maint, err);
-  if (r->dir == NULL)
+  if (r->dir == NULL || !apply_pin (farm, r, err))
     {
       resolved_clear (r);
       return false;
@@ -595,6 +642,18 @@ binding_fence_new (Binding *b)
   return df_fence_new (label, binding_check, b, binding_free);
 }
 
+/* A mode that pins its base records the version at its first open,
+ * before any of its data exists. */
+static bool
+pin_first_open (const Resolved *r, GError **err)
+{
+  DfCachePin pin = { .vdisk = r->v->vdisk, .version = r->v->number };
+
+  if (r->maint || r->pinned || !df_cache_mode_desc (&r->mode)->pins_base)
+    return true;
+  return df_cache_pin_write (r->dir, &pin, err);
+}
+
 /* A new cache entry for what r says.  Caller holds ex->lock.  Returns a
  * new entry (refcount 1) or NULL + err. */
 static CacheEntry *
@@ -603,22 +662,23 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
 {
   g_autofree char *base_path = NULL;
   g_autoptr (df_blk) chain = NULL;
-  bool hypervisor = !r->maint && r->mode.kind == DF_CACHE_HYPERVISOR;
   df_blk *cache;
   CacheEntry *ce;
   Binding *b;
   GError *local = NULL;
 
+  if (r->pin_error != NULL)
+    {
+      g_set_error_literal (err, DF_ERROR, DF_ERROR_INVALID, r->pin_error);
+      return NULL;
+    }
   base_path = device_base_path (farm, r->v, err);
   if (base_path == NULL)
     return NULL;
   chain = chain_get_locked (ex, base_path, err);
-  if (chain == NULL)
+  if (chain == NULL || !pin_first_open (r, err))
     return NULL;
-  if (hypervisor)
-    cache = df_blk_ref (chain); /* read-only; nothing in dir */
-  else
-    cache = df_cache_open (chain, r->dir, &r->mode, r->dev->quota, &local);
+  cache = df_cache_mode_open (chain, r->dir, &r->mode, r->dev->quota, &local);
   if (cache == NULL && r->maint
       && g_error_matches (local, DF_ERROR, DF_ERROR_BUSY))
     {
@@ -649,7 +709,6 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   ce->b = b;
   ce->fence = binding_fence_new (b);
   ce->persistent = df_cache_mode_is_persistent (&r->mode);
-  ce->hypervisor = hypervisor;
   ce->cache = cache;
   ce->fenced = df_fence_blk_new (ce->fence, cache);
   return ce;
@@ -761,7 +820,7 @@ open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
                   g_strdup_printf ("device %s cache %s%s gen %" G_GINT64_FORMAT
                                    ", vdisk %s v%d",
                                    ce->b->device, ce->b->mode,
-                                   ce->hypervisor ? " (read-only)" : "",
+                                   blk->readonly ? " (read-only)" : "",
                                    ce->b->generation, ce->b->vdisk,
                                    ce->b->version));
   e->device = g_strdup (ce->b->device);
@@ -897,8 +956,9 @@ cache_snap_free (gpointer p)
   g_free (cs);
 }
 
-/* Refs of every server-side cache in the registry (not hypervisor entries,
- * not retired ones), so callers can work without the lock.  Returns a new
+/* Refs of every server-side cache in the registry (not the read-only
+ * chains of modes without one, not retired ones), so callers can work
+ * without the lock.  Returns a new
  * array (unref frees the refs). */
 static GPtrArray *
 cache_snapshot (DfExports *ex)
@@ -914,7 +974,7 @@ cache_snapshot (DfExports *ex)
       CacheEntry *ce = value;
       CacheSnap *cs;
 
-      if (ce->hypervisor || ce->cache == NULL)
+      if (ce->cache == NULL || !df_cache_is_cache (ce->cache))
         continue;
       cs = g_new0 (CacheSnap, 1);
       cs->device = g_strdup (ce->b->device);

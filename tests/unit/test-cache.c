@@ -151,12 +151,25 @@ open_cache (df_blk *base, const char *dir, const char *mode_str,
   df_blk *c;
 
   g_assert_true (df_cache_mode_parse (mode_str, &mode, &err));
+  if (df_cache_mode_desc (&mode)->pins_base
+      && !df_cache_pin_read (dir, &(DfCachePin) { 0 }, NULL))
+    g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "test", 1 },
+                                       &err));
   c = df_cache_open (base, dir, &mode, quota, &err);
   g_assert_no_error (err);
   g_assert_nonnull (c);
   g_assert_false (c->readonly);
   g_assert_true (c->can_trim && c->can_zero && c->can_flush);
   return c;
+}
+
+static bool
+mode_is_persistent (const char *mode_str)
+{
+  DfCacheMode mode;
+
+  g_assert_true (df_cache_mode_parse (mode_str, &mode, NULL));
+  return df_cache_mode_is_persistent (&mode);
 }
 
 static void
@@ -217,13 +230,14 @@ test_mode_parse (void)
     { "ram:1048576", DF_CACHE_RAM, 1048576ull * MiB, "ram:1048576" },
     { "ram:007", DF_CACHE_RAM, 7ull * MiB, "ram:7" },
     { "hypervisor", DF_CACHE_HYPERVISOR, 0, "hypervisor" },
+    { "private", DF_CACHE_PRIVATE, 0, "private" },
   };
   static const char *const bad[] = {
     "", "ram", "ram:", "ram:0", "ram:-1", "ram:abc", "ram:12abc", "ram: 12",
     "ram:+12", "ram:1.5", "ram:0x10", "ram:1048577",
     "ram:18446744073709551615", "ram:99999999999999999999999",
     "server-persistentx", "Server", "server ", " server", "serverx",
-    "private", "RAM:12", "Hypervisor", "hypervisor ", "hypervisor:1",
+    "Private", "private:1", "privatex", "private ", "RAM:12", "Hypervisor", "hypervisor ", "hypervisor:1",
     "hypervisorx", "hyper",
   };
 
@@ -240,7 +254,8 @@ test_mode_parse (void)
       g_assert_cmpuint (m.ram_limit, ==, good[i].ram);
       g_assert_cmpstr (canon, ==, good[i].canon);
       g_assert_cmpint (df_cache_mode_is_persistent (&m), ==,
-                       good[i].kind == DF_CACHE_PERSISTENT);
+                       good[i].kind == DF_CACHE_PERSISTENT
+                       || good[i].kind == DF_CACHE_PRIVATE);
     }
   for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
     {
@@ -273,6 +288,245 @@ test_hypervisor_refused (void)
   g_assert_nonnull (strstr (err->message, "hypervisor"));
   g_assert_false (g_file_test (dir, G_FILE_TEST_EXISTS));
   g_assert_cmpint (g_rmdir (top), ==, 0);
+}
+
+/* ---- the mode table ------------------------------------------------------- */
+
+/* A spelling of row d that must parse to it. */
+static const char *
+row_sample (const DfCacheModeDesc *d)
+{
+  return d->parse_arg != NULL ? "ram:64" : d->name;
+}
+
+/* Every row: indexed by its kind, a unique name, parses and prints back,
+ * named in the unknown-mode message; the flags hold together. */
+static void
+test_mode_table (void)
+{
+  guint n = 0;
+  const DfCacheModeDesc *rows = df_cache_modes (&n);
+  g_autoptr (GError) err = NULL;
+
+  g_assert_cmpuint (n, ==, DF_CACHE_N_KINDS);
+  g_assert_false (df_cache_mode_parse ("no-such-mode", &(DfCacheMode) { 0 },
+                                       &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_assert_nonnull (strstr (err->message, "unknown cache mode"));
+  for (guint i = 0; i < n; i++)
+    {
+      const DfCacheModeDesc *d = &rows[i];
+      g_autofree char *canon = NULL;
+      DfCacheMode m;
+
+      g_assert_cmpint (d->kind, ==, (DfCacheKind) i);
+      for (guint j = 0; j < i; j++)
+        g_assert_cmpstr (rows[j].name, !=, d->name);
+      g_assert_true (df_cache_mode_parse (row_sample (d), &m, NULL));
+      g_assert_true (df_cache_mode_desc (&m) == d);
+      canon = df_cache_mode_to_string (&m);
+      g_assert_cmpstr (canon, ==, row_sample (d));
+      g_assert_nonnull (strstr (err->message, d->syntax));
+      g_assert_nonnull (strstr (df_cache_modes_expected (), d->syntax));
+      g_assert_true ((d->parse_arg == NULL) == (d->format_arg == NULL));
+      /* Durable data lives in named files that discard can find. */
+      g_assert_true (!d->persistent || d->files != NULL);
+      g_assert_true (!d->persistent || d->open_store != NULL);
+      g_assert_true (!d->pins_base || d->persistent);
+      g_assert_true (!d->survives_reset || d->persistent);
+    }
+  g_assert_true (rows[DF_CACHE_PRIVATE].pins_base);
+  g_assert_true (rows[DF_CACHE_PRIVATE].survives_reset);
+  g_assert_null (rows[DF_CACHE_HYPERVISOR].open_store);
+}
+
+/* A mode without a server-side cache is served its base, read-only. */
+static void
+test_mode_open_readonly (void)
+{
+  g_autofree char *top = make_tmpdir ();
+  g_autofree char *dir = g_build_filename (top, "dev", NULL);
+  g_autoptr (df_blk) base = mem_base_new (1 * MiB, 3);
+  g_autoptr (df_blk) served = NULL;
+  g_autoptr (df_blk) cache = NULL;
+  DfCacheMode mode;
+
+  g_assert_true (df_cache_mode_parse ("hypervisor", &mode, NULL));
+  served = df_cache_mode_open (base, dir, &mode, 0, NULL);
+  g_assert_true (served == base);
+  g_assert_true (served->readonly);
+  g_assert_false (df_cache_is_cache (served));
+  g_assert_false (g_file_test (dir, G_FILE_TEST_EXISTS));
+  g_assert_true (df_cache_mode_parse ("server", &mode, NULL));
+  cache = df_cache_mode_open (base, dir, &mode, 0, NULL);
+  g_assert_nonnull (cache);
+  g_assert_false (cache->readonly);
+  g_assert_true (df_cache_is_cache (cache));
+  g_clear_pointer (&cache, df_blk_unref);
+  remove_tree (top);
+}
+
+/* ---- private images --------------------------------------------------------- */
+
+static df_blk *
+open_private (df_blk *base, const char *dir, GError **err)
+{
+  DfCacheMode mode = { .kind = DF_CACHE_PRIVATE };
+
+  return df_cache_open (base, dir, &mode, 0, err);
+}
+
+/* The pin: needed before any data, read back, never replaced. */
+static void
+test_private_pin (void)
+{
+  g_autofree char *top = make_tmpdir ();
+  g_autofree char *dir = g_build_filename (top, "pc01", NULL);
+  g_autofree char *pinfile = g_build_filename (dir, "private.base", NULL);
+  g_autoptr (df_blk) base = mem_base_new (1 * MiB, 4);
+  g_auto (DfCachePin) pin = { 0 };
+  g_autoptr (GError) err = NULL;
+
+  g_assert_false (df_cache_pin_read (dir, &pin, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  /* No pin: the store refuses to make a layer over an unknown base. */
+  g_assert_null (open_private (base, dir, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_cmpint (count_files (dir), ==, 0);
+
+  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "win10", 3 },
+                                     &err));
+  g_assert_no_error (err);
+  g_assert_true (df_cache_pin_read (dir, &pin, &err));
+  g_assert_cmpstr (pin.vdisk, ==, "win10");
+  g_assert_cmpint (pin.version, ==, 3);
+  g_assert_false (df_cache_pin_write (dir, &(DfCachePin) { "win10", 4 },
+                                      &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_clear_error (&err);
+  df_cache_pin_clear (&pin);
+  g_assert_true (df_cache_pin_read (dir, &pin, NULL));
+  g_assert_cmpint (pin.version, ==, 3);               /* unchanged */
+
+  /* A damaged pin is refused, not guessed. */
+  g_assert_true (g_file_set_contents (pinfile, "[private]\nvdisk=../x\n"
+                                      "version=3\n", -1, NULL));
+  df_cache_pin_clear (&pin);
+  g_assert_false (df_cache_pin_read (dir, &pin, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
+  g_clear_error (&err);
+  g_assert_true (g_file_set_contents (pinfile, "[private]\nvdisk=win10\n"
+                                      "version=-1\n", -1, NULL));
+  g_assert_false (df_cache_pin_read (dir, &pin, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
+  g_clear_error (&err);
+
+  /* discard_dir (device reset --discard, device remove) takes it all. */
+  g_assert_true (df_cache_discard_dir (dir, &err));
+  g_assert_cmpint (count_files (dir), ==, 0);
+  remove_tree (top);
+}
+
+/* Writes survive close and reopen; a second opener and an export are
+ * refused while it is open; the export is base + writes. */
+static void
+test_private_reopen_export (void)
+{
+  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *out = g_build_filename (dir, "out.raw", NULL);
+  g_autofree char *outq = g_build_filename (dir, "out.qcow2", NULL);
+  g_autoptr (df_blk) base = mem_base_new (2 * MiB, 7);
+  g_autofree uint8_t *ref = g_memdup2 (mem_data (base), 2 * MiB);
+  g_autoptr (GError) err = NULL;
+  g_autofree char *got = NULL;
+  gsize len = 0;
+  df_blk *c;
+
+  g_assert_false (df_cache_private_export (base, dir, out, DF_FMT_RAW, NULL,
+                                           NULL, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  c = open_cache (base, dir, "private", 0);
+  fill_pattern (ref + 5000, 100 * KiB, 21);
+  do_write (c, ref + 5000, 100 * KiB, 5000);
+  g_assert_null (open_private (base, dir, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
+  g_clear_error (&err);
+  g_assert_false (df_cache_private_export (base, dir, out, DF_FMT_RAW, NULL,
+                                           NULL, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
+  g_clear_error (&err);
+  g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
+  df_blk_unref (c);                                   /* flushes */
+
+  c = open_cache (base, dir, "private", 0);
+  check_all (c, ref);
+  df_blk_unref (c);
+
+  g_assert_true (df_cache_private_export (base, dir, out, DF_FMT_RAW, NULL,
+                                          NULL, &err));
+  g_assert_no_error (err);
+  g_assert_true (g_file_get_contents (out, &got, &len, NULL));
+  g_assert_cmpuint (len, ==, 2 * MiB);
+  g_assert_true (memcmp (got, ref, len) == 0);
+  g_assert_true (df_cache_private_export (base, dir, outq, DF_FMT_QCOW2,
+                                          NULL, NULL, &err));
+  {
+    g_autoptr (df_blk) q = df_chain_open (outq, DF_FMT_QCOW2, &err);
+    g_assert_no_error (err);
+    g_assert_null (df_chain_layers (q, &(guint) { 0 })[0].backing);
+    check_all (q, ref);
+  }
+  /* Never over an existing file. */
+  g_assert_false (df_cache_private_export (base, dir, out, DF_FMT_RAW, NULL,
+                                           NULL, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  remove_tree (dir);
+}
+
+/* kill -9 after FLUSH: the flushed writes are there at the next open,
+ * with no close in between. */
+static void
+test_private_kill9 (void)
+{
+  g_autofree char *dir = make_tmpdir ();
+  g_autoptr (df_blk) base = mem_base_new (4 * MiB, 8);
+  g_autofree uint8_t *ref = g_memdup2 (mem_data (base), 4 * MiB);
+  int fds[2], status;
+  char ok = 0;
+  pid_t pid;
+  df_blk *c;
+
+  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "test", 1 },
+                                     NULL));
+  fill_pattern (ref + 3 * MiB + 77, 200 * KiB, 31);
+  g_assert_cmpint (pipe (fds), ==, 0);
+  pid = fork ();
+  g_assert_cmpint (pid, >=, 0);
+  if (pid == 0)
+    {
+      int e = 0;
+      df_blk *cc = open_private (base, dir, NULL);
+      if (cc == NULL
+          || df_blk_pwrite (cc, ref + 3 * MiB + 77, 200 * KiB, 3 * MiB + 77,
+                            0, &e) < 0
+          || df_blk_flush (cc, &e) < 0 || write (fds[1], "y", 1) != 1)
+        _exit (2);
+      pause ();                                       /* until killed */
+      _exit (0);
+    }
+  close (fds[1]);
+  g_assert_cmpint (read (fds[0], &ok, 1), ==, 1);
+  close (fds[0]);
+  kill (pid, SIGKILL);
+  g_assert_cmpint (waitpid (pid, &status, 0), ==, pid);
+  g_assert_true (WIFSIGNALED (status));
+  c = open_cache (base, dir, "private", 0);
+  check_all (c, ref);
+  df_blk_unref (c);
+  remove_tree (dir);
 }
 
 /* ---- random operations against a reference buffer ------------------------- */
@@ -376,7 +630,7 @@ test_random_ops (gconstpointer data)
     }
   df_blk_unref (c);
 
-  if (strcmp (mode, "server-persistent") == 0)
+  if (mode_is_persistent (mode))
     {
       DfCacheStats st2;
       c = open_cache (base, dir, mode, 0);
@@ -953,12 +1207,18 @@ int
 main (int argc, char **argv)
 {
   static const char *const modes[] = { "server", "ram:1",
-                                       "server-persistent" };
+                                       "server-persistent", "private" };
 
   g_log_set_writer_func (test_log_writer, NULL, NULL);
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/cache/mode-parse", test_mode_parse);
   g_test_add_func ("/cache/hypervisor-refused", test_hypervisor_refused);
+  g_test_add_func ("/cache/mode-table", test_mode_table);
+  g_test_add_func ("/cache/mode-open-readonly", test_mode_open_readonly);
+  g_test_add_func ("/cache/private-pin", test_private_pin);
+  g_test_add_func ("/cache/private-reopen-export",
+                   test_private_reopen_export);
+  g_test_add_func ("/cache/private-kill9", test_private_kill9);
   for (gsize i = 0; i < G_N_ELEMENTS (modes); i++)
     {
       g_autofree char *p1 = g_strdup_printf ("/cache/random-ops/%s", modes[i]);
