@@ -1,4 +1,4 @@
-/* diskfarm console: `device add|list|show|set|remove|reset`.
+/* diskfarm console: `device add|list|show|set|remove|reset|export`.
  * Every option is validated here, before the farm is opened; the farm
  * accessors then check names, uniqueness and references in one
  * transaction, so a refused command changes nothing. */
@@ -32,6 +32,27 @@ parse_cache (const char *s, GError **err)
   if (!df_cache_mode_parse (s, &mode, err))
     return NULL;
   return df_cache_mode_to_string (&mode);
+}
+
+/* --cache help: every row of the cache-mode table (static string). */
+static const char *
+cache_help (void)
+{
+  static gsize once = 0;
+  static char *text;
+
+  if (g_once_init_enter (&once))
+    {
+      guint n;
+      const DfCacheModeDesc *rows = df_cache_modes (&n);
+      GString *s = g_string_new ("Write cache:");
+      for (guint i = 0; i < n; i++)
+        g_string_append_printf (s, "%s %s (%s)", i ? ";" : "",
+                                rows[i].syntax, rows[i].summary);
+      text = g_string_free (s, FALSE);
+      g_once_init_leave (&once, 1);
+    }
+  return text;
 }
 
 /* Quota: a size, or "none" / "0" for no limit. */
@@ -77,11 +98,7 @@ device_opts_entries (DeviceOpts *o, GOptionEntry out[7])
       "MAC address (aa:bb:cc:dd:ee:ff, aa-bb-.., aabb.ccdd.eeff)", "MAC" },
     { "vdisk", 0, 0, G_OPTION_ARG_STRING, &o->vdisk,
       "vDisk the device boots", "VDISK" },
-    { "cache", 'c', 0, G_OPTION_ARG_STRING, &o->cache,
-      "Write cache: server (default), ram:<size> (ram:512 is 512 MiB; "
-      "ram:1.5G), server-persistent, "
-      "hypervisor (a qcow2 overlay on the hypervisor; the device export is "
-      "read-only)",
+    { "cache", 'c', 0, G_OPTION_ARG_STRING, &o->cache, cache_help (),
       "MODE" },
     { "type", 't', 0, G_OPTION_ARG_STRING, &o->type,
       "production (default), test or maintenance", "TYPE" },
@@ -556,44 +573,42 @@ fenced_text (GPtrArray *sessions)
   return g_string_free (gs, FALSE);
 }
 
-/* What a reset did to the device's writes, in words true for its cache
- * mode: new string.  persistent_deleted: --discard removed a
- * server-persistent cache (the device's own, or one left from an earlier
- * mode). */
+/* What the reset does to d's writes, in words, from its mode's row:
+ * new string.  deleted: the row whose data --discard removed (the
+ * device's own, or one left from an earlier mode), or NULL.  pin: the
+ * version a private image stays on (nullable). */
 static char *
 reset_effect (const DfDevice *d, const DfCacheMode *mode, bool discard,
-              bool persistent_deleted, const DfVersion *maint)
+              const DfCacheModeDesc *deleted, const DfCachePin *pin,
+              const DfVersion *maint)
 {
+  const DfCacheModeDesc *desc = df_cache_mode_desc (mode);
   GString *gs = g_string_new (NULL);
-  switch (mode->kind)
-    {
-    case DF_CACHE_PERSISTENT:
-      g_string_append (gs, persistent_deleted
-                       ? "its server-persistent cache was deleted: it boots "
-                         "the vDisk as published"
-                       : "its server-persistent cache is kept (--discard "
-                         "deletes it)");
-      break;
-    case DF_CACHE_HYPERVISOR:
-      g_string_append (gs, "cache mode hypervisor keeps nothing on the "
-                       "server: recreate the VM's qcow2 overlay before it "
-                       "boots again (the libvirt hook does it on prepare)");
-      if (discard)
-        g_string_append (gs, persistent_deleted
-                         ? "; a server-persistent cache left from an earlier "
-                           "mode was deleted"
-                         : "; --discard had nothing to delete");
-      break;
-    default:
-      g_string_append_printf (gs, "its %s cache starts empty at its next "
-                              "boot", d->cache_mode);
-      if (discard)
-        g_string_append (gs, persistent_deleted
-                         ? "; a server-persistent cache left from an earlier "
-                           "mode was deleted"
-                         : "; --discard had nothing more to delete");
-      break;
-    }
+
+  if (desc->survives_reset && deleted == desc)
+    g_string_append_printf (gs, "its %s was deleted: it boots the vDisk as "
+                            "published", desc->label);
+  else if (desc->survives_reset)
+    g_string_append_printf (gs, "its %s is kept (--discard deletes it)",
+                            desc->label);
+  else if (desc->open_store == NULL)
+    g_string_append_printf (gs, "cache mode %s keeps nothing on the server: "
+                            "recreate the VM's qcow2 overlay before it boots "
+                            "again (the libvirt hook does it on prepare)",
+                            desc->name);
+  else
+    g_string_append_printf (gs, "its %s cache starts empty at its next boot",
+                            d->cache_mode);
+  if (discard && deleted != NULL && deleted != desc)
+    g_string_append_printf (gs, "; a %s left from an earlier mode was "
+                            "deleted", deleted->label);
+  else if (discard && deleted == NULL && !desc->survives_reset)
+    g_string_append (gs, desc->open_store != NULL
+                     ? "; --discard had nothing more to delete"
+                     : "; --discard had nothing to delete");
+  if (desc->pins_base && deleted != desc && pin != NULL && pin->vdisk != NULL)
+    g_string_append_printf (gs, "; a private image is never reset: it stays "
+                            "on %s v%d", pin->vdisk, pin->version);
   if (maint)
     g_string_append_printf (gs, "; the writes to maintenance version %d are "
                             "kept until 'diskfarm version seal %s' or "
@@ -622,7 +637,11 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
     "device reset", "NAME|MAC", 1, 1,
     "Start a new boot generation for a device, and say what happens to its "
     "writes: a server or ram cache starts empty at its next boot; a "
-    "server-persistent cache is kept, or deleted with --discard; a device "
+    "server-persistent cache is kept, or deleted with --discard; a private "
+    "image is never reset (it stays on the version it was made over), "
+    "--discard deletes it (save it first with device export) and the next "
+    "boot makes a new one over the version the device's type selects "
+    "then; a device "
     "in cache mode hypervisor has nothing on the server and gets the "
     "version its type selects now, read-only, so its qcow2 overlay must be "
     "recreated before it boots again (the libvirt hook does that on "
@@ -636,7 +655,7 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   gboolean discard = FALSE;
   const GOptionEntry entries[] = {
     { "discard", 0, 0, G_OPTION_ARG_NONE, &discard,
-      "Also delete a server-persistent cache", NULL },
+      "Also delete a server-persistent cache or a private image", NULL },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
@@ -655,8 +674,9 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!df_farm_device_new_generation (farm, d->name, &generation, err))
     return false;
   g_autofree char *dir = df_farm_cache_dir (farm, d->name);
-  g_autofree char *data = g_build_filename (dir, "persistent.data", NULL);
-  bool deleted = discard && g_file_test (data, G_FILE_TEST_EXISTS);
+  g_auto(DfCachePin) pin = { 0 };
+  df_cache_pin_read (dir, &pin, NULL);
+  const DfCacheModeDesc *deleted = discard ? df_cache_dir_holds (dir) : NULL;
   if (discard && !df_cache_discard_dir (dir, err))
     {
       g_prefix_error (err, "device '%s': new boot generation %"
@@ -665,18 +685,166 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
       return false;
     }
   g_autoptr (DfVersion) maint = maintenance_target (farm, d);
-  g_autofree char *effect = reset_effect (d, &mode, discard, deleted, maint);
+  g_autofree char *effect = reset_effect (d, &mode, discard, deleted, &pin,
+                                         maint);
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", d->name);
   df_record_int (r, "generation", "generation", generation);
   df_record_str (r, "cache_mode", "cache mode", d->cache_mode);
-  df_record_bool (r, "discarded", "discarded", deleted);
+  df_record_bool (r, "discarded", "discarded", deleted != NULL);
   df_record_str (r, "effect", "effect", effect);
   df_record_int (r, "fenced_session_count", "fenced sessions", mine->len);
   g_autofree char *fenced = fenced_text (mine);
   df_print_result (r, ctx->json, "device '%s': boot generation %"
                    G_GINT64_FORMAT "; %s%s", d->name, generation, effect,
                    fenced);
+  return true;
+}
+
+/* ---- export ----------------------------------------------------------- */
+
+/* --format, or from FILE's extension (.raw/.img, .qcow2). */
+static bool
+export_format (const char *format, const char *file, DfImageFormat *fmt,
+               GError **err)
+{
+  if (format == NULL && (g_str_has_suffix (file, ".raw")
+                         || g_str_has_suffix (file, ".img")))
+    format = "raw";
+  else if (format == NULL && g_str_has_suffix (file, ".qcow2"))
+    format = "qcow2";
+  if (format == NULL)
+    {
+      df_usage_error (err, "device export: missing --format raw|qcow2 (FILE "
+                      "does not end in .raw, .img or .qcow2)");
+      return false;
+    }
+  if (!df_image_format_parse (format, fmt, err))
+    return false;
+  if (*fmt == DF_FMT_UNKNOWN)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "export format must be raw or qcow2, not '%s'", format);
+      return false;
+    }
+  return true;
+}
+
+/* The chain of the version d's private image is pinned to (new ref). */
+static df_blk *
+private_base (DfFarm *farm, const DfDevice *d, const char *dir, GError **err)
+{
+  g_auto(DfCachePin) pin = { 0 };
+  GError *local = NULL;
+
+  if (!df_cache_pin_read (dir, &pin, &local))
+    {
+      if (g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
+        g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                     "device '%s' has no private image (cache mode %s)",
+                     d->name, d->cache_mode);
+      else
+        g_propagate_error (err, g_steal_pointer (&local));
+      g_clear_error (&local);
+      return NULL;
+    }
+  g_autoptr(DfVersion) v = df_farm_version_get (farm, pin.vdisk, pin.version,
+                                                err);
+  if (v == NULL)
+    return NULL;
+  g_autofree char *path = df_farm_version_path (farm, pin.vdisk, v->number);
+  return df_chain_open (path, DF_FMT_QCOW2, err);
+}
+
+/* Refuse while d has a live session (the first one named).  The image's
+ * flock (df_cache_private_export) is the backstop: it also covers a
+ * server that cannot be asked, and one that holds the image without a
+ * session. */
+static bool
+export_not_live (const DfCtx *ctx, DfFarm *farm, const DfDevice *d,
+                 GError **err)
+{
+  g_autoptr(DfLive) live = df_ctx_live_quiet (ctx, farm, err);
+  if (live == NULL)
+    return false;
+  g_autoptr(GPtrArray) mine = df_live_device_sessions (live, d);
+  if (mine->len == 0)
+    return true;
+  g_autofree char *where = df_live_session_describe (mine->pdata[0]);
+  g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+               "device '%s' is live on %s: stop it first", d->name, where);
+  return false;
+}
+
+static bool
+device_export (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "device export", "NAME|MAC FILE", 2, 2,
+    "Write a device's private image (cache mode private) as one standalone "
+    "raw or qcow2 file: the version it was made over with the device's "
+    "writes flattened in.  Refused while the device is live, and while a "
+    "stream service still holds the image (it does until it stops or the "
+    "device's next connection after a new boot generation).  An existing "
+    "FILE is never overwritten.",
+    "  diskfarm device export pc01 pc01.qcow2\n"
+    "  diskfarm device export pc01 pc01.disk --format raw\n",
+  };
+  g_autofree char *format = NULL;
+  const GOptionEntry entries[] = {
+    { "format", 'f', 0, G_OPTION_ARG_STRING, &format,
+      "Output format: raw or qcow2 (default: from FILE's extension)", "FMT" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  const char *out = argv[2];
+  DfImageFormat fmt = DF_FMT_UNKNOWN;
+  GStatBuf st;
+  if (!export_format (format, out, &fmt, err))
+    return false;
+  if (g_lstat (out, &st) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "'%s' already exists; not overwriting it", out);
+      return false;
+    }
+  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (farm == NULL)
+    return false;
+  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  if (d == NULL)
+    return false;
+  g_autofree char *dir = df_farm_cache_dir (farm, d->name);
+  g_autoptr(df_blk) base = private_base (farm, d, dir, err);
+  if (base == NULL || !export_not_live (ctx, farm, d, err))
+    return false;
+
+  DfProgress progress;
+  df_progress_init (&progress, "exporting");
+  df_interrupt_begin ();   /* Ctrl-C: no temp file is left next to FILE */
+  bool ok = df_cache_private_export (base, dir, out, fmt, df_progress_update,
+                                     &progress, err);
+  df_interrupt_end ();
+  df_progress_end (&progress);
+  if (!ok)
+    {
+      if (g_error_matches (*err, DF_ERROR, DF_ERROR_BUSY))
+        g_prefix_error (err, "device '%s' is live (a stream service holds "
+                        "its image; stop it first): ", d->name);
+      return false;
+    }
+  uint64_t file_size = g_stat (out, &st) == 0 ? (uint64_t) st.st_size : 0;
+  g_autoptr(DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", d->name);
+  df_record_str (r, "file", "file", out);
+  df_record_str (r, "format", "format", df_image_format_name (fmt));
+  df_record_size (r, "virtual_size", "virtual size", base->size);
+  df_record_size (r, "file_size", "file size", file_size);
+  g_autofree char *vs = df_format_size (base->size);
+  df_print_result (r, ctx->json, "exported the private image of device '%s' "
+                   "to %s (%s, %s)", d->name, out, df_image_format_name (fmt),
+                   vs);
   return true;
 }
 
@@ -687,5 +855,6 @@ const DfCmd df_device_cmds[] = {
   { "set", "change a device's settings", device_set },
   { "remove", "remove a device and its cache", device_remove },
   { "reset", "start a new boot generation", device_reset },
+  { "export", "write a private image out as raw or qcow2", device_export },
   { NULL, NULL, NULL }
 };

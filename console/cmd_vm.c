@@ -451,6 +451,17 @@ prov_opts_clear (ProvOpts *o)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ProvOpts, prov_opts_clear)
 
+/* True when mode (nullable) keeps no write cache on the server (its row
+ * has no store: hypervisor), so the domain needs its own qcow2 overlay. */
+static bool
+cache_on_hypervisor (const char *mode)
+{
+  DfCacheMode m;
+
+  return mode != NULL && df_cache_mode_parse (mode, &m, NULL)
+         && df_cache_mode_desc (&m)->open_store == NULL;
+}
+
 /* cache hypervisor: a qcow2 overlay whose backing is the device's NBD
  * export, as the VM's first disk.  qemu-img -u: the server need not run,
  * so the size (the vDisk's) is given. */
@@ -534,7 +545,7 @@ clone_xml (const char *tpl_xml, const ProvOpts *o, const char *name,
     ok = attach_media_xml (doc, g_str_equal (o->boot, "iso") ? MEDIA_ISO
                                                              : MEDIA_PARTITION,
                            o->media, err);
-  if (ok && o->cache != NULL && g_str_equal (o->cache, "hypervisor"))
+  if (ok && cache_on_hypervisor (o->cache))
     ok = add_hypervisor_overlay (doc, o, name, size, err);
   return ok ? g_steal_pointer (&doc) : NULL;
 }
@@ -566,7 +577,7 @@ prov_check (const ProvOpts *o, GError **err)
       return false;
     }
   /* the overlay path goes into the domain XML: it must be absolute */
-  if (o->cache != NULL && g_str_equal (o->cache, "hypervisor")
+  if (cache_on_hypervisor (o->cache)
       && (o->nbd == NULL || o->disk_dir == NULL
           || !g_path_is_absolute (o->disk_dir)))
     {
@@ -624,6 +635,8 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
     "--name-template 'web{02}' --boot iso --media /srv/bdm.iso\n",
   };
   g_auto(ProvOpts) o = { .count = 1 };
+  g_autofree char *cache_help = g_strdup_printf ("Device cache mode: %s",
+                                                 df_cache_modes_expected ());
   const GOptionEntry entries[] = {
     { "template", 0, 0, G_OPTION_ARG_STRING, &o.tpl_name,
       "Template domain", "DOMAIN" },
@@ -637,8 +650,7 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
     { "media", 0, 0, G_OPTION_ARG_FILENAME, &o.media,
       "The ISO or partition image for --boot iso|partition", "FILE" },
     { "cache", 0, 0, G_OPTION_ARG_STRING, &o.cache,
-      "Device cache mode (server, ram:MiB, server-persistent, hypervisor)",
-      "MODE" },
+      cache_help, "MODE" },
     { "nbd", 0, 0, G_OPTION_ARG_STRING, &o.nbd,
       "NBD server for --cache hypervisor", "HOST:PORT" },
     { "disk-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.disk_dir,

@@ -725,6 +725,22 @@ discard_one (const char *dir, const char *name, GError **err)
   return true;
 }
 
+const DfCacheModeDesc *
+df_cache_dir_holds (const char *dir)
+{
+  guint n;
+  const DfCacheModeDesc *modes = df_cache_modes (&n);
+
+  for (guint i = 0; i < n; i++)
+    if (modes[i].files != NULL)
+      {
+        g_autofree char *p = g_build_filename (dir, modes[i].files[0], NULL);
+        if (g_file_test (p, G_FILE_TEST_EXISTS))
+          return &modes[i];
+      }
+  return NULL;
+}
+
 bool
 df_cache_discard_dir (const char *dir, GError **err)
 {

@@ -99,7 +99,7 @@ static const DfCacheModeDesc modes[DF_CACHE_N_KINDS] = {
     .summary = "server disk, durable on FLUSH/FUA; survives reboots "
                "(device reset --discard deletes it)",
     .open_store = df_cache_persistent_open, .files = persistent_files,
-    .persistent = true, .survives_reset = true,
+    .label = "server-persistent cache", .persistent = true, .survives_reset = true,
   },
   [DF_CACHE_HYPERVISOR] = {
     .kind = DF_CACHE_HYPERVISOR, .name = "hypervisor", .syntax = "hypervisor",
@@ -111,7 +111,7 @@ static const DfCacheModeDesc modes[DF_CACHE_N_KINDS] = {
     .summary = "private image: a permanent layer over the version it was "
                "made over; never reset (device export saves it)",
     .open_store = df_cache_private_open, .files = private_files,
-    .persistent = true, .survives_reset = true, .pins_base = true,
+    .label = "private image", .persistent = true, .survives_reset = true, .pins_base = true,
   },
 };
 

@@ -183,9 +183,11 @@ typedef struct {
   /* Fill c's store (cache_int.h).  NULL: no server-side cache; the device
    * is served its version's chain, read-only (df_cache_mode_open). */
   bool (*open_store) (df_cache *c, GError **err);
-  /* Files the mode keeps in the device's cache directory (NULL-ended);
-   * df_cache_discard_dir removes them.  NULL: none. */
+  /* Files the mode keeps in the device's cache directory (NULL-ended),
+   * its data first; df_cache_discard_dir removes them.  NULL: none. */
   const char *const *files;
+  const char *label;        /* how messages name those files' data
+                             * ("server-persistent cache"); with files */
   bool persistent;          /* writes outlive the process: durable on
                              * FLUSH/FUA, flushed before release */
   bool survives_reset;      /* `device reset` (no --discard) keeps them */
@@ -240,6 +242,10 @@ df_blk *df_cache_mode_open (df_blk *base, const char *dir,
 /* True when b is a server-side cache made by df_cache_open. */
 bool df_cache_is_cache (df_blk *b);
 void df_cache_get_stats (df_blk *cache, DfCacheStats *out);
+/* The row whose data (files[0]) is in dir, or NULL: what
+ * df_cache_discard_dir would delete (the device's own mode, or one it had
+ * before). */
+const DfCacheModeDesc *df_cache_dir_holds (const char *dir);
 /* Remove the files every mode keeps in a device's cache directory (device
  * reset --discard, device remove).  Missing files are not an error. */
 bool df_cache_discard_dir (const char *dir, GError **err);

@@ -331,6 +331,7 @@ test_mode_table (void)
       g_assert_true ((d->parse_arg == NULL) == (d->format_arg == NULL));
       /* Durable data lives in named files that discard can find. */
       g_assert_true (!d->persistent || d->files != NULL);
+      g_assert_true ((d->files != NULL) == (d->label != NULL));
       g_assert_true (!d->persistent || d->open_store != NULL);
       g_assert_true (!d->pins_base || d->persistent);
       g_assert_true (!d->survives_reset || d->persistent);
