@@ -379,6 +379,68 @@ test_version_change_same_generation (Fixture *f, gconstpointer data)
   df_export_close (e);
 }
 
+/* Cache mode private: the first open pins the version (private.base), the
+ * layer survives a new generation and a new registry (a restart), and a
+ * promotion never moves it; a pin over another vdisk refuses the open. */
+static void
+test_private (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_auto (DfCachePin) pin = { 0 };
+  g_autofree char *dir = NULL;
+  DfExport *e;
+  gint64 gen;
+  int errnum = 0;
+
+  add_device (f, "pc06", "52:54:00:00:00:06", "production", "private", 0);
+  dir = df_farm_cache_dir (f->farm, "pc06");
+  e = open_ok (f, "device/pc06");
+  g_assert_false (df_export_readonly (e));
+  g_assert_nonnull (strstr (df_export_description (e),
+                            "cache private gen"));
+  g_assert_nonnull (strstr (df_export_description (e), "vdisk web v1"));
+  g_assert_true (df_cache_pin_read (dir, &pin, &err));
+  g_assert_cmpstr (pin.vdisk, ==, "web");
+  g_assert_cmpint (pin.version, ==, 1);
+  write_fill (e, CLUSTER, 'P', 8192);
+  g_assert_cmpint (df_blk_flush (df_export_blk (e), &errnum), ==, 0);
+  df_export_close (e);
+
+  /* v2 promoted + a new generation: pc01 moves, pc06 does not. */
+  g_assert_true (df_farm_version_set_state (f->farm, "web", 2,
+                                            DF_VSTATE_PRODUCTION, &err));
+  g_assert_true (df_farm_device_new_generation (f->farm, "pc06", &gen, &err));
+  g_assert_no_error (err);
+  e = open_ok (f, "device/pc01");
+  g_assert_cmpint (first_byte (e, 0), ==, 'C');
+  df_export_close (e);
+  e = open_ok (f, "device/pc06");
+  g_assert_cmpint (first_byte (e, 0), ==, 'B');
+  g_assert_cmpint (first_byte (e, CLUSTER), ==, 'P');
+  g_assert_nonnull (strstr (df_export_description (e), "vdisk web v1"));
+  df_export_close (e);
+
+  /* A new registry (streamsvc restart) finds the same layer. */
+  df_exports_free (f->ex);
+  f->ex = df_exports_new (f->dir, &err);
+  g_assert_no_error (err);
+  e = open_ok (f, "device/pc06");
+  g_assert_cmpint (first_byte (e, CLUSTER), ==, 'P');
+  g_assert_cmpint (first_byte (e, 0), ==, 'B');
+  df_export_close (e);
+
+  /* The pin names another vdisk: refused with the reason, not served. */
+  df_exports_free (f->ex);
+  g_assert_true (df_cache_discard_dir (dir, &err));
+  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "other", 0 },
+                                     &err));
+  g_assert_no_error (err);
+  f->ex = df_exports_new (f->dir, &err);
+  g_assert_no_error (err);
+  open_fails (f, "device/pc06", DF_ERROR_INVALID,
+              "private image over vdisk other v0");
+}
+
 static void
 test_persistent (Fixture *f, gconstpointer data)
 {
@@ -1057,6 +1119,7 @@ main (int argc, char **argv)
              test_maintenance_version_new);
   FARM_TEST ("/exports/foreach-cache-and-quota", test_foreach_cache_and_quota);
   FARM_TEST ("/exports/hypervisor", test_hypervisor);
+  FARM_TEST ("/exports/private", test_private);
   FARM_TEST ("/exports/many-opens", test_many_opens);
   FARM_TEST ("/exports/concurrent-opens", test_concurrent_opens);
   FARM_TEST ("/admin/endpoints", test_admin);
