@@ -150,9 +150,11 @@ open_cache (df_blk *base, const char *dir, const char *mode_str,
   DfCacheMode mode;
   df_blk *c;
 
+  g_auto (DfCachePin) pin = { 0 };
+
   g_assert_true (df_cache_mode_parse (mode_str, &mode, &err));
   if (df_cache_mode_desc (&mode)->pins_base
-      && !df_cache_pin_read (dir, &(DfCachePin) { 0 }, NULL))
+      && !df_cache_pin_read (dir, &pin, NULL))
     g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "test", 1 },
                                        &err));
   c = df_cache_open (base, dir, &mode, quota, &err);
