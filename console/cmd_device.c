@@ -237,7 +237,7 @@ device_add (DfCtx *ctx, int argc, char **argv, GError **err)
   g_autoptr(DfDevice) d = g_new0 (DfDevice, 1);
   d->name = g_strdup (argv[1]);
   d->type = g_strdup ("production");
-  d->cache_mode = g_strdup ("server");
+  d->cache_mode = g_strdup (df_cache_mode_default ());
   if (!df_validate_name ("device", d->name, err)
       || !device_apply_opts (d, &o, err))
     return false;

@@ -601,7 +601,8 @@ provision_one (DfFarm *farm, VmConn *conn, const ProvOpts *o,
   g_autofree char *mac = new_mac (farm);
   DfDevice d = { .name = name, .mac = mac, .collection = o->collection,
                  .type = (char *) "production", .vdisk = vdisk->name,
-                 .cache_mode = o->cache ? o->cache : (char *) "server" };
+                 .cache_mode = o->cache ? o->cache
+                                         : (char *) df_cache_mode_default () };
   if (!df_farm_device_add (farm, &d, err))
     return false;
   g_autoptr(xmlDoc) doc = clone_xml (tpl_xml, o, name, mac,

@@ -1865,7 +1865,8 @@ device_check (const DfDevice *d, DeviceIn *in, GError **err)
              || df_validate_name ("collection", d->collection, err))
          && (!d->vdisk || df_validate_name ("vdisk", d->vdisk, err))
          && check_device_type (in->type, err)
-         && check_cache_mode (d->cache_mode ? d->cache_mode : "server",
+         && check_cache_mode (d->cache_mode ? d->cache_mode
+                                           : df_cache_mode_default (),
                               &in->cache_mode, err)
          && check_quota (d->quota, err);
 }

@@ -401,8 +401,7 @@ auto_add_locked (DfFarm *farm, const DfAutoAdd *a, const char *mac,
   DfDevice d = {
     .name = dname, .mac = (char *) mac, .collection = c->name,
     .type = (char *) "production", .vdisk = c->vdisk,
-    .cache_mode = (char *) "server",
-  };
+  }; /* cache_mode NULL: the farm's default */
   if (!df_farm_device_add (farm, &d, err))
     return false;
   *name = g_steal_pointer (&dname);

@@ -93,5 +93,15 @@ int df_cache_file_write (df_cache *c, int fd, const void *buf, size_t len,
 /* Punch a hole (space only; failures are logged at debug level). */
 void df_cache_file_punch (df_cache *c, int fd, uint64_t off, uint64_t len);
 
+/* File names in a device's cache directory.  The durable store keeps
+ * <prefix>.data + <prefix>.map (and <prefix>.map.tmp while it makes one). */
+#define DF_CACHE_DATA_SUFFIX ".data"
+#define DF_CACHE_MAP_SUFFIX  ".map"
+#define DF_CACHE_TMP_SUFFIX  ".tmp"
+#define DF_CACHE_PERSISTENT_PREFIX "persistent"
+#define DF_CACHE_PRIVATE_PREFIX    "private"
+/* The pin of a private image (cache_private.c). */
+#define DF_CACHE_PIN_FILE DF_CACHE_PRIVATE_PREFIX ".base"
+
 /* Name prefix of temporary files in a cache directory (for discard_dir). */
 #define DF_CACHE_TMP_PREFIX "tmp-cache."

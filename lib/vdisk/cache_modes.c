@@ -72,12 +72,16 @@ ram_format_arg (const DfCacheMode *m)
 
 /* ---- the table ------------------------------------------------------------ */
 
+#define DURABLE_FILES(p) \
+  p DF_CACHE_DATA_SUFFIX, p DF_CACHE_MAP_SUFFIX, \
+  p DF_CACHE_MAP_SUFFIX DF_CACHE_TMP_SUFFIX
+
 static const char *const persistent_files[] = {
-  "persistent.data", "persistent.map", "persistent.map.tmp", NULL,
+  DURABLE_FILES (DF_CACHE_PERSISTENT_PREFIX), NULL,
 };
 static const char *const private_files[] = {
-  "private.data", "private.map", "private.map.tmp", "private.base",
-  "private.base.tmp", NULL,
+  DURABLE_FILES (DF_CACHE_PRIVATE_PREFIX), DF_CACHE_PIN_FILE,
+  DF_CACHE_PIN_FILE DF_CACHE_TMP_SUFFIX, NULL,
 };
 
 static const DfCacheModeDesc modes[DF_CACHE_N_KINDS] = {
@@ -121,6 +125,12 @@ df_cache_mode_desc (const DfCacheMode *m)
   g_return_val_if_fail (m != NULL && (guint) m->kind < DF_CACHE_N_KINDS,
                         NULL);
   return &modes[m->kind];
+}
+
+const char *
+df_cache_mode_default (void)
+{
+  return modes[DF_CACHE_SERVER].name;
 }
 
 const DfCacheModeDesc *

@@ -167,7 +167,7 @@ create_data (df_cache *c, const char *path, GError **err)
 static int
 create_map (df_cache *c, const char *path, GError **err)
 {
-  g_autofree char *tmp = g_strconcat (path, ".tmp", NULL);
+  g_autofree char *tmp = g_strconcat (path, DF_CACHE_TMP_SUFFIX, NULL);
   uint8_t h[MAP_HEADER_SIZE];
   off_t total = (off_t) (MAP_HEADER_SIZE + c->nblocks);
   int fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -505,8 +505,9 @@ static bool
 open_files (df_cache *c, pers_store *s, const char *prefix, const char *what,
             GError **err)
 {
-  g_autofree char *map_name = g_strconcat (prefix, ".map", NULL);
-  g_autofree char *data_name = g_strconcat (prefix, ".data", NULL);
+  g_autofree char *map_name = g_strconcat (prefix, DF_CACHE_MAP_SUFFIX, NULL);
+  g_autofree char *data_name = g_strconcat (prefix, DF_CACHE_DATA_SUFFIX,
+                                            NULL);
   g_autofree char *map_path = g_build_filename (c->dir, map_name, NULL);
   g_autofree char *data_path = g_build_filename (c->dir, data_name, NULL);
 
@@ -561,5 +562,6 @@ df_cache_durable_open (df_cache *c, const char *prefix, const char *what,
 bool
 df_cache_persistent_open (df_cache *c, GError **err)
 {
-  return df_cache_durable_open (c, "persistent", "persistent cache", err);
+  return df_cache_durable_open (c, DF_CACHE_PERSISTENT_PREFIX,
+                                "persistent cache", err);
 }

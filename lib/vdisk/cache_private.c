@@ -26,7 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PIN_FILE  "private.base"
+#define PIN_FILE  DF_CACHE_PIN_FILE
 #define PIN_GROUP "private"
 
 /* ---- the pin ------------------------------------------------------------ */
@@ -75,7 +75,7 @@ bool
 df_cache_pin_write (const char *dir, const DfCachePin *pin, GError **err)
 {
   g_autofree char *path = g_build_filename (dir, PIN_FILE, NULL);
-  g_autofree char *tmp = g_strconcat (path, ".tmp", NULL);
+  g_autofree char *tmp = g_strconcat (path, DF_CACHE_TMP_SUFFIX, NULL);
   g_autofree char *text = g_strdup_printf ("[" PIN_GROUP "]\nvdisk=%s\n"
                                            "version=%d\n", pin->vdisk,
                                            pin->version);
@@ -121,7 +121,8 @@ df_cache_private_open (df_cache *c, GError **err)
                    PIN_FILE);
       return false;
     }
-  return df_cache_durable_open (c, "private", "private image", err);
+  return df_cache_durable_open (c, DF_CACHE_PRIVATE_PREFIX, "private image",
+                                err);
 }
 
 /* ---- export -------------------------------------------------------------- */
@@ -131,7 +132,8 @@ df_cache_private_export (df_blk *base, const char *dir, const char *path,
                          DfImageFormat fmt, df_progress_cb progress,
                          void *opaque, GError **err)
 {
-  g_autofree char *map = g_build_filename (dir, "private.map", NULL);
+  g_autofree char *map = g_build_filename (dir, DF_CACHE_PRIVATE_PREFIX
+                                          DF_CACHE_MAP_SUFFIX, NULL);
   const DfCacheMode mode = { .kind = DF_CACHE_PRIVATE };
   g_autoptr (df_blk) img = NULL;
 

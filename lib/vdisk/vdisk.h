@@ -197,6 +197,9 @@ typedef struct {
 
 /* The row of m (never NULL for a mode df_cache_mode_parse filled). */
 const DfCacheModeDesc *df_cache_mode_desc (const DfCacheMode *m);
+/* The canonical spelling of the mode a device gets when none is given
+ * (static). */
+const char *df_cache_mode_default (void);
 /* The rows, table order; *n receives the count. */
 const DfCacheModeDesc *df_cache_modes (guint *n);
 /* "server, ram:<size>, server-persistent, hypervisor or private": the
