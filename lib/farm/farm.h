@@ -141,8 +141,9 @@ bool df_farm_version_schedule (DfFarm *farm, const char *vdisk, int number,
  * *applied (nullable) receives the count.  Audit "version.promote". */
 bool df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
                                      guint *applied, GError **err);
-/* Names of the devices whose type selects this version now (new array of
- * strings). */
+/* Names of the devices whose type selects this version now, or whose
+ * private image is over it (cache mode private: the version its pin
+ * records, df_cache_pin_read) (new array of strings). */
 GPtrArray *df_farm_version_devices (DfFarm *farm, const char *vdisk,
                                     int number, GError **err);
 /* Delete a version row.  DF_ERROR_BUSY while a device selects it, it has a

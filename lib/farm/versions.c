@@ -14,6 +14,7 @@
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
+#include "vdisk.h"
 
 #include <string.h>
 
@@ -279,6 +280,27 @@ df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
 
 /* ---- users of a version ------------------------------------------------ */
 
+/* The version d's private image is over (its pin, whatever d's mode now:
+ * the image needs it as long as it exists), or false. */
+static bool
+device_pin (DfFarm *farm, const DfDevice *d, DfCachePin *pin)
+{
+  g_autofree char *dir = df_farm_cache_dir (farm, d->name);
+
+  return df_cache_pin_read (dir, pin, NULL);
+}
+
+/* d's mode serves the version its pin records, not its type's. */
+static bool
+boots_pin (const DfDevice *d, const DfCachePin *pin)
+{
+  DfCacheMode m;
+
+  return pin->vdisk != NULL && strcmp (pin->vdisk, d->vdisk) == 0
+         && df_cache_mode_parse (d->cache_mode, &m, NULL)
+         && df_cache_mode_desc (&m)->pins_base;
+}
+
 GPtrArray *
 df_farm_version_devices (DfFarm *farm, const char *vdisk, int number,
                          GError **err)
@@ -304,7 +326,14 @@ df_farm_version_devices (DfFarm *farm, const char *vdisk, int number,
   for (guint i = 0; i < devices->len; i++)
     {
       const DfDevice *d = devices->pdata[i];
-      if (strcmp (d->vdisk, vdisk) != 0)
+      g_auto (DfCachePin) pin = { 0 };
+      bool pinned = device_pin (farm, d, &pin);
+      if (pinned && strcmp (pin.vdisk, vdisk) == 0 && pin.version == number)
+        {
+          g_ptr_array_add (out, g_strdup (d->name));
+          continue;
+        }
+      if (strcmp (d->vdisk, vdisk) != 0 || (pinned && boots_pin (d, &pin)))
         continue;
       for (guint t = 0; t < G_N_ELEMENTS (types); t++)
         if (strcmp (d->type, types[t]) == 0 && selected[t] == number)

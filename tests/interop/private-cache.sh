@@ -76,7 +76,11 @@ qio device/priv "read -P 0 3M 64k"
 qemu-img compare -f raw -F raw "$(uri device/priv)" "$T/expect.raw" \
   >"$T/cmp.out" 2>&1 || { cat "$T/cmp.out"; fail "device/priv after promotion"; }
 grep -qx "version=0" "$FARM/cache/priv/private.base" || fail "pin moved"
-pass "v1 in production: ctl sees it, priv stays on v0"
+json version list vd --admin 127.0.0.1:1
+jcheck "$T/j.json" '"priv" in [v for v in d if v["version"] == 0][0]["devices"]' \
+  '"priv" not in [v for v in d if v["version"] == 1][0]["devices"]' \
+  '"ctl" in [v for v in d if v["version"] == 1][0]["devices"]'
+pass "v1 in production: ctl sees it, priv stays on v0 (version list says so)"
 
 # Export: refused while streamsvc holds the image, nothing written.
 df device export priv "$T/live.raw" 2>"$T/live.err" &&

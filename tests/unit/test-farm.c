@@ -1220,6 +1220,49 @@ static const ForTypeRow for_type_rows[] = {
   { "nothing usable but maintenance", { M, -1 }, true, -1, 0, 1 },
 };
 
+static bool
+devices_have (GPtrArray *devs, const char *name)
+{
+  for (guint i = 0; i < devs->len; i++)
+    if (g_str_equal (devs->pdata[i], name))
+      return true;
+  return false;
+}
+
+/* A private image holds the version it is over: listed as its user (so
+ * version delete refuses it), and not a user of the newest one. */
+static void
+test_version_devices_private (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  g_autofree char *dir = NULL;
+  g_autoptr (GPtrArray) v0 = NULL;
+  g_autoptr (GPtrArray) v1 = NULL;
+  g_autoptr (GPtrArray) v1b = NULL;
+
+  add_vdisk (f, "vd");
+  add_version (f, "vd", 1, DF_VSTATE_PRODUCTION);
+  add_device (f, "plain", "52:54:00:00:07:01", "vd", NULL, "production");
+  add_device (f, "priv", "52:54:00:00:07:02", "vd", NULL, "production");
+  g_autoptr (DfDevice) d = df_farm_device_get (f, "priv", &err);
+  d->cache_mode = (g_free (d->cache_mode), g_strdup ("private"));
+  g_assert_true (df_farm_device_update (f, d, &err));
+  /* no image yet: it boots what its type selects */
+  v1 = df_farm_version_devices (f, "vd", 1, &err);
+  g_assert_no_error (err);
+  g_assert_true (devices_have (v1, "plain") && devices_have (v1, "priv"));
+  dir = df_farm_cache_dir (f, "priv");
+  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "vd", 0 }, &err));
+  g_assert_no_error (err);
+  v0 = df_farm_version_devices (f, "vd", 0, &err);
+  v1b = df_farm_version_devices (f, "vd", 1, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (v0->len, ==, 1);
+  g_assert_true (devices_have (v0, "priv"));
+  g_assert_true (devices_have (v1b, "plain") && !devices_have (v1b, "priv"));
+}
+
 static void
 test_version_for_type (Fixture *fx, gconstpointer data)
 {
@@ -1698,5 +1741,6 @@ main (int argc, char **argv)
   FX ("/farm/collection-set-remove", test_collection_set_remove);
   FX ("/farm/audit-query", test_audit_query);
   FX ("/farm/vdisk-rename", test_vdisk_rename);
+  FX ("/farm/version-devices-private", test_version_devices_private);
   return g_test_run ();
 }
