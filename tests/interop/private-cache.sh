@@ -8,7 +8,7 @@
 # `device reset --discard` deletes it and the next boot pins anew.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/version-lib.sh"
-need qemu-img qemu-io nbdinfo python3
+need qemu-img qemu-io nbdinfo curl python3
 
 df init >/dev/null
 make_raw "$T/base.raw" 16            # data at 0, 1M, 7M; zero at 3M
@@ -82,8 +82,24 @@ jcheck "$T/j.json" '"priv" in [v for v in d if v["version"] == 0][0]["devices"]'
   '"ctl" in [v for v in d if v["version"] == 1][0]["devices"]'
 pass "v1 in production: ctl sees it, priv stays on v0 (version list says so)"
 
-# Export: refused while streamsvc holds the image, nothing written.
-df device export priv "$T/live.raw" 2>"$T/live.err" &&
+# Export: refused while the device has a live session (the server named),
+# and while streamsvc holds the image without one; nothing written.
+qemu-io -r -f raw -c "read 0 64k" -c "sleep 3000" "$(uri device/priv)" >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 50); do
+  curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
+  grep -q '"device/priv"' "$T/s.json" && break
+  sleep 0.1
+done
+grep -q '"device/priv"' "$T/s.json" || fail "no live session of priv: $(cat "$T/s.json")"
+df device export priv "$T/held.raw" --admin "$ADMIN" 2>"$T/held.err" &&
+  fail "device export accepted during a live session"
+grep -q "device 'priv' is live on .*stop it first" "$T/held.err" ||
+  fail "live-session message: $(cat "$T/held.err")"
+[ -e "$T/held.raw" ] && fail "a refused export left a file"
+wait $holder || fail "qemu-io holder"
+pass "device export refused during a live session ($(cat "$T/held.err"))"
+df device export priv "$T/live.raw" --admin "$ADMIN" 2>"$T/live.err" &&
   fail "device export accepted while streamsvc holds the image"
 grep -q "device 'priv' is live" "$T/live.err" || fail "live message: $(cat "$T/live.err")"
 [ -e "$T/live.raw" ] && fail "a refused export left a file"
