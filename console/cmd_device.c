@@ -575,11 +575,11 @@ fenced_text (GPtrArray *sessions)
 
 /* What the reset does to d's writes, in words, from its mode's row:
  * new string.  deleted: the row whose data --discard removed (the
- * device's own, or one left from an earlier mode), or NULL.  pin: the
- * version a private image stays on (nullable). */
+ * device's own, or one left from an earlier mode), or NULL.  pinned:
+ * the version a private image stays on (nullable). */
 static char *
 reset_effect (const DfDevice *d, const DfCacheMode *mode, bool discard,
-              const DfCacheModeDesc *deleted, const DfCachePin *pin,
+              const DfCacheModeDesc *deleted, const DfVersion *pinned,
               const DfVersion *maint)
 {
   const DfCacheModeDesc *desc = df_cache_mode_desc (mode);
@@ -606,9 +606,9 @@ reset_effect (const DfDevice *d, const DfCacheMode *mode, bool discard,
     g_string_append (gs, desc->open_store != NULL
                      ? "; --discard had nothing more to delete"
                      : "; --discard had nothing to delete");
-  if (desc->pins_base && deleted != desc && pin != NULL && pin->vdisk != NULL)
+  if (desc->pins_base && deleted != desc && pinned != NULL)
     g_string_append_printf (gs, "; a private image is never reset: it stays "
-                            "on %s v%d", pin->vdisk, pin->version);
+                            "on %s v%d", pinned->vdisk, pinned->number);
   if (maint)
     g_string_append_printf (gs, "; the writes to maintenance version %d are "
                             "kept until 'diskfarm version seal %s' or "
@@ -674,8 +674,9 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!df_farm_device_new_generation (farm, d->name, &generation, err))
     return false;
   g_autofree char *dir = df_farm_cache_dir (farm, d->name);
-  g_auto(DfCachePin) pin = { 0 };
-  df_cache_pin_read (dir, &pin, NULL);
+  g_autoptr(DfVersion) pinned = NULL;
+  bool other_vdisk = false;
+  df_farm_device_pin (farm, d, &pinned, &other_vdisk, NULL);
   const DfCacheModeDesc *deleted = discard ? df_cache_dir_holds (dir) : NULL;
   if (discard && !df_cache_discard_dir (dir, err))
     {
@@ -685,7 +686,7 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
       return false;
     }
   g_autoptr (DfVersion) maint = maintenance_target (farm, d);
-  g_autofree char *effect = reset_effect (d, &mode, discard, deleted, &pin,
+  g_autofree char *effect = reset_effect (d, &mode, discard, deleted, pinned,
                                          maint);
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", d->name);
@@ -730,29 +731,23 @@ export_format (const char *format, const char *file, DfImageFormat *fmt,
   return true;
 }
 
-/* The chain of the version d's private image is pinned to (new ref). */
+/* The chain of the version d's private image is over (new ref). */
 static df_blk *
-private_base (DfFarm *farm, const DfDevice *d, const char *dir, GError **err)
+private_base (DfFarm *farm, const DfDevice *d, GError **err)
 {
-  g_auto(DfCachePin) pin = { 0 };
-  GError *local = NULL;
+  g_autoptr(DfVersion) v = NULL;
+  bool other = false;
 
-  if (!df_cache_pin_read (dir, &pin, &local))
+  if (!df_farm_device_pin (farm, d, &v, &other, err))
+    return NULL;
+  if (v == NULL)
     {
-      if (g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
-        g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
-                     "device '%s' has no private image (cache mode %s)",
-                     d->name, d->cache_mode);
-      else
-        g_propagate_error (err, g_steal_pointer (&local));
-      g_clear_error (&local);
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "device '%s' has no private image (cache mode %s)",
+                   d->name, d->cache_mode);
       return NULL;
     }
-  g_autoptr(DfVersion) v = df_farm_version_get (farm, pin.vdisk, pin.version,
-                                                err);
-  if (v == NULL)
-    return NULL;
-  g_autofree char *path = df_farm_version_path (farm, pin.vdisk, v->number);
+  g_autofree char *path = df_farm_version_path (farm, v->vdisk, v->number);
   return df_chain_open (path, DF_FMT_QCOW2, err);
 }
 
@@ -816,7 +811,7 @@ device_export (DfCtx *ctx, int argc, char **argv, GError **err)
   if (d == NULL)
     return false;
   g_autofree char *dir = df_farm_cache_dir (farm, d->name);
-  g_autoptr(df_blk) base = private_base (farm, d, dir, err);
+  g_autoptr(df_blk) base = private_base (farm, d, err);
   if (base == NULL || !export_not_live (ctx, farm, d, err))
     return false;
 

@@ -259,44 +259,35 @@ static char *device_cache_dir (DfFarm *farm, const DfDevice *dev,
                                bool *maint, GError **err);
 
 /* A mode that pins its base (private) is served the version its pin
- * records, once there is one; a pin over another vdisk than the device's
- * leaves r->v alone (so the binding sees the vdisk change) and says why
- * no cache can open.  False + err when the pin or its version is bad. */
+ * records (df_farm_device_pin), once there is one; a pin over another
+ * vdisk than the device's leaves r->v alone (so the binding sees the
+ * vdisk change) and says why no cache can open.  False + err when the pin
+ * or its version is bad. */
 static bool
 apply_pin (DfFarm *farm, Resolved *r, GError **err)
 {
-  g_auto (DfCachePin) pin = { 0 };
-  g_autoptr (GError) local = NULL;
-  DfVersion *v;
+  DfVersion *v = NULL;
+  bool other = false;
 
   if (r->maint || !df_cache_mode_desc (&r->mode)->pins_base)
     return true;
-  if (!df_cache_pin_read (r->dir, &pin, &local))
-    {
-      if (g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
-        return true; /* a new private image: pinned at its first open */
-      g_propagate_error (err, g_steal_pointer (&local));
-      return false;
-    }
-  if (strcmp (pin.vdisk, r->dev->vdisk) != 0)
-    {
-      r->pin_error = g_strdup_printf (
-          "device %s has a private image over vdisk %s v%d but now uses "
-          "vdisk %s: export it (device export) and delete it (device reset "
-          "--discard) first", r->dev->name, pin.vdisk, pin.version,
-          r->dev->vdisk);
-      return true;
-    }
-  v = df_farm_version_get (farm, pin.vdisk, pin.version, err);
+  if (!df_farm_device_pin (farm, r->dev, &v, &other, err))
+    return false;
   if (v == NULL)
+    return true; /* a new private image: pinned at its first open */
+  if (other)
+    r->pin_error = g_strdup_printf (
+        "device %s has a private image over vdisk %s v%d but now uses "
+        "vdisk %s: export it (device export) and delete it (device reset "
+        "--discard) first", r->dev->name, v->vdisk, v->number,
+        r->dev->vdisk);
+  else
     {
-      g_prefix_error (err, "device %s: private image over %s v%d: ",
-                      r->dev->name, pin.vdisk, pin.version);
-      return false;
+      df_version_free (r->v);
+      r->v = g_steal_pointer (&v);
+      r->pinned = true;
     }
-  df_version_free (r->v);
-  r->v = v;
-  r->pinned = true;
+  g_clear_pointer (&v, df_version_free);
   return true;
 }
 
@@ -647,7 +638,8 @@ binding_fence_new (Binding *b)
 static bool
 pin_first_open (const Resolved *r, GError **err)
 {
-  DfCachePin pin = { .vdisk = r->v->vdisk, .version = r->v->number };
+  DfCachePin pin = { .vdisk = r->v->vdisk, .version = r->v->number,
+                     .sha256 = r->v->sha256 };
 
   if (r->maint || r->pinned || !df_cache_mode_desc (&r->mode)->pins_base)
     return true;

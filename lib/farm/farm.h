@@ -236,6 +236,15 @@ GPtrArray *df_farm_device_list (DfFarm *farm, const char *collection,
  * quota) of the device named d->name; same checks as add. */
 bool df_farm_device_update (DfFarm *farm, const DfDevice *d, GError **err);
 bool df_farm_device_remove (DfFarm *farm, const char *name, GError **err);
+/* The version d's private image is over (its pin in d's cache directory,
+ * df_cache_pin_read): found in d's vdisk by number and the pin's SHA-256
+ * (so it survives a vdisk rename), else in the vdisk the pin names, then
+ * *other_vdisk is true (d was moved to another vdisk: the image cannot be
+ * served, only exported).  True + *out NULL: no private image.  True +
+ * *out: a new version.  False + DF_ERROR_NOT_FOUND when that version is
+ * gone, DF_ERROR_CORRUPT for a bad pin. */
+bool df_farm_device_pin (DfFarm *farm, const DfDevice *d, DfVersion **out,
+                         bool *other_vdisk, GError **err);
 /* Start a new boot generation; *generation receives the new value. */
 bool df_farm_device_new_generation (DfFarm *farm, const char *name,
                                     gint64 *generation, GError **err);

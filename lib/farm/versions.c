@@ -280,24 +280,79 @@ df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
 
 /* ---- users of a version ------------------------------------------------ */
 
-/* The version d's private image is over (its pin, whatever d's mode now:
- * the image needs it as long as it exists), or false. */
-static bool
-device_pin (DfFarm *farm, const DfDevice *d, DfCachePin *pin)
+/* The pinned version if it is in vdisk (by number) and is the file the
+ * pin names (by SHA-256 when the pin has one, else by the vdisk's name):
+ * new version or NULL (not an error). */
+static DfVersion *
+pin_in (DfFarm *farm, const char *vdisk, const DfCachePin *pin, GError **err)
 {
-  g_autofree char *dir = df_farm_cache_dir (farm, d->name);
+  GError *local = NULL;
+  DfVersion *v = df_farm_version_get (farm, vdisk, pin->version, &local);
 
-  return df_cache_pin_read (dir, pin, NULL);
+  if (v == NULL)
+    {
+      if (!g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
+        g_propagate_error (err, local);
+      else
+        g_error_free (local);
+      return NULL;
+    }
+  if (pin->sha256 != NULL && v->sha256 != NULL
+        ? strcmp (pin->sha256, v->sha256) == 0
+        : strcmp (pin->vdisk, vdisk) == 0)
+    return v;
+  df_version_free (v);
+  return NULL;
 }
 
-/* d's mode serves the version its pin records, not its type's. */
+bool
+df_farm_device_pin (DfFarm *farm, const DfDevice *d, DfVersion **out,
+                    bool *other_vdisk, GError **err)
+{
+  g_autofree char *dir = df_farm_cache_dir (farm, d->name);
+  g_auto (DfCachePin) pin = { 0 };
+  GError *local = NULL;
+
+  *out = NULL;
+  *other_vdisk = false;
+  if (!df_cache_pin_read (dir, &pin, &local))
+    {
+      if (!g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
+        {
+          g_propagate_error (err, local);
+          return false;
+        }
+      g_error_free (local);
+      return true;
+    }
+  *out = pin_in (farm, d->vdisk, &pin, &local);
+  if (*out == NULL && local == NULL && strcmp (pin.vdisk, d->vdisk) != 0)
+    {
+      *out = pin_in (farm, pin.vdisk, &pin, &local);
+      *other_vdisk = *out != NULL;
+    }
+  if (local != NULL)
+    {
+      g_propagate_error (err, local);
+      return false;
+    }
+  if (*out == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "device %s: the version its private image is over (vdisk "
+                   "%s v%d) is gone", d->name, pin.vdisk, pin.version);
+      return false;
+    }
+  return true;
+}
+
+/* d serves the version its private image is over, not its type's. */
 static bool
-boots_pin (const DfDevice *d, const DfCachePin *pin)
+boots_pin (const DfDevice *d, bool other_vdisk)
 {
   DfCacheMode m;
 
-  return pin->vdisk != NULL && strcmp (pin->vdisk, d->vdisk) == 0
-         && df_cache_mode_parse (d->cache_mode, &m, NULL)
+  return !other_vdisk && df_cache_mode_parse (d->cache_mode, &m, NULL)
          && df_cache_mode_desc (&m)->pins_base;
 }
 
@@ -326,14 +381,16 @@ df_farm_version_devices (DfFarm *farm, const char *vdisk, int number,
   for (guint i = 0; i < devices->len; i++)
     {
       const DfDevice *d = devices->pdata[i];
-      g_auto (DfCachePin) pin = { 0 };
-      bool pinned = device_pin (farm, d, &pin);
-      if (pinned && strcmp (pin.vdisk, vdisk) == 0 && pin.version == number)
+      g_autoptr (DfVersion) pv = NULL;
+      bool other = false;
+      /* A private image holds its version whatever d's mode is now. */
+      if (df_farm_device_pin (farm, d, &pv, &other, NULL) && pv != NULL
+          && strcmp (pv->vdisk, vdisk) == 0 && pv->number == number)
         {
           g_ptr_array_add (out, g_strdup (d->name));
           continue;
         }
-      if (strcmp (d->vdisk, vdisk) != 0 || (pinned && boots_pin (d, &pin)))
+      if (strcmp (d->vdisk, vdisk) != 0 || (pv != NULL && boots_pin (d, other)))
         continue;
       for (guint t = 0; t < G_N_ELEMENTS (types); t++)
         if (strcmp (d->type, types[t]) == 0 && selected[t] == number)

@@ -3,8 +3,10 @@
  * A device in mode private writes its own permanent layer over the version
  * it was first opened over.  Files in the device's cache directory:
  *   private.base  the pin: which version the layer is over (GKeyFile,
- *                 [private] vdisk=NAME version=N), written once, before
- *                 any data (temp file, fsync, rename, fsync dir);
+ *                 [private] vdisk=NAME version=N sha256=HEX; the SHA-256
+ *                 of the version file names it across vdisk renames),
+ *                 written once, before any data (temp file, fsync,
+ *                 rename, fsync dir);
  *   private.data + private.map  the layer: the durable data + map store of
  *                 cache_persistent.c (data synced before the map entries
  *                 that point at it; FLUSH/FUA make writes stable; flock()ed
@@ -31,10 +33,23 @@
 
 /* ---- the pin ------------------------------------------------------------ */
 
+/* 64 lower-case hex digits. */
+static bool
+sha256_ok (const char *s)
+{
+  gsize n = 0;
+
+  for (; s[n] != '\0'; n++)
+    if (!g_ascii_isdigit (s[n]) && !(s[n] >= 'a' && s[n] <= 'f'))
+      return false;
+  return n == 64;
+}
+
 void
 df_cache_pin_clear (DfCachePin *pin)
 {
   g_clear_pointer (&pin->vdisk, g_free);
+  g_clear_pointer (&pin->sha256, g_free);
   pin->version = 0;
 }
 
@@ -45,6 +60,7 @@ df_cache_pin_read (const char *dir, DfCachePin *out, GError **err)
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_autoptr (GError) e = NULL;
   g_autofree char *vdisk = NULL;
+  g_autofree char *sha = NULL;
   gint64 version;
 
   if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &e))
@@ -59,8 +75,10 @@ df_cache_pin_read (const char *dir, DfCachePin *out, GError **err)
     }
   vdisk = g_key_file_get_string (kf, PIN_GROUP, "vdisk", NULL);
   version = g_key_file_get_int64 (kf, PIN_GROUP, "version", &e);
+  sha = g_key_file_get_string (kf, PIN_GROUP, "sha256", NULL);
   if (vdisk == NULL || e != NULL || version < 0 || version > G_MAXINT
-      || !df_validate_name ("vdisk", vdisk, NULL))
+      || !df_validate_name ("vdisk", vdisk, NULL)
+      || (sha != NULL && !sha256_ok (sha)))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
                    "private image pin %s: no valid vdisk and version", path);
@@ -68,6 +86,7 @@ df_cache_pin_read (const char *dir, DfCachePin *out, GError **err)
     }
   out->vdisk = g_steal_pointer (&vdisk);
   out->version = (int) version;
+  out->sha256 = g_steal_pointer (&sha);
   return true;
 }
 
@@ -77,10 +96,16 @@ df_cache_pin_write (const char *dir, const DfCachePin *pin, GError **err)
   g_autofree char *path = g_build_filename (dir, PIN_FILE, NULL);
   g_autofree char *tmp = g_strconcat (path, DF_CACHE_TMP_SUFFIX, NULL);
   g_autofree char *text = g_strdup_printf ("[" PIN_GROUP "]\nvdisk=%s\n"
-                                           "version=%d\n", pin->vdisk,
-                                           pin->version);
+                                           "version=%d\n%s%s%s", pin->vdisk,
+                                           pin->version,
+                                           pin->sha256 ? "sha256=" : "",
+                                           pin->sha256 ? pin->sha256 : "",
+                                           pin->sha256 ? "\n" : "");
   int fd;
 
+  g_return_val_if_fail (df_validate_name ("vdisk", pin->vdisk, NULL)
+                          && (pin->sha256 == NULL || sha256_ok (pin->sha256)),
+                        false);
   if (g_mkdir_with_parents (dir, 0700) < 0)
     return df_set_error_errno (err, errno, "create cache directory %s", dir),
            false;

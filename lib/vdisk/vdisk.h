@@ -258,8 +258,11 @@ bool df_cache_discard_dir (const char *dir, GError **err);
 /* The version a pins_base cache (private) was first opened over, recorded
  * in its directory ("private.base"), so later versions never move it. */
 typedef struct {
-  char *vdisk;              /* owned */
+  char *vdisk;              /* owned: the vdisk's name when pinned */
   int version;
+  char *sha256;             /* owned: the version file's SHA-256 (64 hex),
+                             * its identity across vdisk renames; NULL
+                             * when it had none */
 } DfCachePin;
 
 void df_cache_pin_clear (DfCachePin *pin);

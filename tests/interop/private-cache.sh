@@ -59,7 +59,8 @@ pass "streamsvc restart and kill -9 after FLUSH: device/priv == expected image"
 
 # device reset: a private image is never reset.
 df device reset priv >"$T/reset.out" || fail "device reset priv"
-grep -q "private image kept" "$T/reset.out" || fail "reset output: $(cat "$T/reset.out")"
+grep -q "its private image is kept (--discard deletes it); a private image is never reset: it stays on vd v0" \
+  "$T/reset.out" || fail "reset output: $(cat "$T/reset.out")"
 qemu-img compare -f raw -F raw "$(uri device/priv)" "$T/expect.raw" \
   >"$T/cmp.out" 2>&1 || { cat "$T/cmp.out"; fail "device/priv after reset"; }
 pass "device reset keeps the private image ($(cat "$T/reset.out"))"
@@ -139,9 +140,22 @@ pass "device set --vdisk: the private image is refused for another vdisk, back o
 # device reset --discard: explicit deletion; the next open pins v1.
 stop_streamsvc
 df device reset priv --discard >"$T/reset.out" || fail "device reset --discard"
-grep -q "private image deleted" "$T/reset.out" || fail "output: $(cat "$T/reset.out")"
+grep -q "its private image was deleted" "$T/reset.out" || fail "output: $(cat "$T/reset.out")"
 ls "$FARM/cache/priv" | grep -q private && fail "private files left: $(ls "$FARM/cache/priv")"
 start_streamsvc
 qio device/priv "read -P 0x5a 3M 64k" "read -P 0 2M 64k"
 grep -qx "version=1" "$FARM/cache/priv/private.base" || fail "new pin: $(cat "$FARM/cache/priv/private.base")"
 pass "device reset --discard deletes the image; the next boot pins v1"
+
+# A vdisk rename keeps the image (the pin names the version file by its
+# SHA-256); export still works, and version delete refuses its version.
+qio device/priv "write -P 0xb1 2M 4k" "flush"
+stop_streamsvc
+df vdisk rename vd vdr >/dev/null || fail "vdisk rename"
+start_streamsvc
+qio device/priv "read -P 0xb1 2M 4k" "read -P 0x5a 3M 64k"
+stop_streamsvc
+df device export priv "$T/renamed.raw" >/dev/null || fail "export after rename"
+qemu-io -f raw -c "read -P 0xb1 2M 4k" "$T/renamed.raw" | grep -q "read 4096" ||
+  fail "export after rename lacks the write"
+pass "vdisk rename: the private image stays served and exportable"

@@ -155,8 +155,8 @@ open_cache (df_blk *base, const char *dir, const char *mode_str,
   g_assert_true (df_cache_mode_parse (mode_str, &mode, &err));
   if (df_cache_mode_desc (&mode)->pins_base
       && !df_cache_pin_read (dir, &pin, NULL))
-    g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "test", 1 },
-                                       &err));
+    g_assert_true (df_cache_pin_write (
+        dir, &(DfCachePin) { .vdisk = "test", .version = 1 }, &err));
   c = df_cache_open (base, dir, &mode, quota, &err);
   g_assert_no_error (err);
   g_assert_nonnull (c);
@@ -399,19 +399,31 @@ test_private_pin (void)
   g_clear_error (&err);
   g_assert_cmpint (count_files (dir), ==, 0);
 
-  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "win10", 3 },
-                                     &err));
+  g_assert_true (df_cache_pin_write (
+      dir, &(DfCachePin) { .vdisk = "win10", .version = 3 }, &err));
   g_assert_no_error (err);
   g_assert_true (df_cache_pin_read (dir, &pin, &err));
   g_assert_cmpstr (pin.vdisk, ==, "win10");
   g_assert_cmpint (pin.version, ==, 3);
-  g_assert_false (df_cache_pin_write (dir, &(DfCachePin) { "win10", 4 },
-                                      &err));
+  g_assert_false (df_cache_pin_write (
+      dir, &(DfCachePin) { .vdisk = "win10", .version = 4 }, &err));
   g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
   g_clear_error (&err);
   df_cache_pin_clear (&pin);
   g_assert_true (df_cache_pin_read (dir, &pin, NULL));
   g_assert_cmpint (pin.version, ==, 3);               /* unchanged */
+
+  /* The version file's SHA-256 goes with it. */
+  g_assert_true (df_cache_discard_dir (dir, &err));
+  g_assert_true (df_cache_pin_write (
+      dir, &(DfCachePin) { .vdisk = "win10", .version = 3,
+                           .sha256 = (char *) "0123456789abcdef0123456789abcdef"
+                                              "0123456789abcdef0123456789abcdef" },
+      &err));
+  df_cache_pin_clear (&pin);
+  g_assert_true (df_cache_pin_read (dir, &pin, &err));
+  g_assert_cmpuint (strlen (pin.sha256), ==, 64);
+  g_assert_cmpstr (pin.sha256 + 60, ==, "cdef");
 
   /* A damaged pin is refused, not guessed. */
   g_assert_true (g_file_set_contents (pinfile, "[private]\nvdisk=../x\n"
@@ -422,6 +434,11 @@ test_private_pin (void)
   g_clear_error (&err);
   g_assert_true (g_file_set_contents (pinfile, "[private]\nvdisk=win10\n"
                                       "version=-1\n", -1, NULL));
+  g_assert_false (df_cache_pin_read (dir, &pin, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
+  g_clear_error (&err);
+  g_assert_true (g_file_set_contents (pinfile, "[private]\nvdisk=win10\n"
+                                      "version=1\nsha256=XYZ\n", -1, NULL));
   g_assert_false (df_cache_pin_read (dir, &pin, &err));
   g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
   g_clear_error (&err);
@@ -502,8 +519,8 @@ test_private_kill9 (void)
   pid_t pid;
   df_blk *c;
 
-  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "test", 1 },
-                                     NULL));
+  g_assert_true (df_cache_pin_write (
+      dir, &(DfCachePin) { .vdisk = "test", .version = 1 }, NULL));
   fill_pattern (ref + 3 * MiB + 77, 200 * KiB, 31);
   g_assert_cmpint (pipe (fds), ==, 0);
   pid = fork ();

@@ -402,6 +402,10 @@ test_private (Fixture *f, gconstpointer data)
   g_assert_true (df_cache_pin_read (dir, &pin, &err));
   g_assert_cmpstr (pin.vdisk, ==, "web");
   g_assert_cmpint (pin.version, ==, 1);
+  {
+    g_autoptr (DfVersion) v1 = df_farm_version_get (f->farm, "web", 1, &err);
+    g_assert_cmpstr (pin.sha256, ==, v1->sha256); /* the file's identity */
+  }
   write_fill (e, CLUSTER, 'P', 8192);
   g_assert_cmpint (df_blk_flush (df_export_blk (e), &errnum), ==, 0);
   df_export_close (e);
@@ -429,16 +433,26 @@ test_private (Fixture *f, gconstpointer data)
   g_assert_cmpint (first_byte (e, 0), ==, 'B');
   df_export_close (e);
 
-  /* The pin names another vdisk: refused with the reason, not served. */
+  /* A vdisk rename keeps it (found by the file's SHA-256). */
+  df_exports_free (f->ex);
+  g_assert_true (df_farm_vdisk_rename (f->farm, "web", "webr", &err));
+  g_assert_no_error (err);
+  f->ex = df_exports_new (f->dir, &err);
+  e = open_ok (f, "device/pc06");
+  g_assert_cmpint (first_byte (e, CLUSTER), ==, 'P');
+  g_assert_nonnull (strstr (df_export_description (e), "vdisk webr v1"));
+  df_export_close (e);
+
+  /* A pin over a version the farm does not have: refused, not served. */
   df_exports_free (f->ex);
   g_assert_true (df_cache_discard_dir (dir, &err));
-  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "other", 0 },
-                                     &err));
+  g_assert_true (df_cache_pin_write (
+      dir, &(DfCachePin) { .vdisk = "other", .version = 0 }, &err));
   g_assert_no_error (err);
   f->ex = df_exports_new (f->dir, &err);
   g_assert_no_error (err);
-  open_fails (f, "device/pc06", DF_ERROR_INVALID,
-              "private image over vdisk other v0");
+  open_fails (f, "device/pc06", DF_ERROR_NOT_FOUND,
+              "(vdisk other v0) is gone");
 }
 
 static void

@@ -1253,7 +1253,8 @@ test_version_devices_private (Fixture *fx, gconstpointer data)
   g_assert_no_error (err);
   g_assert_true (devices_have (v1, "plain") && devices_have (v1, "priv"));
   dir = df_farm_cache_dir (f, "priv");
-  g_assert_true (df_cache_pin_write (dir, &(DfCachePin) { "vd", 0 }, &err));
+  g_assert_true (df_cache_pin_write (
+      dir, &(DfCachePin) { .vdisk = "vd", .version = 0 }, &err));
   g_assert_no_error (err);
   v0 = df_farm_version_devices (f, "vd", 0, &err);
   v1b = df_farm_version_devices (f, "vd", 1, &err);
