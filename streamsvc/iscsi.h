@@ -1,14 +1,8 @@
 /* streamsvc: iSCSI target engine (RFC 7143), bytes in -> bytes out.
  *
- * Same driving model as nbd.h (the transport in server.c owns the socket):
- *
- *   iscsi_conn *c = iscsi_conn_new (exports, sessions, client, local);
- *   loop:
- *     buf = iscsi_conn_input_space (c, &room);  read (fd, buf, room) -> n
- *     iscsi_conn_input_commit (c, n);  iscsi_conn_process (c);
- *     out = iscsi_conn_output (c, &len);       write (fd, out, len) -> m
- *     iscsi_conn_output_consume (c, m);
- *     if (iscsi_conn_should_close (c) && len == m) close
+ * Same driving model as nbd.h: the transport (server.c) owns the socket
+ * and drives the engine through engine.h (iscsi_conn_engine), whose ops
+ * wrap the iscsi_conn_* functions below.
  *
  * Files:
  *   iscsi_pdu.c      PDU framing (BHS, AHS, data segment, CRC32C digests),
@@ -34,6 +28,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "engine.h"
 #include "exports.h"
 #include "sessions.h"
 
@@ -48,6 +43,8 @@ iscsi_conn *iscsi_conn_new (DfExports *ex, DfSessions *ss, const char *client,
                             const char *local);
 void iscsi_conn_free (iscsi_conn *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (iscsi_conn, iscsi_conn_free)
+/* c as an engine (borrowed; df_engine_free frees c). */
+DfEngineConn *iscsi_conn_engine (iscsi_conn *c);
 
 /* The socket, so that a reinstating login elsewhere can shut it down
  * (never closed by the engine).  -1 (default) for none. */
@@ -55,8 +52,6 @@ void iscsi_conn_set_fd (iscsi_conn *c, int fd);
 
 uint8_t *iscsi_conn_input_space (iscsi_conn *c, size_t *room);
 void iscsi_conn_input_commit (iscsi_conn *c, size_t n);
-/* Copy in and process (tests, fuzzing).  false once closed. */
-bool iscsi_conn_feed (iscsi_conn *c, const void *buf, size_t len);
 void iscsi_conn_process (iscsi_conn *c);
 bool iscsi_conn_has_work (const iscsi_conn *c);
 const uint8_t *iscsi_conn_output (iscsi_conn *c, size_t *len);
@@ -430,6 +425,7 @@ typedef enum {
 } iscsi_ping_state;
 
 struct iscsi_conn {
+  DfEngineConn engine;       /* first: the transport's view (engine.h) */
   DfExports *ex;             /* borrowed */
   DfSessions *ss;            /* borrowed */
   DfSession *sess;           /* owned (df_session_end) */

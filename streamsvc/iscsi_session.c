@@ -99,12 +99,91 @@ task_free (gpointer p)
   g_free (t);
 }
 
+/* ---- the engine interface (engine.h): typed thunks ----------------------- */
+
+#define ISCSI_OF(e) DF_ENGINE_CONN (iscsi_conn, e)
+#define ISCSI_OF_CONST(e) DF_ENGINE_CONN_CONST (iscsi_conn, e)
+
+static uint8_t *
+eng_input_space (DfEngineConn *e, size_t *room)
+{
+  return iscsi_conn_input_space (ISCSI_OF (e), room);
+}
+
+static void
+eng_input_commit (DfEngineConn *e, size_t n)
+{
+  iscsi_conn_input_commit (ISCSI_OF (e), n);
+}
+
+static void
+eng_process (DfEngineConn *e)
+{
+  iscsi_conn_process (ISCSI_OF (e));
+}
+
+static bool
+eng_has_work (const DfEngineConn *e)
+{
+  return iscsi_conn_has_work (ISCSI_OF_CONST (e));
+}
+
+static const uint8_t *
+eng_output (DfEngineConn *e, size_t *len)
+{
+  return iscsi_conn_output (ISCSI_OF (e), len);
+}
+
+static void
+eng_output_consume (DfEngineConn *e, size_t n)
+{
+  iscsi_conn_output_consume (ISCSI_OF (e), n);
+}
+
+static bool
+eng_should_close (const DfEngineConn *e)
+{
+  return iscsi_conn_should_close (ISCSI_OF_CONST (e));
+}
+
+static bool
+eng_tick (DfEngineConn *e, gint64 now_us)
+{
+  return iscsi_conn_tick (ISCSI_OF (e), now_us);
+}
+
+static void
+eng_free (DfEngineConn *e)
+{
+  iscsi_conn_free (ISCSI_OF (e));
+}
+
+static const DfEngineOps iscsi_engine_ops = {
+  .name = "iscsi",
+  .input_space = eng_input_space,
+  .input_commit = eng_input_commit,
+  .process = eng_process,
+  .has_work = eng_has_work,
+  .output = eng_output,
+  .output_consume = eng_output_consume,
+  .should_close = eng_should_close,
+  .tick = eng_tick,
+  .free = eng_free,
+};
+
+DfEngineConn *
+iscsi_conn_engine (iscsi_conn *c)
+{
+  return &c->engine;
+}
+
 iscsi_conn *
 iscsi_conn_new (DfExports *ex, DfSessions *ss, const char *client,
                 const char *local)
 {
   iscsi_conn *c = g_new0 (iscsi_conn, 1);
 
+  c->engine.ops = &iscsi_engine_ops;
   c->ex = ex;
   c->ss = ss;
   c->client = g_strdup (client);
@@ -207,29 +286,6 @@ iscsi_conn_input_commit (iscsi_conn *c, size_t n)
   c->in_len += n;
   if (n > 0)
     c->rx_seen = true;
-}
-
-bool
-iscsi_conn_feed (iscsi_conn *c, const void *buf, size_t len)
-{
-  const uint8_t *p = buf;
-
-  while (len > 0 && c->state != ISCSI_CONN_CLOSED)
-    {
-      size_t room;
-      uint8_t *dst = iscsi_conn_input_space (c, &room);
-      size_t n = MIN (room, len);
-
-      memcpy (dst, p, n);
-      iscsi_conn_input_commit (c, n);
-      p += n;
-      len -= n;
-      iscsi_conn_process (c);
-      /* Tests and fuzzers do not drain: keep memory bounded. */
-      if (c->out->len > 2 * ISCSI_OUTPUT_HIGH_WATER)
-        iscsi_conn_output_consume (c, c->out->len - c->out_pos);
-    }
-  return c->state != ISCSI_CONN_CLOSED;
 }
 
 const uint8_t *

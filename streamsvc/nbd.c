@@ -218,6 +218,7 @@ typedef struct {
 } nbd_run;
 
 struct nbd_conn {
+  DfEngineConn engine;     /* first: the transport's view (engine.h) */
   nbd_state state;
   DfExports *exports;      /* borrowed */
   DfSession *session;      /* owned: ended in nbd_conn_free */
@@ -305,11 +306,84 @@ nbd_conn_set_fd (nbd_conn *c, int fd)
   c->fd = fd;
 }
 
+/* ---- the engine interface (engine.h): typed thunks ----------------------- */
+
+#define NBD_OF(e) DF_ENGINE_CONN (nbd_conn, e)
+#define NBD_OF_CONST(e) DF_ENGINE_CONN_CONST (nbd_conn, e)
+
+static uint8_t *
+eng_input_space (DfEngineConn *e, size_t *room)
+{
+  return nbd_conn_input_space (NBD_OF (e), room);
+}
+
+static void
+eng_input_commit (DfEngineConn *e, size_t n)
+{
+  nbd_conn_input_commit (NBD_OF (e), n);
+}
+
+static void
+eng_process (DfEngineConn *e)
+{
+  nbd_conn_process (NBD_OF (e));
+}
+
+static bool
+eng_has_work (const DfEngineConn *e)
+{
+  return nbd_conn_has_work (NBD_OF_CONST (e));
+}
+
+static const uint8_t *
+eng_output (DfEngineConn *e, size_t *len)
+{
+  return nbd_conn_output (NBD_OF (e), len);
+}
+
+static void
+eng_output_consume (DfEngineConn *e, size_t n)
+{
+  nbd_conn_output_consume (NBD_OF (e), n);
+}
+
+static bool
+eng_should_close (const DfEngineConn *e)
+{
+  return nbd_conn_should_close (NBD_OF_CONST (e));
+}
+
+static void
+eng_free (DfEngineConn *e)
+{
+  nbd_conn_free (NBD_OF (e));
+}
+
+static const DfEngineOps nbd_engine_ops = {
+  .name = "nbd",
+  .input_space = eng_input_space,
+  .input_commit = eng_input_commit,
+  .process = eng_process,
+  .has_work = eng_has_work,
+  .output = eng_output,
+  .output_consume = eng_output_consume,
+  .should_close = eng_should_close,
+  .tick = NULL, /* no clock: TCP keepalive finds dead peers */
+  .free = eng_free,
+};
+
+DfEngineConn *
+nbd_conn_engine (nbd_conn *c)
+{
+  return &c->engine;
+}
+
 nbd_conn *
 nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client)
 {
   nbd_conn *c = g_new0 (nbd_conn, 1);
 
+  c->engine.ops = &nbd_engine_ops;
   c->exports = ex;
   c->client = g_strdup (client);
   c->fd = -1;
@@ -407,17 +481,6 @@ nbd_conn_input_commit (nbd_conn *c, size_t n)
 {
   g_assert (n <= c->in.cap - c->in.end);
   c->in.end += n;
-}
-
-bool
-nbd_conn_feed (nbd_conn *c, const void *buf, size_t len)
-{
-  if (c->state == NBD_STATE_CLOSED)
-    return false;
-  if (len > 0)
-    memcpy (buf_append (&c->in, len), buf, len);
-  nbd_conn_process (c);
-  return c->state != NBD_STATE_CLOSED;
 }
 
 const uint8_t *

@@ -1,16 +1,9 @@
 /* streamsvc: NBD protocol engine (fixed newstyle, no sockets).
  *
  * The engine turns input bytes into output bytes.  A transport (server.c,
- * the fuzzer, a test) owns the socket and drives it:
- *
- *   nbd_conn *c = nbd_conn_new (exports, sessions, "127.0.0.1:4242");
- *   loop:
- *     buf = nbd_conn_input_space (c, &room);  read (fd, buf, room) -> n
- *     nbd_conn_input_commit (c, n);           n == 0: EOF, free the conn
- *     nbd_conn_process (c);                   runs every complete request
- *     out = nbd_conn_output (c, &len);        write (fd, out, len) -> m
- *     nbd_conn_output_consume (c, m);
- *     if (nbd_conn_should_close (c) && len == m) close
+ * the fuzzer, a test) owns the socket and drives it through the engine
+ * interface (engine.h: nbd_conn_engine), or through the functions below,
+ * which it wraps.
  *
  * The greeting is queued by nbd_conn_new.  Replies to reads are built by
  * reading the block layer straight into the output buffer (no extra copy).
@@ -26,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h"
 #include "exports.h"
 #include "sessions.h"
 
@@ -55,6 +49,8 @@ void nbd_conn_set_fd (nbd_conn *c, int fd);
 /* Close the export and end the session. NULL is allowed. */
 void nbd_conn_free (nbd_conn *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (nbd_conn, nbd_conn_free)
+/* c as an engine (borrowed; df_engine_free frees c). */
+DfEngineConn *nbd_conn_engine (nbd_conn *c);
 
 nbd_state nbd_conn_state (const nbd_conn *c);
 const char *nbd_state_name (nbd_state s);
@@ -65,9 +61,6 @@ const char *nbd_state_name (nbd_state s);
 uint8_t *nbd_conn_input_space (nbd_conn *c, size_t *room);
 /* n bytes were written at the pointer from nbd_conn_input_space. */
 void nbd_conn_input_commit (nbd_conn *c, size_t n);
-/* Copy len bytes in and process (for --stdio, fuzzing and tests).  Returns
- * false once the connection is closed. */
-bool nbd_conn_feed (nbd_conn *c, const void *buf, size_t len);
 
 /* Run the engine over every complete message in the input (stopping when
  * the output backlog passes NBD_OUTPUT_HIGH_WATER or the conn closes). */

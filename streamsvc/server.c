@@ -41,41 +41,10 @@ typedef struct {
   proto proto;
 } listener;
 
-/* A protocol engine as the transport sees it (nbd.h, iscsi.h). */
-typedef struct {
-  uint8_t *(*input_space) (void *e, size_t *room);
-  void (*input_commit) (void *e, size_t n);
-  void (*process) (void *e);
-  bool (*has_work) (const void *e);
-  const uint8_t *(*output) (void *e, size_t *len);
-  void (*output_consume) (void *e, size_t n);
-  bool (*should_close) (const void *e);
-  void (*free) (void *e);
-  bool (*tick) (void *e, gint64 now_us); /* NULL: no clock; false: drop */
-} engine_ops;
-
-#define ENGINE_OPS(pfx, tick)                                                \
-  {                                                                          \
-    (uint8_t * (*) (void *, size_t *)) pfx##_input_space,                    \
-    (void (*) (void *, size_t)) pfx##_input_commit,                          \
-    (void (*) (void *)) pfx##_process,                                       \
-    (bool (*) (const void *)) pfx##_has_work,                                \
-    (const uint8_t *(*) (void *, size_t *)) pfx##_output,                    \
-    (void (*) (void *, size_t)) pfx##_output_consume,                        \
-    (bool (*) (const void *)) pfx##_should_close,                            \
-    (void (*) (void *)) pfx##_free,                                          \
-    tick,                                                                    \
-  }
-
-static const engine_ops nbd_ops = ENGINE_OPS (nbd_conn, NULL);
-static const engine_ops iscsi_ops =
-  ENGINE_OPS (iscsi_conn, (bool (*) (void *, gint64)) iscsi_conn_tick);
-
 /* One client connection (owned by its worker). */
 typedef struct {
   int fd;
-  const engine_ops *ops;
-  void *nc;          /* nbd_conn or iscsi_conn */
+  DfEngineConn *eng; /* owned: an nbd_conn or iscsi_conn (engine.h) */
   uint32_t interest; /* events registered with epoll */
 } srv_conn;
 
@@ -106,7 +75,7 @@ struct DfStreamServer {
 static void
 srv_conn_free (srv_conn *sc)
 {
-  sc->ops->free (sc->nc); /* before close: iSCSI reinstatement uses fd */
+  df_engine_free (sc->eng); /* before close: iSCSI reinstatement uses fd */
   close (sc->fd);
   g_free (sc);
 }
@@ -130,31 +99,24 @@ set_interest (worker *w, srv_conn *sc, uint32_t ev)
     sc->interest = ev;
 }
 
+/* A non-blocking socket as an engine's sink (engine.h). */
+static gssize
+send_sink (void *opaque, const uint8_t *buf, size_t len)
+{
+  const srv_conn *sc = opaque;
+  ssize_t n = send (sc->fd, buf, len, MSG_NOSIGNAL);
+
+  if (n >= 0)
+    return n;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+}
+
 /* Send pending output, re-running the engine when it held requests back
  * for backpressure.  Returns false when the connection must go. */
 static bool
 conn_flush (srv_conn *sc)
 {
-  for (;;)
-    {
-      size_t len;
-      const uint8_t *out = sc->ops->output (sc->nc, &len);
-      ssize_t n;
-
-      if (len == 0)
-        {
-          if (!sc->ops->has_work (sc->nc))
-            return true;
-          sc->ops->process (sc->nc);
-          if (sc->ops->output (sc->nc, &len), len == 0)
-            return true;
-          continue;
-        }
-      n = send (sc->fd, out, len, MSG_NOSIGNAL);
-      if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-      sc->ops->output_consume (sc->nc, (size_t) n);
-    }
+  return df_engine_pump (sc->eng, send_sink, sc);
 }
 
 /* Read what is there, run the engine.  false: close the connection. */
@@ -162,15 +124,15 @@ static bool
 conn_read (srv_conn *sc)
 {
   size_t room;
-  uint8_t *buf = sc->ops->input_space (sc->nc, &room);
+  uint8_t *buf = df_engine_input_space (sc->eng, &room);
   ssize_t n = read (sc->fd, buf, room);
 
   if (n == 0)
     return false;
   if (n < 0)
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-  sc->ops->input_commit (sc->nc, (size_t) n);
-  sc->ops->process (sc->nc);
+  df_engine_input_commit (sc->eng, (size_t) n);
+  df_engine_process (sc->eng);
   return true;
 }
 
@@ -180,7 +142,7 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
   size_t pending;
 
   if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
-      && !sc->ops->should_close (sc->nc) && !conn_read (sc))
+      && !df_engine_should_close (sc->eng) && !conn_read (sc))
     {
       worker_drop (w, sc);
       return;
@@ -190,8 +152,8 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
       worker_drop (w, sc);
       return;
     }
-  sc->ops->output (sc->nc, &pending);
-  if (pending == 0 && sc->ops->should_close (sc->nc))
+  df_engine_output (sc->eng, &pending);
+  if (pending == 0 && df_engine_should_close (sc->eng))
     {
       worker_drop (w, sc);
       return;
@@ -235,9 +197,9 @@ worker_tick (worker *w)
     {
       srv_conn *sc = l->data;
 
-      if (sc->ops->tick == NULL)
+      if (!df_engine_has_clock (sc->eng))
         continue;
-      if (!sc->ops->tick (sc->nc, now))
+      if (!df_engine_tick (sc->eng, now))
         worker_drop (w, sc);
       else
         conn_event (w, sc, 0);
@@ -259,7 +221,7 @@ conn_finish (srv_conn *sc)
 
       if (!conn_flush (sc))
         break;
-      sc->ops->output (sc->nc, &len);
+      df_engine_output (sc->eng, &len);
       if (len == 0 || left <= 0 || poll (&pfd, 1, left) <= 0)
         break;
     }
@@ -377,14 +339,13 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
       iscsi_conn_set_fd (ic, fd);
       iscsi_conn_set_nop (ic, s->liveness.nop_interval_s,
                           s->liveness.nop_timeout_s);
-      sc->ops = &iscsi_ops;
-      sc->nc = ic;
+      sc->eng = iscsi_conn_engine (ic);
     }
   else
     {
-      sc->ops = &nbd_ops;
-      sc->nc = nbd_conn_new (s->exports, s->sessions, client);
-      nbd_conn_set_fd (sc->nc, fd);
+      nbd_conn *nc = nbd_conn_new (s->exports, s->sessions, client);
+      nbd_conn_set_fd (nc, fd);
+      sc->eng = nbd_conn_engine (nc);
     }
   g_debug ("connection from %s", client);
   g_async_queue_push (w->incoming, sc);
@@ -755,47 +716,32 @@ df_stream_server_free (DfStreamServer *s)
 
 /* ---- --stdio ----------------------------------------------------------------- */
 
-static bool
-write_all (int fd, const uint8_t *p, size_t len)
+/* A blocking fd as an engine's sink: all or nothing. */
+static gssize
+write_sink (void *opaque, const uint8_t *p, size_t len)
 {
-  while (len > 0)
+  int fd = GPOINTER_TO_INT (opaque);
+  size_t left = len;
+
+  while (left > 0)
     {
-      ssize_t n = write (fd, p, len);
+      ssize_t n = write (fd, p, left);
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0)
-        return false;
+        return -1;
       p += n;
-      len -= (size_t) n;
+      left -= (size_t) n;
     }
-  return true;
-}
-
-static bool
-stdio_drain (nbd_conn *nc, int out_fd)
-{
-  for (;;)
-    {
-      size_t len;
-      const uint8_t *out = nbd_conn_output (nc, &len);
-
-      if (len == 0 && nbd_conn_has_work (nc))
-        {
-          nbd_conn_process (nc);
-          continue;
-        }
-      if (len == 0)
-        return true;
-      if (!write_all (out_fd, out, len))
-        return false;
-      nbd_conn_output_consume (nc, len);
-    }
+  return (gssize) len;
 }
 
 int
 df_nbd_serve_stdio (DfExports *ex, DfSessions *ss, int in_fd, int out_fd)
 {
-  g_autoptr (nbd_conn) nc = nbd_conn_new (ex, ss, "stdio");
+  nbd_conn *nc = nbd_conn_new (ex, ss, "stdio");
+  DfEngineConn *e = nbd_conn_engine (nc);
+  int rc;
 
   for (;;)
     {
@@ -803,17 +749,28 @@ df_nbd_serve_stdio (DfExports *ex, DfSessions *ss, int in_fd, int out_fd)
       uint8_t *buf;
       ssize_t n;
 
-      if (!stdio_drain (nc, out_fd))
-        return 1;
-      if (nbd_conn_should_close (nc))
-        return 0;
-      buf = nbd_conn_input_space (nc, &room);
+      if (!df_engine_pump (e, write_sink, GINT_TO_POINTER (out_fd)))
+        {
+          rc = 1;
+          break;
+        }
+      if (df_engine_should_close (e))
+        {
+          rc = 0;
+          break;
+        }
+      buf = df_engine_input_space (e, &room);
       n = read (in_fd, buf, room);
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0)
-        return n == 0 ? 0 : 1;
-      nbd_conn_input_commit (nc, (size_t) n);
-      nbd_conn_process (nc);
+        {
+          rc = n == 0 ? 0 : 1;
+          break;
+        }
+      df_engine_input_commit (e, (size_t) n);
+      df_engine_process (e);
     }
+  df_engine_free (e);
+  return rc;
 }

@@ -87,38 +87,12 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   return 0;
 }
 
-static void
-drain (iscsi_conn *c)
-{
-  size_t len;
-
-  iscsi_conn_output (c, &len);
-  iscsi_conn_output_consume (c, len);
-}
-
+/* Feed like a transport would (engine.h: input_space, process, drain the
+ * output, repeat while the engine has work held back). */
 static bool
 feed (iscsi_conn *c, const uint8_t *p, size_t len)
 {
-  while (len > 0)
-    {
-      size_t room;
-      uint8_t *dst = iscsi_conn_input_space (c, &room);
-      size_t n = MIN (room, len);
-
-      memcpy (dst, p, n);
-      iscsi_conn_input_commit (c, n);
-      p += n;
-      len -= n;
-      do
-        {
-          iscsi_conn_process (c);
-          drain (c);
-        }
-      while (iscsi_conn_has_work (c));
-      if (iscsi_conn_should_close (c))
-        return false;
-    }
-  return true;
+  return df_engine_feed (iscsi_conn_engine (c), p, len, NULL, NULL);
 }
 
 int
@@ -149,7 +123,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       for (int i = 0; i < (split & 3); i++)
         if (!iscsi_conn_tick (c, now += G_USEC_PER_SEC))
           return 0;
-      drain (c);
+      df_engine_pump (iscsi_conn_engine (c), NULL, NULL);
     }
   return 0;
 }

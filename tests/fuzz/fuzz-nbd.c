@@ -95,40 +95,12 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   return 0;
 }
 
-static void
-drain (nbd_conn *c)
-{
-  size_t len;
-
-  nbd_conn_output (c, &len);
-  nbd_conn_output_consume (c, len);
-}
-
-/* Feed like a transport would: through input_space, then drain, repeat
- * while the engine has work held back. */
+/* Feed like a transport would (engine.h: input_space, process, drain the
+ * output, repeat while the engine has work held back). */
 static bool
 feed (nbd_conn *c, const uint8_t *p, size_t len)
 {
-  while (len > 0)
-    {
-      size_t room;
-      uint8_t *dst = nbd_conn_input_space (c, &room);
-      size_t n = MIN (room, len);
-
-      memcpy (dst, p, n);
-      nbd_conn_input_commit (c, n);
-      p += n;
-      len -= n;
-      do
-        {
-          nbd_conn_process (c);
-          drain (c);
-        }
-      while (nbd_conn_has_work (c));
-      if (nbd_conn_should_close (c))
-        return false;
-    }
-  return true;
+  return df_engine_feed (nbd_conn_engine (c), p, len, NULL, NULL);
 }
 
 int
@@ -144,7 +116,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   data += 2;
   size -= 2;
   c = nbd_conn_new (exports, sessions, "fuzz");
-  drain (c);
+  df_engine_pump (nbd_conn_engine (c), NULL, NULL); /* the greeting */
   if (!feed (c, prefixes[mode]->data, prefixes[mode]->len))
     return 0;
   /* Split the rest at a data-chosen point to exercise partial input. */

@@ -369,17 +369,13 @@ send_pdu (Fx *f, const uint8_t *bhs, const void *data, uint32_t dlen)
 {
   g_autoptr (GByteArray) b = g_byte_array_new ();
   size_t off = iscsi_out_begin (b, dlen, false, false);
-  size_t len;
-  const uint8_t *out;
 
   memcpy (b->data + off, bhs, 48);
   if (dlen)
     memcpy (iscsi_out_data (b, off, false), data, dlen);
   iscsi_out_end (b, off, dlen, false, false);
-  iscsi_conn_feed (f->c, b->data, b->len);
-  out = iscsi_conn_output (f->c, &len);
-  g_byte_array_append (f->got, out, (guint) len);
-  iscsi_conn_output_consume (f->c, len);
+  df_engine_feed (iscsi_conn_engine (f->c), b->data, b->len,
+                  df_engine_sink_bytes, f->got);
 }
 
 /* Pop the next response PDU from f->got into bhs (+ text into *text). */
@@ -1636,11 +1632,8 @@ static bool
 tick (Fx *f, gint64 now)
 {
   bool alive = iscsi_conn_tick (f->c, now);
-  size_t len;
-  const uint8_t *out = iscsi_conn_output (f->c, &len);
 
-  g_byte_array_append (f->got, out, (guint) len);
-  iscsi_conn_output_consume (f->c, len);
+  df_engine_pump (iscsi_conn_engine (f->c), df_engine_sink_bytes, f->got);
   return alive;
 }
 

@@ -1,0 +1,137 @@
+/* streamsvc: a protocol engine as its transport sees it.
+ *
+ * An engine (nbd_conn, iscsi_conn) turns input bytes into output bytes and
+ * owns no socket.  Each one embeds a DfEngineConn first and fills one
+ * DfEngineOps of typed thunks (nbd.c, iscsi_session.c), so a transport
+ * (server.c), a fuzzer or a test drives either engine through the same
+ * calls, without casting function pointers:
+ *
+ *   DfEngineConn *e = nbd_conn_engine (nbd_conn_new (...));
+ *   loop:
+ *     buf = df_engine_input_space (e, &room);  read (fd, buf, room) -> n
+ *     df_engine_input_commit (e, n);           n == 0: EOF, free the conn
+ *     df_engine_process (e);
+ *     df_engine_pump (e, sink, opaque);        output -> sink, run held work
+ *     if (df_engine_should_close (e) && nothing pending) close
+ *
+ * df_engine_feed is that loop over a buffer (fuzzers, tests).
+ *
+ * Thread safety: one engine is driven by one thread at a time.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct DfEngineConn DfEngineConn;
+
+typedef struct {
+  const char *name; /* "nbd", "iscsi" */
+  /* Room to read into (*room >= 1); valid until the next call on e. */
+  uint8_t *(*input_space) (DfEngineConn *e, size_t *room);
+  /* n bytes were written at the pointer from input_space. */
+  void (*input_commit) (DfEngineConn *e, size_t n);
+  /* Run every complete message (stops early above the output high water). */
+  void (*process) (DfEngineConn *e);
+  /* Complete input is waiting that process has not run yet. */
+  bool (*has_work) (const DfEngineConn *e);
+  /* Pending output (borrowed until the next call); *len 0: nothing. */
+  const uint8_t *(*output) (DfEngineConn *e, size_t *len);
+  void (*output_consume) (DfEngineConn *e, size_t n);
+  /* Close once the output is drained. */
+  bool (*should_close) (const DfEngineConn *e);
+  /* The engine's clock (NULL: it has none).  false: drop the connection
+   * now, without draining its output. */
+  bool (*tick) (DfEngineConn *e, gint64 now_us);
+  /* Frees the engine (and the connection embedding e). */
+  void (*free) (DfEngineConn *e);
+} DfEngineOps;
+
+/* The head of every engine connection (first member). */
+struct DfEngineConn {
+  const DfEngineOps *ops;
+};
+
+/* The connection struct embedding e as its member "engine". */
+#define DF_ENGINE_CONN(type, e)                                              \
+  ((type *) (void *) ((char *) (e) - offsetof (type, engine)))
+#define DF_ENGINE_CONN_CONST(type, e)                                        \
+  ((const type *) (const void *) ((const char *) (e)                         \
+                                  - offsetof (type, engine)))
+
+static inline uint8_t *
+df_engine_input_space (DfEngineConn *e, size_t *room)
+{
+  return e->ops->input_space (e, room);
+}
+static inline void
+df_engine_input_commit (DfEngineConn *e, size_t n)
+{
+  e->ops->input_commit (e, n);
+}
+static inline void
+df_engine_process (DfEngineConn *e)
+{
+  e->ops->process (e);
+}
+static inline bool
+df_engine_has_work (const DfEngineConn *e)
+{
+  return e->ops->has_work (e);
+}
+static inline const uint8_t *
+df_engine_output (DfEngineConn *e, size_t *len)
+{
+  return e->ops->output (e, len);
+}
+static inline void
+df_engine_output_consume (DfEngineConn *e, size_t n)
+{
+  e->ops->output_consume (e, n);
+}
+static inline bool
+df_engine_should_close (const DfEngineConn *e)
+{
+  return e->ops->should_close (e);
+}
+static inline bool
+df_engine_has_clock (const DfEngineConn *e)
+{
+  return e->ops->tick != NULL;
+}
+/* The engine must have a clock (df_engine_has_clock). */
+static inline bool
+df_engine_tick (DfEngineConn *e, gint64 now_us)
+{
+  return e->ops->tick (e, now_us);
+}
+/* NULL is allowed. */
+static inline void
+df_engine_free (DfEngineConn *e)
+{
+  if (e != NULL)
+    e->ops->free (e);
+}
+
+/* Where output goes: takes up to len bytes of buf and returns how many it
+ * took (> 0), 0 when it cannot take more now (a full non-blocking socket),
+ * or -1 when the connection is broken. */
+typedef gssize (*DfEngineSink) (void *opaque, const uint8_t *buf,
+                                size_t len);
+
+/* Hand the pending output to sink, running the work the engine held back
+ * for backpressure each time the output empties.  sink NULL discards the
+ * output.  Returns false when the sink failed; true when all is sent or
+ * the sink is full. */
+bool df_engine_pump (DfEngineConn *e, DfEngineSink sink, void *opaque);
+
+/* Feed len bytes as a transport would: through input_space in the pieces
+ * it offers, processing and pumping (sink as df_engine_pump) after each.
+ * Returns false once the engine wants to close (or the sink failed). */
+bool df_engine_feed (DfEngineConn *e, const void *buf, size_t len,
+                     DfEngineSink sink, void *opaque);
+
+/* A sink appending to a GByteArray (opaque), for tests and fuzzers. */
+gssize df_engine_sink_bytes (void *opaque, const uint8_t *buf, size_t len);
