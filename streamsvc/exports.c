@@ -37,6 +37,7 @@
 #include <sys/socket.h>
 
 #include "blk_fence.h"
+#include "blk_readonly.h"
 #include "common.h"
 #include "farm.h"
 
@@ -81,6 +82,8 @@ struct DfExports
   char *farm_uuid; /* the farm's identity (df_farm_uuid), read at start */
   GMutex lock;
   GHashTable *chains; /* path -> df_blk* (owned ref) */
+  GHashTable *vdisks; /* path -> read-only layer over its chain (owned
+                       * ref): the blk of every vdisk export of it */
   GHashTable *caches; /* device name -> CacheEntry* (owned ref) */
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
@@ -447,6 +450,8 @@ df_exports_new (const char *farm_dir, GError **err)
   g_cond_init (&ex->check_cond);
   ex->chains = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                       (GDestroyNotify)df_blk_unref);
+  ex->vdisks = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                      (GDestroyNotify)df_blk_unref);
   ex->caches = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                       (GDestroyNotify)cache_entry_unref);
   ex->farm_pool
@@ -474,6 +479,7 @@ df_exports_free (DfExports *ex)
   g_thread_join (ex->checker);
   df_exports_flush_all (ex);
   g_hash_table_destroy (ex->caches);
+  g_hash_table_destroy (ex->vdisks);
   g_hash_table_destroy (ex->chains);
   g_ptr_array_free (ex->farm_pool, TRUE);
   g_mutex_clear (&ex->lock);
@@ -513,6 +519,25 @@ chain_get_locked (DfExports *ex, const char *path, GError **err)
       g_hash_table_insert (ex->chains, g_strdup (path), chain);
     }
   return df_blk_ref (chain);
+}
+
+/* The read-only layer over a version file's chain, made once.  Caller
+ * holds ex->lock.  Returns a new ref or NULL + err. */
+static df_blk *
+vdisk_get_locked (DfExports *ex, const char *path, GError **err)
+{
+  df_blk *ro = g_hash_table_lookup (ex->vdisks, path);
+  g_autoptr (df_blk) chain = NULL;
+
+  if (ro == NULL)
+    {
+      chain = chain_get_locked (ex, path, err);
+      if (chain == NULL)
+        return NULL;
+      ro = df_readonly_blk_new (chain);
+      g_hash_table_insert (ex->vdisks, g_strdup (path), ro);
+    }
+  return df_blk_ref (ro);
 }
 
 /* Resolution failures from the farm keep their code; NOT_FOUND names the
@@ -563,7 +588,7 @@ open_vdisk (DfExports *ex, DfFarm *farm, const char *name, const char *vdisk,
     }
   path = version_file_path (farm, v);
   g_mutex_lock (&ex->lock);
-  chain = chain_get_locked (ex, path, err);
+  chain = vdisk_get_locked (ex, path, err);
   g_mutex_unlock (&ex->lock);
   if (chain == NULL)
     return NULL;
@@ -670,7 +695,13 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   chain = chain_get_locked (ex, base_path, err);
   if (chain == NULL || !pin_first_open (r, err))
     return NULL;
-  cache = df_cache_mode_open (chain, r->dir, &r->mode, r->dev->quota, &local);
+  /* A mode without a server-side cache (hypervisor) is served the
+   * version read-only, through the same read-only layer as vdisk/. */
+  if (r->maint || df_cache_mode_desc (&r->mode)->open_store != NULL)
+    cache = df_cache_mode_open (chain, r->dir, &r->mode, r->dev->quota,
+                                &local);
+  else
+    cache = vdisk_get_locked (ex, base_path, &local);
   if (cache == NULL && r->maint
       && g_error_matches (local, DF_ERROR, DF_ERROR_BUSY))
     {

@@ -298,11 +298,10 @@ typedef struct iscsi_lu_shared iscsi_lu_shared;
 typedef struct iscsi_scsi_result iscsi_scsi_result;
 
 typedef struct {
-  df_blk *blk;          /* borrowed from the DfExport */
+  df_blk *blk;          /* borrowed: the conn's accounting layer */
   bool readonly;
   const char *serial;   /* device or vdisk name (VPD 0x80), borrowed */
   const char *target;   /* target IQN (VPD 0x83), borrowed */
-  DfSession *sess;      /* accounting, borrowed */
   uint8_t last_sense[SCSI_SENSE_LEN]; /* for REQUEST SENSE */
   bool have_sense;
   iscsi_lu_shared *shared; /* per-LU state (iscsi_pr.c), process-wide */
@@ -448,6 +447,8 @@ struct iscsi_conn {
   uint16_t tsih;
   uint32_t stat_sn, exp_cmd_sn;
   DfExport *export;          /* owned; NULL for discovery */
+  df_blk *blk;               /* owned: accounting layer over the export's
+                              * blk (layer_account.h); NULL for discovery */
   iscsi_lu lu;
   GHashTable *tasks;         /* itt -> iscsi_task* (owned) */
   size_t buffered;           /* bytes held by tasks */

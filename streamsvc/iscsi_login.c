@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "layer_account.h"
 
 /* ---- CHAP primitives ------------------------------------------------------ */
 
@@ -661,13 +662,13 @@ enter_full_feature (iscsi_conn *c, GError **err)
   df_session_set_binding (c->sess, &binding);
   if (c->fd >= 0)
     df_export_shutdown_when_fenced (c->export, c->fd);
-  c->lu.blk = df_export_blk (c->export);
-  c->lu.readonly = df_export_readonly (c->export);
+  c->blk = df_account_blk_new (df_export_blk (c->export), c->sess);
+  c->lu.blk = c->blk;
+  c->lu.readonly = c->blk->readonly;
   c->lu.serial = df_export_device (c->export)
                      ? df_export_device (c->export)
                      : df_export_name (c->export) + strlen ("vdisk/");
   c->lu.target = c->target;
-  c->lu.sess = c->sess;
   lu = lu_name (c->export);
   iscsi_lu_attach (&c->lu, lu, c->initiator, c->isid);
   return true;

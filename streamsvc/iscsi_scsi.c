@@ -111,15 +111,16 @@ num_blocks (const iscsi_lu *lu)
   return lu->blk->size / ISCSI_BLOCK;
 }
 
-/* Block-layer failure -> sense (quota is a DATA PROTECT condition). */
+/* Block-layer failure -> sense (quota is a DATA PROTECT condition; the
+ * accounting layer under lu->blk counted it). */
 static void
 io_failed (iscsi_lu *lu, iscsi_scsi_result *r, int errnum, bool write)
 {
+  (void) lu;
   if (errnum == ENOSPC)
-    {
-      df_session_quota_hit (lu->sess);
-      iscsi_scsi_sense (r, KEY_DATA_PROTECT, 0x27, 0x07);
-    }
+    iscsi_scsi_sense (r, KEY_DATA_PROTECT, 0x27, 0x07);
+  else if (errnum == EROFS) /* the read-only layer (blk_readonly.h) */
+    write_protected (r);
   else if (write)
     iscsi_scsi_sense (r, KEY_MEDIUM_ERROR, 0x0c, 0x00);
   else
@@ -143,12 +144,6 @@ copy_out (iscsi_scsi_result *r, uint8_t *din, uint32_t din_cap,
 
   memcpy (din, src, n);
   r->data_len = n;
-}
-
-static uint64_t
-now_ns (void)
-{
-  return (uint64_t) g_get_monotonic_time () * 1000u;
 }
 
 /* ---- the request, decoded at the edge ------------------------------------ */
@@ -267,7 +262,6 @@ plan_capacity10 (const uint8_t *cdb, const scsi_req *q)
 static void
 cmd_read (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  uint64_t t0 = now_ns ();
   uint32_t bytes = q->blocks * ISCSI_BLOCK;
   int errnum = 0;
 
@@ -276,12 +270,8 @@ cmd_read (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   g_assert (bytes <= q->din_cap);
   if (df_blk_pread (lu->blk, q->din, bytes, q->lba * ISCSI_BLOCK, &errnum)
       < 0)
-    {
-      df_session_account (lu->sess, DF_OP_READ, 0, now_ns () - t0, true);
-      return io_failed (lu, r, errnum, false);
-    }
+    return io_failed (lu, r, errnum, false);
   r->data_len = bytes;
-  df_session_account (lu->sess, DF_OP_READ, bytes, now_ns () - t0, false);
 }
 
 /* Write the whole blocks of data that came (EDTL shorter than the
@@ -289,7 +279,6 @@ cmd_read (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 static bool
 write_blocks (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  uint64_t t0 = now_ns ();
   uint32_t bytes = MIN (q->blocks, q->dout_len / ISCSI_BLOCK) * ISCSI_BLOCK;
   int errnum = 0;
 
@@ -298,11 +287,9 @@ write_blocks (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   if (df_blk_pwrite (lu->blk, q->dout, bytes, q->lba * ISCSI_BLOCK,
                      q->fua ? DF_BLK_FUA : 0, &errnum) < 0)
     {
-      df_session_account (lu->sess, DF_OP_WRITE, 0, now_ns () - t0, true);
       io_failed (lu, r, errnum, true);
       return false;
     }
-  df_session_account (lu->sess, DF_OP_WRITE, bytes, now_ns () - t0, false);
   return true;
 }
 
@@ -452,27 +439,22 @@ cmd_prefetch (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 static void
 cmd_sync (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  uint64_t t0 = now_ns ();
   int errnum = 0;
 
   (void) q;
   /* IMMED or not, return only once data is stable (BAD-INPUTS.md). */
   if (!lu->readonly && lu->blk->can_flush
       && df_blk_flush (lu->blk, &errnum) < 0)
-    {
-      df_session_account (lu->sess, DF_OP_FLUSH, 0, now_ns () - t0, true);
-      return io_failed (lu, r, errnum, true);
-    }
-  df_session_account (lu->sess, DF_OP_FLUSH, 0, now_ns () - t0, false);
+    return io_failed (lu, r, errnum, true);
 }
 
 /* Make lba..+n read back zero, in requests of at most DF_BLK_MAX_REQUEST
- * bytes, each accounted as op: DF_OP_ZERO zeroes (the device must
- * can_zero); DF_OP_TRIM deallocates (zero that may trim where the device
- * can zero, else trim).  n > 0, range checked.  On a failed request sets r
- * (io_failed) and returns false. */
+ * bytes: without dealloc zeroes (the device must can_zero); with dealloc
+ * deallocates (zero that may trim where the device can zero, else trim).
+ * n > 0, range checked.  On a failed request sets r (io_failed) and
+ * returns false. */
 static bool
-clear_range (iscsi_lu *lu, uint64_t lba, uint64_t n, DfOp op,
+clear_range (iscsi_lu *lu, uint64_t lba, uint64_t n, bool dealloc,
              iscsi_scsi_result *r)
 {
   uint64_t off = lba * ISCSI_BLOCK, left = n * ISCSI_BLOCK;
@@ -480,16 +462,14 @@ clear_range (iscsi_lu *lu, uint64_t lba, uint64_t n, DfOp op,
   while (left > 0)
     {
       uint32_t chunk = (uint32_t) MIN (left, (uint64_t) DF_BLK_MAX_REQUEST);
-      uint64_t t0 = now_ns ();
       int errnum = 0;
-      int rc = op == DF_OP_ZERO
+      int rc = !dealloc
                    ? df_blk_zero (lu->blk, chunk, off, 0, &errnum)
                  : lu->blk->can_zero
                    ? df_blk_zero (lu->blk, chunk, off, DF_BLK_MAY_TRIM,
                                   &errnum)
                    : df_blk_trim (lu->blk, chunk, off, 0, &errnum);
 
-      df_session_account (lu->sess, op, chunk, now_ns () - t0, rc < 0);
       if (rc < 0)
         {
           io_failed (lu, r, errnum, true);
@@ -505,7 +485,7 @@ clear_range (iscsi_lu *lu, uint64_t lba, uint64_t n, DfOp op,
 static bool
 unmap_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
 {
-  return clear_range (lu, lba, n, DF_OP_TRIM, r);
+  return clear_range (lu, lba, n, true, r);
 }
 
 static void
@@ -567,13 +547,10 @@ write_pattern (iscsi_lu *lu, const uint8_t *pat, uint64_t lba, uint64_t n,
   while (n > 0)
     {
       uint32_t nb = (uint32_t) MIN (n, (uint64_t) chunk_blocks);
-      uint64_t t0 = now_ns ();
       int errnum = 0;
       int rc = df_blk_pwrite (lu->blk, buf, nb * ISCSI_BLOCK,
                               lba * ISCSI_BLOCK, 0, &errnum);
 
-      df_session_account (lu->sess, DF_OP_WRITE, (uint64_t) nb * ISCSI_BLOCK,
-                          now_ns () - t0, rc < 0);
       if (rc < 0)
         {
           io_failed (lu, r, errnum, true);
@@ -592,7 +569,7 @@ zero_range (iscsi_lu *lu, uint64_t lba, uint64_t n, iscsi_scsi_result *r)
 
   if (!lu->blk->can_zero)
     return write_pattern (lu, zeros, lba, n, r);
-  return clear_range (lu, lba, n, DF_OP_ZERO, r);
+  return clear_range (lu, lba, n, false, r);
 }
 
 static void
@@ -1351,7 +1328,7 @@ validate (iscsi_lu *lu, const scsi_cmd *d, scsi_req *q, iscsi_scsi_result *r)
     }
   if ((d->flags & CMD_WRITES) && lu->readonly)
     {
-      write_protected (r);
+      io_failed (lu, r, EROFS, true); /* as the read-only layer would */
       return false;
     }
   if (!(d->flags & CMD_LBA))

@@ -214,6 +214,7 @@ iscsi_conn_free (iscsi_conn *c)
   session_unregister (c);
   iscsi_lu_detach (&c->lu); /* I_T nexus loss */
   g_hash_table_destroy (c->tasks);
+  df_blk_unref (c->blk); /* before the session it accounts to */
   if (c->export != NULL)
     df_export_close (c->export);
   df_session_end (c->sess);

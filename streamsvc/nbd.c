@@ -11,9 +11,9 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
-#include <time.h>
 
 #include "common.h"
+#include "layer_account.h"
 
 /* ---- protocol constants (NBD doc/proto.md) ------------------------------ */
 
@@ -225,7 +225,8 @@ struct nbd_conn {
   char *client;            /* owned */
   int fd;                  /* socket, -1 if unknown (stdio, tests) */
   DfExport *export;        /* owned after GO / EXPORT_NAME */
-  df_blk *blk;             /* borrowed from export */
+  df_blk *blk;             /* owned: the accounting layer over the
+                            * export's blk (layer_account.h) */
   bool no_zeroes;
   bool structured;
   bool meta_allocation;    /* base:allocation selected ... */
@@ -406,6 +407,7 @@ nbd_conn_free (nbd_conn *c)
       g_message ("nbd %s: session closed: %s%s%s%s", c->client, b,
                  fenced ? " (fenced: " : "", fenced ? fenced : "",
                  fenced ? ")" : "");
+      df_blk_unref (c->blk); /* before the session it accounts to */
       df_export_close (c->export);
     }
   df_session_end (c->session);
@@ -634,7 +636,7 @@ transmission_flags (nbd_conn *c, DfExport *e)
 
   if (c->structured)
     f |= NBD_FLAG_SEND_DF;
-  if (df_export_readonly (e) || b->readonly)
+  if (b->readonly) /* the read-only layer (blk_readonly.h) says so */
     /* Read-only vdisk exports are the same bytes on every connection. */
     f |= NBD_FLAG_READ_ONLY | NBD_FLAG_CAN_MULTI_CONN;
   else
@@ -657,7 +659,7 @@ enter_transmission (nbd_conn *c, DfExport *e)
       && strcmp (c->meta_export, df_export_name (e)) != 0)
     c->meta_allocation = false;
   c->export = e;
-  c->blk = df_export_blk (e);
+  c->blk = df_account_blk_new (df_export_blk (e), c->session);
   c->state = NBD_STATE_TRANSMISSION;
   df_export_binding (e, &binding);
   df_session_set_export (c->session, df_export_name (e),
@@ -1070,15 +1072,6 @@ errno_to_nbd (int err)
     }
 }
 
-/* A block-layer failure: map, count quota refusals.  Returns the NBD code. */
-static uint32_t
-blk_failed (nbd_conn *c, int err)
-{
-  if (err == ENOSPC || err == EDQUOT)
-    df_session_quota_hit (c->session);
-  return errno_to_nbd (err);
-}
-
 /* ---- transmission: command handlers -------------------------------------- */
 
 /* Each handler queues the full reply and returns 0, or returns an NBD
@@ -1099,7 +1092,7 @@ read_simple (nbd_conn *c, const nbd_req *rq)
                     &err) < 0)
     {
       c->out.end = mark;
-      return blk_failed (c, err);
+      return errno_to_nbd (err);
     }
   return 0;
 }
@@ -1158,8 +1151,8 @@ collect_run (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
 /* Extents of [offset, offset+count) coalesced into c->runs, clipped to the
  * range.  count may exceed DF_BLK_MAX_REQUEST: queried in pieces. */
 static int
-collect_runs (nbd_conn *c, uint64_t offset, uint64_t count, uint32_t mask,
-              uint32_t max_runs, int *err)
+collect_runs (nbd_conn *c, df_blk *b, uint64_t offset, uint64_t count,
+              uint32_t mask, uint32_t max_runs, int *err)
 {
   runs_ctx rc = { c->runs, mask };
   uint64_t end = offset + count;
@@ -1169,7 +1162,7 @@ collect_runs (nbd_conn *c, uint64_t offset, uint64_t count, uint32_t mask,
     {
       uint32_t n = (uint32_t) MIN (end - offset, DF_BLK_MAX_REQUEST);
 
-      if (df_blk_extents (c->blk, n, offset, collect_run, &rc, err) < 0)
+      if (df_blk_extents (b, n, offset, collect_run, &rc, err) < 0)
         return -1;
       if (c->runs->len == 0)
         break;
@@ -1203,9 +1196,11 @@ read_sparse (nbd_conn *c, const nbd_req *rq)
   int err = 0;
   uint64_t covered = 0;
 
-  if (collect_runs (c, rq->offset, rq->count, DF_EXTENT_ZERO, MAX_EXTENTS,
-                    &err) < 0)
-    return blk_failed (c, err);
+  /* The read's own map: from the export, not accounted as a client's
+   * BLOCK_STATUS (the READ is accounted by its data chunks). */
+  if (collect_runs (c, df_export_blk (c->export), rq->offset, rq->count,
+                    DF_EXTENT_ZERO, MAX_EXTENTS, &err) < 0)
+    return errno_to_nbd (err);
   for (guint i = 0; i < c->runs->len; i++)
     covered += g_array_index (c->runs, nbd_run, i).length;
   if (covered != rq->count)
@@ -1225,7 +1220,7 @@ read_sparse (nbd_conn *c, const nbd_req *rq)
       else if (data_chunk (c, rq, r->offset, r->length, done, &err) < 0)
         {
           c->out.end = mark;
-          return blk_failed (c, err);
+          return errno_to_nbd (err);
         }
     }
   return 0;
@@ -1244,7 +1239,7 @@ nbd_cmd_read (nbd_conn *c, const nbd_req *rq)
       if (data_chunk (c, rq, rq->offset, rq->count, true, &err) < 0)
         {
           c->out.end = mark;
-          return blk_failed (c, err);
+          return errno_to_nbd (err);
         }
       return 0;
     }
@@ -1258,7 +1253,7 @@ nbd_cmd_write (nbd_conn *c, const nbd_req *rq)
   int err = 0;
 
   if (df_blk_pwrite (c->blk, rq->payload, rq->count, rq->offset, f, &err) < 0)
-    return blk_failed (c, err);
+    return errno_to_nbd (err);
   simple_reply (c, rq, 0);
   return 0;
 }
@@ -1269,7 +1264,7 @@ nbd_cmd_flush (nbd_conn *c, const nbd_req *rq)
   int err = 0;
 
   if (df_blk_flush (c->blk, &err) < 0)
-    return blk_failed (c, err);
+    return errno_to_nbd (err);
   simple_reply (c, rq, 0);
   return 0;
 }
@@ -1286,11 +1281,11 @@ nbd_cmd_trim (nbd_conn *c, const nbd_req *rq)
     {
       uint32_t n = (uint32_t) MIN (end - off, DF_BLK_MAX_REQUEST);
       if (df_blk_trim (c->blk, n, off, f, &err) < 0)
-        return blk_failed (c, err);
+        return errno_to_nbd (err);
       off += n;
     }
   if (!c->blk->can_trim && f && df_blk_flush (c->blk, &err) < 0)
-    return blk_failed (c, err);
+    return errno_to_nbd (err);
   simple_reply (c, rq, 0);
   return 0;
 }
@@ -1337,7 +1332,7 @@ nbd_cmd_write_zeroes (nbd_conn *c, const nbd_req *rq)
                                : zero_by_writing (c, n, off, f & DF_BLK_FUA,
                                                   &err);
       if (r < 0)
-        return blk_failed (c, err);
+        return errno_to_nbd (err);
       off += n;
     }
   simple_reply (c, rq, 0);
@@ -1351,9 +1346,9 @@ nbd_cmd_block_status (nbd_conn *c, const nbd_req *rq)
   int err = 0;
   uint8_t *p;
 
-  if (collect_runs (c, rq->offset, rq->count,
+  if (collect_runs (c, c->blk, rq->offset, rq->count,
                     DF_EXTENT_HOLE | DF_EXTENT_ZERO, max, &err) < 0)
-    return blk_failed (c, err);
+    return errno_to_nbd (err);
   if (c->runs->len == 0)
     return NBD_EIO; /* a layer reported nothing for a valid range */
   p = chunk_start (c, rq, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
@@ -1380,28 +1375,26 @@ typedef struct {
   nbd_cmd_fn fn;
   uint16_t flags_ok;
   unsigned props;
-  int op; /* DfOp, -1 = not accounted */
   uint32_t range_error; /* error for a range past the end */
 } nbd_cmd_desc;
 
 static const nbd_cmd_desc nbd_cmds[NBD_CMD__COUNT] = {
   [NBD_CMD_READ] = { "READ", nbd_cmd_read,
                      NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_DF,
-                     CMD_RANGE | CMD_LIMITED, DF_OP_READ, NBD_EINVAL },
+                     CMD_RANGE | CMD_LIMITED, NBD_EINVAL },
   [NBD_CMD_WRITE] = { "WRITE", nbd_cmd_write, NBD_CMD_FLAG_FUA,
-                      CMD_RANGE | CMD_LIMITED | CMD_WRITES, DF_OP_WRITE,
-                      NBD_ENOSPC },
+                      CMD_RANGE | CMD_LIMITED | CMD_WRITES, NBD_ENOSPC },
   [NBD_CMD_FLUSH] = { "FLUSH", nbd_cmd_flush, NBD_CMD_FLAG_FUA, 0,
-                      DF_OP_FLUSH, NBD_EINVAL },
+                      NBD_EINVAL },
   [NBD_CMD_TRIM] = { "TRIM", nbd_cmd_trim, NBD_CMD_FLAG_FUA,
-                     CMD_RANGE | CMD_WRITES, DF_OP_TRIM, NBD_EINVAL },
+                     CMD_RANGE | CMD_WRITES, NBD_EINVAL },
   [NBD_CMD_WRITE_ZEROES] = { "WRITE_ZEROES", nbd_cmd_write_zeroes,
                              NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE
                              | NBD_CMD_FLAG_FAST_ZERO,
-                             CMD_RANGE | CMD_WRITES, DF_OP_ZERO, NBD_ENOSPC },
+                             CMD_RANGE | CMD_WRITES, NBD_ENOSPC },
   [NBD_CMD_BLOCK_STATUS] = { "BLOCK_STATUS", nbd_cmd_block_status,
                              NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE,
-                             CMD_RANGE, DF_OP_BLOCK_STATUS, NBD_EINVAL },
+                             CMD_RANGE, NBD_EINVAL },
 };
 
 /* Check a request once, here.  0 = valid, else the NBD error to send. */
@@ -1414,9 +1407,8 @@ validate_request (nbd_conn *c, const nbd_cmd_desc *d, const nbd_req *rq)
     return NBD_EINVAL;
   if ((rq->flags & NBD_CMD_FLAG_DF) && !c->structured)
     return NBD_EINVAL;
-  if ((d->props & CMD_WRITES) && (c->blk->readonly
-                                  || df_export_readonly (c->export)))
-    return NBD_EPERM;
+  if ((d->props & CMD_WRITES) && c->blk->readonly)
+    return errno_to_nbd (EROFS); /* as the read-only layer would */
   if (rq->type == NBD_CMD_FLUSH)
     return rq->offset == 0 && rq->count == 0 ? 0 : NBD_EINVAL;
   if (rq->type == NBD_CMD_BLOCK_STATUS
@@ -1433,24 +1425,15 @@ validate_request (nbd_conn *c, const nbd_cmd_desc *d, const nbd_req *rq)
   return 0;
 }
 
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
+static const nbd_cmd_desc unknown_cmd = { "UNKNOWN", NULL, 0, 0, 0 };
 
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
-static const nbd_cmd_desc unknown_cmd = { "UNKNOWN", NULL, 0, 0, -1, 0 };
-
-/* Validate, run, reply, account. */
+/* Validate, run, reply (the accounting layer under c->blk counts what
+ * reaches the block layer). */
 static void
 run_request (nbd_conn *c, const nbd_req *rq)
 {
   const nbd_cmd_desc *d = rq->type < NBD_CMD__COUNT ? &nbd_cmds[rq->type]
                                                     : &unknown_cmd;
-  uint64_t t0 = now_ns ();
   uint32_t error;
 
   if (d->fn == NULL)
@@ -1467,9 +1450,6 @@ run_request (nbd_conn *c, const nbd_req *rq)
    * closes once this reply is out, and its close line names the fence. */
   if (error == NBD_ESHUTDOWN && df_export_fence_reason (c->export) != NULL)
     conn_close (c, NULL);
-  if (d->op >= 0)
-    df_session_account (c->session, (DfOp) d->op,
-                        error ? 0 : rq->count, now_ns () - t0, error != 0);
 }
 
 /* TRANSMISSION: one request header (+ WRITE payload). */

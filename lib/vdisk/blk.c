@@ -48,7 +48,7 @@ df_blk_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
                uint32_t flags, int *err)
 {
   assert_range (b, count, offset);
-  g_assert (!b->readonly && b->ops->pwrite != NULL);
+  g_assert (b->ops->pwrite != NULL); /* read-only: blk_readonly.h */
   return b->ops->pwrite (b, buf, count, offset, flags, err);
 }
 
@@ -65,7 +65,7 @@ df_blk_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
              int *err)
 {
   assert_range (b, count, offset);
-  g_assert (b->can_trim);
+  g_assert (b->can_trim || (b->readonly && b->ops->trim != NULL));
   return b->ops->trim (b, count, offset, flags, err);
 }
 
@@ -74,7 +74,7 @@ df_blk_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
              int *err)
 {
   assert_range (b, count, offset);
-  g_assert (b->can_zero);
+  g_assert (b->can_zero || (b->readonly && b->ops->zero != NULL));
   return b->ops->zero (b, count, offset, flags, err);
 }
 

@@ -6,7 +6,9 @@
  *
  * Contract (validated once at the edge, by the protocol front end):
  *   - offset + count <= size, count > 0 (count <= DF_BLK_MAX_REQUEST);
- *   - write/trim/zero are never called on a read-only df_blk.
+ *   - write/trim/zero reach a read-only df_blk only through layers that
+ *     have the op, ending in the read-only layer (blk_readonly.h), which
+ *     refuses them with EROFS; front ends refuse them at the edge first.
  * Inner layers only g_assert these.  Data-path functions return 0 on success
  * or -1 with *err set to a positive errno (EIO, ENOSPC, EINVAL, ...); they log
  * once where the failure is decided, never the caller.

@@ -1051,7 +1051,6 @@ lu_setup (LuFx *f, gconstpointer data)
       lu->blk = f->blk;
       lu->serial = "pc01";
       lu->target = IQN "pc01";
-      lu->sess = f->sess;
       iscsi_lu_attach (lu, name, i ? "iqn.2000-01.test:two"
                                    : "iqn.2000-01.test:one",
                        i ? isid2 : isid1);

@@ -1,0 +1,134 @@
+/* streamsvc: the accounting layer (see layer_account.h). */
+#include "layer_account.h"
+
+#include <errno.h>
+#include <time.h>
+
+typedef struct {
+  df_blk blk;
+  df_blk *inner;   /* owned ref */
+  DfSession *sess; /* borrowed */
+} AccountLayer;
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/* Account one call that started at t0 and returned r (err set when r < 0);
+ * returns r. */
+static int
+account (AccountLayer *l, DfOp op, uint64_t bytes, uint64_t t0, int r,
+         const int *err)
+{
+  if (r < 0 && (*err == ENOSPC || *err == EDQUOT))
+    df_session_quota_hit (l->sess);
+  df_session_account (l->sess, op, r < 0 ? 0 : bytes, now_ns () - t0, r < 0);
+  return r;
+}
+
+static int
+account_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset,
+               int *err)
+{
+  AccountLayer *l = (AccountLayer *) b;
+  uint64_t t0 = now_ns ();
+
+  return account (l, DF_OP_READ, count, t0,
+                  df_blk_pread (l->inner, buf, count, offset, err), err);
+}
+
+static int
+account_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
+                uint32_t flags, int *err)
+{
+  AccountLayer *l = (AccountLayer *) b;
+  uint64_t t0 = now_ns ();
+
+  return account (l, DF_OP_WRITE, count, t0,
+                  df_blk_pwrite (l->inner, buf, count, offset, flags, err),
+                  err);
+}
+
+static int
+account_flush (df_blk *b, int *err)
+{
+  AccountLayer *l = (AccountLayer *) b;
+  uint64_t t0 = now_ns ();
+
+  return account (l, DF_OP_FLUSH, 0, t0, df_blk_flush (l->inner, err), err);
+}
+
+static int
+account_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
+              int *err)
+{
+  AccountLayer *l = (AccountLayer *) b;
+  uint64_t t0 = now_ns ();
+
+  return account (l, DF_OP_TRIM, count, t0,
+                  df_blk_trim (l->inner, count, offset, flags, err), err);
+}
+
+static int
+account_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
+              int *err)
+{
+  AccountLayer *l = (AccountLayer *) b;
+  uint64_t t0 = now_ns ();
+
+  return account (l, DF_OP_ZERO, count, t0,
+                  df_blk_zero (l->inner, count, offset, flags, err), err);
+}
+
+static int
+account_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
+                 void *opaque, int *err)
+{
+  AccountLayer *l = (AccountLayer *) b;
+  uint64_t t0 = now_ns ();
+
+  return account (l, DF_OP_BLOCK_STATUS, count, t0,
+                  df_blk_extents (l->inner, count, offset, cb, opaque, err),
+                  err);
+}
+
+static void
+account_destroy (df_blk *b)
+{
+  AccountLayer *l = (AccountLayer *) b;
+
+  df_blk_unref (l->inner);
+  g_free (l);
+}
+
+static const df_blk_ops account_ops = {
+  .name = "account",
+  .pread = account_pread,
+  .pwrite = account_pwrite,
+  .flush = account_flush,
+  .trim = account_trim,
+  .zero = account_zero,
+  .extents = account_extents,
+  .destroy = account_destroy,
+};
+
+df_blk *
+df_account_blk_new (df_blk *inner, DfSession *ss)
+{
+  AccountLayer *l = g_new0 (AccountLayer, 1);
+
+  g_assert (inner != NULL && ss != NULL);
+  df_blk_init (&l->blk, &account_ops, inner->size, inner->readonly);
+  l->blk.can_trim = inner->can_trim;
+  l->blk.can_zero = inner->can_zero;
+  l->blk.can_fast_zero = inner->can_fast_zero;
+  l->blk.can_flush = inner->can_flush;
+  l->inner = df_blk_ref (inner);
+  l->sess = ss;
+  return &l->blk;
+}
