@@ -19,7 +19,7 @@
  */
 #define G_LOG_DOMAIN "streamsvc-iscsi"
 
-#include "iscsi.h"
+#include "iscsi_int.h"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -46,32 +46,27 @@ iscsi_chap_response (uint8_t id, const uint8_t *secret, size_t slen,
   EVP_MD_CTX_free (md);
 }
 
-/* Challenges handed out by this process (bounded history): a repeat is
- * drawn again, so no challenge is ever reused, and a CHAP_C from an
+/* Challenges handed out by the target (bounded history, in t): a repeat
+ * is drawn again, so no challenge is ever reused, and a CHAP_C from an
  * initiator that matches one of ours is a reflection. */
 #define CHAL_HISTORY 65536u
-static GMutex chal_lock;
-static GHashTable *chal_seen;  /* GBytes set */
-static GQueue chal_order;      /* GBytes, oldest first */
 
 static void
-chal_remember_locked (const uint8_t *c)
+chal_remember_locked (DfIscsiTarget *t, const uint8_t *c)
 {
   GBytes *b = g_bytes_new (c, ISCSI_CHAP_CHALLENGE_LEN);
 
-  if (chal_seen == NULL)
-    chal_seen = g_hash_table_new_full (g_bytes_hash, g_bytes_equal,
-                                       (GDestroyNotify) g_bytes_unref, NULL);
-  g_hash_table_add (chal_seen, b);
-  g_queue_push_tail (&chal_order, b);
-  if (chal_order.length > CHAL_HISTORY)
-    g_hash_table_remove (chal_seen, g_queue_pop_head (&chal_order));
+  g_hash_table_add (t->chal_seen, b);
+  g_queue_push_tail (&t->chal_order, b);
+  if (t->chal_order.length > CHAL_HISTORY)
+    g_hash_table_remove (t->chal_seen, g_queue_pop_head (&t->chal_order));
 }
 
 void
-iscsi_chap_new_challenge (uint8_t out[ISCSI_CHAP_CHALLENGE_LEN])
+iscsi_chap_new_challenge (DfIscsiTarget *t,
+                          uint8_t out[ISCSI_CHAP_CHALLENGE_LEN])
 {
-  g_mutex_lock (&chal_lock);
+  g_mutex_lock (&t->chal_lock);
   for (;;)
     {
       g_autoptr (GBytes) probe = NULL;
@@ -79,22 +74,22 @@ iscsi_chap_new_challenge (uint8_t out[ISCSI_CHAP_CHALLENGE_LEN])
       if (RAND_bytes (out, ISCSI_CHAP_CHALLENGE_LEN) != 1)
         g_error ("RAND_bytes failed: no randomness for CHAP");
       probe = g_bytes_new_static (out, ISCSI_CHAP_CHALLENGE_LEN);
-      if (chal_seen == NULL || !g_hash_table_contains (chal_seen, probe))
+      if (!g_hash_table_contains (t->chal_seen, probe))
         break;
     }
-  chal_remember_locked (out);
-  g_mutex_unlock (&chal_lock);
+  chal_remember_locked (t, out);
+  g_mutex_unlock (&t->chal_lock);
 }
 
 bool
-iscsi_chap_is_ours (const uint8_t *chal, size_t len)
+iscsi_chap_is_ours (DfIscsiTarget *t, const uint8_t *chal, size_t len)
 {
   g_autoptr (GBytes) probe = g_bytes_new_static (chal, len);
   bool ours;
 
-  g_mutex_lock (&chal_lock);
-  ours = chal_seen != NULL && g_hash_table_contains (chal_seen, probe);
-  g_mutex_unlock (&chal_lock);
+  g_mutex_lock (&t->chal_lock);
+  ours = g_hash_table_contains (t->chal_seen, probe);
+  g_mutex_unlock (&t->chal_lock);
   return ours;
 }
 
@@ -417,7 +412,7 @@ neg_chap_a (login_ctx *x, const char *v)
     }
   if (RAND_bytes (&l->chap_id, 1) != 1)
     g_error ("RAND_bytes failed");
-  iscsi_chap_new_challenge (l->chap_c);
+  iscsi_chap_new_challenge (x->c->t, l->chap_c);
   chal = iscsi_encode_hex (l->chap_c, sizeof l->chap_c);
   g_snprintf (id, sizeof id, "%u", l->chap_id);
   iscsi_text_add (x->out, "CHAP_A", "5");
@@ -489,7 +484,7 @@ chap_mutual (login_ctx *x)
     return ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED, "invalid CHAP_C");
   cp = g_bytes_get_data (c, &clen);
   if ((clen == sizeof l->chap_c && memcmp (cp, l->chap_c, clen) == 0)
-      || iscsi_chap_is_ours (cp, clen))
+      || iscsi_chap_is_ours (x->c->t, cp, clen))
     return ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED,
                      "reflected CHAP challenge");
   if (l->chap.mutual == NULL)
@@ -670,7 +665,7 @@ enter_full_feature (iscsi_conn *c, GError **err)
                      : df_export_name (c->export) + strlen ("vdisk/");
   c->lu.target = c->target;
   lu = lu_name (c->export);
-  iscsi_lu_attach (&c->lu, lu, c->initiator, c->isid);
+  iscsi_lu_attach (&c->lu, c->t, lu, c->initiator, c->isid);
   return true;
 }
 

@@ -6,7 +6,7 @@
  */
 #define G_LOG_DOMAIN "streamsvc-iscsi"
 
-#include "iscsi.h"
+#include "iscsi_int.h"
 
 #include <string.h>
 

@@ -7,10 +7,10 @@
  *   - the medium lock that makes COMPARE AND WRITE atomic against the
  *     writes of other sessions of the same LU.
  *
- * Kept in memory, in a process-wide registry keyed by the LU name; never
+ * Kept in memory, in the target's table keyed by the LU name; never
  * persisted (REPORT CAPABILITIES says PTPL_C=0 and APTPL=1 is refused): a
  * restart of streamsvc drops every registration.  Entries live as long as
- * the process (one per device ever opened), so registrations survive the
+ * the target (one per device ever opened), so registrations survive the
  * loss of an I_T nexus as SPC-4 wants.
  *
  * Not implemented: REGISTER AND MOVE, SPEC_I_PT, ALL_TG_PT (one target
@@ -19,7 +19,7 @@
  */
 #define G_LOG_DOMAIN "streamsvc-iscsi"
 
-#include "iscsi.h"
+#include "iscsi_int.h"
 
 #include <string.h>
 
@@ -68,18 +68,14 @@ enum
 
 #define PR_PARAM_LEN 24u
 
-static GMutex registry_lock;
-static GHashTable *registry; /* LU name -> iscsi_lu_shared* (never freed) */
-
+/* In the target: lus_lock, lus (iscsi_int.h). */
 static iscsi_lu_shared *
-shared_get (const char *name)
+shared_get (DfIscsiTarget *t, const char *name)
 {
   iscsi_lu_shared *s;
 
-  g_mutex_lock (&registry_lock);
-  if (registry == NULL)
-    registry = g_hash_table_new (g_str_hash, g_str_equal);
-  s = g_hash_table_lookup (registry, name);
+  g_mutex_lock (&t->lus_lock);
+  s = g_hash_table_lookup (t->lus, name);
   if (s == NULL)
     {
       s = g_new0 (iscsi_lu_shared, 1);
@@ -87,20 +83,31 @@ shared_get (const char *name)
       g_mutex_init (&s->lock);
       s->regs
           = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-      g_hash_table_insert (registry, g_strdup (name), s);
+      g_hash_table_insert (t->lus, g_strdup (name), s);
     }
-  g_mutex_unlock (&registry_lock);
+  g_mutex_unlock (&t->lus_lock);
   return s;
 }
 
 void
-iscsi_lu_attach (iscsi_lu *lu, const char *name, const char *initiator,
-                 const uint8_t isid[6])
+iscsi_lu_shared_free (iscsi_lu_shared *s)
+{
+  g_hash_table_destroy (s->regs);
+  g_free (s->holder);
+  g_free (s->spc2_holder);
+  g_mutex_clear (&s->lock);
+  g_mutex_clear (&s->io_lock);
+  g_free (s);
+}
+
+void
+iscsi_lu_attach (iscsi_lu *lu, DfIscsiTarget *t, const char *name,
+                 const char *initiator, const uint8_t isid[6])
 {
   g_autofree char *hex = iscsi_encode_hex (isid, 6);
 
   g_assert (lu->shared == NULL);
-  lu->shared = shared_get (name);
+  lu->shared = shared_get (t, name);
   /* iSCSI initiator port name (SPC-4 7.6.4.6): name,i,0x<ISID> */
   lu->nexus = g_strdup_printf ("%s,i,%s", initiator, hex);
 }

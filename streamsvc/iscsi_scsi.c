@@ -15,7 +15,7 @@
  */
 #define G_LOG_DOMAIN "streamsvc-iscsi"
 
-#include "iscsi.h"
+#include "iscsi_int.h"
 
 #include <errno.h>
 #include <string.h>

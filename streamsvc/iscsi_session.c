@@ -19,7 +19,7 @@
  */
 #define G_LOG_DOMAIN "streamsvc-iscsi"
 
-#include "iscsi.h"
+#include "iscsi_int.h"
 
 #include <string.h>
 #include <sys/socket.h>
@@ -39,9 +39,7 @@ struct iscsi_sess_entry {
   int fd;        /* socket of the owning conn, -1 once shut down */
 };
 
-static GMutex reg_lock;
-static GHashTable *reg;        /* key -> iscsi_sess_entry* (not owned) */
-static uint16_t reg_next_tsih;
+/* In c->t: reg_lock, reg, reg_next_tsih (iscsi_int.h). */
 
 void
 iscsi_session_register (iscsi_conn *c)
@@ -52,10 +50,8 @@ iscsi_session_register (iscsi_conn *c)
   e->key = g_strdup_printf ("%s|%s|%s", c->initiator, isid,
                             c->discovery ? "discovery" : c->target);
   e->fd = c->fd;
-  g_mutex_lock (&reg_lock);
-  if (reg == NULL)
-    reg = g_hash_table_new (g_str_hash, g_str_equal);
-  old = g_hash_table_lookup (reg, e->key);
+  g_mutex_lock (&c->t->reg_lock);
+  old = g_hash_table_lookup (c->t->reg, e->key);
   if (old != NULL)
     {
       g_message ("iSCSI session %s reinstated by %s", e->key, c->client);
@@ -63,11 +59,11 @@ iscsi_session_register (iscsi_conn *c)
         shutdown (old->fd, SHUT_RDWR);
       old->fd = -1;
     }
-  g_hash_table_replace (reg, e->key, e);
-  if (++reg_next_tsih == 0)
-    reg_next_tsih = 1;
-  c->tsih = reg_next_tsih;
-  g_mutex_unlock (&reg_lock);
+  g_hash_table_replace (c->t->reg, e->key, e);
+  if (++c->t->reg_next_tsih == 0)
+    c->t->reg_next_tsih = 1;
+  c->tsih = c->t->reg_next_tsih;
+  g_mutex_unlock (&c->t->reg_lock);
   c->entry = e;
 }
 
@@ -78,10 +74,10 @@ session_unregister (iscsi_conn *c)
 
   if (e == NULL)
     return;
-  g_mutex_lock (&reg_lock);
-  if (g_hash_table_lookup (reg, e->key) == e)
-    g_hash_table_remove (reg, e->key);
-  g_mutex_unlock (&reg_lock);
+  g_mutex_lock (&c->t->reg_lock);
+  if (g_hash_table_lookup (c->t->reg, e->key) == e)
+    g_hash_table_remove (c->t->reg, e->key);
+  g_mutex_unlock (&c->t->reg_lock);
   g_free (e->key);
   g_free (e);
   c->entry = NULL;
@@ -178,18 +174,18 @@ iscsi_conn_engine (iscsi_conn *c)
 }
 
 iscsi_conn *
-iscsi_conn_new (DfExports *ex, DfSessions *ss, const char *client,
-                const char *local)
+iscsi_conn_new (DfIscsiTarget *t, const char *client, const char *local)
 {
   iscsi_conn *c = g_new0 (iscsi_conn, 1);
 
   c->engine.ops = &iscsi_engine_ops;
-  c->ex = ex;
-  c->ss = ss;
+  c->t = t;
+  c->ex = t->ex;
+  c->ss = t->ss;
   c->client = g_strdup (client);
   c->local = g_strdup (local);
   c->fd = -1;
-  c->sess = df_session_start (ss, "iscsi", client);
+  c->sess = df_session_start (c->ss, "iscsi", client);
   c->in_cap = INPUT_CHUNK;
   c->in = g_malloc (c->in_cap);
   c->out = g_byte_array_sized_new (INPUT_CHUNK);

@@ -60,6 +60,7 @@ typedef struct {
 struct DfStreamServer {
   DfExports *exports;   /* borrowed */
   DfSessions *sessions; /* borrowed */
+  DfIscsiTarget *iscsi; /* owned: the target of every iSCSI listener */
   GArray *listeners;    /* listener */
   DfStreamLiveness liveness;
   worker *workers;
@@ -334,8 +335,7 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
   if (l->proto == PROTO_ISCSI)
     {
       g_autofree char *local = sock_name (fd);
-      iscsi_conn *ic = iscsi_conn_new (s->exports, s->sessions, client,
-                                       local);
+      iscsi_conn *ic = iscsi_conn_new (s->iscsi, client, local);
       iscsi_conn_set_fd (ic, fd);
       iscsi_conn_set_nop (ic, s->liveness.nop_interval_s,
                           s->liveness.nop_timeout_s);
@@ -587,6 +587,7 @@ df_stream_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
 
   s->exports = ex;
   s->sessions = ss;
+  s->iscsi = df_iscsi_target_new (ex, ss);
   s->listeners = g_array_new (FALSE, FALSE, sizeof (listener));
   s->n_workers = n_threads ? n_threads : MAX (1u, g_get_num_processors ());
   s->stopfd = -1;
@@ -709,6 +710,7 @@ df_stream_server_free (DfStreamServer *s)
       g_free (l->unix_path);
     }
   g_array_unref (s->listeners);
+  df_iscsi_target_free (s->iscsi); /* after stop: its conns are freed */
   if (s->stopfd >= 0)
     close (s->stopfd);
   g_free (s);

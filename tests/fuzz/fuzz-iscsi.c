@@ -15,13 +15,14 @@
 #include <string.h>
 
 #include "fuzz-farm.h"
-#include "iscsi.h"
+#include "iscsi_int.h"
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
 static DfExports *exports;
 static DfSessions *sessions;
+static DfIscsiTarget *tgt; /* process lifetime */
 static GByteArray *prefixes[4];
 
 /* Vdisk "fz" (64 KiB of 'A', then zeroes), device "d1" without CHAP
@@ -80,6 +81,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   (void) argc; (void) argv;
   make_farm (&dir);
   fuzz_farm_finish (dir, &exports, &sessions);
+  tgt = df_iscsi_target_new (exports, sessions);
   prefixes[0] = g_byte_array_new ();
   prefixes[1] = make_prefix (ISCSI_IQN_PREFIX "d1");
   prefixes[2] = make_prefix (ISCSI_IQN_PREFIX "vdisk.fz");
@@ -108,7 +110,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   split = data[1];
   data += 2;
   size -= 2;
-  c = iscsi_conn_new (exports, sessions, "fuzz", "127.0.0.1:3260");
+  c = iscsi_conn_new (tgt, "fuzz", "127.0.0.1:3260");
   iscsi_conn_set_nop (c, 1, 1); /* pings and their timeouts between chunks */
   if (!feed (c, prefixes[mode]->data, prefixes[mode]->len))
     return 0;

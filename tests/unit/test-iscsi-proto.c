@@ -5,6 +5,7 @@
  * CHAP_C, bad hex/base64, CmdSN too high/low, DataSN out of order, task
  * management during I/O, commands to another LUN and unknown opcodes. */
 #include <glib/gstdio.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,7 +13,7 @@
 #include "common.h"
 #include "exports.h"
 #include "farm.h"
-#include "iscsi.h"
+#include "iscsi_int.h"
 #include "qcow2.h"
 #include "sessions.h"
 
@@ -225,11 +226,13 @@ test_chap_challenges (void)
   g_autoptr (GHashTable) seen = g_hash_table_new_full (
       g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref, NULL);
 
+  g_autoptr (DfIscsiTarget) t = df_iscsi_target_new (NULL, NULL);
+
   for (int i = 0; i < 2000; i++)
     {
       uint8_t c[ISCSI_CHAP_CHALLENGE_LEN];
-      iscsi_chap_new_challenge (c);
-      g_assert_true (iscsi_chap_is_ours (c, sizeof c));
+      iscsi_chap_new_challenge (t, c);
+      g_assert_true (iscsi_chap_is_ours (t, c, sizeof c));
       g_assert_true (g_hash_table_add (seen, g_bytes_new (c, sizeof c)));
     }
 }
@@ -289,6 +292,7 @@ typedef struct {
   char *dir;
   DfExports *ex;
   DfSessions *ss;
+  DfIscsiTarget *t;
   iscsi_conn *c;
   uint32_t cmd_sn;
   GByteArray *got;  /* output collected */
@@ -345,7 +349,8 @@ fx_setup (Fx *f, gconstpointer data)
   f->ex = df_exports_new (f->dir, &err);
   g_assert_no_error (err);
   f->ss = df_sessions_new ();
-  f->c = iscsi_conn_new (f->ex, f->ss, "test", "127.0.0.1:3260");
+  f->t = df_iscsi_target_new (f->ex, f->ss);
+  f->c = iscsi_conn_new (f->t, "test", "127.0.0.1:3260");
   f->got = g_byte_array_new ();
 }
 
@@ -356,6 +361,7 @@ fx_teardown (Fx *f, gconstpointer data)
 
   (void) data;
   iscsi_conn_free (f->c);
+  df_iscsi_target_free (f->t);
   df_sessions_free (f->ss);
   df_exports_free (f->ex);
   g_assert_cmpint (system (cmd), ==, 0);
@@ -570,7 +576,7 @@ test_chap_bad (Fx *f, gconstpointer data)
 
       g_test_message ("%s", chap_bad[i].why);
       iscsi_conn_free (f->c);
-      f->c = iscsi_conn_new (f->ex, f->ss, "test", "127.0.0.1:3260");
+      f->c = iscsi_conn_new (f->t, "test", "127.0.0.1:3260");
       g_byte_array_set_size (f->got, 0);
       chap_start (f, &id, &chal);
       good = chap_answer (id, chal, "secret-pc02-xx");
@@ -798,13 +804,71 @@ test_reinstatement (Fx *f, gconstpointer data)
   iscsi_conn_set_fd (f->c, sv[0]);
   login_full (f, IQN "pc01");
   old = f->c;
-  f->c = iscsi_conn_new (f->ex, f->ss, "test2", "127.0.0.1:3260");
+  f->c = iscsi_conn_new (f->t, "test2", "127.0.0.1:3260");
   f->cmd_sn = 0;
   login_full (f, IQN "pc01");
   g_assert_cmpint (read (sv[1], &b, 1), ==, 0); /* peer sees EOF */
   iscsi_conn_free (old);
   close (sv[0]);
   close (sv[1]);
+}
+
+/* Two targets in one process share no session registry: the same
+ * initiator, ISID and target name logged in through another target does
+ * not reinstate (shut down) the first session; through the same target it
+ * does. */
+static void
+test_targets_registry (Fx *f, gconstpointer data)
+{
+  g_autoptr (DfIscsiTarget) other = df_iscsi_target_new (f->ex, f->ss);
+  struct pollfd pfd;
+  int sv[2];
+  char b;
+  iscsi_conn *first, *elsewhere;
+
+  (void) data;
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+  iscsi_conn_set_fd (f->c, sv[0]);
+  login_full (f, IQN "pc01");
+  first = f->c;
+  f->c = elsewhere = iscsi_conn_new (other, "test2", "127.0.0.1:3261");
+  f->cmd_sn = 0;
+  login_full (f, IQN "pc01");
+  pfd = (struct pollfd) { .fd = sv[1], .events = POLLIN };
+  g_assert_cmpint (poll (&pfd, 1, 0), ==, 0); /* first still up */
+  f->c = iscsi_conn_new (f->t, "test3", "127.0.0.1:3260");
+  f->cmd_sn = 0;
+  login_full (f, IQN "pc01");
+  g_assert_cmpint (read (sv[1], &b, 1), ==, 0); /* reinstated: EOF */
+  iscsi_conn_free (first);
+  iscsi_conn_free (elsewhere);
+  close (sv[0]);
+  close (sv[1]);
+}
+
+/* Nor a CHAP challenge history: a challenge one target issued is not
+ * "ours" to another (reflection check), and each target's LU state
+ * (reservations) is its own. */
+static void
+test_targets_history (void)
+{
+  g_autoptr (DfIscsiTarget) a = df_iscsi_target_new (NULL, NULL);
+  g_autoptr (DfIscsiTarget) b = df_iscsi_target_new (NULL, NULL);
+  static const uint8_t isid[6] = { 0x80, 0, 0, 0, 0, 9 };
+  uint8_t c[ISCSI_CHAP_CHALLENGE_LEN];
+  iscsi_lu la = { 0 }, la2 = { 0 }, lb = { 0 };
+
+  iscsi_chap_new_challenge (a, c);
+  g_assert_true (iscsi_chap_is_ours (a, c, sizeof c));
+  g_assert_false (iscsi_chap_is_ours (b, c, sizeof c));
+  iscsi_lu_attach (&la, a, "device/pc01", "iqn.2000-01.test:x", isid);
+  iscsi_lu_attach (&la2, a, "device/pc01", "iqn.2000-01.test:y", isid);
+  iscsi_lu_attach (&lb, b, "device/pc01", "iqn.2000-01.test:x", isid);
+  g_assert_true (la.shared == la2.shared);
+  g_assert_true (la.shared != lb.shared);
+  iscsi_lu_detach (&la);
+  iscsi_lu_detach (&la2);
+  iscsi_lu_detach (&lb);
 }
 
 /* diskfarm device reset while a session lives: its I/O is refused. */
@@ -1024,6 +1088,7 @@ typedef struct {
   df_blk *blk;
   DfSessions *ss;
   DfSession *sess;
+  DfIscsiTarget *t;
   iscsi_lu lu, lu2;       /* two I_T nexuses on the same LU */
   uint8_t *din;
   iscsi_scsi_result r;
@@ -1045,13 +1110,14 @@ lu_setup (LuFx *f, gconstpointer data)
   f->blk = &m->blk;
   f->ss = df_sessions_new ();
   f->sess = df_session_start (f->ss, "iscsi", "test");
+  f->t = df_iscsi_target_new (NULL, f->ss);
   for (int i = 0; i < 2; i++)
     {
       iscsi_lu *lu = i ? &f->lu2 : &f->lu;
       lu->blk = f->blk;
       lu->serial = "pc01";
       lu->target = IQN "pc01";
-      iscsi_lu_attach (lu, name, i ? "iqn.2000-01.test:two"
+      iscsi_lu_attach (lu, f->t, name, i ? "iqn.2000-01.test:two"
                                    : "iqn.2000-01.test:one",
                        i ? isid2 : isid1);
     }
@@ -1064,6 +1130,7 @@ lu_teardown (LuFx *f, gconstpointer data)
   (void) data;
   iscsi_lu_detach (&f->lu);
   iscsi_lu_detach (&f->lu2);
+  df_iscsi_target_free (f->t);
   df_session_end (f->sess);
   df_sessions_free (f->ss);
   df_blk_unref (f->blk);
@@ -1557,7 +1624,7 @@ test_scsi_pr_long_name (LuFx *f, gconstpointer data)
   (void) data;
   lu.shared = NULL;
   lu.nexus = NULL;
-  iscsi_lu_attach (&lu, "test/long-name", name, isid);
+  iscsi_lu_attach (&lu, f->t, "test/long-name", name, isid);
   expect_good (prout (f, &lu, 0, 0, 0, 0x42, 0));
   iscsi_put16 (cdb + 7, 0xffff);
   expect_good (run_on (f, &lu, cdb, NULL, 0));
@@ -1763,7 +1830,7 @@ test_nop_not_pinged (Fx *f, gconstpointer data)
     g_assert_true (tick (f, T0 + SEC (3600 + 10 * i)));
   g_assert_cmpuint (f->got->len, ==, 0);
   iscsi_conn_free (f->c);
-  f->c = iscsi_conn_new (f->ex, f->ss, "test", "127.0.0.1:3260");
+  f->c = iscsi_conn_new (f->t, "test", "127.0.0.1:3260");
   iscsi_conn_set_nop (f->c, 0, ISCSI_NOP_TIMEOUT_DEFAULT);
   login_full (f, IQN "pc01");
   for (int i = 0; i <= 100; i++)
@@ -1785,6 +1852,7 @@ main (int argc, char **argv)
   g_test_add_func ("/iscsi/number", test_number);
   g_test_add_func ("/iscsi/chap-md5", test_chap_md5);
   g_test_add_func ("/iscsi/chap-challenges", test_chap_challenges);
+  g_test_add_func ("/iscsi/targets-history", test_targets_history);
   g_test_add_func ("/iscsi/target-names", test_target_names);
 #define FX(path, fn) \
   g_test_add ("/iscsi/engine/" path, Fx, NULL, fx_setup, fn, fx_teardown)
@@ -1802,6 +1870,7 @@ main (int argc, char **argv)
   FX ("reset-refuses-flush", test_reset_refuses_flush);
   FX ("nop-logout", test_nop_logout);
   FX ("reinstatement", test_reinstatement);
+  FX ("targets-registry", test_targets_registry);
   FX ("ttt-wrap", test_ttt_wrap);
   FX ("text-duplicate-key", test_text_duplicate_key);
   FX ("nop-ping", test_nop_ping);
