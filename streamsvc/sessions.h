@@ -31,7 +31,9 @@ void df_session_set_export (DfSession *ss, const char *export_name,
                             const char *device /* nullable */);
 /* What the session is bound to (copied); call after set_export. */
 void df_session_set_binding (DfSession *ss, const DfExportBinding *b);
-/* Account one finished request (bytes moved, latency in ns, error 0/1). */
+/* Account one finished block-layer call (bytes moved, latency in ns,
+ * error 0/1).  On the data path only the accounting layer calls it
+ * (layer_account.h), for NBD and iSCSI alike. */
 void df_session_account (DfSession *ss, DfOp op, uint64_t bytes,
                          uint64_t latency_ns, bool failed);
 /* Count one ENOSPC from a quota (metric diskfarm_quota_refusals_total). */
