@@ -149,6 +149,7 @@ test_account_ops (void)
 
   df_session_set_export (ss, "device/pc01", "pc01");
   b = df_account_blk_new (&m->blk, ss);
+  df_blk_unref (&m->blk); /* b holds it */
   g_assert_cmpuint (b->size, ==, MEM_SIZE);
   g_assert_false (b->readonly);
   g_assert_true (b->can_trim && b->can_zero && b->can_fast_zero
@@ -197,6 +198,7 @@ test_account_failures (void)
 
   df_session_set_export (ss, "device/pc01", "pc01");
   b = df_account_blk_new (&m->blk, ss);
+  df_blk_unref (&m->blk); /* b holds it */
   m->fail = ENOSPC;
   g_assert_cmpint (df_blk_pwrite (b, buf, 512, 0, 0, &err), ==, -1);
   g_assert_cmpint (err, ==, ENOSPC);
