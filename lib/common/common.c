@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -739,4 +740,22 @@ df_tcp_set_keepalive (int fd, guint timeout_s, GError **err)
                      DF_TCP_KEEPALIVE_PROBES, err)
          && set_int (fd, IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT",
                      (int) timeout_s * 1000, err);
+}
+
+/* ---- secrets ---------------------------------------------------------- */
+
+void
+df_secret_wipe (void *p, size_t n)
+{
+  if (p && n)
+    OPENSSL_cleanse (p, n);
+}
+
+void
+df_secret_free (char *s)
+{
+  if (!s)
+    return;
+  df_secret_wipe (s, strlen (s));
+  g_free (s);
 }

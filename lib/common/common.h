@@ -138,3 +138,13 @@ void df_temp_unregister (const char *path);
 #define DF_TCP_KEEPALIVE_PROBES 4
 bool df_check_tcp_keepalive (gint64 timeout_s, GError **err);
 bool df_tcp_set_keepalive (int fd, guint timeout_s, GError **err);
+
+/* Secrets (CHAP secrets, boot scripts that carry one): wipe n bytes of p
+ * so no copy outlives its use (OPENSSL_cleanse: the compiler may not drop
+ * it), and wipe-then-free a NUL-terminated secret string (NULL is fine).
+ * Every path that frees a secret frees it with df_secret_free;
+ * g_autoptr (DfSecret) does it at scope exit. */
+void df_secret_wipe (void *p, size_t n);
+void df_secret_free (char *s);
+typedef char DfSecret;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfSecret, df_secret_free)

@@ -21,12 +21,8 @@ df_chap_free (DfChap *c)
     return;
   g_free (c->device);
   g_free (c->user);
-  if (c->secret)
-    memset (c->secret, 0, strlen (c->secret));
-  if (c->mutual_secret)
-    memset (c->mutual_secret, 0, strlen (c->mutual_secret));
-  g_free (c->secret);
-  g_free (c->mutual_secret);
+  df_secret_free (c->secret);
+  df_secret_free (c->mutual_secret);
   g_free (c);
 }
 
@@ -111,30 +107,35 @@ static bool
 chap_update (DfFarm *farm, const char *device, const char *user,
              const char *secret, const char *mutual, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "UPDATE devices SET chap_user = ?, chap_secret = ?, mutual_secret = ? "
     "WHERE name = ? COLLATE NOCASE", err);
-  int rc;
+  GError *local = NULL;
 
   if (st == NULL)
     return false;
-  df_sql_bind_text (st, 1, user);
-  df_sql_bind_text (st, 2, secret);
-  df_sql_bind_text (st, 3, mutual);
-  df_sql_bind_text (st, 4, device);
-  rc = sqlite3_step (st);
-  if (rc != SQLITE_DONE)
+  df_db_bind_text (st, 1, user);
+  df_db_bind_text (st, 2, secret);
+  df_db_bind_text (st, 3, mutual);
+  df_db_bind_text (st, 4, device);
+  if (!df_db_run (st, &local))
     {
-      if ((rc & 0xff) == SQLITE_CONSTRAINT)
-        g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
-                     "CHAP user '%s' is already used by another device",
-                     user);
+      /* A constraint (the unique index on chap_user) is the one way a
+       * valid update fails short of an I/O or lock error. */
+      if (g_error_matches (local, DF_ERROR, DF_ERROR_EXISTS)
+          || g_error_matches (local, DF_ERROR, DF_ERROR_INVALID))
+        {
+          g_clear_error (&local);
+          g_set_error (&local, DF_ERROR, DF_ERROR_EXISTS,
+                       "CHAP user '%s' is already used by another device",
+                       user);
+        }
       else
-        df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc,
-                                  "farm.db: set CHAP");
+        g_prefix_error (&local, "set CHAP: ");
+      g_propagate_error (err, local);
       return false;
     }
-  if (sqlite3_changes (df_farm_sqlite (farm)) == 0)
+  if (df_db_changes (df_farm_db (farm)) == 0)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no device '%s'",
                    device);
@@ -152,7 +153,7 @@ df_farm_chap_set (DfFarm *farm, const char *device, const char *user,
   if (!df_validate_name ("device", device, err)
       || !validate_chap (user, secret, mutual, err))
     return false;
-  if (!df_farm_begin (farm, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
   /* The audit row names the user and the mode, never a secret. */
   detail = user == NULL
@@ -160,49 +161,48 @@ df_farm_chap_set (DfFarm *farm, const char *device, const char *user,
                : g_strdup_printf ("{\"chap\":\"%s\",\"user_len\":%zu}",
                                   mutual ? "mutual" : "one-way",
                                   strlen (user));
-  if (!chap_update (farm, device, user, secret, mutual, err)
-      || !df_farm_audit (farm, "device.chap", device, detail, err))
-    {
-      df_farm_rollback (farm);
-      return false;
-    }
-  return df_farm_commit (farm, err);
+  return df_farm_scope_end (farm,
+                           chap_update (farm, device, user, secret, mutual,
+                                        err)
+                           && df_farm_audit_row (farm, "device.chap", device,
+                                                 detail, err), err);
 }
+
+/* The one reader of CHAP credentials: the device sql selects for key
+ * (bound at 1).  A device without a user (or secret) has none at all. */
+#define CHAP_COLUMNS \
+  "SELECT name, chap_user, chap_secret, mutual_secret, generation " \
+  "FROM devices "
 
 static DfChap *
 chap_query (DfFarm *farm, const char *sql, const char *key, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, sql, err);
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
   DfChap *c;
   int rc;
 
   if (st == NULL)
     return NULL;
-  df_sql_bind_text (st, 1, key);
-  rc = sqlite3_step (st);
-  if (rc == SQLITE_DONE)
+  df_db_bind_text (st, 1, key);
+  rc = df_db_step (st, err);
+  if (rc < 0)
+    {
+      g_prefix_error (err, "get CHAP: ");
+      return NULL;
+    }
+  if (rc == 0)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no device '%s'", key);
       return NULL;
     }
-  if (rc != SQLITE_ROW)
-    {
-      df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc,
-                                "farm.db: get CHAP");
-      return NULL;
-    }
   c = g_new0 (DfChap, 1);
-  c->device = df_sql_col_dup (st, 0);
-  c->user = df_sql_col_dup (st, 1);
-  c->secret = df_sql_col_dup (st, 2);
-  c->mutual_secret = df_sql_col_dup (st, 3);
-  c->generation = sqlite3_column_int64 (st, 4);
-  if (c->user == NULL || c->secret == NULL)
-    {
-      g_clear_pointer (&c->user, g_free);
-      g_clear_pointer (&c->secret, g_free);
-      g_clear_pointer (&c->mutual_secret, g_free);
-    }
+  c->device = df_db_col_dup (st, 0);
+  c->generation = df_db_col_int64 (st, 4);
+  if (df_db_col_is_null (st, 1) || df_db_col_is_null (st, 2))
+    return c;
+  c->user = df_db_col_dup (st, 1);
+  c->secret = df_db_col_dup (st, 2);
+  c->mutual_secret = df_db_col_dup (st, 3);
   return c;
 }
 
@@ -212,41 +212,56 @@ df_farm_chap_get (DfFarm *farm, const char *key, GError **err)
   char mac[18];
 
   if (df_parse_mac (key, mac, NULL))
-    return chap_query (farm,
-                       "SELECT name, chap_user, chap_secret, mutual_secret, "
-                       "generation FROM devices WHERE mac = ?", mac, err);
-  return chap_query (farm,
-                     "SELECT name, chap_user, chap_secret, mutual_secret, "
-                     "generation FROM devices WHERE name = ? COLLATE NOCASE",
-                     key, err);
+    return chap_query (farm, CHAP_COLUMNS "WHERE mac = ?", mac, err);
+  return chap_query (farm, CHAP_COLUMNS "WHERE name = ? COLLATE NOCASE", key,
+                     err);
 }
 
 DfChap *
 df_farm_chap_find_user (DfFarm *farm, const char *user, GError **err)
 {
-  return chap_query (farm,
-                     "SELECT name, chap_user, chap_secret, mutual_secret, "
-                     "generation FROM devices WHERE chap_user = ?", user,
-                     err);
+  return chap_query (farm, CHAP_COLUMNS "WHERE chap_user = ?", user, err);
+}
+
+static char *
+chap_name_from_row (DfDbStmt *st)
+{
+  return df_db_col_dup (st, 0);
 }
 
 GPtrArray *
 df_farm_chap_open_devices (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "SELECT name FROM devices WHERE chap_user IS NULL ORDER BY name", err);
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  int rc;
 
   if (st == NULL)
     return NULL;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW)
-    g_ptr_array_add (names, df_sql_col_dup (st, 0));
-  if (rc != SQLITE_DONE)
+  return df_farm_rows (st, (DfRowFn) chap_name_from_row, g_free, err);
+}
+
+/* Kept for callers of the older API: the same reader, as two strings
+ * (the caller frees *secret with df_secret_free).  An unknown device has
+ * no credentials, as before. */
+bool
+df_farm_device_chap (DfFarm *farm, const char *device, char **user,
+                     char **secret, GError **err)
+{
+  GError *local = NULL;
+  g_autoptr (DfChap) c = df_farm_chap_get (farm, device, &local);
+
+  *user = *secret = NULL;
+  if (g_error_matches (local, DF_ERROR, DF_ERROR_NOT_FOUND))
     {
-      df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc,
-                                "farm.db: list devices");
-      return NULL;
+      g_error_free (local);
+      return true;
     }
-  return g_steal_pointer (&names);
+  if (c == NULL)
+    {
+      g_propagate_error (err, local);
+      return false;
+    }
+  *user = g_steal_pointer (&c->user);
+  *secret = g_steal_pointer (&c->secret);
+  return true;
 }

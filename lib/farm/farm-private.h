@@ -1,27 +1,128 @@
-/* diskfarm: lib/farm internals shared by farm.c, migrations.c and the unit
- * test.  Not installed, not for other layers. */
+/* diskfarm: lib/farm internals shared by its entity files (vdisks.c,
+ * versions.c, collections.c, devices.c, servers.c, chap.c, settings.c,
+ * audit.c), farm.c, migrations.c and the unit test.  Not installed, not
+ * for other layers.  SQL reaches the engine only through db.h. */
 #pragma once
 
+#include "db.h"
+#include "farm.h"
+
 #include <glib.h>
-#include <sqlite3.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef struct DfFarm DfFarm;
 
-/* Settings keys of auto-add (servers.c owns them; farm.c follows a
+/* ---- the DfFarm (farm.c) ---------------------------------------------- */
+
+/* The farm's DB connection (borrowed; same thread rules as the DfFarm). */
+DfDb *df_farm_db (DfFarm *farm);
+/* The actor recorded in audit rows (borrowed). */
+const char *df_farm_who (DfFarm *farm);
+
+/* Write scope of one mutator: a level of df_db_begin (the transaction, or
+ * a savepoint inside the caller's).  end keeps the work when ok and undoes
+ * it otherwise; it returns the final success (a failed commit is rolled
+ * back and reported).  Every mutator: checks first (no DB access), then
+ *   if (!df_farm_scope_begin (farm, err)) return false;
+ *   return df_farm_scope_end (farm, locked_work (...), err);
+ * where locked_work writes its rows and exactly one audit row. */
+bool df_farm_scope_begin (DfFarm *farm, GError **err);
+bool df_farm_scope_end (DfFarm *farm, bool ok, GError **err);
+
+/* ---- statements and rows (farm-sql.c) ---------------------------------- */
+
+/* df_db_prepare on the farm's DB (g_autoptr (DfDbStmt) releases it). */
+DfDbStmt *df_farm_stmt (DfFarm *farm, const char *sql, GError **err);
+/* Builds one element (caller owns) from the current row. */
+typedef gpointer (*DfRowFn) (DfDbStmt *st);
+/* Every remaining row of st, each built by from_row: a new array (caller
+ * owns; free_fn frees its elements), or NULL + err on a step error. */
+GPtrArray *df_farm_rows (DfDbStmt *st, DfRowFn from_row,
+                         GDestroyNotify free_fn, GError **err);
+/* The first row sql selects for key (bound at 1), built by from_row
+ * (caller owns); NULL with *err set on a DB error and unset when there is
+ * no such row. */
+gpointer df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
+                           DfRowFn from_row, GError **err);
+/* row_find, but a missing row is NOT_FOUND "no <what> named '<name>'". */
+gpointer df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
+                            const char *name, DfRowFn from_row, GError **err);
+/* Id (column 0) of the row sql selects for name; NOT_FOUND names it. */
+bool df_farm_lookup_id (DfFarm *farm, const char *what, const char *sql,
+                        const char *name, gint64 *id, GError **err);
+/* Names (column 0) of the rows sql selects for id (bound at 1), joined
+ * with ", " into *out (new string, NULL when none). */
+bool df_farm_names_using (DfFarm *farm, const char *sql, gint64 id,
+                          char **out, GError **err);
+/* Run the DELETE sql (id bound at 1) and record action on object with no
+ * detail.  Inside the caller's write scope. */
+bool df_farm_delete_audited (DfFarm *farm, const char *sql, gint64 id,
+                             const char *action, const char *object,
+                             GError **err);
+
+/* ---- small helpers (farm-sql.c) ----------------------------------------- */
+
+/* The current UTC time as "YYYY-MM-DDTHH:MM:SSZ" (caller frees). */
+char *df_farm_now (void);
+/* Append s to gs as a JSON string literal, or null when s is NULL (audit
+ * details are JSON objects). */
+void df_farm_json_str (GString *gs, const char *s);
+/* Append "key":value to the object being built in gs (opened with "{"),
+ * with a comma unless it is the first member; close returns its text. */
+void df_farm_json_kv (GString *gs, const char *key, const char *val);
+void df_farm_json_kv_int (GString *gs, const char *key, gint64 val);
+char *df_farm_json_close (GString *gs);
+/* v fits in an INTEGER column (and is not 0 unless zero_ok). */
+bool df_farm_check_size (const char *what, uint64_t v, bool zero_ok,
+                         GError **err);
+
+/* ---- audit (audit.c) ------------------------------------------------- */
+
+/* Insert one audit row as the farm's actor.  Inside a write scope. */
+bool df_farm_audit_row (DfFarm *farm, const char *action, const char *object,
+                        const char *detail, GError **err);
+
+/* ---- what one entity asks another (each defined in the file named) ----- */
+
+/* vdisks.c: id of vdisk name (NOT_FOUND names it); its store directory
+ * name (new string; see df_farm_store_dir). */
+bool df_farm_vdisk_id (DfFarm *farm, const char *name, gint64 *id,
+                       GError **err);
+char *df_farm_store_of (DfFarm *farm, const char *vdisk);
+/* collections.c */
+bool df_farm_collection_id (DfFarm *farm, const char *name, gint64 *id,
+                            GError **err);
+/* versions.c: number of vdisk vid's maintenance version, -1 when none, -2
+ * on error; insert a version row (no audit); the checks of a version file
+ * name (one path component) and sha256 (64 hex; *out lower-case, new). */
+int df_farm_maintenance_number (DfFarm *farm, gint64 vid, GError **err);
+bool df_farm_version_insert (DfFarm *farm, gint64 vid, int number,
+                             int parent, const char *file, const char *sha256,
+                             uint64_t virtual_size, uint64_t file_size,
+                             DfVersionState state, GError **err);
+bool df_farm_check_file_name (const char *file, GError **err);
+bool df_farm_check_sha256 (const char *s, bool null_ok, char **out,
+                           GError **err);
+/* devices.c: production | test | maintenance. */
+bool df_farm_check_device_type (const char *type, GError **err);
+
+/* Settings keys of auto-add (servers.c owns them; collections.c follows a
  * collection rename or removal). */
 #define DF_SETTING_AUTO_ENABLED "auto-add.enabled"
 #define DF_SETTING_AUTO_COLLECTION "auto-add.collection"
 #define DF_SETTING_AUTO_TEMPLATE "auto-add.template"
 
 /* Settings key of a vdisk's own auto-merge depth, or of the farm's when
- * vdisk is NULL (versions.c; new string). */
+ * vdisk is NULL (settings.c; new string). */
 char *df_farm_merge_depth_key (const char *vdisk);
+
+/* ---- schema (migrations.c) -------------------------------------------- */
 
 /* PRAGMA application_id of a farm DB: "dfrm". */
 #define DF_FARM_APPLICATION_ID 0x6466726d
 
-/* One schema step.  version is the user_version the DB has after it;
+/* One schema step.  version is the schema version the DB has after it;
  * the list is ordered and dense: list[i].version == i + 1. */
 typedef struct {
   int version;
@@ -33,41 +134,9 @@ extern const DfMigration df_farm_migrations[];
 extern const guint df_farm_n_migrations;
 
 /* Bring db up to the last migration of list[0..n): each pending step runs
- * in its own BEGIN IMMEDIATE transaction and sets PRAGMA user_version.
+ * in its own transaction together with the schema version it records.
  * Refuses (DF_ERROR_UNSUPPORTED) a DB newer than the list and
  * (DF_ERROR_CORRUPT) a DB that is not a farm DB.  *version receives the
- * schema version reached. */
-bool df_farm_migrate (sqlite3 *db, const DfMigration *list, guint n,
+ * schema version reached.  db must have no transaction open. */
+bool df_farm_migrate (DfDb *db, const DfMigration *list, guint n,
                       int *version, GError **err);
-
-/* Set *err from the last SQLite error of db: "what: message".  Maps
- * BUSY/LOCKED -> DF_ERROR_BUSY, CORRUPT/NOTADB -> DF_ERROR_CORRUPT,
- * UNIQUE constraints -> DF_ERROR_EXISTS, anything else -> DF_ERROR_IO. */
-void df_farm_set_sqlite_error (GError **err, sqlite3 *db, int rc,
-                               const char *what);
-
-/* The farm's SQLite connection (borrowed), for accessors kept in other
- * files of lib/farm (servers.c).  Same thread rules as the DfFarm. */
-sqlite3 *df_farm_sqlite (DfFarm *farm);
-
-/* ---- SQL helpers shared by the files of lib/farm (farm-sql.c) -------- */
-
-/* A statement the caller owns: g_autoptr (DfFarmStmt) finalizes it.
- * (farm.c's cached statements use their own borrowed FarmStmt type.) */
-typedef sqlite3_stmt DfFarmStmt;
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfFarmStmt, sqlite3_finalize)
-
-/* A new prepared statement (caller finalizes), or NULL with *err set
- * ("farm.db: prepare: ..."). */
-sqlite3_stmt *df_farm_prepare (DfFarm *farm, const char *sql, GError **err);
-/* Step st once: 1 = row, 0 = done, -1 = error (*err "farm.db: ..."). */
-int df_farm_step (DfFarm *farm, sqlite3_stmt *st, GError **err);
-/* Bind s (copied) at i, or NULL when s is NULL. */
-void df_sql_bind_text (sqlite3_stmt *st, int i, const char *s);
-/* Column i as a new string (caller frees), or NULL for SQL NULL. */
-char *df_sql_col_dup (sqlite3_stmt *st, int i);
-/* The current UTC time as "YYYY-MM-DDTHH:MM:SSZ" (caller frees). */
-char *df_farm_now (void);
-/* Append s to gs as a JSON string literal, or null when s is NULL (audit
- * details are JSON objects). */
-void df_farm_json_str (GString *gs, const char *s);

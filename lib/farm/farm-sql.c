@@ -1,48 +1,109 @@
-/* diskfarm: small SQLite helpers shared by the files of lib/farm (farm.c,
- * servers.c, versions.c, chap.c).  Declared in farm-private.h.  They only
- * borrow the DfFarm and the statement; nothing here keeps state. */
+/* diskfarm: row and audit-detail helpers shared by the entity files of
+ * lib/farm, over the DB seam (db.h).  Declared in farm-private.h.  They
+ * only borrow the DfFarm and the statement; nothing here keeps state. */
 #include "farm.h"
 #include "farm-private.h"
+#include "common.h"
 
-sqlite3_stmt *
-df_farm_prepare (DfFarm *farm, const char *sql, GError **err)
+#include <string.h>
+
+/* ---- statements and rows ---------------------------------------------- */
+
+DfDbStmt *
+df_farm_stmt (DfFarm *farm, const char *sql, GError **err)
 {
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2 (df_farm_sqlite (farm), sql, -1, &st, NULL);
-  if (rc == SQLITE_OK)
-    return st;
-  df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc,
-                            "farm.db: prepare");
-  return NULL;
+  return df_db_prepare (df_farm_db (farm), sql, err);
 }
 
-int
-df_farm_step (DfFarm *farm, sqlite3_stmt *st, GError **err)
+GPtrArray *
+df_farm_rows (DfDbStmt *st, DfRowFn from_row, GDestroyNotify free_fn,
+              GError **err)
 {
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_ROW)
-    return 1;
-  if (rc == SQLITE_DONE)
-    return 0;
-  df_farm_set_sqlite_error (err, df_farm_sqlite (farm), rc, "farm.db");
-  return -1;
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (free_fn);
+  int r;
+  while ((r = df_db_step (st, err)) == 1)
+    g_ptr_array_add (out, from_row (st));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
 }
 
-void
-df_sql_bind_text (sqlite3_stmt *st, int i, const char *s)
+gpointer
+df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
+                  DfRowFn from_row, GError **err)
 {
-  if (s)
-    sqlite3_bind_text (st, i, s, -1, SQLITE_TRANSIENT);
-  else
-    sqlite3_bind_null (st, i);
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
+  if (!st)
+    return NULL;
+  df_db_bind_text (st, 1, key);
+  return df_db_step (st, err) == 1 ? from_row (st) : NULL;
 }
 
-char *
-df_sql_col_dup (sqlite3_stmt *st, int i)
+gpointer
+df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
+                   const char *name, DfRowFn from_row, GError **err)
 {
-  const unsigned char *s = sqlite3_column_text (st, i);
-  return s ? g_strdup ((const char *) s) : NULL;
+  GError *local = NULL;
+  gpointer row = df_farm_row_find (farm, sql, name, from_row, &local);
+  if (!row && !local)
+    g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND, "no %s named '%s'",
+                 what, name);
+  if (local)
+    g_propagate_error (err, local);
+  return row;
 }
+
+bool
+df_farm_lookup_id (DfFarm *farm, const char *what, const char *sql,
+                   const char *name, gint64 *id, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
+  if (!st)
+    return false;
+  df_db_bind_text (st, 1, name);
+  int r = df_db_step (st, err);
+  if (r < 0)
+    return false;
+  if (r == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no %s named '%s'",
+                   what, name);
+      return false;
+    }
+  *id = df_db_col_int64 (st, 0);
+  return true;
+}
+
+bool
+df_farm_names_using (DfFarm *farm, const char *sql, gint64 id, char **out,
+                     GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
+  if (!st)
+    return false;
+  df_db_bind_int64 (st, 1, id);
+  g_autoptr (GString) gs = g_string_new (NULL);
+  int r;
+  while ((r = df_db_step (st, err)) == 1)
+    g_string_append_printf (gs, "%s%s", gs->len ? ", " : "",
+                            df_db_col_text (st, 0));
+  if (r < 0)
+    return false;
+  *out = gs->len ? g_string_free (g_steal_pointer (&gs), FALSE) : NULL;
+  return true;
+}
+
+bool
+df_farm_delete_audited (DfFarm *farm, const char *sql, gint64 id,
+                        const char *action, const char *object, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
+  if (!st)
+    return false;
+  df_db_bind_int64 (st, 1, id);
+  return df_db_run (st, err)
+         && df_farm_audit_row (farm, action, object, NULL, err);
+}
+
+/* ---- small helpers ---------------------------------------------------- */
 
 char *
 df_farm_now (void)
@@ -51,7 +112,6 @@ df_farm_now (void)
   return g_date_time_format (dt, "%Y-%m-%dT%H:%M:%SZ");
 }
 
-/* Append s as a JSON string literal (or null). */
 void
 df_farm_json_str (GString *gs, const char *s)
 {
@@ -71,4 +131,42 @@ df_farm_json_str (GString *gs, const char *s)
         g_string_append_c (gs, (char) *p);
     }
   g_string_append_c (gs, '"');
+}
+
+void
+df_farm_json_kv (GString *gs, const char *key, const char *val)
+{
+  if (gs->len > 1)
+    g_string_append_c (gs, ',');
+  df_farm_json_str (gs, key);
+  g_string_append_c (gs, ':');
+  df_farm_json_str (gs, val);
+}
+
+void
+df_farm_json_kv_int (GString *gs, const char *key, gint64 val)
+{
+  if (gs->len > 1)
+    g_string_append_c (gs, ',');
+  df_farm_json_str (gs, key);
+  g_string_append_printf (gs, ":%" G_GINT64_FORMAT, val);
+}
+
+char *
+df_farm_json_close (GString *gs)
+{
+  g_string_append_c (gs, '}');
+  return g_string_free (gs, FALSE);
+}
+
+bool
+df_farm_check_size (const char *what, uint64_t v, bool zero_ok, GError **err)
+{
+  if (v > (uint64_t) G_MAXINT64 || (!zero_ok && v == 0))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "%s %" G_GUINT64_FORMAT " is out of range", what, v);
+      return false;
+    }
+  return true;
 }

@@ -155,63 +155,14 @@ const DfMigration df_farm_migrations[] = {
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 
-/* Run one statement list; on failure set *err naming what. */
+/* Called inside the migration's transaction: apply the next step if one is
+ * pending.  *done is set when the DB is already at latest. */
 static bool
-exec_sql (sqlite3 *db, const char *sql, const char *what, GError **err)
-{
-  int rc = sqlite3_exec (db, sql, NULL, NULL, NULL);
-  if (rc == SQLITE_OK)
-    return true;
-  df_farm_set_sqlite_error (err, db, rc, what);
-  return false;
-}
-
-static bool
-read_int_pragma (sqlite3 *db, const char *sql, int *out, GError **err)
-{
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2 (db, sql, -1, &st, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_step (st);
-  if (rc != SQLITE_ROW)
-    {
-      df_farm_set_sqlite_error (err, db, rc, "farm.db");
-      sqlite3_finalize (st);
-      return false;
-    }
-  *out = sqlite3_column_int (st, 0);
-  sqlite3_finalize (st);
-  return true;
-}
-
-/* A DB we may migrate: ours (application_id), or still empty. */
-static bool
-check_is_farm_db (sqlite3 *db, int user_version, GError **err)
-{
-  int app_id = 0, objects = 0;
-  if (!read_int_pragma (db, "PRAGMA application_id", &app_id, err)
-      || !read_int_pragma (db, "SELECT count(*) FROM sqlite_master", &objects,
-                           err))
-    return false;
-  if (app_id == DF_FARM_APPLICATION_ID
-      || (app_id == 0 && user_version == 0 && objects == 0))
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
-               "farm.db is an SQLite database but not a diskfarm farm DB "
-               "(application_id 0x%08x, user_version %d)",
-               (unsigned) app_id, user_version);
-  return false;
-}
-
-/* Called inside BEGIN IMMEDIATE: apply the next step if one is pending.
- * *done is set when the DB is already at latest. */
-static bool
-migrate_step (sqlite3 *db, const DfMigration *list, guint n, int *version,
+migrate_step (DfDb *db, const DfMigration *list, guint n, int *version,
               bool *done, GError **err)
 {
   int latest = (int) n, uv = 0;
-  if (!read_int_pragma (db, "PRAGMA user_version", &uv, err)
-      || !check_is_farm_db (db, uv, err))
+  if (!df_db_schema_get (db, DF_FARM_APPLICATION_ID, &uv, err))
     return false;
   *version = uv;
   if (uv > latest)
@@ -234,9 +185,8 @@ migrate_step (sqlite3 *db, const DfMigration *list, guint n, int *version,
   g_assert (m->version == uv + 1);
   g_autofree char *what = g_strdup_printf ("schema migration %d (%s)",
                                            m->version, m->name);
-  g_autofree char *set = g_strdup_printf ("PRAGMA user_version = %d",
-                                          m->version);
-  if (!exec_sql (db, m->sql, what, err) || !exec_sql (db, set, what, err))
+  if (!df_db_exec (db, m->sql, what, err)
+      || !df_db_schema_set (db, m->version, err))
     return false;
   *version = m->version;
   g_info ("farm.db: applied %s", what);
@@ -244,13 +194,12 @@ migrate_step (sqlite3 *db, const DfMigration *list, guint n, int *version,
 }
 
 bool
-df_farm_migrate (sqlite3 *db, const DfMigration *list, guint n, int *version,
+df_farm_migrate (DfDb *db, const DfMigration *list, guint n, int *version,
                  GError **err)
 {
   /* Fast path without a write lock: most opens find the DB current. */
   int uv = 0;
-  if (!read_int_pragma (db, "PRAGMA user_version", &uv, err)
-      || !check_is_farm_db (db, uv, err))
+  if (!df_db_schema_get (db, DF_FARM_APPLICATION_ID, &uv, err))
     return false;
   if (uv == (int) n)
     {
@@ -260,18 +209,18 @@ df_farm_migrate (sqlite3 *db, const DfMigration *list, guint n, int *version,
   for (;;)
     {
       bool done = false;
-      if (!exec_sql (db, "BEGIN IMMEDIATE", "farm.db: begin migration", err))
-        return false;
+      if (!df_db_begin (db, err))
+        {
+          g_prefix_error (err, "begin migration: ");
+          return false;
+        }
       if (!migrate_step (db, list, n, version, &done, err))
         {
-          sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
+          df_db_rollback (db);
           return false;
         }
-      if (!exec_sql (db, "COMMIT", "farm.db: commit migration", err))
-        {
-          sqlite3_exec (db, "ROLLBACK", NULL, NULL, NULL);
-          return false;
-        }
+      if (!df_db_commit (db, err))
+        return false;
       if (done)
         return true;
     }

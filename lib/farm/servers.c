@@ -1,19 +1,14 @@
 /* diskfarm: stream servers and the auto-add settings in the farm DB.
  *
- * Same rules as farm.c: arguments are checked before the DB is touched;
- * every mutator runs in one transaction (df_farm_begin nests as a
- * savepoint) together with its audit row, so a refused call changes
- * nothing.  Statements here are prepared per call: these are console and
- * boot-time paths, not the data path. */
+ * Rules of every mutator (farm.c): arguments are checked before the DB is
+ * touched; each runs in one write scope together with its audit row, so a
+ * refused call changes nothing. */
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
 
 #include <string.h>
 
-#define SETTING_AUTO_ENABLED DF_SETTING_AUTO_ENABLED
-#define SETTING_AUTO_COLLECTION DF_SETTING_AUTO_COLLECTION
-#define SETTING_AUTO_TEMPLATE DF_SETTING_AUTO_TEMPLATE
 
 /* ---- servers ---------------------------------------------------------- */
 
@@ -29,17 +24,17 @@ df_server_free (DfServer *s)
 }
 
 static DfServer *
-server_from_row (DfFarmStmt *st)
+server_from_row (DfDbStmt *st)
 {
   DfServer *s = g_new0 (DfServer, 1);
-  s->id = sqlite3_column_int64 (st, 0);
-  s->name = df_sql_col_dup (st, 1);
-  s->address = df_sql_col_dup (st, 2);
-  s->iscsi_port = (guint16) sqlite3_column_int (st, 3);
-  s->nbd_port = (guint16) sqlite3_column_int (st, 4);
-  s->admin_port = (guint16) sqlite3_column_int (st, 5);
-  s->power = sqlite3_column_int (st, 6);
-  s->created = df_sql_col_dup (st, 7);
+  s->id = df_db_col_int64 (st, 0);
+  s->name = df_db_col_dup (st, 1);
+  s->address = df_db_col_dup (st, 2);
+  s->iscsi_port = (guint16) df_db_col_int (st, 3);
+  s->nbd_port = (guint16) df_db_col_int (st, 4);
+  s->admin_port = (guint16) df_db_col_int (st, 5);
+  s->power = df_db_col_int (st, 6);
+  s->created = df_db_col_dup (st, 7);
   return s;
 }
 
@@ -83,20 +78,20 @@ check_server (const DfServer *s, GError **err)
 static bool
 server_insert (DfFarm *farm, const DfServer *s, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
     "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", err);
   if (!st)
     return false;
   g_autofree char *at = df_farm_now ();
-  df_sql_bind_text (st, 1, s->name);
-  df_sql_bind_text (st, 2, s->address);
-  sqlite3_bind_int (st, 3, s->iscsi_port);
-  sqlite3_bind_int (st, 4, s->nbd_port);
-  sqlite3_bind_int (st, 5, s->admin_port);
-  sqlite3_bind_int (st, 6, s->power);
-  df_sql_bind_text (st, 7, at);
-  if (df_farm_step (farm, st, err) == 0)
+  df_db_bind_text (st, 1, s->name);
+  df_db_bind_text (st, 2, s->address);
+  df_db_bind_int64 (st, 3, s->iscsi_port);
+  df_db_bind_int64 (st, 4, s->nbd_port);
+  df_db_bind_int64 (st, 5, s->admin_port);
+  df_db_bind_int64 (st, 6, s->power);
+  df_db_bind_text (st, 7, at);
+  if (df_db_step (st, err) == 0)
     return true;
   if (err && *err && (*err)->code == DF_ERROR_EXISTS)
     {
@@ -107,30 +102,20 @@ server_insert (DfFarm *farm, const DfServer *s, GError **err)
   return false;
 }
 
-/* Run fn inside one transaction with its audit row. */
-static bool
-in_transaction (DfFarm *farm, bool ok_so_far, GError **err)
-{
-  if (ok_so_far)
-    return df_farm_commit (farm, err);
-  df_farm_rollback (farm);
-  return false;
-}
-
 bool
 df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
 {
   if (!check_server (s, err))
     return false;
-  if (!df_farm_begin (farm, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
     "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
     s->nbd_port, s->admin_port, s->power);
   bool ok = server_insert (farm, s, err)
-            && df_farm_audit (farm, "server.add", s->name, detail, err);
-  return in_transaction (farm, ok, err);
+            && df_farm_audit_row (farm, "server.add", s->name, detail, err);
+  return df_farm_scope_end (farm, ok, err);
 }
 
 DfServer *
@@ -138,12 +123,12 @@ df_farm_server_get (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("server", name, err))
     return NULL;
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "SELECT " SERVER_COLS " FROM servers WHERE name = ?", err);
   if (!st)
     return NULL;
-  df_sql_bind_text (st, 1, name);
-  int r = df_farm_step (farm, st, err);
+  df_db_bind_text (st, 1, name);
+  int r = df_db_step (st, err);
   if (r == 1)
     return server_from_row (st);
   if (r == 0)
@@ -155,14 +140,14 @@ df_farm_server_get (DfFarm *farm, const char *name, GError **err)
 GPtrArray *
 df_farm_server_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "SELECT " SERVER_COLS " FROM servers ORDER BY name", err);
   if (!st)
     return NULL;
   g_autoptr (GPtrArray) out =
     g_ptr_array_new_with_free_func ((GDestroyNotify) df_server_free);
   int r;
-  while ((r = df_farm_step (farm, st, err)) == 1)
+  while ((r = df_db_step (st, err)) == 1)
     g_ptr_array_add (out, server_from_row (st));
   return r == 0 ? g_steal_pointer (&out) : NULL;
 }
@@ -170,20 +155,20 @@ df_farm_server_list (DfFarm *farm, GError **err)
 static bool
 server_set_row (DfFarm *farm, const DfServer *s, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "UPDATE servers SET address = ?, iscsi_port = ?, nbd_port = ?, "
     "admin_port = ?, power = ? WHERE name = ?", err);
   if (!st)
     return false;
-  df_sql_bind_text (st, 1, s->address);
-  sqlite3_bind_int (st, 2, s->iscsi_port);
-  sqlite3_bind_int (st, 3, s->nbd_port);
-  sqlite3_bind_int (st, 4, s->admin_port);
-  sqlite3_bind_int (st, 5, s->power);
-  df_sql_bind_text (st, 6, s->name);
-  if (df_farm_step (farm, st, err) != 0)
+  df_db_bind_text (st, 1, s->address);
+  df_db_bind_int64 (st, 2, s->iscsi_port);
+  df_db_bind_int64 (st, 3, s->nbd_port);
+  df_db_bind_int64 (st, 4, s->admin_port);
+  df_db_bind_int64 (st, 5, s->power);
+  df_db_bind_text (st, 6, s->name);
+  if (df_db_step (st, err) != 0)
     return false;
-  if (sqlite3_changes (df_farm_sqlite (farm)) == 1)
+  if (df_db_changes (df_farm_db (farm)) == 1)
     return true;
   g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
                s->name);
@@ -195,28 +180,28 @@ df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
 {
   if (!check_server (s, err))
     return false;
-  if (!df_farm_begin (farm, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
     "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
     s->nbd_port, s->admin_port, s->power);
   bool ok = server_set_row (farm, s, err)
-            && df_farm_audit (farm, "server.set", s->name, detail, err);
-  return in_transaction (farm, ok, err);
+            && df_farm_audit_row (farm, "server.set", s->name, detail, err);
+  return df_farm_scope_end (farm, ok, err);
 }
 
 static bool
 server_delete (DfFarm *farm, const char *name, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "DELETE FROM servers WHERE name = ?", err);
   if (!st)
     return false;
-  df_sql_bind_text (st, 1, name);
-  if (df_farm_step (farm, st, err) != 0)
+  df_db_bind_text (st, 1, name);
+  if (df_db_step (st, err) != 0)
     return false;
-  if (sqlite3_changes (df_farm_sqlite (farm)) == 1)
+  if (df_db_changes (df_farm_db (farm)) == 1)
     return true;
   g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
                name);
@@ -228,11 +213,11 @@ df_farm_server_remove (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("server", name, err))
     return false;
-  if (!df_farm_begin (farm, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
   bool ok = server_delete (farm, name, err)
-            && df_farm_audit (farm, "server.remove", name, NULL, err);
-  return in_transaction (farm, ok, err);
+            && df_farm_audit_row (farm, "server.remove", name, NULL, err);
+  return df_farm_scope_end (farm, ok, err);
 }
 
 /* ---- auto-add --------------------------------------------------------- */
@@ -252,11 +237,11 @@ df_farm_auto_add_get (DfFarm *farm, GError **err)
 {
   GError *e = NULL;
   g_autoptr (DfAutoAdd) a = g_new0 (DfAutoAdd, 1);
-  g_autofree char *en = df_farm_setting_get (farm, SETTING_AUTO_ENABLED, &e);
+  g_autofree char *en = df_farm_setting_get (farm, DF_SETTING_AUTO_ENABLED, &e);
   if (!e)
-    a->collection = df_farm_setting_get (farm, SETTING_AUTO_COLLECTION, &e);
+    a->collection = df_farm_setting_get (farm, DF_SETTING_AUTO_COLLECTION, &e);
   if (!e)
-    a->name_template = df_farm_setting_get (farm, SETTING_AUTO_TEMPLATE, &e);
+    a->name_template = df_farm_setting_get (farm, DF_SETTING_AUTO_TEMPLATE, &e);
   if (e)
     {
       g_propagate_error (err, e);
@@ -344,15 +329,15 @@ df_farm_auto_add_set (DfFarm *farm, const DfAutoAdd *a, GError **err)
 {
   if (!check_auto_add (farm, a, err))
     return false;
-  if (!df_farm_begin (farm, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
-  bool ok = setting_write (farm, SETTING_AUTO_ENABLED,
+  bool ok = setting_write (farm, DF_SETTING_AUTO_ENABLED,
                            a->enabled ? "true" : "false", err)
-            && setting_write (farm, SETTING_AUTO_COLLECTION, a->collection,
+            && setting_write (farm, DF_SETTING_AUTO_COLLECTION, a->collection,
                               err)
-            && setting_write (farm, SETTING_AUTO_TEMPLATE, a->name_template,
+            && setting_write (farm, DF_SETTING_AUTO_TEMPLATE, a->name_template,
                               err);
-  return in_transaction (farm, ok, err);
+  return df_farm_scope_end (farm, ok, err);
 }
 
 /* First free name from the template (numbers 1..9999 when it has {n}). */
@@ -424,69 +409,8 @@ df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
                    "auto-add is disabled");
       return false;
     }
-  if (!df_farm_begin (farm, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
-  return in_transaction (farm, auto_add_locked (farm, a, canon, name, err),
+  return df_farm_scope_end (farm, auto_add_locked (farm, a, canon, name, err),
                          err);
-}
-
-/* ---- CHAP (columns owned by the iSCSI migration) ---------------------- */
-
-/* Name of the first column of devices among candidates, or NULL. */
-static char *
-devices_column (DfFarm *farm, const char *const *candidates, GError **err)
-{
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
-    "SELECT name FROM pragma_table_info ('devices')", err);
-  if (!st)
-    return NULL;
-  g_autoptr (GPtrArray) cols = g_ptr_array_new_with_free_func (g_free);
-  int r;
-  while ((r = df_farm_step (farm, st, err)) == 1)
-    g_ptr_array_add (cols, df_sql_col_dup (st, 0));
-  if (r < 0)
-    return NULL;
-  for (guint i = 0; candidates[i]; i++)
-    for (guint j = 0; j < cols->len; j++)
-      if (g_str_equal (candidates[i], cols->pdata[j]))
-        return g_strdup (candidates[i]);
-  return NULL;
-}
-
-bool
-df_farm_device_chap (DfFarm *farm, const char *device, char **user,
-                     char **secret, GError **err)
-{
-  static const char *const users[] = {
-    "chap_user", "chap_username", "chap_name", NULL };
-  static const char *const secrets[] = {
-    "chap_secret", "chap_password", NULL };
-  *user = *secret = NULL;
-  GError *e = NULL;
-  g_autofree char *ucol = devices_column (farm, users, &e);
-  g_autofree char *scol = e ? NULL : devices_column (farm, secrets, &e);
-  if (e)
-    {
-      g_propagate_error (err, e);
-      return false;
-    }
-  if (!ucol || !scol)
-    return true;              /* schema without CHAP: no credentials */
-  /* Column names come from the fixed lists above, never from input. */
-  g_autofree char *sql = g_strdup_printf (
-    "SELECT %s, %s FROM devices WHERE name = ? COLLATE NOCASE", ucol, scol);
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, sql, err);
-  if (!st)
-    return false;
-  df_sql_bind_text (st, 1, device);
-  int r = df_farm_step (farm, st, err);
-  if (r < 0)
-    return false;
-  if (r == 1 && sqlite3_column_type (st, 0) != SQLITE_NULL
-      && sqlite3_column_type (st, 1) != SQLITE_NULL)
-    {
-      *user = df_sql_col_dup (st, 0);
-      *secret = df_sql_col_dup (st, 1);
-    }
-  return true;
 }

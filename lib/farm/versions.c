@@ -1,7 +1,8 @@
-/* diskfarm: version lifecycle accessors (seal, schedules, delete, users)
- * and farm settings.
+/* diskfarm: versions of a vdisk in the farm DB: add, get, list, the version
+ * a device type boots, state changes, and the lifecycle (seal, schedules,
+ * delete, users).
  *
- * Same rules as farm.c: arguments are checked before any DB access; each
+ * Rules of every mutator (farm.c): arguments are checked before any DB access; each
  * mutator runs in one write scope (BEGIN IMMEDIATE, or a SAVEPOINT inside a
  * caller's df_farm_begin transaction) together with its audit row(s).
  *
@@ -18,41 +19,503 @@
 
 #include <string.h>
 
-/* ---- scopes and statements ------------------------------------------- */
+/* ---- checks ------------------------------------------------------------ */
+
+/* A file name inside store/<vdisk>/: one path component. */
+bool
+df_farm_check_file_name (const char *file, GError **err)
+{
+  if (!file || !*file || strlen (file) > 255 || strchr (file, '/')
+      || strcmp (file, ".") == 0 || strcmp (file, "..") == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version file name '%s' must be one path component",
+                   file ? file : "");
+      return false;
+    }
+  for (const char *p = file; *p; p++)
+    if ((unsigned char) *p < 0x20)
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "version file name contains a control character");
+        return false;
+      }
+  return true;
+}
+
+/* sha256: NULL (allowed only when null_ok) or 64 hex digits; *out receives
+ * the lower-case form (newly allocated) or NULL. */
+bool
+df_farm_check_sha256 (const char *s, bool null_ok, char **out, GError **err)
+{
+  *out = NULL;
+  if (!s)
+    {
+      if (null_ok)
+        return true;
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "a published version needs its sha256");
+      return false;
+    }
+  size_t n = strlen (s);
+  for (size_t i = 0; i < n; i++)
+    if (!g_ascii_isxdigit (s[i]))
+      n = 0;
+  if (n != 64)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "sha256 '%s' is not 64 hexadecimal digits", s);
+      return false;
+    }
+  *out = g_ascii_strdown (s, -1);
+  return true;
+}
+
+
+/* ---- rows ------------------------------------------------------------- */
+
+static const char *const vstate_names[] = {
+  [DF_VSTATE_MAINTENANCE] = "maintenance",
+  [DF_VSTATE_TEST] = "test",
+  [DF_VSTATE_PRODUCTION] = "production",
+  [DF_VSTATE_PENDING] = "pending",
+};
+
+const char *
+df_version_state_name (DfVersionState s)
+{
+  g_return_val_if_fail ((guint) s < G_N_ELEMENTS (vstate_names), "unknown");
+  return vstate_names[s];
+}
+
+bool
+df_version_state_parse (const char *s, DfVersionState *out, GError **err)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (vstate_names); i++)
+    if (s && strcmp (s, vstate_names[i]) == 0)
+      {
+        *out = (DfVersionState) i;
+        return true;
+      }
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "version state '%s' is not maintenance, test, production or "
+               "pending", s ? s : "");
+  return false;
+}
+
+void
+df_version_free (DfVersion *v)
+{
+  if (!v)
+    return;
+  g_free (v->vdisk);
+  g_free (v->file);
+  g_free (v->sha256);
+  g_free (v->pending_state);
+  g_free (v->pending_at);
+  g_free (v->created);
+  g_free (v);
+}
+
+#define VERSION_COLUMNS \
+  "SELECT r.id, v.name, r.number, r.parent, r.file, r.sha256, " \
+  "r.virtual_size, r.file_size, r.state, r.pending_state, r.pending_at, " \
+  "r.created FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
+
+static gpointer
+version_from_row (DfDbStmt *st)
+{
+  DfVersion *v = g_new0 (DfVersion, 1);
+  v->id = df_db_col_int64 (st, 0);
+  v->vdisk = df_db_col_dup (st, 1);
+  v->number = df_db_col_int (st, 2);
+  v->parent = df_db_col_is_null (st, 3)
+                ? -1 : df_db_col_int (st, 3);
+  v->file = df_db_col_dup (st, 4);
+  v->sha256 = df_db_col_dup (st, 5);
+  v->virtual_size = (uint64_t) df_db_col_int64 (st, 6);
+  v->file_size = (uint64_t) df_db_col_int64 (st, 7);
+  const char *state = df_db_col_text (st, 8);
+  if (!df_version_state_parse (state, &v->state, NULL))
+    g_assert_not_reached ();   /* the CHECK constraint forbids it */
+  v->pending_state = df_db_col_dup (st, 9);
+  v->pending_at = df_db_col_dup (st, 10);
+  v->created = df_db_col_dup (st, 11);
+  return v;
+}
+
+/* The row (vdisk, number), or NULL with *err unset when absent. */
+static DfVersion *
+version_find (DfFarm *farm, gint64 vid, int number, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    VERSION_COLUMNS "WHERE r.vdisk_id = ? AND r.number = ?", err);
+  if (!st)
+    return NULL;
+  df_db_bind_int64 (st, 1, vid);
+  df_db_bind_int64 (st, 2, number);
+  return df_db_step (st, err) == 1 ? version_from_row (st) : NULL;
+}
+
+/* Number of the maintenance version of vid, or -1. */
+int
+df_farm_maintenance_number (DfFarm *farm, gint64 vid, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "SELECT number FROM versions WHERE vdisk_id = ? "
+    "AND state = 'maintenance'", err);
+  if (!st)
+    return -2;
+  df_db_bind_int64 (st, 1, vid);
+  int r = df_db_step (st, err);
+  return r == 1 ? df_db_col_int (st, 0) : r == 0 ? -1 : -2;
+}
+
+static bool
+check_one_maintenance (DfFarm *farm, const char *vdisk, gint64 vid,
+                       GError **err)
+{
+  int m = df_farm_maintenance_number (farm, vid, err);
+  if (m == -2)
+    return false;
+  if (m >= 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "vdisk '%s' already has maintenance version %d", vdisk, m);
+      return false;
+    }
+  return true;
+}
 
 typedef struct {
-  sqlite3 *db;
-  bool outer;
-} VScope;
+  const char *vdisk;
+  int number, parent;
+  const char *file;
+  char *sha256;
+  uint64_t virtual_size, file_size;
+  DfVersionState state;
+} VersionIn;
 
+/* A new maintenance version: the vdisk's maintenance device(s) start a new
+ * boot generation, so their next open binds to the new version's cache and
+ * a session still bound to the old one is stale (streamsvc fences it).
+ * One audit row "device.generation" per device, cause = "vdisk@N". */
 static bool
-vexec (sqlite3 *db, const char *sql, GError **err)
+maintenance_new_generation (DfFarm *farm, gint64 vid, const char *cause,
+                            GError **err)
 {
-  int rc = sqlite3_exec (db, sql, NULL, NULL, NULL);
-  if (rc == SQLITE_OK)
-    return true;
-  df_farm_set_sqlite_error (err, db, rc, "farm.db");
-  return false;
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GArray) gens = g_array_new (FALSE, FALSE, sizeof (gint64));
+  {
+    g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+      "UPDATE devices SET generation = generation + 1 "
+      "WHERE vdisk_id = ? AND type = 'maintenance' "
+      "RETURNING name, generation", err);
+    if (!st)
+      return false;
+    df_db_bind_int64 (st, 1, vid);
+    int rc;
+    while ((rc = df_db_step (st, err)) == 1)
+      {
+        gint64 gen = df_db_col_int64 (st, 1);
+        g_ptr_array_add (names, df_db_col_dup (st, 0));
+        g_array_append_val (gens, gen);
+      }
+    if (rc < 0)
+      return false;
+  }
+  for (guint i = 0; i < names->len; i++)
+    {
+      GString *gs = g_string_new ("{");
+      df_farm_json_kv_int (gs, "generation", g_array_index (gens, gint64, i));
+      df_farm_json_kv (gs, "cause", cause);
+      g_autofree char *detail = df_farm_json_close (gs);
+      if (!df_farm_audit_row (farm, "device.generation", names->pdata[i], detail,
+                         err))
+        return false;
+    }
+  return true;
 }
 
 static bool
-vscope_begin (DfFarm *farm, VScope *s, GError **err)
+version_add_locked (DfFarm *farm, const VersionIn *in, GError **err)
 {
-  s->db = df_farm_sqlite (farm);
-  s->outer = sqlite3_get_autocommit (s->db) != 0;
-  return vexec (s->db, s->outer ? "BEGIN IMMEDIATE" : "SAVEPOINT df_ver", err);
+  gint64 vid;
+  if (!df_farm_vdisk_id (farm, in->vdisk, &vid, err))
+    return false;
+  g_autoptr (DfVersion) dup = version_find (farm, vid, in->number, NULL);
+  if (dup)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "vdisk '%s' already has version %d", in->vdisk, in->number);
+      return false;
+    }
+  g_autoptr (DfVersion) parent = in->parent >= 0
+    ? version_find (farm, vid, in->parent, NULL) : NULL;
+  if (in->parent >= 0 && !parent)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "vdisk '%s' has no version %d (parent of %d)", in->vdisk,
+                   in->parent, in->number);
+      return false;
+    }
+  if (in->state == DF_VSTATE_MAINTENANCE
+      && !check_one_maintenance (farm, in->vdisk, vid, err))
+    return false;
+  if (!df_farm_version_insert (farm, vid, in->number, in->parent, in->file,
+                       in->sha256, in->virtual_size, in->file_size, in->state,
+                       err))
+    return false;
+  GString *gs = g_string_new ("{");
+  df_farm_json_kv_int (gs, "parent", in->parent);
+  df_farm_json_kv (gs, "file", in->file);
+  df_farm_json_kv (gs, "sha256", in->sha256);
+  df_farm_json_kv (gs, "state", df_version_state_name (in->state));
+  g_autofree char *detail = df_farm_json_close (gs);
+  g_autofree char *object = g_strdup_printf ("%s@%d", in->vdisk, in->number);
+  return df_farm_audit_row (farm, "version.add", object, detail, err)
+         && (in->state != DF_VSTATE_MAINTENANCE
+             || maintenance_new_generation (farm, vid, object, err));
 }
 
 static bool
-vscope_end (VScope *s, bool ok, GError **err)
+check_version_numbers (int number, int parent, GError **err)
 {
-  if (ok && vexec (s->db, s->outer ? "COMMIT" : "RELEASE df_ver", err))
-    return true;
-  sqlite3_exec (s->db, s->outer ? "ROLLBACK"
-                                : "ROLLBACK TO df_ver; RELEASE df_ver",
-                NULL, NULL, NULL);
-  return false;
+  if (number < 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version number %d is negative", number);
+      return false;
+    }
+  if (parent < -1 || parent >= number)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "parent %d of version %d must be an older version or -1",
+                   parent, number);
+      return false;
+    }
+  return true;
 }
+
+static bool
+check_settable_state (DfVersionState state, GError **err)
+{
+  if ((guint) state >= G_N_ELEMENTS (vstate_names))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "unknown version state %d",
+                   (int) state);
+      return false;
+    }
+  if (state == DF_VSTATE_PENDING)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "a version becomes pending only through a schedule "
+                   "(target state and time)");
+      return false;
+    }
+  return true;
+}
+
+bool
+df_farm_version_add (DfFarm *farm, const char *vdisk, int number, int parent,
+                     const char *file, const char *sha256,
+                     uint64_t virtual_size, uint64_t file_size,
+                     DfVersionState state, GError **err)
+{
+  VersionIn in = { vdisk, number, parent, file, NULL, virtual_size,
+                   file_size, state };
+  g_autofree char *sha = NULL;
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !check_version_numbers (number, parent, err)
+      || !df_farm_check_file_name (file, err)
+      || !df_farm_check_size ("virtual size", virtual_size, false, err)
+      || !df_farm_check_size ("file size", file_size, true, err)
+      || !check_settable_state (state, err)
+      || !df_farm_check_sha256 (sha256, state == DF_VSTATE_MAINTENANCE, &sha, err))
+    return false;
+  in.sha256 = sha;
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, version_add_locked (farm, &in, err), err);
+}
+
+DfVersion *
+df_farm_version_get (DfFarm *farm, const char *vdisk, int number,
+                     GError **err)
+{
+  gint64 vid;
+  if (!df_validate_name ("vdisk", vdisk, err))
+    return NULL;
+  if (number < 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version number %d is negative", number);
+      return NULL;
+    }
+  if (!df_farm_vdisk_id (farm, vdisk, &vid, err))
+    return NULL;
+  GError *local = NULL;
+  DfVersion *v = version_find (farm, vid, number, &local);
+  if (!v && !local)
+    g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND,
+                 "vdisk '%s' has no version %d", vdisk, number);
+  if (local)
+    g_propagate_error (err, local);
+  return v;
+}
+
+GPtrArray *
+df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
+{
+  gint64 vid;
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !df_farm_vdisk_id (farm, vdisk, &vid, err))
+    return NULL;
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    VERSION_COLUMNS "WHERE r.vdisk_id = ? ORDER BY r.number", err);
+  if (!st)
+    return NULL;
+  df_db_bind_int64 (st, 1, vid);
+  return df_farm_rows (st, version_from_row,
+                       (GDestroyNotify) df_version_free, err);
+}
+
+/* Newest version of vid in one of the states allowed by the mask
+ * (bit per DfVersionState); NULL with *err unset when there is none. */
+static DfVersion *
+newest_in_states (DfFarm *farm, gint64 vid, guint mask, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    VERSION_COLUMNS "WHERE r.vdisk_id = ? AND ("
+    "(r.state = 'maintenance' AND ?2 & 1) OR (r.state = 'test' AND ?2 & 2) "
+    "OR (r.state = 'production' AND ?2 & 4)) "
+    "ORDER BY r.number DESC LIMIT 1", err);
+  if (!st)
+    return NULL;
+  G_STATIC_ASSERT (DF_VSTATE_MAINTENANCE == 0 && DF_VSTATE_TEST == 1
+                   && DF_VSTATE_PRODUCTION == 2);
+  df_db_bind_int64 (st, 1, vid);
+  df_db_bind_int64 (st, 2, (int) mask);
+  return df_db_step (st, err) == 1 ? version_from_row (st) : NULL;
+}
+
+#define VMASK(s) (1u << (s))
+
+DfVersion *
+df_farm_version_for_type (DfFarm *farm, const char *vdisk,
+                          const char *device_type, GError **err)
+{
+  gint64 vid;
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !df_farm_check_device_type (device_type, err)
+      || !df_farm_vdisk_id (farm, vdisk, &vid, err))
+    return NULL;
+  guint published = VMASK (DF_VSTATE_TEST) | VMASK (DF_VSTATE_PRODUCTION);
+  guint mask = strcmp (device_type, "production") == 0
+                 ? VMASK (DF_VSTATE_PRODUCTION) : published;
+  GError *local = NULL;
+  DfVersion *v = NULL;
+  if (strcmp (device_type, "maintenance") == 0)
+    v = newest_in_states (farm, vid, VMASK (DF_VSTATE_MAINTENANCE), &local);
+  if (!v && !local)
+    v = newest_in_states (farm, vid, mask, &local);
+  if (!v && !local)
+    g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND,
+                 "vdisk '%s' has no version a %s device can boot (%s)",
+                 vdisk, device_type,
+                 mask == published ? "none in test or production"
+                                   : "none in production");
+  if (local)
+    g_propagate_error (err, local);
+  return v;
+}
+
+static bool
+version_set_state_locked (DfFarm *farm, const char *vdisk, int number,
+                          DfVersionState state, GError **err)
+{
+  gint64 vid;
+  if (!df_farm_vdisk_id (farm, vdisk, &vid, err))
+    return false;
+  g_autoptr (DfVersion) v = version_find (farm, vid, number, err);
+  if (!v)
+    {
+      if (err && !*err)
+        g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                     "vdisk '%s' has no version %d", vdisk, number);
+      return false;
+    }
+  if (state == DF_VSTATE_MAINTENANCE && v->state != DF_VSTATE_MAINTENANCE)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version %s@%d is published and cannot return to "
+                   "maintenance", vdisk, number);
+      return false;
+    }
+  if (state != DF_VSTATE_MAINTENANCE && !v->sha256)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "version %s@%d has no sha256 yet (seal it first)", vdisk,
+                   number);
+      return false;
+    }
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "UPDATE versions SET state = ?, pending_state = NULL, pending_at = NULL "
+    "WHERE id = ?", err);
+  if (!st)
+    return false;
+  df_db_bind_text (st, 1, df_version_state_name (state));
+  df_db_bind_int64 (st, 2, v->id);
+  if (!df_db_run (st, err))
+    return false;
+  GString *gs = g_string_new ("{");
+  df_farm_json_kv (gs, "from", df_version_state_name (v->state));
+  df_farm_json_kv (gs, "to", df_version_state_name (state));
+  g_autofree char *detail = df_farm_json_close (gs);
+  g_autofree char *object = g_strdup_printf ("%s@%d", vdisk, number);
+  return df_farm_audit_row (farm, "version.state", object, detail, err);
+}
+
+bool
+df_farm_version_set_state (DfFarm *farm, const char *vdisk, int number,
+                           DfVersionState state, GError **err)
+{
+  if (!df_validate_name ("vdisk", vdisk, err)
+      || !check_version_numbers (number, -1, err)
+      || !check_settable_state (state, err))
+    return false;
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, version_set_state_locked (farm, vdisk, number, state,
+                                                   err), err);
+}
+
+
+bool
+df_farm_version_insert (DfFarm *farm, gint64 vid, int number, int parent,
+                const char *file, const char *sha256, uint64_t virtual_size,
+                uint64_t file_size, DfVersionState state, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "INSERT INTO versions (vdisk_id, number, parent, file, sha256, "
+    "virtual_size, file_size, state, created) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *now = df_farm_now ();
+  df_db_bind_int64 (st, 1, vid);
+  df_db_bind_int64 (st, 2, number);
+  if (parent >= 0)
+    df_db_bind_int64 (st, 3, parent);
+  df_db_bind_text (st, 4, file);
+  df_db_bind_text (st, 5, sha256);
+  df_db_bind_int64 (st, 6, (gint64) virtual_size);
+  df_db_bind_int64 (st, 7, (gint64) file_size);
+  df_db_bind_text (st, 8, df_version_state_name (state));
+  df_db_bind_text (st, 9, now);
+  return df_db_run (st, err);
+}
+
 
 /* "YYYY-MM-DDTHH:MM:SSZ" exactly. */
 static bool
@@ -90,15 +553,15 @@ seal_locked (DfFarm *farm, const char *vdisk, int number, const char *sha256,
                    vdisk, number, df_version_state_name (v->state));
       return false;
     }
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "UPDATE versions SET sha256 = ?, file_size = ?, state = 'test' "
     "WHERE id = ? AND state = 'maintenance'", err);
   if (!st)
     return false;
-  sqlite3_bind_text (st, 1, sha256, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64 (st, 2, (gint64) file_size);
-  sqlite3_bind_int64 (st, 3, v->id);
-  if (df_farm_step (farm, st, err) != 0)
+  df_db_bind_text (st, 1, sha256);
+  df_db_bind_int64 (st, 2, (gint64) file_size);
+  df_db_bind_int64 (st, 3, v->id);
+  if (df_db_step (st, err) != 0)
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"sha256\":\"%s\",\"file_size\":%" G_GUINT64_FORMAT
@@ -123,10 +586,9 @@ df_farm_version_seal (DfFarm *farm, const char *vdisk, int number,
     }
   if (!df_validate_name ("vdisk", vdisk, err))
     return false;
-  VScope s;
-  if (!vscope_begin (farm, &s, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
-  return vscope_end (&s, seal_locked (farm, vdisk, number, sha256, file_size,
+  return df_farm_scope_end (farm, seal_locked (farm, vdisk, number, sha256, file_size,
                                       err), err);
 }
 
@@ -146,15 +608,15 @@ schedule_locked (DfFarm *farm, const char *vdisk, int number,
                    number);
       return false;
     }
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "UPDATE versions SET state = 'pending', pending_state = ?, "
     "pending_at = ? WHERE id = ?", err);
   if (!st)
     return false;
-  sqlite3_bind_text (st, 1, df_version_state_name (target), -1, SQLITE_STATIC);
-  sqlite3_bind_text (st, 2, at, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64 (st, 3, v->id);
-  if (df_farm_step (farm, st, err) != 0)
+  df_db_bind_text (st, 1, df_version_state_name (target));
+  df_db_bind_text (st, 2, at);
+  df_db_bind_int64 (st, 3, v->id);
+  if (df_db_step (st, err) != 0)
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"from\":\"%s\",\"to\":\"%s\",\"at\":\"%s\"}",
@@ -175,10 +637,9 @@ df_farm_version_schedule (DfFarm *farm, const char *vdisk, int number,
                    "a promotion goes to test or production");
       return false;
     }
-  VScope s;
-  if (!vscope_begin (farm, &s, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
-  return vscope_end (&s, schedule_locked (farm, vdisk, number, target, at,
+  return df_farm_scope_end (farm, schedule_locked (farm, vdisk, number, target, at,
                                           err), err);
 }
 
@@ -202,26 +663,26 @@ due_row_free (DueRow *r)
 static GPtrArray *
 due_rows (DfFarm *farm, const char *vdisk, const char *now, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "SELECT r.id, v.name || '@' || r.number, r.pending_state, r.pending_at "
     "FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
     "WHERE r.state = 'pending' AND r.pending_at <= ?1 "
     "AND (?2 IS NULL OR v.name = ?2) ORDER BY r.number", err);
   if (!st)
     return NULL;
-  sqlite3_bind_text (st, 1, now, -1, SQLITE_TRANSIENT);
+  df_db_bind_text (st, 1, now);
   if (vdisk)
-    sqlite3_bind_text (st, 2, vdisk, -1, SQLITE_TRANSIENT);
+    df_db_bind_text (st, 2, vdisk);
   g_autoptr (GPtrArray) rows
     = g_ptr_array_new_with_free_func ((GDestroyNotify) due_row_free);
   int r;
-  while ((r = df_farm_step (farm, st, err)) == 1)
+  while ((r = df_db_step (st, err)) == 1)
     {
       DueRow *d = g_new0 (DueRow, 1);
-      d->id = sqlite3_column_int64 (st, 0);
-      d->object = g_strdup ((const char *) sqlite3_column_text (st, 1));
-      d->to = g_strdup ((const char *) sqlite3_column_text (st, 2));
-      d->at = g_strdup ((const char *) sqlite3_column_text (st, 3));
+      d->id = df_db_col_int64 (st, 0);
+      d->object = g_strdup (df_db_col_text (st, 1));
+      d->to = g_strdup (df_db_col_text (st, 2));
+      d->at = g_strdup (df_db_col_text (st, 3));
       g_ptr_array_add (rows, d);
     }
   return r == 0 ? g_steal_pointer (&rows) : NULL;
@@ -237,13 +698,13 @@ apply_locked (DfFarm *farm, const char *vdisk, guint *applied, GError **err)
   for (guint i = 0; i < rows->len; i++)
     {
       const DueRow *d = rows->pdata[i];
-      g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
+      g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
         "UPDATE versions SET state = pending_state, pending_state = NULL, "
         "pending_at = NULL WHERE id = ? AND state = 'pending'", err);
       if (!st)
         return false;
-      sqlite3_bind_int64 (st, 1, d->id);
-      if (df_farm_step (farm, st, err) != 0)
+      df_db_bind_int64 (st, 1, d->id);
+      if (df_db_step (st, err) != 0)
         return false;
       g_autofree char *detail = g_strdup_printf (
         "{\"from\":\"pending\",\"to\":\"%s\",\"scheduled\":\"%s\"}", d->to,
@@ -272,10 +733,9 @@ df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
     return false;
   if (due->len == 0)
     return true;
-  VScope s;
-  if (!vscope_begin (farm, &s, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
-  return vscope_end (&s, apply_locked (farm, vdisk, applied, err), err);
+  return df_farm_scope_end (farm, apply_locked (farm, vdisk, applied, err), err);
 }
 
 /* ---- users of a version ------------------------------------------------ */
@@ -404,16 +864,12 @@ df_farm_version_devices (DfFarm *farm, const char *vdisk, int number,
 static bool
 check_no_children (DfFarm *farm, const DfVersion *v, GError **err)
 {
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
-    "SELECT group_concat (c.number, ', ') FROM versions c "
-    "JOIN versions p ON p.vdisk_id = c.vdisk_id AND c.parent = p.number "
-    "WHERE p.id = ?", err);
-  if (!st)
+  g_autofree char *kids = NULL;
+  if (!df_farm_names_using (farm,
+        "SELECT c.number FROM versions c "
+        "JOIN versions p ON p.vdisk_id = c.vdisk_id AND c.parent = p.number "
+        "WHERE p.id = ? ORDER BY c.number", v->id, &kids, err))
     return false;
-  sqlite3_bind_int64 (st, 1, v->id);
-  if (df_farm_step (farm, st, err) != 1)
-    return false;
-  const char *kids = (const char *) sqlite3_column_text (st, 0);
   if (!kids)
     return true;
   g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
@@ -454,12 +910,12 @@ delete_locked (DfFarm *farm, const char *vdisk, int number, GError **err)
     }
   if (!check_no_children (farm, v, err) || !check_no_devices (farm, v, err))
     return false;
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, "DELETE FROM versions WHERE id = ?",
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, "DELETE FROM versions WHERE id = ?",
                                    err);
   if (!st)
     return false;
-  sqlite3_bind_int64 (st, 1, v->id);
-  if (df_farm_step (farm, st, err) != 0)
+  df_db_bind_int64 (st, 1, v->id);
+  if (df_db_step (st, err) != 0)
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"file\":\"%s\",\"state\":\"%s\"}", v->file,
@@ -474,141 +930,8 @@ df_farm_version_delete (DfFarm *farm, const char *vdisk, int number,
 {
   if (!df_validate_name ("vdisk", vdisk, err))
     return false;
-  VScope s;
-  if (!vscope_begin (farm, &s, err))
+  if (!df_farm_scope_begin (farm, err))
     return false;
-  return vscope_end (&s, delete_locked (farm, vdisk, number, err), err);
+  return df_farm_scope_end (farm, delete_locked (farm, vdisk, number, err), err);
 }
 
-/* ---- settings ---------------------------------------------------------- */
-
-static bool
-check_setting_key (const char *key, GError **err)
-{
-  bool ok = key && *key && strlen (key) <= 200;
-  for (const char *p = key; ok && *p; p++)
-    ok = g_ascii_isalnum (*p) || strchr ("._-", *p);
-  if (!ok)
-    g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                 "setting name '%s' must be 1-200 chars of [A-Za-z0-9._-]",
-                 key ? key : "");
-  return ok;
-}
-
-char *
-df_farm_setting_get (DfFarm *farm, const char *key, GError **err)
-{
-  if (!check_setting_key (key, err))
-    return NULL;
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm,
-    "SELECT value FROM settings WHERE key = ?", err);
-  if (!st)
-    return NULL;
-  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
-  return df_farm_step (farm, st, err) == 1
-           ? g_strdup ((const char *) sqlite3_column_text (st, 0)) : NULL;
-}
-
-static bool
-setting_set_locked (DfFarm *farm, const char *key, const char *value,
-                    GError **err)
-{
-  g_autoptr (DfFarmStmt) st = df_farm_prepare (farm, value
-    ? "INSERT INTO settings (key, value) VALUES (?1, ?2) "
-      "ON CONFLICT (key) DO UPDATE SET value = ?2"
-    : "DELETE FROM settings WHERE key = ?1", err);
-  if (!st)
-    return false;
-  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
-  if (value)
-    sqlite3_bind_text (st, 2, value, -1, SQLITE_TRANSIENT);
-  if (df_farm_step (farm, st, err) != 0)
-    return false;
-  g_autoptr (GString) detail = g_string_new ("{\"value\":");
-  df_farm_json_str (detail, value);
-  g_string_append_c (detail, '}');
-  return df_farm_audit (farm, value ? "setting.set" : "setting.unset", key,
-                        detail->str, err);
-}
-
-bool
-df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
-                     GError **err)
-{
-  if (!check_setting_key (key, err))
-    return false;
-  VScope s;
-  if (!vscope_begin (farm, &s, err))
-    return false;
-  return vscope_end (&s, setting_set_locked (farm, key, value, err), err);
-}
-
-/* ---- auto-merge depth ------------------------------------------------- */
-
-#define SETTING_MERGE_DEPTH "auto_merge_depth"
-
-bool
-df_auto_merge_depth_check (gint64 depth, GError **err)
-{
-  if (depth == 0 || (depth >= 2 && depth <= DF_AUTO_MERGE_DEPTH_MAX))
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-               "auto-merge depth must be 0 (off) or 2-%d, not %" G_GINT64_FORMAT,
-               DF_AUTO_MERGE_DEPTH_MAX, depth);
-  return false;
-}
-
-char *
-df_farm_merge_depth_key (const char *vdisk)
-{
-  return vdisk ? g_strdup_printf ("vdisk.%s." SETTING_MERGE_DEPTH, vdisk)
-               : g_strdup (SETTING_MERGE_DEPTH);
-}
-
-/* The stored depth under key: true and *out when present and valid. */
-static bool
-merge_depth_read (DfFarm *farm, const char *key, int *out)
-{
-  g_autofree char *v = df_farm_setting_get (farm, key, NULL);
-  guint64 n;
-  if (!v || !g_ascii_string_to_unsigned (v, 10, 0, DF_AUTO_MERGE_DEPTH_MAX,
-                                          &n, NULL)
-      || !df_auto_merge_depth_check ((gint64) n, NULL))
-    return false;
-  *out = (int) n;
-  return true;
-}
-
-int
-df_farm_auto_merge_depth (DfFarm *farm, const char *vdisk, bool *own)
-{
-  int depth = 0;
-  g_autofree char *key = df_farm_merge_depth_key (vdisk);
-  bool mine = vdisk && merge_depth_read (farm, key, &depth);
-  if (own)
-    *own = mine;
-  if (!mine && !merge_depth_read (farm, SETTING_MERGE_DEPTH, &depth))
-    depth = 0;
-  return depth;
-}
-
-bool
-df_farm_auto_merge_depth_set (DfFarm *farm, const char *vdisk, int depth,
-                              GError **err)
-{
-  if ((vdisk && !df_validate_name ("vdisk", vdisk, err))
-      || (depth != -1 && !df_auto_merge_depth_check (depth, err)))
-    return false;
-  if (vdisk)
-    {
-      g_autoptr (DfVdisk) v = df_farm_vdisk_get (farm, vdisk, err);
-      if (!v)
-        return false;
-    }
-  g_autofree char *key = df_farm_merge_depth_key (vdisk);
-  g_autofree char *val = g_strdup_printf ("%d", depth);
-  /* The farm's 0 is the absence of the setting; a vdisk's 0 is stored:
-   * it turns auto-merge off for that vdisk whatever the farm says. */
-  bool drop = depth == -1 || (vdisk == NULL && depth == 0);
-  return df_farm_setting_set (farm, key, drop ? NULL : val, err);
-}

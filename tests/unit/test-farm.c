@@ -297,7 +297,9 @@ test_migrations_idempotent (void)
   guint n = df_farm_n_migrations;
   list[n] = (DfMigration) { (int) n + 1, "broken",
     "CREATE TABLE half (x INTEGER); INSERT INTO nosuchtable VALUES (1);" };
-  sqlite3 *db = raw_open (dir);
+  g_autofree char *path = g_build_filename (dir, "farm.db", NULL);
+  DfDb *db = df_db_open (path, false, NULL);
+  g_assert_nonnull (db);
   int version = -1;
   g_autoptr (GError) err = NULL;
   g_assert_false (df_farm_migrate (db, list, n + 1, &version, &err));
@@ -313,7 +315,7 @@ test_migrations_idempotent (void)
   g_assert_cmpint (version, ==, (int) n + 1);
   g_assert_true (df_farm_migrate (db, list, n + 1, &version, &err));
   g_assert_cmpint (version, ==, (int) n + 1);
-  sqlite3_close (db);
+  df_db_close (db);
   g_autofree char *uv2 = raw_text (dir, "PRAGMA user_version");
   g_assert_cmpint (atoi (uv2), ==, (int) n + 1);
 
@@ -1398,15 +1400,15 @@ make_schema3_farm (const char *dir)
 {
   g_assert_cmpint (g_mkdir_with_parents (dir, 0750), ==, 0);
   g_autofree char *path = g_build_filename (dir, "farm.db", NULL);
-  sqlite3 *db = NULL;
-  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+  DfDb *db = df_db_open (path, true, NULL);
+  g_assert_nonnull (db);
   int version = -1;
   g_autoptr (GError) err = NULL;
   g_assert_cmpuint (df_farm_n_migrations, >=, 4);
   g_assert_true (df_farm_migrate (db, df_farm_migrations, 3, &version, &err));
   g_assert_no_error (err);
   g_assert_cmpint (version, ==, 3);
-  sqlite3_close (db);
+  df_db_close (db);
 }
 
 static void

@@ -1,0 +1,108 @@
+/* diskfarm: the audit log of the farm DB: one row per change, written by
+ * the mutator inside its own write scope, read newest first. */
+#include "farm.h"
+#include "farm-private.h"
+#include "common.h"
+
+#include <string.h>
+
+/* ---- audit ------------------------------------------------------------ */
+
+bool
+df_farm_audit_row (DfFarm *farm, const char *action, const char *object,
+              const char *detail, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "INSERT INTO audit (at, who, action, object, detail) "
+    "VALUES (?, ?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *at = df_farm_now ();
+  df_db_bind_text (st, 1, at);
+  df_db_bind_text (st, 2, df_farm_who (farm));
+  df_db_bind_text (st, 3, action);
+  df_db_bind_text (st, 4, object);
+  df_db_bind_text (st, 5, detail);
+  return df_db_run (st, err);
+}
+
+bool
+df_farm_audit (DfFarm *farm, const char *action, const char *object,
+               const char *detail, GError **err)
+{
+  if (!action || !*action || !object)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "an audit entry needs an action and an object");
+      return false;
+    }
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, df_farm_audit_row (farm, action, object, detail, err),
+                    err);
+}
+
+
+void
+df_audit_free (DfAudit *a)
+{
+  if (!a)
+    return;
+  g_free (a->at);
+  g_free (a->who);
+  g_free (a->action);
+  g_free (a->object);
+  g_free (a->detail);
+  g_free (a);
+}
+
+static gpointer
+audit_from_row (DfDbStmt *st)
+{
+  DfAudit *a = g_new0 (DfAudit, 1);
+  a->id = df_db_col_int64 (st, 0);
+  a->at = df_db_col_dup (st, 1);
+  a->who = df_db_col_dup (st, 2);
+  a->action = df_db_col_dup (st, 3);
+  a->object = df_db_col_dup (st, 4);
+  a->detail = df_db_col_dup (st, 5);
+  return a;
+}
+
+GPtrArray *
+df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f, GError **err)
+{
+  if (f->since && (strlen (f->since) != 20 || f->since[10] != 'T'
+                   || f->since[19] != 'Z'))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "audit: time '%s' is not UTC YYYY-MM-DDTHH:MM:SSZ",
+                   f->since);
+      return NULL;
+    }
+  /* Times are stored as "YYYY-MM-DDTHH:MM:SSZ": text order is time order. */
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "SELECT id, at, who, action, object, detail FROM audit "
+    "WHERE (?1 IS NULL OR object = ?1 "
+    "       OR substr (object, 1, length (?1) + 1) = ?1 || '@') "
+    "  AND (?2 IS NULL OR action = ?2 OR (instr (?2, '.') = 0 "
+    "       AND substr (action, 1, length (?2) + 1) = ?2 || '.')) "
+    "  AND (?3 IS NULL OR at >= ?3) "
+    "ORDER BY id DESC LIMIT ?4", err);
+  if (!st)
+    return NULL;
+  df_db_bind_text (st, 1, f->object);
+  df_db_bind_text (st, 2, f->action);
+  df_db_bind_text (st, 3, f->since);
+  df_db_bind_int64 (st, 4, f->limit ? (gint64) f->limit : -1);
+  return df_farm_rows (st, audit_from_row,
+                       (GDestroyNotify) df_audit_free, err);
+}
+
+GPtrArray *
+df_farm_audit_list (DfFarm *farm, guint limit, GError **err)
+{
+  DfAuditFilter f = { .limit = limit };
+  return df_farm_audit_query (farm, &f, err);
+}
+

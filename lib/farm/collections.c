@@ -1,0 +1,268 @@
+/* diskfarm: collections (groups of devices with a default vdisk) in the
+ * farm DB.  A rename or removal moves auto-add along.  Rules of every
+ * mutator: farm.c. */
+#include "farm.h"
+#include "farm-private.h"
+#include "common.h"
+
+#include <string.h>
+
+/* ---- lookups ------------------------------------------------------------ */
+
+bool
+df_farm_collection_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
+{
+  return df_farm_lookup_id (farm, "collection",
+                    "SELECT id FROM collections WHERE name = ?", name, id,
+                    err);
+}
+
+/* ---- collections ------------------------------------------------------ */
+
+void
+df_collection_free (DfCollection *c)
+{
+  if (!c)
+    return;
+  g_free (c->name);
+  g_free (c->description);
+  g_free (c->vdisk);
+  g_free (c->created);
+  g_free (c);
+}
+
+#define COLLECTION_COLUMNS \
+  "SELECT c.id, c.name, c.description, v.name, c.created FROM collections c " \
+  "LEFT JOIN vdisks v ON v.id = c.vdisk_id "
+
+static gpointer
+collection_from_row (DfDbStmt *st)
+{
+  DfCollection *c = g_new0 (DfCollection, 1);
+  c->id = df_db_col_int64 (st, 0);
+  c->name = df_db_col_dup (st, 1);
+  c->description = df_db_col_dup (st, 2);
+  c->vdisk = df_db_col_dup (st, 3);
+  c->created = df_db_col_dup (st, 4);
+  return c;
+}
+
+static bool
+collection_add_locked (DfFarm *farm, const char *name,
+                       const char *description, const char *vdisk,
+                       GError **err)
+{
+  gint64 cid, vid = 0;
+  if (df_farm_collection_id (farm, name, &cid, NULL))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "collection '%s' already exists", name);
+      return false;
+    }
+  if (vdisk && !df_farm_vdisk_id (farm, vdisk, &vid, err))
+    return false;
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "INSERT INTO collections (name, description, vdisk_id, created) "
+    "VALUES (?, ?, ?, ?)", err);
+  if (!st)
+    return false;
+  g_autofree char *now = df_farm_now ();
+  df_db_bind_text (st, 1, name);
+  df_db_bind_text (st, 2, description);
+  if (vdisk)
+    df_db_bind_int64 (st, 3, vid);
+  df_db_bind_text (st, 4, now);
+  if (!df_db_run (st, err))
+    return false;
+  GString *gs = g_string_new ("{");
+  df_farm_json_kv (gs, "description", description);
+  df_farm_json_kv (gs, "vdisk", vdisk);
+  g_autofree char *detail = df_farm_json_close (gs);
+  return df_farm_audit_row (farm, "collection.add", name, detail, err);
+}
+
+bool
+df_farm_collection_add (DfFarm *farm, const char *name,
+                        const char *description, const char *vdisk,
+                        GError **err)
+{
+  if (!df_validate_name ("collection", name, err)
+      || (vdisk && !df_validate_name ("vdisk", vdisk, err)))
+    return false;
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, collection_add_locked (farm, name, description,
+                                                vdisk, err), err);
+}
+
+DfCollection *
+df_farm_collection_get (DfFarm *farm, const char *name, GError **err)
+{
+  if (!df_validate_name ("collection", name, err))
+    return NULL;
+  return df_farm_row_named (farm, COLLECTION_COLUMNS "WHERE c.name = ?",
+                    "collection", name, collection_from_row, err);
+}
+
+GPtrArray *
+df_farm_collection_list (DfFarm *farm, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    COLLECTION_COLUMNS "ORDER BY c.name", err);
+  if (!st)
+    return NULL;
+  return df_farm_rows (st, collection_from_row,
+                       (GDestroyNotify) df_collection_free, err);
+}
+
+/* Point auto-add at new_name when it names old_name (a rename). */
+static bool
+auto_add_follow_rename (DfFarm *farm, const char *old_name,
+                        const char *new_name, GError **err)
+{
+  g_autoptr (DfAutoAdd) a = df_farm_auto_add_get (farm, err);
+  if (!a)
+    return false;
+  if (g_strcmp0 (a->collection, old_name) != 0)
+    return true;
+  return df_farm_setting_set (farm, DF_SETTING_AUTO_COLLECTION, new_name,
+                              err);
+}
+
+static bool
+collection_set_locked (DfFarm *farm, const char *name, const char *new_name,
+                       const char *description, const char *vdisk,
+                       GError **err)
+{
+  gint64 cid, vid = 0, other;
+  if (!df_farm_collection_id (farm, name, &cid, err)
+      || (vdisk && *vdisk && !df_farm_vdisk_id (farm, vdisk, &vid, err)))
+    return false;
+  if (new_name && !g_str_equal (new_name, name)
+      && df_farm_collection_id (farm, new_name, &other, NULL))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "collection '%s' already exists", new_name);
+      return false;
+    }
+  /* Each ?N IS NULL keeps the column; '' for text clears it. */
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "UPDATE collections SET "
+    "name = coalesce (?1, name), "
+    "description = CASE WHEN ?2 IS NULL THEN description "
+    "  ELSE nullif (?2, '') END, "
+    "vdisk_id = CASE WHEN ?3 IS NULL THEN vdisk_id "
+    "  WHEN ?3 = 0 THEN NULL ELSE ?3 END "
+    "WHERE id = ?4", err);
+  if (!st)
+    return false;
+  df_db_bind_text (st, 1, new_name);
+  df_db_bind_text (st, 2, description);
+  if (vdisk)
+    df_db_bind_int64 (st, 3, vid);
+  df_db_bind_int64 (st, 4, cid);
+  GString *gs = g_string_new ("{");
+  df_farm_json_kv (gs, "name", new_name);
+  df_farm_json_kv (gs, "description", description);
+  df_farm_json_kv (gs, "vdisk", vdisk);
+  g_autofree char *detail = df_farm_json_close (gs);
+  return df_db_run (st, err)
+         && (!new_name || auto_add_follow_rename (farm, name, new_name, err))
+         && df_farm_audit_row (farm, "collection.set", name, detail, err);
+}
+
+bool
+df_farm_collection_set (DfFarm *farm, const char *name, const char *new_name,
+                        const char *description, const char *vdisk,
+                        GError **err)
+{
+  if (!df_validate_name ("collection", name, err)
+      || (new_name && !df_validate_name ("collection", new_name, err))
+      || (vdisk && *vdisk && !df_validate_name ("vdisk", vdisk, err)))
+    return false;
+  if (description && strlen (description) > 1024)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "description of collection '%s' is longer than 1024 "
+                   "bytes", name);
+      return false;
+    }
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, collection_set_locked (farm, name, new_name,
+                                                description, vdisk, err),
+                    err);
+}
+
+static bool
+collection_remove_locked (DfFarm *farm, const char *name, bool force,
+                          GError **err)
+{
+  gint64 cid;
+  g_autofree char *devices = NULL;
+  g_autoptr (DfAutoAdd) a = NULL;
+  if (!df_farm_collection_id (farm, name, &cid, err)
+      || !df_farm_names_using (farm, "SELECT name FROM devices WHERE collection_id = ? "
+                       "ORDER BY name", cid, &devices, err)
+      || !(a = df_farm_auto_add_get (farm, err)))
+    return false;
+  if (a->enabled && g_strcmp0 (a->collection, name) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "collection '%s' receives auto-added devices: turn "
+                   "auto-add off or point it at another collection first",
+                   name);
+      return false;
+    }
+  if (devices && !force)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "collection '%s' still has devices (%s): move or remove "
+                   "them first, or --force to keep them without a "
+                   "collection", name, devices);
+      return false;
+    }
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "UPDATE devices SET collection_id = NULL WHERE collection_id = ?", err);
+  if (!st)
+    return false;
+  df_db_bind_int64 (st, 1, cid);
+  if (!df_db_run (st, err)
+      || (a->collection && g_str_equal (a->collection, name)
+          && !df_farm_setting_set (farm, DF_SETTING_AUTO_COLLECTION, NULL,
+                                   err)))
+    return false;
+  /* {"devices": [...]}: those left in no collection */
+  GString *gs = g_string_new ("{");
+  df_farm_json_str (gs, "devices");
+  g_string_append (gs, ":[");
+  g_auto (GStrv) names = g_strsplit (devices ? devices : "", ", ", -1);
+  for (char **n = names; devices && *n; n++)
+    {
+      if (n != names)
+        g_string_append_c (gs, ',');
+      df_farm_json_str (gs, *n);
+    }
+  g_string_append_c (gs, ']');
+  g_autofree char *detail = df_farm_json_close (gs);
+  g_autoptr (DfDbStmt) del = df_farm_stmt (farm,
+    "DELETE FROM collections WHERE id = ?", err);
+  if (!del)
+    return false;
+  df_db_bind_int64 (del, 1, cid);
+  return df_db_run (del, err)
+         && df_farm_audit_row (farm, "collection.remove", name, detail, err);
+}
+
+bool
+df_farm_collection_remove (DfFarm *farm, const char *name, bool force,
+                           GError **err)
+{
+  if (!df_validate_name ("collection", name, err))
+    return false;
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, collection_remove_locked (farm, name, force, err),
+                    err);
+}
+
