@@ -32,6 +32,21 @@ reply_text (SoupServerMessage *msg, guint status, char *text /* taken */)
                                     SOUP_MEMORY_TAKE, text, strlen (text));
 }
 
+/* reply_text for a script that may carry a CHAP secret: the body is
+ * wiped when libsoup lets go of it. */
+static void
+reply_secret (SoupServerMessage *msg, guint status, char *text /* taken */)
+{
+  g_autoptr (GBytes) body = g_bytes_new_with_free_func (
+    text, strlen (text), (GDestroyNotify) df_secret_free, text);
+  soup_server_message_set_status (msg, status, NULL);
+  soup_message_headers_set_content_type (
+    soup_server_message_get_response_headers (msg),
+    "text/plain; charset=utf-8", NULL);
+  soup_message_body_append_bytes (soup_server_message_get_response_body (msg),
+                                  body);
+}
+
 static void
 reply_message (SoupServerMessage *msg, guint status, const char *title,
                const char *message)
@@ -85,8 +100,8 @@ static char *
 render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
             GPtrArray *servers, GError **err)
 {
-  g_autofree char *user = NULL, *secret = NULL;
-  if (!df_farm_device_chap (h->farm, d->name, &user, &secret, err))
+  g_autoptr (DfChap) chap = df_farm_chap_get (h->farm, d->name, err);
+  if (!chap)
     return NULL;
   g_autofree DfScriptTarget *t = g_new0 (DfScriptTarget, servers->len);
   for (guint i = 0; i < servers->len; i++)
@@ -97,7 +112,7 @@ render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
     }
   DfScriptParams p = {
     .device = d->name, .vdisk = d->vdisk, .generation = generation,
-    .chap_user = user, .chap_secret = secret, .targets = t,
+    .chap_user = chap->user, .chap_secret = chap->secret, .targets = t,
     .n_targets = servers->len, .rendered_by = h->address,
   };
   gboolean dropped = FALSE;
@@ -205,7 +220,7 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
              uuid ? ", uuid " : "", uuid ? uuid : "", gen, servers->len,
              servers->len == 1 ? "" : "s",
              ((DfServerView *) servers->pdata[0])->name);
-  reply_text (msg, 200, script);
+  reply_secret (msg, 200, script);
 }
 
 /* ---- static files ----------------------------------------------------- */

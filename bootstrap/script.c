@@ -4,6 +4,7 @@
  * device's disk; LUN 0 is a controller on some targets).  Several URIs on
  * one sanboot line give iPXE multipath: it tries them in order. */
 #include "script.h"
+#include "common.h"
 
 #include <string.h>
 
@@ -86,33 +87,39 @@ df_script_render (const DfScriptParams *p, gboolean *chap_dropped)
   for (guint i = 0; i < p->n_targets; i++)
     if (!address_ok (p->targets[i].address))
       return NULL;
-  GString *gs = g_string_new ("#!ipxe\n");
+  g_autoptr (GString) gs = g_string_new ("#!ipxe\n");
+  g_autoptr (GString) tail = g_string_new (NULL);
+  g_autoptr (DfSecret) chap = NULL;
   g_autofree char *vdisk = sanitize (p->vdisk);
   g_autofree char *by = sanitize (p->rendered_by);
   g_string_append_printf (gs, "# diskfarm boot script for %s, rendered by %s\n",
                           p->device, by);
   g_string_append_printf (gs, "set initiator-iqn " DF_IQN_PREFIX "%s\n",
                           p->device);
+  /* The secret is copied exactly twice, each time into one allocation of
+   * its final size (no growing buffer leaves a copy behind): into chap,
+   * wiped here, and into the script, which the caller frees with
+   * df_secret_free. */
   if (p->chap_user || p->chap_secret)
     {
       if (chap_value_ok (p->chap_user) && chap_value_ok (p->chap_secret))
-        g_string_append_printf (gs, "set username %s\nset password %s\n",
-                                p->chap_user, p->chap_secret);
+        chap = g_strconcat ("set username ", p->chap_user,
+                            "\nset password ", p->chap_secret, "\n", NULL);
       else
         *chap_dropped = TRUE;
     }
-  g_string_append_printf (gs, "echo diskfarm: booting %s from vDisk %s "
+  g_string_append_printf (tail, "echo diskfarm: booting %s from vDisk %s "
                           "(boot generation %" G_GINT64_FORMAT ", %u "
                           "server%s)\n", p->device, vdisk, p->generation,
                           p->n_targets, p->n_targets == 1 ? "" : "s");
-  g_string_append (gs, "sanboot");
-  append_uris (gs, p);
-  g_string_append (gs, " || goto failed\n"
+  g_string_append (tail, "sanboot");
+  append_uris (tail, p);
+  g_string_append (tail, " || goto failed\n"
                    ":failed\n"
                    "echo diskfarm: sanboot failed, rebooting in 10 seconds\n"
                    "sleep 10\n"
                    "reboot\n");
-  return g_string_free (gs, FALSE);
+  return g_strconcat (gs->str, chap ? chap : "", tail->str, NULL);
 }
 
 char *

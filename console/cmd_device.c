@@ -352,11 +352,11 @@ chap_opts_given (const ChapOpts *o)
 }
 
 /* The secret in path: the whole file minus one final newline.  New
- * string (wiped by the caller) or NULL + err. */
+ * string (the caller frees it with df_secret_free) or NULL + err. */
 static char *
 read_secret_file (const char *what, const char *path, GError **err)
 {
-  g_autofree char *buf = NULL;
+  g_autoptr (DfSecret) buf = NULL;
   gsize len;
 
   if (!g_file_get_contents (path, &buf, &len, err))
@@ -367,27 +367,19 @@ read_secret_file (const char *what, const char *path, GError **err)
     buf[--len] = '\0';
   if (!df_chap_validate_secret (what, buf, len, err))
     {
-      memset (buf, 0, len);
+      df_secret_wipe (buf, len);   /* it may hold a NUL */
       g_prefix_error (err, "%s: ", path);
       return NULL;
     }
   return g_steal_pointer (&buf);
 }
 
-static void
-wipe_free (char *s)
-{
-  if (s != NULL)
-    memset (s, 0, strlen (s));
-  g_free (s);
-}
-
 static bool
 device_set_chap (DfFarm *farm, const char *device, const ChapOpts *o,
                  GError **err)
 {
-  char *secret = NULL, *mutual = NULL;
-  bool ok;
+  g_autoptr (DfSecret) secret = NULL;
+  g_autoptr (DfSecret) mutual = NULL;
 
   if (o->none)
     {
@@ -412,15 +404,9 @@ device_set_chap (DfFarm *farm, const char *device, const ChapOpts *o,
     {
       mutual = read_secret_file ("mutual CHAP secret", o->mutual_file, err);
       if (mutual == NULL)
-        {
-          wipe_free (secret);
-          return false;
-        }
+        return false;
     }
-  ok = df_farm_chap_set (farm, device, o->user, secret, mutual, err);
-  wipe_free (secret);
-  wipe_free (mutual);
-  return ok;
+  return df_farm_chap_set (farm, device, o->user, secret, mutual, err);
 }
 
 static bool

@@ -421,6 +421,18 @@ neg_chap_a (login_ctx *x, const char *v)
   l->auth = ISCSI_AUTH_CHAP_R;
 }
 
+/* Take copies of c's credentials into l, wiping any held before. */
+static void
+login_chap_take (iscsi_login *l, const DfChap *c)
+{
+  g_free (l->chap.user);
+  df_secret_free (l->chap.secret);
+  df_secret_free (l->chap.mutual);
+  l->chap.user = g_strdup (c->user);
+  l->chap.secret = g_strdup (c->secret);
+  l->chap.mutual = g_strdup (c->mutual_secret);
+}
+
 /* The credentials CHAP_N names: the target's device, or for discovery
  * the device owning that CHAP user.  false + failure when none. */
 static bool
@@ -434,9 +446,7 @@ chap_credentials (login_ctx *x, const char *user)
   d = df_exports_chap_by_user (x->c->ex, user, NULL);
   if (d == NULL || d->secret == NULL)
     return false;
-  l->chap.user = g_strdup (d->user);
-  l->chap.secret = g_strdup (d->secret);
-  l->chap.mutual = g_strdup (d->mutual_secret);
+  login_chap_take (l, d);
   return true;
 }
 
@@ -542,9 +552,7 @@ resolve_target (login_ctx *x)
                             : ISCSI_LOGIN_UNAVAILABLE,
                      "target not found");
   c->login.chap_required = chap->user != NULL;
-  c->login.chap.user = g_strdup (chap->user);
-  c->login.chap.secret = g_strdup (chap->secret);
-  c->login.chap.mutual = g_strdup (chap->mutual_secret);
+  login_chap_take (&c->login, chap);
 }
 
 static bool
@@ -856,13 +864,9 @@ iscsi_login_clear (iscsi_login *l)
 {
   if (l->pending)
     g_byte_array_unref (l->pending);
-  if (l->chap.secret)
-    memset (l->chap.secret, 0, strlen (l->chap.secret));
-  if (l->chap.mutual)
-    memset (l->chap.mutual, 0, strlen (l->chap.mutual));
   g_free (l->chap.user);
-  g_free (l->chap.secret);
-  g_free (l->chap.mutual);
+  df_secret_free (l->chap.secret);
+  df_secret_free (l->chap.mutual);
   g_free (l->chap_user_ok);
   memset (l, 0, sizeof *l);
 }

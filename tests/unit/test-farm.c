@@ -1030,8 +1030,10 @@ test_failure_after_write (Fixture *fx, gconstpointer data)
   DfDevice nd = { .name = "pc9", .mac = "52:54:00:00:00:09", .vdisk = "base" };
   DfDevice up = { .name = "pc1", .mac = "52:54:00:00:00:19", .vdisk = "unused",
                   .type = "test" };
+  DfServer srv = { .name = "s9", .address = "192.0.2.9", .iscsi_port = 3260,
+                   .nbd_port = 10809, .admin_port = 8001, .power = 1 };
   for (int nested = 0; nested < 2; nested++)
-    for (int step = 0; step < 9; step++)
+    for (int step = 0; step < 14; step++)
       {
         g_autoptr (GError) err = NULL;
         if (nested)
@@ -1055,6 +1057,14 @@ test_failure_after_write (Fixture *fx, gconstpointer data)
           case 7: ok = df_farm_device_new_generation (f, "pc1", NULL, &err);
                   break;
           case 8: ok = df_farm_vdisk_remove (f, "unused", &err); break;
+          case 9: ok = df_farm_chap_set (f, "pc1", "pc1-in", "Secret-1234567",
+                                         NULL, &err); break;
+          case 10: ok = df_farm_server_add (f, &srv, &err); break;
+          case 11: ok = df_farm_setting_set (f, "k9", "v", &err); break;
+          case 12: ok = df_farm_vdisk_set_description (f, "unused", "d",
+                                                       &err); break;
+          case 13: ok = df_farm_vdisk_rename (f, "unused", "unused9", &err);
+                   break;
           }
         g_test_message ("step %d nested %d: %s", step, nested,
                         err ? err->message : "ok");
@@ -1066,6 +1076,151 @@ test_failure_after_write (Fixture *fx, gconstpointer data)
         g_autofree char *after = dump_db (fx->dir);
         g_assert_cmpstr (before, ==, after);
       }
+}
+
+/* ---- CHAP: one reader, secrets wiped ----------------------------------- */
+
+/* df_farm_chap_get, df_farm_chap_find_user and the older
+ * df_farm_device_chap read the same credentials, which the schema holds
+ * (no column guessing); an unknown device has none for the older API. */
+static void
+test_chap_one_reader (Fixture *fx, gconstpointer data)
+{
+  DfFarm *f = fx->farm;
+  g_autoptr (GError) err = NULL;
+  add_vdisk (f, "base");
+  add_device (f, "pc1", "52:54:00:00:00:01", "base", NULL, NULL);
+  add_device (f, "pc2", "52:54:00:00:00:02", "base", NULL, NULL);
+  g_assert_true (df_farm_chap_set (f, "pc1", "pc1-in", "Secret-1234567",
+                                   "Mutual-7654321", &err));
+  g_assert_no_error (err);
+
+  g_autoptr (DfChap) byname = df_farm_chap_get (f, "PC1", &err);
+  g_assert_no_error (err);
+  g_autoptr (DfChap) bymac = df_farm_chap_get (f, "52:54:00:00:00:01", &err);
+  g_autoptr (DfChap) byuser = df_farm_chap_find_user (f, "pc1-in", &err);
+  g_assert_no_error (err);
+  for (guint i = 0; i < 3; i++)
+    {
+      const DfChap *c = i == 0 ? byname : i == 1 ? bymac : byuser;
+      g_assert_cmpstr (c->device, ==, "pc1");
+      g_assert_cmpstr (c->user, ==, "pc1-in");
+      g_assert_cmpstr (c->secret, ==, "Secret-1234567");
+      g_assert_cmpstr (c->mutual_secret, ==, "Mutual-7654321");
+      g_assert_cmpint (c->generation, ==, 1);
+    }
+  g_autofree char *user = NULL;
+  g_autoptr (DfSecret) secret = NULL;
+  g_assert_true (df_farm_device_chap (f, "pc1", &user, &secret, &err));
+  g_assert_cmpstr (user, ==, "pc1-in");
+  g_assert_cmpstr (secret, ==, "Secret-1234567");
+  g_clear_pointer (&user, g_free);
+  g_clear_pointer (&secret, df_secret_free);
+  g_assert_true (df_farm_device_chap (f, "pc2", &user, &secret, &err));
+  g_assert_null (user);
+  g_assert_null (secret);
+  g_assert_true (df_farm_device_chap (f, "nosuch", &user, &secret, &err));
+  g_assert_no_error (err);
+  g_assert_null (user);
+
+  g_autoptr (GPtrArray) open = df_farm_chap_open_devices (f, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (open->len, ==, 1);
+  g_assert_cmpstr (open->pdata[0], ==, "pc2");
+
+  /* The user is unique; the refusal names it and changes nothing. */
+  g_autofree char *before = dump_db (fx->dir);
+  g_assert_false (df_farm_chap_set (f, "pc2", "pc1-in", "Other-secret-1",
+                                    NULL, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_assert_nonnull (strstr (err->message, "pc1-in"));
+  g_clear_error (&err);
+  g_autofree char *after = dump_db (fx->dir);
+  g_assert_cmpstr (before, ==, after);
+  g_assert_false (df_farm_chap_set (f, "nosuch", "u", "Other-secret-1", NULL,
+                                    &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_autoptr (DfChap) none = df_farm_chap_get (f, "nosuch", &err);
+  g_assert_null (none);
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+
+  /* Cleared: every reader sees none; the audit never holds a secret. */
+  g_assert_true (df_farm_chap_set (f, "pc1", NULL, NULL, NULL, &err));
+  g_autoptr (DfChap) cleared = df_farm_chap_get (f, "pc1", &err);
+  g_assert_no_error (err);
+  g_assert_null (cleared->user);
+  g_assert_null (cleared->secret);
+  g_assert_null (cleared->mutual_secret);
+  g_autofree char *audit = raw_text (fx->dir,
+    "SELECT group_concat (detail, ' ') FROM audit WHERE action = 'device.chap'");
+  g_assert_nonnull (strstr (audit, "mutual"));
+  g_assert_null (strstr (audit, "Secret-1234567"));
+  g_assert_null (strstr (audit, "Mutual-7654321"));
+
+  char buf[] = "Secret-1234567";
+  df_secret_wipe (buf, sizeof buf - 1);
+  for (gsize i = 0; i < sizeof buf; i++)
+    g_assert_cmpint (buf[i], ==, 0);
+}
+
+/* ---- the backend seam (db.h) -------------------------------------------- */
+
+/* A statement whose cached twin is in use (a re-entrant call) is a
+ * private one: both step on their own; levels nest as savepoints and
+ * roll back alone. */
+static void
+test_db_seam (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  add_vdisk (fx->farm, "a");
+  add_vdisk (fx->farm, "b");
+  g_autofree char *path = g_build_filename (fx->dir, "farm.db", NULL);
+  g_autoptr (DfDb) db = df_db_open (path, false, &err);
+  g_assert_no_error (err);
+  const char *sql = "SELECT name FROM vdisks ORDER BY name";
+  for (int round = 0; round < 2; round++)
+    {
+      g_autoptr (DfDbStmt) one = df_db_prepare (db, sql, &err);
+      g_assert_no_error (err);
+      g_assert_cmpint (df_db_step (one, &err), ==, 1);
+      g_assert_cmpstr (df_db_col_text (one, 0), ==, "a");
+      g_autoptr (DfDbStmt) two = df_db_prepare (db, sql, &err);
+      g_assert_no_error (err);
+      g_assert_true (one != two);
+      g_assert_cmpint (df_db_step (two, &err), ==, 1);
+      g_assert_cmpstr (df_db_col_text (two, 0), ==, "a");
+      g_assert_cmpint (df_db_step (one, &err), ==, 1);
+      g_assert_cmpstr (df_db_col_text (one, 0), ==, "b");
+      g_assert_cmpint (df_db_step (one, &err), ==, 0);
+      g_assert_cmpint (df_db_step (two, &err), ==, 1);
+      g_assert_cmpstr (df_db_col_text (two, 0), ==, "b");
+    }
+  g_assert_null (df_db_prepare (db, "SELEC nothing", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_IO);
+  g_assert_nonnull (strstr (err->message, "prepare"));
+  g_clear_error (&err);
+
+  g_assert_true (df_db_begin (db, &err));
+  g_assert_true (df_db_exec (db, "INSERT INTO settings VALUES ('k1', 'v')",
+                             "k1", &err));
+  g_assert_true (df_db_begin (db, &err));
+  g_assert_cmpuint (df_db_depth (db), ==, 2);
+  g_assert_true (df_db_exec (db, "INSERT INTO settings VALUES ('k2', 'v')",
+                             "k2", &err));
+  df_db_rollback (db);
+  g_assert_false (df_db_exec (db, "INSERT INTO settings VALUES ('k1', 'w')",
+                              "k1 again", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_assert_nonnull (strstr (err->message, "k1 again"));
+  g_clear_error (&err);
+  g_assert_true (df_db_commit (db, &err));
+  g_assert_no_error (err);
+  g_assert_cmpuint (df_db_depth (db), ==, 0);
+  g_autofree char *keys = raw_text (fx->dir,
+    "SELECT group_concat (key, ',') FROM settings WHERE key LIKE 'k_'");
+  g_assert_cmpstr (keys, ==, "k1");
 }
 
 /* ---- audit ------------------------------------------------------------ */
@@ -1745,5 +1900,7 @@ main (int argc, char **argv)
   FX ("/farm/audit-query", test_audit_query);
   FX ("/farm/vdisk-rename", test_vdisk_rename);
   FX ("/farm/version-devices-private", test_version_devices_private);
+  FX ("/farm/chap-one-reader", test_chap_one_reader);
+  FX ("/farm/db-seam", test_db_seam);
   return g_test_run ();
 }
