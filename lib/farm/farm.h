@@ -1,4 +1,5 @@
-/* diskfarm: the farm directory and its database (SQLite, WAL mode).
+/* diskfarm: the farm directory and its database (SQLite, WAL mode, behind
+ * the backend seam of db.h).
  *
  * A farm directory holds farm.db, store/, cache/, boot/, run/.  The schema
  * is created and upgraded by numbered migrations (migrations.c).  Every
@@ -275,7 +276,10 @@ GPtrArray *df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f,
                                 GError **err);
 
 /* ---- transactions for multi-step console work ------------------------- */
-bool df_farm_begin (DfFarm *farm, GError **err);     /* BEGIN IMMEDIATE */
+/* The outermost begin takes the write lock (waits up to 5 s, then
+ * DF_ERROR_BUSY); a nested one is a savepoint.  Mutators called inside
+ * nest the same way, so commit keeps all of them and rollback none. */
+bool df_farm_begin (DfFarm *farm, GError **err);
 bool df_farm_commit (DfFarm *farm, GError **err);
 void df_farm_rollback (DfFarm *farm);
 
@@ -335,9 +339,9 @@ char *df_auto_add_name (const char *name_template, const char *mac, guint n,
 bool df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
                               GError **err);
 
-/* CHAP credentials of a device when the schema has them (columns added by
- * the iSCSI migration): *user and *secret receive new strings, or NULL when
- * the device has none or the schema has no CHAP columns. */
+/* The older form of df_farm_chap_get (kept for callers on other
+ * branches): *user and *secret receive new strings, or NULL when the
+ * device has none or does not exist.  Free *secret with df_secret_free. */
 bool df_farm_device_chap (DfFarm *farm, const char *device, char **user,
                           char **secret, GError **err);
 
@@ -356,7 +360,7 @@ typedef struct {
   char *mutual_secret;   /* NULL: one-way CHAP */
   gint64 generation;     /* device boot generation */
 } DfChap;
-void df_chap_free (DfChap *c);  /* wipes the secrets */
+void df_chap_free (DfChap *c);  /* wipes the secrets (df_secret_free) */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfChap, df_chap_free)
 
 bool df_chap_validate_secret (const char *what, const char *secret,
