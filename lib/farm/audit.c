@@ -10,7 +10,7 @@
 
 bool
 df_farm_audit_row (DfFarm *farm, const char *action, const char *object,
-              const char *detail, GError **err)
+                   const char *detail, GError **err)
 {
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "INSERT INTO audit (at, who, action, object, detail) "
@@ -38,10 +38,11 @@ df_farm_audit (DfFarm *farm, const char *action, const char *object,
     }
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, df_farm_audit_row (farm, action, object, detail, err),
-                    err);
+  return df_farm_scope_end (farm,
+                            df_farm_audit_row (farm, action, object, detail,
+                                               err),
+                            err);
 }
-
 
 void
 df_audit_free (DfAudit *a)

@@ -162,10 +162,11 @@ df_farm_chap_set (DfFarm *farm, const char *device, const char *user,
                                   mutual ? "mutual" : "one-way",
                                   strlen (user));
   return df_farm_scope_end (farm,
-                           chap_update (farm, device, user, secret, mutual,
-                                        err)
-                           && df_farm_audit_row (farm, "device.chap", device,
-                                                 detail, err), err);
+                            chap_update (farm, device, user, secret, mutual,
+                                         err)
+                            && df_farm_audit_row (farm, "device.chap", device,
+                                                  detail, err),
+                            err);
 }
 
 /* The one reader of CHAP credentials: the device sql selects for key

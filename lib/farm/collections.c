@@ -10,7 +10,8 @@
 /* ---- lookups ------------------------------------------------------------ */
 
 bool
-df_farm_collection_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
+df_farm_collection_id (DfFarm *farm, const char *name, gint64 *id,
+                       GError **err)
 {
   return df_farm_lookup_id (farm, "collection",
                     "SELECT id FROM collections WHERE name = ?", name, id,
@@ -91,8 +92,10 @@ df_farm_collection_add (DfFarm *farm, const char *name,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, collection_add_locked (farm, name, description,
-                                                vdisk, err), err);
+  return df_farm_scope_end (farm,
+                            collection_add_locked (farm, name, description,
+                                                   vdisk, err),
+                            err);
 }
 
 DfCollection *
@@ -101,7 +104,7 @@ df_farm_collection_get (DfFarm *farm, const char *name, GError **err)
   if (!df_validate_name ("collection", name, err))
     return NULL;
   return df_farm_row_named (farm, COLLECTION_COLUMNS "WHERE c.name = ?",
-                    "collection", name, collection_from_row, err);
+                            "collection", name, collection_from_row, err);
 }
 
 GPtrArray *
@@ -189,9 +192,10 @@ df_farm_collection_set (DfFarm *farm, const char *name, const char *new_name,
     }
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, collection_set_locked (farm, name, new_name,
-                                                description, vdisk, err),
-                    err);
+  return df_farm_scope_end (farm,
+                            collection_set_locked (farm, name, new_name,
+                                                   description, vdisk, err),
+                            err);
 }
 
 static bool
@@ -202,8 +206,10 @@ collection_remove_locked (DfFarm *farm, const char *name, bool force,
   g_autofree char *devices = NULL;
   g_autoptr (DfAutoAdd) a = NULL;
   if (!df_farm_collection_id (farm, name, &cid, err)
-      || !df_farm_names_using (farm, "SELECT name FROM devices WHERE collection_id = ? "
-                       "ORDER BY name", cid, &devices, err)
+      || !df_farm_names_using (farm,
+                               "SELECT name FROM devices "
+                               "WHERE collection_id = ? ORDER BY name", cid,
+                               &devices, err)
       || !(a = df_farm_auto_add_get (farm, err)))
     return false;
   if (a->enabled && g_strcmp0 (a->collection, name) == 0)
@@ -262,7 +268,8 @@ df_farm_collection_remove (DfFarm *farm, const char *name, bool force,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, collection_remove_locked (farm, name, force, err),
-                    err);
+  return df_farm_scope_end (farm,
+                            collection_remove_locked (farm, name, force, err),
+                            err);
 }
 

@@ -29,6 +29,14 @@
  * its one audit row, all or nothing" holds whether or not the caller
  * already holds a transaction.
  *
+ * Busy and retry: SQLite waits for the write lock at the outermost begin
+ * (busy timeout 5 s) and then fails with DF_ERROR_BUSY; once BEGIN
+ * IMMEDIATE holds the lock no later statement of the transaction can meet
+ * a busy lock, so there is nothing to re-run.  A serializable PostgreSQL
+ * transaction can instead fail at any statement or at commit; that backend
+ * reports it as DF_ERROR_BUSY as well, and re-running the whole mutator
+ * body on it is the backend's addition (not done here).
+ *
  * The SQL dialect the entity files write, which a second backend accepts
  * as is or rewrites in df_db_prepare:
  *  - placeholders are `?` (numbered left to right) or `?N`; PostgreSQL's

@@ -165,15 +165,16 @@ device_check (const DfDevice *d, DeviceIn *in, GError **err)
 static DfDevice *
 device_find_by_name (DfFarm *farm, const char *name, GError **err)
 {
-  return df_farm_row_find (farm, DEVICE_COLUMNS "WHERE d.name = ? COLLATE NOCASE",
-                   name, device_from_row, err);
+  return df_farm_row_find (farm,
+                           DEVICE_COLUMNS "WHERE d.name = ? COLLATE NOCASE",
+                           name, device_from_row, err);
 }
 
 static DfDevice *
 device_find_by_mac (DfFarm *farm, const char *mac, GError **err)
 {
   return df_farm_row_find (farm, DEVICE_COLUMNS "WHERE d.mac = ?", mac,
-                   device_from_row, err);
+                           device_from_row, err);
 }
 
 /* PVS's rule: a vdisk has at most one maintenance device, the one that
@@ -444,7 +445,7 @@ device_remove_locked (DfFarm *farm, const char *name, GError **err)
   if (!device_id (farm, name, &id, err))
     return false;
   return df_farm_delete_audited (farm, "DELETE FROM devices WHERE id = ?", id,
-                         "device.remove", name, err);
+                                 "device.remove", name, err);
 }
 
 bool
@@ -492,7 +493,9 @@ df_farm_device_new_generation (DfFarm *farm, const char *name,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, device_generation_locked (farm, name, generation,
-                                                   err), err);
+  return df_farm_scope_end (farm,
+                            device_generation_locked (farm, name, generation,
+                                                      err),
+                            err);
 }
 

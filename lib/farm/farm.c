@@ -66,7 +66,6 @@ make_db_file (const char *path, GError **err)
   return true;
 }
 
-
 /* The farm's identity (migration 4), kept for df_farm_uuid. */
 static bool
 read_uuid (DfFarm *farm, GError **err)

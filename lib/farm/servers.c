@@ -9,7 +9,6 @@
 
 #include <string.h>
 
-
 /* ---- servers ---------------------------------------------------------- */
 
 void
@@ -237,11 +236,13 @@ df_farm_auto_add_get (DfFarm *farm, GError **err)
 {
   GError *e = NULL;
   g_autoptr (DfAutoAdd) a = g_new0 (DfAutoAdd, 1);
-  g_autofree char *en = df_farm_setting_get (farm, DF_SETTING_AUTO_ENABLED, &e);
+  g_autofree char *en = df_farm_setting_get (farm, DF_SETTING_AUTO_ENABLED,
+                                             &e);
   if (!e)
     a->collection = df_farm_setting_get (farm, DF_SETTING_AUTO_COLLECTION, &e);
   if (!e)
-    a->name_template = df_farm_setting_get (farm, DF_SETTING_AUTO_TEMPLATE, &e);
+    a->name_template = df_farm_setting_get (farm, DF_SETTING_AUTO_TEMPLATE,
+                                            &e);
   if (e)
     {
       g_propagate_error (err, e);
@@ -411,6 +412,7 @@ df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
     }
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, auto_add_locked (farm, a, canon, name, err),
-                         err);
+  return df_farm_scope_end (farm,
+                            auto_add_locked (farm, a, canon, name, err),
+                            err);
 }

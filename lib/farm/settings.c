@@ -65,7 +65,9 @@ df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, setting_set_locked (farm, key, value, err), err);
+  return df_farm_scope_end (farm,
+                            setting_set_locked (farm, key, value, err),
+                            err);
 }
 
 /* ---- auto-merge depth ------------------------------------------------- */

@@ -12,10 +12,10 @@
 bool
 df_farm_vdisk_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
 {
-  return df_farm_lookup_id (farm, "vdisk", "SELECT id FROM vdisks WHERE name = ?",
-                    name, id, err);
+  return df_farm_lookup_id (farm, "vdisk",
+                            "SELECT id FROM vdisks WHERE name = ?", name, id,
+                            err);
 }
-
 
 /* The store directory name of vdisk: its row's, or for a vdisk not yet
  * added the one df_farm_vdisk_add will give it: the name itself unless a
@@ -57,7 +57,6 @@ df_farm_store_of (DfFarm *farm, const char *vdisk)
   return g_strdup (vdisk);
 }
 
-
 /* ---- vdisks ----------------------------------------------------------- */
 
 void
@@ -82,7 +81,6 @@ vdisk_from_row (DfDbStmt *st)
   v->created = df_db_col_dup (st, 4);
   return v;
 }
-
 
 static bool
 vdisk_add_locked (DfFarm *farm, const char *name, uint64_t virtual_size,
@@ -110,8 +108,9 @@ vdisk_add_locked (DfFarm *farm, const char *name, uint64_t virtual_size,
   if (df_db_step (st, err) != 1)
     return false;
   gint64 vid = df_db_col_int64 (st, 0);
-  if (!df_farm_version_insert (farm, vid, 0, -1, base_file, sha256, virtual_size,
-                       file_size, DF_VSTATE_PRODUCTION, err))
+  if (!df_farm_version_insert (farm, vid, 0, -1, base_file, sha256,
+                               virtual_size, file_size, DF_VSTATE_PRODUCTION,
+                               err))
     return false;
   GString *gs = g_string_new ("{");
   df_farm_json_kv_int (gs, "virtual_size", (gint64) virtual_size);
@@ -135,9 +134,10 @@ df_farm_vdisk_add (DfFarm *farm, const char *name, uint64_t virtual_size,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, vdisk_add_locked (farm, name, virtual_size,
-                                           base_file, sha, file_size, err),
-                    err);
+  return df_farm_scope_end (farm,
+                            vdisk_add_locked (farm, name, virtual_size,
+                                              base_file, sha, file_size, err),
+                            err);
 }
 
 DfVdisk *
@@ -170,7 +170,7 @@ vdisk_remove_locked (DfFarm *farm, const char *name, GError **err)
   g_autofree char *devices = NULL, *collections = NULL;
   if (!df_farm_vdisk_id (farm, name, &id, err)
       || !df_farm_names_using (farm,
-                       "SELECT name FROM devices WHERE vdisk_id = ? "
+                               "SELECT name FROM devices WHERE vdisk_id = ? "
                        "ORDER BY name", id, &devices, err)
       || !df_farm_names_using (farm,
                        "SELECT name FROM collections WHERE vdisk_id = ? "
@@ -189,7 +189,7 @@ vdisk_remove_locked (DfFarm *farm, const char *name, GError **err)
       return false;
     }
   return df_farm_delete_audited (farm, "DELETE FROM vdisks WHERE id = ?", id,
-                         "vdisk.remove", name, err);
+                                 "vdisk.remove", name, err);
 }
 
 bool
@@ -308,7 +308,8 @@ df_farm_vdisk_rename (DfFarm *farm, const char *name, const char *new_name,
     }
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, vdisk_rename_locked (farm, name, new_name, err),
-                    err);
+  return df_farm_scope_end (farm,
+                            vdisk_rename_locked (farm, name, new_name, err),
+                            err);
 }
 

@@ -2,9 +2,9 @@
  * a device type boots, state changes, and the lifecycle (seal, schedules,
  * delete, users).
  *
- * Rules of every mutator (farm.c): arguments are checked before any DB access; each
- * mutator runs in one write scope (BEGIN IMMEDIATE, or a SAVEPOINT inside a
- * caller's df_farm_begin transaction) together with its audit row(s).
+ * Rules of every mutator (farm.c): arguments are checked before any DB
+ * access; each runs in one write scope (the transaction, or a savepoint
+ * inside a caller's df_farm_begin transaction) with its audit row(s).
  *
  * Scheduled promotions: `version promote --at T` stores state 'pending'
  * with pending_state and pending_at (UTC, "YYYY-MM-DDTHH:MM:SSZ", so text
@@ -70,7 +70,6 @@ df_farm_check_sha256 (const char *s, bool null_ok, char **out, GError **err)
   *out = g_ascii_strdown (s, -1);
   return true;
 }
-
 
 /* ---- rows ------------------------------------------------------------- */
 
@@ -230,8 +229,8 @@ maintenance_new_generation (DfFarm *farm, gint64 vid, const char *cause,
       df_farm_json_kv_int (gs, "generation", g_array_index (gens, gint64, i));
       df_farm_json_kv (gs, "cause", cause);
       g_autofree char *detail = df_farm_json_close (gs);
-      if (!df_farm_audit_row (farm, "device.generation", names->pdata[i], detail,
-                         err))
+      if (!df_farm_audit_row (farm, "device.generation", names->pdata[i],
+                              detail, err))
         return false;
     }
   return true;
@@ -331,7 +330,8 @@ df_farm_version_add (DfFarm *farm, const char *vdisk, int number, int parent,
       || !df_farm_check_size ("virtual size", virtual_size, false, err)
       || !df_farm_check_size ("file size", file_size, true, err)
       || !check_settable_state (state, err)
-      || !df_farm_check_sha256 (sha256, state == DF_VSTATE_MAINTENANCE, &sha, err))
+      || !df_farm_check_sha256 (sha256, state == DF_VSTATE_MAINTENANCE, &sha,
+                                err))
     return false;
   in.sha256 = sha;
   if (!df_farm_scope_begin (farm, err))
@@ -486,10 +486,11 @@ df_farm_version_set_state (DfFarm *farm, const char *vdisk, int number,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, version_set_state_locked (farm, vdisk, number, state,
-                                                   err), err);
+  return df_farm_scope_end (farm,
+                            version_set_state_locked (farm, vdisk, number,
+                                                      state, err),
+                            err);
 }
-
 
 bool
 df_farm_version_insert (DfFarm *farm, gint64 vid, int number, int parent,
@@ -515,7 +516,6 @@ df_farm_version_insert (DfFarm *farm, gint64 vid, int number, int parent,
   df_db_bind_text (st, 9, now);
   return df_db_run (st, err);
 }
-
 
 /* "YYYY-MM-DDTHH:MM:SSZ" exactly. */
 static bool
@@ -588,8 +588,10 @@ df_farm_version_seal (DfFarm *farm, const char *vdisk, int number,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, seal_locked (farm, vdisk, number, sha256, file_size,
-                                      err), err);
+  return df_farm_scope_end (farm,
+                            seal_locked (farm, vdisk, number, sha256,
+                                         file_size, err),
+                            err);
 }
 
 /* ---- schedules --------------------------------------------------------- */
@@ -639,8 +641,10 @@ df_farm_version_schedule (DfFarm *farm, const char *vdisk, int number,
     }
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, schedule_locked (farm, vdisk, number, target, at,
-                                          err), err);
+  return df_farm_scope_end (farm,
+                            schedule_locked (farm, vdisk, number, target, at,
+                                             err),
+                            err);
 }
 
 typedef struct {
@@ -735,7 +739,9 @@ df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
     return true;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, apply_locked (farm, vdisk, applied, err), err);
+  return df_farm_scope_end (farm,
+                            apply_locked (farm, vdisk, applied, err),
+                            err);
 }
 
 /* ---- users of a version ------------------------------------------------ */
@@ -910,8 +916,8 @@ delete_locked (DfFarm *farm, const char *vdisk, int number, GError **err)
     }
   if (!check_no_children (farm, v, err) || !check_no_devices (farm, v, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, "DELETE FROM versions WHERE id = ?",
-                                   err);
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "DELETE FROM versions WHERE id = ?", err);
   if (!st)
     return false;
   df_db_bind_int64 (st, 1, v->id);
@@ -932,6 +938,8 @@ df_farm_version_delete (DfFarm *farm, const char *vdisk, int number,
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  return df_farm_scope_end (farm, delete_locked (farm, vdisk, number, err), err);
+  return df_farm_scope_end (farm,
+                            delete_locked (farm, vdisk, number, err),
+                            err);
 }
 
