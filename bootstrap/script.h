@@ -25,9 +25,9 @@ typedef struct {
 } DfScriptParams;
 
 /* The sanboot script (new string; it carries the CHAP secret when the
- * device has one: free it with df_secret_free).  CHAP values that iPXE could not take
- * literally (anything outside [A-Za-z0-9._:@+=/-]) are left out and
- * *chap_dropped set.  NULL when the device name (outside [A-Za-z0-9._-])
+ * device has one: free it with df_secret_free).  CHAP values that iPXE
+ * could not take literally (anything outside [A-Za-z0-9._:@+=/-]) are left
+ * out and *chap_dropped set.  NULL when the device name (outside [A-Za-z0-9._-])
  * or a target address (outside [A-Za-z0-9._:-], or a [IPv6] literal) could
  * inject iPXE syntax: those go into commands unquoted.  IPv6 literals are
  * bracketed in the iscsi: URIs. */
