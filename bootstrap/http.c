@@ -5,6 +5,7 @@
  * the target's screen.  Refusals keep an HTTP error status for curl. */
 #include "http.h"
 #include "beneath.h"
+#include "ratelimit.h"
 #include "script.h"
 #include "tftp_proto.h"
 #include "common.h"
@@ -20,9 +21,26 @@ struct DfBootHttp {
   SoupServer *server;
   DfFarm *farm;             /* borrowed */
   DfHealth *health;         /* borrowed */
+  DfBootTokens *tokens;     /* borrowed, nullable */
+  DfRateLimit *auto_add_limit;
   int root_fd;
   char *address;
+  gint64 log_window_us;     /* rate limit for refusal log lines */
+  guint log_count;
 };
+
+/* At most 20 refusal lines a second: a flood does not flood the log. */
+static bool
+log_allowed (DfBootHttp *h)
+{
+  gint64 now = g_get_monotonic_time ();
+  if (now - h->log_window_us > G_USEC_PER_SEC)
+    {
+      h->log_window_us = now;
+      h->log_count = 0;
+    }
+  return ++h->log_count <= 20;
+}
 
 static void
 reply_text (SoupServerMessage *msg, guint status, char *text /* taken */)
@@ -30,21 +48,6 @@ reply_text (SoupServerMessage *msg, guint status, char *text /* taken */)
   soup_server_message_set_status (msg, status, NULL);
   soup_server_message_set_response (msg, "text/plain; charset=utf-8",
                                     SOUP_MEMORY_TAKE, text, strlen (text));
-}
-
-/* reply_text for a script that may carry a CHAP secret: the body is
- * wiped when libsoup lets go of it. */
-static void
-reply_secret (SoupServerMessage *msg, guint status, char *text /* taken */)
-{
-  g_autoptr (GBytes) body = g_bytes_new_with_free_func (
-    text, strlen (text), (GDestroyNotify) df_secret_free, text);
-  soup_server_message_set_status (msg, status, NULL);
-  soup_message_headers_set_content_type (
-    soup_server_message_get_response_headers (msg),
-    "text/plain; charset=utf-8", NULL);
-  soup_message_body_append_bytes (soup_server_message_get_response_body (msg),
-                                  body);
 }
 
 static void
@@ -56,9 +59,78 @@ reply_message (SoupServerMessage *msg, guint status, const char *title,
 
 /* ---- /boot.ipxe ------------------------------------------------------- */
 
+/* What one boot.ipxe request may do, decided by its token. */
+typedef struct {
+  bool trusted;             /* valid token: secrets, generation, auto-add */
+  DfBootTokenCheck check;   /* token result (MALFORMED when absent) */
+  bool has_token;
+  const char *peer;         /* client address, for limits and logs */
+} BootRequest;
+
+/* The client's address as text (static buffer per call site: copied). */
+static char *
+peer_of (SoupServerMessage *msg)
+{
+  const char *host = soup_server_message_get_remote_host (msg);
+  return g_strdup (host ? host : "?");
+}
+
+/* Auto-add mac when the farm allows it and the limits are not reached:
+ * the new device's name, or NULL + a script sent. */
+static char *
+auto_add (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
+          const BootRequest *br)
+{
+  g_autoptr (GError) err = NULL;
+  const char *refusal = NULL;
+  g_autoptr (DfAutoAdd) aa = df_farm_auto_add_get (h->farm, NULL);
+  if (!aa || !aa->enabled)
+    ;                                 /* disabled: df_farm_auto_add_device says so */
+  else if (!br->trusted)
+    refusal = "auto-add needs the one-time token of a ProxyDHCP answer";
+  else
+    switch (df_rate_limit_take (h->auto_add_limit, br->peer,
+                                g_get_monotonic_time ()))
+      {
+      case DF_RATE_OK:
+        break;
+      case DF_RATE_SOURCE:
+        refusal = "auto-add limit of this address reached ("
+                  G_STRINGIFY (DF_AUTO_ADD_PER_SOURCE) " per minute)";
+        break;
+      case DF_RATE_TOTAL:
+        refusal = "auto-add limit of the farm reached ("
+                  G_STRINGIFY (DF_AUTO_ADD_TOTAL) " per minute)";
+        break;
+      }
+  char *name = NULL;
+  if (!refusal && df_farm_auto_add_device (h->farm, mac, &name, &err))
+    return name;
+  bool disabled = !refusal
+                  && g_error_matches (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
+  if (!refusal && !disabled)
+    refusal = err->message;
+  if (log_allowed (h))
+    g_message ("http: boot.ipxe for %s from %s: device not registered%s%s",
+               mac, br->peer, refusal ? ", not auto-added: " : "",
+               refusal ? refusal : "");
+  g_autofree char *text = g_strdup_printf (
+    "this machine (MAC %s) is not registered in the farm%s%s. Ask an "
+    "administrator to run: diskfarm device add NAME --mac %s", mac,
+    refusal ? " and was not added: " : "", refusal ? refusal : "", mac);
+  /* 200: iPXE runs only scripts fetched with a 2xx status, and the
+   * message must reach the screen. */
+  soup_message_headers_replace (
+    soup_server_message_get_response_headers (msg), "X-Diskfarm-Status",
+    refusal && !disabled ? "not-added" : "not-registered");
+  reply_message (msg, 200, "device not registered", text);
+  return NULL;
+}
+
 /* The device for mac: existing, or auto-added.  NULL + a script sent. */
 static DfDevice *
-resolve_device (DfBootHttp *h, SoupServerMessage *msg, const char *mac)
+resolve_device (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
+                const BootRequest *br)
 {
   g_autoptr (GError) err = NULL;
   DfDevice *d = df_farm_device_get (h->farm, mac, &err);
@@ -71,38 +143,50 @@ resolve_device (DfBootHttp *h, SoupServerMessage *msg, const char *mac)
       return NULL;
     }
   g_clear_error (&err);
-  g_autofree char *name = NULL;
-  if (!df_farm_auto_add_device (h->farm, mac, &name, &err))
-    {
-      bool disabled = g_error_matches (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
-      g_message ("http: boot.ipxe for %s: device not registered%s%s", mac,
-                 disabled ? "" : ", auto-add failed: ",
-                 disabled ? "" : err->message);
-      g_autofree char *text = g_strdup_printf (
-        "this machine (MAC %s) is not registered in the farm. Ask an "
-        "administrator to run: diskfarm device add NAME --mac %s", mac, mac);
-      /* 200: iPXE runs only scripts fetched with a 2xx status, and the
-       * message must reach the screen. */
-      soup_message_headers_replace (
-        soup_server_message_get_response_headers (msg), "X-Diskfarm-Status",
-        "not-registered");
-      reply_message (msg, 200, "device not registered", text);
-      return NULL;
-    }
-  g_message ("http: auto-added device %s for %s", name, mac);
+  g_autofree char *name = auto_add (h, msg, mac, br);
+  if (!name)
+    return NULL;
+  g_message ("http: auto-added device %s for %s (from %s)", name, mac,
+             br->peer);
   d = df_farm_device_get (h->farm, name, &err);
   if (!d)
     reply_message (msg, 500, "farm database error", err->message);
   return d;
 }
 
+static void
+wipe_free (char *s)
+{
+  df_script_free (s);
+}
+
+/* The device's CHAP credentials into *user / *secret (new strings, wiped
+ * by the caller), or both NULL. */
+static bool
+chap_of (DfBootHttp *h, const DfDevice *d, char **user, char **secret,
+         GError **err)
+{
+  return df_farm_device_chap (h->farm, d->name, user, secret, err);
+}
+
+#define NO_TOKEN_NOTE "fetched without a valid boot token: CHAP " \
+  "credentials left out, the iSCSI login of this device will fail"
+
+/* The sanboot script for d (new string holding the secret when trusted:
+ * free with df_script_free). */
 static char *
 render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
-            GPtrArray *servers, GError **err)
+            GPtrArray *servers, const BootRequest *br, GError **err)
 {
-  g_autoptr (DfChap) chap = df_farm_chap_get (h->farm, d->name, err);
-  if (!chap)
+  char *user = NULL, *secret = NULL;
+  if (!chap_of (h, d, &user, &secret, err))
     return NULL;
+  bool has_chap = user || secret;
+  if (!br->trusted)
+    {
+      g_clear_pointer (&user, wipe_free);
+      g_clear_pointer (&secret, wipe_free);
+    }
   g_autofree DfScriptTarget *t = g_new0 (DfScriptTarget, servers->len);
   for (guint i = 0; i < servers->len; i++)
     {
@@ -112,11 +196,14 @@ render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
     }
   DfScriptParams p = {
     .device = d->name, .vdisk = d->vdisk, .generation = generation,
-    .chap_user = chap->user, .chap_secret = chap->secret, .targets = t,
+    .chap_user = user, .chap_secret = secret, .targets = t,
     .n_targets = servers->len, .rendered_by = h->address,
+    .note = has_chap && !br->trusted ? NO_TOKEN_NOTE : NULL,
   };
   gboolean dropped = FALSE;
   char *script = df_script_render (&p, &dropped);
+  wipe_free (user);
+  wipe_free (secret);
   if (!script)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
@@ -127,6 +214,11 @@ render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
   if (dropped)
     g_message ("http: %s: CHAP credentials have characters iPXE cannot "
                "take literally; left out of the script", d->name);
+  if (has_chap && !br->trusted)
+    g_message ("http: boot.ipxe for %s from %s: %s token: script without "
+               "CHAP credentials, its iSCSI login will fail", d->name,
+               br->peer, br->has_token
+                 ? df_boot_token_check_str (br->check) : "no");
   return script;
 }
 
@@ -164,6 +256,48 @@ uuid_for_log (const char *uuid)
   return uuid;
 }
 
+/* Free with wiping: the response body of a script holding a secret. */
+static void
+bytes_wipe_free (gpointer p)
+{
+  df_script_free (p);
+}
+
+static void
+reply_script (SoupServerMessage *msg, char *script /* taken */,
+              const BootRequest *br)
+{
+  soup_message_headers_replace (
+    soup_server_message_get_response_headers (msg), "X-Diskfarm-Boot-Token",
+    br->trusted ? "valid" : br->has_token ? df_boot_token_check_str (br->check)
+                                          : "missing");
+  soup_server_message_set_status (msg, 200, NULL);
+  soup_message_headers_set_content_type (
+    soup_server_message_get_response_headers (msg),
+    "text/plain; charset=utf-8", NULL);
+  g_autoptr (GBytes) b = g_bytes_new_with_free_func (script, strlen (script),
+                                                     bytes_wipe_free, script);
+  soup_message_body_append_bytes (soup_server_message_get_response_body (msg),
+                                  b);
+}
+
+/* Check the request's token (taken from query) into br. */
+static void
+redeem_token (DfBootHttp *h, const char *token, const char *mac,
+              BootRequest *br)
+{
+  br->has_token = token != NULL;
+  br->check = DF_BOOT_TOKEN_MALFORMED;
+  if (token && h->tokens)
+    br->check = df_boot_token_redeem (h->tokens, token, mac,
+                                      g_get_real_time () / G_USEC_PER_SEC);
+  br->trusted = br->has_token && br->check == DF_BOOT_TOKEN_OK;
+  if (br->has_token && !br->trusted)
+    g_message ("http: boot.ipxe for %s from %s: token %s: no secrets, no "
+               "new boot generation", mac, br->peer,
+               df_boot_token_check_str (br->check));
+}
+
 static void
 handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
 {
@@ -177,10 +311,12 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
   const char *mac_s = query ? g_hash_table_lookup (query, "mac") : NULL;
   char mac[18];
   g_autoptr (GError) err = NULL;
-  if (query_count (msg, "mac") > 1 || query_count (msg, "uuid") > 1)
+  if (query_count (msg, "mac") > 1 || query_count (msg, "uuid") > 1
+      || query_count (msg, "token") > 1)
     {
       reply_message (msg, 400, "bad request",
-                     "boot.ipxe takes one mac= and at most one uuid=");
+                     "boot.ipxe takes one mac= and at most one uuid= and "
+                     "one token=");
       return;
     }
   if (!mac_s || !df_parse_mac (mac_s, mac, &err))
@@ -189,10 +325,14 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
                      mac_s ? err->message : "boot.ipxe needs ?mac=");
       return;
     }
-  g_autoptr (DfDevice) d = resolve_device (h, msg, mac);
+  g_autofree char *peer = peer_of (msg);
+  BootRequest br = { .peer = peer };
+  redeem_token (h, query ? g_hash_table_lookup (query, "token") : NULL, mac,
+                &br);
+  g_autoptr (DfDevice) d = resolve_device (h, msg, mac, &br);
   if (!d)
     return;
-  gint64 gen = 0;
+  gint64 gen = d->generation;
   g_autoptr (GPtrArray) servers = df_health_healthy (h->health);
   if (servers->len == 0)
     {
@@ -200,13 +340,14 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
                      "no healthy stream server");
       return;
     }
-  if (!df_farm_device_new_generation (h->farm, d->name, &gen, &err))
+  if (br.trusted && !df_farm_device_new_generation (h->farm, d->name, &gen,
+                                                    &err))
     {
       g_message ("http: %s: new boot generation: %s", d->name, err->message);
       reply_message (msg, 500, "farm database error", err->message);
       return;
     }
-  char *script = render_for (h, d, gen, servers, &err);
+  char *script = render_for (h, d, gen, servers, &br, &err);
   if (!script)
     {
       g_message ("http: boot.ipxe for %s: %s", d->name, err->message);
@@ -215,20 +356,40 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
     }
   const char *uuid = uuid_for_log (query ? g_hash_table_lookup (query, "uuid")
                                           : NULL);
-  g_message ("http: boot.ipxe for %s (%s%s%s) generation %" G_GINT64_FORMAT
+  g_message ("http: boot.ipxe for %s (%s%s%s) %s %" G_GINT64_FORMAT
              ", %u stream server%s, first %s", d->name, mac,
-             uuid ? ", uuid " : "", uuid ? uuid : "", gen, servers->len,
-             servers->len == 1 ? "" : "s",
+             uuid ? ", uuid " : "", uuid ? uuid : "",
+             br.trusted ? "new generation" : "no token: generation kept at",
+             gen, servers->len, servers->len == 1 ? "" : "s",
              ((DfServerView *) servers->pdata[0])->name);
-  reply_secret (msg, 200, script);
+  reply_script (msg, script, &br);
 }
 
 /* ---- static files ----------------------------------------------------- */
 
-static void
-free_mapped (gpointer p)
+/* Boot files are read whole into memory (not mmap'ed: a file truncated in
+ * place during a download would SIGBUS the daemon). */
+#define FILE_MAX ((goffset) 1 << 30)
+
+/* The first size bytes of fd (new GBytes), NULL + errno on a read error
+ * or when the file shrank under us. */
+static GBytes *
+read_file (int fd, goffset size)
 {
-  g_mapped_file_unref (p);
+  guint8 *buf = g_try_malloc (MAX (size, 1));
+  if (!buf)
+    {
+      errno = ENOMEM;
+      return NULL;
+    }
+  if (size && df_pread_all (fd, buf, (size_t) size, 0) < 0)
+    {
+      int e = errno;
+      g_free (buf);
+      errno = e ? e : EIO;            /* short read: the file shrank */
+      return NULL;
+    }
+  return g_bytes_new_take (buf, (gsize) size);
 }
 
 static void
@@ -252,22 +413,19 @@ handle_file (DfBootHttp *h, SoupServerMessage *msg, const char *path)
                   g_strdup (missing ? "not found\n" : "forbidden\n"));
       return;
     }
-  GMappedFile *mf = st.st_size ? g_mapped_file_new_from_fd (fd, FALSE, &err)
-                               : NULL;
+  g_autoptr (GBytes) b = st.st_size <= FILE_MAX ? read_file (fd, st.st_size)
+                                                : NULL;
+  int e = errno;
   close (fd);
-  if (st.st_size && !mf)
+  if (!b)
     {
+      g_message ("http: %s: %s", rel, st.st_size > FILE_MAX
+                 ? "larger than 1 GiB, not served" : g_strerror (e));
       reply_text (msg, 500, g_strdup ("read error\n"));
       return;
     }
-  SoupMessageBody *body = soup_server_message_get_response_body (msg);
-  if (mf)
-    {
-      g_autoptr (GBytes) b = g_bytes_new_with_free_func (
-        g_mapped_file_get_contents (mf), g_mapped_file_get_length (mf),
-        free_mapped, mf);
-      soup_message_body_append_bytes (body, b);
-    }
+  soup_message_body_append_bytes (soup_server_message_get_response_body (msg),
+                                  b);
   soup_message_headers_set_content_type (
     soup_server_message_get_response_headers (msg),
     "application/octet-stream", NULL);
@@ -297,9 +455,22 @@ on_request (SoupServer *server, SoupServerMessage *msg, const char *path,
 
 /* ---- server ----------------------------------------------------------- */
 
+/* Every connection gets a deadline on each wait for the client: an idle
+ * keep-alive or half-closed connection is closed after
+ * DF_BOOT_HTTP_IDLE_S (GSocket's timeout applies to the sources libsoup
+ * polls on). */
+static void
+on_request_started (SoupServer *server, SoupServerMessage *msg,
+                    gpointer data)
+{
+  GSocket *sock = soup_server_message_get_socket (msg);
+  if (sock)
+    g_socket_set_timeout (sock, DF_BOOT_HTTP_IDLE_S);
+}
+
 DfBootHttp *
-df_boot_http_new (DfFarm *farm, DfHealth *health, const char *boot_dir,
-                  const char *address, GError **err)
+df_boot_http_new (DfFarm *farm, DfHealth *health, DfBootTokens *tokens,
+                  const char *boot_dir, const char *address, GError **err)
 {
   int root_fd = open (boot_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0)
@@ -310,10 +481,15 @@ df_boot_http_new (DfFarm *farm, DfHealth *health, const char *boot_dir,
   DfBootHttp *h = g_new0 (DfBootHttp, 1);
   h->farm = farm;
   h->health = health;
+  h->tokens = tokens;
+  h->auto_add_limit = df_rate_limit_new (DF_AUTO_ADD_PER_SOURCE,
+                                         DF_AUTO_ADD_TOTAL, 60);
   h->root_fd = root_fd;
   h->address = g_strdup (address);
   h->server = soup_server_new ("server-header", "diskfarm-bootstrap", NULL);
   soup_server_add_handler (h->server, NULL, on_request, h, NULL);
+  g_signal_connect (h->server, "request-started",
+                    G_CALLBACK (on_request_started), h);
   return h;
 }
 
@@ -347,6 +523,7 @@ df_boot_http_free (DfBootHttp *h)
   soup_server_disconnect (h->server);
   g_object_unref (h->server);
   close (h->root_fd);
+  df_rate_limit_free (h->auto_add_limit);
   g_free (h->address);
   g_free (h);
 }

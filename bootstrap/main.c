@@ -14,6 +14,7 @@
 #include "farm.h"
 #include "health.h"
 #include "privilege.h"
+#include "boottoken.h"
 #include "http.h"
 #include "proxydhcp.h"
 #include "tftp.h"
@@ -243,6 +244,7 @@ typedef struct {
   Options *o;
   guint32 addr;
   DfFarm *farm;
+  DfBootTokens *tokens;     /* the farm's boot token key + used tokens */
   DfHealth *health;
   DfBootHttp *http;
   DfTftpServer *tftp;
@@ -301,7 +303,7 @@ start_dhcp (Service *s, guint16 http_port, GError **err)
   DfProxyConfig cfg = {
     .address = s->addr, .script_url = url, .chain_ipxe = s->o->chain_ipxe,
     .chain_url_bios = bios, .chain_url_efi = efi,
-    .healthy = service_healthy, .healthy_data = s,
+    .healthy = service_healthy, .healthy_data = s, .tokens = s->tokens,
   };
   s->dhcp = df_proxydhcp_new (&cfg, fd67, fd4011);
   g_message ("proxydhcp listening on ports %u and %u", p67, p4011);
@@ -343,10 +345,13 @@ service_start (Service *s, GError **err)
   s->farm = df_farm_open (s->o->farm, false, "bootstrapsvc", err);
   if (!s->farm)
     return false;
+  s->tokens = df_boot_tokens_from_farm (s->farm, err);
+  if (!s->tokens)
+    return false;
   g_autofree char *boot_dir = g_build_filename (s->o->farm, "boot", NULL);
   s->health = df_health_new (s->farm, (guint) s->o->health_interval);
-  s->http = df_boot_http_new (s->farm, s->health, boot_dir, s->o->address,
-                              err);
+  s->http = df_boot_http_new (s->farm, s->health, s->tokens, boot_dir,
+                              s->o->address, err);
   guint16 http_port = 0;
   if (!s->http
       || !df_boot_http_listen (s->http, s->o->address,
@@ -378,6 +383,7 @@ service_stop (Service *s)
   g_clear_pointer (&s->tftp, df_tftp_server_free);
   g_clear_pointer (&s->http, df_boot_http_free);
   g_clear_pointer (&s->health, df_health_free);
+  g_clear_pointer (&s->tokens, df_boot_tokens_free);
   g_clear_pointer (&s->farm, df_farm_close);
 }
 

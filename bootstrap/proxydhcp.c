@@ -107,6 +107,17 @@ df_proxydhcp_decide (const DfProxyConfig *cfg, const DfDhcpRequest *req,
   return type;
 }
 
+char *
+df_proxydhcp_boot_file (const DfProxyConfig *cfg, const DfDhcpRequest *req,
+                        const char *file, gint64 now_s)
+{
+  if (file != cfg->script_url || !cfg->tokens)
+    return g_strdup (file);
+  g_autofree char *token = df_boot_token_issue (cfg->tokens, req->mac,
+                                                ntohl (req->xid), now_s);
+  return g_strdup_printf ("%s&token=%s", file, token);
+}
+
 /* ---- I/O -------------------------------------------------------------- */
 
 static bool
@@ -207,9 +218,11 @@ handle_packet (DfProxyDhcp *p, int fd, const guint8 *buf, size_t len,
                    req.ipxe ? ", iPXE" : "", why);
       return;
     }
+  g_autofree char *boot_file = df_proxydhcp_boot_file (
+    &p->cfg, &req, file, g_get_real_time () / G_USEC_PER_SEC);
   guint8 out[1024];
   DfDhcpReply r = { .msg_type = type, .server = p->cfg.address,
-                    .boot_file = file };
+                    .boot_file = boot_file };
   size_t n = df_dhcp_build_reply (&req, &r, out, sizeof out);
   if (!n)
     {
@@ -219,9 +232,11 @@ handle_packet (DfProxyDhcp *p, int fd, const guint8 *buf, size_t len,
     }
   send_reply (p, fd, out, n, &req, src, ifindex);
   p->answered++;
-  g_message ("proxydhcp: %s %s (arch %u%s) -> %s", req.mac,
+  /* The token is left out of the log: whoever reads it could redeem it. */
+  g_message ("proxydhcp: %s %s (arch %u%s) -> %s%s", req.mac,
              type == DF_DHCP_OFFER ? "offer" : "ack", req.arch,
-             req.ipxe ? ", iPXE" : "", file);
+             req.ipxe ? ", iPXE" : "", file,
+             boot_file[strlen (file)] ? "&token=(one-time token)" : "");
 }
 
 static void

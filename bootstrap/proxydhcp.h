@@ -7,6 +7,7 @@
  * service is unhealthy, so another bootstrap server answers instead. */
 #pragma once
 
+#include "boottoken.h"
 #include "dhcp_proto.h"
 
 #include <glib.h>
@@ -28,6 +29,9 @@ typedef struct {
   const char *chain_url_efi;
   DfHealthyFunc healthy;
   gpointer healthy_data;
+  /* Borrowed, nullable: when set, every script URL handed out gets
+   * "&token=" + a one-time token for this MAC and transaction. */
+  const DfBootTokens *tokens;
 } DfProxyConfig;
 
 /* Memory of the chain-loading of one MAC (chain_ipxe mode only). */
@@ -46,8 +50,14 @@ int df_proxydhcp_decide (const DfProxyConfig *cfg, const DfDhcpRequest *req,
                          bool pxe_port, DfChainMemo *memo, gint64 now_us,
                          const char **boot_file, const char **why);
 
+/* The boot file name to send for a decision's file (new string): the
+ * script URL with &token=... for req when cfg->tokens is set, else file. */
+char *df_proxydhcp_boot_file (const DfProxyConfig *cfg,
+                              const DfDhcpRequest *req, const char *file,
+                              gint64 now_s);
+
 /* Start serving on two bound UDP sockets (taken).  cfg strings are
- * copied. */
+ * copied, cfg->tokens is borrowed. */
 DfProxyDhcp *df_proxydhcp_new (const DfProxyConfig *cfg, int fd67,
                                int fd4011);
 void df_proxydhcp_free (DfProxyDhcp *p);

@@ -4,8 +4,8 @@
  * device's disk; LUN 0 is a controller on some targets).  Several URIs on
  * one sanboot line give iPXE multipath: it tries them in order. */
 #include "script.h"
-#include "common.h"
 
+#include <openssl/crypto.h>
 #include <string.h>
 
 static gboolean
@@ -87,39 +87,50 @@ df_script_render (const DfScriptParams *p, gboolean *chap_dropped)
   for (guint i = 0; i < p->n_targets; i++)
     if (!address_ok (p->targets[i].address))
       return NULL;
-  g_autoptr (GString) gs = g_string_new ("#!ipxe\n");
-  g_autoptr (GString) tail = g_string_new (NULL);
-  g_autoptr (DfSecret) chap = NULL;
+  /* Sized up front: a GString that grows would leave copies of the CHAP
+   * secret in freed memory. */
+  GString *gs = g_string_sized_new (4096);
+  g_string_append (gs, "#!ipxe\n");
   g_autofree char *vdisk = sanitize (p->vdisk);
   g_autofree char *by = sanitize (p->rendered_by);
   g_string_append_printf (gs, "# diskfarm boot script for %s, rendered by %s\n",
                           p->device, by);
   g_string_append_printf (gs, "set initiator-iqn " DF_IQN_PREFIX "%s\n",
                           p->device);
-  /* The secret is copied exactly twice, each time into one allocation of
-   * its final size (no growing buffer leaves a copy behind): into chap,
-   * wiped here, and into the script, which the caller frees with
-   * df_secret_free. */
   if (p->chap_user || p->chap_secret)
     {
       if (chap_value_ok (p->chap_user) && chap_value_ok (p->chap_secret))
-        chap = g_strconcat ("set username ", p->chap_user,
-                            "\nset password ", p->chap_secret, "\n", NULL);
+        g_string_append_printf (gs, "set username %s\nset password %s\n",
+                                p->chap_user, p->chap_secret);
       else
         *chap_dropped = TRUE;
     }
-  g_string_append_printf (tail, "echo diskfarm: booting %s from vDisk %s "
+  g_string_append_printf (gs, "echo diskfarm: booting %s from vDisk %s "
                           "(boot generation %" G_GINT64_FORMAT ", %u "
                           "server%s)\n", p->device, vdisk, p->generation,
                           p->n_targets, p->n_targets == 1 ? "" : "s");
-  g_string_append (tail, "sanboot");
-  append_uris (tail, p);
-  g_string_append (tail, " || goto failed\n"
+  if (p->note)
+    {
+      g_autofree char *note = sanitize (p->note);
+      g_string_append_printf (gs, "echo diskfarm: %s\n", note);
+    }
+  g_string_append (gs, "sanboot");
+  append_uris (gs, p);
+  g_string_append (gs, " || goto failed\n"
                    ":failed\n"
                    "echo diskfarm: sanboot failed, rebooting in 10 seconds\n"
                    "sleep 10\n"
                    "reboot\n");
-  return g_strconcat (gs->str, chap ? chap : "", tail->str, NULL);
+  return g_string_free (gs, FALSE);
+}
+
+void
+df_script_free (char *script)
+{
+  if (!script)
+    return;
+  OPENSSL_cleanse (script, strlen (script));
+  g_free (script);
 }
 
 char *

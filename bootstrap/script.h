@@ -22,16 +22,20 @@ typedef struct {
   const DfScriptTarget *targets;   /* least loaded first */
   guint n_targets;          /* >= 1 */
   const char *rendered_by;  /* this bootstrap server's address */
+  const char *note;         /* nullable: one more on-screen line */
 } DfScriptParams;
 
-/* The sanboot script (new string; it carries the CHAP secret when the
- * device has one: free it with df_secret_free).  CHAP values that iPXE
- * could not take literally (anything outside [A-Za-z0-9._:@+=/-]) are left
- * out and *chap_dropped set.  NULL when the device name (outside [A-Za-z0-9._-])
+/* The sanboot script (new string; it holds the CHAP secret when given:
+ * free it with df_script_free).  CHAP values that iPXE could not take
+ * literally (anything outside [A-Za-z0-9._:@+=/-]) are left out and
+ * *chap_dropped set.  NULL when the device name (outside [A-Za-z0-9._-])
  * or a target address (outside [A-Za-z0-9._:-], or a [IPv6] literal) could
  * inject iPXE syntax: those go into commands unquoted.  IPv6 literals are
  * bracketed in the iscsi: URIs. */
 char *df_script_render (const DfScriptParams *p, gboolean *chap_dropped);
+
+/* Wipe and free a rendered script (nullable). */
+void df_script_free (char *script);
 
 /* A script that shows message on screen, waits and reboots (new string).
  * Used for unknown devices and refusals; message is sanitised. */

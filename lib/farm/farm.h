@@ -157,6 +157,13 @@ bool df_farm_version_delete (DfFarm *farm, const char *vdisk, int number,
 char *df_farm_setting_get (DfFarm *farm, const char *key, GError **err);
 bool df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
                           GError **err);
+/* A secret setting shared by the farm's servers: value is stored under key
+ * unless the key has one already (the first server wins, in one
+ * transaction); *stored receives what the farm holds (new string: the
+ * caller wipes it).  The audit row records the creation, never the value. */
+bool df_farm_setting_init_secret (DfFarm *farm, const char *key,
+                                  const char *value, char **stored,
+                                  GError **err);
 
 /* Auto-merge depth (versions.c): after a seal that makes a version's chain
  * longer than N files, its updates are merged into one layer.  N is 0

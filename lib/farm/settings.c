@@ -70,6 +70,45 @@ df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
                             err);
 }
 
+/* ---- secret settings -------------------------------------------------- */
+
+static bool
+setting_init_secret_locked (DfFarm *farm, const char *key, const char *value,
+                            GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "INSERT INTO settings (key, value) VALUES (?1, ?2) "
+    "ON CONFLICT (key) DO NOTHING", err);
+  if (!st)
+    return false;
+  df_db_bind_text (st, 1, key);
+  df_db_bind_text (st, 2, value);
+  if (df_db_step (st, err) != 0)
+    return false;
+  if (df_db_changes (df_farm_db (farm)) == 0)
+    return true;                      /* another server created it first */
+  return df_farm_audit (farm, "setting.create-secret", key, "{}", err);
+}
+
+bool
+df_farm_setting_init_secret (DfFarm *farm, const char *key,
+                             const char *value, char **stored, GError **err)
+{
+  *stored = NULL;
+  if (!check_setting_key (key, err))
+    return false;
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  if (!df_farm_scope_end (farm,
+                          setting_init_secret_locked (farm, key, value, err),
+                          err))
+    return false;
+  *stored = df_farm_setting_get (farm, key, err);
+  if (!*stored && err && !*err)
+    g_set_error (err, DF_ERROR, DF_ERROR_IO, "setting %s vanished", key);
+  return *stored != NULL;
+}
+
 /* ---- auto-merge depth ------------------------------------------------- */
 
 #define SETTING_MERGE_DEPTH "auto_merge_depth"
