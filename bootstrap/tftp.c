@@ -5,7 +5,9 @@
  *                  ACK 0 (or an ERROR refusing them)
  *   SENDING        a window of DATA blocks [base, next) is outstanding
  * A transfer ends when the ACK of its last block arrives, on a client
- * ERROR, an illegal packet, or after max_retries timeouts in a row.
+ * ERROR, an illegal packet, after max_retries timeouts in a row, or when
+ * it has run max_transfer_s.  One address holds at most max_per_source
+ * transfers, so a flood from one host leaves slots for the others.
  *
  * Blocks are counted with 64-bit numbers (block k is sent as k mod 65536,
  * so 65535 is followed by 0).  An ACK is mapped back into [base-1, next-1];
@@ -102,6 +104,9 @@ struct DfTftpServer {
   GHashTable *xfers;        /* Xfer* set, owned */
   GPtrArray *dead;          /* finished Xfer*, freed after the event batch */
   GHashTable *cache;        /* FileKey* -> CacheEntry* (owned) */
+  GHashTable *per_source;   /* address string (owned) -> transfers (uint) */
+  gint64 refusal_log_us;    /* per-source refusals: one log line a second */
+  guint refusals_unlogged;
   guint64 cache_used;
   gint64 next_scan_us;      /* no deadline passes before; G_MAXINT64: none */
   bool gso_refused;         /* a route refused UDP GSO: use sendmmsg */
@@ -129,6 +134,8 @@ typedef struct {
   int fd;                   /* connected to the client, owned */
   gint64 deadline_us;       /* retransmission due */
   char peer[64];            /* "addr:port" for logs */
+  char source[48];          /* "addr": the per-source slot count */
+  bool counted;             /* holds a slot in srv->per_source */
   char path[DF_TFTP_NAME_MAX + 1];
   XferState state;
   bool finished;            /* xfer_finish ran: on srv->dead, fd closed */
@@ -154,6 +161,9 @@ typedef struct {
 } Xfer;
 
 static void xfer_finish (Xfer *x, bool ok, const char *why);
+static void source_release (Xfer *x);
+static bool xfer_overdue (Xfer *x);
+static void xfer_send_error (Xfer *x, int code, const char *msg);
 
 /* ---- sending ---------------------------------------------------------- */
 
@@ -413,6 +423,8 @@ xfer_rx_ack_data (Xfer *x, guint16 block)
       xfer_finish (x, true, NULL);
       return;
     }
+  if (xfer_overdue (x))
+    return;
   x->next = x->base;          /* RFC 7440: next window after block k */
   if (!xfer_send_window (x))
     xfer_finish (x, false, "read error");
@@ -469,10 +481,24 @@ xfer_on_readable (Xfer *x)
     xfer_rx (x, buf[i], MIN ((size_t) mm[i].msg_len, RX_PKT));
 }
 
+/* True (and the transfer finished) when x has run out of total time. */
+static bool
+xfer_overdue (Xfer *x)
+{
+  gint64 limit = (gint64) x->srv->cfg.max_transfer_s * G_USEC_PER_SEC;
+  if (g_get_monotonic_time () - x->started_us <= limit)
+    return false;
+  xfer_send_error (x, DF_TFTP_EUNDEF, "transfer took too long");
+  xfer_finish (x, false, "transfer took too long");
+  return true;
+}
+
 static void
 xfer_timeout (Xfer *x)
 {
   DfTftpServer *srv = x->srv;
+  if (xfer_overdue (x))
+    return;
   if (++x->retries > srv->cfg.max_retries)
     {
       xfer_send_error (x, DF_TFTP_EUNDEF, "timed out");
@@ -505,6 +531,39 @@ xfer_free (gpointer p)
   g_free (x);
 }
 
+/* ---- per-source slots ------------------------------------------------- */
+
+static guint
+source_count (DfTftpServer *srv, const char *source)
+{
+  return GPOINTER_TO_UINT (g_hash_table_lookup (srv->per_source, source));
+}
+
+static void
+source_take (Xfer *x)
+{
+  DfTftpServer *srv = x->srv;
+  guint n = source_count (srv, x->source);
+  g_hash_table_replace (srv->per_source, g_strdup (x->source),
+                        GUINT_TO_POINTER (n + 1));
+  x->counted = true;
+}
+
+static void
+source_release (Xfer *x)
+{
+  DfTftpServer *srv = x->srv;
+  if (!x->counted)
+    return;
+  x->counted = false;
+  guint n = source_count (srv, x->source);
+  if (n <= 1)
+    g_hash_table_remove (srv->per_source, x->source);
+  else
+    g_hash_table_replace (srv->per_source, g_strdup (x->source),
+                          GUINT_TO_POINTER (n - 1));
+}
+
 /* End a transfer: log it once, close its socket (which leaves the epoll
  * set) and park it on srv->dead until the event batch is over, so nothing
  * in the batch points at freed memory. */
@@ -527,6 +586,7 @@ xfer_finish (Xfer *x, bool ok, const char *why)
             x->blksize, x->windowsize, secs);
   else
     g_message ("tftp %s: %s: transfer ended: %s", x->peer, x->path, why);
+  source_release (x);
   close (x->fd);
   x->fd = -1;
   g_hash_table_steal (srv->xfers, x);
@@ -642,7 +702,8 @@ xfer_open_file (Xfer *x, int *code, const char **msg)
 /* ---- new transfers ---------------------------------------------------- */
 
 static void
-format_peer (const struct sockaddr_storage *ss, char *out, size_t cap)
+format_peer (const struct sockaddr_storage *ss, char *out, size_t cap,
+             char *source, size_t source_cap)
 {
   char ip[INET6_ADDRSTRLEN] = "?";
   guint port = 0;
@@ -659,6 +720,7 @@ format_peer (const struct sockaddr_storage *ss, char *out, size_t cap)
       port = ntohs (in6->sin6_port);
     }
   g_snprintf (out, cap, "%s:%u", ip, port);
+  g_strlcpy (source, ip, source_cap);
 }
 
 /* Answer a refused request from the listening socket. */
@@ -711,7 +773,7 @@ xfer_negotiate (Xfer *x, const DfTftpRequest *req)
   if (req->opt.windowsize)
     x->windowsize = x->oack.windowsize =
       MIN (req->opt.windowsize, cfg->max_windowsize);
-  if (req->opt.timeout)
+  if (req->opt.timeout && req->opt.timeout <= DF_TFTP_TIMEOUT_MAX_S)
     {
       x->oack.timeout = req->opt.timeout;
       x->fixed_timeout_ms = req->opt.timeout * 1000u;
@@ -722,7 +784,8 @@ xfer_negotiate (Xfer *x, const DfTftpRequest *req)
 }
 
 static Xfer *
-xfer_new (DfTftpServer *srv, const char *path, const char *peer)
+xfer_new (DfTftpServer *srv, const char *path, const char *peer,
+          const char *source)
 {
   Xfer *x = g_new0 (Xfer, 1);
   x->srv = srv;
@@ -732,6 +795,7 @@ xfer_new (DfTftpServer *srv, const char *path, const char *peer)
   x->started_us = g_get_monotonic_time ();
   g_strlcpy (x->path, path, sizeof x->path);
   g_strlcpy (x->peer, peer, sizeof x->peer);
+  g_strlcpy (x->source, source, sizeof x->source);
   return x;
 }
 
@@ -750,6 +814,7 @@ xfer_start (Xfer *x)
   if (x->data)
     xfer_enable_gso (x);
   g_hash_table_add (srv->xfers, x);
+  source_take (x);
   g_mutex_lock (&srv->stats_lock);
   srv->stats.transfers_started++;
   srv->stats.active++;
@@ -766,14 +831,35 @@ xfer_start (Xfer *x)
     xfer_finish (x, false, "read error");
 }
 
+/* Refuse a request over the per-source cap: answered, logged at most once
+ * a second with the count of refusals not logged. */
+static void
+refuse_source (DfTftpServer *srv, const struct sockaddr_storage *peer,
+               socklen_t plen, const char *source)
+{
+  send_error_to (srv, peer, plen, DF_TFTP_EUNDEF,
+                 "too many transfers from this address, try again");
+  gint64 now = g_get_monotonic_time ();
+  if (now - srv->refusal_log_us < G_USEC_PER_SEC)
+    {
+      srv->refusals_unlogged++;
+      return;
+    }
+  g_message ("tftp %s: request refused: %u transfers from this address "
+             "already (%u more refusals not logged)", source,
+             srv->cfg.max_per_source, srv->refusals_unlogged);
+  srv->refusal_log_us = now;
+  srv->refusals_unlogged = 0;
+}
+
 /* Check and start one request; refusals answered from the listen socket. */
 static void
 handle_request (DfTftpServer *srv, const guint8 *buf, size_t len,
                 const struct sockaddr_storage *peer, socklen_t plen,
                 const struct sockaddr_storage *local)
 {
-  char peer_s[64];
-  format_peer (peer, peer_s, sizeof peer_s);
+  char peer_s[64], source[48];
+  format_peer (peer, peer_s, sizeof peer_s, source, sizeof source);
   DfTftpRequest req;
   int code = DF_TFTP_EUNDEF;
   const char *msg = NULL;
@@ -785,6 +871,12 @@ handle_request (DfTftpServer *srv, const guint8 *buf, size_t len,
     code = DF_TFTP_EACCESS, msg = "write requests are refused";
   else if (!df_tftp_clean_path (req.filename, path, &err))
     code = DF_TFTP_EACCESS, msg = err->message;
+  else if (source_count (srv, source) >= srv->cfg.max_per_source)
+    {
+      stat_add (srv, &srv->stats.requests_refused, 1);
+      refuse_source (srv, peer, plen, source);
+      return;
+    }
   else if (g_hash_table_size (srv->xfers) >= srv->cfg.max_transfers)
     code = DF_TFTP_EUNDEF, msg = "server busy, try again";
   if (msg)
@@ -798,7 +890,7 @@ handle_request (DfTftpServer *srv, const guint8 *buf, size_t len,
         send_error_to (srv, peer, plen, code, msg);
       return;
     }
-  Xfer *x = xfer_new (srv, path, peer_s);
+  Xfer *x = xfer_new (srv, path, peer_s, source);
   if (!xfer_open_file (x, &code, &msg))
     {
       stat_add (srv, &srv->stats.requests_refused, 1);
@@ -974,6 +1066,10 @@ config_defaults (DfTftpConfig *c)
     c->cache_file_max = 64 << 20;
   if (!c->max_retries)
     c->max_retries = 6;
+  if (!c->max_per_source)
+    c->max_per_source = 8;
+  if (!c->max_transfer_s)
+    c->max_transfer_s = 120;
 }
 
 DfTftpServer *
@@ -1002,6 +1098,8 @@ df_tftp_server_new (const DfTftpConfig *cfg, int listen_fd, GError **err)
   srv->dead = g_ptr_array_new_with_free_func (xfer_free);
   srv->cache = g_hash_table_new_full (file_key_hash, file_key_equal, NULL,
                                       cache_entry_free);
+  srv->per_source = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                           NULL);
   if (!server_start_thread (srv, err))
     {
       df_tftp_server_free (srv);
@@ -1025,6 +1123,7 @@ df_tftp_server_free (DfTftpServer *srv)
   g_hash_table_destroy (srv->xfers);
   g_ptr_array_unref (srv->dead);
   g_hash_table_destroy (srv->cache);
+  g_hash_table_destroy (srv->per_source);
   if (srv->epoll_fd >= 0)
     close (srv->epoll_fd);
   if (srv->wake_fd >= 0)

@@ -23,7 +23,13 @@ typedef struct {
   guint64 cache_bytes;      /* in-memory cache budget, 0: 128 MiB */
   guint64 cache_file_max;   /* largest file cached, 0: 64 MiB */
   guint max_retries;        /* retransmissions before giving up, 0: 6 */
+  guint max_per_source;     /* concurrent transfers of one address, 0: 8 */
+  guint max_transfer_s;     /* a transfer's total time, 0: 120 s */
 } DfTftpConfig;
+
+/* The timeout option (RFC 2349) is honoured up to this many seconds; a
+ * larger value is not acknowledged (adaptive retransmission instead). */
+#define DF_TFTP_TIMEOUT_MAX_S 5
 
 /* Serve requests arriving on listen_fd (a bound UDP socket; taken).
  * Opens the root now.  NULL + err when the root cannot be opened. */

@@ -3,7 +3,8 @@
 # bootstrapsvc; our windowsize client negotiates windowsize, survives a lost
 # block and block-number rollover; duplicate ACKs never double DATA
 # (Sorcerer's Apprentice); every TFTP bad input of BAD-INPUTS.md is answered
-# while another transfer goes on; a 50-client storm reads each file once.
+# while another transfer goes on; a 50-client storm reads each file once; a
+# flood of unacknowledged RRQs from one address leaves the others served.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/bootstrap-lib.sh"
 need curl tftp cmp
@@ -74,15 +75,82 @@ grep -q FAIL "$T/bad.out" && fail "bad input answered wrongly"
 curl -sS "tftp://127.0.0.1:$P/fifo" -o /dev/null 2>/dev/null && fail "a FIFO was served"
 pass "every TFTP bad input answered, concurrent transfer intact; FIFO refused"
 
-# storm: 50 concurrent clients, one file read
+# storm: 50 concurrent clients (50 addresses, as 50 PXE clients have), one
+# file read
 storm=""
 for i in $(seq 50); do
-  curl -sS --max-time 60 --tftp-blksize 1428 "tftp://127.0.0.1:$P/undionly.kpxe" -o "$O/s.$i" &
+  curl -sS --max-time 60 --interface "127.0.1.$i" --tftp-blksize 1428 \
+    "tftp://127.0.0.1:$P/undionly.kpxe" -o "$O/s.$i" &
   storm="$storm $!"
 done
 for p in $storm; do wait "$p" || fail "storm client failed"; done
 for i in $(seq 50); do cmp -s "$B/undionly.kpxe" "$O/s.$i" || fail "storm client $i differs"; done
 pass "50 concurrent clients byte-identical"
+
+# flood (issue 14): 1,100 RRQs with timeout=255 from one host, never
+# acknowledged, while a client on another address downloads: the option is
+# not honoured above 5 s, one address gets 8 slots, the rest is refused at
+# once (one log line a second), the other client is served.
+curl -sS --max-time 60 --interface 127.0.2.1 --tftp-blksize 512 \
+  "tftp://127.0.0.1:$P/medium.bin" -o "$O/during-flood" &
+DURING=$!
+python3 - "$P" <<'PY' | tee "$T/flood.out"
+import socket, sys, time
+port = int(sys.argv[1])
+socks = []
+for i in range(100):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    socks.append(s)
+rrq = b"\0\1medium.bin\0octet\0timeout\0255\0blksize\0512\0"
+for i in range(1100):
+    socks[i % 100].sendto(rrq, ("127.0.0.1", port))
+    if i % 20 == 19:
+        time.sleep(0.01)          # no loss in the socket buffers
+started = set()                 # transfer ports that sent OACK or DATA
+refused = other = 0
+timeout_acked = False
+deadline = time.time() + 3
+while time.time() < deadline:
+    got = False
+    for s in socks:
+        try:
+            d, src = s.recvfrom(2048)
+        except BlockingIOError:
+            continue
+        got = True
+        if d[:2] in (b"\0\6", b"\0\3"):
+            started.add(src)
+            timeout_acked |= d[:2] == b"\0\6" and b"timeout" in d
+        elif d[:2] == b"\0\5" and b"too many transfers" in d:
+            refused += 1
+        elif d[:2] != b"\0\3":
+            other += 1
+    if not got:
+        time.sleep(0.02)
+print("started %d refused %d other %d timeout-acked %s" % (len(started), refused, other, timeout_acked))
+ok = len(started) == 8 and refused >= 1000 and not timeout_acked
+# A timeout the server honours (<= 5 s) is acknowledged as asked.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.3.1", 0))
+s.settimeout(2)
+s.sendto(b"\0\1exact.bin\0octet\0timeout\0003\0", ("127.0.0.1", port))
+d, _ = s.recvfrom(2048)
+print("timeout 3: %r" % d)
+ok = ok and d == b"\0\6timeout\0003\0"
+s.sendto(b"\0\5\0\0done\0", _)
+sys.exit(0 if ok else 1)
+PY
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail "flood from one address: 8 slots, the rest refused, timeout=255 not honoured"
+wait "$DURING" || fail "a client on another address failed during the flood"
+cmp "$B/medium.bin" "$O/during-flood" || fail "download during the flood differs"
+curl -sS --max-time 20 --interface 127.0.2.2 "tftp://127.0.0.1:$P/exact.bin" -o "$O/after-flood" ||
+  fail "a new client on another address was refused while the flood's slots are held"
+cmp "$B/exact.bin" "$O/after-flood" || fail "download after the flood differs"
+n=$(grep -c "transfers from this address already" "$BS_LOG" || true)
+[ "$n" -ge 1 ] && [ "$n" -le 5 ] || fail "per-source refusals logged $n times (want 1-5: one a second)"
+pass "flood of 1,100 timeout=255 RRQs from one address: 8 slots, refused at once, others served"
 
 kill -TERM "$BS_PID"; wait "$BS_PID" 2>/dev/null || true
 grep "cache" "$BS_LOG" | tail -1
