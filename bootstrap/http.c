@@ -23,6 +23,7 @@ struct DfBootHttp {
   DfHealth *health;         /* borrowed */
   DfBootTokens *tokens;     /* borrowed, nullable */
   DfRateLimit *auto_add_limit;
+  GHashTable *idle;         /* GSocket* -> IdleTimer* (owned) */
   int root_fd;
   char *address;
   gint64 log_window_us;     /* rate limit for refusal log lines */
@@ -434,11 +435,69 @@ handle_file (DfBootHttp *h, SoupServerMessage *msg, const char *path)
           (gint64) st.st_size);
 }
 
+/* ---- idle connections --------------------------------------------------- */
+
+/* Each connection waiting for a request (a new one, or keep-alive between
+ * requests, or half-closed) has a timer of DF_BOOT_HTTP_IDLE_S: armed when
+ * libsoup starts reading a request and when it has written a response,
+ * cancelled when a request's handler runs.  When it fires the socket is shut down, which ends libsoup's read
+ * and closes the connection. */
+typedef struct {
+  DfBootHttp *h;            /* borrowed */
+  GSocket *sock;            /* ref */
+  guint source;
+} IdleTimer;
+
+static void
+idle_timer_free (gpointer p)
+{
+  IdleTimer *t = p;
+  if (t->source)
+    g_source_remove (t->source);
+  g_object_unref (t->sock);
+  g_free (t);
+}
+
+static gboolean
+on_idle_timeout (gpointer data)
+{
+  IdleTimer *t = data;
+  t->source = 0;
+  g_debug ("http: closing a connection idle for %u s", DF_BOOT_HTTP_IDLE_S);
+  g_socket_shutdown (t->sock, TRUE, TRUE, NULL);
+  g_hash_table_remove (t->h->idle, t->sock);     /* frees t */
+  return G_SOURCE_REMOVE;
+}
+
+static void
+idle_arm (SoupServer *server, SoupServerMessage *msg, gpointer data)
+{
+  DfBootHttp *h = data;
+  GSocket *sock = soup_server_message_get_socket (msg);
+  if (!sock)
+    return;
+  IdleTimer *t = g_new0 (IdleTimer, 1);
+  t->h = h;
+  t->sock = g_object_ref (sock);
+  t->source = g_timeout_add_seconds (DF_BOOT_HTTP_IDLE_S, on_idle_timeout, t);
+  g_hash_table_replace (h->idle, sock, t);
+}
+
+/* The request arrived whole: its connection is not idle. */
+static void
+idle_cancel (DfBootHttp *h, SoupServerMessage *msg)
+{
+  GSocket *sock = soup_server_message_get_socket (msg);
+  if (sock)
+    g_hash_table_remove (h->idle, sock);
+}
+
 static void
 on_request (SoupServer *server, SoupServerMessage *msg, const char *path,
             GHashTable *query, gpointer data)
 {
   DfBootHttp *h = data;
+  idle_cancel (h, msg);
   const char *method = soup_server_message_get_method (msg);
   if (!g_str_equal (method, "GET") && !g_str_equal (method, "HEAD"))
     {
@@ -455,19 +514,6 @@ on_request (SoupServer *server, SoupServerMessage *msg, const char *path,
 
 /* ---- server ----------------------------------------------------------- */
 
-/* Every connection gets a deadline on each wait for the client: an idle
- * keep-alive or half-closed connection is closed after
- * DF_BOOT_HTTP_IDLE_S (GSocket's timeout applies to the sources libsoup
- * polls on). */
-static void
-on_request_started (SoupServer *server, SoupServerMessage *msg,
-                    gpointer data)
-{
-  GSocket *sock = soup_server_message_get_socket (msg);
-  if (sock)
-    g_socket_set_timeout (sock, DF_BOOT_HTTP_IDLE_S);
-}
-
 DfBootHttp *
 df_boot_http_new (DfFarm *farm, DfHealth *health, DfBootTokens *tokens,
                   const char *boot_dir, const char *address, GError **err)
@@ -482,14 +528,15 @@ df_boot_http_new (DfFarm *farm, DfHealth *health, DfBootTokens *tokens,
   h->farm = farm;
   h->health = health;
   h->tokens = tokens;
+  h->idle = g_hash_table_new_full (NULL, NULL, NULL, idle_timer_free);
   h->auto_add_limit = df_rate_limit_new (DF_AUTO_ADD_PER_SOURCE,
                                          DF_AUTO_ADD_TOTAL, 60);
   h->root_fd = root_fd;
   h->address = g_strdup (address);
   h->server = soup_server_new ("server-header", "diskfarm-bootstrap", NULL);
   soup_server_add_handler (h->server, NULL, on_request, h, NULL);
-  g_signal_connect (h->server, "request-started",
-                    G_CALLBACK (on_request_started), h);
+  g_signal_connect (h->server, "request-started", G_CALLBACK (idle_arm), h);
+  g_signal_connect (h->server, "request-finished", G_CALLBACK (idle_arm), h);
   return h;
 }
 
@@ -522,6 +569,7 @@ df_boot_http_free (DfBootHttp *h)
     return;
   soup_server_disconnect (h->server);
   g_object_unref (h->server);
+  g_hash_table_destroy (h->idle);
   close (h->root_fd);
   df_rate_limit_free (h->auto_add_limit);
   g_free (h->address);

@@ -2,6 +2,7 @@
 """Crafted DHCP packets against bootstrapsvc's ProxyDHCP (tests/interop/dhcp.sh).
 
 usage: dhcp-client.py HOST DHCP_PORT PXE_PORT EXPECT_ADDRESS [--expect-silence]
+       dhcp-client.py url HOST DHCP_PORT MAC
 
 Sends PXE DISCOVERs/REQUESTs for each client kind and every DHCP bad input of
 shared/BAD-INPUTS.md, and checks the offers (type, siaddr, file, options 43,
@@ -9,10 +10,41 @@ shared/BAD-INPUTS.md, and checks the offers (type, siaddr, file, options 43,
 With --expect-silence every valid request must go unanswered (unhealthy).
 """
 import os
+import re
 import socket
 import struct
 import sys
 
+
+def url_mode(argv):
+    """dhcp-client.py url HOST DHCP_PORT MAC: one iPXE DISCOVER for MAC (as
+    iPXE sends it: user class "iPXE"); prints the boot file name of the
+    ProxyDHCP offer (the script URL with its one-time token)."""
+    host, port, mac = argv[2], int(argv[3]), bytes.fromhex(argv[4].replace(":", ""))
+    xid = int.from_bytes(os.urandom(4), "big")
+    hdr = struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0x8000) + b"\0" * 16
+    hdr += mac.ljust(16, b"\0") + b"\0" * 192 + bytes([99, 130, 83, 99])
+    pkt = hdr + bytes([53, 1, 1]) + bytes([60, 9]) + b"PXEClient" + bytes([77, 4]) + b"iPXE" + b"\xff"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(2)
+    s.sendto(pkt, (host, port))
+    data, _ = s.recvfrom(4096)
+    i = 240
+    while i < len(data) and data[i] != 255:
+        if data[i] == 0:
+            i += 1
+            continue
+        if data[i] == 67:
+            print(data[i + 2:i + 2 + data[i + 1]].decode())
+            return 0
+        i += 2 + data[i + 1]
+    print("no option 67 in the answer", file=sys.stderr)
+    return 1
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "url":
+    sys.exit(url_mode(sys.argv))
 HOST, DHCP_PORT, PXE_PORT, ADDR = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 EXPECT_SILENCE = "--expect-silence" in sys.argv
 COOKIE = bytes([99, 130, 83, 99])
@@ -117,7 +149,8 @@ def expect_offer(name, packet, port, want_type, want_file, xid):
             problems.append("option 97 not echoed")
         boot = opts.get(67, b"").decode()
         if not (boot == want_file or (want_file == "URL" and boot.startswith(
-                "http://%s:" % ADDR) and "/boot.ipxe?mac=${net0/mac}" in boot)):
+                "http://%s:" % ADDR) and "/boot.ipxe?mac=${net0/mac}" in boot
+                and re.search(r"&token=[0-9]+\.[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$", boot))):
             problems.append("boot file %r" % boot)
         if file_field != boot and len(boot) < 128:
             problems.append("file field %r" % file_field)

@@ -1,11 +1,22 @@
 #!/bin/bash
 # HTTP boot scripts with curl: a registered device gets a sanboot script
 # listing only the healthy stream servers, least loaded first, with its
-# initiator IQN and a new boot generation each fetch; an unknown MAC gets
-# the "not registered" script or is auto-added; static files with Range.
+# initiator IQN; the one-time token of a real ProxyDHCP answer
+# (dhcp-client.py) gets the CHAP secret and a new boot generation once, a
+# fetch without it neither; an unknown MAC gets the "not registered" script
+# or is auto-added (with a token, rate-limited); idle keep-alive and
+# half-closed connections are closed; static files with Range.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/bootstrap-lib.sh"
-need curl
+need curl python3
+CLIENT=$(dirname "$0")/dhcp-client.py
+# The script URL of a real ProxyDHCP answer for MAC $1, with the settings
+# expanded as iPXE does (${net0/mac}, ${uuid}).
+token_url() {
+  python3 "$CLIENT" url 127.0.0.1 "$DHCP_PORT" "$1" |
+    sed "s|\${net0/mac}|$1|; s|\${uuid}|1234|"
+}
+gen_of() { df --json device show "$1" | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p' | head -1; }
 
 df init >/dev/null
 make_raw "$T/base.raw" 8
@@ -37,11 +48,30 @@ grep -q '^sanboot iscsi:127.0.0.1::3260:1:iqn.2026-11.org.diskfarm:pc01 || goto 
 grep -q 127.0.0.2 "$T/s1" && fail "the down server is listed"
 pass "script for pc01: initiator IQN, sanboot on the healthy server only"
 
-g1=$(df --json device show pc01 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p' | head -1)
-curl -sS "$URL/boot.ipxe?mac=52-54-00-12-34-56" -o "$T/s2"
-g2=$(df --json device show pc01 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p' | head -1)
-[ "$g2" -eq $((g1 + 1)) ] || fail "boot generation $g1 -> $g2"
-pass "each fetch starts a new boot generation ($g1 -> $g2)"
+# Without a token: the script changes nothing (issue 14: a fetch of the
+# script used to reset the device's cache under its live session).
+g1=$(gen_of pc01)
+curl -sS -D "$T/h2" "$URL/boot.ipxe?mac=52-54-00-12-34-56" -o "$T/s2"
+g2=$(gen_of pc01)
+[ "$g2" -eq "$g1" ] || fail "a fetch without a token changed the boot generation $g1 -> $g2"
+grep -qi '^X-Diskfarm-Boot-Token: missing' "$T/h2" || fail "no token header 'missing'"
+grep -q '^sanboot ' "$T/s2" || fail "tokenless script does not sanboot"
+pass "fetch without a token: generation kept ($g1)"
+# With the token of a real ProxyDHCP answer: a new generation, once.
+TU=$(token_url 52:54:00:12:34:56)
+case "$TU" in *"&token="*) ;; *) fail "ProxyDHCP URL without a token: $TU" ;; esac
+curl -sS -D "$T/h2t" "$TU" -o "$T/s2t"
+g3=$(gen_of pc01)
+[ "$g3" -eq $((g1 + 1)) ] || fail "token fetch: boot generation $g1 -> $g3"
+grep -qi '^X-Diskfarm-Boot-Token: valid' "$T/h2t" || fail "no token header 'valid'"
+curl -sS -D "$T/h2r" "$TU" -o "$T/s2r"
+[ "$(gen_of pc01)" -eq "$g3" ] || fail "a reused token started another generation"
+grep -qi '^X-Diskfarm-Boot-Token: already used' "$T/h2r" || fail "reused token not refused"
+OTHER=$(token_url 52:54:00:12:34:99 | sed 's|mac=52:54:00:12:34:99|mac=52:54:00:12:34:56|')
+curl -sS -D "$T/h2o" "$OTHER" -o /dev/null
+[ "$(gen_of pc01)" -eq "$g3" ] || fail "another MAC's token started a generation"
+grep -qi '^X-Diskfarm-Boot-Token: does not match' "$T/h2o" || fail "another MAC's token not refused"
+pass "token from a ProxyDHCP answer: new generation once ($g1 -> $g3); reused or other MAC's token refused"
 
 # Two healthy servers: ss3 is a second streamsvc; a live NBD session on ss1
 # makes ss1 the more loaded one.
@@ -101,13 +131,23 @@ if "chap_user" in cols and "chap_secret" in cols:
     db.execute("UPDATE devices SET chap_user='pc01-in', chap_secret='Secret-1234567' WHERE name='pc01'")
     db.commit()
 PY
-  curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s7"
-  if grep -q '^set username pc01-in$' "$T/s7"; then
-    grep -q '^set password Secret-1234567$' "$T/s7" || fail "CHAP password missing"
-    pass "CHAP username/password from the device row in the script"
-  else
-    echo "SKIP: schema without CHAP columns: no CHAP in the script"
-  fi
+  g0=$(gen_of pc01)
+  curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s7n"
+  grep -q 'Secret-1234567' "$T/s7n" && fail "the CHAP secret was served without a token"
+  grep -q 'set username' "$T/s7n" && fail "CHAP user served without a token"
+  grep -q '^echo diskfarm: fetched without a valid boot token: CHAP credentials left out' "$T/s7n" ||
+    fail "tokenless script does not say the login will fail"
+  [ "$(gen_of pc01)" -eq "$g0" ] || fail "tokenless fetch with CHAP changed the generation"
+  wait_log "pc01 from 127.0.0.1: no token: script without CHAP credentials" ||
+    fail "no log line for a tokenless fetch of a CHAP device"
+  TU=$(token_url 52:54:00:12:34:56)
+  curl -sS "$TU" -o "$T/s7"
+  grep -q '^set username pc01-in$' "$T/s7" || fail "CHAP user missing with a valid token"
+  grep -q '^set password Secret-1234567$' "$T/s7" || fail "CHAP password missing with a valid token"
+  curl -sS "$TU" -o "$T/s7r"
+  grep -q 'Secret-1234567' "$T/s7r" && fail "the CHAP secret was served twice for one token"
+  grep -q 'Secret-1234567' "$BS_LOG" && fail "the CHAP secret reached the log"
+  pass "CHAP secret only with a valid token, once; never without one, never logged"
 fi
 
 # Unknown MAC: the not-registered script, then auto-add.
@@ -117,10 +157,26 @@ grep -q '^reboot' "$T/s4" || fail "not-registered script does not reboot"
 df device show 52:54:00:aa:bb:cc >/dev/null 2>&1 && fail "unknown device was added with auto-add off"
 pass "unknown MAC: 'not registered' script"
 df farm set auto-add on --collection lab --template 'auto-{n}' >/dev/null
-curl -sS "$URL/boot.ipxe?mac=52:54:00:aa:bb:cc" -o "$T/s5"
+curl -sS -D "$T/h5n" "$URL/boot.ipxe?mac=52:54:00:aa:bb:cc" -o "$T/s5n"
+grep -q 'auto-add needs the one-time token' "$T/s5n" || { cat "$T/s5n"; fail "tokenless auto-add not refused"; }
+df device show 52:54:00:aa:bb:cc >/dev/null 2>&1 && fail "a tokenless fetch auto-added a device"
+curl -sS "$(token_url 52:54:00:aa:bb:cc)" -o "$T/s5"
 grep -q 'iqn.2026-11.org.diskfarm:auto-1$' "$T/s5" || { cat "$T/s5"; fail "auto-add script"; }
 df device show auto-1 | grep -q "52:54:00:aa:bb:cc" || fail "auto-added device missing"
-pass "auto-add: unknown MAC added as auto-1 in collection lab"
+pass "auto-add: refused without a token; with one, unknown MAC added as auto-1 in collection lab"
+# Rate limit: 10 auto-adds a minute from one address (auto-1 was the first).
+for i in $(seq 2 12); do
+  m=$(printf '52:54:00:ab:00:%02x' "$i")
+  curl -sS -D "$T/h5.$i" "$(token_url "$m")" -o "$T/s5.$i"
+done
+added=$(df device list | grep -c '^auto-' || true)
+[ "$added" -eq 10 ] || fail "auto-add rate limit: $added devices added (want 10)"
+grep -q 'auto-add limit of this address reached (10 per minute)' "$T/s5.12" ||
+  { cat "$T/s5.12"; fail "no on-screen message for the auto-add limit"; }
+grep -qi '^X-Diskfarm-Status: not-added' "$T/h5.12" || fail "no not-added status"
+wait_log "not auto-added: auto-add limit of this address" || fail "no log line for the auto-add limit"
+df farm set auto-add off >/dev/null
+pass "auto-add rate limit: 10 a minute from one address, then a clear script message and a log line"
 
 # Bad requests.
 code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/boot.ipxe")
@@ -156,6 +212,40 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --path-as-is "$URL/../farm.db")
 code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/nope")
 [ "$code" = 404 ] || fail "missing file: HTTP $code"
 pass "static files byte-identical, Range, symlink/.. refused, 404"
+
+# Idle keep-alive and half-closed connections are closed (issue 14: they
+# stayed open 200 s), while a connection in use is not.
+python3 - "$HTTP_PORT" <<'PY' || fail "idle or half-closed HTTP connections not closed"
+import socket, sys, time
+port = int(sys.argv[1])
+req = b"GET /undionly.kpxe HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+def read_all(s, limit):
+    s.settimeout(limit)
+    t0, n = time.time(), 0
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return time.time() - t0, n
+            n += len(d)
+    except socket.timeout:
+        return None, n
+idle = socket.create_connection(("127.0.0.1", port))
+half = socket.create_connection(("127.0.0.1", port))
+idle.sendall(req)
+half.sendall(req)
+half.shutdown(socket.SHUT_WR)
+t0 = time.time()
+ok = True
+for name, s in (("idle keep-alive", idle), ("half-closed", half)):
+    left = 30 - (time.time() - t0)
+    took, n = read_all(s, max(left, 1))
+    total = time.time() - t0
+    print("%s: %d bytes, closed after %s s" % (name, n, "%.1f" % total if took is not None else "> 30"))
+    ok = ok and took is not None and n > 70000 and total < 20
+sys.exit(0 if ok else 1)
+PY
+pass "idle keep-alive and half-closed connections closed within 20 s"
 
 # Started as root with --user nobody: a boot directory nobody cannot search
 # is fatal at start (not a 403 on every file later); once the farm belongs
