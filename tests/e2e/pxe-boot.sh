@@ -10,6 +10,7 @@
 #
 # Boots, each to "DFMBR-DONE" on the serial console:
 #   1. qemu's own NIC iPXE (-boot n, e1000): ProxyDHCP gives the script URL
+#      with a one-time token; the fetch with it starts a new generation
 #   2. chained: bootstrapsvc --chain-ipxe hands the ROM undionly.kpxe over
 #      TFTP first; the chained iPXE then fetches the script
 #   3. bootstrapsvc BS1 killed with SIGKILL: BS2 alone boots it
@@ -136,9 +137,13 @@ start_bs 2
 n0=$(fetched)
 boot rom
 [ "$(fetched)" -gt "$n0" ] || e2e_fail "boot.ipxe was not fetched"
-grep -q 'proxydhcp: 52:54:00:12:34:56 .*iPXE.* -> http://' "$T/bs1.log" "$T/bs2.log" ||
-  e2e_fail "no ProxyDHCP answer with the script URL"
-e2e_pass "NIC ROM iPXE: ProxyDHCP -> HTTP boot.ipxe -> iSCSI sanboot -> MBR markers"
+grep -q 'proxydhcp: 52:54:00:12:34:56 .*iPXE.* -> http://.*&token=(one-time token)' "$T/bs1.log" "$T/bs2.log" ||
+  e2e_fail "no ProxyDHCP answer with the script URL and its token"
+# iPXE fetched the script with the token of the ProxyDHCP answer (either
+# server may have answered DHCP and either may serve the script).
+cat "$T"/bs*.log | grep -q 'boot.ipxe for pc01 .* new generation' ||
+  e2e_fail "the script was not fetched with a valid one-time token"
+e2e_pass "NIC ROM iPXE: ProxyDHCP (one-time token) -> HTTP boot.ipxe -> iSCSI sanboot -> MBR markers"
 
 # ---- 2. chained through undionly.kpxe -----------------------------------------
 stop_bs 1; stop_bs 2
@@ -146,7 +151,8 @@ start_bs 1 --chain-ipxe
 start_bs 2 --chain-ipxe
 boot chain
 grep -q 'sent undionly.kpxe' "$T/bs1.log" "$T/bs2.log" || e2e_fail "undionly.kpxe not sent over TFTP"
-grep -q 'boot.ipxe for pc01' "$T/bs1.log" "$T/bs2.log" || e2e_fail "chained iPXE did not fetch the script"
+grep -q 'boot.ipxe for pc01 .* new generation' "$T/bs1.log" "$T/bs2.log" ||
+  e2e_fail "chained iPXE did not fetch the script with a valid token"
 e2e_pass "chained: ProxyDHCP -> TFTP undionly.kpxe -> iPXE -> HTTP boot.ipxe -> iSCSI"
 
 # ---- 3. one bootstrap server killed -------------------------------------------
