@@ -2,11 +2,13 @@
  * URL ProxyDHCP hands out with one (proxydhcp.c), the auto-add rate limit
  * (ratelimit.c) and the tokenless script (script.c). */
 #include "boottoken.h"
+#include "common.h"
 #include "proxydhcp.h"
 #include "ratelimit.h"
 #include "script.h"
 
 #include <arpa/inet.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const guint8 key1[DF_BOOT_TOKEN_KEY_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8 };
@@ -176,6 +178,47 @@ test_script_note (void)
   df_script_free (NULL);
 }
 
+/* Two servers of one farm (two handles on one farm DB): the first creates
+ * the key, the second reads the same one, so a token issued by one is
+ * redeemed by the other; the audit row never shows the key. */
+static void
+test_farm_key (void)
+{
+  g_autofree char *dir = g_dir_make_tmp ("df-boottoken-XXXXXX", NULL);
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfFarm) f1 = df_farm_open (dir, true, "bs1", &err);
+  g_assert_no_error (err);
+  g_autoptr (DfFarm) f2 = df_farm_open (dir, false, "bs2", &err);
+  g_assert_no_error (err);
+  g_autoptr (DfBootTokens) t1 = df_boot_tokens_from_farm (f1, &err);
+  g_assert_no_error (err);
+  g_autoptr (DfBootTokens) t2 = df_boot_tokens_from_farm (f2, &err);
+  g_assert_no_error (err);
+  g_autofree char *tok = df_boot_token_issue (t1, MAC, 7, NOW);
+  g_assert_cmpint (df_boot_token_redeem (t2, tok, MAC, NOW + 1), ==,
+                   DF_BOOT_TOKEN_OK);
+  g_autofree char *key = df_farm_setting_get (f1, DF_BOOT_TOKEN_SETTING,
+                                              &err);
+  g_assert_cmpuint (strlen (key), ==, 64);
+  g_autoptr (GPtrArray) audit = df_farm_audit_list (f1, 0, &err);
+  guint created = 0;
+  for (guint i = 0; i < audit->len; i++)
+    {
+      const DfAudit *a = audit->pdata[i];
+      g_assert_null (strstr (a->detail ? a->detail : "", key));
+      created += g_str_equal (a->action, "setting.create-secret");
+    }
+  g_assert_cmpuint (created, ==, 1);
+  /* A malformed stored key is refused, not used. */
+  g_assert_true (df_farm_setting_set (f1, DF_BOOT_TOKEN_SETTING, "xyz",
+                                      &err));
+  g_autoptr (DfBootTokens) t3 = df_boot_tokens_from_farm (f1, &err);
+  g_assert_null (t3);
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", dir);
+  g_assert_cmpint (system (cmd), ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -186,5 +229,6 @@ main (int argc, char **argv)
   g_test_add_func ("/boottoken/proxydhcp-url", test_proxydhcp_url);
   g_test_add_func ("/boottoken/rate-limit", test_rate_limit);
   g_test_add_func ("/boottoken/script-note", test_script_note);
+  g_test_add_func ("/boottoken/farm-key", test_farm_key);
   return g_test_run ();
 }
