@@ -68,7 +68,7 @@ typedef struct {
   const char *peer;         /* client address, for limits and logs */
 } BootRequest;
 
-/* The client's address as text (static buffer per call site: copied). */
+/* The client's address as text (new string). */
 static char *
 peer_of (SoupServerMessage *msg)
 {
@@ -76,41 +76,38 @@ peer_of (SoupServerMessage *msg)
   return g_strdup (host ? host : "?");
 }
 
-/* Auto-add mac when the farm allows it and the limits are not reached:
- * the new device's name, or NULL + a script sent. */
-static char *
-auto_add (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
-          const BootRequest *br)
+/* Why auto-add may not add a device for this request (static text), or
+ * NULL: allowed, or disabled (df_farm_auto_add_device then says so).  A
+ * request allowed counts against the rate limits. */
+static const char *
+auto_add_refusal (DfBootHttp *h, const BootRequest *br)
 {
-  g_autoptr (GError) err = NULL;
-  const char *refusal = NULL;
   g_autoptr (DfAutoAdd) aa = df_farm_auto_add_get (h->farm, NULL);
   if (!aa || !aa->enabled)
-    ;                                 /* disabled: df_farm_auto_add_device says so */
-  else if (!br->trusted)
-    refusal = "auto-add needs the one-time token of a ProxyDHCP answer";
-  else
-    switch (df_rate_limit_take (h->auto_add_limit, br->peer,
-                                g_get_monotonic_time ()))
-      {
-      case DF_RATE_OK:
-        break;
-      case DF_RATE_SOURCE:
-        refusal = "auto-add limit of this address reached ("
-                  G_STRINGIFY (DF_AUTO_ADD_PER_SOURCE) " per minute)";
-        break;
-      case DF_RATE_TOTAL:
-        refusal = "auto-add limit of the farm reached ("
-                  G_STRINGIFY (DF_AUTO_ADD_TOTAL) " per minute)";
-        break;
-      }
-  char *name = NULL;
-  if (!refusal && df_farm_auto_add_device (h->farm, mac, &name, &err))
-    return name;
-  bool disabled = !refusal
-                  && g_error_matches (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
-  if (!refusal && !disabled)
-    refusal = err->message;
+    return NULL;
+  if (!br->trusted)
+    return "auto-add needs the one-time token of a ProxyDHCP answer";
+  switch (df_rate_limit_take (h->auto_add_limit, br->peer,
+                              g_get_monotonic_time ()))
+    {
+    case DF_RATE_SOURCE:
+      return "auto-add limit of this address reached ("
+             G_STRINGIFY (DF_AUTO_ADD_PER_SOURCE) " per minute)";
+    case DF_RATE_TOTAL:
+      return "auto-add limit of the farm reached ("
+             G_STRINGIFY (DF_AUTO_ADD_TOTAL) " per minute)";
+    case DF_RATE_OK:
+      break;
+    }
+  return NULL;
+}
+
+/* The "not registered" script, with why it was not auto-added (nullable;
+ * NULL: auto-add is off). */
+static void
+reply_not_registered (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
+                      const BootRequest *br, const char *refusal)
+{
   if (log_allowed (h))
     g_message ("http: boot.ipxe for %s from %s: device not registered%s%s",
                mac, br->peer, refusal ? ", not auto-added: " : "",
@@ -123,8 +120,24 @@ auto_add (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
    * message must reach the screen. */
   soup_message_headers_replace (
     soup_server_message_get_response_headers (msg), "X-Diskfarm-Status",
-    refusal && !disabled ? "not-added" : "not-registered");
+    refusal ? "not-added" : "not-registered");
   reply_message (msg, 200, "device not registered", text);
+}
+
+/* Auto-add mac when the farm allows it and the limits are not reached:
+ * the new device's name (new string), or NULL + a script sent. */
+static char *
+auto_add (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
+          const BootRequest *br)
+{
+  g_autoptr (GError) err = NULL;
+  const char *refusal = auto_add_refusal (h, br);
+  char *name = NULL;
+  if (!refusal && df_farm_auto_add_device (h->farm, mac, &name, &err))
+    return name;
+  if (!refusal && !g_error_matches (err, DF_ERROR, DF_ERROR_UNSUPPORTED))
+    refusal = err->message;
+  reply_not_registered (h, msg, mac, br, refusal);
   return NULL;
 }
 
@@ -155,19 +168,11 @@ resolve_device (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
   return d;
 }
 
+/* Wipe and free a string that held a secret (nullable). */
 static void
 wipe_free (char *s)
 {
   df_script_free (s);
-}
-
-/* The device's CHAP credentials into *user / *secret (new strings, wiped
- * by the caller), or both NULL. */
-static bool
-chap_of (DfBootHttp *h, const DfDevice *d, char **user, char **secret,
-         GError **err)
-{
-  return df_farm_device_chap (h->farm, d->name, user, secret, err);
 }
 
 #define NO_TOKEN_NOTE "fetched without a valid boot token: CHAP " \
@@ -179,8 +184,8 @@ static char *
 render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
             GPtrArray *servers, const BootRequest *br, GError **err)
 {
-  char *user = NULL, *secret = NULL;
-  if (!chap_of (h, d, &user, &secret, err))
+  char *user = NULL, *secret = NULL;         /* wiped below */
+  if (!df_farm_device_chap (h->farm, d->name, &user, &secret, err))
     return NULL;
   bool has_chap = user || secret;
   if (!br->trusted)
@@ -216,10 +221,10 @@ render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
     g_message ("http: %s: CHAP credentials have characters iPXE cannot "
                "take literally; left out of the script", d->name);
   if (has_chap && !br->trusted)
-    g_message ("http: boot.ipxe for %s from %s: %s token: script without "
-               "CHAP credentials, its iSCSI login will fail", d->name,
-               br->peer, br->has_token
-                 ? df_boot_token_check_str (br->check) : "no");
+    g_message ("http: boot.ipxe for %s from %s: %s%s: script without CHAP "
+               "credentials, its iSCSI login will fail", d->name, br->peer,
+               br->has_token ? "token " : "no token",
+               br->has_token ? df_boot_token_check_str (br->check) : "");
   return script;
 }
 
@@ -293,7 +298,7 @@ redeem_token (DfBootHttp *h, const char *token, const char *mac,
     br->check = df_boot_token_redeem (h->tokens, token, mac,
                                       g_get_real_time () / G_USEC_PER_SEC);
   br->trusted = br->has_token && br->check == DF_BOOT_TOKEN_OK;
-  if (br->has_token && !br->trusted)
+  if (br->has_token && !br->trusted && log_allowed (h))
     g_message ("http: boot.ipxe for %s from %s: token %s: no secrets, no "
                "new boot generation", mac, br->peer,
                df_boot_token_check_str (br->check));

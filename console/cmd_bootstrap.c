@@ -184,7 +184,9 @@ bootstrap_dhcp_config (DfCtx *ctx, int argc, char **argv, GError **err)
     "boot file; the HTTP script URL for iPXE), as dnsmasq and ISC dhcpd "
     "configuration (--json: one object with the next server, boot files, "
     "script URL and each configuration text).  Run bootstrapsvc with "
-    "--no-proxydhcp then.",
+    "--no-proxydhcp then.  Scripts fetched this way carry no one-time boot "
+    "token: no CHAP secret, no new boot generation, no auto-add (see "
+    "bootstrapsvc(8)).",
     "  diskfarm bootstrap dhcp-config --address 10.0.0.5\n"
     "  diskfarm bootstrap dhcp-config --address 10.0.0.5 --format isc\n",
   };
