@@ -213,6 +213,22 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/nope")
 [ "$code" = 404 ] || fail "missing file: HTTP $code"
 pass "static files byte-identical, Range, symlink/.. refused, 404"
 
+# A file truncated in place during a download (issue 14: it was mmap'ed,
+# so the daemon could die of SIGBUS, and the download broke off): the
+# download gets the file as it was when requested, the daemon lives on.
+head -c $((32 * 1024 * 1024)) /dev/urandom >"$FARM/boot/shrink.bin"
+cp "$FARM/boot/shrink.bin" "$T/shrink.orig"
+curl -sS --limit-rate 4M "$URL/shrink.bin" -o "$T/shrink" 2>/dev/null &
+SHRINK=$!
+sleep 1
+truncate -s 4096 "$FARM/boot/shrink.bin"
+wait "$SHRINK" || true
+kill -0 "$BS_PID" 2>/dev/null || { tail -5 "$BS_LOG"; fail "bootstrapsvc died when a file shrank during a download"; }
+cmp "$T/shrink.orig" "$T/shrink" || fail "download of a file truncated meanwhile broke off"
+curl -sS "$URL/undionly.kpxe" -o "$T/u3"
+cmp "$FARM/boot/undionly.kpxe" "$T/u3" || fail "static file after a shrunk download"
+pass "a file truncated during its download: whole download, the daemon keeps serving"
+
 # Idle keep-alive and half-closed connections are closed (issue 14: they
 # stayed open 200 s), while a connection in use is not.
 python3 - "$HTTP_PORT" <<'PY' || fail "idle or half-closed HTTP connections not closed"
