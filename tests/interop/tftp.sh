@@ -103,13 +103,13 @@ for i in range(100):
     s.bind(("127.0.0.1", 0))
     s.setblocking(False)
     socks.append(s)
-rrq = b"\0\1medium.bin\0octet\0timeout\0255\0blksize\0512\0"
+rrq = b"\0\1medium.bin\0octet\0timeout\x00255\x00blksize\x001024\x00"
 for i in range(1100):
     socks[i % 100].sendto(rrq, ("127.0.0.1", port))
     if i % 20 == 19:
         time.sleep(0.01)          # no loss in the socket buffers
 started = set()                 # transfer ports that sent OACK or DATA
-refused = other = 0
+refused = other = blksize_acked = 0
 timeout_acked = False
 deadline = time.time() + 3
 while time.time() < deadline:
@@ -123,22 +123,23 @@ while time.time() < deadline:
         if d[:2] in (b"\0\6", b"\0\3"):
             started.add(src)
             timeout_acked |= d[:2] == b"\0\6" and b"timeout" in d
+            blksize_acked += d == b"\0\6blksize\x001024\x00"
         elif d[:2] == b"\0\5" and b"too many transfers" in d:
             refused += 1
         elif d[:2] != b"\0\3":
             other += 1
     if not got:
         time.sleep(0.02)
-print("started %d refused %d other %d timeout-acked %s" % (len(started), refused, other, timeout_acked))
-ok = len(started) == 8 and refused >= 1000 and not timeout_acked
+print("started %d refused %d other %d timeout-acked %s blksize-acked %d" % (len(started), refused, other, timeout_acked, blksize_acked))
+ok = len(started) == 8 and refused >= 1000 and not timeout_acked and blksize_acked >= 8
 # A timeout the server honours (<= 5 s) is acknowledged as asked.
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.3.1", 0))
 s.settimeout(2)
-s.sendto(b"\0\1exact.bin\0octet\0timeout\0003\0", ("127.0.0.1", port))
+s.sendto(b"\0\1exact.bin\0octet\0timeout\x003\x00", ("127.0.0.1", port))
 d, _ = s.recvfrom(2048)
 print("timeout 3: %r" % d)
-ok = ok and d == b"\0\6timeout\0003\0"
+ok = ok and d == b"\0\6timeout\x003\x00"
 s.sendto(b"\0\5\0\0done\0", _)
 sys.exit(0 if ok else 1)
 PY
