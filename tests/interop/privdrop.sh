@@ -78,9 +78,17 @@ pass "streamsvc and bootstrapsvc run as diskfarm ($UID_DF:$GID_DF), CapEff/CapPr
 nbdsh -u "nbd+unix:///device/pc01?socket=$SOCK" \
   -c 'h.pwrite(b"P" * 4096, 65536); assert h.pread(4096, 65536) == b"P" * 4096' ||
   fail "write + read back through pc01's cache"
-in_ns curl -sS "http://127.0.0.1/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s1" || fail "curl boot.ipxe"
+# The script URL of a real ProxyDHCP answer (port 67): its one-time token
+# starts a new generation, so the dropped process writes farm.db.
+gen_pc01() { df --json device show pc01 | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p' | head -1; }
+g0=$(gen_pc01)
+TU=$(in_ns python3 "$(dirname "$0")/dhcp-client.py" url 127.0.0.1 67 52:54:00:12:34:56 |
+  sed 's|\${net0/mac}|52:54:00:12:34:56|; s|\${uuid}|1|')
+case "$TU" in *"&token="*) ;; *) fail "no script URL with a token from ProxyDHCP on 67: $TU" ;; esac
+in_ns curl -sS "$TU" -o "$T/s1" || fail "curl boot.ipxe"
 grep -q '^sanboot iscsi:127.0.0.1::3260:1:iqn.2026-11.org.diskfarm:pc01' "$T/s1" ||
   { cat "$T/s1" "$BS_LOG"; fail "boot.ipxe has no sanboot for pc01"; }
+[ "$(gen_pc01)" -eq $((g0 + 1)) ] || fail "boot.ipxe with a token after the drop: generation $g0 -> $(gen_pc01)"
 pass "after the drop: NBD read, NBD write through the cache, boot.ipxe over HTTP port 80 (new generation in farm.db)"
 
 # ---- console writes as root, then the running daemon uses what they made ----
