@@ -254,8 +254,8 @@ render_direct (GString *s, const BdmConfig *c)
                    "booting the stream servers directly\n");
   GString *uris = g_string_new (NULL);
   for (guint i = 0; i < c->n_servers; i++)
-    g_string_append_printf (uris, " iscsi:%s::%u:1:" BDM_IQN_PREFIX
-                            ":${net0/mac:hexhyp}", c->servers[i].host,
+    g_string_append_printf (uris, " iscsi:%s::%u:1:" DF_IQN_PREFIX
+                            "${net0/mac:hexhyp}", c->servers[i].host,
                             c->servers[i].iscsi_port);
   for (guint r = 0; r < c->retries; r++)
     g_string_append_printf (s, "sanboot%s ||\n", uris->str);

@@ -32,7 +32,7 @@ typedef enum {
 
 #define BDM_MAX_SERVERS 4
 #define BDM_PART_MIB 8
-#define BDM_IQN_PREFIX "iqn.2026-11.org.diskfarm"
+#include "defaults.h" /* DF_IQN_PREFIX */
 
 typedef struct {
   char *host;            /* IPv4, [IPv6] or name, as written in URLs */

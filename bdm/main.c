@@ -252,7 +252,8 @@ main (int argc, char **argv)
     { "http-port", 0, 0, G_OPTION_ARG_INT, &o.http_port,
       "Bootstrap HTTP port when a server has none (default 80)", "PORT" },
     { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &o.iscsi_port,
-      "iSCSI port of --server stream servers (default 3260)", "PORT" },
+      "iSCSI port of --server stream servers (default "
+      G_STRINGIFY (DF_ISCSI_PORT) ")", "PORT" },
     { "ip", 0, 0, G_OPTION_ARG_STRING, &o.ip,
       "Static address instead of DHCP", "A.B.C.D/NN" },
     { "gateway", 0, 0, G_OPTION_ARG_STRING, &o.gateway,

@@ -6,7 +6,7 @@
 
 #include <glib.h>
 
-#define DF_IQN_PREFIX "iqn.2026-11.org.diskfarm:"
+#include "defaults.h" /* DF_IQN_PREFIX */
 
 typedef struct {
   const char *address;      /* IPv4 literal, [IPv6] literal or host name */

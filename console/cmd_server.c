@@ -3,6 +3,7 @@
  *
  * list and show ask each server's admin endpoint (GET /v1/health) live,
  * with a short timeout, so a dead server shows as such at once. */
+#include "defaults.h"
 #include "console.h"
 
 #include "admin-client.h"
@@ -103,17 +104,19 @@ server_add (DfCtx *ctx, int argc, char **argv, GError **err)
     "  diskfarm server add ss2 --address 10.0.0.12 --power 2\n",
   };
   g_autofree char *address = NULL;
-  gint iscsi = 3260, nbd = 10809, admin = 8001, power = 1;
+  gint iscsi = DF_ISCSI_PORT, nbd = DF_NBD_PORT, admin = DF_ADMIN_PORT;
+  gint power = 1;
   const GOptionEntry entries[] = {
     { "address", 'a', 0, G_OPTION_ARG_STRING, &address,
       "Address targets and bootstrap servers reach it at: an IPv4/IPv6 "
       "literal or an RFC 1123 host name", "IP" },
     { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &iscsi,
-      "iSCSI port (default 3260)", "PORT" },
-    { "nbd-port", 0, 0, G_OPTION_ARG_INT, &nbd, "NBD port (default 10809)",
+      "iSCSI port (default " G_STRINGIFY (DF_ISCSI_PORT) ")", "PORT" },
+    { "nbd-port", 0, 0, G_OPTION_ARG_INT, &nbd, "NBD port (default " G_STRINGIFY (DF_NBD_PORT) ")",
       "PORT" },
     { "admin-port", 0, 0, G_OPTION_ARG_INT, &admin,
-      "Admin HTTP port serving /v1/health (default 8001)", "PORT" },
+      "Admin HTTP port serving /v1/health (default "
+      G_STRINGIFY (DF_ADMIN_PORT) ")", "PORT" },
     { "power", 0, 0, G_OPTION_ARG_INT, &power,
       "Relative capacity 1-1000 (default 1)", "N" },
     G_OPTION_ENTRY_NULL

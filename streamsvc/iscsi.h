@@ -28,6 +28,8 @@
  */
 #pragma once
 
+#include "defaults.h" /* DF_IQN_PREFIX */
+
 #include <glib.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -92,4 +94,3 @@ void iscsi_conn_set_nop (iscsi_conn *c, guint interval_s, guint timeout_s);
  * drop it now without draining its output (nobody reads it). */
 bool iscsi_conn_tick (iscsi_conn *c, gint64 now_us);
 
-#define ISCSI_IQN_PREFIX "iqn.2026-11.org.diskfarm:"

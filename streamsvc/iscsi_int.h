@@ -3,6 +3,8 @@
  */
 #pragma once
 
+#include "byteorder.h"
+
 #include "iscsi.h"
 
 /* ---- constants ------------------------------------------------------------ */
@@ -51,56 +53,8 @@ enum {
   ISCSI_LOGIN_OUT_OF_RESOURCES = 0x0302,
 };
 
-/* ---- big-endian helpers ---------------------------------------------------- */
+/* Byte order: lib/common/byteorder.h (df_get_be32, df_put_be16, ...). */
 
-static inline uint32_t
-iscsi_get24 (const uint8_t *p)
-{
-  return (uint32_t) p[0] << 16 | (uint32_t) p[1] << 8 | p[2];
-}
-static inline uint32_t
-iscsi_get32 (const uint8_t *p)
-{
-  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16
-         | (uint32_t) p[2] << 8 | p[3];
-}
-static inline uint16_t
-iscsi_get16 (const uint8_t *p)
-{
-  return (uint16_t) (p[0] << 8 | p[1]);
-}
-static inline uint64_t
-iscsi_get64 (const uint8_t *p)
-{
-  return (uint64_t) iscsi_get32 (p) << 32 | iscsi_get32 (p + 4);
-}
-static inline void
-iscsi_put16 (uint8_t *p, uint16_t v)
-{
-  p[0] = (uint8_t) (v >> 8);
-  p[1] = (uint8_t) v;
-}
-static inline void
-iscsi_put24 (uint8_t *p, uint32_t v)
-{
-  p[0] = (uint8_t) (v >> 16);
-  p[1] = (uint8_t) (v >> 8);
-  p[2] = (uint8_t) v;
-}
-static inline void
-iscsi_put32 (uint8_t *p, uint32_t v)
-{
-  p[0] = (uint8_t) (v >> 24);
-  p[1] = (uint8_t) (v >> 16);
-  p[2] = (uint8_t) (v >> 8);
-  p[3] = (uint8_t) v;
-}
-static inline void
-iscsi_put64 (uint8_t *p, uint64_t v)
-{
-  iscsi_put32 (p, (uint32_t) (v >> 32));
-  iscsi_put32 (p + 4, (uint32_t) v);
-}
 /* Serial number arithmetic (RFC 1982, 32 bits). */
 static inline bool
 iscsi_sn_lt (uint32_t a, uint32_t b)

@@ -102,10 +102,10 @@ iscsi_target_to_export (const char *iqn, GError **err)
   char mac[18];
 
   if (iqn == NULL
-      || g_ascii_strncasecmp (iqn, ISCSI_IQN_PREFIX,
-                              strlen (ISCSI_IQN_PREFIX)) != 0)
+      || g_ascii_strncasecmp (iqn, DF_IQN_PREFIX,
+                              strlen (DF_IQN_PREFIX)) != 0)
     goto unknown;
-  rest = iqn + strlen (ISCSI_IQN_PREFIX);
+  rest = iqn + strlen (DF_IQN_PREFIX);
   if (g_str_has_prefix (rest, "vdisk."))
     {
       if (!df_validate_name ("vdisk", rest + 6, NULL))
@@ -129,8 +129,8 @@ static char *
 export_to_target (const char *export_name)
 {
   if (g_str_has_prefix (export_name, "vdisk/"))
-    return g_strdup_printf (ISCSI_IQN_PREFIX "vdisk.%s", export_name + 6);
-  return g_strdup_printf (ISCSI_IQN_PREFIX "%s",
+    return g_strdup_printf (DF_IQN_PREFIX "vdisk.%s", export_name + 6);
+  return g_strdup_printf (DF_IQN_PREFIX "%s",
                           export_name + strlen ("device/"));
 }
 
@@ -183,11 +183,11 @@ login_respond (iscsi_conn *c, const uint8_t *req, bool transit, int nsg,
   bhs[1] = (uint8_t) ((transit ? 0x80 : 0) | (c->login.stage << 2)
                       | (transit ? nsg : 0));
   memcpy (bhs + 8, req + 8, 6);          /* ISID */
-  iscsi_put16 (bhs + 14, status == ISCSI_LOGIN_OK ? c->tsih : 0);
-  iscsi_put32 (bhs + 16, iscsi_get32 (req + 16));
-  iscsi_put32 (bhs + 24, c->stat_sn++);
-  iscsi_put32 (bhs + 28, c->exp_cmd_sn);
-  iscsi_put32 (bhs + 32, iscsi_max_cmd_sn (c));
+  df_put_be16 (bhs + 14, status == ISCSI_LOGIN_OK ? c->tsih : 0);
+  df_put_be32 (bhs + 16, df_get_be32 (req + 16));
+  df_put_be32 (bhs + 24, c->stat_sn++);
+  df_put_be32 (bhs + 28, c->exp_cmd_sn);
+  df_put_be32 (bhs + 32, iscsi_max_cmd_sn (c));
   bhs[36] = (uint8_t) (status >> 8);
   bhs[37] = (uint8_t) status;
   if (dlen)
@@ -738,7 +738,7 @@ check_request (iscsi_conn *c, const uint8_t *bhs, const char **why)
     return *why = "invalid stage", ISCSI_LOGIN_INITIATOR_ERROR;
   if (!c->login.started)
     return 0;
-  if (memcmp (bhs + 8, c->isid, 6) != 0 || iscsi_get32 (bhs + 16)
+  if (memcmp (bhs + 8, c->isid, 6) != 0 || df_get_be32 (bhs + 16)
                                                != c->login.itt)
     return *why = "ISID or ITT changed during login",
            ISCSI_LOGIN_INITIATOR_ERROR;
@@ -752,9 +752,9 @@ login_start (iscsi_conn *c, const uint8_t *bhs)
 {
   c->login.started = true;
   memcpy (c->isid, bhs + 8, 6);
-  c->tsih = iscsi_get16 (bhs + 14);
-  c->login.itt = iscsi_get32 (bhs + 16);
-  c->exp_cmd_sn = iscsi_get32 (bhs + 24);
+  c->tsih = df_get_be16 (bhs + 14);
+  c->login.itt = df_get_be32 (bhs + 16);
+  c->exp_cmd_sn = df_get_be32 (bhs + 24);
   c->login.stage = (bhs[1] >> 2) & 3;
 }
 

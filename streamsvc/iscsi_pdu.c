@@ -59,24 +59,6 @@ iscsi_crc32c (uint32_t crc, const void *buf, size_t len)
   return ~crc;
 }
 
-/* Digests travel little-endian on the wire (RFC 7143 13.1, as every
- * implementation does: the CRC register bytes in transmission order). */
-static void
-put_digest (uint8_t *p, uint32_t crc)
-{
-  p[0] = (uint8_t) crc;
-  p[1] = (uint8_t) (crc >> 8);
-  p[2] = (uint8_t) (crc >> 16);
-  p[3] = (uint8_t) (crc >> 24);
-}
-
-static uint32_t
-get_digest (const uint8_t *p)
-{
-  return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16
-         | (uint32_t) p[3] << 24;
-}
-
 static uint32_t
 pad4 (uint32_t n)
 {
@@ -113,7 +95,7 @@ iscsi_pdu_parse (const uint8_t *buf, size_t len, uint32_t max_data,
   if (len < ISCSI_BHS_LEN)
     return ISCSI_PARSE_NEED_MORE;
   ahs_len = (uint32_t) buf[4] * 4u;
-  dlen = iscsi_get24 (buf + 5);
+  dlen = df_get_be24 (buf + 5);
   if (ahs_len > ISCSI_MAX_AHS)
     return ISCSI_PARSE_AHS_TOO_LONG; /* unreachable with 8 bits; kept */
   if (dlen > max_data)
@@ -133,11 +115,11 @@ iscsi_pdu_parse (const uint8_t *buf, size_t len, uint32_t max_data,
   pdu->data_len = dlen;
   *consumed = total;
   if (header_digest
-      && get_digest (buf + ISCSI_BHS_LEN + ahs_len)
+      && df_get_le32 (buf + ISCSI_BHS_LEN + ahs_len)
              != iscsi_crc32c (0, buf, ISCSI_BHS_LEN + ahs_len))
     return ISCSI_PARSE_HEADER_DIGEST;
   if (data_digest && dlen > 0
-      && get_digest (buf + hlen + pad4 (dlen))
+      && df_get_le32 (buf + hlen + pad4 (dlen))
              != iscsi_crc32c (0, buf + hlen, pad4 (dlen)))
     return ISCSI_PARSE_DATA_DIGEST;
   return ISCSI_PARSE_OK;
@@ -173,11 +155,11 @@ iscsi_out_end (GByteArray *out, size_t off, uint32_t dlen, bool hd, bool dd)
   uint8_t *bhs = out->data + off;
   uint8_t *data = iscsi_out_data (out, off, hd);
 
-  iscsi_put24 (bhs + 5, dlen);
+  df_put_be24 (bhs + 5, dlen);
   if (hd)
-    put_digest (bhs + ISCSI_BHS_LEN, iscsi_crc32c (0, bhs, ISCSI_BHS_LEN));
+    df_put_le32 (bhs + ISCSI_BHS_LEN, iscsi_crc32c (0, bhs, ISCSI_BHS_LEN));
   if (dd && dlen)
-    put_digest (data + pad4 (dlen), iscsi_crc32c (0, data, pad4 (dlen)));
+    df_put_le32 (data + pad4 (dlen), iscsi_crc32c (0, data, pad4 (dlen)));
 }
 
 void

@@ -406,7 +406,7 @@ iscsi_lu_pr_out (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *p,
   uint64_t key, sa_key;
   const uint64_t *cur;
 
-  if (iscsi_get32 (cdb + 5) != PR_PARAM_LEN || len < PR_PARAM_LEN)
+  if (df_get_be32 (cdb + 5) != PR_PARAM_LEN || len < PR_PARAM_LEN)
     return iscsi_scsi_sense (r, 0x05, 0x1a, 0x00); /* PARAM LIST LENGTH */
   if (p[20] & 0x0c) /* SPEC_I_PT, ALL_TG_PT: not supported */
     return param_invalid (r);
@@ -416,8 +416,8 @@ iscsi_lu_pr_out (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *p,
        || sa == PRO_PREEMPT_ABORT)
       && (scope != 0 || !type_valid (type)))
     return iscsi_scsi_sense (r, 0x05, 0x24, 0x00);
-  key = iscsi_get64 (p);
-  sa_key = iscsi_get64 (p + 8);
+  key = df_get_be64 (p);
+  sa_key = df_get_be64 (p + 8);
   g_mutex_lock (&s->lock);
   cur = reg_key (s, lu->nexus);
   if (sa == PRO_REGISTER || sa == PRO_REGISTER_IGNORE)
@@ -470,16 +470,16 @@ full_status (iscsi_lu_shared *s, const char *nexus, GByteArray *b)
   g_byte_array_set_size (b, (guint)(o + 24 + 4 + padded));
   d = b->data + o;
   memset (d, 0, 24 + 4 + padded);
-  iscsi_put64 (d, *reg_key (s, nexus));
+  df_put_be64 (d, *reg_key (s, nexus));
   if (is_holder (s, nexus))
     {
       d[12] = 0x01; /* R_HOLDER */
       d[13] = s->type;
     }
-  iscsi_put16 (d + 18, 1); /* relative target port identifier */
-  iscsi_put32 (d + 20, (uint32_t)(4 + padded));
+  df_put_be16 (d + 18, 1); /* relative target port identifier */
+  df_put_be32 (d + 20, (uint32_t)(4 + padded));
   d[24] = 0x40 | 0x05; /* format 01b, protocol iSCSI */
-  iscsi_put16 (d + 26, (uint16_t)padded);
+  df_put_be16 (d + 26, (uint16_t)padded);
   memcpy (d + 28, nexus, n);
 }
 
@@ -492,26 +492,26 @@ pri_fill (iscsi_lu_shared *s, uint8_t sa, GByteArray *b)
   g_autoptr (GPtrArray) ns = sorted_nexuses (s);
   uint8_t hdr[8] = { 0 };
 
-  iscsi_put32 (hdr, s->generation);
+  df_put_be32 (hdr, s->generation);
   g_byte_array_append (b, hdr, 8);
   if (sa == PRI_READ_KEYS)
     for (guint i = 0; i < ns->len; i++)
       {
         uint8_t k[8];
-        iscsi_put64 (k, *reg_key (s, ns->pdata[i]));
+        df_put_be64 (k, *reg_key (s, ns->pdata[i]));
         g_byte_array_append (b, k, 8);
       }
   else if (sa == PRI_READ_RESERVATION && s->type != 0)
     {
       uint8_t d[16] = { 0 };
-      iscsi_put64 (d, type_all_registrants (s->type) ? 0 : s->res_key);
+      df_put_be64 (d, type_all_registrants (s->type) ? 0 : s->res_key);
       d[13] = s->type;
       g_byte_array_append (b, d, 16);
     }
   else if (sa == PRI_READ_FULL_STATUS)
     for (guint i = 0; i < ns->len; i++)
       full_status (s, ns->pdata[i], b);
-  iscsi_put32 (b->data + 4, b->len - 8);
+  df_put_be32 (b->data + 4, b->len - 8);
 }
 
 void
@@ -519,7 +519,7 @@ iscsi_lu_pr_in (iscsi_lu *lu, const uint8_t *cdb, uint8_t *din,
                 uint32_t din_cap, iscsi_scsi_result *r)
 {
   uint8_t sa = cdb[1] & 0x1f;
-  uint32_t alloc = iscsi_get16 (cdb + 7);
+  uint32_t alloc = df_get_be16 (cdb + 7);
   g_autoptr (GByteArray) b = g_byte_array_new ();
   uint32_t n;
 

@@ -90,7 +90,7 @@ invalid_field_at (iscsi_scsi_result *r, uint16_t byte, uint8_t bit)
 {
   invalid_field (r);
   r->sense[15] = (uint8_t) (0x80 | 0x40 | 0x08 | (bit & 7)); /* SKSV C/D BPV */
-  iscsi_put16 (r->sense + 16, byte);
+  df_put_be16 (r->sense + 16, byte);
 }
 
 static void
@@ -198,20 +198,20 @@ decode_lba (const scsi_cmd *d, const uint8_t *cdb, scsi_req *q)
   switch (d->cdb_len)
     {
     case 6: /* 21-bit LBA, 0 blocks = 256 */
-      q->lba = (uint64_t) (cdb[1] & 0x1f) << 16 | iscsi_get16 (cdb + 2);
+      q->lba = (uint64_t) (cdb[1] & 0x1f) << 16 | df_get_be16 (cdb + 2);
       q->blocks = cdb[4] ? cdb[4] : 256;
       return;
     case 10:
-      q->lba = iscsi_get32 (cdb + 2);
-      q->blocks = iscsi_get16 (cdb + 7);
+      q->lba = df_get_be32 (cdb + 2);
+      q->blocks = df_get_be16 (cdb + 7);
       break;
     case 12:
-      q->lba = iscsi_get32 (cdb + 2);
-      q->blocks = iscsi_get32 (cdb + 6);
+      q->lba = df_get_be32 (cdb + 2);
+      q->blocks = df_get_be32 (cdb + 6);
       break;
     default:
-      q->lba = iscsi_get64 (cdb + 2);
-      q->blocks = (d->flags & CMD_NLB13) ? cdb[13] : iscsi_get32 (cdb + 10);
+      q->lba = df_get_be64 (cdb + 2);
+      q->blocks = (d->flags & CMD_NLB13) ? cdb[13] : df_get_be32 (cdb + 10);
       break;
     }
   q->fua = (cdb[1] & 0x08) != 0;
@@ -319,7 +319,7 @@ miscompare (iscsi_scsi_result *r, uint32_t offset)
 {
   iscsi_scsi_sense (r, KEY_MISCOMPARE, 0x1d, 0x00);
   r->sense[0] |= 0x80; /* VALID */
-  iscsi_put32 (r->sense + 3, offset);
+  df_put_be32 (r->sense + 3, offset);
 }
 
 static uint32_t
@@ -493,7 +493,7 @@ cmd_unmap (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
   const uint8_t *p = q->dout;
   uint32_t len = q->dout_len;
-  uint32_t plen = iscsi_get16 (q->cdb + 7);
+  uint32_t plen = df_get_be16 (q->cdb + 7);
   uint32_t dlen;
 
   if (q->cdb[1] & 0x01) /* ANCHOR */
@@ -502,7 +502,7 @@ cmd_unmap (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
     return;
   if (plen < 8 || len < plen)
     return iscsi_scsi_sense (r, KEY_ILLEGAL_REQUEST, 0x1a, 0x00);
-  dlen = iscsi_get16 (p + 2);
+  dlen = df_get_be16 (p + 2);
   if (dlen % 16 != 0 || 8 + dlen > plen)
     return iscsi_scsi_sense (r, KEY_ILLEGAL_REQUEST, 0x26, 0x00);
   if (dlen / 16 > MAX_UNMAP_DESC)
@@ -510,8 +510,8 @@ cmd_unmap (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   /* Validate every descriptor before changing anything. */
   for (uint32_t o = 8; o < 8 + dlen; o += 16)
     {
-      uint64_t lba = iscsi_get64 (p + o);
-      uint32_t n = iscsi_get32 (p + o + 8);
+      uint64_t lba = df_get_be64 (p + o);
+      uint32_t n = df_get_be32 (p + o + 8);
       if (!range_ok (lu, lba, n))
         return lba_out_of_range (r);
       if (n > MAX_UNMAP_BLOCKS)
@@ -519,8 +519,8 @@ cmd_unmap (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
     }
   for (uint32_t o = 8; o < 8 + dlen; o += 16)
     {
-      uint32_t n = iscsi_get32 (p + o + 8);
-      if (n > 0 && !unmap_range (lu, iscsi_get64 (p + o), n, r))
+      uint32_t n = df_get_be32 (p + o + 8);
+      if (n > 0 && !unmap_range (lu, df_get_be64 (p + o), n, r))
         return;
     }
 }
@@ -618,7 +618,7 @@ inquiry_standard (iscsi_lu *lu, uint8_t *b)
           16);
   memcpy (b + 32, "0001", 4);
   for (guint i = 0; i < G_N_ELEMENTS (versions); i++)
-    iscsi_put16 (b + 58 + 2 * i, versions[i]);
+    df_put_be16 (b + 58 + 2 * i, versions[i]);
 }
 
 static uint32_t
@@ -627,7 +627,7 @@ vpd_supported (uint8_t *b)
   static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 };
 
   b[1] = 0x00;
-  iscsi_put16 (b + 2, sizeof pages);
+  df_put_be16 (b + 2, sizeof pages);
   memcpy (b + 4, pages, sizeof pages);
   return 4 + sizeof pages;
 }
@@ -638,7 +638,7 @@ vpd_serial (const iscsi_lu *lu, uint8_t *b)
   size_t n = MIN (strlen (lu->serial), 200u);
 
   b[1] = 0x80;
-  iscsi_put16 (b + 2, (uint16_t) n);
+  df_put_be16 (b + 2, (uint16_t) n);
   memcpy (b + 4, lu->serial, n);
   return (uint32_t) (4 + n);
 }
@@ -683,7 +683,7 @@ vpd_device_id (const iscsi_lu *lu, uint8_t *b)
   o += designator (b + o, 0x01, 0x03, naa, sizeof naa);
   o += designator (b + o, 0x53, 0x94, rtpi, sizeof rtpi); /* iSCSI, port */
   o += designator (b + o, 0x53, 0xa8, name, (uint32_t) ((nlen + 4) & ~3u));
-  iscsi_put16 (b + 2, (uint16_t) (o - 4));
+  df_put_be16 (b + 2, (uint16_t) (o - 4));
   return o;
 }
 
@@ -691,18 +691,18 @@ static uint32_t
 vpd_block_limits (const iscsi_lu *lu, uint8_t *b)
 {
   b[1] = 0xb0;
-  iscsi_put16 (b + 2, 0x3c);
+  df_put_be16 (b + 2, 0x3c);
   b[4] = 0x01;                                   /* WSNZ */
   b[5] = ISCSI_MAX_CAW_BLOCKS;  /* maximum COMPARE AND WRITE length */
-  iscsi_put16 (b + 6, 1u << LBPPBE);             /* opt. granularity */
-  iscsi_put32 (b + 8, ISCSI_MAX_XFER / ISCSI_BLOCK);
-  iscsi_put32 (b + 12, 128 * 1024 / ISCSI_BLOCK); /* optimal transfer */
+  df_put_be16 (b + 6, 1u << LBPPBE);             /* opt. granularity */
+  df_put_be32 (b + 8, ISCSI_MAX_XFER / ISCSI_BLOCK);
+  df_put_be32 (b + 12, 128 * 1024 / ISCSI_BLOCK); /* optimal transfer */
   if (!lu->readonly) /* no UNMAP (LBPU=0): counts must be 0 */
     {
-      iscsi_put32 (b + 20, MAX_UNMAP_BLOCKS);
-      iscsi_put32 (b + 24, MAX_UNMAP_DESC);
-      iscsi_put32 (b + 28, 1u << LBPPBE);        /* unmap granularity */
-      iscsi_put64 (b + 36, MAX_WS_BLOCKS);
+      df_put_be32 (b + 20, MAX_UNMAP_BLOCKS);
+      df_put_be32 (b + 24, MAX_UNMAP_DESC);
+      df_put_be32 (b + 28, 1u << LBPPBE);        /* unmap granularity */
+      df_put_be64 (b + 36, MAX_WS_BLOCKS);
     }
   return 4 + 0x3c;
 }
@@ -711,8 +711,8 @@ static uint32_t
 vpd_characteristics (uint8_t *b)
 {
   b[1] = 0xb1;
-  iscsi_put16 (b + 2, 0x3c);
-  iscsi_put16 (b + 4, 1); /* non-rotating medium */
+  df_put_be16 (b + 2, 0x3c);
+  df_put_be16 (b + 4, 1); /* non-rotating medium */
   return 4 + 0x3c;
 }
 
@@ -720,7 +720,7 @@ static uint32_t
 vpd_provisioning (const iscsi_lu *lu, uint8_t *b)
 {
   b[1] = 0xb2;
-  iscsi_put16 (b + 2, 4);
+  df_put_be16 (b + 2, 4);
   if (!lu->readonly)
     {
       b[5] = 0x80 | 0x40 | 0x20 | 0x04; /* LBPU LBPWS LBPWS10 LBPRZ */
@@ -736,7 +736,7 @@ cmd_inquiry (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   uint8_t *din = q->din;
   uint32_t din_cap = q->din_cap;
   uint8_t b[512] = { 0 };
-  uint32_t alloc = iscsi_get16 (cdb + 3), len;
+  uint32_t alloc = df_get_be16 (cdb + 3), len;
 
   if (!(cdb[1] & 0x01))
     {
@@ -767,10 +767,10 @@ cmd_read_capacity10 (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   uint8_t b[8];
   uint64_t last = num_blocks (lu) - 1;
 
-  if (!(cdb[8] & 0x01) && iscsi_get32 (cdb + 2) != 0)
+  if (!(cdb[8] & 0x01) && df_get_be32 (cdb + 2) != 0)
     return invalid_field (r); /* LBA without PMI */
-  iscsi_put32 (b, last > 0xffffffffu ? 0xffffffffu : (uint32_t) last);
-  iscsi_put32 (b + 4, ISCSI_BLOCK);
+  df_put_be32 (b, last > 0xffffffffu ? 0xffffffffu : (uint32_t) last);
+  df_put_be32 (b + 4, ISCSI_BLOCK);
   copy_out (r, q->din, q->din_cap, b, 8, 8);
 }
 
@@ -779,8 +779,8 @@ cmd_read_capacity16 (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
   uint8_t b[32] = { 0 };
 
-  iscsi_put64 (b, num_blocks (lu) - 1);
-  iscsi_put32 (b + 8, ISCSI_BLOCK);
+  df_put_be64 (b, num_blocks (lu) - 1);
+  df_put_be32 (b + 8, ISCSI_BLOCK);
   /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 0: every 512-byte block
    * can be unmapped and reported on its own (GET LBA STATUS, UNMAP);
    * the 4 KiB cache block is advertised as the optimal granularities of
@@ -788,7 +788,7 @@ cmd_read_capacity16 (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   b[13] = 0;
   if (!lu->readonly)
     b[14] = 0x80 | 0x40; /* LBPME, LBPRZ */
-  copy_out (r, q->din, q->din_cap, b, sizeof b, iscsi_get32 (q->cdb + 10));
+  copy_out (r, q->din, q->din_cap, b, sizeof b, df_get_be32 (q->cdb + 10));
 }
 
 static void
@@ -796,14 +796,14 @@ cmd_report_luns (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
   const uint8_t *cdb = q->cdb;
   uint8_t b[16] = { 0 };
-  uint32_t alloc = iscsi_get32 (cdb + 6);
+  uint32_t alloc = df_get_be32 (cdb + 6);
 
   (void) lu;
   if (cdb[2] > 0x02 && cdb[2] != 0x10 && cdb[2] != 0x11 && cdb[2] != 0x12)
     return invalid_field (r);
   if (alloc < 16)
     return invalid_field (r); /* SPC-4: allocation length below 16 */
-  iscsi_put32 (b, 8);
+  df_put_be32 (b, 8);
   b[9] = ISCSI_LUN; /* peripheral addressing, LUN 1 */
   copy_out (r, q->din, q->din_cap, b, sizeof b, alloc);
 }
@@ -824,7 +824,7 @@ mode_page (const iscsi_lu *lu, uint8_t page, bool changeable, uint8_t *b)
       b[0] = 0x0a;
       b[1] = 0x0a;
       if (!changeable)
-        iscsi_put16 (b + 10, 0xffff); /* busy timeout: unlimited */
+        df_put_be16 (b + 10, 0xffff); /* busy timeout: unlimited */
       return 12;
     case 0x1c: /* informational exceptions: none reported */
       b[0] = 0x1c;
@@ -842,7 +842,7 @@ cmd_mode_sense (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   bool ms10 = cdb[0] == 0x5a;
   bool dbd = (cdb[1] & 0x08) != 0;
   uint8_t pc = cdb[2] >> 6, page = cdb[2] & 0x3f, sub = cdb[3];
-  uint32_t alloc = ms10 ? iscsi_get16 (cdb + 7) : cdb[4];
+  uint32_t alloc = ms10 ? df_get_be16 (cdb + 7) : cdb[4];
   uint32_t hdr = ms10 ? 8 : 4, o;
   uint8_t b[256] = { 0 };
   uint64_t nb = num_blocks (lu);
@@ -854,9 +854,9 @@ cmd_mode_sense (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   o = hdr;
   if (!dbd)
     {
-      iscsi_put32 (b + o, nb > 0xffffff ? 0xffffff : (uint32_t) nb);
+      df_put_be32 (b + o, nb > 0xffffff ? 0xffffff : (uint32_t) nb);
       b[o] = 0;
-      iscsi_put32 (b + o + 4, ISCSI_BLOCK);
+      df_put_be32 (b + o + 4, ISCSI_BLOCK);
       o += 8;
     }
   if (page == 0x3f)
@@ -874,7 +874,7 @@ cmd_mode_sense (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
     }
   if (ms10)
     {
-      iscsi_put16 (b, (uint16_t) (o - 2));
+      df_put_be16 (b, (uint16_t) (o - 2));
       b[3] = (lu->readonly ? 0x80 : 0) | 0x10; /* WP, DPOFUA */
       b[7] = dbd ? 0 : 8;
     }
@@ -924,21 +924,21 @@ lba_status_extent (void *opaque, uint64_t offset, uint64_t length,
   uint8_t *last = st->n ? st->b + 16 * (st->n - 1) : NULL;
 
   if (last != NULL && last[12] == status
-      && iscsi_get64 (last) + iscsi_get32 (last + 8) == lba)
+      && df_get_be64 (last) + df_get_be32 (last + 8) == lba)
     {
-      iscsi_put32 (last + 8, (uint32_t) (end - iscsi_get64 (last)));
+      df_put_be32 (last + 8, (uint32_t) (end - df_get_be64 (last)));
       return 0;
     }
-  if (last != NULL && iscsi_get64 (last) + iscsi_get32 (last + 8) > lba)
-    lba = iscsi_get64 (last) + iscsi_get32 (last + 8); /* sub-block extent */
+  if (last != NULL && df_get_be64 (last) + df_get_be32 (last + 8) > lba)
+    lba = df_get_be64 (last) + df_get_be32 (last + 8); /* sub-block extent */
   if (end <= lba)
     return 0;
   if (st->n == st->max)
     return -1;
   last = st->b + 16 * st->n++;
   memset (last, 0, 16);
-  iscsi_put64 (last, lba);
-  iscsi_put32 (last + 8, (uint32_t) (end - lba));
+  df_put_be64 (last, lba);
+  df_put_be32 (last + 8, (uint32_t) (end - lba));
   last[12] = status;
   return 0;
 }
@@ -946,8 +946,8 @@ lba_status_extent (void *opaque, uint64_t offset, uint64_t length,
 static void
 cmd_get_lba_status (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
-  uint64_t lba = iscsi_get64 (q->cdb + 2), nb = num_blocks (lu);
-  uint32_t alloc = iscsi_get32 (q->cdb + 10);
+  uint64_t lba = df_get_be64 (q->cdb + 2), nb = num_blocks (lu);
+  uint32_t alloc = df_get_be32 (q->cdb + 10);
   uint8_t b[8 + 16 * LBA_STATUS_MAX_DESC] = { 0 };
   lba_status st = { b + 8, 0, LBA_STATUS_MAX_DESC };
   uint64_t left;
@@ -961,7 +961,7 @@ cmd_get_lba_status (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   if (df_blk_extents (lu->blk, (uint32_t) left, lba * ISCSI_BLOCK,
                       lba_status_extent, &st, &errnum) < 0)
     return io_failed (lu, r, errnum, false);
-  iscsi_put32 (b, 4 + 16 * st.n);
+  df_put_be32 (b, 4 + 16 * st.n);
   copy_out (r, q->din, q->din_cap, b, 8 + 16 * st.n, alloc);
 }
 
@@ -1181,7 +1181,7 @@ static uint32_t
 rsoc_timeouts (uint8_t *b)
 {
   memset (b, 0, RSOC_TIMEOUTS_LEN);
-  iscsi_put16 (b, RSOC_TIMEOUTS_LEN - 2); /* no timeouts given (0) */
+  df_put_be16 (b, RSOC_TIMEOUTS_LEN - 2); /* no timeouts given (0) */
   return RSOC_TIMEOUTS_LEN;
 }
 
@@ -1213,14 +1213,14 @@ rsoc_all (bool rctd, GByteArray *b)
       memset (d, 0, sizeof d);
       d[0] = c->opcode;
       if (c->flags & CMD_SA)
-        iscsi_put16 (d + 2, c->sa);
+        df_put_be16 (d + 2, c->sa);
       d[5] = (rctd ? 0x02 : 0) | ((c->flags & CMD_SA) ? 0x01 : 0);
-      iscsi_put16 (d + 6, c->cdb_len);
+      df_put_be16 (d + 6, c->cdb_len);
       if (rctd)
         n += rsoc_timeouts (d + 8);
       g_byte_array_append (b, d, n);
     }
-  iscsi_put32 (b->data, b->len - 4);
+  df_put_be32 (b->data, b->len - 4);
   return b->len;
 }
 
@@ -1237,7 +1237,7 @@ rsoc_one (const scsi_cmd *d, bool rctd, GByteArray *b)
       return;
     }
   h[1] = (rctd ? 0x80 : 0) | 0x03; /* supported as the standard says */
-  iscsi_put16 (h + 2, d->cdb_len);
+  df_put_be16 (h + 2, d->cdb_len);
   rsoc_usage (d, h + 4);
   n += d->cdb_len;
   if (rctd)
@@ -1251,7 +1251,7 @@ cmd_report_opcodes (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
   const uint8_t *cdb = q->cdb;
   bool rctd = (cdb[2] & 0x80) != 0, known;
   uint8_t options = cdb[2] & 0x07, op = cdb[3];
-  uint16_t sa = iscsi_get16 (cdb + 4);
+  uint16_t sa = df_get_be16 (cdb + 4);
   g_autoptr (GByteArray) b = g_byte_array_new ();
   bool has_sa = has_service_actions (op);
 
@@ -1279,7 +1279,7 @@ cmd_report_opcodes (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
     default:
       return invalid_field_at (r, 2, 2);
     }
-  copy_out (r, q->din, q->din_cap, b->data, b->len, iscsi_get32 (cdb + 6));
+  copy_out (r, q->din, q->din_cap, b->data, b->len, df_get_be32 (cdb + 6));
 }
 
 /* ---- planning and dispatch -------------------------------------------------- */
@@ -1304,9 +1304,9 @@ iscsi_scsi_plan (const iscsi_lu *lu, const uint8_t cdb[16], scsi_dir *dir,
   else if (d->len_size == 1)
     *len = cdb[d->len_off];
   else if (d->len_size == 2)
-    *len = iscsi_get16 (cdb + d->len_off);
+    *len = df_get_be16 (cdb + d->len_off);
   else if (d->len_size == 4)
-    *len = iscsi_get32 (cdb + d->len_off);
+    *len = df_get_be32 (cdb + d->len_off);
   else
     *len = block_bytes (q.blocks);
   *dir = *len ? d->dir : SCSI_DIR_NONE;

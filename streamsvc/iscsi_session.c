@@ -336,10 +336,10 @@ iscsi_send (iscsi_conn *c, const uint8_t bhs[ISCSI_BHS_LEN], const void *data,
 static void
 fill_sns (iscsi_conn *c, uint8_t *bhs, uint32_t itt, bool status)
 {
-  iscsi_put32 (bhs + 16, itt);
-  iscsi_put32 (bhs + 24, status ? c->stat_sn++ : c->stat_sn);
-  iscsi_put32 (bhs + 28, c->exp_cmd_sn);
-  iscsi_put32 (bhs + 32, iscsi_max_cmd_sn (c));
+  df_put_be32 (bhs + 16, itt);
+  df_put_be32 (bhs + 24, status ? c->stat_sn++ : c->stat_sn);
+  df_put_be32 (bhs + 28, c->exp_cmd_sn);
+  df_put_be32 (bhs + 32, iscsi_max_cmd_sn (c));
 }
 
 static void
@@ -389,11 +389,11 @@ send_scsi_response (iscsi_conn *c, const cmd_info *ci,
 
   bhs[1] |= residual (ci->edtl, actual, &count);
   fill_sns (c, bhs, ci->itt, true);
-  iscsi_put32 (bhs + 36, exp_data_sn);
-  iscsi_put32 (bhs + 44, count);
+  df_put_be32 (bhs + 36, exp_data_sn);
+  df_put_be32 (bhs + 44, count);
   if (r->sense_len == 0)
     return iscsi_send (c, bhs, NULL, 0);
-  iscsi_put16 (data, (uint16_t) r->sense_len);
+  df_put_be16 (data, (uint16_t) r->sense_len);
   memcpy (data + 2, r->sense, r->sense_len);
   iscsi_send (c, bhs, data, 2 + r->sense_len);
 }
@@ -417,16 +417,16 @@ send_data_in (iscsi_conn *c, const cmd_info *ci, const uint8_t *data,
       bhs[1] = burst_end ? 0x80 : 0;
       memcpy (bhs + 8, ci->lun, 8);
       fill_sns (c, bhs, ci->itt, false);
-      iscsi_put32 (bhs + 20, NO_TAG);
-      iscsi_put32 (bhs + 36, sn++);
-      iscsi_put32 (bhs + 40, off);
+      df_put_be32 (bhs + 20, NO_TAG);
+      df_put_be32 (bhs + 36, sn++);
+      df_put_be32 (bhs + 40, off);
       if (last)
         {
           uint32_t count = 0;
           bhs[1] |= 0x01 | residual (ci->edtl, actual, &count);
           bhs[3] = SCSI_GOOD;
-          iscsi_put32 (bhs + 24, c->stat_sn++);
-          iscsi_put32 (bhs + 44, count);
+          df_put_be32 (bhs + 24, c->stat_sn++);
+          df_put_be32 (bhs + 44, count);
         }
       iscsi_send (c, bhs, data + off, n);
       off += n;
@@ -470,7 +470,7 @@ foreign_lun (iscsi_conn *c, const uint8_t *cdb, iscsi_scsi_result *r,
   if (cdb[0] == 0x12 && !(cdb[1] & 1) && cdb[2] == 0)
     {
       uint8_t b[36] = { 0x7f, 0, 0x06, 0x02, 31 };
-      r->data_len = MIN (MIN ((uint32_t) sizeof b, iscsi_get16 (cdb + 3)),
+      r->data_len = MIN (MIN ((uint32_t) sizeof b, df_get_be16 (cdb + 3)),
                          cap);
       memcpy (din, b, r->data_len);
     }
@@ -558,10 +558,10 @@ send_r2t (iscsi_conn *c, iscsi_task *t, const uint8_t *lun)
   t->data_sn = 0;
   memcpy (bhs + 8, lun, 8);
   fill_sns (c, bhs, t->itt, false);
-  iscsi_put32 (bhs + 20, t->ttt);
-  iscsi_put32 (bhs + 36, t->r2t_sn++);
-  iscsi_put32 (bhs + 40, t->r2t_off);
-  iscsi_put32 (bhs + 44, t->r2t_len);
+  df_put_be32 (bhs + 20, t->ttt);
+  df_put_be32 (bhs + 36, t->r2t_sn++);
+  df_put_be32 (bhs + 40, t->r2t_off);
+  df_put_be32 (bhs + 44, t->r2t_len);
   iscsi_send (c, bhs, NULL, 0);
 }
 
@@ -594,7 +594,7 @@ start_write_task (iscsi_conn *c, const iscsi_pdu *pdu, const cmd_info *ci,
   t = g_new0 (iscsi_task, 1);
   t->itt = ci->itt;
   t->ttt = new_ttt (c);
-  t->cmd_sn = iscsi_get32 (pdu->bhs + 24);
+  t->cmd_sn = df_get_be32 (pdu->bhs + 24);
   t->buffered = &c->buffered;
   memcpy (t->cdb, pdu->bhs + 32, 16);
   memcpy (t->lun, ci->lun, 8);
@@ -611,7 +611,7 @@ static void
 rx_scsi_cmd (iscsi_conn *c, const iscsi_pdu *pdu)
 {
   const uint8_t *bhs = pdu->bhs;
-  cmd_info ci = { iscsi_get32 (bhs + 16), bhs + 8, iscsi_get32 (bhs + 20),
+  cmd_info ci = { df_get_be32 (bhs + 16), bhs + 8, df_get_be32 (bhs + 20),
                   (bhs[1] & 0x40) != 0, (bhs[1] & 0x20) != 0 };
   uint32_t immediate = MIN (pdu->data_len, ci.edtl);
 
@@ -636,12 +636,12 @@ rx_data_out (iscsi_conn *c, const iscsi_pdu *pdu)
 {
   const uint8_t *bhs = pdu->bhs;
   iscsi_task *t = g_hash_table_lookup (c->tasks, GUINT_TO_POINTER (
-                                                     iscsi_get32 (bhs + 16)));
-  uint32_t off = iscsi_get32 (bhs + 40);
+                                                     df_get_be32 (bhs + 16)));
+  uint32_t off = df_get_be32 (bhs + 40);
 
   if (t == NULL)
     return; /* aborted task: its remaining data is discarded */
-  if (iscsi_get32 (bhs + 20) != t->ttt || iscsi_get32 (bhs + 36) != t->data_sn
+  if (df_get_be32 (bhs + 20) != t->ttt || df_get_be32 (bhs + 36) != t->data_sn
       || off != t->received || pdu->data_len > t->r2t_off + t->r2t_len - off)
     {
       /* The task fails (ABORTED COMMAND, DATA PHASE ERROR); its other
@@ -652,7 +652,7 @@ rx_data_out (iscsi_conn *c, const iscsi_pdu *pdu)
 
       g_message ("iSCSI %s: Data-Out out of sequence (DataSN %u, want %u; "
                  "offset %u, want %u): task failed", c->client,
-                 iscsi_get32 (bhs + 36), t->data_sn, off, t->received);
+                 df_get_be32 (bhs + 36), t->data_sn, off, t->received);
       memcpy (lun, t->lun, 8);
       iscsi_scsi_sense (&r, 0x0b, 0x4b, 0x00);
       g_hash_table_remove (c->tasks, GUINT_TO_POINTER (ci.itt));
@@ -674,11 +674,11 @@ rx_nop_out (iscsi_conn *c, const iscsi_pdu *pdu)
 {
   const uint8_t *req = pdu->bhs;
   uint8_t bhs[ISCSI_BHS_LEN] = { ISCSI_OP_NOP_IN, 0x80 };
-  uint32_t itt = iscsi_get32 (req + 16);
+  uint32_t itt = df_get_be32 (req + 16);
 
   memcpy (bhs + 8, req + 8, 8);
   fill_sns (c, bhs, itt, true);
-  iscsi_put32 (bhs + 20, NO_TAG);
+  df_put_be32 (bhs + 20, NO_TAG);
   iscsi_send (c, bhs, pdu->data, MIN (pdu->data_len, c->p.max_send_dsl));
 }
 
@@ -686,7 +686,7 @@ rx_nop_out (iscsi_conn *c, const iscsi_pdu *pdu)
 static void
 rx_ping_answer (iscsi_conn *c, const iscsi_pdu *pdu)
 {
-  uint32_t ttt = iscsi_get32 (pdu->bhs + 20);
+  uint32_t ttt = df_get_be32 (pdu->bhs + 20);
 
   if (c->ping == ISCSI_PING_SENT && ttt == c->ping_ttt)
     c->ping = ISCSI_PING_IDLE;
@@ -716,7 +716,7 @@ send_ping (iscsi_conn *c, gint64 now_us)
   bhs[9] = ISCSI_LUN;
   c->ping_ttt = new_ttt (c);
   fill_sns (c, bhs, NO_TAG, false);
-  iscsi_put32 (bhs + 20, c->ping_ttt);
+  df_put_be32 (bhs + 20, c->ping_ttt);
   iscsi_send (c, bhs, NULL, 0);
   c->ping = ISCSI_PING_SENT;
   c->ping_sent_us = now_us;
@@ -757,8 +757,8 @@ iscsi_conn_tick (iscsi_conn *c, gint64 now_us)
 static uint8_t
 tmf_abort_task (iscsi_conn *c, const uint8_t *req)
 {
-  uint32_t rtt = iscsi_get32 (req + 20);
-  uint32_t ref = iscsi_get32 (req + 32);
+  uint32_t rtt = df_get_be32 (req + 20);
+  uint32_t ref = df_get_be32 (req + 32);
 
   if (g_hash_table_remove (c->tasks, GUINT_TO_POINTER (rtt)))
     return 0;
@@ -766,7 +766,7 @@ tmf_abort_task (iscsi_conn *c, const uint8_t *req)
    * counts as received; completed or unknown tasks do not exist. */
   if (!iscsi_sn_lt (ref, c->exp_cmd_sn)
       && !iscsi_sn_lt (iscsi_max_cmd_sn (c), ref)
-      && iscsi_sn_lt (ref, iscsi_get32 (req + 24)))
+      && iscsi_sn_lt (ref, df_get_be32 (req + 24)))
     return 0;
   return 1;
 }
@@ -810,7 +810,7 @@ rx_tmf (iscsi_conn *c, const iscsi_pdu *pdu)
     }
   g_debug ("iSCSI %s: TMF %u -> %u", c->client, fn, resp);
   bhs[2] = resp;
-  fill_sns (c, bhs, iscsi_get32 (req + 16), true);
+  fill_sns (c, bhs, df_get_be32 (req + 16), true);
   iscsi_send (c, bhs, NULL, 0);
 }
 
@@ -827,7 +827,7 @@ text_respond (iscsi_conn *c, uint32_t itt, const uint8_t *lun)
   fill_sns (c, bhs, itt, true);
   if (more)
     c->text_ttt = new_ttt (c);
-  iscsi_put32 (bhs + 20, more ? c->text_ttt : NO_TAG);
+  df_put_be32 (bhs + 20, more ? c->text_ttt : NO_TAG);
   iscsi_send (c, bhs, c->text_rest->data, n);
   g_byte_array_remove_range (c->text_rest, 0, n);
   if (!more)
@@ -838,13 +838,13 @@ static void
 rx_text (iscsi_conn *c, const iscsi_pdu *pdu)
 {
   const uint8_t *req = pdu->bhs;
-  uint32_t ttt = iscsi_get32 (req + 20);
+  uint32_t ttt = df_get_be32 (req + 20);
   g_autoptr (GError) err = NULL;
   g_autoptr (GPtrArray) kvs = NULL;
   g_autoptr (GString) out = g_string_new (NULL);
 
   if (ttt != NO_TAG && c->text_rest != NULL && ttt == c->text_ttt)
-    return text_respond (c, iscsi_get32 (req + 16), req + 8);
+    return text_respond (c, df_get_be32 (req + 16), req + 8);
   if (req[1] & 0x40) /* continued requests: our keys always fit one PDU */
     return send_reject (c, req, ISCSI_REJECT_NOT_SUPPORTED);
   kvs = iscsi_text_parse (pdu->data, pdu->data_len, &err);
@@ -871,7 +871,7 @@ rx_text (iscsi_conn *c, const iscsi_pdu *pdu)
   c->text_rest = g_byte_array_new ();
   g_byte_array_append (c->text_rest, (const uint8_t *) out->str,
                        (guint) out->len);
-  text_respond (c, iscsi_get32 (req + 16), req + 8);
+  text_respond (c, df_get_be32 (req + 16), req + 8);
 }
 
 static void
@@ -882,7 +882,7 @@ rx_logout (iscsi_conn *c, const iscsi_pdu *pdu)
   uint8_t bhs[ISCSI_BHS_LEN] = { ISCSI_OP_LOGOUT_RSP, 0x80 };
 
   bhs[2] = reason == 2 ? 2 : 0; /* connection recovery: not supported */
-  fill_sns (c, bhs, iscsi_get32 (req + 16), true);
+  fill_sns (c, bhs, df_get_be32 (req + 16), true);
   iscsi_send (c, bhs, NULL, 0);
   if (reason != 2)
     {
@@ -897,7 +897,7 @@ rx_logout (iscsi_conn *c, const iscsi_pdu *pdu)
 static bool
 cmd_sn_accept (iscsi_conn *c, const iscsi_pdu *pdu)
 {
-  uint32_t sn = iscsi_get32 (pdu->bhs + 24);
+  uint32_t sn = df_get_be32 (pdu->bhs + 24);
 
   if (iscsi_pdu_immediate (pdu))
     return true;
@@ -924,7 +924,7 @@ dispatch_full (iscsi_conn *c, const iscsi_pdu *pdu)
       && op != ISCSI_OP_TMF_REQ && op != ISCSI_OP_TEXT_REQ
       && op != ISCSI_OP_LOGOUT_REQ)
     return send_reject (c, pdu->bhs, ISCSI_REJECT_PROTOCOL);
-  if (op == ISCSI_OP_NOP_OUT && iscsi_get32 (pdu->bhs + 16) == NO_TAG)
+  if (op == ISCSI_OP_NOP_OUT && df_get_be32 (pdu->bhs + 16) == NO_TAG)
     return rx_ping_answer (c, pdu); /* carries no CmdSN to count */
   if (!cmd_sn_accept (c, pdu))
     return;

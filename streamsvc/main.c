@@ -25,6 +25,7 @@
 
 #include "admin.h"
 #include "common.h"
+#include "defaults.h"
 #include "conf.h"
 #include "config.h"
 #include "exports.h"
@@ -32,9 +33,6 @@
 #include "server.h"
 #include "sessions.h"
 
-#define NBD_DEFAULT_PORT 10809
-#define ISCSI_DEFAULT_PORT 3260
-#define ADMIN_DEFAULT_PORT 8001
 #define CONFIG_GROUP "streamsvc"
 #define UNSET G_MININT /* integer option not given (negatives are errors) */
 
@@ -270,7 +268,7 @@ start_nbd (DfStreamServer *srv, char **addrs, GError **err)
       DfListenAddr la = { 0 };
       g_autofree char *bound = NULL;
       g_auto (GStrv) lines = NULL;
-      bool ok = df_parse_listen (*a, NBD_DEFAULT_PORT, &la, err)
+      bool ok = df_parse_listen (*a, DF_NBD_PORT, &la, err)
                 && df_stream_server_listen_nbd (srv, &la, &bound, err);
 
       df_listen_addr_clear (&la);
@@ -291,7 +289,7 @@ listen_iscsi (DfStreamServer *srv, char **addrs, GError **err)
       DfListenAddr la = { 0 };
       g_autofree char *bound = NULL;
       g_auto (GStrv) lines = NULL;
-      bool ok = df_parse_listen (*a, ISCSI_DEFAULT_PORT, &la, err)
+      bool ok = df_parse_listen (*a, DF_ISCSI_PORT, &la, err)
                 && df_stream_server_listen_iscsi (srv, &la, &bound, err);
 
       df_listen_addr_clear (&la);
@@ -310,7 +308,7 @@ start_admin (const char *addr, DfSessions *ss, DfExports *ex, GError **err)
   DfListenAddr la = { 0 };
   DfAdmin *a = NULL;
 
-  if (df_parse_listen (addr, ADMIN_DEFAULT_PORT, &la, err))
+  if (df_parse_listen (addr, DF_ADMIN_PORT, &la, err))
     a = df_admin_start (&la, ss, ex, NULL, err);
   if (a != NULL && la.unix_path != NULL)
     g_message ("admin listening on unix:%s", la.unix_path);

@@ -8,6 +8,8 @@
 
 #include "nbd.h"
 
+#include "byteorder.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
@@ -169,45 +171,6 @@ buf_clear (nbd_buf *b)
   memset (b, 0, sizeof *b);
 }
 
-static inline void
-put16 (uint8_t *p, uint16_t v)
-{
-  p[0] = v >> 8;
-  p[1] = v;
-}
-
-static inline void
-put32 (uint8_t *p, uint32_t v)
-{
-  put16 (p, v >> 16);
-  put16 (p + 2, v);
-}
-
-static inline void
-put64 (uint8_t *p, uint64_t v)
-{
-  put32 (p, v >> 32);
-  put32 (p + 4, v);
-}
-
-static inline uint16_t
-get16 (const uint8_t *p)
-{
-  return (uint16_t) (p[0] << 8 | p[1]);
-}
-
-static inline uint32_t
-get32 (const uint8_t *p)
-{
-  return (uint32_t) get16 (p) << 16 | get16 (p + 2);
-}
-
-static inline uint64_t
-get64 (const uint8_t *p)
-{
-  return (uint64_t) get32 (p) << 32 | get32 (p + 4);
-}
-
 /* ---- connection ---------------------------------------------------------- */
 
 /* One coalesced run of an extent map (reads and BLOCK_STATUS). */
@@ -278,9 +241,9 @@ send_greeting (nbd_conn *c)
 {
   uint8_t *p = buf_append (&c->out, 18);
 
-  put64 (p, NBD_MAGIC);
-  put64 (p + 8, NBD_OPTS_MAGIC);
-  put16 (p + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  df_put_be64 (p, NBD_MAGIC);
+  df_put_be64 (p + 8, NBD_OPTS_MAGIC);
+  df_put_be16 (p + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 }
 
 /* "export device/pc01 device pc01 generation 3 vdisk base version 2 cache
@@ -450,14 +413,14 @@ bytes_needed (const nbd_conn *c)
       if (have < OPT_HEADER_LEN)
         return OPT_HEADER_LEN;
       /* An oversize length is refused from the header alone. */
-      if (get32 (p + 12) > NBD_MAX_OPTION_LEN)
+      if (df_get_be32 (p + 12) > NBD_MAX_OPTION_LEN)
         return OPT_HEADER_LEN;
-      return OPT_HEADER_LEN + (size_t) get32 (p + 12);
+      return OPT_HEADER_LEN + (size_t) df_get_be32 (p + 12);
     case NBD_STATE_TRANSMISSION:
       if (have < REQ_HEADER_LEN)
         return REQ_HEADER_LEN;
-      if (get16 (p + 6) == NBD_CMD_WRITE && get32 (p + 24) <= NBD_MAX_BLOCK)
-        return REQ_HEADER_LEN + (size_t) get32 (p + 24);
+      if (df_get_be16 (p + 6) == NBD_CMD_WRITE && df_get_be32 (p + 24) <= NBD_MAX_BLOCK)
+        return REQ_HEADER_LEN + (size_t) df_get_be32 (p + 24);
       return REQ_HEADER_LEN;
     case NBD_STATE_CLOSED:
     default:
@@ -513,10 +476,10 @@ opt_reply_start (nbd_conn *c, uint32_t opt, uint32_t type, uint32_t len)
 {
   uint8_t *p = buf_append (&c->out, 20 + (size_t) len);
 
-  put64 (p, NBD_REP_MAGIC);
-  put32 (p + 8, opt);
-  put32 (p + 12, type);
-  put32 (p + 16, len);
+  df_put_be64 (p, NBD_REP_MAGIC);
+  df_put_be32 (p + 8, opt);
+  df_put_be32 (p + 12, type);
+  df_put_be32 (p + 16, len);
   return p + 20;
 }
 
@@ -557,7 +520,7 @@ cur_u32 (cursor *k, uint32_t *v)
 {
   if (k->end - k->p < 4)
     return false;
-  *v = get32 (k->p);
+  *v = df_get_be32 (k->p);
   k->p += 4;
   return true;
 }
@@ -567,7 +530,7 @@ cur_u16 (cursor *k, uint16_t *v)
 {
   if (k->end - k->p < 2)
     return false;
-  *v = get16 (k->p);
+  *v = df_get_be16 (k->p);
   k->p += 2;
   return true;
 }
@@ -700,8 +663,8 @@ nbd_opt_export_name (nbd_conn *c, uint32_t opt, const uint8_t *data,
       return;
     }
   p = buf_append (&c->out, c->no_zeroes ? 10 : 134);
-  put64 (p, df_export_blk (e)->size);
-  put16 (p + 8, transmission_flags (c, e));
+  df_put_be64 (p, df_export_blk (e)->size);
+  df_put_be16 (p + 8, transmission_flags (c, e));
   if (!c->no_zeroes)
     memset (p + 10, 0, 124);
   enter_transmission (c, e);
@@ -737,7 +700,7 @@ nbd_opt_list (nbd_conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
       uint32_t nlen = (uint32_t) MIN (strlen (*n), NBD_MAX_STRING);
       uint8_t *p = opt_reply_start (c, opt, NBD_REP_SERVER, 4 + nlen);
 
-      put32 (p, nlen);
+      df_put_be32 (p, nlen);
       memcpy (p + 4, *n, nlen);
     }
   opt_reply (c, opt, NBD_REP_ACK, NULL, 0);
@@ -778,9 +741,9 @@ send_info (nbd_conn *c, uint32_t opt, DfExport *e, uint16_t type)
     {
     case NBD_INFO_EXPORT:
       p = opt_reply_start (c, opt, NBD_REP_INFO, 12);
-      put16 (p, NBD_INFO_EXPORT);
-      put64 (p + 2, df_export_blk (e)->size);
-      put16 (p + 10, transmission_flags (c, e));
+      df_put_be16 (p, NBD_INFO_EXPORT);
+      df_put_be64 (p + 2, df_export_blk (e)->size);
+      df_put_be16 (p + 10, transmission_flags (c, e));
       break;
     case NBD_INFO_NAME:
     case NBD_INFO_DESCRIPTION:
@@ -788,15 +751,15 @@ send_info (nbd_conn *c, uint32_t opt, DfExport *e, uint16_t type)
       s = s != NULL ? s : "";
       slen = (uint32_t) MIN (strlen (s), NBD_MAX_STRING);
       p = opt_reply_start (c, opt, NBD_REP_INFO, 2 + slen);
-      put16 (p, type);
+      df_put_be16 (p, type);
       memcpy (p + 2, s, slen);
       break;
     case NBD_INFO_BLOCK_SIZE:
       p = opt_reply_start (c, opt, NBD_REP_INFO, 14);
-      put16 (p, NBD_INFO_BLOCK_SIZE);
-      put32 (p + 2, 1);
-      put32 (p + 6, NBD_PREF_BLOCK);
-      put32 (p + 10, NBD_MAX_BLOCK);
+      df_put_be16 (p, NBD_INFO_BLOCK_SIZE);
+      df_put_be32 (p + 2, 1);
+      df_put_be32 (p + 6, NBD_PREF_BLOCK);
+      df_put_be32 (p + 10, NBD_MAX_BLOCK);
       break;
     default:
       break; /* unknown requests are ignored (spec) */
@@ -913,7 +876,7 @@ nbd_opt_meta_context (nbd_conn *c, uint32_t opt, const uint8_t *data,
       uint8_t *p = opt_reply_start (c, opt, NBD_REP_META_CONTEXT,
                                     4 + strlen (BASE_ALLOCATION));
 
-      put32 (p, listing ? 0 : BASE_ALLOCATION_ID);
+      df_put_be32 (p, listing ? 0 : BASE_ALLOCATION_ID);
       memcpy (p + 4, BASE_ALLOCATION, strlen (BASE_ALLOCATION));
     }
   if (!listing)
@@ -946,7 +909,7 @@ static const struct {
 static void
 step_client_flags (nbd_conn *c)
 {
-  uint32_t flags = get32 (c->in.data + c->in.start);
+  uint32_t flags = df_get_be32 (c->in.data + c->in.start);
 
   buf_consume (&c->in, 4);
   if (flags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
@@ -968,9 +931,9 @@ static void
 step_option (nbd_conn *c)
 {
   const uint8_t *p = c->in.data + c->in.start;
-  uint32_t opt = get32 (p + 8), len = get32 (p + 12);
+  uint32_t opt = df_get_be32 (p + 8), len = df_get_be32 (p + 12);
 
-  if (get64 (p) != NBD_OPTS_MAGIC)
+  if (df_get_be64 (p) != NBD_OPTS_MAGIC)
     {
       conn_close (c, "bad option magic (request before negotiation ended?)");
       return;
@@ -998,9 +961,9 @@ simple_reply (nbd_conn *c, const nbd_req *rq, uint32_t error)
 {
   uint8_t *p = buf_append (&c->out, SIMPLE_REPLY_LEN);
 
-  put32 (p, NBD_SIMPLE_MAGIC);
-  put32 (p + 4, error);
-  put64 (p + 8, rq->cookie);
+  df_put_be32 (p, NBD_SIMPLE_MAGIC);
+  df_put_be32 (p + 4, error);
+  df_put_be64 (p + 8, rq->cookie);
 }
 
 static uint8_t *
@@ -1009,11 +972,11 @@ chunk_start (nbd_conn *c, const nbd_req *rq, uint16_t flags, uint16_t type,
 {
   uint8_t *p = buf_append (&c->out, CHUNK_HEADER_LEN + (size_t) len);
 
-  put32 (p, NBD_STRUCTURED_MAGIC);
-  put16 (p + 4, flags);
-  put16 (p + 6, type);
-  put64 (p + 8, rq->cookie);
-  put32 (p + 16, len);
+  df_put_be32 (p, NBD_STRUCTURED_MAGIC);
+  df_put_be16 (p + 4, flags);
+  df_put_be16 (p + 6, type);
+  df_put_be64 (p + 8, rq->cookie);
+  df_put_be32 (p + 16, len);
   return p + CHUNK_HEADER_LEN;
 }
 
@@ -1051,8 +1014,8 @@ error_reply (nbd_conn *c, const nbd_req *rq, uint32_t error)
   msg = nbd_errno_name (error);
   p = chunk_start (c, rq, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
                    6 + strlen (msg));
-  put32 (p, error);
-  put16 (p + 4, strlen (msg));
+  df_put_be32 (p, error);
+  df_put_be16 (p + 4, strlen (msg));
   memcpy (p + 6, msg, strlen (msg));
 }
 
@@ -1085,9 +1048,9 @@ read_simple (nbd_conn *c, const nbd_req *rq)
   uint8_t *p = buf_append (&c->out, SIMPLE_REPLY_LEN + (size_t) rq->count);
   int err = 0;
 
-  put32 (p, NBD_SIMPLE_MAGIC);
-  put32 (p + 4, 0);
-  put64 (p + 8, rq->cookie);
+  df_put_be32 (p, NBD_SIMPLE_MAGIC);
+  df_put_be32 (p + 4, 0);
+  df_put_be64 (p + 8, rq->cookie);
   if (df_blk_pread (c->blk, p + SIMPLE_REPLY_LEN, rq->count, rq->offset,
                     &err) < 0)
     {
@@ -1105,7 +1068,7 @@ data_chunk (nbd_conn *c, const nbd_req *rq, uint64_t off, uint32_t len,
   uint8_t *p = chunk_start (c, rq, done ? NBD_REPLY_FLAG_DONE : 0,
                             NBD_REPLY_TYPE_OFFSET_DATA, 8 + len);
 
-  put64 (p, off);
+  df_put_be64 (p, off);
   return df_blk_pread (c->blk, p + 8, len, off, err);
 }
 
@@ -1116,8 +1079,8 @@ hole_chunk (nbd_conn *c, const nbd_req *rq, uint64_t off, uint32_t len,
   uint8_t *p = chunk_start (c, rq, done ? NBD_REPLY_FLAG_DONE : 0,
                             NBD_REPLY_TYPE_OFFSET_HOLE, 12);
 
-  put64 (p, off);
-  put32 (p + 8, len);
+  df_put_be64 (p, off);
+  df_put_be32 (p + 8, len);
 }
 
 /* Coalesce extents into c->runs by their flags (mask selects which flags
@@ -1353,12 +1316,12 @@ nbd_cmd_block_status (nbd_conn *c, const nbd_req *rq)
     return NBD_EIO; /* a layer reported nothing for a valid range */
   p = chunk_start (c, rq, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
                    4 + 8 * c->runs->len);
-  put32 (p, BASE_ALLOCATION_ID);
+  df_put_be32 (p, BASE_ALLOCATION_ID);
   for (guint i = 0; i < c->runs->len; i++)
     {
       const nbd_run *r = &g_array_index (c->runs, nbd_run, i);
-      put32 (p + 4 + 8 * i, r->length);
-      put32 (p + 8 + 8 * i, r->flags);
+      df_put_be32 (p + 4 + 8 * i, r->length);
+      df_put_be32 (p + 8 + 8 * i, r->flags);
     }
   return 0;
 }
@@ -1460,16 +1423,16 @@ step_request (nbd_conn *c)
   nbd_req rq;
   size_t used = REQ_HEADER_LEN;
 
-  if (get32 (p) != NBD_REQUEST_MAGIC)
+  if (df_get_be32 (p) != NBD_REQUEST_MAGIC)
     {
       conn_close (c, "bad request magic");
       return;
     }
-  rq.flags = get16 (p + 4);
-  rq.type = get16 (p + 6);
-  rq.cookie = get64 (p + 8);
-  rq.offset = get64 (p + 16);
-  rq.count = get32 (p + 24);
+  rq.flags = df_get_be16 (p + 4);
+  rq.type = df_get_be16 (p + 6);
+  rq.cookie = df_get_be64 (p + 8);
+  rq.offset = df_get_be64 (p + 16);
+  rq.count = df_get_be32 (p + 24);
   rq.payload = NULL;
   if (rq.type == NBD_CMD_DISC)
     {

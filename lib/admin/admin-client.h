@@ -20,7 +20,6 @@
 #include "conf.h"   /* DF_ADMIN_DEFAULT_LISTEN: the address asked by default */
 
 /* streamsvc's admin port, when an address names none. */
-#define DF_ADMIN_PORT 8001
 #define DF_ADMIN_TIMEOUT_S 3
 #define DF_ADMIN_MAX_BODY (16u * 1024 * 1024)
 

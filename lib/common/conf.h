@@ -19,8 +19,7 @@
 #include <stdint.h>
 
 /* Defaults that --help texts quote as well as the schema. */
-#define DF_NBD_DEFAULT_LISTEN "0.0.0.0:10809"
-#define DF_ADMIN_DEFAULT_LISTEN "127.0.0.1:8001"
+#include "defaults.h" /* DF_NBD_DEFAULT_LISTEN, DF_ADMIN_DEFAULT_LISTEN */
 /* streamsvc's iSCSI dead-peer pings (seconds; iscsi_conn_set_nop); the TCP
  * keepalive default is DF_TCP_KEEPALIVE_DEFAULT (common.h). */
 #define DF_ISCSI_NOP_INTERVAL_DEFAULT 10

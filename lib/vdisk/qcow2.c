@@ -8,6 +8,8 @@
 #include "common.h"
 #include "qcow2.h"
 
+#include "byteorder.h"
+
 #include <errno.h>
 #include <string.h>
 #include <zlib.h>
@@ -34,21 +36,6 @@ typedef struct {
   uint8_t compression_type;
 } Qcow2Header;
 
-static uint32_t
-be32 (const uint8_t *p)
-{
-  uint32_t v;
-  memcpy (&v, p, 4);
-  return GUINT32_FROM_BE (v);
-}
-
-static uint64_t
-be64 (const uint8_t *p)
-{
-  uint64_t v;
-  memcpy (&v, p, 8);
-  return GUINT64_FROM_BE (v);
-}
 
 static bool G_GNUC_PRINTF (4, 5)
 fail (GError **err, DfErrorCode code, const char *path, const char *fmt, ...)
@@ -100,23 +87,23 @@ check_region (const Qcow2Header *h, const char *field, uint64_t off,
 static void
 decode_header (const uint8_t *p, Qcow2Header *h)
 {
-  h->version = be32 (p + 4);
-  h->backing_offset = be64 (p + 8);
-  h->backing_size = be32 (p + 16);
-  h->cluster_bits = be32 (p + 20);
-  h->size = be64 (p + 24);
-  h->crypt_method = be32 (p + 32);
-  h->l1_size = be32 (p + 36);
-  h->l1_offset = be64 (p + 40);
-  h->refcount_offset = be64 (p + 48);
-  h->refcount_clusters = be32 (p + 56);
-  h->nb_snapshots = be32 (p + 60);
-  h->snapshots_offset = be64 (p + 64);
+  h->version = df_get_be32 (p + 4);
+  h->backing_offset = df_get_be64 (p + 8);
+  h->backing_size = df_get_be32 (p + 16);
+  h->cluster_bits = df_get_be32 (p + 20);
+  h->size = df_get_be64 (p + 24);
+  h->crypt_method = df_get_be32 (p + 32);
+  h->l1_size = df_get_be32 (p + 36);
+  h->l1_offset = df_get_be64 (p + 40);
+  h->refcount_offset = df_get_be64 (p + 48);
+  h->refcount_clusters = df_get_be32 (p + 56);
+  h->nb_snapshots = df_get_be32 (p + 60);
+  h->snapshots_offset = df_get_be64 (p + 64);
   if (h->version >= 3)
     {
-      h->incompatible = be64 (p + 72);
-      h->refcount_order = be32 (p + 96);
-      h->header_length = be32 (p + 100);
+      h->incompatible = df_get_be64 (p + 72);
+      h->refcount_order = df_get_be32 (p + 96);
+      h->header_length = df_get_be32 (p + 100);
     }
   else
     {
@@ -232,8 +219,8 @@ parse_extensions (const Qcow2Header *h, const uint8_t *hdr, uint64_t start,
 
   while (end - pos >= 8)
     {
-      uint32_t type = be32 (hdr + pos);
-      uint32_t len = be32 (hdr + pos + 4);
+      uint32_t type = df_get_be32 (hdr + pos);
+      uint32_t len = df_get_be32 (hdr + pos + 4);
       pos += 8;
       if (type == DF_QCOW2_EXT_END)
         return true;
@@ -289,7 +276,7 @@ load_header (int fd, Qcow2Header *h, char **backing, char **backing_fmt,
                     " bytes)", h->file_size);
   if (!read_at (fd, h->path, fixed, sizeof fixed, 0, err))
     return false;
-  if (be32 (fixed) != DF_QCOW2_MAGIC)
+  if (df_get_be32 (fixed) != DF_QCOW2_MAGIC)
     return CORRUPT (h, "bad magic");
   decode_header (fixed, h);
   if (h->version >= 3 && h->file_size < 104)
@@ -453,7 +440,7 @@ map_l2 (int fd, MapCtx *c, uint64_t l2_off, uint64_t guest0, uint8_t *buf,
       if (guest >= h->size)
         break;
       uint64_t len = MIN (h->cluster_size, h->size - guest);
-      if (!map_l2_entry (c, be64 (buf + (size_t) i * 8), guest, len, err))
+      if (!map_l2_entry (c, df_get_be64 (buf + (size_t) i * 8), guest, len, err))
         return false;
     }
   return true;
@@ -521,13 +508,13 @@ map_walk (int fd, MapCtx *c, const uint8_t *l1, uint32_t need, GError **err)
   meta_add (c, h->refcount_offset,
             (uint64_t) h->refcount_clusters * h->cluster_size);
   for (uint32_t i = 0; i < need; i++)
-    if (!check_l1_entry (c, i, be64 (l1 + (size_t) i * 8), err))
+    if (!check_l1_entry (c, i, df_get_be64 (l1 + (size_t) i * 8), err))
       return false;
   g_array_sort (c->meta, range_cmp);
   if (!check_meta_overlap (c, err))
     return false;
   for (uint32_t i = 0; i < need; i++)
-    if (!map_l1_entry (fd, c, i, be64 (l1 + (size_t) i * 8), buf, err))
+    if (!map_l1_entry (fd, c, i, df_get_be64 (l1 + (size_t) i * 8), buf, err))
       return false;
   return true;
 }

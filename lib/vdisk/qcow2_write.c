@@ -23,6 +23,7 @@
 #include "common.h"
 #include "privilege.h"
 #include "qcow2.h"
+#include "byteorder.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -451,19 +452,6 @@ write_refcounts (df_qcow2_writer *w, const Layout *lo, GError **err)
   return true;
 }
 
-static void
-put_be32 (uint8_t *p, uint32_t v)
-{
-  v = GUINT32_TO_BE (v);
-  memcpy (p, &v, 4);
-}
-
-static void
-put_be64 (uint8_t *p, uint64_t v)
-{
-  v = GUINT64_TO_BE (v);
-  memcpy (p, &v, 8);
-}
 
 /* The header cluster for layout lo (newly allocated). */
 static uint8_t *
@@ -472,20 +460,20 @@ build_header (df_qcow2_writer *w, const Layout *lo)
   uint8_t *h = g_malloc0 (w->cluster_size);
   size_t pos = 104;
 
-  put_be32 (h, DF_QCOW2_MAGIC);
-  put_be32 (h + 4, 3);
-  put_be32 (h + 20, w->cluster_bits);
-  put_be64 (h + 24, w->virtual_size);
-  put_be32 (h + 36, w->l1_size);
-  put_be64 (h + 40, lo->l1_off);
-  put_be64 (h + 48, lo->rt_off);
-  put_be32 (h + 56, (uint32_t) lo->rt_clusters);
-  put_be32 (h + 96, 4);                       /* refcount_order */
-  put_be32 (h + 100, 104);                    /* header_length */
+  df_put_be32 (h, DF_QCOW2_MAGIC);
+  df_put_be32 (h + 4, 3);
+  df_put_be32 (h + 20, w->cluster_bits);
+  df_put_be64 (h + 24, w->virtual_size);
+  df_put_be32 (h + 36, w->l1_size);
+  df_put_be64 (h + 40, lo->l1_off);
+  df_put_be64 (h + 48, lo->rt_off);
+  df_put_be32 (h + 56, (uint32_t) lo->rt_clusters);
+  df_put_be32 (h + 96, 4);                       /* refcount_order */
+  df_put_be32 (h + 100, 104);                    /* header_length */
   if (w->backing != NULL)
     {
-      put_be32 (h + pos, DF_QCOW2_EXT_BACKING_FMT);
-      put_be32 (h + pos + 4, 5);
+      df_put_be32 (h + pos, DF_QCOW2_EXT_BACKING_FMT);
+      df_put_be32 (h + pos + 4, 5);
       memcpy (h + pos + 8, "qcow2", 5);
       pos += 16;
     }
@@ -493,8 +481,8 @@ build_header (df_qcow2_writer *w, const Layout *lo)
   if (w->backing != NULL)
     {
       size_t len = strlen (w->backing);
-      put_be64 (h + 8, pos);
-      put_be32 (h + 16, (uint32_t) len);
+      df_put_be64 (h + 8, pos);
+      df_put_be32 (h + 16, (uint32_t) len);
       memcpy (h + pos, w->backing, len);
     }
   return h;

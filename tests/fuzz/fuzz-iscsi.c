@@ -83,8 +83,8 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   fuzz_farm_finish (dir, &exports, &sessions);
   tgt = df_iscsi_target_new (exports, sessions);
   prefixes[0] = g_byte_array_new ();
-  prefixes[1] = make_prefix (ISCSI_IQN_PREFIX "d1");
-  prefixes[2] = make_prefix (ISCSI_IQN_PREFIX "vdisk.fz");
+  prefixes[1] = make_prefix (DF_IQN_PREFIX "d1");
+  prefixes[2] = make_prefix (DF_IQN_PREFIX "vdisk.fz");
   prefixes[3] = make_prefix (NULL);
   return 0;
 }

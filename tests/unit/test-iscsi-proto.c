@@ -17,7 +17,7 @@
 #include "qcow2.h"
 #include "sessions.h"
 
-#define IQN ISCSI_IQN_PREFIX
+#define IQN DF_IQN_PREFIX
 #define DISK_SIZE (1024u * 1024)
 
 /* ---- framing ---------------------------------------------------------------- */
@@ -43,7 +43,7 @@ test_pdu_parse (void)
 
   g_assert_cmpint (iscsi_pdu_parse (buf, 47, 8192, false, false, &pdu, &used),
                    ==, ISCSI_PARSE_NEED_MORE);
-  iscsi_put24 (buf + 5, 5);
+  df_put_be24 (buf + 5, 5);
   g_assert_cmpint (iscsi_pdu_parse (buf, 50, 8192, false, false, &pdu, &used),
                    ==, ISCSI_PARSE_NEED_MORE);
   g_assert_cmpuint (used, ==, 56); /* padded to 8 */
@@ -51,14 +51,14 @@ test_pdu_parse (void)
                    ==, ISCSI_PARSE_OK);
   g_assert_cmpuint (pdu.data_len, ==, 5);
   /* longer than the negotiated size: refused before waiting (tgt 093d2bf) */
-  iscsi_put24 (buf + 5, 8193);
+  df_put_be24 (buf + 5, 8193);
   g_assert_cmpint (iscsi_pdu_parse (buf, 48, 8192, false, false, &pdu, &used),
                    ==, ISCSI_PARSE_DATA_TOO_LONG);
-  iscsi_put24 (buf + 5, 0xffffff);
+  df_put_be24 (buf + 5, 0xffffff);
   g_assert_cmpint (iscsi_pdu_parse (buf, 48, 8192, false, false, &pdu, &used),
                    ==, ISCSI_PARSE_DATA_TOO_LONG);
   /* header digest mismatch */
-  iscsi_put24 (buf + 5, 0);
+  df_put_be24 (buf + 5, 0);
   memset (buf + 48, 0, 4);
   g_assert_cmpint (iscsi_pdu_parse (buf, 52, 8192, true, false, &pdu, &used),
                    ==, ISCSI_PARSE_HEADER_DIGEST);
@@ -413,8 +413,8 @@ login (Fx *f, const char *keys, size_t klen, int csg, int nsg, bool transit,
   bhs[1] = (uint8_t) ((transit ? 0x80 : 0) | csg << 2 | (transit ? nsg : 0));
   bhs[8] = 0x80; /* ISID */
   bhs[13] = 1;
-  iscsi_put32 (bhs + 16, 0x1234);
-  iscsi_put32 (bhs + 24, f->cmd_sn);
+  df_put_be32 (bhs + 16, 0x1234);
+  df_put_be32 (bhs + 24, f->cmd_sn);
   send_pdu (f, bhs, keys, (uint32_t) klen);
   if (!next_pdu (f, bhs, text))
     return 0xffff;
@@ -452,9 +452,9 @@ scsi_cmd (Fx *f, const uint8_t cdb[16], uint32_t edtl, bool read,
     memcpy (bhs + 8, lun, 8);
   else
     bhs[9] = 1;
-  iscsi_put32 (bhs + 16, 0x100 + f->cmd_sn);
-  iscsi_put32 (bhs + 20, edtl);
-  iscsi_put32 (bhs + 24, f->cmd_sn);
+  df_put_be32 (bhs + 16, 0x100 + f->cmd_sn);
+  df_put_be32 (bhs + 20, edtl);
+  df_put_be32 (bhs + 24, f->cmd_sn);
   if (!immediate_sn_skip)
     f->cmd_sn++;
   memcpy (bhs + 32, cdb, 16);
@@ -651,8 +651,8 @@ start_write (Fx *f, uint32_t *ttt)
   scsi_cmd (f, cdb, 1024, false, true, false, NULL);
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_R2T);
-  g_assert_cmpuint (iscsi_get32 (bhs + 44), ==, 1024);
-  *ttt = iscsi_get32 (bhs + 20);
+  g_assert_cmpuint (df_get_be32 (bhs + 44), ==, 1024);
+  *ttt = df_get_be32 (bhs + 20);
   return itt;
 }
 
@@ -665,10 +665,10 @@ data_out (Fx *f, uint32_t itt, uint32_t ttt, uint32_t sn, uint32_t off,
 
   memset (buf, 'Z', sizeof buf);
   bhs[9] = 1;
-  iscsi_put32 (bhs + 16, itt);
-  iscsi_put32 (bhs + 20, ttt);
-  iscsi_put32 (bhs + 36, sn);
-  iscsi_put32 (bhs + 40, off);
+  df_put_be32 (bhs + 16, itt);
+  df_put_be32 (bhs + 20, ttt);
+  df_put_be32 (bhs + 36, sn);
+  df_put_be32 (bhs + 40, off);
   send_pdu (f, bhs, buf, sizeof buf);
 }
 
@@ -707,9 +707,9 @@ test_tmf_during_io (Fx *f, gconstpointer data)
   login_full (f, IQN "pc01");
   itt = start_write (f, &ttt);
   tmf[9] = 1;
-  iscsi_put32 (tmf + 16, 0x9999);
-  iscsi_put32 (tmf + 20, itt);
-  iscsi_put32 (tmf + 24, f->cmd_sn);
+  df_put_be32 (tmf + 16, 0x9999);
+  df_put_be32 (tmf + 20, itt);
+  df_put_be32 (tmf + 24, f->cmd_sn);
   send_pdu (f, tmf, NULL, 0);
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_TMF_RSP);
@@ -751,8 +751,8 @@ test_discovery_filter (Fx *f, gconstpointer data)
   g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
                                    "Discovery\0AuthMethod=None\0"),
                           0, 3, true, NULL), ==, 0);
-  iscsi_put32 (bhs + 16, 7);
-  iscsi_put32 (bhs + 20, 0xffffffff);
+  df_put_be32 (bhs + 16, 7);
+  df_put_be32 (bhs + 20, 0xffffffff);
   send_pdu (f, bhs, KEYS ("SendTargets=All\0"));
   g_assert_true (next_pdu (f, bhs, text));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_TEXT_RSP);
@@ -772,17 +772,17 @@ test_nop_logout (Fx *f, gconstpointer data)
 
   (void) data;
   login_full (f, IQN "pc01");
-  iscsi_put32 (nop + 16, 42);
-  iscsi_put32 (nop + 20, 0xffffffff);
-  iscsi_put32 (nop + 24, f->cmd_sn);
+  df_put_be32 (nop + 16, 42);
+  df_put_be32 (nop + 20, 0xffffffff);
+  df_put_be32 (nop + 24, f->cmd_sn);
   send_pdu (f, nop, "ping-data", 9);
   g_assert_true (next_pdu (f, bhs, d));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_NOP_IN);
-  g_assert_cmpuint (iscsi_get32 (bhs + 16), ==, 42);
-  g_assert_cmpuint (iscsi_get32 (bhs + 20), ==, 0xffffffff);
+  g_assert_cmpuint (df_get_be32 (bhs + 16), ==, 42);
+  g_assert_cmpuint (df_get_be32 (bhs + 20), ==, 0xffffffff);
   g_assert_cmpstr (d->str, ==, "ping-data");
-  iscsi_put32 (lo + 16, 43);
-  iscsi_put32 (lo + 24, f->cmd_sn);
+  df_put_be32 (lo + 16, 43);
+  df_put_be32 (lo + 24, f->cmd_sn);
   send_pdu (f, lo, NULL, 0);
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_LOGOUT_RSP);
@@ -965,19 +965,19 @@ test_ttt_wrap (Fx *f, gconstpointer data)
       g_autofree char *key = g_strdup_printf ("X-org.test.filler%02d", i);
       iscsi_text_add (k, key, "v");
     }
-  iscsi_put32 (bhs + 16, 7);
-  iscsi_put32 (bhs + 20, 0xffffffff);
-  iscsi_put32 (bhs + 24, f->cmd_sn);
+  df_put_be32 (bhs + 16, 7);
+  df_put_be32 (bhs + 20, 0xffffffff);
+  df_put_be32 (bhs + 24, f->cmd_sn);
   send_pdu (f, bhs, k->str, (uint32_t) k->len);
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_TEXT_RSP);
   g_assert_cmphex (bhs[1] & 0x40, ==, 0x40); /* continued */
-  g_assert_cmphex (iscsi_get32 (bhs + 20), !=, 0xffffffff);
+  g_assert_cmphex (df_get_be32 (bhs + 20), !=, 0xffffffff);
   /* The next tag handed out (an R2T's) skips the reserved value too. */
   scsi_cmd (f, cdb, 512, false, true, false, NULL);
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_R2T);
-  ttt = iscsi_get32 (bhs + 20);
+  ttt = df_get_be32 (bhs + 20);
   g_assert_cmphex (ttt, !=, 0xffffffff);
 }
 
@@ -996,8 +996,8 @@ test_text_duplicate_key (Fx *f, gconstpointer data)
                           0, 3, true, NULL), ==, 0);
   for (int i = 0; i < 400; i++)
     iscsi_text_add (k, "SendTargets", "All");
-  iscsi_put32 (bhs + 16, 7);
-  iscsi_put32 (bhs + 20, 0xffffffff);
+  df_put_be32 (bhs + 16, 7);
+  df_put_be32 (bhs + 20, 0xffffffff);
   send_pdu (f, bhs, k->str, (uint32_t) k->len);
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_REJECT);
@@ -1143,8 +1143,8 @@ cdb10 (uint8_t *c, uint8_t op, uint32_t lba, uint16_t n)
 {
   memset (c, 0, 16);
   c[0] = op;
-  iscsi_put32 (c + 2, lba);
-  iscsi_put16 (c + 7, n);
+  df_put_be32 (c + 2, lba);
+  df_put_be16 (c + 7, n);
 }
 
 static void
@@ -1152,8 +1152,8 @@ cdb12 (uint8_t *c, uint8_t op, uint32_t lba, uint32_t n)
 {
   memset (c, 0, 16);
   c[0] = op;
-  iscsi_put32 (c + 2, lba);
-  iscsi_put32 (c + 6, n);
+  df_put_be32 (c + 2, lba);
+  df_put_be32 (c + 6, n);
 }
 
 static void
@@ -1161,8 +1161,8 @@ cdb16 (uint8_t *c, uint8_t op, uint64_t lba, uint32_t n)
 {
   memset (c, 0, 16);
   c[0] = op;
-  iscsi_put64 (c + 2, lba);
-  iscsi_put32 (c + 10, n);
+  df_put_be64 (c + 2, lba);
+  df_put_be32 (c + 10, n);
 }
 
 static iscsi_scsi_result *
@@ -1237,7 +1237,7 @@ test_scsi_rw12 (LuFx *f, gconstpointer data)
   buf[ISCSI_BLOCK + 7] ^= 1;
   expect_sense (run (f, cdb, buf, sizeof buf), 0x0e, 0x1d, 0x00);
   g_assert_cmphex (f->r.sense[0] & 0x80, ==, 0x80); /* VALID */
-  g_assert_cmpuint (iscsi_get32 (f->r.sense + 3), ==, ISCSI_BLOCK + 7);
+  g_assert_cmpuint (df_get_be32 (f->r.sense + 3), ==, ISCSI_BLOCK + 7);
   /* malformed: past the end, protection bits, BYTCHK 10b, read-only */
   cdb12 (cdb, 0xa8, MEM_BLOCKS - 1, 2);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
@@ -1364,7 +1364,7 @@ test_scsi_compare_and_write (LuFx *f, gconstpointer data)
    * write half is not applied */
   memset (buf + 2 * ISCSI_BLOCK, 'C', 2 * ISCSI_BLOCK);
   expect_sense (run (f, cdb, buf, 4 * ISCSI_BLOCK), 0x0e, 0x1d, 0x00);
-  g_assert_cmpuint (iscsi_get32 (f->r.sense + 3), ==, 0);
+  g_assert_cmpuint (df_get_be32 (f->r.sense + 3), ==, 0);
   g_assert_cmpint (df_blk_pread (f->blk, got, sizeof got, 5 * ISCSI_BLOCK,
                                  NULL), ==, 0);
   g_assert_cmphex (got[0], ==, 'B');
@@ -1406,31 +1406,31 @@ test_scsi_get_lba_status (LuFx *f, gconstpointer data)
   memset (buf, 1, sizeof buf);
   cdb10 (cdb, 0x2a, 0, 16);
   expect_good (run (f, cdb, buf, sizeof buf));
-  iscsi_put64 (unmap + 8, 8);
-  iscsi_put32 (unmap + 16, 8);
+  df_put_be64 (unmap + 8, 8);
+  df_put_be32 (unmap + 16, 8);
   cdb10 (cdb, 0x42, 0, sizeof unmap);
   expect_good (run (f, cdb, unmap, sizeof unmap));
   gls_cdb (cdb, 0, 4096);
   expect_plan (cdb, SCSI_DIR_READ, 4096);
   expect_good (run (f, cdb, NULL, 0));
   d = f->din + 8;
-  g_assert_cmpuint (iscsi_get32 (f->din), ==, f->r.data_len - 4);
-  g_assert_cmpuint (iscsi_get64 (d), ==, 0);      /* mapped 0..7 */
-  g_assert_cmpuint (iscsi_get32 (d + 8), ==, 8);
+  g_assert_cmpuint (df_get_be32 (f->din), ==, f->r.data_len - 4);
+  g_assert_cmpuint (df_get_be64 (d), ==, 0);      /* mapped 0..7 */
+  g_assert_cmpuint (df_get_be32 (d + 8), ==, 8);
   g_assert_cmpuint (d[12], ==, 0);
-  g_assert_cmpuint (iscsi_get64 (d + 16), ==, 8); /* deallocated from 8 */
-  g_assert_cmpuint (iscsi_get32 (d + 24), ==, MEM_BLOCKS - 8);
+  g_assert_cmpuint (df_get_be64 (d + 16), ==, 8); /* deallocated from 8 */
+  g_assert_cmpuint (df_get_be32 (d + 24), ==, MEM_BLOCKS - 8);
   g_assert_cmpuint (d[28], ==, 1);
   g_assert_cmpuint (f->r.data_len, ==, 8 + 32);
   /* the first descriptor starts at the requested LBA (SBC-4 5.7.2.3) */
   gls_cdb (cdb, 3, 24);
   expect_good (run (f, cdb, NULL, 0));
-  g_assert_cmpuint (iscsi_get64 (d), ==, 3);
-  g_assert_cmpuint (iscsi_get32 (d + 8), ==, 5);
+  g_assert_cmpuint (df_get_be64 (d), ==, 3);
+  g_assert_cmpuint (df_get_be32 (d + 8), ==, 5);
   g_assert_cmpuint (f->r.data_len, ==, 24);
   gls_cdb (cdb, MEM_BLOCKS - 1, 24);
   expect_good (run (f, cdb, NULL, 0));
-  g_assert_cmpuint (iscsi_get32 (d + 8), ==, 1);
+  g_assert_cmpuint (df_get_be32 (d + 8), ==, 1);
   gls_cdb (cdb, MEM_BLOCKS, 24);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
   gls_cdb (cdb, UINT64_MAX, 24);
@@ -1447,46 +1447,46 @@ test_scsi_report_opcodes (LuFx *f, gconstpointer data)
   bool saw_caw = false, saw_full_status = false;
 
   (void) data;
-  iscsi_put32 (cdb + 6, sizeof all);
+  df_put_be32 (cdb + 6, sizeof all);
   expect_plan (cdb, SCSI_DIR_READ, sizeof all);
   expect_good (run (f, cdb, NULL, 0));
   n = f->r.data_len;
-  g_assert_cmpuint (iscsi_get32 (f->din), ==, n - 4);
+  g_assert_cmpuint (df_get_be32 (f->din), ==, n - 4);
   g_assert_cmpuint ((n - 4) % 8, ==, 0);
   memcpy (all, f->din, n);
   for (uint32_t o = 4; o < n; o += 8)
     {
       uint8_t op = all[o], servactv = all[o + 5] & 1;
-      uint16_t sa = iscsi_get16 (all + o + 2);
+      uint16_t sa = df_get_be16 (all + o + 2);
       uint8_t one[16] = { 0xa3, 0x0c, servactv ? 2 : 1, op };
 
       saw_caw |= op == 0x89;
       saw_full_status |= op == 0x5e && sa == 3;
       g_assert_true (servactv || sa == 0);
-      iscsi_put16 (one + 4, sa);
-      iscsi_put32 (one + 6, 64);
+      df_put_be16 (one + 4, sa);
+      df_put_be32 (one + 6, 64);
       expect_good (run (f, one, NULL, 0));
       g_assert_cmphex (f->din[1] & 7, ==, 3); /* supported */
-      g_assert_cmpuint (iscsi_get16 (f->din + 2), ==, iscsi_get16 (all + o + 6));
+      g_assert_cmpuint (df_get_be16 (f->din + 2), ==, df_get_be16 (all + o + 6));
       g_assert_cmphex (f->din[4], ==, op);
       if (servactv)
         g_assert_cmphex (f->din[5], ==, sa); /* usage: the SA itself */
       one[2] = servactv ? 1 : 2; /* the other form is a bad field */
       expect_sense (run (f, one, NULL, 0), 0x05, 0x24, 0x00);
       g_assert_cmphex (f->r.sense[15], ==, 0x80 | 0x40 | 0x08 | 2);
-      g_assert_cmpuint (iscsi_get16 (f->r.sense + 16), ==, 2);
+      g_assert_cmpuint (df_get_be16 (f->r.sense + 16), ==, 2);
     }
   g_assert_true (saw_caw && saw_full_status);
   /* RCTD: 20-byte descriptors with CTDP and a timeouts descriptor */
   cdb[2] = 0x80;
   expect_good (run (f, cdb, NULL, 0));
-  g_assert_cmpuint (iscsi_get32 (f->din) % 20, ==, 0);
+  g_assert_cmpuint (df_get_be32 (f->din) % 20, ==, 0);
   g_assert_cmphex (f->din[4 + 5] & 0x02, ==, 0x02);
-  g_assert_cmpuint (iscsi_get16 (f->din + 4 + 8), ==, 0x0a);
+  g_assert_cmpuint (df_get_be16 (f->din + 4 + 8), ==, 0x0a);
   /* an opcode we do not have: SUPPORT 001b, GOOD */
   memset (cdb, 0, sizeof cdb);
   cdb[0] = 0xa3; cdb[1] = 0x0c; cdb[2] = 1; cdb[3] = 0x04;
-  iscsi_put32 (cdb + 6, 64);
+  df_put_be32 (cdb + 6, 64);
   expect_good (run (f, cdb, NULL, 0));
   g_assert_cmphex (f->din[1] & 7, ==, 1);
   /* malformed: reporting options 4, a service action over 5 bits */
@@ -1497,10 +1497,10 @@ test_scsi_report_opcodes (LuFx *f, gconstpointer data)
   /* truncated to the allocation length, the header still says it all */
   memset (cdb, 0, sizeof cdb);
   cdb[0] = 0xa3; cdb[1] = 0x0c;
-  iscsi_put32 (cdb + 6, 6);
+  df_put_be32 (cdb + 6, 6);
   expect_good (run (f, cdb, NULL, 0));
   g_assert_cmpuint (f->r.data_len, ==, 6);
-  g_assert_cmpuint (iscsi_get32 (f->din), ==, n - 4);
+  g_assert_cmpuint (df_get_be32 (f->din), ==, n - 4);
 }
 
 /* PERSISTENT RESERVE OUT with the 24-byte parameter list. */
@@ -1510,9 +1510,9 @@ prout (LuFx *f, iscsi_lu *lu, uint8_t sa, uint8_t type, uint64_t key,
 {
   uint8_t cdb[16] = { 0x5f, sa, type }, p[24] = { 0 };
 
-  iscsi_put32 (cdb + 5, sizeof p);
-  iscsi_put64 (p, key);
-  iscsi_put64 (p + 8, sa_key);
+  df_put_be32 (cdb + 5, sizeof p);
+  df_put_be64 (p, key);
+  df_put_be64 (p + 8, sa_key);
   p[20] = flags;
   return run_on (f, lu, cdb, p, sizeof p);
 }
@@ -1522,7 +1522,7 @@ prin (LuFx *f, iscsi_lu *lu, uint8_t sa)
 {
   uint8_t cdb[16] = { 0x5e, sa };
 
-  iscsi_put16 (cdb + 7, 1024);
+  df_put_be16 (cdb + 7, 1024);
   return run_on (f, lu, cdb, NULL, 0);
 }
 
@@ -1542,7 +1542,7 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   cdb10 (rd, 0x28, 0, 1);
   cdb10 (wr, 0x2a, 0, 1);
   expect_good (prin (f, &f->lu, 2)); /* REPORT CAPABILITIES */
-  g_assert_cmpuint (iscsi_get16 (f->din), ==, 8);
+  g_assert_cmpuint (df_get_be16 (f->din), ==, 8);
   g_assert_cmphex (f->din[2] & 0x01, ==, 0); /* PTPL_C: not persisted */
   g_assert_cmphex (f->din[4], ==, 0xea);
   g_assert_cmphex (f->din[5], ==, 0x01);
@@ -1553,14 +1553,14 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   expect_conflict (prout (f, &f->lu2, 0, 0, 0x5, 0x2222, 0));
   expect_good (prout (f, &f->lu2, 6, 0, 0x5, 0x2222, 0)); /* IGNORE */
   expect_good (prin (f, &f->lu, 0));
-  g_assert_cmpuint (iscsi_get32 (f->din), ==, 2); /* PRgeneration */
-  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 16);
+  g_assert_cmpuint (df_get_be32 (f->din), ==, 2); /* PRgeneration */
+  g_assert_cmpuint (df_get_be32 (f->din + 4), ==, 16);
   /* WRITE EXCLUSIVE by one: the other reads but does not write */
   expect_conflict (prout (f, &f->lu, 1, 1, 0x9999, 0, 0));
   expect_good (prout (f, &f->lu, 1, 1, 0x1111, 0, 0));
   expect_good (prin (f, &f->lu2, 1));
-  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 16);
-  g_assert_cmpuint (iscsi_get64 (f->din + 8), ==, 0x1111);
+  g_assert_cmpuint (df_get_be32 (f->din + 4), ==, 16);
+  g_assert_cmpuint (df_get_be64 (f->din + 8), ==, 0x1111);
   g_assert_cmphex (f->din[8 + 13], ==, 1);
   expect_good (run_on (f, &f->lu2, rd, NULL, 0));
   expect_conflict (run_on (f, &f->lu2, wr, blk, sizeof blk));
@@ -1576,8 +1576,8 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   /* PREEMPT the holder's key: its registration and reservation go */
   expect_good (prout (f, &f->lu2, 4, 3, 0x2222, 0x1111, 0));
   expect_good (prin (f, &f->lu, 0));
-  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 8);
-  g_assert_cmpuint (iscsi_get64 (f->din + 8), ==, 0x2222);
+  g_assert_cmpuint (df_get_be32 (f->din + 4), ==, 8);
+  g_assert_cmpuint (df_get_be64 (f->din + 8), ==, 0x2222);
   expect_conflict (run_on (f, &f->lu, rd, NULL, 0));
   /* READ FULL STATUS: one holder, its iSCSI TransportID */
   expect_good (prin (f, &f->lu, 3));
@@ -1591,11 +1591,11 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   expect_good (prout (f, &f->lu2, 3, 0, 0x2222, 0, 0));
   expect_good (run_on (f, &f->lu, wr, blk, sizeof blk));
   expect_good (prin (f, &f->lu, 0));
-  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 0);
+  g_assert_cmpuint (df_get_be32 (f->din + 4), ==, 0);
   /* malformed */
   memset (cdb, 0, sizeof cdb);
   cdb[0] = 0x5f;
-  iscsi_put32 (cdb + 5, 23);
+  df_put_be32 (cdb + 5, 23);
   expect_sense (run (f, cdb, blk, 24), 0x05, 0x1a, 0x00);
   expect_sense (prout (f, &f->lu, 0, 0, 0, 1, 0x01), 0x05, 0x26, 0x00);
   expect_sense (prout (f, &f->lu, 0, 0, 0, 1, 0x04), 0x05, 0x26, 0x00);
@@ -1608,7 +1608,7 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   expect_good (prout (f, &f->lu, 1, 1, 0x1111, 0, 0));
   expect_good (prout (f, &f->lu, 0, 0, 0x1111, 0, 0));
   expect_good (prin (f, &f->lu2, 1));
-  g_assert_cmpuint (iscsi_get32 (f->din + 4), ==, 0);
+  g_assert_cmpuint (df_get_be32 (f->din + 4), ==, 0);
 }
 
 /* READ FULL STATUS carries each nexus's name whole, however long the
@@ -1626,10 +1626,10 @@ test_scsi_pr_long_name (LuFx *f, gconstpointer data)
   lu.nexus = NULL;
   iscsi_lu_attach (&lu, f->t, "test/long-name", name, isid);
   expect_good (prout (f, &lu, 0, 0, 0, 0x42, 0));
-  iscsi_put16 (cdb + 7, 0xffff);
+  df_put_be16 (cdb + 7, 0xffff);
   expect_good (run_on (f, &lu, cdb, NULL, 0));
   g_assert_cmpuint (f->r.data_len, ==, 8 + 24 + 4 + 4020);
-  g_assert_cmpuint (iscsi_get16 (f->din + 8 + 26), ==, 4020);
+  g_assert_cmpuint (df_get_be16 (f->din + 8 + 26), ==, 4020);
   g_assert_cmpuint (strlen ((const char *) f->din + 8 + 28), ==,
                     4000 + strlen (",i,0x800000000003"));
   expect_good (prout (f, &lu, 0, 0, 0x42, 0, 0));
@@ -1676,11 +1676,11 @@ test_scsi_table (LuFx *f, gconstpointer data)
   cdb[1] = 0x11; /* a service action of SERVICE ACTION IN we lack */
   expect_plan (cdb, SCSI_DIR_NONE, 0);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x24, 0x00);
-  g_assert_cmpuint (iscsi_get16 (f->r.sense + 16), ==, 1);
+  g_assert_cmpuint (df_get_be16 (f->r.sense + 16), ==, 1);
   cdb[1] = 0x10; /* READ CAPACITY (16) */
   expect_plan (cdb, SCSI_DIR_READ, 32);
   expect_good (run (f, cdb, NULL, 0));
-  g_assert_cmpuint (iscsi_get64 (f->din), ==, MEM_BLOCKS - 1);
+  g_assert_cmpuint (df_get_be64 (f->din), ==, MEM_BLOCKS - 1);
   /* VPD B0 declares the COMPARE AND WRITE limit enforced above */
   memset (cdb, 0, sizeof cdb);
   cdb[0] = 0x12; cdb[1] = 1; cdb[2] = 0xb0; cdb[4] = 64;
@@ -1713,14 +1713,14 @@ expect_ping (Fx *f, uint32_t *stat_sn)
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_NOP_IN);
   g_assert_cmphex (bhs[1], ==, 0x80);
-  g_assert_cmpuint (iscsi_get24 (bhs + 5), ==, 0); /* no data */
+  g_assert_cmpuint (df_get_be24 (bhs + 5), ==, 0); /* no data */
   g_assert_cmpmem (bhs + 8, 8, lun1, 8);
-  g_assert_cmphex (iscsi_get32 (bhs + 16), ==, 0xffffffff); /* ITT */
-  g_assert_cmphex (iscsi_get32 (bhs + 20), !=, 0xffffffff); /* TTT */
-  g_assert_cmpuint (iscsi_get32 (bhs + 28), ==, f->cmd_sn); /* ExpCmdSN */
-  *stat_sn = iscsi_get32 (bhs + 24);
+  g_assert_cmphex (df_get_be32 (bhs + 16), ==, 0xffffffff); /* ITT */
+  g_assert_cmphex (df_get_be32 (bhs + 20), !=, 0xffffffff); /* TTT */
+  g_assert_cmpuint (df_get_be32 (bhs + 28), ==, f->cmd_sn); /* ExpCmdSN */
+  *stat_sn = df_get_be32 (bhs + 24);
   g_assert_false (next_pdu (f, bhs, NULL));
-  return iscsi_get32 (bhs + 20);
+  return df_get_be32 (bhs + 20);
 }
 
 /* The initiator's answer: NOP-Out, immediate, ITT 0xffffffff, our TTT
@@ -1731,9 +1731,9 @@ answer_ping (Fx *f, uint32_t ttt)
   uint8_t nop[48] = { ISCSI_OP_NOP_OUT | 0x40, 0x80 };
 
   nop[9] = ISCSI_LUN;
-  iscsi_put32 (nop + 16, 0xffffffff);
-  iscsi_put32 (nop + 20, ttt);
-  iscsi_put32 (nop + 24, f->cmd_sn);
+  df_put_be32 (nop + 16, 0xffffffff);
+  df_put_be32 (nop + 20, ttt);
+  df_put_be32 (nop + 24, f->cmd_sn);
   send_pdu (f, nop, NULL, 0);
 }
 
@@ -1762,7 +1762,7 @@ test_nop_ping (Fx *f, gconstpointer data)
   g_assert_true (next_pdu (f, bhs, NULL));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
   g_assert_cmphex (bhs[3], ==, SCSI_GOOD);
-  g_assert_cmpuint (iscsi_get32 (bhs + 24), ==, stat_sn);
+  g_assert_cmpuint (df_get_be32 (bhs + 24), ==, stat_sn);
   /* Idle again from the tick that saw the command: the next ping, with a
    * new tag, comes one interval later. */
   g_assert_true (tick (f, T0 + SEC (14)));

@@ -1,0 +1,17 @@
+/* The names and numbers every diskfarm program agrees on: the iSCSI name
+ * prefix of device targets and the default ports.  Defined here only. */
+#pragma once
+
+#include <glib.h>
+
+/* Device targets: DF_IQN_PREFIX "<device>" or "<mac-with-hyphens>"; vDisk
+ * inspection targets: DF_IQN_PREFIX "vdisk.<name>". */
+#define DF_IQN_PREFIX "iqn.2026-11.org.diskfarm:"
+
+#define DF_NBD_PORT 10809   /* IANA's NBD port */
+#define DF_ISCSI_PORT 3260  /* IANA's iSCSI port */
+#define DF_ADMIN_PORT 8001  /* streamsvc's admin HTTP API */
+#define DF_HTTP_PORT 80     /* bootstrapsvc's boot scripts and files */
+
+#define DF_NBD_DEFAULT_LISTEN "0.0.0.0:" G_STRINGIFY (DF_NBD_PORT)
+#define DF_ADMIN_DEFAULT_LISTEN "127.0.0.1:" G_STRINGIFY (DF_ADMIN_PORT)
