@@ -131,7 +131,7 @@ step_end root-ext4
 # the first occurrence of each module (builtins print "builtin NAME").
 small_initrd() {
   local rd=$tmp/rd-small m line
-  mkdir -p "$rd"/bin "$rd"/sbin "$rd"/dev "$rd"/proc "$rd"/sys "$rd"/run "$rd"/newroot \
+  mkdir -p "$rd"/bin "$rd"/sbin "$rd"/dev "$rd"/proc "$rd"/sys "$rd"/run "$rd"/tmp "$rd"/newroot \
     "$rd"/etc/iscsi "$rd"/lib/modules "$rd"/usr/share/udhcpc
   cp "$BUSYBOX" "$rd/bin/busybox"
   for m in iscsi_tcp iscsi_ibft sd_mod ext4 crc32c_generic e1000 virtio_net nbd; do
@@ -185,12 +185,16 @@ if [ -n "$nbdroot" ]; then
   srv=${nbdroot%%:*}; rest=${nbdroot#*:}; port=${rest%%/*}; export=${rest#*/}
   ip link set eth0 up
   case $ip in
-    dhcp|"") udhcpc -i eth0 -n -q -t 10 -T 1 >/dev/null 2>&1 || fail "dhcp on eth0" ;;
+    dhcp|"") udhcpc -s /usr/share/udhcpc/default.script -i eth0 -n -q -t 10 -T 1 >/tmp/udhcpc.log 2>&1 ||
+               fail "dhcp on eth0: $(cat /tmp/udhcpc.log)" ;;
     *) ip addr add "$ip" dev eth0 ;;
   esac
+  say "eth0 $(ip -4 -o addr show eth0 | awk '{ print $4 }')"
   dev=${root%p[0-9]*}
   say "nbd-client $srv $port $dev -N $export"
   nbd-client "$srv" "$port" "$dev" -N "$export" >/dev/ttyS0 2>&1 || fail "nbd-client $srv $port $export"
+  # the kernel scans the partitions at the next open of the device
+  blockdev --rereadpt "$dev" || fail "partition table of $dev"
 else
   [ -d /sys/firmware/ibft ] || fail "no iBFT (not booted by an iSCSI sanboot?)"
   iscsistart -N >/dev/ttyS0 2>&1 || fail "iscsistart -N (network from iBFT)"
