@@ -56,6 +56,8 @@ cleanup_ns() {
   exit "$rc"
 }
 trap cleanup_ns EXIT
+# in_lan: foreground only (a function in the background would leave its
+# child behind when the trap kills the subshell)
 in_lan() { ip netns exec "$LAN" "$@"; }
 
 # ---- network ---------------------------------------------------------------
@@ -72,7 +74,7 @@ in_lan ip link set vb1 master br0 up
 ip netns exec "$BS" ip link set lo up
 ip netns exec "$BS" ip addr add 10.77.0.11/24 dev eth0
 ip netns exec "$BS" ip link set eth0 up
-in_lan dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
+ip netns exec "$LAN" dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
   --dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,10m --no-resolv \
   --no-hosts --user=root --dhcp-leasefile="$T/leases" --log-dhcp >"$T/dnsmasq.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
@@ -90,7 +92,7 @@ chmod 755 "$FARM" "$FARM/boot"; chmod 644 "$FARM"/boot/*
 chmod 666 "$FARM"/farm.db*; chmod 777 "$FARM"
 store0=$(realos_store_sum "$FARM")
 
-in_lan "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" \
+ip netns exec "$LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" \
   --iscsi-listen 10.77.0.1:3260 --admin-listen 10.77.0.1:8001 >"$T/ss1.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
 for _ in $(seq 100); do grep -q 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
