@@ -65,7 +65,7 @@ boot() { # KIND SERVER RUN -> seconds
   else
     port=$df_nbd; [ "$srv" = qemu-nbd ] && port=$qn_port
     realos_qemu_start b "$log" -kernel "$T/img/vmlinuz" -initrd "$T/img/initrd-small" \
-      -append "console=ttyS0 panic=-1 rw quiet root=/dev/nbd0p2 nbdroot=10.0.2.2:$port/device/vm01 ip=dhcp" \
+      -append "console=ttyS0 panic=-1 no_timer_check rw quiet root=/dev/nbd0p2 nbdroot=10.0.2.2:$port/device/vm01 ip=dhcp" \
       -nic "user,model=e1000,mac=52:54:00:79:00:01"
   fi
   while ! grep -q DISKFARM-WORKLOAD-END "$log" 2>/dev/null; do

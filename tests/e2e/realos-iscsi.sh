@@ -128,6 +128,13 @@ boot_round() { # ROUND
 boot_round 1
 realos_check_boot "$T/serial-pc01-1.log" 1
 realos_check_boot "$T/serial-pc02-1.log" 1
+grep -a 'DISKFARM-ISCSI-CONN\|DISKFARM-SD' "$T/serial-pc01-1.log" | tr -d '\r' | sort -u
+# iscsistart turns NOP-Outs off unless told: the small initramfs passes
+# node.conn[0].timeo.noop_out_interval=5 (Debian's script does not)
+if [ "$FLAVOUR" = small ]; then
+  grep -aq 'DISKFARM-ISCSI-CONN .* noop_out_interval=5 ' "$T/serial-pc01-1.log" ||
+    e2e_fail "the OS's iSCSI connection does not send NOP-Outs every 5 s"
+fi
 grep -q 'boot.ipxe for pc01' "$T/bs.log" || e2e_fail "pc01 did not fetch boot.ipxe"
 [ "$(grep -c 'iSCSI login' "$T/ss1.log")" -ge 4 ] ||
   e2e_fail "expected an iPXE and an OS login per VM: $(grep 'iSCSI login' "$T/ss1.log")"

@@ -51,7 +51,7 @@ grep -q "nbd listening on 127.0.0.1:$PORT" "$T/streamsvc.log" ||
 vm_start() { # NAME MAC FLAVOUR ROUND
   realos_qemu_start "$1" "$T/serial-$1-$4.log" \
     -kernel "$T/img/vmlinuz" -initrd "$T/img/initrd-$3" \
-    -append "console=ttyS0 panic=-1 rw quiet root=/dev/nbd0p2 nbdroot=10.0.2.2:$PORT/device/$1 ip=dhcp" \
+    -append "console=ttyS0 panic=-1 no_timer_check rw quiet root=/dev/nbd0p2 nbdroot=10.0.2.2:$PORT/device/$1 ip=dhcp" \
     -nic "user,model=e1000,mac=$2"
 }
 vm_wait() { # NAME ROUND

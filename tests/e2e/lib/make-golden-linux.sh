@@ -13,7 +13,9 @@
 #   /dev/sda2; partition 2: ext4 root made by mkfs.ext4 -d), and
 #   OUTDIR/initrd-FLAVOUR; plus OUTDIR/vmlinuz (for a direct NBD boot:
 #   root=/dev/nbd0p2 nbdroot=HOST:PORT/EXPORT ip=dhcp, both flavours) and
-#   OUTDIR/build-times (seconds per step).
+#   OUTDIR/build-times (seconds per step).  Kernel cmdline no_timer_check:
+#   under TCG on a loaded host the kernel's IO-APIC timer check fails now and
+#   then ("IO-APIC + timer doesn't work!", a panic at 0.07 s).
 #   The root is busybox-static; its /sbin/init runs the workload: appends a
 #   line to /var/boot-count, writes 32 MiB with fsync, drops the page cache,
 #   reads it back and compares SHA-256, removes it, fstrim, prints the
@@ -22,6 +24,8 @@
 #     DISKFARM-BOOT-COUNT=<n>
 #     DISKFARM-WORKLOAD-OK sha=<sha256>  (or DISKFARM-WORKLOAD-BAD ...)
 #     DISKFARM-FSTRIM <fstrim output>    (or DISKFARM-FSTRIM-FAILED ...)
+#     DISKFARM-ISCSI-CONN <conn> noop_out_interval=<s> noop_out_timeout=<s>
+#     DISKFARM-SD <h:c:t:l> provisioning_mode=... cache_type=... (sd's view)
 #     DISKFARM-KLOG <dmesg line>         (lines matching I/O error, iscsi,
 #                                         connection error, reset, nbd, sd)
 #     DISKFARM-WORKLOAD-END
@@ -115,6 +119,16 @@ fi
 rm -f /var/workload; sync
 if t=$(fstrim -v / 2>&1); then out "DISKFARM-FSTRIM $t"
 else out "DISKFARM-FSTRIM-FAILED $t"; fi
+# the iSCSI connection's NOP-Out settings (libiscsi: recv_tmo is
+# node.conn[0].timeo.noop_out_interval, ping_tmo its timeout; 0 = off)
+for c in /sys/class/iscsi_connection/*; do
+  [ -r "$c/recv_tmo" ] || continue
+  out "DISKFARM-ISCSI-CONN ${c##*/} noop_out_interval=$(cat "$c/recv_tmo") noop_out_timeout=$(cat "$c/ping_tmo")"
+done
+for d in /sys/class/scsi_disk/*; do
+  [ -r "$d/provisioning_mode" ] || continue
+  out "DISKFARM-SD ${d##*/} provisioning_mode=$(cat "$d/provisioning_mode") cache_type=$(cat "$d/cache_type") max_write_same_blocks=$(cat "$d/max_write_same_blocks" 2>/dev/null)"
+done
 dmesg | grep -iE 'I/O error|iscsi|connection.*error|reset|nbd|sd [0-9]|EXT4-fs (error|warning)|blk_update' |
   while read -r l; do out "DISKFARM-KLOG $l"; done
 mount -o remount,ro / 2>/dev/null; sync
@@ -251,7 +265,7 @@ DEFAULT linux
 PROMPT 0
 LABEL linux
   KERNEL vmlinuz
-  APPEND initrd=initrd console=ttyS0 panic=-1 root=/dev/sda2 rootwait rw quiet
+  APPEND initrd=initrd console=ttyS0 panic=-1 no_timer_check root=/dev/sda2 rootwait rw quiet
 CFG
   rm -f "$part"
   mkfs.fat -C "$part" $(( BOOT_MIB * 1024 )) >/dev/null
