@@ -22,7 +22,7 @@ timeout=${BENCH_BOOT_TIMEOUT:-300}
 . tests/e2e/lib/realos.sh
 e2e_need qemu-system-x86_64 tgtd tgtadm qemu-nbd bc python3
 [ "$(id -u)" = 0 ] || e2e_skip "tgtd needs root"
-e2e_init
+realos_init
 T=$E2E_TMP
 realos_images "$T/img" small
 cp --sparse=always "$T/img/golden-small.img" "$T/peer.raw"

@@ -23,7 +23,7 @@ e2e_need qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc python3
 BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
 FLAVOURS="small debian"
 command -v mkinitramfs >/dev/null 2>&1 || [ -x /usr/sbin/mkinitramfs ] || FLAVOURS=small
-e2e_init
+realos_init
 T=$E2E_TMP
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }

@@ -1,12 +1,21 @@
 # README: tests/e2e/lib/realos.sh: helpers for the e2e tests where a real OS
 #   runs from the stream (realos-iscsi.sh, realos-nbd.sh), sourced after
-#   e2e.sh.  realos_images OUTDIR FLAVOUR... (make-golden-linux.sh, 77 ->
+#   e2e.sh.  realos_init (e2e_init with a set -e safe cleanup trap),
+#   realos_images OUTDIR FLAVOUR... (make-golden-linux.sh, 77 ->
 #   skip), realos_qemu_start NAME LOG ARGS... / realos_qemu_wait NAME TIMEOUT
 #   (a VM in the background, killed by PID in the cleanup trap),
 #   realos_check_boot LOG COUNT (markers of the workload, boot counter, no
 #   kernel I/O, SCSI, iSCSI or NBD error), realos_cached_count NBD-URI
 #   (the boot counter file read through an NBD export: number of lines, or
 #   "none"), realos_store_sum FARM (sha256 of every vDisk store file).
+
+# realos_init: e2e_init with a cleanup that survives set -e: e2e_cleanup's
+# kill/wait of a VM that already powered off fails, and under set -e that
+# failure would end the trap early (tmp dir left) with status 1.
+realos_init() {
+  e2e_init
+  trap 'realos_rc=$?; set +e; e2e_cleanup; exit $realos_rc' EXIT
+}
 
 # What the OS log must not hold: block layer, SCSI, iSCSI, NBD and ext4
 # errors and recoveries, and the sd driver's complaints about missing pages.
