@@ -13,11 +13,15 @@ boot_pkgs="qemu-utils qemu-system-x86 ipxe isolinux syslinux syslinux-common
   xorriso busybox-static mtools dosfstools e2fsprogs"
 # libguestfs (vdisk inspect, version diff) needs a kernel for its appliance
 guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64"
+# a real OS from the stream (e2e realos-*): golden images whose initramfs
+# logs in to iSCSI from the iBFT (iscsistart) or attaches NBD (nbd-client),
+# Debian's own initramfs built with mkinitramfs, ext4 roots by mkfs.ext4 -d
+realos_pkgs="open-iscsi initramfs-tools nbd-client e2fsprogs cpio kmod bc"
 test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
   fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind
   libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   tftp-hpa tftpd-hpa dnsmasq-base iproute2 qemu-block-extra genisoimage fdisk
-  libnbd-dev libiscsi-dev mmdebstrap debhelper lintian"
+  libnbd-dev libiscsi-dev mmdebstrap debhelper lintian $realos_pkgs"
 demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
 
 want=""
@@ -55,5 +59,18 @@ case " $missing " in
       systemctl disable --now tftpd-hpa >/dev/null 2>&1 || true
     else
       service tftpd-hpa stop >/dev/null 2>&1 || true
+    fi ;;
+esac
+# open-iscsi's package enables iscsid (socket-activated) and open-iscsi.service,
+# which would log in to whatever the host's node database holds; the e2e
+# tests run their initiators inside qemu guests, so keep the host's off.
+case " $missing " in
+  *" open-iscsi "*)
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now iscsid.socket iscsid.service open-iscsi.service \
+        >/dev/null 2>&1 || true
+    else
+      service open-iscsi stop >/dev/null 2>&1 || true
+      service iscsid stop >/dev/null 2>&1 || true
     fi ;;
 esac

@@ -1,0 +1,160 @@
+#!/bin/bash
+# e2e (qemu TCG, network namespaces made here): a real OS runs from the
+# stream with its root on iSCSI through iBFT.  Usage: realos-iscsi.sh
+# small|debian (the initramfs flavour, tests/e2e/lib/make-golden-linux.sh).
+#
+#   netns LAN: bridge br0 10.77.0.1, dnsmasq (site DHCP, addresses only),
+#              streamsvc on .1 (iSCSI + admin; NBD on a UNIX socket for the
+#              checks), tap0 + tap1 -> two qemu VMs booting at once
+#   netns BS:  bootstrapsvc --address 10.77.0.11 (veth to br0)
+#
+# Each VM: NIC ROM iPXE -> ProxyDHCP -> HTTP boot.ipxe -> sanboot (int13
+# loads syslinux, the kernel and the initramfs) -> the initramfs logs in
+# again from the iBFT (iscsistart -b) -> ext4 root on /dev/sda2 -> /sbin/init
+# runs the workload (boot counter, 32 MiB fsync + read back, fstrim).
+#   pc01: cache `server`; pc02: cache `server-persistent`.
+#   boot 1: both count 1; the OS's writes are in the device's cache (read
+#           through device/<name>), not in vdisk/golden, and the store files'
+#           sha256 is unchanged
+#   boot 2: pc01 counts 1 again (the boot script fetch starts a new boot
+#           generation), pc02 counts 2 (its cache survives reboots)
+#   device reset: pc01's cache is clean (no counter file in the export),
+#           pc02's persistent cache is kept (2); reset --discard empties it
+# Every boot: no kernel I/O, SCSI or iSCSI error in the OS log.
+# Skips (77) unless root with network namespaces, /dev/net/tun, qemu,
+# dnsmasq, open-iscsi, nbdcopy and e2fsprogs (initramfs-tools for debian).
+set -eu
+. "$(dirname "$0")/lib/e2e.sh"
+. "$(dirname "$0")/lib/realos.sh"
+: "${STREAMSVC:?STREAMSVC not set}"
+: "${DISKFARM:?DISKFARM not set}"
+: "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
+FLAVOUR=${1:-small}
+case $FLAVOUR in small|debian) ;; *) e2e_fail "unknown flavour '$FLAVOUR'" ;; esac
+[ "$(id -u)" = 0 ] || e2e_skip "needs root (network namespaces, tap)"
+e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc
+[ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
+[ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
+BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
+e2e_init
+T=$E2E_TMP
+chmod 755 "$T"
+FARM=$T/farm
+df() { "$DISKFARM" --farm "$FARM" "$@"; }
+
+realos_images "$T/img" "$FLAVOUR"
+
+NS=dfro$$
+LAN=${NS}lan BS=${NS}bs
+ip netns add "$LAN" 2>/dev/null || e2e_skip "cannot create network namespaces"
+ip netns add "$BS"
+cleanup_ns() {
+  local rc=$?
+  set +e
+  e2e_cleanup
+  for n in "$LAN" "$BS"; do ip netns del "$n" 2>/dev/null; done
+  exit "$rc"
+}
+trap cleanup_ns EXIT
+# in_lan: foreground only (a function in the background would leave its
+# child behind when the trap kills the subshell)
+in_lan() { ip netns exec "$LAN" "$@"; }
+
+# ---- network ---------------------------------------------------------------
+in_lan ip link set lo up
+in_lan ip link add br0 type bridge
+in_lan ip addr add 10.77.0.1/24 dev br0
+in_lan ip link set br0 up
+for tap in tap0 tap1; do
+  in_lan ip tuntap add "$tap" mode tap
+  in_lan ip link set "$tap" master br0 up
+done
+ip link add vb1 netns "$LAN" type veth peer name eth0 netns "$BS"
+in_lan ip link set vb1 master br0 up
+ip netns exec "$BS" ip link set lo up
+ip netns exec "$BS" ip addr add 10.77.0.11/24 dev eth0
+ip netns exec "$BS" ip link set eth0 up
+ip netns exec "$LAN" dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
+  --dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,10m --no-resolv \
+  --no-hosts --user=root --dhcp-leasefile="$T/leases" --log-dhcp >"$T/dnsmasq.log" 2>&1 &
+E2E_PIDS="$E2E_PIDS $!"
+
+# ---- farm ------------------------------------------------------------------
+df init >/dev/null
+df vdisk import golden "$T/img/golden-$FLAVOUR.img" >/dev/null
+rm -f "$T/img/golden-$FLAVOUR.img"
+df device add pc01 --mac 52:54:00:77:00:01 --vdisk golden --cache server >/dev/null
+df device add pc02 --mac 52:54:00:77:00:02 --vdisk golden --cache server-persistent >/dev/null
+df bootstrap sync >/dev/null
+df server add ss1 --address 10.77.0.1 --admin-port 8001 --iscsi-port 3260 >/dev/null
+# bootstrapsvc drops to nobody: it must read boot/ and write farm.db.
+chmod 755 "$FARM" "$FARM/boot"; chmod 644 "$FARM"/boot/*
+chmod 666 "$FARM"/farm.db*; chmod 777 "$FARM"
+store0=$(realos_store_sum "$FARM")
+
+ip netns exec "$LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" \
+  --iscsi-listen 10.77.0.1:3260 --admin-listen 10.77.0.1:8001 >"$T/ss1.log" 2>&1 &
+E2E_PIDS="$E2E_PIDS $!"
+for _ in $(seq 100); do grep -q 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
+grep -q 'iscsi listening' "$T/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$T/ss1.log")"
+ip netns exec "$BS" "$BOOTSTRAPSVC" --farm "$FARM" --address 10.77.0.11 \
+  --interface eth0 --health-interval 500 >"$T/bs.log" 2>&1 &
+E2E_PIDS="$E2E_PIDS $!"
+for _ in $(seq 100); do grep -q 'is now healthy' "$T/bs.log" && break; sleep 0.1; done
+grep -q 'is now healthy' "$T/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$T/bs.log")"
+
+REALOS_QEMU_PREFIX="ip netns exec $LAN"
+vm_start() { # NAME TAP MAC ROUND
+  realos_qemu_start "$1" "$T/serial-$1-$4.log" -boot n \
+    -netdev "tap,id=n0,ifname=$2,script=no,downscript=no" \
+    -device "e1000,netdev=n0,mac=$3"
+}
+vm_wait() { # NAME ROUND
+  realos_qemu_wait "$1" "$T/serial-$1-$2.log" "$BOOT_TIMEOUT" || {
+    realos_dump "$T/serial-$1-$2.log"
+    for f in bs ss1 dnsmasq; do echo "--- $f"; tail -15 "$T/$f.log" || true; done
+    e2e_fail "$1 boot $2 ($FLAVOUR): no workload end marker"
+  }
+}
+export_count() { realos_cached_count "nbd+unix:///$1?socket=$T/nbd.sock"; }
+boot_round() { # ROUND
+  vm_start pc01 tap0 52:54:00:77:00:01 "$1"
+  vm_start pc02 tap1 52:54:00:77:00:02 "$1"
+  vm_wait pc01 "$1"
+  vm_wait pc02 "$1"
+}
+
+# ---- boot 1 ------------------------------------------------------------------
+boot_round 1
+realos_check_boot "$T/serial-pc01-1.log" 1
+realos_check_boot "$T/serial-pc02-1.log" 1
+grep -a 'DISKFARM-ISCSI-CONN\|DISKFARM-SD' "$T/serial-pc01-1.log" | tr -d '\r' | sort -u
+# iscsistart turns NOP-Outs off unless told: the small initramfs passes
+# node.conn[0].timeo.noop_out_interval=5 (Debian's script does not)
+if [ "$FLAVOUR" = small ]; then
+  grep -aq 'DISKFARM-ISCSI-CONN .* noop_out_interval=5 ' "$T/serial-pc01-1.log" ||
+    e2e_fail "the OS's iSCSI connection does not send NOP-Outs every 5 s"
+fi
+grep -q 'boot.ipxe for pc01' "$T/bs.log" || e2e_fail "pc01 did not fetch boot.ipxe"
+[ "$(grep -c 'iSCSI login' "$T/ss1.log")" -ge 4 ] ||
+  e2e_fail "expected an iPXE and an OS login per VM: $(grep 'iSCSI login' "$T/ss1.log")"
+[ "$(export_count device/pc01)" = 1 ] || e2e_fail "pc01's cache does not hold its boot counter"
+[ "$(export_count device/pc02)" = 1 ] || e2e_fail "pc02's cache does not hold its boot counter"
+[ "$(export_count vdisk/golden)" = none ] || e2e_fail "the OS's writes reached vdisk/golden"
+[ "$(realos_store_sum "$FARM")" = "$store0" ] || e2e_fail "the vDisk store changed"
+e2e_pass "$FLAVOUR: PXE -> sanboot -> iBFT login -> root on iSCSI; writes in the caches only"
+
+# ---- boot 2 ------------------------------------------------------------------
+boot_round 2
+realos_check_boot "$T/serial-pc01-2.log" 1
+realos_check_boot "$T/serial-pc02-2.log" 2
+e2e_pass "$FLAVOUR: second boot: server cache starts clean (1), server-persistent keeps it (2)"
+
+df device reset pc01 >/dev/null
+df device reset pc02 >/dev/null
+[ "$(export_count device/pc01)" = none ] || e2e_fail "device reset left pc01's server cache in place"
+[ "$(export_count device/pc02)" = 2 ] || e2e_fail "device reset lost pc02's persistent cache"
+df device reset pc02 --discard >/dev/null
+[ "$(export_count device/pc02)" = none ] || e2e_fail "device reset --discard left pc02's cache in place"
+[ "$(realos_store_sum "$FARM")" = "$store0" ] || e2e_fail "the vDisk store changed"
+e2e_pass "$FLAVOUR: device reset: server cache clean, persistent kept; --discard empties it; store untouched"
