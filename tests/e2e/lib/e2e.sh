@@ -14,6 +14,7 @@ e2e_pass() { echo "PASS: $*"; }
 
 e2e_cleanup() {
   local p
+  set +e # a process that already exited must not end the cleanup early
   for p in $E2E_PIDS; do kill "$p" 2>/dev/null; done
   for p in $E2E_KILL9; do kill -9 "$p" 2>/dev/null; done
   for p in $E2E_PIDS; do wait "$p" 2>/dev/null; done
