@@ -43,6 +43,8 @@ cleanup_ns() {
   exit "$rc"
 }
 trap cleanup_ns EXIT
+# Foreground only: a backgrounded function call is a subshell whose $! is
+# not the daemon, so daemons are started with ip netns exec itself.
 in_lan() { ip netns exec "$LAN" "$@"; }
 
 # ---- network ---------------------------------------------------------------
@@ -59,7 +61,7 @@ in_lan ip link set vb1 master br0 up
 ip netns exec "$BS" ip link set lo up
 ip netns exec "$BS" ip addr add 10.78.0.11/24 dev eth0
 ip netns exec "$BS" ip link set eth0 up
-in_lan dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
+ip netns exec "$LAN" dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
   --dhcp-range=10.78.0.100,10.78.0.150,255.255.255.0,10m --no-resolv \
   --no-hosts --user=root --dhcp-leasefile="$T/leases" >"$T/dnsmasq.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
@@ -77,7 +79,7 @@ df server add ss1 --address 10.78.0.1 --admin-port 8001 --iscsi-port 3260 >/dev/
 # daemons drop to by default after binding.
 [ -z "$(find "$FARM" -perm /o+w)" ] || e2e_fail "the farm has world-writable entries"
 
-in_lan "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/ss1.sock" \
+ip netns exec "$LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/ss1.sock" \
   --iscsi-listen 10.78.0.1:3260 --admin-listen 10.78.0.1:8001 >"$T/ss1.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
 for _ in $(seq 100); do grep -qs 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
@@ -92,7 +94,7 @@ grep -q 'is now healthy' "$T/bs.log" || e2e_fail "bootstrapsvc not healthy: $(ca
 # ---- VMs ---------------------------------------------------------------------
 start_vm() { # NAME TAP MAC: power on (TCG, -boot n); HMP monitor on a socket
   : >"$T/serial-$1.log"
-  in_lan qemu-system-x86_64 -accel tcg -m 256 -display none -no-shutdown \
+  ip netns exec "$LAN" qemu-system-x86_64 -accel tcg -m 256 -display none -no-shutdown \
     -monitor "unix:$T/mon-$1.sock,server=on,wait=off" \
     -serial "file:$T/serial-$1.log" -boot n \
     -netdev "tap,id=n0,ifname=$2,script=no,downscript=no" \
