@@ -21,7 +21,7 @@ static const char *const boot_files[] = {
 
 /* ---- bootstrap sync --------------------------------------------------- */
 
-/* Copy src to dir/name through dir/.name.tmp + rename. */
+/* Copy src to dir/name through dir/.name.tmp (df_store_publish). */
 static bool
 copy_boot_file (const char *src, const char *dir, const char *name,
                 GError **err)
@@ -33,16 +33,10 @@ copy_boot_file (const char *src, const char *dir, const char *name,
   gsize len = 0;
   if (!g_file_get_contents (src, &data, &len, err)
       || !g_file_set_contents_full (tmp, data, (gssize) len,
-                                    G_FILE_SET_CONTENTS_CONSISTENT, 0644, err)
+                                    G_FILE_SET_CONTENTS_NONE, 0644, err)
       || !df_adopt_owner (-1, tmp, err))
     return false;
-  if (g_rename (tmp, dst) < 0)
-    {
-      df_set_error_errno (err, errno, "rename %s to %s", tmp, dst);
-      g_unlink (tmp);
-      return false;
-    }
-  return true;
+  return df_store_publish (-1, tmp, dst, DF_PUBLISH_REPLACE, err);
 }
 
 static bool

@@ -172,8 +172,8 @@ import_prepare (ImportJob *j, GError **err)
   return true;
 }
 
-/* Convert src into the temp dir, hash it, then link it into place (never
- * replacing a file) and fsync the directory. */
+/* Convert src into the temp dir, hash it, then publish it into place
+ * (never replacing a file). */
 static bool
 import_write (ImportJob *j, const char *src, const char *format,
               GError **err)
@@ -198,13 +198,10 @@ import_write (ImportJob *j, const char *src, const char *format,
       return false;
     }
   j->file_size = (uint64_t) st.st_size;
-  if (link (tmp, j->final_path) != 0)
-    {
-      df_set_error_errno (err, errno, "cannot create %s", j->final_path);
-      return false;
-    }
+  if (!df_store_publish (-1, tmp, j->final_path, DF_PUBLISH_NOREPLACE, err))
+    return false;
   j->placed = true;
-  return df_fsync_dir_of (j->final_path, err);
+  return true;
 }
 
 /* One DB call: the vdisk row, its version 0 and the audit entry. */
@@ -625,7 +622,7 @@ remove_store_files (const char *name, GPtrArray *paths, GError **err)
         }
     }
   const char *dir = paths->pdata[paths->len - 1];
-  g_autofree char *lock = g_build_filename (dir, DF_VERSION_LOCK_FILE, NULL);
+  g_autofree char *lock = g_build_filename (dir, DF_STORE_LOCK_FILE, NULL);
   g_unlink (lock);
   g_rmdir (dir);
   return ok;

@@ -1,32 +1,16 @@
-/* diskfarm console: `version new|seal|promote|revert|delete|list|merge|diff`
- * and `vdisk verify|inspect|set`.
+/* diskfarm console: `version new|seal|promote|revert|delete|list|merge|diff`.
  *
- * Store: <farm>/store/<vdisk>/<vdisk>.<N>.qcow2, whose backing file is the
- * parent version's file (relative name).  A maintenance version has no
- * file until it is sealed: its writes are in <vdisk>.<N>.maint/ (a
- * server-persistent cache that streamsvc opens for the maintenance device).
- *
- * Crash safety: every command that changes the store holds an exclusive
- * flock on <store>/.version.lock, writes new files under a temporary name
- * (".<vdisk>.<N>.qcow2.tmp"), fsyncs, renames, fsyncs the directory and
- * only then records the file in one DB transaction.  Files are removed only
- * after the transaction that stops using them.  At its start each command
- * removes what an interrupted one left behind (temporary files, files no
- * version row names, .maint directories of sealed versions), so a command
- * killed at any point can simply be run again.
- *
- * Test hook: DISKFARM_TEST_CRASH_AT=<step> makes the command SIGKILL itself
- * when it reaches that named step (see crash_point calls; steps are listed
- * in diskfarm(1)). */
+ * The store and its crash-safety protocol (lock, sweep, temp file,
+ * publish, the DISKFARM_TEST_CRASH_AT hook) are lib/vdisk's DfStore
+ * (store.h); each command here takes the store's lock, sweeps, does its
+ * work and records it in one DB transaction. */
 #include "console.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,18 +20,6 @@
 
 
 /* ---- small helpers ---------------------------------------------------- */
-
-/* Test hook: die here when DISKFARM_TEST_CRASH_AT names this step. */
-static void
-crash_point (const char *step)
-{
-  const char *at = g_getenv ("DISKFARM_TEST_CRASH_AT");
-  if (at && strcmp (at, step) == 0)
-    {
-      fflush (NULL);
-      raise (SIGKILL);
-    }
-}
 
 static bool
 parse_number (const char *what, const char *s, int *out, GError **err)
@@ -61,28 +33,6 @@ parse_number (const char *what, const char *s, int *out, GError **err)
     }
   *out = (int) n;
   return true;
-}
-
-static char *
-version_file_name (const char *vdisk, int number)
-{
-  return g_strdup_printf ("%s.%d.qcow2", vdisk, number);
-}
-
-static char *
-maint_dir_path (DfFarm *farm, const char *vdisk, int number)
-{
-  g_autofree char *store = df_farm_store_dir (farm, vdisk);
-  g_autofree char *name = g_strdup_printf ("%s.%d.maint", vdisk, number);
-  return g_build_filename (store, name, NULL);
-}
-
-static char *
-tmp_path (DfFarm *farm, const char *vdisk, int number)
-{
-  g_autofree char *store = df_farm_store_dir (farm, vdisk);
-  g_autofree char *name = g_strdup_printf (".%s.%d.qcow2.tmp", vdisk, number);
-  return g_build_filename (store, name, NULL);
 }
 
 static char *
@@ -150,66 +100,6 @@ chain_of (GPtrArray *versions, DfVersion *v)
   return chain;
 }
 
-/* Remove a flat directory (a .maint cache) and its files. */
-static bool
-remove_flat_dir (const char *dir, GError **err)
-{
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  if (d)
-    for (const char *f; (f = g_dir_read_name (d)) != NULL;)
-      {
-        g_autofree char *p = g_build_filename (dir, f, NULL);
-        if (g_unlink (p) != 0 && errno != ENOENT)
-          {
-            df_set_error_errno (err, errno, "remove %s", p);
-            return false;
-          }
-      }
-  if (g_rmdir (dir) != 0 && errno != ENOENT)
-    {
-      df_set_error_errno (err, errno, "remove %s", dir);
-      return false;
-    }
-  return df_fsync_dir_of (dir, err);
-}
-
-/* rename + fsync of the directory. */
-static bool
-publish_file (const char *tmp, const char *final, GError **err)
-{
-  if (g_rename (tmp, final) != 0)
-    {
-      df_set_error_errno (err, errno, "rename %s to %s", tmp, final);
-      return false;
-    }
-  return df_fsync_dir_of (final, err);
-}
-
-/* The last steps of writing a new version file (seal and merge): crash
- * point "<step>-written", publish tmp as final, hash final into sha (hex,
- * NUL-terminated) unless the writer already did (hashed), crash point
- * "<step>-renamed", then stat final into *size. */
-static bool
-publish_layer (const char *step, const char *tmp, const char *final,
-               bool hashed, char sha[65], uint64_t *size, GError **err)
-{
-  g_autofree char *written = g_strdup_printf ("%s-written", step);
-  g_autofree char *renamed = g_strdup_printf ("%s-renamed", step);
-  GStatBuf st;
-  crash_point (written);
-  if (!publish_file (tmp, final, err)
-      || (!hashed && !df_file_sha256 (final, sha, err)))
-    return false;
-  crash_point (renamed);
-  if (g_stat (final, &st) != 0)
-    {
-      df_set_error_errno (err, errno, "stat %s", final);
-      return false;
-    }
-  *size = (uint64_t) st.st_size;
-  return true;
-}
-
 /* End the df_farm_begin transaction of a version step: roll back when the
  * step's DB work failed (!ok, err already set); else crash point
  * "<step>-in-tx", commit, crash point "<step>-committed". */
@@ -223,99 +113,29 @@ tx_finish (DfFarm *farm, const char *step, bool ok, GError **err)
     }
   g_autofree char *in_tx = g_strdup_printf ("%s-in-tx", step);
   g_autofree char *committed = g_strdup_printf ("%s-committed", step);
-  crash_point (in_tx);
+  df_store_crash_point (in_tx);
   if (!df_farm_commit (farm, err))
     return false;
-  crash_point (committed);
+  df_store_crash_point (committed);
   return true;
 }
 
 /* ---- the per-vdisk lock and leftovers of interrupted commands ---------- */
 
-typedef struct {
-  int fd;
-} VLock;
-
-static void
-vlock_release (VLock *l)
-{
-  if (l->fd >= 0)
-    close (l->fd);          /* drops the flock */
-  l->fd = -1;
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (VLock, vlock_release)
-
+/* Under the store's lock: remove what interrupted commands left. */
 static bool
-vlock_take (DfFarm *farm, const char *vdisk, VLock *l, GError **err)
+sweep_store (DfStore *store, GPtrArray *versions, GError **err)
 {
-  g_autofree char *store = df_farm_store_dir (farm, vdisk);
-  g_autofree char *path = g_build_filename (store, DF_VERSION_LOCK_FILE,
-                                           NULL);
-  if (g_mkdir_with_parents (store, 0755) != 0)
+  g_autofree int *numbers = g_new0 (int, versions->len + 1);
+  int maint = -1;
+  for (guint i = 0; i < versions->len; i++)
     {
-      df_set_error_errno (err, errno, "create %s", store);
-      return false;
+      DfVersion *v = versions->pdata[i];
+      numbers[i] = v->number;
+      if (v->state == DF_VSTATE_MAINTENANCE)
+        maint = v->number;
     }
-  l->fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (l->fd < 0)
-    {
-      df_set_error_errno (err, errno, "open %s", path);
-      return false;
-    }
-  if (!df_adopt_owner (-1, store, err) || !df_adopt_owner (l->fd, path, err))
-    return false;
-  if (flock (l->fd, LOCK_EX | LOCK_NB) == 0)
-    return true;
-  vlock_release (l);
-  g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-               "another diskfarm command is changing the versions of vdisk "
-               "'%s'; try again when it has finished", vdisk);
-  return false;
-}
-
-/* "<vdisk>.<K>.<suffix>" -> K, or -1. */
-static int
-store_number (const char *vdisk, const char *name, const char *suffix)
-{
-  gsize vl = strlen (vdisk);
-  if (strncmp (name, vdisk, vl) != 0 || name[vl] != '.'
-      || !g_str_has_suffix (name, suffix))
-    return -1;
-  g_autofree char *num = g_strndup (name + vl + 1,
-                                    strlen (name) - vl - 1 - strlen (suffix));
-  int n;
-  return parse_number ("n", num, &n, NULL) ? n : -1;
-}
-
-/* Under the lock: remove what interrupted commands left (see the top). */
-static bool
-cleanup_store (DfFarm *farm, const char *vdisk, GPtrArray *versions,
-               GError **err)
-{
-  g_autofree char *store = df_farm_store_dir (farm, vdisk);
-  g_autoptr (GDir) d = g_dir_open (store, 0, NULL);
-  if (!d)
-    return true;
-  for (const char *f; (f = g_dir_read_name (d)) != NULL;)
-    {
-      g_autofree char *p = g_build_filename (store, f, NULL);
-      int k;
-      DfVersion *v;
-      if (f[0] == '.' && g_str_has_suffix (f, ".qcow2.tmp"))
-        g_unlink (p);
-      else if ((k = store_number (vdisk, f, ".qcow2")) >= 0
-               && !find_number (versions, k))
-        {
-          g_info ("removing %s: no version row names it", p);
-          g_unlink (p);
-        }
-      else if ((k = store_number (vdisk, f, ".maint")) >= 0
-               && (!(v = find_number (versions, k))
-                   || v->state != DF_VSTATE_MAINTENANCE)
-               && !remove_flat_dir (p, err))
-        return false;
-    }
-  return df_fsync_dir_of (store, err);
+  return df_store_sweep (store, numbers, versions->len, maint, err);
 }
 
 /* Everything a version command starts with: farm, due schedules applied,
@@ -324,7 +144,7 @@ typedef struct {
   DfFarm *farm;
   DfVdisk *vdisk;
   GPtrArray *versions;
-  VLock lock;
+  DfStore *store;        /* locked when the job changes the store */
 } VJob;
 
 static void
@@ -332,7 +152,7 @@ vjob_clear (VJob *j)
 {
   g_clear_pointer (&j->versions, g_ptr_array_unref);
   g_clear_pointer (&j->vdisk, df_vdisk_free);
-  vlock_release (&j->lock);
+  g_clear_pointer (&j->store, df_store_free);
   g_clear_pointer (&j->farm, df_farm_close);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (VJob, vjob_clear)
@@ -348,7 +168,6 @@ vjob_reload (VJob *j, GError **err)
 static bool
 vjob_open (DfCtx *ctx, const char *vdisk, bool mutate, VJob *j, GError **err)
 {
-  j->lock.fd = -1;
   j->farm = df_ctx_open_farm (ctx, false, err);
   if (!j->farm)
     return false;
@@ -356,11 +175,13 @@ vjob_open (DfCtx *ctx, const char *vdisk, bool mutate, VJob *j, GError **err)
   if (!j->vdisk
       || !df_farm_versions_apply_pending (j->farm, vdisk, NULL, err))
     return false;
-  if (mutate && !vlock_take (j->farm, vdisk, &j->lock, err))
+  g_autofree char *dir = df_farm_store_dir (j->farm, vdisk);
+  j->store = df_store_new (dir, vdisk);
+  if (mutate && !df_store_lock (j->store, err))
     return false;
   if (!vjob_reload (j, err))
     return false;
-  return !mutate || cleanup_store (j->farm, vdisk, j->versions, err);
+  return !mutate || sweep_store (j->store, j->versions, err);
 }
 
 /* ---- live sessions from streamsvc's admin HTTP ------------------------ */
@@ -507,7 +328,7 @@ version_new (DfCtx *ctx, int argc, char **argv, GError **err)
     }
   DfVersion *parent = newest_sealed (j.versions);
   int number = max_number (j.versions) + 1;
-  g_autofree char *file = version_file_name (j.vdisk->name, number);
+  g_autofree char *file = df_store_layer_name (j.vdisk->name, number);
   if (!parent
       || !check_maintenance_not_live (ctx, j.farm, j.vdisk->name, force, err)
       || !df_farm_version_add (j.farm, j.vdisk->name, number, parent->number,
@@ -565,8 +386,8 @@ merge_run (VJob *j, const MergeReq *req, int *out_number, GError **err)
     return false;
   DfVersion *below = n_layers < chain->len ? chain->pdata[n_layers] : NULL;
   int number = max_number (j->versions) + 1;
-  g_autofree char *file = version_file_name (vd, number);
-  g_autofree char *tmp = tmp_path (j->farm, vd, number);
+  g_autofree char *file = df_store_layer_name (vd, number);
+  g_autofree char *tmp = df_store_tmp_path (j->store, number);
   g_autofree char *top_path = version_path (j->farm, to);
   g_autofree char *final = df_farm_version_path (j->farm, vd, number);
   DfProgress progress;
@@ -582,7 +403,7 @@ merge_run (VJob *j, const MergeReq *req, int *out_number, GError **err)
   if (!ok)
     return false;
   uint64_t size;
-  if (!publish_layer ("merge", tmp, final, true, sha, &size, err))
+  if (!df_store_publish_layer ("merge", tmp, final, true, sha, &size, err))
     return false;
   g_autofree char *object = g_strdup_printf ("%s@%d", vd, number);
   g_autofree char *detail = g_strdup_printf (
@@ -699,8 +520,9 @@ seal_write (VJob *j, DfVersion *m, GError **err)
   const char *vd = j->vdisk->name;
   DfVersion *parent = find_number (j->versions, m->parent);
   g_autofree char *parent_path = version_path (j->farm, parent);
-  g_autofree char *maint = maint_dir_path (j->farm, vd, m->number);
-  g_autofree char *tmp = tmp_path (j->farm, vd, m->number);
+  g_autofree char *maint = df_store_maint_path (df_store_dir (j->store), vd,
+                                                m->number);
+  g_autofree char *tmp = df_store_tmp_path (j->store, m->number);
   g_autofree char *final = version_path (j->farm, m);
   g_autoptr (df_blk) base = df_chain_open (parent_path, DF_FMT_UNKNOWN, err);
   if (!base)
@@ -724,14 +546,14 @@ seal_write (VJob *j, DfVersion *m, GError **err)
     return false;
   char sha[65];
   uint64_t size;
-  if (!publish_layer ("seal", tmp, final, false, sha, &size, err))
+  if (!df_store_publish_layer ("seal", tmp, final, false, sha, &size, err))
     return false;
   if (!df_farm_begin (j->farm, err))
     return false;
   ok = df_farm_version_seal (j->farm, vd, m->number, sha, size, err);
   if (!tx_finish (j->farm, "seal", ok, err))
     return false;
-  return remove_flat_dir (maint, err);
+  return df_store_remove_maint (maint, err);
 }
 
 static bool
@@ -817,7 +639,7 @@ version_promote (DfCtx *ctx, int argc, char **argv, GError **err)
   g_auto (VJob) j = { 0 };
   if (!vjob_open (ctx, argv[1], true, &j, err))
     return false;
-  crash_point ("promote-begin");
+  df_store_crash_point ("promote-begin");
   if (!df_farm_begin (j.farm, err))
     return false;
   bool ok = when ? df_farm_version_schedule (j.farm, j.vdisk->name, number,
@@ -889,21 +711,17 @@ version_revert (DfCtx *ctx, int argc, char **argv, GError **err)
 static bool
 delete_maintenance (VJob *j, DfVersion *m, GError **err)
 {
-  g_autofree char *maint = maint_dir_path (j->farm, m->vdisk, m->number);
-  g_autofree char *map = g_build_filename (maint, "persistent.map", NULL);
-  int fd = open (map, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0 && flock (fd, LOCK_EX | LOCK_NB) != 0)
-    {
-      close (fd);
-      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-                   "maintenance version %s@%d is in use by a session",
-                   m->vdisk, m->number);
-      return false;
-    }
+  g_autofree char *maint = df_store_maint_path (df_store_dir (j->store),
+                                                m->vdisk, m->number);
+  g_autofree char *what = g_strdup_printf ("maintenance version %s@%d",
+                                           m->vdisk, m->number);
+  int fd;
+  if (!df_store_maint_claim (maint, what, &fd, err))
+    return false;
   bool ok = df_farm_version_delete (j->farm, m->vdisk, m->number, err);
   if (fd >= 0)
     close (fd);
-  return ok && remove_flat_dir (maint, err);
+  return ok && df_store_remove_maint (maint, err);
 }
 
 static bool
@@ -957,7 +775,7 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
       g_autofree char *path = version_path (j.farm, v);
       if (!df_farm_version_delete (j.farm, v->vdisk, number, err))
         return false;
-      crash_point ("delete-committed");
+      df_store_crash_point ("delete-committed");
       if (g_unlink (path) != 0 && errno != ENOENT)
         {
           df_set_error_errno (err, errno, "remove %s", path);

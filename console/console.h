@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "privilege.h"
 #include "farm.h"
+#include "store.h"
 #include "vdisk.h"
 
 /* ---- global options and command dispatch (main.c) --------------------- */
@@ -202,9 +203,6 @@ bool df_ctx_change_unless_live (const DfCtx *ctx, DfFarm *farm,
 /* One session as `session list` and `device show` print it.  New record. */
 DfRecord *df_live_session_record (const DfLiveSession *s);
 
-/* The lock file in a store directory that version commands flock
- * (cmd_version.c); vdisk remove deletes it with the directory. */
-#define DF_VERSION_LOCK_FILE ".version.lock"
 
 /* ---- records shared by several commands ------------------------------- */
 

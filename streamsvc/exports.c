@@ -40,6 +40,7 @@
 #include "blk_readonly.h"
 #include "common.h"
 #include "farm.h"
+#include "store.h"
 
 #define FARM_POOL_MAX 8
 #define WHO "streamsvc"
@@ -638,11 +639,9 @@ device_cache_dir (DfFarm *farm, const DfDevice *dev, const DfVersion *v,
       return df_farm_cache_dir (farm, dev->name);
     }
   g_autofree char *store = df_farm_store_dir (farm, v->vdisk);
-  g_autofree char *name = g_strdup_printf ("%s.%d.maint", v->vdisk,
-                                           v->number);
   mode->kind = DF_CACHE_PERSISTENT;
   mode->ram_limit = 0;
-  return g_build_filename (store, name, NULL);
+  return df_store_maint_path (store, v->vdisk, v->number);
 }
 
 /* The fence of a new entry: its label names the binding. */

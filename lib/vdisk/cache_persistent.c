@@ -29,6 +29,7 @@
  * private images of cache_private.c (df_cache_durable_open). */
 #include "cache_int.h"
 #include "privilege.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -190,14 +191,7 @@ create_map (df_cache *c, const char *path, GError **err)
   /* Reserve the map's space now so a flush does not meet ENOSPC on it
    * (best effort: some file systems cannot). */
   (void) posix_fallocate (fd, 0, total);
-  if (fdatasync (fd) < 0 || rename (tmp, path) < 0)
-    {
-      open_fail (err, "write", tmp);
-      close (fd);
-      unlink (tmp);
-      return -1;
-    }
-  if (!df_fsync_dir_of (path, err))
+  if (!df_store_publish (fd, tmp, path, DF_PUBLISH_REPLACE, err))
     {
       close (fd);
       return -1;
@@ -486,8 +480,8 @@ static const df_cache_store_ops pers_store_ops = {
 
 /* ---- open --------------------------------------------------------------- */
 
-static bool
-lock_map (int fd, const char *path, const char *what, GError **err)
+bool
+df_cache_persistent_lock (int fd, const char *path, const char *what, GError **err)
 {
   if (flock (fd, LOCK_EX | LOCK_NB) == 0)
     return true;
@@ -520,9 +514,10 @@ open_files (df_cache *c, pers_store *s, const char *prefix, const char *what,
       if (s->data_fd < 0)
         return false;
       s->map_fd = create_map (c, map_path, err);
-      return s->map_fd >= 0 && lock_map (s->map_fd, map_path, what, err);
+      return s->map_fd >= 0 && df_cache_persistent_lock (s->map_fd, map_path,
+                                                     what, err);
     }
-  if (!lock_map (s->map_fd, map_path, what, err)
+  if (!df_cache_persistent_lock (s->map_fd, map_path, what, err)
       || !load_entries (c, s->map_fd, map_path, err))
     return false;
   s->data_fd = open_data (c, data_path, err);

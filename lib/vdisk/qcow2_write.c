@@ -24,6 +24,7 @@
 #include "privilege.h"
 #include "qcow2.h"
 #include "byteorder.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1041,7 +1042,7 @@ make_temp (const char *path, char **tmp, GError **err)
   return fd;
 }
 
-/* Rename tmp to path without replacing anything, then sync the dir. */
+/* Publish tmp as path without replacing anything (df_store_publish). */
 static bool
 publish (const char *tmp, const char *path, GError **err)
 {
@@ -1050,25 +1051,7 @@ publish (const char *tmp, const char *path, GError **err)
       unlink (tmp);
       return false;
     }
-  int r = renameat2 (AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
-
-  if (r < 0 && (errno == EINVAL || errno == ENOSYS))
-    {
-      r = link (tmp, path);
-      if (r == 0)
-        unlink (tmp);
-    }
-  if (r < 0)
-    {
-      if (errno == EEXIST)
-        g_set_error (err, DF_ERROR, DF_ERROR_EXISTS, "%s already exists",
-                     path);
-      else
-        df_set_error_errno (err, errno, "rename %s to %s", tmp, path);
-      unlink (tmp);
-      return false;
-    }
-  return df_fsync_dir_of (path, err);
+  return df_store_publish (-1, tmp, path, DF_PUBLISH_NOREPLACE, err);
 }
 
 bool

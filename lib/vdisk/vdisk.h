@@ -252,6 +252,12 @@ const DfCacheModeDesc *df_cache_dir_holds (const char *dir);
 /* Remove the files every mode keeps in a device's cache directory (device
  * reset --discard, device remove).  Missing files are not an error. */
 bool df_cache_discard_dir (const char *dir, GError **err);
+/* The lock a durable cache holds on its open map (fd, a descriptor of
+ * path): exclusive, never waits; false + DF_ERROR_BUSY "<what> <path> is
+ * in use by another process" while another process holds it.  Dropped
+ * when fd is closed. */
+bool df_cache_persistent_lock (int fd, const char *path, const char *what,
+                               GError **err);
 
 /* ---- private images (cache_private.c) ---------------------------------- */
 
