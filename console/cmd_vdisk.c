@@ -689,10 +689,193 @@ vdisk_rename (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
-/* verify, inspect, set: cmd_version.c */
-bool df_cmd_vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err);
-bool df_cmd_vdisk_inspect (DfCtx *ctx, int argc, char **argv, GError **err);
-bool df_cmd_vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err);
+/* ---- verify ------------------------------------------------------------ */
+
+/* The farm, the vdisk (due promotions applied) and its version rows. */
+typedef struct {
+  DfFarm *farm;
+  DfVdisk *vdisk;
+  GPtrArray *versions;
+} VdiskVersions;
+
+static void
+vdisk_versions_clear (VdiskVersions *j)
+{
+  g_clear_pointer (&j->versions, g_ptr_array_unref);
+  g_clear_pointer (&j->vdisk, df_vdisk_free);
+  g_clear_pointer (&j->farm, df_farm_close);
+}
+
+static bool
+vdisk_versions_open (DfCtx *ctx, const char *vdisk, VdiskVersions *j,
+                     GError **err)
+{
+  j->farm = df_ctx_open_farm (ctx, false, err);
+  j->vdisk = j->farm ? df_farm_vdisk_get (j->farm, vdisk, err) : NULL;
+  if (j->vdisk && df_farm_versions_apply_pending (j->farm, vdisk, NULL, err))
+    j->versions = df_farm_version_list (j->farm, vdisk, err);
+  if (j->versions == NULL)
+    vdisk_versions_clear (j);
+  return j->versions != NULL;
+}
+
+static bool
+vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk verify", "NAME", 1, 1,
+    "Check every version file of a vDisk against the SHA-256 recorded when "
+    "it was published.  Fails when a file is missing or differs.",
+    "  diskfarm vdisk verify win10\n",
+  };
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+    return false;
+  VdiskVersions j = { 0 };
+  if (!vdisk_versions_open (ctx, argv[1], &j, err))
+    return false;
+  g_autoptr (GPtrArray) records = df_record_list_new ();
+  guint bad = 0, checked = 0;
+  for (guint i = 0; i < j.versions->len; i++)
+    {
+      DfVersion *v = j.versions->pdata[i];
+      if (!v->sha256)
+        continue;
+      g_autofree char *path = df_farm_version_path (j.farm, v->vdisk,
+                                                    v->number);
+      char sha[65] = "";
+      g_autoptr (GError) e = NULL;
+      const char *result = "ok";
+      if (!df_file_sha256 (path, sha, &e))
+        result = "unreadable";
+      else if (strcmp (sha, v->sha256) != 0)
+        result = "mismatch";
+      bad += strcmp (result, "ok") != 0;
+      checked++;
+      DfRecord *r = df_record_new ();
+      df_record_int (r, "version", "version", v->number);
+      df_record_str (r, "file", "file", v->file);
+      df_record_str (r, "result", "result", result);
+      df_record_str (r, "expected", NULL, v->sha256);
+      df_record_str (r, "actual", NULL, *sha ? sha : NULL);
+      df_record_str (r, "error", NULL, e ? e->message : NULL);
+      g_ptr_array_add (records, r);
+    }
+  df_print_list (records, ctx->json, "no sealed versions");
+  if (bad)
+    g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
+                 "vdisk '%s': %u of %u version files failed verification",
+                 j.vdisk->name, bad, checked);
+  bool ok = bad == 0;
+  vdisk_versions_clear (&j);
+  return ok;
+}
+
+/* ---- set --------------------------------------------------------------- */
+
+/* "--auto-merge-depth N|farm": the depth, or -1 for the farm's. */
+static bool
+parse_depth_arg (const char *s, int *out, GError **err)
+{
+  guint64 n;
+  if (g_str_equal (s, "farm"))
+    {
+      *out = -1;
+      return true;
+    }
+  if (!g_ascii_string_to_unsigned (s, 10, 0, DF_AUTO_MERGE_DEPTH_MAX, &n,
+                                   NULL) || n == 1)
+    {
+      df_usage_error (err, "--auto-merge-depth must be 0 (off), 2-%d or "
+                      "'farm' (use the farm's), not '%s'",
+                      DF_AUTO_MERGE_DEPTH_MAX, s);
+      return false;
+    }
+  *out = (int) n;
+  return true;
+}
+
+static bool
+vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk set", "NAME", 1, 1,
+    "Change vDisk settings.  --auto-merge-depth N: after a seal that makes "
+    "the chain deeper than N files, merge the updates into one layer "
+    "(PVS suggests 5; 0 turns it off for this vDisk; 'farm' follows the "
+    "farm-wide default, 'diskfarm farm set auto-merge-depth N').  "
+    "--description TEXT replaces the description ('' clears it).",
+    "  diskfarm vdisk set win10 --auto-merge-depth 5\n"
+    "  diskfarm vdisk set win10 --description 'Windows 10 22H2, Office'\n",
+  };
+  g_autofree char *depth_s = NULL, *description = NULL;
+  const GOptionEntry entries[] = {
+    { "auto-merge-depth", 0, 0, G_OPTION_ARG_STRING, &depth_s,
+      "Merge automatically past N chain files (0: off; farm: the farm's)",
+      "N" },
+    { "description", 'd', 0, G_OPTION_ARG_STRING, &description,
+      "Free text describing the vDisk ('' clears it)", "TEXT" },
+    G_OPTION_ENTRY_NULL
+  };
+  int depth = -2;
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err)
+      || (depth_s && !parse_depth_arg (depth_s, &depth, err)))
+    return false;
+  if (!depth_s && !description)
+    {
+      df_usage_error (err, "vdisk set: nothing to change (give "
+                      "--auto-merge-depth or --description)");
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  g_autoptr (DfVdisk) v = farm ? df_farm_vdisk_get (farm, argv[1], err)
+                               : NULL;
+  if (!v || !df_farm_begin (farm, err))
+    return false;
+  bool ok = (!depth_s
+             || df_farm_auto_merge_depth_set (farm, v->name, depth, err))
+            && (!description
+                || df_farm_vdisk_set_description (
+                  farm, v->name, *description ? description : NULL, err));
+  if (!ok)
+    df_farm_rollback (farm);
+  if (!ok || !df_farm_commit (farm, err))
+    return false;
+  bool own;
+  int now = df_farm_auto_merge_depth (farm, v->name, &own);
+  g_autoptr (DfVdisk) after = df_farm_vdisk_get (farm, v->name, err);
+  if (!after)
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "name", "name", v->name);
+  df_record_int (r, "auto_merge_depth", "auto-merge depth", now);
+  df_record_str (r, "auto_merge_depth_from", NULL, own ? "vdisk" : "farm");
+  df_record_str (r, "description", "description", after->description);
+  df_print_result (r, ctx->json, "vdisk %s: auto-merge depth %d%s%s%s%s",
+                   v->name, now, now ? "" : " (off)",
+                   own ? "" : " (farm default)",
+                   description ? ", description " : "",
+                   description ? (*description ? "set" : "cleared") : "");
+  return true;
+}
+
+/* ---- inspect ------------------------------------------------------------ */
+
+static bool
+vdisk_inspect (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "vdisk inspect", "NAME[@N]", 1, 1,
+    "Inspect a version read-only through libguestfs (newest production "
+    "when no @N): operating system, distribution, product name, hostname "
+    "and filesystems.  Starts the libguestfs appliance (about 16 s under "
+    "TCG).",
+    "  diskfarm vdisk inspect win10@3\n",
+  };
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
+  g_autoptr (DfVersion) v = farm ? df_inspect_resolve_ref (farm, argv[1], err) : NULL;
+  return v && df_inspect_run (ctx, farm, v, err);
+}
 
 const DfCmd df_vdisk_cmds[] = {
   { "import", "import a disk image as a new vDisk", vdisk_import },
@@ -702,10 +885,10 @@ const DfCmd df_vdisk_cmds[] = {
   { "remove", "remove a vDisk no device uses", vdisk_remove },
   { "rename", "rename a vDisk (nothing moves on disk)", vdisk_rename },
   { "verify", "check every version file against its SHA-256",
-    df_cmd_vdisk_verify },
+    vdisk_verify },
   { "inspect", "OS, hostname, filesystems of a version (libguestfs)",
-    df_cmd_vdisk_inspect },
+    vdisk_inspect },
   { "set", "change settings (--auto-merge-depth, --description)",
-    df_cmd_vdisk_set },
+    vdisk_set },
   { NULL, NULL, NULL }
 };

@@ -204,6 +204,20 @@ bool df_ctx_change_unless_live (const DfCtx *ctx, DfFarm *farm,
 DfRecord *df_live_session_record (const DfLiveSession *s);
 
 
+/* ---- inspection through libguestfs (inspect.c) ------------------------ */
+
+/* "NAME" or "NAME@N" -> the version (newest production when no @N); a
+ * version not sealed yet is refused.  New DfVersion, or NULL + err. */
+DfVersion *df_inspect_resolve_ref (DfFarm *farm, const char *ref,
+                                   GError **err);
+/* Print the OS, hostname and filesystems of v (`vdisk inspect`). */
+bool df_inspect_run (DfCtx *ctx, DfFarm *farm, const DfVersion *v,
+                     GError **err);
+/* Print the regular files added, removed, changed from va to vb
+ * (`version diff`). */
+bool df_inspect_diff (DfCtx *ctx, DfFarm *farm, const DfVersion *va,
+                      const DfVersion *vb, GError **err);
+
 /* ---- records shared by several commands ------------------------------- */
 
 /* A device as listed by `device list` and `collection show`
