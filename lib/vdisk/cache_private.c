@@ -21,6 +21,7 @@
  * reset`, pins its base (the stream service serves the pinned version, not
  * the newest one). */
 #include "cache_int.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,16 +119,16 @@ df_cache_pin_write (const char *dir, const DfCachePin *pin, GError **err)
   fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
     return df_set_error_errno (err, errno, "create %s", tmp), false;
-  if (df_pwrite_all (fd, text, strlen (text), 0) < 0 || fsync (fd) < 0
-      || rename (tmp, path) < 0)
+  if (df_pwrite_all (fd, text, strlen (text), 0) < 0)
     {
       df_set_error_errno (err, errno, "write %s", tmp);
       close (fd);
       unlink (tmp);
       return false;
     }
+  bool ok = df_store_publish (fd, tmp, path, DF_PUBLISH_REPLACE, err);
   close (fd);
-  return df_fsync_dir_of (path, err);
+  return ok;
 }
 
 /* ---- the store ----------------------------------------------------------- */
