@@ -38,7 +38,6 @@ e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc
 BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
 e2e_init
 T=$E2E_TMP
-chmod 755 "$T"
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 
@@ -87,9 +86,9 @@ df device add pc01 --mac 52:54:00:77:00:01 --vdisk golden --cache server >/dev/n
 df device add pc02 --mac 52:54:00:77:00:02 --vdisk golden --cache server-persistent >/dev/null
 df bootstrap sync >/dev/null
 df server add ss1 --address 10.77.0.1 --admin-port 8001 --iscsi-port 3260 >/dev/null
-# bootstrapsvc drops to nobody: it must read boot/ and write farm.db.
-chmod 755 "$FARM" "$FARM/boot"; chmod 644 "$FARM"/boot/*
-chmod 666 "$FARM"/farm.db*; chmod 777 "$FARM"
+# No chmod: init (as root) gave the farm to the diskfarm user, which both
+# daemons drop to by default after binding.
+[ -z "$(find "$FARM" -perm /o+w)" ] || e2e_fail "the farm has world-writable entries"
 store0=$(realos_store_sum "$FARM")
 
 ip netns exec "$LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" \

@@ -1,6 +1,6 @@
 # README: tests/e2e/lib/realos.sh: helpers for the e2e tests where a real OS
 #   runs from the stream (realos-iscsi.sh, realos-nbd.sh), sourced after
-#   e2e.sh.  realos_init (e2e_init with a set -e safe cleanup trap),
+#   e2e.sh.  realos_init (e2e_init),
 #   realos_images OUTDIR FLAVOUR... (make-golden-linux.sh, 77 ->
 #   skip), realos_qemu_start NAME LOG ARGS... / realos_qemu_wait NAME TIMEOUT
 #   (a VM in the background, killed by PID in the cleanup trap),
@@ -9,12 +9,9 @@
 #   (the boot counter file read through an NBD export: number of lines, or
 #   "none"), realos_store_sum FARM (sha256 of every vDisk store file).
 
-# realos_init: e2e_init with a cleanup that survives set -e: e2e_cleanup's
-# kill/wait of a VM that already powered off fails, and under set -e that
-# failure would end the trap early (tmp dir left) with status 1.
+# realos_init: e2e_init (whose cleanup survives set -e and signals).
 realos_init() {
   e2e_init
-  trap 'realos_rc=$?; set +e; e2e_cleanup; exit $realos_rc' EXIT
 }
 
 # What the OS log must not hold: block layer, SCSI, iSCSI, NBD and ext4
