@@ -101,6 +101,16 @@ server_insert (DfFarm *farm, const DfServer *s, GError **err)
   return false;
 }
 
+/* The audit detail of an added or changed server (new string). */
+static char *
+server_audit_detail (const DfServer *s)
+{
+  return g_strdup_printf (
+    "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
+    "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
+    s->nbd_port, s->admin_port, s->power);
+}
+
 bool
 df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
 {
@@ -108,10 +118,7 @@ df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  g_autofree char *detail = g_strdup_printf (
-    "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
-    "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
-    s->nbd_port, s->admin_port, s->power);
+  g_autofree char *detail = server_audit_detail (s);
   bool ok = server_insert (farm, s, err)
             && df_farm_audit_row (farm, "server.add", s->name, detail, err);
   return df_farm_scope_end (farm, ok, err);
@@ -181,10 +188,7 @@ df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
     return false;
   if (!df_farm_scope_begin (farm, err))
     return false;
-  g_autofree char *detail = g_strdup_printf (
-    "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
-    "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
-    s->nbd_port, s->admin_port, s->power);
+  g_autofree char *detail = server_audit_detail (s);
   bool ok = server_set_row (farm, s, err)
             && df_farm_audit_row (farm, "server.set", s->name, detail, err);
   return df_farm_scope_end (farm, ok, err);
