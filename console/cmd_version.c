@@ -1,23 +1,16 @@
 /* diskfarm console: `version new|seal|promote|revert|delete|list|merge|diff`.
  *
- * The store and its crash-safety protocol (lock, sweep, temp file,
- * publish, the DISKFARM_TEST_CRASH_AT hook) are lib/vdisk's DfStore
- * (store.h); each command here takes the store's lock, sweeps, does its
- * work and records it in one DB transaction. */
+ * CLI only: each command parses its options, opens the vDisk's versions
+ * and calls one verb of lib/lifecycle (lifecycle.h: the business rules and
+ * the store's crash-safety protocol), then prints the result.  The live
+ * sessions a verb asks about come from the farm's stream servers
+ * (df_ctx_live). */
 #include "console.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#ifdef DF_HAVE_GUESTFS
-#include <guestfs.h>
-#endif
-
+#include "lifecycle.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -35,231 +28,87 @@ parse_number (const char *what, const char *s, int *out, GError **err)
   return true;
 }
 
-static char *
-version_path (DfFarm *farm, const DfVersion *v)
+/* Open vdisk's versions for a verb (mutate: one that changes the store). */
+static DfVersions *
+open_versions (DfCtx *ctx, const char *vdisk, bool mutate, DfFarm **farm,
+               GError **err)
 {
-  g_autofree char *store = df_farm_store_dir (farm, v->vdisk);
-  return g_build_filename (store, v->file, NULL);
+  *farm = df_ctx_open_farm (ctx, false, err);
+  return *farm ? df_versions_open (*farm, vdisk, mutate, err) : NULL;
 }
 
-static DfVersion *
-find_number (GPtrArray *versions, int number)
-{
-  for (guint i = 0; i < versions->len; i++)
-    if (((DfVersion *) versions->pdata[i])->number == number)
-      return versions->pdata[i];
-  return NULL;
-}
-
-static int
-max_number (GPtrArray *versions)
-{
-  int n = -1;
-  for (guint i = 0; i < versions->len; i++)
-    n = MAX (n, ((DfVersion *) versions->pdata[i])->number);
-  return n;
-}
-
-/* Newest sealed (non-maintenance) version, or NULL (borrowed). */
-static DfVersion *
-newest_sealed (GPtrArray *versions)
-{
-  DfVersion *best = NULL;
-  for (guint i = 0; i < versions->len; i++)
-    {
-      DfVersion *v = versions->pdata[i];
-      if (v->state != DF_VSTATE_MAINTENANCE
-          && (!best || v->number > best->number))
-        best = v;
-    }
-  return best;
-}
-
-static DfVersion *
-maintenance_version (GPtrArray *versions)
-{
-  for (guint i = 0; i < versions->len; i++)
-    if (((DfVersion *) versions->pdata[i])->state == DF_VSTATE_MAINTENANCE)
-      return versions->pdata[i];
-  return NULL;
-}
-
-/* Versions from v down to its base (borrowed pointers, top first). */
-static GPtrArray *
-chain_of (GPtrArray *versions, DfVersion *v)
-{
-  GPtrArray *chain = g_ptr_array_new ();
-  for (DfVersion *p = v; p; p = p->parent >= 0 ? find_number (versions,
-                                                               p->parent)
-                                                : NULL)
-    {
-      g_ptr_array_add (chain, p);
-      if (chain->len > versions->len)
-        break;                   /* a loop: the DB forbids it, be safe */
-    }
-  return chain;
-}
-
-/* End the df_farm_begin transaction of a version step: roll back when the
- * step's DB work failed (!ok, err already set); else crash point
- * "<step>-in-tx", commit, crash point "<step>-committed". */
-static bool
-tx_finish (DfFarm *farm, const char *step, bool ok, GError **err)
-{
-  if (!ok)
-    {
-      df_farm_rollback (farm);
-      return false;
-    }
-  g_autofree char *in_tx = g_strdup_printf ("%s-in-tx", step);
-  g_autofree char *committed = g_strdup_printf ("%s-committed", step);
-  df_store_crash_point (in_tx);
-  if (!df_farm_commit (farm, err))
-    return false;
-  df_store_crash_point (committed);
-  return true;
-}
-
-/* ---- the per-vdisk lock and leftovers of interrupted commands ---------- */
-
-/* Under the store's lock: remove what interrupted commands left. */
-static bool
-sweep_store (DfStore *store, GPtrArray *versions, GError **err)
-{
-  g_autofree int *numbers = g_new0 (int, versions->len + 1);
-  int maint = -1;
-  for (guint i = 0; i < versions->len; i++)
-    {
-      DfVersion *v = versions->pdata[i];
-      numbers[i] = v->number;
-      if (v->state == DF_VSTATE_MAINTENANCE)
-        maint = v->number;
-    }
-  return df_store_sweep (store, numbers, versions->len, maint, err);
-}
-
-/* Everything a version command starts with: farm, due schedules applied,
- * the lock, leftovers removed, the version rows. */
-typedef struct {
-  DfFarm *farm;
-  DfVdisk *vdisk;
-  GPtrArray *versions;
-  DfStore *store;        /* locked when the job changes the store */
-} VJob;
+/* ---- progress and live sessions, as the console shows them ------------- */
 
 static void
-vjob_clear (VJob *j)
+progress_begin (void *opaque, const char *what)
 {
-  g_clear_pointer (&j->versions, g_ptr_array_unref);
-  g_clear_pointer (&j->vdisk, df_vdisk_free);
-  g_clear_pointer (&j->store, df_store_free);
-  g_clear_pointer (&j->farm, df_farm_close);
+  df_progress_init (opaque, what);
 }
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (VJob, vjob_clear)
+
+static void
+progress_end (void *opaque)
+{
+  df_progress_end (opaque);
+}
+
+/* A DfLifecycleProgress drawing into p. */
+static DfLifecycleProgress
+cli_progress (DfProgress *p)
+{
+  return (DfLifecycleProgress) { progress_begin, df_progress_update,
+                                 progress_end, p };
+}
+
+/* The farm's live sessions, asked once on first need (owned). */
+typedef struct {
+  const DfCtx *ctx;
+  DfFarm *farm;
+  bool force;          /* version new --force */
+  const char *what;    /* prefix of a refusal */
+  DfLive *live;
+  bool asked;
+} CliLive;
+
+static void
+cli_live_clear (CliLive *c)
+{
+  g_clear_pointer (&c->live, df_live_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CliLive, cli_live_clear)
 
 static bool
-vjob_reload (VJob *j, GError **err)
+cli_allow_device (void *opaque, const DfDevice *d, GError **err)
 {
-  g_clear_pointer (&j->versions, g_ptr_array_unref);
-  j->versions = df_farm_version_list (j->farm, j->vdisk->name, err);
-  return j->versions != NULL;
+  CliLive *c = opaque;
+  if (c->live == NULL && !(c->live = df_ctx_live (c->ctx, c->farm, err)))
+    return false;
+  c->asked = true;
+  return df_ctx_check_not_live (c->live, d, c->force, c->what, err);
 }
 
-static bool
-vjob_open (DfCtx *ctx, const char *vdisk, bool mutate, VJob *j, GError **err)
+static const DfLive *
+cli_sessions (void *opaque)
 {
-  j->farm = df_ctx_open_farm (ctx, false, err);
-  if (!j->farm)
-    return false;
-  j->vdisk = df_farm_vdisk_get (j->farm, vdisk, err);
-  if (!j->vdisk
-      || !df_farm_versions_apply_pending (j->farm, vdisk, NULL, err))
-    return false;
-  g_autofree char *dir = df_farm_store_dir (j->farm, vdisk);
-  j->store = df_store_new (dir, vdisk);
-  if (mutate && !df_store_lock (j->store, err))
-    return false;
-  if (!vjob_reload (j, err))
-    return false;
-  return !mutate || sweep_store (j->store, j->versions, err);
-}
-
-/* ---- live sessions from streamsvc's admin HTTP ------------------------ */
-
-/* The version number a live session of vdisk reads, or -1 when it is not
- * one of vdisk's: "vdisk"/"version" when streamsvc reports them, else its
- * export: vdisk/<v>@N is N; vdisk/<v> and device sessions count on the
- * version their type selects now. */
-static int
-session_version (DfFarm *farm, const char *vdisk, const DfLiveSession *s)
-{
-  if (s->version >= 0 && s->vdisk)
-    return strcmp (s->vdisk, vdisk) == 0 ? (int) s->version : -1;
-  g_autofree char *prefix = g_strdup_printf ("vdisk/%s", vdisk);
-  const char *exp = s->export;
-  int number = -1;
-  g_autoptr (DfVersion) v = NULL;
-  if (exp && g_str_has_prefix (exp, prefix) && exp[strlen (prefix)] == '@')
-    parse_number ("n", exp + strlen (prefix) + 1, &number, NULL);
-  else if (g_strcmp0 (exp, prefix) == 0)
-    v = df_farm_version_for_type (farm, vdisk, "production", NULL);
-  else if (s->device)
+  CliLive *c = opaque;
+  if (!c->asked)
+    c->live = df_ctx_live (c->ctx, c->farm, NULL);
+  c->asked = true;
+  if (c->live == NULL || df_live_unknown (c->live))
     {
-      g_autoptr (DfDevice) d = df_farm_device_get (farm, s->device, NULL);
-      if (d && strcmp (d->vdisk, vdisk) == 0)
-        v = df_farm_version_for_type (farm, vdisk, d->type, NULL);
+      g_printerr ("diskfarm: warning: no stream server of this farm could "
+                  "be asked: live sessions unknown\n");
+      return NULL;
     }
-  return v ? v->number : number;
+  return c->live;
 }
 
-/* Live sessions per version number of vdisk, from every server of this
- * farm (df_ctx_live: another farm's servers are ignored with a warning):
- * the table number -> count, or NULL when no server could be asked. */
-static GHashTable *
-live_sessions (DfCtx *ctx, DfFarm *farm, const char *vdisk)
+static DfLifecycleLive
+cli_live (CliLive *c)
 {
-  g_autoptr (DfLive) live = df_ctx_live (ctx, farm, NULL);
-  if (live == NULL || df_live_unknown (live))
-    return NULL;
-  GHashTable *counts = g_hash_table_new (g_direct_hash, g_direct_equal);
-  for (guint i = 0; i < live->sessions->len; i++)
-    {
-      int number = session_version (farm, vdisk, live->sessions->pdata[i]);
-      if (number < 0)
-        continue;
-      gpointer key = GINT_TO_POINTER (number);
-      g_hash_table_insert (counts, key, GINT_TO_POINTER (
-        GPOINTER_TO_INT (g_hash_table_lookup (counts, key)) + 1));
-    }
-  return counts;
+  return (DfLifecycleLive) { cli_allow_device, cli_sessions, c };
 }
 
-/* Refuse a new maintenance version while a maintenance device of vdisk is
- * live: the new version's boot generation would pull its disk away. */
-static bool
-check_maintenance_not_live (DfCtx *ctx, DfFarm *farm, const char *vdisk,
-                            bool force, GError **err)
-{
-  g_autoptr (GPtrArray) devices = df_farm_device_list (farm, NULL, err);
-  if (devices == NULL)
-    return false;
-  g_autofree char *what = g_strdup_printf ("vdisk %s: maintenance ", vdisk);
-  g_autoptr (DfLive) live = NULL;
-  for (guint i = 0; i < devices->len; i++)
-    {
-      const DfDevice *d = devices->pdata[i];
-      if (strcmp (d->vdisk, vdisk) != 0
-          || strcmp (d->type, "maintenance") != 0)
-        continue;
-      if (live == NULL && !(live = df_ctx_live (ctx, farm, err)))
-        return false;
-      if (!df_ctx_check_not_live (live, d, force, what, err))
-        return false;
-    }
-  return true;
-}
-
-/* ---- new -------------------------------------------------------------- */
+/* ---- results ----------------------------------------------------------- */
 
 static DfRecord *
 version_result (const DfVersion *v, const char *action)
@@ -278,20 +127,26 @@ version_result (const DfVersion *v, const char *action)
   return r;
 }
 
-/* Print the row (vdisk, number) as it is now in the DB. */
+/* Print version number of vs as it is now. */
 static bool
-print_version (VJob *j, int number, const char *action, bool json,
+print_version (DfVersions *vs, int number, const char *action, bool json,
                const char *fmt_people, GError **err)
 {
-  g_autoptr (DfVersion) v = df_farm_version_get (j->farm, j->vdisk->name,
-                                                 number, err);
+  const DfVersion *v = df_versions_find (vs, number);
   if (!v)
-    return false;
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "vdisk '%s' has no version %d", df_versions_vdisk (vs),
+                   number);
+      return false;
+    }
   g_autoptr (DfRecord) r = version_result (v, action);
   df_print_result (r, json, fmt_people, v->vdisk, v->number,
                    df_version_state_name (v->state));
   return true;
 }
+
+/* ---- new -------------------------------------------------------------- */
 
 static bool
 version_new (DfCtx *ctx, int argc, char **argv, GError **err)
@@ -315,111 +170,22 @@ version_new (DfCtx *ctx, int argc, char **argv, GError **err)
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  g_auto (VJob) j = { 0 };
-  if (!vjob_open (ctx, argv[1], true, &j, err))
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfVersions) vs = open_versions (ctx, argv[1], true, &farm, err);
+  if (!vs)
     return false;
-  DfVersion *m = maintenance_version (j.versions);
-  if (m)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-                   "vdisk '%s' already has maintenance version %d (seal or "
-                   "delete it first)", m->vdisk, m->number);
-      return false;
-    }
-  DfVersion *parent = newest_sealed (j.versions);
-  int number = max_number (j.versions) + 1;
-  g_autofree char *file = df_store_layer_name (j.vdisk->name, number);
-  if (!parent
-      || !check_maintenance_not_live (ctx, j.farm, j.vdisk->name, force, err)
-      || !df_farm_version_add (j.farm, j.vdisk->name, number, parent->number,
-                               file, NULL, parent->virtual_size, 0,
-                               DF_VSTATE_MAINTENANCE, err))
-    {
-      if (!parent)
-        g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
-                     "vdisk '%s' has no sealed version", j.vdisk->name);
-      return false;
-    }
-  return print_version (&j, number, "new", ctx->json,
-                        "vdisk %s: maintenance version %d created (%s)", err);
+  g_autofree char *what = g_strdup_printf ("vdisk %s: maintenance ",
+                                           df_versions_vdisk (vs));
+  g_auto (CliLive) c = { ctx, farm, force, what, NULL, false };
+  DfLifecycleLive live = cli_live (&c);
+  int number;
+  return df_versions_new (vs, &live, &number, err)
+         && print_version (vs, number, "new", ctx->json,
+                           "vdisk %s: maintenance version %d created (%s)",
+                           err);
 }
 
-/* ---- merge (also used by seal's automatic merge) ----------------------- */
-
-typedef struct {
-  int from, to;          /* version numbers; from = -1: the whole chain */
-  const char *state;     /* state of the new version, NULL: that of `to` */
-} MergeReq;
-
-/* Write the merged file and record it as version *out_number. */
-static bool
-merge_run (VJob *j, const MergeReq *req, int *out_number, GError **err)
-{
-  const char *vd = j->vdisk->name;
-  DfVersion *to = find_number (j->versions, req->to);
-  DfVersion *top = newest_sealed (j->versions);
-  if (!to || to->state == DF_VSTATE_MAINTENANCE || to != top)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "vdisk '%s': a merge ends at the newest sealed version "
-                   "(%d), not at %d", vd, top ? top->number : -1, req->to);
-      return false;
-    }
-  g_autoptr (GPtrArray) chain = chain_of (j->versions, to);
-  guint n_layers = 0;
-  for (guint i = 0; i < chain->len && !n_layers; i++)
-    if (((DfVersion *) chain->pdata[i])->number == req->from)
-      n_layers = i + 1;
-  if (req->from < 0)
-    n_layers = chain->len;
-  if (n_layers == 0 || (n_layers == 1 && chain->len > 1))
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   n_layers ? "vdisk '%s': %d..%d is one layer, nothing to "
-                              "merge"
-                            : "vdisk '%s': version %d is not in the chain of "
-                              "version %d", vd, req->from, req->to);
-      return false;
-    }
-  DfVersionState state = to->state;
-  if (req->state && !df_version_state_parse (req->state, &state, err))
-    return false;
-  DfVersion *below = n_layers < chain->len ? chain->pdata[n_layers] : NULL;
-  int number = max_number (j->versions) + 1;
-  g_autofree char *file = df_store_layer_name (vd, number);
-  g_autofree char *tmp = df_store_tmp_path (j->store, number);
-  g_autofree char *top_path = version_path (j->farm, to);
-  g_autofree char *final = df_farm_version_path (j->farm, vd, number);
-  DfProgress progress;
-  df_progress_init (&progress, below ? "merging updates" : "merging base");
-  char sha[65];
-  df_interrupt_begin ();   /* Ctrl-C: the .tmp in the store is removed */
-  bool ok = df_vdisk_merge_layers_sha256 (top_path, n_layers, tmp,
-                                          below ? below->file : NULL,
-                                          df_progress_update, &progress, sha,
-                                          err);
-  df_interrupt_end ();
-  df_progress_end (&progress);
-  if (!ok)
-    return false;
-  uint64_t size;
-  if (!df_store_publish_layer ("merge", tmp, final, true, sha, &size, err))
-    return false;
-  g_autofree char *object = g_strdup_printf ("%s@%d", vd, number);
-  g_autofree char *detail = g_strdup_printf (
-    "{\"kind\":\"%s\",\"from\":%d,\"to\":%d,\"layers\":%u}",
-    below ? "updates" : "base",
-    ((DfVersion *) chain->pdata[n_layers - 1])->number, to->number, n_layers);
-  if (!df_farm_begin (j->farm, err))
-    return false;
-  ok = df_farm_version_add (j->farm, vd, number, below ? below->number : -1,
-                            file, sha, to->virtual_size, size, state, err)
-       && df_farm_audit (j->farm, "version.merge", object, detail, err);
-  if (!tx_finish (j->farm, "merge", ok, err))
-    return false;
-  *out_number = number;
-  return vjob_reload (j, err);
-}
+/* ---- merge ------------------------------------------------------------ */
 
 /* "FROM..TO" */
 static bool
@@ -464,7 +230,7 @@ version_merge (DfCtx *ctx, int argc, char **argv, GError **err)
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  MergeReq req = { -1, -1, state };
+  int from = -1, to = -1;
   if (!!updates == !!base)
     {
       df_usage_error (err, "give exactly one of --updates FROM..TO and "
@@ -476,85 +242,28 @@ version_merge (DfCtx *ctx, int argc, char **argv, GError **err)
       df_usage_error (err, "--state must be test or production");
       return false;
     }
-  if (updates && !parse_range (updates, &req.from, &req.to, err))
+  if (updates && !parse_range (updates, &from, &to, err))
     return false;
-  g_auto (VJob) j = { 0 };
-  if (!vjob_open (ctx, argv[1], true, &j, err))
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfVersions) vs = open_versions (ctx, argv[1], true, &farm, err);
+  if (!vs)
     return false;
   if (base)
-    {
-      DfVersion *top = newest_sealed (j.versions);
-      req.to = top ? top->number : -1;
-    }
+    for (guint i = 0; i < df_versions_rows (vs)->len; i++)
+      {
+        const DfVersion *v = df_versions_rows (vs)->pdata[i];
+        if (v->state != DF_VSTATE_MAINTENANCE)
+          to = MAX (to, v->number);     /* the newest sealed version */
+      }
+  DfProgress progress;
+  DfLifecycleProgress lp = cli_progress (&progress);
   int number;
-  return merge_run (&j, &req, &number, err)
-         && print_version (&j, number, "merge", ctx->json,
+  return df_versions_merge (vs, from, to, state, &lp, &number, err)
+         && print_version (vs, number, "merge", ctx->json,
                            "vdisk %s: merged into version %d (%s)", err);
 }
 
 /* ---- seal ------------------------------------------------------------- */
-
-/* After a seal: merge the updates into one layer when the chain of the new
- * version is deeper than the configured depth.  *merged: new number or -1. */
-static bool
-maybe_auto_merge (VJob *j, int sealed, int *merged, GError **err)
-{
-  *merged = -1;
-  int depth = df_farm_auto_merge_depth (j->farm, j->vdisk->name, NULL);
-  DfVersion *v = find_number (j->versions, sealed);
-  g_autoptr (GPtrArray) chain = chain_of (j->versions, v);
-  if (depth < 2 || (int) chain->len <= depth)
-    return true;
-  MergeReq req = { ((DfVersion *) chain->pdata[chain->len - 2])->number,
-                   sealed, NULL };
-  g_message ("vdisk %s: chain depth %u is past %d: merging updates %d..%d",
-             j->vdisk->name, chain->len, depth, req.from, req.to);
-  return merge_run (j, &req, merged, err);
-}
-
-/* Write the layer and record it; the .maint cache stays open (flock) until
- * the DB says sealed, so no session can start writing meanwhile. */
-static bool
-seal_write (VJob *j, DfVersion *m, GError **err)
-{
-  const char *vd = j->vdisk->name;
-  DfVersion *parent = find_number (j->versions, m->parent);
-  g_autofree char *parent_path = version_path (j->farm, parent);
-  g_autofree char *maint = df_store_maint_path (df_store_dir (j->store), vd,
-                                                m->number);
-  g_autofree char *tmp = df_store_tmp_path (j->store, m->number);
-  g_autofree char *final = version_path (j->farm, m);
-  g_autoptr (df_blk) base = df_chain_open (parent_path, DF_FMT_UNKNOWN, err);
-  if (!base)
-    return false;
-  /* A file left by a seal killed before its DB commit is redone. */
-  if (g_unlink (final) != 0 && errno != ENOENT)
-    {
-      df_set_error_errno (err, errno, "remove %s", final);
-      return false;
-    }
-  DfProgress progress;
-  df_progress_init (&progress, "sealing");
-  uint64_t written = 0;
-  df_interrupt_begin ();   /* Ctrl-C: the .tmp in the store is removed */
-  bool ok = df_vdisk_seal_layer (base, maint, tmp, parent->file,
-                                 df_progress_update, &progress, &written,
-                                 err);
-  df_interrupt_end ();
-  df_progress_end (&progress);
-  if (!ok)
-    return false;
-  char sha[65];
-  uint64_t size;
-  if (!df_store_publish_layer ("seal", tmp, final, false, sha, &size, err))
-    return false;
-  if (!df_farm_begin (j->farm, err))
-    return false;
-  ok = df_farm_version_seal (j->farm, vd, m->number, sha, size, err);
-  if (!tx_finish (j->farm, "seal", ok, err))
-    return false;
-  return df_store_remove_maint (maint, err);
-}
 
 static bool
 version_seal (DfCtx *ctx, int argc, char **argv, GError **err)
@@ -570,26 +279,19 @@ version_seal (DfCtx *ctx, int argc, char **argv, GError **err)
   };
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
-  g_auto (VJob) j = { 0 };
-  if (!vjob_open (ctx, argv[1], true, &j, err))
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfVersions) vs = open_versions (ctx, argv[1], true, &farm, err);
+  if (!vs)
     return false;
-  DfVersion *m = maintenance_version (j.versions);
-  if (!m)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
-                   "vdisk '%s' has no maintenance version (create one with "
-                   "'diskfarm version new %s')", j.vdisk->name,
-                   j.vdisk->name);
-      return false;
-    }
-  int number = m->number, merged = -1;
-  if (!seal_write (&j, m, err) || !vjob_reload (&j, err)
-      || !maybe_auto_merge (&j, number, &merged, err))
+  DfProgress progress;
+  DfLifecycleProgress lp = cli_progress (&progress);
+  int number, merged = -1;
+  if (!df_versions_seal (vs, &lp, &number, &merged, err))
     return false;
   if (merged >= 0 && !ctx->json)
     printf ("vdisk %s: chain past the auto-merge depth, merged into "
-            "version %d\n", j.vdisk->name, merged);
-  return print_version (&j, number, "seal", ctx->json,
+            "version %d\n", df_versions_vdisk (vs), merged);
+  return print_version (vs, number, "seal", ctx->json,
                         "vdisk %s: version %d sealed (%s)", err);
 }
 
@@ -636,22 +338,11 @@ version_promote (DfCtx *ctx, int argc, char **argv, GError **err)
   if ((at && !when) || !parse_number ("version", argv[2], &number, err)
       || !df_version_state_parse (to, &target, err))
     return false;
-  g_auto (VJob) j = { 0 };
-  if (!vjob_open (ctx, argv[1], true, &j, err))
-    return false;
-  df_store_crash_point ("promote-begin");
-  if (!df_farm_begin (j.farm, err))
-    return false;
-  bool ok = when ? df_farm_version_schedule (j.farm, j.vdisk->name, number,
-                                             target, when, err)
-                 : df_farm_version_set_state (j.farm, j.vdisk->name, number,
-                                              target, err);
-  if (!tx_finish (j.farm, "promote", ok, err))
-    return false;
-  if (!df_farm_versions_apply_pending (j.farm, j.vdisk->name, NULL, err))
-    return false;
-  return print_version (&j, number, "promote", ctx->json,
-                        "vdisk %s: version %d is now %s", err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfVersions) vs = open_versions (ctx, argv[1], true, &farm, err);
+  return vs && df_versions_promote (vs, number, target, when, err)
+         && print_version (vs, number, "promote", ctx->json,
+                           "vdisk %s: version %d is now %s", err);
 }
 
 static bool
@@ -666,63 +357,16 @@ version_revert (DfCtx *ctx, int argc, char **argv, GError **err)
   };
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
-  g_auto (VJob) j = { 0 };
-  if (!vjob_open (ctx, argv[1], true, &j, err))
-    return false;
-  DfVersion *cur = NULL, *prev = NULL;
-  for (guint i = 0; i < j.versions->len; i++)
-    {
-      DfVersion *v = j.versions->pdata[i];
-      if (v->state != DF_VSTATE_PRODUCTION)
-        continue;
-      if (!cur || v->number > cur->number)
-        prev = cur, cur = v;
-      else if (!prev || v->number > prev->number)
-        prev = v;
-    }
-  if (!cur || !prev)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
-                   "vdisk '%s' has no earlier production version to go back "
-                   "to", j.vdisk->name);
-      return false;
-    }
-  int number = cur->number, back = prev->number;
-  g_autofree char *object = g_strdup_printf ("%s@%d", j.vdisk->name, number);
-  g_autofree char *detail = g_strdup_printf ("{\"production\":%d}", back);
-  if (!df_farm_begin (j.farm, err))
-    return false;
-  if (!df_farm_version_set_state (j.farm, j.vdisk->name, number,
-                                  DF_VSTATE_TEST, err)
-      || !df_farm_audit (j.farm, "version.revert", object, detail, err))
-    {
-      df_farm_rollback (j.farm);
-      return false;
-    }
-  if (!df_farm_commit (j.farm, err))
-    return false;
-  return print_version (&j, back, "revert", ctx->json,
-                        "vdisk %s: production is version %d again (%s)", err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfVersions) vs = open_versions (ctx, argv[1], true, &farm, err);
+  int back;
+  return vs && df_versions_revert (vs, &back, err)
+         && print_version (vs, back, "revert", ctx->json,
+                           "vdisk %s: production is version %d again (%s)",
+                           err);
 }
 
 /* ---- delete ----------------------------------------------------------- */
-
-/* Delete an unsealed maintenance version: its row, then its cache. */
-static bool
-delete_maintenance (VJob *j, DfVersion *m, GError **err)
-{
-  g_autofree char *maint = df_store_maint_path (df_store_dir (j->store),
-                                                m->vdisk, m->number);
-  g_autofree char *what = g_strdup_printf ("maintenance version %s@%d",
-                                           m->vdisk, m->number);
-  int fd;
-  if (!df_store_maint_claim (maint, what, &fd, err))
-    return false;
-  bool ok = df_farm_version_delete (j->farm, m->vdisk, m->number, err);
-  if (fd >= 0)
-    close (fd);
-  return ok && df_store_remove_maint (maint, err);
-}
 
 static bool
 version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
@@ -741,51 +385,18 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err)
       || !parse_number ("version", argv[2], &number, err))
     return false;
-  g_auto (VJob) j = { 0 };
-  if (!vjob_open (ctx, argv[1], true, &j, err))
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfVersions) vs = open_versions (ctx, argv[1], true, &farm, err);
+  if (!vs)
     return false;
-  DfVersion *v = find_number (j.versions, number);
-  if (!v)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
-                   "vdisk '%s' has no version %d", j.vdisk->name, number);
-      return false;
-    }
-  g_autoptr (DfRecord) r = version_result (v, "delete");
-  if (v->state == DF_VSTATE_MAINTENANCE)
-    {
-      if (!delete_maintenance (&j, v, err))
-        return false;
-    }
-  else
-    {
-      g_autoptr (GHashTable) live = live_sessions (ctx, j.farm, v->vdisk);
-      guint n = live ? GPOINTER_TO_UINT (g_hash_table_lookup (
-                         live, GINT_TO_POINTER (number))) : 0;
-      if (n)
-        {
-          g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
-                       "version %s@%d is used by %u live session(s)",
-                       v->vdisk, number, n);
-          return false;
-        }
-      if (!live)
-        g_printerr ("diskfarm: warning: no stream server of this farm could "
-                    "be asked: live sessions unknown\n");
-      g_autofree char *path = version_path (j.farm, v);
-      if (!df_farm_version_delete (j.farm, v->vdisk, number, err))
-        return false;
-      df_store_crash_point ("delete-committed");
-      if (g_unlink (path) != 0 && errno != ENOENT)
-        {
-          df_set_error_errno (err, errno, "remove %s", path);
-          return false;
-        }
-      if (!df_fsync_dir_of (path, err))
-        return false;
-    }
+  const DfVersion *v = df_versions_find (vs, number);
+  g_autoptr (DfRecord) r = v ? version_result (v, "delete") : NULL;
+  g_auto (CliLive) c = { ctx, farm, false, NULL, NULL, false };
+  DfLifecycleLive live = cli_live (&c);
+  if (!df_versions_delete (vs, number, &live, err))
+    return false;
   df_print_result (r, ctx->json, "vdisk %s: version %d deleted",
-                   j.vdisk->name, number);
+                   df_versions_vdisk (vs), number);
   return true;
 }
 
@@ -829,14 +440,17 @@ version_list (DfCtx *ctx, int argc, char **argv, GError **err)
   };
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
-  g_auto (VJob) j = { 0 };
-  if (!vjob_open (ctx, argv[1], false, &j, err))
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfVersions) vs = open_versions (ctx, argv[1], false, &farm, err);
+  if (!vs)
     return false;
-  g_autoptr (GHashTable) live = live_sessions (ctx, j.farm, j.vdisk->name);
+  g_autoptr (DfLive) sessions = df_ctx_live (ctx, farm, NULL);
+  g_autoptr (GHashTable) live = df_versions_live_counts (vs, sessions);
   g_autoptr (GPtrArray) records = df_record_list_new ();
-  for (guint i = 0; i < j.versions->len; i++)
+  GPtrArray *rows = df_versions_rows (vs);
+  for (guint i = 0; i < rows->len; i++)
     {
-      DfRecord *r = list_record (j.farm, j.versions->pdata[i], live, err);
+      DfRecord *r = list_record (farm, rows->pdata[i], live, err);
       if (!r)
         return false;
       g_ptr_array_add (records, r);
