@@ -10,8 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "lifecycle.h"
-
 /* ---- small helpers ---------------------------------------------------- */
 
 static bool
@@ -37,27 +35,7 @@ open_versions (DfCtx *ctx, const char *vdisk, bool mutate, DfFarm **farm,
   return *farm ? df_versions_open (*farm, vdisk, mutate, err) : NULL;
 }
 
-/* ---- progress and live sessions, as the console shows them ------------- */
-
-static void
-progress_begin (void *opaque, const char *what)
-{
-  df_progress_init (opaque, what);
-}
-
-static void
-progress_end (void *opaque)
-{
-  df_progress_end (opaque);
-}
-
-/* A DfLifecycleProgress drawing into p. */
-static DfLifecycleProgress
-cli_progress (DfProgress *p)
-{
-  return (DfLifecycleProgress) { progress_begin, df_progress_update,
-                                 progress_end, p };
-}
+/* ---- live sessions, as the console asks them ------------------------ */
 
 /* The farm's live sessions, asked once on first need (owned). */
 typedef struct {
@@ -256,7 +234,7 @@ version_merge (DfCtx *ctx, int argc, char **argv, GError **err)
           to = MAX (to, v->number);     /* the newest sealed version */
       }
   DfProgress progress;
-  DfLifecycleProgress lp = cli_progress (&progress);
+  DfLifecycleProgress lp = df_cli_progress (&progress);
   int number;
   return df_versions_merge (vs, from, to, state, &lp, &number, err)
          && print_version (vs, number, "merge", ctx->json,
@@ -284,7 +262,7 @@ version_seal (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!vs)
     return false;
   DfProgress progress;
-  DfLifecycleProgress lp = cli_progress (&progress);
+  DfLifecycleProgress lp = df_cli_progress (&progress);
   int number, merged = -1;
   if (!df_versions_seal (vs, &lp, &number, &merged, err))
     return false;

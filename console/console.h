@@ -18,6 +18,7 @@
 #include "farm.h"
 #include "store.h"
 #include "vdisk.h"
+#include "lifecycle.h"
 
 /* ---- global options and command dispatch (main.c) --------------------- */
 
@@ -170,6 +171,8 @@ typedef struct {
 void df_progress_init (DfProgress *p, const char *what);
 void df_progress_update (void *opaque, uint64_t done, uint64_t total);
 void df_progress_end (DfProgress *p);
+/* A DfLifecycleProgress (lib/lifecycle) drawing into p. */
+DfLifecycleProgress df_cli_progress (DfProgress *p);
 
 /* ---- live sessions (cmd_session.c) ------------------------------------ */
 

@@ -476,3 +476,22 @@ df_progress_end (DfProgress *p)
       fflush (stderr);
     }
 }
+
+static void
+progress_begin (void *opaque, const char *what)
+{
+  df_progress_init (opaque, what);
+}
+
+static void
+progress_end (void *opaque)
+{
+  df_progress_end (opaque);
+}
+
+DfLifecycleProgress
+df_cli_progress (DfProgress *p)
+{
+  return (DfLifecycleProgress) { progress_begin, df_progress_update,
+                                 progress_end, p };
+}

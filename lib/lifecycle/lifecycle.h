@@ -59,6 +59,36 @@ typedef struct {
   void *opaque;
 } DfLifecycleLive;
 
+/* ---- vDisks ------------------------------------------------------------ */
+
+/* What an import made (file: the base layer's name, owned). */
+typedef struct {
+  char *file;
+  uint64_t virtual_size, file_size;
+  char sha256[65];
+} DfImportResult;
+void df_import_result_clear (DfImportResult *r);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DfImportResult, df_import_result_clear)
+
+/* Import src (a readable regular file or block device; format "auto",
+ * "raw", "qcow2", or one qemu-img converts) as version 0 of new vDisk
+ * name: written into a private temporary directory of the vDisk's store,
+ * hashed, published without replacing anything, then the vDisk, its base
+ * version and its description (NULL: none) recorded in one transaction.
+ * On any failure, or SIGINT/SIGTERM, nothing is left behind.  Also
+ * removes the temporary directories of imports that were killed. */
+bool df_lifecycle_import (DfFarm *farm, const char *name, const char *src,
+                          const char *format, const char *description,
+                          const DfLifecycleProgress *progress,
+                          DfImportResult *out, GError **err);
+
+/* Remove vDisk name (refused by the farm while a device uses it), then its
+ * version files and store directory.  *n_versions: how many went. */
+bool df_lifecycle_remove (DfFarm *farm, const char *name, guint *n_versions,
+                          GError **err);
+
+/* ---- versions ------------------------------------------------------------ */
+
 /* One vDisk's versions, opened for a verb: the vDisk row, promotions due
  * by now applied, and for a verb that changes the store (mutate) the
  * store's lock taken and the leftovers of interrupted verbs swept. */
