@@ -2,17 +2,13 @@
 #include "health.h"
 #include "common.h"
 
-#include <json-glib/json-glib.h>
-#include <libsoup/soup.h>
-#include <string.h>
+#include "admin-client.h"
 
-#define HEALTH_TIMEOUT_S 2         /* socket I/O */
-#define HEALTH_DEADLINE_S 3        /* whole request, connect to last byte */
-#define HEALTH_BODY_MAX 65536
+#include <string.h>
 
 struct DfHealth {
   DfFarm *farm;               /* borrowed */
-  SoupSession *session;
+  GCancellable *cancel;       /* owned: cancels the pending probes */
   GHashTable *views;          /* name -> DfServerView (owned) */
   bool farm_ok;
   guint rounds;
@@ -21,18 +17,12 @@ struct DfHealth {
   bool stopping;              /* df_health_free: outcomes are dropped */
 };
 
-/* One pending /v1/health request.  A probe has a total deadline (an I/O
- * timeout alone lets a server that trickles its answer stay "healthy"
- * forever), reads at most HEALTH_BODY_MAX bytes, and a server gets no new
- * probe while one is pending. */
+/* One pending GET /v1/health, through lib/admin's client (its whole-
+ * request deadline, body limit and no proxy); a server gets no new probe
+ * while one is pending. */
 typedef struct {
   DfHealth *h;
   char *name;
-  SoupMessage *msg;
-  GCancellable *cancel;       /* owned: deadline and shutdown */
-  guint deadline;             /* timeout source, 0 once fired */
-  bool timed_out;
-  guint8 *buf;                /* HEALTH_BODY_MAX + 1 bytes */
 } Probe;
 
 void
@@ -71,149 +61,55 @@ df_server_view_compare (gconstpointer pa, gconstpointer pb)
   return g_strcmp0 (a->name, b->name);
 }
 
-/* "status":"ok" and the sessions count from a health body.  A server that
- * says it serves another farm is not one of ours: never listed, its
- * sessions never counted.  One that does not say (a streamsvc older than
- * the farm identity) is still listed, so upgrading bootstrap first does
- * not empty the boot scripts. */
-static bool
-parse_health (GBytes *body, const char *farm_uuid, gint64 *sessions,
-              char **error)
+/* The bootstrap's rule: a server is healthy when it says "status":"ok".
+ * One that says it serves another farm is not one of ours: never listed,
+ * its sessions never counted.  One that does not say (a streamsvc older
+ * than the farm identity) is still listed, so upgrading bootstrap first
+ * does not empty the boot scripts.  NULL when healthy, else why (new). */
+static char *
+health_verdict (const DfAdminHealth *a, const char *farm_uuid)
 {
-  g_autoptr (JsonParser) p = json_parser_new ();
-  gsize len;
-  const char *data = g_bytes_get_data (body, &len);
-  g_autoptr (GError) err = NULL;
-  if (!json_parser_load_from_data (p, data, (gssize) len, &err))
+  if (g_strcmp0 (a->status, "ok") != 0)
+    return g_strdup_printf ("health status is '%s'",
+                            a->status ? a->status : "");
+  if (a->farm && g_strcmp0 (a->farm, farm_uuid) != 0)
     {
-      *error = g_strdup_printf ("health answer is not JSON: %s",
-                                err->message);
-      return false;
+      g_autofree char *other = df_display_text (a->farm, 64);
+      return g_strdup_printf ("it serves farm %s, not this farm (%s)", other,
+                              farm_uuid);
     }
-  JsonNode *root = json_parser_get_root (p);
-  if (!JSON_NODE_HOLDS_OBJECT (root))
-    {
-      *error = g_strdup ("health answer is not a JSON object");
-      return false;
-    }
-  JsonObject *o = json_node_get_object (root);
-  const char *status = json_object_get_string_member_with_default (
-    o, "status", "");
-  if (!g_str_equal (status, "ok"))
-    {
-      *error = g_strdup_printf ("health status is '%s'", status);
-      return false;
-    }
-  JsonNode *farm = json_object_get_member (o, "farm");
-  const char *uuid = farm && JSON_NODE_HOLDS_VALUE (farm)
-                     && json_node_get_value_type (farm) == G_TYPE_STRING
-                     ? json_node_get_string (farm) : NULL;
-  if (uuid && g_strcmp0 (uuid, farm_uuid) != 0)
-    {
-      *error = g_strdup_printf ("it serves farm %s, not this farm (%s)",
-                                uuid, farm_uuid);
-      return false;
-    }
-  *sessions = json_object_get_int_member_with_default (o, "sessions", 0);
-  return true;
+  return NULL;
 }
 
-/* Record the outcome (body NULL: failed with error) and free the probe. */
+/* Record the outcome (a NULL: failed with why) in the server's view. */
 static void
-probe_finish (Probe *pr, GBytes *body, const char *error)
+probe_record (DfHealth *h, const char *name, const DfAdminHealth *a,
+              const char *why)
 {
-  DfHealth *h = pr->h;
-  DfServerView *v = h->stopping ? NULL
-                                  : g_hash_table_lookup (h->views, pr->name);
-  if (v)
-    {
-      g_clear_pointer (&v->error, g_free);
-      guint status = soup_message_get_status (pr->msg);
-      if (!body)
-        v->error = g_strdup (error);
-      else if (status != SOUP_STATUS_OK)
-        v->error = g_strdup_printf ("health answer HTTP %u", status);
-      bool ok = body && status == SOUP_STATUS_OK
-                && parse_health (body, df_farm_uuid (h->farm), &v->sessions,
-                                 &v->error);
-      if (ok != v->healthy)
-        g_message ("health: stream server %s is now %s%s%s", v->name,
-                   ok ? "healthy" : "unhealthy", ok ? "" : ": ",
-                   ok ? "" : v->error);
-      v->healthy = ok;
-      if (!ok)
-        v->sessions = -1;
-    }
-  g_hash_table_remove (h->pending, pr->name);
-  if (pr->deadline)
-    g_source_remove (pr->deadline);
-  g_object_unref (pr->cancel);
-  g_object_unref (pr->msg);
-  g_free (pr->buf);
+  DfServerView *v = h->stopping ? NULL : g_hash_table_lookup (h->views, name);
+  if (!v)
+    return;
+  g_clear_pointer (&v->error, g_free);
+  v->error = a ? health_verdict (a, df_farm_uuid (h->farm)) : g_strdup (why);
+  bool ok = v->error == NULL;
+  if (ok != v->healthy)
+    g_message ("health: stream server %s is now %s%s%s", v->name,
+               ok ? "healthy" : "unhealthy", ok ? "" : ": ",
+               ok ? "" : v->error);
+  v->healthy = ok;
+  v->sessions = ok ? MAX (a->sessions, 0) : -1;
+}
+
+static void
+probe_done (GObject *src, GAsyncResult *res, gpointer data)
+{
+  Probe *pr = data;
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfAdminHealth) a = df_admin_health_finish (res, &err);
+  probe_record (pr->h, pr->name, a, err ? err->message : NULL);
+  g_hash_table_remove (pr->h->pending, pr->name);
   g_free (pr->name);
   g_free (pr);
-}
-
-static const char *
-probe_error (Probe *pr, const GError *err)
-{
-  if (pr->timed_out)
-    return "no complete health answer within " G_STRINGIFY (
-      HEALTH_DEADLINE_S) " s";
-  return err->message;
-}
-
-static void
-probe_read (GObject *src, GAsyncResult *res, gpointer data)
-{
-  Probe *pr = data;
-  g_autoptr (GError) err = NULL;
-  gsize n = 0;
-  bool ok = g_input_stream_read_all_finish (G_INPUT_STREAM (src), res, &n,
-                                            &err);
-  g_input_stream_close (G_INPUT_STREAM (src), NULL, NULL);
-  g_object_unref (src);
-  if (!ok)
-    {
-      probe_finish (pr, NULL, probe_error (pr, err));
-      return;
-    }
-  if (n > HEALTH_BODY_MAX)
-    {
-      probe_finish (pr, NULL, "health answer larger than "
-                    G_STRINGIFY (HEALTH_BODY_MAX) " bytes");
-      return;
-    }
-  g_autoptr (GBytes) body = g_bytes_new (pr->buf, n);
-  probe_finish (pr, body, NULL);
-}
-
-static void
-probe_sent (GObject *src, GAsyncResult *res, gpointer data)
-{
-  Probe *pr = data;
-  g_autoptr (GError) err = NULL;
-  GInputStream *in = soup_session_send_finish (SOUP_SESSION (src), res,
-                                               &err);
-  if (!in)
-    {
-      probe_finish (pr, NULL, probe_error (pr, err));
-      return;
-    }
-  pr->buf = g_malloc (HEALTH_BODY_MAX + 1);
-  g_input_stream_read_all_async (in, pr->buf, HEALTH_BODY_MAX + 1,
-                                 G_PRIORITY_DEFAULT, pr->cancel, probe_read,
-                                 pr);       /* in: unreffed by probe_read */
-}
-
-static gboolean
-probe_deadline (gpointer data)
-{
-  Probe *pr = data;
-  pr->deadline = 0;
-  pr->timed_out = true;
-  g_cancellable_cancel (pr->cancel);
-  return G_SOURCE_REMOVE;
 }
 
 static void
@@ -221,29 +117,11 @@ probe_start (DfHealth *h, const DfServerView *v, guint16 admin_port)
 {
   if (g_hash_table_contains (h->pending, v->name))
     return;                   /* the pending probe's deadline decides */
-  bool v6 = strchr (v->address, ':') != NULL;
-  g_autofree char *url = g_strdup_printf ("http://%s%s%s:%u/v1/health",
-                                          v6 ? "[" : "", v->address,
-                                          v6 ? "]" : "", admin_port);
-  SoupMessage *msg = soup_message_new ("GET", url);
-  if (!msg)
-    {
-      DfServerView *cur = g_hash_table_lookup (h->views, v->name);
-      cur->healthy = false;
-      g_free (cur->error);
-      cur->error = g_strdup_printf ("invalid health URL %s", url);
-      return;
-    }
   Probe *pr = g_new0 (Probe, 1);
   pr->h = h;
   pr->name = g_strdup (v->name);
-  pr->msg = msg;
-  pr->cancel = g_cancellable_new ();
-  pr->deadline = g_timeout_add_seconds (HEALTH_DEADLINE_S, probe_deadline,
-                                        pr);
   g_hash_table_insert (h->pending, pr->name, pr);
-  soup_session_send_async (h->session, msg, G_PRIORITY_DEFAULT, pr->cancel,
-                           probe_sent, pr);
+  df_admin_health_async (v->address, admin_port, h->cancel, probe_done, pr);
 }
 
 /* Replace the views by the DB's list, keeping known health until the
@@ -295,17 +173,7 @@ df_health_new (DfFarm *farm, guint interval_ms)
   DfHealth *h = g_new0 (DfHealth, 1);
   h->farm = farm;
   h->farm_ok = true;
-  /* Stream servers are reached directly, never through a proxy.  A NULL
-   * resolver turns proxying off in soup's GSocketClient; any resolver at
-   * all (even a direct one) makes GIO's GProxyAddressEnumerator load the
-   * default one, glib-networking's GNOME resolver, whose GSettings open
-   * dconf under $HOME after the privilege drop: ten "unable to create
-   * directory '/root/.cache/dconf'" criticals at the first probe. */
-  h->session = soup_session_new_with_options ("timeout", HEALTH_TIMEOUT_S,
-                                              "idle-timeout", 30,
-                                              "user-agent", "diskfarm-bootstrap",
-                                              "proxy-resolver", NULL,
-                                              NULL);
+  h->cancel = g_cancellable_new ();
   h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                     (GDestroyNotify) df_server_view_free);
   h->pending = g_hash_table_new (g_str_hash, g_str_equal);
@@ -321,17 +189,13 @@ df_health_free (DfHealth *h)
     return;
   g_source_remove (h->timer);
   h->stopping = true;
-  /* Cancel the pending probes and let each finish (a cancelled operation
-   * always completes) before the tables go away. */
-  GHashTableIter it;
-  gpointer k, v;
-  g_hash_table_iter_init (&it, h->pending);
-  while (g_hash_table_iter_next (&it, &k, &v))
-    g_cancellable_cancel (((Probe *) v)->cancel);
+  /* Cancel the pending probes and let each finish (a cancelled task
+   * completes at once) before the tables go away. */
+  g_cancellable_cancel (h->cancel);
   while (g_hash_table_size (h->pending) > 0)
     g_main_context_iteration (NULL, TRUE);
   g_hash_table_destroy (h->pending);
-  g_object_unref (h->session);
+  g_object_unref (h->cancel);
   g_hash_table_destroy (h->views);
   g_free (h);
 }

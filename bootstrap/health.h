@@ -2,8 +2,8 @@
  *
  * Every interval the stream servers are re-read from the farm DB (which
  * also proves the DB readable) and each is asked GET
- * http://address:admin_port/v1/health (libsoup, asynchronous, short
- * timeout).  A server is healthy when it answered 200 with "status":"ok";
+ * http://address:admin_port/v1/health through lib/admin's client (on a
+ * worker thread, DF_ADMIN_TIMEOUT_S for the whole request).  A server is healthy when it answered 200 with "status":"ok";
  * its load is sessions / power.  Results are cached until the next round,
  * so a boot storm costs no extra health requests. */
 #pragma once

@@ -289,6 +289,49 @@ df_admin_health (const char *host, guint16 port, GError **err)
   return h;
 }
 
+typedef struct {
+  char *host;
+  guint16 port;
+} HealthReq;
+
+static void
+health_req_free (HealthReq *r)
+{
+  g_free (r->host);
+  g_free (r);
+}
+
+static void
+health_thread (GTask *task, gpointer src, gpointer data, GCancellable *cancel)
+{
+  HealthReq *r = data;
+  GError *err = NULL;
+  DfAdminHealth *h = df_admin_health (r->host, r->port, &err);
+  if (h)
+    g_task_return_pointer (task, h, (GDestroyNotify) df_admin_health_free);
+  else
+    g_task_return_error (task, err);
+}
+
+void
+df_admin_health_async (const char *host, guint16 port, GCancellable *cancel,
+                       GAsyncReadyCallback done, gpointer data)
+{
+  HealthReq *r = g_new0 (HealthReq, 1);
+  r->host = g_strdup (host);
+  r->port = port;
+  g_autoptr (GTask) task = g_task_new (NULL, cancel, done, data);
+  g_task_set_task_data (task, r, (GDestroyNotify) health_req_free);
+  g_task_set_return_on_cancel (task, TRUE);
+  g_task_run_in_thread (task, health_thread);
+}
+
+DfAdminHealth *
+df_admin_health_finish (GAsyncResult *res, GError **err)
+{
+  return g_task_propagate_pointer (G_TASK (res), err);
+}
+
 JsonNode *
 df_admin_sessions (const char *host, guint16 port, GError **err)
 {

@@ -49,6 +49,17 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfAdminHealth, df_admin_health_free)
  * when the answer is not a JSON object). */
 DfAdminHealth *df_admin_health (const char *host, guint16 port, GError **err);
 
+/* df_admin_health on a worker thread, for callers that run a main loop
+ * (bootstrapsvc's health rounds): done runs on the thread-default main
+ * context of the caller; get the result with df_admin_health_finish.
+ * When cancel is cancelled, done runs at once with G_IO_ERROR_CANCELLED
+ * and the request, still bounded by DF_ADMIN_TIMEOUT_S, is dropped. */
+void df_admin_health_async (const char *host, guint16 port,
+                            GCancellable *cancel, GAsyncReadyCallback done,
+                            gpointer data);
+/* New DfAdminHealth, or NULL + err as df_admin_health. */
+DfAdminHealth *df_admin_health_finish (GAsyncResult *res, GError **err);
+
 /* GET /v1/sessions: the JSON array (new node), or NULL + err
  * (DF_ERROR_INVALID when the answer is not an array). */
 JsonNode *df_admin_sessions (const char *host, guint16 port, GError **err);
