@@ -277,8 +277,8 @@ df_sessions_count (DfSessions *s)
 
 /* ---- JSON ---------------------------------------------------------- */
 
-static gint
-session_cmp_id (gconstpointer a, gconstpointer b)
+static int
+session_cmp_id (const void *a, const void *b)
 {
   const DfSession *x = *(DfSession *const *)a;
   const DfSession *y = *(DfSession *const *)b;
@@ -355,8 +355,7 @@ df_sessions_to_json (DfSessions *s)
   json_builder_begin_array (b);
   g_mutex_lock (&s->lock);
   list = g_hash_table_get_keys_as_array (s->live, &n);
-  qsort (list, n, sizeof *list,
-         (int (*) (const void *, const void *))session_cmp_id);
+  qsort (list, n, sizeof *list, session_cmp_id);
   for (guint i = 0; i < n; i++)
     session_to_json (b, list[i]);
   g_mutex_unlock (&s->lock);
