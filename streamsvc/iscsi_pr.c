@@ -442,6 +442,13 @@ iscsi_lu_pr_out (iscsi_lu *lu, const uint8_t *cdb, const uint8_t *p,
 /* ---- PERSISTENT RESERVE IN ------------------------------------------------
  */
 
+/* g_ptr_array_sort hands the comparator pointers to the elements. */
+static gint
+nexus_cmp (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *)a, *(const char *const *)b);
+}
+
 /* Keys of every registration, sorted so the order is stable. */
 static GPtrArray *
 sorted_nexuses (iscsi_lu_shared *s)
@@ -453,7 +460,7 @@ sorted_nexuses (iscsi_lu_shared *s)
   g_hash_table_iter_init (&it, s->regs);
   while (g_hash_table_iter_next (&it, &k, NULL))
     g_ptr_array_add (a, k);
-  g_ptr_array_sort (a, (GCompareFunc)g_strcmp0);
+  g_ptr_array_sort (a, nexus_cmp);
   return a;
 }
 

@@ -1555,6 +1555,16 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   expect_good (prin (f, &f->lu, 0));
   g_assert_cmpuint (df_get_be32 (f->din), ==, 2); /* PRgeneration */
   g_assert_cmpuint (df_get_be32 (f->din + 4), ==, 16);
+  /* READ FULL STATUS lists the registrations sorted by nexus name */
+  expect_good (prin (f, &f->lu, 3));
+  {
+    guint len1 = df_get_be32 (f->din + 8 + 20);
+    const char *first = (const char *) f->din + 8 + 28;
+    const char *second = (const char *) f->din + 8 + 24 + len1 + 28;
+    g_assert_cmpuint (df_get_be32 (f->din + 4), ==, 24 + len1 + 24
+                      + df_get_be32 (f->din + 8 + 24 + len1 + 20));
+    g_assert_cmpint (strcmp (first, second), <, 0);
+  }
   /* WRITE EXCLUSIVE by one: the other reads but does not write */
   expect_conflict (prout (f, &f->lu, 1, 1, 0x9999, 0, 0));
   expect_good (prout (f, &f->lu, 1, 1, 0x1111, 0, 0));
