@@ -45,6 +45,14 @@ typedef struct {
   /* The engine's clock (NULL: it has none).  false: drop the connection
    * now, without draining its output. */
   bool (*tick) (DfEngineConn *e, gint64 now_us);
+  /* In-band TLS (NULL: the engine has none).  tls_wanted: the engine
+   * agreed to start TLS (NBD_OPT_STARTTLS) and reads nothing more until
+   * the transport, once the output is drained, has run the handshake
+   * (tls.h) and called tls_started with the peer's identity (NULL: none).
+   * Input the engine held when it agreed is discarded then: nothing sent
+   * in plaintext is ever read as if it came through TLS. */
+  bool (*tls_wanted) (const DfEngineConn *e);
+  void (*tls_started) (DfEngineConn *e, const char *identity);
   /* Frees the engine (and the connection embedding e). */
   void (*free) (DfEngineConn *e);
 } DfEngineOps;
@@ -106,6 +114,17 @@ static inline bool
 df_engine_tick (DfEngineConn *e, gint64 now_us)
 {
   return e->ops->tick (e, now_us);
+}
+static inline bool
+df_engine_tls_wanted (const DfEngineConn *e)
+{
+  return e->ops->tls_wanted != NULL && e->ops->tls_wanted (e);
+}
+/* Only after df_engine_tls_wanted. */
+static inline void
+df_engine_tls_started (DfEngineConn *e, const char *identity)
+{
+  e->ops->tls_started (e, identity);
 }
 /* NULL is allowed. */
 static inline void

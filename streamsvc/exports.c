@@ -1137,6 +1137,109 @@ df_export_shutdown_when_fenced (DfExport *e, int fd)
                                   GINT_TO_POINTER (fd));
 }
 
+/* ---- NBD TLS ----------------------------------------------------------- */
+
+static bool
+denied (const char *name, const char *identity, GError **err)
+{
+  g_set_error (err, DF_ERROR, DF_ERROR_DENIED,
+               "export '%s' is not open to TLS identity '%s'", name,
+               identity != NULL ? identity : "(none)");
+  return false;
+}
+
+/* Is mac (canonical) the MAC of the device named identity? */
+static bool
+identity_has_mac (DfExports *ex, const char *identity, const char *mac)
+{
+  DfFarm *farm = farm_acquire (ex, NULL);
+  g_autoptr (DfNbdIdentity) id = NULL;
+
+  if (farm == NULL)
+    return false;
+  id = df_farm_nbd_identity (farm, identity, NULL);
+  farm_release (ex, farm);
+  return id != NULL && g_ascii_strcasecmp (id->mac, mac) == 0;
+}
+
+bool
+df_exports_authorize (DfExports *ex, const char *name, const char *identity,
+                      GError **err)
+{
+  DfExportKind kind;
+  g_autofree char *object = NULL;
+  int version;
+  char mac[18];
+
+  if (!df_export_name_parse (name, &kind, &object, &version, NULL))
+    return denied (name, identity, err);
+  if (kind == DF_EXPORT_KIND_VDISK)
+    return true;
+  if (identity == NULL)
+    return denied (name, identity, err);
+  if (df_parse_mac (object, mac, NULL))
+    return identity_has_mac (ex, identity, mac)
+           || denied (name, identity, err);
+  return g_ascii_strcasecmp (object, identity) == 0
+         || denied (name, identity, err);
+}
+
+/* hex (64 digits, checked by the schema) -> key; false when malformed. */
+static bool
+psk_from_hex (const char *hex, uint8_t *key, size_t *len)
+{
+  size_t n = strlen (hex);
+
+  if (n % 2 != 0 || n / 2 > DF_NBD_PSK_BYTES)
+    return false;
+  for (size_t i = 0; i < n; i += 2)
+    {
+      int hi = g_ascii_xdigit_value (hex[i]);
+      int lo = g_ascii_xdigit_value (hex[i + 1]);
+      if (hi < 0 || lo < 0)
+        return false;
+      key[i / 2] = (uint8_t) (hi << 4 | lo);
+    }
+  *len = n / 2;
+  return true;
+}
+
+bool
+df_exports_nbd_psk (void *opaque, const char *identity, uint8_t *key,
+                    size_t *len)
+{
+  DfExports *ex = opaque;
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfNbdIdentity) id = NULL;
+  DfFarm *farm = farm_acquire (ex, &err);
+
+  if (farm == NULL)
+    {
+      g_warning ("NBD PSK of '%s': %s", identity, err->message);
+      return false;
+    }
+  id = df_farm_nbd_identity (farm, identity, &err);
+  farm_release (ex, farm);
+  if (id == NULL && !g_error_matches (err, DF_ERROR, DF_ERROR_NOT_FOUND)
+      && !g_error_matches (err, DF_ERROR, DF_ERROR_INVALID))
+    g_warning ("NBD PSK of '%s': %s", identity, err->message);
+  return id != NULL && id->psk_hex != NULL
+         && psk_from_hex (id->psk_hex, key, len);
+}
+
+bool
+df_exports_nbd_tls (DfExports *ex, DfTlsMode *mode, bool *set, GError **err)
+{
+  DfFarm *farm = farm_acquire (ex, err);
+  bool ok;
+
+  if (farm == NULL)
+    return false;
+  ok = df_farm_nbd_tls_get (farm, mode, set, err);
+  farm_release (ex, farm);
+  return ok;
+}
+
 /* ---- iSCSI ------------------------------------------------------------- */
 
 DfChap *

@@ -106,6 +106,24 @@ typedef void (*df_cache_visit_fn) (void *opaque, const char *device,
 void df_exports_foreach_cache (DfExports *ex, df_cache_visit_fn fn,
                                void *opaque);
 
+/* ---- NBD TLS ---------------------------------------------------------------- */
+
+/* May a TLS session whose identity (PSK identity or certificate CN) is
+ * identity open name?  Every vdisk/ name, and device/<identity> or
+ * device/<MAC of the device named identity>; nothing else (identity NULL:
+ * vdisk names only).  Decided from the name and the identity's own device
+ * only, so the answer never tells which other names exist.
+ * DF_ERROR_DENIED "export 'X' is not open to TLS identity 'Y'". */
+bool df_exports_authorize (DfExports *ex, const char *name,
+                           const char *identity, GError **err);
+/* The farm's NBD pre-shared key of the device named identity, as a
+ * DfTlsPskLookup (tls.h; opaque is ex): key receives the bytes. */
+bool df_exports_nbd_psk (void *ex, const char *identity, uint8_t *key,
+                         size_t *len);
+/* The farm setting nbd-tls (df_farm_nbd_tls_get). */
+bool df_exports_nbd_tls (DfExports *ex, DfTlsMode *mode, bool *set,
+                         GError **err);
+
 /* ---- iSCSI (added by the iSCSI front end) ---------------------------------- */
 
 /* CHAP credentials for an export name: "device/<name|mac>" -> that

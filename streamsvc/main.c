@@ -5,6 +5,8 @@
  *             [--admin-listen ADDR|none] [--threads N] [--stdio]
  *             [--tcp-keepalive SECONDS] [--iscsi-nop-interval SECONDS]
  *             [--iscsi-nop-timeout SECONDS]
+ *             [--tls=off|on|require] [--tls-certificates DIR]
+ *             [--tls-psk FILE] [--tls-verify-peer]
  *             [--pidfile FILE] [--user USER] [--verbose] [--version]
  *
  * Binds every socket as root, then runs as the diskfarm user with no
@@ -32,6 +34,7 @@
 #include "privilege.h"
 #include "server.h"
 #include "sessions.h"
+#include "tls.h"
 
 #define CONFIG_GROUP "streamsvc"
 #define UNSET G_MININT /* integer option not given (negatives are errors) */
@@ -46,6 +49,12 @@ typedef struct {
   int tcp_keepalive;      /* UNSET: from diskfarm.conf */
   int nop_interval;
   int nop_timeout;
+  char *tls;              /* NULL: diskfarm.conf, else the farm's nbd-tls */
+  char *tls_certificates;
+  char *tls_psk;
+  gboolean tls_verify_peer;
+  DfTlsMode tls_mode;     /* resolved (resolve_tls) */
+  const char *tls_from;   /* where tls_mode came from, for the log */
   gboolean stdio;
   char *pidfile;
   char *user;
@@ -61,6 +70,9 @@ options_clear (Options *o)
   g_strfreev (o->nbd_listen);
   g_strfreev (o->iscsi_listen);
   g_free (o->admin_listen);
+  g_free (o->tls);
+  g_free (o->tls_certificates);
+  g_free (o->tls_psk);
   g_free (o->pidfile);
   g_free (o->user);
 }
@@ -97,6 +109,18 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { "iscsi-nop-timeout", 0, 0, G_OPTION_ARG_INT, &o->nop_timeout,
       "Drop an iSCSI connection silent for SECONDS after a NOP-In (default "
       G_STRINGIFY (DF_ISCSI_NOP_TIMEOUT_DEFAULT) ")", "SECONDS" },
+    { "tls", 0, 0, G_OPTION_ARG_STRING, &o->tls,
+      "NBD TLS: off, on (offered) or require (nothing but STARTTLS before "
+      "it); default: diskfarm.conf, else the farm's nbd-tls setting, else "
+      "off", DF_TLS_MODES },
+    { "tls-certificates", 0, 0, G_OPTION_ARG_FILENAME, &o->tls_certificates,
+      "x509: DIR holds ca-cert.pem, server-cert.pem, server-key.pem; a "
+      "client certificate's CN is its device", "DIR" },
+    { "tls-psk", 0, 0, G_OPTION_ARG_FILENAME, &o->tls_psk,
+      "Pre-shared keys, identity:hexkey lines (identity = device name), "
+      "besides the farm's device keys", "FILE" },
+    { "tls-verify-peer", 0, 0, G_OPTION_ARG_NONE, &o->tls_verify_peer,
+      "x509: refuse TLS clients without a certificate", NULL },
     { "stdio", 0, 0, G_OPTION_ARG_NONE, &o->stdio,
       "Serve one NBD connection on stdin/stdout and exit", NULL },
     { "pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o->pidfile,
@@ -125,6 +149,33 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
                    "unexpected argument '%s'", (*argv)[1]);
       return false;
     }
+  return true;
+}
+
+/* The TLS keys of [streamsvc].  tls stays NULL when neither the command
+ * line nor the file set it: the farm's setting decides (resolve_tls). */
+static bool
+apply_config_tls (Options *o, const DfConf *c, GError **err)
+{
+  DfTlsMode mode;
+
+  if (o->tls == NULL && df_conf_is_set (c, CONFIG_GROUP, "tls"))
+    {
+      o->tls = g_strdup (df_conf_string (c, CONFIG_GROUP, "tls"));
+      if (!df_tls_mode_parse (o->tls, &mode, err))
+        {
+          df_conf_prefix_error (c, CONFIG_GROUP, "tls", err);
+          return false;
+        }
+      o->tls_from = "diskfarm.conf";
+    }
+  if (o->tls_certificates == NULL)
+    o->tls_certificates = g_strdup (df_conf_string (c, CONFIG_GROUP,
+                                                    "tls-certificates"));
+  if (o->tls_psk == NULL)
+    o->tls_psk = g_strdup (df_conf_string (c, CONFIG_GROUP, "tls-psk"));
+  if (!o->tls_verify_peer)
+    o->tls_verify_peer = df_conf_bool (c, CONFIG_GROUP, "tls-verify-peer");
   return true;
 }
 
@@ -168,7 +219,7 @@ apply_config (Options *o, GError **err)
     }
   if (o->user == NULL && df_conf_string (c, CONFIG_GROUP, "user") != NULL)
     o->user = g_strdup (df_conf_string (c, CONFIG_GROUP, "user"));
-  return true;
+  return apply_config_tls (o, c, err);
 }
 
 /* Dead-peer options given on the command line (the file's values were
@@ -198,6 +249,24 @@ check_liveness (const Options *o, GError **err)
   return true;
 }
 
+/* --tls given on the command line (the file's was checked at load). */
+static bool
+check_tls (Options *o, GError **err)
+{
+  if (o->tls != NULL && o->tls_from == NULL)
+    {
+      if (!df_tls_mode_parse (o->tls, &o->tls_mode, err))
+        {
+          g_prefix_error (err, "--tls: ");
+          return false;
+        }
+      o->tls_from = "--tls";
+    }
+  else if (o->tls != NULL)
+    df_tls_mode_parse (o->tls, &o->tls_mode, NULL);
+  return true;
+}
+
 static bool
 check_options (Options *o, GError **err)
 {
@@ -207,7 +276,7 @@ check_options (Options *o, GError **err)
                    "--threads %d: at most 256", o->threads);
       return false;
     }
-  if (!check_liveness (o, err))
+  if (!check_liveness (o, err) || !check_tls (o, err))
     return false;
   if (!g_file_test (o->farm, G_FILE_TEST_IS_DIR))
     {
@@ -339,6 +408,46 @@ open_pidfile (const char *path, GError **err)
   return pfh;
 }
 
+/* The mode in force: --tls, else diskfarm.conf, else the farm's nbd-tls
+ * setting, else off. */
+static bool
+resolve_tls (Options *o, DfExports *ex, GError **err)
+{
+  bool set = false;
+
+  if (o->tls_from != NULL)
+    return true;
+  if (!df_exports_nbd_tls (ex, &o->tls_mode, &set, err))
+    return false;
+  o->tls_from = set ? "farm setting nbd-tls" : "default";
+  return true;
+}
+
+/* NBD TLS as the options say: *out NULL when off.  Keys and certificates
+ * are read here, before the privilege drop. */
+static bool
+make_tls (const Options *o, DfExports *ex, DfTls **out, GError **err)
+{
+  DfTlsConfig cfg = { o->tls_mode, o->tls_certificates, o->tls_psk,
+                      o->tls_verify_peer, df_exports_nbd_psk, ex };
+
+  *out = NULL;
+  if (o->tls_mode == DF_TLS_OFF)
+    {
+      if (o->tls_certificates != NULL || o->tls_psk != NULL)
+        g_message ("nbd TLS is off (%s): --tls-certificates and --tls-psk "
+                   "unused", o->tls_from);
+      return true;
+    }
+  *out = df_tls_new (&cfg, err);
+  if (*out == NULL)
+    return false;
+  g_message ("nbd TLS %s (%s): %s%s", df_tls_mode_name (o->tls_mode),
+             o->tls_from, df_tls_kinds (*out),
+             o->tls_verify_peer ? ", client certificates required" : "");
+  return true;
+}
+
 static int
 run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
 {
@@ -349,9 +458,13 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
                             (guint) o->nop_interval, (guint) o->nop_timeout };
   DfAdmin *admin = NULL;
   struct pidfh *pfh = NULL;
+  g_autoptr (DfTls) tls = NULL;
   int rc = 1;
 
   df_stream_server_set_liveness (srv, &live);
+  if (!resolve_tls (o, ex, err) || !make_tls (o, ex, &tls, err))
+    goto out;
+  df_stream_server_set_tls (srv, tls);
   if (!start_nbd (srv, o->nbd_listen, err)
       || !listen_iscsi (srv, o->iscsi_listen, err))
     goto out;
@@ -405,7 +518,11 @@ main (int argc, char **argv)
   if ((ex = df_exports_new (o.farm, &err)) == NULL)
     goto out;
   ss = df_sessions_new ();
-  if (o.stdio && drop_privileges (&o, &err))
+  if (o.stdio && o.tls_mode != DF_TLS_OFF)
+    g_set_error (&err, DF_ERROR, DF_ERROR_UNSUPPORTED,
+                 "--stdio serves plaintext only (--tls %s from %s)",
+                 df_tls_mode_name (o.tls_mode), o.tls_from);
+  else if (o.stdio && drop_privileges (&o, &err))
     rc = df_nbd_serve_stdio (ex, ss, STDIN_FILENO, STDOUT_FILENO);
   else if (!o.stdio)
     rc = run_daemon (&o, ex, ss, &err);

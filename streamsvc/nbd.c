@@ -56,6 +56,7 @@ enum {
 #define NBD_REP_ERR_UNSUP    NBD_REP_ERR (1)
 #define NBD_REP_ERR_POLICY   NBD_REP_ERR (2)
 #define NBD_REP_ERR_INVALID  NBD_REP_ERR (3)
+#define NBD_REP_ERR_TLS_REQD NBD_REP_ERR (5)
 #define NBD_REP_ERR_UNKNOWN  NBD_REP_ERR (6)
 
 #define NBD_INFO_EXPORT      0
@@ -195,6 +196,10 @@ struct nbd_conn {
   bool meta_allocation;    /* base:allocation selected ... */
   char *meta_export;       /* ... for this export name (owned) */
   bool close_after_output; /* set with state CLOSED */
+  DfTlsMode tls_mode;
+  bool tls_active;         /* the handshake is done: c->in is TLS */
+  char *tls_identity;      /* owned: PSK identity or certificate CN; NULL
+                            * without TLS or for a client without one */
   nbd_buf in, out;
   GArray *runs;            /* nbd_run scratch, reused across requests */
 };
@@ -209,6 +214,7 @@ typedef struct {
 static const char *const state_names[] = {
   [NBD_STATE_SEND_GREETING] = "SEND_GREETING",
   [NBD_STATE_OPTIONS] = "OPTIONS",
+  [NBD_STATE_STARTTLS] = "STARTTLS",
   [NBD_STATE_TRANSMISSION] = "TRANSMISSION",
   [NBD_STATE_CLOSED] = "CLOSED",
 };
@@ -317,6 +323,20 @@ eng_should_close (const DfEngineConn *e)
   return nbd_conn_should_close (NBD_OF_CONST (e));
 }
 
+static bool
+eng_tls_wanted (const DfEngineConn *e)
+{
+  return NBD_OF_CONST (e)->state == NBD_STATE_STARTTLS;
+}
+
+static void tls_started (nbd_conn *c, const char *identity);
+
+static void
+eng_tls_started (DfEngineConn *e, const char *identity)
+{
+  tls_started (NBD_OF (e), identity);
+}
+
 static void
 eng_free (DfEngineConn *e)
 {
@@ -333,6 +353,8 @@ static const DfEngineOps nbd_engine_ops = {
   .output_consume = eng_output_consume,
   .should_close = eng_should_close,
   .tick = NULL, /* no clock: TCP keepalive finds dead peers */
+  .tls_wanted = eng_tls_wanted,
+  .tls_started = eng_tls_started,
   .free = eng_free,
 };
 
@@ -378,8 +400,15 @@ nbd_conn_free (nbd_conn *c)
   buf_clear (&c->out);
   g_array_unref (c->runs);
   g_free (c->meta_export);
+  g_free (c->tls_identity);
   g_free (c->client);
   g_free (c);
+}
+
+void
+nbd_conn_set_tls (nbd_conn *c, DfTlsMode mode)
+{
+  c->tls_mode = mode;
 }
 
 bool
@@ -422,6 +451,7 @@ bytes_needed (const nbd_conn *c)
       if (df_get_be16 (p + 6) == NBD_CMD_WRITE && df_get_be32 (p + 24) <= NBD_MAX_BLOCK)
         return REQ_HEADER_LEN + (size_t) df_get_be32 (p + 24);
       return REQ_HEADER_LEN;
+    case NBD_STATE_STARTTLS: /* nothing is read until TLS is up */
     case NBD_STATE_CLOSED:
     default:
       return SIZE_MAX;
@@ -568,14 +598,33 @@ str_result_msg (str_result r)
     }
 }
 
+/* May this connection open name?  Without TLS, yes (require refused
+ * every option before STARTTLS already); with TLS, what its identity may
+ * open (df_exports_authorize).  The answer is decided on the name and the
+ * identity alone, so a refusal says nothing about which names exist. */
+static bool
+export_allowed (nbd_conn *c, const char *name, GError **err)
+{
+  return !c->tls_active
+         || df_exports_authorize (c->exports, name, c->tls_identity, err);
+}
+
 /* Open name for an option; on failure send the option error and return
  * NULL. */
 static DfExport *
 open_export_or_reply (nbd_conn *c, uint32_t opt, const char *name)
 {
   g_autoptr (GError) err = NULL;
-  DfExport *e = df_exports_open (c->exports, name, &err);
+  DfExport *e = NULL;
 
+  if (!export_allowed (c, name, &err))
+    {
+      g_message ("nbd %s: refused export '%s': %s", c->client, name,
+                 err->message);
+      opt_error (c, opt, NBD_REP_ERR_POLICY, "%s", err->message);
+      return NULL;
+    }
+  e = df_exports_open (c->exports, name, &err);
   if (e != NULL)
     return e;
   g_message ("nbd %s: refused export '%s': %s", c->client, name,
@@ -654,7 +703,10 @@ nbd_opt_export_name (nbd_conn *c, uint32_t opt, const uint8_t *data,
       return;
     }
   name = g_strndup ((const char *) data, len);
-  e = df_exports_open (c->exports, name, &err);
+  if (export_allowed (c, name, &err))
+    e = df_exports_open (c->exports, name, &err);
+  else
+    e = NULL;
   if (e == NULL)
     {
       g_message ("nbd %s: refused export '%s' (NBD_OPT_EXPORT_NAME): %s",
@@ -710,10 +762,38 @@ static void
 nbd_opt_starttls (nbd_conn *c, uint32_t opt, const uint8_t *data,
                   uint32_t len)
 {
-  if (len != 0)
-    opt_error (c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
-  else
+  if (c->tls_mode == DF_TLS_OFF)
     opt_error (c, opt, NBD_REP_ERR_POLICY, "TLS is not configured");
+  else if (len != 0)
+    opt_error (c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+  else if (c->tls_active)
+    opt_error (c, opt, NBD_REP_ERR_INVALID, "TLS is already negotiated");
+  else
+    {
+      opt_reply (c, opt, NBD_REP_ACK, NULL, 0);
+      c->state = NBD_STATE_STARTTLS; /* the transport takes over */
+    }
+}
+
+/* The transport finished the handshake: start negotiating afresh over
+ * TLS.  Whatever came before it is gone: plaintext input still buffered
+ * (a client must wait for the ACK; nbdkit CVE-2021-3716 read such bytes
+ * as if they had come through TLS) and every option negotiated in
+ * plaintext (structured replies, meta contexts). */
+static void
+tls_started (nbd_conn *c, const char *identity)
+{
+  g_assert (c->state == NBD_STATE_STARTTLS);
+  if (buf_len (&c->in) > 0)
+    g_message ("nbd %s: %zu plaintext bytes after NBD_OPT_STARTTLS "
+               "discarded", c->client, buf_len (&c->in));
+  buf_consume (&c->in, buf_len (&c->in));
+  c->structured = false;
+  c->meta_allocation = false;
+  g_clear_pointer (&c->meta_export, g_free);
+  c->tls_active = true;
+  c->tls_identity = g_strdup (identity);
+  c->state = NBD_STATE_OPTIONS;
 }
 
 static void
@@ -941,6 +1021,18 @@ step_option (nbd_conn *c)
   if (len > NBD_MAX_OPTION_LEN)
     {
       conn_close (c, "option length above 64 KiB");
+      return;
+    }
+  if (c->tls_mode == DF_TLS_REQUIRE && !c->tls_active
+      && opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT)
+    {
+      /* FORCEDTLS: EXPORT_NAME cannot carry an error, so it closes */
+      if (opt == NBD_OPT_EXPORT_NAME)
+        conn_close (c, "NBD_OPT_EXPORT_NAME before TLS: TLS is required");
+      else
+        opt_error (c, opt, NBD_REP_ERR_TLS_REQD,
+                   "TLS is required: start it with NBD_OPT_STARTTLS");
+      buf_consume (&c->in, OPT_HEADER_LEN + (size_t) len);
       return;
     }
   for (size_t i = 0; i < G_N_ELEMENTS (nbd_opts); i++)
@@ -1471,6 +1563,7 @@ nbd_conn_process (nbd_conn *c)
         case NBD_STATE_TRANSMISSION:
           step_request (c);
           break;
+        case NBD_STATE_STARTTLS:
         case NBD_STATE_CLOSED:
         default:
           g_assert_not_reached ();

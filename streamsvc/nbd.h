@@ -28,6 +28,8 @@ typedef struct nbd_conn nbd_conn;
 typedef enum {
   NBD_STATE_SEND_GREETING,  /* greeting queued, waiting for client flags */
   NBD_STATE_OPTIONS,        /* option haggling */
+  NBD_STATE_STARTTLS,       /* STARTTLS acknowledged: the transport runs
+                             * the TLS handshake (engine.h tls_wanted) */
   NBD_STATE_TRANSMISSION,   /* requests and replies */
   NBD_STATE_CLOSED,         /* drain the output, then close */
 } nbd_state;
@@ -43,6 +45,13 @@ typedef enum {
  * queues the greeting.  ex and ss are borrowed and must outlive the conn.
  * client is copied ("127.0.0.1:4242", "unix"). */
 nbd_conn *nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client);
+/* The TLS policy of the connection (default DF_TLS_OFF: STARTTLS is
+ * refused).  on: STARTTLS is accepted, plaintext still served.  require:
+ * before TLS every option but NBD_OPT_STARTTLS and NBD_OPT_ABORT gets
+ * NBD_REP_ERR_TLS_REQD (NBD_OPT_EXPORT_NAME closes).  Once TLS is up,
+ * the identity opens only what df_exports_authorize allows.  Only a
+ * transport that runs the handshake (server.c) may set on or require. */
+void nbd_conn_set_tls (nbd_conn *c, DfTlsMode mode);
 /* The connection's socket (server.c), so that a fenced export can shut it
  * down (df_export_shutdown_when_fenced).  Optional: -1 by default. */
 void nbd_conn_set_fd (nbd_conn *c, int fd);

@@ -28,6 +28,7 @@
 #include "iscsi.h"
 #include "nbd.h"
 #include "privilege.h"
+#include "tls.h"
 
 #define MAX_EVENTS 64
 #define SHUTDOWN_DRAIN_MS 5000
@@ -45,6 +46,9 @@ typedef struct {
 typedef struct {
   int fd;
   DfEngineConn *eng; /* owned: an nbd_conn or iscsi_conn (engine.h) */
+  DfTlsConn *tls;    /* owned, once the engine asked for TLS; then every
+                      * byte goes through it */
+  bool handshaking;  /* tls is not up yet */
   uint32_t interest; /* events registered with epoll */
 } srv_conn;
 
@@ -61,6 +65,7 @@ struct DfStreamServer {
   DfExports *exports;   /* borrowed */
   DfSessions *sessions; /* borrowed */
   DfIscsiTarget *iscsi; /* owned: the target of every iSCSI listener */
+  DfTls *tls;           /* borrowed: NBD TLS, NULL when off */
   GArray *listeners;    /* listener */
   DfStreamLiveness liveness;
   worker *workers;
@@ -77,6 +82,7 @@ static void
 srv_conn_free (srv_conn *sc)
 {
   df_engine_free (sc->eng); /* before close: iSCSI reinstatement uses fd */
+  df_tls_conn_free (sc->tls);
   close (sc->fd);
   g_free (sc);
 }
@@ -105,8 +111,11 @@ static gssize
 send_sink (void *opaque, const uint8_t *buf, size_t len)
 {
   const srv_conn *sc = opaque;
-  ssize_t n = send (sc->fd, buf, len, MSG_NOSIGNAL);
+  ssize_t n;
 
+  if (sc->tls != NULL)
+    return df_tls_conn_write (sc->tls, buf, len);
+  n = send (sc->fd, buf, len, MSG_NOSIGNAL);
   if (n >= 0)
     return n;
   return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
@@ -126,8 +135,18 @@ conn_read (srv_conn *sc)
 {
   size_t room;
   uint8_t *buf = df_engine_input_space (sc->eng, &room);
-  ssize_t n = read (sc->fd, buf, room);
+  ssize_t n;
 
+  if (sc->tls != NULL)
+    {
+      n = df_tls_conn_read (sc->tls, buf, room);
+      if (n <= 0)
+        return n == 0;
+      df_engine_input_commit (sc->eng, (size_t) n);
+      df_engine_process (sc->eng);
+      return true;
+    }
+  n = read (sc->fd, buf, room);
   if (n == 0)
     return false;
   if (n < 0)
@@ -137,30 +156,96 @@ conn_read (srv_conn *sc)
   return true;
 }
 
+static char *peer_name (int fd);
+
+/* Run the TLS handshake as far as the socket allows; once it is up the
+ * engine starts over on it.  false: it failed (logged), drop the
+ * connection. */
+static bool
+conn_handshake (srv_conn *sc)
+{
+  switch (df_tls_conn_handshake (sc->tls))
+    {
+    case DF_TLS_AGAIN:
+      return true;
+    case DF_TLS_DONE:
+      sc->handshaking = false;
+      df_engine_tls_started (sc->eng, df_tls_conn_identity (sc->tls));
+      return true;
+    case DF_TLS_FAILED:
+    default:
+      return false;
+    }
+}
+
+/* The engine acknowledged STARTTLS and its output is out: from now on the
+ * socket speaks TLS. */
+static bool
+conn_start_tls (DfStreamServer *s, srv_conn *sc)
+{
+  g_autofree char *client = NULL;
+
+  if (s->tls == NULL)
+    return false; /* the engine was never offered TLS */
+  client = peer_name (sc->fd);
+  sc->tls = df_tls_conn_new (s->tls, sc->fd, client);
+  sc->handshaking = true;
+  return conn_handshake (sc);
+}
+
+/* After reading: send, start TLS when asked, and read what TLS already
+ * decrypted (the socket will not signal it).  false: drop. */
+static bool
+conn_pump (worker *w, srv_conn *sc, size_t *pending)
+{
+  for (;;)
+    {
+      if (!conn_flush (sc))
+        return false;
+      df_engine_output (sc->eng, pending);
+      if (*pending > 0 || sc->handshaking)
+        return true;
+      if (df_engine_should_close (sc->eng))
+        return false;
+      if (sc->tls == NULL && df_engine_tls_wanted (sc->eng))
+        {
+          if (!conn_start_tls (w->srv, sc))
+            return false;
+          continue;
+        }
+      if (sc->tls == NULL || !df_tls_conn_pending (sc->tls))
+        return true;
+      if (!conn_read (sc))
+        return false;
+    }
+}
+
 static void
 conn_event (worker *w, srv_conn *sc, uint32_t ev)
 {
   size_t pending;
+  bool tls_write;
 
-  if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
+  if (sc->handshaking && !conn_handshake (sc))
+    {
+      worker_drop (w, sc);
+      return;
+    }
+  if (!sc->handshaking && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
       && !df_engine_should_close (sc->eng) && !conn_read (sc))
     {
       worker_drop (w, sc);
       return;
     }
-  if (!conn_flush (sc))
+  if (!conn_pump (w, sc, &pending))
     {
       worker_drop (w, sc);
       return;
     }
-  df_engine_output (sc->eng, &pending);
-  if (pending == 0 && df_engine_should_close (sc->eng))
-    {
-      worker_drop (w, sc);
-      return;
-    }
-  /* Backpressure: stop reading while replies are queued. */
-  set_interest (w, sc, pending > 0 ? EPOLLOUT : EPOLLIN);
+  /* Backpressure: stop reading while replies are queued (or TLS waits
+   * for the socket to take its bytes). */
+  tls_write = sc->tls != NULL && df_tls_conn_want_write (sc->tls);
+  set_interest (w, sc, pending > 0 || tls_write ? EPOLLOUT : EPOLLIN);
 }
 
 static void
@@ -345,6 +430,8 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
     {
       nbd_conn *nc = nbd_conn_new (s->exports, s->sessions, client);
       nbd_conn_set_fd (nc, fd);
+      if (s->tls != NULL)
+        nbd_conn_set_tls (nc, df_tls_mode (s->tls));
       sc->eng = nbd_conn_engine (nc);
     }
   g_debug ("connection from %s", client);
@@ -595,6 +682,13 @@ df_stream_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
                                      ISCSI_NOP_INTERVAL_DEFAULT,
                                      ISCSI_NOP_TIMEOUT_DEFAULT };
   return s;
+}
+
+void
+df_stream_server_set_tls (DfStreamServer *s, DfTls *tls)
+{
+  g_return_if_fail (!s->running);
+  s->tls = tls;
 }
 
 void

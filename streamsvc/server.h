@@ -14,6 +14,7 @@
 #include "common.h"
 #include "exports.h"
 #include "sessions.h"
+#include "tls.h"
 
 typedef struct DfStreamServer DfStreamServer;
 
@@ -33,6 +34,9 @@ typedef struct {
 } DfStreamLiveness;
 void df_stream_server_set_liveness (DfStreamServer *s,
                                     const DfStreamLiveness *l);
+/* NBD TLS for every NBD connection (before start; tls.h): borrowed, must
+ * outlive the server; NULL (the default) = off. */
+void df_stream_server_set_tls (DfStreamServer *s, DfTls *tls);
 /* Bind and listen (before start).  On success *bound receives a new string
  * naming what is really bound ("127.0.0.1:10809", "[::1]:4000",
  * "unix:/run/x.sock"; one line per address when a wildcard host resolves to

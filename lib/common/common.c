@@ -742,6 +742,35 @@ df_tcp_set_keepalive (int fd, guint timeout_s, GError **err)
                      (int) timeout_s * 1000, err);
 }
 
+/* ---- NBD TLS mode ------------------------------------------------------ */
+
+static const char *const tls_mode_names[] = {
+  [DF_TLS_OFF] = "off",
+  [DF_TLS_ON] = "on",
+  [DF_TLS_REQUIRE] = "require",
+};
+
+bool
+df_tls_mode_parse (const char *s, DfTlsMode *mode, GError **err)
+{
+  for (guint i = 0; s != NULL && i < G_N_ELEMENTS (tls_mode_names); i++)
+    if (strcmp (s, tls_mode_names[i]) == 0)
+      {
+        *mode = (DfTlsMode) i;
+        return true;
+      }
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "'%s' is not off, on or require", s != NULL ? s : "");
+  return false;
+}
+
+const char *
+df_tls_mode_name (DfTlsMode mode)
+{
+  g_return_val_if_fail ((guint) mode < G_N_ELEMENTS (tls_mode_names), "?");
+  return tls_mode_names[mode];
+}
+
 /* ---- secrets ---------------------------------------------------------- */
 
 void

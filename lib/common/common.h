@@ -20,6 +20,7 @@ typedef enum {
   DF_ERROR_CORRUPT,     /* on-disk structure out of range */
   DF_ERROR_IO,          /* system call failed: message carries strerror */
   DF_ERROR_INTERRUPTED, /* SIGINT/SIGTERM/SIGHUP during long work */
+  DF_ERROR_DENIED,      /* refused by policy (a TLS identity's exports) */
 } DfErrorCode;
 
 /* Logging: route g_log structured output to journald when stderr is the
@@ -148,3 +149,19 @@ void df_secret_wipe (void *p, size_t n);
 void df_secret_free (char *s);
 typedef char DfSecret;
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfSecret, df_secret_free)
+
+/* NBD TLS policy (streamsvc --tls, diskfarm.conf [streamsvc] tls, farm
+ * setting nbd-tls), nbdkit's words: off = no TLS (STARTTLS refused), on =
+ * TLS offered, plaintext still served, require = nothing but
+ * NBD_OPT_STARTTLS and NBD_OPT_ABORT before TLS (the NBD spec's
+ * FORCEDTLS). */
+typedef enum {
+  DF_TLS_OFF,
+  DF_TLS_ON,
+  DF_TLS_REQUIRE,
+} DfTlsMode;
+#define DF_TLS_MODES "off|on|require"
+/* "off", "on" or "require" (exactly) -> *mode; else DF_ERROR_INVALID
+ * "'X' is not off, on or require". */
+bool df_tls_mode_parse (const char *s, DfTlsMode *mode, GError **err);
+const char *df_tls_mode_name (DfTlsMode mode);

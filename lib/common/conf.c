@@ -51,6 +51,17 @@ const DfConfKey df_conf_schema[] = {
   KEY ("streamsvc", "user", DF_CONF_STRING, NULL,
        "User to run as after binding; default diskfarm if it exists, "
        "else nobody (--user)"),
+  KEY ("streamsvc", "tls", DF_CONF_STRING, NULL,
+       "NBD TLS: off, on or require; unset: the farm's nbd-tls setting, "
+       "else off (--tls)"),
+  KEY ("streamsvc", "tls-certificates", DF_CONF_PATH, NULL,
+       "x509 directory: ca-cert.pem, server-cert.pem, server-key.pem "
+       "(--tls-certificates)"),
+  KEY ("streamsvc", "tls-psk", DF_CONF_PATH, NULL,
+       "Pre-shared key file, identity:hexkey lines (--tls-psk)"),
+  KEY ("streamsvc", "tls-verify-peer", DF_CONF_BOOL, "false",
+       "x509: refuse TLS clients without a certificate "
+       "(--tls-verify-peer)"),
 
   KEY ("bootstrapsvc", "address", DF_CONF_IPV4, NULL,
        "This server's IPv4 address: next-server, HTTP and TFTP "

@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common.h" /* DfTlsMode */
+
 typedef struct DfFarm DfFarm;
 
 /* Open <dir>/farm.db.  create: make the directory tree and the DB when
@@ -351,6 +353,38 @@ bool df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
  * device has none or does not exist.  Free *secret with df_secret_free. */
 bool df_farm_device_chap (DfFarm *farm, const char *device, char **user,
                           char **secret, GError **err);
+
+/* ---- NBD TLS (nbd_psk.c) ---- */
+/* A device's NBD pre-shared key: the TLS PSK identity is the device
+ * name, the key DF_NBD_PSK_BYTES random bytes, kept as lowercase hex (the
+ * key part of nbdkit's "identity:hexkey" PSK file lines). */
+#define DF_NBD_PSK_BYTES 32
+/* Give device (by name, any case) a new random key, replacing any; *hex
+ * receives it (new; free with df_secret_free).  Audited as
+ * "device.nbd-psk" without the key.  DF_ERROR_NOT_FOUND: no device. */
+bool df_farm_nbd_psk_generate (DfFarm *farm, const char *device, char **hex,
+                               GError **err);
+/* Remove device's key (none is fine). */
+bool df_farm_nbd_psk_clear (DfFarm *farm, const char *device, GError **err);
+/* What a TLS identity (a device name, any case) stands for. */
+typedef struct {
+  char *device;  /* as stored */
+  char *mac;     /* canonical */
+  char *psk_hex; /* NULL when the device has no key */
+} DfNbdIdentity;
+void df_nbd_identity_free (DfNbdIdentity *id); /* wipes psk_hex */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfNbdIdentity, df_nbd_identity_free)
+/* DF_ERROR_NOT_FOUND when no device has that name; DF_ERROR_INVALID when
+ * identity is not a device name. */
+DfNbdIdentity *df_farm_nbd_identity (DfFarm *farm, const char *identity,
+                                     GError **err);
+/* The farm's NBD TLS policy (setting nbd-tls): *set false and *mode
+ * DF_TLS_OFF when never set.  streamsvc's --tls and diskfarm.conf
+ * [streamsvc] tls win over it. */
+#define DF_SETTING_NBD_TLS "nbd-tls"
+bool df_farm_nbd_tls_get (DfFarm *farm, DfTlsMode *mode, bool *set,
+                          GError **err);
+bool df_farm_nbd_tls_set (DfFarm *farm, DfTlsMode mode, GError **err);
 
 /* ---- CHAP (chap.c) ---- */
 /* Per-device iSCSI CHAP credentials (schema migration 3).  Secrets are

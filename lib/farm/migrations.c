@@ -146,12 +146,21 @@ static const char migration_5[] =
   "UPDATE vdisks SET store = name;\n"
   "CREATE UNIQUE INDEX vdisks_store ON vdisks (store);\n";
 
+/* 6: a device's NBD TLS pre-shared key (nbd_psk.c): 64 lowercase hex
+ * digits (32 random bytes, nbdkit's PSK file format), NULL = none.  The
+ * PSK identity is the device name. */
+static const char migration_6[] =
+  "ALTER TABLE devices ADD COLUMN nbd_psk TEXT\n"
+  "  CHECK (nbd_psk IS NULL OR (length (nbd_psk) = 64\n"
+  "    AND nbd_psk NOT GLOB '*[^0-9a-f]*'));\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1 },
   { 2, "stream servers", migration_2 },
   { 3, "iSCSI CHAP credentials", migration_3 },
   { 4, "farm identity, one maintenance device per vdisk", migration_4 },
   { 5, "vdisk store directory", migration_5 },
+  { 6, "NBD TLS pre-shared keys", migration_6 },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 
