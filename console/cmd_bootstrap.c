@@ -312,6 +312,29 @@ farm_set_merge_depth (DfCtx *ctx, const char *value, GError **err)
   return true;
 }
 
+/* farm set nbd-tls off|on|require: streamsvc's TLS policy where neither
+ * --tls nor diskfarm.conf sets one (read when streamsvc starts) */
+static bool
+farm_set_nbd_tls (DfCtx *ctx, const char *value, GError **err)
+{
+  DfTlsMode mode;
+
+  if (!df_tls_mode_parse (value, &mode, err))
+    {
+      g_prefix_error (err, "farm set nbd-tls: ");
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm || !df_farm_nbd_tls_set (farm, mode, err))
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "nbd_tls", "nbd tls", df_tls_mode_name (mode));
+  df_print_result (r, ctx->json, "nbd-tls %s (streamsvc reads it at start; "
+                   "its --tls and diskfarm.conf [streamsvc] tls win over it)",
+                   df_tls_mode_name (mode));
+  return true;
+}
+
 static bool
 farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -326,10 +349,17 @@ farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "auto-merge-depth N: after a seal that makes a chain longer than N "
     "files, merge its updates into one layer (0: off, 2-256); the default "
     "of every vDisk without its own ('diskfarm vdisk set --auto-merge-depth')."
-    "  auto_merge_depth is accepted too.",
+    "  auto_merge_depth is accepted too.\n"
+    "nbd-tls off|on|require: NBD TLS of the farm's stream servers: on offers "
+    "it, require refuses everything but STARTTLS before it; a TLS identity "
+    "(a device's PSK, 'diskfarm device set --nbd-psk generate', or a client "
+    "certificate's CN) opens only its own device exports and the vDisks.  "
+    "streamsvc reads it when it starts; its --tls and diskfarm.conf "
+    "[streamsvc] tls win over it.",
     "  diskfarm farm set auto-add on --collection lab --template 'lab-{n}'\n"
     "  diskfarm farm set auto-add off\n"
-    "  diskfarm farm set auto-merge-depth 5\n",
+    "  diskfarm farm set auto-merge-depth 5\n"
+    "  diskfarm farm set nbd-tls require\n",
   };
   g_autofree char *collection = NULL, *tmpl = NULL;
   const GOptionEntry entries[] = {
@@ -353,8 +383,10 @@ farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
   if (g_str_equal (argv[1], "auto-merge-depth")
       || g_str_equal (argv[1], "auto_merge_depth"))
     return farm_set_merge_depth (ctx, argv[2], err);
+  if (g_str_equal (argv[1], "nbd-tls"))
+    return farm_set_nbd_tls (ctx, argv[2], err);
   df_usage_error (err, "farm set: unknown setting '%s' (known: auto-add, "
-                  "auto-merge-depth)", argv[1]);
+                  "auto-merge-depth, nbd-tls)", argv[1]);
   return false;
 }
 
@@ -377,6 +409,11 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
   DfRecord *r = auto_add_record (a);
   df_record_int (r, "auto_merge_depth", "auto-merge depth",
                  df_farm_auto_merge_depth (farm, NULL, NULL));
+  DfTlsMode tls;
+  bool tls_set;
+  if (!df_farm_nbd_tls_get (farm, &tls, &tls_set, err))
+    return false;
+  df_record_str (r, "nbd_tls", "nbd tls", df_tls_mode_name (tls));
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
   df_record_int (r, "schema_version", "schema version",
                  df_farm_schema_version (farm));
@@ -387,7 +424,8 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
 }
 
 const DfCmd df_farm_cmds[] = {
-  { "set", "change a farm setting (auto-add, auto-merge-depth)", farm_set },
+  { "set", "change a farm setting (auto-add, auto-merge-depth, nbd-tls)",
+    farm_set },
   { "show", "show the farm and its settings", farm_show },
   { NULL, NULL, NULL }
 };

@@ -199,17 +199,75 @@ default_vdisk (DfFarm *farm, DfDevice *d, GError **err)
   return true;
 }
 
-/* Print a device as stored (re-read, so defaults and canonical forms show). */
+/* ---- NBD pre-shared key (--nbd-psk generate|none) ---------------------- */
+
+typedef enum { NBD_PSK_KEEP, NBD_PSK_GENERATE, NBD_PSK_NONE } NbdPskOp;
+
+static bool
+parse_nbd_psk (const char *cmd, const char *s, NbdPskOp *op, GError **err)
+{
+  *op = NBD_PSK_KEEP;
+  if (s == NULL)
+    return true;
+  if (g_str_equal (s, "generate"))
+    *op = NBD_PSK_GENERATE;
+  else if (g_str_equal (s, "none"))
+    *op = NBD_PSK_NONE;
+  else
+    {
+      df_usage_error (err, "%s: --nbd-psk takes generate or none, not '%s'",
+                      cmd, s);
+      return false;
+    }
+  return true;
+}
+
+/* Apply op to device; *line receives the client's PSK file line
+ * "NAME:hexkey" when a key was made (df_secret_free), else NULL. */
+static bool
+apply_nbd_psk (DfFarm *farm, const char *device, NbdPskOp op, char **line,
+               GError **err)
+{
+  g_autoptr (DfSecret) hex = NULL;
+
+  *line = NULL;
+  if (op == NBD_PSK_NONE)
+    return df_farm_nbd_psk_clear (farm, device, err);
+  if (op != NBD_PSK_GENERATE)
+    return true;
+  if (!df_farm_nbd_psk_generate (farm, device, &hex, err))
+    return false;
+  *line = g_strdup_printf ("%s:%s", device, hex);
+  return true;
+}
+
+#define NBD_PSK_HELP                                                         \
+  "NBD TLS pre-shared key: generate makes a random 32-byte key (the TLS "   \
+  "PSK identity is the device name) and prints the client's PSK file "      \
+  "line NAME:hexkey once; none removes it"
+
+/* Print a device as stored (re-read, so defaults and canonical forms show),
+ * and psk_line (nullable: the one time it is shown) after it. */
 static bool
 print_device (DfFarm *farm, const char *name, bool json, const char *verb,
-              GError **err)
+              const char *psk_line, GError **err)
 {
   g_autoptr(DfDevice) d = df_farm_device_get (farm, name, err);
   if (d == NULL)
     return false;
   g_autoptr(DfRecord) r = df_device_record (d);
+  if (psk_line != NULL)
+    df_record_str (r, "nbd_psk", NULL, psk_line);
   df_print_result (r, json, "%s device '%s' (%s): vdisk '%s', %s, %s cache",
                    verb, d->name, d->mac, d->vdisk, d->type, d->cache_mode);
+  if (psk_line != NULL && !json)
+    {
+      printf ("%s\n", psk_line);
+      fflush (stdout);
+      fprintf (stderr, "diskfarm: the line above is the NBD TLS PSK of '%s' "
+               "(a tls-psk-file line for qemu, nbdkit, libnbd); it is not "
+               "shown again\n", d->name);
+    }
   return true;
 }
 
@@ -220,14 +278,25 @@ device_add (DfCtx *ctx, int argc, char **argv, GError **err)
     "device add", "NAME", 1, 1,
     "Register a device (a target that boots from a vDisk) with its MAC "
     "address, vDisk, write cache mode, type, collection and cache quota.  "
-    "--vdisk may be left out when the collection has a default vDisk.",
+    "--vdisk may be left out when the collection has a default vDisk.  "
+    "--nbd-psk generate gives it an NBD TLS key and prints the client's "
+    "line NAME:hexkey once.",
     "  diskfarm device add pc01 --mac 52:54:00:12:34:56 --vdisk win10 "
-    "--cache ram:512 --quota 20G --collection lab\n",
+    "--cache ram:512 --quota 20G --collection lab\n"
+    "  diskfarm device add pc02 --mac 52:54:00:12:34:57 --vdisk win10 "
+    "--nbd-psk generate >pc02.psk\n",
   };
   g_auto(DeviceOpts) o = { 0 };
-  GOptionEntry entries[7];
+  g_autofree char *nbd_psk = NULL;
+  g_autoptr (DfSecret) psk_line = NULL;
+  NbdPskOp psk_op;
+  GOptionEntry entries[8];
   device_opts_entries (&o, entries);
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+  entries[6] = (GOptionEntry) { "nbd-psk", 0, 0, G_OPTION_ARG_STRING,
+                                &nbd_psk, NBD_PSK_HELP, "generate|none" };
+  entries[7] = (GOptionEntry) G_OPTION_ENTRY_NULL;
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err)
+      || !parse_nbd_psk ("device add", nbd_psk, &psk_op, err))
     return false;
   if (o.mac == NULL)
     {
@@ -242,9 +311,18 @@ device_add (DfCtx *ctx, int argc, char **argv, GError **err)
       || !device_apply_opts (d, &o, err))
     return false;
   g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
-  return farm != NULL && default_vdisk (farm, d, err)
-    && df_farm_device_add (farm, d, err)
-    && print_device (farm, d->name, ctx->json, "added", err);
+  if (farm == NULL || !default_vdisk (farm, d, err)
+      || !df_farm_begin (farm, err))
+    return false;
+  /* the device and its key, or neither */
+  if (!df_farm_device_add (farm, d, err)
+      || !apply_nbd_psk (farm, d->name, psk_op, &psk_line, err))
+    {
+      df_farm_rollback (farm);
+      return false;
+    }
+  return df_farm_commit (farm, err)
+    && print_device (farm, d->name, ctx->json, "added", psk_line, err);
 }
 
 /* ---- list / show ------------------------------------------------------ */
@@ -444,18 +522,24 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "the device is live on a stream server of the farm, unless --force "
     "(its server then fences the session); when no server can be asked, it "
     "goes ahead with a warning.  A vDisk has at most one maintenance "
-    "device.",
+    "device.  --nbd-psk generate replaces the device's NBD TLS key (the "
+    "old one stops working at the next TLS handshake) and prints the "
+    "client's line NAME:hexkey once; --nbd-psk none removes it.",
     "  diskfarm device set pc01 --vdisk win11 --type test\n"
     "  diskfarm device set pc01 --quota none --collection ''\n"
     "  diskfarm device set pc01 --chap-user pc01 --chap-secret-file s.txt\n"
-    "  diskfarm device set pc01 --no-chap\n",
+    "  diskfarm device set pc01 --no-chap\n"
+    "  diskfarm device set pc01 --nbd-psk generate >pc01.psk\n",
   };
   g_auto(DeviceOpts) o = { 0 };
   g_auto(ChapOpts) co = { 0 };
   gboolean force = FALSE;
-  GOptionEntry entries[12];
+  g_autofree char *nbd_psk = NULL;
+  g_autoptr (DfSecret) psk_line = NULL;
+  NbdPskOp psk_op;
+  GOptionEntry entries[13];
   device_opts_entries (&o, entries);
-  const GOptionEntry chap[6] = {
+  const GOptionEntry chap[7] = {
     { "force", 0, 0, G_OPTION_ARG_NONE, &force,
       "Change --vdisk, --type or --cache even while the device is live",
       NULL },
@@ -467,13 +551,16 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
       "File holding the mutual CHAP secret (target -> initiator)", "FILE" },
     { "no-chap", 0, 0, G_OPTION_ARG_NONE, &co.none,
       "Remove the device's CHAP credentials", NULL },
+    { "nbd-psk", 0, 0, G_OPTION_ARG_STRING, &nbd_psk, NBD_PSK_HELP,
+      "generate|none" },
     G_OPTION_ENTRY_NULL
   };
   memcpy (entries + 6, chap, sizeof chap);
-  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err)
+      || !parse_nbd_psk ("device set", nbd_psk, &psk_op, err))
     return false;
   if (!o.mac && !o.vdisk && !o.cache && !o.type && !o.collection && !o.quota
-      && !chap_opts_given (&co))
+      && !chap_opts_given (&co) && psk_op == NBD_PSK_KEEP)
     {
       df_usage_error (err, "device set: nothing to change");
       return false;
@@ -496,7 +583,9 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   if (chap_opts_given (&co) && !device_set_chap (farm, d->name, &co, err))
     return false;
-  return print_device (farm, d->name, ctx->json, "updated", err);
+  if (!apply_nbd_psk (farm, d->name, psk_op, &psk_line, err))
+    return false;
+  return print_device (farm, d->name, ctx->json, "updated", psk_line, err);
 }
 
 /* ---- remove / reset --------------------------------------------------- */

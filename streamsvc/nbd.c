@@ -200,6 +200,8 @@ struct nbd_conn {
   bool tls_active;         /* the handshake is done: c->in is TLS */
   char *tls_identity;      /* owned: PSK identity or certificate CN; NULL
                             * without TLS or for a client without one */
+  bool tls_refusal_logged; /* one log line per connection for TLS_REQD
+                            * or a refused STARTTLS */
   nbd_buf in, out;
   GArray *runs;            /* nbd_run scratch, reused across requests */
 };
@@ -758,12 +760,27 @@ nbd_opt_list (nbd_conn *c, uint32_t opt, const uint8_t *data, uint32_t len)
   opt_reply (c, opt, NBD_REP_ACK, NULL, 0);
 }
 
+/* The first TLS refusal of a connection is a notice (the operator sees a
+ * plaintext client against require, or a TLS client against off); the
+ * others are debug lines like every option error. */
+static void
+log_tls_refusal (nbd_conn *c, const char *what)
+{
+  if (c->tls_refusal_logged)
+    return;
+  c->tls_refusal_logged = true;
+  g_message ("nbd %s: %s", c->client, what);
+}
+
 static void
 nbd_opt_starttls (nbd_conn *c, uint32_t opt, const uint8_t *data,
                   uint32_t len)
 {
   if (c->tls_mode == DF_TLS_OFF)
-    opt_error (c, opt, NBD_REP_ERR_POLICY, "TLS is not configured");
+    {
+      log_tls_refusal (c, "NBD_OPT_STARTTLS refused: TLS is off");
+      opt_error (c, opt, NBD_REP_ERR_POLICY, "TLS is not configured");
+    }
   else if (len != 0)
     opt_error (c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
   else if (c->tls_active)
@@ -1030,8 +1047,11 @@ step_option (nbd_conn *c)
       if (opt == NBD_OPT_EXPORT_NAME)
         conn_close (c, "NBD_OPT_EXPORT_NAME before TLS: TLS is required");
       else
-        opt_error (c, opt, NBD_REP_ERR_TLS_REQD,
-                   "TLS is required: start it with NBD_OPT_STARTTLS");
+        {
+          log_tls_refusal (c, "plaintext option refused: TLS is required");
+          opt_error (c, opt, NBD_REP_ERR_TLS_REQD,
+                     "TLS is required: start it with NBD_OPT_STARTTLS");
+        }
       buf_consume (&c->in, OPT_HEADER_LEN + (size_t) len);
       return;
     }
