@@ -397,6 +397,12 @@ nbd_conn_free (nbd_conn *c)
       df_blk_unref (c->blk); /* before the session it accounts to */
       df_export_close (c->export);
     }
+  else if (c->tls_active)
+    /* the other end of a TLS refusal made after the handshake (a client
+     * that does not trust our certificate leaves here) */
+    g_message ("nbd %s: TLS session (identity %s) ended without opening "
+               "an export", c->client,
+               c->tls_identity != NULL ? c->tls_identity : "none");
   df_session_end (c->session);
   buf_clear (&c->in);
   buf_clear (&c->out);

@@ -38,6 +38,7 @@ struct DfTlsConn {
   char *refused_identity; /* owned: an identity offered without a key */
   char *identity;   /* owned, after the handshake */
   bool want_write;
+  bool up;          /* the handshake is done */
 };
 
 /* ---- errors ------------------------------------------------------------ */
@@ -266,7 +267,12 @@ make_ctx (DfTls *t, GError **err)
   /* Each session authenticates in full: no resumption that would carry
    * an identity past a key's removal. */
   SSL_CTX_set_options (t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+  /* a client that closes without close_notify just ended (NBD has its own
+   * end: NBD_CMD_DISC) */
+  SSL_CTX_set_options (t->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_session_cache_mode (t->ctx, SSL_SESS_CACHE_OFF);
+  /* still required by a handshake that verifies a client certificate */
+  SSL_CTX_set_session_id_context (t->ctx, (const unsigned char *) "nbd", 3);
   SSL_CTX_set_num_tickets (t->ctx, 0);
   /* The engine's output buffer moves as it grows, and a socket takes
    * part of it at a time. */
@@ -277,6 +283,16 @@ make_ctx (DfTls *t, GError **err)
       set_ssl_error (err, "TLS", "cipher list");
       return false;
     }
+  /* TLS 1.3: a PSK of the old-style callback is a SHA-256 one, usable
+   * only when the suite chosen hashes with SHA-256 too. */
+  if (SSL_CTX_set_ciphersuites (t->ctx, "TLS_AES_128_GCM_SHA256:"
+                                "TLS_CHACHA20_POLY1305_SHA256:"
+                                "TLS_AES_256_GCM_SHA384") != 1)
+    {
+      set_ssl_error (err, "TLS", "cipher suites");
+      return false;
+    }
+  SSL_CTX_set_options (t->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_psk_server_callback (t->ctx, psk_server_cb);
   return true;
 }
@@ -353,7 +369,14 @@ df_tls_conn_free (DfTlsConn *c)
   if (c == NULL)
     return;
   if (c->ssl != NULL)
-    SSL_free (c->ssl);
+    {
+      if (c->up)
+        {
+          SSL_shutdown (c->ssl); /* close_notify, once, not waited for */
+          ERR_clear_error ();
+        }
+      SSL_free (c->ssl);
+    }
   g_free (c->client);
   g_free (c->psk_identity);
   g_free (c->refused_identity);
@@ -419,6 +442,7 @@ df_tls_conn_handshake (DfTlsConn *c)
   if (rc == 1)
     {
       c->want_write = false;
+      c->up = true;
       c->identity = c->psk_identity != NULL ? g_strdup (c->psk_identity)
                                             : peer_cn (c->ssl);
       g_message ("nbd %s: TLS %s established (%s, identity %s)", c->client,
