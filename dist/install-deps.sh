@@ -17,11 +17,14 @@ guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64"
 # logs in to iSCSI from the iBFT (iscsistart) or attaches NBD (nbd-client),
 # Debian's own initramfs built with mkinitramfs, ext4 roots by mkfs.ext4 -d
 realos_pkgs="open-iscsi initramfs-tools nbd-client e2fsprogs cpio kmod bc"
+# openssl (the command): nbd-tls makes its x509 CA and certificates at test
+# time; the client side of TLS is qemu's and libnbd's (GnuTLS)
 test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
   fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind
   libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   tftp-hpa tftpd-hpa dnsmasq-base iproute2 qemu-block-extra genisoimage fdisk
-  libnbd-dev libiscsi-dev mmdebstrap debhelper lintian $realos_pkgs"
+  libnbd-dev libiscsi-dev mmdebstrap debhelper lintian $realos_pkgs
+  openssl"
 demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
 
 want=""

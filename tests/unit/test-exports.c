@@ -12,6 +12,7 @@
 #include "common.h"
 #include "exports.h"
 #include "farm.h"
+#include "nbd.h"
 #include "sessions.h"
 
 #define MiB (1024u * 1024)
@@ -1112,6 +1113,293 @@ test_admin_unix (Fixture *f, gconstpointer data)
   df_sessions_free (sessions);
 }
 
+/* ---- NBD TLS: the identity rule, farm keys, the engine's STARTTLS ------ */
+
+static void
+test_tls_authorize (Fixture *f, gconstpointer data)
+{
+  static const struct {
+    const char *identity, *name;
+    bool ok;
+  } cases[] = {
+    { "pc01", "device/pc01", true },
+    { "PC01", "device/pc01", true },          /* device names: any case */
+    { "pc01", "device/52:54:00:00:00:01", true },
+    { "pc01", "device/52-54-00-00-00-01", true },
+    { "pc01", "vdisk/web", true },
+    { "pc01", "vdisk/web@0", true },
+    { "pc01", "vdisk/nosuch", true },         /* open says UNKNOWN */
+    { NULL, "vdisk/web", true },
+    { "pc01", "device/pc02", false },
+    { "pc01", "device/52:54:00:00:00:02", false },
+    { "pc01", "device/nosuch", false },
+    { "pc01", "device/52:54:00:99:99:99", false },
+    { "pc01", "nosuch", false },
+    { "pc01", "", false },
+    { "nosuch", "device/52:54:00:00:00:01", false },
+    { "nosuch", "device/nosuch", true },      /* its own name: open says
+                                               * UNKNOWN to it alone */
+    { NULL, "device/pc01", false },
+    { NULL, "device/52:54:00:00:00:01", false },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      bool ok = df_exports_authorize (f->ex, cases[i].name,
+                                      cases[i].identity, &err);
+
+      g_test_message ("%s opens %s: %d", cases[i].identity, cases[i].name,
+                      ok);
+      g_assert_cmpint (ok, ==, cases[i].ok);
+      if (ok)
+        g_assert_no_error (err);
+      else
+        {
+          g_autofree char *want = g_strdup_printf (
+              "export '%s' is not open to TLS identity '%s'", cases[i].name,
+              cases[i].identity ? cases[i].identity : "(none)");
+          g_assert_error (err, DF_ERROR, DF_ERROR_DENIED);
+          g_assert_cmpstr (err->message, ==, want);
+        }
+    }
+}
+
+static void
+test_nbd_psk (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfSecret) hex = NULL;
+  g_autoptr (DfSecret) hex2 = NULL;
+  g_autoptr (DfSecret) hex3 = NULL;
+  uint8_t key[DF_NBD_PSK_BYTES * 2];
+  size_t len = 0;
+  char back[2 * DF_NBD_PSK_BYTES + 1];
+  g_autoptr (GPtrArray) audit = NULL;
+  DfAudit *last;
+
+  g_assert_false (df_exports_nbd_psk (f->ex, "pc02", key, &len));
+  g_assert_true (df_farm_nbd_psk_generate (f->farm, "PC02", &hex, &err));
+  g_assert_no_error (err);
+  g_assert_cmpuint (strlen (hex), ==, 2 * DF_NBD_PSK_BYTES);
+  g_assert_true (df_exports_nbd_psk (f->ex, "pc02", key, &len));
+  g_assert_cmpuint (len, ==, DF_NBD_PSK_BYTES);
+  for (size_t i = 0; i < len; i++)
+    g_snprintf (back + 2 * i, 3, "%02x", key[i]);
+  g_assert_cmpstr (back, ==, hex);
+  /* a new key replaces it; the audit row never holds one */
+  g_assert_true (df_farm_nbd_psk_generate (f->farm, "pc02", &hex2, &err));
+  g_assert_cmpstr (hex, !=, hex2);
+  audit = df_farm_audit_list (f->farm, 1, &err);
+  g_assert_no_error (err);
+  last = audit->pdata[0];
+  g_assert_cmpstr (last->action, ==, "device.nbd-psk");
+  g_assert_null (strstr (last->detail, hex2));
+  /* others: none, unknown, not a name */
+  g_assert_false (df_exports_nbd_psk (f->ex, "pc01", key, &len));
+  g_assert_false (df_exports_nbd_psk (f->ex, "nosuch", key, &len));
+  g_assert_false (df_exports_nbd_psk (f->ex, "../x", key, &len));
+  g_assert_false (df_farm_nbd_psk_generate (f->farm, "nosuch", &hex3, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_assert_null (hex3);
+  g_clear_error (&err);
+  g_assert_true (df_farm_nbd_psk_clear (f->farm, "pc02", &err));
+  g_assert_false (df_exports_nbd_psk (f->ex, "pc02", key, &len));
+}
+
+static void
+test_nbd_tls_setting (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfTlsMode mode = DF_TLS_ON;
+  bool set = true;
+
+  g_assert_true (df_exports_nbd_tls (f->ex, &mode, &set, &err));
+  g_assert_false (set);
+  g_assert_cmpint (mode, ==, DF_TLS_OFF);
+  g_assert_true (df_farm_nbd_tls_set (f->farm, DF_TLS_REQUIRE, &err));
+  g_assert_true (df_exports_nbd_tls (f->ex, &mode, &set, &err));
+  g_assert_true (set);
+  g_assert_cmpint (mode, ==, DF_TLS_REQUIRE);
+  /* a value written behind the console's back is refused, not guessed */
+  g_assert_true (df_farm_setting_set (f->farm, DF_SETTING_NBD_TLS, "yes",
+                                      &err));
+  g_assert_false (df_exports_nbd_tls (f->ex, &mode, &set, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+}
+
+/* NBD option bytes. */
+static void
+put_be32 (GByteArray *b, uint32_t v)
+{
+  uint8_t p[4] = { v >> 24, v >> 16, v >> 8, v };
+  g_byte_array_append (b, p, 4);
+}
+
+static void
+put_opt (GByteArray *b, uint32_t opt, const void *data, uint32_t len)
+{
+  g_byte_array_append (b, (const uint8_t *) "IHAVEOPT", 8);
+  put_be32 (b, opt);
+  put_be32 (b, len);
+  g_byte_array_append (b, data, len);
+}
+
+static void
+put_info (GByteArray *b, uint32_t opt, const char *name)
+{
+  g_autoptr (GByteArray) d = g_byte_array_new ();
+
+  put_be32 (d, (uint32_t) strlen (name));
+  g_byte_array_append (d, (const uint8_t *) name, (guint) strlen (name));
+  g_byte_array_append (d, (const uint8_t *) "\0\0", 2);
+  put_opt (b, opt, d->data, d->len);
+}
+
+static uint32_t
+get_be32 (const uint8_t *p)
+{
+  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8
+         | p[3];
+}
+
+/* The reply types in out (after the 18-byte greeting when greeting), in
+ * order; out is emptied. */
+static GArray *
+reply_types (GByteArray *out, bool greeting)
+{
+  GArray *types = g_array_new (FALSE, FALSE, sizeof (uint32_t));
+  size_t at = greeting ? 18 : 0;
+
+  while (at + 20 <= out->len)
+    {
+      uint32_t type = get_be32 (out->data + at + 12);
+      g_array_append_val (types, type);
+      at += 20 + get_be32 (out->data + at + 16);
+    }
+  g_assert_cmpuint (at, ==, out->len);
+  g_byte_array_set_size (out, 0);
+  return types;
+}
+
+#define REP_ACK 1u
+#define REP_INFO 3u
+#define ERR_POLICY 0x80000002u
+#define ERR_INVALID 0x80000003u
+#define ERR_TLS_REQD 0x80000005u
+
+static void
+assert_types (GByteArray *out, bool greeting, const uint32_t *want, guint n)
+{
+  g_autoptr (GArray) got = reply_types (out, greeting);
+
+  g_assert_cmpuint (got->len, ==, n);
+  for (guint i = 0; i < n; i++)
+    g_assert_cmphex (g_array_index (got, uint32_t, i), ==, want[i]);
+}
+
+/* The engine alone (no socket, no OpenSSL): FORCEDTLS before STARTTLS,
+ * nothing read while the transport runs the handshake, every byte and
+ * option of before forgotten after it, the identity's rule after. */
+static void
+test_nbd_starttls_engine (Fixture *f, gconstpointer data)
+{
+  DfSessions *ss = df_sessions_new ();
+  nbd_conn *c = nbd_conn_new (f->ex, ss, "test");
+  DfEngineConn *e = nbd_conn_engine (c);
+  g_autoptr (GByteArray) in = g_byte_array_new ();
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  g_autoptr (GByteArray) meta = g_byte_array_new ();
+  static const uint32_t tls_reqd3[] = { ERR_TLS_REQD, ERR_TLS_REQD,
+                                        ERR_TLS_REQD };
+  static const uint32_t ack[] = { REP_ACK };
+  static const uint32_t info_ok[] = { REP_INFO, REP_INFO, REP_ACK };
+  static const uint32_t policy[] = { ERR_POLICY };
+  static const uint32_t invalid[] = { ERR_INVALID };
+
+  nbd_conn_set_tls (c, DF_TLS_REQUIRE);
+  put_be32 (in, 3);
+  put_opt (in, 8, NULL, 0);              /* STRUCTURED_REPLY */
+  put_opt (in, 3, NULL, 0);              /* LIST */
+  put_info (in, 6, "vdisk/web");         /* INFO */
+  g_assert_true (df_engine_feed (e, in->data, in->len, df_engine_sink_bytes,
+                                 out));
+  assert_types (out, true, tls_reqd3, 3);
+
+  /* STARTTLS with plaintext behind it (an ABORT): ACK, then nothing */
+  g_byte_array_set_size (in, 0);
+  put_opt (in, 5, NULL, 0);
+  put_opt (in, 2, NULL, 0);
+  df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+  assert_types (out, false, ack, 1);
+  g_assert_true (df_engine_tls_wanted (e));
+  g_assert_cmpint (nbd_conn_state (c), ==, NBD_STATE_STARTTLS);
+  g_assert_false (df_engine_has_work (e));
+  g_assert_false (df_engine_should_close (e));
+
+  /* the transport's handshake is done: the ABORT is gone */
+  df_engine_tls_started (e, "pc01");
+  g_assert_false (df_engine_tls_wanted (e));
+  g_assert_cmpint (nbd_conn_state (c), ==, NBD_STATE_OPTIONS);
+  g_byte_array_set_size (in, 0);
+  put_opt (in, 5, NULL, 0);               /* STARTTLS again: INVALID */
+  g_assert_true (df_engine_feed (e, in->data, in->len, df_engine_sink_bytes,
+                                 out));
+  assert_types (out, false, invalid, 1);
+  /* structured replies were plaintext-era: meta contexts are INVALID */
+  g_byte_array_set_size (meta, 0);
+  put_be32 (meta, 9);
+  g_byte_array_append (meta, (const uint8_t *) "vdisk/web", 9);
+  put_be32 (meta, 0);
+  g_byte_array_set_size (in, 0);
+  put_opt (in, 10, meta->data, meta->len);
+  df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+  assert_types (out, false, invalid, 1);
+
+  g_byte_array_set_size (in, 0);
+  put_info (in, 6, "device/pc01");
+  df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+  assert_types (out, false, info_ok, 3);
+  for (guint i = 0; i < 3; i++)
+    {
+      const char *other[] = { "device/pc02", "device/nosuch",
+                              "device/52:54:00:00:00:02" };
+      g_byte_array_set_size (in, 0);
+      put_info (in, 7, other[i]);
+      df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+      assert_types (out, false, policy, 1);
+    }
+  g_byte_array_set_size (in, 0);
+  put_info (in, 6, "vdisk/web");
+  df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+  assert_types (out, false, info_ok, 3);
+
+  df_engine_free (e);
+  df_sessions_free (ss);
+}
+
+/* Without TLS configured STARTTLS is POLICY and the engine never asks the
+ * transport for TLS (a transport without it, such as --stdio). */
+static void
+test_nbd_starttls_off (Fixture *f, gconstpointer data)
+{
+  DfSessions *ss = df_sessions_new ();
+  nbd_conn *c = nbd_conn_new (f->ex, ss, "test");
+  DfEngineConn *e = nbd_conn_engine (c);
+  g_autoptr (GByteArray) in = g_byte_array_new ();
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  static const uint32_t want[] = { ERR_POLICY, REP_INFO, REP_INFO, REP_ACK };
+
+  put_be32 (in, 3);
+  put_opt (in, 5, NULL, 0);
+  put_info (in, 6, "device/pc02");
+  df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+  assert_types (out, true, want, 4);
+  g_assert_false (df_engine_tls_wanted (e));
+  df_engine_free (e);
+  df_sessions_free (ss);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1138,5 +1426,10 @@ main (int argc, char **argv)
   FARM_TEST ("/exports/concurrent-opens", test_concurrent_opens);
   FARM_TEST ("/admin/endpoints", test_admin);
   FARM_TEST ("/admin/unix", test_admin_unix);
+  FARM_TEST ("/exports/tls-authorize", test_tls_authorize);
+  FARM_TEST ("/exports/nbd-psk", test_nbd_psk);
+  FARM_TEST ("/exports/nbd-tls-setting", test_nbd_tls_setting);
+  FARM_TEST ("/nbd/starttls-engine", test_nbd_starttls_engine);
+  FARM_TEST ("/nbd/starttls-off", test_nbd_starttls_off);
   return g_test_run ();
 }
