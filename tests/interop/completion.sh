@@ -20,7 +20,7 @@ out=$(comp diskfarm "$DISKFARM" vdisk "")
 for s in import list show export remove verify inspect set; do has "$out" "$s" "vdisk subcommands"; done
 [ "$(comp diskfarm "$DISKFARM" device re)" = "$(printf 'remove\nreset')" ] || fail "device re<TAB>"
 out=$(comp diskfarm "$DISKFARM" --farm /tmp device add pc01 --)
-for o in --mac --vdisk --cache --type --collection --quota --farm --json; do has "$out" "$o" "device add options"; done
+for o in --mac --vdisk --cache --type --collection --quota --nbd-psk --farm --json; do has "$out" "$o" "device add options"; done
 grep -qx -- --no-such <<<"$out" && fail "invented option"
 out=$(comp bdm "$BDM" "")
 for c in iso partition inject script; do has "$out" "$c" "bdm commands"; done
