@@ -220,6 +220,22 @@ conn_pump (worker *w, srv_conn *sc, size_t *pending)
     }
 }
 
+/* Should this event read?  Data or an end; or, under TLS, a read that
+ * stopped for the socket to take bytes (want_write with no output of the
+ * engine's waiting) when the socket can. */
+static bool
+conn_readable (srv_conn *sc, uint32_t ev)
+{
+  size_t pending;
+
+  if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
+    return true;
+  if (sc->tls == NULL || !(ev & EPOLLOUT))
+    return false;
+  df_engine_output (sc->eng, &pending);
+  return pending == 0 && df_tls_conn_want_write (sc->tls);
+}
+
 static void
 conn_event (worker *w, srv_conn *sc, uint32_t ev)
 {
@@ -231,7 +247,7 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
       worker_drop (w, sc);
       return;
     }
-  if (!sc->handshaking && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
+  if (!sc->handshaking && conn_readable (sc, ev)
       && !df_engine_should_close (sc->eng) && !conn_read (sc))
     {
       worker_drop (w, sc);

@@ -97,6 +97,16 @@ assert h.get_tls_negotiated()
 h.pwrite(b"\xa5" * 4096, 8192)
 h.flush()
 assert h.pread(4096, 8192) == b"\xa5" * 4096
+# requests and replies far larger than a TLS record and a socket buffer,
+# several in flight: partial writes, buffered records, backpressure
+big = os.urandom(4 << 20)
+h.pwrite(big, 4 << 20)
+bufs = [nbd.Buffer(1 << 20) for _ in range(4)]
+cookies = [h.aio_pread(bufs[i], (4 << 20) + (i << 20)) for i in range(4)]
+for c in cookies:
+    while not h.aio_command_completed(c):
+        h.poll(-1)
+assert b"".join(b.to_bytearray() for b in bufs) == big
 ' || fail "nbdsh PSK pc02 write/read"
 qemu-io --object "tls-creds-psk,id=tls0,endpoint=client,dir=$T/psk02,username=pc02" \
   --image-opts "driver=nbd,path=$RSOCK,export=device/pc02,tls-creds=tls0" \
