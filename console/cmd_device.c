@@ -168,6 +168,7 @@ df_device_record (const DfDevice *d)
   df_record_limit (r, "quota", "quota", d->quota);
   df_record_str (r, "collection", "collection", d->collection);
   df_record_int (r, "generation", "generation", d->generation);
+  df_record_bool (r, "nbd_tls_key", "nbd tls key", d->has_nbd_psk);
   df_record_str (r, "created", NULL, d->created);
   return r;
 }

@@ -75,7 +75,8 @@ df_device_free (DfDevice *d)
 
 #define DEVICE_COLUMNS \
   "SELECT d.id, d.name, d.mac, c.name, d.type, v.name, d.cache_mode, " \
-  "d.quota, d.generation, d.created FROM devices d " \
+  "d.quota, d.generation, d.created, d.nbd_psk IS NOT NULL " \
+  "FROM devices d " \
   "JOIN vdisks v ON v.id = d.vdisk_id " \
   "LEFT JOIN collections c ON c.id = d.collection_id "
 
@@ -93,6 +94,7 @@ device_from_row (DfDbStmt *st)
   d->quota = (uint64_t) df_db_col_int64 (st, 7);
   d->generation = df_db_col_int64 (st, 8);
   d->created = df_db_col_dup (st, 9);
+  d->has_nbd_psk = df_db_col_int (st, 10) != 0;
   return d;
 }
 

@@ -226,6 +226,7 @@ typedef struct {
   uint64_t quota;       /* bytes, 0 = none */
   gint64 generation;    /* boot generation, bumped by reset */
   char *created;
+  bool has_nbd_psk;     /* read only: an NBD TLS key is set (nbd_psk.c) */
 } DfDevice;
 void df_device_free (DfDevice *d);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfDevice, df_device_free)

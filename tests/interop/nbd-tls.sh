@@ -20,6 +20,10 @@ df device add pc02 --mac 52:54:00:00:00:02 --vdisk golden --nbd-psk generate \
 grep -x 'pc02:[0-9a-f]\{64\}' "$T/pc02.out" >"$T/pc02.psk" || fail "no PSK line: $(cat "$T/pc02.out")"
 grep -q 'not shown again' "$T/pc02.err" || fail "no once-only notice"
 df device show pc02 | grep -q "$(cut -d: -f2 "$T/pc02.psk")" && fail "device show prints the key"
+json device show pc02
+jcheck "$T/j.json" "d['nbd_tls_key'] is True" "'nbd_psk' not in d"
+json device show pc01
+jcheck "$T/j.json" "d['nbd_tls_key'] is False"
 grep -q "$(cut -d: -f2 "$T/pc02.psk")" "$T/streamsvc.log" 2>/dev/null && fail "key logged"
 pass "device add --nbd-psk generate prints NAME:hexkey once"
 
@@ -214,6 +218,8 @@ pass "farm set nbd-tls require applies; diskfarm.conf tls=off wins over it"
 
 # a removed key stops working at the next handshake
 df device set pc02 --nbd-psk none >/dev/null
+json device show pc02
+jcheck "$T/j.json" "d['nbd_tls_key'] is False"
 start_streamsvc --tls=require
 failure "removed farm key" "TLS|handshake|gnutls" "PSK identity 'pc02' has no key" \
   nbdinfo "$(psk_uri pc02 vdisk/golden "$T/pc02.psk")"
