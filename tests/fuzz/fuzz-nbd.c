@@ -8,6 +8,8 @@
  *   1: negotiated GO on vdisk/fz with structured replies + base:allocation
  *   2: negotiated GO on device/d1, simple replies
  *   3: negotiated GO on device/d1 with structured replies + base:allocation
+ *   4: raw input under --tls=require; when the engine accepts STARTTLS,
+ *      the handshake is taken as done with identity d1 (between pieces)
  * The rest of the input is fed in pieces whose sizes come from the input.
  */
 #include <glib.h>
@@ -103,25 +105,45 @@ feed (nbd_conn *c, const uint8_t *p, size_t len)
   return df_engine_feed (nbd_conn_engine (c), p, len, NULL, NULL);
 }
 
+/* Mode 4: a transport whose TLS handshake always succeeds. */
+static void
+tls_done_if_wanted (nbd_conn *c, bool tls)
+{
+  DfEngineConn *e = nbd_conn_engine (c);
+
+  if (tls && df_engine_tls_wanted (e))
+    df_engine_tls_started (e, "d1");
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   g_autoptr (nbd_conn) c = NULL;
   uint8_t mode, split;
+  bool tls;
 
   if (size < 2)
     return 0;
-  mode = data[0] % G_N_ELEMENTS (prefixes);
+  mode = data[0] % (G_N_ELEMENTS (prefixes) + 1);
+  tls = mode == G_N_ELEMENTS (prefixes);
+  if (tls)
+    mode = 0;
   split = data[1];
   data += 2;
   size -= 2;
   c = nbd_conn_new (exports, sessions, "fuzz");
+  if (tls)
+    nbd_conn_set_tls (c, DF_TLS_REQUIRE);
   df_engine_pump (nbd_conn_engine (c), NULL, NULL); /* the greeting */
   if (!feed (c, prefixes[mode]->data, prefixes[mode]->len))
     return 0;
   /* Split the rest at a data-chosen point to exercise partial input. */
   size_t cut = split ? MIN (size, (size_t) split * 7) : size;
   if (feed (c, data, cut))
-    feed (c, data + cut, size - cut);
+    {
+      tls_done_if_wanted (c, tls);
+      if (feed (c, data + cut, size - cut))
+        tls_done_if_wanted (c, tls);
+    }
   return 0;
 }
