@@ -438,6 +438,7 @@ df_tls_conn_handshake (DfTlsConn *c)
       return DF_TLS_FAILED;
     }
   ERR_clear_error ();
+  errno = 0;
   rc = SSL_do_handshake (c->ssl);
   if (rc == 1)
     {
