@@ -148,3 +148,17 @@ void df_secret_wipe (void *p, size_t n);
 void df_secret_free (char *s);
 typedef char DfSecret;
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfSecret, df_secret_free)
+/* Whether two secret strings are equal, in time that depends on their
+ * lengths only (CRYPTO_memcmp): for tokens a client presents.  NULL
+ * equals nothing. */
+bool df_secret_equal (const char *a, const char *b);
+/* n random bytes (RAND_bytes) as 2n lowercase hex digits: a new secret
+ * string (df_secret_free), or NULL + err (DF_ERROR_IO). */
+char *df_random_hex (size_t n, GError **err);
+
+/* The UNIX socket of streamsvc's admin API for the farm at farm_dir,
+ * where streamsvc listens by default and the console looks:
+ * DF_RUNTIME_DIR "/" DF_ADMIN_SOCKET for the default farm
+ * (DF_DEFAULT_FARM), <farm_dir>/run/DF_ADMIN_SOCKET for any other (a
+ * test's farm, a second farm on the host).  New string. */
+char *df_admin_socket_path (const char *farm_dir);

@@ -165,6 +165,17 @@ bool df_farm_setting_init_secret (DfFarm *farm, const char *key,
                                   const char *value, char **stored,
                                   GError **err);
 
+/* The bearer token streamsvc's admin API asks of TCP clients (every
+ * endpoint but /metrics and /v1/health): the secret setting
+ * DF_ADMIN_TOKEN_SETTING, 64 hex digits, in farm.db (0640, the diskfarm
+ * group's), so every server of the farm and its console share it.  With
+ * create, one is made when the farm has none (diskfarm init, streamsvc at
+ * start: older farms get theirs on first need).  New secret string
+ * (df_secret_free); NULL with *err unset when absent and !create. */
+#define DF_ADMIN_TOKEN_SETTING "admin_token"
+#define DF_ADMIN_TOKEN_BYTES 32
+char *df_farm_admin_token (DfFarm *farm, bool create, GError **err);
+
 /* Auto-merge depth (versions.c): after a seal that makes a version's chain
  * longer than N files, its updates are merged into one layer.  N is 0
  * (off) or 2-DF_AUTO_MERGE_DEPTH_MAX.  A vDisk's own value, when it has
