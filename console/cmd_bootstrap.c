@@ -386,8 +386,36 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* farm admin-token: for tools that are not the console (curl, scripts) */
+static bool
+farm_admin_token (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "farm admin-token", "", 0, 0,
+    "Print the bearer token streamsvc's admin API asks of TCP clients for "
+    "everything but /metrics and /v1/health (made now if the farm has "
+    "none).  The console finds it by itself; this is for other tools.  "
+    "Only users who can read farm.db (root, the diskfarm group) get it.",
+    "  curl -H \"Authorization: Bearer $(diskfarm farm admin-token)\" "
+    "http://10.0.0.5:8001/v1/sessions\n",
+  };
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
+  if (!farm)
+    return false;
+  g_autoptr (DfSecret) token = df_farm_admin_token (farm, true, err);
+  if (!token)
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "admin_token", "admin token", token);
+  df_print_result (r, ctx->json, "%s", token);
+  return true;
+}
+
 const DfCmd df_farm_cmds[] = {
   { "set", "change a farm setting (auto-add, auto-merge-depth)", farm_set },
   { "show", "show the farm and its settings", farm_show },
+  { "admin-token", "print the admin API's bearer token (for curl)",
+    farm_admin_token },
   { NULL, NULL, NULL }
 };
