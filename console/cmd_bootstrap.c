@@ -312,6 +312,27 @@ farm_set_merge_depth (DfCtx *ctx, const char *value, GError **err)
   return true;
 }
 
+/* farm set iscsi-chap required|optional */
+static bool
+farm_set_iscsi_chap (DfCtx *ctx, const char *value, GError **err)
+{
+  DfIscsiChapPolicy p;
+  g_autoptr (GError) bad = NULL;
+  if (!df_iscsi_chap_policy_parse (value, &p, &bad))
+    {
+      df_usage_error (err, "%s", bad->message);
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm || !df_farm_iscsi_chap_policy_set (farm, p, err))
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "iscsi_chap", "iSCSI CHAP", df_iscsi_chap_policy_name (p));
+  df_print_result (r, ctx->json, "iSCSI CHAP %s for device targets",
+                   df_iscsi_chap_policy_name (p));
+  return true;
+}
+
 static bool
 farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -326,10 +347,18 @@ farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "auto-merge-depth N: after a seal that makes a chain longer than N "
     "files, merge its updates into one layer (0: off, 2-256); the default "
     "of every vDisk without its own ('diskfarm vdisk set --auto-merge-depth')."
-    "  auto_merge_depth is accepted too.",
+    "  auto_merge_depth is accepted too.\n"
+    "iscsi-chap required|optional: required refuses every iSCSI login to a "
+    "device target without CHAP (devices without credentials cannot log "
+    "in), binds each device target to its boot script's InitiatorName "
+    "unless 'device set --iscsi-initiator' says otherwise, and lists no "
+    "device target to a discovery session without CHAP (vDisk inspection "
+    "targets stay open).  optional (the default): devices without CHAP "
+    "credentials are open.",
     "  diskfarm farm set auto-add on --collection lab --template 'lab-{n}'\n"
     "  diskfarm farm set auto-add off\n"
-    "  diskfarm farm set auto-merge-depth 5\n",
+    "  diskfarm farm set auto-merge-depth 5\n"
+    "  diskfarm farm set iscsi-chap required\n",
   };
   g_autofree char *collection = NULL, *tmpl = NULL;
   const GOptionEntry entries[] = {
@@ -353,8 +382,10 @@ farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
   if (g_str_equal (argv[1], "auto-merge-depth")
       || g_str_equal (argv[1], "auto_merge_depth"))
     return farm_set_merge_depth (ctx, argv[2], err);
+  if (g_str_equal (argv[1], "iscsi-chap"))
+    return farm_set_iscsi_chap (ctx, argv[2], err);
   df_usage_error (err, "farm set: unknown setting '%s' (known: auto-add, "
-                  "auto-merge-depth)", argv[1]);
+                  "auto-merge-depth, iscsi-chap)", argv[1]);
   return false;
 }
 
@@ -377,6 +408,8 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
   DfRecord *r = auto_add_record (a);
   df_record_int (r, "auto_merge_depth", "auto-merge depth",
                  df_farm_auto_merge_depth (farm, NULL, NULL));
+  df_record_str (r, "iscsi_chap", "iSCSI CHAP",
+                 df_iscsi_chap_policy_name (df_farm_iscsi_chap_policy (farm)));
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
   df_record_int (r, "schema_version", "schema version",
                  df_farm_schema_version (farm));
@@ -413,7 +446,8 @@ farm_admin_token (DfCtx *ctx, int argc, char **argv, GError **err)
 }
 
 const DfCmd df_farm_cmds[] = {
-  { "set", "change a farm setting (auto-add, auto-merge-depth)", farm_set },
+  { "set", "change a farm setting (auto-add, auto-merge-depth, iscsi-chap)",
+    farm_set },
   { "show", "show the farm and its settings", farm_show },
   { "admin-token", "print the admin API's bearer token (for curl)",
     farm_admin_token },

@@ -208,6 +208,14 @@ print_device (DfFarm *farm, const char *name, bool json, const char *verb,
   if (d == NULL)
     return false;
   g_autoptr(DfRecord) r = df_device_record (d);
+  g_autoptr(DfChap) chap = df_farm_chap_get (farm, d->name, err);
+  if (chap == NULL)
+    return false;
+  /* the target's access rule as streamsvc applies it (farm policy) */
+  df_record_bool (r, "iscsi_chap_required", "iSCSI CHAP required",
+                  chap->chap_required);
+  df_record_str (r, "iscsi_initiator", "iSCSI initiator accepted",
+                 chap->initiator ? chap->initiator : DF_INITIATOR_ANY);
   df_print_result (r, json, "%s device '%s' (%s): vdisk '%s', %s, %s cache",
                    verb, d->name, d->mac, d->vdisk, d->type, d->cache_mode);
   return true;
@@ -448,14 +456,16 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "  diskfarm device set pc01 --vdisk win11 --type test\n"
     "  diskfarm device set pc01 --quota none --collection ''\n"
     "  diskfarm device set pc01 --chap-user pc01 --chap-secret-file s.txt\n"
-    "  diskfarm device set pc01 --no-chap\n",
+    "  diskfarm device set pc01 --no-chap\n"
+    "  diskfarm device set pc01 --iscsi-initiator iqn.1991-05.com.microsoft:pc01\n",
   };
   g_auto(DeviceOpts) o = { 0 };
   g_auto(ChapOpts) co = { 0 };
+  g_autofree char *initiator = NULL;
   gboolean force = FALSE;
-  GOptionEntry entries[12];
+  GOptionEntry entries[13];
   device_opts_entries (&o, entries);
-  const GOptionEntry chap[6] = {
+  const GOptionEntry chap[7] = {
     { "force", 0, 0, G_OPTION_ARG_NONE, &force,
       "Change --vdisk, --type or --cache even while the device is live",
       NULL },
@@ -467,13 +477,17 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
       "File holding the mutual CHAP secret (target -> initiator)", "FILE" },
     { "no-chap", 0, 0, G_OPTION_ARG_NONE, &co.none,
       "Remove the device's CHAP credentials", NULL },
+    { "iscsi-initiator", 0, 0, G_OPTION_ARG_STRING, &initiator,
+      "The one iSCSI InitiatorName its target accepts: an iSCSI name, "
+      "'any', or 'default' (its boot script's name when the farm's "
+      "iscsi-chap is required, else any)", "IQN|any|default" },
     G_OPTION_ENTRY_NULL
   };
   memcpy (entries + 6, chap, sizeof chap);
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
   if (!o.mac && !o.vdisk && !o.cache && !o.type && !o.collection && !o.quota
-      && !chap_opts_given (&co))
+      && !chap_opts_given (&co) && !initiator)
     {
       df_usage_error (err, "device set: nothing to change");
       return false;
@@ -495,6 +509,11 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
                : df_farm_device_update (farm, d, err))))
     return false;
   if (chap_opts_given (&co) && !device_set_chap (farm, d->name, &co, err))
+    return false;
+  if (initiator
+      && !df_farm_device_initiator_set (
+          farm, d->name, g_str_equal (initiator, "default") ? NULL : initiator,
+          err))
     return false;
   return print_device (farm, d->name, ctx->json, "updated", err);
 }

@@ -796,3 +796,11 @@ df_admin_socket_path (const char *farm_dir)
     return g_build_filename (DF_RUNTIME_DIR, DF_ADMIN_SOCKET, NULL);
   return g_build_filename (farm_dir, "run", DF_ADMIN_SOCKET, NULL);
 }
+
+char *
+df_device_initiator_iqn (const char *device)
+{
+  g_autofree char *iqn = g_strconcat (DF_IQN_PREFIX, device, NULL);
+
+  return g_ascii_strdown (iqn, -1);
+}

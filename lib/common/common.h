@@ -162,3 +162,9 @@ char *df_random_hex (size_t n, GError **err);
  * (DF_DEFAULT_FARM), <farm_dir>/run/DF_ADMIN_SOCKET for any other (a
  * test's farm, a second farm on the host).  New string. */
 char *df_admin_socket_path (const char *farm_dir);
+
+/* The InitiatorName a device's boot script sets (bootstrap/script.c's
+ * initiator-iqn) and, by default under the farm's iscsi-chap required
+ * policy, the only one its target accepts: DF_IQN_PREFIX "<device>" in
+ * lower case.  New string. */
+char *df_device_initiator_iqn (const char *device);

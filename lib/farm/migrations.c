@@ -146,12 +146,19 @@ static const char migration_5[] =
   "UPDATE vdisks SET store = name;\n"
   "CREATE UNIQUE INDEX vdisks_store ON vdisks (store);\n";
 
+/* 6: the one iSCSI initiator a device's target accepts (chap.c): NULL
+ * the default rule (its boot script's name when the farm's iscsi-chap
+ * policy is required, any otherwise), 'any', or an iSCSI name. */
+static const char migration_6[] =
+  "ALTER TABLE devices ADD COLUMN iscsi_initiator TEXT;\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1 },
   { 2, "stream servers", migration_2 },
   { 3, "iSCSI CHAP credentials", migration_3 },
   { 4, "farm identity, one maintenance device per vdisk", migration_4 },
   { 5, "vdisk store directory", migration_5 },
+  { 6, "iSCSI initiator binding", migration_6 },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 
