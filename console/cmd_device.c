@@ -199,6 +199,22 @@ default_vdisk (DfFarm *farm, DfDevice *d, GError **err)
   return true;
 }
 
+/* The device target's access rule as streamsvc applies it (the farm's
+ * iscsi-chap policy over the device's own settings). */
+static bool
+add_iscsi_access (DfFarm *farm, DfRecord *r, const char *device,
+                  GError **err)
+{
+  g_autoptr(DfChap) chap = df_farm_chap_get (farm, device, err);
+  if (chap == NULL)
+    return false;
+  df_record_bool (r, "iscsi_chap_required", "iSCSI CHAP required",
+                  chap->chap_required);
+  df_record_str (r, "iscsi_initiator", "iSCSI initiator accepted",
+                 chap->initiator ? chap->initiator : DF_INITIATOR_ANY);
+  return true;
+}
+
 /* Print a device as stored (re-read, so defaults and canonical forms show). */
 static bool
 print_device (DfFarm *farm, const char *name, bool json, const char *verb,
@@ -208,14 +224,8 @@ print_device (DfFarm *farm, const char *name, bool json, const char *verb,
   if (d == NULL)
     return false;
   g_autoptr(DfRecord) r = df_device_record (d);
-  g_autoptr(DfChap) chap = df_farm_chap_get (farm, d->name, err);
-  if (chap == NULL)
+  if (!add_iscsi_access (farm, r, d->name, err))
     return false;
-  /* the target's access rule as streamsvc applies it (farm policy) */
-  df_record_bool (r, "iscsi_chap_required", "iSCSI CHAP required",
-                  chap->chap_required);
-  df_record_str (r, "iscsi_initiator", "iSCSI initiator accepted",
-                 chap->initiator ? chap->initiator : DF_INITIATOR_ANY);
   df_print_result (r, json, "%s device '%s' (%s): vdisk '%s', %s, %s cache",
                    verb, d->name, d->mac, d->vdisk, d->type, d->cache_mode);
   return true;
@@ -319,6 +329,11 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   g_autoptr(GPtrArray) mine = df_live_device_sessions (live, d);
   DfRecord *r = df_device_record (d);
+  if (!add_iscsi_access (farm, r, d->name, err))
+    {
+      df_record_free (r);
+      return false;
+    }
   df_record_opt_int (r, "boot_version", "boot version", boots != NULL,
                      boots ? boots->number : 0);
   df_record_str (r, "cache_dir", "cache dir", cache_dir);
