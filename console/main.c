@@ -477,8 +477,9 @@ static const DfGroup groups[] = {
     "  diskfarm bootstrap dhcp-config --address 10.0.0.5\n",
     df_bootstrap_cmds },
   { "farm", "Farm-wide settings (auto-add of unknown devices, auto-merge "
-    "depth).",
+    "depth, iSCSI CHAP policy) and the admin API's token.",
     "  diskfarm farm set auto-add on --collection lab\n"
+    "  diskfarm farm set iscsi-chap required\n"
     "  diskfarm farm show\n", df_farm_cmds },
   { "config", "What diskfarm.conf says: one value, or every key with its "
     "source.",
@@ -555,7 +556,9 @@ static const char main_description[] =
   "                         stream servers and their health\n"
   "  bootstrap sync|dhcp-config\n"
   "                         iPXE binaries, site DHCP settings\n"
-  "  farm set|show          farm settings (auto-add, auto-merge-depth)\n"
+  "  farm set|show|admin-token\n"
+  "                         farm settings (auto-add, auto-merge-depth,\n"
+  "                         iscsi-chap), the admin API's token\n"
   "  vm attach-media|provision|list\n"
   "                         libvirt domains: boot media, provisioning\n"
   "  audit                  the log of every change\n"
