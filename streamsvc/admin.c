@@ -296,11 +296,14 @@ make_socket_dir (const char *path, gid_t group, GError **err)
   return true;
 }
 
-/* Who may connect is said by the socket's mode: 0660 in group. */
+/* Who may connect is said by the socket's mode: 0660 in the group. */
 static bool
-restrict_socket (const char *path, gid_t group, GError **err)
+restrict_socket (const char *path, const DfAdminAccess *access, GError **err)
 {
-  if ((group != (gid_t)-1 && chown (path, (uid_t)-1, group) != 0)
+  bool give = access->socket_owner != (uid_t)-1
+              || access->socket_group != (gid_t)-1;
+
+  if ((give && chown (path, access->socket_owner, access->socket_group) != 0)
       || chmod (path, DF_ADMIN_SOCKET_MODE) != 0)
     {
       df_set_error_errno (err, errno, "%s", path);
@@ -321,7 +324,8 @@ df_admin_socket_in_use (const char *path)
 }
 
 static bool
-listen_unix (DfAdmin *a, const char *path, gid_t group, GError **err)
+listen_unix (DfAdmin *a, const char *path, const DfAdminAccess *access,
+             GError **err)
 {
   g_autoptr (GSocket) sock = NULL;
   g_autoptr (GSocketAddress) sa = g_unix_socket_address_new (path);
@@ -333,7 +337,7 @@ listen_unix (DfAdmin *a, const char *path, gid_t group, GError **err)
                    "one UNIX socket only (%s already)", a->unix_path);
       return false;
     }
-  if (!make_socket_dir (path, group, err))
+  if (!make_socket_dir (path, access->socket_group, err))
     return false;
   if (df_admin_socket_in_use (path))
     {
@@ -348,7 +352,7 @@ listen_unix (DfAdmin *a, const char *path, gid_t group, GError **err)
   if (sock == NULL || !g_socket_bind (sock, sa, FALSE, err))
     return false;
   a->unix_path = g_strdup (path);
-  if (!restrict_socket (path, group, err) || !g_socket_listen (sock, err))
+  if (!restrict_socket (path, access, err) || !g_socket_listen (sock, err))
     return false;
   return soup_server_listen_socket (a->server, sock, 0, err);
 }
@@ -381,11 +385,11 @@ listen_host (DfAdmin *a, const char *host, guint16 port, GError **err)
 }
 
 static bool
-admin_listen (DfAdmin *a, const DfListenAddr *addr, gid_t group,
-              GError **err)
+admin_listen (DfAdmin *a, const DfListenAddr *addr,
+              const DfAdminAccess *access, GError **err)
 {
   if (addr->unix_path != NULL)
-    return listen_unix (a, addr->unix_path, group, err);
+    return listen_unix (a, addr->unix_path, access, err);
   if (addr->host == NULL)
     return soup_server_listen_all (a->server, addr->port, 0, err);
   return listen_host (a, addr->host, addr->port, err);
@@ -393,10 +397,10 @@ admin_listen (DfAdmin *a, const DfListenAddr *addr, gid_t group,
 
 static bool
 admin_listen_all (DfAdmin *a, const DfListenAddr *addrs, gsize n,
-                  gid_t group, GError **err)
+                  const DfAdminAccess *access, GError **err)
 {
   for (gsize i = 0; i < n; i++)
-    if (!admin_listen (a, &addrs[i], group, err))
+    if (!admin_listen (a, &addrs[i], access, err))
       return false;
   return true;
 }
@@ -420,7 +424,7 @@ df_admin_start (const DfListenAddr *addrs, gsize n_addrs,
       = soup_server_new ("server-header", "diskfarm/" DF_VERSION " ", NULL);
   soup_server_add_auth_domain (a->server, auth); /* before every handler */
   soup_server_add_handler (a->server, NULL, handle_request, a, NULL);
-  ok = admin_listen_all (a, addrs, n_addrs, access->socket_group, &cause);
+  ok = admin_listen_all (a, addrs, n_addrs, access, &cause);
   g_main_context_pop_thread_default (ctx);
   if (!ok)
     {

@@ -26,11 +26,15 @@ typedef struct DfAdmin DfAdmin;
 typedef struct
 {
   const char *token;  /* bearer token of TCP clients (borrowed, copied) */
+  uid_t socket_owner; /* the UNIX socket's owner (the farm's, so the
+                       * dropped process can remove it), (uid_t)-1: as
+                       * created */
   gid_t socket_group; /* the UNIX socket's group, (gid_t)-1: as created */
 } DfAdminAccess;
 
 /* Listen on every addrs[i] (host:port, wildcard when host is NULL, or
- * unix:PATH: at most one, made DF_ADMIN_SOCKET_MODE in socket_group, its
+ * unix:PATH: at most one, made DF_ADMIN_SOCKET_MODE, socket_owner's in
+ * socket_group, its
  * directory created when missing) and serve from ctx (NULL: the global
  * default context), which the caller runs.  sessions and exports are
  * borrowed and must outlive the DfAdmin; exports may be NULL (no cache

@@ -365,10 +365,12 @@ start_admin (const Options *o, DfSessions *ss, DfExports *ex, GError **err)
 
   if (n > 0 && (token = admin_token (o, err)) != NULL)
     {
-      DfAdminAccess access = { token, (gid_t)-1 };
+      DfAdminAccess access = { token, (uid_t)-1, (gid_t)-1 };
 
+      if (stat (o->farm, &st) == 0 && geteuid () == 0)
+        access.socket_owner = st.st_uid; /* the farm's owner, */
       if (stat (o->farm, &st) == 0)
-        access.socket_group = st.st_gid; /* the farm's group */
+        access.socket_group = st.st_gid; /* and group */
       a = df_admin_start (addrs, (gsize)n, &access, ss, ex, NULL, err);
     }
   if (a != NULL)

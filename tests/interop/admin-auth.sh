@@ -57,11 +57,12 @@ pass "refusals logged (rate-limited), token never"
 S=$FARM/run/admin.sock
 [ -S "$S" ] || fail "no admin socket at $S"
 [ "$(stat -c %a "$S")" = 660 ] || fail "socket mode $(stat -c %a "$S")"
-[ "$(stat -c %g "$S")" = "$(stat -c %g "$FARM")" ] || fail "socket group $(stat -c %G "$S"), farm's $(stat -c %G "$FARM")"
+[ "$(stat -c %u:%g "$S")" = "$(stat -c %u:%g "$FARM")" ] ||
+  fail "socket owner $(stat -c %U:%G "$S"), farm's $(stat -c %U:%G "$FARM")"
 [ "$(stat -c %G "$FARM")" = diskfarm ] || echo "note: farm group is $(stat -c %G "$FARM") (not root?)"
 c=$(code --unix-socket "$S" "http://localhost/v1/sessions")
 [ "$c" = 200 ] || fail "socket without token: $c"
-pass "UNIX socket $(stat -c '%a %G' "$S"): /v1/sessions without a token"
+pass "UNIX socket $(stat -c '%a %U:%G' "$S"): /v1/sessions without a token"
 
 # the console, told nothing: finds this streamsvc by its socket, and by
 # the server table over TCP with the token, and counts it once

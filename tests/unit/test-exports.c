@@ -898,7 +898,8 @@ admin_thread (gpointer data)
   if (t->unix_path != NULL)
     addr = (DfListenAddr){ .unix_path = (char *)t->unix_path };
   g_main_context_push_thread_default (t->ctx);
-  DfAdminAccess access = { .token = ADMIN_TOKEN, .socket_group = (gid_t)-1 };
+  DfAdminAccess access = { .token = ADMIN_TOKEN, .socket_owner = (uid_t)-1,
+                           .socket_group = (gid_t)-1 };
 
   a = df_admin_start (&addr, 1, &access, t->sessions, t->ex, t->ctx, &err);
   g_assert_no_error (err);
