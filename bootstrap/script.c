@@ -4,6 +4,7 @@
  * device's disk; LUN 0 is a controller on some targets).  Several URIs on
  * one sanboot line give iPXE multipath: it tries them in order. */
 #include "script.h"
+#include "common.h"
 
 #include <openssl/crypto.h>
 #include <string.h>
@@ -95,8 +96,8 @@ df_script_render (const DfScriptParams *p, gboolean *chap_dropped)
   g_autofree char *by = sanitize (p->rendered_by);
   g_string_append_printf (gs, "# diskfarm boot script for %s, rendered by %s\n",
                           p->device, by);
-  g_string_append_printf (gs, "set initiator-iqn " DF_IQN_PREFIX "%s\n",
-                          p->device);
+  g_autofree char *iqn = df_device_initiator_iqn (p->device);
+  g_string_append_printf (gs, "set initiator-iqn %s\n", iqn);
   if (p->chap_user || p->chap_secret)
     {
       if (chap_value_ok (p->chap_user) && chap_value_ok (p->chap_secret))

@@ -335,6 +335,27 @@ farm_set_nbd_tls (DfCtx *ctx, const char *value, GError **err)
   return true;
 }
 
+/* farm set iscsi-chap required|optional */
+static bool
+farm_set_iscsi_chap (DfCtx *ctx, const char *value, GError **err)
+{
+  DfIscsiChapPolicy p;
+  g_autoptr (GError) bad = NULL;
+  if (!df_iscsi_chap_policy_parse (value, &p, &bad))
+    {
+      df_usage_error (err, "%s", bad->message);
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm || !df_farm_iscsi_chap_policy_set (farm, p, err))
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "iscsi_chap", "iSCSI CHAP", df_iscsi_chap_policy_name (p));
+  df_print_result (r, ctx->json, "iSCSI CHAP %s for device targets",
+                   df_iscsi_chap_policy_name (p));
+  return true;
+}
+
 static bool
 farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -355,11 +376,19 @@ farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "(a device's PSK, 'diskfarm device set --nbd-psk generate', or a client "
     "certificate's CN) opens only its own device exports and the vDisks.  "
     "streamsvc reads it when it starts; its --tls and diskfarm.conf "
-    "[streamsvc] tls win over it.",
+    "[streamsvc] tls win over it.\n"
+    "iscsi-chap required|optional: required refuses every iSCSI login to a "
+    "device target without CHAP (devices without credentials cannot log "
+    "in), binds each device target to its boot script's InitiatorName "
+    "unless 'device set --iscsi-initiator' says otherwise, and lists no "
+    "device target to a discovery session without CHAP (vDisk inspection "
+    "targets stay open).  optional (the default): devices without CHAP "
+    "credentials are open.",
     "  diskfarm farm set auto-add on --collection lab --template 'lab-{n}'\n"
     "  diskfarm farm set auto-add off\n"
     "  diskfarm farm set auto-merge-depth 5\n"
-    "  diskfarm farm set nbd-tls require\n",
+    "  diskfarm farm set nbd-tls require\n"
+    "  diskfarm farm set iscsi-chap required\n",
   };
   g_autofree char *collection = NULL, *tmpl = NULL;
   const GOptionEntry entries[] = {
@@ -385,8 +414,10 @@ farm_set (DfCtx *ctx, int argc, char **argv, GError **err)
     return farm_set_merge_depth (ctx, argv[2], err);
   if (g_str_equal (argv[1], "nbd-tls"))
     return farm_set_nbd_tls (ctx, argv[2], err);
+  if (g_str_equal (argv[1], "iscsi-chap"))
+    return farm_set_iscsi_chap (ctx, argv[2], err);
   df_usage_error (err, "farm set: unknown setting '%s' (known: auto-add, "
-                  "auto-merge-depth, nbd-tls)", argv[1]);
+                  "auto-merge-depth, nbd-tls, iscsi-chap)", argv[1]);
   return false;
 }
 
@@ -414,6 +445,8 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!df_farm_nbd_tls_get (farm, &tls, &tls_set, err))
     return false;
   df_record_str (r, "nbd_tls", "nbd tls", df_tls_mode_name (tls));
+  df_record_str (r, "iscsi_chap", "iSCSI CHAP",
+                 df_iscsi_chap_policy_name (df_farm_iscsi_chap_policy (farm)));
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
   df_record_int (r, "schema_version", "schema version",
                  df_farm_schema_version (farm));
@@ -423,9 +456,38 @@ farm_show (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* farm admin-token: for tools that are not the console (curl, scripts) */
+static bool
+farm_admin_token (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "farm admin-token", "", 0, 0,
+    "Print the bearer token streamsvc's admin API asks of TCP clients for "
+    "everything but /metrics and /v1/health (made now if the farm has "
+    "none).  The console finds it by itself; this is for other tools.  "
+    "Only users who can read farm.db (root, the diskfarm group) get it.",
+    "  curl -H \"Authorization: Bearer $(diskfarm farm admin-token)\" "
+    "http://10.0.0.5:8001/v1/sessions\n",
+  };
+  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
+                                              &argv, err);
+  if (!farm)
+    return false;
+  g_autoptr (DfSecret) token = df_farm_admin_token (farm, true, err);
+  if (!token)
+    return false;
+  g_autoptr (DfRecord) r = df_record_new ();
+  df_record_str (r, "admin_token", "admin token", token);
+  df_print_result (r, ctx->json, "%s", token);
+  return true;
+}
+
 const DfCmd df_farm_cmds[] = {
-  { "set", "change a farm setting (auto-add, auto-merge-depth, nbd-tls)",
+  { "set", "change a farm setting (auto-add, auto-merge-depth, nbd-tls, "
+    "iscsi-chap)",
     farm_set },
   { "show", "show the farm and its settings", farm_show },
+  { "admin-token", "print the admin API's bearer token (for curl)",
+    farm_admin_token },
   { NULL, NULL, NULL }
 };

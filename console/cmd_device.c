@@ -200,6 +200,22 @@ default_vdisk (DfFarm *farm, DfDevice *d, GError **err)
   return true;
 }
 
+/* The device target's access rule as streamsvc applies it (the farm's
+ * iscsi-chap policy over the device's own settings). */
+static bool
+add_iscsi_access (DfFarm *farm, DfRecord *r, const char *device,
+                  GError **err)
+{
+  g_autoptr(DfChap) chap = df_farm_chap_get (farm, device, err);
+  if (chap == NULL)
+    return false;
+  df_record_bool (r, "iscsi_chap_required", "iSCSI CHAP required",
+                  chap->chap_required);
+  df_record_str (r, "iscsi_initiator", "iSCSI initiator accepted",
+                 chap->initiator ? chap->initiator : DF_INITIATOR_ANY);
+  return true;
+}
+
 /* ---- NBD pre-shared key (--nbd-psk generate|none) ---------------------- */
 
 typedef enum { NBD_PSK_KEEP, NBD_PSK_GENERATE, NBD_PSK_NONE } NbdPskOp;
@@ -259,6 +275,8 @@ print_device (DfFarm *farm, const char *name, bool json, const char *verb,
   g_autoptr(DfRecord) r = df_device_record (d);
   if (psk_line != NULL)
     df_record_str (r, "nbd_psk", NULL, psk_line);
+  if (!add_iscsi_access (farm, r, d->name, err))
+    return false;
   df_print_result (r, json, "%s device '%s' (%s): vdisk '%s', %s, %s cache",
                    verb, d->name, d->mac, d->vdisk, d->type, d->cache_mode);
   if (psk_line != NULL && !json)
@@ -390,6 +408,11 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   g_autoptr(GPtrArray) mine = df_live_device_sessions (live, d);
   DfRecord *r = df_device_record (d);
+  if (!add_iscsi_access (farm, r, d->name, err))
+    {
+      df_record_free (r);
+      return false;
+    }
   df_record_opt_int (r, "boot_version", "boot version", boots != NULL,
                      boots ? boots->number : 0);
   df_record_str (r, "cache_dir", "cache dir", cache_dir);
@@ -530,17 +553,19 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "  diskfarm device set pc01 --quota none --collection ''\n"
     "  diskfarm device set pc01 --chap-user pc01 --chap-secret-file s.txt\n"
     "  diskfarm device set pc01 --no-chap\n"
-    "  diskfarm device set pc01 --nbd-psk generate >pc01.psk\n",
+    "  diskfarm device set pc01 --nbd-psk generate >pc01.psk\n"
+    "  diskfarm device set pc01 --iscsi-initiator iqn.1991-05.com.microsoft:pc01\n",
   };
   g_auto(DeviceOpts) o = { 0 };
   g_auto(ChapOpts) co = { 0 };
+  g_autofree char *initiator = NULL;
   gboolean force = FALSE;
   g_autofree char *nbd_psk = NULL;
   g_autoptr (DfSecret) psk_line = NULL;
   NbdPskOp psk_op;
-  GOptionEntry entries[13];
+  GOptionEntry entries[14];
   device_opts_entries (&o, entries);
-  const GOptionEntry chap[7] = {
+  const GOptionEntry chap[8] = {
     { "force", 0, 0, G_OPTION_ARG_NONE, &force,
       "Change --vdisk, --type or --cache even while the device is live",
       NULL },
@@ -554,6 +579,10 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
       "Remove the device's CHAP credentials", NULL },
     { "nbd-psk", 0, 0, G_OPTION_ARG_STRING, &nbd_psk, NBD_PSK_HELP,
       "generate|none" },
+    { "iscsi-initiator", 0, 0, G_OPTION_ARG_STRING, &initiator,
+      "The one iSCSI InitiatorName its target accepts: an iSCSI name, "
+      "'any', or 'default' (its boot script's name when the farm's "
+      "iscsi-chap is required, else any)", "IQN|any|default" },
     G_OPTION_ENTRY_NULL
   };
   memcpy (entries + 6, chap, sizeof chap);
@@ -561,7 +590,7 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
       || !parse_nbd_psk ("device set", nbd_psk, &psk_op, err))
     return false;
   if (!o.mac && !o.vdisk && !o.cache && !o.type && !o.collection && !o.quota
-      && !chap_opts_given (&co) && psk_op == NBD_PSK_KEEP)
+      && !chap_opts_given (&co) && psk_op == NBD_PSK_KEEP && !initiator)
     {
       df_usage_error (err, "device set: nothing to change");
       return false;
@@ -583,6 +612,11 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
                : df_farm_device_update (farm, d, err))))
     return false;
   if (chap_opts_given (&co) && !device_set_chap (farm, d->name, &co, err))
+    return false;
+  if (initiator
+      && !df_farm_device_initiator_set (
+          farm, d->name, g_str_equal (initiator, "default") ? NULL : initiator,
+          err))
     return false;
   if (!apply_nbd_psk (farm, d->name, psk_op, &psk_line, err))
     return false;

@@ -354,8 +354,8 @@ version_delete (DfCtx *ctx, int argc, char **argv, GError **err)
     "Delete version N and its file.  Refused while a device boots it, a "
     "promotion is pending on it, another version is stacked on it, or a "
     "live session uses it (asked to the farm's stream servers and --admin: "
-    "$DISKFARM_ADMIN, diskfarm.conf [console] admin, default "
-    DF_ADMIN_DEFAULT_LISTEN ").  Deleting the maintenance version throws its "
+    "$DISKFARM_ADMIN, diskfarm.conf [console] admin, default the farm's "
+    "admin socket).  Deleting the maintenance version throws its "
     "writes away.",
     "  diskfarm version delete win10 2\n",
   };

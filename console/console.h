@@ -93,8 +93,8 @@ const char *df_ctx_farm_dir (const DfCtx *ctx);
 /* Open the farm (create: `init` only).  New handle, or NULL + err. */
 DfFarm *df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err);
 /* The admin address asked besides the farm's server table (borrowed):
- * --admin, else $DISKFARM_ADMIN, else diskfarm.conf [console] admin
- * (default DF_ADMIN_DEFAULT_LISTEN). */
+ * --admin, else $DISKFARM_ADMIN, else diskfarm.conf [console] admin;
+ * NULL when none says (then the farm's admin socket is asked). */
 const char *df_ctx_admin (const DfCtx *ctx);
 
 /* ---- records, tables and JSON (output.c) ------------------------------ */

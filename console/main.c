@@ -53,8 +53,8 @@ ctx_load_conf (DfCtx *ctx, GError **err)
   return ctx->conf != NULL;
 }
 
-/* --admin, then $DISKFARM_ADMIN, then diskfarm.conf [console] admin (whose
- * default is DF_ADMIN_DEFAULT_LISTEN). */
+/* --admin, then $DISKFARM_ADMIN, then diskfarm.conf [console] admin;
+ * NULL when none says: then the farm's admin socket is asked (live.h). */
 const char *
 df_ctx_admin (const DfCtx *ctx)
 {
@@ -64,7 +64,7 @@ df_ctx_admin (const DfCtx *ctx)
   if (env != NULL && *env != '\0')
     return env;
   return ctx->conf != NULL ? df_conf_string (ctx->conf, "console", "admin")
-                           : DF_ADMIN_DEFAULT_LISTEN;
+                           : NULL;
 }
 
 /* Logging starts here, once every option (--verbose) has been parsed:
@@ -100,7 +100,9 @@ global_entries_for (DfCtx *ctx, GOptionEntry out[N_GLOBAL])
     { "admin", 0, 0, G_OPTION_ARG_STRING, &ctx->admin_opt,
       "streamsvc admin API asked for live sessions besides the farm's "
       "servers (default: $DISKFARM_ADMIN, else diskfarm.conf [console] "
-      "admin, else " DF_ADMIN_DEFAULT_LISTEN ")", "HOST:PORT" },
+      "admin, else the farm's admin socket, " DF_RUNTIME_DIR "/"
+      DF_ADMIN_SOCKET " or FARM/run/" DF_ADMIN_SOCKET ")",
+      "HOST:PORT|unix:PATH" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &ctx->json,
       "Print results as JSON (sizes in bytes)", NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &ctx->verbose,
@@ -475,8 +477,9 @@ static const DfGroup groups[] = {
     "  diskfarm bootstrap dhcp-config --address 10.0.0.5\n",
     df_bootstrap_cmds },
   { "farm", "Farm-wide settings (auto-add of unknown devices, auto-merge "
-    "depth).",
+    "depth, iSCSI CHAP policy) and the admin API's token.",
     "  diskfarm farm set auto-add on --collection lab\n"
+    "  diskfarm farm set iscsi-chap required\n"
     "  diskfarm farm show\n", df_farm_cmds },
   { "config", "What diskfarm.conf says: one value, or every key with its "
     "source.",
@@ -553,7 +556,9 @@ static const char main_description[] =
   "                         stream servers and their health\n"
   "  bootstrap sync|dhcp-config\n"
   "                         iPXE binaries, site DHCP settings\n"
-  "  farm set|show          farm settings (auto-add, auto-merge-depth)\n"
+  "  farm set|show|admin-token\n"
+  "                         farm settings (auto-add, auto-merge-depth,\n"
+  "                         iscsi-chap), the admin API's token\n"
   "  vm attach-media|provision|list\n"
   "                         libvirt domains: boot media, provisioning\n"
   "  audit                  the log of every change\n"

@@ -8,8 +8,11 @@
 #include <glib/gstdio.h>
 #include <libsoup/soup.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "admin_auth.h"
 #include "config.h"
 
 #define CT_JSON "application/json"
@@ -21,6 +24,7 @@ struct DfAdmin
   DfSessions *sessions; /* borrowed */
   DfExports *exports;   /* borrowed, nullable */
   char *unix_path;      /* unlinked at stop; NULL for TCP */
+  char *instance;       /* random id of this server in /v1/health */
 };
 
 /* ---- responses -------------------------------------------------------- */
@@ -57,6 +61,10 @@ handle_health (DfAdmin *a, SoupServerMessage *msg)
   json_builder_add_int_value (b, df_sessions_count (a->sessions));
   json_builder_set_member_name (b, "version");
   json_builder_add_string_value (b, DF_VERSION);
+  /* One id per process: a console reaching the same server twice (its
+   * UNIX socket and a TCP address of the server table) counts it once. */
+  json_builder_set_member_name (b, "instance");
+  json_builder_add_string_value (b, a->instance);
   /* Which farm this server serves: a console counts only its own farm's
    * servers (null when run without a farm, as some tests do). */
   json_builder_set_member_name (b, "farm");
@@ -270,24 +278,83 @@ handle_request (SoupServer *server, SoupServerMessage *msg, const char *path,
 
 /* ---- listening -------------------------------------------------------- */
 
+/* The socket's directory (DF_RUNTIME_DIR may not exist when streamsvc
+ * runs outside systemd): created 0750 in the socket's group. */
 static bool
-listen_unix (DfAdmin *a, const char *path, GError **err)
+make_socket_dir (const char *path, gid_t group, GError **err)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+
+  if (g_file_test (dir, G_FILE_TEST_IS_DIR))
+    return true;
+  if (g_mkdir_with_parents (dir, 0750) != 0
+      || (group != (gid_t)-1 && chown (dir, (uid_t)-1, group) != 0))
+    {
+      df_set_error_errno (err, errno, "create %s", dir);
+      return false;
+    }
+  return true;
+}
+
+/* Who may connect is said by the socket's mode: 0660 in the group. */
+static bool
+restrict_socket (const char *path, const DfAdminAccess *access, GError **err)
+{
+  bool give = access->socket_owner != (uid_t)-1
+              || access->socket_group != (gid_t)-1;
+
+  if ((give && chown (path, access->socket_owner, access->socket_group) != 0)
+      || chmod (path, DF_ADMIN_SOCKET_MODE) != 0)
+    {
+      df_set_error_errno (err, errno, "%s", path);
+      return false;
+    }
+  return true;
+}
+
+bool
+df_admin_socket_in_use (const char *path)
+{
+  g_autoptr (GSocket) sock = g_socket_new (
+      G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT,
+      NULL);
+  g_autoptr (GSocketAddress) sa = g_unix_socket_address_new (path);
+
+  return sock != NULL && g_socket_connect (sock, sa, NULL, NULL);
+}
+
+static bool
+listen_unix (DfAdmin *a, const char *path, const DfAdminAccess *access,
+             GError **err)
 {
   g_autoptr (GSocket) sock = NULL;
   g_autoptr (GSocketAddress) sa = g_unix_socket_address_new (path);
   GStatBuf st;
 
+  if (a->unix_path != NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "one UNIX socket only (%s already)", a->unix_path);
+      return false;
+    }
+  if (!make_socket_dir (path, access->socket_group, err))
+    return false;
+  if (df_admin_socket_in_use (path))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "%s: another streamsvc answers there", path);
+      return false;
+    }
   if (g_lstat (path, &st) == 0 && S_ISSOCK (st.st_mode))
     g_unlink (path); /* stale socket of an earlier run */
   sock = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
                        G_SOCKET_PROTOCOL_DEFAULT, err);
-  if (sock == NULL || !g_socket_bind (sock, sa, FALSE, err)
-      || !g_socket_listen (sock, err))
-    return false;
-  if (!soup_server_listen_socket (a->server, sock, 0, err))
+  if (sock == NULL || !g_socket_bind (sock, sa, FALSE, err))
     return false;
   a->unix_path = g_strdup (path);
-  return true;
+  if (!restrict_socket (path, access, err) || !g_socket_listen (sock, err))
+    return false;
+  return soup_server_listen_socket (a->server, sock, 0, err);
 }
 
 /* host is an address literal or a name resolved now (every address). */
@@ -318,31 +385,46 @@ listen_host (DfAdmin *a, const char *host, guint16 port, GError **err)
 }
 
 static bool
-admin_listen (DfAdmin *a, const DfListenAddr *addr, GError **err)
+admin_listen (DfAdmin *a, const DfListenAddr *addr,
+              const DfAdminAccess *access, GError **err)
 {
   if (addr->unix_path != NULL)
-    return listen_unix (a, addr->unix_path, err);
+    return listen_unix (a, addr->unix_path, access, err);
   if (addr->host == NULL)
     return soup_server_listen_all (a->server, addr->port, 0, err);
   return listen_host (a, addr->host, addr->port, err);
 }
 
+static bool
+admin_listen_all (DfAdmin *a, const DfListenAddr *addrs, gsize n,
+                  const DfAdminAccess *access, GError **err)
+{
+  for (gsize i = 0; i < n; i++)
+    if (!admin_listen (a, &addrs[i], access, err))
+      return false;
+  return true;
+}
+
 DfAdmin *
-df_admin_start (const DfListenAddr *addr, DfSessions *sessions,
+df_admin_start (const DfListenAddr *addrs, gsize n_addrs,
+                const DfAdminAccess *access, DfSessions *sessions,
                 DfExports *exports, GMainContext *ctx, GError **err)
 {
   DfAdmin *a = g_new0 (DfAdmin, 1);
+  g_autoptr (SoupAuthDomain) auth = df_admin_auth_new (access->token);
   GError *cause = NULL;
   bool ok;
 
   a->sessions = sessions;
   a->exports = exports;
+  a->instance = g_uuid_string_random ();
   /* SoupServer attaches its sources to the thread-default context. */
   g_main_context_push_thread_default (ctx);
   a->server
       = soup_server_new ("server-header", "diskfarm/" DF_VERSION " ", NULL);
+  soup_server_add_auth_domain (a->server, auth); /* before every handler */
   soup_server_add_handler (a->server, NULL, handle_request, a, NULL);
-  ok = admin_listen (a, addr, &cause);
+  ok = admin_listen_all (a, addrs, n_addrs, access, &cause);
   g_main_context_pop_thread_default (ctx);
   if (!ok)
     {
@@ -365,6 +447,7 @@ df_admin_stop (DfAdmin *a)
   if (a->unix_path != NULL)
     g_unlink (a->unix_path);
   g_free (a->unix_path);
+  g_free (a->instance);
   g_free (a);
 }
 

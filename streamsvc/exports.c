@@ -1288,6 +1288,9 @@ visible_collect (DfFarm *farm, const char *chap_user, GPtrArray *names,
 
   if (open == NULL)
     return false;
+  /* iscsi-chap required: no device target is open to list */
+  if (df_farm_iscsi_chap_policy (farm) == DF_ISCSI_CHAP_REQUIRED)
+    g_ptr_array_set_size (open, 0);
   for (guint i = 0; i < open->len; i++)
     g_ptr_array_add (names, g_strdup_printf ("device/%s",
                                              (char *) open->pdata[i]));

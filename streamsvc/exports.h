@@ -136,7 +136,7 @@ DfChap *df_exports_chap (DfExports *ex, const char *export_name,
 DfChap *df_exports_chap_by_user (DfExports *ex, const char *user,
                                  GError **err);
 /* Export names an initiator may reach, for SendTargets: every device
- * without CHAP, the device of chap_user (nullable) and every vdisk
- * ("vdisk/<name>").  New NULL-terminated array (g_strfreev). */
+ * without CHAP (none when the farm's iscsi-chap policy is required), the
+ * device of chap_user (nullable) and every vdisk ("vdisk/<name>").  New NULL-terminated array (g_strfreev). */
 char **df_exports_iscsi_visible (DfExports *ex, const char *chap_user,
                                  GError **err);

@@ -323,7 +323,26 @@ struct DfIscsiTarget {
   GQueue chal_order;         /* the same GBytes, oldest first */
   GMutex lus_lock;           /* iscsi_pr.c: per-LU state */
   GHashTable *lus;           /* LU name -> iscsi_lu_shared* (owned) */
+  GMutex auth_lock;          /* iscsi_authlimit.c: failed CHAP logins */
+  GHashTable *auth_sources;  /* address -> its count (owned) */
 };
+
+/* ---- CHAP rate limit (iscsi_authlimit.c) ---- */
+#define ISCSI_AUTH_MAX_FAILS 5      /* wrong answers before a lockout */
+#define ISCSI_AUTH_LOCK_S 10u       /* first lockout, doubled after */
+#define ISCSI_AUTH_LOCK_MAX_S 300u
+#define ISCSI_AUTH_FORGET_S 600     /* idle entries dropped after */
+#define ISCSI_AUTH_MAX_SOURCES 4096
+/* The address part of a peer name "a.b.c.d:port" / "[v6]:port" (new). */
+char *iscsi_source_address (const char *client);
+void iscsi_authlimit_init (DfIscsiTarget *t);
+void iscsi_authlimit_clear (DfIscsiTarget *t);
+/* Seconds source stays locked out, 0 when it may log in. */
+guint iscsi_authlimit_locked (DfIscsiTarget *t, const char *source);
+/* Count a wrong CHAP answer: the seconds of the lockout it starts, or 0. */
+guint iscsi_authlimit_failed (DfIscsiTarget *t, const char *source);
+/* A CHAP success forgets the address's failures. */
+void iscsi_authlimit_succeeded (DfIscsiTarget *t, const char *source);
 
 struct iscsi_conn {
   DfEngineConn engine;       /* first: the transport's view (engine.h) */

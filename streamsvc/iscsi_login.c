@@ -195,14 +195,24 @@ login_respond (iscsi_conn *c, const uint8_t *req, bool transit, int nsg,
   iscsi_out_end (c->out, off, dlen, false, false);
 }
 
+/* Refuse the login and close; logged unless quiet (a locked-out source,
+ * logged once when its lockout started). */
+static void
+login_reject (iscsi_conn *c, const uint8_t *req, uint16_t status,
+              const char *why, bool quiet)
+{
+  if (!quiet)
+    g_message ("iSCSI login from %s (%s) refused (0x%04x): %s", c->client,
+               c->initiator ? c->initiator : "?", status, why);
+  login_respond (c, req, false, 0, status, NULL);
+  iscsi_conn_close (c, "login failed");
+}
+
 static void
 login_fail (iscsi_conn *c, const uint8_t *req, uint16_t status,
             const char *why)
 {
-  g_message ("iSCSI login from %s (%s) refused (0x%04x): %s", c->client,
-             c->initiator ? c->initiator : "?", status, why);
-  login_respond (c, req, false, 0, status, NULL);
-  iscsi_conn_close (c, "login failed");
+  login_reject (c, req, status, why, false);
 }
 
 /* ---- key negotiation --------------------------------------------------------- */
@@ -213,6 +223,8 @@ typedef struct {
   GString *out;        /* response text */
   uint16_t fail;       /* first failure status, 0 = none */
   const char *why;
+  bool quiet;          /* the failure is not logged (lockout) */
+  char *why_owned;     /* why, when built for this login (owned) */
   const char *chap_n, *chap_r, *chap_i, *chap_c;
 } login_ctx;
 
@@ -509,6 +521,24 @@ chap_mutual (login_ctx *x)
   iscsi_text_add (x->out, "CHAP_R", hex);
 }
 
+/* A wrong CHAP answer: counted against the source address, which a
+ * run of them locks out (iscsi_authlimit.c). */
+static void
+chap_wrong (login_ctx *x)
+{
+  g_autofree char *source = iscsi_source_address (x->c->client);
+  guint lock_s = iscsi_authlimit_failed (x->c->t, source);
+
+  if (lock_s == 0)
+    return ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED,
+                     "CHAP user or response wrong");
+  x->why_owned = g_strdup_printf (
+      "CHAP user or response wrong; %u failures from %s: its logins are "
+      "refused for %u s (rate limit; refusals until then not logged)",
+      ISCSI_AUTH_MAX_FAILS, source, lock_s);
+  ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED, x->why_owned);
+}
+
 static void
 chap_finish (login_ctx *x)
 {
@@ -519,8 +549,7 @@ chap_finish (login_ctx *x)
   if (x->chap_n == NULL)
     return ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED, "CHAP_R without CHAP_N");
   if (!chap_credentials (x, x->chap_n) || !chap_verify_response (x))
-    return ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED,
-                     "CHAP user or response wrong");
+    return chap_wrong (x);
   if (x->chap_i != NULL || x->chap_c != NULL)
     chap_mutual (x);
   if (x->fail)
@@ -528,6 +557,10 @@ chap_finish (login_ctx *x)
   l->auth = ISCSI_AUTH_DONE;
   g_free (l->chap_user_ok);
   l->chap_user_ok = g_strdup (x->chap_n);
+  {
+    g_autofree char *source = iscsi_source_address (x->c->client);
+    iscsi_authlimit_succeeded (x->c->t, source);
+  }
   g_debug ("CHAP: %s authenticated as '%s'", x->c->client, x->chap_n);
 }
 
@@ -551,7 +584,21 @@ resolve_target (login_ctx *x)
                             ? ISCSI_LOGIN_NOT_FOUND
                             : ISCSI_LOGIN_UNAVAILABLE,
                      "target not found");
-  c->login.chap_required = chap->user != NULL;
+  if (chap->chap_required && chap->user == NULL)
+    return ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED,
+                     "farm policy iscsi-chap is required and this device "
+                     "has no CHAP credentials (diskfarm device set --chap)");
+  if (chap->initiator != NULL
+      && g_ascii_strcasecmp (c->initiator, chap->initiator) != 0)
+    {
+      g_autofree char *shown = df_display_text (c->initiator, 224);
+      x->why_owned = g_strdup_printf (
+          "InitiatorName %s is not the one this device's target accepts "
+          "(%s; diskfarm device set --iscsi-initiator)", shown,
+          chap->initiator);
+      return ctx_fail (x, ISCSI_LOGIN_FORBIDDEN, x->why_owned);
+    }
+  c->login.chap_required = chap->chap_required;
   login_chap_take (&c->login, chap);
 }
 
@@ -776,6 +823,15 @@ first_request_checks (login_ctx *x)
 {
   iscsi_conn *c = x->c;
 
+  g_autofree char *source = iscsi_source_address (c->client);
+  guint locked = iscsi_authlimit_locked (c->t, source);
+
+  if (locked > 0)
+    {
+      x->quiet = true;
+      return ctx_fail (x, ISCSI_LOGIN_AUTH_FAILED,
+                       "locked out after failed CHAP logins");
+    }
   if (c->initiator == NULL)
     return ctx_fail (x, ISCSI_LOGIN_MISSING_PARAM, "InitiatorName missing");
   if (c->tsih != 0)
@@ -812,7 +868,11 @@ login_negotiate (iscsi_conn *c, const iscsi_pdu *pdu, GPtrArray *kvs,
   else if (!x.fail && (x.chap_n || x.chap_i || x.chap_c))
     ctx_fail (&x, ISCSI_LOGIN_AUTH_FAILED, "CHAP keys without CHAP_R");
   if (x.fail)
-    return login_fail (c, bhs, x.fail, x.why);
+    {
+      login_reject (c, bhs, x.fail, x.why, x.quiet);
+      g_free (x.why_owned);
+      return;
+    }
   if (c->login.stage == 1 || (transit && nsg >= 1))
     add_declarations (c, out);
   if (transit && c->login.stage == 0 && !auth_complete (&c->login))

@@ -19,6 +19,7 @@ df_iscsi_target_new (DfExports *ex, DfSessions *ss)
   g_mutex_init (&t->lus_lock);
   t->lus = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                   (GDestroyNotify) iscsi_lu_shared_free);
+  iscsi_authlimit_init (t);
   return t;
 }
 
@@ -35,5 +36,6 @@ df_iscsi_target_free (DfIscsiTarget *t)
   g_mutex_clear (&t->chal_lock);
   g_hash_table_destroy (t->lus);
   g_mutex_clear (&t->lus_lock);
+  iscsi_authlimit_clear (t);
   g_free (t);
 }

@@ -31,6 +31,7 @@
 #include "conf.h"
 #include "config.h"
 #include "exports.h"
+#include "farm.h"
 #include "privilege.h"
 #include "server.h"
 #include "sessions.h"
@@ -94,9 +95,10 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
       "iSCSI listen address HOST[:PORT] (repeatable; default port 3260; "
       "no iSCSI unless given)", "ADDR" },
     { "admin-listen", 0, 0, G_OPTION_ARG_STRING, &o->admin_listen,
-      "Admin HTTP address (default " DF_ADMIN_DEFAULT_LISTEN "; none "
-      "disables)",
-      "ADDR" },
+      "Admin HTTP: HOST:PORT adds a TCP listener (bearer token needed but "
+      "for /metrics and /v1/health), unix:PATH moves the UNIX socket "
+      "(default " DF_RUNTIME_DIR "/" DF_ADMIN_SOCKET ", or the farm's "
+      "run/" DF_ADMIN_SOCKET "), none disables", "ADDR" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads,
       "Worker threads (default: number of CPUs)", "N" },
     { "tcp-keepalive", 0, 0, G_OPTION_ARG_INT, &o->tcp_keepalive,
@@ -371,20 +373,79 @@ listen_iscsi (DfStreamServer *srv, char **addrs, GError **err)
   return true;
 }
 
-static DfAdmin *
-start_admin (const char *addr, DfSessions *ss, DfExports *ex, GError **err)
+/* Where the admin API listens: the farm's UNIX socket
+ * (df_admin_socket_path) unless --admin-listen names another one; a TCP
+ * --admin-listen comes on top of it (the console on this host keeps the
+ * socket; the TCP clients need the token).  Fills addrs[0..], returns
+ * how many, or -1 + err. */
+static int
+admin_addrs (const Options *o, DfListenAddr addrs[2], GError **err)
 {
-  DfListenAddr la = { 0 };
-  DfAdmin *a = NULL;
+  int n = 0;
 
-  if (df_parse_listen (addr, DF_ADMIN_PORT, &la, err))
-    a = df_admin_start (&la, ss, ex, NULL, err);
-  if (a != NULL && la.unix_path != NULL)
-    g_message ("admin listening on unix:%s", la.unix_path);
-  else if (a != NULL)
-    g_message ("admin listening on http://%s:%u",
-               la.host ? la.host : "0.0.0.0", df_admin_port (a));
-  df_listen_addr_clear (&la);
+  if (o->admin_listen != NULL
+      && !df_parse_listen (o->admin_listen, DF_ADMIN_PORT, &addrs[n++], err))
+    return -1;
+  if (n == 0 || addrs[0].unix_path == NULL)
+    {
+      g_autofree char *path = df_admin_socket_path (o->farm);
+
+      /* a second streamsvc of the farm on this host (tests run several)
+       * with a TCP listener leaves the socket to the first */
+      if (n == 1 && df_admin_socket_in_use (path))
+        g_message ("admin: unix:%s is another streamsvc's; TCP only", path);
+      else
+        addrs[n++] = (DfListenAddr){ .unix_path = g_steal_pointer (&path) };
+    }
+  return n;
+}
+
+static void
+log_admin (DfAdmin *a, const DfListenAddr *addrs, int n)
+{
+  for (int i = 0; i < n; i++) /* TCP first: tests wait for the last line */
+    if (addrs[i].unix_path == NULL)
+      g_message ("admin listening on http://%s:%u (bearer token needed "
+                 "but for /metrics, /v1/health)",
+                 addrs[i].host ? addrs[i].host : "0.0.0.0",
+                 df_admin_port (a));
+  for (int i = 0; i < n; i++)
+    if (addrs[i].unix_path != NULL)
+      g_message ("admin listening on unix:%s", addrs[i].unix_path);
+}
+
+/* The farm's admin token, made on first need (an older farm has none). */
+static char *
+admin_token (const Options *o, GError **err)
+{
+  g_autoptr (DfFarm) farm = df_farm_open (o->farm, false, "streamsvc", err);
+
+  return farm ? df_farm_admin_token (farm, true, err) : NULL;
+}
+
+static DfAdmin *
+start_admin (const Options *o, DfSessions *ss, DfExports *ex, GError **err)
+{
+  DfListenAddr addrs[2] = { { 0 } };
+  g_autoptr (DfSecret) token = NULL;
+  struct stat st;
+  DfAdmin *a = NULL;
+  int n = admin_addrs (o, addrs, err);
+
+  if (n > 0 && (token = admin_token (o, err)) != NULL)
+    {
+      DfAdminAccess access = { token, (uid_t)-1, (gid_t)-1 };
+
+      if (stat (o->farm, &st) == 0 && geteuid () == 0)
+        access.socket_owner = st.st_uid; /* the farm's owner, */
+      if (stat (o->farm, &st) == 0)
+        access.socket_group = st.st_gid; /* and group */
+      a = df_admin_start (addrs, (gsize)n, &access, ss, ex, NULL, err);
+    }
+  if (a != NULL)
+    log_admin (a, addrs, n);
+  for (int i = 0; i < n; i++)
+    df_listen_addr_clear (&addrs[i]);
   return a;
 }
 
@@ -469,7 +530,7 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
       || !listen_iscsi (srv, o->iscsi_listen, err))
     goto out;
   if (g_strcmp0 (o->admin_listen, "none") != 0
-      && (admin = start_admin (o->admin_listen, ss, ex, err)) == NULL)
+      && (admin = start_admin (o, ss, ex, err)) == NULL)
     goto out;
   if (o->pidfile != NULL && (pfh = open_pidfile (o->pidfile, err)) == NULL)
     goto out;

@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <gio/gio.h>
+#include <gio/gunixsocketaddress.h>
 #include <libsoup/soup.h>
 #include <string.h>
 
@@ -70,6 +71,58 @@ addr_text (const char *host, guint16 port)
 {
   return strchr (host, ':') ? g_strdup_printf ("[%s]:%u", host, port)
                             : g_strdup_printf ("%s:%u", host, port);
+}
+
+void
+df_admin_endpoint_free (DfAdminEndpoint *ep)
+{
+  if (ep == NULL)
+    return;
+  g_free (ep->host);
+  g_free (ep->unix_path);
+  df_secret_free (ep->token);
+  g_free (ep);
+}
+
+DfAdminEndpoint *
+df_admin_endpoint_new (const char *host, guint16 port, const char *unix_path,
+                       const char *token)
+{
+  g_return_val_if_fail ((host == NULL) != (unix_path == NULL), NULL);
+  DfAdminEndpoint *ep = g_new0 (DfAdminEndpoint, 1);
+  ep->host = g_strdup (host);
+  ep->port = port;
+  ep->unix_path = g_strdup (unix_path);
+  ep->token = g_strdup (token);
+  return ep;
+}
+
+DfAdminEndpoint *
+df_admin_endpoint_parse (const char *addr, GError **err)
+{
+  if (addr && g_str_has_prefix (addr, "unix:"))
+    {
+      if (addr[5] != '/')
+        {
+          g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                       "invalid admin address '%s': unix:PATH needs an "
+                       "absolute path", addr);
+          return NULL;
+        }
+      return df_admin_endpoint_new (NULL, 0, addr + 5, NULL);
+    }
+  g_autofree char *host = NULL;
+  guint16 port;
+  if (!df_admin_addr_parse (addr, &host, &port, err))
+    return NULL;
+  return df_admin_endpoint_new (host, port, NULL, NULL);
+}
+
+char *
+df_admin_endpoint_text (const DfAdminEndpoint *ep)
+{
+  return ep->unix_path ? g_strdup_printf ("unix:%s", ep->unix_path)
+                       : addr_text (ep->host, ep->port);
 }
 
 /* The whole body of in, at most DF_ADMIN_MAX_BODY bytes (new bytes, NUL
@@ -153,18 +206,38 @@ deadline_stop (Deadline *d)
   return expired;
 }
 
+/* The session for ep: no proxy, the request timeout, and for a UNIX
+ * socket the socket as the place to connect to (new). */
+static SoupSession *
+session_for (const DfAdminEndpoint *ep)
+{
+  if (ep->unix_path == NULL)
+    return soup_session_new_with_options (
+      "timeout", DF_ADMIN_TIMEOUT_S, "proxy-resolver", NULL, NULL);
+  g_autoptr (GSocketAddress) sa = g_unix_socket_address_new (ep->unix_path);
+  return soup_session_new_with_options (
+    "timeout", DF_ADMIN_TIMEOUT_S, "proxy-resolver", NULL,
+    "remote-connectable", sa, NULL);
+}
+
 /* One GET within the deadline's cancellable; the body of a 200 answer, or
  * NULL + err (unprefixed). */
 static GByteArray *
-http_get_within (const char *host, guint16 port, const char *path,
+http_get_within (const DfAdminEndpoint *ep, const char *path,
                  GCancellable *cancel, GError **err)
 {
-  g_autoptr (GUri) uri = g_uri_build (G_URI_FLAGS_NONE, "http", NULL, host,
-                                      port, path, NULL, NULL);
-  g_autoptr (SoupSession) s = soup_session_new_with_options (
-    "timeout", DF_ADMIN_TIMEOUT_S, "proxy-resolver", NULL, NULL);
+  g_autoptr (GUri) uri = g_uri_build (
+    G_URI_FLAGS_NONE, "http", NULL, ep->unix_path ? "localhost" : ep->host,
+    ep->unix_path ? -1 : ep->port, path, NULL, NULL);
+  g_autoptr (SoupSession) s = session_for (ep);
   g_autoptr (SoupMessage) msg = soup_message_new_from_uri ("GET", uri);
   g_autoptr (GError) cause = NULL;
+  if (ep->token && ep->unix_path == NULL)
+    {
+      g_autoptr (DfSecret) auth = g_strconcat ("Bearer ", ep->token, NULL);
+      soup_message_headers_replace (soup_message_get_request_headers (msg),
+                                    "Authorization", auth);
+    }
   g_autoptr (GInputStream) in = soup_session_send (s, msg, cancel, &cause);
   if (in == NULL)
     {
@@ -172,6 +245,15 @@ http_get_within (const char *host, guint16 port, const char *path,
       return NULL;
     }
   guint status = soup_message_get_status (msg);
+  if (status == SOUP_STATUS_UNAUTHORIZED)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "GET %s: HTTP 401 "
+                   "Unauthorized (%s)", path, ep->token
+                   ? "the farm's admin token was refused"
+                   : "no admin token: the farm has none, or farm.db is "
+                     "not readable by this user");
+      return NULL;
+    }
   if (status != SOUP_STATUS_OK)
     {
       const char *phrase = soup_message_get_reason_phrase (msg);
@@ -189,12 +271,12 @@ http_get_within (const char *host, guint16 port, const char *path,
 }
 
 static GByteArray *
-http_get (const char *host, guint16 port, const char *path, GError **err)
+http_get (const DfAdminEndpoint *ep, const char *path, GError **err)
 {
   Deadline d;
   g_autoptr (GError) local = NULL;
   deadline_start (&d);
-  GByteArray *body = http_get_within (host, port, path, d.cancel, &local);
+  GByteArray *body = http_get_within (ep, path, d.cancel, &local);
   if (deadline_stop (&d) && body == NULL)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_IO,
@@ -208,10 +290,10 @@ http_get (const char *host, guint16 port, const char *path, GError **err)
 }
 
 JsonNode *
-df_admin_get (const char *host, guint16 port, const char *path, GError **err)
+df_admin_get_at (const DfAdminEndpoint *ep, const char *path, GError **err)
 {
-  g_autofree char *where = addr_text (host, port);
-  g_autoptr (GByteArray) body = http_get (host, port, path, err);
+  g_autofree char *where = df_admin_endpoint_text (ep);
+  g_autoptr (GByteArray) body = http_get (ep, path, err);
   if (body == NULL)
     {
       g_prefix_error (err, "admin API at %s: ", where);
@@ -229,6 +311,14 @@ df_admin_get (const char *host, guint16 port, const char *path, GError **err)
   return root;
 }
 
+JsonNode *
+df_admin_get (const char *host, guint16 port, const char *path, GError **err)
+{
+  g_autoptr (DfAdminEndpoint) ep = df_admin_endpoint_new (host, port, NULL,
+                                                          NULL);
+  return df_admin_get_at (ep, path, err);
+}
+
 void
 df_admin_health_free (DfAdminHealth *h)
 {
@@ -237,6 +327,7 @@ df_admin_health_free (DfAdminHealth *h)
   g_free (h->status);
   g_free (h->version);
   g_free (h->farm);
+  g_free (h->instance);
   g_free (h);
 }
 
@@ -268,14 +359,14 @@ df_json_member_bool (JsonObject *o, const char *name, bool absent)
 }
 
 DfAdminHealth *
-df_admin_health (const char *host, guint16 port, GError **err)
+df_admin_health_at (const DfAdminEndpoint *ep, GError **err)
 {
-  g_autoptr (JsonNode) root = df_admin_get (host, port, "/v1/health", err);
+  g_autoptr (JsonNode) root = df_admin_get_at (ep, "/v1/health", err);
   if (root == NULL)
     return NULL;
   if (!JSON_NODE_HOLDS_OBJECT (root))
     {
-      g_autofree char *where = addr_text (host, port);
+      g_autofree char *where = df_admin_endpoint_text (ep);
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                    "admin API at %s: /v1/health is not a JSON object", where);
       return NULL;
@@ -285,8 +376,17 @@ df_admin_health (const char *host, guint16 port, GError **err)
   h->status = df_json_member_str (o, "status");
   h->version = df_json_member_str (o, "version");
   h->farm = df_json_member_str (o, "farm");
+  h->instance = df_json_member_str (o, "instance");
   h->sessions = df_json_member_int (o, "sessions", -1);
   return h;
+}
+
+DfAdminHealth *
+df_admin_health (const char *host, guint16 port, GError **err)
+{
+  g_autoptr (DfAdminEndpoint) ep = df_admin_endpoint_new (host, port, NULL,
+                                                          NULL);
+  return df_admin_health_at (ep, err);
 }
 
 typedef struct {
@@ -333,15 +433,23 @@ df_admin_health_finish (GAsyncResult *res, GError **err)
 }
 
 JsonNode *
-df_admin_sessions (const char *host, guint16 port, GError **err)
+df_admin_sessions_at (const DfAdminEndpoint *ep, GError **err)
 {
-  JsonNode *root = df_admin_get (host, port, "/v1/sessions", err);
+  JsonNode *root = df_admin_get_at (ep, "/v1/sessions", err);
   if (root != NULL && !JSON_NODE_HOLDS_ARRAY (root))
     {
-      g_autofree char *where = addr_text (host, port);
+      g_autofree char *where = df_admin_endpoint_text (ep);
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                    "admin API at %s: /v1/sessions is not a JSON array", where);
       g_clear_pointer (&root, json_node_unref);
     }
   return root;
+}
+
+JsonNode *
+df_admin_sessions (const char *host, guint16 port, GError **err)
+{
+  g_autoptr (DfAdminEndpoint) ep = df_admin_endpoint_new (host, port, NULL,
+                                                          NULL);
+  return df_admin_sessions_at (ep, err);
 }

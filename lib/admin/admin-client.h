@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "conf.h"   /* DF_ADMIN_DEFAULT_LISTEN: the address asked by default */
+#include "conf.h"   /* DF_ADMIN_PORT */
 
 /* streamsvc's admin port, when an address names none. */
 #define DF_ADMIN_TIMEOUT_S 3
@@ -28,6 +28,37 @@
 bool df_admin_addr_parse (const char *addr, char **host, guint16 *port,
                           GError **err);
 
+typedef struct DfAdminHealth DfAdminHealth;
+
+/* Where a streamsvc admin API is and how to ask it: TCP (host, port) or
+ * a UNIX socket (unix_path), and the bearer token sent on TCP (nullable:
+ * then only /metrics and /v1/health answer). */
+typedef struct {
+  char *host;           /* NULL for a UNIX socket */
+  guint16 port;
+  char *unix_path;      /* NULL for TCP */
+  char *token;          /* a secret (df_secret_free), nullable */
+} DfAdminEndpoint;
+void df_admin_endpoint_free (DfAdminEndpoint *ep);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfAdminEndpoint, df_admin_endpoint_free)
+/* New endpoint for TCP host:port or unix_path (exactly one given), with a
+ * copy of token (nullable). */
+DfAdminEndpoint *df_admin_endpoint_new (const char *host, guint16 port,
+                                        const char *unix_path,
+                                        const char *token);
+/* "HOST:PORT" ([v6]:PORT) or "unix:PATH" into a new endpoint without a
+ * token, or NULL + DF_ERROR_INVALID. */
+DfAdminEndpoint *df_admin_endpoint_parse (const char *addr, GError **err);
+/* "host:port", "[v6]:port" or "unix:PATH", for messages (new string). */
+char *df_admin_endpoint_text (const DfAdminEndpoint *ep);
+
+/* GET <path> of ep: the parsed body of a 200 answer (new node), or NULL +
+ * err as df_admin_get; a 401 says the token is missing or wrong. */
+JsonNode *df_admin_get_at (const DfAdminEndpoint *ep, const char *path,
+                           GError **err);
+DfAdminHealth *df_admin_health_at (const DfAdminEndpoint *ep, GError **err);
+JsonNode *df_admin_sessions_at (const DfAdminEndpoint *ep, GError **err);
+
 /* GET http://host:port<path>.  The parsed body of a 200 answer (new node,
  * json_node_unref), or NULL + err: DF_ERROR_IO when the server cannot be
  * reached or times out, DF_ERROR_INVALID for another status, a body over
@@ -35,14 +66,15 @@ bool df_admin_addr_parse (const char *addr, char **host, guint16 *port,
 JsonNode *df_admin_get (const char *host, guint16 port, const char *path,
                         GError **err);
 
-/* GET /v1/health. */
-typedef struct {
+/* GET /v1/health (TCP, no token). */
+struct DfAdminHealth {
   char *status;         /* "ok" when healthy */
   gint64 sessions;      /* -1 when not said */
   char *version;        /* streamsvc version, or NULL */
   char *farm;           /* UUID of the farm it serves, NULL when not said
                          * (a streamsvc older than the farm identity) */
-} DfAdminHealth;
+  char *instance;       /* id of the streamsvc process, NULL when not said */
+};
 void df_admin_health_free (DfAdminHealth *h);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfAdminHealth, df_admin_health_free)
 /* New DfAdminHealth, or NULL + err (df_admin_get's, or DF_ERROR_INVALID

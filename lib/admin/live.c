@@ -42,72 +42,76 @@ df_live_free (DfLive *live)
 /* One admin endpoint to ask. */
 typedef struct {
   char *server;   /* nullable */
-  char *host;
-  guint16 port;
-  char *address;  /* "host:port", also the dedup key */
+  DfAdminEndpoint *ep;
+  char *address;  /* "host:port" or "unix:PATH", also the dedup key */
 } Target;
 
 static void
 target_free (Target *t)
 {
   g_free (t->server);
-  g_free (t->host);
+  df_admin_endpoint_free (t->ep);
   g_free (t->address);
   g_free (t);
 }
 
+/* Takes ep. */
 static Target *
-target_new (const char *server, const char *host, guint16 port)
+target_new (const char *server, DfAdminEndpoint *ep)
 {
   Target *t = g_new0 (Target, 1);
   t->server = g_strdup (server);
-  t->host = g_strdup (host);
-  t->port = port;
-  t->address = strchr (host, ':') ? g_strdup_printf ("[%s]:%u", host, port)
-                                  : g_strdup_printf ("%s:%u", host, port);
+  t->ep = ep;
+  t->address = df_admin_endpoint_text (ep);
   return t;
 }
 
-static bool
-target_seen (GPtrArray *targets, const char *address)
+static void
+target_add (GPtrArray *targets, Target *t /* taken */)
 {
   for (guint i = 0; i < targets->len; i++)
     if (g_ascii_strcasecmp (((Target *) targets->pdata[i])->address,
-                            address) == 0)
-      return true;
-  return false;
+                            t->address) == 0)
+      {
+        target_free (t);
+        return;
+      }
+  g_ptr_array_add (targets, t);
 }
 
-/* The server table, then extra (when not already there). */
+/* The extra address, or by default the farm's admin socket (new). */
+static DfAdminEndpoint *
+extra_endpoint (DfFarm *farm, const char *extra, GError **err)
+{
+  if (extra != NULL)
+    return df_admin_endpoint_parse (extra, err);
+  g_autofree char *path = df_admin_socket_path (df_farm_dir (farm));
+  return df_admin_endpoint_new (NULL, 0, path, NULL);
+}
+
+/* The server table, then extra (when not already there).  TCP targets
+ * carry the farm's admin token when this user can read it. */
 static GPtrArray *
 targets_of (DfFarm *farm, const char *extra, GError **err)
 {
-  g_autofree char *xhost = NULL;
-  guint16 xport = 0;
-  if (extra && !df_admin_addr_parse (extra, &xhost, &xport, err))
+  g_autoptr (DfAdminEndpoint) xep = extra_endpoint (farm, extra, err);
+  if (xep == NULL)
     return NULL;
   g_autoptr (GPtrArray) servers = df_farm_server_list (farm, err);
   if (servers == NULL)
     return NULL;
+  g_autoptr (DfSecret) token = df_farm_admin_token (farm, false, NULL);
   GPtrArray *targets
     = g_ptr_array_new_with_free_func ((GDestroyNotify) target_free);
   for (guint i = 0; i < servers->len; i++)
     {
       const DfServer *s = servers->pdata[i];
-      Target *t = target_new (s->name, s->address, s->admin_port);
-      if (target_seen (targets, t->address))
-        target_free (t);
-      else
-        g_ptr_array_add (targets, t);
+      target_add (targets, target_new (s->name, df_admin_endpoint_new (
+                    s->address, s->admin_port, NULL, token)));
     }
-  if (xhost)
-    {
-      Target *t = target_new (NULL, xhost, xport);
-      if (target_seen (targets, t->address))
-        target_free (t);
-      else
-        g_ptr_array_add (targets, t);
-    }
+  if (xep->unix_path == NULL && token != NULL)
+    xep->token = g_strdup (token);
+  target_add (targets, target_new (NULL, g_steal_pointer (&xep)));
   return targets;
 }
 
@@ -173,6 +177,7 @@ typedef struct {
   const Target *t;          /* borrowed */
   const char *farm_uuid;    /* borrowed */
   GPtrArray *sessions;      /* DfLiveSession, owned */
+  char *instance;           /* the server's process id, or NULL */
   char *unreachable;        /* why, or NULL */
   char *foreign;            /* why, or NULL */
 } Answer;
@@ -184,7 +189,7 @@ ask (gpointer data, gpointer unused)
   Answer *an = data;
   const Target *t = an->t;
   g_autoptr (GError) e = NULL;
-  g_autoptr (DfAdminHealth) h = df_admin_health (t->host, t->port, &e);
+  g_autoptr (DfAdminHealth) h = df_admin_health_at (t->ep, &e);
   if (h == NULL)
     {
       an->unreachable = g_strdup (e->message);
@@ -192,7 +197,8 @@ ask (gpointer data, gpointer unused)
     }
   if ((an->foreign = foreign_reason (h, an->farm_uuid)) != NULL)
     return;
-  g_autoptr (JsonNode) root = df_admin_sessions (t->host, t->port, &e);
+  an->instance = g_strdup (h->instance);
+  g_autoptr (JsonNode) root = df_admin_sessions_at (t->ep, &e);
   if (root == NULL)
     {
       an->unreachable = g_strdup (e->message);
@@ -208,10 +214,19 @@ ask (gpointer data, gpointer unused)
     }
 }
 
-/* Move an answer into live (in the caller's thread, targets' order). */
+/* Move an answer into live (in the caller's thread, targets' order).  A
+ * server already heard through another address (its socket and its row
+ * in the table) is counted once: seen holds the instances merged. */
 static void
-answer_merge (DfLive *live, Answer *an)
+answer_merge (DfLive *live, Answer *an, GHashTable *seen)
 {
+  g_autofree char *instance = g_steal_pointer (&an->instance);
+  if (!an->unreachable && !an->foreign && instance
+      && !g_hash_table_add (seen, g_steal_pointer (&instance)))
+    {
+      g_ptr_array_unref (an->sessions);
+      return;
+    }
   if (an->unreachable)
     skip_add (live->unreachable, an->t, g_steal_pointer (&an->unreachable));
   else if (an->foreign)
@@ -256,8 +271,11 @@ df_live_collect (DfFarm *farm, const char *extra_admin, GError **err)
       g_thread_pool_push (pool, &answers[i], NULL);
     }
   g_thread_pool_free (pool, FALSE, TRUE);   /* waits for every answer */
+  g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash,
+                                                       g_str_equal, g_free,
+                                                       NULL);
   for (guint i = 0; i < targets->len; i++)
-    answer_merge (live, &answers[i]);
+    answer_merge (live, &answers[i], seen);
   return live;
 }
 

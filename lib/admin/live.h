@@ -1,8 +1,10 @@
 /* diskfarm: the live sessions of a farm, as its stream servers report them.
  *
- * Every server of the farm's server table (address + admin_port) is asked,
- * plus one extra admin address (the console's --admin, default
- * DF_ADMIN_DEFAULT_LISTEN), without duplicates.  A server counts only when
+ * Every server of the farm's server table (address + admin_port, over TCP
+ * with the farm's admin token) is asked, plus one extra admin address (the
+ * console's --admin; by default the farm's admin socket on this host,
+ * df_admin_socket_path), without duplicates; a server reached through two
+ * of them (same /v1/health "instance") counts once.  A server counts only when
  * its /v1/health says it serves this farm ("farm" == df_farm_uuid): a
  * server of another farm, or one that does not say (an older streamsvc),
  * is set aside in DfLive.foreign and its sessions are never counted.
@@ -26,7 +28,7 @@
 typedef struct {
   char *server;         /* the farm's name for the server, or NULL for the
                          * extra address when it is not in the table */
-  char *address;        /* "host:port" of the admin API asked */
+  char *address;        /* "host:port" or "unix:PATH" of the API asked */
   gint64 id;
   char *proto;          /* "nbd", "iscsi" */
   char *client;         /* peer address */
@@ -44,7 +46,7 @@ typedef struct {
 /* A server whose sessions are not counted, and why. */
 typedef struct {
   char *server;         /* name in the table, or NULL */
-  char *address;        /* "host:port" */
+  char *address;        /* "host:port" or "unix:PATH" */
   char *reason;         /* one line */
 } DfLiveSkip;
 
@@ -58,7 +60,8 @@ typedef struct {
 void df_live_free (DfLive *live);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfLive, df_live_free)
 
-/* Ask every server of farm, plus extra_admin ("HOST:PORT", NULL: none).
+/* Ask every server of farm, plus extra_admin ("HOST:PORT", "unix:PATH";
+ * NULL: the farm's admin socket).
  * New DfLive, or NULL + err only when the server table cannot be read or
  * extra_admin is malformed (DF_ERROR_INVALID). */
 DfLive *df_live_collect (DfFarm *farm, const char *extra_admin, GError **err);

@@ -1,6 +1,7 @@
 /* diskfarm: small shared pieces (see common.h). */
 #include "config.h"
 #include "common.h"
+#include "defaults.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 G_DEFINE_QUARK (diskfarm-error-quark, df_error)
 
@@ -787,4 +789,47 @@ df_secret_free (char *s)
     return;
   df_secret_wipe (s, strlen (s));
   g_free (s);
+}
+
+bool
+df_secret_equal (const char *a, const char *b)
+{
+  if (a == NULL || b == NULL)
+    return false;
+  size_t n = strlen (a);
+  return n == strlen (b) && CRYPTO_memcmp (a, b, n) == 0;
+}
+
+char *
+df_random_hex (size_t n, GError **err)
+{
+  g_autofree guint8 *raw = g_malloc (n);
+  if (RAND_bytes (raw, (int) n) != 1)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO, "no random bytes");
+      return NULL;
+    }
+  char *hex = g_malloc (2 * n + 1);
+  for (size_t i = 0; i < n; i++)
+    g_snprintf (hex + 2 * i, 3, "%02x", raw[i]);
+  df_secret_wipe (raw, n);
+  return hex;
+}
+
+char *
+df_admin_socket_path (const char *farm_dir)
+{
+  g_autofree char *given = g_canonicalize_filename (farm_dir, "/");
+  g_autofree char *dflt = g_canonicalize_filename (DF_DEFAULT_FARM, "/");
+  if (strcmp (given, dflt) == 0)
+    return g_build_filename (DF_RUNTIME_DIR, DF_ADMIN_SOCKET, NULL);
+  return g_build_filename (farm_dir, "run", DF_ADMIN_SOCKET, NULL);
+}
+
+char *
+df_device_initiator_iqn (const char *device)
+{
+  g_autofree char *iqn = g_strconcat (DF_IQN_PREFIX, device, NULL);
+
+  return g_ascii_strdown (iqn, -1);
 }

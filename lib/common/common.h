@@ -165,3 +165,23 @@ typedef enum {
  * "'X' is not off, on or require". */
 bool df_tls_mode_parse (const char *s, DfTlsMode *mode, GError **err);
 const char *df_tls_mode_name (DfTlsMode mode);
+/* Whether two secret strings are equal, in time that depends on their
+ * lengths only (CRYPTO_memcmp): for tokens a client presents.  NULL
+ * equals nothing. */
+bool df_secret_equal (const char *a, const char *b);
+/* n random bytes (RAND_bytes) as 2n lowercase hex digits: a new secret
+ * string (df_secret_free), or NULL + err (DF_ERROR_IO). */
+char *df_random_hex (size_t n, GError **err);
+
+/* The UNIX socket of streamsvc's admin API for the farm at farm_dir,
+ * where streamsvc listens by default and the console looks:
+ * DF_RUNTIME_DIR "/" DF_ADMIN_SOCKET for the default farm
+ * (DF_DEFAULT_FARM), <farm_dir>/run/DF_ADMIN_SOCKET for any other (a
+ * test's farm, a second farm on the host).  New string. */
+char *df_admin_socket_path (const char *farm_dir);
+
+/* The InitiatorName a device's boot script sets (bootstrap/script.c's
+ * initiator-iqn) and, by default under the farm's iscsi-chap required
+ * policy, the only one its target accepts: DF_IQN_PREFIX "<device>" in
+ * lower case.  New string. */
+char *df_device_initiator_iqn (const char *device);

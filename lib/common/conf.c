@@ -32,8 +32,10 @@ const DfConfKey df_conf_schema[] = {
   KEY ("streamsvc", "iscsi-listen", DF_CONF_LISTEN_LIST, NULL,
        "iSCSI portals HOST[:PORT]; no iSCSI unless one is given "
        "(--iscsi-listen)"),
-  KEY ("streamsvc", "admin-listen", DF_CONF_LISTEN, DF_ADMIN_DEFAULT_LISTEN,
-       "Admin HTTP address, or none (--admin-listen)"),
+  KEY ("streamsvc", "admin-listen", DF_CONF_LISTEN, NULL,
+       "Admin HTTP: HOST:PORT adds TCP (bearer token), unix:PATH moves the "
+       "socket (default " DF_RUNTIME_DIR "/" DF_ADMIN_SOCKET "), or none "
+       "(--admin-listen)"),
   INT ("streamsvc", "threads", "0", 0, 256,
        "Worker threads, 0 = one per CPU (--threads)"),
   INT ("streamsvc", "tcp-keepalive", G_STRINGIFY (DF_TCP_KEEPALIVE_DEFAULT),
@@ -88,9 +90,10 @@ const DfConfKey df_conf_schema[] = {
        "Milliseconds between stream server health checks "
        "(--health-interval)"),
 
-  KEY ("console", "admin", DF_CONF_STRING, DF_ADMIN_DEFAULT_LISTEN,
-       "streamsvc admin address HOST:PORT the console asks for live "
-       "sessions (--admin, $DISKFARM_ADMIN)"),
+  KEY ("console", "admin", DF_CONF_STRING, NULL,
+       "streamsvc admin address HOST:PORT or unix:PATH the console asks "
+       "for live sessions besides the server table (default: the farm's "
+       "admin socket; --admin, $DISKFARM_ADMIN)"),
 
   KEY ("bdm", "server", DF_CONF_STRING_LIST, NULL,
        "Bootstrap + stream servers HOST[:PORT], up to 4, in failover "

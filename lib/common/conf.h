@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 /* Defaults that --help texts quote as well as the schema. */
-#include "defaults.h" /* DF_NBD_DEFAULT_LISTEN, DF_ADMIN_DEFAULT_LISTEN */
+#include "defaults.h" /* DF_NBD_DEFAULT_LISTEN, DF_RUNTIME_DIR */
 /* streamsvc's iSCSI dead-peer pings (seconds; iscsi_conn_set_nop); the TCP
  * keepalive default is DF_TCP_KEEPALIVE_DEFAULT (common.h). */
 #define DF_ISCSI_NOP_INTERVAL_DEFAULT 10

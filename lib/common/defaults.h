@@ -14,4 +14,8 @@
 #define DF_HTTP_PORT 80     /* bootstrapsvc's boot scripts and files */
 
 #define DF_NBD_DEFAULT_LISTEN "0.0.0.0:" G_STRINGIFY (DF_NBD_PORT)
-#define DF_ADMIN_DEFAULT_LISTEN "127.0.0.1:" G_STRINGIFY (DF_ADMIN_PORT)
+/* The daemons' runtime directory (systemd RuntimeDirectory=diskfarm) and
+ * the admin socket's name in it: the admin API listens on a UNIX socket
+ * by default (df_admin_socket_path), on TCP only when told. */
+#define DF_RUNTIME_DIR "/run/diskfarm"
+#define DF_ADMIN_SOCKET "admin.sock"

@@ -11,6 +11,7 @@
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
+#include "defaults.h"
 
 #include <string.h>
 
@@ -23,6 +24,8 @@ df_chap_free (DfChap *c)
   g_free (c->user);
   df_secret_free (c->secret);
   df_secret_free (c->mutual_secret);
+  g_free (c->initiator);
+  g_free (c->initiator_setting);
   g_free (c);
 }
 
@@ -172,8 +175,8 @@ df_farm_chap_set (DfFarm *farm, const char *device, const char *user,
 /* The one reader of CHAP credentials: the device sql selects for key
  * (bound at 1).  A device without a user (or secret) has none at all. */
 #define CHAP_COLUMNS \
-  "SELECT name, chap_user, chap_secret, mutual_secret, generation " \
-  "FROM devices "
+  "SELECT name, chap_user, chap_secret, mutual_secret, generation, " \
+  "iscsi_initiator FROM devices "
 
 static DfChap *
 chap_query (DfFarm *farm, const char *sql, const char *key, GError **err)
@@ -199,11 +202,29 @@ chap_query (DfFarm *farm, const char *sql, const char *key, GError **err)
   c = g_new0 (DfChap, 1);
   c->device = df_db_col_dup (st, 0);
   c->generation = df_db_col_int64 (st, 4);
+  if (!df_db_col_is_null (st, 5))
+    c->initiator_setting = df_db_col_dup (st, 5);
   if (df_db_col_is_null (st, 1) || df_db_col_is_null (st, 2))
     return c;
   c->user = df_db_col_dup (st, 1);
   c->secret = df_db_col_dup (st, 2);
   c->mutual_secret = df_db_col_dup (st, 3);
+  return c;
+}
+
+/* The access rule of c's target under the farm's policy. */
+static DfChap *
+chap_apply_policy (DfFarm *farm, DfChap *c)
+{
+  bool required = df_farm_iscsi_chap_policy (farm) == DF_ISCSI_CHAP_REQUIRED;
+
+  if (c == NULL)
+    return NULL;
+  c->chap_required = required || c->user != NULL;
+  if (c->initiator_setting == NULL)
+    c->initiator = required ? df_device_initiator_iqn (c->device) : NULL;
+  else if (strcmp (c->initiator_setting, DF_INITIATOR_ANY) != 0)
+    c->initiator = g_ascii_strdown (c->initiator_setting, -1);
   return c;
 }
 
@@ -213,15 +234,18 @@ df_farm_chap_get (DfFarm *farm, const char *key, GError **err)
   char mac[18];
 
   if (df_parse_mac (key, mac, NULL))
-    return chap_query (farm, CHAP_COLUMNS "WHERE mac = ?", mac, err);
-  return chap_query (farm, CHAP_COLUMNS "WHERE name = ? COLLATE NOCASE", key,
-                     err);
+    return chap_apply_policy (
+        farm, chap_query (farm, CHAP_COLUMNS "WHERE mac = ?", mac, err));
+  return chap_apply_policy (
+      farm, chap_query (farm, CHAP_COLUMNS "WHERE name = ? COLLATE NOCASE",
+                        key, err));
 }
 
 DfChap *
 df_farm_chap_find_user (DfFarm *farm, const char *user, GError **err)
 {
-  return chap_query (farm, CHAP_COLUMNS "WHERE chap_user = ?", user, err);
+  return chap_apply_policy (
+      farm, chap_query (farm, CHAP_COLUMNS "WHERE chap_user = ?", user, err));
 }
 
 static char *
@@ -265,4 +289,127 @@ df_farm_device_chap (DfFarm *farm, const char *device, char **user,
   *user = g_steal_pointer (&c->user);
   *secret = g_steal_pointer (&c->secret);
   return true;
+}
+
+/* ---- the farm's iSCSI policy and initiator bindings ------------------- */
+
+static const char *const policy_names[] = {
+  [DF_ISCSI_CHAP_OPTIONAL] = "optional",
+  [DF_ISCSI_CHAP_REQUIRED] = "required",
+};
+
+const char *
+df_iscsi_chap_policy_name (DfIscsiChapPolicy p)
+{
+  return policy_names[p];
+}
+
+bool
+df_iscsi_chap_policy_parse (const char *s, DfIscsiChapPolicy *out,
+                            GError **err)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (policy_names); i++)
+    if (g_strcmp0 (s, policy_names[i]) == 0)
+      {
+        *out = (DfIscsiChapPolicy) i;
+        return true;
+      }
+  g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+               "iscsi-chap must be required or optional, not '%s'",
+               s ? s : "");
+  return false;
+}
+
+DfIscsiChapPolicy
+df_farm_iscsi_chap_policy (DfFarm *farm)
+{
+  g_autofree char *v = df_farm_setting_get (farm, DF_ISCSI_CHAP_SETTING,
+                                            NULL);
+  DfIscsiChapPolicy p = DF_ISCSI_CHAP_OPTIONAL;
+
+  if (v != NULL && !df_iscsi_chap_policy_parse (v, &p, NULL))
+    p = DF_ISCSI_CHAP_REQUIRED; /* a value we do not know: the safe side */
+  return p;
+}
+
+bool
+df_farm_iscsi_chap_policy_set (DfFarm *farm, DfIscsiChapPolicy p,
+                               GError **err)
+{
+  return df_farm_setting_set (farm, DF_ISCSI_CHAP_SETTING,
+                              p == DF_ISCSI_CHAP_OPTIONAL
+                                  ? NULL
+                                  : df_iscsi_chap_policy_name (p),
+                              err);
+}
+
+bool
+df_validate_iscsi_name (const char *what, const char *name, GError **err)
+{
+  size_t n = name ? strlen (name) : 0;
+
+  if (n < 5 || n > 223
+      || !(g_ascii_strncasecmp (name, "iqn.", 4) == 0
+           || g_ascii_strncasecmp (name, "eui.", 4) == 0
+           || g_ascii_strncasecmp (name, "naa.", 4) == 0))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "%s '%s': an iSCSI name starts with iqn., eui. or naa. "
+                   "and has at most 223 bytes", what, name ? name : "");
+      return false;
+    }
+  for (size_t i = 0; i < n; i++)
+    if (!g_ascii_isalnum (name[i]) && !strchr (".:-", name[i]))
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "%s: byte 0x%02x at %zu is not one of [a-z0-9.:-]",
+                     what, (unsigned) (uint8_t) name[i], i);
+        return false;
+      }
+  return true;
+}
+
+static bool
+initiator_update (DfFarm *farm, const char *device, const char *initiator,
+                  GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "UPDATE devices SET iscsi_initiator = ? WHERE name = ? COLLATE NOCASE",
+    err);
+
+  if (st == NULL)
+    return false;
+  df_db_bind_text (st, 1, initiator);
+  df_db_bind_text (st, 2, device);
+  if (!df_db_run (st, err))
+    return false;
+  if (df_db_changes (df_farm_db (farm)) == 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no device '%s'",
+                   device);
+      return false;
+    }
+  return true;
+}
+
+bool
+df_farm_device_initiator_set (DfFarm *farm, const char *device,
+                              const char *initiator, GError **err)
+{
+  g_autoptr (GString) detail = g_string_new ("{\"iscsi_initiator\":");
+
+  if (!df_validate_name ("device", device, err)
+      || (initiator && strcmp (initiator, DF_INITIATOR_ANY) != 0
+          && !df_validate_iscsi_name ("iSCSI initiator", initiator, err)))
+    return false;
+  df_farm_json_str (detail, initiator);
+  g_string_append_c (detail, '}');
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (
+      farm,
+      initiator_update (farm, device, initiator, err)
+          && df_farm_audit_row (farm, "device.iscsi-initiator", device,
+                                detail->str, err),
+      err);
 }

@@ -122,6 +122,13 @@ df_farm_open (const char *dir, bool create, const char *who, GError **err)
     }
   if (!open_db (farm, create, err))
     return NULL;
+  if (create)
+    {
+      /* diskfarm init: the farm has its admin token from the start */
+      g_autoptr (DfSecret) token = df_farm_admin_token (farm, true, err);
+      if (token == NULL)
+        return NULL;
+    }
   return g_steal_pointer (&farm);
 }
 

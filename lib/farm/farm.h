@@ -167,6 +167,17 @@ bool df_farm_setting_init_secret (DfFarm *farm, const char *key,
                                   const char *value, char **stored,
                                   GError **err);
 
+/* The bearer token streamsvc's admin API asks of TCP clients (every
+ * endpoint but /metrics and /v1/health): the secret setting
+ * DF_ADMIN_TOKEN_SETTING, 64 hex digits, in farm.db (0640, the diskfarm
+ * group's), so every server of the farm and its console share it.  With
+ * create, one is made when the farm has none (diskfarm init, streamsvc at
+ * start: older farms get theirs on first need).  New secret string
+ * (df_secret_free); NULL with *err unset when absent and !create. */
+#define DF_ADMIN_TOKEN_SETTING "admin_token"
+#define DF_ADMIN_TOKEN_BYTES 32
+char *df_farm_admin_token (DfFarm *farm, bool create, GError **err);
+
 /* Auto-merge depth (versions.c): after a seal that makes a version's chain
  * longer than N files, its updates are merged into one layer.  N is 0
  * (off) or 2-DF_AUTO_MERGE_DEPTH_MAX.  A vDisk's own value, when it has
@@ -401,6 +412,12 @@ typedef struct {
   char *secret;          /* NULL when user is */
   char *mutual_secret;   /* NULL: one-way CHAP */
   gint64 generation;     /* device boot generation */
+  /* The access rule of the device's target, as df_farm_chap_get applies
+   * the farm's iscsi-chap policy (vdisk targets: all zero). */
+  bool chap_required;    /* no login without CHAP */
+  char *initiator;       /* the one InitiatorName accepted, NULL: any */
+  char *initiator_setting; /* the device's own: NULL (default), "any" or
+                            * an iSCSI name */
 } DfChap;
 void df_chap_free (DfChap *c);  /* wipes the secrets (df_secret_free) */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfChap, df_chap_free)
@@ -420,3 +437,34 @@ DfChap *df_farm_chap_find_user (DfFarm *farm, const char *user,
                                 GError **err);
 /* Names of devices without CHAP (new array of strings). */
 GPtrArray *df_farm_chap_open_devices (DfFarm *farm, GError **err);
+
+/* The farm's iSCSI policy (setting DF_ISCSI_CHAP_SETTING, `diskfarm farm
+ * set iscsi-chap`).  required: a device target refuses every login
+ * without CHAP (a device without credentials cannot log in), accepts by
+ * default only its boot script's InitiatorName, and discovery without
+ * CHAP lists no device target.  optional (the default): a device without
+ * credentials is open, as before.  vdisk (inspection, read-only) targets
+ * follow no CHAP rule. */
+#define DF_ISCSI_CHAP_SETTING "iscsi_chap"
+typedef enum {
+  DF_ISCSI_CHAP_OPTIONAL,
+  DF_ISCSI_CHAP_REQUIRED,
+} DfIscsiChapPolicy;
+bool df_iscsi_chap_policy_parse (const char *s, DfIscsiChapPolicy *out,
+                                 GError **err);
+const char *df_iscsi_chap_policy_name (DfIscsiChapPolicy p);
+DfIscsiChapPolicy df_farm_iscsi_chap_policy (DfFarm *farm);
+bool df_farm_iscsi_chap_policy_set (DfFarm *farm, DfIscsiChapPolicy p,
+                                    GError **err);
+
+/* An iSCSI name (RFC 3720 3.2.6: iqn., eui. or naa., at most 223 bytes
+ * of [a-z0-9.:-], compared case-insensitively), "what" naming it. */
+bool df_validate_iscsi_name (const char *what, const char *name,
+                             GError **err);
+/* The InitiatorName a device's target accepts: initiator NULL restores
+ * the default (its boot script's name when the policy is required, any
+ * otherwise), DF_INITIATOR_ANY accepts any, else that iSCSI name only.
+ * Audited.  DF_ERROR_NOT_FOUND, DF_ERROR_INVALID. */
+#define DF_INITIATOR_ANY "any"
+bool df_farm_device_initiator_set (DfFarm *farm, const char *device,
+                                   const char *initiator, GError **err);

@@ -155,6 +155,12 @@ static const char migration_6[] =
   "ALTER TABLE devices ADD COLUMN nbd_psk TEXT\n"
   "  CHECK (nbd_psk IS NULL OR length (nbd_psk) = 64);\n";
 
+/* 7: the one iSCSI initiator a device's target accepts (chap.c): NULL
+ * the default rule (its boot script's name when the farm's iscsi-chap
+ * policy is required, any otherwise), 'any', or an iSCSI name. */
+static const char migration_7[] =
+  "ALTER TABLE devices ADD COLUMN iscsi_initiator TEXT;\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1 },
   { 2, "stream servers", migration_2 },
@@ -162,6 +168,7 @@ const DfMigration df_farm_migrations[] = {
   { 4, "farm identity, one maintenance device per vdisk", migration_4 },
   { 5, "vdisk store directory", migration_5 },
   { 6, "NBD TLS pre-shared keys", migration_6 },
+  { 7, "iSCSI initiator binding", migration_7 },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

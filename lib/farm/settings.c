@@ -109,6 +109,22 @@ df_farm_setting_init_secret (DfFarm *farm, const char *key,
   return *stored != NULL;
 }
 
+/* ---- admin token ------------------------------------------------------ */
+
+char *
+df_farm_admin_token (DfFarm *farm, bool create, GError **err)
+{
+  if (!create)
+    return df_farm_setting_get (farm, DF_ADMIN_TOKEN_SETTING, err);
+  g_autoptr (DfSecret) fresh = df_random_hex (DF_ADMIN_TOKEN_BYTES, err);
+  char *stored = NULL;
+  if (fresh == NULL
+      || !df_farm_setting_init_secret (farm, DF_ADMIN_TOKEN_SETTING, fresh,
+                                       &stored, err))
+    return NULL;
+  return stored;
+}
+
 /* ---- auto-merge depth ------------------------------------------------- */
 
 #define SETTING_MERGE_DEPTH "auto_merge_depth"

@@ -15,10 +15,10 @@ import json, sys; d = json.load(sys.stdin); assert d["status"] == "ok", d
 assert d["farm"] == sys.argv[1], (d, sys.argv[1])' "$uuid" || fail "/v1/health farm"
 # hold a session open while we look at it
 nbdsh -u "$(uri device/pc01)" -c '
-import json, subprocess, urllib.request
+import json, os, subprocess, urllib.request
 h.pwrite(b"x" * 8192, 0)
 h.pread(4096, 0)
-s = json.load(urllib.request.urlopen("http://'"$ADMIN"'/v1/sessions"))
+s = json.load(urllib.request.urlopen(urllib.request.Request("http://'"$ADMIN"'/v1/sessions", headers={"Authorization": "Bearer " + os.environ["ADMIN_TOKEN"]})))
 mine = [x for x in s if x.get("device") == "pc01"]
 assert mine, s
 assert mine[0]["export"] == "device/pc01", mine
@@ -29,6 +29,6 @@ curl -sf "http://$ADMIN/metrics" >"$T/m"
 grep -q '^# TYPE diskfarm_ops_total counter' "$T/m" || fail "ops metric"
 grep -q 'diskfarm_request_duration_seconds_bucket{export="device/pc01",le="+Inf"}' "$T/m" || fail "histogram"
 grep -q '^diskfarm_cache_bytes{device="pc01"' "$T/m" || fail "cache bytes"
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://$ADMIN/nope")
+code=$(admin_curl -s -o /dev/null -w '%{http_code}' "http://$ADMIN/nope")
 [ "$code" = 404 ] || fail "unknown path gave $code"
 pass "admin HTTP"

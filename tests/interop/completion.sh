@@ -22,6 +22,10 @@ for s in import list show export remove verify inspect set; do has "$out" "$s" "
 out=$(comp diskfarm "$DISKFARM" --farm /tmp device add pc01 --)
 for o in --mac --vdisk --cache --type --collection --quota --nbd-psk --farm --json; do has "$out" "$o" "device add options"; done
 grep -qx -- --no-such <<<"$out" && fail "invented option"
+out=$(comp diskfarm "$DISKFARM" farm "")
+for s in set show admin-token; do has "$out" "$s" "farm subcommands"; done
+out=$(comp diskfarm "$DISKFARM" device set pc01 --i)
+has "$out" --iscsi-initiator "device set options"
 out=$(comp bdm "$BDM" "")
 for c in iso partition inject script; do has "$out" "$c" "bdm commands"; done
 out=$(comp bdm "$BDM" iso x.iso --s)

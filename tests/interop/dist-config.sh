@@ -45,7 +45,7 @@ pass "dist/diskfarm.conf documents every key of the schema, and loads"
 sed -e "s|^dir=.*|dir=$FARM|" \
     -e "s|^nbd-listen=.*|nbd-listen=127.0.0.1:0;unix:$T/nbd.sock|" \
     -e "s|^iscsi-listen=.*|iscsi-listen=127.0.0.1:0|" \
-    -e "s|^admin-listen=.*|admin-listen=127.0.0.1:0|" "$conf_src" >"$T/df.conf"
+    -e "s|^#admin-listen=.*|admin-listen=127.0.0.1:0|" "$conf_src" >"$T/df.conf"  # commented out in the example: the socket only
 for k in dir nbd-listen iscsi-listen admin-listen threads; do
   grep -q "^$k=" "$T/df.conf" || fail "example config lost key $k"
 done

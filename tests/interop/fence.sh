@@ -42,7 +42,7 @@ def farm(*args):
                    stdout=subprocess.DEVNULL)
 
 def sessions(dev):
-    s = json.load(urllib.request.urlopen("http://%s/v1/sessions" % ADMIN))
+    s = json.load(urllib.request.urlopen(urllib.request.Request("http://%s/v1/sessions" % ADMIN, headers={"Authorization": "Bearer " + os.environ["ADMIN_TOKEN"]})))
     return [x for x in s if x["device"] == dev]
 
 def refused(what, fn):
@@ -125,7 +125,7 @@ def supersede(dev):
 def maint_fenced(dev, vdisk):
     h = connect(dev)
     h.pread(512, 0)
-    farm("version", "new", vdisk)
+    farm("version", "new", "--force", vdisk)  # live: the console now sees it
     wait_closed(h, "maintenance session bound to the old version")
     refused("READ", lambda: h.pread(512, 0))
 
@@ -169,10 +169,10 @@ pass "version new fences a live maintenance session; its successor seals into g@
 # /v1/sessions: the binding of a device session and of a vdisk session
 live binding d1 "$(gen d1)" g 0 server false || fail "/v1/sessions d1"
 python3 - "$SOCK" "$ADMIN" <<'PY' || fail "/v1/sessions vdisk export"
-import json, sys, urllib.request, nbd
+import json, os, sys, urllib.request, nbd
 h = nbd.NBD()
 h.connect_uri("nbd+unix:///vdisk/g@1?socket=" + sys.argv[1])
-s = [x for x in json.load(urllib.request.urlopen("http://%s/v1/sessions" % sys.argv[2]))
+s = [x for x in json.load(urllib.request.urlopen(urllib.request.Request("http://%s/v1/sessions" % sys.argv[2], headers={"Authorization": "Bearer " + os.environ["ADMIN_TOKEN"]})))
      if x["export"] == "vdisk/g@1"]
 assert len(s) == 1, s
 want = {"device": None, "generation": None, "vdisk": "g", "version": 1,
@@ -193,11 +193,13 @@ grep -q "nbd unix: session closed: export device/d1 .*(fenced: device d1 started
 pass "device reset: live sessions fenced and closed, next session clean"
 
 # (c) device set --cache and device remove
-live fenced-idle d2 device set d2 --cache ram:64 || fail "set --cache did not fence d2"
+# (--force: the console finds this streamsvc by its admin socket and sees
+# the session; the server fences it)
+live fenced-idle d2 device set d2 --cache ram:64 --force || fail "set --cache did not fence d2"
 live clean d2 || fail "d2 after set --cache"
 live binding d2 "$(gen d2)" g 0 ram:64 false || fail "/v1/sessions d2"
 pass "device set --cache: live sessions fenced, next session in ram:64"
-live fenced-idle d3 device remove d3 || fail "device remove did not fence d3"
+live fenced-idle d3 device remove d3 --force || fail "device remove did not fence d3"
 out=$(nbdinfo --size "$(uri device/d3)" 2>&1) && fail "removed device d3 opened"
 grep -q "nbd unix: refused export 'device/d3'" "$T/streamsvc.log" ||
   fail "refused open not logged"

@@ -90,7 +90,7 @@ pass "overlay: write + read back through qemu-io; export unchanged; no cache dir
 qemu-io -f qcow2 -c "read 0 64k" -c "sleep 3000" "$T/hv.qcow2" >/dev/null 2>&1 &
 holder=$!
 for _ in $(seq 50); do
-  curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
+  admin_curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
   grep -q '"device/hv"' "$T/s.json" && break
   sleep 0.1
 done

@@ -61,7 +61,8 @@ PY
 json() { df --json "$@" >"$T/j.json" || fail "diskfarm --json $* failed"; }
 
 # Start streamsvc on a unix socket ($SOCK) and a loopback admin port.
-# Extra arguments go to streamsvc.  Sets STREAMSVC_PID, SOCK, ADMIN.
+# Extra arguments go to streamsvc.  Sets STREAMSVC_PID, SOCK, ADMIN and
+# ADMIN_TOKEN (the farm's bearer token, for admin_curl).
 start_streamsvc() {
   # in the farm's run/: the diskfarm user streamsvc drops to removes it at exit
   SOCK=$FARM/run/nbd.sock
@@ -75,6 +76,8 @@ start_streamsvc() {
     if [ -S "$SOCK" ] && grep -q "admin.*listening\|listening.*admin" "$T/streamsvc.log"; then
       ADMIN=$(grep -o 'admin[^ ]* listening on http://[0-9.:]*' "$T/streamsvc.log" |
               tail -1 | sed 's|.*http://||')
+      ADMIN_TOKEN=$(df farm admin-token) || fail "diskfarm farm admin-token"
+      export ADMIN_TOKEN
       return 0
     fi
     kill -0 "$STREAMSVC_PID" 2>/dev/null || { cat "$T/streamsvc.log"; fail "streamsvc exited"; }
@@ -82,6 +85,10 @@ start_streamsvc() {
   done
   cat "$T/streamsvc.log"; fail "streamsvc did not start"
 }
+
+# curl with the admin API's bearer token (every endpoint but /metrics and
+# /v1/health needs it over TCP).
+admin_curl() { curl -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
 
 stop_streamsvc() { # signal (default TERM)
   local sig=${1:-TERM}

@@ -88,7 +88,7 @@ pass "v1 in production: ctl sees it, priv stays on v0 (version list says so)"
 qemu-io -r -f raw -c "read 0 64k" -c "sleep 3000" "$(uri device/priv)" >/dev/null 2>&1 &
 holder=$!
 for _ in $(seq 50); do
-  curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
+  admin_curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
   grep -q '"device/priv"' "$T/s.json" && break
   sleep 0.1
 done

@@ -206,7 +206,8 @@ test_farm_key (void)
     {
       const DfAudit *a = audit->pdata[i];
       g_assert_null (strstr (a->detail ? a->detail : "", key));
-      created += g_str_equal (a->action, "setting.create-secret");
+      created += g_str_equal (a->action, "setting.create-secret")
+                 && g_str_equal (a->object, DF_BOOT_TOKEN_SETTING);
     }
   g_assert_cmpuint (created, ==, 1);
   /* A malformed stored key is refused, not used. */

@@ -6,6 +6,7 @@
 #include <gio/gunixsocketaddress.h>
 #include <libsoup/soup.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "admin.h"
 #include "blk_fence.h"
@@ -872,6 +873,8 @@ test_concurrent_opens (Fixture *f, gconstpointer data)
 
 /* ---- admin HTTP ------------------------------------------------------- */
 
+#define ADMIN_TOKEN "0123456789abcdef-unit"
+
 typedef struct
 {
   DfSessions *sessions;
@@ -896,7 +899,10 @@ admin_thread (gpointer data)
   if (t->unix_path != NULL)
     addr = (DfListenAddr){ .unix_path = (char *)t->unix_path };
   g_main_context_push_thread_default (t->ctx);
-  a = df_admin_start (&addr, t->sessions, t->ex, t->ctx, &err);
+  DfAdminAccess access = { .token = ADMIN_TOKEN, .socket_owner = (uid_t)-1,
+                           .socket_group = (gid_t)-1 };
+
+  a = df_admin_start (&addr, 1, &access, t->sessions, t->ex, t->ctx, &err);
   g_assert_no_error (err);
   g_mutex_lock (&t->lock);
   t->port = a ? df_admin_port (a) : 0;
@@ -912,21 +918,36 @@ admin_thread (gpointer data)
   return NULL;
 }
 
-/* GET/POST url; returns the body, *status and *ctype (new string). */
+/* GET/POST url with "Authorization: <auth>" (NULL: none); returns the
+ * body, *status and *ctype (new string). */
 static GBytes *
-http (SoupSession *session, const char *method, guint16 port, const char *path,
-      guint *status, char **ctype)
+http_auth (SoupSession *session, const char *method, guint16 port,
+           const char *path, const char *auth, guint *status, char **ctype)
 {
   g_autoptr (GError) err = NULL;
   g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%u%s", port, path);
   g_autoptr (SoupMessage) msg = soup_message_new (method, url);
-  GBytes *body = soup_session_send_and_read (session, msg, NULL, &err);
+  GBytes *body;
+
+  if (auth != NULL)
+    soup_message_headers_replace (soup_message_get_request_headers (msg),
+                                  "Authorization", auth);
+  body = soup_session_send_and_read (session, msg, NULL, &err);
 
   g_assert_no_error (err);
   *status = soup_message_get_status (msg);
   *ctype = g_strdup (soup_message_headers_get_content_type (
       soup_message_get_response_headers (msg), NULL));
   return body;
+}
+
+/* The same with the right token. */
+static GBytes *
+http (SoupSession *session, const char *method, guint16 port, const char *path,
+      guint *status, char **ctype)
+{
+  return http_auth (session, method, port, path, "Bearer " ADMIN_TOKEN,
+                    status, ctype);
 }
 
 static JsonNode *
@@ -1022,6 +1043,42 @@ check_errors (SoupSession *c, guint16 port)
   g_assert_cmpuint (status, ==, 405);
 }
 
+/* TCP: the token is needed for everything but /metrics and /v1/health,
+ * on every path, known or not (admin_auth.h). */
+static void
+check_auth (SoupSession *c, guint16 port)
+{
+  static const struct
+  {
+    const char *method, *path, *auth;
+    guint status;
+  } cases[] = {
+    { "GET", "/v1/sessions", NULL, 401 },
+    { "GET", "/v1/sessions", "Bearer wrong", 401 },
+    { "GET", "/v1/sessions", "Bearer " ADMIN_TOKEN "x", 401 },
+    { "GET", "/v1/sessions", "Basic " ADMIN_TOKEN, 401 },
+    { "GET", "/v1/sessions", "bearer " ADMIN_TOKEN, 200 },
+    { "GET", "/v1/nothing", NULL, 401 },
+    { "POST", "/v1/sessions", NULL, 401 },
+    { "GET", "/metrics", NULL, 200 },
+    { "GET", "/v1/health", NULL, 200 },
+    { "GET", "/v1/health", "Bearer wrong", 200 },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      guint status;
+      g_autofree char *ctype = NULL;
+      g_autoptr (GBytes) b = http_auth (c, cases[i].method, port,
+                                        cases[i].path, cases[i].auth,
+                                        &status, &ctype);
+
+      g_test_message ("%s %s %s", cases[i].method, cases[i].path,
+                      cases[i].auth ? cases[i].auth : "(none)");
+      g_assert_cmpuint (status, ==, cases[i].status);
+    }
+}
+
 static void
 test_admin (Fixture *f, gconstpointer data)
 {
@@ -1057,6 +1114,7 @@ test_admin (Fixture *f, gconstpointer data)
   check_sessions (client, t.port);
   check_metrics (client, t.port);
   check_errors (client, t.port);
+  check_auth (client, t.port);
 
   soup_session_abort (client);
   g_usleep (100000); /* the server sees the clients go */
@@ -1104,6 +1162,17 @@ test_admin_unix (Fixture *f, gconstpointer data)
   g_assert_cmpint (
       json_object_get_int_member (json_node_get_object (root), "sessions"), ==,
       0);
+  /* the socket's mode is the access rule: no token asked */
+  g_clear_pointer (&body, g_bytes_unref);
+  g_clear_pointer (&ctype, g_free);
+  body = http_auth (client, "GET", 80, "/v1/sessions", NULL, &status, &ctype);
+  g_assert_cmpuint (status, ==, 200);
+  g_assert_cmpuint (g_file_test (path, G_FILE_TEST_EXISTS), ==, TRUE);
+  {
+    struct stat st;
+    g_assert_cmpint (stat (path, &st), ==, 0);
+    g_assert_cmpint (st.st_mode & 07777, ==, DF_ADMIN_SOCKET_MODE);
+  }
   soup_session_abort (client);
   g_main_loop_quit (t.loop);
   g_thread_join (th);

@@ -1263,6 +1263,8 @@ test_audit_rows (Fixture *fx, gconstpointer data)
   g_clear_error (&err);
 
   static const struct { const char *action, *object, *in_detail; } want[] = {
+    /* diskfarm init: the admin token, recorded without its value */
+    { "setting.create-secret", DF_ADMIN_TOKEN_SETTING, "{}" },
     { "vdisk.add", "win11", "\"sha256\":\"" SHA_A "\"" },
     { "version.add", "win11@1", "\"state\":\"test\"" },
     { "version.state", "win11@1", "\"to\":\"production\"" },
@@ -1336,7 +1338,8 @@ test_transactions (Fixture *fx, gconstpointer data)
   g_assert_cmpstr (((DfVdisk *) all->pdata[0])->name, ==, "base");
   g_assert_cmpstr (((DfVdisk *) all->pdata[1])->name, ==, "inner2");
   g_assert_cmpstr (((DfVdisk *) all->pdata[2])->name, ==, "outer");
-  g_assert_cmpint (count_rows (fx->dir, "audit"), ==, 3);
+  /* 3 vdisk.add rows + the admin token diskfarm init made */
+  g_assert_cmpint (count_rows (fx->dir, "audit"), ==, 4);
 
   /* Committed data survives a reopen. */
   df_farm_close (fx->farm);

@@ -574,9 +574,12 @@ test_chap_bad (Fx *f, gconstpointer data)
       g_autofree char *good = NULL, *ours = NULL;
       uint8_t id = 0;
 
+      /* one source address per case: the rate limit is tested below */
+      g_autofree char *client = g_strdup_printf ("192.0.2.%u:1000", i + 1);
+
       g_test_message ("%s", chap_bad[i].why);
       iscsi_conn_free (f->c);
-      f->c = iscsi_conn_new (f->t, "test", "127.0.0.1:3260");
+      f->c = iscsi_conn_new (f->t, client, "127.0.0.1:3260");
       g_byte_array_set_size (f->got, 0);
       chap_start (f, &id, &chal);
       good = chap_answer (id, chal, "secret-pc02-xx");
@@ -595,6 +598,74 @@ test_chap_bad (Fx *f, gconstpointer data)
       g_assert_true (iscsi_conn_should_close (f->c));
     }
   (void) data;
+}
+
+/* Wrong CHAP answers from one address lock it out after
+ * ISCSI_AUTH_MAX_FAILS; another address and a later port of the same
+ * address are told apart by address only. */
+static void
+test_chap_rate_limit (Fx *f, gconstpointer data)
+{
+  for (guint i = 0; i < ISCSI_AUTH_MAX_FAILS; i++)
+    {
+      g_autoptr (GBytes) chal = NULL;
+      g_autoptr (GString) k = g_string_new (NULL);
+      g_autofree char *client = g_strdup_printf ("198.51.100.7:%u", 2000 + i);
+      uint8_t id = 0;
+
+      iscsi_conn_free (f->c);
+      f->c = iscsi_conn_new (f->t, client, "127.0.0.1:3260");
+      g_byte_array_set_size (f->got, 0);
+      g_assert_cmpuint (iscsi_authlimit_locked (f->t, "198.51.100.7"), ==, 0);
+      chap_start (f, &id, &chal);
+      iscsi_text_add (k, "CHAP_N", "user2");
+      iscsi_text_add (k, "CHAP_R", "0x00112233445566778899aabbccddeeff");
+      g_assert_cmphex (login (f, k->str, k->len, 0, 3, true, NULL), ==,
+                       ISCSI_LOGIN_AUTH_FAILED);
+    }
+  g_assert_cmpuint (iscsi_authlimit_locked (f->t, "198.51.100.7"), ==,
+                    ISCSI_AUTH_LOCK_S);
+  /* locked: refused at the first PDU, before any challenge */
+  iscsi_conn_free (f->c);
+  f->c = iscsi_conn_new (f->t, "198.51.100.7:3000", "127.0.0.1:3260");
+  g_byte_array_set_size (f->got, 0);
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0TargetName=" IQN
+                                   "pc02\0AuthMethod=CHAP,None\0"),
+                          0, 1, false, NULL), ==, ISCSI_LOGIN_AUTH_FAILED);
+  /* another address: CHAP with the right secret */
+  iscsi_conn_free (f->c);
+  f->c = iscsi_conn_new (f->t, "[2001:db8::1]:4000", "127.0.0.1:3260");
+  g_byte_array_set_size (f->got, 0);
+  {
+    g_autoptr (GBytes) chal = NULL;
+    g_autoptr (GString) k = g_string_new (NULL);
+    g_autofree char *good = NULL;
+    uint8_t id = 0;
+
+    chap_start (f, &id, &chal);
+    good = chap_answer (id, chal, "secret-pc02-xx");
+    iscsi_text_add (k, "CHAP_N", "user2");
+    iscsi_text_add (k, "CHAP_R", good);
+    g_assert_cmphex (login (f, k->str, k->len, 0, 3, true, NULL), ==, 0);
+  }
+  (void) data;
+}
+
+static void
+test_source_address (void)
+{
+  static const char *const cases[][2] = {
+    { "127.0.0.1:3260", "127.0.0.1" },
+    { "[::1]:3260", "::1" },
+    { "[fe80::1%eth0]:1", "fe80::1%eth0" },
+    { "unix", "unix" },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autofree char *a = iscsi_source_address (cases[i][0]);
+      g_assert_cmpstr (a, ==, cases[i][1]);
+    }
 }
 
 static void
@@ -1864,6 +1935,7 @@ main (int argc, char **argv)
   g_test_add_func ("/iscsi/chap-challenges", test_chap_challenges);
   g_test_add_func ("/iscsi/targets-history", test_targets_history);
   g_test_add_func ("/iscsi/target-names", test_target_names);
+  g_test_add_func ("/iscsi/source-address", test_source_address);
 #define FX(path, fn) \
   g_test_add ("/iscsi/engine/" path, Fx, NULL, fx_setup, fn, fx_teardown)
   FX ("login-oversize", test_login_oversize);
@@ -1871,6 +1943,7 @@ main (int argc, char **argv)
   FX ("login-unknown-target", test_login_unknown_target);
   FX ("chap-ok", test_chap_ok);
   FX ("chap-bad", test_chap_bad);
+  FX ("chap-rate-limit", test_chap_rate_limit);
   FX ("cmdsn-window", test_cmdsn_window);
   FX ("other-lun-opcode", test_other_lun_and_opcode);
   FX ("datasn", test_datasn);
