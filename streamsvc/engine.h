@@ -27,6 +27,24 @@
 
 typedef struct DfEngineConn DfEngineConn;
 
+/* Where a connection stands, for the transport's deadlines (server.c):
+ *   HANDSHAKE  no session yet: NBD option haggling, an iSCSI login, or an
+ *              iSCSI discovery session (which never gets one)
+ *   IDLE       a session, nothing of a next message received (or only
+ *              complete messages held back for backpressure): a booted
+ *              target may stay so for hours
+ *   PARTIAL    a session, part of a message received, more awaited */
+typedef enum {
+  DF_ENGINE_HANDSHAKE,
+  DF_ENGINE_IDLE,
+  DF_ENGINE_PARTIAL,
+} DfEnginePhase;
+
+typedef struct {
+  DfEnginePhase phase;
+  guint64 messages; /* complete messages taken from the input so far */
+} DfEngineProgress;
+
 typedef struct {
   const char *name; /* "nbd", "iscsi" */
   /* Room to read into (*room >= 1); valid until the next call on e. */
@@ -42,6 +60,8 @@ typedef struct {
   void (*output_consume) (DfEngineConn *e, size_t n);
   /* Close once the output is drained. */
   bool (*should_close) (const DfEngineConn *e);
+  /* Where the connection stands (see DfEngineProgress). */
+  void (*progress) (const DfEngineConn *e, DfEngineProgress *p);
   /* The engine's clock (NULL: it has none).  false: drop the connection
    * now, without draining its output. */
   bool (*tick) (DfEngineConn *e, gint64 now_us);
@@ -103,6 +123,11 @@ static inline bool
 df_engine_should_close (const DfEngineConn *e)
 {
   return e->ops->should_close (e);
+}
+static inline void
+df_engine_progress (const DfEngineConn *e, DfEngineProgress *p)
+{
+  e->ops->progress (e, p);
 }
 static inline bool
 df_engine_has_clock (const DfEngineConn *e)

@@ -75,6 +75,10 @@ bool iscsi_conn_has_work (const iscsi_conn *c);
 const uint8_t *iscsi_conn_output (iscsi_conn *c, size_t *len);
 void iscsi_conn_output_consume (iscsi_conn *c, size_t n);
 bool iscsi_conn_should_close (const iscsi_conn *c);
+/* Where the conn stands (engine.h DfEngineProgress): HANDSHAKE during the
+ * login and for a whole discovery session, PARTIAL while part of a PDU is
+ * awaited in the full feature phase. */
+void iscsi_conn_progress (const iscsi_conn *c, DfEngineProgress *p);
 
 /* Dead-peer pings (RFC 7143 11.19).  In the full feature phase of a normal
  * session, after interval_s without a byte from the initiator the target

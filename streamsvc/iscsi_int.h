@@ -355,6 +355,7 @@ struct iscsi_conn {
   uint8_t *in;               /* received bytes [in_pos, in_len) */
   size_t in_cap, in_len, in_pos;
   size_t in_need;            /* bytes the next PDU needs (0: a BHS) */
+  guint64 messages;          /* PDUs taken from the input */
   GByteArray *text_rest;     /* Text Response continuation (C bit) */
   uint32_t text_ttt;
   GByteArray *out;

@@ -245,7 +245,11 @@ iscsi_text_parse (const uint8_t *data, size_t len, GError **err)
 {
   g_autoptr (GPtrArray) kvs = g_ptr_array_new_with_free_func (kv_free);
   const char *p = (const char *) data;
-  const char *end = p + len;
+  const char *end;
+
+  if (len == 0)
+    return g_steal_pointer (&kvs); /* an empty text (data may be NULL) */
+  end = p + len;
 
   /* Trailing NUL padding (some initiators pad) is harmless. */
   while (end > p && end[-1] == '\0' && (end - 1 == p || end[-2] == '\0'))

@@ -26,6 +26,11 @@
 
 #include "common.h"
 
+/* Input room offered per read: what the PDU being received still needs,
+ * at least INPUT_MIN_ROOM, at most INPUT_CHUNK (a large data segment
+ * grows the buffer as it arrives); an emptied buffer above INPUT_CHUNK
+ * shrinks back to INPUT_MIN_ROOM. */
+#define INPUT_MIN_ROOM 4096u
 #define INPUT_CHUNK (64u * 1024)
 #define NO_TAG 0xffffffffu
 /* Ticks come a few ms early or late: an interval that ends within this of
@@ -142,6 +147,12 @@ eng_should_close (const DfEngineConn *e)
   return iscsi_conn_should_close (ISCSI_OF_CONST (e));
 }
 
+static void
+eng_progress (const DfEngineConn *e, DfEngineProgress *p)
+{
+  iscsi_conn_progress (ISCSI_OF_CONST (e), p);
+}
+
 static bool
 eng_tick (DfEngineConn *e, gint64 now_us)
 {
@@ -163,6 +174,7 @@ static const DfEngineOps iscsi_engine_ops = {
   .output = eng_output,
   .output_consume = eng_output_consume,
   .should_close = eng_should_close,
+  .progress = eng_progress,
   .tick = eng_tick,
   .free = eng_free,
 };
@@ -186,9 +198,9 @@ iscsi_conn_new (DfIscsiTarget *t, const char *client, const char *local)
   c->local = g_strdup (local);
   c->fd = -1;
   c->sess = df_session_start (c->ss, "iscsi", client);
-  c->in_cap = INPUT_CHUNK;
+  c->in_cap = INPUT_MIN_ROOM;
   c->in = g_malloc (c->in_cap);
-  c->out = g_byte_array_sized_new (INPUT_CHUNK);
+  c->out = g_byte_array_new ();
   c->tasks = g_hash_table_new_full (NULL, NULL, NULL, task_free);
   c->stat_sn = g_random_int ();
   c->next_ttt = 1;
@@ -258,18 +270,25 @@ iscsi_max_cmd_sn (const iscsi_conn *c)
 uint8_t *
 iscsi_conn_input_space (iscsi_conn *c, size_t *room)
 {
-  size_t want = MAX (c->in_need, (size_t) INPUT_CHUNK);
+  size_t avail = c->in_len - c->in_pos;
+  size_t need = MAX (c->in_need, (size_t) ISCSI_BHS_LEN);
+  size_t want = CLAMP (need > avail ? need - avail : 0,
+                       (size_t) INPUT_MIN_ROOM, (size_t) INPUT_CHUNK);
 
-  if (c->in_pos > 0 && (c->in_pos == c->in_len || c->in_cap - c->in_len
-                                                      < INPUT_CHUNK / 4))
+  if (c->in_pos > 0 && (avail == 0 || c->in_cap - c->in_len < want))
     {
-      memmove (c->in, c->in + c->in_pos, c->in_len - c->in_pos);
-      c->in_len -= c->in_pos;
+      memmove (c->in, c->in + c->in_pos, avail);
+      c->in_len = avail;
       c->in_pos = 0;
     }
-  if (c->in_cap - c->in_pos < want || c->in_cap - c->in_len < 512)
+  if (avail == 0 && c->in_cap > INPUT_CHUNK)
     {
-      c->in_cap = MAX (c->in_pos + want, c->in_len + INPUT_CHUNK);
+      c->in_cap = INPUT_MIN_ROOM;
+      c->in = g_realloc (c->in, c->in_cap);
+    }
+  if (c->in_cap - c->in_len < want)
+    {
+      c->in_cap = MAX (c->in_cap * 2, c->in_len + want);
       c->in = g_realloc (c->in, c->in_cap);
     }
   *room = c->in_cap - c->in_len;
@@ -996,7 +1015,22 @@ iscsi_conn_process (iscsi_conn *c)
       c->in_need = 0;
       dispatch (c, &pdu);
       c->in_pos += consumed;
+      c->messages++;
     }
+}
+
+void
+iscsi_conn_progress (const iscsi_conn *c, DfEngineProgress *p)
+{
+  p->messages = c->messages;
+  if (c->state == ISCSI_CONN_LOGIN
+      || (c->state == ISCSI_CONN_FULL && c->discovery))
+    p->phase = DF_ENGINE_HANDSHAKE;
+  else if (c->state == ISCSI_CONN_FULL && c->in_len > c->in_pos
+           && !iscsi_conn_has_work (c))
+    p->phase = DF_ENGINE_PARTIAL;
+  else
+    p->phase = DF_ENGINE_IDLE;
 }
 
 bool

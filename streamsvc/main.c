@@ -4,7 +4,8 @@
  *             [--iscsi-listen HOST:PORT]...
  *             [--admin-listen ADDR|none] [--threads N] [--stdio]
  *             [--tcp-keepalive SECONDS] [--iscsi-nop-interval SECONDS]
- *             [--iscsi-nop-timeout SECONDS]
+ *             [--iscsi-nop-timeout SECONDS] [--handshake-timeout SECONDS]
+ *             [--request-timeout SECONDS] [--max-connections-per-source N]
  *             [--tls=off|on|require] [--tls-certificates DIR]
  *             [--tls-psk FILE] [--tls-verify-peer]
  *             [--pidfile FILE] [--user USER] [--verbose] [--version]
@@ -50,6 +51,9 @@ typedef struct {
   int tcp_keepalive;      /* UNSET: from diskfarm.conf */
   int nop_interval;
   int nop_timeout;
+  int handshake_timeout;  /* UNSET: from diskfarm.conf */
+  int request_timeout;
+  int max_per_source;
   char *tls;              /* NULL: diskfarm.conf, else the farm's nbd-tls */
   char *tls_certificates;
   char *tls_psk;
@@ -111,6 +115,21 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { "iscsi-nop-timeout", 0, 0, G_OPTION_ARG_INT, &o->nop_timeout,
       "Drop an iSCSI connection silent for SECONDS after a NOP-In (default "
       G_STRINGIFY (DF_ISCSI_NOP_TIMEOUT_DEFAULT) ")", "SECONDS" },
+    { "handshake-timeout", 0, 0, G_OPTION_ARG_INT, &o->handshake_timeout,
+      "Close a connection that has no session SECONDS after it was "
+      "accepted: NBD negotiation, iSCSI login, a whole discovery session "
+      "(default " G_STRINGIFY (DF_HANDSHAKE_TIMEOUT_DEFAULT) "; 0 = no "
+      "limit)", "SECONDS" },
+    { "request-timeout", 0, 0, G_OPTION_ARG_INT, &o->request_timeout,
+      "Close a session whose started request (NBD) or PDU (iSCSI) is not "
+      "whole after SECONDS; an idle session is kept (default "
+      G_STRINGIFY (DF_REQUEST_TIMEOUT_DEFAULT) "; 0 = no limit)",
+      "SECONDS" },
+    { "max-connections-per-source", 0, 0, G_OPTION_ARG_INT,
+      &o->max_per_source,
+      "Open TCP connections (NBD and iSCSI) allowed from one client "
+      "address; more are closed at once (default "
+      G_STRINGIFY (DF_MAX_CONN_PER_SOURCE_DEFAULT) "; 0 = no limit)", "N" },
     { "tls", 0, 0, G_OPTION_ARG_STRING, &o->tls,
       "NBD TLS: off, on (offered) or require (nothing but STARTTLS before "
       "it); default: diskfarm.conf, else the farm's nbd-tls setting, else "
@@ -141,6 +160,7 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
 
   o->threads = -1;
   o->tcp_keepalive = o->nop_interval = o->nop_timeout = UNSET;
+  o->handshake_timeout = o->request_timeout = o->max_per_source = UNSET;
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, argc, argv, err)
       || !df_options_check_values (entries, NULL, err))
@@ -209,6 +229,15 @@ apply_config (Options *o, GError **err)
                                          "iscsi-nop-interval");
   if (o->nop_timeout == UNSET)
     o->nop_timeout = (int) df_conf_int (c, CONFIG_GROUP, "iscsi-nop-timeout");
+  if (o->handshake_timeout == UNSET)
+    o->handshake_timeout = (int) df_conf_int (c, CONFIG_GROUP,
+                                              "handshake-timeout");
+  if (o->request_timeout == UNSET)
+    o->request_timeout = (int) df_conf_int (c, CONFIG_GROUP,
+                                            "request-timeout");
+  if (o->max_per_source == UNSET)
+    o->max_per_source = (int) df_conf_int (c, CONFIG_GROUP,
+                                           "max-connections-per-source");
   if (o->tcp_keepalive == UNSET)
     {
       /* the schema has the range; the gap below the minimum is ours */
@@ -251,6 +280,31 @@ check_liveness (const Options *o, GError **err)
   return true;
 }
 
+/* Connection limits given on the command line. */
+static bool
+check_limits (const Options *o, GError **err)
+{
+  const struct {
+    const char *name;
+    int value, max;
+  } lim[] = {
+    { "--handshake-timeout", o->handshake_timeout, DF_TIMEOUT_MAX },
+    { "--request-timeout", o->request_timeout, DF_TIMEOUT_MAX },
+    { "--max-connections-per-source", o->max_per_source,
+      DF_MAX_CONN_PER_SOURCE_MAX },
+  };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (lim); i++)
+    if (lim[i].value < 0 || lim[i].value > lim[i].max)
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "%s %d: 0 (no limit) to %d", lim[i].name, lim[i].value,
+                     lim[i].max);
+        return false;
+      }
+  return true;
+}
+
 /* --tls given on the command line (the file's was checked at load). */
 static bool
 check_tls (Options *o, GError **err)
@@ -278,7 +332,8 @@ check_options (Options *o, GError **err)
                    "--threads %d: at most 256", o->threads);
       return false;
     }
-  if (!check_liveness (o, err) || !check_tls (o, err))
+  if (!check_liveness (o, err) || !check_limits (o, err)
+      || !check_tls (o, err))
     return false;
   if (!g_file_test (o->farm, G_FILE_TEST_IS_DIR))
     {
@@ -517,12 +572,16 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   DfStreamServer *srv = df_stream_server_new (ex, ss, (guint) o->threads);
   DfStreamLiveness live = { (guint) o->tcp_keepalive,
                             (guint) o->nop_interval, (guint) o->nop_timeout };
+  DfStreamLimits limits = { (guint) o->handshake_timeout,
+                            (guint) o->request_timeout,
+                            (guint) o->max_per_source };
   DfAdmin *admin = NULL;
   struct pidfh *pfh = NULL;
   g_autoptr (DfTls) tls = NULL;
   int rc = 1;
 
   df_stream_server_set_liveness (srv, &live);
+  df_stream_server_set_limits (srv, &limits);
   if (!resolve_tls (o, ex, err) || !make_tls (o, ex, &tls, err))
     goto out;
   df_stream_server_set_tls (srv, tls);

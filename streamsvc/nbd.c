@@ -103,15 +103,24 @@ enum {
 #define SPARSE_READ_MIN  (64u * 1024)
 /* At most this many descriptors in one BLOCK_STATUS reply. */
 #define MAX_EXTENTS      4096u
+/* Input room offered per read: what the current message still needs, at
+ * least INPUT_MIN_ROOM (several small requests per read), at most
+ * INPUT_CHUNK (a large WRITE payload grows the buffer as it arrives, not
+ * at its header). */
+#define INPUT_MIN_ROOM   4096u
 #define INPUT_CHUNK      (256u * 1024)
-#define BUF_SHRINK_ABOVE (8u * 1024 * 1024)
+/* An emptied buffer larger than this is freed (input, output). */
+#define IN_SHRINK_ABOVE  INPUT_CHUNK
+#define OUT_SHRINK_ABOVE (8u * 1024 * 1024)
 
 /* ---- byte buffers -------------------------------------------------------- */
 
-/* A growable byte queue: data[start, end) is pending. */
+/* A growable byte queue: data[start, end) is pending; once empty, a
+ * capacity above shrink_above is given back. */
 typedef struct {
   uint8_t *data;
   size_t start, end, cap;
+  size_t shrink_above;
 } nbd_buf;
 
 static size_t
@@ -156,7 +165,7 @@ buf_consume (nbd_buf *b, size_t n)
   if (b->start == b->end)
     {
       b->start = b->end = 0;
-      if (b->cap > BUF_SHRINK_ABOVE)
+      if (b->cap > b->shrink_above)
         {
           g_free (b->data);
           b->data = NULL;
@@ -169,7 +178,8 @@ static void
 buf_clear (nbd_buf *b)
 {
   g_free (b->data);
-  memset (b, 0, sizeof *b);
+  b->data = NULL;
+  b->start = b->end = b->cap = 0;
 }
 
 /* ---- connection ---------------------------------------------------------- */
@@ -203,15 +213,11 @@ struct nbd_conn {
   bool tls_refusal_logged; /* one log line per connection for TLS_REQD
                             * or a refused STARTTLS */
   nbd_buf in, out;
+  uint32_t discard;        /* bytes of a refused WRITE's payload still to
+                            * drop unbuffered */
+  guint64 messages;        /* complete messages taken from c->in */
   GArray *runs;            /* nbd_run scratch, reused across requests */
 };
-
-typedef struct {
-  uint16_t flags, type;
-  uint64_t cookie, offset;
-  uint32_t count;
-  const uint8_t *payload; /* WRITE only; points into c->in */
-} nbd_req;
 
 static const char *const state_names[] = {
   [NBD_STATE_SEND_GREETING] = "SEND_GREETING",
@@ -340,6 +346,12 @@ eng_tls_started (DfEngineConn *e, const char *identity)
 }
 
 static void
+eng_progress (const DfEngineConn *e, DfEngineProgress *p)
+{
+  nbd_conn_progress (NBD_OF_CONST (e), p);
+}
+
+static void
 eng_free (DfEngineConn *e)
 {
   nbd_conn_free (NBD_OF (e));
@@ -354,6 +366,7 @@ static const DfEngineOps nbd_engine_ops = {
   .output = eng_output,
   .output_consume = eng_output_consume,
   .should_close = eng_should_close,
+  .progress = eng_progress,
   .tick = NULL, /* no clock: TCP keepalive finds dead peers */
   .tls_wanted = eng_tls_wanted,
   .tls_started = eng_tls_started,
@@ -377,6 +390,8 @@ nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client)
   c->fd = -1;
   c->session = df_session_start (ss, "nbd", client);
   c->runs = g_array_new (FALSE, FALSE, sizeof (nbd_run));
+  c->in.shrink_above = IN_SHRINK_ABOVE;
+  c->out.shrink_above = OUT_SHRINK_ABOVE;
   send_greeting (c);
   c->state = NBD_STATE_SEND_GREETING;
   return c;
@@ -434,6 +449,31 @@ nbd_conn_shutdown (nbd_conn *c)
 
 /* ---- input / output plumbing --------------------------------------------- */
 
+typedef struct {
+  uint16_t flags, type;
+  uint64_t cookie, offset;
+  uint32_t count;
+  const uint8_t *payload; /* WRITE only; points into c->in */
+} nbd_req;
+
+static void decode_request (const uint8_t *p, nbd_req *rq);
+static uint32_t write_header_error (const nbd_conn *c, const nbd_req *rq);
+
+/* The payload bytes to buffer after the request header at p: a WRITE's
+ * count, unless the header alone refuses it (its payload is then dropped
+ * as it comes, never buffered: a read-only export pins no memory). */
+static size_t
+write_payload_len (const nbd_conn *c, const uint8_t *p)
+{
+  nbd_req rq;
+
+  decode_request (p, &rq);
+  if (rq.type != NBD_CMD_WRITE || rq.count > NBD_MAX_BLOCK
+      || write_header_error (c, &rq) != 0)
+    return 0;
+  return rq.count;
+}
+
 /* Bytes the current state needs before it can run one step. */
 static size_t
 bytes_needed (const nbd_conn *c)
@@ -454,11 +494,11 @@ bytes_needed (const nbd_conn *c)
         return OPT_HEADER_LEN;
       return OPT_HEADER_LEN + (size_t) df_get_be32 (p + 12);
     case NBD_STATE_TRANSMISSION:
+      if (c->discard > 0)
+        return 1; /* any byte of the refused payload is dropped */
       if (have < REQ_HEADER_LEN)
         return REQ_HEADER_LEN;
-      if (df_get_be16 (p + 6) == NBD_CMD_WRITE && df_get_be32 (p + 24) <= NBD_MAX_BLOCK)
-        return REQ_HEADER_LEN + (size_t) df_get_be32 (p + 24);
-      return REQ_HEADER_LEN;
+      return REQ_HEADER_LEN + write_payload_len (c, p);
     case NBD_STATE_STARTTLS: /* nothing is read until TLS is up */
     case NBD_STATE_CLOSED:
     default:
@@ -469,12 +509,14 @@ bytes_needed (const nbd_conn *c)
 uint8_t *
 nbd_conn_input_space (nbd_conn *c, size_t *room)
 {
-  size_t need = bytes_needed (c);
-  size_t want = INPUT_CHUNK;
+  size_t need = bytes_needed (c), have = buf_len (&c->in);
+  size_t want = 0;
 
-  if (need != SIZE_MAX && need > buf_len (&c->in))
-    want = MAX (want, need - buf_len (&c->in));
-  buf_room (&c->in, want);
+  if (c->discard > 0)
+    want = c->discard > have ? c->discard - have : 0;
+  else if (need != SIZE_MAX && need > have)
+    want = need - have;
+  buf_room (&c->in, CLAMP (want, INPUT_MIN_ROOM, INPUT_CHUNK));
   *room = c->in.cap - c->in.end;
   return c->in.data + c->in.end;
 }
@@ -497,6 +539,29 @@ void
 nbd_conn_output_consume (nbd_conn *c, size_t n)
 {
   buf_consume (&c->out, n);
+}
+
+void
+nbd_conn_progress (const nbd_conn *c, DfEngineProgress *p)
+{
+  p->messages = c->messages;
+  switch (c->state)
+    {
+    case NBD_STATE_SEND_GREETING:
+    case NBD_STATE_OPTIONS:
+      p->phase = DF_ENGINE_HANDSHAKE;
+      return;
+    case NBD_STATE_TRANSMISSION:
+      p->phase = (c->discard > 0 || buf_len (&c->in) > 0)
+                     && !nbd_conn_has_work (c)
+                   ? DF_ENGINE_PARTIAL
+                   : DF_ENGINE_IDLE;
+      return;
+    case NBD_STATE_CLOSED:
+    default:
+      p->phase = DF_ENGINE_IDLE;
+      return;
+    }
 }
 
 bool
@@ -1015,6 +1080,7 @@ step_client_flags (nbd_conn *c)
   uint32_t flags = df_get_be32 (c->in.data + c->in.start);
 
   buf_consume (&c->in, 4);
+  c->messages++;
   if (flags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
     {
       conn_close (c, "unknown client flags");
@@ -1036,6 +1102,7 @@ step_option (nbd_conn *c)
   const uint8_t *p = c->in.data + c->in.start;
   uint32_t opt = df_get_be32 (p + 8), len = df_get_be32 (p + 12);
 
+  c->messages++;
   if (df_get_be64 (p) != NBD_OPTS_MAGIC)
     {
       conn_close (c, "bad option magic (request before negotiation ended?)");
@@ -1480,7 +1547,8 @@ static const nbd_cmd_desc nbd_cmds[NBD_CMD__COUNT] = {
 
 /* Check a request once, here.  0 = valid, else the NBD error to send. */
 static uint32_t
-validate_request (nbd_conn *c, const nbd_cmd_desc *d, const nbd_req *rq)
+validate_request (const nbd_conn *c, const nbd_cmd_desc *d,
+                  const nbd_req *rq)
 {
   if (d->fn == NULL)
     return NBD_EINVAL; /* unknown command */
@@ -1508,6 +1576,13 @@ validate_request (nbd_conn *c, const nbd_cmd_desc *d, const nbd_req *rq)
 
 static const nbd_cmd_desc unknown_cmd = { "UNKNOWN", NULL, 0, 0, 0 };
 
+/* A WRITE's error known from its header alone (0: take the payload). */
+static uint32_t
+write_header_error (const nbd_conn *c, const nbd_req *rq)
+{
+  return validate_request (c, &nbd_cmds[NBD_CMD_WRITE], rq);
+}
+
 /* Validate, run, reply (the accounting layer under c->blk counts what
  * reaches the block layer). */
 static void
@@ -1533,6 +1608,29 @@ run_request (nbd_conn *c, const nbd_req *rq)
     conn_close (c, NULL);
 }
 
+static void
+decode_request (const uint8_t *p, nbd_req *rq)
+{
+  rq->flags = df_get_be16 (p + 4);
+  rq->type = df_get_be16 (p + 6);
+  rq->cookie = df_get_be64 (p + 8);
+  rq->offset = df_get_be64 (p + 16);
+  rq->count = df_get_be32 (p + 24);
+  rq->payload = NULL;
+}
+
+/* TRANSMISSION: drop what is there of a refused WRITE's payload. */
+static void
+step_discard (nbd_conn *c)
+{
+  uint32_t n = (uint32_t) MIN ((size_t) c->discard, buf_len (&c->in));
+
+  buf_consume (&c->in, n);
+  c->discard -= n;
+  if (c->discard == 0)
+    c->messages++;
+}
+
 /* TRANSMISSION: one request header (+ WRITE payload). */
 static void
 step_request (nbd_conn *c)
@@ -1546,12 +1644,7 @@ step_request (nbd_conn *c)
       conn_close (c, "bad request magic");
       return;
     }
-  rq.flags = df_get_be16 (p + 4);
-  rq.type = df_get_be16 (p + 6);
-  rq.cookie = df_get_be64 (p + 8);
-  rq.offset = df_get_be64 (p + 16);
-  rq.count = df_get_be32 (p + 24);
-  rq.payload = NULL;
+  decode_request (p, &rq);
   if (rq.type == NBD_CMD_DISC)
     {
       buf_consume (&c->in, used);
@@ -1565,11 +1658,18 @@ step_request (nbd_conn *c)
           conn_close (c, "write payload above 32 MiB");
           return;
         }
-      rq.payload = p + REQ_HEADER_LEN;
-      used += rq.count;
+      if (write_header_error (c, &rq) == 0)
+        {
+          rq.payload = p + REQ_HEADER_LEN;
+          used += rq.count;
+        }
+      else
+        c->discard = rq.count; /* run_request refuses it */
     }
   run_request (c, &rq);
   buf_consume (&c->in, used);
+  if (c->discard == 0)
+    c->messages++;
 }
 
 void
@@ -1587,7 +1687,10 @@ nbd_conn_process (nbd_conn *c)
           step_option (c);
           break;
         case NBD_STATE_TRANSMISSION:
-          step_request (c);
+          if (c->discard > 0)
+            step_discard (c);
+          else
+            step_request (c);
           break;
         case NBD_STATE_STARTTLS:
         case NBD_STATE_CLOSED:

@@ -65,7 +65,8 @@ nbd_state nbd_conn_state (const nbd_conn *c);
 const char *nbd_state_name (nbd_state s);
 
 /* Room to read into: returns a pointer into the conn's input buffer with
- * *room >= 1 bytes free (more when a large write payload is pending).
+ * *room bytes free: what the current message still needs, at least 4 KiB
+ * and at most 256 KiB (a WRITE payload grows the buffer as it arrives).
  * The pointer is valid until the next call on c. */
 uint8_t *nbd_conn_input_space (nbd_conn *c, size_t *room);
 /* n bytes were written at the pointer from nbd_conn_input_space. */
@@ -74,6 +75,10 @@ void nbd_conn_input_commit (nbd_conn *c, size_t n);
 /* Run the engine over every complete message in the input (stopping when
  * the output backlog passes NBD_OUTPUT_HIGH_WATER or the conn closes). */
 void nbd_conn_process (nbd_conn *c);
+/* Where the connection stands (engine.h DfEngineProgress): HANDSHAKE
+ * until transmission, PARTIAL while part of a request (or of a refused
+ * WRITE's payload) is awaited. */
+void nbd_conn_progress (const nbd_conn *c, DfEngineProgress *p);
 /* True when complete input is waiting that process() has not run yet. */
 bool nbd_conn_has_work (const nbd_conn *c);
 

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -25,6 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "iscsi.h"
 #include "nbd.h"
 #include "privilege.h"
@@ -33,6 +35,8 @@
 #define MAX_EVENTS 64
 #define SHUTDOWN_DRAIN_MS 5000
 #define TICK_S 1  /* engine clock period (iSCSI NOP-In precision) */
+/* At the fd limit the acceptor stops polling its listeners this long. */
+#define FD_LIMIT_PAUSE_MS 250
 
 typedef enum { PROTO_NBD, PROTO_ISCSI } proto;
 
@@ -44,12 +48,19 @@ typedef struct {
 
 /* One client connection (owned by its worker). */
 typedef struct {
+  DfStreamServer *srv; /* borrowed */
   int fd;
   DfEngineConn *eng; /* owned: an nbd_conn or iscsi_conn (engine.h) */
   DfTlsConn *tls;    /* owned, once the engine asked for TLS; then every
                       * byte goes through it */
   bool handshaking;  /* tls is not up yet */
   uint32_t interest; /* events registered with epoll */
+  char *client;      /* owned: "127.0.0.1:4242", "unix" (log lines) */
+  char *source;      /* owned: the address counted against
+                      * max_per_source, NULL for unix sockets */
+  gint64 accepted_us;      /* monotonic */
+  guint64 messages_seen;   /* DfEngineProgress.messages at the last tick */
+  gint64 partial_since_us; /* first tick that saw this partial message */
 } srv_conn;
 
 typedef struct {
@@ -68,6 +79,11 @@ struct DfStreamServer {
   DfTls *tls;           /* borrowed: NBD TLS, NULL when off */
   GArray *listeners;    /* listener */
   DfStreamLiveness liveness;
+  DfStreamLimits limits;
+  GMutex sources_lock;
+  GHashTable *sources;  /* source address (owned) -> open connections */
+  int reserve_fd;       /* /dev/null, given up at the fd limit to refuse */
+  DfLogLimit log_refused, log_fd_limit, log_handshake, log_request;
   worker *workers;
   guint n_workers, next_worker;
   GThread *acceptor;
@@ -78,12 +94,57 @@ struct DfStreamServer {
 
 /* ---- connections ----------------------------------------------------------- */
 
+/* ---- per-source connection counts ------------------------------------------ */
+
+/* Count one more connection from source; false (nothing counted) when it
+ * already has max_per_source.  NULL (unix) is never counted. */
+static bool
+source_take (DfStreamServer *s, const char *source, guint *open)
+{
+  guint n;
+
+  *open = 0;
+  if (source == NULL || s->limits.max_per_source == 0)
+    return true;
+  g_mutex_lock (&s->sources_lock);
+  n = GPOINTER_TO_UINT (g_hash_table_lookup (s->sources, source));
+  *open = n;
+  if (n < s->limits.max_per_source)
+    g_hash_table_insert (s->sources, g_strdup (source),
+                         GUINT_TO_POINTER (n + 1));
+  g_mutex_unlock (&s->sources_lock);
+  return n < s->limits.max_per_source;
+}
+
+static void
+source_release (DfStreamServer *s, const char *source)
+{
+  guint n;
+
+  if (source == NULL || s->limits.max_per_source == 0)
+    return;
+  g_mutex_lock (&s->sources_lock);
+  n = GPOINTER_TO_UINT (g_hash_table_lookup (s->sources, source));
+  g_assert (n > 0);
+  if (n == 1)
+    g_hash_table_remove (s->sources, source);
+  else
+    g_hash_table_insert (s->sources, g_strdup (source),
+                         GUINT_TO_POINTER (n - 1));
+  g_mutex_unlock (&s->sources_lock);
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
 static void
 srv_conn_free (srv_conn *sc)
 {
   df_engine_free (sc->eng); /* before close: iSCSI reinstatement uses fd */
   df_tls_conn_free (sc->tls);
   close (sc->fd);
+  source_release (sc->srv, sc->source);
+  g_free (sc->client);
+  g_free (sc->source);
   g_free (sc);
 }
 
@@ -156,8 +217,6 @@ conn_read (srv_conn *sc)
   return true;
 }
 
-static char *peer_name (int fd);
-
 /* Run the TLS handshake as far as the socket allows; once it is up the
  * engine starts over on it.  false: it failed (logged), drop the
  * connection. */
@@ -183,12 +242,9 @@ conn_handshake (srv_conn *sc)
 static bool
 conn_start_tls (DfStreamServer *s, srv_conn *sc)
 {
-  g_autofree char *client = NULL;
-
   if (s->tls == NULL)
     return false; /* the engine was never offered TLS */
-  client = peer_name (sc->fd);
-  sc->tls = df_tls_conn_new (s->tls, sc->fd, client);
+  sc->tls = df_tls_conn_new (s->tls, sc->fd, sc->client);
   sc->handshaking = true;
   return conn_handshake (sc);
 }
@@ -281,9 +337,66 @@ worker_adopt (worker *w, srv_conn *sc)
   conn_event (w, sc, 0);
 }
 
-/* The worker's clock: tick every engine that has one; an engine whose
- * peer is dead is dropped at once, the others get their new output (an
- * iSCSI NOP-In) sent. */
+static void G_GNUC_PRINTF (2, 3)
+log_limited (DfLogLimit *l, const char *fmt, ...)
+{
+  guint suppressed;
+  g_autofree char *msg = NULL;
+  va_list ap;
+
+  if (!df_log_limit_pass (l, &suppressed))
+    return;
+  va_start (ap, fmt);
+  msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  if (suppressed > 0)
+    g_message ("%s (and %u more like it in the last %d s)", msg, suppressed,
+               DF_LOG_LIMIT_INTERVAL_S);
+  else
+    g_message ("%s", msg);
+}
+
+/* The limits' deadlines (DfStreamLimits), checked every tick.  false: the
+ * connection is past one (logged): drop it. */
+static bool
+conn_within_deadlines (DfStreamServer *s, srv_conn *sc, gint64 now)
+{
+  const DfStreamLimits *lim = &s->limits;
+  DfEngineProgress p;
+
+  df_engine_progress (sc->eng, &p);
+  if (p.phase == DF_ENGINE_HANDSHAKE)
+    {
+      if (lim->handshake_timeout_s == 0
+          || now - sc->accepted_us
+               < (gint64) lim->handshake_timeout_s * G_USEC_PER_SEC)
+        return true;
+      log_limited (&s->log_handshake, "connection from %s: no session "
+                   "within %u s (--handshake-timeout): closing", sc->client,
+                   lim->handshake_timeout_s);
+      return false;
+    }
+  if (p.phase != DF_ENGINE_PARTIAL || p.messages != sc->messages_seen
+      || sc->partial_since_us == 0)
+    {
+      sc->messages_seen = p.messages;
+      sc->partial_since_us = p.phase == DF_ENGINE_PARTIAL ? now : 0;
+      return true;
+    }
+  if (lim->request_timeout_s == 0
+      || now - sc->partial_since_us
+           < (gint64) lim->request_timeout_s * G_USEC_PER_SEC)
+    return true;
+  log_limited (&s->log_request, "connection from %s: a request still "
+               "incomplete after %u s (--request-timeout): closing",
+               sc->client, lim->request_timeout_s);
+  return false;
+}
+
+/* The worker's clock: the limits' deadlines, then the tick of every
+ * engine that has one; a connection past a deadline or whose peer is dead
+ * is dropped at once, the others get their new output (an iSCSI NOP-In)
+ * sent. */
 static void
 worker_tick (worker *w)
 {
@@ -299,9 +412,11 @@ worker_tick (worker *w)
     {
       srv_conn *sc = l->data;
 
-      if (!df_engine_has_clock (sc->eng))
+      if (!conn_within_deadlines (w->srv, sc, now))
+        worker_drop (w, sc);
+      else if (!df_engine_has_clock (sc->eng))
         continue;
-      if (!df_engine_tick (sc->eng, now))
+      else if (!df_engine_tick (sc->eng, now))
         worker_drop (w, sc);
       else
         conn_event (w, sc, 0);
@@ -391,21 +506,33 @@ worker_main (gpointer data)
 
 /* ---- acceptor ------------------------------------------------------------- */
 
-static char *
-peer_name (int fd)
+/* The peer of an accepted socket: *client its name for log lines
+ * ("127.0.0.1:4242", "[::1]:4242", "unix"), *source its address for the
+ * per-source count (NULL for unix).  New strings. */
+static void
+peer_name (int fd, char **client, char **source)
 {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   char host[NI_MAXHOST], serv[NI_MAXSERV];
 
+  *source = NULL;
   if (getpeername (fd, (struct sockaddr *) &ss, &len) < 0
       || ss.ss_family == AF_UNIX)
-    return g_strdup ("unix");
+    {
+      *client = g_strdup ("unix");
+      return;
+    }
   if (getnameinfo ((struct sockaddr *) &ss, len, host, sizeof host, serv,
                    sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-    return g_strdup ("?");
-  return ss.ss_family == AF_INET6 ? g_strdup_printf ("[%s]:%s", host, serv)
-                                  : g_strdup_printf ("%s:%s", host, serv);
+    {
+      *client = g_strdup ("?");
+      *source = g_strdup ("?");
+      return;
+    }
+  *client = ss.ss_family == AF_INET6 ? g_strdup_printf ("[%s]:%s", host, serv)
+                                     : g_strdup_printf ("%s:%s", host, serv);
+  *source = g_strdup (host);
 }
 
 static char *sock_name (int fd);
@@ -420,19 +547,37 @@ set_keepalive (DfStreamServer *s, int fd, const char *client)
     g_warning ("connection from %s: %s", client, err->message);
 }
 
+/* A new connection (fd owned) to a worker, or closed at once when its
+ * source has max_per_source open already. */
 static void
 hand_over (DfStreamServer *s, int fd, const listener *l)
 {
-  worker *w = &s->workers[s->next_worker++ % s->n_workers];
-  g_autofree char *client = peer_name (fd);
-  srv_conn *sc = g_new0 (srv_conn, 1);
+  worker *w;
+  g_autofree char *client = NULL, *source = NULL;
+  srv_conn *sc;
   uint64_t one = 1;
   int on = 1;
+  guint open;
 
+  peer_name (fd, &client, &source);
+  if (!source_take (s, source, &open))
+    {
+      log_limited (&s->log_refused, "connection from %s refused: %u open "
+                   "from %s already (--max-connections-per-source)", client,
+                   open, source);
+      close (fd);
+      return;
+    }
+  w = &s->workers[s->next_worker++ % s->n_workers];
+  sc = g_new0 (srv_conn, 1);
   setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on); /* ENOTSUP on unix */
   if (l->unix_path == NULL)
     set_keepalive (s, fd, client);
+  sc->srv = s;
   sc->fd = fd;
+  sc->client = g_strdup (client);
+  sc->source = g_steal_pointer (&source);
+  sc->accepted_us = g_get_monotonic_time ();
   if (l->proto == PROTO_ISCSI)
     {
       g_autofree char *local = sock_name (fd);
@@ -456,23 +601,71 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
     g_warning ("eventfd write: %s", g_strerror (errno));
 }
 
-static void
+/* At the fd limit: refuse what waits on l by closing it (the reserve fd
+ * makes room for one accept at a time), so clients see a close, not a
+ * hang.  Returns how many were refused. */
+static guint
+refuse_pending (DfStreamServer *s, const listener *l)
+{
+  guint n = 0;
+
+  while (s->reserve_fd >= 0)
+    {
+      int fd;
+
+      close (s->reserve_fd);
+      fd = accept4 (l->fd, NULL, NULL, SOCK_CLOEXEC);
+      if (fd >= 0)
+        {
+          close (fd);
+          n++;
+        }
+      s->reserve_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0)
+        break;
+    }
+  return n;
+}
+
+/* Accept what waits on l.  Returns false at the fd limit (the caller stops
+ * polling the listeners for FD_LIMIT_PAUSE_MS). */
+static bool
 accept_all (DfStreamServer *s, const listener *l)
 {
   for (;;)
     {
       int fd = accept4 (l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      int e = errno;
 
-      if (fd < 0)
+      if (fd >= 0)
         {
-          if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
-              && errno != ECONNABORTED)
-            g_warning ("accept: %s", g_strerror (errno));
-          if (errno == EMFILE || errno == ENFILE)
-            g_usleep (100 * 1000); /* do not spin on fd exhaustion */
-          return;
+          hand_over (s, fd, l);
+          continue;
         }
-      hand_over (s, fd, l);
+      if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED)
+        return true;
+      if (e == EMFILE || e == ENFILE)
+        {
+          guint refused = refuse_pending (s, l);
+          log_limited (&s->log_fd_limit, "accept: %s: %u connection%s "
+                       "closed unserved (raise the fd limit, LimitNOFILE=)",
+                       g_strerror (e), refused, refused == 1 ? "" : "s");
+          return false;
+        }
+      log_limited (&s->log_fd_limit, "accept: %s", g_strerror (e));
+      return false;
+    }
+}
+
+/* Poll the listeners (EPOLLIN) or not (0). */
+static void
+listeners_poll (DfStreamServer *s, int epfd, uint32_t events)
+{
+  for (guint i = 0; i < s->listeners->len; i++)
+    {
+      struct epoll_event e = { .events = events };
+      e.data.fd = g_array_index (s->listeners, listener, i).fd;
+      epoll_ctl (epfd, EPOLL_CTL_MOD, e.data.fd, &e);
     }
 }
 
@@ -491,6 +684,7 @@ acceptor_main (gpointer data)
   DfStreamServer *s = data;
   int epfd = epoll_create1 (EPOLL_CLOEXEC);
   struct epoll_event e = { .events = EPOLLIN, .data.fd = s->stopfd };
+  bool paused = false; /* at the fd limit: listeners not polled */
 
   epoll_ctl (epfd, EPOLL_CTL_ADD, s->stopfd, &e);
   for (guint i = 0; i < s->listeners->len; i++)
@@ -501,14 +695,19 @@ acceptor_main (gpointer data)
   while (!g_atomic_int_get (&s->stopping))
     {
       struct epoll_event ev[8];
-      int n = epoll_wait (epfd, ev, G_N_ELEMENTS (ev), -1);
+      int n = epoll_wait (epfd, ev, G_N_ELEMENTS (ev),
+                          paused ? FD_LIMIT_PAUSE_MS : -1);
+      bool at_limit = false;
 
       for (int i = 0; i < n; i++)
         {
           const listener *l = listener_of (s, ev[i].data.fd);
-          if (l != NULL)
-            accept_all (s, l);
+          if (l != NULL && !accept_all (s, l))
+            at_limit = true;
         }
+      if (at_limit != paused)
+        listeners_poll (s, epfd, at_limit ? 0 : EPOLLIN);
+      paused = at_limit;
     }
   close (epfd);
   return NULL;
@@ -697,7 +896,23 @@ df_stream_server_new (DfExports *ex, DfSessions *ss, guint n_threads)
   s->liveness = (DfStreamLiveness) { DF_TCP_KEEPALIVE_DEFAULT,
                                      ISCSI_NOP_INTERVAL_DEFAULT,
                                      ISCSI_NOP_TIMEOUT_DEFAULT };
+  s->limits = (DfStreamLimits) { DF_HANDSHAKE_TIMEOUT_DEFAULT,
+                                 DF_REQUEST_TIMEOUT_DEFAULT,
+                                 DF_MAX_CONN_PER_SOURCE_DEFAULT };
+  g_mutex_init (&s->sources_lock);
+  s->sources = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  s->reserve_fd = open ("/dev/null", O_RDONLY | O_CLOEXEC);
   return s;
+}
+
+void
+df_stream_server_set_limits (DfStreamServer *s, const DfStreamLimits *l)
+{
+  g_return_if_fail (!s->running);
+  g_return_if_fail (l->handshake_timeout_s <= DF_TIMEOUT_MAX
+                    && l->request_timeout_s <= DF_TIMEOUT_MAX
+                    && l->max_per_source <= DF_MAX_CONN_PER_SOURCE_MAX);
+  s->limits = *l;
 }
 
 void
@@ -823,6 +1038,11 @@ df_stream_server_free (DfStreamServer *s)
   df_iscsi_target_free (s->iscsi); /* after stop: its conns are freed */
   if (s->stopfd >= 0)
     close (s->stopfd);
+  if (s->reserve_fd >= 0)
+    close (s->reserve_fd);
+  g_assert (g_hash_table_size (s->sources) == 0);
+  g_hash_table_unref (s->sources);
+  g_mutex_clear (&s->sources_lock);
   g_free (s);
 }
 

@@ -34,6 +34,28 @@ typedef struct {
 } DfStreamLiveness;
 void df_stream_server_set_liveness (DfStreamServer *s,
                                     const DfStreamLiveness *l);
+/* Connection limits (before start), 0 = none for each:
+ *   handshake_timeout_s  a connection still without a session (NBD
+ *                        negotiation, iSCSI login, a whole iSCSI discovery
+ *                        session) that long after accept is closed
+ *   request_timeout_s    a session with part of a message received and
+ *                        no complete message for that long is closed (a
+ *                        slow sender; a session idle between messages is
+ *                        never cut: TCP keepalive and NOP-In find dead
+ *                        peers)
+ *   max_per_source       TCP connections from one client address (unix
+ *                        sockets are not counted); one more is closed at
+ *                        accept
+ * Defaults DF_HANDSHAKE_TIMEOUT_DEFAULT, DF_REQUEST_TIMEOUT_DEFAULT,
+ * DF_MAX_CONN_PER_SOURCE_DEFAULT (conf.h); the precision of the timeouts
+ * is the worker tick (1 s).  Floods of refusals log one line per 10 s. */
+typedef struct {
+  guint handshake_timeout_s;
+  guint request_timeout_s;
+  guint max_per_source;
+} DfStreamLimits;
+void df_stream_server_set_limits (DfStreamServer *s,
+                                  const DfStreamLimits *l);
 /* NBD TLS for every NBD connection (before start; tls.h): borrowed, must
  * outlive the server; NULL (the default) = off. */
 void df_stream_server_set_tls (DfStreamServer *s, DfTls *tls);

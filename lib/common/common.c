@@ -723,6 +723,28 @@ set_int (int fd, int level, int name, const char *what, int v, GError **err)
   return false;
 }
 
+static GMutex log_limit_lock;
+
+bool
+df_log_limit_pass (DfLogLimit *l, guint *suppressed)
+{
+  gint64 now = g_get_monotonic_time ();
+  bool pass;
+
+  g_mutex_lock (&log_limit_lock);
+  pass = now >= l->next_us;
+  if (pass)
+    {
+      *suppressed = l->suppressed;
+      l->suppressed = 0;
+      l->next_us = now + DF_LOG_LIMIT_INTERVAL_S * G_USEC_PER_SEC;
+    }
+  else
+    l->suppressed++;
+  g_mutex_unlock (&log_limit_lock);
+  return pass;
+}
+
 bool
 df_tcp_set_keepalive (int fd, guint timeout_s, GError **err)
 {

@@ -140,6 +140,19 @@ void df_temp_unregister (const char *path);
 bool df_check_tcp_keepalive (gint64 timeout_s, GError **err);
 bool df_tcp_set_keepalive (int fd, guint timeout_s, GError **err);
 
+/* One log line per interval for an event that can come in a flood (a
+ * refused connection, accept failing at the fd limit): the first event of
+ * an interval passes, the others are counted.  Zero-initialised state is
+ * ready (static or g_new0); df_log_limit_pass is thread-safe.  Returns
+ * true when the caller logs now; *suppressed then receives how many events
+ * were not logged since the previous line. */
+typedef struct {
+  gint64 next_us;   /* monotonic time the next line may pass */
+  guint suppressed; /* events since the last line that passed */
+} DfLogLimit;
+#define DF_LOG_LIMIT_INTERVAL_S 10
+bool df_log_limit_pass (DfLogLimit *l, guint *suppressed);
+
 /* Secrets (CHAP secrets, boot scripts that carry one): wipe n bytes of p
  * so no copy outlives its use (OPENSSL_cleanse: the compiler may not drop
  * it), and wipe-then-free a NUL-terminated secret string (NULL is fine).

@@ -50,6 +50,21 @@ const DfConfKey df_conf_schema[] = {
        G_STRINGIFY (DF_ISCSI_NOP_TIMEOUT_DEFAULT), 1, DF_ISCSI_NOP_MAX,
        "Seconds a NOP-In waits for any answer before the connection is "
        "dropped (--iscsi-nop-timeout)"),
+  INT ("streamsvc", "handshake-timeout",
+       G_STRINGIFY (DF_HANDSHAKE_TIMEOUT_DEFAULT), 0, DF_TIMEOUT_MAX,
+       "Seconds a connection has to finish the NBD negotiation or the "
+       "iSCSI login (a discovery session: to end); 0 = no limit "
+       "(--handshake-timeout)"),
+  INT ("streamsvc", "request-timeout",
+       G_STRINGIFY (DF_REQUEST_TIMEOUT_DEFAULT), 0, DF_TIMEOUT_MAX,
+       "Seconds a started NBD request or iSCSI PDU has to arrive whole; "
+       "an idle session is never cut; 0 = no limit (--request-timeout)"),
+  INT ("streamsvc", "max-connections-per-source",
+       G_STRINGIFY (DF_MAX_CONN_PER_SOURCE_DEFAULT), 0,
+       DF_MAX_CONN_PER_SOURCE_MAX,
+       "Open TCP connections (NBD and iSCSI) from one client address; "
+       "more are closed at once; 0 = no limit "
+       "(--max-connections-per-source)"),
   KEY ("streamsvc", "user", DF_CONF_STRING, NULL,
        "User to run as after binding; default diskfarm if it exists, "
        "else nobody (--user)"),

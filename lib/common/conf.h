@@ -25,6 +25,15 @@
 #define DF_ISCSI_NOP_INTERVAL_DEFAULT 10
 #define DF_ISCSI_NOP_TIMEOUT_DEFAULT 15
 #define DF_ISCSI_NOP_MAX 3600
+/* streamsvc's connection limits (server.h DfStreamLimits): seconds for the
+ * NBD negotiation / iSCSI login (qemu-nbd's 10 s since CVE-2024-7409),
+ * seconds a started request may take to arrive whole, connections per
+ * client address (qemu-nbd's 100); 0 = no limit. */
+#define DF_HANDSHAKE_TIMEOUT_DEFAULT 10
+#define DF_REQUEST_TIMEOUT_DEFAULT 60
+#define DF_TIMEOUT_MAX 3600
+#define DF_MAX_CONN_PER_SOURCE_DEFAULT 100
+#define DF_MAX_CONN_PER_SOURCE_MAX 65536
 
 typedef enum {
   DF_CONF_STRING,       /* any non-empty text */
