@@ -308,7 +308,7 @@ const uint8_t *
 iscsi_conn_output (iscsi_conn *c, size_t *len)
 {
   *len = c->out->len - c->out_pos;
-  return c->out->data + c->out_pos;
+  return *len > 0 ? c->out->data + c->out_pos : c->out->data; /* may be NULL */
 }
 
 void

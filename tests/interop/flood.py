@@ -18,6 +18,10 @@
       then each sends the rest and a READ; prints "replies: E errors,
       R reads ok" (the WRITE error reply and the READ prove the stream
       stayed in step)
+  flood.py stall SRCS HOST PORT N HOLD
+      N NBD connections from the comma-separated addresses SRCS (round
+      robin), each sends one byte of its client flags after the greeting;
+      prints "ready" once all are sent, holds HOLD seconds, prints "held"
   flood.py iscsi-partial SRC HOST PORT TARGET N SECONDS
       N iSCSI logins (operational stage, no CHAP) to TARGET, then 20 bytes
       of a BHS each; prints "closed C of N after SECONDS"
@@ -193,6 +197,18 @@ def cmd_nbd_bigwrite(src, host, port, export, n, hold):
     print("replies: %d errors, %d reads ok" % (errors, reads))
 
 
+def cmd_stall(srcs, host, port, n, hold):
+    socks = []
+    for i in range(n):
+        s = connect(srcs[i % len(srcs)], host, port)
+        recv_exact(s, 18)
+        s.sendall(b"\0")
+        socks.append(s)
+    print("ready", flush=True)
+    time.sleep(hold)
+    print("held", flush=True)
+
+
 def iscsi_login(s, target, isid):
     text = ("InitiatorName=iqn.2026-12.org.diskfarm:flood\0"
             "TargetName=%s\0SessionType=Normal\0"
@@ -239,6 +255,8 @@ def main(a):
         cmd_nbd_partial(a[1], a[2], int(a[3]), a[4], int(a[5]), float(a[6]))
     elif cmd == "nbd-bigwrite":
         cmd_nbd_bigwrite(a[1], a[2], int(a[3]), a[4], int(a[5]), float(a[6]))
+    elif cmd == "stall":
+        cmd_stall(a[1].split(","), a[2], int(a[3]), int(a[4]), float(a[5]))
     elif cmd == "iscsi-partial":
         cmd_iscsi_partial(a[1], a[2], int(a[3]), a[4], int(a[5]), float(a[6]))
     else:

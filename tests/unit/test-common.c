@@ -592,6 +592,24 @@ test_keepalive_range (void)
     }
 }
 
+/* A flood logs one line, the next interval's line counts what was left
+ * out. */
+static void
+test_log_limit (void)
+{
+  DfLogLimit l = { 0 };
+  guint suppressed = 99;
+
+  g_assert_true (df_log_limit_pass (&l, &suppressed));
+  g_assert_cmpuint (suppressed, ==, 0);
+  for (int i = 0; i < 1000; i++)
+    g_assert_false (df_log_limit_pass (&l, &suppressed));
+  l.next_us = g_get_monotonic_time (); /* the interval is over */
+  g_assert_true (df_log_limit_pass (&l, &suppressed));
+  g_assert_cmpuint (suppressed, ==, 1000);
+  g_assert_false (df_log_limit_pass (&l, &suppressed));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -611,5 +629,6 @@ main (int argc, char **argv)
   g_test_add_func ("/common/conf/files", test_conf_files);
   g_test_add_func ("/common/tcp-keepalive", test_keepalive);
   g_test_add_func ("/common/tcp-keepalive-range", test_keepalive_range);
+  g_test_add_func ("/common/log-limit", test_log_limit);
   return g_test_run ();
 }
