@@ -547,10 +547,6 @@ nbd_conn_progress (const nbd_conn *c, DfEngineProgress *p)
   p->messages = c->messages;
   switch (c->state)
     {
-    case NBD_STATE_SEND_GREETING:
-    case NBD_STATE_OPTIONS:
-      p->phase = DF_ENGINE_HANDSHAKE;
-      return;
     case NBD_STATE_TRANSMISSION:
       p->phase = (c->discard > 0 || buf_len (&c->in) > 0)
                      && !nbd_conn_has_work (c)
@@ -558,8 +554,10 @@ nbd_conn_progress (const nbd_conn *c, DfEngineProgress *p)
                    : DF_ENGINE_IDLE;
       return;
     case NBD_STATE_CLOSED:
-    default:
-      p->phase = DF_ENGINE_IDLE;
+      p->phase = DF_ENGINE_IDLE; /* draining: nothing more is read */
+      return;
+    default: /* every state before transmission is the handshake */
+      p->phase = DF_ENGINE_HANDSHAKE;
       return;
     }
 }
