@@ -287,6 +287,22 @@ escape_error (GError *e, GError **err)
   return true;
 }
 
+/* A decoded value holds no control character: the escapes \n, \t and \r
+ * would make one (and a multi-line error message quoting it). */
+static bool
+check_no_control (const char *s, GError **err)
+{
+  for (const char *p = s; *p != '\0'; p++)
+    if ((unsigned char) *p < 0x20 || *p == 0x7f)
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "control character 0x%02x in the value (escapes \\n, "
+                     "\\t, \\r are not allowed)", (unsigned) *p);
+        return false;
+      }
+  return true;
+}
+
 static bool
 parse_list (const DfConfKey *k, GKeyFile *kf, const char *group,
             const char *key, Value *v, GError **err)
@@ -303,6 +319,8 @@ parse_list (const DfConfKey *k, GKeyFile *kf, const char *group,
                        "empty item in the list");
           return false;
         }
+      if (!check_no_control (*s, err))
+        return false;
       if (k->type == DF_CONF_LISTEN_LIST && !check_listen (*s, err))
         return false;
     }
@@ -343,7 +361,8 @@ parse_value (const DfConfKey *k, GKeyFile *kf, const char *group,
     }
   g_autoptr (GError) e = NULL;
   v->str = g_key_file_get_string (kf, group, key, &e);
-  if (escape_error (e, err) || v->str == NULL)
+  if (escape_error (e, err) || v->str == NULL
+      || !check_no_control (v->str, err))
     return false;
   if (k->type == DF_CONF_IPV4)
     return check_ipv4 (v->str, err);

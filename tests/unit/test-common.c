@@ -382,6 +382,13 @@ test_conf_bad (void)
     { "[bdm]\nserver=a;b\\q\n",
       "t.conf:2: [bdm] server: invalid escape sequence (write a backslash "
       "as \\\\)" },
+    /* found by fuzz-conf: an escaped newline made a two-line message */
+    { "[streamsvc]\nnbd-listen=:1;\\nix:/r\n",
+      "t.conf:2: [streamsvc] nbd-listen: control character 0x0a in the "
+      "value (escapes \\n, \\t, \\r are not allowed)" },
+    { "[streamsvc]\nuser=a\\tb\n",
+      "t.conf:2: [streamsvc] user: control character 0x09 in the value "
+      "(escapes \\n, \\t, \\r are not allowed)" },
   };
   for (gsize i = 0; i < G_N_ELEMENTS (rows); i++)
     {
