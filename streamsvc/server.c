@@ -92,8 +92,6 @@ struct DfStreamServer {
   bool running;
 };
 
-/* ---- connections ----------------------------------------------------------- */
-
 /* ---- per-source connection counts ------------------------------------------ */
 
 /* Count one more connection from source; false (nothing counted) when it
@@ -350,8 +348,8 @@ log_limited (DfLogLimit *l, const char *fmt, ...)
   msg = g_strdup_vprintf (fmt, ap);
   va_end (ap);
   if (suppressed > 0)
-    g_message ("%s (and %u more like it in the last %d s)", msg, suppressed,
-               DF_LOG_LIMIT_INTERVAL_S);
+    g_message ("%s (and %u more like it since the last such line)", msg,
+               suppressed);
   else
     g_message ("%s", msg);
 }
