@@ -500,6 +500,39 @@ test_script (void)
   g_autofree char *d = df_script_render (&p, &dropped);
   g_assert_true (dropped);
   g_assert_null (strstr (d, "password"));
+  g_assert_null (strstr (s, "platform"));          /* no check by default */
+  p.chap_user = p.chap_secret = NULL;
+  /* A UEFI-only vDisk refuses BIOS clients, a BIOS-only one UEFI clients
+   * (iPXE's ${platform}), with a message naming the vDisk. */
+  p.no_bios = true;
+  g_autofree char *u = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (u, "\niseq ${platform} efi || goto wrong_firmware\n"
+                               "sanboot iscsi:"));
+  g_assert_nonnull (strstr (u, "\n:wrong_firmware\necho diskfarm: vDisk "
+                               "win10 boots under UEFI only"));
+  p.no_bios = false;
+  p.no_uefi = true;
+  g_autofree char *b = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (b, "\niseq ${platform} pcbios || goto "
+                               "wrong_firmware\n"));
+  g_assert_nonnull (strstr (b, "boots under BIOS only"));
+  /* An EFI loader: sanboot --filename under UEFI, plain sanboot under
+   * BIOS when the vDisk boots both. */
+  p.no_uefi = false;
+  p.efi_loader = "\\EFI\\debian\\grubx64.efi";
+  g_autofree char *l = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (l, "\niseq ${platform} efi || goto sanboot_bios\n"
+                               "sanboot --filename \\EFI\\debian\\grubx64.efi "
+                               "iscsi:10.0.0.11::3260:1:"));
+  g_assert_nonnull (strstr (l, "\n:sanboot_bios\nsanboot iscsi:"));
+  g_assert_null (strstr (l, "wrong_firmware"));
+  p.no_bios = true;
+  g_autofree char *e = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (e, "\nsanboot --filename "));
+  g_assert_null (strstr (e, "\nsanboot iscsi:"));
+  g_assert_null (strstr (e, "sanboot_bios"));
+  p.efi_loader = "\\EFI\\${x}.efi";
+  g_assert_null (df_script_render (&p, &dropped));
   g_autofree char *m = df_script_message ("not registered", "mac ${x}\n#y");
   g_assert_null (strstr (m, "${"));
   g_assert_nonnull (strstr (m, "\nreboot\n"));
