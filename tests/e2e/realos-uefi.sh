@@ -14,8 +14,10 @@
 # image) -> the initramfs logs in again from the iBFT iPXE installed as an
 # ACPI table -> ext4 root on /dev/sda2 -> /sbin/init runs the workload.
 #   cache `server`; boot 1 counts 1 and its writes are in device/pc01 only
-#   (vdisk/golden and the store files untouched); boot 2 counts 1 again;
-#   `vdisk inspect` says the image boots under UEFI only.
+#   (vdisk/golden and the store files untouched); `vdisk inspect` (libguestfs)
+#   records that the image boots under UEFI only; boot 2 with the vDisk's
+#   EFI loader set (the script then runs `sanboot --filename
+#   \EFI\BOOT\BOOTX64.EFI` after its ${platform} check) counts 1 again.
 # Prints the power-on to end-marker time of each boot.
 # Skips (77) unless root with network namespaces, /dev/net/tun, qemu,
 # dnsmasq, OVMF (ovmf), the EFI stub (systemd-boot-efi), open-iscsi,
@@ -27,7 +29,7 @@ set -eu
 : "${DISKFARM:?DISKFARM not set}"
 : "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
 [ "$(id -u)" = 0 ] || e2e_skip "needs root (network namespaces, tap)"
-e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc
+e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc curl
 [ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
 [ -f /usr/lib/ipxe/ipxe.efi ] || e2e_skip "ipxe package missing"
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
@@ -123,8 +125,27 @@ grep -q 'boot.ipxe for pc01' "$T/bs.log" || e2e_fail "pc01 did not fetch boot.ip
 [ "$(realos_store_sum "$FARM")" = "$store0" ] || e2e_fail "the vDisk store changed"
 e2e_pass "UEFI: OVMF PXE -> ipxe.efi -> sanboot -> UKI -> iBFT login -> root on iSCSI; writes in the cache only"
 
+# ---- inspect: firmware --------------------------------------------------------
+export LIBGUESTFS_BACKEND=${LIBGUESTFS_BACKEND:-direct}
+export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}
+df --json vdisk inspect golden >"$T/inspect.json" 2>"$T/inspect.err" ||
+  { cat "$T/inspect.err"; e2e_fail "vdisk inspect golden failed"; }
+grep -q '"firmware" *: *"uefi"' "$T/inspect.json" ||
+  { cat "$T/inspect.json"; e2e_fail "vdisk inspect does not say the GPT image boots under UEFI only"; }
+grep -q 'no BIOS boot code' "$T/inspect.err" || e2e_fail "vdisk inspect did not warn about BIOS"
+df vdisk show golden | grep -q 'boots under: *uefi' || e2e_fail "the firmware is not stored on the vDisk"
+df vdisk set golden --efi-loader '\EFI\BOOT\BOOTX64.EFI' >/dev/null
+# without a token: no new boot generation, nothing else changes
+ip netns exec "$BS" curl -sf "http://10.78.0.11:80/boot.ipxe?mac=52:54:00:78:00:01" -o "$T/script" ||
+  e2e_fail "cannot fetch the boot script"
+grep -q '^iseq ${platform} efi || goto wrong_firmware$' "$T/script" &&
+  grep -qF 'sanboot --filename \EFI\BOOT\BOOTX64.EFI iscsi:10.78.0.1::3260:1:' "$T/script" ||
+  { cat "$T/script"; e2e_fail "the script does not check the firmware or pass the EFI loader"; }
+e2e_pass "UEFI: vdisk inspect records uefi; the script checks \${platform} and sanboots --filename"
+
 # ---- boot 2 ------------------------------------------------------------------
 vm_boot 2
 realos_check_boot "$T/serial-pc01-2.log" 1
 [ "$(realos_store_sum "$FARM")" = "$store0" ] || e2e_fail "the vDisk store changed"
-e2e_pass "UEFI: second boot: server cache starts clean (1); store untouched"
+grep -a 'Booting from SAN' "$T/serial-pc01-2.log" | tr -d '\r' | head -2
+e2e_pass "UEFI: second boot (sanboot --filename): server cache starts clean (1); store untouched"
