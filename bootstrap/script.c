@@ -102,7 +102,7 @@ append_firmware_refusal (GString *gs, const DfScriptParams *p,
                       "(no boot code, no EFI/BOOT/BOOTX64.EFI)"
                       : p->no_bios ? "UEFI only" : "BIOS only";
   g_string_append_printf (gs, ":wrong_firmware\n"
-    "echo diskfarm: vDisk %s boots under %s; this machine runs ${platform} "
+    "echo diskfarm: vDisk %s boots under %s, but this machine runs ${platform} "
     "firmware\n"
     "echo diskfarm: switch its firmware (BIOS/CSM or UEFI), assign a vDisk "
     "made for it, or give the vDisk an EFI loader (vdisk set --efi-loader)\n"

@@ -18,6 +18,11 @@
 #   records that the image boots under UEFI only; boot 2 with the vDisk's
 #   EFI loader set (the script then runs `sanboot --filename
 #   \EFI\BOOT\BOOTX64.EFI` after its ${platform} check) counts 1 again.
+# Usage: realos-uefi.sh [pxe|http].  http: UEFI HTTP boot instead (OVMF's
+# PXE turned off through fw_cfg opt/org.tianocore/IPv4PXESupport and
+# IPv6PXESupport): DHCP vendor class HTTPClient, arch 16 -> ProxyDHCP offers
+# http://10.78.0.11:80/ipxe.efi with HTTPClient echoed -> OVMF fetches it
+# from bootstrapsvc's HTTP server -> the same path from ipxe.efi on; one boot.
 # Prints the power-on to end-marker time of each boot.
 # Skips (77) unless root with network namespaces, /dev/net/tun, qemu,
 # dnsmasq, OVMF (ovmf), the EFI stub (systemd-boot-efi), open-iscsi,
@@ -28,6 +33,8 @@ set -eu
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
 : "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
+MODE=${1:-pxe}
+case $MODE in pxe|http) ;; *) e2e_fail "unknown mode '$MODE' (pxe, http)" ;; esac
 [ "$(id -u)" = 0 ] || e2e_skip "needs root (network namespaces, tap)"
 e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc curl
 [ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
@@ -35,7 +42,7 @@ e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc curl
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
 [ -f $OVMF_CODE ] && [ -f $OVMF_VARS ] || e2e_skip "ovmf missing"
-BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-300}
+BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-420}
 e2e_init
 T=$E2E_TMP
 FARM=$T/farm
@@ -99,7 +106,10 @@ REALOS_QEMU_PREFIX="ip netns exec $LAN"
 vm_boot() { # ROUND
   local log=$T/serial-pc01-$1.log
   cp "$OVMF_VARS" "$T/vars-$1.fd"
-  realos_qemu_start pc01 "$log" -M q35 -m 512 \
+  local http=()
+  [ "$MODE" = http ] && http=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n
+                              -fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=n)
+  realos_qemu_start pc01 "$log" -M q35 -m 512 "${http[@]}" \
     -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
     -drive "if=pflash,format=raw,file=$T/vars-$1.fd" \
     -netdev "tap,id=n0,ifname=tap0,script=no,downscript=no" \
@@ -115,15 +125,22 @@ export_count() { realos_cached_count "nbd+unix:///$1?socket=$T/nbd.sock"; }
 # ---- boot 1 ------------------------------------------------------------------
 vm_boot 1
 realos_check_boot "$T/serial-pc01-1.log" 1
-grep -q 'proxydhcp: 52:54:00:78:00:01 .*(arch 7) -> ipxe.efi' "$T/bs.log" ||
-  { grep proxydhcp "$T/bs.log"; e2e_fail "OVMF's PXE was not answered with ipxe.efi (arch 7)"; }
+if [ "$MODE" = http ]; then
+  grep -q 'proxydhcp: 52:54:00:78:00:01 offer (arch 16, HTTPClient) -> http://10.78.0.11:80/ipxe.efi' "$T/bs.log" ||
+    { grep proxydhcp "$T/bs.log"; e2e_fail "OVMF's HTTP boot was not offered ipxe.efi over HTTP"; }
+  grep -q '(arch 7) -> ipxe.efi' "$T/bs.log" && e2e_fail "OVMF booted over PXE, not HTTP"
+else
+  grep -q 'proxydhcp: 52:54:00:78:00:01 .*(arch 7) -> ipxe.efi' "$T/bs.log" ||
+    { grep proxydhcp "$T/bs.log"; e2e_fail "OVMF's PXE was not answered with ipxe.efi (arch 7)"; }
+fi
 grep -q 'boot.ipxe for pc01' "$T/bs.log" || e2e_fail "pc01 did not fetch boot.ipxe"
 [ "$(grep -c 'iSCSI login' "$T/ss1.log")" -ge 2 ] ||
   e2e_fail "expected an iPXE and an OS login: $(grep 'iSCSI login' "$T/ss1.log")"
 [ "$(export_count device/pc01)" = 1 ] || e2e_fail "pc01's cache does not hold its boot counter"
 [ "$(export_count vdisk/golden)" = none ] || e2e_fail "the OS's writes reached vdisk/golden"
 [ "$(realos_store_sum "$FARM")" = "$store0" ] || e2e_fail "the vDisk store changed"
-e2e_pass "UEFI: OVMF PXE -> ipxe.efi -> sanboot -> UKI -> iBFT login -> root on iSCSI; writes in the cache only"
+e2e_pass "UEFI ($MODE): OVMF $MODE boot -> ipxe.efi -> sanboot -> UKI -> iBFT login -> root on iSCSI; writes in the cache only"
+[ "$MODE" = http ] && exit 0
 
 # ---- inspect: firmware --------------------------------------------------------
 export LIBGUESTFS_BACKEND=${LIBGUESTFS_BACKEND:-direct}
