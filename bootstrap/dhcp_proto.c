@@ -55,6 +55,8 @@ take_option (DfDhcpRequest *req, guint8 code, const guint8 *v, guint8 len,
     case OPT_CLASS_ID:
       if (len >= 9 && memcmp (v, "PXEClient", 9) == 0)
         req->pxeclient = true;
+      if (len >= 10 && memcmp (v, "HTTPClient", 10) == 0)
+        req->httpclient = true;
       break;
     case OPT_ARCH:
       if (len < 2 || len % 2)
@@ -183,10 +185,10 @@ df_dhcp_boot_file_for_arch (guint16 arch)
   switch (arch)
     {
     case DF_DHCP_ARCH_BIOS:
-      return "undionly.kpxe";
+      return DF_BOOT_FILE_BIOS;
     case DF_DHCP_ARCH_EFI_X64:
     case DF_DHCP_ARCH_EFI_BC:
-      return "ipxe.efi";
+      return DF_BOOT_FILE_EFI;
     default:
       return NULL;
     }
@@ -240,12 +242,16 @@ df_dhcp_build_reply (const DfDhcpRequest *req, const DfDhcpReply *r,
   static const guint8 vendor[] = { 6, 1, 8, 255 };
   guint8 type = (guint8) r->msg_type;
   size_t pos = DF_DHCP_MIN_LEN;
+  bool http = req->httpclient && !req->pxeclient;
   bool ok = put_option (out, cap, &pos, OPT_MSG_TYPE, &type, 1)
             && put_option (out, cap, &pos, OPT_SERVER_ID, &r->server, 4)
-            && put_option (out, cap, &pos, OPT_CLASS_ID, "PXEClient", 9)
-            && put_option (out, cap, &pos, OPT_VENDOR, vendor, sizeof vendor)
-            && put_option (out, cap, &pos, OPT_TFTP_SERVER, server_s,
-                           strlen (server_s))
+            && (http ? put_option (out, cap, &pos, OPT_CLASS_ID, "HTTPClient",
+                                   10)
+                : put_option (out, cap, &pos, OPT_CLASS_ID, "PXEClient", 9)
+                  && put_option (out, cap, &pos, OPT_VENDOR, vendor,
+                                 sizeof vendor)
+                  && put_option (out, cap, &pos, OPT_TFTP_SERVER, server_s,
+                                 strlen (server_s)))
             && put_option (out, cap, &pos, OPT_BOOTFILE, r->boot_file, flen)
             && (!req->has_uuid
                 || put_option (out, cap, &pos, OPT_UUID, req->uuid,

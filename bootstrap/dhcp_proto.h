@@ -8,6 +8,8 @@
  * followed into the file/sname fields, once. */
 #pragma once
 
+#include "defaults.h"
+
 #include <glib.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,6 +32,8 @@ typedef struct {
   guint8 chaddr[16];
   int msg_type;               /* option 53, 0 when absent */
   bool pxeclient;             /* option 60 starts with "PXEClient" */
+  bool httpclient;            /* option 60 starts with "HTTPClient": UEFI
+                               * HTTP boot (UEFI 2.5+, section 24.7) */
   bool has_arch;
   guint16 arch;               /* option 93, first entry */
   bool ipxe;                  /* option 175 present or user class "iPXE" */
@@ -49,6 +53,8 @@ bool df_dhcp_parse (const guint8 *buf, size_t len, DfDhcpRequest *req,
 #define DF_DHCP_ARCH_BIOS 0
 #define DF_DHCP_ARCH_EFI_X64 7
 #define DF_DHCP_ARCH_EFI_BC 9
+#define DF_DHCP_ARCH_EFI_X64_HTTP 16  /* x64 UEFI HTTP boot (RFC 4578 / IANA) */
+
 
 /* The boot file for a PXE client of this architecture ("undionly.kpxe",
  * "ipxe.efi"), or NULL when we have none. */
@@ -63,7 +69,10 @@ typedef struct {
 
 /* Build the ProxyDHCP reply to req into out (cap >= 576): no yiaddr,
  * option 60 PXEClient, 54, 43 (PXE discovery control 8: boot from the
- * offered file without boot server discovery), 66/67, 97 echoed.  Returns
- * its length, or 0 when the boot file name does not fit. */
+ * offered file without boot server discovery), 66/67, 97 echoed.  To a
+ * UEFI HTTP boot client (req->httpclient): option 60 HTTPClient (the
+ * firmware ignores an offer without it), 54, 67 the boot URI, 97 echoed;
+ * no PXE options 43 and 66.  Returns its length, or 0 when the boot file
+ * name does not fit. */
 size_t df_dhcp_build_reply (const DfDhcpRequest *req, const DfDhcpReply *r,
                             guint8 *out, size_t cap);

@@ -206,6 +206,17 @@ render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
     .n_targets = servers->len, .rendered_by = h->address,
     .note = has_chap && !br->trusted ? NO_TOKEN_NOTE : NULL,
   };
+  g_autoptr (DfVdisk) vd = df_farm_vdisk_get (h->farm, d->vdisk, err);
+  if (!vd)
+    {
+      wipe_free (user);
+      wipe_free (secret);
+      return NULL;
+    }
+  /* An EFI loader set by hand makes the vDisk UEFI-bootable. */
+  p.no_bios = !df_firmware_boots_bios (vd->firmware);
+  p.no_uefi = !vd->efi_loader && !df_firmware_boots_uefi (vd->firmware);
+  p.efi_loader = vd->efi_loader;
   gboolean dropped = FALSE;
   char *script = df_script_render (&p, &dropped);
   wipe_free (user);

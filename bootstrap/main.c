@@ -300,9 +300,12 @@ start_dhcp (Service *s, guint16 http_port, GError **err)
                                            s->o->address, tftp_port);
   g_autofree char *efi = g_strdup_printf ("tftp://%s%s/ipxe.efi",
                                           s->o->address, tftp_port);
+  g_autofree char *http_boot = g_strdup_printf (
+    "http://%s:%u/" DF_BOOT_FILE_EFI, s->o->address, http_port);
   DfProxyConfig cfg = {
     .address = s->addr, .script_url = url, .chain_ipxe = s->o->chain_ipxe,
     .chain_url_bios = bios, .chain_url_efi = efi,
+    .http_boot_url = http_boot,
     .healthy = service_healthy, .healthy_data = s, .tokens = s->tokens,
   };
   s->dhcp = df_proxydhcp_new (&cfg, fd67, fd4011);

@@ -20,7 +20,7 @@
 
 struct DfProxyDhcp {
   DfProxyConfig cfg;
-  char *script_url, *chain_url_bios, *chain_url_efi;
+  char *script_url, *chain_url_bios, *chain_url_efi, *http_boot_url;
   int fd67, fd4011;
   guint src67, src4011;
   GHashTable *memos;            /* MAC string -> DfChainMemo (owned) */
@@ -65,6 +65,27 @@ chain_first (DfChainMemo *memo, const DfDhcpRequest *req, gint64 now_us)
   return true;
 }
 
+/* A UEFI HTTP boot client: the URI of ipxe.efi on our HTTP server, which
+ * then boots as any iPXE client does (PXEClient, user class iPXE). */
+static int
+decide_http (const DfProxyConfig *cfg, const DfDhcpRequest *req, int type,
+             const char **boot_file, const char **why)
+{
+  if (!req->has_arch || req->arch != DF_DHCP_ARCH_EFI_X64_HTTP)
+    {
+      *why = "HTTP boot client architecture (option 93) is not x64 UEFI "
+             "HTTP (16)";
+      return 0;
+    }
+  if (!cfg->http_boot_url)
+    {
+      *why = "UEFI HTTP boot is not offered by this server";
+      return 0;
+    }
+  *boot_file = cfg->http_boot_url;
+  return type;
+}
+
 int
 df_proxydhcp_decide (const DfProxyConfig *cfg, const DfDhcpRequest *req,
                      bool pxe_port, DfChainMemo *memo, gint64 now_us,
@@ -73,14 +94,16 @@ df_proxydhcp_decide (const DfProxyConfig *cfg, const DfDhcpRequest *req,
   int type = reply_type (cfg, req, pxe_port, why);
   if (!type)
     return 0;
+  if (!req->mac[0] && (req->pxeclient || req->httpclient))
+    {
+      *why = "hardware address is not Ethernet";
+      return 0;
+    }
+  if (req->httpclient && !req->pxeclient)
+    return decide_http (cfg, req, type, boot_file, why);
   if (!req->pxeclient)
     {
       *why = "not a PXE client (no option 60 PXEClient)";
-      return 0;
-    }
-  if (!req->mac[0])
-    {
-      *why = "hardware address is not Ethernet";
       return 0;
     }
   guint16 arch = req->has_arch ? req->arch : DF_DHCP_ARCH_BIOS;
@@ -211,11 +234,13 @@ handle_packet (DfProxyDhcp *p, int fd, const guint8 *buf, size_t len,
   if (!type)
     {
       p->ignored++;
-      bool loud = req.pxeclient && log_allowed (p);
+      bool loud = (req.pxeclient || req.httpclient) && log_allowed (p);
       if (loud)
         g_message ("proxydhcp: %s (arch %u%s): not answering: %s",
                    req.mac[0] ? req.mac : "?", req.arch,
-                   req.ipxe ? ", iPXE" : "", why);
+                   req.ipxe ? ", iPXE"
+                   : req.httpclient && !req.pxeclient ? ", HTTPClient" : "",
+                   why);
       return;
     }
   g_autofree char *boot_file = df_proxydhcp_boot_file (
@@ -235,7 +260,8 @@ handle_packet (DfProxyDhcp *p, int fd, const guint8 *buf, size_t len,
   /* The token is left out of the log: whoever reads it could redeem it. */
   g_message ("proxydhcp: %s %s (arch %u%s) -> %s%s", req.mac,
              type == DF_DHCP_OFFER ? "offer" : "ack", req.arch,
-             req.ipxe ? ", iPXE" : "", file,
+             req.ipxe ? ", iPXE"
+             : req.httpclient && !req.pxeclient ? ", HTTPClient" : "", file,
              boot_file[strlen (file)] ? "&token=(one-time token)" : "");
 }
 
@@ -303,6 +329,8 @@ df_proxydhcp_new (const DfProxyConfig *cfg, int fd67, int fd4011)
   p->cfg.chain_url_bios = p->chain_url_bios;
   p->chain_url_efi = g_strdup (cfg->chain_url_efi);
   p->cfg.chain_url_efi = p->chain_url_efi;
+  p->http_boot_url = g_strdup (cfg->http_boot_url);
+  p->cfg.http_boot_url = p->http_boot_url;
   p->fd67 = fd67;
   p->fd4011 = fd4011;
   p->memos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
@@ -326,6 +354,7 @@ df_proxydhcp_free (DfProxyDhcp *p)
   g_free (p->script_url);
   g_free (p->chain_url_bios);
   g_free (p->chain_url_efi);
+  g_free (p->http_boot_url);
   g_free (p);
 }
 

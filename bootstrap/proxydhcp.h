@@ -2,7 +2,9 @@
  *
  * Answers PXEClient DISCOVERs (on 67) and REQUESTs (on 4011, or on 67 when
  * addressed to us) with next-server and the boot file for the client's
- * architecture; iPXE clients get the URL of their HTTP boot script.  Never
+ * architecture; iPXE clients get the URL of their HTTP boot script; UEFI
+ * HTTP boot clients (vendor class HTTPClient, arch 16) the URI of ipxe.efi
+ * on our HTTP server.  Never
  * hands out addresses: the site's DHCP server does.  Silent while the
  * service is unhealthy, so another bootstrap server answers instead. */
 #pragma once
@@ -27,6 +29,8 @@ typedef struct {
    * plain names. */
   const char *chain_url_bios;
   const char *chain_url_efi;
+  /* "http://A:P/ipxe.efi" for UEFI HTTP boot clients; NULL: not offered. */
+  const char *http_boot_url;
   DfHealthyFunc healthy;
   gpointer healthy_data;
   /* Borrowed, nullable: when set, every script URL handed out gets

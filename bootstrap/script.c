@@ -79,11 +79,45 @@ append_uris (GString *gs, const DfScriptParams *p)
     }
 }
 
+/* A vDisk for one firmware only: iPXE's ${platform} ("pcbios" or "efi")
+ * must match, or the script jumps to the refusal. */
+static void
+append_firmware_check (GString *gs, const DfScriptParams *p)
+{
+  if (p->no_bios && p->no_uefi)
+    g_string_append (gs, "goto wrong_firmware\n");
+  else if (p->no_bios)
+    g_string_append (gs, "iseq ${platform} efi || goto wrong_firmware\n");
+  else if (p->no_uefi)
+    g_string_append (gs, "iseq ${platform} pcbios || goto wrong_firmware\n");
+}
+
+static void
+append_firmware_refusal (GString *gs, const DfScriptParams *p,
+                         const char *vdisk)
+{
+  if (!p->no_bios && !p->no_uefi)
+    return;
+  const char *boots = p->no_bios && p->no_uefi ? "neither BIOS nor UEFI "
+                      "(no boot code, no EFI/BOOT/BOOTX64.EFI)"
+                      : p->no_bios ? "UEFI only" : "BIOS only";
+  g_string_append_printf (gs, ":wrong_firmware\n"
+    "echo diskfarm: vDisk %s boots under %s, but this machine runs ${platform} "
+    "firmware\n"
+    "echo diskfarm: switch its firmware (BIOS/CSM or UEFI), assign a vDisk "
+    "made for it, or give the vDisk an EFI loader (vdisk set --efi-loader)\n"
+    "echo diskfarm: rebooting in 30 seconds\n"
+    "sleep 30\n"
+    "reboot\n", vdisk, boots);
+}
+
 char *
 df_script_render (const DfScriptParams *p, gboolean *chap_dropped)
 {
   *chap_dropped = FALSE;
   if (!device_ok (p->device))
+    return NULL;
+  if (p->efi_loader && !word_ok (p->efi_loader, 255, "._-\\"))
     return NULL;
   for (guint i = 0; i < p->n_targets; i++)
     if (!address_ok (p->targets[i].address))
@@ -115,13 +149,28 @@ df_script_render (const DfScriptParams *p, gboolean *chap_dropped)
       g_autofree char *note = sanitize (p->note);
       g_string_append_printf (gs, "echo diskfarm: %s\n", note);
     }
-  g_string_append (gs, "sanboot");
-  append_uris (gs, p);
-  g_string_append (gs, " || goto failed\n"
-                   ":failed\n"
+  append_firmware_check (gs, p);
+  if (p->efi_loader && !p->no_uefi)
+    {
+      if (!p->no_bios)
+        g_string_append (gs, "iseq ${platform} efi || goto sanboot_bios\n");
+      g_string_append_printf (gs, "sanboot --filename %s", p->efi_loader);
+      append_uris (gs, p);
+      g_string_append (gs, " || goto failed\n");
+    }
+  if (!p->efi_loader || (!p->no_bios && !p->no_uefi))
+    {
+      if (p->efi_loader)
+        g_string_append (gs, ":sanboot_bios\n");
+      g_string_append (gs, "sanboot");
+      append_uris (gs, p);
+      g_string_append (gs, " || goto failed\n");
+    }
+  g_string_append (gs, ":failed\n"
                    "echo diskfarm: sanboot failed, rebooting in 10 seconds\n"
                    "sleep 10\n"
                    "reboot\n");
+  append_firmware_refusal (gs, p, vdisk);
   return g_string_free (gs, FALSE);
 }
 

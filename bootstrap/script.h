@@ -5,6 +5,7 @@
 #pragma once
 
 #include <glib.h>
+#include <stdbool.h>
 
 #include "defaults.h" /* DF_IQN_PREFIX */
 
@@ -23,6 +24,13 @@ typedef struct {
   guint n_targets;          /* >= 1 */
   const char *rendered_by;  /* this bootstrap server's address */
   const char *note;         /* nullable: one more on-screen line */
+  /* The vDisk cannot boot under this firmware (both false: no check): the
+   * script compares iPXE's ${platform} (pcbios, efi) and refuses with a
+   * message instead of a sanboot that fails (Error 0x7f22208e). */
+  bool no_bios, no_uefi;
+  /* Nullable: the EFI loader (df_efi_loader_path_ok) a UEFI sanboot
+   * starts (sanboot --filename) instead of \EFI\BOOT\BOOTX64.EFI. */
+  const char *efi_loader;
 } DfScriptParams;
 
 /* The sanboot script (new string; it holds the CHAP secret when given:
@@ -31,7 +39,8 @@ typedef struct {
  * *chap_dropped set.  NULL when the device name (outside [A-Za-z0-9._-])
  * or a target address (outside [A-Za-z0-9._:-], or a [IPv6] literal) could
  * inject iPXE syntax: those go into commands unquoted.  IPv6 literals are
- * bracketed in the iscsi: URIs. */
+ * bracketed in the iscsi: URIs.  NULL also when efi_loader has
+ * characters outside [A-Za-z0-9._-] and '\\'. */
 char *df_script_render (const DfScriptParams *p, gboolean *chap_dropped);
 
 /* Wipe and free a rendered script (nullable). */

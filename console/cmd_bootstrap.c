@@ -6,6 +6,7 @@
  * put into the site's DHCP server instead of running ProxyDHCP.  farm set
  * auto-add decides what the bootstrap service does with unknown MACs. */
 #include "console.h"
+#include "defaults.h"
 
 #include <errno.h>
 #include <gio/gio.h>
@@ -16,7 +17,7 @@
 #define IPXE_DIR "/usr/lib/ipxe"
 
 static const char *const boot_files[] = {
-  "undionly.kpxe", "ipxe.efi", "ipxe.lkrn", NULL
+  DF_BOOT_FILE_BIOS, DF_BOOT_FILE_EFI, "ipxe.lkrn", NULL
 };
 
 /* ---- bootstrap sync --------------------------------------------------- */
@@ -99,29 +100,35 @@ bootstrap_sync (DfCtx *ctx, int argc, char **argv, GError **err)
 
 /* ---- bootstrap dhcp-config -------------------------------------------- */
 
-#define BIOS_BOOT_FILE "undionly.kpxe"
-#define EFI_BOOT_FILE "ipxe.efi"
+#define BIOS_BOOT_FILE DF_BOOT_FILE_BIOS
+#define EFI_BOOT_FILE DF_BOOT_FILE_EFI
 
-/* dnsmasq settings for PXE through the site DHCP (new string). */
+/* dnsmasq settings for PXE through the site DHCP (new string).  Each
+ * dhcp-boot line has tags no other line matches (dnsmasq's pick among
+ * several matching lines is not documented). */
 static char *
-dnsmasq_text (const char *addr, const char *url)
+dnsmasq_text (const char *addr, const char *url, const char *http_boot)
 {
   return g_strdup_printf (
     "# dnsmasq: PXE through the site DHCP (no ProxyDHCP needed).\n"
     "# Options 66/67: next-server %s, boot file by architecture;\n"
-    "# iPXE clients (option 175 / user class iPXE) get the script.\n"
+    "# iPXE clients (option 175 / user class iPXE) get the script;\n"
+    "# UEFI HTTP boot (arch 16) gets ipxe.efi's URI, class HTTPClient.\n"
     "dhcp-match=set:ipxe,175\n"
     "dhcp-userclass=set:ipxe,iPXE\n"
     "dhcp-match=set:efi64,option:client-arch,7\n"
     "dhcp-match=set:efi64,option:client-arch,9\n"
-    "dhcp-boot=tag:!ipxe,tag:!efi64," BIOS_BOOT_FILE ",,%s\n"
+    "dhcp-match=set:efihttp,option:client-arch,16\n"
+    "dhcp-option-force=tag:efihttp,60,HTTPClient\n"
+    "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp," BIOS_BOOT_FILE ",,%s\n"
     "dhcp-boot=tag:!ipxe,tag:efi64," EFI_BOOT_FILE ",,%s\n"
-    "dhcp-boot=tag:ipxe,%s\n", addr, addr, addr, url);
+    "dhcp-boot=tag:!ipxe,tag:efihttp,%s\n"
+    "dhcp-boot=tag:ipxe,%s\n", addr, addr, addr, http_boot, url);
 }
 
 /* ISC dhcpd settings for the same (new string). */
 static char *
-isc_text (const char *addr, const char *url)
+isc_text (const char *addr, const char *url, const char *http_boot)
 {
   return g_strdup_printf (
     "# ISC dhcpd: PXE through the site DHCP (no ProxyDHCP needed).\n"
@@ -131,13 +138,17 @@ isc_text (const char *addr, const char *url)
     "if exists user-class and option user-class = \"iPXE\" {\n"
     "  filename \"%s\";\n"
     "  option bootfile-name \"%s\";                    # option 67\n"
+    "} elsif option client-arch = 16 {                # UEFI HTTP boot\n"
+    "  option vendor-class-identifier \"HTTPClient\";\n"
+    "  filename \"%s\";\n"
+    "  option bootfile-name \"%s\";\n"
     "} elsif option client-arch = 7 or option client-arch = 9 {\n"
     "  filename \"" EFI_BOOT_FILE "\";\n"
     "  option bootfile-name \"" EFI_BOOT_FILE "\";\n"
     "} else {\n"
     "  filename \"" BIOS_BOOT_FILE "\";\n"
     "  option bootfile-name \"" BIOS_BOOT_FILE "\";\n"
-    "}\n", addr, addr, url, url);
+    "}\n", addr, addr, url, url, http_boot, http_boot);
 }
 
 /* The settings as text for people, or one JSON object: the facts (next
@@ -147,10 +158,12 @@ static void
 print_dhcp_config (const char *addr, int http_port, const char *url,
                    const char *format, bool json)
 {
+  g_autofree char *http_boot = g_strdup_printf (
+    "http://%s:%d/" DF_BOOT_FILE_EFI, addr, http_port);
   g_autofree char *dnsmasq = g_str_equal (format, "isc") ? NULL
-                             : dnsmasq_text (addr, url);
+                             : dnsmasq_text (addr, url, http_boot);
   g_autofree char *isc = g_str_equal (format, "dnsmasq") ? NULL
-                         : isc_text (addr, url);
+                         : isc_text (addr, url, http_boot);
   if (!json)
     {
       printf ("%s%s%s", dnsmasq ? dnsmasq : "", dnsmasq && isc ? "\n" : "",
@@ -163,6 +176,7 @@ print_dhcp_config (const char *addr, int http_port, const char *url,
   df_record_str (r, "bios_boot_file", "bios boot file", BIOS_BOOT_FILE);
   df_record_str (r, "efi_boot_file", "efi boot file", EFI_BOOT_FILE);
   df_record_str (r, "script_url", "script url", url);
+  df_record_str (r, "http_boot_url", "uefi http boot url", http_boot);
   df_record_str (r, "dnsmasq", "dnsmasq", dnsmasq);
   df_record_str (r, "isc", "isc", isc);
   df_print_result (r, true, "%s", "");
@@ -175,9 +189,11 @@ bootstrap_dhcp_config (DfCtx *ctx, int argc, char **argv, GError **err)
     "bootstrap dhcp-config", "", 0, 0,
     "Print the options the site's DHCP server needs to send PXE clients to "
     "a bootstrap server without ProxyDHCP (options 66 next-server and 67 "
-    "boot file; the HTTP script URL for iPXE), as dnsmasq and ISC dhcpd "
+    "boot file; the HTTP script URL for iPXE; for UEFI HTTP boot, client "
+    "architecture 16, the URI of ipxe.efi on its HTTP server with vendor "
+    "class HTTPClient), as dnsmasq and ISC dhcpd "
     "configuration (--json: one object with the next server, boot files, "
-    "script URL and each configuration text).  Run bootstrapsvc with "
+    "script URL, HTTP boot URL and each configuration text).  Run bootstrapsvc with "
     "--no-proxydhcp then.  Scripts fetched this way carry no one-time boot "
     "token: no CHAP secret, no new boot generation, no auto-add (see "
     "bootstrapsvc(8)).",

@@ -222,6 +222,8 @@ vdisk_show (DfCtx *ctx, int argc, char **argv, GError **err)
   df_record_str (r, "description", "description", v->description);
   df_record_str (r, "created", "created", v->created);
   df_record_str (r, "store", "store", store);
+  df_record_str (r, "firmware", "boots under", df_firmware_name (v->firmware));
+  df_record_str (r, "efi_loader", "efi loader", v->efi_loader);
   bool own_depth;
   df_record_int (r, "auto_merge_depth", "auto-merge depth",
                  df_farm_auto_merge_depth (farm, v->name, &own_depth));
@@ -504,12 +506,19 @@ vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err)
     "the chain deeper than N files, merge the updates into one layer "
     "(PVS suggests 5; 0 turns it off for this vDisk; 'farm' follows the "
     "farm-wide default, 'diskfarm farm set auto-merge-depth N').  "
-    "--description TEXT replaces the description ('' clears it).",
+    "--description TEXT replaces the description ('' clears it).  "
+    "--efi-loader PATH: the EFI loader a UEFI sanboot of this vDisk starts "
+    "(iPXE sanboot --filename) instead of \\EFI\\BOOT\\BOOTX64.EFI; the "
+    "vDisk then boots under UEFI whatever `vdisk inspect` found ('' "
+    "clears it).",
     "  diskfarm vdisk set win10 --auto-merge-depth 5\n"
+    "  diskfarm vdisk set gold --efi-loader '\\EFI\\debian\\grubx64.efi'\n"
     "  diskfarm vdisk set win10 --description 'Windows 10 22H2, Office'\n",
   };
-  g_autofree char *depth_s = NULL, *description = NULL;
+  g_autofree char *depth_s = NULL, *description = NULL, *loader = NULL;
   const GOptionEntry entries[] = {
+    { "efi-loader", 0, 0, G_OPTION_ARG_STRING, &loader,
+      "EFI loader a UEFI sanboot starts ('' clears it)", "PATH" },
     { "auto-merge-depth", 0, 0, G_OPTION_ARG_STRING, &depth_s,
       "Merge automatically past N chain files (0: off; farm: the farm's)",
       "N" },
@@ -521,10 +530,10 @@ vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err)
       || (depth_s && !parse_depth_arg (depth_s, &depth, err)))
     return false;
-  if (!depth_s && !description)
+  if (!depth_s && !description && !loader)
     {
       df_usage_error (err, "vdisk set: nothing to change (give "
-                      "--auto-merge-depth or --description)");
+                      "--auto-merge-depth, --description or --efi-loader)");
       return false;
     }
   g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
@@ -536,7 +545,10 @@ vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err)
              || df_farm_auto_merge_depth_set (farm, v->name, depth, err))
             && (!description
                 || df_farm_vdisk_set_description (
-                  farm, v->name, *description ? description : NULL, err));
+                  farm, v->name, *description ? description : NULL, err))
+            && (!loader
+                || df_farm_vdisk_set_efi_loader (
+                  farm, v->name, *loader ? loader : NULL, err));
   if (!ok)
     df_farm_rollback (farm);
   if (!ok || !df_farm_commit (farm, err))
@@ -551,11 +563,16 @@ vdisk_set (DfCtx *ctx, int argc, char **argv, GError **err)
   df_record_int (r, "auto_merge_depth", "auto-merge depth", now);
   df_record_str (r, "auto_merge_depth_from", NULL, own ? "vdisk" : "farm");
   df_record_str (r, "description", "description", after->description);
-  df_print_result (r, ctx->json, "vdisk %s: auto-merge depth %d%s%s%s%s",
+  df_record_str (r, "efi_loader", "efi loader", after->efi_loader);
+  df_record_str (r, "firmware", "boots under",
+                 df_firmware_name (after->firmware));
+  df_print_result (r, ctx->json, "vdisk %s: auto-merge depth %d%s%s%s%s%s%s",
                    v->name, now, now ? "" : " (off)",
                    own ? "" : " (farm default)",
                    description ? ", description " : "",
-                   description ? (*description ? "set" : "cleared") : "");
+                   description ? (*description ? "set" : "cleared") : "",
+                   loader ? ", EFI loader " : "",
+                   loader ? (*loader ? loader : "cleared") : "");
   return true;
 }
 

@@ -434,6 +434,7 @@ typedef struct {
   gboolean print_xml;
   char *nbd;
   char *disk_dir;
+  gboolean no_secure_boot;
 } ProvOpts;
 
 static void
@@ -509,6 +510,74 @@ add_hypervisor_overlay (xmlDoc *doc, const ProvOpts *o, const char *name,
   return true;
 }
 
+/* Why the template boots with UEFI Secure Boot on (static text), or NULL.
+ * `<os firmware='efi'>` without features lets libvirt pick a firmware, and
+ * it prefers the Secure Boot one with Microsoft's keys enrolled. */
+static const char *
+secure_boot_reason (xmlDoc *doc)
+{
+  static const struct { const char *expr, *why; } rules[] = {
+    { "/domain/os/loader[@secure='yes']", "<loader secure='yes'>" },
+    { "/domain/os/firmware/feature[@name='secure-boot' and @enabled='yes']",
+      "firmware feature secure-boot" },
+    { "/domain/os/firmware/feature[@name='enrolled-keys' and @enabled='yes']",
+      "firmware feature enrolled-keys" },
+    { "/domain/os[@firmware='efi' and not(loader)]"
+      "[not(firmware/feature[@name='secure-boot' and @enabled='no'])]",
+      "<os firmware='efi'> without secure-boot disabled (libvirt then picks "
+      "the Secure Boot firmware)" },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (rules); i++)
+    {
+      g_autoptr(xmlXPathObject) o = xpath (doc, rules[i].expr);
+      if (nodes_len (o) > 0)
+        return rules[i].why;
+    }
+  return NULL;
+}
+
+/* Secure Boot off for a clone: libvirt picks a firmware without it
+ * (firmware autoselection with both features disabled). */
+static void
+disable_secure_boot (xmlDoc *doc)
+{
+  remove_nodes (doc, "/domain/os/loader");
+  remove_nodes (doc, "/domain/os/nvram");
+  remove_nodes (doc, "/domain/os/firmware");
+  g_autoptr(xmlXPathObject) os = xpath (doc, "/domain/os");
+  if (nodes_len (os) == 0)
+    return;
+  xmlNode *n = os->nodesetval->nodeTab[0];
+  xmlSetProp (n, (const xmlChar *) "firmware", (const xmlChar *) "efi");
+  xmlNode *fw = xmlNewChild (n, NULL, (const xmlChar *) "firmware", NULL);
+  const char *features[] = { "secure-boot", "enrolled-keys" };
+  for (guint i = 0; i < G_N_ELEMENTS (features); i++)
+    {
+      xmlNode *f = xmlNewChild (fw, NULL, (const xmlChar *) "feature", NULL);
+      xmlSetProp (f, (const xmlChar *) "enabled", (const xmlChar *) "no");
+      xmlSetProp (f, (const xmlChar *) "name", (const xmlChar *) features[i]);
+    }
+}
+
+/* Each clone its own UEFI variable store: the template's NVRAM path (its
+ * text or <source>) goes, attributes such as template= stay, and libvirt
+ * makes <nvram dir>/<clone>_VARS.fd from the template at first start. */
+static void
+own_nvram (xmlDoc *doc)
+{
+  g_autoptr(xmlXPathObject) o = xpath (doc, "/domain/os/nvram");
+  for (guint i = 0; i < nodes_len (o); i++)
+    {
+      xmlNode *n = o->nodesetval->nodeTab[i];
+      while (n->children)
+        {
+          xmlNode *c = n->children;
+          xmlUnlinkNode (c);
+          xmlFreeNode (c);
+        }
+    }
+}
+
 /* The clone's XML: new name, no UUID (libvirt makes one), new MAC on every
  * interface (the first one is the device's), template disks dropped (the
  * clone boots the streamed vDisk), boot device as asked. */
@@ -521,6 +590,9 @@ clone_xml (const char *tpl_xml, const ProvOpts *o, const char *name,
     return NULL;
   remove_nodes (doc, "/domain/uuid");
   remove_nodes (doc, "/domain/devices/disk[@device='disk']");
+  if (secure_boot_reason (doc))
+    disable_secure_boot (doc);      /* tpl_check refused it otherwise */
+  own_nvram (doc);
   g_autoptr(xmlXPathObject) n = xpath (doc, "/domain/name");
   if (nodes_len (n) == 0)
     return NULL;
@@ -548,6 +620,27 @@ clone_xml (const char *tpl_xml, const ProvOpts *o, const char *name,
   if (ok && cache_on_hypervisor (o->cache))
     ok = add_hypervisor_overlay (doc, o, name, size, err);
   return ok ? g_steal_pointer (&doc) : NULL;
+}
+
+/* A Secure Boot template is refused unless --no-secure-boot. */
+static bool
+tpl_check (const char *tpl_xml, const ProvOpts *o, GError **err)
+{
+  g_autoptr(xmlDoc) doc = parse_xml (tpl_xml, err);
+  if (doc == NULL)
+    return false;
+  const char *sb = secure_boot_reason (doc);
+  if (sb && !o->no_secure_boot)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED,
+                   "template '%s' boots with UEFI Secure Boot (%s): the "
+                   "firmware refuses Debian's unsigned ipxe.efi (\"Access "
+                   "Denied\"); give --no-secure-boot to provision the clones "
+                   "with Secure Boot off, or turn it off in the template",
+                   o->tpl_name, sb);
+      return false;
+    }
+  return true;
 }
 
 static bool
@@ -631,7 +724,14 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
     "no template disks; each is registered as a device of the collection "
     "(its default vDisk) and boots from the network (pxe), the BDM ISO or "
     "the BDM boot partition.  With --cache hypervisor each gets a qcow2 "
-    "overlay in --disk-dir whose backing is its NBD export.",
+    "overlay in --disk-dir whose backing is its NBD export.  UEFI templates: "
+    "each clone gets its own NVRAM (the template's path is dropped, libvirt "
+    "makes one per domain from the VARS template); a template with Secure "
+    "Boot (loader secure='yes', firmware feature secure-boot or "
+    "enrolled-keys, or firmware='efi' without secure-boot disabled) is "
+    "refused, because the firmware refuses Debian's unsigned iPXE, unless "
+    "--no-secure-boot: the clones then let libvirt pick a firmware without "
+    "Secure Boot.",
     "  diskfarm vm provision --template tpl-web --count 3 --collection web "
     "--name-template 'web{02}' --boot iso --media /srv/bdm.iso\n",
   };
@@ -659,6 +759,8 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
     { "connect", 'c', 0, G_OPTION_ARG_STRING, &o.uri, "libvirt URI", "URI" },
     { "print-xml", 0, 0, G_OPTION_ARG_NONE, &o.print_xml,
       "Print each definition libvirt stored (instead of the table)", NULL },
+    { "no-secure-boot", 0, 0, G_OPTION_ARG_NONE, &o.no_secure_boot,
+      "UEFI templates with Secure Boot: clones boot with it off", NULL },
     G_OPTION_ENTRY_NULL
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
@@ -682,7 +784,7 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
   g_autoptr(VmConn) conn = vm_connect (o.uri, err);
   g_autofree char *tpl_xml = conn ? inactive_xml (conn, o.tpl_name, err)
                                   : NULL;
-  if (tpl_xml == NULL)
+  if (tpl_xml == NULL || !tpl_check (tpl_xml, &o, err))
     return false;
   g_autoptr(GPtrArray) records = df_record_list_new ();
   g_autoptr(DfVdisk) vdisk = df_farm_vdisk_get (farm, col->vdisk, err);

@@ -143,6 +143,56 @@ os_record (guestfs_h *g, const DfVersion *v, const char *root)
   return r;
 }
 
+/* GPT partition type GUIDs (UEFI spec, and GRUB's BIOS boot partition). */
+#define GPT_ESP "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+#define GPT_BIOS_BOOT "21686148-6449-6E6F-744E-656564454649"
+#define MBR_ESP 0xef
+
+/* Does partition dev hold the removable-media loader?  Mounted read-only
+ * on / and unmounted again (FAT: the path's case is the disk's own). */
+static bool
+has_esp_loader (guestfs_h *g, const char *dev)
+{
+  if (guestfs_mount_ro (g, dev, "/") < 0)
+    return false;
+  char *path = guestfs_case_sensitive_path (g, "/EFI/BOOT/BOOTX64.EFI");
+  bool found = path && guestfs_is_file (g, path) > 0;
+  free (path);
+  guestfs_umount_all (g);
+  return found;
+}
+
+/* What decides which firmware boots the first disk. */
+static DfBootFacts
+boot_facts (guestfs_h *g)
+{
+  DfBootFacts f = { 0 };
+  size_t n = 0;
+  g_autofree char *mbr = guestfs_pread_device (g, "/dev/sda", 440, 0, &n);
+  for (size_t i = 0; mbr && i < n; i++)
+    f.mbr_boot_code |= mbr[i] != 0;
+  g_autofree char *type = gfs_str (guestfs_part_get_parttype (g, "/dev/sda"));
+  f.gpt = type && strcmp (type, "gpt") == 0;
+  struct guestfs_partition_list *parts = type ? guestfs_part_list (g, "/dev/sda")
+                                              : NULL;
+  for (guint i = 0; parts && i < parts->len; i++)
+    {
+      int num = parts->val[i].part_num;
+      g_autofree char *dev = g_strdup_printf ("/dev/sda%d", num);
+      g_autofree char *guid = f.gpt
+        ? gfs_str (guestfs_part_get_gpt_type (g, "/dev/sda", num)) : NULL;
+      bool esp = f.gpt ? guid && g_ascii_strcasecmp (guid, GPT_ESP) == 0
+                       : guestfs_part_get_mbr_id (g, "/dev/sda", num) == MBR_ESP;
+      if (guid && g_ascii_strcasecmp (guid, GPT_BIOS_BOOT) == 0)
+        f.bios_boot_partition = true;
+      if (esp && has_esp_loader (g, dev))
+        f.esp_loader = true;
+    }
+  if (parts)
+    guestfs_free_partition_list (parts);
+  return f;
+}
+
 bool
 df_inspect_run (DfCtx *ctx, DfFarm *farm, const DfVersion *v, GError **err)
 {
@@ -156,7 +206,24 @@ df_inspect_run (DfCtx *ctx, DfFarm *farm, const DfVersion *v, GError **err)
     return gfs_fail (g, "inspect", err);
   const char *root = roots[0];
   char **mps = root ? guestfs_inspect_get_mountpoints (g, root) : NULL;
-  g_autoptr (DfReport) rep = df_report_new (os_record (g, v, root));
+  DfBootFacts facts = boot_facts (g);
+  DfFirmware fw = df_firmware_from_facts (&facts);
+  if (!df_farm_vdisk_set_firmware (farm, v->vdisk, fw, err))
+    {
+      g_strfreev (mps);
+      g_strfreev (roots);
+      return false;
+    }
+  DfRecord *osr = os_record (g, v, root);
+  df_record_str (osr, "firmware", "boots under", df_firmware_name (fw));
+  if (fw == DF_FIRMWARE_BIOS || fw == DF_FIRMWARE_NONE)
+    g_printerr ("diskfarm: warning: %s@%d has no EFI System Partition with "
+                "\\EFI\\BOOT\\BOOTX64.EFI: UEFI clients are refused (or "
+                "give it one: vdisk set --efi-loader)\n", v->vdisk, v->number);
+  if (fw == DF_FIRMWARE_UEFI || fw == DF_FIRMWARE_NONE)
+    g_printerr ("diskfarm: warning: %s@%d has no BIOS boot code: BIOS "
+                "clients are refused\n", v->vdisk, v->number);
+  g_autoptr (DfReport) rep = df_report_new (osr);
   df_report_add_list (rep, "filesystems", "Filesystems", fs_records (g, mps));
   df_report_print (rep, ctx->json);
   g_strfreev (mps);

@@ -133,6 +133,7 @@ parse_keeping_farm (DfCtx *ctx, GOptionContext *oc, int *argc, char ***argv,
 
 /* Options where '' means "none" (device set --collection '', free text). */
 static const char *const empty_means_none[] = { "collection", "description",
+                                               "efi-loader",
                                                NULL };
 
 /* Refuse empty values of the options just parsed (entries may be NULL). */

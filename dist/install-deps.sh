@@ -17,6 +17,9 @@ guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64"
 # logs in to iSCSI from the iBFT (iscsistart) or attaches NBD (nbd-client),
 # Debian's own initramfs built with mkinitramfs, ext4 roots by mkfs.ext4 -d
 realos_pkgs="open-iscsi initramfs-tools nbd-client e2fsprogs cpio kmod bc"
+# UEFI (e2e realos-uefi): OVMF firmware for qemu q35, and systemd's EFI
+# stub the golden image's unified kernel image is built on (objcopy)
+uefi_pkgs="ovmf systemd-boot-efi binutils"
 # openssl (the command): nbd-tls makes its x509 CA and certificates at test
 # time; the client side of TLS is qemu's and libnbd's (GnuTLS)
 test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
@@ -24,7 +27,7 @@ test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
   libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   tftp-hpa tftpd-hpa dnsmasq-base iproute2 qemu-block-extra genisoimage fdisk
   libnbd-dev libiscsi-dev mmdebstrap debhelper lintian $realos_pkgs
-  openssl"
+  $uefi_pkgs openssl"
 demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
 
 want=""

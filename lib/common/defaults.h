@@ -13,6 +13,12 @@
 #define DF_ADMIN_PORT 8001  /* streamsvc's admin HTTP API */
 #define DF_HTTP_PORT 80     /* bootstrapsvc's boot scripts and files */
 
+/* iPXE binaries bootstrapsvc hands out (Debian's ipxe package, copied to
+ * <farm>/boot/ by `bootstrap sync`): BIOS PXE, and x86-64 UEFI over PXE
+ * (TFTP) or UEFI HTTP boot. */
+#define DF_BOOT_FILE_BIOS "undionly.kpxe"
+#define DF_BOOT_FILE_EFI "ipxe.efi"
+
 #define DF_NBD_DEFAULT_LISTEN "0.0.0.0:" G_STRINGIFY (DF_NBD_PORT)
 /* The daemons' runtime directory (systemd RuntimeDirectory=diskfarm) and
  * the admin socket's name in it: the admin API listens on a UNIX socket

@@ -60,12 +60,49 @@ typedef enum {
 const char *df_version_state_name (DfVersionState s);
 bool df_version_state_parse (const char *s, DfVersionState *out, GError **err);
 
+/* Which firmware can boot a disk.  UNKNOWN: not inspected yet. */
+typedef enum {
+  DF_FIRMWARE_UNKNOWN, DF_FIRMWARE_NONE, DF_FIRMWARE_BIOS, DF_FIRMWARE_UEFI,
+  DF_FIRMWARE_BOTH,
+} DfFirmware;
+
+/* What inspection found on a disk. */
+typedef struct {
+  bool gpt;                   /* GPT partition table (else MBR or none) */
+  bool mbr_boot_code;         /* sector 0's boot code area is not all zero */
+  bool bios_boot_partition;   /* GPT BIOS boot partition (GRUB's core) */
+  bool esp_loader;            /* an EFI System Partition holding
+                               * \EFI\BOOT\BOOTX64.EFI */
+} DfBootFacts;
+
+/* The rule: BIOS boots an MBR disk through its boot code, a GPT disk only
+ * through a BIOS boot partition (the protective MBR's code alone cannot
+ * find a GPT partition); UEFI boots an ESP holding the removable-media
+ * loader. */
+DfFirmware df_firmware_from_facts (const DfBootFacts *f);
+/* "bios", "uefi", "bios+uefi", "none"; NULL for UNKNOWN (the DB's
+ * spelling, and the one inspect prints). */
+const char *df_firmware_name (DfFirmware fw);
+/* Can fw boot under this client firmware?  UNKNOWN: assumed yes. */
+bool df_firmware_boots_bios (DfFirmware fw);
+bool df_firmware_boots_uefi (DfFirmware fw);
+
+/* DF_DEFAULT_EFI_LOADER: what UEFI firmware (and iPXE's sanboot) starts
+ * from a disk without boot entries. */
+#define DF_DEFAULT_EFI_LOADER "\\EFI\\BOOT\\BOOTX64.EFI"
+/* An EFI loader path as `sanboot --filename` takes it: starts with '\',
+ * at most 255 bytes of [A-Za-z0-9._-] and '\', no empty component, ends
+ * in ".efi" (any case).  DF_ERROR_INVALID naming the fault otherwise. */
+bool df_efi_loader_path_ok (const char *path, GError **err);
+
 typedef struct {
   gint64 id;
   char *name;
   uint64_t virtual_size;
   char *description;
   char *created;        /* ISO 8601 UTC */
+  DfFirmware firmware;  /* as `vdisk inspect` last recorded it */
+  char *efi_loader;     /* NULL: DF_DEFAULT_EFI_LOADER */
 } DfVdisk;
 void df_vdisk_free (DfVdisk *v);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfVdisk, df_vdisk_free)
@@ -97,6 +134,14 @@ GPtrArray *df_farm_vdisk_list (DfFarm *farm, GError **err);   /* DfVdisk */
 /* Set (or clear, with NULL) a vdisk's free-text description (<= 1024 B). */
 bool df_farm_vdisk_set_description (DfFarm *farm, const char *name,
                                     const char *text, GError **err);
+/* Record what `vdisk inspect` found (audit "vdisk.firmware"). */
+bool df_farm_vdisk_set_firmware (DfFarm *farm, const char *name,
+                                 DfFirmware fw, GError **err);
+/* Set (or clear, with NULL) the EFI loader a UEFI sanboot of this vdisk
+ * starts (df_efi_loader_path_ok).  A vdisk with a loader boots under UEFI
+ * whatever inspection found. */
+bool df_farm_vdisk_set_efi_loader (DfFarm *farm, const char *name,
+                                   const char *path, GError **err);
 /* Rename a vdisk.  Its store directory and files keep their names (the
  * store directory is fixed at creation, df_farm_store_dir follows it), so
  * nothing moves on disk: one DB transaction, crash-safe, and sessions

@@ -161,6 +161,14 @@ static const char migration_6[] =
 static const char migration_7[] =
   "ALTER TABLE devices ADD COLUMN iscsi_initiator TEXT;\n";
 
+/* 8: which firmware a vDisk boots under (what `vdisk inspect` found on
+ * it, NULL until inspected) and the EFI loader a UEFI sanboot starts
+ * instead of the removable-media default (NULL: \EFI\BOOT\BOOTX64.EFI). */
+static const char migration_8[] =
+  "ALTER TABLE vdisks ADD COLUMN firmware TEXT\n"
+  "  CHECK (firmware IN ('bios', 'uefi', 'bios+uefi', 'none'));\n"
+  "ALTER TABLE vdisks ADD COLUMN efi_loader TEXT;\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1 },
   { 2, "stream servers", migration_2 },
@@ -169,6 +177,7 @@ const DfMigration df_farm_migrations[] = {
   { 5, "vdisk store directory", migration_5 },
   { 6, "NBD TLS pre-shared keys", migration_6 },
   { 7, "iSCSI initiator binding", migration_7 },
+  { 8, "vdisk firmware and EFI loader", migration_8 },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

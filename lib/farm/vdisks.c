@@ -67,6 +67,7 @@ df_vdisk_free (DfVdisk *v)
   g_free (v->name);
   g_free (v->description);
   g_free (v->created);
+  g_free (v->efi_loader);
   g_free (v);
 }
 
@@ -79,6 +80,12 @@ vdisk_from_row (DfDbStmt *st)
   v->virtual_size = (uint64_t) df_db_col_int64 (st, 2);
   v->description = df_db_col_dup (st, 3);
   v->created = df_db_col_dup (st, 4);
+  g_autofree char *fw = df_db_col_dup (st, 5);
+  v->firmware = DF_FIRMWARE_UNKNOWN;
+  for (DfFirmware f = DF_FIRMWARE_NONE; fw && f <= DF_FIRMWARE_BOTH; f++)
+    if (g_str_equal (fw, df_firmware_name (f)))
+      v->firmware = f;
+  v->efi_loader = df_db_col_dup (st, 6);
   return v;
 }
 
@@ -146,8 +153,8 @@ df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err)
   if (!df_validate_name ("vdisk", name, err))
     return NULL;
   return df_farm_row_named (farm,
-                    "SELECT id, name, virtual_size, description, created "
-                    "FROM vdisks WHERE name = ?", "vdisk", name,
+                    "SELECT id, name, virtual_size, description, created, "
+                    "firmware, efi_loader FROM vdisks WHERE name = ?", "vdisk", name,
                     vdisk_from_row, err);
 }
 
@@ -155,8 +162,8 @@ GPtrArray *
 df_farm_vdisk_list (DfFarm *farm, GError **err)
 {
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT id, name, virtual_size, description, created FROM vdisks "
-    "ORDER BY name", err);
+    "SELECT id, name, virtual_size, description, created, firmware, "
+    "efi_loader FROM vdisks ORDER BY name", err);
   if (!st)
     return NULL;
   return df_farm_rows (st, vdisk_from_row,
@@ -240,6 +247,114 @@ df_farm_vdisk_set_description (DfFarm *farm, const char *name,
   return df_farm_scope_end (farm,
                     vdisk_set_description_locked (farm, name, text, err),
                     err);
+}
+
+/* ---- firmware ---------------------------------------------------------- */
+
+DfFirmware
+df_firmware_from_facts (const DfBootFacts *f)
+{
+  bool bios = f->gpt ? f->bios_boot_partition : f->mbr_boot_code;
+  bool uefi = f->esp_loader;
+  return bios && uefi ? DF_FIRMWARE_BOTH
+         : bios ? DF_FIRMWARE_BIOS
+         : uefi ? DF_FIRMWARE_UEFI : DF_FIRMWARE_NONE;
+}
+
+const char *
+df_firmware_name (DfFirmware fw)
+{
+  switch (fw)
+    {
+    case DF_FIRMWARE_NONE: return "none";
+    case DF_FIRMWARE_BIOS: return "bios";
+    case DF_FIRMWARE_UEFI: return "uefi";
+    case DF_FIRMWARE_BOTH: return "bios+uefi";
+    case DF_FIRMWARE_UNKNOWN: break;
+    }
+  return NULL;
+}
+
+bool
+df_firmware_boots_bios (DfFirmware fw)
+{
+  return fw == DF_FIRMWARE_UNKNOWN || fw == DF_FIRMWARE_BIOS
+         || fw == DF_FIRMWARE_BOTH;
+}
+
+bool
+df_firmware_boots_uefi (DfFirmware fw)
+{
+  return fw == DF_FIRMWARE_UNKNOWN || fw == DF_FIRMWARE_UEFI
+         || fw == DF_FIRMWARE_BOTH;
+}
+
+bool
+df_efi_loader_path_ok (const char *path, GError **err)
+{
+  const char *why = NULL;
+  size_t n = path ? strlen (path) : 0;
+  if (n == 0 || path[0] != '\\')
+    why = "does not start with '\\'";
+  else if (n > 255)
+    why = "is longer than 255 bytes";
+  else if (n < 5 || g_ascii_strcasecmp (path + n - 4, ".efi") != 0)
+    why = "does not end in .efi";
+  else if (strstr (path, "\\\\"))
+    why = "has an empty component";
+  for (const char *c = path; !why && *c; c++)
+    if (!g_ascii_isalnum (*c) && !strchr ("._-\\", *c))
+      why = "has a character outside [A-Za-z0-9._-] and '\\'";
+  if (why)
+    g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                 "EFI loader path '%s' %s (like " DF_DEFAULT_EFI_LOADER ")",
+                 path ? path : "", why);
+  return why == NULL;
+}
+
+/* UPDATE vdisks SET <column> = value, with its audit row. */
+static bool
+vdisk_set_column_locked (DfFarm *farm, const char *name, const char *sql,
+                         const char *action, const char *key,
+                         const char *value, GError **err)
+{
+  gint64 id;
+  if (!df_farm_vdisk_id (farm, name, &id, err))
+    return false;
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
+  if (!st)
+    return false;
+  df_db_bind_text (st, 1, value);
+  df_db_bind_int64 (st, 2, id);
+  GString *gs = g_string_new ("{");
+  df_farm_json_kv (gs, key, value);
+  g_autofree char *detail = df_farm_json_close (gs);
+  return df_db_run (st, err)
+         && df_farm_audit_row (farm, action, name, detail, err);
+}
+
+bool
+df_farm_vdisk_set_firmware (DfFarm *farm, const char *name, DfFirmware fw,
+                            GError **err)
+{
+  if (!df_validate_name ("vdisk", name, err) || !df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, vdisk_set_column_locked (
+    farm, name, "UPDATE vdisks SET firmware = ? WHERE id = ?",
+    "vdisk.firmware", "firmware", df_firmware_name (fw), err), err);
+}
+
+bool
+df_farm_vdisk_set_efi_loader (DfFarm *farm, const char *name,
+                              const char *path, GError **err)
+{
+  if (!df_validate_name ("vdisk", name, err)
+      || (path && !df_efi_loader_path_ok (path, err))
+      || !df_farm_scope_begin (farm, err))
+    return false;
+  return df_farm_scope_end (farm, vdisk_set_column_locked (
+    farm, name, "UPDATE vdisks SET efi_loader = ? WHERE id = ?",
+    "vdisk.set", "efi_loader", path, err), err);
 }
 
 static bool

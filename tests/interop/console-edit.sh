@@ -101,6 +101,20 @@ refused "auto-merge-depth must be"         vdisk set base --auto-merge-depth 257
 refused "longer than 1024"                 vdisk set base --description "$(head -c 1100 /dev/zero | tr '\0' x)"
 pass "farm set auto-merge-depth (default of vDisks without their own), vdisk set --description"
 
+# ---- vdisk set --efi-loader --------------------------------------------------
+json vdisk show base
+jcheck "$T/j.json" "d['firmware'] is None" "d['efi_loader'] is None"
+json vdisk set base --efi-loader '\EFI\debian\grubx64.efi'
+jcheck "$T/j.json" "d['efi_loader'] == '\\\\EFI\\\\debian\\\\grubx64.efi'"
+refused "EFI loader path 'EFI/x.efi' does not start with"  vdisk set base --efi-loader 'EFI/x.efi'
+refused "does not end in .efi"             vdisk set base --efi-loader '\EFI\x.exe'
+refused "has a character outside"          vdisk set base --efi-loader '\EFI\a b.efi'
+json vdisk show base
+jcheck "$T/j.json" "d['efi_loader'] == '\\\\EFI\\\\debian\\\\grubx64.efi'"
+json vdisk set base --efi-loader ''
+jcheck "$T/j.json" "d['efi_loader'] is None"
+pass "vdisk set --efi-loader: set, bad paths refused (nothing changed), cleared"
+
 # ---- audit filters ------------------------------------------------------------
 json audit --object ss1 --limit 0
 jcheck "$T/j.json" "[e['action'] for e in d] == ['server.set', 'server.set', 'server.add']"

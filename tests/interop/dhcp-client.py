@@ -122,7 +122,7 @@ def check(name, ok, detail=""):
         failures += 1
 
 
-def expect_offer(name, packet, port, want_type, want_file, xid):
+def expect_offer(name, packet, port, want_type, want_file, xid, http=False):
     data = exchange(packet, port)
     if EXPECT_SILENCE:
         check(name + " (unhealthy: silent)", data is None)
@@ -141,14 +141,17 @@ def expect_offer(name, packet, port, want_type, want_file, xid):
             problems.append("siaddr " + siaddr)
         if opts.get(54) != socket.inet_aton(ADDR):
             problems.append("option 54")
-        if opts.get(60) != b"PXEClient":
-            problems.append("option 60")
-        if opts.get(43) != bytes([6, 1, 8, 255]):
+        if opts.get(60) != (b"HTTPClient" if http else b"PXEClient"):
+            problems.append("option 60 %r" % opts.get(60))
+        if http and (43 in opts or 66 in opts):
+            problems.append("PXE options 43/66 in an HTTP boot offer")
+        if not http and opts.get(43) != bytes([6, 1, 8, 255]):
             problems.append("option 43 %r" % opts.get(43))
         if opts.get(97) != UUID:
             problems.append("option 97 not echoed")
         boot = opts.get(67, b"").decode()
-        if not (boot == want_file or (want_file == "URL" and boot.startswith(
+        if not (boot == want_file or (want_file == "EFI-URI" and re.fullmatch(
+                r"http://%s:[0-9]+/ipxe\.efi" % re.escape(ADDR), boot)) or (want_file == "URL" and boot.startswith(
                 "http://%s:" % ADDR) and "/boot.ipxe?mac=${net0/mac}" in boot
                 and re.search(r"&token=[0-9]+\.[0-9a-f]{8}\.[A-Za-z0-9_-]{43}$", boot))):
             problems.append("boot file %r" % boot)
@@ -181,6 +184,8 @@ OFFER, ACK = 2, 5
 x = nx(); expect_offer("BIOS PXE DISCOVER", bootp(x) + pxe_options(arch=0) + b"\xff", DHCP_PORT, OFFER, "undionly.kpxe", x)
 x = nx(); expect_offer("UEFI x64 (arch 7) DISCOVER", bootp(x) + pxe_options(arch=7) + b"\xff", DHCP_PORT, OFFER, "ipxe.efi", x)
 x = nx(); expect_offer("UEFI BC (arch 9) DISCOVER", bootp(x) + pxe_options(arch=9) + b"\xff", DHCP_PORT, OFFER, "ipxe.efi", x)
+HTTP_CLASS = b"HTTPClient:Arch:00016:UNDI:003001"
+x = nx(); expect_offer("UEFI HTTP boot (HTTPClient, arch 16) DISCOVER", bootp(x) + pxe_options(arch=16, vendor=HTTP_CLASS) + b"\xff", DHCP_PORT, OFFER, "EFI-URI", x, http=True)
 x = nx(); expect_offer("iPXE (option 175) DISCOVER", bootp(x) + pxe_options(arch=0, ipxe=True) + b"\xff", DHCP_PORT, OFFER, "URL", x)
 x = nx(); expect_offer("iPXE (user class iPXE) DISCOVER", bootp(x) + pxe_options(arch=7, user_class=b"iPXE") + b"\xff", DHCP_PORT, OFFER, "URL", x)
 x = nx(); expect_offer("iPXE (RFC 3004 user class) DISCOVER", bootp(x) + pxe_options(arch=0, user_class=b"\x04iPXE") + b"\xff", DHCP_PORT, OFFER, "URL", x)
@@ -192,6 +197,7 @@ file_opts = opt(60, b"PXEClient:Arch:00007") + opt(93, b"\x00\x07") + b"\xff"
 expect_offer("option overload into the file field", bootp(x, file_field=file_opts) + opt(53, b"\x01") + opt(52, b"\x01") + opt(97, UUID) + b"\xff", DHCP_PORT, OFFER, "ipxe.efi", x)
 
 # Silence.
+expect_silence("HTTPClient of arch 7 (not x64 UEFI HTTP)", bootp(nx()) + pxe_options(arch=7, vendor=HTTP_CLASS) + b"\xff")
 expect_silence("IA32 EFI (arch 6): no boot file", bootp(nx()) + pxe_options(arch=6) + b"\xff")
 expect_silence("ARM64 (arch 11): no boot file", bootp(nx()) + pxe_options(arch=11) + b"\xff")
 expect_silence("plain DHCP DISCOVER (no PXEClient)", bootp(nx()) + pxe_options(vendor=None) + b"\xff")

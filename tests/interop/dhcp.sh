@@ -18,6 +18,10 @@ python3 "$CLIENT" 127.0.0.1 "$DHCP_PORT" "$PXE_PORT" 127.0.0.1 | tee "$T/dhcp.ou
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "ProxyDHCP answers"
 grep -q "not answering: no boot file for this client architecture" "$BS_LOG" ||
   fail "no log line for an unsupported architecture"
+grep -q "(arch 7, HTTPClient): not answering: HTTP boot client architecture" "$BS_LOG" ||
+  fail "no log line for a refused UEFI HTTP boot request"
+grep -q "(arch 16, HTTPClient) -> http://127.0.0.1:[0-9]*/ipxe.efi" "$BS_LOG" ||
+  fail "no log line for the UEFI HTTP boot offer"
 grep -q '&token=[0-9]' "$BS_LOG" && fail "a one-time boot token reached the log"
 grep -q 'iPXE) -> http://.*&token=(one-time token)' "$BS_LOG" || fail "no log line for the script URL"
 pass "offers and silences as expected; log line for unsupported architectures; tokens not logged"

@@ -145,6 +145,9 @@ checks = [
     ("dhcp-config: one object with both texts", lambda: by["bootstrap dhcp-config --address 10.0.0.5"]["next_server"] == "10.0.0.5"
         and "dhcp-boot=tag:ipxe," in by["bootstrap dhcp-config --address 10.0.0.5"]["dnsmasq"]
         and "next-server 10.0.0.5;" in by["bootstrap dhcp-config --address 10.0.0.5"]["isc"]),
+    ("dhcp-config: UEFI HTTP boot URI and class", lambda: by["bootstrap dhcp-config --address 10.0.0.5"]["http_boot_url"] == "http://10.0.0.5:80/ipxe.efi"
+        and "dhcp-option-force=tag:efihttp,60,HTTPClient" in by["bootstrap dhcp-config --address 10.0.0.5"]["dnsmasq"]
+        and 'option vendor-class-identifier "HTTPClient";' in by["bootstrap dhcp-config --address 10.0.0.5"]["isc"]),
 ]
 for what, ok in checks:
     try:

@@ -22,6 +22,34 @@ cat >"$T/node.xml" <<XML
     </devices>
   </domain>
   <domain type='test'>
+    <name>tpl-efi</name>
+    <memory>262144</memory>
+    <os><type arch='x86_64' machine='q35'>hvm</type>
+      <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+      <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/tpl-efi_VARS.fd</nvram>
+    </os>
+    <devices><interface type='network'><mac address='52:54:00:aa:aa:ab'/>
+      <source network='default'/></interface></devices>
+  </domain>
+  <domain type='test'>
+    <name>tpl-sb</name>
+    <memory>262144</memory>
+    <features><smm state='on'/></features>
+    <os><type arch='x86_64' machine='q35'>hvm</type>
+      <loader readonly='yes' secure='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.ms.fd</loader>
+      <nvram template='/usr/share/OVMF/OVMF_VARS_4M.ms.fd'>/var/lib/libvirt/qemu/nvram/tpl-sb_VARS.fd</nvram>
+    </os>
+    <devices><interface type='network'><mac address='52:54:00:aa:aa:ac'/>
+      <source network='default'/></interface></devices>
+  </domain>
+  <domain type='test'>
+    <name>tpl-auto</name>
+    <memory>262144</memory>
+    <os firmware='efi'><type arch='x86_64' machine='q35'>hvm</type></os>
+    <devices><interface type='network'><mac address='52:54:00:aa:aa:ad'/>
+      <source network='default'/></interface></devices>
+  </domain>
+  <domain type='test'>
     <name>known</name>
     <memory>262144</memory>
     <os><type arch='x86_64'>hvm</type></os>
@@ -77,6 +105,31 @@ df --json device show q1 >/dev/null 2>&1 && fail "device left registered after a
 x=$(df vm provision --template tpl --count 1 --collection web --name-template 'pxe{n}' --connect "$NODE" --print-xml)
 [ "$(echo "$x" | xmllint --xpath 'string(//interface/boot/@order)' -)" = 1 ] || fail "pxe boot order"
 pass "provision: duplicate, bad template, missing media, unknown template (nothing registered), pxe"
+
+# provision from UEFI templates: each clone its own NVRAM (the template's
+# VARS path dropped, its VARS template kept: libvirt makes one per domain);
+# Secure Boot templates refused (nothing registered) unless --no-secure-boot,
+# which leaves libvirt to pick a firmware with secure-boot and enrolled-keys off
+x=$(df vm provision --template tpl-efi --count 2 --collection web --name-template 'efi{n}' \
+     --connect "$NODE" --print-xml) || fail "provision from a UEFI template"
+echo "$x" | grep -q "tpl-efi_VARS.fd" && fail "clones share the template's NVRAM file: $x"
+[ "$(echo "$x" | grep -c "<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'")" -eq 2 ] ||
+  fail "the clones lost the VARS template: $x"
+echo "$x" | grep -q "OVMF_CODE_4M.fd</loader>" || fail "loader dropped: $x"
+for t in tpl-sb tpl-auto; do
+  out=$(df vm provision --template $t --count 1 --collection web --name-template "sb$t{n}" \
+        --connect "$NODE" 2>&1) && fail "$t: Secure Boot template accepted"
+  echo "$out" | grep -q "^diskfarm: template '$t' boots with UEFI Secure Boot (.*): the firmware refuses Debian's unsigned ipxe.efi .*give --no-secure-boot" ||
+    fail "message: $out"
+  df --json device show "sb${t}1" >/dev/null 2>&1 && fail "device registered for a refused Secure Boot template"
+done
+x=$(df vm provision --template tpl-sb --count 1 --collection web --name-template 'nosb{n}' \
+     --no-secure-boot --connect "$NODE" --print-xml) || fail "provision --no-secure-boot"
+echo "$x" | grep -q "secure='yes'\|OVMF_CODE_4M.ms.fd\|tpl-sb_VARS" && fail "Secure Boot firmware kept: $x"
+[ "$(echo "$x" | xmllint --xpath "string(/domain/os/@firmware)" -)" = efi ] || fail "not firmware='efi': $x"
+[ "$(echo "$x" | xmllint --xpath "count(/domain/os/firmware/feature[@enabled='no'][@name='secure-boot' or @name='enrolled-keys'])" -)" = 2 ] ||
+  fail "secure-boot / enrolled-keys not disabled: $x"
+pass "provision UEFI: own NVRAM per clone; Secure Boot templates refused with the fix named; --no-secure-boot"
 
 # list: domains with their device
 df device add known --mac 52:54:00:12:34:99 --vdisk golden >/dev/null

@@ -73,6 +73,21 @@ pkt_end (Pkt *p)
   p->b[p->len++] = 255;
 }
 
+/* A UEFI HTTP boot DISCOVER as OVMF's HttpBootDxe sends it. */
+static void
+pkt_http (Pkt *p, guint16 arch)
+{
+  pkt_header (p, 1, 6);
+  pkt_opt (p, 53, "\1", 1);
+  pkt_opt (p, 60, "HTTPClient:Arch:00016:UNDI:003001", 33);
+  guint8 a[2] = { (guint8) (arch >> 8), (guint8) arch };
+  pkt_opt (p, 93, a, 2);
+  guint8 uuid[17] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                      16 };
+  pkt_opt (p, 97, uuid, 17);
+  pkt_end (p);
+}
+
 /* ---- parser table ----------------------------------------------------- */
 
 typedef enum {
@@ -80,7 +95,8 @@ typedef enum {
   MK_OVERLOAD_FILE, MK_OVERLOAD_SNAME, MK_SHORT, MK_HUGE, MK_NO_END,
   MK_PAST_END, MK_LEN_BYTE_MISSING, MK_BOOTREPLY, MK_HLEN_17, MK_NO_COOKIE,
   MK_ARCH_ODD, MK_TYPE_LEN0, MK_UUID_SHORT, MK_OVERLOAD_BAD,
-  MK_OVERLOAD_PAST_FIELD, MK_SERVER_ID_LEN3, MK_PADDING,
+  MK_OVERLOAD_PAST_FIELD, MK_SERVER_ID_LEN3, MK_PADDING, MK_HTTP16,
+  MK_HTTP7,
 } Maker;
 
 static void
@@ -89,6 +105,8 @@ make (Pkt *p, Maker m)
   switch (m)
     {
     case MK_BIOS: pkt_pxe (p, 1, 0, false); pkt_end (p); break;
+    case MK_HTTP16: pkt_http (p, 16); break;
+    case MK_HTTP7: pkt_http (p, 7); break;
     case MK_EFI7: pkt_pxe (p, 1, 7, false); pkt_end (p); break;
     case MK_IPXE: pkt_pxe (p, 1, 0, true); pkt_end (p); break;
     case MK_NOARCH: pkt_pxe (p, 1, -1, false); pkt_end (p); break;
@@ -159,11 +177,13 @@ typedef struct {
   const char *msg_part;       /* !ok */
   bool pxeclient, ipxe, has_arch;
   guint16 arch;
+  bool httpclient;
 } ParseCase;
 
 static const ParseCase parse_cases[] = {
   { "BIOS DISCOVER", MK_BIOS, true, NULL, true, false, true, 0 },
   { "EFI x64", MK_EFI7, true, NULL, true, false, true, 7 },
+  { "UEFI HTTP boot", MK_HTTP16, true, NULL, false, false, true, 16, true },
   { "iPXE option 175", MK_IPXE, true, NULL, true, true, true, 0 },
   { "no option 93", MK_NOARCH, true, NULL, true, false, false, 0 },
   { "user class iPXE", MK_USERCLASS, true, NULL, true, true, true, 0 },
@@ -211,6 +231,7 @@ test_parse (void)
       g_assert_cmpint (req.ipxe, ==, c->ipxe);
       g_assert_cmpint (req.has_arch, ==, c->has_arch);
       g_assert_cmpuint (req.arch, ==, c->arch);
+      g_assert_cmpint (req.httpclient, ==, c->httpclient);
       g_assert_cmpstr (req.mac, ==, "52:54:00:12:34:56");
     }
 }
@@ -235,6 +256,7 @@ test_truncations (void)
 /* ---- decisions -------------------------------------------------------- */
 
 #define URL "http://10.0.0.5:80/boot.ipxe?mac=${net0/mac}&uuid=${uuid}"
+#define HTTP_BOOT_URL "http://10.0.0.5:80/ipxe.efi"
 
 typedef struct {
   const char *name;
@@ -243,6 +265,7 @@ typedef struct {
   bool pxe_port;
   int want;                     /* 0 silence, else message type */
   const char *file;
+  const char *why_part;         /* silence: part of why (optional) */
 } DecideCase;
 
 static const DecideCase decide_cases[] = {
@@ -255,6 +278,11 @@ static const DecideCase decide_cases[] = {
   { "DISCOVER on 4011", MK_BIOS, 1, true, 0, NULL },
   { "INFORM", MK_BIOS, 8, false, 0, NULL },
   { "RELEASE", MK_BIOS, 7, false, 0, NULL },
+  { "UEFI HTTP boot -> ipxe.efi URI", MK_HTTP16, 1, false, DF_DHCP_OFFER,
+    HTTP_BOOT_URL },
+  { "HTTPClient arch 7", MK_HTTP7, 1, false, 0, NULL, "not x64 UEFI HTTP" },
+  { "HTTP boot REQUEST for another server", MK_HTTP16, 3, false, 0, NULL },
+  { "HTTP boot DISCOVER on 4011", MK_HTTP16, 1, true, 0, NULL },
 };
 
 static void
@@ -271,7 +299,8 @@ set_type (Pkt *p, guint8 type)
 static void
 test_decide (void)
 {
-  DfProxyConfig cfg = { .address = inet_addr ("10.0.0.5"), .script_url = URL };
+  DfProxyConfig cfg = { .address = inet_addr ("10.0.0.5"), .script_url = URL,
+                        .http_boot_url = HTTP_BOOT_URL };
   for (guint i = 0; i < G_N_ELEMENTS (decide_cases); i++)
     {
       const DecideCase *c = &decide_cases[i];
@@ -289,7 +318,68 @@ test_decide (void)
         g_assert_cmpstr (file, ==, c->file);
       else
         g_assert_nonnull (why);
+      if (c->why_part)
+        g_assert_nonnull (strstr (why, c->why_part));
     }
+}
+
+/* UEFI HTTP boot: a server without an HTTP boot URL stays silent and says
+ * why; the reply echoes vendor class HTTPClient (the firmware drops offers
+ * without it), carries the URI in option 67 and the file field, and no
+ * PXE options (43, 66). */
+static void
+test_http_boot (void)
+{
+  DfProxyConfig cfg = { .address = inet_addr ("10.0.0.5"), .script_url = URL };
+  Pkt p;
+  DfDhcpRequest req;
+  const char *file = NULL, *why = NULL;
+  make (&p, MK_HTTP16);
+  g_assert_true (df_dhcp_parse (p.b, p.len, &req, NULL));
+  g_assert_cmpint (df_proxydhcp_decide (&cfg, &req, false, NULL, 0, &file,
+                                        &why), ==, 0);
+  g_assert_nonnull (strstr (why, "HTTP boot is not offered"));
+  cfg.http_boot_url = HTTP_BOOT_URL;
+  g_assert_cmpint (df_proxydhcp_decide (&cfg, &req, false, NULL, 0, &file,
+                                        &why), ==, DF_DHCP_OFFER);
+  guint8 out[1024];
+  DfDhcpReply r = { .msg_type = DF_DHCP_OFFER,
+                    .server = inet_addr ("10.0.0.5"), .boot_file = file };
+  size_t n = df_dhcp_build_reply (&req, &r, out, sizeof out);
+  g_assert_cmpuint (n, >=, 300);
+  g_assert_cmpmem (out + 16, 4, "\0\0\0\0", 4);           /* no yiaddr */
+  g_assert_cmpstr ((char *) out + 108, ==, HTTP_BOOT_URL);
+  bool class_ok = false, file_ok = false, pxe_opts = false;
+  for (size_t i = 240; i < n && out[i] != 255; i += 2 + out[i + 1])
+    {
+      if (out[i] == 0)
+        {
+          i -= 1;                                         /* pad */
+          continue;
+        }
+      const guint8 *v = out + i + 2;
+      guint8 len = out[i + 1];
+      if (out[i] == 60)
+        class_ok = len == 10 && memcmp (v, "HTTPClient", 10) == 0;
+      if (out[i] == 67)
+        file_ok = len == strlen (HTTP_BOOT_URL)
+                  && memcmp (v, HTTP_BOOT_URL, len) == 0;
+      if (out[i] == 43 || out[i] == 66)
+        pxe_opts = true;
+    }
+  g_assert_true (class_ok);
+  g_assert_true (file_ok);
+  g_assert_false (pxe_opts);
+  /* A PXE client still gets PXEClient. */
+  make (&p, MK_EFI7);
+  g_assert_true (df_dhcp_parse (p.b, p.len, &req, NULL));
+  r.boot_file = "ipxe.efi";
+  n = df_dhcp_build_reply (&req, &r, out, sizeof out);
+  out[0] = 1;
+  DfDhcpRequest back;
+  g_assert_true (df_dhcp_parse (out, n, &back, NULL));
+  g_assert_true (back.pxeclient);
+  g_assert_false (back.httpclient);
 }
 
 static void
@@ -410,6 +500,39 @@ test_script (void)
   g_autofree char *d = df_script_render (&p, &dropped);
   g_assert_true (dropped);
   g_assert_null (strstr (d, "password"));
+  g_assert_null (strstr (s, "platform"));          /* no check by default */
+  p.chap_user = p.chap_secret = NULL;
+  /* A UEFI-only vDisk refuses BIOS clients, a BIOS-only one UEFI clients
+   * (iPXE's ${platform}), with a message naming the vDisk. */
+  p.no_bios = true;
+  g_autofree char *u = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (u, "\niseq ${platform} efi || goto wrong_firmware\n"
+                               "sanboot iscsi:"));
+  g_assert_nonnull (strstr (u, "\n:wrong_firmware\necho diskfarm: vDisk "
+                               "win10 boots under UEFI only"));
+  p.no_bios = false;
+  p.no_uefi = true;
+  g_autofree char *b = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (b, "\niseq ${platform} pcbios || goto "
+                               "wrong_firmware\n"));
+  g_assert_nonnull (strstr (b, "boots under BIOS only"));
+  /* An EFI loader: sanboot --filename under UEFI, plain sanboot under
+   * BIOS when the vDisk boots both. */
+  p.no_uefi = false;
+  p.efi_loader = "\\EFI\\debian\\grubx64.efi";
+  g_autofree char *l = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (l, "\niseq ${platform} efi || goto sanboot_bios\n"
+                               "sanboot --filename \\EFI\\debian\\grubx64.efi "
+                               "iscsi:10.0.0.11::3260:1:"));
+  g_assert_nonnull (strstr (l, "\n:sanboot_bios\nsanboot iscsi:"));
+  g_assert_null (strstr (l, "wrong_firmware"));
+  p.no_bios = true;
+  g_autofree char *e = df_script_render (&p, &dropped);
+  g_assert_nonnull (strstr (e, "\nsanboot --filename "));
+  g_assert_null (strstr (e, "\nsanboot iscsi:"));
+  g_assert_null (strstr (e, "sanboot_bios"));
+  p.efi_loader = "\\EFI\\${x}.efi";
+  g_assert_null (df_script_render (&p, &dropped));
   g_autofree char *m = df_script_message ("not registered", "mac ${x}\n#y");
   g_assert_null (strstr (m, "${"));
   g_assert_nonnull (strstr (m, "\nreboot\n"));
@@ -502,6 +625,7 @@ main (int argc, char **argv)
   g_test_add_func ("/dhcp/truncations", test_truncations);
   g_test_add_func ("/dhcp/decide", test_decide);
   g_test_add_func ("/dhcp/decide-arch", test_decide_arch);
+  g_test_add_func ("/dhcp/http-boot", test_http_boot);
   g_test_add_func ("/dhcp/decide-chain", test_decide_chain);
   g_test_add_func ("/dhcp/build-reply", test_build_reply);
   g_test_add_func ("/dhcp/script", test_script);

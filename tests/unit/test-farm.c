@@ -185,6 +185,62 @@ add_vdisk (DfFarm *f, const char *name)
   g_assert_no_error (err);
 }
 
+/* Firmware: the rule from inspection facts, the EFI loader grammar, and
+ * both stored on the vDisk (NULL until inspected: boots anywhere). */
+static void
+test_vdisk_firmware (Fixture *fx, gconstpointer data)
+{
+  static const struct { DfBootFacts f; DfFirmware want; } rules[] = {
+    { { .mbr_boot_code = true }, DF_FIRMWARE_BIOS },
+    { { .esp_loader = true }, DF_FIRMWARE_UEFI },
+    { { .mbr_boot_code = true, .esp_loader = true }, DF_FIRMWARE_BOTH },
+    { { .gpt = true, .mbr_boot_code = true }, DF_FIRMWARE_NONE },
+    { { .gpt = true, .esp_loader = true, .mbr_boot_code = true },
+      DF_FIRMWARE_UEFI },
+    { { .gpt = true, .bios_boot_partition = true }, DF_FIRMWARE_BIOS },
+    { { .gpt = true, .bios_boot_partition = true, .esp_loader = true },
+      DF_FIRMWARE_BOTH },
+    { { 0 }, DF_FIRMWARE_NONE },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (rules); i++)
+    g_assert_cmpint (df_firmware_from_facts (&rules[i].f), ==, rules[i].want);
+  static const char *const bad[] = {
+    "", "EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\\\x.efi", "\\EFI\\x.exe",
+    "\\EFI\\a b.efi", "\\EFI\\${x}.efi", "\\EFI\\x.efi\n",
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      g_assert_false (df_efi_loader_path_ok (bad[i], &err));
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+    }
+  g_assert_true (df_efi_loader_path_ok (DF_DEFAULT_EFI_LOADER, NULL));
+  g_assert_true (df_efi_loader_path_ok ("\\EFI\\debian\\shimx64.efi", NULL));
+
+  add_vdisk (fx->farm, "gold");
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfVdisk) v0 = df_farm_vdisk_get (fx->farm, "gold", &err);
+  g_assert_cmpint (v0->firmware, ==, DF_FIRMWARE_UNKNOWN);
+  g_assert_null (v0->efi_loader);
+  g_assert_true (df_firmware_boots_bios (v0->firmware)
+                 && df_firmware_boots_uefi (v0->firmware));
+  g_assert_true (df_farm_vdisk_set_firmware (fx->farm, "gold",
+                                             DF_FIRMWARE_BIOS, &err));
+  g_assert_true (df_farm_vdisk_set_efi_loader (fx->farm, "gold",
+                                               "\\EFI\\x\\y.efi", &err));
+  g_assert_false (df_farm_vdisk_set_efi_loader (fx->farm, "gold", "x.efi",
+                                                &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_autoptr (DfVdisk) v1 = df_farm_vdisk_get (fx->farm, "gold", &err);
+  g_assert_cmpint (v1->firmware, ==, DF_FIRMWARE_BIOS);
+  g_assert_cmpstr (v1->efi_loader, ==, "\\EFI\\x\\y.efi");
+  g_assert_false (df_firmware_boots_uefi (v1->firmware));
+  g_assert_true (df_farm_vdisk_set_efi_loader (fx->farm, "gold", NULL, &err));
+  g_autoptr (DfVdisk) v2 = df_farm_vdisk_get (fx->farm, "gold", &err);
+  g_assert_null (v2->efi_loader);
+}
+
 static void
 add_version (DfFarm *f, const char *vdisk, int n, DfVersionState state)
 {
@@ -291,7 +347,7 @@ test_migrations_idempotent (void)
 
   /* A failing step leaves the DB at the previous version, with nothing of
    * the step applied; a good step then applies once. */
-  DfMigration list[8];
+  DfMigration list[16];
   g_assert_cmpuint (df_farm_n_migrations + 1, <=, G_N_ELEMENTS (list));
   memcpy (list, df_farm_migrations, df_farm_n_migrations * sizeof list[0]);
   guint n = df_farm_n_migrations;
@@ -1886,6 +1942,7 @@ main (int argc, char **argv)
 #define FX(path, fn) \
   g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
   FX ("/farm/vdisks-versions", test_vdisks_versions);
+  FX ("/farm/vdisk-firmware", test_vdisk_firmware);
   FX ("/farm/collections-devices", test_collections_devices);
   FX ("/farm/bad-inputs", test_bad_inputs);
   FX ("/farm/cache-modes-one-grammar", test_cache_modes_one_grammar);

@@ -1,5 +1,6 @@
 #!/bin/bash
-# README: make-golden-linux.sh OUTDIR [FLAVOUR...]: Linux golden images whose
+# README: make-golden-linux.sh [--firmware bios|uefi] OUTDIR [FLAVOUR...]:
+#   Linux golden images whose
 #   OS takes the streamed disk over (root on iSCSI through iBFT, or on NBD),
 #   built from Debian's packages without loop mounts or root-only tricks.
 #   FLAVOUR (default: small): `small` (an initramfs assembled here: the
@@ -11,7 +12,12 @@
 #   Writes, for each FLAVOUR: OUTDIR/golden-FLAVOUR.img (MBR, partition 1:
 #   FAT boot with syslinux, the kernel and initrd-FLAVOUR, cmdline root on
 #   /dev/sda2; partition 2: ext4 root made by mkfs.ext4 -d), and
-#   OUTDIR/initrd-FLAVOUR; plus OUTDIR/vmlinuz (for a direct NBD boot:
+#   OUTDIR/initrd-FLAVOUR.  With --firmware uefi the image is
+#   OUTDIR/golden-FLAVOUR-uefi.img instead: GPT, partition 1 an EFI System
+#   Partition (FAT, mtools) holding \EFI\BOOT\BOOTX64.EFI, a unified kernel
+#   image (systemd-boot-efi's linuxx64.efi.stub with .osrel, .cmdline,
+#   .linux and .initrd sections added by objcopy: bookworm has no ukify),
+#   partition 2 the same ext4 root.  Plus OUTDIR/vmlinuz (for a direct NBD boot:
 #   root=/dev/nbd0p2 nbdroot=HOST:PORT/EXPORT ip=dhcp, both flavours) and
 #   OUTDIR/build-times (seconds per step).  Kernel cmdline no_timer_check:
 #   under TCG on a loaded host the kernel's IO-APIC timer check fails now and
@@ -34,7 +40,16 @@
 #   Kernel: the newest installed linux-image with /boot/vmlinuz-V and
 #   /lib/modules/V (or $DF_KERNEL_VERSION).  Exit 77 when a tool is missing.
 set -eu
-out=${1:?usage: make-golden-linux.sh OUTDIR [small|debian]...}
+FIRMWARE=bios
+case ${1:-} in
+  --firmware) FIRMWARE=${2:-}; shift 2 ;;
+  --firmware=*) FIRMWARE=${1#--firmware=}; shift ;;
+esac
+case $FIRMWARE in
+  bios|uefi) ;;
+  *) echo "make-golden-linux: unknown firmware '$FIRMWARE' (bios, uefi)" >&2; exit 2 ;;
+esac
+out=${1:?usage: make-golden-linux.sh [--firmware bios|uefi] OUTDIR [small|debian]...}
 shift
 [ $# -gt 0 ] || set -- small
 MBR=/usr/lib/syslinux/mbr/mbr.bin
@@ -49,6 +64,11 @@ need() {
   done
 }
 need mkfs.fat mcopy syslinux sfdisk cpio gzip mkfs.ext4 modprobe ldd
+EFI_STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+if [ "$FIRMWARE" = uefi ]; then
+  need objcopy mmd
+  [ -f $EFI_STUB ] || { echo "make-golden-linux: $EFI_STUB missing (systemd-boot-efi)" >&2; exit 77; }
+fi
 for f in $MBR $BUSYBOX; do
   [ -f $f ] || { echo "make-golden-linux: $f missing" >&2; exit 77; }
 done
@@ -148,7 +168,7 @@ small_initrd() {
   mkdir -p "$rd"/bin "$rd"/sbin "$rd"/dev "$rd"/proc "$rd"/sys "$rd"/run "$rd"/tmp "$rd"/newroot \
     "$rd"/etc/iscsi "$rd"/lib/modules "$rd"/usr/share/udhcpc
   cp "$BUSYBOX" "$rd/bin/busybox"
-  for m in iscsi_tcp iscsi_ibft sd_mod ext4 crc32c_generic e1000 virtio_net nbd; do
+  for m in iscsi_tcp iscsi_ibft sd_mod ext4 crc32c_generic e1000 virtio_pci virtio_net nbd; do
     modprobe -S "$kver" --show-depends "$m"
   done | awk '$1 == "insmod" && !seen[$2]++' >"$tmp/insmod"
   while read -r _ path opts; do
@@ -282,6 +302,34 @@ CFG
   mv "$img" "$out/golden-$fl.img"
 }
 
+# GPT, partition 1 the EFI System Partition from sector 2048 holding the
+# unified kernel image as the removable-media loader \EFI\BOOT\BOOTX64.EFI
+# (what firmware boots from a disk without boot entries, and what iPXE's
+# sanboot starts), partition 2 the ext4 root.  The section addresses are
+# the ones systemd's own ukify used before it computed them: above the
+# stub's last section, .linux and .initrd last so either may be large.
+assemble_uefi() { # FLAVOUR
+  local fl=$1 img=$tmp/golden-$1-uefi.img part=$tmp/esp-$1.fat uki=$tmp/uki-$1.efi
+  printf 'console=ttyS0 panic=-1 no_timer_check root=/dev/sda2 rootwait rw quiet' >"$tmp/cmdline"
+  printf 'NAME="diskfarm golden"\nID=diskfarm-golden\n' >"$tmp/os-release"
+  objcopy \
+    --add-section .osrel="$tmp/os-release" --change-section-vma .osrel=0x20000 \
+    --add-section .cmdline="$tmp/cmdline" --change-section-vma .cmdline=0x30000 \
+    --add-section .linux="/boot/vmlinuz-$kver" --change-section-vma .linux=0x2000000 \
+    --add-section .initrd="$out/initrd-$fl" --change-section-vma .initrd=0x3000000 \
+    "$EFI_STUB" "$uki"
+  rm -f "$part"
+  mkfs.fat -C "$part" $(( BOOT_MIB * 1024 )) >/dev/null
+  mmd -i "$part" ::EFI ::EFI/BOOT
+  mcopy -i "$part" "$uki" ::EFI/BOOT/BOOTX64.EFI
+  truncate -s $(( (1 + BOOT_MIB + ROOT_MIB) * 1024 * 1024 + 1024 * 1024 )) "$img"
+  printf 'label: gpt\nstart=2048, size=%s, type=U, name=ESP\nstart=%s, size=%s, type=L, name=root\n' \
+    $(( BOOT_MIB * 2048 )) $(( 2048 + BOOT_MIB * 2048 )) $(( ROOT_MIB * 2048 )) | sfdisk -q "$img"
+  dd if="$part" of="$img" bs=1M seek=1 conv=notrunc status=none
+  dd if="$tmp/root.ext4" of="$img" bs=1M seek=$(( 1 + BOOT_MIB )) conv=notrunc status=none
+  mv "$img" "$out/golden-$fl-uefi.img"
+}
+
 cp "/boot/vmlinuz-$kver" "$out/vmlinuz"
 for fl in "$@"; do
   step
@@ -291,7 +339,8 @@ for fl in "$@"; do
   esac
   step_end "initrd-$fl"
   step
-  assemble "$fl"
+  if [ "$FIRMWARE" = uefi ]; then assemble_uefi "$fl"; img=golden-$fl-uefi.img
+  else assemble "$fl"; img=golden-$fl.img; fi
   step_end "image-$fl"
-  echo "make-golden-linux: $out/golden-$fl.img (kernel $kver, initrd $(( $(stat -c %s "$out/initrd-$fl") / 1024 )) KiB)"
+  echo "make-golden-linux: $out/$img (kernel $kver, initrd $(( $(stat -c %s "$out/initrd-$fl") / 1024 )) KiB)"
 done

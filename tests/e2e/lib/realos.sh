@@ -1,7 +1,7 @@
 # README: tests/e2e/lib/realos.sh: helpers for the e2e tests where a real OS
 #   runs from the stream (realos-iscsi.sh, realos-nbd.sh), sourced after
 #   e2e.sh.  realos_init (e2e_init),
-#   realos_images OUTDIR FLAVOUR... (make-golden-linux.sh, 77 ->
+#   realos_images OUTDIR [--firmware bios|uefi] FLAVOUR... (make-golden-linux.sh, 77 ->
 #   skip), realos_qemu_start NAME LOG ARGS... / realos_qemu_wait NAME TIMEOUT
 #   (a VM in the background, killed by PID in the cleanup trap),
 #   realos_check_boot LOG COUNT (markers of the workload, boot counter, no
@@ -18,11 +18,12 @@ realos_init() {
 # errors and recoveries, and the sd driver's complaints about missing pages.
 REALOS_BAD='I/O error|blk_update_request|critical (target|medium|nexus)|Sense Key|Add\. Sense|detected conn error|connection[0-9:]* (error|failed)|iscsi.*(error|fail)|session recovery|timing out command|abort|[^a-z]reset|EXT4-fs (error|warning)|nbd.*(error|timed out|dead)|Asking for cache data failed|Assuming drive cache|DISKFARM-(WORKLOAD-BAD|FSTRIM-FAILED|INITRD-FAIL)'
 
-realos_images() { # OUTDIR FLAVOUR...
-  local out=$1 rc=0 t0
+realos_images() { # OUTDIR [--firmware bios|uefi] FLAVOUR...
+  local out=$1 rc=0 t0 fw=bios
   shift
+  [ "${1:-}" = --firmware ] && { fw=$2; shift 2; }
   t0=$(date +%s)
-  "$E2E_LIB/make-golden-linux.sh" "$out" "$@" >"$out.log" 2>&1 || rc=$?
+  "$E2E_LIB/make-golden-linux.sh" --firmware "$fw" "$out" "$@" >"$out.log" 2>&1 || rc=$?
   [ $rc -eq 77 ] && e2e_skip "cannot build the golden images: $(tail -1 "$out.log")"
   [ $rc -eq 0 ] || { cat "$out.log"; e2e_fail "make-golden-linux.sh failed"; }
   echo "images ($*) built in $(( $(date +%s) - t0 )) s: $(tr '\n' ' ' <"$out/build-times")"
