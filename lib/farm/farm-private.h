@@ -123,11 +123,14 @@ char *df_farm_merge_depth_key (const char *vdisk);
 #define DF_FARM_APPLICATION_ID 0x6466726d
 
 /* One schema step.  version is the schema version the DB has after it;
- * the list is ordered and dense: list[i].version == i + 1. */
+ * the list is ordered and dense: list[i].version == i + 1.  sql is in the
+ * dialect of db.h; pg_sql, when set, replaces it on PostgreSQL (for what
+ * only SQLite has: PRAGMA, GLOB, triggers with RAISE). */
 typedef struct {
   int version;
   const char *name;
   const char *sql;
+  const char *pg_sql;
 } DfMigration;
 
 extern const DfMigration df_farm_migrations[];

@@ -296,7 +296,8 @@ test_migrations_idempotent (void)
   memcpy (list, df_farm_migrations, df_farm_n_migrations * sizeof list[0]);
   guint n = df_farm_n_migrations;
   list[n] = (DfMigration) { (int) n + 1, "broken",
-    "CREATE TABLE half (x INTEGER); INSERT INTO nosuchtable VALUES (1);" };
+    "CREATE TABLE half (x INTEGER); INSERT INTO nosuchtable VALUES (1);",
+    NULL };
   g_autofree char *path = g_build_filename (dir, "farm.db", NULL);
   DfDb *db = df_db_open (path, false, NULL);
   g_assert_nonnull (db);
