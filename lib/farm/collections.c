@@ -152,9 +152,9 @@ collection_set_locked (DfFarm *farm, const char *name, const char *new_name,
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "UPDATE collections SET "
     "name = coalesce (?1, name), "
-    "description = CASE WHEN ?2 IS NULL THEN description "
+    "description = CASE WHEN CAST (?2 AS TEXT) IS NULL THEN description "
     "  ELSE nullif (?2, '') END, "
-    "vdisk_id = CASE WHEN ?3 IS NULL THEN vdisk_id "
+    "vdisk_id = CASE WHEN CAST (?3 AS INTEGER) IS NULL THEN vdisk_id "
     "  WHEN ?3 = 0 THEN NULL ELSE ?3 END "
     "WHERE id = ?4", err);
   if (!st)

@@ -46,3 +46,5 @@ struct DfDbOps {
  * conninfo). */
 DfDb *df_db_sqlite_open (const char *path, bool create, GError **err);
 DfDb *df_db_pg_open (const char *conninfo, bool create, GError **err);
+/* conninfo's parameters without any password (new string). */
+char *df_db_pg_redact (const char *conninfo);

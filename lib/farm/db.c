@@ -15,6 +15,13 @@ df_db_target_is_pg (const char *target)
              || strchr (target, '=') != NULL);
 }
 
+char *
+df_db_target_redacted (const char *target)
+{
+  return df_db_target_is_pg (target) ? df_db_pg_redact (target)
+                                     : g_strdup (target);
+}
+
 DfDb *
 df_db_open (const char *target, bool create, GError **err)
 {

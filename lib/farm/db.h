@@ -44,6 +44,9 @@
  * as is or rewrites in df_db_prepare:
  *  - placeholders are `?` (numbered left to right) or `?N`; PostgreSQL's
  *    are $N (the backend rewrites ?N -> $N, a bare ? -> $<next>);
+ *  - a parameter whose type its first use does not fix (?1 IS NULL OR
+ *    col = ?1) is cast there: CAST (?1 AS TEXT) IS NULL (PostgreSQL types
+ *    each parameter from its first use);
  *  - a new row's id comes back with INSERT ... RETURNING id (both
  *    engines), never from a last-insert-id call;
  *  - upserts are INSERT ... ON CONFLICT (key) DO UPDATE (both engines);
@@ -81,6 +84,9 @@ typedef enum {
  * libpq conninfo ("host=... dbname=...", anything with a '=').  Anything
  * else is an SQLite file path. */
 bool df_db_target_is_pg (const char *target);
+/* target as it may be shown: a path as is, a PostgreSQL target as its
+ * conninfo without any password (new string). */
+char *df_db_target_redacted (const char *target);
 
 /* Open target (see df_db_target_is_pg) and set it up for the farm.
  * SQLite: create makes the file when missing; foreign keys, WAL, busy

@@ -4,9 +4,10 @@
  * The only file of diskfarm that includes libpq-fe.h; db.c hands it the
  * targets that are postgresql:// URIs or conninfo strings.  One
  * connection per DfDb.  The entity files' dialect (db.h) is rewritten once
- * per SQL text (kept in a cache) into PostgreSQL's; each step runs the
- * statement with PQexecParams, every parameter sent as text for the server
- * to type from its context, and keeps the whole result for the steps that
+ * per SQL text into PostgreSQL's and prepared once per connection (both
+ * kept in a cache by SQL text); the first step runs it with
+ * PQexecPrepared, every parameter sent as text for the server to type
+ * from its context, and keeps the whole result for the steps that
  * follow.  Transactions are SERIALIZABLE: a conflict with another writer
  * fails a statement or the COMMIT with SQLSTATE 40001, reported as
  * DF_ERROR_BUSY for lib/farm to re-run the mutator (df_farm_retry).
@@ -22,6 +23,8 @@
 typedef struct {
   char *text;           /* PostgreSQL's SQL (owned) */
   int nparams;          /* highest $N used */
+  char name[24];        /* its prepared statement on the connection */
+  bool prepared;
 } PgSql;
 
 typedef struct {
@@ -297,6 +300,8 @@ rewritten (PgDb *db, const char *sql)
     return s;
   s = g_new0 (PgSql, 1);
   s->text = rewrite (sql, &s->nparams);
+  g_snprintf (s->name, sizeof s->name, "df%u",
+              g_hash_table_size (db->sql));
   g_hash_table_insert (db->sql, g_strdup (sql), s);
   return s;
 }
@@ -354,6 +359,13 @@ redacted_name (const char *conninfo)
         append_param (gs, o->keyword, o->val);
   PQconninfoFree (opts);
   return g_string_free (gs, false);
+}
+
+char *
+df_db_pg_redact (const char *conninfo)
+{
+  char *name = redacted_name (conninfo);
+  return name ? name : g_strdup ("(an unparsable PostgreSQL conninfo)");
 }
 
 DfDb *
@@ -439,12 +451,23 @@ pg_exec (DfDb *base, const char *sql, const char *what, GError **err)
 static DfDbStmt *
 pg_prepare (DfDb *base, const char *sql, GError **err)
 {
-  (void) err;
   PgDb *db = PG_DB (base);
+  PgSql *text = (PgSql *) rewritten (db, sql);
+  if (!text->prepared)
+    {
+      PGresult *res = PQprepare (db->conn, text->name, text->text,
+                                 text->nparams, NULL);
+      text->prepared = PQresultStatus (res) == PGRES_COMMAND_OK;
+      if (!text->prepared)
+        set_result_error (err, db, res, "farm.db: prepare");
+      PQclear (res);
+      if (!text->prepared)
+        return NULL;
+    }
   PgStmt *st = g_new0 (PgStmt, 1);
   st->base.db = base;
   st->db = db;
-  st->sql = rewritten (db, sql);
+  st->sql = text;
   st->values = g_new0 (char *, st->sql->nparams + 1);
   return &st->base;
 }
@@ -485,8 +508,8 @@ static bool
 run (PgStmt *st, GError **err)
 {
   PgDb *db = st->db;
-  st->res = PQexecParams (db->conn, st->sql->text, st->sql->nparams, NULL,
-                          (const char *const *) st->values, NULL, NULL, 0);
+  st->res = PQexecPrepared (db->conn, st->sql->name, st->sql->nparams,
+                            (const char *const *) st->values, NULL, NULL, 0);
   ExecStatusType s = PQresultStatus (st->res);
   if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
     {

@@ -338,7 +338,8 @@ df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
                      || !df_farm_collection_id (farm, collection, &cid, err)))
     return NULL;
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    DEVICE_COLUMNS "WHERE ?1 IS NULL OR d.collection_id = ?1 "
+    DEVICE_COLUMNS "WHERE CAST (?1 AS INTEGER) IS NULL "
+    "OR d.collection_id = ?1 "
     "ORDER BY d.name", err);
   if (!st)
     return NULL;

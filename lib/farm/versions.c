@@ -671,7 +671,7 @@ due_rows (DfFarm *farm, const char *vdisk, const char *now, GError **err)
     "SELECT r.id, v.name || '@' || r.number, r.pending_state, r.pending_at "
     "FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
     "WHERE r.state = 'pending' AND r.pending_at <= ?1 "
-    "AND (?2 IS NULL OR v.name = ?2) ORDER BY r.number", err);
+    "AND (CAST (?2 AS TEXT) IS NULL OR v.name = ?2) ORDER BY r.number", err);
   if (!st)
     return NULL;
   df_db_bind_text (st, 1, now);

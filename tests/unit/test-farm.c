@@ -1,6 +1,7 @@
 /* Unit tests for lib/farm: open/create, migrations, accessors, bad inputs
  * leaving the DB unchanged, audit rows, transactions, version selection by
  * device type, and two handles on one DB (WAL). */
+#include "test-db.h"
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
@@ -60,7 +61,7 @@ static DfFarm *
 open_ok (const char *dir, bool create)
 {
   g_autoptr (GError) err = NULL;
-  DfFarm *f = df_farm_open (dir, create, "test:unit", &err);
+  DfFarm *f = test_farm_open (dir, create, "test:unit", &err);
   g_assert_no_error (err);
   g_assert_nonnull (f);
   return f;
@@ -83,7 +84,30 @@ fx_teardown (Fixture *fx, gconstpointer data)
   g_free (fx->dir);
 }
 
-/* Raw connection to the farm DB of dir (for dumps and tampering). */
+/* Raw connection to the farm DB of dir (for dumps and tampering); on
+ * PostgreSQL raw_exec, raw_text and dump_db go to test-db.c instead and
+ * the tests of SQLite's own file (PRAGMAs, sqlite_master) skip. */
+
+/* The farm DB of dir as df_db_open takes it (new string). */
+static char *
+farm_db_target (const char *dir)
+{
+  char *t = test_db_target (dir, false);
+  return t ? t : g_build_filename (dir, "farm.db", NULL);
+}
+
+/* The test checks SQLite's file itself: skipped on PostgreSQL. */
+#define SQLITE_ONLY()                                                     \
+  do                                                                      \
+    {                                                                     \
+      if (test_db_is_pg ())                                               \
+        {                                                                 \
+          g_test_skip ("checks SQLite's farm.db itself");                 \
+          return;                                                         \
+        }                                                                 \
+    }                                                                     \
+  while (0)
+
 static sqlite3 *
 raw_open (const char *dir)
 {
@@ -98,6 +122,11 @@ raw_open (const char *dir)
 static void
 raw_exec (const char *dir, const char *sql)
 {
+  if (test_db_is_pg ())
+    {
+      test_db_pg_exec (dir, sql);
+      return;
+    }
   sqlite3 *db = raw_open (dir);
   char *msg = NULL;
   int rc = sqlite3_exec (db, sql, NULL, NULL, &msg);
@@ -109,6 +138,8 @@ raw_exec (const char *dir, const char *sql)
 static char *
 raw_text (const char *dir, const char *sql)
 {
+  if (test_db_is_pg ())
+    return test_db_pg_text (dir, sql);
   sqlite3 *db = raw_open (dir);
   sqlite3_stmt *st = NULL;
   g_assert_cmpint (sqlite3_prepare_v2 (db, sql, -1, &st, NULL), ==, SQLITE_OK);
@@ -124,6 +155,8 @@ raw_text (const char *dir, const char *sql)
 static char *
 dump_db (const char *dir)
 {
+  if (test_db_is_pg ())
+    return test_db_pg_dump (dir);
   sqlite3 *db = raw_open (dir);
   GString *gs = g_string_new (NULL);
   sqlite3_stmt *tables = NULL;
@@ -214,11 +247,12 @@ add_device (DfFarm *f, const char *name, const char *mac, const char *vdisk,
 static void
 test_open_create (void)
 {
+  SQLITE_ONLY ();
   g_autofree char *tmp = make_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   g_autoptr (GError) err = NULL;
 
-  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  DfFarm *f = test_farm_open (dir, false, "t", &err);
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
   g_assert_nonnull (strstr (err->message, "run 'diskfarm init'"));
@@ -275,6 +309,7 @@ test_open_create (void)
 static void
 test_migrations_idempotent (void)
 {
+  SQLITE_ONLY ();
   g_autofree char *tmp = make_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   df_farm_close (open_ok (dir, true));
@@ -321,7 +356,7 @@ test_migrations_idempotent (void)
   g_assert_cmpint (atoi (uv2), ==, (int) n + 1);
 
   /* This code now sees a DB newer than itself. */
-  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  DfFarm *f = test_farm_open (dir, false, "t", &err);
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
   g_assert_nonnull (strstr (err->message, "newer"));
@@ -331,20 +366,21 @@ test_migrations_idempotent (void)
 static void
 test_newer_refused (void)
 {
+  SQLITE_ONLY ();
   g_autofree char *tmp = make_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   df_farm_close (open_ok (dir, true));
   raw_exec (dir, "PRAGMA user_version = 999");
   g_autofree char *before = dump_db (dir);
   g_autoptr (GError) err = NULL;
-  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  DfFarm *f = test_farm_open (dir, false, "t", &err);
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
   g_test_message ("%s", err->message);
   g_assert_nonnull (strstr (err->message, "999"));
   g_assert_nonnull (strstr (err->message, "upgrade diskfarm"));
   g_clear_error (&err);
-  f = df_farm_open (dir, true, "t", &err);
+  f = test_farm_open (dir, true, "t", &err);
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
   g_autofree char *after = dump_db (dir);
@@ -355,6 +391,7 @@ test_newer_refused (void)
 static void
 test_not_a_farm (void)
 {
+  SQLITE_ONLY ();
   g_autofree char *tmp = make_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   g_autofree char *db = g_build_filename (dir, "farm.db", NULL);
@@ -367,7 +404,7 @@ test_not_a_farm (void)
   g_assert_cmpint (sqlite3_exec (raw, "CREATE TABLE t (x)", NULL, NULL, NULL),
                    ==, SQLITE_OK);
   sqlite3_close (raw);
-  DfFarm *f = df_farm_open (dir, false, "t", &err);
+  DfFarm *f = test_farm_open (dir, false, "t", &err);
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
   g_assert_nonnull (strstr (err->message, "not a diskfarm"));
@@ -377,7 +414,7 @@ test_not_a_farm (void)
   g_assert_true (g_file_set_contents (db, "this is not a database, really "
                                       "not, it is only text of some length",
                                       -1, NULL));
-  f = df_farm_open (dir, false, "t", &err);
+  f = test_farm_open (dir, false, "t", &err);
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
   rm_rf (tmp);
@@ -675,7 +712,7 @@ test_open_empty_dir (void)
   for (gsize i = 0; i < G_N_ELEMENTS (dirs); i++)
     {
       g_autoptr (GError) err = NULL;
-      g_assert_null (df_farm_open (dirs[i], true, "test:unit", &err));
+      g_assert_null (test_farm_open (dirs[i], true, "test:unit", &err));
       g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
       g_assert_cmpstr (err->message, ==,
                        "the farm directory is an empty string");
@@ -1021,6 +1058,7 @@ test_bad_inputs_nested (Fixture *fx, gconstpointer data)
 static void
 test_failure_after_write (Fixture *fx, gconstpointer data)
 {
+  SQLITE_ONLY ();
   DfFarm *f = fx->farm;
   setup_bad_farm (f);
   add_vdisk (f, "unused");
@@ -1177,7 +1215,7 @@ test_db_seam (Fixture *fx, gconstpointer data)
   g_autoptr (GError) err = NULL;
   add_vdisk (fx->farm, "a");
   add_vdisk (fx->farm, "b");
-  g_autofree char *path = g_build_filename (fx->dir, "farm.db", NULL);
+  g_autofree char *path = farm_db_target (fx->dir);
   g_autoptr (DfDb) db = df_db_open (path, false, &err);
   g_assert_no_error (err);
   const char *sql = "SELECT name FROM vdisks ORDER BY name";
@@ -1219,8 +1257,9 @@ test_db_seam (Fixture *fx, gconstpointer data)
   g_assert_true (df_db_commit (db, &err));
   g_assert_no_error (err);
   g_assert_cmpuint (df_db_depth (db), ==, 0);
-  g_autofree char *keys = raw_text (fx->dir,
-    "SELECT group_concat (key, ',') FROM settings WHERE key LIKE 'k_'");
+  g_autofree char *keys = raw_text (fx->dir, test_db_is_pg ()
+    ? "SELECT string_agg (key, ',') FROM settings WHERE key LIKE 'k_'"
+    : "SELECT group_concat (key, ',') FROM settings WHERE key LIKE 'k_'");
   g_assert_cmpstr (keys, ==, "k1");
 }
 
@@ -1479,7 +1518,7 @@ static gpointer
 writer_thread (gpointer data)
 {
   Writer *w = data;
-  DfFarm *f = df_farm_open (w->dir, false, "test:writer", &w->err);
+  DfFarm *f = test_farm_open (w->dir, false, "test:writer", &w->err);
   if (!f)
     return NULL;
   w->t_start = g_get_monotonic_time ();
@@ -1570,6 +1609,7 @@ make_schema3_farm (const char *dir)
 static void
 test_uuid (void)
 {
+  SQLITE_ONLY ();
   g_autofree char *tmp = make_tmpdir ();
   g_autofree char *a = g_build_filename (tmp, "a", NULL);
   g_autofree char *b = g_build_filename (tmp, "b", NULL);
@@ -1616,7 +1656,7 @@ test_uuid (void)
 
   /* A farm DB whose identity row was lost is refused, not given a new one. */
   raw_exec (old, "DELETE FROM farm_identity");
-  DfFarm *fl = df_farm_open (old, false, "t", &err);
+  DfFarm *fl = test_farm_open (old, false, "t", &err);
   g_assert_null (fl);
   g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
   g_assert_nonnull (strstr (err->message, "identity"));
@@ -1681,18 +1721,21 @@ test_one_maintenance (Fixture *fx, gconstpointer data)
   g_assert_true (df_farm_device_update (f, t1, &err));
   g_assert_no_error (err);
 
-  /* The schema refuses a second one too (the library's backstop). */
-  sqlite3 *db = raw_open (fx->dir);
-  int rc = sqlite3_exec (db,
+  /* The schema refuses a second one too (the library's backstop: SQLite's
+   * triggers, PostgreSQL's plpgsql ones). */
+  g_autofree char *path = farm_db_target (fx->dir);
+  g_autoptr (DfDb) db = df_db_open (path, false, &err);
+  g_assert_no_error (err);
+  g_assert_false (df_db_exec (db,
     "INSERT INTO devices (name, mac, type, vdisk_id, created) SELECT 'raw', "
     "'52:54:00:00:01:0a', 'maintenance', id, 'x' FROM vdisks "
-    "WHERE name = 'win11'", NULL, NULL, NULL);
-  g_assert_cmpint (rc, ==, SQLITE_CONSTRAINT);
-  g_assert_nonnull (strstr (sqlite3_errmsg (db), "one maintenance device"));
-  rc = sqlite3_exec (db, "UPDATE devices SET type = 'maintenance' "
-                         "WHERE name = 'm1'", NULL, NULL, NULL);
-  g_assert_cmpint (rc, ==, SQLITE_CONSTRAINT);
-  sqlite3_close (db);
+    "WHERE name = 'win11'", "raw insert", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_assert_nonnull (strstr (err->message, "one maintenance device"));
+  g_clear_error (&err);
+  g_assert_false (df_db_exec (db, "UPDATE devices SET type = 'maintenance' "
+                              "WHERE name = 'm1'", "raw update", &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
 }
 
 /* A new maintenance version starts the maintenance device's next boot
@@ -1873,6 +1916,7 @@ test_vdisk_rename (Fixture *fx, gconstpointer data)
 int
 main (int argc, char **argv)
 {
+  test_db_init ();
   umask (022);
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/farm/open-create", test_open_create);
