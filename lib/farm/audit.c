@@ -36,12 +36,10 @@ df_farm_audit (DfFarm *farm, const char *action, const char *object,
                    "an audit entry needs an action and an object");
       return false;
     }
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            df_farm_audit_row (farm, action, object, detail,
-                                               err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = df_farm_audit_row (farm, action, object, detail, err);
+  return t.ok;
 }
 
 void

@@ -38,6 +38,9 @@ struct DfDbOps {
   void (*rollback) (DfDb *db);
   bool (*schema_get) (DfDb *db, guint32 app_id, int *version, GError **err);
   bool (*schema_set) (DfDb *db, guint32 app_id, int version, GError **err);
+  /* NULL when a busy outermost transaction is not worth re-running
+   * (SQLite: BEGIN IMMEDIATE already waited for the lock). */
+  bool (*failed_busy) (DfDb *db);
   /* NULL when the engine's write lock already serializes migrators. */
   bool (*schema_lock) (DfDb *db, guint32 app_id, bool lock, GError **err);
 };

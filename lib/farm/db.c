@@ -177,3 +177,9 @@ df_db_schema_lock (DfDb *db, guint32 app_id, bool lock, GError **err)
 {
   return !db->ops->schema_lock || db->ops->schema_lock (db, app_id, lock, err);
 }
+
+bool
+df_db_failed_busy (DfDb *db)
+{
+  return db->ops->failed_busy && db->ops->failed_busy (db);
+}

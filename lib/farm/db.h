@@ -30,7 +30,10 @@
  * SERIALIZABLE) and every inner level as a SAVEPOINT; commit and rollback
  * close the innermost level.  So "one mutator = one level = its rows and
  * its one audit row, all or nothing" holds whether or not the caller
- * already holds a transaction.
+ * already holds a transaction.  A failed statement: SQLite undoes that
+ * statement only, PostgreSQL dooms the innermost level (every later
+ * statement fails until it is rolled back), so a caller ends its level on
+ * any failure, as every mutator does.
  *
  * Busy and retry: SQLite waits for the write lock at the outermost begin
  * (busy timeout 5 s) and then fails with DF_ERROR_BUSY; once BEGIN
@@ -51,7 +54,8 @@
  *    engines), never from a last-insert-id call;
  *  - upserts are INSERT ... ON CONFLICT (key) DO UPDATE (both engines);
  *  - values are INTEGER (64-bit) and TEXT only: no BLOB/bytea, booleans
- *    are 0/1 integers or the settings strings "true"/"false";
+ *    are 0/1 integers or the settings strings "true"/"false", and a
+ *    condition is a comparison (x & 2) <> 0, never a bare integer;
  *  - device names compare with COLLATE NOCASE (ASCII; PostgreSQL: a
  *    citext column or lower() on both sides: the backend's schema chooses);
  *  - LIMIT -1 means no limit (PostgreSQL: LIMIT NULL / ALL);
@@ -138,6 +142,10 @@ bool df_db_begin (DfDb *db, GError **err);
 bool df_db_commit (DfDb *db, GError **err);
 /* Close the innermost level undoing its work. */
 void df_db_rollback (DfDb *db);
+/* The last outermost transaction failed for a conflict with another
+ * writer that re-running it may not meet (PostgreSQL's serialization
+ * failure or deadlock); false on SQLite. */
+bool df_db_failed_busy (DfDb *db);
 /* Open levels (0: none). */
 guint df_db_depth (DfDb *db);
 

@@ -38,6 +38,7 @@ typedef struct {
    * and those report this code (so a serialization failure a caller
    * swallowed still ends as DF_ERROR_BUSY). */
   int aborted_code;
+  bool busy;            /* the transaction met DF_ERROR_BUSY (a conflict) */
 } PgDb;
 
 typedef struct {
@@ -105,6 +106,8 @@ set_result_error (GError **err, PgDb *db, const PGresult *res,
     code = db->aborted_code;
   else if (db->base.depth > 0 && db->aborted_code < 0)
     db->aborted_code = code;
+  if (db->base.depth > 0 && code == DF_ERROR_BUSY)
+    db->busy = true;
   g_set_error (err, DF_ERROR, code, "%s: %s", what, msg);
 }
 
@@ -592,7 +595,10 @@ pg_begin (DfDb *base, GError **err)
   if (!exec_text (db, sql, what, err))
     return false;
   if (base->depth == 0)
-    db->aborted_code = -1;
+    {
+      db->aborted_code = -1;
+      db->busy = false;
+    }
   base->depth++;
   return true;
 }
@@ -615,6 +621,8 @@ pg_commit (DfDb *base, GError **err)
   else if (level == 0 && strcmp (PQcmdStatus (res), "ROLLBACK") == 0)
     {
       /* COMMIT of an aborted transaction rolls it back, quietly. */
+      if (db->aborted_code == DF_ERROR_BUSY)
+        db->busy = true;
       g_set_error (err, DF_ERROR,
                    db->aborted_code >= 0 ? db->aborted_code : DF_ERROR_IO,
                    "%s: the transaction had failed and was rolled back",
@@ -737,6 +745,12 @@ pg_schema_lock (DfDb *base, guint32 app_id, bool lock, GError **err)
   return exec_text (PG_DB (base), sql, "farm.db: lock the schema", err);
 }
 
+static bool
+pg_failed_busy (DfDb *base)
+{
+  return PG_DB (base)->busy;
+}
+
 static const DfDbOps pg_ops = {
   .dialect = DF_DB_POSTGRESQL,
   .close = pg_close,
@@ -757,4 +771,5 @@ static const DfDbOps pg_ops = {
   .schema_get = pg_schema_get,
   .schema_set = pg_schema_set,
   .schema_lock = pg_schema_lock,
+  .failed_busy = pg_failed_busy,
 };

@@ -299,3 +299,35 @@ df_farm_scope_end (DfFarm *farm, bool ok, GError **err)
   df_db_rollback (farm->db);
   return false;
 }
+
+/* 1 ms up to 2^attempt ms (at most 128 ms), so racing hosts spread out. */
+static void
+retry_backoff (guint attempt)
+{
+  guint32 cap = 1u << MIN (attempt, 7u);
+  g_usleep ((gulong) g_random_int_range (1, (gint32) cap + 1) * 1000);
+}
+
+bool
+df_farm_try (DfFarm *farm, DfFarmTry *t, GError **err)
+{
+  if (t->running)
+    {
+      t->running = false;
+      bool outermost = df_db_depth (farm->db) == 1;
+      t->ok = df_farm_scope_end (farm, t->ok, err);
+      if (t->ok || !outermost || !df_db_failed_busy (farm->db)
+          || t->attempt + 1 >= DF_FARM_TRY_MAX)
+        return false;
+      t->attempt++;
+      g_debug ("farm DB: lost a race with another writer; running the "
+               "change again (attempt %u)", t->attempt + 1);
+      g_clear_error (err);
+      retry_backoff (t->attempt);
+    }
+  t->ok = false;
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  t->running = true;
+  return true;
+}

@@ -159,12 +159,15 @@ test_db_pg_exec (const char *dir, const char *sql)
 }
 
 char *
-test_db_pg_text (const char *dir, const char *sql)
+test_db_pg_text (const char *dir, const char *query)
 {
+  /* SQLite's aggregate has PostgreSQL's name here */
+  g_autoptr (GString) sql = g_string_new (query);
+  g_string_replace (sql, "group_concat (", "string_agg (", 0);
   PGconn *c = raw_connect (dir);
-  PGresult *r = PQexec (c, sql);
+  PGresult *r = PQexec (c, sql->str);
   if (PQresultStatus (r) != PGRES_TUPLES_OK)
-    g_error ("%s: %s", sql, PQresultErrorMessage (r));
+    g_error ("%s: %s", sql->str, PQresultErrorMessage (r));
   char *out = PQntuples (r) > 0 && !PQgetisnull (r, 0, 0)
               ? g_strdup (PQgetvalue (r, 0, 0)) : NULL;
   PQclear (r);

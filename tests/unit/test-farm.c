@@ -1249,17 +1249,22 @@ test_db_seam (Fixture *fx, gconstpointer data)
   g_assert_true (df_db_exec (db, "INSERT INTO settings VALUES ('k2', 'v')",
                              "k2", &err));
   df_db_rollback (db);
+  /* A failed statement dooms its level on PostgreSQL (SQLite undoes the
+   * statement only): there it fails in a level of its own. */
+  bool pg = test_db_is_pg ();
+  g_assert_true (!pg || df_db_begin (db, &err));
   g_assert_false (df_db_exec (db, "INSERT INTO settings VALUES ('k1', 'w')",
                               "k1 again", &err));
   g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
   g_assert_nonnull (strstr (err->message, "k1 again"));
   g_clear_error (&err);
+  if (pg)
+    df_db_rollback (db);
   g_assert_true (df_db_commit (db, &err));
   g_assert_no_error (err);
   g_assert_cmpuint (df_db_depth (db), ==, 0);
-  g_autofree char *keys = raw_text (fx->dir, test_db_is_pg ()
-    ? "SELECT string_agg (key, ',') FROM settings WHERE key LIKE 'k_'"
-    : "SELECT group_concat (key, ',') FROM settings WHERE key LIKE 'k_'");
+  g_autofree char *keys = raw_text (fx->dir,
+    "SELECT group_concat (key, ',') FROM settings WHERE key LIKE 'k_'");
   g_assert_cmpstr (keys, ==, "k1");
 }
 
@@ -1570,7 +1575,10 @@ test_two_handles (Fixture *fx, gconstpointer data)
   gint64 t_commit = g_get_monotonic_time ();
   g_thread_join (th);
   g_assert_no_error (w.err);
-  g_assert_cmpint (w.t_done, >=, t_commit - 50 * 1000);
+  /* SQLite's writer waited for A's lock; PostgreSQL's did not need to
+   * (other rows; a serialization conflict would have been re-run). */
+  if (!test_db_is_pg ())
+    g_assert_cmpint (w.t_done, >=, t_commit - 50 * 1000);
   g_autoptr (DfVdisk) ft = df_farm_vdisk_get (b, "from-thread", &err);
   g_assert_no_error (err);
   g_autoptr (GPtrArray) audit = df_farm_audit_list (b, 1, &err);
