@@ -10,6 +10,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -1921,6 +1922,114 @@ test_vdisk_rename (Fixture *fx, gconstpointer data)
   g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
 }
 
+/* ---- writers racing from several processes ---------------------------- */
+
+#define RACE_WRITERS 2
+#define RACE_BUMPS 40
+#define RACE_MACS 8
+
+/* One racing writer (a forked process with its own connection): bumps
+ * pc1's generation RACE_BUMPS times and auto-adds RACE_MACS MACs, writing
+ * each generation it got to fd; exit 0 when every call succeeded (an
+ * auto-add of a MAC the other writer added first may fail EXISTS). */
+static int
+race_writer (const char *dir, int fd)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = test_farm_open (dir, false, "test:race", &err);
+  if (!f)
+    return 2;
+  for (int i = 0; i < RACE_BUMPS; i++)
+    {
+      gint64 gen = 0;
+      if (!df_farm_device_new_generation (f, "pc1", &gen, &err))
+        {
+          g_printerr ("race: bump: %s\n", err->message);
+          return 3;
+        }
+      if (write (fd, &gen, sizeof gen) != sizeof gen)
+        return 4;
+      if (i < RACE_MACS)
+        {
+          g_autofree char *mac = g_strdup_printf ("52:54:00:aa:00:%02x", i);
+          g_autofree char *name = NULL;
+          if (!df_farm_auto_add_device (f, mac, &name, &err)
+              && !g_error_matches (err, DF_ERROR, DF_ERROR_EXISTS))
+            {
+              g_printerr ("race: auto-add %s: %s\n", mac, err->message);
+              return 5;
+            }
+          g_clear_error (&err);
+        }
+    }
+  df_farm_close (f);
+  return 0;
+}
+
+/* Generation bumps and auto-adds from several processes at once lose
+ * nothing: every bump gets its own generation and its audit row, every
+ * MAC ends as one device.  On PostgreSQL the writers meet serialization
+ * failures and df_farm_try re-runs them; on SQLite they queue. */
+static void
+test_race_writers (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfFarm *f = fx->farm;
+  add_vdisk (f, "base");
+  g_assert_true (df_farm_collection_add (f, "auto", NULL, "base", &err));
+  g_assert_no_error (err);
+  add_device (f, "pc1", "52:54:00:00:00:01", "base", NULL, NULL);
+  DfAutoAdd a = { .enabled = true, .collection = (char *) "auto",
+                  .name_template = (char *) DF_AUTO_ADD_TEMPLATE };
+  g_assert_true (df_farm_auto_add_set (f, &a, &err));
+  g_assert_no_error (err);
+
+  int fds[2];
+  g_assert_cmpint (pipe (fds), ==, 0);
+  gint64 t0 = g_get_monotonic_time ();
+  pid_t pids[RACE_WRITERS];
+  for (int w = 0; w < RACE_WRITERS; w++)
+    {
+      pids[w] = fork ();
+      g_assert_cmpint (pids[w], >=, 0);
+      if (pids[w] == 0)
+        {
+          close (fds[0]);
+          _exit (race_writer (fx->dir, fds[1]));
+        }
+    }
+  close (fds[1]);
+  g_autoptr (GHashTable) seen = g_hash_table_new_full (g_int64_hash,
+                                                       g_int64_equal,
+                                                       g_free, NULL);
+  gint64 gen;
+  while (read (fds[0], &gen, sizeof gen) == sizeof gen)
+    {
+      g_assert_false (g_hash_table_contains (seen, &gen));
+      g_hash_table_add (seen, g_memdup2 (&gen, sizeof gen));
+    }
+  close (fds[0]);
+  for (int w = 0; w < RACE_WRITERS; w++)
+    {
+      int status = 0;
+      g_assert_cmpint (waitpid (pids[w], &status, 0), ==, pids[w]);
+      g_assert_true (WIFEXITED (status));
+      g_assert_cmpint (WEXITSTATUS (status), ==, 0);
+    }
+  g_test_message ("race: %d writers x %d bumps in %.2f s",
+                  RACE_WRITERS, RACE_BUMPS,
+                  (g_get_monotonic_time () - t0) / 1e6);
+  g_assert_cmpuint (g_hash_table_size (seen), ==, RACE_WRITERS * RACE_BUMPS);
+  g_autoptr (DfDevice) d = df_farm_device_get (f, "pc1", &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (d->generation, ==, 1 + RACE_WRITERS * RACE_BUMPS);
+  g_assert_cmpint (count_rows (fx->dir, "audit WHERE action = 'device.reset'"),
+                   ==, RACE_WRITERS * RACE_BUMPS);
+  g_autoptr (GPtrArray) added = df_farm_device_list (f, "auto", &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (added->len, ==, RACE_MACS);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1937,6 +2046,7 @@ main (int argc, char **argv)
   g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
   FX ("/farm/vdisks-versions", test_vdisks_versions);
   FX ("/farm/collections-devices", test_collections_devices);
+  FX ("/farm/race-writers", test_race_writers);
   FX ("/farm/bad-inputs", test_bad_inputs);
   FX ("/farm/cache-modes-one-grammar", test_cache_modes_one_grammar);
   FX ("/farm/device-names-nocase", test_device_names_nocase);
