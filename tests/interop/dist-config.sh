@@ -160,11 +160,12 @@ fi
 
 # ---- console: [farm] dir, $DISKFARM_FARM and --farm over it ------------------
 printf '[farm]\ndir=%s\n' "$T/cfarm" >"$T/console.conf"
-env -u DISKFARM_FARM DISKFARM_CONFIG="$T/console.conf" "$DISKFARM" --json init >"$T/j.json" ||
+# (without $DISKFARM_DB of a -pg run: a conf without database= is farm.db)
+env -u DISKFARM_FARM -u DISKFARM_DB DISKFARM_CONFIG="$T/console.conf" "$DISKFARM" --json init >"$T/j.json" ||
   fail "init with [farm] dir"
 jcheck "$T/j.json" "d['farm'] == '$T/cfarm'"
 [ -f "$T/cfarm/farm.db" ] || fail "[farm] dir: no $T/cfarm/farm.db"
-env -u DISKFARM_FARM "$DISKFARM" --config "$T/console.conf" --json vdisk list >"$T/j.json"
+env -u DISKFARM_FARM -u DISKFARM_DB "$DISKFARM" --config "$T/console.conf" --json vdisk list >"$T/j.json"
 jcheck "$T/j.json" "d == []"
 DISKFARM_FARM=$FARM "$DISKFARM" --config "$T/console.conf" --json vdisk list >"$T/j.json"
 jcheck "$T/j.json" "[v['name'] for v in d] == ['base']"
