@@ -20,6 +20,8 @@
 #include <libpq-fe.h>
 #include <string.h>
 
+#define LOCK_TIMEOUT_MS 5000
+
 typedef struct {
   char *text;           /* PostgreSQL's SQL (owned) */
   int nparams;          /* highest $N used */
@@ -402,6 +404,11 @@ df_db_pg_open (const char *conninfo, bool create, GError **err)
       return NULL;
     }
   PQsetNoticeProcessor (db->conn, on_notice, NULL);
+  /* Like SQLite's busy wait: a row lock held longer fails DF_ERROR_BUSY
+   * (55P03) instead of waiting for ever. */
+  if (!exec_text (db, "SET lock_timeout = " G_STRINGIFY (LOCK_TIMEOUT_MS),
+                  "farm DB: SET lock_timeout", err))
+    return NULL;
   return g_steal_pointer (&owner);
 }
 
