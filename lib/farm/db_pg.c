@@ -313,6 +313,9 @@ rewritten (PgDb *db, const char *sql)
 
 /* ---- open / close ----------------------------------------------------- */
 
+static bool exec_text (PgDb *db, const char *text, const char *what,
+                       GError **err);
+
 /* libpq notices (NOTICE: ... already exists, skipping) are not errors. */
 static void
 on_notice (void *arg, const char *message)
