@@ -46,6 +46,8 @@ sed -e "s|^dir=.*|dir=$FARM|" \
     -e "s|^nbd-listen=.*|nbd-listen=127.0.0.1:0;unix:$T/nbd.sock|" \
     -e "s|^iscsi-listen=.*|iscsi-listen=127.0.0.1:0|" \
     -e "s|^admin-listen=.*|admin-listen=127.0.0.1:0|" "$conf_src" >"$T/df.conf"
+# a -pg run: the farm's PostgreSQL database, as a site would set it
+[ -z "$DF_DB_CONF" ] || sed -i "s|^#database=.*|database=$DISKFARM_DB|" "$T/df.conf"
 for k in dir nbd-listen iscsi-listen admin-listen threads; do
   grep -q "^$k=" "$T/df.conf" || fail "example config lost key $k"
 done
@@ -178,6 +180,7 @@ pass "console: [farm] dir used; \$DISKFARM_FARM and --farm win over it; config g
 cat >"$T/bs.conf" <<EOF
 [farm]
 dir=$FARM
+${DISKFARM_DB:+database=$DISKFARM_DB}
 [bootstrapsvc]
 address=127.0.0.2
 http-port=0

@@ -104,8 +104,9 @@ fi
 # Another farm's stream server registered by mistake: its health answer
 # names farm B, so it is never listed (nor its sessions counted).
 FB=$T/farmB
-"$DISKFARM" --farm "$FB" init >/dev/null
-"$STREAMSVC" --farm "$FB" --nbd-listen "unix:$T/nbdB.sock" --admin-listen 127.0.0.1:0 >"$T/ssB.log" 2>&1 &
+FB_DB=$(farm_db farmb)
+"$DISKFARM" --farm "$FB" ${FB_DB:+--db "$FB_DB"} init >/dev/null
+"$STREAMSVC" --farm "$FB" ${FB_DB:+--db "$FB_DB"} --nbd-listen "unix:$T/nbdB.sock" --admin-listen 127.0.0.1:0 >"$T/ssB.log" 2>&1 &
 SSB_PID=$!
 _df_pids="$_df_pids $SSB_PID"
 for _ in $(seq 50); do grep -q "admin listening" "$T/ssB.log" && break; sleep 0.1; done

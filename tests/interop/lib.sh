@@ -66,6 +66,15 @@ fi
 
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 
+# farm_db NAME: the --db of a second farm of the test (one of its own: a
+# new PostgreSQL database NAME; nothing on SQLite, whose farm.db is in the
+# farm directory).  Use as ${X_DB:+--db "$X_DB"}.
+farm_db() {
+  [ -n "$DF_DB_CONF" ] || return 0
+  psql -X -q "$PG_CONNINFO" -c "CREATE DATABASE $1" || fail "CREATE DATABASE $1"
+  echo "${PG_CONNINFO% dbname=*} dbname=$1"
+}
+
 # db_sql SQL: run SQL on the farm DB behind lib/farm's back (tampering),
 # on whichever backend the test runs.
 db_sql() {
