@@ -79,8 +79,7 @@ error_code (const char *state)
   return DF_ERROR_IO;
 }
 
-/* libpq's connection message, first line only (borrowed from a static
- * copy per call site is not needed: caller copies via g_set_error). */
+/* libpq's connection message, first line only (new string). */
 static char *
 conn_message (PgDb *db)
 {

@@ -176,6 +176,21 @@ jcheck "$T/j.json" "[v['name'] for v in d] == ['base']"
 [ "$("$DISKFARM" --config "$T/console.conf" config get farm.dir)" = "$T/cfarm" ] || fail "config get farm.dir"
 pass "console: [farm] dir used; \$DISKFARM_FARM and --farm win over it; config get"
 
+# ---- [farm] database: its password is never printed -------------------------
+printf '[farm]\ndatabase=host=%s/nosock dbname=sitefarm password=s3cretpw\n' "$T" >"$T/secret.conf"
+{
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" config show
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" --json config show
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" config get farm.database
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" vdisk list || true
+  "$DISKFARM" --db "host=$T/nosock dbname=sitefarm password=s3cretpw" vdisk list || true
+  "$STREAMSVC" --config "$T/secret.conf" --nbd-listen "unix:$T/secret.sock" --admin-listen none || true
+} >"$T/secret.out" 2>&1
+grep -q s3cretpw "$T/secret.out" && { cat "$T/secret.out"; fail "the farm DB password was printed"; }
+grep -q "dbname=sitefarm" "$T/secret.out" || { cat "$T/secret.out"; fail "the farm DB is not named"; }
+grep -q "cannot connect" "$T/secret.out" || { cat "$T/secret.out"; fail "no connection error"; }
+pass "[farm] database / --db: config show, config get and errors name the DB without its password"
+
 # ---- bootstrapsvc: address, ports, farm and proxydhcp from the file ----------
 cat >"$T/bs.conf" <<EOF
 [farm]

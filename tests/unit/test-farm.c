@@ -2030,6 +2030,40 @@ test_race_writers (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (added->len, ==, RACE_MACS);
 }
 
+/* A PostgreSQL target's password is never shown: not by the redacted
+ * form (config show, messages), not by a failed connection's error. */
+static void
+test_db_secret_hidden (void)
+{
+  static const char *const targets[] = {
+    /* UNIX sockets only: nothing leaves the machine, not even DNS */
+    "postgresql://farm:s3cretpw@%2Fnonexistent%2Fsock:5433/farm?sslmode=disable",
+    "postgresql:///farm?host=/nonexistent/sock&user=farm&password=s3cretpw",
+    "host=/nonexistent/sock dbname=farm user=farm password=s3cretpw",
+    "host=/nonexistent/sock password='s3cretpw x' dbname=farm",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (targets); i++)
+    {
+      g_assert_true (df_farm_db_is_remote (targets[i]));
+      g_autofree char *shown = df_farm_db_redact (targets[i]);
+      g_test_message ("%s -> %s", targets[i], shown);
+      g_assert_null (strstr (shown, "s3cretpw"));
+      g_assert_nonnull (strstr (shown, "dbname=farm"));
+      g_autoptr (GError) err = NULL;
+      g_autofree char *tmp = make_tmpdir ();
+      g_assert_null (df_farm_open_db (tmp, targets[i], false, "t", &err));
+      g_assert_nonnull (err);
+      g_test_message ("  open: %s", err->message);
+      g_assert_null (strstr (err->message, "s3cretpw"));
+      g_assert_cmpint (g_rmdir (tmp), ==, 0);
+    }
+  g_autofree char *bad = df_farm_db_redact ("host='unterminated password=s3cretpw");
+  g_assert_null (strstr (bad, "s3cretpw"));
+  g_assert_false (df_farm_db_is_remote ("/srv/farm/farm.db"));
+  g_autofree char *path = df_farm_db_redact ("/srv/farm/farm.db");
+  g_assert_cmpstr (path, ==, "/srv/farm/farm.db");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -2047,6 +2081,7 @@ main (int argc, char **argv)
   FX ("/farm/vdisks-versions", test_vdisks_versions);
   FX ("/farm/collections-devices", test_collections_devices);
   FX ("/farm/race-writers", test_race_writers);
+  g_test_add_func ("/farm/db-secret-hidden", test_db_secret_hidden);
   FX ("/farm/bad-inputs", test_bad_inputs);
   FX ("/farm/cache-modes-one-grammar", test_cache_modes_one_grammar);
   FX ("/farm/device-names-nocase", test_device_names_nocase);
