@@ -23,10 +23,8 @@ const char *df_farm_who (DfFarm *farm);
 /* Write scope of one mutator: a level of df_db_begin (the transaction, or
  * a savepoint inside the caller's).  end keeps the work when ok and undoes
  * it otherwise; it returns the final success (a failed commit is rolled
- * back and reported).  Every mutator: checks first (no DB access), then
- *   if (!df_farm_scope_begin (farm, err)) return false;
- *   return df_farm_scope_end (farm, locked_work (...), err);
- * where locked_work writes its rows and exactly one audit row. */
+ * back and reported).  Mutators reach them through df_farm_try (below),
+ * after their checks (no DB access). */
 bool df_farm_scope_begin (DfFarm *farm, GError **err);
 bool df_farm_scope_end (DfFarm *farm, bool ok, GError **err);
 

@@ -4,10 +4,12 @@
  * The entities live in their own files (vdisks.c, versions.c,
  * collections.c, devices.c, servers.c, chap.c, settings.c, audit.c); each
  * public mutator there checks its arguments first (no DB access), then
- * opens a write scope (df_farm_scope_begin: the transaction, or a
- * savepoint when the caller already holds a df_farm_begin transaction),
- * does its reads and writes plus exactly one audit row, and closes the
- * scope: commit on success, roll back to the scope start on any failure. */
+ * opens a write scope (df_farm_try -> df_farm_scope_begin: the
+ * transaction, or a savepoint when the caller already holds a
+ * df_farm_begin transaction), does its reads and writes plus exactly one
+ * audit row, and closes the scope: commit on success, roll back to the
+ * scope start on any failure, and at the outermost level run the body
+ * again when PostgreSQL reports a serialization failure. */
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
