@@ -19,6 +19,7 @@ typedef struct {
   char *config;
   char **servers;
   char *farm;
+  char *db;             /* --db / [farm] database; NULL: <farm>/farm.db */
   gint http_port;
   gint iscsi_port;
   char *ip;
@@ -40,6 +41,7 @@ cli_opts_clear (CliOpts *o)
   g_free (o->config);
   g_strfreev (o->servers);
   g_free (o->farm);
+  g_free (o->db);
   g_free (o->ip);
   g_free (o->gateway);
   g_free (o->dns);
@@ -52,7 +54,8 @@ cli_opts_clear (CliOpts *o)
 static bool
 add_farm_servers (BdmConfig *c, const CliOpts *o, GError **err)
 {
-  g_autoptr(DfFarm) farm = df_farm_open (o->farm, false, "bdm", err);
+  g_autoptr(DfFarm) farm = df_farm_open_db (o->farm, o->db, false, "bdm",
+                                            err);
   if (farm == NULL)
     return false;
   g_autoptr(GPtrArray) list = df_farm_server_list (farm, err);
@@ -111,6 +114,8 @@ apply_config (CliOpts *o, const DfConf *conf)
   conf_str (&o->syslinux_dir, conf, "syslinux-dir");
   if (o->farm == NULL && df_conf_bool (conf, "bdm", "farm-servers"))
     o->farm = g_strdup (df_conf_string (conf, "farm", "dir"));
+  if (o->farm != NULL && o->db == NULL)
+    o->db = g_strdup (df_conf_string (conf, "farm", "database"));
 }
 
 /* The servers of [bdm] server, when no --server was given; a bad one is
@@ -249,6 +254,10 @@ main (int argc, char **argv)
       "Bootstrap + stream server, up to 4, in failover order", "HOST[:PORT]" },
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o.farm,
       "Add the servers of this farm's DB (after any --server)", "DIR" },
+    { "db", 0, 0, G_OPTION_ARG_STRING, &o.db,
+      "The farm DB of --farm: a PostgreSQL URI (postgresql://...) or "
+      "conninfo (default: diskfarm.conf [farm] database, else the farm "
+      "directory's farm.db)", "URI" },
     { "http-port", 0, 0, G_OPTION_ARG_INT, &o.http_port,
       "Bootstrap HTTP port when a server has none (default 80)", "PORT" },
     { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &o.iscsi_port,

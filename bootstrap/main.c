@@ -35,6 +35,7 @@
 typedef struct {
   char *config;
   char *farm;
+  char *db;             /* --db / [farm] database; NULL: <farm>/farm.db */
   char *address;
   char *interface;
   char *user;
@@ -48,6 +49,7 @@ options_clear (Options *o)
 {
   g_free (o->config);
   g_free (o->farm);
+  g_free (o->db);
   g_free (o->address);
   g_free (o->interface);
   g_free (o->user);
@@ -81,6 +83,7 @@ apply_config (Options *o, GError **err)
   if (c == NULL)
     return false;
   conf_str (&o->farm, c, "farm", "dir");
+  conf_str (&o->db, c, "farm", "database");
   conf_str (&o->address, c, GROUP, "address");
   conf_str (&o->interface, c, GROUP, "interface");
   conf_str (&o->user, c, GROUP, "user");
@@ -133,6 +136,9 @@ parse_options (Options *o, int *argc, char ***argv, GError **err)
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o->farm,
       "Farm directory (default: [farm] dir, else " DF_DEFAULT_FARM ")",
       "DIR" },
+    { "db", 0, 0, G_OPTION_ARG_STRING, &o->db,
+      "Farm DB: a PostgreSQL URI (postgresql://...) or conninfo (default: "
+      "[farm] database, else the farm directory's farm.db)", "URI" },
     { "address", 0, 0, G_OPTION_ARG_STRING, &o->address,
       "This server's IPv4 address: next-server, HTTP and TFTP", "IP" },
     { "interface", 0, 0, G_OPTION_ARG_STRING, &o->interface,
@@ -345,7 +351,8 @@ service_start (Service *s, GError **err)
       return false;
     }
   s->addr = ia.s_addr;
-  s->farm = df_farm_open (s->o->farm, false, "bootstrapsvc", err);
+  s->farm = df_farm_open_db (s->o->farm, s->o->db, false, "bootstrapsvc",
+                             err);
   if (!s->farm)
     return false;
   s->tokens = df_boot_tokens_from_farm (s->farm, err);

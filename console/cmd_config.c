@@ -5,13 +5,25 @@
 
 #include <stdio.h>
 
+/* The farm DB's value may hold a password: never printed. */
+static char *
+shown_value (const char *dotted, char *value)
+{
+  if (value == NULL || g_strcmp0 (dotted, "farm.database") != 0)
+    return value;
+  char *shown = df_farm_db_redact (value);
+  g_free (value);
+  return shown;
+}
+
 static bool
 config_get (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "config get", "GROUP.KEY", 1, 1,
     "Print one value of diskfarm.conf (the file's, else the built-in "
-    "default; lists joined by ';'; nothing when the key has no value).  "
+    "default; lists joined by ';'; nothing when the key has no value; "
+    "farm.database without its password).  "
     "Exit 1 for a key diskfarm.conf does not have.",
     "  diskfarm config get farm.dir\n"
     "  diskfarm config get streamsvc.nbd-listen\n",
@@ -19,7 +31,8 @@ config_get (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
   g_autoptr (GError) e = NULL;
-  g_autofree char *value = df_conf_get_text (ctx->conf, argv[1], &e);
+  g_autofree char *value = shown_value (argv[1],
+    df_conf_get_text (ctx->conf, argv[1], &e));
   if (e != NULL)
     {
       g_propagate_error (err, g_steal_pointer (&e));
@@ -63,7 +76,8 @@ config_show (DfCtx *ctx, int argc, char **argv, GError **err)
       if (k->alias_of != NULL)
         continue;
       g_autofree char *dotted = g_strdup_printf ("%s.%s", k->group, k->key);
-      g_autofree char *value = df_conf_get_text (ctx->conf, dotted, err);
+      g_autofree char *value = shown_value (dotted,
+        df_conf_get_text (ctx->conf, dotted, err));
       g_autofree char *source = config_source (ctx->conf, k, value);
       DfRecord *r = df_record_new ();
       df_record_str (r, "key", "key", dotted);

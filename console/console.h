@@ -26,6 +26,7 @@
 typedef struct {
   char *farm_opt;     /* --farm, or NULL: then $DISKFARM_FARM or the conf */
   char *config_opt;   /* --config, or NULL: $DISKFARM_CONFIG or default */
+  char *db_opt;       /* --db, or NULL: $DISKFARM_DB or the conf */
   DfConf *conf;       /* diskfarm.conf, loaded by df_cmd_parse; owned */
   char *admin_opt;    /* --admin, or NULL: then $DISKFARM_ADMIN or the conf */
   gboolean json;      /* --json */

@@ -43,6 +43,20 @@ df_ctx_farm_dir (const DfCtx *ctx)
                            : DF_DEFAULT_FARM;
 }
 
+/* --db, then $DISKFARM_DB, then diskfarm.conf [farm] database; NULL: the
+ * farm directory's farm.db.  May hold a password: never printed. */
+static const char *
+ctx_db (const DfCtx *ctx)
+{
+  if (ctx->db_opt != NULL && *ctx->db_opt != '\0')
+    return ctx->db_opt;
+  const char *env = g_getenv ("DISKFARM_DB");
+  if (env != NULL && *env != '\0')
+    return env;
+  return ctx->conf != NULL ? df_conf_string (ctx->conf, "farm", "database")
+                           : NULL;
+}
+
 /* Load diskfarm.conf once, when the leaf's options (--config) are
  * parsed: every command checks it before doing anything. */
 static bool
@@ -79,14 +93,15 @@ df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err)
       log_ready = true;
     }
   g_autofree char *who = g_strdup_printf ("console:%s", g_get_user_name ());
-  return df_farm_open (df_ctx_farm_dir (ctx), create, who, err);
+  return df_farm_open_db (df_ctx_farm_dir (ctx), ctx_db (ctx), create, who,
+                          err);
 }
 
 /* ---- option parsing --------------------------------------------------- */
 
 /* Global options, accepted before the command and by every leaf.  The
  * arg_data pointers are filled in by global_entries_for. */
-#define N_GLOBAL 6
+#define N_GLOBAL 7
 static void
 global_entries_for (DfCtx *ctx, GOptionEntry out[N_GLOBAL])
 {
@@ -94,6 +109,10 @@ global_entries_for (DfCtx *ctx, GOptionEntry out[N_GLOBAL])
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &ctx->farm_opt,
       "Farm directory (default: $DISKFARM_FARM, else diskfarm.conf [farm] "
       "dir, else " DF_DEFAULT_FARM ")", "DIR" },
+    { "db", 0, 0, G_OPTION_ARG_STRING, &ctx->db_opt,
+      "Farm DB: a PostgreSQL URI (postgresql://...) or conninfo "
+      "(\"host=... dbname=...\") (default: $DISKFARM_DB, else diskfarm.conf "
+      "[farm] database, else the farm directory's farm.db)", "URI" },
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &ctx->config_opt,
       "Configuration file (default: $DISKFARM_CONFIG, else "
       DF_DEFAULT_CONFIG ")", "FILE" },
@@ -119,9 +138,11 @@ parse_keeping_farm (DfCtx *ctx, GOptionContext *oc, int *argc, char ***argv,
                     GError **err)
 {
   char *old_farm = ctx->farm_opt, *old_config = ctx->config_opt;
-  char *old_admin = ctx->admin_opt;
+  char *old_admin = ctx->admin_opt, *old_db = ctx->db_opt;
   if (!g_option_context_parse (oc, argc, argv, err))
     return false;
+  if (old_db != NULL && ctx->db_opt != old_db)
+    g_free (old_db);
   if (old_farm != NULL && ctx->farm_opt != old_farm)
     g_free (old_farm);
   if (old_config != NULL && ctx->config_opt != old_config)
@@ -254,8 +275,12 @@ cmd_init (DfCtx *ctx, int argc, char **argv, GError **err)
     "Create the farm directory (farm.db, store/, cache/, boot/, run/) or "
     "upgrade the schema of an existing one.  Run as root, it also creates "
     "the diskfarm system user and group if missing and gives them the farm "
-    "(setgid directories 2750, files 0640, nothing for others).",
-    "  diskfarm --farm /srv/farm init\n",
+    "(setgid directories 2750, files 0640, nothing for others).  With "
+    "--db (or [farm] database) naming a PostgreSQL database, which must "
+    "exist, the schema is created there and the directory holds no "
+    "farm.db.",
+    "  diskfarm --farm /srv/farm init\n"
+    "  diskfarm --farm /srv/farm --db postgresql://diskfarm@db/farm init\n",
   };
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
@@ -264,6 +289,7 @@ cmd_init (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "farm", "farm", df_farm_dir (farm));
+  df_record_str (r, "database", "database", df_farm_db_name (farm));
   df_record_int (r, "schema_version", "schema version",
                  df_farm_schema_version (farm));
   df_record_str (r, "uuid", "uuid", df_farm_uuid (farm));
@@ -646,6 +672,7 @@ main (int argc, char **argv)
   bool ok = run (&ctx, argc, argv, &path, &err);
   g_free (ctx.farm_opt);
   g_free (ctx.config_opt);
+  g_free (ctx.db_opt);
   g_clear_pointer (&ctx.conf, df_conf_free);
   g_free (ctx.admin_opt);
   if (ok)

@@ -5,7 +5,7 @@
 set -eu
 
 build_pkgs="meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
-  libsoup-3.0-dev libsqlite3-dev libssl-dev libbsd-dev zlib1g-dev
+  libsoup-3.0-dev libsqlite3-dev libpq-dev libssl-dev libbsd-dev zlib1g-dev
   libisofs-dev libvirt-dev libxml2-dev libguestfs-dev"
 # boot: what e2e tests and the demo need to build boot media and disks and
 # to boot them under qemu (TCG)
@@ -22,7 +22,9 @@ realos_pkgs="open-iscsi initramfs-tools nbd-client e2fsprogs cpio kmod bc"
 uefi_pkgs="ovmf systemd-boot-efi binutils"
 # openssl (the command): nbd-tls makes its x509 CA and certificates at test
 # time; the client side of TLS is qemu's and libnbd's (GnuTLS)
-test_pkgs="$boot_pkgs $guestfs_pkgs libnbd-bin python3 python3-libnbd nbdkit
+# postgresql: the farm DB tests start their own server from its initdb and
+# pg_ctl (tests/lib/pg.sh), never the system service
+test_pkgs="$boot_pkgs $guestfs_pkgs postgresql libnbd-bin python3 python3-libnbd nbdkit
   fio curl libiscsi-bin tgt clang libclang-rt-14-dev procps bc valgrind
   libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   tftp-hpa tftpd-hpa dnsmasq-base iproute2 qemu-block-extra genisoimage fdisk

@@ -80,6 +80,7 @@ typedef struct
 struct DfExports
 {
   char *farm_dir;
+  char *db;             /* the farm DB target (NULL: farm.db); may hold a password */
   char *farm_uuid; /* the farm's identity (df_farm_uuid), read at start */
   GMutex lock;
   GHashTable *chains; /* path -> df_blk* (owned ref) */
@@ -201,7 +202,7 @@ farm_acquire (DfExports *ex, GError **err)
         = g_ptr_array_steal_index_fast (ex->farm_pool, ex->farm_pool->len - 1);
   g_mutex_unlock (&ex->pool_lock);
   if (farm == NULL)
-    farm = df_farm_open (ex->farm_dir, false, WHO, err);
+    farm = df_farm_open_db (ex->farm_dir, ex->db, false, WHO, err);
   return farm;
 }
 
@@ -435,15 +436,16 @@ cache_entry_unref (CacheEntry *ce)
 static gpointer checker_main (gpointer data);
 
 DfExports *
-df_exports_new (const char *farm_dir, GError **err)
+df_exports_new (const char *farm_dir, const char *db, GError **err)
 {
-  DfFarm *farm = df_farm_open (farm_dir, false, WHO, err);
+  DfFarm *farm = df_farm_open_db (farm_dir, db, false, WHO, err);
   DfExports *ex;
 
   if (farm == NULL)
     return NULL;
   ex = g_new0 (DfExports, 1);
   ex->farm_dir = g_strdup (farm_dir);
+  ex->db = g_strdup (db);
   ex->farm_uuid = g_strdup (df_farm_uuid (farm));
   g_mutex_init (&ex->lock);
   g_mutex_init (&ex->pool_lock);
@@ -488,6 +490,7 @@ df_exports_free (DfExports *ex)
   g_mutex_clear (&ex->check_lock);
   g_cond_clear (&ex->check_cond);
   g_free (ex->farm_dir);
+  g_free (ex->db);
   g_free (ex->farm_uuid);
   g_free (ex);
 }

@@ -49,8 +49,10 @@ typedef enum { DF_EXPORT_KIND_VDISK, DF_EXPORT_KIND_DEVICE } DfExportKind;
 bool df_export_name_parse (const char *name, DfExportKind *kind,
                            char **object, int *version, GError **err);
 
-/* farm_dir must hold an initialised farm. */
-DfExports *df_exports_new (const char *farm_dir, GError **err);
+/* farm_dir must hold an initialised farm; db is its DB (NULL: the
+ * directory's farm.db; see df_farm_open_db). */
+DfExports *df_exports_new (const char *farm_dir, const char *db,
+                           GError **err);
 /* The UUID of the farm served (df_farm_uuid), borrowed. */
 const char *df_exports_farm_uuid (DfExports *ex);
 /* Flush every persistent cache (SIGTERM path) then free.  Sessions must be

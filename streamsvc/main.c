@@ -43,6 +43,7 @@
 
 typedef struct {
   char *farm;
+  char *db;             /* --db / [farm] database; NULL: <farm>/farm.db */
   char *config;
   char **nbd_listen;
   char **iscsi_listen;
@@ -71,6 +72,7 @@ static void
 options_clear (Options *o)
 {
   g_free (o->farm);
+  g_free (o->db);
   g_free (o->config);
   g_strfreev (o->nbd_listen);
   g_strfreev (o->iscsi_listen);
@@ -89,6 +91,10 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { "farm", 0, 0, G_OPTION_ARG_FILENAME, &o->farm,
       "Farm directory (default: diskfarm.conf [farm] dir, else "
       DF_DEFAULT_FARM ")", "DIR" },
+    { "db", 0, 0, G_OPTION_ARG_STRING, &o->db,
+      "Farm DB: a PostgreSQL URI (postgresql://...) or conninfo (default: "
+      "diskfarm.conf [farm] database, else the farm directory's farm.db)",
+      "URI" },
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &o->config,
       "Configuration file (default $DISKFARM_CONFIG, else "
       DF_DEFAULT_CONFIG "); options given here win over it", "FILE" },
@@ -214,6 +220,8 @@ apply_config (Options *o, GError **err)
 
   if (o->farm == NULL)
     o->farm = g_strdup (df_conf_string (c, "farm", "dir"));
+  if (o->db == NULL)
+    o->db = g_strdup (df_conf_string (c, "farm", "database"));
   if (o->nbd_listen == NULL)
     o->nbd_listen = g_strdupv ((char **) df_conf_list (c, CONFIG_GROUP,
                                                        "nbd-listen"));
@@ -347,8 +355,9 @@ check_options (Options *o, GError **err)
 
 /* ---- privileges ------------------------------------------------------- */
 
-/* Run as the farm's user from here on: it must still write farm.db and
- * the caches and read the store, as the farm's group member. */
+/* Run as the farm's user from here on: it must still write farm.db (when
+ * the DB is SQLite's) and the caches and read the store, as the farm's
+ * group member. */
 static bool
 drop_privileges (const Options *o, GError **err)
 {
@@ -356,18 +365,19 @@ drop_privileges (const Options *o, GError **err)
   g_autofree char *cache = g_build_filename (o->farm, "cache", NULL);
   g_autofree char *store = g_build_filename (o->farm, "store", NULL);
   const DfAccessNeed needs[] = {
-    { AT_FDCWD, db, R_OK | W_OK, db },
     { AT_FDCWD, cache, W_OK | X_OK, cache },
     { AT_FDCWD, store, R_OK | X_OK, store },
+    { AT_FDCWD, db, R_OK | W_OK, db },
   };
+  bool sqlite = o->db == NULL || !df_farm_db_is_remote (o->db);
   struct stat st;
   if (stat (o->farm, &st) < 0)
     {
       df_set_error_errno (err, errno, "farm directory %s", o->farm);
       return false;
     }
-  return df_drop_privileges (o->user, st.st_gid, needs, G_N_ELEMENTS (needs),
-                             err);
+  return df_drop_privileges (o->user, st.st_gid, needs,
+                             G_N_ELEMENTS (needs) - (sqlite ? 0 : 1), err);
 }
 
 /* ---- daemon ------------------------------------------------------------- */
@@ -635,7 +645,7 @@ main (int argc, char **argv)
   if (!check_options (&o, &err))
     goto out; /* a bad option: "streamsvc: ..." like any command line */
   logging = true; /* from here a fatal error is a log line */
-  if ((ex = df_exports_new (o.farm, &err)) == NULL)
+  if ((ex = df_exports_new (o.farm, o.db, &err)) == NULL)
     goto out;
   ss = df_sessions_new ();
   if (o.stdio && o.tls_mode != DF_TLS_OFF)

@@ -25,6 +25,10 @@ const DfConfKey df_conf_schema[] = {
   KEY ("farm", "dir", DF_CONF_PATH, DF_DEFAULT_FARM,
        "Farm directory: farm.db, store/, cache/, boot/, run/ "
        "(every program; --farm)"),
+  KEY ("farm", "database", DF_CONF_STRING, NULL,
+       "Farm DB: a PostgreSQL URI (postgresql://...) or conninfo "
+       "(host=... dbname=...); default: the farm directory's farm.db "
+       "(every program; --db)"),
 
   ALIAS ("streamsvc", "farm", "farm.dir", "Old spelling of [farm] dir"),
   KEY ("streamsvc", "nbd-listen", DF_CONF_LISTEN_LIST, DF_NBD_DEFAULT_LISTEN,

@@ -36,12 +36,10 @@ df_farm_audit (DfFarm *farm, const char *action, const char *object,
                    "an audit entry needs an action and an object");
       return false;
     }
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            df_farm_audit_row (farm, action, object, detail,
-                                               err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = df_farm_audit_row (farm, action, object, detail, err);
+  return t.ok;
 }
 
 void
@@ -84,11 +82,11 @@ df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f, GError **err)
   /* Times are stored as "YYYY-MM-DDTHH:MM:SSZ": text order is time order. */
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "SELECT id, at, who, action, object, detail FROM audit "
-    "WHERE (?1 IS NULL OR object = ?1 "
+    "WHERE (CAST (?1 AS TEXT) IS NULL OR object = ?1 "
     "       OR substr (object, 1, length (?1) + 1) = ?1 || '@') "
-    "  AND (?2 IS NULL OR action = ?2 OR (instr (?2, '.') = 0 "
+    "  AND (CAST (?2 AS TEXT) IS NULL OR action = ?2 OR (instr (?2, '.') = 0 "
     "       AND substr (action, 1, length (?2) + 1) = ?2 || '.')) "
-    "  AND (?3 IS NULL OR at >= ?3) "
+    "  AND (CAST (?3 AS TEXT) IS NULL OR at >= ?3) "
     "ORDER BY id DESC LIMIT ?4", err);
   if (!st)
     return NULL;

@@ -156,20 +156,17 @@ df_farm_chap_set (DfFarm *farm, const char *device, const char *user,
   if (!df_validate_name ("device", device, err)
       || !validate_chap (user, secret, mutual, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
   /* The audit row names the user and the mode, never a secret. */
   detail = user == NULL
                ? g_strdup ("{\"chap\":\"none\"}")
                : g_strdup_printf ("{\"chap\":\"%s\",\"user_len\":%zu}",
                                   mutual ? "mutual" : "one-way",
                                   strlen (user));
-  return df_farm_scope_end (farm,
-                            chap_update (farm, device, user, secret, mutual,
-                                         err)
-                            && df_farm_audit_row (farm, "device.chap", device,
-                                                  detail, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = chap_update (farm, device, user, secret, mutual, err)
+           && df_farm_audit_row (farm, "device.chap", device, detail, err);
+  return t.ok;
 }
 
 /* The one reader of CHAP credentials: the device sql selects for key

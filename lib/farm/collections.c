@@ -90,12 +90,10 @@ df_farm_collection_add (DfFarm *farm, const char *name,
   if (!df_validate_name ("collection", name, err)
       || (vdisk && !df_validate_name ("vdisk", vdisk, err)))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            collection_add_locked (farm, name, description,
-                                                   vdisk, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = collection_add_locked (farm, name, description, vdisk, err);
+  return t.ok;
 }
 
 DfCollection *
@@ -152,9 +150,9 @@ collection_set_locked (DfFarm *farm, const char *name, const char *new_name,
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "UPDATE collections SET "
     "name = coalesce (?1, name), "
-    "description = CASE WHEN ?2 IS NULL THEN description "
+    "description = CASE WHEN CAST (?2 AS TEXT) IS NULL THEN description "
     "  ELSE nullif (?2, '') END, "
-    "vdisk_id = CASE WHEN ?3 IS NULL THEN vdisk_id "
+    "vdisk_id = CASE WHEN CAST (?3 AS INTEGER) IS NULL THEN vdisk_id "
     "  WHEN ?3 = 0 THEN NULL ELSE ?3 END "
     "WHERE id = ?4", err);
   if (!st)
@@ -190,12 +188,11 @@ df_farm_collection_set (DfFarm *farm, const char *name, const char *new_name,
                    "bytes", name);
       return false;
     }
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            collection_set_locked (farm, name, new_name,
-                                                   description, vdisk, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = collection_set_locked (farm, name, new_name, description, vdisk,
+                                  err);
+  return t.ok;
 }
 
 static bool
@@ -266,10 +263,9 @@ df_farm_collection_remove (DfFarm *farm, const char *name, bool force,
 {
   if (!df_validate_name ("collection", name, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            collection_remove_locked (farm, name, force, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = collection_remove_locked (farm, name, force, err);
+  return t.ok;
 }
 

@@ -1,9 +1,10 @@
 /* diskfarm: the SQLite backend of the farm DB seam (db.h).
  *
- * The only file of diskfarm that includes sqlite3.h.  One connection per
+ * The only file of diskfarm that includes sqlite3.h; db.c hands it the
+ * targets that are file paths.  One connection per
  * DfDb, WAL mode, foreign keys on, a 5 s busy wait.  Statements are cached
  * by SQL text (prepared once with SQLITE_PREPARE_PERSISTENT). */
-#include "db.h"
+#include "db-backend.h"
 #include "common.h"
 
 #include <sqlite3.h>
@@ -11,19 +12,25 @@
 
 #define BUSY_TIMEOUT_MS 5000
 
-struct DfDb {
+typedef struct {
+  DfDb base;
   sqlite3 *conn;
   char *path;
-  GHashTable *cache;    /* SQL text (owned) -> DfDbStmt* (owned) */
-  guint depth;          /* open df_db_begin levels */
-};
+  GHashTable *cache;    /* SQL text (owned) -> SqlStmt* (owned) */
+} SqlDb;
 
-struct DfDbStmt {
-  DfDb *db;
+typedef struct {
+  DfDbStmt base;
+  SqlDb *db;
   sqlite3_stmt *st;
   bool cached;          /* lives in db->cache (else finalized at release) */
   bool in_use;          /* cached and handed out */
-};
+} SqlStmt;
+
+static const DfDbOps sqlite_ops;
+
+#define SQL_DB(d) ((SqlDb *) (d))
+#define SQL_ST(s) ((SqlStmt *) (s))
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -51,7 +58,7 @@ error_code (int rc)
 
 /* *err = "what: <SQLite's message>" with the code error_code maps. */
 static void
-set_error (GError **err, DfDb *db, int rc, const char *what)
+set_error (GError **err, SqlDb *db, int rc, const char *what)
 {
   const char *msg = db && db->conn ? sqlite3_errmsg (db->conn)
                                    : sqlite3_errstr (rc);
@@ -63,41 +70,43 @@ set_error (GError **err, DfDb *db, int rc, const char *what)
 static void
 stmt_free (gpointer p)
 {
-  DfDbStmt *st = p;
+  SqlStmt *st = p;
   sqlite3_finalize (st->st);
   g_free (st);
 }
 
 static bool
-exec_quiet (DfDb *db, const char *sql)
+exec_quiet (SqlDb *db, const char *sql)
 {
   return sqlite3_exec (db->conn, sql, NULL, NULL, NULL) == SQLITE_OK;
 }
 
 static bool
-configure (DfDb *db, GError **err)
+configure (SqlDb *db, GError **err)
 {
   sqlite3_extended_result_codes (db->conn, 1);
   sqlite3_busy_timeout (db->conn, BUSY_TIMEOUT_MS);
-  if (!df_db_exec (db, "PRAGMA foreign_keys = ON",
+  if (!df_db_exec (&db->base, "PRAGMA foreign_keys = ON",
                    "farm.db: PRAGMA foreign_keys = ON", err))
     return false;
-  g_autoptr (DfDbStmt) st = df_db_prepare (db, "PRAGMA journal_mode = WAL",
-                                           err);
+  g_autoptr (DfDbStmt) st = df_db_prepare (&db->base,
+                                           "PRAGMA journal_mode = WAL", err);
   if (!st || df_db_step (st, err) != 1)
     return false;
   const char *mode = df_db_col_text (st, 0);
   if (!mode || g_ascii_strcasecmp (mode, "wal") != 0)
     g_warning ("%s: journal mode is %s, not WAL (file system without "
                "shared memory?)", db->path, mode ? mode : "unknown");
-  return df_db_exec (db, "PRAGMA synchronous = NORMAL",
+  return df_db_exec (&db->base, "PRAGMA synchronous = NORMAL",
                      "farm.db: PRAGMA synchronous = NORMAL", err);
 }
 
 DfDb *
-df_db_open (const char *path, bool create, GError **err)
+df_db_sqlite_open (const char *path, bool create, GError **err)
 {
-  g_autoptr (DfDb) db = g_new0 (DfDb, 1);
+  SqlDb *db = g_new0 (SqlDb, 1);
+  db->base.ops = &sqlite_ops;
+  g_autoptr (DfDb) owner = &db->base;
   db->path = g_strdup (path);
   db->cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                      stmt_free);
@@ -115,14 +124,13 @@ df_db_open (const char *path, bool create, GError **err)
       g_prefix_error (err, "%s: ", path);
       return NULL;
     }
-  return g_steal_pointer (&db);
+  return g_steal_pointer (&owner);
 }
 
-void
-df_db_close (DfDb *db)
+static void
+sql_close (DfDb *base)
 {
-  if (!db)
-    return;
+  SqlDb *db = SQL_DB (base);
   g_hash_table_destroy (db->cache);
   if (db->conn)
     {
@@ -134,15 +142,16 @@ df_db_close (DfDb *db)
   g_free (db);
 }
 
-const char *
-df_db_name (DfDb *db)
+static const char *
+sql_name (DfDb *base)
 {
-  return db->path;
+  return SQL_DB (base)->path;
 }
 
-bool
-df_db_exec (DfDb *db, const char *sql, const char *what, GError **err)
+static bool
+sql_exec (DfDb *base, const char *sql, const char *what, GError **err)
 {
+  SqlDb *db = SQL_DB (base);
   int rc = sqlite3_exec (db->conn, sql, NULL, NULL, NULL);
   if (rc == SQLITE_OK)
     return true;
@@ -152,14 +161,15 @@ df_db_exec (DfDb *db, const char *sql, const char *what, GError **err)
 
 /* ---- statements ------------------------------------------------------- */
 
-DfDbStmt *
-df_db_prepare (DfDb *db, const char *sql, GError **err)
+static DfDbStmt *
+sql_prepare (DfDb *base, const char *sql, GError **err)
 {
-  DfDbStmt *st = g_hash_table_lookup (db->cache, sql);
+  SqlDb *db = SQL_DB (base);
+  SqlStmt *st = g_hash_table_lookup (db->cache, sql);
   if (st && !st->in_use)
     {
       st->in_use = true;
-      return st;
+      return &st->base;
     }
   sqlite3_stmt *raw = NULL;
   int rc = sqlite3_prepare_v3 (db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -169,7 +179,8 @@ df_db_prepare (DfDb *db, const char *sql, GError **err)
       set_error (err, db, rc, "farm.db: prepare");
       return NULL;
     }
-  DfDbStmt *fresh = g_new0 (DfDbStmt, 1);
+  SqlStmt *fresh = g_new0 (SqlStmt, 1);
+  fresh->base.db = base;
   fresh->db = db;
   fresh->st = raw;
   if (!st)
@@ -177,14 +188,13 @@ df_db_prepare (DfDb *db, const char *sql, GError **err)
       fresh->cached = fresh->in_use = true;
       g_hash_table_insert (db->cache, g_strdup (sql), fresh);
     }
-  return fresh;
+  return &fresh->base;
 }
 
-void
-df_db_stmt_release (DfDbStmt *st)
+static void
+sql_release (DfDbStmt *base)
 {
-  if (!st)
-    return;
+  SqlStmt *st = SQL_ST (base);
   if (!st->cached)
     {
       stmt_free (st);
@@ -195,30 +205,25 @@ df_db_stmt_release (DfDbStmt *st)
   st->in_use = false;
 }
 
-void
-df_db_bind_text (DfDbStmt *st, int i, const char *s)
+static void
+sql_bind_text (DfDbStmt *st, int i, const char *s)
 {
   if (s)
-    sqlite3_bind_text (st->st, i, s, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text (SQL_ST (st)->st, i, s, -1, SQLITE_TRANSIENT);
   else
-    sqlite3_bind_null (st->st, i);
+    sqlite3_bind_null (SQL_ST (st)->st, i);
 }
 
-void
-df_db_bind_int64 (DfDbStmt *st, int i, gint64 v)
+static void
+sql_bind_int64 (DfDbStmt *st, int i, gint64 v)
 {
-  sqlite3_bind_int64 (st->st, i, v);
+  sqlite3_bind_int64 (SQL_ST (st)->st, i, v);
 }
 
-void
-df_db_bind_null (DfDbStmt *st, int i)
+static int
+sql_step (DfDbStmt *base, GError **err)
 {
-  sqlite3_bind_null (st->st, i);
-}
-
-int
-df_db_step (DfDbStmt *st, GError **err)
-{
+  SqlStmt *st = SQL_ST (base);
   int rc = sqlite3_step (st->st);
   if (rc == SQLITE_ROW)
     return 1;
@@ -228,105 +233,83 @@ df_db_step (DfDbStmt *st, GError **err)
   return -1;
 }
 
-bool
-df_db_run (DfDbStmt *st, GError **err)
+static gint64
+sql_changes (DfDb *db)
 {
-  return df_db_step (st, err) == 0;
+  return sqlite3_changes (SQL_DB (db)->conn);
 }
 
-gint64
-df_db_changes (DfDb *db)
+static bool
+sql_col_is_null (DfDbStmt *st, int i)
 {
-  return sqlite3_changes (db->conn);
+  return sqlite3_column_type (SQL_ST (st)->st, i) == SQLITE_NULL;
 }
 
-bool
-df_db_col_is_null (DfDbStmt *st, int i)
+static gint64
+sql_col_int64 (DfDbStmt *st, int i)
 {
-  return sqlite3_column_type (st->st, i) == SQLITE_NULL;
+  return sqlite3_column_int64 (SQL_ST (st)->st, i);
 }
 
-gint64
-df_db_col_int64 (DfDbStmt *st, int i)
+static const char *
+sql_col_text (DfDbStmt *st, int i)
 {
-  return sqlite3_column_int64 (st->st, i);
-}
-
-int
-df_db_col_int (DfDbStmt *st, int i)
-{
-  return sqlite3_column_int (st->st, i);
-}
-
-const char *
-df_db_col_text (DfDbStmt *st, int i)
-{
-  return (const char *) sqlite3_column_text (st->st, i);
-}
-
-char *
-df_db_col_dup (DfDbStmt *st, int i)
-{
-  return g_strdup (df_db_col_text (st, i));
+  return (const char *) sqlite3_column_text (SQL_ST (st)->st, i);
 }
 
 /* ---- transactions ----------------------------------------------------- */
 
-bool
-df_db_begin (DfDb *db, GError **err)
+static bool
+sql_begin (DfDb *base, GError **err)
 {
-  if (db->depth == 0 && !sqlite3_get_autocommit (db->conn))
+  SqlDb *db = SQL_DB (base);
+  if (base->depth == 0 && !sqlite3_get_autocommit (db->conn))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
                    "farm.db: a transaction is already open");
       return false;
     }
-  g_autofree char *sql = db->depth == 0
+  g_autofree char *sql = base->depth == 0
     ? g_strdup ("BEGIN IMMEDIATE")
-    : g_strdup_printf ("SAVEPOINT df_sp%u", db->depth);
+    : g_strdup_printf ("SAVEPOINT df_sp%u", base->depth);
   g_autofree char *what = g_strdup_printf ("farm.db: %s", sql);
-  if (!df_db_exec (db, sql, what, err))
+  if (!sql_exec (base, sql, what, err))
     return false;
-  db->depth++;
+  base->depth++;
   return true;
 }
 
-bool
-df_db_commit (DfDb *db, GError **err)
+static void sql_rollback (DfDb *base);
+
+static bool
+sql_commit (DfDb *base, GError **err)
 {
-  g_return_val_if_fail (db->depth > 0, false);
-  guint level = db->depth - 1;
+  guint level = base->depth - 1;
   g_autofree char *sql = level == 0
     ? g_strdup ("COMMIT")
     : g_strdup_printf ("RELEASE df_sp%u", level);
   g_autofree char *what = g_strdup_printf ("farm.db: %s", sql);
-  if (!df_db_exec (db, sql, what, err))
+  if (!sql_exec (base, sql, what, err))
     {
-      df_db_rollback (db);
+      sql_rollback (base);
       return false;
     }
-  db->depth = level;
+  base->depth = level;
   return true;
 }
 
-void
-df_db_rollback (DfDb *db)
+static void
+sql_rollback (DfDb *base)
 {
-  g_return_if_fail (db->depth > 0);
-  guint level = db->depth - 1;
+  SqlDb *db = SQL_DB (base);
+  guint level = base->depth - 1;
   g_autofree char *sql = level == 0
     ? g_strdup ("ROLLBACK")
     : g_strdup_printf ("ROLLBACK TO df_sp%u; RELEASE df_sp%u", level, level);
   if (!exec_quiet (db, sql) && level == 0
       && !sqlite3_get_autocommit (db->conn))
     g_warning ("farm.db: rollback failed: %s", sqlite3_errmsg (db->conn));
-  db->depth = level;
-}
-
-guint
-df_db_depth (DfDb *db)
-{
-  return db->depth;
+  base->depth = level;
 }
 
 /* ---- schema bookkeeping ----------------------------------------------- */
@@ -349,8 +332,8 @@ read_int (DfDb *db, const char *sql, int *out, GError **err)
 /* PRAGMA user_version is the schema version; PRAGMA application_id says
  * the file is a farm DB (migration 1 sets it); an empty file is ours to
  * create. */
-bool
-df_db_schema_get (DfDb *db, guint32 app_id, int *version, GError **err)
+static bool
+sql_schema_get (DfDb *db, guint32 app_id, int *version, GError **err)
 {
   int id = 0, objects = 0;
   if (!read_int (db, "PRAGMA user_version", version, err)
@@ -366,10 +349,33 @@ df_db_schema_get (DfDb *db, guint32 app_id, int *version, GError **err)
   return false;
 }
 
-bool
-df_db_schema_set (DfDb *db, int version, GError **err)
+/* app_id: migration 1 sets PRAGMA application_id itself. */
+static bool
+sql_schema_set (DfDb *db, guint32 app_id, int version, GError **err)
 {
+  (void) app_id;
   g_autofree char *sql = g_strdup_printf ("PRAGMA user_version = %d",
                                           version);
-  return df_db_exec (db, sql, "farm.db: record schema version", err);
+  return sql_exec (db, sql, "farm.db: record schema version", err);
 }
+
+static const DfDbOps sqlite_ops = {
+  .dialect = DF_DB_SQLITE,
+  .close = sql_close,
+  .name = sql_name,
+  .exec = sql_exec,
+  .prepare = sql_prepare,
+  .release = sql_release,
+  .bind_text = sql_bind_text,
+  .bind_int64 = sql_bind_int64,
+  .step = sql_step,
+  .changes = sql_changes,
+  .col_is_null = sql_col_is_null,
+  .col_int64 = sql_col_int64,
+  .col_text = sql_col_text,
+  .begin = sql_begin,
+  .commit = sql_commit,
+  .rollback = sql_rollback,
+  .schema_get = sql_schema_get,
+  .schema_set = sql_schema_set,
+};

@@ -304,9 +304,10 @@ df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err)
   g_auto (DeviceIn) in = { 0 };
   if (!device_check (d, &in, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm, device_add_locked (farm, &in, err), err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = device_add_locked (farm, &in, err);
+  return t.ok;
 }
 
 DfDevice *
@@ -338,7 +339,8 @@ df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
                      || !df_farm_collection_id (farm, collection, &cid, err)))
     return NULL;
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    DEVICE_COLUMNS "WHERE ?1 IS NULL OR d.collection_id = ?1 "
+    DEVICE_COLUMNS "WHERE CAST (?1 AS INTEGER) IS NULL "
+    "OR d.collection_id = ?1 "
     "ORDER BY d.name", err);
   if (!st)
     return NULL;
@@ -427,9 +429,10 @@ df_farm_device_update (DfFarm *farm, const DfDevice *d, GError **err)
   g_auto (DeviceIn) in = { 0 };
   if (!device_check (d, &in, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm, device_update_locked (farm, &in, err), err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = device_update_locked (farm, &in, err);
+  return t.ok;
 }
 
 static bool
@@ -455,9 +458,10 @@ df_farm_device_remove (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("device", name, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm, device_remove_locked (farm, name, err), err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = device_remove_locked (farm, name, err);
+  return t.ok;
 }
 
 static bool
@@ -493,11 +497,9 @@ df_farm_device_new_generation (DfFarm *farm, const char *name,
 {
   if (!df_validate_name ("device", name, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            device_generation_locked (farm, name, generation,
-                                                      err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = device_generation_locked (farm, name, generation, err);
+  return t.ok;
 }
 

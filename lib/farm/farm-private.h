@@ -23,12 +23,34 @@ const char *df_farm_who (DfFarm *farm);
 /* Write scope of one mutator: a level of df_db_begin (the transaction, or
  * a savepoint inside the caller's).  end keeps the work when ok and undoes
  * it otherwise; it returns the final success (a failed commit is rolled
- * back and reported).  Every mutator: checks first (no DB access), then
- *   if (!df_farm_scope_begin (farm, err)) return false;
- *   return df_farm_scope_end (farm, locked_work (...), err);
- * where locked_work writes its rows and exactly one audit row. */
+ * back and reported).  Mutators reach them through df_farm_try (below),
+ * after their checks (no DB access). */
 bool df_farm_scope_begin (DfFarm *farm, GError **err);
 bool df_farm_scope_end (DfFarm *farm, bool ok, GError **err);
+
+/* A mutator's write scope, re-run when it loses a race.  On PostgreSQL a
+ * serializable transaction can fail at any statement or at COMMIT when
+ * another host wrote what it read (40001: two generation bumps, two
+ * auto-adds of one MAC); when that happens at the outermost level the
+ * whole body is run again in a new transaction, up to DF_FARM_TRY_MAX
+ * times with a random back-off (1 ms up to 2^attempt ms, at most 128 ms).
+ * Inside a caller's transaction the failure goes up: the caller's own
+ * outermost scope re-runs it all.  Every mutator:
+ *   DfFarmTry t = { 0 };
+ *   while (df_farm_try (farm, &t, err))
+ *     t.ok = locked_work (...);
+ *   return t.ok;
+ * where locked_work writes its rows and exactly one audit row, and sets
+ * its out-parameters only on success (a re-run sets them again). */
+typedef struct {
+  bool ok;              /* the body's result, then the scope's */
+  bool running;         /* the body is running (the scope is open) */
+  guint attempt;
+} DfFarmTry;
+#define DF_FARM_TRY_MAX 10
+/* Opens the scope and returns true to run the body; after the body closes
+ * it (commit when t->ok) and returns true again only to re-run it. */
+bool df_farm_try (DfFarm *farm, DfFarmTry *t, GError **err);
 
 /* ---- statements and rows (farm-sql.c) ---------------------------------- */
 
@@ -123,11 +145,14 @@ char *df_farm_merge_depth_key (const char *vdisk);
 #define DF_FARM_APPLICATION_ID 0x6466726d
 
 /* One schema step.  version is the schema version the DB has after it;
- * the list is ordered and dense: list[i].version == i + 1. */
+ * the list is ordered and dense: list[i].version == i + 1.  sql is in the
+ * dialect of db.h; pg_sql, when set, replaces it on PostgreSQL (for what
+ * only SQLite has: PRAGMA, GLOB, triggers with RAISE). */
 typedef struct {
   int version;
   const char *name;
   const char *sql;
+  const char *pg_sql;
 } DfMigration;
 
 extern const DfMigration df_farm_migrations[];

@@ -4,10 +4,12 @@
  * The entities live in their own files (vdisks.c, versions.c,
  * collections.c, devices.c, servers.c, chap.c, settings.c, audit.c); each
  * public mutator there checks its arguments first (no DB access), then
- * opens a write scope (df_farm_scope_begin: the transaction, or a
- * savepoint when the caller already holds a df_farm_begin transaction),
- * does its reads and writes plus exactly one audit row, and closes the
- * scope: commit on success, roll back to the scope start on any failure. */
+ * opens a write scope (df_farm_try -> df_farm_scope_begin: the
+ * transaction, or a savepoint when the caller already holds a
+ * df_farm_begin transaction), does its reads and writes plus exactly one
+ * audit row, and closes the scope: commit on success, roll back to the
+ * scope start on any failure, and at the outermost level run the body
+ * again when PostgreSQL reports a serialization failure. */
 #include "farm.h"
 #include "farm-private.h"
 #include "common.h"
@@ -20,7 +22,9 @@
 
 struct DfFarm {
   char *dir;
-  char *db_path;
+  char *db_path;        /* the DB target: <dir>/farm.db or a PostgreSQL
+                         * URI/conninfo (may hold a password: never shown;
+                         * messages use df_db_name) */
   char *who;            /* actor recorded in audit rows */
   DfDb *db;
   int schema_version;
@@ -81,11 +85,29 @@ read_uuid (DfFarm *farm, GError **err)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
                    "%s: the farm has no identity (farm_identity is empty)",
-                   farm->db_path);
+                   df_db_name (farm->db));
       return false;
     }
   farm->uuid = df_db_col_dup (st, 0);
   return true;
+}
+
+/* A PostgreSQL DB without the farm's schema is only made a farm by
+ * init (create); SQLite's farm.db was checked for by its file. */
+static bool
+check_initialized (DfFarm *farm, bool create, GError **err)
+{
+  int version = 0;
+  if (create || df_db_dialect (farm->db) != DF_DB_POSTGRESQL)
+    return true;
+  if (!df_db_schema_get (farm->db, DF_FARM_APPLICATION_ID, &version, err))
+    return false;
+  if (version > 0)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+               "no farm in the database %s (run 'diskfarm init --db ...')",
+               df_db_name (farm->db));
+  return false;
 }
 
 static bool
@@ -93,13 +115,36 @@ open_db (DfFarm *farm, bool create, GError **err)
 {
   farm->db = df_db_open (farm->db_path, create, err);
   return farm->db
+         && check_initialized (farm, create, err)
          && df_farm_migrate (farm->db, df_farm_migrations,
                              df_farm_n_migrations, &farm->schema_version, err)
          && read_uuid (farm, err);
 }
 
+/* The farm's directory tree (and its SQLite file) exist, or are made. */
+static bool
+prepare_dir (DfFarm *farm, bool create, bool sqlite, GError **err)
+{
+  if (create)
+    return make_tree (farm->dir, err)
+           && (!sqlite || make_db_file (farm->db_path, err));
+  if (sqlite ? g_file_test (farm->db_path, G_FILE_TEST_IS_REGULAR)
+             : g_file_test (farm->dir, G_FILE_TEST_IS_DIR))
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+               "no farm at %s (run 'diskfarm init')", farm->dir);
+  return false;
+}
+
 DfFarm *
 df_farm_open (const char *dir, bool create, const char *who, GError **err)
+{
+  return df_farm_open_db (dir, NULL, create, who, err);
+}
+
+DfFarm *
+df_farm_open_db (const char *dir, const char *database, bool create,
+                 const char *who, GError **err)
 {
   g_autofree char *stripped = g_strstrip (g_strdup (dir ? dir : ""));
   if (stripped[0] == '\0')
@@ -110,17 +155,12 @@ df_farm_open (const char *dir, bool create, const char *who, GError **err)
     }
   g_autoptr (DfFarm) farm = g_new0 (DfFarm, 1);
   farm->dir = g_strdup (dir);
-  farm->db_path = g_build_filename (dir, "farm.db", NULL);
+  bool sqlite = !database || !*database || !df_db_target_is_pg (database);
+  farm->db_path = database && *database
+                  ? g_strdup (database)
+                  : g_build_filename (dir, "farm.db", NULL);
   farm->who = g_strdup (who && *who ? who : "unknown");
-  if (create && (!make_tree (dir, err) || !make_db_file (farm->db_path, err)))
-    return NULL;
-  if (!create && !g_file_test (farm->db_path, G_FILE_TEST_IS_REGULAR))
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
-                   "no farm at %s (run 'diskfarm init')", dir);
-      return NULL;
-    }
-  if (!open_db (farm, create, err))
+  if (!prepare_dir (farm, create, sqlite, err) || !open_db (farm, create, err))
     return NULL;
   if (create)
     {
@@ -161,6 +201,24 @@ const char *
 df_farm_dir (DfFarm *farm)
 {
   return farm->dir;
+}
+
+bool
+df_farm_db_is_remote (const char *database)
+{
+  return df_db_target_is_pg (database);
+}
+
+char *
+df_farm_db_redact (const char *database)
+{
+  return database ? df_db_target_redacted (database) : NULL;
+}
+
+const char *
+df_farm_db_name (DfFarm *farm)
+{
+  return df_db_name (farm->db);
 }
 
 const char *
@@ -249,4 +307,36 @@ df_farm_scope_end (DfFarm *farm, bool ok, GError **err)
     return df_db_commit (farm->db, err);
   df_db_rollback (farm->db);
   return false;
+}
+
+/* 1 ms up to 2^attempt ms (at most 128 ms), so racing hosts spread out. */
+static void
+retry_backoff (guint attempt)
+{
+  guint32 cap = 1u << MIN (attempt, 7u);
+  g_usleep ((gulong) g_random_int_range (1, (gint32) cap + 1) * 1000);
+}
+
+bool
+df_farm_try (DfFarm *farm, DfFarmTry *t, GError **err)
+{
+  if (t->running)
+    {
+      t->running = false;
+      bool outermost = df_db_depth (farm->db) == 1;
+      t->ok = df_farm_scope_end (farm, t->ok, err);
+      if (t->ok || !outermost || !df_db_failed_busy (farm->db)
+          || t->attempt + 1 >= DF_FARM_TRY_MAX)
+        return false;
+      t->attempt++;
+      g_debug ("farm DB: lost a race with another writer; running the "
+               "change again (attempt %u)", t->attempt + 1);
+      g_clear_error (err);
+      retry_backoff (t->attempt);
+    }
+  t->ok = false;
+  if (!df_farm_scope_begin (farm, err))
+    return false;
+  t->running = true;
+  return true;
 }

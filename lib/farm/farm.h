@@ -1,7 +1,8 @@
-/* diskfarm: the farm directory and its database (SQLite, WAL mode, behind
- * the backend seam of db.h).
+/* diskfarm: the farm directory and its database (SQLite in WAL mode, or
+ * PostgreSQL, behind the backend seam of db.h).
  *
- * A farm directory holds farm.db, store/, cache/, boot/, run/.  The schema
+ * A farm directory holds farm.db (unless the DB is PostgreSQL), store/,
+ * cache/, boot/, run/.  The schema
  * is created and upgraded by numbered migrations (migrations.c).  Every
  * mutating accessor runs in one transaction together with its audit-log
  * row, so a failed call changes nothing.
@@ -9,7 +10,8 @@
  * Ownership: every DfXxx returned by a getter is newly allocated; free it
  * with df_xxx_free (g_autoptr works).  Lists are GPtrArray with the free
  * function set.  A DfFarm is used by one thread at a time (open one per
- * thread, SQLite handles locking between them and between processes).
+ * thread; the engine handles locking between them and between processes,
+ * and a mutator that loses a PostgreSQL serialization race is re-run).
  */
 #pragma once
 
@@ -27,6 +29,14 @@ typedef struct DfFarm DfFarm;
  * who: the actor recorded in the audit log ("console:root", "streamsvc"). */
 DfFarm *df_farm_open (const char *dir, bool create, const char *who,
                       GError **err);
+/* The same with the farm's DB at database: NULL or "" is <dir>/farm.db,
+ * else an SQLite file path or a PostgreSQL URI (postgresql://...) or
+ * conninfo ("host=... dbname=..."; see df_db_target_is_pg).  On
+ * PostgreSQL the database must exist; create makes the directory tree and
+ * the schema in it, and without create a database without the farm's
+ * schema is DF_ERROR_NOT_FOUND.  No message shows a password. */
+DfFarm *df_farm_open_db (const char *dir, const char *database, bool create,
+                         const char *who, GError **err);
 void df_farm_close (DfFarm *farm);
 /* Run as root: create the diskfarm system user and group if missing and
  * give them the farm at dir (setgid directories 02750, files 0640 or
@@ -35,6 +45,14 @@ bool df_farm_give_to_service_user (const char *dir, GError **err);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfFarm, df_farm_close)
 
 const char *df_farm_dir (DfFarm *farm);
+/* The farm DB for messages: its file, or its PostgreSQL connection
+ * parameters without the password (borrowed). */
+const char *df_farm_db_name (DfFarm *farm);
+/* database names a PostgreSQL DB rather than an SQLite file. */
+bool df_farm_db_is_remote (const char *database);
+/* A --db / [farm] database value as it may be printed: a PostgreSQL one
+ * without its password (new string; NULL for NULL). */
+char *df_farm_db_redact (const char *database);
 int df_farm_schema_version (DfFarm *farm);
 /* The farm's identity: an RFC 4122 UUID ("xxxxxxxx-xxxx-4xxx-...") made
  * once when the farm was created (or upgraded to schema 4), never changed.

@@ -1,8 +1,14 @@
 /* diskfarm: farm DB schema, as numbered migrations.
  *
  * Never edit a migration that has shipped: add a new one.  Each runs in its
- * own transaction together with the PRAGMA user_version that records it,
- * so a farm is always at exactly one schema version. */
+ * own transaction together with the schema version that records it
+ * (df_db_schema_set), so a farm is always at exactly one schema version.
+ *
+ * One list serves both backends.  A migration's sql is written in the
+ * dialect of db.h, which db_pg.c rewrites for PostgreSQL (INTEGER ->
+ * BIGINT, INTEGER PRIMARY KEY -> an identity column); one that needs what
+ * SQLite alone has (PRAGMA, GLOB, randomblob, triggers with RAISE) gives
+ * its PostgreSQL text as pg_sql, doing the same. */
 #include "farm-private.h"
 #include "common.h"
 
@@ -10,72 +16,83 @@
 #define STR(x) STR_ (x)
 
 /* 1: vdisks, versions, collections, devices, audit, settings. */
+#define MIGRATION_1_TABLES(SHA256_IS_HEX) \
+  "CREATE TABLE vdisks (\n" \
+  "  id           INTEGER PRIMARY KEY,\n" \
+  "  name         TEXT NOT NULL UNIQUE,\n" \
+  "  virtual_size INTEGER NOT NULL CHECK (virtual_size > 0),\n" \
+  "  description  TEXT,\n" \
+  "  created      TEXT NOT NULL\n" \
+  ");\n" \
+  "CREATE TABLE versions (\n" \
+  "  id            INTEGER PRIMARY KEY,\n" \
+  "  vdisk_id      INTEGER NOT NULL REFERENCES vdisks (id) ON DELETE CASCADE,\n" \
+  "  number        INTEGER NOT NULL CHECK (number >= 0),\n" \
+  "  parent        INTEGER CHECK (parent IS NULL OR parent < number),\n" \
+  "  file          TEXT NOT NULL CHECK (file <> ''),\n" \
+  "  sha256        TEXT CHECK (sha256 IS NULL OR (length (sha256) = 64\n" \
+  "                  AND " SHA256_IS_HEX ")),\n" \
+  "  virtual_size  INTEGER NOT NULL CHECK (virtual_size > 0),\n" \
+  "  file_size     INTEGER NOT NULL CHECK (file_size >= 0),\n" \
+  "  state         TEXT NOT NULL CHECK (state IN\n" \
+  "                  ('maintenance', 'test', 'production', 'pending')),\n" \
+  "  pending_state TEXT CHECK (pending_state IS NULL OR pending_state IN\n" \
+  "                  ('maintenance', 'test', 'production')),\n" \
+  "  pending_at    TEXT,\n" \
+  "  created       TEXT NOT NULL,\n" \
+  "  UNIQUE (vdisk_id, number),\n" \
+  "  FOREIGN KEY (vdisk_id, parent) REFERENCES versions (vdisk_id, number)\n" \
+  ");\n" \
+  /* At most one maintenance version per vdisk. */ \
+  "CREATE UNIQUE INDEX versions_one_maintenance ON versions (vdisk_id)\n" \
+  "  WHERE state = 'maintenance';\n" \
+  "CREATE TABLE collections (\n" \
+  "  id          INTEGER PRIMARY KEY,\n" \
+  "  name        TEXT NOT NULL UNIQUE,\n" \
+  "  description TEXT,\n" \
+  "  vdisk_id    INTEGER REFERENCES vdisks (id),\n" \
+  "  created     TEXT NOT NULL\n" \
+  ");\n" \
+  "CREATE TABLE devices (\n" \
+  "  id            INTEGER PRIMARY KEY,\n" \
+  "  name          TEXT NOT NULL UNIQUE,\n" \
+  "  mac           TEXT NOT NULL UNIQUE CHECK (length (mac) = 17),\n" \
+  "  collection_id INTEGER REFERENCES collections (id),\n" \
+  "  type          TEXT NOT NULL CHECK (type IN\n" \
+  "                  ('production', 'test', 'maintenance')),\n" \
+  "  vdisk_id      INTEGER NOT NULL REFERENCES vdisks (id),\n" \
+  "  cache_mode    TEXT NOT NULL DEFAULT 'server',\n" \
+  "  quota         INTEGER NOT NULL DEFAULT 0 CHECK (quota >= 0),\n" \
+  "  generation    INTEGER NOT NULL DEFAULT 1,\n" \
+  "  created       TEXT NOT NULL\n" \
+  ");\n" \
+  "CREATE INDEX devices_vdisk ON devices (vdisk_id);\n" \
+  "CREATE INDEX devices_collection ON devices (collection_id);\n" \
+  "CREATE INDEX collections_vdisk ON collections (vdisk_id);\n" \
+  "CREATE TABLE audit (\n" \
+  "  id     INTEGER PRIMARY KEY,\n" \
+  "  at     TEXT NOT NULL,\n" \
+  "  who    TEXT NOT NULL,\n" \
+  "  action TEXT NOT NULL,\n" \
+  "  object TEXT NOT NULL,\n" \
+  "  detail TEXT\n" \
+  ");\n" \
+  "CREATE TABLE settings (\n" \
+  "  key   TEXT PRIMARY KEY,\n" \
+  "  value TEXT NOT NULL\n" \
+  ");\n"
 static const char migration_1[] =
   "PRAGMA application_id = " STR (DF_FARM_APPLICATION_ID) ";\n"
-  "CREATE TABLE vdisks (\n"
-  "  id           INTEGER PRIMARY KEY,\n"
-  "  name         TEXT NOT NULL UNIQUE,\n"
-  "  virtual_size INTEGER NOT NULL CHECK (virtual_size > 0),\n"
-  "  description  TEXT,\n"
-  "  created      TEXT NOT NULL\n"
-  ");\n"
-  "CREATE TABLE versions (\n"
-  "  id            INTEGER PRIMARY KEY,\n"
-  "  vdisk_id      INTEGER NOT NULL REFERENCES vdisks (id) ON DELETE CASCADE,\n"
-  "  number        INTEGER NOT NULL CHECK (number >= 0),\n"
-  "  parent        INTEGER CHECK (parent IS NULL OR parent < number),\n"
-  "  file          TEXT NOT NULL CHECK (file <> ''),\n"
-  "  sha256        TEXT CHECK (sha256 IS NULL OR (length (sha256) = 64\n"
-  "                  AND sha256 NOT GLOB '*[^0-9a-f]*')),\n"
-  "  virtual_size  INTEGER NOT NULL CHECK (virtual_size > 0),\n"
-  "  file_size     INTEGER NOT NULL CHECK (file_size >= 0),\n"
-  "  state         TEXT NOT NULL CHECK (state IN\n"
-  "                  ('maintenance', 'test', 'production', 'pending')),\n"
-  "  pending_state TEXT CHECK (pending_state IS NULL OR pending_state IN\n"
-  "                  ('maintenance', 'test', 'production')),\n"
-  "  pending_at    TEXT,\n"
-  "  created       TEXT NOT NULL,\n"
-  "  UNIQUE (vdisk_id, number),\n"
-  "  FOREIGN KEY (vdisk_id, parent) REFERENCES versions (vdisk_id, number)\n"
-  ");\n"
-  /* At most one maintenance version per vdisk. */
-  "CREATE UNIQUE INDEX versions_one_maintenance ON versions (vdisk_id)\n"
-  "  WHERE state = 'maintenance';\n"
-  "CREATE TABLE collections (\n"
-  "  id          INTEGER PRIMARY KEY,\n"
-  "  name        TEXT NOT NULL UNIQUE,\n"
-  "  description TEXT,\n"
-  "  vdisk_id    INTEGER REFERENCES vdisks (id),\n"
-  "  created     TEXT NOT NULL\n"
-  ");\n"
-  "CREATE TABLE devices (\n"
-  "  id            INTEGER PRIMARY KEY,\n"
-  "  name          TEXT NOT NULL UNIQUE,\n"
-  "  mac           TEXT NOT NULL UNIQUE CHECK (length (mac) = 17),\n"
-  "  collection_id INTEGER REFERENCES collections (id),\n"
-  "  type          TEXT NOT NULL CHECK (type IN\n"
-  "                  ('production', 'test', 'maintenance')),\n"
-  "  vdisk_id      INTEGER NOT NULL REFERENCES vdisks (id),\n"
-  "  cache_mode    TEXT NOT NULL DEFAULT 'server',\n"
-  "  quota         INTEGER NOT NULL DEFAULT 0 CHECK (quota >= 0),\n"
-  "  generation    INTEGER NOT NULL DEFAULT 1,\n"
-  "  created       TEXT NOT NULL\n"
-  ");\n"
-  "CREATE INDEX devices_vdisk ON devices (vdisk_id);\n"
-  "CREATE INDEX devices_collection ON devices (collection_id);\n"
-  "CREATE INDEX collections_vdisk ON collections (vdisk_id);\n"
-  "CREATE TABLE audit (\n"
-  "  id     INTEGER PRIMARY KEY,\n"
-  "  at     TEXT NOT NULL,\n"
-  "  who    TEXT NOT NULL,\n"
-  "  action TEXT NOT NULL,\n"
-  "  object TEXT NOT NULL,\n"
-  "  detail TEXT\n"
-  ");\n"
-  "CREATE TABLE settings (\n"
-  "  key   TEXT PRIMARY KEY,\n"
-  "  value TEXT NOT NULL\n"
-  ");\n";
+  MIGRATION_1_TABLES ("sha256 NOT GLOB '*[^0-9a-f]*'");
+/* PostgreSQL: db.h's COLLATE NOCASE (ASCII case-insensitive equality: the
+ * names compared are ASCII) and instr(); db_pg.c's diskfarm_schema holds
+ * the application id. */
+static const char migration_1_pg[] =
+  "CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2',\n"
+  "  deterministic = false);\n"
+  "CREATE FUNCTION instr (text, text) RETURNS bigint\n"
+  "  LANGUAGE sql IMMUTABLE STRICT AS 'SELECT strpos ($1, $2)::bigint';\n"
+  MIGRATION_1_TABLES ("sha256 ~ '^[0-9a-f]*$'");
 
 /* 2: stream servers known to the bootstrap service (servers.c).  Farm
  * settings (auto-add of unknown devices) live in the settings table of 1. */
@@ -136,6 +153,35 @@ static const char migration_4[] =
   "    AND EXISTS (SELECT 1 FROM devices WHERE vdisk_id = NEW.vdisk_id\n"
   "      AND type = 'maintenance' AND id <> NEW.id)\n"
   "  BEGIN SELECT RAISE (ABORT, 'one maintenance device per vdisk'); END;\n";
+/* PostgreSQL: the same, with gen_random_uuid () and one plpgsql function
+ * for both triggers (check_violation: DF_ERROR_INVALID, as SQLite's
+ * RAISE (ABORT)). */
+static const char migration_4_pg[] =
+  "CREATE TABLE farm_identity (\n"
+  "  id   BIGINT PRIMARY KEY CHECK (id = 1),\n"
+  "  uuid TEXT NOT NULL CHECK (length (uuid) = 36)\n"
+  ");\n"
+  "INSERT INTO farm_identity (id, uuid)\n"
+  "  VALUES (1, lower (gen_random_uuid ()::text));\n"
+  "CREATE FUNCTION devices_one_maintenance () RETURNS trigger\n"
+  "  LANGUAGE plpgsql AS $$\n"
+  "BEGIN\n"
+  "  IF NEW.type = 'maintenance'\n"
+  "     AND (TG_OP = 'INSERT' OR OLD.type <> 'maintenance'\n"
+  "          OR OLD.vdisk_id <> NEW.vdisk_id)\n"
+  "     AND EXISTS (SELECT 1 FROM devices WHERE vdisk_id = NEW.vdisk_id\n"
+  "       AND type = 'maintenance' AND id <> NEW.id) THEN\n"
+  "    RAISE EXCEPTION 'one maintenance device per vdisk'\n"
+  "      USING ERRCODE = 'check_violation';\n"
+  "  END IF;\n"
+  "  RETURN NEW;\n"
+  "END $$;\n"
+  "CREATE TRIGGER devices_one_maintenance_insert\n"
+  "  BEFORE INSERT ON devices FOR EACH ROW\n"
+  "  EXECUTE FUNCTION devices_one_maintenance ();\n"
+  "CREATE TRIGGER devices_one_maintenance_update\n"
+  "  BEFORE UPDATE OF type, vdisk_id ON devices FOR EACH ROW\n"
+  "  EXECUTE FUNCTION devices_one_maintenance ();\n";
 
 /* 5: a vDisk's store directory (store/<store>/), fixed when the vDisk is
  * created, so a rename changes its name and nothing on disk: published
@@ -170,14 +216,15 @@ static const char migration_8[] =
   "ALTER TABLE vdisks ADD COLUMN efi_loader TEXT;\n";
 
 const DfMigration df_farm_migrations[] = {
-  { 1, "initial schema", migration_1 },
-  { 2, "stream servers", migration_2 },
-  { 3, "iSCSI CHAP credentials", migration_3 },
-  { 4, "farm identity, one maintenance device per vdisk", migration_4 },
-  { 5, "vdisk store directory", migration_5 },
-  { 6, "NBD TLS pre-shared keys", migration_6 },
-  { 7, "iSCSI initiator binding", migration_7 },
-  { 8, "vdisk firmware and EFI loader", migration_8 },
+  { 1, "initial schema", migration_1, migration_1_pg },
+  { 2, "stream servers", migration_2, NULL },
+  { 3, "iSCSI CHAP credentials", migration_3, NULL },
+  { 4, "farm identity, one maintenance device per vdisk", migration_4,
+    migration_4_pg },
+  { 5, "vdisk store directory", migration_5, NULL },
+  { 6, "NBD TLS pre-shared keys", migration_6, NULL },
+  { 7, "iSCSI initiator binding", migration_7, NULL },
+  { 8, "vdisk firmware and EFI loader", migration_8, NULL },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 
@@ -211,27 +258,20 @@ migrate_step (DfDb *db, const DfMigration *list, guint n, int *version,
   g_assert (m->version == uv + 1);
   g_autofree char *what = g_strdup_printf ("schema migration %d (%s)",
                                            m->version, m->name);
-  if (!df_db_exec (db, m->sql, what, err)
-      || !df_db_schema_set (db, m->version, err))
+  const char *sql = df_db_dialect (db) == DF_DB_POSTGRESQL && m->pg_sql
+                    ? m->pg_sql : m->sql;
+  if (!df_db_exec (db, sql, what, err)
+      || !df_db_schema_set (db, DF_FARM_APPLICATION_ID, m->version, err))
     return false;
   *version = m->version;
   g_info ("farm.db: applied %s", what);
   return true;
 }
 
-bool
-df_farm_migrate (DfDb *db, const DfMigration *list, guint n, int *version,
-                 GError **err)
+static bool
+migrate_locked (DfDb *db, const DfMigration *list, guint n, int *version,
+                GError **err)
 {
-  /* Fast path without a write lock: most opens find the DB current. */
-  int uv = 0;
-  if (!df_db_schema_get (db, DF_FARM_APPLICATION_ID, &uv, err))
-    return false;
-  if (uv == (int) n)
-    {
-      *version = uv;
-      return true;
-    }
   for (;;)
     {
       bool done = false;
@@ -250,4 +290,26 @@ df_farm_migrate (DfDb *db, const DfMigration *list, guint n, int *version,
       if (done)
         return true;
     }
+}
+
+bool
+df_farm_migrate (DfDb *db, const DfMigration *list, guint n, int *version,
+                 GError **err)
+{
+  /* Fast path without a write lock: most opens find the DB current. */
+  int uv = 0;
+  if (!df_db_schema_get (db, DF_FARM_APPLICATION_ID, &uv, err))
+    return false;
+  if (uv == (int) n)
+    {
+      *version = uv;
+      return true;
+    }
+  if (!df_db_schema_lock (db, DF_FARM_APPLICATION_ID, true, err))
+    return false;
+  bool ok = migrate_locked (db, list, n, version, err);
+  if (!df_db_schema_lock (db, DF_FARM_APPLICATION_ID, false,
+                          ok ? err : NULL))
+    return false;
+  return ok;
 }

@@ -71,17 +71,15 @@ psk_update (DfFarm *farm, const char *device, const char *hex, GError **err)
 static bool
 psk_store (DfFarm *farm, const char *device, const char *hex, GError **err)
 {
-  if (!df_validate_name ("device", device, err)
-      || !df_farm_scope_begin (farm, err))
+  if (!df_validate_name ("device", device, err))
     return false;
-  return df_farm_scope_end (farm,
-                            psk_update (farm, device, hex, err)
-                            && df_farm_audit_row (
-                                farm, "device.nbd-psk", device,
-                                hex != NULL ? "{\"nbd_psk\":\"generated\"}"
-                                            : "{\"nbd_psk\":\"none\"}",
-                                err),
-                            err);
+  const char *detail = hex != NULL ? "{\"nbd_psk\":\"generated\"}"
+                                   : "{\"nbd_psk\":\"none\"}";
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = psk_update (farm, device, hex, err)
+           && df_farm_audit_row (farm, "device.nbd-psk", device, detail, err);
+  return t.ok;
 }
 
 bool

@@ -116,12 +116,12 @@ df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
 {
   if (!check_server (s, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
   g_autofree char *detail = server_audit_detail (s);
-  bool ok = server_insert (farm, s, err)
-            && df_farm_audit_row (farm, "server.add", s->name, detail, err);
-  return df_farm_scope_end (farm, ok, err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = server_insert (farm, s, err)
+           && df_farm_audit_row (farm, "server.add", s->name, detail, err);
+  return t.ok;
 }
 
 DfServer *
@@ -186,12 +186,12 @@ df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
 {
   if (!check_server (s, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
   g_autofree char *detail = server_audit_detail (s);
-  bool ok = server_set_row (farm, s, err)
-            && df_farm_audit_row (farm, "server.set", s->name, detail, err);
-  return df_farm_scope_end (farm, ok, err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = server_set_row (farm, s, err)
+           && df_farm_audit_row (farm, "server.set", s->name, detail, err);
+  return t.ok;
 }
 
 static bool
@@ -216,11 +216,11 @@ df_farm_server_remove (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("server", name, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  bool ok = server_delete (farm, name, err)
-            && df_farm_audit_row (farm, "server.remove", name, NULL, err);
-  return df_farm_scope_end (farm, ok, err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = server_delete (farm, name, err)
+           && df_farm_audit_row (farm, "server.remove", name, NULL, err);
+  return t.ok;
 }
 
 /* ---- auto-add --------------------------------------------------------- */
@@ -334,15 +334,15 @@ df_farm_auto_add_set (DfFarm *farm, const DfAutoAdd *a, GError **err)
 {
   if (!check_auto_add (farm, a, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  bool ok = setting_write (farm, DF_SETTING_AUTO_ENABLED,
-                           a->enabled ? "true" : "false", err)
-            && setting_write (farm, DF_SETTING_AUTO_COLLECTION, a->collection,
-                              err)
-            && setting_write (farm, DF_SETTING_AUTO_TEMPLATE, a->name_template,
-                              err);
-  return df_farm_scope_end (farm, ok, err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = setting_write (farm, DF_SETTING_AUTO_ENABLED,
+                          a->enabled ? "true" : "false", err)
+           && setting_write (farm, DF_SETTING_AUTO_COLLECTION, a->collection,
+                             err)
+           && setting_write (farm, DF_SETTING_AUTO_TEMPLATE, a->name_template,
+                             err);
+  return t.ok;
 }
 
 /* First free name from the template (numbers 1..9999 when it has {n}). */
@@ -414,9 +414,15 @@ df_farm_auto_add_device (DfFarm *farm, const char *mac, char **name,
                    "auto-add is disabled");
       return false;
     }
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            auto_add_locked (farm, a, canon, name, err),
-                            err);
+  /* a re-run after a failed COMMIT makes the name again */
+  g_autofree char *made = NULL;
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    {
+      g_clear_pointer (&made, g_free);
+      t.ok = auto_add_locked (farm, a, canon, &made, err);
+    }
+  if (t.ok)
+    *name = g_steal_pointer (&made);
+  return t.ok;
 }

@@ -63,11 +63,10 @@ df_farm_setting_set (DfFarm *farm, const char *key, const char *value,
 {
   if (!check_setting_key (key, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            setting_set_locked (farm, key, value, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = setting_set_locked (farm, key, value, err);
+  return t.ok;
 }
 
 /* ---- secret settings -------------------------------------------------- */
@@ -97,11 +96,10 @@ df_farm_setting_init_secret (DfFarm *farm, const char *key,
   *stored = NULL;
   if (!check_setting_key (key, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  if (!df_farm_scope_end (farm,
-                          setting_init_secret_locked (farm, key, value, err),
-                          err))
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = setting_init_secret_locked (farm, key, value, err);
+  if (!t.ok)
     return false;
   *stored = df_farm_setting_get (farm, key, err);
   if (!*stored && err && !*err)

@@ -139,12 +139,11 @@ df_farm_vdisk_add (DfFarm *farm, const char *name, uint64_t virtual_size,
       || !df_farm_check_file_name (base_file, err)
       || !df_farm_check_sha256 (sha256, false, &sha, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            vdisk_add_locked (farm, name, virtual_size,
-                                              base_file, sha, file_size, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = vdisk_add_locked (farm, name, virtual_size, base_file, sha,
+                             file_size, err);
+  return t.ok;
 }
 
 DfVdisk *
@@ -204,9 +203,10 @@ df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("vdisk", name, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm, vdisk_remove_locked (farm, name, err), err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = vdisk_remove_locked (farm, name, err);
+  return t.ok;
 }
 
 static bool
@@ -242,11 +242,10 @@ df_farm_vdisk_set_description (DfFarm *farm, const char *name,
                    name);
       return false;
     }
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                    vdisk_set_description_locked (farm, name, text, err),
-                    err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = vdisk_set_description_locked (farm, name, text, err);
+  return t.ok;
 }
 
 /* ---- firmware ---------------------------------------------------------- */
@@ -421,10 +420,9 @@ df_farm_vdisk_rename (DfFarm *farm, const char *name, const char *new_name,
                    "vdisk '%s' already has that name", name);
       return false;
     }
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            vdisk_rename_locked (farm, name, new_name, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = vdisk_rename_locked (farm, name, new_name, err);
+  return t.ok;
 }
 

@@ -334,9 +334,10 @@ df_farm_version_add (DfFarm *farm, const char *vdisk, int number, int parent,
                                 err))
     return false;
   in.sha256 = sha;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm, version_add_locked (farm, &in, err), err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = version_add_locked (farm, &in, err);
+  return t.ok;
 }
 
 DfVersion *
@@ -387,8 +388,9 @@ newest_in_states (DfFarm *farm, gint64 vid, guint mask, GError **err)
 {
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     VERSION_COLUMNS "WHERE r.vdisk_id = ? AND ("
-    "(r.state = 'maintenance' AND ?2 & 1) OR (r.state = 'test' AND ?2 & 2) "
-    "OR (r.state = 'production' AND ?2 & 4)) "
+    "(r.state = 'maintenance' AND (?2 & 1) <> 0) "
+    "OR (r.state = 'test' AND (?2 & 2) <> 0) "
+    "OR (r.state = 'production' AND (?2 & 4) <> 0)) "
     "ORDER BY r.number DESC LIMIT 1", err);
   if (!st)
     return NULL;
@@ -484,12 +486,10 @@ df_farm_version_set_state (DfFarm *farm, const char *vdisk, int number,
       || !check_version_numbers (number, -1, err)
       || !check_settable_state (state, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            version_set_state_locked (farm, vdisk, number,
-                                                      state, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = version_set_state_locked (farm, vdisk, number, state, err);
+  return t.ok;
 }
 
 bool
@@ -586,12 +586,10 @@ df_farm_version_seal (DfFarm *farm, const char *vdisk, int number,
     }
   if (!df_validate_name ("vdisk", vdisk, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            seal_locked (farm, vdisk, number, sha256,
-                                         file_size, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = seal_locked (farm, vdisk, number, sha256, file_size, err);
+  return t.ok;
 }
 
 /* ---- schedules --------------------------------------------------------- */
@@ -639,12 +637,10 @@ df_farm_version_schedule (DfFarm *farm, const char *vdisk, int number,
                    "a promotion goes to test or production");
       return false;
     }
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            schedule_locked (farm, vdisk, number, target, at,
-                                             err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = schedule_locked (farm, vdisk, number, target, at, err);
+  return t.ok;
 }
 
 typedef struct {
@@ -671,7 +667,7 @@ due_rows (DfFarm *farm, const char *vdisk, const char *now, GError **err)
     "SELECT r.id, v.name || '@' || r.number, r.pending_state, r.pending_at "
     "FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
     "WHERE r.state = 'pending' AND r.pending_at <= ?1 "
-    "AND (?2 IS NULL OR v.name = ?2) ORDER BY r.number", err);
+    "AND (CAST (?2 AS TEXT) IS NULL OR v.name = ?2) ORDER BY r.number", err);
   if (!st)
     return NULL;
   df_db_bind_text (st, 1, now);
@@ -737,11 +733,10 @@ df_farm_versions_apply_pending (DfFarm *farm, const char *vdisk,
     return false;
   if (due->len == 0)
     return true;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            apply_locked (farm, vdisk, applied, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = apply_locked (farm, vdisk, applied, err);
+  return t.ok;
 }
 
 /* ---- users of a version ------------------------------------------------ */
@@ -936,10 +931,9 @@ df_farm_version_delete (DfFarm *farm, const char *vdisk, int number,
 {
   if (!df_validate_name ("vdisk", vdisk, err))
     return false;
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (farm,
-                            delete_locked (farm, vdisk, number, err),
-                            err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = delete_locked (farm, vdisk, number, err);
+  return t.ok;
 }
 

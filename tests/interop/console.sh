@@ -40,7 +40,11 @@ bad() {
 # ---- init --------------------------------------------------------------
 json init
 jcheck "$T/j.json" "d['farm'] == '$FARM'" "d['schema_version'] >= 1"
-[ -f "$FARM/farm.db" ] || fail "init made no farm.db"
+if [ -n "$DF_DB_CONF" ]; then
+  [ ! -e "$FARM/farm.db" ] || fail "init on PostgreSQL made a farm.db"
+else
+  [ -f "$FARM/farm.db" ] || fail "init made no farm.db"
+fi
 df init >/dev/null || fail "second init failed"
 pass "init"
 

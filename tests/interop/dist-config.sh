@@ -46,6 +46,8 @@ sed -e "s|^dir=.*|dir=$FARM|" \
     -e "s|^nbd-listen=.*|nbd-listen=127.0.0.1:0;unix:$T/nbd.sock|" \
     -e "s|^iscsi-listen=.*|iscsi-listen=127.0.0.1:0|" \
     -e "s|^#admin-listen=.*|admin-listen=127.0.0.1:0|" "$conf_src" >"$T/df.conf"  # commented out in the example: the socket only
+# a -pg run: the farm's PostgreSQL database, as a site would set it
+[ -z "$DF_DB_CONF" ] || sed -i "s|^#database=.*|database=$DISKFARM_DB|" "$T/df.conf"
 for k in dir nbd-listen iscsi-listen admin-listen threads; do
   grep -q "^$k=" "$T/df.conf" || fail "example config lost key $k"
 done
@@ -160,11 +162,12 @@ fi
 
 # ---- console: [farm] dir, $DISKFARM_FARM and --farm over it ------------------
 printf '[farm]\ndir=%s\n' "$T/cfarm" >"$T/console.conf"
-env -u DISKFARM_FARM DISKFARM_CONFIG="$T/console.conf" "$DISKFARM" --json init >"$T/j.json" ||
+# (without $DISKFARM_DB of a -pg run: a conf without database= is farm.db)
+env -u DISKFARM_FARM -u DISKFARM_DB DISKFARM_CONFIG="$T/console.conf" "$DISKFARM" --json init >"$T/j.json" ||
   fail "init with [farm] dir"
 jcheck "$T/j.json" "d['farm'] == '$T/cfarm'"
 [ -f "$T/cfarm/farm.db" ] || fail "[farm] dir: no $T/cfarm/farm.db"
-env -u DISKFARM_FARM "$DISKFARM" --config "$T/console.conf" --json vdisk list >"$T/j.json"
+env -u DISKFARM_FARM -u DISKFARM_DB "$DISKFARM" --config "$T/console.conf" --json vdisk list >"$T/j.json"
 jcheck "$T/j.json" "d == []"
 DISKFARM_FARM=$FARM "$DISKFARM" --config "$T/console.conf" --json vdisk list >"$T/j.json"
 jcheck "$T/j.json" "[v['name'] for v in d] == ['base']"
@@ -173,10 +176,26 @@ jcheck "$T/j.json" "[v['name'] for v in d] == ['base']"
 [ "$("$DISKFARM" --config "$T/console.conf" config get farm.dir)" = "$T/cfarm" ] || fail "config get farm.dir"
 pass "console: [farm] dir used; \$DISKFARM_FARM and --farm win over it; config get"
 
+# ---- [farm] database: its password is never printed -------------------------
+printf '[farm]\ndatabase=host=%s/nosock dbname=sitefarm password=s3cretpw\n' "$T" >"$T/secret.conf"
+{
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" config show
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" --json config show
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" config get farm.database
+  env -u DISKFARM_DB DISKFARM_CONFIG="$T/secret.conf" "$DISKFARM" vdisk list || true
+  "$DISKFARM" --db "host=$T/nosock dbname=sitefarm password=s3cretpw" vdisk list || true
+  "$STREAMSVC" --config "$T/secret.conf" --nbd-listen "unix:$T/secret.sock" --admin-listen none || true
+} >"$T/secret.out" 2>&1
+grep -q s3cretpw "$T/secret.out" && { cat "$T/secret.out"; fail "the farm DB password was printed"; }
+grep -q "dbname=sitefarm" "$T/secret.out" || { cat "$T/secret.out"; fail "the farm DB is not named"; }
+grep -q "cannot connect" "$T/secret.out" || { cat "$T/secret.out"; fail "no connection error"; }
+pass "[farm] database / --db: config show, config get and errors name the DB without its password"
+
 # ---- bootstrapsvc: address, ports, farm and proxydhcp from the file ----------
 cat >"$T/bs.conf" <<EOF
 [farm]
 dir=$FARM
+${DISKFARM_DB:+database=$DISKFARM_DB}
 [bootstrapsvc]
 address=127.0.0.2
 http-port=0

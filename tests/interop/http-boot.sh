@@ -104,8 +104,9 @@ fi
 # Another farm's stream server registered by mistake: its health answer
 # names farm B, so it is never listed (nor its sessions counted).
 FB=$T/farmB
-"$DISKFARM" --farm "$FB" init >/dev/null
-"$STREAMSVC" --farm "$FB" --nbd-listen "unix:$T/nbdB.sock" --admin-listen 127.0.0.1:0 >"$T/ssB.log" 2>&1 &
+FB_DB=$(farm_db farmb)
+"$DISKFARM" --farm "$FB" ${FB_DB:+--db "$FB_DB"} init >/dev/null
+"$STREAMSVC" --farm "$FB" ${FB_DB:+--db "$FB_DB"} --nbd-listen "unix:$T/nbdB.sock" --admin-listen 127.0.0.1:0 >"$T/ssB.log" 2>&1 &
 SSB_PID=$!
 _df_pids="$_df_pids $SSB_PID"
 for _ in $(seq 50); do grep -q "admin listening" "$T/ssB.log" && break; sleep 0.1; done
@@ -122,7 +123,10 @@ kill "$SSB_PID"; wait "$SSB_PID" 2>/dev/null || true
 pass "another farm's stream server is not listed"
 
 # CHAP: credentials in the device row (migration 3 columns) reach the script.
-if python3 -c "import sqlite3" 2>/dev/null; then
+if [ -n "$DF_DB_CONF" ] || python3 -c "import sqlite3" 2>/dev/null; then
+  if [ -n "$DF_DB_CONF" ]; then
+    db_sql "UPDATE devices SET chap_user='pc01-in', chap_secret='Secret-1234567' WHERE name='pc01'"
+  else
   python3 - "$FARM/farm.db" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -131,6 +135,7 @@ if "chap_user" in cols and "chap_secret" in cols:
     db.execute("UPDATE devices SET chap_user='pc01-in', chap_secret='Secret-1234567' WHERE name='pc01'")
     db.commit()
 PY
+  fi
   g0=$(gen_of pc01)
   curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/s7n"
   grep -q 'Secret-1234567' "$T/s7n" && fail "the CHAP secret was served without a token"

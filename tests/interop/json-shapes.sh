@@ -63,8 +63,8 @@ j object config get farm.dir
 j list config show
 j object device remove pc3
 # an audit row as older versions wrote settings: a plain-text detail
-if command -v sqlite3 >/dev/null; then
-  sqlite3 "$FARM/farm.db" "INSERT INTO audit (at, who, action, object, detail) VALUES ('2026-01-01T00:00:00Z', 'old', 'setting.set', 'legacy', 'on')"
+if [ -n "$DF_DB_CONF" ] || command -v sqlite3 >/dev/null; then
+  db_sql "INSERT INTO audit (at, who, action, object, detail) VALUES ('2026-01-01T00:00:00Z', 'old', 'setting.set', 'legacy', 'on')"
 fi
 j list audit --limit 0
 if "$DISKFARM" vm --help >/dev/null 2>&1; then
@@ -74,7 +74,7 @@ if [ -f /usr/lib/ipxe/undionly.kpxe ]; then
   j list bootstrap sync
 fi
 
-python3 - "$OUT" "$(command -v sqlite3 || true)" <<'PY' || fail "--json shapes"
+python3 - "$OUT" "$( [ -n "$DF_DB_CONF" ] && echo psql || command -v sqlite3 || true)" <<'PY' || fail "--json shapes"
 import glob, json, os, sys
 out = sys.argv[1]
 have_sqlite3 = sys.argv[2] != ""

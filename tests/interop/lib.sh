@@ -16,6 +16,7 @@ export DISKFARM_FARM=$FARM
 : >"$T/empty.conf"
 export DISKFARM_CONFIG=$T/empty.conf
 _df_pids=""
+_df_pg=""
 
 df_cleanup() {
   local rc=$?
@@ -27,6 +28,7 @@ df_cleanup() {
   if [ "$rc" -ne 0 ] && [ -f "$T/streamsvc.log" ]; then
     echo "--- streamsvc log (tail)"; tail -30 "$T/streamsvc.log"
   fi
+  [ -z "$_df_pg" ] || pg_stop "$_df_pg"
   rm -rf "$T"
   exit "$rc"
 }
@@ -44,7 +46,44 @@ pass() { echo "ok: $*"; }
 # Debian's python3 carries the nbd module nbdsh needs; prefer it.
 export PATH=/usr/bin:/bin:$PATH
 
+# DISKFARM_TEST_DB=pg (the "-pg" variants): the farm DB is a private
+# PostgreSQL (tests/lib/pg.sh), database "farm", named to every program by
+# the test's diskfarm.conf ([farm] database) and to the console also by
+# $DISKFARM_DB (tests that write a diskfarm.conf of their own add
+# "$DF_DB_CONF" to it).  Skips (77) when PostgreSQL is not installed.
+DF_DB_CONF=""
+if [ "${DISKFARM_TEST_DB:-}" = pg ]; then
+  . "$(dirname "${BASH_SOURCE[0]}")/../lib/pg.sh"
+  _df_pg=$T/pg
+  _rc=0; pg_start "$_df_pg" || _rc=$?
+  [ "$_rc" -ne 77 ] || { _df_pg=""; skip "PostgreSQL is not installed"; }
+  [ "$_rc" -eq 0 ] || fail "could not start PostgreSQL"
+  psql -X -q "$PG_CONNINFO" -c 'CREATE DATABASE farm' || fail "CREATE DATABASE farm"
+  export DISKFARM_DB="${PG_CONNINFO% dbname=*} dbname=farm"
+  DF_DB_CONF=$(printf '[farm]\ndatabase=%s' "$DISKFARM_DB")
+  printf '%s\n' "$DF_DB_CONF" >"$T/empty.conf"
+fi
+
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
+
+# farm_db NAME: the --db of a second farm of the test (one of its own: a
+# new PostgreSQL database NAME; nothing on SQLite, whose farm.db is in the
+# farm directory).  Use as ${X_DB:+--db "$X_DB"}.
+farm_db() {
+  [ -n "$DF_DB_CONF" ] || return 0
+  psql -X -q "$PG_CONNINFO" -c "CREATE DATABASE $1" || fail "CREATE DATABASE $1"
+  echo "${PG_CONNINFO% dbname=*} dbname=$1"
+}
+
+# db_sql SQL: run SQL on the farm DB behind lib/farm's back (tampering),
+# on whichever backend the test runs.
+db_sql() {
+  if [ -n "$DF_DB_CONF" ]; then
+    psql -X -q -v ON_ERROR_STOP=1 "$DISKFARM_DB" -c "$1" >/dev/null
+  else
+    sqlite3 "$FARM/farm.db" "$1"
+  fi
+}
 
 # jcheck FILE EXPR...: every Python expression (d = the parsed JSON) holds.
 jcheck() {

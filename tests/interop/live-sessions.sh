@@ -190,7 +190,8 @@ pass "unreachable server reported"
 # ---- another farm's server is never counted --------------------------------
 hold p1
 B=$T/farmB
-dfb() { "$DISKFARM" --farm "$B" "$@"; }
+B_DB=$(farm_db farmb)
+dfb() { "$DISKFARM" --farm "$B" ${B_DB:+--db "$B_DB"} "$@"; }
 dfb init >/dev/null
 dfb vdisk import golden "$T/disk.raw" >/dev/null
 dfb device add p1 --mac 52:54:00:00:09:01 --vdisk golden >/dev/null

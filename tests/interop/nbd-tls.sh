@@ -209,7 +209,7 @@ failure "farm nbd-tls require: plaintext" "TLS" "TLS is required" \
   qemu-img info "nbd+unix:///vdisk/golden?socket=$SOCK"
 nbdinfo --size "$(psk_uri pc02 device/pc02 "$T/pc02.psk")" | grep -qx 16777216 || fail "farm PSK under farm require"
 stop_streamsvc
-printf '[streamsvc]\ntls=off\n' >"$T/off.conf"
+printf '%s\n[streamsvc]\ntls=off\n' "$DF_DB_CONF" >"$T/off.conf"
 DISKFARM_CONFIG=$T/off.conf start_streamsvc
 log_has "nbd TLS off\|listening"
 qemu-img info "nbd+unix:///vdisk/golden?socket=$SOCK" | grep -q 'virtual size' || fail "diskfarm.conf tls=off did not win"

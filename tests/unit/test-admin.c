@@ -3,6 +3,7 @@
  * shapes, a closed port), and the farm-wide live view (own farm, another
  * farm, a server that does not say, unreachable, duplicates, older and
  * mistyped session fields) with the refusal message. */
+#include "test-db.h"
 #include "admin-client.h"
 #include "live.h"
 #include "common.h"
@@ -346,7 +347,7 @@ test_live (void)
   g_autofree char *tmp = g_dir_make_tmp ("test-admin-XXXXXX", &err);
   g_assert_no_error (err);
   g_autofree char *dir = g_build_filename (tmp, "farm", NULL);
-  DfFarm *farm = df_farm_open (dir, true, "test:unit", &err);
+  DfFarm *farm = test_farm_open (dir, true, "test:unit", &err);
   g_assert_no_error (err);
   const char *uuid = df_farm_uuid (farm);
 
@@ -499,6 +500,7 @@ test_live (void)
 int
 main (int argc, char **argv)
 {
+  test_db_init ();
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/admin/addr-parse", test_addr_parse);
   g_test_add_func ("/admin/client", test_client);

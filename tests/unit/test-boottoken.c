@@ -1,6 +1,7 @@
 /* Unit tests: one-time boot tokens (bootstrap/boottoken.c), the script
  * URL ProxyDHCP hands out with one (proxydhcp.c), the auto-add rate limit
  * (ratelimit.c) and the tokenless script (script.c). */
+#include "test-db.h"
 #include "boottoken.h"
 #include "common.h"
 #include "proxydhcp.h"
@@ -186,9 +187,9 @@ test_farm_key (void)
 {
   g_autofree char *dir = g_dir_make_tmp ("df-boottoken-XXXXXX", NULL);
   g_autoptr (GError) err = NULL;
-  g_autoptr (DfFarm) f1 = df_farm_open (dir, true, "bs1", &err);
+  g_autoptr (DfFarm) f1 = test_farm_open (dir, true, "bs1", &err);
   g_assert_no_error (err);
-  g_autoptr (DfFarm) f2 = df_farm_open (dir, false, "bs2", &err);
+  g_autoptr (DfFarm) f2 = test_farm_open (dir, false, "bs2", &err);
   g_assert_no_error (err);
   g_autoptr (DfBootTokens) t1 = df_boot_tokens_from_farm (f1, &err);
   g_assert_no_error (err);
@@ -223,6 +224,7 @@ test_farm_key (void)
 int
 main (int argc, char **argv)
 {
+  test_db_init ();
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/boottoken/shape", test_token_shape);
   g_test_add_func ("/boottoken/redeem", test_token_redeem);

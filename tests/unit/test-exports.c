@@ -1,6 +1,7 @@
 /* Unit tests: export names, the export registry over a real farm built
  * here (farm DB + qcow2 chain + write caches), and the admin HTTP server
  * (health, sessions, metrics) fetched with a SoupSession. */
+#include "test-db.h"
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <gio/gunixsocketaddress.h>
@@ -178,7 +179,7 @@ fixture_setup (Fixture *f, gconstpointer data)
 
   f->dir = g_dir_make_tmp ("df-exports-XXXXXX", &err);
   g_assert_no_error (err);
-  f->farm = df_farm_open (f->dir, true, "test", &err);
+  f->farm = test_farm_open (f->dir, true, "test", &err);
   g_assert_no_error (err);
   make_version (f, "web", 0, 'A', DF_VSTATE_PRODUCTION);
   make_version (f, "web", 1, 'B', DF_VSTATE_PRODUCTION);
@@ -189,7 +190,7 @@ fixture_setup (Fixture *f, gconstpointer data)
               "server-persistent", 0);
   add_device (f, "pc04", "52:54:00:00:00:04", "production", "server",
               64 * 1024);
-  f->ex = df_exports_new (f->dir, &err);
+  f->ex = df_exports_new (f->dir, test_db_for (f->dir), &err);
   g_assert_no_error (err);
 }
 
@@ -428,7 +429,7 @@ test_private (Fixture *f, gconstpointer data)
 
   /* A new registry (streamsvc restart) finds the same layer. */
   df_exports_free (f->ex);
-  f->ex = df_exports_new (f->dir, &err);
+  f->ex = df_exports_new (f->dir, test_db_for (f->dir), &err);
   g_assert_no_error (err);
   e = open_ok (f, "device/pc06");
   g_assert_cmpint (first_byte (e, CLUSTER), ==, 'P');
@@ -439,7 +440,7 @@ test_private (Fixture *f, gconstpointer data)
   df_exports_free (f->ex);
   g_assert_true (df_farm_vdisk_rename (f->farm, "web", "webr", &err));
   g_assert_no_error (err);
-  f->ex = df_exports_new (f->dir, &err);
+  f->ex = df_exports_new (f->dir, test_db_for (f->dir), &err);
   e = open_ok (f, "device/pc06");
   g_assert_cmpint (first_byte (e, CLUSTER), ==, 'P');
   g_assert_nonnull (strstr (df_export_description (e), "vdisk webr v1"));
@@ -451,7 +452,7 @@ test_private (Fixture *f, gconstpointer data)
   g_assert_true (df_cache_pin_write (
       dir, &(DfCachePin) { .vdisk = "other", .version = 0 }, &err));
   g_assert_no_error (err);
-  f->ex = df_exports_new (f->dir, &err);
+  f->ex = df_exports_new (f->dir, test_db_for (f->dir), &err);
   g_assert_no_error (err);
   open_fails (f, "device/pc06", DF_ERROR_NOT_FOUND,
               "(vdisk other v0) is gone");
@@ -1472,6 +1473,7 @@ test_nbd_starttls_off (Fixture *f, gconstpointer data)
 int
 main (int argc, char **argv)
 {
+  test_db_init ();
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/exports/name-parse", test_name_parse);
 #define FARM_TEST(path, fn)                                                   \

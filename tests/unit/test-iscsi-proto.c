@@ -4,6 +4,7 @@
  * oversize data segments, oversize CHAP_R, CHAP_I above 255, reflected
  * CHAP_C, bad hex/base64, CmdSN too high/low, DataSN out of order, task
  * management during I/O, commands to another LUN and unknown opcodes. */
+#include "test-db.h"
 #include <glib/gstdio.h>
 #include <poll.h>
 #include <string.h>
@@ -302,7 +303,7 @@ static void
 make_farm (Fx *f)
 {
   g_autoptr (GError) err = NULL;
-  g_autoptr (DfFarm) farm = df_farm_open (f->dir, true, "test", &err);
+  g_autoptr (DfFarm) farm = test_farm_open (f->dir, true, "test", &err);
   g_autofree char *path = NULL, *store = NULL, *base = NULL;
   g_autofree uint8_t *data = g_malloc0 (65536);
   df_qcow2_writer *w;
@@ -346,7 +347,7 @@ fx_setup (Fx *f, gconstpointer data)
   f->dir = g_dir_make_tmp ("df-iscsi-XXXXXX", &err);
   g_assert_no_error (err);
   make_farm (f);
-  f->ex = df_exports_new (f->dir, &err);
+  f->ex = df_exports_new (f->dir, test_db_for (f->dir), &err);
   g_assert_no_error (err);
   f->ss = df_sessions_new ();
   f->t = df_iscsi_target_new (f->ex, f->ss);
@@ -958,7 +959,7 @@ test_reset_refuses_io (Fx *f, gconstpointer data)
   scsi_cmd (f, read10, 512, true, false, false, NULL);
   g_assert_true (next_pdu (f, bhs, d));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_DATA_IN);
-  farm = df_farm_open (f->dir, false, "test", &err);
+  farm = test_farm_open (f->dir, false, "test", &err);
   g_assert_true (df_farm_device_new_generation (farm, "pc01", &gen, &err));
   g_usleep (1100 * 1000); /* the session checks at most once a second */
   scsi_cmd (f, read10, 512, true, false, false, NULL);
@@ -988,7 +989,7 @@ test_reset_refuses_flush (Fx *f, gconstpointer data)
   g_assert_true (next_pdu (f, bhs, d));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
   g_assert_cmphex (bhs[3], ==, SCSI_GOOD);
-  farm = df_farm_open (f->dir, false, "test", &err);
+  farm = test_farm_open (f->dir, false, "test", &err);
   g_assert_true (df_farm_device_new_generation (farm, "pc01", &gen, &err));
   scsi_cmd (f, sync10, 0, false, false, false, NULL);
   g_assert_true (next_pdu (f, bhs, d));
@@ -1922,6 +1923,7 @@ test_nop_not_pinged (Fx *f, gconstpointer data)
 int
 main (int argc, char **argv)
 {
+  test_db_init ();
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/iscsi/messages-utf8", test_messages_utf8);
   g_test_add_func ("/iscsi/crc32c", test_crc32c);

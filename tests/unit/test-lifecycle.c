@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "test-db.h"
 #include "farm.h"
 #include "lifecycle.h"
 #include "store.h"
@@ -29,7 +30,7 @@ fx_setup (Fx *f, gconstpointer data)
   memset (bytes, 0x5a, 1 << 20);
   g_assert_true (g_file_set_contents (f->image, bytes, 1 << 20, &err));
   g_autofree char *farm = g_build_filename (f->dir, "farm", NULL);
-  f->farm = df_farm_open (farm, true, "test", &err);
+  f->farm = test_farm_open (farm, true, "test", &err);
   g_assert_no_error (err);
 }
 
@@ -249,6 +250,7 @@ test_live_refuses_new (Fx *f, gconstpointer data)
 int
 main (int argc, char **argv)
 {
+  test_db_init ();
   g_test_init (&argc, &argv, NULL);
   g_setenv ("DISKFARM_TEST_CRASH_AT", "", TRUE);
 #define T(path, fn) \
