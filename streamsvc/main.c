@@ -483,7 +483,8 @@ log_admin (DfAdmin *a, const DfListenAddr *addrs, int n)
 static char *
 admin_token (const Options *o, GError **err)
 {
-  g_autoptr (DfFarm) farm = df_farm_open (o->farm, false, "streamsvc", err);
+  g_autoptr (DfFarm) farm = df_farm_open_db (o->farm, o->db, false,
+                                             "streamsvc", err);
 
   return farm ? df_farm_admin_token (farm, true, err) : NULL;
 }

@@ -208,9 +208,31 @@ deadline_stop (Deadline *d)
 
 /* The session for ep: no proxy, the request timeout, and for a UNIX
  * socket the socket as the place to connect to (new). */
+/* GObject class initialisation must not race between the threads that
+ * ask several servers at once (df_live_collect's pool, bootstrap's health
+ * probes): two threads creating their first GUnixSocketAddress and
+ * SoupSession at the same moment deadlocked in GType.  The first request
+ * makes one of each, under a g_once, before any other can start. */
+static void
+ensure_classes (void)
+{
+  static gsize done = 0;
+  if (g_once_init_enter (&done))
+    {
+      g_autoptr (GSocketAddress) u = g_unix_socket_address_new ("/");
+      g_autoptr (GSocketAddress) i = g_inet_socket_address_new_from_string (
+        "127.0.0.1", 1);
+      g_autoptr (SoupSession) s = soup_session_new ();
+      g_autoptr (SoupMessage) m = soup_message_new ("GET",
+                                                    "http://localhost/");
+      g_once_init_leave (&done, 1);
+    }
+}
+
 static SoupSession *
 session_for (const DfAdminEndpoint *ep)
 {
+  ensure_classes ();
   if (ep->unix_path == NULL)
     return soup_session_new_with_options (
       "timeout", DF_ADMIN_TIMEOUT_S, "proxy-resolver", NULL, NULL);
