@@ -88,7 +88,7 @@ fuzz_farm_finish (const char *dir, DfExports **exports,
 {
   g_autoptr (GError) err = NULL;
 
-  *exports = df_exports_new (dir, &err);
+  *exports = df_exports_new (dir, NULL, &err);
   if (*exports == NULL)
     fuzz_die ("exports", err);
   *sessions = df_sessions_new ();
