@@ -51,3 +51,7 @@ DfDb *df_db_sqlite_open (const char *path, bool create, GError **err);
 DfDb *df_db_pg_open (const char *conninfo, bool create, GError **err);
 /* conninfo's parameters without any password (new string). */
 char *df_db_pg_redact (const char *conninfo);
+
+/* For the backends' schema bookkeeping: run sql, which returns one row of
+ * one integer, into *out; no row is DF_ERROR_IO "farm.db: <sql>: no row". */
+bool df_db_read_int64 (DfDb *db, const char *sql, gint64 *out, GError **err);

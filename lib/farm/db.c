@@ -161,6 +161,21 @@ df_db_depth (DfDb *db)
 }
 
 bool
+df_db_read_int64 (DfDb *db, const char *sql, gint64 *out, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_db_prepare (db, sql, err);
+  if (!st)
+    return false;
+  int r = df_db_step (st, err);
+  if (r == 0)
+    g_set_error (err, DF_ERROR, DF_ERROR_IO, "farm.db: %s: no row", sql);
+  if (r != 1)
+    return false;
+  *out = df_db_col_int64 (st, 0);
+  return true;
+}
+
+bool
 df_db_schema_get (DfDb *db, guint32 app_id, int *version, GError **err)
 {
   return db->ops->schema_get (db, app_id, version, err);

@@ -673,36 +673,21 @@ pg_rollback (DfDb *base)
 
 /* ---- schema bookkeeping ----------------------------------------------- */
 
-static bool
-read_int64 (DfDb *db, const char *sql, gint64 *out, GError **err)
-{
-  g_autoptr (DfDbStmt) st = df_db_prepare (db, sql, err);
-  if (!st)
-    return false;
-  int r = df_db_step (st, err);
-  if (r == 0)
-    g_set_error (err, DF_ERROR, DF_ERROR_IO, "farm.db: %s: no row", sql);
-  if (r != 1)
-    return false;
-  *out = df_db_col_int64 (st, 0);
-  return true;
-}
-
 /* diskfarm_schema holds app_id and version; a DB without it and without
  * tables is ours to create, one with tables is someone else's. */
 static bool
 pg_schema_get (DfDb *db, guint32 app_id, int *version, GError **err)
 {
   gint64 has = 0, id = 0, v = 0, tables = 0;
-  if (!read_int64 (db, "SELECT to_regclass ('diskfarm_schema') IS NOT NULL",
-                   &has, err))
+  if (!df_db_read_int64 (db, "SELECT to_regclass ('diskfarm_schema') "
+                              "IS NOT NULL", &has, err))
     return false;
   if (!has)
     {
-      if (!read_int64 (db, "SELECT count(*) FROM pg_class c JOIN "
-                       "pg_namespace n ON n.oid = c.relnamespace WHERE "
-                       "n.nspname = current_schema () AND c.relkind IN "
-                       "('r', 'v', 'm', 'p', 'f')", &tables, err))
+      if (!df_db_read_int64 (db, "SELECT count(*) FROM pg_class c JOIN "
+                             "pg_namespace n ON n.oid = c.relnamespace WHERE "
+                             "n.nspname = current_schema () AND c.relkind IN "
+                             "('r', 'v', 'm', 'p', 'f')", &tables, err))
         return false;
       if (tables == 0)
         {
@@ -715,8 +700,10 @@ pg_schema_get (DfDb *db, guint32 app_id, int *version, GError **err)
                    PG_DB (db)->name, tables);
       return false;
     }
-  if (!read_int64 (db, "SELECT app_id FROM diskfarm_schema", &id, err)
-      || !read_int64 (db, "SELECT version FROM diskfarm_schema", &v, err))
+  if (!df_db_read_int64 (db, "SELECT app_id FROM diskfarm_schema", &id,
+                         err)
+      || !df_db_read_int64 (db, "SELECT version FROM diskfarm_schema", &v,
+                            err))
     return false;
   if (id != (gint64) app_id)
     {

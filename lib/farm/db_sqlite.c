@@ -314,32 +314,19 @@ sql_rollback (DfDb *base)
 
 /* ---- schema bookkeeping ----------------------------------------------- */
 
-static bool
-read_int (DfDb *db, const char *sql, int *out, GError **err)
-{
-  g_autoptr (DfDbStmt) st = df_db_prepare (db, sql, err);
-  if (!st)
-    return false;
-  int r = df_db_step (st, err);
-  if (r == 0)
-    g_set_error (err, DF_ERROR, DF_ERROR_IO, "farm.db: %s: no row", sql);
-  if (r != 1)
-    return false;
-  *out = df_db_col_int (st, 0);
-  return true;
-}
-
 /* PRAGMA user_version is the schema version; PRAGMA application_id says
  * the file is a farm DB (migration 1 sets it); an empty file is ours to
  * create. */
 static bool
 sql_schema_get (DfDb *db, guint32 app_id, int *version, GError **err)
 {
-  int id = 0, objects = 0;
-  if (!read_int (db, "PRAGMA user_version", version, err)
-      || !read_int (db, "PRAGMA application_id", &id, err)
-      || !read_int (db, "SELECT count(*) FROM sqlite_master", &objects, err))
+  gint64 v = 0, id = 0, objects = 0;
+  if (!df_db_read_int64 (db, "PRAGMA user_version", &v, err)
+      || !df_db_read_int64 (db, "PRAGMA application_id", &id, err)
+      || !df_db_read_int64 (db, "SELECT count(*) FROM sqlite_master",
+                            &objects, err))
     return false;
+  *version = (int) v;
   if ((guint32) id == app_id || (id == 0 && *version == 0 && objects == 0))
     return true;
   g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
