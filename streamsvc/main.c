@@ -799,6 +799,8 @@ main (int argc, char **argv)
   logging = true; /* from here a fatal error is a log line */
   if ((ex = df_exports_new (o.farm, o.db, &err)) == NULL)
     goto out;
+  if (o.server_name != NULL)
+    df_exports_set_server (ex, o.server_name);
   ss = df_sessions_new ();
   if (o.stdio && o.tls_mode != DF_TLS_OFF)
     g_set_error (&err, DF_ERROR, DF_ERROR_UNSUPPORTED,

@@ -195,7 +195,7 @@ verifier_main (gpointer data)
   if (err)
     g_warning ("store: cannot verify: %s", err->message);
   else if (vdisks)
-    g_message ("store: verified %d of %d version files in %.1f s",
+    g_message ("store: %d of %d present version files verified in %.1f s",
                g_atomic_int_get (&r->verified), g_atomic_int_get (&r->held),
                (double) (g_get_monotonic_time () - t0) / G_USEC_PER_SEC);
   return NULL;
