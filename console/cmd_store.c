@@ -193,12 +193,18 @@ progress_cb (gint64 done, gint64 total, gpointer data)
                       (uint64_t) MAX (total, done));
 }
 
-/* --server, else [streamsvc] server-name (borrowed), else a usage error. */
+const char *
+df_ctx_server_name (const DfCtx *ctx, const char *opt)
+{
+  return opt ? opt : ctx->conf
+    ? df_conf_string (ctx->conf, "streamsvc", "server-name") : NULL;
+}
+
+/* df_ctx_server_name, else a usage error. */
 static const char *
 local_server (const DfCtx *ctx, const char *opt, GError **err)
 {
-  const char *name = opt ? opt : ctx->conf
-    ? df_conf_string (ctx->conf, "streamsvc", "server-name") : NULL;
+  const char *name = df_ctx_server_name (ctx, opt);
   if (!name)
     df_usage_error (err, "which server is this? give --server NAME or set "
                     "[streamsvc] server-name in diskfarm.conf");
