@@ -91,8 +91,29 @@ stopping (DfRegistry *r)
   return stop;
 }
 
-/* One beat: register when not registered yet (or the row was removed),
- * else heartbeat.  Logs a change of outcome once. */
+static bool
+heartbeat (DfRegistry *r, DfFarm *farm, GError **err)
+{
+  DfServerLoad l;
+  load_sample (r, &l);
+  return df_farm_server_heartbeat (farm, r->self.name, df_farm_now_ms (), &l,
+                                   err);
+}
+
+static bool
+register_self (DfRegistry *r, DfFarm *farm, GError **err)
+{
+  if (!df_farm_server_register (farm, &r->self, err))
+    return false;
+  g_message ("registry: registered as server %s (%s, heartbeat every %u ms, "
+             "unhealthy after %" G_GINT64_FORMAT " ms)", r->self.name,
+             r->self.address, r->interval_ms, r->self.timeout_ms);
+  return true;
+}
+
+/* One beat: register when not registered yet (or the row was removed by
+ * the admin), then heartbeat (so the load is there from the first beat).
+ * Logs a change of outcome once. */
 static void
 beat_once (DfRegistry *r, DfFarm **farm, bool *registered, bool *failing)
 {
@@ -100,25 +121,12 @@ beat_once (DfRegistry *r, DfFarm **farm, bool *registered, bool *failing)
   if (*farm == NULL)
     *farm = df_farm_open (r->farm_dir, false, "streamsvc", &err);
   bool ok = *farm != NULL;
-  if (ok && *registered)
-    {
-      DfServerLoad l;
-      load_sample (r, &l);
-      ok = df_farm_server_heartbeat (*farm, r->self.name, df_farm_now_ms (),
-                                     &l, &err);
-      if (!ok && g_error_matches (err, DF_ERROR, DF_ERROR_NOT_FOUND))
-        *registered = false; /* removed by the admin: register again */
-    }
   if (ok && !*registered)
-    {
-      g_clear_error (&err);
-      ok = *registered = df_farm_server_register (*farm, &r->self, &err);
-      if (ok)
-        g_message ("registry: registered as server %s (%s, heartbeat every "
-                   "%u ms, unhealthy after %" G_GINT64_FORMAT " ms)",
-                   r->self.name, r->self.address, r->interval_ms,
-                   r->self.timeout_ms);
-    }
+    ok = *registered = register_self (r, *farm, &err);
+  if (ok)
+    ok = heartbeat (r, *farm, &err);
+  if (!ok && g_error_matches (err, DF_ERROR, DF_ERROR_NOT_FOUND))
+    *registered = false; /* register again at the next beat */
   if (!ok && !*failing)
     g_warning ("registry: %s", err ? err->message : "farm DB unreachable");
   else if (ok && *failing)
