@@ -2,8 +2,8 @@
  *
  * When streamsvc has a server name (--server-name, [streamsvc]
  * server-name) it registers under it at start, heartbeats every interval
- * from its own thread (its own DfFarm: a slow DB never stalls the data
- * path or the admin API), and verifies the SHA-256 of every sealed
+ * (lib/farm heartbeat.h: its own thread and DfFarm, so a slow DB never
+ * stalls the data path or the admin API), and verifies the SHA-256 of every sealed
  * version file of its store once at start, in the background, recording
  * each result as its store state.  Without a name it does none of this,
  * as a one-server farm did before the registry.

@@ -118,6 +118,9 @@ const DfConfKey df_conf_schema[] = {
        "(--no-proxydhcp)"),
   KEY ("bootstrapsvc", "chain-ipxe", DF_CONF_BOOL, "false",
        "Make iPXE ROMs chain-load our iPXE binary first (--chain-ipxe)"),
+  KEY ("bootstrapsvc", "server-name", DF_CONF_STRING, NULL,
+       "Name of this bootstrap server in the farm's registry (kind "
+       "bootstrapsvc; --server-name; default: none, not registered)"),
   KEY ("bootstrapsvc", "user", DF_CONF_STRING, NULL,
        "User to run as after binding; default diskfarm if it exists, "
        "else nobody (--user)"),

@@ -576,7 +576,8 @@ DfServerState df_server_state (const DfServer *s, gint64 now_ms);
 gint64 df_farm_now_ms (void);
 
 /* Fill or refresh the row named s->name (checks of server add; kind one
- * of the two above; s->timeout_ms 1 ms-24 h; s->software recorded):
+ * of the two above, and the row's own kind when it exists, else
+ * DF_ERROR_EXISTS; s->timeout_ms 1 ms-24 h; s->software recorded):
  * address, ports and power become what the server says, its load is
  * reset and the registration counts as its first heartbeat. */
 bool df_farm_server_register (DfFarm *farm, const DfServer *s,

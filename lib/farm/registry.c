@@ -123,8 +123,7 @@ registration_changes (const DfServer *old, const DfServer *s)
 {
   return !old || g_strcmp0 (old->address, s->address) != 0
          || old->iscsi_port != s->iscsi_port || old->nbd_port != s->nbd_port
-         || old->admin_port != s->admin_port || old->power != s->power
-         || g_strcmp0 (old->kind, s->kind) != 0;
+         || old->admin_port != s->admin_port || old->power != s->power;
 }
 
 static bool
@@ -138,6 +137,13 @@ register_locked (DfFarm *farm, const DfServer *s, GError **err)
       return false;
     }
   g_clear_error (&e);
+  if (old && g_strcmp0 (old->kind, s->kind) != 0)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+                   "server '%s' is a %s: a %s cannot register under its "
+                   "name", s->name, old->kind, s->kind);
+      return false;
+    }
   if (!old && !df_farm_server_insert (farm, s, err))
     return false;
   if (!registry_row_set (farm, s, df_farm_now_ms (), err))

@@ -48,7 +48,7 @@ start_ss() {
   local pid=$!
   _df_pids="$_df_pids $pid"
   for _ in $(seq 100); do
-    grep -q "registry: registered as server $name" "$log" && break
+    grep -q "registry: registered as streamsvc $name" "$log" && break
     kill -0 $pid 2>/dev/null || { cat "$log"; fail "streamsvc $name exited"; }
     sleep 0.1
   done
@@ -185,8 +185,14 @@ pass "corrupt copy: recorded, status says corrupt, ss3 refuses it (NBD and peers
 
 # ---- placement in boot scripts ------------------------------------------------------
 df device add pc01 --mac 52:54:00:00:00:01 --vdisk big >/dev/null
-start_bootstrapsvc
+start_bootstrapsvc --server-name boot1
 URL=http://127.0.0.1:$HTTP_PORT
+for _ in $(seq 50); do
+  df --json server list --no-health >"$T/j.json"
+  grep -q '"boot1"' "$T/j.json" && break; sleep 0.1
+done
+jcheck "$T/j.json" '[(s["kind"], s["state"], s["admin_port"]) for s in d if s["name"] == "boot1"] == [("bootstrapsvc", "healthy", '$HTTP_PORT')]'
+
 port_of() { sqlite3 "$FARM/farm.db" "SELECT iscsi_port FROM servers WHERE name = '$1'"; }
 P1=$(port_of ss1) P2=$(port_of ss2) P3=$(port_of ss3)
 # order of the servers in the sanboot line, as names
@@ -208,7 +214,8 @@ for _ in $(seq 50); do
   o=$(order); [ "$o" = "ss2 ss1 " ] && break; sleep 0.2
 done
 [ "$o" = "ss2 ss1 " ] || { cat "$T/script"; fail "placement with load: '$o', want 'ss2 ss1 '"; }
-pass "boot script: holders only (not corrupt ss3), least loaded by power first"
+grep -q "boot1\|:$HTTP_PORT:1:" "$T/script" && fail "a bootstrapsvc listed as a stream target"
+pass "boot script: holders only (not corrupt ss3), least loaded by power first; boot1 (bootstrapsvc) registered, not a target"
 
 # ---- repair: sync over the corrupt copy ------------------------------------------------
 "$DISKFARM" --farm "$T/farm3" --json store sync --server ss3 --vdisk big >"$T/j.json" \

@@ -191,6 +191,14 @@ test_bad_registration (Fixture *fx, gconstpointer data)
   g_autoptr (GPtrArray) all = df_farm_server_list (fx->farm, &err);
   g_assert_cmpuint (all->len, ==, 0);
   g_assert_cmpuint (audit_count (fx->farm, "server.register"), ==, 0);
+  /* a bootstrapsvc cannot take a stream server's row */
+  register_ok (fx->farm, "ss1", 1);
+  DfServer b = self_of ("ss1", 1);
+  b.kind = (char *) DF_SERVER_KIND_BOOTSTRAP;
+  g_assert_false (df_farm_server_register (fx->farm, &b, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_autoptr (DfServer) s = df_farm_server_get (fx->farm, "ss1", NULL);
+  g_assert_cmpstr (s->kind, ==, DF_SERVER_KIND_STREAM);
 }
 
 /* ---- store state ---------------------------------------------------------- */
