@@ -11,7 +11,7 @@ struct DfRegistry {
   DfSessions *sessions;     /* borrowed */
   DfHeartbeat *hb;
   GThread *verifier;
-  gint held;                /* atomics: the verifier's counts */
+  gint held;                /* the verifier's counts, for its log line */
   gint verified;
   uint64_t last_bytes;      /* heartbeat thread only */
   gint64 last_mono;
@@ -28,8 +28,6 @@ stream_load (gpointer data, DfServerLoad *l)
   if (r->last_mono > 0)
     l->bytes_per_s = (gint64) ((bytes - r->last_bytes) * G_USEC_PER_SEC
                                / (uint64_t) MAX (now - r->last_mono, 1));
-  l->versions_held = g_atomic_int_get (&r->held);
-  l->versions_verified = g_atomic_int_get (&r->verified);
   r->last_mono = now;
   r->last_bytes = bytes;
 }
@@ -56,9 +54,9 @@ verify_vdisk (DfRegistry *r, DfFarm *farm, const char *vdisk)
       if (!df_farm_store_verify (farm, r->name, v, &st, &why, &err))
         break;
       if (st != DF_STORE_MISSING)
-        g_atomic_int_inc (&r->held);
+        r->held++;
       if (st == DF_STORE_VERIFIED)
-        g_atomic_int_inc (&r->verified);
+        r->verified++;
       else
         g_warning ("store: %s@%d is %s here: %s (not served)", v->vdisk,
                    v->number, df_store_state_name (st), why);
@@ -88,7 +86,7 @@ verifier_main (gpointer data)
     g_warning ("store: cannot verify: %s", err->message);
   else
     g_message ("store: %d of %d present version files verified in %.1f s",
-               g_atomic_int_get (&r->verified), g_atomic_int_get (&r->held),
+               r->verified, r->held,
                (double) (g_get_monotonic_time () - t0) / G_USEC_PER_SEC);
   return NULL;
 }

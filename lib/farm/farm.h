@@ -375,8 +375,10 @@ typedef struct {
   gint64 bytes_per_s;       /* bytes served per second since the last one */
   gint64 cpu_permille;      /* its CPU use over the interval, 1000 = 1 core */
   gint64 free_bytes;        /* free space of its store's file system */
-  gint64 versions_held;     /* version files present in its store */
-  gint64 versions_verified; /* of those, verified (store_state) */
+  /* read back only: a heartbeat records what the server's store state
+   * says (files there: present, verified or corrupt; verified) */
+  gint64 versions_held;
+  gint64 versions_verified;
 } DfServerLoad;
 
 /* A stream server of the farm, as the bootstrap service lists it in boot
@@ -582,7 +584,8 @@ gint64 df_farm_now_ms (void);
  * reset and the registration counts as its first heartbeat. */
 bool df_farm_server_register (DfFarm *farm, const DfServer *s,
                               GError **err);
-/* Record a heartbeat of server name at now_ms with its load.
+/* Record a heartbeat of server name at now_ms with its load (the
+ * versions_* counts come from its store state, not from load).
  * DF_ERROR_NOT_FOUND when the row is gone (removed by the admin: the
  * caller registers again). */
 bool df_farm_server_heartbeat (DfFarm *farm, const char *name,
@@ -628,7 +631,9 @@ DfStoreRecord *df_farm_store_state_get (DfFarm *farm, const char *server,
  * no store-state record at all (a farm whose servers have no registry
  * name: one server, as before the registry) every server holds every
  * version.  Once any record exists, a server holds a version only with a
- * "verified" record of it.  *holds receives the answer. */
+ * "verified" record of it and of every version it stacks on (an unsealed
+ * maintenance version, which has no file yet, counts as its parent).
+ * *holds receives the answer; NOT_FOUND for an unknown version. */
 bool df_farm_store_holds (DfFarm *farm, const char *server, const char *vdisk,
                           int number, bool *holds, GError **err);
 /* PVS's rule for `version list`: true while some healthy streamsvc of the

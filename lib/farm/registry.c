@@ -171,10 +171,16 @@ df_farm_server_heartbeat (DfFarm *farm, const char *name, gint64 now_ms,
 {
   if (!df_validate_name ("server", name, err))
     return false;
+  /* versions held and verified: what its store state says now (a store
+   * sync or vdisk verify since the last beat counts at once) */
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "UPDATE servers SET heartbeat_ms = ?, sessions = ?, bytes_per_s = ?, "
-    "cpu_permille = ?, free_bytes = ?, versions_held = ?, "
-    "versions_verified = ? WHERE name = ?", err);
+    "cpu_permille = ?, free_bytes = ?, "
+    "versions_held = (SELECT count(*) FROM store_state "
+    "  WHERE server_id = servers.id AND state <> 'missing'), "
+    "versions_verified = (SELECT count(*) FROM store_state "
+    "  WHERE server_id = servers.id AND state = 'verified') "
+    "WHERE name = ?", err);
   if (!st)
     return false;
   df_db_bind_int64 (st, 1, now_ms);
@@ -182,9 +188,7 @@ df_farm_server_heartbeat (DfFarm *farm, const char *name, gint64 now_ms,
   df_db_bind_int64 (st, 3, MAX (l->bytes_per_s, 0));
   df_db_bind_int64 (st, 4, MAX (l->cpu_permille, 0));
   df_db_bind_int64 (st, 5, MAX (l->free_bytes, 0));
-  df_db_bind_int64 (st, 6, MAX (l->versions_held, 0));
-  df_db_bind_int64 (st, 7, MAX (l->versions_verified, 0));
-  df_db_bind_text (st, 8, name);
+  df_db_bind_text (st, 6, name);
   if (!df_db_run (st, err))
     return false;
   if (df_db_changes (df_farm_db (farm)) == 1)
@@ -332,19 +336,11 @@ store_state_known (DfFarm *farm, bool *known, GError **err)
   return r >= 0;
 }
 
-bool
-df_farm_store_holds (DfFarm *farm, const char *server, const char *vdisk,
-                     int number, bool *holds, GError **err)
+/* server holds number itself verified. */
+static bool
+holds_one (DfFarm *farm, const char *server, const char *vdisk, int number,
+           bool *holds, GError **err)
 {
-  bool known = false;
-  *holds = false;
-  if (!store_state_known (farm, &known, err))
-    return false;
-  if (!known)
-    {
-      *holds = true;
-      return true;
-    }
   GError *e = NULL;
   g_autoptr (DfStoreRecord) r = df_farm_store_state_get (farm, server, vdisk,
                                                          number, &e);
@@ -354,6 +350,30 @@ df_farm_store_holds (DfFarm *farm, const char *server, const char *vdisk,
       return false;
     }
   *holds = r && r->state == DF_STORE_VERIFIED;
+  return true;
+}
+
+bool
+df_farm_store_holds (DfFarm *farm, const char *server, const char *vdisk,
+                     int number, bool *holds, GError **err)
+{
+  bool known = false;
+  *holds = false;
+  if (!store_state_known (farm, &known, err))
+    return false;
+  *holds = true;
+  /* the version and every one it stacks on; an unsealed maintenance
+   * version has no file of its own (its writes are a cache over its
+   * parent) and is held where its parent is */
+  while (known && *holds && number >= 0)
+    {
+      g_autoptr (DfVersion) v = df_farm_version_get (farm, vdisk, number,
+                                                     err);
+      if (!v || (v->sha256 && !holds_one (farm, server, vdisk, number,
+                                          holds, err)))
+        return false;
+      number = v->parent;
+    }
   return true;
 }
 

@@ -76,7 +76,11 @@ start_ss ss2 "$T/farm2" 4
 start_ss ss3 "$T/farm3" 1
 for s in ss1 ss2 ss3; do wait_verified $s; done
 
-json server list --no-health
+# the counts come with the next heartbeat after the verification
+for _ in $(seq 30); do
+  json server list --no-health
+  grep -q '"versions_verified" : 3' "$T/j.json" && break; sleep 0.1
+done
 jcheck "$T/j.json" 'sorted(s["name"] for s in d) == ["ss1", "ss2", "ss3"]' \
   'all(s["state"] == "healthy" and s["kind"] == "streamsvc" for s in d)' \
   'all(s["heartbeat_age_ms"] <= '$TIMEOUT' for s in d)' \

@@ -143,8 +143,16 @@ test_heartbeat_and_state (Fixture *fx, gconstpointer data)
   g_assert_cmpint (s->load.bytes_per_s, ==, 1000);
   g_assert_cmpint (s->load.cpu_permille, ==, 250);
   g_assert_cmpint (s->load.free_bytes, ==, 1 << 30);
-  g_assert_cmpint (s->load.versions_held, ==, 2);
-  g_assert_cmpint (s->load.versions_verified, ==, 1);
+  /* the counts are the store state's, not what the load said */
+  g_assert_cmpint (s->load.versions_held, ==, 0);
+  g_assert_cmpint (s->load.versions_verified, ==, 0);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss1", "base", 0,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_true (df_farm_server_heartbeat (fx->farm, "ss1", now, &l, &err));
+  g_autoptr (DfServer) s2 = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_cmpint (s2->load.versions_held, ==, 1);
+  g_assert_cmpint (s2->load.versions_verified, ==, 1);
   /* the state from the server's own timeout (6000 ms) */
   g_assert_cmpint (df_server_state (s, now), ==, DF_SERVER_HEALTHY);
   g_assert_cmpint (df_server_state (s, now + 6000), ==, DF_SERVER_HEALTHY);
@@ -262,11 +270,50 @@ test_store_state (Fixture *fx, gconstpointer data)
   g_autoptr (GPtrArray) list2 = df_farm_store_state_list (fx->farm, "base",
                                                           &err);
   g_assert_cmpuint (list2->len, ==, 1);
+  /* a version stacked on base: held only where base is verified too */
+  g_assert_true (df_farm_version_add (fx->farm, "base", 1, 0, "base.1.qcow2",
+                                      SHA_A, 1 << 20, 4096,
+                                      DF_VSTATE_TEST, &err));
+  g_assert_no_error (err);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 1,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 1, &holds,
+                                      &err));
+  g_assert_false (holds); /* ss2 lacks base@0 */
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 0,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 1, &holds,
+                                      &err));
+  g_assert_true (holds);
+  /* an unsealed maintenance version counts as its parent */
+  g_assert_true (df_farm_version_add (fx->farm, "base", 2, 1, "base.2.qcow2",
+                                      NULL, 1 << 20, 0,
+                                      DF_VSTATE_MAINTENANCE, &err));
+  g_assert_no_error (err);
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 2, &holds,
+                                      &err));
+  g_assert_true (holds);
+  g_assert_true (df_farm_store_holds (fx->farm, "ss1", "base", 2, &holds,
+                                      &err));
+  g_assert_false (holds);
+  g_autoptr (GPtrArray) list4 = df_farm_store_state_list (fx->farm, NULL,
+                                                          &err);
+  g_assert_cmpuint (list4->len, ==, 3);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 0,
+                                          DF_STORE_MISSING, NULL, NULL,
+                                          &err));
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 1,
+                                          DF_STORE_MISSING, NULL, NULL,
+                                          &err));
   /* records go with their server */
   g_assert_true (df_farm_server_remove (fx->farm, "ss1", &err));
   g_autoptr (GPtrArray) list3 = df_farm_store_state_list (fx->farm, NULL,
                                                           &err);
-  g_assert_cmpuint (list3->len, ==, 0);
+  g_assert_cmpuint (list3->len, ==, 2);
+  for (guint i = 0; i < list3->len; i++)
+    g_assert_cmpstr (((DfStoreRecord *) list3->pdata[i])->server, ==, "ss2");
 }
 
 static void
