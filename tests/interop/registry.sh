@@ -181,8 +181,16 @@ jcheck "$T/j.json" 'd[0]["servers"]["ss3"]["state"] == "corrupt"' \
   'd[0]["servers"]["ss1"]["state"] == "verified"'
 LIBNBD_DEBUG=1 nbdinfo "nbd+unix:///vdisk/big?socket=$SOCK_ss3" >"$T/ni" 2>&1 && fail "ss3 served its corrupt copy"
 grep -q "server error message: .*copy of version 0 is corrupt" "$T/ni" || { cat "$T/ni"; fail "no 'corrupt' in the refusal"; }
+TOKEN=$(df farm admin-token)
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_ss3/v1/store/big/0")
+[ "$code" = 401 ] || fail "/v1/store answered without the admin token (HTTP $code)"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$ADMIN_ss3/v1/store/big/0")
 [ "$code" = 409 ] || fail "ss3 handed its corrupt copy to a peer (HTTP $code)"
+code=$(curl -s -o "$T/range" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+  -r 100-199 "http://127.0.0.1:$ADMIN_ss1/v1/store/big/0")
+[ "$code" = 206 ] && cmp "$T/range" <(tail -c +101 "$FARM/store/big/big.0.qcow2" | head -c 100) \
+  || fail "a Range request on ss1's copy (HTTP $code)"
 json version list big
 jcheck "$T/j.json" 'd[0]["store"] == "pending"'
 pass "corrupt copy: recorded, status says corrupt, ss3 refuses it (NBD and peers)"
