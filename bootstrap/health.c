@@ -81,6 +81,18 @@ health_verdict (const DfAdminHealth *a, const char *farm_uuid)
   return NULL;
 }
 
+/* The registry's word, first: a server whose heartbeats stopped is not
+ * healthy even while something still answers its probe. */
+static bool
+registry_ok (DfServerView *v)
+{
+  if (v->registry != DF_SERVER_UNHEALTHY)
+    return true;
+  g_free (v->error);
+  v->error = g_strdup ("no heartbeat in the registry within its timeout");
+  return false;
+}
+
 /* Record the outcome (a NULL: failed with why) in the server's view. */
 static void
 probe_record (DfHealth *h, const char *name, const DfAdminHealth *a,
@@ -91,7 +103,7 @@ probe_record (DfHealth *h, const char *name, const DfAdminHealth *a,
     return;
   g_clear_pointer (&v->error, g_free);
   v->error = a ? health_verdict (a, df_farm_uuid (h->farm)) : g_strdup (why);
-  bool ok = v->error == NULL;
+  bool ok = v->error == NULL && registry_ok (v);
   if (ok != v->healthy)
     g_message ("health: stream server %s is now %s%s%s", v->name,
                ok ? "healthy" : "unhealthy", ok ? "" : ": ",
@@ -132,9 +144,12 @@ refresh_views (DfHealth *h, GPtrArray *servers)
   g_autoptr (GHashTable) old = g_steal_pointer (&h->views);
   h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                     (GDestroyNotify) df_server_view_free);
+  gint64 now = df_farm_now_ms ();
   for (guint i = 0; i < servers->len; i++)
     {
       const DfServer *s = servers->pdata[i];
+      if (g_strcmp0 (s->kind, DF_SERVER_KIND_STREAM) != 0)
+        continue;             /* a bootstrapsvc is no stream target */
       DfServerView *v = g_new0 (DfServerView, 1);
       DfServerView *prev = g_hash_table_lookup (old, s->name);
       v->name = g_strdup (s->name);
@@ -145,6 +160,14 @@ refresh_views (DfHealth *h, GPtrArray *servers)
       v->healthy = prev ? prev->healthy : false;
       v->sessions = prev ? prev->sessions : -1;
       v->error = prev ? g_strdup (prev->error) : g_strdup ("not checked yet");
+      v->registry = df_server_state (s, now);
+      if (v->healthy && !registry_ok (v))
+        {
+          g_message ("health: stream server %s is now unhealthy: %s",
+                     v->name, v->error);
+          v->healthy = false;
+          v->sessions = -1;
+        }
       g_hash_table_insert (h->views, v->name, v);
       probe_start (h, v, s->admin_port);
     }

@@ -22,7 +22,11 @@ typedef struct {
   guint16 iscsi_port;
   guint16 nbd_port;
   int power;
-  bool healthy;
+  bool healthy;             /* probe answered ok and the registry does
+                             * not call it unhealthy */
+  DfServerState registry;   /* registry state at the last round (a row no
+                             * server registered under: never-seen, the
+                             * probe alone decides) */
   gint64 sessions;          /* from /v1/health, -1 when unknown */
   char *error;              /* why unhealthy, or NULL */
 } DfServerView;

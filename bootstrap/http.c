@@ -315,6 +315,36 @@ redeem_token (DfBootHttp *h, const char *token, const char *mac,
                df_boot_token_check_str (br->check));
 }
 
+/* Drop from servers those that do not hold the version d boots verified
+ * (df_farm_store_holds: every server holds it while the farm has no
+ * store state).  A device without a bootable version keeps the list: the
+ * stream server tells it why. */
+static bool
+keep_holders (DfBootHttp *h, const DfDevice *d, GPtrArray *servers,
+              char **version, GError **err)
+{
+  GError *e = NULL;
+  g_autoptr (DfVersion) v = df_farm_version_for_type (h->farm, d->vdisk,
+                                                      d->type, &e);
+  if (!v)
+    {
+      g_clear_error (&e);
+      return true;
+    }
+  *version = g_strdup_printf ("%s@%d", v->vdisk, v->number);
+  for (guint i = servers->len; i-- > 0;)
+    {
+      const DfServerView *sv = servers->pdata[i];
+      bool holds = false;
+      if (!df_farm_store_holds (h->farm, sv->name, v->vdisk, v->number,
+                                &holds, err))
+        return false;
+      if (!holds)
+        g_ptr_array_remove_index (servers, i); /* keeps the order */
+    }
+  return true;
+}
+
 static void
 handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
 {
@@ -351,10 +381,20 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
     return;
   gint64 gen = d->generation;
   g_autoptr (GPtrArray) servers = df_health_healthy (h->health);
+  g_autofree char *version = NULL;
+  if (servers->len > 0 && !keep_holders (h, d, servers, &version, &err))
+    {
+      g_message ("http: %s: store state: %s", d->name, err->message);
+      reply_message (msg, 500, "farm database error", err->message);
+      return;
+    }
   if (servers->len == 0)
     {
-      reply_message (msg, 503, "boot server unavailable",
-                     "no healthy stream server");
+      g_autofree char *none = version
+        ? g_strdup_printf ("no healthy stream server holds %s verified",
+                           version)
+        : g_strdup ("no healthy stream server");
+      reply_message (msg, 503, "boot server unavailable", none);
       return;
     }
   if (br.trusted && !df_farm_device_new_generation (h->farm, d->name, &gen,

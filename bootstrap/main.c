@@ -4,6 +4,7 @@
  *                [--http-port 80]
  *                [--tftp-port 69] [--dhcp-port 67] [--pxe-port 4011]
  *                [--no-proxydhcp] [--chain-ipxe] [--user USER]
+ *                [--server-name NAME]
  *
  * Binds every socket first, then drops to an unprivileged user (started
  * as root) and in every case to no capability at all, then serves
@@ -13,6 +14,7 @@
 #include "conf.h"
 #include "farm.h"
 #include "health.h"
+#include "heartbeat.h"
 #include "privilege.h"
 #include "boottoken.h"
 #include "http.h"
@@ -39,6 +41,7 @@ typedef struct {
   char *address;
   char *interface;
   char *user;
+  char *server_name;        /* registry name, or NULL: not registered */
   gint http_port, tftp_port, dhcp_port, pxe_port;
   gint health_interval;
   gboolean no_proxydhcp, chain_ipxe, verbose, version;
@@ -53,6 +56,7 @@ options_clear (Options *o)
   g_free (o->address);
   g_free (o->interface);
   g_free (o->user);
+  g_free (o->server_name);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Options, options_clear)
 
@@ -87,6 +91,7 @@ apply_config (Options *o, GError **err)
   conf_str (&o->address, c, GROUP, "address");
   conf_str (&o->interface, c, GROUP, "interface");
   conf_str (&o->user, c, GROUP, "user");
+  conf_str (&o->server_name, c, GROUP, "server-name");
   conf_int (&o->http_port, c, "http-port");
   conf_int (&o->tftp_port, c, "tftp-port");
   conf_int (&o->dhcp_port, c, "dhcp-port");
@@ -114,6 +119,9 @@ check_options (const Options *o, GError **err)
                      "port %d is outside 0-65535", ports[i]);
         return false;
       }
+  if (o->server_name
+      && !df_validate_name ("--server-name", o->server_name, err))
+    return false;
   if (o->health_interval < 100 || o->health_interval > 600000)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
@@ -158,6 +166,10 @@ parse_options (Options *o, int *argc, char ***argv, GError **err)
     { "user", 0, 0, G_OPTION_ARG_STRING, &o->user,
       "User to run as after binding (default: diskfarm if it exists, "
       "else nobody)", "USER" },
+    { "server-name", 0, 0, G_OPTION_ARG_STRING, &o->server_name,
+      "Register and heartbeat in the farm's registry as NAME, kind "
+      "bootstrapsvc (default: [bootstrapsvc] server-name; none: not "
+      "registered)", "NAME" },
     { "health-interval", 0, 0, G_OPTION_ARG_INT, &o->health_interval,
       "Milliseconds between stream server health checks (default 2000)",
       "MS" },
@@ -255,6 +267,7 @@ typedef struct {
   DfBootHttp *http;
   DfTftpServer *tftp;
   DfProxyDhcp *dhcp;
+  DfHeartbeat *heartbeat;   /* registry, when a server name is set */
   guint16 tftp_port;        /* bound TFTP port */
   GMainLoop *loop;
 } Service;
@@ -340,6 +353,25 @@ drop_for_service (Service *s, const char *boot_dir, GError **err)
   return ok;
 }
 
+/* Register as a bootstrapsvc: its admin port is its HTTP port (the boot
+ * scripts); it is never listed as a stream target. */
+static void
+start_heartbeat (Service *s, guint16 http_port)
+{
+  if (!s->o->server_name)
+    return;
+  DfServer self = {
+    .name = s->o->server_name, .address = s->o->address,
+    .iscsi_port = DF_ISCSI_PORT, .nbd_port = DF_NBD_PORT,
+    .admin_port = http_port, .power = 1,
+    .kind = (char *) DF_SERVER_KIND_BOOTSTRAP,
+    .timeout_ms = (gint64) DF_HEARTBEAT_INTERVAL_MS * DF_HEARTBEAT_MISSED,
+    .software = (char *) DF_VERSION,
+  };
+  s->heartbeat = df_heartbeat_start (s->o->farm, &self,
+                                     DF_HEARTBEAT_INTERVAL_MS, NULL, NULL);
+}
+
 static bool
 service_start (Service *s, GError **err)
 {
@@ -372,7 +404,10 @@ service_start (Service *s, GError **err)
     return false;
   if (!s->o->no_proxydhcp && !start_dhcp (s, http_port, err))
     return false;
-  return drop_for_service (s, boot_dir, err);
+  if (!drop_for_service (s, boot_dir, err))
+    return false;
+  start_heartbeat (s, http_port);
+  return true;
 }
 
 static void
@@ -389,6 +424,7 @@ service_stop (Service *s)
                  st.transfers_done, st.transfers_failed, st.requests_refused,
                  st.retransmits, st.cache_hits, st.cache_misses);
     }
+  g_clear_pointer (&s->heartbeat, df_heartbeat_stop);
   g_clear_pointer (&s->dhcp, df_proxydhcp_free);
   g_clear_pointer (&s->tftp, df_tftp_server_free);
   g_clear_pointer (&s->http, df_boot_http_free);

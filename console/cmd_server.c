@@ -59,6 +59,35 @@ health_check (DfFarm *farm, const DfServer *s, Health *h)
 
 /* ---- records ---------------------------------------------------------- */
 
+/* What the registry says (lib/farm decides the state from the server's
+ * own timeout): state, load = sessions / power, heartbeat age. */
+static void
+registry_fields (DfRecord *r, const DfServer *s)
+{
+  gint64 now = df_farm_now_ms ();
+  bool seen = s->heartbeat_ms > 0;
+  g_autofree char *load = g_strdup_printf (
+    "%.2f", (double) s->load.sessions / (double) MAX (s->power, 1));
+  g_autofree char *age = seen
+    ? g_strdup_printf ("%.1fs", (double) (now - s->heartbeat_ms) / 1000.0)
+    : g_strdup ("-");
+  df_record_str (r, "kind", NULL, s->kind);
+  df_record_str (r, "state", "state",
+                 df_server_state_name (df_server_state (s, now)));
+  df_record_str (r, "load", "load", seen ? load : "-");
+  df_record_str (r, "last_heartbeat", "heartbeat", age);
+  df_record_opt_int (r, "heartbeat_age_ms", NULL, seen,
+                     now - s->heartbeat_ms);
+  df_record_int (r, "heartbeat_timeout_ms", NULL, s->timeout_ms);
+  df_record_int (r, "registered_sessions", NULL, s->load.sessions);
+  df_record_int (r, "bytes_per_s", NULL, s->load.bytes_per_s);
+  df_record_int (r, "cpu_permille", NULL, s->load.cpu_permille);
+  df_record_int (r, "free_bytes", NULL, s->load.free_bytes);
+  df_record_int (r, "versions_held", NULL, s->load.versions_held);
+  df_record_int (r, "versions_verified", NULL, s->load.versions_verified);
+  df_record_str (r, "software", NULL, s->software);
+}
+
 static DfRecord *
 server_record (const DfServer *s, const Health *h)
 {
@@ -69,6 +98,7 @@ server_record (const DfServer *s, const Health *h)
   df_record_int (r, "nbd_port", "nbd", s->nbd_port);
   df_record_int (r, "admin_port", "admin", s->admin_port);
   df_record_int (r, "power", "power", s->power);
+  registry_fields (r, s);
   if (h)
     {
       df_record_str (r, "health", "health", h->healthy ? "healthy"
@@ -153,9 +183,12 @@ server_list (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "server list", "", 0, 0,
-    "List the stream servers with their live health (GET /v1/health, "
-    "3 s timeout each) and session counts.  A server that answers for "
-    "another farm is unhealthy here (\"serves farm ..., not this farm\").",
+    "List the stream servers: their registry state (healthy while they "
+    "heartbeat within their timeout, unhealthy after, never-seen for a "
+    "row no server registered under), load (sessions / power) and last "
+    "heartbeat age, then their live health (GET /v1/health, 3 s timeout "
+    "each) and session counts.  A server that answers for another farm is "
+    "unhealthy here (\"serves farm ..., not this farm\").",
     "  diskfarm server list\n  diskfarm --json server list --no-health\n",
   };
   gboolean no_health = FALSE;

@@ -421,16 +421,82 @@ vdisk_rename (DfCtx *ctx, int argc, char **argv, GError **err)
 
 /* ---- verify ------------------------------------------------------------ */
 
+/* Whose store state vdisk verify records (*self borrowed, NULL: none):
+ * --server (which must exist), else the configured name when the
+ * registry has it. */
+static bool
+verify_recorder (DfCtx *ctx, DfFarm *farm, const char *opt,
+                 const char **self, GError **err)
+{
+  const char *name = df_ctx_server_name (ctx, opt);
+  GError *e = NULL;
+  g_autoptr (DfServer) s = name ? df_farm_server_get (farm, name, &e) : NULL;
+  if (!s && e && (opt || !g_error_matches (e, DF_ERROR, DF_ERROR_NOT_FOUND)))
+    {
+      g_propagate_error (err, e);
+      return false;
+    }
+  g_clear_error (&e);
+  *self = s ? name : NULL;
+  return true;
+}
+
+/* "ok", "unreadable" or "mismatch" for v's file; sha receives its hash
+ * when it could be read, *e why not. */
+static const char *
+verify_file (DfFarm *farm, const DfVersion *v, char sha[65], GError **e)
+{
+  g_autofree char *path = df_farm_version_path (farm, v->vdisk, v->number);
+  if (!df_file_sha256 (path, sha, e))
+    return "unreadable";
+  return strcmp (sha, v->sha256) == 0 ? "ok" : "mismatch";
+}
+
+/* The same through lib/farm, which records the result as self's store
+ * state (one hash of the file); NULL + *e on a DB error. */
+static const char *
+verify_recorded (DfFarm *farm, const char *self, const DfVersion *v,
+                 char sha[65], GError **e)
+{
+  DfStoreState st;
+  g_autofree char *why = NULL;
+  if (!df_farm_store_verify (farm, self, v, &st, &why, e))
+    return NULL;
+  g_autoptr (DfStoreRecord) r = df_farm_store_state_get (farm, self,
+                                                         v->vdisk, v->number,
+                                                         e);
+  if (e && *e)
+    return NULL;
+  if (r && r->sha256)
+    g_strlcpy (sha, r->sha256, 65);
+  if (st == DF_STORE_VERIFIED)
+    return "ok";
+  if (st == DF_STORE_CORRUPT && r && r->sha256)
+    return "mismatch"; /* read, another hash: as verify_file says it */
+  g_set_error_literal (e, DF_ERROR, DF_ERROR_IO, why ? why : "unreadable");
+  return "unreadable";
+}
+
 static bool
 vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "vdisk verify", "NAME", 1, 1,
     "Check every version file of a vDisk against the SHA-256 recorded when "
-    "it was published.  Fails when a file is missing or differs.",
+    "it was published.  Fails when a file is missing or differs.  With a "
+    "server name (--server, or [streamsvc] server-name naming a server of "
+    "the registry) each result is recorded as that server's store state, "
+    "so a copy found corrupt is refused by its streamsvc from the next "
+    "open on.",
     "  diskfarm vdisk verify win10\n",
   };
-  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
+  g_autofree char *server = NULL;
+  const GOptionEntry entries[] = {
+    { "server", 0, 0, G_OPTION_ARG_STRING, &server,
+      "Record the results as this server's store state", "NAME" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
   g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
   g_autoptr (DfVersions) vs = farm ? df_versions_open (farm, argv[1], false,
@@ -438,6 +504,9 @@ vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err)
   if (!vs)
     return false;
   GPtrArray *rows = df_versions_rows (vs);
+  const char *self = NULL;
+  if (!verify_recorder (ctx, farm, server, &self, err))
+    return false;
   g_autoptr (GPtrArray) records = df_record_list_new ();
   guint bad = 0, checked = 0;
   for (guint i = 0; i < rows->len; i++)
@@ -445,15 +514,15 @@ vdisk_verify (DfCtx *ctx, int argc, char **argv, GError **err)
       DfVersion *v = rows->pdata[i];
       if (!v->sha256)
         continue;
-      g_autofree char *path = df_farm_version_path (farm, v->vdisk,
-                                                    v->number);
       char sha[65] = "";
       g_autoptr (GError) e = NULL;
-      const char *result = "ok";
-      if (!df_file_sha256 (path, sha, &e))
-        result = "unreadable";
-      else if (strcmp (sha, v->sha256) != 0)
-        result = "mismatch";
+      const char *result = self ? verify_recorded (farm, self, v, sha, &e)
+                                : verify_file (farm, v, sha, &e);
+      if (!result)
+        {
+          g_propagate_error (err, g_steal_pointer (&e));
+          return false;
+        }
       bad += strcmp (result, "ok") != 0;
       checked++;
       DfRecord *r = df_record_new ();

@@ -396,6 +396,16 @@ list_record (DfFarm *farm, const DfVersion *v, GHashTable *live, GError **err)
   df_record_str (r, "pending_at", "at", v->pending_at);
   df_record_size (r, "file_size", "size", v->file_size);
   df_record_str (r, "sha256", "sha256", v->sha256);
+  bool pending = false;
+  if (v->sha256 && !df_farm_version_replicating (farm, v->vdisk, v->number,
+                                                 &pending, err))
+    {
+      df_record_free (r);
+      return NULL;
+    }
+  /* PVS's rule: pending until every serving server holds it verified. */
+  df_record_str (r, "store", "store", !v->sha256 ? NULL
+                                      : pending ? "pending" : "ready");
   df_record_strv (r, "devices", "devices", (const char *const *) devs->pdata);
   df_record_opt_int (r, "sessions", "sessions", live != NULL,
                      live ? GPOINTER_TO_INT (g_hash_table_lookup (
@@ -411,7 +421,9 @@ version_list (DfCtx *ctx, int argc, char **argv, GError **err)
   static const DfCmdSpec spec = {
     "version list", "VDISK", 1, 1,
     "List the versions of a vDisk: state (and pending promotion), file "
-    "size, SHA-256, the devices that boot each one and its live sessions "
+    "size, SHA-256, store (pending until every healthy stream server of "
+    "the registry holds it verified, then ready), the devices that boot "
+    "each one and its live sessions "
     "(from the admin API of every stream server of this farm and --admin; "
     "'-' / null when none is reachable).",
     "  diskfarm version list win10\n  diskfarm --json version list win10\n",

@@ -97,6 +97,9 @@ DfFarm *df_ctx_open_farm (const DfCtx *ctx, bool create, GError **err);
  * --admin, else $DISKFARM_ADMIN, else diskfarm.conf [console] admin;
  * NULL when none says (then the farm's admin socket is asked). */
 const char *df_ctx_admin (const DfCtx *ctx);
+/* This host's stream server in the registry (borrowed): opt (--server),
+ * else diskfarm.conf [streamsvc] server-name, else NULL (cmd_store.c). */
+const char *df_ctx_server_name (const DfCtx *ctx, const char *opt);
 
 /* ---- records, tables and JSON (output.c) ------------------------------ */
 

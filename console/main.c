@@ -457,6 +457,8 @@ extern const DfCmd df_session_cmds[];
 /* `server ...` (cmd_server.c), `bootstrap ...` and `farm ...`
  * (cmd_bootstrap.c) */
 extern const DfCmd df_server_cmds[];
+/* `store ...` (cmd_store.c): store state and store sync */
+extern const DfCmd df_store_cmds[];
 extern const DfCmd df_bootstrap_cmds[];
 extern const DfCmd df_farm_cmds[];
 /* `vm ...` (cmd_vm.c): libvirt domains, boot media, provisioning */
@@ -494,10 +496,14 @@ static const DfGroup groups[] = {
     "  diskfarm session list\n"
     "  diskfarm --json session list --device pc01\n", df_session_cmds },
   { "server", "Manage the stream servers that boot scripts list, with "
-    "their live health.",
+    "their registry state and live health.",
     "  diskfarm server add ss1 --address 10.0.0.11\n"
     "  diskfarm server list\n"
     "  diskfarm server set ss1 --power 2\n", df_server_cmds },
+  { "store", "The version files each stream server holds (store state), "
+    "and fetching missing ones from a peer.",
+    "  diskfarm store status\n"
+    "  diskfarm store sync --from ss1 --bwlimit 50M\n", df_store_cmds },
   { "bootstrap", "Prepare network boot: iPXE binaries and site DHCP "
     "settings.",
     "  diskfarm bootstrap sync\n"
@@ -579,8 +585,10 @@ static const char main_description[] =
   "  version new|seal|promote|revert|delete|list|merge|diff\n"
   "                         versions: maintenance -> test -> production\n"
   "  session list           live sessions on the farm's stream servers\n"
-  "  server add|list|show|remove\n"
-  "                         stream servers and their health\n"
+  "  server add|list|show|set|remove\n"
+  "                         stream servers: registry state, load, health\n"
+  "  store status|sync      which server holds which version; fetch the\n"
+  "                         missing ones from a peer\n"
   "  bootstrap sync|dhcp-config\n"
   "                         iPXE binaries, site DHCP settings\n"
   "  farm set|show|admin-token\n"

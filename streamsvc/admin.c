@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "admin_auth.h"
+#include "common.h"
 #include "config.h"
 
 #define CT_JSON "application/json"
+#define STORE_PREFIX "/v1/store/"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
 struct DfAdmin
@@ -237,6 +239,77 @@ handle_metrics (DfAdmin *a, SoupServerMessage *msg)
   reply (msg, SOUP_STATUS_OK, CT_METRICS, g_string_free (out, FALSE));
 }
 
+/* ---- /v1/store/<vdisk>/<N> --------------------------------------------- */
+
+/* "<vdisk>/<N>" after the prefix: *vdisk (new string) and *number. */
+static bool
+parse_store_path (const char *rest, char **vdisk, int *number)
+{
+  const char *slash = strchr (rest, '/');
+  char *end = NULL;
+  guint64 n;
+
+  if (slash == NULL || slash == rest || slash[1] == '\0'
+      || !g_ascii_isdigit (slash[1]))
+    return false;
+  n = g_ascii_strtoull (slash + 1, &end, 10);
+  if (*end != '\0' || n > G_MAXINT)
+    return false;
+  *vdisk = g_strndup (rest, (gsize) (slash - rest));
+  *number = (int) n;
+  return df_validate_name ("vdisk", *vdisk, NULL);
+}
+
+static guint
+store_error_status (const GError *e)
+{
+  if (g_error_matches (e, DF_ERROR, DF_ERROR_NOT_FOUND))
+    return SOUP_STATUS_NOT_FOUND;
+  if (g_error_matches (e, DF_ERROR, DF_ERROR_CORRUPT)
+      || g_error_matches (e, DF_ERROR, DF_ERROR_INVALID))
+    return SOUP_STATUS_CONFLICT;
+  return SOUP_STATUS_SERVICE_UNAVAILABLE;
+}
+
+/* The whole file of a sealed version this server serves (refused when
+ * its store state says missing or corrupt), memory-mapped; libsoup
+ * answers a Range request with 206 and the part asked (a resumed
+ * `diskfarm store sync`). */
+static void
+handle_store (DfAdmin *a, SoupServerMessage *msg)
+{
+  const char *path = g_uri_get_path (soup_server_message_get_uri (msg));
+  g_autofree char *vdisk = NULL, *file = NULL;
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GMappedFile) map = NULL;
+  g_autoptr (GBytes) bytes = NULL;
+  int number = -1;
+
+  if (a->exports == NULL
+      || !parse_store_path (path + strlen (STORE_PREFIX), &vdisk, &number))
+    {
+      reply (msg, SOUP_STATUS_NOT_FOUND, "text/plain",
+             g_strdup ("not found: expected " STORE_PREFIX "VDISK/N\n"));
+      return;
+    }
+  file = df_exports_version_file (a->exports, vdisk, number, &err);
+  if (file != NULL)
+    map = g_mapped_file_new (file, FALSE, &err);
+  if (map == NULL)
+    {
+      reply (msg, store_error_status (err), "text/plain",
+             g_strdup_printf ("%s\n", err->message));
+      return;
+    }
+  bytes = g_mapped_file_get_bytes (map);
+  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+  soup_message_headers_set_content_type (
+      soup_server_message_get_response_headers (msg),
+      "application/octet-stream", NULL);
+  soup_message_body_append_bytes (
+      soup_server_message_get_response_body (msg), bytes);
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 typedef void (*route_fn) (DfAdmin *a, SoupServerMessage *msg);
@@ -244,11 +317,13 @@ typedef void (*route_fn) (DfAdmin *a, SoupServerMessage *msg);
 static const struct
 {
   const char *path;
+  bool prefix; /* path and everything under it */
   route_fn fn;
 } routes[] = {
-  { "/v1/health", handle_health },
-  { "/v1/sessions", handle_sessions },
-  { "/metrics", handle_metrics },
+  { "/v1/health", false, handle_health },
+  { "/v1/sessions", false, handle_sessions },
+  { "/metrics", false, handle_metrics },
+  { STORE_PREFIX, true, handle_store },
 };
 
 static void
@@ -259,7 +334,8 @@ handle_request (SoupServer *server, SoupServerMessage *msg, const char *path,
 
   for (guint i = 0; i < G_N_ELEMENTS (routes); i++)
     {
-      if (strcmp (path, routes[i].path) != 0)
+      if (routes[i].prefix ? !g_str_has_prefix (path, routes[i].path)
+                           : strcmp (path, routes[i].path) != 0)
         continue;
       if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0)
         {

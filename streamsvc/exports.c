@@ -82,6 +82,7 @@ struct DfExports
   char *farm_dir;
   char *db;             /* the farm DB target (NULL: farm.db); may hold a password */
   char *farm_uuid; /* the farm's identity (df_farm_uuid), read at start */
+  char *server;    /* registry name (store state), or NULL; set at start */
   GMutex lock;
   GHashTable *chains; /* path -> df_blk* (owned ref) */
   GHashTable *vdisks; /* path -> read-only layer over its chain (owned
@@ -492,6 +493,7 @@ df_exports_free (DfExports *ex)
   g_free (ex->farm_dir);
   g_free (ex->db);
   g_free (ex->farm_uuid);
+  g_free (ex->server);
   g_free (ex);
 }
 
@@ -544,6 +546,76 @@ vdisk_get_locked (DfExports *ex, const char *path, GError **err)
   return df_blk_ref (ro);
 }
 
+/* A version this server's store state calls missing or corrupt is
+ * refused, and so is a version stacked on one.  Without a registry name,
+ * or without a record yet (verification at start still running), the
+ * file's own open decides. */
+static bool
+version_servable (DfExports *ex, DfFarm *farm, const DfVersion *v,
+                  GError **err)
+{
+  g_autoptr (DfVersion) cur = NULL;
+  int number = v->number;
+
+  while (ex->server != NULL && number >= 0)
+    {
+      GError *e = NULL;
+      g_autoptr (DfStoreRecord) rec
+          = df_farm_store_state_get (farm, ex->server, v->vdisk, number, &e);
+
+      if (e != NULL)
+        {
+          g_propagate_error (err, e);
+          return false;
+        }
+      if (rec != NULL && (rec->state == DF_STORE_MISSING
+                          || rec->state == DF_STORE_CORRUPT))
+        {
+          g_set_error (err, DF_ERROR, DF_ERROR_CORRUPT,
+                       "vdisk %s@%d: this server's copy of version %d is %s "
+                       "(%s): not served; 'diskfarm store sync' fetches a "
+                       "verified copy", v->vdisk, v->number, number,
+                       df_store_state_name (rec->state),
+                       rec->detail ? rec->detail : "no detail");
+          return false;
+        }
+      g_clear_pointer (&cur, df_version_free);
+      cur = df_farm_version_get (farm, v->vdisk, number, err);
+      if (cur == NULL)
+        return false;
+      number = cur->parent;
+    }
+  return true;
+}
+
+char *
+df_exports_version_file (DfExports *ex, const char *vdisk, int number,
+                         GError **err)
+{
+  DfFarm *farm = farm_acquire (ex, err);
+  g_autoptr (DfVersion) v = NULL;
+  char *path = NULL;
+
+  if (farm == NULL)
+    return NULL;
+  v = df_farm_version_get (farm, vdisk, number, err);
+  if (v != NULL && v->sha256 == NULL)
+    g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                 "vdisk %s@%d is not sealed: its file is not handed out",
+                 vdisk, number);
+  else if (v != NULL && version_servable (ex, farm, v, err))
+    path = version_file_path (farm, v);
+  farm_release (ex, farm);
+  return path;
+}
+
+void
+df_exports_set_server (DfExports *ex, const char *server)
+{
+  g_free (ex->server);
+  ex->server = g_strdup (server);
+}
+
 /* Resolution failures from the farm keep their code; NOT_FOUND names the
  * export as NBD wants (NBD_REP_ERR_UNKNOWN text). */
 static void
@@ -590,6 +662,8 @@ open_vdisk (DfExports *ex, DfFarm *farm, const char *name, const char *vdisk,
       resolve_error (name, cause, err);
       return NULL;
     }
+  if (!version_servable (ex, farm, v, err))
+    return NULL;
   path = version_file_path (farm, v);
   g_mutex_lock (&ex->lock);
   chain = vdisk_get_locked (ex, path, err);
@@ -691,6 +765,8 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
       g_set_error_literal (err, DF_ERROR, DF_ERROR_INVALID, r->pin_error);
       return NULL;
     }
+  if (!version_servable (ex, farm, r->v, err))
+    return NULL;
   base_path = device_base_path (farm, r->v, err);
   if (base_path == NULL)
     return NULL;

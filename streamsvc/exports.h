@@ -55,6 +55,14 @@ DfExports *df_exports_new (const char *farm_dir, const char *db,
                            GError **err);
 /* The UUID of the farm served (df_farm_uuid), borrowed. */
 const char *df_exports_farm_uuid (DfExports *ex);
+/* This server's registry name (copied; set once at start, before any
+ * open): versions its store state calls missing or corrupt are refused. */
+void df_exports_set_server (DfExports *ex, const char *server);
+/* Path of the file of vdisk@number when this server may hand it out
+ * (whole, to a peer's store sync): a sealed version, not refused as
+ * above.  New string or NULL + err. */
+char *df_exports_version_file (DfExports *ex, const char *vdisk, int number,
+                               GError **err);
 /* Flush every persistent cache (SIGTERM path) then free.  Sessions must be
  * closed first. */
 void df_exports_free (DfExports *ex);

@@ -9,6 +9,8 @@
  *             [--tls=off|on|require] [--tls-certificates DIR]
  *             [--tls-psk FILE] [--tls-verify-peer]
  *             [--pidfile FILE] [--user USER] [--verbose] [--version]
+ *             [--server-name NAME] [--server-address ADDR] [--power N]
+ *             [--heartbeat-interval MS] [--heartbeat-timeout MS]
  *
  * Binds every socket as root, then runs as the diskfarm user with no
  * capability (privilege.h).  Ready when every "streamsvc: ... listening
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -34,6 +37,7 @@
 #include "exports.h"
 #include "farm.h"
 #include "privilege.h"
+#include "registry.h"
 #include "server.h"
 #include "sessions.h"
 #include "tls.h"
@@ -64,6 +68,11 @@ typedef struct {
   gboolean stdio;
   char *pidfile;
   char *user;
+  char *server_name;      /* registry name, or NULL: no registry */
+  char *server_address;
+  int power;
+  int hb_interval;        /* ms */
+  int hb_timeout;         /* ms, 0: DF_HEARTBEAT_MISSED intervals */
   gboolean verbose;
   gboolean version;
 } Options;
@@ -82,6 +91,8 @@ options_clear (Options *o)
   g_free (o->tls_psk);
   g_free (o->pidfile);
   g_free (o->user);
+  g_free (o->server_name);
+  g_free (o->server_address);
 }
 
 static bool
@@ -155,6 +166,21 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { "user", 0, 0, G_OPTION_ARG_STRING, &o->user,
       "User to run as after binding (default: " DF_SERVICE_USER " if it "
       "exists, else nobody; root keeps root)", "USER" },
+    { "server-name", 0, 0, G_OPTION_ARG_STRING, &o->server_name,
+      "Register and heartbeat in the farm's registry as NAME, verify the "
+      "store at start (default: [streamsvc] server-name; none: no "
+      "registry)", "NAME" },
+    { "server-address", 0, 0, G_OPTION_ARG_STRING, &o->server_address,
+      "Address registered for targets (default: the first listen host, "
+      "else the host name)", "ADDR" },
+    { "power", 0, 0, G_OPTION_ARG_INT, &o->power,
+      "Relative capacity 1-1000 registered (default 1)", "N" },
+    { "heartbeat-interval", 0, 0, G_OPTION_ARG_INT, &o->hb_interval,
+      "Milliseconds between registry heartbeats (default "
+      G_STRINGIFY (DF_HEARTBEAT_INTERVAL_MS) ")", "MS" },
+    { "heartbeat-timeout", 0, 0, G_OPTION_ARG_INT, &o->hb_timeout,
+      "Unhealthy after MS without a heartbeat (default "
+      G_STRINGIFY (DF_HEARTBEAT_MISSED) " intervals)", "MS" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
       "Debug logging", NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &o->version,
@@ -167,6 +193,7 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
   o->threads = -1;
   o->tcp_keepalive = o->nop_interval = o->nop_timeout = UNSET;
   o->handshake_timeout = o->request_timeout = o->max_per_source = UNSET;
+  o->power = o->hb_interval = o->hb_timeout = UNSET;
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, argc, argv, err)
       || !df_options_check_values (entries, NULL, err))
@@ -256,6 +283,19 @@ apply_config (Options *o, GError **err)
           return false;
         }
     }
+  if (o->server_name == NULL)
+    o->server_name = g_strdup (df_conf_string (c, CONFIG_GROUP,
+                                               "server-name"));
+  if (o->server_address == NULL)
+    o->server_address = g_strdup (df_conf_string (c, CONFIG_GROUP,
+                                                  "server-address"));
+  if (o->power == UNSET)
+    o->power = (int) df_conf_int (c, CONFIG_GROUP, "power");
+  if (o->hb_interval == UNSET)
+    o->hb_interval = (int) df_conf_int (c, CONFIG_GROUP,
+                                        "heartbeat-interval");
+  if (o->hb_timeout == UNSET)
+    o->hb_timeout = (int) df_conf_int (c, CONFIG_GROUP, "heartbeat-timeout");
   if (o->user == NULL && df_conf_string (c, CONFIG_GROUP, "user") != NULL)
     o->user = g_strdup (df_conf_string (c, CONFIG_GROUP, "user"));
   return apply_config_tls (o, c, err);
@@ -331,6 +371,41 @@ check_tls (Options *o, GError **err)
   return true;
 }
 
+/* The registry options (the file's were checked when it was loaded). */
+static bool
+check_registry (const Options *o, GError **err)
+{
+  if (o->server_name != NULL
+      && !df_validate_name ("--server-name", o->server_name, err))
+    return false;
+  if (o->server_address != NULL
+      && !df_validate_host ("--server-address", o->server_address, err))
+    return false;
+  if (o->power < 1 || o->power > 1000)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--power %d: 1 to 1000", o->power);
+      return false;
+    }
+  if (o->hb_interval < 100 || o->hb_interval > 600000)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--heartbeat-interval %d: 100 to 600000 ms",
+                   o->hb_interval);
+      return false;
+    }
+  if (o->hb_timeout != 0 && (o->hb_timeout < o->hb_interval
+                             || o->hb_timeout > 86400000))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--heartbeat-timeout %d: 0 (3 intervals) or one "
+                   "interval (%d) to 86400000 ms", o->hb_timeout,
+                   o->hb_interval);
+      return false;
+    }
+  return true;
+}
+
 static bool
 check_options (Options *o, GError **err)
 {
@@ -341,7 +416,7 @@ check_options (Options *o, GError **err)
       return false;
     }
   if (!check_liveness (o, err) || !check_limits (o, err)
-      || !check_tls (o, err))
+      || !check_tls (o, err) || !check_registry (o, err))
     return false;
   if (!g_file_test (o->farm, G_FILE_TEST_IS_DIR))
     {
@@ -396,8 +471,38 @@ on_signal (gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
+/* What was bound, for the registration. */
+typedef struct {
+  char *host;          /* first TCP listen host, or NULL */
+  guint16 nbd_port;    /* 0: none */
+  guint16 iscsi_port;
+} Bound;
+
+static void
+bound_clear (Bound *b)
+{
+  g_free (b->host);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Bound, bound_clear)
+
+/* Note a "HOST:PORT" ("[V6]:PORT") bound line; unix: lines are skipped. */
+static void
+bound_note (Bound *b, const char *line, guint16 *port)
+{
+  const char *colon = strrchr (line, ':');
+  if (g_str_has_prefix (line, "unix:") || colon == NULL || *port != 0)
+    return;
+  *port = (guint16) g_ascii_strtoull (colon + 1, NULL, 10);
+  if (b->host == NULL)
+    {
+      const char *h = line[0] == '[' ? line + 1 : line;
+      const char *e = line[0] == '[' ? strchr (line, ']') : colon;
+      b->host = g_strndup (h, (gsize) ((e ? e : colon) - h));
+    }
+}
+
 static bool
-start_nbd (DfStreamServer *srv, char **addrs, GError **err)
+start_nbd (DfStreamServer *srv, char **addrs, Bound *bd, GError **err)
 {
   for (char **a = addrs; *a != NULL; a++)
     {
@@ -412,13 +517,16 @@ start_nbd (DfStreamServer *srv, char **addrs, GError **err)
         return false;
       lines = g_strsplit (bound, "\n", -1);
       for (char **l = lines; *l != NULL; l++)
-        g_message ("nbd listening on %s", *l);
+        {
+          g_message ("nbd listening on %s", *l);
+          bound_note (bd, *l, &bd->nbd_port);
+        }
     }
   return true;
 }
 
 static bool
-listen_iscsi (DfStreamServer *srv, char **addrs, GError **err)
+listen_iscsi (DfStreamServer *srv, char **addrs, Bound *bd, GError **err)
 {
   for (char **a = addrs; a != NULL && *a != NULL; a++)
     {
@@ -433,7 +541,10 @@ listen_iscsi (DfStreamServer *srv, char **addrs, GError **err)
         return false;
       lines = g_strsplit (bound, "\n", -1);
       for (char **l = lines; *l != NULL; l++)
-        g_message ("iscsi listening on %s", *l);
+        {
+          g_message ("iscsi listening on %s", *l);
+          bound_note (bd, *l, &bd->iscsi_port);
+        }
     }
   return true;
 }
@@ -515,6 +626,43 @@ start_admin (const Options *o, DfSessions *ss, DfExports *ex, GError **err)
   return a;
 }
 
+/* The address registered: --server-address, else the first concrete
+ * listen host, else the host name (new string). */
+static char *
+registered_address (const Options *o, const Bound *bd)
+{
+  if (o->server_address != NULL)
+    return g_strdup (o->server_address);
+  if (bd->host != NULL && strcmp (bd->host, "0.0.0.0") != 0
+      && strcmp (bd->host, "::") != 0)
+    return g_strdup (bd->host);
+  return g_strdup (g_get_host_name ());
+}
+
+static DfRegistry *
+start_registry (const Options *o, const Bound *bd, DfAdmin *admin,
+                DfSessions *ss)
+{
+  if (o->server_name == NULL)
+    return NULL;
+  g_autofree char *address = registered_address (o, bd);
+  guint16 admin_port = admin != NULL ? df_admin_port (admin) : 0;
+  DfServer self = {
+    .name = o->server_name, .address = address,
+    .iscsi_port = bd->iscsi_port ? bd->iscsi_port : DF_ISCSI_PORT,
+    .nbd_port = bd->nbd_port ? bd->nbd_port : DF_NBD_PORT,
+    .admin_port = admin_port ? admin_port : DF_ADMIN_PORT,
+    .power = o->power, .kind = (char *) DF_SERVER_KIND_STREAM,
+    .timeout_ms = o->hb_timeout ? o->hb_timeout
+                                : (gint64) o->hb_interval * DF_HEARTBEAT_MISSED,
+    .software = (char *) DF_VERSION,
+  };
+  DfRegistryConf c = { .farm_dir = o->farm, .self = &self,
+                       .interval_ms = (guint) o->hb_interval,
+                       .verify = true };
+  return df_registry_start (&c, ss);
+}
+
 static struct pidfh *
 open_pidfile (const char *path, GError **err)
 {
@@ -587,8 +735,10 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
                             (guint) o->request_timeout,
                             (guint) o->max_per_source };
   DfAdmin *admin = NULL;
+  DfRegistry *reg = NULL;
   struct pidfh *pfh = NULL;
   g_autoptr (DfTls) tls = NULL;
+  g_auto (Bound) bd = { 0 };
   int rc = 1;
 
   df_stream_server_set_liveness (srv, &live);
@@ -596,8 +746,8 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   if (!resolve_tls (o, ex, err) || !make_tls (o, ex, &tls, err))
     goto out;
   df_stream_server_set_tls (srv, tls);
-  if (!start_nbd (srv, o->nbd_listen, err)
-      || !listen_iscsi (srv, o->iscsi_listen, err))
+  if (!start_nbd (srv, o->nbd_listen, &bd, err)
+      || !listen_iscsi (srv, o->iscsi_listen, &bd, err))
     goto out;
   if (g_strcmp0 (o->admin_listen, "none") != 0
       && (admin = start_admin (o, ss, ex, err)) == NULL)
@@ -606,12 +756,14 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
     goto out;
   if (!drop_privileges (o, err) || !df_stream_server_start (srv, err))
     goto out;
+  reg = start_registry (o, &bd, admin, ss);
   g_unix_signal_add (SIGTERM, on_signal, &st);
   g_unix_signal_add (SIGINT, on_signal, &st);
   g_main_loop_run (loop);
   g_message ("stopping: finishing in-flight requests");
   rc = 0;
 out:
+  df_registry_stop (reg); /* its row goes unhealthy by timeout */
   df_stream_server_free (srv); /* stops accepting, drains, closes sessions */
   if (admin != NULL)
     df_admin_stop (admin);
@@ -648,6 +800,8 @@ main (int argc, char **argv)
   logging = true; /* from here a fatal error is a log line */
   if ((ex = df_exports_new (o.farm, o.db, &err)) == NULL)
     goto out;
+  if (o.server_name != NULL)
+    df_exports_set_server (ex, o.server_name);
   ss = df_sessions_new ();
   if (o.stdio && o.tls_mode != DF_TLS_OFF)
     g_set_error (&err, DF_ERROR, DF_ERROR_UNSUPPORTED,

@@ -275,6 +275,25 @@ df_sessions_count (DfSessions *s)
   return n;
 }
 
+uint64_t
+df_sessions_bytes_total (DfSessions *s)
+{
+  GHashTableIter it;
+  gpointer v;
+  uint64_t total = 0;
+
+  g_mutex_lock (&s->lock);
+  g_hash_table_iter_init (&it, s->exports);
+  while (g_hash_table_iter_next (&it, NULL, &v))
+    {
+      ExportCounters *c = v;
+
+      total += ATOMIC_GET (&c->bytes_read) + ATOMIC_GET (&c->bytes_written);
+    }
+  g_mutex_unlock (&s->lock);
+  return total;
+}
+
 /* ---- JSON ---------------------------------------------------------- */
 
 static int

@@ -49,6 +49,8 @@ JsonNode *df_sessions_to_json (DfSessions *s);
 /* Append Prometheus text (ops, bytes, latency histogram per export). */
 void df_sessions_metrics (DfSessions *s, GString *out);
 guint df_sessions_count (DfSessions *s);
+/* Bytes read and written by every session since start (live and ended). */
+uint64_t df_sessions_bytes_total (DfSessions *s);
 
 /* Prometheus label value escaping (\\, \", \n) for the exposition format.
  * Appends the escaped value, without quotes, to out. */

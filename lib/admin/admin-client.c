@@ -5,7 +5,9 @@
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
 #include <libsoup/soup.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Decimal 1-65535, nothing else. */
 static bool
@@ -230,16 +232,39 @@ ensure_classes (void)
 }
 
 static SoupSession *
-session_for (const DfAdminEndpoint *ep)
+session_timeout (const DfAdminEndpoint *ep, guint timeout_s)
 {
   ensure_classes ();
   if (ep->unix_path == NULL)
     return soup_session_new_with_options (
-      "timeout", DF_ADMIN_TIMEOUT_S, "proxy-resolver", NULL, NULL);
+      "timeout", timeout_s, "proxy-resolver", NULL, NULL);
   g_autoptr (GSocketAddress) sa = g_unix_socket_address_new (ep->unix_path);
   return soup_session_new_with_options (
-    "timeout", DF_ADMIN_TIMEOUT_S, "proxy-resolver", NULL,
+    "timeout", timeout_s, "proxy-resolver", NULL,
     "remote-connectable", sa, NULL);
+}
+
+static SoupSession *
+session_for (const DfAdminEndpoint *ep)
+{
+  return session_timeout (ep, DF_ADMIN_TIMEOUT_S);
+}
+
+/* A GET of path on ep, with the bearer token over TCP (new). */
+static SoupMessage *
+request_for (const DfAdminEndpoint *ep, const char *path)
+{
+  g_autoptr (GUri) uri = g_uri_build (
+    G_URI_FLAGS_NONE, "http", NULL, ep->unix_path ? "localhost" : ep->host,
+    ep->unix_path ? -1 : ep->port, path, NULL, NULL);
+  SoupMessage *msg = soup_message_new_from_uri ("GET", uri);
+  if (ep->token && ep->unix_path == NULL)
+    {
+      g_autoptr (DfSecret) auth = g_strconcat ("Bearer ", ep->token, NULL);
+      soup_message_headers_replace (soup_message_get_request_headers (msg),
+                                    "Authorization", auth);
+    }
+  return msg;
 }
 
 /* One GET within the deadline's cancellable; the body of a 200 answer, or
@@ -248,18 +273,9 @@ static GByteArray *
 http_get_within (const DfAdminEndpoint *ep, const char *path,
                  GCancellable *cancel, GError **err)
 {
-  g_autoptr (GUri) uri = g_uri_build (
-    G_URI_FLAGS_NONE, "http", NULL, ep->unix_path ? "localhost" : ep->host,
-    ep->unix_path ? -1 : ep->port, path, NULL, NULL);
   g_autoptr (SoupSession) s = session_for (ep);
-  g_autoptr (SoupMessage) msg = soup_message_new_from_uri ("GET", uri);
+  g_autoptr (SoupMessage) msg = request_for (ep, path);
   g_autoptr (GError) cause = NULL;
-  if (ep->token && ep->unix_path == NULL)
-    {
-      g_autoptr (DfSecret) auth = g_strconcat ("Bearer ", ep->token, NULL);
-      soup_message_headers_replace (soup_message_get_request_headers (msg),
-                                    "Authorization", auth);
-    }
   g_autoptr (GInputStream) in = soup_session_send (s, msg, cancel, &cause);
   if (in == NULL)
     {
@@ -474,4 +490,141 @@ df_admin_sessions (const char *host, guint16 port, GError **err)
   g_autoptr (DfAdminEndpoint) ep = df_admin_endpoint_new (host, port, NULL,
                                                           NULL);
   return df_admin_sessions_at (ep, err);
+}
+
+/* ---- file download ------------------------------------------------------ */
+
+/* Sleep so that moved bytes since t0 take at least moved / bwlimit s. */
+static void
+throttle (guint64 bwlimit, gint64 t0, gint64 moved)
+{
+  if (bwlimit == 0)
+    return;
+  gint64 due = t0 + (gint64) ((guint64) moved * G_USEC_PER_SEC / bwlimit);
+  gint64 now = g_get_monotonic_time ();
+  if (due > now)
+    g_usleep ((gulong) (due - now));
+}
+
+/* The status of msg as an error (unprefixed); true for 200/206/416. */
+static bool
+download_status (SoupMessage *msg, const char *path, GError **err)
+{
+  guint status = soup_message_get_status (msg);
+  if (status == SOUP_STATUS_OK || status == SOUP_STATUS_PARTIAL_CONTENT
+      || status == SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE)
+    return true;
+  if (status == SOUP_STATUS_UNAUTHORIZED)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "GET %s: HTTP 401 "
+                   "Unauthorized (the farm's admin token is missing or was "
+                   "refused)", path);
+      return false;
+    }
+  const char *phrase = soup_message_get_reason_phrase (msg);
+  g_autofree char *reason = df_display_text (phrase ? phrase : "", 64);
+  g_set_error (err, DF_ERROR, status == SOUP_STATUS_NOT_FOUND
+                                ? DF_ERROR_NOT_FOUND : DF_ERROR_INVALID,
+               "GET %s: HTTP %u %s", path, status, reason);
+  return false;
+}
+
+/* Copy in to fd from *at on; *at follows. */
+static bool
+download_body (GInputStream *in, int fd, gint64 *at, gint64 total,
+               guint64 bwlimit, DfAdminProgress progress, gpointer data,
+               GError **err)
+{
+  enum { CHUNK = 256 * 1024 };
+  g_autofree guint8 *buf = g_malloc (CHUNK);
+  gint64 t0 = g_get_monotonic_time (), moved = 0;
+  for (;;)
+    {
+      gssize n = g_input_stream_read (in, buf, CHUNK, NULL, err);
+      if (n < 0)
+        return false;
+      if (n == 0)
+        return true;
+      if (df_pwrite_all (fd, buf, (size_t) n, (uint64_t) *at) < 0)
+        {
+          df_set_error_errno (err, errno, "write");
+          return false;
+        }
+      *at += n;
+      moved += n;
+      if (progress)
+        progress (*at, total, data);
+      throttle (bwlimit, t0, moved);
+    }
+}
+
+static bool
+download_within (SoupSession *s, SoupMessage *msg, const char *path, int fd,
+                 gint64 offset, guint64 bwlimit, DfAdminProgress progress,
+                 gpointer data, gint64 *size, GError **err)
+{
+  g_autoptr (GError) cause = NULL;
+  g_autoptr (GInputStream) in = soup_session_send (s, msg, NULL, &cause);
+  if (in == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO, "%s", cause->message);
+      return false;
+    }
+  if (!download_status (msg, path, err))
+    return false;
+  SoupMessageHeaders *h = soup_message_get_response_headers (msg);
+  guint status = soup_message_get_status (msg);
+  goffset start = 0, end = 0, total = -1;
+  if (status == SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE)
+    {
+      *size = offset; /* nothing past what is there */
+      return true;
+    }
+  if (status == SOUP_STATUS_PARTIAL_CONTENT
+      && (!soup_message_headers_get_content_range (h, &start, &end, &total)
+          || start != offset))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "GET %s: a partial answer not starting at %" G_GINT64_FORMAT,
+                   path, offset);
+      return false;
+    }
+  gint64 at = status == SOUP_STATUS_OK ? 0 : offset;
+  if (status == SOUP_STATUS_OK)
+    {
+      total = soup_message_headers_get_content_length (h);
+      if (ftruncate (fd, 0) < 0)
+        {
+          df_set_error_errno (err, errno, "truncate");
+          return false;
+        }
+    }
+  if (!download_body (in, fd, &at, total, bwlimit, progress, data, &cause))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO, "GET %s: %s at byte %"
+                   G_GINT64_FORMAT, path, cause->message, at);
+      return false;
+    }
+  *size = at;
+  return true;
+}
+
+bool
+df_admin_download (const DfAdminEndpoint *ep, const char *path, int fd,
+                   gint64 offset, guint64 bwlimit, DfAdminProgress progress,
+                   gpointer data, gint64 *size, GError **err)
+{
+  g_autofree char *where = df_admin_endpoint_text (ep);
+  g_autoptr (SoupSession) s = session_timeout (ep, DF_ADMIN_IO_TIMEOUT_S);
+  g_autoptr (SoupMessage) msg = request_for (ep, path);
+  if (offset > 0)
+    soup_message_headers_set_range (soup_message_get_request_headers (msg),
+                                    offset, -1);
+  if (!download_within (s, msg, path, fd, offset, bwlimit, progress, data,
+                        size, err))
+    {
+      g_prefix_error (err, "admin API at %s: ", where);
+      return false;
+    }
+  return true;
 }

@@ -102,3 +102,25 @@ JsonNode *df_admin_sessions (const char *host, guint16 port, GError **err);
 char *df_json_member_str (JsonObject *o, const char *name);
 gint64 df_json_member_int (JsonObject *o, const char *name, gint64 absent);
 bool df_json_member_bool (JsonObject *o, const char *name, bool absent);
+
+/* ---- file download (store sync) ---------------------------------------- */
+
+/* Called after each chunk: bytes in the file so far, its total size (-1
+ * while unknown). */
+typedef void (*DfAdminProgress) (gint64 done, gint64 total, gpointer data);
+
+/* GET <path> of ep (its bearer token over TCP) into fd, appending from
+ * offset (the bytes
+ * already there: a Range request; a server that answers 200 instead gets
+ * the file rewritten from 0, and 416 means nothing is missing).  No
+ * whole-request deadline (files are large) but DF_ADMIN_IO_TIMEOUT_S per
+ * read; at most bwlimit bytes per second when bwlimit > 0.  *size
+ * receives the file's length on success.  DF_ERROR_IO when the server
+ * cannot be reached or the transfer breaks (the bytes written stay: run
+ * again to resume), DF_ERROR_NOT_FOUND for 404, DF_ERROR_INVALID for
+ * another status (its text in the message). */
+#define DF_ADMIN_IO_TIMEOUT_S 30
+bool df_admin_download (const DfAdminEndpoint *ep, const char *path,
+                        int fd, gint64 offset, guint64 bwlimit,
+                        DfAdminProgress progress, gpointer data,
+                        gint64 *size, GError **err);

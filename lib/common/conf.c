@@ -84,6 +84,22 @@ const DfConfKey df_conf_schema[] = {
        "x509: refuse TLS clients without a certificate "
        "(--tls-verify-peer)"),
 
+  KEY ("streamsvc", "server-name", DF_CONF_STRING, NULL,
+       "Name of this server in the farm's registry: it registers and "
+       "heartbeats under it, verifies its store and records the store "
+       "state; the console's store commands act for it (--server-name; "
+       "default: none, no registry)"),
+  KEY ("streamsvc", "server-address", DF_CONF_STRING, NULL,
+       "Address targets reach this server at, as registered; default: the "
+       "first iSCSI/NBD listen host, else the host name (--server-address)"),
+  INT ("streamsvc", "power", "1", 1, 1000,
+       "Relative capacity 1-1000 registered: load = sessions / power "
+       "(--power)"),
+  INT ("streamsvc", "heartbeat-interval", "2000", 100, 600000,
+       "Milliseconds between registry heartbeats (--heartbeat-interval)"),
+  INT ("streamsvc", "heartbeat-timeout", "0", 0, 86400000,
+       "Milliseconds without a heartbeat after which this server is "
+       "unhealthy; 0 = 3 intervals (--heartbeat-timeout)"),
   KEY ("bootstrapsvc", "address", DF_CONF_IPV4, NULL,
        "This server's IPv4 address: next-server, HTTP and TFTP "
        "(--address; required)"),
@@ -102,6 +118,9 @@ const DfConfKey df_conf_schema[] = {
        "(--no-proxydhcp)"),
   KEY ("bootstrapsvc", "chain-ipxe", DF_CONF_BOOL, "false",
        "Make iPXE ROMs chain-load our iPXE binary first (--chain-ipxe)"),
+  KEY ("bootstrapsvc", "server-name", DF_CONF_STRING, NULL,
+       "Name of this bootstrap server in the farm's registry (kind "
+       "bootstrapsvc; --server-name; default: none, not registered)"),
   KEY ("bootstrapsvc", "user", DF_CONF_STRING, NULL,
        "User to run as after binding; default diskfarm if it exists, "
        "else nobody (--user)"),

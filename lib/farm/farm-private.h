@@ -126,6 +126,11 @@ bool df_farm_version_insert (DfFarm *farm, gint64 vid, int number,
 bool df_farm_check_file_name (const char *file, GError **err);
 bool df_farm_check_sha256 (const char *s, bool null_ok, char **out,
                            GError **err);
+/* servers.c: the checks of server add; insert a row (no audit); the
+ * audit detail of an added or changed server (new string). */
+bool df_farm_check_server (const DfServer *s, GError **err);
+bool df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err);
+char *df_farm_server_audit_detail (const DfServer *s);
 /* devices.c: production | test | maintenance. */
 bool df_farm_check_device_type (const char *type, GError **err);
 

@@ -369,6 +369,18 @@ void df_farm_rollback (DfFarm *farm);
 
 /* ---- servers (servers.c) ---------------------------------------------- */
 
+/* What a server reports in each heartbeat (registry.c). */
+typedef struct {
+  gint64 sessions;          /* live sessions */
+  gint64 bytes_per_s;       /* bytes served per second since the last one */
+  gint64 cpu_permille;      /* its CPU use over the interval, 1000 = 1 core */
+  gint64 free_bytes;        /* free space of its store's file system */
+  /* read back only: a heartbeat records what the server's store state
+   * says (files there: present, verified or corrupt; verified) */
+  gint64 versions_held;
+  gint64 versions_verified;
+} DfServerLoad;
+
 /* A stream server of the farm, as the bootstrap service lists it in boot
  * scripts.  Health is not stored: it is asked live from
  * http://address:admin_port/v1/health. */
@@ -381,6 +393,14 @@ typedef struct {
   guint16 admin_port;
   int power;            /* relative capacity 1-1000: load = sessions/power */
   char *created;
+  /* Registry (registry.c): what the server said of itself.  Zero/NULL
+   * for a row the admin added that no server has registered under. */
+  char *kind;           /* DF_SERVER_KIND_STREAM | DF_SERVER_KIND_BOOTSTRAP */
+  gint64 registered_ms; /* unix ms of the last registration, 0: never */
+  gint64 heartbeat_ms;  /* unix ms of the last heartbeat, 0: never */
+  gint64 timeout_ms;    /* unhealthy when no heartbeat for this long */
+  DfServerLoad load;    /* as of the last heartbeat */
+  char *software;       /* its diskfarm version, or NULL */
 } DfServer;
 void df_server_free (DfServer *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfServer, df_server_free)
@@ -531,3 +551,103 @@ bool df_validate_iscsi_name (const char *what, const char *name,
 #define DF_INITIATOR_ANY "any"
 bool df_farm_device_initiator_set (DfFarm *farm, const char *device,
                                    const char *initiator, GError **err);
+/* ---- server registry (registry.c) -------------------------------------- */
+/* Each streamsvc (and bootstrapsvc) that has a server name registers at
+ * start and heartbeats every interval (default DF_HEARTBEAT_INTERVAL_MS);
+ * a server whose last heartbeat is older than its timeout (default
+ * DF_HEARTBEAT_MISSED intervals) is unhealthy.  Times are unix ms taken
+ * from the writer's and the reader's clocks (hosts of a farm keep NTP
+ * time: a skew counts against the timeout).  Registration is audited
+ * ("server.register") when it creates the row or changes its address,
+ * ports, power or kind; heartbeats and store-state records are telemetry
+ * and are not. */
+#define DF_SERVER_KIND_STREAM "streamsvc"
+#define DF_SERVER_KIND_BOOTSTRAP "bootstrapsvc"
+#define DF_HEARTBEAT_INTERVAL_MS 2000
+#define DF_HEARTBEAT_MISSED 3
+
+typedef enum {
+  DF_SERVER_NEVER_SEEN = 0, /* no heartbeat ever (a row `server add` made) */
+  DF_SERVER_HEALTHY,
+  DF_SERVER_UNHEALTHY,      /* heartbeat older than its timeout */
+} DfServerState;
+const char *df_server_state_name (DfServerState s);
+/* s's state at now_ms (unix ms). */
+DfServerState df_server_state (const DfServer *s, gint64 now_ms);
+/* The current time in unix ms (the one clock of the registry). */
+gint64 df_farm_now_ms (void);
+
+/* Fill or refresh the row named s->name (checks of server add; kind one
+ * of the two above, and the row's own kind when it exists, else
+ * DF_ERROR_EXISTS; s->timeout_ms 1 ms-24 h; s->software recorded):
+ * address, ports and power become what the server says, its load is
+ * reset and the registration counts as its first heartbeat. */
+bool df_farm_server_register (DfFarm *farm, const DfServer *s,
+                              GError **err);
+/* Record a heartbeat of server name at now_ms with its load (the
+ * versions_* counts come from its store state, not from load).
+ * DF_ERROR_NOT_FOUND when the row is gone (removed by the admin: the
+ * caller registers again). */
+bool df_farm_server_heartbeat (DfFarm *farm, const char *name,
+                               gint64 now_ms, const DfServerLoad *load,
+                               GError **err);
+
+/* ---- store state (registry.c) ------------------------------------------ */
+/* What one server knows of its copy of one version file. */
+typedef enum {
+  DF_STORE_PRESENT = 0, /* file there, not (yet) hashed */
+  DF_STORE_VERIFIED,    /* SHA-256 equals the version's */
+  DF_STORE_MISSING,     /* no file */
+  DF_STORE_CORRUPT,     /* SHA-256 differs, or unreadable */
+} DfStoreState;
+const char *df_store_state_name (DfStoreState s);
+
+typedef struct {
+  char *server;
+  char *vdisk;
+  int number;
+  DfStoreState state;
+  char *sha256;         /* what was computed, or NULL */
+  gint64 checked_ms;
+  char *detail;         /* why corrupt/missing, or NULL */
+} DfStoreRecord;
+void df_store_record_free (DfStoreRecord *r);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfStoreRecord, df_store_record_free)
+
+/* Record (upsert) server's state of vdisk@number.  Not audited. */
+bool df_farm_store_state_set (DfFarm *farm, const char *server,
+                              const char *vdisk, int number,
+                              DfStoreState state, const char *sha256,
+                              const char *detail, GError **err);
+/* Every record (of vdisk when not NULL), by vdisk, number, server (new
+ * array of DfStoreRecord). */
+GPtrArray *df_farm_store_state_list (DfFarm *farm, const char *vdisk,
+                                     GError **err);
+/* server's record of vdisk@number: NULL with *err unset when none. */
+DfStoreRecord *df_farm_store_state_get (DfFarm *farm, const char *server,
+                                        const char *vdisk, int number,
+                                        GError **err);
+/* The placement rule: may server serve vdisk@number?  While the farm has
+ * no store-state record at all (a farm whose servers have no registry
+ * name: one server, as before the registry) every server holds every
+ * version.  Once any record exists, a server holds a version only with a
+ * "verified" record of it and of every version it stacks on (an unsealed
+ * maintenance version, which has no file yet, counts as its parent).
+ * *holds receives the answer; NOT_FOUND for an unknown version. */
+bool df_farm_store_holds (DfFarm *farm, const char *server, const char *vdisk,
+                          int number, bool *holds, GError **err);
+/* PVS's rule for `version list`: true while some healthy streamsvc of the
+ * registry does not hold vdisk@number verified (false when the registry
+ * has no healthy streamsvc: nothing to wait for). */
+bool df_farm_version_replicating (DfFarm *farm, const char *vdisk,
+                                  int number, bool *pending, GError **err);
+/* Hash the file of version v in this farm directory's store and record
+ * the result as server's store state: verified (the SHA-256 is v's),
+ * corrupt (another hash, or unreadable), missing (no file).  A version
+ * without a recorded SHA-256 (unsealed maintenance) is not checked:
+ * *state PRESENT, nothing recorded.  *state (nullable) receives the
+ * result; *detail (nullable) why it is not verified (new string or
+ * NULL).  False only on a DB error. */
+bool df_farm_store_verify (DfFarm *farm, const char *server,
+                           const DfVersion *v, DfStoreState *state,
+                           char **detail, GError **err);

@@ -206,7 +206,6 @@ static const char migration_6[] =
  * policy is required, any otherwise), 'any', or an iSCSI name. */
 static const char migration_7[] =
   "ALTER TABLE devices ADD COLUMN iscsi_initiator TEXT;\n";
-
 /* 8: which firmware a vDisk boots under (what `vdisk inspect` found on
  * it, NULL until inspected) and the EFI loader a UEFI sanboot starts
  * instead of the removable-media default (NULL: \EFI\BOOT\BOOTX64.EFI). */
@@ -214,6 +213,41 @@ static const char migration_8[] =
   "ALTER TABLE vdisks ADD COLUMN firmware TEXT\n"
   "  CHECK (firmware IN ('bios', 'uefi', 'bios+uefi', 'none'));\n"
   "ALTER TABLE vdisks ADD COLUMN efi_loader TEXT;\n";
+
+/* 9: the server registry (registry.c): what a server says of itself when
+ * it registers and in each heartbeat.  Times are unix milliseconds
+ * computed by the writer; NULL heartbeat_ms: never seen.  A row the admin
+ * added keeps working as before (kind streamsvc, never seen). */
+static const char migration_9[] =
+  "ALTER TABLE servers ADD COLUMN kind TEXT NOT NULL DEFAULT 'streamsvc'\n"
+  "  CHECK (kind IN ('streamsvc', 'bootstrapsvc'));\n"
+  "ALTER TABLE servers ADD COLUMN registered_ms INTEGER;\n"
+  "ALTER TABLE servers ADD COLUMN heartbeat_ms INTEGER;\n"
+  "ALTER TABLE servers ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 6000\n"
+  "  CHECK (timeout_ms > 0);\n"
+  "ALTER TABLE servers ADD COLUMN sessions INTEGER NOT NULL DEFAULT 0;\n"
+  "ALTER TABLE servers ADD COLUMN bytes_per_s INTEGER NOT NULL DEFAULT 0;\n"
+  "ALTER TABLE servers ADD COLUMN cpu_permille INTEGER NOT NULL DEFAULT 0;\n"
+  "ALTER TABLE servers ADD COLUMN free_bytes INTEGER NOT NULL DEFAULT 0;\n"
+  "ALTER TABLE servers ADD COLUMN versions_held INTEGER NOT NULL DEFAULT 0;\n"
+  "ALTER TABLE servers ADD COLUMN versions_verified INTEGER NOT NULL\n"
+  "  DEFAULT 0;\n"
+  "ALTER TABLE servers ADD COLUMN software TEXT;\n";
+
+/* 10: store state: what each server knows of its copy of each version
+ * file (registry.c).  Rows go with their server or version. */
+static const char migration_10[] =
+  "CREATE TABLE store_state (\n"
+  "  server_id  INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,\n"
+  "  version_id INTEGER NOT NULL REFERENCES versions (id) ON DELETE CASCADE,\n"
+  "  state      TEXT NOT NULL CHECK (state IN\n"
+  "               ('present', 'verified', 'missing', 'corrupt')),\n"
+  "  sha256     TEXT,\n"
+  "  checked_ms INTEGER NOT NULL,\n"
+  "  detail     TEXT,\n"
+  "  PRIMARY KEY (server_id, version_id)\n"
+  ");\n"
+  "CREATE INDEX store_state_version ON store_state (version_id);\n";
 
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1, migration_1_pg },
@@ -225,6 +259,8 @@ const DfMigration df_farm_migrations[] = {
   { 6, "NBD TLS pre-shared keys", migration_6, NULL },
   { 7, "iSCSI initiator binding", migration_7, NULL },
   { 8, "vdisk firmware and EFI loader", migration_8, NULL },
+  { 9, "server registry", migration_9, NULL },
+  { 10, "store state", migration_10, NULL },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

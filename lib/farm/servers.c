@@ -19,6 +19,8 @@ df_server_free (DfServer *s)
   g_free (s->name);
   g_free (s->address);
   g_free (s->created);
+  g_free (s->kind);
+  g_free (s->software);
   g_free (s);
 }
 
@@ -34,11 +36,25 @@ server_from_row (DfDbStmt *st)
   s->admin_port = (guint16) df_db_col_int (st, 5);
   s->power = df_db_col_int (st, 6);
   s->created = df_db_col_dup (st, 7);
+  s->kind = df_db_col_dup (st, 8);
+  s->registered_ms = df_db_col_is_null (st, 9) ? 0 : df_db_col_int64 (st, 9);
+  s->heartbeat_ms = df_db_col_is_null (st, 10) ? 0
+                                                : df_db_col_int64 (st, 10);
+  s->timeout_ms = df_db_col_int64 (st, 11);
+  s->load.sessions = df_db_col_int64 (st, 12);
+  s->load.bytes_per_s = df_db_col_int64 (st, 13);
+  s->load.cpu_permille = df_db_col_int64 (st, 14);
+  s->load.free_bytes = df_db_col_int64 (st, 15);
+  s->load.versions_held = df_db_col_int64 (st, 16);
+  s->load.versions_verified = df_db_col_int64 (st, 17);
+  s->software = df_db_col_dup (st, 18);
   return s;
 }
 
 #define SERVER_COLS \
-  "id, name, address, iscsi_port, nbd_port, admin_port, power, created"
+  "id, name, address, iscsi_port, nbd_port, admin_port, power, created, " \
+  "kind, registered_ms, heartbeat_ms, timeout_ms, sessions, bytes_per_s, " \
+  "cpu_permille, free_bytes, versions_held, versions_verified, software"
 
 /* The address goes into boot scripts and media: an IP literal or an RFC
  * 1123 host name, nothing else. */
@@ -54,8 +70,8 @@ check_address (const char *a, GError **err)
   return df_validate_host ("server address", a, err);
 }
 
-static bool
-check_server (const DfServer *s, GError **err)
+bool
+df_farm_check_server (const DfServer *s, GError **err)
 {
   if (!df_validate_name ("server", s->name, err) || !check_address (s->address, err))
     return false;
@@ -74,8 +90,8 @@ check_server (const DfServer *s, GError **err)
   return true;
 }
 
-static bool
-server_insert (DfFarm *farm, const DfServer *s, GError **err)
+bool
+df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err)
 {
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
@@ -102,8 +118,8 @@ server_insert (DfFarm *farm, const DfServer *s, GError **err)
 }
 
 /* The audit detail of an added or changed server (new string). */
-static char *
-server_audit_detail (const DfServer *s)
+char *
+df_farm_server_audit_detail (const DfServer *s)
 {
   return g_strdup_printf (
     "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
@@ -114,12 +130,12 @@ server_audit_detail (const DfServer *s)
 bool
 df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
 {
-  if (!check_server (s, err))
+  if (!df_farm_check_server (s, err))
     return false;
-  g_autofree char *detail = server_audit_detail (s);
+  g_autofree char *detail = df_farm_server_audit_detail (s);
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
-    t.ok = server_insert (farm, s, err)
+    t.ok = df_farm_server_insert (farm, s, err)
            && df_farm_audit_row (farm, "server.add", s->name, detail, err);
   return t.ok;
 }
@@ -184,9 +200,9 @@ server_set_row (DfFarm *farm, const DfServer *s, GError **err)
 bool
 df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
 {
-  if (!check_server (s, err))
+  if (!df_farm_check_server (s, err))
     return false;
-  g_autofree char *detail = server_audit_detail (s);
+  g_autofree char *detail = df_farm_server_audit_detail (s);
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
     t.ok = server_set_row (farm, s, err)

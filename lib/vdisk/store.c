@@ -108,6 +108,13 @@ df_store_layer_path (const DfStore *s, int number)
 }
 
 char *
+df_store_part_path (const DfStore *s, const char *file)
+{
+  g_autofree char *name = g_strdup_printf (".%s.part", file);
+  return g_build_filename (s->dir, name, NULL);
+}
+
+char *
 df_store_tmp_path (const DfStore *s, int number)
 {
   g_autofree char *name = g_strdup_printf (".%s.%d.qcow2.tmp", s->vdisk,

@@ -57,6 +57,10 @@ char *df_store_layer_name (const char *vdisk, int number);
 char *df_store_layer_path (const DfStore *s, int number);
 /* <dir>/.<vdisk>.<N>.qcow2.tmp: where version N's layer is written. */
 char *df_store_tmp_path (const DfStore *s, int number);
+/* <dir>/.<file>.part: a copy of the version file <file> being fetched
+ * from a peer (diskfarm store sync).  The sweep keeps it, so a sync run
+ * again resumes from its length. */
+char *df_store_part_path (const DfStore *s, const char *file);
 /* <dir>/<vdisk>.<N>.maint: the one place this name is built (streamsvc
  * opens the cache there, the console seals and deletes it). */
 char *df_store_maint_path (const char *dir, const char *vdisk, int number);

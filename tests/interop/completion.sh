@@ -26,6 +26,12 @@ out=$(comp diskfarm "$DISKFARM" farm "")
 for s in set show admin-token; do has "$out" "$s" "farm subcommands"; done
 out=$(comp diskfarm "$DISKFARM" device set pc01 --i)
 has "$out" --iscsi-initiator "device set options"
+out=$(comp diskfarm "$DISKFARM" store "")
+for s in status sync; do has "$out" "$s" "store subcommands"; done
+out=$(comp diskfarm "$DISKFARM" store sync --)
+for o in --from --vdisk --bwlimit --server --json; do has "$out" "$o" "store sync options"; done
+out=$(comp diskfarm "$DISKFARM" "")
+has "$out" store "groups"
 out=$(comp bdm "$BDM" "")
 for c in iso partition inject script; do has "$out" "$c" "bdm commands"; done
 out=$(comp bdm "$BDM" iso x.iso --s)

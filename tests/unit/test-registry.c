@@ -1,0 +1,405 @@
+/* Unit tests for lib/farm's server registry and store state (registry.c):
+ * registration fills the admin's row, heartbeats, the state from the
+ * timeout, bad registrations change nothing, store-state upserts, the
+ * placement rule (df_farm_store_holds), PVS's pending rule, verification
+ * of a real file, and rows going with their server or version. */
+#include "farm.h"
+#include "common.h"
+
+#include <glib/gstdio.h>
+#include <string.h>
+
+#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+typedef struct {
+  char *tmp;
+  char *dir;
+  DfFarm *farm;
+} Fixture;
+
+static void
+rm_rf (const char *path)
+{
+  GDir *d = g_dir_open (path, 0, NULL);
+  if (d)
+    {
+      const char *n;
+      while ((n = g_dir_read_name (d)))
+        {
+          g_autofree char *p = g_build_filename (path, n, NULL);
+          rm_rf (p);
+        }
+      g_dir_close (d);
+      g_rmdir (path);
+    }
+  else
+    g_unlink (path);
+}
+
+static void
+fx_setup (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  fx->tmp = g_dir_make_tmp ("test-registry-XXXXXX", &err);
+  g_assert_no_error (err);
+  fx->dir = g_build_filename (fx->tmp, "farm", NULL);
+  fx->farm = df_farm_open (fx->dir, true, "test:unit", &err);
+  g_assert_no_error (err);
+  g_assert_true (df_farm_vdisk_add (fx->farm, "base", 1 << 20,
+                                    "base.0.qcow2", SHA_A, 4096, &err));
+  g_assert_no_error (err);
+}
+
+static void
+fx_teardown (Fixture *fx, gconstpointer data)
+{
+  df_farm_close (fx->farm);
+  rm_rf (fx->tmp);
+  g_free (fx->tmp);
+  g_free (fx->dir);
+}
+
+/* A registration of name as a streamsvc at 127.0.0.1 (strings static). */
+static DfServer
+self_of (const char *name, int power)
+{
+  DfServer s = { .name = (char *) name, .address = (char *) "127.0.0.1",
+                 .iscsi_port = 3260, .nbd_port = 10809, .admin_port = 8001,
+                 .power = power, .kind = (char *) DF_SERVER_KIND_STREAM,
+                 .timeout_ms = 6000, .software = (char *) "test" };
+  return s;
+}
+
+static void
+register_ok (DfFarm *f, const char *name, int power)
+{
+  g_autoptr (GError) err = NULL;
+  DfServer s = self_of (name, power);
+  g_assert_true (df_farm_server_register (f, &s, &err));
+  g_assert_no_error (err);
+}
+
+static guint
+audit_count (DfFarm *f, const char *action)
+{
+  g_autoptr (GError) err = NULL;
+  DfAuditFilter flt = { .action = action };
+  g_autoptr (GPtrArray) rows = df_farm_audit_query (f, &flt, &err);
+  g_assert_no_error (err);
+  return rows->len;
+}
+
+/* ---- registry ----------------------------------------------------------- */
+
+static void
+test_register_fills_admin_row (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfServer added = { .name = (char *) "ss1", .address = (char *) "10.0.0.9",
+                     .iscsi_port = 3260, .nbd_port = 10809,
+                     .admin_port = 8001, .power = 1 };
+  g_assert_true (df_farm_server_add (fx->farm, &added, &err));
+  g_autoptr (DfServer) before = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_cmpstr (before->kind, ==, DF_SERVER_KIND_STREAM);
+  g_assert_cmpint (df_server_state (before, df_farm_now_ms ()), ==,
+                   DF_SERVER_NEVER_SEEN);
+
+  register_ok (fx->farm, "ss1", 3);
+  g_autoptr (DfServer) after = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (after->id, ==, before->id); /* the same row */
+  g_assert_cmpstr (after->address, ==, "127.0.0.1");
+  g_assert_cmpint (after->power, ==, 3);
+  g_assert_cmpint (after->timeout_ms, ==, 6000);
+  g_assert_cmpstr (after->software, ==, "test");
+  g_assert_cmpint (after->registered_ms, >, 0);
+  g_assert_cmpint (df_server_state (after, df_farm_now_ms ()), ==,
+                   DF_SERVER_HEALTHY);
+  g_assert_cmpuint (audit_count (fx->farm, "server.register"), ==, 1);
+  /* the same registration again (a restart): no new audit row */
+  register_ok (fx->farm, "ss1", 3);
+  g_assert_cmpuint (audit_count (fx->farm, "server.register"), ==, 1);
+  /* a new server: a new row, audited */
+  register_ok (fx->farm, "ss2", 1);
+  g_autoptr (GPtrArray) all = df_farm_server_list (fx->farm, &err);
+  g_assert_cmpuint (all->len, ==, 2);
+  g_assert_cmpuint (audit_count (fx->farm, "server.register"), ==, 2);
+}
+
+static void
+test_heartbeat_and_state (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  register_ok (fx->farm, "ss1", 2);
+  gint64 now = df_farm_now_ms ();
+  DfServerLoad l = { .sessions = 5, .bytes_per_s = 1000, .cpu_permille = 250,
+                     .free_bytes = 1 << 30, .versions_held = 2,
+                     .versions_verified = 1 };
+  g_assert_true (df_farm_server_heartbeat (fx->farm, "ss1", now, &l, &err));
+  g_assert_no_error (err);
+  g_autoptr (DfServer) s = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_cmpint (s->heartbeat_ms, ==, now);
+  g_assert_cmpint (s->load.sessions, ==, 5);
+  g_assert_cmpint (s->load.bytes_per_s, ==, 1000);
+  g_assert_cmpint (s->load.cpu_permille, ==, 250);
+  g_assert_cmpint (s->load.free_bytes, ==, 1 << 30);
+  /* the counts are the store state's, not what the load said */
+  g_assert_cmpint (s->load.versions_held, ==, 0);
+  g_assert_cmpint (s->load.versions_verified, ==, 0);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss1", "base", 0,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_true (df_farm_server_heartbeat (fx->farm, "ss1", now, &l, &err));
+  g_autoptr (DfServer) s2 = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_cmpint (s2->load.versions_held, ==, 1);
+  g_assert_cmpint (s2->load.versions_verified, ==, 1);
+  /* the state from the server's own timeout (6000 ms) */
+  g_assert_cmpint (df_server_state (s, now), ==, DF_SERVER_HEALTHY);
+  g_assert_cmpint (df_server_state (s, now + 6000), ==, DF_SERVER_HEALTHY);
+  g_assert_cmpint (df_server_state (s, now + 6001), ==, DF_SERVER_UNHEALTHY);
+  g_assert_cmpstr (df_server_state_name (DF_SERVER_UNHEALTHY), ==,
+                   "unhealthy");
+  g_assert_cmpstr (df_server_state_name (DF_SERVER_NEVER_SEEN), ==,
+                   "never-seen");
+  /* a removed row: NOT_FOUND, so the server registers again */
+  g_assert_true (df_farm_server_remove (fx->farm, "ss1", &err));
+  g_assert_false (df_farm_server_heartbeat (fx->farm, "ss1", now, &l, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+}
+
+static void
+test_bad_registration (Fixture *fx, gconstpointer data)
+{
+  static const struct {
+    const char *name, *address, *kind;
+    int power;
+    gint64 timeout;
+  } cases[] = {
+    { "bad name", "127.0.0.1", DF_SERVER_KIND_STREAM, 1, 6000 },
+    { "ss1", "", DF_SERVER_KIND_STREAM, 1, 6000 },
+    { "ss1", "a b", DF_SERVER_KIND_STREAM, 1, 6000 },
+    { "ss1", "127.0.0.1", "nfs", 1, 6000 },
+    { "ss1", "127.0.0.1", NULL, 1, 6000 },
+    { "ss1", "127.0.0.1", DF_SERVER_KIND_STREAM, 0, 6000 },
+    { "ss1", "127.0.0.1", DF_SERVER_KIND_STREAM, 1001, 6000 },
+    { "ss1", "127.0.0.1", DF_SERVER_KIND_STREAM, 1, 0 },
+    { "ss1", "127.0.0.1", DF_SERVER_KIND_STREAM, 1, 86400001 },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      DfServer s = self_of (cases[i].name, cases[i].power);
+      s.address = (char *) cases[i].address;
+      s.kind = (char *) cases[i].kind;
+      s.timeout_ms = cases[i].timeout;
+      g_assert_false (df_farm_server_register (fx->farm, &s, &err));
+      g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+    }
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GPtrArray) all = df_farm_server_list (fx->farm, &err);
+  g_assert_cmpuint (all->len, ==, 0);
+  g_assert_cmpuint (audit_count (fx->farm, "server.register"), ==, 0);
+  /* a bootstrapsvc cannot take a stream server's row */
+  register_ok (fx->farm, "ss1", 1);
+  DfServer b = self_of ("ss1", 1);
+  b.kind = (char *) DF_SERVER_KIND_BOOTSTRAP;
+  g_assert_false (df_farm_server_register (fx->farm, &b, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
+  g_autoptr (DfServer) s = df_farm_server_get (fx->farm, "ss1", NULL);
+  g_assert_cmpstr (s->kind, ==, DF_SERVER_KIND_STREAM);
+}
+
+/* ---- store state ---------------------------------------------------------- */
+
+static void
+test_store_state (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  bool holds = false;
+  register_ok (fx->farm, "ss1", 1);
+  register_ok (fx->farm, "ss2", 1);
+  /* no record in the farm: every server holds every version (one-server
+   * farms as before the registry) */
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 0, &holds,
+                                      &err));
+  g_assert_true (holds);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss1", "base", 0,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_no_error (err);
+  /* now the store state is known: ss2, without a record, holds nothing */
+  g_assert_true (df_farm_store_holds (fx->farm, "ss1", "base", 0, &holds,
+                                      &err));
+  g_assert_true (holds);
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 0, &holds,
+                                      &err));
+  g_assert_false (holds);
+  /* upsert: the newer record replaces the older */
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss1", "base", 0,
+                                          DF_STORE_CORRUPT, NULL, "bad",
+                                          &err));
+  g_autoptr (DfStoreRecord) r = df_farm_store_state_get (fx->farm, "ss1",
+                                                         "base", 0, &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (r->state, ==, DF_STORE_CORRUPT);
+  g_assert_null (r->sha256);
+  g_assert_cmpstr (r->detail, ==, "bad");
+  g_assert_cmpint (r->checked_ms, >, 0);
+  g_assert_true (df_farm_store_holds (fx->farm, "ss1", "base", 0, &holds,
+                                      &err));
+  g_assert_false (holds);
+  g_autoptr (GPtrArray) list = df_farm_store_state_list (fx->farm, NULL,
+                                                         &err);
+  g_assert_cmpuint (list->len, ==, 1);
+  /* bad inputs change nothing */
+  g_assert_false (df_farm_store_state_set (fx->farm, "ss9", "base", 0,
+                                           DF_STORE_VERIFIED, NULL, NULL,
+                                           &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_assert_false (df_farm_store_state_set (fx->farm, "ss1", "base", 7,
+                                           DF_STORE_VERIFIED, NULL, NULL,
+                                           &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_assert_false (df_farm_store_state_set (fx->farm, "ss1", "base", 0,
+                                           DF_STORE_VERIFIED, "xyz", NULL,
+                                           &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_autoptr (GPtrArray) list2 = df_farm_store_state_list (fx->farm, "base",
+                                                          &err);
+  g_assert_cmpuint (list2->len, ==, 1);
+  /* a version stacked on base: held only where base is verified too */
+  g_assert_true (df_farm_version_add (fx->farm, "base", 1, 0, "base.1.qcow2",
+                                      SHA_A, 1 << 20, 4096,
+                                      DF_VSTATE_TEST, &err));
+  g_assert_no_error (err);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 1,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 1, &holds,
+                                      &err));
+  g_assert_false (holds); /* ss2 lacks base@0 */
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 0,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 1, &holds,
+                                      &err));
+  g_assert_true (holds);
+  /* an unsealed maintenance version counts as its parent */
+  g_assert_true (df_farm_version_add (fx->farm, "base", 2, 1, "base.2.qcow2",
+                                      NULL, 1 << 20, 0,
+                                      DF_VSTATE_MAINTENANCE, &err));
+  g_assert_no_error (err);
+  g_assert_true (df_farm_store_holds (fx->farm, "ss2", "base", 2, &holds,
+                                      &err));
+  g_assert_true (holds);
+  g_assert_true (df_farm_store_holds (fx->farm, "ss1", "base", 2, &holds,
+                                      &err));
+  g_assert_false (holds);
+  g_autoptr (GPtrArray) list4 = df_farm_store_state_list (fx->farm, NULL,
+                                                          &err);
+  g_assert_cmpuint (list4->len, ==, 3);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 0,
+                                          DF_STORE_MISSING, NULL, NULL,
+                                          &err));
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 1,
+                                          DF_STORE_MISSING, NULL, NULL,
+                                          &err));
+  /* records go with their server */
+  g_assert_true (df_farm_server_remove (fx->farm, "ss1", &err));
+  g_autoptr (GPtrArray) list3 = df_farm_store_state_list (fx->farm, NULL,
+                                                          &err);
+  g_assert_cmpuint (list3->len, ==, 2);
+  for (guint i = 0; i < list3->len; i++)
+    g_assert_cmpstr (((DfStoreRecord *) list3->pdata[i])->server, ==, "ss2");
+}
+
+static void
+test_replicating (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  bool pending = true;
+  /* no healthy stream server: nothing to wait for */
+  g_assert_true (df_farm_version_replicating (fx->farm, "base", 0, &pending,
+                                              &err));
+  g_assert_false (pending);
+  register_ok (fx->farm, "ss1", 1);
+  register_ok (fx->farm, "ss2", 1);
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss1", "base", 0,
+                                          DF_STORE_VERIFIED, SHA_A, NULL,
+                                          &err));
+  g_assert_true (df_farm_version_replicating (fx->farm, "base", 0, &pending,
+                                              &err));
+  g_assert_true (pending); /* ss2 does not hold it */
+  g_assert_true (df_farm_store_state_set (fx->farm, "ss2", "base", 0,
+                                          DF_STORE_PRESENT, NULL, NULL,
+                                          &err));
+  g_assert_true (df_farm_version_replicating (fx->farm, "base", 0, &pending,
+                                              &err));
+  g_assert_true (pending); /* present is not verified */
+  /* an unhealthy server does not hold the version back */
+  DfServerLoad l = { 0 };
+  g_assert_true (df_farm_server_heartbeat (fx->farm, "ss2",
+                                           df_farm_now_ms () - 60000, &l,
+                                           &err));
+  g_assert_true (df_farm_version_replicating (fx->farm, "base", 0, &pending,
+                                              &err));
+  g_assert_false (pending);
+}
+
+/* df_farm_store_verify hashes the real file: verified, corrupt, missing. */
+static void
+test_verify_file (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  register_ok (fx->farm, "ss1", 1);
+  g_autofree char *store = df_farm_store_dir (fx->farm, "good");
+  g_assert_cmpint (g_mkdir_with_parents (store, 0750), ==, 0);
+  g_autofree char *path = g_build_filename (store, "good.0.qcow2", NULL);
+  g_assert_true (g_file_set_contents (path, "diskfarm", -1, &err));
+  char sha[65];
+  g_assert_true (df_file_sha256 (path, sha, &err));
+  g_assert_true (df_farm_vdisk_add (fx->farm, "good", 1 << 20,
+                                    "good.0.qcow2", sha, 8, &err));
+  g_autoptr (DfVersion) v = df_farm_version_get (fx->farm, "good", 0, &err);
+  DfStoreState st = DF_STORE_PRESENT;
+  g_autofree char *why = NULL;
+  g_assert_true (df_farm_store_verify (fx->farm, "ss1", v, &st, &why, &err));
+  g_assert_cmpint (st, ==, DF_STORE_VERIFIED);
+  g_assert_null (why);
+  g_assert_true (g_file_set_contents (path, "diskfarX", -1, &err));
+  g_assert_true (df_farm_store_verify (fx->farm, "ss1", v, &st, &why, &err));
+  g_assert_cmpint (st, ==, DF_STORE_CORRUPT);
+  g_assert_nonnull (strstr (why, "SHA-256"));
+  g_autoptr (DfStoreRecord) r = df_farm_store_state_get (fx->farm, "ss1",
+                                                         "good", 0, &err);
+  g_assert_cmpint (r->state, ==, DF_STORE_CORRUPT);
+  g_assert_nonnull (r->sha256); /* what was found */
+  g_clear_pointer (&why, g_free);
+  g_unlink (path);
+  g_assert_true (df_farm_store_verify (fx->farm, "ss1", v, &st, &why, &err));
+  g_assert_cmpint (st, ==, DF_STORE_MISSING);
+  /* records go with their version */
+  g_assert_true (df_farm_vdisk_remove (fx->farm, "good", &err));
+  g_autoptr (GPtrArray) list = df_farm_store_state_list (fx->farm, NULL,
+                                                         &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (list->len, ==, 0);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+#define FX(path, fn) \
+  g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
+  FX ("/registry/register-fills-admin-row", test_register_fills_admin_row);
+  FX ("/registry/heartbeat-and-state", test_heartbeat_and_state);
+  FX ("/registry/bad-registration", test_bad_registration);
+  FX ("/registry/store-state", test_store_state);
+  FX ("/registry/replicating", test_replicating);
+  FX ("/registry/verify-file", test_verify_file);
+  return g_test_run ();
+}
