@@ -277,12 +277,14 @@ done
 t1=$(date +%s.%N)
 if [ "$MODE" = realos ]; then
   # The workload powers off: libvirt runs the hook's release; the
-  # server-persistent cache survives it.  The serial output is what
-  # follows SeaBIOS in the domain's log (libvirt's lines come first).
+  # server-persistent cache survives it.  The serial output starts at the
+  # initramfs's first line (libvirt's own lines, the qemu command line
+  # among them, come first; the kernel's messages are in the workload's
+  # DISKFARM-KLOG dump of dmesg).
   for n in $VMS; do
     for _ in $(seq 60); do [ "$(vsh domstate "$n")" = "shut off" ] && break; sleep 0.5; done
     [ "$(vsh domstate "$n")" = "shut off" ] || e2e_fail "$n did not power off after its workload"
-    sed -n '/SeaBIOS/,$p' "$(qlog "$n")" >"$T/serial-$n.log"
+    sed -n '/iscsistart\|diskfarm-initrd\|DISKFARM-/,$p' "$(qlog "$n")" >"$T/serial-$n.log"
     realos_check_boot "$T/serial-$n.log" 1
     # iPXE's login, then the OS's from the iBFT (same target, by MAC)
     [ "$(grep -c "iSCSI login: .* -> iqn.2026-11.org.diskfarm:$(hexhyp "${MAC[$n]}")" "$T/streamsvc.log")" -ge 2 ] ||
