@@ -184,6 +184,7 @@ cat >"$T/tpl.xml" <<EOF
   <memory unit='MiB'>$MEM</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
   <clock offset='utc'/>
   <on_reboot>destroy</on_reboot>
   <devices>
