@@ -654,8 +654,11 @@ vdisk_inspect (DfCtx *ctx, int argc, char **argv, GError **err)
     "vdisk inspect", "NAME[@N]", 1, 1,
     "Inspect a version read-only through libguestfs (newest production "
     "when no @N): operating system, distribution, product name, hostname "
-    "and filesystems.  Starts the libguestfs appliance (about 16 s under "
-    "TCG).",
+    "and filesystems, and for each initramfs (in / or /boot of a "
+    "filesystem) whether it can take over a root on iSCSI from the iBFT "
+    "(open-iscsi's hook with ISCSI_AUTO=true, or iscsistart) or on NBD "
+    "(nbd-client); a warning on stderr says what is missing.  Starts the "
+    "libguestfs appliance (about 16 s under TCG).",
     "  diskfarm vdisk inspect win10@3\n",
   };
   g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "initramfs.h"
+
 #ifdef DF_HAVE_GUESTFS
 #include <guestfs.h>
 #endif
@@ -193,6 +195,93 @@ boot_facts (guestfs_h *g)
   return f;
 }
 
+/* An initramfs by its file name, as boot loaders and distributions name
+ * them: initrd, initrd.img-<kver>, initramfs-<kver>.img, ... */
+static bool
+initramfs_name (const char *n)
+{
+  return g_str_has_prefix (n, "initrd") || g_str_has_prefix (n, "initramfs");
+}
+
+/* The record of the initramfs at path (on the filesystem mounted at /):
+ * what it can take over.  Warns on stderr about what it cannot. */
+static DfRecord *
+initramfs_record (guestfs_h *g, const char *dev, const char *path,
+                  const char *tmp)
+{
+  DfRecord *r = df_record_new ();
+  df_record_str (r, "device", "device", dev);
+  df_record_str (r, "path", "path", path);
+  DfInitramfs ir;
+  g_autoptr (GError) e = NULL;
+  if (guestfs_download (g, path, tmp) < 0)
+    g_set_error (&e, DF_ERROR, DF_ERROR_IO, "%s", guestfs_last_error (g));
+  bool ok = !e && df_initramfs_scan_file (tmp, &ir, &e);
+  g_unlink (tmp);
+  if (!ok)
+    {
+      df_record_str (r, "error", "error", e->message);
+      fprintf (stderr, "diskfarm: warning: %s:%s: cannot read this "
+               "initramfs: %s\n", dev, path, e->message);
+      return r;
+    }
+  const char *iwhy, *nwhy;
+  bool iscsi = df_initramfs_iscsi_root (&ir, &iwhy);
+  bool nbd = df_initramfs_nbd_root (&ir, &nwhy);
+  df_record_str (r, "flavour", "flavour", df_initramfs_flavour (&ir));
+  df_record_bool (r, "iscsi_root", "iscsi root", iscsi);
+  df_record_str (r, "iscsi_how", "iscsi via", iwhy);
+  df_record_bool (r, "nbd_root", "nbd root", nbd);
+  df_record_str (r, "nbd_how", "nbd via", nwhy);
+  if (!iscsi)
+    fprintf (stderr, "diskfarm: warning: %s:%s cannot take over an iSCSI "
+             "root: %s\n", dev, path, iwhy);
+  if (!nbd)
+    fprintf (stderr, "diskfarm: warning: %s:%s cannot take over an NBD "
+             "root: %s\n", dev, path, nwhy);
+  return r;
+}
+
+/* Every initramfs in / and /boot of every filesystem (symlinks skipped:
+ * Debian's /initrd.img points at one in /boot). */
+static GPtrArray *
+initramfs_records (guestfs_h *g, GError **err)
+{
+  GPtrArray *recs = df_record_list_new ();
+  g_autofree char *tmpdir = g_dir_make_tmp ("diskfarm-inspect-XXXXXX", err);
+  if (!tmpdir)
+    return recs;
+  g_autofree char *tmp = g_build_filename (tmpdir, "initrd", NULL);
+  char **fss = guestfs_list_filesystems (g);
+  for (guint i = 0; fss && fss[i]; i += 2)
+    {
+      if (strcmp (fss[i + 1], "swap") == 0 || strcmp (fss[i + 1], "unknown") == 0
+          || guestfs_mount_ro (g, fss[i], "/") < 0)
+        continue;
+      static const char *const dirs[] = { "/", "/boot/" };
+      for (guint d = 0; d < G_N_ELEMENTS (dirs); d++)
+        {
+          if (guestfs_is_dir (g, dirs[d]) <= 0)
+            continue;
+          char **names = guestfs_ls (g, dirs[d]);
+          for (guint k = 0; names && names[k]; k++)
+            {
+              g_autofree char *path = g_strconcat (dirs[d], names[k], NULL);
+              if (initramfs_name (names[k])
+                  && guestfs_is_file_opts (g, path, -1) > 0
+                  && guestfs_is_symlink (g, path) == 0)
+                g_ptr_array_add (recs, initramfs_record (g, fss[i], path, tmp));
+              free (names[k]);
+            }
+          free (names);
+        }
+      guestfs_umount_all (g);
+    }
+  g_strfreev (fss);
+  g_rmdir (tmpdir);
+  return recs;
+}
+
 bool
 df_inspect_run (DfCtx *ctx, DfFarm *farm, const DfVersion *v, GError **err)
 {
@@ -225,6 +314,25 @@ df_inspect_run (DfCtx *ctx, DfFarm *farm, const DfVersion *v, GError **err)
                 "clients are refused\n", v->vdisk, v->number);
   g_autoptr (DfReport) rep = df_report_new (osr);
   df_report_add_list (rep, "filesystems", "Filesystems", fs_records (g, mps));
+  g_autofree char *type = root ? guestfs_inspect_get_type (g, root) : NULL;
+  if (!type || strcmp (type, "windows") != 0) /* Windows boots iBFT natively */
+    {
+      GError *e = NULL;
+      g_autoptr (GPtrArray) irs = initramfs_records (g, &e);
+      if (e)
+        {
+          g_propagate_error (err, e);
+          g_strfreev (mps);
+          g_strfreev (roots);
+          return false;
+        }
+      if (irs->len == 0)
+        fprintf (stderr, "diskfarm: warning: no initramfs found (in / or "
+                 "/boot of any filesystem): nothing will take over a root "
+                 "on iSCSI or NBD from the firmware\n");
+      df_report_add_list (rep, "initramfs", "Initramfs",
+                          g_steal_pointer (&irs));
+    }
   df_report_print (rep, ctx->json);
   g_strfreev (mps);
   g_strfreev (roots);

@@ -11,8 +11,9 @@ build_pkgs="meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
 # to boot them under qemu (TCG)
 boot_pkgs="qemu-utils qemu-system-x86 ipxe isolinux syslinux syslinux-common
   xorriso busybox-static mtools dosfstools e2fsprogs"
-# libguestfs (vdisk inspect, version diff) needs a kernel for its appliance
-guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64"
+# libguestfs (vdisk inspect, version diff) needs a kernel for its appliance;
+# vdisk inspect decompresses initramfs images with zstd / xz
+guestfs_pkgs="libguestfs-dev libguestfs-tools linux-image-amd64 zstd xz-utils"
 # a real OS from the stream (e2e realos-*): golden images whose initramfs
 # logs in to iSCSI from the iBFT (iscsistart) or attaches NBD (nbd-client),
 # Debian's own initramfs built with mkinitramfs, ext4 roots by mkfs.ext4 -d
@@ -30,7 +31,8 @@ test_pkgs="$boot_pkgs $guestfs_pkgs postgresql libnbd-bin python3 python3-libnbd
   tftp-hpa tftpd-hpa dnsmasq-base iproute2 qemu-block-extra genisoimage fdisk
   libnbd-dev libiscsi-dev mmdebstrap debhelper lintian $realos_pkgs
   $uefi_pkgs openssl"
-demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl"
+demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl linux-image-amd64 fdisk
+  $realos_pkgs"
 
 want=""
 [ $# -eq 0 ] && set -- build

@@ -22,50 +22,17 @@ set -eu
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
 : "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
-[ "$(id -u)" = 0 ] || e2e_skip "needs root (network namespaces, tap)"
 e2e_need ip dnsmasq qemu-system-x86_64 python3
-[ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
 [ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
 e2e_init
 T=$E2E_TMP
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 
-NS=dfe2e$$
-LAN=${NS}lan BS1=${NS}bs1 BS2=${NS}bs2
-ip netns add "$LAN" 2>/dev/null || e2e_skip "cannot create network namespaces"
-ip netns add "$BS1"; ip netns add "$BS2"
-cleanup_ns() {
-  local rc=$?
-  set +e                      # killed daemons make `wait` fail: not an error
-  e2e_cleanup
-  for n in "$LAN" "$BS1" "$BS2"; do ip netns del "$n" 2>/dev/null; done
-  exit "$rc"
-}
-trap cleanup_ns EXIT
-in_lan() { ip netns exec "$LAN" "$@"; }
-
 # ---- network ---------------------------------------------------------------
-in_lan ip link set lo up
-in_lan ip link add br0 type bridge
-in_lan ip addr add 10.77.0.1/24 dev br0
-in_lan ip addr add 10.77.0.2/24 dev br0
-in_lan ip link set br0 up
-in_lan ip tuntap add tap0 mode tap
-in_lan ip link set tap0 master br0 up
-i=0
-for n in "$BS1" "$BS2"; do
-  i=$((i + 1))
-  ip link add "vb$i" netns "$LAN" type veth peer name eth0 netns "$n"
-  in_lan ip link set "vb$i" master br0 up
-  ip netns exec "$n" ip link set lo up
-  ip netns exec "$n" ip addr add "10.77.0.1$i/24" dev eth0
-  ip netns exec "$n" ip link set eth0 up
-done
-ip netns exec "$LAN" dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
-  --dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,10m --no-resolv \
-  --no-hosts --user=root --dhcp-leasefile="$T/leases" --log-dhcp >"$T/dnsmasq.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
+E2E_LAN_ADDRS=10.77.0.2 e2e_lan 10.77.0 1 2
+LAN=$E2E_LAN BS1=$E2E_BS1 BS2=$E2E_BS2
+in_lan() { e2e_in_lan "$@"; }
 
 # ---- farm ------------------------------------------------------------------
 e2e_make_test_disk "$T/disk.img" DFLBA1-PXE 16

@@ -31,9 +31,7 @@ set -eu
 : "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
 FLAVOUR=${1:-small}
 case $FLAVOUR in small|debian) ;; *) e2e_fail "unknown flavour '$FLAVOUR'" ;; esac
-[ "$(id -u)" = 0 ] || e2e_skip "needs root (network namespaces, tap)"
 e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc
-[ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
 [ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
 BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
 e2e_init
@@ -41,42 +39,11 @@ T=$E2E_TMP
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 
-realos_images "$T/img" "$FLAVOUR"
-
-NS=dfro$$
-LAN=${NS}lan BS=${NS}bs
-ip netns add "$LAN" 2>/dev/null || e2e_skip "cannot create network namespaces"
-ip netns add "$BS"
-cleanup_ns() {
-  local rc=$?
-  set +e
-  e2e_cleanup
-  for n in "$LAN" "$BS"; do ip netns del "$n" 2>/dev/null; done
-  exit "$rc"
-}
-trap cleanup_ns EXIT
-# in_lan: foreground only (a function in the background would leave its
-# child behind when the trap kills the subshell)
-in_lan() { ip netns exec "$LAN" "$@"; }
-
 # ---- network ---------------------------------------------------------------
-in_lan ip link set lo up
-in_lan ip link add br0 type bridge
-in_lan ip addr add 10.77.0.1/24 dev br0
-in_lan ip link set br0 up
-for tap in tap0 tap1; do
-  in_lan ip tuntap add "$tap" mode tap
-  in_lan ip link set "$tap" master br0 up
-done
-ip link add vb1 netns "$LAN" type veth peer name eth0 netns "$BS"
-in_lan ip link set vb1 master br0 up
-ip netns exec "$BS" ip link set lo up
-ip netns exec "$BS" ip addr add 10.77.0.11/24 dev eth0
-ip netns exec "$BS" ip link set eth0 up
-ip netns exec "$LAN" dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
-  --dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,10m --no-resolv \
-  --no-hosts --user=root --dhcp-leasefile="$T/leases" --log-dhcp >"$T/dnsmasq.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
+e2e_lan 10.77.0 2 1
+LAN=$E2E_LAN
+
+realos_images "$T/img" "$FLAVOUR"
 
 # ---- farm ------------------------------------------------------------------
 df init >/dev/null
@@ -84,23 +51,8 @@ df vdisk import golden "$T/img/golden-$FLAVOUR.img" >/dev/null
 rm -f "$T/img/golden-$FLAVOUR.img"
 df device add pc01 --mac 52:54:00:77:00:01 --vdisk golden --cache server >/dev/null
 df device add pc02 --mac 52:54:00:77:00:02 --vdisk golden --cache server-persistent >/dev/null
-df bootstrap sync >/dev/null
-df server add ss1 --address 10.77.0.1 --admin-port 8001 --iscsi-port 3260 >/dev/null
-# No chmod: init (as root) gave the farm to the diskfarm user, which both
-# daemons drop to by default after binding.
-[ -z "$(find "$FARM" -perm /o+w)" ] || e2e_fail "the farm has world-writable entries"
 store0=$(realos_store_sum "$FARM")
-
-ip netns exec "$LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" \
-  --iscsi-listen 10.77.0.1:3260 --admin-listen 10.77.0.1:8001 >"$T/ss1.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
-grep -q 'iscsi listening' "$T/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$T/ss1.log")"
-ip netns exec "$BS" "$BOOTSTRAPSVC" --farm "$FARM" --address 10.77.0.11 \
-  --interface eth0 --health-interval 500 >"$T/bs.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'is now healthy' "$T/bs.log" && break; sleep 0.1; done
-grep -q 'is now healthy' "$T/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$T/bs.log")"
+realos_lan_daemons 10.77.0
 
 REALOS_QEMU_PREFIX="ip netns exec $LAN"
 vm_start() { # NAME TAP MAC ROUND

@@ -22,49 +22,17 @@ set -eu
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
 : "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
-[ "$(id -u)" = 0 ] || e2e_skip "needs root (network namespaces, tap)"
 e2e_need ip dnsmasq qemu-system-x86_64 python3
-[ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
 e2e_init
 T=$E2E_TMP
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
 BOOT_TIMEOUT=100              # seconds per boot (PXE under TCG: ~25 s)
 
-NS=dfwr$$
-LAN=${NS}lan BS=${NS}bs
-ip netns add "$LAN" 2>/dev/null || e2e_skip "cannot create network namespaces"
-ip netns add "$BS"
-cleanup_ns() {
-  local rc=$?
-  set +e
-  e2e_cleanup
-  for n in "$LAN" "$BS"; do ip netns del "$n" 2>/dev/null; done
-  exit "$rc"
-}
-trap cleanup_ns EXIT
-# Foreground only: a backgrounded function call is a subshell whose $! is
-# not the daemon, so daemons are started with ip netns exec itself.
-in_lan() { ip netns exec "$LAN" "$@"; }
-
 # ---- network ---------------------------------------------------------------
-in_lan ip link set lo up
-in_lan ip link add br0 type bridge
-in_lan ip addr add 10.78.0.1/24 dev br0
-in_lan ip link set br0 up
-for i in 0 1; do
-  in_lan ip tuntap add "tap$i" mode tap
-  in_lan ip link set "tap$i" master br0 up
-done
-ip link add vb1 netns "$LAN" type veth peer name eth0 netns "$BS"
-in_lan ip link set vb1 master br0 up
-ip netns exec "$BS" ip link set lo up
-ip netns exec "$BS" ip addr add 10.78.0.11/24 dev eth0
-ip netns exec "$BS" ip link set eth0 up
-ip netns exec "$LAN" dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
-  --dhcp-range=10.78.0.100,10.78.0.150,255.255.255.0,10m --no-resolv \
-  --no-hosts --user=root --dhcp-leasefile="$T/leases" >"$T/dnsmasq.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
+e2e_lan 10.78.0 2 1
+LAN=$E2E_LAN BS=$E2E_BS1
+in_lan() { e2e_in_lan "$@"; }
 
 # ---- farm ------------------------------------------------------------------
 e2e_make_test_disk "$T/disk.img" DFLBA1-WARM 16

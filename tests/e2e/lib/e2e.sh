@@ -2,11 +2,15 @@
 #   e2e_init (temp dir $E2E_TMP + cleanup trap), e2e_need TOOL..., e2e_free_port,
 #   e2e_start_tgt PORT IQN LUN1-FILE (tgtd on 127.0.0.1:PORT, private control port),
 #   e2e_qemu_boot LOG TIMEOUT MARKER -- QEMU-ARGS... (TCG, serial to LOG, user net,
-#   waits for MARKER), e2e_make_test_disk OUT [MARKER] (the test MBR, see testmbr.sh).
+#   waits for MARKER), e2e_make_test_disk OUT [MARKER] (the test MBR, see testmbr.sh),
+#   e2e_lan NET NTAPS NBS (a PXE LAN in network namespaces: bridge, taps,
+#   dnsmasq as site DHCP, bootstrap namespaces; deleted by the cleanup),
+#   e2e_in_lan CMD... (CMD in the LAN namespace, foreground only).
 # Exit codes: 0 pass, 1 fail, 77 skip.
 E2E_LIB=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
 E2E_PIDS=""
 E2E_KILL9=""     # processes that ignore SIGTERM (tgtd)
+E2E_NETNS=""     # network namespaces made by e2e_lan
 
 e2e_skip() { echo "SKIP: $*"; exit 77; }
 e2e_fail() { echo "FAIL: $*"; exit 1; }
@@ -18,6 +22,7 @@ e2e_cleanup() {
   for p in $E2E_PIDS; do kill "$p" 2>/dev/null; done
   for p in $E2E_KILL9; do kill -9 "$p" 2>/dev/null; done
   for p in $E2E_PIDS; do wait "$p" 2>/dev/null; done
+  for p in $E2E_NETNS; do ip netns del "$p" 2>/dev/null; done
   [ -n "${E2E_TMP:-}" ] && [ -z "${E2E_KEEP:-}" ] && rm -rf "$E2E_TMP"
   return 0
 }
@@ -90,3 +95,54 @@ e2e_qemu_boot() {
   kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null
   return $rc
 }
+
+# e2e_lan NET NTAPS NBS: a LAN for PXE boots in network namespaces made
+# here (needs root, /dev/net/tun and ip; skips otherwise).  NET is the
+# first three octets (10.77.0).  Sets:
+#   E2E_LAN   namespace with bridge br0 at NET.1/24 (plus the addresses in
+#             $E2E_LAN_ADDRS, e.g. "NET.2"), taps tap0..tap<NTAPS-1> on br0
+#             for qemu (-netdev tap,ifname=tapN), and dnsmasq as the site
+#             DHCP: addresses NET.100-150 only, no boot options (leases in
+#             $E2E_TMP/leases, log in $E2E_TMP/dnsmasq.log, PID in E2E_PIDS)
+#   E2E_BS1.. NBS namespaces, each linked to br0 by a veth: eth0 at NET.1<i>
+#             (where bootstrapsvc runs: ProxyDHCP on its own address)
+# The namespaces are deleted by the cleanup.  Daemons go in with
+# `ip netns exec "$E2E_LAN" DAEMON ... &` directly: a backgrounded shell
+# function is a subshell whose $! is not the daemon's PID.
+e2e_lan() {
+  local net=$1 ntaps=$2 nbs=$3 ns i a
+  [ "$(id -u)" = 0 ] || e2e_skip "needs root (network namespaces, tap)"
+  e2e_need ip dnsmasq
+  [ -c /dev/net/tun ] || e2e_skip "no /dev/net/tun"
+  ns=dfn$$
+  E2E_LAN=${ns}lan
+  ip netns add "$E2E_LAN" 2>/dev/null || e2e_skip "cannot create network namespaces"
+  E2E_NETNS="$E2E_NETNS $E2E_LAN"
+  e2e_in_lan ip link set lo up
+  e2e_in_lan ip link add br0 type bridge
+  e2e_in_lan ip addr add "$net.1/24" dev br0
+  for a in ${E2E_LAN_ADDRS:-}; do e2e_in_lan ip addr add "$a/24" dev br0; done
+  e2e_in_lan ip link set br0 up
+  for i in $(seq 0 $((ntaps - 1))); do
+    e2e_in_lan ip tuntap add "tap$i" mode tap
+    e2e_in_lan ip link set "tap$i" master br0 up
+  done
+  for i in $(seq "$nbs"); do
+    ip netns add "${ns}bs$i"
+    E2E_NETNS="$E2E_NETNS ${ns}bs$i"
+    eval "E2E_BS$i=${ns}bs$i"
+    ip link add "vb$i" netns "$E2E_LAN" type veth peer name eth0 netns "${ns}bs$i"
+    e2e_in_lan ip link set "vb$i" master br0 up
+    ip netns exec "${ns}bs$i" ip link set lo up
+    ip netns exec "${ns}bs$i" ip addr add "$net.1$i/24" dev eth0
+    ip netns exec "${ns}bs$i" ip link set eth0 up
+  done
+  ip netns exec "$E2E_LAN" dnsmasq --no-daemon --port=0 --interface=br0 --bind-interfaces \
+    --dhcp-range="$net.100,$net.150,255.255.255.0,10m" --no-resolv \
+    --no-hosts --user=root --dhcp-leasefile="$E2E_TMP/leases" --log-dhcp \
+    >"$E2E_TMP/dnsmasq.log" 2>&1 &
+  E2E_PIDS="$E2E_PIDS $!"
+}
+
+# e2e_in_lan CMD...: CMD in $E2E_LAN, in the foreground (see e2e_lan).
+e2e_in_lan() { ip netns exec "$E2E_LAN" "$@"; }

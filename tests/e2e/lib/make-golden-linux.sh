@@ -36,7 +36,9 @@
 #                                         connection error, reset, nbd, sd)
 #     DISKFARM-WORKLOAD-END
 #   The small initramfs prints DISKFARM-INITRD-FAIL <why> and powers off
-#   when it cannot find its root.
+#   when it cannot find its root; without an iBFT and nbdroot it loads
+#   ata_piix and mounts root from a local IDE disk (the hypervisor cache
+#   mode: a qcow2 overlay whose backing is the device export).
 #   Kernel: the newest installed linux-image with /boot/vmlinuz-V and
 #   /lib/modules/V (or $DF_KERNEL_VERSION).  Exit 77 when a tool is missing.
 set -eu
@@ -175,6 +177,15 @@ small_initrd() {
     cp "$path" "$rd/lib/modules/"
     echo "$(basename "$path") $opts" >>"$rd/lib/modules/load-order"
   done <"$tmp/insmod"
+  # A local disk (the hypervisor cache mode: a qcow2 overlay over the
+  # device export on IDE): loaded only when there is no iBFT and no
+  # nbdroot, so that a local boot disk never takes sda from the iSCSI LUN.
+  modprobe -S "$kver" --show-depends ata_piix | awk '$1 == "insmod"' >"$tmp/insmod-local"
+  while read -r _ path opts; do
+    grep -q "^$(basename "$path") " "$rd/lib/modules/load-order" && continue
+    cp "$path" "$rd/lib/modules/"
+    echo "$(basename "$path") $opts" >>"$rd/lib/modules/load-order-local"
+  done <"$tmp/insmod-local"
   for b in /sbin/iscsistart /sbin/nbd-client; do
     cp "$b" "$rd/sbin/"
     ldd "$b" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | while read -r line; do
@@ -197,7 +208,8 @@ DHCP
   cat >"$rd/init" <<'INIT'
 #!/bin/busybox sh
 # diskfarm small initramfs: root on iSCSI through iBFT (default) or on NBD
-# (nbdroot=HOST:PORT/EXPORT root=/dev/nbd0pN [ip=dhcp]).
+# (nbdroot=HOST:PORT/EXPORT root=/dev/nbd0pN [ip=dhcp]), else (no iBFT) on
+# a local IDE disk.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
 mount -t devtmpfs devtmpfs /dev
@@ -229,8 +241,11 @@ if [ -n "$nbdroot" ]; then
   nbd-client "$srv" "$port" "$dev" -N "$export" >/dev/ttyS0 2>&1 || fail "nbd-client $srv $port $export"
   # the kernel scans the partitions at the next open of the device
   blockdev --rereadpt "$dev" || fail "partition table of $dev"
+elif [ ! -d /sys/firmware/ibft ]; then
+  # no iBFT, no nbdroot: a local disk (the hypervisor's overlay)
+  say "no iBFT: root on a local disk"
+  while read -r m opts; do insmod "/lib/modules/$m" $opts 2>/dev/null; done </lib/modules/load-order-local
 else
-  [ -d /sys/firmware/ibft ] || fail "no iBFT (not booted by an iSCSI sanboot?)"
   iscsistart -N >/dev/ttyS0 2>&1 || fail "iscsistart -N (network from iBFT)"
   iscsistart -b -P 'node.conn[0].timeo.noop_out_interval=5' \
     -P 'node.conn[0].timeo.noop_out_timeout=10' >/dev/ttyS0 2>&1 ||

@@ -5,9 +5,14 @@
 #   skip), realos_qemu_start NAME LOG ARGS... / realos_qemu_wait NAME TIMEOUT
 #   (a VM in the background, killed by PID in the cleanup trap),
 #   realos_check_boot LOG COUNT (markers of the workload, boot counter, no
-#   kernel I/O, SCSI, iSCSI or NBD error), realos_cached_count NBD-URI
-#   (the boot counter file read through an NBD export: number of lines, or
-#   "none"), realos_store_sum FARM (sha256 of every vDisk store file).
+#   kernel I/O, SCSI, iSCSI or NBD error), realos_cached_count NBD-URI|FILE
+#   (the boot counter file read through an NBD export or from an image:
+#   number of lines, or "none"), realos_store_sum FARM (sha256 of every vDisk store file),
+#   realos_store_kept FARM SUMS (every file of an earlier sum unchanged),
+#   realos_lan_daemons NET (streamsvc + bootstrapsvc on an e2e_lan LAN),
+#   warm reboots: REALOS_WARM=1 realos_qemu_start (-no-shutdown, HMP
+#   monitor), realos_warm_reset NAME LOG, realos_warm_wait NAME LOG N
+#   TIMEOUT, realos_boot_log LOG NAME N OUT (the serial output of boot N).
 
 # realos_init: e2e_init (whose cleanup survives set -e and signals).
 realos_init() {
@@ -32,14 +37,20 @@ realos_images() { # OUTDIR [--firmware bios|uefi] FLAVOUR...
 # realos_qemu_start NAME LOG QEMU-ARGS...: qemu (TCG, serial to LOG,
 # -no-reboot) in the background; its PID goes to E2E_PIDS (killed in the
 # trap) and to REALOS_PID_<NAME>.  A command prefix (ip netns exec ...) may
-# come from $REALOS_QEMU_PREFIX.
+# come from $REALOS_QEMU_PREFIX.  With REALOS_WARM=1 the VM is one for warm
+# reboots instead: -no-shutdown (the workload's poweroff stops the VM, its
+# TCP connections stay open) and an HMP monitor on $E2E_TMP/mon-NAME.sock
+# (no -no-reboot: it would turn system_reset into an exit).
 realos_qemu_start() {
-  local name=$1 log=$2
+  local name=$1 log=$2 ctl="-monitor none -no-reboot"
   shift 2
   : >"$log"
+  [ -z "${REALOS_WARM:-}" ] ||
+    ctl="-no-shutdown -monitor unix:$E2E_TMP/mon-$name.sock,server=on,wait=off"
   eval "REALOS_T0_$name=$(date +%s)"
+  eval "REALOS_OFF_${name}_1=0"
   ${REALOS_QEMU_PREFIX:-} qemu-system-x86_64 -accel tcg -m 384 -display none \
-    -monitor none -serial "file:$log" -no-reboot "$@" >"$log.qemu" 2>&1 &
+    $ctl -serial "file:$log" "$@" >"$log.qemu" 2>&1 &
   eval "REALOS_PID_$name=$!"
   E2E_PIDS="$E2E_PIDS $!"
 }
@@ -88,13 +99,18 @@ realos_check_boot() {
   [ -z "$bad" ] || { echo "$bad"; e2e_fail "$log: kernel I/O, SCSI, iSCSI or NBD errors in the OS log"; }
 }
 
-# realos_cached_count NBD-URI: lines in /var/boot-count of the root
-# partition (partition 2) read through the export, "none" when the file is
-# absent; the copy must pass e2fsck -fn (clean ext4, journal flushed).
+# realos_cached_count NBD-URI|IMAGE: lines in /var/boot-count of the root
+# partition (partition 2) read through the export (or from an image file:
+# qemu-img, shared lock), "none" when the file is absent; the copy must
+# pass e2fsck -fn (clean ext4, journal flushed).
 realos_cached_count() {
   local uri=$1 d start
   d=$(mktemp -d "$E2E_TMP/export.XXXXXX")
-  nbdcopy "$uri" "$d/disk.img" || e2e_fail "nbdcopy $uri failed"
+  case $uri in
+    *://*) nbdcopy "$uri" "$d/disk.img" || e2e_fail "nbdcopy $uri failed" ;;
+    *) # an image file (a VM's qcow2 overlay, maybe open in a stopped qemu)
+       qemu-img convert -U -O raw "$uri" "$d/disk.img" || e2e_fail "qemu-img convert $uri failed" ;;
+  esac
   start=$(sfdisk -d "$d/disk.img" | awk -F'[=,]' '/img2 :/ { gsub(/ /, "", $2); print $2 }')
   [ -n "$start" ] || e2e_fail "$uri: no partition 2"
   dd if="$d/disk.img" of="$d/root.ext4" bs=512 skip="$start" status=none
@@ -110,4 +126,92 @@ realos_cached_count() {
 
 realos_store_sum() { # FARM
   (cd "$1/store" && find . -type f | sort | xargs sha256sum)
+}
+
+# realos_store_kept FARM SUMS: every store file listed in SUMS (an earlier
+# realos_store_sum) is still there, unchanged (a seal may add files).
+realos_store_kept() {
+  local lost
+  lost=$(comm -23 <(echo "$2" | sort) <(realos_store_sum "$1" | sort))
+  [ -z "$lost" ] || { echo "$lost"; return 1; }
+}
+
+# realos_lan_daemons NET: on the LAN of `e2e_lan NET N 1` and the farm
+# $FARM, streamsvc in $E2E_LAN (iSCSI on NET.1:3260, admin NET.1:8001, NBD
+# on the UNIX socket $E2E_TMP/nbd.sock for the checks; log ss1.log) and
+# bootstrapsvc in $E2E_BS1 at NET.11 (log bs.log), both healthy; server
+# ss1 registered.  Both are started by ip netns exec itself (their PIDs
+# are in E2E_PIDS) and drop to the diskfarm user `diskfarm init` made.
+realos_lan_daemons() {
+  local net=$1 t=$E2E_TMP
+  "$DISKFARM" --farm "$FARM" bootstrap sync >/dev/null
+  "$DISKFARM" --farm "$FARM" server add ss1 --address "$net.1" --admin-port 8001 \
+    --iscsi-port 3260 >/dev/null
+  [ -z "$(find "$FARM" -perm /o+w)" ] || e2e_fail "the farm has world-writable entries"
+  ip netns exec "$E2E_LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$t/nbd.sock" \
+    --iscsi-listen "$net.1:3260" --admin-listen "$net.1:8001" >"$t/ss1.log" 2>&1 &
+  E2E_PIDS="$E2E_PIDS $!"
+  for _ in $(seq 100); do grep -q 'iscsi listening' "$t/ss1.log" && break; sleep 0.1; done
+  grep -q 'iscsi listening' "$t/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$t/ss1.log")"
+  ip netns exec "$E2E_BS1" "$BOOTSTRAPSVC" --farm "$FARM" --address "$net.11" \
+    --interface eth0 --health-interval 500 >"$t/bs.log" 2>&1 &
+  E2E_PIDS="$E2E_PIDS $!"
+  for _ in $(seq 100); do grep -q 'is now healthy' "$t/bs.log" && break; sleep 0.1; done
+  grep -q 'is now healthy' "$t/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$t/bs.log")"
+}
+
+# realos_hmp NAME COMMAND...: HMP commands, in order, on the monitor of a
+# REALOS_WARM VM.
+realos_hmp() {
+  python3 - "$E2E_TMP/mon-$1.sock" "${@:2}" <<'EOF'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.recv(4096)                      # banner + prompt
+for c in sys.argv[2:]:
+    s.sendall(c.encode() + b"\n")
+    time.sleep(0.3)
+s.close()
+EOF
+}
+
+realos_ends() { grep -ac DISKFARM-WORKLOAD-END "$1" 2>/dev/null || true; }
+
+# realos_warm_reset NAME LOG: system_reset, then cont (after the guest's
+# poweroff the VM waits stopped): a warm reboot, nothing closes the old
+# OS's TCP connections.  The next boot's serial output starts here.
+realos_warm_reset() {
+  local name=$1 log=$2 n
+  n=$(( $(realos_ends "$log") + 1 ))
+  eval "REALOS_OFF_${name}_$n=$(stat -c %s "$log")"
+  eval "REALOS_T0_$name=$(date +%s)"
+  realos_hmp "$name" system_reset cont
+}
+
+# realos_warm_wait NAME LOG N TIMEOUT: wait for the N-th end marker of the
+# workload (boot N since power-on); prints the seconds from the reset (or
+# power-on) to it; returns 1 at TIMEOUT or when qemu is gone.
+realos_warm_wait() {
+  local name=$1 log=$2 n=$3 timeout=$4 pid t0 now
+  eval "pid=\$REALOS_PID_$name; t0=\$REALOS_T0_$name"
+  while :; do
+    now=$(date +%s)
+    if [ "$(realos_ends "$log")" -ge "$n" ]; then
+      echo "$name boot $n: workload end $(( now - t0 )) s after power-on/reset"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { echo "$name: qemu exited"; return 1; }
+    [ $(( now - t0 )) -lt "$timeout" ] || { echo "$name boot $n: timed out after $timeout s"; return 1; }
+    sleep 0.5
+  done
+}
+
+# realos_boot_log LOG NAME N OUT: the serial output of NAME's boot N (from
+# its power-on or reset on) into OUT.
+realos_boot_log() {
+  local log=$1 name=$2 n=$3 out=$4 off
+  eval "off=\${REALOS_OFF_${name}_$n:-}"
+  [ -n "$off" ] || e2e_fail "$log: no boot $n"
+  tail -c +$((off + 1)) "$log" | tr -d '\000' >"$out"
 }
