@@ -11,30 +11,29 @@
 
 /* ---- servers ---------------------------------------------------------- */
 
+/* The fields of SERVER_COLS, in its order. */
+static const DfField server_fields[] = {
+  DF_FIELD (INT64, DfServer, id),
+  DF_FIELD (TEXT, DfServer, name),
+  DF_FIELD (TEXT, DfServer, address),
+  DF_FIELD (PORT, DfServer, iscsi_port),
+  DF_FIELD (PORT, DfServer, nbd_port),
+  DF_FIELD (PORT, DfServer, admin_port),
+  DF_FIELD (INT, DfServer, power),
+  DF_FIELD (TEXT, DfServer, created),
+};
+
 void
 df_server_free (DfServer *s)
 {
-  if (!s)
-    return;
-  g_free (s->name);
-  g_free (s->address);
-  g_free (s->created);
-  g_free (s);
+  df_farm_row_free (s, server_fields, G_N_ELEMENTS (server_fields));
 }
 
 static DfServer *
 server_from_row (DfDbStmt *st)
 {
-  DfServer *s = g_new0 (DfServer, 1);
-  s->id = df_db_col_int64 (st, 0);
-  s->name = df_db_col_dup (st, 1);
-  s->address = df_db_col_dup (st, 2);
-  s->iscsi_port = (guint16) df_db_col_int (st, 3);
-  s->nbd_port = (guint16) df_db_col_int (st, 4);
-  s->admin_port = (guint16) df_db_col_int (st, 5);
-  s->power = df_db_col_int (st, 6);
-  s->created = df_db_col_dup (st, 7);
-  return s;
+  return df_farm_row_read (st, server_fields, G_N_ELEMENTS (server_fields),
+                           sizeof (DfServer));
 }
 
 #define SERVER_COLS \

@@ -59,27 +59,27 @@ df_farm_store_of (DfFarm *farm, const char *vdisk)
 
 /* ---- vdisks ----------------------------------------------------------- */
 
+/* The fields of a vdisk SELECT (id, name, virtual_size, description,
+ * created). */
+static const DfField vdisk_fields[] = {
+  DF_FIELD (INT64, DfVdisk, id),
+  DF_FIELD (TEXT, DfVdisk, name),
+  DF_FIELD (INT64, DfVdisk, virtual_size),
+  DF_FIELD (TEXT, DfVdisk, description),
+  DF_FIELD (TEXT, DfVdisk, created),
+};
+
 void
 df_vdisk_free (DfVdisk *v)
 {
-  if (!v)
-    return;
-  g_free (v->name);
-  g_free (v->description);
-  g_free (v->created);
-  g_free (v);
+  df_farm_row_free (v, vdisk_fields, G_N_ELEMENTS (vdisk_fields));
 }
 
 static gpointer
 vdisk_from_row (DfDbStmt *st)
 {
-  DfVdisk *v = g_new0 (DfVdisk, 1);
-  v->id = df_db_col_int64 (st, 0);
-  v->name = df_db_col_dup (st, 1);
-  v->virtual_size = (uint64_t) df_db_col_int64 (st, 2);
-  v->description = df_db_col_dup (st, 3);
-  v->created = df_db_col_dup (st, 4);
-  return v;
+  return df_farm_row_read (st, vdisk_fields, G_N_ELEMENTS (vdisk_fields),
+                           sizeof (DfVdisk));
 }
 
 static bool
