@@ -6,6 +6,7 @@
 #include "admin-client.h"
 #include "live.h"
 #include "common.h"
+#include "test-util.h"
 
 #include <gio/gio.h>
 #include <glib/gstdio.h>
@@ -301,25 +302,6 @@ test_trickle (void)
 /* ---- the live view ------------------------------------------------------ */
 
 static void
-rm_rf (const char *path)
-{
-  GDir *d = g_dir_open (path, 0, NULL);
-  if (d)
-    {
-      const char *n;
-      while ((n = g_dir_read_name (d)))
-        {
-          g_autofree char *p = g_build_filename (path, n, NULL);
-          rm_rf (p);
-        }
-      g_dir_close (d);
-      g_rmdir (path);
-    }
-  else
-    g_unlink (path);
-}
-
-static void
 server_add (DfFarm *farm, const char *name, guint16 admin_port)
 {
   g_autoptr (GError) err = NULL;
@@ -493,7 +475,7 @@ test_live (void)
 
   fakes_free (fs);
   df_farm_close (farm);
-  rm_rf (tmp);
+  tu_rmrf (tmp);
 }
 
 int
