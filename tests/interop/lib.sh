@@ -108,3 +108,11 @@ make_raw() {
   done
   printf 'DISKFARM-BASE' | dd of="$1" bs=1 seek=512 conv=notrunc status=none
 }
+
+# A new farm with vdisk $1 (version 0) imported from $T/base.raw, a
+# make_raw of $2 MiB.
+init_vdisk() { # vdisk mib
+  df init >/dev/null
+  make_raw "$T/base.raw" "$2"
+  df vdisk import "$1" "$T/base.raw" >/dev/null
+}
