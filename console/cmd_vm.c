@@ -434,20 +434,14 @@ typedef struct {
   gboolean print_xml;
   char *nbd;
   char *disk_dir;
+  GOptionEntry *entries;  /* the table that fills it (df_options_keep) */
 } ProvOpts;
 
 static void
 prov_opts_clear (ProvOpts *o)
 {
-  g_free (o->tpl_name);
-  g_free (o->collection);
-  g_free (o->name_tpl);
-  g_free (o->boot);
-  g_free (o->media);
-  g_free (o->cache);
-  g_free (o->uri);
-  g_free (o->nbd);
-  g_free (o->disk_dir);
+  df_options_clear (o->entries);
+  g_free (o->entries);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ProvOpts, prov_opts_clear)
 
@@ -661,6 +655,7 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
       "Print each definition libvirt stored (instead of the table)", NULL },
     G_OPTION_ENTRY_NULL
   };
+  o.entries = df_options_keep (entries);
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
   if (o.boot == NULL)

@@ -61,21 +61,14 @@ typedef struct {
   char *user;
   gboolean verbose;
   gboolean version;
+  GOptionEntry *entries;  /* parse_cli's table (df_options_keep), owned */
 } Options;
 
 static void
 options_clear (Options *o)
 {
-  g_free (o->farm);
-  g_free (o->config);
-  g_strfreev (o->nbd_listen);
-  g_strfreev (o->iscsi_listen);
-  g_free (o->admin_listen);
-  g_free (o->tls);
-  g_free (o->tls_certificates);
-  g_free (o->tls_psk);
-  g_free (o->pidfile);
-  g_free (o->user);
+  df_options_clear (o->entries);
+  g_free (o->entries);
 }
 
 static bool
@@ -141,6 +134,7 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
 
   o->threads = -1;
   o->tcp_keepalive = o->nop_interval = o->nop_timeout = UNSET;
+  o->entries = df_options_keep (entries);
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, argc, argv, err)
       || !df_options_check_values (entries, NULL, err))
