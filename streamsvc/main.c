@@ -325,44 +325,31 @@ on_signal (gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
-static bool
-start_nbd (DfStreamServer *srv, char **addrs, GError **err)
-{
-  for (char **a = addrs; *a != NULL; a++)
-    {
-      DfListenAddr la = { 0 };
-      g_autofree char *bound = NULL;
-      g_auto (GStrv) lines = NULL;
-      bool ok = df_parse_listen (*a, DF_NBD_PORT, &la, err)
-                && df_stream_server_listen_nbd (srv, &la, &bound, err);
+/* How one front end binds one listen address (server.h). */
+typedef bool (*ListenFn) (DfStreamServer *s, const DfListenAddr *addr,
+                          char **bound, GError **err);
 
-      df_listen_addr_clear (&la);
-      if (!ok)
-        return false;
-      lines = g_strsplit (bound, "\n", -1);
-      for (char **l = lines; *l != NULL; l++)
-        g_message ("nbd listening on %s", *l);
-    }
-  return true;
-}
-
+/* Bind every address of addrs (NULL: none) for front end proto, whose
+ * port is default_port where an address has none, and log the ready line
+ * "<proto> listening on <address>" of each socket. */
 static bool
-listen_iscsi (DfStreamServer *srv, char **addrs, GError **err)
+listen_all (DfStreamServer *srv, char **addrs, const char *proto,
+            guint16 default_port, ListenFn listen, GError **err)
 {
   for (char **a = addrs; a != NULL && *a != NULL; a++)
     {
       DfListenAddr la = { 0 };
       g_autofree char *bound = NULL;
       g_auto (GStrv) lines = NULL;
-      bool ok = df_parse_listen (*a, DF_ISCSI_PORT, &la, err)
-                && df_stream_server_listen_iscsi (srv, &la, &bound, err);
+      bool ok = df_parse_listen (*a, default_port, &la, err)
+                && listen (srv, &la, &bound, err);
 
       df_listen_addr_clear (&la);
       if (!ok)
         return false;
       lines = g_strsplit (bound, "\n", -1);
       for (char **l = lines; *l != NULL; l++)
-        g_message ("iscsi listening on %s", *l);
+        g_message ("%s listening on %s", proto, *l);
     }
   return true;
 }
@@ -520,8 +507,10 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   if (!resolve_tls (o, ex, err) || !make_tls (o, ex, &tls, err))
     goto out;
   df_stream_server_set_tls (srv, tls);
-  if (!start_nbd (srv, o->nbd_listen, err)
-      || !listen_iscsi (srv, o->iscsi_listen, err))
+  if (!listen_all (srv, o->nbd_listen, "nbd", DF_NBD_PORT,
+                   df_stream_server_listen_nbd, err)
+      || !listen_all (srv, o->iscsi_listen, "iscsi", DF_ISCSI_PORT,
+                      df_stream_server_listen_iscsi, err))
     goto out;
   if (g_strcmp0 (o->admin_listen, "none") != 0
       && (admin = start_admin (o, ss, ex, err)) == NULL)
