@@ -325,6 +325,26 @@ bdm_payload (const char *dir, const char *name, const char *package,
   return NULL;
 }
 
+bool
+bdm_mbr_code (const BdmConfig *c, char **code, gsize *len, GError **err)
+{
+  g_autofree char *dir = g_build_filename (c->syslinux_dir, "mbr", NULL);
+  g_autofree char *path = bdm_payload (dir, "mbr.bin", "syslinux-common",
+                                       err);
+  g_autofree char *data = NULL;
+  if (path == NULL || !g_file_get_contents (path, &data, len, err))
+    return false;
+  if (*len == 0 || *len > 440)
+    {
+      g_set_error (err, BDM_ERROR, BDM_ERROR_MISSING,
+                   "%s is %zu bytes: not a syslinux MBR (at most 440)", path,
+                   *len);
+      return false;
+    }
+  *code = g_steal_pointer (&data);
+  return true;
+}
+
 /* ---- ISO ------------------------------------------------------------------ */
 
 static bool

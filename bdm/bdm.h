@@ -112,3 +112,8 @@ bool bdm_inject (const BdmConfig *c, const char *disk, BdmInjectResult *res,
  * BDM_ERROR_MISSING naming the Debian package. */
 char *bdm_payload (const char *dir, const char *name, const char *package,
                    GError **err);
+/* syslinux's MBR boot code (mbr/mbr.bin under c->syslinux_dir, 1 to 440
+ * bytes, what fits before the disk signature): a new buffer in *code and
+ * its length in *len, or false + BDM_ERROR_MISSING. */
+bool bdm_mbr_code (const BdmConfig *c, char **code, gsize *len,
+                   GError **err);

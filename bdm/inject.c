@@ -174,19 +174,10 @@ set_active (guestfs_h *g, int partnum, GError **err)
 static bool
 write_mbr_code (const BdmConfig *c, guestfs_h *g, GError **err)
 {
-  g_autofree char *dir = g_build_filename (c->syslinux_dir, "mbr", NULL);
-  g_autofree char *path = bdm_payload (dir, "mbr.bin", "syslinux-common",
-                                       err);
   g_autofree char *code = NULL;
   gsize len = 0;
-  if (path == NULL || !g_file_get_contents (path, &code, &len, err))
+  if (!bdm_mbr_code (c, &code, &len, err))
     return false;
-  if (len == 0 || len > 440)
-    {
-      g_set_error (err, BDM_ERROR, BDM_ERROR_MISSING, "%s is not a syslinux "
-                   "MBR (%zu bytes)", path, len);
-      return false;
-    }
   if (guestfs_pwrite_device (g, DEV, code, len, 0) != (int) len)
     return gfs_fail (g, err, "cannot write the MBR boot code");
   return true;

@@ -35,21 +35,6 @@ typedef struct {
   char *syslinux_dir;
 } CliOpts;
 
-static void
-cli_opts_clear (CliOpts *o)
-{
-  g_free (o->config);
-  g_strfreev (o->servers);
-  g_free (o->farm);
-  g_free (o->db);
-  g_free (o->ip);
-  g_free (o->gateway);
-  g_free (o->dns);
-  g_free (o->ipxe_dir);
-  g_free (o->isolinux_dir);
-  g_free (o->syslinux_dir);
-}
-
 /* Servers of the farm DB (servers table) in name order. */
 static bool
 add_farm_servers (BdmConfig *c, const CliOpts *o, GError **err)
@@ -302,7 +287,7 @@ main (int argc, char **argv)
   if (ok && version)
     {
       printf ("bdm (diskfarm) %s\n", DF_VERSION);
-      cli_opts_clear (&o);
+      df_options_clear (entries);
       return 0;
     }
   if (ok && argc != 3)
@@ -315,6 +300,6 @@ main (int argc, char **argv)
   ok = ok && run (argv[1], argv[2], &o, &err);
   if (!ok)
     fprintf (stderr, "bdm: %s\n", err->message);
-  cli_opts_clear (&o);
+  df_options_clear (entries);
   return ok ? 0 : 1;
 }

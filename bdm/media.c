@@ -129,20 +129,10 @@ put_le32 (guint8 *p, guint32 v)
 static bool
 build_mbr (const BdmConfig *c, guint8 mbr[512], GError **err)
 {
-  g_autofree char *mbr_dir = g_build_filename (c->syslinux_dir, "mbr", NULL);
-  g_autofree char *path = bdm_payload (mbr_dir, "mbr.bin", "syslinux-common",
-                                       err);
   g_autofree char *code = NULL;
   gsize len = 0;
-  if (path == NULL || !g_file_get_contents (path, &code, &len, err))
+  if (!bdm_mbr_code (c, &code, &len, err))
     return false;
-  if (len == 0 || len > 440)
-    {
-      g_set_error (err, BDM_ERROR, BDM_ERROR_MISSING,
-                   "%s is %zu bytes: not a syslinux MBR (at most 440)", path,
-                   len);
-      return false;
-    }
   memset (mbr, 0, 512);
   memcpy (mbr, code, len);
   put_le32 (mbr + 440, 0xdf5eed01u);

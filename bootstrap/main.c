@@ -45,18 +45,14 @@ typedef struct {
   gint http_port, tftp_port, dhcp_port, pxe_port;
   gint health_interval;
   gboolean no_proxydhcp, chain_ipxe, verbose, version;
+  GOptionEntry *entries;  /* parse_options' table (df_options_keep), owned */
 } Options;
 
 static void
 options_clear (Options *o)
 {
-  g_free (o->config);
-  g_free (o->farm);
-  g_free (o->db);
-  g_free (o->address);
-  g_free (o->interface);
-  g_free (o->user);
-  g_free (o->server_name);
+  df_options_clear (o->entries);
+  g_free (o->entries);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Options, options_clear)
 
@@ -182,6 +178,7 @@ parse_options (Options *o, int *argc, char ***argv, GError **err)
   g_autoptr (GOptionContext) oc = g_option_context_new ("");
   g_option_context_set_summary (oc, "diskfarm bootstrap service: ProxyDHCP, "
                                 "TFTP and HTTP iPXE boot scripts.");
+  o->entries = df_options_keep (entries);
   g_option_context_add_main_entries (oc, entries, NULL);
   if (!g_option_context_parse (oc, argc, argv, err)
       || !df_options_check_values (entries, NULL, err))

@@ -77,15 +77,14 @@ typedef struct {
   char *quota;
 } DeviceOpts;
 
+static void device_opts_entries (DeviceOpts *o, GOptionEntry out[7]);
+
 static void
 device_opts_clear (DeviceOpts *o)
 {
-  g_free (o->mac);
-  g_free (o->vdisk);
-  g_free (o->cache);
-  g_free (o->type);
-  g_free (o->collection);
-  g_free (o->quota);
+  GOptionEntry entries[7];
+  device_opts_entries (o, entries);
+  df_options_clear (entries);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DeviceOpts, device_opts_clear)

@@ -435,20 +435,14 @@ typedef struct {
   char *nbd;
   char *disk_dir;
   gboolean no_secure_boot;
+  GOptionEntry *entries;  /* the table that fills it (df_options_keep) */
 } ProvOpts;
 
 static void
 prov_opts_clear (ProvOpts *o)
 {
-  g_free (o->tpl_name);
-  g_free (o->collection);
-  g_free (o->name_tpl);
-  g_free (o->boot);
-  g_free (o->media);
-  g_free (o->cache);
-  g_free (o->uri);
-  g_free (o->nbd);
-  g_free (o->disk_dir);
+  df_options_clear (o->entries);
+  g_free (o->entries);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ProvOpts, prov_opts_clear)
 
@@ -763,6 +757,7 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
       "UEFI templates with Secure Boot: clones boot with it off", NULL },
     G_OPTION_ENTRY_NULL
   };
+  o.entries = df_options_keep (entries);
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
   if (o.boot == NULL)

@@ -29,18 +29,28 @@ df_usage_error (GError **err, const char *fmt, ...)
 
 /* ---- farm ------------------------------------------------------------- */
 
-/* --farm, then $DISKFARM_FARM, then diskfarm.conf [farm] dir (which
- * holds the built-in default). */
+/* A console setting: the option's value (opt, NULL when not given), then
+ * $env when set and not empty, then diskfarm.conf [group] key (which holds
+ * the built-in default, if any), or fallback before the file is loaded. */
+static const char *
+ctx_setting (const DfCtx *ctx, const char *opt, const char *env,
+             const char *group, const char *key, const char *fallback)
+{
+  if (opt != NULL)
+    return opt;
+  const char *v = g_getenv (env);
+  if (v != NULL && *v != '\0')
+    return v;
+  return ctx->conf != NULL ? df_conf_string (ctx->conf, group, key)
+                           : fallback;
+}
+
+/* --farm, then $DISKFARM_FARM, then diskfarm.conf [farm] dir. */
 const char *
 df_ctx_farm_dir (const DfCtx *ctx)
 {
-  if (ctx->farm_opt != NULL)
-    return ctx->farm_opt;
-  const char *env = g_getenv ("DISKFARM_FARM");
-  if (env != NULL && *env != '\0')
-    return env;
-  return ctx->conf != NULL ? df_conf_string (ctx->conf, "farm", "dir")
-                           : DF_DEFAULT_FARM;
+  return ctx_setting (ctx, ctx->farm_opt, "DISKFARM_FARM", "farm", "dir",
+                      DF_DEFAULT_FARM);
 }
 
 /* --db, then $DISKFARM_DB, then diskfarm.conf [farm] database; NULL: the
@@ -72,13 +82,8 @@ ctx_load_conf (DfCtx *ctx, GError **err)
 const char *
 df_ctx_admin (const DfCtx *ctx)
 {
-  if (ctx->admin_opt != NULL)
-    return ctx->admin_opt;
-  const char *env = g_getenv ("DISKFARM_ADMIN");
-  if (env != NULL && *env != '\0')
-    return env;
-  return ctx->conf != NULL ? df_conf_string (ctx->conf, "console", "admin")
-                           : NULL;
+  return ctx_setting (ctx, ctx->admin_opt, "DISKFARM_ADMIN", "console",
+                      "admin", NULL);
 }
 
 /* Logging starts here, once every option (--verbose) has been parsed:

@@ -173,14 +173,6 @@ handle_sessions (DfAdmin *a, SoupServerMessage *msg)
 
 /* ---- /metrics --------------------------------------------------------- */
 
-static void
-family_header (GString *out, const char *name, const char *type,
-               const char *help)
-{
-  g_string_append_printf (out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
-                          name, type);
-}
-
 /* name{device="...",mode="..."} value  (mode omitted when NULL) */
 static void
 cache_sample (GString *out, const char *name, const CacheRow *r,
@@ -199,33 +191,37 @@ cache_sample (GString *out, const char *name, const CacheRow *r,
 static void
 metrics_caches (DfAdmin *a, GString *out)
 {
+  /* One gauge family per figure of DfCacheStats shown. */
+  static const struct {
+    const char *name;
+    const char *help;
+    bool with_mode;
+    gsize offset;       /* of the uint64_t figure in DfCacheStats */
+  } families[] = {
+    { "diskfarm_cache_bytes",
+      "Bytes held by the device's write cache (RAM + disk).", true,
+      G_STRUCT_OFFSET (DfCacheStats, cached_bytes) },
+    { "diskfarm_cache_ram_bytes",
+      "Bytes of the device's write cache held in RAM.", false,
+      G_STRUCT_OFFSET (DfCacheStats, ram_bytes) },
+    { "diskfarm_cache_quota_bytes",
+      "Write cache quota of the device in bytes (0: none).", false,
+      G_STRUCT_OFFSET (DfCacheStats, quota_bytes) },
+  };
   g_autoptr (GPtrArray) rows = cache_rows (a);
 
-  family_header (out, "diskfarm_cache_bytes", "gauge",
-                 "Bytes held by the device's write cache (RAM + disk).");
-  for (guint i = 0; i < rows->len; i++)
+  for (gsize f = 0; f < G_N_ELEMENTS (families); f++)
     {
-      const CacheRow *r = g_ptr_array_index (rows, i);
+      df_prom_family_header (out, families[f].name, "gauge",
+                             families[f].help);
+      for (guint i = 0; i < rows->len; i++)
+        {
+          const CacheRow *r = g_ptr_array_index (rows, i);
+          const char *st = (const char *) &r->st;
 
-      cache_sample (out, "diskfarm_cache_bytes", r, true, r->st.cached_bytes);
-    }
-  family_header (out, "diskfarm_cache_ram_bytes", "gauge",
-                 "Bytes of the device's write cache held in RAM.");
-  for (guint i = 0; i < rows->len; i++)
-    {
-      const CacheRow *r = g_ptr_array_index (rows, i);
-
-      cache_sample (out, "diskfarm_cache_ram_bytes", r, false,
-                    r->st.ram_bytes);
-    }
-  family_header (out, "diskfarm_cache_quota_bytes", "gauge",
-                 "Write cache quota of the device in bytes (0: none).");
-  for (guint i = 0; i < rows->len; i++)
-    {
-      const CacheRow *r = g_ptr_array_index (rows, i);
-
-      cache_sample (out, "diskfarm_cache_quota_bytes", r, false,
-                    r->st.quota_bytes);
+          cache_sample (out, families[f].name, r, families[f].with_mode,
+                        *(const uint64_t *) (st + families[f].offset));
+        }
     }
 }
 

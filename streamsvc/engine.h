@@ -1,8 +1,9 @@
 /* streamsvc: a protocol engine as its transport sees it.
  *
  * An engine (nbd_conn, iscsi_conn) turns input bytes into output bytes and
- * owns no socket.  Each one embeds a DfEngineConn first and fills one
- * DfEngineOps of typed thunks (nbd.c, iscsi_session.c), so a transport
+ * owns no socket.  Each one embeds a DfEngineConn first and defines one
+ * DfEngineOps of typed thunks with DF_ENGINE_DEFINE (nbd.c,
+ * iscsi_session.c), so a transport
  * (server.c), a fuzzer or a test drives either engine through the same
  * calls, without casting function pointers:
  *
@@ -88,6 +89,66 @@ struct DfEngineConn {
 #define DF_ENGINE_CONN_CONST(type, e)                                        \
   ((const type *) (const void *) ((const char *) (e)                         \
                                   - offsetof (type, engine)))
+
+/* Define static const DfEngineOps T_engine_ops named name, of typed thunks
+ * over an engine whose connection type is T (which embeds DfEngineConn as
+ * "engine") and whose functions are T_input_space (T *, size_t *),
+ * T_input_commit, T_process, T_has_work (const T *), T_output,
+ * T_output_consume, T_should_close (const T *) and T_free; tick,
+ * tls_wanted and tls_started are the engine's own thunks for its clock and
+ * its in-band TLS, or NULL. */
+#define DF_ENGINE_DEFINE(T, name_, tick_, tls_wanted_, tls_started_)         \
+  static uint8_t *eng_input_space (DfEngineConn *e, size_t *room)            \
+  {                                                                          \
+    return T##_input_space (DF_ENGINE_CONN (T, e), room);                    \
+  }                                                                          \
+  static void eng_input_commit (DfEngineConn *e, size_t n)                   \
+  {                                                                          \
+    T##_input_commit (DF_ENGINE_CONN (T, e), n);                             \
+  }                                                                          \
+  static void eng_process (DfEngineConn *e)                                  \
+  {                                                                          \
+    T##_process (DF_ENGINE_CONN (T, e));                                     \
+  }                                                                          \
+  static bool eng_has_work (const DfEngineConn *e)                           \
+  {                                                                          \
+    return T##_has_work (DF_ENGINE_CONN_CONST (T, e));                       \
+  }                                                                          \
+  static const uint8_t *eng_output (DfEngineConn *e, size_t *len)            \
+  {                                                                          \
+    return T##_output (DF_ENGINE_CONN (T, e), len);                          \
+  }                                                                          \
+  static void eng_output_consume (DfEngineConn *e, size_t n)                 \
+  {                                                                          \
+    T##_output_consume (DF_ENGINE_CONN (T, e), n);                           \
+  }                                                                          \
+  static bool eng_should_close (const DfEngineConn *e)                       \
+  {                                                                          \
+    return T##_should_close (DF_ENGINE_CONN_CONST (T, e));                   \
+  }                                                                          \
+  static void eng_progress (const DfEngineConn *e, DfEngineProgress *p)      \
+  {                                                                          \
+    T##_progress (DF_ENGINE_CONN_CONST (T, e), p);                           \
+  }                                                                          \
+  static void eng_free (DfEngineConn *e)                                     \
+  {                                                                          \
+    T##_free (DF_ENGINE_CONN (T, e));                                        \
+  }                                                                          \
+  static const DfEngineOps T##_engine_ops = {                                \
+    .name = name_,                                                           \
+    .input_space = eng_input_space,                                          \
+    .input_commit = eng_input_commit,                                        \
+    .process = eng_process,                                                  \
+    .has_work = eng_has_work,                                                \
+    .output = eng_output,                                                    \
+    .output_consume = eng_output_consume,                                    \
+    .should_close = eng_should_close,                                        \
+    .progress = eng_progress,                                                \
+    .tick = tick_,                                                           \
+    .tls_wanted = tls_wanted_,                                               \
+    .tls_started = tls_started_,                                             \
+    .free = eng_free,                                                        \
+  };
 
 static inline uint8_t *
 df_engine_input_space (DfEngineConn *e, size_t *room)

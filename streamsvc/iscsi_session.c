@@ -102,82 +102,13 @@ task_free (gpointer p)
 
 /* ---- the engine interface (engine.h): typed thunks ----------------------- */
 
-#define ISCSI_OF(e) DF_ENGINE_CONN (iscsi_conn, e)
-#define ISCSI_OF_CONST(e) DF_ENGINE_CONN_CONST (iscsi_conn, e)
-
-static uint8_t *
-eng_input_space (DfEngineConn *e, size_t *room)
-{
-  return iscsi_conn_input_space (ISCSI_OF (e), room);
-}
-
-static void
-eng_input_commit (DfEngineConn *e, size_t n)
-{
-  iscsi_conn_input_commit (ISCSI_OF (e), n);
-}
-
-static void
-eng_process (DfEngineConn *e)
-{
-  iscsi_conn_process (ISCSI_OF (e));
-}
-
-static bool
-eng_has_work (const DfEngineConn *e)
-{
-  return iscsi_conn_has_work (ISCSI_OF_CONST (e));
-}
-
-static const uint8_t *
-eng_output (DfEngineConn *e, size_t *len)
-{
-  return iscsi_conn_output (ISCSI_OF (e), len);
-}
-
-static void
-eng_output_consume (DfEngineConn *e, size_t n)
-{
-  iscsi_conn_output_consume (ISCSI_OF (e), n);
-}
-
-static bool
-eng_should_close (const DfEngineConn *e)
-{
-  return iscsi_conn_should_close (ISCSI_OF_CONST (e));
-}
-
-static void
-eng_progress (const DfEngineConn *e, DfEngineProgress *p)
-{
-  iscsi_conn_progress (ISCSI_OF_CONST (e), p);
-}
-
 static bool
 eng_tick (DfEngineConn *e, gint64 now_us)
 {
-  return iscsi_conn_tick (ISCSI_OF (e), now_us);
+  return iscsi_conn_tick (DF_ENGINE_CONN (iscsi_conn, e), now_us);
 }
 
-static void
-eng_free (DfEngineConn *e)
-{
-  iscsi_conn_free (ISCSI_OF (e));
-}
-
-static const DfEngineOps iscsi_engine_ops = {
-  .name = "iscsi",
-  .input_space = eng_input_space,
-  .input_commit = eng_input_commit,
-  .process = eng_process,
-  .has_work = eng_has_work,
-  .output = eng_output,
-  .output_consume = eng_output_consume,
-  .should_close = eng_should_close,
-  .progress = eng_progress,
-  .tick = eng_tick,
-  .free = eng_free,
-};
+DF_ENGINE_DEFINE (iscsi_conn, "iscsi", eng_tick, NULL, NULL)
 
 DfEngineConn *
 iscsi_conn_engine (iscsi_conn *c)
@@ -190,7 +121,7 @@ iscsi_conn_new (DfIscsiTarget *t, const char *client, const char *local)
 {
   iscsi_conn *c = g_new0 (iscsi_conn, 1);
 
-  c->engine.ops = &iscsi_engine_ops;
+  c->engine.ops = &iscsi_conn_engine_ops;
   c->t = t;
   c->ex = t->ex;
   c->ss = t->ss;

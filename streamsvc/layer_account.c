@@ -5,8 +5,7 @@
 #include <time.h>
 
 typedef struct {
-  df_blk blk;
-  df_blk *inner;   /* owned ref */
+  df_blk blk;      /* a filter: blk.next is the accounted layer */
   DfSession *sess; /* borrowed */
 } AccountLayer;
 
@@ -39,7 +38,7 @@ account_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset,
   uint64_t t0 = now_ns ();
 
   return account (l, DF_OP_READ, count, t0,
-                  df_blk_pread (l->inner, buf, count, offset, err), err);
+                  df_blk_pread (l->blk.next, buf, count, offset, err), err);
 }
 
 static int
@@ -50,7 +49,7 @@ account_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
   uint64_t t0 = now_ns ();
 
   return account (l, DF_OP_WRITE, count, t0,
-                  df_blk_pwrite (l->inner, buf, count, offset, flags, err),
+                  df_blk_pwrite (l->blk.next, buf, count, offset, flags, err),
                   err);
 }
 
@@ -60,7 +59,7 @@ account_flush (df_blk *b, int *err)
   AccountLayer *l = (AccountLayer *) b;
   uint64_t t0 = now_ns ();
 
-  return account (l, DF_OP_FLUSH, 0, t0, df_blk_flush (l->inner, err), err);
+  return account (l, DF_OP_FLUSH, 0, t0, df_blk_flush (l->blk.next, err), err);
 }
 
 static int
@@ -71,7 +70,7 @@ account_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
   uint64_t t0 = now_ns ();
 
   return account (l, DF_OP_TRIM, count, t0,
-                  df_blk_trim (l->inner, count, offset, flags, err), err);
+                  df_blk_trim (l->blk.next, count, offset, flags, err), err);
 }
 
 static int
@@ -82,7 +81,7 @@ account_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
   uint64_t t0 = now_ns ();
 
   return account (l, DF_OP_ZERO, count, t0,
-                  df_blk_zero (l->inner, count, offset, flags, err), err);
+                  df_blk_zero (l->blk.next, count, offset, flags, err), err);
 }
 
 static int
@@ -93,17 +92,8 @@ account_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
   uint64_t t0 = now_ns ();
 
   return account (l, DF_OP_BLOCK_STATUS, count, t0,
-                  df_blk_extents (l->inner, count, offset, cb, opaque, err),
+                  df_blk_extents (l->blk.next, count, offset, cb, opaque, err),
                   err);
-}
-
-static void
-account_destroy (df_blk *b)
-{
-  AccountLayer *l = (AccountLayer *) b;
-
-  df_blk_unref (l->inner);
-  g_free (l);
 }
 
 static const df_blk_ops account_ops = {
@@ -114,7 +104,7 @@ static const df_blk_ops account_ops = {
   .trim = account_trim,
   .zero = account_zero,
   .extents = account_extents,
-  .destroy = account_destroy,
+  /* destroy: the default of a filter (unref next, free) */
 };
 
 df_blk *
@@ -123,12 +113,7 @@ df_account_blk_new (df_blk *inner, DfSession *ss)
   AccountLayer *l = g_new0 (AccountLayer, 1);
 
   g_assert (inner != NULL && ss != NULL);
-  df_blk_init (&l->blk, &account_ops, inner->size, inner->readonly);
-  l->blk.can_trim = inner->can_trim;
-  l->blk.can_zero = inner->can_zero;
-  l->blk.can_fast_zero = inner->can_fast_zero;
-  l->blk.can_flush = inner->can_flush;
-  l->inner = df_blk_ref (inner);
+  df_blk_filter_init (&l->blk, &account_ops, inner);
   l->sess = ss;
   return &l->blk;
 }

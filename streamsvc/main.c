@@ -75,24 +75,14 @@ typedef struct {
   int hb_timeout;         /* ms, 0: DF_HEARTBEAT_MISSED intervals */
   gboolean verbose;
   gboolean version;
+  GOptionEntry *entries;  /* parse_cli's table (df_options_keep), owned */
 } Options;
 
 static void
 options_clear (Options *o)
 {
-  g_free (o->farm);
-  g_free (o->db);
-  g_free (o->config);
-  g_strfreev (o->nbd_listen);
-  g_strfreev (o->iscsi_listen);
-  g_free (o->admin_listen);
-  g_free (o->tls);
-  g_free (o->tls_certificates);
-  g_free (o->tls_psk);
-  g_free (o->pidfile);
-  g_free (o->user);
-  g_free (o->server_name);
-  g_free (o->server_address);
+  df_options_clear (o->entries);
+  g_free (o->entries);
 }
 
 static bool
@@ -194,6 +184,7 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
   o->tcp_keepalive = o->nop_interval = o->nop_timeout = UNSET;
   o->handshake_timeout = o->request_timeout = o->max_per_source = UNSET;
   o->power = o->hb_interval = o->hb_timeout = UNSET;
+  o->entries = df_options_keep (entries);
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, argc, argv, err)
       || !df_options_check_values (entries, NULL, err))
@@ -501,40 +492,26 @@ bound_note (Bound *b, const char *line, guint16 *port)
     }
 }
 
-static bool
-start_nbd (DfStreamServer *srv, char **addrs, Bound *bd, GError **err)
-{
-  for (char **a = addrs; *a != NULL; a++)
-    {
-      DfListenAddr la = { 0 };
-      g_autofree char *bound = NULL;
-      g_auto (GStrv) lines = NULL;
-      bool ok = df_parse_listen (*a, DF_NBD_PORT, &la, err)
-                && df_stream_server_listen_nbd (srv, &la, &bound, err);
+/* How one front end binds one listen address (server.h). */
+typedef bool (*ListenFn) (DfStreamServer *s, const DfListenAddr *addr,
+                          char **bound, GError **err);
 
-      df_listen_addr_clear (&la);
-      if (!ok)
-        return false;
-      lines = g_strsplit (bound, "\n", -1);
-      for (char **l = lines; *l != NULL; l++)
-        {
-          g_message ("nbd listening on %s", *l);
-          bound_note (bd, *l, &bd->nbd_port);
-        }
-    }
-  return true;
-}
-
+/* Bind every address of addrs (NULL: none) for front end proto, whose
+ * port is default_port where an address has none, log the ready line
+ * "<proto> listening on <address>" of each socket and note the first TCP
+ * one in bd (its port in *port, a member of bd). */
 static bool
-listen_iscsi (DfStreamServer *srv, char **addrs, Bound *bd, GError **err)
+listen_all (DfStreamServer *srv, char **addrs, const char *proto,
+            guint16 default_port, ListenFn listen, Bound *bd, guint16 *port,
+            GError **err)
 {
   for (char **a = addrs; a != NULL && *a != NULL; a++)
     {
       DfListenAddr la = { 0 };
       g_autofree char *bound = NULL;
       g_auto (GStrv) lines = NULL;
-      bool ok = df_parse_listen (*a, DF_ISCSI_PORT, &la, err)
-                && df_stream_server_listen_iscsi (srv, &la, &bound, err);
+      bool ok = df_parse_listen (*a, default_port, &la, err)
+                && listen (srv, &la, &bound, err);
 
       df_listen_addr_clear (&la);
       if (!ok)
@@ -542,8 +519,8 @@ listen_iscsi (DfStreamServer *srv, char **addrs, Bound *bd, GError **err)
       lines = g_strsplit (bound, "\n", -1);
       for (char **l = lines; *l != NULL; l++)
         {
-          g_message ("iscsi listening on %s", *l);
-          bound_note (bd, *l, &bd->iscsi_port);
+          g_message ("%s listening on %s", proto, *l);
+          bound_note (bd, *l, port);
         }
     }
   return true;
@@ -746,8 +723,10 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   if (!resolve_tls (o, ex, err) || !make_tls (o, ex, &tls, err))
     goto out;
   df_stream_server_set_tls (srv, tls);
-  if (!start_nbd (srv, o->nbd_listen, &bd, err)
-      || !listen_iscsi (srv, o->iscsi_listen, &bd, err))
+  if (!listen_all (srv, o->nbd_listen, "nbd", DF_NBD_PORT,
+                   df_stream_server_listen_nbd, &bd, &bd.nbd_port, err)
+      || !listen_all (srv, o->iscsi_listen, "iscsi", DF_ISCSI_PORT,
+                      df_stream_server_listen_iscsi, &bd, &bd.iscsi_port, err))
     goto out;
   if (g_strcmp0 (o->admin_listen, "none") != 0
       && (admin = start_admin (o, ss, ex, err)) == NULL)

@@ -286,55 +286,10 @@ nbd_conn_set_fd (nbd_conn *c, int fd)
 
 /* ---- the engine interface (engine.h): typed thunks ----------------------- */
 
-#define NBD_OF(e) DF_ENGINE_CONN (nbd_conn, e)
-#define NBD_OF_CONST(e) DF_ENGINE_CONN_CONST (nbd_conn, e)
-
-static uint8_t *
-eng_input_space (DfEngineConn *e, size_t *room)
-{
-  return nbd_conn_input_space (NBD_OF (e), room);
-}
-
-static void
-eng_input_commit (DfEngineConn *e, size_t n)
-{
-  nbd_conn_input_commit (NBD_OF (e), n);
-}
-
-static void
-eng_process (DfEngineConn *e)
-{
-  nbd_conn_process (NBD_OF (e));
-}
-
-static bool
-eng_has_work (const DfEngineConn *e)
-{
-  return nbd_conn_has_work (NBD_OF_CONST (e));
-}
-
-static const uint8_t *
-eng_output (DfEngineConn *e, size_t *len)
-{
-  return nbd_conn_output (NBD_OF (e), len);
-}
-
-static void
-eng_output_consume (DfEngineConn *e, size_t n)
-{
-  nbd_conn_output_consume (NBD_OF (e), n);
-}
-
-static bool
-eng_should_close (const DfEngineConn *e)
-{
-  return nbd_conn_should_close (NBD_OF_CONST (e));
-}
-
 static bool
 eng_tls_wanted (const DfEngineConn *e)
 {
-  return NBD_OF_CONST (e)->state == NBD_STATE_STARTTLS;
+  return DF_ENGINE_CONN_CONST (nbd_conn, e)->state == NBD_STATE_STARTTLS;
 }
 
 static void tls_started (nbd_conn *c, const char *identity);
@@ -342,36 +297,11 @@ static void tls_started (nbd_conn *c, const char *identity);
 static void
 eng_tls_started (DfEngineConn *e, const char *identity)
 {
-  tls_started (NBD_OF (e), identity);
+  tls_started (DF_ENGINE_CONN (nbd_conn, e), identity);
 }
 
-static void
-eng_progress (const DfEngineConn *e, DfEngineProgress *p)
-{
-  nbd_conn_progress (NBD_OF_CONST (e), p);
-}
-
-static void
-eng_free (DfEngineConn *e)
-{
-  nbd_conn_free (NBD_OF (e));
-}
-
-static const DfEngineOps nbd_engine_ops = {
-  .name = "nbd",
-  .input_space = eng_input_space,
-  .input_commit = eng_input_commit,
-  .process = eng_process,
-  .has_work = eng_has_work,
-  .output = eng_output,
-  .output_consume = eng_output_consume,
-  .should_close = eng_should_close,
-  .progress = eng_progress,
-  .tick = NULL, /* no clock: TCP keepalive finds dead peers */
-  .tls_wanted = eng_tls_wanted,
-  .tls_started = eng_tls_started,
-  .free = eng_free,
-};
+/* No clock: TCP keepalive finds dead peers. */
+DF_ENGINE_DEFINE (nbd_conn, "nbd", NULL, eng_tls_wanted, eng_tls_started)
 
 DfEngineConn *
 nbd_conn_engine (nbd_conn *c)
@@ -384,7 +314,7 @@ nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client)
 {
   nbd_conn *c = g_new0 (nbd_conn, 1);
 
-  c->engine.ops = &nbd_engine_ops;
+  c->engine.ops = &nbd_conn_engine_ops;
   c->exports = ex;
   c->client = g_strdup (client);
   c->fd = -1;

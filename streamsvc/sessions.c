@@ -136,31 +136,31 @@ df_session_start (DfSessions *s, const char *proto, const char *client)
   return ss;
 }
 
-/* Lookup-or-create helpers; caller holds s->lock. */
-static ExportCounters *
-export_counters_locked (DfSessions *s, const char *name)
+/* The counters of name in table (s->exports or s->devices), made (zeroed,
+ * size bytes) on first use; caller holds s->lock. */
+static gpointer
+counters_locked (GHashTable *table, const char *name, gsize size)
 {
-  ExportCounters *c = g_hash_table_lookup (s->exports, name);
+  gpointer c = g_hash_table_lookup (table, name);
 
   if (c == NULL)
     {
-      c = g_new0 (ExportCounters, 1);
-      g_hash_table_insert (s->exports, g_strdup (name), c);
+      c = g_malloc0 (size);
+      g_hash_table_insert (table, g_strdup (name), c);
     }
   return c;
+}
+
+static ExportCounters *
+export_counters_locked (DfSessions *s, const char *name)
+{
+  return counters_locked (s->exports, name, sizeof (ExportCounters));
 }
 
 static DeviceCounters *
 device_counters_locked (DfSessions *s, const char *name)
 {
-  DeviceCounters *c = g_hash_table_lookup (s->devices, name);
-
-  if (c == NULL)
-    {
-      c = g_new0 (DeviceCounters, 1);
-      g_hash_table_insert (s->devices, g_strdup (name), c);
-    }
-  return c;
+  return counters_locked (s->devices, name, sizeof (DeviceCounters));
 }
 
 /* May be called again (NBD_OPT_INFO then GO); the last call wins.  The
@@ -315,6 +315,18 @@ add_nullable_string (JsonBuilder *b, const char *member, const char *value)
     json_builder_add_null_value (b);
 }
 
+/* value, or null when it is not known. */
+static void
+add_nullable_int (JsonBuilder *b, const char *member, bool known,
+                  gint64 value)
+{
+  json_builder_set_member_name (b, member);
+  if (known)
+    json_builder_add_int_value (b, value);
+  else
+    json_builder_add_null_value (b);
+}
+
 /* Caller holds s->lock. */
 static void
 session_to_json (JsonBuilder *b, DfSession *ss)
@@ -328,27 +340,11 @@ session_to_json (JsonBuilder *b, DfSession *ss)
   json_builder_add_string_value (b, ss->proto);
   json_builder_set_member_name (b, "client");
   json_builder_add_string_value (b, ss->client);
-  json_builder_set_member_name (b, "export");
-  if (ss->export_name)
-    json_builder_add_string_value (b, ss->export_name);
-  else
-    json_builder_add_null_value (b);
-  json_builder_set_member_name (b, "device");
-  if (ss->device)
-    json_builder_add_string_value (b, ss->device);
-  else
-    json_builder_add_null_value (b);
+  add_nullable_string (b, "export", ss->export_name);
+  add_nullable_string (b, "device", ss->device);
   add_nullable_string (b, "vdisk", ss->vdisk);
-  json_builder_set_member_name (b, "version");
-  if (ss->vdisk)
-    json_builder_add_int_value (b, ss->version);
-  else
-    json_builder_add_null_value (b);
-  json_builder_set_member_name (b, "generation");
-  if (ss->generation >= 0)
-    json_builder_add_int_value (b, ss->generation);
-  else
-    json_builder_add_null_value (b);
+  add_nullable_int (b, "version", ss->vdisk != NULL, ss->version);
+  add_nullable_int (b, "generation", ss->generation >= 0, ss->generation);
   add_nullable_string (b, "cache", ss->cache);
   json_builder_set_member_name (b, "maintenance");
   json_builder_add_boolean_value (b, ss->maintenance);
@@ -400,9 +396,9 @@ df_prom_append_escaped (GString *out, const char *value)
     }
 }
 
-static void
-family_header (GString *out, const char *name, const char *type,
-               const char *help)
+void
+df_prom_family_header (GString *out, const char *name, const char *type,
+                       const char *help)
 {
   g_string_append_printf (out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
                           name, type);
@@ -438,8 +434,8 @@ sorted_keys (GHashTable *t, guint *n)
 static void
 metrics_ops (GString *out, GHashTable *exports, const char **names, guint n)
 {
-  family_header (out, "diskfarm_ops_total", "counter",
-                 "Requests completed, by export and operation.");
+  df_prom_family_header (out, "diskfarm_ops_total", "counter",
+                         "Requests completed, by export and operation.");
   for (guint i = 0; i < n; i++)
     {
       ExportCounters *c = g_hash_table_lookup (exports, names[i]);
@@ -451,8 +447,8 @@ metrics_ops (GString *out, GHashTable *exports, const char **names, guint n)
                                   op_names[op], ATOMIC_GET (&c->ops[op]));
         }
     }
-  family_header (out, "diskfarm_errors_total", "counter",
-                 "Requests that failed, by export.");
+  df_prom_family_header (out, "diskfarm_errors_total", "counter",
+                         "Requests that failed, by export.");
   for (guint i = 0; i < n; i++)
     {
       ExportCounters *c = g_hash_table_lookup (exports, names[i]);
@@ -466,9 +462,9 @@ metrics_ops (GString *out, GHashTable *exports, const char **names, guint n)
 static void
 metrics_bytes (GString *out, GHashTable *exports, const char **names, guint n)
 {
-  family_header (out, "diskfarm_bytes_total", "counter",
-                 "Bytes moved by successful requests, by export and "
-                 "direction.");
+  df_prom_family_header (out, "diskfarm_bytes_total", "counter",
+                         "Bytes moved by successful requests, by export and "
+                         "direction.");
   for (guint i = 0; i < n; i++)
     {
       ExportCounters *c = g_hash_table_lookup (exports, names[i]);
@@ -512,8 +508,9 @@ static void
 metrics_histogram (GString *out, GHashTable *exports, const char **names,
                    guint n)
 {
-  family_header (out, "diskfarm_request_duration_seconds", "histogram",
-                 "Request latency from decoded request to reply, by export.");
+  df_prom_family_header (out, "diskfarm_request_duration_seconds",
+                         "histogram", "Request latency from decoded request "
+                         "to reply, by export.");
   for (guint i = 0; i < n; i++)
     metrics_histogram_one (out, names[i],
                            g_hash_table_lookup (exports, names[i]));
@@ -525,8 +522,9 @@ metrics_devices (GString *out, GHashTable *devices)
   guint n;
   g_autofree const char **names = sorted_keys (devices, &n);
 
-  family_header (out, "diskfarm_quota_refusals_total", "counter",
-                 "Writes refused with ENOSPC because of the device quota.");
+  df_prom_family_header (out, "diskfarm_quota_refusals_total", "counter",
+                         "Writes refused with ENOSPC because of the device "
+                         "quota.");
   for (guint i = 0; i < n; i++)
     {
       DeviceCounters *d = g_hash_table_lookup (devices, names[i]);
@@ -552,7 +550,7 @@ df_sessions_metrics (DfSessions *s, GString *out)
     metrics_histogram (out, s->exports, names, n);
   }
   metrics_devices (out, s->devices);
-  family_header (out, "diskfarm_sessions", "gauge", "Live sessions.");
+  df_prom_family_header (out, "diskfarm_sessions", "gauge", "Live sessions.");
   g_string_append_printf (out, "diskfarm_sessions %u\n",
                           g_hash_table_size (s->live));
   g_mutex_unlock (&s->lock);

@@ -55,3 +55,6 @@ uint64_t df_sessions_bytes_total (DfSessions *s);
 /* Prometheus label value escaping (\\, \", \n) for the exposition format.
  * Appends the escaped value, without quotes, to out. */
 void df_prom_append_escaped (GString *out, const char *value);
+/* The "# HELP" and "# TYPE" lines that open metric family name. */
+void df_prom_family_header (GString *out, const char *name, const char *type,
+                            const char *help);

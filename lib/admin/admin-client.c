@@ -369,31 +369,34 @@ df_admin_health_free (DfAdminHealth *h)
   g_free (h);
 }
 
+/* Member name of o when it is a value of type (borrowed), else NULL. */
+static JsonNode *
+member_of_type (JsonObject *o, const char *name, GType type)
+{
+  JsonNode *n = json_object_get_member (o, name);
+  return n && JSON_NODE_HOLDS_VALUE (n) && json_node_get_value_type (n) == type
+           ? n : NULL;
+}
+
 char *
 df_json_member_str (JsonObject *o, const char *name)
 {
-  JsonNode *n = json_object_get_member (o, name);
-  return n && JSON_NODE_HOLDS_VALUE (n)
-             && json_node_get_value_type (n) == G_TYPE_STRING
-           ? g_strdup (json_node_get_string (n)) : NULL;
+  JsonNode *n = member_of_type (o, name, G_TYPE_STRING);
+  return n ? g_strdup (json_node_get_string (n)) : NULL;
 }
 
 gint64
 df_json_member_int (JsonObject *o, const char *name, gint64 absent)
 {
-  JsonNode *n = json_object_get_member (o, name);
-  return n && JSON_NODE_HOLDS_VALUE (n)
-             && json_node_get_value_type (n) == G_TYPE_INT64
-           ? json_node_get_int (n) : absent;
+  JsonNode *n = member_of_type (o, name, G_TYPE_INT64);
+  return n ? json_node_get_int (n) : absent;
 }
 
 bool
 df_json_member_bool (JsonObject *o, const char *name, bool absent)
 {
-  JsonNode *n = json_object_get_member (o, name);
-  return n && JSON_NODE_HOLDS_VALUE (n)
-             && json_node_get_value_type (n) == G_TYPE_BOOLEAN
-           ? json_node_get_boolean (n) : absent;
+  JsonNode *n = member_of_type (o, name, G_TYPE_BOOLEAN);
+  return n ? json_node_get_boolean (n) : absent;
 }
 
 DfAdminHealth *

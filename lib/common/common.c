@@ -510,6 +510,38 @@ df_options_check_values (const GOptionEntry *entries,
   return true;
 }
 
+void
+df_options_clear (const GOptionEntry *entries)
+{
+  for (const GOptionEntry *e = entries; e && e->long_name != NULL; e++)
+    {
+      if (e->arg_data == NULL)
+        continue;
+      switch (e->arg)
+        {
+        case G_OPTION_ARG_STRING:
+        case G_OPTION_ARG_FILENAME:
+          g_clear_pointer ((char **) e->arg_data, g_free);
+          break;
+        case G_OPTION_ARG_STRING_ARRAY:
+        case G_OPTION_ARG_FILENAME_ARRAY:
+          g_clear_pointer ((char ***) e->arg_data, g_strfreev);
+          break;
+        default:
+          break;
+        }
+    }
+}
+
+GOptionEntry *
+df_options_keep (const GOptionEntry *entries)
+{
+  gsize n = 0;
+  while (entries[n].long_name != NULL)
+    n++;
+  return g_memdup2 (entries, (n + 1) * sizeof *entries);
+}
+
 /* ---- listen addresses -------------------------------------------------- */
 
 static bool

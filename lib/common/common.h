@@ -72,6 +72,15 @@ char *df_display_text (const char *s, gsize max_chars);
  * still holding NULL were not given. */
 bool df_options_check_values (const GOptionEntry *entries,
                               const char *const *may_be_empty, GError **err);
+/* Free what the options of entries own, so that the table that fills an
+ * options struct also empties it: the string of each STRING and FILENAME
+ * option (g_free) and the vector of each STRING_ARRAY and FILENAME_ARRAY
+ * one (g_strfreev), each set back to NULL.  entries itself is not freed;
+ * NULL does nothing. */
+void df_options_clear (const GOptionEntry *entries);
+/* A heap copy of entries, through the NULL entry, for an options struct
+ * to keep until df_options_clear (caller frees the copy with g_free). */
+GOptionEntry *df_options_keep (const GOptionEntry *entries);
 
 /* Listen address: "HOST:PORT", "[v6]:PORT", ":PORT" (all addresses) or
  * "unix:PATH".  Results are newly allocated; *port is 0 for unix. */

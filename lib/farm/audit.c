@@ -42,30 +42,27 @@ df_farm_audit (DfFarm *farm, const char *action, const char *object,
   return t.ok;
 }
 
+/* The fields of an audit SELECT (id, at, who, action, object, detail). */
+static const DfField audit_fields[] = {
+  DF_FIELD (INT64, DfAudit, id),
+  DF_FIELD (TEXT, DfAudit, at),
+  DF_FIELD (TEXT, DfAudit, who),
+  DF_FIELD (TEXT, DfAudit, action),
+  DF_FIELD (TEXT, DfAudit, object),
+  DF_FIELD (TEXT, DfAudit, detail),
+};
+
 void
 df_audit_free (DfAudit *a)
 {
-  if (!a)
-    return;
-  g_free (a->at);
-  g_free (a->who);
-  g_free (a->action);
-  g_free (a->object);
-  g_free (a->detail);
-  g_free (a);
+  df_farm_row_free (a, audit_fields, G_N_ELEMENTS (audit_fields));
 }
 
 static gpointer
 audit_from_row (DfDbStmt *st)
 {
-  DfAudit *a = g_new0 (DfAudit, 1);
-  a->id = df_db_col_int64 (st, 0);
-  a->at = df_db_col_dup (st, 1);
-  a->who = df_db_col_dup (st, 2);
-  a->action = df_db_col_dup (st, 3);
-  a->object = df_db_col_dup (st, 4);
-  a->detail = df_db_col_dup (st, 5);
-  return a;
+  return df_farm_row_read (st, audit_fields, G_N_ELEMENTS (audit_fields),
+                           sizeof (DfAudit));
 }
 
 GPtrArray *

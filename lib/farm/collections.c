@@ -20,32 +20,31 @@ df_farm_collection_id (DfFarm *farm, const char *name, gint64 *id,
 
 /* ---- collections ------------------------------------------------------ */
 
-void
-df_collection_free (DfCollection *c)
-{
-  if (!c)
-    return;
-  g_free (c->name);
-  g_free (c->description);
-  g_free (c->vdisk);
-  g_free (c->created);
-  g_free (c);
-}
-
 #define COLLECTION_COLUMNS \
   "SELECT c.id, c.name, c.description, v.name, c.created FROM collections c " \
   "LEFT JOIN vdisks v ON v.id = c.vdisk_id "
 
+/* The fields of COLLECTION_COLUMNS, in its order. */
+static const DfField collection_fields[] = {
+  DF_FIELD (INT64, DfCollection, id),
+  DF_FIELD (TEXT, DfCollection, name),
+  DF_FIELD (TEXT, DfCollection, description),
+  DF_FIELD (TEXT, DfCollection, vdisk),
+  DF_FIELD (TEXT, DfCollection, created),
+};
+
+void
+df_collection_free (DfCollection *c)
+{
+  df_farm_row_free (c, collection_fields, G_N_ELEMENTS (collection_fields));
+}
+
 static gpointer
 collection_from_row (DfDbStmt *st)
 {
-  DfCollection *c = g_new0 (DfCollection, 1);
-  c->id = df_db_col_int64 (st, 0);
-  c->name = df_db_col_dup (st, 1);
-  c->description = df_db_col_dup (st, 2);
-  c->vdisk = df_db_col_dup (st, 3);
-  c->created = df_db_col_dup (st, 4);
-  return c;
+  return df_farm_row_read (st, collection_fields,
+                           G_N_ELEMENTS (collection_fields),
+                           sizeof (DfCollection));
 }
 
 static bool

@@ -58,21 +58,6 @@ check_quota (uint64_t quota, GError **err)
 
 /* ---- devices ---------------------------------------------------------- */
 
-void
-df_device_free (DfDevice *d)
-{
-  if (!d)
-    return;
-  g_free (d->name);
-  g_free (d->mac);
-  g_free (d->collection);
-  g_free (d->type);
-  g_free (d->vdisk);
-  g_free (d->cache_mode);
-  g_free (d->created);
-  g_free (d);
-}
-
 #define DEVICE_COLUMNS \
   "SELECT d.id, d.name, d.mac, c.name, d.type, v.name, d.cache_mode, " \
   "d.quota, d.generation, d.created, d.nbd_psk IS NOT NULL " \
@@ -80,22 +65,32 @@ df_device_free (DfDevice *d)
   "JOIN vdisks v ON v.id = d.vdisk_id " \
   "LEFT JOIN collections c ON c.id = d.collection_id "
 
+/* The fields of DEVICE_COLUMNS, in its order. */
+static const DfField device_fields[] = {
+  DF_FIELD (INT64, DfDevice, id),
+  DF_FIELD (TEXT, DfDevice, name),
+  DF_FIELD (TEXT, DfDevice, mac),
+  DF_FIELD (TEXT, DfDevice, collection),
+  DF_FIELD (TEXT, DfDevice, type),
+  DF_FIELD (TEXT, DfDevice, vdisk),
+  DF_FIELD (TEXT, DfDevice, cache_mode),
+  DF_FIELD (INT64, DfDevice, quota),
+  DF_FIELD (INT64, DfDevice, generation),
+  DF_FIELD (TEXT, DfDevice, created),
+  DF_FIELD (BOOL, DfDevice, has_nbd_psk),
+};
+
+void
+df_device_free (DfDevice *d)
+{
+  df_farm_row_free (d, device_fields, G_N_ELEMENTS (device_fields));
+}
+
 static gpointer
 device_from_row (DfDbStmt *st)
 {
-  DfDevice *d = g_new0 (DfDevice, 1);
-  d->id = df_db_col_int64 (st, 0);
-  d->name = df_db_col_dup (st, 1);
-  d->mac = df_db_col_dup (st, 2);
-  d->collection = df_db_col_dup (st, 3);
-  d->type = df_db_col_dup (st, 4);
-  d->vdisk = df_db_col_dup (st, 5);
-  d->cache_mode = df_db_col_dup (st, 6);
-  d->quota = (uint64_t) df_db_col_int64 (st, 7);
-  d->generation = df_db_col_int64 (st, 8);
-  d->created = df_db_col_dup (st, 9);
-  d->has_nbd_psk = df_db_col_int (st, 10) != 0;
-  return d;
+  return df_farm_row_read (st, device_fields, G_N_ELEMENTS (device_fields),
+                           sizeof (DfDevice));
 }
 
 /* A device as checked at the edge, before any DB access. */

@@ -62,6 +62,29 @@ typedef gpointer (*DfRowFn) (DfDbStmt *st);
  * owns; free_fn frees its elements), or NULL + err on a step error. */
 GPtrArray *df_farm_rows (DfDbStmt *st, DfRowFn from_row,
                          GDestroyNotify free_fn, GError **err);
+/* Table-driven rows: field i of a struct is read from column i of the
+ * SELECT that goes with the table, so the column list, the struct and its
+ * free function cannot disagree. */
+typedef enum {
+  DF_FIELD_SKIP,        /* column read by hand after df_farm_row_read */
+  DF_FIELD_INT64,       /* gint64 or uint64_t */
+  DF_FIELD_INT,         /* int */
+  DF_FIELD_PORT,        /* guint16 */
+  DF_FIELD_BOOL,        /* bool, from an integer column (0: false) */
+  DF_FIELD_TEXT,        /* char *, owned by the struct; NULL for SQL NULL */
+} DfFieldKind;
+typedef struct {
+  DfFieldKind kind;
+  gsize offset;         /* of the field in its struct */
+} DfField;
+#define DF_FIELD(kind, type, member) \
+  { DF_FIELD_##kind, G_STRUCT_OFFSET (type, member) }
+/* A new zeroed struct of size bytes (caller owns; df_farm_row_free) whose
+ * fields[0..n) are read from the current row of st. */
+gpointer df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n,
+                           gsize size);
+/* Free the TEXT fields of obj, then obj itself; NULL does nothing. */
+void df_farm_row_free (gpointer obj, const DfField *fields, gsize n);
 /* The first row sql selects for key (bound at 1), built by from_row
  * (caller owns); NULL with *err set on a DB error and unset when there is
  * no such row. */

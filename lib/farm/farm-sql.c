@@ -27,6 +27,48 @@ df_farm_rows (DfDbStmt *st, DfRowFn from_row, GDestroyNotify free_fn,
 }
 
 gpointer
+df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n, gsize size)
+{
+  char *obj = g_malloc0 (size);
+  for (gsize i = 0; i < n; i++)
+    {
+      void *field = obj + fields[i].offset;
+      switch (fields[i].kind)
+        {
+        case DF_FIELD_SKIP:
+          break;
+        case DF_FIELD_INT64:
+          *(gint64 *) field = df_db_col_int64 (st, (int) i);
+          break;
+        case DF_FIELD_INT:
+          *(int *) field = df_db_col_int (st, (int) i);
+          break;
+        case DF_FIELD_PORT:
+          *(guint16 *) field = (guint16) df_db_col_int (st, (int) i);
+          break;
+        case DF_FIELD_BOOL:
+          *(bool *) field = df_db_col_int (st, (int) i) != 0;
+          break;
+        case DF_FIELD_TEXT:
+          *(char **) field = df_db_col_dup (st, (int) i);
+          break;
+        }
+    }
+  return obj;
+}
+
+void
+df_farm_row_free (gpointer obj, const DfField *fields, gsize n)
+{
+  if (!obj)
+    return;
+  for (gsize i = 0; i < n; i++)
+    if (fields[i].kind == DF_FIELD_TEXT)
+      g_free (*(char **) ((char *) obj + fields[i].offset));
+  g_free (obj);
+}
+
+gpointer
 df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
                   DfRowFn from_row, GError **err)
 {

@@ -11,44 +11,40 @@
 
 /* ---- servers ---------------------------------------------------------- */
 
+/* The fields of SERVER_COLS, in its order. */
+static const DfField server_fields[] = {
+  DF_FIELD (INT64, DfServer, id),
+  DF_FIELD (TEXT, DfServer, name),
+  DF_FIELD (TEXT, DfServer, address),
+  DF_FIELD (PORT, DfServer, iscsi_port),
+  DF_FIELD (PORT, DfServer, nbd_port),
+  DF_FIELD (PORT, DfServer, admin_port),
+  DF_FIELD (INT, DfServer, power),
+  DF_FIELD (TEXT, DfServer, created),
+  DF_FIELD (TEXT, DfServer, kind),
+  DF_FIELD (INT64, DfServer, registered_ms),    /* NULL: 0, never */
+  DF_FIELD (INT64, DfServer, heartbeat_ms),     /* NULL: 0, never */
+  DF_FIELD (INT64, DfServer, timeout_ms),
+  DF_FIELD (INT64, DfServer, load.sessions),
+  DF_FIELD (INT64, DfServer, load.bytes_per_s),
+  DF_FIELD (INT64, DfServer, load.cpu_permille),
+  DF_FIELD (INT64, DfServer, load.free_bytes),
+  DF_FIELD (INT64, DfServer, load.versions_held),
+  DF_FIELD (INT64, DfServer, load.versions_verified),
+  DF_FIELD (TEXT, DfServer, software),
+};
+
 void
 df_server_free (DfServer *s)
 {
-  if (!s)
-    return;
-  g_free (s->name);
-  g_free (s->address);
-  g_free (s->created);
-  g_free (s->kind);
-  g_free (s->software);
-  g_free (s);
+  df_farm_row_free (s, server_fields, G_N_ELEMENTS (server_fields));
 }
 
 static DfServer *
 server_from_row (DfDbStmt *st)
 {
-  DfServer *s = g_new0 (DfServer, 1);
-  s->id = df_db_col_int64 (st, 0);
-  s->name = df_db_col_dup (st, 1);
-  s->address = df_db_col_dup (st, 2);
-  s->iscsi_port = (guint16) df_db_col_int (st, 3);
-  s->nbd_port = (guint16) df_db_col_int (st, 4);
-  s->admin_port = (guint16) df_db_col_int (st, 5);
-  s->power = df_db_col_int (st, 6);
-  s->created = df_db_col_dup (st, 7);
-  s->kind = df_db_col_dup (st, 8);
-  s->registered_ms = df_db_col_is_null (st, 9) ? 0 : df_db_col_int64 (st, 9);
-  s->heartbeat_ms = df_db_col_is_null (st, 10) ? 0
-                                                : df_db_col_int64 (st, 10);
-  s->timeout_ms = df_db_col_int64 (st, 11);
-  s->load.sessions = df_db_col_int64 (st, 12);
-  s->load.bytes_per_s = df_db_col_int64 (st, 13);
-  s->load.cpu_permille = df_db_col_int64 (st, 14);
-  s->load.free_bytes = df_db_col_int64 (st, 15);
-  s->load.versions_held = df_db_col_int64 (st, 16);
-  s->load.versions_verified = df_db_col_int64 (st, 17);
-  s->software = df_db_col_dup (st, 18);
-  return s;
+  return df_farm_row_read (st, server_fields, G_N_ELEMENTS (server_fields),
+                           sizeof (DfServer));
 }
 
 #define SERVER_COLS \

@@ -59,33 +59,34 @@ df_farm_store_of (DfFarm *farm, const char *vdisk)
 
 /* ---- vdisks ----------------------------------------------------------- */
 
+/* The fields of a vdisk SELECT (id, name, virtual_size, description,
+ * created, firmware, efi_loader); firmware is read by vdisk_from_row. */
+static const DfField vdisk_fields[] = {
+  DF_FIELD (INT64, DfVdisk, id),
+  DF_FIELD (TEXT, DfVdisk, name),
+  DF_FIELD (INT64, DfVdisk, virtual_size),
+  DF_FIELD (TEXT, DfVdisk, description),
+  DF_FIELD (TEXT, DfVdisk, created),
+  { DF_FIELD_SKIP, 0 },
+  DF_FIELD (TEXT, DfVdisk, efi_loader),
+};
+
 void
 df_vdisk_free (DfVdisk *v)
 {
-  if (!v)
-    return;
-  g_free (v->name);
-  g_free (v->description);
-  g_free (v->created);
-  g_free (v->efi_loader);
-  g_free (v);
+  df_farm_row_free (v, vdisk_fields, G_N_ELEMENTS (vdisk_fields));
 }
 
 static gpointer
 vdisk_from_row (DfDbStmt *st)
 {
-  DfVdisk *v = g_new0 (DfVdisk, 1);
-  v->id = df_db_col_int64 (st, 0);
-  v->name = df_db_col_dup (st, 1);
-  v->virtual_size = (uint64_t) df_db_col_int64 (st, 2);
-  v->description = df_db_col_dup (st, 3);
-  v->created = df_db_col_dup (st, 4);
+  DfVdisk *v = df_farm_row_read (st, vdisk_fields,
+                                 G_N_ELEMENTS (vdisk_fields), sizeof (DfVdisk));
   g_autofree char *fw = df_db_col_dup (st, 5);
   v->firmware = DF_FIRMWARE_UNKNOWN;
   for (DfFirmware f = DF_FIRMWARE_NONE; fw && f <= DF_FIRMWARE_BOTH; f++)
     if (g_str_equal (fw, df_firmware_name (f)))
       v->firmware = f;
-  v->efi_loader = df_db_col_dup (st, 6);
   return v;
 }
 

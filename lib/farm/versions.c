@@ -102,44 +102,44 @@ df_version_state_parse (const char *s, DfVersionState *out, GError **err)
   return false;
 }
 
-void
-df_version_free (DfVersion *v)
-{
-  if (!v)
-    return;
-  g_free (v->vdisk);
-  g_free (v->file);
-  g_free (v->sha256);
-  g_free (v->pending_state);
-  g_free (v->pending_at);
-  g_free (v->created);
-  g_free (v);
-}
-
 #define VERSION_COLUMNS \
   "SELECT r.id, v.name, r.number, r.parent, r.file, r.sha256, " \
   "r.virtual_size, r.file_size, r.state, r.pending_state, r.pending_at, " \
   "r.created FROM versions r JOIN vdisks v ON v.id = r.vdisk_id "
 
+/* The fields of VERSION_COLUMNS, in its order; parent (NULL for a base)
+ * and state (a name) are read by hand. */
+static const DfField version_fields[] = {
+  DF_FIELD (INT64, DfVersion, id),
+  DF_FIELD (TEXT, DfVersion, vdisk),
+  DF_FIELD (INT, DfVersion, number),
+  DF_FIELD (SKIP, DfVersion, parent),
+  DF_FIELD (TEXT, DfVersion, file),
+  DF_FIELD (TEXT, DfVersion, sha256),
+  DF_FIELD (INT64, DfVersion, virtual_size),
+  DF_FIELD (INT64, DfVersion, file_size),
+  DF_FIELD (SKIP, DfVersion, state),
+  DF_FIELD (TEXT, DfVersion, pending_state),
+  DF_FIELD (TEXT, DfVersion, pending_at),
+  DF_FIELD (TEXT, DfVersion, created),
+};
+
+void
+df_version_free (DfVersion *v)
+{
+  df_farm_row_free (v, version_fields, G_N_ELEMENTS (version_fields));
+}
+
 static gpointer
 version_from_row (DfDbStmt *st)
 {
-  DfVersion *v = g_new0 (DfVersion, 1);
-  v->id = df_db_col_int64 (st, 0);
-  v->vdisk = df_db_col_dup (st, 1);
-  v->number = df_db_col_int (st, 2);
-  v->parent = df_db_col_is_null (st, 3)
-                ? -1 : df_db_col_int (st, 3);
-  v->file = df_db_col_dup (st, 4);
-  v->sha256 = df_db_col_dup (st, 5);
-  v->virtual_size = (uint64_t) df_db_col_int64 (st, 6);
-  v->file_size = (uint64_t) df_db_col_int64 (st, 7);
+  DfVersion *v = df_farm_row_read (st, version_fields,
+                                   G_N_ELEMENTS (version_fields),
+                                   sizeof (DfVersion));
+  v->parent = df_db_col_is_null (st, 3) ? -1 : df_db_col_int (st, 3);
   const char *state = df_db_col_text (st, 8);
   if (!df_version_state_parse (state, &v->state, NULL))
     g_assert_not_reached ();   /* the CHECK constraint forbids it */
-  v->pending_state = df_db_col_dup (st, 9);
-  v->pending_at = df_db_col_dup (st, 10);
-  v->created = df_db_col_dup (st, 11);
   return v;
 }
 

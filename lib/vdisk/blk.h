@@ -61,6 +61,7 @@ typedef struct {
 struct df_blk {
   const df_blk_ops *ops;
   gint refcount;
+  df_blk *next;           /* a filter's lower layer (owned ref), else NULL */
   uint64_t size;          /* virtual size in bytes */
   bool readonly;
   bool can_trim;
@@ -72,6 +73,14 @@ struct df_blk {
 /* Initialise the head of a new layer (refcount 1). */
 void df_blk_init (df_blk *b, const df_blk_ops *ops, uint64_t size,
                   bool readonly);
+/* Initialise the head of a new layer that presents lower's size, read-only
+ * flag and capabilities (no reference taken). */
+void df_blk_init_over (df_blk *b, const df_blk_ops *ops, const df_blk *lower);
+/* Initialise a filter over next (nbdkit's filters): as df_blk_init_over,
+ * holding a reference on next.  A filter's ops may leave any data op NULL
+ * to pass it to next unchanged, and destroy NULL when it has no state of
+ * its own (then unref next and g_free the layer). */
+void df_blk_filter_init (df_blk *b, const df_blk_ops *ops, df_blk *next);
 df_blk *df_blk_ref (df_blk *b);
 void df_blk_unref (df_blk *b);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (df_blk, df_blk_unref)

@@ -322,11 +322,7 @@ df_fence_blk_new (DfFence *f, df_blk *inner)
 {
   FenceLayer *l = g_new0 (FenceLayer, 1);
 
-  df_blk_init (&l->blk, &fence_ops, inner->size, inner->readonly);
-  l->blk.can_trim = inner->can_trim;
-  l->blk.can_zero = inner->can_zero;
-  l->blk.can_fast_zero = inner->can_fast_zero;
-  l->blk.can_flush = inner->can_flush;
+  df_blk_init_over (&l->blk, &fence_ops, inner);
   l->fence = df_fence_ref (f);
   l->inner = df_blk_ref (inner);
   g_rw_lock_init (&l->lock);

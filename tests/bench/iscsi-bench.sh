@@ -9,15 +9,10 @@
 # per 4 KiB op, since on 2 cores the client is saturated first.
 # Usage: tests/bench/iscsi-bench.sh [BUILD_DIR]   (default build)
 set -eu
-cd "$(dirname "$0")/../.."
-build=$(realpath "${1:-build}")
-STREAMSVC=$build/streamsvc/streamsvc
-DISKFARM=$build/console/diskfarm
+. "$(dirname "$0")/bench-lib.sh"
 secs=${BENCH_SECONDS:-10}
 size_mb=${BENCH_IMAGE_MB:-1024}
-for t in iscsi-perf tgtd tgtadm qemu-img; do
-  command -v $t >/dev/null || { echo "bench: $t missing"; exit 77; }
-done
+bench_need iscsi-perf tgtd tgtadm qemu-img
 [ "$(id -u)" = 0 ] || { echo "bench: tgtd needs root"; exit 77; }
 T=$(mktemp -d /tmp/df-ibench.XXXXXX)
 chmod 711 "$T" # the daemons drop to the diskfarm user, which must reach the farm

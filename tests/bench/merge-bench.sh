@@ -21,15 +21,10 @@
 #   BENCH_LAYER_MIB: MiB written per version (default 48)
 #   BENCH_REPS: repetitions of the measurements (default 3)
 set -eu
-cd "$(dirname "$0")/../.."
-build=$(realpath "${1:-build}")
-STREAMSVC=$build/streamsvc/streamsvc
-DISKFARM=$build/console/diskfarm
+. "$(dirname "$0")/bench-lib.sh"
 mib=${BENCH_LAYER_MIB:-48}
 reps=${BENCH_REPS:-3}
-for t in qemu-img qemu-io python3; do
-  command -v $t >/dev/null || { echo "bench: $t missing"; exit 77; }
-done
+bench_need qemu-img qemu-io python3
 T=$(mktemp -d /tmp/df-bench.XXXXXX)
 FARM=$T/farm
 pid=""

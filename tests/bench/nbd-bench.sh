@@ -21,16 +21,11 @@
 #   BENCH_SECONDS per fio run (10), BENCH_IMAGE_MB (1024), BENCH_TABLES
 #   ("tcp unix")
 set -eu
-cd "$(dirname "$0")/../.."
-build=$(realpath "${1:-build}")
-STREAMSVC=$build/streamsvc/streamsvc
-DISKFARM=$build/console/diskfarm
+. "$(dirname "$0")/bench-lib.sh"
 secs=${BENCH_SECONDS:-10}
 size_mb=${BENCH_IMAGE_MB:-1024}
 tables=${BENCH_TABLES:-tcp unix}
-for t in fio nbdkit qemu-nbd nbdcopy qemu-img qemu-io python3; do
-  command -v $t >/dev/null || { echo "bench: $t missing"; exit 77; }
-done
+bench_need fio nbdkit qemu-nbd nbdcopy qemu-img qemu-io python3
 T=$(mktemp -d /tmp/df-bench.XXXXXX)
 chmod 711 "$T" # the daemons drop to the diskfarm user, which must reach the farm
 pids=""; peers=""

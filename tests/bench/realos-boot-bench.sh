@@ -12,10 +12,7 @@
 # prints each run, the medians and diskfarm/peer ratios (> 1: diskfarm
 # slower).  Usage: tests/bench/realos-boot-bench.sh [BUILD_DIR]
 set -eu
-cd "$(dirname "$0")/../.."
-build=$(realpath "${1:-build}")
-STREAMSVC=$build/streamsvc/streamsvc
-DISKFARM=$build/console/diskfarm
+. "$(dirname "$0")/bench-lib.sh"
 runs=${BENCH_RUNS:-3}
 timeout=${BENCH_BOOT_TIMEOUT:-300}
 . tests/e2e/lib/e2e.sh

@@ -19,10 +19,7 @@
 # Usage: tests/bench/storm-bench.sh [BUILD_DIR]
 #   BENCH_STORM_N="100 250 500" (default 100), BENCH_THINK_SCALE (0.1)
 set -eu
-cd "$(dirname "$0")/../.."
-build=$(realpath "${1:-build}")
-STREAMSVC=$build/streamsvc/streamsvc
-DISKFARM=$build/console/diskfarm
+. "$(dirname "$0")/bench-lib.sh"
 STORM=$build/tests/bench/boot-storm
 TRACE_GZ=${BENCH_TRACE:-tests/bench/traces/linux-boot-rw.trace.gz}
 counts=${BENCH_STORM_N:-100}

@@ -20,15 +20,10 @@
 # Usage: tests/bench/tftp-bench.sh [BUILD_DIR]   (default build)
 set -eu
 self=$(realpath "$0")
-cd "$(dirname "$0")/../.."
-build=$(realpath "${1:-build}")
-BOOTSTRAPSVC=$build/bootstrap/bootstrapsvc
-DISKFARM=$build/console/diskfarm
+. "$(dirname "$0")/bench-lib.sh"
 TFTP_CLIENT=$build/tests/interop/tftp-client
 STORM=${BENCH_STORM:-500}
-for t in curl /usr/sbin/in.tftpd "$BOOTSTRAPSVC" "$TFTP_CLIENT"; do
-  command -v "$t" >/dev/null || { echo "bench: $t missing"; exit 77; }
-done
+bench_need curl /usr/sbin/in.tftpd "$BOOTSTRAPSVC" "$TFTP_CLIENT"
 if [ -z "${DF_TFTP_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null &&
    command -v dnsmasq >/dev/null; then
   exec env DF_TFTP_NETNS=1 unshare -n "$self" "$build"

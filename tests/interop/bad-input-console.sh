@@ -22,32 +22,6 @@ snapshot() {
   (cd "$FARM" && find store cache -print 2>/dev/null | sort)
 }
 
-# one_line LABEL REGEX PROG FILE: FILE is one line "PROG: ..." matching REGEX,
-# valid UTF-8.
-one_line() {
-  local label=$1 re=$2 prog=$3 f=$4
-  [ "$(wc -l <"$f")" -eq 1 ] || fail "$label: stderr is not one line: $(cat "$f")"
-  grep -q "^$prog: " "$f" || fail "$label: stderr lacks '$prog: ': $(cat "$f")"
-  grep -Eqi -- "$re" "$f" || fail "$label: '$(cat "$f")' does not match /$re/"
-  python3 -c 'import sys; open(sys.argv[1], encoding="utf-8", errors="strict").read()' "$f" ||
-    fail "$label: message is not valid UTF-8"
-}
-
-# bad LABEL REGEX ARGS...: diskfarm --farm FARM ARGS exits 1, one line,
-# nothing on stdout, farm unchanged.
-bad() {
-  local label=$1 re=$2 rc=0 before after
-  shift 2
-  before=$(snapshot)
-  df "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" -eq 1 ] || fail "$label: exit status $rc, expected 1 ($(cat "$T/err"))"
-  one_line "$label" "$re" diskfarm "$T/err"
-  [ ! -s "$T/out" ] || fail "$label: printed on stdout: $(cat "$T/out")"
-  after=$(snapshot)
-  [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after"); fail "$label: farm changed"; }
-  pass "$label -> $(cat "$T/err")"
-}
-
 # bad_prog LABEL REGEX PROG-NAME BINARY ARGS...: a daemon or tool refuses
 # its command line with one line and exit 1 or 2 (never a signal).
 bad_prog() {

@@ -20,23 +20,6 @@ snapshot() {
   (cd "$FARM" && find store cache -print 2>/dev/null | sort)
 }
 
-# bad LABEL REGEX ARGS...: diskfarm ARGS exits 1 with one stderr line
-# "diskfarm: ..." matching REGEX, prints nothing on stdout, changes nothing.
-bad() {
-  local label=$1 re=$2 rc=0 before after
-  shift 2
-  before=$(snapshot)
-  df "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" -eq 1 ] || fail "$label: exit status $rc, expected 1 ($(cat "$T/err"))"
-  [ "$(wc -l <"$T/err")" -eq 1 ] || fail "$label: stderr is not one line: $(cat "$T/err")"
-  grep -q '^diskfarm: ' "$T/err" || fail "$label: stderr lacks 'diskfarm: ': $(cat "$T/err")"
-  grep -Eqi -- "$re" "$T/err" || fail "$label: '$(cat "$T/err")' does not match /$re/"
-  [ ! -s "$T/out" ] || fail "$label: printed on stdout: $(cat "$T/out")"
-  after=$(snapshot)
-  [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after"); fail "$label: farm changed"; }
-  pass "$label -> $(cat "$T/err")"
-}
-
 # ---- init --------------------------------------------------------------
 json init
 jcheck "$T/j.json" "d['farm'] == '$FARM'" "d['schema_version'] >= 1"

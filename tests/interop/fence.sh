@@ -12,9 +12,7 @@
 need qemu-io nbdinfo python3
 python3 -c 'import nbd' 2>/dev/null || skip "python3 nbd module not installed"
 
-df init >/dev/null
-make_raw "$T/base.raw" 16          # zeroes from 3M to 7M
-df vdisk import g "$T/base.raw" >/dev/null
+init_vdisk g 16 # zeroes from 3M to 7M
 df device add m1 --mac 52:54:00:00:00:41 --vdisk g --type maintenance >/dev/null
 df device add d1 --mac 52:54:00:00:00:42 --vdisk g >/dev/null
 df device add d2 --mac 52:54:00:00:00:43 --vdisk g >/dev/null

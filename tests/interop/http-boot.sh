@@ -18,9 +18,7 @@ token_url() {
 }
 gen_of() { df --json device show "$1" | sed -n 's/.*"generation" *: *\([0-9]*\).*/\1/p' | head -1; }
 
-df init >/dev/null
-make_raw "$T/base.raw" 8
-df vdisk import base "$T/base.raw" >/dev/null
+init_vdisk base 8
 df collection add lab --vdisk base >/dev/null
 df device add pc01 --mac 52:54:00:12:34:56 --vdisk base >/dev/null
 cp /usr/lib/ipxe/undionly.kpxe "$FARM/boot/" 2>/dev/null || head -c 70000 /dev/urandom >"$FARM/boot/undionly.kpxe"

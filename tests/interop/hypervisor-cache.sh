@@ -11,9 +11,7 @@
 need qemu-img qemu-io nbdinfo curl python3
 
 IQN=iqn.2026-11.org.diskfarm
-df init >/dev/null
-make_raw "$T/base.raw" 16           # v0: zero at 3M and 5M
-df vdisk import vd "$T/base.raw" >/dev/null
+init_vdisk vd 16 # v0: zero at 3M and 5M
 json device add hv --mac 52:54:00:00:00:31 --vdisk vd --cache hypervisor
 jcheck "$T/j.json" 'd["cache_mode"] == "hypervisor"'
 df device add mnt --mac 52:54:00:00:00:32 --vdisk vd --type maintenance >/dev/null

@@ -147,3 +147,39 @@ make_raw() {
   done
   printf 'DISKFARM-BASE' | dd of="$1" bs=1 seek=512 conv=notrunc status=none
 }
+
+# one_line LABEL REGEX PROG FILE: FILE is one line "PROG: ..." matching REGEX,
+# valid UTF-8.
+one_line() {
+  local label=$1 re=$2 prog=$3 f=$4
+  [ "$(wc -l <"$f")" -eq 1 ] || fail "$label: stderr is not one line: $(cat "$f")"
+  grep -q "^$prog: " "$f" || fail "$label: stderr lacks '$prog: ': $(cat "$f")"
+  grep -Eqi -- "$re" "$f" || fail "$label: '$(cat "$f")' does not match /$re/"
+  python3 -c 'import sys; open(sys.argv[1], encoding="utf-8", errors="strict").read()' "$f" ||
+    fail "$label: message is not valid UTF-8"
+}
+
+# bad LABEL REGEX ARGS...: diskfarm ARGS exits 1 with one stderr line
+# "diskfarm: ..." matching REGEX (one_line), prints nothing on stdout and
+# changes nothing: the script's snapshot function (everything a refused
+# command must leave as it was) prints the same before and after.
+bad() {
+  local label=$1 re=$2 rc=0 before after
+  shift 2
+  before=$(snapshot)
+  df "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ "$rc" -eq 1 ] || fail "$label: exit status $rc, expected 1 ($(cat "$T/err"))"
+  one_line "$label" "$re" diskfarm "$T/err"
+  [ ! -s "$T/out" ] || fail "$label: printed on stdout: $(cat "$T/out")"
+  after=$(snapshot)
+  [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after"); fail "$label: farm changed"; }
+  pass "$label -> $(cat "$T/err")"
+}
+
+# A new farm with vdisk $1 (version 0) imported from $T/base.raw, a
+# make_raw of $2 MiB.
+init_vdisk() { # vdisk mib
+  df init >/dev/null
+  make_raw "$T/base.raw" "$2"
+  df vdisk import "$1" "$T/base.raw" >/dev/null
+}

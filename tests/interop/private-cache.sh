@@ -10,9 +10,7 @@
 . "$(dirname "$0")/version-lib.sh"
 need qemu-img qemu-io nbdinfo curl python3
 
-df init >/dev/null
-make_raw "$T/base.raw" 16            # data at 0, 1M, 7M; zero at 3M
-df vdisk import vd "$T/base.raw" >/dev/null
+init_vdisk vd 16 # data at 0, 1M, 7M; zero at 3M
 json device add priv --mac 52:54:00:00:00:41 --vdisk vd --cache private
 jcheck "$T/j.json" 'd["cache_mode"] == "private"'
 df device add ctl --mac 52:54:00:00:00:42 --vdisk vd >/dev/null

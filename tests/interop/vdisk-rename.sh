@@ -10,9 +10,7 @@
 . "$(dirname "$0")/version-lib.sh"
 need qemu-img qemu-io python3 sha256sum
 
-df init >/dev/null
-make_raw "$T/base.raw" 16
-df vdisk import win10 "$T/base.raw" >/dev/null
+init_vdisk win10 16
 df vdisk set win10 --auto-merge-depth 4 >/dev/null
 df device add pc01 --mac 52:54:00:00:00:01 --vdisk win10 >/dev/null
 df device add mnt --mac 52:54:00:00:00:02 --vdisk win10 --type maintenance >/dev/null

@@ -8,9 +8,7 @@
 . "$(dirname "$0")/version-lib.sh"
 need qemu-img qemu-io python3
 
-df init >/dev/null
-make_raw "$T/base.raw" 32
-df vdisk import vd "$T/base.raw" >/dev/null
+init_vdisk vd 32
 df device add mnt --mac 52:54:00:00:00:03 --vdisk vd --type maintenance >/dev/null
 df farm set auto-merge-depth 3 >/dev/null
 json vdisk show vd

@@ -7,9 +7,7 @@
 . "$(dirname "$0")/version-lib.sh"
 need qemu-img qemu-io python3 nbdsh
 
-df init >/dev/null
-make_raw "$T/base.raw" 64
-df vdisk import vd "$T/base.raw" >/dev/null
+init_vdisk vd 64
 cp "$T/base.raw" "$T/expect1.raw"
 json device add prod --mac 52:54:00:00:00:01 --vdisk vd --type production
 json device add tst --mac 52:54:00:00:00:02 --vdisk vd --type test

@@ -7,6 +7,7 @@
 #include "admin-client.h"
 #include "live.h"
 #include "common.h"
+#include "test-util.h"
 
 #include <gio/gio.h>
 #include <glib/gstdio.h>
@@ -130,19 +131,27 @@ fakes_free (Fakes *fs)
   g_free (fs);
 }
 
-/* A loopback port nothing listens on (bound, then closed). */
-static guint16
-closed_port (void)
+/* A TCP socket bound to a free loopback port (*port); caller unrefs. */
+static GSocket *
+loopback_socket (guint16 *port)
 {
-  g_autoptr (GSocket) s = g_socket_new (G_SOCKET_FAMILY_IPV4,
-                                        G_SOCKET_TYPE_STREAM,
-                                        G_SOCKET_PROTOCOL_TCP, NULL);
+  GSocket *s = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM,
+                             G_SOCKET_PROTOCOL_TCP, NULL);
   g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (
     G_SOCKET_FAMILY_IPV4);
   g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (lo, 0);
   g_assert_true (g_socket_bind (s, sa, TRUE, NULL));
   g_autoptr (GSocketAddress) b = g_socket_get_local_address (s, NULL);
-  guint16 port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (b));
+  *port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (b));
+  return s;
+}
+
+/* A loopback port nothing listens on (bound, then closed). */
+static guint16
+closed_port (void)
+{
+  guint16 port;
+  g_autoptr (GSocket) s = loopback_socket (&port);
   g_socket_close (s, NULL);
   return port;
 }
@@ -277,16 +286,9 @@ trickle_run (gpointer data)
 static void
 test_trickle (void)
 {
-  g_autoptr (GSocket) ls = g_socket_new (G_SOCKET_FAMILY_IPV4,
-                                         G_SOCKET_TYPE_STREAM,
-                                         G_SOCKET_PROTOCOL_TCP, NULL);
-  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (
-    G_SOCKET_FAMILY_IPV4);
-  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (lo, 0);
-  g_assert_true (g_socket_bind (ls, sa, TRUE, NULL));
+  guint16 port;
+  g_autoptr (GSocket) ls = loopback_socket (&port);
   g_assert_true (g_socket_listen (ls, NULL));
-  g_autoptr (GSocketAddress) b = g_socket_get_local_address (ls, NULL);
-  guint16 port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (b));
   GThread *t = g_thread_new ("trickle", trickle_run, ls);
   gint64 t0 = g_get_monotonic_time ();
   g_autoptr (GError) err = NULL;
@@ -300,25 +302,6 @@ test_trickle (void)
 }
 
 /* ---- the live view ------------------------------------------------------ */
-
-static void
-rm_rf (const char *path)
-{
-  GDir *d = g_dir_open (path, 0, NULL);
-  if (d)
-    {
-      const char *n;
-      while ((n = g_dir_read_name (d)))
-        {
-          g_autofree char *p = g_build_filename (path, n, NULL);
-          rm_rf (p);
-        }
-      g_dir_close (d);
-      g_rmdir (path);
-    }
-  else
-    g_unlink (path);
-}
 
 static void
 server_add (DfFarm *farm, const char *name, guint16 admin_port)
@@ -494,7 +477,7 @@ test_live (void)
 
   fakes_free (fs);
   df_farm_close (farm);
-  rm_rf (tmp);
+  tu_rmrf (tmp);
 }
 
 int

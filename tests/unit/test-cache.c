@@ -3,6 +3,7 @@
  * tests do not depend on the qcow2 chain. */
 #include "common.h"
 #include "vdisk.h"
+#include "test-util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -101,35 +102,6 @@ mem_data (df_blk *b)
 }
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static char *
-make_tmpdir (void)
-{
-  g_autoptr (GError) err = NULL;
-  char *d = g_dir_make_tmp ("test-cache-XXXXXX", &err);
-
-  g_assert_no_error (err);
-  return d;
-}
-
-static void
-remove_tree (const char *dir)
-{
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  const char *name;
-
-  if (d == NULL)
-    return;
-  while ((name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *p = g_build_filename (dir, name, NULL);
-      if (g_file_test (p, G_FILE_TEST_IS_DIR))
-        remove_tree (p);
-      else
-        g_unlink (p);
-    }
-  g_rmdir (dir);
-}
 
 static int
 count_files (const char *dir)
@@ -277,7 +249,7 @@ test_mode_parse (void)
 static void
 test_hypervisor_refused (void)
 {
-  g_autofree char *top = make_tmpdir ();
+  g_autofree char *top = tu_tmpdir ();
   g_autofree char *dir = g_build_filename (top, "dev", NULL);
   g_autoptr (df_blk) base = mem_base_new (1 * MiB, 3);
   g_autoptr (GError) err = NULL;
@@ -347,7 +319,7 @@ test_mode_table (void)
 static void
 test_mode_open_readonly (void)
 {
-  g_autofree char *top = make_tmpdir ();
+  g_autofree char *top = tu_tmpdir ();
   g_autofree char *dir = g_build_filename (top, "dev", NULL);
   g_autoptr (df_blk) base = mem_base_new (1 * MiB, 3);
   g_autoptr (df_blk) served = NULL;
@@ -366,7 +338,7 @@ test_mode_open_readonly (void)
   g_assert_false (cache->readonly);
   g_assert_true (df_cache_is_cache (cache));
   g_clear_pointer (&cache, df_blk_unref);
-  remove_tree (top);
+  tu_rmrf (top);
 }
 
 /* ---- private images --------------------------------------------------------- */
@@ -383,7 +355,7 @@ open_private (df_blk *base, const char *dir, GError **err)
 static void
 test_private_pin (void)
 {
-  g_autofree char *top = make_tmpdir ();
+  g_autofree char *top = tu_tmpdir ();
   g_autofree char *dir = g_build_filename (top, "pc01", NULL);
   g_autofree char *pinfile = g_build_filename (dir, "private.base", NULL);
   g_autoptr (df_blk) base = mem_base_new (1 * MiB, 4);
@@ -446,7 +418,7 @@ test_private_pin (void)
   /* discard_dir (device reset --discard, device remove) takes it all. */
   g_assert_true (df_cache_discard_dir (dir, &err));
   g_assert_cmpint (count_files (dir), ==, 0);
-  remove_tree (top);
+  tu_rmrf (top);
 }
 
 /* Writes survive close and reopen; a second opener and an export are
@@ -454,7 +426,7 @@ test_private_pin (void)
 static void
 test_private_reopen_export (void)
 {
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autofree char *out = g_build_filename (dir, "out.raw", NULL);
   g_autofree char *outq = g_build_filename (dir, "out.qcow2", NULL);
   g_autoptr (df_blk) base = mem_base_new (2 * MiB, 7);
@@ -503,7 +475,7 @@ test_private_reopen_export (void)
   g_assert_false (df_cache_private_export (base, dir, out, DF_FMT_RAW, NULL,
                                            NULL, &err));
   g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* kill -9 after FLUSH: the flushed writes are there at the next open,
@@ -511,7 +483,7 @@ test_private_reopen_export (void)
 static void
 test_private_kill9 (void)
 {
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (4 * MiB, 8);
   g_autofree uint8_t *ref = g_memdup2 (mem_data (base), 4 * MiB);
   int fds[2], status;
@@ -546,7 +518,7 @@ test_private_kill9 (void)
   c = open_cache (base, dir, "private", 0);
   check_all (c, ref);
   df_blk_unref (c);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- random operations against a reference buffer ------------------------- */
@@ -622,7 +594,7 @@ static void
 test_random_ops (gconstpointer data)
 {
   const char *mode = data;
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (RAND_SIZE, 1);
   g_autofree uint8_t *ref = g_memdup2 (mem_data (base), RAND_SIZE);
   g_autofree uint8_t *buf = g_malloc (256 * KiB);
@@ -662,7 +634,7 @@ test_random_ops (gconstpointer data)
   else
     g_assert_cmpint (count_files (dir), ==, 0); /* nothing left behind */
   g_rand_free (r);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- RAM overflow ------------------------------------------------------- */
@@ -670,7 +642,7 @@ test_random_ops (gconstpointer data)
 static void
 test_ram_overflow (void)
 {
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (8 * MiB, 2);
   g_autofree uint8_t *ref = g_memdup2 (mem_data (base), 8 * MiB);
   df_blk *c = open_cache (base, dir, "ram:1", 0);
@@ -707,7 +679,7 @@ test_ram_overflow (void)
   check_all (c, ref);
   df_blk_unref (c);
   g_assert_cmpint (count_files (dir), ==, 0);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- trim / zero ----------------------------------------------------------- */
@@ -716,7 +688,7 @@ static void
 test_trim_zero (gconstpointer data)
 {
   const char *mode = data;
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (1 * MiB, 3);
   g_autofree uint8_t *ref = g_memdup2 (mem_data (base), 1 * MiB);
   df_blk *c = open_cache (base, dir, mode, 0);
@@ -763,7 +735,7 @@ test_trim_zero (gconstpointer data)
   g_assert_cmpuint (st.cached_bytes, ==, 2 * BS);
   check_all (c, ref);
   df_blk_unref (c);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- quota ------------------------------------------------------------------ */
@@ -796,7 +768,7 @@ static void
 test_quota (gconstpointer data)
 {
   const char *mode = data;
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (4 * MiB, 4);
   g_autofree uint8_t *ref = g_memdup2 (mem_data (base), 4 * MiB);
   g_autofree uint8_t *buf = g_malloc (64 * KiB);
@@ -836,7 +808,7 @@ test_quota (gconstpointer data)
   g_assert_cmpuint (st.quota_hits, ==, 4);
   g_assert_cmpuint (st.cached_bytes, ==, 64 * KiB);
   df_blk_unref (c);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- persistent reopen ------------------------------------------------------ */
@@ -844,7 +816,7 @@ test_quota (gconstpointer data)
 static void
 test_persistent_reopen (void)
 {
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autofree char *map = g_build_filename (dir, "persistent.map", NULL);
   g_autoptr (df_blk) base = mem_base_new (2 * MiB + 512, 5);
   g_autoptr (df_blk) other = mem_base_new (4 * MiB, 5);
@@ -902,7 +874,7 @@ test_persistent_reopen (void)
   c = open_cache (base, dir, "server-persistent", 0);
   check_all (c, mem_data (base));
   df_blk_unref (c);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- kill -9 durability ------------------------------------------------------ */
@@ -955,7 +927,7 @@ k9_child (df_blk *base, const char *dir, int fd)
 static void
 test_kill9 (void)
 {
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (K9_SIZE, 6);
   g_autofree uint8_t *exp = g_malloc (K9_REGION);
   g_autofree uint8_t *got = g_malloc (K9_REGION);
@@ -1001,7 +973,7 @@ test_kill9 (void)
     g_assert_true (memcmp (got, mem_data (base) + K9_SIZE - K9_REGION,
                            K9_REGION) == 0);
   df_blk_unref (c);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- extents ---------------------------------------------------------------- */
@@ -1045,7 +1017,7 @@ flags_at (GArray *list, uint64_t off)
 static void
 test_extents (void)
 {
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (1 * MiB, 7);
   g_autoptr (GArray) list = g_array_new (FALSE, FALSE, sizeof (extent_rec));
   g_autofree uint8_t *buf = g_malloc (64 * KiB);
@@ -1097,7 +1069,7 @@ test_extents (void)
                    0);
   g_assert_cmpuint (list->len, ==, 2);
   df_blk_unref (c);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- concurrency ------------------------------------------------------------ */
@@ -1147,7 +1119,7 @@ static void
 test_threads (gconstpointer data)
 {
   const char *mode = data;
-  g_autofree char *dir = make_tmpdir ();
+  g_autofree char *dir = tu_tmpdir ();
   g_autoptr (df_blk) base = mem_base_new (2 * MiB, 8);
   g_autofree uint8_t *ref = g_memdup2 (mem_data (base), 2 * MiB);
   df_blk *c = open_cache (base, dir, mode, 0);
@@ -1166,7 +1138,7 @@ test_threads (gconstpointer data)
     }
   check_all (c, ref);
   df_blk_unref (c);
-  remove_tree (dir);
+  tu_rmrf (dir);
 }
 
 /* ---- timing ----------------------------------------------------------------- */
@@ -1206,7 +1178,7 @@ test_perf (void)
 
   for (gsize i = 0; i < G_N_ELEMENTS (runs); i++)
     {
-      g_autofree char *dir = make_tmpdir ();
+      g_autofree char *dir = tu_tmpdir ();
       df_blk *c = open_cache (base, dir, runs[i].mode, 0);
       GRand *r = g_rand_new_with_seed (5);
       double w = perf_run (c, r, true, runs[i].flush_every), rd;
@@ -1219,7 +1191,7 @@ test_perf (void)
                       rd * BS / MiB);
       g_rand_free (r);
       df_blk_unref (c);
-      remove_tree (dir);
+      tu_rmrf (dir);
     }
 }
 

@@ -224,6 +224,47 @@ test_option_values (void)
     }
 }
 
+/* df_options_clear frees what parsing stored through the table (strings
+ * and vectors, set back to NULL) and leaves other kinds as they are; a
+ * kept copy of the table does the same. */
+static void
+test_option_clear (void)
+{
+  char *farm = NULL, *coll = NULL;
+  char **listen = NULL;
+  gint n = 0;
+  gboolean flag = FALSE;
+  const GOptionEntry entries[] = {
+    { "farm", 0, 0, G_OPTION_ARG_FILENAME, &farm, "", "DIR" },
+    { "collection", 0, 0, G_OPTION_ARG_STRING, &coll, "", "NAME" },
+    { "listen", 0, 0, G_OPTION_ARG_STRING_ARRAY, &listen, "", "ADDR" },
+    { "n", 0, 0, G_OPTION_ARG_INT, &n, "", "N" },
+    { "flag", 0, 0, G_OPTION_ARG_NONE, &flag, "", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  const char *args[] = { "prog", "--farm=/srv/farm", "--collection=lab",
+                         "--listen=a:1", "--listen=b:2", "--n=7", "--flag" };
+  for (int round = 0; round < 2; round++)
+    {
+      int argc = G_N_ELEMENTS (args);
+      g_autofree char **av = g_memdup2 (args, sizeof args);
+      char **avp = av;
+      g_autoptr (GOptionContext) oc = g_option_context_new (NULL);
+      g_option_context_add_main_entries (oc, entries, NULL);
+      g_assert_true (g_option_context_parse (oc, &argc, &avp, NULL));
+      g_assert_cmpstr (farm, ==, "/srv/farm");
+      g_assert_cmpuint (g_strv_length (listen), ==, 2);
+      g_autofree GOptionEntry *kept = round ? df_options_keep (entries) : NULL;
+      df_options_clear (round ? kept : entries);
+      g_assert_null (farm);
+      g_assert_null (coll);
+      g_assert_null (listen);
+      g_assert_cmpint (n, ==, 7);
+      g_assert_true (flag);
+    }
+  df_options_clear (NULL);
+}
+
 static void
 test_macs (void)
 {
@@ -627,6 +668,7 @@ main (int argc, char **argv)
   g_test_add_func ("/common/hosts", test_hosts);
   g_test_add_func ("/common/display-text", test_display_text);
   g_test_add_func ("/common/option-values", test_option_values);
+  g_test_add_func ("/common/option-clear", test_option_clear);
   g_test_add_func ("/common/names", test_names);
   g_test_add_func ("/common/listen", test_listen);
   g_test_add_func ("/common/sha256", test_sha256);

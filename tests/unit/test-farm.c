@@ -6,6 +6,7 @@
 #include "farm-private.h"
 #include "common.h"
 #include "vdisk.h"
+#include "test-util.h"
 
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -23,34 +24,6 @@ typedef struct {
   char *dir;   /* temporary farm directory, removed at teardown */
   DfFarm *farm;
 } Fixture;
-
-static void
-rm_rf (const char *path)
-{
-  GDir *d = g_dir_open (path, 0, NULL);
-  if (d)
-    {
-      const char *n;
-      while ((n = g_dir_read_name (d)))
-        {
-          g_autofree char *p = g_build_filename (path, n, NULL);
-          rm_rf (p);
-        }
-      g_dir_close (d);
-      g_rmdir (path);
-    }
-  else
-    g_unlink (path);
-}
-
-static char *
-make_tmpdir (void)
-{
-  g_autoptr (GError) err = NULL;
-  char *dir = g_dir_make_tmp ("test-farm-XXXXXX", &err);
-  g_assert_no_error (err);
-  return dir;
-}
 
 static char *
 farm_subdir (const char *tmp)
@@ -71,7 +44,7 @@ open_ok (const char *dir, bool create)
 static void
 fx_setup (Fixture *fx, gconstpointer data)
 {
-  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *tmp = tu_tmpdir ();
   fx->dir = farm_subdir (tmp);
   fx->farm = open_ok (fx->dir, true);
 }
@@ -81,7 +54,7 @@ fx_teardown (Fixture *fx, gconstpointer data)
 {
   df_farm_close (fx->farm);
   g_autofree char *tmp = g_path_get_dirname (fx->dir);
-  rm_rf (tmp);
+  tu_rmrf (tmp);
   g_free (fx->dir);
 }
 
@@ -305,7 +278,7 @@ static void
 test_open_create (void)
 {
   SQLITE_ONLY ();
-  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *tmp = tu_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   g_autoptr (GError) err = NULL;
 
@@ -360,14 +333,14 @@ test_open_create (void)
   g_assert_no_error (err);
   g_assert_cmpuint (all->len, ==, 1);
   df_farm_close (f);
-  rm_rf (tmp);
+  tu_rmrf (tmp);
 }
 
 static void
 test_migrations_idempotent (void)
 {
   SQLITE_ONLY ();
-  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *tmp = tu_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   df_farm_close (open_ok (dir, true));
   g_autofree char *first = dump_db (dir);
@@ -417,14 +390,14 @@ test_migrations_idempotent (void)
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
   g_assert_nonnull (strstr (err->message, "newer"));
-  rm_rf (tmp);
+  tu_rmrf (tmp);
 }
 
 static void
 test_newer_refused (void)
 {
   SQLITE_ONLY ();
-  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *tmp = tu_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   df_farm_close (open_ok (dir, true));
   raw_exec (dir, "PRAGMA user_version = 999");
@@ -442,14 +415,14 @@ test_newer_refused (void)
   g_assert_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED);
   g_autofree char *after = dump_db (dir);
   g_assert_cmpstr (before, ==, after);
-  rm_rf (tmp);
+  tu_rmrf (tmp);
 }
 
 static void
 test_not_a_farm (void)
 {
   SQLITE_ONLY ();
-  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *tmp = tu_tmpdir ();
   g_autofree char *dir = farm_subdir (tmp);
   g_autofree char *db = g_build_filename (dir, "farm.db", NULL);
   g_autoptr (GError) err = NULL;
@@ -474,7 +447,7 @@ test_not_a_farm (void)
   f = test_farm_open (dir, false, "t", &err);
   g_assert_null (f);
   g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
-  rm_rf (tmp);
+  tu_rmrf (tmp);
 }
 
 /* ---- accessors -------------------------------------------------------- */
@@ -1678,7 +1651,7 @@ static void
 test_uuid (void)
 {
   SQLITE_ONLY ();
-  g_autofree char *tmp = make_tmpdir ();
+  g_autofree char *tmp = tu_tmpdir ();
   g_autofree char *a = g_build_filename (tmp, "a", NULL);
   g_autofree char *b = g_build_filename (tmp, "b", NULL);
   g_autofree char *old = g_build_filename (tmp, "old", NULL);
@@ -1728,7 +1701,7 @@ test_uuid (void)
   g_assert_null (fl);
   g_assert_error (err, DF_ERROR, DF_ERROR_CORRUPT);
   g_assert_nonnull (strstr (err->message, "identity"));
-  rm_rf (tmp);
+  tu_rmrf (tmp);
 }
 
 static void
@@ -2109,7 +2082,7 @@ test_db_secret_hidden (void)
       g_assert_null (strstr (shown, "s3cretpw"));
       g_assert_nonnull (strstr (shown, "dbname=farm"));
       g_autoptr (GError) err = NULL;
-      g_autofree char *tmp = make_tmpdir ();
+      g_autofree char *tmp = tu_tmpdir ();
       g_assert_null (df_farm_open_db (tmp, targets[i], false, "t", &err));
       g_assert_nonnull (err);
       g_test_message ("  open: %s", err->message);

@@ -8,56 +8,9 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "test-util.h"
 #include "vdisk.h"
 
-/* New temporary directory (free with g_free, remove with tu_rmrf). */
-static inline char *
-tu_tmpdir (void)
-{
-  g_autoptr (GError) err = NULL;
-  char *d = g_dir_make_tmp ("df-vdisk-XXXXXX", &err);
-  g_assert_no_error (err);
-  return d;
-}
-
-static inline void
-tu_rmrf (const char *dir)
-{
-  g_autofree char *q = g_shell_quote (dir);
-  g_autofree char *cmd = g_strdup_printf ("rm -rf %s", q);
-  g_assert_cmpint (system (cmd), ==, 0);
-}
-
-static inline bool
-tu_have (const char *prog)
-{
-  g_autofree char *p = g_find_program_in_path (prog);
-  return p != NULL;
-}
-
-/* Run a shell command; the test fails when it does not exit 0.  Returns
- * its stdout (newly allocated). */
-static inline char * G_GNUC_PRINTF (1, 2)
-tu_sh_out (const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  g_autofree char *cmd = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
-  g_autoptr (GError) err = NULL;
-  char *out = NULL;
-  g_autofree char *errout = NULL;
-  gint status = 0;
-
-  g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, 0, NULL, NULL,
-                               &out, &errout, &status, &err));
-  if (!g_spawn_check_wait_status (status, NULL))
-    g_error ("command failed: %s\n%s%s", cmd, out, errout);
-  return out;
-}
-
-#define tu_sh(...) g_free (tu_sh_out (__VA_ARGS__))
 
 static inline bool
 tu_is_zero (const void *p, size_t len)
