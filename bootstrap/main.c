@@ -365,7 +365,7 @@ start_heartbeat (Service *s, guint16 http_port)
     .timeout_ms = (gint64) DF_HEARTBEAT_INTERVAL_MS * DF_HEARTBEAT_MISSED,
     .software = (char *) DF_VERSION,
   };
-  s->heartbeat = df_heartbeat_start (s->o->farm, &self,
+  s->heartbeat = df_heartbeat_start (s->o->farm, s->o->db, &self,
                                      DF_HEARTBEAT_INTERVAL_MS, NULL, NULL);
 }
 

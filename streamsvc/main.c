@@ -634,7 +634,7 @@ start_registry (const Options *o, const Bound *bd, DfAdmin *admin,
                                 : (gint64) o->hb_interval * DF_HEARTBEAT_MISSED,
     .software = (char *) DF_VERSION,
   };
-  DfRegistryConf c = { .farm_dir = o->farm, .self = &self,
+  DfRegistryConf c = { .farm_dir = o->farm, .db = o->db, .self = &self,
                        .interval_ms = (guint) o->hb_interval,
                        .verify = true };
   return df_registry_start (&c, ss);

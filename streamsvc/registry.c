@@ -7,6 +7,7 @@
 
 struct DfRegistry {
   char *farm_dir;
+  char *db;
   char *name;               /* registry name */
   DfSessions *sessions;     /* borrowed */
   DfHeartbeat *hb;
@@ -76,7 +77,7 @@ verifier_main (gpointer data)
   while (!df_heartbeat_registered (r->hb))
     if (df_heartbeat_wait_stop (r->hb, 50))
       return NULL;
-  farm = df_farm_open (r->farm_dir, false, "streamsvc", &err);
+  farm = df_farm_open_db (r->farm_dir, r->db, false, "streamsvc", &err);
   if (farm)
     vdisks = df_farm_vdisk_list (farm, &err);
   gint64 t0 = g_get_monotonic_time ();
@@ -98,9 +99,10 @@ df_registry_start (const DfRegistryConf *c, DfSessions *sessions)
 {
   DfRegistry *r = g_new0 (DfRegistry, 1);
   r->farm_dir = g_strdup (c->farm_dir);
+  r->db = g_strdup (c->db);
   r->name = g_strdup (c->self->name);
   r->sessions = sessions;
-  r->hb = df_heartbeat_start (c->farm_dir, c->self, c->interval_ms,
+  r->hb = df_heartbeat_start (c->farm_dir, c->db, c->self, c->interval_ms,
                               stream_load, r);
   if (c->verify)
     r->verifier = g_thread_new ("store-verify", verifier_main, r);
@@ -119,5 +121,6 @@ df_registry_stop (DfRegistry *r)
   df_heartbeat_stop (r->hb);
   g_free (r->name);
   g_free (r->farm_dir);
+  g_free (r->db);
   g_free (r);
 }

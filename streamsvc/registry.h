@@ -22,6 +22,7 @@ typedef struct DfRegistry DfRegistry;
 
 typedef struct {
   const char *farm_dir;
+  const char *db;          /* --db / [farm] database; NULL: farm.db */
   const DfServer *self;    /* name, address, ports, power, kind, timeout */
   guint interval_ms;       /* between heartbeats */
   bool verify;             /* verify the store at start */

@@ -7,6 +7,7 @@
 
 struct DfHeartbeat {
   char *farm_dir;
+  char *db;                 /* NULL: farm_dir's farm.db */
   DfServer self;            /* strings owned */
   guint interval_ms;
   DfLoadFn load;
@@ -106,7 +107,8 @@ beat_once (DfHeartbeat *hb, DfFarm **farm, bool *registered, bool *failing)
 {
   g_autoptr (GError) err = NULL;
   if (*farm == NULL)
-    *farm = df_farm_open (hb->farm_dir, false, hb->self.kind, &err);
+    *farm = df_farm_open_db (hb->farm_dir, hb->db, false, hb->self.kind,
+                             &err);
   bool ok = *farm != NULL;
   if (ok && !*registered)
     ok = *registered = register_self (hb, *farm, &err);
@@ -139,11 +141,13 @@ beat_main (gpointer data)
 /* ---- lifecycle ---------------------------------------------------------- */
 
 DfHeartbeat *
-df_heartbeat_start (const char *farm_dir, const DfServer *self,
-                    guint interval_ms, DfLoadFn load, gpointer data)
+df_heartbeat_start (const char *farm_dir, const char *db,
+                    const DfServer *self, guint interval_ms, DfLoadFn load,
+                    gpointer data)
 {
   DfHeartbeat *hb = g_new0 (DfHeartbeat, 1);
   hb->farm_dir = g_strdup (farm_dir);
+  hb->db = g_strdup (db);
   hb->self = *self;
   hb->self.name = g_strdup (self->name);
   hb->self.address = g_strdup (self->address);
@@ -182,5 +186,6 @@ df_heartbeat_stop (DfHeartbeat *hb)
   g_free (hb->self.kind);
   g_free (hb->self.software);
   g_free (hb->farm_dir);
+  g_free (hb->db);
   g_free (hb);
 }

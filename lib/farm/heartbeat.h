@@ -7,7 +7,7 @@
  * unreachable, and again when the admin removed the row), then
  * heartbeats every interval with the load the daemon's callback fills.
  *
- * Ownership: df_heartbeat_start copies self and farm_dir; data is
+ * Ownership: df_heartbeat_start copies self, farm_dir and db; data is
  * borrowed and must outlive df_heartbeat_stop.  load is called on the
  * heartbeat thread. */
 #pragma once
@@ -22,8 +22,10 @@ typedef struct DfHeartbeat DfHeartbeat;
 typedef void (*DfLoadFn) (gpointer data, DfServerLoad *load);
 
 /* Start beating (first beat now, on the thread).  load may be NULL (no
- * load but CPU and free space of farm_dir's store). */
-DfHeartbeat *df_heartbeat_start (const char *farm_dir, const DfServer *self,
+ * load but CPU and free space of farm_dir's store).  db is the farm DB
+ * (--db / [farm] database; NULL: farm_dir's farm.db). */
+DfHeartbeat *df_heartbeat_start (const char *farm_dir, const char *db,
+                                 const DfServer *self,
                                  guint interval_ms, DfLoadFn load,
                                  gpointer data);
 /* Stop the thread and free; NULL is fine.  The row goes unhealthy by

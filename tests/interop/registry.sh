@@ -205,7 +205,10 @@ for _ in $(seq 50); do
 done
 jcheck "$T/j.json" '[(s["kind"], s["state"], s["admin_port"]) for s in d if s["name"] == "boot1"] == [("bootstrapsvc", "healthy", '$HTTP_PORT')]'
 
-port_of() { sqlite3 "$FARM/farm.db" "SELECT iscsi_port FROM servers WHERE name = '$1'"; }
+port_of() {
+  df --json server list --no-health | python3 -c 'import json, sys
+print([s["iscsi_port"] for s in json.load(sys.stdin) if s["name"] == sys.argv[1]][0])' "$1"
+}
 P1=$(port_of ss1) P2=$(port_of ss2) P3=$(port_of ss3)
 # order of the servers in the sanboot line, as names
 order() {
