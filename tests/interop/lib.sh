@@ -107,13 +107,16 @@ start_streamsvc() {
   SOCK=$FARM/run/nbd.sock
   [ -d "$FARM/run" ] || SOCK=$T/nbd.sock
   rm -f "$SOCK"
+  # the log is appended to: read only what this start writes (a restart
+  # must not take the previous process's admin port)
+  local from=$(( $(stat -c %s "$T/streamsvc.log" 2>/dev/null || echo 0) + 1 ))
   "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$SOCK" \
     --admin-listen 127.0.0.1:0 "$@" >>"$T/streamsvc.log" 2>&1 &
   STREAMSVC_PID=$!
   _df_pids="$_df_pids $STREAMSVC_PID"
   for _ in $(seq 100); do
-    if [ -S "$SOCK" ] && grep -q "admin.*listening\|listening.*admin" "$T/streamsvc.log"; then
-      ADMIN=$(grep -o 'admin[^ ]* listening on http://[0-9.:]*' "$T/streamsvc.log" |
+    if [ -S "$SOCK" ] && tail -c "+$from" "$T/streamsvc.log" | grep -q "admin.*listening\|listening.*admin"; then
+      ADMIN=$(tail -c "+$from" "$T/streamsvc.log" | grep -o 'admin[^ ]* listening on http://[0-9.:]*' |
               tail -1 | sed 's|.*http://||')
       ADMIN_TOKEN=$(df farm admin-token) || fail "diskfarm farm admin-token"
       export ADMIN_TOKEN
@@ -128,6 +131,18 @@ start_streamsvc() {
 # curl with the admin API's bearer token (every endpoint but /metrics and
 # /v1/health needs it over TCP).
 admin_curl() { curl -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
+
+# wait_live DEVICE: until streamsvc's /v1/sessions lists a session of
+# DEVICE (at most 30 s): a client started in the background is connected.
+wait_live() {
+  for _ in $(seq 300); do
+    admin_curl -sf "http://$ADMIN/v1/sessions" | python3 -c 'import json, sys
+sys.exit(0 if any(s.get("device") == sys.argv[1] for s in json.load(sys.stdin)) else 1)' "$1" &&
+      return 0
+    sleep 0.1
+  done
+  fail "no session of device $1 after 30 s"
+}
 
 stop_streamsvc() { # signal (default TERM)
   local sig=${1:-TERM}

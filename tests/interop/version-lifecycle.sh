@@ -28,16 +28,22 @@ test -f "$FARM/store/vd/vd.1.maint/persistent.map" || fail "no maintenance cache
 
 # a live maintenance session: seal and a second session are refused;
 # version list counts the session
-nbdsh -u "$(uri device/mnt)" -c 'import time; time.sleep(4)' &
+# (the holder stays until $T/release appears, at most 60 s)
+nbdsh -u "$(uri device/mnt)" -c "
+import os, time
+for _ in range(1200):
+    if os.path.exists('$T/release'): break
+    time.sleep(0.05)
+" &
 holder=$!
-sleep 1.5
+wait_live mnt
 qemu-io -f raw -r -c "read 0 4k" "$(uri device/mnt)" >"$T/second.out" 2>&1 &&
   fail "a second maintenance session was accepted"
 df version seal vd 2>"$T/seal.err" && fail "seal accepted during a session"
 grep -q "in use by a session" "$T/seal.err" || { cat "$T/seal.err"; fail "seal refusal text"; }
 json version list vd --admin "$ADMIN"
 jcheck "$T/j.json" '[v["sessions"] for v in d if v["version"] == 1] == [1]'
-wait $holder
+touch "$T/release"; wait $holder
 pass "one maintenance session at a time, seal refused meanwhile, sessions listed"
 
 json version seal vd
