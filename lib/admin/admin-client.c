@@ -221,12 +221,14 @@ ensure_classes (void)
   static gsize done = 0;
   if (g_once_init_enter (&done))
     {
-      g_autoptr (GSocketAddress) u = g_unix_socket_address_new ("/");
-      g_autoptr (GSocketAddress) i = g_inet_socket_address_new_from_string (
-        "127.0.0.1", 1);
-      g_autoptr (SoupSession) s = soup_session_new ();
-      g_autoptr (SoupMessage) m = soup_message_new ("GET",
-                                                    "http://localhost/");
+      GObject *made[] = {
+        G_OBJECT (g_unix_socket_address_new ("/")),
+        G_OBJECT (g_inet_socket_address_new_from_string ("127.0.0.1", 1)),
+        G_OBJECT (soup_session_new ()),
+        G_OBJECT (soup_message_new ("GET", "http://localhost/")),
+      };
+      for (guint k = 0; k < G_N_ELEMENTS (made); k++)
+        g_object_unref (made[k]);
       g_once_init_leave (&done, 1);
     }
 }

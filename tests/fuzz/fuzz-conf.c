@@ -25,7 +25,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   for (const DfConfKey *k = df_conf_schema; k->group != NULL; k++)
     {
       g_autofree char *dotted = g_strdup_printf ("%s.%s", k->group, k->key);
-      g_autofree char *v = df_conf_get_text (c, dotted, &err);
+      g_free (df_conf_get_text (c, dotted, &err));
       g_assert_no_error (err);
     }
   df_conf_free (c);

@@ -506,7 +506,7 @@ test_conf_defaults (void)
       g_assert_true (df_conf_key_find (k->group, k->key) == k);
       if (k->alias_of != NULL)
         {
-          g_autofree char *t = df_conf_get_text (c, k->alias_of, &err);
+          g_free (df_conf_get_text (c, k->alias_of, &err));
           g_assert_no_error (err);
         }
     }
