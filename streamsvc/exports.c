@@ -60,6 +60,7 @@ typedef struct
   int version;
   char *mode; /* df_cache_mode_to_string of the mode in use */
   bool maint; /* the maintenance version's cache in the store */
+  char *sha256; /* the version file's hash, NULL while unsealed */
 } Binding;
 
 /* One device cache.  Refcounted: the registry and every open DfExport hold
@@ -94,6 +95,8 @@ struct DfExports
   GMutex check_lock;
   GCond check_cond;
   bool check_stop; /* under check_lock */
+  DfExportSource source; /* df_exports_new_source: not a farm (the relay);
+                          * then only lock and caches (empty) are used */
 };
 
 struct DfExport
@@ -233,6 +236,7 @@ binding_free (gpointer p)
   g_free (b->type);
   g_free (b->vdisk);
   g_free (b->mode);
+  g_free (b->sha256);
   g_free (b);
 }
 
@@ -465,6 +469,25 @@ df_exports_new (const char *farm_dir, const char *db, GError **err)
   return ex;
 }
 
+DfExports *
+df_exports_new_source (const DfExportSource *src)
+{
+  DfExports *ex = g_new0 (DfExports, 1);
+
+  g_assert (src->open != NULL);
+  ex->source = *src;
+  g_mutex_init (&ex->lock);
+  g_mutex_init (&ex->pool_lock);
+  g_mutex_init (&ex->check_lock);
+  g_cond_init (&ex->check_cond);
+  ex->chains = g_hash_table_new (g_str_hash, g_str_equal);
+  ex->vdisks = g_hash_table_new (g_str_hash, g_str_equal);
+  ex->caches = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                      (GDestroyNotify)cache_entry_unref);
+  ex->farm_pool = g_ptr_array_new ();
+  return ex;
+}
+
 const char *
 df_exports_farm_uuid (DfExports *ex)
 {
@@ -480,7 +503,8 @@ df_exports_free (DfExports *ex)
   ex->check_stop = true;
   g_cond_signal (&ex->check_cond);
   g_mutex_unlock (&ex->check_lock);
-  g_thread_join (ex->checker);
+  if (ex->checker != NULL)
+    g_thread_join (ex->checker);
   df_exports_flush_all (ex);
   g_hash_table_destroy (ex->caches);
   g_hash_table_destroy (ex->vdisks);
@@ -630,6 +654,17 @@ resolve_error (const char *name, GError *cause, GError **err)
   g_error_free (cause);
 }
 
+/* desc (taken) followed by DF_EXPORT_DESC_SHA256 and sha256 when there is
+ * one (a sealed version served as it is).  New string. */
+static char *
+description_with_hash (char *desc, const char *sha256)
+{
+  if (sha256 == NULL)
+    return desc;
+  g_autofree char *d = desc;
+  return g_strconcat (d, DF_EXPORT_DESC_SHA256, sha256, NULL);
+}
+
 static DfExport *
 export_new (DfExports *ex, const char *name, df_blk *blk, char *description)
 {
@@ -671,8 +706,11 @@ open_vdisk (DfExports *ex, DfFarm *farm, const char *name, const char *vdisk,
   if (chain == NULL)
     return NULL;
   e = export_new (ex, name, chain,
-                  g_strdup_printf ("vdisk %s v%d (%s)", v->vdisk, v->number,
-                                   df_version_state_name (v->state)));
+                  description_with_hash (
+                      g_strdup_printf ("vdisk %s v%d (%s)", v->vdisk,
+                                       v->number,
+                                       df_version_state_name (v->state)),
+                      v->sha256));
   e->vdisk = g_strdup (v->vdisk);
   e->version = v->number;
   return e;
@@ -805,6 +843,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   b->version = r->v->number;
   b->mode = g_strdup (r->mode_str);
   b->maint = r->maint;
+  b->sha256 = g_strdup (r->v->sha256);
   ce = g_new0 (CacheEntry, 1);
   ce->refcount = 1;
   ce->b = b;
@@ -917,18 +956,31 @@ open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
       resolve_error (name, cause, err);
       return NULL;
     }
+  /* only a read-only export is the version's content: it names the hash */
   e = export_new (ex, name, blk,
-                  g_strdup_printf ("device %s cache %s%s gen %" G_GINT64_FORMAT
-                                   ", vdisk %s v%d",
-                                   ce->b->device, ce->b->mode,
-                                   blk->readonly ? " (read-only)" : "",
-                                   ce->b->generation, ce->b->vdisk,
-                                   ce->b->version));
+                  description_with_hash (
+                      g_strdup_printf ("device %s cache %s%s gen %"
+                                       G_GINT64_FORMAT ", vdisk %s v%d",
+                                       ce->b->device, ce->b->mode,
+                                       blk->readonly ? " (read-only)" : "",
+                                       ce->b->generation, ce->b->vdisk,
+                                       ce->b->version),
+                      blk->readonly ? ce->b->sha256 : NULL));
   e->device = g_strdup (ce->b->device);
   e->vdisk = g_strdup (ce->b->vdisk);
   e->version = ce->b->version;
   e->entry = ce;
   return e;
+}
+
+/* An export of the source (df_exports_new_source). */
+static DfExport *
+open_source (DfExports *ex, const char *name, GError **err)
+{
+  char *description = NULL;
+  df_blk *blk = ex->source.open (ex->source.opaque, name, &description, err);
+
+  return blk != NULL ? export_new (ex, name, blk, description) : NULL;
 }
 
 DfExport *
@@ -942,6 +994,8 @@ df_exports_open (DfExports *ex, const char *name, GError **err)
 
   if (!df_export_name_parse (name, &kind, &object, &version, err))
     return NULL;
+  if (ex->source.open != NULL)
+    return open_source (ex, name, err);
   farm = farm_acquire (ex, err);
   if (farm == NULL)
     return NULL;
@@ -1017,10 +1071,13 @@ df_export_description (DfExport *e)
 char **
 df_exports_list (DfExports *ex, GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
   g_autoptr (GPtrArray) vdisks = NULL;
   GPtrArray *names;
+  DfFarm *farm;
 
+  if (ex->source.open != NULL)
+    return g_new0 (char *, 1); /* a source lists nothing */
+  farm = farm_acquire (ex, err);
   if (farm == NULL)
     return NULL;
   vdisks = df_farm_vdisk_list (farm, err);

@@ -53,6 +53,25 @@ bool df_export_name_parse (const char *name, DfExportKind *kind,
  * directory's farm.db; see df_farm_open_db). */
 DfExports *df_exports_new (const char *farm_dir, const char *db,
                            GError **err);
+/* Exports that are not the farm's (the relay, relay.h): open gives the
+ * blk of a name the grammar above accepted (a new ref) and *description
+ * (a new string), or NULL + err (codes as df_exports_open).  opaque is
+ * borrowed and outlives the DfExports.  Such exports have no device
+ * binding (never fenced); NBD_OPT_LIST lists none; farm_uuid is NULL. */
+typedef struct
+{
+  df_blk *(*open) (void *opaque, const char *name, char **description,
+                   GError **err);
+  void *opaque;
+} DfExportSource;
+DfExports *df_exports_new_source (const DfExportSource *src);
+
+/* What NBD_INFO_DESCRIPTION ends with when the export serves a sealed
+ * version as it is (vdisk exports; device exports that are read-only,
+ * cache mode hypervisor): this then the file's SHA-256 (64 hex).  The
+ * relay keys its read cache by it (relay.h). */
+#define DF_EXPORT_DESC_SHA256 " sha256:"
+
 /* The UUID of the farm served (df_farm_uuid), borrowed. */
 const char *df_exports_farm_uuid (DfExports *ex);
 /* This server's registry name (copied; set once at start, before any

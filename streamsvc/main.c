@@ -11,6 +11,9 @@
  *             [--pidfile FILE] [--user USER] [--verbose] [--version]
  *             [--server-name NAME] [--server-address ADDR] [--power N]
  *             [--heartbeat-interval MS] [--heartbeat-timeout MS]
+ *   streamsvc --relay [--upstream HOST:PORT]... [--relay-cache-size SIZE]
+ *             [--relay-stall SECONDS] [--relay-timeout SECONDS]
+ *             [--nbd-listen ADDR]... [--farm DIR] [--db URI] ...
  *
  * Binds every socket as root, then runs as the diskfarm user with no
  * capability (privilege.h).  Ready when every "streamsvc: ... listening
@@ -38,6 +41,7 @@
 #include "farm.h"
 #include "privilege.h"
 #include "registry.h"
+#include "relay.h"
 #include "server.h"
 #include "sessions.h"
 #include "tls.h"
@@ -73,6 +77,11 @@ typedef struct {
   int power;
   int hb_interval;        /* ms */
   int hb_timeout;         /* ms, 0: DF_HEARTBEAT_MISSED intervals */
+  gboolean relay;         /* --relay: relay.h instead of the farm's exports */
+  char **upstream;        /* HOST:PORT, NULL: the farm's registry */
+  char *relay_cache;      /* size, NULL: DF_RELAY_CACHE_DEFAULT */
+  int relay_stall;        /* seconds */
+  int relay_timeout;      /* seconds */
   gboolean verbose;
   gboolean version;
   GOptionEntry *entries;  /* parse_cli's table (df_options_keep), owned */
@@ -171,6 +180,25 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { "heartbeat-timeout", 0, 0, G_OPTION_ARG_INT, &o->hb_timeout,
       "Unhealthy after MS without a heartbeat (default "
       G_STRINGIFY (DF_HEARTBEAT_MISSED) " intervals)", "MS" },
+    { "relay", 0, 0, G_OPTION_ARG_NONE, &o->relay,
+      "Run as the hypervisor's relay: serve the farm's exports to this "
+      "host's VMs (default listen " DF_RELAY_DEFAULT_LISTEN_UNIX " and "
+      DF_RELAY_DEFAULT_LISTEN_TCP "), reading them from the farm's stream "
+      "servers, failing over between them", NULL },
+    { "upstream", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->upstream,
+      "--relay: a stream server's NBD address HOST:PORT (repeatable; "
+      "default: the healthy stream servers of the farm's registry)",
+      "HOST:PORT" },
+    { "relay-cache-size", 0, 0, G_OPTION_ARG_STRING, &o->relay_cache,
+      "--relay: RAM for the shared read cache of sealed versions (default "
+      DF_RELAY_CACHE_DEFAULT "; 0 = none)", "SIZE" },
+    { "relay-stall", 0, 0, G_OPTION_ARG_INT, &o->relay_stall,
+      "--relay: a request whose server died fails with EIO when no other "
+      "server answered it within SECONDS (default "
+      G_STRINGIFY (DF_RELAY_STALL_DEFAULT) ")", "SECONDS" },
+    { "relay-timeout", 0, 0, G_OPTION_ARG_INT, &o->relay_timeout,
+      "--relay: a server silent for SECONDS on a request is dead (default "
+      G_STRINGIFY (DF_RELAY_TIMEOUT_DEFAULT) ")", "SECONDS" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
       "Debug logging", NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &o->version,
@@ -184,6 +212,8 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
   o->tcp_keepalive = o->nop_interval = o->nop_timeout = UNSET;
   o->handshake_timeout = o->request_timeout = o->max_per_source = UNSET;
   o->power = o->hb_interval = o->hb_timeout = UNSET;
+  o->relay_stall = DF_RELAY_STALL_DEFAULT;
+  o->relay_timeout = DF_RELAY_TIMEOUT_DEFAULT;
   o->entries = df_options_keep (entries);
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, argc, argv, err)
@@ -240,7 +270,10 @@ apply_config (Options *o, GError **err)
     o->farm = g_strdup (df_conf_string (c, "farm", "dir"));
   if (o->db == NULL)
     o->db = g_strdup (df_conf_string (c, "farm", "database"));
-  if (o->nbd_listen == NULL)
+  if (o->nbd_listen == NULL && o->relay)
+    o->nbd_listen = g_strsplit (DF_RELAY_DEFAULT_LISTEN_UNIX " "
+                                DF_RELAY_DEFAULT_LISTEN_TCP, " ", -1);
+  else if (o->nbd_listen == NULL)
     o->nbd_listen = g_strdupv ((char **) df_conf_list (c, CONFIG_GROUP,
                                                        "nbd-listen"));
   if (o->iscsi_listen == NULL && iscsi != NULL)
@@ -397,6 +430,47 @@ check_registry (const Options *o, GError **err)
   return true;
 }
 
+/* --relay and the options that go with it (and with it only). */
+static bool
+check_relay (const Options *o, GError **err)
+{
+  const char *alone = o->upstream ? "--upstream"
+                      : o->relay_cache ? "--relay-cache-size" : NULL;
+  uint64_t size;
+
+  if (!o->relay)
+    {
+      if (alone == NULL)
+        return true;
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "%s: only with --relay",
+                   alone);
+      return false;
+    }
+  if (o->stdio || o->iscsi_listen != NULL
+      || (o->tls != NULL && g_strcmp0 (o->tls, "off") != 0))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--relay serves plaintext NBD to this host's VMs: not "
+                   "with %s", o->stdio ? "--stdio"
+                   : o->iscsi_listen ? "--iscsi-listen" : "--tls");
+      return false;
+    }
+  if (o->relay_cache != NULL && !df_parse_size (o->relay_cache, &size, err))
+    {
+      g_prefix_error (err, "--relay-cache-size: ");
+      return false;
+    }
+  if (o->relay_stall < 1 || o->relay_stall > DF_RELAY_STALL_MAX
+      || o->relay_timeout < 1 || o->relay_timeout > DF_RELAY_STALL_MAX)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--relay-stall %d, --relay-timeout %d: 1 to %d seconds",
+                   o->relay_stall, o->relay_timeout, DF_RELAY_STALL_MAX);
+      return false;
+    }
+  return true;
+}
+
 static bool
 check_options (Options *o, GError **err)
 {
@@ -407,8 +481,11 @@ check_options (Options *o, GError **err)
       return false;
     }
   if (!check_liveness (o, err) || !check_limits (o, err)
-      || !check_tls (o, err) || !check_registry (o, err))
+      || !check_tls (o, err) || !check_registry (o, err)
+      || !check_relay (o, err))
     return false;
+  if (o->relay && o->upstream != NULL)
+    return true; /* no farm needed */
   if (!g_file_test (o->farm, G_FILE_TEST_IS_DIR))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
@@ -751,6 +828,96 @@ out:
   return rc;
 }
 
+/* ---- relay ------------------------------------------------------------------ */
+
+/* The relay's privileges: no farm file but farm.db (when it reads the
+ * registry from SQLite). */
+static bool
+drop_relay_privileges (const Options *o, GError **err)
+{
+  g_autofree char *db = g_build_filename (o->farm, "farm.db", NULL);
+  const DfAccessNeed needs[] = { { AT_FDCWD, db, R_OK | W_OK, db } };
+  bool sqlite = o->upstream == NULL
+                && (o->db == NULL || !df_farm_db_is_remote (o->db));
+  struct stat st;
+  gid_t gid = o->upstream == NULL && stat (o->farm, &st) == 0 ? st.st_gid
+                                                              : (gid_t) -1;
+
+  return df_drop_privileges (o->user, gid, needs, sqlite ? 1 : 0, err);
+}
+
+static DfRelay *
+make_relay (const Options *o, GError **err)
+{
+  uint64_t cache = 0;
+  DfRelayConf c = { .stall_s = (guint) o->relay_stall,
+                    .timeout_s = (guint) o->relay_timeout };
+
+  df_parse_size (o->relay_cache ? o->relay_cache : DF_RELAY_CACHE_DEFAULT,
+                 &cache, NULL);
+  c.cache_bytes = cache;
+  c.upstreams = o->upstream != NULL
+                    ? df_relay_upstreams_new_fixed (o->upstream, err)
+                    : df_relay_upstreams_new_registry (o->farm, o->db, err);
+  if (c.upstreams == NULL)
+    return NULL;
+  g_message ("relay: upstream %s, read cache %" G_GUINT64_FORMAT " bytes, "
+             "stall bound %d s", o->upstream ? "--upstream" : "the registry",
+             cache, o->relay_stall);
+  return df_relay_new (&c);
+}
+
+/* The relay's NBD service: the same transport and engine, over exports
+ * the relay opens upstream.  Exits on SIGTERM/SIGINT. */
+static int
+run_relay (Options *o, GError **err)
+{
+  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+  SignalState st = { loop, 0 };
+  DfRelay *relay = make_relay (o, err);
+  DfExportSource src = { df_relay_open, relay };
+  DfExports *ex = NULL;
+  DfSessions *ss = NULL;
+  DfStreamServer *srv = NULL;
+  struct pidfh *pfh = NULL;
+  g_auto (Bound) bd = { 0 };
+  int rc = 1;
+
+  if (relay == NULL)
+    return 1;
+  ex = df_exports_new_source (&src);
+  ss = df_sessions_new ();
+  srv = df_stream_server_new (ex, ss, (guint) o->threads);
+  DfStreamLiveness live = { (guint) o->tcp_keepalive,
+                            (guint) o->nop_interval, (guint) o->nop_timeout };
+  DfStreamLimits limits = { (guint) o->handshake_timeout,
+                            (guint) o->request_timeout,
+                            (guint) o->max_per_source };
+  df_stream_server_set_liveness (srv, &live);
+  df_stream_server_set_limits (srv, &limits);
+  if (!listen_all (srv, o->nbd_listen, "relay nbd", DF_RELAY_PORT,
+                   df_stream_server_listen_nbd, &bd, &bd.nbd_port, err))
+    goto out;
+  if (o->pidfile != NULL && (pfh = open_pidfile (o->pidfile, err)) == NULL)
+    goto out;
+  if (!drop_relay_privileges (o, err) || !df_stream_server_start (srv, err))
+    goto out;
+  g_unix_signal_add (SIGTERM, on_signal, &st);
+  g_unix_signal_add (SIGINT, on_signal, &st);
+  g_main_loop_run (loop);
+  g_message ("stopping: finishing in-flight requests");
+  rc = 0;
+out:
+  df_stream_server_free (srv);
+  df_relay_log_stats (relay);
+  df_sessions_free (ss);
+  df_exports_free (ex);
+  df_relay_free (relay);
+  if (pfh != NULL)
+    pidfile_remove (pfh);
+  return rc;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -777,6 +944,11 @@ main (int argc, char **argv)
   if (!check_options (&o, &err))
     goto out; /* a bad option: "streamsvc: ..." like any command line */
   logging = true; /* from here a fatal error is a log line */
+  if (o.relay)
+    {
+      rc = run_relay (&o, &err);
+      goto out;
+    }
   if ((ex = df_exports_new (o.farm, o.db, &err)) == NULL)
     goto out;
   if (o.server_name != NULL)

@@ -25,3 +25,11 @@
  * by default (df_admin_socket_path), on TCP only when told. */
 #define DF_RUNTIME_DIR "/run/diskfarm"
 #define DF_ADMIN_SOCKET "admin.sock"
+
+/* streamsvc --relay on a hypervisor: where its VMs reach it (the libvirt
+ * hook and `diskfarm vm provision --cache hypervisor` name the socket).
+ * Loopback only: the relay serves this host's VMs. */
+#define DF_RELAY_PORT 10810
+#define DF_RELAY_SOCKET DF_RUNTIME_DIR "/relay.sock"
+#define DF_RELAY_DEFAULT_LISTEN_UNIX "unix:" DF_RELAY_SOCKET
+#define DF_RELAY_DEFAULT_LISTEN_TCP "127.0.0.1:" G_STRINGIFY (DF_RELAY_PORT)

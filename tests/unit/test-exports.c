@@ -255,6 +255,19 @@ open_fails (Fixture *f, const char *name, int code, const char *needle)
 
 /* ---- registry tests --------------------------------------------------- */
 
+/* e's description is want, then DF_EXPORT_DESC_SHA256 and 64 hex. */
+static void
+assert_description_hashed (DfExport *e, const char *want)
+{
+  const char *d = df_export_description (e);
+  size_t n = strlen (want), m = strlen (DF_EXPORT_DESC_SHA256);
+
+  g_assert_cmpint (strncmp (d, want, n), ==, 0);
+  g_assert_cmpint (strncmp (d + n, DF_EXPORT_DESC_SHA256, m), ==, 0);
+  g_assert_cmpuint (strlen (d + n + m), ==, 64);
+  g_assert_cmpuint (strspn (d + n + m, "0123456789abcdef"), ==, 64);
+}
+
 static void
 test_vdisk (Fixture *f, gconstpointer data)
 {
@@ -266,9 +279,9 @@ test_vdisk (Fixture *f, gconstpointer data)
   g_assert_true (df_export_readonly (top));
   g_assert_null (df_export_device (top));
   g_assert_cmpstr (df_export_name (top), ==, "vdisk/web");
-  g_assert_cmpstr (df_export_description (top), ==,
-                   "vdisk web v1 (production)");
-  g_assert_cmpstr (df_export_description (v2), ==, "vdisk web v2 (test)");
+  /* a sealed version names its file's hash (the relay's cache key) */
+  assert_description_hashed (top, "vdisk web v1 (production)");
+  assert_description_hashed (v2, "vdisk web v2 (test)");
   g_assert_cmpuint (df_export_blk (top)->size, ==, DISK_SIZE);
   g_assert_cmpint (first_byte (top, 0), ==, 'B');
   g_assert_cmpint (first_byte (v0, 0), ==, 'A');
@@ -308,6 +321,8 @@ test_device_isolation (Fixture *f, gconstpointer data)
                                    "device pc01 cache server gen "));
   g_assert_nonnull (strstr (df_export_description (a), "vdisk web v1"));
   g_assert_nonnull (strstr (df_export_description (b), "cache ram:16"));
+  /* a writable export is not the version's content: no hash */
+  g_assert_null (strstr (df_export_description (a), DF_EXPORT_DESC_SHA256));
   g_assert_true (df_export_blk (a) == df_export_blk (by_mac));
   g_assert_cmpint (first_byte (a, 0), ==, 'B');
   g_assert_cmpint (first_byte (b, 0), ==, 'C'); /* test device: v2 */
