@@ -841,7 +841,7 @@ drop_relay_privileges (const Options *o, GError **err)
                 && (o->db == NULL || !df_farm_db_is_remote (o->db));
   struct stat st;
   gid_t gid = o->upstream == NULL && stat (o->farm, &st) == 0 ? st.st_gid
-                                                              : (gid_t) -1;
+                                                              : 0; /* none */
 
   return df_drop_privileges (o->user, gid, needs, sqlite ? 1 : 0, err);
 }

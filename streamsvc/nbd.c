@@ -268,6 +268,8 @@ binding_text (DfExport *e)
   DfExportBinding b;
 
   df_export_binding (e, &b);
+  if (b.vdisk == NULL) /* not the farm's (the relay's, relay.h) */
+    return g_strdup_printf ("export %s", df_export_name (e));
   if (b.device == NULL)
     return g_strdup_printf ("export %s vdisk %s version %d",
                             df_export_name (e), b.vdisk, b.version);
