@@ -147,3 +147,90 @@ grep -q "read at [0-9]* replayed on 127.0.0.1:" "$T/relay1.log" ||
 grep -o "replayed on .*" "$T/relay1.log" | head -1 | sed 's/^/  relay: /'
 pass "kill -9 of the relay's server mid-run: reads went on on the other, data identical"
 stop_relay
+
+# ---- 2. the registry, the read cache: 8 clients, one working set ------------
+killed=A; kill -0 "$PID_A" 2>/dev/null && killed=B
+start_ss "$killed" # back, on a new port: the registry says where
+sleep 1            # the dead row's heartbeat is older than its timeout
+EXPORT=vdisk/boot
+
+# the working set a boot reads: the first 4 MiB in 128 KiB requests, then
+# 48 scattered 64 KiB reads and 32 scattered 4 KiB ones (fixed seed)
+cat >"$T/boot.py" <<'PY'
+import os, random
+data = open(os.environ["RAW"], "rb").read()
+rng = random.Random(13)
+reqs = [(o, 128 << 10) for o in range(0, 4 << 20, 128 << 10)]
+reqs += [(rng.randrange(64, len(data) >> 16) << 16, 64 << 10) for _ in range(48)]
+reqs += [(rng.randrange(1024, len(data) >> 12) << 12, 4096) for _ in range(32)]
+total = 0
+h.connect_uri(os.environ["U"])
+for off, n in reqs:
+    if h.pread(n, off) != data[off:off + n]:
+        raise SystemExit("read at %d differs" % off)
+    total += n
+print(total)
+h.shutdown()
+PY
+
+# storm LOG CACHE: 8 clients at once through a new relay on the registry;
+# prints "<upstream bytes> <bytes one client read>"
+storm() {
+  local log=$1 cache=$2 before after one i
+  start_relay "$log" --farm "$FARM" --relay-cache-size "$cache"
+  before=$(served A B)
+  for i in 1 2 3 4 5 6 7 8; do
+    U=$(ruri vdisk/boot) RAW=$T/boot.raw timeout 120 nbdsh -c - \
+      <"$T/boot.py" >"$T/client$i.out" 2>&1 &
+    eval "cpid$i=$!"
+  done
+  for i in 1 2 3 4 5 6 7 8; do
+    eval "wait \$cpid$i" || { cat "$T/client$i.out" "$log"; fail "client $i through the relay"; }
+  done
+  after=$(served A B)
+  one=$(cat "$T/client1.out")
+  stop_relay
+  echo "$((after - before)) $one"
+}
+read -r up0 one0 < <(storm "$T/relay-nocache.log" 0)
+read -r up1 one1 < <(storm "$T/relay-cache.log" 64M)
+ratio0=$(python3 -c "print('%.2f' % ($up0 / $one0))")
+ratio1=$(python3 -c "print('%.2f' % ($up1 / $one1))")
+echo "  8 clients x $one1 bytes: upstream $up0 bytes without the read cache (${ratio0}x one working set), $up1 with it (${ratio1}x)"
+grep "relay: client reads" "$T/relay-cache.log" | sed 's/.*notice: /  /'
+python3 -c "import sys; sys.exit(0 if $up0 >= 7 * $one0 else 1)" ||
+  fail "without the cache the servers served $up0 bytes, not 8 x $one0"
+python3 -c "import sys; sys.exit(0 if $up1 <= 1.5 * $one1 else 1)" ||
+  fail "with the cache the servers served $up1 bytes (${ratio1}x one working set)"
+grep -q "relay: upstream the registry" "$T/relay-cache.log" || fail "the relay did not read the registry"
+pass "read cache: 8 clients fetched one working set upstream once (${ratio1}x, ${ratio0}x without)"
+
+# ---- 3. a writable export: forwarded; its server's death is EIO --------------
+start_relay "$T/relay3.log" --farm "$FARM" --relay-timeout 2 --relay-stall 4
+cat >"$T/write.py" <<'PY'
+import os, re, signal, sys
+pids = dict(x.split("=") for x in os.environ["SERVERS"].split(","))
+h.connect_uri(os.environ["U"])
+assert not h.is_read_only()
+h.pwrite(b"\x5a" * 4096, 1 << 20)
+h.flush()
+assert h.pread(4096, 1 << 20) == b"\x5a" * 4096
+ports = re.findall(r"relay: export device/pc01: upstream 127\.0\.0\.1:(\d+)",
+                   open(os.environ["LOG"]).read())
+os.kill(int(pids[ports[-1]]), signal.SIGKILL)
+for what, op in (("write", lambda: h.pwrite(b"\x77" * 4096, 2 << 20)),
+                 ("flush", h.flush), ("read", lambda: h.pread(4096, 1 << 20))):
+    try:
+        op()
+        raise SystemExit("%s after its server died: no error" % what)
+    except nbd.Error as e:
+        print("%s after kill -9: %s" % (what, e.string))
+PY
+U=$(ruri device/pc01) LOG=$T/relay3.log \
+  SERVERS="$PORT_A=$PID_A,$PORT_B=$PID_B" timeout 60 nbdsh -c - <"$T/write.py" \
+  >"$T/write.out" 2>&1 || { cat "$T/write.out" "$T/relay3.log"; fail "writable export through the relay"; }
+sed 's/^/  /' "$T/write.out"
+grep -q "write after kill -9:.*Input/output error" "$T/write.out" || fail "write after the kill: $(cat "$T/write.out")"
+grep -q "writable export, its unflushed writes were on that server: EIO" "$T/relay3.log" ||
+  { cat "$T/relay3.log"; fail "no EIO line in the relay's log"; }
+pass "writable export: writes forwarded; after its server's kill -9 every request is EIO"
