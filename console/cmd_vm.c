@@ -9,6 +9,7 @@
  * virDomainDefineXML: a template or a shut-off domain changes for its next
  * start.  Boot media go first in the per-device boot order. */
 #include "console.h"
+#include "defaults.h"
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -457,6 +458,18 @@ cache_on_hypervisor (const char *mode)
          && df_cache_mode_desc (&m)->open_store == NULL;
 }
 
+/* The NBD URI of device name's export for its overlay: this host's relay
+ * (streamsvc --relay, failing over between the farm's servers), or the
+ * one server of --nbd.  New string. */
+static char *
+overlay_backing (const ProvOpts *o, const char *name)
+{
+  if (o->nbd != NULL)
+    return g_strdup_printf ("nbd://%s/device/%s", o->nbd, name);
+  return g_strdup_printf ("nbd+unix:///device/%s?socket=" DF_RELAY_SOCKET,
+                          name);
+}
+
 /* cache hypervisor: a qcow2 overlay whose backing is the device's NBD
  * export, as the VM's first disk.  qemu-img -u: the server need not run,
  * so the size (the vDisk's) is given. */
@@ -464,15 +477,13 @@ static bool
 add_hypervisor_overlay (xmlDoc *doc, const ProvOpts *o, const char *name,
                         uint64_t size, GError **err)
 {
-  if (o->nbd == NULL || o->disk_dir == NULL)
+  if (o->disk_dir == NULL)
     {
-      df_usage_error (err, "--cache hypervisor needs --nbd HOST:PORT and "
-                      "--disk-dir DIR");
+      df_usage_error (err, "--cache hypervisor needs --disk-dir DIR");
       return false;
     }
   g_autofree char *file = g_strdup_printf ("%s/%s.qcow2", o->disk_dir, name);
-  g_autofree char *backing = g_strdup_printf ("nbd://%s/device/%s", o->nbd,
-                                              name);
+  g_autofree char *backing = overlay_backing (o, name);
   g_autofree char *bytes = g_strdup_printf ("%" G_GUINT64_FORMAT, size);
   const char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-u",
                          "-F", "raw", "-b", backing, file, bytes, NULL };
@@ -665,11 +676,10 @@ prov_check (const ProvOpts *o, GError **err)
     }
   /* the overlay path goes into the domain XML: it must be absolute */
   if (cache_on_hypervisor (o->cache)
-      && (o->nbd == NULL || o->disk_dir == NULL
-          || !g_path_is_absolute (o->disk_dir)))
+      && (o->disk_dir == NULL || !g_path_is_absolute (o->disk_dir)))
     {
-      df_usage_error (err, "--cache hypervisor needs --nbd HOST:PORT and "
-                      "--disk-dir /absolute/DIR");
+      df_usage_error (err, "--cache hypervisor needs --disk-dir "
+                      "/absolute/DIR");
       return false;
     }
   return true;
@@ -718,7 +728,8 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
     "no template disks; each is registered as a device of the collection "
     "(its default vDisk) and boots from the network (pxe), the BDM ISO or "
     "the BDM boot partition.  With --cache hypervisor each gets a qcow2 "
-    "overlay in --disk-dir whose backing is its NBD export.  UEFI templates: "
+    "overlay in --disk-dir whose backing is its NBD export through this "
+    "host's relay (streamsvc --relay), or on --nbd's server.  UEFI templates: "
     "each clone gets its own NVRAM (the template's path is dropped, libvirt "
     "makes one per domain from the VARS template); a template with Secure "
     "Boot (loader secure='yes', firmware feature secure-boot or "
@@ -747,7 +758,10 @@ vm_provision (DfCtx *ctx, int argc, char **argv, GError **err)
     { "cache", 0, 0, G_OPTION_ARG_STRING, &o.cache,
       cache_help, "MODE" },
     { "nbd", 0, 0, G_OPTION_ARG_STRING, &o.nbd,
-      "NBD server for --cache hypervisor", "HOST:PORT" },
+      "--cache hypervisor: the overlays' backing is this one NBD server "
+      "(default: this host's relay, streamsvc --relay on "
+      DF_RELAY_SOCKET ", which fails over between the farm's servers)",
+      "HOST:PORT" },
     { "disk-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.disk_dir,
       "Where --cache hypervisor overlays go", "DIR" },
     { "connect", 'c', 0, G_OPTION_ARG_STRING, &o.uri, "libvirt URI", "URI" },

@@ -191,6 +191,25 @@ jcheck "$T/ov.json" 'd["format"] == "qcow2"' \
   'd["backing-filename-format"] == "raw"' 'd["virtual-size"] == 1 << 20'
 pass "provision --cache hypervisor: device mode hypervisor, overlay backed by nbd://127.0.0.1:10809/device/hv1"
 
+# without --nbd the overlay reads through this host's relay (streamsvc
+# --relay on /run/diskfarm/relay.sock); the hook keeps that backing and
+# says when the relay's socket is missing
+RELAY_URI="nbd+unix:///device/hy1?socket=/run/diskfarm/relay.sock"
+x2=$(df vm provision --template tpl --count 1 --collection web --name-template 'hy{n}' \
+     --cache hypervisor --disk-dir "$T/disks" --connect "$NODE" --print-xml 2>&1) ||
+  fail "provision --cache hypervisor without --nbd: $x2"
+OV2=$T/disks/hy1.qcow2
+qemu-img info --output=json "$OV2" >"$T/ov.json" || fail "no overlay at $OV2"
+jcheck "$T/ov.json" "d['backing-filename'] == '$RELAY_URI'" 'd["virtual-size"] == 1 << 20'
+echo "$x2" | hook hy1 prepare begin - 2>"$T/hook.err" || fail "hook prepare hy1: $(cat "$T/hook.err")"
+qemu-img info --output=json "$OV2" >"$T/ov.json"
+jcheck "$T/ov.json" "d['backing-filename'] == '$RELAY_URI'"
+if [ ! -S /run/diskfarm/relay.sock ]; then
+  grep -q "hy1.qcow2: .*/run/diskfarm/relay.sock is not a socket: is streamsvc --relay running" "$T/hook.err" ||
+    fail "hook log: $(cat "$T/hook.err")"
+fi
+pass "provision --cache hypervisor without --nbd: overlay backed by the relay ($RELAY_URI)"
+
 # the hook on prepare: a fresh overlay (same file, backing, size); a disk
 # whose backing is another device's export is left alone; release: nothing
 # rw FILE CMD: qemu-io on the overlay alone (backing null: no NBD server here)
