@@ -6,7 +6,7 @@ set -eu
 
 build_pkgs="meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
   libsoup-3.0-dev libsqlite3-dev libpq-dev libssl-dev libbsd-dev zlib1g-dev
-  libisofs-dev libvirt-dev libxml2-dev libguestfs-dev"
+  libisofs-dev libvirt-dev libxml2-dev libguestfs-dev libnbd-dev"
 # boot: what e2e tests and the demo need to build boot media and disks and
 # to boot them under qemu (TCG)
 boot_pkgs="qemu-utils qemu-system-x86 ipxe isolinux syslinux syslinux-common
