@@ -7,7 +7,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 command -v systemd-analyze >/dev/null || skip "systemd-analyze not installed"
 : "${DIST_BUILDDIR:?DIST_BUILDDIR not set}"
 MAX=2.5
-for u in streamsvc bootstrapsvc; do
+for u in streamsvc bootstrapsvc streamsvc-relay; do
   unit=$DIST_BUILDDIR/$u.service
   [ -f "$unit" ] || fail "no $unit"
   out=$(systemd-analyze security --offline=true "$unit" 2>&1) ||
