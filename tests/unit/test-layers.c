@@ -8,6 +8,7 @@
 #include "blk_readonly.h"
 #include "layer_account.h"
 #include "sessions.h"
+#include "test-util.h"
 
 #define MEM_SIZE (64u * 1024)
 
@@ -297,13 +298,11 @@ test_readonly_stack (void)
   df_sessions_free (s);
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/layers/account/ops", test_account_ops);
-  g_test_add_func ("/layers/account/failures", test_account_failures);
-  g_test_add_func ("/layers/readonly/refuses", test_readonly);
-  g_test_add_func ("/layers/readonly/stack", test_readonly_stack);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/layers/account/ops", test_account_ops },
+  { "/layers/account/failures", test_account_failures },
+  { "/layers/readonly/refuses", test_readonly },
+  { "/layers/readonly/stack", test_readonly_stack },
+};
+
+TU_MAIN (tests)

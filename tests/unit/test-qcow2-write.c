@@ -425,16 +425,14 @@ test_merge_layers (void)
   tu_rmrf (dir);
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/qcow2-write/layer", test_writer_layer);
-  g_test_add_func ("/qcow2-write/from-chain", test_write_from_chain);
-  g_test_add_func ("/qcow2-write/planned", test_writer_planned);
-  g_test_add_func ("/merge/layers", test_merge_layers);
-  g_test_add_func ("/import/raw-sparse", test_import_raw_sparse);
-  g_test_add_func ("/import/errors", test_import_errors);
-  g_test_add_func ("/import/formats", test_import_formats);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/qcow2-write/layer", test_writer_layer },
+  { "/qcow2-write/from-chain", test_write_from_chain },
+  { "/qcow2-write/planned", test_writer_planned },
+  { "/merge/layers", test_merge_layers },
+  { "/import/raw-sparse", test_import_raw_sparse },
+  { "/import/errors", test_import_errors },
+  { "/import/formats", test_import_formats },
+};
+
+TU_MAIN (tests)

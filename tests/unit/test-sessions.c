@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "sessions.h"
+#include "test-util.h"
 
 /* ---- helpers: a small exposition-format reader ------------------------ */
 
@@ -456,18 +457,15 @@ test_binding_json (void)
   df_sessions_free (s);
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/sessions/json", test_json);
-  g_test_add_func ("/sessions/histogram-buckets", test_histogram_buckets);
-  g_test_add_func ("/sessions/metrics-text", test_metrics_text);
-  g_test_add_func ("/sessions/label-escaping", test_label_escaping);
-  g_test_add_func ("/sessions/concurrent-accounting",
-                   test_concurrent_accounting);
-  g_test_add_func ("/sessions/no-export-yet", test_no_export_yet);
-  g_test_add_func ("/sessions/device-label", test_device_label);
-  g_test_add_func ("/sessions/binding-json", test_binding_json);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/sessions/json", test_json },
+  { "/sessions/histogram-buckets", test_histogram_buckets },
+  { "/sessions/metrics-text", test_metrics_text },
+  { "/sessions/label-escaping", test_label_escaping },
+  { "/sessions/concurrent-accounting", test_concurrent_accounting },
+  { "/sessions/no-export-yet", test_no_export_yet },
+  { "/sessions/device-label", test_device_label },
+  { "/sessions/binding-json", test_binding_json },
+};
+
+TU_MAIN (tests)
