@@ -93,6 +93,10 @@ gpointer df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
 /* row_find, but a missing row is NOT_FOUND "no <what> named '<name>'". */
 gpointer df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
                             const char *name, DfRowFn from_row, GError **err);
+/* True when the statement just run changed a row; else false with a
+ * NOT_FOUND error of fmt (which names the row nothing matched). */
+bool df_farm_changed_row (DfFarm *farm, GError **err, const char *fmt, ...)
+  G_GNUC_PRINTF (3, 4);
 /* Id (column 0) of the row sql selects for name; NOT_FOUND names it. */
 bool df_farm_lookup_id (DfFarm *farm, const char *what, const char *sql,
                         const char *name, gint64 *id, GError **err);

@@ -191,11 +191,8 @@ df_farm_server_heartbeat (DfFarm *farm, const char *name, gint64 now_ms,
   df_db_bind_text (st, 6, name);
   if (!df_db_run (st, err))
     return false;
-  if (df_db_changes (df_farm_db (farm)) == 1)
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-               name);
-  return false;
+  return df_farm_changed_row (farm, err, "no server named '%s'",
+                              name);
 }
 
 /* ---- store state -------------------------------------------------------- */

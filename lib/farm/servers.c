@@ -186,11 +186,8 @@ server_set_row (DfFarm *farm, const DfServer *s, GError **err)
   df_db_bind_text (st, 6, s->name);
   if (df_db_step (st, err) != 0)
     return false;
-  if (df_db_changes (df_farm_db (farm)) == 1)
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-               s->name);
-  return false;
+  return df_farm_changed_row (farm, err, "no server named '%s'",
+                              s->name);
 }
 
 bool
@@ -216,11 +213,8 @@ server_delete (DfFarm *farm, const char *name, GError **err)
   df_db_bind_text (st, 1, name);
   if (df_db_step (st, err) != 0)
     return false;
-  if (df_db_changes (df_farm_db (farm)) == 1)
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-               name);
-  return false;
+  return df_farm_changed_row (farm, err, "no server named '%s'",
+                              name);
 }
 
 bool
