@@ -186,8 +186,7 @@ server_set_row (DfFarm *farm, const DfServer *s, GError **err)
   df_db_bind_text (st, 6, s->name);
   if (df_db_step (st, err) != 0)
     return false;
-  return df_farm_changed_row (farm, err, "no server named '%s'",
-                              s->name);
+  return df_farm_changed_row (farm, err, "no server named '%s'", s->name);
 }
 
 bool
@@ -213,8 +212,7 @@ server_delete (DfFarm *farm, const char *name, GError **err)
   df_db_bind_text (st, 1, name);
   if (df_db_step (st, err) != 0)
     return false;
-  return df_farm_changed_row (farm, err, "no server named '%s'",
-                              name);
+  return df_farm_changed_row (farm, err, "no server named '%s'", name);
 }
 
 bool
