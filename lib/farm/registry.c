@@ -103,11 +103,7 @@ registry_row_set (DfFarm *farm, const DfServer *s, gint64 now,
     "cpu_permille = 0, software = ? WHERE name = ?", err);
   if (!st)
     return false;
-  df_db_bind_text (st, 1, s->address);
-  df_db_bind_int64 (st, 2, s->iscsi_port);
-  df_db_bind_int64 (st, 3, s->nbd_port);
-  df_db_bind_int64 (st, 4, s->admin_port);
-  df_db_bind_int64 (st, 5, s->power);
+  df_farm_bind_server_place (st, 1, s);
   df_db_bind_text (st, 6, s->kind);
   df_db_bind_int64 (st, 7, now);
   df_db_bind_int64 (st, 8, now);
