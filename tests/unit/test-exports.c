@@ -920,6 +920,36 @@ admin_thread (gpointer data)
   return NULL;
 }
 
+/* Run t's admin server on a new thread (admin_thread_stop) and wait until
+ * it listens. */
+static GThread *
+admin_thread_start (AdminThread *t)
+{
+  GThread *th;
+
+  t->ctx = g_main_context_new ();
+  t->loop = g_main_loop_new (t->ctx, FALSE);
+  g_mutex_init (&t->lock);
+  g_cond_init (&t->cond);
+  th = g_thread_new ("admin", admin_thread, t);
+  g_mutex_lock (&t->lock);
+  while (t->started == 0)
+    g_cond_wait (&t->cond, &t->lock);
+  g_mutex_unlock (&t->lock);
+  g_assert_cmpint (t->started, ==, 1);
+  return th;
+}
+
+/* Quit t's loop, join its thread th, free the loop and the context. */
+static void
+admin_thread_stop (AdminThread *t, GThread *th)
+{
+  g_main_loop_quit (t->loop);
+  g_thread_join (th);
+  g_main_loop_unref (t->loop);
+  g_main_context_unref (t->ctx);
+}
+
 /* GET/POST url with "Authorization: <auth>" (NULL: none); returns the
  * body, *status and *ctype (new string). */
 static GBytes *
@@ -1100,16 +1130,7 @@ test_admin (Fixture *f, gconstpointer data)
   df_session_account (s1, DF_OP_WRITE, 4096, 30000, false);
   df_session_account (s2, DF_OP_READ, 512, 30000, false);
 
-  t.ctx = g_main_context_new ();
-  t.loop = g_main_loop_new (t.ctx, FALSE);
-  g_mutex_init (&t.lock);
-  g_cond_init (&t.cond);
-  th = g_thread_new ("admin", admin_thread, &t);
-  g_mutex_lock (&t.lock);
-  while (t.started == 0)
-    g_cond_wait (&t.cond, &t.lock);
-  g_mutex_unlock (&t.lock);
-  g_assert_cmpint (t.started, ==, 1);
+  th = admin_thread_start (&t);
   g_assert_cmpuint (t.port, !=, 0);
 
   check_health (client, t.port);
@@ -1120,10 +1141,7 @@ test_admin (Fixture *f, gconstpointer data)
 
   soup_session_abort (client);
   g_usleep (100000); /* the server sees the clients go */
-  g_main_loop_quit (t.loop);
-  g_thread_join (th);
-  g_main_loop_unref (t.loop);
-  g_main_context_unref (t.ctx);
+  admin_thread_stop (&t, th);
   df_session_end (s1);
   df_session_end (s2);
   df_sessions_free (sessions);
@@ -1147,16 +1165,7 @@ test_admin_unix (Fixture *f, gconstpointer data)
   GThread *th;
   guint status;
 
-  t.ctx = g_main_context_new ();
-  t.loop = g_main_loop_new (t.ctx, FALSE);
-  g_mutex_init (&t.lock);
-  g_cond_init (&t.cond);
-  th = g_thread_new ("admin", admin_thread, &t);
-  g_mutex_lock (&t.lock);
-  while (t.started == 0)
-    g_cond_wait (&t.cond, &t.lock);
-  g_mutex_unlock (&t.lock);
-  g_assert_cmpint (t.started, ==, 1);
+  th = admin_thread_start (&t);
   g_assert_cmpuint (t.port, ==, 0);
   body = http (client, "GET", 80, "/v1/health", &status, &ctype);
   g_assert_cmpuint (status, ==, 200);
@@ -1176,11 +1185,8 @@ test_admin_unix (Fixture *f, gconstpointer data)
     g_assert_cmpint (st.st_mode & 07777, ==, DF_ADMIN_SOCKET_MODE);
   }
   soup_session_abort (client);
-  g_main_loop_quit (t.loop);
-  g_thread_join (th);
+  admin_thread_stop (&t, th);
   g_assert_false (g_file_test (path, G_FILE_TEST_EXISTS)); /* unlinked */
-  g_main_loop_unref (t.loop);
-  g_main_context_unref (t.ctx);
   df_sessions_free (sessions);
 }
 
