@@ -542,6 +542,13 @@ df_options_keep (const GOptionEntry *entries)
   return g_memdup2 (entries, (n + 1) * sizeof *entries);
 }
 
+void
+df_options_release (GOptionEntry *kept)
+{
+  df_options_clear (kept);
+  g_free (kept);
+}
+
 /* ---- listen addresses -------------------------------------------------- */
 
 static bool

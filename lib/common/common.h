@@ -81,6 +81,9 @@ void df_options_clear (const GOptionEntry *entries);
 /* A heap copy of entries, through the NULL entry, for an options struct
  * to keep until df_options_clear (caller frees the copy with g_free). */
 GOptionEntry *df_options_keep (const GOptionEntry *entries);
+/* df_options_clear a kept table, then free it (from df_options_keep);
+ * NULL does nothing. */
+void df_options_release (GOptionEntry *kept);
 
 /* Listen address: "HOST:PORT", "[v6]:PORT", ":PORT" (all addresses) or
  * "unix:PATH".  Results are newly allocated; *port is 0 for unix. */
