@@ -51,8 +51,7 @@ typedef struct {
 static void
 options_clear (Options *o)
 {
-  df_options_clear (o->entries);
-  g_free (o->entries);
+  df_options_release (o->entries);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Options, options_clear)
 

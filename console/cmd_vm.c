@@ -442,8 +442,7 @@ typedef struct {
 static void
 prov_opts_clear (ProvOpts *o)
 {
-  df_options_clear (o->entries);
-  g_free (o->entries);
+  df_options_release (o->entries);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (ProvOpts, prov_opts_clear)
 

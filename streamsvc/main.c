@@ -90,8 +90,7 @@ typedef struct {
 static void
 options_clear (Options *o)
 {
-  df_options_clear (o->entries);
-  g_free (o->entries);
+  df_options_release (o->entries);
 }
 
 static bool

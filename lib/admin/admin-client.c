@@ -34,28 +34,12 @@ df_admin_addr_parse (const char *addr, char **host, guint16 *port,
 {
   const char *a = addr ? addr : "";
   g_autofree char *h = NULL;
-  const char *colon = NULL;
-  if (a[0] == '[')
-    {
-      const char *close = strchr (a, ']');
-      if (close && (close[1] == '\0' || close[1] == ':'))
-        {
-          h = g_strndup (a + 1, close - a - 1);
-          colon = close[1] == ':' ? close + 1 : NULL;
-        }
-    }
-  else
-    {
-      colon = strrchr (a, ':');
-      if (colon && strchr (a, ':') != colon)
-        colon = NULL, h = g_strdup (a);          /* bare IPv6 */
-      else
-        h = colon ? g_strndup (a, colon - a) : g_strdup (a);
-    }
+  const char *port_text = NULL;
   guint16 p = DF_ADMIN_PORT;
   /* the farm's one host rule (df_validate_host: RFC 1123 or a literal) */
-  if (h == NULL || !df_validate_host ("admin address", h, NULL)
-      || (colon && !port_ok (colon + 1, &p)))
+  if (!df_split_host_port (a, &h, &port_text)
+      || !df_validate_host ("admin address", h, NULL)
+      || (port_text && !port_ok (port_text, &p)))
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
                    "invalid admin address '%s': expected HOST:PORT (port "

@@ -542,6 +542,13 @@ df_options_keep (const GOptionEntry *entries)
   return g_memdup2 (entries, (n + 1) * sizeof *entries);
 }
 
+void
+df_options_release (GOptionEntry *kept)
+{
+  df_options_clear (kept);
+  g_free (kept);
+}
+
 /* ---- listen addresses -------------------------------------------------- */
 
 static bool
@@ -556,6 +563,29 @@ parse_port (const char *s, const char *whole, uint16_t *port, GError **err)
       return false;
     }
   *port = (uint16_t) v;
+  return true;
+}
+
+bool
+df_split_host_port (const char *s, char **host, const char **port_text)
+{
+  const char *colon;
+  if (s[0] == '[')
+    {
+      const char *close = strchr (s, ']');
+      if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+        return false;
+      *host = g_strndup (s + 1, close - s - 1);
+      colon = close[1] == ':' ? close + 1 : NULL;
+    }
+  else
+    {
+      colon = strrchr (s, ':');
+      if (colon && strchr (s, ':') != colon)
+        colon = NULL; /* bare IPv6 */
+      *host = colon ? g_strndup (s, colon - s) : g_strdup (s);
+    }
+  *port_text = colon ? colon + 1 : NULL;
   return true;
 }
 
@@ -576,30 +606,16 @@ df_parse_listen (const char *s, uint16_t default_port, DfListenAddr *out,
       out->unix_path = g_strdup (s + 5);
       return true;
     }
-  const char *host = s, *colon;
   g_autofree char *h = NULL;
-  if (s[0] == '[')
+  const char *port_text;
+  if (!df_split_host_port (s, &h, &port_text))
     {
-      const char *close = strchr (s, ']');
-      if (close == NULL || (close[1] != '\0' && close[1] != ':'))
-        {
-          g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                       "invalid address '%s': unbalanced '['", s);
-          return false;
-        }
-      h = g_strndup (s + 1, close - s - 1);
-      colon = close[1] == ':' ? close + 1 : NULL;
-    }
-  else
-    {
-      colon = strrchr (s, ':');
-      if (colon && strchr (s, ':') != colon)
-        colon = NULL, h = g_strdup (host); /* bare IPv6 */
-      else
-        h = colon ? g_strndup (s, colon - s) : g_strdup (s);
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "invalid address '%s': unbalanced '['", s);
+      return false;
     }
   out->port = default_port;
-  if (colon && !parse_port (colon + 1, s, &out->port, err))
+  if (port_text && !parse_port (port_text, s, &out->port, err))
     return false;
   if (h[0] != '\0' && !g_hostname_is_ip_address (h)
       && !g_str_equal (h, "localhost"))

@@ -81,6 +81,15 @@ void df_options_clear (const GOptionEntry *entries);
 /* A heap copy of entries, through the NULL entry, for an options struct
  * to keep until df_options_clear (caller frees the copy with g_free). */
 GOptionEntry *df_options_keep (const GOptionEntry *entries);
+/* df_options_clear a kept table, then free it (from df_options_keep);
+ * NULL does nothing. */
+void df_options_release (GOptionEntry *kept);
+
+/* Split "HOST", "HOST:PORT", "[v6]" or "[v6]:PORT" (a bare IPv6 address,
+ * more than one colon, is all host): *host a new string (maybe empty),
+ * *port_text what follows the colon (inside s) or NULL.  False (nothing
+ * set) when a '[' has no ']' right before the end or a colon. */
+bool df_split_host_port (const char *s, char **host, const char **port_text);
 
 /* Listen address: "HOST:PORT", "[v6]:PORT", ":PORT" (all addresses) or
  * "unix:PATH".  Results are newly allocated; *port is 0 for unix. */

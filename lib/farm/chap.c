@@ -138,13 +138,7 @@ chap_update (DfFarm *farm, const char *device, const char *user,
       g_propagate_error (err, local);
       return false;
     }
-  if (df_db_changes (df_farm_db (farm)) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no device '%s'",
-                   device);
-      return false;
-    }
-  return true;
+  return df_farm_changed_row (farm, err, "no device '%s'", device);
 }
 
 bool
@@ -380,13 +374,7 @@ initiator_update (DfFarm *farm, const char *device, const char *initiator,
   df_db_bind_text (st, 2, device);
   if (!df_db_run (st, err))
     return false;
-  if (df_db_changes (df_farm_db (farm)) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no device '%s'",
-                   device);
-      return false;
-    }
-  return true;
+  return df_farm_changed_row (farm, err, "no device '%s'", device);
 }
 
 bool

@@ -93,6 +93,10 @@ gpointer df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
 /* row_find, but a missing row is NOT_FOUND "no <what> named '<name>'". */
 gpointer df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
                             const char *name, DfRowFn from_row, GError **err);
+/* True when the statement just run changed a row; else false with a
+ * NOT_FOUND error of fmt (which names the row nothing matched). */
+bool df_farm_changed_row (DfFarm *farm, GError **err, const char *fmt, ...)
+  G_GNUC_PRINTF (3, 4);
 /* Id (column 0) of the row sql selects for name; NOT_FOUND names it. */
 bool df_farm_lookup_id (DfFarm *farm, const char *what, const char *sql,
                         const char *name, gint64 *id, GError **err);
@@ -153,6 +157,9 @@ bool df_farm_check_sha256 (const char *s, bool null_ok, char **out,
  * audit detail of an added or changed server (new string). */
 bool df_farm_check_server (const DfServer *s, GError **err);
 bool df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err);
+/* Bind where s is reached (address, iSCSI, NBD and admin ports, power) to
+ * parameters first..first+4 of st, in that order. */
+void df_farm_bind_server_place (DfDbStmt *st, int first, const DfServer *s);
 char *df_farm_server_audit_detail (const DfServer *s);
 /* devices.c: production | test | maintenance. */
 bool df_farm_check_device_type (const char *type, GError **err);

@@ -5,6 +5,7 @@
 #include "farm-private.h"
 #include "common.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 /* ---- statements and rows ---------------------------------------------- */
@@ -91,6 +92,19 @@ df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
   if (local)
     g_propagate_error (err, local);
   return row;
+}
+
+bool
+df_farm_changed_row (DfFarm *farm, GError **err, const char *fmt, ...)
+{
+  if (df_db_changes (df_farm_db (farm)) > 0)
+    return true;
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error_literal (err, DF_ERROR, DF_ERROR_NOT_FOUND, msg);
+  return false;
 }
 
 bool

@@ -58,13 +58,7 @@ psk_update (DfFarm *farm, const char *device, const char *hex, GError **err)
       g_prefix_error (err, "set NBD PSK: ");
       return false;
     }
-  if (df_db_changes (df_farm_db (farm)) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no device '%s'",
-                   device);
-      return false;
-    }
-  return true;
+  return df_farm_changed_row (farm, err, "no device '%s'", device);
 }
 
 /* Store hex (NULL: none) for device, audited without the key. */

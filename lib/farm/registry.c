@@ -103,11 +103,7 @@ registry_row_set (DfFarm *farm, const DfServer *s, gint64 now,
     "cpu_permille = 0, software = ? WHERE name = ?", err);
   if (!st)
     return false;
-  df_db_bind_text (st, 1, s->address);
-  df_db_bind_int64 (st, 2, s->iscsi_port);
-  df_db_bind_int64 (st, 3, s->nbd_port);
-  df_db_bind_int64 (st, 4, s->admin_port);
-  df_db_bind_int64 (st, 5, s->power);
+  df_farm_bind_server_place (st, 1, s);
   df_db_bind_text (st, 6, s->kind);
   df_db_bind_int64 (st, 7, now);
   df_db_bind_int64 (st, 8, now);
@@ -191,26 +187,10 @@ df_farm_server_heartbeat (DfFarm *farm, const char *name, gint64 now_ms,
   df_db_bind_text (st, 6, name);
   if (!df_db_run (st, err))
     return false;
-  if (df_db_changes (df_farm_db (farm)) == 1)
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-               name);
-  return false;
+  return df_farm_changed_row (farm, err, "no server named '%s'", name);
 }
 
 /* ---- store state -------------------------------------------------------- */
-
-void
-df_store_record_free (DfStoreRecord *r)
-{
-  if (!r)
-    return;
-  g_free (r->server);
-  g_free (r->vdisk);
-  g_free (r->sha256);
-  g_free (r->detail);
-  g_free (r);
-}
 
 #define STORE_COLS \
   "s.name, d.name, v.number, st.state, st.sha256, st.checked_ms, st.detail"
@@ -219,17 +199,30 @@ df_store_record_free (DfStoreRecord *r)
   " JOIN versions v ON v.id = st.version_id" \
   " JOIN vdisks d ON d.id = v.vdisk_id"
 
+/* The columns of STORE_COLS, in order. */
+static const DfField store_fields[] = {
+  DF_FIELD (TEXT, DfStoreRecord, server),
+  DF_FIELD (TEXT, DfStoreRecord, vdisk),
+  DF_FIELD (INT, DfStoreRecord, number),
+  DF_FIELD (SKIP, DfStoreRecord, state),
+  DF_FIELD (TEXT, DfStoreRecord, sha256),
+  DF_FIELD (INT64, DfStoreRecord, checked_ms),
+  DF_FIELD (TEXT, DfStoreRecord, detail),
+};
+
+void
+df_store_record_free (DfStoreRecord *r)
+{
+  df_farm_row_free (r, store_fields, G_N_ELEMENTS (store_fields));
+}
+
 static gpointer
 store_record_from_row (DfDbStmt *st)
 {
-  DfStoreRecord *r = g_new0 (DfStoreRecord, 1);
-  r->server = df_db_col_dup (st, 0);
-  r->vdisk = df_db_col_dup (st, 1);
-  r->number = df_db_col_int (st, 2);
+  DfStoreRecord *r = df_farm_row_read (st, store_fields,
+                                       G_N_ELEMENTS (store_fields),
+                                       sizeof (DfStoreRecord));
   r->state = store_state_parse (df_db_col_text (st, 3));
-  r->sha256 = df_db_col_dup (st, 4);
-  r->checked_ms = df_db_col_int64 (st, 5);
-  r->detail = df_db_col_dup (st, 6);
   return r;
 }
 

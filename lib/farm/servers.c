@@ -86,6 +86,16 @@ df_farm_check_server (const DfServer *s, GError **err)
   return true;
 }
 
+void
+df_farm_bind_server_place (DfDbStmt *st, int first, const DfServer *s)
+{
+  df_db_bind_text (st, first, s->address);
+  df_db_bind_int64 (st, first + 1, s->iscsi_port);
+  df_db_bind_int64 (st, first + 2, s->nbd_port);
+  df_db_bind_int64 (st, first + 3, s->admin_port);
+  df_db_bind_int64 (st, first + 4, s->power);
+}
+
 bool
 df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err)
 {
@@ -96,11 +106,7 @@ df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err)
     return false;
   g_autofree char *at = df_farm_now ();
   df_db_bind_text (st, 1, s->name);
-  df_db_bind_text (st, 2, s->address);
-  df_db_bind_int64 (st, 3, s->iscsi_port);
-  df_db_bind_int64 (st, 4, s->nbd_port);
-  df_db_bind_int64 (st, 5, s->admin_port);
-  df_db_bind_int64 (st, 6, s->power);
+  df_farm_bind_server_place (st, 2, s);
   df_db_bind_text (st, 7, at);
   if (df_db_step (st, err) == 0)
     return true;
@@ -178,19 +184,11 @@ server_set_row (DfFarm *farm, const DfServer *s, GError **err)
     "admin_port = ?, power = ? WHERE name = ?", err);
   if (!st)
     return false;
-  df_db_bind_text (st, 1, s->address);
-  df_db_bind_int64 (st, 2, s->iscsi_port);
-  df_db_bind_int64 (st, 3, s->nbd_port);
-  df_db_bind_int64 (st, 4, s->admin_port);
-  df_db_bind_int64 (st, 5, s->power);
+  df_farm_bind_server_place (st, 1, s);
   df_db_bind_text (st, 6, s->name);
   if (df_db_step (st, err) != 0)
     return false;
-  if (df_db_changes (df_farm_db (farm)) == 1)
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-               s->name);
-  return false;
+  return df_farm_changed_row (farm, err, "no server named '%s'", s->name);
 }
 
 bool
@@ -216,11 +214,7 @@ server_delete (DfFarm *farm, const char *name, GError **err)
   df_db_bind_text (st, 1, name);
   if (df_db_step (st, err) != 0)
     return false;
-  if (df_db_changes (df_farm_db (farm)) == 1)
-    return true;
-  g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-               name);
-  return false;
+  return df_farm_changed_row (farm, err, "no server named '%s'", name);
 }
 
 bool

@@ -18,6 +18,7 @@
 
 #include "fuzz-farm.h"
 #include "nbd.h"
+#include "../unit/test-nbd-opt.h"
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
@@ -39,46 +40,28 @@ make_farm (char **dir)
   fuzz_farm_add_device (farm, "d1", "52:54:00:00:00:01");
 }
 
-static void
-put32 (GByteArray *b, uint32_t v)
-{
-  uint8_t p[4] = { v >> 24, v >> 16, v >> 8, v };
-  g_byte_array_append (b, p, 4);
-}
-
-static void
-put_opt (GByteArray *b, uint32_t opt, const void *data, uint32_t len)
-{
-  static const uint8_t magic[8] = { 'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T' };
-
-  g_byte_array_append (b, magic, 8);
-  put32 (b, opt);
-  put32 (b, len);
-  g_byte_array_append (b, data, len);
-}
-
 static GByteArray *
 make_prefix (const char *export, bool structured)
 {
   GByteArray *b = g_byte_array_new ();
   g_autoptr (GByteArray) body = g_byte_array_new ();
 
-  put32 (b, 3); /* client flags: fixed newstyle, no zeroes */
+  tu_put_be32 (b, 3); /* client flags: fixed newstyle, no zeroes */
   if (structured)
     {
-      put_opt (b, 8, NULL, 0);
-      put32 (body, strlen (export));
+      tu_put_opt (b, 8, NULL, 0);
+      tu_put_be32 (body, strlen (export));
       g_byte_array_append (body, (const uint8_t *) export, strlen (export));
-      put32 (body, 1);
-      put32 (body, strlen ("base:allocation"));
+      tu_put_be32 (body, 1);
+      tu_put_be32 (body, strlen ("base:allocation"));
       g_byte_array_append (body, (const uint8_t *) "base:allocation", 15);
-      put_opt (b, 10, body->data, body->len);
+      tu_put_opt (b, 10, body->data, body->len);
       g_byte_array_set_size (body, 0);
     }
-  put32 (body, strlen (export));
+  tu_put_be32 (body, strlen (export));
   g_byte_array_append (body, (const uint8_t *) export, strlen (export));
   g_byte_array_append (body, (const uint8_t *) "\0\0", 2);
-  put_opt (b, 7, body->data, body->len);
+  tu_put_opt (b, 7, body->data, body->len);
   return b;
 }
 

@@ -31,6 +31,8 @@ import struct
 import sys
 import time
 
+import sockutil
+
 NBD_OPTS_MAGIC = 0x49484156454F5054
 NBD_REP_MAGIC = 0x0003E889045565A9
 NBD_REQUEST_MAGIC = 0x25609513
@@ -44,14 +46,7 @@ def connect(src, host, port):
 
 
 def recv_exact(s, n, timeout=10):
-    s.settimeout(timeout)
-    b = b""
-    while len(b) < n:
-        chunk = s.recv(n - len(b))
-        if not chunk:
-            raise EOFError("server closed after %d of %d bytes" % (len(b), n))
-        b += chunk
-    return b
+    return sockutil.recv_exact(s, n, timeout)
 
 
 def closed_now(s, timeout):

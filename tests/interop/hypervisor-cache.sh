@@ -87,11 +87,8 @@ pass "overlay: write + read back through qemu-io; export unchanged; no cache dir
 # has no cache series for hv
 qemu-io -f qcow2 -c "read 0 64k" -c "sleep 3000" "$T/hv.qcow2" >/dev/null 2>&1 &
 holder=$!
-for _ in $(seq 50); do
-  admin_curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
-  grep -q '"device/hv"' "$T/s.json" && break
-  sleep 0.1
-done
+wait_live hv
+admin_curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
 jcheck "$T/s.json" '[s for s in d if s.get("device") == "hv"]' \
   'all(s["cache_bytes"] == 0 for s in d if s.get("device") == "hv")'
 curl -sf "http://$ADMIN/metrics" >"$T/m" || fail "/metrics"

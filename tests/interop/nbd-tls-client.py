@@ -15,6 +15,8 @@ import ssl
 import struct
 import sys
 
+from sockutil import recv_exact
+
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
 REPMAGIC = 0x0003E889045565A9
@@ -32,16 +34,6 @@ def check(ok, what):
     if not ok:
         sys.exit("FAIL: " + what)
     print("ok:", what)
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("connection closed after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return buf
 
 
 def connect(path):

@@ -85,11 +85,8 @@ pass "v1 in production: ctl sees it, priv stays on v0 (version list says so)"
 # and while streamsvc holds the image without one; nothing written.
 qemu-io -r -f raw -c "read 0 64k" -c "sleep 3000" "$(uri device/priv)" >/dev/null 2>&1 &
 holder=$!
-for _ in $(seq 50); do
-  admin_curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
-  grep -q '"device/priv"' "$T/s.json" && break
-  sleep 0.1
-done
+wait_live priv
+admin_curl -sf "http://$ADMIN/v1/sessions" >"$T/s.json" || fail "/v1/sessions"
 grep -q '"device/priv"' "$T/s.json" || fail "no live session of priv: $(cat "$T/s.json")"
 df device export priv "$T/held.raw" --admin "$ADMIN" 2>"$T/held.err" &&
   fail "device export accepted during a live session"

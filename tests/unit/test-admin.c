@@ -480,14 +480,11 @@ test_live (void)
   tu_rmrf (tmp);
 }
 
-int
-main (int argc, char **argv)
-{
-  test_db_init ();
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/admin/addr-parse", test_addr_parse);
-  g_test_add_func ("/admin/client", test_client);
-  g_test_add_func ("/admin/trickle-deadline", test_trickle);
-  g_test_add_func ("/admin/live", test_live);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/admin/addr-parse", test_addr_parse },
+  { "/admin/client", test_client },
+  { "/admin/trickle-deadline", test_trickle },
+  { "/admin/live", test_live },
+};
+
+TU_MAIN_SETUP (test_db_init, tests)

@@ -7,6 +7,7 @@
 #include "proxydhcp.h"
 #include "ratelimit.h"
 #include "script.h"
+#include "test-util.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -221,17 +222,14 @@ test_farm_key (void)
   g_assert_cmpint (system (cmd), ==, 0);
 }
 
-int
-main (int argc, char **argv)
-{
-  test_db_init ();
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/boottoken/shape", test_token_shape);
-  g_test_add_func ("/boottoken/redeem", test_token_redeem);
-  g_test_add_func ("/boottoken/prune", test_token_prune);
-  g_test_add_func ("/boottoken/proxydhcp-url", test_proxydhcp_url);
-  g_test_add_func ("/boottoken/rate-limit", test_rate_limit);
-  g_test_add_func ("/boottoken/script-note", test_script_note);
-  g_test_add_func ("/boottoken/farm-key", test_farm_key);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/boottoken/shape", test_token_shape },
+  { "/boottoken/redeem", test_token_redeem },
+  { "/boottoken/prune", test_token_prune },
+  { "/boottoken/proxydhcp-url", test_proxydhcp_url },
+  { "/boottoken/rate-limit", test_rate_limit },
+  { "/boottoken/script-note", test_script_note },
+  { "/boottoken/farm-key", test_farm_key },
+};
+
+TU_MAIN_SETUP (test_db_init, tests)

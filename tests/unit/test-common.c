@@ -3,6 +3,7 @@
 #include "common.h"
 #include "conf.h"
 #include "config.h"
+#include "test-util.h"
 #include <glib/gstdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -658,26 +659,24 @@ test_log_limit (void)
   g_assert_false (df_log_limit_pass (&l, &suppressed));
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/common/sizes", test_sizes);
-  g_test_add_func ("/common/macs", test_macs);
-  g_test_add_func ("/common/device-macs", test_device_macs);
-  g_test_add_func ("/common/hosts", test_hosts);
-  g_test_add_func ("/common/display-text", test_display_text);
-  g_test_add_func ("/common/option-values", test_option_values);
-  g_test_add_func ("/common/option-clear", test_option_clear);
-  g_test_add_func ("/common/names", test_names);
-  g_test_add_func ("/common/listen", test_listen);
-  g_test_add_func ("/common/sha256", test_sha256);
-  g_test_add_func ("/common/conf/bad", test_conf_bad);
-  g_test_add_func ("/common/conf/good", test_conf_good);
-  g_test_add_func ("/common/conf/defaults", test_conf_defaults);
-  g_test_add_func ("/common/conf/files", test_conf_files);
-  g_test_add_func ("/common/tcp-keepalive", test_keepalive);
-  g_test_add_func ("/common/tcp-keepalive-range", test_keepalive_range);
-  g_test_add_func ("/common/log-limit", test_log_limit);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/common/sizes", test_sizes },
+  { "/common/macs", test_macs },
+  { "/common/device-macs", test_device_macs },
+  { "/common/hosts", test_hosts },
+  { "/common/display-text", test_display_text },
+  { "/common/option-values", test_option_values },
+  { "/common/option-clear", test_option_clear },
+  { "/common/names", test_names },
+  { "/common/listen", test_listen },
+  { "/common/sha256", test_sha256 },
+  { "/common/conf/bad", test_conf_bad },
+  { "/common/conf/good", test_conf_good },
+  { "/common/conf/defaults", test_conf_defaults },
+  { "/common/conf/files", test_conf_files },
+  { "/common/tcp-keepalive", test_keepalive },
+  { "/common/tcp-keepalive-range", test_keepalive_range },
+  { "/common/log-limit", test_log_limit },
+};
+
+TU_MAIN (tests)

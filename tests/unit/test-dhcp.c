@@ -5,6 +5,7 @@
 #include "health.h"
 #include "proxydhcp.h"
 #include "script.h"
+#include "test-util.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -617,20 +618,18 @@ test_server_order (void)
   g_assert_true (v->pdata[3] == &c);     /* unhealthy last */
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/dhcp/parse", test_parse);
-  g_test_add_func ("/dhcp/truncations", test_truncations);
-  g_test_add_func ("/dhcp/decide", test_decide);
-  g_test_add_func ("/dhcp/decide-arch", test_decide_arch);
-  g_test_add_func ("/dhcp/http-boot", test_http_boot);
-  g_test_add_func ("/dhcp/decide-chain", test_decide_chain);
-  g_test_add_func ("/dhcp/build-reply", test_build_reply);
-  g_test_add_func ("/dhcp/script", test_script);
-  g_test_add_func ("/dhcp/script-ipv6", test_script_ipv6);
-  g_test_add_func ("/dhcp/script-injection", test_script_injection);
-  g_test_add_func ("/dhcp/server-order", test_server_order);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/dhcp/parse", test_parse },
+  { "/dhcp/truncations", test_truncations },
+  { "/dhcp/decide", test_decide },
+  { "/dhcp/decide-arch", test_decide_arch },
+  { "/dhcp/http-boot", test_http_boot },
+  { "/dhcp/decide-chain", test_decide_chain },
+  { "/dhcp/build-reply", test_build_reply },
+  { "/dhcp/script", test_script },
+  { "/dhcp/script-ipv6", test_script_ipv6 },
+  { "/dhcp/script-injection", test_script_injection },
+  { "/dhcp/server-order", test_server_order },
+};
+
+TU_MAIN (tests)

@@ -16,6 +16,7 @@
 #include "farm.h"
 #include "nbd.h"
 #include "sessions.h"
+#include "test-nbd-opt.h"
 
 #define MiB (1024u * 1024)
 #define DISK_SIZE (1 * MiB)
@@ -934,6 +935,36 @@ admin_thread (gpointer data)
   return NULL;
 }
 
+/* Run t's admin server on a new thread (admin_thread_stop) and wait until
+ * it listens. */
+static GThread *
+admin_thread_start (AdminThread *t)
+{
+  GThread *th;
+
+  t->ctx = g_main_context_new ();
+  t->loop = g_main_loop_new (t->ctx, FALSE);
+  g_mutex_init (&t->lock);
+  g_cond_init (&t->cond);
+  th = g_thread_new ("admin", admin_thread, t);
+  g_mutex_lock (&t->lock);
+  while (t->started == 0)
+    g_cond_wait (&t->cond, &t->lock);
+  g_mutex_unlock (&t->lock);
+  g_assert_cmpint (t->started, ==, 1);
+  return th;
+}
+
+/* Quit t's loop, join its thread th, free the loop and the context. */
+static void
+admin_thread_stop (AdminThread *t, GThread *th)
+{
+  g_main_loop_quit (t->loop);
+  g_thread_join (th);
+  g_main_loop_unref (t->loop);
+  g_main_context_unref (t->ctx);
+}
+
 /* GET/POST url with "Authorization: <auth>" (NULL: none); returns the
  * body, *status and *ctype (new string). */
 static GBytes *
@@ -1114,16 +1145,7 @@ test_admin (Fixture *f, gconstpointer data)
   df_session_account (s1, DF_OP_WRITE, 4096, 30000, false);
   df_session_account (s2, DF_OP_READ, 512, 30000, false);
 
-  t.ctx = g_main_context_new ();
-  t.loop = g_main_loop_new (t.ctx, FALSE);
-  g_mutex_init (&t.lock);
-  g_cond_init (&t.cond);
-  th = g_thread_new ("admin", admin_thread, &t);
-  g_mutex_lock (&t.lock);
-  while (t.started == 0)
-    g_cond_wait (&t.cond, &t.lock);
-  g_mutex_unlock (&t.lock);
-  g_assert_cmpint (t.started, ==, 1);
+  th = admin_thread_start (&t);
   g_assert_cmpuint (t.port, !=, 0);
 
   check_health (client, t.port);
@@ -1134,10 +1156,7 @@ test_admin (Fixture *f, gconstpointer data)
 
   soup_session_abort (client);
   g_usleep (100000); /* the server sees the clients go */
-  g_main_loop_quit (t.loop);
-  g_thread_join (th);
-  g_main_loop_unref (t.loop);
-  g_main_context_unref (t.ctx);
+  admin_thread_stop (&t, th);
   df_session_end (s1);
   df_session_end (s2);
   df_sessions_free (sessions);
@@ -1161,16 +1180,7 @@ test_admin_unix (Fixture *f, gconstpointer data)
   GThread *th;
   guint status;
 
-  t.ctx = g_main_context_new ();
-  t.loop = g_main_loop_new (t.ctx, FALSE);
-  g_mutex_init (&t.lock);
-  g_cond_init (&t.cond);
-  th = g_thread_new ("admin", admin_thread, &t);
-  g_mutex_lock (&t.lock);
-  while (t.started == 0)
-    g_cond_wait (&t.cond, &t.lock);
-  g_mutex_unlock (&t.lock);
-  g_assert_cmpint (t.started, ==, 1);
+  th = admin_thread_start (&t);
   g_assert_cmpuint (t.port, ==, 0);
   body = http (client, "GET", 80, "/v1/health", &status, &ctype);
   g_assert_cmpuint (status, ==, 200);
@@ -1190,11 +1200,8 @@ test_admin_unix (Fixture *f, gconstpointer data)
     g_assert_cmpint (st.st_mode & 07777, ==, DF_ADMIN_SOCKET_MODE);
   }
   soup_session_abort (client);
-  g_main_loop_quit (t.loop);
-  g_thread_join (th);
+  admin_thread_stop (&t, th);
   g_assert_false (g_file_test (path, G_FILE_TEST_EXISTS)); /* unlinked */
-  g_main_loop_unref (t.loop);
-  g_main_context_unref (t.ctx);
   df_sessions_free (sessions);
 }
 
@@ -1313,39 +1320,15 @@ test_nbd_tls_setting (Fixture *f, gconstpointer data)
   g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
 }
 
-/* NBD option bytes. */
-static void
-put_be32 (GByteArray *b, uint32_t v)
-{
-  uint8_t p[4] = { v >> 24, v >> 16, v >> 8, v };
-  g_byte_array_append (b, p, 4);
-}
-
-static void
-put_opt (GByteArray *b, uint32_t opt, const void *data, uint32_t len)
-{
-  g_byte_array_append (b, (const uint8_t *) "IHAVEOPT", 8);
-  put_be32 (b, opt);
-  put_be32 (b, len);
-  g_byte_array_append (b, data, len);
-}
-
 static void
 put_info (GByteArray *b, uint32_t opt, const char *name)
 {
   g_autoptr (GByteArray) d = g_byte_array_new ();
 
-  put_be32 (d, (uint32_t) strlen (name));
+  tu_put_be32 (d, (uint32_t) strlen (name));
   g_byte_array_append (d, (const uint8_t *) name, (guint) strlen (name));
   g_byte_array_append (d, (const uint8_t *) "\0\0", 2);
-  put_opt (b, opt, d->data, d->len);
-}
-
-static uint32_t
-get_be32 (const uint8_t *p)
-{
-  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8
-         | p[3];
+  tu_put_opt (b, opt, d->data, d->len);
 }
 
 /* The reply types in out (after the 18-byte greeting when greeting), in
@@ -1358,9 +1341,9 @@ reply_types (GByteArray *out, bool greeting)
 
   while (at + 20 <= out->len)
     {
-      uint32_t type = get_be32 (out->data + at + 12);
+      uint32_t type = df_get_be32 (out->data + at + 12);
       g_array_append_val (types, type);
-      at += 20 + get_be32 (out->data + at + 16);
+      at += 20 + df_get_be32 (out->data + at + 16);
     }
   g_assert_cmpuint (at, ==, out->len);
   g_byte_array_set_size (out, 0);
@@ -1403,9 +1386,9 @@ test_nbd_starttls_engine (Fixture *f, gconstpointer data)
   static const uint32_t invalid[] = { ERR_INVALID };
 
   nbd_conn_set_tls (c, DF_TLS_REQUIRE);
-  put_be32 (in, 3);
-  put_opt (in, 8, NULL, 0);              /* STRUCTURED_REPLY */
-  put_opt (in, 3, NULL, 0);              /* LIST */
+  tu_put_be32 (in, 3);
+  tu_put_opt (in, 8, NULL, 0);              /* STRUCTURED_REPLY */
+  tu_put_opt (in, 3, NULL, 0);              /* LIST */
   put_info (in, 6, "vdisk/web");         /* INFO */
   g_assert_true (df_engine_feed (e, in->data, in->len, df_engine_sink_bytes,
                                  out));
@@ -1413,8 +1396,8 @@ test_nbd_starttls_engine (Fixture *f, gconstpointer data)
 
   /* STARTTLS with plaintext behind it (an ABORT): ACK, then nothing */
   g_byte_array_set_size (in, 0);
-  put_opt (in, 5, NULL, 0);
-  put_opt (in, 2, NULL, 0);
+  tu_put_opt (in, 5, NULL, 0);
+  tu_put_opt (in, 2, NULL, 0);
   df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
   assert_types (out, false, ack, 1);
   g_assert_true (df_engine_tls_wanted (e));
@@ -1427,17 +1410,17 @@ test_nbd_starttls_engine (Fixture *f, gconstpointer data)
   g_assert_false (df_engine_tls_wanted (e));
   g_assert_cmpint (nbd_conn_state (c), ==, NBD_STATE_OPTIONS);
   g_byte_array_set_size (in, 0);
-  put_opt (in, 5, NULL, 0);               /* STARTTLS again: INVALID */
+  tu_put_opt (in, 5, NULL, 0);               /* STARTTLS again: INVALID */
   g_assert_true (df_engine_feed (e, in->data, in->len, df_engine_sink_bytes,
                                  out));
   assert_types (out, false, invalid, 1);
   /* structured replies were plaintext-era: meta contexts are INVALID */
   g_byte_array_set_size (meta, 0);
-  put_be32 (meta, 9);
+  tu_put_be32 (meta, 9);
   g_byte_array_append (meta, (const uint8_t *) "vdisk/web", 9);
-  put_be32 (meta, 0);
+  tu_put_be32 (meta, 0);
   g_byte_array_set_size (in, 0);
-  put_opt (in, 10, meta->data, meta->len);
+  tu_put_opt (in, 10, meta->data, meta->len);
   df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
   assert_types (out, false, invalid, 1);
 
@@ -1475,8 +1458,8 @@ test_nbd_starttls_off (Fixture *f, gconstpointer data)
   g_autoptr (GByteArray) out = g_byte_array_new ();
   static const uint32_t want[] = { ERR_POLICY, REP_INFO, REP_INFO, REP_ACK };
 
-  put_be32 (in, 3);
-  put_opt (in, 5, NULL, 0);
+  tu_put_be32 (in, 3);
+  tu_put_opt (in, 5, NULL, 0);
   put_info (in, 6, "device/pc02");
   df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
   assert_types (out, true, want, 4);

@@ -442,6 +442,26 @@ login_full (Fx *f, const char *target)
   g_assert_true (iscsi_conn_should_close (f->c) == false);
 }
 
+/* A discovery session, logged in straight to full feature phase. */
+static void
+login_discovery (Fx *f)
+{
+  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
+                                   "Discovery\0AuthMethod=None\0"),
+                          0, 3, true, NULL), ==, 0);
+}
+
+/* diskfarm device reset pc01: a new boot generation in the farm. */
+static void
+reset_pc01 (Fx *f)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfFarm) farm = test_farm_open (f->dir, false, "test", &err);
+  gint64 gen;
+
+  g_assert_true (df_farm_device_new_generation (farm, "pc01", &gen, &err));
+}
+
 static void
 scsi_cmd (Fx *f, const uint8_t cdb[16], uint32_t edtl, bool read,
           bool write, bool immediate_sn_skip, const uint8_t *lun)
@@ -820,9 +840,7 @@ test_discovery_filter (Fx *f, gconstpointer data)
   g_autoptr (GString) text = g_string_new (NULL);
 
   (void) data;
-  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
-                                   "Discovery\0AuthMethod=None\0"),
-                          0, 3, true, NULL), ==, 0);
+  login_discovery (f);
   df_put_be32 (bhs + 16, 7);
   df_put_be32 (bhs + 20, 0xffffffff);
   send_pdu (f, bhs, KEYS ("SendTargets=All\0"));
@@ -950,17 +968,13 @@ test_reset_refuses_io (Fx *f, gconstpointer data)
   const uint8_t read10[16] = { 0x28, 0, 0, 0, 0, 0, 0, 0, 1 };
   uint8_t bhs[48];
   g_autoptr (GString) d = g_string_new (NULL);
-  g_autoptr (GError) err = NULL;
-  g_autoptr (DfFarm) farm = NULL;
-  gint64 gen;
 
   (void) data;
   login_full (f, IQN "pc01");
   scsi_cmd (f, read10, 512, true, false, false, NULL);
   g_assert_true (next_pdu (f, bhs, d));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_DATA_IN);
-  farm = test_farm_open (f->dir, false, "test", &err);
-  g_assert_true (df_farm_device_new_generation (farm, "pc01", &gen, &err));
+  reset_pc01 (f);
   g_usleep (1100 * 1000); /* the session checks at most once a second */
   scsi_cmd (f, read10, 512, true, false, false, NULL);
   g_assert_true (next_pdu (f, bhs, d));
@@ -979,9 +993,6 @@ test_reset_refuses_flush (Fx *f, gconstpointer data)
   const uint8_t sync10[16] = { 0x35 };
   uint8_t bhs[48];
   g_autoptr (GString) d = g_string_new (NULL);
-  g_autoptr (GError) err = NULL;
-  g_autoptr (DfFarm) farm = NULL;
-  gint64 gen;
 
   (void) data;
   login_full (f, IQN "pc01");
@@ -989,8 +1000,7 @@ test_reset_refuses_flush (Fx *f, gconstpointer data)
   g_assert_true (next_pdu (f, bhs, d));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
   g_assert_cmphex (bhs[3], ==, SCSI_GOOD);
-  farm = test_farm_open (f->dir, false, "test", &err);
-  g_assert_true (df_farm_device_new_generation (farm, "pc01", &gen, &err));
+  reset_pc01 (f);
   scsi_cmd (f, sync10, 0, false, false, false, NULL);
   g_assert_true (next_pdu (f, bhs, d));
   g_assert_cmphex (bhs[0], ==, ISCSI_OP_SCSI_RSP);
@@ -1063,9 +1073,7 @@ test_text_duplicate_key (Fx *f, gconstpointer data)
   g_autoptr (GString) k = g_string_new (NULL);
 
   (void) data;
-  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
-                                   "Discovery\0AuthMethod=None\0"),
-                          0, 3, true, NULL), ==, 0);
+  login_discovery (f);
   for (int i = 0; i < 400; i++)
     iscsi_text_add (k, "SendTargets", "All");
   df_put_be32 (bhs + 16, 7);
@@ -1209,32 +1217,25 @@ lu_teardown (LuFx *f, gconstpointer data)
   g_free (f->din);
 }
 
-/* CDB builders: the LBA and length fields where each CDB size has them. */
+/* CDB builder: op, with the LBA and the length where a CDB of size 10,
+ * 12 or 16 has them (the 10-byte one has a 32-bit LBA and a 16-bit
+ * length, the 12-byte one a 32-bit LBA and length). */
 static void
-cdb10 (uint8_t *c, uint8_t op, uint32_t lba, uint16_t n)
+cdb_lba (uint8_t *c, int size, uint8_t op, uint64_t lba, uint32_t n)
 {
   memset (c, 0, 16);
   c[0] = op;
-  df_put_be32 (c + 2, lba);
-  df_put_be16 (c + 7, n);
-}
-
-static void
-cdb12 (uint8_t *c, uint8_t op, uint32_t lba, uint32_t n)
-{
-  memset (c, 0, 16);
-  c[0] = op;
-  df_put_be32 (c + 2, lba);
-  df_put_be32 (c + 6, n);
-}
-
-static void
-cdb16 (uint8_t *c, uint8_t op, uint64_t lba, uint32_t n)
-{
-  memset (c, 0, 16);
-  c[0] = op;
-  df_put_be64 (c + 2, lba);
-  df_put_be32 (c + 10, n);
+  if (size == 16)
+    {
+      df_put_be64 (c + 2, lba);
+      df_put_be32 (c + 10, n);
+      return;
+    }
+  df_put_be32 (c + 2, (uint32_t) lba);
+  if (size == 10)
+    df_put_be16 (c + 7, (uint16_t) n);
+  else
+    df_put_be32 (c + 6, n);
 }
 
 static iscsi_scsi_result *
@@ -1293,16 +1294,16 @@ test_scsi_rw12 (LuFx *f, gconstpointer data)
 
   (void) data;
   memset (buf, 0x5a, sizeof buf);
-  cdb12 (cdb, 0xaa, 10, 2);
+  cdb_lba (cdb, 12, 0xaa, 10, 2);
   expect_plan (cdb, SCSI_DIR_WRITE, 2 * ISCSI_BLOCK);
   expect_good (run (f, cdb, buf, sizeof buf));
-  cdb12 (cdb, 0xa8, 10, 2);
+  cdb_lba (cdb, 12, 0xa8, 10, 2);
   expect_plan (cdb, SCSI_DIR_READ, 2 * ISCSI_BLOCK);
   expect_good (run (f, cdb, NULL, 0));
   g_assert_cmpuint (f->r.data_len, ==, sizeof buf);
   g_assert_cmpmem (f->din, sizeof buf, buf, sizeof buf);
   /* VERIFY(12), BYTCHK=1: equal, then one byte off in the second block */
-  cdb12 (cdb, 0xaf, 10, 2);
+  cdb_lba (cdb, 12, 0xaf, 10, 2);
   cdb[1] = 0x02;
   expect_plan (cdb, SCSI_DIR_WRITE, 2 * ISCSI_BLOCK);
   expect_good (run (f, cdb, buf, sizeof buf));
@@ -1311,20 +1312,20 @@ test_scsi_rw12 (LuFx *f, gconstpointer data)
   g_assert_cmphex (f->r.sense[0] & 0x80, ==, 0x80); /* VALID */
   g_assert_cmpuint (df_get_be32 (f->r.sense + 3), ==, ISCSI_BLOCK + 7);
   /* malformed: past the end, protection bits, BYTCHK 10b, read-only */
-  cdb12 (cdb, 0xa8, MEM_BLOCKS - 1, 2);
+  cdb_lba (cdb, 12, 0xa8, MEM_BLOCKS - 1, 2);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
-  cdb12 (cdb, 0xa8, 0xffffffffu, 1);
+  cdb_lba (cdb, 12, 0xa8, 0xffffffffu, 1);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
-  cdb12 (cdb, 0xaa, 0, 1);
+  cdb_lba (cdb, 12, 0xaa, 0, 1);
   cdb[1] = 0x20; /* WRPROTECT */
   expect_sense (run (f, cdb, buf, ISCSI_BLOCK), 0x05, 0x24, 0x00);
-  cdb12 (cdb, 0xaf, 0, 1);
+  cdb_lba (cdb, 12, 0xaf, 0, 1);
   cdb[1] = 0x04; /* BYTCHK 10b */
   expect_sense (run (f, cdb, buf, ISCSI_BLOCK), 0x05, 0x24, 0x00);
   f->lu.readonly = true;
-  cdb12 (cdb, 0xaa, 0, 1);
+  cdb_lba (cdb, 12, 0xaa, 0, 1);
   expect_sense (run (f, cdb, buf, ISCSI_BLOCK), 0x07, 0x27, 0x00);
-  cdb12 (cdb, 0xa8, 10, 1);
+  cdb_lba (cdb, 12, 0xa8, 10, 1);
   expect_good (run (f, cdb, NULL, 0)); /* reads still work */
 }
 
@@ -1339,11 +1340,11 @@ test_scsi_write_verify (LuFx *f, gconstpointer data)
     {
       memset (buf, 'a' + (int) i, sizeof buf);
       if (ops[i] == 0x2e)
-        cdb10 (cdb, ops[i], 100, 3);
+        cdb_lba (cdb, 10, ops[i], 100, 3);
       else if (ops[i] == 0xae)
-        cdb12 (cdb, ops[i], 100, 3);
+        cdb_lba (cdb, 12, ops[i], 100, 3);
       else
-        cdb16 (cdb, ops[i], 100, 3);
+        cdb_lba (cdb, 16, ops[i], 100, 3);
       cdb[1] = 0x02; /* BYTCHK: data-out is still the blocks to write */
       expect_plan (cdb, SCSI_DIR_WRITE, sizeof buf);
       expect_good (run (f, cdb, buf, sizeof buf));
@@ -1353,9 +1354,9 @@ test_scsi_write_verify (LuFx *f, gconstpointer data)
       cdb[1] = 0x22; /* WRPROTECT */
       expect_sense (run (f, cdb, buf, sizeof buf), 0x05, 0x24, 0x00);
     }
-  cdb16 (cdb, 0x8e, MEM_BLOCKS - 2, 3);
+  cdb_lba (cdb, 16, 0x8e, MEM_BLOCKS - 2, 3);
   expect_sense (run (f, cdb, buf, sizeof buf), 0x05, 0x21, 0x00);
-  cdb10 (cdb, 0x2e, MEM_BLOCKS, 0); /* 0 blocks at the end: nothing */
+  cdb_lba (cdb, 10, 0x2e, MEM_BLOCKS, 0); /* 0 blocks at the end: nothing */
   expect_good (run (f, cdb, NULL, 0));
 }
 
@@ -1365,19 +1366,19 @@ test_scsi_prefetch (LuFx *f, gconstpointer data)
   uint8_t cdb[16];
 
   (void) data;
-  cdb10 (cdb, 0x34, 0, 16);
+  cdb_lba (cdb, 10, 0x34, 0, 16);
   cdb[1] = 0x02; /* IMMED */
   expect_plan (cdb, SCSI_DIR_NONE, 0);
   expect_good (run (f, cdb, NULL, 0));
-  cdb16 (cdb, 0x90, MEM_BLOCKS - 16, 16);
+  cdb_lba (cdb, 16, 0x90, MEM_BLOCKS - 16, 16);
   expect_good (run (f, cdb, NULL, 0));
-  cdb16 (cdb, 0x90, MEM_BLOCKS, 0);
+  cdb_lba (cdb, 16, 0x90, MEM_BLOCKS, 0);
   expect_good (run (f, cdb, NULL, 0));
-  cdb16 (cdb, 0x90, MEM_BLOCKS - 15, 16);
+  cdb_lba (cdb, 16, 0x90, MEM_BLOCKS - 15, 16);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
-  cdb10 (cdb, 0x34, MEM_BLOCKS + 1, 0);
+  cdb_lba (cdb, 10, 0x34, MEM_BLOCKS + 1, 0);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
-  cdb16 (cdb, 0x90, UINT64_MAX, 1);
+  cdb_lba (cdb, 16, 0x90, UINT64_MAX, 1);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x21, 0x00);
 }
 
@@ -1391,16 +1392,16 @@ test_scsi_orwrite (LuFx *f, gconstpointer data)
   memset (b, 0x30, sizeof b);
   g_assert_cmpint (df_blk_pwrite (f->blk, a, sizeof a, 40 * ISCSI_BLOCK, 0,
                                   NULL), ==, 0);
-  cdb16 (cdb, 0x8b, 40, 2);
+  cdb_lba (cdb, 16, 0x8b, 40, 2);
   expect_plan (cdb, SCSI_DIR_WRITE, sizeof b);
   expect_good (run (f, cdb, b, sizeof b));
   g_assert_cmpint (df_blk_pread (f->blk, got, sizeof got, 40 * ISCSI_BLOCK,
                                  NULL), ==, 0);
   for (guint i = 0; i < sizeof got; i++)
     g_assert_cmphex (got[i], ==, 0x3f);
-  cdb16 (cdb, 0x8b, MEM_BLOCKS - 1, 2);
+  cdb_lba (cdb, 16, 0x8b, MEM_BLOCKS - 1, 2);
   expect_sense (run (f, cdb, b, sizeof b), 0x05, 0x21, 0x00);
-  cdb16 (cdb, 0x8b, 40, 2);
+  cdb_lba (cdb, 16, 0x8b, 40, 2);
   cdb[1] = 0x40; /* ORPROTECT */
   expect_sense (run (f, cdb, b, sizeof b), 0x05, 0x24, 0x00);
   f->lu.readonly = true;
@@ -1411,7 +1412,7 @@ test_scsi_orwrite (LuFx *f, gconstpointer data)
 static void
 caw_cdb (uint8_t *cdb, uint64_t lba, uint8_t n)
 {
-  cdb16 (cdb, 0x89, lba, 0);
+  cdb_lba (cdb, 16, 0x89, lba, 0);
   cdb[13] = n;
 }
 
@@ -1464,7 +1465,7 @@ test_scsi_compare_and_write (LuFx *f, gconstpointer data)
 static void
 gls_cdb (uint8_t *cdb, uint64_t lba, uint32_t alloc)
 {
-  cdb16 (cdb, 0x9e, lba, alloc);
+  cdb_lba (cdb, 16, 0x9e, lba, alloc);
   cdb[1] = 0x12;
 }
 
@@ -1476,11 +1477,11 @@ test_scsi_get_lba_status (LuFx *f, gconstpointer data)
 
   (void) data;
   memset (buf, 1, sizeof buf);
-  cdb10 (cdb, 0x2a, 0, 16);
+  cdb_lba (cdb, 10, 0x2a, 0, 16);
   expect_good (run (f, cdb, buf, sizeof buf));
   df_put_be64 (unmap + 8, 8);
   df_put_be32 (unmap + 16, 8);
-  cdb10 (cdb, 0x42, 0, sizeof unmap);
+  cdb_lba (cdb, 10, 0x42, 0, sizeof unmap);
   expect_good (run (f, cdb, unmap, sizeof unmap));
   gls_cdb (cdb, 0, 4096);
   expect_plan (cdb, SCSI_DIR_READ, 4096);
@@ -1611,8 +1612,8 @@ test_scsi_persistent_reserve (LuFx *f, gconstpointer data)
   uint8_t rd[16], wr[16], blk[ISCSI_BLOCK] = { 0 }, cdb[16];
 
   (void) data;
-  cdb10 (rd, 0x28, 0, 1);
-  cdb10 (wr, 0x2a, 0, 1);
+  cdb_lba (rd, 10, 0x28, 0, 1);
+  cdb_lba (wr, 10, 0x2a, 0, 1);
   expect_good (prin (f, &f->lu, 2)); /* REPORT CAPABILITIES */
   g_assert_cmpuint (df_get_be16 (f->din), ==, 8);
   g_assert_cmphex (f->din[2] & 0x01, ==, 0); /* PTPL_C: not persisted */
@@ -1754,7 +1755,7 @@ test_scsi_table (LuFx *f, gconstpointer data)
   (void) data;
   expect_plan (cdb, SCSI_DIR_NONE, 0);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x20, 0x00);
-  cdb16 (cdb, 0x9e, 0, 32);
+  cdb_lba (cdb, 16, 0x9e, 0, 32);
   cdb[1] = 0x11; /* a service action of SERVICE ACTION IN we lack */
   expect_plan (cdb, SCSI_DIR_NONE, 0);
   expect_sense (run (f, cdb, NULL, 0), 0x05, 0x24, 0x00);
@@ -1905,9 +1906,7 @@ test_nop_not_pinged (Fx *f, gconstpointer data)
   (void) data;
   g_assert_true (tick (f, T0)); /* before any login */
   g_assert_true (tick (f, T0 + SEC (3600)));
-  g_assert_cmphex (login (f, KEYS ("InitiatorName=iqn.x\0SessionType="
-                                   "Discovery\0AuthMethod=None\0"),
-                          0, 3, true, NULL), ==, 0);
+  login_discovery (f);
   for (int i = 1; i <= 100; i++)
     g_assert_true (tick (f, T0 + SEC (3600 + 10 * i)));
   g_assert_cmpuint (f->got->len, ==, 0);

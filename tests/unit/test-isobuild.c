@@ -3,6 +3,7 @@
  * input included. */
 #include "bdm.h"
 #include "isobuild.h"
+#include "test-util.h"
 
 #include <glib/gstdio.h>
 #include <string.h>
@@ -208,15 +209,13 @@ test_script (void)
   bdm_config_clear (&c);
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/isobuild/bad-paths", test_bad_paths);
-  g_test_add_func ("/isobuild/deterministic", test_deterministic);
-  g_test_add_func ("/isobuild/epoch", test_epoch);
-  g_test_add_func ("/bdm/server-specs", test_server_specs);
-  g_test_add_func ("/bdm/static-ip", test_static_ip);
-  g_test_add_func ("/bdm/script", test_script);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/isobuild/bad-paths", test_bad_paths },
+  { "/isobuild/deterministic", test_deterministic },
+  { "/isobuild/epoch", test_epoch },
+  { "/bdm/server-specs", test_server_specs },
+  { "/bdm/static-ip", test_static_ip },
+  { "/bdm/script", test_script },
+};
+
+TU_MAIN (tests)

@@ -8,6 +8,8 @@
 #include "blk_readonly.h"
 #include "layer_account.h"
 #include "sessions.h"
+#include "test-metrics.h"
+#include "test-util.h"
 
 #define MEM_SIZE (64u * 1024)
 
@@ -105,28 +107,6 @@ count_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
   return 0;
 }
 
-/* The sample "name{labels}" of text, or -1. */
-static gint64
-metric (const char *text, const char *key)
-{
-  g_auto (GStrv) lines = g_strsplit (text, "\n", -1);
-  size_t klen = strlen (key);
-
-  for (guint i = 0; lines[i] != NULL; i++)
-    if (strncmp (lines[i], key, klen) == 0 && lines[i][klen] == ' ')
-      return g_ascii_strtoll (lines[i] + klen + 1, NULL, 10);
-  return -1;
-}
-
-static char *
-metrics_text (DfSessions *s)
-{
-  GString *out = g_string_new (NULL);
-
-  df_sessions_metrics (s, out);
-  return g_string_free (out, FALSE);
-}
-
 #define OPS(op) "diskfarm_ops_total{export=\"device/pc01\",op=\"" op "\"}"
 #define ERRORS "diskfarm_errors_total{export=\"device/pc01\"}"
 #define BYTES(dir)                                                           \
@@ -165,19 +145,21 @@ test_account_ops (void)
                    ==, 0);
   g_assert_cmpuint (seen, ==, 8192);
   g_assert_cmpuint (m->calls, ==, 6);
-  text = metrics_text (s);
-  g_assert_cmpint (metric (text, OPS ("read")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("write")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("flush")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("trim")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("zero")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("block_status")), ==, 1);
-  g_assert_cmpint (metric (text, ERRORS), ==, 0);
-  g_assert_cmpint (metric (text, BYTES ("read")), ==, 4096);
-  g_assert_cmpint (metric (text, BYTES ("write")), ==, 512);
-  g_assert_cmpint (metric (text, QUOTA), ==, 0);
-  g_assert_cmpint (metric (text, "diskfarm_request_duration_seconds_count"
-                                 "{export=\"device/pc01\"}"), ==, 6);
+  text = tu_metrics_text (s);
+  g_assert_cmpint (tu_metric_value (text, OPS ("read")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("write")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("flush")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("trim")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("zero")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("block_status")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, ERRORS), ==, 0);
+  g_assert_cmpint (tu_metric_value (text, BYTES ("read")), ==, 4096);
+  g_assert_cmpint (tu_metric_value (text, BYTES ("write")), ==, 512);
+  g_assert_cmpint (tu_metric_value (text, QUOTA), ==, 0);
+  g_assert_cmpint (tu_metric_value (text,
+                                    "diskfarm_request_duration_seconds_count"
+                                    "{export=\"device/pc01\"}"),
+                   ==, 6);
   df_blk_unref (b);
   df_session_end (ss);
   df_sessions_free (s);
@@ -208,14 +190,14 @@ test_account_failures (void)
   m->fail = EIO;
   g_assert_cmpint (df_blk_pread (b, buf, 512, 0, &err), ==, -1);
   g_assert_cmpint (err, ==, EIO);
-  text = metrics_text (s);
-  g_assert_cmpint (metric (text, ERRORS), ==, 3);
-  g_assert_cmpint (metric (text, QUOTA), ==, 2);
-  g_assert_cmpint (metric (text, OPS ("write")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("zero")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("read")), ==, 1);
-  g_assert_cmpint (metric (text, BYTES ("read")), ==, 0);
-  g_assert_cmpint (metric (text, BYTES ("write")), ==, 0);
+  text = tu_metrics_text (s);
+  g_assert_cmpint (tu_metric_value (text, ERRORS), ==, 3);
+  g_assert_cmpint (tu_metric_value (text, QUOTA), ==, 2);
+  g_assert_cmpint (tu_metric_value (text, OPS ("write")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("zero")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("read")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, BYTES ("read")), ==, 0);
+  g_assert_cmpint (tu_metric_value (text, BYTES ("write")), ==, 0);
   df_blk_unref (b);
   df_session_end (ss);
   df_sessions_free (s);
@@ -287,23 +269,21 @@ test_readonly_stack (void)
   g_assert_cmpint (df_blk_pwrite (b, buf, 512, 0, 0, &err), ==, -1);
   g_assert_cmpint (err, ==, EROFS);
   g_assert_cmpint (df_blk_pread (b, buf, 512, 0, &err), ==, 0);
-  text = metrics_text (s);
-  g_assert_cmpint (metric (text, OPS ("write")), ==, 1);
-  g_assert_cmpint (metric (text, OPS ("read")), ==, 1);
-  g_assert_cmpint (metric (text, ERRORS), ==, 1);
-  g_assert_cmpint (metric (text, QUOTA), ==, 0);
+  text = tu_metrics_text (s);
+  g_assert_cmpint (tu_metric_value (text, OPS ("write")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, OPS ("read")), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, ERRORS), ==, 1);
+  g_assert_cmpint (tu_metric_value (text, QUOTA), ==, 0);
   df_blk_unref (b);
   df_session_end (ss);
   df_sessions_free (s);
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/layers/account/ops", test_account_ops);
-  g_test_add_func ("/layers/account/failures", test_account_failures);
-  g_test_add_func ("/layers/readonly/refuses", test_readonly);
-  g_test_add_func ("/layers/readonly/stack", test_readonly_stack);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/layers/account/ops", test_account_ops },
+  { "/layers/account/failures", test_account_failures },
+  { "/layers/readonly/refuses", test_readonly },
+  { "/layers/readonly/stack", test_readonly_stack },
+};
+
+TU_MAIN (tests)

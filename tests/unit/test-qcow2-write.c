@@ -50,6 +50,31 @@ on_progress (void *opaque, uint64_t done, uint64_t total)
   p->last = done;
 }
 
+/* In dir: v.0.qcow2, 10 MiB of 0x33 written by qemu, and a writer of a
+ * v.1.qcow2 over it (caller finishes it; *top: its path, g_free). */
+static df_qcow2_writer *
+writer_over_base (const char *dir, char **top)
+{
+  g_autofree char *base = g_build_filename (dir, "v.0.qcow2", NULL);
+  g_autoptr (GError) err = NULL;
+
+  tu_sh ("qemu-img create -q -f qcow2 '%s' 10M && qemu-io -f qcow2 -c "
+         "'write -P 0x33 0 10M' '%s' >/dev/null", base, base);
+  *top = g_build_filename (dir, "v.1.qcow2", NULL);
+  df_qcow2_writer *w = df_qcow2_writer_new (*top, 10 << 20, 16, "v.0.qcow2",
+                                            &err);
+  g_assert_no_error (err);
+  return w;
+}
+
+/* No name in dir contains what (a writer's temp files are gone). */
+static void
+assert_no_leftovers (const char *dir, const char *what)
+{
+  g_autofree char *n = tu_sh_out ("ls '%s' | grep -c %s || true", dir, what);
+  g_assert_cmpstr (g_strstrip (n), ==, "0");
+}
+
 /* A layer with backing written by the writer: zero clusters hide the base. */
 static void
 test_writer_layer (void)
@@ -57,16 +82,11 @@ test_writer_layer (void)
   if (!need_qemu ())
     return;
   g_autofree char *dir = tu_tmpdir ();
-  g_autofree char *base = g_build_filename (dir, "v.0.qcow2", NULL);
-  g_autofree char *top = g_build_filename (dir, "v.1.qcow2", NULL);
+  g_autofree char *top = NULL;
   g_autoptr (GError) err = NULL;
   uint8_t buf[65536];
 
-  tu_sh ("qemu-img create -q -f qcow2 '%s' 10M && qemu-io -f qcow2 -c "
-         "'write -P 0x33 0 10M' '%s' >/dev/null", base, base);
-  df_qcow2_writer *w = df_qcow2_writer_new (top, 10 << 20, 16, "v.0.qcow2",
-                                            &err);
-  g_assert_no_error (err);
+  df_qcow2_writer *w = writer_over_base (dir, &top);
   memset (buf, 0x44, sizeof buf);
   g_assert_true (df_qcow2_writer_put (w, 150, buf, &err));   /* past 8M L2 */
   g_assert_true (df_qcow2_writer_put (w, 3, buf, &err));
@@ -130,9 +150,7 @@ test_write_from_chain (void)
   g_assert_true (df_raw_write_from_blk (b, rawout, NULL, NULL, &err));
   g_assert_no_error (err);
   tu_sh ("qemu-img compare -q -f qcow2 -F raw '%s' '%s'", top, rawout);
-  g_autofree char *leftovers = tu_sh_out ("ls '%s' | grep -c tmp || true",
-                                          dir);
-  g_assert_cmpstr (g_strstrip (leftovers), ==, "0");
+  assert_no_leftovers (dir, "tmp");
   tu_rmrf (dir);
 }
 
@@ -248,9 +266,7 @@ test_import_formats (void)
       tu_sh ("qemu-img compare -q '%s' '%s'", src, dest);
       g_test_message ("imported %s", fmts[i]);
     }
-  g_autofree char *leftovers = tu_sh_out ("ls '%s' | grep -c import || true",
-                                          dir);
-  g_assert_cmpstr (g_strstrip (leftovers), ==, "0");
+  assert_no_leftovers (dir, "import");
   tu_rmrf (dir);
 }
 
@@ -286,17 +302,12 @@ test_writer_planned (void)
   if (!need_qemu ())
     return;
   g_autofree char *dir = tu_tmpdir ();
-  g_autofree char *base = g_build_filename (dir, "v.0.qcow2", NULL);
-  g_autofree char *top = g_build_filename (dir, "v.1.qcow2", NULL);
+  g_autofree char *top = NULL;
   g_autoptr (GError) err = NULL;
   uint8_t buf[4];
   char sha[65];
 
-  tu_sh ("qemu-img create -q -f qcow2 '%s' 10M && qemu-io -f qcow2 -c "
-         "'write -P 0x33 0 10M' '%s' >/dev/null", base, base);
-  df_qcow2_writer *w = df_qcow2_writer_new (top, 10 << 20, 16, "v.0.qcow2",
-                                            &err);
-  g_assert_no_error (err);
+  df_qcow2_writer *w = writer_over_base (dir, &top);
   g_assert_true (df_qcow2_writer_plan_data (w, 3, &err));
   g_assert_true (df_qcow2_writer_put_zero (w, 4, &err));
   g_assert_true (df_qcow2_writer_plan_data (w, 150, &err));  /* 2nd L2 */
@@ -425,16 +436,14 @@ test_merge_layers (void)
   tu_rmrf (dir);
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/qcow2-write/layer", test_writer_layer);
-  g_test_add_func ("/qcow2-write/from-chain", test_write_from_chain);
-  g_test_add_func ("/qcow2-write/planned", test_writer_planned);
-  g_test_add_func ("/merge/layers", test_merge_layers);
-  g_test_add_func ("/import/raw-sparse", test_import_raw_sparse);
-  g_test_add_func ("/import/errors", test_import_errors);
-  g_test_add_func ("/import/formats", test_import_formats);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/qcow2-write/layer", test_writer_layer },
+  { "/qcow2-write/from-chain", test_write_from_chain },
+  { "/qcow2-write/planned", test_writer_planned },
+  { "/merge/layers", test_merge_layers },
+  { "/import/raw-sparse", test_import_raw_sparse },
+  { "/import/errors", test_import_errors },
+  { "/import/formats", test_import_formats },
+};
+
+TU_MAIN (tests)

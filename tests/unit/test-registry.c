@@ -5,6 +5,7 @@
  * of a real file, and rows going with their server or version. */
 #include "farm.h"
 #include "common.h"
+#include "test-util.h"
 
 #include <glib/gstdio.h>
 #include <string.h>
@@ -18,30 +19,10 @@ typedef struct {
 } Fixture;
 
 static void
-rm_rf (const char *path)
-{
-  GDir *d = g_dir_open (path, 0, NULL);
-  if (d)
-    {
-      const char *n;
-      while ((n = g_dir_read_name (d)))
-        {
-          g_autofree char *p = g_build_filename (path, n, NULL);
-          rm_rf (p);
-        }
-      g_dir_close (d);
-      g_rmdir (path);
-    }
-  else
-    g_unlink (path);
-}
-
-static void
 fx_setup (Fixture *fx, gconstpointer data)
 {
   g_autoptr (GError) err = NULL;
-  fx->tmp = g_dir_make_tmp ("test-registry-XXXXXX", &err);
-  g_assert_no_error (err);
+  fx->tmp = tu_tmpdir ();
   fx->dir = g_build_filename (fx->tmp, "farm", NULL);
   fx->farm = df_farm_open (fx->dir, true, "test:unit", &err);
   g_assert_no_error (err);
@@ -54,7 +35,7 @@ static void
 fx_teardown (Fixture *fx, gconstpointer data)
 {
   df_farm_close (fx->farm);
-  rm_rf (fx->tmp);
+  tu_rmrf (fx->tmp);
   g_free (fx->tmp);
   g_free (fx->dir);
 }

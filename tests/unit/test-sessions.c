@@ -3,23 +3,10 @@
 #include <string.h>
 
 #include "sessions.h"
+#include "test-metrics.h"
+#include "test-util.h"
 
 /* ---- helpers: a small exposition-format reader ------------------------ */
-
-/* Value of the sample whose full "name{labels}" text equals key, or -1. */
-static gint64
-metric_value (const char *text, const char *key)
-{
-  g_auto (GStrv) lines = g_strsplit (text, "\n", -1);
-  size_t klen = strlen (key);
-
-  for (guint i = 0; lines[i] != NULL; i++)
-    {
-      if (strncmp (lines[i], key, klen) == 0 && lines[i][klen] == ' ')
-        return g_ascii_strtoll (lines[i] + klen + 1, NULL, 10);
-    }
-  return -1;
-}
 
 /* Every non-comment line is "name[{labels}] value"; every sample's family
  * (name less _bucket/_sum/_count for histograms) has HELP and TYPE lines
@@ -160,7 +147,7 @@ bucket (const char *text, const char *export_name, const char *le)
       "diskfarm_request_duration_seconds_bucket{export=\"%s\",le=\"%s\"}",
       export_name, le);
 
-  return metric_value (text, key);
+  return tu_metric_value (text, key);
 }
 
 static void
@@ -209,30 +196,30 @@ test_metrics_text (void)
   df_sessions_metrics (s, out);
   check_exposition_format (out->str);
 
-  g_assert_cmpint (metric_value (out->str, "diskfarm_ops_total{export="
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
                                            "\"device/pc01\",op=\"read\"}"),
                    ==, 100);
-  g_assert_cmpint (metric_value (out->str, "diskfarm_ops_total{export="
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
                                            "\"device/pc01\",op=\"trim\"}"),
                    ==, 1);
-  g_assert_cmpint (metric_value (out->str, "diskfarm_ops_total{export="
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
                                            "\"device/pc01\",op=\"zero\"}"),
                    ==, 0);
-  g_assert_cmpint (metric_value (out->str, "diskfarm_errors_total{export="
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_errors_total{export="
                                            "\"device/pc01\"}"),
                    ==, 1);
-  g_assert_cmpint (metric_value (out->str,
+  g_assert_cmpint (tu_metric_value (out->str,
                                  "diskfarm_bytes_total{export="
                                  "\"device/pc01\",direction=\"read\"}"),
                    ==, 409600);
-  g_assert_cmpint (metric_value (out->str,
+  g_assert_cmpint (tu_metric_value (out->str,
                                  "diskfarm_bytes_total{export="
                                  "\"device/pc01\",direction=\"write\"}"),
                    ==, 8192);
-  g_assert_cmpint (metric_value (out->str, "diskfarm_quota_refusals_total{"
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_quota_refusals_total{"
                                            "device=\"pc01\"}"),
                    ==, 2);
-  g_assert_cmpint (metric_value (out->str, "diskfarm_sessions"), ==, 2);
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_sessions"), ==, 2);
   /* cumulative buckets, +Inf == _count == every request */
   for (guint i = 0; i < G_N_ELEMENTS (all_le); i++)
     {
@@ -242,7 +229,7 @@ test_metrics_text (void)
       prev = v;
     }
   g_assert_cmpint (prev, ==, 103);
-  g_assert_cmpint (metric_value (out->str,
+  g_assert_cmpint (tu_metric_value (out->str,
                                  "diskfarm_request_duration_"
                                  "seconds_count{export=\"device/pc01\"}"),
                    ==, 103);
@@ -292,7 +279,7 @@ test_label_escaping (void)
     df_session_quota_hit (ss);
     df_sessions_metrics (s, out);
     check_exposition_format (out->str);
-    g_assert_cmpint (metric_value (out->str,
+    g_assert_cmpint (tu_metric_value (out->str,
                                    "diskfarm_ops_total{export="
                                    "\"vdisk/we\\\"ird\\n\\\\\",op=\"read\"}"),
                      ==, 1);
@@ -334,10 +321,10 @@ test_concurrent_accounting (void)
   for (guint i = 0; i < N_THREADS; i++)
     g_thread_join (t[i]);
   df_sessions_metrics (s, out);
-  g_assert_cmpint (metric_value (out->str, "diskfarm_ops_total{export="
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
                                            "\"vdisk/shared\",op=\"read\"}"),
                    ==, N_THREADS * N_PER_THREAD / 2);
-  g_assert_cmpint (metric_value (out->str,
+  g_assert_cmpint (tu_metric_value (out->str,
                                  "diskfarm_bytes_total{export="
                                  "\"vdisk/shared\",direction=\"write\"}"),
                    ==, (gint64)N_THREADS * N_PER_THREAD / 2 * 512);
@@ -368,7 +355,7 @@ test_no_export_yet (void)
   df_sessions_metrics (s, out);
   check_exposition_format (out->str);
   g_assert_null (strstr (out->str, "diskfarm_ops_total{"));
-  g_assert_cmpint (metric_value (out->str, "diskfarm_sessions"), ==, 1);
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_sessions"), ==, 1);
   df_session_end (ss);
   df_sessions_free (s);
 }
@@ -389,7 +376,7 @@ test_device_label (void)
   df_session_account (b, DF_OP_READ, 4096, 1000, false);
   df_sessions_metrics (s, out);
   check_exposition_format (out->str);
-  g_assert_cmpint (metric_value (out->str, "diskfarm_ops_total{export="
+  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
                                            "\"device/pc01\",op=\"read\"}"),
                    ==, 2);
   g_assert_null (strstr (out->str, "device/52:54"));
@@ -456,18 +443,15 @@ test_binding_json (void)
   df_sessions_free (s);
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/sessions/json", test_json);
-  g_test_add_func ("/sessions/histogram-buckets", test_histogram_buckets);
-  g_test_add_func ("/sessions/metrics-text", test_metrics_text);
-  g_test_add_func ("/sessions/label-escaping", test_label_escaping);
-  g_test_add_func ("/sessions/concurrent-accounting",
-                   test_concurrent_accounting);
-  g_test_add_func ("/sessions/no-export-yet", test_no_export_yet);
-  g_test_add_func ("/sessions/device-label", test_device_label);
-  g_test_add_func ("/sessions/binding-json", test_binding_json);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/sessions/json", test_json },
+  { "/sessions/histogram-buckets", test_histogram_buckets },
+  { "/sessions/metrics-text", test_metrics_text },
+  { "/sessions/label-escaping", test_label_escaping },
+  { "/sessions/concurrent-accounting", test_concurrent_accounting },
+  { "/sessions/no-export-yet", test_no_export_yet },
+  { "/sessions/device-label", test_device_label },
+  { "/sessions/binding-json", test_binding_json },
+};
+
+TU_MAIN (tests)

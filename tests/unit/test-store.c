@@ -27,13 +27,27 @@ exists (const char *dir, const char *name)
   return g_file_test (p, G_FILE_TEST_EXISTS);
 }
 
-static char *
-contents (const char *dir, const char *name)
+/* The file dir/name holds want. */
+static void
+assert_contents (const char *dir, const char *name, const char *want)
 {
   g_autofree char *p = g_build_filename (dir, name, NULL);
-  char *text = NULL;
+  g_autofree char *text = NULL;
   g_assert_true (g_file_get_contents (p, &text, NULL, NULL));
-  return text;
+  g_assert_cmpstr (text, ==, want);
+}
+
+/* A new directory (tu_rmrf) holding .f.tmp ("new") and f ("old"); *tmp
+ * and *final are their paths (g_free). */
+static char *
+publish_dir (char **tmp, char **final)
+{
+  char *d = tu_tmpdir ();
+  *tmp = g_build_filename (d, ".f.tmp", NULL);
+  *final = g_build_filename (d, "f", NULL);
+  put (d, ".f.tmp", "new");
+  put (d, "f", "old");
+  return d;
 }
 
 /* ---- paths ----------------------------------------------------------------- */
@@ -57,17 +71,13 @@ test_paths (void)
 static void
 test_publish_ok (void)
 {
-  g_autofree char *d = tu_tmpdir ();
-  g_autofree char *tmp = g_build_filename (d, ".f.tmp", NULL);
-  g_autofree char *final = g_build_filename (d, "f", NULL);
+  g_autofree char *tmp = NULL, *final = NULL;
+  g_autofree char *d = publish_dir (&tmp, &final);
   g_autoptr (GError) err = NULL;
-  put (d, ".f.tmp", "new");
-  put (d, "f", "old");
   g_assert_true (df_store_publish (-1, tmp, final, DF_PUBLISH_REPLACE, &err));
   g_assert_no_error (err);
   g_assert_false (exists (d, ".f.tmp"));
-  g_autofree char *text = contents (d, "f");
-  g_assert_cmpstr (text, ==, "new");
+  assert_contents (d, "f", "new");
 
   /* through the writer's descriptor, which stays open */
   put (d, ".g.tmp", "data");
@@ -80,8 +90,7 @@ test_publish_ok (void)
   g_assert_no_error (err);
   g_assert_cmpint (fcntl (fd, F_GETFD), >=, 0);
   close (fd);
-  g_autofree char *gtext = contents (d, "g");
-  g_assert_cmpstr (gtext, ==, "data");
+  assert_contents (d, "g", "data");
   g_assert_false (exists (d, ".g.tmp"));
   tu_rmrf (d);
 }
@@ -90,20 +99,16 @@ test_publish_ok (void)
 static void
 test_publish_fail_removes_temp (void)
 {
-  g_autofree char *d = tu_tmpdir ();
-  g_autofree char *tmp = g_build_filename (d, ".f.tmp", NULL);
-  g_autofree char *final = g_build_filename (d, "f", NULL);
+  g_autofree char *tmp = NULL, *final = NULL;
+  g_autofree char *d = publish_dir (&tmp, &final);
   g_autoptr (GError) err = NULL;
 
   /* the final name exists and must not be replaced */
-  put (d, ".f.tmp", "new");
-  put (d, "f", "old");
   g_assert_false (df_store_publish (-1, tmp, final, DF_PUBLISH_NOREPLACE,
                                     &err));
   g_assert_error (err, DF_ERROR, DF_ERROR_EXISTS);
   g_assert_false (exists (d, ".f.tmp"));
-  g_autofree char *text = contents (d, "f");
-  g_assert_cmpstr (text, ==, "old");
+  assert_contents (d, "f", "old");
   g_clear_error (&err);
 
   /* the rename fails (no such directory) */
@@ -123,8 +128,7 @@ test_publish_fail_removes_temp (void)
   g_assert_true (err != NULL && err->domain == DF_ERROR);
   g_assert_nonnull (strstr (err->message, "sync"));
   g_assert_false (exists (d, ".f.tmp"));
-  g_autofree char *still = contents (d, "f");
-  g_assert_cmpstr (still, ==, "old");
+  assert_contents (d, "f", "old");
   g_clear_error (&err);
 
   /* no temp file at all */

@@ -1,6 +1,7 @@
 /* Unit tests: TFTP wire format (bootstrap/tftp_proto.c), table-driven with
  * malformed requests, client packets, builders and path cleaning. */
 #include "tftp_proto.h"
+#include "test-util.h"
 
 #include <string.h>
 
@@ -262,14 +263,12 @@ test_paths (void)
     }
 }
 
-int
-main (int argc, char **argv)
-{
-  g_test_init (&argc, &argv, NULL);
-  g_test_add_func ("/tftp/requests", test_requests);
-  g_test_add_func ("/tftp/long-name", test_long_name);
-  g_test_add_func ("/tftp/client-packets", test_client_packets);
-  g_test_add_func ("/tftp/builders", test_builders);
-  g_test_add_func ("/tftp/paths", test_paths);
-  return g_test_run ();
-}
+static const TuTest tests[] = {
+  { "/tftp/requests", test_requests },
+  { "/tftp/long-name", test_long_name },
+  { "/tftp/client-packets", test_client_packets },
+  { "/tftp/builders", test_builders },
+  { "/tftp/paths", test_paths },
+};
+
+TU_MAIN (tests)

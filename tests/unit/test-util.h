@@ -68,3 +68,40 @@ tu_sh_out (const char *fmt, ...)
 }
 
 #define tu_sh(...) g_free (tu_sh_out (__VA_ARGS__))
+
+/* One test of a program: its GTest path and its function. */
+typedef struct
+{
+  const char *path;
+  GTestFunc fn;
+} TuTest;
+
+/* Add the tests[0..n) to GTest, in order. */
+static inline void
+tu_add_tests (const TuTest *tests, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    g_test_add_func (tests[i].path, tests[i].fn);
+}
+
+/* The main of a test program whose tests are the rows of a table: setup
+ * (when not NULL) runs first and may skip the program with exit 77; then
+ * GTest parses argv, every row is added and the tests run. */
+static inline int
+tu_main (int argc, char **argv, void (*setup) (void), const TuTest *tests,
+         gsize n)
+{
+  if (setup)
+    setup ();
+  g_test_init (&argc, &argv, NULL);
+  tu_add_tests (tests, n);
+  return g_test_run ();
+}
+
+/* Define main () for the table tests[] (an array, not a pointer). */
+#define TU_MAIN(tests) TU_MAIN_SETUP (NULL, tests)
+#define TU_MAIN_SETUP(setup, tests)                                          \
+  int main (int argc, char **argv)                                           \
+  {                                                                          \
+    return tu_main (argc, argv, setup, tests, G_N_ELEMENTS (tests));         \
+  }
