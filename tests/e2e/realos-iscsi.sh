@@ -36,7 +36,7 @@ FLAVOUR=${1:-small}
 case $FLAVOUR in small|debian) ;; *) e2e_fail "unknown flavour '$FLAVOUR'" ;; esac
 e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc
 [ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
-BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
+BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-400}
 e2e_init
 T=$E2E_TMP
 FARM=$T/farm

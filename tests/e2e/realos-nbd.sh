@@ -20,7 +20,7 @@ set -eu
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
 e2e_need qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc python3
-BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
+BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-400}
 FLAVOURS="small debian"
 command -v mkinitramfs >/dev/null 2>&1 || [ -x /usr/sbin/mkinitramfs ] || FLAVOURS=small
 realos_init
