@@ -200,9 +200,13 @@ render_network (GString *s, const BdmConfig *c)
 {
   if (c->ip == NULL)
     {
+      /* `ifconf -c dhcp`, not `dhcp`: in iPXE `dhcp` is a synonym of a
+       * bare `ifconf`, which also runs IPv6 autoconfiguration and waits
+       * for it; without a router on the LAN its router solicitations time
+       * out only after about 12.7 s, on every boot. */
       g_string_append (s, "echo diskfarm: DHCP on net0\n");
       for (guint r = 0; r < c->retries; r++)
-        g_string_append (s, "dhcp net0 && goto net_ok ||\n");
+        g_string_append (s, "ifconf -c dhcp net0 && goto net_ok ||\n");
       g_string_append (s, "echo diskfarm: DHCP failed\ngoto no_server\n");
     }
   else

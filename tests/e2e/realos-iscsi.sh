@@ -16,8 +16,11 @@
 #   boot 1: both count 1; the OS's writes are in the device's cache (read
 #           through device/<name>), not in vdisk/golden, and the store files'
 #           sha256 is unchanged
-#   boot 2: pc01 counts 1 again (the boot script fetch starts a new boot
-#           generation), pc02 counts 2 (its cache survives reboots)
+#   boot 2: chained (bootstrapsvc --chain-ipxe: the ROM's iPXE loads
+#           undionly.kpxe over TFTP, whose iPXE fetches the script and
+#           writes the iBFT): pc01 counts 1 again (the boot script fetch
+#           starts a new boot generation), pc02 counts 2 (its cache
+#           survives reboots)
 #   device reset: pc01's cache is clean (no counter file in the export),
 #           pc02's persistent cache is kept (2); reset --discard empties it
 # Every boot: no kernel I/O, SCSI or iSCSI error in the OS log.
@@ -33,7 +36,7 @@ FLAVOUR=${1:-small}
 case $FLAVOUR in small|debian) ;; *) e2e_fail "unknown flavour '$FLAVOUR'" ;; esac
 e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc
 [ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
-BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
+BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-400}
 e2e_init
 T=$E2E_TMP
 FARM=$T/farm
@@ -95,11 +98,23 @@ grep -q 'boot.ipxe for pc01' "$T/bs.log" || e2e_fail "pc01 did not fetch boot.ip
 [ "$(realos_store_sum "$FARM")" = "$store0" ] || e2e_fail "the vDisk store changed"
 e2e_pass "$FLAVOUR: PXE -> sanboot -> iBFT login -> root on iSCSI; writes in the caches only"
 
-# ---- boot 2 ------------------------------------------------------------------
+# ---- boot 2: chained through undionly.kpxe -----------------------------------
+# bootstrapsvc --chain-ipxe: the NIC ROM's iPXE gets undionly.kpxe over
+# TFTP first, and the iBFT the OS logs in from is the chained iPXE's
+kill "$REALOS_BS_PID"; wait "$REALOS_BS_PID" 2>/dev/null || true
+realos_bootstrapsvc 10.77.0 "$T/bs-chain.log" --chain-ipxe
 boot_round 2
 realos_check_boot "$T/serial-pc01-2.log" 1
 realos_check_boot "$T/serial-pc02-2.log" 2
-e2e_pass "$FLAVOUR: second boot: server cache starts clean (1), server-persistent keeps it (2)"
+for m in 52:54:00:77:00:01 52:54:00:77:00:02; do
+  grep -q "proxydhcp: $m .* -> [^ ]*undionly.kpxe" "$T/bs-chain.log" ||
+    { grep -a 'tftp\|proxydhcp' "$T/bs-chain.log"; e2e_fail "$m was not offered undionly.kpxe"; }
+done
+[ "$(grep -c 'tftp .*: sent undionly.kpxe' "$T/bs-chain.log")" -ge 2 ] ||
+  e2e_fail "undionly.kpxe not sent over TFTP twice"
+[ "$(grep -c 'boot.ipxe for pc0[12] .* new generation' "$T/bs-chain.log")" -ge 2 ] ||
+  e2e_fail "the chained iPXE did not fetch boot.ipxe with a valid token"
+e2e_pass "$FLAVOUR: chained undionly.kpxe -> iBFT login; server cache starts clean (1), server-persistent keeps it (2)"
 
 df device reset pc01 >/dev/null
 df device reset pc02 >/dev/null

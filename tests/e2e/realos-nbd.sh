@@ -20,7 +20,7 @@ set -eu
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
 e2e_need qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc python3
-BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-200}
+BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-400}
 FLAVOURS="small debian"
 command -v mkinitramfs >/dev/null 2>&1 || [ -x /usr/sbin/mkinitramfs ] || FLAVOURS=small
 realos_init
@@ -37,16 +37,13 @@ df device add nb02 --mac 52:54:00:78:00:02 --vdisk golden --cache server-persist
 df device add nb03 --mac 52:54:00:78:00:03 --vdisk golden --cache server >/dev/null
 store0=$(realos_store_sum "$FARM")
 
-PORT=$(e2e_free_port)
-"$STREAMSVC" --farm "$FARM" --nbd-listen "127.0.0.1:$PORT" --admin-listen none \
+# port 0: the kernel picks a free port (no race with tests running at once)
+"$STREAMSVC" --farm "$FARM" --nbd-listen 127.0.0.1:0 --admin-listen none \
   >"$T/streamsvc.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do
-  grep -q "nbd listening on 127.0.0.1:$PORT" "$T/streamsvc.log" && break
-  sleep 0.1
-done
-grep -q "nbd listening on 127.0.0.1:$PORT" "$T/streamsvc.log" ||
-  e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
+for _ in $(seq 100); do grep -q 'nbd listening on 127.0.0.1:' "$T/streamsvc.log" && break; sleep 0.1; done
+PORT=$(grep -o 'nbd listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+[ -n "$PORT" ] || e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
 
 vm_start() { # NAME MAC FLAVOUR ROUND
   realos_qemu_start "$1" "$T/serial-$1-$4.log" \

@@ -17,7 +17,9 @@
 #   (vdisk/golden and the store files untouched); `vdisk inspect` (libguestfs)
 #   records that the image boots under UEFI only; boot 2 with the vDisk's
 #   EFI loader set (the script then runs `sanboot --filename
-#   \EFI\BOOT\BOOTX64.EFI` after its ${platform} check) counts 1 again.
+#   \EFI\BOOT\BOOTX64.EFI` after its ${platform} check), through qemu's
+#   EFI NIC ROM iPXE instead (efi-virtio.rom: its DHCP says iPXE, ProxyDHCP
+#   gives the script URL, no ipxe.efi), counts 1 again.
 # Usage: realos-uefi.sh [pxe|http].  http: UEFI HTTP boot instead (OVMF's
 # PXE turned off through fw_cfg opt/org.tianocore/IPv4PXESupport and
 # IPv6PXESupport): DHCP vendor class HTTPClient, arch 16 -> ProxyDHCP offers
@@ -103,8 +105,9 @@ for _ in $(seq 100); do grep -q 'is now healthy' "$T/bs.log" && break; sleep 0.1
 grep -q 'is now healthy' "$T/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$T/bs.log")"
 
 REALOS_QEMU_PREFIX="ip netns exec $LAN"
-vm_boot() { # ROUND
-  local log=$T/serial-pc01-$1.log
+vm_boot() { # ROUND [ROM]: ROM: the NIC's own option ROM (qemu's efi-virtio.rom: iPXE)
+  local log=$T/serial-pc01-$1.log rom=romfile=,
+  [ "${2:-}" = ROM ] && rom=
   cp "$OVMF_VARS" "$T/vars-$1.fd"
   local http=()
   [ "$MODE" = http ] && http=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n
@@ -113,7 +116,7 @@ vm_boot() { # ROUND
     -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
     -drive "if=pflash,format=raw,file=$T/vars-$1.fd" \
     -netdev "tap,id=n0,ifname=tap0,script=no,downscript=no" \
-    -device "virtio-net-pci,netdev=n0,mac=52:54:00:78:00:01,romfile=,bootindex=1"
+    -device "virtio-net-pci,netdev=n0,mac=52:54:00:78:00:01,${rom}bootindex=1"
   realos_qemu_wait pc01 "$log" "$BOOT_TIMEOUT" || {
     realos_dump "$log"
     for f in bs ss1 dnsmasq; do echo "--- $f"; tail -15 "$T/$f.log" || true; done
@@ -160,9 +163,16 @@ grep -q '^iseq ${platform} efi || goto wrong_firmware$' "$T/script" &&
   { cat "$T/script"; e2e_fail "the script does not check the firmware or pass the EFI loader"; }
 e2e_pass "UEFI: vdisk inspect records uefi; the script checks \${platform} and sanboots --filename"
 
-# ---- boot 2 ------------------------------------------------------------------
-vm_boot 2
+# ---- boot 2: the NIC ROM's iPXE ---------------------------------------------------
+# qemu's efi-virtio.rom: OVMF runs the NIC's own iPXE (EFI), whose DHCP
+# says iPXE: ProxyDHCP gives it the script URL at once (no ipxe.efi)
+n0=$(grep -c '(arch 7) -> ipxe.efi' "$T/bs.log" || true)
+vm_boot 2 ROM
 realos_check_boot "$T/serial-pc01-2.log" 1
 [ "$(realos_store_sum "$FARM")" = "$store0" ] || e2e_fail "the vDisk store changed"
+grep -q 'proxydhcp: 52:54:00:78:00:01 .*(arch 7, iPXE) -> http://10.78.0.11:80/boot.ipxe' "$T/bs.log" ||
+  { grep proxydhcp "$T/bs.log"; e2e_fail "the NIC ROM's iPXE was not given the script URL"; }
+[ "$(grep -c '(arch 7) -> ipxe.efi' "$T/bs.log" || true)" = "$n0" ] ||
+  e2e_fail "boot 2 went through OVMF's PXE and ipxe.efi, not the NIC ROM's iPXE"
 grep -a 'Booting from SAN' "$T/serial-pc01-2.log" | tr -d '\r' | head -2
-e2e_pass "UEFI: second boot (sanboot --filename): server cache starts clean (1); store untouched"
+e2e_pass "UEFI: second boot (NIC ROM iPXE, sanboot --filename): server cache starts clean (1); store untouched"

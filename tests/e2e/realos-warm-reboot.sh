@@ -28,7 +28,7 @@
 # store files stay unchanged (the seal adds one).  No boot may log a
 # kernel I/O, SCSI or iSCSI error, and at the end streamsvc holds at most
 # one connection per VM from its last boot (the OS's).
-# VMs run $REALOS_PARALLEL at a time (default 4); REALOS_ONLY="wr03 ..."
+# VMs run $REALOS_PARALLEL at a time (default: one per core); REALOS_ONLY="wr03 ..."
 # boots only those (while developing).
 set -eu
 . "$(dirname "$0")/lib/e2e.sh"
@@ -38,8 +38,10 @@ set -eu
 : "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
 e2e_need ip dnsmasq qemu-system-x86_64 nbdcopy debugfs e2fsck sfdisk bc python3 ss
 [ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
-BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-240}
-PARALLEL=${REALOS_PARALLEL:-4}
+BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-360}
+# TCG is CPU bound: one VM per core (4 at once on 2 cores starve the guests
+# into RCU stalls and past the boot timeout)
+PARALLEL=${REALOS_PARALLEL:-$(nproc)}
 e2e_init
 T=$E2E_TMP
 FARM=$T/farm

@@ -192,7 +192,9 @@ test_script (void)
   const char *l = strstr (s, "sanboot --no-describe --drive 0x80");
   g_assert_true (a && b && d && l && a < b && b < d && d < l);
   g_assert_nonnull (strstr (b + 1, "http://10.0.0.2/boot.ipxe"));  /* round 2 */
-  g_assert_nonnull (strstr (s, "dhcp net0"));
+  /* DHCP alone: a bare `dhcp` (= `ifconf`) waits for IPv6 routers too */
+  g_assert_nonnull (strstr (s, "\nifconf -c dhcp net0 && goto net_ok ||\n"));
+  g_assert_null (strstr (s, "\ndhcp "));
   c.gateway = g_strdup ("10.0.0.254");
   g_assert_false (bdm_config_check (&c, &err));         /* gateway w/o ip */
   g_clear_error (&err);

@@ -1,5 +1,6 @@
 # README: tests/e2e/lib/e2e.sh: shared e2e helpers, sourced by tests/e2e/*.sh:
-#   e2e_init (temp dir $E2E_TMP + cleanup trap), e2e_need TOOL..., e2e_free_port,
+#   e2e_init (temp dir $E2E_TMP under ${TMPDIR:-/tmp} + cleanup trap),
+#   e2e_need TOOL..., e2e_free_port,
 #   e2e_start_tgt PORT IQN LUN1-FILE (tgtd on 127.0.0.1:PORT, private control port),
 #   e2e_qemu_boot LOG TIMEOUT MARKER -- QEMU-ARGS... (TCG, serial to LOG, user net,
 #   waits for MARKER), e2e_make_test_disk OUT [MARKER] (the test MBR, see testmbr.sh),
@@ -28,7 +29,8 @@ e2e_cleanup() {
 }
 
 e2e_init() {
-  E2E_TMP=$(mktemp -d /tmp/df-e2e.XXXXXX)
+  # under $TMPDIR when set (its path must be searchable by the diskfarm user)
+  E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/df-e2e.XXXXXX")
   # Daemons started as root drop to the diskfarm user `diskfarm init`
   # gives the farm to: it must be able to search its way to the farm.
   chmod 711 "$E2E_TMP"

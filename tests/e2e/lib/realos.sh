@@ -10,6 +10,8 @@
 #   number of lines, or "none"), realos_store_sum FARM (sha256 of every vDisk store file),
 #   realos_store_kept FARM SUMS (every file of an earlier sum unchanged),
 #   realos_lan_daemons NET (streamsvc + bootstrapsvc on an e2e_lan LAN),
+#   realos_bootstrapsvc NET LOG [OPTION...] (bootstrapsvc alone, e.g. again
+#   with --chain-ipxe after `kill $REALOS_BS_PID`),
 #   warm reboots: REALOS_WARM=1 realos_qemu_start (-no-shutdown, HMP
 #   monitor), realos_warm_reset NAME LOG, realos_warm_wait NAME LOG N
 #   TIMEOUT, realos_boot_log LOG NAME N OUT (the serial output of boot N).
@@ -153,11 +155,21 @@ realos_lan_daemons() {
   E2E_PIDS="$E2E_PIDS $!"
   for _ in $(seq 100); do grep -q 'iscsi listening' "$t/ss1.log" && break; sleep 0.1; done
   grep -q 'iscsi listening' "$t/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$t/ss1.log")"
+  realos_bootstrapsvc "$net" "$t/bs.log"
+}
+
+# realos_bootstrapsvc NET LOG [OPTION...]: bootstrapsvc in $E2E_BS1 at
+# NET.11 with OPTIONs (-v, so the log names every file it sends), log LOG,
+# healthy; its PID in E2E_PIDS and REALOS_BS_PID (stop it before another).
+realos_bootstrapsvc() {
+  local net=$1 log=$2
+  shift 2
   ip netns exec "$E2E_BS1" "$BOOTSTRAPSVC" --farm "$FARM" --address "$net.11" \
-    --interface eth0 --health-interval 500 >"$t/bs.log" 2>&1 &
+    --interface eth0 --health-interval 500 -v "$@" >"$log" 2>&1 &
+  REALOS_BS_PID=$!
   E2E_PIDS="$E2E_PIDS $!"
-  for _ in $(seq 100); do grep -q 'is now healthy' "$t/bs.log" && break; sleep 0.1; done
-  grep -q 'is now healthy' "$t/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$t/bs.log")"
+  for _ in $(seq 100); do grep -q 'is now healthy' "$log" && break; sleep 0.1; done
+  grep -q 'is now healthy' "$log" || e2e_fail "bootstrapsvc not healthy: $(cat "$log")"
 }
 
 # realos_hmp NAME COMMAND...: HMP commands, in order, on the monitor of a
