@@ -478,6 +478,30 @@ chain_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
   return 0;
 }
 
+/* A DATA run inside its file is sent from it (the files of a chain are
+ * never written while it is open); the rest is copied: zeros, compressed
+ * clusters, data past the end of a short file (read as zeros). */
+static int
+chain_span (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
+            int *err)
+{
+  Chain *c = (Chain *) b;
+  const DfRun *r = &c->runs[runs_find (c->runs, c->n_runs, offset)];
+  uint64_t in = offset - r->guest;
+  uint32_t n = (uint32_t) MIN ((uint64_t) count, r->length - in);
+
+  (void) err;
+  *span = (df_blk_span) { NULL, -1, 0, n };
+  if (r->kind == DF_RUN_DATA
+      && r->host + in + n <= c->layers[r->file].file_size)
+    {
+      span->owner = df_blk_ref (b);
+      span->fd = c->fds[r->file];
+      span->offset = r->host + in;
+    }
+  return 0;
+}
+
 static uint32_t
 run_flags (const DfRun *r)
 {
@@ -535,6 +559,7 @@ static const df_blk_ops chain_ops = {
   .name = "qcow2-chain",
   .pread = chain_pread,
   .extents = chain_extents,
+  .span = chain_span,
   .destroy = chain_destroy,
 };
 
