@@ -29,7 +29,18 @@ for v in $(seq 1 6); do
     cmds+=(-c "write -P $((v + 100)) $(( ((v * 7919 + k * 131) % (mib * 256)) * 4096 )) 4k")
     cmds+=(-c "write -P $((v + 200)) $(( ((v * 104729 + k * 977) % (mib * 256)) * 4096 + 512 )) 70000")
   done
-  qemu-io -f raw "${cmds[@]}" -c flush "$(uri device/mnt)" >/dev/null
+  # the previous version's session and seal may still be closing on the
+  # server: its maintenance export refuses a second opener meanwhile
+  for try in $(seq 50); do
+    qemu-io -f raw "${cmds[@]}" -c flush "$(uri device/mnt)" >/dev/null 2>"$T/qio.err" && break
+    grep -q 'already open' "$T/qio.err" || { cat "$T/qio.err"; fail "qemu-io on device/mnt"; }
+    [ "$try" -lt 50 ] || fail "device/mnt still open after 5 s"
+    sleep 0.1
+  done
+  for _ in $(seq 100); do
+    grep -q "session closed: export device/mnt .* version $v " "$T/streamsvc.log" && break
+    sleep 0.1
+  done
   df version seal chain >/dev/null
 done
 top=$(ls "$FARM"/store/chain/chain.*.qcow2 | sort -t. -k2 -n | tail -1)
