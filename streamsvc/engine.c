@@ -8,10 +8,9 @@
 /* Bytes read from a span for a sink that takes only bytes, per call. */
 #define SPAN_COPY_CHUNK (64u * 1024)
 
-/* Send span through sink as bytes (at most SPAN_COPY_CHUNK).  Returns as
- * the sink; -1 also when the file cannot be read. */
-static gssize
-span_copy (const DfEngineSpan *span, DfEngineSink sink, void *opaque)
+gssize
+df_engine_span_copy (const DfEngineSpan *span, DfEngineSink sink,
+                     void *opaque)
 {
   uint8_t buf[SPAN_COPY_CHUNK];
   size_t len = MIN (span->length, sizeof buf);
@@ -46,7 +45,7 @@ pump_one (DfEngineConn *e, DfEngineSink sink, DfEngineSpanSink span_sink,
       return 0;
     }
   return span_sink != NULL ? span_sink (opaque, &span)
-                           : span_copy (&span, sink, opaque);
+                           : df_engine_span_copy (&span, sink, opaque);
 }
 
 bool

@@ -284,6 +284,11 @@ typedef gssize (*DfEngineSpanSink) (void *opaque, const DfEngineSpan *span);
  * could not be read); true when all is sent or the sink is full. */
 bool df_engine_pump_spans (DfEngineConn *e, DfEngineSink sink,
                            DfEngineSpanSink span_sink, void *opaque);
+/* Send up to 64 KiB of span through sink as bytes (read with pread): the
+ * span sink of a transport whose socket cannot take a file.  Returns as
+ * sink; -1 also when the file cannot be read. */
+gssize df_engine_span_copy (const DfEngineSpan *span, DfEngineSink sink,
+                            void *opaque);
 /* df_engine_pump_spans without a span sink. */
 bool df_engine_pump (DfEngineConn *e, DfEngineSink sink, void *opaque);
 

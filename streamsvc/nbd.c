@@ -259,7 +259,8 @@ spans_drop_from (nbd_conn *c, guint i)
 
 /* Queue span (its owner reference is taken over) after the bytes queued
  * so far; it joins the last span when it continues it in the same file
- * with no bytes between. */
+ * with no bytes between (so only a span of the same reply: every reply
+ * starts with header bytes, which out_rollback relies on). */
 static void
 queue_span (nbd_conn *c, df_blk_span *span)
 {

@@ -201,6 +201,8 @@ sendfile_sink (void *opaque, const DfEngineSpan *span)
                  sc->client);
       return -1;
     }
+  if (errno == EINVAL || errno == ENOSYS)
+    return df_engine_span_copy (span, send_sink, opaque); /* no sendfile */
   return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
