@@ -1,34 +1,83 @@
 /* streamsvc: the one engine-driving loop (see engine.h). */
 #include "engine.h"
 
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Bytes read from a span for a sink that takes only bytes, per call. */
+#define SPAN_COPY_CHUNK (64u * 1024)
+
+gssize
+df_engine_span_copy (const DfEngineSpan *span, DfEngineSink sink,
+                     void *opaque)
+{
+  uint8_t buf[SPAN_COPY_CHUNK];
+  size_t len = MIN (span->length, sizeof buf);
+  ssize_t r;
+
+  if (sink == NULL)
+    return (gssize) span->length;
+  do
+    r = pread (span->fd, buf, len, (off_t) span->offset);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0)
+    return -1; /* the span was checked to lie inside its file */
+  return sink (opaque, buf, (size_t) r);
+}
+
+/* Send the next piece of output (bytes or a span) that is there.
+ * Returns as the sinks; *none set when there is no output. */
+static gssize
+pump_one (DfEngineConn *e, DfEngineSink sink, DfEngineSpanSink span_sink,
+          void *opaque, bool *none)
+{
+  size_t len;
+  const uint8_t *out = df_engine_output (e, &len);
+  DfEngineSpan span;
+
+  *none = false;
+  if (len > 0)
+    return sink != NULL ? sink (opaque, out, len) : (gssize) len;
+  if (!df_engine_output_span (e, &span))
+    {
+      *none = true;
+      return 0;
+    }
+  return span_sink != NULL ? span_sink (opaque, &span)
+                           : df_engine_span_copy (&span, sink, opaque);
+}
 
 bool
-df_engine_pump (DfEngineConn *e, DfEngineSink sink, void *opaque)
+df_engine_pump_spans (DfEngineConn *e, DfEngineSink sink,
+                      DfEngineSpanSink span_sink, void *opaque)
 {
   for (;;)
     {
-      size_t len;
-      const uint8_t *out = df_engine_output (e, &len);
-      gssize n;
+      bool none;
+      gssize n = pump_one (e, sink, span_sink, opaque, &none);
 
-      if (len == 0)
+      if (none)
         {
           if (!df_engine_has_work (e))
             return true;
           df_engine_process (e);
-          if (df_engine_output (e, &len), len == 0)
+          if (!df_engine_output_pending (e))
             return true;
           continue;
         }
-      n = sink != NULL ? sink (opaque, out, len) : (gssize) len;
       if (n < 0)
         return false;
       if (n == 0)
         return true;
-      g_assert ((size_t) n <= len);
       df_engine_output_consume (e, (size_t) n);
     }
+}
+
+bool
+df_engine_pump (DfEngineConn *e, DfEngineSink sink, void *opaque)
+{
+  return df_engine_pump_spans (e, sink, NULL, opaque);
 }
 
 bool

@@ -46,6 +46,14 @@ typedef struct {
   guint64 messages; /* complete messages taken from the input so far */
 } DfEngineProgress;
 
+/* Output to send from a file rather than from the engine's buffer
+ * (sendfile): length bytes of fd at offset. */
+typedef struct {
+  int fd;
+  uint64_t offset;
+  size_t length;
+} DfEngineSpan;
+
 typedef struct {
   const char *name; /* "nbd", "iscsi" */
   /* Room to read into (*room >= 1); valid until the next call on e. */
@@ -59,6 +67,16 @@ typedef struct {
   /* Pending output (borrowed until the next call); *len 0: nothing. */
   const uint8_t *(*output) (DfEngineConn *e, size_t *len);
   void (*output_consume) (DfEngineConn *e, size_t n);
+  /* The output is a sequence of buffered bytes and file spans (NULL: only
+   * bytes).  output gives the bytes up to the next span; when it gives
+   * none and output_span returns true, the next span->length bytes are
+   * span's (borrowed until the next call), consumed with output_consume.
+   * Only an engine its transport allowed to (nbd_conn_set_splice) queues
+   * spans; df_engine_pump copies them for a sink that cannot take them. */
+  bool (*output_span) (DfEngineConn *e, DfEngineSpan *span);
+  /* A span follows the bytes output gives (the transport may hold them
+   * back to go out with it: MSG_MORE). */
+  bool (*span_follows) (const DfEngineConn *e);
   /* Close once the output is drained. */
   bool (*should_close) (const DfEngineConn *e);
   /* Where the connection stands (see DfEngineProgress). */
@@ -98,6 +116,12 @@ struct DfEngineConn {
  * tls_wanted and tls_started are the engine's own thunks for its clock and
  * its in-band TLS, or NULL. */
 #define DF_ENGINE_DEFINE(T, name_, tick_, tls_wanted_, tls_started_)         \
+  DF_ENGINE_DEFINE_SPANS (T, name_, tick_, tls_wanted_, tls_started_, NULL,  \
+                          NULL)
+/* The same for an engine whose output has file spans: output_span_ and
+ * span_follows_ are its thunks (DfEngineOps). */
+#define DF_ENGINE_DEFINE_SPANS(T, name_, tick_, tls_wanted_, tls_started_,  \
+                               output_span_, span_follows_)                 \
   static uint8_t *eng_input_space (DfEngineConn *e, size_t *room)            \
   {                                                                          \
     return T##_input_space (DF_ENGINE_CONN (T, e), room);                    \
@@ -142,6 +166,8 @@ struct DfEngineConn {
     .has_work = eng_has_work,                                                \
     .output = eng_output,                                                    \
     .output_consume = eng_output_consume,                                    \
+    .output_span = output_span_,                                             \
+    .span_follows = span_follows_,                                           \
     .should_close = eng_should_close,                                        \
     .progress = eng_progress,                                                \
     .tick = tick_,                                                           \
@@ -179,6 +205,27 @@ static inline void
 df_engine_output_consume (DfEngineConn *e, size_t n)
 {
   e->ops->output_consume (e, n);
+}
+/* false when the next output is not a span (or there is none). */
+static inline bool
+df_engine_output_span (DfEngineConn *e, DfEngineSpan *span)
+{
+  return e->ops->output_span != NULL && e->ops->output_span (e, span);
+}
+static inline bool
+df_engine_span_follows (const DfEngineConn *e)
+{
+  return e->ops->span_follows != NULL && e->ops->span_follows (e);
+}
+/* Output of either kind is waiting. */
+static inline bool
+df_engine_output_pending (DfEngineConn *e)
+{
+  size_t len;
+  DfEngineSpan span;
+
+  e->ops->output (e, &len);
+  return len > 0 || df_engine_output_span (e, &span);
 }
 static inline bool
 df_engine_should_close (const DfEngineConn *e)
@@ -226,10 +273,23 @@ df_engine_free (DfEngineConn *e)
 typedef gssize (*DfEngineSink) (void *opaque, const uint8_t *buf,
                                 size_t len);
 
+/* Where file spans go: sends up to span->length bytes of the span and
+ * returns as DfEngineSink. */
+typedef gssize (*DfEngineSpanSink) (void *opaque, const DfEngineSpan *span);
+
 /* Hand the pending output to sink, running the work the engine held back
  * for backpressure each time the output empties.  sink NULL discards the
- * output.  Returns false when the sink failed; true when all is sent or
- * the sink is full. */
+ * output.  Spans go to span_sink; span_sink NULL: they are read (pread)
+ * and go to sink as bytes.  Returns false when a sink failed (or a span
+ * could not be read); true when all is sent or the sink is full. */
+bool df_engine_pump_spans (DfEngineConn *e, DfEngineSink sink,
+                           DfEngineSpanSink span_sink, void *opaque);
+/* Send up to 64 KiB of span through sink as bytes (read with pread): the
+ * span sink of a transport whose socket cannot take a file.  Returns as
+ * sink; -1 also when the file cannot be read. */
+gssize df_engine_span_copy (const DfEngineSpan *span, DfEngineSink sink,
+                            void *opaque);
+/* df_engine_pump_spans without a span sink. */
 bool df_engine_pump (DfEngineConn *e, DfEngineSink sink, void *opaque);
 
 /* Feed len bytes as a transport would: through input_space in the pieces

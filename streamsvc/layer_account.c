@@ -96,6 +96,21 @@ account_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
                   err);
 }
 
+/* A span sent from a file is a read of its length; a copy span is
+ * accounted by the pread that copies it. */
+static int
+account_span (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
+              int *err)
+{
+  AccountLayer *l = (AccountLayer *) b;
+  uint64_t t0 = now_ns ();
+  int r = df_blk_span_of (l->blk.next, count, offset, span, err);
+
+  if (r < 0 || span->fd >= 0)
+    account (l, DF_OP_READ, r < 0 ? 0 : span->length, t0, r, err);
+  return r;
+}
+
 static const df_blk_ops account_ops = {
   .name = "account",
   .pread = account_pread,
@@ -104,6 +119,7 @@ static const df_blk_ops account_ops = {
   .trim = account_trim,
   .zero = account_zero,
   .extents = account_extents,
+  .span = account_span,
   /* destroy: the default of a filter (unref next, free) */
 };
 

@@ -101,6 +101,10 @@ enum {
 /* Structured reads at least this long are split into data and hole
  * chunks; shorter ones go as one data chunk (cheaper than a map lookup). */
 #define SPARSE_READ_MIN  (64u * 1024)
+/* Reads at least this long go as file spans when the transport takes
+ * them (nbd_conn_set_splice); shorter ones are copied: one send of many
+ * small replies costs less than a sendfile each. */
+#define SPLICE_READ_MIN  (32u * 1024)
 /* At most this many descriptors in one BLOCK_STATUS reply. */
 #define MAX_EXTENTS      4096u
 /* Input room offered per read: what the current message still needs, at
@@ -217,7 +221,85 @@ struct nbd_conn {
                             * drop unbuffered */
   guint64 messages;        /* complete messages taken from c->in */
   GArray *runs;            /* nbd_run scratch, reused across requests */
+  /* The output is c->out's bytes with file spans between them (engine.h
+   * output_span): spans[span_head..] in order, each sent when the bytes
+   * of c->out before its "at" are.  The array is reused (emptied, never
+   * freed, while the conn lives). */
+  bool splice;             /* the transport sends spans (set_splice) */
+  GArray *spans;           /* out_span */
+  guint span_head;
+  uint64_t out_sent;       /* bytes of c->out consumed so far */
+  uint64_t span_bytes;     /* bytes of the spans queued */
 };
+
+/* A file span of the output after the first "at" bytes of c->out's
+ * stream (counted from the start of the connection). */
+typedef struct {
+  uint64_t at;
+  df_blk_span span; /* owns its owner reference */
+} out_span;
+
+/* Release the spans from index i on (a reply taken back, the end). */
+static void
+spans_drop_from (nbd_conn *c, guint i)
+{
+  for (guint k = i; k < c->spans->len; k++)
+    {
+      out_span *o = &g_array_index (c->spans, out_span, k);
+      c->span_bytes -= o->span.length;
+      df_blk_span_release (&o->span);
+    }
+  g_array_set_size (c->spans, i);
+  if (c->span_head == c->spans->len)
+    {
+      g_array_set_size (c->spans, 0);
+      c->span_head = 0;
+    }
+}
+
+/* Queue span (its owner reference is taken over) after the bytes queued
+ * so far; it joins the last span when it continues it in the same file
+ * with no bytes between (so only a span of the same reply: every reply
+ * starts with header bytes, which out_rollback relies on). */
+static void
+queue_span (nbd_conn *c, df_blk_span *span)
+{
+  uint64_t at = c->out_sent + buf_len (&c->out);
+  out_span *last = c->spans->len > c->span_head
+    ? &g_array_index (c->spans, out_span, c->spans->len - 1) : NULL;
+
+  c->span_bytes += span->length;
+  if (last != NULL && last->at == at && last->span.fd == span->fd
+      && last->span.offset + last->span.length == span->offset
+      && (uint64_t) last->span.length + span->length <= UINT32_MAX)
+    {
+      last->span.length += span->length;
+      df_blk_span_release (span);
+      return;
+    }
+  g_array_append_val (c->spans, ((out_span) { at, *span }));
+}
+
+/* Where the output stood before a reply, to take the reply back when it
+ * fails half way.  (A length, not a pointer: appending may compact.) */
+typedef struct {
+  size_t len;
+  guint spans;
+} out_mark;
+
+static out_mark
+out_mark_now (const nbd_conn *c)
+{
+  return (out_mark) { buf_len (&c->out), c->spans->len };
+}
+
+static void
+out_rollback (nbd_conn *c, const out_mark *m)
+{
+  g_assert (m->len <= buf_len (&c->out));
+  c->out.end = c->out.start + m->len;
+  spans_drop_from (c, MAX (m->spans, c->span_head));
+}
 
 static const char *const state_names[] = {
   [NBD_STATE_SEND_GREETING] = "SEND_GREETING",
@@ -303,7 +385,20 @@ eng_tls_started (DfEngineConn *e, const char *identity)
 }
 
 /* No clock: TCP keepalive finds dead peers. */
-DF_ENGINE_DEFINE (nbd_conn, "nbd", NULL, eng_tls_wanted, eng_tls_started)
+static bool
+eng_output_span (DfEngineConn *e, DfEngineSpan *span)
+{
+  return nbd_conn_output_span (DF_ENGINE_CONN (nbd_conn, e), span);
+}
+
+static bool
+eng_span_follows (const DfEngineConn *e)
+{
+  return nbd_conn_span_follows (DF_ENGINE_CONN_CONST (nbd_conn, e));
+}
+
+DF_ENGINE_DEFINE_SPANS (nbd_conn, "nbd", NULL, eng_tls_wanted,
+                        eng_tls_started, eng_output_span, eng_span_follows)
 
 DfEngineConn *
 nbd_conn_engine (nbd_conn *c)
@@ -322,6 +417,7 @@ nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client)
   c->fd = -1;
   c->session = df_session_start (ss, "nbd", client);
   c->runs = g_array_new (FALSE, FALSE, sizeof (nbd_run));
+  c->spans = g_array_new (FALSE, FALSE, sizeof (out_span));
   c->in.shrink_above = IN_SHRINK_ABOVE;
   c->out.shrink_above = OUT_SHRINK_ABOVE;
   send_greeting (c);
@@ -353,11 +449,19 @@ nbd_conn_free (nbd_conn *c)
   df_session_end (c->session);
   buf_clear (&c->in);
   buf_clear (&c->out);
+  spans_drop_from (c, c->span_head);
+  g_array_unref (c->spans);
   g_array_unref (c->runs);
   g_free (c->meta_export);
   g_free (c->tls_identity);
   g_free (c->client);
   g_free (c);
+}
+
+void
+nbd_conn_set_splice (nbd_conn *c, bool on)
+{
+  c->splice = on;
 }
 
 void
@@ -460,17 +564,76 @@ nbd_conn_input_commit (nbd_conn *c, size_t n)
   c->in.end += n;
 }
 
+/* The first queued span, NULL when none. */
+static out_span *
+span_head (nbd_conn *c)
+{
+  return c->span_head < c->spans->len
+           ? &g_array_index (c->spans, out_span, c->span_head)
+           : NULL;
+}
+
 const uint8_t *
 nbd_conn_output (nbd_conn *c, size_t *len)
 {
+  const out_span *h = span_head (c);
+
   *len = buf_len (&c->out);
+  if (h != NULL)
+    *len = (size_t) MIN ((uint64_t) *len, h->at - c->out_sent);
   return *len > 0 ? c->out.data + c->out.start : c->out.data;
+}
+
+bool
+nbd_conn_output_span (nbd_conn *c, DfEngineSpan *span)
+{
+  const out_span *h = span_head (c);
+
+  if (h == NULL || h->at != c->out_sent)
+    return false;
+  *span = (DfEngineSpan) { h->span.fd, h->span.offset, h->span.length };
+  return true;
+}
+
+bool
+nbd_conn_span_follows (const nbd_conn *c)
+{
+  return c->span_head < c->spans->len
+         && g_array_index (c->spans, out_span, c->span_head).at
+              > c->out_sent;
 }
 
 void
 nbd_conn_output_consume (nbd_conn *c, size_t n)
 {
-  buf_consume (&c->out, n);
+  out_span *h = span_head (c);
+
+  if (h == NULL || h->at != c->out_sent)
+    {
+      g_assert (h == NULL || n <= h->at - c->out_sent);
+      buf_consume (&c->out, n);
+      c->out_sent += n;
+      return;
+    }
+  g_assert (n <= h->span.length);
+  h->span.offset += n;
+  h->span.length -= (uint32_t) n;
+  c->span_bytes -= n;
+  if (h->span.length > 0)
+    return;
+  df_blk_span_release (&h->span);
+  if (++c->span_head == c->spans->len)
+    {
+      g_array_set_size (c->spans, 0); /* keeps its allocation */
+      c->span_head = 0;
+    }
+}
+
+/* Output waiting, bytes and spans. */
+static uint64_t
+out_pending (const nbd_conn *c)
+{
+  return buf_len (&c->out) + c->span_bytes;
 }
 
 void
@@ -1081,18 +1244,28 @@ simple_reply (nbd_conn *c, const nbd_req *rq, uint32_t error)
   df_put_be64 (p + 8, rq->cookie);
 }
 
-static uint8_t *
-chunk_start (nbd_conn *c, const nbd_req *rq, uint16_t flags, uint16_t type,
-             uint32_t len)
+/* A chunk header announcing len payload bytes, which the caller queues
+ * next. */
+static void
+chunk_header (nbd_conn *c, const nbd_req *rq, uint16_t flags, uint16_t type,
+              uint32_t len)
 {
-  uint8_t *p = buf_append (&c->out, CHUNK_HEADER_LEN + (size_t) len);
+  uint8_t *p = buf_append (&c->out, CHUNK_HEADER_LEN);
 
   df_put_be32 (p, NBD_STRUCTURED_MAGIC);
   df_put_be16 (p + 4, flags);
   df_put_be16 (p + 6, type);
   df_put_be64 (p + 8, rq->cookie);
   df_put_be32 (p + 16, len);
-  return p + CHUNK_HEADER_LEN;
+}
+
+/* A chunk header and room for its len payload bytes (returned). */
+static uint8_t *
+chunk_start (nbd_conn *c, const nbd_req *rq, uint16_t flags, uint16_t type,
+             uint32_t len)
+{
+  chunk_header (c, rq, flags, type, len);
+  return buf_append (&c->out, len);
 }
 
 static const char *
@@ -1156,35 +1329,59 @@ errno_to_nbd (int err)
  * error code without queueing anything (the caller replies). */
 typedef uint32_t (*nbd_cmd_fn) (nbd_conn *c, const nbd_req *rq);
 
+/* Queue len bytes of the export at off: read straight into the output
+ * buffer or, when the transport sends file spans and the read is large,
+ * as spans of the immutable files holding them (blk.h df_blk_span), the
+ * rest read.  Nothing is allocated once the buffers have grown. */
+static int
+queue_data (nbd_conn *c, uint64_t off, uint32_t len, int *err)
+{
+  if (!c->splice || c->tls_active || len < SPLICE_READ_MIN)
+    return df_blk_pread (c->blk, buf_append (&c->out, len), len, off, err);
+  while (len > 0)
+    {
+      df_blk_span sp;
+
+      if (df_blk_span_of (c->blk, len, off, &sp, err) < 0)
+        return -1;
+      if (sp.fd >= 0)
+        queue_span (c, &sp);
+      else if (df_blk_pread (c->blk, buf_append (&c->out, sp.length),
+                             sp.length, off, err) < 0)
+        return -1;
+      off += sp.length;
+      len -= sp.length;
+    }
+  return 0;
+}
+
 static uint32_t
 read_simple (nbd_conn *c, const nbd_req *rq)
 {
-  size_t mark = c->out.end;
-  uint8_t *p = buf_append (&c->out, SIMPLE_REPLY_LEN + (size_t) rq->count);
+  out_mark mark = out_mark_now (c);
+  uint8_t *p = buf_append (&c->out, SIMPLE_REPLY_LEN);
   int err = 0;
 
   df_put_be32 (p, NBD_SIMPLE_MAGIC);
   df_put_be32 (p + 4, 0);
   df_put_be64 (p + 8, rq->cookie);
-  if (df_blk_pread (c->blk, p + SIMPLE_REPLY_LEN, rq->count, rq->offset,
-                    &err) < 0)
+  if (queue_data (c, rq->offset, rq->count, &err) < 0)
     {
-      c->out.end = mark;
+      out_rollback (c, &mark);
       return errno_to_nbd (err);
     }
   return 0;
 }
 
-/* One OFFSET_DATA chunk read straight into the output buffer. */
+/* One OFFSET_DATA chunk (queue_data). */
 static int
 data_chunk (nbd_conn *c, const nbd_req *rq, uint64_t off, uint32_t len,
             bool done, int *err)
 {
-  uint8_t *p = chunk_start (c, rq, done ? NBD_REPLY_FLAG_DONE : 0,
-                            NBD_REPLY_TYPE_OFFSET_DATA, 8 + len);
-
-  df_put_be64 (p, off);
-  return df_blk_pread (c->blk, p + 8, len, off, err);
+  chunk_header (c, rq, done ? NBD_REPLY_FLAG_DONE : 0,
+                NBD_REPLY_TYPE_OFFSET_DATA, 8 + len);
+  df_put_be64 (buf_append (&c->out, 8), off);
+  return queue_data (c, off, len, err);
 }
 
 static void
@@ -1270,7 +1467,7 @@ collect_runs (nbd_conn *c, df_blk *b, uint64_t offset, uint64_t count,
 static uint32_t
 read_sparse (nbd_conn *c, const nbd_req *rq)
 {
-  size_t mark = c->out.end;
+  out_mark mark = out_mark_now (c);
   int err = 0;
   uint64_t covered = 0;
 
@@ -1297,7 +1494,7 @@ read_sparse (nbd_conn *c, const nbd_req *rq)
         hole_chunk (c, rq, r->offset, r->length, done);
       else if (data_chunk (c, rq, r->offset, r->length, done, &err) < 0)
         {
-          c->out.end = mark;
+          out_rollback (c, &mark);
           return errno_to_nbd (err);
         }
     }
@@ -1307,7 +1504,7 @@ read_sparse (nbd_conn *c, const nbd_req *rq)
 static uint32_t
 nbd_cmd_read (nbd_conn *c, const nbd_req *rq)
 {
-  size_t mark = c->out.end;
+  out_mark mark = out_mark_now (c);
   int err = 0;
 
   if (!c->structured)
@@ -1316,7 +1513,7 @@ nbd_cmd_read (nbd_conn *c, const nbd_req *rq)
     {
       if (data_chunk (c, rq, rq->offset, rq->count, true, &err) < 0)
         {
-          c->out.end = mark;
+          out_rollback (c, &mark);
           return errno_to_nbd (err);
         }
       return 0;
@@ -1606,7 +1803,7 @@ void
 nbd_conn_process (nbd_conn *c)
 {
   while (c->state != NBD_STATE_CLOSED && nbd_conn_has_work (c)
-         && buf_len (&c->out) < NBD_OUTPUT_HIGH_WATER)
+         && out_pending (c) < NBD_OUTPUT_HIGH_WATER)
     {
       switch (c->state)
         {

@@ -6,7 +6,10 @@
  * which it wraps.
  *
  * The greeting is queued by nbd_conn_new.  Replies to reads are built by
- * reading the block layer straight into the output buffer (no extra copy).
+ * reading the block layer straight into the output buffer (no extra copy)
+ * or, once the transport allows it (nbd_conn_set_splice), large ones as
+ * spans of the immutable files that hold them, which the transport sends
+ * without copying (sendfile).
  * nbd_conn_process stops early when the output backlog is large; call it
  * again after draining (nbd_conn_has_work tells whether it has more to do).
  *
@@ -52,6 +55,10 @@ nbd_conn *nbd_conn_new (DfExports *ex, DfSessions *ss, const char *client);
  * the identity opens only what df_exports_authorize allows.  Only a
  * transport that runs the handshake (server.c) may set on or require. */
 void nbd_conn_set_tls (nbd_conn *c, DfTlsMode mode);
+/* The transport sends the output's file spans itself (engine.h
+ * output_span; server.c: sendfile on a plain socket).  Default off: every
+ * byte is in the output buffer.  Once TLS is up the conn copies again. */
+void nbd_conn_set_splice (nbd_conn *c, bool on);
 /* The connection's socket (server.c), so that a fenced export can shut it
  * down (df_export_shutdown_when_fenced).  Optional: -1 by default. */
 void nbd_conn_set_fd (nbd_conn *c, int fd);
@@ -85,7 +92,12 @@ bool nbd_conn_has_work (const nbd_conn *c);
 /* Pending output (borrowed, valid until the next call on c); *len 0 when
  * there is nothing to send. */
 const uint8_t *nbd_conn_output (nbd_conn *c, size_t *len);
-/* n bytes of the pending output were sent. */
+/* When nbd_conn_output gives no bytes: true and *span when a file span
+ * is next (engine.h output_span). */
+bool nbd_conn_output_span (nbd_conn *c, DfEngineSpan *span);
+/* A span follows the bytes nbd_conn_output gives. */
+bool nbd_conn_span_follows (const nbd_conn *c);
+/* n bytes of the pending output (bytes or the span) were sent. */
 void nbd_conn_output_consume (nbd_conn *c, size_t n);
 
 /* True when the engine wants the connection closed once the output is

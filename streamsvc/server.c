@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -174,9 +175,34 @@ send_sink (void *opaque, const uint8_t *buf, size_t len)
 
   if (sc->tls != NULL)
     return df_tls_conn_write (sc->tls, buf, len);
-  n = send (sc->fd, buf, len, MSG_NOSIGNAL);
+  /* a reply header whose data goes from a file next: one segment */
+  n = send (sc->fd, buf, len,
+            MSG_NOSIGNAL | (df_engine_span_follows (sc->eng) ? MSG_MORE : 0));
   if (n >= 0)
     return n;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+}
+
+/* A file span of the output straight from the page cache to the socket
+ * (engine.h DfEngineSpanSink; plain sockets only). */
+static gssize
+sendfile_sink (void *opaque, const DfEngineSpan *span)
+{
+  const srv_conn *sc = opaque;
+  off_t off = (off_t) span->offset;
+  ssize_t n = sendfile (sc->fd, span->fd, &off, span->length);
+
+  if (n > 0)
+    return n;
+  if (n == 0)
+    {
+      /* the span lies inside its file (blk.h): the file shrank */
+      g_warning ("connection from %s: sendfile: unexpected end of file",
+                 sc->client);
+      return -1;
+    }
+  if (errno == EINVAL || errno == ENOSYS)
+    return df_engine_span_copy (span, send_sink, opaque); /* no sendfile */
   return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
@@ -185,7 +211,8 @@ send_sink (void *opaque, const uint8_t *buf, size_t len)
 static bool
 conn_flush (srv_conn *sc)
 {
-  return df_engine_pump (sc->eng, send_sink, sc);
+  return df_engine_pump_spans (sc->eng, send_sink,
+                               sc->tls == NULL ? sendfile_sink : NULL, sc);
 }
 
 /* Read what is there, run the engine.  false: close the connection. */
@@ -250,14 +277,14 @@ conn_start_tls (DfStreamServer *s, srv_conn *sc)
 /* After reading: send, start TLS when asked, and read what TLS already
  * decrypted (the socket will not signal it).  false: drop. */
 static bool
-conn_pump (worker *w, srv_conn *sc, size_t *pending)
+conn_pump (worker *w, srv_conn *sc, bool *pending)
 {
   for (;;)
     {
       if (!conn_flush (sc))
         return false;
-      df_engine_output (sc->eng, pending);
-      if (*pending > 0 || sc->handshaking)
+      *pending = df_engine_output_pending (sc->eng);
+      if (*pending || sc->handshaking)
         return true;
       if (df_engine_should_close (sc->eng))
         return false;
@@ -280,20 +307,18 @@ conn_pump (worker *w, srv_conn *sc, size_t *pending)
 static bool
 conn_readable (srv_conn *sc, uint32_t ev)
 {
-  size_t pending;
-
   if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
     return true;
   if (sc->tls == NULL || !(ev & EPOLLOUT))
     return false;
-  df_engine_output (sc->eng, &pending);
-  return pending == 0 && df_tls_conn_want_write (sc->tls);
+  return !df_engine_output_pending (sc->eng)
+         && df_tls_conn_want_write (sc->tls);
 }
 
 static void
 conn_event (worker *w, srv_conn *sc, uint32_t ev)
 {
-  size_t pending;
+  bool pending;
   bool tls_write;
 
   if (sc->handshaking && !conn_handshake (sc))
@@ -315,7 +340,7 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
   /* Backpressure: stop reading while replies are queued (or TLS waits
    * for the socket to take its bytes). */
   tls_write = sc->tls != NULL && df_tls_conn_want_write (sc->tls);
-  set_interest (w, sc, pending > 0 || tls_write ? EPOLLOUT : EPOLLIN);
+  set_interest (w, sc, pending || tls_write ? EPOLLOUT : EPOLLIN);
 }
 
 static void
@@ -430,14 +455,13 @@ conn_finish (srv_conn *sc)
 
   for (;;)
     {
-      size_t len;
       struct pollfd pfd = { .fd = sc->fd, .events = POLLOUT };
       int left = (int) ((deadline - g_get_monotonic_time ()) / 1000);
 
       if (!conn_flush (sc))
         break;
-      df_engine_output (sc->eng, &len);
-      if (len == 0 || left <= 0 || poll (&pfd, 1, left) <= 0)
+      if (!df_engine_output_pending (sc->eng)
+          || left <= 0 || poll (&pfd, 1, left) <= 0)
         break;
     }
 }
@@ -589,6 +613,7 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
     {
       nbd_conn *nc = nbd_conn_new (s->exports, s->sessions, client);
       nbd_conn_set_fd (nc, fd);
+      nbd_conn_set_splice (nc, true); /* sendfile_sink; not under TLS */
       if (s->tls != NULL)
         nbd_conn_set_tls (nc, df_tls_mode (s->tls));
       sc->eng = nbd_conn_engine (nc);

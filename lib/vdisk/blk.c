@@ -141,3 +141,29 @@ df_blk_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
     }
   return b->ops->extents (b, count, offset, cb, opaque, err);
 }
+
+int
+df_blk_span_of (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
+                int *err)
+{
+  assert_range (b, count, offset);
+  if (b->ops->span == NULL && b->ops->pread == NULL && b->next != NULL)
+    return df_blk_span_of (b->next, count, offset, span, err);
+  if (b->ops->span == NULL)
+    {
+      *span = (df_blk_span) { NULL, -1, 0, count };
+      return 0;
+    }
+  if (b->ops->span (b, count, offset, span, err) < 0)
+    return -1;
+  g_assert (span->length >= 1 && span->length <= count);
+  g_assert ((span->fd >= 0) == (span->owner != NULL));
+  return 0;
+}
+
+void
+df_blk_span_release (df_blk_span *span)
+{
+  g_clear_pointer (&span->owner, df_blk_unref);
+  span->fd = -1;
+}

@@ -40,6 +40,23 @@ typedef struct df_blk df_blk;
 typedef int (*df_extent_cb) (void *opaque, uint64_t offset, uint64_t length,
                              uint32_t flags);
 
+/* Where the first span->length bytes (1..count) of a range lie, for a
+ * transport that sends them from the file (sendfile) instead of copying
+ * (df_blk_span):
+ *   fd >= 0  they are span->length bytes of fd at span->offset, in a file
+ *            nobody writes while owner lives (a version file of a chain:
+ *            immutable), so sending them later still sends what the range
+ *            held at the time of the call;
+ *   fd < 0   they must be read (df_blk_pread): cached, zero, compressed.
+ * owner is a reference (the caller unrefs it once the bytes are sent)
+ * keeping fd open, NULL when fd < 0. */
+typedef struct {
+  df_blk *owner;
+  int fd;
+  uint64_t offset;
+  uint32_t length;
+} df_blk_span;
+
 typedef struct {
   const char *name;                      /* "qcow2-chain", "cache-server" */
   int (*pread) (df_blk *b, void *buf, uint32_t count, uint64_t offset,
@@ -53,6 +70,10 @@ typedef struct {
                int *err);
   int (*extents) (df_blk *b, uint32_t count, uint64_t offset,
                   df_extent_cb cb, void *opaque, int *err);
+  /* Optional (df_blk_span); a filter that leaves both pread and span NULL
+   * passes it to next, any other layer without it reads by copying. */
+  int (*span) (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
+               int *err);
   void (*destroy) (df_blk *b);           /* free layer state; unref below */
 } df_blk_ops;
 
@@ -98,3 +119,9 @@ int df_blk_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
 /* Layers without an extents op report the range as one allocated extent. */
 int df_blk_extents (df_blk *b, uint32_t count, uint64_t offset,
                     df_extent_cb cb, void *opaque, int *err);
+/* Where the first bytes of [offset, offset+count) lie (df_blk_span above).
+ * Returns 0 with *span filled (length >= 1), or -1 with *err. */
+int df_blk_span_of (df_blk *b, uint32_t count, uint64_t offset,
+                    df_blk_span *span, int *err);
+/* Release span's owner (span may be a copy span: nothing to release). */
+void df_blk_span_release (df_blk_span *span);

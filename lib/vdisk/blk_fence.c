@@ -292,6 +292,18 @@ fence_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
                 err);
 }
 
+static int
+fence_span (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
+            int *err)
+{
+  FenceLayer *l = (FenceLayer *)b;
+  df_blk *in = enter (l, err);
+
+  if (in == NULL)
+    return -1;
+  return leave (l, df_blk_span_of (in, count, offset, span, err), false, err);
+}
+
 static void
 fence_destroy (df_blk *b)
 {
@@ -314,6 +326,7 @@ static const df_blk_ops fence_ops = {
   .trim = fence_trim,
   .zero = fence_zero,
   .extents = fence_extents,
+  .span = fence_span,
   .destroy = fence_destroy,
 };
 

@@ -326,6 +326,32 @@ cache_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
   return ret;
 }
 
+/* Blocks the cache never took read from the base: where the base keeps
+ * them (a span of its immutable files, or a copy); cached and zero blocks
+ * are copied (their store is written in place).  Checked under the range
+ * lock as a read: a later write lands in the store, not in the base file
+ * the span points into, so the span keeps what this read saw. */
+static int
+cache_span (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
+            int *err)
+{
+  df_cache *c = (df_cache *) b;
+  uint64_t end = offset + count, blk = offset >> SHIFT;
+  df_cache_range r;
+  uint32_t len;
+  int ret = 0;
+
+  range_lock (c, &r, blk, (end - 1) >> SHIFT, false);
+  len = (uint32_t) (MIN ((blk + state_run (c, blk, ((end - 1) >> SHIFT) + 1))
+                         << SHIFT, end) - offset);
+  if (c->state[blk] == DF_CB_BASE)
+    ret = df_blk_span_of (c->base, len, offset, span, err);
+  else
+    *span = (df_blk_span) { NULL, -1, 0, len };
+  range_unlock (c, &r);
+  return ret;
+}
+
 /* Whole-block image of an unaligned write: head and tail blocks are read
  * first (RMW).  Returns a new buffer of n blocks or NULL + *err. */
 static uint8_t *
@@ -622,6 +648,7 @@ static const df_blk_ops cache_ops = {
   .trim = cache_trim,
   .zero = cache_zero,
   .extents = cache_extents,
+  .span = cache_span,
   .destroy = cache_destroy,
 };
 

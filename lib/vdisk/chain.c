@@ -35,7 +35,54 @@ typedef struct {
   uint16_t z_file;
   uint64_t z_host;
   uint8_t *z_buf;           /* owned, one inflated cluster */
+  size_t z_cap;             /* bytes allocated at z_buf */
 } Chain;
+
+/* A thread's buffers for reading compressed clusters, kept across reads
+ * (and traded with the chain's z_buf), so that once they are large
+ * enough a read allocates nothing. */
+typedef struct {
+  uint8_t *cbuf, *out;
+  size_t ccap, ocap;
+} ZScratch;
+
+static void
+zscratch_free (gpointer p)
+{
+  ZScratch *z = p;
+
+  g_free (z->cbuf);
+  g_free (z->out);
+  g_free (z);
+}
+
+static GPrivate zscratch_key = G_PRIVATE_INIT (zscratch_free);
+
+/* This thread's scratch with cbuf >= csize and out >= cluster bytes. */
+static ZScratch *
+zscratch_get (size_t csize, size_t cluster)
+{
+  ZScratch *z = g_private_get (&zscratch_key);
+
+  if (z == NULL)
+    {
+      z = g_new0 (ZScratch, 1);
+      g_private_set (&zscratch_key, z);
+    }
+  if (z->ccap < csize)
+    {
+      g_free (z->cbuf);
+      z->cbuf = g_malloc (csize);
+      z->ccap = csize;
+    }
+  if (z->ocap < cluster)
+    {
+      g_free (z->out);
+      z->out = g_malloc (cluster);
+      z->ocap = cluster;
+    }
+  return z;
+}
 
 static const df_blk_ops chain_ops;
 
@@ -406,28 +453,31 @@ read_compressed (Chain *c, const DfRun *r, void *buf, uint64_t in,
     }
   g_mutex_unlock (&c->zlock);
 
-  g_autofree uint8_t *cbuf = g_malloc (r->csize);
-  uint8_t *out = g_malloc (r->cluster);
-  if (df_pread_zfill (c->fds[r->file], cbuf, r->csize, r->host) < 0)
+  ZScratch *z = zscratch_get (r->csize, r->cluster);
+  if (df_pread_zfill (c->fds[r->file], z->cbuf, r->csize, r->host) < 0)
     {
       *err = errno;
       g_warning ("%s: read compressed cluster: %s",
                  c->layers[r->file].path, g_strerror (errno));
-      g_free (out);
       return -1;
     }
-  if (!df_qcow2_inflate (cbuf, r->csize, out, r->cluster))
+  if (!df_qcow2_inflate (z->cbuf, r->csize, z->out, r->cluster))
     {
       *err = EIO;
       g_warning ("%s: corrupt compressed cluster at 0x%" G_GINT64_MODIFIER
                  "x", c->layers[r->file].path, r->host);
-      g_free (out);
       return -1;
     }
-  memcpy (buf, out + at, count);
+  memcpy (buf, z->out + at, count);
+  /* the inflated cluster becomes the chain's; its old buffer, this
+   * thread's next one */
   g_mutex_lock (&c->zlock);
-  g_free (c->z_buf);
-  c->z_buf = out;
+  uint8_t *old = c->z_buf;
+  size_t old_cap = c->z_cap;
+  c->z_buf = z->out;
+  c->z_cap = z->ocap;
+  z->out = old;
+  z->ocap = old != NULL ? old_cap : 0;
   c->z_file = r->file;
   c->z_host = r->host;
   c->z_valid = true;
@@ -474,6 +524,30 @@ chain_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
       p += n;
       offset += n;
       count -= n;
+    }
+  return 0;
+}
+
+/* A DATA run inside its file is sent from it (the files of a chain are
+ * never written while it is open); the rest is copied: zeros, compressed
+ * clusters, data past the end of a short file (read as zeros). */
+static int
+chain_span (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
+            int *err)
+{
+  Chain *c = (Chain *) b;
+  const DfRun *r = &c->runs[runs_find (c->runs, c->n_runs, offset)];
+  uint64_t in = offset - r->guest;
+  uint32_t n = (uint32_t) MIN ((uint64_t) count, r->length - in);
+
+  (void) err;
+  *span = (df_blk_span) { NULL, -1, 0, n };
+  if (r->kind == DF_RUN_DATA
+      && r->host + in + n <= c->layers[r->file].file_size)
+    {
+      span->owner = df_blk_ref (b);
+      span->fd = c->fds[r->file];
+      span->offset = r->host + in;
     }
   return 0;
 }
@@ -535,6 +609,7 @@ static const df_blk_ops chain_ops = {
   .name = "qcow2-chain",
   .pread = chain_pread,
   .extents = chain_extents,
+  .span = chain_span,
   .destroy = chain_destroy,
 };
 

@@ -555,19 +555,46 @@ df_qcow2_map (int fd, DfChainLayer *layer, uint16_t file, char **backing_fmt,
   return true;
 }
 
+/* One raw-deflate stream per thread, reset for each cluster: zlib's state
+ * and window are allocated once per thread, not per read. */
+static void
+inflate_stream_free (gpointer p)
+{
+  inflateEnd (p);
+  g_free (p);
+}
+
+static GPrivate inflate_key = G_PRIVATE_INIT (inflate_stream_free);
+
+static z_stream *
+inflate_stream (void)
+{
+  z_stream *z = g_private_get (&inflate_key);
+
+  if (z != NULL)
+    return inflateReset (z) == Z_OK ? z : NULL;
+  z = g_new0 (z_stream, 1);
+  if (inflateInit2 (z, -12) != Z_OK)
+    {
+      g_free (z);
+      return NULL;
+    }
+  g_private_set (&inflate_key, z);
+  return z;
+}
+
 bool
 df_qcow2_inflate (const void *in, size_t in_len, void *out, size_t out_len)
 {
-  z_stream z = { 0 };
+  z_stream *z = inflate_stream ();
   int ret;
 
-  if (inflateInit2 (&z, -12) != Z_OK)
+  if (z == NULL)
     return false;
-  z.next_in = (Bytef *) in;
-  z.avail_in = (uInt) in_len;
-  z.next_out = out;
-  z.avail_out = (uInt) out_len;
-  ret = inflate (&z, Z_FINISH);
-  inflateEnd (&z);
-  return (ret == Z_STREAM_END || ret == Z_BUF_ERROR) && z.avail_out == 0;
+  z->next_in = (Bytef *) in;
+  z->avail_in = (uInt) in_len;
+  z->next_out = out;
+  z->avail_out = (uInt) out_len;
+  ret = inflate (z, Z_FINISH);
+  return (ret == Z_STREAM_END || ret == Z_BUF_ERROR) && z->avail_out == 0;
 }

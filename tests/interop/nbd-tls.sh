@@ -86,6 +86,12 @@ nbdinfo --size "$(psk_uri pc01 device/52:54:00:00:00:01 "$T/keys.psk")" | grep -
   fail "PSK pc01 device/<its MAC>"
 pass "nbdinfo nbds+unix:// tls-psk-file: pc01 opens vdisk/, its name and its MAC"
 
+# large reads of the chain, which a plain socket gets by sendfile, come
+# copied through TLS
+nbdcopy "$(psk_uri pc01 vdisk/golden "$T/keys.psk")" "$T/tlscopy.raw"
+cmp "$T/disk.raw" "$T/tlscopy.raw" || fail "nbdcopy over TLS differs"
+pass "nbdcopy of vdisk/golden over TLS (PSK)"
+
 for e in device/pc02 device/52:54:00:00:00:02 device/nosuch; do
   if nbdinfo "$(psk_uri pc01 "$e" "$T/keys.psk")" >"$T/out" 2>&1; then fail "pc01 opened $e"; fi
   log_has "refused export '$e': export '$e' is not open to TLS identity 'pc01'"
