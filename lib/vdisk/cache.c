@@ -692,6 +692,13 @@ df_cache_mode_open (df_blk *base, const char *dir, const DfCacheMode *mode,
   return df_blk_ref (base);
 }
 
+void
+df_cache_abandon (df_blk *b)
+{
+  if (df_cache_is_cache (b))
+    g_atomic_int_set (&((df_cache *) b)->abandoned, 1);
+}
+
 bool
 df_cache_is_cache (df_blk *b)
 {

@@ -67,6 +67,7 @@ struct df_cache {   /* typedef in vdisk.h */
   uint64_t quota;             /* bytes, 0 = none */
   uint64_t quota_hits;
   gint64 last_quota_warning;  /* monotonic us, 0 = never */
+  gint abandoned;             /* atomic: df_cache_abandon (close no flush) */
 };
 
 /* Stores: fill c->store and c->store_priv.  c->state is allocated (all
