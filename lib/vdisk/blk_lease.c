@@ -336,3 +336,70 @@ df_lease_blk_new (DfLease *l, df_blk *inner)
   ll->lease = df_lease_ref (l);
   return &ll->blk;
 }
+
+/* ---- a lost cache ------------------------------------------------------- */
+
+static int
+lost_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
+{
+  *err = EIO;
+  return -1;
+}
+
+static int
+lost_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  *err = EIO;
+  return -1;
+}
+
+static int
+lost_flush (df_blk *b, int *err)
+{
+  *err = EIO;
+  return -1;
+}
+
+static int
+lost_range (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
+            int *err)
+{
+  *err = EIO;
+  return -1;
+}
+
+static int
+lost_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
+              void *opaque, int *err)
+{
+  *err = EIO;
+  return -1;
+}
+
+static void
+lost_destroy (df_blk *b)
+{
+  g_free (b);
+}
+
+static const df_blk_ops lost_ops = {
+  .name = "lost-cache",
+  .pread = lost_pread,
+  .pwrite = lost_pwrite,
+  .flush = lost_flush,
+  .trim = lost_range,
+  .zero = lost_range,
+  .extents = lost_extents,
+  .destroy = lost_destroy,
+};
+
+df_blk *
+df_lost_blk_new (uint64_t size)
+{
+  df_blk *b = g_new0 (df_blk, 1);
+
+  df_blk_init (b, &lost_ops, size, false);
+  b->can_trim = b->can_zero = b->can_flush = true;
+  return b;
+}

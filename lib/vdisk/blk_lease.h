@@ -61,3 +61,9 @@ bool df_lease_lost (DfLease *l);
 
 /* A new layer over inner (refcount 1), taking refs of l and inner. */
 df_blk *df_lease_blk_new (DfLease *l, df_blk *inner);
+
+/* A disk whose write cache is gone (a local cache that died with its
+ * server, issue 13 tier 3): size bytes, and every request, reads
+ * included, fails with EIO; serving the version under it instead would
+ * hand the running OS blocks older than what it wrote.  New layer. */
+df_blk *df_lost_blk_new (uint64_t size);
