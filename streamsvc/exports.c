@@ -1161,8 +1161,11 @@ df_export_close (DfExport *e)
       ce->users--;
       /* The maintenance cache is released with its last session, so that
        * `version seal` (another process) can take it; a fenced one too,
-       * so that a new entry can take its files. */
-      if (ce->users == 0 && (ce->b->maint || df_fence_tripped (ce->fence))
+       * so that a new entry can take its files; a leased one too, so
+       * that its lease goes to whichever server the device uses next. */
+      if (ce->users == 0
+          && (ce->b->maint || ce->lease != NULL
+              || df_fence_tripped (ce->fence))
           && g_hash_table_lookup (e->ex->caches, ce->b->device) == ce)
         g_hash_table_remove (e->ex->caches, ce->b->device);
       g_mutex_unlock (&e->ex->lock);

@@ -31,6 +31,29 @@ typedef struct
   DfLease *lease; /* owned ref */
 } LeaseLayer;
 
+static gint64
+real_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void
+journal (DfLease *l, gint64 start, const char *op)
+{
+  g_autofree char *line = NULL;
+
+  if (l->journal_fd < 0)
+    return;
+  line = g_strdup_printf ("%" G_GINT64_FORMAT " %s %" G_GINT64_FORMAT " %"
+                          G_GINT64_FORMAT " %s\n", l->epoch, l->label, start,
+                          real_ns (), op);
+  if (write (l->journal_fd, line, strlen (line)) < 0)
+    g_debug ("write journal: %s", g_strerror (errno));
+}
+
 /* ---- token file --------------------------------------------------------- */
 
 /* The epoch the token file holds, 0 when empty, -1 + errno on failure. */
@@ -60,7 +83,7 @@ token_stamp (DfLease *l, const char *dir, GError **err)
 {
   g_autofree char *path = g_build_filename (dir, DF_LEASE_TOKEN_FILE, NULL);
   g_autofree char *text = NULL;
-  gint64 cur;
+  gint64 cur, t0;
 
   if (g_mkdir_with_parents (dir, 0700) < 0)
     return df_set_error_errno (err, errno, "create cache directory %s",
@@ -80,9 +103,11 @@ token_stamp (DfLease *l, const char *dir, GError **err)
       return false;
     }
   text = g_strdup_printf ("%-20" G_GINT64_FORMAT "\n", l->epoch);
+  t0 = real_ns ();
   if (df_pwrite_all (l->token_fd, text, strlen (text), 0) < 0
       || fdatasync (l->token_fd) < 0)
     return df_set_error_errno (err, errno, "write %s", path), false;
+  journal (l, t0, "take");
   return true;
 }
 
@@ -183,29 +208,6 @@ df_lease_lose (DfLease *l, const char *reason)
 
 /* ---- the layer ---------------------------------------------------------- */
 
-static gint64
-real_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_REALTIME, &ts);
-  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-journal (DfLease *l, gint64 start, const char *op)
-{
-  g_autofree char *line = NULL;
-
-  if (l->journal_fd < 0)
-    return;
-  line = g_strdup_printf ("%" G_GINT64_FORMAT " %s %" G_GINT64_FORMAT " %"
-                          G_GINT64_FORMAT " %s\n", l->epoch, l->label, start,
-                          real_ns (), op);
-  if (write (l->journal_fd, line, strlen (line)) < 0)
-    g_debug ("write journal: %s", g_strerror (errno));
-}
-
 /* The lease is valid now; else it is lost and *err = EIO. */
 static bool
 guard (DfLease *l, const char *when, int *err)
@@ -243,19 +245,41 @@ token_ours (DfLease *l, int *err)
 #define LEASED_CALL(l, durable, op, call)                                    \
   do                                                                         \
     {                                                                        \
-      gint64 t0_;                                                            \
       int r_;                                                                \
       if (!guard ((l), "not renewed in time", err))                          \
         return -1;                                                           \
-      t0_ = real_ns ();                                                      \
       r_ = (call);                                                           \
-      journal ((l), t0_, (op));                                              \
       if (r_ == 0 && (durable)                                               \
           && !guard ((l), "expired while a " op " was in flight", err))      \
         return -1;                                                           \
       return r_;                                                             \
     }                                                                        \
   while (0)
+
+/* DfCacheWriter of the cache under the layer: the store asks right
+ * before each write to its files (the last word: a slow request that
+ * started under a valid lease cannot write after it). */
+static bool
+writer_may_write (void *data)
+{
+  DfLease *l = data;
+
+  if (G_LIKELY (df_lease_valid (l)))
+    return true;
+  df_lease_lose (l, "not renewed in time (a write to the storage refused)");
+  return false;
+}
+
+static void
+writer_wrote (void *data, const char *op, gint64 start_ns)
+{
+  journal (data, start_ns, op);
+}
+
+static const DfCacheWriter lease_writer = {
+  .may_write = writer_may_write,
+  .wrote = writer_wrote,
+};
 
 static int
 lease_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
@@ -307,13 +331,12 @@ static void
 lease_destroy (df_blk *b)
 {
   LeaseLayer *ll = (LeaseLayer *) b;
-  gint64 t0 = real_ns ();
 
-  /* Its close would flush: only while the lease is still ours. */
+  /* Its close would flush: only while the lease is still ours (and the
+   * store asks again before each write). */
   if (!df_lease_valid (ll->lease))
     df_cache_abandon (b->next);
   df_blk_unref (b->next);
-  journal (ll->lease, t0, "close");
   df_lease_unref (ll->lease);
   g_free (ll);
 }
@@ -334,6 +357,8 @@ df_lease_blk_new (DfLease *l, df_blk *inner)
 
   df_blk_filter_init (&ll->blk, &lease_ops, inner);
   ll->lease = df_lease_ref (l);
+  df_cache_set_writer (inner, &lease_writer, df_lease_ref (l),
+                       (GDestroyNotify) df_lease_unref);
   return &ll->blk;
 }
 

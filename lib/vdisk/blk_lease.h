@@ -16,14 +16,20 @@
  *     stamped it, so this server is a stale writer;
  *   - the first refusal (or df_lease_lose) trips the fence given at
  *     creation, which closes every session of the cache;
+ *   - the durable store under it asks the lease again right before each
+ *     write to its files (df_cache_set_writer), so a request that started
+ *     under a valid lease and was slow (a delayed FLUSH) cannot write
+ *     after it ran out;
  *   - when the layer goes away without a valid lease, the cache under it
  *     is abandoned (df_cache_abandon): no final flush.
- * Reads pass through.
+ * Reads pass through.  What no host-side check can stop is an I/O the
+ * kernel already queued when the lease ran out: the margin (leases.h) is
+ * the bound on how long the storage may take to complete one.
  *
  * Test hook: DISKFARM_TEST_WRITE_JOURNAL=<file> appends one line per
- * write-path call that reached the storage, "<epoch> <label> <start ns>
- * <end ns> <op>" (CLOCK_REALTIME), so a test can prove no two epochs
- * ever wrote at once.
+ * write to the cache's files, "<epoch> <label> <start ns> <end ns> <op>"
+ * (CLOCK_REALTIME; op take, data, map or hole), so a test can prove that
+ * no two epochs ever wrote at once.
  *
  * Thread safety: everything may be called from any thread.
  */

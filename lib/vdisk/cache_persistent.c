@@ -300,18 +300,40 @@ pers_failed (df_cache *c)
   return failed;
 }
 
+/* The cache's writer (df_cache_set_writer) may no longer write: the
+ * store fails for good.  -1, *err = EIO. */
+static int
+writer_refused (df_cache *c, int *err)
+{
+  pers_store *s = c->store_priv;
+
+  g_mutex_lock (&c->lock);
+  if (!s->failed)
+    g_warning ("cache %s: this server may no longer write it; the cache is "
+               "now failed (writes and flushes get EIO)", c->dir);
+  s->failed = true;
+  g_mutex_unlock (&c->lock);
+  *err = EIO;
+  return -1;
+}
+
 static int
 pers_write (df_cache *c, const void *buf, uint64_t blk, uint64_t n, int *err)
 {
   pers_store *s = c->store_priv;
+  gint64 t0;
+  int r;
 
   if (pers_failed (c))
     {
       *err = EIO;
       return -1;
     }
-  if (df_cache_file_write (c, s->data_fd, buf, n << SHIFT, blk << SHIFT, err)
-      == -1)
+  if (!df_cache_may_write (c, &t0))
+    return writer_refused (c, err);
+  r = df_cache_file_write (c, s->data_fd, buf, n << SHIFT, blk << SHIFT, err);
+  df_cache_wrote (c, "data", t0);
+  if (r == -1)
     return -1;
   g_atomic_int_set (&s->data_dirty, 1);
   return 0;
@@ -321,8 +343,12 @@ static void
 pers_discard (df_cache *c, uint64_t blk, uint64_t n)
 {
   pers_store *s = c->store_priv;
+  gint64 t0;
 
+  if (!df_cache_may_write (c, &t0))
+    return; /* advisory: only space */
   df_cache_file_punch (c, s->data_fd, blk << SHIFT, n << SHIFT);
+  df_cache_wrote (c, "hole", t0);
 }
 
 static void
@@ -395,14 +421,20 @@ write_entries (df_cache *c, GArray *runs, GByteArray *values, int *err)
 {
   pers_store *s = c->store_priv;
   const uint8_t *v = values->data;
+  gint64 t0;
 
+  if (runs->len > 0 && !df_cache_may_write (c, &t0))
+    return writer_refused (c, err);
   for (guint i = 0; i < runs->len; i++)
     {
       map_run *r = &g_array_index (runs, map_run, i);
-      if (df_pwrite_all (s->map_fd, v, r->n, MAP_HEADER_SIZE + r->start) < 0)
+      int rc = df_pwrite_all (s->map_fd, v, r->n, MAP_HEADER_SIZE + r->start);
+      if (rc < 0)
         return sync_fail (c, "write map", err);
       v += r->n;
     }
+  if (runs->len > 0)
+    df_cache_wrote (c, "map", t0);
   if (runs->len > 0 && fdatasync (s->map_fd) < 0)
     return sync_fail (c, "fdatasync map", err);
   return 0;
