@@ -50,6 +50,21 @@ held_free (gpointer p)
 
 /* ---- renewal ------------------------------------------------------------ */
 
+/* Test hook (a partition between this server and the farm DB): while the
+ * file DISKFARM_FAULT_LEASE_DB_DOWN names exists, renewals fail as if the
+ * DB did not answer. */
+static bool
+fault_db_down (GError **err)
+{
+  const char *f = g_getenv ("DISKFARM_FAULT_LEASE_DB_DOWN");
+
+  if (f == NULL || !g_file_test (f, G_FILE_TEST_EXISTS))
+    return false;
+  g_set_error (err, DF_ERROR, DF_ERROR_IO, "farm DB unreachable (test hook "
+               "DISKFARM_FAULT_LEASE_DB_DOWN)");
+  return true;
+}
+
 static void
 renew_one (DfLeaseKeeper *k, DfLease *l, const char *device)
 {
@@ -59,6 +74,12 @@ renew_one (DfLeaseKeeper *k, DfLease *l, const char *device)
 
   if (df_lease_lost (l))
     return;
+  if (fault_db_down (&e))
+    {
+      g_warning ("device %s: cannot renew the cache lease: %s", device,
+                 e->message);
+      return;
+    }
   if (k->farm == NULL)
     k->farm = df_farm_open_db (k->farm_dir, k->db, false, WHO, &e);
   if (k->farm != NULL
@@ -66,6 +87,9 @@ renew_one (DfLeaseKeeper *k, DfLease *l, const char *device)
                               now_ms, k->ttl_ms, &e))
     {
       df_lease_extend (l, sent + (k->ttl_ms - k->margin_ms) * 1000);
+      g_debug ("device %s: cache lease epoch %" G_GINT64_FORMAT " renewed "
+               "in %" G_GINT64_FORMAT " ms", device, df_lease_epoch (l),
+               (g_get_monotonic_time () - sent) / 1000);
       return;
     }
   if (g_error_matches (e, DF_ERROR, DF_ERROR_DENIED))
