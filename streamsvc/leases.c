@@ -195,7 +195,8 @@ df_lease_keeper_new (const char *farm_dir, const char *db, const char *server,
   g_mutex_init (&k->lock);
   g_cond_init (&k->cond);
   k->held = g_ptr_array_new_with_free_func (held_free);
-  k->rounds = g_thread_pool_new (round_run, k, 1, FALSE, NULL);
+  /* exclusive: its thread is its own, never shared with other pools */
+  k->rounds = g_thread_pool_new (round_run, k, 1, TRUE, NULL);
   k->tick = g_thread_new ("lease-keeper", tick_main, k);
   return k;
 }
