@@ -232,6 +232,8 @@ handle_metrics (DfAdmin *a, SoupServerMessage *msg)
 
   df_sessions_metrics (a->sessions, out);
   metrics_caches (a, out);
+  if (a->exports != NULL)
+    df_exports_metrics (a->exports, out);
   reply (msg, SOUP_STATUS_OK, CT_METRICS, g_string_free (out, FALSE));
 }
 

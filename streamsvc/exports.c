@@ -37,9 +37,12 @@
 #include <sys/socket.h>
 
 #include "blk_fence.h"
+#include "blk_lease.h"
 #include "blk_readonly.h"
 #include "common.h"
 #include "farm.h"
+#include "leases.h"
+#include "sessions.h" /* df_prom_family_header */
 #include "store.h"
 
 #define FARM_POOL_MAX 8
@@ -75,6 +78,9 @@ typedef struct
   DfFence *fence;  /* owned ref */
   df_blk *fenced;  /* owned ref: the fence layer over cache, the blk of
                     * every session of this entry */
+  DfLease *lease;  /* owned ref: a shared cache's lease (cache is then its
+                    * lease layer over the write cache), else NULL */
+  bool lost;       /* cache is a lost local cache (df_lost_blk_new) */
   guint users;
 } CacheEntry;
 
@@ -89,6 +95,9 @@ struct DfExports
   GHashTable *vdisks; /* path -> read-only layer over its chain (owned
                        * ref): the blk of every vdisk export of it */
   GHashTable *caches; /* device name -> CacheEntry* (owned ref) */
+  char *shared_dir;      /* server-persistent caches' home, or NULL */
+  DfLeaseKeeper *keeper; /* their leases (owned), NULL without shared_dir */
+  gint lost_caches;      /* atomic: opens refused a lost local cache */
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
   GThread *checker;     /* df_exports_check every CHECK_INTERVAL_US */
@@ -423,6 +432,10 @@ cache_entry_release_cache (CacheEntry *ce)
     g_warning ("device %s: flushing the write cache failed: %s",
                ce->b->device, g_strerror (errnum));
   g_clear_pointer (&ce->cache, df_blk_unref);
+  /* The lease goes only once the cache is closed: its last flush is the
+   * holder's. */
+  if (ce->lease != NULL)
+    df_lease_keeper_drop (ce->b->ex->keeper, ce->lease, ce->b->device);
 }
 
 static void
@@ -432,6 +445,7 @@ cache_entry_unref (CacheEntry *ce)
     return;
   cache_entry_release_cache (ce);
   df_blk_unref (ce->fenced);
+  df_lease_unref (ce->lease);
   df_fence_unref (ce->fence);
   g_free (ce);
 }
@@ -507,6 +521,8 @@ df_exports_free (DfExports *ex)
     g_thread_join (ex->checker);
   df_exports_flush_all (ex);
   g_hash_table_destroy (ex->caches);
+  df_lease_keeper_free (ex->keeper);
+  g_free (ex->shared_dir);
   g_hash_table_destroy (ex->vdisks);
   g_hash_table_destroy (ex->chains);
   g_ptr_array_free (ex->farm_pool, TRUE);
@@ -638,6 +654,14 @@ df_exports_set_server (DfExports *ex, const char *server)
 {
   g_free (ex->server);
   ex->server = g_strdup (server);
+}
+
+void
+df_exports_set_shared_caches (DfExports *ex, const char *dir, gint64 ttl_ms)
+{
+  g_return_if_fail (ex->server != NULL && ex->keeper == NULL);
+  ex->shared_dir = g_strdup (dir);
+  ex->keeper = df_lease_keeper_new (ex->farm_dir, ex->db, ex->server, ttl_ms);
 }
 
 /* Resolution failures from the farm keep their code; NOT_FOUND names the
@@ -785,6 +809,95 @@ pin_first_open (const Resolved *r, GError **err)
   return df_cache_pin_write (r->dir, &pin, err);
 }
 
+/* The binding of a new entry for r (owned by the fence made for it). */
+static Binding *
+binding_new (DfExports *ex, const Resolved *r)
+{
+  Binding *b = g_new0 (Binding, 1);
+
+  b->ex = ex;
+  b->device = g_strdup (r->dev->name);
+  b->generation = r->dev->generation;
+  b->type = g_strdup (r->dev->type);
+  b->vdisk_id = r->vdisk_id;
+  b->vdisk = g_strdup (r->v->vdisk);
+  b->version = r->v->number;
+  b->mode = g_strdup (r->mode_str);
+  b->maint = r->maint;
+  b->sha256 = g_strdup (r->v->sha256);
+  return b;
+}
+
+/* Where a device's cache can fail over (DESIGN.md "A farm of many
+ * servers"): a server-persistent cache under --shared-cache-dir is leased
+ * (tier 2); a server or ram cache of a server with a registry name is
+ * claimed as local to it for its boot generation (tier 3). */
+static bool
+entry_leased (DfExports *ex, const Resolved *r)
+{
+  return ex->shared_dir != NULL && !r->maint
+         && r->mode.kind == DF_CACHE_PERSISTENT;
+}
+
+static bool
+entry_local (DfExports *ex, const Resolved *r)
+{
+  const DfCacheModeDesc *d = df_cache_mode_desc (&r->mode);
+
+  return ex->server != NULL && !r->maint && d->open_store != NULL
+         && !d->persistent;
+}
+
+/* Tier 3: false when r's generation has its local cache on another server
+ * (logged, counted: the device gets a lost cache).  A farm DB that cannot
+ * answer changes nothing (offline mode). */
+static bool
+local_claim (DfExports *ex, DfFarm *farm, const Resolved *r)
+{
+  g_autoptr (GError) e = NULL;
+
+  if (df_farm_lease_claim_local (farm, r->dev->name, ex->server,
+                                 r->dev->generation, df_farm_now_ms (), &e))
+    return true;
+  if (!g_error_matches (e, DF_ERROR, DF_ERROR_DENIED))
+    {
+      g_debug ("device %s: cannot record its local cache: %s", r->dev->name,
+               e->message);
+      return true;
+    }
+  g_atomic_int_inc (&ex->lost_caches);
+  g_warning ("%s; every request of its sessions fails with EIO (NBD) or "
+             "MEDIUM ERROR (iSCSI) rather than serve an empty cache",
+             e->message);
+  return false;
+}
+
+/* Open r's write cache (or the read-only chain) over chain.  A leased
+ * cache lives in the shared directory, under l's lease layer.  New ref or
+ * NULL + err. */
+static df_blk *
+entry_cache_open (DfExports *ex, const Resolved *r, df_blk *chain,
+                  const char *base_path, DfLease *l, GError **err)
+{
+  DfCacheMode mode = r->mode;
+  g_autofree char *dir = NULL;
+  df_blk *cache, *layer;
+
+  /* A mode without a server-side cache (hypervisor) is served the
+   * version read-only, through the same read-only layer as vdisk/. */
+  if (!r->maint && df_cache_mode_desc (&r->mode)->open_store == NULL)
+    return vdisk_get_locked (ex, base_path, err);
+  mode.leased = l != NULL;
+  dir = l != NULL ? g_build_filename (ex->shared_dir, r->dev->name, NULL)
+                  : g_strdup (r->dir);
+  cache = df_cache_mode_open (chain, dir, &mode, r->dev->quota, err);
+  if (cache == NULL || l == NULL)
+    return cache;
+  layer = df_lease_blk_new (l, cache);
+  df_blk_unref (cache);
+  return layer;
+}
+
 /* A new cache entry for what r says.  Caller holds ex->lock.  Returns a
  * new entry (refcount 1) or NULL + err. */
 static CacheEntry *
@@ -792,11 +905,15 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
                          GError **err)
 {
   g_autofree char *base_path = NULL;
+  g_autofree char *shared = NULL;
   g_autoptr (df_blk) chain = NULL;
+  g_autoptr (DfFence) fence = NULL;
+  g_autoptr (DfLease) lease = NULL;
   df_blk *cache;
   CacheEntry *ce;
   Binding *b;
   GError *local = NULL;
+  bool lost = false;
 
   if (r->pin_error != NULL)
     {
@@ -811,13 +928,20 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   chain = chain_get_locked (ex, base_path, err);
   if (chain == NULL || !pin_first_open (r, err))
     return NULL;
-  /* A mode without a server-side cache (hypervisor) is served the
-   * version read-only, through the same read-only layer as vdisk/. */
-  if (r->maint || df_cache_mode_desc (&r->mode)->open_store != NULL)
-    cache = df_cache_mode_open (chain, r->dir, &r->mode, r->dev->quota,
-                                &local);
-  else
-    cache = vdisk_get_locked (ex, base_path, &local);
+  b = binding_new (ex, r);
+  fence = binding_fence_new (b); /* owns b */
+  if (entry_leased (ex, r))
+    {
+      shared = g_build_filename (ex->shared_dir, r->dev->name, NULL);
+      lease = df_lease_keeper_take (ex->keeper, farm, r->dev->name,
+                                    r->dev->generation, shared, fence, err);
+      if (lease == NULL)
+        return NULL;
+    }
+  else if (entry_local (ex, r))
+    lost = !local_claim (ex, farm, r);
+  cache = lost ? df_lost_blk_new (chain->size)
+               : entry_cache_open (ex, r, chain, base_path, lease, &local);
   if (cache == NULL && r->maint
       && g_error_matches (local, DF_ERROR, DF_ERROR_BUSY))
     {
@@ -830,26 +954,19 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
     }
   if (cache == NULL)
     {
+      if (lease != NULL)
+        df_lease_keeper_drop (ex->keeper, lease, r->dev->name);
       g_propagate_error (err, local);
       return NULL;
     }
-  b = g_new0 (Binding, 1);
-  b->ex = ex;
-  b->device = g_strdup (r->dev->name);
-  b->generation = r->dev->generation;
-  b->type = g_strdup (r->dev->type);
-  b->vdisk_id = r->vdisk_id;
-  b->vdisk = g_strdup (r->v->vdisk);
-  b->version = r->v->number;
-  b->mode = g_strdup (r->mode_str);
-  b->maint = r->maint;
-  b->sha256 = g_strdup (r->v->sha256);
   ce = g_new0 (CacheEntry, 1);
   ce->refcount = 1;
+  ce->fence = g_steal_pointer (&fence);
   ce->b = b;
-  ce->fence = binding_fence_new (b);
-  ce->persistent = df_cache_mode_is_persistent (&r->mode);
+  ce->persistent = df_cache_mode_is_persistent (&r->mode) && !lost;
   ce->cache = cache;
+  ce->lease = g_steal_pointer (&lease);
+  ce->lost = lost;
   ce->fenced = df_fence_blk_new (ce->fence, cache);
   return ce;
 }
@@ -936,6 +1053,25 @@ cache_entry_get_locked (DfExports *ex, DfFarm *farm, const char *key,
   return cache_entry_ref (ce);
 }
 
+/* Before the registry lock: when device key's cache would be leased and
+ * another server holds the lease, wait for it (bounded; other devices'
+ * opens go on meanwhile) or refuse naming that server.  A device the farm
+ * cannot resolve is left to the open's own error. */
+static bool
+lease_wait (DfExports *ex, DfFarm *farm, const char *key, GError **err)
+{
+  g_autoptr (DfDevice) dev = NULL;
+  DfCacheMode mode;
+
+  if (ex->keeper == NULL)
+    return true;
+  dev = df_farm_device_get (farm, key, NULL);
+  if (dev == NULL || !df_cache_mode_parse (dev->cache_mode, &mode, NULL)
+      || mode.kind != DF_CACHE_PERSISTENT)
+    return true;
+  return df_lease_keeper_wait (ex->keeper, farm, dev->name, err);
+}
+
 /* device/<name> or device/<mac>. */
 static DfExport *
 open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
@@ -946,6 +1082,8 @@ open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
   DfExport *e;
   df_blk *blk = NULL;
 
+  if (!lease_wait (ex, farm, key, err))
+    return NULL;
   g_mutex_lock (&ex->lock);
   ce = cache_entry_get_locked (ex, farm, key, &cause);
   if (ce != NULL)
@@ -1023,8 +1161,11 @@ df_export_close (DfExport *e)
       ce->users--;
       /* The maintenance cache is released with its last session, so that
        * `version seal` (another process) can take it; a fenced one too,
-       * so that a new entry can take its files. */
-      if (ce->users == 0 && (ce->b->maint || df_fence_tripped (ce->fence))
+       * so that a new entry can take its files; a leased one too, so
+       * that its lease goes to whichever server the device uses next. */
+      if (ce->users == 0
+          && (ce->b->maint || ce->lease != NULL
+              || df_fence_tripped (ce->fence))
           && g_hash_table_lookup (e->ex->caches, ce->b->device) == ce)
         g_hash_table_remove (e->ex->caches, ce->b->device);
       g_mutex_unlock (&e->ex->lock);
@@ -1100,8 +1241,16 @@ typedef struct
 {
   char *device;
   char *mode;
-  df_blk *cache; /* owned ref */
+  df_blk *cache; /* owned ref: what flushes go through */
+  df_blk *store; /* the write cache itself (in cache), for its figures */
 } CacheSnap;
+
+/* The write cache of ce (under its lease layer when leased). */
+static df_blk *
+entry_store (CacheEntry *ce)
+{
+  return ce->lease != NULL ? ce->cache->next : ce->cache;
+}
 
 static void
 cache_snap_free (gpointer p)
@@ -1132,12 +1281,13 @@ cache_snapshot (DfExports *ex)
       CacheEntry *ce = value;
       CacheSnap *cs;
 
-      if (ce->cache == NULL || !df_cache_is_cache (ce->cache))
+      if (ce->cache == NULL || !df_cache_is_cache (entry_store (ce)))
         continue;
       cs = g_new0 (CacheSnap, 1);
       cs->device = g_strdup (ce->b->device);
       cs->mode = g_strdup (ce->b->mode);
       cs->cache = df_blk_ref (ce->cache);
+      cs->store = entry_store (ce);
       g_ptr_array_add (all, cs);
     }
   g_mutex_unlock (&ex->lock);
@@ -1170,9 +1320,34 @@ df_exports_foreach_cache (DfExports *ex, df_cache_visit_fn fn, void *opaque)
       CacheSnap *cs = g_ptr_array_index (all, i);
       DfCacheStats st;
 
-      df_cache_get_stats (cs->cache, &st);
+      df_cache_get_stats (cs->store, &st);
       fn (opaque, cs->device, cs->mode, &st);
     }
+}
+
+void
+df_exports_metrics (DfExports *ex, GString *out)
+{
+  df_prom_family_header (out, "diskfarm_cache_lost_total", "counter",
+                         "Opens of a device whose local write cache of this "
+                         "boot generation is on another (dead) server: "
+                         "served as a lost cache (every request fails).");
+  g_string_append_printf (out, "diskfarm_cache_lost_total %d\n",
+                          g_atomic_int_get (&ex->lost_caches));
+  if (ex->keeper == NULL)
+    return;
+  df_prom_family_header (out, "diskfarm_cache_lease_takeovers_total",
+                         "counter", "Shared write caches this server took "
+                         "over from a server whose lease lapsed.");
+  g_string_append_printf (out, "diskfarm_cache_lease_takeovers_total %"
+                          G_GUINT64_FORMAT "\n",
+                          df_lease_keeper_takeovers (ex->keeper));
+  df_prom_family_header (out, "diskfarm_cache_lease_lost_total", "counter",
+                         "Cache leases this server lost (not renewed in "
+                         "time, or taken over): it stopped writing them.");
+  g_string_append_printf (out, "diskfarm_cache_lease_lost_total %"
+                          G_GUINT64_FORMAT "\n",
+                          df_lease_keeper_losses (ex->keeper));
 }
 
 /* ---- bindings of live sessions ---------------------------------------- */

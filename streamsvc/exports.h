@@ -77,6 +77,18 @@ const char *df_exports_farm_uuid (DfExports *ex);
 /* This server's registry name (copied; set once at start, before any
  * open): versions its store state calls missing or corrupt are refused. */
 void df_exports_set_server (DfExports *ex, const char *server);
+/* Tier 2 (issue 13): keep server-persistent device caches in
+ * dir/<device>/, on storage every server of the farm reaches, each under
+ * a cache lease of ttl_ms (leases.h) instead of a flock; a session whose
+ * device's lease another server holds waits for it (bounded) or is
+ * refused naming that server.  Needs df_exports_set_server first; set
+ * once at start.  Server and ram caches of a server with a name are
+ * recorded as local to it (tier 3): another server serves that boot
+ * generation a lost cache (every request EIO), never an empty one. */
+void df_exports_set_shared_caches (DfExports *ex, const char *dir,
+                                   gint64 ttl_ms);
+/* Prometheus lines of the cache leases and lost local caches. */
+void df_exports_metrics (DfExports *ex, GString *out);
 /* Path of the file of vdisk@number when this server may hand it out
  * (whole, to a peer's store sync): a sealed version, not refused as
  * above.  New string or NULL + err. */

@@ -73,6 +73,8 @@ typedef struct {
   char *pidfile;
   char *user;
   char *server_name;      /* registry name, or NULL: no registry */
+  char *shared_cache_dir; /* tier-2 caches' home, or NULL */
+  int lease_time;         /* ms */
   char *server_address;
   int power;
   int hb_interval;        /* ms */
@@ -198,6 +200,12 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
     { "relay-timeout", 0, 0, G_OPTION_ARG_INT, &o->relay_timeout,
       "--relay: a server silent for SECONDS on a request is dead (default "
       G_STRINGIFY (DF_RELAY_TIMEOUT_DEFAULT) ")", "SECONDS" },
+    { "shared-cache-dir", 0, 0, G_OPTION_ARG_FILENAME, &o->shared_cache_dir,
+      "Keep server-persistent device caches in DIR (storage every server "
+      "reaches) under cache leases, so they fail over (needs "
+      "--server-name; default: [streamsvc] shared-cache-dir)", "DIR" },
+    { "lease-time", 0, 0, G_OPTION_ARG_INT, &o->lease_time,
+      "Milliseconds a cache lease lasts (default 9000)", "MS" },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
       "Debug logging", NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, &o->version,
@@ -210,7 +218,7 @@ parse_cli (Options *o, int *argc, char ***argv, GError **err)
   o->threads = -1;
   o->tcp_keepalive = o->nop_interval = o->nop_timeout = UNSET;
   o->handshake_timeout = o->request_timeout = o->max_per_source = UNSET;
-  o->power = o->hb_interval = o->hb_timeout = UNSET;
+  o->power = o->hb_interval = o->hb_timeout = o->lease_time = UNSET;
   o->relay_stall = DF_RELAY_STALL_DEFAULT;
   o->relay_timeout = DF_RELAY_TIMEOUT_DEFAULT;
   o->entries = df_options_keep (entries);
@@ -319,6 +327,11 @@ apply_config (Options *o, GError **err)
                                         "heartbeat-interval");
   if (o->hb_timeout == UNSET)
     o->hb_timeout = (int) df_conf_int (c, CONFIG_GROUP, "heartbeat-timeout");
+  if (o->shared_cache_dir == NULL)
+    o->shared_cache_dir = g_strdup (df_conf_string (c, CONFIG_GROUP,
+                                                    "shared-cache-dir"));
+  if (o->lease_time == UNSET)
+    o->lease_time = (int) df_conf_int (c, CONFIG_GROUP, "lease-time");
   if (o->user == NULL && df_conf_string (c, CONFIG_GROUP, "user") != NULL)
     o->user = g_strdup (df_conf_string (c, CONFIG_GROUP, "user"));
   return apply_config_tls (o, c, err);
@@ -404,6 +417,19 @@ check_registry (const Options *o, GError **err)
   if (o->server_address != NULL
       && !df_validate_host ("--server-address", o->server_address, err))
     return false;
+  if (o->shared_cache_dir != NULL && o->server_name == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--shared-cache-dir needs --server-name (a cache lease "
+                   "names its holder)");
+      return false;
+    }
+  if (o->lease_time < 1000 || o->lease_time > 600000)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "--lease-time %d: 1000 to 600000 ms", o->lease_time);
+      return false;
+    }
   if (o->power < 1 || o->power > 1000)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
@@ -952,6 +978,8 @@ main (int argc, char **argv)
     goto out;
   if (o.server_name != NULL)
     df_exports_set_server (ex, o.server_name);
+  if (o.shared_cache_dir != NULL)
+    df_exports_set_shared_caches (ex, o.shared_cache_dir, o.lease_time);
   ss = df_sessions_new ();
   if (o.stdio && o.tls_mode != DF_TLS_OFF)
     g_set_error (&err, DF_ERROR, DF_ERROR_UNSUPPORTED,

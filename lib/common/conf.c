@@ -100,6 +100,15 @@ const DfConfKey df_conf_schema[] = {
   INT ("streamsvc", "heartbeat-timeout", "0", 0, 86400000,
        "Milliseconds without a heartbeat after which this server is "
        "unhealthy; 0 = 3 intervals (--heartbeat-timeout)"),
+  KEY ("streamsvc", "shared-cache-dir", DF_CONF_PATH, NULL,
+       "Directory on storage every server reaches (NFS, CephFS) for the "
+       "server-persistent device caches, each written by one server at a "
+       "time under a cache lease: they fail over (--shared-cache-dir; "
+       "needs server-name; default: none, caches in the farm directory)"),
+  INT ("streamsvc", "lease-time", "9000", 1000, 600000,
+       "Milliseconds a cache lease lasts; renewed every third, a survivor "
+       "takes a dead server's caches over after 1.25 x this "
+       "(--lease-time)"),
   KEY ("bootstrapsvc", "address", DF_CONF_IPV4, NULL,
        "This server's IPv4 address: next-server, HTTP and TFTP "
        "(--address; required)"),

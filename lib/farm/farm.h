@@ -592,6 +592,60 @@ bool df_farm_server_heartbeat (DfFarm *farm, const char *name,
                                gint64 now_ms, const DfServerLoad *load,
                                GError **err);
 
+/* ---- cache leases (leases.c) -------------------------------------------- */
+/* Who may write a device's write cache (issue 13, DESIGN.md "A farm of many
+ * servers").  A 'shared' cache lives on storage every server reaches: one
+ * holder at a time, renewed every ttl/3 until expires_ms (unix ms, the
+ * holder's clock; hosts keep NTP time and the margin covers their skew);
+ * another server takes it only once now > expires_ms + margin, bumping the
+ * epoch (the fencing token).  A 'local' cache (server, ram) lives on its
+ * holder's disk for one boot generation: another server never serves that
+ * generation (the device must reboot).  Telemetry-like: not audited. */
+typedef enum {
+  DF_LEASE_SHARED = 0,
+  DF_LEASE_LOCAL,
+} DfLeaseKind;
+
+typedef struct {
+  char *device;
+  DfLeaseKind kind;
+  char *holder;       /* server name */
+  gint64 epoch;       /* > 0, grows with every new holder */
+  gint64 generation;  /* the device's boot generation at acquisition */
+  gint64 expires_ms;  /* shared: renewed until; 0: released; local: 0 */
+  gint64 acquired_ms;
+} DfCacheLease;
+void df_cache_lease_free (DfCacheLease *l);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfCacheLease, df_cache_lease_free)
+
+/* Take device's shared lease for holder until now_ms + ttl_ms: free,
+ * released, held by holder itself (a restart: new epoch), or lapsed
+ * (now_ms > expires_ms + margin_ms: new epoch).  Otherwise
+ * DF_ERROR_BUSY naming the holder.  *out: the lease now held (new). */
+bool df_farm_lease_acquire (DfFarm *farm, const char *device,
+                            const char *holder, gint64 generation,
+                            gint64 now_ms, gint64 ttl_ms, gint64 margin_ms,
+                            DfCacheLease **out, GError **err);
+/* Extend holder's lease of epoch to now_ms + ttl_ms.  DF_ERROR_DENIED
+ * when it is no longer holder's at that epoch (taken over); other codes
+ * when the DB cannot say (offline: the caller's self-fence decides). */
+bool df_farm_lease_renew (DfFarm *farm, const char *device,
+                          const char *holder, gint64 epoch, gint64 now_ms,
+                          gint64 ttl_ms, GError **err);
+/* Give it up (expires_ms 0); a lease no longer holder's is left alone. */
+bool df_farm_lease_release (DfFarm *farm, const char *device,
+                            const char *holder, gint64 epoch, GError **err);
+/* Record that holder's local disk holds device's cache of generation.
+ * DF_ERROR_DENIED when another server's local cache holds that very
+ * generation: it died with that server and must not be replaced by an
+ * empty one under the running OS. */
+bool df_farm_lease_claim_local (DfFarm *farm, const char *device,
+                                const char *holder, gint64 generation,
+                                gint64 now_ms, GError **err);
+/* The row of device, or NULL (err unset when there is none). */
+DfCacheLease *df_farm_lease_get (DfFarm *farm, const char *device,
+                                 GError **err);
+
 /* ---- store state (registry.c) ------------------------------------------ */
 /* What one server knows of its copy of one version file. */
 typedef enum {

@@ -249,6 +249,25 @@ static const char migration_10[] =
   ");\n"
   "CREATE INDEX store_state_version ON store_state (version_id);\n";
 
+/* 11: cache leases (leases.c): which server may write a device's cache.
+ * kind 'shared': a cache on storage every server reaches; its holder
+ * renews expires_ms (unix ms, the holder's clock) and a takeover bumps
+ * epoch, the fencing token also written next to the cache.  kind 'local':
+ * a cache on the holder's own disk for boot generation generation; no
+ * expiry, never taken over (another server refuses that generation).
+ * A row is never deleted by a release (expires_ms 0), so epochs only
+ * grow. */
+static const char migration_11[] =
+  "CREATE TABLE cache_leases (\n"
+  "  device      TEXT NOT NULL PRIMARY KEY,\n"
+  "  kind        TEXT NOT NULL CHECK (kind IN ('shared', 'local')),\n"
+  "  holder      TEXT NOT NULL CHECK (holder <> ''),\n"
+  "  epoch       INTEGER NOT NULL CHECK (epoch > 0),\n"
+  "  generation  INTEGER NOT NULL,\n"
+  "  expires_ms  INTEGER NOT NULL CHECK (expires_ms >= 0),\n"
+  "  acquired_ms INTEGER NOT NULL\n"
+  ");\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1, migration_1_pg },
   { 2, "stream servers", migration_2, NULL },
@@ -261,6 +280,7 @@ const DfMigration df_farm_migrations[] = {
   { 8, "vdisk firmware and EFI loader", migration_8, NULL },
   { 9, "server registry", migration_9, NULL },
   { 10, "store state", migration_10, NULL },
+  { 11, "cache leases", migration_11, NULL },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

@@ -3,6 +3,8 @@
  * stores are rows of cache_modes.c.  See cache_int.h for the model and the
  * locking rules. */
 #include "cache_int.h"
+
+#include <time.h>
 #include "privilege.h"
 
 #include <errno.h>
@@ -631,6 +633,8 @@ cache_destroy (df_blk *b)
 
   if (c->store != NULL)
     c->store->close (c);
+  if (c->writer_free != NULL)
+    c->writer_free (c->writer_data);
   g_assert (c->ranges == NULL);
   df_blk_unref (c->base);
   g_free (c->state);
@@ -717,6 +721,54 @@ df_cache_mode_open (df_blk *base, const char *dir, const DfCacheMode *mode,
     return df_cache_open (base, dir, mode, quota, err);
   g_return_val_if_fail (base->readonly, NULL);
   return df_blk_ref (base);
+}
+
+void
+df_cache_set_writer (df_blk *b, const DfCacheWriter *w, void *data,
+                     GDestroyNotify free_data)
+{
+  df_cache *c = (df_cache *) b;
+
+  if (!df_cache_is_cache (b) || !df_cache_mode_desc (&c->mode)->persistent)
+    {
+      if (free_data != NULL)
+        free_data (data);
+      return;
+    }
+  g_assert (c->writer.may_write == NULL);
+  c->writer = *w;
+  c->writer_data = data;
+  c->writer_free = free_data;
+}
+
+static gint64
+real_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool
+df_cache_may_write (df_cache *c, gint64 *t0)
+{
+  *t0 = real_ns ();
+  return c->writer.may_write == NULL || c->writer.may_write (c->writer_data);
+}
+
+void
+df_cache_wrote (df_cache *c, const char *op, gint64 t0)
+{
+  if (c->writer.wrote != NULL)
+    c->writer.wrote (c->writer_data, op, t0);
+}
+
+void
+df_cache_abandon (df_blk *b)
+{
+  if (df_cache_is_cache (b))
+    g_atomic_int_set (&((df_cache *) b)->abandoned, 1);
 }
 
 bool

@@ -67,7 +67,16 @@ struct df_cache {   /* typedef in vdisk.h */
   uint64_t quota;             /* bytes, 0 = none */
   uint64_t quota_hits;
   gint64 last_quota_warning;  /* monotonic us, 0 = never */
+  gint abandoned;             /* atomic: df_cache_abandon (close no flush) */
+  DfCacheWriter writer;       /* df_cache_set_writer; zeroed: anyone */
+  void *writer_data;          /* owned, freed with writer_free */
+  GDestroyNotify writer_free;
 };
+
+/* Stores call these around each write to their files: false (EIO, logged
+ * by the writer) when the writer may no longer write; *t0 for done. */
+bool df_cache_may_write (df_cache *c, gint64 *t0);
+void df_cache_wrote (df_cache *c, const char *op, gint64 t0);
 
 /* Stores: fill c->store and c->store_priv.  c->state is allocated (all
  * BASE); the persistent store loads it from its map.  false + err. */

@@ -23,7 +23,8 @@
  * The map file is created as persistent.map.tmp and renamed into place
  * after the data file is sized and synced, so a crash during creation
  * leaves no half-made cache.  The map is flock()ed while open: a second
- * opener gets DF_ERROR_BUSY.
+ * opener gets DF_ERROR_BUSY.  A leased cache (mode.leased, on shared
+ * storage) takes no flock: its cache lease is the lock (blk_lease.h).
  *
  * The same store, under the names private.data + private.map, holds the
  * private images of cache_private.c (df_cache_durable_open). */
@@ -299,18 +300,40 @@ pers_failed (df_cache *c)
   return failed;
 }
 
+/* The cache's writer (df_cache_set_writer) may no longer write: the
+ * store fails for good.  -1, *err = EIO. */
+static int
+writer_refused (df_cache *c, int *err)
+{
+  pers_store *s = c->store_priv;
+
+  g_mutex_lock (&c->lock);
+  if (!s->failed)
+    g_warning ("cache %s: this server may no longer write it; the cache is "
+               "now failed (writes and flushes get EIO)", c->dir);
+  s->failed = true;
+  g_mutex_unlock (&c->lock);
+  *err = EIO;
+  return -1;
+}
+
 static int
 pers_write (df_cache *c, const void *buf, uint64_t blk, uint64_t n, int *err)
 {
   pers_store *s = c->store_priv;
+  gint64 t0;
+  int r;
 
   if (pers_failed (c))
     {
       *err = EIO;
       return -1;
     }
-  if (df_cache_file_write (c, s->data_fd, buf, n << SHIFT, blk << SHIFT, err)
-      == -1)
+  if (!df_cache_may_write (c, &t0))
+    return writer_refused (c, err);
+  r = df_cache_file_write (c, s->data_fd, buf, n << SHIFT, blk << SHIFT, err);
+  df_cache_wrote (c, "data", t0);
+  if (r == -1)
     return -1;
   g_atomic_int_set (&s->data_dirty, 1);
   return 0;
@@ -320,8 +343,12 @@ static void
 pers_discard (df_cache *c, uint64_t blk, uint64_t n)
 {
   pers_store *s = c->store_priv;
+  gint64 t0;
 
+  if (!df_cache_may_write (c, &t0))
+    return; /* advisory: only space */
   df_cache_file_punch (c, s->data_fd, blk << SHIFT, n << SHIFT);
+  df_cache_wrote (c, "hole", t0);
 }
 
 static void
@@ -394,17 +421,41 @@ write_entries (df_cache *c, GArray *runs, GByteArray *values, int *err)
 {
   pers_store *s = c->store_priv;
   const uint8_t *v = values->data;
+  gint64 t0;
 
+  if (runs->len > 0 && !df_cache_may_write (c, &t0))
+    return writer_refused (c, err);
   for (guint i = 0; i < runs->len; i++)
     {
       map_run *r = &g_array_index (runs, map_run, i);
-      if (df_pwrite_all (s->map_fd, v, r->n, MAP_HEADER_SIZE + r->start) < 0)
+      int rc = df_pwrite_all (s->map_fd, v, r->n, MAP_HEADER_SIZE + r->start);
+      if (rc < 0)
         return sync_fail (c, "write map", err);
       v += r->n;
     }
+  if (runs->len > 0)
+    df_cache_wrote (c, "map", t0);
   if (runs->len > 0 && fdatasync (s->map_fd) < 0)
     return sync_fail (c, "fdatasync map", err);
   return 0;
+}
+
+/* Test hook (a slow disk): DISKFARM_FAULT_FLUSH_DELAY_MS=<ms> delays
+ * every flush before its first sync. */
+static void
+fault_flush_delay (void)
+{
+  static gsize once = 0;
+  static gint64 delay_us;
+
+  if (g_once_init_enter (&once))
+    {
+      const char *v = g_getenv ("DISKFARM_FAULT_FLUSH_DELAY_MS");
+      delay_us = v != NULL ? g_ascii_strtoll (v, NULL, 10) * 1000 : 0;
+      g_once_init_leave (&once, 1);
+    }
+  if (delay_us > 0)
+    g_usleep (delay_us);
 }
 
 static int
@@ -424,6 +475,7 @@ pers_flush_locked (df_cache *c, int *err)
   snapshot_dirty (c, runs, values);
   g_mutex_unlock (&c->lock);
 
+  fault_flush_delay ();
   /* Every CACHED entry in the snapshot had its data written (and
    * data_dirty set) before it was flipped: sync that data first. */
   if (g_atomic_int_exchange (&s->data_dirty, 0) && fdatasync (s->data_fd) < 0)
@@ -462,7 +514,10 @@ pers_close (df_cache *c)
 
   if (c->store_priv == NULL)
     return;
-  if (pers_flush (c, &err) == -1)
+  if (g_atomic_int_get (&c->abandoned))
+    g_message ("cache %s: closed without a final flush (its writer lost "
+               "the right to write it)", c->dir);
+  else if (pers_flush (c, &err) == -1)
     g_warning ("cache %s: final flush failed: %s", c->dir, g_strerror (err));
   pers_free (c->store_priv);
   c->store_priv = NULL;
@@ -493,6 +548,15 @@ df_cache_persistent_lock (int fd, const char *path, const char *what, GError **e
   return false;
 }
 
+/* The map's flock, unless a cache lease is the lock (shared storage,
+ * where flock is absent, per host, or outlives a dead host for minutes). */
+static bool
+map_lock (df_cache *c, int fd, const char *path, const char *what,
+          GError **err)
+{
+  return c->mode.leased || df_cache_persistent_lock (fd, path, what, err);
+}
+
 /* Open or create <prefix>.map + <prefix>.data into s; fills c->state on
  * reopen.  what names the cache in messages. */
 static bool
@@ -514,10 +578,9 @@ open_files (df_cache *c, pers_store *s, const char *prefix, const char *what,
       if (s->data_fd < 0)
         return false;
       s->map_fd = create_map (c, map_path, err);
-      return s->map_fd >= 0 && df_cache_persistent_lock (s->map_fd, map_path,
-                                                     what, err);
+      return s->map_fd >= 0 && map_lock (c, s->map_fd, map_path, what, err);
     }
-  if (!df_cache_persistent_lock (s->map_fd, map_path, what, err)
+  if (!map_lock (c, s->map_fd, map_path, what, err)
       || !load_entries (c, s->map_fd, map_path, err))
     return false;
   s->data_fd = open_data (c, data_path, err);

@@ -140,7 +140,7 @@ df_vdisk_seal_layer (df_blk *base, const char *maint_dir, const char *path,
                      const char *backing, df_progress_cb progress,
                      void *opaque, uint64_t *written, GError **err)
 {
-  DfCacheMode mode = { DF_CACHE_PERSISTENT, 0 };
+  DfCacheMode mode = { .kind = DF_CACHE_PERSISTENT };
   g_autoptr (GError) local = NULL;
   g_autoptr (df_blk) cache = df_cache_open (base, maint_dir, &mode, 0, &local);
   if (!cache)

@@ -163,6 +163,9 @@ typedef enum {
 typedef struct {
   DfCacheKind kind;
   uint64_t ram_limit;       /* bytes, DF_CACHE_RAM only */
+  bool leased;              /* not grammar: the caller holds a cache lease
+                             * (blk_lease.h), which replaces the durable
+                             * store's flock (shared storage) */
 } DfCacheMode;
 
 /* A server-side write cache (cache_int.h). */
@@ -242,6 +245,21 @@ df_blk *df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
 df_blk *df_cache_mode_open (df_blk *base, const char *dir,
                             const DfCacheMode *mode, uint64_t quota,
                             GError **err);
+/* The writer of cache lost the right to write it (a cache lease): its
+ * close must not flush.  Nothing for a b that is not a cache. */
+void df_cache_abandon (df_blk *b);
+/* Who may write a durable cache's files (a cache lease, blk_lease.h):
+ * may_write runs right before each write to them (data, map entries,
+ * holes) and false refuses it (EIO, the cache then fails); wrote runs
+ * after it with the CLOCK_REALTIME ns it started at (nullable).  data is
+ * freed with free_data (nullable) when the cache goes.  Set once, before
+ * any request; nothing for a b that is not a durable cache. */
+typedef struct {
+  bool (*may_write) (void *data);
+  void (*wrote) (void *data, const char *op, gint64 start_ns);
+} DfCacheWriter;
+void df_cache_set_writer (df_blk *b, const DfCacheWriter *w, void *data,
+                          GDestroyNotify free_data);
 /* True when b is a server-side cache made by df_cache_open. */
 bool df_cache_is_cache (df_blk *b);
 void df_cache_get_stats (df_blk *cache, DfCacheStats *out);

@@ -3,6 +3,7 @@
  * tests do not depend on the qcow2 chain. */
 #include "common.h"
 #include "vdisk.h"
+#include "blk_lease.h"
 #include "test-util.h"
 
 #include <errno.h>
@@ -742,6 +743,7 @@ test_trim_zero (gconstpointer data)
 
 /* Quota warnings are expected: counted and swallowed by test_log_writer. */
 static gint quota_warnings;
+static gint lease_warnings;
 
 static GLogWriterOutput
 test_log_writer (GLogLevelFlags level, const GLogField *fields,
@@ -752,6 +754,15 @@ test_log_writer (GLogLevelFlags level, const GLogField *fields,
         && fields[i].length < 0 && strstr (fields[i].value, "quota of"))
       {
         g_atomic_int_inc (&quota_warnings);
+        return G_LOG_WRITER_HANDLED;
+      }
+    else if ((level & G_LOG_LEVEL_WARNING)
+             && strcmp (fields[i].key, "MESSAGE") == 0
+             && fields[i].length < 0
+             && (strstr (fields[i].value, "lease epoch")
+                 || strstr (fields[i].value, "may no longer write")))
+      {
+        g_atomic_int_inc (&lease_warnings);
         return G_LOG_WRITER_HANDLED;
       }
   return g_log_writer_default (level, fields, n_fields, user_data);
@@ -1195,6 +1206,132 @@ test_perf (void)
     }
 }
 
+/* ---- the lease layer (blk_lease.c) -------------------------------------- */
+
+static df_blk *
+open_leased (df_blk *base, const char *dir)
+{
+  g_autoptr (GError) err = NULL;
+  DfCacheMode mode = { .kind = DF_CACHE_PERSISTENT, .leased = true };
+  df_blk *c = df_cache_open (base, dir, &mode, 0, &err);
+
+  g_assert_no_error (err);
+  return c;
+}
+
+static DfLease *
+new_lease (gint64 epoch, const char *dir, DfFence *f, GError **err)
+{
+  return df_lease_new ("ss1", epoch, g_get_monotonic_time () + G_USEC_PER_SEC
+                       * 60, dir, f, err);
+}
+
+/* Valid: writes and flushes go through and the token holds the epoch;
+ * lapsed (the monotonic clock passed its end): refused with EIO, the
+ * fence trips, and the cache is closed without a final flush. */
+static void
+test_lease_layer (void)
+{
+  g_autofree char *dir = tu_tmpdir ();
+  g_autoptr (df_blk) base = mem_base_new (4 * MiB, 7);
+  g_autoptr (DfFence) f = df_fence_new ("test", NULL, NULL, NULL);
+  g_autoptr (GError) err = NULL;
+  g_autofree char *tok = NULL;
+  g_autofree char *tok_path = g_build_filename (dir, DF_LEASE_TOKEN_FILE, NULL);
+  uint8_t buf[BS], got[BS];
+  int e = 0;
+
+  DfLease *l = new_lease (4, dir, f, &err);
+  g_assert_no_error (err);
+  g_assert_true (g_file_get_contents (tok_path, &tok, NULL, NULL));
+  g_assert_cmpint (g_ascii_strtoll (tok, NULL, 10), ==, 4);
+  df_blk *cache = open_leased (base, dir);
+  df_blk *b = df_lease_blk_new (l, cache);
+  df_blk_unref (cache);
+  memset (buf, 0xa1, BS);
+  g_assert_cmpint (df_blk_pwrite (b, buf, BS, 0, 0, &e), ==, 0);
+  g_assert_cmpint (df_blk_flush (b, &e), ==, 0);
+  memset (buf, 0xa2, BS);
+  g_assert_cmpint (df_blk_pwrite (b, buf, BS, BS, 0, &e), ==, 0);
+  /* lapsed: every write path refused, the fence trips */
+  df_lease_extend (l, g_get_monotonic_time () - 1);
+  g_assert_cmpint (df_blk_pwrite (b, buf, BS, 2 * BS, 0, &e), ==, -1);
+  g_assert_cmpint (e, ==, EIO);
+  g_assert_cmpint (df_blk_flush (b, &e), ==, -1);
+  g_assert_cmpint (df_blk_zero (b, BS, 0, 0, &e), ==, -1);
+  g_assert_true (df_lease_lost (l));
+  g_assert_true (df_fence_tripped (f));
+  /* a lost lease is never extended again */
+  df_lease_extend (l, g_get_monotonic_time () + G_USEC_PER_SEC);
+  g_assert_false (df_lease_valid (l));
+  g_assert_cmpint (df_blk_pread (b, got, BS, 0, &e), ==, 0); /* reads pass */
+  df_blk_unref (b);
+  df_lease_unref (l);
+  /* reopened: the flushed block is there, the unflushed one was not
+   * flushed at close */
+  cache = open_leased (base, dir);
+  g_assert_cmpint (df_blk_pread (cache, got, BS, 0, &e), ==, 0);
+  g_assert_true (got[0] == 0xa1 && got[BS - 1] == 0xa1);
+  g_assert_cmpint (df_blk_pread (cache, got, BS, BS, &e), ==, 0);
+  g_assert_cmpmem (got, BS, mem_data (base) + BS, BS);
+  df_blk_unref (cache);
+  tu_rmrf (dir);
+}
+
+/* A survivor's newer epoch in the token file: the old holder's next
+ * FLUSH is refused, and an older epoch cannot stamp over a newer one. */
+static void
+test_lease_token (void)
+{
+  g_autofree char *dir = tu_tmpdir ();
+  g_autoptr (df_blk) base = mem_base_new (4 * MiB, 8);
+  g_autoptr (DfFence) f = df_fence_new ("test", NULL, NULL, NULL);
+  g_autoptr (DfFence) f2 = df_fence_new ("test2", NULL, NULL, NULL);
+  g_autoptr (GError) err = NULL;
+  uint8_t buf[BS];
+  int e = 0;
+
+  DfLease *l = new_lease (2, dir, f, &err);
+  g_assert_no_error (err);
+  df_blk *cache = open_leased (base, dir);
+  df_blk *b = df_lease_blk_new (l, cache);
+  df_blk_unref (cache);
+  memset (buf, 0xb1, BS);
+  g_assert_cmpint (df_blk_pwrite (b, buf, BS, 0, 0, &e), ==, 0);
+  DfLease *l2 = new_lease (3, dir, f2, &err); /* the survivor stamps 3 */
+  g_assert_no_error (err);
+  g_assert_cmpint (df_blk_flush (b, &e), ==, -1);
+  g_assert_cmpint (e, ==, EIO);
+  g_assert_true (df_lease_lost (l));
+  g_assert_true (df_fence_tripped (f));
+  g_assert_false (df_fence_tripped (f2));
+  g_assert_null (new_lease (2, dir, f, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_DENIED);
+  df_blk_unref (b);
+  df_lease_unref (l);
+  df_lease_unref (l2);
+  tu_rmrf (dir);
+}
+
+/* A lost local cache: every request fails, reads included. */
+static void
+test_lost_cache (void)
+{
+  g_autoptr (df_blk) b = df_lost_blk_new (1 * MiB);
+  uint8_t buf[BS] = { 0 };
+  int e = 0;
+
+  g_assert_cmpint (b->size, ==, 1 * MiB);
+  g_assert_cmpint (df_blk_pread (b, buf, BS, 0, &e), ==, -1);
+  g_assert_cmpint (e, ==, EIO);
+  e = 0;
+  g_assert_cmpint (df_blk_pwrite (b, buf, BS, 0, 0, &e), ==, -1);
+  g_assert_cmpint (e, ==, EIO);
+  e = 0;
+  g_assert_cmpint (df_blk_flush (b, &e), ==, -1);
+  g_assert_cmpint (e, ==, EIO);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1228,6 +1365,9 @@ main (int argc, char **argv)
   g_test_add_func ("/cache/ram-overflow", test_ram_overflow);
   g_test_add_func ("/cache/persistent-reopen", test_persistent_reopen);
   g_test_add_func ("/cache/kill9", test_kill9);
+  g_test_add_func ("/cache/lease-layer", test_lease_layer);
+  g_test_add_func ("/cache/lease-token", test_lease_token);
+  g_test_add_func ("/cache/lost-cache", test_lost_cache);
   g_test_add_func ("/cache/extents", test_extents);
   g_test_add_func ("/cache/perf", test_perf);
   return g_test_run ();

@@ -2,7 +2,8 @@
  * registration fills the admin's row, heartbeats, the state from the
  * timeout, bad registrations change nothing, store-state upserts, the
  * placement rule (df_farm_store_holds), PVS's pending rule, verification
- * of a real file, and rows going with their server or version. */
+ * of a real file, and rows going with their server or version; cache
+ * leases (leases.c): shared take/renew/takeover/release, local claims. */
 #include "farm.h"
 #include "common.h"
 #include "test-util.h"
@@ -370,6 +371,105 @@ test_verify_file (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (list->len, ==, 0);
 }
 
+/* ---- cache leases (leases.c) ---------------------------------------- */
+
+static DfCacheLease *
+lease_row (DfFarm *farm, const char *device)
+{
+  g_autoptr (GError) err = NULL;
+  DfCacheLease *l = df_farm_lease_get (farm, device, &err);
+  g_assert_no_error (err);
+  return l;
+}
+
+/* Take, refuse while held, take over only after expiry + margin (a new
+ * epoch), refuse the stale holder's renewal, release. */
+static void
+test_lease_shared (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfCacheLease) a = NULL, b = NULL, row = NULL;
+  const gint64 t = 1000000, ttl = 2000, margin = 500;
+
+  g_assert_null (lease_row (fx->farm, "pc01"));
+  g_assert_true (df_farm_lease_acquire (fx->farm, "pc01", "ss1", 3, t, ttl,
+                                        margin, &a, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (a->epoch, ==, 1);
+  g_assert_cmpint (a->expires_ms, ==, t + ttl);
+  /* held: refused until expiry + margin, naming the holder */
+  g_assert_false (df_farm_lease_acquire (fx->farm, "pc01", "ss2", 3,
+                                         t + ttl + margin, ttl, margin, &b,
+                                         &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_BUSY);
+  g_assert_nonnull (strstr (err->message, "server ss1"));
+  g_clear_error (&err);
+  g_assert_null (b);
+  /* the holder renews */
+  g_assert_true (df_farm_lease_renew (fx->farm, "pc01", "ss1", 1, t + 600,
+                                      ttl, &err));
+  g_assert_no_error (err);
+  row = lease_row (fx->farm, "pc01");
+  g_assert_cmpint (row->expires_ms, ==, t + 600 + ttl);
+  /* lapsed: taken over with a new epoch */
+  g_assert_true (df_farm_lease_acquire (fx->farm, "pc01", "ss2", 3,
+                                        t + 600 + ttl + margin + 1, ttl,
+                                        margin, &b, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (b->epoch, ==, 2);
+  g_assert_cmpstr (b->holder, ==, "ss2");
+  /* the old holder's renewal and release change nothing */
+  g_assert_false (df_farm_lease_renew (fx->farm, "pc01", "ss1", 1, t + 9000,
+                                       ttl, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_DENIED);
+  g_clear_error (&err);
+  g_assert_true (df_farm_lease_release (fx->farm, "pc01", "ss1", 1, &err));
+  g_clear_pointer (&row, df_cache_lease_free);
+  row = lease_row (fx->farm, "pc01");
+  g_assert_cmpstr (row->holder, ==, "ss2");
+  g_assert_cmpint (row->expires_ms, ==, b->expires_ms);
+  /* released: anyone takes it at once, and the epoch still grows */
+  g_assert_true (df_farm_lease_release (fx->farm, "pc01", "ss2", 2, &err));
+  g_clear_pointer (&a, df_cache_lease_free);
+  g_assert_true (df_farm_lease_acquire (fx->farm, "pc01", "ss1", 3,
+                                        t + 4000, ttl, margin, &a, &err));
+  g_assert_cmpint (a->epoch, ==, 3);
+  /* bad names change nothing */
+  g_assert_false (df_farm_lease_acquire (fx->farm, "bad name", "ss1", 3, t,
+                                         ttl, margin, &b, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+}
+
+/* A local cache's generation is refused elsewhere, not on its server nor
+ * for a new generation. */
+static void
+test_lease_local (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfCacheLease) row = NULL;
+
+  g_assert_true (df_farm_lease_claim_local (fx->farm, "pc02", "ss1", 5, 1,
+                                            &err));
+  g_assert_true (df_farm_lease_claim_local (fx->farm, "pc02", "ss1", 5, 2,
+                                            &err));
+  g_assert_no_error (err);
+  g_assert_false (df_farm_lease_claim_local (fx->farm, "pc02", "ss2", 5, 3,
+                                             &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_DENIED);
+  g_assert_nonnull (strstr (err->message, "server ss1's local disk"));
+  g_clear_error (&err);
+  row = lease_row (fx->farm, "pc02");
+  g_assert_cmpstr (row->holder, ==, "ss1");
+  g_assert_cmpint (row->kind, ==, DF_LEASE_LOCAL);
+  g_assert_true (df_farm_lease_claim_local (fx->farm, "pc02", "ss2", 6, 4,
+                                            &err));
+  g_assert_no_error (err);
+  g_clear_pointer (&row, df_cache_lease_free);
+  row = lease_row (fx->farm, "pc02");
+  g_assert_cmpstr (row->holder, ==, "ss2");
+  g_assert_cmpint (row->generation, ==, 6);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -382,5 +482,7 @@ main (int argc, char **argv)
   FX ("/registry/store-state", test_store_state);
   FX ("/registry/replicating", test_replicating);
   FX ("/registry/verify-file", test_verify_file);
+  FX ("/registry/lease-shared", test_lease_shared);
+  FX ("/registry/lease-local", test_lease_local);
   return g_test_run ();
 }

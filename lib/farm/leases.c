@@ -1,0 +1,244 @@
+/* diskfarm: cache leases (see farm.h).
+ *
+ * Each decision reads the row and writes it in one write scope
+ * (df_farm_try), so two servers racing for one lapsed lease cannot both
+ * win: SQLite's BEGIN IMMEDIATE serialises them, PostgreSQL's serializable
+ * transaction fails one of them, which re-runs and then finds the lease
+ * held.  Renewal and release are one conditional UPDATE each: a server
+ * that lost its lease changes nothing. */
+#include "farm.h"
+#include "farm-private.h"
+#include "common.h"
+
+#define LEASE_COLS \
+  "device, kind, holder, epoch, generation, expires_ms, acquired_ms"
+
+void
+df_cache_lease_free (DfCacheLease *l)
+{
+  if (!l)
+    return;
+  g_free (l->device);
+  g_free (l->holder);
+  g_free (l);
+}
+
+static const char *
+kind_name (DfLeaseKind k)
+{
+  return k == DF_LEASE_LOCAL ? "local" : "shared";
+}
+
+static gpointer
+lease_from_row (DfDbStmt *st)
+{
+  DfCacheLease *l = g_new0 (DfCacheLease, 1);
+  l->device = df_db_col_dup (st, 0);
+  l->kind = g_strcmp0 (df_db_col_text (st, 1), "local") == 0
+                ? DF_LEASE_LOCAL : DF_LEASE_SHARED;
+  l->holder = df_db_col_dup (st, 2);
+  l->epoch = df_db_col_int64 (st, 3);
+  l->generation = df_db_col_int64 (st, 4);
+  l->expires_ms = df_db_col_int64 (st, 5);
+  l->acquired_ms = df_db_col_int64 (st, 6);
+  return l;
+}
+
+DfCacheLease *
+df_farm_lease_get (DfFarm *farm, const char *device, GError **err)
+{
+  return df_farm_row_find (farm,
+                           "SELECT " LEASE_COLS " FROM cache_leases "
+                           "WHERE device = ?", device, lease_from_row, err);
+}
+
+static bool
+check_args (const char *device, const char *holder, GError **err)
+{
+  return df_validate_name ("device", device, err)
+         && df_validate_name ("server", holder, err);
+}
+
+/* Write the row as l says (insert or replace). */
+static bool
+lease_put (DfFarm *farm, const DfCacheLease *l, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "INSERT INTO cache_leases (" LEASE_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (device) DO UPDATE SET kind = excluded.kind, "
+    "holder = excluded.holder, epoch = excluded.epoch, "
+    "generation = excluded.generation, expires_ms = excluded.expires_ms, "
+    "acquired_ms = excluded.acquired_ms", err);
+  if (!st)
+    return false;
+  df_db_bind_text (st, 1, l->device);
+  df_db_bind_text (st, 2, kind_name (l->kind));
+  df_db_bind_text (st, 3, l->holder);
+  df_db_bind_int64 (st, 4, l->epoch);
+  df_db_bind_int64 (st, 5, l->generation);
+  df_db_bind_int64 (st, 6, l->expires_ms);
+  df_db_bind_int64 (st, 7, l->acquired_ms);
+  return df_db_run (st, err);
+}
+
+/* A new lease for holder after old (nullable): the next epoch. */
+static DfCacheLease *
+lease_next (const char *device, const DfCacheLease *old, DfLeaseKind kind,
+            const char *holder, gint64 generation, gint64 now_ms,
+            gint64 expires_ms)
+{
+  DfCacheLease *l = g_new0 (DfCacheLease, 1);
+  l->device = g_strdup (device);
+  l->kind = kind;
+  l->holder = g_strdup (holder);
+  l->epoch = old ? old->epoch + 1 : 1;
+  l->generation = generation;
+  l->expires_ms = expires_ms;
+  l->acquired_ms = now_ms;
+  return l;
+}
+
+/* Whether holder may take old's shared lease at now_ms. */
+static bool
+lease_takeable (const DfCacheLease *old, const char *holder, gint64 now_ms,
+                gint64 margin_ms)
+{
+  return !old || old->kind == DF_LEASE_LOCAL || old->expires_ms == 0
+         || g_strcmp0 (old->holder, holder) == 0
+         || now_ms > old->expires_ms + margin_ms;
+}
+
+static bool
+acquire_locked (DfFarm *farm, const char *device, const char *holder,
+                gint64 generation, gint64 now_ms, gint64 ttl_ms,
+                gint64 margin_ms, DfCacheLease **out, GError **err)
+{
+  GError *e = NULL;
+  g_autoptr (DfCacheLease) old = df_farm_lease_get (farm, device, &e);
+
+  if (e != NULL)
+    {
+      g_propagate_error (err, e);
+      return false;
+    }
+  if (!lease_takeable (old, holder, now_ms, margin_ms))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "the write cache of device %s is held by server %s "
+                   "(lease epoch %" G_GINT64_FORMAT ", renewed until %"
+                   G_GINT64_FORMAT " ms from now; it moves only once "
+                   "that server stops renewing it)",
+                   device, old->holder, old->epoch,
+                   old->expires_ms - now_ms);
+      return false;
+    }
+  g_autoptr (DfCacheLease) l = lease_next (device, old, DF_LEASE_SHARED,
+                                           holder, generation, now_ms,
+                                           now_ms + ttl_ms);
+  if (!lease_put (farm, l, err))
+    return false;
+  *out = g_steal_pointer (&l);
+  return true;
+}
+
+bool
+df_farm_lease_acquire (DfFarm *farm, const char *device, const char *holder,
+                       gint64 generation, gint64 now_ms, gint64 ttl_ms,
+                       gint64 margin_ms, DfCacheLease **out, GError **err)
+{
+  if (!check_args (device, holder, err))
+    return false;
+  g_return_val_if_fail (ttl_ms > 0 && margin_ms >= 0, false);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = acquire_locked (farm, device, holder, generation, now_ms, ttl_ms,
+                           margin_ms, out, err);
+  return t.ok;
+}
+
+/* One conditional UPDATE of holder's row at epoch; DENIED when no row
+ * matched. */
+static bool
+lease_update (DfFarm *farm, const char *device, const char *holder,
+              gint64 epoch, gint64 expires_ms, bool missing_ok, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+    "UPDATE cache_leases SET expires_ms = ? WHERE device = ? AND "
+    "holder = ? AND epoch = ? AND kind = 'shared'", err);
+  if (!st)
+    return false;
+  df_db_bind_int64 (st, 1, expires_ms);
+  df_db_bind_text (st, 2, device);
+  df_db_bind_text (st, 3, holder);
+  df_db_bind_int64 (st, 4, epoch);
+  if (!df_db_run (st, err))
+    return false;
+  if (df_db_changes (df_farm_db (farm)) == 1 || missing_ok)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_DENIED,
+               "server %s lost the lease of device %s's write cache "
+               "(epoch %" G_GINT64_FORMAT " was taken over)", holder, device,
+               epoch);
+  return false;
+}
+
+bool
+df_farm_lease_renew (DfFarm *farm, const char *device, const char *holder,
+                     gint64 epoch, gint64 now_ms, gint64 ttl_ms,
+                     GError **err)
+{
+  if (!check_args (device, holder, err))
+    return false;
+  return lease_update (farm, device, holder, epoch, now_ms + ttl_ms, false,
+                       err);
+}
+
+bool
+df_farm_lease_release (DfFarm *farm, const char *device, const char *holder,
+                       gint64 epoch, GError **err)
+{
+  if (!check_args (device, holder, err))
+    return false;
+  return lease_update (farm, device, holder, epoch, 0, true, err);
+}
+
+static bool
+claim_local_locked (DfFarm *farm, const char *device, const char *holder,
+                    gint64 generation, gint64 now_ms, GError **err)
+{
+  GError *e = NULL;
+  g_autoptr (DfCacheLease) old = df_farm_lease_get (farm, device, &e);
+
+  if (e != NULL)
+    {
+      g_propagate_error (err, e);
+      return false;
+    }
+  if (old && old->kind == DF_LEASE_LOCAL && old->generation == generation)
+    {
+      if (g_strcmp0 (old->holder, holder) == 0)
+        return true;
+      g_set_error (err, DF_ERROR, DF_ERROR_DENIED,
+                   "device %s boot generation %" G_GINT64_FORMAT " has its "
+                   "write cache on server %s's local disk: it cannot move "
+                   "to server %s (the device must reboot)", device,
+                   generation, old->holder, holder);
+      return false;
+    }
+  g_autoptr (DfCacheLease) l = lease_next (device, old, DF_LEASE_LOCAL,
+                                           holder, generation, now_ms, 0);
+  return lease_put (farm, l, err);
+}
+
+bool
+df_farm_lease_claim_local (DfFarm *farm, const char *device,
+                           const char *holder, gint64 generation,
+                           gint64 now_ms, GError **err)
+{
+  if (!check_args (device, holder, err))
+    return false;
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = claim_local_locked (farm, device, holder, generation, now_ms, err);
+  return t.ok;
+}
