@@ -63,6 +63,11 @@ typedef struct {
   bool (*should_close) (const DfEngineConn *e);
   /* Where the connection stands (see DfEngineProgress). */
   void (*progress) (const DfEngineConn *e, DfEngineProgress *p);
+  /* The connection is idle (no message since the last tick, no output
+   * pending): give back what it holds at a high-water size (buffers a
+   * large request grew); the next request allocates again.  A booted
+   * target idles for hours: this keeps an idle session small. */
+  void (*release_idle) (DfEngineConn *e);
   /* The engine's clock (NULL: it has none).  false: drop the connection
    * now, without draining its output. */
   bool (*tick) (DfEngineConn *e, gint64 now_us);
@@ -94,7 +99,8 @@ struct DfEngineConn {
  * over an engine whose connection type is T (which embeds DfEngineConn as
  * "engine") and whose functions are T_input_space (T *, size_t *),
  * T_input_commit, T_process, T_has_work (const T *), T_output,
- * T_output_consume, T_should_close (const T *) and T_free; tick,
+ * T_output_consume, T_should_close (const T *), T_release_idle and
+ * T_free; tick,
  * tls_wanted and tls_started are the engine's own thunks for its clock and
  * its in-band TLS, or NULL. */
 #define DF_ENGINE_DEFINE(T, name_, tick_, tls_wanted_, tls_started_)         \
@@ -130,6 +136,10 @@ struct DfEngineConn {
   {                                                                          \
     T##_progress (DF_ENGINE_CONN_CONST (T, e), p);                           \
   }                                                                          \
+  static void eng_release_idle (DfEngineConn *e)                             \
+  {                                                                          \
+    T##_release_idle (DF_ENGINE_CONN (T, e));                                \
+  }                                                                          \
   static void eng_free (DfEngineConn *e)                                     \
   {                                                                          \
     T##_free (DF_ENGINE_CONN (T, e));                                        \
@@ -144,6 +154,7 @@ struct DfEngineConn {
     .output_consume = eng_output_consume,                                    \
     .should_close = eng_should_close,                                        \
     .progress = eng_progress,                                                \
+    .release_idle = eng_release_idle,                                        \
     .tick = tick_,                                                           \
     .tls_wanted = tls_wanted_,                                               \
     .tls_started = tls_started_,                                             \
@@ -189,6 +200,11 @@ static inline void
 df_engine_progress (const DfEngineConn *e, DfEngineProgress *p)
 {
   e->ops->progress (e, p);
+}
+static inline void
+df_engine_release_idle (DfEngineConn *e)
+{
+  e->ops->release_idle (e);
 }
 static inline bool
 df_engine_has_clock (const DfEngineConn *e)

@@ -474,6 +474,18 @@ nbd_conn_output_consume (nbd_conn *c, size_t n)
 }
 
 void
+nbd_conn_release_idle (nbd_conn *c)
+{
+  if (buf_len (&c->in) == 0 && c->discard == 0)
+    buf_clear (&c->in);
+  if (buf_len (&c->out) == 0)
+    buf_clear (&c->out);
+  /* scratch: nothing in it outlives a request */
+  g_array_unref (c->runs);
+  c->runs = g_array_new (FALSE, FALSE, sizeof (nbd_run));
+}
+
+void
 nbd_conn_progress (const nbd_conn *c, DfEngineProgress *p)
 {
   p->messages = c->messages;

@@ -12,6 +12,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -61,6 +64,9 @@ typedef struct {
   gint64 accepted_us;      /* monotonic */
   guint64 messages_seen;   /* DfEngineProgress.messages at the last tick */
   gint64 partial_since_us; /* first tick that saw this partial message */
+  guint64 tick_messages;   /* DfEngineProgress.messages at the last tick,
+                            * for release_when_idle */
+  bool released;           /* buffers given back since the last message */
 } srv_conn;
 
 typedef struct {
@@ -391,6 +397,40 @@ conn_within_deadlines (DfStreamServer *s, srv_conn *sc, gint64 now)
   return false;
 }
 
+/* A connection that took no message for a whole tick and has nothing
+ * to send gives back its high-water buffers, once per idle spell (engine.h
+ * release_idle).  Returns true when it did. */
+static bool
+release_when_idle (srv_conn *sc)
+{
+  DfEngineProgress p;
+  size_t pending;
+
+  df_engine_progress (sc->eng, &p);
+  if (p.messages != sc->tick_messages)
+    {
+      sc->tick_messages = p.messages;
+      sc->released = false;
+      return false;
+    }
+  df_engine_output (sc->eng, &pending);
+  if (sc->released || p.phase != DF_ENGINE_IDLE || pending > 0)
+    return false;
+  df_engine_release_idle (sc->eng);
+  sc->released = true;
+  return true;
+}
+
+/* Freed buffers sit between live ones in malloc's heaps and stay in RSS:
+ * hand their pages back to the kernel (glibc; elsewhere free is enough). */
+static void
+return_freed_memory (void)
+{
+#ifdef __GLIBC__
+  malloc_trim (0);
+#endif
+}
+
 /* The worker's clock: the limits' deadlines, then the tick of every
  * engine that has one; a connection past a deadline or whose peer is dead
  * is dropped at once, the others get their new output (an iSCSI NOP-In)
@@ -400,6 +440,7 @@ worker_tick (worker *w)
 {
   uint64_t expirations;
   gint64 now = g_get_monotonic_time ();
+  bool released = false;
   GList *conns;
 
   if (read (w->tickfd, &expirations, sizeof expirations) < 0
@@ -410,6 +451,7 @@ worker_tick (worker *w)
     {
       srv_conn *sc = l->data;
 
+      released |= release_when_idle (sc);
       if (!conn_within_deadlines (w->srv, sc, now))
         worker_drop (w, sc);
       else if (!df_engine_has_clock (sc->eng))
@@ -420,6 +462,8 @@ worker_tick (worker *w)
         conn_event (w, sc, 0);
     }
   g_list_free (conns);
+  if (released)
+    return_freed_memory ();
 }
 
 /* Shutdown: reply to what was received (blocking, bounded), then close. */
