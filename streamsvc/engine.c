@@ -3,6 +3,19 @@
 
 #include <string.h>
 
+void
+df_engine_offload (DfEngineConn *e, DfEngineJob *job)
+{
+  if (e->offload != NULL)
+    {
+      e->offload (e->offload_opaque, job);
+      return;
+    }
+  job->err = 0;
+  job->ret = df_blk_flush (job->blk, &job->err);
+  job->done (job);
+}
+
 bool
 df_engine_pump (DfEngineConn *e, DfEngineSink sink, void *opaque)
 {

@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blk.h"
+
 typedef struct DfEngineConn DfEngineConn;
 
 /* Where a connection stands, for the transport's deadlines (server.c):
@@ -83,10 +85,31 @@ typedef struct {
   void (*free) (DfEngineConn *e);
 } DfEngineOps;
 
+/* Blocking work an engine hands to its transport so that the loop thread
+ * never waits on the disk (FLUSH, FUA: an fsync of a persistent cache).
+ * Only df_blk_flush for now.  The engine fills blk and done, submits the
+ * job with df_engine_offload and takes no more input until done runs; the
+ * transport runs the flush on another thread, stores its result in ret
+ * and err, and calls done on the connection's loop thread. */
+typedef struct DfEngineJob DfEngineJob;
+struct DfEngineJob {
+  df_blk *blk;                     /* borrowed: the engine holds it */
+  int ret, err;                    /* df_blk_flush's result */
+  void (*done) (DfEngineJob *job); /* the engine's, on its loop thread */
+};
+/* The transport's runner; NULL (stdio, tests, fuzzers): run inline. */
+typedef void (*DfEngineOffload) (void *opaque, DfEngineJob *job);
+
 /* The head of every engine connection (first member). */
 struct DfEngineConn {
   const DfEngineOps *ops;
+  DfEngineOffload offload;         /* set by the transport, or NULL */
+  void *offload_opaque;
 };
+
+/* Run job: on the transport's runner when it has one, else here and now
+ * (done is then called before this returns). */
+void df_engine_offload (DfEngineConn *e, DfEngineJob *job);
 
 /* The connection struct embedding e as its member "engine". */
 #define DF_ENGINE_CONN(type, e)                                              \

@@ -40,6 +40,9 @@
 #define TICK_S 1  /* engine clock period (iSCSI NOP-In precision) */
 /* At the fd limit the acceptor stops polling its listeners this long. */
 #define FD_LIMIT_PAUSE_MS 250
+/* Threads that run the engines' blocking work (engine.h DfEngineJob:
+ * flushes), so that a worker never waits on the disk. */
+#define IO_THREADS 4
 
 typedef enum { PROTO_NBD, PROTO_ISCSI } proto;
 
@@ -49,9 +52,12 @@ typedef struct {
   proto proto;
 } listener;
 
+typedef struct worker worker;
+
 /* One client connection (owned by its worker). */
 typedef struct {
   DfStreamServer *srv; /* borrowed */
+  worker *w;           /* borrowed: the worker that drives it */
   int fd;
   DfEngineConn *eng; /* owned: an nbd_conn or iscsi_conn (engine.h) */
   DfTlsConn *tls;    /* owned, once the engine asked for TLS; then every
@@ -67,16 +73,23 @@ typedef struct {
   guint64 tick_messages;   /* DfEngineProgress.messages at the last tick,
                             * for release_when_idle */
   bool released;           /* buffers given back since the last message */
+  /* The engine's job on the I/O pool (conn_offload): while busy the fd is
+   * out of the epoll set and the engine reads nothing; a connection
+   * dropped meanwhile is dead and freed when its job comes back. */
+  DfEngineJob *job;        /* borrowed from the engine */
+  bool busy, dead;
 } srv_conn;
 
-typedef struct {
+struct worker {
   DfStreamServer *srv;
   GThread *thread;
   int epfd, wakefd;
   int tickfd;            /* timerfd, TICK_S period */
   GAsyncQueue *incoming; /* srv_conn *, pushed by the acceptor */
+  GAsyncQueue *done;     /* srv_conn * whose job ended, pushed by the pool */
   GHashTable *conns;     /* srv_conn * set, worker-only */
-} worker;
+  guint busy;            /* its connections with a job in the pool */
+};
 
 struct DfStreamServer {
   DfExports *exports;   /* borrowed */
@@ -93,6 +106,7 @@ struct DfStreamServer {
   worker *workers;
   guint n_workers, next_worker;
   GThread *acceptor;
+  GThreadPool *io_pool; /* runs engine jobs (srv_conn *) */
   int stopfd;           /* eventfd: acceptor stop */
   gint stopping;
   bool running;
@@ -157,7 +171,57 @@ worker_drop (worker *w, srv_conn *sc)
 {
   epoll_ctl (w->epfd, EPOLL_CTL_DEL, sc->fd, NULL);
   g_hash_table_remove (w->conns, sc);
-  srv_conn_free (sc);
+  if (sc->busy)
+    sc->dead = true; /* its job still uses the engine: freed at its end */
+  else
+    srv_conn_free (sc);
+}
+
+static void wake (int fd);
+
+/* On a pool thread: run the job (engine.h: a flush), hand the
+ * connection back to its worker. */
+static void
+io_run (gpointer data, gpointer user_data)
+{
+  srv_conn *sc = data;
+  DfEngineJob *job = sc->job;
+  worker *w = sc->w; /* sc may be freed once pushed */
+
+  job->err = 0;
+  job->ret = df_blk_flush (job->blk, &job->err);
+  g_async_queue_push (w->done, sc);
+  wake (w->wakefd);
+}
+
+/* The engine's DfEngineOffload (on the worker, inside df_engine_process):
+ * the job goes to the pool; conn_event takes the fd out of epoll. */
+static void
+conn_offload (void *opaque, DfEngineJob *job)
+{
+  srv_conn *sc = opaque;
+
+  g_assert (!sc->busy);
+  sc->job = job;
+  sc->busy = true;
+  sc->w->busy++;
+  g_thread_pool_push (sc->srv->io_pool, sc, NULL);
+}
+
+/* The job of sc came back: false when sc was dropped meanwhile (now
+ * freed), else the engine has taken the result (its reply is queued). */
+static bool
+job_finish (worker *w, srv_conn *sc)
+{
+  sc->busy = false;
+  w->busy--;
+  if (sc->dead)
+    {
+      srv_conn_free (sc);
+      return false;
+    }
+  sc->job->done (sc->job);
+  return true;
 }
 
 static void
@@ -318,10 +382,37 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
       worker_drop (w, sc);
       return;
     }
+  if (sc->busy)
+    {
+      /* Nothing is read or sent until the job is back (job_resume). */
+      epoll_ctl (w->epfd, EPOLL_CTL_DEL, sc->fd, NULL);
+      sc->interest = 0;
+      return;
+    }
   /* Backpressure: stop reading while replies are queued (or TLS waits
    * for the socket to take its bytes). */
   tls_write = sc->tls != NULL && df_tls_conn_want_write (sc->tls);
   set_interest (w, sc, pending > 0 || tls_write ? EPOLLOUT : EPOLLIN);
+}
+
+/* The job of sc came back: run what the connection received meanwhile,
+ * and watch its fd again. */
+static void
+job_resume (worker *w, srv_conn *sc)
+{
+  struct epoll_event e = { .events = EPOLLIN, .data.ptr = sc };
+
+  if (!job_finish (w, sc))
+    return;
+  df_engine_process (sc->eng);
+  if (epoll_ctl (w->epfd, EPOLL_CTL_ADD, sc->fd, &e) < 0)
+    {
+      g_warning ("epoll_ctl: %s", g_strerror (errno));
+      worker_drop (w, sc);
+      return;
+    }
+  sc->interest = EPOLLIN;
+  conn_event (w, sc, 0);
 }
 
 static void
@@ -495,6 +586,8 @@ worker_shutdown (worker *w)
 
   while ((sc = g_async_queue_try_pop (w->incoming)) != NULL)
     srv_conn_free (sc);
+  while (w->busy > 0) /* jobs in the pool: their replies go out below */
+    job_finish (w, g_async_queue_pop (w->done));
   g_hash_table_iter_init (&it, w->conns);
   while (g_hash_table_iter_next (&it, &key, NULL))
     {
@@ -535,6 +628,8 @@ worker_main (gpointer data)
                 g_warning ("eventfd read: %s", g_strerror (errno));
               while ((sc = g_async_queue_try_pop (w->incoming)) != NULL)
                 worker_adopt (w, sc);
+              while ((sc = g_async_queue_try_pop (w->done)) != NULL)
+                job_resume (w, sc);
             }
           else
             conn_event (w, ev[i].data.ptr, ev[i].events);
@@ -616,6 +711,7 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
   if (l->unix_path == NULL)
     set_keepalive (s, fd, client);
   sc->srv = s;
+  sc->w = w;
   sc->fd = fd;
   sc->client = g_strdup (client);
   sc->source = g_steal_pointer (&source);
@@ -637,6 +733,8 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
         nbd_conn_set_tls (nc, df_tls_mode (s->tls));
       sc->eng = nbd_conn_engine (nc);
     }
+  sc->eng->offload = conn_offload;
+  sc->eng->offload_opaque = sc;
   g_debug ("connection from %s", client);
   g_async_queue_push (w->incoming, sc);
   if (write (w->wakefd, &one, sizeof one) < 0)
@@ -995,6 +1093,7 @@ worker_init (worker *w, DfStreamServer *s, guint i, GError **err)
       return false;
     }
   w->incoming = g_async_queue_new ();
+  w->done = g_async_queue_new ();
   w->conns = g_hash_table_new (NULL, NULL);
   w->thread = g_thread_new (name, worker_main, w);
   return true;
@@ -1010,6 +1109,7 @@ df_stream_server_start (DfStreamServer *s, GError **err)
       df_set_error_errno (err, errno, "eventfd");
       return false;
     }
+  s->io_pool = g_thread_pool_new (io_run, NULL, IO_THREADS, FALSE, NULL);
   s->workers = g_new0 (worker, s->n_workers);
   for (guint i = 0; i < s->n_workers; i++)
     if (!worker_init (&s->workers[i], s, i, err))
@@ -1054,9 +1154,14 @@ df_stream_server_stop (DfStreamServer *s)
       close (w->tickfd);
       if (w->incoming != NULL)
         g_async_queue_unref (w->incoming);
+      if (w->done != NULL)
+        g_async_queue_unref (w->done);
       if (w->conns != NULL)
         g_hash_table_unref (w->conns);
     }
+  /* every worker waited for its connections' jobs: the pool is idle */
+  if (s->io_pool != NULL)
+    g_thread_pool_free (g_steal_pointer (&s->io_pool), FALSE, TRUE);
   g_clear_pointer (&s->workers, g_free);
   s->n_workers = 0;
   s->running = false;
