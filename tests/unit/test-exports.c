@@ -1498,8 +1498,8 @@ reply_cookies (GByteArray *out, guint read_len, uint64_t read_cookie)
   while (at + 16 <= out->len)
     {
       uint64_t cookie = 0;
-      g_assert_cmphex (get_be32 (out->data + at), ==, 0x67446698);
-      g_assert_cmpuint (get_be32 (out->data + at + 4), ==, 0);
+      g_assert_cmphex (df_get_be32 (out->data + at), ==, 0x67446698);
+      g_assert_cmpuint (df_get_be32 (out->data + at + 4), ==, 0);
       for (int i = 0; i < 8; i++)
         cookie = cookie << 8 | out->data[at + 8 + i];
       g_array_append_val (cookies, cookie);
@@ -1548,7 +1548,7 @@ test_nbd_flush_offload (Fixture *f, gconstpointer data)
 
   e->offload = hold_job;
   e->offload_opaque = &held;
-  put_be32 (in, 3);
+  tu_put_be32 (in, 3);
   put_info (in, 7, "device/pc01"); /* GO */
   g_assert_true (df_engine_feed (e, in->data, in->len, df_engine_sink_bytes,
                                  out));
