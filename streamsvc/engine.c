@@ -48,6 +48,19 @@ pump_one (DfEngineConn *e, DfEngineSink sink, DfEngineSpanSink span_sink,
                            : df_engine_span_copy (&span, sink, opaque);
 }
 
+void
+df_engine_offload (DfEngineConn *e, DfEngineJob *job)
+{
+  if (e->offload != NULL)
+    {
+      e->offload (e->offload_opaque, job);
+      return;
+    }
+  job->err = 0;
+  job->ret = df_blk_flush (job->blk, &job->err);
+  job->done (job);
+}
+
 bool
 df_engine_pump_spans (DfEngineConn *e, DfEngineSink sink,
                       DfEngineSpanSink span_sink, void *opaque)

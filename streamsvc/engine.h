@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blk.h"
+
 typedef struct DfEngineConn DfEngineConn;
 
 /* Where a connection stands, for the transport's deadlines (server.c):
@@ -81,6 +83,11 @@ typedef struct {
   bool (*should_close) (const DfEngineConn *e);
   /* Where the connection stands (see DfEngineProgress). */
   void (*progress) (const DfEngineConn *e, DfEngineProgress *p);
+  /* The connection is idle (no message since the last tick, no output
+   * pending): give back what it holds at a high-water size (buffers a
+   * large request grew); the next request allocates again.  A booted
+   * target idles for hours: this keeps an idle session small. */
+  void (*release_idle) (DfEngineConn *e);
   /* The engine's clock (NULL: it has none).  false: drop the connection
    * now, without draining its output. */
   bool (*tick) (DfEngineConn *e, gint64 now_us);
@@ -96,10 +103,31 @@ typedef struct {
   void (*free) (DfEngineConn *e);
 } DfEngineOps;
 
+/* Blocking work an engine hands to its transport so that the loop thread
+ * never waits on the disk (FLUSH, FUA: an fsync of a persistent cache).
+ * Only df_blk_flush for now.  The engine fills blk and done, submits the
+ * job with df_engine_offload and takes no more input until done runs; the
+ * transport runs the flush on another thread, stores its result in ret
+ * and err, and calls done on the connection's loop thread. */
+typedef struct DfEngineJob DfEngineJob;
+struct DfEngineJob {
+  df_blk *blk;                     /* borrowed: the engine holds it */
+  int ret, err;                    /* df_blk_flush's result */
+  void (*done) (DfEngineJob *job); /* the engine's, on its loop thread */
+};
+/* The transport's runner; NULL (stdio, tests, fuzzers): run inline. */
+typedef void (*DfEngineOffload) (void *opaque, DfEngineJob *job);
+
 /* The head of every engine connection (first member). */
 struct DfEngineConn {
   const DfEngineOps *ops;
+  DfEngineOffload offload;         /* set by the transport, or NULL */
+  void *offload_opaque;
 };
+
+/* Run job: on the transport's runner when it has one, else here and now
+ * (done is then called before this returns). */
+void df_engine_offload (DfEngineConn *e, DfEngineJob *job);
 
 /* The connection struct embedding e as its member "engine". */
 #define DF_ENGINE_CONN(type, e)                                              \
@@ -112,7 +140,8 @@ struct DfEngineConn {
  * over an engine whose connection type is T (which embeds DfEngineConn as
  * "engine") and whose functions are T_input_space (T *, size_t *),
  * T_input_commit, T_process, T_has_work (const T *), T_output,
- * T_output_consume, T_should_close (const T *) and T_free; tick,
+ * T_output_consume, T_should_close (const T *), T_release_idle and
+ * T_free; tick,
  * tls_wanted and tls_started are the engine's own thunks for its clock and
  * its in-band TLS, or NULL. */
 #define DF_ENGINE_DEFINE(T, name_, tick_, tls_wanted_, tls_started_)         \
@@ -154,6 +183,10 @@ struct DfEngineConn {
   {                                                                          \
     T##_progress (DF_ENGINE_CONN_CONST (T, e), p);                           \
   }                                                                          \
+  static void eng_release_idle (DfEngineConn *e)                             \
+  {                                                                          \
+    T##_release_idle (DF_ENGINE_CONN (T, e));                                \
+  }                                                                          \
   static void eng_free (DfEngineConn *e)                                     \
   {                                                                          \
     T##_free (DF_ENGINE_CONN (T, e));                                        \
@@ -170,6 +203,7 @@ struct DfEngineConn {
     .span_follows = span_follows_,                                           \
     .should_close = eng_should_close,                                        \
     .progress = eng_progress,                                                \
+    .release_idle = eng_release_idle,                                        \
     .tick = tick_,                                                           \
     .tls_wanted = tls_wanted_,                                               \
     .tls_started = tls_started_,                                             \
@@ -236,6 +270,11 @@ static inline void
 df_engine_progress (const DfEngineConn *e, DfEngineProgress *p)
 {
   e->ops->progress (e, p);
+}
+static inline void
+df_engine_release_idle (DfEngineConn *e)
+{
+  e->ops->release_idle (e);
 }
 static inline bool
 df_engine_has_clock (const DfEngineConn *e)

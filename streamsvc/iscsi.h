@@ -74,6 +74,9 @@ void iscsi_conn_process (iscsi_conn *c);
 bool iscsi_conn_has_work (const iscsi_conn *c);
 const uint8_t *iscsi_conn_output (iscsi_conn *c, size_t *len);
 void iscsi_conn_output_consume (iscsi_conn *c, size_t n);
+/* Idle (engine.h): shrink the input buffer, free the output buffer and
+ * the data-in scratch when empty; the next PDU allocates again. */
+void iscsi_conn_release_idle (iscsi_conn *c);
 bool iscsi_conn_should_close (const iscsi_conn *c);
 /* Where the conn stands (engine.h DfEngineProgress): HANDSHAKE during the
  * login and for a whole discovery session, PARTIAL while part of a PDU is

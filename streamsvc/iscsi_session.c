@@ -235,6 +235,25 @@ iscsi_conn_input_commit (iscsi_conn *c, size_t n)
     c->rx_seen = true;
 }
 
+void
+iscsi_conn_release_idle (iscsi_conn *c)
+{
+  if (c->in_len == c->in_pos && c->in_cap > INPUT_MIN_ROOM)
+    {
+      c->in_len = c->in_pos = 0;
+      c->in_cap = INPUT_MIN_ROOM;
+      c->in = g_realloc (c->in, c->in_cap);
+    }
+  if (c->out->len == 0)
+    {
+      /* a GByteArray keeps its capacity: a new one gives it back */
+      g_byte_array_unref (c->out);
+      c->out = g_byte_array_new ();
+    }
+  g_clear_pointer (&c->scratch, g_free);
+  c->scratch_len = 0;
+}
+
 const uint8_t *
 iscsi_conn_output (iscsi_conn *c, size_t *len)
 {

@@ -230,6 +230,12 @@ struct nbd_conn {
   guint span_head;
   uint64_t out_sent;       /* bytes of c->out consumed so far */
   uint64_t span_bytes;     /* bytes of the spans queued */
+  /* A FLUSH (or a FUA write's flush) running off the loop thread
+   * (engine.h DfEngineJob): nothing more is read or run until its
+   * reply to parked_cookie is queued. */
+  bool parked;
+  uint64_t parked_cookie;
+  DfEngineJob job;
 };
 
 /* A file span of the output after the first "at" bytes of c->out's
@@ -530,6 +536,8 @@ bytes_needed (const nbd_conn *c)
         return OPT_HEADER_LEN;
       return OPT_HEADER_LEN + (size_t) df_get_be32 (p + 12);
     case NBD_STATE_TRANSMISSION:
+      if (c->parked)
+        return SIZE_MAX; /* its flush is running: read nothing yet */
       if (c->discard > 0)
         return 1; /* any byte of the refused payload is dropped */
       if (have < REQ_HEADER_LEN)
@@ -634,6 +642,18 @@ static uint64_t
 out_pending (const nbd_conn *c)
 {
   return buf_len (&c->out) + c->span_bytes;
+}
+
+void
+nbd_conn_release_idle (nbd_conn *c)
+{
+  if (buf_len (&c->in) == 0 && c->discard == 0)
+    buf_clear (&c->in);
+  if (buf_len (&c->out) == 0)
+    buf_clear (&c->out);
+  /* scratch: nothing in it outlives a request */
+  g_array_unref (c->runs);
+  c->runs = g_array_new (FALSE, FALSE, sizeof (nbd_run));
 }
 
 void
@@ -1521,14 +1541,49 @@ nbd_cmd_read (nbd_conn *c, const nbd_req *rq)
   return read_sparse (c, rq);
 }
 
+static void finish_request (nbd_conn *c, const nbd_req *rq, uint32_t error);
+
+/* The flush of rq ended (on the loop thread): its reply, then input is
+ * read and run again. */
+static void
+flush_done (DfEngineJob *job)
+{
+  nbd_conn *c = (nbd_conn *) (void *) ((char *) job
+                                       - offsetof (nbd_conn, job));
+  nbd_req rq = { .type = NBD_CMD_FLUSH, .cookie = c->parked_cookie };
+
+  c->parked = false;
+  if (job->ret < 0)
+    finish_request (c, &rq, errno_to_nbd (job->err));
+  else
+    simple_reply (c, &rq, 0);
+}
+
+/* Flush for rq off the loop thread (engine.h); the reply comes from
+ * flush_done.  Returns 0: run_request sends nothing more. */
+static uint32_t
+park_on_flush (nbd_conn *c, const nbd_req *rq)
+{
+  c->parked = true;
+  c->parked_cookie = rq->cookie;
+  c->job.blk = c->blk;
+  c->job.done = flush_done;
+  df_engine_offload (&c->engine, &c->job);
+  return 0;
+}
+
+/* A FUA write is the write, then a flush of the export: the same promise
+ * (stable on return), and the flush runs off the loop thread. */
 static uint32_t
 nbd_cmd_write (nbd_conn *c, const nbd_req *rq)
 {
-  uint32_t f = (rq->flags & NBD_CMD_FLAG_FUA) ? DF_BLK_FUA : 0;
+  bool fua = (rq->flags & NBD_CMD_FLAG_FUA) != 0;
   int err = 0;
 
-  if (df_blk_pwrite (c->blk, rq->payload, rq->count, rq->offset, f, &err) < 0)
+  if (df_blk_pwrite (c->blk, rq->payload, rq->count, rq->offset, 0, &err) < 0)
     return errno_to_nbd (err);
+  if (fua)
+    return park_on_flush (c, rq);
   simple_reply (c, rq, 0);
   return 0;
 }
@@ -1536,12 +1591,7 @@ nbd_cmd_write (nbd_conn *c, const nbd_req *rq)
 static uint32_t
 nbd_cmd_flush (nbd_conn *c, const nbd_req *rq)
 {
-  int err = 0;
-
-  if (df_blk_flush (c->blk, &err) < 0)
-    return errno_to_nbd (err);
-  simple_reply (c, rq, 0);
-  return 0;
+  return park_on_flush (c, rq);
 }
 
 static uint32_t
@@ -1727,6 +1777,13 @@ run_request (nbd_conn *c, const nbd_req *rq)
              nbd_errno_name (error));
   else
     error = d->fn (c, rq);
+  finish_request (c, rq, error);
+}
+
+/* The error reply of a request that failed (error 0: nothing to add). */
+static void
+finish_request (nbd_conn *c, const nbd_req *rq, uint32_t error)
+{
   if (error != 0)
     error_reply (c, rq, error);
   /* Fenced (the binding went stale): nothing more is read; the connection

@@ -88,6 +88,9 @@ void nbd_conn_process (nbd_conn *c);
 void nbd_conn_progress (const nbd_conn *c, DfEngineProgress *p);
 /* True when complete input is waiting that process() has not run yet. */
 bool nbd_conn_has_work (const nbd_conn *c);
+/* Idle (engine.h): free the input and output buffers when empty (a large
+ * READ or WRITE grew them); the next request allocates again. */
+void nbd_conn_release_idle (nbd_conn *c);
 
 /* Pending output (borrowed, valid until the next call on c); *len 0 when
  * there is nothing to send. */

@@ -12,6 +12,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -38,6 +41,9 @@
 #define TICK_S 1  /* engine clock period (iSCSI NOP-In precision) */
 /* At the fd limit the acceptor stops polling its listeners this long. */
 #define FD_LIMIT_PAUSE_MS 250
+/* Threads that run the engines' blocking work (engine.h DfEngineJob:
+ * flushes), so that a worker never waits on the disk. */
+#define IO_THREADS 4
 
 typedef enum { PROTO_NBD, PROTO_ISCSI } proto;
 
@@ -47,9 +53,12 @@ typedef struct {
   proto proto;
 } listener;
 
+typedef struct worker worker;
+
 /* One client connection (owned by its worker). */
 typedef struct {
   DfStreamServer *srv; /* borrowed */
+  worker *w;           /* borrowed: the worker that drives it */
   int fd;
   DfEngineConn *eng; /* owned: an nbd_conn or iscsi_conn (engine.h) */
   DfTlsConn *tls;    /* owned, once the engine asked for TLS; then every
@@ -62,16 +71,26 @@ typedef struct {
   gint64 accepted_us;      /* monotonic */
   guint64 messages_seen;   /* DfEngineProgress.messages at the last tick */
   gint64 partial_since_us; /* first tick that saw this partial message */
+  guint64 tick_messages;   /* DfEngineProgress.messages at the last tick,
+                            * for release_when_idle */
+  bool released;           /* buffers given back since the last message */
+  /* The engine's job on the I/O pool (conn_offload): while busy the fd is
+   * out of the epoll set and the engine reads nothing; a connection
+   * dropped meanwhile is dead and freed when its job comes back. */
+  DfEngineJob *job;        /* borrowed from the engine */
+  bool busy, dead;
 } srv_conn;
 
-typedef struct {
+struct worker {
   DfStreamServer *srv;
   GThread *thread;
   int epfd, wakefd;
   int tickfd;            /* timerfd, TICK_S period */
   GAsyncQueue *incoming; /* srv_conn *, pushed by the acceptor */
+  GAsyncQueue *done;     /* srv_conn * whose job ended, pushed by the pool */
   GHashTable *conns;     /* srv_conn * set, worker-only */
-} worker;
+  guint busy;            /* its connections with a job in the pool */
+};
 
 struct DfStreamServer {
   DfExports *exports;   /* borrowed */
@@ -88,6 +107,7 @@ struct DfStreamServer {
   worker *workers;
   guint n_workers, next_worker;
   GThread *acceptor;
+  GThreadPool *io_pool; /* runs engine jobs (srv_conn *) */
   int stopfd;           /* eventfd: acceptor stop */
   gint stopping;
   bool running;
@@ -152,7 +172,57 @@ worker_drop (worker *w, srv_conn *sc)
 {
   epoll_ctl (w->epfd, EPOLL_CTL_DEL, sc->fd, NULL);
   g_hash_table_remove (w->conns, sc);
-  srv_conn_free (sc);
+  if (sc->busy)
+    sc->dead = true; /* its job still uses the engine: freed at its end */
+  else
+    srv_conn_free (sc);
+}
+
+static void wake (int fd);
+
+/* On a pool thread: run the job (engine.h: a flush), hand the
+ * connection back to its worker. */
+static void
+io_run (gpointer data, gpointer user_data)
+{
+  srv_conn *sc = data;
+  DfEngineJob *job = sc->job;
+  worker *w = sc->w; /* sc may be freed once pushed */
+
+  job->err = 0;
+  job->ret = df_blk_flush (job->blk, &job->err);
+  g_async_queue_push (w->done, sc);
+  wake (w->wakefd);
+}
+
+/* The engine's DfEngineOffload (on the worker, inside df_engine_process):
+ * the job goes to the pool; conn_event takes the fd out of epoll. */
+static void
+conn_offload (void *opaque, DfEngineJob *job)
+{
+  srv_conn *sc = opaque;
+
+  g_assert (!sc->busy);
+  sc->job = job;
+  sc->busy = true;
+  sc->w->busy++;
+  g_thread_pool_push (sc->srv->io_pool, sc, NULL);
+}
+
+/* The job of sc came back: false when sc was dropped meanwhile (now
+ * freed), else the engine has taken the result (its reply is queued). */
+static bool
+job_finish (worker *w, srv_conn *sc)
+{
+  sc->busy = false;
+  w->busy--;
+  if (sc->dead)
+    {
+      srv_conn_free (sc);
+      return false;
+    }
+  sc->job->done (sc->job);
+  return true;
 }
 
 static void
@@ -337,10 +407,37 @@ conn_event (worker *w, srv_conn *sc, uint32_t ev)
       worker_drop (w, sc);
       return;
     }
+  if (sc->busy)
+    {
+      /* Nothing is read or sent until the job is back (job_resume). */
+      epoll_ctl (w->epfd, EPOLL_CTL_DEL, sc->fd, NULL);
+      sc->interest = 0;
+      return;
+    }
   /* Backpressure: stop reading while replies are queued (or TLS waits
    * for the socket to take its bytes). */
   tls_write = sc->tls != NULL && df_tls_conn_want_write (sc->tls);
   set_interest (w, sc, pending || tls_write ? EPOLLOUT : EPOLLIN);
+}
+
+/* The job of sc came back: run what the connection received meanwhile,
+ * and watch its fd again. */
+static void
+job_resume (worker *w, srv_conn *sc)
+{
+  struct epoll_event e = { .events = EPOLLIN, .data.ptr = sc };
+
+  if (!job_finish (w, sc))
+    return;
+  df_engine_process (sc->eng);
+  if (epoll_ctl (w->epfd, EPOLL_CTL_ADD, sc->fd, &e) < 0)
+    {
+      g_warning ("epoll_ctl: %s", g_strerror (errno));
+      worker_drop (w, sc);
+      return;
+    }
+  sc->interest = EPOLLIN;
+  conn_event (w, sc, 0);
 }
 
 static void
@@ -416,6 +513,40 @@ conn_within_deadlines (DfStreamServer *s, srv_conn *sc, gint64 now)
   return false;
 }
 
+/* A connection that took no message for a whole tick and has nothing
+ * to send gives back its high-water buffers, once per idle spell (engine.h
+ * release_idle).  Returns true when it did. */
+static bool
+release_when_idle (srv_conn *sc)
+{
+  DfEngineProgress p;
+  size_t pending;
+
+  df_engine_progress (sc->eng, &p);
+  if (p.messages != sc->tick_messages)
+    {
+      sc->tick_messages = p.messages;
+      sc->released = false;
+      return false;
+    }
+  df_engine_output (sc->eng, &pending);
+  if (sc->released || p.phase != DF_ENGINE_IDLE || pending > 0)
+    return false;
+  df_engine_release_idle (sc->eng);
+  sc->released = true;
+  return true;
+}
+
+/* Freed buffers sit between live ones in malloc's heaps and stay in RSS:
+ * hand their pages back to the kernel (glibc; elsewhere free is enough). */
+static void
+return_freed_memory (void)
+{
+#ifdef __GLIBC__
+  malloc_trim (0);
+#endif
+}
+
 /* The worker's clock: the limits' deadlines, then the tick of every
  * engine that has one; a connection past a deadline or whose peer is dead
  * is dropped at once, the others get their new output (an iSCSI NOP-In)
@@ -425,6 +556,7 @@ worker_tick (worker *w)
 {
   uint64_t expirations;
   gint64 now = g_get_monotonic_time ();
+  bool released = false;
   GList *conns;
 
   if (read (w->tickfd, &expirations, sizeof expirations) < 0
@@ -435,6 +567,7 @@ worker_tick (worker *w)
     {
       srv_conn *sc = l->data;
 
+      released |= release_when_idle (sc);
       if (!conn_within_deadlines (w->srv, sc, now))
         worker_drop (w, sc);
       else if (!df_engine_has_clock (sc->eng))
@@ -445,6 +578,8 @@ worker_tick (worker *w)
         conn_event (w, sc, 0);
     }
   g_list_free (conns);
+  if (released)
+    return_freed_memory ();
 }
 
 /* Shutdown: reply to what was received (blocking, bounded), then close. */
@@ -475,6 +610,8 @@ worker_shutdown (worker *w)
 
   while ((sc = g_async_queue_try_pop (w->incoming)) != NULL)
     srv_conn_free (sc);
+  while (w->busy > 0) /* jobs in the pool: their replies go out below */
+    job_finish (w, g_async_queue_pop (w->done));
   g_hash_table_iter_init (&it, w->conns);
   while (g_hash_table_iter_next (&it, &key, NULL))
     {
@@ -515,6 +652,8 @@ worker_main (gpointer data)
                 g_warning ("eventfd read: %s", g_strerror (errno));
               while ((sc = g_async_queue_try_pop (w->incoming)) != NULL)
                 worker_adopt (w, sc);
+              while ((sc = g_async_queue_try_pop (w->done)) != NULL)
+                job_resume (w, sc);
             }
           else
             conn_event (w, ev[i].data.ptr, ev[i].events);
@@ -596,6 +735,7 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
   if (l->unix_path == NULL)
     set_keepalive (s, fd, client);
   sc->srv = s;
+  sc->w = w;
   sc->fd = fd;
   sc->client = g_strdup (client);
   sc->source = g_steal_pointer (&source);
@@ -618,6 +758,8 @@ hand_over (DfStreamServer *s, int fd, const listener *l)
         nbd_conn_set_tls (nc, df_tls_mode (s->tls));
       sc->eng = nbd_conn_engine (nc);
     }
+  sc->eng->offload = conn_offload;
+  sc->eng->offload_opaque = sc;
   g_debug ("connection from %s", client);
   g_async_queue_push (w->incoming, sc);
   if (write (w->wakefd, &one, sizeof one) < 0)
@@ -976,6 +1118,7 @@ worker_init (worker *w, DfStreamServer *s, guint i, GError **err)
       return false;
     }
   w->incoming = g_async_queue_new ();
+  w->done = g_async_queue_new ();
   w->conns = g_hash_table_new (NULL, NULL);
   w->thread = g_thread_new (name, worker_main, w);
   return true;
@@ -991,6 +1134,7 @@ df_stream_server_start (DfStreamServer *s, GError **err)
       df_set_error_errno (err, errno, "eventfd");
       return false;
     }
+  s->io_pool = g_thread_pool_new (io_run, NULL, IO_THREADS, FALSE, NULL);
   s->workers = g_new0 (worker, s->n_workers);
   for (guint i = 0; i < s->n_workers; i++)
     if (!worker_init (&s->workers[i], s, i, err))
@@ -1035,9 +1179,14 @@ df_stream_server_stop (DfStreamServer *s)
       close (w->tickfd);
       if (w->incoming != NULL)
         g_async_queue_unref (w->incoming);
+      if (w->done != NULL)
+        g_async_queue_unref (w->done);
       if (w->conns != NULL)
         g_hash_table_unref (w->conns);
     }
+  /* every worker waited for its connections' jobs: the pool is idle */
+  if (s->io_pool != NULL)
+    g_thread_pool_free (g_steal_pointer (&s->io_pool), FALSE, TRUE);
   g_clear_pointer (&s->workers, g_free);
   s->n_workers = 0;
   s->running = false;

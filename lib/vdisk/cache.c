@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -134,6 +135,29 @@ df_cache_file_punch (df_cache *c, int fd, uint64_t off, uint64_t len)
   if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) off,
                  (off_t) len) < 0)
     g_debug ("cache %s: punch hole: %s", c->dir, g_strerror (errno));
+}
+
+/* ---- the block map ------------------------------------------------------ */
+
+/* c->state lives in its own anonymous mapping, whatever malloc would do
+ * with its size: a page of it exists only once a block it covers left
+ * BASE (one 4 KiB page per 16 MiB of disk), so the map of a session that
+ * wrote little costs little, on any disk size.  All BASE (zero) at first.
+ * NULL on failure. */
+static uint8_t *
+state_alloc (uint64_t nblocks)
+{
+  void *p = mmap (NULL, MAX (nblocks, 1), PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void
+state_free (uint8_t *state, uint64_t nblocks)
+{
+  if (state != NULL)
+    munmap (state, MAX (nblocks, 1));
 }
 
 /* ---- block helpers ------------------------------------------------------ */
@@ -637,7 +661,7 @@ cache_destroy (df_blk *b)
     c->writer_free (c->writer_data);
   g_assert (c->ranges == NULL);
   df_blk_unref (c->base);
-  g_free (c->state);
+  state_free (c->state, c->nblocks);
   g_free (c->dir);
   g_mutex_clear (&c->lock);
   g_cond_clear (&c->range_cond);
@@ -692,7 +716,7 @@ df_cache_open (df_blk *base, const char *dir, const DfCacheMode *mode,
   c->nblocks = (base->size + MASK) >> SHIFT;
   g_mutex_init (&c->lock);
   g_cond_init (&c->range_cond);
-  c->state = g_try_malloc0 (MAX (c->nblocks, 1));
+  c->state = state_alloc (c->nblocks);
   if (c->state == NULL)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_IO,

@@ -60,7 +60,8 @@ struct df_cache {   /* typedef in vdisk.h */
   GMutex lock;                /* protects everything below */
   GCond range_cond;           /* signalled when a range lock is released */
   df_cache_range *ranges;     /* range locks currently held */
-  uint8_t *state;             /* nblocks entries (owned) */
+  uint8_t *state;             /* nblocks entries (owned; cache.c maps
+                               * it: pages appear as blocks leave BASE) */
   uint64_t cached_blocks;     /* blocks in state CACHED */
   uint64_t reserved_blocks;   /* quota reserved by writes in flight */
   uint64_t ram_bytes;         /* RAM held by the ram store */

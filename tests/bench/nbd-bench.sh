@@ -19,7 +19,9 @@
 # saturates first.  The image is read once before the runs (page cache).
 # Usage: tests/bench/nbd-bench.sh [BUILD_DIR]   (default build)
 #   BENCH_SECONDS per fio run (10), BENCH_IMAGE_MB (1024), BENCH_TABLES
-#   ("tcp unix")
+#   ("tcp unix"), BENCH_ONLY=no-stalls (the no-stalls test alone, no
+#   chain), BENCH_THREADS (streamsvc --threads; 1 puts both devices of the
+#   no-stalls test on one epoll worker, the case a blocking flush hurts)
 set -eu
 . "$(dirname "$0")/bench-lib.sh"
 secs=${BENCH_SECONDS:-10}
@@ -54,31 +56,33 @@ qemu-img create -q -f qcow2 -F qcow2 -b "$base" "$T/overlay.qcow2"
 admin_port=$(free_port)
 export DISKFARM_ADMIN=127.0.0.1:$admin_port
 "$STREAMSVC" --farm "$T/farm" --nbd-listen "unix:$T/df.sock" --nbd-listen 127.0.0.1:0 \
-  --admin-listen "127.0.0.1:$admin_port" 2>"$T/df.log" &
+  --admin-listen "127.0.0.1:$admin_port" ${BENCH_THREADS:+--threads "$BENCH_THREADS"} 2>"$T/df.log" &
 df_pid=$!; pids="$pids $df_pid"
 wait_sock "$T/df.sock"
 for _ in $(seq 100); do grep -q 'nbd listening on 127' "$T/df.log" && break; sleep 0.1; done
 df_port=$(grep -o 'nbd listening on 127.0.0.1:[0-9]*' "$T/df.log" | sed 's/.*://')
 
-# versions 1..9 of "chain": 8 MiB each, 1 MiB runs and 4 KiB pieces spread
-# over the disk, written through the maintenance device and sealed
-for v in $(seq 1 9); do
-  "$DISKFARM" version new chain >/dev/null
-  cmds=()
-  for k in $(seq 0 3); do
-    off=$(( (v * 397 + k * 83) % (size_mb - 4) ))
-    cmds+=(-c "write -P $((v + k)) ${off}M 1M")
-    for j in $(seq 0 15); do
-      cmds+=(-c "write -P $v $(( ((v * 7919 + k * 131 + j * 61) % (size_mb * 256)) * 4096 )) 4k")
+if [ "${BENCH_ONLY:-}" != no-stalls ]; then
+  # versions 1..9 of "chain": 8 MiB each, 1 MiB runs and 4 KiB pieces spread
+  # over the disk, written through the maintenance device and sealed
+  for v in $(seq 1 9); do
+    "$DISKFARM" version new chain >/dev/null
+    cmds=()
+    for k in $(seq 0 3); do
+      off=$(( (v * 397 + k * 83) % (size_mb - 4) ))
+      cmds+=(-c "write -P $((v + k)) ${off}M 1M")
+      for j in $(seq 0 15); do
+        cmds+=(-c "write -P $v $(( ((v * 7919 + k * 131 + j * 61) % (size_mb * 256)) * 4096 )) 4k")
+      done
     done
+    qemu-io -f raw "${cmds[@]}" -c flush "nbd+unix:///device/mnt?socket=$T/df.sock" >/dev/null
+    "$DISKFARM" version seal chain >/dev/null
   done
-  qemu-io -f raw "${cmds[@]}" -c flush "nbd+unix:///device/mnt?socket=$T/df.sock" >/dev/null
-  "$DISKFARM" version seal chain >/dev/null
-done
-top=$(ls "$T"/farm/store/chain/chain.*.qcow2 | sort -t. -k2 -n | tail -1)
-qemu-img convert -f qcow2 -O raw "$top" "$T/chain.raw"
-echo "chain: $(ls "$T"/farm/store/chain/*.qcow2 | wc -l) versions, top $(basename "$top")"
-cat "$T/disk.raw" "$T/chain.raw" "$T"/farm/store/*/*.qcow2 >/dev/null   # page cache
+  top=$(ls "$T"/farm/store/chain/chain.*.qcow2 | sort -t. -k2 -n | tail -1)
+  qemu-img convert -f qcow2 -O raw "$top" "$T/chain.raw"
+  echo "chain: $(ls "$T"/farm/store/chain/*.qcow2 | wc -l) versions, top $(basename "$top")"
+  cat "$T/disk.raw" "$T/chain.raw" "$T"/farm/store/*/*.qcow2 >/dev/null   # page cache
+fi
 
 # start_peers tcp|unix: nbdkit file, nbdkit cow, nbdkit file on the chain,
 # qemu-nbd read-only base, qemu-nbd overlay; sets *_pid and *_uri
@@ -199,7 +203,8 @@ no_stalls() {
   echo "  p99 ratio (with flusher / alone) $(ratio $b $a)"
 }
 
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, streamsvc --threads ${BENCH_THREADS:-0}"
+[ "${BENCH_ONLY:-}" = no-stalls ] && { no_stalls; exit 0; }
 for mode in $tables; do
   table "$mode"
   if [ "$mode" = tcp ]; then no_stalls; fi

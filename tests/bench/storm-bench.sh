@@ -14,17 +14,25 @@
 #                    targets' writes land in that one shared file)
 # Per phase: total time, per-request p50/p99, per-boot p50/p99, failures,
 # server CPU (utime+stime from /proc/PID/stat) per GiB and per op, server
-# RSS per connected target (VmRSS delta / N, after all connected and after
-# all booted).  Each phase has a hard timeout (BENCH_STORM_TIMEOUT, 300 s).
+# RSS per connected target (VmRSS delta / N, after all connected and once
+# every booted session has been idle for BENCH_STORM_IDLE_MS, 2.5 s: an
+# idle session gives its buffers back at the server's tick).  Each phase
+# has a hard timeout (BENCH_STORM_TIMEOUT, 300 s).
+# Then TFTP: BENCH_TFTP_N (500) clients fetch undionly.kpxe at once from
+# bootstrapsvc, tftpd-hpa and dnsmasq (tftp-bench.sh BENCH_TFTP_ONLY=storm).
 # Usage: tests/bench/storm-bench.sh [BUILD_DIR]
-#   BENCH_STORM_N="100 250 500" (default 100), BENCH_THINK_SCALE (0.1)
+#   BENCH_STORM_N ("100 250 500"), BENCH_THINK_SCALE (0.1),
+#   BENCH_STORM_SERVERS ("df-nbd nbdkit df-iscsi tgt tftp": the phases run)
 set -eu
 . "$(dirname "$0")/bench-lib.sh"
 STORM=$build/tests/bench/boot-storm
 TRACE_GZ=${BENCH_TRACE:-tests/bench/traces/linux-boot-rw.trace.gz}
-counts=${BENCH_STORM_N:-100}
+counts=${BENCH_STORM_N:-100 250 500}
 think=${BENCH_THINK_SCALE:-0.1}
 limit=${BENCH_STORM_TIMEOUT:-300}
+idle_ms=${BENCH_STORM_IDLE_MS:-2500}
+servers=${BENCH_STORM_SERVERS:-df-nbd nbdkit df-iscsi tgt tftp}
+runs() { case " $servers " in *" $1 "*) return 0;; esac; return 1; }
 for t in nbdkit tgtd tgtadm python3 "$STORM"; do
   command -v "$t" >/dev/null || { echo "bench: $t missing (boot-storm needs libnbd-dev, libiscsi-dev)"; exit 77; }
 done
@@ -53,32 +61,37 @@ for i in $(seq "$max"); do
     --vdisk linux --cache server >/dev/null
 done
 
+# every target comes from 127.0.0.1: no per-source connection limit
 "$STREAMSVC" --farm "$T/farm" --nbd-listen 127.0.0.1:0 --iscsi-listen 127.0.0.1:0 \
-  --admin-listen none 2>"$T/df.log" &
+  --admin-listen none --max-connections-per-source 0 2>"$T/df.log" &
 df_pid=$!; pids="$pids $df_pid"
 for _ in $(seq 100); do grep -q 'iscsi listening' "$T/df.log" && break; sleep 0.1; done
 df_nbd=$(grep -o 'nbd listening on 127.0.0.1:[0-9]*' "$T/df.log" | sed 's/.*://')
 df_iscsi=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/df.log" | sed 's/.*://')
 
-kit_port=$(free_port)
-nbdkit -f -i 127.0.0.1 -p "$kit_port" --filter=cow file "$T/disk.raw" 2>"$T/kit.log" &
-kit_pid=$!; pids="$pids $kit_pid"
-wait_port "$kit_port"
+if runs nbdkit; then
+  kit_port=$(free_port)
+  nbdkit -f -i 127.0.0.1 -p "$kit_port" --filter=cow file "$T/disk.raw" 2>"$T/kit.log" &
+  kit_pid=$!; pids="$pids $kit_pid"
+  wait_port "$kit_port"
+fi
 
-tgt_port=$(free_port)
-ctl=$(( (tgt_port % 10000) + 10000 ))
-mkdir -p /var/run/tgtd
-tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$tgt_port" >"$T/tgt.log" 2>&1 &
-tgt_pid=$!; pids="$pids $tgt_pid"; kill9="$kill9 $tgt_pid"
-for _ in $(seq 50); do tgtadm -C "$ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
-cp "$T/disk.raw" "$T/tgt.raw"
-echo "adding $max tgt targets"
-for i in $(seq "$max"); do
-  tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid "$i" -T "iqn.2026-11.org.diskfarm.tgt:t$i"
-  tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid "$i" --lun 1 -b "$T/tgt.raw"
-  tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid "$i" -I ALL
-done
-wait_port "$tgt_port"
+if runs tgt; then
+  tgt_port=$(free_port)
+  ctl=$(( (tgt_port % 10000) + 10000 ))
+  mkdir -p /var/run/tgtd
+  tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$tgt_port" >"$T/tgt.log" 2>&1 &
+  tgt_pid=$!; pids="$pids $tgt_pid"; kill9="$kill9 $tgt_pid"
+  for _ in $(seq 50); do tgtadm -C "$ctl" --lld iscsi --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
+  cp "$T/disk.raw" "$T/tgt.raw"
+  echo "adding $max tgt targets"
+  for i in $(seq "$max"); do
+    tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid "$i" -T "iqn.2026-11.org.diskfarm.tgt:t$i"
+    tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid "$i" --lun 1 -b "$T/tgt.raw"
+    tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid "$i" -I ALL
+  done
+  wait_port "$tgt_port"
+fi
 
 # phase NAME PID N URL-TEMPLATE: one storm, one table row
 phase() {
@@ -86,11 +99,12 @@ phase() {
   c0=$(cpu_ticks "$pid"); r0=$(rss_kib "$pid")
   : >"$T/storm.out"
   timeout "$limit" "$STORM" --trace "$T/boot.trace" --count "$n" --url "$url" \
-    --think-scale "$think" --deadline $((limit - 10)) --hold-ms 1000 >"$T/storm.out" 2>"$T/storm.err" &
+    --think-scale "$think" --deadline $((limit - 10)) --hold-ms $((idle_ms + 500)) >"$T/storm.out" 2>"$T/storm.err" &
   local sp=$!
   while kill -0 $sp 2>/dev/null; do
     [ -z "$rss_conn" ] && grep -q '^connected' "$T/storm.out" && { sleep 0.5; rss_conn=$(rss_kib "$pid"); }
-    [ -z "$rss_boot" ] && grep -q '^booted' "$T/storm.out" && { sleep 0.5; rss_boot=$(rss_kib "$pid"); }
+    [ -z "$rss_boot" ] && grep -q '^booted' "$T/storm.out" &&
+      { sleep "$(echo "$idle_ms / 1000" | bc -l)"; rss_boot=$(rss_kib "$pid"); }
     sleep 0.1
   done
   wait $sp || rc=$?
@@ -117,10 +131,16 @@ nreq=$(grep -vc '^#' "$T/boot.trace")
 echo
 echo "== boot storm: each target replays $nreq requests ($TRACE_GZ), think time x$think, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "  server           N    fail conn_s  total_s req_p50 req_p99 boot_p50 boot_p99  CPU s/GiB  CPU us/op  RSS KiB/target"
-echo "                                          us      us      ms       ms                            connected  booted"
+echo "                                          us      us      ms       ms                            connected  booted+idle"
 for n in $counts; do
-  phase "streamsvc NBD" "$df_pid" "$n" "nbd://127.0.0.1:$df_nbd/device/t%d"
-  phase "nbdkit cow" "$kit_pid" "$n" "nbd://127.0.0.1:$kit_port/t%d"
-  phase "streamsvc iSCSI" "$df_pid" "$n" "iscsi://127.0.0.1:$df_iscsi/iqn.2026-11.org.diskfarm:t%d/1"
-  phase "tgt" "$tgt_pid" "$n" "iscsi://127.0.0.1:$tgt_port/iqn.2026-11.org.diskfarm.tgt:t%d/1"
+  runs df-nbd && phase "streamsvc NBD" "$df_pid" "$n" "nbd://127.0.0.1:$df_nbd/device/t%d"
+  runs nbdkit && phase "nbdkit cow" "$kit_pid" "$n" "nbd://127.0.0.1:$kit_port/t%d"
+  runs df-iscsi && phase "streamsvc iSCSI" "$df_pid" "$n" "iscsi://127.0.0.1:$df_iscsi/iqn.2026-11.org.diskfarm:t%d/1"
+  runs tgt && phase "tgt" "$tgt_pid" "$n" "iscsi://127.0.0.1:$tgt_port/iqn.2026-11.org.diskfarm.tgt:t%d/1"
 done
+if runs tftp; then
+  echo
+  echo "== TFTP storm: ${BENCH_TFTP_N:-500} clients at once (tests/bench/tftp-bench.sh)"
+  BENCH_TFTP_ONLY=storm BENCH_STORM=${BENCH_TFTP_N:-500} timeout "$limit" tests/bench/tftp-bench.sh "$build" ||
+    echo "  tftp-bench: exit $?"
+fi

@@ -13,7 +13,8 @@
 #     tftpd-hpa has no windowsize, its lock-step time is the reference)
 #   - a boot storm: N concurrent clients (default 500) fetch undionly.kpxe,
 #     total wall time and failures (each must be 0); dnsmasq runs with
-#     --tftp-max 1024 (its default, 50, would refuse most of the storm)
+#     --tftp-max 1024 (its default, 50, would refuse most of the storm);
+#     BENCH_TFTP_ONLY=storm runs this part alone (storm-bench.sh)
 # For each server: CPU time (utime+stime+cutime+cstime from /proc/PID/stat,
 # so tftpd-hpa's forked children count) per MiB sent; dnsmasq serves TFTP
 # from its one process.
@@ -105,52 +106,54 @@ best_of3() { local b=999; for _ in 1 2 3; do t=$("$@"); b=$(echo "if ($t < $b) $
 c0_df=$(cpu_ms $df_pid); c0_hpa=$(cpu_ms $hpa_pid)
 [ -n "$dm_pid" ] && c0_dm=$(cpu_ms $dm_pid)
 
-echo "== 32 MiB, blksize 1468, lock-step (curl), best of 3"
-t_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --tftp-blksize 1468)
-t_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --tftp-blksize 1468)
-printf '  bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' "$t_df" "$t_hpa" "$(echo "$t_hpa / $t_df" | bc -l)"
-if [ -n "$dm_pid" ]; then
-  t_dm=$(best_of3 time_get 69 big.bin "$T/o4" --tftp-blksize 1468)
-  c_dm=$(( $(cpu_ms $dm_pid) - c0_dm ))
-  printf '  dnsmasq      %6.3f s   speed ratio (dnsmasq / bootstrapsvc) %.2fx   dnsmasq CPU %s/MiB\n' "$t_dm" \
-    "$(echo "$t_dm / $t_df" | bc -l)" "$(per_mib "$c_dm" 96)"
-fi
-mib_df=96 mib_hpa=96      # MiB each server sent so far
+if [ "${BENCH_TFTP_ONLY:-}" != storm ]; then
+  echo "== 32 MiB, blksize 1468, lock-step (curl), best of 3"
+  t_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --tftp-blksize 1468)
+  t_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --tftp-blksize 1468)
+  printf '  bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' "$t_df" "$t_hpa" "$(echo "$t_hpa / $t_df" | bc -l)"
+  if [ -n "$dm_pid" ]; then
+    t_dm=$(best_of3 time_get 69 big.bin "$T/o4" --tftp-blksize 1468)
+    c_dm=$(( $(cpu_ms $dm_pid) - c0_dm ))
+    printf '  dnsmasq      %6.3f s   speed ratio (dnsmasq / bootstrapsvc) %.2fx   dnsmasq CPU %s/MiB\n' "$t_dm" \
+      "$(echo "$t_dm / $t_df" | bc -l)" "$(per_mib "$c_dm" 96)"
+  fi
+  mib_df=96 mib_hpa=96      # MiB each server sent so far
 
-# Lock-step over loopback is one wake-up per packet on each side: its time
-# depends mostly on whether the scheduler put the server and curl on the
-# same CPU (a local switch) or on two (a cross-CPU wake-up each way), which
-# varies from run to run.  Pin both (all server threads; tftpd-hpa's
-# per-transfer children inherit the mask) to compare like with like.
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin() { taskset -a -p -c "$1" "$df_pid" >/dev/null; taskset -a -p -c "$1" "$hpa_pid" >/dev/null; }
-  for place in same:0 cross:1; do
-    pin 0
-    c=${place#*:}
-    p_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --taskset-cpu "$c" --tftp-blksize 1468)
-    p_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --taskset-cpu "$c" --tftp-blksize 1468)
-    printf '  pinned, %-5s CPU: bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' \
-      "${place%%:*}" "$p_df" "$p_hpa" "$(echo "$p_hpa / $p_df" | bc -l)"
-    mib_df=$((mib_df + 96)) mib_hpa=$((mib_hpa + 96))
+  # Lock-step over loopback is one wake-up per packet on each side: its time
+  # depends mostly on whether the scheduler put the server and curl on the
+  # same CPU (a local switch) or on two (a cross-CPU wake-up each way), which
+  # varies from run to run.  Pin both (all server threads; tftpd-hpa's
+  # per-transfer children inherit the mask) to compare like with like.
+  if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    pin() { taskset -a -p -c "$1" "$df_pid" >/dev/null; taskset -a -p -c "$1" "$hpa_pid" >/dev/null; }
+    for place in same:0 cross:1; do
+      pin 0
+      c=${place#*:}
+      p_df=$(best_of3 time_get "$P_DF" big.bin "$T/o1" --taskset-cpu "$c" --tftp-blksize 1468)
+      p_hpa=$(best_of3 time_get "$P_HPA" big.bin "$T/o2" --taskset-cpu "$c" --tftp-blksize 1468)
+      printf '  pinned, %-5s CPU: bootstrapsvc %6.3f s   tftpd-hpa %6.3f s   speed ratio %.2fx\n' \
+        "${place%%:*}" "$p_df" "$p_hpa" "$(echo "$p_hpa / $p_df" | bc -l)"
+      mib_df=$((mib_df + 96)) mib_hpa=$((mib_hpa + 96))
+    done
+    pin 0-$(( $(nproc) - 1 ))
+  fi
+
+  echo "== 32 MiB, blksize 1468, windowsize 16 (bootstrapsvc) vs tftpd-hpa lock-step"
+  bw=999
+  for _ in 1 2 3; do
+    t0=$(now)
+    "$TFTP_CLIENT" get 127.0.0.1 "$P_DF" big.bin "$T/o3" --blksize 1468 --windowsize 16 --quiet
+    t=$(echo "$(now) - $t0" | bc -l)
+    bw=$(echo "if ($t < $bw) $t else $bw" | bc -l)
   done
-  pin 0-$(( $(nproc) - 1 ))
+  cmp -s "$B/big.bin" "$T/o3" || { echo "bench: windowsize transfer differs"; exit 1; }
+  printf '  bootstrapsvc w16 %6.3f s   tftpd-hpa lock-step %6.3f s   ratio %.2fx\n' "$bw" "$t_hpa" "$(echo "$t_hpa / $bw" | bc -l)"
+
+  c_df=$(( $(cpu_ms $df_pid) - c0_df ))
+  c_hpa=$(cpu_ms $hpa_pid); [ "$c_hpa" -ge 0 ] && c_hpa=$(( c_hpa - c0_hpa ))
+  mib_df=$((mib_df + 96))   # the three windowsize transfers
+  echo "  server CPU per MiB: bootstrapsvc $(per_mib "$c_df" "$mib_df")   tftpd-hpa $(per_mib "$c_hpa" "$mib_hpa")"
 fi
-
-echo "== 32 MiB, blksize 1468, windowsize 16 (bootstrapsvc) vs tftpd-hpa lock-step"
-bw=999
-for _ in 1 2 3; do
-  t0=$(now)
-  "$TFTP_CLIENT" get 127.0.0.1 "$P_DF" big.bin "$T/o3" --blksize 1468 --windowsize 16 --quiet
-  t=$(echo "$(now) - $t0" | bc -l)
-  bw=$(echo "if ($t < $bw) $t else $bw" | bc -l)
-done
-cmp -s "$B/big.bin" "$T/o3" || { echo "bench: windowsize transfer differs"; exit 1; }
-printf '  bootstrapsvc w16 %6.3f s   tftpd-hpa lock-step %6.3f s   ratio %.2fx\n' "$bw" "$t_hpa" "$(echo "$t_hpa / $bw" | bc -l)"
-
-c_df=$(( $(cpu_ms $df_pid) - c0_df ))
-c_hpa=$(cpu_ms $hpa_pid); [ "$c_hpa" -ge 0 ] && c_hpa=$(( c_hpa - c0_hpa ))
-mib_df=$((mib_df + 96))   # the three windowsize transfers
-echo "  server CPU per MiB: bootstrapsvc $(per_mib "$c_df" "$mib_df")   tftpd-hpa $(per_mib "$c_hpa" "$mib_hpa")"
 
 storm() {
   local port=$1 tag=$2 fails=0 list=""

@@ -1468,6 +1468,129 @@ test_nbd_starttls_off (Fixture *f, gconstpointer data)
   df_sessions_free (ss);
 }
 
+/* ---- NBD: blocking work off the loop thread (engine.h DfEngineJob) ---- */
+
+static void
+put_request (GByteArray *b, uint16_t flags, uint16_t type, uint64_t cookie,
+             uint64_t offset, uint32_t count)
+{
+  uint8_t p[28] = { 0x25, 0x60, 0x95, 0x13, flags >> 8, flags, type >> 8,
+                    type };
+
+  for (int i = 0; i < 8; i++)
+    {
+      p[8 + i] = (uint8_t) (cookie >> (56 - 8 * i));
+      p[16 + i] = (uint8_t) (offset >> (56 - 8 * i));
+    }
+  for (int i = 0; i < 4; i++)
+    p[24 + i] = (uint8_t) (count >> (24 - 8 * i));
+  g_byte_array_append (b, p, sizeof p);
+}
+
+/* The cookies of the simple replies in out, in order (a READ's reply is
+ * followed by read_len data bytes); out is emptied. */
+static GArray *
+reply_cookies (GByteArray *out, guint read_len, uint64_t read_cookie)
+{
+  GArray *cookies = g_array_new (FALSE, FALSE, sizeof (uint64_t));
+  size_t at = 0;
+
+  while (at + 16 <= out->len)
+    {
+      uint64_t cookie = 0;
+      g_assert_cmphex (df_get_be32 (out->data + at), ==, 0x67446698);
+      g_assert_cmpuint (df_get_be32 (out->data + at + 4), ==, 0);
+      for (int i = 0; i < 8; i++)
+        cookie = cookie << 8 | out->data[at + 8 + i];
+      g_array_append_val (cookies, cookie);
+      at += 16 + (cookie == read_cookie ? read_len : 0);
+    }
+  g_assert_cmpuint (at, ==, out->len);
+  g_byte_array_set_size (out, 0);
+  return cookies;
+}
+
+/* A transport's runner that keeps the job until the test runs it. */
+static void
+hold_job (void *opaque, DfEngineJob *job)
+{
+  DfEngineJob **held = opaque;
+
+  g_assert_null (*held);
+  *held = job;
+}
+
+static void
+run_held_job (DfEngineJob **held)
+{
+  DfEngineJob *job = *held;
+
+  *held = NULL;
+  job->err = 0;
+  job->ret = df_blk_flush (job->blk, &job->err);
+  job->done (job);
+}
+
+/* FLUSH and a FUA WRITE go to the transport's runner: no reply and no
+ * later request runs until the job is back; then the replies come in
+ * request order, and what the FUA write wrote reads back. */
+static void
+test_nbd_flush_offload (Fixture *f, gconstpointer data)
+{
+  DfSessions *ss = df_sessions_new ();
+  nbd_conn *c = nbd_conn_new (f->ex, ss, "test");
+  DfEngineConn *e = nbd_conn_engine (c);
+  DfEngineJob *held = NULL;
+  g_autoptr (GByteArray) in = g_byte_array_new ();
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  g_autoptr (GArray) got = NULL;
+  uint8_t payload[512];
+
+  e->offload = hold_job;
+  e->offload_opaque = &held;
+  tu_put_be32 (in, 3);
+  put_info (in, 7, "device/pc01"); /* GO */
+  g_assert_true (df_engine_feed (e, in->data, in->len, df_engine_sink_bytes,
+                                 out));
+  g_assert_cmpint (nbd_conn_state (c), ==, NBD_STATE_TRANSMISSION);
+  g_byte_array_set_size (out, 0);
+
+  g_byte_array_set_size (in, 0);
+  put_request (in, 0, 3, 1, 0, 0);   /* FLUSH */
+  put_request (in, 0, 0, 2, 0, 512); /* READ */
+  df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+  g_assert_nonnull (held);
+  g_assert_cmpuint (out->len, ==, 0);
+  g_assert_false (df_engine_has_work (e));
+  run_held_job (&held);
+  df_engine_pump (e, df_engine_sink_bytes, out);
+  got = reply_cookies (out, 512, 2);
+  g_assert_cmpuint (got->len, ==, 2);
+  g_assert_cmpuint (g_array_index (got, uint64_t, 0), ==, 1);
+  g_assert_cmpuint (g_array_index (got, uint64_t, 1), ==, 2);
+  g_clear_pointer (&got, g_array_unref);
+
+  memset (payload, 0x5a, sizeof payload);
+  g_byte_array_set_size (in, 0);
+  put_request (in, 1, 1, 3, 4096, sizeof payload); /* WRITE, FUA */
+  g_byte_array_append (in, payload, sizeof payload);
+  put_request (in, 0, 0, 4, 4096, sizeof payload); /* READ it back */
+  df_engine_feed (e, in->data, in->len, df_engine_sink_bytes, out);
+  g_assert_nonnull (held);
+  g_assert_cmpuint (out->len, ==, 0);
+  run_held_job (&held);
+  df_engine_pump (e, df_engine_sink_bytes, out);
+  g_assert_cmpuint (out->len, ==, 16 + 16 + sizeof payload);
+  g_assert_cmpmem (out->data + 32, sizeof payload, payload, sizeof payload);
+  got = reply_cookies (out, sizeof payload, 4);
+  g_assert_cmpuint (got->len, ==, 2);
+  g_assert_cmpuint (g_array_index (got, uint64_t, 0), ==, 3);
+  g_assert_cmpuint (g_array_index (got, uint64_t, 1), ==, 4);
+
+  df_engine_free (e);
+  df_sessions_free (ss);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1500,5 +1623,6 @@ main (int argc, char **argv)
   FARM_TEST ("/exports/nbd-tls-setting", test_nbd_tls_setting);
   FARM_TEST ("/nbd/starttls-engine", test_nbd_starttls_engine);
   FARM_TEST ("/nbd/starttls-off", test_nbd_starttls_off);
+  FARM_TEST ("/nbd/flush-offload", test_nbd_flush_offload);
   return g_test_run ();
 }
