@@ -22,8 +22,12 @@
  * the same persistent files.
  *
  * A checker thread compares every entry with sessions against the farm
- * every CHECK_INTERVAL_US (one look-up per entry, not per session); the
- * fence layer checks again after each FLUSH and FUA request.
+ * (one look-up per entry, not per session); the fence layer checks again
+ * after each FLUSH and FUA request.  On PostgreSQL a change watch
+ * (watch.h: LISTEN/NOTIFY) wakes the checker as each change commits, and
+ * the checker then polls only every CHECK_WATCHED_US as a safety net;
+ * on SQLite, or while the watch is not live (DB unreachable), it polls
+ * every CHECK_INTERVAL_US.
  *
  * Farm DB handles come from a small pool: a DfFarm is used by one thread
  * at a time, and pooling them keeps opens cheap (no SQLite open and
@@ -41,11 +45,14 @@
 #include "common.h"
 #include "farm.h"
 #include "store.h"
+#include "watch.h"
 
 #define FARM_POOL_MAX 8
 #define WHO "streamsvc"
 /* How stale a live session may be at most (between FLUSHes). */
 #define CHECK_INTERVAL_US (500 * 1000)
+/* The same while a change watch is live (changes wake the checker). */
+#define CHECK_WATCHED_US (10 * G_USEC_PER_SEC)
 
 /* What one device cache is bound to: the farm facts it was opened for.
  * Immutable; owned by the entry's fence (opaque of its check). */
@@ -91,12 +98,14 @@ struct DfExports
   GHashTable *caches; /* device name -> CacheEntry* (owned ref) */
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
-  GThread *checker;     /* df_exports_check every CHECK_INTERVAL_US */
+  GThread *checker;     /* df_exports_check at each change or poll */
+  DfFarmWatch *watch;   /* owned; NULL on SQLite */
   GMutex check_lock;
   GCond check_cond;
   bool check_stop; /* under check_lock */
   DfExportSource source; /* df_exports_new_source: not a farm (the relay);
                           * then only lock and caches (empty) are used */
+  bool check_now;  /* under check_lock: a change was notified */
 };
 
 struct DfExport
@@ -440,6 +449,18 @@ cache_entry_unref (CacheEntry *ce)
 
 static gpointer checker_main (gpointer data);
 
+/* DfChangeFn (watch thread): check the bindings now. */
+static void
+on_farm_change (gpointer data)
+{
+  DfExports *ex = data;
+
+  g_mutex_lock (&ex->check_lock);
+  ex->check_now = true;
+  g_cond_signal (&ex->check_cond);
+  g_mutex_unlock (&ex->check_lock);
+}
+
 DfExports *
 df_exports_new (const char *farm_dir, const char *db, GError **err)
 {
@@ -465,6 +486,7 @@ df_exports_new (const char *farm_dir, const char *db, GError **err)
   ex->farm_pool
       = g_ptr_array_new_with_free_func ((GDestroyNotify)df_farm_close);
   g_ptr_array_add (ex->farm_pool, farm);
+  ex->watch = df_farm_watch_start (db, on_farm_change, ex);
   ex->checker = g_thread_new ("binding-check", checker_main, ex);
   return ex;
 }
@@ -505,6 +527,7 @@ df_exports_free (DfExports *ex)
   g_mutex_unlock (&ex->check_lock);
   if (ex->checker != NULL)
     g_thread_join (ex->checker);
+  df_farm_watch_stop (ex->watch); /* after the checker, which reads it */
   df_exports_flush_all (ex);
   g_hash_table_destroy (ex->caches);
   g_hash_table_destroy (ex->vdisks);
@@ -1219,13 +1242,16 @@ checker_main (gpointer data)
   g_mutex_lock (&ex->check_lock);
   while (!ex->check_stop)
     {
-      gint64 until = g_get_monotonic_time () + CHECK_INTERVAL_US;
+      gint64 until = g_get_monotonic_time ()
+                     + (df_farm_watch_live (ex->watch) ? CHECK_WATCHED_US
+                                                       : CHECK_INTERVAL_US);
 
-      while (!ex->check_stop
+      while (!ex->check_stop && !ex->check_now
              && g_cond_wait_until (&ex->check_cond, &ex->check_lock, until))
         ;
       if (ex->check_stop)
         break;
+      ex->check_now = false;
       g_mutex_unlock (&ex->check_lock);
       df_exports_check (ex);
       g_mutex_lock (&ex->check_lock);

@@ -43,6 +43,12 @@ struct DfDbOps {
   bool (*failed_busy) (DfDb *db);
   /* NULL when the engine's write lock already serializes migrators. */
   bool (*schema_lock) (DfDb *db, guint32 app_id, bool lock, GError **err);
+  /* All NULL when the engine has no notifications (SQLite). */
+  bool (*notify) (DfDb *db, const char *channel, const char *payload,
+                  GError **err);
+  bool (*listen) (DfDb *db, const char *channel, GError **err);
+  int (*notify_fd) (DfDb *db);
+  int (*notices) (DfDb *db, GError **err);
 };
 
 /* The backends' openers (target: a file path; a PostgreSQL URI or

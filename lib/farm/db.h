@@ -164,3 +164,26 @@ bool df_db_schema_set (DfDb *db, guint32 app_id, int version, GError **err);
  * PostgreSQL the connection's parameters without any password. */
 const char *df_db_name (DfDb *db);
 DfDbDialect df_db_dialect (DfDb *db);
+
+/* ---- change notifications (PostgreSQL LISTEN/NOTIFY) ----
+ * A writer posts a notice on a channel inside its transaction; the
+ * engine delivers it to every connection listening on the channel when
+ * (and only if) the outermost transaction commits.  SQLite has no such
+ * thing: df_db_notify does nothing there and df_db_listen fails with
+ * DF_ERROR_UNSUPPORTED, so its readers keep polling.
+ *
+ * Reconnection: a PostgreSQL DfDb whose connection was lost (server
+ * restarted, network down) connects again at its next outermost begin or
+ * statement; its prepared statements are made again, a listening one
+ * listens again. */
+/* Post payload on channel (short ASCII names). */
+bool df_db_notify (DfDb *db, const char *channel, const char *payload,
+                   GError **err);
+/* Listen on channel from now on (outside any transaction). */
+bool df_db_listen (DfDb *db, const char *channel, GError **err);
+/* The descriptor to poll for POLLIN before df_db_notices; -1 when the
+ * connection is lost (or on SQLite). */
+int df_db_notify_fd (DfDb *db);
+/* Read what arrived without blocking: the number of notices received
+ * (0: none yet), or -1 + err when the connection is lost. */
+int df_db_notices (DfDb *db, GError **err);

@@ -1,0 +1,154 @@
+/* diskfarm: the change watch thread (see watch.h). */
+#include "watch.h"
+#include "db.h"
+#include "farm-private.h"
+#include "common.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct DfFarmWatch {
+  char *db;             /* the target; may hold a password: never shown */
+  DfChangeFn fn;
+  gpointer data;        /* borrowed */
+  int stopfd;           /* eventfd: written once by df_farm_watch_stop */
+  gint live;            /* atomic */
+  gint count;           /* atomic */
+  GThread *thread;
+};
+
+/* Wait up to ms for fd (-1: none) or the stop.  1 = fd readable, 0 =
+ * timeout, -1 = stopping. */
+static int
+wait_fd (DfFarmWatch *w, int fd, int ms)
+{
+  struct pollfd p[2] = { { .fd = w->stopfd, .events = POLLIN },
+                         { .fd = fd, .events = POLLIN } };
+  int r = poll (p, fd >= 0 ? 2 : 1, ms);
+  if (r < 0 && errno == EINTR)
+    return 0;
+  if (r < 0 || (p[0].revents & POLLIN))
+    return -1;
+  return r > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) ? 1 : 0;
+}
+
+static void
+set_live (DfFarmWatch *w, bool live)
+{
+  g_atomic_int_set (&w->live, live);
+  w->fn (w->data);
+}
+
+/* Connected and listening: NULL + a logged warning (once per outage) when
+ * the DB cannot be reached. */
+static DfDb *
+connect_listen (DfFarmWatch *w, bool *warned)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfDb) db = df_db_open (w->db, false, &err);
+  if (db != NULL && df_db_listen (db, DF_FARM_CHANNEL, &err))
+    {
+      g_message ("farm watch: listening for changes on %s", df_db_name (db));
+      *warned = false;
+      return g_steal_pointer (&db);
+    }
+  if (!*warned)
+    g_warning ("farm watch: %s (polling until it is back)", err->message);
+  *warned = true;
+  return NULL;
+}
+
+/* Listen until the connection is lost (false) or the stop (true). */
+static bool
+listen_loop (DfFarmWatch *w, DfDb *db)
+{
+  for (;;)
+    {
+      g_autoptr (GError) err = NULL;
+      int fd = df_db_notify_fd (db);
+      int r = fd >= 0 ? wait_fd (w, fd, -1) : 0;
+      if (r < 0)
+        return true;
+      int n = fd >= 0 ? df_db_notices (db, &err) : -1;
+      if (n < 0)
+        {
+          g_warning ("farm watch: %s", err ? err->message
+                                           : "connection lost");
+          return false;
+        }
+      if (n > 0)
+        {
+          g_atomic_int_inc (&w->count);
+          w->fn (w->data);
+        }
+    }
+}
+
+static gpointer
+watch_main (gpointer data)
+{
+  DfFarmWatch *w = data;
+  bool warned = false;
+  do
+    {
+      g_autoptr (DfDb) db = connect_listen (w, &warned);
+      if (db == NULL)
+        continue;
+      set_live (w, true);
+      bool stop = listen_loop (w, db);
+      set_live (w, false);
+      if (stop)
+        break;
+    }
+  while (wait_fd (w, -1, DF_FARM_WATCH_RETRY_MS) == 0);
+  return NULL;
+}
+
+DfFarmWatch *
+df_farm_watch_start (const char *db, DfChangeFn fn, gpointer data)
+{
+  if (!df_db_target_is_pg (db))
+    return NULL;
+  int fd = eventfd (0, EFD_CLOEXEC);
+  if (fd < 0)
+    {
+      g_warning ("farm watch: eventfd: %s (polling only)",
+                 g_strerror (errno));
+      return NULL;
+    }
+  DfFarmWatch *w = g_new0 (DfFarmWatch, 1);
+  w->db = g_strdup (db);
+  w->fn = fn;
+  w->data = data;
+  w->stopfd = fd;
+  w->thread = g_thread_new ("farm-watch", watch_main, w);
+  return w;
+}
+
+bool
+df_farm_watch_live (DfFarmWatch *w)
+{
+  return w != NULL && g_atomic_int_get (&w->live) != 0;
+}
+
+guint
+df_farm_watch_count (DfFarmWatch *w)
+{
+  return w != NULL ? (guint) g_atomic_int_get (&w->count) : 0;
+}
+
+void
+df_farm_watch_stop (DfFarmWatch *w)
+{
+  if (w == NULL)
+    return;
+  guint64 one = 1;
+  if (write (w->stopfd, &one, sizeof one) != sizeof one)
+    g_warning ("farm watch: stop: %s", g_strerror (errno));
+  g_thread_join (w->thread);
+  close (w->stopfd);
+  g_free (w->db);
+  g_free (w);
+}
