@@ -486,7 +486,7 @@ df_exports_new (const char *farm_dir, const char *db, GError **err)
   ex->farm_pool
       = g_ptr_array_new_with_free_func ((GDestroyNotify)df_farm_close);
   g_ptr_array_add (ex->farm_pool, farm);
-  ex->watch = df_farm_watch_start (db, on_farm_change, ex);
+  ex->watch = df_farm_watch_start (farm_dir, db, on_farm_change, ex);
   ex->checker = g_thread_new ("binding-check", checker_main, ex);
   return ex;
 }
@@ -910,6 +910,8 @@ apply_pending (DfFarm *farm, const char *key, Resolved *r, GError **err)
   g_autofree char *vdisk = g_strdup (r->dev->vdisk);
   GError *local = NULL;
 
+  if (df_farm_offline (farm))
+    return true; /* offline: the snapshot's versions as they are */
   if (!df_farm_versions_apply_pending (farm, vdisk, NULL, &local))
     {
       g_warning ("vdisk %s: applying scheduled promotions: %s", vdisk,
@@ -1006,6 +1008,35 @@ open_source (DfExports *ex, const char *name, GError **err)
   return blk != NULL ? export_new (ex, name, blk, description) : NULL;
 }
 
+static DfExport *
+open_kind (DfExports *ex, DfFarm *farm, DfExportKind kind, const char *name,
+           const char *object, int version, GError **err)
+{
+  if (kind == DF_EXPORT_KIND_VDISK)
+    return open_vdisk (ex, farm, name, object, version, err);
+  return open_device (ex, farm, name, object, err);
+}
+
+/* Offline mode (farm.h): the farm DB is unreachable (*err says so), open
+ * from the local snapshot instead, so known devices keep booting.  On
+ * failure *err is replaced by the reason. */
+static DfExport *
+open_offline (DfExports *ex, DfExportKind kind, const char *name,
+              const char *object, int version, GError **err)
+{
+  g_autofree char *why = g_strdup ((*err)->message);
+  g_clear_error (err);
+  g_autoptr (DfFarm) snap = df_farm_open_snapshot (ex->farm_dir, ex->db, WHO,
+                                                   err);
+  if (snap == NULL)
+    return NULL;
+  DfExport *e = open_kind (ex, snap, kind, name, object, version, err);
+  if (e != NULL)
+    g_message ("export %s: opened from the local snapshot (offline: %s)",
+               name, why);
+  return e;
+}
+
 DfExport *
 df_exports_open (DfExports *ex, const char *name, GError **err)
 {
@@ -1014,19 +1045,21 @@ df_exports_open (DfExports *ex, const char *name, GError **err)
   int version;
   DfFarm *farm;
   DfExport *e;
+  g_autoptr (GError) local = NULL;
 
   if (!df_export_name_parse (name, &kind, &object, &version, err))
     return NULL;
   if (ex->source.open != NULL)
     return open_source (ex, name, err);
-  farm = farm_acquire (ex, err);
-  if (farm == NULL)
-    return NULL;
-  if (kind == DF_EXPORT_KIND_VDISK)
-    e = open_vdisk (ex, farm, name, object, version, err);
-  else
-    e = open_device (ex, farm, name, object, err);
-  farm_release (ex, farm);
+  farm = farm_acquire (ex, &local);
+  e = farm != NULL ? open_kind (ex, farm, kind, name, object, version, &local)
+                   : NULL;
+  if (farm != NULL)
+    farm_release (ex, farm);
+  if (e == NULL && df_farm_error_unreachable (ex->db, local))
+    e = open_offline (ex, kind, name, object, version, &local);
+  if (e == NULL)
+    g_propagate_error (err, g_steal_pointer (&local));
   return e;
 }
 

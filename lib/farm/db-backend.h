@@ -33,6 +33,8 @@ struct DfDbOps {
   bool (*col_is_null) (DfDbStmt *st, int i);
   gint64 (*col_int64) (DfDbStmt *st, int i);
   const char *(*col_text) (DfDbStmt *st, int i);
+  int (*col_count) (DfDbStmt *st);
+  const char *(*col_name) (DfDbStmt *st, int i);
   bool (*begin) (DfDb *db, GError **err);
   bool (*commit) (DfDb *db, GError **err);
   void (*rollback) (DfDb *db);

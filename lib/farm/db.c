@@ -234,3 +234,15 @@ df_db_notices (DfDb *db, GError **err)
   g_return_val_if_fail (db->ops->notices != NULL, -1);
   return db->ops->notices (db, err);
 }
+
+int
+df_db_col_count (DfDbStmt *st)
+{
+  return st->db->ops->col_count (st);
+}
+
+const char *
+df_db_col_name (DfDbStmt *st, int i)
+{
+  return st->db->ops->col_name (st, i);
+}

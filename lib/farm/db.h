@@ -132,6 +132,10 @@ int df_db_col_int (DfDbStmt *st, int i);
 const char *df_db_col_text (DfDbStmt *st, int i);
 /* New string (caller frees), NULL for SQL NULL. */
 char *df_db_col_dup (DfDbStmt *st, int i);
+/* The current row's number of columns and a column's name (borrowed like
+ * df_db_col_text): for copying whole tables (the local snapshot). */
+int df_db_col_count (DfDbStmt *st);
+const char *df_db_col_name (DfDbStmt *st, int i);
 
 /* ---- transactions ---- */
 /* Open a level: the outermost waits for the write lock (busy wait, then

@@ -626,6 +626,19 @@ pg_col_int64 (DfDbStmt *st, int i)
   return g_ascii_strtoll (v, NULL, 10);
 }
 
+static int
+pg_col_count (DfDbStmt *base)
+{
+  PgStmt *st = PG_ST (base);
+  return st->res ? PQnfields (st->res) : 0;
+}
+
+static const char *
+pg_col_name (DfDbStmt *base, int i)
+{
+  return PQfname (PG_ST (base)->res, i);
+}
+
 /* ---- transactions ----------------------------------------------------- */
 
 static bool
@@ -873,6 +886,8 @@ static const DfDbOps pg_ops = {
   .col_is_null = pg_col_is_null,
   .col_int64 = pg_col_int64,
   .col_text = pg_col_text,
+  .col_count = pg_col_count,
+  .col_name = pg_col_name,
   .begin = pg_begin,
   .commit = pg_commit,
   .rollback = pg_rollback,

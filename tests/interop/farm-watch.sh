@@ -12,7 +12,8 @@
 # again.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/version-lib.sh"
-need python3
+. "$(dirname "$0")/bootstrap-lib.sh"
+need python3 curl nbdinfo
 python3 -c 'import nbd' 2>/dev/null || skip "python3 nbd module not installed"
 
 TRIALS=5
@@ -21,7 +22,9 @@ for i in $(seq $TRIALS); do
   df device add "d$i" --mac "52:54:00:00:01:0$i" --vdisk g >/dev/null
 done
 df device add o1 --mac 52:54:00:00:01:21 --vdisk g >/dev/null
-start_streamsvc --server-name s1 --heartbeat-interval 200
+df device add o3 --mac 52:54:00:00:01:23 --vdisk g >/dev/null
+start_streamsvc --server-name s1 --heartbeat-interval 200 \
+  --iscsi-listen 127.0.0.1:0 --server-address 127.0.0.1
 
 # latency.py DEVICE...: for each device an idle session; `device reset`;
 # milliseconds from the command's exit to the session's close.
@@ -74,6 +77,25 @@ else
 fi
 
 # ---- offline mode (PostgreSQL) ----------------------------------------
+# Offline mode's local snapshot: an SQLite copy of the farm, rewritten at
+# each change.
+snap=$FARM/run/farm-snapshot.db
+[ -f "$snap" ] || fail "no local snapshot $snap"
+n=$(sqlite3 "$snap" "SELECT count(*) FROM devices WHERE name = 'o3'")
+[ "$n" = 1 ] || fail "the snapshot does not hold device o3"
+gen_db=$(psql -X -At "$DISKFARM_DB" -c "SELECT generation FROM devices WHERE name = 'd1'")
+for _ in $(seq 30); do
+  gen_snap=$(sqlite3 "$snap" "SELECT generation FROM devices WHERE name = 'd1'")
+  [ "$gen_snap" = "$gen_db" ] && break; sleep 0.1
+done
+[ "$gen_snap" = "$gen_db" ] || fail "snapshot: d1 generation $gen_snap, DB $gen_db"
+pass "local snapshot $snap follows the farm (d1 generation $gen_db)"
+
+start_bootstrapsvc --server-name boot1
+URL=http://127.0.0.1:$HTTP_PORT
+wait_log "s1 is now healthy" 80 || { cat "$BS_LOG"; fail "bootstrap probes"; }
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23" -o "$T/script.on" || fail "boot.ipxe online"
+grep -q "sanboot.*iscsi:127.0.0.1::" "$T/script.on" || { cat "$T/script.on"; fail "no sanboot online"; }
 cat >"$T/offline.py" <<'PY'
 import os, subprocess, sys, time
 import nbd
@@ -118,6 +140,16 @@ if grep -q "device o1.*fenced" "$T/streamsvc.log"; then
   fail "the DB outage fenced o1's session"
 fi
 pass "DB down: a live session keeps reading, writing and flushing; nothing fenced"
+
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23" -o "$T/script.off" || fail "boot.ipxe offline"
+grep -q "sanboot.*iscsi:127.0.0.1::" "$T/script.off" || { cat "$T/script.off"; cat "$BS_LOG"; fail "a known device gets no boot script offline"; }
+grep -q "boot scripts from the local snapshot" "$BS_LOG" || fail "bootstrapsvc did not say it is offline"
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:99" -o "$T/script.unknown" || fail "boot.ipxe unknown offline"
+grep -q "not registered" "$T/script.unknown" || { cat "$T/script.unknown"; fail "an unknown device offline"; }
+nbdinfo --size "$(uri device/o3)" >/dev/null || fail "a new session of known device o3 with the DB down"
+grep -q "export device/o3: opened from the local snapshot" "$T/streamsvc.log" ||
+  fail "streamsvc did not open o3 from the snapshot"
+pass "DB down: a known device gets its boot script and a new session from the local snapshot; an unknown one is not registered"
 
 set +e
 msg=$(df device add o2 --mac 52:54:00:00:01:22 --vdisk g 2>&1); rc=$?
