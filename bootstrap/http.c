@@ -464,7 +464,9 @@ boot_device (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query,
   g_message ("http: boot.ipxe for %s (%s%s%s) %s %" G_GINT64_FORMAT
              ", %u stream server%s, first %s", d->name, mac,
              uuid ? ", uuid " : "", uuid ? uuid : "",
-             br.trusted ? "new generation" : "no token: generation kept at",
+             !br.trusted ? "no token: generation kept at"
+             : df_farm_offline (h->farm) ? "offline: generation kept at"
+                                         : "new generation",
              gen, servers->len, servers->len == 1 ? "" : "s",
              ((DfServerView *) servers->pdata[0])->name);
   reply_script (msg, script, &br);

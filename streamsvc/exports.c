@@ -219,10 +219,40 @@ farm_acquire (DfExports *ex, GError **err)
   return farm;
 }
 
+static void farm_release (DfExports *ex, DfFarm *farm);
+
+/* For the reads offline mode serves (farm.h): a pooled farm whose
+ * PostgreSQL DB answers now, or while it is unreachable the local
+ * snapshot (farm_release closes it).  Not for the binding checks: an
+ * unreachable DB must fence nothing, the snapshot never decides. */
+static DfFarm *
+farm_acquire_read (DfExports *ex, GError **err)
+{
+  g_autoptr (GError) local = NULL;
+  DfFarm *farm = farm_acquire (ex, &local);
+
+  if (farm != NULL
+      && (!df_farm_db_is_remote (ex->db) || df_farm_ping (farm, &local)))
+    return farm;
+  if (farm != NULL)
+    farm_release (ex, farm);
+  if (!df_farm_error_unreachable (ex->db, local))
+    {
+      g_propagate_error (err, g_steal_pointer (&local));
+      return NULL;
+    }
+  return df_farm_open_snapshot (ex->farm_dir, ex->db, WHO, err);
+}
+
 /* Takes farm. */
 static void
 farm_release (DfExports *ex, DfFarm *farm)
 {
+  if (df_farm_offline (farm))
+    {
+      df_farm_close (farm);
+      return;
+    }
   g_mutex_lock (&ex->pool_lock);
   if (ex->farm_pool->len < FARM_POOL_MAX)
     {
@@ -639,7 +669,7 @@ char *
 df_exports_version_file (DfExports *ex, const char *vdisk, int number,
                          GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   g_autoptr (DfVersion) v = NULL;
   char *path = NULL;
 
@@ -1017,26 +1047,6 @@ open_kind (DfExports *ex, DfFarm *farm, DfExportKind kind, const char *name,
   return open_device (ex, farm, name, object, err);
 }
 
-/* Offline mode (farm.h): the farm DB is unreachable (*err says so), open
- * from the local snapshot instead, so known devices keep booting.  On
- * failure *err is replaced by the reason. */
-static DfExport *
-open_offline (DfExports *ex, DfExportKind kind, const char *name,
-              const char *object, int version, GError **err)
-{
-  g_autofree char *why = g_strdup ((*err)->message);
-  g_clear_error (err);
-  g_autoptr (DfFarm) snap = df_farm_open_snapshot (ex->farm_dir, ex->db, WHO,
-                                                   err);
-  if (snap == NULL)
-    return NULL;
-  DfExport *e = open_kind (ex, snap, kind, name, object, version, err);
-  if (e != NULL)
-    g_message ("export %s: opened from the local snapshot (offline: %s)",
-               name, why);
-  return e;
-}
-
 DfExport *
 df_exports_open (DfExports *ex, const char *name, GError **err)
 {
@@ -1045,21 +1055,19 @@ df_exports_open (DfExports *ex, const char *name, GError **err)
   int version;
   DfFarm *farm;
   DfExport *e;
-  g_autoptr (GError) local = NULL;
 
   if (!df_export_name_parse (name, &kind, &object, &version, err))
     return NULL;
   if (ex->source.open != NULL)
     return open_source (ex, name, err);
-  farm = farm_acquire (ex, &local);
-  e = farm != NULL ? open_kind (ex, farm, kind, name, object, version, &local)
-                   : NULL;
-  if (farm != NULL)
-    farm_release (ex, farm);
-  if (e == NULL && df_farm_error_unreachable (ex->db, local))
-    e = open_offline (ex, kind, name, object, version, &local);
-  if (e == NULL)
-    g_propagate_error (err, g_steal_pointer (&local));
+  farm = farm_acquire_read (ex, err);
+  if (farm == NULL)
+    return NULL;
+  e = open_kind (ex, farm, kind, name, object, version, err);
+  if (e != NULL && df_farm_offline (farm))
+    g_message ("export %s: opened from the local snapshot (offline: the "
+               "farm DB is unreachable)", name);
+  farm_release (ex, farm);
   return e;
 }
 
@@ -1133,7 +1141,7 @@ df_exports_list (DfExports *ex, GError **err)
 
   if (ex->source.open != NULL)
     return g_new0 (char *, 1); /* a source lists nothing */
-  farm = farm_acquire (ex, err);
+  farm = farm_acquire_read (ex, err);
   if (farm == NULL)
     return NULL;
   vdisks = df_farm_vdisk_list (farm, err);
@@ -1347,7 +1355,7 @@ denied (const char *name, const char *identity, GError **err)
 static bool
 identity_has_mac (DfExports *ex, const char *identity, const char *mac)
 {
-  DfFarm *farm = farm_acquire (ex, NULL);
+  DfFarm *farm = farm_acquire_read (ex, NULL);
   g_autoptr (DfNbdIdentity) id = NULL;
 
   if (farm == NULL)
@@ -1406,7 +1414,7 @@ df_exports_nbd_psk (void *opaque, const char *identity, uint8_t *key,
   DfExports *ex = opaque;
   g_autoptr (GError) err = NULL;
   g_autoptr (DfNbdIdentity) id = NULL;
-  DfFarm *farm = farm_acquire (ex, &err);
+  DfFarm *farm = farm_acquire_read (ex, &err);
 
   if (farm == NULL)
     {
@@ -1425,7 +1433,7 @@ df_exports_nbd_psk (void *opaque, const char *identity, uint8_t *key,
 bool
 df_exports_nbd_tls (DfExports *ex, DfTlsMode *mode, bool *set, GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   bool ok;
 
   if (farm == NULL)
@@ -1453,7 +1461,7 @@ df_exports_chap (DfExports *ex, const char *export_name, GError **err)
       c = g_new0 (DfChap, 1);
       return c;
     }
-  farm = farm_acquire (ex, err);
+  farm = farm_acquire_read (ex, err);
   if (farm == NULL)
     return NULL;
   c = df_farm_chap_get (farm, object, err);
@@ -1464,7 +1472,7 @@ df_exports_chap (DfExports *ex, const char *export_name, GError **err)
 DfChap *
 df_exports_chap_by_user (DfExports *ex, const char *user, GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   DfChap *c;
 
   if (farm == NULL)
@@ -1508,7 +1516,7 @@ visible_collect (DfFarm *farm, const char *chap_user, GPtrArray *names,
 char **
 df_exports_iscsi_visible (DfExports *ex, const char *chap_user, GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
   bool ok;
 

@@ -134,7 +134,9 @@ df_farm_snapshot_write (DfFarm *farm, GError **err)
 {
   g_assert (df_db_dialect (df_farm_db (farm)) == DF_DB_POSTGRESQL);
   g_autofree char *final = df_farm_snapshot_path (df_farm_dir (farm));
-  g_autofree char *tmp = g_strconcat (final, ".tmp", NULL);
+  /* one temp file per process: streamsvc and bootstrapsvc of one farm
+   * directory both keep the snapshot */
+  g_autofree char *tmp = g_strdup_printf ("%s.%d.tmp", final, (int) getpid ());
   remove_sqlite_files (tmp);
   DfFarm *snap = df_farm_open_db (df_farm_dir (farm), tmp, true, "snapshot",
                                   err);

@@ -91,7 +91,7 @@ done
 [ "$gen_snap" = "$gen_db" ] || fail "snapshot: d1 generation $gen_snap, DB $gen_db"
 pass "local snapshot $snap follows the farm (d1 generation $gen_db)"
 
-start_bootstrapsvc --server-name boot1
+start_bootstrapsvc --server-name boot1 -v
 URL=http://127.0.0.1:$HTTP_PORT
 wait_log "s1 is now healthy" 80 || { cat "$BS_LOG"; fail "bootstrap probes"; }
 curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23" -o "$T/script.on" || fail "boot.ipxe online"
