@@ -17,7 +17,6 @@ struct DfFarmWatch {
   gpointer data;        /* borrowed */
   int stopfd;           /* eventfd: written once by df_farm_watch_stop */
   gint live;            /* atomic */
-  gint count;           /* atomic */
   GThread *thread;
   /* The snapshot writer: its own thread and connection, so a snapshot
    * being written never delays the next notice. */
@@ -141,7 +140,6 @@ listen_loop (DfFarmWatch *w, DfFarm *farm)
         }
       if (n > 0)
         {
-          g_atomic_int_inc (&w->count);
           if (w->fn != NULL)
             w->fn (w->data);
           snapshot_due (w);
@@ -199,12 +197,6 @@ bool
 df_farm_watch_live (DfFarmWatch *w)
 {
   return w != NULL && g_atomic_int_get (&w->live) != 0;
-}
-
-guint
-df_farm_watch_count (DfFarmWatch *w)
-{
-  return w != NULL ? (guint) g_atomic_int_get (&w->count) : 0;
 }
 
 void

@@ -37,7 +37,5 @@ DfFarmWatch *df_farm_watch_start (const char *dir, const char *db,
 /* Listening now: a change reaches fn within milliseconds.  False for
  * NULL (SQLite). */
 bool df_farm_watch_live (DfFarmWatch *w);
-/* Notices received so far (bursts counted once each). */
-guint df_farm_watch_count (DfFarmWatch *w);
 /* Stop the thread and free; NULL is fine. */
 void df_farm_watch_stop (DfFarmWatch *w);
