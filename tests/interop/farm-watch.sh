@@ -54,24 +54,28 @@ for dev in sys.argv[1:]:
     ms = (time.monotonic() - t0) * 1000
     figures.append(ms)
     worst = max(worst, ms)
-print(" ".join("%.0f" % f for f in figures), "%.0f" % worst)
+print(" ".join("%.0f" % f for f in figures),
+      "%.0f" % sorted(figures)[len(figures) // 2], "%.0f" % worst)
 PY
 devs=$(for i in $(seq $TRIALS); do echo "d$i"; done)
 # shellcheck disable=SC2086
 out=$(SOCK=$SOCK DISKFARM=$DISKFARM FARM=$FARM python3 "$T/latency.py" $devs) ||
   fail "latency: $out"
 worst=${out##* }
+out=${out% *}
+median=${out##* }
 figures=${out% *}
 if [ -n "$DF_DB_CONF" ]; then
   grep -q "farm watch: listening for changes on" "$T/streamsvc.log" ||
     fail "streamsvc's change watch is not listening"
-  [ "$worst" -lt 150 ] ||
-    fail "a reset reached a live session in up to $worst ms (ms: $figures): not notified"
-  echo "figure: change -> fenced session on PostgreSQL (NOTIFY): $figures ms (worst $worst; poll interval 10000 ms while notified, 500 ms otherwise)"
-  pass "device reset fences live sessions by notification within $worst ms"
+  # polling every 500 ms would give a median near 250 ms
+  [ "$median" -lt 100 ] && [ "$worst" -lt 400 ] ||
+    fail "a reset reached a live session in $median ms (median; ms: $figures): not notified"
+  echo "figure: change -> fenced session on PostgreSQL (NOTIFY): $figures ms (median $median, worst $worst; poll interval 10000 ms while notified, 500 ms otherwise)"
+  pass "device reset fences live sessions by notification (median $median ms, worst $worst ms)"
 else
   [ "$worst" -lt 1500 ] || fail "SQLite polling: up to $worst ms (ms: $figures)"
-  echo "figure: change -> fenced session on SQLite (poll every 500 ms): $figures ms (worst $worst)"
+  echo "figure: change -> fenced session on SQLite (poll every 500 ms): $figures ms (median $median, worst $worst)"
   pass "SQLite keeps polling: a reset reached live sessions within $worst ms"
   exit 0
 fi
