@@ -99,7 +99,8 @@ struct DfExports
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
   GThread *checker;     /* df_exports_check at each change or poll */
-  DfFarmWatch *watch;   /* owned; NULL on SQLite */
+  DfFarmWatch *watch;   /* owned, under check_lock; NULL on SQLite or
+                         * before df_exports_watch */
   GMutex check_lock;
   GCond check_cond;
   bool check_stop; /* under check_lock */
@@ -516,7 +517,6 @@ df_exports_new (const char *farm_dir, const char *db, GError **err)
   ex->farm_pool
       = g_ptr_array_new_with_free_func ((GDestroyNotify)df_farm_close);
   g_ptr_array_add (ex->farm_pool, farm);
-  ex->watch = df_farm_watch_start (farm_dir, db, on_farm_change, ex);
   ex->checker = g_thread_new ("binding-check", checker_main, ex);
   return ex;
 }
@@ -538,6 +538,18 @@ df_exports_new_source (const DfExportSource *src)
                                       (GDestroyNotify)cache_entry_unref);
   ex->farm_pool = g_ptr_array_new ();
   return ex;
+}
+
+void
+df_exports_watch (DfExports *ex)
+{
+  DfFarmWatch *w = df_farm_watch_start (ex->farm_dir, ex->db, on_farm_change,
+                                        ex);
+
+  g_mutex_lock (&ex->check_lock);
+  g_assert (ex->watch == NULL);
+  ex->watch = w;
+  g_mutex_unlock (&ex->check_lock);
 }
 
 const char *
