@@ -139,7 +139,7 @@ probe_start (DfHealth *h, const DfServerView *v, guint16 admin_port)
 /* Replace the views by the DB's list, keeping known health until the
  * new probes answer. */
 static void
-refresh_views (DfHealth *h, GPtrArray *servers)
+refresh_views (DfHealth *h, GPtrArray *servers, bool offline)
 {
   g_autoptr (GHashTable) old = g_steal_pointer (&h->views);
   h->views = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
@@ -160,7 +160,8 @@ refresh_views (DfHealth *h, GPtrArray *servers)
       v->healthy = prev ? prev->healthy : false;
       v->sessions = prev ? prev->sessions : -1;
       v->error = prev ? g_strdup (prev->error) : g_strdup ("not checked yet");
-      v->registry = df_server_state (s, now);
+      /* offline: no heartbeat can be recorded, the probe alone decides */
+      v->registry = offline ? DF_SERVER_NEVER_SEEN : df_server_state (s, now);
       if (v->healthy && !registry_ok (v))
         {
           g_message ("health: stream server %s is now unhealthy: %s",
@@ -173,19 +174,34 @@ refresh_views (DfHealth *h, GPtrArray *servers)
     }
 }
 
+/* Offline mode (farm.h): the farm DB is unreachable (err says so), the
+ * servers of the local snapshot; NULL when there is none (or err says
+ * something else). */
+static GPtrArray *
+offline_servers (DfHealth *h, const GError *err)
+{
+  const char *db = df_farm_db_name (h->farm);
+  if (!df_farm_error_unreachable (db, err))
+    return NULL;
+  g_autoptr (DfFarm) snap = df_farm_open_snapshot (df_farm_dir (h->farm), db,
+                                                   "bootstrapsvc", NULL);
+  return snap != NULL ? df_farm_server_list (snap, NULL) : NULL;
+}
+
 static gboolean
 round_start (gpointer data)
 {
   DfHealth *h = data;
   g_autoptr (GError) err = NULL;
   g_autoptr (GPtrArray) servers = df_farm_server_list (h->farm, &err);
+  bool offline = servers == NULL && (servers = offline_servers (h, err));
   bool ok = servers != NULL;
   if (ok != h->farm_ok)
     g_message ("health: farm DB is %s%s%s", ok ? "readable" : "unreadable",
                ok ? "" : ": ", ok ? "" : err->message);
   h->farm_ok = ok;
   if (servers)
-    refresh_views (h, servers);
+    refresh_views (h, servers, offline);
   h->rounds++;
   return G_SOURCE_CONTINUE;
 }

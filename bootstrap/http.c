@@ -19,7 +19,12 @@
 
 struct DfBootHttp {
   SoupServer *server;
-  DfFarm *farm;             /* borrowed */
+  /* The farm a boot request reads: the daemon's (borrowed), or while its
+   * PostgreSQL DB is unreachable the local snapshot (offline mode,
+   * farm.h), put here by handle_boot for the one request (the HTTP
+   * server runs on the main loop: one request at a time). */
+  DfFarm *farm;
+  DfFarm *online;           /* borrowed: the daemon's farm */
   DfHealth *health;         /* borrowed */
   DfBootTokens *tokens;     /* borrowed, nullable */
   DfRateLimit *auto_add_limit;
@@ -345,6 +350,11 @@ keep_holders (DfBootHttp *h, const DfDevice *d, GPtrArray *servers,
   return true;
 }
 
+static DfFarm *offline_snapshot (DfBootHttp *h);
+static void boot_device (DfBootHttp *h, SoupServerMessage *msg,
+                         GHashTable *query, const char *mac,
+                         BootRequest *br);
+
 static void
 handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
 {
@@ -376,6 +386,41 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
   BootRequest br = { .peer = peer };
   redeem_token (h, query ? g_hash_table_lookup (query, "token") : NULL, mac,
                 &br);
+  g_autoptr (DfFarm) snap = offline_snapshot (h);
+  if (snap != NULL)
+    h->farm = snap;
+  boot_device (h, msg, query, mac, &br);
+  h->farm = h->online;
+}
+
+/* The farm DB is unreachable and there is a local snapshot: the snapshot
+ * (new), else NULL (the DB answers, or there is nothing to fall back on:
+ * the request then fails naming the DB). */
+static DfFarm *
+offline_snapshot (DfBootHttp *h)
+{
+  g_autoptr (GError) err = NULL;
+  const char *db = df_farm_db_name (h->online);
+  if (df_farm_ping (h->online, &err) || !df_farm_error_unreachable (db, err))
+    return NULL;
+  g_autoptr (GError) serr = NULL;
+  DfFarm *snap = df_farm_open_snapshot (df_farm_dir (h->online), db,
+                                        "bootstrapsvc", &serr);
+  if (snap == NULL)
+    g_message ("http: %s", serr->message);
+  else if (log_allowed (h))
+    g_message ("http: offline: %s; boot scripts from the local snapshot",
+               err->message);
+  return snap;
+}
+
+/* The boot script for mac (parsed), from h->farm. */
+static void
+boot_device (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query,
+             const char *mac, BootRequest *in)
+{
+  BootRequest br = *in;
+  g_autoptr (GError) err = NULL;
   g_autoptr (DfDevice) d = resolve_device (h, msg, mac, &br);
   if (!d)
     return;
@@ -397,8 +442,11 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
       reply_message (msg, 503, "boot server unavailable", none);
       return;
     }
-  if (br.trusted && !df_farm_device_new_generation (h->farm, d->name, &gen,
-                                                    &err))
+  if (br.trusted && df_farm_offline (h->farm))
+    g_message ("http: %s: offline: boot generation kept at %" G_GINT64_FORMAT
+               " (the farm DB is unreachable)", d->name, gen);
+  else if (br.trusted && !df_farm_device_new_generation (h->farm, d->name,
+                                                         &gen, &err))
     {
       g_message ("http: %s: new boot generation: %s", d->name, err->message);
       reply_message (msg, 500, "farm database error", err->message);
@@ -416,7 +464,9 @@ handle_boot (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query)
   g_message ("http: boot.ipxe for %s (%s%s%s) %s %" G_GINT64_FORMAT
              ", %u stream server%s, first %s", d->name, mac,
              uuid ? ", uuid " : "", uuid ? uuid : "",
-             br.trusted ? "new generation" : "no token: generation kept at",
+             !br.trusted ? "no token: generation kept at"
+             : df_farm_offline (h->farm) ? "offline: generation kept at"
+                                         : "new generation",
              gen, servers->len, servers->len == 1 ? "" : "s",
              ((DfServerView *) servers->pdata[0])->name);
   reply_script (msg, script, &br);
@@ -581,7 +631,7 @@ df_boot_http_new (DfFarm *farm, DfHealth *health, DfBootTokens *tokens,
       return NULL;
     }
   DfBootHttp *h = g_new0 (DfBootHttp, 1);
-  h->farm = farm;
+  h->farm = h->online = farm;
   h->health = health;
   h->tokens = tokens;
   h->idle = g_hash_table_new_full (NULL, NULL, NULL, idle_timer_free);

@@ -15,6 +15,7 @@
 #include "farm.h"
 #include "health.h"
 #include "heartbeat.h"
+#include "watch.h"
 #include "privilege.h"
 #include "boottoken.h"
 #include "http.h"
@@ -264,6 +265,7 @@ typedef struct {
   DfTftpServer *tftp;
   DfProxyDhcp *dhcp;
   DfHeartbeat *heartbeat;   /* registry, when a server name is set */
+  DfFarmWatch *watch;       /* the local snapshot (PostgreSQL only) */
   guint16 tftp_port;        /* bound TFTP port */
   GMainLoop *loop;
 } Service;
@@ -403,6 +405,8 @@ service_start (Service *s, GError **err)
   if (!drop_for_service (s, boot_dir, err))
     return false;
   start_heartbeat (s, http_port);
+  /* offline mode: the local snapshot boot scripts fall back on */
+  s->watch = df_farm_watch_start (s->o->farm, s->o->db, NULL, NULL);
   return true;
 }
 
@@ -420,6 +424,7 @@ service_stop (Service *s)
                  st.transfers_done, st.transfers_failed, st.requests_refused,
                  st.retransmits, st.cache_hits, st.cache_misses);
     }
+  g_clear_pointer (&s->watch, df_farm_watch_stop);
   g_clear_pointer (&s->heartbeat, df_heartbeat_stop);
   g_clear_pointer (&s->dhcp, df_proxydhcp_free);
   g_clear_pointer (&s->tftp, df_tftp_server_free);

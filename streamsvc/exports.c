@@ -22,8 +22,12 @@
  * the same persistent files.
  *
  * A checker thread compares every entry with sessions against the farm
- * every CHECK_INTERVAL_US (one look-up per entry, not per session); the
- * fence layer checks again after each FLUSH and FUA request.
+ * (one look-up per entry, not per session); the fence layer checks again
+ * after each FLUSH and FUA request.  On PostgreSQL a change watch
+ * (watch.h: LISTEN/NOTIFY) wakes the checker as each change commits, and
+ * the checker then polls only every CHECK_WATCHED_US as a safety net;
+ * on SQLite, or while the watch is not live (DB unreachable), it polls
+ * every CHECK_INTERVAL_US.
  *
  * Farm DB handles come from a small pool: a DfFarm is used by one thread
  * at a time, and pooling them keeps opens cheap (no SQLite open and
@@ -44,11 +48,14 @@
 #include "leases.h"
 #include "sessions.h" /* df_prom_family_header */
 #include "store.h"
+#include "watch.h"
 
 #define FARM_POOL_MAX 8
 #define WHO "streamsvc"
 /* How stale a live session may be at most (between FLUSHes). */
 #define CHECK_INTERVAL_US (500 * 1000)
+/* The same while a change watch is live (changes wake the checker). */
+#define CHECK_WATCHED_US (10 * G_USEC_PER_SEC)
 
 /* What one device cache is bound to: the farm facts it was opened for.
  * Immutable; owned by the entry's fence (opaque of its check). */
@@ -100,12 +107,15 @@ struct DfExports
   gint lost_caches;      /* atomic: opens refused a lost local cache */
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
-  GThread *checker;     /* df_exports_check every CHECK_INTERVAL_US */
+  GThread *checker;     /* df_exports_check at each change or poll */
+  DfFarmWatch *watch;   /* owned, under check_lock; NULL on SQLite or
+                         * before df_exports_watch */
   GMutex check_lock;
   GCond check_cond;
   bool check_stop; /* under check_lock */
   DfExportSource source; /* df_exports_new_source: not a farm (the relay);
                           * then only lock and caches (empty) are used */
+  bool check_now;  /* under check_lock: a change was notified */
 };
 
 struct DfExport
@@ -219,10 +229,40 @@ farm_acquire (DfExports *ex, GError **err)
   return farm;
 }
 
+static void farm_release (DfExports *ex, DfFarm *farm);
+
+/* For the reads offline mode serves (farm.h): a pooled farm whose
+ * PostgreSQL DB answers now, or while it is unreachable the local
+ * snapshot (farm_release closes it).  Not for the binding checks: an
+ * unreachable DB must fence nothing, the snapshot never decides. */
+static DfFarm *
+farm_acquire_read (DfExports *ex, GError **err)
+{
+  g_autoptr (GError) local = NULL;
+  DfFarm *farm = farm_acquire (ex, &local);
+
+  if (farm != NULL
+      && (!df_farm_db_is_remote (ex->db) || df_farm_ping (farm, &local)))
+    return farm;
+  if (farm != NULL)
+    farm_release (ex, farm);
+  if (!df_farm_error_unreachable (ex->db, local))
+    {
+      g_propagate_error (err, g_steal_pointer (&local));
+      return NULL;
+    }
+  return df_farm_open_snapshot (ex->farm_dir, ex->db, WHO, err);
+}
+
 /* Takes farm. */
 static void
 farm_release (DfExports *ex, DfFarm *farm)
 {
+  if (df_farm_offline (farm))
+    {
+      df_farm_close (farm);
+      return;
+    }
   g_mutex_lock (&ex->pool_lock);
   if (ex->farm_pool->len < FARM_POOL_MAX)
     {
@@ -454,6 +494,18 @@ cache_entry_unref (CacheEntry *ce)
 
 static gpointer checker_main (gpointer data);
 
+/* DfChangeFn (watch thread): check the bindings now. */
+static void
+on_farm_change (gpointer data)
+{
+  DfExports *ex = data;
+
+  g_mutex_lock (&ex->check_lock);
+  ex->check_now = true;
+  g_cond_signal (&ex->check_cond);
+  g_mutex_unlock (&ex->check_lock);
+}
+
 DfExports *
 df_exports_new (const char *farm_dir, const char *db, GError **err)
 {
@@ -502,6 +554,18 @@ df_exports_new_source (const DfExportSource *src)
   return ex;
 }
 
+void
+df_exports_watch (DfExports *ex)
+{
+  DfFarmWatch *w = df_farm_watch_start (ex->farm_dir, ex->db, on_farm_change,
+                                        ex);
+
+  g_mutex_lock (&ex->check_lock);
+  g_assert (ex->watch == NULL);
+  ex->watch = w;
+  g_mutex_unlock (&ex->check_lock);
+}
+
 const char *
 df_exports_farm_uuid (DfExports *ex)
 {
@@ -519,6 +583,7 @@ df_exports_free (DfExports *ex)
   g_mutex_unlock (&ex->check_lock);
   if (ex->checker != NULL)
     g_thread_join (ex->checker);
+  df_farm_watch_stop (ex->watch); /* after the checker, which reads it */
   df_exports_flush_all (ex);
   g_hash_table_destroy (ex->caches);
   df_lease_keeper_free (ex->keeper);
@@ -632,7 +697,7 @@ char *
 df_exports_version_file (DfExports *ex, const char *vdisk, int number,
                          GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   g_autoptr (DfVersion) v = NULL;
   char *path = NULL;
 
@@ -1004,6 +1069,8 @@ apply_pending (DfFarm *farm, const char *key, Resolved *r, GError **err)
   g_autofree char *vdisk = g_strdup (r->dev->vdisk);
   GError *local = NULL;
 
+  if (df_farm_offline (farm))
+    return true; /* offline: the snapshot's versions as they are */
   if (!df_farm_versions_apply_pending (farm, vdisk, NULL, &local))
     {
       g_warning ("vdisk %s: applying scheduled promotions: %s", vdisk,
@@ -1121,6 +1188,15 @@ open_source (DfExports *ex, const char *name, GError **err)
   return blk != NULL ? export_new (ex, name, blk, description) : NULL;
 }
 
+static DfExport *
+open_kind (DfExports *ex, DfFarm *farm, DfExportKind kind, const char *name,
+           const char *object, int version, GError **err)
+{
+  if (kind == DF_EXPORT_KIND_VDISK)
+    return open_vdisk (ex, farm, name, object, version, err);
+  return open_device (ex, farm, name, object, err);
+}
+
 DfExport *
 df_exports_open (DfExports *ex, const char *name, GError **err)
 {
@@ -1134,13 +1210,13 @@ df_exports_open (DfExports *ex, const char *name, GError **err)
     return NULL;
   if (ex->source.open != NULL)
     return open_source (ex, name, err);
-  farm = farm_acquire (ex, err);
+  farm = farm_acquire_read (ex, err);
   if (farm == NULL)
     return NULL;
-  if (kind == DF_EXPORT_KIND_VDISK)
-    e = open_vdisk (ex, farm, name, object, version, err);
-  else
-    e = open_device (ex, farm, name, object, err);
+  e = open_kind (ex, farm, kind, name, object, version, err);
+  if (e != NULL && df_farm_offline (farm))
+    g_message ("export %s: opened from the local snapshot (offline: the "
+               "farm DB is unreachable)", name);
   farm_release (ex, farm);
   return e;
 }
@@ -1218,7 +1294,7 @@ df_exports_list (DfExports *ex, GError **err)
 
   if (ex->source.open != NULL)
     return g_new0 (char *, 1); /* a source lists nothing */
-  farm = farm_acquire (ex, err);
+  farm = farm_acquire_read (ex, err);
   if (farm == NULL)
     return NULL;
   vdisks = df_farm_vdisk_list (farm, err);
@@ -1394,13 +1470,16 @@ checker_main (gpointer data)
   g_mutex_lock (&ex->check_lock);
   while (!ex->check_stop)
     {
-      gint64 until = g_get_monotonic_time () + CHECK_INTERVAL_US;
+      gint64 until = g_get_monotonic_time ()
+                     + (df_farm_watch_live (ex->watch) ? CHECK_WATCHED_US
+                                                       : CHECK_INTERVAL_US);
 
-      while (!ex->check_stop
+      while (!ex->check_stop && !ex->check_now
              && g_cond_wait_until (&ex->check_cond, &ex->check_lock, until))
         ;
       if (ex->check_stop)
         break;
+      ex->check_now = false;
       g_mutex_unlock (&ex->check_lock);
       df_exports_check (ex);
       g_mutex_lock (&ex->check_lock);
@@ -1463,7 +1542,7 @@ denied (const char *name, const char *identity, GError **err)
 static bool
 identity_has_mac (DfExports *ex, const char *identity, const char *mac)
 {
-  DfFarm *farm = farm_acquire (ex, NULL);
+  DfFarm *farm = farm_acquire_read (ex, NULL);
   g_autoptr (DfNbdIdentity) id = NULL;
 
   if (farm == NULL)
@@ -1522,7 +1601,7 @@ df_exports_nbd_psk (void *opaque, const char *identity, uint8_t *key,
   DfExports *ex = opaque;
   g_autoptr (GError) err = NULL;
   g_autoptr (DfNbdIdentity) id = NULL;
-  DfFarm *farm = farm_acquire (ex, &err);
+  DfFarm *farm = farm_acquire_read (ex, &err);
 
   if (farm == NULL)
     {
@@ -1541,7 +1620,7 @@ df_exports_nbd_psk (void *opaque, const char *identity, uint8_t *key,
 bool
 df_exports_nbd_tls (DfExports *ex, DfTlsMode *mode, bool *set, GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   bool ok;
 
   if (farm == NULL)
@@ -1569,7 +1648,7 @@ df_exports_chap (DfExports *ex, const char *export_name, GError **err)
       c = g_new0 (DfChap, 1);
       return c;
     }
-  farm = farm_acquire (ex, err);
+  farm = farm_acquire_read (ex, err);
   if (farm == NULL)
     return NULL;
   c = df_farm_chap_get (farm, object, err);
@@ -1580,7 +1659,7 @@ df_exports_chap (DfExports *ex, const char *export_name, GError **err)
 DfChap *
 df_exports_chap_by_user (DfExports *ex, const char *user, GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   DfChap *c;
 
   if (farm == NULL)
@@ -1624,7 +1703,7 @@ visible_collect (DfFarm *farm, const char *chap_user, GPtrArray *names,
 char **
 df_exports_iscsi_visible (DfExports *ex, const char *chap_user, GError **err)
 {
-  DfFarm *farm = farm_acquire (ex, err);
+  DfFarm *farm = farm_acquire_read (ex, err);
   g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
   bool ok;
 

@@ -128,6 +128,10 @@ const char *df_export_fence_reason (DfExport *e);
  * df_export_close stops watching (call it before closing fd).  No-op for
  * vdisk exports. */
 void df_export_shutdown_when_fenced (DfExport *e, int fd);
+/* Start the change watch (watch.h: PostgreSQL LISTEN/NOTIFY, and offline
+ * mode's local snapshot) that wakes the binding checker; a no-op on
+ * SQLite.  Once, when the daemon is up (after the privilege drop). */
+void df_exports_watch (DfExports *ex);
 /* Check the binding of every live device cache against the farm now and
  * fence the stale ones (a background thread does this periodically). */
 void df_exports_check (DfExports *ex);

@@ -838,6 +838,7 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   if (!drop_privileges (o, err) || !df_stream_server_start (srv, err))
     goto out;
   reg = start_registry (o, &bd, admin, ss);
+  df_exports_watch (ex);
   g_unix_signal_add (SIGTERM, on_signal, &st);
   g_unix_signal_add (SIGINT, on_signal, &st);
   g_main_loop_run (loop);

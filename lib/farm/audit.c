@@ -23,7 +23,10 @@ df_farm_audit_row (DfFarm *farm, const char *action, const char *object,
   df_db_bind_text (st, 3, action);
   df_db_bind_text (st, 4, object);
   df_db_bind_text (st, 5, detail);
-  return df_db_run (st, err);
+  /* Every change has its audit row: the one place that tells the servers
+   * listening (watch.c), at the commit of this very transaction. */
+  return df_db_run (st, err)
+         && df_db_notify (df_farm_db (farm), DF_FARM_CHANNEL, action, err);
 }
 
 bool

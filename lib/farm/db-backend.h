@@ -33,6 +33,8 @@ struct DfDbOps {
   bool (*col_is_null) (DfDbStmt *st, int i);
   gint64 (*col_int64) (DfDbStmt *st, int i);
   const char *(*col_text) (DfDbStmt *st, int i);
+  int (*col_count) (DfDbStmt *st);
+  const char *(*col_name) (DfDbStmt *st, int i);
   bool (*begin) (DfDb *db, GError **err);
   bool (*commit) (DfDb *db, GError **err);
   void (*rollback) (DfDb *db);
@@ -43,6 +45,12 @@ struct DfDbOps {
   bool (*failed_busy) (DfDb *db);
   /* NULL when the engine's write lock already serializes migrators. */
   bool (*schema_lock) (DfDb *db, guint32 app_id, bool lock, GError **err);
+  /* All NULL when the engine has no notifications (SQLite). */
+  bool (*notify) (DfDb *db, const char *channel, const char *payload,
+                  GError **err);
+  bool (*listen) (DfDb *db, const char *channel, GError **err);
+  int (*notify_fd) (DfDb *db);
+  int (*notices) (DfDb *db, GError **err);
 };
 
 /* The backends' openers (target: a file path; a PostgreSQL URI or

@@ -198,3 +198,51 @@ df_db_failed_busy (DfDb *db)
 {
   return db->ops->failed_busy && db->ops->failed_busy (db);
 }
+
+/* ---- change notifications ---------------------------------------------- */
+
+bool
+df_db_notify (DfDb *db, const char *channel, const char *payload,
+              GError **err)
+{
+  return db->ops->notify == NULL
+         || db->ops->notify (db, channel, payload, err);
+}
+
+bool
+df_db_listen (DfDb *db, const char *channel, GError **err)
+{
+  if (db->ops->listen == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_UNSUPPORTED,
+                   "farm DB %s: no change notifications (SQLite)",
+                   df_db_name (db));
+      return false;
+    }
+  return db->ops->listen (db, channel, err);
+}
+
+int
+df_db_notify_fd (DfDb *db)
+{
+  return db->ops->notify_fd != NULL ? db->ops->notify_fd (db) : -1;
+}
+
+int
+df_db_notices (DfDb *db, GError **err)
+{
+  g_return_val_if_fail (db->ops->notices != NULL, -1);
+  return db->ops->notices (db, err);
+}
+
+int
+df_db_col_count (DfDbStmt *st)
+{
+  return st->db->ops->col_count (st);
+}
+
+const char *
+df_db_col_name (DfDbStmt *st, int i)
+{
+  return st->db->ops->col_name (st, i);
+}

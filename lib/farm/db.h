@@ -132,6 +132,10 @@ int df_db_col_int (DfDbStmt *st, int i);
 const char *df_db_col_text (DfDbStmt *st, int i);
 /* New string (caller frees), NULL for SQL NULL. */
 char *df_db_col_dup (DfDbStmt *st, int i);
+/* The current row's number of columns and a column's name (borrowed like
+ * df_db_col_text): for copying whole tables (the local snapshot). */
+int df_db_col_count (DfDbStmt *st);
+const char *df_db_col_name (DfDbStmt *st, int i);
 
 /* ---- transactions ---- */
 /* Open a level: the outermost waits for the write lock (busy wait, then
@@ -164,3 +168,26 @@ bool df_db_schema_set (DfDb *db, guint32 app_id, int version, GError **err);
  * PostgreSQL the connection's parameters without any password. */
 const char *df_db_name (DfDb *db);
 DfDbDialect df_db_dialect (DfDb *db);
+
+/* ---- change notifications (PostgreSQL LISTEN/NOTIFY) ----
+ * A writer posts a notice on a channel inside its transaction; the
+ * engine delivers it to every connection listening on the channel when
+ * (and only if) the outermost transaction commits.  SQLite has no such
+ * thing: df_db_notify does nothing there and df_db_listen fails with
+ * DF_ERROR_UNSUPPORTED, so its readers keep polling.
+ *
+ * Reconnection: a PostgreSQL DfDb whose connection was lost (server
+ * restarted, network down) connects again at its next outermost begin or
+ * statement; its prepared statements are made again, a listening one
+ * listens again. */
+/* Post payload on channel (short ASCII names). */
+bool df_db_notify (DfDb *db, const char *channel, const char *payload,
+                   GError **err);
+/* Listen on channel from now on (outside any transaction). */
+bool df_db_listen (DfDb *db, const char *channel, GError **err);
+/* The descriptor to poll for POLLIN before df_db_notices; -1 when the
+ * connection is lost (or on SQLite). */
+int df_db_notify_fd (DfDb *db);
+/* Read what arrived without blocking: the number of notices received
+ * (0: none yet), or -1 + err when the connection is lost. */
+int df_db_notices (DfDb *db, GError **err);

@@ -41,6 +41,7 @@ typedef struct {
    * swallowed still ends as DF_ERROR_BUSY). */
   int aborted_code;
   bool busy;            /* the transaction met DF_ERROR_BUSY (a conflict) */
+  char *listening;      /* the channel df_db_listen asked for, or NULL */
 } PgDb;
 
 typedef struct {
@@ -375,6 +376,47 @@ df_db_pg_redact (const char *conninfo)
   return name ? name : g_strdup ("(an unparsable PostgreSQL conninfo)");
 }
 
+static bool listen_text (PgDb *db, GError **err);
+
+/* What every new session of the connection needs. */
+static bool
+session_setup (PgDb *db, GError **err)
+{
+  PQsetNoticeProcessor (db->conn, on_notice, NULL);
+  /* Like SQLite's busy wait: a row lock held longer fails DF_ERROR_BUSY
+   * (55P03) instead of waiting for ever. */
+  if (!exec_text (db, "SET lock_timeout = " G_STRINGIFY (LOCK_TIMEOUT_MS),
+                  "farm DB: SET lock_timeout", err))
+    return false;
+  return db->listening == NULL || listen_text (db, err);
+}
+
+/* Outside a transaction, a lost connection is made again (the server
+ * restarted, the network came back): its prepared statements are gone
+ * with the old session.  False + err "farm DB NAME: cannot connect"
+ * while the server is unreachable. */
+static bool
+ensure_connected (PgDb *db, GError **err)
+{
+  if (db->base.depth > 0 || PQstatus (db->conn) == CONNECTION_OK)
+    return true;
+  PQreset (db->conn);
+  if (PQstatus (db->conn) != CONNECTION_OK)
+    {
+      g_autofree char *msg = conn_message (db);
+      g_set_error (err, DF_ERROR, DF_ERROR_IO,
+                   "farm DB %s: cannot connect: %s", db->name, msg);
+      return false;
+    }
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init (&it, db->sql);
+  while (g_hash_table_iter_next (&it, NULL, &v))
+    ((PgSql *) v)->prepared = false;
+  g_message ("farm DB %s: connected again", db->name);
+  return session_setup (db, err);
+}
+
 DfDb *
 df_db_pg_open (const char *conninfo, bool create, GError **err)
 {
@@ -395,8 +437,15 @@ df_db_pg_open (const char *conninfo, bool create, GError **err)
   db->aborted_code = -1;
   db->sql = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                    pg_sql_free);
-  const char *const keys[] = { "dbname", "fallback_application_name", NULL };
-  const char *const vals[] = { conninfo, "diskfarm", NULL };
+  /* Defaults the conninfo may override (libpq keeps the last value of a
+   * key, and dbname= expands conninfo after them): an unreachable DB host
+   * fails a connection in 5 s instead of the TCP timeout, and a vanished
+   * one is noticed by TCP keepalives in about 25 s (offline mode). */
+  const char *const keys[] = { "connect_timeout", "keepalives_idle",
+                               "keepalives_interval", "keepalives_count",
+                               "dbname", "fallback_application_name", NULL };
+  const char *const vals[] = { "5", "10", "5", "3", conninfo, "diskfarm",
+                               NULL };
   db->conn = PQconnectdbParams (keys, vals, 1);
   if (PQstatus (db->conn) != CONNECTION_OK)
     {
@@ -405,11 +454,7 @@ df_db_pg_open (const char *conninfo, bool create, GError **err)
                    "farm DB %s: cannot connect: %s", db->name, msg);
       return NULL;
     }
-  PQsetNoticeProcessor (db->conn, on_notice, NULL);
-  /* Like SQLite's busy wait: a row lock held longer fails DF_ERROR_BUSY
-   * (55P03) instead of waiting for ever. */
-  if (!exec_text (db, "SET lock_timeout = " G_STRINGIFY (LOCK_TIMEOUT_MS),
-                  "farm DB: SET lock_timeout", err))
+  if (!session_setup (db, err))
     return NULL;
   return g_steal_pointer (&owner);
 }
@@ -426,6 +471,7 @@ pg_close (DfDb *base)
     }
   g_hash_table_destroy (db->sql);
   g_free (db->name);
+  g_free (db->listening);
   g_free (db);
 }
 
@@ -455,7 +501,7 @@ pg_exec (DfDb *base, const char *sql, const char *what, GError **err)
   int n = 0;
   g_autofree char *text = rewrite (sql, &n);
   g_return_val_if_fail (n == 0, false);
-  return exec_text (db, text, what, err);
+  return ensure_connected (db, err) && exec_text (db, text, what, err);
 }
 
 /* ---- statements ------------------------------------------------------- */
@@ -465,6 +511,8 @@ pg_prepare (DfDb *base, const char *sql, GError **err)
 {
   PgDb *db = PG_DB (base);
   PgSql *text = (PgSql *) rewritten (db, sql);
+  if (!ensure_connected (db, err))
+    return NULL;
   if (!text->prepared)
     {
       PGresult *res = PQprepare (db->conn, text->name, text->text,
@@ -585,12 +633,27 @@ pg_col_int64 (DfDbStmt *st, int i)
   return g_ascii_strtoll (v, NULL, 10);
 }
 
+static int
+pg_col_count (DfDbStmt *base)
+{
+  PgStmt *st = PG_ST (base);
+  return st->res ? PQnfields (st->res) : 0;
+}
+
+static const char *
+pg_col_name (DfDbStmt *base, int i)
+{
+  return PQfname (PG_ST (base)->res, i);
+}
+
 /* ---- transactions ----------------------------------------------------- */
 
 static bool
 pg_begin (DfDb *base, GError **err)
 {
   PgDb *db = PG_DB (base);
+  if (!ensure_connected (db, err))
+    return false;
   if (base->depth == 0 && PQtransactionStatus (db->conn) != PQTRANS_IDLE)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
@@ -747,6 +810,75 @@ pg_failed_busy (DfDb *base)
   return PG_DB (base)->busy;
 }
 
+/* ---- change notifications -------------------------------------------- */
+
+static bool
+pg_notify (DfDb *base, const char *channel, const char *payload,
+           GError **err)
+{
+  PgDb *db = PG_DB (base);
+  const char *const values[] = { channel, payload };
+  PGresult *res = PQexecParams (db->conn, "SELECT pg_notify ($1, $2)", 2,
+                                NULL, values, NULL, NULL, 0);
+  bool ok = PQresultStatus (res) == PGRES_TUPLES_OK;
+  if (!ok)
+    set_result_error (err, db, res, "farm DB: NOTIFY");
+  PQclear (res);
+  return ok;
+}
+
+/* LISTEN on db->listening (an identifier: quoted by libpq). */
+static bool
+listen_text (PgDb *db, GError **err)
+{
+  char *id = PQescapeIdentifier (db->conn, db->listening,
+                                 strlen (db->listening));
+  if (id == NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO, "farm DB %s: LISTEN: %s",
+                   db->name, PQerrorMessage (db->conn));
+      return false;
+    }
+  g_autofree char *sql = g_strdup_printf ("LISTEN %s", id);
+  PQfreemem (id);
+  return exec_text (db, sql, "farm DB: LISTEN", err);
+}
+
+static bool
+pg_listen (DfDb *base, const char *channel, GError **err)
+{
+  PgDb *db = PG_DB (base);
+  g_return_val_if_fail (base->depth == 0, false);
+  g_free (db->listening);
+  db->listening = g_strdup (channel);
+  return ensure_connected (db, err) && listen_text (db, err);
+}
+
+static int
+pg_notify_fd (DfDb *base)
+{
+  PgDb *db = PG_DB (base);
+  return PQstatus (db->conn) == CONNECTION_OK ? PQsocket (db->conn) : -1;
+}
+
+static int
+pg_notices (DfDb *base, GError **err)
+{
+  PgDb *db = PG_DB (base);
+  int n = 0;
+  if (PQstatus (db->conn) != CONNECTION_OK || !PQconsumeInput (db->conn)
+      || PQstatus (db->conn) != CONNECTION_OK)
+    {
+      g_autofree char *msg = conn_message (db);
+      g_set_error (err, DF_ERROR, DF_ERROR_IO,
+                   "farm DB %s: connection lost: %s", db->name, msg);
+      return -1;
+    }
+  for (PGnotify *n1; (n1 = PQnotifies (db->conn)) != NULL; n++)
+    PQfreemem (n1);
+  return n;
+}
+
 static const DfDbOps pg_ops = {
   .dialect = DF_DB_POSTGRESQL,
   .close = pg_close,
@@ -761,6 +893,8 @@ static const DfDbOps pg_ops = {
   .col_is_null = pg_col_is_null,
   .col_int64 = pg_col_int64,
   .col_text = pg_col_text,
+  .col_count = pg_col_count,
+  .col_name = pg_col_name,
   .begin = pg_begin,
   .commit = pg_commit,
   .rollback = pg_rollback,
@@ -768,4 +902,8 @@ static const DfDbOps pg_ops = {
   .schema_set = pg_schema_set,
   .schema_lock = pg_schema_lock,
   .failed_busy = pg_failed_busy,
+  .notify = pg_notify,
+  .listen = pg_listen,
+  .notify_fd = pg_notify_fd,
+  .notices = pg_notices,
 };

@@ -346,6 +346,18 @@ sql_schema_set (DfDb *db, guint32 app_id, int version, GError **err)
   return sql_exec (db, sql, "farm.db: record schema version", err);
 }
 
+static int
+sql_col_count (DfDbStmt *st)
+{
+  return sqlite3_column_count (SQL_ST (st)->st);
+}
+
+static const char *
+sql_col_name (DfDbStmt *st, int i)
+{
+  return sqlite3_column_name (SQL_ST (st)->st, i);
+}
+
 static const DfDbOps sqlite_ops = {
   .dialect = DF_DB_SQLITE,
   .close = sql_close,
@@ -360,6 +372,8 @@ static const DfDbOps sqlite_ops = {
   .col_is_null = sql_col_is_null,
   .col_int64 = sql_col_int64,
   .col_text = sql_col_text,
+  .col_count = sql_col_count,
+  .col_name = sql_col_name,
   .begin = sql_begin,
   .commit = sql_commit,
   .rollback = sql_rollback,

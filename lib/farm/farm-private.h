@@ -174,6 +174,10 @@ bool df_farm_check_device_type (const char *type, GError **err);
  * vdisk is NULL (settings.c; new string). */
 char *df_farm_merge_depth_key (const char *vdisk);
 
+/* The LISTEN/NOTIFY channel of farm changes: every audit row posts the
+ * action on it (audit.c), the change watch listens (watch.c). */
+#define DF_FARM_CHANNEL "diskfarm_change"
+
 /* ---- schema (migrations.c) -------------------------------------------- */
 
 /* PRAGMA application_id of a farm DB: "dfrm". */

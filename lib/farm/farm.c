@@ -29,6 +29,7 @@ struct DfFarm {
   DfDb *db;
   int schema_version;
   char *uuid;           /* farm_identity.uuid, read at open */
+  char *offline_of;     /* a snapshot: the unreachable DB's name (shown) */
 };
 
 static const char *const farm_subdirs[] = { "store", "cache", "boot", "run" };
@@ -172,6 +173,31 @@ df_farm_open_db (const char *dir, const char *database, bool create,
   return g_steal_pointer (&farm);
 }
 
+DfFarm *
+df_farm_open_snapshot (const char *dir, const char *database,
+                       const char *who, GError **err)
+{
+  g_autofree char *path = df_farm_snapshot_path (dir);
+  if (!g_file_test (path, G_FILE_TEST_IS_REGULAR))
+    {
+      g_autofree char *name = df_db_target_redacted (database);
+      g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                   "farm DB %s is unreachable and there is no local "
+                   "snapshot (%s)", name, path);
+      return NULL;
+    }
+  DfFarm *farm = df_farm_open_db (dir, path, false, who, err);
+  if (farm != NULL)
+    farm->offline_of = df_db_target_redacted (database);
+  return farm;
+}
+
+bool
+df_farm_offline (DfFarm *farm)
+{
+  return farm->offline_of != NULL;
+}
+
 void
 df_farm_close (DfFarm *farm)
 {
@@ -182,6 +208,7 @@ df_farm_close (DfFarm *farm)
   g_free (farm->db_path);
   g_free (farm->who);
   g_free (farm->uuid);
+  g_free (farm->offline_of);
   g_free (farm);
 }
 
@@ -297,6 +324,14 @@ df_farm_rollback (DfFarm *farm)
 bool
 df_farm_scope_begin (DfFarm *farm, GError **err)
 {
+  if (farm->offline_of != NULL)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_IO,
+                   "farm DB %s is unreachable (offline: serving known "
+                   "devices from the local snapshot; changes are refused "
+                   "until it is back)", farm->offline_of);
+      return false;
+    }
   return df_db_begin (farm->db, err);
 }
 

@@ -38,6 +38,36 @@ DfFarm *df_farm_open (const char *dir, bool create, const char *who,
 DfFarm *df_farm_open_db (const char *dir, const char *database, bool create,
                          const char *who, GError **err);
 void df_farm_close (DfFarm *farm);
+
+/* ---- offline mode: the local snapshot (snapshot.c) ----
+ * A server of a farm on PostgreSQL keeps a copy of the farm DB (every
+ * table but the audit log) in <dir>/run/farm-snapshot.db, an SQLite file
+ * rewritten whole and published atomically (temp file, fsync, rename:
+ * df_store_publish) at start and after every change notification
+ * (watch.h).  While the DB is unreachable the daemons read the snapshot,
+ * so known devices keep booting; every change (a mutator's write scope:
+ * auto-add, a new boot generation, the console) fails on it with
+ * DF_ERROR_IO "farm DB NAME is unreachable (offline: ...)". */
+#define DF_FARM_SNAPSHOT "farm-snapshot.db"
+/* <dir>/run/farm-snapshot.db (new string). */
+char *df_farm_snapshot_path (const char *dir);
+/* Copy farm (on PostgreSQL) into dir's snapshot, all in one read
+ * transaction of farm's DB, and publish it. */
+bool df_farm_snapshot_write (DfFarm *farm, GError **err);
+/* Open dir's snapshot for reading in place of database (the unreachable
+ * DB, named in the refusals of writes).  NULL + err (DF_ERROR_NOT_FOUND)
+ * when there is none. */
+DfFarm *df_farm_open_snapshot (const char *dir, const char *database,
+                               const char *who, GError **err);
+/* The farm DB answers a trivial query now. */
+bool df_farm_ping (DfFarm *farm, GError **err);
+/* farm is a snapshot (df_farm_open_snapshot). */
+bool df_farm_offline (DfFarm *farm);
+/* err says the farm DB could not be reached (connection refused or lost),
+ * not that a statement or its data was wrong: the cue to fall back on
+ * the snapshot.  Only for a PostgreSQL database. */
+bool df_farm_error_unreachable (const char *database, const GError *err);
+
 /* Run as root: create the diskfarm system user and group if missing and
  * give them the farm at dir (setgid directories 02750, files 0640 or
  * stricter, nothing for others).  A no-op when not root. */

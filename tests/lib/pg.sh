@@ -78,6 +78,15 @@ pg_start() { # dir: sets PG_CONNINFO
   PG_CONNINFO="host=$dir/sock user=${u:-$(id -un)} dbname=postgres"
 }
 
+pg_restart() { # dir: start again a server pg_stop stopped (same conninfo)
+  local dir=$1 bin u
+  bin=$(pg_bindir) || return 77
+  u=$(pg_user)
+  pg_as "$u" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+    -o "-k $dir/sock -c listen_addresses=" start >/dev/null ||
+    { cat "$dir/log" >&2; return 1; }
+}
+
 pg_stop() { # dir
   local dir=$1 bin u
   bin=$(pg_bindir) || return 0

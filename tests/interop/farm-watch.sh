@@ -1,0 +1,192 @@
+#!/bin/bash
+# farm-watch: servers learn of farm changes by notification (issue 12).
+# On PostgreSQL every committed change posts a NOTIFY (its audit row) and
+# streamsvc's change watch (LISTEN, its own connection) wakes the binding
+# checker at once, so a live session of a device that was reset is fenced
+# within milliseconds, not at the next poll (0.5 s; 10 s while the watch
+# is live).  On SQLite the checker keeps polling every 0.5 s.
+# Offline mode (PostgreSQL only): with the DB stopped, live sessions keep
+# reading, writing and flushing (nothing is fenced), `diskfarm device add`
+# fails naming the DB; when the DB is back the watch, the pooled
+# connections and the heartbeat reconnect and a change fences at once
+# again.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/version-lib.sh"
+. "$(dirname "$0")/bootstrap-lib.sh"
+need python3 curl nbdinfo
+python3 -c 'import nbd' 2>/dev/null || skip "python3 nbd module not installed"
+
+TRIALS=5
+init_vdisk g 16
+for i in $(seq $TRIALS); do
+  df device add "d$i" --mac "52:54:00:00:01:0$i" --vdisk g >/dev/null
+done
+df device add o1 --mac 52:54:00:00:01:21 --vdisk g >/dev/null
+df device add o3 --mac 52:54:00:00:01:23 --vdisk g >/dev/null
+start_streamsvc --server-name s1 --heartbeat-interval 200 \
+  --iscsi-listen 127.0.0.1:0 --server-address 127.0.0.1
+
+# latency.py DEVICE...: for each device an idle session; `device reset`;
+# milliseconds from the command's exit to the session's close.
+cat >"$T/latency.py" <<'PY'
+import os, subprocess, sys, time
+import nbd
+
+SOCK, DISKFARM, FARM = (os.environ[k] for k in ("SOCK", "DISKFARM", "FARM"))
+worst = 0.0
+figures = []
+for dev in sys.argv[1:]:
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///device/%s?socket=%s" % (dev, SOCK))
+    h.pread(4096, 0)
+    subprocess.run([DISKFARM, "--farm", FARM, "device", "reset", dev],
+                   check=True, stdout=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0:
+        if h.aio_is_closed() or h.aio_is_dead():
+            break
+        try:
+            h.poll(20)
+        except nbd.Error:
+            pass
+    else:
+        sys.exit("%s: session still open 3 s after device reset" % dev)
+    ms = (time.monotonic() - t0) * 1000
+    figures.append(ms)
+    worst = max(worst, ms)
+print(" ".join("%.0f" % f for f in figures),
+      "%.0f" % sorted(figures)[len(figures) // 2], "%.0f" % worst)
+PY
+devs=$(for i in $(seq $TRIALS); do echo "d$i"; done)
+# shellcheck disable=SC2086
+out=$(SOCK=$SOCK DISKFARM=$DISKFARM FARM=$FARM python3 "$T/latency.py" $devs) ||
+  fail "latency: $out"
+worst=${out##* }
+out=${out% *}
+median=${out##* }
+figures=${out% *}
+if [ -n "$DF_DB_CONF" ]; then
+  grep -q "farm watch: listening for changes on" "$T/streamsvc.log" ||
+    fail "streamsvc's change watch is not listening"
+  # polling every 500 ms would give a median near 250 ms
+  [ "$median" -lt 100 ] && [ "$worst" -lt 400 ] ||
+    fail "a reset reached a live session in $median ms (median; ms: $figures): not notified"
+  echo "figure: change -> fenced session on PostgreSQL (NOTIFY): $figures ms (median $median, worst $worst; poll interval 10000 ms while notified, 500 ms otherwise)"
+  pass "device reset fences live sessions by notification (median $median ms, worst $worst ms)"
+else
+  [ "$worst" -lt 1500 ] || fail "SQLite polling: up to $worst ms (ms: $figures)"
+  echo "figure: change -> fenced session on SQLite (poll every 500 ms): $figures ms (median $median, worst $worst)"
+  pass "SQLite keeps polling: a reset reached live sessions within $worst ms"
+  exit 0
+fi
+
+# ---- offline mode (PostgreSQL) ----------------------------------------
+# Offline mode's local snapshot: an SQLite copy of the farm, rewritten at
+# each change.
+snap=$FARM/run/farm-snapshot.db
+[ -f "$snap" ] || fail "no local snapshot $snap"
+n=$(sqlite3 "$snap" "SELECT count(*) FROM devices WHERE name = 'o3'")
+[ "$n" = 1 ] || fail "the snapshot does not hold device o3"
+gen_db=$(psql -X -At "$DISKFARM_DB" -c "SELECT generation FROM devices WHERE name = 'd1'")
+for _ in $(seq 30); do
+  gen_snap=$(sqlite3 "$snap" "SELECT generation FROM devices WHERE name = 'd1'")
+  [ "$gen_snap" = "$gen_db" ] && break; sleep 0.1
+done
+[ "$gen_snap" = "$gen_db" ] || fail "snapshot: d1 generation $gen_snap, DB $gen_db"
+pass "local snapshot $snap follows the farm (d1 generation $gen_db)"
+
+start_bootstrapsvc --server-name boot1 -v
+URL=http://127.0.0.1:$HTTP_PORT
+wait_log "s1 is now healthy" 80 || { cat "$BS_LOG"; fail "bootstrap probes"; }
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23" -o "$T/script.on" || fail "boot.ipxe online"
+grep -q "sanboot.*iscsi:127.0.0.1::" "$T/script.on" || { cat "$T/script.on"; fail "no sanboot online"; }
+cat >"$T/offline.py" <<'PY'
+import os, subprocess, sys, time
+import nbd
+
+SOCK = os.environ["SOCK"]
+M = 1 << 20
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///device/o1?socket=%s" % SOCK)
+h.pwrite(b"\x11" * 65536, 1 * M)
+h.flush()
+print("connected", flush=True)
+sys.stdin.readline()             # the DB is down now
+for i in range(20):               # 2 s of I/O, flushes included
+    h.pwrite(bytes([0x20 + i]) * 65536, 2 * M)
+    h.flush()
+    assert h.pread(65536, 1 * M) == b"\x11" * 65536
+    time.sleep(0.1)
+print("served", flush=True)
+sys.stdin.readline()             # the DB is back and o1 was reset
+t0 = time.monotonic()
+while time.monotonic() - t0 < 3.0 and not (h.aio_is_closed() or h.aio_is_dead()):
+    try:
+        h.poll(20)
+    except nbd.Error:
+        pass
+if not (h.aio_is_closed() or h.aio_is_dead()):
+    sys.exit("o1: not fenced 3 s after its reset with the DB back")
+print("fenced %.0f" % ((time.monotonic() - t0) * 1000), flush=True)
+PY
+coproc OFF { SOCK=$SOCK python3 -u "$T/offline.py" 2>&1; }
+read -r -t 10 line <&"${OFF[0]}" || fail "offline.py did not connect"
+[ "$line" = connected ] || fail "offline.py: $line"
+pg_stop "$_df_pg"
+sleep 1.5 # past the heartbeat's and the checker's next rounds
+echo >&"${OFF[1]}"
+read -r -t 15 line <&"${OFF[0]}" || fail "offline.py: no answer with the DB down"
+[ "$line" = served ] || fail "with the DB down the live session failed: $line"
+kill -0 "$STREAMSVC_PID" || fail "streamsvc died with the DB down"
+grep -q "sessions fenced" "$T/streamsvc.log" &&
+  ! grep -q "device o1 .*sessions fenced" "$T/streamsvc.log" || true
+if grep -q "device o1.*fenced" "$T/streamsvc.log"; then
+  fail "the DB outage fenced o1's session"
+fi
+pass "DB down: a live session keeps reading, writing and flushing; nothing fenced"
+
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23" -o "$T/script.off" || fail "boot.ipxe offline"
+grep -q "sanboot.*iscsi:127.0.0.1::" "$T/script.off" || { cat "$T/script.off"; cat "$BS_LOG"; fail "a known device gets no boot script offline"; }
+grep -q "boot scripts from the local snapshot" "$BS_LOG" || fail "bootstrapsvc did not say it is offline"
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:99" -o "$T/script.unknown" || fail "boot.ipxe unknown offline"
+grep -q "not registered" "$T/script.unknown" || { cat "$T/script.unknown"; fail "an unknown device offline"; }
+nbdinfo --size "$(uri device/o3)" >/dev/null || fail "a new session of known device o3 with the DB down"
+grep -q "export device/o3: opened from the local snapshot" "$T/streamsvc.log" ||
+  fail "streamsvc did not open o3 from the snapshot"
+pass "DB down: a known device gets its boot script and a new session from the local snapshot; an unknown one is not registered"
+
+set +e
+msg=$(df device add o2 --mac 52:54:00:00:01:22 --vdisk g 2>&1); rc=$?
+set -e
+[ "$rc" -ne 0 ] || fail "device add succeeded with the DB down"
+[ "$(printf '%s\n' "$msg" | wc -l)" -eq 1 ] || fail "not one line: $msg"
+case $msg in
+  *"farm DB host="*"dbname=farm"*"cannot connect"*) ;;
+  *) fail "device add with the DB down: '$msg' does not name the DB" ;;
+esac
+pass "DB down: device add fails: $msg"
+grep -q "farm watch: farm DB .*connection lost\|farm watch: .*terminat" "$T/streamsvc.log" ||
+  fail "the change watch did not notice the outage"
+
+pg_restart "$_df_pg" || fail "PostgreSQL did not start again"
+t0=$(date +%s%N)
+for _ in $(seq 50); do
+  [ "$(grep -c "farm watch: listening for changes" "$T/streamsvc.log")" -ge 2 ] && break
+  sleep 0.1
+done
+[ "$(grep -c "farm watch: listening for changes" "$T/streamsvc.log")" -ge 2 ] ||
+  fail "the change watch did not listen again within 5 s"
+back_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+df device reset o1 >/dev/null || fail "device reset o1 with the DB back"
+echo >&"${OFF[1]}"
+read -r -t 10 line <&"${OFF[0]}" || fail "offline.py: no answer after the DB came back"
+case $line in fenced\ *) ;; *) fail "after the DB came back: $line" ;; esac
+wait "$OFF_PID" 2>/dev/null || true
+echo "figure: watch listening again ${back_ms} ms after PostgreSQL restarted; reset -> fenced ${line#fenced } ms"
+[ "${line#fenced }" -lt 150 ] || fail "after the outage a reset took ${line#fenced } ms to fence"
+pass "DB back: the watch listens again and a reset fences at once"
+
+json server list
+jcheck "$T/j.json" '[s for s in d if s["name"] == "s1"][0]["state"] == "healthy"'
+df device add o2 --mac 52:54:00:00:01:22 --vdisk g >/dev/null || fail "device add with the DB back"
+pass "DB back: the heartbeat is healthy again and console writes work"
