@@ -32,7 +32,7 @@ IQN=iqn.2026-11.org.diskfarm:vm01
 "$STREAMSVC" --farm "$T/farm" --nbd-listen 127.0.0.1:0 --admin-listen none \
   --iscsi-listen 127.0.0.1:0 >"$T/df.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/df.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs 'iscsi listening' "$T/df.log" && break; sleep 0.1; done
 df_iscsi=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/df.log" | sed 's/.*://')
 df_nbd=$(grep -o 'nbd listening on 127.0.0.1:[0-9]*' "$T/df.log" | sed 's/.*://')
 [ -n "$df_iscsi" ] && [ -n "$df_nbd" ] || e2e_fail "streamsvc did not start"
