@@ -8,6 +8,7 @@
 #include "watch.h"
 #include "common.h"
 #include "test-db.h"
+#include "test-util.h"
 
 #include <glib/gstdio.h>
 #include <string.h>
@@ -19,25 +20,6 @@ typedef struct {
   char *dir;
   DfFarm *farm;
 } Fixture;
-
-static void
-rm_rf (const char *path)
-{
-  GDir *d = g_dir_open (path, 0, NULL);
-  if (d)
-    {
-      const char *n;
-      while ((n = g_dir_read_name (d)))
-        {
-          g_autofree char *p = g_build_filename (path, n, NULL);
-          rm_rf (p);
-        }
-      g_dir_close (d);
-      g_rmdir (path);
-    }
-  else
-    g_unlink (path);
-}
 
 static void
 add_device (DfFarm *farm, const char *name, const char *mac)
@@ -68,7 +50,7 @@ static void
 fx_teardown (Fixture *fx, gconstpointer data)
 {
   df_farm_close (fx->farm);
-  rm_rf (fx->tmp);
+  tu_rmrf (fx->tmp);
   g_free (fx->dir);
   g_free (fx->tmp);
 }
