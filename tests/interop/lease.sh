@@ -224,7 +224,13 @@ for _ in $(seq 200); do
   grep -q "failing over" "$T/w5.err" && break
   sleep 0.1
 done
-sleep 3   # writing through ss2 meanwhile
+# writing through ss2 meanwhile: until ss2 acknowledged a record (at most
+# 20 s: its takeover waits for the lapsed lease + margin), then 1 s more
+for _ in $(seq 200); do
+  [ -n "$(stall "$T/acks5" "$t0")" ] && break
+  sleep 0.1
+done
+sleep 1
 touch "$T/acks5.stop"; wait $W || { cat "$T/w5.err"; fail "writer"; }
 rm -f "$T/ss1.dbdown"
 grep -q "failing over" "$T/w5.err" || fail "the writer never left ss1"
