@@ -54,7 +54,7 @@ inspect golden-small
 [ "$(field golden-small iscsi_root)" = true ] || e2e_fail "small: no iSCSI root: $(cat "$T/golden-small.json")"
 field golden-small iscsi_how | grep -q iscsistart || e2e_fail "small: iscsistart not named"
 [ "$(field golden-small nbd_root)" = true ] || e2e_fail "small: no NBD root"
-! grep -q warning "$T/golden-small.err" || e2e_fail "small: unexpected warning: $(cat "$T/golden-small.err")"
+! grep -v "has no EFI System Partition" "$T/golden-small.err" | grep -q warning || e2e_fail "small: unexpected warning: $(cat "$T/golden-small.err")"
 e2e_pass "small initramfs: iSCSI root (iscsistart) and NBD root (nbd-client), no warning"
 
 case $FLAVOURS in
@@ -64,7 +64,7 @@ case $FLAVOURS in
     [ "$(field golden-debian iscsi_root)" = true ] || e2e_fail "debian: no iSCSI root: $(cat "$T/golden-debian.json")"
     field golden-debian iscsi_how | grep -q 'ISCSI_AUTO=true' || e2e_fail "debian: ISCSI_AUTO not named"
     [ "$(field golden-debian nbd_root)" = true ] || e2e_fail "debian: no NBD root"
-    ! grep -q warning "$T/golden-debian.err" || e2e_fail "debian: unexpected warning: $(cat "$T/golden-debian.err")"
+    ! grep -v "has no EFI System Partition" "$T/golden-debian.err" | grep -q warning || e2e_fail "debian: unexpected warning: $(cat "$T/golden-debian.err")"
     e2e_pass "Debian's initramfs: open-iscsi with ISCSI_AUTO=true (iSCSI root) and nbd-client (NBD root)" ;;
   *) echo "SKIP: Debian's initramfs (initramfs-tools missing)" ;;
 esac
