@@ -132,6 +132,17 @@ start_streamsvc() {
 # /v1/health needs it over TCP).
 admin_curl() { curl -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
 
+# wait_registered NAME PID LOG: until streamsvc PID logs its registration
+# as NAME in LOG (at most 10 s); fails when it exits or never registers.
+wait_registered() {
+  for _ in $(seq 100); do
+    grep -q "registry: registered as streamsvc $1" "$3" && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$3"; fail "streamsvc $1 exited"; }
+    sleep 0.1
+  done
+  cat "$3"; fail "$1 did not register"
+}
+
 # wait_live DEVICE: until streamsvc's /v1/sessions lists a session of
 # DEVICE (at most 30 s): a client started in the background is connected.
 wait_live() {

@@ -47,12 +47,7 @@ start_ss() {
     --heartbeat-interval $HB --heartbeat-timeout $TIMEOUT >"$log" 2>&1 &
   local pid=$!
   _df_pids="$_df_pids $pid"
-  for _ in $(seq 100); do
-    grep -q "registry: registered as streamsvc $name" "$log" && break
-    kill -0 $pid 2>/dev/null || { cat "$log"; fail "streamsvc $name exited"; }
-    sleep 0.1
-  done
-  grep -q "registry: registered" "$log" || { cat "$log"; fail "$name did not register"; }
+  wait_registered "$name" "$pid" "$log"
   eval "PID_$name=$pid SOCK_$name=$sock"
   eval "ADMIN_$name=$(grep -o 'admin listening on http://[0-9.:]*' "$log" | sed 's|.*:||')"
 }

@@ -30,12 +30,7 @@ start_ss() {
     --heartbeat-timeout 600 >"$log" 2>&1 &
   local pid=$!
   _df_pids="$_df_pids $pid"
-  for _ in $(seq 100); do
-    grep -q "registry: registered" "$log" && break
-    kill -0 $pid 2>/dev/null || { cat "$log"; fail "streamsvc $name exited"; }
-    sleep 0.1
-  done
-  grep -q "registry: registered" "$log" || { cat "$log"; fail "$name did not register"; }
+  wait_registered "$name" "$pid" "$log"
   local port admin
   port=$(grep -o 'nbd listening on 127.0.0.1:[0-9]*' "$log" | head -1 | sed 's/.*://')
   admin=$(grep -o 'admin listening on http://[0-9.:]*' "$log" | head -1 | sed 's|.*http://||')
