@@ -156,6 +156,7 @@ refresh_views (DfHealth *h, GPtrArray *servers, bool offline)
       v->address = g_strdup (s->address);
       v->iscsi_port = s->iscsi_port;
       v->nbd_port = s->nbd_port;
+      v->admin_port = s->admin_port;
       v->power = s->power;
       v->healthy = prev ? prev->healthy : false;
       v->sessions = prev ? prev->sessions : -1;

@@ -21,6 +21,7 @@ typedef struct {
   char *address;
   guint16 iscsi_port;
   guint16 nbd_port;
+  guint16 admin_port;       /* its admin API (probes; offline generations) */
   int power;
   bool healthy;             /* probe answered ok and the registry does
                              * not call it unhealthy */

@@ -8,6 +8,7 @@
 #include "ratelimit.h"
 #include "script.h"
 #include "tftp_proto.h"
+#include "admin-client.h"
 #include "common.h"
 
 #include <errno.h>
@@ -414,6 +415,68 @@ offline_snapshot (DfBootHttp *h)
   return snap;
 }
 
+/* Offline (farm.h "offline boot generations"): tell each of servers the
+ * boot generation gen of device, by their admin API; a server that does
+ * not take it is dropped from servers (it would open the old generation's
+ * cache).  The servers that took it, for the log (new string). */
+static char *
+tell_servers (DfFarm *snap, const char *device, gint64 gen,
+              GPtrArray *servers)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfSecret) token = df_farm_admin_token (snap, false, &err);
+  g_autoptr (GString) told = g_string_new (NULL);
+
+  for (guint i = 0; i < servers->len;)
+    {
+      const DfServerView *v = servers->pdata[i];
+      g_autoptr (DfAdminEndpoint) ep = df_admin_endpoint_new (
+          v->address, v->admin_port, NULL, token);
+      g_autoptr (GError) e = NULL;
+      if (df_admin_offline_generation_at (ep, device, gen, &e))
+        {
+          g_string_append_printf (told, "%s%s", told->len ? ", " : "",
+                                  v->name);
+          i++;
+          continue;
+        }
+      g_message ("http: %s: offline: stream server %s did not take boot "
+                 "generation %" G_GINT64_FORMAT ", left out of the script: "
+                 "%s", device, v->name, gen, e->message);
+      g_ptr_array_remove_index (servers, i);
+    }
+  return g_string_free (g_steal_pointer (&told), FALSE);
+}
+
+/* Offline: device d's new boot generation (journaled here and told to
+ * servers, which keeps those that took it) in *gen; false with a reply
+ * sent when none did. */
+static bool
+offline_generation (DfBootHttp *h, SoupServerMessage *msg, const DfDevice *d,
+                    GPtrArray *servers, gint64 *gen)
+{
+  g_autoptr (GError) err = NULL;
+  if (!df_farm_device_new_generation (h->farm, d->name, gen, &err))
+    {
+      g_message ("http: %s: offline: boot generation kept at %"
+                 G_GINT64_FORMAT " (it cannot be journaled: %s)", d->name,
+                 d->generation, err->message);
+      *gen = d->generation;
+      return true;
+    }
+  g_autofree char *told = tell_servers (h->farm, d->name, *gen, servers);
+  if (servers->len == 0)
+    {
+      reply_message (msg, 503, "boot server unavailable",
+                     "no stream server took the offline boot generation");
+      return false;
+    }
+  g_message ("http: %s: offline: new boot generation %" G_GINT64_FORMAT
+             " journaled (the farm DB is unreachable), taken by %s",
+             d->name, *gen, told);
+  return true;
+}
+
 /* The boot script for mac (parsed), from h->farm. */
 static void
 boot_device (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query,
@@ -443,8 +506,10 @@ boot_device (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query,
       return;
     }
   if (br.trusted && df_farm_offline (h->farm))
-    g_message ("http: %s: offline: boot generation kept at %" G_GINT64_FORMAT
-               " (the farm DB is unreachable)", d->name, gen);
+    {
+      if (!offline_generation (h, msg, d, servers, &gen))
+        return;
+    }
   else if (br.trusted && !df_farm_device_new_generation (h->farm, d->name,
                                                          &gen, &err))
     {
@@ -465,7 +530,7 @@ boot_device (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query,
              ", %u stream server%s, first %s", d->name, mac,
              uuid ? ", uuid " : "", uuid ? uuid : "",
              !br.trusted ? "no token: generation kept at"
-             : df_farm_offline (h->farm) ? "offline: generation kept at"
+             : df_farm_offline (h->farm) ? "offline generation"
                                          : "new generation",
              gen, servers->len, servers->len == 1 ? "" : "s",
              ((DfServerView *) servers->pdata[0])->name);

@@ -15,6 +15,7 @@
 #include "admin_auth.h"
 #include "common.h"
 #include "config.h"
+#include "defaults.h"
 
 #define CT_JSON "application/json"
 #define STORE_PREFIX "/v1/store/"
@@ -308,6 +309,65 @@ handle_store (DfAdmin *a, SoupServerMessage *msg)
       soup_server_message_get_response_body (msg), bytes);
 }
 
+/* ---- offline boot generations ----------------------------------------- */
+
+/* The body {"device": NAME, "generation": N} of msg: true + *device (new)
+ * and *generation, else false with a reply sent. */
+static bool
+parse_generation_body (SoupServerMessage *msg, char **device,
+                       gint64 *generation)
+{
+  SoupMessageBody *body = soup_server_message_get_request_body (msg);
+  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o = NULL;
+  gsize len;
+  const char *data = g_bytes_get_data (bytes, &len);
+
+  if (len > 0 && len < 4096 && json_parser_load_from_data (p, data, len, NULL)
+      && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
+    o = json_node_get_object (json_parser_get_root (p));
+  *device = o != NULL ? g_strdup (json_object_get_string_member_with_default (
+                            o, "device", NULL))
+                      : NULL;
+  *generation = o != NULL ? json_object_get_int_member_with_default (
+                                o, "generation", -1)
+                          : -1;
+  if (*device != NULL && *generation >= 0)
+    return true;
+  g_clear_pointer (device, g_free);
+  reply (msg, SOUP_STATUS_BAD_REQUEST, "text/plain",
+         g_strdup ("bad request: expected {\"device\": NAME, "
+                   "\"generation\": N}\n"));
+  return false;
+}
+
+/* POST: a bootstrap server gave a boot generation while the farm DB is
+ * unreachable (farm.h "offline boot generations"). */
+static void
+handle_offline_generation (DfAdmin *a, SoupServerMessage *msg)
+{
+  g_autofree char *device = NULL;
+  g_autoptr (GError) err = NULL;
+  gint64 generation;
+
+  if (!parse_generation_body (msg, &device, &generation))
+    return;
+  if (a->exports == NULL
+      || !df_exports_offline_generation (a->exports, device, generation,
+                                         &err))
+    {
+      reply (msg, err != NULL ? store_error_status (err)
+                              : SOUP_STATUS_NOT_FOUND, "text/plain",
+             g_strdup_printf ("%s\n", err != NULL ? err->message
+                                                  : "no farm here"));
+      return;
+    }
+  reply (msg, SOUP_STATUS_OK, CT_JSON,
+         g_strdup_printf ("{\"device\":\"%s\",\"generation\":%"
+                          G_GINT64_FORMAT "}", device, generation));
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 typedef void (*route_fn) (DfAdmin *a, SoupServerMessage *msg);
@@ -316,13 +376,22 @@ static const struct
 {
   const char *path;
   bool prefix; /* path and everything under it */
+  bool post;   /* POST, else GET and HEAD */
   route_fn fn;
 } routes[] = {
-  { "/v1/health", false, handle_health },
-  { "/v1/sessions", false, handle_sessions },
-  { "/metrics", false, handle_metrics },
-  { STORE_PREFIX, true, handle_store },
+  { "/v1/health", false, false, handle_health },
+  { "/v1/sessions", false, false, handle_sessions },
+  { "/metrics", false, false, handle_metrics },
+  { STORE_PREFIX, true, false, handle_store },
+  { DF_ADMIN_OFFLINE_GENERATIONS, false, true, handle_offline_generation },
 };
+
+static bool
+method_allowed (const char *method, bool post)
+{
+  return post ? strcmp (method, "POST") == 0
+              : strcmp (method, "GET") == 0 || strcmp (method, "HEAD") == 0;
+}
 
 static void
 handle_request (SoupServer *server, SoupServerMessage *msg, const char *path,
@@ -335,11 +404,11 @@ handle_request (SoupServer *server, SoupServerMessage *msg, const char *path,
       if (routes[i].prefix ? !g_str_has_prefix (path, routes[i].path)
                            : strcmp (path, routes[i].path) != 0)
         continue;
-      if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0)
+      if (!method_allowed (method, routes[i].post))
         {
           soup_message_headers_replace (
               soup_server_message_get_response_headers (msg), "Allow",
-              "GET, HEAD");
+              routes[i].post ? "POST" : "GET, HEAD");
           reply (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "text/plain",
                  g_strdup ("method not allowed\n"));
           return;

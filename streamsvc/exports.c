@@ -58,7 +58,8 @@
 #define CHECK_WATCHED_US (10 * G_USEC_PER_SEC)
 
 /* What one device cache is bound to: the farm facts it was opened for.
- * Immutable; owned by the entry's fence (opaque of its check). */
+ * Immutable but for claim_pending; owned by the entry's fence (opaque of
+ * its check). */
 typedef struct
 {
   DfExports *ex; /* borrowed: outlives every fence */
@@ -71,6 +72,8 @@ typedef struct
   char *mode; /* df_cache_mode_to_string of the mode in use */
   bool maint; /* the maintenance version's cache in the store */
   char *sha256; /* the version file's hash, NULL while unsealed */
+  gint claim_pending; /* atomic: its tier-3 local claim was not recorded
+                       * (the DB was unreachable): the next check does */
 } Binding;
 
 /* One device cache.  Refcounted: the registry and every open DfExport hold
@@ -414,10 +417,34 @@ binding_mismatch (const Binding *b, const Resolved *r)
   return NULL;
 }
 
+/* Tier 3: record b's local claim that the DB could not take when b's
+ * entry opened (offline).  NULL when recorded (or still not), else why
+ * the sessions must stop: another server claimed the same generation
+ * meanwhile, and two caches of one boot cannot both be right (new). */
+static char *
+claim_late (Binding *b, DfFarm *farm)
+{
+  g_autoptr (GError) e = NULL;
+
+  if (df_farm_lease_claim_local (farm, b->device, b->ex->server,
+                                 b->generation, df_farm_now_ms (), &e))
+    {
+      g_atomic_int_set (&b->claim_pending, 0);
+      g_message ("device %s: local write cache of boot generation %"
+                 G_GINT64_FORMAT " recorded (opened while the farm DB was "
+                 "unreachable)", b->device, b->generation);
+      return NULL;
+    }
+  if (!g_error_matches (e, DF_ERROR, DF_ERROR_DENIED))
+    return NULL;
+  g_atomic_int_inc (&b->ex->lost_caches);
+  return g_strdup (e->message);
+}
+
 /* NULL while b matches the farm, or when the farm cannot say (DB
  * unreachable: offline mode keeps serving); else a new string. */
 static char *
-binding_stale_reason (const Binding *b)
+binding_stale_reason (Binding *b)
 {
   g_autoptr (GError) err = NULL;
   DfFarm *farm = farm_acquire (b->ex, &err);
@@ -430,13 +457,17 @@ binding_stale_reason (const Binding *b)
                err->message);
       return NULL;
     }
-  if (resolve_device (farm, b->device, &r, &err))
-    why = binding_mismatch (b, &r);
-  else if (g_error_matches (err, DF_ERROR, DF_ERROR_NOT_FOUND))
-    why = g_strdup_printf ("device %s: %s", b->device, err->message);
-  else
-    g_debug ("device %s: cannot check its binding: %s", b->device,
-             err->message);
+  if (!resolve_device (farm, b->device, &r, &err))
+    {
+      if (g_error_matches (err, DF_ERROR, DF_ERROR_NOT_FOUND))
+        why = g_strdup_printf ("device %s: %s", b->device, err->message);
+      else
+        g_debug ("device %s: cannot check its binding: %s", b->device,
+                 err->message);
+    }
+  else if ((why = binding_mismatch (b, &r)) == NULL
+           && g_atomic_int_get (&b->claim_pending))
+    why = claim_late (b, farm);
   farm_release (b->ex, farm);
   resolved_clear (&r);
   return why;
@@ -693,6 +724,35 @@ version_servable (DfExports *ex, DfFarm *farm, const DfVersion *v,
   return true;
 }
 
+bool
+df_exports_offline_generation (DfExports *ex, const char *device,
+                               gint64 generation, GError **err)
+{
+  g_autoptr (GError) local = NULL;
+  DfFarm *farm = farm_acquire_read (ex, err);
+  bool ok;
+
+  if (farm == NULL)
+    return false;
+  if (!df_farm_offline (farm))
+    {
+      farm_release (ex, farm);
+      g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
+                   "the farm DB answers: boot generations are recorded "
+                   "there, not offline");
+      return false;
+    }
+  ok = df_farm_offline_generation_note (farm, device, generation, &local);
+  farm_release (ex, farm);
+  if (ok)
+    g_message ("device %s: boot generation %" G_GINT64_FORMAT " given "
+               "offline by a bootstrap server (journaled until the farm DB "
+               "is back)", device, generation);
+  else
+    g_propagate_error (err, g_steal_pointer (&local));
+  return ok;
+}
+
 char *
 df_exports_version_file (DfExports *ex, const char *vdisk, int number,
                          GError **err)
@@ -915,9 +975,9 @@ entry_local (DfExports *ex, const Resolved *r)
 
 /* Tier 3: false when r's generation has its local cache on another server
  * (logged, counted: the device gets a lost cache).  A farm DB that cannot
- * answer changes nothing (offline mode). */
+ * answer (offline mode) leaves the claim to b's next check. */
 static bool
-local_claim (DfExports *ex, DfFarm *farm, const Resolved *r)
+local_claim (DfExports *ex, DfFarm *farm, const Resolved *r, Binding *b)
 {
   g_autoptr (GError) e = NULL;
 
@@ -926,8 +986,9 @@ local_claim (DfExports *ex, DfFarm *farm, const Resolved *r)
     return true;
   if (!g_error_matches (e, DF_ERROR, DF_ERROR_DENIED))
     {
-      g_debug ("device %s: cannot record its local cache: %s", r->dev->name,
-               e->message);
+      g_debug ("device %s: cannot record its local cache yet: %s",
+               r->dev->name, e->message);
+      g_atomic_int_set (&b->claim_pending, 1);
       return true;
     }
   g_atomic_int_inc (&ex->lost_caches);
@@ -1004,7 +1065,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
         return NULL;
     }
   else if (entry_local (ex, r))
-    lost = !local_claim (ex, farm, r);
+    lost = !local_claim (ex, farm, r, b);
   cache = lost ? df_lost_blk_new (chain->size)
                : entry_cache_open (ex, r, chain, base_path, lease, &local);
   if (cache == NULL && r->maint

@@ -94,6 +94,13 @@ void df_exports_metrics (DfExports *ex, GString *out);
  * above.  New string or NULL + err. */
 char *df_exports_version_file (DfExports *ex, const char *vdisk, int number,
                                GError **err);
+/* Offline mode (farm.h "offline boot generations"): a bootstrap server
+ * gave device generation while the farm DB is unreachable; journal it
+ * here, so this server opens that generation (a fresh cache).
+ * DF_ERROR_BUSY when the DB answers; else as
+ * df_farm_offline_generation_note. */
+bool df_exports_offline_generation (DfExports *ex, const char *device,
+                                    gint64 generation, GError **err);
 /* Flush every persistent cache (SIGTERM path) then free.  Sessions must be
  * closed first. */
 void df_exports_free (DfExports *ex);

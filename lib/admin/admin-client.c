@@ -236,14 +236,20 @@ session_for (const DfAdminEndpoint *ep)
   return session_timeout (ep, DF_ADMIN_TIMEOUT_S);
 }
 
-/* A GET of path on ep, with the bearer token over TCP (new). */
+/* A request (GET, or POST of the JSON body when body is not NULL) of
+ * path on ep, with the bearer token over TCP (new). */
 static SoupMessage *
-request_for (const DfAdminEndpoint *ep, const char *path)
+request_for (const DfAdminEndpoint *ep, const char *path, const char *body)
 {
   g_autoptr (GUri) uri = g_uri_build (
     G_URI_FLAGS_NONE, "http", NULL, ep->unix_path ? "localhost" : ep->host,
     ep->unix_path ? -1 : ep->port, path, NULL, NULL);
-  SoupMessage *msg = soup_message_new_from_uri ("GET", uri);
+  SoupMessage *msg = soup_message_new_from_uri (body ? "POST" : "GET", uri);
+  if (body != NULL)
+    {
+      g_autoptr (GBytes) b = g_bytes_new (body, strlen (body));
+      soup_message_set_request_body_from_bytes (msg, "application/json", b);
+    }
   if (ep->token && ep->unix_path == NULL)
     {
       g_autoptr (DfSecret) auth = g_strconcat ("Bearer ", ep->token, NULL);
@@ -253,14 +259,15 @@ request_for (const DfAdminEndpoint *ep, const char *path)
   return msg;
 }
 
-/* One GET within the deadline's cancellable; the body of a 200 answer, or
- * NULL + err (unprefixed). */
+/* One request (as request_for) within the deadline's cancellable; the
+ * body of a 200 answer, or NULL + err (unprefixed). */
 static GByteArray *
-http_get_within (const DfAdminEndpoint *ep, const char *path,
-                 GCancellable *cancel, GError **err)
+http_call_within (const DfAdminEndpoint *ep, const char *path,
+                  const char *post, GCancellable *cancel, GError **err)
 {
+  const char *method = post ? "POST" : "GET";
   g_autoptr (SoupSession) s = session_for (ep);
-  g_autoptr (SoupMessage) msg = request_for (ep, path);
+  g_autoptr (SoupMessage) msg = request_for (ep, path, post);
   g_autoptr (GError) cause = NULL;
   g_autoptr (GInputStream) in = soup_session_send (s, msg, cancel, &cause);
   if (in == NULL)
@@ -271,8 +278,8 @@ http_get_within (const DfAdminEndpoint *ep, const char *path,
   guint status = soup_message_get_status (msg);
   if (status == SOUP_STATUS_UNAUTHORIZED)
     {
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "GET %s: HTTP 401 "
-                   "Unauthorized (%s)", path, ep->token
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "%s %s: HTTP 401 "
+                   "Unauthorized (%s)", method, path, ep->token
                    ? "the farm's admin token was refused"
                    : "no admin token: the farm has none, or farm.db is "
                      "not readable by this user");
@@ -282,30 +289,31 @@ http_get_within (const DfAdminEndpoint *ep, const char *path,
     {
       const char *phrase = soup_message_get_reason_phrase (msg);
       g_autofree char *reason = df_display_text (phrase ? phrase : "", 64);
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "GET %s: HTTP %u %s",
-                   path, status, reason);
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "%s %s: HTTP %u %s",
+                   method, path, status, reason);
       return NULL;
     }
   GByteArray *body = read_body (in, cancel, &cause);
   if (body == NULL)
     g_set_error (err, DF_ERROR, cause->domain == DF_ERROR ? cause->code
                                                           : DF_ERROR_IO,
-                 "GET %s: %s", path, cause->message);
+                 "%s %s: %s", method, path, cause->message);
   return body;
 }
 
 static GByteArray *
-http_get (const DfAdminEndpoint *ep, const char *path, GError **err)
+http_call (const DfAdminEndpoint *ep, const char *path, const char *post,
+           GError **err)
 {
   Deadline d;
   g_autoptr (GError) local = NULL;
   deadline_start (&d);
-  GByteArray *body = http_get_within (ep, path, d.cancel, &local);
+  GByteArray *body = http_call_within (ep, path, post, d.cancel, &local);
   if (deadline_stop (&d) && body == NULL)
     {
       g_set_error (err, DF_ERROR, DF_ERROR_IO,
-                   "GET %s: no complete answer within %d s", path,
-                   DF_ADMIN_TIMEOUT_S);
+                   "%s %s: no complete answer within %d s",
+                   post ? "POST" : "GET", path, DF_ADMIN_TIMEOUT_S);
       return NULL;
     }
   if (body == NULL)
@@ -317,7 +325,7 @@ JsonNode *
 df_admin_get_at (const DfAdminEndpoint *ep, const char *path, GError **err)
 {
   g_autofree char *where = df_admin_endpoint_text (ep);
-  g_autoptr (GByteArray) body = http_get (ep, path, err);
+  g_autoptr (GByteArray) body = http_call (ep, path, NULL, err);
   if (body == NULL)
     {
       g_prefix_error (err, "admin API at %s: ", where);
@@ -333,6 +341,22 @@ df_admin_get_at (const DfAdminEndpoint *ep, const char *path, GError **err)
                    "admin API at %s: GET %s: not JSON (%s)", where, path, why);
     }
   return root;
+}
+
+bool
+df_admin_offline_generation_at (const DfAdminEndpoint *ep,
+                                const char *device, gint64 generation,
+                                GError **err)
+{
+  g_autofree char *where = df_admin_endpoint_text (ep);
+  g_autofree char *body = g_strdup_printf (
+      "{\"device\":\"%s\",\"generation\":%" G_GINT64_FORMAT "}", device,
+      generation);
+  g_autoptr (GByteArray) answer = http_call (ep, DF_ADMIN_OFFLINE_GENERATIONS,
+                                             body, err);
+  if (answer == NULL)
+    g_prefix_error (err, "admin API at %s: ", where);
+  return answer != NULL;
 }
 
 JsonNode *
@@ -605,7 +629,7 @@ df_admin_download (const DfAdminEndpoint *ep, const char *path, int fd,
 {
   g_autofree char *where = df_admin_endpoint_text (ep);
   g_autoptr (SoupSession) s = session_timeout (ep, DF_ADMIN_IO_TIMEOUT_S);
-  g_autoptr (SoupMessage) msg = request_for (ep, path);
+  g_autoptr (SoupMessage) msg = request_for (ep, path, NULL);
   if (offset > 0)
     soup_message_headers_set_range (soup_message_get_request_headers (msg),
                                     offset, -1);

@@ -59,6 +59,14 @@ JsonNode *df_admin_get_at (const DfAdminEndpoint *ep, const char *path,
 DfAdminHealth *df_admin_health_at (const DfAdminEndpoint *ep, GError **err);
 JsonNode *df_admin_sessions_at (const DfAdminEndpoint *ep, GError **err);
 
+/* POST DF_ADMIN_OFFLINE_GENERATIONS (defaults.h) to ep (its bearer
+ * token): a bootstrap server tells a stream server the boot generation
+ * it gave offline.  device must be a valid device name (not escaped).
+ * False + err as df_admin_get_at. */
+bool df_admin_offline_generation_at (const DfAdminEndpoint *ep,
+                                     const char *device, gint64 generation,
+                                     GError **err);
+
 /* GET http://host:port<path>.  The parsed body of a 200 answer (new node,
  * json_node_unref), or NULL + err: DF_ERROR_IO when the server cannot be
  * reached or times out, DF_ERROR_INVALID for another status, a body over

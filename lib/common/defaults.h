@@ -13,6 +13,11 @@
 #define DF_ADMIN_PORT 8001  /* streamsvc's admin HTTP API */
 #define DF_HTTP_PORT 80     /* bootstrapsvc's boot scripts and files */
 
+/* The admin API's POST by which a bootstrap server tells a stream server
+ * the boot generation it gave while the farm DB is unreachable (farm.h
+ * "offline boot generations"; body {"device": NAME, "generation": N}). */
+#define DF_ADMIN_OFFLINE_GENERATIONS "/v1/offline-generations"
+
 /* iPXE binaries bootstrapsvc hands out (Debian's ipxe package, copied to
  * <farm>/boot/ by `bootstrap sync`): BIOS PXE, and x86-64 UEFI over PXE
  * (TFTP) or UEFI HTTP boot. */

@@ -156,22 +156,35 @@ device_check (const DfDevice *d, DeviceIn *in, GError **err)
          && check_quota (d->quota, err);
 }
 
+/* Offline, a device's generation is the larger of the snapshot's and
+ * the local journal's (offline.c).  Returns d. */
+static DfDevice *
+device_offline_view (DfFarm *farm, DfDevice *d)
+{
+  GHashTable *journal = df_farm_offline_gens (farm);
+  if (d != NULL && journal != NULL)
+    d->generation = df_farm_offline_generation (journal, d->name,
+                                                d->generation);
+  return d;
+}
+
 /* Device row found by one column; NULL with *err unset when absent.
  * Device names are iSCSI target names, which are case-insensitive: a name
  * matches whatever its case (ASCII, as names are), so "PC01" finds pc01. */
 static DfDevice *
 device_find_by_name (DfFarm *farm, const char *name, GError **err)
 {
-  return df_farm_row_find (farm,
+  return device_offline_view (farm, df_farm_row_find (farm,
                            DEVICE_COLUMNS "WHERE d.name = ? COLLATE NOCASE",
-                           name, device_from_row, err);
+                           name, device_from_row, err));
 }
 
 static DfDevice *
 device_find_by_mac (DfFarm *farm, const char *mac, GError **err)
 {
-  return df_farm_row_find (farm, DEVICE_COLUMNS "WHERE d.mac = ?", mac,
-                           device_from_row, err);
+  return device_offline_view (farm, df_farm_row_find (farm,
+                           DEVICE_COLUMNS "WHERE d.mac = ?", mac,
+                           device_from_row, err));
 }
 
 /* PVS's rule: a vdisk has at most one maintenance device, the one that
@@ -341,8 +354,11 @@ df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
     return NULL;
   if (collection)
     df_db_bind_int64 (st, 1, cid);
-  return df_farm_rows (st, device_from_row,
-                       (GDestroyNotify) df_device_free, err);
+  GPtrArray *all = df_farm_rows (st, device_from_row,
+                                 (GDestroyNotify) df_device_free, err);
+  for (guint i = 0; all != NULL && i < all->len; i++)
+    device_offline_view (farm, all->pdata[i]);
+  return all;
 }
 
 /* Append {"field":{"from":a,"to":b}} members for fields that changed. */
@@ -466,12 +482,17 @@ device_generation_locked (DfFarm *farm, const char *name, gint64 *generation,
   gint64 id;
   if (!device_id (farm, name, &id, err))
     return false;
+  /* Above any generation this host gave while the DB was unreachable
+   * and has not recorded yet (offline.c). */
+  gint64 floor = df_farm_offline_generation_floor (farm, name);
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE devices SET generation = generation + 1 WHERE id = ? "
-    "RETURNING generation", err);
+    "UPDATE devices SET generation = CASE WHEN generation < ? THEN ? "
+    "ELSE generation END + 1 WHERE id = ? RETURNING generation", err);
   if (!st)
     return false;
-  df_db_bind_int64 (st, 1, id);
+  df_db_bind_int64 (st, 1, floor);
+  df_db_bind_int64 (st, 2, floor);
+  df_db_bind_int64 (st, 3, id);
   if (df_db_step (st, err) != 1)
     return false;
   gint64 gen = df_db_col_int64 (st, 0);
@@ -492,6 +513,15 @@ df_farm_device_new_generation (DfFarm *farm, const char *name,
 {
   if (!df_validate_name ("device", name, err))
     return false;
+  if (df_farm_offline (farm))
+    {
+      g_autoptr (DfDevice) d = device_find_by_name (farm, name, err);
+      if (d == NULL && err != NULL && *err == NULL)
+        g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND,
+                     "no device with name '%s'", name);
+      return d != NULL
+             && df_farm_offline_generation_next (farm, d, generation, err);
+    }
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
     t.ok = device_generation_locked (farm, name, generation, err);

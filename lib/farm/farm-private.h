@@ -204,3 +204,20 @@ extern const guint df_farm_n_migrations;
  * schema version reached.  db must have no transaction open. */
 bool df_farm_migrate (DfDb *db, const DfMigration *list, guint n,
                       int *version, GError **err);
+
+/* ---- offline boot generations (offline.c) ---- */
+/* dir's journal (new table device -> gint64 *; NULL, logged, when it
+ * cannot be read). */
+GHashTable *df_farm_offline_journal_load (const char *dir);
+/* A snapshot's journal (borrowed), NULL on a reachable DB. */
+GHashTable *df_farm_offline_gens (DfFarm *farm);
+/* The larger of generation and device's entry in journal (nullable). */
+gint64 df_farm_offline_generation (GHashTable *journal, const char *device,
+                                   gint64 generation);
+/* device's entry in farm's directory's journal, 0 when none: a new
+ * generation goes above it. */
+gint64 df_farm_offline_generation_floor (DfFarm *farm, const char *device);
+/* On a snapshot: device d boots, its new generation (above the snapshot's
+ * and the journal's) is journaled and returned in *generation. */
+bool df_farm_offline_generation_next (DfFarm *snapshot, const DfDevice *d,
+                                      gint64 *generation, GError **err);

@@ -30,6 +30,8 @@ struct DfFarm {
   int schema_version;
   char *uuid;           /* farm_identity.uuid, read at open */
   char *offline_of;     /* a snapshot: the unreachable DB's name (shown) */
+  GHashTable *offline_gens; /* a snapshot: the journal of generations
+                             * given offline (offline.c), owned */
 };
 
 static const char *const farm_subdirs[] = { "store", "cache", "boot", "run" };
@@ -188,8 +190,17 @@ df_farm_open_snapshot (const char *dir, const char *database,
     }
   DfFarm *farm = df_farm_open_db (dir, path, false, who, err);
   if (farm != NULL)
-    farm->offline_of = df_db_target_redacted (database);
+    {
+      farm->offline_of = df_db_target_redacted (database);
+      farm->offline_gens = df_farm_offline_journal_load (dir);
+    }
   return farm;
+}
+
+GHashTable *
+df_farm_offline_gens (DfFarm *farm)
+{
+  return farm->offline_gens;
 }
 
 bool
@@ -209,6 +220,8 @@ df_farm_close (DfFarm *farm)
   g_free (farm->who);
   g_free (farm->uuid);
   g_free (farm->offline_of);
+  if (farm->offline_gens != NULL)
+    g_hash_table_unref (farm->offline_gens);
   g_free (farm);
 }
 

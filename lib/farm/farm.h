@@ -59,6 +59,34 @@ bool df_farm_snapshot_write (DfFarm *farm, GError **err);
  * when there is none. */
 DfFarm *df_farm_open_snapshot (const char *dir, const char *database,
                                const char *who, GError **err);
+/* ---- offline boot generations (offline.c) ----
+ * A boot while the DB is unreachable still gets a new generation (a
+ * reboot gives a clean machine: a new server/ram cache), which the DB
+ * cannot take: it goes to the host's journal <dir>/run/offline-generations
+ * (one line "DEVICE GENERATION", under an flock, published atomically).
+ * bootstrapsvc journals the generations it gives
+ * (df_farm_device_new_generation on a snapshot) and tells each stream
+ * server its script names, which journal it in its own farm directory
+ * (df_farm_offline_generation_note, admin API POST
+ * /v1/offline-generations); a snapshot's device rows carry the larger of
+ * the snapshot's generation and the journal's.  When the DB answers again
+ * the change watch's snapshot writer records each entry
+ * (df_farm_offline_replay: a generation only goes up, audit row
+ * device.offline-boot) and empties the journal, and an online new
+ * generation goes above the journal's entry, so a generation given
+ * offline is never given again. */
+/* On a snapshot: record that device booted at generation (a stream
+ * server learns it from the bootstrap server that gave it).  Unknown
+ * device: DF_ERROR_NOT_FOUND; a generation below 1 or absurdly far
+ * ahead: DF_ERROR_INVALID; a lower one than the journal's changes
+ * nothing. */
+bool df_farm_offline_generation_note (DfFarm *snapshot, const char *device,
+                                      gint64 generation, GError **err);
+/* On a reachable DB: record the journal of farm's directory in the DB
+ * and empty it (entries of removed devices are dropped).  False + err
+ * (the entries not yet recorded stay) when the DB fails. */
+bool df_farm_offline_replay (DfFarm *farm, GError **err);
+
 /* The farm DB answers a trivial query now. */
 bool df_farm_ping (DfFarm *farm, GError **err);
 /* farm is a snapshot (df_farm_open_snapshot). */
@@ -360,7 +388,9 @@ bool df_farm_device_remove (DfFarm *farm, const char *name, GError **err);
  * gone, DF_ERROR_CORRUPT for a bad pin. */
 bool df_farm_device_pin (DfFarm *farm, const DfDevice *d, DfVersion **out,
                          bool *other_vdisk, GError **err);
-/* Start a new boot generation; *generation receives the new value. */
+/* Start a new boot generation; *generation receives the new value.  On
+ * a snapshot (offline) the generation goes to the local journal (see
+ * "offline boot generations" above). */
 bool df_farm_device_new_generation (DfFarm *farm, const char *name,
                                     gint64 *generation, GError **err);
 

@@ -81,6 +81,17 @@ snapshot_due (DfFarmWatch *w)
   g_mutex_unlock (&w->snap_lock);
 }
 
+/* Record the boot generations given while the DB was unreachable
+ * (farm.h), before the snapshot that then holds them. */
+static void
+replay_offline (DfFarm *farm)
+{
+  g_autoptr (GError) err = NULL;
+  if (!df_farm_offline_replay (farm, &err))
+    g_message ("farm watch: offline boot generations not recorded yet: %s",
+               err->message);
+}
+
 /* Write one snapshot (offline mode, farm.h); a failure is logged once per
  * run of failures and the old snapshot stays. */
 static void
@@ -89,6 +100,8 @@ snapshot_write (DfFarmWatch *w, DfFarm **farm, bool *failing)
   g_autoptr (GError) err = NULL;
   if (*farm == NULL)
     *farm = df_farm_open_db (w->dir, w->db, false, "farm-snapshot", &err);
+  if (*farm != NULL)
+    replay_offline (*farm);
   bool ok = *farm != NULL && df_farm_snapshot_write (*farm, &err);
   /* A notice, not a warning: a daemon that may not write the farm's run/
    * (bootstrapsvc run as nobody reads boot/ only) serves as before, only

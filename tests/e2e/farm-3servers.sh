@@ -214,13 +214,14 @@ s=$(first 52:54:00:79:00:06) || e2e_fail "boot.ipxe offline"
 [ -n "$s" ] || { cat "$T/script.52:54:00:79:00:06"; e2e_fail "no server in the offline boot script"; }
 ip netns exec "$(ns_of "${s#s}")" nbdsh -u "nbd://$(ip_of "${s#s}")/device/pc06" \
   -c 'assert h.pread(512, 512)[:11] == b"DFLBA1-FARM"' || e2e_fail "pc06 does not stream offline"
-# pc06 (known, never booted before the outage).  KNOWN BUG: pc01, whose
-# boot generation's server cache is on s2's local disk, is sent to s1
-# first by the offline script (load order) and s1 fails its every request
-# (tier 3: a local cache does not move) instead of refusing the open, so
-# iPXE does not try s2: its offline reboot fails.
-boot offline 52:54:00:79:00:06
+# pc01 reboots: offline it still gets a new boot generation (a clean
+# cache), journaled by bootstrapsvc and told to the servers its script
+# names, wherever its previous generation's local cache was.
+boot offline 52:54:00:79:00:01
 grep -q "boot scripts from the local snapshot" "$T/bs.log" || e2e_fail "bootstrapsvc was not offline"
+OFFGEN=$(sed -n 's/.*pc01: offline: new boot generation \([0-9]*\) journaled.*/\1/p' "$T/bs.log" | tail -1)
+[ -n "$OFFGEN" ] || { tail -20 "$T/bs.log"; e2e_fail "pc01's offline boot got no new generation"; }
+echo "pc01 rebooted offline at generation $OFFGEN: $(grep "pc01: offline: new boot generation" "$T/bs.log" | tail -1 | sed 's/.*taken by/taken by/')"
 for n in 1 2 3; do kill -0 "$(eval echo \$PID_s$n)" || e2e_fail "s$n died with the DB down"; done
 e2e_pass "PostgreSQL down: known devices boot (qemu) and stream from the local snapshot; device add names the DB"
 
@@ -240,6 +241,13 @@ for n in 1 2 3; do
 done
 dfs 2 device add pc09 --mac 52:54:00:79:00:09 --vdisk golden >/dev/null || e2e_fail "device add after the outage"
 dfs 3 device show pc09 >/dev/null || e2e_fail "s3 does not see pc09"
+for _ in $(seq 50); do
+  gen=$(dfs 1 --json device show pc01 | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])')
+  [ "$gen" -ge "$OFFGEN" ] && break
+  sleep 0.2
+done
+[ "$gen" = "$OFFGEN" ] || e2e_fail "pc01 is at generation $gen after the outage, not its offline $OFFGEN"
+echo "pc01's offline boot generation $OFFGEN is recorded in the farm DB"
 e2e_pass "PostgreSQL back: heartbeats, watches and console writes converge"
 
 # ---- kill -9 s2 ---------------------------------------------------------

@@ -100,6 +100,38 @@ URL=http://127.0.0.1:$HTTP_PORT
 wait_log "s1 is now healthy" 80 || { cat "$BS_LOG"; fail "bootstrap probes"; }
 curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23" -o "$T/script.on" || fail "boot.ipxe online"
 grep -q "sanboot.*iscsi:127.0.0.1::" "$T/script.on" || { cat "$T/script.on"; fail "no sanboot online"; }
+# A trusted boot (a one-time token, as ProxyDHCP hands out) gets a new
+# boot generation; the farm's token key, read while the DB answers.
+TOKEN_KEY=$(psql -X -At "$DISKFARM_DB" -c "SELECT value FROM settings WHERE key = 'bootstrap.token-key'")
+[ -n "$TOKEN_KEY" ] || fail "no boot token key in the farm DB"
+boot_token() { # MAC: a fresh token for it
+  python3 - "$TOKEN_KEY" "$1" <<'PY'
+import base64, hashlib, hmac, os, sys, time
+key, mac = bytes.fromhex(sys.argv[1]), sys.argv[2]
+t, xid = int(time.time()), os.urandom(4).hex()
+h = hmac.new(key, ("diskfarm-boot-v1|%s|%s|%d" % (mac, xid, t)).encode(),
+             hashlib.sha256).digest()
+print("%d.%s.%s" % (t, xid, base64.urlsafe_b64encode(h).decode().rstrip("=")))
+PY
+}
+# hold.py DEVICE: a session of DEVICE; "open", then at each line from
+# stdin "fenced" or "alive" (3 s to be closed).
+cat >"$T/hold.py" <<'PY'
+import os, sys, time
+import nbd
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///device/%s?socket=%s" % (sys.argv[1], os.environ["SOCK"]))
+h.pread(4096, 0)
+print("open", flush=True)
+for _ in sys.stdin:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0 and not (h.aio_is_closed() or h.aio_is_dead()):
+        try:
+            h.poll(20)
+        except nbd.Error:
+            pass
+    print("fenced" if h.aio_is_closed() or h.aio_is_dead() else "alive", flush=True)
+PY
 cat >"$T/offline.py" <<'PY'
 import os, subprocess, sys, time
 import nbd
@@ -155,6 +187,36 @@ grep -q "export device/o3: opened from the local snapshot" "$T/streamsvc.log" ||
   fail "streamsvc did not open o3 from the snapshot"
 pass "DB down: a known device gets its boot script and a new session from the local snapshot; an unknown one is not registered"
 
+# A reboot while the DB is down still gives a clean machine: bootstrapsvc
+# gives the next boot generation, journals it and tells the stream
+# servers its script names; the new session is of that generation (the
+# previous boot's session is fenced) and the DB records it once back.
+JOURNAL=$FARM/run/offline-generations
+g0=$(sqlite3 "$snap" "SELECT generation FROM devices WHERE name = 'o3'")
+coproc HOLD { SOCK=$SOCK python3 -u "$T/hold.py" o3 2>&1; }
+read -r -t 10 line <&"${HOLD[0]}" && [ "$line" = open ] || fail "hold.py: ${line:-no answer}"
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23&token=$(boot_token 52:54:00:00:01:23)" \
+  -o "$T/script.gen" || fail "trusted boot.ipxe offline"
+g1=$((g0 + 1))
+grep -q "boot generation $g1," "$T/script.gen" || { cat "$T/script.gen"; cat "$BS_LOG"; fail "offline trusted boot: not generation $g1"; }
+grep -q "o3: offline: new boot generation $g1 journaled .*taken by s1" "$BS_LOG" ||
+  { cat "$BS_LOG"; fail "bootstrapsvc did not journal and tell generation $g1"; }
+grep -q "device o3: boot generation $g1 given offline" "$T/streamsvc.log" ||
+  fail "streamsvc did not take generation $g1"
+grep -qx "o3 $g1" "$JOURNAL" || fail "journal $JOURNAL: $(cat "$JOURNAL" 2>&1)"
+nbdinfo --size "$(uri device/o3)" >/dev/null || fail "a session of o3's offline generation"
+echo >&"${HOLD[1]}"
+read -r -t 10 line <&"${HOLD[0]}" || fail "hold.py: no answer"
+[ "$line" = fenced ] || fail "the previous boot's session of o3 is $line after the offline reboot"
+grep -q "sessions fenced: device o3 started boot generation $g1 (sessions are of $g0)" "$T/streamsvc.log" ||
+  fail "no fence of o3's generation $g0 by $g1"
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23&token=$(boot_token 52:54:00:00:01:23)" \
+  -o "$T/script.gen2" || fail "second trusted boot.ipxe offline"
+g2=$((g0 + 2))
+grep -q "boot generation $g2," "$T/script.gen2" || { cat "$T/script.gen2"; fail "second offline boot: not generation $g2"; }
+exec {HOLD[1]}>&-
+pass "DB down: a reboot gets generations $g1 then $g2 (journaled, told to s1); the new session fences generation $g0's"
+
 set +e
 msg=$(df device add o2 --mac 52:54:00:00:01:22 --vdisk g 2>&1); rc=$?
 set -e
@@ -190,3 +252,16 @@ json server list
 jcheck "$T/j.json" '[s for s in d if s["name"] == "s1"][0]["state"] == "healthy"'
 df device add o2 --mac 52:54:00:00:01:22 --vdisk g >/dev/null || fail "device add with the DB back"
 pass "DB back: the heartbeat is healthy again and console writes work"
+for _ in $(seq 50); do
+  gen=$(psql -X -At "$DISKFARM_DB" -c "SELECT generation FROM devices WHERE name = 'o3'")
+  [ "$gen" = "$g2" ] && [ ! -e "$JOURNAL" ] && break
+  sleep 0.1
+done
+[ "$gen" = "$g2" ] || fail "DB back: o3 is at generation $gen, not the offline $g2"
+[ ! -e "$JOURNAL" ] || fail "DB back: the journal stays: $(cat "$JOURNAL")"
+n=$(psql -X -At "$DISKFARM_DB" -c "SELECT count(*) FROM audit WHERE action = 'device.offline-boot' AND object = 'o3'")
+[ "$n" -ge 1 ] || fail "no audit row device.offline-boot for o3"
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23&token=$(boot_token 52:54:00:00:01:23)" \
+  -o "$T/script.gen3" || fail "trusted boot.ipxe online"
+grep -q "boot generation $((g2 + 1))," "$T/script.gen3" || { cat "$T/script.gen3"; fail "online boot after the outage: not generation $((g2 + 1))"; }
+pass "DB back: o3's offline generation $g2 is recorded (audit device.offline-boot), the journal is gone, the next boot is $((g2 + 1))"

@@ -109,19 +109,82 @@ test_writes_refused (Fixture *fx, gconstpointer data)
     }
   g_assert_true (df_farm_snapshot_write (fx->farm, &err));
   g_autoptr (DfFarm) snap = open_snapshot (fx);
-  gint64 gen = -1;
-  g_assert_false (df_farm_device_new_generation (snap, "pc01", &gen, &err));
+  g_assert_false (df_farm_device_remove (snap, "pc01", &err));
   g_assert_error (err, DF_ERROR, DF_ERROR_IO);
   g_autofree char *name = df_farm_db_redact (test_db_for (fx->dir));
   g_assert_nonnull (strstr (err->message, name));
   g_assert_nonnull (strstr (err->message, "unreachable"));
-  g_assert_cmpint (gen, ==, -1);
   g_clear_error (&err);
   g_autoptr (DfDevice) d = df_farm_device_get (snap, "pc01", &err);
   g_assert_no_error (err);
   g_autoptr (DfDevice) db = df_farm_device_get (fx->farm, "pc01", &err);
   g_assert_no_error (err);
   g_assert_cmpint (d->generation, ==, db->generation); /* unchanged */
+}
+
+static gint64
+generation_of (DfFarm *farm, const char *device)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfDevice) d = df_farm_device_get (farm, device, &err);
+  g_assert_no_error (err);
+  return d->generation;
+}
+
+/* Offline a boot still gets a new generation: journaled, seen by every
+ * snapshot opened after, recorded in the DB by the replay; online a new
+ * generation goes above the journal's even before the replay. */
+static void
+test_offline_generations (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  if (!test_db_is_pg ())
+    {
+      g_test_skip ("the snapshot is of a PostgreSQL farm");
+      return;
+    }
+  g_assert_true (df_farm_snapshot_write (fx->farm, &err));
+  gint64 g0 = generation_of (fx->farm, "pc01"), gen = -1;
+  {
+    g_autoptr (DfFarm) snap = open_snapshot (fx);
+    g_assert_true (df_farm_device_new_generation (snap, "PC01", &gen, &err));
+    g_assert_no_error (err);
+    g_assert_cmpint (gen, ==, g0 + 1);
+  }
+  g_autoptr (DfFarm) snap = open_snapshot (fx);
+  g_assert_cmpint (generation_of (snap, "52:54:00:00:00:01"), ==, g0 + 1);
+  g_assert_true (df_farm_device_new_generation (snap, "pc01", &gen, &err));
+  g_assert_cmpint (gen, ==, g0 + 2);
+  /* what a stream server is told: lower changes nothing, nonsense is
+   * refused, an unknown device too */
+  g_assert_true (df_farm_offline_generation_note (snap, "pc01", g0, &err));
+  g_assert_no_error (err);
+  g_assert_false (df_farm_offline_generation_note (snap, "pc01", 0, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_false (df_farm_offline_generation_note (snap, "pc01",
+                                                   G_MAXINT64, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_assert_false (df_farm_offline_generation_note (snap, "pc99", 5, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_NOT_FOUND);
+  g_clear_error (&err);
+  g_assert_cmpint (generation_of (fx->farm, "pc01"), ==, g0); /* DB: not yet */
+  /* online before the replay: above the journal */
+  g_assert_true (df_farm_device_new_generation (fx->farm, "pc01", &gen,
+                                                &err));
+  g_assert_cmpint (gen, ==, g0 + 3);
+  /* the replay: a generation only goes up; the journal goes */
+  g_assert_true (df_farm_offline_generation_note (snap, "pc01", g0 + 7,
+                                                  &err));
+  g_assert_true (df_farm_offline_replay (fx->farm, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (generation_of (fx->farm, "pc01"), ==, g0 + 7);
+  g_autofree char *journal = g_build_filename (fx->dir, "run",
+                                               "offline-generations", NULL);
+  g_assert_false (g_file_test (journal, G_FILE_TEST_EXISTS));
+  g_assert_true (df_farm_offline_replay (fx->farm, &err)); /* nothing */
+  g_assert_cmpint (generation_of (fx->farm, "pc01"), ==, g0 + 7);
 }
 
 static void
@@ -234,6 +297,7 @@ main (int argc, char **argv)
   g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
   ADD ("/snapshot/copy", test_copy);
   ADD ("/snapshot/writes-refused", test_writes_refused);
+  ADD ("/snapshot/offline-generations", test_offline_generations);
   ADD ("/snapshot/replaced", test_replaced);
   ADD ("/snapshot/none", test_no_snapshot);
   ADD ("/watch/notify", test_watch);
