@@ -114,6 +114,20 @@ h = hmac.new(key, ("diskfarm-boot-v1|%s|%s|%d" % (mac, xid, t)).encode(),
 print("%d.%s.%s" % (t, xid, base64.urlsafe_b64encode(h).decode().rstrip("=")))
 PY
 }
+# The endpoint a bootstrap server posts offline generations to: with the
+# DB up it refuses (503: generations are recorded there); bad bodies 400;
+# GET 405; no token 401.
+post_gen() { admin_curl -s -o "$T/post.out" -w '%{http_code}' -X POST --data-binary "$1" "http://$ADMIN/v1/offline-generations"; }
+[ "$(post_gen '{"device":"o3","generation":9}')" = 503 ] || fail "POST offline generation with the DB up: $(cat "$T/post.out")"
+grep -q "the farm DB answers" "$T/post.out" || fail "503 without the reason: $(cat "$T/post.out")"
+for bad in '' 'not json' '[1]' '{"device":"o3"}' '{"generation":3}' '{"device":3,"generation":3}' '{"device":"o3","generation":-2}'; do
+  [ "$(post_gen "$bad")" = 400 ] || fail "POST offline generation body '$bad': $(cat "$T/post.out")"
+done
+[ "$(admin_curl -s -o /dev/null -w '%{http_code}' "http://$ADMIN/v1/offline-generations")" = 405 ] || fail "GET offline-generations is not 405"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '{"device":"o3","generation":9}' "http://$ADMIN/v1/offline-generations")" = 401 ] ||
+  fail "POST offline-generations without a token is not 401"
+[ ! -e "$FARM/run/offline-generations" ] || fail "a refused POST wrote the journal"
+pass "POST /v1/offline-generations: 503 with the DB up, 400 for 7 bad bodies, 405 for GET, 401 without a token; nothing journaled"
 # hold.py DEVICE: a session of DEVICE; "open", then at each line from
 # stdin "fenced" or "alive" (3 s to be closed).
 cat >"$T/hold.py" <<'PY'
@@ -215,7 +229,10 @@ curl -sS "$URL/boot.ipxe?mac=52:54:00:00:01:23&token=$(boot_token 52:54:00:00:01
 g2=$((g0 + 2))
 grep -q "boot generation $g2," "$T/script.gen2" || { cat "$T/script.gen2"; fail "second offline boot: not generation $g2"; }
 exec {HOLD[1]}>&-
-pass "DB down: a reboot gets generations $g1 then $g2 (journaled, told to s1); the new session fences generation $g0's"
+[ "$(post_gen '{"device":"o3","generation":99999999999}')" = 409 ] || fail "POST an absurd generation offline: $(cat "$T/post.out")"
+[ "$(post_gen '{"device":"nosuch","generation":3}')" = 404 ] || fail "POST an unknown device offline: $(cat "$T/post.out")"
+grep -qx "o3 $g2" "$FARM/run/offline-generations" || fail "a refused POST changed the journal"
+pass "DB down: a reboot gets generations $g1 then $g2 (journaled, told to s1); the new session fences generation $g0's; an absurd generation is 409, an unknown device 404"
 
 set +e
 msg=$(df device add o2 --mac 52:54:00:00:01:22 --vdisk g 2>&1); rc=$?
