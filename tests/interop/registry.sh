@@ -255,3 +255,28 @@ for _ in $(seq 50); do
 done
 [ "$o" = "ss3 ss1 " ] || { cat "$T/script"; fail "after kill: '$o', want 'ss3 ss1 '"; }
 pass "kill -9 ss2: unhealthy in $ms ms; boot scripts list ss1 and ss3 only"
+
+# ---- the other layout: one store shared by two servers ---------------------
+# farm4's store/ is ss1's store (a symlink stands for the NFS or CephFS
+# mount every server sees): ss4 verifies the same files and holds every
+# version without a copy; a sync has nothing to do.
+"$DISKFARM" --farm "$T/farm4" init >/dev/null
+rm -rf "$T/farm4/store" "$T"/farm4/farm.db*
+ln -s ../farm/farm.db "$T/farm4/farm.db"
+ln -s ../farm/store "$T/farm4/store"
+start_ss ss4 "$T/farm4" 1
+wait_verified ss4
+json store status
+jcheck "$T/j.json" 'len(d) == 3' \
+  'all(r["servers"]["ss4"]["state"] == "verified" for r in d)' \
+  'all(r["servers"]["ss1"]["state"] == "verified" for r in d)'
+"$DISKFARM" --farm "$T/farm4" --json store sync --server ss4 >"$T/j.json" \
+  || { cat "$T/j.json"; fail "store sync ss4"; }
+jcheck "$T/j.json" 'all(i["outcome"] == "present" and i["bytes"] == 0 for i in d)'
+nbdinfo --size "nbd+unix:///vdisk/big?socket=$SOCK_ss4" >/dev/null || fail "ss4 does not serve the shared store's big"
+P4=$(port_of ss4)
+for _ in $(seq 50); do
+  o=$(order); case " $o" in *" $P4 "*) break ;; esac; sleep 0.1
+done
+case " $o" in *" $P4 "*) ;; *) cat "$T/script"; fail "ss4 (shared store, iSCSI port $P4) not in the boot script: '$o'" ;; esac
+pass "shared store layout: ss4 on ss1's store holds every version verified, nothing to sync, serves and is a boot target"
