@@ -540,7 +540,7 @@ on_farm_change (gpointer data)
 DfExports *
 df_exports_new (const char *farm_dir, const char *db, GError **err)
 {
-  DfFarm *farm = df_farm_open_db (farm_dir, db, false, WHO, err);
+  DfFarm *farm = df_farm_open_or_snapshot (farm_dir, db, WHO, err);
   DfExports *ex;
 
   if (farm == NULL)
@@ -561,7 +561,10 @@ df_exports_new (const char *farm_dir, const char *db, GError **err)
                                       (GDestroyNotify)cache_entry_unref);
   ex->farm_pool
       = g_ptr_array_new_with_free_func ((GDestroyNotify)df_farm_close);
-  g_ptr_array_add (ex->farm_pool, farm);
+  if (df_farm_offline (farm))
+    df_farm_close (farm); /* started offline: the pool is of the DB only */
+  else
+    g_ptr_array_add (ex->farm_pool, farm);
   ex->checker = g_thread_new ("binding-check", checker_main, ex);
   return ex;
 }

@@ -669,14 +669,21 @@ log_admin (DfAdmin *a, const DfListenAddr *addrs, int n)
       g_message ("admin listening on unix:%s", addrs[i].unix_path);
 }
 
-/* The farm's admin token, made on first need (an older farm has none). */
+/* The farm's admin token, made on first need (an older farm has none;
+ * offline, the snapshot's). */
 static char *
 admin_token (const Options *o, GError **err)
 {
-  g_autoptr (DfFarm) farm = df_farm_open_db (o->farm, o->db, false,
-                                             "streamsvc", err);
+  g_autoptr (DfFarm) farm = df_farm_open_or_snapshot (o->farm, o->db,
+                                                      "streamsvc", err);
+  char *token = NULL;
 
-  return farm ? df_farm_admin_token (farm, true, err) : NULL;
+  if (farm != NULL)
+    token = df_farm_admin_token (farm, !df_farm_offline (farm), err);
+  if (farm != NULL && token == NULL && err != NULL && *err == NULL)
+    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "the local snapshot "
+                 "has no admin token (the farm DB is unreachable)");
+  return token;
 }
 
 static DfAdmin *

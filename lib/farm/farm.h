@@ -87,6 +87,11 @@ bool df_farm_offline_generation_note (DfFarm *snapshot, const char *device,
  * (the entries not yet recorded stay) when the DB fails. */
 bool df_farm_offline_replay (DfFarm *farm, GError **err);
 
+/* df_farm_open_db without create, but when the PostgreSQL DB is
+ * unreachable and dir has a snapshot, that snapshot (logged): a daemon
+ * started during an outage serves known devices. */
+DfFarm *df_farm_open_or_snapshot (const char *dir, const char *database,
+                                  const char *who, GError **err);
 /* The farm DB answers a trivial query now. */
 bool df_farm_ping (DfFarm *farm, GError **err);
 /* farm is a snapshot (df_farm_open_snapshot). */

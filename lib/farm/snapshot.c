@@ -24,6 +24,29 @@ df_farm_error_unreachable (const char *database, const GError *err)
          && g_error_matches (err, DF_ERROR, DF_ERROR_IO);
 }
 
+DfFarm *
+df_farm_open_or_snapshot (const char *dir, const char *database,
+                          const char *who, GError **err)
+{
+  g_autoptr (GError) local = NULL;
+  DfFarm *farm = df_farm_open_db (dir, database, false, who, &local);
+  if (farm != NULL || !df_farm_error_unreachable (database, local))
+    {
+      if (farm == NULL)
+        g_propagate_error (err, g_steal_pointer (&local));
+      return farm;
+    }
+  farm = df_farm_open_snapshot (dir, database, who, NULL);
+  if (farm == NULL)
+    {
+      g_propagate_error (err, g_steal_pointer (&local));
+      return NULL;
+    }
+  g_message ("%s; starting from the local snapshot (offline: known devices "
+             "are served, changes wait for the DB)", local->message);
+  return farm;
+}
+
 bool
 df_farm_ping (DfFarm *farm, GError **err)
 {

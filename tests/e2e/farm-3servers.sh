@@ -235,9 +235,13 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 echo "figure: every server healthy $(( ($(date +%s%N) - t0) / 1000000 )) ms after PostgreSQL came back"
-for n in 1 2 3; do
+for n in 1 2 3; do # the watch reconnects every second, on its own connection
+  for _ in $(seq 100); do
+    [ "$(grep -c 'farm watch: listening for changes' "$T/s$n.log")" -ge 2 ] && break
+    sleep 0.1
+  done
   [ "$(grep -c 'farm watch: listening for changes' "$T/s$n.log")" -ge 2 ] ||
-    e2e_fail "s$n's change watch did not listen again"
+    { tail -20 "$T/s$n.log"; e2e_fail "s$n's change watch did not listen again within 10 s"; }
 done
 dfs 2 device add pc09 --mac 52:54:00:79:00:09 --vdisk golden >/dev/null || e2e_fail "device add after the outage"
 dfs 3 device show pc09 >/dev/null || e2e_fail "s3 does not see pc09"

@@ -234,6 +234,24 @@ exec {HOLD[1]}>&-
 grep -qx "o3 $g2" "$FARM/run/offline-generations" || fail "a refused POST changed the journal"
 pass "DB down: a reboot gets generations $g1 then $g2 (journaled, told to s1); the new session fences generation $g0's; an absurd generation is 409, an unknown device 404"
 
+# A server started during the outage starts from the snapshot and serves
+# known devices; it registers once the DB is back.
+SOCK2=$T/s2.sock
+"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$SOCK2" --iscsi-listen 127.0.0.1:0 \
+  --admin-listen 127.0.0.1:0 --server-name s2 --server-address 127.0.0.1 \
+  --heartbeat-interval 200 >"$T/s2.log" 2>&1 &
+S2_PID=$!
+_df_pids="$_df_pids $S2_PID"
+for _ in $(seq 100); do
+  [ -S "$SOCK2" ] && grep -q "admin listening on http" "$T/s2.log" && break
+  kill -0 "$S2_PID" 2>/dev/null || { cat "$T/s2.log"; fail "streamsvc s2 could not start with the DB down"; }
+  sleep 0.1
+done
+[ -S "$SOCK2" ] || { cat "$T/s2.log"; fail "s2 did not start with the DB down"; }
+grep -q "starting from the local snapshot" "$T/s2.log" || { cat "$T/s2.log"; fail "s2 did not say it starts offline"; }
+nbdinfo --size "nbd+unix:///device/d1?socket=$SOCK2" >/dev/null || { cat "$T/s2.log"; fail "s2 (started offline) does not serve d1"; }
+pass "DB down: a streamsvc started now starts from the local snapshot and serves a known device"
+
 set +e
 msg=$(df device add o2 --mac 52:54:00:00:01:22 --vdisk g 2>&1); rc=$?
 set -e
@@ -265,10 +283,15 @@ echo "figure: watch listening again ${back_ms} ms after PostgreSQL restarted; re
 [ "${line#fenced }" -lt 150 ] || fail "after the outage a reset took ${line#fenced } ms to fence"
 pass "DB back: the watch listens again and a reset fences at once"
 
+for _ in $(seq 50); do
+  json server list --no-health
+  grep -q '"s2"' "$T/j.json" && break; sleep 0.1
+done
 json server list
-jcheck "$T/j.json" '[s for s in d if s["name"] == "s1"][0]["state"] == "healthy"'
+jcheck "$T/j.json" '[s for s in d if s["name"] == "s1"][0]["state"] == "healthy"' \
+  '[s for s in d if s["name"] == "s2"][0]["state"] == "healthy"'
 df device add o2 --mac 52:54:00:00:01:22 --vdisk g >/dev/null || fail "device add with the DB back"
-pass "DB back: the heartbeat is healthy again and console writes work"
+pass "DB back: the heartbeat is healthy again (and s2, started offline, registered) and console writes work"
 for _ in $(seq 50); do
   gen=$(psql -X -At "$DISKFARM_DB" -c "SELECT generation FROM devices WHERE name = 'o3'")
   [ "$gen" = "$g2" ] && [ ! -e "$JOURNAL" ] && break
