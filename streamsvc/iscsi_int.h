@@ -235,6 +235,9 @@ struct iscsi_scsi_result {
   uint8_t sense[SCSI_SENSE_LEN];
   uint32_t sense_len;
   uint32_t data_len;    /* data-in bytes produced (<= din_cap) */
+  bool flush;           /* iscsi_scsi_exec_deferred: the status is GOOD
+                         * only once lu->blk is flushed (SYNCHRONIZE
+                         * CACHE, a FUA write): the caller's to run */
 };
 
 /* Execute one command.  dout/dout_len: the data-out received (writes);
@@ -243,6 +246,17 @@ struct iscsi_scsi_result {
 void iscsi_scsi_exec (iscsi_lu *lu, const uint8_t cdb[16],
                       const uint8_t *dout, uint32_t dout_len, uint8_t *din,
                       uint32_t din_cap, iscsi_scsi_result *r);
+/* iscsi_scsi_exec, but the flush a command needs (r->flush) is left to
+ * the caller, who runs df_blk_flush (lu->blk) off its loop thread and then
+ * iscsi_scsi_flushed with its result. */
+void iscsi_scsi_exec_deferred (iscsi_lu *lu, const uint8_t cdb[16],
+                               const uint8_t *dout, uint32_t dout_len,
+                               uint8_t *din, uint32_t din_cap,
+                               iscsi_scsi_result *r);
+/* The flush of r (cdb's command) returned ret (errnum): r's final status
+ * (MEDIUM ERROR on failure, kept for REQUEST SENSE). */
+void iscsi_scsi_flushed (iscsi_lu *lu, const uint8_t cdb[16], int ret,
+                         int errnum, iscsi_scsi_result *r);
 /* Fill r with CHECK CONDITION key/asc/ascq (fixed format). */
 void iscsi_scsi_sense (iscsi_scsi_result *r, uint8_t key, uint8_t asc,
                        uint8_t ascq);
@@ -386,6 +400,18 @@ struct iscsi_conn {
   iscsi_ping_state ping;
   uint32_t ping_ttt;         /* Target Transfer Tag of the NOP-In sent */
   gint64 ping_sent_us;
+  /* A command waiting for its flush on the transport's I/O pool
+   * (engine.h DfEngineJob): nothing more is parsed until flush_done has
+   * sent its response. */
+  DfEngineJob job;
+  bool parked;
+  struct {
+    uint32_t itt, edtl, actual;
+    uint8_t lun[8];
+    uint8_t cdb[16];
+    bool read, write;
+    iscsi_scsi_result r;
+  } parked_cmd;
 };
 
 /* iscsi_session.c helpers used by the login code. */

@@ -159,6 +159,7 @@ typedef struct {
   uint64_t lba;
   uint32_t blocks;
   bool fua;
+  bool defer_flush; /* iscsi_scsi_exec_deferred: a flush is r->flush */
 } scsi_req;
 
 typedef void (*scsi_exec_fn) (iscsi_lu *lu, const scsi_req *q,
@@ -284,12 +285,16 @@ write_blocks (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 
   if (bytes == 0)
     return true;
+  /* Deferred, FUA is the write then a flush of the LU: the same promise
+   * (stable before GOOD), the flush run by the caller off its loop. */
+  bool defer = q->fua && q->defer_flush && lu->blk->can_flush;
   if (df_blk_pwrite (lu->blk, q->dout, bytes, q->lba * ISCSI_BLOCK,
-                     q->fua ? DF_BLK_FUA : 0, &errnum) < 0)
+                     q->fua && !defer ? DF_BLK_FUA : 0, &errnum) < 0)
     {
       io_failed (lu, r, errnum, true);
       return false;
     }
+  r->flush = defer;
   return true;
 }
 
@@ -441,11 +446,13 @@ cmd_sync (iscsi_lu *lu, const scsi_req *q, iscsi_scsi_result *r)
 {
   int errnum = 0;
 
-  (void) q;
   /* IMMED or not, return only once data is stable (BAD-INPUTS.md). */
-  if (!lu->readonly && lu->blk->can_flush
-      && df_blk_flush (lu->blk, &errnum) < 0)
-    return io_failed (lu, r, errnum, true);
+  if (lu->readonly || !lu->blk->can_flush)
+    return;
+  if (q->defer_flush)
+    r->flush = true;
+  else if (df_blk_flush (lu->blk, &errnum) < 0)
+    io_failed (lu, r, errnum, true);
 }
 
 /* Make lba..+n read back zero, in requests of at most DF_BLK_MAX_REQUEST
@@ -1348,12 +1355,23 @@ validate (iscsi_lu *lu, const scsi_cmd *d, scsi_req *q, iscsi_scsi_result *r)
   return true;
 }
 
-void
-iscsi_scsi_exec (iscsi_lu *lu, const uint8_t cdb[16], const uint8_t *dout,
-                 uint32_t dout_len, uint8_t *din, uint32_t din_cap,
-                 iscsi_scsi_result *r)
+/* The sense of a failed command, for REQUEST SENSE. */
+static void
+keep_sense (iscsi_lu *lu, const uint8_t cdb[16], const iscsi_scsi_result *r)
 {
-  scsi_req q = { cdb, dout, dout_len, din, din_cap, 0, 0, false };
+  if (r->status == SCSI_CHECK_CONDITION && cdb[0] != OP_REQUEST_SENSE)
+    {
+      memcpy (lu->last_sense, r->sense, sizeof lu->last_sense);
+      lu->have_sense = true;
+    }
+}
+
+static void
+exec_cmd (iscsi_lu *lu, const uint8_t cdb[16], const uint8_t *dout,
+          uint32_t dout_len, uint8_t *din, uint32_t din_cap, bool defer,
+          iscsi_scsi_result *r)
+{
+  scsi_req q = { cdb, dout, dout_len, din, din_cap, 0, 0, false, defer };
   bool known;
   const scsi_cmd *d = lookup (cdb, &known);
 
@@ -1370,9 +1388,33 @@ iscsi_scsi_exec (iscsi_lu *lu, const uint8_t cdb[16], const uint8_t *dout,
       if (d->flags & CMD_WRITES)
         iscsi_lu_io_unlock (lu);
     }
-  if (r->status == SCSI_CHECK_CONDITION && cdb[0] != OP_REQUEST_SENSE)
-    {
-      memcpy (lu->last_sense, r->sense, sizeof lu->last_sense);
-      lu->have_sense = true;
-    }
+  keep_sense (lu, cdb, r);
+}
+
+void
+iscsi_scsi_exec (iscsi_lu *lu, const uint8_t cdb[16], const uint8_t *dout,
+                 uint32_t dout_len, uint8_t *din, uint32_t din_cap,
+                 iscsi_scsi_result *r)
+{
+  exec_cmd (lu, cdb, dout, dout_len, din, din_cap, false, r);
+}
+
+void
+iscsi_scsi_exec_deferred (iscsi_lu *lu, const uint8_t cdb[16],
+                          const uint8_t *dout, uint32_t dout_len,
+                          uint8_t *din, uint32_t din_cap,
+                          iscsi_scsi_result *r)
+{
+  exec_cmd (lu, cdb, dout, dout_len, din, din_cap, true, r);
+}
+
+void
+iscsi_scsi_flushed (iscsi_lu *lu, const uint8_t cdb[16], int ret, int errnum,
+                    iscsi_scsi_result *r)
+{
+  r->flush = false;
+  if (ret >= 0)
+    return;
+  io_failed (lu, r, errnum, true);
+  keep_sense (lu, cdb, r);
 }

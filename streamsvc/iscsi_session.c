@@ -477,6 +477,44 @@ fenced (iscsi_conn *c)
   return true;
 }
 
+/* The flush of the parked command ended (on the loop thread): its
+ * response, then input is parsed again. */
+static void
+flush_done (DfEngineJob *job)
+{
+  iscsi_conn *c = (iscsi_conn *) (void *) ((char *) job
+                                           - offsetof (iscsi_conn, job));
+  cmd_info ci = { c->parked_cmd.itt, c->parked_cmd.lun, c->parked_cmd.edtl,
+                  c->parked_cmd.read, c->parked_cmd.write };
+  iscsi_scsi_result *r = &c->parked_cmd.r;
+
+  c->parked = false;
+  iscsi_scsi_flushed (&c->lu, c->parked_cmd.cdb, job->ret, job->err, r);
+  if (r->status != SCSI_GOOD && fenced (c))
+    iscsi_scsi_sense (r, 0x02, 0x04, 0x03);
+  complete_command (c, &ci, r, c->parked_cmd.actual, NULL);
+}
+
+/* The flush r asks for, off the loop thread (engine.h); the response
+ * comes from flush_done (at once when the transport runs jobs inline). */
+static void
+park_on_flush (iscsi_conn *c, const cmd_info *ci, const uint8_t *cdb,
+               const iscsi_scsi_result *r, uint32_t actual)
+{
+  c->parked = true;
+  c->parked_cmd.itt = ci->itt;
+  c->parked_cmd.edtl = ci->edtl;
+  c->parked_cmd.actual = actual;
+  memcpy (c->parked_cmd.lun, ci->lun, sizeof c->parked_cmd.lun);
+  memcpy (c->parked_cmd.cdb, cdb, sizeof c->parked_cmd.cdb);
+  c->parked_cmd.read = ci->read;
+  c->parked_cmd.write = ci->write;
+  c->parked_cmd.r = *r;
+  c->job.blk = c->lu.blk;
+  c->job.done = flush_done;
+  df_engine_offload (&c->engine, &c->job);
+}
+
 static void
 execute (iscsi_conn *c, const cmd_info *ci, const uint8_t *cdb,
          const uint8_t *dout, uint32_t dout_len)
@@ -495,7 +533,10 @@ execute (iscsi_conn *c, const cmd_info *ci, const uint8_t *cdb,
     iscsi_scsi_sense (&r, 0x02, 0x04, 0x03); /* NOT READY, intervention */
   else
     {
-      iscsi_scsi_exec (&c->lu, cdb, dout, dout_len, din, cap, &r);
+      iscsi_scsi_exec_deferred (&c->lu, cdb, dout, dout_len, din, cap, &r);
+      if (r.flush)
+        return park_on_flush (c, ci, cdb, &r,
+                              dir == SCSI_DIR_WRITE ? len : 0);
       if (r.status != SCSI_GOOD && fenced (c))
         iscsi_scsi_sense (&r, 0x02, 0x04, 0x03);
     }
@@ -948,7 +989,7 @@ parse_next (iscsi_conn *c, iscsi_pdu *pdu, size_t *consumed)
 void
 iscsi_conn_process (iscsi_conn *c)
 {
-  while (c->state != ISCSI_CONN_CLOSED
+  while (c->state != ISCSI_CONN_CLOSED && !c->parked
          && output_pending (c) < ISCSI_OUTPUT_HIGH_WATER)
     {
       iscsi_pdu pdu;
@@ -988,7 +1029,7 @@ iscsi_conn_has_work (const iscsi_conn *c)
 {
   size_t avail = c->in_len - c->in_pos;
 
-  if (c->state == ISCSI_CONN_CLOSED || avail < ISCSI_BHS_LEN)
+  if (c->state == ISCSI_CONN_CLOSED || c->parked || avail < ISCSI_BHS_LEN)
     return false;
   return c->in_need == 0 || avail >= c->in_need;
 }
