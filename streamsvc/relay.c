@@ -21,6 +21,10 @@ struct DfRelay
   guint timeout_s;
   GMutex stats_lock;
   DfRelayStats st;       /* under stats_lock (cache: see cache) */
+  /* Writable exports stay on the server that served them ("host:port",
+   * under stats_lock): their write cache lives there (a `server` cache
+   * on another server is a lost cache, issue 13 tier 3). */
+  GHashTable *home;      /* export name -> "host:port" (owned strings) */
 };
 
 /* One export opened through the relay: one upstream connection at a time. */
@@ -178,7 +182,8 @@ reconnect_locked (RelayBlk *rb, gint64 deadline_us, int *err)
       g_autoptr (GError) e = NULL;
       struct nbd_handle *h;
 
-      if (!df_relay_upstreams_pick (rb->relay->up, rb->where, &host, &port))
+      if (!df_relay_upstreams_pick (rb->relay->up, rb->where, NULL, &host,
+                                    &port))
         {
           g_usleep (RETRY_PAUSE_US);
           continue;
@@ -458,12 +463,28 @@ relay_blk_new (DfRelay *r, const char *name, struct nbd_handle *h,
   return rb;
 }
 
+/* Export name's home server (a new string, NULL when none); with set,
+ * make set its home first. */
+static char *
+relay_home (DfRelay *r, const char *name, const char *set)
+{
+  char *home;
+
+  g_mutex_lock (&r->stats_lock);
+  if (set != NULL)
+    g_hash_table_replace (r->home, g_strdup (name), g_strdup (set));
+  home = g_strdup (g_hash_table_lookup (r->home, name));
+  g_mutex_unlock (&r->stats_lock);
+  return home;
+}
+
 df_blk *
 df_relay_open (void *relay, const char *name, char **description,
                GError **err)
 {
   DfRelay *r = relay;
   g_autofree char *first = NULL, *where = NULL;
+  g_autofree char *home = relay_home (r, name, NULL);
   GError *last = NULL;
 
   /* each server once, in turn: the first that serves name wins */
@@ -472,7 +493,8 @@ df_relay_open (void *relay, const char *name, char **description,
       g_autofree char *host = NULL, *port = NULL;
       struct nbd_handle *h;
 
-      if (!df_relay_upstreams_pick (r->up, where, &host, &port))
+      if (!df_relay_upstreams_pick (r->up, where, where ? NULL : home, &host,
+                                    &port))
         break;
       g_free (where);
       where = g_strdup_printf ("%s:%s", host, port);
@@ -491,6 +513,8 @@ df_relay_open (void *relay, const char *name, char **description,
         }
       *description = upstream_description (h);
       g_message ("relay: export %s: upstream %s", name, where);
+      if (nbd_is_read_only (h) != 1)
+        g_free (relay_home (r, name, where));
       return &relay_blk_new (r, name, h, g_steal_pointer (&where),
                              *description)->blk;
     }
@@ -515,6 +539,7 @@ df_relay_new (DfRelayConf *c)
   r->stall_s = c->stall_s;
   r->timeout_s = MAX (1u, MIN (c->timeout_s, c->stall_s));
   g_mutex_init (&r->stats_lock);
+  r->home = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   return r;
 }
 
@@ -526,6 +551,7 @@ df_relay_free (DfRelay *r)
   df_relay_upstreams_free (r->up);
   df_relay_cache_free (r->cache);
   g_mutex_clear (&r->stats_lock);
+  g_hash_table_destroy (r->home);
   g_free (r);
 }
 

@@ -177,12 +177,27 @@ first_up_locked (DfRelayUpstreams *u, guint start, gint64 now)
   return start % u->list->len;
 }
 
+/* The index of the server "host:port" in u's list, or -1. */
+static gint
+index_of_locked (DfRelayUpstreams *u, const char *where)
+{
+  for (guint i = 0; where != NULL && i < u->list->len; i++)
+    {
+      const Upstream *o = g_ptr_array_index (u->list, i);
+      g_autofree char *hp = g_strdup_printf ("%s:%s", o->host, o->port);
+      if (strcmp (hp, where) == 0)
+        return (gint) i;
+    }
+  return -1;
+}
+
 bool
-df_relay_upstreams_pick (DfRelayUpstreams *u, const char *after, char **host,
-                         char **port)
+df_relay_upstreams_pick (DfRelayUpstreams *u, const char *after,
+                         const char *prefer, char **host, char **port)
 {
   gint64 now = df_farm_now_ms ();
   guint start;
+  gint at;
   const Upstream *s;
 
   g_mutex_lock (&u->lock);
@@ -193,14 +208,12 @@ df_relay_upstreams_pick (DfRelayUpstreams *u, const char *after, char **host,
       return false;
     }
   start = u->next++;
-  if (after != NULL)
-    for (guint i = 0; i < u->list->len; i++)
-      {
-        const Upstream *o = g_ptr_array_index (u->list, i);
-        g_autofree char *hp = g_strdup_printf ("%s:%s", o->host, o->port);
-        if (strcmp (hp, after) == 0)
-          start = i + 1;
-      }
+  if ((at = index_of_locked (u, prefer)) >= 0
+      && ((const Upstream *) g_ptr_array_index (u->list, (guint) at))
+                 ->down_until_ms <= now)
+    start = (guint) at;
+  else if ((at = index_of_locked (u, after)) >= 0)
+    start = (guint) at + 1;
   s = g_ptr_array_index (u->list, first_up_locked (u, start, now));
   *host = g_strdup (s->host);
   *port = g_strdup (s->port);

@@ -29,10 +29,11 @@ DfRelayUpstreams *df_relay_upstreams_new_registry (const char *farm_dir,
 void df_relay_upstreams_free (DfRelayUpstreams *u);
 
 /* The server to try after the one named after (NULL: the first choice):
- * round robin over those not marked down, else over all.  *host and
+ * prefer ("host:port", nullable) when it is listed and not marked down,
+ * else round robin over those not marked down, else over all.  *host and
  * *port receive new strings; false when there is no server at all. */
 bool df_relay_upstreams_pick (DfRelayUpstreams *u, const char *after,
-                              char **host, char **port);
+                              const char *prefer, char **host, char **port);
 /* host:port failed: skip it for a while. */
 void df_relay_upstreams_mark_down (DfRelayUpstreams *u, const char *host,
                                    const char *port);
