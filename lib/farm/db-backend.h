@@ -61,5 +61,5 @@ DfDb *df_db_pg_open (const char *conninfo, bool create, GError **err);
 char *df_db_pg_redact (const char *conninfo);
 
 /* For the backends' schema bookkeeping: run sql, which returns one row of
- * one integer, into *out; no row is DF_ERROR_IO "farm.db: <sql>: no row". */
+ * one integer, into *out; no row is DF_ERROR_IO "farm DB: <sql>: no row". */
 bool df_db_read_int64 (DfDb *db, const char *sql, gint64 *out, GError **err);

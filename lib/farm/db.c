@@ -168,7 +168,7 @@ df_db_read_int64 (DfDb *db, const char *sql, gint64 *out, GError **err)
     return false;
   int r = df_db_step (st, err);
   if (r == 0)
-    g_set_error (err, DF_ERROR, DF_ERROR_IO, "farm.db: %s: no row", sql);
+    g_set_error (err, DF_ERROR, DF_ERROR_IO, "farm DB: %s: no row", sql);
   if (r != 1)
     return false;
   *out = df_db_col_int64 (st, 0);
