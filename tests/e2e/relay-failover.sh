@@ -10,12 +10,23 @@
 # from is killed with SIGKILL.  Pass: the OS runs on without a reboot or
 # an I/O error, every acknowledged record is in the overlay, intact, and
 # the stall (kill to the next acknowledged record) is printed; goal <= 15 s.
+# TIER=3 (test relay-tier3): the device's cache is `server`, on the killed
+# server's local disk, and the VM's disk is the device export itself
+# through the relay (servers with registry names, so the survivor knows
+# whose generation it is).  Pass: after the kill the VM gets I/O errors
+# (the relay answers EIO for a writable export whose server died, and
+# logs it), no record is acknowledged after the kill (but the one in
+# flight), a session of that boot generation on the survivor fails (EIO)
+# instead of serving the vDisk without the acknowledged records, and the
+# survivor logs the lost cache and counts it in /metrics.
 set -eu
+TIER=${TIER:-1}
 . "$(dirname "$0")/lib/e2e.sh"
 . "$(dirname "$0")/lib/realos.sh"
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
-e2e_need qemu-system-x86_64 qemu-img debugfs sfdisk python3
+e2e_need qemu-system-x86_64 qemu-img debugfs sfdisk python3 bc
+[ "$TIER" = 1 ] || e2e_need nbdsh curl
 BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-400}
 RECORDS=60
 KILL_AT=15
@@ -75,13 +86,19 @@ dd if="$T/root.ext4" of="$IMG" bs=512 seek="$start" conv=notrunc status=none
 
 df init >/dev/null
 df vdisk import golden "$IMG" >/dev/null
-df device add hv01 --mac 52:54:00:13:00:01 --vdisk golden --cache hypervisor >/dev/null
+if [ "$TIER" = 3 ]; then
+  df device add hv01 --mac 52:54:00:13:00:01 --vdisk golden --cache server >/dev/null
+else
+  df device add hv01 --mac 52:54:00:13:00:01 --vdisk golden --cache hypervisor >/dev/null
+fi
 
 # ---- two stream servers, one relay -----------------------------------------------
 declare -A PID PORT
+names=()
 for s in A B; do
+  [ "$TIER" = 3 ] && names=(--server-name "ss$s" --server-address 127.0.0.1)
   "$STREAMSVC" --farm "$FARM" --nbd-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    >"$T/ss$s.log" 2>&1 &
+    "${names[@]}" >"$T/ss$s.log" 2>&1 &
   PID[$s]=$!
   E2E_PIDS="$E2E_PIDS $!"
   for _ in $(seq 100); do
@@ -99,10 +116,44 @@ E2E_PIDS="$E2E_PIDS $RELAY"
 for _ in $(seq 100); do [ -S "$RSOCK" ] && break; sleep 0.1; done
 [ -S "$RSOCK" ] || e2e_fail "the relay did not start: $(cat "$T/relay.log")"
 
-qemu-img create -q -f qcow2 -F raw -b "nbd+unix:///device/hv01?socket=$RSOCK" "$T/hv01.qcow2" ||
-  e2e_fail "qemu-img create the overlay through the relay"
 LOG=$T/serial-hv01.log
-realos_qemu_start hv01 "$LOG" -boot c -nic none -drive "file=$T/hv01.qcow2,format=qcow2,if=ide"
+if [ "$TIER" = 3 ]; then
+  realos_qemu_start hv01 "$LOG" -boot c -nic none \
+    -drive "file=nbd+unix:///device/hv01?socket=$RSOCK,format=raw,if=ide,cache=none"
+else
+  qemu-img create -q -f qcow2 -F raw -b "nbd+unix:///device/hv01?socket=$RSOCK" "$T/hv01.qcow2" ||
+    e2e_fail "qemu-img create the overlay through the relay"
+  realos_qemu_start hv01 "$LOG" -boot c -nic none -drive "file=$T/hv01.qcow2,format=qcow2,if=ide"
+fi
+
+# ---- tier 3: the checks after the kill ------------------------------------------------
+tier3_checks() {
+  local survivor=A n=0 acked_after
+  [ "$victim" = A ] && survivor=B
+  while ! grep -aqE "^DISKFARM-(REC|READ)-FAIL|^DISKFARM-IOERR" "$LOG"; do
+    [ "$n" -lt 1200 ] || { realos_dump "$LOG"; tail -20 "$T/relay.log" "$T/ss$survivor.log"; e2e_fail "no I/O error in the VM 120 s after the kill"; }
+    kill -0 "$REALOS_PID_hv01" 2>/dev/null || break
+    sleep 0.1; n=$((n + 1))
+  done
+  printf 'first I/O error in the VM %.2f s after kill -9: %s\n' "$(echo "$(date +%s.%N) - $tkill" | bc)" \
+    "$(grep -aE "^DISKFARM-(REC|READ)-FAIL|^DISKFARM-IOERR" "$LOG" | head -1 | cut -c1-120)"
+  sleep 5 # what the VM still says
+  acked_after=$(( $(grep -ac "^DISKFARM-REC [0-9]" "$LOG") - acked_before ))
+  [ "$acked_after" -le 1 ] || { realos_dump "$LOG"; e2e_fail "$acked_after records acknowledged after the kill: served from an empty cache"; }
+  grep -q "writable export, its unflushed writes were on that server: EIO" "$T/relay.log" ||
+    { tail -20 "$T/relay.log"; e2e_fail "the relay did not log the writable export's lost upstream"; }
+  # a new session of that boot generation, on the survivor: EIO, logged, counted
+  nbdsh -u "nbd://127.0.0.1:${PORT[$survivor]}/device/hv01" -c 'h.pread(4096, 0)' >"$T/read.log" 2>&1 &&
+    e2e_fail "a read of hv01 through the survivor returned data (the vDisk without its cache)"
+  grep -qi "input/output error\|EIO" "$T/read.log" || { cat "$T/read.log"; e2e_fail "the survivor's refusal is not EIO"; }
+  grep -q "write cache on server ss$victim's local disk" "$T/ss$survivor.log" ||
+    { tail -20 "$T/ss$survivor.log"; e2e_fail "the survivor did not log the lost cache"; }
+  local admin
+  admin=$(grep -o 'admin listening on http://[0-9.:]*' "$T/ss$survivor.log" | head -1 | sed 's|.*http://||')
+  curl -sf "http://$admin/metrics" | grep -q "^diskfarm_cache_lost_total [1-9]" ||
+    e2e_fail "the survivor's /metrics does not count the lost cache"
+  e2e_pass "tier 3: kill -9 of the server holding hv01's local cache: the VM gets I/O errors from the relay ($acked_after record(s) acknowledged after the kill, the one in flight at most); a session on the survivor fails (EIO), logged and counted"
+}
 
 # ---- kill -9 the relay's server after record KILL_AT ------------------------------
 t0=$(date +%s)
@@ -117,6 +168,7 @@ acked_before=$(grep -c "^DISKFARM-REC [0-9]" "$LOG")
 kill -9 "${PID[$victim]}"
 tkill=$(date +%s.%N)
 echo "kill -9 of server $victim (port $port) after $acked_before acknowledged records"
+[ "$TIER" = 3 ] && { tier3_checks; exit 0; }
 next=$((acked_before + 1))
 while ! grep -q "^DISKFARM-REC $next\b" "$LOG"; do
   kill -0 "$REALOS_PID_hv01" 2>/dev/null || { realos_dump "$LOG"; e2e_fail "the VM stopped after the kill"; }

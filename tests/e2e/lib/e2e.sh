@@ -8,6 +8,9 @@
 #   dnsmasq as site DHCP, bootstrap namespaces; deleted by the cleanup),
 #   e2e_in_lan CMD... (CMD in the LAN namespace, foreground only).
 # Exit codes: 0 pass, 1 fail, 77 skip.
+# Debian's python3 carries the nbd module nbdsh needs; prefer it (as
+# tests/interop/lib.sh does).
+export PATH=/usr/bin:/bin:$PATH
 E2E_LIB=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
 E2E_PIDS=""
 E2E_KILL9=""     # processes that ignore SIGTERM (tgtd)
