@@ -22,14 +22,18 @@
 #define IO_BLOCKS 8          /* 4 KiB */
 #define MAX_SAMPLES 2000000
 
-typedef struct {
+typedef struct Job Job;
+struct Job {
   const char *portal, *iqn;
   double seconds;
-  uint64_t *lat_us;          /* reader: one sample per read */
-  size_t n;
+  bool (*step) (struct iscsi_context *ctx, Job *j);
+  uint64_t *lat_us;          /* one sample per step, or NULL */
+  size_t n;                  /* steps done */
   uint64_t max_us;
+  uint64_t blocks;           /* reader: the LUN's size, once read */
+  unsigned seed;             /* reader: its LBAs */
   bool failed;
-} Job;
+};
 
 static uint64_t
 now_us (void)
@@ -72,47 +76,49 @@ good (struct iscsi_context *ctx, struct scsi_task *t, const char *what)
   return ok;
 }
 
-static void *
-reader (void *data)
+/* One reader step: a 4 KiB READ(10) at a random LBA (the capacity read
+ * first). */
+static bool
+read_step (struct iscsi_context *ctx, Job *j)
 {
-  Job *j = data;
-  struct iscsi_context *ctx = connect_lun (j->portal, j->iqn);
-  struct scsi_task *cap;
-  uint64_t blocks, end;
-  unsigned seed = 42;
-
-  if (ctx == NULL || (cap = iscsi_readcapacity10_sync (ctx, 1, 0, 0)) == NULL)
+  if (j->blocks == 0)
     {
-      j->failed = true;
-      return NULL;
-    }
-  blocks = (uint64_t) scsi_get_uint32 (cap->datain.data) + 1;
-  scsi_free_scsi_task (cap);
-  end = now_us () + (uint64_t) (j->seconds * 1e6);
-  while (now_us () < end && j->n < MAX_SAMPLES)
-    {
-      uint32_t lba = (uint32_t) ((rand_r (&seed) % (blocks / IO_BLOCKS))
-                                 * IO_BLOCKS);
-      uint64_t t0 = now_us ();
-      if (!good (ctx, iscsi_read10_sync (ctx, 1, lba, IO_BLOCKS * BLOCK,
-                                         BLOCK, 0, 0, 0, 0, 0), "READ(10)"))
+      struct scsi_task *cap = iscsi_readcapacity10_sync (ctx, 1, 0, 0);
+      if (cap == NULL || cap->status != SCSI_STATUS_GOOD)
         {
-          j->failed = true;
-          break;
+          good (ctx, cap, "READ CAPACITY(10)"); /* says why, frees cap */
+          return false;
         }
-      j->lat_us[j->n++] = now_us () - t0;
+      j->blocks = (uint64_t) scsi_get_uint32 (cap->datain.data) + 1;
+      scsi_free_scsi_task (cap);
     }
-  iscsi_logout_sync (ctx);
-  iscsi_destroy_context (ctx);
-  return NULL;
+  uint32_t lba = (uint32_t) ((rand_r (&j->seed) % (j->blocks / IO_BLOCKS))
+                             * IO_BLOCKS);
+  return good (ctx, iscsi_read10_sync (ctx, 1, lba, IO_BLOCKS * BLOCK, BLOCK,
+                                       0, 0, 0, 0, 0), "READ(10)");
 }
 
+/* One flusher step: a 4 KiB WRITE(10), then SYNCHRONIZE CACHE(10). */
+static bool
+flush_step (struct iscsi_context *ctx, Job *j)
+{
+  unsigned char buf[IO_BLOCKS * BLOCK];
+
+  memset (buf, 0x5a, sizeof buf);
+  return good (ctx, iscsi_write10_sync (ctx, 1, (uint32_t) (j->n % 64)
+                                        * IO_BLOCKS, buf, sizeof buf, BLOCK,
+                                        0, 0, 0, 0, 0), "WRITE(10)")
+         && good (ctx, iscsi_synchronizecache10_sync (ctx, 1, 0, 0, 0, 0),
+                  "SYNCHRONIZE CACHE(10)");
+}
+
+/* A thread: its own session, j->step in a loop for j->seconds, each
+ * step's time recorded (j->lat_us when set) and its maximum kept. */
 static void *
-flusher (void *data)
+run_job (void *data)
 {
   Job *j = data;
   struct iscsi_context *ctx = connect_lun (j->portal, j->iqn);
-  unsigned char buf[IO_BLOCKS * BLOCK];
   uint64_t end = now_us () + (uint64_t) (j->seconds * 1e6);
 
   if (ctx == NULL)
@@ -120,22 +126,18 @@ flusher (void *data)
       j->failed = true;
       return NULL;
     }
-  memset (buf, 0x5a, sizeof buf);
-  while (now_us () < end)
+  while (now_us () < end && j->n < MAX_SAMPLES)
     {
       uint64_t t0 = now_us ();
-      if (!good (ctx, iscsi_write10_sync (ctx, 1, (uint32_t) (j->n % 64) * IO_BLOCKS,
-                                          buf, sizeof buf, BLOCK, 0, 0, 0, 0, 0),
-                 "WRITE(10)")
-          || !good (ctx, iscsi_synchronizecache10_sync (ctx, 1, 0, 0, 0, 0),
-                    "SYNCHRONIZE CACHE(10)"))
+      if (!j->step (ctx, j))
         {
           j->failed = true;
           break;
         }
       uint64_t us = now_us () - t0;
-      if (us > j->max_us)
-        j->max_us = us;
+      if (j->lat_us != NULL)
+        j->lat_us[j->n] = us;
+      j->max_us = us > j->max_us ? us : j->max_us;
       j->n++;
     }
   iscsi_logout_sync (ctx);
@@ -166,11 +168,14 @@ main (int argc, char **argv)
   r.iqn = argv[2];
   f.iqn = argv[3];
   r.seconds = f.seconds = atof (argv[4]);
+  r.step = read_step;
+  r.seed = 42;
+  f.step = flush_step;
   r.lat_us = calloc (MAX_SAMPLES, sizeof *r.lat_us);
   if (r.lat_us == NULL)
     return 1;
-  pthread_create (&tr, NULL, reader, &r);
-  pthread_create (&tf, NULL, flusher, &f);
+  pthread_create (&tr, NULL, run_job, &r);
+  pthread_create (&tf, NULL, run_job, &f);
   pthread_join (tr, NULL);
   pthread_join (tf, NULL);
   if (r.failed || f.failed || r.n == 0)

@@ -128,27 +128,38 @@ done
   fail "POST offline-generations without a token is not 401"
 [ ! -e "$FARM/run/offline-generations" ] || fail "a refused POST wrote the journal"
 pass "POST /v1/offline-generations: 503 with the DB up, 400 for 7 bad bodies, 405 for GET, 401 without a token; nothing journaled"
+# nbdwait.closed_within (h, seconds): the session h closed (fenced) within
+# seconds; for hold.py and offline.py.
+cat >"$T/nbdwait.py" <<'PY'
+import time
+import nbd
+
+def closed_within(h, seconds):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds and not (h.aio_is_closed() or h.aio_is_dead()):
+        try:
+            h.poll(20)
+        except nbd.Error:
+            pass
+    return h.aio_is_closed() or h.aio_is_dead()
+PY
 # hold.py DEVICE: a session of DEVICE; "open", then at each line from
 # stdin "fenced" or "alive" (3 s to be closed).
 cat >"$T/hold.py" <<'PY'
-import os, sys, time
+import os, sys
 import nbd
+from nbdwait import closed_within
 h = nbd.NBD()
 h.connect_uri("nbd+unix:///device/%s?socket=%s" % (sys.argv[1], os.environ["SOCK"]))
 h.pread(4096, 0)
 print("open", flush=True)
 for _ in sys.stdin:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 3.0 and not (h.aio_is_closed() or h.aio_is_dead()):
-        try:
-            h.poll(20)
-        except nbd.Error:
-            pass
-    print("fenced" if h.aio_is_closed() or h.aio_is_dead() else "alive", flush=True)
+    print("fenced" if closed_within(h, 3.0) else "alive", flush=True)
 PY
 cat >"$T/offline.py" <<'PY'
 import os, subprocess, sys, time
 import nbd
+from nbdwait import closed_within
 
 SOCK = os.environ["SOCK"]
 M = 1 << 20
@@ -166,12 +177,7 @@ for i in range(20):               # 2 s of I/O, flushes included
 print("served", flush=True)
 sys.stdin.readline()             # the DB is back and o1 was reset
 t0 = time.monotonic()
-while time.monotonic() - t0 < 3.0 and not (h.aio_is_closed() or h.aio_is_dead()):
-    try:
-        h.poll(20)
-    except nbd.Error:
-        pass
-if not (h.aio_is_closed() or h.aio_is_dead()):
+if not closed_within(h, 3.0):
     sys.exit("o1: not fenced 3 s after its reset with the DB back")
 print("fenced %.0f" % ((time.monotonic() - t0) * 1000), flush=True)
 PY
