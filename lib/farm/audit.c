@@ -55,17 +55,13 @@ static const DfField audit_fields[] = {
   DF_FIELD (TEXT, DfAudit, detail),
 };
 
+static const DfRowType audit_row =
+  DF_ROW_TYPE (DfAudit, audit_fields, NULL, df_audit_free);
+
 void
 df_audit_free (DfAudit *a)
 {
-  df_farm_row_free (a, audit_fields, G_N_ELEMENTS (audit_fields));
-}
-
-static gpointer
-audit_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, audit_fields, G_N_ELEMENTS (audit_fields),
-                           sizeof (DfAudit));
+  df_farm_row_free (&audit_row, a);
 }
 
 GPtrArray *
@@ -94,8 +90,7 @@ df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f, GError **err)
   df_db_bind_text (st, 2, f->action);
   df_db_bind_text (st, 3, f->since);
   df_db_bind_int64 (st, 4, f->limit ? (gint64) f->limit : -1);
-  return df_farm_rows (st, audit_from_row,
-                       (GDestroyNotify) df_audit_free, err);
+  return df_farm_rows (st, &audit_row, err);
 }
 
 GPtrArray *

@@ -33,18 +33,13 @@ static const DfField collection_fields[] = {
   DF_FIELD (TEXT, DfCollection, created),
 };
 
+static const DfRowType collection_row =
+  DF_ROW_TYPE (DfCollection, collection_fields, NULL, df_collection_free);
+
 void
 df_collection_free (DfCollection *c)
 {
-  df_farm_row_free (c, collection_fields, G_N_ELEMENTS (collection_fields));
-}
-
-static gpointer
-collection_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, collection_fields,
-                           G_N_ELEMENTS (collection_fields),
-                           sizeof (DfCollection));
+  df_farm_row_free (&collection_row, c);
 }
 
 static bool
@@ -101,7 +96,7 @@ df_farm_collection_get (DfFarm *farm, const char *name, GError **err)
   if (!df_validate_name ("collection", name, err))
     return NULL;
   return df_farm_row_named (farm, COLLECTION_COLUMNS "WHERE c.name = ?",
-                            "collection", name, collection_from_row, err);
+                            "collection", name, &collection_row, err);
 }
 
 GPtrArray *
@@ -111,8 +106,7 @@ df_farm_collection_list (DfFarm *farm, GError **err)
     COLLECTION_COLUMNS "ORDER BY c.name", err);
   if (!st)
     return NULL;
-  return df_farm_rows (st, collection_from_row,
-                       (GDestroyNotify) df_collection_free, err);
+  return df_farm_rows (st, &collection_row, err);
 }
 
 /* Point auto-add at new_name when it names old_name (a rename). */

@@ -80,17 +80,13 @@ static const DfField device_fields[] = {
   DF_FIELD (BOOL, DfDevice, has_nbd_psk),
 };
 
+static const DfRowType device_row =
+  DF_ROW_TYPE (DfDevice, device_fields, NULL, df_device_free);
+
 void
 df_device_free (DfDevice *d)
 {
-  df_farm_row_free (d, device_fields, G_N_ELEMENTS (device_fields));
-}
-
-static gpointer
-device_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, device_fields, G_N_ELEMENTS (device_fields),
-                           sizeof (DfDevice));
+  df_farm_row_free (&device_row, d);
 }
 
 /* A device as checked at the edge, before any DB access. */
@@ -176,7 +172,7 @@ device_find_by_name (DfFarm *farm, const char *name, GError **err)
 {
   return device_offline_view (farm, df_farm_row_find (farm,
                            DEVICE_COLUMNS "WHERE d.name = ? COLLATE NOCASE",
-                           name, device_from_row, err));
+                           name, &device_row, err));
 }
 
 static DfDevice *
@@ -184,7 +180,7 @@ device_find_by_mac (DfFarm *farm, const char *mac, GError **err)
 {
   return device_offline_view (farm, df_farm_row_find (farm,
                            DEVICE_COLUMNS "WHERE d.mac = ?", mac,
-                           device_from_row, err));
+                           &device_row, err));
 }
 
 /* PVS's rule: a vdisk has at most one maintenance device, the one that
@@ -354,8 +350,7 @@ df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
     return NULL;
   if (collection)
     df_db_bind_int64 (st, 1, cid);
-  GPtrArray *all = df_farm_rows (st, device_from_row,
-                                 (GDestroyNotify) df_device_free, err);
+  GPtrArray *all = df_farm_rows (st, &device_row, err);
   for (guint i = 0; all != NULL && i < all->len; i++)
     device_offline_view (farm, all->pdata[i]);
   return all;

@@ -56,17 +56,11 @@ bool df_farm_try (DfFarm *farm, DfFarmTry *t, GError **err);
 
 /* df_db_prepare on the farm's DB (g_autoptr (DfDbStmt) releases it). */
 DfDbStmt *df_farm_stmt (DfFarm *farm, const char *sql, GError **err);
-/* Builds one element (caller owns) from the current row. */
-typedef gpointer (*DfRowFn) (DfDbStmt *st);
-/* Every remaining row of st, each built by from_row: a new array (caller
- * owns; free_fn frees its elements), or NULL + err on a step error. */
-GPtrArray *df_farm_rows (DfDbStmt *st, DfRowFn from_row,
-                         GDestroyNotify free_fn, GError **err);
 /* Table-driven rows: field i of a struct is read from column i of the
  * SELECT that goes with the table, so the column list, the struct and its
  * free function cannot disagree. */
 typedef enum {
-  DF_FIELD_SKIP,        /* column read by hand after df_farm_row_read */
+  DF_FIELD_SKIP,        /* column read by the row type's finish */
   DF_FIELD_INT64,       /* gint64 or uint64_t */
   DF_FIELD_INT,         /* int */
   DF_FIELD_PORT,        /* guint16 */
@@ -79,20 +73,40 @@ typedef struct {
 } DfField;
 #define DF_FIELD(kind, type, member) \
   { DF_FIELD_##kind, G_STRUCT_OFFSET (type, member) }
-/* A new zeroed struct of size bytes (caller owns; df_farm_row_free) whose
- * fields[0..n) are read from the current row of st. */
-gpointer df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n,
-                           gsize size);
+
+/* How the rows of one entity become its struct: the one place each
+ * entity file states its row mapping (see DF_ROW_TYPE). */
+typedef struct {
+  const DfField *fields;
+  gsize n_fields;
+  gsize size;                    /* of the struct */
+  /* Optional: reads the SKIP columns of the current row into obj. */
+  void (*finish) (gpointer obj, DfDbStmt *st);
+  /* The entity's public free function (it calls df_farm_row_free). */
+  GDestroyNotify free;
+} DfRowType;
+#define DF_ROW_TYPE(type, fields, finish, free_fn) \
+  { fields, G_N_ELEMENTS (fields), sizeof (type), finish, \
+    (GDestroyNotify) free_fn }
+
+/* A new struct of rt (caller owns; rt->free) read from the current row
+ * of st. */
+gpointer df_farm_row_read (DfDbStmt *st, const DfRowType *rt);
 /* Free the TEXT fields of obj, then obj itself; NULL does nothing. */
-void df_farm_row_free (gpointer obj, const DfField *fields, gsize n);
-/* The first row sql selects for key (bound at 1), built by from_row
- * (caller owns); NULL with *err set on a DB error and unset when there is
- * no such row. */
+void df_farm_row_free (const DfRowType *rt, gpointer obj);
+/* Step st once: its next row as a new struct of rt (caller owns), or
+ * NULL with *err set on a DB error and unset when there is no row. */
+gpointer df_farm_row_next (DfDbStmt *st, const DfRowType *rt, GError **err);
+/* Every remaining row of st as structs of rt: a new array (caller owns;
+ * it frees its elements), or NULL + err on a step error. */
+GPtrArray *df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err);
+/* The first row sql selects for key (bound at 1), as df_farm_row_next. */
 gpointer df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
-                           DfRowFn from_row, GError **err);
+                           const DfRowType *rt, GError **err);
 /* row_find, but a missing row is NOT_FOUND "no <what> named '<name>'". */
 gpointer df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
-                            const char *name, DfRowFn from_row, GError **err);
+                            const char *name, const DfRowType *rt,
+                            GError **err);
 /* True when the statement just run changed a row; else false with a
  * NOT_FOUND error of fmt (which names the row nothing matched). */
 bool df_farm_changed_row (DfFarm *farm, GError **err, const char *fmt, ...)

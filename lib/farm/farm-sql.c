@@ -16,25 +16,14 @@ df_farm_stmt (DfFarm *farm, const char *sql, GError **err)
   return df_db_prepare (df_farm_db (farm), sql, err);
 }
 
-GPtrArray *
-df_farm_rows (DfDbStmt *st, DfRowFn from_row, GDestroyNotify free_fn,
-              GError **err)
-{
-  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (free_fn);
-  int r;
-  while ((r = df_db_step (st, err)) == 1)
-    g_ptr_array_add (out, from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
-}
-
 gpointer
-df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n, gsize size)
+df_farm_row_read (DfDbStmt *st, const DfRowType *rt)
 {
-  char *obj = g_malloc0 (size);
-  for (gsize i = 0; i < n; i++)
+  char *obj = g_malloc0 (rt->size);
+  for (gsize i = 0; i < rt->n_fields; i++)
     {
-      void *field = obj + fields[i].offset;
-      switch (fields[i].kind)
+      void *field = obj + rt->fields[i].offset;
+      switch (rt->fields[i].kind)
         {
         case DF_FIELD_SKIP:
           break;
@@ -55,37 +44,55 @@ df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n, gsize size)
           break;
         }
     }
+  if (rt->finish)
+    rt->finish (obj, st);
   return obj;
 }
 
 void
-df_farm_row_free (gpointer obj, const DfField *fields, gsize n)
+df_farm_row_free (const DfRowType *rt, gpointer obj)
 {
   if (!obj)
     return;
-  for (gsize i = 0; i < n; i++)
-    if (fields[i].kind == DF_FIELD_TEXT)
-      g_free (*(char **) ((char *) obj + fields[i].offset));
+  for (gsize i = 0; i < rt->n_fields; i++)
+    if (rt->fields[i].kind == DF_FIELD_TEXT)
+      g_free (*(char **) ((char *) obj + rt->fields[i].offset));
   g_free (obj);
 }
 
 gpointer
+df_farm_row_next (DfDbStmt *st, const DfRowType *rt, GError **err)
+{
+  return df_db_step (st, err) == 1 ? df_farm_row_read (st, rt) : NULL;
+}
+
+GPtrArray *
+df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err)
+{
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (rt->free);
+  int r;
+  while ((r = df_db_step (st, err)) == 1)
+    g_ptr_array_add (out, df_farm_row_read (st, rt));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+gpointer
 df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
-                  DfRowFn from_row, GError **err)
+                  const DfRowType *rt, GError **err)
 {
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
   if (!st)
     return NULL;
   df_db_bind_text (st, 1, key);
-  return df_db_step (st, err) == 1 ? from_row (st) : NULL;
+  return df_farm_row_next (st, rt, err);
 }
 
 gpointer
 df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
-                   const char *name, DfRowFn from_row, GError **err)
+                   const char *name, const DfRowType *rt, GError **err)
 {
   GError *local = NULL;
-  gpointer row = df_farm_row_find (farm, sql, name, from_row, &local);
+  gpointer row = df_farm_row_find (farm, sql, name, rt, &local);
   if (!row && !local)
     g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND, "no %s named '%s'",
                  what, name);

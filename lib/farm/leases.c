@@ -13,14 +13,33 @@
 #define LEASE_COLS \
   "device, kind, holder, epoch, generation, expires_ms, acquired_ms"
 
+/* The fields of LEASE_COLS, in its order; kind (a name) is read by
+ * lease_finish. */
+static const DfField lease_fields[] = {
+  DF_FIELD (TEXT, DfCacheLease, device),
+  DF_FIELD (SKIP, DfCacheLease, kind),
+  DF_FIELD (TEXT, DfCacheLease, holder),
+  DF_FIELD (INT64, DfCacheLease, epoch),
+  DF_FIELD (INT64, DfCacheLease, generation),
+  DF_FIELD (INT64, DfCacheLease, expires_ms),
+  DF_FIELD (INT64, DfCacheLease, acquired_ms),
+};
+
+static void
+lease_finish (gpointer obj, DfDbStmt *st)
+{
+  DfCacheLease *l = obj;
+  l->kind = g_strcmp0 (df_db_col_text (st, 1), "local") == 0
+                ? DF_LEASE_LOCAL : DF_LEASE_SHARED;
+}
+
+static const DfRowType lease_row =
+  DF_ROW_TYPE (DfCacheLease, lease_fields, lease_finish, df_cache_lease_free);
+
 void
 df_cache_lease_free (DfCacheLease *l)
 {
-  if (!l)
-    return;
-  g_free (l->device);
-  g_free (l->holder);
-  g_free (l);
+  df_farm_row_free (&lease_row, l);
 }
 
 static const char *
@@ -29,27 +48,12 @@ kind_name (DfLeaseKind k)
   return k == DF_LEASE_LOCAL ? "local" : "shared";
 }
 
-static gpointer
-lease_from_row (DfDbStmt *st)
-{
-  DfCacheLease *l = g_new0 (DfCacheLease, 1);
-  l->device = df_db_col_dup (st, 0);
-  l->kind = g_strcmp0 (df_db_col_text (st, 1), "local") == 0
-                ? DF_LEASE_LOCAL : DF_LEASE_SHARED;
-  l->holder = df_db_col_dup (st, 2);
-  l->epoch = df_db_col_int64 (st, 3);
-  l->generation = df_db_col_int64 (st, 4);
-  l->expires_ms = df_db_col_int64 (st, 5);
-  l->acquired_ms = df_db_col_int64 (st, 6);
-  return l;
-}
-
 DfCacheLease *
 df_farm_lease_get (DfFarm *farm, const char *device, GError **err)
 {
   return df_farm_row_find (farm,
                            "SELECT " LEASE_COLS " FROM cache_leases "
-                           "WHERE device = ?", device, lease_from_row, err);
+                           "WHERE device = ?", device, &lease_row, err);
 }
 
 static bool

@@ -210,20 +210,20 @@ static const DfField store_fields[] = {
   DF_FIELD (TEXT, DfStoreRecord, detail),
 };
 
+static void
+store_record_finish (gpointer obj, DfDbStmt *st)
+{
+  DfStoreRecord *r = obj;
+  r->state = store_state_parse (df_db_col_text (st, 3));
+}
+
+static const DfRowType store_row = DF_ROW_TYPE (
+    DfStoreRecord, store_fields, store_record_finish, df_store_record_free);
+
 void
 df_store_record_free (DfStoreRecord *r)
 {
-  df_farm_row_free (r, store_fields, G_N_ELEMENTS (store_fields));
-}
-
-static gpointer
-store_record_from_row (DfDbStmt *st)
-{
-  DfStoreRecord *r = df_farm_row_read (st, store_fields,
-                                       G_N_ELEMENTS (store_fields),
-                                       sizeof (DfStoreRecord));
-  r->state = store_state_parse (df_db_col_text (st, 3));
-  return r;
+  df_farm_row_free (&store_row, r);
 }
 
 /* Id of version vdisk@number (NOT_FOUND names it). */
@@ -296,8 +296,7 @@ df_farm_store_state_list (DfFarm *farm, const char *vdisk, GError **err)
     return NULL;
   if (vdisk)
     df_db_bind_text (st, 1, vdisk);
-  return df_farm_rows (st, store_record_from_row,
-                       (GDestroyNotify) df_store_record_free, err);
+  return df_farm_rows (st, &store_row, err);
 }
 
 DfStoreRecord *
@@ -312,8 +311,7 @@ df_farm_store_state_get (DfFarm *farm, const char *server, const char *vdisk,
   df_db_bind_text (st, 1, server);
   df_db_bind_text (st, 2, vdisk);
   df_db_bind_int64 (st, 3, number);
-  int r = df_db_step (st, err);
-  return r == 1 ? store_record_from_row (st) : NULL;
+  return df_farm_row_next (st, &store_row, err);
 }
 
 /* The farm has at least one store-state record. */

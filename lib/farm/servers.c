@@ -34,17 +34,13 @@ static const DfField server_fields[] = {
   DF_FIELD (TEXT, DfServer, software),
 };
 
+static const DfRowType server_row =
+  DF_ROW_TYPE (DfServer, server_fields, NULL, df_server_free);
+
 void
 df_server_free (DfServer *s)
 {
-  df_farm_row_free (s, server_fields, G_N_ELEMENTS (server_fields));
-}
-
-static DfServer *
-server_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, server_fields, G_N_ELEMENTS (server_fields),
-                           sizeof (DfServer));
+  df_farm_row_free (&server_row, s);
 }
 
 #define SERVER_COLS \
@@ -147,18 +143,9 @@ df_farm_server_get (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("server", name, err))
     return NULL;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT " SERVER_COLS " FROM servers WHERE name = ?", err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, name);
-  int r = df_db_step (st, err);
-  if (r == 1)
-    return server_from_row (st);
-  if (r == 0)
-    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-                 name);
-  return NULL;
+  return df_farm_row_named (farm, "SELECT " SERVER_COLS " FROM servers "
+                            "WHERE name = ?", "server", name, &server_row,
+                            err);
 }
 
 GPtrArray *
@@ -168,12 +155,7 @@ df_farm_server_list (DfFarm *farm, GError **err)
     "SELECT " SERVER_COLS " FROM servers ORDER BY name", err);
   if (!st)
     return NULL;
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) df_server_free);
-  int r;
-  while ((r = df_db_step (st, err)) == 1)
-    g_ptr_array_add (out, server_from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  return df_farm_rows (st, &server_row, err);
 }
 
 static bool

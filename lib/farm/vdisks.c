@@ -60,7 +60,7 @@ df_farm_store_of (DfFarm *farm, const char *vdisk)
 /* ---- vdisks ----------------------------------------------------------- */
 
 /* The fields of a vdisk SELECT (id, name, virtual_size, description,
- * created, firmware, efi_loader); firmware is read by vdisk_from_row. */
+ * created, firmware, efi_loader); firmware is read by vdisk_finish. */
 static const DfField vdisk_fields[] = {
   DF_FIELD (INT64, DfVdisk, id),
   DF_FIELD (TEXT, DfVdisk, name),
@@ -71,23 +71,24 @@ static const DfField vdisk_fields[] = {
   DF_FIELD (TEXT, DfVdisk, efi_loader),
 };
 
-void
-df_vdisk_free (DfVdisk *v)
+static void
+vdisk_finish (gpointer obj, DfDbStmt *st)
 {
-  df_farm_row_free (v, vdisk_fields, G_N_ELEMENTS (vdisk_fields));
-}
-
-static gpointer
-vdisk_from_row (DfDbStmt *st)
-{
-  DfVdisk *v = df_farm_row_read (st, vdisk_fields,
-                                 G_N_ELEMENTS (vdisk_fields), sizeof (DfVdisk));
-  g_autofree char *fw = df_db_col_dup (st, 5);
+  DfVdisk *v = obj;
+  const char *fw = df_db_col_text (st, 5);
   v->firmware = DF_FIRMWARE_UNKNOWN;
   for (DfFirmware f = DF_FIRMWARE_NONE; fw && f <= DF_FIRMWARE_BOTH; f++)
     if (g_str_equal (fw, df_firmware_name (f)))
       v->firmware = f;
-  return v;
+}
+
+static const DfRowType vdisk_row =
+  DF_ROW_TYPE (DfVdisk, vdisk_fields, vdisk_finish, df_vdisk_free);
+
+void
+df_vdisk_free (DfVdisk *v)
+{
+  df_farm_row_free (&vdisk_row, v);
 }
 
 static bool
@@ -155,7 +156,7 @@ df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err)
   return df_farm_row_named (farm,
                     "SELECT id, name, virtual_size, description, created, "
                     "firmware, efi_loader FROM vdisks WHERE name = ?", "vdisk", name,
-                    vdisk_from_row, err);
+                    &vdisk_row, err);
 }
 
 GPtrArray *
@@ -166,8 +167,7 @@ df_farm_vdisk_list (DfFarm *farm, GError **err)
     "efi_loader FROM vdisks ORDER BY name", err);
   if (!st)
     return NULL;
-  return df_farm_rows (st, vdisk_from_row,
-                       (GDestroyNotify) df_vdisk_free, err);
+  return df_farm_rows (st, &vdisk_row, err);
 }
 
 static bool

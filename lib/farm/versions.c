@@ -124,23 +124,23 @@ static const DfField version_fields[] = {
   DF_FIELD (TEXT, DfVersion, created),
 };
 
-void
-df_version_free (DfVersion *v)
+static void
+version_finish (gpointer obj, DfDbStmt *st)
 {
-  df_farm_row_free (v, version_fields, G_N_ELEMENTS (version_fields));
-}
-
-static gpointer
-version_from_row (DfDbStmt *st)
-{
-  DfVersion *v = df_farm_row_read (st, version_fields,
-                                   G_N_ELEMENTS (version_fields),
-                                   sizeof (DfVersion));
+  DfVersion *v = obj;
   v->parent = df_db_col_is_null (st, 3) ? -1 : df_db_col_int (st, 3);
   const char *state = df_db_col_text (st, 8);
   if (!df_version_state_parse (state, &v->state, NULL))
     g_assert_not_reached ();   /* the CHECK constraint forbids it */
-  return v;
+}
+
+static const DfRowType version_row =
+  DF_ROW_TYPE (DfVersion, version_fields, version_finish, df_version_free);
+
+void
+df_version_free (DfVersion *v)
+{
+  df_farm_row_free (&version_row, v);
 }
 
 /* The row (vdisk, number), or NULL with *err unset when absent. */
@@ -153,7 +153,7 @@ version_find (DfFarm *farm, gint64 vid, int number, GError **err)
     return NULL;
   df_db_bind_int64 (st, 1, vid);
   df_db_bind_int64 (st, 2, number);
-  return df_db_step (st, err) == 1 ? version_from_row (st) : NULL;
+  return df_farm_row_next (st, &version_row, err);
 }
 
 /* Number of the maintenance version of vid, or -1. */
@@ -377,8 +377,7 @@ df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
   if (!st)
     return NULL;
   df_db_bind_int64 (st, 1, vid);
-  return df_farm_rows (st, version_from_row,
-                       (GDestroyNotify) df_version_free, err);
+  return df_farm_rows (st, &version_row, err);
 }
 
 /* Newest version of vid in one of the states allowed by the mask
@@ -398,7 +397,7 @@ newest_in_states (DfFarm *farm, gint64 vid, guint mask, GError **err)
                    && DF_VSTATE_PRODUCTION == 2);
   df_db_bind_int64 (st, 1, vid);
   df_db_bind_int64 (st, 2, (int) mask);
-  return df_db_step (st, err) == 1 ? version_from_row (st) : NULL;
+  return df_farm_row_next (st, &version_row, err);
 }
 
 #define VMASK(s) (1u << (s))
