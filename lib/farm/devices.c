@@ -302,16 +302,26 @@ device_add_locked (DfFarm *farm, DeviceIn *in, GError **err)
   return df_farm_audit_row (farm, "device.add", in->name, detail, err);
 }
 
-bool
-df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err)
+/* The body of device add or update (inside the write scope). */
+typedef bool (*DeviceFn) (DfFarm *farm, DeviceIn *in, GError **err);
+
+/* Add or update: d checked at the edge, then fn in a write scope. */
+static bool
+device_write (DfFarm *farm, const DfDevice *d, DeviceFn fn, GError **err)
 {
   g_auto (DeviceIn) in = { 0 };
   if (!device_check (d, &in, err))
     return false;
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
-    t.ok = device_add_locked (farm, &in, err);
+    t.ok = fn (farm, &in, err);
   return t.ok;
+}
+
+bool
+df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err)
+{
+  return device_write (farm, d, device_add_locked, err);
 }
 
 DfDevice *
@@ -432,13 +442,7 @@ device_update_locked (DfFarm *farm, DeviceIn *in, GError **err)
 bool
 df_farm_device_update (DfFarm *farm, const DfDevice *d, GError **err)
 {
-  g_auto (DeviceIn) in = { 0 };
-  if (!device_check (d, &in, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = device_update_locked (farm, &in, err);
-  return t.ok;
+  return device_write (farm, d, device_update_locked, err);
 }
 
 static bool
@@ -462,12 +466,8 @@ device_remove_locked (DfFarm *farm, const char *name, GError **err)
 bool
 df_farm_device_remove (DfFarm *farm, const char *name, GError **err)
 {
-  if (!df_validate_name ("device", name, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = device_remove_locked (farm, name, err);
-  return t.ok;
+  return df_farm_mutate_named (farm, "device", name, device_remove_locked,
+                               err);
 }
 
 static bool

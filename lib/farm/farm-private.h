@@ -52,6 +52,14 @@ typedef struct {
  * it (commit when t->ok) and returns true again only to re-run it. */
 bool df_farm_try (DfFarm *farm, DfFarmTry *t, GError **err);
 
+/* The body of a mutator of one named row, run inside its write scope. */
+typedef bool (*DfNamedFn) (DfFarm *farm, const char *name, GError **err);
+/* The whole mutator: name must be a valid <what> name (df_validate_name),
+ * then fn runs in df_farm_try's loop.  For mutators whose only input is
+ * the name (the removes). */
+bool df_farm_mutate_named (DfFarm *farm, const char *what, const char *name,
+                           DfNamedFn fn, GError **err);
+
 /* ---- statements and rows (farm-sql.c) ---------------------------------- */
 
 /* df_db_prepare on the farm's DB (g_autoptr (DfDbStmt) releases it). */

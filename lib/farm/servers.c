@@ -125,17 +125,29 @@ df_farm_server_audit_detail (const DfServer *s)
     s->nbd_port, s->admin_port, s->power);
 }
 
-bool
-df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
+/* Writes s's row (insert or update), inside the write scope. */
+typedef bool (*ServerRowFn) (DfFarm *farm, const DfServer *s, GError **err);
+
+/* Add or update: s checked at the edge, then row and its audit row
+ * (action, the place as detail) in one write scope. */
+static bool
+server_write (DfFarm *farm, const DfServer *s, ServerRowFn row,
+              const char *action, GError **err)
 {
   if (!df_farm_check_server (s, err))
     return false;
   g_autofree char *detail = df_farm_server_audit_detail (s);
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
-    t.ok = df_farm_server_insert (farm, s, err)
-           && df_farm_audit_row (farm, "server.add", s->name, detail, err);
+    t.ok = row (farm, s, err)
+           && df_farm_audit_row (farm, action, s->name, detail, err);
   return t.ok;
+}
+
+bool
+df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
+{
+  return server_write (farm, s, df_farm_server_insert, "server.add", err);
 }
 
 DfServer *
@@ -176,18 +188,11 @@ server_set_row (DfFarm *farm, const DfServer *s, GError **err)
 bool
 df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
 {
-  if (!df_farm_check_server (s, err))
-    return false;
-  g_autofree char *detail = df_farm_server_audit_detail (s);
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = server_set_row (farm, s, err)
-           && df_farm_audit_row (farm, "server.set", s->name, detail, err);
-  return t.ok;
+  return server_write (farm, s, server_set_row, "server.set", err);
 }
 
 static bool
-server_delete (DfFarm *farm, const char *name, GError **err)
+server_remove_locked (DfFarm *farm, const char *name, GError **err)
 {
   g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
     "DELETE FROM servers WHERE name = ?", err);
@@ -196,19 +201,15 @@ server_delete (DfFarm *farm, const char *name, GError **err)
   df_db_bind_text (st, 1, name);
   if (df_db_step (st, err) != 0)
     return false;
-  return df_farm_changed_row (farm, err, "no server named '%s'", name);
+  return df_farm_changed_row (farm, err, "no server named '%s'", name)
+         && df_farm_audit_row (farm, "server.remove", name, NULL, err);
 }
 
 bool
 df_farm_server_remove (DfFarm *farm, const char *name, GError **err)
 {
-  if (!df_validate_name ("server", name, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = server_delete (farm, name, err)
-           && df_farm_audit_row (farm, "server.remove", name, NULL, err);
-  return t.ok;
+  return df_farm_mutate_named (farm, "server", name, server_remove_locked,
+                               err);
 }
 
 /* ---- auto-add --------------------------------------------------------- */

@@ -202,12 +202,8 @@ vdisk_remove_locked (DfFarm *farm, const char *name, GError **err)
 bool
 df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err)
 {
-  if (!df_validate_name ("vdisk", name, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = vdisk_remove_locked (farm, name, err);
-  return t.ok;
+  return df_farm_mutate_named (farm, "vdisk", name, vdisk_remove_locked,
+                               err);
 }
 
 static bool
