@@ -652,6 +652,19 @@ df_set_error_errno (GError **err, int errnum, const char *fmt, ...)
 }
 
 int
+df_open_stat (const char *path, int flags, mode_t mode, struct stat *st,
+              GError **err)
+{
+  int fd = open (path, flags, mode);
+  if (fd >= 0 && fstat (fd, st) == 0)
+    return fd;
+  df_set_error_errno (err, errno, "open %s", path);
+  if (fd >= 0)
+    close (fd);
+  return -1;
+}
+
+int
 df_pwrite_all (int fd, const void *buf, size_t len, uint64_t off)
 {
   const char *p = buf;

@@ -6,6 +6,7 @@
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #define DF_ERROR (df_error_quark ())
 GQuark df_error_quark (void);
@@ -105,6 +106,11 @@ void df_listen_addr_clear (DfListenAddr *a);
 /* Set *err from errno with "what: strerror" (DF_ERROR_IO, or NOSPC). */
 void df_set_error_errno (GError **err, int errnum, const char *fmt, ...)
   G_GNUC_PRINTF (3, 4);
+
+/* open (path, flags, mode) and fstat it into *st: the descriptor (caller
+ * closes), or -1 with *err "open PATH: strerror" and nothing left open. */
+int df_open_stat (const char *path, int flags, mode_t mode, struct stat *st,
+                  GError **err);
 
 /* Write a whole buffer at offset / read exactly; EINTR-safe.  -1 + errno. */
 int df_pwrite_all (int fd, const void *buf, size_t len, uint64_t off);
