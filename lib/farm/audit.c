@@ -12,20 +12,14 @@ bool
 df_farm_audit_row (DfFarm *farm, const char *action, const char *object,
                    const char *detail, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO audit (at, who, action, object, detail) "
-    "VALUES (?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *at = df_farm_now ();
-  df_db_bind_text (st, 1, at);
-  df_db_bind_text (st, 2, df_farm_who (farm));
-  df_db_bind_text (st, 3, action);
-  df_db_bind_text (st, 4, object);
-  df_db_bind_text (st, 5, detail);
+  const DfParam p[] = { DF_TEXT (at), DF_TEXT (df_farm_who (farm)),
+                        DF_TEXT (action), DF_TEXT (object), DF_TEXT (detail) };
   /* Every change has its audit row: the one place that tells the servers
    * listening (watch.c), at the commit of this very transaction. */
-  return df_db_run (st, err)
+  return df_farm_exec (farm, "INSERT INTO audit (at, who, action, object, "
+                       "detail) VALUES (?, ?, ?, ?, ?)", p, G_N_ELEMENTS (p),
+                       err)
          && df_db_notify (df_farm_db (farm), DF_FARM_CHANNEL, action, err);
 }
 

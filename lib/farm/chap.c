@@ -362,15 +362,11 @@ static bool
 initiator_update (DfFarm *farm, const char *device, const char *initiator,
                   GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE devices SET iscsi_initiator = ? WHERE name = ? COLLATE NOCASE",
-    err);
+  const DfParam p[] = { DF_TEXT (initiator), DF_TEXT (device) };
 
-  if (st == NULL)
-    return false;
-  df_db_bind_text (st, 1, initiator);
-  df_db_bind_text (st, 2, device);
-  if (!df_db_run (st, err))
+  if (!df_farm_exec (farm, "UPDATE devices SET iscsi_initiator = ? "
+                     "WHERE name = ? COLLATE NOCASE", p, G_N_ELEMENTS (p),
+                     err))
     return false;
   return df_farm_changed_row (farm, err, "no device '%s'", device);
 }

@@ -56,18 +56,12 @@ collection_add_locked (DfFarm *farm, const char *name,
     }
   if (vdisk && !df_farm_vdisk_id (farm, vdisk, &vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO collections (name, description, vdisk_id, created) "
-    "VALUES (?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *now = df_farm_now ();
-  df_db_bind_text (st, 1, name);
-  df_db_bind_text (st, 2, description);
-  if (vdisk)
-    df_db_bind_int64 (st, 3, vid);
-  df_db_bind_text (st, 4, now);
-  if (!df_db_run (st, err))
+  const DfParam p[] = { DF_TEXT (name), DF_TEXT (description),
+                        vdisk ? DF_INT (vid) : DF_NULL, DF_TEXT (now) };
+  if (!df_farm_exec (farm,
+    "INSERT INTO collections (name, description, vdisk_id, created) "
+    "VALUES (?, ?, ?, ?)", p, G_N_ELEMENTS (p), err))
     return false;
   GString *gs = g_string_new ("{");
   df_farm_json_kv (gs, "description", description);
@@ -140,27 +134,21 @@ collection_set_locked (DfFarm *farm, const char *name, const char *new_name,
       return false;
     }
   /* Each ?N IS NULL keeps the column; '' for text clears it. */
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = { DF_TEXT (new_name), DF_TEXT (description),
+                        vdisk ? DF_INT (vid) : DF_NULL, DF_INT (cid) };
+  GString *gs = g_string_new ("{");
+  df_farm_json_kv (gs, "name", new_name);
+  df_farm_json_kv (gs, "description", description);
+  df_farm_json_kv (gs, "vdisk", vdisk);
+  g_autofree char *detail = df_farm_json_close (gs);
+  return df_farm_exec (farm,
     "UPDATE collections SET "
     "name = coalesce (?1, name), "
     "description = CASE WHEN CAST (?2 AS TEXT) IS NULL THEN description "
     "  ELSE nullif (?2, '') END, "
     "vdisk_id = CASE WHEN CAST (?3 AS INTEGER) IS NULL THEN vdisk_id "
     "  WHEN ?3 = 0 THEN NULL ELSE ?3 END "
-    "WHERE id = ?4", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, new_name);
-  df_db_bind_text (st, 2, description);
-  if (vdisk)
-    df_db_bind_int64 (st, 3, vid);
-  df_db_bind_int64 (st, 4, cid);
-  GString *gs = g_string_new ("{");
-  df_farm_json_kv (gs, "name", new_name);
-  df_farm_json_kv (gs, "description", description);
-  df_farm_json_kv (gs, "vdisk", vdisk);
-  g_autofree char *detail = df_farm_json_close (gs);
-  return df_db_run (st, err)
+    "WHERE id = ?4", p, G_N_ELEMENTS (p), err)
          && (!new_name || auto_add_follow_rename (farm, name, new_name, err))
          && df_farm_audit_row (farm, "collection.set", name, detail, err);
 }
@@ -218,12 +206,9 @@ collection_remove_locked (DfFarm *farm, const char *name, bool force,
                    "collection", name, devices);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE devices SET collection_id = NULL WHERE collection_id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, cid);
-  if (!df_db_run (st, err)
+  const DfParam p[] = { DF_INT (cid) };
+  if (!df_farm_exec (farm, "UPDATE devices SET collection_id = NULL "
+                     "WHERE collection_id = ?", p, G_N_ELEMENTS (p), err)
       || (a->collection && g_str_equal (a->collection, name)
           && !df_farm_setting_set (farm, DF_SETTING_AUTO_COLLECTION, NULL,
                                    err)))

@@ -281,22 +281,16 @@ device_add_locked (DfFarm *farm, DeviceIn *in, GError **err)
   if (!device_resolve (farm, in, 0, &vid, &cid, err)
       || !check_maintenance_device (farm, in, 0, vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO devices (name, mac, collection_id, type, vdisk_id, "
-    "cache_mode, quota, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *now = df_farm_now ();
-  df_db_bind_text (st, 1, in->name);
-  df_db_bind_text (st, 2, in->mac);
-  if (cid)
-    df_db_bind_int64 (st, 3, cid);
-  df_db_bind_text (st, 4, in->type);
-  df_db_bind_int64 (st, 5, vid);
-  df_db_bind_text (st, 6, in->cache_mode);
-  df_db_bind_int64 (st, 7, (gint64) in->quota);
-  df_db_bind_text (st, 8, now);
-  if (!df_db_run (st, err))
+  const DfParam p[] = {
+    DF_TEXT (in->name), DF_TEXT (in->mac), cid ? DF_INT (cid) : DF_NULL,
+    DF_TEXT (in->type), DF_INT (vid), DF_TEXT (in->cache_mode),
+    DF_INT (in->quota), DF_TEXT (now)
+  };
+  if (!df_farm_exec (farm,
+    "INSERT INTO devices (name, mac, collection_id, type, vdisk_id, "
+    "cache_mode, quota, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", p,
+    G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = device_detail (in);
   return df_farm_audit_row (farm, "device.add", in->name, detail, err);
@@ -420,20 +414,14 @@ device_update_locked (DfFarm *farm, DeviceIn *in, GError **err)
                  || strcmp (old->vdisk, in->vdisk) != 0;
   if (becomes && !check_maintenance_device (farm, in, old->id, vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (in->mac), cid ? DF_INT (cid) : DF_NULL, DF_TEXT (in->type),
+    DF_INT (vid), DF_TEXT (in->cache_mode), DF_INT (in->quota),
+    DF_INT (old->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE devices SET mac = ?, collection_id = ?, type = ?, vdisk_id = ?, "
-    "cache_mode = ?, quota = ? WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, in->mac);
-  if (cid)
-    df_db_bind_int64 (st, 2, cid);
-  df_db_bind_text (st, 3, in->type);
-  df_db_bind_int64 (st, 4, vid);
-  df_db_bind_text (st, 5, in->cache_mode);
-  df_db_bind_int64 (st, 6, (gint64) in->quota);
-  df_db_bind_int64 (st, 7, old->id);
-  if (!df_db_run (st, err))
+    "cache_mode = ?, quota = ? WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = device_change_detail (old, in);
   return df_farm_audit_row (farm, "device.set", in->name, detail, err);

@@ -64,6 +64,21 @@ bool df_farm_mutate_named (DfFarm *farm, const char *what, const char *name,
 
 /* df_db_prepare on the farm's DB (g_autoptr (DfDbStmt) releases it). */
 DfDbStmt *df_farm_stmt (DfFarm *farm, const char *sql, GError **err);
+/* One parameter of df_farm_exec: text (NULL binds SQL NULL) or integer. */
+typedef struct {
+  bool is_text;
+  const char *text;     /* borrowed (the backend copies it) */
+  gint64 num;
+} DfParam;
+#define DF_TEXT(s) ((DfParam) { true, (s), 0 })
+#define DF_INT(v) ((DfParam) { false, NULL, (gint64) (v) })
+#define DF_NULL DF_TEXT (NULL)
+/* Run sql, a statement that returns no row, with params[i] bound to
+ * parameter i + 1: the one statement of most writes, so no write binds by
+ * number by hand.  False + err when it fails (df_db_changes tells what it
+ * changed). */
+bool df_farm_exec (DfFarm *farm, const char *sql, const DfParam *params,
+                   gsize n, GError **err);
 /* Table-driven rows: field i of a struct is read from column i of the
  * SELECT that goes with the table, so the column list, the struct and its
  * free function cannot disagree. */

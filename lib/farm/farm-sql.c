@@ -16,6 +16,21 @@ df_farm_stmt (DfFarm *farm, const char *sql, GError **err)
   return df_db_prepare (df_farm_db (farm), sql, err);
 }
 
+bool
+df_farm_exec (DfFarm *farm, const char *sql, const DfParam *params, gsize n,
+              GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
+  if (!st)
+    return false;
+  for (gsize i = 0; i < n; i++)
+    if (params[i].is_text)
+      df_db_bind_text (st, (int) i + 1, params[i].text);
+    else
+      df_db_bind_int64 (st, (int) i + 1, params[i].num);
+  return df_db_run (st, err);
+}
+
 gpointer
 df_farm_row_read (DfDbStmt *st, const DfRowType *rt)
 {
@@ -158,11 +173,8 @@ bool
 df_farm_delete_audited (DfFarm *farm, const char *sql, gint64 id,
                         const char *action, const char *object, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, id);
-  return df_db_run (st, err)
+  const DfParam p[] = { DF_INT (id) };
+  return df_farm_exec (farm, sql, p, G_N_ELEMENTS (p), err)
          && df_farm_audit_row (farm, action, object, NULL, err);
 }
 

@@ -67,22 +67,17 @@ check_args (const char *device, const char *holder, GError **err)
 static bool
 lease_put (DfFarm *farm, const DfCacheLease *l, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (l->device), DF_TEXT (kind_name (l->kind)), DF_TEXT (l->holder),
+    DF_INT (l->epoch), DF_INT (l->generation), DF_INT (l->expires_ms),
+    DF_INT (l->acquired_ms)
+  };
+  return df_farm_exec (farm,
     "INSERT INTO cache_leases (" LEASE_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (device) DO UPDATE SET kind = excluded.kind, "
     "holder = excluded.holder, epoch = excluded.epoch, "
     "generation = excluded.generation, expires_ms = excluded.expires_ms, "
-    "acquired_ms = excluded.acquired_ms", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, l->device);
-  df_db_bind_text (st, 2, kind_name (l->kind));
-  df_db_bind_text (st, 3, l->holder);
-  df_db_bind_int64 (st, 4, l->epoch);
-  df_db_bind_int64 (st, 5, l->generation);
-  df_db_bind_int64 (st, 6, l->expires_ms);
-  df_db_bind_int64 (st, 7, l->acquired_ms);
-  return df_db_run (st, err);
+    "acquired_ms = excluded.acquired_ms", p, G_N_ELEMENTS (p), err);
 }
 
 /* A new lease for holder after old (nullable): the next epoch. */
@@ -166,16 +161,12 @@ static bool
 lease_update (DfFarm *farm, const char *device, const char *holder,
               gint64 epoch, gint64 expires_ms, bool missing_ok, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_INT (expires_ms), DF_TEXT (device), DF_TEXT (holder), DF_INT (epoch)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE cache_leases SET expires_ms = ? WHERE device = ? AND "
-    "holder = ? AND epoch = ? AND kind = 'shared'", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, expires_ms);
-  df_db_bind_text (st, 2, device);
-  df_db_bind_text (st, 3, holder);
-  df_db_bind_int64 (st, 4, epoch);
-  if (!df_db_run (st, err))
+    "holder = ? AND epoch = ? AND kind = 'shared'", p, G_N_ELEMENTS (p), err))
     return false;
   if (df_db_changes (df_farm_db (farm)) == 1 || missing_ok)
     return true;

@@ -169,23 +169,19 @@ df_farm_server_heartbeat (DfFarm *farm, const char *name, gint64 now_ms,
     return false;
   /* versions held and verified: what its store state says now (a store
    * sync or vdisk verify since the last beat counts at once) */
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_INT (now_ms), DF_INT (MAX (l->sessions, 0)),
+    DF_INT (MAX (l->bytes_per_s, 0)), DF_INT (MAX (l->cpu_permille, 0)),
+    DF_INT (MAX (l->free_bytes, 0)), DF_TEXT (name)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE servers SET heartbeat_ms = ?, sessions = ?, bytes_per_s = ?, "
     "cpu_permille = ?, free_bytes = ?, "
     "versions_held = (SELECT count(*) FROM store_state "
     "  WHERE server_id = servers.id AND state <> 'missing'), "
     "versions_verified = (SELECT count(*) FROM store_state "
     "  WHERE server_id = servers.id AND state = 'verified') "
-    "WHERE name = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, now_ms);
-  df_db_bind_int64 (st, 2, MAX (l->sessions, 0));
-  df_db_bind_int64 (st, 3, MAX (l->bytes_per_s, 0));
-  df_db_bind_int64 (st, 4, MAX (l->cpu_permille, 0));
-  df_db_bind_int64 (st, 5, MAX (l->free_bytes, 0));
-  df_db_bind_text (st, 6, name);
-  if (!df_db_run (st, err))
+    "WHERE name = ?", p, G_N_ELEMENTS (p), err))
     return false;
   return df_farm_changed_row (farm, err, "no server named '%s'", name);
 }
@@ -267,21 +263,17 @@ df_farm_store_state_set (DfFarm *farm, const char *server, const char *vdisk,
       || !server_id (farm, server, &sid, err)
       || !version_id (farm, vdisk, number, &vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_INT (sid), DF_INT (vid), DF_TEXT (df_store_state_name (state)),
+    DF_TEXT (sha), DF_INT (df_farm_now_ms ()), DF_TEXT (detail)
+  };
+  return df_farm_exec (farm,
     "INSERT INTO store_state (server_id, version_id, state, sha256, "
     "checked_ms, detail) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (server_id, version_id) DO UPDATE SET "
     "state = excluded.state, sha256 = excluded.sha256, "
-    "checked_ms = excluded.checked_ms, detail = excluded.detail", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, sid);
-  df_db_bind_int64 (st, 2, vid);
-  df_db_bind_text (st, 3, df_store_state_name (state));
-  df_db_bind_text (st, 4, sha);
-  df_db_bind_int64 (st, 5, df_farm_now_ms ());
-  df_db_bind_text (st, 6, detail);
-  return df_db_run (st, err);
+    "checked_ms = excluded.checked_ms, detail = excluded.detail",
+    p, G_N_ELEMENTS (p), err);
 }
 
 GPtrArray *

@@ -194,12 +194,9 @@ df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
 static bool
 server_remove_locked (DfFarm *farm, const char *name, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "DELETE FROM servers WHERE name = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, name);
-  if (df_db_step (st, err) != 0)
+  const DfParam p[] = { DF_TEXT (name) };
+  if (!df_farm_exec (farm,
+    "DELETE FROM servers WHERE name = ?", p, G_N_ELEMENTS (p), err))
     return false;
   return df_farm_changed_row (farm, err, "no server named '%s'", name)
          && df_farm_audit_row (farm, "server.remove", name, NULL, err);

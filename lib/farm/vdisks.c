@@ -213,16 +213,12 @@ vdisk_set_description_locked (DfFarm *farm, const char *name,
   gint64 id;
   if (!df_farm_vdisk_id (farm, name, &id, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE vdisks SET description = ? WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, text);
-  df_db_bind_int64 (st, 2, id);
+  const DfParam p[] = { DF_TEXT (text), DF_INT (id) };
   GString *gs = g_string_new ("{");
   df_farm_json_kv (gs, "description", text);
   g_autofree char *detail = df_farm_json_close (gs);
-  return df_db_run (st, err)
+  return df_farm_exec (farm, "UPDATE vdisks SET description = ? WHERE id = ?",
+                       p, G_N_ELEMENTS (p), err)
          && df_farm_audit_row (farm, "vdisk.set", name, detail, err);
 }
 
@@ -317,15 +313,11 @@ vdisk_set_column_locked (DfFarm *farm, const char *name, const char *sql,
   gint64 id;
   if (!df_farm_vdisk_id (farm, name, &id, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, value);
-  df_db_bind_int64 (st, 2, id);
+  const DfParam p[] = { DF_TEXT (value), DF_INT (id) };
   GString *gs = g_string_new ("{");
   df_farm_json_kv (gs, key, value);
   g_autofree char *detail = df_farm_json_close (gs);
-  return df_db_run (st, err)
+  return df_farm_exec (farm, sql, p, G_N_ELEMENTS (p), err)
          && df_farm_audit_row (farm, action, name, detail, err);
 }
 
@@ -378,17 +370,13 @@ vdisk_rename_locked (DfFarm *farm, const char *name, const char *new_name,
                    "before renaming", name, maint);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE vdisks SET name = ?, store = coalesce (store, name) WHERE id = ?",
-    err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, new_name);
-  df_db_bind_int64 (st, 2, id);
+  const DfParam p[] = { DF_TEXT (new_name), DF_INT (id) };
   g_autofree char *old_key = df_farm_merge_depth_key (name);
   g_autofree char *new_key = df_farm_merge_depth_key (new_name);
   g_autofree char *depth = NULL;
-  if (!df_db_run (st, err))
+  if (!df_farm_exec (farm, "UPDATE vdisks SET name = ?, "
+                     "store = coalesce (store, name) WHERE id = ?", p,
+                     G_N_ELEMENTS (p), err))
     return false;
   depth = df_farm_setting_get (farm, old_key, &e);
   if (e)

@@ -460,14 +460,12 @@ version_set_state_locked (DfFarm *farm, const char *vdisk, int number,
                    number);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (df_version_state_name (state)), DF_INT (v->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE versions SET state = ?, pending_state = NULL, pending_at = NULL "
-    "WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, df_version_state_name (state));
-  df_db_bind_int64 (st, 2, v->id);
-  if (!df_db_run (st, err))
+    "WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   GString *gs = g_string_new ("{");
   df_farm_json_kv (gs, "from", df_version_state_name (v->state));
@@ -496,24 +494,17 @@ df_farm_version_insert (DfFarm *farm, gint64 vid, int number, int parent,
                 const char *file, const char *sha256, uint64_t virtual_size,
                 uint64_t file_size, DfVersionState state, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  g_autofree char *now = df_farm_now ();
+  const DfParam p[] = {
+    DF_INT (vid), DF_INT (number), parent >= 0 ? DF_INT (parent) : DF_NULL,
+    DF_TEXT (file), DF_TEXT (sha256), DF_INT (virtual_size),
+    DF_INT (file_size), DF_TEXT (df_version_state_name (state)),
+    DF_TEXT (now)
+  };
+  return df_farm_exec (farm,
     "INSERT INTO versions (vdisk_id, number, parent, file, sha256, "
     "virtual_size, file_size, state, created) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
-  g_autofree char *now = df_farm_now ();
-  df_db_bind_int64 (st, 1, vid);
-  df_db_bind_int64 (st, 2, number);
-  if (parent >= 0)
-    df_db_bind_int64 (st, 3, parent);
-  df_db_bind_text (st, 4, file);
-  df_db_bind_text (st, 5, sha256);
-  df_db_bind_int64 (st, 6, (gint64) virtual_size);
-  df_db_bind_int64 (st, 7, (gint64) file_size);
-  df_db_bind_text (st, 8, df_version_state_name (state));
-  df_db_bind_text (st, 9, now);
-  return df_db_run (st, err);
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", p, G_N_ELEMENTS (p), err);
 }
 
 /* "YYYY-MM-DDTHH:MM:SSZ" exactly. */
@@ -552,15 +543,12 @@ seal_locked (DfFarm *farm, const char *vdisk, int number, const char *sha256,
                    vdisk, number, df_version_state_name (v->state));
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (sha256), DF_INT (file_size), DF_INT (v->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE versions SET sha256 = ?, file_size = ?, state = 'test' "
-    "WHERE id = ? AND state = 'maintenance'", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, sha256);
-  df_db_bind_int64 (st, 2, (gint64) file_size);
-  df_db_bind_int64 (st, 3, v->id);
-  if (df_db_step (st, err) != 0)
+    "WHERE id = ? AND state = 'maintenance'", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"sha256\":\"%s\",\"file_size\":%" G_GUINT64_FORMAT
@@ -607,15 +595,12 @@ schedule_locked (DfFarm *farm, const char *vdisk, int number,
                    number);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (df_version_state_name (target)), DF_TEXT (at), DF_INT (v->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE versions SET state = 'pending', pending_state = ?, "
-    "pending_at = ? WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, df_version_state_name (target));
-  df_db_bind_text (st, 2, at);
-  df_db_bind_int64 (st, 3, v->id);
-  if (df_db_step (st, err) != 0)
+    "pending_at = ? WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"from\":\"%s\",\"to\":\"%s\",\"at\":\"%s\"}",
@@ -697,13 +682,11 @@ apply_locked (DfFarm *farm, const char *vdisk, guint *applied, GError **err)
   for (guint i = 0; i < rows->len; i++)
     {
       const DueRow *d = rows->pdata[i];
-      g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+      const DfParam p[] = { DF_INT (d->id) };
+      if (!df_farm_exec (farm,
         "UPDATE versions SET state = pending_state, pending_state = NULL, "
-        "pending_at = NULL WHERE id = ? AND state = 'pending'", err);
-      if (!st)
-        return false;
-      df_db_bind_int64 (st, 1, d->id);
-      if (df_db_step (st, err) != 0)
+        "pending_at = NULL WHERE id = ? AND state = 'pending'",
+        p, G_N_ELEMENTS (p), err))
         return false;
       g_autofree char *detail = g_strdup_printf (
         "{\"from\":\"pending\",\"to\":\"%s\",\"scheduled\":\"%s\"}", d->to,
@@ -910,12 +893,9 @@ delete_locked (DfFarm *farm, const char *vdisk, int number, GError **err)
     }
   if (!check_no_children (farm, v, err) || !check_no_devices (farm, v, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "DELETE FROM versions WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, v->id);
-  if (df_db_step (st, err) != 0)
+  const DfParam p[] = { DF_INT (v->id) };
+  if (!df_farm_exec (farm,
+    "DELETE FROM versions WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"file\":\"%s\",\"state\":\"%s\"}", v->file,
