@@ -13,15 +13,10 @@
 static bool
 port_ok (const char *s, guint16 *port)
 {
-  guint64 v = 0;
-  if (*s == '\0' || strlen (s) > 5)
+  gsize n = strlen (s);
+  if (n > 5 || !df_all_digits (s, n))
     return false;
-  for (const char *p = s; *p; p++)
-    {
-      if (!g_ascii_isdigit (*p))
-        return false;
-      v = v * 10 + (guint64) (*p - '0');
-    }
+  guint64 v = g_ascii_strtoull (s, NULL, 10);
   if (v < 1 || v > 65535)
     return false;
   *port = (guint16) v;

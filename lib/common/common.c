@@ -390,8 +390,8 @@ host_error (GError **err, const char *what, const char *s, const char *fmt,
   return false;
 }
 
-static bool
-all_digits (const char *s, gsize len)
+bool
+df_all_digits (const char *s, gsize len)
 {
   for (gsize i = 0; i < len; i++)
     if (!g_ascii_isdigit (s[i]))
@@ -437,7 +437,7 @@ df_validate_host (const char *what, const char *s, GError **err)
     return host_error (err, what, s, "longer than 253 characters");
   const char *last = g_strrstr_len (s, end - s, ".");
   last = last ? last + 1 : s;
-  if (all_digits (last, (gsize) (end - last)))
+  if (df_all_digits (last, (gsize) (end - last)))
     return inet_pton (AF_INET, s, addr) == 1
            || host_error (err, what, s, "not a valid IPv4 address (four "
                           "numbers 0-255 separated by dots)");

@@ -103,6 +103,9 @@ bool df_parse_listen (const char *s, uint16_t default_port, DfListenAddr *out,
                       GError **err);
 void df_listen_addr_clear (DfListenAddr *a);
 
+/* s[0..len) is one or more ASCII digits (and nothing else). */
+bool df_all_digits (const char *s, gsize len);
+
 /* Set *err from errno with "what: strerror" (DF_ERROR_IO, or NOSPC). */
 void df_set_error_errno (GError **err, int errnum, const char *fmt, ...)
   G_GNUC_PRINTF (3, 4);
