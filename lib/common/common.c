@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <openssl/evp.h>
@@ -388,6 +389,15 @@ host_error (GError **err, const char *what, const char *s, const char *fmt,
   g_set_error (err, DF_ERROR, DF_ERROR_INVALID, "invalid %s '%s': %s", what,
                shown, why);
   return false;
+}
+
+gint64
+df_real_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 bool

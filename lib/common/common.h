@@ -103,6 +103,10 @@ bool df_parse_listen (const char *s, uint16_t default_port, DfListenAddr *out,
                       GError **err);
 void df_listen_addr_clear (DfListenAddr *a);
 
+/* The wall clock (CLOCK_REALTIME) in nanoseconds: the time stamps of the
+ * cache write journal, which a test compares across processes. */
+gint64 df_real_ns (void);
+
 /* s[0..len) is one or more ASCII digits (and nothing else). */
 bool df_all_digits (const char *s, gsize len);
 

@@ -4,7 +4,6 @@
  * locking rules. */
 #include "cache_int.h"
 
-#include <time.h>
 #include "privilege.h"
 
 #include <errno.h>
@@ -770,19 +769,10 @@ df_cache_set_writer (df_blk *b, const DfCacheWriter *w, void *data,
   c->writer_free = free_data;
 }
 
-static gint64
-real_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_REALTIME, &ts);
-  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 bool
 df_cache_may_write (df_cache *c, gint64 *t0)
 {
-  *t0 = real_ns ();
+  *t0 = df_real_ns ();
   return c->writer.may_write == NULL || c->writer.may_write (c->writer_data);
 }
 
