@@ -70,21 +70,18 @@ df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f, GError **err)
       return NULL;
     }
   /* Times are stored as "YYYY-MM-DDTHH:MM:SSZ": text order is time order. */
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (f->object), DF_TEXT (f->action), DF_TEXT (f->since),
+    DF_INT (f->limit ? (gint64) f->limit : -1)
+  };
+  return df_farm_select (farm,
     "SELECT id, at, who, action, object, detail FROM audit "
     "WHERE (CAST (?1 AS TEXT) IS NULL OR object = ?1 "
     "       OR substr (object, 1, length (?1) + 1) = ?1 || '@') "
     "  AND (CAST (?2 AS TEXT) IS NULL OR action = ?2 OR (instr (?2, '.') = 0 "
     "       AND substr (action, 1, length (?2) + 1) = ?2 || '.')) "
     "  AND (CAST (?3 AS TEXT) IS NULL OR at >= ?3) "
-    "ORDER BY id DESC LIMIT ?4", err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, f->object);
-  df_db_bind_text (st, 2, f->action);
-  df_db_bind_text (st, 3, f->since);
-  df_db_bind_int64 (st, 4, f->limit ? (gint64) f->limit : -1);
-  return df_farm_rows (st, &audit_row, err);
+    "ORDER BY id DESC LIMIT ?4", p, G_N_ELEMENTS (p), &audit_row, err);
 }
 
 GPtrArray *

@@ -96,11 +96,8 @@ df_farm_collection_get (DfFarm *farm, const char *name, GError **err)
 GPtrArray *
 df_farm_collection_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    COLLECTION_COLUMNS "ORDER BY c.name", err);
-  if (!st)
-    return NULL;
-  return df_farm_rows (st, &collection_row, err);
+  return df_farm_select (farm, COLLECTION_COLUMNS "ORDER BY c.name", NULL, 0,
+                         &collection_row, err);
 }
 
 /* Point auto-add at new_name when it names old_name (a rename). */

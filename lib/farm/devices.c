@@ -346,15 +346,12 @@ df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
   if (collection && (!df_validate_name ("collection", collection, err)
                      || !df_farm_collection_id (farm, collection, &cid, err)))
     return NULL;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    DEVICE_COLUMNS "WHERE CAST (?1 AS INTEGER) IS NULL "
-    "OR d.collection_id = ?1 "
-    "ORDER BY d.name", err);
-  if (!st)
-    return NULL;
-  if (collection)
-    df_db_bind_int64 (st, 1, cid);
-  GPtrArray *all = df_farm_rows (st, &device_row, err);
+  const DfParam p[] = { collection ? DF_INT (cid) : DF_NULL };
+  GPtrArray *all = df_farm_select (farm,
+                                   DEVICE_COLUMNS "WHERE CAST (?1 AS INTEGER) "
+                                   "IS NULL OR d.collection_id = ?1 "
+                                   "ORDER BY d.name", p, G_N_ELEMENTS (p),
+                                   &device_row, err);
   for (guint i = 0; all != NULL && i < all->len; i++)
     device_offline_view (farm, all->pdata[i]);
   return all;

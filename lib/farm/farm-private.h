@@ -73,6 +73,10 @@ typedef struct {
 #define DF_TEXT(s) ((DfParam) { true, (s), 0 })
 #define DF_INT(v) ((DfParam) { false, NULL, (gint64) (v) })
 #define DF_NULL DF_TEXT (NULL)
+/* sql prepared (df_farm_stmt) with params[i] bound to parameter i + 1,
+ * ready to step (caller releases); NULL + err when sql is wrong. */
+DfDbStmt *df_farm_query (DfFarm *farm, const char *sql,
+                         const DfParam *params, gsize n, GError **err);
 /* Run sql, a statement that returns no row, with params[i] bound to
  * parameter i + 1: the one statement of most writes, so no write binds by
  * number by hand.  False + err when it fails (df_db_changes tells what it
@@ -123,6 +127,11 @@ gpointer df_farm_row_next (DfDbStmt *st, const DfRowType *rt, GError **err);
 /* Every remaining row of st as structs of rt: a new array (caller owns;
  * it frees its elements), or NULL + err on a step error. */
 GPtrArray *df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err);
+/* Every row sql selects with params (as df_farm_query) as structs of rt,
+ * as df_farm_rows. */
+GPtrArray *df_farm_select (DfFarm *farm, const char *sql,
+                           const DfParam *params, gsize n,
+                           const DfRowType *rt, GError **err);
 /* The first row sql selects for key (bound at 1), as df_farm_row_next. */
 gpointer df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
                            const DfRowType *rt, GError **err);

@@ -16,19 +16,27 @@ df_farm_stmt (DfFarm *farm, const char *sql, GError **err)
   return df_db_prepare (df_farm_db (farm), sql, err);
 }
 
-bool
-df_farm_exec (DfFarm *farm, const char *sql, const DfParam *params, gsize n,
-              GError **err)
+DfDbStmt *
+df_farm_query (DfFarm *farm, const char *sql, const DfParam *params, gsize n,
+               GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
+  DfDbStmt *st = df_farm_stmt (farm, sql, err);
   if (!st)
-    return false;
+    return NULL;
   for (gsize i = 0; i < n; i++)
     if (params[i].is_text)
       df_db_bind_text (st, (int) i + 1, params[i].text);
     else
       df_db_bind_int64 (st, (int) i + 1, params[i].num);
-  return df_db_run (st, err);
+  return st;
+}
+
+bool
+df_farm_exec (DfFarm *farm, const char *sql, const DfParam *params, gsize n,
+              GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_query (farm, sql, params, n, err);
+  return st && df_db_run (st, err);
 }
 
 gpointer
@@ -89,6 +97,14 @@ df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err)
   while ((r = df_db_step (st, err)) == 1)
     g_ptr_array_add (out, df_farm_row_read (st, rt));
   return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+GPtrArray *
+df_farm_select (DfFarm *farm, const char *sql, const DfParam *params,
+                gsize n, const DfRowType *rt, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_query (farm, sql, params, n, err);
+  return st ? df_farm_rows (st, rt, err) : NULL;
 }
 
 gpointer

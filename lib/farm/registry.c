@@ -279,16 +279,12 @@ df_farm_store_state_set (DfFarm *farm, const char *server, const char *vdisk,
 GPtrArray *
 df_farm_store_state_list (DfFarm *farm, const char *vdisk, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, vdisk
+  const DfParam p[] = { DF_TEXT (vdisk) };
+  return df_farm_select (farm, vdisk
     ? "SELECT " STORE_COLS STORE_FROM " WHERE d.name = ?"
       " ORDER BY d.name, v.number, s.name"
     : "SELECT " STORE_COLS STORE_FROM " ORDER BY d.name, v.number, s.name",
-    err);
-  if (!st)
-    return NULL;
-  if (vdisk)
-    df_db_bind_text (st, 1, vdisk);
-  return df_farm_rows (st, &store_row, err);
+    p, vdisk ? 1 : 0, &store_row, err);
 }
 
 DfStoreRecord *

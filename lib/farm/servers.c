@@ -163,11 +163,9 @@ df_farm_server_get (DfFarm *farm, const char *name, GError **err)
 GPtrArray *
 df_farm_server_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT " SERVER_COLS " FROM servers ORDER BY name", err);
-  if (!st)
-    return NULL;
-  return df_farm_rows (st, &server_row, err);
+  return df_farm_select (farm,
+                         "SELECT " SERVER_COLS " FROM servers ORDER BY name",
+                         NULL, 0, &server_row, err);
 }
 
 static bool

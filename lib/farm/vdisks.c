@@ -162,12 +162,10 @@ df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err)
 GPtrArray *
 df_farm_vdisk_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT id, name, virtual_size, description, created, firmware, "
-    "efi_loader FROM vdisks ORDER BY name", err);
-  if (!st)
-    return NULL;
-  return df_farm_rows (st, &vdisk_row, err);
+  return df_farm_select (farm,
+                         "SELECT id, name, virtual_size, description, "
+                         "created, firmware, efi_loader FROM vdisks "
+                         "ORDER BY name", NULL, 0, &vdisk_row, err);
 }
 
 static bool
@@ -206,20 +204,21 @@ df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err)
                                err);
 }
 
+/* UPDATE vdisks SET <column> = value, with its audit row. */
 static bool
-vdisk_set_description_locked (DfFarm *farm, const char *name,
-                              const char *text, GError **err)
+vdisk_set_column_locked (DfFarm *farm, const char *name, const char *sql,
+                         const char *action, const char *key,
+                         const char *value, GError **err)
 {
   gint64 id;
   if (!df_farm_vdisk_id (farm, name, &id, err))
     return false;
-  const DfParam p[] = { DF_TEXT (text), DF_INT (id) };
+  const DfParam p[] = { DF_TEXT (value), DF_INT (id) };
   GString *gs = g_string_new ("{");
-  df_farm_json_kv (gs, "description", text);
+  df_farm_json_kv (gs, key, value);
   g_autofree char *detail = df_farm_json_close (gs);
-  return df_farm_exec (farm, "UPDATE vdisks SET description = ? WHERE id = ?",
-                       p, G_N_ELEMENTS (p), err)
-         && df_farm_audit_row (farm, "vdisk.set", name, detail, err);
+  return df_farm_exec (farm, sql, p, G_N_ELEMENTS (p), err)
+         && df_farm_audit_row (farm, action, name, detail, err);
 }
 
 bool
@@ -237,7 +236,10 @@ df_farm_vdisk_set_description (DfFarm *farm, const char *name,
     }
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
-    t.ok = vdisk_set_description_locked (farm, name, text, err);
+    t.ok = vdisk_set_column_locked (farm, name,
+                                    "UPDATE vdisks SET description = ? "
+                                    "WHERE id = ?", "vdisk.set",
+                                    "description", text, err);
   return t.ok;
 }
 
@@ -302,23 +304,6 @@ df_efi_loader_path_ok (const char *path, GError **err)
                  "EFI loader path '%s' %s (like " DF_DEFAULT_EFI_LOADER ")",
                  path ? path : "", why);
   return why == NULL;
-}
-
-/* UPDATE vdisks SET <column> = value, with its audit row. */
-static bool
-vdisk_set_column_locked (DfFarm *farm, const char *name, const char *sql,
-                         const char *action, const char *key,
-                         const char *value, GError **err)
-{
-  gint64 id;
-  if (!df_farm_vdisk_id (farm, name, &id, err))
-    return false;
-  const DfParam p[] = { DF_TEXT (value), DF_INT (id) };
-  GString *gs = g_string_new ("{");
-  df_farm_json_kv (gs, key, value);
-  g_autofree char *detail = df_farm_json_close (gs);
-  return df_farm_exec (farm, sql, p, G_N_ELEMENTS (p), err)
-         && df_farm_audit_row (farm, action, name, detail, err);
 }
 
 bool

@@ -372,12 +372,10 @@ df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
   if (!df_validate_name ("vdisk", vdisk, err)
       || !df_farm_vdisk_id (farm, vdisk, &vid, err))
     return NULL;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    VERSION_COLUMNS "WHERE r.vdisk_id = ? ORDER BY r.number", err);
-  if (!st)
-    return NULL;
-  df_db_bind_int64 (st, 1, vid);
-  return df_farm_rows (st, &version_row, err);
+  const DfParam p[] = { DF_INT (vid) };
+  return df_farm_select (farm, VERSION_COLUMNS "WHERE r.vdisk_id = ? "
+                         "ORDER BY r.number", p, G_N_ELEMENTS (p),
+                         &version_row, err);
 }
 
 /* Newest version of vid in one of the states allowed by the mask
