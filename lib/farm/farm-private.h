@@ -121,9 +121,6 @@ typedef struct {
 gpointer df_farm_row_read (DfDbStmt *st, const DfRowType *rt);
 /* Free the TEXT fields of obj, then obj itself; NULL does nothing. */
 void df_farm_row_free (const DfRowType *rt, gpointer obj);
-/* Step st once: its next row as a new struct of rt (caller owns), or
- * NULL with *err set on a DB error and unset when there is no row. */
-gpointer df_farm_row_next (DfDbStmt *st, const DfRowType *rt, GError **err);
 /* Every remaining row of st as structs of rt: a new array (caller owns;
  * it frees its elements), or NULL + err on a step error. */
 GPtrArray *df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err);
@@ -132,7 +129,13 @@ GPtrArray *df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err);
 GPtrArray *df_farm_select (DfFarm *farm, const char *sql,
                            const DfParam *params, gsize n,
                            const DfRowType *rt, GError **err);
-/* The first row sql selects for key (bound at 1), as df_farm_row_next. */
+/* The first row sql selects with params, as a new struct of rt (caller
+ * owns), or NULL with *err set on a DB error and unset when there is no
+ * row. */
+gpointer df_farm_select_one (DfFarm *farm, const char *sql,
+                             const DfParam *params, gsize n,
+                             const DfRowType *rt, GError **err);
+/* The first row sql selects for key (bound at 1), as select_one. */
 gpointer df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
                            const DfRowType *rt, GError **err);
 /* row_find, but a missing row is NOT_FOUND "no <what> named '<name>'". */

@@ -83,8 +83,10 @@ df_farm_row_free (const DfRowType *rt, gpointer obj)
   g_free (obj);
 }
 
-gpointer
-df_farm_row_next (DfDbStmt *st, const DfRowType *rt, GError **err)
+/* Step st once: its next row as a new struct of rt, or NULL (see
+ * df_farm_select_one). */
+static gpointer
+row_next (DfDbStmt *st, const DfRowType *rt, GError **err)
 {
   return df_db_step (st, err) == 1 ? df_farm_row_read (st, rt) : NULL;
 }
@@ -108,14 +110,19 @@ df_farm_select (DfFarm *farm, const char *sql, const DfParam *params,
 }
 
 gpointer
+df_farm_select_one (DfFarm *farm, const char *sql, const DfParam *params,
+                    gsize n, const DfRowType *rt, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_query (farm, sql, params, n, err);
+  return st ? row_next (st, rt, err) : NULL;
+}
+
+gpointer
 df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
                   const DfRowType *rt, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, key);
-  return df_farm_row_next (st, rt, err);
+  const DfParam p[] = { DF_TEXT (key) };
+  return df_farm_select_one (farm, sql, p, G_N_ELEMENTS (p), rt, err);
 }
 
 gpointer

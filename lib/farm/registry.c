@@ -291,15 +291,11 @@ DfStoreRecord *
 df_farm_store_state_get (DfFarm *farm, const char *server, const char *vdisk,
                          int number, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT " STORE_COLS STORE_FROM
-    " WHERE s.name = ? AND d.name = ? AND v.number = ?", err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, server);
-  df_db_bind_text (st, 2, vdisk);
-  df_db_bind_int64 (st, 3, number);
-  return df_farm_row_next (st, &store_row, err);
+  const DfParam p[] = { DF_TEXT (server), DF_TEXT (vdisk), DF_INT (number) };
+  return df_farm_select_one (farm, "SELECT " STORE_COLS STORE_FROM
+                             " WHERE s.name = ? AND d.name = ? "
+                             "AND v.number = ?", p, G_N_ELEMENTS (p),
+                             &store_row, err);
 }
 
 /* The farm has at least one store-state record. */

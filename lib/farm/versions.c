@@ -147,13 +147,10 @@ df_version_free (DfVersion *v)
 static DfVersion *
 version_find (DfFarm *farm, gint64 vid, int number, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    VERSION_COLUMNS "WHERE r.vdisk_id = ? AND r.number = ?", err);
-  if (!st)
-    return NULL;
-  df_db_bind_int64 (st, 1, vid);
-  df_db_bind_int64 (st, 2, number);
-  return df_farm_row_next (st, &version_row, err);
+  const DfParam p[] = { DF_INT (vid), DF_INT (number) };
+  return df_farm_select_one (farm, VERSION_COLUMNS "WHERE r.vdisk_id = ? "
+                             "AND r.number = ?", p, G_N_ELEMENTS (p),
+                             &version_row, err);
 }
 
 /* Number of the maintenance version of vid, or -1. */
@@ -383,19 +380,15 @@ df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
 static DfVersion *
 newest_in_states (DfFarm *farm, gint64 vid, guint mask, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  G_STATIC_ASSERT (DF_VSTATE_MAINTENANCE == 0 && DF_VSTATE_TEST == 1
+                   && DF_VSTATE_PRODUCTION == 2);
+  const DfParam p[] = { DF_INT (vid), DF_INT (mask) };
+  return df_farm_select_one (farm,
     VERSION_COLUMNS "WHERE r.vdisk_id = ? AND ("
     "(r.state = 'maintenance' AND (?2 & 1) <> 0) "
     "OR (r.state = 'test' AND (?2 & 2) <> 0) "
     "OR (r.state = 'production' AND (?2 & 4) <> 0)) "
-    "ORDER BY r.number DESC LIMIT 1", err);
-  if (!st)
-    return NULL;
-  G_STATIC_ASSERT (DF_VSTATE_MAINTENANCE == 0 && DF_VSTATE_TEST == 1
-                   && DF_VSTATE_PRODUCTION == 2);
-  df_db_bind_int64 (st, 1, vid);
-  df_db_bind_int64 (st, 2, (int) mask);
-  return df_farm_row_next (st, &version_row, err);
+    "ORDER BY r.number DESC LIMIT 1", p, G_N_ELEMENTS (p), &version_row, err);
 }
 
 #define VMASK(s) (1u << (s))
