@@ -206,9 +206,12 @@ bool df_farm_check_sha256 (const char *s, bool null_ok, char **out,
  * audit detail of an added or changed server (new string). */
 bool df_farm_check_server (const DfServer *s, GError **err);
 bool df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err);
-/* Bind where s is reached (address, iSCSI, NBD and admin ports, power) to
- * parameters first..first+4 of st, in that order. */
-void df_farm_bind_server_place (DfDbStmt *st, int first, const DfServer *s);
+/* Where s is reached (address, iSCSI, NBD and admin ports, power) as five
+ * DfParam initializers, in that order: the columns "address, iscsi_port,
+ * nbd_port, admin_port, power" of every write of a server row. */
+#define DF_SERVER_PLACE(s) \
+  DF_TEXT ((s)->address), DF_INT ((s)->iscsi_port), DF_INT ((s)->nbd_port), \
+  DF_INT ((s)->admin_port), DF_INT ((s)->power)
 char *df_farm_server_audit_detail (const DfServer *s);
 /* devices.c: production | test | maintenance. */
 bool df_farm_check_device_type (const char *type, GError **err);

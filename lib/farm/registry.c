@@ -96,21 +96,16 @@ static bool
 registry_row_set (DfFarm *farm, const DfServer *s, gint64 now,
                   GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_SERVER_PLACE (s), DF_TEXT (s->kind), DF_INT (now), DF_INT (now),
+    DF_INT (s->timeout_ms), DF_TEXT (s->software), DF_TEXT (s->name)
+  };
+  return df_farm_exec (farm,
     "UPDATE servers SET address = ?, iscsi_port = ?, nbd_port = ?, "
     "admin_port = ?, power = ?, kind = ?, registered_ms = ?, "
     "heartbeat_ms = ?, timeout_ms = ?, sessions = 0, bytes_per_s = 0, "
-    "cpu_permille = 0, software = ? WHERE name = ?", err);
-  if (!st)
-    return false;
-  df_farm_bind_server_place (st, 1, s);
-  df_db_bind_text (st, 6, s->kind);
-  df_db_bind_int64 (st, 7, now);
-  df_db_bind_int64 (st, 8, now);
-  df_db_bind_int64 (st, 9, s->timeout_ms);
-  df_db_bind_text (st, 10, s->software);
-  df_db_bind_text (st, 11, s->name);
-  return df_db_run (st, err);
+    "cpu_permille = 0, software = ? WHERE name = ?", p, G_N_ELEMENTS (p),
+    err);
 }
 
 /* The registration changes what `server add` recorded (or adds it). */

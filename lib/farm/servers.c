@@ -82,29 +82,14 @@ df_farm_check_server (const DfServer *s, GError **err)
   return true;
 }
 
-void
-df_farm_bind_server_place (DfDbStmt *st, int first, const DfServer *s)
-{
-  df_db_bind_text (st, first, s->address);
-  df_db_bind_int64 (st, first + 1, s->iscsi_port);
-  df_db_bind_int64 (st, first + 2, s->nbd_port);
-  df_db_bind_int64 (st, first + 3, s->admin_port);
-  df_db_bind_int64 (st, first + 4, s->power);
-}
-
 bool
 df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
-    "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *at = df_farm_now ();
-  df_db_bind_text (st, 1, s->name);
-  df_farm_bind_server_place (st, 2, s);
-  df_db_bind_text (st, 7, at);
-  if (df_db_step (st, err) == 0)
+  const DfParam p[] = { DF_TEXT (s->name), DF_SERVER_PLACE (s), DF_TEXT (at) };
+  if (df_farm_exec (farm,
+    "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
+    "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", p, G_N_ELEMENTS (p), err))
     return true;
   if (err && *err && (*err)->code == DF_ERROR_EXISTS)
     {
@@ -171,14 +156,10 @@ df_farm_server_list (DfFarm *farm, GError **err)
 static bool
 server_set_row (DfFarm *farm, const DfServer *s, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = { DF_SERVER_PLACE (s), DF_TEXT (s->name) };
+  if (!df_farm_exec (farm,
     "UPDATE servers SET address = ?, iscsi_port = ?, nbd_port = ?, "
-    "admin_port = ?, power = ? WHERE name = ?", err);
-  if (!st)
-    return false;
-  df_farm_bind_server_place (st, 1, s);
-  df_db_bind_text (st, 6, s->name);
-  if (df_db_step (st, err) != 0)
+    "admin_port = ?, power = ? WHERE name = ?", p, G_N_ELEMENTS (p), err))
     return false;
   return df_farm_changed_row (farm, err, "no server named '%s'", s->name);
 }
