@@ -203,7 +203,7 @@ collection_remove_locked (DfFarm *farm, const char *name, bool force,
                    "collection", name, devices);
       return false;
     }
-  const DfParam p[] = { DF_INT (cid) };
+  const DfParam p[] = { DF_INT (cid) };  /* both statements below */
   if (!df_farm_exec (farm, "UPDATE devices SET collection_id = NULL "
                      "WHERE collection_id = ?", p, G_N_ELEMENTS (p), err)
       || (a->collection && g_str_equal (a->collection, name)
@@ -223,12 +223,8 @@ collection_remove_locked (DfFarm *farm, const char *name, bool force,
     }
   g_string_append_c (gs, ']');
   g_autofree char *detail = df_farm_json_close (gs);
-  g_autoptr (DfDbStmt) del = df_farm_stmt (farm,
-    "DELETE FROM collections WHERE id = ?", err);
-  if (!del)
-    return false;
-  df_db_bind_int64 (del, 1, cid);
-  return df_db_run (del, err)
+  return df_farm_exec (farm, "DELETE FROM collections WHERE id = ?", p,
+                       G_N_ELEMENTS (p), err)
          && df_farm_audit_row (farm, "collection.remove", name, detail, err);
 }
 
