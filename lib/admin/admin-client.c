@@ -13,15 +13,10 @@
 static bool
 port_ok (const char *s, guint16 *port)
 {
-  guint64 v = 0;
-  if (*s == '\0' || strlen (s) > 5)
+  gsize n = strlen (s);
+  if (n > 5 || !df_all_digits (s, n))
     return false;
-  for (const char *p = s; *p; p++)
-    {
-      if (!g_ascii_isdigit (*p))
-        return false;
-      v = v * 10 + (guint64) (*p - '0');
-    }
+  guint64 v = g_ascii_strtoull (s, NULL, 10);
   if (v < 1 || v > 65535)
     return false;
   *port = (guint16) v;
@@ -409,19 +404,31 @@ df_json_member_bool (JsonObject *o, const char *name, bool absent)
   return n ? json_node_get_boolean (n) : absent;
 }
 
-DfAdminHealth *
-df_admin_health_at (const DfAdminEndpoint *ep, GError **err)
+/* GET path as JSON whose root is a type (type_name names it in the
+ * error): the root (caller unrefs) or NULL + err. */
+static JsonNode *
+get_json_as (const DfAdminEndpoint *ep, const char *path, JsonNodeType type,
+             const char *type_name, GError **err)
 {
-  g_autoptr (JsonNode) root = df_admin_get_at (ep, "/v1/health", err);
-  if (root == NULL)
-    return NULL;
-  if (!JSON_NODE_HOLDS_OBJECT (root))
+  JsonNode *root = df_admin_get_at (ep, path, err);
+  if (root != NULL && JSON_NODE_TYPE (root) != type)
     {
       g_autofree char *where = df_admin_endpoint_text (ep);
       g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "admin API at %s: /v1/health is not a JSON object", where);
-      return NULL;
+                   "admin API at %s: %s is not a JSON %s", where, path,
+                   type_name);
+      g_clear_pointer (&root, json_node_unref);
     }
+  return root;
+}
+
+DfAdminHealth *
+df_admin_health_at (const DfAdminEndpoint *ep, GError **err)
+{
+  g_autoptr (JsonNode) root = get_json_as (ep, "/v1/health", JSON_NODE_OBJECT,
+                                           "object", err);
+  if (root == NULL)
+    return NULL;
   JsonObject *o = json_node_get_object (root);
   DfAdminHealth *h = g_new0 (DfAdminHealth, 1);
   h->status = df_json_member_str (o, "status");
@@ -486,15 +493,7 @@ df_admin_health_finish (GAsyncResult *res, GError **err)
 JsonNode *
 df_admin_sessions_at (const DfAdminEndpoint *ep, GError **err)
 {
-  JsonNode *root = df_admin_get_at (ep, "/v1/sessions", err);
-  if (root != NULL && !JSON_NODE_HOLDS_ARRAY (root))
-    {
-      g_autofree char *where = df_admin_endpoint_text (ep);
-      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                   "admin API at %s: /v1/sessions is not a JSON array", where);
-      g_clear_pointer (&root, json_node_unref);
-    }
-  return root;
+  return get_json_as (ep, "/v1/sessions", JSON_NODE_ARRAY, "array", err);
 }
 
 JsonNode *

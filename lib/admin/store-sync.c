@@ -104,15 +104,10 @@ fetch_file (const DfServer *peer, const DfVersion *v, const char *want_sha,
 {
   g_autofree char *path = g_strdup_printf ("/v1/store/%s/%d", v->vdisk,
                                            v->number);
-  int fd = open (part, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   struct stat st;
-  if (fd < 0 || fstat (fd, &st) < 0)
-    {
-      df_set_error_errno (err, errno, "open %s", part);
-      if (fd >= 0)
-        close (fd);
-      return false;
-    }
+  int fd = df_open_stat (part, O_RDWR | O_CREAT | O_CLOEXEC, 0640, &st, err);
+  if (fd < 0)
+    return false;
   it->resumed_at = st.st_size;
   gint64 t0 = g_get_monotonic_time (), size = 0;
   g_autoptr (DfAdminEndpoint) ep = df_admin_endpoint_new (

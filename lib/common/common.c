@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <openssl/evp.h>
@@ -390,8 +391,17 @@ host_error (GError **err, const char *what, const char *s, const char *fmt,
   return false;
 }
 
-static bool
-all_digits (const char *s, gsize len)
+gint64
+df_real_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool
+df_all_digits (const char *s, gsize len)
 {
   for (gsize i = 0; i < len; i++)
     if (!g_ascii_isdigit (s[i]))
@@ -437,7 +447,7 @@ df_validate_host (const char *what, const char *s, GError **err)
     return host_error (err, what, s, "longer than 253 characters");
   const char *last = g_strrstr_len (s, end - s, ".");
   last = last ? last + 1 : s;
-  if (all_digits (last, (gsize) (end - last)))
+  if (df_all_digits (last, (gsize) (end - last)))
     return inet_pton (AF_INET, s, addr) == 1
            || host_error (err, what, s, "not a valid IPv4 address (four "
                           "numbers 0-255 separated by dots)");
@@ -649,6 +659,19 @@ df_set_error_errno (GError **err, int errnum, const char *fmt, ...)
                : errnum == ENOENT ? DF_ERROR_NOT_FOUND
                : errnum == EEXIST ? DF_ERROR_EXISTS : DF_ERROR_IO,
                "%s: %s", what, g_strerror (errnum));
+}
+
+int
+df_open_stat (const char *path, int flags, mode_t mode, struct stat *st,
+              GError **err)
+{
+  int fd = open (path, flags, mode);
+  if (fd >= 0 && fstat (fd, st) == 0)
+    return fd;
+  df_set_error_errno (err, errno, "open %s", path);
+  if (fd >= 0)
+    close (fd);
+  return -1;
 }
 
 int

@@ -6,6 +6,7 @@
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #define DF_ERROR (df_error_quark ())
 GQuark df_error_quark (void);
@@ -102,9 +103,21 @@ bool df_parse_listen (const char *s, uint16_t default_port, DfListenAddr *out,
                       GError **err);
 void df_listen_addr_clear (DfListenAddr *a);
 
+/* The wall clock (CLOCK_REALTIME) in nanoseconds: the time stamps of the
+ * cache write journal, which a test compares across processes. */
+gint64 df_real_ns (void);
+
+/* s[0..len) is one or more ASCII digits (and nothing else). */
+bool df_all_digits (const char *s, gsize len);
+
 /* Set *err from errno with "what: strerror" (DF_ERROR_IO, or NOSPC). */
 void df_set_error_errno (GError **err, int errnum, const char *fmt, ...)
   G_GNUC_PRINTF (3, 4);
+
+/* open (path, flags, mode) and fstat it into *st: the descriptor (caller
+ * closes), or -1 with *err "open PATH: strerror" and nothing left open. */
+int df_open_stat (const char *path, int flags, mode_t mode, struct stat *st,
+                  GError **err);
 
 /* Write a whole buffer at offset / read exactly; EINTR-safe.  -1 + errno. */
 int df_pwrite_all (int fd, const void *buf, size_t len, uint64_t off);

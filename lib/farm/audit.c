@@ -12,20 +12,14 @@ bool
 df_farm_audit_row (DfFarm *farm, const char *action, const char *object,
                    const char *detail, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO audit (at, who, action, object, detail) "
-    "VALUES (?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *at = df_farm_now ();
-  df_db_bind_text (st, 1, at);
-  df_db_bind_text (st, 2, df_farm_who (farm));
-  df_db_bind_text (st, 3, action);
-  df_db_bind_text (st, 4, object);
-  df_db_bind_text (st, 5, detail);
+  const DfParam p[] = { DF_TEXT (at), DF_TEXT (df_farm_who (farm)),
+                        DF_TEXT (action), DF_TEXT (object), DF_TEXT (detail) };
   /* Every change has its audit row: the one place that tells the servers
    * listening (watch.c), at the commit of this very transaction. */
-  return df_db_run (st, err)
+  return df_farm_exec (farm, "INSERT INTO audit (at, who, action, object, "
+                       "detail) VALUES (?, ?, ?, ?, ?)", p, G_N_ELEMENTS (p),
+                       err)
          && df_db_notify (df_farm_db (farm), DF_FARM_CHANNEL, action, err);
 }
 
@@ -55,17 +49,13 @@ static const DfField audit_fields[] = {
   DF_FIELD (TEXT, DfAudit, detail),
 };
 
+static const DfRowType audit_row =
+  DF_ROW_TYPE (DfAudit, audit_fields, NULL, df_audit_free);
+
 void
 df_audit_free (DfAudit *a)
 {
-  df_farm_row_free (a, audit_fields, G_N_ELEMENTS (audit_fields));
-}
-
-static gpointer
-audit_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, audit_fields, G_N_ELEMENTS (audit_fields),
-                           sizeof (DfAudit));
+  df_farm_row_free (&audit_row, a);
 }
 
 GPtrArray *
@@ -80,22 +70,18 @@ df_farm_audit_query (DfFarm *farm, const DfAuditFilter *f, GError **err)
       return NULL;
     }
   /* Times are stored as "YYYY-MM-DDTHH:MM:SSZ": text order is time order. */
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (f->object), DF_TEXT (f->action), DF_TEXT (f->since),
+    DF_INT (f->limit ? (gint64) f->limit : -1)
+  };
+  return df_farm_select (farm,
     "SELECT id, at, who, action, object, detail FROM audit "
     "WHERE (CAST (?1 AS TEXT) IS NULL OR object = ?1 "
     "       OR substr (object, 1, length (?1) + 1) = ?1 || '@') "
     "  AND (CAST (?2 AS TEXT) IS NULL OR action = ?2 OR (instr (?2, '.') = 0 "
     "       AND substr (action, 1, length (?2) + 1) = ?2 || '.')) "
     "  AND (CAST (?3 AS TEXT) IS NULL OR at >= ?3) "
-    "ORDER BY id DESC LIMIT ?4", err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, f->object);
-  df_db_bind_text (st, 2, f->action);
-  df_db_bind_text (st, 3, f->since);
-  df_db_bind_int64 (st, 4, f->limit ? (gint64) f->limit : -1);
-  return df_farm_rows (st, audit_from_row,
-                       (GDestroyNotify) df_audit_free, err);
+    "ORDER BY id DESC LIMIT ?4", p, G_N_ELEMENTS (p), &audit_row, err);
 }
 
 GPtrArray *

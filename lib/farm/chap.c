@@ -239,12 +239,6 @@ df_farm_chap_find_user (DfFarm *farm, const char *user, GError **err)
       farm, chap_query (farm, CHAP_COLUMNS "WHERE chap_user = ?", user, err));
 }
 
-static char *
-chap_name_from_row (DfDbStmt *st)
-{
-  return df_db_col_dup (st, 0);
-}
-
 GPtrArray *
 df_farm_chap_open_devices (DfFarm *farm, GError **err)
 {
@@ -253,7 +247,11 @@ df_farm_chap_open_devices (DfFarm *farm, GError **err)
 
   if (st == NULL)
     return NULL;
-  return df_farm_rows (st, (DfRowFn) chap_name_from_row, g_free, err);
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  int r;
+  while ((r = df_db_step (st, err)) == 1)
+    g_ptr_array_add (names, df_db_col_dup (st, 0));
+  return r == 0 ? g_steal_pointer (&names) : NULL;
 }
 
 /* Kept for callers of the older API: the same reader, as two strings
@@ -364,15 +362,11 @@ static bool
 initiator_update (DfFarm *farm, const char *device, const char *initiator,
                   GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE devices SET iscsi_initiator = ? WHERE name = ? COLLATE NOCASE",
-    err);
+  const DfParam p[] = { DF_TEXT (initiator), DF_TEXT (device) };
 
-  if (st == NULL)
-    return false;
-  df_db_bind_text (st, 1, initiator);
-  df_db_bind_text (st, 2, device);
-  if (!df_db_run (st, err))
+  if (!df_farm_exec (farm, "UPDATE devices SET iscsi_initiator = ? "
+                     "WHERE name = ? COLLATE NOCASE", p, G_N_ELEMENTS (p),
+                     err))
     return false;
   return df_farm_changed_row (farm, err, "no device '%s'", device);
 }

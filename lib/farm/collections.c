@@ -33,18 +33,13 @@ static const DfField collection_fields[] = {
   DF_FIELD (TEXT, DfCollection, created),
 };
 
+static const DfRowType collection_row =
+  DF_ROW_TYPE (DfCollection, collection_fields, NULL, df_collection_free);
+
 void
 df_collection_free (DfCollection *c)
 {
-  df_farm_row_free (c, collection_fields, G_N_ELEMENTS (collection_fields));
-}
-
-static gpointer
-collection_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, collection_fields,
-                           G_N_ELEMENTS (collection_fields),
-                           sizeof (DfCollection));
+  df_farm_row_free (&collection_row, c);
 }
 
 static bool
@@ -61,18 +56,12 @@ collection_add_locked (DfFarm *farm, const char *name,
     }
   if (vdisk && !df_farm_vdisk_id (farm, vdisk, &vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO collections (name, description, vdisk_id, created) "
-    "VALUES (?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *now = df_farm_now ();
-  df_db_bind_text (st, 1, name);
-  df_db_bind_text (st, 2, description);
-  if (vdisk)
-    df_db_bind_int64 (st, 3, vid);
-  df_db_bind_text (st, 4, now);
-  if (!df_db_run (st, err))
+  const DfParam p[] = { DF_TEXT (name), DF_TEXT (description),
+                        vdisk ? DF_INT (vid) : DF_NULL, DF_TEXT (now) };
+  if (!df_farm_exec (farm,
+    "INSERT INTO collections (name, description, vdisk_id, created) "
+    "VALUES (?, ?, ?, ?)", p, G_N_ELEMENTS (p), err))
     return false;
   GString *gs = g_string_new ("{");
   df_farm_json_kv (gs, "description", description);
@@ -101,18 +90,14 @@ df_farm_collection_get (DfFarm *farm, const char *name, GError **err)
   if (!df_validate_name ("collection", name, err))
     return NULL;
   return df_farm_row_named (farm, COLLECTION_COLUMNS "WHERE c.name = ?",
-                            "collection", name, collection_from_row, err);
+                            "collection", name, &collection_row, err);
 }
 
 GPtrArray *
 df_farm_collection_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    COLLECTION_COLUMNS "ORDER BY c.name", err);
-  if (!st)
-    return NULL;
-  return df_farm_rows (st, collection_from_row,
-                       (GDestroyNotify) df_collection_free, err);
+  return df_farm_select (farm, COLLECTION_COLUMNS "ORDER BY c.name", NULL, 0,
+                         &collection_row, err);
 }
 
 /* Point auto-add at new_name when it names old_name (a rename). */
@@ -146,27 +131,21 @@ collection_set_locked (DfFarm *farm, const char *name, const char *new_name,
       return false;
     }
   /* Each ?N IS NULL keeps the column; '' for text clears it. */
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = { DF_TEXT (new_name), DF_TEXT (description),
+                        vdisk ? DF_INT (vid) : DF_NULL, DF_INT (cid) };
+  GString *gs = g_string_new ("{");
+  df_farm_json_kv (gs, "name", new_name);
+  df_farm_json_kv (gs, "description", description);
+  df_farm_json_kv (gs, "vdisk", vdisk);
+  g_autofree char *detail = df_farm_json_close (gs);
+  return df_farm_exec (farm,
     "UPDATE collections SET "
     "name = coalesce (?1, name), "
     "description = CASE WHEN CAST (?2 AS TEXT) IS NULL THEN description "
     "  ELSE nullif (?2, '') END, "
     "vdisk_id = CASE WHEN CAST (?3 AS INTEGER) IS NULL THEN vdisk_id "
     "  WHEN ?3 = 0 THEN NULL ELSE ?3 END "
-    "WHERE id = ?4", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, new_name);
-  df_db_bind_text (st, 2, description);
-  if (vdisk)
-    df_db_bind_int64 (st, 3, vid);
-  df_db_bind_int64 (st, 4, cid);
-  GString *gs = g_string_new ("{");
-  df_farm_json_kv (gs, "name", new_name);
-  df_farm_json_kv (gs, "description", description);
-  df_farm_json_kv (gs, "vdisk", vdisk);
-  g_autofree char *detail = df_farm_json_close (gs);
-  return df_db_run (st, err)
+    "WHERE id = ?4", p, G_N_ELEMENTS (p), err)
          && (!new_name || auto_add_follow_rename (farm, name, new_name, err))
          && df_farm_audit_row (farm, "collection.set", name, detail, err);
 }
@@ -224,12 +203,9 @@ collection_remove_locked (DfFarm *farm, const char *name, bool force,
                    "collection", name, devices);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE devices SET collection_id = NULL WHERE collection_id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, cid);
-  if (!df_db_run (st, err)
+  const DfParam p[] = { DF_INT (cid) };  /* both statements below */
+  if (!df_farm_exec (farm, "UPDATE devices SET collection_id = NULL "
+                     "WHERE collection_id = ?", p, G_N_ELEMENTS (p), err)
       || (a->collection && g_str_equal (a->collection, name)
           && !df_farm_setting_set (farm, DF_SETTING_AUTO_COLLECTION, NULL,
                                    err)))
@@ -247,12 +223,8 @@ collection_remove_locked (DfFarm *farm, const char *name, bool force,
     }
   g_string_append_c (gs, ']');
   g_autofree char *detail = df_farm_json_close (gs);
-  g_autoptr (DfDbStmt) del = df_farm_stmt (farm,
-    "DELETE FROM collections WHERE id = ?", err);
-  if (!del)
-    return false;
-  df_db_bind_int64 (del, 1, cid);
-  return df_db_run (del, err)
+  return df_farm_exec (farm, "DELETE FROM collections WHERE id = ?", p,
+                       G_N_ELEMENTS (p), err)
          && df_farm_audit_row (farm, "collection.remove", name, detail, err);
 }
 

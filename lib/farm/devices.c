@@ -80,17 +80,13 @@ static const DfField device_fields[] = {
   DF_FIELD (BOOL, DfDevice, has_nbd_psk),
 };
 
+static const DfRowType device_row =
+  DF_ROW_TYPE (DfDevice, device_fields, NULL, df_device_free);
+
 void
 df_device_free (DfDevice *d)
 {
-  df_farm_row_free (d, device_fields, G_N_ELEMENTS (device_fields));
-}
-
-static gpointer
-device_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, device_fields, G_N_ELEMENTS (device_fields),
-                           sizeof (DfDevice));
+  df_farm_row_free (&device_row, d);
 }
 
 /* A device as checked at the edge, before any DB access. */
@@ -176,7 +172,7 @@ device_find_by_name (DfFarm *farm, const char *name, GError **err)
 {
   return device_offline_view (farm, df_farm_row_find (farm,
                            DEVICE_COLUMNS "WHERE d.name = ? COLLATE NOCASE",
-                           name, device_from_row, err));
+                           name, &device_row, err));
 }
 
 static DfDevice *
@@ -184,7 +180,7 @@ device_find_by_mac (DfFarm *farm, const char *mac, GError **err)
 {
   return device_offline_view (farm, df_farm_row_find (farm,
                            DEVICE_COLUMNS "WHERE d.mac = ?", mac,
-                           device_from_row, err));
+                           &device_row, err));
 }
 
 /* PVS's rule: a vdisk has at most one maintenance device, the one that
@@ -285,37 +281,41 @@ device_add_locked (DfFarm *farm, DeviceIn *in, GError **err)
   if (!device_resolve (farm, in, 0, &vid, &cid, err)
       || !check_maintenance_device (farm, in, 0, vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO devices (name, mac, collection_id, type, vdisk_id, "
-    "cache_mode, quota, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *now = df_farm_now ();
-  df_db_bind_text (st, 1, in->name);
-  df_db_bind_text (st, 2, in->mac);
-  if (cid)
-    df_db_bind_int64 (st, 3, cid);
-  df_db_bind_text (st, 4, in->type);
-  df_db_bind_int64 (st, 5, vid);
-  df_db_bind_text (st, 6, in->cache_mode);
-  df_db_bind_int64 (st, 7, (gint64) in->quota);
-  df_db_bind_text (st, 8, now);
-  if (!df_db_run (st, err))
+  const DfParam p[] = {
+    DF_TEXT (in->name), DF_TEXT (in->mac), cid ? DF_INT (cid) : DF_NULL,
+    DF_TEXT (in->type), DF_INT (vid), DF_TEXT (in->cache_mode),
+    DF_INT (in->quota), DF_TEXT (now)
+  };
+  if (!df_farm_exec (farm,
+    "INSERT INTO devices (name, mac, collection_id, type, vdisk_id, "
+    "cache_mode, quota, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", p,
+    G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = device_detail (in);
   return df_farm_audit_row (farm, "device.add", in->name, detail, err);
 }
 
-bool
-df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err)
+/* The body of device add or update (inside the write scope). */
+typedef bool (*DeviceFn) (DfFarm *farm, DeviceIn *in, GError **err);
+
+/* Add or update: d checked at the edge, then fn in a write scope. */
+static bool
+device_write (DfFarm *farm, const DfDevice *d, DeviceFn fn, GError **err)
 {
   g_auto (DeviceIn) in = { 0 };
   if (!device_check (d, &in, err))
     return false;
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
-    t.ok = device_add_locked (farm, &in, err);
+    t.ok = fn (farm, &in, err);
   return t.ok;
+}
+
+bool
+df_farm_device_add (DfFarm *farm, const DfDevice *d, GError **err)
+{
+  return device_write (farm, d, device_add_locked, err);
 }
 
 DfDevice *
@@ -346,16 +346,12 @@ df_farm_device_list (DfFarm *farm, const char *collection, GError **err)
   if (collection && (!df_validate_name ("collection", collection, err)
                      || !df_farm_collection_id (farm, collection, &cid, err)))
     return NULL;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    DEVICE_COLUMNS "WHERE CAST (?1 AS INTEGER) IS NULL "
-    "OR d.collection_id = ?1 "
-    "ORDER BY d.name", err);
-  if (!st)
-    return NULL;
-  if (collection)
-    df_db_bind_int64 (st, 1, cid);
-  GPtrArray *all = df_farm_rows (st, device_from_row,
-                                 (GDestroyNotify) df_device_free, err);
+  const DfParam p[] = { collection ? DF_INT (cid) : DF_NULL };
+  GPtrArray *all = df_farm_select (farm,
+                                   DEVICE_COLUMNS "WHERE CAST (?1 AS INTEGER) "
+                                   "IS NULL OR d.collection_id = ?1 "
+                                   "ORDER BY d.name", p, G_N_ELEMENTS (p),
+                                   &device_row, err);
   for (guint i = 0; all != NULL && i < all->len; i++)
     device_offline_view (farm, all->pdata[i]);
   return all;
@@ -415,20 +411,14 @@ device_update_locked (DfFarm *farm, DeviceIn *in, GError **err)
                  || strcmp (old->vdisk, in->vdisk) != 0;
   if (becomes && !check_maintenance_device (farm, in, old->id, vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (in->mac), cid ? DF_INT (cid) : DF_NULL, DF_TEXT (in->type),
+    DF_INT (vid), DF_TEXT (in->cache_mode), DF_INT (in->quota),
+    DF_INT (old->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE devices SET mac = ?, collection_id = ?, type = ?, vdisk_id = ?, "
-    "cache_mode = ?, quota = ? WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, in->mac);
-  if (cid)
-    df_db_bind_int64 (st, 2, cid);
-  df_db_bind_text (st, 3, in->type);
-  df_db_bind_int64 (st, 4, vid);
-  df_db_bind_text (st, 5, in->cache_mode);
-  df_db_bind_int64 (st, 6, (gint64) in->quota);
-  df_db_bind_int64 (st, 7, old->id);
-  if (!df_db_run (st, err))
+    "cache_mode = ?, quota = ? WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = device_change_detail (old, in);
   return df_farm_audit_row (farm, "device.set", in->name, detail, err);
@@ -437,13 +427,7 @@ device_update_locked (DfFarm *farm, DeviceIn *in, GError **err)
 bool
 df_farm_device_update (DfFarm *farm, const DfDevice *d, GError **err)
 {
-  g_auto (DeviceIn) in = { 0 };
-  if (!device_check (d, &in, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = device_update_locked (farm, &in, err);
-  return t.ok;
+  return device_write (farm, d, device_update_locked, err);
 }
 
 static bool
@@ -467,12 +451,8 @@ device_remove_locked (DfFarm *farm, const char *name, GError **err)
 bool
 df_farm_device_remove (DfFarm *farm, const char *name, GError **err)
 {
-  if (!df_validate_name ("device", name, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = device_remove_locked (farm, name, err);
-  return t.ok;
+  return df_farm_mutate_named (farm, "device", name, device_remove_locked,
+                               err);
 }
 
 static bool

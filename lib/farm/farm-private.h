@@ -52,21 +52,42 @@ typedef struct {
  * it (commit when t->ok) and returns true again only to re-run it. */
 bool df_farm_try (DfFarm *farm, DfFarmTry *t, GError **err);
 
+/* The body of a mutator of one named row, run inside its write scope. */
+typedef bool (*DfNamedFn) (DfFarm *farm, const char *name, GError **err);
+/* The whole mutator: name must be a valid <what> name (df_validate_name),
+ * then fn runs in df_farm_try's loop.  For mutators whose only input is
+ * the name (the removes). */
+bool df_farm_mutate_named (DfFarm *farm, const char *what, const char *name,
+                           DfNamedFn fn, GError **err);
+
 /* ---- statements and rows (farm-sql.c) ---------------------------------- */
 
 /* df_db_prepare on the farm's DB (g_autoptr (DfDbStmt) releases it). */
 DfDbStmt *df_farm_stmt (DfFarm *farm, const char *sql, GError **err);
-/* Builds one element (caller owns) from the current row. */
-typedef gpointer (*DfRowFn) (DfDbStmt *st);
-/* Every remaining row of st, each built by from_row: a new array (caller
- * owns; free_fn frees its elements), or NULL + err on a step error. */
-GPtrArray *df_farm_rows (DfDbStmt *st, DfRowFn from_row,
-                         GDestroyNotify free_fn, GError **err);
+/* One parameter of df_farm_exec: text (NULL binds SQL NULL) or integer. */
+typedef struct {
+  bool is_text;
+  const char *text;     /* borrowed (the backend copies it) */
+  gint64 num;
+} DfParam;
+#define DF_TEXT(s) ((DfParam) { true, (s), 0 })
+#define DF_INT(v) ((DfParam) { false, NULL, (gint64) (v) })
+#define DF_NULL DF_TEXT (NULL)
+/* sql prepared (df_farm_stmt) with params[i] bound to parameter i + 1,
+ * ready to step (caller releases); NULL + err when sql is wrong. */
+DfDbStmt *df_farm_query (DfFarm *farm, const char *sql,
+                         const DfParam *params, gsize n, GError **err);
+/* Run sql, a statement that returns no row, with params[i] bound to
+ * parameter i + 1: the one statement of most writes, so no write binds by
+ * number by hand.  False + err when it fails (df_db_changes tells what it
+ * changed). */
+bool df_farm_exec (DfFarm *farm, const char *sql, const DfParam *params,
+                   gsize n, GError **err);
 /* Table-driven rows: field i of a struct is read from column i of the
  * SELECT that goes with the table, so the column list, the struct and its
  * free function cannot disagree. */
 typedef enum {
-  DF_FIELD_SKIP,        /* column read by hand after df_farm_row_read */
+  DF_FIELD_SKIP,        /* column read by the row type's finish */
   DF_FIELD_INT64,       /* gint64 or uint64_t */
   DF_FIELD_INT,         /* int */
   DF_FIELD_PORT,        /* guint16 */
@@ -79,20 +100,48 @@ typedef struct {
 } DfField;
 #define DF_FIELD(kind, type, member) \
   { DF_FIELD_##kind, G_STRUCT_OFFSET (type, member) }
-/* A new zeroed struct of size bytes (caller owns; df_farm_row_free) whose
- * fields[0..n) are read from the current row of st. */
-gpointer df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n,
-                           gsize size);
+
+/* How the rows of one entity become its struct: the one place each
+ * entity file states its row mapping (see DF_ROW_TYPE). */
+typedef struct {
+  const DfField *fields;
+  gsize n_fields;
+  gsize size;                    /* of the struct */
+  /* Optional: reads the SKIP columns of the current row into obj. */
+  void (*finish) (gpointer obj, DfDbStmt *st);
+  /* The entity's public free function (it calls df_farm_row_free). */
+  GDestroyNotify free;
+} DfRowType;
+#define DF_ROW_TYPE(type, fields, finish, free_fn) \
+  { fields, G_N_ELEMENTS (fields), sizeof (type), finish, \
+    (GDestroyNotify) free_fn }
+
+/* A new struct of rt (caller owns; rt->free) read from the current row
+ * of st. */
+gpointer df_farm_row_read (DfDbStmt *st, const DfRowType *rt);
 /* Free the TEXT fields of obj, then obj itself; NULL does nothing. */
-void df_farm_row_free (gpointer obj, const DfField *fields, gsize n);
-/* The first row sql selects for key (bound at 1), built by from_row
- * (caller owns); NULL with *err set on a DB error and unset when there is
- * no such row. */
+void df_farm_row_free (const DfRowType *rt, gpointer obj);
+/* Every remaining row of st as structs of rt: a new array (caller owns;
+ * it frees its elements), or NULL + err on a step error. */
+GPtrArray *df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err);
+/* Every row sql selects with params (as df_farm_query) as structs of rt,
+ * as df_farm_rows. */
+GPtrArray *df_farm_select (DfFarm *farm, const char *sql,
+                           const DfParam *params, gsize n,
+                           const DfRowType *rt, GError **err);
+/* The first row sql selects with params, as a new struct of rt (caller
+ * owns), or NULL with *err set on a DB error and unset when there is no
+ * row. */
+gpointer df_farm_select_one (DfFarm *farm, const char *sql,
+                             const DfParam *params, gsize n,
+                             const DfRowType *rt, GError **err);
+/* The first row sql selects for key (bound at 1), as select_one. */
 gpointer df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
-                           DfRowFn from_row, GError **err);
+                           const DfRowType *rt, GError **err);
 /* row_find, but a missing row is NOT_FOUND "no <what> named '<name>'". */
 gpointer df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
-                            const char *name, DfRowFn from_row, GError **err);
+                            const char *name, const DfRowType *rt,
+                            GError **err);
 /* True when the statement just run changed a row; else false with a
  * NOT_FOUND error of fmt (which names the row nothing matched). */
 bool df_farm_changed_row (DfFarm *farm, GError **err, const char *fmt, ...)
@@ -157,9 +206,12 @@ bool df_farm_check_sha256 (const char *s, bool null_ok, char **out,
  * audit detail of an added or changed server (new string). */
 bool df_farm_check_server (const DfServer *s, GError **err);
 bool df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err);
-/* Bind where s is reached (address, iSCSI, NBD and admin ports, power) to
- * parameters first..first+4 of st, in that order. */
-void df_farm_bind_server_place (DfDbStmt *st, int first, const DfServer *s);
+/* Where s is reached (address, iSCSI, NBD and admin ports, power) as five
+ * DfParam initializers, in that order: the columns "address, iscsi_port,
+ * nbd_port, admin_port, power" of every write of a server row. */
+#define DF_SERVER_PLACE(s) \
+  DF_TEXT ((s)->address), DF_INT ((s)->iscsi_port), DF_INT ((s)->nbd_port), \
+  DF_INT ((s)->admin_port), DF_INT ((s)->power)
 char *df_farm_server_audit_detail (const DfServer *s);
 /* devices.c: production | test | maintenance. */
 bool df_farm_check_device_type (const char *type, GError **err);

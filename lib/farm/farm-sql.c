@@ -16,25 +16,37 @@ df_farm_stmt (DfFarm *farm, const char *sql, GError **err)
   return df_db_prepare (df_farm_db (farm), sql, err);
 }
 
-GPtrArray *
-df_farm_rows (DfDbStmt *st, DfRowFn from_row, GDestroyNotify free_fn,
+DfDbStmt *
+df_farm_query (DfFarm *farm, const char *sql, const DfParam *params, gsize n,
+               GError **err)
+{
+  DfDbStmt *st = df_farm_stmt (farm, sql, err);
+  if (!st)
+    return NULL;
+  for (gsize i = 0; i < n; i++)
+    if (params[i].is_text)
+      df_db_bind_text (st, (int) i + 1, params[i].text);
+    else
+      df_db_bind_int64 (st, (int) i + 1, params[i].num);
+  return st;
+}
+
+bool
+df_farm_exec (DfFarm *farm, const char *sql, const DfParam *params, gsize n,
               GError **err)
 {
-  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (free_fn);
-  int r;
-  while ((r = df_db_step (st, err)) == 1)
-    g_ptr_array_add (out, from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  g_autoptr (DfDbStmt) st = df_farm_query (farm, sql, params, n, err);
+  return st && df_db_run (st, err);
 }
 
 gpointer
-df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n, gsize size)
+df_farm_row_read (DfDbStmt *st, const DfRowType *rt)
 {
-  char *obj = g_malloc0 (size);
-  for (gsize i = 0; i < n; i++)
+  char *obj = g_malloc0 (rt->size);
+  for (gsize i = 0; i < rt->n_fields; i++)
     {
-      void *field = obj + fields[i].offset;
-      switch (fields[i].kind)
+      void *field = obj + rt->fields[i].offset;
+      switch (rt->fields[i].kind)
         {
         case DF_FIELD_SKIP:
           break;
@@ -55,37 +67,70 @@ df_farm_row_read (DfDbStmt *st, const DfField *fields, gsize n, gsize size)
           break;
         }
     }
+  if (rt->finish)
+    rt->finish (obj, st);
   return obj;
 }
 
 void
-df_farm_row_free (gpointer obj, const DfField *fields, gsize n)
+df_farm_row_free (const DfRowType *rt, gpointer obj)
 {
   if (!obj)
     return;
-  for (gsize i = 0; i < n; i++)
-    if (fields[i].kind == DF_FIELD_TEXT)
-      g_free (*(char **) ((char *) obj + fields[i].offset));
+  for (gsize i = 0; i < rt->n_fields; i++)
+    if (rt->fields[i].kind == DF_FIELD_TEXT)
+      g_free (*(char **) ((char *) obj + rt->fields[i].offset));
   g_free (obj);
+}
+
+/* Step st once: its next row as a new struct of rt, or NULL (see
+ * df_farm_select_one). */
+static gpointer
+row_next (DfDbStmt *st, const DfRowType *rt, GError **err)
+{
+  return df_db_step (st, err) == 1 ? df_farm_row_read (st, rt) : NULL;
+}
+
+GPtrArray *
+df_farm_rows (DfDbStmt *st, const DfRowType *rt, GError **err)
+{
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (rt->free);
+  int r;
+  while ((r = df_db_step (st, err)) == 1)
+    g_ptr_array_add (out, df_farm_row_read (st, rt));
+  return r == 0 ? g_steal_pointer (&out) : NULL;
+}
+
+GPtrArray *
+df_farm_select (DfFarm *farm, const char *sql, const DfParam *params,
+                gsize n, const DfRowType *rt, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_query (farm, sql, params, n, err);
+  return st ? df_farm_rows (st, rt, err) : NULL;
+}
+
+gpointer
+df_farm_select_one (DfFarm *farm, const char *sql, const DfParam *params,
+                    gsize n, const DfRowType *rt, GError **err)
+{
+  g_autoptr (DfDbStmt) st = df_farm_query (farm, sql, params, n, err);
+  return st ? row_next (st, rt, err) : NULL;
 }
 
 gpointer
 df_farm_row_find (DfFarm *farm, const char *sql, const char *key,
-                  DfRowFn from_row, GError **err)
+                  const DfRowType *rt, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, key);
-  return df_db_step (st, err) == 1 ? from_row (st) : NULL;
+  const DfParam p[] = { DF_TEXT (key) };
+  return df_farm_select_one (farm, sql, p, G_N_ELEMENTS (p), rt, err);
 }
 
 gpointer
 df_farm_row_named (DfFarm *farm, const char *sql, const char *what,
-                   const char *name, DfRowFn from_row, GError **err)
+                   const char *name, const DfRowType *rt, GError **err)
 {
   GError *local = NULL;
-  gpointer row = df_farm_row_find (farm, sql, name, from_row, &local);
+  gpointer row = df_farm_row_find (farm, sql, name, rt, &local);
   if (!row && !local)
     g_set_error (&local, DF_ERROR, DF_ERROR_NOT_FOUND, "no %s named '%s'",
                  what, name);
@@ -151,11 +196,8 @@ bool
 df_farm_delete_audited (DfFarm *farm, const char *sql, gint64 id,
                         const char *action, const char *object, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, id);
-  return df_db_run (st, err)
+  const DfParam p[] = { DF_INT (id) };
+  return df_farm_exec (farm, sql, p, G_N_ELEMENTS (p), err)
          && df_farm_audit_row (farm, action, object, NULL, err);
 }
 

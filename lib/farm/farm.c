@@ -366,6 +366,18 @@ retry_backoff (guint attempt)
 }
 
 bool
+df_farm_mutate_named (DfFarm *farm, const char *what, const char *name,
+                      DfNamedFn fn, GError **err)
+{
+  if (!df_validate_name (what, name, err))
+    return false;
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = fn (farm, name, err);
+  return t.ok;
+}
+
+bool
 df_farm_try (DfFarm *farm, DfFarmTry *t, GError **err)
 {
   if (t->running)

@@ -13,14 +13,33 @@
 #define LEASE_COLS \
   "device, kind, holder, epoch, generation, expires_ms, acquired_ms"
 
+/* The fields of LEASE_COLS, in its order; kind (a name) is read by
+ * lease_finish. */
+static const DfField lease_fields[] = {
+  DF_FIELD (TEXT, DfCacheLease, device),
+  DF_FIELD (SKIP, DfCacheLease, kind),
+  DF_FIELD (TEXT, DfCacheLease, holder),
+  DF_FIELD (INT64, DfCacheLease, epoch),
+  DF_FIELD (INT64, DfCacheLease, generation),
+  DF_FIELD (INT64, DfCacheLease, expires_ms),
+  DF_FIELD (INT64, DfCacheLease, acquired_ms),
+};
+
+static void
+lease_finish (gpointer obj, DfDbStmt *st)
+{
+  DfCacheLease *l = obj;
+  l->kind = g_strcmp0 (df_db_col_text (st, 1), "local") == 0
+                ? DF_LEASE_LOCAL : DF_LEASE_SHARED;
+}
+
+static const DfRowType lease_row =
+  DF_ROW_TYPE (DfCacheLease, lease_fields, lease_finish, df_cache_lease_free);
+
 void
 df_cache_lease_free (DfCacheLease *l)
 {
-  if (!l)
-    return;
-  g_free (l->device);
-  g_free (l->holder);
-  g_free (l);
+  df_farm_row_free (&lease_row, l);
 }
 
 static const char *
@@ -29,27 +48,12 @@ kind_name (DfLeaseKind k)
   return k == DF_LEASE_LOCAL ? "local" : "shared";
 }
 
-static gpointer
-lease_from_row (DfDbStmt *st)
-{
-  DfCacheLease *l = g_new0 (DfCacheLease, 1);
-  l->device = df_db_col_dup (st, 0);
-  l->kind = g_strcmp0 (df_db_col_text (st, 1), "local") == 0
-                ? DF_LEASE_LOCAL : DF_LEASE_SHARED;
-  l->holder = df_db_col_dup (st, 2);
-  l->epoch = df_db_col_int64 (st, 3);
-  l->generation = df_db_col_int64 (st, 4);
-  l->expires_ms = df_db_col_int64 (st, 5);
-  l->acquired_ms = df_db_col_int64 (st, 6);
-  return l;
-}
-
 DfCacheLease *
 df_farm_lease_get (DfFarm *farm, const char *device, GError **err)
 {
   return df_farm_row_find (farm,
                            "SELECT " LEASE_COLS " FROM cache_leases "
-                           "WHERE device = ?", device, lease_from_row, err);
+                           "WHERE device = ?", device, &lease_row, err);
 }
 
 static bool
@@ -63,22 +67,17 @@ check_args (const char *device, const char *holder, GError **err)
 static bool
 lease_put (DfFarm *farm, const DfCacheLease *l, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (l->device), DF_TEXT (kind_name (l->kind)), DF_TEXT (l->holder),
+    DF_INT (l->epoch), DF_INT (l->generation), DF_INT (l->expires_ms),
+    DF_INT (l->acquired_ms)
+  };
+  return df_farm_exec (farm,
     "INSERT INTO cache_leases (" LEASE_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (device) DO UPDATE SET kind = excluded.kind, "
     "holder = excluded.holder, epoch = excluded.epoch, "
     "generation = excluded.generation, expires_ms = excluded.expires_ms, "
-    "acquired_ms = excluded.acquired_ms", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, l->device);
-  df_db_bind_text (st, 2, kind_name (l->kind));
-  df_db_bind_text (st, 3, l->holder);
-  df_db_bind_int64 (st, 4, l->epoch);
-  df_db_bind_int64 (st, 5, l->generation);
-  df_db_bind_int64 (st, 6, l->expires_ms);
-  df_db_bind_int64 (st, 7, l->acquired_ms);
-  return df_db_run (st, err);
+    "acquired_ms = excluded.acquired_ms", p, G_N_ELEMENTS (p), err);
 }
 
 /* A new lease for holder after old (nullable): the next epoch. */
@@ -162,16 +161,12 @@ static bool
 lease_update (DfFarm *farm, const char *device, const char *holder,
               gint64 epoch, gint64 expires_ms, bool missing_ok, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_INT (expires_ms), DF_TEXT (device), DF_TEXT (holder), DF_INT (epoch)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE cache_leases SET expires_ms = ? WHERE device = ? AND "
-    "holder = ? AND epoch = ? AND kind = 'shared'", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, expires_ms);
-  df_db_bind_text (st, 2, device);
-  df_db_bind_text (st, 3, holder);
-  df_db_bind_int64 (st, 4, epoch);
-  if (!df_db_run (st, err))
+    "holder = ? AND epoch = ? AND kind = 'shared'", p, G_N_ELEMENTS (p), err))
     return false;
   if (df_db_changes (df_farm_db (farm)) == 1 || missing_ok)
     return true;

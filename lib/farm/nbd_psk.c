@@ -46,14 +46,11 @@ psk_make (GError **err)
 static bool
 psk_update (DfFarm *farm, const char *device, const char *hex, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE devices SET nbd_psk = ? WHERE name = ? COLLATE NOCASE", err);
+  const DfParam p[] = { DF_TEXT (hex), DF_TEXT (device) };
 
-  if (st == NULL)
-    return false;
-  df_db_bind_text (st, 1, hex);
-  df_db_bind_text (st, 2, device);
-  if (!df_db_run (st, err))
+  if (!df_farm_exec (farm, "UPDATE devices SET nbd_psk = ? "
+                     "WHERE name = ? COLLATE NOCASE", p, G_N_ELEMENTS (p),
+                     err))
     {
       g_prefix_error (err, "set NBD PSK: ");
       return false;

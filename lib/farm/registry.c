@@ -96,21 +96,16 @@ static bool
 registry_row_set (DfFarm *farm, const DfServer *s, gint64 now,
                   GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_SERVER_PLACE (s), DF_TEXT (s->kind), DF_INT (now), DF_INT (now),
+    DF_INT (s->timeout_ms), DF_TEXT (s->software), DF_TEXT (s->name)
+  };
+  return df_farm_exec (farm,
     "UPDATE servers SET address = ?, iscsi_port = ?, nbd_port = ?, "
     "admin_port = ?, power = ?, kind = ?, registered_ms = ?, "
     "heartbeat_ms = ?, timeout_ms = ?, sessions = 0, bytes_per_s = 0, "
-    "cpu_permille = 0, software = ? WHERE name = ?", err);
-  if (!st)
-    return false;
-  df_farm_bind_server_place (st, 1, s);
-  df_db_bind_text (st, 6, s->kind);
-  df_db_bind_int64 (st, 7, now);
-  df_db_bind_int64 (st, 8, now);
-  df_db_bind_int64 (st, 9, s->timeout_ms);
-  df_db_bind_text (st, 10, s->software);
-  df_db_bind_text (st, 11, s->name);
-  return df_db_run (st, err);
+    "cpu_permille = 0, software = ? WHERE name = ?", p, G_N_ELEMENTS (p),
+    err);
 }
 
 /* The registration changes what `server add` recorded (or adds it). */
@@ -169,23 +164,19 @@ df_farm_server_heartbeat (DfFarm *farm, const char *name, gint64 now_ms,
     return false;
   /* versions held and verified: what its store state says now (a store
    * sync or vdisk verify since the last beat counts at once) */
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_INT (now_ms), DF_INT (MAX (l->sessions, 0)),
+    DF_INT (MAX (l->bytes_per_s, 0)), DF_INT (MAX (l->cpu_permille, 0)),
+    DF_INT (MAX (l->free_bytes, 0)), DF_TEXT (name)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE servers SET heartbeat_ms = ?, sessions = ?, bytes_per_s = ?, "
     "cpu_permille = ?, free_bytes = ?, "
     "versions_held = (SELECT count(*) FROM store_state "
     "  WHERE server_id = servers.id AND state <> 'missing'), "
     "versions_verified = (SELECT count(*) FROM store_state "
     "  WHERE server_id = servers.id AND state = 'verified') "
-    "WHERE name = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, now_ms);
-  df_db_bind_int64 (st, 2, MAX (l->sessions, 0));
-  df_db_bind_int64 (st, 3, MAX (l->bytes_per_s, 0));
-  df_db_bind_int64 (st, 4, MAX (l->cpu_permille, 0));
-  df_db_bind_int64 (st, 5, MAX (l->free_bytes, 0));
-  df_db_bind_text (st, 6, name);
-  if (!df_db_run (st, err))
+    "WHERE name = ?", p, G_N_ELEMENTS (p), err))
     return false;
   return df_farm_changed_row (farm, err, "no server named '%s'", name);
 }
@@ -210,20 +201,20 @@ static const DfField store_fields[] = {
   DF_FIELD (TEXT, DfStoreRecord, detail),
 };
 
+static void
+store_record_finish (gpointer obj, DfDbStmt *st)
+{
+  DfStoreRecord *r = obj;
+  r->state = store_state_parse (df_db_col_text (st, 3));
+}
+
+static const DfRowType store_row = DF_ROW_TYPE (
+    DfStoreRecord, store_fields, store_record_finish, df_store_record_free);
+
 void
 df_store_record_free (DfStoreRecord *r)
 {
-  df_farm_row_free (r, store_fields, G_N_ELEMENTS (store_fields));
-}
-
-static gpointer
-store_record_from_row (DfDbStmt *st)
-{
-  DfStoreRecord *r = df_farm_row_read (st, store_fields,
-                                       G_N_ELEMENTS (store_fields),
-                                       sizeof (DfStoreRecord));
-  r->state = store_state_parse (df_db_col_text (st, 3));
-  return r;
+  df_farm_row_free (&store_row, r);
 }
 
 /* Id of version vdisk@number (NOT_FOUND names it). */
@@ -267,53 +258,39 @@ df_farm_store_state_set (DfFarm *farm, const char *server, const char *vdisk,
       || !server_id (farm, server, &sid, err)
       || !version_id (farm, vdisk, number, &vid, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_INT (sid), DF_INT (vid), DF_TEXT (df_store_state_name (state)),
+    DF_TEXT (sha), DF_INT (df_farm_now_ms ()), DF_TEXT (detail)
+  };
+  return df_farm_exec (farm,
     "INSERT INTO store_state (server_id, version_id, state, sha256, "
     "checked_ms, detail) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (server_id, version_id) DO UPDATE SET "
     "state = excluded.state, sha256 = excluded.sha256, "
-    "checked_ms = excluded.checked_ms, detail = excluded.detail", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, sid);
-  df_db_bind_int64 (st, 2, vid);
-  df_db_bind_text (st, 3, df_store_state_name (state));
-  df_db_bind_text (st, 4, sha);
-  df_db_bind_int64 (st, 5, df_farm_now_ms ());
-  df_db_bind_text (st, 6, detail);
-  return df_db_run (st, err);
+    "checked_ms = excluded.checked_ms, detail = excluded.detail",
+    p, G_N_ELEMENTS (p), err);
 }
 
 GPtrArray *
 df_farm_store_state_list (DfFarm *farm, const char *vdisk, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, vdisk
+  const DfParam p[] = { DF_TEXT (vdisk) };
+  return df_farm_select (farm, vdisk
     ? "SELECT " STORE_COLS STORE_FROM " WHERE d.name = ?"
       " ORDER BY d.name, v.number, s.name"
     : "SELECT " STORE_COLS STORE_FROM " ORDER BY d.name, v.number, s.name",
-    err);
-  if (!st)
-    return NULL;
-  if (vdisk)
-    df_db_bind_text (st, 1, vdisk);
-  return df_farm_rows (st, store_record_from_row,
-                       (GDestroyNotify) df_store_record_free, err);
+    p, vdisk ? 1 : 0, &store_row, err);
 }
 
 DfStoreRecord *
 df_farm_store_state_get (DfFarm *farm, const char *server, const char *vdisk,
                          int number, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT " STORE_COLS STORE_FROM
-    " WHERE s.name = ? AND d.name = ? AND v.number = ?", err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, server);
-  df_db_bind_text (st, 2, vdisk);
-  df_db_bind_int64 (st, 3, number);
-  int r = df_db_step (st, err);
-  return r == 1 ? store_record_from_row (st) : NULL;
+  const DfParam p[] = { DF_TEXT (server), DF_TEXT (vdisk), DF_INT (number) };
+  return df_farm_select_one (farm, "SELECT " STORE_COLS STORE_FROM
+                             " WHERE s.name = ? AND d.name = ? "
+                             "AND v.number = ?", p, G_N_ELEMENTS (p),
+                             &store_row, err);
 }
 
 /* The farm has at least one store-state record. */

@@ -34,17 +34,13 @@ static const DfField server_fields[] = {
   DF_FIELD (TEXT, DfServer, software),
 };
 
+static const DfRowType server_row =
+  DF_ROW_TYPE (DfServer, server_fields, NULL, df_server_free);
+
 void
 df_server_free (DfServer *s)
 {
-  df_farm_row_free (s, server_fields, G_N_ELEMENTS (server_fields));
-}
-
-static DfServer *
-server_from_row (DfDbStmt *st)
-{
-  return df_farm_row_read (st, server_fields, G_N_ELEMENTS (server_fields),
-                           sizeof (DfServer));
+  df_farm_row_free (&server_row, s);
 }
 
 #define SERVER_COLS \
@@ -86,29 +82,14 @@ df_farm_check_server (const DfServer *s, GError **err)
   return true;
 }
 
-void
-df_farm_bind_server_place (DfDbStmt *st, int first, const DfServer *s)
-{
-  df_db_bind_text (st, first, s->address);
-  df_db_bind_int64 (st, first + 1, s->iscsi_port);
-  df_db_bind_int64 (st, first + 2, s->nbd_port);
-  df_db_bind_int64 (st, first + 3, s->admin_port);
-  df_db_bind_int64 (st, first + 4, s->power);
-}
-
 bool
 df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
-    "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
   g_autofree char *at = df_farm_now ();
-  df_db_bind_text (st, 1, s->name);
-  df_farm_bind_server_place (st, 2, s);
-  df_db_bind_text (st, 7, at);
-  if (df_db_step (st, err) == 0)
+  const DfParam p[] = { DF_TEXT (s->name), DF_SERVER_PLACE (s), DF_TEXT (at) };
+  if (df_farm_exec (farm,
+    "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
+    "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", p, G_N_ELEMENTS (p), err))
     return true;
   if (err && *err && (*err)->code == DF_ERROR_EXISTS)
     {
@@ -129,17 +110,29 @@ df_farm_server_audit_detail (const DfServer *s)
     s->nbd_port, s->admin_port, s->power);
 }
 
-bool
-df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
+/* Writes s's row (insert or update), inside the write scope. */
+typedef bool (*ServerRowFn) (DfFarm *farm, const DfServer *s, GError **err);
+
+/* Add or update: s checked at the edge, then row and its audit row
+ * (action, the place as detail) in one write scope. */
+static bool
+server_write (DfFarm *farm, const DfServer *s, ServerRowFn row,
+              const char *action, GError **err)
 {
   if (!df_farm_check_server (s, err))
     return false;
   g_autofree char *detail = df_farm_server_audit_detail (s);
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
-    t.ok = df_farm_server_insert (farm, s, err)
-           && df_farm_audit_row (farm, "server.add", s->name, detail, err);
+    t.ok = row (farm, s, err)
+           && df_farm_audit_row (farm, action, s->name, detail, err);
   return t.ok;
+}
+
+bool
+df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err)
+{
+  return server_write (farm, s, df_farm_server_insert, "server.add", err);
 }
 
 DfServer *
@@ -147,46 +140,26 @@ df_farm_server_get (DfFarm *farm, const char *name, GError **err)
 {
   if (!df_validate_name ("server", name, err))
     return NULL;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT " SERVER_COLS " FROM servers WHERE name = ?", err);
-  if (!st)
-    return NULL;
-  df_db_bind_text (st, 1, name);
-  int r = df_db_step (st, err);
-  if (r == 1)
-    return server_from_row (st);
-  if (r == 0)
-    g_set_error (err, DF_ERROR, DF_ERROR_NOT_FOUND, "no server named '%s'",
-                 name);
-  return NULL;
+  return df_farm_row_named (farm, "SELECT " SERVER_COLS " FROM servers "
+                            "WHERE name = ?", "server", name, &server_row,
+                            err);
 }
 
 GPtrArray *
 df_farm_server_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT " SERVER_COLS " FROM servers ORDER BY name", err);
-  if (!st)
-    return NULL;
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) df_server_free);
-  int r;
-  while ((r = df_db_step (st, err)) == 1)
-    g_ptr_array_add (out, server_from_row (st));
-  return r == 0 ? g_steal_pointer (&out) : NULL;
+  return df_farm_select (farm,
+                         "SELECT " SERVER_COLS " FROM servers ORDER BY name",
+                         NULL, 0, &server_row, err);
 }
 
 static bool
 server_set_row (DfFarm *farm, const DfServer *s, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = { DF_SERVER_PLACE (s), DF_TEXT (s->name) };
+  if (!df_farm_exec (farm,
     "UPDATE servers SET address = ?, iscsi_port = ?, nbd_port = ?, "
-    "admin_port = ?, power = ? WHERE name = ?", err);
-  if (!st)
-    return false;
-  df_farm_bind_server_place (st, 1, s);
-  df_db_bind_text (st, 6, s->name);
-  if (df_db_step (st, err) != 0)
+    "admin_port = ?, power = ? WHERE name = ?", p, G_N_ELEMENTS (p), err))
     return false;
   return df_farm_changed_row (farm, err, "no server named '%s'", s->name);
 }
@@ -194,39 +167,25 @@ server_set_row (DfFarm *farm, const DfServer *s, GError **err)
 bool
 df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err)
 {
-  if (!df_farm_check_server (s, err))
-    return false;
-  g_autofree char *detail = df_farm_server_audit_detail (s);
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = server_set_row (farm, s, err)
-           && df_farm_audit_row (farm, "server.set", s->name, detail, err);
-  return t.ok;
+  return server_write (farm, s, server_set_row, "server.set", err);
 }
 
 static bool
-server_delete (DfFarm *farm, const char *name, GError **err)
+server_remove_locked (DfFarm *farm, const char *name, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "DELETE FROM servers WHERE name = ?", err);
-  if (!st)
+  const DfParam p[] = { DF_TEXT (name) };
+  if (!df_farm_exec (farm,
+    "DELETE FROM servers WHERE name = ?", p, G_N_ELEMENTS (p), err))
     return false;
-  df_db_bind_text (st, 1, name);
-  if (df_db_step (st, err) != 0)
-    return false;
-  return df_farm_changed_row (farm, err, "no server named '%s'", name);
+  return df_farm_changed_row (farm, err, "no server named '%s'", name)
+         && df_farm_audit_row (farm, "server.remove", name, NULL, err);
 }
 
 bool
 df_farm_server_remove (DfFarm *farm, const char *name, GError **err)
 {
-  if (!df_validate_name ("server", name, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = server_delete (farm, name, err)
-           && df_farm_audit_row (farm, "server.remove", name, NULL, err);
-  return t.ok;
+  return df_farm_mutate_named (farm, "server", name, server_remove_locked,
+                               err);
 }
 
 /* ---- auto-add --------------------------------------------------------- */

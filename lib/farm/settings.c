@@ -39,16 +39,11 @@ static bool
 setting_set_locked (DfFarm *farm, const char *key, const char *value,
                     GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, value
+  const DfParam p[] = { DF_TEXT (key), DF_TEXT (value) };
+  if (!df_farm_exec (farm, value
     ? "INSERT INTO settings (key, value) VALUES (?1, ?2) "
       "ON CONFLICT (key) DO UPDATE SET value = ?2"
-    : "DELETE FROM settings WHERE key = ?1", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, key);
-  if (value)
-    df_db_bind_text (st, 2, value);
-  if (df_db_step (st, err) != 0)
+    : "DELETE FROM settings WHERE key = ?1", p, value ? 2 : 1, err))
     return false;
   g_autoptr (GString) detail = g_string_new ("{\"value\":");
   df_farm_json_str (detail, value);
@@ -75,14 +70,10 @@ static bool
 setting_init_secret_locked (DfFarm *farm, const char *key, const char *value,
                             GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = { DF_TEXT (key), DF_TEXT (value) };
+  if (!df_farm_exec (farm,
     "INSERT INTO settings (key, value) VALUES (?1, ?2) "
-    "ON CONFLICT (key) DO NOTHING", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, key);
-  df_db_bind_text (st, 2, value);
-  if (df_db_step (st, err) != 0)
+    "ON CONFLICT (key) DO NOTHING", p, G_N_ELEMENTS (p), err))
     return false;
   if (df_db_changes (df_farm_db (farm)) == 0)
     return true;                      /* another server created it first */

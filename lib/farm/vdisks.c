@@ -60,7 +60,7 @@ df_farm_store_of (DfFarm *farm, const char *vdisk)
 /* ---- vdisks ----------------------------------------------------------- */
 
 /* The fields of a vdisk SELECT (id, name, virtual_size, description,
- * created, firmware, efi_loader); firmware is read by vdisk_from_row. */
+ * created, firmware, efi_loader); firmware is read by vdisk_finish. */
 static const DfField vdisk_fields[] = {
   DF_FIELD (INT64, DfVdisk, id),
   DF_FIELD (TEXT, DfVdisk, name),
@@ -71,23 +71,24 @@ static const DfField vdisk_fields[] = {
   DF_FIELD (TEXT, DfVdisk, efi_loader),
 };
 
-void
-df_vdisk_free (DfVdisk *v)
+static void
+vdisk_finish (gpointer obj, DfDbStmt *st)
 {
-  df_farm_row_free (v, vdisk_fields, G_N_ELEMENTS (vdisk_fields));
-}
-
-static gpointer
-vdisk_from_row (DfDbStmt *st)
-{
-  DfVdisk *v = df_farm_row_read (st, vdisk_fields,
-                                 G_N_ELEMENTS (vdisk_fields), sizeof (DfVdisk));
-  g_autofree char *fw = df_db_col_dup (st, 5);
+  DfVdisk *v = obj;
+  const char *fw = df_db_col_text (st, 5);
   v->firmware = DF_FIRMWARE_UNKNOWN;
   for (DfFirmware f = DF_FIRMWARE_NONE; fw && f <= DF_FIRMWARE_BOTH; f++)
     if (g_str_equal (fw, df_firmware_name (f)))
       v->firmware = f;
-  return v;
+}
+
+static const DfRowType vdisk_row =
+  DF_ROW_TYPE (DfVdisk, vdisk_fields, vdisk_finish, df_vdisk_free);
+
+void
+df_vdisk_free (DfVdisk *v)
+{
+  df_farm_row_free (&vdisk_row, v);
 }
 
 static bool
@@ -155,19 +156,16 @@ df_farm_vdisk_get (DfFarm *farm, const char *name, GError **err)
   return df_farm_row_named (farm,
                     "SELECT id, name, virtual_size, description, created, "
                     "firmware, efi_loader FROM vdisks WHERE name = ?", "vdisk", name,
-                    vdisk_from_row, err);
+                    &vdisk_row, err);
 }
 
 GPtrArray *
 df_farm_vdisk_list (DfFarm *farm, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "SELECT id, name, virtual_size, description, created, firmware, "
-    "efi_loader FROM vdisks ORDER BY name", err);
-  if (!st)
-    return NULL;
-  return df_farm_rows (st, vdisk_from_row,
-                       (GDestroyNotify) df_vdisk_free, err);
+  return df_farm_select (farm,
+                         "SELECT id, name, virtual_size, description, "
+                         "created, firmware, efi_loader FROM vdisks "
+                         "ORDER BY name", NULL, 0, &vdisk_row, err);
 }
 
 static bool
@@ -202,32 +200,25 @@ vdisk_remove_locked (DfFarm *farm, const char *name, GError **err)
 bool
 df_farm_vdisk_remove (DfFarm *farm, const char *name, GError **err)
 {
-  if (!df_validate_name ("vdisk", name, err))
-    return false;
-  DfFarmTry t = { 0 };
-  while (df_farm_try (farm, &t, err))
-    t.ok = vdisk_remove_locked (farm, name, err);
-  return t.ok;
+  return df_farm_mutate_named (farm, "vdisk", name, vdisk_remove_locked,
+                               err);
 }
 
+/* UPDATE vdisks SET <column> = value, with its audit row. */
 static bool
-vdisk_set_description_locked (DfFarm *farm, const char *name,
-                              const char *text, GError **err)
+vdisk_set_column_locked (DfFarm *farm, const char *name, const char *sql,
+                         const char *action, const char *key,
+                         const char *value, GError **err)
 {
   gint64 id;
   if (!df_farm_vdisk_id (farm, name, &id, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE vdisks SET description = ? WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, text);
-  df_db_bind_int64 (st, 2, id);
+  const DfParam p[] = { DF_TEXT (value), DF_INT (id) };
   GString *gs = g_string_new ("{");
-  df_farm_json_kv (gs, "description", text);
+  df_farm_json_kv (gs, key, value);
   g_autofree char *detail = df_farm_json_close (gs);
-  return df_db_run (st, err)
-         && df_farm_audit_row (farm, "vdisk.set", name, detail, err);
+  return df_farm_exec (farm, sql, p, G_N_ELEMENTS (p), err)
+         && df_farm_audit_row (farm, action, name, detail, err);
 }
 
 bool
@@ -245,7 +236,10 @@ df_farm_vdisk_set_description (DfFarm *farm, const char *name,
     }
   DfFarmTry t = { 0 };
   while (df_farm_try (farm, &t, err))
-    t.ok = vdisk_set_description_locked (farm, name, text, err);
+    t.ok = vdisk_set_column_locked (farm, name,
+                                    "UPDATE vdisks SET description = ? "
+                                    "WHERE id = ?", "vdisk.set",
+                                    "description", text, err);
   return t.ok;
 }
 
@@ -312,27 +306,6 @@ df_efi_loader_path_ok (const char *path, GError **err)
   return why == NULL;
 }
 
-/* UPDATE vdisks SET <column> = value, with its audit row. */
-static bool
-vdisk_set_column_locked (DfFarm *farm, const char *name, const char *sql,
-                         const char *action, const char *key,
-                         const char *value, GError **err)
-{
-  gint64 id;
-  if (!df_farm_vdisk_id (farm, name, &id, err))
-    return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm, sql, err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, value);
-  df_db_bind_int64 (st, 2, id);
-  GString *gs = g_string_new ("{");
-  df_farm_json_kv (gs, key, value);
-  g_autofree char *detail = df_farm_json_close (gs);
-  return df_db_run (st, err)
-         && df_farm_audit_row (farm, action, name, detail, err);
-}
-
 bool
 df_farm_vdisk_set_firmware (DfFarm *farm, const char *name, DfFirmware fw,
                             GError **err)
@@ -382,17 +355,13 @@ vdisk_rename_locked (DfFarm *farm, const char *name, const char *new_name,
                    "before renaming", name, maint);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "UPDATE vdisks SET name = ?, store = coalesce (store, name) WHERE id = ?",
-    err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, new_name);
-  df_db_bind_int64 (st, 2, id);
+  const DfParam p[] = { DF_TEXT (new_name), DF_INT (id) };
   g_autofree char *old_key = df_farm_merge_depth_key (name);
   g_autofree char *new_key = df_farm_merge_depth_key (new_name);
   g_autofree char *depth = NULL;
-  if (!df_db_run (st, err))
+  if (!df_farm_exec (farm, "UPDATE vdisks SET name = ?, "
+                     "store = coalesce (store, name) WHERE id = ?", p,
+                     G_N_ELEMENTS (p), err))
     return false;
   depth = df_farm_setting_get (farm, old_key, &e);
   if (e)

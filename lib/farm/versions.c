@@ -124,36 +124,33 @@ static const DfField version_fields[] = {
   DF_FIELD (TEXT, DfVersion, created),
 };
 
-void
-df_version_free (DfVersion *v)
+static void
+version_finish (gpointer obj, DfDbStmt *st)
 {
-  df_farm_row_free (v, version_fields, G_N_ELEMENTS (version_fields));
-}
-
-static gpointer
-version_from_row (DfDbStmt *st)
-{
-  DfVersion *v = df_farm_row_read (st, version_fields,
-                                   G_N_ELEMENTS (version_fields),
-                                   sizeof (DfVersion));
+  DfVersion *v = obj;
   v->parent = df_db_col_is_null (st, 3) ? -1 : df_db_col_int (st, 3);
   const char *state = df_db_col_text (st, 8);
   if (!df_version_state_parse (state, &v->state, NULL))
     g_assert_not_reached ();   /* the CHECK constraint forbids it */
-  return v;
+}
+
+static const DfRowType version_row =
+  DF_ROW_TYPE (DfVersion, version_fields, version_finish, df_version_free);
+
+void
+df_version_free (DfVersion *v)
+{
+  df_farm_row_free (&version_row, v);
 }
 
 /* The row (vdisk, number), or NULL with *err unset when absent. */
 static DfVersion *
 version_find (DfFarm *farm, gint64 vid, int number, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    VERSION_COLUMNS "WHERE r.vdisk_id = ? AND r.number = ?", err);
-  if (!st)
-    return NULL;
-  df_db_bind_int64 (st, 1, vid);
-  df_db_bind_int64 (st, 2, number);
-  return df_db_step (st, err) == 1 ? version_from_row (st) : NULL;
+  const DfParam p[] = { DF_INT (vid), DF_INT (number) };
+  return df_farm_select_one (farm, VERSION_COLUMNS "WHERE r.vdisk_id = ? "
+                             "AND r.number = ?", p, G_N_ELEMENTS (p),
+                             &version_row, err);
 }
 
 /* Number of the maintenance version of vid, or -1. */
@@ -372,13 +369,10 @@ df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
   if (!df_validate_name ("vdisk", vdisk, err)
       || !df_farm_vdisk_id (farm, vdisk, &vid, err))
     return NULL;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    VERSION_COLUMNS "WHERE r.vdisk_id = ? ORDER BY r.number", err);
-  if (!st)
-    return NULL;
-  df_db_bind_int64 (st, 1, vid);
-  return df_farm_rows (st, version_from_row,
-                       (GDestroyNotify) df_version_free, err);
+  const DfParam p[] = { DF_INT (vid) };
+  return df_farm_select (farm, VERSION_COLUMNS "WHERE r.vdisk_id = ? "
+                         "ORDER BY r.number", p, G_N_ELEMENTS (p),
+                         &version_row, err);
 }
 
 /* Newest version of vid in one of the states allowed by the mask
@@ -386,19 +380,15 @@ df_farm_version_list (DfFarm *farm, const char *vdisk, GError **err)
 static DfVersion *
 newest_in_states (DfFarm *farm, gint64 vid, guint mask, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  G_STATIC_ASSERT (DF_VSTATE_MAINTENANCE == 0 && DF_VSTATE_TEST == 1
+                   && DF_VSTATE_PRODUCTION == 2);
+  const DfParam p[] = { DF_INT (vid), DF_INT (mask) };
+  return df_farm_select_one (farm,
     VERSION_COLUMNS "WHERE r.vdisk_id = ? AND ("
     "(r.state = 'maintenance' AND (?2 & 1) <> 0) "
     "OR (r.state = 'test' AND (?2 & 2) <> 0) "
     "OR (r.state = 'production' AND (?2 & 4) <> 0)) "
-    "ORDER BY r.number DESC LIMIT 1", err);
-  if (!st)
-    return NULL;
-  G_STATIC_ASSERT (DF_VSTATE_MAINTENANCE == 0 && DF_VSTATE_TEST == 1
-                   && DF_VSTATE_PRODUCTION == 2);
-  df_db_bind_int64 (st, 1, vid);
-  df_db_bind_int64 (st, 2, (int) mask);
-  return df_db_step (st, err) == 1 ? version_from_row (st) : NULL;
+    "ORDER BY r.number DESC LIMIT 1", p, G_N_ELEMENTS (p), &version_row, err);
 }
 
 #define VMASK(s) (1u << (s))
@@ -461,14 +451,12 @@ version_set_state_locked (DfFarm *farm, const char *vdisk, int number,
                    number);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (df_version_state_name (state)), DF_INT (v->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE versions SET state = ?, pending_state = NULL, pending_at = NULL "
-    "WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, df_version_state_name (state));
-  df_db_bind_int64 (st, 2, v->id);
-  if (!df_db_run (st, err))
+    "WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   GString *gs = g_string_new ("{");
   df_farm_json_kv (gs, "from", df_version_state_name (v->state));
@@ -497,24 +485,17 @@ df_farm_version_insert (DfFarm *farm, gint64 vid, int number, int parent,
                 const char *file, const char *sha256, uint64_t virtual_size,
                 uint64_t file_size, DfVersionState state, GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  g_autofree char *now = df_farm_now ();
+  const DfParam p[] = {
+    DF_INT (vid), DF_INT (number), parent >= 0 ? DF_INT (parent) : DF_NULL,
+    DF_TEXT (file), DF_TEXT (sha256), DF_INT (virtual_size),
+    DF_INT (file_size), DF_TEXT (df_version_state_name (state)),
+    DF_TEXT (now)
+  };
+  return df_farm_exec (farm,
     "INSERT INTO versions (vdisk_id, number, parent, file, sha256, "
     "virtual_size, file_size, state, created) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
-  if (!st)
-    return false;
-  g_autofree char *now = df_farm_now ();
-  df_db_bind_int64 (st, 1, vid);
-  df_db_bind_int64 (st, 2, number);
-  if (parent >= 0)
-    df_db_bind_int64 (st, 3, parent);
-  df_db_bind_text (st, 4, file);
-  df_db_bind_text (st, 5, sha256);
-  df_db_bind_int64 (st, 6, (gint64) virtual_size);
-  df_db_bind_int64 (st, 7, (gint64) file_size);
-  df_db_bind_text (st, 8, df_version_state_name (state));
-  df_db_bind_text (st, 9, now);
-  return df_db_run (st, err);
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", p, G_N_ELEMENTS (p), err);
 }
 
 /* "YYYY-MM-DDTHH:MM:SSZ" exactly. */
@@ -553,15 +534,12 @@ seal_locked (DfFarm *farm, const char *vdisk, int number, const char *sha256,
                    vdisk, number, df_version_state_name (v->state));
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (sha256), DF_INT (file_size), DF_INT (v->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE versions SET sha256 = ?, file_size = ?, state = 'test' "
-    "WHERE id = ? AND state = 'maintenance'", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, sha256);
-  df_db_bind_int64 (st, 2, (gint64) file_size);
-  df_db_bind_int64 (st, 3, v->id);
-  if (df_db_step (st, err) != 0)
+    "WHERE id = ? AND state = 'maintenance'", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"sha256\":\"%s\",\"file_size\":%" G_GUINT64_FORMAT
@@ -608,15 +586,12 @@ schedule_locked (DfFarm *farm, const char *vdisk, int number,
                    number);
       return false;
     }
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = {
+    DF_TEXT (df_version_state_name (target)), DF_TEXT (at), DF_INT (v->id)
+  };
+  if (!df_farm_exec (farm,
     "UPDATE versions SET state = 'pending', pending_state = ?, "
-    "pending_at = ? WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_text (st, 1, df_version_state_name (target));
-  df_db_bind_text (st, 2, at);
-  df_db_bind_int64 (st, 3, v->id);
-  if (df_db_step (st, err) != 0)
+    "pending_at = ? WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"from\":\"%s\",\"to\":\"%s\",\"at\":\"%s\"}",
@@ -698,13 +673,11 @@ apply_locked (DfFarm *farm, const char *vdisk, guint *applied, GError **err)
   for (guint i = 0; i < rows->len; i++)
     {
       const DueRow *d = rows->pdata[i];
-      g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+      const DfParam p[] = { DF_INT (d->id) };
+      if (!df_farm_exec (farm,
         "UPDATE versions SET state = pending_state, pending_state = NULL, "
-        "pending_at = NULL WHERE id = ? AND state = 'pending'", err);
-      if (!st)
-        return false;
-      df_db_bind_int64 (st, 1, d->id);
-      if (df_db_step (st, err) != 0)
+        "pending_at = NULL WHERE id = ? AND state = 'pending'",
+        p, G_N_ELEMENTS (p), err))
         return false;
       g_autofree char *detail = g_strdup_printf (
         "{\"from\":\"pending\",\"to\":\"%s\",\"scheduled\":\"%s\"}", d->to,
@@ -911,12 +884,9 @@ delete_locked (DfFarm *farm, const char *vdisk, int number, GError **err)
     }
   if (!check_no_children (farm, v, err) || !check_no_devices (farm, v, err))
     return false;
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
-    "DELETE FROM versions WHERE id = ?", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, v->id);
-  if (df_db_step (st, err) != 0)
+  const DfParam p[] = { DF_INT (v->id) };
+  if (!df_farm_exec (farm,
+    "DELETE FROM versions WHERE id = ?", p, G_N_ELEMENTS (p), err))
     return false;
   g_autofree char *detail = g_strdup_printf (
     "{\"file\":\"%s\",\"state\":\"%s\"}", v->file,

@@ -184,11 +184,13 @@ df_fence_drain (DfFence *f)
 
 /* ---- the layer ---------------------------------------------------------- */
 
-/* Start a request: the inner layer (reader lock held) or NULL with
- * *err = ESHUTDOWN when fenced. */
+/* Start a request on fence layer b: the inner layer (reader lock held)
+ * or NULL with *err = ESHUTDOWN when fenced. */
 static df_blk *
-enter (FenceLayer *l, int *err)
+enter (df_blk *b, int *err)
 {
+  FenceLayer *l = (FenceLayer *)b;
+
   if (G_UNLIKELY (df_fence_tripped (l->fence)))
     {
       *err = ESHUTDOWN;
@@ -207,8 +209,10 @@ enter (FenceLayer *l, int *err)
 /* End a request that returned r.  A successful FLUSH or FUA request is
  * acknowledged only if the binding is still current. */
 static int
-leave (FenceLayer *l, int r, bool durable, int *err)
+leave (df_blk *b, int r, bool durable, int *err)
 {
+  FenceLayer *l = (FenceLayer *)b;
+
   g_rw_lock_reader_unlock (&l->lock);
   if (r == 0 && durable && !df_fence_check (l->fence))
     {
@@ -221,74 +225,74 @@ leave (FenceLayer *l, int r, bool durable, int *err)
 static int
 fence_pread (df_blk *b, void *buf, uint32_t count, uint64_t offset, int *err)
 {
-  FenceLayer *l = (FenceLayer *)b;
-  df_blk *in = enter (l, err);
+  df_blk *in = enter (b, err);
 
   if (in == NULL)
     return -1;
-  return leave (l, df_blk_pread (in, buf, count, offset, err), false, err);
+  return leave (b, df_blk_pread (in, buf, count, offset, err), false, err);
 }
 
 static int
 fence_pwrite (df_blk *b, const void *buf, uint32_t count, uint64_t offset,
               uint32_t flags, int *err)
 {
-  FenceLayer *l = (FenceLayer *)b;
-  df_blk *in = enter (l, err);
+  df_blk *in = enter (b, err);
 
   if (in == NULL)
     return -1;
-  return leave (l, df_blk_pwrite (in, buf, count, offset, flags, err),
+  return leave (b, df_blk_pwrite (in, buf, count, offset, flags, err),
                 flags & DF_BLK_FUA, err);
 }
 
 static int
 fence_flush (df_blk *b, int *err)
 {
-  FenceLayer *l = (FenceLayer *)b;
-  df_blk *in = enter (l, err);
+  df_blk *in = enter (b, err);
 
   if (in == NULL)
     return -1;
-  return leave (l, df_blk_flush (in, err), true, err);
+  return leave (b, df_blk_flush (in, err), true, err);
+}
+
+/* The dispatcher of a trim or zero (df_blk_trim, df_blk_zero). */
+typedef int (*RangeOp) (df_blk *b, uint32_t count, uint64_t offset,
+                        uint32_t flags, int *err);
+
+static int
+fence_range (df_blk *b, RangeOp op, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  df_blk *in = enter (b, err);
+
+  if (in == NULL)
+    return -1;
+  return leave (b, op (in, count, offset, flags, err), flags & DF_BLK_FUA,
+                err);
 }
 
 static int
 fence_trim (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
             int *err)
 {
-  FenceLayer *l = (FenceLayer *)b;
-  df_blk *in = enter (l, err);
-
-  if (in == NULL)
-    return -1;
-  return leave (l, df_blk_trim (in, count, offset, flags, err),
-                flags & DF_BLK_FUA, err);
+  return fence_range (b, df_blk_trim, count, offset, flags, err);
 }
 
 static int
 fence_zero (df_blk *b, uint32_t count, uint64_t offset, uint32_t flags,
             int *err)
 {
-  FenceLayer *l = (FenceLayer *)b;
-  df_blk *in = enter (l, err);
-
-  if (in == NULL)
-    return -1;
-  return leave (l, df_blk_zero (in, count, offset, flags, err),
-                flags & DF_BLK_FUA, err);
+  return fence_range (b, df_blk_zero, count, offset, flags, err);
 }
 
 static int
 fence_extents (df_blk *b, uint32_t count, uint64_t offset, df_extent_cb cb,
                void *opaque, int *err)
 {
-  FenceLayer *l = (FenceLayer *)b;
-  df_blk *in = enter (l, err);
+  df_blk *in = enter (b, err);
 
   if (in == NULL)
     return -1;
-  return leave (l, df_blk_extents (in, count, offset, cb, opaque, err), false,
+  return leave (b, df_blk_extents (in, count, offset, cb, opaque, err), false,
                 err);
 }
 
@@ -296,12 +300,11 @@ static int
 fence_span (df_blk *b, uint32_t count, uint64_t offset, df_blk_span *span,
             int *err)
 {
-  FenceLayer *l = (FenceLayer *)b;
-  df_blk *in = enter (l, err);
+  df_blk *in = enter (b, err);
 
   if (in == NULL)
     return -1;
-  return leave (l, df_blk_span_of (in, count, offset, span, err), false, err);
+  return leave (b, df_blk_span_of (in, count, offset, span, err), false, err);
 }
 
 static void

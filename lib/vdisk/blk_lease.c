@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 struct DfLease
@@ -31,15 +30,6 @@ typedef struct
   DfLease *lease; /* owned ref */
 } LeaseLayer;
 
-static gint64
-real_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_REALTIME, &ts);
-  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 journal (DfLease *l, gint64 start, const char *op)
 {
@@ -49,7 +39,7 @@ journal (DfLease *l, gint64 start, const char *op)
     return;
   line = g_strdup_printf ("%" G_GINT64_FORMAT " %s %" G_GINT64_FORMAT " %"
                           G_GINT64_FORMAT " %s\n", l->epoch, l->label, start,
-                          real_ns (), op);
+                          df_real_ns (), op);
   if (write (l->journal_fd, line, strlen (line)) < 0)
     g_debug ("write journal: %s", g_strerror (errno));
 }
@@ -103,7 +93,7 @@ token_stamp (DfLease *l, const char *dir, GError **err)
       return false;
     }
   text = g_strdup_printf ("%-20" G_GINT64_FORMAT "\n", l->epoch);
-  t0 = real_ns ();
+  t0 = df_real_ns ();
   if (df_pwrite_all (l->token_fd, text, strlen (text), 0) < 0
       || fdatasync (l->token_fd) < 0)
     return df_set_error_errno (err, errno, "write %s", path), false;

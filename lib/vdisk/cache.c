@@ -4,7 +4,6 @@
  * locking rules. */
 #include "cache_int.h"
 
-#include <time.h>
 #include "privilege.h"
 
 #include <errno.h>
@@ -105,16 +104,24 @@ df_cache_tmpfile (const char *dir, uint64_t size, GError **err)
   return fd;
 }
 
+/* A failed df_pread_all or df_pwrite_all (errno) of the cache file:
+ * logged once here, *err = errno, -1. */
+static int
+file_io_failed (df_cache *c, const char *op, uint64_t off, int *err)
+{
+  *err = errno;
+  g_warning ("cache %s: %s at %" G_GUINT64_FORMAT ": %s", c->dir, op, off,
+             g_strerror (errno));
+  return -1;
+}
+
 int
 df_cache_file_read (df_cache *c, int fd, void *buf, size_t len, uint64_t off,
                     int *err)
 {
   if (df_pread_all (fd, buf, len, off) == 0)
     return 0;
-  *err = errno;
-  g_warning ("cache %s: read at %" G_GUINT64_FORMAT ": %s", c->dir, off,
-             g_strerror (errno));
-  return -1;
+  return file_io_failed (c, "read", off, err);
 }
 
 int
@@ -123,10 +130,7 @@ df_cache_file_write (df_cache *c, int fd, const void *buf, size_t len,
 {
   if (df_pwrite_all (fd, buf, len, off) == 0)
     return 0;
-  *err = errno;
-  g_warning ("cache %s: write at %" G_GUINT64_FORMAT ": %s", c->dir, off,
-             g_strerror (errno));
-  return -1;
+  return file_io_failed (c, "write", off, err);
 }
 
 void
@@ -765,19 +769,10 @@ df_cache_set_writer (df_blk *b, const DfCacheWriter *w, void *data,
   c->writer_free = free_data;
 }
 
-static gint64
-real_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_REALTIME, &ts);
-  return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 bool
 df_cache_may_write (df_cache *c, gint64 *t0)
 {
-  *t0 = real_ns ();
+  *t0 = df_real_ns ();
   return c->writer.may_write == NULL || c->writer.may_write (c->writer_data);
 }
 

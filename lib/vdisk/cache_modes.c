@@ -14,15 +14,6 @@
 
 /* ---- ram:<size> --------------------------------------------------------- */
 
-static bool
-all_digits (const char *s)
-{
-  for (; *s; s++)
-    if (!g_ascii_isdigit (*s))
-      return false;
-  return true;
-}
-
 /* "512" (MiB, the historical spelling) or a df_parse_size size. */
 static bool
 ram_parse_arg (const char *s, const char *whole, DfCacheMode *m,
@@ -30,7 +21,7 @@ ram_parse_arg (const char *s, const char *whole, DfCacheMode *m,
 {
   g_autoptr (GError) e = NULL;
   uint64_t v;
-  bool mib = s[0] != '\0' && all_digits (s);
+  bool mib = df_all_digits (s, strlen (s));
 
   if (!df_parse_size (s, &v, &e))
     {

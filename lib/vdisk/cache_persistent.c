@@ -143,9 +143,10 @@ open_fail (GError **err, const char *what, const char *path)
   return -1;
 }
 
-/* New, empty data file (all blocks BASE), sized and synced. */
+/* path created empty (or truncated), mode 0600, owned like its
+ * directory (df_adopt_owner): the descriptor, or -1 with *err. */
 static int
-create_data (df_cache *c, const char *path, GError **err)
+create_owned (const char *path, GError **err)
 {
   int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
@@ -156,6 +157,17 @@ create_data (df_cache *c, const char *path, GError **err)
       close (fd);
       return -1;
     }
+  return fd;
+}
+
+/* New, empty data file (all blocks BASE), sized and synced. */
+static int
+create_data (df_cache *c, const char *path, GError **err)
+{
+  int fd = create_owned (path, err);
+
+  if (fd < 0)
+    return -1;
   if (ftruncate (fd, (off_t) (c->nblocks << SHIFT)) < 0 || fdatasync (fd) < 0)
     {
       open_fail (err, "size", path);
@@ -172,15 +184,10 @@ create_map (df_cache *c, const char *path, GError **err)
   g_autofree char *tmp = g_strconcat (path, DF_CACHE_TMP_SUFFIX, NULL);
   uint8_t h[MAP_HEADER_SIZE];
   off_t total = (off_t) (MAP_HEADER_SIZE + c->nblocks);
-  int fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = create_owned (tmp, err);
 
   if (fd < 0)
-    return open_fail (err, "create", tmp);
-  if (!df_adopt_owner (fd, tmp, err))
-    {
-      close (fd);
-      return -1;
-    }
+    return -1;
   header_encode (h, c->blk.size, c->nblocks);
   if (df_pwrite_all (fd, h, sizeof h, 0) < 0 || ftruncate (fd, total) < 0)
     {

@@ -76,15 +76,10 @@ resolve_format (const char *src, const char *format, const char **out,
       *out = format;
       return true;
     }
-  int fd = open (src, O_RDONLY | O_CLOEXEC);
   struct stat st;
-  if (fd < 0 || fstat (fd, &st) < 0)
-    {
-      df_set_error_errno (err, errno, "open %s", src);
-      if (fd >= 0)
-        close (fd);
-      return false;
-    }
+  int fd = df_open_stat (src, O_RDONLY | O_CLOEXEC, 0, &st, err);
+  if (fd < 0)
+    return false;
   *out = sniff_format (fd, (uint64_t) st.st_size);
   close (fd);
   return true;

@@ -52,9 +52,13 @@ typedef struct {
 
 static RingSlot ring_stop;  /* ends a stage thread */
 
+/* A worker thread of the pipeline: work runs on every slot queued on q,
+ * in order, until ring_stop; each slot is released after its work. */
 typedef struct {
   GThread *thread;          /* owned, or NULL */
   GAsyncQueue *q;           /* owned: RingSlot* in file order */
+  void (*work) (df_qcow2_writer *w, const RingSlot *r);
+  df_qcow2_writer *w;       /* borrowed: the writer the stage serves */
 } Stage;
 
 struct df_qcow2_writer {
@@ -418,6 +422,20 @@ write_be64_table (df_qcow2_writer *w, const uint64_t *v, uint64_t n,
   return emit (w, be, bytes, off, err);
 }
 
+/* The L1 table (pointing at lo's L2 tables) and the refcount table
+ * (pointing at lo's refcount blocks), each where lo puts it. */
+static bool
+write_l1_and_rt (df_qcow2_writer *w, const Layout *lo, GError **err)
+{
+  if (!write_be64_table (w, lo->l2_off, w->l1_size, DF_QCOW2_OFLAG_COPIED,
+                         lo->l1_off, err))
+    return false;
+  g_autofree uint64_t *rt = g_new0 (uint64_t, lo->rb_count);
+  for (uint64_t j = 0; j < lo->rb_count; j++)
+    rt[j] = lo->rb_off + j * w->cluster_size;
+  return write_be64_table (w, rt, lo->rb_count, 0, lo->rt_off, err);
+}
+
 static bool
 write_tables (df_qcow2_writer *w, const Layout *lo, GError **err)
 {
@@ -427,13 +445,7 @@ write_tables (df_qcow2_writer *w, const Layout *lo, GError **err)
     if (w->l2[i] != NULL
         && !write_be64_table (w, w->l2[i], per_l2, 0, lo->l2_off[i], err))
       return false;
-  if (!write_be64_table (w, lo->l2_off, w->l1_size, DF_QCOW2_OFLAG_COPIED,
-                         lo->l1_off, err))
-    return false;
-  g_autofree uint64_t *rt = g_new0 (uint64_t, lo->rb_count);
-  for (uint64_t j = 0; j < lo->rb_count; j++)
-    rt[j] = lo->rb_off + j * w->cluster_size;
-  return write_be64_table (w, rt, lo->rb_count, 0, lo->rt_off, err);
+  return write_l1_and_rt (w, lo, err);
 }
 
 static bool
@@ -659,14 +671,7 @@ write_front_tables (df_qcow2_writer *w, const Layout *lo, GError **err)
 {
   uint64_t per_l2 = w->cluster_size / 8;
 
-  if (!write_be64_table (w, lo->l2_off, w->l1_size, DF_QCOW2_OFLAG_COPIED,
-                         lo->l1_off, err))
-    return false;
-  g_autofree uint64_t *rt = g_new0 (uint64_t, lo->rb_count);
-  for (uint64_t j = 0; j < lo->rb_count; j++)
-    rt[j] = lo->rb_off + j * w->cluster_size;
-  if (!write_be64_table (w, rt, lo->rb_count, 0, lo->rt_off, err)
-      || !write_refcounts (w, lo, err))
+  if (!write_l1_and_rt (w, lo, err) || !write_refcounts (w, lo, err))
     return false;
   for (uint32_t i = 0; i < w->l1_size; i++)
     if (w->l2[i] != NULL
@@ -736,19 +741,25 @@ slot_release (df_qcow2_writer *w, RingSlot *r)
 }
 
 static gpointer
-hasher_main (gpointer data)
+stage_main (gpointer data)
 {
-  df_qcow2_writer *w = data;
+  Stage *st = data;
 
   for (;;)
     {
-      RingSlot *r = g_async_queue_pop (w->hasher.q);
+      RingSlot *r = g_async_queue_pop (st->q);
       if (r == &ring_stop)
         return NULL;
-      if (EVP_DigestUpdate (w->sha, r->buf, r->len) != 1)
-        g_atomic_int_set (&w->hash_failed, 1);
-      slot_release (w, r);
+      st->work (st->w, r);
+      slot_release (st->w, r);
     }
+}
+
+static void
+hash_slot (df_qcow2_writer *w, const RingSlot *r)
+{
+  if (EVP_DigestUpdate (w->sha, r->buf, r->len) != 1)
+    g_atomic_int_set (&w->hash_failed, 1);
 }
 
 /* Write one run: O_DIRECT when the file system takes it (no page cache
@@ -772,31 +783,27 @@ write_slot (df_qcow2_writer *w, const RingSlot *r)
   return 0;
 }
 
-static gpointer
-writer_main (gpointer data)
+/* Write one run unless an earlier one failed; the first failure is kept. */
+static void
+write_slot_once (df_qcow2_writer *w, const RingSlot *r)
 {
-  df_qcow2_writer *w = data;
-
-  for (;;)
+  if (g_atomic_int_get (&w->write_errno) == 0)
     {
-      RingSlot *r = g_async_queue_pop (w->writer.q);
-      if (r == &ring_stop)
-        return NULL;
-      if (g_atomic_int_get (&w->write_errno) == 0)
-        {
-          int e = write_slot (w, r);
-          if (e != 0)
-            g_atomic_int_set (&w->write_errno, e);
-        }
-      slot_release (w, r);
+      int e = write_slot (w, r);
+      if (e != 0)
+        g_atomic_int_set (&w->write_errno, e);
     }
 }
 
 static void
-stage_start (Stage *st, const char *name, GThreadFunc fn, df_qcow2_writer *w)
+stage_start (Stage *st, const char *name,
+             void (*work) (df_qcow2_writer *w, const RingSlot *r),
+             df_qcow2_writer *w)
 {
   st->q = g_async_queue_new ();
-  st->thread = g_thread_new (name, fn, w);
+  st->work = work;
+  st->w = w;
+  st->thread = g_thread_new (name, stage_main, st);
 }
 
 static void
@@ -812,8 +819,8 @@ start_pipeline (df_qcow2_writer *w)
   /* data offsets are cluster-aligned; EINVAL on open or on a write (tmpfs,
    * 512-byte clusters on a 4K device) falls back to the page cache */
   w->dfd = open (w->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-  stage_start (&w->hasher, "qcow2-sha256", hasher_main, w);
-  stage_start (&w->writer, "qcow2-write", writer_main, w);
+  stage_start (&w->hasher, "qcow2-sha256", hash_slot, w);
+  stage_start (&w->writer, "qcow2-write", write_slot_once, w);
 }
 
 void *
