@@ -25,6 +25,20 @@ const char *test_db_for (const char *dir);
 DfFarm *test_farm_open (const char *dir, bool create, const char *who,
                         GError **err);
 
+/* A farm of one test's own: <tmp>/farm on the test's backend, holding
+ * vDisk "base" (1 MiB, base.0.qcow2, TEST_FARM_SHA).  setup and
+ * teardown have GTest's fixture signature; teardown closes the farm and
+ * removes tmp. */
+#define TEST_FARM_SHA                                                        \
+  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+typedef struct {
+  char *tmp;    /* the temporary directory (owned) */
+  char *dir;    /* tmp/farm (owned) */
+  DfFarm *farm; /* owned */
+} TestFarm;
+void test_farm_setup (TestFarm *fx, gconstpointer data);
+void test_farm_teardown (TestFarm *fx, gconstpointer data);
+
 /* Raw access to dir's PostgreSQL database, around lib/farm (tampering,
  * dumps of every table's rows in order, as text). */
 void test_db_pg_exec (const char *dir, const char *sql);
