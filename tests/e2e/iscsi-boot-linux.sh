@@ -23,12 +23,8 @@ rc=0; "$E2E_LIB/make-linux-disk.sh" "$T/linux.img" 64 || rc=$?
 df init >/dev/null
 df vdisk import linux "$T/linux.img" >/dev/null
 df device add vm01 --mac 52:54:00:00:10:01 --vdisk linux >/dev/null
-"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
-  --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
-port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
-[ -n "$port" ] || e2e_fail "streamsvc did not start"
+e2e_streamsvc_iscsi
+port=$E2E_ISCSI_PORT
 
 mkdir -p "$T/iso"
 cp "$ISOLINUX" "$LDLINUX" "$IPXE" "$T/iso/"
