@@ -380,6 +380,15 @@ device_list (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* Open the farm into *farm (the caller's, to free) and look up the device
+ * named by name (its name or MAC): a new reference, or NULL with err set. */
+static DfDevice *
+open_device (DfCtx *ctx, DfFarm **farm, const char *name, GError **err)
+{
+  *farm = df_ctx_open_farm (ctx, false, err);
+  return *farm != NULL ? df_farm_device_get (*farm, name, err) : NULL;
+}
+
 static bool
 device_show (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -392,11 +401,10 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "that cannot be asked are warnings on stderr).",
     "  diskfarm device show pc01\n  diskfarm device show 52:54:00:12:34:56\n",
   };
-  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
-                                              &argv, err);
-  if (farm == NULL)
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL)
     return false;
   g_autoptr(DfVersion) boots = df_farm_version_for_type (farm, d->vdisk,
@@ -594,10 +602,8 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
       df_usage_error (err, "device set: nothing to change");
       return false;
     }
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
-  if (farm == NULL)
-    return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL)
     return false;
   g_autoptr(DfDevice) was = df_farm_device_get (farm, d->name, err);
@@ -641,11 +647,10 @@ device_remove (DfCtx *ctx, int argc, char **argv, GError **err)
       "Remove the device even while it is live", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc,
-                                              &argv, err);
-  if (farm == NULL)
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL
       || !df_ctx_change_unless_live (ctx, farm, d, force, remove_fn, d, err))
     return false;
@@ -767,11 +772,10 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
       "Also delete a server-persistent cache or a private image", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
-                                              err);
-  if (farm == NULL)
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   DfCacheMode mode;
   if (d == NULL || !df_cache_mode_parse (d->cache_mode, &mode, err))
     return false;
@@ -913,10 +917,8 @@ device_export (DfCtx *ctx, int argc, char **argv, GError **err)
                    "'%s' already exists; not overwriting it", out);
       return false;
     }
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
-  if (farm == NULL)
-    return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL)
     return false;
   g_autofree char *dir = df_farm_cache_dir (farm, d->name);
