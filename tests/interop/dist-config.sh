@@ -58,12 +58,7 @@ run_streamsvc() {
   env -u DISKFARM_FARM "$STREAMSVC" "$@" >"$log" 2>&1 &
   pid=$!
   _df_pids="$_df_pids $pid"
-  for _ in $(seq 100); do
-    grep -q 'admin listening' "$log" && return 0
-    kill -0 "$pid" 2>/dev/null || { cat "$log"; fail "streamsvc exited"; }
-    sleep 0.1
-  done
-  cat "$log"; fail "streamsvc did not start"
+  wait_started "$pid" "$log" 'admin listening' streamsvc
 }
 stop() { kill -TERM "$pid"; wait "$pid" || fail "streamsvc did not exit 0 on SIGTERM"; }
 
