@@ -160,6 +160,19 @@ test_farm_teardown (TestFarm *fx, gconstpointer data)
   g_free (fx->tmp);
 }
 
+int
+test_farm_main (int argc, char **argv, TestFarmFn setup,
+                const TestFarmCase *cases, gsize n)
+{
+  test_db_init ();
+  g_test_init (&argc, &argv, NULL);
+  for (gsize i = 0; i < n; i++)
+    g_test_add (cases[i].path, TestFarm, NULL,
+                setup != NULL ? setup : test_farm_setup, cases[i].fn,
+                test_farm_teardown);
+  return g_test_run ();
+}
+
 /* ---- raw access to a PostgreSQL farm DB (dumps and tampering) ---------- */
 
 static PGconn *

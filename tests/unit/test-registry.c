@@ -445,19 +445,19 @@ test_lease_local (Fixture *fx, gconstpointer data)
   g_assert_cmpint (row->generation, ==, 6);
 }
 
+static const TestFarmCase tests[] = {
+  { "/registry/register-fills-admin-row", test_register_fills_admin_row },
+  { "/registry/heartbeat-and-state", test_heartbeat_and_state },
+  { "/registry/bad-registration", test_bad_registration },
+  { "/registry/store-state", test_store_state },
+  { "/registry/replicating", test_replicating },
+  { "/registry/verify-file", test_verify_file },
+  { "/registry/lease-shared", test_lease_shared },
+  { "/registry/lease-local", test_lease_local },
+};
+
 int
 main (int argc, char **argv)
 {
-  g_test_init (&argc, &argv, NULL);
-#define FX(path, fn) \
-  g_test_add (path, Fixture, NULL, test_farm_setup, fn, test_farm_teardown)
-  FX ("/registry/register-fills-admin-row", test_register_fills_admin_row);
-  FX ("/registry/heartbeat-and-state", test_heartbeat_and_state);
-  FX ("/registry/bad-registration", test_bad_registration);
-  FX ("/registry/store-state", test_store_state);
-  FX ("/registry/replicating", test_replicating);
-  FX ("/registry/verify-file", test_verify_file);
-  FX ("/registry/lease-shared", test_lease_shared);
-  FX ("/registry/lease-local", test_lease_local);
-  return g_test_run ();
+  return test_farm_main (argc, argv, NULL, tests, G_N_ELEMENTS (tests));
 }

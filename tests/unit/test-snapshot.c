@@ -266,18 +266,17 @@ test_watch (Fixture *fx, gconstpointer data)
   g_cond_clear (&c.cond);
 }
 
+static const TestFarmCase tests[] = {
+  { "/snapshot/copy", test_copy },
+  { "/snapshot/writes-refused", test_writes_refused },
+  { "/snapshot/offline-generations", test_offline_generations },
+  { "/snapshot/replaced", test_replaced },
+  { "/snapshot/none", test_no_snapshot },
+  { "/watch/notify", test_watch },
+};
+
 int
 main (int argc, char **argv)
 {
-  test_db_init ();
-  g_test_init (&argc, &argv, NULL);
-#define ADD(path, fn) \
-  g_test_add (path, Fixture, NULL, fx_setup, fn, test_farm_teardown)
-  ADD ("/snapshot/copy", test_copy);
-  ADD ("/snapshot/writes-refused", test_writes_refused);
-  ADD ("/snapshot/offline-generations", test_offline_generations);
-  ADD ("/snapshot/replaced", test_replaced);
-  ADD ("/snapshot/none", test_no_snapshot);
-  ADD ("/watch/notify", test_watch);
-  return g_test_run ();
+  return test_farm_main (argc, argv, fx_setup, tests, G_N_ELEMENTS (tests));
 }
