@@ -908,15 +908,9 @@ device_export (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   const char *out = argv[2];
   DfImageFormat fmt = DF_FMT_UNKNOWN;
-  GStatBuf st;
-  if (!export_format (format, out, &fmt, err))
+  if (!export_format (format, out, &fmt, err)
+      || !df_cmd_export_target (out, err))
     return false;
-  if (g_lstat (out, &st) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
-                   "'%s' already exists; not overwriting it", out);
-      return false;
-    }
   g_autoptr (DfFarm) farm = NULL;
   g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL)
@@ -940,13 +934,9 @@ device_export (DfCtx *ctx, int argc, char **argv, GError **err)
                         "its image; stop it first): ", d->name);
       return false;
     }
-  uint64_t file_size = g_stat (out, &st) == 0 ? (uint64_t) st.st_size : 0;
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", d->name);
-  df_record_str (r, "file", "file", out);
-  df_record_str (r, "format", "format", df_image_format_name (fmt));
-  df_record_size (r, "virtual_size", "virtual size", base->size);
-  df_record_size (r, "file_size", "file size", file_size);
+  df_record_export (r, out, fmt, base->size);
   g_autofree char *vs = df_format_size (base->size);
   df_print_result (r, ctx->json, "exported the private image of device '%s' "
                    "to %s (%s, %s)", d->name, out, df_image_format_name (fmt),
