@@ -32,22 +32,8 @@ struct DfBootHttp {
   GHashTable *idle;         /* GSocket* -> IdleTimer* (owned) */
   int root_fd;
   char *address;
-  gint64 log_window_us;     /* rate limit for refusal log lines */
-  guint log_count;
+  DfLogBurst refusal_log;   /* refusal log lines */
 };
-
-/* At most 20 refusal lines a second: a flood does not flood the log. */
-static bool
-log_allowed (DfBootHttp *h)
-{
-  gint64 now = g_get_monotonic_time ();
-  if (now - h->log_window_us > G_USEC_PER_SEC)
-    {
-      h->log_window_us = now;
-      h->log_count = 0;
-    }
-  return ++h->log_count <= 20;
-}
 
 static void
 reply_text (SoupServerMessage *msg, guint status, char *text /* taken */)
@@ -114,7 +100,7 @@ static void
 reply_not_registered (DfBootHttp *h, SoupServerMessage *msg, const char *mac,
                       const BootRequest *br, const char *refusal)
 {
-  if (log_allowed (h))
+  if (df_log_burst_allow (&h->refusal_log, g_get_monotonic_time ()))
     g_message ("http: boot.ipxe for %s from %s: device not registered%s%s",
                mac, br->peer, refusal ? ", not auto-added: " : "",
                refusal ? refusal : "");
@@ -315,7 +301,7 @@ redeem_token (DfBootHttp *h, const char *token, const char *mac,
     br->check = df_boot_token_redeem (h->tokens, token, mac,
                                       g_get_real_time () / G_USEC_PER_SEC);
   br->trusted = br->has_token && br->check == DF_BOOT_TOKEN_OK;
-  if (br->has_token && !br->trusted && log_allowed (h))
+  if (br->has_token && !br->trusted && df_log_burst_allow (&h->refusal_log, g_get_monotonic_time ()))
     g_message ("http: boot.ipxe for %s from %s: token %s: no secrets, no "
                "new boot generation", mac, br->peer,
                df_boot_token_check_str (br->check));
@@ -409,7 +395,7 @@ offline_snapshot (DfBootHttp *h)
                                         "bootstrapsvc", &serr);
   if (snap == NULL)
     g_message ("http: %s", serr->message);
-  else if (log_allowed (h))
+  else if (df_log_burst_allow (&h->refusal_log, g_get_monotonic_time ()))
     g_message ("http: offline: %s; boot scripts from the local snapshot",
                err->message);
   return snap;

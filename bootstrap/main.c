@@ -98,6 +98,24 @@ apply_config (Options *o, GError **err)
   return true;
 }
 
+/* The four ports within lo..hi: the command line's before the file
+ * fills the unset ones (-1), all of them after. */
+static bool
+check_ports (const Options *o, gint lo, gint hi, GError **err)
+{
+  const gint ports[] = { o->http_port, o->tftp_port, o->dhcp_port,
+                         o->pxe_port };
+
+  for (guint i = 0; i < G_N_ELEMENTS (ports); i++)
+    if (ports[i] < lo || ports[i] > hi)
+      {
+        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                     "port %d is outside 0-65535", ports[i]);
+        return false;
+      }
+  return true;
+}
+
 static bool
 check_options (const Options *o, GError **err)
 {
@@ -107,14 +125,8 @@ check_options (const Options *o, GError **err)
                    "[bootstrapsvc] address in diskfarm.conf) is required");
       return false;
     }
-  gint ports[] = { o->http_port, o->tftp_port, o->dhcp_port, o->pxe_port };
-  for (guint i = 0; i < G_N_ELEMENTS (ports); i++)
-    if (ports[i] > 65535)
-      {
-        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                     "port %d is outside 0-65535", ports[i]);
-        return false;
-      }
+  if (!check_ports (o, 0, 65535, err))
+    return false;
   if (o->server_name
       && !df_validate_name ("--server-name", o->server_name, err))
     return false;
@@ -183,14 +195,8 @@ parse_options (Options *o, int *argc, char ***argv, GError **err)
   if (!g_option_context_parse (oc, argc, argv, err)
       || !df_options_check_values (entries, NULL, err))
     return false;
-  gint ports[] = { o->http_port, o->tftp_port, o->dhcp_port, o->pxe_port };
-  for (guint i = 0; i < G_N_ELEMENTS (ports); i++)
-    if (ports[i] < -1)
-      {
-        g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
-                     "port %d is outside 0-65535", ports[i]);
-        return false;
-      }
+  if (!check_ports (o, -1, G_MAXINT, err)) /* -1: unset, from the file */
+    return false;
   if (o->version)
     return true;
   return apply_config (o, err) && check_options (o, err);

@@ -6,6 +6,7 @@
  * request came in on (IP_PKTINFO), through the relay when giaddr is set,
  * and otherwise unicast back to the source. */
 #include "proxydhcp.h"
+#include "ratelimit.h"
 #include "common.h"
 
 #include <arpa/inet.h>
@@ -25,8 +26,7 @@ struct DfProxyDhcp {
   guint src67, src4011;
   GHashTable *memos;            /* MAC string -> DfChainMemo (owned) */
   guint64 answered, ignored;
-  gint64 log_window_us;         /* rate limit for refusal log lines */
-  guint log_count;
+  DfLogBurst refusal_log;       /* refusal log lines */
 };
 
 /* ---- decision --------------------------------------------------------- */
@@ -143,18 +143,6 @@ df_proxydhcp_boot_file (const DfProxyConfig *cfg, const DfDhcpRequest *req,
 
 /* ---- I/O -------------------------------------------------------------- */
 
-static bool
-log_allowed (DfProxyDhcp *p)
-{
-  gint64 now = g_get_monotonic_time ();
-  if (now - p->log_window_us > G_USEC_PER_SEC)
-    {
-      p->log_window_us = now;
-      p->log_count = 0;
-    }
-  return ++p->log_count <= 20;
-}
-
 static void
 send_reply (DfProxyDhcp *p, int fd, const guint8 *pkt, size_t len,
             const DfDhcpRequest *req, const struct sockaddr_in *src,
@@ -221,7 +209,7 @@ handle_packet (DfProxyDhcp *p, int fd, const guint8 *buf, size_t len,
   if (!df_dhcp_parse (buf, len, &req, &err))
     {
       p->ignored++;
-      if (log_allowed (p))
+      if (df_log_burst_allow (&p->refusal_log, g_get_monotonic_time ()))
         g_message ("proxydhcp: packet from %s ignored: %s",
                    inet_ntoa (src->sin_addr), err->message);
       return;
@@ -234,7 +222,7 @@ handle_packet (DfProxyDhcp *p, int fd, const guint8 *buf, size_t len,
   if (!type)
     {
       p->ignored++;
-      bool loud = (req.pxeclient || req.httpclient) && log_allowed (p);
+      bool loud = (req.pxeclient || req.httpclient) && df_log_burst_allow (&p->refusal_log, g_get_monotonic_time ());
       if (loud)
         g_message ("proxydhcp: %s (arch %u%s): not answering: %s",
                    req.mac[0] ? req.mac : "?", req.arch,

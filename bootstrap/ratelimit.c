@@ -68,3 +68,14 @@ df_rate_limit_take (DfRateLimit *r, const char *source, gint64 now_us)
   r->all.count++;
   return DF_RATE_OK;
 }
+
+bool
+df_log_burst_allow (DfLogBurst *l, gint64 now_us)
+{
+  if (now_us - l->window_us > G_USEC_PER_SEC)
+    {
+      l->window_us = now_us;
+      l->count = 0;
+    }
+  return ++l->count <= DF_LOG_BURST_PER_S;
+}

@@ -25,3 +25,16 @@ typedef enum {
  * nothing is counted). */
 DfRateResult df_rate_limit_take (DfRateLimit *r, const char *source,
                                  gint64 now_us);
+
+/* Refusal log lines: at most DF_LOG_BURST_PER_S a second, so that a flood
+ * of bad requests does not flood the log.  A value in its owner; zeroed,
+ * it is ready (lib/common's DfLogLimit is one line per interval). */
+#define DF_LOG_BURST_PER_S 20
+typedef struct {
+  gint64 window_us;         /* monotonic start of the current second */
+  guint count;              /* lines asked for in it */
+} DfLogBurst;
+
+/* Whether one more line may be logged at now_us (monotonic; each call
+ * counts). */
+bool df_log_burst_allow (DfLogBurst *l, gint64 now_us);

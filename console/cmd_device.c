@@ -380,6 +380,15 @@ device_list (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+/* Open the farm into *farm (the caller's, to free) and look up the device
+ * named by name (its name or MAC): a new reference, or NULL with err set. */
+static DfDevice *
+open_device (DfCtx *ctx, DfFarm **farm, const char *name, GError **err)
+{
+  *farm = df_ctx_open_farm (ctx, false, err);
+  return *farm != NULL ? df_farm_device_get (*farm, name, err) : NULL;
+}
+
 static bool
 device_show (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -392,11 +401,10 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "that cannot be asked are warnings on stderr).",
     "  diskfarm device show pc01\n  diskfarm device show 52:54:00:12:34:56\n",
   };
-  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, NULL, &argc,
-                                              &argv, err);
-  if (farm == NULL)
+  if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
     return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL)
     return false;
   g_autoptr(DfVersion) boots = df_farm_version_for_type (farm, d->vdisk,
@@ -594,10 +602,8 @@ device_set (DfCtx *ctx, int argc, char **argv, GError **err)
       df_usage_error (err, "device set: nothing to change");
       return false;
     }
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
-  if (farm == NULL)
-    return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL)
     return false;
   g_autoptr(DfDevice) was = df_farm_device_get (farm, d->name, err);
@@ -641,11 +647,10 @@ device_remove (DfCtx *ctx, int argc, char **argv, GError **err)
       "Remove the device even while it is live", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc,
-                                              &argv, err);
-  if (farm == NULL)
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL
       || !df_ctx_change_unless_live (ctx, farm, d, force, remove_fn, d, err))
     return false;
@@ -767,11 +772,10 @@ device_reset (DfCtx *ctx, int argc, char **argv, GError **err)
       "Also delete a server-persistent cache or a private image", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (DfFarm) farm = df_cmd_open_farm (ctx, &spec, entries, &argc, &argv,
-                                              err);
-  if (farm == NULL)
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   DfCacheMode mode;
   if (d == NULL || !df_cache_mode_parse (d->cache_mode, &mode, err))
     return false;
@@ -904,19 +908,11 @@ device_export (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   const char *out = argv[2];
   DfImageFormat fmt = DF_FMT_UNKNOWN;
-  GStatBuf st;
-  if (!export_format (format, out, &fmt, err))
+  if (!export_format (format, out, &fmt, err)
+      || !df_cmd_export_target (out, err))
     return false;
-  if (g_lstat (out, &st) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
-                   "'%s' already exists; not overwriting it", out);
-      return false;
-    }
-  g_autoptr(DfFarm) farm = df_ctx_open_farm (ctx, false, err);
-  if (farm == NULL)
-    return false;
-  g_autoptr(DfDevice) d = df_farm_device_get (farm, argv[1], err);
+  g_autoptr (DfFarm) farm = NULL;
+  g_autoptr (DfDevice) d = open_device (ctx, &farm, argv[1], err);
   if (d == NULL)
     return false;
   g_autofree char *dir = df_farm_cache_dir (farm, d->name);
@@ -938,13 +934,9 @@ device_export (DfCtx *ctx, int argc, char **argv, GError **err)
                         "its image; stop it first): ", d->name);
       return false;
     }
-  uint64_t file_size = g_stat (out, &st) == 0 ? (uint64_t) st.st_size : 0;
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", d->name);
-  df_record_str (r, "file", "file", out);
-  df_record_str (r, "format", "format", df_image_format_name (fmt));
-  df_record_size (r, "virtual_size", "virtual size", base->size);
-  df_record_size (r, "file_size", "file size", file_size);
+  df_record_export (r, out, fmt, base->size);
   g_autofree char *vs = df_format_size (base->size);
   df_print_result (r, ctx->json, "exported the private image of device '%s' "
                    "to %s (%s, %s)", d->name, out, df_image_format_name (fmt),

@@ -316,13 +316,8 @@ vdisk_export (DfCtx *ctx, int argc, char **argv, GError **err)
       return false;
     }
   const char *out = argv[2];
-  GStatBuf st;
-  if (g_lstat (out, &st) == 0)
-    {
-      g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
-                   "'%s' already exists; not overwriting it", out);
-      return false;
-    }
+  if (!df_cmd_export_target (out, err))
+    return false;
   g_autofree char *name = NULL;
   int number = -1;
   if (!parse_version_ref (argv[1], &name, &number, err))
@@ -348,14 +343,10 @@ vdisk_export (DfCtx *ctx, int argc, char **argv, GError **err)
   df_progress_end (&progress);
   if (!ok)
     return false;
-  uint64_t file_size = g_stat (out, &st) == 0 ? (uint64_t) st.st_size : 0;
   g_autoptr(DfRecord) r = df_record_new ();
   df_record_str (r, "name", "name", name);
   df_record_int (r, "version", "version", ver->number);
-  df_record_str (r, "file", "file", out);
-  df_record_str (r, "format", "format", df_image_format_name (fmt));
-  df_record_size (r, "virtual_size", "virtual size", chain->size);
-  df_record_size (r, "file_size", "file size", file_size);
+  df_record_export (r, out, fmt, chain->size);
   g_autofree char *vs = df_format_size (chain->size);
   df_print_result (r, ctx->json, "exported vdisk '%s' version %d to %s "
                    "(%s, %s)", name, ver->number, out,

@@ -78,6 +78,11 @@ DfFarm *df_cmd_open_farm (DfCtx *ctx, const DfCmdSpec *spec,
                           const GOptionEntry *entries, int *argc,
                           char ***argv, GError **err);
 
+/* The FILE of an export (vdisk export, device export): false + a
+ * DF_ERROR_EXISTS error when anything is there, an export never
+ * overwrites. */
+bool df_cmd_export_target (const char *file, GError **err);
+
 /* Make a DF_USAGE_ERROR ("missing --mac", "nothing to change"). */
 void df_usage_error (GError **err, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
@@ -136,6 +141,10 @@ void df_record_strv (DfRecord *r, const char *key, const char *label,
  * json_text is NULL or empty.  The text as given for people. */
 void df_record_object (DfRecord *r, const char *key, const char *label,
                        const char *json_text);
+/* The rows an export prints about the FILE it wrote: file, format,
+ * virtual_size and its file size now. */
+void df_record_export (DfRecord *r, const char *file, DfImageFormat fmt,
+                       uint64_t virtual_size);
 
 /* New empty array of DfRecord (frees its records). */
 GPtrArray *df_record_list_new (void);

@@ -8,6 +8,7 @@
 #include "console.h"
 #include "config.h"
 
+#include <glib/gstdio.h>
 #include <locale.h>
 #include <sys/stat.h>
 #include <stdarg.h>
@@ -268,6 +269,18 @@ df_cmd_open_farm (DfCtx *ctx, const DfCmdSpec *spec,
   if (!df_cmd_parse (ctx, spec, entries, argc, argv, err))
     return NULL;
   return df_ctx_open_farm (ctx, false, err);
+}
+
+bool
+df_cmd_export_target (const char *file, GError **err)
+{
+  GStatBuf st;
+
+  if (g_lstat (file, &st) != 0)
+    return true;
+  g_set_error (err, DF_ERROR, DF_ERROR_EXISTS,
+               "'%s' already exists; not overwriting it", file);
+  return false;
 }
 
 /* ---- init ------------------------------------------------------------- */

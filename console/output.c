@@ -3,6 +3,7 @@
  * terminal progress bar.  All printing of command results goes through here. */
 #include "console.h"
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,6 +78,19 @@ df_record_strv (DfRecord *r, const char *key, const char *label,
   Field f = { key, label, FIELD_STRV, NULL, 0, NULL, NULL };
   f.strv = values != NULL ? g_strdupv ((char **) values) : g_new0 (char *, 1);
   g_array_append_val (r->fields, f);
+}
+
+void
+df_record_export (DfRecord *r, const char *file, DfImageFormat fmt,
+                  uint64_t virtual_size)
+{
+  GStatBuf st;
+  uint64_t file_size = g_stat (file, &st) == 0 ? (uint64_t) st.st_size : 0;
+
+  df_record_str (r, "file", "file", file);
+  df_record_str (r, "format", "format", df_image_format_name (fmt));
+  df_record_size (r, "virtual_size", "virtual size", virtual_size);
+  df_record_size (r, "file_size", "file size", file_size);
 }
 
 /* text as a JSON object: itself when it is one, else {"text": text}. */

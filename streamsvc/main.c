@@ -262,6 +262,45 @@ apply_config_tls (Options *o, const DfConf *c, GError **err)
   return true;
 }
 
+/* The [streamsvc] keys that fill an option the command line left unset
+ * (NULL / UNSET) as they are; the others need more (apply_config). */
+static void
+apply_config_plain (Options *o, const DfConf *c)
+{
+  const struct {
+    const char *key;
+    char **value;
+  } strings[] = {
+    { "admin-listen", &o->admin_listen },
+    { "server-name", &o->server_name },
+    { "server-address", &o->server_address },
+    { "shared-cache-dir", &o->shared_cache_dir },
+    { "user", &o->user },
+  };
+  const struct {
+    const char *key;
+    int *value;
+  } ints[] = {
+    { "iscsi-nop-interval", &o->nop_interval },
+    { "iscsi-nop-timeout", &o->nop_timeout },
+    { "handshake-timeout", &o->handshake_timeout },
+    { "request-timeout", &o->request_timeout },
+    { "max-connections-per-source", &o->max_per_source },
+    { "power", &o->power },
+    { "heartbeat-interval", &o->hb_interval },
+    { "heartbeat-timeout", &o->hb_timeout },
+    { "lease-time", &o->lease_time },
+  };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (strings); i++)
+    if (*strings[i].value == NULL)
+      *strings[i].value = g_strdup (df_conf_string (c, CONFIG_GROUP,
+                                                    strings[i].key));
+  for (size_t i = 0; i < G_N_ELEMENTS (ints); i++)
+    if (*ints[i].value == UNSET)
+      *ints[i].value = (int) df_conf_int (c, CONFIG_GROUP, ints[i].key);
+}
+
 /* Fill what the command line left unset from diskfarm.conf ([farm] dir,
  * [streamsvc]), which holds the built-in defaults of what it does not
  * set.  Every value of the file was checked when it was loaded. */
@@ -285,25 +324,8 @@ apply_config (Options *o, GError **err)
                                                        "nbd-listen"));
   if (o->iscsi_listen == NULL && iscsi != NULL)
     o->iscsi_listen = g_strdupv ((char **) iscsi);
-  if (o->admin_listen == NULL)
-    o->admin_listen = g_strdup (df_conf_string (c, CONFIG_GROUP,
-                                                "admin-listen"));
   if (o->threads < 0)
     o->threads = (int) df_conf_int (c, CONFIG_GROUP, "threads");
-  if (o->nop_interval == UNSET)
-    o->nop_interval = (int) df_conf_int (c, CONFIG_GROUP,
-                                         "iscsi-nop-interval");
-  if (o->nop_timeout == UNSET)
-    o->nop_timeout = (int) df_conf_int (c, CONFIG_GROUP, "iscsi-nop-timeout");
-  if (o->handshake_timeout == UNSET)
-    o->handshake_timeout = (int) df_conf_int (c, CONFIG_GROUP,
-                                              "handshake-timeout");
-  if (o->request_timeout == UNSET)
-    o->request_timeout = (int) df_conf_int (c, CONFIG_GROUP,
-                                            "request-timeout");
-  if (o->max_per_source == UNSET)
-    o->max_per_source = (int) df_conf_int (c, CONFIG_GROUP,
-                                           "max-connections-per-source");
   if (o->tcp_keepalive == UNSET)
     {
       /* the schema has the range; the gap below the minimum is ours */
@@ -314,26 +336,7 @@ apply_config (Options *o, GError **err)
           return false;
         }
     }
-  if (o->server_name == NULL)
-    o->server_name = g_strdup (df_conf_string (c, CONFIG_GROUP,
-                                               "server-name"));
-  if (o->server_address == NULL)
-    o->server_address = g_strdup (df_conf_string (c, CONFIG_GROUP,
-                                                  "server-address"));
-  if (o->power == UNSET)
-    o->power = (int) df_conf_int (c, CONFIG_GROUP, "power");
-  if (o->hb_interval == UNSET)
-    o->hb_interval = (int) df_conf_int (c, CONFIG_GROUP,
-                                        "heartbeat-interval");
-  if (o->hb_timeout == UNSET)
-    o->hb_timeout = (int) df_conf_int (c, CONFIG_GROUP, "heartbeat-timeout");
-  if (o->shared_cache_dir == NULL)
-    o->shared_cache_dir = g_strdup (df_conf_string (c, CONFIG_GROUP,
-                                                    "shared-cache-dir"));
-  if (o->lease_time == UNSET)
-    o->lease_time = (int) df_conf_int (c, CONFIG_GROUP, "lease-time");
-  if (o->user == NULL && df_conf_string (c, CONFIG_GROUP, "user") != NULL)
-    o->user = g_strdup (df_conf_string (c, CONFIG_GROUP, "user"));
+  apply_config_plain (o, c);
   return apply_config_tls (o, c, err);
 }
 

@@ -52,12 +52,8 @@ for m in $MACS; do
   df device add "bdm0$n" --mac "$m" --vdisk golden --cache server >/dev/null
   n=$((n + 1))
 done
-"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
-  --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
-port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
-[ -n "$port" ] || e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
+e2e_streamsvc_iscsi
+port=$E2E_ISCSI_PORT
 closed=$(e2e_free_port)     # nothing listens there: bootstrap failover
 opts="--server 10.0.2.2:$closed --iscsi-port $port"
 

@@ -8,11 +8,8 @@ set -eu
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
 e2e_init
-e2e_need xorriso qemu-system-x86_64
-ISOLINUX=/usr/lib/ISOLINUX/isolinux.bin
-LDLINUX=/usr/lib/syslinux/modules/bios/ldlinux.c32
-IPXE=/usr/lib/ipxe/ipxe.lkrn
-for f in $ISOLINUX $LDLINUX $IPXE; do [ -f "$f" ] || e2e_skip "$f missing"; done
+e2e_need qemu-system-x86_64
+e2e_need_ipxe_iso
 T=$E2E_TMP
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
@@ -23,21 +20,12 @@ rc=0; "$E2E_LIB/make-linux-disk.sh" "$T/linux.img" 64 || rc=$?
 df init >/dev/null
 df vdisk import linux "$T/linux.img" >/dev/null
 df device add vm01 --mac 52:54:00:00:10:01 --vdisk linux >/dev/null
-"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
-  --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
-port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
-[ -n "$port" ] || e2e_fail "streamsvc did not start"
+e2e_streamsvc_iscsi
+port=$E2E_ISCSI_PORT
 
-mkdir -p "$T/iso"
-cp "$ISOLINUX" "$LDLINUX" "$IPXE" "$T/iso/"
-printf 'DEFAULT ipxe\nLABEL ipxe\n  KERNEL ipxe.lkrn\n  INITRD boot.ipxe\n' >"$T/iso/isolinux.cfg"
-printf '#!ipxe\ndhcp\nsanboot iscsi:10.0.2.2::%s:1:iqn.2026-11.org.diskfarm:vm01\n' \
-  "$port" >"$T/iso/boot.ipxe"
-xorriso -as mkisofs -quiet -o "$T/boot.iso" -b isolinux.bin -c boot.cat \
-  -no-emul-boot -boot-load-size 4 -boot-info-table "$T/iso" 2>/dev/null \
-  || e2e_fail "xorriso failed"
+e2e_ipxe_iso "$T/boot.iso" "#!ipxe
+dhcp
+sanboot iscsi:10.0.2.2::$port:1:iqn.2026-11.org.diskfarm:vm01"
 start=$(date +%s)
 if ! e2e_qemu_boot "$T/serial.log" 300 DISKFARM-LINUX-UP -- -cdrom "$T/boot.iso" \
      -boot d -nic user,model=e1000,mac=52:54:00:00:10:01; then

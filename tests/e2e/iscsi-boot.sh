@@ -10,11 +10,8 @@ set -eu
 : "${STREAMSVC:?STREAMSVC not set}"
 : "${DISKFARM:?DISKFARM not set}"
 e2e_init
-e2e_need xorriso qemu-img qemu-system-x86_64 python3
-ISOLINUX=/usr/lib/ISOLINUX/isolinux.bin
-LDLINUX=/usr/lib/syslinux/modules/bios/ldlinux.c32
-IPXE=/usr/lib/ipxe/ipxe.lkrn
-for f in $ISOLINUX $LDLINUX $IPXE; do [ -f "$f" ] || e2e_skip "$f missing"; done
+e2e_need qemu-img qemu-system-x86_64 python3
+e2e_need_ipxe_iso
 T=$E2E_TMP
 FARM=$T/farm
 df() { "$DISKFARM" --farm "$FARM" "$@"; }
@@ -24,30 +21,13 @@ df init >/dev/null
 df vdisk import golden "$T/disk.img" >/dev/null
 df device add pc01 --mac 52:54:00:12:34:56 --vdisk golden --cache server >/dev/null
 df device add pc02 --mac 52:54:00:12:34:57 --vdisk golden --cache server >/dev/null
-"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
-  --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
-port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
-[ -n "$port" ] || e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
+e2e_streamsvc_iscsi
+port=$E2E_ISCSI_PORT
 
-mkdir -p "$T/iso"
-cp "$ISOLINUX" "$LDLINUX" "$IPXE" "$T/iso/"
-cat >"$T/iso/isolinux.cfg" <<CFG
-DEFAULT ipxe
-LABEL ipxe
-  KERNEL ipxe.lkrn
-  INITRD boot.ipxe
-CFG
-cat >"$T/iso/boot.ipxe" <<IPXE
-#!ipxe
+e2e_ipxe_iso "$T/boot.iso" "#!ipxe
 dhcp
 set initiator-iqn iqn.2026-11.org.diskfarm.test:\${net0/mac:hexhyp}
-sanboot iscsi:10.0.2.2::$port:1:iqn.2026-11.org.diskfarm:\${net0/mac:hexhyp}
-IPXE
-xorriso -as mkisofs -quiet -o "$T/boot.iso" -b isolinux.bin -c boot.cat \
-  -no-emul-boot -boot-load-size 4 -boot-info-table "$T/iso" 2>"$T/xorriso.log" \
-  || e2e_fail "xorriso: $(cat "$T/xorriso.log")"
+sanboot iscsi:10.0.2.2::$port:1:iqn.2026-11.org.diskfarm:\${net0/mac:hexhyp}"
 
 if ! e2e_qemu_boot "$T/serial.log" 180 DFMBR-DONE -- -cdrom "$T/boot.iso" -boot d \
      -nic user,model=e1000,mac=52:54:00:12:34:56; then

@@ -93,12 +93,8 @@ df vdisk import golden "$T/disk.img" >/dev/null
 store0=$(realos_store_sum "$FARM")
 df collection add web --vdisk golden >/dev/null
 df device add control --mac 52:54:00:cc:00:01 --vdisk golden --cache server >/dev/null
-"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" --admin-listen none \
-  --iscsi-listen 127.0.0.1:0 >"$T/streamsvc.log" 2>&1 &
-E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/streamsvc.log" && break; sleep 0.1; done
-port=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
-[ -n "$port" ] || e2e_fail "streamsvc did not start: $(cat "$T/streamsvc.log")"
+e2e_streamsvc_iscsi
+port=$E2E_ISCSI_PORT
 closed=$(e2e_free_port)     # nothing listens there: bootstrap failover
 "$BDM" iso "$T/boot.iso" --server "10.0.2.2:$closed" --iscsi-port "$port" >/dev/null
 "$BDM" partition "$T/boot.img" --server "10.0.2.2:$closed" --iscsi-port "$port" >/dev/null

@@ -96,13 +96,11 @@ store0=$(realos_store_sum "$FARM")
 ip netns exec "$LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/nbd.sock" \
   --iscsi-listen 10.78.0.1:3260 --admin-listen 10.78.0.1:8001 >"$T/ss1.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
-grep -q 'iscsi listening' "$T/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$T/ss1.log")"
+e2e_wait_log "$T/ss1.log" 'iscsi listening' "streamsvc did not start"
 ip netns exec "$BS" "$BOOTSTRAPSVC" --farm "$FARM" --address 10.78.0.11 \
   --interface eth0 --health-interval 500 >"$T/bs.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -q 'is now healthy' "$T/bs.log" && break; sleep 0.1; done
-grep -q 'is now healthy' "$T/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$T/bs.log")"
+e2e_wait_log "$T/bs.log" 'is now healthy' "bootstrapsvc not healthy"
 
 REALOS_QEMU_PREFIX="ip netns exec $LAN"
 vm_boot() { # ROUND [ROM]: ROM: the NIC's own option ROM (qemu's efi-virtio.rom: iPXE)

@@ -50,14 +50,12 @@ df server add ss1 --address 10.78.0.1 --admin-port 8001 --iscsi-port 3260 >/dev/
 ip netns exec "$LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/ss1.sock" \
   --iscsi-listen 10.78.0.1:3260 --admin-listen 10.78.0.1:8001 >"$T/ss1.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -qs 'iscsi listening' "$T/ss1.log" && break; sleep 0.1; done
-grep -q 'iscsi listening' "$T/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$T/ss1.log")"
+e2e_wait_log "$T/ss1.log" 'iscsi listening' "streamsvc did not start"
 
 ip netns exec "$BS" "$BOOTSTRAPSVC" --farm "$FARM" --address 10.78.0.11 \
   --interface eth0 --health-interval 500 >"$T/bs.log" 2>&1 &
 E2E_PIDS="$E2E_PIDS $!"
-for _ in $(seq 100); do grep -qs 'is now healthy' "$T/bs.log" && break; sleep 0.1; done
-grep -q 'is now healthy' "$T/bs.log" || e2e_fail "bootstrapsvc not healthy: $(cat "$T/bs.log")"
+e2e_wait_log "$T/bs.log" 'is now healthy' "bootstrapsvc not healthy"
 
 # ---- VMs ---------------------------------------------------------------------
 start_vm() { # NAME TAP MAC: power on (TCG, -boot n); HMP monitor on a socket

@@ -58,12 +58,7 @@ run_streamsvc() {
   env -u DISKFARM_FARM "$STREAMSVC" "$@" >"$log" 2>&1 &
   pid=$!
   _df_pids="$_df_pids $pid"
-  for _ in $(seq 100); do
-    grep -q 'admin listening' "$log" && return 0
-    kill -0 "$pid" 2>/dev/null || { cat "$log"; fail "streamsvc exited"; }
-    sleep 0.1
-  done
-  cat "$log"; fail "streamsvc did not start"
+  wait_started "$pid" "$log" 'admin listening' streamsvc
 }
 stop() { kill -TERM "$pid"; wait "$pid" || fail "streamsvc did not exit 0 on SIGTERM"; }
 
@@ -131,6 +126,12 @@ refused streamsvc "$T/addr.conf:$line: [streamsvc] iscsi-listen: invalid address
 printf '[bootstrapsvc]\naddress=10.0.0.256\n' >"$T/bsaddr.conf"
 refused bootstrapsvc "$T/bsaddr.conf:2: [bootstrapsvc] address: '10.0.0.256' is not an IPv4 address" \
   "$BOOTSTRAPSVC" --config "$T/bsaddr.conf"
+# a port given on the command line, below (checked before the file is
+# read) and above the range (checked after it filled the others)
+refused bootstrapsvc "port -5 is outside 0-65535" \
+  "$BOOTSTRAPSVC" --config "$T/bsaddr.conf" --http-port -5
+refused bootstrapsvc "port 70000 is outside 0-65535" \
+  "$BOOTSTRAPSVC" --config "$T/df.conf" --address 127.0.0.1 --tftp-port 70000
 printf '[bdm]\nserver=10.0.0.5;a:b:c\n' >"$T/bdmsrv.conf"
 refused bdm "$T/bdmsrv.conf:2: [bdm] server: bad server 'a:b:c': expected HOST[:PORT] or [IPV6][:PORT]" \
   "$BDM" script - --config "$T/bdmsrv.conf"

@@ -132,15 +132,23 @@ start_streamsvc() {
 # /v1/health needs it over TCP).
 admin_curl() { curl -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
 
+# wait_started PID LOG TEXT WHAT [NEVER]: until process PID's LOG has
+# TEXT (at most 10 s).  Fails with the log when PID exits first ("WHAT
+# exited") or TEXT never comes (NEVER, default "WHAT did not start").
+wait_started() {
+  for _ in $(seq 100); do
+    grep -q "$3" "$2" && return 0
+    kill -0 "$1" 2>/dev/null || { cat "$2"; fail "$4 exited"; }
+    sleep 0.1
+  done
+  cat "$2"; fail "${5:-$4 did not start}"
+}
+
 # wait_registered NAME PID LOG: until streamsvc PID logs its registration
 # as NAME in LOG (at most 10 s); fails when it exits or never registers.
 wait_registered() {
-  for _ in $(seq 100); do
-    grep -q "registry: registered as streamsvc $1" "$3" && return 0
-    kill -0 "$2" 2>/dev/null || { cat "$3"; fail "streamsvc $1 exited"; }
-    sleep 0.1
-  done
-  cat "$3"; fail "$1 did not register"
+  wait_started "$2" "$3" "registry: registered as streamsvc $1" "streamsvc $1" \
+    "$1 did not register"
 }
 
 # wait_live DEVICE: until streamsvc's /v1/sessions lists a session of

@@ -46,12 +46,7 @@ start_relay() {
   "$STREAMSVC" --relay --nbd-listen "unix:$RSOCK" "$@" >"$log" 2>&1 &
   RELAY_PID=$!
   _df_pids="$_df_pids $RELAY_PID"
-  for _ in $(seq 100); do
-    grep -q "relay nbd listening on unix:" "$log" && return 0
-    kill -0 $RELAY_PID 2>/dev/null || { cat "$log"; fail "relay exited"; }
-    sleep 0.1
-  done
-  cat "$log"; fail "relay did not start"
+  wait_started "$RELAY_PID" "$log" "relay nbd listening on unix:" relay
 }
 stop_relay() { kill -TERM "$RELAY_PID"; wait "$RELAY_PID" 2>/dev/null || true; }
 ruri() { echo "nbd+unix:///$1?socket=$RSOCK"; }

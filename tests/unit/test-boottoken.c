@@ -163,6 +163,23 @@ test_rate_limit (void)
   g_assert_cmpint (df_rate_limit_take (r, "10.0.0.4", t1), ==, DF_RATE_OK);
 }
 
+/* Refusal log lines: 20 a second, counted from the first of a second. */
+static void
+test_log_burst (void)
+{
+  DfLogBurst l = { 0 };
+  gint64 t0 = 1000 * G_USEC_PER_SEC;
+
+  for (guint i = 0; i < DF_LOG_BURST_PER_S; i++)
+    g_assert_true (df_log_burst_allow (&l, t0 + i));
+  g_assert_false (df_log_burst_allow (&l, t0 + G_USEC_PER_SEC));
+  /* past the second: a new one, with its own 20 */
+  gint64 t1 = t0 + G_USEC_PER_SEC + 1;
+  for (guint i = 0; i < DF_LOG_BURST_PER_S; i++)
+    g_assert_true (df_log_burst_allow (&l, t1 + i));
+  g_assert_false (df_log_burst_allow (&l, t1 + G_USEC_PER_SEC));
+}
+
 static void
 test_script_note (void)
 {
@@ -228,6 +245,7 @@ static const TuTest tests[] = {
   { "/boottoken/prune", test_token_prune },
   { "/boottoken/proxydhcp-url", test_proxydhcp_url },
   { "/boottoken/rate-limit", test_rate_limit },
+  { "/boottoken/log-burst", test_log_burst },
   { "/boottoken/script-note", test_script_note },
   { "/boottoken/farm-key", test_farm_key },
 };

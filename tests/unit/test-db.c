@@ -1,6 +1,7 @@
 /* diskfarm tests: the farm DB backend a unit test runs against (see
  * test-db.h). */
 #include "test-db.h"
+#include "test-util.h"
 
 #include <glib/gstdio.h>
 #include <libpq-fe.h>
@@ -132,6 +133,44 @@ test_farm_open (const char *dir, bool create, const char *who, GError **err)
 {
   g_autofree char *db = test_db_target (dir, create);
   return df_farm_open_db (dir, db, create, who, err);
+}
+
+void
+test_farm_setup (TestFarm *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+
+  fx->tmp = g_dir_make_tmp ("df-farm-XXXXXX", &err);
+  g_assert_no_error (err);
+  fx->dir = g_build_filename (fx->tmp, "farm", NULL);
+  fx->farm = test_farm_open (fx->dir, true, "test:unit", &err);
+  g_assert_no_error (err);
+  g_assert_true (df_farm_vdisk_add (fx->farm, "base", 1 << 20,
+                                    "base.0.qcow2", TEST_FARM_SHA, 4096,
+                                    &err));
+  g_assert_no_error (err);
+}
+
+void
+test_farm_teardown (TestFarm *fx, gconstpointer data)
+{
+  df_farm_close (fx->farm);
+  tu_rmrf (fx->tmp);
+  g_free (fx->dir);
+  g_free (fx->tmp);
+}
+
+int
+test_farm_main (int argc, char **argv, TestFarmFn setup,
+                const TestFarmCase *cases, gsize n)
+{
+  test_db_init ();
+  g_test_init (&argc, &argv, NULL);
+  for (gsize i = 0; i < n; i++)
+    g_test_add (cases[i].path, TestFarm, NULL,
+                setup != NULL ? setup : test_farm_setup, cases[i].fn,
+                test_farm_teardown);
+  return g_test_run ();
 }
 
 /* ---- raw access to a PostgreSQL farm DB (dumps and tampering) ---------- */

@@ -25,6 +25,34 @@ const char *test_db_for (const char *dir);
 DfFarm *test_farm_open (const char *dir, bool create, const char *who,
                         GError **err);
 
+/* A farm of one test's own: <tmp>/farm on the test's backend, holding
+ * vDisk "base" (1 MiB, base.0.qcow2, TEST_FARM_SHA).  setup and
+ * teardown have GTest's fixture signature; teardown closes the farm and
+ * removes tmp. */
+#define TEST_FARM_SHA                                                        \
+  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+typedef struct {
+  char *tmp;    /* the temporary directory (owned) */
+  char *dir;    /* tmp/farm (owned) */
+  DfFarm *farm; /* owned */
+} TestFarm;
+void test_farm_setup (TestFarm *fx, gconstpointer data);
+void test_farm_teardown (TestFarm *fx, gconstpointer data);
+
+/* One test over a TestFarm: its GTest path and its function. */
+typedef void (*TestFarmFn) (TestFarm *fx, gconstpointer data);
+typedef struct {
+  const char *path;
+  TestFarmFn fn;
+} TestFarmCase;
+
+/* The main of a program whose tests are cases[0..n), each on a TestFarm
+ * of its own made by setup (NULL: test_farm_setup; another must call
+ * it first): the backend starts (test_db_init), GTest parses argv, the
+ * cases run. */
+int test_farm_main (int argc, char **argv, TestFarmFn setup,
+                    const TestFarmCase *cases, gsize n);
+
 /* Raw access to dir's PostgreSQL database, around lib/farm (tampering,
  * dumps of every table's rows in order, as text). */
 void test_db_pg_exec (const char *dir, const char *sql);

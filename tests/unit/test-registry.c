@@ -6,40 +6,15 @@
  * leases (leases.c): shared take/renew/takeover/release, local claims. */
 #include "farm.h"
 #include "common.h"
+#include "test-db.h"
 #include "test-util.h"
 
 #include <glib/gstdio.h>
 #include <string.h>
 
-#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define SHA_A TEST_FARM_SHA
 
-typedef struct {
-  char *tmp;
-  char *dir;
-  DfFarm *farm;
-} Fixture;
-
-static void
-fx_setup (Fixture *fx, gconstpointer data)
-{
-  g_autoptr (GError) err = NULL;
-  fx->tmp = tu_tmpdir ();
-  fx->dir = g_build_filename (fx->tmp, "farm", NULL);
-  fx->farm = df_farm_open (fx->dir, true, "test:unit", &err);
-  g_assert_no_error (err);
-  g_assert_true (df_farm_vdisk_add (fx->farm, "base", 1 << 20,
-                                    "base.0.qcow2", SHA_A, 4096, &err));
-  g_assert_no_error (err);
-}
-
-static void
-fx_teardown (Fixture *fx, gconstpointer data)
-{
-  df_farm_close (fx->farm);
-  tu_rmrf (fx->tmp);
-  g_free (fx->tmp);
-  g_free (fx->dir);
-}
+typedef TestFarm Fixture;
 
 /* A registration of name as a streamsvc at 127.0.0.1 (strings static). */
 static DfServer
@@ -470,19 +445,19 @@ test_lease_local (Fixture *fx, gconstpointer data)
   g_assert_cmpint (row->generation, ==, 6);
 }
 
+static const TestFarmCase tests[] = {
+  { "/registry/register-fills-admin-row", test_register_fills_admin_row },
+  { "/registry/heartbeat-and-state", test_heartbeat_and_state },
+  { "/registry/bad-registration", test_bad_registration },
+  { "/registry/store-state", test_store_state },
+  { "/registry/replicating", test_replicating },
+  { "/registry/verify-file", test_verify_file },
+  { "/registry/lease-shared", test_lease_shared },
+  { "/registry/lease-local", test_lease_local },
+};
+
 int
 main (int argc, char **argv)
 {
-  g_test_init (&argc, &argv, NULL);
-#define FX(path, fn) \
-  g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
-  FX ("/registry/register-fills-admin-row", test_register_fills_admin_row);
-  FX ("/registry/heartbeat-and-state", test_heartbeat_and_state);
-  FX ("/registry/bad-registration", test_bad_registration);
-  FX ("/registry/store-state", test_store_state);
-  FX ("/registry/replicating", test_replicating);
-  FX ("/registry/verify-file", test_verify_file);
-  FX ("/registry/lease-shared", test_lease_shared);
-  FX ("/registry/lease-local", test_lease_local);
-  return g_test_run ();
+  return test_farm_main (argc, argv, NULL, tests, G_N_ELEMENTS (tests));
 }

@@ -150,6 +150,27 @@ bucket (const char *text, const char *export_name, const char *le)
   return tu_metric_value (text, key);
 }
 
+/* The value of diskfarm_ops_total{export="EXPORT",op="OP"} in text. */
+static gint64
+ops_total (const char *text, const char *export_name, const char *op)
+{
+  g_autofree char *key = g_strdup_printf (
+      "diskfarm_ops_total{export=\"%s\",op=\"%s\"}", export_name, op);
+
+  return tu_metric_value (text, key);
+}
+
+/* The metrics exposition of s (new string), checked line by line. */
+static GString *
+metrics_of (DfSessions *s)
+{
+  GString *out = g_string_new (NULL);
+
+  df_sessions_metrics (s, out);
+  check_exposition_format (out->str);
+  return out;
+}
+
 static void
 test_histogram_buckets (void)
 {
@@ -157,13 +178,11 @@ test_histogram_buckets (void)
     {
       DfSessions *s = df_sessions_new ();
       DfSession *ss = df_session_start (s, "nbd", "unix");
-      g_autoptr (GString) out = g_string_new (NULL);
       bool reached = false;
 
       df_session_set_export (ss, "vdisk/x", NULL);
       df_session_account (ss, DF_OP_READ, 1, latency_cases[i].ns, false);
-      df_sessions_metrics (s, out);
-      check_exposition_format (out->str);
+      g_autoptr (GString) out = metrics_of (s);
       for (guint b = 0; b < G_N_ELEMENTS (all_le); b++)
         {
           reached = reached || strcmp (all_le[b], latency_cases[i].le) == 0;
@@ -181,7 +200,6 @@ test_metrics_text (void)
   DfSessions *s = df_sessions_new ();
   DfSession *a = df_session_start (s, "nbd", "127.0.0.1:1");
   DfSession *b = df_session_start (s, "nbd", "127.0.0.1:2");
-  g_autoptr (GString) out = g_string_new (NULL);
   gint64 prev = 0;
 
   df_session_set_export (a, "device/pc01", "pc01");
@@ -193,18 +211,11 @@ test_metrics_text (void)
   df_session_account (b, DF_OP_FLUSH, 0, 10, true);
   df_session_quota_hit (a);
   df_session_quota_hit (b);
-  df_sessions_metrics (s, out);
-  check_exposition_format (out->str);
+  g_autoptr (GString) out = metrics_of (s);
 
-  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
-                                           "\"device/pc01\",op=\"read\"}"),
-                   ==, 100);
-  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
-                                           "\"device/pc01\",op=\"trim\"}"),
-                   ==, 1);
-  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
-                                           "\"device/pc01\",op=\"zero\"}"),
-                   ==, 0);
+  g_assert_cmpint (ops_total (out->str, "device/pc01", "read"), ==, 100);
+  g_assert_cmpint (ops_total (out->str, "device/pc01", "trim"), ==, 1);
+  g_assert_cmpint (ops_total (out->str, "device/pc01", "zero"), ==, 0);
   g_assert_cmpint (tu_metric_value (out->str, "diskfarm_errors_total{export="
                                            "\"device/pc01\"}"),
                    ==, 1);
@@ -272,13 +283,11 @@ test_label_escaping (void)
   {
     DfSessions *s = df_sessions_new ();
     DfSession *ss = df_session_start (s, "nbd", "unix");
-    g_autoptr (GString) out = g_string_new (NULL);
 
     df_session_set_export (ss, "vdisk/we\"ird\n\\", "dev\"ice");
     df_session_account (ss, DF_OP_READ, 1, 1, false);
     df_session_quota_hit (ss);
-    df_sessions_metrics (s, out);
-    check_exposition_format (out->str);
+    g_autoptr (GString) out = metrics_of (s);
     g_assert_cmpint (tu_metric_value (out->str,
                                    "diskfarm_ops_total{export="
                                    "\"vdisk/we\\\"ird\\n\\\\\",op=\"read\"}"),
@@ -310,7 +319,6 @@ test_concurrent_accounting (void)
   DfSessions *s = df_sessions_new ();
   DfSession *ss[N_THREADS];
   GThread *t[N_THREADS];
-  g_autoptr (GString) out = g_string_new (NULL);
 
   for (guint i = 0; i < N_THREADS; i++)
     {
@@ -320,10 +328,9 @@ test_concurrent_accounting (void)
     }
   for (guint i = 0; i < N_THREADS; i++)
     g_thread_join (t[i]);
-  df_sessions_metrics (s, out);
-  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
-                                           "\"vdisk/shared\",op=\"read\"}"),
-                   ==, N_THREADS * N_PER_THREAD / 2);
+  g_autoptr (GString) out = metrics_of (s);
+  g_assert_cmpint (ops_total (out->str, "vdisk/shared", "read"), ==,
+                   N_THREADS * N_PER_THREAD / 2);
   g_assert_cmpint (tu_metric_value (out->str,
                                  "diskfarm_bytes_total{export="
                                  "\"vdisk/shared\",direction=\"write\"}"),
@@ -340,7 +347,6 @@ test_no_export_yet (void)
 {
   DfSessions *s = df_sessions_new ();
   DfSession *ss = df_session_start (s, "nbd", "unix");
-  g_autoptr (GString) out = g_string_new (NULL);
   JsonNode *node;
   JsonObject *o;
 
@@ -352,8 +358,7 @@ test_no_export_yet (void)
   g_assert_true (json_object_get_null_member (o, "export"));
   g_assert_cmpint (json_object_get_int_member (o, "ops"), ==, 1);
   json_node_unref (node);
-  df_sessions_metrics (s, out);
-  check_exposition_format (out->str);
+  g_autoptr (GString) out = metrics_of (s);
   g_assert_null (strstr (out->str, "diskfarm_ops_total{"));
   g_assert_cmpint (tu_metric_value (out->str, "diskfarm_sessions"), ==, 1);
   df_session_end (ss);
@@ -368,17 +373,13 @@ test_device_label (void)
   DfSessions *s = df_sessions_new ();
   DfSession *a = df_session_start (s, "nbd", "127.0.0.1:1");
   DfSession *b = df_session_start (s, "iscsi", "127.0.0.1:2");
-  g_autoptr (GString) out = g_string_new (NULL);
 
   df_session_set_export (a, "device/52:54:00:12:34:56", "pc01");
   df_session_set_export (b, "device/pc01", "pc01");
   df_session_account (a, DF_OP_READ, 4096, 1000, false);
   df_session_account (b, DF_OP_READ, 4096, 1000, false);
-  df_sessions_metrics (s, out);
-  check_exposition_format (out->str);
-  g_assert_cmpint (tu_metric_value (out->str, "diskfarm_ops_total{export="
-                                           "\"device/pc01\",op=\"read\"}"),
-                   ==, 2);
+  g_autoptr (GString) out = metrics_of (s);
+  g_assert_cmpint (ops_total (out->str, "device/pc01", "read"), ==, 2);
   g_assert_null (strstr (out->str, "device/52:54"));
   g_autoptr (JsonNode) j = df_sessions_to_json (s);
   g_autofree char *text = json_to_string (j, FALSE);

@@ -13,13 +13,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 
-#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-
-typedef struct {
-  char *tmp;
-  char *dir;
-  DfFarm *farm;
-} Fixture;
+typedef TestFarm Fixture;
 
 static void
 add_device (DfFarm *farm, const char *name, const char *mac)
@@ -31,28 +25,12 @@ add_device (DfFarm *farm, const char *name, const char *mac)
   g_assert_no_error (err);
 }
 
+/* The shared farm with device pc01 on base. */
 static void
 fx_setup (Fixture *fx, gconstpointer data)
 {
-  g_autoptr (GError) err = NULL;
-  fx->tmp = g_dir_make_tmp ("test-snapshot-XXXXXX", &err);
-  g_assert_no_error (err);
-  fx->dir = g_build_filename (fx->tmp, "farm", NULL);
-  fx->farm = test_farm_open (fx->dir, true, "test:unit", &err);
-  g_assert_no_error (err);
-  g_assert_true (df_farm_vdisk_add (fx->farm, "base", 1 << 20,
-                                    "base.0.qcow2", SHA_A, 4096, &err));
-  g_assert_no_error (err);
+  test_farm_setup (fx, data);
   add_device (fx->farm, "pc01", "52:54:00:00:00:01");
-}
-
-static void
-fx_teardown (Fixture *fx, gconstpointer data)
-{
-  df_farm_close (fx->farm);
-  tu_rmrf (fx->tmp);
-  g_free (fx->dir);
-  g_free (fx->tmp);
 }
 
 static DfFarm *
@@ -288,18 +266,17 @@ test_watch (Fixture *fx, gconstpointer data)
   g_cond_clear (&c.cond);
 }
 
+static const TestFarmCase tests[] = {
+  { "/snapshot/copy", test_copy },
+  { "/snapshot/writes-refused", test_writes_refused },
+  { "/snapshot/offline-generations", test_offline_generations },
+  { "/snapshot/replaced", test_replaced },
+  { "/snapshot/none", test_no_snapshot },
+  { "/watch/notify", test_watch },
+};
+
 int
 main (int argc, char **argv)
 {
-  test_db_init ();
-  g_test_init (&argc, &argv, NULL);
-#define ADD(path, fn) \
-  g_test_add (path, Fixture, NULL, fx_setup, fn, fx_teardown)
-  ADD ("/snapshot/copy", test_copy);
-  ADD ("/snapshot/writes-refused", test_writes_refused);
-  ADD ("/snapshot/offline-generations", test_offline_generations);
-  ADD ("/snapshot/replaced", test_replaced);
-  ADD ("/snapshot/none", test_no_snapshot);
-  ADD ("/watch/notify", test_watch);
-  return g_test_run ();
+  return test_farm_main (argc, argv, fx_setup, tests, G_N_ELEMENTS (tests));
 }

@@ -6,7 +6,10 @@
 #   waits for MARKER), e2e_make_test_disk OUT [MARKER] (the test MBR, see testmbr.sh),
 #   e2e_lan NET NTAPS NBS (a PXE LAN in network namespaces: bridge, taps,
 #   dnsmasq as site DHCP, bootstrap namespaces; deleted by the cleanup),
-#   e2e_in_lan CMD... (CMD in the LAN namespace, foreground only).
+#   e2e_in_lan CMD... (CMD in the LAN namespace, foreground only),
+#   e2e_wait_log LOG TEXT MESSAGE (a daemon's start line, else fail),
+#   e2e_streamsvc_iscsi (streamsvc on $FARM, iSCSI on a free loopback port),
+#   e2e_need_ipxe_iso, e2e_ipxe_iso ISO SCRIPT (a CD: isolinux chains iPXE).
 # Exit codes: 0 pass, 1 fail, 77 skip.
 # Debian's python3 carries the nbd module nbdsh needs; prefer it (as
 # tests/interop/lib.sh does).
@@ -76,6 +79,54 @@ e2e_start_tgt() {
   tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$file" &&
   tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL ||
     e2e_fail "tgtd setup failed: $(cat "$E2E_TMP/tgtd.log")"
+}
+
+# e2e_wait_log LOG TEXT MESSAGE: wait up to 10 s for TEXT in LOG (a
+# daemon's start or health line); fail with "MESSAGE: <LOG>" without it.
+e2e_wait_log() {
+  local log=$1 text=$2
+  for _ in $(seq 100); do grep -qs "$text" "$log" && return 0; sleep 0.1; done
+  e2e_fail "$3: $(cat "$log")"
+}
+
+# e2e_streamsvc_iscsi: streamsvc on $FARM with NBD on the UNIX socket
+# $E2E_TMP/nbd.sock, iSCSI on 127.0.0.1 at a port of its choosing and no
+# admin listener; log $E2E_TMP/streamsvc.log, PID in E2E_PIDS.  Sets
+# E2E_ISCSI_PORT once it listens.
+e2e_streamsvc_iscsi() {
+  local log=$E2E_TMP/streamsvc.log
+  "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$E2E_TMP/nbd.sock" --admin-listen none \
+    --iscsi-listen 127.0.0.1:0 >"$log" 2>&1 &
+  E2E_PIDS="$E2E_PIDS $!"
+  e2e_wait_log "$log" 'iscsi listening' "streamsvc did not start"
+  E2E_ISCSI_PORT=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$log" | sed 's/.*://')
+  [ -n "$E2E_ISCSI_PORT" ] || e2e_fail "streamsvc did not start: $(cat "$log")"
+}
+
+# Debian's isolinux and iPXE, what e2e_ipxe_iso puts on its CD.
+E2E_ISOLINUX=/usr/lib/ISOLINUX/isolinux.bin
+E2E_LDLINUX=/usr/lib/syslinux/modules/bios/ldlinux.c32
+E2E_IPXE=/usr/lib/ipxe/ipxe.lkrn
+
+# e2e_need_ipxe_iso: skip unless e2e_ipxe_iso has what it needs.
+e2e_need_ipxe_iso() {
+  local f
+  e2e_need xorriso
+  for f in $E2E_ISOLINUX $E2E_LDLINUX $E2E_IPXE; do [ -f "$f" ] || e2e_skip "$f missing"; done
+}
+
+# e2e_ipxe_iso ISO SCRIPT: a BIOS-bootable CD at ISO whose isolinux loads
+# iPXE, which runs the iPXE script SCRIPT (its text).  Built in
+# $E2E_TMP/iso; fails with xorriso's messages.
+e2e_ipxe_iso() {
+  local iso=$1 dir=$E2E_TMP/iso
+  mkdir -p "$dir"
+  cp "$E2E_ISOLINUX" "$E2E_LDLINUX" "$E2E_IPXE" "$dir/"
+  printf 'DEFAULT ipxe\nLABEL ipxe\n  KERNEL ipxe.lkrn\n  INITRD boot.ipxe\n' >"$dir/isolinux.cfg"
+  printf '%s\n' "$2" >"$dir/boot.ipxe"
+  xorriso -as mkisofs -quiet -o "$iso" -b isolinux.bin -c boot.cat \
+    -no-emul-boot -boot-load-size 4 -boot-info-table "$dir" 2>"$E2E_TMP/xorriso.log" \
+    || e2e_fail "xorriso: $(cat "$E2E_TMP/xorriso.log")"
 }
 
 e2e_make_test_disk() {

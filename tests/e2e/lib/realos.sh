@@ -153,8 +153,7 @@ realos_lan_daemons() {
   ip netns exec "$E2E_LAN" "$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$t/nbd.sock" \
     --iscsi-listen "$net.1:3260" --admin-listen "$net.1:8001" >"$t/ss1.log" 2>&1 &
   E2E_PIDS="$E2E_PIDS $!"
-  for _ in $(seq 100); do grep -q 'iscsi listening' "$t/ss1.log" && break; sleep 0.1; done
-  grep -q 'iscsi listening' "$t/ss1.log" || e2e_fail "streamsvc did not start: $(cat "$t/ss1.log")"
+  e2e_wait_log "$t/ss1.log" 'iscsi listening' "streamsvc did not start"
   realos_bootstrapsvc "$net" "$t/bs.log"
 }
 
@@ -168,8 +167,7 @@ realos_bootstrapsvc() {
     --interface eth0 --health-interval 500 -v "$@" >"$log" 2>&1 &
   REALOS_BS_PID=$!
   E2E_PIDS="$E2E_PIDS $!"
-  for _ in $(seq 100); do grep -q 'is now healthy' "$log" && break; sleep 0.1; done
-  grep -q 'is now healthy' "$log" || e2e_fail "bootstrapsvc not healthy: $(cat "$log")"
+  e2e_wait_log "$log" 'is now healthy' "bootstrapsvc not healthy"
 }
 
 # realos_hmp NAME COMMAND...: HMP commands, in order, on the monitor of a
