@@ -32,11 +32,12 @@ for _ in $(seq 100); do grep -qs 'nbd listening' "$T/ss.log" && break; sleep 0.1
 port=$(grep -o 'nbd listening on 127.0.0.1:[0-9]*' "$T/ss.log" | sed 's/.*://')
 [ -n "$port" ] || e2e_fail "streamsvc did not start"
 
-# boot CACHE N: N VMs at once through a new relay with --relay-cache-size
-# CACHE; prints "UPSTREAM CLIENT SECONDS" (bytes the relay read upstream,
-# bytes its clients read, wall time of the slowest boot).
+# boot CACHE N OUT: N VMs at once through a new relay with
+# --relay-cache-size CACHE; writes "UPSTREAM CLIENT SECONDS" to OUT (bytes
+# the relay read upstream, bytes its clients read, wall time of the
+# slowest boot).  Not in a subshell: its VMs must reach E2E_PIDS.
 boot() {
-  local cache=$1 n=$2 sock=$T/relay-$1-$2.sock log=$T/relay-$1-$2.log relay t0 i name
+  local cache=$1 n=$2 out=$3 sock=$T/relay-$1-$2.sock log=$T/relay-$1-$2.log relay t0 i name
   "$STREAMSVC" --relay --nbd-listen "unix:$sock" --upstream "127.0.0.1:$port" \
     --relay-cache-size "$cache" >"$log" 2>&1 &
   relay=$!
@@ -58,15 +59,15 @@ boot() {
   local secs=$(( $(date +%s) - t0 ))
   kill -TERM "$relay"; wait "$relay" 2>/dev/null || true
   sed -n 's/.*relay: client reads \([0-9]*\) bytes, upstream reads \([0-9]*\) bytes.*/\2 \1/p' "$log" |
-    tail -1 | sed "s/\$/ $secs/"
+    tail -1 | sed "s/\$/ $secs/" >"$out"
 }
 
-read -r up1 cl1 s1 < <(boot 256M 1)
+boot 256M 1 "$T/one"; read -r up1 cl1 s1 <"$T/one"
 echo "1 VM, read cache 256M: upstream $up1 bytes (the working set of one boot), clients $cl1, ${s1} s"
-read -r upn cln sn < <(boot 256M "$vms")
+boot 256M "$vms" "$T/many"; read -r upn cln sn <"$T/many"
 echo "$vms VMs at once, read cache 256M: upstream $upn bytes, clients $cln, ${sn} s"
 echo "ratio upstream ($vms VMs, cache) / one boot: $(echo "scale=2; $upn / $up1" | bc)x (clients read $(echo "scale=2; $cln / $cl1" | bc)x)"
 if [ "${BENCH_NOCACHE:-0}" = 1 ]; then
-  read -r up0 cl0 s0 < <(boot 0 "$vms")
+  boot 0 "$vms" "$T/nocache"; read -r up0 cl0 s0 <"$T/nocache"
   echo "$vms VMs at once, no read cache: upstream $up0 bytes ($(echo "scale=2; $up0 / $up1" | bc)x one boot), ${s0} s"
 fi
