@@ -32,6 +32,7 @@ df_server_view_free (DfServerView *v)
     return;
   g_free (v->name);
   g_free (v->address);
+  g_free (v->iscsi_address);
   g_free (v->error);
   g_free (v);
 }
@@ -42,6 +43,7 @@ view_copy (const DfServerView *v)
   DfServerView *c = g_memdup2 (v, sizeof *v);
   c->name = g_strdup (v->name);
   c->address = g_strdup (v->address);
+  c->iscsi_address = g_strdup (v->iscsi_address);
   c->error = g_strdup (v->error);
   return c;
 }
@@ -154,6 +156,7 @@ refresh_views (DfHealth *h, GPtrArray *servers, bool offline)
       DfServerView *prev = g_hash_table_lookup (old, s->name);
       v->name = g_strdup (s->name);
       v->address = g_strdup (s->address);
+      v->iscsi_address = g_strdup (df_server_iscsi_address (s));
       v->iscsi_port = s->iscsi_port;
       v->nbd_port = s->nbd_port;
       v->admin_port = s->admin_port;

@@ -18,7 +18,9 @@ typedef struct DfHealth DfHealth;
 /* One stream server as last seen (copies; df_server_view_free). */
 typedef struct {
   char *name;
-  char *address;
+  char *address;            /* its own: where its health is asked */
+  char *iscsi_address;      /* what boot scripts name: its floating
+                             * portal, else address */
   guint16 iscsi_port;
   guint16 nbd_port;
   guint16 admin_port;       /* its admin API (probes; offline generations) */

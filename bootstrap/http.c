@@ -189,7 +189,7 @@ render_for (DfBootHttp *h, const DfDevice *d, gint64 generation,
   for (guint i = 0; i < servers->len; i++)
     {
       const DfServerView *v = servers->pdata[i];
-      t[i].address = v->address;
+      t[i].address = v->iscsi_address;
       t[i].port = v->iscsi_port;
     }
   DfScriptParams p = {

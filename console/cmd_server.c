@@ -8,6 +8,8 @@
 
 #include "admin-client.h"
 
+#include <stdio.h>
+
 /* ---- health ----------------------------------------------------------- */
 
 typedef struct {
@@ -94,6 +96,7 @@ server_record (const DfServer *s, const Health *h)
   DfRecord *r = df_record_new ();
   df_record_str (r, "name", "name", s->name);
   df_record_str (r, "address", "address", s->address);
+  df_record_str (r, "portal", "portal", s->portal ? s->portal : "-");
   df_record_int (r, "iscsi_port", "iscsi", s->iscsi_port);
   df_record_int (r, "nbd_port", "nbd", s->nbd_port);
   df_record_int (r, "admin_port", "admin", s->admin_port);
@@ -122,6 +125,10 @@ check_port (const char *what, gint v, GError **err)
   return false;
 }
 
+#define PORTAL_HELP \
+  "Floating iSCSI address boot scripts name instead of --address, held " \
+  "by keepalived (see 'server portal-config')"
+
 static bool
 server_add (DfCtx *ctx, int argc, char **argv, GError **err)
 {
@@ -131,15 +138,17 @@ server_add (DfCtx *ctx, int argc, char **argv, GError **err)
     "service lists the healthy ones, least loaded first, in every boot "
     "script; load is sessions / power.",
     "  diskfarm server add ss1 --address 10.0.0.11\n"
-    "  diskfarm server add ss2 --address 10.0.0.12 --power 2\n",
+    "  diskfarm server add ss2 --address 10.0.0.12 --power 2\n"
+    "  diskfarm server add ss3 --address 10.0.0.13 --portal 10.0.0.113\n",
   };
-  g_autofree char *address = NULL;
+  g_autofree char *address = NULL, *portal = NULL;
   gint iscsi = DF_ISCSI_PORT, nbd = DF_NBD_PORT, admin = DF_ADMIN_PORT;
   gint power = 1;
   const GOptionEntry entries[] = {
     { "address", 'a', 0, G_OPTION_ARG_STRING, &address,
       "Address targets and bootstrap servers reach it at: an IPv4/IPv6 "
       "literal or an RFC 1123 host name", "IP" },
+    { "portal", 0, 0, G_OPTION_ARG_STRING, &portal, PORTAL_HELP, "IP" },
     { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &iscsi,
       "iSCSI port (default " G_STRINGIFY (DF_ISCSI_PORT) ")", "PORT" },
     { "nbd-port", 0, 0, G_OPTION_ARG_INT, &nbd, "NBD port (default " G_STRINGIFY (DF_NBD_PORT) ")",
@@ -166,7 +175,8 @@ server_add (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   DfServer s = { .name = argv[1], .address = address,
                  .iscsi_port = (guint16) iscsi, .nbd_port = (guint16) nbd,
-                 .admin_port = (guint16) admin, .power = power };
+                 .admin_port = (guint16) admin, .power = power,
+                 .portal = portal };
   if (!df_farm_server_add (farm, &s, err))
     return false;
   g_autoptr (DfServer) got = df_farm_server_get (farm, argv[1], err);
@@ -257,17 +267,22 @@ server_set (DfCtx *ctx, int argc, char **argv, GError **err)
 {
   static const DfCmdSpec spec = {
     "server set", "NAME", 1, 1,
-    "Change a stream server's address, ports or power.  Options not given "
+    "Change a stream server's address, portal, ports or power.  Options "
+    "not given "
     "keep their value; boot scripts use the new values from their next "
     "fetch.",
     "  diskfarm server set ss1 --address 10.0.0.21\n"
     "  diskfarm server set ss2 --power 4 --iscsi-port 3261\n",
   };
-  g_autofree char *address = NULL;
+  g_autofree char *address = NULL, *portal = NULL;
   gint iscsi = -1, nbd = -1, admin = -1, power = -1;
+  gboolean no_portal = FALSE;
   const GOptionEntry entries[] = {
     { "address", 'a', 0, G_OPTION_ARG_STRING, &address,
       "Address targets and bootstrap servers reach it at", "IP" },
+    { "portal", 0, 0, G_OPTION_ARG_STRING, &portal, PORTAL_HELP, "IP" },
+    { "no-portal", 0, 0, G_OPTION_ARG_NONE, &no_portal,
+      "Drop the floating portal: boot scripts name --address again", NULL },
     { "iscsi-port", 0, 0, G_OPTION_ARG_INT, &iscsi, "iSCSI port", "PORT" },
     { "nbd-port", 0, 0, G_OPTION_ARG_INT, &nbd, "NBD port", "PORT" },
     { "admin-port", 0, 0, G_OPTION_ARG_INT, &admin,
@@ -278,10 +293,18 @@ server_set (DfCtx *ctx, int argc, char **argv, GError **err)
   };
   if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
     return false;
-  if (!address && iscsi == -1 && nbd == -1 && admin == -1 && power == -1)
+  if (!address && !portal && !no_portal && iscsi == -1 && nbd == -1
+      && admin == -1 && power == -1)
     {
       df_usage_error (err, "server set: nothing to change (give --address, "
-                      "--iscsi-port, --nbd-port, --admin-port or --power)");
+                      "--portal, --no-portal, --iscsi-port, --nbd-port, "
+                      "--admin-port or --power)");
+      return false;
+    }
+  if (portal && no_portal)
+    {
+      df_usage_error (err, "server set: --portal and --no-portal exclude "
+                      "each other");
       return false;
     }
   g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
@@ -295,6 +318,8 @@ server_set (DfCtx *ctx, int argc, char **argv, GError **err)
     g_free (s->address), s->address = g_strdup (address);
   if (power != -1)
     s->power = power;
+  if (portal || no_portal)
+    g_free (s->portal), s->portal = g_strdup (portal);
   if (!df_farm_server_update (farm, s, err))
     return false;
   g_autoptr (DfRecord) r = server_record (s, NULL);
@@ -322,11 +347,69 @@ server_remove (DfCtx *ctx, int argc, char **argv, GError **err)
   return true;
 }
 
+static bool
+server_portal_config (DfCtx *ctx, int argc, char **argv, GError **err)
+{
+  static const DfCmdSpec spec = {
+    "server portal-config", "NAME", 1, 1,
+    "Print the keepalived.conf of stream server NAME (run it on that "
+    "server's host): one VRRP instance per server with a portal, MASTER of "
+    "its own portal (priority 200), BACKUP of the others' (priority 150 "
+    "for the most powerful other server, one less per rank), every "
+    "instance tracking the local streamsvc's /v1/health (curl, each "
+    "second; two failures give the portals up).  streamsvc must accept "
+    "iSCSI on an address it does not hold yet: --iscsi-listen 0.0.0.0:3260 "
+    "(or [::]:3260).  Write the file again on every server when a server "
+    "or a portal changes.",
+    "  diskfarm server portal-config ss1 --interface eth0 "
+    ">/etc/keepalived/keepalived.conf\n",
+  };
+  g_autofree char *ifname = NULL, *url = NULL;
+  gint vrid = DF_PORTAL_VRID_BASE;
+  const GOptionEntry entries[] = {
+    { "interface", 'i', 0, G_OPTION_ARG_STRING, &ifname,
+      "This host's network interface on the stream LAN (required)", "IF" },
+    { "vrid-base", 0, 0, G_OPTION_ARG_INT, &vrid,
+      "First VRRP virtual_router_id; one per portal, in server name order "
+      "(default " G_STRINGIFY (DF_PORTAL_VRID_BASE) ")", "N" },
+    { "health-url", 0, 0, G_OPTION_ARG_STRING, &url,
+      "What the track script asks (default "
+      "http://ADDRESS:ADMIN-PORT/v1/health of the server)", "URL" },
+    G_OPTION_ENTRY_NULL
+  };
+  if (!df_cmd_parse (ctx, &spec, entries, &argc, &argv, err))
+    return false;
+  if (!ifname)
+    {
+      df_usage_error (err, "server portal-config: missing --interface");
+      return false;
+    }
+  if (vrid < 1 || vrid > 255)
+    {
+      df_usage_error (err, "--vrid-base must be 1-255, not %d", vrid);
+      return false;
+    }
+  g_autoptr (DfFarm) farm = df_ctx_open_farm (ctx, false, err);
+  if (!farm)
+    return false;
+  DfPortalConfOpts o = { .interface = ifname, .vrid_base = (guint) vrid,
+                         .health_url = url };
+  g_autofree char *conf = df_farm_portal_keepalived_conf (farm, argv[1], &o,
+                                                          err);
+  if (!conf)
+    return false;
+  fputs (conf, stdout);
+  return true;
+}
+
 const DfCmd df_server_cmds[] = {
   { "add", "register a stream server", server_add },
   { "list", "list stream servers and their health", server_list },
   { "show", "show one stream server", server_show },
-  { "set", "change a stream server's address, ports or power", server_set },
+  { "set", "change a stream server's address, portal, ports or power",
+    server_set },
+  { "portal-config", "write keepalived.conf for a server's floating portal",
+    server_portal_config },
   { "remove", "forget a stream server", server_remove },
   { NULL, NULL, NULL }
 };

@@ -23,6 +23,9 @@ realos_pkgs="open-iscsi initramfs-tools nbd-client e2fsprogs cpio kmod bc"
 uefi_pkgs="ovmf systemd-boot-efi binutils"
 # openssl (the command): nbd-tls makes its x509 CA and certificates at test
 # time; the client side of TLS is qemu's and libnbd's (GnuTLS)
+# keepalived: the floating iSCSI portal of each stream server (VRRP, e2e
+# portal-failover and the interop portal-config test run their own
+# instances with private config and pid files, never the system service)
 # postgresql: the farm DB tests start their own server from its initdb and
 # pg_ctl (tests/lib/pg.sh), never the system service
 test_pkgs="$boot_pkgs $guestfs_pkgs postgresql libnbd-bin python3 python3-libnbd nbdkit
@@ -30,7 +33,7 @@ test_pkgs="$boot_pkgs $guestfs_pkgs postgresql libnbd-bin python3 python3-libnbd
   libxml2-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   tftp-hpa tftpd-hpa dnsmasq-base iproute2 qemu-block-extra genisoimage fdisk
   libnbd-dev libiscsi-dev mmdebstrap debhelper lintian $realos_pkgs
-  $uefi_pkgs openssl"
+  $uefi_pkgs openssl keepalived"
 demo_pkgs="$boot_pkgs libnbd-bin python3 python3-libnbd curl linux-image-amd64 fdisk
   $realos_pkgs"
 
@@ -69,6 +72,16 @@ case " $missing " in
       systemctl disable --now tftpd-hpa >/dev/null 2>&1 || true
     else
       service tftpd-hpa stop >/dev/null 2>&1 || true
+    fi ;;
+esac
+# keepalived's package starts the system daemon on its (empty) config; the
+# tests run their own keepalived in their network namespaces.
+case " $missing " in
+  *" keepalived "*)
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now keepalived >/dev/null 2>&1 || true
+    else
+      service keepalived stop >/dev/null 2>&1 || true
     fi ;;
 esac
 # open-iscsi's package enables iscsid (socket-activated) and open-iscsi.service,

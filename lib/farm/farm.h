@@ -466,20 +466,62 @@ typedef struct {
   gint64 timeout_ms;    /* unhealthy when no heartbeat for this long */
   DfServerLoad load;    /* as of the last heartbeat */
   char *software;       /* its diskfarm version, or NULL */
+  /* Its floating iSCSI portal (an IP literal its host holds and a
+   * survivor adopts: keepalived VRRP, portal.c), or NULL: boot scripts
+   * name its address.  Set by `server add/set` only, never by a
+   * registration. */
+  char *portal;
 } DfServer;
 void df_server_free (DfServer *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfServer, df_server_free)
 
-/* Checks: valid name, an address df_validate_host accepts, ports 1-65535,
- * power 1-1000; DF_ERROR_EXISTS when the name is taken. */
+/* A portal is an IPv4/IPv6 literal (it moves between hosts: no name),
+ * not a wildcard, loopback or multicast address. */
+bool df_farm_check_portal (const char *portal, GError **err);
+/* Where initiators reach s's iSCSI target: its portal, else its address
+ * (borrowed from s).  Boot scripts and media name this. */
+const char *df_server_iscsi_address (const DfServer *s);
+
+/* Checks: valid name, an address df_validate_host accepts, a portal
+ * df_farm_check_portal accepts (or none), ports 1-65535, power 1-1000;
+ * DF_ERROR_EXISTS when the name is taken. */
 bool df_farm_server_add (DfFarm *farm, const DfServer *s, GError **err);
 DfServer *df_farm_server_get (DfFarm *farm, const char *name, GError **err);
 GPtrArray *df_farm_server_list (DfFarm *farm, GError **err);  /* DfServer */
-/* Replace address, ports and power of the server named s->name; same
+/* Replace address, ports, power and portal of the server named s->name; same
  * checks as add; DF_ERROR_NOT_FOUND when there is none.  Boot scripts
  * use the new values from their next fetch. */
 bool df_farm_server_update (DfFarm *farm, const DfServer *s, GError **err);
 bool df_farm_server_remove (DfFarm *farm, const char *name, GError **err);
+
+/* ---- floating portals (portal.c) ---------------------------------------- */
+/* Each stream server's portal floats: keepalived (VRRP) on every server
+ * with a portal holds its own (MASTER, priority 200) and backs up the
+ * others' (BACKUP: priority 150 for the most powerful other server, one
+ * less per rank, by power then name), each instance tracking the local
+ * streamsvc's /v1/health; router ids are vrid_base + the server's index
+ * among the servers with a portal, by name. */
+typedef struct {
+  const char *interface;    /* this host's NIC on the stream LAN */
+  guint vrid_base;          /* first virtual_router_id (1-255) */
+  const char *health_url;   /* NULL: http://ADDRESS:ADMIN-PORT/v1/health */
+} DfPortalConfOpts;
+#define DF_PORTAL_VRID_BASE 51
+/* The priority host has for owner's portal: 200 own, 1-150 a backup, 0
+ * when host has no portal (takes no part). */
+int df_portal_priority (GPtrArray *servers, const char *owner,
+                        const char *host);
+/* keepalived.conf for server self from servers (DfServer, borrowed): new
+ * string, or NULL + DF_ERROR_INVALID (self has no portal, a bad interface
+ * or URL, router ids past 255). */
+char *df_portal_keepalived_render (GPtrArray *servers, const char *self,
+                                   const char *farm_uuid,
+                                   const DfPortalConfOpts *o, GError **err);
+/* The same from the farm's registry; DF_ERROR_NOT_FOUND for no server
+ * self. */
+char *df_farm_portal_keepalived_conf (DfFarm *farm, const char *self,
+                                      const DfPortalConfOpts *o,
+                                      GError **err);
 
 /* Auto-add of unknown devices booting through bootstrap (kept with
  * df_farm_setting_get/set of versions.c): when enabled, a

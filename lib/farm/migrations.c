@@ -268,6 +268,13 @@ static const char migration_11[] =
   "  acquired_ms INTEGER NOT NULL\n"
   ");\n";
 
+/* 12: a stream server's floating iSCSI portal (servers.c): the address
+ * boot scripts name for its iSCSI target, held by its own host and
+ * adopted by a survivor when that host dies (keepalived VRRP, `diskfarm
+ * server portal-config`).  NULL: the server's own address. */
+static const char migration_12[] =
+  "ALTER TABLE servers ADD COLUMN portal TEXT CHECK (portal <> '');\n";
+
 const DfMigration df_farm_migrations[] = {
   { 1, "initial schema", migration_1, migration_1_pg },
   { 2, "stream servers", migration_2, NULL },
@@ -281,6 +288,7 @@ const DfMigration df_farm_migrations[] = {
   { 9, "server registry", migration_9, NULL },
   { 10, "store state", migration_10, NULL },
   { 11, "cache leases", migration_11, NULL },
+  { 12, "floating iSCSI portals", migration_12, NULL },
 };
 const guint df_farm_n_migrations = G_N_ELEMENTS (df_farm_migrations);
 

@@ -7,6 +7,7 @@
 #include "farm-private.h"
 #include "common.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 /* ---- servers ---------------------------------------------------------- */
@@ -32,6 +33,7 @@ static const DfField server_fields[] = {
   DF_FIELD (INT64, DfServer, load.versions_held),
   DF_FIELD (INT64, DfServer, load.versions_verified),
   DF_FIELD (TEXT, DfServer, software),
+  DF_FIELD (TEXT, DfServer, portal),            /* NULL: none */
 };
 
 static const DfRowType server_row =
@@ -46,7 +48,8 @@ df_server_free (DfServer *s)
 #define SERVER_COLS \
   "id, name, address, iscsi_port, nbd_port, admin_port, power, created, " \
   "kind, registered_ms, heartbeat_ms, timeout_ms, sessions, bytes_per_s, " \
-  "cpu_permille, free_bytes, versions_held, versions_verified, software"
+  "cpu_permille, free_bytes, versions_held, versions_verified, software, " \
+  "portal"
 
 /* The address goes into boot scripts and media: an IP literal or an RFC
  * 1123 host name, nothing else. */
@@ -62,10 +65,52 @@ check_address (const char *a, GError **err)
   return df_validate_host ("server address", a, err);
 }
 
+/* a, in network order, is 0.0.0.0, 127/8 or 224/4 (IPv4), or ::, ::1 or
+ * ff00::/8 (IPv6). */
+static bool
+unusable_portal (int family, const guint8 *a)
+{
+  static const guint8 zero[16], one[16] = { [15] = 1 };
+  if (family == AF_INET)
+    return memcmp (a, zero, 4) == 0 || a[0] == 127 || (a[0] & 0xf0) == 0xe0;
+  return memcmp (a, zero, 16) == 0 || memcmp (a, one, 16) == 0
+         || a[0] == 0xff;
+}
+
+bool
+df_farm_check_portal (const char *portal, GError **err)
+{
+  guint8 a[16];
+  int family = strchr (portal, ':') ? AF_INET6 : AF_INET;
+  if (inet_pton (family, portal, a) != 1)
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "portal '%s' is not an IPv4 or IPv6 address (a floating "
+                   "address moves between hosts: no host name)", portal);
+      return false;
+    }
+  if (unusable_portal (family, a))
+    {
+      g_set_error (err, DF_ERROR, DF_ERROR_INVALID,
+                   "portal '%s' cannot be a wildcard, loopback or multicast "
+                   "address", portal);
+      return false;
+    }
+  return true;
+}
+
+const char *
+df_server_iscsi_address (const DfServer *s)
+{
+  return s->portal ? s->portal : s->address;
+}
+
 bool
 df_farm_check_server (const DfServer *s, GError **err)
 {
   if (!df_validate_name ("server", s->name, err) || !check_address (s->address, err))
+    return false;
+  if (s->portal && !df_farm_check_portal (s->portal, err))
     return false;
   if (s->iscsi_port == 0 || s->nbd_port == 0 || s->admin_port == 0)
     {
@@ -86,10 +131,12 @@ bool
 df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err)
 {
   g_autofree char *at = df_farm_now ();
-  const DfParam p[] = { DF_TEXT (s->name), DF_SERVER_PLACE (s), DF_TEXT (at) };
+  const DfParam p[] = { DF_TEXT (s->name), DF_SERVER_PLACE (s), DF_TEXT (at),
+                        DF_TEXT (s->portal) };
   if (df_farm_exec (farm,
     "INSERT INTO servers (name, address, iscsi_port, nbd_port, admin_port, "
-    "power, created) VALUES (?, ?, ?, ?, ?, ?, ?)", p, G_N_ELEMENTS (p), err))
+    "power, created, portal) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", p,
+    G_N_ELEMENTS (p), err))
     return true;
   if (err && *err && (*err)->code == DF_ERROR_EXISTS)
     {
@@ -104,10 +151,12 @@ df_farm_server_insert (DfFarm *farm, const DfServer *s, GError **err)
 char *
 df_farm_server_audit_detail (const DfServer *s)
 {
+  g_autofree char *portal = s->portal
+    ? g_strdup_printf (",\"portal\":\"%s\"", s->portal) : g_strdup ("");
   return g_strdup_printf (
     "{\"address\":\"%s\",\"iscsi_port\":%u,\"nbd_port\":%u,"
-    "\"admin_port\":%u,\"power\":%d}", s->address, s->iscsi_port,
-    s->nbd_port, s->admin_port, s->power);
+    "\"admin_port\":%u,\"power\":%d%s}", s->address, s->iscsi_port,
+    s->nbd_port, s->admin_port, s->power, portal);
 }
 
 /* Writes s's row (insert or update), inside the write scope. */
@@ -156,10 +205,12 @@ df_farm_server_list (DfFarm *farm, GError **err)
 static bool
 server_set_row (DfFarm *farm, const DfServer *s, GError **err)
 {
-  const DfParam p[] = { DF_SERVER_PLACE (s), DF_TEXT (s->name) };
+  const DfParam p[] = { DF_SERVER_PLACE (s), DF_TEXT (s->portal),
+                        DF_TEXT (s->name) };
   if (!df_farm_exec (farm,
     "UPDATE servers SET address = ?, iscsi_port = ?, nbd_port = ?, "
-    "admin_port = ?, power = ? WHERE name = ?", p, G_N_ELEMENTS (p), err))
+    "admin_port = ?, power = ?, portal = ? WHERE name = ?", p,
+    G_N_ELEMENTS (p), err))
     return false;
   return df_farm_changed_row (farm, err, "no server named '%s'", s->name);
 }

@@ -46,6 +46,30 @@ grep -q '^sanboot iscsi:127.0.0.1::3260:1:iqn.2026-11.org.diskfarm:pc01 || goto 
 grep -q 127.0.0.2 "$T/s1" && fail "the down server is listed"
 pass "script for pc01: initiator IQN, sanboot on the healthy server only"
 
+# A floating portal (issue 13): the script names it instead of the
+# server's address (health is still asked at the address); dropped again,
+# the address comes back.  Views follow the DB at each health round.
+df server set ss1 --portal 10.99.0.1 >/dev/null
+for _ in $(seq 50); do
+  curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/sp"
+  grep -q 'iscsi:10.99.0.1::' "$T/sp" && break
+  sleep 0.2
+done
+grep -q '^sanboot iscsi:10.99.0.1::3260:1:iqn.2026-11.org.diskfarm:pc01 || goto failed$' "$T/sp" ||
+  { cat "$T/sp"; fail "the script does not name ss1's portal"; }
+df server list --no-health | grep -q '^ss1 .*10.99.0.1' || fail "server list does not show the portal"
+df server set ss1 --portal 127.0.0.1 2>"$T/perr" && fail "a loopback portal was accepted"
+grep -q "portal '127.0.0.1' cannot be a wildcard, loopback or multicast" "$T/perr" ||
+  fail "loopback portal: $(cat "$T/perr")"
+df server set ss1 --no-portal >/dev/null
+for _ in $(seq 50); do
+  curl -sS "$URL/boot.ipxe?mac=52:54:00:12:34:56" -o "$T/sp"
+  grep -q 'iscsi:127.0.0.1::' "$T/sp" && break
+  sleep 0.2
+done
+grep -q '^sanboot iscsi:127.0.0.1::3260:1:' "$T/sp" || { cat "$T/sp"; fail "--no-portal: the address is not back"; }
+pass "a server's floating portal goes into the script; --no-portal gives the address back"
+
 # Without a token: the script changes nothing (issue 14: a fetch of the
 # script used to reset the device's cache under its live session).
 g1=$(gen_of pc01)

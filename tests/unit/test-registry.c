@@ -3,7 +3,9 @@
  * timeout, bad registrations change nothing, store-state upserts, the
  * placement rule (df_farm_store_holds), PVS's pending rule, verification
  * of a real file, and rows going with their server or version; cache
- * leases (leases.c): shared take/renew/takeover/release, local claims. */
+ * leases (leases.c): shared take/renew/takeover/release, local claims;
+ * floating portals (portal.c): the address check, the portal kept across
+ * registrations, VRRP priorities and the keepalived.conf. */
 #include "farm.h"
 #include "common.h"
 #include "test-db.h"
@@ -445,6 +447,182 @@ test_lease_local (Fixture *fx, gconstpointer data)
   g_assert_cmpint (row->generation, ==, 6);
 }
 
+/* ---- floating portals (portal.c) ------------------------------------------ */
+
+static void
+test_portal_check (Fixture *fx, gconstpointer data)
+{
+  static const struct { const char *portal; bool ok; } cases[] = {
+    { "10.0.0.101", true }, { "fd00::65", true }, { "192.168.7.1", true },
+    { "0.0.0.0", false }, { "127.0.0.1", false }, { "127.9.9.9", false },
+    { "224.0.0.18", false }, { "239.1.1.1", false }, { "::", false },
+    { "::1", false }, { "ff02::12", false }, { "ss1.example", false },
+    { "10.0.0", false }, { "10.0.0.256", false }, { "", false },
+    { "10.0.0.1 ", false }, { "fd00::65/64", false },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autoptr (GError) err = NULL;
+      bool ok = df_farm_check_portal (cases[i].portal, &err);
+      if (ok != cases[i].ok)
+        g_error ("portal '%s': %s", cases[i].portal,
+                 ok ? "accepted" : err->message);
+      if (!ok)
+        g_assert_true (strstr (err->message, "portal '") != NULL);
+    }
+}
+
+/* The portal is the admin's: add and set write it, a registration (which
+ * rewrites address and ports) keeps it, boot scripts name it. */
+static void
+test_portal_kept (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  DfServer added = { .name = (char *) "ss1", .address = (char *) "10.0.0.9",
+                     .iscsi_port = 3260, .nbd_port = 10809,
+                     .admin_port = 8001, .power = 1,
+                     .portal = (char *) "10.0.0.109" };
+  g_assert_true (df_farm_server_add (fx->farm, &added, &err));
+  register_ok (fx->farm, "ss1", 2);
+  g_autoptr (DfServer) got = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_no_error (err);
+  g_assert_cmpstr (got->address, ==, "127.0.0.1");
+  g_assert_cmpstr (got->portal, ==, "10.0.0.109");
+  g_assert_cmpstr (df_server_iscsi_address (got), ==, "10.0.0.109");
+
+  /* a bad portal changes nothing */
+  g_free (got->portal);
+  got->portal = g_strdup ("127.0.0.2");
+  g_assert_false (df_farm_server_update (fx->farm, got, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_INVALID);
+  g_clear_error (&err);
+  g_autoptr (DfServer) same = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_cmpstr (same->portal, ==, "10.0.0.109");
+
+  g_clear_pointer (&same->portal, g_free);
+  g_assert_true (df_farm_server_update (fx->farm, same, &err));
+  g_autoptr (DfServer) none = df_farm_server_get (fx->farm, "ss1", &err);
+  g_assert_null (none->portal);
+  g_assert_cmpstr (df_server_iscsi_address (none), ==, "127.0.0.1");
+}
+
+static DfServer *
+portal_server (const char *name, int power, const char *portal)
+{
+  DfServer *s = g_new0 (DfServer, 1);
+  s->name = g_strdup (name);
+  s->address = g_strdup_printf ("10.0.0.%u", 10 + (guint) name[1]);
+  s->admin_port = 8001;
+  s->power = power;
+  s->portal = g_strdup (portal);
+  s->kind = g_strdup (DF_SERVER_KIND_STREAM);
+  return s;
+}
+
+static GPtrArray *
+portal_farm (void)
+{
+  GPtrArray *a = g_ptr_array_new_with_free_func ((GDestroyNotify) df_server_free);
+  g_ptr_array_add (a, portal_server ("s1", 1, "10.0.0.101"));
+  g_ptr_array_add (a, portal_server ("s2", 4, "10.0.0.102"));
+  g_ptr_array_add (a, portal_server ("s3", 1, "10.0.0.103"));
+  g_ptr_array_add (a, portal_server ("s4", 9, NULL));   /* no portal */
+  DfServer *bs = portal_server ("s5", 1, "10.0.0.105");
+  g_free (bs->kind);
+  bs->kind = g_strdup (DF_SERVER_KIND_BOOTSTRAP);        /* never floats */
+  g_ptr_array_add (a, bs);
+  return a;
+}
+
+static void
+test_portal_priority (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GPtrArray) a = portal_farm ();
+  g_assert_cmpint (df_portal_priority (a, "s1", "s1"), ==, 200);
+  /* s1's portal: s2 (power 4) first, then s3 */
+  g_assert_cmpint (df_portal_priority (a, "s1", "s2"), ==, 150);
+  g_assert_cmpint (df_portal_priority (a, "s1", "s3"), ==, 149);
+  /* s2's portal: s1 and s3 both power 1: by name */
+  g_assert_cmpint (df_portal_priority (a, "s2", "s1"), ==, 150);
+  g_assert_cmpint (df_portal_priority (a, "s2", "s3"), ==, 149);
+  g_assert_cmpint (df_portal_priority (a, "s1", "s4"), ==, 0);
+  g_assert_cmpint (df_portal_priority (a, "s1", "s5"), ==, 0);
+}
+
+/* The instance block of owner in conf (new string). */
+static char *
+instance_of (const char *conf, const char *owner)
+{
+  g_autofree char *head = g_strdup_printf ("vrrp_instance diskfarm_%s {",
+                                           owner);
+  const char *b = strstr (conf, head);
+  if (!b)
+    return NULL;
+  const char *e = strstr (b, "\n}\n");
+  g_assert_nonnull (e);
+  return g_strndup (b, (gsize) (e - b));
+}
+
+static void
+test_portal_render (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GPtrArray) a = portal_farm ();
+  DfPortalConfOpts o = { .interface = "eth0", .vrid_base = 51 };
+  g_autofree char *c = df_portal_keepalived_render (a, "s3", "uuid", &o,
+                                                    &err);
+  g_assert_no_error (err);
+  g_assert_nonnull (strstr (c, "router_id diskfarm-s3\n"));
+  g_assert_nonnull (strstr (c, "/usr/bin/curl -fsS -m 1 -o /dev/null "
+                            "http://10.0.0.61:8001/v1/health\""));
+  g_autofree char *i1 = instance_of (c, "s1");
+  g_autofree char *i2 = instance_of (c, "s2");
+  g_autofree char *i3 = instance_of (c, "s3");
+  g_assert_nonnull (i1);
+  g_assert_nonnull (i2);
+  g_assert_nonnull (i3);
+  g_assert_null (instance_of (c, "s4"));
+  g_assert_null (instance_of (c, "s5"));
+  g_assert_nonnull (strstr (i1, "state BACKUP\n"));
+  g_assert_nonnull (strstr (i1, "virtual_router_id 51\n"));
+  g_assert_nonnull (strstr (i1, "priority 149\n"));
+  g_assert_nonnull (strstr (i1, "10.0.0.101 dev eth0\n"));
+  g_assert_nonnull (strstr (i2, "virtual_router_id 52\n"));
+  g_assert_nonnull (strstr (i2, "priority 149\n"));
+  g_assert_nonnull (strstr (i3, "state MASTER\n"));
+  g_assert_nonnull (strstr (i3, "virtual_router_id 53\n"));
+  g_assert_nonnull (strstr (i3, "priority 200\n"));
+  g_assert_nonnull (strstr (i3, "diskfarm_streamsvc\n"));
+
+  /* refusals */
+  static const struct { const char *self, *ifname, *url; guint base;
+                        const char *msg; } bad[] = {
+    { "s4", "eth0", NULL, 51, "server s4 has no portal" },
+    { "s5", "eth0", NULL, 51, "server s5 has no portal" },
+    { "s1", "", NULL, 51, "interface ''" },
+    { "s1", "eth0 x", NULL, 51, "interface 'eth0 x'" },
+    { "s1", "averyveryverylongif", NULL, 51, "interface" },
+    { "s1", "eth0", "http://a b/", 51, "health URL" },
+    { "s1", "eth0", "https://x/v1/health", 51, "health URL" },
+    { "s1", "eth0", "http://x/\"", 51, "health URL" },
+    { "s1", "eth0", NULL, 254, "router ids 254-256" },
+    { "s1", "eth0", NULL, 0, "router ids" },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_autoptr (GError) e = NULL;
+      DfPortalConfOpts b = { .interface = bad[i].ifname,
+                             .vrid_base = bad[i].base,
+                             .health_url = bad[i].url };
+      g_autofree char *r = df_portal_keepalived_render (a, bad[i].self,
+                                                        "uuid", &b, &e);
+      g_assert_null (r);
+      g_assert_error (e, DF_ERROR, DF_ERROR_INVALID);
+      if (!strstr (e->message, bad[i].msg))
+        g_error ("case %u: '%s' lacks '%s'", i, e->message, bad[i].msg);
+    }
+}
+
 static const TestFarmCase tests[] = {
   { "/registry/register-fills-admin-row", test_register_fills_admin_row },
   { "/registry/heartbeat-and-state", test_heartbeat_and_state },
@@ -454,6 +632,10 @@ static const TestFarmCase tests[] = {
   { "/registry/verify-file", test_verify_file },
   { "/registry/lease-shared", test_lease_shared },
   { "/registry/lease-local", test_lease_local },
+  { "/registry/portal-check", test_portal_check },
+  { "/registry/portal-kept", test_portal_kept },
+  { "/registry/portal-priority", test_portal_priority },
+  { "/registry/portal-render", test_portal_render },
 };
 
 int
