@@ -1,5 +1,6 @@
-/* diskfarm console: `server add|list|show|remove`: the stream servers the
- * bootstrap service lists in boot scripts.
+/* diskfarm console: `server add|list|show|set|remove|portal-config`: the
+ * stream servers the bootstrap service lists in boot scripts, and the
+ * keepalived.conf of their floating portals (lib/farm/portal.c).
  *
  * list and show ask each server's admin endpoint (GET /v1/health) live,
  * with a short timeout, so a dead server shows as such at once. */
