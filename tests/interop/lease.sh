@@ -17,7 +17,8 @@
 #   5. farm DB outage for the holder only (test hook): it stops writing
 #      before the lease can move; the writer fails over;
 #   6. slow disk (a FLUSH delayed 6 s) during that outage: the flush is
-#      refused, not written after the takeover.
+#      refused, not written after the takeover; over iSCSI (6b) the
+#      command gets NOT READY / BECOMING READY, which initiators retry.
 #   Every step writes a journal (epoch, server, start, end of each write
 #   to the cache's files); lease-journal.py fails if two servers ever
 #   wrote at once.
@@ -296,6 +297,28 @@ assert h.pread(4096, 3 << 20) == b'\xc1' * 4096, 'a flushed write was lost'
 " || fail "after the slow flush"
 journal_ok
 pass "slow disk: the delayed flush was refused, not written after the takeover"
+
+# ---- 6b. iSCSI: a lost lease answers "retry", not an I/O error -------------
+# qemu-io (libiscsi) writes through ss1 (its flush delayed 6 s) while ss1
+# is cut from the DB: the command in flight when the lease lapses gets NOT
+# READY / BECOMING READY (02/04/01, which initiators retry: the survivor
+# serves the retry), not MEDIUM ERROR nor the stale binding's 02/04/03.
+ISCSI1=$(grep -o 'iscsi listening on [0-9.:]*' "$T/ss1.log" | tail -1 | sed 's|.*on ||')
+logins() { grep -c "iSCSI login: .*-> iqn.2026-11.org.diskfarm:p" "$T/ss1.log" || true; }
+l0=$(logins)
+timeout 60 qemu-io -f raw -c 'write -P 0xe1 5M 4k' -c flush \
+  "iscsi://$ISCSI1/iqn.2026-11.org.diskfarm:p/1" >"$T/q6.out" 2>&1 &
+Q=$!
+_df_pids="$_df_pids $Q"
+for _ in $(seq 100); do [ "$(logins)" -gt "$l0" ] && break; sleep 0.1; done
+[ "$(logins)" -gt "$l0" ] || { cat "$T/q6.out"; fail "qemu-io did not log in to ss1"; }
+touch "$T/ss1.dbdown"
+rc=0; wait $Q || rc=$?
+rm -f "$T/ss1.dbdown"
+[ "$rc" -ne 0 ] || fail "iSCSI: the write was acknowledged after the lease lapsed: $(cat "$T/q6.out")"
+grep -q "NOT READY(2) ASCQ:.*(0x0401)" "$T/q6.out" ||
+  fail "iSCSI: a lost lease did not answer NOT READY / BECOMING READY: $(cat "$T/q6.out")"
+pass "iSCSI: the lost lease answered NOT READY, BECOMING READY (02/04/01)"
 
 # ---- tier 3: a local cache does not move ----------------------------------
 qemu-io -f raw -c 'write -P 0x44 0 64k' "$(u s "$S1")" >/dev/null
