@@ -319,6 +319,10 @@ rm -f "$T/ss1.dbdown"
 grep -q "NOT READY(2) ASCQ:.*(0x0401)" "$T/q6.out" ||
   fail "iSCSI: a lost lease did not answer NOT READY / BECOMING READY: $(cat "$T/q6.out")"
 pass "iSCSI: the lost lease answered NOT READY, BECOMING READY (02/04/01)"
+# libiscsi logs in again after the close: ss1 without the slow disk from
+# here on (that session's last flush would stall what follows)
+kill -TERM "$PID_ss1"; wait "$PID_ss1" 2>/dev/null || true
+start_ss ss1 "$FARM"
 
 # ---- tier 3: a local cache does not move ----------------------------------
 qemu-io -f raw -c 'write -P 0x44 0 64k' "$(u s "$S1")" >/dev/null
