@@ -1573,6 +1573,12 @@ df_export_fence_reason (DfExport *e)
   return e->entry != NULL ? df_fence_reason (e->entry->fence) : NULL;
 }
 
+bool
+df_export_moved (DfExport *e)
+{
+  return e->entry != NULL && df_fence_moved (e->entry->fence);
+}
+
 /* Stop reading only: the worker sees end of input and drops an idle
  * connection, while a request being refused right now (this very fence
  * check) still gets its error reply out before the close. */

@@ -130,6 +130,10 @@ void df_export_binding (DfExport *e, DfExportBinding *out);
 /* NULL while e's binding is current; once fenced, why (borrowed).  One
  * atomic load. */
 const char *df_export_fence_reason (DfExport *e);
+/* Fenced because this server lost the lease of e's shared cache
+ * (df_fence_moved): the device carries on at the server that takes it
+ * over, so a client should retry there rather than fail the I/O. */
+bool df_export_moved (DfExport *e);
 /* When e is fenced, shutdown(fd, SHUT_RD) so that the front end's worker
  * drops the connection, idle or not (a reply being sent goes out first).  At most once per export;
  * df_export_close stops watching (call it before closing fd).  No-op for

@@ -462,8 +462,9 @@ scratch (iscsi_conn *c, size_t n)
 }
 
 /* The export's binding went stale (device reset or changed, superseded by
- * a newer boot generation): the fence layer refuses its I/O; this session
- * answers NOT READY and closes after the reply.  Logs once. */
+ * a newer boot generation) or this server lost its cache lease: the fence
+ * layer refuses its I/O; this session answers NOT READY and closes after
+ * the reply.  Logs once. */
 static bool
 fenced (iscsi_conn *c)
 {
@@ -475,6 +476,24 @@ fenced (iscsi_conn *c)
     g_message ("iSCSI %s: session fenced, closing: %s", c->client, why);
   iscsi_conn_close (c, "fenced");
   return true;
+}
+
+/* The sense of a fenced session's command.  A lost cache lease (the cache
+ * moves to a survivor, df_export_moved): LOGICAL UNIT IS IN PROCESS OF
+ * BECOMING READY (04/01), a transient condition initiators retry (Linux's
+ * SCSI midlayer: scsi_check_sense NEEDS_RETRY), so the retry reaches the
+ * survivor after the login that follows the close.  Not 04/0A (asymmetric
+ * access state transition): that belongs to ALUA, which this target does
+ * not report (no TPGS in INQUIRY), and older Linux kernels fail it without
+ * an ALUA handler.  A stale binding: MANUAL INTERVENTION REQUIRED (04/03),
+ * not retried: the device's cache is no longer the one this OS wrote. */
+static void
+fenced_sense (iscsi_conn *c, iscsi_scsi_result *r)
+{
+  if (df_export_moved (c->export))
+    iscsi_scsi_sense (r, 0x02, 0x04, 0x01);
+  else
+    iscsi_scsi_sense (r, 0x02, 0x04, 0x03);
 }
 
 /* The flush of the parked command ended (on the loop thread): its
@@ -491,7 +510,7 @@ flush_done (DfEngineJob *job)
   c->parked = false;
   iscsi_scsi_flushed (&c->lu, c->parked_cmd.cdb, job->ret, job->err, r);
   if (r->status != SCSI_GOOD && fenced (c))
-    iscsi_scsi_sense (r, 0x02, 0x04, 0x03);
+    fenced_sense (c, r);
   complete_command (c, &ci, r, c->parked_cmd.actual, NULL);
 }
 
@@ -530,7 +549,7 @@ execute (iscsi_conn *c, const cmd_info *ci, const uint8_t *cdb,
   if (!lun_is_ours (ci->lun))
     foreign_lun (c, cdb, &r, din, cap);
   else if (fenced (c))
-    iscsi_scsi_sense (&r, 0x02, 0x04, 0x03); /* NOT READY, intervention */
+    fenced_sense (c, &r);
   else
     {
       iscsi_scsi_exec_deferred (&c->lu, cdb, dout, dout_len, din, cap, &r);
@@ -538,7 +557,7 @@ execute (iscsi_conn *c, const cmd_info *ci, const uint8_t *cdb,
         return park_on_flush (c, ci, cdb, &r,
                               dir == SCSI_DIR_WRITE ? len : 0);
       if (r.status != SCSI_GOOD && fenced (c))
-        iscsi_scsi_sense (&r, 0x02, 0x04, 0x03);
+        fenced_sense (c, &r);
     }
   complete_command (c, ci, &r,
                     dir == SCSI_DIR_WRITE ? len

@@ -21,6 +21,7 @@ struct DfFence
   gint tripped; /* atomic; set once, under watch_lock */
   char *label;
   char *reason; /* written once before tripped is set */
+  gint moved;   /* atomic; written once before tripped is set */
   DfFenceCheck check;
   void *opaque;
   GDestroyNotify opaque_free;
@@ -104,7 +105,13 @@ df_fence_reason (DfFence *f)
 }
 
 bool
-df_fence_trip (DfFence *f, const char *reason)
+df_fence_moved (DfFence *f)
+{
+  return df_fence_tripped (f) && g_atomic_int_get (&f->moved) != 0;
+}
+
+static bool
+trip (DfFence *f, const char *reason, bool moved)
 {
   g_mutex_lock (&f->watch_lock);
   if (df_fence_tripped (f))
@@ -113,6 +120,7 @@ df_fence_trip (DfFence *f, const char *reason)
       return false;
     }
   f->reason = g_strdup (reason);
+  g_atomic_int_set (&f->moved, moved);
   g_atomic_int_set (&f->tripped, 1);
   g_message ("%s: sessions fenced: %s", f->label, reason);
   for (guint i = 0; i < f->watchers->len; i++)
@@ -122,6 +130,18 @@ df_fence_trip (DfFence *f, const char *reason)
     }
   g_mutex_unlock (&f->watch_lock);
   return true;
+}
+
+bool
+df_fence_trip (DfFence *f, const char *reason)
+{
+  return trip (f, reason, false);
+}
+
+bool
+df_fence_trip_moved (DfFence *f, const char *reason)
+{
+  return trip (f, reason, true);
 }
 
 bool

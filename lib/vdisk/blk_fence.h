@@ -58,6 +58,13 @@ bool df_fence_tripped (DfFence *f);
 /* The reason given to the call that tripped it; NULL while not tripped.
  * Borrowed, valid as long as the fence. */
 const char *df_fence_reason (DfFence *f);
+/* df_fence_trip for a device that carries on at another server (this one
+ * lost its cache lease, blk_lease.h): the sessions' clients should retry
+ * there rather than fail the I/O.  Returns true for the call that tripped
+ * it; only that call decides df_fence_moved. */
+bool df_fence_trip_moved (DfFence *f, const char *reason);
+/* Tripped by df_fence_trip_moved (set before df_fence_tripped is true). */
+bool df_fence_moved (DfFence *f);
 /* Run the check now (trips the fence when stale).  Returns true when the
  * fence is (still) not tripped. */
 bool df_fence_check (DfFence *f);

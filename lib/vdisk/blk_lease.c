@@ -193,7 +193,7 @@ df_lease_lose (DfLease *l, const char *reason)
   why = g_strdup_printf ("cache lease epoch %" G_GINT64_FORMAT " lost: %s",
                          l->epoch, reason);
   g_warning ("%s: %s; its writes and flushes now fail", l->label, why);
-  df_fence_trip (l->fence, why);
+  df_fence_trip_moved (l->fence, why);
 }
 
 /* ---- the layer ---------------------------------------------------------- */

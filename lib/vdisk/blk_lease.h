@@ -15,7 +15,9 @@
  *     (and loses the lease) when it holds another epoch: a survivor
  *     stamped it, so this server is a stale writer;
  *   - the first refusal (or df_lease_lose) trips the fence given at
- *     creation, which closes every session of the cache;
+ *     creation as moved (df_fence_trip_moved: the device carries on at the
+ *     server that takes the lease next), which closes every session of
+ *     the cache;
  *   - the durable store under it asks the lease again right before each
  *     write to its files (df_cache_set_writer), so a request that started
  *     under a valid lease and was slow (a delayed FLUSH) cannot write

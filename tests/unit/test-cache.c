@@ -1261,6 +1261,7 @@ test_lease_layer (void)
   g_assert_cmpint (df_blk_zero (b, BS, 0, 0, &e), ==, -1);
   g_assert_true (df_lease_lost (l));
   g_assert_true (df_fence_tripped (f));
+  g_assert_true (df_fence_moved (f)); /* the device carries on elsewhere */
   /* a lost lease is never extended again */
   df_lease_extend (l, g_get_monotonic_time () + G_USEC_PER_SEC);
   g_assert_false (df_lease_valid (l));

@@ -193,6 +193,25 @@ test_trip (void)
   df_blk_unref (&m->blk);
 }
 
+/* Only the call that trips the fence says whether the device moved to
+ * another server (a lost cache lease) or its binding went stale. */
+static void
+test_trip_moved (void)
+{
+  g_autoptr (DfFence) f = df_fence_new ("device pc01", NULL, NULL, NULL);
+  g_autoptr (DfFence) g = df_fence_new ("device pc02", NULL, NULL, NULL);
+
+  g_assert_false (df_fence_moved (f));
+  g_assert_true (df_fence_trip_moved (f, "cache lease epoch 3 lost"));
+  g_assert_false (df_fence_trip (f, "device pc01 was reset"));
+  g_assert_true (df_fence_moved (f));
+  g_assert_cmpstr (df_fence_reason (f), ==, "cache lease epoch 3 lost");
+  /* stale first: a later lease loss does not make it a move */
+  g_assert_true (df_fence_trip (g, "device pc02 was reset"));
+  g_assert_false (df_fence_trip_moved (g, "cache lease epoch 4 lost"));
+  g_assert_false (df_fence_moved (g));
+}
+
 /* A FLUSH (or FUA write) that completes after the binding went stale is
  * not acknowledged: the check trips the fence and the request fails. */
 static void
@@ -390,6 +409,7 @@ main (int argc, char **argv)
   g_log_set_always_fatal (G_LOG_LEVEL_CRITICAL);
   g_test_add_func ("/fence/passthrough", test_passthrough);
   g_test_add_func ("/fence/trip", test_trip);
+  g_test_add_func ("/fence/trip-moved", test_trip_moved);
   g_test_add_func ("/fence/stale-fua-and-flush", test_stale_flush);
   g_test_add_func ("/fence/stale-flush-first", test_check_flush_stale);
   g_test_add_func ("/fence/watch", test_watch);
