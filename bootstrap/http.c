@@ -10,6 +10,7 @@
 #include "tftp_proto.h"
 #include "admin-client.h"
 #include "common.h"
+#include "vdisk.h" /* the cache-mode table: which modes persist */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -337,6 +338,35 @@ keep_holders (DfBootHttp *h, const DfDevice *d, GPtrArray *servers,
   return true;
 }
 
+/* A device whose write cache persists (server-persistent, private) is
+ * booted from one server: iPXE's multipath sanboot logs in on every URI
+ * at once, and two servers opening one persistent cache contend for its
+ * lease (tier 2), or each keeps a cache of its own.  The one kept is the
+ * holder of the device's cache lease when it is healthy, else the least
+ * loaded (servers is in that order).  A dead server still does not stop
+ * a boot: the next script names another. */
+static void
+one_server_for_persistent (DfBootHttp *h, const DfDevice *d,
+                           GPtrArray *servers)
+{
+  DfCacheMode mode;
+  g_autoptr (DfCacheLease) lease = NULL;
+
+  if (servers->len < 2 || !df_cache_mode_parse (d->cache_mode, &mode, NULL)
+      || !df_cache_mode_desc (&mode)->persistent)
+    return;
+  lease = df_farm_lease_get (h->farm, d->name, NULL);
+  for (guint i = 1; lease != NULL && i < servers->len; i++)
+    if (g_strcmp0 (((DfServerView *) servers->pdata[i])->name,
+                   lease->holder) == 0)
+      {
+        gpointer keep = servers->pdata[i];
+        servers->pdata[i] = servers->pdata[0];
+        servers->pdata[0] = keep;
+      }
+  g_ptr_array_set_size (servers, 1);
+}
+
 static DfFarm *offline_snapshot (DfBootHttp *h);
 static void boot_device (DfBootHttp *h, SoupServerMessage *msg,
                          GHashTable *query, const char *mac,
@@ -491,6 +521,7 @@ boot_device (DfBootHttp *h, SoupServerMessage *msg, GHashTable *query,
       reply_message (msg, 503, "boot server unavailable", none);
       return;
     }
+  one_server_for_persistent (h, d, servers);
   if (br.trusted && df_farm_offline (h->farm))
     {
       if (!offline_generation (h, msg, d, servers, &gen))

@@ -227,6 +227,15 @@ done
 grep -q "boot1\|:$HTTP_PORT:1:" "$T/script" && fail "a bootstrapsvc listed as a stream target"
 pass "boot script: holders only (not corrupt ss3), least loaded by power first; boot1 (bootstrapsvc) registered, not a target"
 
+# a device whose cache persists is booted from one server (iPXE's
+# multipath sanboot would log in on every URI at once)
+df device add pp01 --mac 52:54:00:00:00:21 --vdisk big --cache server-persistent >/dev/null
+curl -sS "$URL/boot.ipxe?mac=52:54:00:00:00:21" -o "$T/script.pp"
+n=$(grep -o 'iscsi:127.0.0.1::[0-9]*' "$T/script.pp" | wc -l)
+[ "$n" = 1 ] || { cat "$T/script.pp"; fail "a server-persistent device's script names $n servers, not 1"; }
+grep -q "iscsi:127.0.0.1::$P2:" "$T/script.pp" || { cat "$T/script.pp"; fail "not the least loaded server (ss2)"; }
+pass "a server-persistent device's boot script names one server, the least loaded"
+
 # ---- repair: sync over the corrupt copy ------------------------------------------------
 "$DISKFARM" --farm "$T/farm3" --json store sync --server ss3 --vdisk big >"$T/j.json" \
   || { cat "$T/j.json"; fail "repair sync"; }
