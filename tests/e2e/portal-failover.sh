@@ -333,16 +333,5 @@ ip netns exec "$NS2" nbdcopy "nbd://$(ip_of 2)/device/pc01" "$T/flat.raw" ||
   e2e_fail "nbdcopy of pc01's cache through s2"
 epoch_after=$(cut -d' ' -f1 "$SHARED/pc01/lease.epoch")
 [ "$epoch_after" -gt "$epoch_before" ] || e2e_fail "the lease epoch did not move ($epoch_before -> $epoch_after)"
-dd if="$T/flat.raw" of="$T/root-after.ext4" bs=512 skip="$start" count="$sectors" status=none
-debugfs -R "dump /var/records $T/records" "$T/root-after.ext4" >/dev/null 2>&1
-python3 - "$T/records" "$LOG" <<'PY' || e2e_fail "records check"
-import re, sys
-data = open(sys.argv[1], "rb").read()
-acked = [int(m) for m in re.findall(rb"^DISKFARM-REC (\d+)", open(sys.argv[2], "rb").read(), re.M)]
-bad = [n for n in acked
-       if data[(n - 1) * 4096:n * 4096] != (b"REC %d" % n).ljust(4095) + b"\n"]
-if bad:
-    sys.exit("records missing or corrupt: %s" % bad[:10])
-print("all %d acknowledged records present and intact (lease epoch moved)" % len(acked))
-PY
+realos_records_check "$T/flat.raw" "$start" "$sectors" "$LOG"
 e2e_pass "iBFT-booted OS survived kill -9 of its stream server: portal adopted by s2, lease taken over, no reboot, no I/O error, every record intact, stall $(printf %.2f "$stall") s"

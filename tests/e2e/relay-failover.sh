@@ -190,16 +190,5 @@ grep -q "replayed on" "$T/relay.log" || { tail -20 "$T/relay.log"; e2e_fail "no 
 grep -o "replayed on .*" "$T/relay.log" | head -3 | sed 's/^/  relay: /'
 # the overlay's root (its backing through the relay, on the survivor)
 qemu-img convert -f qcow2 -O raw "$T/hv01.qcow2" "$T/flat.raw" || e2e_fail "flatten the overlay"
-dd if="$T/flat.raw" of="$T/root-after.ext4" bs=512 skip="$start" count="$sectors" status=none
-debugfs -R "dump /var/records $T/records" "$T/root-after.ext4" >/dev/null 2>&1
-python3 - "$T/records" "$LOG" <<'PY' || e2e_fail "records check"
-import re, sys
-data = open(sys.argv[1], "rb").read()
-acked = [int(m) for m in re.findall(rb"^DISKFARM-REC (\d+)", open(sys.argv[2], "rb").read(), re.M)]
-bad = [n for n in acked
-       if data[(n - 1) * 4096:n * 4096] != (b"REC %d" % n).ljust(4095) + b"\n"]
-if bad:
-    sys.exit("records missing or corrupt: %s" % bad[:10])
-print("all %d acknowledged records present and intact" % len(acked))
-PY
+realos_records_check "$T/flat.raw" "$start" "$sectors" "$LOG"
 e2e_pass "VM on the relay survived kill -9 of its stream server: no reboot, no I/O error, every record intact, stall $(printf %.2f "$stall") s"

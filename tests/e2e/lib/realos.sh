@@ -14,7 +14,9 @@
 #   with --chain-ipxe after `kill $REALOS_BS_PID`),
 #   warm reboots: REALOS_WARM=1 realos_qemu_start (-no-shutdown, HMP
 #   monitor), realos_warm_reset NAME LOG, realos_warm_wait NAME LOG N
-#   TIMEOUT, realos_boot_log LOG NAME N OUT (the serial output of boot N).
+#   TIMEOUT, realos_boot_log LOG NAME N OUT (the serial output of boot N),
+#   realos_records_check RAW START SECTORS LOG (the records workload's
+#   acknowledged records intact in the root partition of a flat image).
 
 # realos_init: e2e_init (whose cleanup survives set -e and signals).
 realos_init() {
@@ -224,4 +226,25 @@ realos_boot_log() {
   eval "off=\${REALOS_OFF_${name}_$n:-}"
   [ -n "$off" ] || e2e_fail "$log: no boot $n"
   tail -c +$((off + 1)) "$log" | tr -d '\000' >"$out"
+}
+
+# realos_records_check RAW START SECTORS LOG: every "DISKFARM-REC <n>" the
+# records workload logged on LOG (acknowledged) is intact in /var/records
+# of the ext4 root at sector START (SECTORS long) of the flat image RAW:
+# record n at block n-1, "REC <n>" padded to 4095 bytes and a newline.
+# Fails the test naming the first records missing or corrupt.
+realos_records_check() {
+  local raw=$1 start=$2 sectors=$3 log=$4 root=$E2E_TMP/records-root.ext4
+  dd if="$raw" of="$root" bs=512 skip="$start" count="$sectors" status=none
+  debugfs -R "dump /var/records $E2E_TMP/records" "$root" >/dev/null 2>&1
+  python3 - "$E2E_TMP/records" "$log" <<'PY' || e2e_fail "records check"
+import re, sys
+data = open(sys.argv[1], "rb").read()
+acked = [int(m) for m in re.findall(rb"^DISKFARM-REC (\d+)", open(sys.argv[2], "rb").read(), re.M)]
+bad = [n for n in acked
+       if data[(n - 1) * 4096:n * 4096] != (b"REC %d" % n).ljust(4095) + b"\n"]
+if bad:
+    sys.exit("records missing or corrupt: %s" % bad[:10])
+print("all %d acknowledged records present and intact" % len(acked))
+PY
 }
