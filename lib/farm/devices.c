@@ -465,15 +465,12 @@ device_generation_locked (DfFarm *farm, const char *name, gint64 *generation,
   /* Above any generation this host gave while the DB was unreachable
    * and has not recorded yet (offline.c). */
   gint64 floor = df_farm_offline_generation_floor (farm, name);
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = { DF_INT (floor), DF_INT (floor), DF_INT (id) };
+  g_autoptr (DfDbStmt) st = df_farm_query (farm,
     "UPDATE devices SET generation = CASE WHEN generation < ? THEN ? "
-    "ELSE generation END + 1 WHERE id = ? RETURNING generation", err);
-  if (!st)
-    return false;
-  df_db_bind_int64 (st, 1, floor);
-  df_db_bind_int64 (st, 2, floor);
-  df_db_bind_int64 (st, 3, id);
-  if (df_db_step (st, err) != 1)
+    "ELSE generation END + 1 WHERE id = ? RETURNING generation",
+    p, G_N_ELEMENTS (p), err);
+  if (!st || df_db_step (st, err) != 1)
     return false;
   gint64 gen = df_db_col_int64 (st, 0);
   if (df_db_step (st, err) != 0)

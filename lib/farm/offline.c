@@ -228,14 +228,12 @@ static bool
 record_locked (DfFarm *farm, const char *device, gint64 gen, bool *recorded,
                GError **err)
 {
-  g_autoptr (DfDbStmt) st = df_farm_stmt (farm,
+  const DfParam p[] = { DF_INT (gen), DF_TEXT (device), DF_INT (gen) };
+  g_autoptr (DfDbStmt) st = df_farm_query (farm,
     "UPDATE devices SET generation = ? WHERE name = ? COLLATE NOCASE "
-    "AND generation < ? RETURNING name", err);
+    "AND generation < ? RETURNING name", p, G_N_ELEMENTS (p), err);
   if (st == NULL)
     return false;
-  df_db_bind_int64 (st, 1, gen);
-  df_db_bind_text (st, 2, device);
-  df_db_bind_int64 (st, 3, gen);
   int rc = df_db_step (st, err);
   if (rc < 0)
     return false;
