@@ -29,7 +29,7 @@ set -eu
 : "${BOOTSTRAPSVC:?BOOTSTRAPSVC not set}"
 e2e_need ip dnsmasq qemu-system-x86_64 python3 curl nbdinfo nbdsh psql
 [ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
-PGBIN=$(pg_bindir) || e2e_skip "PostgreSQL is not installed"
+pg_bindir >/dev/null || e2e_skip "PostgreSQL is not installed"
 e2e_init
 T=$E2E_TMP
 NET=10.79.0
@@ -43,32 +43,13 @@ ip_of() { echo "$NET.1$(( $1 + 1 ))"; } # server N -> its address
 ns_of() { eval "echo \$NS$1"; }
 
 # ---- PostgreSQL in its own namespace -----------------------------------
-PGU=$(pg_user)
 PGD=$T/pg
-mkdir -p "$PGD/sock"
-[ -z "$PGU" ] || chown "$PGU" "$PGD" "$PGD/sock"
-pg_as "$PGU" "$PGBIN/initdb" -D "$PGD/data" -A trust -E UTF8 --no-locale \
-  --no-sync >"$PGD/initdb.log" 2>&1 || { cat "$PGD/initdb.log"; e2e_fail "initdb"; }
-cat >>"$PGD/data/postgresql.conf" <<CONF
-listen_addresses = '$NET.11'
-unix_socket_directories = '$PGD/sock'
-fsync = off
-max_connections = 80
-CONF
-echo "host all all $NET.0/24 trust" >>"$PGD/data/pg_hba.conf"
-pg_up() {
-  ip netns exec "$PGNS" setpriv --reuid="$PGU" --regid="$(id -g "$PGU")" --clear-groups -- \
-    "$PGBIN/pg_ctl" -D "$PGD/data" -l "$PGD/log" -w -t 60 start >/dev/null ||
-    { cat "$PGD/log"; e2e_fail "PostgreSQL did not start"; }
-}
-pg_down() {
-  pg_as "$PGU" "$PGBIN/pg_ctl" -D "$PGD/data" -m fast -w stop >/dev/null
-}
-pg_up
-trap 'pg_as "$PGU" "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate -w stop >/dev/null 2>&1; e2e_cleanup' EXIT
-psql -X -q -h "$PGD/sock" -U postgres -d postgres -c 'CREATE DATABASE farm' ||
-  e2e_fail "CREATE DATABASE"
-DB="host=$NET.11 port=5432 user=postgres dbname=farm connect_timeout=2"
+pg_up() { pg_lan_up "$PGNS" "$PGD" || e2e_fail "PostgreSQL did not start"; }
+pg_down() { pg_lan_down "$PGD"; }
+# the cleanup: PostgreSQL by its data directory, then e2e_cleanup
+trap 'pg_lan_down "$PGD" immediate 2>/dev/null || true; e2e_cleanup' EXIT
+pg_lan_start "$PGNS" "$NET.11" 80 "$PGD" || e2e_fail "PostgreSQL in $PGNS"
+DB=$PG_LAN_DB
 
 # dfs N ARGS: the console on server N (its namespace, its farm directory)
 dfs() { local n=$1; shift; ip netns exec "$(ns_of "$n")" "$DISKFARM" --farm "$T/f$n" --db "$DB" "$@"; }

@@ -45,7 +45,7 @@ e2e_need ip dnsmasq qemu-system-x86_64 keepalived curl nbdcopy debugfs sfdisk py
 [ -f /usr/lib/ipxe/undionly.kpxe ] || e2e_skip "ipxe package missing"
 [ -x /sbin/iscsid ] || e2e_skip "open-iscsi's iscsid missing"
 [ -x /usr/bin/curl ] || e2e_skip "the track script runs /usr/bin/curl"
-PGBIN=$(pg_bindir) || e2e_skip "PostgreSQL is not installed"
+pg_bindir >/dev/null || e2e_skip "PostgreSQL is not installed"
 BOOT_TIMEOUT=${REALOS_BOOT_TIMEOUT:-500}
 RECORDS=60
 KILL_AT=15
@@ -62,28 +62,12 @@ portal_of() { echo "$NET.11$(( $1 + 1 ))"; } # server N's portal
 ns_of() { eval "echo \$NS$1"; }
 
 # ---- PostgreSQL in the infrastructure namespace --------------------------
-PGU=$(pg_user)
 PGD=$T/pg
-mkdir -p "$PGD/sock"
-[ -z "$PGU" ] || chown "$PGU" "$PGD" "$PGD/sock"
-pg_as "$PGU" "$PGBIN/initdb" -D "$PGD/data" -A trust -E UTF8 --no-locale \
-  --no-sync >"$PGD/initdb.log" 2>&1 || { cat "$PGD/initdb.log"; e2e_fail "initdb"; }
-cat >>"$PGD/data/postgresql.conf" <<CONF
-listen_addresses = '$NET.11'
-unix_socket_directories = '$PGD/sock'
-fsync = off
-max_connections = 60
-CONF
-echo "host all all $NET.0/24 trust" >>"$PGD/data/pg_hba.conf"
-ip netns exec "$INFRA" setpriv --reuid="$PGU" --regid="$(id -g "$PGU")" --clear-groups -- \
-  "$PGBIN/pg_ctl" -D "$PGD/data" -l "$PGD/log" -w -t 60 start >/dev/null ||
-  { cat "$PGD/log"; e2e_fail "PostgreSQL did not start"; }
 # the cleanup: daemons and VM by PID (e2e_cleanup), PostgreSQL by its
 # data directory, then the namespaces
-trap 'pg_as "$PGU" "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate -w stop >/dev/null 2>&1; e2e_cleanup' EXIT
-psql -X -q -h "$PGD/sock" -U postgres -d postgres -c 'CREATE DATABASE farm' ||
-  e2e_fail "CREATE DATABASE"
-DB="host=$NET.11 port=5432 user=postgres dbname=farm connect_timeout=2"
+trap 'pg_lan_down "$PGD" immediate 2>/dev/null || true; e2e_cleanup' EXIT
+pg_lan_start "$INFRA" "$NET.11" 60 "$PGD" || e2e_fail "PostgreSQL in $INFRA"
+DB=$PG_LAN_DB
 dfs() { local n=$1; shift; ip netns exec "$(ns_of "$n")" "$DISKFARM" --farm "$T/f$n" --db "$DB" "$@"; }
 
 # ---- the golden image with the records workload and iscsid -----------------

@@ -95,6 +95,41 @@ pg_stop() { # dir
   pg_as "$u" "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
 }
 
+# For the e2e tests on a namespace LAN (root): a private PostgreSQL in
+# network namespace NS listening on ADDR:5432 (trust for ADDR's /24) and
+# on DIR/sock, with MAXCONN connections and a database "farm";
+# PG_LAN_DB is its conninfo as the servers use it.  pg_lan_up NS DIR
+# starts it again, pg_lan_down DIR [MODE] stops it (fast; immediate in a
+# cleanup).
+pg_lan_start() { # ns addr maxconn dir
+  local ns=$1 addr=$2 maxconn=$3 dir=$4 bin u
+  bin=$(pg_bindir) && u=$(pg_user)
+  mkdir -p "$dir/sock"
+  [ -z "$u" ] || chown "$u" "$dir" "$dir/sock"
+  pg_as "$u" "$bin/initdb" -D "$dir/data" -A trust -E UTF8 --no-locale \
+    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log"; return 1; }
+  cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '$addr'
+unix_socket_directories = '$dir/sock'
+fsync = off
+max_connections = $maxconn
+CONF
+  echo "host all all ${addr%.*}.0/24 trust" >>"$dir/data/pg_hba.conf"
+  pg_lan_up "$ns" "$dir" || return 1
+  psql -X -q -h "$dir/sock" -U postgres -d postgres -c 'CREATE DATABASE farm' || return 1
+  PG_LAN_DB="host=$addr port=5432 user=postgres dbname=farm connect_timeout=2"
+}
+pg_lan_up() { # ns dir
+  local bin u
+  bin=$(pg_bindir) && u=$(pg_user)
+  ip netns exec "$1" setpriv --reuid="$u" --regid="$(id -g "$u")" --clear-groups -- \
+    "$bin/pg_ctl" -D "$2/data" -l "$2/log" -w -t 60 start >/dev/null ||
+    { cat "$2/log"; return 1; }
+}
+pg_lan_down() { # dir [mode]
+  pg_as "$(pg_user)" "$(pg_bindir)/pg_ctl" -D "$1/data" -m "${2:-fast}" -w stop >/dev/null
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   case "${1:-}" in
     start) rc=0; pg_start "$2" || rc=$?; [ "$rc" -eq 0 ] || exit "$rc"; echo "$PG_CONNINFO" ;;
