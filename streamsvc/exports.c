@@ -1148,11 +1148,12 @@ apply_pending (DfFarm *farm, const char *key, Resolved *r, GError **err)
 /* The registry's entry for device key, reused only when its whole binding
  * is what the farm says now.  Otherwise the old entry's sessions are
  * fenced and drained (whatever its cache mode: a newer boot generation
- * takes over) and a new entry is opened.  Caller holds ex->lock.  Returns
- * a new ref (users counted) or NULL + err. */
+ * takes over) and a new entry is opened.  A maintenance entry in use is
+ * refused (one writer), or with replace retired as above.  Caller holds
+ * ex->lock.  Returns a new ref (users counted) or NULL + err. */
 static CacheEntry *
 cache_entry_get_locked (DfExports *ex, DfFarm *farm, const char *key,
-                        GError **err)
+                        bool replace, GError **err)
 {
   Resolved r;
   CacheEntry *old, *ce = NULL;
@@ -1162,6 +1163,11 @@ cache_entry_get_locked (DfExports *ex, DfFarm *farm, const char *key,
     return NULL;
   old = g_hash_table_lookup (ex->caches, r.dev->name);
   why = entry_unfit (old, &r);
+  if (old != NULL && why == NULL && old->b->maint && old->users > 0
+      && replace)
+    why = g_strdup_printf ("maintenance session of device %s replaced by a "
+                           "new login of the same initiator",
+                           r.dev->name);
   if (old != NULL && why == NULL && old->b->maint && old->users > 0)
     g_set_error (err, DF_ERROR, DF_ERROR_BUSY,
                  "maintenance version %s@%d is already open by another "
@@ -1206,7 +1212,7 @@ lease_wait (DfExports *ex, DfFarm *farm, const char *key, GError **err)
 /* device/<name> or device/<mac>. */
 static DfExport *
 open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
-             GError **err)
+             bool replace, GError **err)
 {
   GError *cause = NULL;
   CacheEntry *ce;
@@ -1216,7 +1222,7 @@ open_device (DfExports *ex, DfFarm *farm, const char *name, const char *key,
   if (!lease_wait (ex, farm, key, err))
     return NULL;
   g_mutex_lock (&ex->lock);
-  ce = cache_entry_get_locked (ex, farm, key, &cause);
+  ce = cache_entry_get_locked (ex, farm, key, replace, &cause);
   if (ce != NULL)
     blk = df_blk_ref (ce->fenced);
   g_mutex_unlock (&ex->lock);
@@ -1254,15 +1260,15 @@ open_source (DfExports *ex, const char *name, GError **err)
 
 static DfExport *
 open_kind (DfExports *ex, DfFarm *farm, DfExportKind kind, const char *name,
-           const char *object, int version, GError **err)
+           const char *object, int version, bool replace, GError **err)
 {
   if (kind == DF_EXPORT_KIND_VDISK)
     return open_vdisk (ex, farm, name, object, version, err);
-  return open_device (ex, farm, name, object, err);
+  return open_device (ex, farm, name, object, replace, err);
 }
 
-DfExport *
-df_exports_open (DfExports *ex, const char *name, GError **err)
+static DfExport *
+exports_open (DfExports *ex, const char *name, bool replace, GError **err)
 {
   DfExportKind kind;
   g_autofree char *object = NULL;
@@ -1277,12 +1283,24 @@ df_exports_open (DfExports *ex, const char *name, GError **err)
   farm = farm_acquire_read (ex, err);
   if (farm == NULL)
     return NULL;
-  e = open_kind (ex, farm, kind, name, object, version, err);
+  e = open_kind (ex, farm, kind, name, object, version, replace, err);
   if (e != NULL && df_farm_offline (farm))
     g_message ("export %s: opened from the local snapshot (offline: the "
                "farm DB is unreachable)", name);
   farm_release (ex, farm);
   return e;
+}
+
+DfExport *
+df_exports_open (DfExports *ex, const char *name, GError **err)
+{
+  return exports_open (ex, name, false, err);
+}
+
+DfExport *
+df_exports_open_replacing (DfExports *ex, const char *name, GError **err)
+{
+  return exports_open (ex, name, true, err);
 }
 
 void

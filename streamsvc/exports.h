@@ -109,6 +109,14 @@ void df_exports_free (DfExports *ex);
  * export), DF_ERROR_INVALID (malformed name), DF_ERROR_BUSY, DF_ERROR_IO.
  * Returns a new handle; close with df_export_close. */
 DfExport *df_exports_open (DfExports *ex, const char *name, GError **err);
+/* As df_exports_open, but a maintenance device's session already open
+ * (one writer at a time: DF_ERROR_BUSY above) is replaced: its sessions
+ * are fenced and drained, then the new one opens.  For a front end that
+ * knows the new session comes from the client of the old one (iSCSI: the
+ * same InitiatorName, the machine's firmware or its boot before a reset,
+ * whose connection nothing closed). */
+DfExport *df_exports_open_replacing (DfExports *ex, const char *name,
+                                     GError **err);
 void df_export_close (DfExport *e);
 
 df_blk *df_export_blk (DfExport *e);          /* borrowed */

@@ -420,6 +420,10 @@ uint32_t iscsi_max_cmd_sn (const iscsi_conn *c);
 /* Claim (initiator, ISID, target) for this conn, shutting down a previous
  * session with the same identity (reinstatement). */
 void iscsi_session_register (iscsi_conn *c);
+/* Whether a session of c's InitiatorName to c's target (any ISID) is
+ * registered and its connection not yet shut down: the firmware's or an
+ * earlier boot's session of the same machine, which c supersedes. */
+bool iscsi_session_has_predecessor (iscsi_conn *c);
 
 /* Queue a PDU: bhs (48 bytes, DataSegmentLength filled here) + data. */
 void iscsi_send (iscsi_conn *c, const uint8_t bhs[ISCSI_BHS_LEN],

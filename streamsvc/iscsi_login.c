@@ -703,7 +703,10 @@ enter_full_feature (iscsi_conn *c, GError **err)
   export_name = iscsi_target_to_export (c->target, err);
   if (export_name == NULL)
     return false;
-  c->export = df_exports_open (c->ex, export_name, err);
+  /* one maintenance writer: the same machine's new login wins */
+  c->export = iscsi_session_has_predecessor (c)
+                  ? df_exports_open_replacing (c->ex, export_name, err)
+                  : df_exports_open (c->ex, export_name, err);
   if (c->export == NULL)
     return false;
   df_session_set_export (c->sess, df_export_name (c->export),

@@ -41,7 +41,9 @@
 
 struct iscsi_sess_entry {
   char *key;
-  int fd;        /* socket of the owning conn, -1 once shut down */
+  char *initiator; /* borrowed from the owning conn, which outlives e */
+  char *target;    /* borrowed likewise; NULL for discovery */
+  int fd;          /* socket of the owning conn, -1 once shut down */
 };
 
 /* In c->t: reg_lock, reg, reg_next_tsih (iscsi_int.h). */
@@ -54,6 +56,8 @@ iscsi_session_register (iscsi_conn *c)
 
   e->key = g_strdup_printf ("%s|%s|%s", c->initiator, isid,
                             c->discovery ? "discovery" : c->target);
+  e->initiator = c->initiator;
+  e->target = c->discovery ? NULL : c->target;
   e->fd = c->fd;
   g_mutex_lock (&c->t->reg_lock);
   old = g_hash_table_lookup (c->t->reg, e->key);
@@ -70,6 +74,27 @@ iscsi_session_register (iscsi_conn *c)
   c->tsih = c->t->reg_next_tsih;
   g_mutex_unlock (&c->t->reg_lock);
   c->entry = e;
+}
+
+bool
+iscsi_session_has_predecessor (iscsi_conn *c)
+{
+  GHashTableIter it;
+  gpointer value;
+  bool found = false;
+
+  g_mutex_lock (&c->t->reg_lock);
+  g_hash_table_iter_init (&it, c->t->reg);
+  while (!found && g_hash_table_iter_next (&it, NULL, &value))
+    {
+      const iscsi_sess_entry *e = value;
+
+      found = e->fd >= 0 && e->target != NULL
+              && g_strcmp0 (e->initiator, c->initiator) == 0
+              && g_ascii_strcasecmp (e->target, c->target) == 0;
+    }
+  g_mutex_unlock (&c->t->reg_lock);
+  return found;
 }
 
 static void

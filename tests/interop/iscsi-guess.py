@@ -9,40 +9,13 @@ JSON line: attempts, "evaluated" (the target handed out a challenge and
 judged a guess), "refused_early" (refused before any challenge: the
 source is locked out), and the rate of evaluated guesses per second.
 """
-import json, os, socket, struct, sys, time
+import json, os, socket, sys, time
+
+from sockutil import iscsi_login_pdu as pdu, iscsi_login_answer as recv_pdu
 
 host, port, source, target, user = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 attempts, seconds = int(sys.argv[6]), float(sys.argv[7])
 initiator = sys.argv[8] if len(sys.argv) > 8 else "iqn.2000-01.test:guesser"
-
-
-def pdu(flags, itt, keys):
-    data = b"".join(k.encode() + b"=" + v.encode() + b"\0" for k, v in keys)
-    pad = (-len(data)) % 4
-    bhs = bytearray(48)
-    bhs[0] = 0x43                       # immediate Login Request
-    bhs[1] = flags
-    bhs[5:8] = len(data).to_bytes(3, "big")
-    bhs[8:14] = b"\x80\x12\x34\x56\x00\x01"   # ISID
-    struct.pack_into(">I", bhs, 16, itt)
-    return bytes(bhs) + data + b"\0" * pad
-
-
-def recv_pdu(s):
-    def exact(n):
-        b = b""
-        while len(b) < n:
-            c = s.recv(n - len(b))
-            if not c:
-                raise EOFError
-            b += c
-        return b
-    bhs = exact(48)
-    dlen = int.from_bytes(bhs[5:8], "big")
-    data = exact(dlen + (-dlen) % 4)[:dlen]
-    status = (bhs[36] << 8) | bhs[37]
-    keys = dict(kv.split("=", 1) for kv in data.decode(errors="replace").split("\0") if "=" in kv)
-    return status, keys
 
 
 def attempt(itt):
