@@ -215,6 +215,90 @@ add_iscsi_access (DfFarm *farm, DfRecord *r, const char *device,
   return true;
 }
 
+/* ---- cache lease (which server may write the cache) -------------------- */
+
+/* What a lease row means now: held, lapsed, released, or local (to its
+ * holder's disk, for the generation it names). */
+static const char *
+lease_state (const DfCacheLease *l, const DfDevice *d)
+{
+  if (l->kind == DF_LEASE_LOCAL)
+    return l->generation == d->generation ? "local" : "stale";
+  if (l->expires_ms == 0)
+    return "released";
+  return df_farm_now_ms () > l->expires_ms ? "lapsed" : "held";
+}
+
+static char *
+lease_json (const DfCacheLease *l, const char *state)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "kind");
+  json_builder_add_string_value (b, l->kind == DF_LEASE_LOCAL ? "local"
+                                                               : "shared");
+  json_builder_set_member_name (b, "state");
+  json_builder_add_string_value (b, state);
+  json_builder_set_member_name (b, "holder");
+  json_builder_add_string_value (b, l->holder);
+  json_builder_set_member_name (b, "epoch");
+  json_builder_add_int_value (b, l->epoch);
+  json_builder_set_member_name (b, "generation");
+  json_builder_add_int_value (b, l->generation);
+  json_builder_set_member_name (b, "expires_ms");
+  json_builder_add_int_value (b, l->expires_ms);
+  json_builder_set_member_name (b, "acquired_ms");
+  json_builder_add_int_value (b, l->acquired_ms);
+  json_builder_end_object (b);
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  return json_to_string (root, FALSE);
+}
+
+static char *
+lease_text (const DfCacheLease *l, const char *state)
+{
+  if (l->kind == DF_LEASE_LOCAL)
+    return g_strdup_printf ("%s: on %s's own disk for generation %" G_GINT64_FORMAT
+                            "%s", state, l->holder, l->generation,
+                            strcmp (state, "stale") == 0
+                                ? " (the device has booted again since)"
+                                : "");
+  if (strcmp (state, "held") == 0)
+    return g_strdup_printf ("held by %s, epoch %" G_GINT64_FORMAT
+                            ", %" G_GINT64_FORMAT " s left",
+                            l->holder, l->epoch,
+                            (l->expires_ms - df_farm_now_ms () + 999) / 1000);
+  return g_strdup_printf ("%s by %s, epoch %" G_GINT64_FORMAT, state,
+                          l->holder, l->epoch);
+}
+
+/* The device's cache lease (streamsvc's, DESIGN.md "A farm of many
+ * servers"): null when no server ever claimed its cache. */
+static bool
+add_cache_lease (DfFarm *farm, DfRecord *r, const DfDevice *d, bool json,
+                 GError **err)
+{
+  GError *local = NULL;
+  g_autoptr (DfCacheLease) l = df_farm_lease_get (farm, d->name, &local);
+  if (local != NULL)
+    {
+      g_propagate_error (err, local);
+      return false;
+    }
+  if (l == NULL)
+    {
+      df_record_str (r, "cache_lease", "cache lease", NULL);
+      return true;
+    }
+  const char *state = lease_state (l, d);
+  g_autofree char *text = json ? lease_json (l, state) : lease_text (l, state);
+  if (json)
+    df_record_object (r, "cache_lease", "cache lease", text);
+  else
+    df_record_str (r, "cache_lease", "cache lease", text);
+  return true;
+}
+
 /* ---- NBD pre-shared key (--nbd-psk generate|none) ---------------------- */
 
 typedef enum { NBD_PSK_KEEP, NBD_PSK_GENERATE, NBD_PSK_NONE } NbdPskOp;
@@ -398,7 +482,10 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "generation, cache directory, the vDisk version its type boots, and "
     "whether it is live: on which stream server(s) of the farm, and the "
     "version, generation and cache each session is bound to (servers "
-    "that cannot be asked are warnings on stderr).",
+    "that cannot be asked are warnings on stderr).  Its cache lease: "
+    "which server may write its cache (shared: held, lapsed or released, "
+    "with the holder and epoch; local: on that server's own disk for one "
+    "boot generation), or none.",
     "  diskfarm device show pc01\n  diskfarm device show 52:54:00:12:34:56\n",
   };
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
@@ -415,7 +502,8 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     return false;
   g_autoptr(GPtrArray) mine = df_live_device_sessions (live, d);
   DfRecord *r = df_device_record (d);
-  if (!add_iscsi_access (farm, r, d->name, err))
+  if (!add_iscsi_access (farm, r, d->name, err)
+      || !add_cache_lease (farm, r, d, ctx->json, err))
     {
       df_record_free (r);
       return false;

@@ -141,6 +141,7 @@ checks = [
         and by["session list --admin 127.0.0.1:1"]["ignored"] == []
         and by["session list --admin 127.0.0.1:1"]["answered_server_count"] == 0),
     ("device show: live and its sessions list", lambda: by["device show pc1"]["live"] is False and by["device show pc1"]["sessions"] == []),
+    ("device show: cache_lease null before any server claimed the cache", lambda: by["device show pc1"]["cache_lease"] is None),
     ("device reset: fenced_session_count", lambda: by["device reset pc1"]["fenced_session_count"] == 0),
     ("dhcp-config: one object with both texts", lambda: by["bootstrap dhcp-config --address 10.0.0.5"]["next_server"] == "10.0.0.5"
         and "dhcp-boot=tag:ipxe," in by["bootstrap dhcp-config --address 10.0.0.5"]["dnsmasq"]

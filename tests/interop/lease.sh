@@ -128,7 +128,12 @@ nbdsh -u "$(u p "$S2")" -c "h.pwrite(b'\x22' * 4096, 65536); h.flush()"
 # epochs: ss1's session 1, ss2's sessions 2 and 3 (each new hold bumps it)
 grep -q "^3 " "$SHARED/p/lease.epoch" || fail "token file: $(cat "$SHARED/p/lease.epoch")"
 journal_ok 3
-pass "a released cache moves at once (epoch 3 in the token file)"
+json device show p
+jcheck "$T/j.json" 'd["cache_lease"]["kind"] == "shared"' 'd["cache_lease"]["holder"] == "ss2"' \
+  'd["cache_lease"]["epoch"] == 3' 'd["cache_lease"]["state"] == "released"'
+df device show p | grep -q "^ *cache lease: *released by ss2, epoch 3$" ||
+  fail "device show: $(df device show p | grep 'cache lease')"
+pass "a released cache moves at once (epoch 3 in the token file, device show)"
 
 # ---- 1b. the writer laps the disk -----------------------------------------
 # More records than the 16 MiB disk has blocks: the writer wraps (a fast
@@ -339,7 +344,12 @@ rc=0; timeout 20 iscsi-perf -t 3 -x 0 "iscsi://$ISCSI2/iqn.2026-11.org.diskfarm:
   >"$T/out" 2>&1 || rc=$?
 [ "$rc" -ne 0 ] || fail "iSCSI reads of a lost cache succeeded: $(cat "$T/out")"
 grep -qi "MEDIUM_ERROR\|medium error\|failed" "$T/out" || fail "iSCSI: $(cat "$T/out")"
+json device show s
+jcheck "$T/j.json" 'd["cache_lease"]["kind"] == "local"' 'd["cache_lease"]["holder"] == "ss1"' \
+  'd["cache_lease"]["state"] == "local"'
 df device reset s >/dev/null
+json device show s
+jcheck "$T/j.json" 'd["cache_lease"]["state"] == "stale"'
 qemu-io -f raw -c 'read -P 0 0 64k' "$(u s "$S2")" | grep -q 'read 65536' ||
   fail "a new boot generation on ss2 did not get a fresh cache"
 pass "tier 3: a local cache's generation gets EIO elsewhere, a log line, a metric"
