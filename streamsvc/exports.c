@@ -36,9 +36,11 @@
 #include "exports.h"
 
 #include <errno.h>
+#include <glib/gstdio.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "blk_fence.h"
 #include "blk_lease.h"
@@ -91,6 +93,9 @@ typedef struct
   DfLease *lease;  /* owned ref: a shared cache's lease (cache is then its
                     * lease layer over the write cache), else NULL */
   bool lost;       /* cache is a lost local cache (df_lost_blk_new) */
+  char *live_mark; /* owned: its live mark (see live_mark_check) while it
+                    * has users; NULL when its cache outlives the process
+                    * or is lost */
   guint users;
 } CacheEntry;
 
@@ -108,6 +113,8 @@ struct DfExports
   char *shared_dir;      /* server-persistent caches' home, or NULL */
   DfLeaseKeeper *keeper; /* their leases (owned), NULL without shared_dir */
   gint lost_caches;      /* atomic: opens refused a lost local cache */
+  char *incarnation;     /* this process, in its live marks */
+  bool stopping;         /* under lock: sessions now close with the server */
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
   GThread *checker;     /* df_exports_check at each change or poll */
@@ -518,6 +525,7 @@ cache_entry_unref (CacheEntry *ce)
   df_blk_unref (ce->fenced);
   df_lease_unref (ce->lease);
   df_fence_unref (ce->fence);
+  g_free (ce->live_mark);
   g_free (ce);
 }
 
@@ -547,6 +555,8 @@ df_exports_new (const char *farm_dir, const char *db, GError **err)
     return NULL;
   ex = g_new0 (DfExports, 1);
   ex->farm_dir = g_strdup (farm_dir);
+  ex->incarnation = g_strdup_printf ("%d %" G_GINT64_FORMAT "\n", (int) getpid (),
+                                     g_get_real_time ());
   ex->db = g_strdup (db);
   ex->farm_uuid = g_strdup (df_farm_uuid (farm));
   g_mutex_init (&ex->lock);
@@ -633,7 +643,16 @@ df_exports_free (DfExports *ex)
   g_free (ex->db);
   g_free (ex->farm_uuid);
   g_free (ex->server);
+  g_free (ex->incarnation);
   g_free (ex);
+}
+
+void
+df_exports_stopping (DfExports *ex)
+{
+  g_mutex_lock (&ex->lock);
+  ex->stopping = true;
+  g_mutex_unlock (&ex->lock);
 }
 
 /* Path of a version's file: store/<vdisk>/<file> unless absolute.
@@ -967,13 +986,104 @@ entry_leased (DfExports *ex, const Resolved *r)
          && r->mode.kind == DF_CACHE_PERSISTENT;
 }
 
+/* A server or ram cache: in this process only (an unlinked file, RAM). */
 static bool
-entry_local (DfExports *ex, const Resolved *r)
+entry_dies_with_process (const Resolved *r)
 {
   const DfCacheModeDesc *d = df_cache_mode_desc (&r->mode);
 
-  return ex->server != NULL && !r->maint && d->open_store != NULL
-         && !d->persistent;
+  return !r->maint && d->open_store != NULL && !d->persistent;
+}
+
+static bool
+entry_local (DfExports *ex, const Resolved *r)
+{
+  return ex->server != NULL && entry_dies_with_process (r);
+}
+
+/* ---- live marks: a local cache across a restart of its server -------------
+ * While a cache that dies with the process has sessions,
+ * <cache dir>/live.<generation> holds this process's incarnation.  A
+ * process that finds the mark of the generation it is asked for, written
+ * by another process, knows that generation's cache died with that one
+ * (kill, crash, or a stop with sessions open) under a running OS: the
+ * device gets a lost cache (every request fails), never an empty one in
+ * its place.  The mark goes when the last session ends (the client left)
+ * but not at a stop; marks of other generations are stale (the device
+ * booted again since) and removed. */
+#define LIVE_MARK_PREFIX "live."
+
+static char *
+live_mark_path (const Resolved *r)
+{
+  g_autofree char *name = g_strdup_printf (LIVE_MARK_PREFIX "%" G_GINT64_FORMAT,
+                                           r->dev->generation);
+  return g_build_filename (r->dir, name, NULL);
+}
+
+static void
+live_marks_remove_stale (const char *dir, const char *keep)
+{
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  const char *name;
+
+  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
+    if (g_str_has_prefix (name, LIVE_MARK_PREFIX) && strcmp (name, keep) != 0)
+      {
+        g_autofree char *path = g_build_filename (dir, name, NULL);
+        g_unlink (path);
+      }
+}
+
+/* False (logged, counted) when r's generation had its cache in another
+ * process of this server, which died with it. */
+static bool
+live_mark_check (DfExports *ex, const Resolved *r)
+{
+  g_autofree char *path = live_mark_path (r);
+  g_autofree char *base = g_path_get_basename (path);
+  g_autofree char *who = NULL;
+
+  live_marks_remove_stale (r->dir, base);
+  if (!g_file_get_contents (path, &who, NULL, NULL)
+      || strcmp (who, ex->incarnation) == 0)
+    return true;
+  g_atomic_int_inc (&ex->lost_caches);
+  g_warning ("device %s: its %s write cache of boot generation %" G_GINT64_FORMAT
+             " died with a previous process of this server while its OS was "
+             "using it; every request of its sessions fails with EIO (NBD) "
+             "or MEDIUM ERROR (iSCSI) rather than serve an empty cache (the "
+             "device must boot again: a new boot generation, or diskfarm "
+             "device reset)", r->dev->name, r->mode_str, r->dev->generation);
+  return false;
+}
+
+/* Caller holds ex->lock; at ce's first user. */
+static void
+live_mark_set_locked (DfExports *ex, CacheEntry *ce)
+{
+  g_autoptr (GError) e = NULL;
+
+  if (ce->live_mark != NULL
+      && !g_file_set_contents (ce->live_mark, ex->incarnation, -1, &e))
+    g_warning ("device %s: %s (a restart of this server would not know its "
+               "cache was in use)", ce->b->device, e->message);
+}
+
+/* Caller holds ex->lock; ce's last user left.  Kept when the server is
+ * stopping, and while the registry's entry of the same mark has users
+ * (ce was retired for it). */
+static void
+live_mark_drop_locked (DfExports *ex, CacheEntry *ce)
+{
+  CacheEntry *cur = g_hash_table_lookup (ex->caches, ce->b->device);
+
+  if (ce->live_mark == NULL || ex->stopping)
+    return;
+  if (cur != NULL && cur != ce && cur->users > 0
+      && g_strcmp0 (cur->live_mark, ce->live_mark) == 0)
+    return;
+  g_unlink (ce->live_mark);
 }
 
 /* Tier 3: false when r's generation has its local cache on another server
@@ -1069,6 +1179,8 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
     }
   else if (entry_local (ex, r))
     lost = !local_claim (ex, farm, r, b);
+  if (!lost && entry_dies_with_process (r))
+    lost = !live_mark_check (ex, r);
   cache = lost ? df_lost_blk_new (chain->size)
                : entry_cache_open (ex, r, chain, base_path, lease, &local);
   if (cache == NULL && r->maint
@@ -1096,6 +1208,8 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   ce->cache = cache;
   ce->lease = g_steal_pointer (&lease);
   ce->lost = lost;
+  if (!lost && entry_dies_with_process (r))
+    ce->live_mark = live_mark_path (r);
   ce->fenced = df_fence_blk_new (ce->fence, cache);
   return ce;
 }
@@ -1186,7 +1300,8 @@ cache_entry_get_locked (DfExports *ex, DfFarm *farm, const char *key,
   resolved_clear (&r);
   if (ce == NULL)
     return NULL;
-  ce->users++;
+  if (ce->users++ == 0)
+    live_mark_set_locked (ex, ce);
   return cache_entry_ref (ce);
 }
 
@@ -1316,7 +1431,8 @@ df_export_close (DfExport *e)
 
       g_mutex_lock (&e->ex->lock);
       g_assert (ce->users > 0);
-      ce->users--;
+      if (--ce->users == 0)
+        live_mark_drop_locked (e->ex, ce);
       /* The maintenance cache is released with its last session, so that
        * `version seal` (another process) can take it; a fenced one too,
        * so that a new entry can take its files; a leased one too, so

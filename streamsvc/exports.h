@@ -101,6 +101,10 @@ char *df_exports_version_file (DfExports *ex, const char *vdisk, int number,
  * df_farm_offline_generation_note. */
 bool df_exports_offline_generation (DfExports *ex, const char *device,
                                     gint64 generation, GError **err);
+/* The server is stopping: the sessions that close from now on do not end
+ * their local caches' use (the OS is still running; see "live marks" in
+ * exports.c), so a restart of this server refuses those generations. */
+void df_exports_stopping (DfExports *ex);
 /* Flush every persistent cache (SIGTERM path) then free.  Sessions must be
  * closed first. */
 void df_exports_free (DfExports *ex);

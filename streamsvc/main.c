@@ -856,6 +856,7 @@ run_daemon (Options *o, DfExports *ex, DfSessions *ss, GError **err)
   rc = 0;
 out:
   df_registry_stop (reg); /* its row goes unhealthy by timeout */
+  df_exports_stopping (ex);
   df_stream_server_free (srv); /* stops accepting, drains, closes sessions */
   if (admin != NULL)
     df_admin_stop (admin);
