@@ -7,9 +7,7 @@
 . "$TESTS_SRCDIR/lib.sh"
 need iscsi-inq qemu-io python3
 
-make_raw "$T/disk.raw" 16
-df init >/dev/null
-df vdisk import g "$T/disk.raw" >/dev/null
+init_vdisk g 16
 df device add m --mac 52:54:00:00:00:51 --vdisk g --type maintenance >/dev/null
 df version new g >/dev/null 2>&1
 start_streamsvc --iscsi-listen 127.0.0.1:0

@@ -9,9 +9,7 @@
 . "$TESTS_SRCDIR/lib.sh"
 need nbdsh qemu-io curl
 
-make_raw "$T/disk.raw" 16
-df init >/dev/null
-df vdisk import g "$T/disk.raw" >/dev/null
+init_vdisk g 16
 df device add s --mac 52:54:00:00:00:61 --vdisk g --cache server >/dev/null
 df device add r --mac 52:54:00:00:00:62 --vdisk g --cache ram:4 >/dev/null
 df device add q --mac 52:54:00:00:00:63 --vdisk g --cache server >/dev/null
