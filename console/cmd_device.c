@@ -223,7 +223,9 @@ static const char *
 lease_state (const DfCacheLease *l, const DfDevice *d)
 {
   if (l->kind == DF_LEASE_LOCAL)
-    return l->generation == d->generation ? "local" : "stale";
+    return l->generation == d->generation
+                   || l->generation == DF_LEASE_EVERY_GENERATION
+               ? "local" : "stale";
   if (l->expires_ms == 0)
     return "released";
   return df_farm_now_ms () > l->expires_ms ? "lapsed" : "held";
@@ -257,6 +259,9 @@ lease_json (const DfCacheLease *l, const char *state)
 static char *
 lease_text (const DfCacheLease *l, const char *state)
 {
+  if (l->kind == DF_LEASE_LOCAL && l->generation == DF_LEASE_EVERY_GENERATION)
+    return g_strdup_printf ("%s: on %s's own disk for every boot generation",
+                            state, l->holder);
   if (l->kind == DF_LEASE_LOCAL)
     return g_strdup_printf ("%s: on %s's own disk for generation %" G_GINT64_FORMAT
                             "%s", state, l->holder, l->generation,

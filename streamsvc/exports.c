@@ -74,6 +74,7 @@ typedef struct
   char *mode; /* df_cache_mode_to_string of the mode in use */
   bool maint; /* the maintenance version's cache in the store */
   char *sha256; /* the version file's hash, NULL while unsealed */
+  gint64 claim_generation; /* of its tier-3 local claim (local_claim) */
   gint claim_pending; /* atomic: its tier-3 local claim was not recorded
                        * (the DB was unreachable): the next check does */
 } Binding;
@@ -434,7 +435,7 @@ claim_late (Binding *b, DfFarm *farm)
   g_autoptr (GError) e = NULL;
 
   if (df_farm_lease_claim_local (farm, b->device, b->ex->server,
-                                 b->generation, df_farm_now_ms (), &e))
+                                 b->claim_generation, df_farm_now_ms (), &e))
     {
       g_atomic_int_set (&b->claim_pending, 0);
       g_message ("device %s: local write cache of boot generation %"
@@ -977,8 +978,10 @@ binding_new (DfExports *ex, const Resolved *r)
 
 /* Where a device's cache can fail over (DESIGN.md "A farm of many
  * servers"): a server-persistent cache under --shared-cache-dir is leased
- * (tier 2); a server or ram cache of a server with a registry name is
- * claimed as local to it for its boot generation (tier 3). */
+ * (tier 2); any other write cache of a server with a registry name is
+ * claimed as local to it (tier 3): a server or ram cache for its boot
+ * generation, a server-persistent or private one on the server's own
+ * disk for every generation (it outlives boots, not the move). */
 static bool
 entry_leased (DfExports *ex, const Resolved *r)
 {
@@ -998,7 +1001,16 @@ entry_dies_with_process (const Resolved *r)
 static bool
 entry_local (DfExports *ex, const Resolved *r)
 {
-  return ex->server != NULL && entry_dies_with_process (r);
+  return ex->server != NULL && !r->maint
+         && df_cache_mode_desc (&r->mode)->open_store != NULL
+         && !entry_leased (ex, r);
+}
+
+static gint64
+local_claim_generation (const Resolved *r)
+{
+  return df_cache_mode_desc (&r->mode)->persistent ? DF_LEASE_EVERY_GENERATION
+                                                   : r->dev->generation;
 }
 
 /* ---- live marks: a local cache across a restart of its server -------------
@@ -1094,8 +1106,9 @@ local_claim (DfExports *ex, DfFarm *farm, const Resolved *r, Binding *b)
 {
   g_autoptr (GError) e = NULL;
 
+  b->claim_generation = local_claim_generation (r);
   if (df_farm_lease_claim_local (farm, r->dev->name, ex->server,
-                                 r->dev->generation, df_farm_now_ms (), &e))
+                                 b->claim_generation, df_farm_now_ms (), &e))
     return true;
   if (!g_error_matches (e, DF_ERROR, DF_ERROR_DENIED))
     {
@@ -1106,7 +1119,7 @@ local_claim (DfExports *ex, DfFarm *farm, const Resolved *r, Binding *b)
     }
   g_atomic_int_inc (&ex->lost_caches);
   g_warning ("%s; every request of its sessions fails with EIO (NBD) or "
-             "MEDIUM ERROR (iSCSI) rather than serve an empty cache",
+             "MEDIUM ERROR (iSCSI) rather than serve another cache",
              e->message);
   return false;
 }

@@ -438,14 +438,21 @@ device_id (DfFarm *farm, const char *name, gint64 *id, GError **err)
                     name, id, err);
 }
 
+/* A removed device's local cache claims go with it (a device added later
+ * under the name starts anew); shared leases stay, as their epochs must
+ * only grow (leases.c). */
 static bool
 device_remove_locked (DfFarm *farm, const char *name, GError **err)
 {
   gint64 id;
   if (!device_id (farm, name, &id, err))
     return false;
-  return df_farm_delete_audited (farm, "DELETE FROM devices WHERE id = ?", id,
-                                 "device.remove", name, err);
+  const DfParam p[] = { DF_INT (id) };
+  return df_farm_exec (farm, "DELETE FROM cache_leases WHERE kind = 'local' "
+                       "AND device = (SELECT name FROM devices WHERE id = ?)",
+                       p, G_N_ELEMENTS (p), err)
+         && df_farm_delete_audited (farm, "DELETE FROM devices WHERE id = ?",
+                                    id, "device.remove", name, err);
 }
 
 bool

@@ -718,7 +718,9 @@ typedef struct {
   DfLeaseKind kind;
   char *holder;       /* server name */
   gint64 epoch;       /* > 0, grows with every new holder */
-  gint64 generation;  /* the device's boot generation at acquisition */
+  gint64 generation;  /* the device's boot generation at acquisition;
+                       * local: DF_LEASE_EVERY_GENERATION for a cache
+                       * that outlives boots */
   gint64 expires_ms;  /* shared: renewed until; 0: released; local: 0 */
   gint64 acquired_ms;
 } DfCacheLease;
@@ -742,10 +744,14 @@ bool df_farm_lease_renew (DfFarm *farm, const char *device,
 /* Give it up (expires_ms 0); a lease no longer holder's is left alone. */
 bool df_farm_lease_release (DfFarm *farm, const char *device,
                             const char *holder, gint64 epoch, GError **err);
-/* Record that holder's local disk holds device's cache of generation.
- * DF_ERROR_DENIED when another server's local cache holds that very
- * generation: it died with that server and must not be replaced by an
- * empty one under the running OS. */
+/* The generation a local claim gives for a cache that outlives boots
+ * (server-persistent or private on a server's own disk): all of them. */
+#define DF_LEASE_EVERY_GENERATION ((gint64) -1)
+/* Record that holder's local disk holds device's cache of generation
+ * (or of DF_LEASE_EVERY_GENERATION).  DF_ERROR_DENIED when another
+ * server's local cache holds that very generation: it died with that
+ * server (or lives on there) and must not be replaced by another under
+ * the running OS. */
 bool df_farm_lease_claim_local (DfFarm *farm, const char *device,
                                 const char *holder, gint64 generation,
                                 gint64 now_ms, GError **err);

@@ -213,11 +213,19 @@ claim_local_locked (DfFarm *farm, const char *device, const char *holder,
     {
       if (g_strcmp0 (old->holder, holder) == 0)
         return true;
-      g_set_error (err, DF_ERROR, DF_ERROR_DENIED,
-                   "device %s boot generation %" G_GINT64_FORMAT " has its "
-                   "write cache on server %s's local disk: it cannot move "
-                   "to server %s (the device must reboot)", device,
-                   generation, old->holder, holder);
+      if (generation == DF_LEASE_EVERY_GENERATION)
+        g_set_error (err, DF_ERROR, DF_ERROR_DENIED,
+                     "device %s has its lasting write cache on server %s's "
+                     "local disk: it cannot move to server %s (bring %s "
+                     "back, or give every server one --shared-cache-dir "
+                     "for server-persistent caches)", device, old->holder,
+                     holder, old->holder);
+      else
+        g_set_error (err, DF_ERROR, DF_ERROR_DENIED,
+                     "device %s boot generation %" G_GINT64_FORMAT " has its "
+                     "write cache on server %s's local disk: it cannot move "
+                     "to server %s (the device must reboot)", device,
+                     generation, old->holder, holder);
       return false;
     }
   g_autoptr (DfCacheLease) l = lease_next (device, old, DF_LEASE_LOCAL,

@@ -253,8 +253,9 @@ static const char migration_10[] =
  * kind 'shared': a cache on storage every server reaches; its holder
  * renews expires_ms (unix ms, the holder's clock) and a takeover bumps
  * epoch, the fencing token also written next to the cache.  kind 'local':
- * a cache on the holder's own disk for boot generation generation; no
- * expiry, never taken over (another server refuses that generation).
+ * a cache on the holder's own disk for boot generation generation (-1:
+ * every generation, a cache that outlives boots); no expiry, never taken
+ * over (another server refuses that generation).
  * A row is never deleted by a release (expires_ms 0), so epochs only
  * grow. */
 static const char migration_11[] =

@@ -24,7 +24,8 @@
 #   wrote at once.
 # Tier 3, a server cache: another server serves that boot generation a
 # lost cache (EIO on NBD, MEDIUM ERROR on iSCSI), a log line and a metric;
-# a new boot generation gets a fresh cache.
+# a new boot generation gets a fresh cache.  A private image (it outlives
+# boots) is refused by the other server in every generation.
 . "$TESTS_SRCDIR/lib.sh"
 need nbdsh nbdinfo qemu-io curl python3 iscsi-inq
 fail() {
@@ -50,6 +51,7 @@ make_raw "$T/disk.raw" 16
 df vdisk import golden "$T/disk.raw" >/dev/null
 df device add p --mac 52:54:00:00:00:01 --vdisk golden --cache server-persistent >/dev/null
 df device add s --mac 52:54:00:00:00:02 --vdisk golden --cache server >/dev/null
+df device add v --mac 52:54:00:00:00:03 --vdisk golden --cache private >/dev/null
 SHARED=$T/shared
 JOURNAL=$T/journal
 mkdir "$SHARED"
@@ -353,6 +355,27 @@ jcheck "$T/j.json" 'd["cache_lease"]["state"] == "stale"'
 qemu-io -f raw -c 'read -P 0 0 64k' "$(u s "$S2")" | grep -q 'read 65536' ||
   fail "a new boot generation on ss2 did not get a fresh cache"
 pass "tier 3: a local cache's generation gets EIO elsewhere, a log line, a metric"
+
+# a private image on ss1's own disk outlives boots: ss2 refuses it in
+# every generation; ss1 keeps serving it
+qemu-io -f raw -c 'write -P 0x55 0 64k' "$(u v "$S1")" >/dev/null
+rc=0; qemu-io -f raw -c 'read 0 4k' "$(u v "$S2")" >"$T/out" 2>&1 || rc=$?
+grep -qi "input/output error" "$T/out" || fail "ss2 served ss1's private image: $(cat "$T/out")"
+grep -q "device v has its lasting write cache on server ss1's local disk" "$T/ss2.log" ||
+  fail "no log line on ss2 for the private image"
+df device reset v >/dev/null
+rc=0; qemu-io -f raw -c 'read 0 4k' "$(u v "$S2")" >"$T/out" 2>&1 || rc=$?
+grep -qi "input/output error" "$T/out" || fail "ss2 served ss1's private image after a reboot"
+qemu-io -f raw -c 'read -P 0x55 0 64k' "$(u v "$S1")" | grep -q 'read 65536' ||
+  fail "ss1 lost its own private image"
+json device show v
+jcheck "$T/j.json" 'd["cache_lease"]["kind"] == "local"' 'd["cache_lease"]["holder"] == "ss1"' \
+  'd["cache_lease"]["generation"] == -1' 'd["cache_lease"]["state"] == "local"'
+df device remove v >/dev/null
+df device add v --mac 52:54:00:00:00:03 --vdisk golden --cache private >/dev/null
+qemu-io -f raw -c 'read 0 4k' "$(u v "$S2")" >"$T/out" 2>&1 && ! grep -qi "error" "$T/out" ||
+  fail "a device v added again is still held by ss1's claim: $(cat "$T/out")"
+pass "tier 3: a private image stays on its server's disk: refused elsewhere in every generation, until device remove"
 journal_ok 10
 cat "$T/journal.out"
 pass "no two servers ever wrote the shared cache at once"

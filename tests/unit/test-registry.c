@@ -447,6 +447,31 @@ test_lease_local (Fixture *fx, gconstpointer data)
   g_assert_cmpint (row->generation, ==, 6);
 }
 
+/* A cache that outlives boots (every generation) stays its server's: a
+ * new generation elsewhere is refused too, with its own words. */
+static void
+test_lease_local_every (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (DfCacheLease) row = NULL;
+  const gint64 every = DF_LEASE_EVERY_GENERATION;
+
+  g_assert_true (df_farm_lease_claim_local (fx->farm, "pc03", "ss1", every,
+                                            1, &err));
+  g_assert_true (df_farm_lease_claim_local (fx->farm, "pc03", "ss1", every,
+                                            2, &err));
+  g_assert_no_error (err);
+  g_assert_false (df_farm_lease_claim_local (fx->farm, "pc03", "ss2", every,
+                                             3, &err));
+  g_assert_error (err, DF_ERROR, DF_ERROR_DENIED);
+  g_assert_nonnull (strstr (err->message, "lasting write cache on server "
+                                          "ss1's local disk"));
+  g_clear_error (&err);
+  row = lease_row (fx->farm, "pc03");
+  g_assert_cmpstr (row->holder, ==, "ss1");
+  g_assert_cmpint (row->generation, ==, every);
+}
+
 /* ---- floating portals (portal.c) ------------------------------------------ */
 
 static void
@@ -632,6 +657,7 @@ static const TestFarmCase tests[] = {
   { "/registry/verify-file", test_verify_file },
   { "/registry/lease-shared", test_lease_shared },
   { "/registry/lease-local", test_lease_local },
+  { "/registry/lease-local-every", test_lease_local_every },
   { "/registry/portal-check", test_portal_check },
   { "/registry/portal-kept", test_portal_kept },
   { "/registry/portal-priority", test_portal_priority },
