@@ -1449,12 +1449,14 @@ df_export_close (DfExport *e)
       /* The maintenance cache is released with its last session, so that
        * `version seal` (another process) can take it; a fenced one too,
        * so that a new entry can take its files; a leased one too, so
-       * that its lease goes to whichever server the device uses next. */
+       * that its lease goes to whichever server the device uses next.
+       * Released here, under the lock: an open that comes next must not
+       * find the files still held (a persistent map's flock). */
       if (ce->users == 0
           && (ce->b->maint || ce->lease != NULL
               || df_fence_tripped (ce->fence))
           && g_hash_table_lookup (e->ex->caches, ce->b->device) == ce)
-        g_hash_table_remove (e->ex->caches, ce->b->device);
+        cache_entry_retire_locked (e->ex, ce, "its last session closed");
       g_mutex_unlock (&e->ex->lock);
       cache_entry_unref (ce);
     }
