@@ -383,12 +383,10 @@ df_farm_device_initiator_set (DfFarm *farm, const char *device,
     return false;
   df_farm_json_str (detail, initiator);
   g_string_append_c (detail, '}');
-  if (!df_farm_scope_begin (farm, err))
-    return false;
-  return df_farm_scope_end (
-      farm,
-      initiator_update (farm, device, initiator, err)
-          && df_farm_audit_row (farm, "device.iscsi-initiator", device,
-                                detail->str, err),
-      err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = initiator_update (farm, device, initiator, err)
+           && df_farm_audit_row (farm, "device.iscsi-initiator", device,
+                                 detail->str, err);
+  return t.ok;
 }

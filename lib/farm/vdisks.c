@@ -310,11 +310,14 @@ bool
 df_farm_vdisk_set_firmware (DfFarm *farm, const char *name, DfFirmware fw,
                             GError **err)
 {
-  if (!df_validate_name ("vdisk", name, err) || !df_farm_scope_begin (farm, err))
+  if (!df_validate_name ("vdisk", name, err))
     return false;
-  return df_farm_scope_end (farm, vdisk_set_column_locked (
-    farm, name, "UPDATE vdisks SET firmware = ? WHERE id = ?",
-    "vdisk.firmware", "firmware", df_firmware_name (fw), err), err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = vdisk_set_column_locked (
+        farm, name, "UPDATE vdisks SET firmware = ? WHERE id = ?",
+        "vdisk.firmware", "firmware", df_firmware_name (fw), err);
+  return t.ok;
 }
 
 bool
@@ -322,12 +325,14 @@ df_farm_vdisk_set_efi_loader (DfFarm *farm, const char *name,
                               const char *path, GError **err)
 {
   if (!df_validate_name ("vdisk", name, err)
-      || (path && !df_efi_loader_path_ok (path, err))
-      || !df_farm_scope_begin (farm, err))
+      || (path && !df_efi_loader_path_ok (path, err)))
     return false;
-  return df_farm_scope_end (farm, vdisk_set_column_locked (
-    farm, name, "UPDATE vdisks SET efi_loader = ? WHERE id = ?",
-    "vdisk.set", "efi_loader", path, err), err);
+  DfFarmTry t = { 0 };
+  while (df_farm_try (farm, &t, err))
+    t.ok = vdisk_set_column_locked (
+        farm, name, "UPDATE vdisks SET efi_loader = ? WHERE id = ?",
+        "vdisk.set", "efi_loader", path, err);
+  return t.ok;
 }
 
 static bool
