@@ -51,8 +51,8 @@ held_free (gpointer p)
 /* ---- renewal ------------------------------------------------------------ */
 
 /* Test hook (a partition between this server and the farm DB): while the
- * file DISKFARM_FAULT_LEASE_DB_DOWN names exists, renewals fail as if the
- * DB did not answer. */
+ * file DISKFARM_FAULT_LEASE_DB_DOWN names exists, renewals and new takes
+ * fail as if the DB did not answer. */
 static bool
 fault_db_down (GError **err)
 {
@@ -303,9 +303,10 @@ df_lease_keeper_take (DfLeaseKeeper *k, DfFarm *farm, const char *device,
   DfLease *l;
   Held *h;
 
-  if (!df_farm_lease_acquire (farm, device, k->server, generation,
-                              df_farm_now_ms (), k->ttl_ms, k->margin_ms,
-                              &row, err))
+  if (fault_db_down (err)
+      || !df_farm_lease_acquire (farm, device, k->server, generation,
+                                 df_farm_now_ms (), k->ttl_ms, k->margin_ms,
+                                 &row, err))
     return NULL;
   l = df_lease_new (k->server, row->epoch,
                     sent + (k->ttl_ms - k->margin_ms) * 1000, token_dir,
