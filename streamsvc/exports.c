@@ -1227,13 +1227,15 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   return ce;
 }
 
-/* Fence ce's sessions, wait for their requests in flight, release its
- * cache (flushed) and drop it from the registry, so that a new entry can
- * take the same files.  Caller holds ex->lock; ce may be freed. */
+/* Fence ce's sessions (why; NULL: ce's fence is tripped already), wait
+ * for their requests in flight, release its cache (flushed) and drop it
+ * from the registry, so that a new entry can take the same files.  Caller
+ * holds ex->lock; ce may be freed. */
 static void
 cache_entry_retire_locked (DfExports *ex, CacheEntry *ce, const char *why)
 {
-  df_fence_trip (ce->fence, why);
+  if (why != NULL)
+    df_fence_trip (ce->fence, why);
   df_fence_drain (ce->fence);
   cache_entry_release_cache (ce);
   if (g_hash_table_lookup (ex->caches, ce->b->device) == ce)
@@ -1456,7 +1458,10 @@ df_export_close (DfExport *e)
           && (ce->b->maint || ce->lease != NULL
               || df_fence_tripped (ce->fence))
           && g_hash_table_lookup (e->ex->caches, ce->b->device) == ce)
-        cache_entry_retire_locked (e->ex, ce, "its last session closed");
+        {
+          df_fence_trip_unused (ce->fence, "its last session closed");
+          cache_entry_retire_locked (e->ex, ce, NULL);
+        }
       g_mutex_unlock (&e->ex->lock);
       cache_entry_unref (ce);
     }

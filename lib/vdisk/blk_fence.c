@@ -111,7 +111,7 @@ df_fence_moved (DfFence *f)
 }
 
 static bool
-trip (DfFence *f, const char *reason, bool moved)
+trip (DfFence *f, const char *reason, bool moved, bool quiet)
 {
   g_mutex_lock (&f->watch_lock);
   if (df_fence_tripped (f))
@@ -122,7 +122,8 @@ trip (DfFence *f, const char *reason, bool moved)
   f->reason = g_strdup (reason);
   g_atomic_int_set (&f->moved, moved);
   g_atomic_int_set (&f->tripped, 1);
-  g_message ("%s: sessions fenced: %s", f->label, reason);
+  if (!quiet)
+    g_message ("%s: sessions fenced: %s", f->label, reason);
   for (guint i = 0; i < f->watchers->len; i++)
     {
       Watcher *w = &g_array_index (f->watchers, Watcher, i);
@@ -135,13 +136,19 @@ trip (DfFence *f, const char *reason, bool moved)
 bool
 df_fence_trip (DfFence *f, const char *reason)
 {
-  return trip (f, reason, false);
+  return trip (f, reason, false, false);
+}
+
+bool
+df_fence_trip_unused (DfFence *f, const char *reason)
+{
+  return trip (f, reason, false, true);
 }
 
 bool
 df_fence_trip_moved (DfFence *f, const char *reason)
 {
-  return trip (f, reason, true);
+  return trip (f, reason, true, false);
 }
 
 bool

@@ -63,6 +63,9 @@ const char *df_fence_reason (DfFence *f);
  * there rather than fail the I/O.  Returns true for the call that tripped
  * it; only that call decides df_fence_moved. */
 bool df_fence_trip_moved (DfFence *f, const char *reason);
+/* df_fence_trip when no session is left on f (its cache is being let go):
+ * no log line, as nothing is fenced. */
+bool df_fence_trip_unused (DfFence *f, const char *reason);
 /* Tripped by df_fence_trip_moved (set before df_fence_tripped is true). */
 bool df_fence_moved (DfFence *f);
 /* Run the check now (trips the fence when stale).  Returns true when the

@@ -212,6 +212,40 @@ test_trip_moved (void)
   g_assert_false (df_fence_moved (g));
 }
 
+/* Notices the fence layer logged (fence_writer counts them). */
+static gint fence_notices;
+
+static GLogWriterOutput
+fence_writer (GLogLevelFlags level, const GLogField *fields, gsize n,
+              gpointer data)
+{
+  for (gsize i = 0; i < n; i++)
+    if (strcmp (fields[i].key, "GLIB_DOMAIN") == 0
+        && g_strcmp0 (fields[i].value, "diskfarm-fence") == 0
+        && (level & G_LOG_LEVEL_MESSAGE))
+      g_atomic_int_inc (&fence_notices);
+  return g_log_writer_default (level, fields, n, data);
+}
+
+/* A fence tripped as its last session left logs nothing (nothing was
+ * fenced) but trips as any other: once, with its reason, never a move. */
+static void
+test_trip_unused (void)
+{
+  g_autoptr (DfFence) f = df_fence_new ("device pc03", NULL, NULL, NULL);
+  g_autoptr (DfFence) g = df_fence_new ("device pc04", NULL, NULL, NULL);
+  gint before = g_atomic_int_get (&fence_notices);
+
+  g_assert_true (df_fence_trip_unused (f, "its last session closed"));
+  g_assert_false (df_fence_trip (f, "device pc03 was reset"));
+  g_assert_cmpint (g_atomic_int_get (&fence_notices), ==, before);
+  g_assert_true (df_fence_tripped (f));
+  g_assert_false (df_fence_moved (f));
+  g_assert_cmpstr (df_fence_reason (f), ==, "its last session closed");
+  g_assert_true (df_fence_trip (g, "device pc04 was reset"));
+  g_assert_cmpint (g_atomic_int_get (&fence_notices), ==, before + 1);
+}
+
 /* A FLUSH (or FUA write) that completes after the binding went stale is
  * not acknowledged: the check trips the fence and the request fails. */
 static void
@@ -405,11 +439,13 @@ test_concurrent_trip (void)
 int
 main (int argc, char **argv)
 {
+  g_log_set_writer_func (fence_writer, NULL, NULL);
   g_test_init (&argc, &argv, NULL);
   g_log_set_always_fatal (G_LOG_LEVEL_CRITICAL);
   g_test_add_func ("/fence/passthrough", test_passthrough);
   g_test_add_func ("/fence/trip", test_trip);
   g_test_add_func ("/fence/trip-moved", test_trip_moved);
+  g_test_add_func ("/fence/trip-unused", test_trip_unused);
   g_test_add_func ("/fence/stale-fua-and-flush", test_stale_flush);
   g_test_add_func ("/fence/stale-flush-first", test_check_flush_stale);
   g_test_add_func ("/fence/watch", test_watch);
