@@ -114,7 +114,8 @@ struct DfExports
   char *shared_dir;      /* server-persistent caches' home, or NULL */
   DfLeaseKeeper *keeper; /* their leases (owned), NULL without shared_dir */
   gint lost_caches;      /* atomic: opens refused a lost local cache */
-  char *incarnation;     /* this process, in its live marks */
+  char *incarnation;     /* this process, in its live marks; NULL when
+                          * unknown (then it writes none) */
   bool stopping;         /* under lock: sessions now close with the server */
   GMutex pool_lock;
   GPtrArray *farm_pool; /* idle DfFarm* */
@@ -141,6 +142,8 @@ struct DfExport
   CacheEntry *entry; /* owned ref; NULL for vdisk exports */
   guint watch_id;    /* df_fence_watch id, 0 = none */
 };
+
+static char *incarnation_of (const char *host, pid_t pid);
 
 /* ---- name grammar ------------------------------------------------------ */
 
@@ -556,8 +559,7 @@ df_exports_new (const char *farm_dir, const char *db, GError **err)
     return NULL;
   ex = g_new0 (DfExports, 1);
   ex->farm_dir = g_strdup (farm_dir);
-  ex->incarnation = g_strdup_printf ("%d %" G_GINT64_FORMAT "\n", (int) getpid (),
-                                     g_get_real_time ());
+  ex->incarnation = incarnation_of (g_get_host_name (), getpid ());
   ex->db = g_strdup (db);
   ex->farm_uuid = g_strdup (df_farm_uuid (farm));
   g_mutex_init (&ex->lock);
@@ -1014,51 +1016,92 @@ local_claim_generation (const Resolved *r)
 }
 
 /* ---- live marks: a local cache across a restart of its server -------------
- * While a cache that dies with the process has sessions,
- * <cache dir>/live.<generation> holds this process's incarnation.  A
- * process that finds the mark of the generation it is asked for, written
- * by another process, knows that generation's cache died with that one
- * (kill, crash, or a stop with sessions open) under a running OS: the
- * device gets a lost cache (every request fails), never an empty one in
- * its place.  The mark goes when the last session ends (the client left)
- * but not at a stop; marks of other generations are stale (the device
- * booted again since) and removed. */
+ * While a cache that dies with the process has sessions, its process
+ * keeps a mark in the cache directory, live.<generation>.<pid>, holding
+ * "<host> <pid> <start time>" (its incarnation).  Several servers may
+ * share one farm directory, so a mark speaks only of its own process: a
+ * process that finds, for the generation it is asked for, the mark of a
+ * process of this host that is gone knows that generation's cache died
+ * with it (kill, crash, or a stop with sessions open) under a running OS.
+ * The device then gets a lost cache (every request fails), never an empty
+ * one in its place.  A mark goes when its process's last session of the
+ * cache ends, but not at a stop; the gone processes' marks of other
+ * generations are stale (the device booted again since) and removed. */
 #define LIVE_MARK_PREFIX "live."
 
+/* This process's incarnation: host, pid and start time (clock ticks
+ * after boot, /proc/PID/stat field 22), or NULL when unreadable. */
 static char *
-live_mark_path (const Resolved *r)
+incarnation_of (const char *host, pid_t pid)
 {
-  g_autofree char *name = g_strdup_printf (LIVE_MARK_PREFIX "%" G_GINT64_FORMAT,
-                                           r->dev->generation);
-  return g_build_filename (r->dir, name, NULL);
+  g_autofree char *path = g_strdup_printf ("/proc/%d/stat", (int) pid);
+  g_autofree char *stat = NULL;
+  const char *p;
+  unsigned long long start;
+
+  if (!g_file_get_contents (path, &stat, NULL, NULL)
+      || (p = strrchr (stat, ')')) == NULL
+      || sscanf (p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
+                        "%*d %*d %*d %*d %*d %*d %llu", &start) != 1)
+    return NULL;
+  return g_strdup_printf ("%s %d %llu\n", host, (int) pid, start);
 }
 
-static void
-live_marks_remove_stale (const char *dir, const char *keep)
+static char *
+live_mark_path (const char *dir, gint64 generation)
 {
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  const char *name;
-
-  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
-    if (g_str_has_prefix (name, LIVE_MARK_PREFIX) && strcmp (name, keep) != 0)
-      {
-        g_autofree char *path = g_build_filename (dir, name, NULL);
-        g_unlink (path);
-      }
+  g_autofree char *name = g_strdup_printf (LIVE_MARK_PREFIX "%" G_GINT64_FORMAT
+                                           ".%d", generation, (int) getpid ());
+  return g_build_filename (dir, name, NULL);
 }
 
-/* False (logged, counted) when r's generation had its cache in another
- * process of this server, which died with it. */
+/* Whether the process a mark names is gone: of this host (marks of other
+ * hosts, on a shared farm directory, cannot be judged here and are left
+ * alone) and no longer running with that start time. */
+static bool
+mark_process_gone (DfExports *ex, const char *mark)
+{
+  char host[256];
+  int pid;
+  g_autofree char *now = NULL;
+
+  if (sscanf (mark, "%255s %d", host, &pid) != 2 || pid <= 0
+      || strcmp (host, g_get_host_name ()) != 0)
+    return false;
+  if (pid == getpid ())
+    return strcmp (mark, ex->incarnation) != 0;
+  now = incarnation_of (host, pid);
+  return now == NULL || strcmp (now, mark) != 0;
+}
+
+/* False (logged, counted) when r's generation had its cache in a process
+ * of this server's host that is gone; removes the gone processes' marks
+ * of other generations. */
 static bool
 live_mark_check (DfExports *ex, const Resolved *r)
 {
-  g_autofree char *path = live_mark_path (r);
-  g_autofree char *base = g_path_get_basename (path);
-  g_autofree char *who = NULL;
+  g_autofree char *want = g_strdup_printf (LIVE_MARK_PREFIX "%" G_GINT64_FORMAT
+                                           ".", r->dev->generation);
+  g_autoptr (GDir) d = g_dir_open (r->dir, 0, NULL);
+  const char *name;
+  bool died = false;
 
-  live_marks_remove_stale (r->dir, base);
-  if (!g_file_get_contents (path, &who, NULL, NULL)
-      || strcmp (who, ex->incarnation) == 0)
+  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = NULL, *mark = NULL;
+
+      if (!g_str_has_prefix (name, LIVE_MARK_PREFIX))
+        continue;
+      path = g_build_filename (r->dir, name, NULL);
+      if (!g_file_get_contents (path, &mark, NULL, NULL)
+          || !mark_process_gone (ex, mark))
+        continue;
+      if (g_str_has_prefix (name, want))
+        died = true;
+      else
+        g_unlink (path);
+    }
+  if (!died)
     return true;
   g_atomic_int_inc (&ex->lost_caches);
   g_warning ("device %s: its %s write cache of boot generation %" G_GINT64_FORMAT
@@ -1221,8 +1264,8 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   ce->cache = cache;
   ce->lease = g_steal_pointer (&lease);
   ce->lost = lost;
-  if (!lost && entry_dies_with_process (r))
-    ce->live_mark = live_mark_path (r);
+  if (!lost && entry_dies_with_process (r) && ex->incarnation != NULL)
+    ce->live_mark = live_mark_path (r->dir, r->dev->generation);
   ce->fenced = df_fence_blk_new (ce->fence, cache);
   return ce;
 }

@@ -71,3 +71,17 @@ df device reset s >/dev/null
 fresh s || fail "device s after device reset: $(cat "$T/out")"
 [ "$(ls "$FARM/cache/s/" | grep -c '^live\.')" -le 1 ] || fail "stale live marks: $(ls "$FARM/cache/s/")"
 pass "a stop with a session open loses it too; device reset gives a fresh cache"
+
+# two servers on one farm directory (as pxe-boot's): a live mark of the
+# other, running, process is not a dead one's
+hold s c
+"$STREAMSVC" --farm "$FARM" --nbd-listen "unix:$T/second.sock" --admin-listen 127.0.0.1:0 \
+  >"$T/second.log" 2>&1 &
+_df_pids="$_df_pids $!"
+for _ in $(seq 100); do [ -S "$T/second.sock" ] && break; sleep 0.1; done
+qemu-io -f raw -r -c 'read 0 4k' "nbd+unix:///device/s?socket=$T/second.sock" >"$T/out" 2>&1
+grep -q "read 4096/4096" "$T/out" ||
+  fail "a second server on the farm took the first one's live mark for a dead one: $(cat "$T/out")"
+! grep -q "died with a previous process" "$T/second.log" || fail "second server: $(cat "$T/second.log")"
+touch "$T/release.c"
+pass "a second server on the same farm directory serves the device (the first's mark is of a live process)"
