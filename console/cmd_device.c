@@ -490,7 +490,8 @@ device_show (DfCtx *ctx, int argc, char **argv, GError **err)
     "that cannot be asked are warnings on stderr).  Its cache lease: "
     "which server may write its cache (shared: held, lapsed or released, "
     "with the holder and epoch; local: on that server's own disk for one "
-    "boot generation), or none.",
+    "boot generation, or for every one for a server-persistent cache "
+    "without a shared directory or a private image), or none.",
     "  diskfarm device show pc01\n  diskfarm device show 52:54:00:12:34:56\n",
   };
   if (!df_cmd_parse (ctx, &spec, NULL, &argc, &argv, err))
