@@ -991,20 +991,25 @@ entry_leased (DfExports *ex, const Resolved *r)
          && r->mode.kind == DF_CACHE_PERSISTENT;
 }
 
+/* A device write cache of this server's (not the maintenance version's,
+ * which lives in the store; not hypervisor, which has none). */
+static bool
+entry_has_write_cache (const Resolved *r)
+{
+  return !r->maint && df_cache_mode_desc (&r->mode)->open_store != NULL;
+}
+
 /* A server or ram cache: in this process only (an unlinked file, RAM). */
 static bool
 entry_dies_with_process (const Resolved *r)
 {
-  const DfCacheModeDesc *d = df_cache_mode_desc (&r->mode);
-
-  return !r->maint && d->open_store != NULL && !d->persistent;
+  return entry_has_write_cache (r) && !df_cache_mode_desc (&r->mode)->persistent;
 }
 
 static bool
 entry_local (DfExports *ex, const Resolved *r)
 {
-  return ex->server != NULL && !r->maint
-         && df_cache_mode_desc (&r->mode)->open_store != NULL
+  return ex->server != NULL && entry_has_write_cache (r)
          && !entry_leased (ex, r);
 }
 
@@ -1053,6 +1058,14 @@ live_mark_path (const char *dir, gint64 generation)
   g_autofree char *name = g_strdup_printf (LIVE_MARK_PREFIX "%" G_GINT64_FORMAT
                                            ".%d", generation, (int) getpid ());
   return g_build_filename (dir, name, NULL);
+}
+
+/* Whether r's cache keeps a live mark: it dies with the process, and this
+ * process knows its incarnation (without /proc it can judge no mark). */
+static bool
+entry_marked (DfExports *ex, const Resolved *r)
+{
+  return entry_dies_with_process (r) && ex->incarnation != NULL;
 }
 
 /* Whether the process a mark names is gone: of this host (marks of other
@@ -1235,7 +1248,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
     }
   else if (entry_local (ex, r))
     lost = !local_claim (ex, farm, r, b);
-  if (!lost && entry_dies_with_process (r))
+  if (!lost && entry_marked (ex, r))
     lost = !live_mark_check (ex, r);
   cache = lost ? df_lost_blk_new (chain->size)
                : entry_cache_open (ex, r, chain, base_path, lease, &local);
@@ -1264,7 +1277,7 @@ cache_entry_open_locked (DfExports *ex, DfFarm *farm, const Resolved *r,
   ce->cache = cache;
   ce->lease = g_steal_pointer (&lease);
   ce->lost = lost;
-  if (!lost && entry_dies_with_process (r) && ex->incarnation != NULL)
+  if (!lost && entry_marked (ex, r))
     ce->live_mark = live_mark_path (r->dir, r->dev->generation);
   ce->fenced = df_fence_blk_new (ce->fence, cache);
   return ce;
