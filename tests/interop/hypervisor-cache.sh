@@ -53,7 +53,7 @@ pass "device/hv: NBD read-only, serves v0, qemu-io write refused ($(echo "$out" 
 # DATA PROTECT / WRITE PROTECTED) - libiscsi's own read-only SBC test
 if command -v iscsi-test-cu >/dev/null &&
    iscsi-test-cu --list 2>/dev/null | grep -qx "SCSI.ReadOnly.ReadOnlySBC"; then
-  P=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+  P=$(iscsi_port)
   [ -n "$P" ] || fail "no iSCSI port in the log"
   timeout 120 iscsi-test-cu -d -s -t SCSI.ReadOnly.ReadOnlySBC \
     "iscsi://127.0.0.1:$P/$IQN:hv/1" >"$T/cu.log" 2>&1 ||

@@ -16,7 +16,7 @@ df device add b --mac 52:54:00:00:00:0b --vdisk golden >/dev/null
 printf 'initiatorsecret1\n' >"$T/s1"
 df device set b --chap-user userb --chap-secret-file "$T/s1" >/dev/null
 start_streamsvc --iscsi-listen 127.0.0.1:0
-P=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+P=$(iscsi_port)
 [ -n "$P" ] || fail "no iSCSI listener"
 H=127.0.0.1:$P
 IQN=iqn.2026-11.org.diskfarm

@@ -26,7 +26,7 @@ if df device set b --chap-user userb --chap-secret-file "$T/s1" \
   fail "mutual secret equal to the initiator secret was accepted"
 fi
 start_streamsvc --iscsi-listen 127.0.0.1:0
-P=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+P=$(iscsi_port)
 [ -n "$P" ] || fail "no iSCSI listener"
 H=127.0.0.1:$P
 IQN=iqn.2026-11.org.diskfarm

@@ -11,7 +11,7 @@ init_vdisk g 16
 df device add m --mac 52:54:00:00:00:51 --vdisk g --type maintenance >/dev/null
 df version new g >/dev/null 2>&1
 start_streamsvc --iscsi-listen 127.0.0.1:0
-P=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+P=$(iscsi_port)
 [ -n "$P" ] || fail "no iSCSI listener"
 IQN=iqn.2026-11.org.diskfarm
 I1=$IQN:m I2=iqn.2000-01.test:other

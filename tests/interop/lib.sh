@@ -151,6 +151,12 @@ wait_registered() {
     "$1 did not register"
 }
 
+# iscsi_port: the loopback iSCSI port streamsvc logged it listens on
+# (start_streamsvc --iscsi-listen 127.0.0.1:0).
+iscsi_port() {
+  grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://'
+}
+
 # wait_live DEVICE: until streamsvc's /v1/sessions lists a session of
 # DEVICE (at most 30 s): a client started in the background is connected.
 wait_live() {

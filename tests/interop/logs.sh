@@ -36,7 +36,7 @@ all_stamped "$T/fatal.log" streamsvc
 pass "streamsvc: fatal start-up error is one timestamped error line"
 
 start_streamsvc --iscsi-listen 127.0.0.1:0
-P=$(grep -o 'iscsi listening on 127.0.0.1:[0-9]*' "$T/streamsvc.log" | sed 's/.*://')
+P=$(iscsi_port)
 [ -n "$P" ] || fail "no iSCSI listener"
 # one login line per session: discovery alone, then discovery + one
 # session per listed target (vdisk.golden, d1, d2, d3) for -s
